@@ -1,0 +1,616 @@
+//! Configuration: one typed config from a hosts file (YAML, the Kubernetes ConfigMap form),
+//! environment variables, and secrets read from files or the environment.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Capabilities, Catalog, Error, ErrorKind, Flavor, Image, Network, Result, RetryPolicy, Zone};
+
+/// The whole configuration of one engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Hypervisor endpoints and their hosts.
+    pub providers: Vec<ProviderConfig>,
+    /// Placement zones.
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    /// Images, flavors and networks tenants choose from.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    /// Engine limits and intervals.
+    #[serde(default)]
+    pub engine: EngineSettings,
+    /// The projects (tenants) HCP serves, with their quotas. When empty, any valid project id is
+    /// accepted and unlimited.
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
+    /// Where secrets are read from.
+    #[serde(skip)]
+    pub secrets: Secrets,
+    /// The file this config was read from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// One provider instance (a hypervisor endpoint or cluster) and its hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// A unique name (`hyperv-east`).
+    pub name: String,
+    /// The provider kind (`sim`, `libvirt`, `hyperv`, `proxmox`, `vsphere`).
+    pub kind: String,
+    /// Capabilities switched off for the whole provider.
+    #[serde(default)]
+    pub limits: CapabilityLimits,
+    /// Provider-specific settings, read by the provider itself.
+    #[serde(default)]
+    pub settings: serde_json::Value,
+    /// Its hosts.
+    #[serde(default)]
+    pub hosts: Vec<HostConfig>,
+}
+
+/// One host of a provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The host name, unique within its provider.
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// vCPUs it offers (providers that can ask the host ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// Memory it offers in MiB (providers that can ask the host ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Capabilities switched off on this host.
+    #[serde(default)]
+    pub limits: CapabilityLimits,
+    /// Host-specific settings, read by the provider (an address, a URI).
+    #[serde(default)]
+    pub settings: serde_json::Value,
+}
+
+/// A zone and the capabilities switched off in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// The zone name.
+    pub name: String,
+    /// A short description.
+    #[serde(default)]
+    pub description: String,
+    /// Capabilities switched off in this zone.
+    #[serde(default)]
+    pub limits: CapabilityLimits,
+}
+
+/// Narrows capabilities: flags to switch off and size limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityLimits {
+    /// Capability names to switch off (`cloud_init`, `snapshot`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
+    /// Most vCPUs per VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vcpus: Option<u32>,
+    /// Most memory per VM, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mib: Option<u64>,
+}
+
+/// The names [`CapabilityLimits::disable`] accepts.
+pub const CAPABILITY_NAMES: [&str; 10] = [
+    "cloud_init",
+    "snapshot",
+    "live_migration",
+    "console_vnc",
+    "console_spice",
+    "console_rdp",
+    "console_webmks",
+    "console_web",
+    "gpu_passthrough",
+    "tags",
+];
+
+impl CapabilityLimits {
+    /// Returns the mask these limits leave: every capability except the disabled ones.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] for an unknown capability name.
+    pub fn mask(&self) -> Result<Capabilities> {
+        let mut c = Capabilities::all();
+        for name in &self.disable {
+            let flag = match name.as_str() {
+                "cloud_init" => &mut c.cloud_init,
+                "snapshot" => &mut c.snapshot,
+                "live_migration" => &mut c.live_migration,
+                "console_vnc" => &mut c.console_vnc,
+                "console_spice" => &mut c.console_spice,
+                "console_rdp" => &mut c.console_rdp,
+                "console_webmks" => &mut c.console_webmks,
+                "console_web" => &mut c.console_web,
+                "gpu_passthrough" => &mut c.gpu_passthrough,
+                "tags" => &mut c.tags,
+                other => {
+                    return Err(Error::invalid(
+                        "limits.disable",
+                        format!("unknown capability `{other}`; known: {}", CAPABILITY_NAMES.join(", ")),
+                    ));
+                }
+            };
+            *flag = false;
+        }
+        c.max_vcpus = self.max_vcpus;
+        c.max_memory_mib = self.max_memory_mib;
+        Ok(c)
+    }
+}
+
+/// The catalog section of the hosts file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Images.
+    #[serde(default)]
+    pub images: Vec<Image>,
+    /// Flavors.
+    #[serde(default)]
+    pub flavors: Vec<Flavor>,
+    /// Networks.
+    #[serde(default)]
+    pub networks: Vec<Network>,
+}
+
+/// A project (tenant) and its quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// The project id: 1–63 characters of `[a-z0-9-]`, starting with a letter.
+    pub name: String,
+    /// A short description.
+    #[serde(default)]
+    pub description: String,
+    /// Its quota; unlimited when absent.
+    #[serde(default)]
+    pub quota: Quota,
+}
+
+/// A per-project quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Most VMs.
+    #[serde(default)]
+    pub max_vms: Option<u64>,
+    /// Most vCPUs over all VMs.
+    #[serde(default)]
+    pub max_vcpus: Option<u64>,
+    /// Most memory over all VMs, in MiB.
+    #[serde(default)]
+    pub max_memory_mib: Option<u64>,
+}
+
+/// What the reconciler does about drift.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftPolicy {
+    /// Emits drift events only.
+    #[default]
+    Report,
+    /// Emits drift events and submits jobs that restore the desired power state.
+    RestorePower,
+}
+
+/// Engine limits and intervals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Most jobs running at once, over all hosts.
+    pub max_concurrent_jobs: usize,
+    /// Most jobs running at once on one host.
+    pub max_jobs_per_host: usize,
+    /// The timeout of one job, from its first start to its end, retries included.
+    #[serde(with = "humantime_serde")]
+    pub job_timeout: Duration,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// How long idempotency keys are remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// How often the reconciler refreshes inventory (`INVENTORY_REFRESH_INTERVAL`); zero switches it off.
+    #[serde(with = "humantime_serde")]
+    pub inventory_refresh_interval: Duration,
+    /// What the reconciler does about drift.
+    pub drift_policy: DriftPolicy,
+    /// How long finished jobs are kept.
+    #[serde(with = "humantime_serde")]
+    pub job_retention: Duration,
+    /// Most log lines kept per job (the oldest are dropped first).
+    pub max_log_lines_per_job: usize,
+    /// Most audit events kept in memory.
+    pub max_events: usize,
+    /// How long a graceful stop may take before a hard power-off.
+    #[serde(with = "humantime_serde")]
+    pub graceful_stop_timeout: Duration,
+    /// The project the Hyper-V service's legacy routes act in.
+    pub default_project: String,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_concurrent_jobs: 64,
+            max_jobs_per_host: 4,
+            job_timeout: Duration::from_secs(30 * 60),
+            retry: RetryPolicy::default(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            inventory_refresh_interval: Duration::from_secs(60),
+            drift_policy: DriftPolicy::Report,
+            job_retention: Duration::from_secs(24 * 3600),
+            max_log_lines_per_job: 1000,
+            max_events: 100_000,
+            graceful_stop_timeout: Duration::from_secs(60),
+            default_project: "default".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a hosts file's text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming the key and line: YAML syntax, unknown or missing keys,
+    /// wrong types, duplicate names, references to unknown zones, unknown capability names.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config> {
+        let config: Config = serde_yaml_ng::from_str(text).map_err(|e| {
+            let mut msg = format!("{origin}: {e}");
+            if let Some(loc) = e.location()
+                && !msg.contains("line")
+            {
+                msg.push_str(&format!(" (line {})", loc.line()));
+            }
+            Error::new(ErrorKind::InvalidSpec, msg).with_field("config")
+        })?;
+        config.check(text, origin)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a hosts file.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] when the file cannot be read or is invalid (see [`Config::from_yaml`]).
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid("config", format!("cannot read hosts file {}: {e}", path.display()))
+        })?;
+        let mut config = Config::from_yaml(&text, &path.display().to_string())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Applies the environment: `INVENTORY_REFRESH_INTERVAL`, `HCP_MAX_CONCURRENT_JOBS`,
+    /// `HCP_MAX_JOBS_PER_HOST`, `HCP_JOB_TIMEOUT`, `HCP_IDEMPOTENCY_TTL`, `HCP_DEFAULT_PROJECT`,
+    /// and `HCP_SECRETS_DIR` (default `/run/secrets`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming the variable when a value cannot be parsed.
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(v) = env("INVENTORY_REFRESH_INTERVAL") {
+            self.engine.inventory_refresh_interval = parse_duration("INVENTORY_REFRESH_INTERVAL", &v)?;
+        }
+        if let Some(v) = env("HCP_JOB_TIMEOUT") {
+            self.engine.job_timeout = parse_duration("HCP_JOB_TIMEOUT", &v)?;
+        }
+        if let Some(v) = env("HCP_IDEMPOTENCY_TTL") {
+            self.engine.idempotency_ttl = parse_duration("HCP_IDEMPOTENCY_TTL", &v)?;
+        }
+        if let Some(v) = env("HCP_MAX_CONCURRENT_JOBS") {
+            self.engine.max_concurrent_jobs = parse_count("HCP_MAX_CONCURRENT_JOBS", &v)?;
+        }
+        if let Some(v) = env("HCP_MAX_JOBS_PER_HOST") {
+            self.engine.max_jobs_per_host = parse_count("HCP_MAX_JOBS_PER_HOST", &v)?;
+        }
+        if let Some(v) = env("HCP_DEFAULT_PROJECT") {
+            self.engine.default_project = v;
+        }
+        if let Some(v) = env("HCP_SECRETS_DIR") {
+            self.secrets = Secrets::new(v);
+        }
+        Ok(())
+    }
+
+    /// Returns the catalog (images, flavors, networks and zones).
+    pub fn catalog(&self) -> Catalog {
+        Catalog {
+            images: self.catalog.images.clone(),
+            flavors: self.catalog.flavors.clone(),
+            networks: self.catalog.networks.clone(),
+            zones: self
+                .zones
+                .iter()
+                .map(|z| Zone {
+                    name: z.name.clone(),
+                    description: z.description.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn check(&self, text: &str, origin: &str) -> Result<()> {
+        let fail = |key: String, value: &str, msg: String| -> Result<()> {
+            let line = line_of(text, value).map(|l| format!(" (line {l})")).unwrap_or_default();
+            Err(Error::new(ErrorKind::InvalidSpec, format!("{origin}{line}: {key}: {msg}")).with_field(key))
+        };
+        if self.providers.is_empty() {
+            return fail("providers".into(), "providers", "at least one provider is required".into());
+        }
+        let mut zones = HashSet::new();
+        for (i, z) in self.zones.iter().enumerate() {
+            if let Err(e) = crate::validate_dns_label("name", &z.name) {
+                return fail(format!("zones[{i}].name"), &z.name, e.message().to_string());
+            }
+            if !zones.insert(z.name.as_str()) {
+                return fail(format!("zones[{i}].name"), &z.name, format!("duplicate zone `{}`", z.name));
+            }
+            if let Err(e) = z.limits.mask() {
+                return fail(format!("zones[{i}].limits.disable"), "disable", e.message().to_string());
+            }
+        }
+        let mut projects = HashSet::new();
+        for (i, p) in self.projects.iter().enumerate() {
+            if let Err(e) = crate::validate_dns_label("name", &p.name) {
+                return fail(format!("projects[{i}].name"), &p.name, e.message().to_string());
+            }
+            if !projects.insert(p.name.as_str()) {
+                return fail(format!("projects[{i}].name"), &p.name, format!("duplicate project `{}`", p.name));
+            }
+        }
+        let mut providers = HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            if p.name.is_empty() || !providers.insert(p.name.as_str()) {
+                return fail(format!("providers[{i}].name"), &p.name, format!("provider name `{}` is empty or used twice", p.name));
+            }
+            if let Err(e) = p.limits.mask() {
+                return fail(format!("providers[{i}].limits.disable"), "disable", e.message().to_string());
+            }
+            let mut hosts = HashSet::new();
+            for (j, h) in p.hosts.iter().enumerate() {
+                if h.name.is_empty() || !hosts.insert(h.name.as_str()) {
+                    return fail(format!("providers[{i}].hosts[{j}].name"), &h.name, format!("host name `{}` is empty or used twice", h.name));
+                }
+                if !zones.contains(h.zone.as_str()) {
+                    let known: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
+                    return fail(
+                        format!("providers[{i}].hosts[{j}].zone"),
+                        &format!("zone: {}", h.zone),
+                        format!("unknown zone `{}`; zones: {}", h.zone, if known.is_empty() { "none declared".into() } else { known.join(", ") }),
+                    );
+                }
+                if let Err(e) = h.limits.mask() {
+                    return fail(format!("providers[{i}].hosts[{j}].limits.disable"), "disable", e.message().to_string());
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, img) in self.catalog.images.iter().enumerate() {
+            if img.name.is_empty() || !seen.insert(img.name.as_str()) {
+                return fail(format!("catalog.images[{i}].name"), &img.name, format!("image name `{}` is empty or used twice", img.name));
+            }
+        }
+        seen.clear();
+        for (i, f) in self.catalog.flavors.iter().enumerate() {
+            if f.name.is_empty() || !seen.insert(f.name.as_str()) {
+                return fail(format!("catalog.flavors[{i}].name"), &f.name, format!("flavor name `{}` is empty or used twice", f.name));
+            }
+            if f.vcpus == 0 {
+                return fail(format!("catalog.flavors[{i}].vcpus"), &f.name, "must be at least 1".into());
+            }
+            if f.memory_mib < 16 {
+                return fail(format!("catalog.flavors[{i}].memory_mib"), &f.name, "must be at least 16".into());
+            }
+        }
+        seen.clear();
+        for (i, n) in self.catalog.networks.iter().enumerate() {
+            if n.name.is_empty() || !seen.insert(n.name.as_str()) {
+                return fail(format!("catalog.networks[{i}].name"), &n.name, format!("network name `{}` is empty or used twice", n.name));
+            }
+            for z in &n.zones {
+                if !zones.contains(z.as_str()) {
+                    return fail(format!("catalog.networks[{i}].zones"), z, format!("unknown zone `{z}`"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+/// Parses a duration: `90`, `90s`, `5m`, `1h 30m`, `500ms`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `field`.
+pub fn parse_duration(field: &str, value: &str) -> Result<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v).map_err(|e| {
+        Error::invalid(field, format!("`{v}` is not a duration ({e}); use seconds or forms like 90s, 5m, 1h"))
+    })
+}
+
+fn parse_count(field: &str, value: &str) -> Result<usize> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::invalid(field, format!("`{value}` is not a positive whole number"))),
+    }
+}
+
+/// A secret value: its `Debug` and `Display` never print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        SecretString(secret.into())
+    }
+
+    /// Returns the secret itself; keep it out of logs, errors and scripts.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString([redacted])")
+    }
+}
+
+impl fmt::Display for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Reads secrets from files in a directory (`/run/secrets/NAME`, the Kubernetes way) or,
+/// failing that, from the environment variable `NAME` upper-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secrets {
+    dir: PathBuf,
+}
+
+impl Default for Secrets {
+    fn default() -> Self {
+        Secrets::new("/run/secrets")
+    }
+}
+
+impl Secrets {
+    /// Reads secrets from `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Secrets { dir: dir.into() }
+    }
+
+    /// Returns the directory secrets are read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Returns the secret `name`: the file `dir/name` without its trailing newline, else the
+    /// environment variable `NAME`, else `None`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] when the file exists but cannot be read; the secret itself is
+    /// never part of the error.
+    pub fn get(&self, name: &str) -> Result<Option<SecretString>> {
+        let path = self.dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => return Ok(Some(SecretString::new(s.trim_end_matches(['\r', '\n'])))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::invalid(
+                    format!("secrets.{name}"),
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                ));
+            }
+        }
+        let var = name.to_ascii_uppercase().replace('-', "_");
+        Ok(std::env::var(var).ok().map(SecretString::new))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+providers:
+  - name: sim
+    kind: sim
+    hosts:
+      - name: h1
+        zone: zone-a
+        vcpus: 8
+zones:
+  - name: zone-a
+    limits:
+      disable: [gpu_passthrough]
+catalog:
+  images: [{name: ubuntu}]
+  flavors: [{name: small, vcpus: 1, memory_mib: 1024, disk_gib: 10}]
+engine:
+  job_timeout: 5m
+"#;
+
+    #[test]
+    fn parses_a_hosts_file() {
+        let c = Config::from_yaml(GOOD, "hosts.yaml").unwrap();
+        assert_eq!(c.providers[0].hosts[0].vcpus, Some(8));
+        assert_eq!(c.engine.job_timeout, Duration::from_secs(300));
+        assert!(!c.zones[0].limits.mask().unwrap().gpu_passthrough);
+        assert_eq!(c.catalog().zones[0].name, "zone-a");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let bad = GOOD.replace("        vcpus: 8", "        vcpuz: 8");
+        let e = Config::from_yaml(&bad, "hosts.yaml").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("vcpuz") && m.contains("line 7"), "{m}");
+    }
+
+    #[test]
+    fn unknown_zone_names_key_and_line() {
+        let bad = GOOD.replace("zone: zone-a", "zone: zone-x");
+        let e = Config::from_yaml(&bad, "hosts.yaml").unwrap_err();
+        assert_eq!(e.field(), Some("providers[0].hosts[0].zone"));
+        assert!(e.to_string().contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = Config::from_yaml("providers: [\n  - x: [", "f.yaml").unwrap_err();
+        assert!(e.to_string().contains("line"), "{e}");
+        let e = Config::from_yaml(&GOOD.replace("[gpu_passthrough]", "[gpu]"), "f.yaml").unwrap_err();
+        assert!(e.to_string().contains("unknown capability `gpu`"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_and_bad_values_name_the_variable() {
+        let mut c = Config::from_yaml(GOOD, "x").unwrap();
+        c.apply_env(&|k| (k == "INVENTORY_REFRESH_INTERVAL").then(|| "15".to_string())).unwrap();
+        assert_eq!(c.engine.inventory_refresh_interval, Duration::from_secs(15));
+        let e = c
+            .apply_env(&|k| (k == "HCP_MAX_JOBS_PER_HOST").then(|| "zero".to_string()))
+            .unwrap_err();
+        assert_eq!(e.field(), Some("HCP_MAX_JOBS_PER_HOST"));
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("winrm_password"), "hunter2\n").unwrap();
+        let s = Secrets::new(dir.path());
+        let pw = s.get("winrm_password").unwrap().unwrap();
+        assert_eq!(pw.expose(), "hunter2");
+        assert!(!format!("{pw:?} {pw}").contains("hunter2"));
+        assert!(s.get("hcp_test_absent_secret_name").unwrap().is_none());
+    }
+}

@@ -1,0 +1,676 @@
+//! Inventory: hosts and their capacity, placement, capability negotiation, and the reconciler
+//! that refreshes every host in parallel and acts on drift.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+
+use super::{Action, Engine, Inner, RequestContext, lock};
+use crate::reconcile::{ObservedHost, classify};
+use crate::store::{PageRequest, Scope};
+use crate::{
+    Capabilities, Capability, DesiredState, DriftPolicy, Drift, Error, ErrorKind, EventKind, Host, HostInfo,
+    HostInventory, HostInventoryReply, NativeVm, Operation, PowerState, Principal, ProjectId, ProviderBinding,
+    ProviderInfo, Requirements, Resources, Result, Vm, VmId, VmSpec,
+};
+
+/// How long one host's inventory call may take during a refresh.
+const HOST_INVENTORY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+pub(crate) struct InventoryState {
+    pub(crate) hosts: BTreeMap<(String, String), HostState>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct HostState {
+    pub(crate) info: HostInfo,
+    pub(crate) caps: Capabilities,
+    pub(crate) available: bool,
+    pub(crate) reason: Option<String>,
+    pub(crate) vcpus_used: u32,
+    pub(crate) memory_used: u64,
+    pub(crate) reserved_vcpus: u32,
+    pub(crate) reserved_memory: u64,
+    pub(crate) vms: Vec<NativeVm>,
+    pub(crate) observed_at: Option<DateTime<Utc>>,
+}
+
+impl HostState {
+    fn free(&self) -> (i64, i64) {
+        (
+            i64::from(self.info.vcpus_total) - i64::from(self.vcpus_used) - i64::from(self.reserved_vcpus),
+            self.info.memory_mib_total as i64 - self.memory_used as i64 - self.reserved_memory as i64,
+        )
+    }
+}
+
+/// Capacity held on a host for a create that has been accepted but not yet observed.
+pub(crate) struct Reservation<'a> {
+    inner: &'a Inner,
+    key: (String, String),
+    resources: Resources,
+    kept: bool,
+}
+
+impl<'a> Reservation<'a> {
+    pub(crate) fn new(inner: &'a Inner, provider: &str, host: &str, resources: Resources) -> Self {
+        let key = (provider.to_string(), host.to_string());
+        adjust_reserved(inner, &key, resources, true);
+        Reservation {
+            inner,
+            key,
+            resources,
+            kept: false,
+        }
+    }
+
+    /// Keeps the capacity reserved (the job releases it when it ends).
+    pub(crate) fn keep(&mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            adjust_reserved(self.inner, &self.key, self.resources, false);
+        }
+    }
+}
+
+fn adjust_reserved(inner: &Inner, key: &(String, String), r: Resources, add: bool) {
+    let mut inv = inner.inventory.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = inv.hosts.get_mut(key) {
+        if add {
+            h.reserved_vcpus += r.vcpus;
+            h.reserved_memory += r.memory_mib;
+        } else {
+            h.reserved_vcpus = h.reserved_vcpus.saturating_sub(r.vcpus);
+            h.reserved_memory = h.reserved_memory.saturating_sub(r.memory_mib);
+        }
+    }
+}
+
+/// Moves capacity after a job: releases a create's reservation, and counts what now exists.
+pub(crate) fn settle_capacity(inner: &Inner, provider: &str, host: &str, r: Resources, created: Option<bool>, deleted: bool) {
+    let key = (provider.to_string(), host.to_string());
+    let mut inv = inner.inventory.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = inv.hosts.get_mut(&key) {
+        if let Some(ok) = created {
+            h.reserved_vcpus = h.reserved_vcpus.saturating_sub(r.vcpus);
+            h.reserved_memory = h.reserved_memory.saturating_sub(r.memory_mib);
+            if ok {
+                h.vcpus_used += r.vcpus;
+                h.memory_used += r.memory_mib;
+            }
+        }
+        if deleted {
+            h.vcpus_used = h.vcpus_used.saturating_sub(r.vcpus);
+            h.memory_used = h.memory_used.saturating_sub(r.memory_mib);
+        }
+    }
+}
+
+pub(crate) struct Placement {
+    pub(crate) provider: String,
+    pub(crate) host: String,
+    pub(crate) zone: String,
+}
+
+/// A provider with its health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    /// Name, kind and version.
+    pub info: ProviderInfo,
+    /// True when at least one of its hosts answered the last inventory.
+    pub healthy: bool,
+    /// Its hosts.
+    pub hosts_total: usize,
+    /// Its hosts that answered.
+    pub hosts_available: usize,
+}
+
+/// Capabilities of a provider and of each of its hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderCapabilities {
+    /// The provider name.
+    pub provider: String,
+    /// The provider kind.
+    pub kind: String,
+    /// What the provider declares.
+    pub declared: Capabilities,
+    /// What each host offers after narrowing by provider, zone and host limits.
+    pub hosts: BTreeMap<String, Capabilities>,
+}
+
+/// A VM as found on a host: HCP's or not (operator view).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryVm {
+    /// The provider.
+    pub provider: String,
+    /// The host.
+    pub host: String,
+    /// The hypervisor's id.
+    pub native_id: String,
+    /// The hypervisor's name.
+    pub name: String,
+    /// The power state.
+    pub power: PowerState,
+    /// HCP's id, when HCP manages it.
+    pub vm_id: Option<VmId>,
+    /// The owning project, when HCP manages it.
+    pub project: Option<ProjectId>,
+}
+
+/// What one inventory refresh saw and did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefreshReport {
+    /// Hosts that answered.
+    pub hosts_ok: usize,
+    /// Hosts that did not answer, with the reason.
+    pub hosts_failed: Vec<(String, String)>,
+    /// VMs seen on all hosts.
+    pub vms_seen: usize,
+    /// VMs rebuilt from their marks.
+    pub adopted: usize,
+    /// Every drift found (new and old).
+    pub drift: Vec<Drift>,
+    /// Jobs submitted to repair drift.
+    pub repairs: usize,
+    /// How long the refresh took.
+    pub elapsed_ms: u64,
+}
+
+impl Engine {
+    /// Returns a host's effective capabilities (provider ∧ zone ∧ host); none for an unknown host.
+    pub fn host_capabilities(&self, provider: &str, host: &str) -> Capabilities {
+        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        inv.hosts
+            .get(&(provider.to_string(), host.to_string()))
+            .map(|h| h.caps)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn host_exists(&self, provider: &str, host: &str) -> bool {
+        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        inv.hosts.contains_key(&(provider.to_string(), host.to_string()))
+    }
+
+    /// Returns what can be asked for in `zone` (any of its hosts), or anywhere when `None`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `zone` when it is unknown.
+    pub fn capabilities(&self, zone: Option<&str>) -> Result<Capabilities> {
+        if let Some(z) = zone
+            && self.inner.catalog.zone(z).is_none()
+        {
+            return Err(Error::invalid("zone", format!("unknown zone `{z}`")));
+        }
+        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        Ok(inv
+            .hosts
+            .values()
+            .filter(|h| zone.is_none_or(|z| h.info.zone == z))
+            .fold(None, |acc: Option<Capabilities>, h| Some(acc.map_or(h.caps, |a| a.union(h.caps))))
+            .unwrap_or_default())
+    }
+
+    /// Returns each provider's declared capabilities and each host's effective ones.
+    pub fn provider_capabilities(&self) -> Vec<ProviderCapabilities> {
+        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .providers
+            .iter()
+            .map(|(name, entry)| ProviderCapabilities {
+                provider: name.clone(),
+                kind: entry.provider.info().kind,
+                declared: entry.provider.capabilities(),
+                hosts: inv
+                    .hosts
+                    .iter()
+                    .filter(|((p, _), _)| p == name)
+                    .map(|((_, h), s)| (h.clone(), s.caps))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Returns every host with its capacity and health.
+    pub fn hosts(&self) -> Vec<Host> {
+        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        inv.hosts
+            .iter()
+            .map(|((provider, name), h)| Host {
+                name: name.clone(),
+                provider: provider.clone(),
+                zone: h.info.zone.clone(),
+                available: h.available,
+                unavailable_reason: h.reason.clone(),
+                vcpus_total: h.info.vcpus_total,
+                vcpus_used: h.vcpus_used + h.reserved_vcpus,
+                memory_mib_total: h.info.memory_mib_total,
+                memory_mib_used: h.memory_used + h.reserved_memory,
+                vm_count: h.vms.len(),
+                capabilities: h.caps,
+                observed_at: h.observed_at,
+            })
+            .collect()
+    }
+
+    /// Returns every provider with its health.
+    pub fn providers(&self) -> Vec<ProviderStatus> {
+        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .providers
+            .iter()
+            .map(|(name, entry)| {
+                let hosts: Vec<&HostState> = inv.hosts.iter().filter(|((p, _), _)| p == name).map(|(_, h)| h).collect();
+                let available = hosts.iter().filter(|h| h.available).count();
+                ProviderStatus {
+                    info: entry.provider.info(),
+                    healthy: available > 0,
+                    hosts_total: hosts.len(),
+                    hosts_available: available,
+                }
+            })
+            .collect()
+    }
+
+    /// Returns every VM found on the hosts at the last refresh, HCP's and others (operator view).
+    pub fn inventory_vms(&self) -> Vec<InventoryVm> {
+        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        inv.hosts
+            .iter()
+            .flat_map(|((provider, host), h)| {
+                h.vms.iter().map(move |v| InventoryVm {
+                    provider: provider.clone(),
+                    host: host.clone(),
+                    native_id: v.native_id.clone(),
+                    name: v.name.clone(),
+                    power: v.power,
+                    vm_id: v.mark.as_ref().map(|m| m.vm_id.clone()),
+                    project: v.mark.as_ref().map(|m| m.project.clone()),
+                })
+            })
+            .collect()
+    }
+
+    /// Chooses a host for a new VM: the zone's reachable hosts that offer the needed capabilities
+    /// and have room, preferring the one with the most free memory.
+    pub(crate) fn place(&self, spec: &VmSpec, r: Resources, pinned: Option<&str>, op: Operation) -> Result<Placement> {
+        let mut flags = Vec::new();
+        if spec.user_data.is_some() {
+            flags.push(Capability::CloudInit);
+        }
+        if !spec.tags.is_empty() {
+            flags.push(Capability::Tags);
+        }
+        let need = Requirements {
+            flags,
+            vcpus: Some(r.vcpus),
+            memory_mib: Some(r.memory_mib),
+        };
+        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        let in_scope: Vec<(&(String, String), &HostState)> = inv
+            .hosts
+            .iter()
+            .filter(|(_, h)| spec.zone.as_deref().is_none_or(|z| h.info.zone == z))
+            .filter(|((_, name), _)| pinned.is_none_or(|p| p == name))
+            .collect();
+        let where_ = match (&spec.zone, pinned) {
+            (_, Some(h)) => format!("host `{h}`"),
+            (Some(z), None) => format!("zone `{z}`"),
+            (None, None) => "any zone".to_string(),
+        };
+        if in_scope.is_empty() {
+            return Err(match pinned {
+                Some(h) => Error::invalid("host", format!("unknown host `{h}`{}", spec.zone.as_ref().map(|z| format!(" in zone `{z}`")).unwrap_or_default())),
+                None => Error::invalid("zone", format!("{where_} has no hosts")),
+            });
+        }
+        let mut first_refusal = None;
+        let capable: Vec<_> = in_scope
+            .iter()
+            .filter(|((provider, _), h)| match h.caps.check(provider, op, &need) {
+                Ok(()) => true,
+                Err(e) => {
+                    first_refusal.get_or_insert(e);
+                    false
+                }
+            })
+            .collect();
+        if capable.is_empty() {
+            let e = first_refusal.unwrap_or_else(|| Error::internal("no capable host and no refusal"));
+            return Err(e.with_context("where", &where_));
+        }
+        let reachable: Vec<_> = capable.iter().filter(|(_, h)| h.available).collect();
+        if reachable.is_empty() {
+            return Err(Error::new(ErrorKind::ProviderUnavailable, format!("no host in {where_} is reachable right now")).temporary());
+        }
+        let best = reachable
+            .iter()
+            .filter(|(_, h)| {
+                let (cpu, mem) = h.free();
+                cpu >= i64::from(r.vcpus) && mem >= r.memory_mib as i64
+            })
+            .max_by(|(ka, a), (kb, b)| {
+                a.free()
+                    .1
+                    .cmp(&b.free().1)
+                    .then(b.vms.len().cmp(&a.vms.len()))
+                    .then(kb.1.cmp(&ka.1))
+            });
+        match best {
+            Some(((provider, host), h)) => Ok(Placement {
+                provider: provider.clone(),
+                host: host.clone(),
+                zone: h.info.zone.clone(),
+            }),
+            None => Err(Error::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "no host in {where_} has {} vCPUs and {} MiB of memory free",
+                    r.vcpus, r.memory_mib
+                ),
+            )
+            .with_context("capacity", "exhausted")),
+        }
+    }
+
+    /// Refreshes every host of every provider in parallel, rebuilds VMs found with HCP's mark
+    /// that the store does not know, records observed power states, and reports drift (acting on
+    /// it per the drift policy).
+    ///
+    /// # Errors
+    /// Store errors only; unreachable hosts are reported in [`RefreshReport::hosts_failed`].
+    pub async fn refresh_inventory(&self) -> Result<RefreshReport> {
+        let inner = &self.inner;
+        let _one_at_a_time = inner.refresh_lock.lock().await;
+        let started = Instant::now();
+        let now = Utc::now();
+        // 1. Every provider lists its hosts, then every host is read, all in parallel.
+        let listed = join_all(inner.providers.iter().map(|(name, entry)| async move {
+            let hosts = inner.call(name, Operation::ListHosts, "*", entry.provider.list_hosts()).await;
+            (name.clone(), hosts)
+        }))
+        .await;
+        let mut targets = Vec::new();
+        let mut failed = Vec::new();
+        for (provider, hosts) in listed {
+            match hosts {
+                Ok(hosts) => targets.extend(hosts.into_iter().map(|h| (provider.clone(), h))),
+                Err(e) => {
+                    // Keep the hosts we knew, marked unreachable.
+                    let inv = inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+                    for ((p, _), h) in inv.hosts.iter().filter(|((p, _), _)| *p == provider) {
+                        targets.push((p.clone(), h.info.clone()));
+                    }
+                    failed.push((provider.clone(), e.to_string()));
+                }
+            }
+        }
+        let results: Vec<(String, HostInfo, Result<HostInventoryReply>)> = join_all(targets.into_iter().map(|(provider, info)| async move {
+            let entry = inner.provider(&provider);
+            let reply = match entry {
+                Ok(entry) => {
+                    let call = entry.provider.host_inventory(HostInventory::new(info.name.clone()));
+                    let call = async {
+                        tokio::time::timeout(HOST_INVENTORY_TIMEOUT, call)
+                            .await
+                            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout, "host inventory timed out").temporary()))
+                    };
+                    inner.call(&provider, Operation::HostInventory, &info.name, call).await
+                }
+                Err(e) => Err(e),
+            };
+            (provider, info, reply)
+        }))
+        .await;
+
+        // 2. Update the host table, keeping reservations of creates in flight.
+        let mut report = RefreshReport::default();
+        {
+            let mut inv = inner.inventory.write().unwrap_or_else(|p| p.into_inner());
+            let mut fresh = BTreeMap::new();
+            for (provider, info, reply) in &results {
+                let key = (provider.clone(), info.name.clone());
+                let old = inv.hosts.remove(&key);
+                let entry = inner.provider(provider)?;
+                let host_info = reply.as_ref().map(|r| r.host.clone()).unwrap_or_else(|_| info.clone());
+                let caps = entry
+                    .provider
+                    .capabilities()
+                    .narrow(entry.mask)
+                    .narrow(inner.zone_masks.get(&host_info.zone).copied().unwrap_or_else(Capabilities::all))
+                    .narrow(entry.host_masks.get(&host_info.name).copied().unwrap_or_else(Capabilities::all))
+                    .narrow(host_info.capabilities);
+                let (reserved_vcpus, reserved_memory) = old.as_ref().map_or((0, 0), |o| (o.reserved_vcpus, o.reserved_memory));
+                let state = match reply {
+                    Ok(r) => {
+                        report.hosts_ok += 1;
+                        report.vms_seen += r.vms.len();
+                        HostState {
+                            info: host_info,
+                            caps,
+                            available: true,
+                            reason: None,
+                            vcpus_used: r.vcpus_used,
+                            memory_used: r.memory_mib_used,
+                            reserved_vcpus,
+                            reserved_memory,
+                            vms: r.vms.clone(),
+                            observed_at: Some(now),
+                        }
+                    }
+                    Err(e) => {
+                        report.hosts_failed.push((info.name.clone(), e.to_string()));
+                        let mut s = old.unwrap_or(HostState {
+                            info: host_info.clone(),
+                            caps,
+                            available: false,
+                            reason: None,
+                            vcpus_used: 0,
+                            memory_used: 0,
+                            reserved_vcpus,
+                            reserved_memory,
+                            vms: Vec::new(),
+                            observed_at: None,
+                        });
+                        s.info = host_info;
+                        s.caps = caps;
+                        s.available = false;
+                        s.reason = Some(e.message().to_string());
+                        s
+                    }
+                };
+                fresh.insert(key, state);
+            }
+            inv.hosts = fresh;
+        }
+        for (provider, error) in failed {
+            report.hosts_failed.push((format!("{provider}/*"), error));
+        }
+        inner.ready.store(report.hosts_ok > 0, Ordering::Release);
+
+        // 3. Compare with desired state.
+        let mut known = Vec::new();
+        let mut page = PageRequest::all();
+        loop {
+            let p = inner.store.list_vms(&Scope::All, &page).await?;
+            known.extend(p.items);
+            match p.next {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        let busy: HashSet<VmId> = inner.store.unfinished_jobs().await?.into_iter().map(|j| j.vm_id).collect();
+        let observed: Vec<ObservedHost<'_>> = results
+            .iter()
+            .map(|(provider, info, reply)| ObservedHost {
+                provider,
+                host: &info.name,
+                inventory: reply.as_ref().ok(),
+            })
+            .collect();
+        let plan = classify(&known, &busy, &observed);
+
+        // 4. Rebuild VMs from their marks.
+        for a in plan.adopt {
+            let zone = a.mark.zone.clone().unwrap_or_else(|| {
+                observed_zone(&results, &a.provider, &a.host).unwrap_or_default()
+            });
+            let power = a.native.power;
+            let vm = Vm {
+                id: a.mark.vm_id.clone(),
+                project: a.mark.project.clone(),
+                spec: VmSpec {
+                    name: a.native.name.clone(),
+                    image: a.mark.image.clone().unwrap_or_default(),
+                    flavor: a.mark.flavor.clone(),
+                    vcpus: Some(a.native.resources.vcpus),
+                    memory_mib: Some(a.native.resources.memory_mib),
+                    disk_gib: Some(a.native.resources.disk_gib),
+                    zone: Some(zone.clone()),
+                    tags: a.native.tags.clone(),
+                    ..Default::default()
+                },
+                resources: a.native.resources,
+                zone,
+                desired: DesiredState::Active,
+                desired_power: if power == PowerState::Stopped { PowerState::Stopped } else { PowerState::Running },
+                power,
+                present: true,
+                binding: ProviderBinding {
+                    provider: a.provider.clone(),
+                    host: a.host.clone(),
+                    native_id: Some(a.native.native_id.clone()),
+                },
+                last_error: None,
+                created_at: now,
+                updated_at: now,
+                generation: 0,
+            };
+            match inner.store.put_vm(vm, None).await {
+                Ok(vm) => {
+                    report.adopted += 1;
+                    inner
+                        .emit(
+                            Some(vm.project.clone()),
+                            Some(vm.id.clone()),
+                            Some(&Principal::system()),
+                            EventKind::VmAdopted {
+                                provider: a.provider,
+                                host: a.host,
+                            },
+                        )
+                        .await;
+                }
+                Err(e) => tracing::warn!(vm_id = %a.mark.vm_id, error = %e, "cannot rebuild VM from its host mark"),
+            }
+        }
+
+        // 5. Record observations that changed.
+        for obs in plan.observations {
+            let res = inner
+                .update_vm_with(&obs.vm_id, |vm| {
+                    vm.power = obs.power;
+                    vm.present = obs.present;
+                    if let Some((provider, host)) = &obs.moved_to {
+                        vm.binding.provider = provider.clone();
+                        vm.binding.host = host.clone();
+                    }
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(vm_id = %obs.vm_id, error = %e, "cannot record observed state");
+            }
+        }
+
+        // 6. Report drift once, when it appears; act on it per policy.
+        let current: HashSet<Drift> = plan.drift.iter().cloned().collect();
+        let new: Vec<Drift> = {
+            let mut last = lock(&inner.last_drift);
+            let new = plan.drift.iter().filter(|d| !last.contains(*d)).cloned().collect();
+            *last = current;
+            new
+        };
+        let projects: BTreeMap<&VmId, &ProjectId> = known.iter().map(|v| (&v.id, &v.project)).collect();
+        for d in &new {
+            let vm_id = drift_vm(d);
+            let project = vm_id.and_then(|v| projects.get(v)).map(|p| (*p).clone());
+            inner.emit(project, vm_id.cloned(), Some(&Principal::system()), EventKind::Drift(d.clone())).await;
+        }
+        if inner.settings.drift_policy == DriftPolicy::RestorePower {
+            for d in &plan.drift {
+                if let Drift::PowerMismatch { vm_id, desired, .. } = d
+                    && let Some(project) = projects.get(vm_id)
+                {
+                    let ctx = RequestContext::new((*project).clone(), Principal::new("system:reconciler"));
+                    let action = match desired {
+                        PowerState::Running => Action::Start { vm_id: vm_id.clone() },
+                        _ => Action::Stop { vm_id: vm_id.clone(), force: false },
+                    };
+                    match self.submit(&ctx, action).await {
+                        Ok(_) => report.repairs += 1,
+                        Err(e) => tracing::warn!(%vm_id, error = %e, "cannot repair power drift"),
+                    }
+                }
+            }
+        }
+        report.drift = plan.drift;
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+}
+
+fn observed_zone(results: &[(String, HostInfo, Result<HostInventoryReply>)], provider: &str, host: &str) -> Option<String> {
+    results
+        .iter()
+        .find(|(p, h, _)| p == provider && h.name == host)
+        .map(|(_, h, _)| h.zone.clone())
+}
+
+fn drift_vm(d: &Drift) -> Option<&VmId> {
+    match d {
+        Drift::Missing { vm_id, .. } | Drift::PowerMismatch { vm_id, .. } | Drift::Moved { vm_id, .. } => Some(vm_id),
+        Drift::Unmanaged { .. } => None,
+    }
+}
+
+/// Runs the reconciler: refresh on an interval, purge expired jobs and keys.
+pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
+    tokio::spawn(async move {
+        loop {
+            let (interval, shutdown) = match inner.upgrade() {
+                Some(i) => (i.settings.inventory_refresh_interval, i.shutdown.clone()),
+                None => return,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let Some(inner) = inner.upgrade() else { return };
+            let engine = Engine { inner: inner.clone() };
+            match engine.refresh_inventory().await {
+                Ok(r) => tracing::debug!(hosts_ok = r.hosts_ok, failed = r.hosts_failed.len(), drift = r.drift.len(), elapsed_ms = r.elapsed_ms, "inventory refreshed"),
+                Err(e) => tracing::warn!(error = %e, "inventory refresh failed"),
+            }
+            let before = |keep: Duration| {
+                chrono::Duration::from_std(keep)
+                    .ok()
+                    .and_then(|d| Utc::now().checked_sub_signed(d))
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC)
+            };
+            let (jobs_before, keys_before) = (before(inner.settings.job_retention), before(inner.settings.idempotency_ttl));
+            if let Err(e) = inner.store.purge(jobs_before, keys_before).await {
+                tracing::warn!(error = %e, "purging expired jobs failed");
+            }
+        }
+    });
+}

@@ -1,0 +1,1075 @@
+//! The engine: one object every shell (service, CLI, Python) drives. It validates and places
+//! requests, negotiates capabilities, writes desired state and jobs, runs jobs with bounded
+//! concurrency, retries and timeouts, streams job logs, and reconciles desired with observed state.
+
+mod inventory;
+mod scheduler;
+mod watch;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use inventory::{InventoryVm, ProviderCapabilities, ProviderStatus, RefreshReport};
+pub use watch::JobWatch;
+
+use crate::store::{
+    IdempotencyRecord, IdempotencyScope, JobFilter, MemoryStore, Page, PageRequest, Scope, Store,
+    SubmitOutcome, Submission, VmWrite,
+};
+use crate::{
+    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, Capabilities, Capability, Catalog, Config, Console, ConsoleKind,
+    DesiredState, Drift, EngineSettings, Error, ErrorKind, Event, EventFilter, EventKind, EventSink, GetConsole,
+    Job, JobAction, JobId, JobState, JobUpdate, NoopObserver, Observer, Operation, PendingReason, PowerState,
+    Principal, ProjectId, Provider, ProviderBinding, ProviderConfig, Quota, Requirements, Result, Secrets,
+    TracingSink, Vm, VmId, VmSpec, VmTarget,
+};
+
+use inventory::InventoryState;
+use scheduler::SchedMsg;
+use watch::LogMsg;
+
+/// Builds a provider from its section of the hosts file.
+pub type ProviderFactory = Arc<dyn Fn(&ProviderConfig, &Secrets) -> Result<Arc<dyn Provider>> + Send + Sync>;
+
+/// Who is asking, in which project, and with which idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The project the request acts in.
+    pub project: ProjectId,
+    /// Who asks.
+    pub principal: Principal,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+impl RequestContext {
+    /// Creates a context for `principal` acting in `project`.
+    pub fn new(project: impl Into<ProjectId>, principal: Principal) -> Self {
+        RequestContext {
+            project: project.into(),
+            principal,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
+        self.idempotency_key = key;
+        self
+    }
+
+    /// Returns the scope of this request's lookups: its project only.
+    pub fn scope(&self) -> Scope {
+        Scope::Project(self.project.clone())
+    }
+}
+
+/// An infrastructure change to submit as a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Creates (and starts) a VM.
+    Create {
+        /// The VM.
+        spec: VmSpec,
+        /// Pins the VM to a host (operators and the Hyper-V routes only; tenants never set it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+    /// Deletes a VM.
+    Delete {
+        /// The VM.
+        vm_id: VmId,
+        /// Powers a running VM off first.
+        force: bool,
+    },
+    /// Powers a VM on.
+    Start {
+        /// The VM.
+        vm_id: VmId,
+    },
+    /// Powers a VM off.
+    Stop {
+        /// The VM.
+        vm_id: VmId,
+        /// Skips the graceful shutdown.
+        force: bool,
+    },
+    /// Restarts a VM.
+    Reboot {
+        /// The VM.
+        vm_id: VmId,
+        /// Resets instead of a guest reboot.
+        hard: bool,
+    },
+    /// Takes a snapshot.
+    Snapshot {
+        /// The VM.
+        vm_id: VmId,
+        /// The snapshot name.
+        name: String,
+    },
+    /// Moves a running VM to another host of its provider.
+    Migrate {
+        /// The VM.
+        vm_id: VmId,
+        /// The target host.
+        target_host: String,
+    },
+}
+
+impl Action {
+    /// Returns the operation the action performs.
+    pub fn operation(&self) -> Operation {
+        match self {
+            Action::Create { .. } => Operation::CreateVm,
+            Action::Delete { .. } => Operation::DeleteVm,
+            Action::Start { .. } => Operation::StartVm,
+            Action::Stop { .. } => Operation::StopVm,
+            Action::Reboot { .. } => Operation::RebootVm,
+            Action::Snapshot { .. } => Operation::SnapshotVm,
+            Action::Migrate { .. } => Operation::MigrateVm,
+        }
+    }
+}
+
+/// The answer to an accepted submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The VM the job acts on.
+    pub vm_id: VmId,
+    /// The job.
+    pub job_id: JobId,
+    /// True when an idempotency key replayed an earlier submission.
+    pub replayed: bool,
+}
+
+/// Counts of queued and running jobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// Jobs accepted and not yet running.
+    pub pending: usize,
+    /// Jobs running now.
+    pub running: usize,
+}
+
+/// Builds an [`Engine`] from a [`Config`].
+pub struct EngineBuilder {
+    config: Config,
+    factories: HashMap<String, ProviderFactory>,
+    store: Option<Arc<dyn Store>>,
+    sinks: Vec<Arc<dyn EventSink>>,
+    observer: Arc<dyn Observer>,
+    background: bool,
+}
+
+impl fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("providers", &self.config.providers.len())
+            .field("kinds", &self.factories.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Registers the factory for providers of `kind` (`sim`, `libvirt`, ...).
+    pub fn provider_kind(
+        mut self,
+        kind: impl Into<String>,
+        factory: impl Fn(&ProviderConfig, &Secrets) -> Result<Arc<dyn Provider>> + Send + Sync + 'static,
+    ) -> Self {
+        self.factories.insert(kind.into(), Arc::new(factory));
+        self
+    }
+
+    /// Uses `store` instead of a new in-memory store.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Adds an event sink (the tracing sink is always present).
+    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Sets the metrics observer.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Switches the periodic reconciler off (an engine that lives for one command needs none).
+    pub fn without_background_reconcile(mut self) -> Self {
+        self.background = false;
+        self
+    }
+
+    /// Builds the providers, loads the first inventory (rebuilding VMs from the hosts' marks),
+    /// recovers unfinished jobs, and starts the scheduler and the reconciler.
+    ///
+    /// Must run inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `providers[i].kind` for an unknown provider kind, or the
+    /// error of a provider's factory.
+    pub async fn build(self) -> Result<Engine> {
+        let config = self.config;
+        let mut providers = BTreeMap::new();
+        for (i, pc) in config.providers.iter().enumerate() {
+            let factory = self.factories.get(&pc.kind).ok_or_else(|| {
+                let mut known: Vec<&str> = self.factories.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                Error::invalid(
+                    format!("providers[{i}].kind"),
+                    format!(
+                        "unknown provider kind `{}`; this build knows: {} (some kinds need a cargo feature, e.g. --features libvirt)",
+                        pc.kind,
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            let provider = factory(pc, &config.secrets)
+                .map_err(|e| e.with_context("provider", &pc.name))?;
+            let mut host_masks = HashMap::new();
+            for h in &pc.hosts {
+                host_masks.insert(h.name.clone(), h.limits.mask()?);
+            }
+            providers.insert(
+                pc.name.clone(),
+                ProviderEntry {
+                    provider,
+                    mask: pc.limits.mask()?,
+                    host_masks,
+                },
+            );
+        }
+        let mut zone_masks = HashMap::new();
+        for z in &config.zones {
+            zone_masks.insert(z.name.clone(), z.limits.mask()?);
+        }
+        let settings = config.engine.clone();
+        let store = self.store.unwrap_or_else(|| {
+            Arc::new(MemoryStore::new(settings.max_log_lines_per_job, settings.max_events))
+        });
+        let mut sinks = self.sinks;
+        sinks.insert(0, Arc::new(TracingSink));
+        let (sched_tx, sched_rx) = mpsc::unbounded_channel();
+        let (log_tx, log_rx) = mpsc::unbounded_channel();
+        let (events_tx, _) = broadcast::channel(4096);
+        let inner = Arc::new(Inner {
+            catalog: config.catalog(),
+            projects: (!config.projects.is_empty())
+                .then(|| config.projects.iter().map(|p| (p.name.clone(), p.quota)).collect()),
+            settings,
+            providers,
+            zone_masks,
+            store,
+            sinks,
+            events_tx,
+            inventory: RwLock::new(InventoryState::default()),
+            sched: sched_tx,
+            logs: log_tx,
+            watchers: Mutex::new(HashMap::new()),
+            inflight_keys: Mutex::new(HashSet::new()),
+            cancels: Mutex::new(HashMap::new()),
+            observer: self.observer,
+            ready: AtomicBool::new(false),
+            last_drift: Mutex::new(HashSet::new()),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            pending: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+        });
+        scheduler::spawn(Arc::downgrade(&inner), sched_rx);
+        watch::spawn_log_writer(Arc::downgrade(&inner), log_rx);
+        let engine = Engine { inner };
+        engine.refresh_inventory().await?;
+        engine.recover_jobs().await?;
+        if self.background && !engine.inner.settings.inventory_refresh_interval.is_zero() {
+            inventory::spawn_reconciler(Arc::downgrade(&engine.inner));
+        }
+        Ok(engine)
+    }
+}
+
+pub(crate) struct ProviderEntry {
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) mask: Capabilities,
+    pub(crate) host_masks: HashMap<String, Capabilities>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: EngineSettings,
+    pub(crate) catalog: Catalog,
+    /// Configured projects and their quotas; `None` accepts any project.
+    pub(crate) projects: Option<HashMap<String, Quota>>,
+    pub(crate) providers: BTreeMap<String, ProviderEntry>,
+    pub(crate) zone_masks: HashMap<String, Capabilities>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) sinks: Vec<Arc<dyn EventSink>>,
+    pub(crate) events_tx: broadcast::Sender<Arc<Event>>,
+    pub(crate) inventory: RwLock<InventoryState>,
+    pub(crate) sched: mpsc::UnboundedSender<SchedMsg>,
+    pub(crate) logs: mpsc::UnboundedSender<LogMsg>,
+    pub(crate) watchers: Mutex<HashMap<JobId, broadcast::Sender<JobUpdate>>>,
+    pub(crate) inflight_keys: Mutex<HashSet<IdempotencyScope>>,
+    pub(crate) cancels: Mutex<HashMap<JobId, CancellationToken>>,
+    pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) ready: AtomicBool,
+    pub(crate) last_drift: Mutex<HashSet<Drift>>,
+    pub(crate) refresh_lock: tokio::sync::Mutex<()>,
+    pub(crate) pending: AtomicUsize,
+    pub(crate) running: AtomicUsize,
+    pub(crate) shutdown: CancellationToken,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    /// Appends an event to the store, hands it to every sink and to live subscribers.
+    pub(crate) async fn emit(&self, project: Option<ProjectId>, vm_id: Option<VmId>, principal: Option<&Principal>, kind: EventKind) {
+        let event = Event {
+            seq: 0,
+            at: Utc::now(),
+            project,
+            vm_id,
+            principal: principal.map(|p| p.subject.clone()),
+            kind,
+        };
+        match self.store.append_event(event).await {
+            Ok(event) => {
+                for sink in &self.sinks {
+                    sink.emit(&event);
+                }
+                let _ = self.events_tx.send(event);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot append audit event"),
+        }
+    }
+
+    /// Reads a job, applies `f`, and writes it back, retrying when a concurrent write intervened.
+    pub(crate) async fn update_job_with(&self, id: &JobId, mut f: impl FnMut(&mut Job) -> Result<()>) -> Result<Job> {
+        for _ in 0..16 {
+            let mut job = self
+                .store
+                .get_job(&Scope::All, id)
+                .await?
+                .ok_or_else(|| Error::not_found("job", id))?;
+            let expected = job.generation;
+            f(&mut job)?;
+            match self.store.update_job(job, expected).await {
+                Ok(j) => return Ok(j),
+                Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::internal(format!("job `{id}` kept changing; gave up updating it")))
+    }
+
+    /// Reads a VM, applies `f`, and writes it back, retrying when a concurrent write intervened.
+    /// Returns `None` when the VM is gone.
+    pub(crate) async fn update_vm_with(&self, id: &VmId, mut f: impl FnMut(&mut Vm)) -> Result<Option<Vm>> {
+        for _ in 0..16 {
+            let Some(mut vm) = self.store.get_vm(&Scope::All, id).await? else {
+                return Ok(None);
+            };
+            let expected = vm.generation;
+            f(&mut vm);
+            vm.updated_at = Utc::now();
+            match self.store.put_vm(vm, Some(expected)).await {
+                Ok(v) => return Ok(Some(v)),
+                Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::internal(format!("vm `{id}` kept changing; gave up updating it")))
+    }
+
+    pub(crate) fn provider(&self, name: &str) -> Result<&ProviderEntry> {
+        self.providers
+            .get(name)
+            .ok_or_else(|| Error::new(ErrorKind::ProviderUnavailable, format!("provider `{name}` is not configured")))
+    }
+
+    /// Runs one provider call: stamps context on its error and reports it to the observer.
+    pub(crate) async fn call<T>(
+        &self,
+        provider: &str,
+        operation: Operation,
+        host: &str,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = std::time::Instant::now();
+        let result = fut.await.map_err(|e| {
+            e.with_operation(operation)
+                .with_context("provider", provider)
+                .with_context("host", host)
+        });
+        self.observer
+            .provider_call(provider, operation, started.elapsed(), result.as_ref().err().map(Error::kind));
+        result
+    }
+}
+
+/// The HCP engine. Cheap to clone; every clone drives the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("providers", &self.inner.providers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts building an engine from `config`.
+    pub fn builder(config: Config) -> EngineBuilder {
+        EngineBuilder {
+            config,
+            factories: HashMap::new(),
+            store: None,
+            sinks: Vec::new(),
+            observer: Arc::new(NoopObserver),
+            background: true,
+        }
+    }
+
+    /// Returns the catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Returns the engine settings.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    /// Returns the store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Returns true once the first inventory has loaded and at least one host answered.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Returns the numbers of pending and running jobs.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            pending: self.inner.pending.load(Ordering::Relaxed),
+            running: self.inner.running.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Creates a VM: validates the spec against the catalog, negotiates capabilities, places it
+    /// and submits its create job.
+    ///
+    /// # Errors
+    /// See [`Engine::submit`].
+    pub async fn create_vm(&self, ctx: &RequestContext, spec: VmSpec) -> Result<Submitted> {
+        self.submit(ctx, Action::Create { spec, host: None }).await
+    }
+
+    /// Deletes a VM (see [`Engine::submit`]).
+    ///
+    /// # Errors
+    /// See [`Engine::submit`].
+    pub async fn delete_vm(&self, ctx: &RequestContext, vm_id: &VmId, force: bool) -> Result<Submitted> {
+        self.submit(ctx, Action::Delete { vm_id: vm_id.clone(), force }).await
+    }
+
+    /// Powers a VM on (see [`Engine::submit`]).
+    ///
+    /// # Errors
+    /// See [`Engine::submit`].
+    pub async fn start_vm(&self, ctx: &RequestContext, vm_id: &VmId) -> Result<Submitted> {
+        self.submit(ctx, Action::Start { vm_id: vm_id.clone() }).await
+    }
+
+    /// Powers a VM off (see [`Engine::submit`]).
+    ///
+    /// # Errors
+    /// See [`Engine::submit`].
+    pub async fn stop_vm(&self, ctx: &RequestContext, vm_id: &VmId, force: bool) -> Result<Submitted> {
+        self.submit(ctx, Action::Stop { vm_id: vm_id.clone(), force }).await
+    }
+
+    /// Restarts a VM (see [`Engine::submit`]).
+    ///
+    /// # Errors
+    /// See [`Engine::submit`].
+    pub async fn reboot_vm(&self, ctx: &RequestContext, vm_id: &VmId, hard: bool) -> Result<Submitted> {
+        self.submit(ctx, Action::Reboot { vm_id: vm_id.clone(), hard }).await
+    }
+
+    /// Submits an infrastructure change as a job and returns at once with its VM and job ids.
+    ///
+    /// # Behavior
+    /// Everything that can be refused is refused here, before any job exists: invalid input,
+    /// unknown image/flavor/zone, a missing capability, exhausted capacity or quota. With an
+    /// idempotency key, the same request again returns the first answer (`replayed: true`) and
+    /// calls no provider. Jobs on one VM run one after another, in submission order.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidSpec`] naming the field;
+    /// - [`ErrorKind::NotFound`] for a VM outside the caller's project;
+    /// - [`ErrorKind::FeatureNotSupported`] naming provider, operation and capability;
+    /// - [`ErrorKind::QuotaExceeded`] when no host has room or the project quota is used up;
+    /// - [`ErrorKind::Conflict`] with code `IDEMPOTENCY_KEY_REUSED` for a key reused with a
+    ///   different request, `IDEMPOTENCY_KEY_IN_PROGRESS` while the first is still being accepted,
+    ///   or for a name already taken in the project.
+    pub async fn submit(&self, ctx: &RequestContext, action: Action) -> Result<Submitted> {
+        let op = action.operation();
+        self.submit_inner(ctx, action).await.map_err(|e| e.with_operation(op))
+    }
+
+    async fn submit_inner(&self, ctx: &RequestContext, action: Action) -> Result<Submitted> {
+        ctx.project.validate()?;
+        let inner = &self.inner;
+        if let Some(projects) = &inner.projects
+            && !projects.contains_key(ctx.project.as_str())
+        {
+            let mut known: Vec<&str> = projects.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("project: unknown project `{}`; known: {}", ctx.project, known.join(", ")),
+            )
+            .with_field("project"));
+        }
+        let op = action.operation();
+        // Reserve the idempotency key for the duration of this call.
+        let key_guard = match &ctx.idempotency_key {
+            Some(key) => {
+                if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+                    return Err(Error::invalid(
+                        "idempotency_key",
+                        "must be 1-255 characters without control characters",
+                    ));
+                }
+                let scope = IdempotencyScope {
+                    project: ctx.project.clone(),
+                    principal: ctx.principal.subject.clone(),
+                    operation: op,
+                    key: key.clone(),
+                };
+                Some(KeyGuard::acquire(inner, scope)?)
+            }
+            None => None,
+        };
+        let fingerprint = fingerprint(&ctx.project, &action);
+        if let Some(guard) = &key_guard
+            && let Some(rec) = inner.store.idempotency(&guard.scope).await?
+        {
+            return replay(&rec, &fingerprint);
+        }
+        let now = Utc::now();
+        let job_id = JobId::generate();
+        let mut reservation = None;
+        let (vm_write, job_action, vm_id, provider, host) = match action {
+            Action::Create { spec, host } => {
+                let resources = inner.catalog.resolve(&spec)?;
+                if let Some(existing) = inner.store.find_vm_by_name(&ctx.project, &spec.name).await? {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("a VM named `{}` already exists in project `{}` ({})", spec.name, ctx.project, existing.id),
+                    )
+                    .with_field("name"));
+                }
+                self.check_quota(&ctx.project, resources).await?;
+                let placement = self.place(&spec, resources, host.as_deref(), op)?;
+                let vm_id = VmId::generate();
+                let vm = Vm {
+                    id: vm_id.clone(),
+                    project: ctx.project.clone(),
+                    zone: placement.zone.clone(),
+                    spec,
+                    resources,
+                    desired: DesiredState::Pending,
+                    desired_power: PowerState::Running,
+                    power: PowerState::Unknown,
+                    present: false,
+                    binding: ProviderBinding {
+                        provider: placement.provider.clone(),
+                        host: placement.host.clone(),
+                        native_id: None,
+                    },
+                    last_error: None,
+                    created_at: now,
+                    updated_at: now,
+                    generation: 0,
+                };
+                reservation = Some(inventory::Reservation::new(inner, &placement.provider, &placement.host, resources));
+                (VmWrite::Insert(vm), JobAction::Create, vm_id, placement.provider, placement.host)
+            }
+            other => {
+                let vm_id = match &other {
+                    Action::Delete { vm_id, .. }
+                    | Action::Start { vm_id }
+                    | Action::Stop { vm_id, .. }
+                    | Action::Reboot { vm_id, .. }
+                    | Action::Snapshot { vm_id, .. }
+                    | Action::Migrate { vm_id, .. } => vm_id.clone(),
+                    Action::Create { .. } => unreachable!("handled above"),
+                };
+                let mut vm = inner
+                    .store
+                    .get_vm(&ctx.scope(), &vm_id)
+                    .await?
+                    .filter(|v| v.desired != DesiredState::Deleted)
+                    .ok_or_else(|| Error::not_found("vm", &vm_id).with_field("vm_id"))?;
+                let expected = vm.generation;
+                let job_action = match other {
+                    Action::Delete { force, .. } => {
+                        vm.desired = DesiredState::Deleted;
+                        JobAction::Delete { force }
+                    }
+                    Action::Start { .. } => {
+                        vm.desired_power = PowerState::Running;
+                        JobAction::Start
+                    }
+                    Action::Stop { force, .. } => {
+                        vm.desired_power = PowerState::Stopped;
+                        JobAction::Stop {
+                            force,
+                            graceful_timeout_secs: inner.settings.graceful_stop_timeout.as_secs(),
+                        }
+                    }
+                    Action::Reboot { hard, .. } => JobAction::Reboot { hard },
+                    Action::Snapshot { name, .. } => {
+                        crate::validate_dns_label("name", &name)?;
+                        self.require(&vm, op, Capability::Snapshot)?;
+                        JobAction::Snapshot { name }
+                    }
+                    Action::Migrate { target_host, .. } => {
+                        self.require(&vm, op, Capability::LiveMigration)?;
+                        if !self.host_exists(&vm.binding.provider, &target_host) {
+                            return Err(Error::invalid(
+                                "target_host",
+                                format!("host `{target_host}` is not a host of provider `{}`", vm.binding.provider),
+                            ));
+                        }
+                        JobAction::Migrate { target_host }
+                    }
+                    Action::Create { .. } => unreachable!("handled above"),
+                };
+                vm.updated_at = now;
+                let (p, h) = (vm.binding.provider.clone(), vm.binding.host.clone());
+                (VmWrite::Update { vm, expected }, job_action, vm_id, p, h)
+            }
+        };
+        let job = Job {
+            id: job_id.clone(),
+            project: ctx.project.clone(),
+            vm_id: vm_id.clone(),
+            operation: op,
+            action: job_action,
+            state: JobState::Pending,
+            pending_reason: Some(PendingReason::Queued),
+            attempts: 0,
+            max_attempts: inner.settings.retry.max_attempts.max(1),
+            progress: 0,
+            principal: ctx.principal.clone(),
+            idempotency_key: ctx.idempotency_key.clone(),
+            host: host.clone(),
+            provider: provider.clone(),
+            error: None,
+            timeout_ms: inner.settings.job_timeout.as_millis() as u64,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            generation: 0,
+        };
+        let idempotency = key_guard.as_ref().map(|g| IdempotencyRecord {
+            scope: g.scope.clone(),
+            fingerprint: fingerprint.clone(),
+            vm_id: vm_id.clone(),
+            job_id: job_id.clone(),
+            created_at: now,
+        });
+        let outcome = inner
+            .store
+            .submit(Submission {
+                idempotency,
+                vm: vm_write,
+                job,
+            })
+            .await?;
+        let (vm, job) = match outcome {
+            SubmitOutcome::Accepted { vm, job } => (vm, job),
+            SubmitOutcome::Replayed { vm_id, job_id } => {
+                return Ok(Submitted {
+                    vm_id,
+                    job_id,
+                    replayed: true,
+                });
+            }
+        };
+        if let Some(r) = reservation.as_mut() {
+            r.keep();
+        }
+        inner.pending.fetch_add(1, Ordering::Relaxed);
+        inner
+            .emit(
+                Some(ctx.project.clone()),
+                Some(vm.id.clone()),
+                Some(&ctx.principal),
+                EventKind::JobTransition {
+                    job_id: job.id.clone(),
+                    operation: op,
+                    from: None,
+                    to: JobState::Pending,
+                    attempt: 0,
+                    error: None,
+                },
+            )
+            .await;
+        let _ = inner.sched.send(SchedMsg::Submitted {
+            job_id: job.id.clone(),
+            vm_id: vm.id.clone(),
+            host_key: host_key(&provider, &host),
+        });
+        Ok(Submitted {
+            vm_id: vm.id.clone(),
+            job_id: job.id.clone(),
+            replayed: false,
+        })
+    }
+
+    fn require(&self, vm: &Vm, op: Operation, cap: Capability) -> Result<Capabilities> {
+        let caps = self.host_capabilities(&vm.binding.provider, &vm.binding.host);
+        caps.check(
+            &vm.binding.provider,
+            op,
+            &Requirements {
+                flags: vec![cap],
+                ..Default::default()
+            },
+        )?;
+        Ok(caps)
+    }
+
+    async fn check_quota(&self, project: &ProjectId, add: crate::Resources) -> Result<()> {
+        let Some(q) = self.inner.projects.as_ref().and_then(|p| p.get(project.as_str())).copied() else {
+            return Ok(());
+        };
+        if q == Quota::default() {
+            return Ok(());
+        }
+        let (mut vms, mut vcpus, mut mem) = (1u64, u64::from(add.vcpus), add.memory_mib);
+        let mut page = PageRequest::all();
+        loop {
+            let p = self.inner.store.list_vms(&Scope::Project(project.clone()), &page).await?;
+            for v in p.items.iter().filter(|v| v.desired != DesiredState::Deleted) {
+                vms += 1;
+                vcpus += u64::from(v.resources.vcpus);
+                mem += v.resources.memory_mib;
+            }
+            match p.next {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        for (what, used, max) in [("max_vms", vms, q.max_vms), ("max_vcpus", vcpus, q.max_vcpus), ("max_memory_mib", mem, q.max_memory_mib)] {
+            if let Some(max) = max
+                && used > max
+            {
+                return Err(Error::new(
+                    ErrorKind::QuotaExceeded,
+                    format!("project `{project}` would use {used} of its quota {what} = {max}"),
+                )
+                .with_context("quota", what));
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns a VM visible in `scope`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when it does not exist or is outside `scope`.
+    pub async fn get_vm(&self, scope: &Scope, vm_id: &VmId) -> Result<Vm> {
+        self.inner
+            .store
+            .get_vm(scope, vm_id)
+            .await?
+            .ok_or_else(|| Error::not_found("vm", vm_id))
+    }
+
+    /// Lists VMs visible in `scope`, one page at a time, ordered by id (oldest first).
+    ///
+    /// # Errors
+    /// Store errors only.
+    pub async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>> {
+        self.inner.store.list_vms(scope, page).await
+    }
+
+    /// Returns a job visible in `scope`; a queued job's reason says why it waits.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when it does not exist or is outside `scope`.
+    pub async fn get_job(&self, scope: &Scope, job_id: &JobId) -> Result<Job> {
+        let mut job = self
+            .inner
+            .store
+            .get_job(scope, job_id)
+            .await?
+            .ok_or_else(|| Error::not_found("job", job_id))?;
+        self.explain_pending(&mut job);
+        Ok(job)
+    }
+
+    fn explain_pending(&self, job: &mut Job) {
+        let limit = self.inner.settings.max_concurrent_jobs;
+        if job.state == JobState::Pending
+            && job.pending_reason == Some(PendingReason::Queued)
+            && self.inner.running.load(Ordering::Relaxed) >= limit
+        {
+            job.pending_reason = Some(PendingReason::WaitingForWorker { limit });
+        }
+    }
+
+    /// Lists jobs visible in `scope`, newest first.
+    ///
+    /// # Errors
+    /// Store errors only.
+    pub async fn list_jobs(&self, scope: &Scope, filter: &JobFilter, page: &PageRequest) -> Result<Page<Job>> {
+        let mut p = self.inner.store.list_jobs(scope, filter, page).await?;
+        for j in &mut p.items {
+            self.explain_pending(j);
+        }
+        Ok(p)
+    }
+
+    /// Follows a job: its past log lines, then live lines and status changes, then its end.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when the job does not exist or is outside `scope`.
+    pub async fn watch_job(&self, scope: &Scope, job_id: &JobId) -> Result<JobWatch> {
+        JobWatch::start(&self.inner, scope, job_id).await
+    }
+
+    /// Waits until a job ends and returns it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for an unknown job; [`ErrorKind::Timeout`] when `timeout` passes
+    /// first (the job goes on).
+    pub async fn wait_job(&self, scope: &Scope, job_id: &JobId, timeout: Option<Duration>) -> Result<Job> {
+        let wait = async {
+            let mut w = self.watch_job(scope, job_id).await?;
+            while let Some(u) = w.next().await {
+                if let JobUpdate::End(job) = u {
+                    return Ok(*job);
+                }
+            }
+            self.get_job(scope, job_id).await
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
+                Error::new(ErrorKind::Timeout, format!("job `{job_id}` did not end within {t:?}")).with_context("job", job_id)
+            })?,
+            None => wait.await,
+        }
+    }
+
+    /// Cancels a job: a pending job ends at once; a running job is interrupted and its partial
+    /// work cleaned up.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for an unknown job; [`ErrorKind::Conflict`] when it already ended.
+    pub async fn cancel_job(&self, scope: &Scope, job_id: &JobId, principal: &Principal) -> Result<Job> {
+        let job = self.get_job(scope, job_id).await?;
+        if job.state.is_terminal() {
+            return Err(Error::new(ErrorKind::Conflict, format!("job `{job_id}` already ended ({})", job.state)));
+        }
+        let cancelled = self
+            .inner
+            .update_job_with(job_id, |j| {
+                if j.state != JobState::Pending {
+                    return Err(Error::new(ErrorKind::Conflict, "not pending"));
+                }
+                j.transition(JobState::Cancelled, Utc::now())?;
+                j.error = Some((&Error::new(ErrorKind::Cancelled, format!("cancelled by {principal}"))).into());
+                Ok(())
+            })
+            .await;
+        match cancelled {
+            Ok(job) => {
+                worker::finish_pending(&self.inner, &job, principal).await;
+                let _ = self.inner.sched.send(SchedMsg::Cancelled {
+                    job_id: job.id.clone(),
+                    vm_id: job.vm_id.clone(),
+                });
+                Ok(job)
+            }
+            Err(_) => {
+                if let Some(token) = lock(&self.inner.cancels).get(job_id) {
+                    token.cancel();
+                }
+                self.get_job(scope, job_id).await
+            }
+        }
+    }
+
+    /// Hands out a console to a running VM.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for a VM outside `ctx`'s project; [`ErrorKind::FeatureNotSupported`]
+    /// when its host offers no console; [`ErrorKind::Conflict`] when it is not running.
+    pub async fn console(&self, ctx: &RequestContext, vm_id: &VmId, kind: Option<ConsoleKind>) -> Result<Console> {
+        let op = Operation::Console;
+        let vm = self
+            .get_vm(&ctx.scope(), vm_id)
+            .await
+            .map_err(|e| e.with_operation(op))?;
+        self.require(&vm, op, Capability::Console)?;
+        if vm.desired != DesiredState::Active {
+            return Err(Error::new(ErrorKind::Conflict, format!("vm `{vm_id}` is {}; a console needs an active VM", vm.desired))
+                .with_operation(op));
+        }
+        let entry = self.inner.provider(&vm.binding.provider)?;
+        let target = VmTarget {
+            vm_id: vm.id.clone(),
+            name: vm.spec.name.clone(),
+            host: vm.binding.host.clone(),
+            native_id: vm.binding.native_id.clone(),
+        };
+        let console = self
+            .inner
+            .call(&vm.binding.provider, op, &vm.binding.host, entry.provider.console(GetConsole::new(target).with_kind(kind)))
+            .await?;
+        self.inner
+            .emit(
+                Some(vm.project.clone()),
+                Some(vm.id.clone()),
+                Some(&ctx.principal),
+                EventKind::ConsoleOpened { console: console.kind },
+            )
+            .await;
+        Ok(console)
+    }
+
+    /// Subscribes to the live event stream.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.events_tx.subscribe()
+    }
+
+    /// Reads the event stream back.
+    ///
+    /// # Errors
+    /// Store errors only.
+    pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Arc<Event>>> {
+        self.inner.store.list_events(filter).await
+    }
+
+    /// Records an event from a shell (a console proxy session, say).
+    pub async fn record_event(&self, project: Option<ProjectId>, vm_id: Option<VmId>, principal: Option<&Principal>, kind: EventKind) {
+        self.inner.emit(project, vm_id, principal, kind).await;
+    }
+
+    /// Stops the reconciler and returns the jobs still running; they are not waited for.
+    pub async fn shutdown(&self) -> Vec<JobId> {
+        self.inner.shutdown.cancel();
+        lock(&self.inner.cancels).keys().cloned().collect()
+    }
+
+    async fn recover_jobs(&self) -> Result<()> {
+        for job in self.inner.store.unfinished_jobs().await? {
+            if job.state == JobState::Running {
+                self.inner
+                    .update_job_with(&job.id, |j| {
+                        j.transition(JobState::Pending, Utc::now())?;
+                        j.pending_reason = Some(PendingReason::Queued);
+                        Ok(())
+                    })
+                    .await?;
+                let _ = self.inner.logs.send(LogMsg::line(&job.id, crate::LogLevel::Warn, "requeued after an HCP restart".into()));
+            }
+            self.inner.pending.fetch_add(1, Ordering::Relaxed);
+            let _ = self.inner.sched.send(SchedMsg::Submitted {
+                job_id: job.id.clone(),
+                vm_id: job.vm_id.clone(),
+                host_key: host_key(&job.provider, &job.host),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn host_key(provider: &str, host: &str) -> String {
+    format!("{provider}/{host}")
+}
+
+fn fingerprint(project: &ProjectId, action: &Action) -> String {
+    let body = serde_json::to_vec(&(project, action)).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(&body))
+}
+
+fn replay(rec: &IdempotencyRecord, fingerprint: &str) -> Result<Submitted> {
+    if rec.fingerprint == fingerprint {
+        Ok(Submitted {
+            vm_id: rec.vm_id.clone(),
+            job_id: rec.job_id.clone(),
+            replayed: true,
+        })
+    } else {
+        Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "idempotency key `{}` was already used for a different {} request",
+                rec.scope.key, rec.scope.operation
+            ),
+        )
+        .with_code(crate::CODE_IDEMPOTENCY_KEY_REUSED)
+        .with_field("idempotency_key"))
+    }
+}
+
+struct KeyGuard<'a> {
+    inner: &'a Inner,
+    scope: IdempotencyScope,
+}
+
+impl<'a> KeyGuard<'a> {
+    fn acquire(inner: &'a Inner, scope: IdempotencyScope) -> Result<Self> {
+        if !lock(&inner.inflight_keys).insert(scope.clone()) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("a request with idempotency key `{}` is still being accepted; retry shortly", scope.key),
+            )
+            .with_code(CODE_IDEMPOTENCY_KEY_IN_PROGRESS)
+            .with_field("idempotency_key")
+            .temporary());
+        }
+        Ok(KeyGuard { inner, scope })
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.inflight_keys).remove(&self.scope);
+    }
+}
+
+#[cfg(test)]
+mod tests;

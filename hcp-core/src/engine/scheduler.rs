@@ -1,0 +1,215 @@
+//! The scheduler: one task that decides which pending job runs next.
+//!
+//! # Behavior
+//! - Never two jobs on one VM at once: jobs on a VM wait in that VM's queue, in submission order.
+//! - At most `max_concurrent_jobs` running overall and `max_jobs_per_host` per host; a job whose
+//!   host is full waits in that host's queue without blocking jobs for other hosts.
+//! - A job in retry backoff keeps its VM (later jobs on the VM wait) but frees its slots.
+//!
+//! Each job passes through the queues a constant number of times, so scheduling stays cheap
+//! with many thousands of queued jobs.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Inner, worker};
+use crate::{JobId, JobState, PendingReason, VmId};
+
+#[derive(Debug)]
+pub(crate) enum SchedMsg {
+    /// A job was accepted.
+    Submitted { job_id: JobId, vm_id: VmId, host_key: String },
+    /// A started job's worker returned: it ended, or never started because it had ended already.
+    Finished { job_id: JobId, vm_id: VmId, host_key: String },
+    /// A started job failed temporarily and is pending again; it may run after `after`.
+    Retry { job_id: JobId, host_key: String, after: Duration },
+    /// A retry's backoff elapsed.
+    RetryReady { job_id: JobId, host_key: String },
+    /// A pending job was cancelled or failed without running.
+    Cancelled { job_id: JobId, vm_id: VmId },
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    job_id: JobId,
+    host_key: String,
+}
+
+struct Scheduler {
+    max_global: usize,
+    max_host: usize,
+    running: HashSet<JobId>,
+    running_host: HashMap<String, usize>,
+    vm_queues: HashMap<VmId, VecDeque<Queued>>,
+    ready: VecDeque<Queued>,
+    host_waiting: HashMap<String, VecDeque<Queued>>,
+    /// Jobs removed from their VM queue while still sitting in `ready`, a host queue or backoff.
+    skip: HashSet<JobId>,
+}
+
+pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg>) {
+    let (max_global, max_host) = match inner.upgrade() {
+        Some(i) => (i.settings.max_concurrent_jobs.max(1), i.settings.max_jobs_per_host.max(1)),
+        None => return,
+    };
+    let mut s = Scheduler {
+        max_global,
+        max_host,
+        running: HashSet::new(),
+        running_host: HashMap::new(),
+        vm_queues: HashMap::new(),
+        ready: VecDeque::new(),
+        host_waiting: HashMap::new(),
+        skip: HashSet::new(),
+    };
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let Some(inner) = inner.upgrade() else { return };
+            s.handle(&inner, msg);
+            // Drain what else is queued before pumping, so bursts are handled in one pass.
+            while let Ok(msg) = rx.try_recv() {
+                s.handle(&inner, msg);
+            }
+            s.pump(&inner);
+        }
+    });
+}
+
+impl Scheduler {
+    fn handle(&mut self, inner: &Arc<Inner>, msg: SchedMsg) {
+        match msg {
+            SchedMsg::Submitted { job_id, vm_id, host_key } => {
+                let q = self.vm_queues.entry(vm_id).or_default();
+                let head = q.front().map(|h| h.job_id.clone());
+                q.push_back(Queued {
+                    job_id: job_id.clone(),
+                    host_key: host_key.clone(),
+                });
+                match head {
+                    None => self.ready.push_back(Queued { job_id, host_key }),
+                    Some(blocking_job) => set_reason(inner, job_id, PendingReason::WaitingForVm { blocking_job }),
+                }
+            }
+            SchedMsg::Finished { job_id, vm_id, host_key } => {
+                self.release(&job_id, &host_key);
+                self.advance_vm(inner, &vm_id, &job_id);
+            }
+            SchedMsg::Retry { job_id, host_key, after } => {
+                self.release(&job_id, &host_key);
+                inner.pending.fetch_add(1, Ordering::Relaxed);
+                let weak = Arc::downgrade(inner);
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if let Some(inner) = weak.upgrade() {
+                        let _ = inner.sched.send(SchedMsg::RetryReady { job_id, host_key });
+                    }
+                });
+            }
+            SchedMsg::RetryReady { job_id, host_key } => {
+                if !self.skip.remove(&job_id) {
+                    self.ready.push_back(Queued { job_id, host_key });
+                }
+            }
+            SchedMsg::Cancelled { job_id, vm_id } => {
+                if self.running.contains(&job_id) {
+                    // Its worker reports Finished.
+                    return;
+                }
+                let Some(q) = self.vm_queues.get_mut(&vm_id) else { return };
+                let Some(pos) = q.iter().position(|j| j.job_id == job_id) else { return };
+                inner.pending.fetch_sub(1, Ordering::Relaxed);
+                if pos == 0 {
+                    // The head sits in `ready`, a host queue or backoff: skip it there.
+                    self.skip.insert(job_id.clone());
+                    self.advance_vm(inner, &vm_id, &job_id);
+                } else {
+                    q.remove(pos);
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, job_id: &JobId, host_key: &str) {
+        if self.running.remove(job_id) {
+            if let Some(n) = self.running_host.get_mut(host_key) {
+                *n = n.saturating_sub(1);
+            }
+            // A slot on this host freed: its first waiting job goes first.
+            if let Some(w) = self.host_waiting.get_mut(host_key)
+                && let Some(next) = w.pop_front()
+            {
+                self.ready.push_front(next);
+            }
+        }
+    }
+
+    /// Removes `done` from the head of its VM queue and readies the next job on the VM.
+    fn advance_vm(&mut self, inner: &Arc<Inner>, vm_id: &VmId, done: &JobId) {
+        let Some(q) = self.vm_queues.get_mut(vm_id) else { return };
+        if q.front().is_some_and(|h| &h.job_id == done) {
+            q.pop_front();
+        }
+        match q.front() {
+            Some(next) => {
+                set_reason(inner, next.job_id.clone(), PendingReason::Queued);
+                self.ready.push_back(next.clone());
+            }
+            None => {
+                self.vm_queues.remove(vm_id);
+            }
+        }
+    }
+
+    fn pump(&mut self, inner: &Arc<Inner>) {
+        while self.running.len() < self.max_global {
+            let Some(job) = self.ready.pop_front() else { break };
+            if self.skip.remove(&job.job_id) {
+                continue;
+            }
+            let on_host = self.running_host.entry(job.host_key.clone()).or_default();
+            if *on_host >= self.max_host {
+                let host = job.host_key.split_once('/').map_or(job.host_key.as_str(), |(_, h)| h).to_string();
+                set_reason(
+                    inner,
+                    job.job_id.clone(),
+                    PendingReason::WaitingForHostSlot {
+                        host,
+                        limit: self.max_host,
+                    },
+                );
+                self.host_waiting.entry(job.host_key.clone()).or_default().push_back(job);
+                continue;
+            }
+            *on_host += 1;
+            self.running.insert(job.job_id.clone());
+            inner.pending.fetch_sub(1, Ordering::Relaxed);
+            inner.running.fetch_add(1, Ordering::Relaxed);
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let msg = worker::run(&inner, &job.job_id, &job.host_key).await;
+                inner.running.fetch_sub(1, Ordering::Relaxed);
+                let _ = inner.sched.send(msg);
+            });
+        }
+    }
+}
+
+/// Records why a job waits, if it is still pending.
+fn set_reason(inner: &Arc<Inner>, job_id: JobId, reason: PendingReason) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let _ = inner
+            .update_job_with(&job_id, |j| {
+                if j.state != JobState::Pending || j.pending_reason.as_ref() == Some(&reason) {
+                    return Err(crate::Error::new(crate::ErrorKind::Conflict, "unchanged"));
+                }
+                j.pending_reason = Some(reason.clone());
+                Ok(())
+            })
+            .await;
+    });
+}

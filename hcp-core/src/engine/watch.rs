@@ -1,0 +1,213 @@
+//! Job logs: one writer appends every line to the store in order and then hands it to live
+//! watchers; a watcher reads past lines first, then live ones, without gaps or repeats.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{Inner, lock, worker};
+use crate::store::Scope;
+use crate::{Error, JobId, JobUpdate, LogLevel, Result};
+
+pub(crate) enum LogMsg {
+    Line {
+        job_id: JobId,
+        at: DateTime<Utc>,
+        level: LogLevel,
+        message: String,
+    },
+    Progress {
+        job_id: JobId,
+        percent: u8,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+impl LogMsg {
+    pub(crate) fn line(job_id: &JobId, level: LogLevel, message: String) -> Self {
+        LogMsg::Line {
+            job_id: job_id.clone(),
+            at: Utc::now(),
+            level,
+            message,
+        }
+    }
+}
+
+pub(crate) fn spawn_log_writer(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<LogMsg>) {
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let Some(inner) = inner.upgrade() else { return };
+            match msg {
+                LogMsg::Line {
+                    job_id,
+                    at,
+                    level,
+                    message,
+                } => match inner.store.append_logs(&job_id, vec![(at, level, message)]).await {
+                    Ok(lines) => {
+                        if let Some(tx) = lock(&inner.watchers).get(&job_id) {
+                            for l in lines {
+                                let _ = tx.send(JobUpdate::Log(l));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log line"),
+                },
+                LogMsg::Progress { job_id, percent } => {
+                    let r = inner
+                        .update_job_with(&job_id, |j| {
+                            if j.state.is_terminal() || j.progress == percent {
+                                return Err(Error::new(crate::ErrorKind::Conflict, "unchanged"));
+                            }
+                            j.progress = percent;
+                            Ok(())
+                        })
+                        .await;
+                    if let Ok(job) = r {
+                        worker::publish_status(&inner, &job);
+                    }
+                }
+                LogMsg::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    });
+}
+
+/// A live view of one job: past log lines, then live lines and status changes, then the end.
+///
+/// Obtained from [`crate::Engine::watch_job`]; read it with [`JobWatch::next`] or turn it into
+/// a stream with [`JobWatch::into_stream`].
+pub struct JobWatch {
+    inner: Arc<Inner>,
+    job_id: JobId,
+    rx: Option<broadcast::Receiver<JobUpdate>>,
+    backlog: VecDeque<JobUpdate>,
+    last_seq: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for JobWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobWatch").field("job_id", &self.job_id).finish_non_exhaustive()
+    }
+}
+
+impl JobWatch {
+    pub(crate) async fn start(inner: &Arc<Inner>, scope: &Scope, job_id: &JobId) -> Result<JobWatch> {
+        // Subscribe before reading the past, so no line falls between the two.
+        let rx = {
+            let mut watchers = lock(&inner.watchers);
+            watchers.entry(job_id.clone()).or_insert_with(|| broadcast::channel(1024).0).subscribe()
+        };
+        let job = match inner.store.get_job(scope, job_id).await {
+            Ok(Some(j)) => j,
+            Ok(None) => {
+                drop_if_unused(inner, job_id);
+                return Err(Error::not_found("job", job_id));
+            }
+            Err(e) => {
+                drop_if_unused(inner, job_id);
+                return Err(e);
+            }
+        };
+        let past = inner.store.job_logs(job_id, 0).await?;
+        let last_seq = past.last().map_or(0, |l| l.seq);
+        let mut backlog: VecDeque<JobUpdate> = past.into_iter().map(JobUpdate::Log).collect();
+        let rx = if job.state.is_terminal() {
+            drop(rx);
+            drop_if_unused(inner, job_id);
+            backlog.push_back(JobUpdate::End(Box::new(job)));
+            None
+        } else {
+            backlog.push_back(JobUpdate::Status {
+                state: job.state,
+                progress: job.progress,
+                pending_reason: job.pending_reason.clone(),
+            });
+            Some(rx)
+        };
+        Ok(JobWatch {
+            inner: inner.clone(),
+            job_id: job_id.clone(),
+            rx,
+            backlog,
+            last_seq,
+            done: false,
+        })
+    }
+
+    /// Returns the next update, or `None` after the job's end has been returned.
+    pub async fn next(&mut self) -> Option<JobUpdate> {
+        loop {
+            if let Some(u) = self.backlog.pop_front() {
+                if matches!(u, JobUpdate::End(_)) {
+                    self.done = true;
+                    self.rx = None;
+                }
+                return Some(u);
+            }
+            if self.done {
+                return None;
+            }
+            let Some(rx) = self.rx.as_mut() else {
+                self.done = true;
+                return None;
+            };
+            match rx.recv().await {
+                Ok(JobUpdate::Log(l)) => {
+                    if l.seq > self.last_seq {
+                        self.last_seq = l.seq;
+                        return Some(JobUpdate::Log(l));
+                    }
+                }
+                Ok(JobUpdate::End(job)) => {
+                    self.catch_up().await;
+                    self.backlog.push_back(JobUpdate::End(job));
+                }
+                Ok(status) => return Some(status),
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.catch_up().await;
+                    if let Ok(Some(job)) = self.inner.store.get_job(&Scope::All, &self.job_id).await {
+                        self.backlog.push_back(JobUpdate::End(Box::new(job)));
+                    } else {
+                        self.done = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns the watch into a stream of updates.
+    pub fn into_stream(self) -> impl futures::Stream<Item = JobUpdate> + Send + 'static {
+        futures::stream::unfold(self, |mut w| async move { w.next().await.map(|u| (u, w)) })
+    }
+
+    async fn catch_up(&mut self) {
+        if let Ok(lines) = self.inner.store.job_logs(&self.job_id, self.last_seq).await {
+            for l in lines {
+                self.last_seq = l.seq;
+                self.backlog.push_back(JobUpdate::Log(l));
+            }
+        }
+    }
+}
+
+fn drop_if_unused(inner: &Inner, job_id: &JobId) {
+    let mut watchers = lock(&inner.watchers);
+    if watchers.get(job_id).is_some_and(|tx| tx.receiver_count() == 0) {
+        watchers.remove(job_id);
+    }
+}
+
+impl Drop for JobWatch {
+    fn drop(&mut self) {
+        self.rx = None;
+        drop_if_unused(&self.inner, &self.job_id);
+    }
+}

@@ -1,0 +1,454 @@
+//! The worker: runs one attempt of one job against its provider, inside the job's timeout and
+//! cancellation, then records the outcome on the job and the VM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::inventory::settle_capacity;
+use super::scheduler::SchedMsg;
+use super::watch::LogMsg;
+use super::{Inner, lock};
+use crate::store::Scope;
+use crate::{
+    CreateVm, DeleteVm, DesiredState, Error, ErrorInfo, ErrorKind, EventKind, HcpMark, Job, JobAction, JobReporter,
+    JobState, JobUpdate, LogLevel, MigrateVm, NetworkPlan, OpContext, PendingReason, PowerState, Principal,
+    RebootVm, RetryDecision, SnapshotVm, StartVm, StopVm, Vm, VmTarget,
+};
+
+/// What a successful attempt changed.
+enum Effect {
+    Created { native_id: String, power: PowerState },
+    Deleted,
+    Power(PowerState),
+    Moved { host: String, native_id: String },
+    Nothing,
+}
+
+struct Reporter {
+    inner: Arc<Inner>,
+    job: crate::JobId,
+}
+
+impl JobReporter for Reporter {
+    fn log(&self, level: LogLevel, message: String) {
+        let _ = self.inner.logs.send(LogMsg::line(&self.job, level, message));
+    }
+
+    fn progress(&self, percent: u8) {
+        let _ = self.inner.logs.send(LogMsg::Progress {
+            job_id: self.job.clone(),
+            percent,
+        });
+    }
+}
+
+fn log(inner: &Inner, job: &Job, level: LogLevel, message: String) {
+    let _ = inner.logs.send(LogMsg::line(&job.id, level, message));
+}
+
+/// Runs one attempt of `job_id` and returns what the scheduler must do next.
+pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &str) -> SchedMsg {
+    let finished = |vm_id| SchedMsg::Finished {
+        job_id: job_id.clone(),
+        vm_id,
+        host_key: host_key.to_string(),
+    };
+    let job = match inner.store.get_job(&Scope::All, job_id).await {
+        Ok(Some(j)) => j,
+        _ => return finished(crate::VmId::new("")),
+    };
+    if job.state != JobState::Pending {
+        return finished(job.vm_id);
+    }
+    let deadline = job.started_at.unwrap_or_else(Utc::now) + chrono::Duration::milliseconds(job.timeout_ms as i64);
+    if Utc::now() >= deadline {
+        let err = Error::new(ErrorKind::Timeout, format!("job exceeded its timeout of {} ms", job.timeout_ms));
+        let _ = fail(inner, job.clone(), None, err, JobState::Pending).await;
+        return finished(job.vm_id);
+    }
+    // Claim it: PENDING → RUNNING, compare-and-swap.
+    let job = match inner
+        .update_job_with(job_id, |j| {
+            if j.state != JobState::Pending {
+                return Err(Error::new(ErrorKind::Conflict, "no longer pending"));
+            }
+            j.transition(JobState::Running, Utc::now())
+        })
+        .await
+    {
+        Ok(j) => j,
+        Err(_) => return finished(job.vm_id),
+    };
+    transition_event(inner, &job, Some(JobState::Pending), None).await;
+    publish_status(inner, &job);
+    let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await else {
+        let err = Error::internal(format!("vm `{}` of job `{}` is gone", job.vm_id, job.id));
+        let _ = fail(inner, job.clone(), None, err, JobState::Running).await;
+        return finished(job.vm_id);
+    };
+    log(
+        inner,
+        &job,
+        LogLevel::Info,
+        format!("attempt {}/{}: {} {} on {}", job.attempts, job.max_attempts, job.operation, vm.spec.name, vm.binding.host),
+    );
+
+    let token = CancellationToken::new();
+    lock(&inner.cancels).insert(job.id.clone(), token.clone());
+    let remaining = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    let ctx = OpContext::new(
+        job.id.clone(),
+        Arc::new(Reporter {
+            inner: inner.clone(),
+            job: job.id.clone(),
+        }),
+    );
+    let outcome = tokio::select! {
+        _ = token.cancelled() => Err(Error::new(ErrorKind::Cancelled, "cancelled while running")),
+        r = tokio::time::timeout(remaining, perform(inner, &ctx, &job, &vm)) => r.unwrap_or_else(|_| {
+            Err(Error::new(ErrorKind::Timeout, format!("job exceeded its timeout of {} ms", job.timeout_ms)))
+        }),
+    };
+    lock(&inner.cancels).remove(&job.id);
+
+    match outcome {
+        Ok(effect) => succeed(inner, job.clone(), &vm, effect).await,
+        Err(e) => {
+            let e = e.with_operation(job.operation).with_context("vm", &vm.id).with_context("job", &job.id);
+            if e.kind() != ErrorKind::Cancelled
+                && let RetryDecision::RetryAfter(after) = inner.settings.retry.decide(job.attempts, &e)
+                && Utc::now() + chrono::Duration::from_std(after).unwrap_or_default() < deadline
+            {
+                return retry(inner, &job, e, after, host_key).await;
+            }
+            let state = if e.kind() == ErrorKind::Cancelled { JobState::Cancelled } else { JobState::Failed };
+            let _ = fail(inner, job.clone(), Some(&vm), e.persist(), state).await;
+        }
+    }
+    finished(job.vm_id)
+}
+
+fn target(vm: &Vm) -> VmTarget {
+    VmTarget {
+        vm_id: vm.id.clone(),
+        name: vm.spec.name.clone(),
+        host: vm.binding.host.clone(),
+        native_id: vm.binding.native_id.clone(),
+    }
+}
+
+async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::Result<Effect> {
+    let entry = inner.provider(&vm.binding.provider)?;
+    let p = &entry.provider;
+    let (provider, host, op) = (vm.binding.provider.as_str(), vm.binding.host.as_str(), job.operation);
+    match &job.action {
+        JobAction::Create => {
+            let networks = vm
+                .spec
+                .networks
+                .iter()
+                .map(|n| NetworkPlan {
+                    network: n.network.clone(),
+                    vlan: inner.catalog.network(&n.network).and_then(|c| c.vlan),
+                })
+                .collect();
+            let mark = HcpMark {
+                vm_id: vm.id.clone(),
+                project: vm.project.clone(),
+                image: Some(vm.spec.image.clone()),
+                flavor: vm.spec.flavor.clone(),
+                zone: Some(vm.zone.clone()),
+            };
+            let args = CreateVm::new(mark, host, &vm.spec.name, &vm.spec.image, vm.resources)
+                .with_networks(networks)
+                .with_tags(vm.spec.tags.clone())
+                .with_user_data(vm.spec.user_data.clone());
+            let created = inner.call(provider, op, host, p.create_vm(ctx, args)).await?;
+            ctx.info(format!("created {} as {}", vm.spec.name, created.native_id));
+            Ok(Effect::Created {
+                native_id: created.native_id,
+                power: created.power,
+            })
+        }
+        JobAction::Delete { force } => {
+            let r = inner
+                .call(provider, op, host, p.delete_vm(ctx, DeleteVm::new(target(vm)).with_force(*force)))
+                .await?;
+            if !r.existed {
+                ctx.info("the VM was already gone");
+            }
+            Ok(Effect::Deleted)
+        }
+        JobAction::Start => {
+            let r = inner.call(provider, op, host, p.start_vm(ctx, StartVm::new(target(vm)))).await?;
+            if r.was_running {
+                ctx.info("the VM was already running");
+            }
+            Ok(Effect::Power(PowerState::Running))
+        }
+        JobAction::Stop {
+            force,
+            graceful_timeout_secs,
+        } => {
+            let args = StopVm::new(target(vm))
+                .with_force(*force)
+                .with_graceful_timeout(Duration::from_secs(*graceful_timeout_secs));
+            let r = inner.call(provider, op, host, p.stop_vm(ctx, args)).await?;
+            if r.was_stopped {
+                ctx.info("the VM was already stopped");
+            } else if r.forced {
+                ctx.warn("the guest did not shut down in time; powered off");
+            }
+            Ok(Effect::Power(PowerState::Stopped))
+        }
+        JobAction::Reboot { hard } => {
+            inner
+                .call(provider, op, host, p.reboot_vm(ctx, RebootVm::new(target(vm)).with_hard(*hard)))
+                .await?;
+            Ok(Effect::Power(PowerState::Running))
+        }
+        JobAction::Snapshot { name } => {
+            let r = inner
+                .call(provider, op, host, p.snapshot_vm(ctx, SnapshotVm::new(target(vm)).with_name(name)))
+                .await?;
+            ctx.info(format!("snapshot {name} taken ({})", r.snapshot_id));
+            Ok(Effect::Nothing)
+        }
+        JobAction::Migrate { target_host } => {
+            let r = inner
+                .call(provider, op, host, p.migrate_vm(ctx, MigrateVm::new(target(vm)).with_target_host(target_host)))
+                .await?;
+            Ok(Effect::Moved {
+                host: r.host,
+                native_id: r.native_id,
+            })
+        }
+    }
+}
+
+async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
+    let result = match effect {
+        Effect::Deleted => {
+            settle_capacity(inner, &vm.binding.provider, &vm.binding.host, vm.resources, None, vm.present);
+            let removed = async {
+                let cur = inner.store.get_vm(&Scope::All, &vm.id).await?;
+                if let Some(cur) = cur {
+                    inner.store.remove_vm(&vm.id, cur.generation).await?;
+                }
+                Ok::<_, Error>(())
+            }
+            .await;
+            inner
+                .emit(Some(vm.project.clone()), Some(vm.id.clone()), Some(&job.principal), EventKind::VmDeleted { resources: vm.resources })
+                .await;
+            removed
+        }
+        Effect::Created { native_id, power } => {
+            settle_capacity(inner, &vm.binding.provider, &vm.binding.host, vm.resources, Some(true), false);
+            let r = inner
+                .update_vm_with(&vm.id, |v| {
+                    v.binding.native_id = Some(native_id.clone());
+                    v.power = power;
+                    v.present = true;
+                    v.desired = DesiredState::Active;
+                    v.last_error = None;
+                })
+                .await;
+            inner
+                .emit(Some(vm.project.clone()), Some(vm.id.clone()), Some(&job.principal), EventKind::VmCreated { resources: vm.resources })
+                .await;
+            r.map(|_| ())
+        }
+        Effect::Power(power) => inner
+            .update_vm_with(&vm.id, |v| {
+                v.power = power;
+                v.last_error = None;
+            })
+            .await
+            .map(|_| ()),
+        Effect::Moved { host, native_id } => inner
+            .update_vm_with(&vm.id, |v| {
+                v.binding.host = host.clone();
+                v.binding.native_id = Some(native_id.clone());
+            })
+            .await
+            .map(|_| ()),
+        Effect::Nothing => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::error!(job_id = %job.id, error = %e, "cannot record a finished job's effect on its VM");
+    }
+    log(inner, &job, LogLevel::Info, format!("{} succeeded", job.operation));
+    let _ = end(inner, &job, JobState::Succeeded, None).await;
+}
+
+async fn retry(inner: &Arc<Inner>, job: &Job, e: Error, after: Duration, host_key: &str) -> SchedMsg {
+    log(
+        inner,
+        job,
+        LogLevel::Warn,
+        format!("attempt {} failed with a temporary error, retrying in {} ms: {}", job.attempts, after.as_millis(), e.message()),
+    );
+    let retry_at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+    let info = ErrorInfo::from(&e);
+    let updated = inner
+        .update_job_with(&job.id, |j| {
+            j.transition(JobState::Pending, Utc::now())?;
+            j.pending_reason = Some(PendingReason::RetryBackoff {
+                attempt: j.attempts,
+                retry_at,
+                error: e.message().to_string(),
+            });
+            Ok(())
+        })
+        .await;
+    match updated {
+        Ok(j) => {
+            transition_event(inner, &j, Some(JobState::Running), Some(info)).await;
+            publish_status(inner, &j);
+            SchedMsg::Retry {
+                job_id: job.id.clone(),
+                host_key: host_key.to_string(),
+                after,
+            }
+        }
+        Err(err) => {
+            tracing::error!(job_id = %job.id, error = %err, "cannot requeue job for retry");
+            SchedMsg::Finished {
+                job_id: job.id.clone(),
+                vm_id: job.vm_id.clone(),
+                host_key: host_key.to_string(),
+            }
+        }
+    }
+}
+
+/// Ends a job as failed or cancelled and records the failure on its VM. A failed or cancelled
+/// create removes whatever the provider had half-made.
+async fn fail(inner: &Arc<Inner>, job: Job, vm: Option<&Vm>, e: Error, state: JobState) -> crate::Result<()> {
+    let info = ErrorInfo::from(&e);
+    log(inner, &job, LogLevel::Error, format!("{} failed: {e}", job.operation));
+    if let Some(vm) = vm {
+        if job.action == JobAction::Create {
+            settle_capacity(inner, &vm.binding.provider, &vm.binding.host, vm.resources, Some(false), false);
+            cleanup_create(inner, &job, vm).await;
+        }
+        let is_create = job.action == JobAction::Create;
+        let is_delete = matches!(job.action, JobAction::Delete { .. });
+        let r = inner
+            .update_vm_with(&vm.id, |v| {
+                v.last_error = Some(info.clone());
+                if is_create {
+                    v.desired = DesiredState::Error;
+                    v.present = false;
+                    v.power = PowerState::Unknown;
+                } else if is_delete {
+                    // The VM still exists: it is active again, with the error recorded.
+                    v.desired = DesiredState::Active;
+                } else {
+                    // The wanted power state did not come about: stop wanting it.
+                    if matches!(v.power, PowerState::Running | PowerState::Stopped) {
+                        v.desired_power = v.power;
+                    }
+                }
+            })
+            .await;
+        if let Err(err) = r {
+            tracing::error!(job_id = %job.id, error = %err, "cannot record a failed job on its VM");
+        }
+    }
+    end(inner, &job, state, Some(info)).await
+}
+
+async fn cleanup_create(inner: &Arc<Inner>, job: &Job, vm: &Vm) {
+    let Ok(entry) = inner.provider(&vm.binding.provider) else { return };
+    let ctx = OpContext::detached();
+    let args = DeleteVm::new(target(vm)).with_force(true);
+    let r = tokio::time::timeout(
+        Duration::from_secs(120),
+        inner.call(&vm.binding.provider, crate::Operation::DeleteVm, &vm.binding.host, entry.provider.delete_vm(&ctx, args)),
+    )
+    .await;
+    match r {
+        Ok(Ok(d)) if d.existed => log(inner, job, LogLevel::Warn, "removed the partly created VM".into()),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => log(inner, job, LogLevel::Error, format!("could not remove the partly created VM: {}", e.message())),
+        Err(_) => log(inner, job, LogLevel::Error, "removing the partly created VM timed out".into()),
+    }
+}
+
+/// Records a pending job that ended without running (cancelled while queued).
+pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Principal) {
+    if job.action == JobAction::Create {
+        // Nothing exists on the host yet: forget the VM and free its capacity.
+        if let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await {
+            settle_capacity(inner, &vm.binding.provider, &vm.binding.host, vm.resources, Some(false), false);
+            let _ = inner.store.remove_vm(&vm.id, vm.generation).await;
+        }
+    } else if matches!(job.action, JobAction::Delete { .. }) {
+        let _ = inner.update_vm_with(&job.vm_id, |v| v.desired = DesiredState::Active).await;
+    }
+    let _ = inner.logs.send(LogMsg::line(&job.id, LogLevel::Warn, format!("cancelled by {principal} before it started")));
+    finalize(inner, job).await;
+}
+
+async fn end(inner: &Arc<Inner>, job: &Job, state: JobState, error: Option<ErrorInfo>) -> crate::Result<()> {
+    let from = job.state;
+    let err = error.clone();
+    let job = inner
+        .update_job_with(&job.id, |j| {
+            j.transition(state, Utc::now())?;
+            j.error = err.clone();
+            Ok(())
+        })
+        .await?;
+    transition_event(inner, &job, Some(from), error).await;
+    finalize(inner, &job).await;
+    Ok(())
+}
+
+/// Flushes the job's log, then tells watchers it ended.
+async fn finalize(inner: &Arc<Inner>, job: &Job) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if inner.logs.send(LogMsg::Flush(tx)).is_ok() {
+        let _ = rx.await;
+    }
+    let job = inner.store.get_job(&Scope::All, &job.id).await.ok().flatten().unwrap_or_else(|| job.clone());
+    let elapsed = job.elapsed(Utc::now()).unwrap_or_default();
+    inner.observer.job_finished(job.operation, job.state, elapsed);
+    let sender = lock(&inner.watchers).remove(&job.id);
+    if let Some(tx) = sender {
+        let _ = tx.send(JobUpdate::End(Box::new(job)));
+    }
+}
+
+async fn transition_event(inner: &Inner, job: &Job, from: Option<JobState>, error: Option<ErrorInfo>) {
+    inner
+        .emit(
+            Some(job.project.clone()),
+            Some(job.vm_id.clone()),
+            Some(&job.principal),
+            EventKind::JobTransition {
+                job_id: job.id.clone(),
+                operation: job.operation,
+                from,
+                to: job.state,
+                attempt: job.attempts,
+                error,
+            },
+        )
+        .await;
+}
+
+pub(crate) fn publish_status(inner: &Inner, job: &Job) {
+    if let Some(tx) = lock(&inner.watchers).get(&job.id) {
+        let _ = tx.send(JobUpdate::Status {
+            state: job.state,
+            progress: job.progress,
+            pending_reason: job.pending_reason.clone(),
+        });
+    }
+}

@@ -1,0 +1,146 @@
+//! The append-only audit and metering stream: who did what to which VM, every job transition,
+//! drift. Sinks receive every event; subscribers follow it live.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ConsoleKind, Drift, ErrorInfo, JobId, JobState, Operation, ProjectId, Resources, VmId,
+};
+
+/// One audit or metering event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Its position in the stream, from 1 (assigned by the store).
+    pub seq: u64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The project it concerns, if any (drift on unmanaged VMs has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<ProjectId>,
+    /// The VM it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<VmId>,
+    /// Who acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A job changed state (accepted jobs appear with `from: None`).
+    JobTransition {
+        /// The job.
+        job_id: JobId,
+        /// Its operation.
+        operation: Operation,
+        /// The previous state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<JobState>,
+        /// The new state.
+        to: JobState,
+        /// The attempt number.
+        attempt: u32,
+        /// The error, for failed or cancelled jobs and retried attempts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorInfo>,
+    },
+    /// A VM came into existence (metering starts).
+    VmCreated {
+        /// Its size.
+        resources: Resources,
+    },
+    /// A VM was deleted (metering stops).
+    VmDeleted {
+        /// Its size.
+        resources: Resources,
+    },
+    /// A VM was rebuilt from its host's mark after a restart.
+    VmAdopted {
+        /// The provider.
+        provider: String,
+        /// The host.
+        host: String,
+    },
+    /// A difference between desired and observed state.
+    Drift(Drift),
+    /// A console was handed out.
+    ConsoleOpened {
+        /// The console type.
+        console: ConsoleKind,
+    },
+    /// A console connection through HCP's proxy started or ended.
+    ConsoleSession {
+        /// True when the connection opened, false when it closed.
+        opened: bool,
+        /// Bytes relayed, when it closed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bytes: Option<u64>,
+    },
+}
+
+impl EventKind {
+    /// Returns the stable event name (`job_transition`, `drift`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::JobTransition { .. } => "job_transition",
+            EventKind::VmCreated { .. } => "vm_created",
+            EventKind::VmDeleted { .. } => "vm_deleted",
+            EventKind::VmAdopted { .. } => "vm_adopted",
+            EventKind::Drift(_) => "drift",
+            EventKind::ConsoleOpened { .. } => "console_opened",
+            EventKind::ConsoleSession { .. } => "console_session",
+        }
+    }
+}
+
+/// Receives every event once it is appended to the store.
+pub trait EventSink: Send + Sync + fmt::Debug {
+    /// Handles one event. Must not block.
+    fn emit(&self, event: &Arc<Event>);
+}
+
+/// The default sink: one JSON line per event through `tracing`, target `hcp::audit`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TracingSink;
+
+impl EventSink for TracingSink {
+    fn emit(&self, event: &Arc<Event>) {
+        if tracing::enabled!(target: "hcp::audit", tracing::Level::INFO) {
+            match serde_json::to_string(event.as_ref()) {
+                Ok(json) => tracing::info!(target: "hcp::audit", event = %json, "audit"),
+                Err(e) => tracing::warn!(target: "hcp::audit", error = %e, "unserializable audit event"),
+            }
+        }
+    }
+}
+
+/// Selects events when reading the stream back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only events after this sequence number.
+    pub after: u64,
+    /// Only this project's events.
+    pub project: Option<ProjectId>,
+    /// Only this VM's events.
+    pub vm_id: Option<VmId>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl EventFilter {
+    /// Returns true when `e` matches (ignoring `after` and `limit`).
+    pub fn matches(&self, e: &Event) -> bool {
+        self.project.as_ref().is_none_or(|p| e.project.as_ref() == Some(p))
+            && self.vm_id.as_ref().is_none_or(|v| e.vm_id.as_ref() == Some(v))
+    }
+}

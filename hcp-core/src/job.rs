@@ -1,0 +1,508 @@
+//! Jobs: the state machine, the job record, log lines, "why pending" reasons and the retry policy.
+//!
+//! Plain data and functions: no tokio, no I/O.
+
+use std::fmt;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, ErrorInfo, ErrorKind, JobId, Operation, Principal, ProjectId, Result, VmId};
+
+/// The state of a job.
+///
+/// ```text
+/// PENDING ──► RUNNING ──► SUCCEEDED
+///    │  ▲         │ ╲───► FAILED
+///    │  └─retry───┘  ╲──► CANCELLED
+///    ├──────────────────► CANCELLED
+///    └──────────────────► FAILED   (timed out or blocked while queued)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// Accepted and queued; see [`Job::pending_reason`].
+    Pending,
+    /// A worker is running it.
+    Running,
+    /// It finished successfully.
+    Succeeded,
+    /// It failed; see [`Job::error`].
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state.
+    pub const ALL: [JobState; 5] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    /// Returns true for the final states.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+
+    /// Returns true when `self → next` is a legal transition.
+    pub fn can_transition_to(self, next: JobState) -> bool {
+        use JobState::*;
+        matches!(
+            (self, next),
+            (Pending, Running)
+                | (Pending, Cancelled)
+                | (Pending, Failed)
+                | (Running, Pending)
+                | (Running, Succeeded)
+                | (Running, Failed)
+                | (Running, Cancelled)
+        )
+    }
+
+    /// Returns `next` when `self → next` is legal.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Conflict`] naming both states when the transition is illegal.
+    pub fn transition(self, next: JobState) -> Result<JobState> {
+        if self.can_transition_to(next) {
+            Ok(next)
+        } else {
+            Err(Error::new(
+                ErrorKind::Conflict,
+                format!("illegal job transition {self} → {next}"),
+            ))
+        }
+    }
+
+    /// Returns the stable upper-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "PENDING",
+            JobState::Running => "RUNNING",
+            JobState::Succeeded => "SUCCEEDED",
+            JobState::Failed => "FAILED",
+            JobState::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a job is still pending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum PendingReason {
+    /// Queued; a worker will pick it up next.
+    Queued,
+    /// Another job acts on the same VM; this one runs after it.
+    WaitingForVm {
+        /// The job that holds the VM.
+        blocking_job: JobId,
+    },
+    /// The host already runs its maximum number of jobs.
+    WaitingForHostSlot {
+        /// The busy host.
+        host: String,
+        /// The per-host limit.
+        limit: usize,
+    },
+    /// HCP already runs its maximum number of jobs.
+    WaitingForWorker {
+        /// The global limit.
+        limit: usize,
+    },
+    /// A temporary error; the next attempt starts at `retry_at`.
+    RetryBackoff {
+        /// The attempt that failed.
+        attempt: u32,
+        /// When the next attempt may start.
+        retry_at: DateTime<Utc>,
+        /// The temporary error.
+        error: String,
+    },
+}
+
+impl fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PendingReason::Queued => f.write_str("queued"),
+            PendingReason::WaitingForVm { blocking_job } => {
+                write!(f, "waiting for job {blocking_job} on the same VM")
+            }
+            PendingReason::WaitingForHostSlot { host, limit } => {
+                write!(f, "waiting for a slot on host {host} ({limit} jobs running)")
+            }
+            PendingReason::WaitingForWorker { limit } => {
+                write!(f, "waiting for a free worker ({limit} jobs running)")
+            }
+            PendingReason::RetryBackoff { attempt, retry_at, error } => {
+                write!(f, "attempt {attempt} failed ({error}); retrying at {retry_at}")
+            }
+        }
+    }
+}
+
+/// What a job does, beyond its [`Operation`]. Carries no secrets: a create job reads the spec from
+/// the VM's desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum JobAction {
+    /// Creates the VM described by its desired state, then starts it.
+    Create,
+    /// Deletes the VM; `force` powers a running VM off first.
+    Delete {
+        /// Power off a running VM first instead of refusing.
+        force: bool,
+    },
+    /// Powers the VM on.
+    Start,
+    /// Powers the VM off.
+    Stop {
+        /// Skip the graceful shutdown.
+        force: bool,
+        /// How long a graceful shutdown may take before a hard power-off.
+        graceful_timeout_secs: u64,
+    },
+    /// Restarts the VM.
+    Reboot {
+        /// Reset instead of a guest reboot.
+        hard: bool,
+    },
+    /// Takes a snapshot.
+    Snapshot {
+        /// The snapshot name.
+        name: String,
+    },
+    /// Moves the VM to another host.
+    Migrate {
+        /// The target host.
+        target_host: String,
+    },
+}
+
+impl JobAction {
+    /// Returns the operation this action performs.
+    pub fn operation(&self) -> Operation {
+        match self {
+            JobAction::Create => Operation::CreateVm,
+            JobAction::Delete { .. } => Operation::DeleteVm,
+            JobAction::Start => Operation::StartVm,
+            JobAction::Stop { .. } => Operation::StopVm,
+            JobAction::Reboot { .. } => Operation::RebootVm,
+            JobAction::Snapshot { .. } => Operation::SnapshotVm,
+            JobAction::Migrate { .. } => Operation::MigrateVm,
+        }
+    }
+}
+
+/// One job: an infrastructure change on one VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job id.
+    pub id: JobId,
+    /// The project the VM belongs to.
+    pub project: ProjectId,
+    /// The VM it acts on.
+    pub vm_id: VmId,
+    /// The operation.
+    pub operation: Operation,
+    /// Details of the operation.
+    pub action: JobAction,
+    /// The state.
+    pub state: JobState,
+    /// Why it is pending, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<PendingReason>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Most attempts allowed.
+    pub max_attempts: u32,
+    /// Progress, 0–100.
+    pub progress: u8,
+    /// Who submitted it.
+    pub principal: Principal,
+    /// The idempotency key it was submitted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The host it runs on (operator view).
+    pub host: String,
+    /// The provider it runs on (operator view).
+    pub provider: String,
+    /// The error, when it failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// The per-job timeout in milliseconds, counted from its first start.
+    pub timeout_ms: u64,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When its first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The compare-and-swap generation, bumped on every write.
+    pub generation: u64,
+}
+
+impl Job {
+    /// Moves the job to `next`, stamping times and bumping the generation.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Conflict`] when the transition is illegal; the job is unchanged.
+    pub fn transition(&mut self, next: JobState, now: DateTime<Utc>) -> Result<()> {
+        self.state = self.state.transition(next)?;
+        match next {
+            JobState::Running => {
+                self.pending_reason = None;
+                self.attempts += 1;
+                self.started_at.get_or_insert(now);
+            }
+            JobState::Succeeded => {
+                self.progress = 100;
+                self.finished_at = Some(now);
+            }
+            JobState::Failed | JobState::Cancelled => {
+                self.pending_reason = None;
+                self.finished_at = Some(now);
+            }
+            JobState::Pending => {}
+        }
+        Ok(())
+    }
+
+    /// Returns the job's duration so far, or its total once it ended.
+    pub fn elapsed(&self, now: DateTime<Utc>) -> Option<Duration> {
+        let start = self.started_at?;
+        let end = self.finished_at.unwrap_or(now);
+        (end - start).to_std().ok()
+    }
+}
+
+/// The severity of a job log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Normal progress.
+    Info,
+    /// Something worth a look (a retry, a forced power-off).
+    Warn,
+    /// A failure.
+    Error,
+}
+
+/// One line of a job's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLogLine {
+    /// Its position in the job's log, from 1.
+    pub seq: u64,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// Its severity.
+    pub level: LogLevel,
+    /// The text.
+    pub message: String,
+}
+
+/// One update on a watched job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobUpdate {
+    /// A log line (past lines first, then live ones).
+    Log(JobLogLine),
+    /// The job's state or progress changed.
+    Status {
+        /// The state.
+        state: JobState,
+        /// Progress, 0–100.
+        progress: u8,
+        /// Why it is pending.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_reason: Option<PendingReason>,
+    },
+    /// The job ended; nothing follows.
+    End(Box<Job>),
+}
+
+/// How failed attempts are retried: exponential backoff with jitter, temporary errors only.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Most attempts per job, the first included.
+    pub max_attempts: u32,
+    /// The delay after the first failed attempt.
+    #[serde(with = "humantime_serde")]
+    pub initial_delay: Duration,
+    /// The longest delay.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// The factor each delay grows by.
+    pub factor: f32,
+    /// Randomises each delay (up to twice as long) so retries spread out.
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            factor: 2.0,
+            jitter: true,
+        }
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Try again after this delay.
+    RetryAfter(Duration),
+    /// Stop: the error is permanent, or the attempts ran out.
+    GiveUp,
+}
+
+impl RetryPolicy {
+    /// Decides what follows failed attempt number `attempt` (from 1) with `error`.
+    ///
+    /// # Behavior
+    /// Only temporary errors are retried, and never more than `max_attempts` in all.
+    pub fn decide(&self, attempt: u32, error: &Error) -> RetryDecision {
+        if !error.is_temporary() || attempt >= self.max_attempts {
+            return RetryDecision::GiveUp;
+        }
+        RetryDecision::RetryAfter(self.delay(attempt))
+    }
+
+    /// Returns the delay after failed attempt number `attempt` (from 1).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let mut b = backon::ExponentialBuilder::default()
+            .with_min_delay(self.initial_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(self.factor)
+            .with_max_times(usize::MAX);
+        if self.jitter {
+            b = b.with_jitter();
+        }
+        b.build()
+            .nth(attempt.saturating_sub(1) as usize)
+            .unwrap_or(self.max_delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_transition_is_legal_or_rejected_exactly_as_documented() {
+        use JobState::*;
+        let legal = [
+            (Pending, Running),
+            (Pending, Cancelled),
+            (Pending, Failed),
+            (Running, Pending),
+            (Running, Succeeded),
+            (Running, Failed),
+            (Running, Cancelled),
+        ];
+        for from in JobState::ALL {
+            for to in JobState::ALL {
+                let expected = legal.contains(&(from, to));
+                assert_eq!(from.can_transition_to(to), expected, "{from} → {to}");
+                assert_eq!(from.transition(to).is_ok(), expected, "{from} → {to}");
+                if !expected {
+                    let e = from.transition(to).unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::Conflict);
+                }
+            }
+        }
+        for s in [Succeeded, Failed, Cancelled] {
+            assert!(s.is_terminal());
+            assert!(JobState::ALL.iter().all(|t| !s.can_transition_to(*t)));
+        }
+    }
+
+    fn job() -> Job {
+        Job {
+            id: JobId::generate(),
+            project: "demo".into(),
+            vm_id: VmId::generate(),
+            operation: Operation::StartVm,
+            action: JobAction::Start,
+            state: JobState::Pending,
+            pending_reason: Some(PendingReason::Queued),
+            attempts: 0,
+            max_attempts: 3,
+            progress: 0,
+            principal: Principal::new("alice"),
+            idempotency_key: None,
+            host: "h".into(),
+            provider: "p".into(),
+            error: None,
+            timeout_ms: 1000,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn job_transition_stamps_and_refuses_illegal_moves() {
+        let mut j = job();
+        let now = Utc::now();
+        j.transition(JobState::Running, now).unwrap();
+        assert_eq!(j.attempts, 1);
+        assert_eq!(j.started_at, Some(now));
+        assert!(j.pending_reason.is_none());
+        j.transition(JobState::Succeeded, now).unwrap();
+        assert_eq!(j.progress, 100);
+        assert!(j.finished_at.is_some());
+        let before = j.clone();
+        assert!(j.transition(JobState::Running, now).is_err());
+        assert_eq!(j, before);
+    }
+
+    #[test]
+    fn only_temporary_errors_are_retried_and_attempts_are_bounded() {
+        let p = RetryPolicy {
+            jitter: false,
+            ..Default::default()
+        };
+        let temp = Error::new(ErrorKind::ProviderUnavailable, "down").temporary();
+        let perm = Error::new(ErrorKind::ProviderError, "bad");
+        assert_eq!(p.decide(1, &perm), RetryDecision::GiveUp);
+        assert_eq!(p.decide(1, &temp), RetryDecision::RetryAfter(Duration::from_millis(500)));
+        assert_eq!(p.decide(2, &temp), RetryDecision::RetryAfter(Duration::from_millis(1000)));
+        assert_eq!(p.decide(3, &temp), RetryDecision::RetryAfter(Duration::from_millis(2000)));
+        assert_eq!(p.decide(4, &temp), RetryDecision::GiveUp);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jitter_stays_within_twice_the_delay() {
+        let p = RetryPolicy {
+            max_attempts: 100,
+            jitter: false,
+            ..Default::default()
+        };
+        assert_eq!(p.delay(30), Duration::from_secs(30));
+        let j = RetryPolicy { jitter: true, ..p };
+        for attempt in 1..6 {
+            let base = p.delay(attempt);
+            let d = j.delay(attempt);
+            assert!(d >= base && d <= base * 2, "attempt {attempt}: {d:?} vs {base:?}");
+        }
+    }
+}

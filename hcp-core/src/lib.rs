@@ -1,0 +1,65 @@
+//! # hcp-core
+//!
+//! The heart of HCP, the Hypervisor Control Plane: the provider-agnostic VM model, the
+//! [`Provider`] trait every hypervisor adapter implements, [`Capabilities`] and their
+//! negotiation, one [`Error`] type, the job state machine, and the [`Engine`] that every shell
+//! (HTTP service, CLI, Python module) drives.
+//!
+//! The model ([`model`]), job state machine ([`job`]) and drift classification ([`reconcile`])
+//! are plain data and functions; only the engine, the stores and the providers do I/O.
+//!
+//! ```no_run
+//! # async fn demo(config: hcp_core::Config, sim: hcp_core::ProviderFactory) -> hcp_core::Result<()> {
+//! use hcp_core::{Engine, Principal, RequestContext, VmSpec, store::Scope};
+//!
+//! let engine = Engine::builder(config)
+//!     .provider_kind("sim", move |c, s| sim(c, s))
+//!     .build()
+//!     .await?;
+//! let ctx = RequestContext::new("demo", Principal::new("alice"));
+//! let submitted = engine.create_vm(&ctx, VmSpec::new("web-1", "ubuntu-24.04", "small")).await?;
+//! let job = engine.wait_job(&ctx.scope(), &submitted.job_id, None).await?;
+//! println!("{} {}", submitted.vm_id, job.state);
+//! # Ok(()) }
+//! ```
+
+pub mod capability;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod job;
+pub mod model;
+pub mod observe;
+pub mod operation;
+pub mod provider;
+pub mod reconcile;
+pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use capability::{Capabilities, Capability, Requirements};
+pub use config::{
+    CapabilityLimits, CatalogConfig, Config, DriftPolicy, EngineSettings, HostConfig, ProjectConfig, ProviderConfig, Quota,
+    SecretString, Secrets, ZoneConfig, parse_duration,
+};
+pub use engine::{
+    Action, Engine, EngineBuilder, EngineStats, InventoryVm, JobWatch, ProviderCapabilities, ProviderFactory,
+    ProviderStatus, RefreshReport, RequestContext, Submitted,
+};
+pub use error::{CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorInfo, ErrorKind, ErrorStatus, Result};
+pub use events::{Event, EventFilter, EventKind, EventSink, TracingSink};
+pub use job::{Job, JobAction, JobLogLine, JobState, JobUpdate, LogLevel, PendingReason, RetryDecision, RetryPolicy};
+pub use model::{
+    Catalog, DesiredState, Flavor, HcpMark, Host, Image, JobId, Network, NetworkAttachment, PowerState, Principal,
+    ProjectId, ProviderBinding, Resources, TenantVm, Vm, VmId, VmSpec, Zone, validate_dns_label, MAX_TAGS,
+    MAX_USER_DATA_BYTES,
+};
+pub use observe::{NoopObserver, Observer};
+pub use operation::Operation;
+pub use provider::{
+    Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo, HostInventory,
+    HostInventoryReply, JobReporter, MigrateVm, MigratedVm, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo,
+    RebootVm, RebootedVm, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
+};
+pub use reconcile::Drift;

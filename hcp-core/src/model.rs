@@ -1,0 +1,803 @@
+//! The domain model: VM specs, VMs, hosts and the catalog. Plain data and validation, no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Capabilities, Error, ErrorInfo, Result};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Generates a new random id.
+            pub fn generate() -> Self {
+                $name(format!(concat!($prefix, "-{}"), uuid::Uuid::now_v7().simple()))
+            }
+
+            /// Wraps an existing id without checking it.
+            pub fn new(id: impl Into<String>) -> Self {
+                $name(id.into())
+            }
+
+            /// Returns the id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_string())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// HCP's own opaque VM id (`vm-…`), stable across restarts because providers record it on the VM.
+    VmId,
+    "vm"
+);
+id_type!(
+    /// A job id (`job-…`).
+    JobId,
+    "job"
+);
+id_type!(
+    /// A project (tenant) id.
+    ProjectId,
+    "project"
+);
+
+impl ProjectId {
+    /// Checks the project id: 1–63 characters of `[a-z0-9-]`, starting with a letter.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidSpec`] naming the field `project`.
+    pub fn validate(&self) -> Result<()> {
+        validate_dns_label("project", &self.0)
+    }
+}
+
+/// Checks a DNS-label-like name: 1–63 characters of `[a-z0-9-]`, starting with a letter, not ending with `-`.
+///
+/// # Errors
+/// [`crate::ErrorKind::InvalidSpec`] naming `field` and saying what is allowed.
+pub fn validate_dns_label(field: &str, value: &str) -> Result<()> {
+    const ALLOWED: &str =
+        "1-63 characters of lowercase letters, digits and '-', starting with a letter and not ending with '-'";
+    if value.is_empty() {
+        return Err(Error::invalid(field, format!("must not be empty; allowed: {ALLOWED}")));
+    }
+    if value.len() > 63 {
+        return Err(Error::invalid(
+            field,
+            format!("is {} characters long; allowed: {ALLOWED}", value.chars().count()),
+        ));
+    }
+    if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(Error::invalid(field, format!("must start with a lowercase letter; allowed: {ALLOWED}")));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("contains {bad:?}; allowed: {ALLOWED}"),
+        ));
+    }
+    if value.ends_with('-') {
+        return Err(Error::invalid(field, format!("must not end with '-'; allowed: {ALLOWED}")));
+    }
+    Ok(())
+}
+
+/// The largest cloud-init user-data HCP accepts, in bytes.
+pub const MAX_USER_DATA_BYTES: usize = 64 * 1024;
+/// The most tags one VM may carry.
+pub const MAX_TAGS: usize = 50;
+
+/// One network a VM attaches to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAttachment {
+    /// The catalog network name.
+    pub network: String,
+}
+
+/// What a tenant asks for: the provider-agnostic description of one VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// The VM name, unique within its project: 1–63 characters of `[a-z0-9-]`, starting with a letter.
+    pub name: String,
+    /// The catalog image to boot from.
+    pub image: String,
+    /// The catalog flavor; when absent, `vcpus`, `memory_mib` and `disk_gib` are all required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    /// Explicit vCPUs (overrides the flavor's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// Explicit memory in MiB (overrides the flavor's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Explicit disk size in GiB (overrides the flavor's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u64>,
+    /// Networks to attach, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachment>,
+    /// The placement zone; any zone that fits when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Free-form tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Cloud-init user-data (needs the `cloud_init` capability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+}
+
+impl VmSpec {
+    /// Starts a spec with the three fields every VM needs.
+    pub fn new(name: impl Into<String>, image: impl Into<String>, flavor: impl Into<String>) -> Self {
+        VmSpec {
+            name: name.into(),
+            image: image.into(),
+            flavor: Some(flavor.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the zone.
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// Sets the cloud-init user-data.
+    pub fn with_user_data(mut self, user_data: impl Into<String>) -> Self {
+        self.user_data = Some(user_data.into());
+        self
+    }
+
+    /// Adds a tag.
+    pub fn with_tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Checks the spec on its own, without the catalog.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidSpec`] naming the first offending field.
+    pub fn validate(&self) -> Result<()> {
+        validate_dns_label("name", &self.name)?;
+        if self.image.trim().is_empty() {
+            return Err(Error::invalid("image", "must not be empty; choose an image from the catalog"));
+        }
+        if self.flavor.is_none() {
+            for (field, missing) in [
+                ("vcpus", self.vcpus.is_none()),
+                ("memory_mib", self.memory_mib.is_none()),
+                ("disk_gib", self.disk_gib.is_none()),
+            ] {
+                if missing {
+                    return Err(Error::invalid(
+                        field,
+                        "is required when no flavor is given (give a flavor, or vcpus, memory_mib and disk_gib)",
+                    ));
+                }
+            }
+        }
+        if self.vcpus == Some(0) {
+            return Err(Error::invalid("vcpus", "must be at least 1"));
+        }
+        if let Some(m) = self.memory_mib
+            && m < 16
+        {
+            return Err(Error::invalid("memory_mib", "must be at least 16"));
+        }
+        if self.disk_gib == Some(0) {
+            return Err(Error::invalid("disk_gib", "must be at least 1"));
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(Error::invalid("tags", format!("at most {MAX_TAGS} tags are allowed")));
+        }
+        for (k, v) in &self.tags {
+            let ok_key = !k.is_empty()
+                && k.len() <= 63
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            if !ok_key {
+                return Err(Error::invalid(
+                    format!("tags.{}", k.escape_debug()),
+                    "tag keys are 1-63 characters of letters, digits, '-', '_', '.' and '/'",
+                ));
+            }
+            if v.len() > 255 || v.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    format!("tags.{k}"),
+                    "tag values are at most 255 bytes without control characters",
+                ));
+            }
+        }
+        if let Some(ud) = &self.user_data {
+            if ud.len() > MAX_USER_DATA_BYTES {
+                return Err(Error::invalid(
+                    "user_data",
+                    format!("is {} bytes; at most {MAX_USER_DATA_BYTES} are allowed", ud.len()),
+                ));
+            }
+            if ud.contains('\0') {
+                return Err(Error::invalid("user_data", "must not contain NUL characters"));
+            }
+        }
+        for (i, n) in self.networks.iter().enumerate() {
+            if n.network.trim().is_empty() {
+                return Err(Error::invalid(format!("networks[{i}].network"), "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The size of one VM, resolved from its flavor and explicit overrides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disk in GiB.
+    pub disk_gib: u64,
+}
+
+/// The lifecycle state HCP wants a VM in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DesiredState {
+    /// Accepted; its create job has not finished.
+    Pending,
+    /// Created and expected to exist.
+    Active,
+    /// Its last job failed; see [`Vm::last_error`].
+    Error,
+    /// Deleted; kept only until its delete job ends.
+    Deleted,
+}
+
+/// A VM's power state as the hypervisor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PowerState {
+    /// Powered on.
+    Running,
+    /// Powered off.
+    Stopped,
+    /// Paused or suspended.
+    Paused,
+    /// Not known (not yet observed, or the host is unreachable).
+    Unknown,
+}
+
+impl fmt::Display for PowerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerState::Running => "RUNNING",
+            PowerState::Stopped => "STOPPED",
+            PowerState::Paused => "PAUSED",
+            PowerState::Unknown => "UNKNOWN",
+        })
+    }
+}
+
+impl fmt::Display for DesiredState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DesiredState::Pending => "PENDING",
+            DesiredState::Active => "ACTIVE",
+            DesiredState::Error => "ERROR",
+            DesiredState::Deleted => "DELETED",
+        })
+    }
+}
+
+/// Where a VM lives: visible to operators only, never to tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProviderBinding {
+    /// The provider name from the hosts file.
+    pub provider: String,
+    /// The host name.
+    pub host: String,
+    /// The hypervisor's own id for the VM, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_id: Option<String>,
+}
+
+/// HCP's mark, which providers record on each VM they create (notes, metadata, tags), so that
+/// an HCP started with an empty store rebuilds who owns what from the hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HcpMark {
+    /// HCP's VM id.
+    pub vm_id: VmId,
+    /// The owning project.
+    pub project: ProjectId,
+    /// The image the VM was created from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The flavor the VM was created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    /// The zone the VM was placed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// A VM as HCP knows it (the full, operator view).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vm {
+    /// HCP's VM id.
+    pub id: VmId,
+    /// The owning project.
+    pub project: ProjectId,
+    /// The spec it was created from (rebuilt from the host after a stateless restart).
+    pub spec: VmSpec,
+    /// Its resolved size.
+    pub resources: Resources,
+    /// The zone it was placed in.
+    pub zone: String,
+    /// The lifecycle state HCP wants.
+    pub desired: DesiredState,
+    /// The power state HCP wants.
+    pub desired_power: PowerState,
+    /// The power state last observed on the host.
+    pub power: PowerState,
+    /// Whether the last inventory saw the VM on its host.
+    pub present: bool,
+    /// Where it lives.
+    pub binding: ProviderBinding,
+    /// The error of the last failed job, if its state is `ERROR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorInfo>,
+    /// When HCP accepted it.
+    pub created_at: DateTime<Utc>,
+    /// When HCP last changed its record.
+    pub updated_at: DateTime<Utc>,
+    /// The compare-and-swap generation, bumped on every write.
+    pub generation: u64,
+}
+
+impl Vm {
+    /// Returns the tenant view: no host, no native id, no provider.
+    pub fn tenant_view(&self) -> TenantVm {
+        let mut spec = self.spec.clone();
+        // User-data may carry secrets: tenants see that it was set, not its text.
+        let has_user_data = spec.user_data.take().is_some();
+        TenantVm {
+            id: self.id.clone(),
+            project: self.project.clone(),
+            name: spec.name.clone(),
+            spec,
+            has_user_data,
+            resources: self.resources,
+            zone: self.zone.clone(),
+            state: self.desired,
+            power: self.power,
+            desired_power: self.desired_power,
+            last_error: self.last_error.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// A VM as a tenant sees it: no host names, native ids or datastores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantVm {
+    /// HCP's VM id.
+    pub id: VmId,
+    /// The owning project.
+    pub project: ProjectId,
+    /// The VM name.
+    pub name: String,
+    /// The spec, without user-data.
+    pub spec: VmSpec,
+    /// Whether user-data was given.
+    pub has_user_data: bool,
+    /// The resolved size.
+    pub resources: Resources,
+    /// The zone.
+    pub zone: String,
+    /// The lifecycle state.
+    pub state: DesiredState,
+    /// The observed power state.
+    pub power: PowerState,
+    /// The wanted power state.
+    pub desired_power: PowerState,
+    /// The error of the last failed job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorInfo>,
+    /// When HCP accepted it.
+    pub created_at: DateTime<Utc>,
+    /// When HCP last changed it.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A hypervisor host with its capacity and health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    /// The host name.
+    pub name: String,
+    /// The provider it belongs to.
+    pub provider: String,
+    /// Its zone.
+    pub zone: String,
+    /// Whether it answered the last inventory.
+    pub available: bool,
+    /// Why it is unavailable, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_reason: Option<String>,
+    /// Total vCPUs it offers.
+    pub vcpus_total: u32,
+    /// vCPUs used by its VMs.
+    pub vcpus_used: u32,
+    /// Total memory in MiB.
+    pub memory_mib_total: u64,
+    /// Memory used by its VMs, in MiB.
+    pub memory_mib_used: u64,
+    /// VMs on it.
+    pub vm_count: usize,
+    /// Its effective capabilities (provider ∧ zone ∧ host).
+    pub capabilities: Capabilities,
+    /// When it was last inventoried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<DateTime<Utc>>,
+}
+
+/// A bootable image in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// The image name tenants use.
+    pub name: String,
+    /// The operating system family (`linux`, `windows`).
+    #[serde(default = "default_os")]
+    pub os: String,
+    /// A short description.
+    #[serde(default)]
+    pub description: String,
+    /// The smallest disk it boots from, in GiB.
+    #[serde(default)]
+    pub min_disk_gib: u64,
+}
+
+fn default_os() -> String {
+    "linux".into()
+}
+
+/// A named VM size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flavor {
+    /// The flavor name tenants use.
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disk in GiB.
+    pub disk_gib: u64,
+}
+
+/// A network VMs can attach to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// The network name tenants use.
+    pub name: String,
+    /// The VLAN id, if tagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// The zones where it exists (every zone when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    /// A short description.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A placement zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Zone {
+    /// The zone name.
+    pub name: String,
+    /// A short description.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// What tenants can choose from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Images.
+    pub images: Vec<Image>,
+    /// Flavors.
+    pub flavors: Vec<Flavor>,
+    /// Networks.
+    pub networks: Vec<Network>,
+    /// Zones.
+    pub zones: Vec<Zone>,
+}
+
+impl Catalog {
+    /// Looks up an image.
+    pub fn image(&self, name: &str) -> Option<&Image> {
+        self.images.iter().find(|i| i.name == name)
+    }
+
+    /// Looks up a flavor.
+    pub fn flavor(&self, name: &str) -> Option<&Flavor> {
+        self.flavors.iter().find(|f| f.name == name)
+    }
+
+    /// Looks up a zone.
+    pub fn zone(&self, name: &str) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.name == name)
+    }
+
+    /// Looks up a network.
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// Validates `spec` against the catalog and resolves its size.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidSpec`] naming the field (`image`, `flavor`, `zone`, `networks[i]`)
+    /// and listing what is allowed.
+    pub fn resolve(&self, spec: &VmSpec) -> Result<Resources> {
+        spec.validate()?;
+        let image = self.image(&spec.image).ok_or_else(|| {
+            Error::invalid(
+                "image",
+                format!("unknown image `{}`; known: {}", spec.image, names(self.images.iter().map(|i| &i.name))),
+            )
+        })?;
+        let base = match &spec.flavor {
+            Some(f) => {
+                let flavor = self.flavor(f).ok_or_else(|| {
+                    Error::invalid(
+                        "flavor",
+                        format!("unknown flavor `{f}`; known: {}", names(self.flavors.iter().map(|f| &f.name))),
+                    )
+                })?;
+                Resources {
+                    vcpus: flavor.vcpus,
+                    memory_mib: flavor.memory_mib,
+                    disk_gib: flavor.disk_gib,
+                }
+            }
+            None => Resources::default(),
+        };
+        let resources = Resources {
+            vcpus: spec.vcpus.unwrap_or(base.vcpus),
+            memory_mib: spec.memory_mib.unwrap_or(base.memory_mib),
+            disk_gib: spec.disk_gib.unwrap_or(base.disk_gib),
+        };
+        if resources.disk_gib < image.min_disk_gib {
+            return Err(Error::invalid(
+                "disk_gib",
+                format!(
+                    "{} GiB is smaller than image `{}` needs ({} GiB)",
+                    resources.disk_gib, image.name, image.min_disk_gib
+                ),
+            ));
+        }
+        if let Some(z) = &spec.zone
+            && self.zone(z).is_none()
+        {
+            return Err(Error::invalid(
+                "zone",
+                format!("unknown zone `{z}`; known: {}", names(self.zones.iter().map(|z| &z.name))),
+            ));
+        }
+        for (i, att) in spec.networks.iter().enumerate() {
+            let net = self.network(&att.network).ok_or_else(|| {
+                Error::invalid(
+                    format!("networks[{i}].network"),
+                    format!(
+                        "unknown network `{}`; known: {}",
+                        att.network,
+                        names(self.networks.iter().map(|n| &n.name))
+                    ),
+                )
+            })?;
+            if let Some(z) = &spec.zone
+                && !net.zones.is_empty()
+                && !net.zones.contains(z)
+            {
+                return Err(Error::invalid(
+                    format!("networks[{i}].network"),
+                    format!("network `{}` does not exist in zone `{z}`", net.name),
+                ));
+            }
+        }
+        Ok(resources)
+    }
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(String::as_str).collect();
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
+/// Who acts: attributed in jobs and audit events.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Principal {
+    /// The subject (a user, a service account, or `system:…` for HCP itself).
+    pub subject: String,
+}
+
+impl Principal {
+    /// Creates a principal for `subject`.
+    pub fn new(subject: impl Into<String>) -> Self {
+        Principal { subject: subject.into() }
+    }
+
+    /// The principal HCP's own reconciler acts as.
+    pub fn system() -> Self {
+        Principal::new("system:hcp")
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.subject)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn names_follow_dns_label_rules() {
+        for ok in ["a", "web-1", "a23456789012345678901234567890123456789012345678901234567890123"] {
+            validate_dns_label("name", ok).unwrap();
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("1abc", "lowercase letter"),
+            ("Abc", "lowercase letter"),
+            ("ab_c", "contains"),
+            ("ab-", "end with"),
+            ("a234567890123456789012345678901234567890123456789012345678901234", "64 characters"),
+            ("ab'c", "contains"),
+        ] {
+            let e = validate_dns_label("name", bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+            assert_eq!(e.field(), Some("name"));
+            assert!(e.message().contains(why), "{bad:?}: {}", e.message());
+        }
+    }
+
+    fn catalog() -> Catalog {
+        Catalog {
+            images: vec![Image {
+                name: "ubuntu".into(),
+                os: "linux".into(),
+                description: String::new(),
+                min_disk_gib: 5,
+            }],
+            flavors: vec![Flavor {
+                name: "small".into(),
+                vcpus: 1,
+                memory_mib: 1024,
+                disk_gib: 10,
+            }],
+            networks: vec![],
+            zones: vec![Zone {
+                name: "z".into(),
+                description: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn resolve_names_the_bad_field() {
+        let c = catalog();
+        let r = c.resolve(&VmSpec::new("a", "ubuntu", "small")).unwrap();
+        assert_eq!(r, Resources { vcpus: 1, memory_mib: 1024, disk_gib: 10 });
+        let cases = [
+            (VmSpec::new("a", "nope", "small"), "image"),
+            (VmSpec::new("a", "ubuntu", "huge"), "flavor"),
+            (VmSpec::new("a", "ubuntu", "small").with_zone("zz"), "zone"),
+            (VmSpec { vcpus: Some(0), ..VmSpec::new("a", "ubuntu", "small") }, "vcpus"),
+            (VmSpec { disk_gib: Some(1), ..VmSpec::new("a", "ubuntu", "small") }, "disk_gib"),
+            (VmSpec { flavor: None, ..VmSpec::new("a", "ubuntu", "small") }, "vcpus"),
+            (VmSpec::new("", "ubuntu", "small"), "name"),
+            (VmSpec::new("a", "ubuntu", "small").with_user_data("x".repeat(70_000)), "user_data"),
+            (VmSpec::new("a", "ubuntu", "small").with_tag("bad key", "v"), "tags.bad key"),
+            (
+                VmSpec {
+                    networks: vec![NetworkAttachment { network: "lan".into() }],
+                    ..VmSpec::new("a", "ubuntu", "small")
+                },
+                "networks[0].network",
+            ),
+        ];
+        for (spec, field) in cases {
+            let e = c.resolve(&spec).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{spec:?}");
+            assert_eq!(e.field(), Some(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn explicit_sizes_override_flavor() {
+        let c = catalog();
+        let spec = VmSpec {
+            vcpus: Some(4),
+            ..VmSpec::new("a", "ubuntu", "small")
+        };
+        assert_eq!(c.resolve(&spec).unwrap().vcpus, 4);
+    }
+
+    #[test]
+    fn spec_rejects_unknown_fields() {
+        let e = serde_json::from_str::<VmSpec>(r#"{"name":"a","image":"i","host":"h"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `host`"));
+    }
+
+    #[test]
+    fn tenant_view_hides_binding_and_user_data() {
+        let now = Utc::now();
+        let vm = Vm {
+            id: VmId::generate(),
+            project: "demo".into(),
+            spec: VmSpec::new("a", "ubuntu", "small").with_user_data("#cloud-config\npassword: s3cret"),
+            resources: Resources::default(),
+            zone: "z".into(),
+            desired: DesiredState::Active,
+            desired_power: PowerState::Running,
+            power: PowerState::Running,
+            present: true,
+            binding: ProviderBinding {
+                provider: "sim".into(),
+                host: "secret-host-name".into(),
+                native_id: Some("native-77".into()),
+            },
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            generation: 1,
+        };
+        let text = serde_json::to_string(&vm.tenant_view()).unwrap();
+        assert!(!text.contains("secret-host-name"));
+        assert!(!text.contains("native-77"));
+        assert!(!text.contains("s3cret"));
+        assert!(text.contains("\"has_user_data\":true"));
+    }
+}

@@ -1,0 +1,99 @@
+//! The operations HCP performs, each with one stable name.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One operation, named identically in errors, log fields, metric labels and audit events.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// Creates a VM (and starts it).
+    CreateVm,
+    /// Deletes a VM and its disks.
+    DeleteVm,
+    /// Powers a VM on.
+    StartVm,
+    /// Powers a VM off, gracefully first.
+    StopVm,
+    /// Restarts a VM.
+    RebootVm,
+    /// Opens a console to a VM.
+    Console,
+    /// Takes a snapshot of a VM.
+    SnapshotVm,
+    /// Moves a running VM to another host.
+    MigrateVm,
+    /// Lists a provider's hosts.
+    ListHosts,
+    /// Reads one host's inventory.
+    HostInventory,
+    /// Compares desired and observed state.
+    Reconcile,
+}
+
+impl Operation {
+    /// Every operation, in declaration order.
+    pub const ALL: [Operation; 11] = [
+        Operation::CreateVm,
+        Operation::DeleteVm,
+        Operation::StartVm,
+        Operation::StopVm,
+        Operation::RebootVm,
+        Operation::Console,
+        Operation::SnapshotVm,
+        Operation::MigrateVm,
+        Operation::ListHosts,
+        Operation::HostInventory,
+        Operation::Reconcile,
+    ];
+
+    /// Returns the stable name (`"create_vm"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::CreateVm => "create_vm",
+            Operation::DeleteVm => "delete_vm",
+            Operation::StartVm => "start_vm",
+            Operation::StopVm => "stop_vm",
+            Operation::RebootVm => "reboot_vm",
+            Operation::Console => "console",
+            Operation::SnapshotVm => "snapshot_vm",
+            Operation::MigrateVm => "migrate_vm",
+            Operation::ListHosts => "list_hosts",
+            Operation::HostInventory => "host_inventory",
+            Operation::Reconcile => "reconcile",
+        }
+    }
+
+    /// Returns true for operations that change infrastructure and therefore run as jobs.
+    pub fn is_job(self) -> bool {
+        matches!(
+            self,
+            Operation::CreateVm
+                | Operation::DeleteVm
+                | Operation::StartVm
+                | Operation::StopVm
+                | Operation::RebootVm
+                | Operation::SnapshotVm
+                | Operation::MigrateVm
+        )
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Operation {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Operation::ALL
+            .into_iter()
+            .find(|op| op.as_str() == s)
+            .ok_or_else(|| crate::Error::invalid("operation", format!("unknown operation `{s}`")))
+    }
+}

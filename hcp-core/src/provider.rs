@@ -1,0 +1,745 @@
+//! The Provider trait: the contract every hypervisor adapter implements, with one argument struct
+//! and one reply struct per operation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Capabilities, Error, HcpMark, JobId, LogLevel, Operation, PowerState, ProjectId, Resources,
+    Result, VmId,
+};
+
+/// Names a provider instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    /// The instance name from the hosts file (`hyperv-east`).
+    pub name: String,
+    /// The provider kind (`sim`, `libvirt`, `hyperv`, ...).
+    pub kind: String,
+    /// A free-form version of the provider or its remote endpoint.
+    pub version: String,
+}
+
+/// A hypervisor adapter: reports capabilities and inventory and performs operations on VMs.
+///
+/// Used as `Arc<dyn Provider>`. The engine checks capabilities before calling, wraps every call
+/// with retry, timeout, concurrency limits and error context, and never runs two operations on
+/// one VM at once; providers only do the work and classify their remote errors (in one
+/// `parse_error`) into [`crate::ErrorKind`]s, marking the ones worth retrying temporary.
+///
+/// Every VM a provider creates carries HCP's [`HcpMark`] on the hypervisor itself (notes,
+/// metadata, tags), and inventory reports it back, so an HCP started with an empty store rebuilds
+/// its VMs from the hosts.
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug + 'static {
+    /// Returns the provider's name, kind and version.
+    fn info(&self) -> ProviderInfo;
+
+    /// Returns what the provider can do; hosts may narrow it in [`HostInfo::capabilities`].
+    fn capabilities(&self) -> Capabilities;
+
+    /// Lists the provider's hosts.
+    ///
+    /// # Behavior
+    /// Lists every configured host, reachable or not; reachability shows in [`Provider::host_inventory`].
+    async fn list_hosts(&self) -> Result<Vec<HostInfo>>;
+
+    /// Reads one host's inventory: capacity, VMs with power state and HCP mark, images, networks.
+    ///
+    /// # Behavior
+    /// Reports every VM on the host, HCP's and others; VMs without a mark have `mark: None`.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::ProviderUnavailable`] (temporary) when the host cannot be reached;
+    /// [`crate::ErrorKind::NotFound`] for an unknown host.
+    async fn host_inventory(&self, args: HostInventory) -> Result<HostInventoryReply>;
+
+    /// Creates a VM on `args.host` and starts it when `args.start` is set.
+    ///
+    /// # Behavior
+    /// Records `args.mark` on the VM. Creating a VM whose mark (vm id) already exists on the host
+    /// returns that VM instead of a second one, so a retried create never duplicates.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Conflict`] when another VM on the host has the name;
+    /// [`crate::ErrorKind::QuotaExceeded`] when the host lacks capacity;
+    /// [`crate::ErrorKind::NotFound`] for an unknown image on the host.
+    async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm>;
+
+    /// Deletes a VM and its disks.
+    ///
+    /// # Behavior
+    /// Deleting a VM that is already gone succeeds (`existed: false`). A running VM is refused
+    /// unless `args.force` is set, which powers it off first.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Conflict`] when the VM runs and `force` is not set.
+    async fn delete_vm(&self, ctx: &OpContext, args: DeleteVm) -> Result<DeletedVm>;
+
+    /// Powers a VM on.
+    ///
+    /// # Behavior
+    /// Starting a running VM succeeds (`was_running: true`).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the VM does not exist.
+    async fn start_vm(&self, ctx: &OpContext, args: StartVm) -> Result<StartedVm>;
+
+    /// Powers a VM off: a graceful shutdown for up to `args.graceful_timeout`, then a hard
+    /// power-off; immediately hard when `args.force` is set.
+    ///
+    /// # Behavior
+    /// Stopping a stopped VM succeeds (`was_stopped: true`).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the VM does not exist.
+    async fn stop_vm(&self, ctx: &OpContext, args: StopVm) -> Result<StoppedVm>;
+
+    /// Restarts a running VM (a guest reboot, or a reset when `args.hard`).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Conflict`] when the VM is not running;
+    /// [`crate::ErrorKind::NotFound`] when it does not exist.
+    async fn reboot_vm(&self, ctx: &OpContext, args: RebootVm) -> Result<RebootedVm>;
+
+    /// Describes a console connection to a VM, valid until its `expires_at`.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the VM does not exist;
+    /// [`crate::ErrorKind::Conflict`] when it is not running.
+    async fn console(&self, args: GetConsole) -> Result<Console>;
+
+    /// Takes a snapshot. The engine calls it only when the host declares `snapshot`.
+    ///
+    /// # Errors
+    /// The default refuses with [`crate::ErrorKind::FeatureNotSupported`].
+    async fn snapshot_vm(&self, _ctx: &OpContext, _args: SnapshotVm) -> Result<SnapshottedVm> {
+        Err(Error::unsupported(&self.info().name, Operation::SnapshotVm, "snapshot", ""))
+    }
+
+    /// Moves a running VM to another host. The engine calls it only when the host declares
+    /// `live_migration`.
+    ///
+    /// # Errors
+    /// The default refuses with [`crate::ErrorKind::FeatureNotSupported`].
+    async fn migrate_vm(&self, _ctx: &OpContext, _args: MigrateVm) -> Result<MigratedVm> {
+        Err(Error::unsupported(&self.info().name, Operation::MigrateVm, "live_migration", ""))
+    }
+}
+
+/// Receives a running operation's log lines and progress (the engine writes them to the job).
+pub trait JobReporter: Send + Sync {
+    /// Appends a log line.
+    fn log(&self, level: LogLevel, message: String);
+    /// Sets progress, 0–100.
+    fn progress(&self, percent: u8);
+}
+
+/// What a provider operation knows about its job, and where it reports progress.
+#[derive(Clone)]
+pub struct OpContext {
+    job_id: Option<JobId>,
+    reporter: Option<Arc<dyn JobReporter>>,
+}
+
+impl fmt::Debug for OpContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpContext").field("job_id", &self.job_id).finish_non_exhaustive()
+    }
+}
+
+impl OpContext {
+    /// Creates a context that reports to `reporter` for job `job_id`.
+    pub fn new(job_id: JobId, reporter: Arc<dyn JobReporter>) -> Self {
+        OpContext {
+            job_id: Some(job_id),
+            reporter: Some(reporter),
+        }
+    }
+
+    /// Creates a context that reports nowhere (tests, direct calls).
+    pub fn detached() -> Self {
+        OpContext {
+            job_id: None,
+            reporter: None,
+        }
+    }
+
+    /// Returns the job id, when the call runs as a job.
+    pub fn job_id(&self) -> Option<&JobId> {
+        self.job_id.as_ref()
+    }
+
+    /// Appends an info line to the job log.
+    pub fn info(&self, message: impl Into<String>) {
+        if let Some(r) = &self.reporter {
+            r.log(LogLevel::Info, message.into());
+        }
+    }
+
+    /// Appends a warning line to the job log.
+    pub fn warn(&self, message: impl Into<String>) {
+        if let Some(r) = &self.reporter {
+            r.log(LogLevel::Warn, message.into());
+        }
+    }
+
+    /// Sets the job's progress, 0–100.
+    pub fn progress(&self, percent: u8) {
+        if let Some(r) = &self.reporter {
+            r.progress(percent.min(100));
+        }
+    }
+}
+
+/// A host as its provider describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HostInfo {
+    /// The host name, unique within the provider.
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// Total vCPUs it offers to VMs.
+    pub vcpus_total: u32,
+    /// Total memory it offers to VMs, in MiB.
+    pub memory_mib_total: u64,
+    /// What this host can do; the engine narrows the provider's capabilities with it.
+    pub capabilities: Capabilities,
+}
+
+impl HostInfo {
+    /// Describes a host.
+    pub fn new(
+        name: impl Into<String>,
+        zone: impl Into<String>,
+        vcpus_total: u32,
+        memory_mib_total: u64,
+        capabilities: Capabilities,
+    ) -> Self {
+        HostInfo {
+            name: name.into(),
+            zone: zone.into(),
+            vcpus_total,
+            memory_mib_total,
+            capabilities,
+        }
+    }
+}
+
+/// Arguments of [`Provider::host_inventory`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostInventory {
+    /// The host to read.
+    pub host: String,
+}
+
+impl HostInventory {
+    /// Reads `host`.
+    pub fn new(host: impl Into<String>) -> Self {
+        HostInventory { host: host.into() }
+    }
+}
+
+/// A VM as the hypervisor reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NativeVm {
+    /// The hypervisor's id.
+    pub native_id: String,
+    /// The hypervisor's name for it.
+    pub name: String,
+    /// Its power state.
+    pub power: PowerState,
+    /// Its size.
+    pub resources: Resources,
+    /// HCP's mark, when HCP created it.
+    pub mark: Option<HcpMark>,
+    /// Its tags, where the provider stores them.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl NativeVm {
+    /// Describes a VM.
+    pub fn new(
+        native_id: impl Into<String>,
+        name: impl Into<String>,
+        power: PowerState,
+        resources: Resources,
+        mark: Option<HcpMark>,
+    ) -> Self {
+        NativeVm {
+            native_id: native_id.into(),
+            name: name.into(),
+            power,
+            resources,
+            mark,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the tags.
+    pub fn with_tags(mut self, tags: BTreeMap<String, String>) -> Self {
+        self.tags = tags;
+        self
+    }
+}
+
+/// Reply of [`Provider::host_inventory`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HostInventoryReply {
+    /// The host.
+    pub host: HostInfo,
+    /// vCPUs allocated to VMs on it.
+    pub vcpus_used: u32,
+    /// Memory allocated to VMs on it, in MiB.
+    pub memory_mib_used: u64,
+    /// Every VM on the host.
+    pub vms: Vec<NativeVm>,
+    /// Images (templates, base volumes) available on it.
+    pub images: Vec<String>,
+    /// Networks (switches, bridges) available on it.
+    pub networks: Vec<String>,
+}
+
+impl HostInventoryReply {
+    /// Builds a reply; used resources are summed from `vms`.
+    pub fn new(host: HostInfo, vms: Vec<NativeVm>) -> Self {
+        let vcpus_used = vms.iter().map(|v| v.resources.vcpus).sum();
+        let memory_mib_used = vms.iter().map(|v| v.resources.memory_mib).sum();
+        HostInventoryReply {
+            host,
+            vcpus_used,
+            memory_mib_used,
+            vms,
+            images: Vec::new(),
+            networks: Vec::new(),
+        }
+    }
+
+    /// Sets the images.
+    pub fn with_images(mut self, images: Vec<String>) -> Self {
+        self.images = images;
+        self
+    }
+
+    /// Sets the networks.
+    pub fn with_networks(mut self, networks: Vec<String>) -> Self {
+        self.networks = networks;
+        self
+    }
+}
+
+/// One network attachment, resolved from the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPlan {
+    /// The catalog network name.
+    pub network: String,
+    /// Its VLAN id, if tagged.
+    pub vlan: Option<u16>,
+}
+
+/// Which VM an operation targets: HCP's id, its name and the host, plus the native id when known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmTarget {
+    /// HCP's id (found through the mark when `native_id` is absent).
+    pub vm_id: VmId,
+    /// The VM name.
+    pub name: String,
+    /// The host it lives on.
+    pub host: String,
+    /// The hypervisor's id, when known.
+    pub native_id: Option<String>,
+}
+
+/// Arguments of [`Provider::create_vm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CreateVm {
+    /// HCP's id for the new VM.
+    pub vm_id: VmId,
+    /// The owning project.
+    pub project: ProjectId,
+    /// The host to create it on.
+    pub host: String,
+    /// The VM name.
+    pub name: String,
+    /// The image.
+    pub image: String,
+    /// The size.
+    pub resources: Resources,
+    /// Networks to attach.
+    pub networks: Vec<NetworkPlan>,
+    /// Tags (only when the provider declares `tags`).
+    pub tags: BTreeMap<String, String>,
+    /// Cloud-init user-data (only when the host declares `cloud_init`).
+    pub user_data: Option<String>,
+    /// The mark to record on the VM.
+    pub mark: HcpMark,
+    /// Starts the VM once created.
+    pub start: bool,
+}
+
+impl CreateVm {
+    /// Creates the arguments; `start` defaults to true.
+    pub fn new(mark: HcpMark, host: impl Into<String>, name: impl Into<String>, image: impl Into<String>, resources: Resources) -> Self {
+        CreateVm {
+            vm_id: mark.vm_id.clone(),
+            project: mark.project.clone(),
+            host: host.into(),
+            name: name.into(),
+            image: image.into(),
+            resources,
+            networks: Vec::new(),
+            tags: BTreeMap::new(),
+            user_data: None,
+            mark,
+            start: true,
+        }
+    }
+
+    /// Sets the networks.
+    pub fn with_networks(mut self, networks: Vec<NetworkPlan>) -> Self {
+        self.networks = networks;
+        self
+    }
+
+    /// Sets the tags.
+    pub fn with_tags(mut self, tags: BTreeMap<String, String>) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Sets the user-data.
+    pub fn with_user_data(mut self, user_data: Option<String>) -> Self {
+        self.user_data = user_data;
+        self
+    }
+
+    /// Sets whether to start the VM once created.
+    pub fn with_start(mut self, start: bool) -> Self {
+        self.start = start;
+        self
+    }
+}
+
+/// Reply of [`Provider::create_vm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CreatedVm {
+    /// The hypervisor's id for the new VM.
+    pub native_id: String,
+    /// Its power state after the call.
+    pub power: PowerState,
+}
+
+impl CreatedVm {
+    /// Builds the reply.
+    pub fn new(native_id: impl Into<String>, power: PowerState) -> Self {
+        CreatedVm {
+            native_id: native_id.into(),
+            power,
+        }
+    }
+}
+
+macro_rules! target_args {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty = $default:expr),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct $name {
+            /// The VM.
+            pub target: VmTarget,
+            $($(#[$fdoc])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// Targets `target` with default options.
+            pub fn new(target: VmTarget) -> Self {
+                $name { target, $($field: $default,)* }
+            }
+        }
+    };
+}
+
+target_args!(
+    /// Arguments of [`Provider::delete_vm`].
+    DeleteVm {
+        /// Powers a running VM off first instead of refusing.
+        force: bool = false,
+    }
+);
+target_args!(
+    /// Arguments of [`Provider::start_vm`].
+    StartVm {}
+);
+target_args!(
+    /// Arguments of [`Provider::stop_vm`].
+    StopVm {
+        /// Skips the graceful shutdown.
+        force: bool = false,
+        /// How long the graceful shutdown may take before a hard power-off.
+        graceful_timeout: Duration = Duration::from_secs(60),
+    }
+);
+target_args!(
+    /// Arguments of [`Provider::reboot_vm`].
+    RebootVm {
+        /// Resets instead of asking the guest to reboot.
+        hard: bool = false,
+    }
+);
+target_args!(
+    /// Arguments of [`Provider::console`].
+    GetConsole {
+        /// The console type wanted; the provider's preferred one when absent.
+        kind: Option<ConsoleKind> = None,
+    }
+);
+target_args!(
+    /// Arguments of [`Provider::snapshot_vm`].
+    SnapshotVm {
+        /// The snapshot name.
+        name: String = String::new(),
+    }
+);
+target_args!(
+    /// Arguments of [`Provider::migrate_vm`].
+    MigrateVm {
+        /// The host to move to.
+        target_host: String = String::new(),
+    }
+);
+
+impl DeleteVm {
+    /// Sets `force`.
+    pub fn with_force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+}
+
+impl StopVm {
+    /// Sets `force`.
+    pub fn with_force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+
+    /// Sets the graceful shutdown timeout.
+    pub fn with_graceful_timeout(mut self, timeout: Duration) -> Self {
+        self.graceful_timeout = timeout;
+        self
+    }
+}
+
+impl RebootVm {
+    /// Sets `hard`.
+    pub fn with_hard(mut self, hard: bool) -> Self {
+        self.hard = hard;
+        self
+    }
+}
+
+impl GetConsole {
+    /// Sets the wanted console type.
+    pub fn with_kind(mut self, kind: Option<ConsoleKind>) -> Self {
+        self.kind = kind;
+        self
+    }
+}
+
+impl SnapshotVm {
+    /// Sets the snapshot name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+impl MigrateVm {
+    /// Sets the target host.
+    pub fn with_target_host(mut self, host: impl Into<String>) -> Self {
+        self.target_host = host.into();
+        self
+    }
+}
+
+/// Reply of [`Provider::delete_vm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeletedVm {
+    /// False when the VM was already gone.
+    pub existed: bool,
+}
+
+impl DeletedVm {
+    /// Builds the reply.
+    pub fn new(existed: bool) -> Self {
+        DeletedVm { existed }
+    }
+}
+
+/// Reply of [`Provider::start_vm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StartedVm {
+    /// True when the VM was already running.
+    pub was_running: bool,
+}
+
+impl StartedVm {
+    /// Builds the reply.
+    pub fn new(was_running: bool) -> Self {
+        StartedVm { was_running }
+    }
+}
+
+/// Reply of [`Provider::stop_vm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoppedVm {
+    /// True when the VM was already stopped.
+    pub was_stopped: bool,
+    /// True when a hard power-off was needed.
+    pub forced: bool,
+}
+
+impl StoppedVm {
+    /// Builds the reply.
+    pub fn new(was_stopped: bool, forced: bool) -> Self {
+        StoppedVm { was_stopped, forced }
+    }
+}
+
+/// Reply of [`Provider::reboot_vm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RebootedVm {}
+
+impl RebootedVm {
+    /// Builds the reply.
+    pub fn new() -> Self {
+        RebootedVm {}
+    }
+}
+
+/// Reply of [`Provider::snapshot_vm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshottedVm {
+    /// The hypervisor's id for the snapshot.
+    pub snapshot_id: String,
+}
+
+impl SnapshottedVm {
+    /// Builds the reply.
+    pub fn new(snapshot_id: impl Into<String>) -> Self {
+        SnapshottedVm {
+            snapshot_id: snapshot_id.into(),
+        }
+    }
+}
+
+/// Reply of [`Provider::migrate_vm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigratedVm {
+    /// The host the VM now lives on.
+    pub host: String,
+    /// Its native id there.
+    pub native_id: String,
+}
+
+impl MigratedVm {
+    /// Builds the reply.
+    pub fn new(host: impl Into<String>, native_id: impl Into<String>) -> Self {
+        MigratedVm {
+            host: host.into(),
+            native_id: native_id.into(),
+        }
+    }
+}
+
+/// A console protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleKind {
+    /// VNC (RFB), usually through HCP's WebSocket proxy.
+    Vnc,
+    /// SPICE.
+    Spice,
+    /// A browser URL.
+    Web,
+    /// RDP / VMConnect.
+    Rdp,
+    /// VMware WebMKS.
+    Webmks,
+}
+
+impl ConsoleKind {
+    /// Returns the stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleKind::Vnc => "vnc",
+            ConsoleKind::Spice => "spice",
+            ConsoleKind::Web => "web",
+            ConsoleKind::Rdp => "rdp",
+            ConsoleKind::Webmks => "webmks",
+        }
+    }
+}
+
+/// A console connection (reply of [`Provider::console`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Console {
+    /// The protocol.
+    #[serde(rename = "type")]
+    pub kind: ConsoleKind,
+    /// Where a client connects.
+    pub url: String,
+    /// When the URL stops working.
+    pub expires_at: DateTime<Utc>,
+    /// Where a proxy in HCP connects on the tenant's behalf (`host:port` of a VNC socket); never
+    /// shown to tenants.
+    #[serde(skip)]
+    pub upstream: Option<String>,
+}
+
+impl fmt::Debug for Console {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a one-time token.
+        f.debug_struct("Console")
+            .field("kind", &self.kind)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Console {
+    /// Builds the reply.
+    pub fn new(kind: ConsoleKind, url: impl Into<String>, expires_at: DateTime<Utc>) -> Self {
+        Console {
+            kind,
+            url: url.into(),
+            expires_at,
+            upstream: None,
+        }
+    }
+
+    /// Sets the upstream a proxy in HCP connects to.
+    pub fn with_upstream(mut self, upstream: impl Into<String>) -> Self {
+        self.upstream = Some(upstream.into());
+        self
+    }
+}

@@ -1,0 +1,429 @@
+//! The in-memory store: the default, nothing on disk.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store, SubmitOutcome,
+    Submission, VmWrite,
+};
+use crate::{
+    CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
+    LogLevel, ProjectId, Result, Vm, VmId,
+};
+
+/// Keeps everything in memory; the default store.
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    vms: BTreeMap<VmId, Vm>,
+    vm_names: HashMap<(ProjectId, String), VmId>,
+    project_vms: HashMap<ProjectId, BTreeSet<VmId>>,
+    jobs: BTreeMap<JobId, JobEntry>,
+    project_jobs: HashMap<ProjectId, BTreeSet<JobId>>,
+    idempotency: HashMap<IdempotencyScope, IdempotencyRecord>,
+    events: VecDeque<Arc<Event>>,
+    next_event_seq: u64,
+    max_events: usize,
+    max_log_lines: usize,
+}
+
+#[derive(Debug, Clone)]
+struct JobEntry {
+    job: Job,
+    logs: VecDeque<JobLogLine>,
+    next_seq: u64,
+}
+
+/// Finished jobs with their logs, and idempotency records: what an embedded engine that lives
+/// for one command (the CLI) carries over to the next.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreSnapshot {
+    /// Jobs with their log lines.
+    pub jobs: Vec<(Job, Vec<JobLogLine>)>,
+    /// Idempotency records.
+    pub idempotency: Vec<IdempotencyRecord>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new(1000, 100_000)
+    }
+}
+
+impl MemoryStore {
+    /// Creates an empty store keeping at most `max_log_lines` per job and `max_events` events.
+    pub fn new(max_log_lines: usize, max_events: usize) -> Self {
+        MemoryStore {
+            state: Mutex::new(State {
+                max_events: max_events.max(1),
+                max_log_lines: max_log_lines.max(1),
+                next_event_seq: 1,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-written record: every write below
+        // validates first and mutates after, so the data stays usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exports finished jobs (with logs) and idempotency records.
+    pub fn export(&self) -> StoreSnapshot {
+        let s = self.lock();
+        StoreSnapshot {
+            jobs: s
+                .jobs
+                .values()
+                .filter(|e| e.job.state.is_terminal())
+                .map(|e| (e.job.clone(), e.logs.iter().cloned().collect()))
+                .collect(),
+            idempotency: s.idempotency.values().cloned().collect(),
+        }
+    }
+
+    /// Imports a snapshot; jobs and records already present are kept as they are.
+    pub fn import(&self, snapshot: StoreSnapshot) {
+        let mut s = self.lock();
+        for (job, logs) in snapshot.jobs {
+            if s.jobs.contains_key(&job.id) {
+                continue;
+            }
+            s.project_jobs.entry(job.project.clone()).or_default().insert(job.id.clone());
+            let next_seq = logs.last().map_or(1, |l| l.seq + 1);
+            s.jobs.insert(
+                job.id.clone(),
+                JobEntry {
+                    job,
+                    logs: logs.into(),
+                    next_seq,
+                },
+            );
+        }
+        for rec in snapshot.idempotency {
+            s.idempotency.entry(rec.scope.clone()).or_insert(rec);
+        }
+    }
+}
+
+fn cas_conflict(what: &str, id: &dyn std::fmt::Display, expected: u64, actual: u64) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!("{what} `{id}` changed concurrently (expected generation {expected}, found {actual})"),
+    )
+    .temporary()
+}
+
+impl State {
+    fn insert_vm(&mut self, mut vm: Vm) -> Result<Vm> {
+        if self.vms.contains_key(&vm.id) {
+            return Err(Error::new(ErrorKind::Conflict, format!("vm `{}` already exists", vm.id)));
+        }
+        let name_key = (vm.project.clone(), vm.spec.name.clone());
+        if let Some(other) = self.vm_names.get(&name_key) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("a VM named `{}` already exists in project `{}` ({other})", vm.spec.name, vm.project),
+            )
+            .with_field("name"));
+        }
+        vm.generation = 1;
+        self.vm_names.insert(name_key, vm.id.clone());
+        self.project_vms.entry(vm.project.clone()).or_default().insert(vm.id.clone());
+        self.vms.insert(vm.id.clone(), vm.clone());
+        Ok(vm)
+    }
+
+    fn check_vm(&self, id: &VmId, expected: u64) -> Result<&Vm> {
+        let cur = self.vms.get(id).ok_or_else(|| Error::not_found("vm", id))?;
+        if cur.generation != expected {
+            return Err(cas_conflict("vm", id, expected, cur.generation));
+        }
+        Ok(cur)
+    }
+
+    fn replace_vm(&mut self, mut vm: Vm, expected: u64) -> Result<Vm> {
+        let cur = self.check_vm(&vm.id, expected)?;
+        if cur.project != vm.project || cur.spec.name != vm.spec.name {
+            return Err(Error::internal("a VM's project and name never change"));
+        }
+        vm.generation = expected + 1;
+        self.vms.insert(vm.id.clone(), vm.clone());
+        Ok(vm)
+    }
+
+    fn insert_job(&mut self, mut job: Job) -> Result<Job> {
+        if self.jobs.contains_key(&job.id) {
+            return Err(Error::new(ErrorKind::Conflict, format!("job `{}` already exists", job.id)));
+        }
+        job.generation = 1;
+        self.project_jobs.entry(job.project.clone()).or_default().insert(job.id.clone());
+        self.jobs.insert(
+            job.id.clone(),
+            JobEntry {
+                job: job.clone(),
+                logs: VecDeque::new(),
+                next_seq: 1,
+            },
+        );
+        Ok(job)
+    }
+}
+
+fn page_of<K: Ord + Clone + ToString, T>(
+    keys: impl DoubleEndedIterator<Item = K>,
+    limit: usize,
+    get: impl Fn(&K) -> Option<T>,
+) -> Page<T> {
+    let mut items = Vec::with_capacity(limit.min(64));
+    let mut last = None;
+    let mut more = false;
+    for k in keys {
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        if let Some(t) = get(&k) {
+            items.push(t);
+            last = Some(k);
+        }
+    }
+    Page {
+        items,
+        next: if more { last.map(|k| k.to_string()) } else { None },
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn submit(&self, submission: Submission) -> Result<SubmitOutcome> {
+        let mut s = self.lock();
+        if let Some(rec) = &submission.idempotency
+            && let Some(prev) = s.idempotency.get(&rec.scope)
+        {
+            if prev.fingerprint == rec.fingerprint {
+                return Ok(SubmitOutcome::Replayed {
+                    vm_id: prev.vm_id.clone(),
+                    job_id: prev.job_id.clone(),
+                });
+            }
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "idempotency key `{}` was already used for a different {} request",
+                    rec.scope.key, rec.scope.operation
+                ),
+            )
+            .with_code(CODE_IDEMPOTENCY_KEY_REUSED)
+            .with_field("idempotency_key"));
+        }
+        if s.jobs.contains_key(&submission.job.id) {
+            return Err(Error::new(ErrorKind::Conflict, "job id already exists"));
+        }
+        // Validate everything before the first mutation, so a refused submission writes nothing.
+        let vm = match submission.vm {
+            VmWrite::Insert(vm) => s.insert_vm(vm)?,
+            VmWrite::Update { vm, expected } => s.replace_vm(vm, expected)?,
+        };
+        let job = s.insert_job(submission.job)?;
+        if let Some(rec) = submission.idempotency {
+            s.idempotency.insert(rec.scope.clone(), rec);
+        }
+        Ok(SubmitOutcome::Accepted {
+            vm: Box::new(vm),
+            job: Box::new(job),
+        })
+    }
+
+    async fn idempotency(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>> {
+        Ok(self.lock().idempotency.get(scope).cloned())
+    }
+
+    async fn get_vm(&self, scope: &Scope, id: &VmId) -> Result<Option<Vm>> {
+        Ok(self.lock().vms.get(id).filter(|v| scope.allows(&v.project)).cloned())
+    }
+
+    async fn find_vm_by_name(&self, project: &ProjectId, name: &str) -> Result<Option<Vm>> {
+        let s = self.lock();
+        Ok(s.vm_names
+            .get(&(project.clone(), name.to_string()))
+            .and_then(|id| s.vms.get(id))
+            .cloned())
+    }
+
+    async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>> {
+        let s = self.lock();
+        let limit = page.clamped_limit();
+        let lower = match &page.cursor {
+            Some(c) => Bound::Excluded(VmId::new(c.clone())),
+            None => Bound::Unbounded,
+        };
+        Ok(match scope {
+            Scope::All => page_of(
+                s.vms.range((lower, Bound::Unbounded)).map(|(k, _)| k.clone()),
+                limit,
+                |k| s.vms.get(k).cloned(),
+            ),
+            Scope::Project(p) => match s.project_vms.get(p) {
+                Some(ids) => page_of(ids.range((lower, Bound::Unbounded)).cloned(), limit, |k| s.vms.get(k).cloned()),
+                None => Page { items: vec![], next: None },
+            },
+        })
+    }
+
+    async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm> {
+        let mut s = self.lock();
+        match expected {
+            None => s.insert_vm(vm),
+            Some(g) => s.replace_vm(vm, g),
+        }
+    }
+
+    async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()> {
+        let mut s = self.lock();
+        let vm = s.check_vm(id, expected)?.clone();
+        s.vms.remove(id);
+        s.vm_names.remove(&(vm.project.clone(), vm.spec.name.clone()));
+        if let Some(set) = s.project_vms.get_mut(&vm.project) {
+            set.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn get_job(&self, scope: &Scope, id: &JobId) -> Result<Option<Job>> {
+        Ok(self
+            .lock()
+            .jobs
+            .get(id)
+            .map(|e| &e.job)
+            .filter(|j| scope.allows(&j.project))
+            .cloned())
+    }
+
+    async fn list_jobs(&self, scope: &Scope, filter: &JobFilter, page: &PageRequest) -> Result<Page<Job>> {
+        let s = self.lock();
+        let limit = page.clamped_limit();
+        let upper = match &page.cursor {
+            Some(c) => Bound::Excluded(JobId::new(c.clone())),
+            None => Bound::Unbounded,
+        };
+        let get = |k: &JobId| {
+            s.jobs
+                .get(k)
+                .map(|e| &e.job)
+                .filter(|j| filter.vm_id.as_ref().is_none_or(|v| &j.vm_id == v))
+                .filter(|j| filter.state.is_none_or(|st| j.state == st))
+                .cloned()
+        };
+        Ok(match scope {
+            Scope::All => page_of(s.jobs.range((Bound::Unbounded, upper)).rev().map(|(k, _)| k.clone()), limit, get),
+            Scope::Project(p) => match s.project_jobs.get(p) {
+                Some(ids) => page_of(ids.range((Bound::Unbounded, upper)).rev().cloned(), limit, get),
+                None => Page { items: vec![], next: None },
+            },
+        })
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
+        Ok(self
+            .lock()
+            .jobs
+            .values()
+            .filter(|e| !e.job.state.is_terminal())
+            .map(|e| e.job.clone())
+            .collect())
+    }
+
+    async fn update_job(&self, mut job: Job, expected: u64) -> Result<Job> {
+        let mut s = self.lock();
+        let entry = s.jobs.get_mut(&job.id).ok_or_else(|| Error::not_found("job", &job.id))?;
+        if entry.job.generation != expected {
+            return Err(cas_conflict("job", &job.id, expected, entry.job.generation));
+        }
+        job.generation = expected + 1;
+        entry.job = job.clone();
+        Ok(job)
+    }
+
+    async fn append_logs(&self, id: &JobId, lines: Vec<(DateTime<Utc>, LogLevel, String)>) -> Result<Vec<JobLogLine>> {
+        let mut s = self.lock();
+        let max = s.max_log_lines;
+        let entry = s.jobs.get_mut(id).ok_or_else(|| Error::not_found("job", id))?;
+        let mut out = Vec::with_capacity(lines.len());
+        for (at, level, message) in lines {
+            let line = JobLogLine {
+                seq: entry.next_seq,
+                at,
+                level,
+                message,
+            };
+            entry.next_seq += 1;
+            if entry.logs.len() == max {
+                entry.logs.pop_front();
+            }
+            entry.logs.push_back(line.clone());
+            out.push(line);
+        }
+        Ok(out)
+    }
+
+    async fn job_logs(&self, id: &JobId, after: u64) -> Result<Vec<JobLogLine>> {
+        let s = self.lock();
+        let entry = s.jobs.get(id).ok_or_else(|| Error::not_found("job", id))?;
+        Ok(entry.logs.iter().filter(|l| l.seq > after).cloned().collect())
+    }
+
+    async fn append_event(&self, mut event: Event) -> Result<Arc<Event>> {
+        let mut s = self.lock();
+        event.seq = s.next_event_seq;
+        s.next_event_seq += 1;
+        let event = Arc::new(event);
+        if s.events.len() == s.max_events {
+            s.events.pop_front();
+        }
+        s.events.push_back(event.clone());
+        Ok(event)
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Arc<Event>>> {
+        let s = self.lock();
+        let limit = if filter.limit == 0 { PageRequest::MAX_LIMIT } else { filter.limit };
+        // Events are ordered by seq: skip straight to the first one after the cursor.
+        let start = s.events.partition_point(|e| e.seq <= filter.after);
+        Ok(s.events
+            .range(start..)
+            .filter(|e| filter.matches(e))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()> {
+        let mut s = self.lock();
+        let old: Vec<(JobId, ProjectId)> = s
+            .jobs
+            .values()
+            .filter(|e| e.job.finished_at.is_some_and(|f| f < jobs_before))
+            .map(|e| (e.job.id.clone(), e.job.project.clone()))
+            .collect();
+        for (id, project) in old {
+            s.jobs.remove(&id);
+            if let Some(set) = s.project_jobs.get_mut(&project) {
+                set.remove(&id);
+            }
+        }
+        s.idempotency.retain(|_, r| r.created_at >= keys_before);
+        Ok(())
+    }
+}

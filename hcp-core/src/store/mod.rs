@@ -1,0 +1,224 @@
+//! The store: VMs' desired state, jobs and their logs, idempotency records and the audit stream.
+//!
+//! Every write is a compare-and-swap on a generation number, so a stale worker cannot overwrite
+//! newer state. A submission (idempotency record, VM write and job) is one transaction. The
+//! in-memory store is the default; a PostgreSQL store implements the same trait.
+
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use memory::{MemoryStore, StoreSnapshot};
+
+use crate::{Event, EventFilter, Job, JobId, JobLogLine, JobState, LogLevel, Operation, ProjectId, Result, Vm, VmId};
+
+/// Which objects a lookup may see: one project's (tenants) or all (operators, HCP itself).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Only this project's objects; others are "not found".
+    Project(ProjectId),
+    /// Every object.
+    All,
+}
+
+impl Scope {
+    /// Returns true when the object of `project` is visible in this scope.
+    pub fn allows(&self, project: &ProjectId) -> bool {
+        match self {
+            Scope::Project(p) => p == project,
+            Scope::All => true,
+        }
+    }
+}
+
+/// Asks for one page of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Most items to return (clamped to [`PageRequest::MAX_LIMIT`]).
+    pub limit: usize,
+    /// The cursor from the previous page's [`Page::next`].
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    /// The largest page.
+    pub const MAX_LIMIT: usize = 1000;
+
+    /// Asks for the first page of `limit` items.
+    pub fn first(limit: usize) -> Self {
+        PageRequest { limit, cursor: None }
+    }
+
+    /// Asks for every item (up to the largest page).
+    pub fn all() -> Self {
+        PageRequest::first(Self::MAX_LIMIT)
+    }
+
+    /// Returns the limit clamped to 1..=[`PageRequest::MAX_LIMIT`].
+    pub fn clamped_limit(&self) -> usize {
+        self.limit.clamp(1, Self::MAX_LIMIT)
+    }
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        PageRequest::first(100)
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// Selects jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs on this VM.
+    pub vm_id: Option<VmId>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+}
+
+/// Who may replay a request: an idempotency key is scoped to project, principal and operation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdempotencyScope {
+    /// The project.
+    pub project: ProjectId,
+    /// The principal's subject.
+    pub principal: String,
+    /// The operation.
+    pub operation: Operation,
+    /// The key the client sent.
+    pub key: String,
+}
+
+/// A remembered request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// Its scope.
+    pub scope: IdempotencyScope,
+    /// A digest of the request; a replay must match it.
+    pub fingerprint: String,
+    /// The VM it created or acted on.
+    pub vm_id: VmId,
+    /// The job it started.
+    pub job_id: JobId,
+    /// When it was first accepted.
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a submission writes the VM.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmWrite {
+    /// Inserts a new VM; refused when its name is taken in the project.
+    Insert(Vm),
+    /// Replaces a VM whose generation is `expected`.
+    Update {
+        /// The new record.
+        vm: Vm,
+        /// The generation the caller read.
+        expected: u64,
+    },
+}
+
+/// One accepted request: written in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// The idempotency record, when the request carried a key.
+    pub idempotency: Option<IdempotencyRecord>,
+    /// The VM write.
+    pub vm: VmWrite,
+    /// The new job.
+    pub job: Job,
+}
+
+/// The outcome of [`Store::submit`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmitOutcome {
+    /// Written: the stored VM and job.
+    Accepted {
+        /// The VM as stored.
+        vm: Box<Vm>,
+        /// The job as stored.
+        job: Box<Job>,
+    },
+    /// The same request was accepted before: its VM and job.
+    Replayed {
+        /// The VM of the first request.
+        vm_id: VmId,
+        /// The job of the first request.
+        job_id: JobId,
+    },
+}
+
+/// Persists HCP's state.
+///
+/// # Behavior
+/// Lookups take a [`Scope`]; an object outside it is reported absent, exactly like a missing
+/// one. Writes that take an expected generation fail with [`crate::ErrorKind::Conflict`] when the
+/// stored generation differs, and bump the generation when they succeed.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Writes a submission in one transaction.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Conflict`] with code `IDEMPOTENCY_KEY_REUSED` when the key was used for
+    /// a different request; `Conflict` when the VM name is taken or the VM changed since read.
+    async fn submit(&self, submission: Submission) -> Result<SubmitOutcome>;
+
+    /// Returns the idempotency record of `scope`, if it is remembered.
+    async fn idempotency(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>>;
+
+    /// Returns a VM visible in `scope`.
+    async fn get_vm(&self, scope: &Scope, id: &VmId) -> Result<Option<Vm>>;
+
+    /// Returns the live (not deleted) VM named `name` in `project`.
+    async fn find_vm_by_name(&self, project: &ProjectId, name: &str) -> Result<Option<Vm>>;
+
+    /// Lists VMs visible in `scope`, ordered by id.
+    async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>>;
+
+    /// Inserts (`expected: None`) or replaces a VM (compare-and-swap).
+    async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm>;
+
+    /// Removes a VM record (compare-and-swap).
+    async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()>;
+
+    /// Returns a job visible in `scope`.
+    async fn get_job(&self, scope: &Scope, id: &JobId) -> Result<Option<Job>>;
+
+    /// Lists jobs visible in `scope`, newest first.
+    async fn list_jobs(&self, scope: &Scope, filter: &JobFilter, page: &PageRequest) -> Result<Page<Job>>;
+
+    /// Returns jobs that have not ended, oldest first (recovery after a restart).
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>>;
+
+    /// Replaces a job (compare-and-swap).
+    async fn update_job(&self, job: Job, expected: u64) -> Result<Job>;
+
+    /// Appends log lines to a job, assigning their sequence numbers.
+    async fn append_logs(&self, id: &JobId, lines: Vec<(DateTime<Utc>, LogLevel, String)>) -> Result<Vec<JobLogLine>>;
+
+    /// Returns a job's log lines after sequence number `after`.
+    async fn job_logs(&self, id: &JobId, after: u64) -> Result<Vec<JobLogLine>>;
+
+    /// Appends an event, assigning its sequence number.
+    async fn append_event(&self, event: Event) -> Result<Arc<Event>>;
+
+    /// Lists events in order.
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Arc<Event>>>;
+
+    /// Drops finished jobs finished before `jobs_before` and idempotency records created before
+    /// `keys_before`.
+    async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()>;
+}

@@ -1,1 +1,399 @@
-//! x
+//! # hcp-provider-sim
+//!
+//! An in-memory hypervisor simulator that implements HCP's whole [`Provider`] trait and behaves
+//! like a real hypervisor: hosts with CPU and memory capacity, templates, power states, VM names
+//! unique per host, a running VM that cannot be deleted unless stopped or forced, capacity
+//! errors, console links that expire. Latency per operation and faults (a failure rate, a host
+//! down, a slow host) are configurable and deterministic for a given seed.
+//!
+//! It is HCP's embedded default: with no configuration, [`demo_config`] serves the demo catalog
+//! (project `demo`; zones `zone-a` and `zone-b`; images `ubuntu-24.04` and `windows-2022`;
+//! flavors `small` and `medium`).
+//!
+//! With [`SimSettings::state_file`] set, hosts and VMs live in a JSON file that several
+//! processes share safely (the `hcp` CLI keeps the simulator there between commands).
+
+mod config;
+mod state;
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use hcp_core::{
+    Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind,
+    GetConsole, HostInfo, HostInventory, HostInventoryReply, MigrateVm, MigratedVm, OpContext, Operation,
+    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result, Secrets, SnapshotVm,
+    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub use config::SimSettings;
+pub use state::{SimHost, SimState, SimVm};
+
+use state::Backend;
+
+/// The provider kind name used in hosts files.
+pub const KIND: &str = "sim";
+
+/// The hosts file of the embedded demo, as YAML.
+pub const DEMO_HOSTS_FILE: &str = include_str!("demo.yaml");
+
+/// Returns the demo configuration: project `demo`; zone `zone-a` (2 hosts, every capability)
+/// and `zone-b` (1 host, no cloud_init, no snapshot, no gpu); images `ubuntu-24.04` and
+/// `windows-2022`; flavors `small` (1 vCPU, 1 GiB, 10 GiB) and `medium` (2 vCPU, 4 GiB, 40 GiB).
+pub fn demo_config() -> Config {
+    Config::from_yaml(DEMO_HOSTS_FILE, "demo hosts file").expect("the embedded demo hosts file is valid")
+}
+
+/// Registers the simulator's provider kind on an engine builder.
+pub fn register(builder: hcp_core::EngineBuilder) -> hcp_core::EngineBuilder {
+    builder.provider_kind(KIND, |c: &ProviderConfig, s: &Secrets| {
+        let p: Arc<dyn Provider> = Arc::new(SimProvider::from_config(c, s)?);
+        Ok(p)
+    })
+}
+
+/// A simulated hypervisor provider.
+#[derive(Debug)]
+pub struct SimProvider {
+    name: String,
+    settings: SimSettings,
+    declared: Capabilities,
+    backend: Backend,
+    rng: Mutex<StdRng>,
+}
+
+impl SimProvider {
+    /// Builds a simulator from its section of the hosts file.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] for bad settings; an I/O error for an unreadable state file.
+    pub fn from_config(config: &ProviderConfig, _secrets: &Secrets) -> Result<Self> {
+        let settings = SimSettings::from_value(&config.name, &config.settings)?;
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|h| SimHost::new(&h.name, &h.zone, h.vcpus.unwrap_or(settings.host_vcpus), h.memory_mib.unwrap_or(settings.host_memory_mib)))
+            .collect();
+        SimProvider::new(&config.name, settings, hosts)
+    }
+
+    /// Builds a simulator named `name` with `hosts`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] for an unknown capability in `settings.disable`, or a state
+    /// file that cannot be read or written.
+    pub fn new(name: &str, settings: SimSettings, hosts: Vec<SimHost>) -> Result<Self> {
+        let mask = hcp_core::CapabilityLimits {
+            disable: settings.disable.clone(),
+            ..Default::default()
+        }
+        .mask()
+        .map_err(|e| Error::invalid(format!("providers.{name}.settings.disable"), e.message().to_string()))?;
+        let backend = Backend::open(settings.state_file.as_deref(), hosts, &settings.down_hosts)?;
+        Ok(SimProvider {
+            name: name.to_string(),
+            declared: Capabilities::all().narrow(mask),
+            rng: Mutex::new(StdRng::seed_from_u64(settings.seed)),
+            settings,
+            backend,
+        })
+    }
+
+    /// Returns a snapshot of the simulated hosts and VMs.
+    ///
+    /// # Errors
+    /// A state file that cannot be read.
+    pub fn state(&self) -> Result<SimState> {
+        self.backend.read(|s| Ok(s.clone()))
+    }
+
+    /// Puts a VM on a host directly, as if created outside HCP (or by HCP when it carries a mark).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for an unknown host; [`ErrorKind::Conflict`] for a taken name.
+    pub fn seed_vm(&self, host: &str, vm: SimVm) -> Result<String> {
+        self.backend.write(|s| {
+            let h = s.host_mut(host)?;
+            if h.vms.values().any(|v| v.name == vm.name) {
+                return Err(Error::new(ErrorKind::Conflict, format!("a VM named `{}` already exists on host `{host}`", vm.name)));
+            }
+            let id = s.next_native_id();
+            let mut vm = vm;
+            vm.native_id = id.clone();
+            s.host_mut(host)?.vms.insert(id.clone(), vm);
+            Ok(id)
+        })
+    }
+
+    /// Changes a VM's power state directly, as if the guest shut itself down.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when the VM does not exist.
+    pub fn set_power(&self, native_id: &str, power: PowerState) -> Result<()> {
+        self.backend.write(|s| {
+            let vm = s.find_mut(native_id).ok_or_else(|| Error::not_found("vm", native_id))?;
+            vm.power = power;
+            Ok(())
+        })
+    }
+
+    /// Removes a VM directly, as if deleted behind HCP's back.
+    ///
+    /// # Errors
+    /// A state file that cannot be written.
+    pub fn remove_vm(&self, native_id: &str) -> Result<bool> {
+        self.backend.write(|s| Ok(s.hosts.values_mut().any(|h| h.vms.remove(native_id).is_some())))
+    }
+
+    /// Takes a host down or brings it back.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for an unknown host.
+    pub fn set_host_down(&self, host: &str, down: bool) -> Result<()> {
+        self.backend.write(|s| {
+            s.host_mut(host)?.down = down;
+            Ok(())
+        })
+    }
+
+    async fn simulate(&self, op: Operation, host: Option<&str>, faulty: bool) -> Result<()> {
+        let latency = self.settings.latency_of(op.as_str(), host);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if faulty && self.settings.failure_rate > 0.0 {
+            let roll: f64 = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random();
+            if roll < self.settings.failure_rate {
+                return Err(Error::new(
+                    ErrorKind::ProviderUnavailable,
+                    format!("injected fault: {} on host {} timed out", op, host.unwrap_or("*")),
+                )
+                .temporary());
+            }
+        }
+        Ok(())
+    }
+
+    fn host_info(&self, h: &SimHost) -> HostInfo {
+        HostInfo::new(&h.name, &h.zone, h.vcpus, h.memory_mib, self.declared)
+    }
+}
+
+fn locate<'a>(s: &'a mut SimState, t: &VmTarget) -> Result<Option<&'a mut SimVm>> {
+    let host = s.host_mut(&t.host)?;
+    host.ensure_up()?;
+    let key = match &t.native_id {
+        Some(id) if host.vms.contains_key(id) => Some(id.clone()),
+        _ => host
+            .vms
+            .values()
+            .find(|v| v.mark.as_ref().is_some_and(|m| m.vm_id == t.vm_id))
+            .map(|v| v.native_id.clone()),
+    };
+    Ok(key.and_then(move |k| host.vms.get_mut(&k)))
+}
+
+fn missing(t: &VmTarget) -> Error {
+    Error::not_found("vm", &t.name).with_context("native_id", t.native_id.as_deref().unwrap_or("-"))
+}
+
+#[async_trait]
+impl Provider for SimProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: self.name.clone(),
+            kind: KIND.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.declared
+    }
+
+    async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
+        self.simulate(Operation::ListHosts, None, false).await?;
+        self.backend.read(|s| Ok(s.hosts.values().map(|h| self.host_info(h)).collect()))
+    }
+
+    async fn host_inventory(&self, args: HostInventory) -> Result<HostInventoryReply> {
+        self.simulate(Operation::HostInventory, Some(&args.host), false).await?;
+        self.backend.read(|s| {
+            let h = s.host(&args.host)?;
+            h.ensure_up()?;
+            let vms = h.vms.values().map(SimVm::to_native).collect();
+            let images = if self.settings.images.is_empty() { Vec::new() } else { self.settings.images.clone() };
+            Ok(HostInventoryReply::new(self.host_info(h), vms)
+                .with_images(images)
+                .with_networks(vec!["default".into()]))
+        })
+    }
+
+    async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm> {
+        self.simulate(Operation::CreateVm, Some(&args.host), true).await?;
+        if !self.settings.images.is_empty() && !self.settings.images.contains(&args.image) {
+            return Err(Error::not_found("image", &args.image).with_context("host", &args.host));
+        }
+        if args.user_data.is_some() && !self.declared.cloud_init {
+            return Err(Error::unsupported(&self.name, Operation::CreateVm, "cloud_init", ""));
+        }
+        ctx.progress(30);
+        let created = self.backend.write(|s| {
+            let host = s.host(&args.host)?;
+            host.ensure_up()?;
+            if let Some(existing) = host.vms.values().find(|v| v.mark.as_ref().is_some_and(|m| m.vm_id == args.vm_id)) {
+                return Ok(CreatedVm::new(&existing.native_id, existing.power));
+            }
+            if host.vms.values().any(|v| v.name == args.name) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("a VM named `{}` already exists on host `{}`", args.name, args.host),
+                )
+                .with_field("name"));
+            }
+            let (cpu, mem) = host.used();
+            if cpu + args.resources.vcpus > host.vcpus || mem + args.resources.memory_mib > host.memory_mib {
+                return Err(Error::new(
+                    ErrorKind::QuotaExceeded,
+                    format!(
+                        "host `{}` has {} vCPUs and {} MiB free; {} and {} needed",
+                        args.host,
+                        host.vcpus.saturating_sub(cpu),
+                        host.memory_mib.saturating_sub(mem),
+                        args.resources.vcpus,
+                        args.resources.memory_mib
+                    ),
+                ));
+            }
+            let id = s.next_native_id();
+            let power = if args.start { PowerState::Running } else { PowerState::Stopped };
+            let vm = SimVm {
+                native_id: id.clone(),
+                name: args.name.clone(),
+                power,
+                resources: args.resources,
+                image: args.image.clone(),
+                mark: Some(args.mark.clone()),
+                tags: args.tags.clone(),
+                has_user_data: args.user_data.is_some(),
+                snapshots: Vec::new(),
+            };
+            s.host_mut(&args.host)?.vms.insert(id.clone(), vm);
+            Ok(CreatedVm::new(id, power))
+        })?;
+        ctx.progress(90);
+        Ok(created)
+    }
+
+    async fn delete_vm(&self, _ctx: &OpContext, args: DeleteVm) -> Result<DeletedVm> {
+        self.simulate(Operation::DeleteVm, Some(&args.target.host), true).await?;
+        self.backend.write(|s| {
+            let Some(vm) = locate(s, &args.target)? else {
+                return Ok(DeletedVm::new(false));
+            };
+            if vm.power == PowerState::Running && !args.force {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("VM `{}` is running; stop it first or delete with force", vm.name),
+                ));
+            }
+            let id = vm.native_id.clone();
+            s.host_mut(&args.target.host)?.vms.remove(&id);
+            Ok(DeletedVm::new(true))
+        })
+    }
+
+    async fn start_vm(&self, _ctx: &OpContext, args: StartVm) -> Result<StartedVm> {
+        self.simulate(Operation::StartVm, Some(&args.target.host), true).await?;
+        self.backend.write(|s| {
+            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let was_running = vm.power == PowerState::Running;
+            vm.power = PowerState::Running;
+            Ok(StartedVm::new(was_running))
+        })
+    }
+
+    async fn stop_vm(&self, _ctx: &OpContext, args: StopVm) -> Result<StoppedVm> {
+        self.simulate(Operation::StopVm, Some(&args.target.host), true).await?;
+        self.backend.write(|s| {
+            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let was_stopped = vm.power == PowerState::Stopped;
+            vm.power = PowerState::Stopped;
+            Ok(StoppedVm::new(was_stopped, args.force && !was_stopped))
+        })
+    }
+
+    async fn reboot_vm(&self, _ctx: &OpContext, args: RebootVm) -> Result<RebootedVm> {
+        self.simulate(Operation::RebootVm, Some(&args.target.host), true).await?;
+        self.backend.write(|s| {
+            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            if vm.power != PowerState::Running {
+                return Err(Error::new(ErrorKind::Conflict, format!("VM `{}` is not running; start it instead", vm.name)));
+            }
+            Ok(RebootedVm::new())
+        })
+    }
+
+    async fn console(&self, args: GetConsole) -> Result<Console> {
+        self.simulate(Operation::Console, Some(&args.target.host), false).await?;
+        let kind = args.kind.unwrap_or(ConsoleKind::Vnc);
+        let native = self.backend.read(|s| {
+            let h = s.host(&args.target.host)?;
+            h.ensure_up()?;
+            let vm = h
+                .vms
+                .values()
+                .find(|v| Some(&v.native_id) == args.target.native_id.as_ref() || v.mark.as_ref().is_some_and(|m| m.vm_id == args.target.vm_id))
+                .ok_or_else(|| missing(&args.target))?;
+            if vm.power != PowerState::Running {
+                return Err(Error::new(ErrorKind::Conflict, format!("VM `{}` is not running; a console needs a running VM", vm.name)));
+            }
+            Ok(vm.native_id.clone())
+        })?;
+        let token: u128 = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random();
+        let ttl = chrono::Duration::from_std(self.settings.console_ttl).unwrap_or(chrono::Duration::seconds(60));
+        Ok(Console::new(
+            kind,
+            format!("{}/{}/{}?token={token:032x}", self.settings.console_url, kind.as_str(), native),
+            Utc::now() + ttl,
+        ))
+    }
+
+    async fn snapshot_vm(&self, _ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {
+        if !self.declared.snapshot {
+            return Err(Error::unsupported(&self.name, Operation::SnapshotVm, "snapshot", ""));
+        }
+        self.simulate(Operation::SnapshotVm, Some(&args.target.host), true).await?;
+        self.backend.write(|s| {
+            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            if vm.snapshots.contains(&args.name) {
+                return Err(Error::new(ErrorKind::Conflict, format!("snapshot `{}` already exists", args.name)));
+            }
+            vm.snapshots.push(args.name.clone());
+            Ok(SnapshottedVm::new(format!("{}@{}", vm.native_id, args.name)))
+        })
+    }
+
+    async fn migrate_vm(&self, _ctx: &OpContext, args: MigrateVm) -> Result<MigratedVm> {
+        if !self.declared.live_migration {
+            return Err(Error::unsupported(&self.name, Operation::MigrateVm, "live_migration", ""));
+        }
+        self.simulate(Operation::MigrateVm, Some(&args.target.host), true).await?;
+        self.backend.write(|s| {
+            s.host(&args.target_host)?.ensure_up()?;
+            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?.clone();
+            let dest = s.host(&args.target_host)?;
+            let (cpu, mem) = dest.used();
+            if cpu + vm.resources.vcpus > dest.vcpus || mem + vm.resources.memory_mib > dest.memory_mib {
+                return Err(Error::new(ErrorKind::QuotaExceeded, format!("host `{}` lacks room for the VM", args.target_host)));
+            }
+            s.host_mut(&args.target.host)?.vms.remove(&vm.native_id);
+            let id = vm.native_id.clone();
+            s.host_mut(&args.target_host)?.vms.insert(id.clone(), vm);
+            Ok(MigratedVm::new(&args.target_host, id))
+        })
+    }
+}

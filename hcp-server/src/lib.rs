@@ -1,0 +1,1 @@
+//! HCP HTTP service (being written).

@@ -1,0 +1,1 @@
+//! HCP HTTP client (being written).

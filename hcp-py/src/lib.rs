@@ -1,0 +1,1 @@
+//! HCP Python module (being written).

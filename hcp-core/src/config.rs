@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Capabilities, Catalog, Error, ErrorKind, Flavor, Image, Network, Result, RetryPolicy, Zone};
+use crate::{
+    Capabilities, Catalog, Error, ErrorKind, Flavor, Image, Network, Result, RetryPolicy, Zone,
+};
 
 /// The whole configuration of one engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,7 +145,10 @@ impl CapabilityLimits {
                 other => {
                     return Err(Error::invalid(
                         "limits.disable",
-                        format!("unknown capability `{other}`; known: {}", CAPABILITY_NAMES.join(", ")),
+                        format!(
+                            "unknown capability `{other}`; known: {}",
+                            CAPABILITY_NAMES.join(", ")
+                        ),
                     ));
                 }
             };
@@ -290,7 +295,10 @@ impl Config {
     /// [`ErrorKind::InvalidSpec`] when the file cannot be read or is invalid (see [`Config::from_yaml`]).
     pub fn from_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::invalid("config", format!("cannot read hosts file {}: {e}", path.display()))
+            Error::invalid(
+                "config",
+                format!("cannot read hosts file {}: {e}", path.display()),
+            )
         })?;
         let mut config = Config::from_yaml(&text, &path.display().to_string())?;
         config.source = Some(path.to_path_buf());
@@ -305,7 +313,8 @@ impl Config {
     /// [`ErrorKind::InvalidSpec`] naming the variable when a value cannot be parsed.
     pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         if let Some(v) = env("INVENTORY_REFRESH_INTERVAL") {
-            self.engine.inventory_refresh_interval = parse_duration("INVENTORY_REFRESH_INTERVAL", &v)?;
+            self.engine.inventory_refresh_interval =
+                parse_duration("INVENTORY_REFRESH_INTERVAL", &v)?;
         }
         if let Some(v) = env("HCP_JOB_TIMEOUT") {
             self.engine.job_timeout = parse_duration("HCP_JOB_TIMEOUT", &v)?;
@@ -347,11 +356,21 @@ impl Config {
 
     fn check(&self, text: &str, origin: &str) -> Result<()> {
         let fail = |key: String, value: &str, msg: String| -> Result<()> {
-            let line = line_of(text, value).map(|l| format!(" (line {l})")).unwrap_or_default();
-            Err(Error::new(ErrorKind::InvalidSpec, format!("{origin}{line}: {key}: {msg}")).with_field(key))
+            let line = line_of(text, value)
+                .map(|l| format!(" (line {l})"))
+                .unwrap_or_default();
+            Err(Error::new(
+                ErrorKind::InvalidSpec,
+                format!("{origin}{line}: {key}: {msg}"),
+            )
+            .with_field(key))
         };
         if self.providers.is_empty() {
-            return fail("providers".into(), "providers", "at least one provider is required".into());
+            return fail(
+                "providers".into(),
+                "providers",
+                "at least one provider is required".into(),
+            );
         }
         let mut zones = HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {
@@ -359,73 +378,137 @@ impl Config {
                 return fail(format!("zones[{i}].name"), &z.name, e.message().to_string());
             }
             if !zones.insert(z.name.as_str()) {
-                return fail(format!("zones[{i}].name"), &z.name, format!("duplicate zone `{}`", z.name));
+                return fail(
+                    format!("zones[{i}].name"),
+                    &z.name,
+                    format!("duplicate zone `{}`", z.name),
+                );
             }
             if let Err(e) = z.limits.mask() {
-                return fail(format!("zones[{i}].limits.disable"), "disable", e.message().to_string());
+                return fail(
+                    format!("zones[{i}].limits.disable"),
+                    "disable",
+                    e.message().to_string(),
+                );
             }
         }
         let mut projects = HashSet::new();
         for (i, p) in self.projects.iter().enumerate() {
             if let Err(e) = crate::validate_dns_label("name", &p.name) {
-                return fail(format!("projects[{i}].name"), &p.name, e.message().to_string());
+                return fail(
+                    format!("projects[{i}].name"),
+                    &p.name,
+                    e.message().to_string(),
+                );
             }
             if !projects.insert(p.name.as_str()) {
-                return fail(format!("projects[{i}].name"), &p.name, format!("duplicate project `{}`", p.name));
+                return fail(
+                    format!("projects[{i}].name"),
+                    &p.name,
+                    format!("duplicate project `{}`", p.name),
+                );
             }
         }
         let mut providers = HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             if p.name.is_empty() || !providers.insert(p.name.as_str()) {
-                return fail(format!("providers[{i}].name"), &p.name, format!("provider name `{}` is empty or used twice", p.name));
+                return fail(
+                    format!("providers[{i}].name"),
+                    &p.name,
+                    format!("provider name `{}` is empty or used twice", p.name),
+                );
             }
             if let Err(e) = p.limits.mask() {
-                return fail(format!("providers[{i}].limits.disable"), "disable", e.message().to_string());
+                return fail(
+                    format!("providers[{i}].limits.disable"),
+                    "disable",
+                    e.message().to_string(),
+                );
             }
             let mut hosts = HashSet::new();
             for (j, h) in p.hosts.iter().enumerate() {
                 if h.name.is_empty() || !hosts.insert(h.name.as_str()) {
-                    return fail(format!("providers[{i}].hosts[{j}].name"), &h.name, format!("host name `{}` is empty or used twice", h.name));
+                    return fail(
+                        format!("providers[{i}].hosts[{j}].name"),
+                        &h.name,
+                        format!("host name `{}` is empty or used twice", h.name),
+                    );
                 }
                 if !zones.contains(h.zone.as_str()) {
                     let known: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
                     return fail(
                         format!("providers[{i}].hosts[{j}].zone"),
                         &format!("zone: {}", h.zone),
-                        format!("unknown zone `{}`; zones: {}", h.zone, if known.is_empty() { "none declared".into() } else { known.join(", ") }),
+                        format!(
+                            "unknown zone `{}`; zones: {}",
+                            h.zone,
+                            if known.is_empty() {
+                                "none declared".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
                     );
                 }
                 if let Err(e) = h.limits.mask() {
-                    return fail(format!("providers[{i}].hosts[{j}].limits.disable"), "disable", e.message().to_string());
+                    return fail(
+                        format!("providers[{i}].hosts[{j}].limits.disable"),
+                        "disable",
+                        e.message().to_string(),
+                    );
                 }
             }
         }
         let mut seen = HashSet::new();
         for (i, img) in self.catalog.images.iter().enumerate() {
             if img.name.is_empty() || !seen.insert(img.name.as_str()) {
-                return fail(format!("catalog.images[{i}].name"), &img.name, format!("image name `{}` is empty or used twice", img.name));
+                return fail(
+                    format!("catalog.images[{i}].name"),
+                    &img.name,
+                    format!("image name `{}` is empty or used twice", img.name),
+                );
             }
         }
         seen.clear();
         for (i, f) in self.catalog.flavors.iter().enumerate() {
             if f.name.is_empty() || !seen.insert(f.name.as_str()) {
-                return fail(format!("catalog.flavors[{i}].name"), &f.name, format!("flavor name `{}` is empty or used twice", f.name));
+                return fail(
+                    format!("catalog.flavors[{i}].name"),
+                    &f.name,
+                    format!("flavor name `{}` is empty or used twice", f.name),
+                );
             }
             if f.vcpus == 0 {
-                return fail(format!("catalog.flavors[{i}].vcpus"), &f.name, "must be at least 1".into());
+                return fail(
+                    format!("catalog.flavors[{i}].vcpus"),
+                    &f.name,
+                    "must be at least 1".into(),
+                );
             }
             if f.memory_mib < 16 {
-                return fail(format!("catalog.flavors[{i}].memory_mib"), &f.name, "must be at least 16".into());
+                return fail(
+                    format!("catalog.flavors[{i}].memory_mib"),
+                    &f.name,
+                    "must be at least 16".into(),
+                );
             }
         }
         seen.clear();
         for (i, n) in self.catalog.networks.iter().enumerate() {
             if n.name.is_empty() || !seen.insert(n.name.as_str()) {
-                return fail(format!("catalog.networks[{i}].name"), &n.name, format!("network name `{}` is empty or used twice", n.name));
+                return fail(
+                    format!("catalog.networks[{i}].name"),
+                    &n.name,
+                    format!("network name `{}` is empty or used twice", n.name),
+                );
             }
             for z in &n.zones {
                 if !zones.contains(z.as_str()) {
-                    return fail(format!("catalog.networks[{i}].zones"), z, format!("unknown zone `{z}`"));
+                    return fail(
+                        format!("catalog.networks[{i}].zones"),
+                        z,
+                        format!("unknown zone `{z}`"),
+                    );
                 }
             }
         }
@@ -450,14 +533,20 @@ pub fn parse_duration(field: &str, value: &str) -> Result<Duration> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(v).map_err(|e| {
-        Error::invalid(field, format!("`{v}` is not a duration ({e}); use seconds or forms like 90s, 5m, 1h"))
+        Error::invalid(
+            field,
+            format!("`{v}` is not a duration ({e}); use seconds or forms like 90s, 5m, 1h"),
+        )
     })
 }
 
 fn parse_count(field: &str, value: &str) -> Result<usize> {
     match value.trim().parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(Error::invalid(field, format!("`{value}` is not a positive whole number"))),
+        _ => Err(Error::invalid(
+            field,
+            format!("`{value}` is not a positive whole number"),
+        )),
     }
 }
 
@@ -573,7 +662,7 @@ engine:
         let bad = GOOD.replace("        vcpus: 8", "        vcpuz: 8");
         let e = Config::from_yaml(&bad, "hosts.yaml").unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("vcpuz") && m.contains("line 7"), "{m}");
+        assert!(m.contains("vcpuz") && m.contains("line 8"), "{m}");
     }
 
     #[test]
@@ -581,21 +670,23 @@ engine:
         let bad = GOOD.replace("zone: zone-a", "zone: zone-x");
         let e = Config::from_yaml(&bad, "hosts.yaml").unwrap_err();
         assert_eq!(e.field(), Some("providers[0].hosts[0].zone"));
-        assert!(e.to_string().contains("line 6"), "{e}");
+        assert!(e.to_string().contains("line 7"), "{e}");
     }
 
     #[test]
     fn syntax_error_names_line() {
         let e = Config::from_yaml("providers: [\n  - x: [", "f.yaml").unwrap_err();
         assert!(e.to_string().contains("line"), "{e}");
-        let e = Config::from_yaml(&GOOD.replace("[gpu_passthrough]", "[gpu]"), "f.yaml").unwrap_err();
+        let e =
+            Config::from_yaml(&GOOD.replace("[gpu_passthrough]", "[gpu]"), "f.yaml").unwrap_err();
         assert!(e.to_string().contains("unknown capability `gpu`"), "{e}");
     }
 
     #[test]
     fn env_overrides_and_bad_values_name_the_variable() {
         let mut c = Config::from_yaml(GOOD, "x").unwrap();
-        c.apply_env(&|k| (k == "INVENTORY_REFRESH_INTERVAL").then(|| "15".to_string())).unwrap();
+        c.apply_env(&|k| (k == "INVENTORY_REFRESH_INTERVAL").then(|| "15".to_string()))
+            .unwrap();
         assert_eq!(c.engine.inventory_refresh_interval, Duration::from_secs(15));
         let e = c
             .apply_env(&|k| (k == "HCP_MAX_JOBS_PER_HOST").then(|| "zero".to_string()))

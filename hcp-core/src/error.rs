@@ -161,8 +161,9 @@ impl Error {
 
     /// Creates an [`ErrorKind::FeatureNotSupported`] error naming the provider, operation and capability.
     pub fn unsupported(provider: &str, operation: Operation, capability: &str, hint: &str) -> Self {
-        let mut message =
-            format!("provider `{provider}` does not support `{capability}`, which {operation} needs");
+        let mut message = format!(
+            "provider `{provider}` does not support `{capability}`, which {operation} needs"
+        );
         if !hint.is_empty() {
             message.push_str("; ");
             message.push_str(hint);

@@ -118,7 +118,9 @@ impl EventSink for TracingSink {
         if tracing::enabled!(target: "hcp::audit", tracing::Level::INFO) {
             match serde_json::to_string(event.as_ref()) {
                 Ok(json) => tracing::info!(target: "hcp::audit", event = %json, "audit"),
-                Err(e) => tracing::warn!(target: "hcp::audit", error = %e, "unserializable audit event"),
+                Err(e) => {
+                    tracing::warn!(target: "hcp::audit", error = %e, "unserializable audit event")
+                }
             }
         }
     }
@@ -140,7 +142,12 @@ pub struct EventFilter {
 impl EventFilter {
     /// Returns true when `e` matches (ignoring `after` and `limit`).
     pub fn matches(&self, e: &Event) -> bool {
-        self.project.as_ref().is_none_or(|p| e.project.as_ref() == Some(p))
-            && self.vm_id.as_ref().is_none_or(|v| e.vm_id.as_ref() == Some(v))
+        self.project
+            .as_ref()
+            .is_none_or(|p| e.project.as_ref() == Some(p))
+            && self
+                .vm_id
+                .as_ref()
+                .is_none_or(|v| e.vm_id.as_ref() == Some(v))
     }
 }

@@ -47,7 +47,10 @@ impl JobState {
 
     /// Returns true for the final states.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 
     /// Returns true when `self → next` is a legal transition.
@@ -140,13 +143,23 @@ impl fmt::Display for PendingReason {
                 write!(f, "waiting for job {blocking_job} on the same VM")
             }
             PendingReason::WaitingForHostSlot { host, limit } => {
-                write!(f, "waiting for a slot on host {host} ({limit} jobs running)")
+                write!(
+                    f,
+                    "waiting for a slot on host {host} ({limit} jobs running)"
+                )
             }
             PendingReason::WaitingForWorker { limit } => {
                 write!(f, "waiting for a free worker ({limit} jobs running)")
             }
-            PendingReason::RetryBackoff { attempt, retry_at, error } => {
-                write!(f, "attempt {attempt} failed ({error}); retrying at {retry_at}")
+            PendingReason::RetryBackoff {
+                attempt,
+                retry_at,
+                error,
+            } => {
+                write!(
+                    f,
+                    "attempt {attempt} failed ({error}); retrying at {retry_at}"
+                )
             }
         }
     }
@@ -484,9 +497,18 @@ mod tests {
         let temp = Error::new(ErrorKind::ProviderUnavailable, "down").temporary();
         let perm = Error::new(ErrorKind::ProviderError, "bad");
         assert_eq!(p.decide(1, &perm), RetryDecision::GiveUp);
-        assert_eq!(p.decide(1, &temp), RetryDecision::RetryAfter(Duration::from_millis(500)));
-        assert_eq!(p.decide(2, &temp), RetryDecision::RetryAfter(Duration::from_millis(1000)));
-        assert_eq!(p.decide(3, &temp), RetryDecision::RetryAfter(Duration::from_millis(2000)));
+        assert_eq!(
+            p.decide(1, &temp),
+            RetryDecision::RetryAfter(Duration::from_millis(500))
+        );
+        assert_eq!(
+            p.decide(2, &temp),
+            RetryDecision::RetryAfter(Duration::from_millis(1000))
+        );
+        assert_eq!(
+            p.decide(3, &temp),
+            RetryDecision::RetryAfter(Duration::from_millis(2000))
+        );
         assert_eq!(p.decide(4, &temp), RetryDecision::GiveUp);
     }
 
@@ -502,7 +524,10 @@ mod tests {
         for attempt in 1..6 {
             let base = p.delay(attempt);
             let d = j.delay(attempt);
-            assert!(d >= base && d <= base * 2, "attempt {attempt}: {d:?} vs {base:?}");
+            assert!(
+                d >= base && d <= base * 2,
+                "attempt {attempt}: {d:?} vs {base:?}"
+            );
         }
     }
 }

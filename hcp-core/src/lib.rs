@@ -40,26 +40,33 @@ pub mod testkit;
 
 pub use capability::{Capabilities, Capability, Requirements};
 pub use config::{
-    CapabilityLimits, CatalogConfig, Config, DriftPolicy, EngineSettings, HostConfig, ProjectConfig, ProviderConfig, Quota,
-    SecretString, Secrets, ZoneConfig, parse_duration,
+    CapabilityLimits, CatalogConfig, Config, DriftPolicy, EngineSettings, HostConfig,
+    ProjectConfig, ProviderConfig, Quota, SecretString, Secrets, ZoneConfig, parse_duration,
 };
 pub use engine::{
-    Action, Engine, EngineBuilder, EngineStats, InventoryVm, JobWatch, ProviderCapabilities, ProviderFactory,
-    ProviderStatus, RefreshReport, RequestContext, Submitted,
+    Action, Engine, EngineBuilder, EngineStats, InventoryVm, JobWatch, ProviderCapabilities,
+    ProviderFactory, ProviderStatus, RefreshReport, RequestContext, Submitted,
 };
-pub use error::{CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorInfo, ErrorKind, ErrorStatus, Result};
+pub use error::{
+    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorInfo, ErrorKind,
+    ErrorStatus, Result,
+};
 pub use events::{Event, EventFilter, EventKind, EventSink, TracingSink};
-pub use job::{Job, JobAction, JobLogLine, JobState, JobUpdate, LogLevel, PendingReason, RetryDecision, RetryPolicy};
+pub use job::{
+    Job, JobAction, JobLogLine, JobState, JobUpdate, LogLevel, PendingReason, RetryDecision,
+    RetryPolicy,
+};
 pub use model::{
-    Catalog, DesiredState, Flavor, HcpMark, Host, Image, JobId, Network, NetworkAttachment, PowerState, Principal,
-    ProjectId, ProviderBinding, Resources, TenantVm, Vm, VmId, VmSpec, Zone, validate_dns_label, MAX_TAGS,
-    MAX_USER_DATA_BYTES,
+    Catalog, DesiredState, Flavor, HcpMark, Host, Image, JobId, MAX_TAGS, MAX_USER_DATA_BYTES,
+    Network, NetworkAttachment, PowerState, Principal, ProjectId, ProviderBinding, Resources,
+    TenantVm, Vm, VmId, VmSpec, Zone, validate_dns_label,
 };
 pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
 pub use provider::{
-    Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo, HostInventory,
-    HostInventoryReply, JobReporter, MigrateVm, MigratedVm, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo,
-    RebootVm, RebootedVm, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
+    Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo,
+    HostInventory, HostInventoryReply, JobReporter, MigrateVm, MigratedVm, NativeVm, NetworkPlan,
+    OpContext, Provider, ProviderInfo, RebootVm, RebootedVm, SnapshotVm, SnapshottedVm, StartVm,
+    StartedVm, StopVm, StoppedVm, VmTarget,
 };
 pub use reconcile::Drift;

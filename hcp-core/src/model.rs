@@ -83,19 +83,27 @@ impl ProjectId {
 /// # Errors
 /// [`crate::ErrorKind::InvalidSpec`] naming `field` and saying what is allowed.
 pub fn validate_dns_label(field: &str, value: &str) -> Result<()> {
-    const ALLOWED: &str =
-        "1-63 characters of lowercase letters, digits and '-', starting with a letter and not ending with '-'";
+    const ALLOWED: &str = "1-63 characters of lowercase letters, digits and '-', starting with a letter and not ending with '-'";
     if value.is_empty() {
-        return Err(Error::invalid(field, format!("must not be empty; allowed: {ALLOWED}")));
+        return Err(Error::invalid(
+            field,
+            format!("must not be empty; allowed: {ALLOWED}"),
+        ));
     }
     if value.len() > 63 {
         return Err(Error::invalid(
             field,
-            format!("is {} characters long; allowed: {ALLOWED}", value.chars().count()),
+            format!(
+                "is {} characters long; allowed: {ALLOWED}",
+                value.chars().count()
+            ),
         ));
     }
     if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
-        return Err(Error::invalid(field, format!("must start with a lowercase letter; allowed: {ALLOWED}")));
+        return Err(Error::invalid(
+            field,
+            format!("must start with a lowercase letter; allowed: {ALLOWED}"),
+        ));
     }
     if let Some(bad) = value
         .chars()
@@ -107,7 +115,10 @@ pub fn validate_dns_label(field: &str, value: &str) -> Result<()> {
         ));
     }
     if value.ends_with('-') {
-        return Err(Error::invalid(field, format!("must not end with '-'; allowed: {ALLOWED}")));
+        return Err(Error::invalid(
+            field,
+            format!("must not end with '-'; allowed: {ALLOWED}"),
+        ));
     }
     Ok(())
 }
@@ -161,7 +172,11 @@ pub struct VmSpec {
 
 impl VmSpec {
     /// Starts a spec with the three fields every VM needs.
-    pub fn new(name: impl Into<String>, image: impl Into<String>, flavor: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        image: impl Into<String>,
+        flavor: impl Into<String>,
+    ) -> Self {
         VmSpec {
             name: name.into(),
             image: image.into(),
@@ -195,7 +210,10 @@ impl VmSpec {
     pub fn validate(&self) -> Result<()> {
         validate_dns_label("name", &self.name)?;
         if self.image.trim().is_empty() {
-            return Err(Error::invalid("image", "must not be empty; choose an image from the catalog"));
+            return Err(Error::invalid(
+                "image",
+                "must not be empty; choose an image from the catalog",
+            ));
         }
         if self.flavor.is_none() {
             for (field, missing) in [
@@ -223,12 +241,16 @@ impl VmSpec {
             return Err(Error::invalid("disk_gib", "must be at least 1"));
         }
         if self.tags.len() > MAX_TAGS {
-            return Err(Error::invalid("tags", format!("at most {MAX_TAGS} tags are allowed")));
+            return Err(Error::invalid(
+                "tags",
+                format!("at most {MAX_TAGS} tags are allowed"),
+            ));
         }
         for (k, v) in &self.tags {
             let ok_key = !k.is_empty()
                 && k.len() <= 63
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
             if !ok_key {
                 return Err(Error::invalid(
                     format!("tags.{}", k.escape_debug()),
@@ -246,16 +268,25 @@ impl VmSpec {
             if ud.len() > MAX_USER_DATA_BYTES {
                 return Err(Error::invalid(
                     "user_data",
-                    format!("is {} bytes; at most {MAX_USER_DATA_BYTES} are allowed", ud.len()),
+                    format!(
+                        "is {} bytes; at most {MAX_USER_DATA_BYTES} are allowed",
+                        ud.len()
+                    ),
                 ));
             }
             if ud.contains('\0') {
-                return Err(Error::invalid("user_data", "must not contain NUL characters"));
+                return Err(Error::invalid(
+                    "user_data",
+                    "must not contain NUL characters",
+                ));
             }
         }
         for (i, n) in self.networks.iter().enumerate() {
             if n.network.trim().is_empty() {
-                return Err(Error::invalid(format!("networks[{i}].network"), "must not be empty"));
+                return Err(Error::invalid(
+                    format!("networks[{i}].network"),
+                    "must not be empty",
+                ));
             }
         }
         Ok(())
@@ -581,7 +612,11 @@ impl Catalog {
         let image = self.image(&spec.image).ok_or_else(|| {
             Error::invalid(
                 "image",
-                format!("unknown image `{}`; known: {}", spec.image, names(self.images.iter().map(|i| &i.name))),
+                format!(
+                    "unknown image `{}`; known: {}",
+                    spec.image,
+                    names(self.images.iter().map(|i| &i.name))
+                ),
             )
         })?;
         let base = match &spec.flavor {
@@ -589,7 +624,10 @@ impl Catalog {
                 let flavor = self.flavor(f).ok_or_else(|| {
                     Error::invalid(
                         "flavor",
-                        format!("unknown flavor `{f}`; known: {}", names(self.flavors.iter().map(|f| &f.name))),
+                        format!(
+                            "unknown flavor `{f}`; known: {}",
+                            names(self.flavors.iter().map(|f| &f.name))
+                        ),
                     )
                 })?;
                 Resources {
@@ -619,7 +657,10 @@ impl Catalog {
         {
             return Err(Error::invalid(
                 "zone",
-                format!("unknown zone `{z}`; known: {}", names(self.zones.iter().map(|z| &z.name))),
+                format!(
+                    "unknown zone `{z}`; known: {}",
+                    names(self.zones.iter().map(|z| &z.name))
+                ),
             ));
         }
         for (i, att) in spec.networks.iter().enumerate() {
@@ -649,7 +690,11 @@ impl Catalog {
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = it.map(String::as_str).collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Who acts: attributed in jobs and audit events.
@@ -662,7 +707,9 @@ pub struct Principal {
 impl Principal {
     /// Creates a principal for `subject`.
     pub fn new(subject: impl Into<String>) -> Self {
-        Principal { subject: subject.into() }
+        Principal {
+            subject: subject.into(),
+        }
     }
 
     /// The principal HCP's own reconciler acts as.
@@ -684,7 +731,11 @@ mod tests {
 
     #[test]
     fn names_follow_dns_label_rules() {
-        for ok in ["a", "web-1", "a23456789012345678901234567890123456789012345678901234567890123"] {
+        for ok in [
+            "a",
+            "web-1",
+            "a23456789012345678901234567890123456789012345678901234567890123",
+        ] {
             validate_dns_label("name", ok).unwrap();
         }
         for (bad, why) in [
@@ -693,7 +744,10 @@ mod tests {
             ("Abc", "lowercase letter"),
             ("ab_c", "contains"),
             ("ab-", "end with"),
-            ("a234567890123456789012345678901234567890123456789012345678901234", "64 characters"),
+            (
+                "a234567890123456789012345678901234567890123456789012345678901234",
+                "64 characters",
+            ),
             ("ab'c", "contains"),
         ] {
             let e = validate_dns_label("name", bad).unwrap_err();
@@ -729,20 +783,53 @@ mod tests {
     fn resolve_names_the_bad_field() {
         let c = catalog();
         let r = c.resolve(&VmSpec::new("a", "ubuntu", "small")).unwrap();
-        assert_eq!(r, Resources { vcpus: 1, memory_mib: 1024, disk_gib: 10 });
+        assert_eq!(
+            r,
+            Resources {
+                vcpus: 1,
+                memory_mib: 1024,
+                disk_gib: 10
+            }
+        );
         let cases = [
             (VmSpec::new("a", "nope", "small"), "image"),
             (VmSpec::new("a", "ubuntu", "huge"), "flavor"),
             (VmSpec::new("a", "ubuntu", "small").with_zone("zz"), "zone"),
-            (VmSpec { vcpus: Some(0), ..VmSpec::new("a", "ubuntu", "small") }, "vcpus"),
-            (VmSpec { disk_gib: Some(1), ..VmSpec::new("a", "ubuntu", "small") }, "disk_gib"),
-            (VmSpec { flavor: None, ..VmSpec::new("a", "ubuntu", "small") }, "vcpus"),
-            (VmSpec::new("", "ubuntu", "small"), "name"),
-            (VmSpec::new("a", "ubuntu", "small").with_user_data("x".repeat(70_000)), "user_data"),
-            (VmSpec::new("a", "ubuntu", "small").with_tag("bad key", "v"), "tags.bad key"),
             (
                 VmSpec {
-                    networks: vec![NetworkAttachment { network: "lan".into() }],
+                    vcpus: Some(0),
+                    ..VmSpec::new("a", "ubuntu", "small")
+                },
+                "vcpus",
+            ),
+            (
+                VmSpec {
+                    disk_gib: Some(1),
+                    ..VmSpec::new("a", "ubuntu", "small")
+                },
+                "disk_gib",
+            ),
+            (
+                VmSpec {
+                    flavor: None,
+                    ..VmSpec::new("a", "ubuntu", "small")
+                },
+                "vcpus",
+            ),
+            (VmSpec::new("", "ubuntu", "small"), "name"),
+            (
+                VmSpec::new("a", "ubuntu", "small").with_user_data("x".repeat(70_000)),
+                "user_data",
+            ),
+            (
+                VmSpec::new("a", "ubuntu", "small").with_tag("bad key", "v"),
+                "tags.bad key",
+            ),
+            (
+                VmSpec {
+                    networks: vec![NetworkAttachment {
+                        network: "lan".into(),
+                    }],
                     ..VmSpec::new("a", "ubuntu", "small")
                 },
                 "networks[0].network",
@@ -767,7 +854,8 @@ mod tests {
 
     #[test]
     fn spec_rejects_unknown_fields() {
-        let e = serde_json::from_str::<VmSpec>(r#"{"name":"a","image":"i","host":"h"}"#).unwrap_err();
+        let e =
+            serde_json::from_str::<VmSpec>(r#"{"name":"a","image":"i","host":"h"}"#).unwrap_err();
         assert!(e.to_string().contains("unknown field `host`"));
     }
 
@@ -777,7 +865,8 @@ mod tests {
         let vm = Vm {
             id: VmId::generate(),
             project: "demo".into(),
-            spec: VmSpec::new("a", "ubuntu", "small").with_user_data("#cloud-config\npassword: s3cret"),
+            spec: VmSpec::new("a", "ubuntu", "small")
+                .with_user_data("#cloud-config\npassword: s3cret"),
             resources: Resources::default(),
             zone: "z".into(),
             desired: DesiredState::Active,

@@ -9,7 +9,13 @@ use crate::{ErrorKind, JobState, Operation};
 /// Receives measurements from the engine. Every method must be cheap and must not block.
 pub trait Observer: Send + Sync + fmt::Debug {
     /// A provider call ended after `elapsed`, with `error` when it failed.
-    fn provider_call(&self, provider: &str, operation: Operation, elapsed: Duration, error: Option<ErrorKind>) {
+    fn provider_call(
+        &self,
+        provider: &str,
+        operation: Operation,
+        elapsed: Duration,
+        error: Option<ErrorKind>,
+    ) {
         let _ = (provider, operation, elapsed, error);
     }
 

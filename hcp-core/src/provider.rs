@@ -120,7 +120,12 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// The default refuses with [`crate::ErrorKind::FeatureNotSupported`].
     async fn snapshot_vm(&self, _ctx: &OpContext, _args: SnapshotVm) -> Result<SnapshottedVm> {
-        Err(Error::unsupported(&self.info().name, Operation::SnapshotVm, "snapshot", ""))
+        Err(Error::unsupported(
+            &self.info().name,
+            Operation::SnapshotVm,
+            "snapshot",
+            "",
+        ))
     }
 
     /// Moves a running VM to another host. The engine calls it only when the host declares
@@ -129,7 +134,12 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// The default refuses with [`crate::ErrorKind::FeatureNotSupported`].
     async fn migrate_vm(&self, _ctx: &OpContext, _args: MigrateVm) -> Result<MigratedVm> {
-        Err(Error::unsupported(&self.info().name, Operation::MigrateVm, "live_migration", ""))
+        Err(Error::unsupported(
+            &self.info().name,
+            Operation::MigrateVm,
+            "live_migration",
+            "",
+        ))
     }
 }
 
@@ -150,7 +160,9 @@ pub struct OpContext {
 
 impl fmt::Debug for OpContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpContext").field("job_id", &self.job_id).finish_non_exhaustive()
+        f.debug_struct("OpContext")
+            .field("job_id", &self.job_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -390,7 +402,13 @@ pub struct CreateVm {
 
 impl CreateVm {
     /// Creates the arguments; `start` defaults to true.
-    pub fn new(mark: HcpMark, host: impl Into<String>, name: impl Into<String>, image: impl Into<String>, resources: Resources) -> Self {
+    pub fn new(
+        mark: HcpMark,
+        host: impl Into<String>,
+        name: impl Into<String>,
+        image: impl Into<String>,
+        resources: Resources,
+    ) -> Self {
         CreateVm {
             vm_id: mark.vm_id.clone(),
             project: mark.project.clone(),
@@ -617,7 +635,10 @@ pub struct StoppedVm {
 impl StoppedVm {
     /// Builds the reply.
     pub fn new(was_stopped: bool, forced: bool) -> Self {
-        StoppedVm { was_stopped, forced }
+        StoppedVm {
+            was_stopped,
+            forced,
+        }
     }
 }
 

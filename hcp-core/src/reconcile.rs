@@ -104,7 +104,11 @@ pub struct ReconcilePlan {
 /// # Behavior
 /// VMs in `busy` (a job acts on them) and VMs still `PENDING` or `DELETED` are not judged: their
 /// state is in flux. A host that did not answer makes its VMs' power `UNKNOWN`, never `Missing`.
-pub fn classify(known: &[Vm], busy: &HashSet<VmId>, observed: &[ObservedHost<'_>]) -> ReconcilePlan {
+pub fn classify(
+    known: &[Vm],
+    busy: &HashSet<VmId>,
+    observed: &[ObservedHost<'_>],
+) -> ReconcilePlan {
     let mut plan = ReconcilePlan::default();
     let mut found: HashMap<&VmId, (&ObservedHost<'_>, &NativeVm)> = HashMap::new();
     let known_ids: HashSet<&VmId> = known.iter().map(|v| &v.id).collect();
@@ -135,7 +139,9 @@ pub fn classify(known: &[Vm], busy: &HashSet<VmId>, observed: &[ObservedHost<'_>
         }
     }
     for vm in known {
-        if busy.contains(&vm.id) || matches!(vm.desired, DesiredState::Pending | DesiredState::Deleted) {
+        if busy.contains(&vm.id)
+            || matches!(vm.desired, DesiredState::Pending | DesiredState::Deleted)
+        {
             continue;
         }
         let obs = match found.get(&vm.id) {
@@ -166,7 +172,9 @@ pub fn classify(known: &[Vm], busy: &HashSet<VmId>, observed: &[ObservedHost<'_>
                     moved_to: moved,
                 }
             }
-            None if reachable.contains(&(vm.binding.provider.as_str(), vm.binding.host.as_str())) => {
+            None if reachable
+                .contains(&(vm.binding.provider.as_str(), vm.binding.host.as_str())) =>
+            {
                 plan.drift.push(Drift::Missing {
                     vm_id: vm.id.clone(),
                     provider: vm.binding.provider.clone(),
@@ -259,13 +267,29 @@ mod tests {
         );
         let h3 = inv("h3", vec![native("moved", PowerState::Running, true)]);
         let observed = [
-            ObservedHost { provider: "p", host: "h1", inventory: Some(&h1) },
-            ObservedHost { provider: "p", host: "h2", inventory: None },
-            ObservedHost { provider: "p", host: "h3", inventory: Some(&h3) },
+            ObservedHost {
+                provider: "p",
+                host: "h1",
+                inventory: Some(&h1),
+            },
+            ObservedHost {
+                provider: "p",
+                host: "h2",
+                inventory: None,
+            },
+            ObservedHost {
+                provider: "p",
+                host: "h3",
+                inventory: Some(&h3),
+            },
         ];
         let busy: HashSet<VmId> = ["busy".into()].into_iter().collect();
         let plan = classify(&known, &busy, &observed);
-        assert!(plan.drift.contains(&Drift::Missing { vm_id: "gone".into(), provider: "p".into(), host: "h1".into() }));
+        assert!(plan.drift.contains(&Drift::Missing {
+            vm_id: "gone".into(),
+            provider: "p".into(),
+            host: "h1".into()
+        }));
         assert!(plan.drift.contains(&Drift::PowerMismatch {
             vm_id: "off".into(),
             desired: PowerState::Running,
@@ -277,15 +301,31 @@ mod tests {
             native_id: "n-stranger".into(),
             name: "stranger".into()
         }));
-        assert!(plan.drift.contains(&Drift::Moved { vm_id: "moved".into(), from_host: "h1".into(), to_host: "h3".into() }));
+        assert!(plan.drift.contains(&Drift::Moved {
+            vm_id: "moved".into(),
+            from_host: "h1".into(),
+            to_host: "h3".into()
+        }));
         // An unreachable host never makes its VMs missing; pending and busy VMs are not judged.
-        assert!(!plan.drift.iter().any(|d| matches!(d, Drift::Missing { vm_id, .. } if vm_id.as_str() != "gone")));
+        assert!(
+            !plan
+                .drift
+                .iter()
+                .any(|d| matches!(d, Drift::Missing { vm_id, .. } if vm_id.as_str() != "gone"))
+        );
         assert_eq!(plan.drift.len(), 4, "{:?}", plan.drift);
         assert_eq!(plan.adopt.len(), 1);
         assert_eq!(plan.adopt[0].mark.vm_id.as_str(), "lost-and-found");
-        let far = plan.observations.iter().find(|o| o.vm_id.as_str() == "far").unwrap();
+        let far = plan
+            .observations
+            .iter()
+            .find(|o| o.vm_id.as_str() == "far")
+            .unwrap();
         assert_eq!(far.power, PowerState::Unknown);
         assert!(far.present);
-        assert!(!plan.observations.iter().any(|o| o.vm_id.as_str() == "ok"), "unchanged VMs are not rewritten");
+        assert!(
+            !plan.observations.iter().any(|o| o.vm_id.as_str() == "ok"),
+            "unchanged VMs are not rewritten"
+        );
     }
 }

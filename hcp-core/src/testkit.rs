@@ -16,9 +16,9 @@ use std::time::Duration;
 use crate::config::{CatalogConfig, Config, HostConfig, ProjectConfig, ProviderConfig, ZoneConfig};
 use crate::store::{PageRequest, Scope};
 use crate::{
-    CreateVm, DeleteVm, Engine, Error, ErrorKind, Flavor, GetConsole, HcpMark, HostInventory, Image, MigrateVm,
-    NativeVm, OpContext, PowerState, Provider, ProjectId, Resources, Result, SnapshotVm, StartVm, StopVm, VmId,
-    VmTarget,
+    CreateVm, DeleteVm, Engine, Error, ErrorKind, Flavor, GetConsole, HcpMark, HostInventory,
+    Image, MigrateVm, NativeVm, OpContext, PowerState, ProjectId, Provider, Resources, Result,
+    SnapshotVm, StartVm, StopVm, VmId, VmTarget,
 };
 
 /// Where and how the suite creates its VMs.
@@ -115,7 +115,10 @@ fn ctx() -> OpContext {
 
 async fn find(p: &dyn Provider, host: &str, vm_id: &VmId) -> Result<Option<NativeVm>> {
     let inv = p.host_inventory(HostInventory::new(host)).await?;
-    Ok(inv.vms.into_iter().find(|v| v.mark.as_ref().is_some_and(|m| &m.vm_id == vm_id)))
+    Ok(inv
+        .vms
+        .into_iter()
+        .find(|v| v.mark.as_ref().is_some_and(|m| &m.vm_id == vm_id)))
 }
 
 async fn create(p: &dyn Provider, f: &Fixture, what: &str) -> Result<VmTarget> {
@@ -126,7 +129,9 @@ async fn create(p: &dyn Provider, f: &Fixture, what: &str) -> Result<VmTarget> {
 }
 
 async fn destroy(p: &dyn Provider, t: &VmTarget) -> Result<()> {
-    p.delete_vm(&ctx(), DeleteVm::new(t.clone()).with_force(true)).await.map(|_| ())
+    p.delete_vm(&ctx(), DeleteVm::new(t.clone()).with_force(true))
+        .await
+        .map(|_| ())
 }
 
 /// Runs every check the provider's capabilities allow, one after another.
@@ -136,16 +141,36 @@ async fn destroy(p: &dyn Provider, t: &VmTarget) -> Result<()> {
 pub async fn run_all(p: Arc<dyn Provider>, f: &Fixture) -> Result<()> {
     type Check = fn(Arc<dyn Provider>, Fixture) -> futures::future::BoxFuture<'static, Result<()>>;
     let checks: [(&str, Check); 10] = [
-        ("lifecycle", |p, f| Box::pin(async move { lifecycle(p, &f).await })),
-        ("idempotent_delete", |p, f| Box::pin(async move { idempotent_delete(p, &f).await })),
-        ("not_found", |p, f| Box::pin(async move { not_found(p, &f).await })),
-        ("power_transitions", |p, f| Box::pin(async move { power_transitions(p, &f).await })),
-        ("undeclared_capabilities", |p, f| Box::pin(async move { undeclared_capabilities(p, &f).await })),
-        ("inventory_reflects_changes", |p, f| Box::pin(async move { inventory_reflects_changes(p, &f).await })),
-        ("create_is_idempotent", |p, f| Box::pin(async move { create_is_idempotent(p, &f).await })),
-        ("mark_rebuilds_ownership", |p, f| Box::pin(async move { mark_rebuilds_ownership(p, &f).await })),
-        ("concurrent_operations", |p, f| Box::pin(async move { concurrent_operations(p, &f).await })),
-        ("declared_capabilities", |p, f| Box::pin(async move { declared_capabilities(p, &f).await })),
+        ("lifecycle", |p, f| {
+            Box::pin(async move { lifecycle(p, &f).await })
+        }),
+        ("idempotent_delete", |p, f| {
+            Box::pin(async move { idempotent_delete(p, &f).await })
+        }),
+        ("not_found", |p, f| {
+            Box::pin(async move { not_found(p, &f).await })
+        }),
+        ("power_transitions", |p, f| {
+            Box::pin(async move { power_transitions(p, &f).await })
+        }),
+        ("undeclared_capabilities", |p, f| {
+            Box::pin(async move { undeclared_capabilities(p, &f).await })
+        }),
+        ("inventory_reflects_changes", |p, f| {
+            Box::pin(async move { inventory_reflects_changes(p, &f).await })
+        }),
+        ("create_is_idempotent", |p, f| {
+            Box::pin(async move { create_is_idempotent(p, &f).await })
+        }),
+        ("mark_rebuilds_ownership", |p, f| {
+            Box::pin(async move { mark_rebuilds_ownership(p, &f).await })
+        }),
+        ("concurrent_operations", |p, f| {
+            Box::pin(async move { concurrent_operations(p, &f).await })
+        }),
+        ("declared_capabilities", |p, f| {
+            Box::pin(async move { declared_capabilities(p, &f).await })
+        }),
     ];
     for (name, check) in checks {
         check(p.clone(), f.clone())
@@ -162,14 +187,29 @@ pub async fn run_all(p: Arc<dyn Provider>, f: &Fixture) -> Result<()> {
 pub async fn lifecycle(p: Arc<dyn Provider>, f: &Fixture) -> Result<()> {
     let t = create(p.as_ref(), f, "life").await?;
     let seen = find(p.as_ref(), &f.host, &t.vm_id).await?;
-    ensure!(seen.is_some(), "a created VM appears in its host's inventory with HCP's mark");
+    ensure!(
+        seen.is_some(),
+        "a created VM appears in its host's inventory with HCP's mark"
+    );
     let seen = seen.unwrap_or_else(|| unreachable!());
-    ensure!(seen.power == PowerState::Running, "a VM created with start=true runs (got {})", seen.power);
-    ensure!(seen.name == t.name, "the VM keeps its name (got {})", seen.name);
-    p.stop_vm(&ctx(), StopVm::new(t.clone()).with_force(true)).await?;
+    ensure!(
+        seen.power == PowerState::Running,
+        "a VM created with start=true runs (got {})",
+        seen.power
+    );
+    ensure!(
+        seen.name == t.name,
+        "the VM keeps its name (got {})",
+        seen.name
+    );
+    p.stop_vm(&ctx(), StopVm::new(t.clone()).with_force(true))
+        .await?;
     let d = p.delete_vm(&ctx(), DeleteVm::new(t.clone())).await?;
     ensure!(d.existed, "deleting an existing VM reports existed=true");
-    ensure!(find(p.as_ref(), &f.host, &t.vm_id).await?.is_none(), "a deleted VM leaves the inventory");
+    ensure!(
+        find(p.as_ref(), &f.host, &t.vm_id).await?.is_none(),
+        "a deleted VM leaves the inventory"
+    );
     Ok(())
 }
 
@@ -180,8 +220,13 @@ pub async fn lifecycle(p: Arc<dyn Provider>, f: &Fixture) -> Result<()> {
 pub async fn idempotent_delete(p: Arc<dyn Provider>, f: &Fixture) -> Result<()> {
     let t = create(p.as_ref(), f, "idem").await?;
     destroy(p.as_ref(), &t).await?;
-    let again = p.delete_vm(&ctx(), DeleteVm::new(t.clone()).with_force(true)).await?;
-    ensure!(!again.existed, "a second delete succeeds and reports existed=false");
+    let again = p
+        .delete_vm(&ctx(), DeleteVm::new(t.clone()).with_force(true))
+        .await?;
+    ensure!(
+        !again.existed,
+        "a second delete succeeds and reports existed=false"
+    );
     Ok(())
 }
 
@@ -197,11 +242,20 @@ pub async fn not_found(p: Arc<dyn Provider>, f: &Fixture) -> Result<()> {
         native_id: None,
     };
     let e = p.start_vm(&ctx(), StartVm::new(ghost.clone())).await.err();
-    ensure!(e.as_ref().map(Error::kind) == Some(ErrorKind::NotFound), "start of an unknown VM is NotFound (got {e:?})");
+    ensure!(
+        e.as_ref().map(Error::kind) == Some(ErrorKind::NotFound),
+        "start of an unknown VM is NotFound (got {e:?})"
+    );
     let e = p.stop_vm(&ctx(), StopVm::new(ghost.clone())).await.err();
-    ensure!(e.as_ref().map(Error::kind) == Some(ErrorKind::NotFound), "stop of an unknown VM is NotFound (got {e:?})");
+    ensure!(
+        e.as_ref().map(Error::kind) == Some(ErrorKind::NotFound),
+        "stop of an unknown VM is NotFound (got {e:?})"
+    );
     let d = p.delete_vm(&ctx(), DeleteVm::new(ghost)).await?;
-    ensure!(!d.existed, "delete of an unknown VM succeeds with existed=false");
+    ensure!(
+        !d.existed,
+        "delete of an unknown VM succeeds with existed=false"
+    );
     Ok(())
 }
 
@@ -214,21 +268,42 @@ pub async fn power_transitions(p: Arc<dyn Provider>, f: &Fixture) -> Result<()> 
     let t = create(p.as_ref(), f, "power").await?;
     let result = async {
         let s = p.start_vm(&ctx(), StartVm::new(t.clone())).await?;
-        ensure!(s.was_running, "starting a running VM succeeds and says it was running");
+        ensure!(
+            s.was_running,
+            "starting a running VM succeeds and says it was running"
+        );
         let e = p.delete_vm(&ctx(), DeleteVm::new(t.clone())).await.err();
-        ensure!(e.as_ref().map(Error::kind) == Some(ErrorKind::Conflict), "a running VM refuses delete without force (got {e:?})");
+        ensure!(
+            e.as_ref().map(Error::kind) == Some(ErrorKind::Conflict),
+            "a running VM refuses delete without force (got {e:?})"
+        );
         p.reboot_vm(&ctx(), crate::RebootVm::new(t.clone())).await?;
         let stop = StopVm::new(t.clone()).with_graceful_timeout(f.graceful_timeout);
         p.stop_vm(&ctx(), stop.clone()).await?;
         let seen = find(p.as_ref(), &f.host, &t.vm_id).await?.map(|v| v.power);
-        ensure!(seen == Some(PowerState::Stopped), "a stopped VM reports STOPPED (got {seen:?})");
+        ensure!(
+            seen == Some(PowerState::Stopped),
+            "a stopped VM reports STOPPED (got {seen:?})"
+        );
         let again = p.stop_vm(&ctx(), stop).await?;
-        ensure!(again.was_stopped, "stopping a stopped VM succeeds and says it was stopped");
-        let e = p.reboot_vm(&ctx(), crate::RebootVm::new(t.clone())).await.err();
-        ensure!(e.as_ref().map(Error::kind) == Some(ErrorKind::Conflict), "rebooting a stopped VM is a Conflict (got {e:?})");
+        ensure!(
+            again.was_stopped,
+            "stopping a stopped VM succeeds and says it was stopped"
+        );
+        let e = p
+            .reboot_vm(&ctx(), crate::RebootVm::new(t.clone()))
+            .await
+            .err();
+        ensure!(
+            e.as_ref().map(Error::kind) == Some(ErrorKind::Conflict),
+            "rebooting a stopped VM is a Conflict (got {e:?})"
+        );
         p.start_vm(&ctx(), StartVm::new(t.clone())).await?;
         let seen = find(p.as_ref(), &f.host, &t.vm_id).await?.map(|v| v.power);
-        ensure!(seen == Some(PowerState::Running), "a started VM reports RUNNING (got {seen:?})");
+        ensure!(
+            seen == Some(PowerState::Running),
+            "a started VM reports RUNNING (got {seen:?})"
+        );
         Ok(())
     }
     .await;
@@ -248,7 +323,10 @@ pub async fn undeclared_capabilities(p: Arc<dyn Provider>, f: &Fixture) -> Resul
     let t = create(p.as_ref(), f, "caps").await?;
     let result = async {
         if !caps.snapshot {
-            let e = p.snapshot_vm(&ctx(), SnapshotVm::new(t.clone()).with_name("s1")).await.err();
+            let e = p
+                .snapshot_vm(&ctx(), SnapshotVm::new(t.clone()).with_name("s1"))
+                .await
+                .err();
             ensure!(
                 e.as_ref().map(Error::kind) == Some(ErrorKind::FeatureNotSupported),
                 "snapshot without the capability is FeatureNotSupported (got {e:?})"
@@ -256,7 +334,11 @@ pub async fn undeclared_capabilities(p: Arc<dyn Provider>, f: &Fixture) -> Resul
         }
         if !caps.live_migration {
             let e = p
-                .migrate_vm(&ctx(), MigrateVm::new(t.clone()).with_target_host(f.other_host.clone().unwrap_or_else(|| f.host.clone())))
+                .migrate_vm(
+                    &ctx(),
+                    MigrateVm::new(t.clone())
+                        .with_target_host(f.other_host.clone().unwrap_or_else(|| f.host.clone())),
+                )
                 .await
                 .err();
             ensure!(
@@ -277,26 +359,50 @@ pub async fn undeclared_capabilities(p: Arc<dyn Provider>, f: &Fixture) -> Resul
 /// The first broken expectation.
 pub async fn inventory_reflects_changes(p: Arc<dyn Provider>, f: &Fixture) -> Result<()> {
     let hosts = p.list_hosts().await?;
-    ensure!(hosts.iter().any(|h| h.name == f.host), "list_hosts includes the fixture host {}", f.host);
+    ensure!(
+        hosts.iter().any(|h| h.name == f.host),
+        "list_hosts includes the fixture host {}",
+        f.host
+    );
     let before = p.host_inventory(HostInventory::new(&f.host)).await?;
     let t = create(p.as_ref(), f, "inv").await?;
     let after = p.host_inventory(HostInventory::new(&f.host)).await?;
     let result = async {
-        ensure!(after.vms.len() == before.vms.len() + 1, "inventory grows by one VM ({} → {})", before.vms.len(), after.vms.len());
-        let vm = after.vms.iter().find(|v| v.mark.as_ref().is_some_and(|m| m.vm_id == t.vm_id));
+        ensure!(
+            after.vms.len() == before.vms.len() + 1,
+            "inventory grows by one VM ({} → {})",
+            before.vms.len(),
+            after.vms.len()
+        );
+        let vm = after
+            .vms
+            .iter()
+            .find(|v| v.mark.as_ref().is_some_and(|m| m.vm_id == t.vm_id));
         ensure!(vm.is_some(), "the new VM carries HCP's mark");
         let vm = vm.unwrap_or_else(|| unreachable!());
         let mark = vm.mark.as_ref().unwrap_or_else(|| unreachable!());
         ensure!(mark.project == f.project, "the mark records the project");
-        ensure!(vm.resources.vcpus == f.resources.vcpus, "inventory reports the VM's vCPUs");
-        ensure!(vm.resources.memory_mib == f.resources.memory_mib, "inventory reports the VM's memory");
-        ensure!(after.memory_mib_used >= before.memory_mib_used + f.resources.memory_mib, "used memory grows with the VM");
+        ensure!(
+            vm.resources.vcpus == f.resources.vcpus,
+            "inventory reports the VM's vCPUs"
+        );
+        ensure!(
+            vm.resources.memory_mib == f.resources.memory_mib,
+            "inventory reports the VM's memory"
+        );
+        ensure!(
+            after.memory_mib_used >= before.memory_mib_used + f.resources.memory_mib,
+            "used memory grows with the VM"
+        );
         Ok(())
     }
     .await;
     destroy(p.as_ref(), &t).await?;
     let gone = p.host_inventory(HostInventory::new(&f.host)).await?;
-    ensure!(gone.vms.len() == before.vms.len(), "inventory shrinks back after delete");
+    ensure!(
+        gone.vms.len() == before.vms.len(),
+        "inventory shrinks back after delete"
+    );
     result
 }
 
@@ -318,8 +424,14 @@ pub async fn create_is_idempotent(p: Arc<dyn Provider>, f: &Fixture) -> Result<(
         .count();
     destroy(p.as_ref(), &t).await?;
     let second = second?;
-    ensure!(second.native_id == first.native_id, "a retried create returns the same VM");
-    ensure!(count == 1, "a retried create leaves exactly one VM (found {count})");
+    ensure!(
+        second.native_id == first.native_id,
+        "a retried create returns the same VM"
+    );
+    ensure!(
+        count == 1,
+        "a retried create leaves exactly one VM (found {count})"
+    );
     Ok(())
 }
 
@@ -336,15 +448,33 @@ pub async fn mark_rebuilds_ownership(p: Arc<dyn Provider>, f: &Fixture) -> Resul
     b.native_id = Some(p.create_vm(&ctx(), args).await?.native_id);
     let result = async {
         let engine = engine_for(p.clone(), f).await?;
-        let vm = engine.get_vm(&Scope::Project(f.project.clone()), &a.vm_id).await?;
+        let vm = engine
+            .get_vm(&Scope::Project(f.project.clone()), &a.vm_id)
+            .await?;
         ensure!(vm.spec.name == a.name, "the rebuilt VM keeps its name");
-        ensure!(vm.binding.host == f.host, "the rebuilt VM is bound to its host");
-        let hidden = engine.get_vm(&Scope::Project(f.project.clone()), &b.vm_id).await.err();
-        ensure!(hidden.map(|e| e.kind()) == Some(ErrorKind::NotFound), "another project's VM is not visible");
-        let vm_b = engine.get_vm(&Scope::Project(other.clone()), &b.vm_id).await?;
+        ensure!(
+            vm.binding.host == f.host,
+            "the rebuilt VM is bound to its host"
+        );
+        let hidden = engine
+            .get_vm(&Scope::Project(f.project.clone()), &b.vm_id)
+            .await
+            .err();
+        ensure!(
+            hidden.map(|e| e.kind()) == Some(ErrorKind::NotFound),
+            "another project's VM is not visible"
+        );
+        let vm_b = engine
+            .get_vm(&Scope::Project(other.clone()), &b.vm_id)
+            .await?;
         ensure!(vm_b.project == other, "the rebuilt VM keeps its project");
-        let listed = engine.list_vms(&Scope::Project(f.project.clone()), &PageRequest::all()).await?;
-        ensure!(!listed.items.iter().any(|v| v.id == b.vm_id), "another project's VM is not listed");
+        let listed = engine
+            .list_vms(&Scope::Project(f.project.clone()), &PageRequest::all())
+            .await?;
+        ensure!(
+            !listed.items.iter().any(|v| v.id == b.vm_id),
+            "another project's VM is not listed"
+        );
         Ok(())
     }
     .await;
@@ -375,10 +505,14 @@ pub async fn concurrent_operations(p: Arc<dyn Provider>, f: &Fixture) -> Result<
         }
     }
     let detached = ctx();
-    let stops = targets.iter().map(|t| p.stop_vm(&detached, StopVm::new(t.clone()).with_force(true)));
+    let stops = targets
+        .iter()
+        .map(|t| p.stop_vm(&detached, StopVm::new(t.clone()).with_force(true)));
     let stopped = futures::future::join_all(stops).await;
     let inv = p.host_inventory(HostInventory::new(&f.host)).await?;
-    let deletes = targets.iter().map(|t| p.delete_vm(&detached, DeleteVm::new(t.clone()).with_force(true)));
+    let deletes = targets
+        .iter()
+        .map(|t| p.delete_vm(&detached, DeleteVm::new(t.clone()).with_force(true)));
     let deleted = futures::future::join_all(deletes).await;
     if let Some(e) = first_err {
         return Err(e);
@@ -387,8 +521,15 @@ pub async fn concurrent_operations(p: Arc<dyn Provider>, f: &Fixture) -> Result<
         s?;
     }
     for t in &targets {
-        let power = inv.vms.iter().find(|v| v.mark.as_ref().is_some_and(|m| m.vm_id == t.vm_id)).map(|v| v.power);
-        ensure!(power == Some(PowerState::Stopped), "each of 4 concurrently stopped VMs is STOPPED (got {power:?})");
+        let power = inv
+            .vms
+            .iter()
+            .find(|v| v.mark.as_ref().is_some_and(|m| m.vm_id == t.vm_id))
+            .map(|v| v.power);
+        ensure!(
+            power == Some(PowerState::Stopped),
+            "each of 4 concurrently stopped VMs is STOPPED (got {power:?})"
+        );
     }
     for d in deleted {
         ensure!(d?.existed, "each concurrently deleted VM existed");
@@ -406,19 +547,29 @@ pub async fn declared_capabilities(p: Arc<dyn Provider>, f: &Fixture) -> Result<
     let result = async {
         if caps.has(crate::Capability::Console) {
             let c = p.console(GetConsole::new(t.clone())).await?;
-            ensure!(c.expires_at > chrono::Utc::now(), "a console link expires in the future");
+            ensure!(
+                c.expires_at > chrono::Utc::now(),
+                "a console link expires in the future"
+            );
             ensure!(!c.url.is_empty(), "a console has a URL");
         }
         if caps.snapshot {
-            let s = p.snapshot_vm(&ctx(), SnapshotVm::new(t.clone()).with_name("s1")).await?;
+            let s = p
+                .snapshot_vm(&ctx(), SnapshotVm::new(t.clone()).with_name("s1"))
+                .await?;
             ensure!(!s.snapshot_id.is_empty(), "a snapshot has an id");
         }
         if caps.live_migration
             && let Some(other) = &f.other_host
         {
-            let m = p.migrate_vm(&ctx(), MigrateVm::new(t.clone()).with_target_host(other)).await?;
+            let m = p
+                .migrate_vm(&ctx(), MigrateVm::new(t.clone()).with_target_host(other))
+                .await?;
             ensure!(&m.host == other, "a migrated VM lives on the target host");
-            ensure!(find(p.as_ref(), other, &t.vm_id).await?.is_some(), "the target host's inventory shows the migrated VM");
+            ensure!(
+                find(p.as_ref(), other, &t.vm_id).await?.is_some(),
+                "the target host's inventory shows the migrated VM"
+            );
             let mut moved = t.clone();
             moved.host = other.clone();
             moved.native_id = Some(m.native_id);
@@ -487,7 +638,8 @@ pub async fn engine_for(p: Arc<dyn Provider>, f: &Fixture) -> Result<Engine> {
         secrets: Default::default(),
         source: None,
     };
-    let shared: HashMap<String, Arc<dyn Provider>> = BTreeMap::from([(info.name, p)]).into_iter().collect();
+    let shared: HashMap<String, Arc<dyn Provider>> =
+        BTreeMap::from([(info.name, p)]).into_iter().collect();
     Engine::builder(config)
         .provider_kind("testkit", move |c, _| {
             shared

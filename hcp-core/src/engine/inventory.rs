@@ -2,8 +2,8 @@
 //! that refreshes every host in parallel and acts on drift.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Weak;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -14,9 +14,9 @@ use super::{Action, Engine, Inner, RequestContext, lock};
 use crate::reconcile::{ObservedHost, classify};
 use crate::store::{PageRequest, Scope};
 use crate::{
-    Capabilities, Capability, DesiredState, DriftPolicy, Drift, Error, ErrorKind, EventKind, Host, HostInfo,
-    HostInventory, HostInventoryReply, NativeVm, Operation, PowerState, Principal, ProjectId, ProviderBinding,
-    ProviderInfo, Requirements, Resources, Result, Vm, VmId, VmSpec,
+    Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind, Host,
+    HostInfo, HostInventory, HostInventoryReply, NativeVm, Operation, PowerState, Principal,
+    ProjectId, ProviderBinding, ProviderInfo, Requirements, Resources, Result, Vm, VmId, VmSpec,
 };
 
 /// How long one host's inventory call may take during a refresh.
@@ -44,8 +44,12 @@ pub(crate) struct HostState {
 impl HostState {
     fn free(&self) -> (i64, i64) {
         (
-            i64::from(self.info.vcpus_total) - i64::from(self.vcpus_used) - i64::from(self.reserved_vcpus),
-            self.info.memory_mib_total as i64 - self.memory_used as i64 - self.reserved_memory as i64,
+            i64::from(self.info.vcpus_total)
+                - i64::from(self.vcpus_used)
+                - i64::from(self.reserved_vcpus),
+            self.info.memory_mib_total as i64
+                - self.memory_used as i64
+                - self.reserved_memory as i64,
         )
     }
 }
@@ -98,7 +102,14 @@ fn adjust_reserved(inner: &Inner, key: &(String, String), r: Resources, add: boo
 }
 
 /// Moves capacity after a job: releases a create's reservation, and counts what now exists.
-pub(crate) fn settle_capacity(inner: &Inner, provider: &str, host: &str, r: Resources, created: Option<bool>, deleted: bool) {
+pub(crate) fn settle_capacity(
+    inner: &Inner,
+    provider: &str,
+    host: &str,
+    r: Resources,
+    created: Option<bool>,
+    deleted: bool,
+) {
     let key = (provider.to_string(), host.to_string());
     let mut inv = inner.inventory.write().unwrap_or_else(|p| p.into_inner());
     if let Some(h) = inv.hosts.get_mut(&key) {
@@ -190,7 +201,11 @@ pub struct RefreshReport {
 impl Engine {
     /// Returns a host's effective capabilities (provider ∧ zone ∧ host); none for an unknown host.
     pub fn host_capabilities(&self, provider: &str, host: &str) -> Capabilities {
-        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        let inv = self
+            .inner
+            .inventory
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         inv.hosts
             .get(&(provider.to_string(), host.to_string()))
             .map(|h| h.caps)
@@ -198,8 +213,13 @@ impl Engine {
     }
 
     pub(crate) fn host_exists(&self, provider: &str, host: &str) -> bool {
-        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
-        inv.hosts.contains_key(&(provider.to_string(), host.to_string()))
+        let inv = self
+            .inner
+            .inventory
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        inv.hosts
+            .contains_key(&(provider.to_string(), host.to_string()))
     }
 
     /// Returns what can be asked for in `zone` (any of its hosts), or anywhere when `None`.
@@ -212,18 +232,28 @@ impl Engine {
         {
             return Err(Error::invalid("zone", format!("unknown zone `{z}`")));
         }
-        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        let inv = self
+            .inner
+            .inventory
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         Ok(inv
             .hosts
             .values()
             .filter(|h| zone.is_none_or(|z| h.info.zone == z))
-            .fold(None, |acc: Option<Capabilities>, h| Some(acc.map_or(h.caps, |a| a.union(h.caps))))
+            .fold(None, |acc: Option<Capabilities>, h| {
+                Some(acc.map_or(h.caps, |a| a.union(h.caps)))
+            })
             .unwrap_or_default())
     }
 
     /// Returns each provider's declared capabilities and each host's effective ones.
     pub fn provider_capabilities(&self) -> Vec<ProviderCapabilities> {
-        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        let inv = self
+            .inner
+            .inventory
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         self.inner
             .providers
             .iter()
@@ -243,7 +273,11 @@ impl Engine {
 
     /// Returns every host with its capacity and health.
     pub fn hosts(&self) -> Vec<Host> {
-        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        let inv = self
+            .inner
+            .inventory
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         inv.hosts
             .iter()
             .map(|((provider, name), h)| Host {
@@ -265,12 +299,21 @@ impl Engine {
 
     /// Returns every provider with its health.
     pub fn providers(&self) -> Vec<ProviderStatus> {
-        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        let inv = self
+            .inner
+            .inventory
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         self.inner
             .providers
             .iter()
             .map(|(name, entry)| {
-                let hosts: Vec<&HostState> = inv.hosts.iter().filter(|((p, _), _)| p == name).map(|(_, h)| h).collect();
+                let hosts: Vec<&HostState> = inv
+                    .hosts
+                    .iter()
+                    .filter(|((p, _), _)| p == name)
+                    .map(|(_, h)| h)
+                    .collect();
                 let available = hosts.iter().filter(|h| h.available).count();
                 ProviderStatus {
                     info: entry.provider.info(),
@@ -284,7 +327,11 @@ impl Engine {
 
     /// Returns every VM found on the hosts at the last refresh, HCP's and others (operator view).
     pub fn inventory_vms(&self) -> Vec<InventoryVm> {
-        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        let inv = self
+            .inner
+            .inventory
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         inv.hosts
             .iter()
             .flat_map(|((provider, host), h)| {
@@ -303,7 +350,13 @@ impl Engine {
 
     /// Chooses a host for a new VM: the zone's reachable hosts that offer the needed capabilities
     /// and have room, preferring the one with the most free memory.
-    pub(crate) fn place(&self, spec: &VmSpec, r: Resources, pinned: Option<&str>, op: Operation) -> Result<Placement> {
+    pub(crate) fn place(
+        &self,
+        spec: &VmSpec,
+        r: Resources,
+        pinned: Option<&str>,
+        op: Operation,
+    ) -> Result<Placement> {
         let mut flags = Vec::new();
         if spec.user_data.is_some() {
             flags.push(Capability::CloudInit);
@@ -316,7 +369,11 @@ impl Engine {
             vcpus: Some(r.vcpus),
             memory_mib: Some(r.memory_mib),
         };
-        let inv = self.inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+        let inv = self
+            .inner
+            .inventory
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let in_scope: Vec<(&(String, String), &HostState)> = inv
             .hosts
             .iter()
@@ -330,28 +387,44 @@ impl Engine {
         };
         if in_scope.is_empty() {
             return Err(match pinned {
-                Some(h) => Error::invalid("host", format!("unknown host `{h}`{}", spec.zone.as_ref().map(|z| format!(" in zone `{z}`")).unwrap_or_default())),
+                Some(h) => Error::invalid(
+                    "host",
+                    format!(
+                        "unknown host `{h}`{}",
+                        spec.zone
+                            .as_ref()
+                            .map(|z| format!(" in zone `{z}`"))
+                            .unwrap_or_default()
+                    ),
+                ),
                 None => Error::invalid("zone", format!("{where_} has no hosts")),
             });
         }
         let mut first_refusal = None;
         let capable: Vec<_> = in_scope
             .iter()
-            .filter(|((provider, _), h)| match h.caps.check(provider, op, &need) {
-                Ok(()) => true,
-                Err(e) => {
-                    first_refusal.get_or_insert(e);
-                    false
-                }
-            })
+            .filter(
+                |((provider, _), h)| match h.caps.check(provider, op, &need) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        first_refusal.get_or_insert(e);
+                        false
+                    }
+                },
+            )
             .collect();
         if capable.is_empty() {
-            let e = first_refusal.unwrap_or_else(|| Error::internal("no capable host and no refusal"));
+            let e =
+                first_refusal.unwrap_or_else(|| Error::internal("no capable host and no refusal"));
             return Err(e.with_context("where", &where_));
         }
         let reachable: Vec<_> = capable.iter().filter(|(_, h)| h.available).collect();
         if reachable.is_empty() {
-            return Err(Error::new(ErrorKind::ProviderUnavailable, format!("no host in {where_} is reachable right now")).temporary());
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!("no host in {where_} is reachable right now"),
+            )
+            .temporary());
         }
         let best = reachable
             .iter()
@@ -396,7 +469,9 @@ impl Engine {
         let now = Utc::now();
         // 1. Every provider lists its hosts, then every host is read, all in parallel.
         let listed = join_all(inner.providers.iter().map(|(name, entry)| async move {
-            let hosts = inner.call(name, Operation::ListHosts, "*", entry.provider.list_hosts()).await;
+            let hosts = inner
+                .call(name, Operation::ListHosts, "*", entry.provider.list_hosts())
+                .await;
             (name.clone(), hosts)
         }))
         .await;
@@ -415,23 +490,31 @@ impl Engine {
                 }
             }
         }
-        let results: Vec<(String, HostInfo, Result<HostInventoryReply>)> = join_all(targets.into_iter().map(|(provider, info)| async move {
-            let entry = inner.provider(&provider);
-            let reply = match entry {
-                Ok(entry) => {
-                    let call = entry.provider.host_inventory(HostInventory::new(info.name.clone()));
-                    let call = async {
-                        tokio::time::timeout(HOST_INVENTORY_TIMEOUT, call)
+        let results: Vec<(String, HostInfo, Result<HostInventoryReply>)> =
+            join_all(targets.into_iter().map(|(provider, info)| async move {
+                let entry = inner.provider(&provider);
+                let reply = match entry {
+                    Ok(entry) => {
+                        let call = entry
+                            .provider
+                            .host_inventory(HostInventory::new(info.name.clone()));
+                        let call = async {
+                            tokio::time::timeout(HOST_INVENTORY_TIMEOUT, call)
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(Error::new(ErrorKind::Timeout, "host inventory timed out")
+                                        .temporary())
+                                })
+                        };
+                        inner
+                            .call(&provider, Operation::HostInventory, &info.name, call)
                             .await
-                            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout, "host inventory timed out").temporary()))
-                    };
-                    inner.call(&provider, Operation::HostInventory, &info.name, call).await
-                }
-                Err(e) => Err(e),
-            };
-            (provider, info, reply)
-        }))
-        .await;
+                    }
+                    Err(e) => Err(e),
+                };
+                (provider, info, reply)
+            }))
+            .await;
 
         // 2. Update the host table, keeping reservations of creates in flight.
         let mut report = RefreshReport::default();
@@ -442,15 +525,32 @@ impl Engine {
                 let key = (provider.clone(), info.name.clone());
                 let old = inv.hosts.remove(&key);
                 let entry = inner.provider(provider)?;
-                let host_info = reply.as_ref().map(|r| r.host.clone()).unwrap_or_else(|_| info.clone());
+                let host_info = reply
+                    .as_ref()
+                    .map(|r| r.host.clone())
+                    .unwrap_or_else(|_| info.clone());
                 let caps = entry
                     .provider
                     .capabilities()
                     .narrow(entry.mask)
-                    .narrow(inner.zone_masks.get(&host_info.zone).copied().unwrap_or_else(Capabilities::all))
-                    .narrow(entry.host_masks.get(&host_info.name).copied().unwrap_or_else(Capabilities::all))
+                    .narrow(
+                        inner
+                            .zone_masks
+                            .get(&host_info.zone)
+                            .copied()
+                            .unwrap_or_else(Capabilities::all),
+                    )
+                    .narrow(
+                        entry
+                            .host_masks
+                            .get(&host_info.name)
+                            .copied()
+                            .unwrap_or_else(Capabilities::all),
+                    )
                     .narrow(host_info.capabilities);
-                let (reserved_vcpus, reserved_memory) = old.as_ref().map_or((0, 0), |o| (o.reserved_vcpus, o.reserved_memory));
+                let (reserved_vcpus, reserved_memory) = old
+                    .as_ref()
+                    .map_or((0, 0), |o| (o.reserved_vcpus, o.reserved_memory));
                 let state = match reply {
                     Ok(r) => {
                         report.hosts_ok += 1;
@@ -509,7 +609,13 @@ impl Engine {
                 None => break,
             }
         }
-        let busy: HashSet<VmId> = inner.store.unfinished_jobs().await?.into_iter().map(|j| j.vm_id).collect();
+        let busy: HashSet<VmId> = inner
+            .store
+            .unfinished_jobs()
+            .await?
+            .into_iter()
+            .map(|j| j.vm_id)
+            .collect();
         let observed: Vec<ObservedHost<'_>> = results
             .iter()
             .map(|(provider, info, reply)| ObservedHost {
@@ -543,7 +649,11 @@ impl Engine {
                 resources: a.native.resources,
                 zone,
                 desired: DesiredState::Active,
-                desired_power: if power == PowerState::Stopped { PowerState::Stopped } else { PowerState::Running },
+                desired_power: if power == PowerState::Stopped {
+                    PowerState::Stopped
+                } else {
+                    PowerState::Running
+                },
                 power,
                 present: true,
                 binding: ProviderBinding {
@@ -571,7 +681,9 @@ impl Engine {
                         )
                         .await;
                 }
-                Err(e) => tracing::warn!(vm_id = %a.mark.vm_id, error = %e, "cannot rebuild VM from its host mark"),
+                Err(e) => {
+                    tracing::warn!(vm_id = %a.mark.vm_id, error = %e, "cannot rebuild VM from its host mark")
+                }
             }
         }
 
@@ -596,25 +708,46 @@ impl Engine {
         let current: HashSet<Drift> = plan.drift.iter().cloned().collect();
         let new: Vec<Drift> = {
             let mut last = lock(&inner.last_drift);
-            let new = plan.drift.iter().filter(|d| !last.contains(*d)).cloned().collect();
+            let new = plan
+                .drift
+                .iter()
+                .filter(|d| !last.contains(*d))
+                .cloned()
+                .collect();
             *last = current;
             new
         };
-        let projects: BTreeMap<&VmId, &ProjectId> = known.iter().map(|v| (&v.id, &v.project)).collect();
+        let projects: BTreeMap<&VmId, &ProjectId> =
+            known.iter().map(|v| (&v.id, &v.project)).collect();
         for d in &new {
             let vm_id = drift_vm(d);
             let project = vm_id.and_then(|v| projects.get(v)).map(|p| (*p).clone());
-            inner.emit(project, vm_id.cloned(), Some(&Principal::system()), EventKind::Drift(d.clone())).await;
+            inner
+                .emit(
+                    project,
+                    vm_id.cloned(),
+                    Some(&Principal::system()),
+                    EventKind::Drift(d.clone()),
+                )
+                .await;
         }
         if inner.settings.drift_policy == DriftPolicy::RestorePower {
             for d in &plan.drift {
                 if let Drift::PowerMismatch { vm_id, desired, .. } = d
                     && let Some(project) = projects.get(vm_id)
                 {
-                    let ctx = RequestContext::new((*project).clone(), Principal::new("system:reconciler"));
+                    let ctx = RequestContext::new(
+                        (*project).clone(),
+                        Principal::new("system:reconciler"),
+                    );
                     let action = match desired {
-                        PowerState::Running => Action::Start { vm_id: vm_id.clone() },
-                        _ => Action::Stop { vm_id: vm_id.clone(), force: false },
+                        PowerState::Running => Action::Start {
+                            vm_id: vm_id.clone(),
+                        },
+                        _ => Action::Stop {
+                            vm_id: vm_id.clone(),
+                            force: false,
+                        },
                     };
                     match self.submit(&ctx, action).await {
                         Ok(_) => report.repairs += 1,
@@ -629,7 +762,11 @@ impl Engine {
     }
 }
 
-fn observed_zone(results: &[(String, HostInfo, Result<HostInventoryReply>)], provider: &str, host: &str) -> Option<String> {
+fn observed_zone(
+    results: &[(String, HostInfo, Result<HostInventoryReply>)],
+    provider: &str,
+    host: &str,
+) -> Option<String> {
     results
         .iter()
         .find(|(p, h, _)| p == provider && h.name == host)
@@ -638,7 +775,9 @@ fn observed_zone(results: &[(String, HostInfo, Result<HostInventoryReply>)], pro
 
 fn drift_vm(d: &Drift) -> Option<&VmId> {
     match d {
-        Drift::Missing { vm_id, .. } | Drift::PowerMismatch { vm_id, .. } | Drift::Moved { vm_id, .. } => Some(vm_id),
+        Drift::Missing { vm_id, .. }
+        | Drift::PowerMismatch { vm_id, .. }
+        | Drift::Moved { vm_id, .. } => Some(vm_id),
         Drift::Unmanaged { .. } => None,
     }
 }
@@ -656,9 +795,17 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
                 _ = tokio::time::sleep(interval) => {}
             }
             let Some(inner) = inner.upgrade() else { return };
-            let engine = Engine { inner: inner.clone() };
+            let engine = Engine {
+                inner: inner.clone(),
+            };
             match engine.refresh_inventory().await {
-                Ok(r) => tracing::debug!(hosts_ok = r.hosts_ok, failed = r.hosts_failed.len(), drift = r.drift.len(), elapsed_ms = r.elapsed_ms, "inventory refreshed"),
+                Ok(r) => tracing::debug!(
+                    hosts_ok = r.hosts_ok,
+                    failed = r.hosts_failed.len(),
+                    drift = r.drift.len(),
+                    elapsed_ms = r.elapsed_ms,
+                    "inventory refreshed"
+                ),
                 Err(e) => tracing::warn!(error = %e, "inventory refresh failed"),
             }
             let before = |keep: Duration| {
@@ -667,7 +814,10 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
                     .and_then(|d| Utc::now().checked_sub_signed(d))
                     .unwrap_or(DateTime::<Utc>::MIN_UTC)
             };
-            let (jobs_before, keys_before) = (before(inner.settings.job_retention), before(inner.settings.idempotency_ttl));
+            let (jobs_before, keys_before) = (
+                before(inner.settings.job_retention),
+                before(inner.settings.idempotency_ttl),
+            );
             if let Err(e) = inner.store.purge(jobs_before, keys_before).await {
                 tracing::warn!(error = %e, "purging expired jobs failed");
             }

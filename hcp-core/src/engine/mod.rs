@@ -24,14 +24,15 @@ pub use watch::JobWatch;
 
 use crate::store::{
     IdempotencyRecord, IdempotencyScope, JobFilter, MemoryStore, Page, PageRequest, Scope, Store,
-    SubmitOutcome, Submission, VmWrite,
+    Submission, SubmitOutcome, VmWrite,
 };
 use crate::{
-    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, Capabilities, Capability, Catalog, Config, Console, ConsoleKind,
-    DesiredState, Drift, EngineSettings, Error, ErrorKind, Event, EventFilter, EventKind, EventSink, GetConsole,
-    Job, JobAction, JobId, JobState, JobUpdate, NoopObserver, Observer, Operation, PendingReason, PowerState,
-    Principal, ProjectId, Provider, ProviderBinding, ProviderConfig, Quota, Requirements, Result, Secrets,
-    TracingSink, Vm, VmId, VmSpec, VmTarget,
+    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, Capabilities, Capability, Catalog, Config, Console,
+    ConsoleKind, DesiredState, Drift, EngineSettings, Error, ErrorKind, Event, EventFilter,
+    EventKind, EventSink, GetConsole, Job, JobAction, JobId, JobState, JobUpdate, NoopObserver,
+    Observer, Operation, PendingReason, PowerState, Principal, ProjectId, Provider,
+    ProviderBinding, ProviderConfig, Quota, Requirements, Result, Secrets, TracingSink, Vm, VmId,
+    VmSpec, VmTarget,
 };
 
 use inventory::InventoryState;
@@ -39,7 +40,8 @@ use scheduler::SchedMsg;
 use watch::LogMsg;
 
 /// Builds a provider from its section of the hosts file.
-pub type ProviderFactory = Arc<dyn Fn(&ProviderConfig, &Secrets) -> Result<Arc<dyn Provider>> + Send + Sync>;
+pub type ProviderFactory =
+    Arc<dyn Fn(&ProviderConfig, &Secrets) -> Result<Arc<dyn Provider>> + Send + Sync>;
 
 /// Who is asking, in which project, and with which idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,8 +243,8 @@ impl EngineBuilder {
                     ),
                 )
             })?;
-            let provider = factory(pc, &config.secrets)
-                .map_err(|e| e.with_context("provider", &pc.name))?;
+            let provider =
+                factory(pc, &config.secrets).map_err(|e| e.with_context("provider", &pc.name))?;
             let mut host_masks = HashMap::new();
             for h in &pc.hosts {
                 host_masks.insert(h.name.clone(), h.limits.mask()?);
@@ -262,7 +264,10 @@ impl EngineBuilder {
         }
         let settings = config.engine.clone();
         let store = self.store.unwrap_or_else(|| {
-            Arc::new(MemoryStore::new(settings.max_log_lines_per_job, settings.max_events))
+            Arc::new(MemoryStore::new(
+                settings.max_log_lines_per_job,
+                settings.max_events,
+            ))
         });
         let mut sinks = self.sinks;
         sinks.insert(0, Arc::new(TracingSink));
@@ -271,8 +276,13 @@ impl EngineBuilder {
         let (events_tx, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
             catalog: config.catalog(),
-            projects: (!config.projects.is_empty())
-                .then(|| config.projects.iter().map(|p| (p.name.clone(), p.quota)).collect()),
+            projects: (!config.projects.is_empty()).then(|| {
+                config
+                    .projects
+                    .iter()
+                    .map(|p| (p.name.clone(), p.quota))
+                    .collect()
+            }),
             settings,
             providers,
             zone_masks,
@@ -342,7 +352,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Inner {
     /// Appends an event to the store, hands it to every sink and to live subscribers.
-    pub(crate) async fn emit(&self, project: Option<ProjectId>, vm_id: Option<VmId>, principal: Option<&Principal>, kind: EventKind) {
+    pub(crate) async fn emit(
+        &self,
+        project: Option<ProjectId>,
+        vm_id: Option<VmId>,
+        principal: Option<&Principal>,
+        kind: EventKind,
+    ) {
         let event = Event {
             seq: 0,
             at: Utc::now(),
@@ -363,7 +379,11 @@ impl Inner {
     }
 
     /// Reads a job, applies `f`, and writes it back, retrying when a concurrent write intervened.
-    pub(crate) async fn update_job_with(&self, id: &JobId, mut f: impl FnMut(&mut Job) -> Result<()>) -> Result<Job> {
+    pub(crate) async fn update_job_with(
+        &self,
+        id: &JobId,
+        mut f: impl FnMut(&mut Job) -> Result<()>,
+    ) -> Result<Job> {
         for _ in 0..16 {
             let mut job = self
                 .store
@@ -378,12 +398,18 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::internal(format!("job `{id}` kept changing; gave up updating it")))
+        Err(Error::internal(format!(
+            "job `{id}` kept changing; gave up updating it"
+        )))
     }
 
     /// Reads a VM, applies `f`, and writes it back, retrying when a concurrent write intervened.
     /// Returns `None` when the VM is gone.
-    pub(crate) async fn update_vm_with(&self, id: &VmId, mut f: impl FnMut(&mut Vm)) -> Result<Option<Vm>> {
+    pub(crate) async fn update_vm_with(
+        &self,
+        id: &VmId,
+        mut f: impl FnMut(&mut Vm),
+    ) -> Result<Option<Vm>> {
         for _ in 0..16 {
             let Some(mut vm) = self.store.get_vm(&Scope::All, id).await? else {
                 return Ok(None);
@@ -397,13 +423,18 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::internal(format!("vm `{id}` kept changing; gave up updating it")))
+        Err(Error::internal(format!(
+            "vm `{id}` kept changing; gave up updating it"
+        )))
     }
 
     pub(crate) fn provider(&self, name: &str) -> Result<&ProviderEntry> {
-        self.providers
-            .get(name)
-            .ok_or_else(|| Error::new(ErrorKind::ProviderUnavailable, format!("provider `{name}` is not configured")))
+        self.providers.get(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!("provider `{name}` is not configured"),
+            )
+        })
     }
 
     /// Runs one provider call: stamps context on its error and reports it to the observer.
@@ -420,8 +451,12 @@ impl Inner {
                 .with_context("provider", provider)
                 .with_context("host", host)
         });
-        self.observer
-            .provider_call(provider, operation, started.elapsed(), result.as_ref().err().map(Error::kind));
+        self.observer.provider_call(
+            provider,
+            operation,
+            started.elapsed(),
+            result.as_ref().err().map(Error::kind),
+        );
         result
     }
 }
@@ -435,7 +470,10 @@ pub struct Engine {
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
-            .field("providers", &self.inner.providers.keys().collect::<Vec<_>>())
+            .field(
+                "providers",
+                &self.inner.providers.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -494,8 +532,20 @@ impl Engine {
     ///
     /// # Errors
     /// See [`Engine::submit`].
-    pub async fn delete_vm(&self, ctx: &RequestContext, vm_id: &VmId, force: bool) -> Result<Submitted> {
-        self.submit(ctx, Action::Delete { vm_id: vm_id.clone(), force }).await
+    pub async fn delete_vm(
+        &self,
+        ctx: &RequestContext,
+        vm_id: &VmId,
+        force: bool,
+    ) -> Result<Submitted> {
+        self.submit(
+            ctx,
+            Action::Delete {
+                vm_id: vm_id.clone(),
+                force,
+            },
+        )
+        .await
     }
 
     /// Powers a VM on (see [`Engine::submit`]).
@@ -503,23 +553,53 @@ impl Engine {
     /// # Errors
     /// See [`Engine::submit`].
     pub async fn start_vm(&self, ctx: &RequestContext, vm_id: &VmId) -> Result<Submitted> {
-        self.submit(ctx, Action::Start { vm_id: vm_id.clone() }).await
+        self.submit(
+            ctx,
+            Action::Start {
+                vm_id: vm_id.clone(),
+            },
+        )
+        .await
     }
 
     /// Powers a VM off (see [`Engine::submit`]).
     ///
     /// # Errors
     /// See [`Engine::submit`].
-    pub async fn stop_vm(&self, ctx: &RequestContext, vm_id: &VmId, force: bool) -> Result<Submitted> {
-        self.submit(ctx, Action::Stop { vm_id: vm_id.clone(), force }).await
+    pub async fn stop_vm(
+        &self,
+        ctx: &RequestContext,
+        vm_id: &VmId,
+        force: bool,
+    ) -> Result<Submitted> {
+        self.submit(
+            ctx,
+            Action::Stop {
+                vm_id: vm_id.clone(),
+                force,
+            },
+        )
+        .await
     }
 
     /// Restarts a VM (see [`Engine::submit`]).
     ///
     /// # Errors
     /// See [`Engine::submit`].
-    pub async fn reboot_vm(&self, ctx: &RequestContext, vm_id: &VmId, hard: bool) -> Result<Submitted> {
-        self.submit(ctx, Action::Reboot { vm_id: vm_id.clone(), hard }).await
+    pub async fn reboot_vm(
+        &self,
+        ctx: &RequestContext,
+        vm_id: &VmId,
+        hard: bool,
+    ) -> Result<Submitted> {
+        self.submit(
+            ctx,
+            Action::Reboot {
+                vm_id: vm_id.clone(),
+                hard,
+            },
+        )
+        .await
     }
 
     /// Submits an infrastructure change as a job and returns at once with its VM and job ids.
@@ -540,7 +620,9 @@ impl Engine {
     ///   or for a name already taken in the project.
     pub async fn submit(&self, ctx: &RequestContext, action: Action) -> Result<Submitted> {
         let op = action.operation();
-        self.submit_inner(ctx, action).await.map_err(|e| e.with_operation(op))
+        self.submit_inner(ctx, action)
+            .await
+            .map_err(|e| e.with_operation(op))
     }
 
     async fn submit_inner(&self, ctx: &RequestContext, action: Action) -> Result<Submitted> {
@@ -553,7 +635,11 @@ impl Engine {
             known.sort_unstable();
             return Err(Error::new(
                 ErrorKind::NotFound,
-                format!("project: unknown project `{}`; known: {}", ctx.project, known.join(", ")),
+                format!(
+                    "project: unknown project `{}`; known: {}",
+                    ctx.project,
+                    known.join(", ")
+                ),
             )
             .with_field("project"));
         }
@@ -589,10 +675,17 @@ impl Engine {
         let (vm_write, job_action, vm_id, provider, host) = match action {
             Action::Create { spec, host } => {
                 let resources = inner.catalog.resolve(&spec)?;
-                if let Some(existing) = inner.store.find_vm_by_name(&ctx.project, &spec.name).await? {
+                if let Some(existing) = inner
+                    .store
+                    .find_vm_by_name(&ctx.project, &spec.name)
+                    .await?
+                {
                     return Err(Error::new(
                         ErrorKind::Conflict,
-                        format!("a VM named `{}` already exists in project `{}` ({})", spec.name, ctx.project, existing.id),
+                        format!(
+                            "a VM named `{}` already exists in project `{}` ({})",
+                            spec.name, ctx.project, existing.id
+                        ),
                     )
                     .with_field("name"));
                 }
@@ -619,8 +712,19 @@ impl Engine {
                     updated_at: now,
                     generation: 0,
                 };
-                reservation = Some(inventory::Reservation::new(inner, &placement.provider, &placement.host, resources));
-                (VmWrite::Insert(vm), JobAction::Create, vm_id, placement.provider, placement.host)
+                reservation = Some(inventory::Reservation::new(
+                    inner,
+                    &placement.provider,
+                    &placement.host,
+                    resources,
+                ));
+                (
+                    VmWrite::Insert(vm),
+                    JobAction::Create,
+                    vm_id,
+                    placement.provider,
+                    placement.host,
+                )
             }
             other => {
                 let vm_id = match &other {
@@ -666,7 +770,10 @@ impl Engine {
                         if !self.host_exists(&vm.binding.provider, &target_host) {
                             return Err(Error::invalid(
                                 "target_host",
-                                format!("host `{target_host}` is not a host of provider `{}`", vm.binding.provider),
+                                format!(
+                                    "host `{target_host}` is not a host of provider `{}`",
+                                    vm.binding.provider
+                                ),
                             ));
                         }
                         JobAction::Migrate { target_host }
@@ -770,7 +877,13 @@ impl Engine {
     }
 
     async fn check_quota(&self, project: &ProjectId, add: crate::Resources) -> Result<()> {
-        let Some(q) = self.inner.projects.as_ref().and_then(|p| p.get(project.as_str())).copied() else {
+        let Some(q) = self
+            .inner
+            .projects
+            .as_ref()
+            .and_then(|p| p.get(project.as_str()))
+            .copied()
+        else {
             return Ok(());
         };
         if q == Quota::default() {
@@ -779,8 +892,16 @@ impl Engine {
         let (mut vms, mut vcpus, mut mem) = (1u64, u64::from(add.vcpus), add.memory_mib);
         let mut page = PageRequest::all();
         loop {
-            let p = self.inner.store.list_vms(&Scope::Project(project.clone()), &page).await?;
-            for v in p.items.iter().filter(|v| v.desired != DesiredState::Deleted) {
+            let p = self
+                .inner
+                .store
+                .list_vms(&Scope::Project(project.clone()), &page)
+                .await?;
+            for v in p
+                .items
+                .iter()
+                .filter(|v| v.desired != DesiredState::Deleted)
+            {
                 vms += 1;
                 vcpus += u64::from(v.resources.vcpus);
                 mem += v.resources.memory_mib;
@@ -790,7 +911,11 @@ impl Engine {
                 None => break,
             }
         }
-        for (what, used, max) in [("max_vms", vms, q.max_vms), ("max_vcpus", vcpus, q.max_vcpus), ("max_memory_mib", mem, q.max_memory_mib)] {
+        for (what, used, max) in [
+            ("max_vms", vms, q.max_vms),
+            ("max_vcpus", vcpus, q.max_vcpus),
+            ("max_memory_mib", mem, q.max_memory_mib),
+        ] {
             if let Some(max) = max
                 && used > max
             {
@@ -853,7 +978,12 @@ impl Engine {
     ///
     /// # Errors
     /// Store errors only.
-    pub async fn list_jobs(&self, scope: &Scope, filter: &JobFilter, page: &PageRequest) -> Result<Page<Job>> {
+    pub async fn list_jobs(
+        &self,
+        scope: &Scope,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Job>> {
         let mut p = self.inner.store.list_jobs(scope, filter, page).await?;
         for j in &mut p.items {
             self.explain_pending(j);
@@ -874,7 +1004,12 @@ impl Engine {
     /// # Errors
     /// [`ErrorKind::NotFound`] for an unknown job; [`ErrorKind::Timeout`] when `timeout` passes
     /// first (the job goes on).
-    pub async fn wait_job(&self, scope: &Scope, job_id: &JobId, timeout: Option<Duration>) -> Result<Job> {
+    pub async fn wait_job(
+        &self,
+        scope: &Scope,
+        job_id: &JobId,
+        timeout: Option<Duration>,
+    ) -> Result<Job> {
         let wait = async {
             let mut w = self.watch_job(scope, job_id).await?;
             while let Some(u) = w.next().await {
@@ -886,7 +1021,11 @@ impl Engine {
         };
         match timeout {
             Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
-                Error::new(ErrorKind::Timeout, format!("job `{job_id}` did not end within {t:?}")).with_context("job", job_id)
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("job `{job_id}` did not end within {t:?}"),
+                )
+                .with_context("job", job_id)
             })?,
             None => wait.await,
         }
@@ -897,10 +1036,18 @@ impl Engine {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for an unknown job; [`ErrorKind::Conflict`] when it already ended.
-    pub async fn cancel_job(&self, scope: &Scope, job_id: &JobId, principal: &Principal) -> Result<Job> {
+    pub async fn cancel_job(
+        &self,
+        scope: &Scope,
+        job_id: &JobId,
+        principal: &Principal,
+    ) -> Result<Job> {
         let job = self.get_job(scope, job_id).await?;
         if job.state.is_terminal() {
-            return Err(Error::new(ErrorKind::Conflict, format!("job `{job_id}` already ended ({})", job.state)));
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("job `{job_id}` already ended ({})", job.state),
+            ));
         }
         let cancelled = self
             .inner
@@ -909,7 +1056,9 @@ impl Engine {
                     return Err(Error::new(ErrorKind::Conflict, "not pending"));
                 }
                 j.transition(JobState::Cancelled, Utc::now())?;
-                j.error = Some((&Error::new(ErrorKind::Cancelled, format!("cancelled by {principal}"))).into());
+                j.error = Some(
+                    (&Error::new(ErrorKind::Cancelled, format!("cancelled by {principal}"))).into(),
+                );
                 Ok(())
             })
             .await;
@@ -936,7 +1085,12 @@ impl Engine {
     /// # Errors
     /// [`ErrorKind::NotFound`] for a VM outside `ctx`'s project; [`ErrorKind::FeatureNotSupported`]
     /// when its host offers no console; [`ErrorKind::Conflict`] when it is not running.
-    pub async fn console(&self, ctx: &RequestContext, vm_id: &VmId, kind: Option<ConsoleKind>) -> Result<Console> {
+    pub async fn console(
+        &self,
+        ctx: &RequestContext,
+        vm_id: &VmId,
+        kind: Option<ConsoleKind>,
+    ) -> Result<Console> {
         let op = Operation::Console;
         let vm = self
             .get_vm(&ctx.scope(), vm_id)
@@ -944,8 +1098,14 @@ impl Engine {
             .map_err(|e| e.with_operation(op))?;
         self.require(&vm, op, Capability::Console)?;
         if vm.desired != DesiredState::Active {
-            return Err(Error::new(ErrorKind::Conflict, format!("vm `{vm_id}` is {}; a console needs an active VM", vm.desired))
-                .with_operation(op));
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "vm `{vm_id}` is {}; a console needs an active VM",
+                    vm.desired
+                ),
+            )
+            .with_operation(op));
         }
         let entry = self.inner.provider(&vm.binding.provider)?;
         let target = VmTarget {
@@ -956,14 +1116,23 @@ impl Engine {
         };
         let console = self
             .inner
-            .call(&vm.binding.provider, op, &vm.binding.host, entry.provider.console(GetConsole::new(target).with_kind(kind)))
+            .call(
+                &vm.binding.provider,
+                op,
+                &vm.binding.host,
+                entry
+                    .provider
+                    .console(GetConsole::new(target).with_kind(kind)),
+            )
             .await?;
         self.inner
             .emit(
                 Some(vm.project.clone()),
                 Some(vm.id.clone()),
                 Some(&ctx.principal),
-                EventKind::ConsoleOpened { console: console.kind },
+                EventKind::ConsoleOpened {
+                    console: console.kind,
+                },
             )
             .await;
         Ok(console)
@@ -983,7 +1152,13 @@ impl Engine {
     }
 
     /// Records an event from a shell (a console proxy session, say).
-    pub async fn record_event(&self, project: Option<ProjectId>, vm_id: Option<VmId>, principal: Option<&Principal>, kind: EventKind) {
+    pub async fn record_event(
+        &self,
+        project: Option<ProjectId>,
+        vm_id: Option<VmId>,
+        principal: Option<&Principal>,
+        kind: EventKind,
+    ) {
         self.inner.emit(project, vm_id, principal, kind).await;
     }
 
@@ -1003,7 +1178,11 @@ impl Engine {
                         Ok(())
                     })
                     .await?;
-                let _ = self.inner.logs.send(LogMsg::line(&job.id, crate::LogLevel::Warn, "requeued after an HCP restart".into()));
+                let _ = self.inner.logs.send(LogMsg::line(
+                    &job.id,
+                    crate::LogLevel::Warn,
+                    "requeued after an HCP restart".into(),
+                ));
             }
             self.inner.pending.fetch_add(1, Ordering::Relaxed);
             let _ = self.inner.sched.send(SchedMsg::Submitted {
@@ -1055,7 +1234,10 @@ impl<'a> KeyGuard<'a> {
         if !lock(&inner.inflight_keys).insert(scope.clone()) {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                format!("a request with idempotency key `{}` is still being accepted; retry shortly", scope.key),
+                format!(
+                    "a request with idempotency key `{}` is still being accepted; retry shortly",
+                    scope.key
+                ),
             )
             .with_code(CODE_IDEMPOTENCY_KEY_IN_PROGRESS)
             .with_field("idempotency_key")
@@ -1070,6 +1252,3 @@ impl Drop for KeyGuard<'_> {
         lock(&self.inner.inflight_keys).remove(&self.scope);
     }
 }
-
-#[cfg(test)]
-mod tests;

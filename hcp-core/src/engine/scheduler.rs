@@ -22,11 +22,23 @@ use crate::{JobId, JobState, PendingReason, VmId};
 #[derive(Debug)]
 pub(crate) enum SchedMsg {
     /// A job was accepted.
-    Submitted { job_id: JobId, vm_id: VmId, host_key: String },
+    Submitted {
+        job_id: JobId,
+        vm_id: VmId,
+        host_key: String,
+    },
     /// A started job's worker returned: it ended, or never started because it had ended already.
-    Finished { job_id: JobId, vm_id: VmId, host_key: String },
+    Finished {
+        job_id: JobId,
+        vm_id: VmId,
+        host_key: String,
+    },
     /// A started job failed temporarily and is pending again; it may run after `after`.
-    Retry { job_id: JobId, host_key: String, after: Duration },
+    Retry {
+        job_id: JobId,
+        host_key: String,
+        after: Duration,
+    },
     /// A retry's backoff elapsed.
     RetryReady { job_id: JobId, host_key: String },
     /// A pending job was cancelled or failed without running.
@@ -53,7 +65,10 @@ struct Scheduler {
 
 pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg>) {
     let (max_global, max_host) = match inner.upgrade() {
-        Some(i) => (i.settings.max_concurrent_jobs.max(1), i.settings.max_jobs_per_host.max(1)),
+        Some(i) => (
+            i.settings.max_concurrent_jobs.max(1),
+            i.settings.max_jobs_per_host.max(1),
+        ),
         None => return,
     };
     let mut s = Scheduler {
@@ -82,7 +97,11 @@ pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg
 impl Scheduler {
     fn handle(&mut self, inner: &Arc<Inner>, msg: SchedMsg) {
         match msg {
-            SchedMsg::Submitted { job_id, vm_id, host_key } => {
+            SchedMsg::Submitted {
+                job_id,
+                vm_id,
+                host_key,
+            } => {
                 let q = self.vm_queues.entry(vm_id).or_default();
                 let head = q.front().map(|h| h.job_id.clone());
                 q.push_back(Queued {
@@ -91,14 +110,24 @@ impl Scheduler {
                 });
                 match head {
                     None => self.ready.push_back(Queued { job_id, host_key }),
-                    Some(blocking_job) => set_reason(inner, job_id, PendingReason::WaitingForVm { blocking_job }),
+                    Some(blocking_job) => {
+                        set_reason(inner, job_id, PendingReason::WaitingForVm { blocking_job })
+                    }
                 }
             }
-            SchedMsg::Finished { job_id, vm_id, host_key } => {
+            SchedMsg::Finished {
+                job_id,
+                vm_id,
+                host_key,
+            } => {
                 self.release(&job_id, &host_key);
                 self.advance_vm(inner, &vm_id, &job_id);
             }
-            SchedMsg::Retry { job_id, host_key, after } => {
+            SchedMsg::Retry {
+                job_id,
+                host_key,
+                after,
+            } => {
                 self.release(&job_id, &host_key);
                 inner.pending.fetch_add(1, Ordering::Relaxed);
                 let weak = Arc::downgrade(inner);
@@ -119,8 +148,12 @@ impl Scheduler {
                     // Its worker reports Finished.
                     return;
                 }
-                let Some(q) = self.vm_queues.get_mut(&vm_id) else { return };
-                let Some(pos) = q.iter().position(|j| j.job_id == job_id) else { return };
+                let Some(q) = self.vm_queues.get_mut(&vm_id) else {
+                    return;
+                };
+                let Some(pos) = q.iter().position(|j| j.job_id == job_id) else {
+                    return;
+                };
                 inner.pending.fetch_sub(1, Ordering::Relaxed);
                 if pos == 0 {
                     // The head sits in `ready`, a host queue or backoff: skip it there.
@@ -149,7 +182,9 @@ impl Scheduler {
 
     /// Removes `done` from the head of its VM queue and readies the next job on the VM.
     fn advance_vm(&mut self, inner: &Arc<Inner>, vm_id: &VmId, done: &JobId) {
-        let Some(q) = self.vm_queues.get_mut(vm_id) else { return };
+        let Some(q) = self.vm_queues.get_mut(vm_id) else {
+            return;
+        };
         if q.front().is_some_and(|h| &h.job_id == done) {
             q.pop_front();
         }
@@ -166,13 +201,19 @@ impl Scheduler {
 
     fn pump(&mut self, inner: &Arc<Inner>) {
         while self.running.len() < self.max_global {
-            let Some(job) = self.ready.pop_front() else { break };
+            let Some(job) = self.ready.pop_front() else {
+                break;
+            };
             if self.skip.remove(&job.job_id) {
                 continue;
             }
             let on_host = self.running_host.entry(job.host_key.clone()).or_default();
             if *on_host >= self.max_host {
-                let host = job.host_key.split_once('/').map_or(job.host_key.as_str(), |(_, h)| h).to_string();
+                let host = job
+                    .host_key
+                    .split_once('/')
+                    .map_or(job.host_key.as_str(), |(_, h)| h)
+                    .to_string();
                 set_reason(
                     inner,
                     job.job_id.clone(),
@@ -181,7 +222,10 @@ impl Scheduler {
                         limit: self.max_host,
                     },
                 );
-                self.host_waiting.entry(job.host_key.clone()).or_default().push_back(job);
+                self.host_waiting
+                    .entry(job.host_key.clone())
+                    .or_default()
+                    .push_back(job);
                 continue;
             }
             *on_host += 1;

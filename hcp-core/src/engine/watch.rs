@@ -46,7 +46,11 @@ pub(crate) fn spawn_log_writer(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiv
                     at,
                     level,
                     message,
-                } => match inner.store.append_logs(&job_id, vec![(at, level, message)]).await {
+                } => match inner
+                    .store
+                    .append_logs(&job_id, vec![(at, level, message)])
+                    .await
+                {
                     Ok(lines) => {
                         if let Some(tx) = lock(&inner.watchers).get(&job_id) {
                             for l in lines {
@@ -93,16 +97,25 @@ pub struct JobWatch {
 
 impl std::fmt::Debug for JobWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobWatch").field("job_id", &self.job_id).finish_non_exhaustive()
+        f.debug_struct("JobWatch")
+            .field("job_id", &self.job_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl JobWatch {
-    pub(crate) async fn start(inner: &Arc<Inner>, scope: &Scope, job_id: &JobId) -> Result<JobWatch> {
+    pub(crate) async fn start(
+        inner: &Arc<Inner>,
+        scope: &Scope,
+        job_id: &JobId,
+    ) -> Result<JobWatch> {
         // Subscribe before reading the past, so no line falls between the two.
         let rx = {
             let mut watchers = lock(&inner.watchers);
-            watchers.entry(job_id.clone()).or_insert_with(|| broadcast::channel(1024).0).subscribe()
+            watchers
+                .entry(job_id.clone())
+                .or_insert_with(|| broadcast::channel(1024).0)
+                .subscribe()
         };
         let job = match inner.store.get_job(scope, job_id).await {
             Ok(Some(j)) => j,
@@ -173,7 +186,8 @@ impl JobWatch {
                 Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
                 Err(broadcast::error::RecvError::Closed) => {
                     self.catch_up().await;
-                    if let Ok(Some(job)) = self.inner.store.get_job(&Scope::All, &self.job_id).await {
+                    if let Ok(Some(job)) = self.inner.store.get_job(&Scope::All, &self.job_id).await
+                    {
                         self.backlog.push_back(JobUpdate::End(Box::new(job)));
                     } else {
                         self.done = true;
@@ -200,7 +214,10 @@ impl JobWatch {
 
 fn drop_if_unused(inner: &Inner, job_id: &JobId) {
     let mut watchers = lock(&inner.watchers);
-    if watchers.get(job_id).is_some_and(|tx| tx.receiver_count() == 0) {
+    if watchers
+        .get(job_id)
+        .is_some_and(|tx| tx.receiver_count() == 0)
+    {
         watchers.remove(job_id);
     }
 }

@@ -13,17 +13,24 @@ use super::watch::LogMsg;
 use super::{Inner, lock};
 use crate::store::Scope;
 use crate::{
-    CreateVm, DeleteVm, DesiredState, Error, ErrorInfo, ErrorKind, EventKind, HcpMark, Job, JobAction, JobReporter,
-    JobState, JobUpdate, LogLevel, MigrateVm, NetworkPlan, OpContext, PendingReason, PowerState, Principal,
-    RebootVm, RetryDecision, SnapshotVm, StartVm, StopVm, Vm, VmTarget,
+    CreateVm, DeleteVm, DesiredState, Error, ErrorInfo, ErrorKind, EventKind, HcpMark, Job,
+    JobAction, JobReporter, JobState, JobUpdate, LogLevel, MigrateVm, NetworkPlan, OpContext,
+    PendingReason, PowerState, Principal, RebootVm, RetryDecision, SnapshotVm, StartVm, StopVm, Vm,
+    VmTarget,
 };
 
 /// What a successful attempt changed.
 enum Effect {
-    Created { native_id: String, power: PowerState },
+    Created {
+        native_id: String,
+        power: PowerState,
+    },
     Deleted,
     Power(PowerState),
-    Moved { host: String, native_id: String },
+    Moved {
+        host: String,
+        native_id: String,
+    },
     Nothing,
 }
 
@@ -34,7 +41,10 @@ struct Reporter {
 
 impl JobReporter for Reporter {
     fn log(&self, level: LogLevel, message: String) {
-        let _ = self.inner.logs.send(LogMsg::line(&self.job, level, message));
+        let _ = self
+            .inner
+            .logs
+            .send(LogMsg::line(&self.job, level, message));
     }
 
     fn progress(&self, percent: u8) {
@@ -63,9 +73,13 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
     if job.state != JobState::Pending {
         return finished(job.vm_id);
     }
-    let deadline = job.started_at.unwrap_or_else(Utc::now) + chrono::Duration::milliseconds(job.timeout_ms as i64);
+    let deadline = job.started_at.unwrap_or_else(Utc::now)
+        + chrono::Duration::milliseconds(job.timeout_ms as i64);
     if Utc::now() >= deadline {
-        let err = Error::new(ErrorKind::Timeout, format!("job exceeded its timeout of {} ms", job.timeout_ms));
+        let err = Error::new(
+            ErrorKind::Timeout,
+            format!("job exceeded its timeout of {} ms", job.timeout_ms),
+        );
         let _ = fail(inner, job.clone(), None, err, JobState::Pending).await;
         return finished(job.vm_id);
     }
@@ -93,7 +107,10 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
         inner,
         &job,
         LogLevel::Info,
-        format!("attempt {}/{}: {} {} on {}", job.attempts, job.max_attempts, job.operation, vm.spec.name, vm.binding.host),
+        format!(
+            "attempt {}/{}: {} {} on {}",
+            job.attempts, job.max_attempts, job.operation, vm.spec.name, vm.binding.host
+        ),
     );
 
     let token = CancellationToken::new();
@@ -117,14 +134,22 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
     match outcome {
         Ok(effect) => succeed(inner, job.clone(), &vm, effect).await,
         Err(e) => {
-            let e = e.with_operation(job.operation).with_context("vm", &vm.id).with_context("job", &job.id);
+            let e = e
+                .with_operation(job.operation)
+                .with_context("vm", &vm.id)
+                .with_context("job", &job.id);
             if e.kind() != ErrorKind::Cancelled
-                && let RetryDecision::RetryAfter(after) = inner.settings.retry.decide(job.attempts, &e)
+                && let RetryDecision::RetryAfter(after) =
+                    inner.settings.retry.decide(job.attempts, &e)
                 && Utc::now() + chrono::Duration::from_std(after).unwrap_or_default() < deadline
             {
                 return retry(inner, &job, e, after, host_key).await;
             }
-            let state = if e.kind() == ErrorKind::Cancelled { JobState::Cancelled } else { JobState::Failed };
+            let state = if e.kind() == ErrorKind::Cancelled {
+                JobState::Cancelled
+            } else {
+                JobState::Failed
+            };
             let _ = fail(inner, job.clone(), Some(&vm), e.persist(), state).await;
         }
     }
@@ -143,7 +168,11 @@ fn target(vm: &Vm) -> VmTarget {
 async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::Result<Effect> {
     let entry = inner.provider(&vm.binding.provider)?;
     let p = &entry.provider;
-    let (provider, host, op) = (vm.binding.provider.as_str(), vm.binding.host.as_str(), job.operation);
+    let (provider, host, op) = (
+        vm.binding.provider.as_str(),
+        vm.binding.host.as_str(),
+        job.operation,
+    );
     match &job.action {
         JobAction::Create => {
             let networks = vm
@@ -166,7 +195,9 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 .with_networks(networks)
                 .with_tags(vm.spec.tags.clone())
                 .with_user_data(vm.spec.user_data.clone());
-            let created = inner.call(provider, op, host, p.create_vm(ctx, args)).await?;
+            let created = inner
+                .call(provider, op, host, p.create_vm(ctx, args))
+                .await?;
             ctx.info(format!("created {} as {}", vm.spec.name, created.native_id));
             Ok(Effect::Created {
                 native_id: created.native_id,
@@ -175,7 +206,12 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
         }
         JobAction::Delete { force } => {
             let r = inner
-                .call(provider, op, host, p.delete_vm(ctx, DeleteVm::new(target(vm)).with_force(*force)))
+                .call(
+                    provider,
+                    op,
+                    host,
+                    p.delete_vm(ctx, DeleteVm::new(target(vm)).with_force(*force)),
+                )
                 .await?;
             if !r.existed {
                 ctx.info("the VM was already gone");
@@ -183,7 +219,14 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
             Ok(Effect::Deleted)
         }
         JobAction::Start => {
-            let r = inner.call(provider, op, host, p.start_vm(ctx, StartVm::new(target(vm)))).await?;
+            let r = inner
+                .call(
+                    provider,
+                    op,
+                    host,
+                    p.start_vm(ctx, StartVm::new(target(vm))),
+                )
+                .await?;
             if r.was_running {
                 ctx.info("the VM was already running");
             }
@@ -206,20 +249,38 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
         }
         JobAction::Reboot { hard } => {
             inner
-                .call(provider, op, host, p.reboot_vm(ctx, RebootVm::new(target(vm)).with_hard(*hard)))
+                .call(
+                    provider,
+                    op,
+                    host,
+                    p.reboot_vm(ctx, RebootVm::new(target(vm)).with_hard(*hard)),
+                )
                 .await?;
             Ok(Effect::Power(PowerState::Running))
         }
         JobAction::Snapshot { name } => {
             let r = inner
-                .call(provider, op, host, p.snapshot_vm(ctx, SnapshotVm::new(target(vm)).with_name(name)))
+                .call(
+                    provider,
+                    op,
+                    host,
+                    p.snapshot_vm(ctx, SnapshotVm::new(target(vm)).with_name(name)),
+                )
                 .await?;
             ctx.info(format!("snapshot {name} taken ({})", r.snapshot_id));
             Ok(Effect::Nothing)
         }
         JobAction::Migrate { target_host } => {
             let r = inner
-                .call(provider, op, host, p.migrate_vm(ctx, MigrateVm::new(target(vm)).with_target_host(target_host)))
+                .call(
+                    provider,
+                    op,
+                    host,
+                    p.migrate_vm(
+                        ctx,
+                        MigrateVm::new(target(vm)).with_target_host(target_host),
+                    ),
+                )
                 .await?;
             Ok(Effect::Moved {
                 host: r.host,
@@ -232,7 +293,14 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
 async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
     let result = match effect {
         Effect::Deleted => {
-            settle_capacity(inner, &vm.binding.provider, &vm.binding.host, vm.resources, None, vm.present);
+            settle_capacity(
+                inner,
+                &vm.binding.provider,
+                &vm.binding.host,
+                vm.resources,
+                None,
+                vm.present,
+            );
             let removed = async {
                 let cur = inner.store.get_vm(&Scope::All, &vm.id).await?;
                 if let Some(cur) = cur {
@@ -242,12 +310,26 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
             }
             .await;
             inner
-                .emit(Some(vm.project.clone()), Some(vm.id.clone()), Some(&job.principal), EventKind::VmDeleted { resources: vm.resources })
+                .emit(
+                    Some(vm.project.clone()),
+                    Some(vm.id.clone()),
+                    Some(&job.principal),
+                    EventKind::VmDeleted {
+                        resources: vm.resources,
+                    },
+                )
                 .await;
             removed
         }
         Effect::Created { native_id, power } => {
-            settle_capacity(inner, &vm.binding.provider, &vm.binding.host, vm.resources, Some(true), false);
+            settle_capacity(
+                inner,
+                &vm.binding.provider,
+                &vm.binding.host,
+                vm.resources,
+                Some(true),
+                false,
+            );
             let r = inner
                 .update_vm_with(&vm.id, |v| {
                     v.binding.native_id = Some(native_id.clone());
@@ -258,7 +340,14 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 })
                 .await;
             inner
-                .emit(Some(vm.project.clone()), Some(vm.id.clone()), Some(&job.principal), EventKind::VmCreated { resources: vm.resources })
+                .emit(
+                    Some(vm.project.clone()),
+                    Some(vm.id.clone()),
+                    Some(&job.principal),
+                    EventKind::VmCreated {
+                        resources: vm.resources,
+                    },
+                )
                 .await;
             r.map(|_| ())
         }
@@ -281,16 +370,32 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
     if let Err(e) = result {
         tracing::error!(job_id = %job.id, error = %e, "cannot record a finished job's effect on its VM");
     }
-    log(inner, &job, LogLevel::Info, format!("{} succeeded", job.operation));
+    log(
+        inner,
+        &job,
+        LogLevel::Info,
+        format!("{} succeeded", job.operation),
+    );
     let _ = end(inner, &job, JobState::Succeeded, None).await;
 }
 
-async fn retry(inner: &Arc<Inner>, job: &Job, e: Error, after: Duration, host_key: &str) -> SchedMsg {
+async fn retry(
+    inner: &Arc<Inner>,
+    job: &Job,
+    e: Error,
+    after: Duration,
+    host_key: &str,
+) -> SchedMsg {
     log(
         inner,
         job,
         LogLevel::Warn,
-        format!("attempt {} failed with a temporary error, retrying in {} ms: {}", job.attempts, after.as_millis(), e.message()),
+        format!(
+            "attempt {} failed with a temporary error, retrying in {} ms: {}",
+            job.attempts,
+            after.as_millis(),
+            e.message()
+        ),
     );
     let retry_at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
     let info = ErrorInfo::from(&e);
@@ -328,12 +433,30 @@ async fn retry(inner: &Arc<Inner>, job: &Job, e: Error, after: Duration, host_ke
 
 /// Ends a job as failed or cancelled and records the failure on its VM. A failed or cancelled
 /// create removes whatever the provider had half-made.
-async fn fail(inner: &Arc<Inner>, job: Job, vm: Option<&Vm>, e: Error, state: JobState) -> crate::Result<()> {
+async fn fail(
+    inner: &Arc<Inner>,
+    job: Job,
+    vm: Option<&Vm>,
+    e: Error,
+    state: JobState,
+) -> crate::Result<()> {
     let info = ErrorInfo::from(&e);
-    log(inner, &job, LogLevel::Error, format!("{} failed: {e}", job.operation));
+    log(
+        inner,
+        &job,
+        LogLevel::Error,
+        format!("{} failed: {e}", job.operation),
+    );
     if let Some(vm) = vm {
         if job.action == JobAction::Create {
-            settle_capacity(inner, &vm.binding.provider, &vm.binding.host, vm.resources, Some(false), false);
+            settle_capacity(
+                inner,
+                &vm.binding.provider,
+                &vm.binding.host,
+                vm.resources,
+                Some(false),
+                false,
+            );
             cleanup_create(inner, &job, vm).await;
         }
         let is_create = job.action == JobAction::Create;
@@ -364,19 +487,41 @@ async fn fail(inner: &Arc<Inner>, job: Job, vm: Option<&Vm>, e: Error, state: Jo
 }
 
 async fn cleanup_create(inner: &Arc<Inner>, job: &Job, vm: &Vm) {
-    let Ok(entry) = inner.provider(&vm.binding.provider) else { return };
+    let Ok(entry) = inner.provider(&vm.binding.provider) else {
+        return;
+    };
     let ctx = OpContext::detached();
     let args = DeleteVm::new(target(vm)).with_force(true);
     let r = tokio::time::timeout(
         Duration::from_secs(120),
-        inner.call(&vm.binding.provider, crate::Operation::DeleteVm, &vm.binding.host, entry.provider.delete_vm(&ctx, args)),
+        inner.call(
+            &vm.binding.provider,
+            crate::Operation::DeleteVm,
+            &vm.binding.host,
+            entry.provider.delete_vm(&ctx, args),
+        ),
     )
     .await;
     match r {
-        Ok(Ok(d)) if d.existed => log(inner, job, LogLevel::Warn, "removed the partly created VM".into()),
+        Ok(Ok(d)) if d.existed => log(
+            inner,
+            job,
+            LogLevel::Warn,
+            "removed the partly created VM".into(),
+        ),
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => log(inner, job, LogLevel::Error, format!("could not remove the partly created VM: {}", e.message())),
-        Err(_) => log(inner, job, LogLevel::Error, "removing the partly created VM timed out".into()),
+        Ok(Err(e)) => log(
+            inner,
+            job,
+            LogLevel::Error,
+            format!("could not remove the partly created VM: {}", e.message()),
+        ),
+        Err(_) => log(
+            inner,
+            job,
+            LogLevel::Error,
+            "removing the partly created VM timed out".into(),
+        ),
     }
 }
 
@@ -385,17 +530,35 @@ pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Pr
     if job.action == JobAction::Create {
         // Nothing exists on the host yet: forget the VM and free its capacity.
         if let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await {
-            settle_capacity(inner, &vm.binding.provider, &vm.binding.host, vm.resources, Some(false), false);
+            settle_capacity(
+                inner,
+                &vm.binding.provider,
+                &vm.binding.host,
+                vm.resources,
+                Some(false),
+                false,
+            );
             let _ = inner.store.remove_vm(&vm.id, vm.generation).await;
         }
     } else if matches!(job.action, JobAction::Delete { .. }) {
-        let _ = inner.update_vm_with(&job.vm_id, |v| v.desired = DesiredState::Active).await;
+        let _ = inner
+            .update_vm_with(&job.vm_id, |v| v.desired = DesiredState::Active)
+            .await;
     }
-    let _ = inner.logs.send(LogMsg::line(&job.id, LogLevel::Warn, format!("cancelled by {principal} before it started")));
+    let _ = inner.logs.send(LogMsg::line(
+        &job.id,
+        LogLevel::Warn,
+        format!("cancelled by {principal} before it started"),
+    ));
     finalize(inner, job).await;
 }
 
-async fn end(inner: &Arc<Inner>, job: &Job, state: JobState, error: Option<ErrorInfo>) -> crate::Result<()> {
+async fn end(
+    inner: &Arc<Inner>,
+    job: &Job,
+    state: JobState,
+    error: Option<ErrorInfo>,
+) -> crate::Result<()> {
     let from = job.state;
     let err = error.clone();
     let job = inner
@@ -416,16 +579,29 @@ async fn finalize(inner: &Arc<Inner>, job: &Job) {
     if inner.logs.send(LogMsg::Flush(tx)).is_ok() {
         let _ = rx.await;
     }
-    let job = inner.store.get_job(&Scope::All, &job.id).await.ok().flatten().unwrap_or_else(|| job.clone());
+    let job = inner
+        .store
+        .get_job(&Scope::All, &job.id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| job.clone());
     let elapsed = job.elapsed(Utc::now()).unwrap_or_default();
-    inner.observer.job_finished(job.operation, job.state, elapsed);
+    inner
+        .observer
+        .job_finished(job.operation, job.state, elapsed);
     let sender = lock(&inner.watchers).remove(&job.id);
     if let Some(tx) = sender {
         let _ = tx.send(JobUpdate::End(Box::new(job)));
     }
 }
 
-async fn transition_event(inner: &Inner, job: &Job, from: Option<JobState>, error: Option<ErrorInfo>) {
+async fn transition_event(
+    inner: &Inner,
+    job: &Job,
+    from: Option<JobState>,
+    error: Option<ErrorInfo>,
+) {
     inner
         .emit(
             Some(job.project.clone()),

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store, SubmitOutcome,
-    Submission, VmWrite,
+    IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store, Submission,
+    SubmitOutcome, VmWrite,
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
@@ -100,7 +100,10 @@ impl MemoryStore {
             if s.jobs.contains_key(&job.id) {
                 continue;
             }
-            s.project_jobs.entry(job.project.clone()).or_default().insert(job.id.clone());
+            s.project_jobs
+                .entry(job.project.clone())
+                .or_default()
+                .insert(job.id.clone());
             let next_seq = logs.last().map_or(1, |l| l.seq + 1);
             s.jobs.insert(
                 job.id.clone(),
@@ -120,7 +123,9 @@ impl MemoryStore {
 fn cas_conflict(what: &str, id: &dyn std::fmt::Display, expected: u64, actual: u64) -> Error {
     Error::new(
         ErrorKind::Conflict,
-        format!("{what} `{id}` changed concurrently (expected generation {expected}, found {actual})"),
+        format!(
+            "{what} `{id}` changed concurrently (expected generation {expected}, found {actual})"
+        ),
     )
     .temporary()
 }
@@ -128,19 +133,28 @@ fn cas_conflict(what: &str, id: &dyn std::fmt::Display, expected: u64, actual: u
 impl State {
     fn insert_vm(&mut self, mut vm: Vm) -> Result<Vm> {
         if self.vms.contains_key(&vm.id) {
-            return Err(Error::new(ErrorKind::Conflict, format!("vm `{}` already exists", vm.id)));
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("vm `{}` already exists", vm.id),
+            ));
         }
         let name_key = (vm.project.clone(), vm.spec.name.clone());
         if let Some(other) = self.vm_names.get(&name_key) {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                format!("a VM named `{}` already exists in project `{}` ({other})", vm.spec.name, vm.project),
+                format!(
+                    "a VM named `{}` already exists in project `{}` ({other})",
+                    vm.spec.name, vm.project
+                ),
             )
             .with_field("name"));
         }
         vm.generation = 1;
         self.vm_names.insert(name_key, vm.id.clone());
-        self.project_vms.entry(vm.project.clone()).or_default().insert(vm.id.clone());
+        self.project_vms
+            .entry(vm.project.clone())
+            .or_default()
+            .insert(vm.id.clone());
         self.vms.insert(vm.id.clone(), vm.clone());
         Ok(vm)
     }
@@ -165,10 +179,16 @@ impl State {
 
     fn insert_job(&mut self, mut job: Job) -> Result<Job> {
         if self.jobs.contains_key(&job.id) {
-            return Err(Error::new(ErrorKind::Conflict, format!("job `{}` already exists", job.id)));
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("job `{}` already exists", job.id),
+            ));
         }
         job.generation = 1;
-        self.project_jobs.entry(job.project.clone()).or_default().insert(job.id.clone());
+        self.project_jobs
+            .entry(job.project.clone())
+            .or_default()
+            .insert(job.id.clone());
         self.jobs.insert(
             job.id.clone(),
             JobEntry {
@@ -201,7 +221,11 @@ fn page_of<K: Ord + Clone + ToString, T>(
     }
     Page {
         items,
-        next: if more { last.map(|k| k.to_string()) } else { None },
+        next: if more {
+            last.map(|k| k.to_string())
+        } else {
+            None
+        },
     }
 }
 
@@ -251,7 +275,12 @@ impl Store for MemoryStore {
     }
 
     async fn get_vm(&self, scope: &Scope, id: &VmId) -> Result<Option<Vm>> {
-        Ok(self.lock().vms.get(id).filter(|v| scope.allows(&v.project)).cloned())
+        Ok(self
+            .lock()
+            .vms
+            .get(id)
+            .filter(|v| scope.allows(&v.project))
+            .cloned())
     }
 
     async fn find_vm_by_name(&self, project: &ProjectId, name: &str) -> Result<Option<Vm>> {
@@ -271,13 +300,20 @@ impl Store for MemoryStore {
         };
         Ok(match scope {
             Scope::All => page_of(
-                s.vms.range((lower, Bound::Unbounded)).map(|(k, _)| k.clone()),
+                s.vms
+                    .range((lower, Bound::Unbounded))
+                    .map(|(k, _)| k.clone()),
                 limit,
                 |k| s.vms.get(k).cloned(),
             ),
             Scope::Project(p) => match s.project_vms.get(p) {
-                Some(ids) => page_of(ids.range((lower, Bound::Unbounded)).cloned(), limit, |k| s.vms.get(k).cloned()),
-                None => Page { items: vec![], next: None },
+                Some(ids) => page_of(ids.range((lower, Bound::Unbounded)).cloned(), limit, |k| {
+                    s.vms.get(k).cloned()
+                }),
+                None => Page {
+                    items: vec![],
+                    next: None,
+                },
             },
         })
     }
@@ -294,7 +330,8 @@ impl Store for MemoryStore {
         let mut s = self.lock();
         let vm = s.check_vm(id, expected)?.clone();
         s.vms.remove(id);
-        s.vm_names.remove(&(vm.project.clone(), vm.spec.name.clone()));
+        s.vm_names
+            .remove(&(vm.project.clone(), vm.spec.name.clone()));
         if let Some(set) = s.project_vms.get_mut(&vm.project) {
             set.remove(id);
         }
@@ -311,7 +348,12 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn list_jobs(&self, scope: &Scope, filter: &JobFilter, page: &PageRequest) -> Result<Page<Job>> {
+    async fn list_jobs(
+        &self,
+        scope: &Scope,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Job>> {
         let s = self.lock();
         let limit = page.clamped_limit();
         let upper = match &page.cursor {
@@ -327,10 +369,24 @@ impl Store for MemoryStore {
                 .cloned()
         };
         Ok(match scope {
-            Scope::All => page_of(s.jobs.range((Bound::Unbounded, upper)).rev().map(|(k, _)| k.clone()), limit, get),
+            Scope::All => page_of(
+                s.jobs
+                    .range((Bound::Unbounded, upper))
+                    .rev()
+                    .map(|(k, _)| k.clone()),
+                limit,
+                get,
+            ),
             Scope::Project(p) => match s.project_jobs.get(p) {
-                Some(ids) => page_of(ids.range((Bound::Unbounded, upper)).rev().cloned(), limit, get),
-                None => Page { items: vec![], next: None },
+                Some(ids) => page_of(
+                    ids.range((Bound::Unbounded, upper)).rev().cloned(),
+                    limit,
+                    get,
+                ),
+                None => Page {
+                    items: vec![],
+                    next: None,
+                },
             },
         })
     }
@@ -347,7 +403,10 @@ impl Store for MemoryStore {
 
     async fn update_job(&self, mut job: Job, expected: u64) -> Result<Job> {
         let mut s = self.lock();
-        let entry = s.jobs.get_mut(&job.id).ok_or_else(|| Error::not_found("job", &job.id))?;
+        let entry = s
+            .jobs
+            .get_mut(&job.id)
+            .ok_or_else(|| Error::not_found("job", &job.id))?;
         if entry.job.generation != expected {
             return Err(cas_conflict("job", &job.id, expected, entry.job.generation));
         }
@@ -356,10 +415,17 @@ impl Store for MemoryStore {
         Ok(job)
     }
 
-    async fn append_logs(&self, id: &JobId, lines: Vec<(DateTime<Utc>, LogLevel, String)>) -> Result<Vec<JobLogLine>> {
+    async fn append_logs(
+        &self,
+        id: &JobId,
+        lines: Vec<(DateTime<Utc>, LogLevel, String)>,
+    ) -> Result<Vec<JobLogLine>> {
         let mut s = self.lock();
         let max = s.max_log_lines;
-        let entry = s.jobs.get_mut(id).ok_or_else(|| Error::not_found("job", id))?;
+        let entry = s
+            .jobs
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found("job", id))?;
         let mut out = Vec::with_capacity(lines.len());
         for (at, level, message) in lines {
             let line = JobLogLine {
@@ -381,7 +447,12 @@ impl Store for MemoryStore {
     async fn job_logs(&self, id: &JobId, after: u64) -> Result<Vec<JobLogLine>> {
         let s = self.lock();
         let entry = s.jobs.get(id).ok_or_else(|| Error::not_found("job", id))?;
-        Ok(entry.logs.iter().filter(|l| l.seq > after).cloned().collect())
+        Ok(entry
+            .logs
+            .iter()
+            .filter(|l| l.seq > after)
+            .cloned()
+            .collect())
     }
 
     async fn append_event(&self, mut event: Event) -> Result<Arc<Event>> {
@@ -398,7 +469,11 @@ impl Store for MemoryStore {
 
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Arc<Event>>> {
         let s = self.lock();
-        let limit = if filter.limit == 0 { PageRequest::MAX_LIMIT } else { filter.limit };
+        let limit = if filter.limit == 0 {
+            PageRequest::MAX_LIMIT
+        } else {
+            filter.limit
+        };
         // Events are ordered by seq: skip straight to the first one after the cursor.
         let start = s.events.partition_point(|e| e.seq <= filter.after);
         Ok(s.events

@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::{MemoryStore, StoreSnapshot};
 
-use crate::{Event, EventFilter, Job, JobId, JobLogLine, JobState, LogLevel, Operation, ProjectId, Result, Vm, VmId};
+use crate::{
+    Event, EventFilter, Job, JobId, JobLogLine, JobState, LogLevel, Operation, ProjectId, Result,
+    Vm, VmId,
+};
 
 /// Which objects a lookup may see: one project's (tenants) or all (operators, HCP itself).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,7 +54,10 @@ impl PageRequest {
 
     /// Asks for the first page of `limit` items.
     pub fn first(limit: usize) -> Self {
-        PageRequest { limit, cursor: None }
+        PageRequest {
+            limit,
+            cursor: None,
+        }
     }
 
     /// Asks for every item (up to the largest page).
@@ -198,7 +204,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn get_job(&self, scope: &Scope, id: &JobId) -> Result<Option<Job>>;
 
     /// Lists jobs visible in `scope`, newest first.
-    async fn list_jobs(&self, scope: &Scope, filter: &JobFilter, page: &PageRequest) -> Result<Page<Job>>;
+    async fn list_jobs(
+        &self,
+        scope: &Scope,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Job>>;
 
     /// Returns jobs that have not ended, oldest first (recovery after a restart).
     async fn unfinished_jobs(&self) -> Result<Vec<Job>>;
@@ -207,7 +218,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job>;
 
     /// Appends log lines to a job, assigning their sequence numbers.
-    async fn append_logs(&self, id: &JobId, lines: Vec<(DateTime<Utc>, LogLevel, String)>) -> Result<Vec<JobLogLine>>;
+    async fn append_logs(
+        &self,
+        id: &JobId,
+        lines: Vec<(DateTime<Utc>, LogLevel, String)>,
+    ) -> Result<Vec<JobLogLine>>;
 
     /// Returns a job's log lines after sequence number `after`.
     async fn job_logs(&self, id: &JobId, after: u64) -> Result<Vec<JobLogLine>>;

@@ -72,8 +72,9 @@ impl SimSettings {
         let s: SimSettings = if value.is_null() {
             SimSettings::default()
         } else {
-            serde_json::from_value(value.clone())
-                .map_err(|e| Error::invalid(format!("providers.{provider}.settings"), e.to_string()))?
+            serde_json::from_value(value.clone()).map_err(|e| {
+                Error::invalid(format!("providers.{provider}.settings"), e.to_string())
+            })?
         };
         if !(0.0..=1.0).contains(&s.failure_rate) {
             return Err(Error::invalid(
@@ -87,7 +88,10 @@ impl SimSettings {
     /// Returns the latency of `op` on `host`.
     pub fn latency_of(&self, op: &str, host: Option<&str>) -> Duration {
         let base = self.op_latency.get(op).copied().unwrap_or(self.latency);
-        base + host.and_then(|h| self.slow_hosts.get(h)).copied().unwrap_or_default()
+        base + host
+            .and_then(|h| self.slow_hosts.get(h))
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -97,7 +101,10 @@ mod per_op {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<String, Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let text: BTreeMap<&String, String> = m
             .iter()
             .map(|(k, v)| (k, humantime::format_duration(*v).to_string()))
@@ -105,7 +112,9 @@ mod per_op {
         text.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Duration>, D::Error> {
         let text = BTreeMap::<String, String>::deserialize(d)?;
         text.into_iter()
             .map(|(k, v)| {

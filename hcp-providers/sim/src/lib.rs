@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
-    Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind,
-    GetConsole, HostInfo, HostInventory, HostInventoryReply, MigrateVm, MigratedVm, OpContext, Operation,
-    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result, Secrets, SnapshotVm,
-    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
+    Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error,
+    ErrorKind, GetConsole, HostInfo, HostInventory, HostInventoryReply, MigrateVm, MigratedVm,
+    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
+    Result, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -44,7 +44,8 @@ pub const DEMO_HOSTS_FILE: &str = include_str!("demo.yaml");
 /// and `zone-b` (1 host, no cloud_init, no snapshot, no gpu); images `ubuntu-24.04` and
 /// `windows-2022`; flavors `small` (1 vCPU, 1 GiB, 10 GiB) and `medium` (2 vCPU, 4 GiB, 40 GiB).
 pub fn demo_config() -> Config {
-    Config::from_yaml(DEMO_HOSTS_FILE, "demo hosts file").expect("the embedded demo hosts file is valid")
+    Config::from_yaml(DEMO_HOSTS_FILE, "demo hosts file")
+        .expect("the embedded demo hosts file is valid")
 }
 
 /// Registers the simulator's provider kind on an engine builder.
@@ -75,7 +76,14 @@ impl SimProvider {
         let hosts = config
             .hosts
             .iter()
-            .map(|h| SimHost::new(&h.name, &h.zone, h.vcpus.unwrap_or(settings.host_vcpus), h.memory_mib.unwrap_or(settings.host_memory_mib)))
+            .map(|h| {
+                SimHost::new(
+                    &h.name,
+                    &h.zone,
+                    h.vcpus.unwrap_or(settings.host_vcpus),
+                    h.memory_mib.unwrap_or(settings.host_memory_mib),
+                )
+            })
             .collect();
         SimProvider::new(&config.name, settings, hosts)
     }
@@ -91,7 +99,12 @@ impl SimProvider {
             ..Default::default()
         }
         .mask()
-        .map_err(|e| Error::invalid(format!("providers.{name}.settings.disable"), e.message().to_string()))?;
+        .map_err(|e| {
+            Error::invalid(
+                format!("providers.{name}.settings.disable"),
+                e.message().to_string(),
+            )
+        })?;
         let backend = Backend::open(settings.state_file.as_deref(), hosts, &settings.down_hosts)?;
         Ok(SimProvider {
             name: name.to_string(),
@@ -118,7 +131,10 @@ impl SimProvider {
         self.backend.write(|s| {
             let h = s.host_mut(host)?;
             if h.vms.values().any(|v| v.name == vm.name) {
-                return Err(Error::new(ErrorKind::Conflict, format!("a VM named `{}` already exists on host `{host}`", vm.name)));
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("a VM named `{}` already exists on host `{host}`", vm.name),
+                ));
             }
             let id = s.next_native_id();
             let mut vm = vm;
@@ -134,7 +150,9 @@ impl SimProvider {
     /// [`ErrorKind::NotFound`] when the VM does not exist.
     pub fn set_power(&self, native_id: &str, power: PowerState) -> Result<()> {
         self.backend.write(|s| {
-            let vm = s.find_mut(native_id).ok_or_else(|| Error::not_found("vm", native_id))?;
+            let vm = s
+                .find_mut(native_id)
+                .ok_or_else(|| Error::not_found("vm", native_id))?;
             vm.power = power;
             Ok(())
         })
@@ -145,7 +163,11 @@ impl SimProvider {
     /// # Errors
     /// A state file that cannot be written.
     pub fn remove_vm(&self, native_id: &str) -> Result<bool> {
-        self.backend.write(|s| Ok(s.hosts.values_mut().any(|h| h.vms.remove(native_id).is_some())))
+        self.backend.write(|s| {
+            Ok(s.hosts
+                .values_mut()
+                .any(|h| h.vms.remove(native_id).is_some()))
+        })
     }
 
     /// Takes a host down or brings it back.
@@ -169,7 +191,11 @@ impl SimProvider {
             if roll < self.settings.failure_rate {
                 return Err(Error::new(
                     ErrorKind::ProviderUnavailable,
-                    format!("injected fault: {} on host {} timed out", op, host.unwrap_or("*")),
+                    format!(
+                        "injected fault: {} on host {} timed out",
+                        op,
+                        host.unwrap_or("*")
+                    ),
                 )
                 .temporary());
             }
@@ -216,16 +242,22 @@ impl Provider for SimProvider {
 
     async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
         self.simulate(Operation::ListHosts, None, false).await?;
-        self.backend.read(|s| Ok(s.hosts.values().map(|h| self.host_info(h)).collect()))
+        self.backend
+            .read(|s| Ok(s.hosts.values().map(|h| self.host_info(h)).collect()))
     }
 
     async fn host_inventory(&self, args: HostInventory) -> Result<HostInventoryReply> {
-        self.simulate(Operation::HostInventory, Some(&args.host), false).await?;
+        self.simulate(Operation::HostInventory, Some(&args.host), false)
+            .await?;
         self.backend.read(|s| {
             let h = s.host(&args.host)?;
             h.ensure_up()?;
             let vms = h.vms.values().map(SimVm::to_native).collect();
-            let images = if self.settings.images.is_empty() { Vec::new() } else { self.settings.images.clone() };
+            let images = if self.settings.images.is_empty() {
+                Vec::new()
+            } else {
+                self.settings.images.clone()
+            };
             Ok(HostInventoryReply::new(self.host_info(h), vms)
                 .with_images(images)
                 .with_networks(vec!["default".into()]))
@@ -233,29 +265,44 @@ impl Provider for SimProvider {
     }
 
     async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm> {
-        self.simulate(Operation::CreateVm, Some(&args.host), true).await?;
+        self.simulate(Operation::CreateVm, Some(&args.host), true)
+            .await?;
         if !self.settings.images.is_empty() && !self.settings.images.contains(&args.image) {
             return Err(Error::not_found("image", &args.image).with_context("host", &args.host));
         }
         if args.user_data.is_some() && !self.declared.cloud_init {
-            return Err(Error::unsupported(&self.name, Operation::CreateVm, "cloud_init", ""));
+            return Err(Error::unsupported(
+                &self.name,
+                Operation::CreateVm,
+                "cloud_init",
+                "",
+            ));
         }
         ctx.progress(30);
         let created = self.backend.write(|s| {
             let host = s.host(&args.host)?;
             host.ensure_up()?;
-            if let Some(existing) = host.vms.values().find(|v| v.mark.as_ref().is_some_and(|m| m.vm_id == args.vm_id)) {
+            if let Some(existing) = host
+                .vms
+                .values()
+                .find(|v| v.mark.as_ref().is_some_and(|m| m.vm_id == args.vm_id))
+            {
                 return Ok(CreatedVm::new(&existing.native_id, existing.power));
             }
             if host.vms.values().any(|v| v.name == args.name) {
                 return Err(Error::new(
                     ErrorKind::Conflict,
-                    format!("a VM named `{}` already exists on host `{}`", args.name, args.host),
+                    format!(
+                        "a VM named `{}` already exists on host `{}`",
+                        args.name, args.host
+                    ),
                 )
                 .with_field("name"));
             }
             let (cpu, mem) = host.used();
-            if cpu + args.resources.vcpus > host.vcpus || mem + args.resources.memory_mib > host.memory_mib {
+            if cpu + args.resources.vcpus > host.vcpus
+                || mem + args.resources.memory_mib > host.memory_mib
+            {
                 return Err(Error::new(
                     ErrorKind::QuotaExceeded,
                     format!(
@@ -269,7 +316,11 @@ impl Provider for SimProvider {
                 ));
             }
             let id = s.next_native_id();
-            let power = if args.start { PowerState::Running } else { PowerState::Stopped };
+            let power = if args.start {
+                PowerState::Running
+            } else {
+                PowerState::Stopped
+            };
             let vm = SimVm {
                 native_id: id.clone(),
                 name: args.name.clone(),
@@ -289,7 +340,8 @@ impl Provider for SimProvider {
     }
 
     async fn delete_vm(&self, _ctx: &OpContext, args: DeleteVm) -> Result<DeletedVm> {
-        self.simulate(Operation::DeleteVm, Some(&args.target.host), true).await?;
+        self.simulate(Operation::DeleteVm, Some(&args.target.host), true)
+            .await?;
         self.backend.write(|s| {
             let Some(vm) = locate(s, &args.target)? else {
                 return Ok(DeletedVm::new(false));
@@ -297,7 +349,10 @@ impl Provider for SimProvider {
             if vm.power == PowerState::Running && !args.force {
                 return Err(Error::new(
                     ErrorKind::Conflict,
-                    format!("VM `{}` is running; stop it first or delete with force", vm.name),
+                    format!(
+                        "VM `{}` is running; stop it first or delete with force",
+                        vm.name
+                    ),
                 ));
             }
             let id = vm.native_id.clone();
@@ -307,7 +362,8 @@ impl Provider for SimProvider {
     }
 
     async fn start_vm(&self, _ctx: &OpContext, args: StartVm) -> Result<StartedVm> {
-        self.simulate(Operation::StartVm, Some(&args.target.host), true).await?;
+        self.simulate(Operation::StartVm, Some(&args.target.host), true)
+            .await?;
         self.backend.write(|s| {
             let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
             let was_running = vm.power == PowerState::Running;
@@ -317,7 +373,8 @@ impl Provider for SimProvider {
     }
 
     async fn stop_vm(&self, _ctx: &OpContext, args: StopVm) -> Result<StoppedVm> {
-        self.simulate(Operation::StopVm, Some(&args.target.host), true).await?;
+        self.simulate(Operation::StopVm, Some(&args.target.host), true)
+            .await?;
         self.backend.write(|s| {
             let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
             let was_stopped = vm.power == PowerState::Stopped;
@@ -327,18 +384,23 @@ impl Provider for SimProvider {
     }
 
     async fn reboot_vm(&self, _ctx: &OpContext, args: RebootVm) -> Result<RebootedVm> {
-        self.simulate(Operation::RebootVm, Some(&args.target.host), true).await?;
+        self.simulate(Operation::RebootVm, Some(&args.target.host), true)
+            .await?;
         self.backend.write(|s| {
             let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
             if vm.power != PowerState::Running {
-                return Err(Error::new(ErrorKind::Conflict, format!("VM `{}` is not running; start it instead", vm.name)));
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("VM `{}` is not running; start it instead", vm.name),
+                ));
             }
             Ok(RebootedVm::new())
         })
     }
 
     async fn console(&self, args: GetConsole) -> Result<Console> {
-        self.simulate(Operation::Console, Some(&args.target.host), false).await?;
+        self.simulate(Operation::Console, Some(&args.target.host), false)
+            .await?;
         let kind = args.kind.unwrap_or(ConsoleKind::Vnc);
         let native = self.backend.read(|s| {
             let h = s.host(&args.target.host)?;
@@ -346,49 +408,91 @@ impl Provider for SimProvider {
             let vm = h
                 .vms
                 .values()
-                .find(|v| Some(&v.native_id) == args.target.native_id.as_ref() || v.mark.as_ref().is_some_and(|m| m.vm_id == args.target.vm_id))
+                .find(|v| {
+                    Some(&v.native_id) == args.target.native_id.as_ref()
+                        || v.mark
+                            .as_ref()
+                            .is_some_and(|m| m.vm_id == args.target.vm_id)
+                })
                 .ok_or_else(|| missing(&args.target))?;
             if vm.power != PowerState::Running {
-                return Err(Error::new(ErrorKind::Conflict, format!("VM `{}` is not running; a console needs a running VM", vm.name)));
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "VM `{}` is not running; a console needs a running VM",
+                        vm.name
+                    ),
+                ));
             }
             Ok(vm.native_id.clone())
         })?;
         let token: u128 = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random();
-        let ttl = chrono::Duration::from_std(self.settings.console_ttl).unwrap_or(chrono::Duration::seconds(60));
+        let ttl = chrono::Duration::from_std(self.settings.console_ttl)
+            .unwrap_or(chrono::Duration::seconds(60));
         Ok(Console::new(
             kind,
-            format!("{}/{}/{}?token={token:032x}", self.settings.console_url, kind.as_str(), native),
+            format!(
+                "{}/{}/{}?token={token:032x}",
+                self.settings.console_url,
+                kind.as_str(),
+                native
+            ),
             Utc::now() + ttl,
         ))
     }
 
     async fn snapshot_vm(&self, _ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {
         if !self.declared.snapshot {
-            return Err(Error::unsupported(&self.name, Operation::SnapshotVm, "snapshot", ""));
+            return Err(Error::unsupported(
+                &self.name,
+                Operation::SnapshotVm,
+                "snapshot",
+                "",
+            ));
         }
-        self.simulate(Operation::SnapshotVm, Some(&args.target.host), true).await?;
+        self.simulate(Operation::SnapshotVm, Some(&args.target.host), true)
+            .await?;
         self.backend.write(|s| {
             let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
             if vm.snapshots.contains(&args.name) {
-                return Err(Error::new(ErrorKind::Conflict, format!("snapshot `{}` already exists", args.name)));
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("snapshot `{}` already exists", args.name),
+                ));
             }
             vm.snapshots.push(args.name.clone());
-            Ok(SnapshottedVm::new(format!("{}@{}", vm.native_id, args.name)))
+            Ok(SnapshottedVm::new(format!(
+                "{}@{}",
+                vm.native_id, args.name
+            )))
         })
     }
 
     async fn migrate_vm(&self, _ctx: &OpContext, args: MigrateVm) -> Result<MigratedVm> {
         if !self.declared.live_migration {
-            return Err(Error::unsupported(&self.name, Operation::MigrateVm, "live_migration", ""));
+            return Err(Error::unsupported(
+                &self.name,
+                Operation::MigrateVm,
+                "live_migration",
+                "",
+            ));
         }
-        self.simulate(Operation::MigrateVm, Some(&args.target.host), true).await?;
+        self.simulate(Operation::MigrateVm, Some(&args.target.host), true)
+            .await?;
         self.backend.write(|s| {
             s.host(&args.target_host)?.ensure_up()?;
-            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?.clone();
+            let vm = locate(s, &args.target)?
+                .ok_or_else(|| missing(&args.target))?
+                .clone();
             let dest = s.host(&args.target_host)?;
             let (cpu, mem) = dest.used();
-            if cpu + vm.resources.vcpus > dest.vcpus || mem + vm.resources.memory_mib > dest.memory_mib {
-                return Err(Error::new(ErrorKind::QuotaExceeded, format!("host `{}` lacks room for the VM", args.target_host)));
+            if cpu + vm.resources.vcpus > dest.vcpus
+                || mem + vm.resources.memory_mib > dest.memory_mib
+            {
+                return Err(Error::new(
+                    ErrorKind::QuotaExceeded,
+                    format!("host `{}` lacks room for the VM", args.target_host),
+                ));
             }
             s.host_mut(&args.target.host)?.vms.remove(&vm.native_id);
             let id = vm.native_id.clone();

@@ -66,7 +66,12 @@ pub struct SimVm {
 
 impl SimVm {
     /// Describes a VM to seed with [`crate::SimProvider::seed_vm`].
-    pub fn new(name: impl Into<String>, power: PowerState, resources: Resources, mark: Option<HcpMark>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        power: PowerState,
+        resources: Resources,
+        mark: Option<HcpMark>,
+    ) -> Self {
         SimVm {
             native_id: String::new(),
             name: name.into(),
@@ -81,7 +86,14 @@ impl SimVm {
     }
 
     pub(crate) fn to_native(&self) -> NativeVm {
-        NativeVm::new(&self.native_id, &self.name, self.power, self.resources, self.mark.clone()).with_tags(self.tags.clone())
+        NativeVm::new(
+            &self.native_id,
+            &self.name,
+            self.power,
+            self.resources,
+            self.mark.clone(),
+        )
+        .with_tags(self.tags.clone())
     }
 }
 
@@ -99,14 +111,18 @@ impl SimHost {
     }
 
     pub(crate) fn used(&self) -> (u32, u64) {
-        self.vms
-            .values()
-            .fold((0, 0), |(c, m), v| (c + v.resources.vcpus, m + v.resources.memory_mib))
+        self.vms.values().fold((0, 0), |(c, m), v| {
+            (c + v.resources.vcpus, m + v.resources.memory_mib)
+        })
     }
 
     pub(crate) fn ensure_up(&self) -> Result<()> {
         if self.down {
-            return Err(Error::new(ErrorKind::ProviderUnavailable, format!("host `{}` does not answer", self.name)).temporary());
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!("host `{}` does not answer", self.name),
+            )
+            .temporary());
         }
         Ok(())
     }
@@ -114,15 +130,21 @@ impl SimHost {
 
 impl SimState {
     pub(crate) fn host(&self, name: &str) -> Result<&SimHost> {
-        self.hosts.get(name).ok_or_else(|| Error::not_found("host", name))
+        self.hosts
+            .get(name)
+            .ok_or_else(|| Error::not_found("host", name))
     }
 
     pub(crate) fn host_mut(&mut self, name: &str) -> Result<&mut SimHost> {
-        self.hosts.get_mut(name).ok_or_else(|| Error::not_found("host", name))
+        self.hosts
+            .get_mut(name)
+            .ok_or_else(|| Error::not_found("host", name))
     }
 
     pub(crate) fn find_mut(&mut self, native_id: &str) -> Option<&mut SimVm> {
-        self.hosts.values_mut().find_map(|h| h.vms.get_mut(native_id))
+        self.hosts
+            .values_mut()
+            .find_map(|h| h.vms.get_mut(native_id))
     }
 
     pub(crate) fn next_native_id(&mut self) -> String {
@@ -133,7 +155,10 @@ impl SimState {
     /// Adds configured hosts the state lacks and applies their configured size and zone.
     fn merge_hosts(&mut self, hosts: Vec<SimHost>, down: &HashSet<&str>) {
         for h in hosts {
-            let entry = self.hosts.entry(h.name.clone()).or_insert_with(|| h.clone());
+            let entry = self
+                .hosts
+                .entry(h.name.clone())
+                .or_insert_with(|| h.clone());
             entry.zone = h.zone;
             entry.vcpus = h.vcpus;
             entry.memory_mib = h.memory_mib;
@@ -150,11 +175,21 @@ pub(crate) enum Backend {
 }
 
 fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::ProviderError, format!("simulator state file {}: cannot {what}: {e}", path.display()))
+    Error::new(
+        ErrorKind::ProviderError,
+        format!(
+            "simulator state file {}: cannot {what}: {e}",
+            path.display()
+        ),
+    )
 }
 
 impl Backend {
-    pub(crate) fn open(path: Option<&Path>, hosts: Vec<SimHost>, down: &[String]) -> Result<Backend> {
+    pub(crate) fn open(
+        path: Option<&Path>,
+        hosts: Vec<SimHost>,
+        down: &[String],
+    ) -> Result<Backend> {
         let down: HashSet<&str> = down.iter().map(String::as_str).collect();
         match path {
             None => {
@@ -166,7 +201,8 @@ impl Backend {
                 if let Some(dir) = path.parent()
                     && !dir.as_os_str().is_empty()
                 {
-                    std::fs::create_dir_all(dir).map_err(|e| io_error(path, "create its directory", e))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| io_error(path, "create its directory", e))?;
                 }
                 let mut lock = path.as_os_str().to_owned();
                 lock.push(".lock");
@@ -233,7 +269,8 @@ fn load(path: &Path) -> Result<SimState> {
     let mut text = String::new();
     match File::open(path) {
         Ok(mut f) => {
-            f.read_to_string(&mut text).map_err(|e| io_error(path, "read", e))?;
+            f.read_to_string(&mut text)
+                .map_err(|e| io_error(path, "read", e))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SimState::default()),
         Err(e) => return Err(io_error(path, "open", e)),
@@ -241,7 +278,10 @@ fn load(path: &Path) -> Result<SimState> {
     serde_json::from_str(&text).map_err(|e| {
         Error::new(
             ErrorKind::ProviderError,
-            format!("simulator state file {} is not valid ({e}); delete it to start afresh", path.display()),
+            format!(
+                "simulator state file {} is not valid ({e}); delete it to start afresh",
+                path.display()
+            ),
         )
     })
 }

@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
-use hcp_core::testkit::{Fixture, run_all};
 use hcp_core::Provider;
+use hcp_core::testkit::{Fixture, run_all};
 use hcp_provider_sim::{SimHost, SimProvider, SimSettings};
 
 fn hosts() -> Vec<SimHost> {
-    vec![SimHost::new("h1", "zone-a", 16, 32768), SimHost::new("h2", "zone-a", 16, 32768)]
+    vec![
+        SimHost::new("h1", "zone-a", 16, 32768),
+        SimHost::new("h2", "zone-a", 16, 32768),
+    ]
 }
 
 fn fixture() -> Fixture {
@@ -17,14 +20,19 @@ fn fixture() -> Fixture {
 
 #[tokio::test]
 async fn full_capabilities_in_memory() {
-    let p: Arc<dyn Provider> = Arc::new(SimProvider::new("sim", SimSettings::default(), hosts()).unwrap());
+    let p: Arc<dyn Provider> =
+        Arc::new(SimProvider::new("sim", SimSettings::default(), hosts()).unwrap());
     run_all(p, &fixture()).await.unwrap();
 }
 
 #[tokio::test]
 async fn narrowed_capabilities_refuse_what_is_not_declared() {
     let settings = SimSettings {
-        disable: vec!["snapshot".into(), "live_migration".into(), "cloud_init".into()],
+        disable: vec![
+            "snapshot".into(),
+            "live_migration".into(),
+            "cloud_init".into(),
+        ],
         ..Default::default()
     };
     let p: Arc<dyn Provider> = Arc::new(SimProvider::new("sim-small", settings, hosts()).unwrap());

@@ -235,14 +235,8 @@ impl Backend {
     /// Runs `f` on the state and keeps its changes when it succeeds.
     pub(crate) fn write<R>(&self, f: impl FnOnce(&mut SimState) -> Result<R>) -> Result<R> {
         match self {
-            Backend::Memory(m) => {
-                let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
-                // Work on a copy so a refused change leaves nothing half-done.
-                let mut copy = s.clone();
-                let r = f(&mut copy)?;
-                *s = copy;
-                Ok(r)
-            }
+            // Every change checks before it mutates, so a refused change leaves nothing half-done.
+            Backend::Memory(m) => f(&mut m.lock().unwrap_or_else(|p| p.into_inner())),
             Backend::File { path, lock } => {
                 let file = open_lock(lock)?;
                 let mut guard = fd_lock::RwLock::new(file);

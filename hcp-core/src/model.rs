@@ -334,7 +334,7 @@ pub enum PowerState {
 
 impl fmt::Display for PowerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             PowerState::Running => "RUNNING",
             PowerState::Stopped => "STOPPED",
             PowerState::Paused => "PAUSED",
@@ -345,7 +345,7 @@ impl fmt::Display for PowerState {
 
 impl fmt::Display for DesiredState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             DesiredState::Pending => "PENDING",
             DesiredState::Active => "ACTIVE",
             DesiredState::Error => "ERROR",

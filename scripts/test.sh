@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs HCP's whole test suite on a fresh machine, installing what the tests need.
+# Usage: ./scripts/test.sh        (the README's test command; .ci/run calls it too)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hcp-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Rust: unit, integration, conformance and doc tests"
+cargo test --workspace --exclude hcp-py --no-fail-fast
+
+step "Rust: every example in examples/"
+for ex in examples/*.rs; do
+  name=$(basename "$ex" .rs)
+  [ "$name" = lib ] && continue
+  cargo run --quiet -p hcp-examples --example "$name"
+done
+
+step "README: the tour's shell commands"
+./scripts/readme-test.sh
+
+if [ -x deploy/validate.sh ]; then
+  step "Kubernetes manifests (kubernetes-validate --strict)"
+  ./deploy/validate.sh
+fi
+
+if [ -x scripts/test-python.sh ]; then
+  step "Python module: pytest, notebook, mypy --strict"
+  ./scripts/test-python.sh
+fi
+
+step "All tests passed"

@@ -2,8 +2,8 @@
 //! that refreshes every host in parallel and acts on drift.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -37,11 +37,15 @@ pub(crate) struct HostState {
     pub(crate) memory_used: u64,
     pub(crate) reserved_vcpus: u32,
     pub(crate) reserved_memory: u64,
-    pub(crate) vms: Vec<NativeVm>,
+    pub(crate) inventory: Option<Arc<HostInventoryReply>>,
     pub(crate) observed_at: Option<DateTime<Utc>>,
 }
 
 impl HostState {
+    fn vms(&self) -> &[NativeVm] {
+        self.inventory.as_ref().map_or(&[], |i| i.vms.as_slice())
+    }
+
     fn free(&self) -> (i64, i64) {
         (
             i64::from(self.info.vcpus_total)
@@ -290,7 +294,7 @@ impl Engine {
                 vcpus_used: h.vcpus_used + h.reserved_vcpus,
                 memory_mib_total: h.info.memory_mib_total,
                 memory_mib_used: h.memory_used + h.reserved_memory,
-                vm_count: h.vms.len(),
+                vm_count: h.vms().len(),
                 capabilities: h.caps,
                 observed_at: h.observed_at,
             })
@@ -335,7 +339,7 @@ impl Engine {
         inv.hosts
             .iter()
             .flat_map(|((provider, host), h)| {
-                h.vms.iter().map(move |v| InventoryVm {
+                h.vms().iter().map(move |v| InventoryVm {
                     provider: provider.clone(),
                     host: host.clone(),
                     native_id: v.native_id.clone(),
@@ -436,7 +440,7 @@ impl Engine {
                 a.free()
                     .1
                     .cmp(&b.free().1)
-                    .then(b.vms.len().cmp(&a.vms.len()))
+                    .then(b.vms().len().cmp(&a.vms().len()))
                     .then(kb.1.cmp(&ka.1))
             });
         match best {
@@ -490,7 +494,7 @@ impl Engine {
                 }
             }
         }
-        let results: Vec<(String, HostInfo, Result<HostInventoryReply>)> =
+        let results: Vec<(String, HostInfo, Result<Arc<HostInventoryReply>>)> =
             join_all(targets.into_iter().map(|(provider, info)| async move {
                 let entry = inner.provider(&provider);
                 let reply = match entry {
@@ -509,6 +513,7 @@ impl Engine {
                         inner
                             .call(&provider, Operation::HostInventory, &info.name, call)
                             .await
+                            .map(Arc::new)
                     }
                     Err(e) => Err(e),
                 };
@@ -564,7 +569,7 @@ impl Engine {
                             memory_used: r.memory_mib_used,
                             reserved_vcpus,
                             reserved_memory,
-                            vms: r.vms.clone(),
+                            inventory: Some(r.clone()),
                             observed_at: Some(now),
                         }
                     }
@@ -579,7 +584,7 @@ impl Engine {
                             memory_used: 0,
                             reserved_vcpus,
                             reserved_memory,
-                            vms: Vec::new(),
+                            inventory: None,
                             observed_at: None,
                         });
                         s.info = host_info;
@@ -621,7 +626,7 @@ impl Engine {
             .map(|(provider, info, reply)| ObservedHost {
                 provider,
                 host: &info.name,
-                inventory: reply.as_ref().ok(),
+                inventory: reply.as_ref().ok().map(|r| &**r),
             })
             .collect();
         let plan = classify(&known, &busy, &observed);
@@ -763,7 +768,7 @@ impl Engine {
 }
 
 fn observed_zone(
-    results: &[(String, HostInfo, Result<HostInventoryReply>)],
+    results: &[(String, HostInfo, Result<Arc<HostInventoryReply>>)],
     provider: &str,
     host: &str,
 ) -> Option<String> {

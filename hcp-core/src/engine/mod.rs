@@ -293,6 +293,7 @@ impl EngineBuilder {
             sched: sched_tx,
             logs: log_tx,
             watchers: Mutex::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
             inflight_keys: Mutex::new(HashSet::new()),
             cancels: Mutex::new(HashMap::new()),
             observer: self.observer,
@@ -335,6 +336,8 @@ pub(crate) struct Inner {
     pub(crate) sched: mpsc::UnboundedSender<SchedMsg>,
     pub(crate) logs: mpsc::UnboundedSender<LogMsg>,
     pub(crate) watchers: Mutex<HashMap<JobId, broadcast::Sender<JobUpdate>>>,
+    /// Progress of running jobs, kept in memory until their next state write.
+    pub(crate) progress: Mutex<HashMap<JobId, u8>>,
     pub(crate) inflight_keys: Mutex<HashSet<IdempotencyScope>>,
     pub(crate) cancels: Mutex<HashMap<JobId, CancellationToken>>,
     pub(crate) observer: Arc<dyn Observer>,
@@ -965,6 +968,11 @@ impl Engine {
     }
 
     fn explain_pending(&self, job: &mut Job) {
+        if job.state == JobState::Running
+            && let Some(p) = lock(&self.inner.progress).get(&job.id)
+        {
+            job.progress = *p;
+        }
         let limit = self.inner.settings.max_concurrent_jobs;
         if job.state == JobState::Pending
             && job.pending_reason == Some(PendingReason::Queued)

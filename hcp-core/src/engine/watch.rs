@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 use super::{Inner, lock, worker};
 use crate::store::Scope;
@@ -22,7 +22,8 @@ pub(crate) enum LogMsg {
         job_id: JobId,
         percent: u8,
     },
-    Flush(oneshot::Sender<()>),
+    /// The job ended: after every line sent before this message, tell watchers.
+    Finalize(JobId),
 }
 
 impl LogMsg {
@@ -61,22 +62,17 @@ pub(crate) fn spawn_log_writer(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiv
                     Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log line"),
                 },
                 LogMsg::Progress { job_id, percent } => {
-                    let r = inner
-                        .update_job_with(&job_id, |j| {
-                            if j.state.is_terminal() || j.progress == percent {
-                                return Err(Error::new(crate::ErrorKind::Conflict, "unchanged"));
-                            }
-                            j.progress = percent;
-                            Ok(())
-                        })
-                        .await;
-                    if let Ok(job) = r {
-                        worker::publish_status(&inner, &job);
+                    // Progress lives in memory until the job's next state write; watchers see it now.
+                    lock(&inner.progress).insert(job_id.clone(), percent);
+                    if let Some(tx) = lock(&inner.watchers).get(&job_id) {
+                        let _ = tx.send(JobUpdate::Status {
+                            state: crate::JobState::Running,
+                            progress: percent,
+                            pending_reason: None,
+                        });
                     }
                 }
-                LogMsg::Flush(done) => {
-                    let _ = done.send(());
-                }
+                LogMsg::Finalize(job_id) => worker::announce_end(&inner, &job_id).await,
             }
         }
     });

@@ -561,8 +561,12 @@ async fn end(
 ) -> crate::Result<()> {
     let from = job.state;
     let err = error.clone();
+    let progress = lock(&inner.progress).remove(&job.id);
     let job = inner
         .update_job_with(&job.id, |j| {
+            if let Some(p) = progress {
+                j.progress = p;
+            }
             j.transition(state, Utc::now())?;
             j.error = err.clone();
             Ok(())
@@ -573,24 +577,21 @@ async fn end(
     Ok(())
 }
 
-/// Flushes the job's log, then tells watchers it ended.
+/// Tells watchers the job ended, once every log line sent before has been written.
 async fn finalize(inner: &Arc<Inner>, job: &Job) {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if inner.logs.send(LogMsg::Flush(tx)).is_ok() {
-        let _ = rx.await;
-    }
-    let job = inner
-        .store
-        .get_job(&Scope::All, &job.id)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| job.clone());
+    let _ = inner.logs.send(LogMsg::Finalize(job.id.clone()));
+}
+
+/// Runs on the log writer after the job's last line: reports the end to the observer and watchers.
+pub(crate) async fn announce_end(inner: &Arc<Inner>, job_id: &crate::JobId) {
+    let Ok(Some(job)) = inner.store.get_job(&Scope::All, job_id).await else {
+        return;
+    };
     let elapsed = job.elapsed(Utc::now()).unwrap_or_default();
     inner
         .observer
         .job_finished(job.operation, job.state, elapsed);
-    let sender = lock(&inner.watchers).remove(&job.id);
+    let sender = lock(&inner.watchers).remove(job_id);
     if let Some(tx) = sender {
         let _ = tx.send(JobUpdate::End(Box::new(job)));
     }

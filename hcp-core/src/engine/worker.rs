@@ -335,7 +335,10 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                     v.binding.native_id = Some(native_id.clone());
                     v.power = power;
                     v.present = true;
-                    v.desired = DesiredState::Active;
+                    // A delete submitted meanwhile keeps the VM marked for deletion.
+                    if v.desired != DesiredState::Deleted {
+                        v.desired = DesiredState::Active;
+                    }
                     v.last_error = None;
                 })
                 .await;
@@ -465,7 +468,9 @@ async fn fail(
             .update_vm_with(&vm.id, |v| {
                 v.last_error = Some(info.clone());
                 if is_create {
-                    v.desired = DesiredState::Error;
+                    if v.desired != DesiredState::Deleted {
+                        v.desired = DesiredState::Error;
+                    }
                     v.present = false;
                     v.power = PowerState::Unknown;
                 } else if is_delete {

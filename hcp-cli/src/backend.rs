@@ -1,0 +1,473 @@
+//! Where commands go. The embedded engine is the first backend; a remote backend (a running
+//! `hcp serve`, through `hcp-client`) becomes a second variant of [`Backend`], with the same
+//! methods, so command code never changes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hcp_core::store::{JobFilter, MemoryStore, PageRequest, Scope};
+use hcp_core::{
+    Action, Capabilities, Catalog, Config, Console, ConsoleKind, Engine, Error, ErrorKind, Host,
+    JobId, JobUpdate, JobWatch, Principal, ProjectId, RequestContext, Submitted, TenantVm, VmId,
+};
+
+use crate::local::{self, EngineLock, Retention, StatePaths};
+use crate::views::{JobEvent, JobView};
+
+/// Where commands go.
+#[derive(Debug)]
+pub enum Backend {
+    /// An engine inside this process that lives for one command.
+    Embedded(Embedded),
+}
+
+/// Follows one job; see [`Backend::watch_job`].
+#[derive(Debug)]
+pub enum JobStream {
+    /// A watch on the embedded engine.
+    Embedded(JobWatch),
+}
+
+impl JobStream {
+    /// Returns the next update, or `None` after the end.
+    pub async fn next(&mut self) -> Option<JobEvent> {
+        match self {
+            JobStream::Embedded(w) => w.next().await.map(|u| match u {
+                JobUpdate::Log(line) => JobEvent::Log(line),
+                JobUpdate::Status {
+                    state,
+                    progress,
+                    pending_reason,
+                } => JobEvent::Status {
+                    state,
+                    progress,
+                    pending_reason,
+                },
+                JobUpdate::End(job) => JobEvent::End {
+                    job: JobView::from(job.as_ref()),
+                },
+            }),
+        }
+    }
+}
+
+impl Backend {
+    /// Opens the backend for one command. `mutating` commands hold the environment's lock until
+    /// [`Backend::close`].
+    ///
+    /// # Errors
+    /// An invalid hosts file or environment variable ([`ErrorKind::InvalidSpec`] naming the key
+    /// and line), an unreadable state or jobs file, or a provider that cannot be built.
+    pub async fn open(config: Option<&Path>, mutating: bool) -> anyhow::Result<Backend> {
+        Ok(Backend::Embedded(Embedded::open(config, mutating).await?))
+    }
+
+    /// Ends the command: saves the jobs it ran and stops the engine.
+    ///
+    /// # Errors
+    /// When the jobs file cannot be written.
+    pub async fn close(self) -> anyhow::Result<()> {
+        match self {
+            Backend::Embedded(e) => e.close().await,
+        }
+    }
+
+    /// Submits an infrastructure change. `project` may be absent for an action on an existing
+    /// VM: the VM's own project is used.
+    ///
+    /// # Errors
+    /// See [`Engine::submit`].
+    pub async fn submit(
+        &self,
+        project: Option<&ProjectId>,
+        action: Action,
+        idempotency_key: Option<String>,
+    ) -> hcp_core::Result<Submitted> {
+        match self {
+            Backend::Embedded(e) => e.submit(project, action, idempotency_key).await,
+        }
+    }
+
+    /// Lists the VMs of `project`, oldest first.
+    ///
+    /// # Errors
+    /// An invalid or unknown project.
+    pub async fn list_vms(&self, project: &ProjectId) -> hcp_core::Result<Vec<TenantVm>> {
+        match self {
+            Backend::Embedded(e) => e.list_vms(project).await,
+        }
+    }
+
+    /// Returns one VM.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when it does not exist in `project` (or at all).
+    pub async fn get_vm(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+    ) -> hcp_core::Result<TenantVm> {
+        match self {
+            Backend::Embedded(e) => e.get_vm(project, vm_id).await.map(|vm| vm.tenant_view()),
+        }
+    }
+
+    /// Hands out a console to a running VM.
+    ///
+    /// # Errors
+    /// See [`Engine::console`].
+    pub async fn console(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        kind: Option<ConsoleKind>,
+    ) -> hcp_core::Result<Console> {
+        match self {
+            Backend::Embedded(e) => e.console(project, vm_id, kind).await,
+        }
+    }
+
+    /// Returns one job.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when it does not exist in `project` (or at all).
+    pub async fn get_job(
+        &self,
+        project: Option<&ProjectId>,
+        job_id: &JobId,
+    ) -> hcp_core::Result<JobView> {
+        match self {
+            Backend::Embedded(e) => e.get_job(project, job_id).await,
+        }
+    }
+
+    /// Lists jobs, newest first.
+    ///
+    /// # Errors
+    /// An invalid or unknown project.
+    pub async fn list_jobs(
+        &self,
+        project: Option<&ProjectId>,
+        filter: &JobFilter,
+        limit: usize,
+    ) -> hcp_core::Result<Vec<JobView>> {
+        match self {
+            Backend::Embedded(e) => e.list_jobs(project, filter, limit).await,
+        }
+    }
+
+    /// Follows a job: its past log lines, then live updates, then its end.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when it does not exist in `project` (or at all).
+    pub async fn watch_job(
+        &self,
+        project: Option<&ProjectId>,
+        job_id: &JobId,
+    ) -> hcp_core::Result<JobStream> {
+        match self {
+            Backend::Embedded(e) => e.watch_job(project, job_id).await,
+        }
+    }
+
+    /// Cancels a job.
+    ///
+    /// # Errors
+    /// See [`Engine::cancel_job`].
+    pub async fn cancel_job(
+        &self,
+        project: Option<&ProjectId>,
+        job_id: &JobId,
+    ) -> hcp_core::Result<JobView> {
+        match self {
+            Backend::Embedded(e) => e.cancel_job(project, job_id).await,
+        }
+    }
+
+    /// Returns every host with its capacity and health (operator view).
+    ///
+    /// # Errors
+    /// None in embedded mode; remote mode reports transport errors.
+    pub async fn hosts(&self) -> hcp_core::Result<Vec<Host>> {
+        match self {
+            Backend::Embedded(e) => Ok(e.engine.hosts()),
+        }
+    }
+
+    /// Returns the catalog: images, flavors, networks and zones.
+    ///
+    /// # Errors
+    /// None in embedded mode; remote mode reports transport errors.
+    pub async fn catalog(&self) -> hcp_core::Result<Catalog> {
+        match self {
+            Backend::Embedded(e) => Ok(e.engine.catalog().clone()),
+        }
+    }
+
+    /// Returns what can be asked for in `zone`, or anywhere.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `zone` when it is unknown.
+    pub async fn capabilities(&self, zone: Option<&str>) -> hcp_core::Result<Capabilities> {
+        match self {
+            Backend::Embedded(e) => e.engine.capabilities(zone),
+        }
+    }
+}
+
+/// The embedded engine, its files and the principal commands act as.
+#[derive(Debug)]
+pub struct Embedded {
+    engine: Engine,
+    store: Arc<MemoryStore>,
+    principal: Principal,
+    paths: StatePaths,
+    retention: Retention,
+    /// The configured projects; `None` accepts any valid project id.
+    projects: Option<Vec<String>>,
+    /// Held by mutating commands until they close.
+    lock: Option<EngineLock>,
+}
+
+impl Embedded {
+    async fn open(config_path: Option<&Path>, mutating: bool) -> anyhow::Result<Embedded> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut config = match config_path {
+            Some(path) => Config::from_file(path)?,
+            None => hcp_provider_sim::demo_config(),
+        };
+        config.apply_env(&env)?;
+        let paths = StatePaths::resolve(config_path, &env)?;
+        paths.create_dir()?;
+        paths.assign_sim_state(&mut config)?;
+        let lock = if mutating {
+            Some(EngineLock::acquire(&paths.engine_lock, || {
+                eprintln!("hcp: waiting for another hcp command on this environment to finish...");
+            })?)
+        } else {
+            None
+        };
+        let settings = &config.engine;
+        let retention = Retention {
+            max_jobs: local::MAX_JOBS,
+            jobs: settings.job_retention,
+            keys: settings.idempotency_ttl,
+        };
+        let store = Arc::new(MemoryStore::new(
+            settings.max_log_lines_per_job,
+            settings.max_events,
+        ));
+        store.import(local::read_jobs(&paths.jobs)?);
+        let projects = (!config.projects.is_empty())
+            .then(|| config.projects.iter().map(|p| p.name.clone()).collect());
+        let engine = hcp_provider_sim::register(Engine::builder(config))
+            .store(store.clone())
+            .without_background_reconcile()
+            .build()
+            .await?;
+        Ok(Embedded {
+            engine,
+            store,
+            principal: local_principal(),
+            paths,
+            retention,
+            projects,
+            lock,
+        })
+    }
+
+    async fn close(self) -> anyhow::Result<()> {
+        self.engine.shutdown().await;
+        if self.lock.is_some() {
+            local::save_jobs(&self.paths.jobs, self.store.export(), self.retention)?;
+        }
+        drop(self.lock);
+        Ok(())
+    }
+
+    /// Refuses an invalid or unknown project the way the engine's submit does.
+    fn check_project(&self, project: &ProjectId) -> hcp_core::Result<()> {
+        project.validate()?;
+        match &self.projects {
+            Some(known) if !known.iter().any(|p| p == project.as_str()) => Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "project: unknown project `{project}`; known: {}",
+                    known.join(", ")
+                ),
+            )
+            .with_field("project")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Returns the lookup scope: the project when given, else every project (the embedded
+    /// engine belongs to the local user).
+    fn scope(&self, project: Option<&ProjectId>) -> hcp_core::Result<Scope> {
+        match project {
+            Some(p) => {
+                self.check_project(p)?;
+                Ok(Scope::Project(p.clone()))
+            }
+            None => Ok(Scope::All),
+        }
+    }
+
+    async fn get_vm(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+    ) -> hcp_core::Result<hcp_core::Vm> {
+        let scope = self.scope(project)?;
+        self.engine
+            .get_vm(&scope, vm_id)
+            .await
+            .map_err(|e| name_field(e, "vm_id"))
+    }
+
+    /// Returns the request context for acting on `vm_id` (or creating in `project`).
+    async fn context(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: Option<&VmId>,
+    ) -> hcp_core::Result<RequestContext> {
+        let project = match (project, vm_id) {
+            (Some(p), _) => p.clone(),
+            (None, Some(id)) => self.get_vm(None, id).await?.project,
+            (None, None) => return Err(Error::invalid("project", "is required")),
+        };
+        Ok(RequestContext::new(project, self.principal.clone()))
+    }
+
+    async fn submit(
+        &self,
+        project: Option<&ProjectId>,
+        action: Action,
+        idempotency_key: Option<String>,
+    ) -> hcp_core::Result<Submitted> {
+        let vm_id = match &action {
+            Action::Create { .. } => None,
+            Action::Delete { vm_id, .. }
+            | Action::Start { vm_id }
+            | Action::Stop { vm_id, .. }
+            | Action::Reboot { vm_id, .. }
+            | Action::Snapshot { vm_id, .. }
+            | Action::Migrate { vm_id, .. } => Some(vm_id.clone()),
+        };
+        let op = action.operation();
+        let ctx = self
+            .context(project, vm_id.as_ref())
+            .await
+            .map_err(|e| e.with_operation(op))?
+            .with_idempotency_key(idempotency_key);
+        self.engine.submit(&ctx, action).await
+    }
+
+    async fn list_vms(&self, project: &ProjectId) -> hcp_core::Result<Vec<TenantVm>> {
+        self.check_project(project)?;
+        let scope = Scope::Project(project.clone());
+        let mut vms = Vec::new();
+        let mut page = PageRequest::all();
+        loop {
+            let p = self.engine.list_vms(&scope, &page).await?;
+            vms.extend(p.items.iter().map(hcp_core::Vm::tenant_view));
+            match p.next {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => return Ok(vms),
+            }
+        }
+    }
+
+    async fn console(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        kind: Option<ConsoleKind>,
+    ) -> hcp_core::Result<Console> {
+        let ctx = self
+            .context(project, Some(vm_id))
+            .await
+            .map_err(|e| e.with_operation(hcp_core::Operation::Console))?;
+        self.engine.console(&ctx, vm_id, kind).await
+    }
+
+    async fn get_job(
+        &self,
+        project: Option<&ProjectId>,
+        job_id: &JobId,
+    ) -> hcp_core::Result<JobView> {
+        let scope = self.scope(project)?;
+        let job = self
+            .engine
+            .get_job(&scope, job_id)
+            .await
+            .map_err(|e| name_field(e, "job_id"))?;
+        Ok(JobView::from(&job))
+    }
+
+    async fn list_jobs(
+        &self,
+        project: Option<&ProjectId>,
+        filter: &JobFilter,
+        limit: usize,
+    ) -> hcp_core::Result<Vec<JobView>> {
+        let scope = self.scope(project)?;
+        let mut jobs = Vec::new();
+        let mut page = PageRequest::first(limit.min(PageRequest::MAX_LIMIT));
+        while jobs.len() < limit {
+            let p = self.engine.list_jobs(&scope, filter, &page).await?;
+            jobs.extend(p.items.iter().map(JobView::from));
+            match p.next {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
+    async fn watch_job(
+        &self,
+        project: Option<&ProjectId>,
+        job_id: &JobId,
+    ) -> hcp_core::Result<JobStream> {
+        let scope = self.scope(project)?;
+        let watch = self
+            .engine
+            .watch_job(&scope, job_id)
+            .await
+            .map_err(|e| name_field(e, "job_id"))?;
+        Ok(JobStream::Embedded(watch))
+    }
+
+    async fn cancel_job(
+        &self,
+        project: Option<&ProjectId>,
+        job_id: &JobId,
+    ) -> hcp_core::Result<JobView> {
+        let scope = self.scope(project)?;
+        let job = self
+            .engine
+            .cancel_job(&scope, job_id, &self.principal)
+            .await?;
+        Ok(JobView::from(&job))
+    }
+}
+
+/// The principal the local user acts as: their login name. Idempotency keys are scoped to it.
+fn local_principal() -> Principal {
+    let user = ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "local".to_string());
+    Principal::new(user)
+}
+
+/// Names `field` on an error that names none yet (an unknown id given on the command line).
+fn name_field(e: Error, field: &str) -> Error {
+    if e.field().is_none() {
+        e.with_field(field)
+    } else {
+        e
+    }
+}

@@ -1,0 +1,63 @@
+//! `hcp host`: the hypervisor hosts with their capacity and health (the operator view).
+
+use clap::Subcommand;
+use hcp_core::Host;
+
+use super::Session;
+use crate::output;
+
+/// `hcp host ...`
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// List every host of every provider.
+    List,
+}
+
+impl HostCommand {
+    /// Runs the command.
+    ///
+    /// # Errors
+    /// When the backend cannot be reached (remote mode).
+    pub async fn run(self, s: &Session) -> anyhow::Result<()> {
+        match self {
+            HostCommand::List => {
+                let hosts = s.backend.hosts().await?;
+                output::print(s.format, &hosts, |h| table(h))
+            }
+        }
+    }
+}
+
+fn table(hosts: &[Host]) -> String {
+    if hosts.is_empty() {
+        return "No hosts.".into();
+    }
+    let mut t = output::table(&[
+        "NAME",
+        "PROVIDER",
+        "ZONE",
+        "AVAILABLE",
+        "VCPUS",
+        "MEMORY",
+        "VMS",
+        "OBSERVED",
+    ]);
+    for h in hosts {
+        let available = match (&h.available, &h.unavailable_reason) {
+            (true, _) => "yes".to_string(),
+            (false, Some(reason)) => format!("no: {reason}"),
+            (false, None) => "no".to_string(),
+        };
+        t.add_row(vec![
+            h.name.clone(),
+            h.provider.clone(),
+            h.zone.clone(),
+            available,
+            format!("{}/{}", h.vcpus_used, h.vcpus_total),
+            format!("{}/{} MiB", h.memory_mib_used, h.memory_mib_total),
+            h.vm_count.to_string(),
+            output::opt_time(h.observed_at.as_ref()),
+        ]);
+    }
+    output::trim(t)
+}

@@ -1,0 +1,384 @@
+//! `hcp vm`: create, list, show, start, stop, reboot, delete and open a console (tenant view).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use hcp_core::{
+    Action, ConsoleKind, Error, ErrorKind, NetworkAttachment, ProjectId, Submitted, VmId, VmSpec,
+};
+
+use super::Session;
+use crate::output;
+use crate::progress::{self, Progress};
+use crate::views::{JobFailed, Outcome};
+
+/// `hcp vm ...`
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Create a VM and wait until it runs.
+    Create(CreateArgs),
+    /// List the VMs of a project.
+    List(ListArgs),
+    /// Show one VM.
+    Show(VmRef),
+    /// Power a VM on.
+    Start(StartArgs),
+    /// Power a VM off (gracefully, unless --force).
+    Stop(StopArgs),
+    /// Restart a running VM.
+    Reboot(RebootArgs),
+    /// Delete a VM and its disks.
+    Delete(DeleteArgs),
+    /// Print a console URL for a running VM.
+    Console(ConsoleArgs),
+}
+
+/// Options of every command that submits a job.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Makes the request safe to retry: the same request with the same key returns the first
+    /// answer without doing anything again; a different request with it is refused
+    /// (IDEMPOTENCY_KEY_REUSED, exit code 4).
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    /// Shows the job's progress and log lines on stderr until it ends (the embedded engine
+    /// waits for the job in any case).
+    #[arg(long)]
+    wait: bool,
+}
+
+/// `hcp vm create`
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The project (tenant) the VM belongs to.
+    #[arg(long, env = "HCP_PROJECT")]
+    project: String,
+    /// The VM name, unique in its project: 1-63 characters of a-z, 0-9 and '-', starting with a
+    /// letter.
+    #[arg(long)]
+    name: String,
+    /// The catalog image to boot from (see `hcp catalog`).
+    #[arg(long)]
+    image: String,
+    /// The catalog flavor (size); without one, give --vcpus, --memory-mib and --disk-gib.
+    #[arg(long)]
+    flavor: Option<String>,
+    /// vCPUs, overriding the flavor's.
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Memory in MiB, overriding the flavor's.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Disk size in GiB, overriding the flavor's.
+    #[arg(long)]
+    disk_gib: Option<u64>,
+    /// The placement zone; any zone with room when absent.
+    #[arg(long)]
+    zone: Option<String>,
+    /// A catalog network to attach; repeat for several, in order.
+    #[arg(long = "network", value_name = "NETWORK")]
+    networks: Vec<String>,
+    /// A cloud-init user-data file (`-` reads stdin); needs a zone with cloud_init.
+    #[arg(long, value_name = "FILE")]
+    user_data: Option<PathBuf>,
+    /// A tag; repeat for several.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    #[command(flatten)]
+    submit: SubmitArgs,
+}
+
+/// `hcp vm list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The project whose VMs to list.
+    #[arg(long, env = "HCP_PROJECT")]
+    project: String,
+}
+
+/// Names one VM.
+#[derive(Debug, Args)]
+pub struct VmRef {
+    /// The VM id (`vm-…`).
+    #[arg(value_name = "ID")]
+    id: String,
+    /// The VM's project; when given, a VM of another project is not found.
+    #[arg(long, env = "HCP_PROJECT")]
+    project: Option<String>,
+}
+
+impl VmRef {
+    fn project(&self) -> Option<ProjectId> {
+        self.project.as_deref().map(ProjectId::from)
+    }
+
+    fn vm_id(&self) -> VmId {
+        VmId::from(self.id.as_str())
+    }
+}
+
+/// `hcp vm start`
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    vm: VmRef,
+    #[command(flatten)]
+    submit: SubmitArgs,
+}
+
+/// `hcp vm stop`
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    vm: VmRef,
+    /// Powers off at once instead of asking the guest to shut down.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    submit: SubmitArgs,
+}
+
+/// `hcp vm reboot`
+#[derive(Debug, Args)]
+pub struct RebootArgs {
+    #[command(flatten)]
+    vm: VmRef,
+    /// Resets the VM instead of asking the guest to reboot.
+    #[arg(long)]
+    hard: bool,
+    #[command(flatten)]
+    submit: SubmitArgs,
+}
+
+/// `hcp vm delete`
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    vm: VmRef,
+    /// Powers a running VM off first; without it, deleting a running VM fails.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    submit: SubmitArgs,
+}
+
+/// `hcp vm console`
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    #[command(flatten)]
+    vm: VmRef,
+    /// The console protocol; the host's default when absent.
+    #[arg(long = "type", value_enum)]
+    kind: Option<ConsoleType>,
+}
+
+/// Console protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsoleType {
+    /// VNC.
+    Vnc,
+    /// SPICE.
+    Spice,
+    /// A browser URL.
+    Web,
+    /// RDP / VMConnect.
+    Rdp,
+    /// VMware WebMKS.
+    Webmks,
+}
+
+impl From<ConsoleType> for ConsoleKind {
+    fn from(t: ConsoleType) -> Self {
+        match t {
+            ConsoleType::Vnc => ConsoleKind::Vnc,
+            ConsoleType::Spice => ConsoleKind::Spice,
+            ConsoleType::Web => ConsoleKind::Web,
+            ConsoleType::Rdp => ConsoleKind::Rdp,
+            ConsoleType::Webmks => ConsoleKind::Webmks,
+        }
+    }
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+impl VmCommand {
+    /// Returns true for the commands that submit a job.
+    pub fn mutates(&self) -> bool {
+        matches!(
+            self,
+            VmCommand::Create(_)
+                | VmCommand::Start(_)
+                | VmCommand::Stop(_)
+                | VmCommand::Reboot(_)
+                | VmCommand::Delete(_)
+        )
+    }
+
+    /// Runs the command.
+    ///
+    /// # Errors
+    /// Invalid input, an unknown VM, a refused request, or a job that did not succeed.
+    pub async fn run(self, s: &Session) -> anyhow::Result<()> {
+        match self {
+            VmCommand::Create(a) => {
+                let project = ProjectId::from(a.project.as_str());
+                let spec = a.spec()?;
+                let action = Action::Create { spec, host: None };
+                let submitted = s
+                    .backend
+                    .submit(Some(&project), action, a.submit.idempotency_key)
+                    .await?;
+                finish(s, Some(&project), submitted, a.submit.wait).await
+            }
+            VmCommand::List(a) => {
+                let vms = s
+                    .backend
+                    .list_vms(&ProjectId::from(a.project.as_str()))
+                    .await?;
+                output::print(s.format, &vms, |v| output::vm_table(v))
+            }
+            VmCommand::Show(r) => {
+                let vm = s.backend.get_vm(r.project().as_ref(), &r.vm_id()).await?;
+                output::print(s.format, &vm, output::vm_details)
+            }
+            VmCommand::Start(a) => {
+                let action = Action::Start {
+                    vm_id: a.vm.vm_id(),
+                };
+                act(s, &a.vm, action, a.submit).await
+            }
+            VmCommand::Stop(a) => {
+                let action = Action::Stop {
+                    vm_id: a.vm.vm_id(),
+                    force: a.force,
+                };
+                act(s, &a.vm, action, a.submit).await
+            }
+            VmCommand::Reboot(a) => {
+                let action = Action::Reboot {
+                    vm_id: a.vm.vm_id(),
+                    hard: a.hard,
+                };
+                act(s, &a.vm, action, a.submit).await
+            }
+            VmCommand::Delete(a) => {
+                let action = Action::Delete {
+                    vm_id: a.vm.vm_id(),
+                    force: a.force,
+                };
+                act(s, &a.vm, action, a.submit).await
+            }
+            VmCommand::Console(a) => {
+                let console = s
+                    .backend
+                    .console(
+                        a.vm.project().as_ref(),
+                        &a.vm.vm_id(),
+                        a.kind.map(ConsoleKind::from),
+                    )
+                    .await?;
+                output::print(s.format, &console, |c| {
+                    output::details(vec![
+                        ("Type", c.kind.as_str().to_string()),
+                        ("URL", c.url.clone()),
+                        ("Expires", output::time(&c.expires_at)),
+                    ])
+                })
+            }
+        }
+    }
+}
+
+impl CreateArgs {
+    /// Builds the spec; the engine validates it (names, sizes, catalog, capabilities).
+    fn spec(&self) -> Result<VmSpec, Error> {
+        let mut tags = BTreeMap::new();
+        for (k, v) in &self.tags {
+            if tags.insert(k.clone(), v.clone()).is_some() {
+                return Err(Error::invalid(
+                    format!("tags.{k}"),
+                    "is given twice; give each tag key once",
+                ));
+            }
+        }
+        let user_data = self.user_data.as_ref().map(read_user_data).transpose()?;
+        Ok(VmSpec {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            flavor: self.flavor.clone(),
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            disk_gib: self.disk_gib,
+            networks: self
+                .networks
+                .iter()
+                .map(|n| NetworkAttachment { network: n.clone() })
+                .collect(),
+            zone: self.zone.clone(),
+            tags,
+            user_data,
+        })
+    }
+}
+
+fn read_user_data(path: &PathBuf) -> Result<String, Error> {
+    let mut bytes = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
+    };
+    read.map_err(|e| Error::invalid("user_data", format!("cannot read {}: {e}", path.display())))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::invalid("user_data", format!("{} is not UTF-8 text", path.display())))
+}
+
+async fn act(s: &Session, vm: &VmRef, action: Action, submit: SubmitArgs) -> anyhow::Result<()> {
+    let project = vm.project();
+    let submitted = s
+        .backend
+        .submit(project.as_ref(), action, submit.idempotency_key)
+        .await?;
+    finish(s, project.as_ref(), submitted, submit.wait).await
+}
+
+/// Waits for the job, prints what happened, and fails with [`JobFailed`] unless it succeeded.
+async fn finish(
+    s: &Session,
+    project: Option<&ProjectId>,
+    submitted: Submitted,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let job = progress::follow(
+        &s.backend,
+        project,
+        &submitted.job_id,
+        Progress::for_wait(wait),
+    )
+    .await?;
+    let vm = match s.backend.get_vm(project, &submitted.vm_id).await {
+        Ok(vm) => Some(vm),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let outcome = Outcome {
+        vm_id: submitted.vm_id,
+        job_id: submitted.job_id,
+        replayed: submitted.replayed,
+        job,
+        vm,
+    };
+    output::print(s.format, &outcome, output::outcome)?;
+    if outcome.job.state == hcp_core::JobState::Succeeded {
+        Ok(())
+    } else {
+        Err(JobFailed { job: outcome.job }.into())
+    }
+}

@@ -1,0 +1,142 @@
+//! Exit codes: the one place that maps an error to the code `hcp` exits with.
+
+use std::process::ExitCode;
+
+use hcp_core::ErrorKind;
+
+use crate::views::{Interrupted, JobFailed};
+
+/// The command succeeded.
+pub const SUCCESS: u8 = 0;
+/// An unexpected error: an unreadable state file, a bug.
+pub const FAILURE: u8 = 1;
+/// Invalid input: a bad flag or value, an invalid name, an unknown image, flavor, zone or
+/// project, a malformed hosts file. Clap's own usage errors exit with the same code.
+pub const INVALID_INPUT: u8 = 2;
+/// The VM or job does not exist (or belongs to another project).
+pub const NOT_FOUND: u8 = 3;
+/// The request conflicts with the current state: a name taken, a VM not running, an
+/// idempotency key reused with a different request (`IDEMPOTENCY_KEY_REUSED`).
+pub const CONFLICT: u8 = 4;
+/// The zone, host or provider lacks a capability the request needs.
+pub const FEATURE_NOT_SUPPORTED: u8 = 5;
+/// A project quota or the hosts' capacity refuses the request.
+pub const QUOTA_EXCEEDED: u8 = 6;
+/// A provider or host cannot be reached, failed in an unclassified way, or timed out.
+pub const UNAVAILABLE: u8 = 7;
+/// The job ran and ended `FAILED` or `CANCELLED`; its error is printed.
+pub const JOB_FAILED: u8 = 8;
+/// The caller is not authenticated or not allowed (remote mode).
+pub const UNAUTHORIZED: u8 = 9;
+/// Interrupted with Ctrl-C while waiting for a job.
+pub const INTERRUPTED: u8 = 130;
+
+/// The exit codes as `hcp --help` prints them.
+pub const HELP: &str = "\
+Exit codes:
+    0  success
+    1  unexpected error (unreadable state file, internal error)
+    2  invalid input: bad flag or value, invalid name, unknown image/flavor/zone/project,
+       malformed hosts file
+    3  not found: no such VM or job in the project
+    4  conflict: name taken, VM in the wrong state, idempotency key reused (IDEMPOTENCY_KEY_REUSED)
+    5  feature not supported by the zone, host or provider
+    6  quota or capacity exceeded
+    7  provider unavailable, provider error or timeout
+    8  job failed: the job ran and ended FAILED or CANCELLED
+    9  unauthorized
+  130  interrupted (Ctrl-C) while waiting
+
+Mutating commands (vm create/start/stop/reboot/delete) wait for their job in embedded mode;
+--wait also shows its progress on stderr.";
+
+/// Returns the exit code of a command that failed with `error`.
+pub fn code_of(error: &anyhow::Error) -> ExitCode {
+    ExitCode::from(code(error))
+}
+
+fn code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<JobFailed>().is_some() {
+        return JOB_FAILED;
+    }
+    if error.downcast_ref::<Interrupted>().is_some() {
+        return INTERRUPTED;
+    }
+    match error.downcast_ref::<hcp_core::Error>() {
+        Some(e) => code_of_kind(e.kind(), e.field()),
+        None => FAILURE,
+    }
+}
+
+/// Maps an error kind to its exit code. `field` is the request field the error names.
+pub fn code_of_kind(kind: ErrorKind, field: Option<&str>) -> u8 {
+    match kind {
+        ErrorKind::InvalidSpec => INVALID_INPUT,
+        // The engine reports an unknown project as "not found", as a URL path would be; on the
+        // command line the project is a flag, so it is invalid input like an unknown image.
+        ErrorKind::NotFound if field == Some("project") => INVALID_INPUT,
+        ErrorKind::NotFound => NOT_FOUND,
+        ErrorKind::Conflict => CONFLICT,
+        ErrorKind::FeatureNotSupported => FEATURE_NOT_SUPPORTED,
+        ErrorKind::QuotaExceeded => QUOTA_EXCEEDED,
+        ErrorKind::ProviderUnavailable | ErrorKind::ProviderError | ErrorKind::Timeout => {
+            UNAVAILABLE
+        }
+        ErrorKind::Cancelled => JOB_FAILED,
+        ErrorKind::Unauthorized => UNAUTHORIZED,
+        _ => FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_documented_in_help() {
+        for code in [
+            SUCCESS,
+            FAILURE,
+            INVALID_INPUT,
+            NOT_FOUND,
+            CONFLICT,
+            FEATURE_NOT_SUPPORTED,
+            QUOTA_EXCEEDED,
+            UNAVAILABLE,
+            JOB_FAILED,
+            UNAUTHORIZED,
+            INTERRUPTED,
+        ] {
+            let line = format!("\n{code:>5}  ");
+            assert!(
+                HELP.contains(&line),
+                "exit code {code} is missing from the help text"
+            );
+        }
+    }
+
+    #[test]
+    fn kinds_map_to_distinct_codes() {
+        assert_eq!(
+            code_of_kind(ErrorKind::InvalidSpec, Some("name")),
+            INVALID_INPUT
+        );
+        assert_eq!(code_of_kind(ErrorKind::NotFound, Some("vm_id")), NOT_FOUND);
+        assert_eq!(
+            code_of_kind(ErrorKind::NotFound, Some("project")),
+            INVALID_INPUT
+        );
+        assert_eq!(
+            code_of_kind(ErrorKind::FeatureNotSupported, None),
+            FEATURE_NOT_SUPPORTED
+        );
+        assert_eq!(
+            code_of_kind(ErrorKind::Conflict, Some("idempotency_key")),
+            CONFLICT
+        );
+        assert_eq!(code_of_kind(ErrorKind::Internal, None), FAILURE);
+        let e = anyhow::Error::new(hcp_core::Error::not_found("vm", "vm-1"));
+        assert_eq!(code(&e), NOT_FOUND);
+        assert_eq!(code(&anyhow::anyhow!("disk full")), FAILURE);
+    }
+}

@@ -1,0 +1,156 @@
+//! What the CLI shows: tenant views of jobs, the outcome of a mutating command, and the errors
+//! that are not `hcp_core::Error`s.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use hcp_core::{
+    ErrorInfo, Job, JobAction, JobId, JobLogLine, JobState, Operation, PendingReason, ProjectId,
+    TenantVm, VmId,
+};
+use serde::{Deserialize, Serialize};
+
+/// A job as a tenant sees it: no host, no provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// The job id.
+    pub id: JobId,
+    /// The project of its VM.
+    pub project: ProjectId,
+    /// The VM it acts on.
+    pub vm_id: VmId,
+    /// The operation.
+    pub operation: Operation,
+    /// Details of the operation.
+    pub action: JobAction,
+    /// The state.
+    pub state: JobState,
+    /// Why it is pending, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<PendingReason>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Most attempts allowed.
+    pub max_attempts: u32,
+    /// Progress, 0–100.
+    pub progress: u8,
+    /// Who submitted it.
+    pub principal: String,
+    /// The idempotency key it was submitted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The error, when it failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When its first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Job> for JobView {
+    fn from(j: &Job) -> Self {
+        JobView {
+            id: j.id.clone(),
+            project: j.project.clone(),
+            vm_id: j.vm_id.clone(),
+            operation: j.operation,
+            action: j.action.clone(),
+            state: j.state,
+            pending_reason: j.pending_reason.clone(),
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            progress: j.progress,
+            principal: j.principal.subject.clone(),
+            idempotency_key: j.idempotency_key.clone(),
+            error: j.error.clone(),
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+/// One update while following a job (`hcp job watch --output json` prints one per line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// A log line: past lines first, then live ones.
+    Log(JobLogLine),
+    /// The state or progress changed.
+    Status {
+        /// The state.
+        state: JobState,
+        /// Progress, 0–100.
+        progress: u8,
+        /// Why it is pending.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_reason: Option<PendingReason>,
+    },
+    /// The job ended; nothing follows.
+    End {
+        /// The job as it ended.
+        job: JobView,
+    },
+}
+
+/// What a mutating command (`vm create|start|stop|reboot|delete`) did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The VM the job acted on.
+    pub vm_id: VmId,
+    /// The job.
+    pub job_id: JobId,
+    /// True when an idempotency key replayed an earlier request: no new job ran.
+    pub replayed: bool,
+    /// The job, as it ended.
+    pub job: JobView,
+    /// The VM after the job; absent once deleted.
+    pub vm: Option<TenantVm>,
+}
+
+/// A job ended `FAILED` or `CANCELLED`.
+#[derive(Debug)]
+pub struct JobFailed {
+    /// The job as it ended.
+    pub job: JobView,
+}
+
+impl fmt::Display for JobFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "job {} ({}) ended {}",
+            self.job.id, self.job.operation, self.job.state
+        )?;
+        if let Some(e) = &self.job.error {
+            write!(f, ": {}", e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for JobFailed {}
+
+/// The user pressed Ctrl-C twice while waiting for a job.
+#[derive(Debug)]
+pub struct Interrupted {
+    /// The job that was being waited for.
+    pub job_id: JobId,
+}
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "interrupted while waiting for job {}; its outcome is unknown (the next command rebuilds the VM state from the hosts)",
+            self.job_id
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}

@@ -1,1 +1,404 @@
-//! HCP HTTP service (being written).
+//! # hcp-server
+//!
+//! HCP's HTTP service: the tenant, ops and common APIs, the Hyper-V service's routes, health,
+//! readiness and Prometheus metrics, all documented in one OpenAPI 3 document (`/openapi.json`,
+//! Swagger UI at `/docs`). It is a thin shell: every decision stays in [`hcp_core::Engine`].
+//!
+//! ```no_run
+//! # async fn run() -> hcp_core::Result<()> {
+//! use hcp_server::{ServeOptions, build_engine, serve, shutdown_signal};
+//!
+//! let env = |k: &str| std::env::var(k).ok();
+//! let options = ServeOptions::default().apply_env(&env)?;
+//! let engine = build_engine(options.config.as_deref(), &env).await?;
+//! serve(engine, options, shutdown_signal()).await
+//! # }
+//! ```
+
+mod api;
+pub mod dto;
+pub mod error;
+mod http;
+pub mod limits;
+pub mod metrics;
+mod sse;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hcp_core::{Config, Engine, Error, ErrorKind, Result, parse_duration};
+use poem::listener::{Acceptor, TcpAcceptor};
+
+pub use metrics::Metrics;
+
+/// The address `hcp serve` listens on by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One JSON object per line (the default; what log collectors expect).
+    #[default]
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// How the service runs: where it listens, its limits and its logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// The listen address; only loopback addresses are accepted until authentication exists.
+    pub listen: SocketAddr,
+    /// The hosts file; the simulator's demo when absent.
+    pub config: Option<PathBuf>,
+    /// The log format.
+    pub log_format: LogFormat,
+    /// The log filter (`info`, `hcp=debug,poem=warn`, ...).
+    pub log_level: String,
+    /// The largest request body in bytes; larger bodies get `413`.
+    pub body_limit: usize,
+    /// How long one request may take to produce its response; streams (SSE) are not cut.
+    pub request_timeout: Duration,
+    /// The page size of list routes when the client gives none.
+    pub page_default: usize,
+    /// The largest page size of list routes (at most 1000); larger requests are clamped.
+    pub page_max: usize,
+    /// How long a graceful shutdown waits for running requests before it closes them.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            config: None,
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            page_default: 100,
+            page_max: hcp_core::store::PageRequest::MAX_LIMIT,
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Sets the listen address.
+    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// Sets the hosts file.
+    pub fn with_config(mut self, config: Option<PathBuf>) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the body limit in bytes.
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Sets the log format and filter.
+    pub fn with_logging(mut self, format: LogFormat, level: impl Into<String>) -> Self {
+        self.log_format = format;
+        self.log_level = level.into();
+        self
+    }
+
+    /// Applies the environment: `HCP_LISTEN`, `HCP_CONFIG`, `HCP_LOG_FORMAT` (`json`|`text`),
+    /// `HCP_LOG_LEVEL` (or `RUST_LOG`), `HCP_BODY_LIMIT` (bytes), `HCP_REQUEST_TIMEOUT`,
+    /// `HCP_PAGE_MAX`, `HCP_SHUTDOWN_TIMEOUT`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming the variable and what it accepts.
+    pub fn apply_env(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        if let Some(v) = env("HCP_LISTEN") {
+            self.listen = parse_listen("HCP_LISTEN", &v)?;
+        }
+        if let Some(v) = env("HCP_CONFIG").filter(|v| !v.is_empty()) {
+            self.config = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("HCP_LOG_FORMAT") {
+            self.log_format = match v.trim().to_ascii_lowercase().as_str() {
+                "json" => LogFormat::Json,
+                "text" | "pretty" => LogFormat::Text,
+                other => {
+                    return Err(Error::invalid("HCP_LOG_FORMAT", format!("`{other}` is not a log format; allowed: json, text")));
+                }
+            };
+        }
+        if let Some(v) = env("HCP_LOG_LEVEL").or_else(|| env("RUST_LOG")).filter(|v| !v.trim().is_empty()) {
+            tracing_subscriber::EnvFilter::try_new(&v)
+                .map_err(|e| Error::invalid("HCP_LOG_LEVEL", format!("`{v}` is not a log filter ({e}); use e.g. info, debug, hcp=debug")))?;
+            self.log_level = v;
+        }
+        if let Some(v) = env("HCP_BODY_LIMIT") {
+            self.body_limit = parse_positive("HCP_BODY_LIMIT", &v)?;
+        }
+        if let Some(v) = env("HCP_REQUEST_TIMEOUT") {
+            self.request_timeout = parse_duration("HCP_REQUEST_TIMEOUT", &v)?;
+        }
+        if let Some(v) = env("HCP_PAGE_MAX") {
+            self.page_max = parse_positive("HCP_PAGE_MAX", &v)?;
+        }
+        if let Some(v) = env("HCP_SHUTDOWN_TIMEOUT") {
+            self.shutdown_timeout = parse_duration("HCP_SHUTDOWN_TIMEOUT", &v)?;
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks the options.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming the option: a non-loopback listen address (refused until
+    /// authentication exists), a zero body limit or timeout, a page maximum above 1000.
+    pub fn validate(&self) -> Result<()> {
+        if !self.listen.ip().is_loopback() {
+            return Err(Error::invalid(
+                "listen",
+                format!(
+                    "refusing to listen on {}: authentication is not available yet, so the service only \
+                     listens on a loopback address (127.0.0.1:PORT or [::1]:PORT)",
+                    self.listen
+                ),
+            ));
+        }
+        if self.body_limit == 0 {
+            return Err(Error::invalid("body_limit", "must be at least 1 byte"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(Error::invalid("request_timeout", "must be longer than zero"));
+        }
+        let max = hcp_core::store::PageRequest::MAX_LIMIT;
+        if self.page_max == 0 || self.page_max > max {
+            return Err(Error::invalid("page_max", format!("must be between 1 and {max}")));
+        }
+        if self.page_default == 0 || self.page_default > self.page_max {
+            return Err(Error::invalid("page_default", format!("must be between 1 and page_max ({})", self.page_max)));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a listen address: `HOST:PORT` or a bare port (which listens on 127.0.0.1).
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `field`.
+pub fn parse_listen(field: &str, value: &str) -> Result<SocketAddr> {
+    let v = value.trim();
+    if let Ok(port) = v.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let v = v.replace("localhost:", "127.0.0.1:");
+    v.parse::<SocketAddr>()
+        .map_err(|_| Error::invalid(field, format!("`{value}` is not an address; use HOST:PORT such as 127.0.0.1:8080")))
+}
+
+fn parse_positive(field: &str, value: &str) -> Result<usize> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::invalid(field, format!("`{value}` is not a positive whole number"))),
+    }
+}
+
+/// Installs the global tracing subscriber the options ask for (JSON or text, with the filter).
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] for a bad filter; [`ErrorKind::Internal`] when a subscriber is
+/// already installed.
+pub fn init_tracing(options: &ServeOptions) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&options.log_level)
+        .map_err(|e| Error::invalid("log_level", format!("`{}` is not a log filter: {e}", options.log_level)))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match options.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    result.map_err(|e| Error::internal(format!("cannot install the log subscriber: {e}")))
+}
+
+/// Builds the engine every shell uses: reads the hosts file (or the simulator's demo when `config`
+/// is `None`), applies the environment ([`Config::apply_env`]), registers every provider kind
+/// compiled in (`sim`), installs the [`Metrics::global`] observer, and loads the first inventory.
+///
+/// With the demo, the Hyper-V routes' default project is `demo` (unless `HCP_DEFAULT_PROJECT`
+/// says otherwise).
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming the key or variable of a broken configuration; a provider's
+/// error when it cannot start.
+pub async fn build_engine(config: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Engine> {
+    let mut cfg = match config {
+        Some(path) => Config::from_file(path)?,
+        None => {
+            let mut demo = hcp_provider_sim::demo_config();
+            demo.engine.default_project = "demo".into();
+            demo
+        }
+    };
+    cfg.apply_env(env)?;
+    let observer: Arc<dyn hcp_core::Observer> = Metrics::global();
+    register_providers(Engine::builder(cfg)).observer(observer).build().await
+}
+
+/// Registers every provider kind this build knows on `builder`.
+pub fn register_providers(builder: hcp_core::EngineBuilder) -> hcp_core::EngineBuilder {
+    hcp_provider_sim::register(builder)
+}
+
+/// Returns the whole service as one endpoint, for in-process use and tests.
+pub fn app(engine: Engine, options: &ServeOptions) -> impl poem::Endpoint + 'static {
+    http::app(engine, options, Metrics::global())
+}
+
+/// A service bound to its address, ready to run.
+pub struct Server {
+    engine: Engine,
+    options: ServeOptions,
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Checks the options and binds the listen address (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `listen` for a non-loopback address or one that cannot be
+    /// bound (in use, not permitted).
+    pub async fn bind(engine: Engine, options: ServeOptions) -> Result<Server> {
+        options.validate()?;
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .map_err(|e| Error::invalid("listen", format!("cannot listen on {}: {e}", options.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal(format!("cannot read the bound address: {e}")))?;
+        let acceptor = TcpAcceptor::from_tokio(listener)
+            .map_err(|e| Error::internal(format!("cannot accept on {addr}: {e}")))?;
+        Ok(Server {
+            engine,
+            options,
+            acceptor,
+            addr,
+        })
+    }
+
+    /// Returns the bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets running requests finish (up
+    /// to [`ServeOptions::shutdown_timeout`]), and logs the jobs still running.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Internal`] when the listener fails.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Server {
+            engine,
+            options,
+            acceptor,
+            addr,
+        } = self;
+        debug_assert_eq!(acceptor.local_addr().len(), 1);
+        let endpoint = app(engine.clone(), &options);
+        tracing::info!(%addr, api = %format!("http://{addr}/api/hcp/tenant/v1"), docs = %format!("http://{addr}/docs"), "hcp-server listening");
+        let result = poem::Server::new_with_acceptor(acceptor)
+            .name("hcp")
+            .run_with_graceful_shutdown(endpoint, shutdown, Some(options.shutdown_timeout))
+            .await;
+        let running = engine.shutdown().await;
+        if running.is_empty() {
+            tracing::info!("hcp-server stopped; no jobs were running");
+        } else {
+            let ids: Vec<String> = running.iter().map(ToString::to_string).collect();
+            tracing::warn!(count = ids.len(), jobs = %ids.join(","), "hcp-server stopped with jobs still running; they resume when HCP starts again with a durable store");
+        }
+        result.map_err(|e| Error::new(ErrorKind::Internal, format!("the server on {addr} failed: {e}")))
+    }
+}
+
+/// Binds and serves until `shutdown` resolves (see [`Server::bind`] and [`Server::run`]).
+///
+/// # Errors
+/// See [`Server::bind`] and [`Server::run`].
+pub async fn serve(engine: Engine, options: ServeOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    Server::bind(engine, options).await?.run(shutdown).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT), whichever comes first.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("interrupt received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_options_name_the_variable() {
+        let env = |k: &str| match k {
+            "HCP_LISTEN" => Some("127.0.0.1:9999".to_string()),
+            "HCP_BODY_LIMIT" => Some("2048".to_string()),
+            "HCP_LOG_FORMAT" => Some("text".to_string()),
+            _ => None,
+        };
+        let o = ServeOptions::default().apply_env(&env).unwrap();
+        assert_eq!(o.listen.port(), 9999);
+        assert_eq!(o.body_limit, 2048);
+        assert_eq!(o.log_format, LogFormat::Text);
+        let bad = |k: &str| (k == "HCP_BODY_LIMIT").then(|| "lots".to_string());
+        assert_eq!(ServeOptions::default().apply_env(&bad).unwrap_err().field(), Some("HCP_BODY_LIMIT"));
+        let bad = |k: &str| (k == "HCP_LOG_FORMAT").then(|| "xml".to_string());
+        assert_eq!(ServeOptions::default().apply_env(&bad).unwrap_err().field(), Some("HCP_LOG_FORMAT"));
+    }
+
+    #[test]
+    fn non_loopback_listen_is_refused() {
+        let o = ServeOptions::default().with_listen("0.0.0.0:8080".parse().unwrap());
+        let e = o.validate().unwrap_err();
+        assert_eq!(e.field(), Some("listen"));
+        assert!(e.message().contains("loopback"), "{e}");
+        assert!(ServeOptions::default().with_listen("[::1]:0".parse().unwrap()).validate().is_ok());
+        assert_eq!(parse_listen("x", "9000").unwrap(), "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(parse_listen("x", "localhost:9000").unwrap(), "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(parse_listen("x", "nope").unwrap_err().field(), Some("x"));
+    }
+}

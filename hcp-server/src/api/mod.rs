@@ -1,0 +1,162 @@
+//! The routes, one module per API, and what they share: the application state, the principal
+//! and scope helpers (the authentication issue replaces them), and the colon-verb routing.
+
+pub(crate) mod common;
+pub(crate) mod health;
+pub(crate) mod hyperv;
+pub(crate) mod ops;
+pub(crate) mod tenant;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hcp_core::store::Scope;
+use hcp_core::{Engine, Principal, ProjectId, RequestContext, Submitted};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApiService, Tags};
+
+use crate::dto::AcceptedDto;
+use crate::limits::PageLimits;
+use crate::metrics::Metrics;
+
+/// The tenant API's path prefix.
+pub(crate) const TENANT_PREFIX: &str = "/api/hcp/tenant/v1";
+
+/// The subject every request acts as until the authentication issue brings real principals.
+pub(crate) const DEV_PRINCIPAL: &str = "anonymous";
+
+/// The custom verbs of `.../vms/{vmId}:<verb>`.
+pub(crate) const COLON_VERBS: [&str; 4] = ["start", "stop", "reboot", "console"];
+/// How a colon verb is routed internally: `.../vms/{vmId}/@start`. Requests never reach these
+/// paths directly (see [`crate::http`]), and the published OpenAPI document shows `{vmId}:start`.
+pub(crate) const VERB_MARKER: &str = "/@";
+
+/// What every handler shares.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) pages: PageLimits,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+pub(crate) type State = Arc<AppState>;
+
+impl AppState {
+    /// Returns true once the first inventory has loaded and at least one provider answers.
+    pub(crate) fn ready(&self) -> Result<(), String> {
+        if !self.engine.is_ready() {
+            return Err("the first inventory has not finished loading".into());
+        }
+        let providers = self.engine.providers();
+        if providers.iter().any(|p| p.healthy) {
+            Ok(())
+        } else {
+            Err(format!("none of the {} providers answers", providers.len()))
+        }
+    }
+}
+
+/// Returns who is asking. Until authentication exists every request is the development
+/// principal; the authentication issue replaces this one function.
+pub(crate) fn principal(_req: &poem::Request) -> Principal {
+    Principal::new(DEV_PRINCIPAL)
+}
+
+/// Returns the scope of job lookups by id (no project in the path). Until authentication exists
+/// it is every project; the authentication issue narrows it to the principal's projects.
+pub(crate) fn job_scope(_req: &poem::Request) -> Scope {
+    Scope::All
+}
+
+/// Builds the request context of a tenant request in `project`.
+pub(crate) fn tenant_context(req: &poem::Request, project: &str, idempotency_key: Option<String>) -> hcp_core::Result<RequestContext> {
+    let project = ProjectId::new(project);
+    project.validate().map_err(|e| e.with_field("projectId"))?;
+    Ok(RequestContext::new(project, principal(req)).with_idempotency_key(idempotency_key.filter(|k| !k.is_empty())))
+}
+
+/// API groups in the OpenAPI document.
+#[derive(Tags)]
+pub(crate) enum ApiTags {
+    /// Tenant API: VMs and jobs of one project.
+    Tenant,
+    /// Operations API: providers, hosts, all VMs, reconciliation and the audit stream.
+    Ops,
+    /// Common read-only API: the catalog and capabilities.
+    Common,
+    /// The Hyper-V service's routes, kept for its existing users.
+    #[oai(rename = "Hyper-V")]
+    HyperV,
+    /// Health, readiness and metrics.
+    Health,
+}
+
+/// The answer of every route that starts a job.
+#[derive(Debug, ApiResponse)]
+pub(crate) enum AcceptedResponse {
+    /// Accepted: a job does the work; `Location` is the job's URL. A replayed idempotency key
+    /// answers the first request's body again.
+    #[oai(status = 202)]
+    Accepted(Json<AcceptedDto>, #[oai(header = "Location")] String),
+}
+
+impl AcceptedResponse {
+    pub(crate) fn new(project: &ProjectId, s: &Submitted) -> Self {
+        tracing::info!(vm_id = %s.vm_id, job_id = %s.job_id, project = %project, replayed = s.replayed, "job accepted");
+        AcceptedResponse::Accepted(
+            Json(AcceptedDto {
+                resource_id: format!("projects/{project}/vms/{}", s.vm_id),
+                vm_id: s.vm_id.to_string(),
+                job_id: s.job_id.to_string(),
+            }),
+            format!("{TENANT_PREFIX}/jobs/{}", s.job_id),
+        )
+    }
+}
+
+pub(crate) type Apis = (tenant::TenantApi, ops::OpsApi, common::CommonApi, hyperv::HyperVApi, health::HealthApi);
+
+/// Builds the OpenAPI service over every API.
+pub(crate) fn service(state: &State) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            tenant::TenantApi { state: state.clone() },
+            ops::OpsApi { state: state.clone() },
+            common::CommonApi { state: state.clone() },
+            hyperv::HyperVApi { state: state.clone() },
+            health::HealthApi { state: state.clone() },
+        ),
+        "HCP — Hypervisor Control Plane",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "One API to create, run, watch and delete VMs on Hyper-V, Proxmox, vSphere and libvirt. \
+         Changes are asynchronous: they answer `202 Accepted` with a job to follow (`GET /api/hcp/tenant/v1/jobs/{jobId}` \
+         or its server-sent log stream). Every mutating route honours an `Idempotency-Key` header. Every error is a \
+         problem-JSON body with a stable `code`. List routes page with `limit` (clamped to the server's maximum, 1000 \
+         by default) and the `next` cursor of the previous page.",
+    )
+}
+
+/// Rewrites the internal colon-verb paths (`{vmId}/@start`) of a generated document into the
+/// published form (`{vmId}:start`), and returns the document and a map from operation id to
+/// route template (the `route` label of the HTTP metrics).
+pub(crate) fn publish(internal: &str) -> (String, HashMap<String, String>) {
+    let mut doc: serde_json::Value = serde_json::from_str(internal).unwrap_or_default();
+    let mut routes = HashMap::new();
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        let old = std::mem::take(paths);
+        for (path, item) in old {
+            let public = path.replace(&format!("}}{VERB_MARKER}"), "}:");
+            if let Some(ops) = item.as_object() {
+                for op in ops.values() {
+                    if let Some(id) = op.get("operationId").and_then(|v| v.as_str()) {
+                        routes.insert(id.to_string(), public.clone());
+                    }
+                }
+            }
+            paths.insert(public, item);
+        }
+    }
+    (serde_json::to_string_pretty(&doc).unwrap_or_default(), routes)
+}

@@ -1,0 +1,189 @@
+//! The operations API (`/api/hcp/ops/v1`): providers with health, hosts, every VM with its
+//! provider binding, capabilities per provider and host, reconciliation, and the audit stream.
+
+use futures::stream::BoxStream;
+use hcp_core::store::{JobFilter, Scope};
+use hcp_core::{EventFilter, JobId, ProjectId, VmId};
+use poem::web::sse::Event;
+use poem_openapi::OpenApi;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{EventStream, Json};
+
+use super::{ApiTags, State};
+use crate::dto::{
+    EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsVmPage, ProviderCapabilitiesDto,
+    ProviderStatusDto, RefreshReportDto,
+};
+use crate::error::ApiResult;
+use crate::sse::audit_stream;
+
+pub(crate) struct OpsApi {
+    pub(crate) state: State,
+}
+
+fn project_scope(project: Option<String>) -> hcp_core::Result<Scope> {
+    match project.filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let p = ProjectId::new(p);
+            p.validate().map_err(|e| e.with_field("project"))?;
+            Ok(Scope::Project(p))
+        }
+        None => Ok(Scope::All),
+    }
+}
+
+#[OpenApi(prefix_path = "/api/hcp/ops/v1", tag = "ApiTags::Ops")]
+impl OpsApi {
+    /// List providers with their health
+    #[oai(path = "/providers", method = "get", operation_id = "opsProviders")]
+    async fn providers(&self) -> Json<Vec<ProviderStatusDto>> {
+        Json(self.state.engine.providers().into_iter().map(Into::into).collect())
+    }
+
+    /// List hosts with capacity and health
+    #[oai(path = "/hosts", method = "get", operation_id = "opsHosts")]
+    async fn hosts(&self) -> Json<Vec<HostDto>> {
+        Json(self.state.engine.hosts().into_iter().map(Into::into).collect())
+    }
+
+    /// List every VM with its provider binding
+    #[oai(path = "/vms", method = "get", operation_id = "opsVms")]
+    async fn vms(
+        &self,
+        /// Only this project's VMs.
+        project: Query<Option<String>>,
+        /// Page size (default 100, clamped to the server's maximum).
+        limit: Query<Option<u32>>,
+        /// The `next` cursor of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<OpsVmPage>> {
+        let scope = project_scope(project.0)?;
+        let page = self
+            .state
+            .engine
+            .list_vms(&scope, &self.state.pages.request(limit.0, cursor.0))
+            .await?;
+        Ok(Json(OpsVmPage {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next: page.next,
+        }))
+    }
+
+    /// List every VM found on the hosts, HCP's and others
+    #[oai(path = "/inventory", method = "get", operation_id = "opsInventory")]
+    async fn inventory(&self) -> Json<Vec<InventoryVmDto>> {
+        Json(self.state.engine.inventory_vms().into_iter().map(Into::into).collect())
+    }
+
+    /// List capabilities per provider and host
+    #[oai(path = "/capabilities", method = "get", operation_id = "opsCapabilities")]
+    async fn capabilities(&self) -> Json<Vec<ProviderCapabilitiesDto>> {
+        Json(self.state.engine.provider_capabilities().into_iter().map(Into::into).collect())
+    }
+
+    /// Reconcile now
+    ///
+    /// Refreshes every host's inventory, rebuilds VMs found with HCP's mark, and reports drift.
+    #[oai(path = "/reconcile", method = "post", operation_id = "opsReconcile")]
+    async fn reconcile(&self) -> ApiResult<Json<RefreshReportDto>> {
+        Ok(Json(self.state.engine.refresh_inventory().await?.into()))
+    }
+
+    /// List jobs of every project
+    #[oai(path = "/jobs", method = "get", operation_id = "opsJobs")]
+    async fn jobs(
+        &self,
+        /// Only this project's jobs.
+        project: Query<Option<String>>,
+        /// Only jobs on this VM.
+        vm_id: Query<Option<String>>,
+        /// Only jobs in this state.
+        state: Query<Option<JobStateDto>>,
+        /// Page size (default 100, clamped to the server's maximum).
+        limit: Query<Option<u32>>,
+        /// The `next` cursor of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<JobPage>> {
+        let scope = project_scope(project.0)?;
+        let filter = JobFilter {
+            vm_id: vm_id.0.map(VmId::new),
+            state: state.0.map(Into::into),
+        };
+        let page = self
+            .state
+            .engine
+            .list_jobs(&scope, &filter, &self.state.pages.request(limit.0, cursor.0))
+            .await?;
+        Ok(Json(JobPage {
+            items: page.items.iter().map(JobDto::operator).collect(),
+            next: page.next,
+        }))
+    }
+
+    /// Get a job with its host and provider
+    #[oai(path = "/jobs/:jobId", method = "get", operation_id = "opsGetJob")]
+    async fn job(&self, #[oai(name = "jobId")] job_id: Path<String>) -> ApiResult<Json<JobDto>> {
+        let job = self.state.engine.get_job(&Scope::All, &JobId::new(job_id.0)).await?;
+        Ok(Json(JobDto::operator(&job)))
+    }
+
+    /// Read the audit stream, one page at a time
+    ///
+    /// Events in order after sequence number `after`; pass the page's `next` as `after` to read on.
+    #[oai(path = "/events", method = "get", operation_id = "opsEvents")]
+    async fn events(
+        &self,
+        /// Only events after this sequence number.
+        after: Query<Option<u64>>,
+        /// Only this project's events.
+        project: Query<Option<String>>,
+        /// Only this VM's events.
+        vm_id: Query<Option<String>>,
+        /// Page size (default 100, clamped to the server's maximum).
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<EventPage>> {
+        let limit = self.state.pages.request(limit.0, None).limit;
+        let filter = EventFilter {
+            after: after.0.unwrap_or(0),
+            project: project.0.filter(|p| !p.is_empty()).map(ProjectId::new),
+            vm_id: vm_id.0.map(VmId::new),
+            limit,
+        };
+        let events = self.state.engine.list_events(&filter).await?;
+        let next = (events.len() == limit).then(|| events.last().map(|e| e.seq.to_string())).flatten();
+        Ok(Json(EventPage {
+            items: events
+                .iter()
+                .map(|e| serde_json::to_value(e.as_ref()).unwrap_or(serde_json::Value::Null))
+                .collect(),
+            next,
+        }))
+    }
+
+    /// Follow the audit stream
+    ///
+    /// Server-sent events (`event: audit`, `id` = sequence number): past events after `after`,
+    /// then live ones.
+    #[oai(path = "/events/stream", method = "get", operation_id = "opsEventStream")]
+    async fn event_stream(
+        &self,
+        /// Only events after this sequence number.
+        after: Query<Option<u64>>,
+        /// Only this project's events.
+        project: Query<Option<String>>,
+    ) -> ApiResult<EventStream<BoxStream<'static, serde_json::Value>>> {
+        let filter = EventFilter {
+            after: after.0.unwrap_or(0),
+            project: project.0.filter(|p| !p.is_empty()).map(ProjectId::new),
+            vm_id: None,
+            limit: 0,
+        };
+        let stream = audit_stream(self.state.engine.clone(), filter).await?;
+        Ok(EventStream::new(stream)
+            .keep_alive(super::tenant::SSE_KEEP_ALIVE)
+            .to_event(|v| {
+                let id = v.get("seq").and_then(|s| s.as_u64()).unwrap_or_default();
+                Event::message(v.to_string()).event_type("audit").id(id.to_string())
+            }))
+    }
+}

@@ -1,0 +1,265 @@
+//! The tenant API (`/api/hcp/tenant/v1`): one project's VMs and jobs. Views never show hosts,
+//! native VM ids or datastores; another project's objects are "not found".
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use hcp_core::store::{JobFilter, Scope};
+use hcp_core::{JobId, VmId};
+use poem::Request;
+use poem::web::sse::Event;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::types::ToJSON;
+use poem_openapi::OpenApi;
+
+use super::{AcceptedResponse, ApiTags, State, job_scope, tenant_context};
+use crate::dto::{
+    ConsoleDto, ConsoleKindDto, CreateVmRequest, JobDto, JobEventDto, JobPage, JobStateDto, TenantVmDto, VmPage,
+};
+use crate::error::ApiResult;
+use crate::limits::StrictJson;
+
+/// How often an idle server-sent event stream sends a keep-alive comment.
+pub(crate) const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub(crate) struct TenantApi {
+    pub(crate) state: State,
+}
+
+#[OpenApi(prefix_path = "/api/hcp/tenant/v1", tag = "ApiTags::Tenant")]
+impl TenantApi {
+    /// List a project's VMs
+    ///
+    /// Pages are ordered by VM id (oldest first); pass the previous page's `next` as `cursor`.
+    #[oai(path = "/projects/:projectId/vms", method = "get", operation_id = "listVms")]
+    async fn list_vms(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        /// Page size (default 100, clamped to the server's maximum, 1000 by default).
+        limit: Query<Option<u32>>,
+        /// The `next` cursor of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<VmPage>> {
+        let ctx = tenant_context(req, &project_id, None)?;
+        let page = self
+            .state
+            .engine
+            .list_vms(&ctx.scope(), &self.state.pages.request(limit.0, cursor.0))
+            .await?;
+        Ok(Json(VmPage {
+            items: page.items.iter().map(|v| v.tenant_view().into()).collect(),
+            next: page.next,
+        }))
+    }
+
+    /// Create a VM
+    ///
+    /// Validates the spec against the catalog and the zone's capabilities, places the VM and
+    /// starts its create job. A request that needs a capability the zone lacks (user-data in a
+    /// zone without cloud-init) is refused with `409 FEATURE_NOT_SUPPORTED` before any job exists.
+    #[oai(path = "/projects/:projectId/vms", method = "post", operation_id = "createVm")]
+    async fn create_vm(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        /// Replays the first answer when the same request is sent again with the same key;
+        /// the same key with a different request is refused with `422 IDEMPOTENCY_KEY_REUSED`.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+        body: StrictJson<CreateVmRequest>,
+    ) -> ApiResult<AcceptedResponse> {
+        let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
+        let submitted = self.state.engine.create_vm(&ctx, body.0.into()).await?;
+        Ok(AcceptedResponse::new(&ctx.project, &submitted))
+    }
+
+    /// Get a VM
+    #[oai(path = "/projects/:projectId/vms/:vmId", method = "get", operation_id = "getVm")]
+    async fn get_vm(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+    ) -> ApiResult<Json<TenantVmDto>> {
+        let ctx = tenant_context(req, &project_id, None)?;
+        let vm = self.state.engine.get_vm(&ctx.scope(), &VmId::new(vm_id.0)).await?;
+        Ok(Json(vm.tenant_view().into()))
+    }
+
+    /// Delete a VM
+    ///
+    /// A running VM is refused unless `force` is set, which powers it off first.
+    #[oai(path = "/projects/:projectId/vms/:vmId", method = "delete", operation_id = "deleteVm")]
+    async fn delete_vm(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+        /// Power a running VM off first.
+        force: Query<Option<bool>>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> ApiResult<AcceptedResponse> {
+        let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
+        let s = self
+            .state
+            .engine
+            .delete_vm(&ctx, &VmId::new(vm_id.0), force.0.unwrap_or(false))
+            .await?;
+        Ok(AcceptedResponse::new(&ctx.project, &s))
+    }
+
+    /// Start a VM
+    #[oai(path = "/projects/:projectId/vms/:vmId/@start", method = "post", operation_id = "startVm")]
+    async fn start_vm(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> ApiResult<AcceptedResponse> {
+        let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
+        let s = self.state.engine.start_vm(&ctx, &VmId::new(vm_id.0)).await?;
+        Ok(AcceptedResponse::new(&ctx.project, &s))
+    }
+
+    /// Stop a VM
+    ///
+    /// A graceful shutdown first, then a hard power-off; immediately hard with `force`.
+    #[oai(path = "/projects/:projectId/vms/:vmId/@stop", method = "post", operation_id = "stopVm")]
+    async fn stop_vm(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+        /// Skip the graceful shutdown.
+        force: Query<Option<bool>>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> ApiResult<AcceptedResponse> {
+        let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
+        let s = self
+            .state
+            .engine
+            .stop_vm(&ctx, &VmId::new(vm_id.0), force.0.unwrap_or(false))
+            .await?;
+        Ok(AcceptedResponse::new(&ctx.project, &s))
+    }
+
+    /// Reboot a VM
+    #[oai(path = "/projects/:projectId/vms/:vmId/@reboot", method = "post", operation_id = "rebootVm")]
+    async fn reboot_vm(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+        /// Reset instead of a guest reboot.
+        hard: Query<Option<bool>>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> ApiResult<AcceptedResponse> {
+        let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
+        let s = self
+            .state
+            .engine
+            .reboot_vm(&ctx, &VmId::new(vm_id.0), hard.0.unwrap_or(false))
+            .await?;
+        Ok(AcceptedResponse::new(&ctx.project, &s))
+    }
+
+    /// Open a console to a VM
+    ///
+    /// Answers a URL valid until `expires_at`. The VM must be active and its host must offer a
+    /// console (`409 FEATURE_NOT_SUPPORTED` otherwise).
+    #[oai(path = "/projects/:projectId/vms/:vmId/@console", method = "post", operation_id = "consoleVm")]
+    async fn console(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+        /// The console protocol; the host's preferred one when absent.
+        #[oai(name = "type")]
+        kind: Query<Option<ConsoleKindDto>>,
+    ) -> ApiResult<Json<ConsoleDto>> {
+        let ctx = tenant_context(req, &project_id, None)?;
+        let console = self
+            .state
+            .engine
+            .console(&ctx, &VmId::new(vm_id.0), kind.0.map(Into::into))
+            .await?;
+        Ok(Json(console.into()))
+    }
+
+    /// List a project's jobs
+    ///
+    /// Newest first; pass the previous page's `next` as `cursor`.
+    #[oai(path = "/projects/:projectId/jobs", method = "get", operation_id = "listJobs")]
+    async fn list_jobs(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        /// Only jobs on this VM.
+        vm_id: Query<Option<String>>,
+        /// Only jobs in this state.
+        state: Query<Option<JobStateDto>>,
+        /// Page size (default 100, clamped to the server's maximum).
+        limit: Query<Option<u32>>,
+        /// The `next` cursor of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<JobPage>> {
+        let ctx = tenant_context(req, &project_id, None)?;
+        let filter = JobFilter {
+            vm_id: vm_id.0.map(VmId::new),
+            state: state.0.map(Into::into),
+        };
+        let page = self
+            .state
+            .engine
+            .list_jobs(&ctx.scope(), &filter, &self.state.pages.request(limit.0, cursor.0))
+            .await?;
+        Ok(Json(JobPage {
+            items: page.items.iter().map(JobDto::tenant).collect(),
+            next: page.next,
+        }))
+    }
+
+    /// Get a job
+    ///
+    /// A pending job's `pending_reason` says why it waits.
+    #[oai(path = "/jobs/:jobId", method = "get", operation_id = "getJob")]
+    async fn get_job(&self, req: &Request, #[oai(name = "jobId")] job_id: Path<String>) -> ApiResult<Json<JobDto>> {
+        let job = self.state.engine.get_job(&job_scope(req), &JobId::new(job_id.0)).await?;
+        Ok(Json(JobDto::tenant(&job)))
+    }
+
+    /// Follow a job's log
+    ///
+    /// Server-sent events: the past log lines (`event: log`, `id` = line number), then live
+    /// lines and status changes (`event: status`), then one `event: end` carrying the final job,
+    /// after which the stream closes. With `Last-Event-ID`, lines up to that number are skipped.
+    #[oai(path = "/jobs/:jobId/logs", method = "get", operation_id = "jobLogs")]
+    async fn job_logs(
+        &self,
+        req: &Request,
+        #[oai(name = "jobId")] job_id: Path<String>,
+        /// Resume after this log line number.
+        #[oai(name = "Last-Event-ID")]
+        last_event_id: Header<Option<u64>>,
+    ) -> ApiResult<EventStream<BoxStream<'static, JobEventDto>>> {
+        let scope: Scope = job_scope(req);
+        let watch = self.state.engine.watch_job(&scope, &JobId::new(job_id.0)).await?;
+        let after = last_event_id.0.unwrap_or(0);
+        let stream = watch
+            .into_stream()
+            .map(JobEventDto::tenant)
+            .filter(move |e| std::future::ready(!matches!(e, JobEventDto::Log(l) if l.seq <= after)))
+            .boxed();
+        Ok(EventStream::new(stream).keep_alive(SSE_KEEP_ALIVE).to_event(|e| {
+            let mut event = Event::message(e.to_json_string()).event_type(e.name());
+            if let JobEventDto::Log(l) = &e {
+                event = event.id(l.seq.to_string());
+            }
+            event
+        }))
+    }
+}

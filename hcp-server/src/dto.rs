@@ -1,0 +1,1376 @@
+//! Request and response DTOs, kept apart from the core types.
+//!
+//! Request DTOs never bind client input into internal objects: each is parsed with
+//! `deny_unknown_fields`, and fields the server owns (`id`, `project`, `host`, `state`, ...) are
+//! refused with a 400 naming the field (see [`crate::limits::StrictJson`]). Response DTOs are built
+//! from core types and serialize exactly like them (same field names and values), so a client may
+//! decode them straight into `hcp_core` types.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use hcp_core::{
+    Capabilities, Catalog, ConsoleKind, DesiredState, ErrorInfo, Flavor, Host, Image, InventoryVm, Job, JobAction,
+    JobLogLine, JobState, LogLevel, Network, PendingReason, PowerState, ProviderCapabilities, ProviderStatus,
+    RefreshReport, Resources, TenantVm, Vm, VmSpec, Zone,
+};
+use poem_openapi::{Enum, Object, Union};
+use serde::Deserialize;
+
+/// A request body the server parses strictly: unknown fields are refused, and so are the fields
+/// listed in [`StrictDto::SERVER_OWNED`], each with a message naming it.
+pub trait StrictDto {
+    /// Fields the server sets itself; a request that carries one is refused with a 400.
+    const SERVER_OWNED: &'static [&'static str];
+}
+
+/// Fields the server owns on every VM request.
+const VM_SERVER_OWNED: &[&str] = &[
+    "id",
+    "vm_id",
+    "project",
+    "host",
+    "provider",
+    "native_id",
+    "binding",
+    "state",
+    "desired",
+    "power",
+    "desired_power",
+    "present",
+    "resources",
+    "last_error",
+    "has_user_data",
+    "created_at",
+    "updated_at",
+    "generation",
+    "job_id",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Enums
+// ---------------------------------------------------------------------------------------------
+
+/// The state of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStateDto {
+    /// Accepted and queued.
+    Pending,
+    /// A worker runs it.
+    Running,
+    /// It finished successfully.
+    Succeeded,
+    /// It failed.
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl From<JobState> for JobStateDto {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Pending => JobStateDto::Pending,
+            JobState::Running => JobStateDto::Running,
+            JobState::Succeeded => JobStateDto::Succeeded,
+            JobState::Failed => JobStateDto::Failed,
+            JobState::Cancelled => JobStateDto::Cancelled,
+        }
+    }
+}
+
+impl From<JobStateDto> for JobState {
+    fn from(s: JobStateDto) -> Self {
+        match s {
+            JobStateDto::Pending => JobState::Pending,
+            JobStateDto::Running => JobState::Running,
+            JobStateDto::Succeeded => JobState::Succeeded,
+            JobStateDto::Failed => JobState::Failed,
+            JobStateDto::Cancelled => JobState::Cancelled,
+        }
+    }
+}
+
+/// The lifecycle state HCP wants a VM in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VmStateDto {
+    /// Accepted; its create job has not finished.
+    Pending,
+    /// Created and expected to exist.
+    Active,
+    /// Its last job failed.
+    Error,
+    /// Deleted; kept until its delete job ends.
+    Deleted,
+}
+
+impl From<DesiredState> for VmStateDto {
+    fn from(s: DesiredState) -> Self {
+        match s {
+            DesiredState::Pending => VmStateDto::Pending,
+            DesiredState::Active => VmStateDto::Active,
+            DesiredState::Error => VmStateDto::Error,
+            DesiredState::Deleted => VmStateDto::Deleted,
+        }
+    }
+}
+
+/// A VM's power state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PowerStateDto {
+    /// Powered on.
+    Running,
+    /// Powered off.
+    Stopped,
+    /// Paused or suspended.
+    Paused,
+    /// Not known.
+    Unknown,
+}
+
+impl From<PowerState> for PowerStateDto {
+    fn from(s: PowerState) -> Self {
+        match s {
+            PowerState::Running => PowerStateDto::Running,
+            PowerState::Stopped => PowerStateDto::Stopped,
+            PowerState::Paused => PowerStateDto::Paused,
+            PowerState::Unknown => PowerStateDto::Unknown,
+        }
+    }
+}
+
+/// A console protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ConsoleKindDto {
+    /// VNC.
+    Vnc,
+    /// SPICE.
+    Spice,
+    /// A browser URL.
+    Web,
+    /// RDP / VMConnect.
+    Rdp,
+    /// VMware WebMKS.
+    Webmks,
+}
+
+impl From<ConsoleKind> for ConsoleKindDto {
+    fn from(k: ConsoleKind) -> Self {
+        match k {
+            ConsoleKind::Vnc => ConsoleKindDto::Vnc,
+            ConsoleKind::Spice => ConsoleKindDto::Spice,
+            ConsoleKind::Web => ConsoleKindDto::Web,
+            ConsoleKind::Rdp => ConsoleKindDto::Rdp,
+            ConsoleKind::Webmks => ConsoleKindDto::Webmks,
+        }
+    }
+}
+
+impl From<ConsoleKindDto> for ConsoleKind {
+    fn from(k: ConsoleKindDto) -> Self {
+        match k {
+            ConsoleKindDto::Vnc => ConsoleKind::Vnc,
+            ConsoleKindDto::Spice => ConsoleKind::Spice,
+            ConsoleKindDto::Web => ConsoleKind::Web,
+            ConsoleKindDto::Rdp => ConsoleKind::Rdp,
+            ConsoleKindDto::Webmks => ConsoleKind::Webmks,
+        }
+    }
+}
+
+/// The severity of a job log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum LogLevelDto {
+    /// Normal progress.
+    Info,
+    /// Something worth a look.
+    Warn,
+    /// A failure.
+    Error,
+}
+
+impl From<LogLevel> for LogLevelDto {
+    fn from(l: LogLevel) -> Self {
+        match l {
+            LogLevel::Info => LogLevelDto::Info,
+            LogLevel::Warn => LogLevelDto::Warn,
+            LogLevel::Error => LogLevelDto::Error,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------------
+
+/// One network a new VM attaches to.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAttachmentDto {
+    /// The catalog network name.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub network: String,
+}
+
+/// Asks for a new VM (the body of `POST /projects/{projectId}/vms`).
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub struct CreateVmRequest {
+    /// The VM name, unique within its project: 1–63 characters of `[a-z0-9-]`, starting with a letter.
+    #[oai(validator(min_length = 1, max_length = 63, pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$"))]
+    pub name: String,
+    /// The catalog image to boot from.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub image: String,
+    /// The catalog flavor; when absent, `vcpus`, `memory_mib` and `disk_gib` are all required.
+    #[serde(default)]
+    pub flavor: Option<String>,
+    /// Explicit vCPUs (overrides the flavor's).
+    #[serde(default)]
+    #[oai(validator(minimum(value = "1")))]
+    pub vcpus: Option<u32>,
+    /// Explicit memory in MiB (overrides the flavor's).
+    #[serde(default)]
+    #[oai(validator(minimum(value = "16")))]
+    pub memory_mib: Option<u64>,
+    /// Explicit disk size in GiB (overrides the flavor's).
+    #[serde(default)]
+    #[oai(validator(minimum(value = "1")))]
+    pub disk_gib: Option<u64>,
+    /// Networks to attach, in order.
+    #[serde(default)]
+    #[oai(default)]
+    pub networks: Vec<NetworkAttachmentDto>,
+    /// The placement zone; any zone that fits when absent.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Free-form tags (at most 50).
+    #[serde(default)]
+    #[oai(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Cloud-init user-data, at most 64 KiB (needs the `cloud_init` capability).
+    #[serde(default)]
+    #[oai(validator(max_length = 65536))]
+    pub user_data: Option<String>,
+}
+
+impl StrictDto for CreateVmRequest {
+    const SERVER_OWNED: &'static [&'static str] = VM_SERVER_OWNED;
+}
+
+impl From<CreateVmRequest> for VmSpec {
+    fn from(r: CreateVmRequest) -> Self {
+        VmSpec {
+            name: r.name,
+            image: r.image,
+            flavor: r.flavor,
+            vcpus: r.vcpus,
+            memory_mib: r.memory_mib,
+            disk_gib: r.disk_gib,
+            networks: r
+                .networks
+                .into_iter()
+                .map(|n| hcp_core::NetworkAttachment { network: n.network })
+                .collect(),
+            zone: r.zone,
+            tags: r.tags,
+            user_data: r.user_data,
+        }
+    }
+}
+
+/// Asks for a new VM through the Hyper-V service's route `POST /api/v1/vms/create`.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub struct LegacyCreateVmRequest {
+    /// The VM name.
+    #[oai(validator(min_length = 1, max_length = 63))]
+    pub name: String,
+    /// The template (catalog image) to clone.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub template: String,
+    /// Pins the VM to this host; give a host or a zone (or neither, for any zone).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The placement zone.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// A catalog flavor; when absent, `vcpus` and `memory_mb` are required.
+    #[serde(default)]
+    pub flavor: Option<String>,
+    /// vCPUs.
+    #[serde(default)]
+    #[oai(validator(minimum(value = "1")))]
+    pub vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[serde(default)]
+    #[oai(validator(minimum(value = "16")))]
+    pub memory_mb: Option<u64>,
+    /// Disk size in GiB; the template's minimum when absent.
+    #[serde(default)]
+    #[oai(validator(minimum(value = "1")))]
+    pub disk_gb: Option<u64>,
+    /// The VLAN to attach to: the catalog network with this VLAN id.
+    #[serde(default)]
+    #[oai(validator(minimum(value = "1"), maximum(value = "4094")))]
+    pub vlan: Option<u16>,
+}
+
+impl StrictDto for LegacyCreateVmRequest {
+    const SERVER_OWNED: &'static [&'static str] = VM_SERVER_OWNED;
+}
+
+/// Asks to delete a VM through the Hyper-V service's route `POST /api/v1/vms/delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub struct LegacyDeleteVmRequest {
+    /// The VM name (in the default project); give `name` or `vm_id`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// HCP's VM id; give `name` or `vm_id`.
+    #[serde(default)]
+    pub vm_id: Option<String>,
+    /// Powers a running VM off first.
+    #[serde(default)]
+    #[oai(default)]
+    pub force: bool,
+}
+
+impl StrictDto for LegacyDeleteVmRequest {
+    const SERVER_OWNED: &'static [&'static str] = &["id", "project", "host", "provider", "state", "job_id"];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses: jobs and VMs
+// ---------------------------------------------------------------------------------------------
+
+/// The answer to an accepted change: a job does the work.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct AcceptedDto {
+    /// The resource the job acts on (`projects/{project}/vms/{vmId}`).
+    pub resource_id: String,
+    /// The VM.
+    pub vm_id: String,
+    /// The job; follow it at `/api/hcp/tenant/v1/jobs/{job_id}`.
+    pub job_id: String,
+}
+
+/// A console connection.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ConsoleDto {
+    /// The protocol.
+    #[oai(rename = "type")]
+    pub kind: ConsoleKindDto,
+    /// Where a client connects.
+    pub url: String,
+    /// When the URL stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<hcp_core::Console> for ConsoleDto {
+    fn from(c: hcp_core::Console) -> Self {
+        ConsoleDto {
+            kind: c.kind.into(),
+            url: c.url,
+            expires_at: c.expires_at,
+        }
+    }
+}
+
+/// An error kept on a failed job or VM.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ErrorInfoDto {
+    /// The error kind (`not_found`, `provider_unavailable`, ...).
+    pub kind: String,
+    /// The stable code (`NOT_FOUND`, ...).
+    pub code: String,
+    /// A one-line message.
+    pub message: String,
+    /// The offending field, if any.
+    #[oai(skip_serializing_if_is_none)]
+    pub field: Option<String>,
+}
+
+impl ErrorInfoDto {
+    /// Builds the operator view: the message with its context.
+    pub fn operator(e: &ErrorInfo) -> Self {
+        ErrorInfoDto {
+            kind: e.kind.as_str().to_string(),
+            code: e.code.clone(),
+            message: e.message.clone(),
+            field: e.field.clone(),
+        }
+    }
+
+    /// Builds the tenant view: the message without its context, which may name hosts.
+    pub fn tenant(e: &ErrorInfo) -> Self {
+        ErrorInfoDto {
+            message: strip_context(&e.message),
+            ..ErrorInfoDto::operator(e)
+        }
+    }
+}
+
+/// Removes the `, context: { ... }` part of an error's one-line message (it may name hosts and
+/// native ids, which tenants never see).
+pub fn strip_context(message: &str) -> String {
+    match (message.find(", context: { "), message.find(" } => ")) {
+        (Some(start), Some(end)) if end > start => format!("{}{}", &message[..start], &message[end + 2..]),
+        _ => message.to_string(),
+    }
+}
+
+/// The resolved size of a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Object)]
+pub struct ResourcesDto {
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disk in GiB.
+    pub disk_gib: u64,
+}
+
+impl From<Resources> for ResourcesDto {
+    fn from(r: Resources) -> Self {
+        ResourcesDto {
+            vcpus: r.vcpus,
+            memory_mib: r.memory_mib,
+            disk_gib: r.disk_gib,
+        }
+    }
+}
+
+/// A VM's spec as given, without its user-data.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct VmSpecDto {
+    /// The VM name.
+    pub name: String,
+    /// The image.
+    pub image: String,
+    /// The flavor.
+    #[oai(skip_serializing_if_is_none)]
+    pub flavor: Option<String>,
+    /// Explicit vCPUs.
+    #[oai(skip_serializing_if_is_none)]
+    pub vcpus: Option<u32>,
+    /// Explicit memory in MiB.
+    #[oai(skip_serializing_if_is_none)]
+    pub memory_mib: Option<u64>,
+    /// Explicit disk in GiB.
+    #[oai(skip_serializing_if_is_none)]
+    pub disk_gib: Option<u64>,
+    /// Networks.
+    #[oai(skip_serializing_if_is_empty)]
+    pub networks: Vec<NetworkAttachmentDto>,
+    /// The requested zone.
+    #[oai(skip_serializing_if_is_none)]
+    pub zone: Option<String>,
+    /// Tags.
+    #[oai(skip_serializing_if_is_empty)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl From<&VmSpec> for VmSpecDto {
+    fn from(s: &VmSpec) -> Self {
+        VmSpecDto {
+            name: s.name.clone(),
+            image: s.image.clone(),
+            flavor: s.flavor.clone(),
+            vcpus: s.vcpus,
+            memory_mib: s.memory_mib,
+            disk_gib: s.disk_gib,
+            networks: s
+                .networks
+                .iter()
+                .map(|n| NetworkAttachmentDto {
+                    network: n.network.clone(),
+                })
+                .collect(),
+            zone: s.zone.clone(),
+            tags: s.tags.clone(),
+        }
+    }
+}
+
+/// A VM as a tenant sees it: no hosts, native ids or datastores.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct TenantVmDto {
+    /// HCP's VM id.
+    pub id: String,
+    /// The owning project.
+    pub project: String,
+    /// The VM name.
+    pub name: String,
+    /// The spec, without user-data.
+    pub spec: VmSpecDto,
+    /// Whether user-data was given.
+    pub has_user_data: bool,
+    /// The resolved size.
+    pub resources: ResourcesDto,
+    /// The zone.
+    pub zone: String,
+    /// The lifecycle state.
+    pub state: VmStateDto,
+    /// The observed power state.
+    pub power: PowerStateDto,
+    /// The wanted power state.
+    pub desired_power: PowerStateDto,
+    /// The error of the last failed job.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error: Option<ErrorInfoDto>,
+    /// When HCP accepted it.
+    pub created_at: DateTime<Utc>,
+    /// When HCP last changed it.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<TenantVm> for TenantVmDto {
+    fn from(v: TenantVm) -> Self {
+        TenantVmDto {
+            id: v.id.to_string(),
+            project: v.project.to_string(),
+            name: v.name,
+            spec: (&v.spec).into(),
+            has_user_data: v.has_user_data,
+            resources: v.resources.into(),
+            zone: v.zone,
+            state: v.state.into(),
+            power: v.power.into(),
+            desired_power: v.desired_power.into(),
+            last_error: v.last_error.as_ref().map(ErrorInfoDto::tenant),
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        }
+    }
+}
+
+/// Where a VM lives (operators only).
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct BindingDto {
+    /// The provider name.
+    pub provider: String,
+    /// The host name.
+    pub host: String,
+    /// The hypervisor's own id, once created.
+    #[oai(skip_serializing_if_is_none)]
+    pub native_id: Option<String>,
+}
+
+/// A VM as operators see it: with its provider binding.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct OpsVmDto {
+    /// HCP's VM id.
+    pub id: String,
+    /// The owning project.
+    pub project: String,
+    /// The spec, without user-data.
+    pub spec: VmSpecDto,
+    /// Whether user-data was given.
+    pub has_user_data: bool,
+    /// The resolved size.
+    pub resources: ResourcesDto,
+    /// The zone.
+    pub zone: String,
+    /// The lifecycle state HCP wants.
+    pub desired: VmStateDto,
+    /// The power state HCP wants.
+    pub desired_power: PowerStateDto,
+    /// The power state last observed.
+    pub power: PowerStateDto,
+    /// Whether the last inventory saw it on its host.
+    pub present: bool,
+    /// Where it lives.
+    pub binding: BindingDto,
+    /// The error of the last failed job.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error: Option<ErrorInfoDto>,
+    /// When HCP accepted it.
+    pub created_at: DateTime<Utc>,
+    /// When HCP last changed it.
+    pub updated_at: DateTime<Utc>,
+    /// The compare-and-swap generation.
+    pub generation: u64,
+}
+
+impl From<Vm> for OpsVmDto {
+    fn from(v: Vm) -> Self {
+        OpsVmDto {
+            id: v.id.to_string(),
+            project: v.project.to_string(),
+            spec: (&v.spec).into(),
+            has_user_data: v.spec.user_data.is_some(),
+            resources: v.resources.into(),
+            zone: v.zone,
+            desired: v.desired.into(),
+            desired_power: v.desired_power.into(),
+            power: v.power.into(),
+            present: v.present,
+            binding: BindingDto {
+                provider: v.binding.provider,
+                host: v.binding.host,
+                native_id: v.binding.native_id,
+            },
+            last_error: v.last_error.as_ref().map(ErrorInfoDto::operator),
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+            generation: v.generation,
+        }
+    }
+}
+
+/// One page of tenant VMs.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct VmPage {
+    /// The VMs, ordered by id (oldest first).
+    pub items: Vec<TenantVmDto>,
+    /// The cursor of the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next: Option<String>,
+}
+
+/// One page of VMs with their provider binding.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct OpsVmPage {
+    /// The VMs, ordered by id.
+    pub items: Vec<OpsVmDto>,
+    /// The cursor of the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next: Option<String>,
+}
+
+/// Who submitted a job.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct PrincipalDto {
+    /// The subject.
+    pub subject: String,
+}
+
+/// Why a job is still pending.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct PendingReasonDto {
+    /// `queued`, `waiting_for_vm`, `waiting_for_host_slot`, `waiting_for_worker` or `retry_backoff`.
+    pub reason: String,
+    /// The job that holds the VM (`waiting_for_vm`).
+    #[oai(skip_serializing_if_is_none)]
+    pub blocking_job: Option<String>,
+    /// The busy host (`waiting_for_host_slot`; operators only).
+    #[oai(skip_serializing_if_is_none)]
+    pub host: Option<String>,
+    /// The limit reached.
+    #[oai(skip_serializing_if_is_none)]
+    pub limit: Option<u64>,
+    /// The attempt that failed (`retry_backoff`).
+    #[oai(skip_serializing_if_is_none)]
+    pub attempt: Option<u32>,
+    /// When the next attempt may start (`retry_backoff`).
+    #[oai(skip_serializing_if_is_none)]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The temporary error (`retry_backoff`).
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<String>,
+}
+
+impl PendingReasonDto {
+    fn new(r: &PendingReason, tenant: bool) -> Self {
+        let mut dto = PendingReasonDto {
+            reason: String::new(),
+            blocking_job: None,
+            host: None,
+            limit: None,
+            attempt: None,
+            retry_at: None,
+            error: None,
+        };
+        match r {
+            PendingReason::Queued => dto.reason = "queued".into(),
+            PendingReason::WaitingForVm { blocking_job } => {
+                dto.reason = "waiting_for_vm".into();
+                dto.blocking_job = Some(blocking_job.to_string());
+            }
+            PendingReason::WaitingForHostSlot { host, limit } => {
+                dto.reason = "waiting_for_host_slot".into();
+                // Tenants learn that a host is busy, not which one; the core type needs a name.
+                dto.host = Some(if tenant { String::new() } else { host.clone() });
+                dto.limit = Some(*limit as u64);
+            }
+            PendingReason::WaitingForWorker { limit } => {
+                dto.reason = "waiting_for_worker".into();
+                dto.limit = Some(*limit as u64);
+            }
+            PendingReason::RetryBackoff { attempt, retry_at, error } => {
+                dto.reason = "retry_backoff".into();
+                dto.attempt = Some(*attempt);
+                dto.retry_at = Some(*retry_at);
+                dto.error = Some(if tenant { strip_context(error) } else { error.clone() });
+            }
+        }
+        dto
+    }
+}
+
+/// What a job does, beyond its operation.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct JobActionDto {
+    /// `create`, `delete`, `start`, `stop`, `reboot`, `snapshot` or `migrate`.
+    pub action: String,
+    /// Power off first / skip the graceful shutdown (`delete`, `stop`).
+    #[oai(skip_serializing_if_is_none)]
+    pub force: Option<bool>,
+    /// How long a graceful shutdown may take, in seconds (`stop`).
+    #[oai(skip_serializing_if_is_none)]
+    pub graceful_timeout_secs: Option<u64>,
+    /// Reset instead of a guest reboot (`reboot`).
+    #[oai(skip_serializing_if_is_none)]
+    pub hard: Option<bool>,
+    /// The snapshot name (`snapshot`).
+    #[oai(skip_serializing_if_is_none)]
+    pub name: Option<String>,
+    /// The target host (`migrate`; operators only).
+    #[oai(skip_serializing_if_is_none)]
+    pub target_host: Option<String>,
+}
+
+impl JobActionDto {
+    fn new(a: &JobAction, tenant: bool) -> Self {
+        let mut dto = JobActionDto {
+            action: String::new(),
+            force: None,
+            graceful_timeout_secs: None,
+            hard: None,
+            name: None,
+            target_host: None,
+        };
+        match a {
+            JobAction::Create => dto.action = "create".into(),
+            JobAction::Delete { force } => {
+                dto.action = "delete".into();
+                dto.force = Some(*force);
+            }
+            JobAction::Start => dto.action = "start".into(),
+            JobAction::Stop {
+                force,
+                graceful_timeout_secs,
+            } => {
+                dto.action = "stop".into();
+                dto.force = Some(*force);
+                dto.graceful_timeout_secs = Some(*graceful_timeout_secs);
+            }
+            JobAction::Reboot { hard } => {
+                dto.action = "reboot".into();
+                dto.hard = Some(*hard);
+            }
+            JobAction::Snapshot { name } => {
+                dto.action = "snapshot".into();
+                dto.name = Some(name.clone());
+            }
+            JobAction::Migrate { target_host } => {
+                dto.action = "migrate".into();
+                dto.target_host = Some(if tenant { String::new() } else { target_host.clone() });
+            }
+        }
+        dto
+    }
+}
+
+/// A job: one infrastructure change on one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct JobDto {
+    /// The job id.
+    pub id: String,
+    /// The project the VM belongs to.
+    pub project: String,
+    /// The VM it acts on.
+    pub vm_id: String,
+    /// The operation (`create_vm`, `delete_vm`, `start_vm`, `stop_vm`, `reboot_vm`, ...).
+    pub operation: String,
+    /// Details of the operation.
+    pub action: JobActionDto,
+    /// The state.
+    pub state: JobStateDto,
+    /// Why it is pending, while it is.
+    #[oai(skip_serializing_if_is_none)]
+    pub pending_reason: Option<PendingReasonDto>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Most attempts allowed.
+    pub max_attempts: u32,
+    /// Progress, 0–100.
+    pub progress: u8,
+    /// Who submitted it.
+    pub principal: PrincipalDto,
+    /// The idempotency key it was submitted with.
+    #[oai(skip_serializing_if_is_none)]
+    pub idempotency_key: Option<String>,
+    /// The host it runs on (operators only).
+    #[oai(skip_serializing_if_is_none)]
+    pub host: Option<String>,
+    /// The provider it runs on (operators only).
+    #[oai(skip_serializing_if_is_none)]
+    pub provider: Option<String>,
+    /// The error, when it failed or was cancelled.
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<ErrorInfoDto>,
+    /// The per-job timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When its first attempt started.
+    #[oai(skip_serializing_if_is_none)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    #[oai(skip_serializing_if_is_none)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The compare-and-swap generation.
+    pub generation: u64,
+}
+
+impl JobDto {
+    /// Builds the tenant view: no host or provider, errors without context.
+    pub fn tenant(j: &Job) -> Self {
+        JobDto::build(j, true)
+    }
+
+    /// Builds the operator view.
+    pub fn operator(j: &Job) -> Self {
+        JobDto::build(j, false)
+    }
+
+    fn build(j: &Job, tenant: bool) -> Self {
+        JobDto {
+            id: j.id.to_string(),
+            project: j.project.to_string(),
+            vm_id: j.vm_id.to_string(),
+            operation: j.operation.as_str().to_string(),
+            action: JobActionDto::new(&j.action, tenant),
+            state: j.state.into(),
+            pending_reason: j.pending_reason.as_ref().map(|r| PendingReasonDto::new(r, tenant)),
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            progress: j.progress,
+            principal: PrincipalDto {
+                subject: j.principal.subject.clone(),
+            },
+            idempotency_key: j.idempotency_key.clone(),
+            host: (!tenant).then(|| j.host.clone()),
+            provider: (!tenant).then(|| j.provider.clone()),
+            error: j
+                .error
+                .as_ref()
+                .map(|e| if tenant { ErrorInfoDto::tenant(e) } else { ErrorInfoDto::operator(e) }),
+            timeout_ms: j.timeout_ms,
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+            generation: j.generation,
+        }
+    }
+}
+
+/// One page of jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct JobPage {
+    /// The jobs, newest first.
+    pub items: Vec<JobDto>,
+    /// The cursor of the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next: Option<String>,
+}
+
+/// One line of a job's log.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct JobLogLineDto {
+    /// Its position in the job's log, from 1.
+    pub seq: u64,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// Its severity.
+    pub level: LogLevelDto,
+    /// The text.
+    pub message: String,
+}
+
+impl From<JobLogLine> for JobLogLineDto {
+    fn from(l: JobLogLine) -> Self {
+        JobLogLineDto {
+            seq: l.seq,
+            at: l.at,
+            level: l.level.into(),
+            message: l.message,
+        }
+    }
+}
+
+/// A job's state or progress changed.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct JobStatusDto {
+    /// The state.
+    pub state: JobStateDto,
+    /// Progress, 0–100.
+    pub progress: u8,
+    /// Why it is pending.
+    #[oai(skip_serializing_if_is_none)]
+    pub pending_reason: Option<PendingReasonDto>,
+}
+
+/// One server-sent event of `GET /jobs/{jobId}/logs`; the SSE event name equals `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Union)]
+#[oai(discriminator_name = "type")]
+pub enum JobEventDto {
+    /// A log line (past lines first, then live ones).
+    #[oai(mapping = "log")]
+    Log(JobLogLineDto),
+    /// The job's state or progress changed.
+    #[oai(mapping = "status")]
+    Status(JobStatusDto),
+    /// The job ended: its final record. Nothing follows.
+    #[oai(mapping = "end")]
+    End(JobDto),
+}
+
+impl JobEventDto {
+    /// Builds the tenant view of one job update.
+    pub fn tenant(u: hcp_core::JobUpdate) -> Self {
+        match u {
+            hcp_core::JobUpdate::Log(l) => JobEventDto::Log(l.into()),
+            hcp_core::JobUpdate::Status {
+                state,
+                progress,
+                pending_reason,
+            } => JobEventDto::Status(JobStatusDto {
+                state: state.into(),
+                progress,
+                pending_reason: pending_reason.as_ref().map(|r| PendingReasonDto::new(r, true)),
+            }),
+            hcp_core::JobUpdate::End(job) => JobEventDto::End(JobDto::tenant(&job)),
+        }
+    }
+
+    /// Returns the SSE event name (`log`, `status`, `end`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobEventDto::Log(_) => "log",
+            JobEventDto::Status(_) => "status",
+            JobEventDto::End(_) => "end",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses: catalog, capabilities, hosts, providers
+// ---------------------------------------------------------------------------------------------
+
+/// A bootable image.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ImageDto {
+    /// The image name tenants use.
+    pub name: String,
+    /// The operating system family (`linux`, `windows`).
+    pub os: String,
+    /// A short description.
+    pub description: String,
+    /// The smallest disk it boots from, in GiB.
+    pub min_disk_gib: u64,
+}
+
+impl From<&Image> for ImageDto {
+    fn from(i: &Image) -> Self {
+        ImageDto {
+            name: i.name.clone(),
+            os: i.os.clone(),
+            description: i.description.clone(),
+            min_disk_gib: i.min_disk_gib,
+        }
+    }
+}
+
+/// A named VM size.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct FlavorDto {
+    /// The flavor name tenants use.
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disk in GiB.
+    pub disk_gib: u64,
+}
+
+impl From<&Flavor> for FlavorDto {
+    fn from(f: &Flavor) -> Self {
+        FlavorDto {
+            name: f.name.clone(),
+            vcpus: f.vcpus,
+            memory_mib: f.memory_mib,
+            disk_gib: f.disk_gib,
+        }
+    }
+}
+
+/// A network VMs can attach to.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct NetworkDto {
+    /// The network name tenants use.
+    pub name: String,
+    /// The VLAN id, if tagged.
+    #[oai(skip_serializing_if_is_none)]
+    pub vlan: Option<u16>,
+    /// The zones where it exists (every zone when empty).
+    #[oai(skip_serializing_if_is_empty)]
+    pub zones: Vec<String>,
+    /// A short description.
+    pub description: String,
+}
+
+impl From<&Network> for NetworkDto {
+    fn from(n: &Network) -> Self {
+        NetworkDto {
+            name: n.name.clone(),
+            vlan: n.vlan,
+            zones: n.zones.clone(),
+            description: n.description.clone(),
+        }
+    }
+}
+
+/// A placement zone.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ZoneDto {
+    /// The zone name.
+    pub name: String,
+    /// A short description.
+    pub description: String,
+}
+
+impl From<&Zone> for ZoneDto {
+    fn from(z: &Zone) -> Self {
+        ZoneDto {
+            name: z.name.clone(),
+            description: z.description.clone(),
+        }
+    }
+}
+
+/// Everything tenants can choose from.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct CatalogDto {
+    /// Images.
+    pub images: Vec<ImageDto>,
+    /// Flavors.
+    pub flavors: Vec<FlavorDto>,
+    /// Networks.
+    pub networks: Vec<NetworkDto>,
+    /// Zones.
+    pub zones: Vec<ZoneDto>,
+}
+
+impl From<&Catalog> for CatalogDto {
+    fn from(c: &Catalog) -> Self {
+        CatalogDto {
+            images: c.images.iter().map(Into::into).collect(),
+            flavors: c.flavors.iter().map(Into::into).collect(),
+            networks: c.networks.iter().map(Into::into).collect(),
+            zones: c.zones.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// What can be asked for: capability flags and limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Object)]
+pub struct CapabilitiesDto {
+    /// Passes cloud-init user-data to new VMs.
+    pub cloud_init: bool,
+    /// Takes VM snapshots.
+    pub snapshot: bool,
+    /// Moves running VMs between hosts.
+    pub live_migration: bool,
+    /// Offers a VNC console.
+    pub console_vnc: bool,
+    /// Offers a SPICE console.
+    pub console_spice: bool,
+    /// Offers an RDP console.
+    pub console_rdp: bool,
+    /// Offers a VMware WebMKS console.
+    pub console_webmks: bool,
+    /// Offers a browser console URL.
+    pub console_web: bool,
+    /// Passes GPUs through to VMs.
+    pub gpu_passthrough: bool,
+    /// Stores tags on VMs.
+    pub tags: bool,
+    /// Most vCPUs one VM may have, if limited.
+    #[oai(skip_serializing_if_is_none)]
+    pub max_vcpus: Option<u32>,
+    /// Most memory (MiB) one VM may have, if limited.
+    #[oai(skip_serializing_if_is_none)]
+    pub max_memory_mib: Option<u64>,
+}
+
+impl From<Capabilities> for CapabilitiesDto {
+    fn from(c: Capabilities) -> Self {
+        CapabilitiesDto {
+            cloud_init: c.cloud_init,
+            snapshot: c.snapshot,
+            live_migration: c.live_migration,
+            console_vnc: c.console_vnc,
+            console_spice: c.console_spice,
+            console_rdp: c.console_rdp,
+            console_webmks: c.console_webmks,
+            console_web: c.console_web,
+            gpu_passthrough: c.gpu_passthrough,
+            tags: c.tags,
+            max_vcpus: c.max_vcpus,
+            max_memory_mib: c.max_memory_mib,
+        }
+    }
+}
+
+/// What one zone offers.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ZoneCapabilitiesDto {
+    /// The zone.
+    pub zone: String,
+    /// What any of its hosts offers.
+    pub capabilities: CapabilitiesDto,
+}
+
+/// A hypervisor host with its capacity and health (operators only).
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct HostDto {
+    /// The host name.
+    pub name: String,
+    /// The provider it belongs to.
+    pub provider: String,
+    /// Its zone.
+    pub zone: String,
+    /// Whether it answered the last inventory.
+    pub available: bool,
+    /// Why it is unavailable, if it is.
+    #[oai(skip_serializing_if_is_none)]
+    pub unavailable_reason: Option<String>,
+    /// Total vCPUs.
+    pub vcpus_total: u32,
+    /// vCPUs in use or reserved.
+    pub vcpus_used: u32,
+    /// Total memory in MiB.
+    pub memory_mib_total: u64,
+    /// Memory in use or reserved, in MiB.
+    pub memory_mib_used: u64,
+    /// VMs on it.
+    pub vm_count: u64,
+    /// Its effective capabilities.
+    pub capabilities: CapabilitiesDto,
+    /// When it was last inventoried.
+    #[oai(skip_serializing_if_is_none)]
+    pub observed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Host> for HostDto {
+    fn from(h: Host) -> Self {
+        HostDto {
+            name: h.name,
+            provider: h.provider,
+            zone: h.zone,
+            available: h.available,
+            unavailable_reason: h.unavailable_reason,
+            vcpus_total: h.vcpus_total,
+            vcpus_used: h.vcpus_used,
+            memory_mib_total: h.memory_mib_total,
+            memory_mib_used: h.memory_mib_used,
+            vm_count: h.vm_count as u64,
+            capabilities: h.capabilities.into(),
+            observed_at: h.observed_at,
+        }
+    }
+}
+
+/// A provider's name, kind and version.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ProviderInfoDto {
+    /// The instance name.
+    pub name: String,
+    /// The kind (`sim`, `libvirt`, `hyperv`, ...).
+    pub kind: String,
+    /// A free-form version.
+    pub version: String,
+}
+
+/// A provider with its health.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ProviderStatusDto {
+    /// Name, kind and version.
+    pub info: ProviderInfoDto,
+    /// True when at least one of its hosts answered the last inventory.
+    pub healthy: bool,
+    /// Its hosts.
+    pub hosts_total: u64,
+    /// Its hosts that answered.
+    pub hosts_available: u64,
+}
+
+impl From<ProviderStatus> for ProviderStatusDto {
+    fn from(p: ProviderStatus) -> Self {
+        ProviderStatusDto {
+            info: ProviderInfoDto {
+                name: p.info.name,
+                kind: p.info.kind,
+                version: p.info.version,
+            },
+            healthy: p.healthy,
+            hosts_total: p.hosts_total as u64,
+            hosts_available: p.hosts_available as u64,
+        }
+    }
+}
+
+/// Capabilities of a provider and of each of its hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ProviderCapabilitiesDto {
+    /// The provider name.
+    pub provider: String,
+    /// The provider kind.
+    pub kind: String,
+    /// What the provider declares.
+    pub declared: CapabilitiesDto,
+    /// What each host offers after narrowing by provider, zone and host limits.
+    pub hosts: BTreeMap<String, CapabilitiesDto>,
+}
+
+impl From<ProviderCapabilities> for ProviderCapabilitiesDto {
+    fn from(p: ProviderCapabilities) -> Self {
+        ProviderCapabilitiesDto {
+            provider: p.provider,
+            kind: p.kind,
+            declared: p.declared.into(),
+            hosts: p.hosts.into_iter().map(|(h, c)| (h, c.into())).collect(),
+        }
+    }
+}
+
+/// A VM found on a host, HCP's or not (operators only).
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct InventoryVmDto {
+    /// The provider.
+    pub provider: String,
+    /// The host.
+    pub host: String,
+    /// The hypervisor's id.
+    pub native_id: String,
+    /// The hypervisor's name.
+    pub name: String,
+    /// The power state.
+    pub power: PowerStateDto,
+    /// HCP's id, when HCP manages it.
+    pub vm_id: Option<String>,
+    /// The owning project, when HCP manages it.
+    pub project: Option<String>,
+}
+
+impl From<InventoryVm> for InventoryVmDto {
+    fn from(v: InventoryVm) -> Self {
+        InventoryVmDto {
+            provider: v.provider,
+            host: v.host,
+            native_id: v.native_id,
+            name: v.name,
+            power: v.power.into(),
+            vm_id: v.vm_id.map(|i| i.to_string()),
+            project: v.project.map(|p| p.to_string()),
+        }
+    }
+}
+
+/// A host that did not answer a refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct FailedHostDto {
+    /// The host (or provider) name.
+    pub host: String,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// What one inventory refresh saw and did.
+#[derive(Debug, Clone, PartialEq, Object)]
+pub struct RefreshReportDto {
+    /// Hosts that answered.
+    pub hosts_ok: u64,
+    /// Hosts that did not answer, with the reason.
+    pub hosts_failed: Vec<FailedHostDto>,
+    /// VMs seen on all hosts.
+    pub vms_seen: u64,
+    /// VMs rebuilt from their marks.
+    pub adopted: u64,
+    /// Every drift found, as JSON objects tagged by `drift`.
+    pub drift: Vec<serde_json::Value>,
+    /// Jobs submitted to repair drift.
+    pub repairs: u64,
+    /// How long the refresh took, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl From<RefreshReport> for RefreshReportDto {
+    fn from(r: RefreshReport) -> Self {
+        RefreshReportDto {
+            hosts_ok: r.hosts_ok as u64,
+            hosts_failed: r
+                .hosts_failed
+                .into_iter()
+                .map(|(host, reason)| FailedHostDto { host, reason })
+                .collect(),
+            vms_seen: r.vms_seen as u64,
+            adopted: r.adopted as u64,
+            drift: r
+                .drift
+                .iter()
+                .map(|d| serde_json::to_value(d).unwrap_or(serde_json::Value::Null))
+                .collect(),
+            repairs: r.repairs as u64,
+            elapsed_ms: r.elapsed_ms,
+        }
+    }
+}
+
+/// One page of audit events.
+#[derive(Debug, Clone, PartialEq, Object)]
+pub struct EventPage {
+    /// The events in order; each has `seq`, `at`, `event` and the fields of its kind.
+    pub items: Vec<serde_json::Value>,
+    /// The `after` value of the next page; absent when this page was not full.
+    #[oai(skip_serializing_if_is_none)]
+    pub next: Option<String>,
+}
+
+/// A plain status answer of `/healthz` and `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct HealthDto {
+    /// `ok`, or `unavailable` with a reason.
+    pub status: String,
+    /// Why the service is not ready.
+    #[oai(skip_serializing_if_is_none)]
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_context_removes_hosts_from_messages() {
+        let e = hcp_core::Error::new(hcp_core::ErrorKind::ProviderUnavailable, "host down")
+            .with_context("provider", "sim")
+            .with_context("host", "secret-host");
+        let info = ErrorInfo::from(&e);
+        let dto = ErrorInfoDto::tenant(&info);
+        assert!(!dto.message.contains("secret-host"), "{}", dto.message);
+        assert_eq!(dto.message, "provider_unavailable (permanent) => host down");
+        assert_eq!(strip_context("no context here"), "no context here");
+    }
+}

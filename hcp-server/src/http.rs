@@ -1,0 +1,203 @@
+//! The outer layer every request passes: request id, colon-verb routing, the body limit, the
+//! request timeout, problem bodies for every failure, the access log and the HTTP metrics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hcp_core::ErrorKind;
+use poem::http::{HeaderValue, StatusCode, Uri};
+use poem::web::Html;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get};
+use poem_openapi::OperationId;
+use tracing::Instrument;
+
+use crate::ServeOptions;
+use crate::api::{self, AppState, COLON_VERBS, TENANT_PREFIX, VERB_MARKER};
+use crate::error::{CODE_REQUEST_TIMEOUT, Problem, problem_from_poem};
+use crate::limits::{PageLimits, read_limited};
+use crate::metrics::Metrics;
+
+/// The request id header, read from the client when it is sane and always answered.
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The id of the request being served, for problem bodies.
+    pub(crate) static REQUEST_ID: String;
+}
+
+/// Builds the whole service.
+pub(crate) fn app(engine: hcp_core::Engine, options: &ServeOptions, metrics: Arc<Metrics>) -> impl Endpoint + 'static {
+    let state = Arc::new(AppState {
+        engine,
+        pages: PageLimits {
+            default: options.page_default,
+            max: options.page_max,
+        },
+        metrics: metrics.clone(),
+    });
+    let service = api::service(&state);
+    let internal = service.spec();
+    let (public, routes) = api::publish(&internal);
+    let docs = service.swagger_ui_html().replacen(&internal, &public, 1);
+    let spec = public.clone();
+    let inner = Route::new()
+        .at(
+            "/openapi.json",
+            get(poem::endpoint::make_sync(move |_| {
+                Response::builder().content_type("application/json").body(spec.clone())
+            })),
+        )
+        .at("/docs", get(poem::endpoint::make_sync(move |_| Html(docs.clone()))))
+        .nest("/", service)
+        .boxed();
+    Outer {
+        inner,
+        metrics,
+        routes,
+        body_limit: options.body_limit,
+        timeout: options.request_timeout,
+    }
+}
+
+struct Outer {
+    inner: poem::endpoint::BoxEndpoint<'static>,
+    metrics: Arc<Metrics>,
+    routes: HashMap<String, String>,
+    body_limit: usize,
+    timeout: Duration,
+}
+
+impl Endpoint for Outer {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let started = Instant::now();
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_string);
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
+        let id = request_id.clone();
+        let mut resp = REQUEST_ID
+            .scope(id, self.handle(req).instrument(span.clone()))
+            .await;
+        let status = resp.status().as_u16();
+        let route = match resp.data::<OperationId>() {
+            Some(op) => self.routes.get(op.0).map_or(op.0, String::as_str),
+            None => match path.as_str() {
+                "/openapi.json" | "/docs" => path.as_str(),
+                _ => "unmatched",
+            },
+        };
+        let elapsed = started.elapsed();
+        self.metrics.http_request(route, &method, status, elapsed);
+        let _enter = span.enter();
+        tracing::info!(
+            target: "hcp::access",
+            route,
+            status,
+            latency_us = elapsed.as_micros() as u64,
+            "{method} {path} {status}"
+        );
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+        }
+        Ok(resp)
+    }
+}
+
+impl Outer {
+    async fn handle(&self, mut req: Request) -> Response {
+        match route_colon_verb(req.uri()) {
+            Ok(Some(uri)) => *req.uri_mut() = uri,
+            Ok(None) => {}
+            Err(()) => return problem_from_poem(poem::Error::from_status(StatusCode::NOT_FOUND)),
+        }
+        if let Err(resp) = read_limited(&mut req, self.body_limit).await {
+            return resp;
+        }
+        match tokio::time::timeout(self.timeout, self.inner.call(req)).await {
+            Ok(Ok(resp)) => resp.into_response(),
+            Ok(Err(err)) => {
+                let op = err.data::<OperationId>().copied();
+                let mut resp = problem_from_poem(err);
+                if let Some(op) = op {
+                    resp.set_data(op);
+                }
+                resp
+            }
+            Err(_) => Problem::transport(
+                ErrorKind::Timeout,
+                CODE_REQUEST_TIMEOUT,
+                format!("the request did not finish within {:?}; a job it started goes on", self.timeout),
+                None,
+            )
+            .into_response(),
+        }
+    }
+}
+
+/// Routes `.../vms/{vmId}:<verb>` to its internal path `.../vms/{vmId}/@<verb>`.
+///
+/// Returns `Ok(None)` for every other path, and `Err(())` for a path that names the internal
+/// form directly (which must stay unreachable).
+fn route_colon_verb(uri: &Uri) -> Result<Option<Uri>, ()> {
+    let path = uri.path();
+    if path.contains(VERB_MARKER) {
+        return Err(());
+    }
+    if !path.starts_with(TENANT_PREFIX) {
+        return Ok(None);
+    }
+    let Some((head, last)) = path.rsplit_once('/') else {
+        return Ok(None);
+    };
+    if !head.ends_with("/vms") && !head.contains("/vms/") {
+        return Ok(None);
+    }
+    let (id, verb) = if let Some((id, verb)) = last.rsplit_once(':') {
+        (id, verb)
+    } else if let Some(pos) = last.to_ascii_lowercase().rfind("%3a") {
+        (&last[..pos], &last[pos + 3..])
+    } else {
+        return Ok(None);
+    };
+    if id.is_empty() || !COLON_VERBS.contains(&verb) {
+        return Ok(None);
+    }
+    let mut new = format!("{head}/{id}{VERB_MARKER}{verb}");
+    if let Some(q) = uri.query() {
+        new.push('?');
+        new.push_str(q);
+    }
+    Ok(new.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(p: &str) -> Result<Option<String>, ()> {
+        route_colon_verb(&p.parse().unwrap()).map(|u| u.map(|u| u.to_string()))
+    }
+
+    #[test]
+    fn colon_verbs_route_to_internal_paths() {
+        let base = "/api/hcp/tenant/v1/projects/demo/vms";
+        assert_eq!(route(&format!("{base}/vm-1:start")).unwrap().unwrap(), format!("{base}/vm-1/@start"));
+        assert_eq!(
+            route(&format!("{base}/vm-1:stop?force=true")).unwrap().unwrap(),
+            format!("{base}/vm-1/@stop?force=true")
+        );
+        assert_eq!(route(&format!("{base}/vm-1%3Areboot")).unwrap().unwrap(), format!("{base}/vm-1/@reboot"));
+        assert_eq!(route(&format!("{base}/vm-1:explode")).unwrap(), None);
+        assert_eq!(route(&format!("{base}/vm-1")).unwrap(), None);
+        assert_eq!(route("/api/v1/vms/x:start").unwrap(), None);
+        assert!(route(&format!("{base}/vm-1/@start")).is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! Request limits: the body size limit (checked while reading, so chunked bodies without a
+//! `Content-Length` are held to it too), strict JSON bodies, and page sizes.
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use hcp_core::store::PageRequest;
+use hcp_core::{Error, ErrorKind};
+use poem::{Body, Request, RequestBody};
+use poem_openapi::payload::{ParsePayload, Payload};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
+use serde::de::DeserializeOwned;
+
+use crate::dto::StrictDto;
+use crate::error::{ApiError, CODE_PAYLOAD_TOO_LARGE, Problem};
+
+/// Reads the whole request body, refusing it with `413 PAYLOAD_TOO_LARGE` as soon as it exceeds
+/// `limit` bytes, whatever its `Content-Length` says (or whether it has one at all).
+///
+/// # Errors
+/// The 413 problem response, or a 400 when the body cannot be read.
+pub async fn read_limited(req: &mut Request, limit: usize) -> Result<(), poem::Response> {
+    let too_large = || {
+        Problem::transport(
+            ErrorKind::InvalidSpec,
+            CODE_PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit of {limit} bytes"),
+            None,
+        )
+        .into_response()
+    };
+    if let Some(len) = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    let mut stream = req.take_body().into_bytes_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Problem::transport(ErrorKind::InvalidSpec, ErrorKind::InvalidSpec.code(), format!("cannot read the request body: {e}"), None)
+                .into_response()
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    req.set_body(Body::from_bytes(buf.freeze()));
+    Ok(())
+}
+
+/// A JSON request body parsed strictly with serde: unknown fields and server-owned fields are
+/// refused with a 400 whose `field` names them; type errors name the path of the bad value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrictJson<T>(pub T);
+
+impl<T: Type> Payload for StrictJson<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn check_content_type(content_type: &str) -> bool {
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json")
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Type + DeserializeOwned + StrictDto + Send> ParsePayload for StrictJson<T> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let data = body
+            .take()
+            .map_err(|e| to_poem(Error::invalid("body", format!("cannot read the request body: {e}"))))?
+            .into_vec()
+            .await
+            .map_err(|e| to_poem(Error::invalid("body", format!("cannot read the request body: {e}"))))?;
+        let _ = request;
+        parse_strict::<T>(&data).map(StrictJson).map_err(to_poem)
+    }
+}
+
+poem_openapi::impl_apirequest_for_payload!(StrictJson<T>, T: Type + DeserializeOwned + StrictDto + Send);
+
+fn to_poem(e: Error) -> poem::Error {
+    ApiError::from(e).into()
+}
+
+/// Parses `data` as a `T`, refusing unknown and server-owned fields by name.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming the offending field (`body` for a body that is not JSON).
+pub fn parse_strict<T: DeserializeOwned + StrictDto>(data: &[u8]) -> Result<T, Error> {
+    if data.is_empty() {
+        return Err(Error::invalid("body", "a JSON object is required"));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(data).map_err(|e| Error::invalid("body", format!("is not valid JSON: {e}")))?;
+    let Some(obj) = value.as_object() else {
+        return Err(Error::invalid("body", "must be a JSON object"));
+    };
+    if let Some(owned) = T::SERVER_OWNED.iter().find(|f| obj.contains_key(**f)) {
+        return Err(Error::invalid(
+            *owned,
+            "is set by the server and cannot be given in a request; remove it",
+        ));
+    }
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let inner = e.inner().to_string();
+        let path = e.path().to_string();
+        if let Some(field) = unknown_field(&inner) {
+            let field = if path == "." { field } else { format!("{path}.{field}") };
+            let allowed = inner.split_once(", expected ").map(|(_, rest)| rest.to_string()).unwrap_or_default();
+            return Error::invalid(field, format!("unknown field; allowed: {allowed}"));
+        }
+        if let Some(field) = missing_field(&inner) {
+            return Error::invalid(field, "is required");
+        }
+        let field = if path == "." { "body".to_string() } else { path };
+        Error::invalid(field, inner)
+    })
+}
+
+fn backticked(s: &str) -> Option<String> {
+    let start = s.find('`')? + 1;
+    let len = s[start..].find('`')?;
+    Some(s[start..start + len].to_string())
+}
+
+fn unknown_field(msg: &str) -> Option<String> {
+    msg.strip_prefix("unknown field ").and_then(backticked)
+}
+
+fn missing_field(msg: &str) -> Option<String> {
+    msg.strip_prefix("missing field ").and_then(backticked)
+}
+
+/// Page sizes: a default and a documented maximum that every list route clamps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimits {
+    /// The page size when the client gives none.
+    pub default: usize,
+    /// The largest page; larger requests are clamped to it.
+    pub max: usize,
+}
+
+impl PageLimits {
+    /// Builds the page request for `limit` and `cursor` from a query string.
+    pub fn request(&self, limit: Option<u32>, cursor: Option<String>) -> PageRequest {
+        let limit = limit.map_or(self.default, |l| l as usize).clamp(1, self.max.min(PageRequest::MAX_LIMIT));
+        PageRequest {
+            limit,
+            cursor: cursor.filter(|c| !c.is_empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dto::CreateVmRequest;
+
+    #[test]
+    fn unknown_and_server_owned_fields_are_named() {
+        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","flavr":"x"}"#).unwrap_err();
+        assert_eq!(e.field(), Some("flavr"), "{e}");
+        assert!(e.message().contains("allowed"), "{e}");
+        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","host":"h"}"#).unwrap_err();
+        assert_eq!(e.field(), Some("host"));
+        assert!(e.message().contains("set by the server"));
+        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","networks":[{"network":"n","vlan":3}]}"#)
+            .unwrap_err();
+        assert_eq!(e.field(), Some("networks[0].vlan"), "{e}");
+        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a"}"#).unwrap_err();
+        assert_eq!(e.field(), Some("image"));
+        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","vcpus":"two"}"#).unwrap_err();
+        assert_eq!(e.field(), Some("vcpus"), "{e}");
+        let e = parse_strict::<CreateVmRequest>(b"[1]").unwrap_err();
+        assert_eq!(e.field(), Some("body"));
+        let ok = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","flavor":"small"}"#).unwrap();
+        assert_eq!(ok.flavor.as_deref(), Some("small"));
+    }
+
+    #[test]
+    fn pages_are_clamped() {
+        let p = PageLimits { default: 100, max: 500 };
+        assert_eq!(p.request(None, None).limit, 100);
+        assert_eq!(p.request(Some(0), None).limit, 1);
+        assert_eq!(p.request(Some(10_000), Some(String::new())), PageRequest { limit: 500, cursor: None });
+    }
+}

@@ -1,1 +1,34 @@
-//! HCP Python module (being written).
+//! # hcp-py
+//!
+//! The native half of the `hcp` Python package (`hcp._hcp`), built with maturin over pyo3.
+//!
+//! The package is a mixed layout: `python/hcp/` holds the typed Python API (`Engine`, `Client`,
+//! `AsyncEngine`, `AsyncClient`, the exception classes, `.pyi` stubs and `py.typed`); this crate
+//! supplies what only Rust can do:
+//!
+//! - [`core::Core`]: every operation once as a Rust future over hcp-core's engine (or a running
+//!   `hcp serve`), offered both as a blocking call that releases the GIL and turns Ctrl-C into
+//!   `KeyboardInterrupt`, and as an asyncio awaitable — all on one shared tokio runtime
+//!   ([`runtime`]);
+//! - the typed result objects (`Vm`, `Job`, `Host`, ...) with `repr`s and `to_dict()`
+//!   ([`types`]);
+//! - the one mapping from an HCP error to its Python exception class ([`errors`]).
+
+pub mod backend;
+pub mod core;
+pub mod errors;
+pub mod runtime;
+pub mod types;
+
+use pyo3::prelude::*;
+
+/// The native module `hcp._hcp`.
+#[pymodule]
+fn _hcp(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<core::Core>()?;
+    m.add_class::<core::JobLogs>()?;
+    m.add_class::<core::AsyncJobLogs>()?;
+    types::register(m)?;
+    Ok(())
+}

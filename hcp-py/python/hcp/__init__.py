@@ -1,0 +1,98 @@
+"""HCP, the Hypervisor Control Plane, from Python.
+
+Create, run, watch and delete VMs on Hyper-V, Proxmox, vSphere, libvirt or the built-in
+simulator through one provider-agnostic API:
+
+- :class:`Engine` runs HCP's engine inside this process (the simulator's demo catalog when no
+  configuration is given); :class:`Client` talks to a running ``hcp serve``. Both offer the same
+  blocking methods, which release the GIL and stop on Ctrl-C.
+- :class:`AsyncEngine` and :class:`AsyncClient` offer the same methods as coroutines.
+- Results are typed objects (:class:`Vm`, :class:`Job`, :class:`Host`, ...) with readable
+  ``repr``s and ``to_dict()``; ``pandas.DataFrame([vm.to_dict() for vm in vms])`` makes a table.
+- Every error subclasses :class:`HcpError`, one class per error kind.
+
+Examples
+--------
+>>> import hcp
+>>> engine = hcp.Engine()
+>>> s = engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
+>>> engine.list_vms("demo")
+[Vm(id='vm-…', name='web-1', state='ACTIVE', power='RUNNING', zone='zone-a')]
+"""
+
+from ._api import AsyncClient, AsyncEngine, Client, ConfigLike, Engine, JobRef, VmRef
+from ._hcp import (
+    AsyncJobLogs,
+    Capabilities,
+    Catalog,
+    Console,
+    ErrorInfo,
+    Flavor,
+    Host,
+    Image,
+    Job,
+    JobLogLine,
+    JobLogs,
+    Network,
+    Submitted,
+    Vm,
+    Zone,
+    __version__,
+)
+from .errors import (
+    Cancelled,
+    Conflict,
+    FeatureNotSupported,
+    HcpError,
+    Internal,
+    InvalidSpec,
+    JobFailed,
+    NotFound,
+    ProviderError,
+    ProviderUnavailable,
+    QuotaExceeded,
+    Timeout,
+    Unauthorized,
+)
+
+__all__ = [
+    "__version__",
+    # clients
+    "Engine",
+    "Client",
+    "AsyncEngine",
+    "AsyncClient",
+    "ConfigLike",
+    "VmRef",
+    "JobRef",
+    # results
+    "Vm",
+    "Job",
+    "JobLogLine",
+    "JobLogs",
+    "AsyncJobLogs",
+    "Submitted",
+    "Host",
+    "Capabilities",
+    "Catalog",
+    "Image",
+    "Flavor",
+    "Network",
+    "Zone",
+    "Console",
+    "ErrorInfo",
+    # errors
+    "HcpError",
+    "NotFound",
+    "Conflict",
+    "FeatureNotSupported",
+    "InvalidSpec",
+    "QuotaExceeded",
+    "ProviderUnavailable",
+    "ProviderError",
+    "Timeout",
+    "Cancelled",
+    "Unauthorized",
+    "Internal",
+    "JobFailed",
+]

@@ -1,0 +1,907 @@
+"""The public client classes: :class:`Engine`, :class:`Client`, :class:`AsyncEngine`, :class:`AsyncClient`.
+
+All four offer the same methods. The engine classes run HCP's engine inside this process; the
+client classes talk to a running ``hcp serve``. Blocking methods release the GIL while they wait
+and raise ``KeyboardInterrupt`` promptly on Ctrl-C; async methods are coroutines that run on
+the same shared runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from types import TracebackType
+from typing import Any, Mapping, Optional, TypeVar, Union
+
+from . import _hcp
+from ._hcp import AsyncJobLogs, Capabilities, Catalog, Console, Host, Job, JobLogs, Submitted, Vm
+
+__all__ = ["Engine", "Client", "AsyncEngine", "AsyncClient", "ConfigLike", "VmRef", "JobRef"]
+
+#: What ``config=`` accepts: a hosts-file path, the hosts file as a mapping, or ``None`` for the demo.
+ConfigLike = Union[str, "os.PathLike[str]", Mapping[str, Any], None]
+#: A VM: its id, or a :class:`Vm`.
+VmRef = Union[str, Vm]
+#: A job: its id, a :class:`Job`, or the :class:`Submitted` answer that started it.
+JobRef = Union[str, Job, Submitted]
+
+_Self = TypeVar("_Self", bound="_SyncApi")
+_ASelf = TypeVar("_ASelf", bound="_AsyncApi")
+
+
+def _vm_id(vm: VmRef) -> str:
+    if isinstance(vm, Vm):
+        return vm.id
+    if isinstance(vm, str):
+        return vm
+    raise TypeError(f"vm must be a VM id (str) or an hcp.Vm, not {type(vm).__name__}")
+
+
+def _job_id(job: JobRef) -> str:
+    if isinstance(job, Job):
+        return job.id
+    if isinstance(job, Submitted):
+        return job.job_id
+    if isinstance(job, str):
+        return job
+    raise TypeError(f"job must be a job id (str), an hcp.Job or an hcp.Submitted, not {type(job).__name__}")
+
+
+def _tags(tags: Optional[Mapping[str, str]]) -> Optional[dict[str, str]]:
+    return None if tags is None else dict(tags)
+
+
+def _embedded_core(config: ConfigLike, principal: str) -> _hcp.Core:
+    if config is None:
+        return _hcp.Core.embedded(principal=principal)
+    if isinstance(config, (str, os.PathLike)):
+        return _hcp.Core.embedded(path=os.fspath(config), principal=principal)
+    if isinstance(config, Mapping):
+        # JSON is YAML: the engine parses it with the hosts-file parser, so errors name the key
+        # and the line of this indented text.
+        text = json.dumps(config, indent=2, default=str)
+        return _hcp.Core.embedded(text=text, origin="config dict", principal=principal)
+    raise TypeError(
+        f"config must be a hosts-file path, a mapping or None (the demo), not {type(config).__name__}"
+    )
+
+
+def _remote_core(url: str, token: Optional[str]) -> _hcp.Core:
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    return _hcp.Core.remote(url=url, token=token)
+
+
+class _SyncApi:
+    """The blocking methods :class:`Engine` and :class:`Client` share."""
+
+    _core: _hcp.Core
+
+    def create_vm(
+        self,
+        project: str,
+        name: str,
+        image: str,
+        flavor: str,
+        *,
+        zone: Optional[str] = None,
+        user_data: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Create (and start) a VM.
+
+        Everything that can be refused is refused before any job exists: an invalid name, an
+        unknown image, flavor or zone, a missing capability, exhausted capacity or quota.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        name : str
+            The VM name: 1-63 characters of ``[a-z0-9-]``, starting with a letter, unique in
+            the project.
+        image : str
+            A catalog image (see :meth:`catalog`).
+        flavor : str
+            A catalog flavor.
+        zone : str, optional
+            The placement zone; any zone that fits when ``None``.
+        user_data : str, optional
+            Cloud-init user-data (needs the ``cloud_init`` capability in the zone).
+        tags : mapping of str to str, optional
+            Free-form tags.
+        idempotency_key : str, optional
+            Makes the call safe to retry: the same request with the same key returns the first
+            answer (``replayed=True``) and creates nothing new.
+        wait : bool, default False
+            Wait until the create job ends.
+        timeout : float, optional
+            With ``wait``, the most seconds to wait; ``None`` waits as long as the job runs.
+
+        Returns
+        -------
+        Submitted
+            The new VM's id and its job's id; with ``wait``, also the finished job.
+
+        Raises
+        ------
+        InvalidSpec
+            A bad argument; ``field`` names it.
+        FeatureNotSupported
+            The zone lacks a capability the request needs (``user_data`` in a zone without
+            cloud-init, say).
+        Conflict
+            The name is taken, or the idempotency key was used for a different request
+            (``code == "IDEMPOTENCY_KEY_REUSED"``).
+        QuotaExceeded
+            No host has room, or the project quota is used up.
+        JobFailed
+            With ``wait``, the job failed; ``job_id`` and ``code`` say which and why.
+        Timeout
+            With ``wait`` and ``timeout``, the job did not end in time (it goes on).
+
+        Examples
+        --------
+        >>> engine = hcp.Engine()
+        >>> s = engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
+        >>> engine.get_vm("demo", s.vm_id).state
+        'ACTIVE'
+        """
+        return self._core.create_vm(
+            project,
+            name,
+            image,
+            flavor,
+            zone=zone,
+            user_data=user_data,
+            tags=_tags(tags),
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout=timeout,
+        )
+
+    def list_vms(self, project: str) -> list[Vm]:
+        """List a project's VMs, oldest first.
+
+        Parameters
+        ----------
+        project : str
+            The project.
+
+        Returns
+        -------
+        list of Vm
+            Convert to a table with ``pandas.DataFrame([vm.to_dict() for vm in vms])``.
+
+        Raises
+        ------
+        InvalidSpec
+            An invalid project id.
+        """
+        return self._core.list_vms(project)
+
+    def get_vm(self, project: str, vm: VmRef) -> Vm:
+        """Return one VM.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+
+        Returns
+        -------
+        Vm
+
+        Raises
+        ------
+        NotFound
+            No such VM in ``project``.
+        """
+        return self._core.get_vm(project, _vm_id(vm))
+
+    def start_vm(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Power a VM on.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+        idempotency_key : str, optional
+            Replays the first answer when the same request is sent again with this key.
+        wait : bool, default False
+            Wait until the job ends.
+        timeout : float, optional
+            With ``wait``, the most seconds to wait.
+
+        Returns
+        -------
+        Submitted
+
+        Raises
+        ------
+        NotFound
+            No such VM in ``project``.
+        JobFailed
+            With ``wait``, the job failed.
+        Timeout
+            With ``wait`` and ``timeout``, the job did not end in time.
+        """
+        return self._core.change_vm(
+            "start", project, _vm_id(vm), force=False, hard=False,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    def stop_vm(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        force: bool = False,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Power a VM off: a graceful shutdown first, then a hard power-off.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+        force : bool, default False
+            Power off at once, skipping the graceful shutdown.
+        idempotency_key : str, optional
+            Replays the first answer when the same request is sent again with this key.
+        wait : bool, default False
+            Wait until the job ends.
+        timeout : float, optional
+            With ``wait``, the most seconds to wait.
+
+        Returns
+        -------
+        Submitted
+
+        Raises
+        ------
+        NotFound
+            No such VM in ``project``.
+        JobFailed
+            With ``wait``, the job failed.
+        Timeout
+            With ``wait`` and ``timeout``, the job did not end in time.
+        """
+        return self._core.change_vm(
+            "stop", project, _vm_id(vm), force=force, hard=False,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    def reboot_vm(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        hard: bool = False,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Restart a running VM.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+        hard : bool, default False
+            Reset instead of a guest reboot.
+        idempotency_key : str, optional
+            Replays the first answer when the same request is sent again with this key.
+        wait : bool, default False
+            Wait until the job ends.
+        timeout : float, optional
+            With ``wait``, the most seconds to wait.
+
+        Returns
+        -------
+        Submitted
+
+        Raises
+        ------
+        NotFound
+            No such VM in ``project``.
+        JobFailed
+            With ``wait``, the job failed (a VM that is not running cannot reboot).
+        Timeout
+            With ``wait`` and ``timeout``, the job did not end in time.
+        """
+        return self._core.change_vm(
+            "reboot", project, _vm_id(vm), force=False, hard=hard,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    def delete_vm(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        force: bool = False,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Delete a VM and its disks.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+        force : bool, default False
+            Power a running VM off first; without it, deleting a running VM fails.
+        idempotency_key : str, optional
+            Replays the first answer when the same request is sent again with this key.
+        wait : bool, default False
+            Wait until the job ends.
+        timeout : float, optional
+            With ``wait``, the most seconds to wait.
+
+        Returns
+        -------
+        Submitted
+
+        Raises
+        ------
+        NotFound
+            No such VM in ``project``.
+        JobFailed
+            With ``wait``, the job failed (``code == "CONFLICT"`` for a running VM without
+            ``force``).
+        Timeout
+            With ``wait`` and ``timeout``, the job did not end in time.
+        """
+        return self._core.change_vm(
+            "delete", project, _vm_id(vm), force=force, hard=False,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    def console(self, project: str, vm: VmRef) -> Console:
+        """Hand out a console connection to a running VM.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+
+        Returns
+        -------
+        Console
+            Its ``url`` carries a one-time token valid until ``expires_at``.
+
+        Raises
+        ------
+        NotFound
+            No such VM in ``project``.
+        FeatureNotSupported
+            The VM's host offers no console.
+        Conflict
+            The VM is not active or not running.
+        """
+        return self._core.console(project, _vm_id(vm))
+
+    def get_job(self, job: JobRef) -> Job:
+        """Return a job as it is now.
+
+        Parameters
+        ----------
+        job : str, Job or Submitted
+            The job's id, the job, or the answer that started it.
+
+        Returns
+        -------
+        Job
+
+        Raises
+        ------
+        NotFound
+            No such job.
+        """
+        return self._core.get_job(_job_id(job))
+
+    def wait_job(self, job: JobRef, timeout: Optional[float] = None) -> Job:
+        """Wait until a job ends and return it.
+
+        The job is returned in whatever state it ended (``SUCCEEDED``, ``FAILED`` or
+        ``CANCELLED``); call :meth:`Job.raise_for_state` to turn a failure into
+        :class:`JobFailed`. Ctrl-C stops the wait (not the job) with ``KeyboardInterrupt``.
+
+        Parameters
+        ----------
+        job : str, Job or Submitted
+            The job's id, the job, or the answer that started it.
+        timeout : float, optional
+            The most seconds to wait; ``None`` waits as long as the job runs.
+
+        Returns
+        -------
+        Job
+            The job in its final state.
+
+        Raises
+        ------
+        NotFound
+            No such job.
+        Timeout
+            The job did not end within ``timeout`` (it goes on); ``job_id`` names it.
+        """
+        return self._core.wait_job(_job_id(job), timeout)
+
+    def job_logs(self, job: JobRef) -> JobLogs:
+        """Follow a job's log: past lines first, then live lines as they are written.
+
+        The iteration ends when the job ends; the iterator's ``job`` attribute then holds the
+        job in its final state.
+
+        Parameters
+        ----------
+        job : str, Job or Submitted
+            The job's id, the job, or the answer that started it.
+
+        Returns
+        -------
+        JobLogs
+            An iterator of :class:`JobLogLine`.
+
+        Raises
+        ------
+        NotFound
+            No such job (raised by this call, before iterating).
+
+        Examples
+        --------
+        >>> logs = engine.job_logs(submitted)
+        >>> for line in logs:
+        ...     print(line)
+        >>> logs.job.state
+        'SUCCEEDED'
+        """
+        return self._core.job_logs(_job_id(job))
+
+    def hosts(self) -> list[Host]:
+        """List the hypervisor hosts with their capacity, health and capabilities.
+
+        Returns
+        -------
+        list of Host
+        """
+        return self._core.hosts()
+
+    def catalog(self) -> Catalog:
+        """Return what VMs are created from: images, flavors, networks and zones.
+
+        Returns
+        -------
+        Catalog
+        """
+        return self._core.catalog()
+
+    def capabilities(self, zone: Optional[str] = None) -> Capabilities:
+        """Return what can be asked for in a zone (any of its hosts), or anywhere.
+
+        Parameters
+        ----------
+        zone : str, optional
+            The zone; every zone when ``None``.
+
+        Returns
+        -------
+        Capabilities
+
+        Raises
+        ------
+        InvalidSpec
+            An unknown zone (``field == "zone"``).
+        """
+        return self._core.capabilities(zone)
+
+    def close(self) -> None:
+        """Stop background work and release resources; later calls raise ``RuntimeError``.
+
+        Closing twice is harmless. The object is also a context manager that closes on exit.
+        """
+        self._core.close()
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once :meth:`close` was called."""
+        return self._core.closed
+
+    def __enter__(self: "_Self") -> "_Self":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return repr(self._core)
+
+
+class Engine(_SyncApi):
+    """HCP's engine, embedded in this Python process.
+
+    Runs HCP exactly as ``hcp serve`` does, without a server: jobs run in the background on a
+    shared runtime while Python waits or does other work.
+
+    Parameters
+    ----------
+    config : str, os.PathLike, mapping or None, default None
+        A hosts-file path, the hosts file as a mapping (``{"providers": [...], "zones": [...],
+        "catalog": {...}}``), or ``None`` for the simulator's demo catalog (project ``demo``,
+        zones ``zone-a`` and ``zone-b``, images ``ubuntu-24.04`` and ``windows-2022``, flavors
+        ``small`` and ``medium``). Environment variables such as ``INVENTORY_REFRESH_INTERVAL``
+        apply on top, as for ``hcp serve``.
+    principal : str, default "python"
+        Who the engine's jobs and audit events are attributed to.
+
+    Raises
+    ------
+    InvalidSpec
+        A bad configuration; the message names the key and line.
+
+    Examples
+    --------
+    >>> import hcp
+    >>> with hcp.Engine() as engine:
+    ...     s = engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
+    ...     print(engine.list_vms("demo"))
+    """
+
+    def __init__(self, config: ConfigLike = None, *, principal: str = "python") -> None:
+        self._core = _embedded_core(config, principal)
+
+
+class Client(_SyncApi):
+    """A client of a running HCP service (``hcp serve``).
+
+    Parameters
+    ----------
+    url : str
+        The service's base URL, e.g. ``"http://127.0.0.1:8080"``.
+    token : str, optional
+        A bearer token, when the service requires authentication.
+
+    Raises
+    ------
+    InvalidSpec
+        A malformed URL.
+
+    Examples
+    --------
+    >>> client = hcp.Client("http://127.0.0.1:8080")
+    >>> client.list_vms("demo")
+    """
+
+    def __init__(self, url: str, token: Optional[str] = None) -> None:
+        self._core = _remote_core(url, token)
+
+
+class _AsyncApi:
+    """The coroutine methods :class:`AsyncEngine` and :class:`AsyncClient` share.
+
+    Each method has the same parameters, results and exceptions as its blocking twin in
+    :class:`Engine`; see there for details.
+    """
+
+    _core: _hcp.Core
+
+    async def create_vm(
+        self,
+        project: str,
+        name: str,
+        image: str,
+        flavor: str,
+        *,
+        zone: Optional[str] = None,
+        user_data: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Create (and start) a VM; see :meth:`Engine.create_vm`.
+
+        Parameters
+        ----------
+        project, name, image, flavor : str
+            The project, VM name, catalog image and catalog flavor.
+        zone, user_data, tags, idempotency_key, wait, timeout
+            As for :meth:`Engine.create_vm`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.create_vm_async(
+            project,
+            name,
+            image,
+            flavor,
+            zone=zone,
+            user_data=user_data,
+            tags=_tags(tags),
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout=timeout,
+        )
+
+    async def list_vms(self, project: str) -> list[Vm]:
+        """List a project's VMs, oldest first; see :meth:`Engine.list_vms`.
+
+        Returns
+        -------
+        list of Vm
+        """
+        return await self._core.list_vms_async(project)
+
+    async def get_vm(self, project: str, vm: VmRef) -> Vm:
+        """Return one VM; see :meth:`Engine.get_vm`.
+
+        Returns
+        -------
+        Vm
+        """
+        return await self._core.get_vm_async(project, _vm_id(vm))
+
+    async def start_vm(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Power a VM on; see :meth:`Engine.start_vm`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.change_vm_async(
+            "start", project, _vm_id(vm), force=False, hard=False,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    async def stop_vm(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        force: bool = False,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Power a VM off; see :meth:`Engine.stop_vm`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.change_vm_async(
+            "stop", project, _vm_id(vm), force=force, hard=False,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    async def reboot_vm(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        hard: bool = False,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Restart a running VM; see :meth:`Engine.reboot_vm`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.change_vm_async(
+            "reboot", project, _vm_id(vm), force=False, hard=hard,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    async def delete_vm(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        force: bool = False,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Delete a VM and its disks; see :meth:`Engine.delete_vm`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.change_vm_async(
+            "delete", project, _vm_id(vm), force=force, hard=False,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    async def console(self, project: str, vm: VmRef) -> Console:
+        """Hand out a console connection to a running VM; see :meth:`Engine.console`.
+
+        Returns
+        -------
+        Console
+        """
+        return await self._core.console_async(project, _vm_id(vm))
+
+    async def get_job(self, job: JobRef) -> Job:
+        """Return a job as it is now; see :meth:`Engine.get_job`.
+
+        Returns
+        -------
+        Job
+        """
+        return await self._core.get_job_async(_job_id(job))
+
+    async def wait_job(self, job: JobRef, timeout: Optional[float] = None) -> Job:
+        """Wait until a job ends and return it; see :meth:`Engine.wait_job`.
+
+        Returns
+        -------
+        Job
+            The job in its final state.
+
+        Raises
+        ------
+        Timeout
+            The job did not end within ``timeout`` (it goes on).
+        """
+        return await self._core.wait_job_async(_job_id(job), timeout)
+
+    def job_logs(self, job: JobRef) -> AsyncJobLogs:
+        """Follow a job's log with ``async for``: past lines, then live lines, until it ends.
+
+        This method is not a coroutine: it returns the async iterator at once, and an unknown
+        job raises :class:`NotFound` on the first iteration.
+
+        Parameters
+        ----------
+        job : str, Job or Submitted
+            The job's id, the job, or the answer that started it.
+
+        Returns
+        -------
+        AsyncJobLogs
+            An async iterator of :class:`JobLogLine`; its ``job`` attribute holds the final job
+            once the iteration ends.
+
+        Examples
+        --------
+        >>> async for line in engine.job_logs(submitted):
+        ...     print(line)
+        """
+        return self._core.job_logs_async(_job_id(job))
+
+    async def hosts(self) -> list[Host]:
+        """List the hypervisor hosts; see :meth:`Engine.hosts`.
+
+        Returns
+        -------
+        list of Host
+        """
+        return await self._core.hosts_async()
+
+    async def catalog(self) -> Catalog:
+        """Return the catalog; see :meth:`Engine.catalog`.
+
+        Returns
+        -------
+        Catalog
+        """
+        return await self._core.catalog_async()
+
+    async def capabilities(self, zone: Optional[str] = None) -> Capabilities:
+        """Return what can be asked for in a zone, or anywhere; see :meth:`Engine.capabilities`.
+
+        Returns
+        -------
+        Capabilities
+        """
+        return await self._core.capabilities_async(zone)
+
+    async def close(self) -> None:
+        """Stop background work and release resources; later calls raise ``RuntimeError``.
+
+        The object is also an async context manager that closes on exit.
+        """
+        await self._core.close_async()
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once :meth:`close` was called."""
+        return self._core.closed
+
+    async def __aenter__(self: "_ASelf") -> "_ASelf":
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Async{self._core!r}"
+
+
+class AsyncEngine(_AsyncApi):
+    """HCP's engine embedded in this process, with coroutine methods for asyncio.
+
+    Parameters
+    ----------
+    config : str, os.PathLike, mapping or None, default None
+        As for :class:`Engine`.
+    principal : str, default "python"
+        Who the engine's jobs and audit events are attributed to.
+
+    Examples
+    --------
+    >>> async with hcp.AsyncEngine() as engine:
+    ...     s = await engine.create_vm("demo", "web-1", "ubuntu-24.04", "small")
+    ...     async for line in engine.job_logs(s):
+    ...         print(line)
+    """
+
+    def __init__(self, config: ConfigLike = None, *, principal: str = "python") -> None:
+        self._core = _embedded_core(config, principal)
+
+
+class AsyncClient(_AsyncApi):
+    """A client of a running HCP service, with coroutine methods for asyncio.
+
+    Parameters
+    ----------
+    url : str
+        The service's base URL, e.g. ``"http://127.0.0.1:8080"``.
+    token : str, optional
+        A bearer token, when the service requires authentication.
+    """
+
+    def __init__(self, url: str, token: Optional[str] = None) -> None:
+        self._core = _remote_core(url, token)

@@ -1,0 +1,219 @@
+//! Where calls go: the engine embedded in this process, or a running `hcp serve`.
+//!
+//! Both answer with hcp-core's types, so everything above this module (typed objects, errors,
+//! waiting, log iteration) is shared.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use hcp_core::store::{PageRequest, Scope};
+use hcp_core::{
+    Action, Capabilities, Catalog, Config, Console, Engine, Error, Host, Job, JobId, JobUpdate, Principal,
+    RequestContext, Result, Submitted, TenantVm, VmId,
+};
+
+/// A job's updates: past log lines, live lines and status changes, then its end.
+pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<JobUpdate>> + Send>>;
+
+/// Where an engine's configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The simulator's demo catalog.
+    Demo,
+    /// A hosts file.
+    File(PathBuf),
+    /// Hosts-file text (YAML or JSON); `origin` names it in errors.
+    Text {
+        /// The text.
+        text: String,
+        /// What errors call it.
+        origin: String,
+    },
+}
+
+/// The engine embedded in this process.
+#[derive(Debug)]
+pub struct Embedded {
+    engine: Engine,
+    principal: Principal,
+}
+
+impl Embedded {
+    /// Builds the engine the way `hcp serve` does: the configuration (the simulator's demo when
+    /// none), the environment applied on top, and every provider kind compiled in.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] naming the key (and line) of a bad configuration.
+    pub async fn build(source: ConfigSource, principal: Principal) -> Result<Self> {
+        let mut config = match source {
+            ConfigSource::Demo => hcp_provider_sim::demo_config(),
+            ConfigSource::File(path) => Config::from_file(&path)?,
+            ConfigSource::Text { text, origin } => Config::from_yaml(&text, &origin)?,
+        };
+        config.apply_env(&|name| std::env::var(name).ok())?;
+        let engine = hcp_provider_sim::register(Engine::builder(config)).build().await?;
+        Ok(Embedded { engine, principal })
+    }
+
+    fn ctx(&self, project: &str, key: Option<String>) -> RequestContext {
+        RequestContext::new(project, self.principal.clone()).with_idempotency_key(key)
+    }
+}
+
+/// Where calls go.
+#[derive(Debug)]
+pub enum Backend {
+    /// The engine embedded in this process.
+    Embedded(Embedded),
+}
+
+impl Backend {
+    /// Submits a change to a VM.
+    ///
+    /// # Errors
+    /// The engine's refusal (invalid input, not found, capability, quota, idempotency conflict).
+    pub async fn submit(&self, project: &str, action: Action, key: Option<String>) -> Result<Submitted> {
+        match self {
+            Backend::Embedded(e) => e.engine.submit(&e.ctx(project, key), action).await,
+        }
+    }
+
+    /// Lists a project's VMs, oldest first.
+    ///
+    /// # Errors
+    /// An invalid project id.
+    pub async fn list_vms(&self, project: &str) -> Result<Vec<TenantVm>> {
+        match self {
+            Backend::Embedded(e) => {
+                let ctx = e.ctx(project, None);
+                ctx.project.validate()?;
+                let scope = ctx.scope();
+                let mut page = PageRequest::all();
+                let mut out = Vec::new();
+                loop {
+                    let p = e.engine.list_vms(&scope, &page).await?;
+                    out.extend(p.items.iter().map(hcp_core::Vm::tenant_view));
+                    match p.next {
+                        Some(cursor) => page.cursor = Some(cursor),
+                        None => return Ok(out),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns one VM of a project.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::NotFound`] when it does not exist in `project`.
+    pub async fn get_vm(&self, project: &str, vm: &VmId) -> Result<TenantVm> {
+        match self {
+            Backend::Embedded(e) => {
+                let ctx = e.ctx(project, None);
+                ctx.project.validate()?;
+                Ok(e.engine.get_vm(&ctx.scope(), vm).await?.tenant_view())
+            }
+        }
+    }
+
+    /// Hands out a console to a running VM.
+    ///
+    /// # Errors
+    /// Not found, no console capability, or a VM that is not running.
+    pub async fn console(&self, project: &str, vm: &VmId) -> Result<Console> {
+        match self {
+            Backend::Embedded(e) => e.engine.console(&e.ctx(project, None), vm, None).await,
+        }
+    }
+
+    /// Returns a job.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::NotFound`] for an unknown job.
+    pub async fn get_job(&self, job: &JobId) -> Result<Job> {
+        match self {
+            Backend::Embedded(e) => e.engine.get_job(&Scope::All, job).await,
+        }
+    }
+
+    /// Waits until a job ends.
+    ///
+    /// # Errors
+    /// Not found, or [`hcp_core::ErrorKind::Timeout`] (with the job in its context) when
+    /// `timeout` passes first.
+    pub async fn wait_job(&self, job: &JobId, timeout: Option<Duration>) -> Result<Job> {
+        match self {
+            Backend::Embedded(e) => e.engine.wait_job(&Scope::All, job, timeout).await,
+        }
+    }
+
+    /// Follows a job: its past log lines, then live lines and status changes, then its end.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::NotFound`] for an unknown job.
+    pub async fn watch_job(&self, job: &JobId) -> Result<UpdateStream> {
+        match self {
+            Backend::Embedded(e) => {
+                let watch = e.engine.watch_job(&Scope::All, job).await?;
+                Ok(watch.into_stream().map(Ok).boxed())
+            }
+        }
+    }
+
+    /// Lists every host with its capacity and health.
+    ///
+    /// # Errors
+    /// None for the embedded engine.
+    pub async fn hosts(&self) -> Result<Vec<Host>> {
+        match self {
+            Backend::Embedded(e) => Ok(e.engine.hosts()),
+        }
+    }
+
+    /// Returns the catalog.
+    ///
+    /// # Errors
+    /// None for the embedded engine.
+    pub async fn catalog(&self) -> Result<Catalog> {
+        match self {
+            Backend::Embedded(e) => Ok(e.engine.catalog().clone()),
+        }
+    }
+
+    /// Returns what can be asked for in `zone`, or anywhere.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] naming `zone` when it is unknown.
+    pub async fn capabilities(&self, zone: Option<&str>) -> Result<Capabilities> {
+        match self {
+            Backend::Embedded(e) => e.engine.capabilities(zone),
+        }
+    }
+
+    /// Stops background work (the embedded engine's reconciler).
+    pub async fn close(&self) {
+        match self {
+            Backend::Embedded(e) => {
+                e.engine.shutdown().await;
+            }
+        }
+    }
+}
+
+/// Checks a timeout given in seconds.
+///
+/// # Errors
+/// [`hcp_core::ErrorKind::InvalidSpec`] naming `timeout` when it is negative, not finite or
+/// too large.
+pub fn timeout_from_secs(secs: Option<f64>) -> Result<Option<Duration>> {
+    secs.map(|s| {
+        if !s.is_finite() || s < 0.0 {
+            return Err(Error::invalid("timeout", format!("is {s}; allowed: a finite number of seconds >= 0, or None to wait forever")));
+        }
+        Duration::try_from_secs_f64(s)
+            .map_err(|_| Error::invalid("timeout", format!("{s} seconds is too long; use None to wait forever")))
+    })
+    .transpose()
+}

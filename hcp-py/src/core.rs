@@ -1,0 +1,591 @@
+//! `hcp._hcp.Core`: every operation once as a Rust future, offered to Python twice — as a
+//! blocking call (GIL released, Ctrl-C honoured) and as an asyncio awaitable. The public classes
+//! `hcp.Engine`, `hcp.Client`, `hcp.AsyncEngine` and `hcp.AsyncClient` (Python) wrap it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use hcp_core::{Action, Error, JobId, JobState, JobUpdate, Principal, VmId, VmSpec};
+use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
+use pyo3::prelude::*;
+
+use crate::backend::{Backend, ConfigSource, Embedded, UpdateStream, timeout_from_secs};
+use crate::errors::Failure;
+use crate::runtime::{awaitable, block_on};
+use crate::types::{Capabilities, Catalog, Console, Host, Job, JobLogLine, Submitted, Vm};
+
+type Outcome<T> = Result<T, Failure>;
+
+/// The native half of every HCP client object.
+#[pyclass(frozen, module = "hcp._hcp")]
+pub struct Core {
+    backend: Mutex<Option<Arc<Backend>>>,
+    description: String,
+}
+
+/// A change to a VM other than creating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VmChange {
+    Start,
+    Stop,
+    Reboot,
+    Delete,
+}
+
+impl VmChange {
+    fn parse(op: &str) -> Result<Self, Error> {
+        Ok(match op {
+            "start" => VmChange::Start,
+            "stop" => VmChange::Stop,
+            "reboot" => VmChange::Reboot,
+            "delete" => VmChange::Delete,
+            other => {
+                return Err(Error::invalid(
+                    "operation",
+                    format!("unknown VM operation `{other}`; allowed: start, stop, reboot, delete"),
+                ));
+            }
+        })
+    }
+
+    fn action(self, vm_id: VmId, force: bool, hard: bool) -> Action {
+        match self {
+            VmChange::Start => Action::Start { vm_id },
+            VmChange::Stop => Action::Stop { vm_id, force },
+            VmChange::Reboot => Action::Reboot { vm_id, hard },
+            VmChange::Delete => Action::Delete { vm_id, force },
+        }
+    }
+}
+
+/// Submits `action` and, when asked, waits for its job; a job that ends without succeeding
+/// becomes [`Failure::JobEnded`].
+///
+/// The submission runs as its own task, so it completes even when the caller stops waiting
+/// (Ctrl-C, asyncio cancellation): no half-accepted request is left behind.
+async fn submit_and_wait(
+    backend: Arc<Backend>,
+    project: String,
+    action: Action,
+    key: Option<String>,
+    wait: bool,
+    timeout: Option<f64>,
+) -> Outcome<Submitted> {
+    let timeout = timeout_from_secs(timeout)?;
+    let submitter = backend.clone();
+    let submitted = tokio::spawn(async move { submitter.submit(&project, action, key).await })
+        .await
+        .map_err(|e| Error::internal(format!("the submission task failed: {e}")))??;
+    if !wait {
+        return Ok(Submitted::new(&submitted, None));
+    }
+    let job = Job::from(&backend.wait_job(&submitted.job_id, timeout).await?);
+    if job.state != JobState::Succeeded.as_str() {
+        return Err(Failure::JobEnded(Box::new(job)));
+    }
+    Ok(Submitted::new(&submitted, Some(job)))
+}
+
+impl Core {
+    fn backend(&self) -> PyResult<Arc<Backend>> {
+        self.backend
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| PyRuntimeError::new_err(format!("{} is closed", self.description)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_vm_fut(
+        &self,
+        project: String,
+        name: String,
+        image: String,
+        flavor: String,
+        zone: Option<String>,
+        user_data: Option<String>,
+        tags: Option<BTreeMap<String, String>>,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<impl Future<Output = Outcome<Submitted>> + Send + 'static> {
+        let backend = self.backend()?;
+        let spec = VmSpec {
+            zone,
+            user_data,
+            tags: tags.unwrap_or_default(),
+            ..VmSpec::new(name, image, flavor)
+        };
+        let action = Action::Create { spec, host: None };
+        Ok(submit_and_wait(backend, project, action, idempotency_key, wait, timeout))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn change_vm_fut(
+        &self,
+        operation: &str,
+        project: String,
+        vm: String,
+        force: bool,
+        hard: bool,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<impl Future<Output = Outcome<Submitted>> + Send + 'static> {
+        let backend = self.backend()?;
+        let change = VmChange::parse(operation);
+        Ok(async move {
+            let action = change?.action(VmId::new(vm), force, hard);
+            submit_and_wait(backend, project, action, idempotency_key, wait, timeout).await
+        })
+    }
+
+    fn list_vms_fut(&self, project: String) -> PyResult<impl Future<Output = Outcome<Vec<Vm>>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move { Ok(backend.list_vms(&project).await?.iter().map(Vm::from).collect()) })
+    }
+
+    fn get_vm_fut(&self, project: String, vm: String) -> PyResult<impl Future<Output = Outcome<Vm>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move { Ok(Vm::from(&backend.get_vm(&project, &VmId::new(vm)).await?)) })
+    }
+
+    fn console_fut(&self, project: String, vm: String) -> PyResult<impl Future<Output = Outcome<Console>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move { Ok(Console::from(&backend.console(&project, &VmId::new(vm)).await?)) })
+    }
+
+    fn get_job_fut(&self, job: String) -> PyResult<impl Future<Output = Outcome<Job>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move { Ok(Job::from(&backend.get_job(&JobId::new(job)).await?)) })
+    }
+
+    fn wait_job_fut(&self, job: String, timeout: Option<f64>) -> PyResult<impl Future<Output = Outcome<Job>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move {
+            let timeout = timeout_from_secs(timeout)?;
+            Ok(Job::from(&backend.wait_job(&JobId::new(job), timeout).await?))
+        })
+    }
+
+    fn hosts_fut(&self) -> PyResult<impl Future<Output = Outcome<Vec<Host>>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move { Ok(backend.hosts().await?.iter().map(Host::from).collect()) })
+    }
+
+    fn catalog_fut(&self) -> PyResult<impl Future<Output = Outcome<Catalog>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move { Ok(Catalog::from(&backend.catalog().await?)) })
+    }
+
+    fn capabilities_fut(&self, zone: Option<String>) -> PyResult<impl Future<Output = Outcome<Capabilities>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move { Ok(Capabilities::from(&backend.capabilities(zone.as_deref()).await?)) })
+    }
+
+    fn close_fut(&self) -> impl Future<Output = Outcome<()>> + Send + 'static {
+        let backend = self.backend.lock().unwrap_or_else(|p| p.into_inner()).take();
+        async move {
+            if let Some(b) = backend {
+                b.close().await;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[pymethods]
+impl Core {
+    /// Builds an engine embedded in this process.
+    ///
+    /// ``path`` names a hosts file, ``text`` holds hosts-file YAML or JSON (``origin`` names it in
+    /// errors); with neither, the simulator's demo catalog is used.
+    #[staticmethod]
+    #[pyo3(signature = (*, path=None, text=None, origin=None, principal))]
+    fn embedded(py: Python<'_>, path: Option<std::path::PathBuf>, text: Option<String>, origin: Option<String>, principal: String) -> PyResult<Self> {
+        let source = match (path, text) {
+            (Some(_), Some(_)) => {
+                return Err(Failure::from(Error::invalid("config", "give a hosts file path or its contents, not both")).into_pyerr(py));
+            }
+            (Some(p), None) => ConfigSource::File(p),
+            (None, Some(text)) => ConfigSource::Text {
+                text,
+                origin: origin.unwrap_or_else(|| "config".into()),
+            },
+            (None, None) => ConfigSource::Demo,
+        };
+        if principal.trim().is_empty() {
+            return Err(Failure::from(Error::invalid("principal", "must not be empty")).into_pyerr(py));
+        }
+        let description = match &source {
+            ConfigSource::Demo => "Engine(demo)".to_string(),
+            ConfigSource::File(p) => format!("Engine({})", p.display()),
+            ConfigSource::Text { origin, .. } => format!("Engine({origin})"),
+        };
+        let embedded = block_on(py, async move { Ok(Embedded::build(source, Principal::new(principal)).await?) })?;
+        Ok(Core {
+            backend: Mutex::new(Some(Arc::new(Backend::Embedded(embedded)))),
+            description,
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        self.description.clone()
+    }
+
+    /// Submits a new VM; waits for its job when ``wait``.
+    #[pyo3(signature = (project, name, image, flavor, *, zone, user_data, tags, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_vm(
+        &self,
+        py: Python<'_>,
+        project: String,
+        name: String,
+        image: String,
+        flavor: String,
+        zone: Option<String>,
+        user_data: Option<String>,
+        tags: Option<BTreeMap<String, String>>,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Submitted> {
+        block_on(py, self.create_vm_fut(project, name, image, flavor, zone, user_data, tags, idempotency_key, wait, timeout)?)
+    }
+
+    /// Awaitable form of :meth:`create_vm`.
+    #[pyo3(signature = (project, name, image, flavor, *, zone, user_data, tags, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_vm_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        name: String,
+        image: String,
+        flavor: String,
+        zone: Option<String>,
+        user_data: Option<String>,
+        tags: Option<BTreeMap<String, String>>,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.create_vm_fut(project, name, image, flavor, zone, user_data, tags, idempotency_key, wait, timeout)?)
+    }
+
+    /// Submits ``start``, ``stop``, ``reboot`` or ``delete`` for a VM; waits when ``wait``.
+    #[pyo3(signature = (operation, project, vm, *, force, hard, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn change_vm(
+        &self,
+        py: Python<'_>,
+        operation: &str,
+        project: String,
+        vm: String,
+        force: bool,
+        hard: bool,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Submitted> {
+        block_on(py, self.change_vm_fut(operation, project, vm, force, hard, idempotency_key, wait, timeout)?)
+    }
+
+    /// Awaitable form of :meth:`change_vm`.
+    #[pyo3(signature = (operation, project, vm, *, force, hard, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn change_vm_async<'py>(
+        &self,
+        py: Python<'py>,
+        operation: &str,
+        project: String,
+        vm: String,
+        force: bool,
+        hard: bool,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.change_vm_fut(operation, project, vm, force, hard, idempotency_key, wait, timeout)?)
+    }
+
+    /// Lists a project's VMs.
+    fn list_vms(&self, py: Python<'_>, project: String) -> PyResult<Vec<Vm>> {
+        block_on(py, self.list_vms_fut(project)?)
+    }
+
+    /// Awaitable form of :meth:`list_vms`.
+    fn list_vms_async<'py>(&self, py: Python<'py>, project: String) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.list_vms_fut(project)?)
+    }
+
+    /// Returns one VM.
+    fn get_vm(&self, py: Python<'_>, project: String, vm: String) -> PyResult<Vm> {
+        block_on(py, self.get_vm_fut(project, vm)?)
+    }
+
+    /// Awaitable form of :meth:`get_vm`.
+    fn get_vm_async<'py>(&self, py: Python<'py>, project: String, vm: String) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.get_vm_fut(project, vm)?)
+    }
+
+    /// Hands out a console.
+    fn console(&self, py: Python<'_>, project: String, vm: String) -> PyResult<Console> {
+        block_on(py, self.console_fut(project, vm)?)
+    }
+
+    /// Awaitable form of :meth:`console`.
+    fn console_async<'py>(&self, py: Python<'py>, project: String, vm: String) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.console_fut(project, vm)?)
+    }
+
+    /// Returns a job.
+    fn get_job(&self, py: Python<'_>, job: String) -> PyResult<Job> {
+        block_on(py, self.get_job_fut(job)?)
+    }
+
+    /// Awaitable form of :meth:`get_job`.
+    fn get_job_async<'py>(&self, py: Python<'py>, job: String) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.get_job_fut(job)?)
+    }
+
+    /// Waits until a job ends.
+    #[pyo3(signature = (job, timeout=None))]
+    fn wait_job(&self, py: Python<'_>, job: String, timeout: Option<f64>) -> PyResult<Job> {
+        block_on(py, self.wait_job_fut(job, timeout)?)
+    }
+
+    /// Awaitable form of :meth:`wait_job`.
+    #[pyo3(signature = (job, timeout=None))]
+    fn wait_job_async<'py>(&self, py: Python<'py>, job: String, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.wait_job_fut(job, timeout)?)
+    }
+
+    /// Opens a job's log for blocking iteration (fails at once for an unknown job).
+    fn job_logs(&self, py: Python<'_>, job: String) -> PyResult<JobLogs> {
+        let backend = self.backend()?;
+        let id = job.clone();
+        let stream = block_on(py, async move { Ok(backend.watch_job(&JobId::new(id)).await?) })?;
+        Ok(JobLogs {
+            state: LogState::opened(job, stream),
+        })
+    }
+
+    /// Opens a job's log for ``async for`` (an unknown job fails on the first iteration).
+    fn job_logs_async(&self, job: String) -> PyResult<AsyncJobLogs> {
+        Ok(AsyncJobLogs {
+            state: LogState::lazy(job, self.backend()?),
+        })
+    }
+
+    /// Lists hosts.
+    fn hosts(&self, py: Python<'_>) -> PyResult<Vec<Host>> {
+        block_on(py, self.hosts_fut()?)
+    }
+
+    /// Awaitable form of :meth:`hosts`.
+    fn hosts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.hosts_fut()?)
+    }
+
+    /// Returns the catalog.
+    fn catalog(&self, py: Python<'_>) -> PyResult<Catalog> {
+        block_on(py, self.catalog_fut()?)
+    }
+
+    /// Awaitable form of :meth:`catalog`.
+    fn catalog_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.catalog_fut()?)
+    }
+
+    /// Returns the capabilities of a zone, or of every zone.
+    #[pyo3(signature = (zone=None))]
+    fn capabilities(&self, py: Python<'_>, zone: Option<String>) -> PyResult<Capabilities> {
+        block_on(py, self.capabilities_fut(zone)?)
+    }
+
+    /// Awaitable form of :meth:`capabilities`.
+    #[pyo3(signature = (zone=None))]
+    fn capabilities_async<'py>(&self, py: Python<'py>, zone: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.capabilities_fut(zone)?)
+    }
+
+    /// Stops background work and refuses further calls; closing twice is harmless.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        block_on(py, self.close_fut())
+    }
+
+    /// Awaitable form of :meth:`close`.
+    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.close_fut())
+    }
+
+    /// ``True`` once :meth:`close` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.backend.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+}
+
+/// Where a log iteration stands.
+enum Cursor {
+    /// Not opened yet (async iteration opens on first use).
+    Lazy(Arc<Backend>),
+    /// Following the job.
+    Open(UpdateStream),
+    /// The job ended (or the stream did).
+    Done,
+}
+
+/// The state one log iterator shares with the futures that advance it.
+#[derive(Clone)]
+struct LogState {
+    job_id: String,
+    cursor: Arc<tokio::sync::Mutex<Cursor>>,
+    end: Arc<Mutex<Option<Job>>>,
+}
+
+impl LogState {
+    fn opened(job_id: String, stream: UpdateStream) -> Self {
+        Self::with(job_id, Cursor::Open(stream))
+    }
+
+    fn lazy(job_id: String, backend: Arc<Backend>) -> Self {
+        Self::with(job_id, Cursor::Lazy(backend))
+    }
+
+    fn with(job_id: String, cursor: Cursor) -> Self {
+        LogState {
+            job_id,
+            cursor: Arc::new(tokio::sync::Mutex::new(cursor)),
+            end: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Returns the next log line, or `None` once the job has ended.
+    async fn next_line(self) -> Outcome<Option<JobLogLine>> {
+        let mut cursor = self.cursor.lock().await;
+        loop {
+            let stream = match &mut *cursor {
+                Cursor::Done => return Ok(None),
+                Cursor::Lazy(backend) => {
+                    let stream = backend.watch_job(&JobId::new(self.job_id.clone())).await?;
+                    *cursor = Cursor::Open(stream);
+                    continue;
+                }
+                Cursor::Open(stream) => stream,
+            };
+            match stream.next().await {
+                Some(Ok(JobUpdate::Log(line))) => return Ok(Some(JobLogLine::new(&self.job_id, &line))),
+                Some(Ok(JobUpdate::End(job))) => {
+                    *self.end.lock().unwrap_or_else(|p| p.into_inner()) = Some(Job::from(&*job));
+                    *cursor = Cursor::Done;
+                    return Ok(None);
+                }
+                Some(Ok(_status)) => {}
+                Some(Err(e)) => {
+                    *cursor = Cursor::Done;
+                    return Err(e.into());
+                }
+                None => {
+                    *cursor = Cursor::Done;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn job(&self) -> Option<Job> {
+        self.end.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A job's log lines as they are written, until the job ends.
+///
+/// Iterating blocks (without the GIL) until the next line arrives; Ctrl-C interrupts it. Once
+/// the iteration ends, :attr:`job` holds the job in its final state.
+#[pyclass(frozen, module = "hcp")]
+pub struct JobLogs {
+    state: LogState,
+}
+
+#[pymethods]
+impl JobLogs {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<JobLogLine>> {
+        block_on(py, self.state.clone().next_line())
+    }
+
+    /// The job's id.
+    #[getter]
+    fn job_id(&self) -> String {
+        self.state.job_id.clone()
+    }
+
+    /// The job in its final state once the iteration has ended; ``None`` before.
+    #[getter]
+    fn job(&self) -> Option<Job> {
+        self.state.job()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("JobLogs(job_id={:?}, ended={})", self.state.job_id, self.state.job().is_some())
+    }
+}
+
+/// A job's log lines for ``async for``, until the job ends.
+///
+/// Once the iteration ends, :attr:`job` holds the job in its final state.
+#[pyclass(frozen, module = "hcp")]
+pub struct AsyncJobLogs {
+    state: LogState,
+}
+
+#[pymethods]
+impl AsyncJobLogs {
+    fn __aiter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.state.clone();
+        awaitable(py, async move { state.next_line().await.map(|line| NextLine(line)) })
+    }
+
+    /// The job's id.
+    #[getter]
+    fn job_id(&self) -> String {
+        self.state.job_id.clone()
+    }
+
+    /// The job in its final state once the iteration has ended; ``None`` before.
+    #[getter]
+    fn job(&self) -> Option<Job> {
+        self.state.job()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AsyncJobLogs(job_id={:?}, ended={})", self.state.job_id, self.state.job().is_some())
+    }
+}
+
+/// The result of one `__anext__`: a line, or `StopAsyncIteration` at the end.
+struct NextLine(Option<JobLogLine>);
+
+impl<'py> IntoPyObject<'py> for NextLine {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        match self.0 {
+            Some(line) => Ok(Bound::new(py, line)?.into_any()),
+            None => Err(PyStopAsyncIteration::new_err(())),
+        }
+    }
+}

@@ -1,1 +1,844 @@
-//! HCP HTTP client (being written).
+//! # hcp-client
+//!
+//! A typed async client for HCP's HTTP API (`hcp serve`). Every route of the tenant, ops and
+//! common APIs and the Hyper-V service's routes has a method; answers decode into the same
+//! `hcp_core` types an embedded engine returns, and failures decode from the problem body back
+//! into [`hcp_core::Error`] (kind, code, field, message), so a shell reports remote errors exactly
+//! like embedded ones.
+//!
+//! ```no_run
+//! # async fn demo() -> hcp_core::Result<()> {
+//! use futures::StreamExt;
+//! use hcp_client::Client;
+//! use hcp_core::{JobUpdate, VmSpec};
+//!
+//! let client = Client::new("http://127.0.0.1:8080")?;
+//! let accepted = client.create_vm("demo", &VmSpec::new("web-1", "ubuntu-24.04", "small"), Some("key-1")).await?;
+//! let mut updates = client.watch_job(&accepted.job_id).await?;
+//! while let Some(update) = updates.next().await {
+//!     if let JobUpdate::Log(line) = update? {
+//!         println!("{}", line.message);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod sse;
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, StreamExt};
+use hcp_core::store::{JobFilter, Page, PageRequest};
+use hcp_core::{
+    Capabilities, Catalog, Console, ConsoleKind, Error, ErrorKind, Event, Flavor, Host, Image, InventoryVm, Job,
+    JobId, JobUpdate, Network, ProviderCapabilities, ProviderStatus, RefreshReport, TenantVm, Vm, VmId,
+    VmSpec, Zone,
+};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The tenant API's path prefix.
+pub const TENANT_PREFIX: &str = "/api/hcp/tenant/v1";
+/// The ops API's path prefix.
+pub const OPS_PREFIX: &str = "/api/hcp/ops/v1";
+/// The common API's path prefix.
+pub const COMMON_PREFIX: &str = "/api/hcp/common/v1";
+/// The Hyper-V service's path prefix.
+pub const HYPERV_PREFIX: &str = "/api/v1";
+
+/// The answer to an accepted change: the VM and the job that does the work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The resource the job acts on (`projects/{project}/vms/{vmId}`).
+    pub resource_id: String,
+    /// The VM.
+    pub vm_id: VmId,
+    /// The job.
+    pub job_id: JobId,
+}
+
+/// What one zone offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneCapabilities {
+    /// The zone.
+    pub zone: String,
+    /// What any of its hosts offers.
+    pub capabilities: Capabilities,
+}
+
+/// A request to the Hyper-V service's `POST /api/v1/vms/create`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyCreateVm {
+    /// The VM name.
+    pub name: String,
+    /// The template (catalog image).
+    pub template: String,
+    /// Pins the VM to this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The placement zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// A catalog flavor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    /// vCPUs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Disk in GiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_gb: Option<u64>,
+    /// The VLAN of the catalog network to attach to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+/// A client of one HCP service. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The default headers may hold a bearer token.
+        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Default)]
+pub struct ClientBuilder {
+    base: String,
+    token: Option<String>,
+    timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn token(mut self, token: Option<impl Into<String>>) -> Self {
+        self.token = token.map(Into::into).filter(|t: &String| !t.is_empty());
+        self
+    }
+
+    /// Sets the timeout of one request (streams are not cut by it). Default 60 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the connect timeout. Default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `url` for a URL that is not `http(s)://host[:port]`, or
+    /// `token` for a token that cannot be sent in a header.
+    pub fn build(self) -> hcp_core::Result<Client> {
+        let url = url::Url::parse(&self.base)
+            .map_err(|e| Error::invalid("url", format!("`{}` is not a URL ({e}); use e.g. http://127.0.0.1:8080", self.base)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(Error::invalid("url", format!("`{}` must be an http:// or https:// URL with a host", self.base)));
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(t) = &self.token {
+            let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| Error::invalid("token", "contains characters that cannot be sent in a header"))?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(10)))
+            .read_timeout(self.timeout.unwrap_or(Duration::from_secs(60)))
+            .user_agent(concat!("hcp-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            base: self.base.trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+fn enc(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+impl Client {
+    /// Creates a client of the service at `base_url` (`http://127.0.0.1:8080`).
+    ///
+    /// # Errors
+    /// See [`ClientBuilder::build`].
+    pub fn new(base_url: &str) -> hcp_core::Result<Client> {
+        Client::builder(base_url).build()
+    }
+
+    /// Starts building a client of the service at `base_url`.
+    pub fn builder(base_url: &str) -> ClientBuilder {
+        ClientBuilder {
+            base: base_url.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Returns the base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, self.url(path))
+    }
+
+    async fn send(&self, rb: RequestBuilder) -> hcp_core::Result<reqwest::Response> {
+        let resp = rb.send().await.map_err(|e| transport_error(&self.base, e))?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(decode_error(resp).await)
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> hcp_core::Result<T> {
+        let resp = self.send(rb).await?;
+        let bytes = resp.bytes().await.map_err(|e| transport_error(&self.base, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot decode the service's answer: {e}")))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> hcp_core::Result<T> {
+        self.json(self.request(Method::GET, path).query(query)).await
+    }
+
+    async fn accepted(&self, rb: RequestBuilder, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+        let rb = match idempotency_key {
+            Some(k) => rb.header("Idempotency-Key", k),
+            None => rb,
+        };
+        self.json(rb).await
+    }
+
+    fn vm_path(project: &str, vm_id: &VmId) -> String {
+        format!("{TENANT_PREFIX}/projects/{}/vms/{}", enc(project), enc(vm_id.as_str()))
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Tenant
+    // ----------------------------------------------------------------------------------------
+
+    /// Creates a VM (`POST /projects/{project}/vms`) and returns at once with its job.
+    ///
+    /// # Errors
+    /// The service's error: `InvalidSpec` naming the field, `FeatureNotSupported`, `Conflict`
+    /// (`IDEMPOTENCY_KEY_REUSED`, a name taken), `QuotaExceeded`, ...
+    pub async fn create_vm(&self, project: &str, spec: &VmSpec, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+        let path = format!("{TENANT_PREFIX}/projects/{}/vms", enc(project));
+        self.accepted(self.request(Method::POST, &path).json(spec), idempotency_key).await
+    }
+
+    /// Lists one page of a project's VMs.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn list_vms(&self, project: &str, page: &PageRequest) -> hcp_core::Result<Page<TenantVm>> {
+        let path = format!("{TENANT_PREFIX}/projects/{}/vms", enc(project));
+        self.get(&path, &page_query(page)).await
+    }
+
+    /// Lists all of a project's VMs, following the pages.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn list_all_vms(&self, project: &str) -> hcp_core::Result<Vec<TenantVm>> {
+        let mut page = PageRequest::all();
+        let mut out = Vec::new();
+        loop {
+            let p = self.list_vms(project, &page).await?;
+            out.extend(p.items);
+            match p.next {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Returns one VM of a project.
+    ///
+    /// # Errors
+    /// `NotFound` for a VM of another project or none.
+    pub async fn get_vm(&self, project: &str, vm_id: &VmId) -> hcp_core::Result<TenantVm> {
+        self.get(&Client::vm_path(project, vm_id), &[]).await
+    }
+
+    /// Deletes a VM; `force` powers a running VM off first.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn delete_vm(&self, project: &str, vm_id: &VmId, force: bool, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+        let rb = self
+            .request(Method::DELETE, &Client::vm_path(project, vm_id))
+            .query(&[("force", force.to_string())]);
+        self.accepted(rb, idempotency_key).await
+    }
+
+    /// Powers a VM on (`POST .../vms/{vmId}:start`).
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn start_vm(&self, project: &str, vm_id: &VmId, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+        let path = format!("{}:start", Client::vm_path(project, vm_id));
+        self.accepted(self.request(Method::POST, &path), idempotency_key).await
+    }
+
+    /// Powers a VM off (`POST .../vms/{vmId}:stop`); `force` skips the graceful shutdown.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn stop_vm(&self, project: &str, vm_id: &VmId, force: bool, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+        let path = format!("{}:stop", Client::vm_path(project, vm_id));
+        let rb = self.request(Method::POST, &path).query(&[("force", force.to_string())]);
+        self.accepted(rb, idempotency_key).await
+    }
+
+    /// Restarts a VM (`POST .../vms/{vmId}:reboot`); `hard` resets it.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn reboot_vm(&self, project: &str, vm_id: &VmId, hard: bool, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+        let path = format!("{}:reboot", Client::vm_path(project, vm_id));
+        let rb = self.request(Method::POST, &path).query(&[("hard", hard.to_string())]);
+        self.accepted(rb, idempotency_key).await
+    }
+
+    /// Opens a console (`POST .../vms/{vmId}:console`).
+    ///
+    /// # Errors
+    /// `FeatureNotSupported` when the host offers none; `Conflict` when the VM is not active.
+    pub async fn console(&self, project: &str, vm_id: &VmId, kind: Option<ConsoleKind>) -> hcp_core::Result<Console> {
+        let path = format!("{}:console", Client::vm_path(project, vm_id));
+        let mut rb = self.request(Method::POST, &path);
+        if let Some(k) = kind {
+            rb = rb.query(&[("type", k.as_str())]);
+        }
+        self.json(rb).await
+    }
+
+    /// Returns a job. Tenant views carry no host or provider: those fields are empty.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown job.
+    pub async fn get_job(&self, job_id: &JobId) -> hcp_core::Result<Job> {
+        let v: serde_json::Value = self.get(&format!("{TENANT_PREFIX}/jobs/{}", enc(job_id.as_str())), &[]).await?;
+        job_from_value(v)
+    }
+
+    /// Lists one page of a project's jobs, newest first.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn list_jobs(&self, project: &str, filter: &JobFilter, page: &PageRequest) -> hcp_core::Result<Page<Job>> {
+        let mut q = page_query(page);
+        q.extend(job_filter_query(filter));
+        let p: Page<serde_json::Value> = self
+            .get(&format!("{TENANT_PREFIX}/projects/{}/jobs", enc(project)), &q)
+            .await?;
+        Ok(Page {
+            items: p.items.into_iter().map(job_from_value).collect::<hcp_core::Result<_>>()?,
+            next: p.next,
+        })
+    }
+
+    /// Follows a job over server-sent events: its past log lines, then live lines and status
+    /// changes, then [`JobUpdate::End`]; the stream ends after it.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown job; items carry transport or decoding errors.
+    pub async fn watch_job(&self, job_id: &JobId) -> hcp_core::Result<BoxStream<'static, hcp_core::Result<JobUpdate>>> {
+        let path = format!("{TENANT_PREFIX}/jobs/{}/logs", enc(job_id.as_str()));
+        let resp = self
+            .send(self.http.get(self.url(&path)).header("Accept", "text/event-stream"))
+            .await?;
+        let base = self.base.clone();
+        let events = sse::events(resp.bytes_stream().map(move |r| r.map_err(|e| transport_error(&base, e))));
+        Ok(events
+            .map(|ev| ev.and_then(|e| job_update_from(&e.data)))
+            .scan(false, |done, item| {
+                if *done {
+                    return std::future::ready(None);
+                }
+                if matches!(item, Ok(JobUpdate::End(_))) {
+                    *done = true;
+                }
+                std::future::ready(Some(item))
+            })
+            .boxed())
+    }
+
+    /// Waits until a job ends and returns it, following its event stream.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown job; `Timeout` when `timeout` passes first (the job goes on).
+    pub async fn wait_job(&self, job_id: &JobId, timeout: Option<Duration>) -> hcp_core::Result<Job> {
+        let wait = async {
+            let mut updates = self.watch_job(job_id).await?;
+            while let Some(u) = updates.next().await {
+                if let JobUpdate::End(job) = u? {
+                    return Ok(*job);
+                }
+            }
+            // The stream closed without an end event (a proxy cut it): ask for the job.
+            let job = self.get_job(job_id).await?;
+            if job.state.is_terminal() {
+                Ok(job)
+            } else {
+                Err(Error::new(ErrorKind::ProviderUnavailable, format!("the log stream of job `{job_id}` closed before it ended")).temporary())
+            }
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
+                Error::new(ErrorKind::Timeout, format!("job `{job_id}` did not end within {t:?}")).with_context("job", job_id)
+            })?,
+            None => wait.await,
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Common
+    // ----------------------------------------------------------------------------------------
+
+    /// Returns the catalog: images, flavors, networks and zones.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn catalog(&self) -> hcp_core::Result<Catalog> {
+        self.get(&format!("{COMMON_PREFIX}/catalog"), &[]).await
+    }
+
+    /// Lists images.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn images(&self) -> hcp_core::Result<Vec<Image>> {
+        self.get(&format!("{COMMON_PREFIX}/images"), &[]).await
+    }
+
+    /// Lists flavors.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn flavors(&self) -> hcp_core::Result<Vec<Flavor>> {
+        self.get(&format!("{COMMON_PREFIX}/flavors"), &[]).await
+    }
+
+    /// Lists networks.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn networks(&self) -> hcp_core::Result<Vec<Network>> {
+        self.get(&format!("{COMMON_PREFIX}/networks"), &[]).await
+    }
+
+    /// Lists zones.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn zones(&self) -> hcp_core::Result<Vec<Zone>> {
+        self.get(&format!("{COMMON_PREFIX}/zones"), &[]).await
+    }
+
+    /// Returns what can be asked for in `zone` (any of its hosts), or anywhere when `None`.
+    ///
+    /// # Errors
+    /// `InvalidSpec` naming `zone` for an unknown zone.
+    pub async fn capabilities(&self, zone: Option<&str>) -> hcp_core::Result<Capabilities> {
+        let q: Vec<(&str, String)> = zone.map(|z| ("zone", z.to_string())).into_iter().collect();
+        self.get(&format!("{COMMON_PREFIX}/capabilities"), &q).await
+    }
+
+    /// Returns each zone's capabilities.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn zone_capabilities(&self) -> hcp_core::Result<Vec<ZoneCapabilities>> {
+        self.get(&format!("{COMMON_PREFIX}/zones/capabilities"), &[]).await
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Ops
+    // ----------------------------------------------------------------------------------------
+
+    /// Lists providers with their health.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn providers(&self) -> hcp_core::Result<Vec<ProviderStatus>> {
+        self.get(&format!("{OPS_PREFIX}/providers"), &[]).await
+    }
+
+    /// Lists hosts with capacity and health.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn hosts(&self) -> hcp_core::Result<Vec<Host>> {
+        self.get(&format!("{OPS_PREFIX}/hosts"), &[]).await
+    }
+
+    /// Lists one page of every VM with its provider binding (optionally one project's).
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn ops_vms(&self, project: Option<&str>, page: &PageRequest) -> hcp_core::Result<Page<Vm>> {
+        let mut q = page_query(page);
+        if let Some(p) = project {
+            q.push(("project", p.to_string()));
+        }
+        let p: Page<serde_json::Value> = self.get(&format!("{OPS_PREFIX}/vms"), &q).await?;
+        Ok(Page {
+            items: p.items.into_iter().map(vm_from_value).collect::<hcp_core::Result<_>>()?,
+            next: p.next,
+        })
+    }
+
+    /// Lists every VM found on the hosts, HCP's and others.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn inventory_vms(&self) -> hcp_core::Result<Vec<InventoryVm>> {
+        self.get(&format!("{OPS_PREFIX}/inventory"), &[]).await
+    }
+
+    /// Lists capabilities per provider and host.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn provider_capabilities(&self) -> hcp_core::Result<Vec<ProviderCapabilities>> {
+        self.get(&format!("{OPS_PREFIX}/capabilities"), &[]).await
+    }
+
+    /// Refreshes every host's inventory now and reports drift.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn reconcile(&self) -> hcp_core::Result<RefreshReport> {
+        #[derive(Deserialize)]
+        struct Failed {
+            host: String,
+            reason: String,
+        }
+        #[derive(Deserialize)]
+        struct Report {
+            hosts_ok: usize,
+            hosts_failed: Vec<Failed>,
+            vms_seen: usize,
+            adopted: usize,
+            drift: Vec<hcp_core::Drift>,
+            repairs: usize,
+            elapsed_ms: u64,
+        }
+        let r: Report = self.json(self.request(Method::POST, &format!("{OPS_PREFIX}/reconcile"))).await?;
+        Ok(RefreshReport {
+            hosts_ok: r.hosts_ok,
+            hosts_failed: r.hosts_failed.into_iter().map(|f| (f.host, f.reason)).collect(),
+            vms_seen: r.vms_seen,
+            adopted: r.adopted,
+            drift: r.drift,
+            repairs: r.repairs,
+            elapsed_ms: r.elapsed_ms,
+        })
+    }
+
+    /// Returns a job with its host and provider (operator view).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown job.
+    pub async fn ops_job(&self, job_id: &JobId) -> hcp_core::Result<Job> {
+        self.get(&format!("{OPS_PREFIX}/jobs/{}", enc(job_id.as_str())), &[]).await
+    }
+
+    /// Lists one page of every project's jobs (operator view).
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn ops_jobs(&self, project: Option<&str>, filter: &JobFilter, page: &PageRequest) -> hcp_core::Result<Page<Job>> {
+        let mut q = page_query(page);
+        q.extend(job_filter_query(filter));
+        if let Some(p) = project {
+            q.push(("project", p.to_string()));
+        }
+        self.get(&format!("{OPS_PREFIX}/jobs"), &q).await
+    }
+
+    /// Reads audit events after sequence number `after` (at most `limit`).
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn events(&self, after: u64, project: Option<&str>, limit: usize) -> hcp_core::Result<Vec<Event>> {
+        #[derive(Deserialize)]
+        struct EventPage {
+            items: Vec<Event>,
+        }
+        let mut q = vec![("after", after.to_string()), ("limit", limit.to_string())];
+        if let Some(p) = project {
+            q.push(("project", p.to_string()));
+        }
+        let p: EventPage = self.get(&format!("{OPS_PREFIX}/events"), &q).await?;
+        Ok(p.items)
+    }
+
+    /// Follows the audit stream over server-sent events: events after `after`, then live ones.
+    ///
+    /// # Errors
+    /// The service's error; items carry transport or decoding errors.
+    pub async fn subscribe_events(&self, after: u64, project: Option<&str>) -> hcp_core::Result<BoxStream<'static, hcp_core::Result<Event>>> {
+        let mut q = vec![("after", after.to_string())];
+        if let Some(p) = project {
+            q.push(("project", p.to_string()));
+        }
+        let resp = self
+            .send(self.http.get(self.url(&format!("{OPS_PREFIX}/events/stream"))).query(&q))
+            .await?;
+        let base = self.base.clone();
+        Ok(sse::events(resp.bytes_stream().map(move |r| r.map_err(|e| transport_error(&base, e))))
+            .map(|ev| {
+                ev.and_then(|e| {
+                    serde_json::from_str::<Event>(&e.data)
+                        .map_err(|err| Error::internal(format!("cannot decode an audit event: {err}")))
+                })
+            })
+            .boxed())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Hyper-V service routes
+    // ----------------------------------------------------------------------------------------
+
+    /// Lists hosts through `GET /api/v1/hosts`.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn legacy_hosts(&self) -> hcp_core::Result<Vec<Host>> {
+        self.get(&format!("{HYPERV_PREFIX}/hosts"), &[]).await
+    }
+
+    /// Lists the aggregated inventory through `GET /api/v1/vms`.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn legacy_vms(&self) -> hcp_core::Result<Vec<InventoryVm>> {
+        self.get(&format!("{HYPERV_PREFIX}/vms"), &[]).await
+    }
+
+    /// Creates a VM through `POST /api/v1/vms/create` (in the service's default project).
+    ///
+    /// # Errors
+    /// The service's error, naming the Hyper-V request's fields.
+    pub async fn legacy_create_vm(&self, request: &LegacyCreateVm, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+        let rb = self.request(Method::POST, &format!("{HYPERV_PREFIX}/vms/create")).json(request);
+        self.accepted(rb, idempotency_key).await
+    }
+
+    /// Deletes a VM by name through `POST /api/v1/vms/delete`.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn legacy_delete_vm(&self, name: &str, force: bool) -> hcp_core::Result<Accepted> {
+        let body = serde_json::json!({ "name": name, "force": force });
+        self.accepted(self.request(Method::POST, &format!("{HYPERV_PREFIX}/vms/delete")).json(&body), None)
+            .await
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Health
+    // ----------------------------------------------------------------------------------------
+
+    /// Returns true when `/healthz` answers 200.
+    ///
+    /// # Errors
+    /// A transport error when the service cannot be reached.
+    pub async fn healthz(&self) -> hcp_core::Result<bool> {
+        let r = self.http.get(self.url("/healthz")).send().await.map_err(|e| transport_error(&self.base, e))?;
+        Ok(r.status() == StatusCode::OK)
+    }
+
+    /// Returns true when `/readyz` answers 200 (ready), false on 503.
+    ///
+    /// # Errors
+    /// A transport error when the service cannot be reached.
+    pub async fn readyz(&self) -> hcp_core::Result<bool> {
+        let r = self.http.get(self.url("/readyz")).send().await.map_err(|e| transport_error(&self.base, e))?;
+        Ok(r.status() == StatusCode::OK)
+    }
+
+    /// Returns the Prometheus text of `/metrics`.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn metrics(&self) -> hcp_core::Result<String> {
+        let r = self.send(self.http.get(self.url("/metrics"))).await?;
+        r.text().await.map_err(|e| transport_error(&self.base, e))
+    }
+}
+
+fn page_query(page: &PageRequest) -> Vec<(&'static str, String)> {
+    let mut q = vec![("limit", page.limit.to_string())];
+    if let Some(c) = &page.cursor {
+        q.push(("cursor", c.clone()));
+    }
+    q
+}
+
+fn job_filter_query(filter: &JobFilter) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if let Some(v) = &filter.vm_id {
+        q.push(("vm_id", v.to_string()));
+    }
+    if let Some(s) = filter.state {
+        q.push(("state", s.as_str().to_string()));
+    }
+    q
+}
+
+/// Decodes a tenant job: its view has no host or provider, which the core type needs.
+fn job_from_value(mut v: serde_json::Value) -> hcp_core::Result<Job> {
+    if let Some(obj) = v.as_object_mut() {
+        for k in ["host", "provider"] {
+            obj.entry(k).or_insert_with(|| serde_json::Value::String(String::new()));
+        }
+    }
+    serde_json::from_value(v).map_err(|e| Error::internal(format!("cannot decode a job: {e}")))
+}
+
+/// Decodes an operator VM (its spec carries no user-data over the wire).
+fn vm_from_value(mut v: serde_json::Value) -> hcp_core::Result<Vm> {
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("has_user_data");
+    }
+    serde_json::from_value(v).map_err(|e| Error::internal(format!("cannot decode a VM: {e}")))
+}
+
+fn job_update_from(data: &str) -> hcp_core::Result<JobUpdate> {
+    let mut v: serde_json::Value =
+        serde_json::from_str(data).map_err(|e| Error::internal(format!("cannot decode a job event: {e}")))?;
+    if v.get("type").and_then(|t| t.as_str()) == Some("end")
+        && let Some(obj) = v.as_object_mut()
+    {
+        for k in ["host", "provider"] {
+            obj.entry(k).or_insert_with(|| serde_json::Value::String(String::new()));
+        }
+    }
+    serde_json::from_value(v).map_err(|e| Error::internal(format!("cannot decode a job event: {e}")))
+}
+
+fn transport_error(base: &str, e: reqwest::Error) -> Error {
+    // reqwest's Display carries the URL but never headers, so no token leaks here.
+    let what = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::ProviderUnavailable
+    };
+    let mut msg = format!("cannot reach HCP at {base}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Error::new(what, msg).temporary()
+}
+
+/// The problem body the service sends with every failure.
+#[derive(Debug, Deserialize)]
+struct Problem {
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    detail: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    kind: Option<ErrorKind>,
+    #[serde(default)]
+    field: Option<String>,
+    #[serde(default)]
+    retryable: bool,
+}
+
+/// Maps a problem's code to a static code the core error can carry.
+fn static_code(code: &str) -> Option<&'static str> {
+    [
+        hcp_core::CODE_IDEMPOTENCY_KEY_REUSED,
+        hcp_core::CODE_IDEMPOTENCY_KEY_IN_PROGRESS,
+        "PAYLOAD_TOO_LARGE",
+        "METHOD_NOT_ALLOWED",
+        "UNSUPPORTED_MEDIA_TYPE",
+        "REQUEST_TIMEOUT",
+    ]
+    .into_iter()
+    .find(|c| *c == code)
+}
+
+fn kind_of_status(status: StatusCode) -> ErrorKind {
+    match status.as_u16() {
+        400 | 413 | 415 | 405 => ErrorKind::InvalidSpec,
+        401 | 403 => ErrorKind::Unauthorized,
+        404 => ErrorKind::NotFound,
+        408 | 504 => ErrorKind::Timeout,
+        409 | 422 => ErrorKind::Conflict,
+        429 => ErrorKind::QuotaExceeded,
+        502 => ErrorKind::ProviderError,
+        503 => ErrorKind::ProviderUnavailable,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// Decodes a failed response into the core error it stands for.
+async fn decode_error(resp: reqwest::Response) -> Error {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    match serde_json::from_slice::<Problem>(&body) {
+        Ok(p) if !p.code.is_empty() => {
+            let kind = p.kind.unwrap_or_else(|| kind_of_status(StatusCode::from_u16(p.status).unwrap_or(status)));
+            let mut e = Error::new(kind, p.detail);
+            if let Some(f) = p.field {
+                e = e.with_field(f);
+            }
+            if let Some(code) = static_code(&p.code) {
+                e = e.with_code(code);
+            }
+            if p.retryable {
+                e = e.temporary();
+            }
+            e.with_context("http_status", status.as_u16())
+        }
+        _ => {
+            let text = String::from_utf8_lossy(&body);
+            let snippet: String = text.chars().take(200).collect();
+            Error::new(kind_of_status(status), format!("HCP answered {status}: {snippet}"))
+                .with_context("http_status", status.as_u16())
+        }
+    }
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use hcp_core::store::{PageRequest, Scope};
 use hcp_core::{
-    Action, Capabilities, Catalog, Config, Console, Engine, Error, Host, Job, JobId, JobUpdate, Principal,
-    RequestContext, Result, Submitted, TenantVm, VmId,
+    Action, Capabilities, Catalog, Config, Console, Engine, Error, Host, Job, JobId, JobUpdate,
+    Principal, RequestContext, Result, Submitted, TenantVm, VmId,
 };
 
 /// A job's updates: past log lines, live lines and status changes, then its end.
@@ -53,7 +53,9 @@ impl Embedded {
             ConfigSource::Text { text, origin } => Config::from_yaml(&text, &origin)?,
         };
         config.apply_env(&|name| std::env::var(name).ok())?;
-        let engine = hcp_provider_sim::register(Engine::builder(config)).build().await?;
+        let engine = hcp_provider_sim::register(Engine::builder(config))
+            .build()
+            .await?;
         Ok(Embedded { engine, principal })
     }
 
@@ -74,7 +76,12 @@ impl Backend {
     ///
     /// # Errors
     /// The engine's refusal (invalid input, not found, capability, quota, idempotency conflict).
-    pub async fn submit(&self, project: &str, action: Action, key: Option<String>) -> Result<Submitted> {
+    pub async fn submit(
+        &self,
+        project: &str,
+        action: Action,
+        key: Option<String>,
+    ) -> Result<Submitted> {
         match self {
             Backend::Embedded(e) => e.engine.submit(&e.ctx(project, key), action).await,
         }
@@ -210,10 +217,19 @@ impl Backend {
 pub fn timeout_from_secs(secs: Option<f64>) -> Result<Option<Duration>> {
     secs.map(|s| {
         if !s.is_finite() || s < 0.0 {
-            return Err(Error::invalid("timeout", format!("is {s}; allowed: a finite number of seconds >= 0, or None to wait forever")));
+            return Err(Error::invalid(
+                "timeout",
+                format!(
+                    "is {s}; allowed: a finite number of seconds >= 0, or None to wait forever"
+                ),
+            ));
         }
-        Duration::try_from_secs_f64(s)
-            .map_err(|_| Error::invalid("timeout", format!("{s} seconds is too long; use None to wait forever")))
+        Duration::try_from_secs_f64(s).map_err(|_| {
+            Error::invalid(
+                "timeout",
+                format!("{s} seconds is too long; use None to wait forever"),
+            )
+        })
     })
     .transpose()
 }

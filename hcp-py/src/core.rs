@@ -119,7 +119,14 @@ impl Core {
             ..VmSpec::new(name, image, flavor)
         };
         let action = Action::Create { spec, host: None };
-        Ok(submit_and_wait(backend, project, action, idempotency_key, wait, timeout))
+        Ok(submit_and_wait(
+            backend,
+            project,
+            action,
+            idempotency_key,
+            wait,
+            timeout,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -142,31 +149,62 @@ impl Core {
         })
     }
 
-    fn list_vms_fut(&self, project: String) -> PyResult<impl Future<Output = Outcome<Vec<Vm>>> + Send + 'static> {
+    fn list_vms_fut(
+        &self,
+        project: String,
+    ) -> PyResult<impl Future<Output = Outcome<Vec<Vm>>> + Send + 'static> {
         let backend = self.backend()?;
-        Ok(async move { Ok(backend.list_vms(&project).await?.iter().map(Vm::from).collect()) })
+        Ok(async move {
+            Ok(backend
+                .list_vms(&project)
+                .await?
+                .iter()
+                .map(Vm::from)
+                .collect())
+        })
     }
 
-    fn get_vm_fut(&self, project: String, vm: String) -> PyResult<impl Future<Output = Outcome<Vm>> + Send + 'static> {
+    fn get_vm_fut(
+        &self,
+        project: String,
+        vm: String,
+    ) -> PyResult<impl Future<Output = Outcome<Vm>> + Send + 'static> {
         let backend = self.backend()?;
         Ok(async move { Ok(Vm::from(&backend.get_vm(&project, &VmId::new(vm)).await?)) })
     }
 
-    fn console_fut(&self, project: String, vm: String) -> PyResult<impl Future<Output = Outcome<Console>> + Send + 'static> {
+    fn console_fut(
+        &self,
+        project: String,
+        vm: String,
+    ) -> PyResult<impl Future<Output = Outcome<Console>> + Send + 'static> {
         let backend = self.backend()?;
-        Ok(async move { Ok(Console::from(&backend.console(&project, &VmId::new(vm)).await?)) })
+        Ok(async move {
+            Ok(Console::from(
+                &backend.console(&project, &VmId::new(vm)).await?,
+            ))
+        })
     }
 
-    fn get_job_fut(&self, job: String) -> PyResult<impl Future<Output = Outcome<Job>> + Send + 'static> {
+    fn get_job_fut(
+        &self,
+        job: String,
+    ) -> PyResult<impl Future<Output = Outcome<Job>> + Send + 'static> {
         let backend = self.backend()?;
         Ok(async move { Ok(Job::from(&backend.get_job(&JobId::new(job)).await?)) })
     }
 
-    fn wait_job_fut(&self, job: String, timeout: Option<f64>) -> PyResult<impl Future<Output = Outcome<Job>> + Send + 'static> {
+    fn wait_job_fut(
+        &self,
+        job: String,
+        timeout: Option<f64>,
+    ) -> PyResult<impl Future<Output = Outcome<Job>> + Send + 'static> {
         let backend = self.backend()?;
         Ok(async move {
             let timeout = timeout_from_secs(timeout)?;
-            Ok(Job::from(&backend.wait_job(&JobId::new(job), timeout).await?))
+            Ok(Job::from(
+                &backend.wait_job(&JobId::new(job), timeout).await?,
+            ))
         })
     }
 
@@ -180,13 +218,24 @@ impl Core {
         Ok(async move { Ok(Catalog::from(&backend.catalog().await?)) })
     }
 
-    fn capabilities_fut(&self, zone: Option<String>) -> PyResult<impl Future<Output = Outcome<Capabilities>> + Send + 'static> {
+    fn capabilities_fut(
+        &self,
+        zone: Option<String>,
+    ) -> PyResult<impl Future<Output = Outcome<Capabilities>> + Send + 'static> {
         let backend = self.backend()?;
-        Ok(async move { Ok(Capabilities::from(&backend.capabilities(zone.as_deref()).await?)) })
+        Ok(async move {
+            Ok(Capabilities::from(
+                &backend.capabilities(zone.as_deref()).await?,
+            ))
+        })
     }
 
     fn close_fut(&self) -> impl Future<Output = Outcome<()>> + Send + 'static {
-        let backend = self.backend.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let backend = self
+            .backend
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         async move {
             if let Some(b) = backend {
                 b.close().await;
@@ -204,10 +253,20 @@ impl Core {
     /// errors); with neither, the simulator's demo catalog is used.
     #[staticmethod]
     #[pyo3(signature = (*, path=None, text=None, origin=None, principal))]
-    fn embedded(py: Python<'_>, path: Option<std::path::PathBuf>, text: Option<String>, origin: Option<String>, principal: String) -> PyResult<Self> {
+    fn embedded(
+        py: Python<'_>,
+        path: Option<std::path::PathBuf>,
+        text: Option<String>,
+        origin: Option<String>,
+        principal: String,
+    ) -> PyResult<Self> {
         let source = match (path, text) {
             (Some(_), Some(_)) => {
-                return Err(Failure::from(Error::invalid("config", "give a hosts file path or its contents, not both")).into_pyerr(py));
+                return Err(Failure::from(Error::invalid(
+                    "config",
+                    "give a hosts file path or its contents, not both",
+                ))
+                .into_pyerr(py));
             }
             (Some(p), None) => ConfigSource::File(p),
             (None, Some(text)) => ConfigSource::Text {
@@ -217,14 +276,18 @@ impl Core {
             (None, None) => ConfigSource::Demo,
         };
         if principal.trim().is_empty() {
-            return Err(Failure::from(Error::invalid("principal", "must not be empty")).into_pyerr(py));
+            return Err(
+                Failure::from(Error::invalid("principal", "must not be empty")).into_pyerr(py),
+            );
         }
         let description = match &source {
             ConfigSource::Demo => "Engine(demo)".to_string(),
             ConfigSource::File(p) => format!("Engine({})", p.display()),
             ConfigSource::Text { origin, .. } => format!("Engine({origin})"),
         };
-        let embedded = block_on(py, async move { Ok(Embedded::build(source, Principal::new(principal)).await?) })?;
+        let embedded = block_on(py, async move {
+            Ok(Embedded::build(source, Principal::new(principal)).await?)
+        })?;
         Ok(Core {
             backend: Mutex::new(Some(Arc::new(Backend::Embedded(embedded)))),
             description,
@@ -252,7 +315,21 @@ impl Core {
         wait: bool,
         timeout: Option<f64>,
     ) -> PyResult<Submitted> {
-        block_on(py, self.create_vm_fut(project, name, image, flavor, zone, user_data, tags, idempotency_key, wait, timeout)?)
+        block_on(
+            py,
+            self.create_vm_fut(
+                project,
+                name,
+                image,
+                flavor,
+                zone,
+                user_data,
+                tags,
+                idempotency_key,
+                wait,
+                timeout,
+            )?,
+        )
     }
 
     /// Awaitable form of :meth:`create_vm`.
@@ -272,7 +349,21 @@ impl Core {
         wait: bool,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.create_vm_fut(project, name, image, flavor, zone, user_data, tags, idempotency_key, wait, timeout)?)
+        awaitable(
+            py,
+            self.create_vm_fut(
+                project,
+                name,
+                image,
+                flavor,
+                zone,
+                user_data,
+                tags,
+                idempotency_key,
+                wait,
+                timeout,
+            )?,
+        )
     }
 
     /// Submits ``start``, ``stop``, ``reboot`` or ``delete`` for a VM; waits when ``wait``.
@@ -290,7 +381,19 @@ impl Core {
         wait: bool,
         timeout: Option<f64>,
     ) -> PyResult<Submitted> {
-        block_on(py, self.change_vm_fut(operation, project, vm, force, hard, idempotency_key, wait, timeout)?)
+        block_on(
+            py,
+            self.change_vm_fut(
+                operation,
+                project,
+                vm,
+                force,
+                hard,
+                idempotency_key,
+                wait,
+                timeout,
+            )?,
+        )
     }
 
     /// Awaitable form of :meth:`change_vm`.
@@ -308,7 +411,19 @@ impl Core {
         wait: bool,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.change_vm_fut(operation, project, vm, force, hard, idempotency_key, wait, timeout)?)
+        awaitable(
+            py,
+            self.change_vm_fut(
+                operation,
+                project,
+                vm,
+                force,
+                hard,
+                idempotency_key,
+                wait,
+                timeout,
+            )?,
+        )
     }
 
     /// Lists a project's VMs.
@@ -327,7 +442,12 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`get_vm`.
-    fn get_vm_async<'py>(&self, py: Python<'py>, project: String, vm: String) -> PyResult<Bound<'py, PyAny>> {
+    fn get_vm_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        vm: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.get_vm_fut(project, vm)?)
     }
 
@@ -337,7 +457,12 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`console`.
-    fn console_async<'py>(&self, py: Python<'py>, project: String, vm: String) -> PyResult<Bound<'py, PyAny>> {
+    fn console_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        vm: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.console_fut(project, vm)?)
     }
 
@@ -359,7 +484,12 @@ impl Core {
 
     /// Awaitable form of :meth:`wait_job`.
     #[pyo3(signature = (job, timeout=None))]
-    fn wait_job_async<'py>(&self, py: Python<'py>, job: String, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+    fn wait_job_async<'py>(
+        &self,
+        py: Python<'py>,
+        job: String,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.wait_job_fut(job, timeout)?)
     }
 
@@ -367,7 +497,10 @@ impl Core {
     fn job_logs(&self, py: Python<'_>, job: String) -> PyResult<JobLogs> {
         let backend = self.backend()?;
         let id = job.clone();
-        let stream = block_on(py, async move { Ok(backend.watch_job(&JobId::new(id)).await?) })?;
+        let stream = block_on(
+            py,
+            async move { Ok(backend.watch_job(&JobId::new(id)).await?) },
+        )?;
         Ok(JobLogs {
             state: LogState::opened(job, stream),
         })
@@ -408,7 +541,11 @@ impl Core {
 
     /// Awaitable form of :meth:`capabilities`.
     #[pyo3(signature = (zone=None))]
-    fn capabilities_async<'py>(&self, py: Python<'py>, zone: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+    fn capabilities_async<'py>(
+        &self,
+        py: Python<'py>,
+        zone: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.capabilities_fut(zone)?)
     }
 
@@ -425,7 +562,10 @@ impl Core {
     /// ``True`` once :meth:`close` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.backend.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+        self.backend
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
     }
 }
 
@@ -478,7 +618,9 @@ impl LogState {
                 Cursor::Open(stream) => stream,
             };
             match stream.next().await {
-                Some(Ok(JobUpdate::Log(line))) => return Ok(Some(JobLogLine::new(&self.job_id, &line))),
+                Some(Ok(JobUpdate::Log(line))) => {
+                    return Ok(Some(JobLogLine::new(&self.job_id, &line)));
+                }
                 Some(Ok(JobUpdate::End(job))) => {
                     *self.end.lock().unwrap_or_else(|p| p.into_inner()) = Some(Job::from(&*job));
                     *cursor = Cursor::Done;
@@ -534,7 +676,11 @@ impl JobLogs {
     }
 
     fn __repr__(&self) -> String {
-        format!("JobLogs(job_id={:?}, ended={})", self.state.job_id, self.state.job().is_some())
+        format!(
+            "JobLogs(job_id={:?}, ended={})",
+            self.state.job_id,
+            self.state.job().is_some()
+        )
     }
 }
 
@@ -554,7 +700,9 @@ impl AsyncJobLogs {
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let state = self.state.clone();
-        awaitable(py, async move { state.next_line().await.map(|line| NextLine(line)) })
+        awaitable(py, async move {
+            state.next_line().await.map(NextLine)
+        })
     }
 
     /// The job's id.
@@ -570,7 +718,11 @@ impl AsyncJobLogs {
     }
 
     fn __repr__(&self) -> String {
-        format!("AsyncJobLogs(job_id={:?}, ended={})", self.state.job_id, self.state.job().is_some())
+        format!(
+            "AsyncJobLogs(job_id={:?}, ended={})",
+            self.state.job_id,
+            self.state.job().is_some()
+        )
     }
 }
 

@@ -58,7 +58,9 @@ impl Failure {
     pub fn into_pyerr(self, py: Python<'_>) -> PyErr {
         match self.build(py) {
             Ok(err) => err,
-            Err(import_error) => PyRuntimeError::new_err(format!("cannot raise an HCP error: {import_error}")),
+            Err(import_error) => {
+                PyRuntimeError::new_err(format!("cannot raise an HCP error: {import_error}"))
+            }
         }
     }
 
@@ -84,13 +86,15 @@ impl Failure {
             Failure::JobEnded(job) => {
                 let (kind, code) = match &job.error {
                     Some(e) => (e.kind.clone(), e.code.clone()),
-                    None if job.state == JobState::Cancelled.as_str() => ("cancelled".into(), "CANCELLED".into()),
+                    None if job.state == JobState::Cancelled.as_str() => {
+                        ("cancelled".into(), "CANCELLED".into())
+                    }
                     None => ("internal".into(), "INTERNAL".into()),
                 };
-                let reason = job
-                    .error
-                    .as_ref()
-                    .map_or_else(|| "no error was recorded".to_string(), |e| e.message.clone());
+                let reason = job.error.as_ref().map_or_else(
+                    || "no error was recorded".to_string(),
+                    |e| e.message.clone(),
+                );
                 let message = format!(
                     "job `{}` ({} on vm `{}`) ended {}: {reason}",
                     job.id, job.operation, job.vm_id, job.state

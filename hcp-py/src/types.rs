@@ -291,9 +291,13 @@ record! {
 impl Job {
     /// Returns true once the job has ended.
     pub fn is_done(&self) -> bool {
-        [hcp_core::JobState::Succeeded, hcp_core::JobState::Failed, hcp_core::JobState::Cancelled]
-            .iter()
-            .any(|s| s.as_str() == self.state)
+        [
+            hcp_core::JobState::Succeeded,
+            hcp_core::JobState::Failed,
+            hcp_core::JobState::Cancelled,
+        ]
+        .iter()
+        .any(|s| s.as_str() == self.state)
     }
 }
 
@@ -441,7 +445,12 @@ impl Capabilities {
 }
 
 fn capabilities_repr(c: &Capabilities, py: Python<'_>) -> PyResult<String> {
-    let enabled: Vec<&str> = c.flags().into_iter().filter(|(_, on)| *on).map(|(n, _)| n).collect();
+    let enabled: Vec<&str> = c
+        .flags()
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| n)
+        .collect();
     let mut fields = vec![("enabled", enabled.into_bound_py_any(py)?)];
     if let Some(v) = c.max_vcpus {
         fields.push(("max_vcpus", v.into_bound_py_any(py)?));
@@ -599,8 +608,14 @@ fn catalog_repr(c: &Catalog, py: Python<'_>) -> PyResult<String> {
         "Catalog",
         &[
             ("images", names(c.images.iter().map(|i| &i.name).collect())?),
-            ("flavors", names(c.flavors.iter().map(|f| &f.name).collect())?),
-            ("networks", names(c.networks.iter().map(|n| &n.name).collect())?),
+            (
+                "flavors",
+                names(c.flavors.iter().map(|f| &f.name).collect())?,
+            ),
+            (
+                "networks",
+                names(c.networks.iter().map(|n| &n.name).collect())?,
+            ),
             ("zones", names(c.zones.iter().map(|z| &z.name).collect())?),
         ],
     )

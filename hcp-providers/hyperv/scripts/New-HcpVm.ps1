@@ -1,0 +1,174 @@
+<#
+.SYNOPSIS
+    Creates a VM from a template VHDX (differencing disk or full copy), sizes it, connects it to a
+    switch and VLAN, records HCP's mark in its Notes and KVP items, attaches a cloud-init NoCloud
+    seed ISO (volume label "cidata") built from the user-data, and starts it.
+.NOTES
+    Idempotent: a VM whose Notes already carry this VmId is returned as it is.
+#>
+[CmdletBinding()]
+param(
+    [Parameter(Mandatory)][ValidatePattern('^[A-Za-z0-9][A-Za-z0-9-]{0,127}$')][string]$VmId,
+    [Parameter(Mandatory)][ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')][string]$Name,
+    [Parameter(Mandatory)][ValidateLength(1, 128)][string]$Image,
+    [Parameter(Mandatory)][ValidateLength(3, 260)][string]$TemplatePath,
+    [Parameter(Mandatory)][ValidateLength(3, 240)][string]$VhdDir,
+    [Parameter(Mandatory)][ValidateSet('differencing', 'copy')][string]$DiskMode,
+    [Parameter(Mandatory)][ValidateRange(1, 65536)][int]$DiskGiB,
+    [Parameter(Mandatory)][ValidateRange(1, 2)][int]$Generation,
+    [Parameter(Mandatory)][ValidateRange(1, 240)][int]$Vcpus,
+    [Parameter(Mandatory)][ValidateRange(32, 12582912)][int64]$MemoryMiB,
+    [bool]$DynamicMemory,
+    [ValidateRange(0, 12582912)][int64]$MemoryMinimumMiB,
+    [ValidateRange(0, 12582912)][int64]$MemoryMaximumMiB,
+    [string]$SwitchName,
+    [ValidateRange(0, 4094)][int]$VlanId,
+    [Parameter(Mandatory)][ValidateLength(2, 16384)][string]$Notes,
+    [hashtable]$Kvp,
+    [string]$UserData,
+    [string[]]$IsoPaths,
+    [bool]$Start,
+    [bool]$Cluster
+)
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+Import-Module -Name (Join-Path -Path $PSScriptRoot -ChildPath 'HcpCommon.psm1') -Force
+
+$existing = Find-HcpVm -VmId $VmId -Cluster $Cluster
+if ($existing) {
+    return [ordered]@{ Id = $existing.Id.ToString(); State = $existing.State.ToString(); Existing = $true; OwnerNode = $existing.ComputerName }
+}
+if (Get-VM -Name $Name -ErrorAction SilentlyContinue) {
+    throw (New-HcpError -Category ResourceExists -ErrorId 'VmNameInUse' -Message "A virtual machine named '$Name' already exists on host '$env:COMPUTERNAME'.")
+}
+if (-not (Test-Path -LiteralPath $TemplatePath)) {
+    throw (New-HcpError -Category ObjectNotFound -ErrorId 'TemplateNotFound' -Message "Template VHDX '$TemplatePath' for image '$Image' was not found on host '$env:COMPUTERNAME'.")
+}
+if ($SwitchName) { $null = Get-VMSwitch -Name $SwitchName }
+$vmHost = Get-VMHost
+if ($Vcpus -gt $vmHost.LogicalProcessorCount) {
+    throw (New-HcpError -Category InvalidArgument -ErrorId 'TooManyProcessors' -Message "The processor count $Vcpus exceeds the $($vmHost.LogicalProcessorCount) logical processors of host '$env:COMPUTERNAME'.")
+}
+if ($Start) {
+    $usedBytes = (Get-VM | Where-Object { $_.State -eq 'Running' } | Measure-Object -Property MemoryStartup -Sum).Sum
+    if ($null -eq $usedBytes) { $usedBytes = 0 }
+    $freeMiB = [int64](($vmHost.MemoryCapacity - $usedBytes) / 1MB)
+    if ($MemoryMiB -gt $freeMiB) {
+        throw (New-HcpError -Category LimitsExceeded -ErrorId 'InsufficientMemory' -Message "Not enough memory on host '$env:COMPUTERNAME': $MemoryMiB MiB requested, $freeMiB MiB free.")
+    }
+}
+
+$diskPath = Join-Path -Path $VhdDir -ChildPath "$Name-$VmId.vhdx"
+Write-HcpProgress -Percent 10 -Message "creating disk $Name-$VmId.vhdx ($DiskMode)"
+if ($DiskMode -eq 'differencing') {
+    $null = New-VHD -Path $diskPath -ParentPath $TemplatePath -Differencing
+}
+else {
+    # A full copy of a large VHDX takes minutes: copy in blocks and report progress.
+    $source = [System.IO.File]::OpenRead($TemplatePath)
+    $partPath = "$diskPath.part"
+    $target = [System.IO.File]::Create($partPath)
+    try {
+        $buffer = New-Object byte[] (8MB)
+        $copied = 0
+        $lastReport = 0
+        while (($read = $source.Read($buffer, 0, $buffer.Length)) -gt 0) {
+            $target.Write($buffer, 0, $read)
+            $copied += $read
+            $percent = [int](100 * $copied / $source.Length)
+            if ($percent -ge $lastReport + 20) {
+                $lastReport = $percent
+                Write-HcpProgress -Percent ([int](10 + $percent * 0.6)) -Message "copying template VHDX: $percent%"
+            }
+        }
+    }
+    finally {
+        $target.Dispose()
+        $source.Dispose()
+    }
+    Move-Item -LiteralPath $partPath -Destination $diskPath
+}
+$currentSize = (Get-VHD -Path $diskPath).Size
+if ($DiskGiB * 1GB -gt $currentSize) {
+    Resize-VHD -Path $diskPath -SizeBytes ($DiskGiB * 1GB)
+}
+
+$vm = New-VM -Name $Name -Generation $Generation -MemoryStartupBytes ($MemoryMiB * 1MB) -VHDPath $diskPath -NoVHD:$false
+Set-VMProcessor -VM $vm -Count $Vcpus
+if ($DynamicMemory) {
+    Set-VMMemory -VM $vm -DynamicMemoryEnabled $true -MinimumBytes ($MemoryMinimumMiB * 1MB) -StartupBytes ($MemoryMiB * 1MB) -MaximumBytes ($MemoryMaximumMiB * 1MB)
+}
+else {
+    Set-VMMemory -VM $vm -DynamicMemoryEnabled $false -StartupBytes ($MemoryMiB * 1MB)
+}
+$adapter = Get-VMNetworkAdapter -VM $vm | Select-Object -First 1
+if ($SwitchName) {
+    Connect-VMNetworkAdapter -VMNetworkAdapter $adapter -SwitchName $SwitchName
+    if ($VlanId -gt 0) {
+        Set-VMNetworkAdapterVlan -VMNetworkAdapter $adapter -Access -VlanId $VlanId
+    }
+    else {
+        Set-VMNetworkAdapterVlan -VMNetworkAdapter $adapter -Untagged
+    }
+}
+Set-VM -VM $vm -Notes $Notes
+
+if ($Kvp) {
+    $vmms = Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName 'Msvm_VirtualSystemManagementService'
+    $system = Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName 'Msvm_ComputerSystem' -Filter "Name = '$($vm.Id)'"
+    foreach ($key in $Kvp.Keys) {
+        $item = New-CimInstance -Namespace 'root\virtualization\v2' -ClassName 'Msvm_KvpExchangeDataItem' -ClientOnly -Property @{
+            Name   = [string]$key
+            Data   = [string]$Kvp[$key]
+            Source = [uint16]0
+        }
+        $serializer = [Microsoft.Management.Infrastructure.Serialization.CimSerializer]::Create()
+        $text = [System.Text.Encoding]::Unicode.GetString($serializer.Serialize($item, [Microsoft.Management.Infrastructure.Serialization.InstanceSerializationOptions]::None))
+        $null = Invoke-CimMethod -InputObject $vmms -MethodName 'AddKvpItems' -Arguments @{ TargetSystem = $system; DataItems = @($text) }
+    }
+}
+
+if ($PSBoundParameters.ContainsKey('UserData') -and $null -ne $UserData) {
+    # A NoCloud seed ISO: volume label "cidata" with the files user-data and meta-data.
+    $isoPath = Join-Path -Path $VhdDir -ChildPath "$Name-$VmId-cidata.iso"
+    $fsi = New-Object -ComObject IMAPI2FS.MsftFileSystemImage
+    $fsi.FileSystemsToCreate = 3
+    $fsi.VolumeName = 'cidata'
+    foreach ($file in @(
+            @{ Name = 'user-data'; Text = $UserData },
+            @{ Name = 'meta-data'; Text = "instance-id: $VmId`nlocal-hostname: $Name`n" })) {
+        $bytes = [System.Text.Encoding]::UTF8.GetBytes($file.Text)
+        $stream = New-Object -ComObject ADODB.Stream
+        $stream.Type = 1
+        $stream.Open()
+        $stream.Write($bytes)
+        $stream.Position = 0
+        $fsi.Root.AddFile($file.Name, $stream)
+    }
+    $image = $fsi.CreateResultImage()
+    $out = [System.IO.File]::Create($isoPath)
+    try {
+        $image.ImageStream.Seek(0, 0) | Out-Null
+        $chunk = New-Object byte[] 2048
+        for ($block = 0; $block -lt $image.TotalBlocks; $block++) {
+            $image.ImageStream.Read($chunk, 2048, [System.IntPtr]::Zero)
+            $out.Write($chunk, 0, 2048)
+        }
+    }
+    finally {
+        $out.Dispose()
+    }
+    Add-VMDvdDrive -VM $vm -Path $isoPath
+}
+foreach ($iso in @($IsoPaths | Where-Object { $_ })) {
+    Add-VMDvdDrive -VM $vm -Path $iso
+}
+Write-HcpProgress -Percent 80 -Message "virtual machine $($vm.Id) created"
+if ($Cluster) {
+    $null = Add-ClusterVirtualMachineRole -VMId $vm.Id
+}
+if ($Start) {
+    Start-VM -VM $vm
+}
+$vm = Get-VM -Id $vm.Id
+[ordered]@{ Id = $vm.Id.ToString(); State = $vm.State.ToString(); Existing = $false; OwnerNode = $vm.ComputerName }

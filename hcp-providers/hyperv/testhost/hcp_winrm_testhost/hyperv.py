@@ -1,0 +1,353 @@
+"""An in-memory Hyper-V host: VMs, VHDX files, switches, VLANs, notes, KVP items, checkpoints,
+DVD ISOs and failover-cluster owner nodes, with the cmdlets' behaviour and error wording
+(Get-VM, New-VM, New-VHD, Copy-Item, Set-VMProcessor, Set-VMMemory, Connect-VMNetworkAdapter,
+Set-VMNetworkAdapterVlan, Start-VM, Stop-VM, Restart-VM, Remove-VM, Checkpoint-VM, Get-VMHost,
+Get-ClusterGroup).
+
+Each public method named after a script (`new_hcp_vm` for `New-HcpVm.ps1`) carries out that
+script's semantics; see scripts.py for the mapping."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+class PsError(Exception):
+    """A terminating PowerShell error: category, message, the cmdlet and FullyQualifiedErrorId."""
+
+    def __init__(self, category: str, message: str, cmdlet: str, fqid: str = ""):
+        super().__init__(message)
+        self.category = category
+        self.message = message
+        self.cmdlet = cmdlet
+        self.fqid = fqid or f"{category},Microsoft.HyperV.PowerShell.Commands.{cmdlet.replace('-', '')}Command"
+
+    def record(self) -> dict[str, str]:
+        return {"Category": self.category, "Message": self.message, "Cmdlet": self.cmdlet, "FullyQualifiedErrorId": self.fqid}
+
+
+@dataclass
+class Vm:
+    id: str
+    name: str
+    generation: int
+    state: str = "Off"
+    processor_count: int = 1
+    memory_startup: int = 512 * MIB
+    dynamic_memory: bool = False
+    memory_minimum: int = 512 * MIB
+    memory_maximum: int = 1024 * GIB
+    notes: str = ""
+    hard_drives: list[str] = field(default_factory=list)
+    dvd: list[str] = field(default_factory=list)
+    adapters: list[dict[str, Any]] = field(default_factory=list)
+    kvp: dict[str, str] = field(default_factory=dict)
+    checkpoints: list[dict[str, str]] = field(default_factory=list)
+    owner: str = ""
+    guest: str = "cooperative"  # or "unresponsive": ignores shutdown requests
+
+    def view(self) -> dict[str, Any]:
+        d = copy.deepcopy(self.__dict__)
+        return d
+
+
+class ClusterStore:
+    """VMs of one host, or of all nodes of one failover cluster (each VM with an owner node)."""
+
+    def __init__(self, name: str | None):
+        self.name = name
+        self.vms: dict[str, Vm] = {}
+        self.files: dict[str, dict[str, Any]] = {}
+        self.lock = threading.RLock()
+
+
+def norm(path: str) -> str:
+    return path.replace("/", "\\").rstrip("\\").lower()
+
+
+class HyperVHost:
+    """One Hyper-V host (a cluster node when its store is shared)."""
+
+    def __init__(
+        self,
+        name: str,
+        store: ClusterStore | None = None,
+        logical_processors: int = 32,
+        memory_mib: int = 131072,
+        switches: tuple[str, ...] = ("LAN", "Default Switch"),
+        templates: dict[str, int] | None = None,
+        template_dir: str = "C:\\HCP\\Templates",
+        copy_seconds: float = 0.6,
+    ):
+        self.name = name
+        self.store = store or ClusterStore(None)
+        self.logical_processors = logical_processors
+        self.memory = memory_mib * MIB
+        self.switches = list(switches)
+        self.copy_seconds = copy_seconds
+        # The host's own file system (scripts, markers); VHDX files live in the shared store so
+        # that a cluster's CSV volume is visible from every node.
+        self.fs: dict[str, bytes] = {}
+        self.fs_lock = threading.RLock()
+        for image, size_gib in (templates or {"ubuntu-24.04": 5, "windows-2022": 32}).items():
+            self.store.files[norm(f"{template_dir}\\{image}.vhdx")] = {
+                "Path": f"{template_dir}\\{image}.vhdx", "Size": size_gib * GIB, "Parent": None, "Kind": "template"}
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def local_vms(self) -> list[Vm]:
+        return [v for v in self.store.vms.values() if v.owner == self.name]
+
+    def get_vm_by_id(self, vm_id: str, cluster: bool) -> Vm | None:
+        vm = self.store.vms.get(vm_id.lower())
+        if vm is None:
+            return None
+        if vm.owner != self.name and not cluster:
+            return None
+        return vm
+
+    @staticmethod
+    def mark_of(vm: Vm) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(vm.notes)
+        except (ValueError, TypeError):
+            return None
+        return doc.get("hcp") if isinstance(doc, dict) else None
+
+    def find_target(self, p: dict[str, Any]) -> Vm | None:
+        """The scripts' Find-HcpVm (HcpCommon.psm1): by Hyper-V id, else by HCP's mark in Notes;
+        on a cluster, across the VM roles of every node (Get-ClusterGroup)."""
+        cluster = bool(p.get("Cluster"))
+        native = p.get("NativeId")
+        if native:
+            vm = self.get_vm_by_id(native, cluster)
+            if vm is not None:
+                return vm
+        candidates = list(self.store.vms.values()) if cluster else self.local_vms()
+        for vm in candidates:
+            mark = self.mark_of(vm)
+            if mark and mark.get("vm_id") == p.get("VmId"):
+                return vm
+        return None
+
+    def used_memory(self) -> int:
+        return sum(v.memory_startup for v in self.local_vms() if v.state == "Running")
+
+    def check_start_memory(self, vm: Vm) -> None:
+        if self.used_memory() + vm.memory_startup > self.memory:
+            raise PsError(
+                "LimitsExceeded",
+                f"'{vm.name}' failed to start. Not enough memory in the system to start the virtual machine {vm.name}.",
+                "Start-VM",
+            )
+
+    def vm_view(self, vm: Vm) -> dict[str, Any]:
+        size = 0
+        for path in vm.hard_drives:
+            f = self.store.files.get(norm(path))
+            if f:
+                size += f["Size"]
+        return {
+            "Id": vm.id,
+            "Name": vm.name,
+            "State": vm.state,
+            "ProcessorCount": vm.processor_count,
+            "MemoryStartupMiB": vm.memory_startup // MIB,
+            "DynamicMemoryEnabled": vm.dynamic_memory,
+            "Generation": vm.generation,
+            "Notes": vm.notes,
+            "OwnerNode": vm.owner,
+            "DiskGiB": size // GIB,
+            "Switches": [a["SwitchName"] for a in vm.adapters],
+        }
+
+    # -- scripts ----------------------------------------------------------------------------------
+    def get_hcp_inventory(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        with self.store.lock:
+            tdir = norm(p["TemplateDir"])
+            images = sorted(
+                f["Path"].split("\\")[-1][: -len(".vhdx")]
+                for k, f in self.store.files.items()
+                if k.startswith(tdir + "\\") and k.endswith(".vhdx") and "\\" not in k[len(tdir) + 1:]
+            )
+            return {
+                "Host": {
+                    "Name": self.name,
+                    "LogicalProcessorCount": self.logical_processors,
+                    "MemoryCapacityMiB": self.memory // MIB,
+                    "Cluster": self.store.name,
+                },
+                "Vms": [self.vm_view(v) for v in sorted(self.local_vms(), key=lambda v: v.name)],
+                "Images": images,
+                "Switches": list(self.switches),
+            }
+
+    def new_hcp_vm(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        with self.store.lock:
+            existing = self.find_target({"VmId": p["VmId"], "Cluster": p.get("Cluster")})
+            if existing is not None:
+                return {"Id": existing.id, "State": existing.state, "Existing": True, "OwnerNode": existing.owner}
+            if any(v.name.lower() == p["Name"].lower() for v in self.local_vms()):
+                raise PsError("ResourceExists", f"A virtual machine named '{p['Name']}' already exists on host '{self.name}'.", "New-HcpVm", "VmNameInUse,New-HcpVm.ps1")
+            if p["SwitchName"] and p["SwitchName"] not in self.switches:
+                raise PsError("ObjectNotFound", f'Hyper-V was unable to find a virtual switch with name "{p["SwitchName"]}".', "Connect-VMNetworkAdapter", "ObjectNotFound,Microsoft.HyperV.PowerShell.Commands.ConnectVMNetworkAdapter")
+            template = self.store.files.get(norm(p["TemplatePath"]))
+            if template is None:
+                raise PsError("ObjectNotFound", f"Template VHDX '{p['TemplatePath']}' for image '{p['Image']}' was not found on host '{self.name}'.", "New-HcpVm", "TemplateNotFound,New-HcpVm.ps1")
+            memory = int(p["MemoryMiB"]) * MIB
+            if p["Start"] and self.used_memory() + memory > self.memory:
+                raise PsError("LimitsExceeded", f"Not enough memory on host '{self.name}': {memory // MIB} MiB requested, {(self.memory - self.used_memory()) // MIB} MiB free.", "New-HcpVm", "InsufficientMemory,New-HcpVm.ps1")
+            if int(p["Vcpus"]) > self.logical_processors:
+                raise PsError("InvalidArgument", f"The processor count {p['Vcpus']} exceeds the {self.logical_processors} logical processors of host '{self.name}'.", "Set-VMProcessor", "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.SetVMProcessor")
+            vm_id = str(uuid.uuid4())
+            disk_path = f"{p['VhdDir']}\\{p['Name']}-{p['VmId']}.vhdx"
+        progress(10, f"creating disk {disk_path.split(chr(92))[-1]} ({p['DiskMode']})")
+        size = max(template["Size"], int(p["DiskGiB"]) * GIB)
+        if p["DiskMode"] == "copy":
+            steps = 5
+            for i in range(1, steps + 1):
+                time.sleep(self.copy_seconds / steps)
+                progress(10 + i * 12, f"copying template VHDX: {i * 100 // steps}%")
+        with self.store.lock:
+            self.store.files[norm(disk_path)] = {
+                "Path": disk_path, "Size": size,
+                "Parent": p["TemplatePath"] if p["DiskMode"] == "differencing" else None, "Kind": "vhdx"}
+            vm = Vm(id=vm_id, name=p["Name"], generation=int(p["Generation"]), owner=self.name)
+            vm.processor_count = int(p["Vcpus"])
+            vm.memory_startup = memory
+            if p.get("DynamicMemory"):
+                vm.dynamic_memory = True
+                vm.memory_minimum = int(p["MemoryMinimumMiB"]) * MIB
+                vm.memory_maximum = int(p["MemoryMaximumMiB"]) * MIB
+            vm.hard_drives.append(disk_path)
+            if p["SwitchName"]:
+                vm.adapters.append({"Name": "Network Adapter", "SwitchName": p["SwitchName"], "VlanId": p.get("VlanId")})
+            vm.notes = p["Notes"]
+            for k, v in (p.get("Kvp") or {}).items():
+                vm.kvp[k] = v
+            if p.get("UserData") is not None:
+                iso = f"{p['VhdDir']}\\{p['Name']}-{p['VmId']}-cidata.iso"
+                self.store.files[norm(iso)] = {"Path": iso, "Size": 1 * MIB, "Parent": None, "Kind": "iso",
+                                               "Label": "cidata", "Files": {"user-data": p["UserData"], "meta-data": f"instance-id: {p['VmId']}\nlocal-hostname: {p['Name']}\n"}}
+                vm.dvd.append(iso)
+            for iso in p.get("IsoPaths") or []:
+                if norm(iso) not in self.store.files and norm(iso) not in self.fs:
+                    raise PsError("ObjectNotFound", f"Cannot find path '{iso}' because it does not exist.", "Add-VMDvdDrive", "PathNotFound,Microsoft.HyperV.PowerShell.Commands.AddVMDvdDrive")
+                vm.dvd.append(iso)
+            self.store.vms[vm_id] = vm
+            progress(80, f"virtual machine {vm_id} created")
+            if p["Start"]:
+                self.check_start_memory(vm)
+                vm.state = "Running"
+            return {"Id": vm.id, "State": vm.state, "Existing": False, "OwnerNode": vm.owner}
+
+    def remove_hcp_vm(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        with self.store.lock:
+            vm = self.find_target(p)
+            if vm is None:
+                return {"Existed": False}
+            if vm.state != "Off":
+                if not p.get("Force"):
+                    raise PsError("InvalidOperation", f"The virtual machine '{vm.name}' is running. Stop it first or remove it with Force.", "Remove-HcpVm", "VmRunning,Remove-HcpVm.ps1")
+                vm.state = "Off"
+            for path in vm.hard_drives + [c["Path"] for c in vm.checkpoints] + [d for d in vm.dvd if d.lower().endswith("-cidata.iso")]:
+                self.store.files.pop(norm(path), None)
+            del self.store.vms[vm.id]
+            return {"Existed": True}
+
+    def _must(self, p: dict[str, Any], cmdlet: str) -> Vm:
+        vm = self.find_target(p)
+        if vm is None:
+            what = p.get("NativeId") or p.get("VmId")
+            raise PsError("ObjectNotFound", f'Hyper-V was unable to find a virtual machine with id "{what}".', cmdlet, f"InvalidParameter,Microsoft.HyperV.PowerShell.Commands.{cmdlet.replace('-', '')}")
+        return vm
+
+    def start_hcp_vm(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        with self.store.lock:
+            vm = self._must(p, "Get-VM")
+            if vm.state == "Running":
+                return {"WasRunning": True}
+            self.check_start_memory(vm)
+            vm.state = "Running"
+            return {"WasRunning": False}
+
+    def stop_hcp_vm(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        with self.store.lock:
+            vm = self._must(p, "Get-VM")
+            if vm.state == "Off":
+                return {"WasStopped": True, "Forced": False}
+            if p.get("Force"):
+                vm.state = "Off"
+                return {"WasStopped": False, "Forced": True}
+            cooperative = vm.guest == "cooperative"
+            if cooperative:
+                vm.state = "Off"
+                return {"WasStopped": False, "Forced": False}
+        progress(50, "guest did not answer the shutdown request; waiting")
+        time.sleep(min(float(p.get("GracefulTimeoutSec", 60)), 30.0))
+        with self.store.lock:
+            vm.state = "Off"
+        return {"WasStopped": False, "Forced": True}
+
+    def restart_hcp_vm(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        with self.store.lock:
+            vm = self._must(p, "Get-VM")
+            if vm.state != "Running":
+                raise PsError("InvalidOperation", "The operation cannot be performed while the object is in its current state.", "Restart-VM", "InvalidOperation,Microsoft.HyperV.PowerShell.Commands.RestartVM")
+            return {"Restarted": True}
+
+    def get_hcp_console(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        with self.store.lock:
+            vm = self._must(p, "Get-VM")
+            if vm.state != "Running":
+                raise PsError("InvalidOperation", f"The virtual machine '{vm.name}' is not running; a console needs a running virtual machine.", "Get-HcpConsole", "VmNotRunning,Get-HcpConsole.ps1")
+            return {"HostName": vm.owner or self.name, "Port": 2179, "VmId": vm.id}
+
+    def new_hcp_checkpoint(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        with self.store.lock:
+            vm = self._must(p, "Get-VM")
+            if any(c["Name"] == p["CheckpointName"] for c in vm.checkpoints):
+                raise PsError("ResourceExists", f"A checkpoint named '{p['CheckpointName']}' already exists for virtual machine '{vm.name}'.", "New-HcpCheckpoint", "CheckpointExists,New-HcpCheckpoint.ps1")
+            cid = str(uuid.uuid4())
+            path = f"{vm.hard_drives[0][:-5]}_{cid}.avhdx" if vm.hard_drives else ""
+            vm.checkpoints.append({"Id": cid, "Name": p["CheckpointName"], "Path": path})
+            if path:
+                self.store.files[norm(path)] = {"Path": path, "Size": 4 * MIB, "Parent": vm.hard_drives[0], "Kind": "avhdx"}
+            return {"Id": cid}
+
+    # -- control (tests) --------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        with self.store.lock, self.fs_lock:
+            return {
+                "vms": {k: v.view() for k, v in self.store.vms.items() if v.owner == self.name or self.store.name},
+                "files": sorted(f["Path"] for f in self.store.files.values()),
+                "fs": {k: v.decode("utf-8", "replace") for k, v in self.fs.items()},
+            }
+
+    def move_vm_owner(self, vm_id: str, node: str) -> None:
+        with self.store.lock:
+            self.store.vms[vm_id.lower()].owner = node
+
+    def set_state(self, vm_id: str, state: str) -> None:
+        with self.store.lock:
+            self.store.vms[vm_id.lower()].state = state
+
+    def seed_vm(self, spec: dict[str, Any]) -> dict[str, Any]:
+        with self.store.lock:
+            vm = Vm(id=str(uuid.uuid4()), name=spec["name"], generation=2, owner=self.name,
+                    state=spec.get("state", "Off"), notes=spec.get("notes", ""), guest=spec.get("guest", "cooperative"))
+            vm.memory_startup = int(spec.get("memory_mib", 512)) * MIB
+            self.store.vms[vm.id] = vm
+            return {"Id": vm.id}
+
+    def set_guest(self, vm_id: str, guest: str) -> None:
+        with self.store.lock:
+            self.store.vms[vm_id.lower()].guest = guest

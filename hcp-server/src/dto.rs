@@ -323,7 +323,11 @@ pub struct LegacyCreateVmRequest {
 }
 
 impl StrictDto for LegacyCreateVmRequest {
-    const SERVER_OWNED: &'static [&'static str] = VM_SERVER_OWNED;
+    // The Hyper-V routes let operators pin a host, so `host` is theirs to give here.
+    const SERVER_OWNED: &'static [&'static str] = &[
+        "id", "vm_id", "project", "provider", "native_id", "binding", "state", "power", "resources", "created_at",
+        "updated_at", "generation", "job_id",
+    ];
 }
 
 /// Asks to delete a VM through the Hyper-V service's route `POST /api/v1/vms/delete`.

@@ -167,8 +167,12 @@ fn route_colon_verb(uri: &Uri) -> Result<Option<Uri>, ()> {
     } else {
         return Ok(None);
     };
-    if id.is_empty() || !COLON_VERBS.contains(&verb) {
+    if id.is_empty() {
         return Ok(None);
+    }
+    if !COLON_VERBS.contains(&verb) {
+        // VM ids never hold a colon: this is an unknown verb.
+        return Err(());
     }
     let mut new = format!("{head}/{id}{VERB_MARKER}{verb}");
     if let Some(q) = uri.query() {
@@ -195,7 +199,7 @@ mod tests {
             format!("{base}/vm-1/@stop?force=true")
         );
         assert_eq!(route(&format!("{base}/vm-1%3Areboot")).unwrap().unwrap(), format!("{base}/vm-1/@reboot"));
-        assert_eq!(route(&format!("{base}/vm-1:explode")).unwrap(), None);
+        assert!(route(&format!("{base}/vm-1:explode")).is_err());
         assert_eq!(route(&format!("{base}/vm-1")).unwrap(), None);
         assert_eq!(route("/api/v1/vms/x:start").unwrap(), None);
         assert!(route(&format!("{base}/vm-1/@start")).is_err());

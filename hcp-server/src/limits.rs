@@ -121,7 +121,8 @@ pub fn parse_strict<T: DeserializeOwned + StrictDto>(data: &[u8]) -> Result<T, E
         let inner = e.inner().to_string();
         let path = e.path().to_string();
         if let Some(field) = unknown_field(&inner) {
-            let field = if path == "." { field } else { format!("{path}.{field}") };
+            // The path already ends with the unknown field, except at the top level.
+            let field = if path == "." { field } else { path };
             let allowed = inner.split_once(", expected ").map(|(_, rest)| rest.to_string()).unwrap_or_default();
             return Error::invalid(field, format!("unknown field; allowed: {allowed}"));
         }

@@ -1,7 +1,8 @@
 //! The Hyper-V service's routes (`/api/v1`), kept for its existing users and mapped onto the same
 //! engine, acting in the configured default project (`HCP_DEFAULT_PROJECT`).
 
-use hcp_core::{Action, Error, NetworkAttachment, ProjectId, VmId, VmSpec};
+use hcp_core::store::{PageRequest, Scope};
+use hcp_core::{Action, DesiredState, Error, NetworkAttachment, ProjectId, VmId, VmSpec};
 use poem::Request;
 use poem_openapi::OpenApi;
 use poem_openapi::payload::Json;
@@ -24,9 +25,32 @@ impl HyperVApi {
     }
 
     /// List every VM on every host (aggregated inventory)
+    ///
+    /// HCP's VMs as it knows them now (every project, with host and power state), then the VMs
+    /// the last inventory found on the hosts without HCP's mark.
     #[oai(path = "/vms", method = "get", operation_id = "legacyVms")]
-    async fn vms(&self) -> Json<Vec<InventoryVmDto>> {
-        Json(self.state.engine.inventory_vms().into_iter().map(Into::into).collect())
+    async fn vms(&self) -> ApiResult<Json<Vec<InventoryVmDto>>> {
+        let engine = &self.state.engine;
+        let mut out = Vec::new();
+        let mut page = PageRequest::all();
+        loop {
+            let p = engine.list_vms(&Scope::All, &page).await?;
+            out.extend(p.items.into_iter().filter(|v| v.desired != DesiredState::Deleted).map(|v| InventoryVmDto {
+                provider: v.binding.provider,
+                host: v.binding.host,
+                native_id: v.binding.native_id.unwrap_or_default(),
+                name: v.spec.name,
+                power: v.power.into(),
+                vm_id: Some(v.id.to_string()),
+                project: Some(v.project.to_string()),
+            }));
+            match p.next {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        out.extend(engine.inventory_vms().into_iter().filter(|v| v.vm_id.is_none()).map(Into::into));
+        Ok(Json(out))
     }
 
     /// Create a VM from a template
@@ -44,6 +68,10 @@ impl HyperVApi {
         let ctx = tenant_context(req, &project, idempotency_key.0)?;
         let b = body.0;
         let catalog = self.state.engine.catalog();
+        if catalog.image(&b.template).is_none() {
+            let known: Vec<&str> = catalog.images.iter().map(|i| i.name.as_str()).collect();
+            return Err(Error::invalid("template", format!("unknown template `{}`; known: {}", b.template, known.join(", "))).into());
+        }
         let mut networks = Vec::new();
         if let Some(vlan) = b.vlan {
             let net = catalog.networks.iter().find(|n| n.vlan == Some(vlan)).ok_or_else(|| {

@@ -44,15 +44,17 @@ pub(crate) type State = Arc<AppState>;
 impl AppState {
     /// Returns true once the first inventory has loaded and at least one provider answers.
     pub(crate) fn ready(&self) -> Result<(), String> {
+        let providers = self.engine.providers();
+        if !providers.iter().any(|p| p.healthy) {
+            return Err(format!(
+                "none of the {} configured providers answers (no host answered the last inventory)",
+                providers.len()
+            ));
+        }
         if !self.engine.is_ready() {
             return Err("the first inventory has not finished loading".into());
         }
-        let providers = self.engine.providers();
-        if providers.iter().any(|p| p.healthy) {
-            Ok(())
-        } else {
-            Err(format!("none of the {} providers answers", providers.len()))
-        }
+        Ok(())
     }
 }
 

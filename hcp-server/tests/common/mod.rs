@@ -1,0 +1,141 @@
+//! Starts the service for the tests: one helper, so the tests can run against the real `hcp serve`
+//! binary (set `HCP_SERVE_BIN` to its path) or, by default, against `hcp_server::serve` in-process,
+//! always over real TCP on 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hcp_server::{ServeOptions, build_engine};
+use tokio::sync::oneshot;
+
+/// A running service.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// A typed client of it.
+    pub client: hcp_client::Client,
+    /// A plain HTTP client.
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<hcp_core::Result<()>>>,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Returns the temporary directory of this server's files (`$DIR` in its hosts file).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.as_ref().expect("a temp dir").path()
+    }
+
+    /// Returns the full URL of `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Stops the service gracefully and returns what `serve` returned.
+    pub async fn stop(mut self) -> hcp_core::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let status = c.wait().expect("wait for hcp serve");
+            assert!(status.success(), "hcp serve exited with {status}");
+            return Ok(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.expect("server task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What to start.
+#[derive(Default)]
+pub struct Setup {
+    /// A hosts file (YAML); the simulator's demo when absent.
+    pub hosts_yaml: Option<String>,
+    /// The body limit in bytes.
+    pub body_limit: Option<usize>,
+}
+
+/// Starts the demo service.
+pub async fn start() -> TestServer {
+    start_with(Setup::default()).await
+}
+
+/// Starts a service; the single place that decides in-process or binary.
+pub async fn start_with(setup: Setup) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config: Option<PathBuf> = setup.hosts_yaml.as_ref().map(|y| {
+        let p = dir.path().join("hosts.yaml");
+        std::fs::write(&p, y.replace("$DIR", &dir.path().display().to_string())).expect("write hosts file");
+        p
+    });
+    let http = reqwest::Client::new();
+    if let Ok(bin) = std::env::var("HCP_SERVE_BIN") {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}"));
+        if let Some(c) = &config {
+            cmd.arg("--config").arg(c);
+        }
+        if let Some(l) = setup.body_limit {
+            cmd.env("HCP_BODY_LIMIT", l.to_string());
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn hcp serve");
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if http.get(format!("{url}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        return TestServer {
+            client: hcp_client::Client::new(&url).unwrap(),
+            url,
+            http,
+            stop: None,
+            task: None,
+            child: Some(child),
+            _dir: Some(dir),
+        };
+    }
+    let env = |_: &str| None;
+    let engine = build_engine(config.as_deref(), &env).await.expect("engine builds");
+    let mut options = ServeOptions::default().with_listen("127.0.0.1:0".parse().unwrap());
+    if let Some(l) = setup.body_limit {
+        options = options.with_body_limit(l);
+    }
+    let server = hcp_server::Server::bind(engine, options).await.expect("binds");
+    let url = format!("http://{}", server.local_addr());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    TestServer {
+        client: hcp_client::Client::new(&url).unwrap(),
+        url,
+        http,
+        stop: Some(tx),
+        task: Some(task),
+        child: None,
+        _dir: Some(dir),
+    }
+}

@@ -44,7 +44,7 @@ impl JobStream {
                     pending_reason,
                 },
                 JobUpdate::End(job) => JobEvent::End {
-                    job: JobView::from(job.as_ref()),
+                    job: Box::new(JobView::from(job.as_ref())),
                 },
             }),
         }

@@ -151,7 +151,7 @@ pub async fn follow(
                 Some(event) => {
                     display.event(&event);
                     if let JobEvent::End { job } = event {
-                        return Ok(job);
+                        return Ok(*job);
                     }
                 }
                 None => return Ok(backend.get_job(project, job_id).await?),

@@ -94,7 +94,7 @@ pub enum JobEvent {
     /// The job ended; nothing follows.
     End {
         /// The job as it ended.
-        job: JobView,
+        job: Box<JobView>,
     },
 }
 

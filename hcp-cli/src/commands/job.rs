@@ -127,7 +127,7 @@ impl JobCommand {
                     }
                     if let JobEvent::End { job } = event {
                         if job.state != JobState::Succeeded {
-                            return Err(JobFailed { job }.into());
+                            return Err(JobFailed { job: *job }.into());
                         }
                         return Ok(());
                     }

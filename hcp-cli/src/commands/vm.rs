@@ -18,7 +18,7 @@ use crate::views::{JobFailed, Outcome};
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
     /// Create a VM and wait until it runs.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List the VMs of a project.
     List(ListArgs),
     /// Show one VM.

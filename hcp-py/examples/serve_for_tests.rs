@@ -29,7 +29,11 @@ async fn run() -> Result<(), String> {
         match arg.as_str() {
             "--listen" => listen = args.next().ok_or("--listen needs an address")?,
             "--config" => config = Some(args.next().ok_or("--config needs a path")?.into()),
-            other => return Err(format!("unknown argument `{other}`; allowed: --listen ADDR, --config FILE")),
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}`; allowed: --listen ADDR, --config FILE"
+                ));
+            }
         }
     }
     let listen = listen
@@ -38,8 +42,15 @@ async fn run() -> Result<(), String> {
     let engine = hcp_server::build_engine(config.as_deref(), &|name| std::env::var(name).ok())
         .await
         .map_err(|e| e.to_string())?;
-    let options = ServeOptions::default().with_listen(listen).with_config(config);
-    let server = Server::bind(engine, options).await.map_err(|e| e.to_string())?;
+    let options = ServeOptions::default()
+        .with_listen(listen)
+        .with_config(config);
+    let server = Server::bind(engine, options)
+        .await
+        .map_err(|e| e.to_string())?;
     println!("listening on http://{}", server.local_addr());
-    server.run(hcp_server::shutdown_signal()).await.map_err(|e| e.to_string())
+    server
+        .run(hcp_server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }

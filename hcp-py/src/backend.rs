@@ -24,6 +24,14 @@ pub enum ConfigSource {
     Demo,
     /// A hosts file.
     File(PathBuf),
+    /// The hosts file as JSON (a Python mapping), re-rendered as YAML so that errors name the
+    /// key and a line; `origin` names it in errors.
+    Json {
+        /// The JSON text.
+        text: String,
+        /// What errors call it.
+        origin: String,
+    },
     /// Hosts-file text (YAML or JSON); `origin` names it in errors.
     Text {
         /// The text.
@@ -50,6 +58,18 @@ impl Embedded {
         let mut config = match source {
             ConfigSource::Demo => hcp_provider_sim::demo_config(),
             ConfigSource::File(path) => Config::from_file(&path)?,
+            ConfigSource::Json { text, origin } => {
+                let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    Error::invalid("config", format!("{origin} is not valid JSON: {e}"))
+                })?;
+                let yaml = serde_yaml_ng::to_string(&value).map_err(|e| {
+                    Error::invalid(
+                        "config",
+                        format!("{origin} cannot be rendered as YAML: {e}"),
+                    )
+                })?;
+                Config::from_yaml(&yaml, &format!("{origin} (as YAML)"))?
+            }
             ConfigSource::Text { text, origin } => Config::from_yaml(&text, &origin)?,
         };
         config.apply_env(&|name| std::env::var(name).ok())?;

@@ -249,31 +249,31 @@ impl Core {
 impl Core {
     /// Builds an engine embedded in this process.
     ///
-    /// ``path`` names a hosts file, ``text`` holds hosts-file YAML or JSON (``origin`` names it in
-    /// errors); with neither, the simulator's demo catalog is used.
+    /// ``path`` names a hosts file, ``text`` holds hosts-file YAML, ``json`` the hosts file as
+    /// JSON (``origin`` names either in errors); with none, the simulator's demo catalog is used.
     #[staticmethod]
-    #[pyo3(signature = (*, path=None, text=None, origin=None, principal))]
+    #[pyo3(signature = (*, path=None, text=None, json=None, origin=None, principal))]
     fn embedded(
         py: Python<'_>,
         path: Option<std::path::PathBuf>,
         text: Option<String>,
+        json: Option<String>,
         origin: Option<String>,
         principal: String,
     ) -> PyResult<Self> {
-        let source = match (path, text) {
-            (Some(_), Some(_)) => {
-                return Err(Failure::from(Error::invalid(
+        let origin = origin.unwrap_or_else(|| "config".into());
+        let source = match (path, text, json) {
+            (None, None, None) => ConfigSource::Demo,
+            (Some(p), None, None) => ConfigSource::File(p),
+            (None, Some(text), None) => ConfigSource::Text { text, origin },
+            (None, None, Some(text)) => ConfigSource::Json { text, origin },
+            _ => {
+                let e = Error::invalid(
                     "config",
-                    "give a hosts file path or its contents, not both",
-                ))
-                .into_pyerr(py));
+                    "give one of a hosts file path, its YAML text or its JSON text",
+                );
+                return Err(Failure::from(e).into_pyerr(py));
             }
-            (Some(p), None) => ConfigSource::File(p),
-            (None, Some(text)) => ConfigSource::Text {
-                text,
-                origin: origin.unwrap_or_else(|| "config".into()),
-            },
-            (None, None) => ConfigSource::Demo,
         };
         if principal.trim().is_empty() {
             return Err(
@@ -283,7 +283,9 @@ impl Core {
         let description = match &source {
             ConfigSource::Demo => "Engine(demo)".to_string(),
             ConfigSource::File(p) => format!("Engine({})", p.display()),
-            ConfigSource::Text { origin, .. } => format!("Engine({origin})"),
+            ConfigSource::Text { origin, .. } | ConfigSource::Json { origin, .. } => {
+                format!("Engine({origin})")
+            }
         };
         let embedded = block_on(py, async move {
             Ok(Embedded::build(source, Principal::new(principal)).await?)
@@ -700,9 +702,7 @@ impl AsyncJobLogs {
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let state = self.state.clone();
-        awaitable(py, async move {
-            state.next_line().await.map(NextLine)
-        })
+        awaitable(py, async move { state.next_line().await.map(NextLine) })
     }
 
     /// The job's id.

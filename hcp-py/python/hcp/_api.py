@@ -51,16 +51,22 @@ def _tags(tags: Optional[Mapping[str, str]]) -> Optional[dict[str, str]]:
     return None if tags is None else dict(tags)
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"config values must be JSON-like (str, int, float, bool, None, list, dict), not {type(value).__name__}")
+
+
 def _embedded_core(config: ConfigLike, principal: str) -> _hcp.Core:
     if config is None:
         return _hcp.Core.embedded(principal=principal)
     if isinstance(config, (str, os.PathLike)):
         return _hcp.Core.embedded(path=os.fspath(config), principal=principal)
     if isinstance(config, Mapping):
-        # JSON is YAML: the engine parses it with the hosts-file parser, so errors name the key
-        # and the line of this indented text.
-        text = json.dumps(config, indent=2, default=str)
-        return _hcp.Core.embedded(text=text, origin="config dict", principal=principal)
+        # The engine renders it as YAML and parses it with the hosts-file parser, so errors name
+        # the key (and a line of that rendering) exactly as for a file.
+        text = json.dumps(config, default=_plain)
+        return _hcp.Core.embedded(json=text, origin="config dict", principal=principal)
     raise TypeError(
         f"config must be a hosts-file path, a mapping or None (the demo), not {type(config).__name__}"
     )

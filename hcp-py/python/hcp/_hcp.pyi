@@ -307,6 +307,7 @@ class Core:
         *,
         path: Optional[str | os.PathLike[str]] = None,
         text: Optional[str] = None,
+        json: Optional[str] = None,
         origin: Optional[str] = None,
         principal: str,
     ) -> Core: ...

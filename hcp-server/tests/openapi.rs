@@ -1,0 +1,92 @@
+//! The published OpenAPI document: valid OpenAPI 3, and every route of the HTTP issue in it.
+
+mod common;
+
+use openapiv3::{OpenAPI, ReferenceOr};
+
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/hcp/tenant/v1/projects/{projectId}/vms"),
+    ("post", "/api/hcp/tenant/v1/projects/{projectId}/vms"),
+    ("get", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}"),
+    ("delete", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}"),
+    ("post", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:start"),
+    ("post", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:stop"),
+    ("post", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:reboot"),
+    ("post", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:console"),
+    ("get", "/api/hcp/tenant/v1/jobs/{jobId}"),
+    ("get", "/api/hcp/tenant/v1/jobs/{jobId}/logs"),
+    ("get", "/api/hcp/tenant/v1/projects/{projectId}/jobs"),
+    ("get", "/api/hcp/ops/v1/providers"),
+    ("get", "/api/hcp/ops/v1/hosts"),
+    ("get", "/api/hcp/ops/v1/vms"),
+    ("get", "/api/hcp/ops/v1/inventory"),
+    ("get", "/api/hcp/ops/v1/capabilities"),
+    ("post", "/api/hcp/ops/v1/reconcile"),
+    ("get", "/api/hcp/ops/v1/events"),
+    ("get", "/api/hcp/ops/v1/events/stream"),
+    ("get", "/api/hcp/ops/v1/jobs"),
+    ("get", "/api/hcp/ops/v1/jobs/{jobId}"),
+    ("get", "/api/hcp/common/v1/catalog"),
+    ("get", "/api/hcp/common/v1/images"),
+    ("get", "/api/hcp/common/v1/flavors"),
+    ("get", "/api/hcp/common/v1/networks"),
+    ("get", "/api/hcp/common/v1/zones"),
+    ("get", "/api/hcp/common/v1/capabilities"),
+    ("get", "/api/hcp/common/v1/zones/capabilities"),
+    ("get", "/api/hcp/common/v1/zones/{zone}/capabilities"),
+    ("get", "/api/v1/hosts"),
+    ("get", "/api/v1/vms"),
+    ("post", "/api/v1/vms/create"),
+    ("post", "/api/v1/vms/delete"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+];
+
+#[tokio::test]
+async fn openapi_document_is_valid_openapi_3_with_every_route() {
+    let s = common::start().await;
+    let text = s.http.get(s.at("/openapi.json")).send().await.unwrap().text().await.unwrap();
+    let doc: OpenAPI = serde_json::from_str(&text).expect("the document deserializes as OpenAPI 3");
+    assert!(doc.openapi.starts_with("3."), "{}", doc.openapi);
+    for (method, path) in ROUTES {
+        let item = match doc.paths.paths.get(*path) {
+            Some(ReferenceOr::Item(item)) => item,
+            _ => panic!("{path} is missing; paths: {:?}", doc.paths.paths.keys().collect::<Vec<_>>()),
+        };
+        let op = match *method {
+            "get" => item.get.as_ref(),
+            "post" => item.post.as_ref(),
+            "delete" => item.delete.as_ref(),
+            _ => None,
+        };
+        let op = op.unwrap_or_else(|| panic!("{method} {path} is missing"));
+        assert!(op.operation_id.is_some(), "{method} {path} has no operationId");
+        assert!(op.summary.is_some(), "{method} {path} has no summary");
+    }
+    // No internal routing form leaks into the document.
+    assert!(!text.contains("/@"), "internal colon-verb paths leaked");
+    // Every mutating tenant route documents the Idempotency-Key header and a problem response.
+    let create = match doc.paths.paths.get("/api/hcp/tenant/v1/projects/{projectId}/vms") {
+        Some(ReferenceOr::Item(i)) => i.post.as_ref().unwrap(),
+        _ => unreachable!(),
+    };
+    assert!(text.contains("Idempotency-Key"));
+    assert!(create.responses.responses.contains_key(&openapiv3::StatusCode::Code(202)));
+    assert!(create.responses.responses.contains_key(&openapiv3::StatusCode::Range(4)));
+    assert!(text.contains("application/problem+json"));
+    // Every path parameter in a template is declared.
+    for (path, item) in &doc.paths.paths {
+        let ReferenceOr::Item(item) = item else { continue };
+        let names: Vec<&str> = path.split('{').skip(1).filter_map(|p| p.split('}').next()).collect();
+        for op in item.iter().map(|(_, op)| op) {
+            for n in &names {
+                let declared = op.parameters.iter().any(|p| match p {
+                    ReferenceOr::Item(openapiv3::Parameter::Path { parameter_data, .. }) => parameter_data.name == *n,
+                    _ => false,
+                });
+                assert!(declared, "{path}: path parameter {n} is not declared");
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+"""A small program using the whole public API; `mypy --strict` must accept it as written.
+
+tests/test_typing.py runs mypy on this file; it also runs it, so the annotations below are
+checked against what the module really returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any, Optional
+
+import hcp
+
+
+def tour(engine: hcp.Engine) -> list[dict[str, Any]]:
+    catalog: hcp.Catalog = engine.catalog()
+    image: hcp.Image = catalog.images[0]
+    flavor: hcp.Flavor = catalog.flavors[0]
+    zone: hcp.Zone = catalog.zones[0]
+    caps: hcp.Capabilities = engine.capabilities(zone.name)
+    enabled: list[str] = caps.enabled()
+    limit: Optional[int] = caps.max_vcpus
+    assert isinstance(enabled, list) and (limit is None or limit > 0)
+
+    s: hcp.Submitted = engine.create_vm(
+        "demo", "typed-1", image.name, flavor.name, zone=zone.name, tags={"k": "v"}, idempotency_key="typed-1"
+    )
+    logs: hcp.JobLogs = engine.job_logs(s)
+    for line in logs:
+        seq: int = line.seq
+        at: datetime = line.at
+        assert seq > 0 and at.tzinfo is not None
+    final: Optional[hcp.Job] = logs.job
+    assert final is not None and final.succeeded
+
+    job: hcp.Job = engine.wait_job(s, timeout=30.0).raise_for_state()
+    error: Optional[hcp.ErrorInfo] = job.error
+    assert error is None
+    vm: hcp.Vm = engine.get_vm("demo", s.vm_id)
+    tags: dict[str, str] = vm.tags
+    assert tags == {"k": "v"}
+    engine.stop_vm("demo", vm, force=True, wait=True)
+    engine.start_vm("demo", vm.id, wait=True)
+    engine.reboot_vm("demo", vm, hard=False, wait=True, timeout=30)
+    console: hcp.Console = engine.console("demo", vm)
+    expires: datetime = console.expires_at
+    assert expires > job.created_at
+    hosts: list[hcp.Host] = engine.hosts()
+    host_caps: hcp.Capabilities = hosts[0].capabilities
+    assert isinstance(host_caps.cloud_init, bool)
+
+    try:
+        engine.get_vm("demo", "vm-missing")
+    except hcp.NotFound as e:
+        code: str = e.code
+        field: Optional[str] = e.field
+        job_id: Optional[str] = e.job_id
+        assert code == "NOT_FOUND" and field is None and job_id is None
+    try:
+        engine.delete_vm("demo", vm, wait=True)
+    except hcp.JobFailed as e:
+        failed: Optional[hcp.Job] = e.job
+        assert failed is not None and e.job_id == failed.id
+    rows = [v.to_dict() for v in engine.list_vms("demo")]
+    engine.delete_vm("demo", vm, force=True, wait=True)
+    return rows
+
+
+async def async_tour(engine: hcp.AsyncEngine) -> int:
+    s: hcp.Submitted = await engine.create_vm("demo", "typed-2", "ubuntu-24.04", "small")
+    count = 0
+    logs: hcp.AsyncJobLogs = engine.job_logs(s)
+    async for line in logs:
+        message: str = line.message
+        count += len(message) > 0
+    job: hcp.Job = await engine.wait_job(s)
+    vms: list[hcp.Vm] = await engine.list_vms("demo")
+    assert job.succeeded and len(vms) == 1
+    await engine.delete_vm("demo", vms[0], force=True, wait=True)
+    return count
+
+
+def remote(url: str) -> None:
+    client: hcp.Client = hcp.Client(url, token=None)
+    with client:
+        client.list_vms("demo")
+
+
+async def async_remote(url: str) -> None:
+    async with hcp.AsyncClient(url) as client:
+        await client.list_vms("demo")
+
+
+def main() -> None:
+    with hcp.Engine(None, principal="typed") as engine:
+        rows = tour(engine)
+        assert rows and rows[0]["name"] == "typed-1"
+
+    async def run_async() -> int:
+        async with hcp.AsyncEngine({"providers": [{"name": "sim", "kind": "sim", "hosts": [{"name": "h", "zone": "z"}]}], "zones": [{"name": "z"}], "catalog": {"images": [{"name": "ubuntu-24.04"}], "flavors": [{"name": "small", "vcpus": 1, "memory_mib": 512, "disk_gib": 1}]}}) as engine:
+            return await async_tour(engine)
+
+    assert asyncio.run(run_async()) > 0
+    print("typed usage ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -60,7 +60,7 @@ pub fn json_line<T: Serialize>(value: &T) -> anyhow::Result<()> {
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(header.to_vec());
     t
 }
@@ -69,7 +69,7 @@ pub fn table(header: &[&str]) -> Table {
 pub fn details(rows: Vec<(&str, String)>) -> String {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+        .set_content_arrangement(ContentArrangement::Disabled);
     for (k, v) in rows {
         t.add_row(vec![format!("{k}:"), v]);
     }

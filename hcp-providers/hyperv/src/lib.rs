@@ -1,3 +1,704 @@
 //! # hcp-provider-hyperv
 //!
 //! Hyper-V over WinRM, running HCP's own versioned PowerShell scripts.
+//!
+//! - **Scripts are HCP's own, versioned, deployed by version.** The scripts in `scripts/` are
+//!   embedded in the binary (or read from `SCRIPT_PATH`); their version is a hash of their
+//!   content. Before a host's first call HCP reads the host's version marker and, only where it
+//!   differs, uploads the scripts and the ISOs of `ISO_PATH` in checksummed chunks and publishes
+//!   them with an atomic rename ([`deploy`]). Jobs then call the deployed scripts.
+//! - **Parameters are data, never code.** Every call sends the same constant wrapper text as
+//!   `-EncodedCommand` ([`scripts::WRAPPER`]); the parameters travel on stdin as one base64 JSON
+//!   document that the wrapper splats into the script's typed, validated `param` block. No user
+//!   input is ever formatted into PowerShell.
+//! - **Errors are classified once** ([`error::parse_error`]): WinRM faults, HTTP 401, connection
+//!   errors and the scripts' JSON error records.
+//! - **Ownership survives restarts**: HCP's mark and the VM's tags are a JSON document in the
+//!   VM's Notes (and KVP items `HcpVmId`, `HcpProject`); inventory parses them back.
+//! - **Guest customization**: user-data goes into a cloud-init NoCloud seed ISO (volume label
+//!   `cidata`) built on the host and attached to the VM, so the provider declares `cloud_init`.
+//! - **Consoles** are VMConnect-style RDP descriptions: the owner host, port 2179 and the VM id.
+//!
+//! Transport: HTTPS (port 5986) with NTLM or Basic is the default. NTLM over plain HTTP needs
+//! WinRM message sealing, and winrm-rs 1.1 expects a CRLF before the closing MIME boundary of a
+//! sealed reply that Windows (and HCP's test host, like pywinrm and pypsrp expect) does not send;
+//! it is therefore refused unless `allow_http_ntlm` is set.
+
+pub mod client;
+pub mod config;
+pub mod deploy;
+pub mod error;
+pub mod scripts;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use hcp_core::{
+    Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error,
+    GetConsole, HcpMark, HostInfo, HostInventory, HostInventoryReply, NativeVm, OpContext,
+    Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Resources,
+    Result, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub use client::{HostClient, HostStats};
+pub use config::{
+    AuthKind, Credentials, DiskMode, HostEntry, HostSettings, HypervSettings, Scheme,
+};
+pub use deploy::DeployReport;
+use scripts::{Bundle, Script, wrapper_for_path};
+
+/// The provider kind name used in hosts files.
+pub const KIND: &str = "hyperv";
+
+/// The longest VM name the scripts accept.
+pub const MAX_NAME_LEN: usize = 100;
+
+/// Registers the Hyper-V provider kind on an engine builder.
+pub fn register(builder: hcp_core::EngineBuilder) -> hcp_core::EngineBuilder {
+    builder.provider_kind(KIND, |c: &ProviderConfig, s: &Secrets| {
+        let p: Arc<dyn Provider> = Arc::new(HypervProvider::from_config(c, s)?);
+        Ok(p)
+    })
+}
+
+struct Host {
+    entry: HostEntry,
+    client: HostClient,
+    deployed: tokio::sync::Mutex<Option<String>>,
+    observed: Mutex<Option<(u32, u64)>>,
+}
+
+/// A Hyper-V provider: a set of hosts (and failover cluster nodes) reached over WinRM.
+pub struct HypervProvider {
+    name: String,
+    settings: HypervSettings,
+    bundle: Bundle,
+    hosts: HashMap<String, Arc<Host>>,
+    order: Vec<String>,
+}
+
+impl std::fmt::Debug for HypervProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HypervProvider")
+            .field("name", &self.name)
+            .field("version", &self.bundle.version)
+            .field("hosts", &self.order)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InventoryDoc {
+    host: InventoryHost,
+    #[serde(default)]
+    vms: Vec<VmDoc>,
+    #[serde(default)]
+    images: Vec<String>,
+    #[serde(default)]
+    switches: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InventoryHost {
+    logical_processor_count: u32,
+    #[serde(rename = "MemoryCapacityMiB")]
+    memory_capacity_mib: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VmDoc {
+    id: String,
+    name: String,
+    state: String,
+    processor_count: u32,
+    #[serde(rename = "MemoryStartupMiB")]
+    memory_startup_mib: u64,
+    #[serde(default)]
+    notes: Option<String>,
+    #[serde(rename = "DiskGiB", default)]
+    disk_gib: u64,
+}
+
+/// The Notes document: `{"hcp": {"vm_id": ..., "project": ..., "tags": {...}}}`.
+#[derive(Debug, Serialize, Deserialize)]
+struct NotesDoc {
+    hcp: NotesMark,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct NotesMark {
+    #[serde(flatten)]
+    mark: HcpMark,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    tags: BTreeMap<String, String>,
+}
+
+fn power_of(state: &str) -> PowerState {
+    match state {
+        "Running" => PowerState::Running,
+        "Off" => PowerState::Stopped,
+        "Paused" | "Saved" => PowerState::Paused,
+        _ => PowerState::Unknown,
+    }
+}
+
+fn field<T: for<'de> Deserialize<'de>>(host: &str, v: &Value, key: &str) -> Result<T> {
+    serde_json::from_value(v.get(key).cloned().unwrap_or(Value::Null)).map_err(|e| {
+        error::parse_error(
+            host,
+            error::Remote::Contract(format!("result field `{key}`: {e}")),
+        )
+    })
+}
+
+/// Checks a VM name: 1-100 characters of letters, digits, '.', '_' and '-', starting with a
+/// letter or digit (it becomes part of the VHDX file name on the host).
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `name`.
+pub fn validate_vm_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "name",
+            format!(
+                "Hyper-V VM names are 1-{MAX_NAME_LEN} characters of letters, digits, '.', '_' \
+                 and '-', starting with a letter or digit (got {} characters)",
+                name.chars().count()
+            ),
+        ))
+    }
+}
+
+fn validate_create(args: &CreateVm) -> Result<()> {
+    validate_vm_name(&args.name)?;
+    let id_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if !id_ok(args.vm_id.as_str()) {
+        return Err(Error::invalid(
+            "vm_id",
+            "must be 1-128 letters, digits and '-'",
+        ));
+    }
+    if !id_ok(args.project.as_str()) {
+        return Err(Error::invalid(
+            "project",
+            "must be 1-128 letters, digits and '-'",
+        ));
+    }
+    if args.image.is_empty()
+        || args.image.len() > 128
+        || !args
+            .image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(Error::invalid(
+            "image",
+            "Hyper-V template names are 1-128 characters of letters, digits, '.', '_' and '-'",
+        ));
+    }
+    for (k, v) in &args.tags {
+        let key_ok = !k.is_empty()
+            && k.len() <= 63
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !key_ok {
+            return Err(Error::invalid(
+                format!("tags.{}", k.escape_debug()),
+                "tag keys are 1-63 characters of letters, digits, '-', '_', '.' and '/'",
+            ));
+        }
+        if v.len() > 255 || v.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                format!("tags.{k}"),
+                "tag values are at most 255 bytes without control characters",
+            ));
+        }
+    }
+    if let Some(ud) = &args.user_data {
+        if ud.len() > hcp_core::MAX_USER_DATA_BYTES {
+            return Err(Error::invalid(
+                "user_data",
+                format!(
+                    "is {} bytes; at most {} are allowed",
+                    ud.len(),
+                    hcp_core::MAX_USER_DATA_BYTES
+                ),
+            ));
+        }
+        if ud.contains('\0') {
+            return Err(Error::invalid(
+                "user_data",
+                "must not contain NUL characters",
+            ));
+        }
+    }
+    if args.resources.vcpus == 0 || args.resources.vcpus > 240 {
+        return Err(Error::invalid("vcpus", "Hyper-V VMs have 1-240 vCPUs"));
+    }
+    if args.resources.memory_mib < 32 {
+        return Err(Error::invalid(
+            "memory_mib",
+            "Hyper-V VMs need at least 32 MiB",
+        ));
+    }
+    Ok(())
+}
+
+impl HypervProvider {
+    /// Builds the provider from its section of the hosts file and the WinRM secrets.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] for bad settings or missing credentials.
+    pub fn from_config(config: &ProviderConfig, secrets: &Secrets) -> Result<Self> {
+        let settings =
+            HypervSettings::from_value(&config.name, &config.settings, &|k| std::env::var(k).ok())?;
+        let creds = Credentials::from_secrets(secrets)?;
+        HypervProvider::new(&config.name, settings, config::hosts_of(config)?, creds)
+    }
+
+    /// Builds a provider named `name` over `hosts`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] when `SCRIPT_PATH` or `ISO_PATH` cannot be read, or an
+    /// `attach_isos` entry is not among the ISOs.
+    pub fn new(
+        name: &str,
+        settings: HypervSettings,
+        hosts: Vec<HostEntry>,
+        creds: Credentials,
+    ) -> Result<Self> {
+        let bundle = Bundle::load(
+            settings.script_path.as_deref(),
+            settings.iso_path.as_deref(),
+        )?;
+        for iso in &settings.attach_isos {
+            if !bundle.files.contains_key(&format!("iso\\{iso}")) {
+                return Err(Error::invalid(
+                    format!("providers.{name}.settings.attach_isos"),
+                    format!("`{iso}` is not in the ISO directory"),
+                ));
+            }
+        }
+        let mut map = HashMap::new();
+        let mut order = Vec::new();
+        for entry in hosts {
+            order.push(entry.name.clone());
+            let client = HostClient::new(&settings, &entry, &creds);
+            map.insert(
+                entry.name.clone(),
+                Arc::new(Host {
+                    entry,
+                    client,
+                    deployed: tokio::sync::Mutex::new(None),
+                    observed: Mutex::new(None),
+                }),
+            );
+        }
+        Ok(HypervProvider {
+            name: name.to_string(),
+            settings,
+            bundle,
+            hosts: map,
+            order,
+        })
+    }
+
+    /// Returns the version of the scripts this provider deploys.
+    pub fn script_version(&self) -> &str {
+        &self.bundle.version
+    }
+
+    /// Returns the call counters of `host`.
+    pub fn host_stats(&self, host: &str) -> Option<Arc<HostStats>> {
+        self.hosts.get(host).map(|h| h.client.stats())
+    }
+
+    fn host(&self, name: &str) -> Result<&Arc<Host>> {
+        self.hosts
+            .get(name)
+            .ok_or_else(|| Error::not_found("host", name).with_context("provider", &self.name))
+    }
+
+    /// Deploys the scripts to `host` where its version marker differs (see [`deploy::ensure`]).
+    ///
+    /// # Errors
+    /// The failed deploy step.
+    pub async fn deploy_host(&self, host: &str) -> Result<DeployReport> {
+        let h = self.host(host)?.clone();
+        let mut deployed = h.deployed.lock().await;
+        let report = deploy::ensure(
+            &h.client,
+            host,
+            &self.settings.script_dir,
+            &self.bundle,
+            &OpContext::detached(),
+        )
+        .await?;
+        *deployed = Some(report.version.clone());
+        Ok(report)
+    }
+
+    /// Deploys the scripts to every host concurrently, as at start-up; one report per host.
+    pub async fn deploy_all(&self) -> Vec<(String, Result<DeployReport>)> {
+        let runs = self.order.iter().map(|h| async move {
+            let r = self.deploy_host(h).await;
+            (h.clone(), r)
+        });
+        futures::future::join_all(runs).await
+    }
+
+    async fn ensure_deployed(&self, h: &Host) -> Result<()> {
+        let mut deployed = h.deployed.lock().await;
+        if deployed.as_deref() == Some(self.bundle.version.as_str()) {
+            return Ok(());
+        }
+        let report = deploy::ensure(
+            &h.client,
+            &h.entry.name,
+            &self.settings.script_dir,
+            &self.bundle,
+            &OpContext::detached(),
+        )
+        .await?;
+        *deployed = Some(report.version);
+        Ok(())
+    }
+
+    async fn call(
+        &self,
+        host: &str,
+        script: Script,
+        params: Value,
+        ctx: &OpContext,
+    ) -> Result<Value> {
+        let h = self.host(host)?;
+        self.ensure_deployed(h).await?;
+        let path = format!(
+            "{}\\{}\\{}",
+            self.settings.script_dir,
+            self.bundle.version,
+            script.file()
+        );
+        h.client
+            .invoke(script.file(), &wrapper_for_path(&path), &params, ctx)
+            .await
+    }
+
+    fn cluster_of(&self, host: &str) -> bool {
+        self.hosts
+            .get(host)
+            .is_some_and(|h| h.entry.settings.cluster.is_some())
+    }
+
+    fn target_params(&self, t: &VmTarget) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("VmId".into(), json!(t.vm_id.as_str()));
+        if let Some(id) = t.native_id.as_deref().filter(|id| is_guid(id)) {
+            m.insert("NativeId".into(), json!(id));
+        }
+        m.insert("Cluster".into(), json!(self.cluster_of(&t.host)));
+        m
+    }
+
+    fn host_info(&self, h: &Host) -> HostInfo {
+        let observed = *h.observed.lock().unwrap_or_else(|p| p.into_inner());
+        let (vcpus, mem) =
+            observed.unwrap_or((h.entry.vcpus.unwrap_or(0), h.entry.memory_mib.unwrap_or(0)));
+        HostInfo::new(
+            &h.entry.name,
+            &h.entry.zone,
+            h.entry.vcpus.unwrap_or(vcpus),
+            h.entry.memory_mib.unwrap_or(mem),
+            self.capabilities(),
+        )
+    }
+}
+
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[async_trait]
+impl Provider for HypervProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: self.name.clone(),
+            kind: KIND.into(),
+            version: format!(
+                "{} scripts {}",
+                env!("CARGO_PKG_VERSION"),
+                self.bundle.version
+            ),
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            cloud_init: true,
+            snapshot: true,
+            console_rdp: true,
+            tags: true,
+            ..Default::default()
+        }
+    }
+
+    async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
+        Ok(self
+            .order
+            .iter()
+            .filter_map(|n| self.hosts.get(n))
+            .map(|h| self.host_info(h))
+            .collect())
+    }
+
+    async fn host_inventory(&self, args: HostInventory) -> Result<HostInventoryReply> {
+        let params = json!({
+            "TemplateDir": self.settings.template_dir,
+            "Cluster": self.cluster_of(&args.host),
+        });
+        let v = self
+            .call(
+                &args.host,
+                Script::Inventory,
+                params,
+                &OpContext::detached(),
+            )
+            .await?;
+        let doc: InventoryDoc = serde_json::from_value(v).map_err(|e| {
+            error::parse_error(
+                &args.host,
+                error::Remote::Contract(format!("inventory document: {e}")),
+            )
+        })?;
+        let h = self.host(&args.host)?;
+        *h.observed.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+            doc.host.logical_processor_count,
+            doc.host.memory_capacity_mib,
+        ));
+        let vms = doc
+            .vms
+            .into_iter()
+            .map(|vm| {
+                let notes: Option<NotesDoc> = vm
+                    .notes
+                    .as_deref()
+                    .and_then(|n| serde_json::from_str(n).ok());
+                let (mark, tags) = match notes {
+                    Some(n) => (Some(n.hcp.mark), n.hcp.tags),
+                    None => (None, BTreeMap::new()),
+                };
+                NativeVm::new(
+                    vm.id,
+                    vm.name,
+                    power_of(&vm.state),
+                    Resources {
+                        vcpus: vm.processor_count,
+                        memory_mib: vm.memory_startup_mib,
+                        disk_gib: vm.disk_gib,
+                    },
+                    mark,
+                )
+                .with_tags(tags)
+            })
+            .collect();
+        Ok(HostInventoryReply::new(self.host_info(h), vms)
+            .with_images(doc.images)
+            .with_networks(doc.switches))
+    }
+
+    async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm> {
+        validate_create(&args)?;
+        let notes = serde_json::to_string(&NotesDoc {
+            hcp: NotesMark {
+                mark: args.mark.clone(),
+                tags: args.tags.clone(),
+            },
+        })
+        .map_err(|e| Error::internal(format!("cannot encode the VM notes: {e}")))?;
+        let (switch, vlan) = match args.networks.first() {
+            Some(n) => (self.settings.switch_of(&n.network).to_string(), n.vlan),
+            None => (self.settings.switch.clone(), None),
+        };
+        let memory = args.resources.memory_mib;
+        let mut p = serde_json::Map::new();
+        p.insert("VmId".into(), json!(args.vm_id.as_str()));
+        p.insert("Name".into(), json!(args.name));
+        p.insert("Image".into(), json!(args.image));
+        p.insert(
+            "TemplatePath".into(),
+            json!(format!(
+                "{}\\{}.vhdx",
+                self.settings.template_dir, args.image
+            )),
+        );
+        p.insert("VhdDir".into(), json!(self.settings.vhd_dir));
+        p.insert("DiskMode".into(), json!(self.settings.disk_mode.as_str()));
+        p.insert("DiskGiB".into(), json!(args.resources.disk_gib.max(1)));
+        p.insert("Generation".into(), json!(self.settings.generation));
+        p.insert("Vcpus".into(), json!(args.resources.vcpus));
+        p.insert("MemoryMiB".into(), json!(memory));
+        p.insert("DynamicMemory".into(), json!(self.settings.dynamic_memory));
+        if self.settings.dynamic_memory {
+            let min = (memory * u64::from(self.settings.dynamic_memory_min_percent) / 100).max(32);
+            let max = memory * u64::from(self.settings.dynamic_memory_max_factor.max(1));
+            p.insert("MemoryMinimumMiB".into(), json!(min));
+            p.insert("MemoryMaximumMiB".into(), json!(max));
+        }
+        p.insert("SwitchName".into(), json!(switch));
+        p.insert("VlanId".into(), json!(vlan.unwrap_or(0)));
+        p.insert("Notes".into(), json!(notes));
+        p.insert(
+            "Kvp".into(),
+            json!({ "HcpVmId": args.vm_id.as_str(), "HcpProject": args.project.as_str() }),
+        );
+        if let Some(ud) = &args.user_data {
+            p.insert("UserData".into(), json!(ud));
+        }
+        if !self.settings.attach_isos.is_empty() {
+            let isos: Vec<String> = self
+                .settings
+                .attach_isos
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}\\{}\\iso\\{i}",
+                        self.settings.script_dir, self.bundle.version
+                    )
+                })
+                .collect();
+            p.insert("IsoPaths".into(), json!(isos));
+        }
+        p.insert("Start".into(), json!(args.start));
+        p.insert("Cluster".into(), json!(self.cluster_of(&args.host)));
+        ctx.progress(5);
+        let v = self
+            .call(&args.host, Script::NewVm, Value::Object(p), ctx)
+            .await?;
+        let id: String = field(&args.host, &v, "Id")?;
+        let state: String = field(&args.host, &v, "State")?;
+        if v.get("Existing").and_then(Value::as_bool) == Some(true) {
+            ctx.info(format!(
+                "VM {id} already exists with this vm id; reusing it"
+            ));
+        }
+        ctx.progress(95);
+        Ok(CreatedVm::new(id, power_of(&state)))
+    }
+
+    async fn delete_vm(&self, ctx: &OpContext, args: DeleteVm) -> Result<DeletedVm> {
+        let mut p = self.target_params(&args.target);
+        p.insert("Force".into(), json!(args.force));
+        let v = self
+            .call(&args.target.host, Script::RemoveVm, Value::Object(p), ctx)
+            .await?;
+        Ok(DeletedVm::new(field(&args.target.host, &v, "Existed")?))
+    }
+
+    async fn start_vm(&self, ctx: &OpContext, args: StartVm) -> Result<StartedVm> {
+        let p = self.target_params(&args.target);
+        let v = self
+            .call(&args.target.host, Script::StartVm, Value::Object(p), ctx)
+            .await?;
+        Ok(StartedVm::new(field(&args.target.host, &v, "WasRunning")?))
+    }
+
+    async fn stop_vm(&self, ctx: &OpContext, args: StopVm) -> Result<StoppedVm> {
+        let mut p = self.target_params(&args.target);
+        p.insert("Force".into(), json!(args.force));
+        p.insert(
+            "GracefulTimeoutSec".into(),
+            json!(args.graceful_timeout.as_secs().min(3600)),
+        );
+        let v = self
+            .call(&args.target.host, Script::StopVm, Value::Object(p), ctx)
+            .await?;
+        Ok(StoppedVm::new(
+            field(&args.target.host, &v, "WasStopped")?,
+            field(&args.target.host, &v, "Forced")?,
+        ))
+    }
+
+    async fn reboot_vm(&self, ctx: &OpContext, args: RebootVm) -> Result<RebootedVm> {
+        let mut p = self.target_params(&args.target);
+        p.insert("Hard".into(), json!(args.hard));
+        self.call(&args.target.host, Script::RestartVm, Value::Object(p), ctx)
+            .await?;
+        Ok(RebootedVm::new())
+    }
+
+    async fn console(&self, args: GetConsole) -> Result<Console> {
+        if let Some(kind) = args.kind
+            && kind != ConsoleKind::Rdp
+        {
+            return Err(Error::unsupported(
+                &self.name,
+                Operation::Console,
+                &format!("console_{}", kind.as_str()),
+                "Hyper-V offers RDP (VMConnect) consoles",
+            ));
+        }
+        let p = self.target_params(&args.target);
+        let v = self
+            .call(
+                &args.target.host,
+                Script::Console,
+                Value::Object(p),
+                &OpContext::detached(),
+            )
+            .await?;
+        let host: String = field(&args.target.host, &v, "HostName")?;
+        let port: u16 = field(&args.target.host, &v, "Port")?;
+        let vm: String = field(&args.target.host, &v, "VmId")?;
+        let ttl = chrono::Duration::from_std(self.settings.console_ttl)
+            .unwrap_or(chrono::Duration::minutes(5));
+        // The RDP URI form of a VMConnect connection: the host's port 2179, with the VM id as
+        // the pre-connection blob.
+        let url = format!("rdp://full%20address=s:{host}:{port}&pcb=s:{vm}&server%20port=i:{port}");
+        Ok(Console::new(ConsoleKind::Rdp, url, Utc::now() + ttl)
+            .with_upstream(format!("{host}:{port}")))
+    }
+
+    async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {
+        validate_vm_name(&args.name).map_err(|_| {
+            Error::invalid(
+                "snapshot name",
+                "checkpoint names are 1-100 characters of letters, digits, '.', '_' and '-'",
+            )
+        })?;
+        let mut p = self.target_params(&args.target);
+        p.insert("CheckpointName".into(), json!(args.name));
+        let v = self
+            .call(&args.target.host, Script::Checkpoint, Value::Object(p), ctx)
+            .await?;
+        Ok(SnapshottedVm::new(field::<String>(
+            &args.target.host,
+            &v,
+            "Id",
+        )?))
+    }
+}

@@ -13,7 +13,10 @@ Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 $bytes = [System.Convert]::FromBase64String($Data)
 $mode = [System.IO.FileMode]::OpenOrCreate
-if ($Offset -eq 0) { $mode = [System.IO.FileMode]::Create }
+if ($Offset -eq 0) {
+    $mode = [System.IO.FileMode]::Create
+    $null = New-Item -ItemType Directory -Path (Split-Path -Path $Path -Parent) -Force
+}
 $stream = New-Object System.IO.FileStream -ArgumentList $Path, $mode, ([System.IO.FileAccess]::Write)
 try {
     if ($stream.Length -ne $Offset) {

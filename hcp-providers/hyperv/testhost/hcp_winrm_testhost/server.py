@@ -8,6 +8,7 @@ import json
 import os
 import re
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -201,6 +202,8 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         auth = self.headers.get("Authorization", "")
+        if os.environ.get("HCP_TESTHOST_DEBUG"):
+            print(f"conn {self.client_address[1]} ctx={self.ctx is not None} auth={auth[:20]!r} len={len(raw)}", file=sys.stderr, flush=True)
         user: str | None = None
         sealed_ok = False
         first_authenticated = False
@@ -220,12 +223,15 @@ class Handler(BaseHTTPRequestHandler):
             scheme, _, token_b64 = auth.partition(" ")
             self.ctx_scheme = scheme
             token = base64.b64decode(token_b64.strip())
-            if self.ctx is None or self.ctx.complete:
+            starts = token[:1] == b"\x60" or (token[:8] == b"NTLMSSP\x00" and token[8:12] == b"\x01\x00\x00\x00")
+            if self.ctx is None or self.ctx.complete or starts:
                 self.ctx = spnego.server(protocol="negotiate")
                 self.ctx_user = None
             try:
                 out = self.ctx.step(token)
-            except spnego.exceptions.SpnegoError:
+            except (spnego.exceptions.SpnegoError, ValueError):
+                # A wrong password, or an NTLM Authenticate message on a connection that never
+                # received the challenge: HTTP.sys ties NTLM to the connection and refuses both.
                 with lst.lock:
                     lst.auth_failures += 1
                 self.ctx = None

@@ -1,0 +1,457 @@
+//! The Hyper-V provider's settings (the `settings:` blocks of the provider and of each host in the
+//! hosts file) and its WinRM credentials.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hcp_core::{Error, ProviderConfig, Result, SecretString, Secrets};
+use serde::{Deserialize, Serialize};
+
+/// How WinRM authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// NTLMv2 (the default).
+    Ntlm,
+    /// HTTP Basic; HTTPS only.
+    Basic,
+}
+
+/// The WinRM transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// HTTPS (WinRM's port 5986), the default.
+    Https,
+    /// Plain HTTP (port 5985).
+    Http,
+}
+
+/// How a new VM's disk is made from its template VHDX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskMode {
+    /// A differencing disk whose parent is the template (fast; the template must stay).
+    Differencing,
+    /// A full copy of the template (slow for large templates; reports progress).
+    Copy,
+}
+
+impl DiskMode {
+    /// Returns the name the scripts take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskMode::Differencing => "differencing",
+            DiskMode::Copy => "copy",
+        }
+    }
+}
+
+/// Settings of one Hyper-V provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HypervSettings {
+    /// `https` (default) or `http`.
+    pub scheme: Scheme,
+    /// The WinRM port; 5986 for HTTPS and 5985 for HTTP when absent.
+    pub port: Option<u16>,
+    /// `ntlm` (default) or `basic` (HTTPS only).
+    pub auth: AuthKind,
+    /// Verifies the hosts' TLS certificates (against the public web PKI roots); switch off only
+    /// for test hosts with self-signed certificates.
+    pub tls_verify: bool,
+    /// A CA certificate (PEM) to trust; see [`HypervSettings::from_value`] for its support.
+    pub ca_file: Option<PathBuf>,
+    /// Allows NTLM over plain HTTP, which needs NTLM message sealing; see the crate docs.
+    pub allow_http_ntlm: bool,
+    /// The directory on each host where HCP deploys its scripts (one sub-directory per version).
+    pub script_dir: String,
+    /// A local directory of the site's own scripts, deployed instead of the embedded ones
+    /// (`SCRIPT_PATH` overrides it).
+    pub script_path: Option<PathBuf>,
+    /// A local directory of ISO images deployed with the scripts (`ISO_PATH` overrides it).
+    pub iso_path: Option<PathBuf>,
+    /// ISO names (from `iso_path`) attached to every new VM.
+    pub attach_isos: Vec<String>,
+    /// The directory on each host holding template VHDX files named `<image>.vhdx`.
+    pub template_dir: String,
+    /// The directory on each host where new VMs' disks go.
+    pub vhd_dir: String,
+    /// `differencing` (default) or `copy`.
+    pub disk_mode: DiskMode,
+    /// The VM generation, 1 or 2.
+    pub generation: u8,
+    /// The virtual switch of networks not listed in `networks`.
+    pub switch: String,
+    /// Catalog network name → virtual switch.
+    pub networks: BTreeMap<String, String>,
+    /// Gives new VMs dynamic memory (startup = the flavor's memory, between the bounds below).
+    pub dynamic_memory: bool,
+    /// Dynamic memory minimum, as a percentage of the flavor's memory.
+    pub dynamic_memory_min_percent: u8,
+    /// Dynamic memory maximum, as a multiple of the flavor's memory.
+    pub dynamic_memory_max_factor: u8,
+    /// Most WinRM commands running at once on one host (the PowerShell endpoint allows 5 users).
+    pub max_concurrent_per_host: usize,
+    /// WS-Management's OperationTimeout: how long one Receive may wait for output.
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
+    /// The longest one script may run before HCP terminates it on the host.
+    #[serde(with = "humantime_serde")]
+    pub script_timeout: Duration,
+    /// How long a host that refused the credentials is not asked again.
+    #[serde(with = "humantime_serde")]
+    pub auth_backoff: Duration,
+    /// How long a console description stays valid.
+    #[serde(with = "humantime_serde")]
+    pub console_ttl: Duration,
+    /// The NTLM domain; the host's own when empty.
+    pub domain: String,
+}
+
+impl Default for HypervSettings {
+    fn default() -> Self {
+        HypervSettings {
+            scheme: Scheme::Https,
+            port: None,
+            auth: AuthKind::Ntlm,
+            tls_verify: true,
+            ca_file: None,
+            allow_http_ntlm: false,
+            script_dir: r"C:\ProgramData\HCP\scripts".into(),
+            script_path: None,
+            iso_path: None,
+            attach_isos: Vec::new(),
+            template_dir: r"C:\HCP\Templates".into(),
+            vhd_dir: r"C:\HCP\VMs".into(),
+            disk_mode: DiskMode::Differencing,
+            generation: 2,
+            switch: "LAN".into(),
+            networks: BTreeMap::new(),
+            dynamic_memory: false,
+            dynamic_memory_min_percent: 50,
+            dynamic_memory_max_factor: 2,
+            max_concurrent_per_host: 4,
+            operation_timeout: Duration::from_secs(20),
+            script_timeout: Duration::from_secs(30 * 60),
+            auth_backoff: Duration::from_secs(30),
+            console_ttl: Duration::from_secs(300),
+            domain: String::new(),
+        }
+    }
+}
+
+/// Settings of one host (its `settings:` block).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSettings {
+    /// The address WinRM connects to; the host name when absent.
+    pub address: Option<String>,
+    /// The WinRM port, overriding the provider's.
+    pub port: Option<u16>,
+    /// The failover cluster this host is a node of; scripts then find VMs on every node.
+    pub cluster: Option<String>,
+}
+
+/// Windows path characters the scripts' directories may use (no quotes, no `$`, no backtick).
+fn check_windows_dir(field: &str, value: &str) -> Result<()> {
+    let ok = value.len() >= 3
+        && value.len() <= 200
+        && value.as_bytes()[1] == b':'
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || r"\:._- ()".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!(
+                "`{value}` is not an absolute Windows directory of 3-200 characters from \
+                 letters, digits, '\\', ':', '.', '_', '-', ' ', '(' and ')'"
+            ),
+        ))
+    }
+}
+
+impl HypervSettings {
+    /// Parses the provider's `settings:` block and applies `SCRIPT_PATH` and `ISO_PATH` from
+    /// `env`.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] naming the key: unknown keys, bad values, Basic or
+    /// NTLM over plain HTTP without `allow_http_ntlm`, and `ca_file` (winrm-rs 1.1 verifies
+    /// certificates against the public web PKI roots only, so a private CA cannot be trusted yet).
+    pub fn from_value(
+        provider: &str,
+        value: &serde_json::Value,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let key = |k: &str| format!("providers.{provider}.settings.{k}");
+        let mut s: HypervSettings = if value.is_null() {
+            HypervSettings::default()
+        } else {
+            serde_json::from_value(value.clone()).map_err(|e| {
+                Error::invalid(format!("providers.{provider}.settings"), e.to_string())
+            })?
+        };
+        if let Some(p) = env("SCRIPT_PATH").filter(|p| !p.is_empty()) {
+            s.script_path = Some(PathBuf::from(p));
+        }
+        if let Some(p) = env("ISO_PATH").filter(|p| !p.is_empty()) {
+            s.iso_path = Some(PathBuf::from(p));
+        }
+        check_windows_dir(&key("script_dir"), &s.script_dir)?;
+        check_windows_dir(&key("template_dir"), &s.template_dir)?;
+        check_windows_dir(&key("vhd_dir"), &s.vhd_dir)?;
+        if !(1..=2).contains(&s.generation) {
+            return Err(Error::invalid(key("generation"), "must be 1 or 2"));
+        }
+        if s.max_concurrent_per_host == 0 || s.max_concurrent_per_host > 5 {
+            return Err(Error::invalid(
+                key("max_concurrent_per_host"),
+                "must be 1-5: the PowerShell endpoint allows 5 concurrent shells per user",
+            ));
+        }
+        if s.operation_timeout < Duration::from_secs(1) {
+            return Err(Error::invalid(
+                key("operation_timeout"),
+                "must be at least 1s",
+            ));
+        }
+        if s.ca_file.is_some() {
+            return Err(Error::invalid(
+                key("ca_file"),
+                "is not supported yet: winrm-rs 1.1 verifies host certificates against the \
+                 public web PKI roots only; use a certificate from a public CA, or set \
+                 tls_verify: false on a trusted network",
+            ));
+        }
+        if s.scheme == Scheme::Http && s.auth == AuthKind::Basic {
+            return Err(Error::invalid(
+                key("auth"),
+                "basic sends the password in clear text; use scheme: https with basic",
+            ));
+        }
+        if s.scheme == Scheme::Http && s.auth == AuthKind::Ntlm && !s.allow_http_ntlm {
+            return Err(Error::invalid(
+                key("scheme"),
+                "NTLM over plain HTTP needs WinRM message sealing, which winrm-rs 1.1 cannot \
+                 read from Windows hosts; use scheme: https (port 5986), or set \
+                 allow_http_ntlm: true for hosts known to work",
+            ));
+        }
+        for (network, switch) in &s.networks {
+            if switch.is_empty() {
+                return Err(Error::invalid(
+                    key(&format!("networks.{network}")),
+                    "names no virtual switch",
+                ));
+            }
+        }
+        for iso in &s.attach_isos {
+            if s.iso_path.is_none() {
+                return Err(Error::invalid(
+                    key("attach_isos"),
+                    format!("`{iso}` needs iso_path (or ISO_PATH) to point at the ISO directory"),
+                ));
+            }
+            if !iso.ends_with(".iso") || iso.contains(['\\', '/', '\'']) {
+                return Err(Error::invalid(
+                    key("attach_isos"),
+                    format!("`{iso}` is not a plain .iso file name"),
+                ));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Returns the port of `host`.
+    pub fn port_of(&self, host: &HostSettings) -> u16 {
+        host.port.or(self.port).unwrap_or(match self.scheme {
+            Scheme::Https => 5986,
+            Scheme::Http => 5985,
+        })
+    }
+
+    /// Returns the virtual switch of catalog network `network`.
+    pub fn switch_of(&self, network: &str) -> &str {
+        self.networks
+            .get(network)
+            .map(String::as_str)
+            .unwrap_or(&self.switch)
+    }
+}
+
+impl HostSettings {
+    /// Parses one host's `settings:` block.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] naming the key.
+    pub fn from_value(provider: &str, host: &str, value: &serde_json::Value) -> Result<Self> {
+        let field = format!("providers.{provider}.hosts.{host}.settings");
+        let s: HostSettings = if value.is_null() {
+            HostSettings::default()
+        } else {
+            serde_json::from_value(value.clone())
+                .map_err(|e| Error::invalid(&field, e.to_string()))?
+        };
+        if let Some(a) = &s.address
+            && (a.is_empty() || a.contains(['/', '@', ' ']))
+        {
+            return Err(Error::invalid(
+                format!("{field}.address"),
+                format!("`{a}` is not a host name or IP address"),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// WinRM credentials, from the secrets `winrm_username` and `winrm_password` (files in the
+/// secrets directory, or the variables `WINRM_USERNAME` and `WINRM_PASSWORD`).
+#[derive(Clone)]
+pub struct Credentials {
+    /// The account name.
+    pub username: String,
+    /// The password.
+    pub password: SecretString,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Reads the credentials of `provider`.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] naming the missing secret.
+    pub fn from_secrets(secrets: &Secrets) -> Result<Self> {
+        let username = secrets.get("winrm_username")?.ok_or_else(|| {
+            Error::invalid(
+                "secrets.winrm_username",
+                format!(
+                    "is missing: put it in {}/winrm_username or set WINRM_USERNAME",
+                    secrets.dir().display()
+                ),
+            )
+        })?;
+        let password = secrets.get("winrm_password")?.ok_or_else(|| {
+            Error::invalid(
+                "secrets.winrm_password",
+                format!(
+                    "is missing: put it in {}/winrm_password or set WINRM_PASSWORD",
+                    secrets.dir().display()
+                ),
+            )
+        })?;
+        Ok(Credentials {
+            username: username.expose().to_string(),
+            password,
+        })
+    }
+}
+
+/// One configured host.
+#[derive(Debug, Clone)]
+pub struct HostEntry {
+    /// Its name in the hosts file.
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// The configured vCPUs, if any (inventory reports the real count).
+    pub vcpus: Option<u32>,
+    /// The configured memory, if any.
+    pub memory_mib: Option<u64>,
+    /// Its settings.
+    pub settings: HostSettings,
+}
+
+/// Reads the hosts of a provider section.
+///
+/// # Errors
+/// [`hcp_core::ErrorKind::InvalidSpec`] for bad host settings.
+pub fn hosts_of(config: &ProviderConfig) -> Result<Vec<HostEntry>> {
+    config
+        .hosts
+        .iter()
+        .map(|h| {
+            Ok(HostEntry {
+                name: h.name.clone(),
+                zone: h.zone.clone(),
+                vcpus: h.vcpus,
+                memory_mib: h.memory_mib,
+                settings: HostSettings::from_value(&config.name, &h.name, &h.settings)?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> Result<HypervSettings> {
+        HypervSettings::from_value("hv", &v, &|_| None)
+    }
+
+    #[test]
+    fn defaults_are_https_ntlm_differencing_with_a_cap_of_four() {
+        let s = parse(serde_json::Value::Null).unwrap();
+        assert_eq!(s.scheme, Scheme::Https);
+        assert_eq!(s.auth, AuthKind::Ntlm);
+        assert_eq!(s.disk_mode, DiskMode::Differencing);
+        assert_eq!(s.max_concurrent_per_host, 4);
+        assert_eq!(s.port_of(&HostSettings::default()), 5986);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = parse(serde_json::json!({"disk_mode": "clone"})).unwrap_err();
+        assert_eq!(e.field(), Some("providers.hv.settings"));
+        assert!(e.message().contains("clone"), "{e}");
+        let e = parse(serde_json::json!({"script_dir": "C:\\x'; rm"})).unwrap_err();
+        assert_eq!(e.field(), Some("providers.hv.settings.script_dir"));
+        let e = parse(serde_json::json!({"max_concurrent_per_host": 6})).unwrap_err();
+        assert_eq!(
+            e.field(),
+            Some("providers.hv.settings.max_concurrent_per_host")
+        );
+        let e = parse(serde_json::json!({"scheme": "http", "auth": "basic"})).unwrap_err();
+        assert_eq!(e.field(), Some("providers.hv.settings.auth"));
+        let e = parse(serde_json::json!({"scheme": "http"})).unwrap_err();
+        assert_eq!(e.field(), Some("providers.hv.settings.scheme"));
+        let e = parse(serde_json::json!({"ca_file": "/etc/ca.pem"})).unwrap_err();
+        assert!(e.message().contains("public web PKI"), "{e}");
+    }
+
+    #[test]
+    fn script_and_iso_paths_come_from_the_environment() {
+        let s = HypervSettings::from_value("hv", &serde_json::Value::Null, &|k| match k {
+            "SCRIPT_PATH" => Some("/srv/scripts".into()),
+            "ISO_PATH" => Some("/srv/isos".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(s.script_path, Some(PathBuf::from("/srv/scripts")));
+        assert_eq!(s.iso_path, Some(PathBuf::from("/srv/isos")));
+    }
+
+    #[test]
+    fn credentials_never_print_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("winrm_username"), "hcp\n").unwrap();
+        std::fs::write(dir.path().join("winrm_password"), "s3cret-pw\n").unwrap();
+        let c = Credentials::from_secrets(&Secrets::new(dir.path())).unwrap();
+        assert_eq!(c.username, "hcp");
+        assert_eq!(c.password.expose(), "s3cret-pw");
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

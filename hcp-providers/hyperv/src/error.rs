@@ -1,0 +1,260 @@
+//! Classifies every remote error in one place: WinRM transport and authentication errors,
+//! WS-Management faults, and the JSON error records HCP's scripts write.
+
+use hcp_core::{Error, ErrorKind};
+use serde::Deserialize;
+use winrm_rs::{SoapError, WinrmError};
+
+/// The error record a script writes as `{"ok": false, "error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ScriptErrorRecord {
+    /// The PowerShell `ErrorCategory` (`ObjectNotFound`, `ResourceExists`, ...).
+    #[serde(rename = "Category", default)]
+    pub category: String,
+    /// The exception message.
+    #[serde(rename = "Message", default)]
+    pub message: String,
+    /// The cmdlet or script that failed.
+    #[serde(rename = "Cmdlet", default)]
+    pub cmdlet: String,
+    /// PowerShell's `FullyQualifiedErrorId`.
+    #[serde(rename = "FullyQualifiedErrorId", default)]
+    pub fqid: String,
+}
+
+/// A remote failure, before classification.
+#[derive(Debug)]
+pub enum Remote {
+    /// The WinRM client failed (transport, authentication, WS-Man fault).
+    Winrm(WinrmError),
+    /// A script ran and reported an error record.
+    Script(ScriptErrorRecord),
+    /// A script's output broke HCP's contract (no JSON document, unknown shape).
+    Contract(String),
+}
+
+/// True when a WS-Man fault says the Receive long-poll ended without output (poll again).
+pub fn is_receive_timeout(e: &WinrmError) -> bool {
+    matches!(e, WinrmError::Soap(SoapError::Fault { code, .. }) if code.ends_with("TimedOut"))
+}
+
+/// Maps a remote failure on `host` to HCP's error: its kind, and whether retrying may help.
+///
+/// | remote | kind | retry |
+/// |---|---|---|
+/// | connection refused/reset, HTTP timeout | ProviderUnavailable | temporary |
+/// | HTTP 401, credentials refused | ProviderUnavailable | permanent |
+/// | WS-Man `QuotaLimit` (too many shells) | ProviderUnavailable | temporary |
+/// | WS-Man `TimedOut` | Timeout | temporary |
+/// | other WS-Man faults, NTLM errors | ProviderError | permanent |
+/// | script `ObjectNotFound` | NotFound | permanent |
+/// | script `ResourceExists`, `InvalidOperation` | Conflict | permanent |
+/// | script `InvalidArgument` | InvalidSpec | permanent |
+/// | script `QuotaExceeded`, `LimitsExceeded` | QuotaExceeded | permanent |
+/// | script `ResourceBusy`, `ConnectionError` | ProviderUnavailable | temporary |
+/// | other script categories | ProviderError | permanent |
+///
+/// Messages never carry credentials: winrm-rs keeps the password out of its errors, and HCP's
+/// scripts never see it.
+pub fn parse_error(host: &str, remote: Remote) -> Error {
+    match remote {
+        Remote::Winrm(e) => parse_winrm(host, e),
+        Remote::Script(r) => {
+            let kind = match r.category.as_str() {
+                "ObjectNotFound" => ErrorKind::NotFound,
+                "ResourceExists" | "InvalidOperation" => ErrorKind::Conflict,
+                "InvalidArgument" => ErrorKind::InvalidSpec,
+                "QuotaExceeded" | "LimitsExceeded" => ErrorKind::QuotaExceeded,
+                "ResourceBusy" | "ConnectionError" => ErrorKind::ProviderUnavailable,
+                _ => ErrorKind::ProviderError,
+            };
+            let mut err = Error::new(kind, format!("host {host}: {}", r.message.trim()))
+                .with_context("host", host)
+                .with_context("category", &r.category);
+            if !r.cmdlet.is_empty() {
+                err = err.with_context("cmdlet", &r.cmdlet);
+            }
+            if !r.fqid.is_empty() {
+                err = err.with_context("error_id", &r.fqid);
+            }
+            if kind == ErrorKind::ProviderUnavailable {
+                err = err.temporary();
+            }
+            err
+        }
+        Remote::Contract(msg) => Error::new(
+            ErrorKind::ProviderError,
+            format!("host {host}: a script broke HCP's output contract: {msg}"),
+        )
+        .with_context("host", host),
+    }
+}
+
+fn parse_winrm(host: &str, e: WinrmError) -> Error {
+    let (kind, temporary, message) = match &e {
+        WinrmError::Http(h) => {
+            let what = if h.is_connect() {
+                "cannot connect"
+            } else if h.is_timeout() {
+                "timed out"
+            } else {
+                "transport error"
+            };
+            (
+                ErrorKind::ProviderUnavailable,
+                true,
+                format!("WinRM host {host}: {what}: {}", describe_reqwest(h)),
+            )
+        }
+        WinrmError::AuthFailed(m) if is_refusal(m) => (
+            ErrorKind::ProviderUnavailable,
+            false,
+            format!(
+                "WinRM host {host} refused the credentials (HTTP 401 unauthorized); check the \
+                 winrm_username and winrm_password secrets"
+            ),
+        ),
+        WinrmError::AuthFailed(m) => (
+            ErrorKind::ProviderUnavailable,
+            true,
+            format!("WinRM host {host}: authentication exchange failed: {m}"),
+        ),
+        WinrmError::Soap(SoapError::Fault { code, reason }) => {
+            if code.ends_with("QuotaLimit") {
+                (
+                    ErrorKind::ProviderUnavailable,
+                    true,
+                    format!(
+                        "WinRM host {host} is at its shell quota ({code}): {}",
+                        reason.trim()
+                    ),
+                )
+            } else if code.ends_with("TimedOut") {
+                (
+                    ErrorKind::Timeout,
+                    true,
+                    format!("WinRM host {host}: {code}: {}", reason.trim()),
+                )
+            } else {
+                (
+                    ErrorKind::ProviderError,
+                    false,
+                    format!("WinRM host {host}: fault {code}: {}", reason.trim()),
+                )
+            }
+        }
+        WinrmError::Soap(other) => (
+            ErrorKind::ProviderError,
+            false,
+            format!("WinRM host {host}: malformed reply: {other}"),
+        ),
+        WinrmError::Ntlm(n) => (
+            ErrorKind::ProviderError,
+            false,
+            format!("WinRM host {host}: NTLM error: {n}"),
+        ),
+        WinrmError::Timeout(s) => (
+            ErrorKind::Timeout,
+            true,
+            format!("WinRM host {host}: no answer within {s}s"),
+        ),
+        WinrmError::Transfer(m) => (
+            ErrorKind::ProviderError,
+            false,
+            format!("WinRM host {host}: {m}"),
+        ),
+        WinrmError::Cancelled => (
+            ErrorKind::Cancelled,
+            false,
+            format!("WinRM host {host}: cancelled"),
+        ),
+        other => (
+            ErrorKind::ProviderError,
+            false,
+            format!("WinRM host {host}: {other}"),
+        ),
+    };
+    let err = Error::new(kind, message).with_context("host", host);
+    if temporary { err.temporary() } else { err }
+}
+
+fn is_refusal(message: &str) -> bool {
+    message.contains("rejected") || message.contains("401")
+}
+
+/// reqwest's message without any URL user-info (HCP never puts credentials in URLs, but a
+/// redirect or a proxy setting might).
+fn describe_reqwest(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    match (text.find("://"), text.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &text[..s + 3], &text[at + 1..]),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(category: &str) -> Remote {
+        Remote::Script(ScriptErrorRecord {
+            category: category.into(),
+            message: "m".into(),
+            cmdlet: "Get-VM".into(),
+            fqid: "X".into(),
+        })
+    }
+
+    #[test]
+    fn script_categories_map_to_kinds() {
+        for (cat, kind) in [
+            ("ObjectNotFound", ErrorKind::NotFound),
+            ("ResourceExists", ErrorKind::Conflict),
+            ("InvalidOperation", ErrorKind::Conflict),
+            ("InvalidArgument", ErrorKind::InvalidSpec),
+            ("QuotaExceeded", ErrorKind::QuotaExceeded),
+            ("LimitsExceeded", ErrorKind::QuotaExceeded),
+            ("NotSpecified", ErrorKind::ProviderError),
+            ("WriteError", ErrorKind::ProviderError),
+        ] {
+            let e = parse_error("hv1", record(cat));
+            assert_eq!(e.kind(), kind, "{cat}");
+            assert!(!e.is_temporary(), "{cat}");
+            assert_eq!(e.context_value("cmdlet"), Some("Get-VM"));
+        }
+    }
+
+    #[test]
+    fn winrm_faults_map_to_kinds_and_retry_status() {
+        let quota = parse_error(
+            "hv1",
+            Remote::Winrm(WinrmError::Soap(SoapError::Fault {
+                code: "w:QuotaLimit".into(),
+                reason: "too many shells".into(),
+            })),
+        );
+        assert_eq!(quota.kind(), ErrorKind::ProviderUnavailable);
+        assert!(quota.is_temporary());
+        let auth = parse_error(
+            "hv1",
+            Remote::Winrm(WinrmError::AuthFailed(
+                "NTLM authentication rejected (bad credentials or CBT mismatch)".into(),
+            )),
+        );
+        assert_eq!(auth.kind(), ErrorKind::ProviderUnavailable);
+        assert!(!auth.is_temporary());
+        assert!(auth.message().contains("401"));
+        let other = parse_error(
+            "hv1",
+            Remote::Winrm(WinrmError::Soap(SoapError::Fault {
+                code: "w:InvalidSelectors".into(),
+                reason: "shell gone".into(),
+            })),
+        );
+        assert_eq!(other.kind(), ErrorKind::ProviderError);
+        assert!(is_receive_timeout(&WinrmError::Soap(SoapError::Fault {
+            code: "w:TimedOut".into(),
+            reason: String::new()
+        })));
+    }
+}

@@ -317,7 +317,7 @@ pub struct ErrorInfo {
     pub kind: ErrorKind,
     /// The stable code.
     pub code: String,
-    /// The message with its context, in one line.
+    /// The message, without the operator context (provider, host) that `Display` adds.
     pub message: String,
     /// The offending field, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -329,7 +329,7 @@ impl From<&Error> for ErrorInfo {
         ErrorInfo {
             kind: e.kind,
             code: e.code().to_string(),
-            message: e.to_string(),
+            message: e.message.clone(),
             field: e.field.clone(),
         }
     }

@@ -302,6 +302,73 @@ impl Job {
     }
 }
 
+/// A job as a tenant sees it: no host or provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantJob {
+    /// The job id.
+    pub id: JobId,
+    /// The project.
+    pub project: ProjectId,
+    /// The VM it acts on.
+    pub vm_id: VmId,
+    /// The operation.
+    pub operation: Operation,
+    /// The state.
+    pub state: JobState,
+    /// Why it is pending, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<PendingReason>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Most attempts allowed.
+    pub max_attempts: u32,
+    /// Progress, 0–100.
+    pub progress: u8,
+    /// Who submitted it.
+    pub principal: String,
+    /// The error, when it failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When its first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// Returns the tenant view: no host, no provider.
+    pub fn tenant_view(&self) -> TenantJob {
+        let pending_reason = self.pending_reason.clone().map(|r| match r {
+            // The busy host's name is an operator detail.
+            PendingReason::WaitingForHostSlot { limit, .. } => PendingReason::WaitingForHostSlot {
+                host: String::new(),
+                limit,
+            },
+            other => other,
+        });
+        TenantJob {
+            id: self.id.clone(),
+            project: self.project.clone(),
+            vm_id: self.vm_id.clone(),
+            operation: self.operation,
+            state: self.state,
+            pending_reason,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            progress: self.progress,
+            principal: self.principal.subject.clone(),
+            error: self.error.clone(),
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
 /// The severity of a job log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

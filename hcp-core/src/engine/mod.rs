@@ -499,6 +499,40 @@ impl Engine {
         &self.inner.catalog
     }
 
+    /// Returns the configured projects, sorted; empty when any valid project id is accepted.
+    pub fn projects(&self) -> Vec<String> {
+        let mut p: Vec<String> = self
+            .inner
+            .projects
+            .as_ref()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        p.sort_unstable();
+        p
+    }
+
+    /// Checks that `project` is a valid id and, when projects are configured, one of them.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] for a malformed id; [`ErrorKind::NotFound`] naming the field
+    /// `project` and the known projects for an unknown one.
+    pub fn check_project(&self, project: &ProjectId) -> Result<()> {
+        project.validate()?;
+        if let Some(projects) = &self.inner.projects
+            && !projects.contains_key(project.as_str())
+        {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "project: unknown project `{project}`; known: {}",
+                    self.projects().join(", ")
+                ),
+            )
+            .with_field("project"));
+        }
+        Ok(())
+    }
+
     /// Returns the engine settings.
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
@@ -629,23 +663,8 @@ impl Engine {
     }
 
     async fn submit_inner(&self, ctx: &RequestContext, action: Action) -> Result<Submitted> {
-        ctx.project.validate()?;
+        self.check_project(&ctx.project)?;
         let inner = &self.inner;
-        if let Some(projects) = &inner.projects
-            && !projects.contains_key(ctx.project.as_str())
-        {
-            let mut known: Vec<&str> = projects.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "project: unknown project `{}`; known: {}",
-                    ctx.project,
-                    known.join(", ")
-                ),
-            )
-            .with_field("project"));
-        }
         let op = action.operation();
         // Reserve the idempotency key for the duration of this call.
         let key_guard = match &ctx.idempotency_key {

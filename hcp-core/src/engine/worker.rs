@@ -108,10 +108,11 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
         &job,
         LogLevel::Info,
         format!(
-            "attempt {}/{}: {} {} on {}",
-            job.attempts, job.max_attempts, job.operation, vm.spec.name, vm.binding.host
+            "attempt {}/{}: {} {}",
+            job.attempts, job.max_attempts, job.operation, vm.spec.name
         ),
     );
+    tracing::debug!(job_id = %job.id, vm_id = %vm.id, provider = %vm.binding.provider, host = %vm.binding.host, attempt = job.attempts, "job attempt started");
 
     let token = CancellationToken::new();
     lock(&inner.cancels).insert(job.id.clone(), token.clone());
@@ -198,7 +199,7 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
             let created = inner
                 .call(provider, op, host, p.create_vm(ctx, args))
                 .await?;
-            ctx.info(format!("created {} as {}", vm.spec.name, created.native_id));
+            ctx.info(format!("created {}", vm.spec.name));
             Ok(Effect::Created {
                 native_id: created.native_id,
                 power: created.power,
@@ -443,12 +444,14 @@ async fn fail(
     e: Error,
     state: JobState,
 ) -> crate::Result<()> {
+    // The full error, with provider and host context, is for operators; tenants see its message.
+    tracing::warn!(job_id = %job.id, vm_id = %job.vm_id, error = %e, "job ended without success");
     let info = ErrorInfo::from(&e);
     log(
         inner,
         &job,
         LogLevel::Error,
-        format!("{} failed: {e}", job.operation),
+        format!("{} failed: {}", job.operation, e.message()),
     );
     if let Some(vm) = vm {
         if job.action == JobAction::Create {

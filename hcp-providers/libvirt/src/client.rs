@@ -152,25 +152,34 @@ impl HostClient {
         }
     }
 
-    /// Returns the host as the provider lists it: live facts when known, else the hosts file's.
-    pub(crate) fn info(&self, caps: hcp_core::Capabilities) -> HostInfo {
+    /// Returns the host as the provider lists it: what it offers per its live facts and the
+    /// allocation ratios when known, else the hosts file's figures.
+    pub(crate) fn info(&self, settings: &LibvirtSettings, caps: hcp_core::Capabilities) -> HostInfo {
         let facts = self.facts();
         HostInfo::new(
             &self.name,
             &self.zone,
             facts
                 .as_ref()
-                .map(|f| f.cpus)
+                .map(|f| offered_vcpus(f.cpus, settings))
                 .or(self.vcpus_hint)
                 .unwrap_or(0),
             facts
                 .as_ref()
-                .map(|f| f.memory_mib)
+                .map(|f| offered_memory(f.memory_mib, settings))
                 .or(self.memory_hint)
                 .unwrap_or(0),
             caps,
         )
     }
+}
+
+fn offered_vcpus(cpus: u32, settings: &LibvirtSettings) -> u32 {
+    (f64::from(cpus) * settings.cpu_allocation_ratio).floor() as u32
+}
+
+fn offered_memory(memory_mib: u64, settings: &LibvirtSettings) -> u64 {
+    (memory_mib as f64 * settings.memory_allocation_ratio).floor() as u64
 }
 
 fn fallback_facts(settings: &LibvirtSettings) -> HostFacts {
@@ -305,8 +314,8 @@ pub(crate) fn inventory(
     host: HostInfo,
 ) -> Result<HostInventoryReply> {
     let mut host = host;
-    host.vcpus_total = facts.cpus;
-    host.memory_mib_total = facts.memory_mib;
+    host.vcpus_total = offered_vcpus(facts.cpus, settings);
+    host.memory_mib_total = offered_memory(facts.memory_mib, settings);
     let mut vms = Vec::new();
     for dom in lv(c.list_all_domains(0))? {
         let desc = match describe(&dom) {

@@ -51,6 +51,11 @@ pub struct LibvirtSettings {
     pub networks: BTreeMap<String, NetworkBinding>,
     /// The program that builds NoCloud seed ISOs (`genisoimage`, or a compatible `mkisofs`).
     pub iso_tool: String,
+    /// vCPUs HCP may place per host CPU (like OpenStack Nova's `cpu_allocation_ratio`): the
+    /// host offers `CPUs × ratio` vCPUs.
+    pub cpu_allocation_ratio: f64,
+    /// MiB of guest memory HCP may place per MiB of host memory.
+    pub memory_allocation_ratio: f64,
     /// Timeout of one libvirt call sequence (connect and operation), so a host that hangs does
     /// not hold a job forever.
     #[serde(with = "humantime_serde")]
@@ -69,6 +74,8 @@ impl Default for LibvirtSettings {
             console_ttl: Duration::from_secs(60),
             networks: BTreeMap::new(),
             iso_tool: "genisoimage".into(),
+            cpu_allocation_ratio: 4.0,
+            memory_allocation_ratio: 1.0,
             call_timeout: Duration::from_secs(120),
         }
     }
@@ -140,6 +147,17 @@ impl LibvirtSettings {
                 return Err(Error::invalid(
                     field(&format!("networks.{name}.source")),
                     "must name a libvirt network or bridge",
+                ));
+            }
+        }
+        for (key, ratio) in [
+            ("cpu_allocation_ratio", s.cpu_allocation_ratio),
+            ("memory_allocation_ratio", s.memory_allocation_ratio),
+        ] {
+            if !(ratio > 0.0 && ratio <= 64.0) {
+                return Err(Error::invalid(
+                    field(key),
+                    format!("{ratio} is not a ratio between 0 (excluded) and 64"),
                 ));
             }
         }
@@ -262,6 +280,8 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidSpec);
         assert_eq!(e.field(), Some("providers.kvm.settings.domain_type"));
         assert!(e.to_string().contains("auto, kvm, qemu, test"), "{e}");
+        let e = LibvirtSettings::from_value("kvm", &json!({"cpu_allocation_ratio": 0})).unwrap_err();
+        assert_eq!(e.field(), Some("providers.kvm.settings.cpu_allocation_ratio"));
         let e = LibvirtSettings::from_value("kvm", &json!({"pol": "x"})).unwrap_err();
         assert!(e.to_string().contains("pol"), "{e}");
         let e = LibvirtSettings::from_value("kvm", &json!({"images": {"a": "x/y/z"}})).unwrap_err();

@@ -252,7 +252,7 @@ impl Provider for LibvirtProvider {
         Ok(self
             .hosts
             .values()
-            .map(|h| h.info(self.declared))
+            .map(|h| h.info(&self.settings, self.declared))
             .collect())
     }
 
@@ -260,7 +260,7 @@ impl Provider for LibvirtProvider {
         let h = self.host(&args.host)?;
         let declared = self.declared;
         self.run(Operation::HostInventory, &args.host, move |c, facts, s| {
-            client::inventory(c, facts, s, h.info(declared))
+            client::inventory(c, facts, s, h.info(s, declared))
         })
         .await
     }

@@ -154,7 +154,11 @@ impl HostClient {
 
     /// Returns the host as the provider lists it: what it offers per its live facts and the
     /// allocation ratios when known, else the hosts file's figures.
-    pub(crate) fn info(&self, settings: &LibvirtSettings, caps: hcp_core::Capabilities) -> HostInfo {
+    pub(crate) fn info(
+        &self,
+        settings: &LibvirtSettings,
+        caps: hcp_core::Capabilities,
+    ) -> HostInfo {
         let facts = self.facts();
         HostInfo::new(
             &self.name,
@@ -247,9 +251,8 @@ pub(crate) fn find(c: &Connect, t: &VmTarget) -> Result<Option<Found>> {
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             },
-            Err(e)
-                if is_missing(&e)
-                    || e.code().is_known_and(|c| c == ErrorNumber::InvalidArg) => {}
+            Err(e) if is_missing(&e) || e.code().is_known_and(|c| c == ErrorNumber::InvalidArg) => {
+            }
             Err(e) => return Err(parse_error(&e)),
         }
     }
@@ -439,13 +442,15 @@ fn base_volume(c: &Connect, settings: &LibvirtSettings, image: &str) -> Result<S
         Some((p, v)) => (p, vec![v]),
         None => (
             settings.pool.clone(),
-            IMAGE_SUFFIXES.iter().map(|s| format!("{image}{s}")).collect(),
+            IMAGE_SUFFIXES
+                .iter()
+                .map(|s| format!("{image}{s}"))
+                .collect(),
         ),
     };
     let pool = c.lookup_storage_pool_by_name(&pool_name).map_err(|e| {
         if is_missing(&e) {
-            Error::not_found("storage pool", &pool_name)
-                .with_context("image", image)
+            Error::not_found("storage pool", &pool_name).with_context("image", image)
         } else {
             parse_error(&e)
         }
@@ -594,7 +599,8 @@ pub(crate) fn create(
             vlan: n.vlan,
         });
     }
-    let base = base_volume(c, settings, &args.image).map_err(|e| e.with_context("image", &args.image))?;
+    let base =
+        base_volume(c, settings, &args.image).map_err(|e| e.with_context("image", &args.image))?;
     let base_path = lv(base.path())?;
     let base_info = lv(base.info())?;
     let base_format = xml::volume_format(&lv(base.xml_desc(0))?).unwrap_or_else(|| "raw".into());
@@ -693,7 +699,11 @@ pub(crate) fn create(
 }
 
 /// Deletes a VM's domain and the volumes HCP made for it (overlay, seed ISO) and its NVRAM.
-pub(crate) fn delete(c: &Connect, settings: &LibvirtSettings, args: &DeleteVm) -> Result<DeletedVm> {
+pub(crate) fn delete(
+    c: &Connect,
+    settings: &LibvirtSettings,
+    args: &DeleteVm,
+) -> Result<DeletedVm> {
     let t = &args.target;
     let stem = volume_stem(t.vm_id.as_str()).ok();
     let Some(found) = find(c, t)? else {
@@ -839,7 +849,10 @@ mod tests {
             uri_host("qemu+tls://kvm2.example/system").as_deref(),
             Some("kvm2.example")
         );
-        assert_eq!(uri_host("qemu+tcp://[::1]/system").as_deref(), Some("[::1]"));
+        assert_eq!(
+            uri_host("qemu+tcp://[::1]/system").as_deref(),
+            Some("[::1]")
+        );
     }
 
     #[test]

@@ -113,8 +113,9 @@ impl LibvirtSettings {
         let s: LibvirtSettings = if value.is_null() {
             LibvirtSettings::default()
         } else {
-            serde_json::from_value(value.clone())
-                .map_err(|e| Error::invalid(format!("providers.{provider}.settings"), e.to_string()))?
+            serde_json::from_value(value.clone()).map_err(|e| {
+                Error::invalid(format!("providers.{provider}.settings"), e.to_string())
+            })?
         };
         if s.pool.trim().is_empty() {
             return Err(Error::invalid(
@@ -280,8 +281,12 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidSpec);
         assert_eq!(e.field(), Some("providers.kvm.settings.domain_type"));
         assert!(e.to_string().contains("auto, kvm, qemu, test"), "{e}");
-        let e = LibvirtSettings::from_value("kvm", &json!({"cpu_allocation_ratio": 0})).unwrap_err();
-        assert_eq!(e.field(), Some("providers.kvm.settings.cpu_allocation_ratio"));
+        let e =
+            LibvirtSettings::from_value("kvm", &json!({"cpu_allocation_ratio": 0})).unwrap_err();
+        assert_eq!(
+            e.field(),
+            Some("providers.kvm.settings.cpu_allocation_ratio")
+        );
         let e = LibvirtSettings::from_value("kvm", &json!({"pol": "x"})).unwrap_err();
         assert!(e.to_string().contains("pol"), "{e}");
         let e = LibvirtSettings::from_value("kvm", &json!({"images": {"a": "x/y/z"}})).unwrap_err();

@@ -87,10 +87,9 @@ pub fn classify(code: ErrorNumber, origin: ErrorDomain, message: &str) -> (Error
         N::OperationTimeout | N::AgentCommandTimeout => (ErrorKind::Timeout, true),
         N::AgentUnresponsive => (ErrorKind::ProviderError, true),
         N::OperationAborted => (ErrorKind::Cancelled, false),
-        N::NoSupport
-        | N::ArgumentUnsupported
-        | N::OperationUnsupported
-        | N::ConfigUnsupported => (ErrorKind::FeatureNotSupported, false),
+        N::NoSupport | N::ArgumentUnsupported | N::OperationUnsupported | N::ConfigUnsupported => {
+            (ErrorKind::FeatureNotSupported, false)
+        }
         N::XmlError
         | N::XmlDetail
         | N::XmlInvalidSchema

@@ -38,6 +38,9 @@
 
 mod client;
 pub mod config;
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub mod error;
 mod seed;
 pub mod xml;
@@ -49,16 +52,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
-    Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error,
-    ErrorKind, GetConsole, HostInfo, HostInventory, HostInventoryReply, OpContext, Operation,
-    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result, Secrets,
-    SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
+    Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind,
+    GetConsole, HostInfo, HostInventory, HostInventoryReply, OpContext, Operation, PowerState,
+    Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result, Secrets, SnapshotVm,
+    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
 };
 use virt::connect::Connect;
 use virt::domain::Domain;
 
-use crate::client::{HostClient, HostFacts};
 pub use crate::client::PoolInfo;
+use crate::client::{HostClient, HostFacts};
 pub use crate::config::{HostSettings, LibvirtSettings, NetworkBinding};
 use crate::error::parse_error;
 
@@ -447,10 +450,12 @@ impl Provider for LibvirtProvider {
         } else {
             format!("{host}:{port}")
         };
-        Ok(
-            Console::new(ConsoleKind::Vnc, format!("vnc://{upstream}"), Utc::now() + ttl)
-                .with_upstream(upstream),
+        Ok(Console::new(
+            ConsoleKind::Vnc,
+            format!("vnc://{upstream}"),
+            Utc::now() + ttl,
         )
+        .with_upstream(upstream))
     }
 
     async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {

@@ -36,7 +36,8 @@ pub(crate) fn build_iso(tool: &str, user_data: &str, meta_data: &str) -> Result<
             "cannot build the cloud-init seed ISO: `{tool}` is not installed (apt-get install genisoimage)"
         ))
     })?;
-    let dir = tempfile::tempdir().map_err(|e| fail(format!("cannot make a temporary directory: {e}")))?;
+    let dir =
+        tempfile::tempdir().map_err(|e| fail(format!("cannot make a temporary directory: {e}")))?;
     let write = |name: &str, text: &str| {
         std::fs::write(dir.path().join(name), text)
             .map_err(|e| fail(format!("cannot write {name} for the seed ISO: {e}")))
@@ -48,7 +49,14 @@ pub(crate) fn build_iso(tool: &str, user_data: &str, meta_data: &str) -> Result<
         .current_dir(dir.path())
         .args(["-quiet", "-output"])
         .arg(&iso)
-        .args(["-volid", "cidata", "-joliet", "-rock", "user-data", "meta-data"])
+        .args([
+            "-volid",
+            "cidata",
+            "-joliet",
+            "-rock",
+            "user-data",
+            "meta-data",
+        ])
         .output()
         .map_err(|e| fail(format!("cannot run {}: {e}", exe.display())))?;
     if !out.status.success() {

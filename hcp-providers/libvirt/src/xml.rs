@@ -33,10 +33,9 @@ pub const HCP_NS: &str = "https://hcp.dev/xmlns/vm/1";
 /// # Errors
 /// [`hcp_core::ErrorKind::InvalidSpec`] naming `field`.
 pub(crate) fn check_text(field: &str, value: &str) -> Result<()> {
-    if let Some(c) = value
-        .chars()
-        .find(|c| (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}'))
-    {
+    if let Some(c) = value.chars().find(|c| {
+        (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}')
+    }) {
         return Err(Error::invalid(
             field,
             format!(
@@ -237,7 +236,10 @@ pub(crate) fn domain_xml(plan: &DomainPlan<'_>) -> Result<String> {
             ("listen", plan.vnc_listen),
         ],
     );
-    x.empty("listen", &[("type", "address"), ("address", plan.vnc_listen)]);
+    x.empty(
+        "listen",
+        &[("type", "address"), ("address", plan.vnc_listen)],
+    );
     x.close("graphics");
     x.open("serial", &[("type", "pty")]);
     x.empty("target", &[("port", "0")]);
@@ -262,7 +264,11 @@ pub(crate) fn volume_xml(
     let mut x = Xml::new();
     x.open("volume", &[]);
     x.text("name", &[], name);
-    x.text("capacity", &[("unit", "bytes")], &capacity_bytes.to_string());
+    x.text(
+        "capacity",
+        &[("unit", "bytes")],
+        &capacity_bytes.to_string(),
+    );
     x.open("target", &[]);
     x.empty("format", &[("type", format)]);
     x.close("target");
@@ -497,12 +503,11 @@ pub(crate) fn volume_format(text: &str) -> Option<String> {
     loop {
         match r.read_event().ok()? {
             Event::Start(e) => path.push(String::from_utf8_lossy(e.local_name().as_ref()).into()),
-            Event::Empty(e) => {
+            Event::Empty(e)
                 if e.local_name().as_ref() == b"format"
-                    && path.iter().map(String::as_str).eq(["volume", "target"])
-                {
-                    return attr(&e, "type");
-                }
+                    && path.iter().map(String::as_str).eq(["volume", "target"]) =>
+            {
+                return attr(&e, "type");
             }
             Event::End(_) => {
                 path.pop();

@@ -13,8 +13,7 @@ use std::time::Duration;
 use common::{Cleanup, IMAGE, QEMU, prefix, require_qemu, virsh};
 use hcp_core::store::{PageRequest, Scope};
 use hcp_core::{
-    Config, Engine, JobState, NetworkAttachment, Principal, ProjectId, RequestContext, VmId,
-    VmSpec,
+    Config, Engine, JobState, NetworkAttachment, Principal, ProjectId, RequestContext, VmId, VmSpec,
 };
 
 const GRACE: Duration = Duration::from_secs(1);
@@ -92,10 +91,19 @@ async fn engine_end_to_end_on_qemu_system() {
     let (ok, xml) = virsh(QEMU, &["dumpxml", &name]);
     assert!(ok, "{xml}");
     assert!(xml.contains("https://hcp.dev/xmlns/vm/1"), "{xml}");
-    assert!(xml.contains(&format!(">{}<", s.vm_id)), "the metadata carries HCP's id: {xml}");
-    assert!(xml.contains(">demo<"), "the metadata carries the project: {xml}");
+    assert!(
+        xml.contains(&format!(">{}<", s.vm_id)),
+        "the metadata carries HCP's id: {xml}"
+    );
+    assert!(
+        xml.contains(">demo<"),
+        "the metadata carries the project: {xml}"
+    );
     assert!(xml.contains("type='user'"), "{xml}");
-    assert!(xml.contains("base-tiny.qcow2"), "the disk's backing store is the base image: {xml}");
+    assert!(
+        xml.contains("base-tiny.qcow2"),
+        "the disk's backing store is the base image: {xml}"
+    );
     let disks = disk_files(&name);
     assert_eq!(disks.len(), 1, "{disks:?}");
     assert!(
@@ -122,7 +130,10 @@ async fn engine_end_to_end_on_qemu_system() {
 
     // Console: the upstream is the domain's VNC socket on loopback, and it speaks RFB.
     let console = engine.console(&ctx, &s.vm_id, None).await.unwrap();
-    let upstream = console.upstream.clone().expect("a VNC upstream for HCP's proxy");
+    let upstream = console
+        .upstream
+        .clone()
+        .expect("a VNC upstream for HCP's proxy");
     assert!(upstream.starts_with("127.0.0.1:"), "{upstream}");
     assert_eq!(console.url, format!("vnc://{upstream}"));
     assert!(console.expires_at > chrono::Utc::now());
@@ -136,7 +147,8 @@ async fn engine_end_to_end_on_qemu_system() {
             .expect("virsh vncdisplay");
     assert_eq!(upstream, format!("127.0.0.1:{port}"));
     let mut sock = TcpStream::connect(&upstream).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut version = [0u8; 12];
     sock.read_exact(&mut version).unwrap();
     assert_eq!(&version, b"RFB 003.008\n");
@@ -170,9 +182,16 @@ async fn cloud_init_user_data_reaches_a_seed_iso() {
         .find(|d| d.ends_with("-seed.iso"))
         .unwrap_or_else(|| panic!("a seed ISO is attached: {disks:?}"));
     let iso = std::fs::read(seed).unwrap();
-    assert_eq!(&iso[16 * 2048 + 40..16 * 2048 + 46], b"cidata", "NoCloud volume id");
+    assert_eq!(
+        &iso[16 * 2048 + 40..16 * 2048 + 46],
+        b"cidata",
+        "NoCloud volume id"
+    );
     let text = String::from_utf8_lossy(&iso);
-    assert!(text.contains("hello-from-hcp"), "the user-data is on the ISO");
+    assert!(
+        text.contains("hello-from-hcp"),
+        "the user-data is on the ISO"
+    );
     assert!(text.contains(&format!("instance-id: {}", s.vm_id)));
     let (_, xml) = virsh(QEMU, &["dumpxml", &name]);
     assert!(xml.contains("device='cdrom'"), "{xml}");
@@ -223,9 +242,10 @@ async fn stateless_restart_rebuilds_the_same_vms() {
     // A new engine with an empty in-memory store rebuilds them from the domains' metadata.
     let second = engine().await;
     for (scope, id, name) in &made {
-        let vm = second.get_vm(scope, id).await.unwrap_or_else(|e| {
-            panic!("{name} ({id}) comes back after a restart: {e}")
-        });
+        let vm = second
+            .get_vm(scope, id)
+            .await
+            .unwrap_or_else(|e| panic!("{name} ({id}) comes back after a restart: {e}"));
         assert_eq!(&vm.spec.name, name);
         assert_eq!(Scope::Project(vm.project.clone()), *scope);
         assert_eq!(vm.spec.image, IMAGE);
@@ -247,7 +267,11 @@ async fn stateless_restart_rebuilds_the_same_vms() {
         "staging's VM is not visible to demo"
     );
     for (scope, id, _) in &made {
-        let ctx = if *scope == demo.scope() { &demo } else { &staging };
+        let ctx = if *scope == demo.scope() {
+            &demo
+        } else {
+            &staging
+        };
         let d = second.delete_vm(ctx, id, true).await.unwrap();
         run(&second, ctx, &d.job_id).await;
     }
@@ -285,7 +309,10 @@ async fn a_domain_defined_with_virsh_is_unmanaged() {
     assert_eq!(seen.power, hcp_core::PowerState::Stopped);
     for project in ["demo", "staging"] {
         let listed = engine
-            .list_vms(&Scope::Project(ProjectId::new(project)), &PageRequest::all())
+            .list_vms(
+                &Scope::Project(ProjectId::new(project)),
+                &PageRequest::all(),
+            )
             .await
             .unwrap();
         assert!(
@@ -297,6 +324,9 @@ async fn a_domain_defined_with_virsh_is_unmanaged() {
         .list_vms(&Scope::All, &PageRequest::all())
         .await
         .unwrap();
-    assert!(!all.items.iter().any(|v| v.spec.name == name), "HCP does not adopt it");
+    assert!(
+        !all.items.iter().any(|v| v.spec.name == name),
+        "HCP does not adopt it"
+    );
     engine.shutdown().await;
 }

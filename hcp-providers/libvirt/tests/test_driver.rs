@@ -57,7 +57,8 @@ fn settings() -> LibvirtSettings {
         pool: "hcp".into(),
         ..Default::default()
     };
-    s.images.insert("base-tiny".into(), "base-tiny.qcow2".into());
+    s.images
+        .insert("base-tiny".into(), "base-tiny.qcow2".into());
     s.networks.insert("default".into(), NetworkBinding::User);
     s
 }
@@ -112,10 +113,16 @@ async fn conformance_checks_pass_on_the_test_driver() {
     testkit::idempotent_delete(p.clone(), &f).await.unwrap();
     testkit::not_found(p.clone(), &f).await.unwrap();
     testkit::power_transitions(p.clone(), &f).await.unwrap();
-    testkit::undeclared_capabilities(p.clone(), &f).await.unwrap();
-    testkit::inventory_reflects_changes(p.clone(), &f).await.unwrap();
+    testkit::undeclared_capabilities(p.clone(), &f)
+        .await
+        .unwrap();
+    testkit::inventory_reflects_changes(p.clone(), &f)
+        .await
+        .unwrap();
     testkit::create_is_idempotent(p.clone(), &f).await.unwrap();
-    testkit::mark_rebuilds_ownership(p.clone(), &f).await.unwrap();
+    testkit::mark_rebuilds_ownership(p.clone(), &f)
+        .await
+        .unwrap();
     testkit::concurrent_operations(p.clone(), &f).await.unwrap();
 }
 
@@ -130,7 +137,10 @@ async fn inventory_reports_capacity_images_networks_marks_and_foreign_domains() 
     assert_eq!(created.power, PowerState::Running);
 
     let inv = p.host_inventory(HostInventory::new("h1")).await.unwrap();
-    assert_eq!(inv.host.vcpus_total, 16, "4 CPUs at the default allocation ratio of 4");
+    assert_eq!(
+        inv.host.vcpus_total, 16,
+        "4 CPUs at the default allocation ratio of 4"
+    );
     assert_eq!(inv.host.memory_mib_total, 8192);
     assert_eq!(inv.images, vec!["base-tiny".to_string()]);
     assert_eq!(inv.networks, vec!["default".to_string()]);
@@ -158,21 +168,30 @@ async fn refusals_are_classified() {
     let ctx = OpContext::detached();
 
     let e = p
-        .create_vm(&ctx, CreateVm::new(mark("demo"), "h1", "a", "no-such-image", tiny()))
+        .create_vm(
+            &ctx,
+            CreateVm::new(mark("demo"), "h1", "a", "no-such-image", tiny()),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(e.to_string().contains("no-such-image"), "{e}");
 
     let e = p
-        .create_vm(&ctx, CreateVm::new(mark("demo"), "h1", "legacy", "base-tiny", tiny()))
+        .create_vm(
+            &ctx,
+            CreateVm::new(mark("demo"), "h1", "legacy", "base-tiny", tiny()),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "a taken name: {e}");
     assert_eq!(e.field(), Some("name"));
 
     let e = p
-        .create_vm(&ctx, CreateVm::new(mark("demo"), "nope", "a", "base-tiny", tiny()))
+        .create_vm(
+            &ctx,
+            CreateVm::new(mark("demo"), "nope", "a", "base-tiny", tiny()),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "an unknown host: {e}");
@@ -226,7 +245,10 @@ async fn snapshots_reboots_and_forced_deletes() {
         .snapshot_vm(&ctx, SnapshotVm::new(t.clone()).with_name("before-upgrade"))
         .await
         .unwrap();
-    assert_eq!(s.snapshot_id, format!("{}@before-upgrade", created.native_id));
+    assert_eq!(
+        s.snapshot_id,
+        format!("{}@before-upgrade", created.native_id)
+    );
     let e = p
         .snapshot_vm(&ctx, SnapshotVm::new(t.clone()).with_name("before-upgrade"))
         .await
@@ -263,7 +285,10 @@ async fn snapshots_reboots_and_forced_deletes() {
         .delete_vm(&ctx, DeleteVm::new(t.clone()).with_force(true))
         .await
         .unwrap();
-    assert!(d.existed, "a forced delete of a running VM with snapshots succeeds");
+    assert!(
+        d.existed,
+        "a forced delete of a running VM with snapshots succeeds"
+    );
     let pools = p.storage_pools("h1").await.unwrap();
     assert_eq!(pools[0].volumes, vec!["base-tiny.qcow2".to_string()]);
 }
@@ -308,17 +333,26 @@ async fn an_unreachable_host_is_unavailable_while_others_keep_working() {
         .unwrap();
     let report = engine.refresh_inventory().await.unwrap();
     assert_eq!(report.hosts_ok, 1);
-    assert!(report.hosts_failed.iter().any(|(h, _)| h == "gone"), "{report:?}");
+    assert!(
+        report.hosts_failed.iter().any(|(h, _)| h == "gone"),
+        "{report:?}"
+    );
     let ctx = RequestContext::new("demo", Principal::new("alice"));
     for i in 0..3 {
         let s = engine
             .create_vm(&ctx, VmSpec::new(format!("vm-{i}"), "base-tiny", "tiny"))
             .await
             .unwrap_or_else(|e| panic!("create vm-{i}: {e}"));
-        let job = engine.wait_job(&ctx.scope(), &s.job_id, None).await.unwrap();
+        let job = engine
+            .wait_job(&ctx.scope(), &s.job_id, None)
+            .await
+            .unwrap();
         assert_eq!(job.state, hcp_core::JobState::Succeeded, "{job:?}");
         let vm = engine.get_vm(&ctx.scope(), &s.vm_id).await.unwrap();
-        assert_eq!(vm.binding.host, "h1", "placement avoids the unreachable host");
+        assert_eq!(
+            vm.binding.host, "h1",
+            "placement avoids the unreachable host"
+        );
     }
     let listed = engine
         .list_vms(&Scope::Project(ProjectId::new("demo")), &PageRequest::all())

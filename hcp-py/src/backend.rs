@@ -1,4 +1,5 @@
-//! Where calls go: the engine embedded in this process, or a running `hcp serve`.
+//! Where calls go: the engine embedded in this process, or a running `hcp serve` (through
+//! hcp-client).
 //!
 //! Both answer with hcp-core's types, so everything above this module (typed objects, errors,
 //! waiting, log iteration) is shared.
@@ -84,11 +85,63 @@ impl Embedded {
     }
 }
 
+/// A running HCP service (`hcp serve`), reached through hcp-client.
+#[derive(Debug)]
+pub struct Remote {
+    client: hcp_client::Client,
+}
+
+impl Remote {
+    /// Creates a client of the service at `url`, with an optional bearer token.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] naming `url` for a malformed URL, or `token` for a
+    /// token that cannot be sent in a header.
+    pub fn new(url: &str, token: Option<String>) -> Result<Self> {
+        let client = hcp_client::Client::builder(url).token(token).build()?;
+        Ok(Remote { client })
+    }
+
+    /// Returns the service's base URL.
+    pub fn url(&self) -> &str {
+        self.client.base_url()
+    }
+
+    async fn submit(&self, project: &str, action: Action, key: Option<&str>) -> Result<Submitted> {
+        let c = &self.client;
+        let accepted = match action {
+            Action::Create { spec, host: None } => c.create_vm(project, &spec, key).await?,
+            Action::Create { host: Some(_), .. } => {
+                return Err(Error::invalid("host", "tenants cannot pin a VM to a host"));
+            }
+            Action::Delete { vm_id, force } => c.delete_vm(project, &vm_id, force, key).await?,
+            Action::Start { vm_id } => c.start_vm(project, &vm_id, key).await?,
+            Action::Stop { vm_id, force } => c.stop_vm(project, &vm_id, force, key).await?,
+            Action::Reboot { vm_id, hard } => c.reboot_vm(project, &vm_id, hard, key).await?,
+            other => {
+                return Err(Error::invalid(
+                    "operation",
+                    format!("`{}` is not offered by the tenant API", other.operation()),
+                ));
+            }
+        };
+        // The service answers a replayed key with the first 202 body and no marker, so a remote
+        // replay is reported as not replayed.
+        Ok(Submitted {
+            vm_id: accepted.vm_id,
+            job_id: accepted.job_id,
+            replayed: false,
+        })
+    }
+}
+
 /// Where calls go.
 #[derive(Debug)]
 pub enum Backend {
     /// The engine embedded in this process.
     Embedded(Embedded),
+    /// A running HCP service.
+    Remote(Remote),
 }
 
 impl Backend {
@@ -104,6 +157,7 @@ impl Backend {
     ) -> Result<Submitted> {
         match self {
             Backend::Embedded(e) => e.engine.submit(&e.ctx(project, key), action).await,
+            Backend::Remote(r) => r.submit(project, action, key.as_deref()).await,
         }
     }
 
@@ -128,6 +182,7 @@ impl Backend {
                     }
                 }
             }
+            Backend::Remote(r) => r.client.list_all_vms(project).await,
         }
     }
 
@@ -142,6 +197,7 @@ impl Backend {
                 ctx.project.validate()?;
                 Ok(e.engine.get_vm(&ctx.scope(), vm).await?.tenant_view())
             }
+            Backend::Remote(r) => r.client.get_vm(project, vm).await,
         }
     }
 
@@ -152,6 +208,7 @@ impl Backend {
     pub async fn console(&self, project: &str, vm: &VmId) -> Result<Console> {
         match self {
             Backend::Embedded(e) => e.engine.console(&e.ctx(project, None), vm, None).await,
+            Backend::Remote(r) => r.client.console(project, vm, None).await,
         }
     }
 
@@ -162,6 +219,7 @@ impl Backend {
     pub async fn get_job(&self, job: &JobId) -> Result<Job> {
         match self {
             Backend::Embedded(e) => e.engine.get_job(&Scope::All, job).await,
+            Backend::Remote(r) => r.client.get_job(job).await,
         }
     }
 
@@ -173,6 +231,7 @@ impl Backend {
     pub async fn wait_job(&self, job: &JobId, timeout: Option<Duration>) -> Result<Job> {
         match self {
             Backend::Embedded(e) => e.engine.wait_job(&Scope::All, job, timeout).await,
+            Backend::Remote(r) => r.client.wait_job(job, timeout).await,
         }
     }
 
@@ -186,6 +245,7 @@ impl Backend {
                 let watch = e.engine.watch_job(&Scope::All, job).await?;
                 Ok(watch.into_stream().map(Ok).boxed())
             }
+            Backend::Remote(r) => r.client.watch_job(job).await,
         }
     }
 
@@ -196,6 +256,7 @@ impl Backend {
     pub async fn hosts(&self) -> Result<Vec<Host>> {
         match self {
             Backend::Embedded(e) => Ok(e.engine.hosts()),
+            Backend::Remote(r) => r.client.hosts().await,
         }
     }
 
@@ -206,6 +267,7 @@ impl Backend {
     pub async fn catalog(&self) -> Result<Catalog> {
         match self {
             Backend::Embedded(e) => Ok(e.engine.catalog().clone()),
+            Backend::Remote(r) => r.client.catalog().await,
         }
     }
 
@@ -216,6 +278,7 @@ impl Backend {
     pub async fn capabilities(&self, zone: Option<&str>) -> Result<Capabilities> {
         match self {
             Backend::Embedded(e) => e.engine.capabilities(zone),
+            Backend::Remote(r) => r.client.capabilities(zone).await,
         }
     }
 
@@ -225,6 +288,8 @@ impl Backend {
             Backend::Embedded(e) => {
                 e.engine.shutdown().await;
             }
+            // Connections close when the last clone of the client drops.
+            Backend::Remote(_) => {}
         }
     }
 }

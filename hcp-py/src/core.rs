@@ -1,5 +1,6 @@
 //! `hcp._hcp.Core`: every operation once as a Rust future, offered to Python twice — as a
-//! blocking call (GIL released, Ctrl-C honoured) and as an asyncio awaitable. The public classes
+//! blocking call (GIL released, Ctrl-C honoured) and as a task whose result reaches asyncio
+//! through a [`Bridge`] (see `hcp/_aio.py`). The public classes
 //! `hcp.Engine`, `hcp.Client`, `hcp.AsyncEngine` and `hcp.AsyncClient` (Python) wrap it.
 
 use std::collections::BTreeMap;
@@ -8,12 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use hcp_core::{Action, Error, JobId, JobState, JobUpdate, Principal, VmId, VmSpec};
-use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use crate::backend::{Backend, ConfigSource, Embedded, UpdateStream, timeout_from_secs};
+use crate::backend::{Backend, ConfigSource, Embedded, Remote, UpdateStream, timeout_from_secs};
 use crate::errors::Failure;
-use crate::runtime::{awaitable, block_on};
+use crate::runtime::{Bridge, block_on};
 use crate::types::{Capabilities, Catalog, Console, Host, Job, JobLogLine, Submitted, Vm};
 
 type Outcome<T> = Result<T, Failure>;
@@ -296,6 +297,21 @@ impl Core {
         })
     }
 
+    /// Connects to a running HCP service (``hcp serve``) at ``url``, with an optional bearer
+    /// token.
+    #[staticmethod]
+    #[pyo3(signature = (*, url, token=None))]
+    fn remote(py: Python<'_>, url: String, token: Option<String>) -> PyResult<Self> {
+        // Building the HTTP client needs the runtime's context, not a wait.
+        let _guard = crate::runtime::runtime()?.enter();
+        let remote = Remote::new(&url, token).map_err(|e| Failure::from(e).into_pyerr(py))?;
+        let description = format!("Client({:?})", remote.url());
+        Ok(Core {
+            backend: Mutex::new(Some(Arc::new(Backend::Remote(remote)))),
+            description,
+        })
+    }
+
     fn __repr__(&self) -> String {
         self.description.clone()
     }
@@ -335,11 +351,11 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`create_vm`.
-    #[pyo3(signature = (project, name, image, flavor, *, zone, user_data, tags, idempotency_key, wait, timeout))]
+    #[pyo3(signature = (bridge, project, name, image, flavor, *, zone, user_data, tags, idempotency_key, wait, timeout))]
     #[allow(clippy::too_many_arguments)]
-    fn create_vm_async<'py>(
+    fn create_vm_async(
         &self,
-        py: Python<'py>,
+        bridge: PyRef<'_, Bridge>,
         project: String,
         name: String,
         image: String,
@@ -350,22 +366,19 @@ impl Core {
         idempotency_key: Option<String>,
         wait: bool,
         timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(
-            py,
-            self.create_vm_fut(
-                project,
-                name,
-                image,
-                flavor,
-                zone,
-                user_data,
-                tags,
-                idempotency_key,
-                wait,
-                timeout,
-            )?,
-        )
+    ) -> PyResult<u64> {
+        bridge.spawn(self.create_vm_fut(
+            project,
+            name,
+            image,
+            flavor,
+            zone,
+            user_data,
+            tags,
+            idempotency_key,
+            wait,
+            timeout,
+        )?)
     }
 
     /// Submits ``start``, ``stop``, ``reboot`` or ``delete`` for a VM; waits when ``wait``.
@@ -399,11 +412,11 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`change_vm`.
-    #[pyo3(signature = (operation, project, vm, *, force, hard, idempotency_key, wait, timeout))]
+    #[pyo3(signature = (bridge, operation, project, vm, *, force, hard, idempotency_key, wait, timeout))]
     #[allow(clippy::too_many_arguments)]
-    fn change_vm_async<'py>(
+    fn change_vm_async(
         &self,
-        py: Python<'py>,
+        bridge: PyRef<'_, Bridge>,
         operation: &str,
         project: String,
         vm: String,
@@ -412,20 +425,17 @@ impl Core {
         idempotency_key: Option<String>,
         wait: bool,
         timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(
-            py,
-            self.change_vm_fut(
-                operation,
-                project,
-                vm,
-                force,
-                hard,
-                idempotency_key,
-                wait,
-                timeout,
-            )?,
-        )
+    ) -> PyResult<u64> {
+        bridge.spawn(self.change_vm_fut(
+            operation,
+            project,
+            vm,
+            force,
+            hard,
+            idempotency_key,
+            wait,
+            timeout,
+        )?)
     }
 
     /// Lists a project's VMs.
@@ -434,8 +444,8 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`list_vms`.
-    fn list_vms_async<'py>(&self, py: Python<'py>, project: String) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.list_vms_fut(project)?)
+    fn list_vms_async(&self, bridge: PyRef<'_, Bridge>, project: String) -> PyResult<u64> {
+        bridge.spawn(self.list_vms_fut(project)?)
     }
 
     /// Returns one VM.
@@ -444,13 +454,13 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`get_vm`.
-    fn get_vm_async<'py>(
+    fn get_vm_async(
         &self,
-        py: Python<'py>,
+        bridge: PyRef<'_, Bridge>,
         project: String,
         vm: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.get_vm_fut(project, vm)?)
+    ) -> PyResult<u64> {
+        bridge.spawn(self.get_vm_fut(project, vm)?)
     }
 
     /// Hands out a console.
@@ -459,13 +469,13 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`console`.
-    fn console_async<'py>(
+    fn console_async(
         &self,
-        py: Python<'py>,
+        bridge: PyRef<'_, Bridge>,
         project: String,
         vm: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.console_fut(project, vm)?)
+    ) -> PyResult<u64> {
+        bridge.spawn(self.console_fut(project, vm)?)
     }
 
     /// Returns a job.
@@ -474,8 +484,8 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`get_job`.
-    fn get_job_async<'py>(&self, py: Python<'py>, job: String) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.get_job_fut(job)?)
+    fn get_job_async(&self, bridge: PyRef<'_, Bridge>, job: String) -> PyResult<u64> {
+        bridge.spawn(self.get_job_fut(job)?)
     }
 
     /// Waits until a job ends.
@@ -485,14 +495,14 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`wait_job`.
-    #[pyo3(signature = (job, timeout=None))]
-    fn wait_job_async<'py>(
+    #[pyo3(signature = (bridge, job, timeout=None))]
+    fn wait_job_async(
         &self,
-        py: Python<'py>,
+        bridge: PyRef<'_, Bridge>,
         job: String,
         timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.wait_job_fut(job, timeout)?)
+    ) -> PyResult<u64> {
+        bridge.spawn(self.wait_job_fut(job, timeout)?)
     }
 
     /// Opens a job's log for blocking iteration (fails at once for an unknown job).
@@ -508,9 +518,9 @@ impl Core {
         })
     }
 
-    /// Opens a job's log for ``async for`` (an unknown job fails on the first iteration).
-    fn job_logs_async(&self, job: String) -> PyResult<AsyncJobLogs> {
-        Ok(AsyncJobLogs {
+    /// Opens a job's log for ``async for`` (an unknown job fails on the first step).
+    fn job_logs_async(&self, job: String) -> PyResult<AsyncLogCursor> {
+        Ok(AsyncLogCursor {
             state: LogState::lazy(job, self.backend()?),
         })
     }
@@ -521,8 +531,8 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`hosts`.
-    fn hosts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.hosts_fut()?)
+    fn hosts_async(&self, bridge: PyRef<'_, Bridge>) -> PyResult<u64> {
+        bridge.spawn(self.hosts_fut()?)
     }
 
     /// Returns the catalog.
@@ -531,8 +541,8 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`catalog`.
-    fn catalog_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.catalog_fut()?)
+    fn catalog_async(&self, bridge: PyRef<'_, Bridge>) -> PyResult<u64> {
+        bridge.spawn(self.catalog_fut()?)
     }
 
     /// Returns the capabilities of a zone, or of every zone.
@@ -542,13 +552,9 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`capabilities`.
-    #[pyo3(signature = (zone=None))]
-    fn capabilities_async<'py>(
-        &self,
-        py: Python<'py>,
-        zone: Option<String>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.capabilities_fut(zone)?)
+    #[pyo3(signature = (bridge, zone=None))]
+    fn capabilities_async(&self, bridge: PyRef<'_, Bridge>, zone: Option<String>) -> PyResult<u64> {
+        bridge.spawn(self.capabilities_fut(zone)?)
     }
 
     /// Stops background work and refuses further calls; closing twice is harmless.
@@ -557,8 +563,8 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`close`.
-    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.close_fut())
+    fn close_async(&self, bridge: PyRef<'_, Bridge>) -> PyResult<u64> {
+        bridge.spawn(self.close_fut())
     }
 
     /// ``True`` once :meth:`close` was called.
@@ -686,23 +692,18 @@ impl JobLogs {
     }
 }
 
-/// A job's log lines for ``async for``, until the job ends.
-///
-/// Once the iteration ends, :attr:`job` holds the job in its final state.
-#[pyclass(frozen, module = "hcp")]
-pub struct AsyncJobLogs {
+/// The native cursor behind ``hcp.AsyncJobLogs``: each step is a task on the shared runtime
+/// whose result (the next line, or ``None`` at the end) arrives through a [`Bridge`].
+#[pyclass(frozen, module = "hcp._hcp")]
+pub struct AsyncLogCursor {
     state: LogState,
 }
 
 #[pymethods]
-impl AsyncJobLogs {
-    fn __aiter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.state.clone();
-        awaitable(py, async move { state.next_line().await.map(NextLine) })
+impl AsyncLogCursor {
+    /// Starts fetching the next line; the ticket's result is a ``JobLogLine`` or ``None``.
+    fn next_async(&self, bridge: PyRef<'_, Bridge>) -> PyResult<u64> {
+        bridge.spawn(self.state.clone().next_line())
     }
 
     /// The job's id.
@@ -715,29 +716,5 @@ impl AsyncJobLogs {
     #[getter]
     fn job(&self) -> Option<Job> {
         self.state.job()
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "AsyncJobLogs(job_id={:?}, ended={})",
-            self.state.job_id,
-            self.state.job().is_some()
-        )
-    }
-}
-
-/// The result of one `__anext__`: a line, or `StopAsyncIteration` at the end.
-struct NextLine(Option<JobLogLine>);
-
-impl<'py> IntoPyObject<'py> for NextLine {
-    type Target = PyAny;
-    type Output = Bound<'py, PyAny>;
-    type Error = PyErr;
-
-    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-        match self.0 {
-            Some(line) => Ok(Bound::new(py, line)?.into_any()),
-            None => Err(PyStopAsyncIteration::new_err(())),
-        }
     }
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import shlex
 import socket
@@ -147,20 +148,18 @@ class Service:
         self.log = log
 
 
-@pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A real HCP service on a free loopback port, on the simulator's demo catalog."""
+def _start_service(tmp: Path, config: dict[str, Any] | None) -> Iterator[Service]:
     command = serve_command()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("service") / "service.log"
+    args = [*command, "--listen", f"127.0.0.1:{port}"]
+    if config is not None:
+        hosts_file = tmp / "hosts.yaml"
+        hosts_file.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        args += ["--config", str(hosts_file)]
+    log = tmp / "service.log"
     with open(log, "w") as out:
-        process = subprocess.Popen(
-            [*command, "--listen", f"127.0.0.1:{port}"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -178,9 +177,22 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         sys.stderr.write(f"\nHCP service for the remote tests: {' '.join(command)} at {url}\n")
         yield Service(url, process, log)
     finally:
+        # A graceful stop waits for open log streams; the tests need none of that.
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A real HCP service on a free loopback port, on the simulator's demo catalog."""
+    yield from _start_service(tmp_path_factory.mktemp("service"), None)
+
+
+@pytest.fixture(scope="session")
+def slow_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A real HCP service whose create jobs take a minute."""
+    yield from _start_service(tmp_path_factory.mktemp("slow-service"), SLOW_CREATE)

@@ -20,9 +20,9 @@ Examples
 [Vm(id='vm-…', name='web-1', state='ACTIVE', power='RUNNING', zone='zone-a')]
 """
 
+from ._aio import AsyncJobLogs
 from ._api import AsyncClient, AsyncEngine, Client, ConfigLike, Engine, JobRef, VmRef
 from ._hcp import (
-    AsyncJobLogs,
     Capabilities,
     Catalog,
     Console,

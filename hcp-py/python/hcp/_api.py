@@ -14,7 +14,8 @@ from types import TracebackType
 from typing import Any, Mapping, Optional, TypeVar, Union
 
 from . import _hcp
-from ._hcp import AsyncJobLogs, Capabilities, Catalog, Console, Host, Job, JobLogs, Submitted, Vm
+from ._aio import AsyncJobLogs, call
+from ._hcp import Capabilities, Catalog, Console, Host, Job, JobLogs, Submitted, Vm
 
 __all__ = ["Engine", "Client", "AsyncEngine", "AsyncClient", "ConfigLike", "VmRef", "JobRef"]
 
@@ -651,17 +652,20 @@ class _AsyncApi:
         -------
         Submitted
         """
-        return await self._core.create_vm_async(
-            project,
-            name,
-            image,
-            flavor,
-            zone=zone,
-            user_data=user_data,
-            tags=_tags(tags),
-            idempotency_key=idempotency_key,
-            wait=wait,
-            timeout=timeout,
+        return await call(
+            lambda b: self._core.create_vm_async(
+                b,
+                project,
+                name,
+                image,
+                flavor,
+                zone=zone,
+                user_data=user_data,
+                tags=_tags(tags),
+                idempotency_key=idempotency_key,
+                wait=wait,
+                timeout=timeout,
+            )
         )
 
     async def list_vms(self, project: str) -> list[Vm]:
@@ -671,7 +675,7 @@ class _AsyncApi:
         -------
         list of Vm
         """
-        return await self._core.list_vms_async(project)
+        return await call(lambda b: self._core.list_vms_async(b, project))
 
     async def get_vm(self, project: str, vm: VmRef) -> Vm:
         """Return one VM; see :meth:`Engine.get_vm`.
@@ -680,7 +684,7 @@ class _AsyncApi:
         -------
         Vm
         """
-        return await self._core.get_vm_async(project, _vm_id(vm))
+        return await call(lambda b: self._core.get_vm_async(b, project, _vm_id(vm)))
 
     async def start_vm(
         self,
@@ -697,9 +701,12 @@ class _AsyncApi:
         -------
         Submitted
         """
-        return await self._core.change_vm_async(
-            "start", project, _vm_id(vm), force=False, hard=False,
-            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        return await call(
+            lambda b: self._core.change_vm_async(
+                b,
+                "start", project, _vm_id(vm), force=False, hard=False,
+                idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+            )
         )
 
     async def stop_vm(
@@ -718,9 +725,12 @@ class _AsyncApi:
         -------
         Submitted
         """
-        return await self._core.change_vm_async(
-            "stop", project, _vm_id(vm), force=force, hard=False,
-            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        return await call(
+            lambda b: self._core.change_vm_async(
+                b,
+                "stop", project, _vm_id(vm), force=force, hard=False,
+                idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+            )
         )
 
     async def reboot_vm(
@@ -739,9 +749,12 @@ class _AsyncApi:
         -------
         Submitted
         """
-        return await self._core.change_vm_async(
-            "reboot", project, _vm_id(vm), force=False, hard=hard,
-            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        return await call(
+            lambda b: self._core.change_vm_async(
+                b,
+                "reboot", project, _vm_id(vm), force=False, hard=hard,
+                idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+            )
         )
 
     async def delete_vm(
@@ -760,9 +773,12 @@ class _AsyncApi:
         -------
         Submitted
         """
-        return await self._core.change_vm_async(
-            "delete", project, _vm_id(vm), force=force, hard=False,
-            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        return await call(
+            lambda b: self._core.change_vm_async(
+                b,
+                "delete", project, _vm_id(vm), force=force, hard=False,
+                idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+            )
         )
 
     async def console(self, project: str, vm: VmRef) -> Console:
@@ -772,7 +788,7 @@ class _AsyncApi:
         -------
         Console
         """
-        return await self._core.console_async(project, _vm_id(vm))
+        return await call(lambda b: self._core.console_async(b, project, _vm_id(vm)))
 
     async def get_job(self, job: JobRef) -> Job:
         """Return a job as it is now; see :meth:`Engine.get_job`.
@@ -781,7 +797,7 @@ class _AsyncApi:
         -------
         Job
         """
-        return await self._core.get_job_async(_job_id(job))
+        return await call(lambda b: self._core.get_job_async(b, _job_id(job)))
 
     async def wait_job(self, job: JobRef, timeout: Optional[float] = None) -> Job:
         """Wait until a job ends and return it; see :meth:`Engine.wait_job`.
@@ -796,7 +812,7 @@ class _AsyncApi:
         Timeout
             The job did not end within ``timeout`` (it goes on).
         """
-        return await self._core.wait_job_async(_job_id(job), timeout)
+        return await call(lambda b: self._core.wait_job_async(b, _job_id(job), timeout))
 
     def job_logs(self, job: JobRef) -> AsyncJobLogs:
         """Follow a job's log with ``async for``: past lines, then live lines, until it ends.
@@ -820,7 +836,7 @@ class _AsyncApi:
         >>> async for line in engine.job_logs(submitted):
         ...     print(line)
         """
-        return self._core.job_logs_async(_job_id(job))
+        return AsyncJobLogs(self._core.job_logs_async(_job_id(job)))
 
     async def hosts(self) -> list[Host]:
         """List the hypervisor hosts; see :meth:`Engine.hosts`.
@@ -829,7 +845,7 @@ class _AsyncApi:
         -------
         list of Host
         """
-        return await self._core.hosts_async()
+        return await call(self._core.hosts_async)
 
     async def catalog(self) -> Catalog:
         """Return the catalog; see :meth:`Engine.catalog`.
@@ -838,7 +854,7 @@ class _AsyncApi:
         -------
         Catalog
         """
-        return await self._core.catalog_async()
+        return await call(self._core.catalog_async)
 
     async def capabilities(self, zone: Optional[str] = None) -> Capabilities:
         """Return what can be asked for in a zone, or anywhere; see :meth:`Engine.capabilities`.
@@ -847,14 +863,14 @@ class _AsyncApi:
         -------
         Capabilities
         """
-        return await self._core.capabilities_async(zone)
+        return await call(lambda b: self._core.capabilities_async(b, zone))
 
     async def close(self) -> None:
         """Stop background work and release resources; later calls raise ``RuntimeError``.
 
         The object is also an async context manager that closes on exit.
         """
-        await self._core.close_async()
+        await call(self._core.close_async)
 
     @property
     def closed(self) -> bool:

@@ -25,7 +25,7 @@ if (Test-Path -LiteralPath $TemplateDir) {
     Host     = [ordered]@{
         Name                  = $vmHost.Name
         LogicalProcessorCount = $vmHost.LogicalProcessorCount
-        MemoryCapacityMiB     = [int64]($vmHost.MemoryCapacity / 1MB)
+        MemoryCapacityMiB     = [int64]($vmHost.MemoryCapacity / 1048576)
         Cluster               = $clusterName
     }
     Vms      = $vms

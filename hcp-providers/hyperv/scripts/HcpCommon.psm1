@@ -81,12 +81,12 @@ function Get-HcpVmView {
         Name                 = $VM.Name
         State                = $VM.State.ToString()
         ProcessorCount       = $VM.ProcessorCount
-        MemoryStartupMiB     = [int64]($VM.MemoryStartup / 1MB)
+        MemoryStartupMiB     = [int64]($VM.MemoryStartup / 1048576)
         DynamicMemoryEnabled = $VM.DynamicMemoryEnabled
         Generation           = $VM.Generation
         Notes                = $VM.Notes
         OwnerNode            = $VM.ComputerName
-        DiskGiB              = [int64]($disk / 1GB)
+        DiskGiB              = [int64]($disk / 1073741824)
         Switches             = @($VM.NetworkAdapters | ForEach-Object { $_.SwitchName })
     }
 }

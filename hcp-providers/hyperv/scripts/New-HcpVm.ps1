@@ -52,7 +52,7 @@ if ($Vcpus -gt $vmHost.LogicalProcessorCount) {
 if ($Start) {
     $usedBytes = (Get-VM | Where-Object { $_.State -eq 'Running' } | Measure-Object -Property MemoryStartup -Sum).Sum
     if ($null -eq $usedBytes) { $usedBytes = 0 }
-    $freeMiB = [int64](($vmHost.MemoryCapacity - $usedBytes) / 1MB)
+    $freeMiB = [int64](($vmHost.MemoryCapacity - $usedBytes) / 1048576)
     if ($MemoryMiB -gt $freeMiB) {
         throw (New-HcpError -Category LimitsExceeded -ErrorId 'InsufficientMemory' -Message "Not enough memory on host '$env:COMPUTERNAME': $MemoryMiB MiB requested, $freeMiB MiB free.")
     }
@@ -69,7 +69,7 @@ else {
     $partPath = "$diskPath.part"
     $target = [System.IO.File]::Create($partPath)
     try {
-        $buffer = New-Object byte[] (8MB)
+        $buffer = New-Object byte[] (8388608)
         $copied = 0
         $lastReport = 0
         while (($read = $source.Read($buffer, 0, $buffer.Length)) -gt 0) {
@@ -89,17 +89,17 @@ else {
     Move-Item -LiteralPath $partPath -Destination $diskPath
 }
 $currentSize = (Get-VHD -Path $diskPath).Size
-if ($DiskGiB * 1GB -gt $currentSize) {
-    Resize-VHD -Path $diskPath -SizeBytes ($DiskGiB * 1GB)
+if ($DiskGiB * 1073741824 -gt $currentSize) {
+    Resize-VHD -Path $diskPath -SizeBytes ($DiskGiB * 1073741824)
 }
 
-$vm = New-VM -Name $Name -Generation $Generation -MemoryStartupBytes ($MemoryMiB * 1MB) -VHDPath $diskPath -NoVHD:$false
+$vm = New-VM -Name $Name -Generation $Generation -MemoryStartupBytes ($MemoryMiB * 1048576) -VHDPath $diskPath
 Set-VMProcessor -VM $vm -Count $Vcpus
 if ($DynamicMemory) {
-    Set-VMMemory -VM $vm -DynamicMemoryEnabled $true -MinimumBytes ($MemoryMinimumMiB * 1MB) -StartupBytes ($MemoryMiB * 1MB) -MaximumBytes ($MemoryMaximumMiB * 1MB)
+    Set-VMMemory -VM $vm -DynamicMemoryEnabled $true -MinimumBytes ($MemoryMinimumMiB * 1048576) -StartupBytes ($MemoryMiB * 1048576) -MaximumBytes ($MemoryMaximumMiB * 1048576)
 }
 else {
-    Set-VMMemory -VM $vm -DynamicMemoryEnabled $false -StartupBytes ($MemoryMiB * 1MB)
+    Set-VMMemory -VM $vm -DynamicMemoryEnabled $false -StartupBytes ($MemoryMiB * 1048576)
 }
 $adapter = Get-VMNetworkAdapter -VM $vm | Select-Object -First 1
 if ($SwitchName) {

@@ -9,7 +9,8 @@ __all__ = ["ClusterStore", "HyperVHost", "Listener", "PsError", "ScriptRunner", 
 
 
 def start(hosts: int = 1, username: str = "hcp", password: str = "hcp-test-password", cluster: str | None = None,
-          base_port: int = 0, max_shells_per_user: int = 5, copy_seconds: float = 0.6, tls: bool = False):
+          base_port: int = 0, max_shells_per_user: int = 5, copy_seconds: float = 0.6, tls: bool = False,
+          ntlm_binding: str = "connection"):
     """Starts `hosts` listeners on 127.0.0.1 (HTTPS with a self-signed certificate when `tls`);
     returns (listeners, servers); with `tls`, each listener's `cert_path` names the certificate."""
     users = {username: password}
@@ -26,6 +27,7 @@ def start(hosts: int = 1, username: str = "hcp", password: str = "hcp-test-passw
         name = f"hv{i + 1}"
         hv = HyperVHost(name, store=store if store else ClusterStore(None), copy_seconds=copy_seconds)
         lst = Listener(name, users, hv, runner, max_shells_per_user=max_shells_per_user)
+        lst.ntlm_binding = ntlm_binding
         servers.append(start_listener(lst, base_port + i if base_port else 0, tls=context))
         lst.cert_path = cert_path
         listeners.append(lst)

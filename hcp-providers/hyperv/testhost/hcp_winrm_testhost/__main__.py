@@ -21,10 +21,13 @@ def main() -> int:
     ap.add_argument("--cluster", default=None, help="make every host a node of this failover cluster")
     ap.add_argument("--max-shells-per-user", type=int, default=5)
     ap.add_argument("--tls", action="store_true", help="serve HTTPS with a self-signed certificate")
+    ap.add_argument("--ntlm-binding", choices=["connection", "any"], default="connection",
+                    help="connection: an NTLM handshake must finish on its connection (HTTP.sys); "
+                         "any: also accept the Authenticate message on another connection")
     ap.add_argument("--copy-seconds", type=float, default=0.6, help="how long a VHDX copy takes")
     args = ap.parse_args()
     listeners, _servers = start(args.hosts, args.username, args.password, args.cluster, args.port,
-                                args.max_shells_per_user, args.copy_seconds, args.tls)
+                                args.max_shells_per_user, args.copy_seconds, args.tls, args.ntlm_binding)
     info = {
         "hosts": [{"name": l.name, "port": l.port, "url": f"{l.scheme}://127.0.0.1:{l.port}/wsman"} for l in listeners],
         "certificate": listeners[0].cert_path if listeners else None,

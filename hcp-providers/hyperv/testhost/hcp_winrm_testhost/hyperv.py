@@ -329,6 +329,7 @@ class HyperVHost:
             return {
                 "vms": {k: v.view() for k, v in self.store.vms.items() if v.owner == self.name or self.store.name},
                 "files": sorted(f["Path"] for f in self.store.files.values()),
+                "media": {f["Path"]: f["Files"] for f in self.store.files.values() if f.get("Kind") == "iso" and "Files" in f},
                 "fs": {k: v.decode("utf-8", "replace") for k, v in self.fs.items()},
             }
 

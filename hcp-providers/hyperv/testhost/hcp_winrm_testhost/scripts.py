@@ -316,7 +316,15 @@ class ScriptRunner:
         return {"Version": marker.decode().strip() if marker is not None else None}
 
     def deploy_write_hcp_file_chunk(self, host: str, hv: HyperVHost, p: dict[str, Any]) -> dict[str, Any]:
-        if self.take_fault(host, "interrupt_upload"):
+        with self.lock:
+            faults = self.faults.setdefault(host, {})
+            after = faults.get("interrupt_upload_after")
+            interrupt = after == 0
+            if after is not None:
+                faults["interrupt_upload_after"] = after - 1
+                if interrupt:
+                    del faults["interrupt_upload_after"]
+        if interrupt:
             raise PsError("WriteError", "Unable to write data to the transport connection: An existing connection was forcibly closed by the remote host.", "Write-HcpFileChunk", "System.IO.IOException")
         key = norm(p["Path"])
         data = base64.b64decode(p["Data"])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import re
@@ -87,6 +88,46 @@ class Listener:
         self.faults: dict[str, Any] = {}
         self.port = 0
         self.scheme = "http"
+        # HTTP.sys binds an NTLM handshake to its connection. With ntlm_binding "any", an
+        # Authenticate message may finish a handshake begun on another connection (winrm-rs 1.1
+        # re-authenticates every HTTPS request, and its pool may switch connections mid-handshake).
+        self.ntlm_binding = "connection"
+        self.pending: list[Any] = []
+        self.cross_connection = 0
+
+    # -- NTLM handshakes waiting for their Authenticate message --------------------------------
+    def add_pending(self, ctx: Any) -> None:
+        with self.lock:
+            self.pending.append(ctx)
+            del self.pending[:-32]
+
+    def drop_pending(self, ctx: Any) -> None:
+        with self.lock:
+            if ctx in self.pending:
+                self.pending.remove(ctx)
+
+    def adopt_pending(self, token: bytes) -> Any:
+        """Finds the handshake (begun on another connection) this Authenticate message answers.
+        A refused Authenticate message leaves an NTLM acceptor unchanged, so trying is safe."""
+        with self.lock:
+            candidates = list(reversed(self.pending))
+        if os.environ.get("HCP_TESTHOST_DEBUG"):
+            print(f"adopt: {len(candidates)} candidates", file=sys.stderr, flush=True)
+        for ctx in candidates:
+            try:
+                out = ctx.step(token)
+            except (spnego.exceptions.SpnegoError, ValueError) as e:
+                if os.environ.get("HCP_TESTHOST_DEBUG"):
+                    print(f"adopt: {len(candidates)} candidates, refused: {e}", file=sys.stderr, flush=True)
+                continue
+            if ctx.complete:
+                self.drop_pending(ctx)
+                with self.lock:
+                    self.cross_connection += 1
+                ctx._hcp_adopted = True
+                ctx._hcp_out = out
+                return ctx
+        return None
 
     # -- faults -------------------------------------------------------------------------------
     def take_fault(self, key: str) -> bool:
@@ -136,6 +177,8 @@ class Listener:
                 "max_concurrent_shells": self.max_concurrent_shells,
                 "requests": self.requests,
                 "auth_failures": self.auth_failures,
+                "ntlm_binding": self.ntlm_binding,
+                "ntlm_cross_connection": self.cross_connection,
                 "faults": dict(self.faults),
             }
 
@@ -227,9 +270,22 @@ class Handler(BaseHTTPRequestHandler):
             if self.ctx is None or self.ctx.complete or starts:
                 self.ctx = spnego.server(protocol="negotiate")
                 self.ctx_user = None
+            if not starts and lst.ntlm_binding == "any":
+                adopted = lst.adopt_pending(token)
+                if adopted is not None:
+                    self.ctx = adopted
             try:
-                out = self.ctx.step(token)
+                if getattr(self.ctx, "_hcp_adopted", False):
+                    out = self.ctx._hcp_out
+                else:
+                    out = self.ctx.step(token)
+                    if not self.ctx.complete:
+                        self.ctx._hcp_challenged = True
+                        lst.add_pending(self.ctx)
+                    else:
+                        lst.drop_pending(self.ctx)
             except (spnego.exceptions.SpnegoError, ValueError):
+                lst.drop_pending(self.ctx)
                 # A wrong password, or an NTLM Authenticate message on a connection that never
                 # received the challenge: HTTP.sys ties NTLM to the connection and refuses both.
                 with lst.lock:

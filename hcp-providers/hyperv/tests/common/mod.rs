@@ -77,6 +77,9 @@ impl TestHost {
                 "--copy-seconds",
                 "0.3",
             ])
+            // winrm-rs 1.1 re-authenticates every HTTPS request with NTLM, and its connection
+            // pool may send the Authenticate message on another connection (see the README).
+            .args(["--ntlm-binding", "any"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,81 @@
+//! Every shipped PowerShell script (and both rendered forms of the wrapper) parses without
+//! syntax errors with tree-sitter-powershell.
+
+use std::path::PathBuf;
+
+use hcp_provider_hyperv::scripts::{
+    DEPLOY, EMBEDDED, WRAPPER, wrapper_for_deploy, wrapper_for_path,
+};
+
+fn first_error(source: &str) -> Option<String> {
+    let mut parser = tree_sitter::Parser::new();
+    parser
+        .set_language(&tree_sitter_powershell::LANGUAGE.into())
+        .expect("the PowerShell grammar loads");
+    let tree = parser
+        .parse(source, None)
+        .expect("the parser returns a tree");
+    let root = tree.root_node();
+    if !root.has_error() {
+        return None;
+    }
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        if node.is_error() || node.is_missing() {
+            let p = node.start_position();
+            let line = source.lines().nth(p.row).unwrap_or("");
+            return Some(format!("line {}: {}: {line}", p.row + 1, node.kind()));
+        }
+        let mut cursor = node.walk();
+        let children: Vec<_> = node.children(&mut cursor).collect();
+        stack.extend(children.into_iter().rev());
+    }
+    Some("an error node somewhere".into())
+}
+
+#[test]
+fn every_shipped_script_parses() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let mut seen = 0;
+    for sub in [dir.clone(), dir.join("deploy")] {
+        for entry in std::fs::read_dir(&sub).unwrap() {
+            let path = entry.unwrap().path();
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if ext != "ps1" && ext != "psm1" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Some(e) = first_error(&text) {
+                panic!("{} does not parse: {e}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        seen,
+        EMBEDDED.len() + DEPLOY.len() + 1,
+        "scripts, deploy steps and the wrapper"
+    );
+}
+
+#[test]
+fn rendered_wrappers_parse() {
+    for text in [
+        WRAPPER.to_string(),
+        wrapper_for_path(r"C:\ProgramData\HCP\scripts\0123456789abcdef\New-HcpVm.ps1"),
+    ]
+    .into_iter()
+    .chain(DEPLOY.iter().map(|(_, body)| wrapper_for_deploy(body)))
+    {
+        if let Some(e) = first_error(&text) {
+            panic!("a rendered wrapper does not parse: {e}");
+        }
+    }
+}
+
+#[test]
+fn the_checker_finds_syntax_errors() {
+    assert!(first_error("if ($x) { Get-VM").is_some());
+    assert!(first_error("$a = @{ b = 1").is_some());
+    assert!(first_error("Get-VM -Name 'x' | Select-Object -First 1").is_none());
+}

@@ -31,9 +31,9 @@ use std::time::Duration;
 use futures::stream::{BoxStream, StreamExt};
 use hcp_core::store::{JobFilter, Page, PageRequest};
 use hcp_core::{
-    Capabilities, Catalog, Console, ConsoleKind, Error, ErrorKind, Event, Flavor, Host, Image, InventoryVm, Job,
-    JobId, JobUpdate, Network, ProviderCapabilities, ProviderStatus, RefreshReport, TenantVm, Vm, VmId,
-    VmSpec, Zone,
+    Capabilities, Catalog, Console, ConsoleKind, Error, ErrorKind, Event, Flavor, Host, Image,
+    InventoryVm, Job, JobId, JobUpdate, Network, ProviderCapabilities, ProviderStatus,
+    RefreshReport, TenantVm, Vm, VmId, VmSpec, Zone,
 };
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -109,7 +109,9 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The default headers may hold a bearer token.
-        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -124,7 +126,9 @@ pub struct ClientBuilder {
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientBuilder").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("ClientBuilder")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -153,15 +157,32 @@ impl ClientBuilder {
     /// [`ErrorKind::InvalidSpec`] naming `url` for a URL that is not `http(s)://host[:port]`, or
     /// `token` for a token that cannot be sent in a header.
     pub fn build(self) -> hcp_core::Result<Client> {
-        let url = url::Url::parse(&self.base)
-            .map_err(|e| Error::invalid("url", format!("`{}` is not a URL ({e}); use e.g. http://127.0.0.1:8080", self.base)))?;
+        let url = url::Url::parse(&self.base).map_err(|e| {
+            Error::invalid(
+                "url",
+                format!(
+                    "`{}` is not a URL ({e}); use e.g. http://127.0.0.1:8080",
+                    self.base
+                ),
+            )
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(Error::invalid("url", format!("`{}` must be an http:// or https:// URL with a host", self.base)));
+            return Err(Error::invalid(
+                "url",
+                format!(
+                    "`{}` must be an http:// or https:// URL with a host",
+                    self.base
+                ),
+            ));
         }
         let mut headers = HeaderMap::new();
         if let Some(t) = &self.token {
-            let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
-                .map_err(|_| Error::invalid("token", "contains characters that cannot be sent in a header"))?;
+            let mut v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                Error::invalid(
+                    "token",
+                    "contains characters that cannot be sent in a header",
+                )
+            })?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
@@ -216,7 +237,10 @@ impl Client {
     }
 
     async fn send(&self, rb: RequestBuilder) -> hcp_core::Result<reqwest::Response> {
-        let resp = rb.send().await.map_err(|e| transport_error(&self.base, e))?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.base, e))?;
         if resp.status().is_success() {
             Ok(resp)
         } else {
@@ -226,16 +250,32 @@ impl Client {
 
     async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> hcp_core::Result<T> {
         let resp = self.send(rb).await?;
-        let bytes = resp.bytes().await.map_err(|e| transport_error(&self.base, e))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot decode the service's answer: {e}")))
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&self.base, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot decode the service's answer: {e}"),
+            )
+        })
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> hcp_core::Result<T> {
-        self.json(self.request(Method::GET, path).query(query)).await
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> hcp_core::Result<T> {
+        self.json(self.request(Method::GET, path).query(query))
+            .await
     }
 
-    async fn accepted(&self, rb: RequestBuilder, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+    async fn accepted(
+        &self,
+        rb: RequestBuilder,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
         let rb = match idempotency_key {
             Some(k) => rb.header("Idempotency-Key", k),
             None => rb,
@@ -244,7 +284,11 @@ impl Client {
     }
 
     fn vm_path(project: &str, vm_id: &VmId) -> String {
-        format!("{TENANT_PREFIX}/projects/{}/vms/{}", enc(project), enc(vm_id.as_str()))
+        format!(
+            "{TENANT_PREFIX}/projects/{}/vms/{}",
+            enc(project),
+            enc(vm_id.as_str())
+        )
     }
 
     // ----------------------------------------------------------------------------------------
@@ -256,16 +300,29 @@ impl Client {
     /// # Errors
     /// The service's error: `InvalidSpec` naming the field, `FeatureNotSupported`, `Conflict`
     /// (`IDEMPOTENCY_KEY_REUSED`, a name taken), `QuotaExceeded`, ...
-    pub async fn create_vm(&self, project: &str, spec: &VmSpec, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+    pub async fn create_vm(
+        &self,
+        project: &str,
+        spec: &VmSpec,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
         let path = format!("{TENANT_PREFIX}/projects/{}/vms", enc(project));
-        self.accepted(self.request(Method::POST, &path).json(spec), idempotency_key).await
+        self.accepted(
+            self.request(Method::POST, &path).json(spec),
+            idempotency_key,
+        )
+        .await
     }
 
     /// Lists one page of a project's VMs.
     ///
     /// # Errors
     /// The service's error.
-    pub async fn list_vms(&self, project: &str, page: &PageRequest) -> hcp_core::Result<Page<TenantVm>> {
+    pub async fn list_vms(
+        &self,
+        project: &str,
+        page: &PageRequest,
+    ) -> hcp_core::Result<Page<TenantVm>> {
         let path = format!("{TENANT_PREFIX}/projects/{}/vms", enc(project));
         self.get(&path, &page_query(page)).await
     }
@@ -299,7 +356,13 @@ impl Client {
     ///
     /// # Errors
     /// The service's error.
-    pub async fn delete_vm(&self, project: &str, vm_id: &VmId, force: bool, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+    pub async fn delete_vm(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        force: bool,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
         let rb = self
             .request(Method::DELETE, &Client::vm_path(project, vm_id))
             .query(&[("force", force.to_string())]);
@@ -310,18 +373,32 @@ impl Client {
     ///
     /// # Errors
     /// The service's error.
-    pub async fn start_vm(&self, project: &str, vm_id: &VmId, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+    pub async fn start_vm(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
         let path = format!("{}:start", Client::vm_path(project, vm_id));
-        self.accepted(self.request(Method::POST, &path), idempotency_key).await
+        self.accepted(self.request(Method::POST, &path), idempotency_key)
+            .await
     }
 
     /// Powers a VM off (`POST .../vms/{vmId}:stop`); `force` skips the graceful shutdown.
     ///
     /// # Errors
     /// The service's error.
-    pub async fn stop_vm(&self, project: &str, vm_id: &VmId, force: bool, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+    pub async fn stop_vm(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        force: bool,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
         let path = format!("{}:stop", Client::vm_path(project, vm_id));
-        let rb = self.request(Method::POST, &path).query(&[("force", force.to_string())]);
+        let rb = self
+            .request(Method::POST, &path)
+            .query(&[("force", force.to_string())]);
         self.accepted(rb, idempotency_key).await
     }
 
@@ -329,9 +406,17 @@ impl Client {
     ///
     /// # Errors
     /// The service's error.
-    pub async fn reboot_vm(&self, project: &str, vm_id: &VmId, hard: bool, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
+    pub async fn reboot_vm(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        hard: bool,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
         let path = format!("{}:reboot", Client::vm_path(project, vm_id));
-        let rb = self.request(Method::POST, &path).query(&[("hard", hard.to_string())]);
+        let rb = self
+            .request(Method::POST, &path)
+            .query(&[("hard", hard.to_string())]);
         self.accepted(rb, idempotency_key).await
     }
 
@@ -339,7 +424,12 @@ impl Client {
     ///
     /// # Errors
     /// `FeatureNotSupported` when the host offers none; `Conflict` when the VM is not active.
-    pub async fn console(&self, project: &str, vm_id: &VmId, kind: Option<ConsoleKind>) -> hcp_core::Result<Console> {
+    pub async fn console(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        kind: Option<ConsoleKind>,
+    ) -> hcp_core::Result<Console> {
         let path = format!("{}:console", Client::vm_path(project, vm_id));
         let mut rb = self.request(Method::POST, &path);
         if let Some(k) = kind {
@@ -353,7 +443,12 @@ impl Client {
     /// # Errors
     /// `NotFound` for an unknown job.
     pub async fn get_job(&self, job_id: &JobId) -> hcp_core::Result<Job> {
-        let v: serde_json::Value = self.get(&format!("{TENANT_PREFIX}/jobs/{}", enc(job_id.as_str())), &[]).await?;
+        let v: serde_json::Value = self
+            .get(
+                &format!("{TENANT_PREFIX}/jobs/{}", enc(job_id.as_str())),
+                &[],
+            )
+            .await?;
         job_from_value(v)
     }
 
@@ -361,14 +456,26 @@ impl Client {
     ///
     /// # Errors
     /// The service's error.
-    pub async fn list_jobs(&self, project: &str, filter: &JobFilter, page: &PageRequest) -> hcp_core::Result<Page<Job>> {
+    pub async fn list_jobs(
+        &self,
+        project: &str,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> hcp_core::Result<Page<Job>> {
         let mut q = page_query(page);
         q.extend(job_filter_query(filter));
         let p: Page<serde_json::Value> = self
-            .get(&format!("{TENANT_PREFIX}/projects/{}/jobs", enc(project)), &q)
+            .get(
+                &format!("{TENANT_PREFIX}/projects/{}/jobs", enc(project)),
+                &q,
+            )
             .await?;
         Ok(Page {
-            items: p.items.into_iter().map(job_from_value).collect::<hcp_core::Result<_>>()?,
+            items: p
+                .items
+                .into_iter()
+                .map(job_from_value)
+                .collect::<hcp_core::Result<_>>()?,
             next: p.next,
         })
     }
@@ -378,13 +485,23 @@ impl Client {
     ///
     /// # Errors
     /// `NotFound` for an unknown job; items carry transport or decoding errors.
-    pub async fn watch_job(&self, job_id: &JobId) -> hcp_core::Result<BoxStream<'static, hcp_core::Result<JobUpdate>>> {
+    pub async fn watch_job(
+        &self,
+        job_id: &JobId,
+    ) -> hcp_core::Result<BoxStream<'static, hcp_core::Result<JobUpdate>>> {
         let path = format!("{TENANT_PREFIX}/jobs/{}/logs", enc(job_id.as_str()));
         let resp = self
-            .send(self.http.get(self.url(&path)).header("Accept", "text/event-stream"))
+            .send(
+                self.http
+                    .get(self.url(&path))
+                    .header("Accept", "text/event-stream"),
+            )
             .await?;
         let base = self.base.clone();
-        let events = sse::events(resp.bytes_stream().map(move |r| r.map_err(|e| transport_error(&base, e))));
+        let events = sse::events(
+            resp.bytes_stream()
+                .map(move |r| r.map_err(|e| transport_error(&base, e))),
+        );
         Ok(events
             .map(|ev| ev.and_then(|e| job_update_from(&e.data)))
             .scan(false, |done, item| {
@@ -403,7 +520,11 @@ impl Client {
     ///
     /// # Errors
     /// `NotFound` for an unknown job; `Timeout` when `timeout` passes first (the job goes on).
-    pub async fn wait_job(&self, job_id: &JobId, timeout: Option<Duration>) -> hcp_core::Result<Job> {
+    pub async fn wait_job(
+        &self,
+        job_id: &JobId,
+        timeout: Option<Duration>,
+    ) -> hcp_core::Result<Job> {
         let wait = async {
             let mut updates = self.watch_job(job_id).await?;
             while let Some(u) = updates.next().await {
@@ -416,12 +537,20 @@ impl Client {
             if job.state.is_terminal() {
                 Ok(job)
             } else {
-                Err(Error::new(ErrorKind::ProviderUnavailable, format!("the log stream of job `{job_id}` closed before it ended")).temporary())
+                Err(Error::new(
+                    ErrorKind::ProviderUnavailable,
+                    format!("the log stream of job `{job_id}` closed before it ended"),
+                )
+                .temporary())
             }
         };
         match timeout {
             Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
-                Error::new(ErrorKind::Timeout, format!("job `{job_id}` did not end within {t:?}")).with_context("job", job_id)
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("job `{job_id}` did not end within {t:?}"),
+                )
+                .with_context("job", job_id)
             })?,
             None => wait.await,
         }
@@ -485,7 +614,8 @@ impl Client {
     /// # Errors
     /// The service's error.
     pub async fn zone_capabilities(&self) -> hcp_core::Result<Vec<ZoneCapabilities>> {
-        self.get(&format!("{COMMON_PREFIX}/zones/capabilities"), &[]).await
+        self.get(&format!("{COMMON_PREFIX}/zones/capabilities"), &[])
+            .await
     }
 
     // ----------------------------------------------------------------------------------------
@@ -512,14 +642,22 @@ impl Client {
     ///
     /// # Errors
     /// The service's error.
-    pub async fn ops_vms(&self, project: Option<&str>, page: &PageRequest) -> hcp_core::Result<Page<Vm>> {
+    pub async fn ops_vms(
+        &self,
+        project: Option<&str>,
+        page: &PageRequest,
+    ) -> hcp_core::Result<Page<Vm>> {
         let mut q = page_query(page);
         if let Some(p) = project {
             q.push(("project", p.to_string()));
         }
         let p: Page<serde_json::Value> = self.get(&format!("{OPS_PREFIX}/vms"), &q).await?;
         Ok(Page {
-            items: p.items.into_iter().map(vm_from_value).collect::<hcp_core::Result<_>>()?,
+            items: p
+                .items
+                .into_iter()
+                .map(vm_from_value)
+                .collect::<hcp_core::Result<_>>()?,
             next: p.next,
         })
     }
@@ -560,10 +698,16 @@ impl Client {
             repairs: usize,
             elapsed_ms: u64,
         }
-        let r: Report = self.json(self.request(Method::POST, &format!("{OPS_PREFIX}/reconcile"))).await?;
+        let r: Report = self
+            .json(self.request(Method::POST, &format!("{OPS_PREFIX}/reconcile")))
+            .await?;
         Ok(RefreshReport {
             hosts_ok: r.hosts_ok,
-            hosts_failed: r.hosts_failed.into_iter().map(|f| (f.host, f.reason)).collect(),
+            hosts_failed: r
+                .hosts_failed
+                .into_iter()
+                .map(|f| (f.host, f.reason))
+                .collect(),
             vms_seen: r.vms_seen,
             adopted: r.adopted,
             drift: r.drift,
@@ -577,14 +721,20 @@ impl Client {
     /// # Errors
     /// `NotFound` for an unknown job.
     pub async fn ops_job(&self, job_id: &JobId) -> hcp_core::Result<Job> {
-        self.get(&format!("{OPS_PREFIX}/jobs/{}", enc(job_id.as_str())), &[]).await
+        self.get(&format!("{OPS_PREFIX}/jobs/{}", enc(job_id.as_str())), &[])
+            .await
     }
 
     /// Lists one page of every project's jobs (operator view).
     ///
     /// # Errors
     /// The service's error.
-    pub async fn ops_jobs(&self, project: Option<&str>, filter: &JobFilter, page: &PageRequest) -> hcp_core::Result<Page<Job>> {
+    pub async fn ops_jobs(
+        &self,
+        project: Option<&str>,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> hcp_core::Result<Page<Job>> {
         let mut q = page_query(page);
         q.extend(job_filter_query(filter));
         if let Some(p) = project {
@@ -597,7 +747,12 @@ impl Client {
     ///
     /// # Errors
     /// The service's error.
-    pub async fn events(&self, after: u64, project: Option<&str>, limit: usize) -> hcp_core::Result<Vec<Event>> {
+    pub async fn events(
+        &self,
+        after: u64,
+        project: Option<&str>,
+        limit: usize,
+    ) -> hcp_core::Result<Vec<Event>> {
         #[derive(Deserialize)]
         struct EventPage {
             items: Vec<Event>,
@@ -614,23 +769,34 @@ impl Client {
     ///
     /// # Errors
     /// The service's error; items carry transport or decoding errors.
-    pub async fn subscribe_events(&self, after: u64, project: Option<&str>) -> hcp_core::Result<BoxStream<'static, hcp_core::Result<Event>>> {
+    pub async fn subscribe_events(
+        &self,
+        after: u64,
+        project: Option<&str>,
+    ) -> hcp_core::Result<BoxStream<'static, hcp_core::Result<Event>>> {
         let mut q = vec![("after", after.to_string())];
         if let Some(p) = project {
             q.push(("project", p.to_string()));
         }
         let resp = self
-            .send(self.http.get(self.url(&format!("{OPS_PREFIX}/events/stream"))).query(&q))
+            .send(
+                self.http
+                    .get(self.url(&format!("{OPS_PREFIX}/events/stream")))
+                    .query(&q),
+            )
             .await?;
         let base = self.base.clone();
-        Ok(sse::events(resp.bytes_stream().map(move |r| r.map_err(|e| transport_error(&base, e))))
-            .map(|ev| {
-                ev.and_then(|e| {
-                    serde_json::from_str::<Event>(&e.data)
-                        .map_err(|err| Error::internal(format!("cannot decode an audit event: {err}")))
-                })
+        Ok(sse::events(
+            resp.bytes_stream()
+                .map(move |r| r.map_err(|e| transport_error(&base, e))),
+        )
+        .map(|ev| {
+            ev.and_then(|e| {
+                serde_json::from_str::<Event>(&e.data)
+                    .map_err(|err| Error::internal(format!("cannot decode an audit event: {err}")))
             })
-            .boxed())
+        })
+        .boxed())
     }
 
     // ----------------------------------------------------------------------------------------
@@ -657,8 +823,14 @@ impl Client {
     ///
     /// # Errors
     /// The service's error, naming the Hyper-V request's fields.
-    pub async fn legacy_create_vm(&self, request: &LegacyCreateVm, idempotency_key: Option<&str>) -> hcp_core::Result<Accepted> {
-        let rb = self.request(Method::POST, &format!("{HYPERV_PREFIX}/vms/create")).json(request);
+    pub async fn legacy_create_vm(
+        &self,
+        request: &LegacyCreateVm,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
+        let rb = self
+            .request(Method::POST, &format!("{HYPERV_PREFIX}/vms/create"))
+            .json(request);
         self.accepted(rb, idempotency_key).await
     }
 
@@ -668,8 +840,12 @@ impl Client {
     /// The service's error.
     pub async fn legacy_delete_vm(&self, name: &str, force: bool) -> hcp_core::Result<Accepted> {
         let body = serde_json::json!({ "name": name, "force": force });
-        self.accepted(self.request(Method::POST, &format!("{HYPERV_PREFIX}/vms/delete")).json(&body), None)
-            .await
+        self.accepted(
+            self.request(Method::POST, &format!("{HYPERV_PREFIX}/vms/delete"))
+                .json(&body),
+            None,
+        )
+        .await
     }
 
     // ----------------------------------------------------------------------------------------
@@ -681,7 +857,12 @@ impl Client {
     /// # Errors
     /// A transport error when the service cannot be reached.
     pub async fn healthz(&self) -> hcp_core::Result<bool> {
-        let r = self.http.get(self.url("/healthz")).send().await.map_err(|e| transport_error(&self.base, e))?;
+        let r = self
+            .http
+            .get(self.url("/healthz"))
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.base, e))?;
         Ok(r.status() == StatusCode::OK)
     }
 
@@ -690,7 +871,12 @@ impl Client {
     /// # Errors
     /// A transport error when the service cannot be reached.
     pub async fn readyz(&self) -> hcp_core::Result<bool> {
-        let r = self.http.get(self.url("/readyz")).send().await.map_err(|e| transport_error(&self.base, e))?;
+        let r = self
+            .http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.base, e))?;
         Ok(r.status() == StatusCode::OK)
     }
 
@@ -727,7 +913,8 @@ fn job_filter_query(filter: &JobFilter) -> Vec<(&'static str, String)> {
 fn job_from_value(mut v: serde_json::Value) -> hcp_core::Result<Job> {
     if let Some(obj) = v.as_object_mut() {
         for k in ["host", "provider"] {
-            obj.entry(k).or_insert_with(|| serde_json::Value::String(String::new()));
+            obj.entry(k)
+                .or_insert_with(|| serde_json::Value::String(String::new()));
         }
     }
     serde_json::from_value(v).map_err(|e| Error::internal(format!("cannot decode a job: {e}")))
@@ -742,16 +929,18 @@ fn vm_from_value(mut v: serde_json::Value) -> hcp_core::Result<Vm> {
 }
 
 fn job_update_from(data: &str) -> hcp_core::Result<JobUpdate> {
-    let mut v: serde_json::Value =
-        serde_json::from_str(data).map_err(|e| Error::internal(format!("cannot decode a job event: {e}")))?;
+    let mut v: serde_json::Value = serde_json::from_str(data)
+        .map_err(|e| Error::internal(format!("cannot decode a job event: {e}")))?;
     if v.get("type").and_then(|t| t.as_str()) == Some("end")
         && let Some(obj) = v.as_object_mut()
     {
         for k in ["host", "provider"] {
-            obj.entry(k).or_insert_with(|| serde_json::Value::String(String::new()));
+            obj.entry(k)
+                .or_insert_with(|| serde_json::Value::String(String::new()));
         }
     }
-    serde_json::from_value(v).map_err(|e| Error::internal(format!("cannot decode a job event: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| Error::internal(format!("cannot decode a job event: {e}")))
 }
 
 fn transport_error(base: &str, e: reqwest::Error) -> Error {
@@ -821,7 +1010,9 @@ async fn decode_error(resp: reqwest::Response) -> Error {
     let body = resp.bytes().await.unwrap_or_default();
     match serde_json::from_slice::<Problem>(&body) {
         Ok(p) if !p.code.is_empty() => {
-            let kind = p.kind.unwrap_or_else(|| kind_of_status(StatusCode::from_u16(p.status).unwrap_or(status)));
+            let kind = p.kind.unwrap_or_else(|| {
+                kind_of_status(StatusCode::from_u16(p.status).unwrap_or(status))
+            });
             let mut e = Error::new(kind, p.detail);
             if let Some(f) = p.field {
                 e = e.with_field(f);
@@ -837,8 +1028,11 @@ async fn decode_error(resp: reqwest::Response) -> Error {
         _ => {
             let text = String::from_utf8_lossy(&body);
             let snippet: String = text.chars().take(200).collect();
-            Error::new(kind_of_status(status), format!("HCP answered {status}: {snippet}"))
-                .with_context("http_status", status.as_u16())
+            Error::new(
+                kind_of_status(status),
+                format!("HCP answered {status}: {snippet}"),
+            )
+            .with_context("http_status", status.as_u16())
         }
     }
 }

@@ -45,7 +45,11 @@ impl Parser {
             if line.is_empty() {
                 if !self.data.is_empty() {
                     out.push(SseEvent {
-                        event: if self.event.is_empty() { "message".into() } else { std::mem::take(&mut self.event) },
+                        event: if self.event.is_empty() {
+                            "message".into()
+                        } else {
+                            std::mem::take(&mut self.event)
+                        },
                         data: self.data.join("\n"),
                         id: self.id.clone(),
                     });
@@ -99,7 +103,14 @@ mod tests {
         assert!(p.feed(b": keep-alive\n\nevent: log\nid: 1\nda").is_empty());
         let ev = p.feed(b"ta: {\"a\":1}\n\nevent: end\r\ndata: x\r\ndata: y\r\n\r\n");
         assert_eq!(ev.len(), 2);
-        assert_eq!(ev[0], SseEvent { event: "log".into(), data: "{\"a\":1}".into(), id: Some("1".into()) });
+        assert_eq!(
+            ev[0],
+            SseEvent {
+                event: "log".into(),
+                data: "{\"a\":1}".into(),
+                id: Some("1".into())
+            }
+        );
         assert_eq!(ev[1].event, "end");
         assert_eq!(ev[1].data, "x\ny");
     }

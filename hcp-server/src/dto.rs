@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use hcp_core::{
-    Capabilities, Catalog, ConsoleKind, DesiredState, ErrorInfo, Flavor, Host, Image, InventoryVm, Job, JobAction,
-    JobLogLine, JobState, LogLevel, Network, PendingReason, PowerState, ProviderCapabilities, ProviderStatus,
-    RefreshReport, Resources, TenantVm, Vm, VmSpec, Zone,
+    Capabilities, Catalog, ConsoleKind, DesiredState, ErrorInfo, Flavor, Host, Image, InventoryVm,
+    Job, JobAction, JobLogLine, JobState, LogLevel, Network, PendingReason, PowerState,
+    ProviderCapabilities, ProviderStatus, RefreshReport, Resources, TenantVm, Vm, VmSpec, Zone,
 };
 use poem_openapi::{Enum, Object, Union};
 use serde::Deserialize;
@@ -222,7 +222,11 @@ pub struct NetworkAttachmentDto {
 #[oai(deny_unknown_fields)]
 pub struct CreateVmRequest {
     /// The VM name, unique within its project: 1–63 characters of `[a-z0-9-]`, starting with a letter.
-    #[oai(validator(min_length = 1, max_length = 63, pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$"))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$"
+    ))]
     pub name: String,
     /// The catalog image to boot from.
     #[oai(validator(min_length = 1, max_length = 255))]
@@ -325,8 +329,19 @@ pub struct LegacyCreateVmRequest {
 impl StrictDto for LegacyCreateVmRequest {
     // The Hyper-V routes let operators pin a host, so `host` is theirs to give here.
     const SERVER_OWNED: &'static [&'static str] = &[
-        "id", "vm_id", "project", "provider", "native_id", "binding", "state", "power", "resources", "created_at",
-        "updated_at", "generation", "job_id",
+        "id",
+        "vm_id",
+        "project",
+        "provider",
+        "native_id",
+        "binding",
+        "state",
+        "power",
+        "resources",
+        "created_at",
+        "updated_at",
+        "generation",
+        "job_id",
     ];
 }
 
@@ -348,7 +363,8 @@ pub struct LegacyDeleteVmRequest {
 }
 
 impl StrictDto for LegacyDeleteVmRequest {
-    const SERVER_OWNED: &'static [&'static str] = &["id", "project", "host", "provider", "state", "job_id"];
+    const SERVER_OWNED: &'static [&'static str] =
+        &["id", "project", "host", "provider", "state", "job_id"];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,7 +442,9 @@ impl ErrorInfoDto {
 /// native ids, which tenants never see).
 pub fn strip_context(message: &str) -> String {
     match (message.find(", context: { "), message.find(" } => ")) {
-        (Some(start), Some(end)) if end > start => format!("{}{}", &message[..start], &message[end + 2..]),
+        (Some(start), Some(end)) if end > start => {
+            format!("{}{}", &message[..start], &message[end + 2..])
+        }
         _ => message.to_string(),
     }
 }
@@ -709,11 +727,19 @@ impl PendingReasonDto {
                 dto.reason = "waiting_for_worker".into();
                 dto.limit = Some(*limit as u64);
             }
-            PendingReason::RetryBackoff { attempt, retry_at, error } => {
+            PendingReason::RetryBackoff {
+                attempt,
+                retry_at,
+                error,
+            } => {
                 dto.reason = "retry_backoff".into();
                 dto.attempt = Some(*attempt);
                 dto.retry_at = Some(*retry_at);
-                dto.error = Some(if tenant { strip_context(error) } else { error.clone() });
+                dto.error = Some(if tenant {
+                    strip_context(error)
+                } else {
+                    error.clone()
+                });
             }
         }
         dto
@@ -777,7 +803,11 @@ impl JobActionDto {
             }
             JobAction::Migrate { target_host } => {
                 dto.action = "migrate".into();
-                dto.target_host = Some(if tenant { String::new() } else { target_host.clone() });
+                dto.target_host = Some(if tenant {
+                    String::new()
+                } else {
+                    target_host.clone()
+                });
             }
         }
         dto
@@ -855,7 +885,10 @@ impl JobDto {
             operation: j.operation.as_str().to_string(),
             action: JobActionDto::new(&j.action, tenant),
             state: j.state.into(),
-            pending_reason: j.pending_reason.as_ref().map(|r| PendingReasonDto::new(r, tenant)),
+            pending_reason: j
+                .pending_reason
+                .as_ref()
+                .map(|r| PendingReasonDto::new(r, tenant)),
             attempts: j.attempts,
             max_attempts: j.max_attempts,
             progress: j.progress,
@@ -865,10 +898,13 @@ impl JobDto {
             idempotency_key: j.idempotency_key.clone(),
             host: (!tenant).then(|| j.host.clone()),
             provider: (!tenant).then(|| j.provider.clone()),
-            error: j
-                .error
-                .as_ref()
-                .map(|e| if tenant { ErrorInfoDto::tenant(e) } else { ErrorInfoDto::operator(e) }),
+            error: j.error.as_ref().map(|e| {
+                if tenant {
+                    ErrorInfoDto::tenant(e)
+                } else {
+                    ErrorInfoDto::operator(e)
+                }
+            }),
             timeout_ms: j.timeout_ms,
             created_at: j.created_at,
             started_at: j.started_at,
@@ -925,6 +961,8 @@ pub struct JobStatusDto {
 }
 
 /// One server-sent event of `GET /jobs/{jobId}/logs`; the SSE event name equals `type`.
+// One short-lived value per event: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Union)]
 #[oai(discriminator_name = "type")]
 pub enum JobEventDto {
@@ -951,7 +989,9 @@ impl JobEventDto {
             } => JobEventDto::Status(JobStatusDto {
                 state: state.into(),
                 progress,
-                pending_reason: pending_reason.as_ref().map(|r| PendingReasonDto::new(r, true)),
+                pending_reason: pending_reason
+                    .as_ref()
+                    .map(|r| PendingReasonDto::new(r, true)),
             }),
             hcp_core::JobUpdate::End(job) => JobEventDto::End(JobDto::tenant(&job)),
         }

@@ -1,7 +1,9 @@
 //! The one place that maps errors to HTTP: [`hcp_core::ErrorKind`] → status, and every failure →
 //! one problem-JSON body (RFC 9457) with a stable `code`.
 
-use hcp_core::{CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, ErrorStatus};
+use hcp_core::{
+    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, ErrorStatus,
+};
 use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, Object, payload::Json};
 
@@ -103,19 +105,39 @@ impl Problem {
     /// Builds the problem body of an engine error. The detail is the error's message without its
     /// context, which may name hosts and native ids.
     pub fn from_error(e: &Error) -> Problem {
-        Problem::build(e.kind(), e.code(), e.message().to_string(), e.field().map(str::to_string), e.status())
+        Problem::build(
+            e.kind(),
+            e.code(),
+            e.message().to_string(),
+            e.field().map(str::to_string),
+            e.status(),
+        )
     }
 
     /// Builds a problem body for a transport-level failure (a too-large body, an unknown route)
     /// with `code` and `kind`.
-    pub fn transport(kind: ErrorKind, code: &str, detail: impl Into<String>, field: Option<String>) -> Problem {
+    pub fn transport(
+        kind: ErrorKind,
+        code: &str,
+        detail: impl Into<String>,
+        field: Option<String>,
+    ) -> Problem {
         Problem::build(kind, code, detail.into(), field, ErrorStatus::Permanent)
     }
 
-    fn build(kind: ErrorKind, code: &str, detail: String, field: Option<String>, status: ErrorStatus) -> Problem {
+    fn build(
+        kind: ErrorKind,
+        code: &str,
+        detail: String,
+        field: Option<String>,
+        status: ErrorStatus,
+    ) -> Problem {
         let http = status_of(kind, code);
         Problem {
-            problem_type: format!("urn:hcp:problem:{}", code.to_ascii_lowercase().replace('_', "-")),
+            problem_type: format!(
+                "urn:hcp:problem:{}",
+                code.to_ascii_lowercase().replace('_', "-")
+            ),
             title: title_of(kind, code).to_string(),
             status: http.as_u16(),
             detail,
@@ -202,7 +224,10 @@ pub fn problem_from_poem(err: poem::Error) -> poem::Response {
     let field = err
         .downcast_ref::<poem_openapi::error::ParseParamError>()
         .map(|e| e.name.to_string())
-        .or_else(|| err.downcast_ref::<poem_openapi::error::ParsePathError>().map(|e| e.name.to_string()));
+        .or_else(|| {
+            err.downcast_ref::<poem_openapi::error::ParsePathError>()
+                .map(|e| e.name.to_string())
+        });
     let (kind, code) = match status {
         StatusCode::NOT_FOUND => (ErrorKind::NotFound, CODE_ROUTE_NOT_FOUND),
         StatusCode::METHOD_NOT_ALLOWED => (ErrorKind::InvalidSpec, CODE_METHOD_NOT_ALLOWED),
@@ -212,8 +237,12 @@ pub fn problem_from_poem(err: poem::Error) -> poem::Response {
         _ => (ErrorKind::Internal, ErrorKind::Internal.code()),
     };
     let detail = match code {
-        CODE_ROUTE_NOT_FOUND => "no such route; see /openapi.json for the routes this service offers".to_string(),
-        CODE_METHOD_NOT_ALLOWED => "this route does not offer this method; see /openapi.json".to_string(),
+        CODE_ROUTE_NOT_FOUND => {
+            "no such route; see /openapi.json for the routes this service offers".to_string()
+        }
+        CODE_METHOD_NOT_ALLOWED => {
+            "this route does not offer this method; see /openapi.json".to_string()
+        }
         _ if kind == ErrorKind::Internal => {
             tracing::error!(error = %message, "unhandled error");
             "internal error".to_string()
@@ -245,8 +274,14 @@ mod tests {
         for (kind, status) in cases {
             assert_eq!(status_of(kind, kind.code()).as_u16(), status, "{kind}");
         }
-        assert_eq!(status_of(ErrorKind::Conflict, CODE_IDEMPOTENCY_KEY_REUSED).as_u16(), 422);
-        assert_eq!(status_of(ErrorKind::Conflict, CODE_IDEMPOTENCY_KEY_IN_PROGRESS).as_u16(), 409);
+        assert_eq!(
+            status_of(ErrorKind::Conflict, CODE_IDEMPOTENCY_KEY_REUSED).as_u16(),
+            422
+        );
+        assert_eq!(
+            status_of(ErrorKind::Conflict, CODE_IDEMPOTENCY_KEY_IN_PROGRESS).as_u16(),
+            409
+        );
     }
 
     #[test]

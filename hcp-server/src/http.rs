@@ -27,7 +27,11 @@ tokio::task_local! {
 }
 
 /// Builds the whole service.
-pub(crate) fn app(engine: hcp_core::Engine, options: &ServeOptions, metrics: Arc<Metrics>) -> impl Endpoint + 'static {
+pub(crate) fn app(
+    engine: hcp_core::Engine,
+    options: &ServeOptions,
+    metrics: Arc<Metrics>,
+) -> impl Endpoint + 'static {
     let state = Arc::new(AppState {
         engine,
         pages: PageLimits {
@@ -45,10 +49,15 @@ pub(crate) fn app(engine: hcp_core::Engine, options: &ServeOptions, metrics: Arc
         .at(
             "/openapi.json",
             get(poem::endpoint::make_sync(move |_| {
-                Response::builder().content_type("application/json").body(spec.clone())
+                Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
             })),
         )
-        .at("/docs", get(poem::endpoint::make_sync(move |_| Html(docs.clone()))))
+        .at(
+            "/docs",
+            get(poem::endpoint::make_sync(move |_| Html(docs.clone()))),
+        )
         .nest("/", service)
         .boxed();
     Outer {
@@ -77,7 +86,12 @@ impl Endpoint for Outer {
             .headers()
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 64
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
             .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_string);
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -134,7 +148,10 @@ impl Outer {
             Err(_) => Problem::transport(
                 ErrorKind::Timeout,
                 CODE_REQUEST_TIMEOUT,
-                format!("the request did not finish within {:?}; a job it started goes on", self.timeout),
+                format!(
+                    "the request did not finish within {:?}; a job it started goes on",
+                    self.timeout
+                ),
                 None,
             )
             .into_response(),
@@ -193,12 +210,20 @@ mod tests {
     #[test]
     fn colon_verbs_route_to_internal_paths() {
         let base = "/api/hcp/tenant/v1/projects/demo/vms";
-        assert_eq!(route(&format!("{base}/vm-1:start")).unwrap().unwrap(), format!("{base}/vm-1/@start"));
         assert_eq!(
-            route(&format!("{base}/vm-1:stop?force=true")).unwrap().unwrap(),
+            route(&format!("{base}/vm-1:start")).unwrap().unwrap(),
+            format!("{base}/vm-1/@start")
+        );
+        assert_eq!(
+            route(&format!("{base}/vm-1:stop?force=true"))
+                .unwrap()
+                .unwrap(),
             format!("{base}/vm-1/@stop?force=true")
         );
-        assert_eq!(route(&format!("{base}/vm-1%3Areboot")).unwrap().unwrap(), format!("{base}/vm-1/@reboot"));
+        assert_eq!(
+            route(&format!("{base}/vm-1%3Areboot")).unwrap().unwrap(),
+            format!("{base}/vm-1/@reboot")
+        );
         assert!(route(&format!("{base}/vm-1:explode")).is_err());
         assert_eq!(route(&format!("{base}/vm-1")).unwrap(), None);
         assert_eq!(route("/api/v1/vms/x:start").unwrap(), None);

@@ -42,8 +42,13 @@ pub async fn read_limited(req: &mut Request, limit: usize) -> Result<(), poem::R
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            Problem::transport(ErrorKind::InvalidSpec, ErrorKind::InvalidSpec.code(), format!("cannot read the request body: {e}"), None)
-                .into_response()
+            Problem::transport(
+                ErrorKind::InvalidSpec,
+                ErrorKind::InvalidSpec.code(),
+                format!("cannot read the request body: {e}"),
+                None,
+            )
+            .into_response()
         })?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large());
@@ -83,10 +88,20 @@ impl<T: Type + DeserializeOwned + StrictDto + Send> ParsePayload for StrictJson<
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
         let data = body
             .take()
-            .map_err(|e| to_poem(Error::invalid("body", format!("cannot read the request body: {e}"))))?
+            .map_err(|e| {
+                to_poem(Error::invalid(
+                    "body",
+                    format!("cannot read the request body: {e}"),
+                ))
+            })?
             .into_vec()
             .await
-            .map_err(|e| to_poem(Error::invalid("body", format!("cannot read the request body: {e}"))))?;
+            .map_err(|e| {
+                to_poem(Error::invalid(
+                    "body",
+                    format!("cannot read the request body: {e}"),
+                ))
+            })?;
         let _ = request;
         parse_strict::<T>(&data).map(StrictJson).map_err(to_poem)
     }
@@ -106,8 +121,8 @@ pub fn parse_strict<T: DeserializeOwned + StrictDto>(data: &[u8]) -> Result<T, E
     if data.is_empty() {
         return Err(Error::invalid("body", "a JSON object is required"));
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(data).map_err(|e| Error::invalid("body", format!("is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(data)
+        .map_err(|e| Error::invalid("body", format!("is not valid JSON: {e}")))?;
     let Some(obj) = value.as_object() else {
         return Err(Error::invalid("body", "must be a JSON object"));
     };
@@ -123,13 +138,20 @@ pub fn parse_strict<T: DeserializeOwned + StrictDto>(data: &[u8]) -> Result<T, E
         if let Some(field) = unknown_field(&inner) {
             // The path already ends with the unknown field, except at the top level.
             let field = if path == "." { field } else { path };
-            let allowed = inner.split_once(", expected ").map(|(_, rest)| rest.to_string()).unwrap_or_default();
+            let allowed = inner
+                .split_once(", expected ")
+                .map(|(_, rest)| rest.to_string())
+                .unwrap_or_default();
             return Error::invalid(field, format!("unknown field; allowed: {allowed}"));
         }
         if let Some(field) = missing_field(&inner) {
             return Error::invalid(field, "is required");
         }
-        let field = if path == "." { "body".to_string() } else { path };
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
         Error::invalid(field, inner)
     })
 }
@@ -160,7 +182,9 @@ pub struct PageLimits {
 impl PageLimits {
     /// Builds the page request for `limit` and `cursor` from a query string.
     pub fn request(&self, limit: Option<u32>, cursor: Option<String>) -> PageRequest {
-        let limit = limit.map_or(self.default, |l| l as usize).clamp(1, self.max.min(PageRequest::MAX_LIMIT));
+        let limit = limit
+            .map_or(self.default, |l| l as usize)
+            .clamp(1, self.max.min(PageRequest::MAX_LIMIT));
         PageRequest {
             limit,
             cursor: cursor.filter(|c| !c.is_empty()),
@@ -175,30 +199,45 @@ mod tests {
 
     #[test]
     fn unknown_and_server_owned_fields_are_named() {
-        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","flavr":"x"}"#).unwrap_err();
+        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","flavr":"x"}"#)
+            .unwrap_err();
         assert_eq!(e.field(), Some("flavr"), "{e}");
         assert!(e.message().contains("allowed"), "{e}");
-        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","host":"h"}"#).unwrap_err();
+        let e =
+            parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","host":"h"}"#).unwrap_err();
         assert_eq!(e.field(), Some("host"));
         assert!(e.message().contains("set by the server"));
-        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","networks":[{"network":"n","vlan":3}]}"#)
-            .unwrap_err();
+        let e = parse_strict::<CreateVmRequest>(
+            br#"{"name":"a","image":"i","networks":[{"network":"n","vlan":3}]}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.field(), Some("networks[0].vlan"), "{e}");
         let e = parse_strict::<CreateVmRequest>(br#"{"name":"a"}"#).unwrap_err();
         assert_eq!(e.field(), Some("image"));
-        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","vcpus":"two"}"#).unwrap_err();
+        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","vcpus":"two"}"#)
+            .unwrap_err();
         assert_eq!(e.field(), Some("vcpus"), "{e}");
         let e = parse_strict::<CreateVmRequest>(b"[1]").unwrap_err();
         assert_eq!(e.field(), Some("body"));
-        let ok = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","flavor":"small"}"#).unwrap();
+        let ok = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","flavor":"small"}"#)
+            .unwrap();
         assert_eq!(ok.flavor.as_deref(), Some("small"));
     }
 
     #[test]
     fn pages_are_clamped() {
-        let p = PageLimits { default: 100, max: 500 };
+        let p = PageLimits {
+            default: 100,
+            max: 500,
+        };
         assert_eq!(p.request(None, None).limit, 100);
         assert_eq!(p.request(Some(0), None).limit, 1);
-        assert_eq!(p.request(Some(10_000), Some(String::new())), PageRequest { limit: 500, cursor: None });
+        assert_eq!(
+            p.request(Some(10_000), Some(String::new())),
+            PageRequest {
+                limit: 500,
+                cursor: None
+            }
+        );
     }
 }

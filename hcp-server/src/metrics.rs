@@ -45,7 +45,9 @@ pub mod labels {
 const HTTP_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-const JOB_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0];
+const JOB_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0,
+];
 const PROVIDER_BUCKETS: &[f64] = &[0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
 
 #[derive(Debug, Clone)]
@@ -102,7 +104,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -114,7 +118,13 @@ impl Metrics {
     }
 
     /// Records one HTTP request.
-    pub fn http_request(&self, route: &str, method: &poem::http::Method, status: u16, elapsed: Duration) {
+    pub fn http_request(
+        &self,
+        route: &str,
+        method: &poem::http::Method,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let method = method_name(method);
         let mut http = lock(&self.http);
         let key = (route.to_string(), method, status);
@@ -130,7 +140,11 @@ impl Metrics {
         let (route, method, status) = (labels::ROUTE, labels::METHOD, labels::STATUS);
         {
             let http = lock(&self.http);
-            let _ = writeln!(out, "# HELP {} HTTP requests by route, method and status.", names::HTTP_REQUESTS_TOTAL);
+            let _ = writeln!(
+                out,
+                "# HELP {} HTTP requests by route, method and status.",
+                names::HTTP_REQUESTS_TOTAL
+            );
             let _ = writeln!(out, "# TYPE {} counter", names::HTTP_REQUESTS_TOTAL);
             for ((r, m, s), h) in http.iter() {
                 let _ = writeln!(
@@ -141,29 +155,57 @@ impl Metrics {
                     h.count
                 );
             }
-            let _ = writeln!(out, "# HELP {} HTTP request latency in seconds.", names::HTTP_REQUEST_DURATION);
+            let _ = writeln!(
+                out,
+                "# HELP {} HTTP request latency in seconds.",
+                names::HTTP_REQUEST_DURATION
+            );
             let _ = writeln!(out, "# TYPE {} histogram", names::HTTP_REQUEST_DURATION);
             for ((r, m, s), h) in http.iter() {
-                let l = format!("{route}=\"{}\",{method}=\"{m}\",{status}=\"{s}\"", escape(r));
+                let l = format!(
+                    "{route}=\"{}\",{method}=\"{m}\",{status}=\"{s}\"",
+                    escape(r)
+                );
                 h.render(&mut out, names::HTTP_REQUEST_DURATION, &l);
             }
         }
         {
             let jobs = lock(&self.jobs);
             let (op, st) = (fields::OPERATION, fields::STATE);
-            let _ = writeln!(out, "# HELP {} Finished jobs by operation and final state.", names::JOBS_FINISHED_TOTAL);
+            let _ = writeln!(
+                out,
+                "# HELP {} Finished jobs by operation and final state.",
+                names::JOBS_FINISHED_TOTAL
+            );
             let _ = writeln!(out, "# TYPE {} counter", names::JOBS_FINISHED_TOTAL);
             for ((o, s), h) in jobs.iter() {
-                let _ = writeln!(out, "{}{{{op}=\"{o}\",{st}=\"{s}\"}} {}", names::JOBS_FINISHED_TOTAL, h.count);
+                let _ = writeln!(
+                    out,
+                    "{}{{{op}=\"{o}\",{st}=\"{s}\"}} {}",
+                    names::JOBS_FINISHED_TOTAL,
+                    h.count
+                );
             }
-            let _ = writeln!(out, "# HELP {} Job duration in seconds, first start to end.", names::JOB_DURATION);
+            let _ = writeln!(
+                out,
+                "# HELP {} Job duration in seconds, first start to end.",
+                names::JOB_DURATION
+            );
             let _ = writeln!(out, "# TYPE {} histogram", names::JOB_DURATION);
             for ((o, s), h) in jobs.iter() {
-                h.render(&mut out, names::JOB_DURATION, &format!("{op}=\"{o}\",{st}=\"{s}\""));
+                h.render(
+                    &mut out,
+                    names::JOB_DURATION,
+                    &format!("{op}=\"{o}\",{st}=\"{s}\""),
+                );
             }
         }
         let stats = engine.stats();
-        let _ = writeln!(out, "# HELP {} Jobs accepted and not yet running (queue depth).", names::JOBS_PENDING);
+        let _ = writeln!(
+            out,
+            "# HELP {} Jobs accepted and not yet running (queue depth).",
+            names::JOBS_PENDING
+        );
         let _ = writeln!(out, "# TYPE {} gauge", names::JOBS_PENDING);
         let _ = writeln!(out, "{} {}", names::JOBS_PENDING, stats.pending);
         let _ = writeln!(out, "# HELP {} Jobs running now.", names::JOBS_RUNNING);
@@ -172,14 +214,26 @@ impl Metrics {
         {
             let calls = lock(&self.provider_calls);
             let (p, op) = (fields::PROVIDER, fields::OPERATION);
-            let _ = writeln!(out, "# HELP {} Provider call latency in seconds.", names::PROVIDER_CALL_DURATION);
+            let _ = writeln!(
+                out,
+                "# HELP {} Provider call latency in seconds.",
+                names::PROVIDER_CALL_DURATION
+            );
             let _ = writeln!(out, "# TYPE {} histogram", names::PROVIDER_CALL_DURATION);
             for ((prov, o), h) in calls.iter() {
-                h.render(&mut out, names::PROVIDER_CALL_DURATION, &format!("{p}=\"{}\",{op}=\"{o}\"", escape(prov)));
+                h.render(
+                    &mut out,
+                    names::PROVIDER_CALL_DURATION,
+                    &format!("{p}=\"{}\",{op}=\"{o}\"", escape(prov)),
+                );
             }
             let errors = lock(&self.provider_errors);
             let k = fields::ERROR_KIND;
-            let _ = writeln!(out, "# HELP {} Failed provider calls.", names::PROVIDER_CALL_ERRORS_TOTAL);
+            let _ = writeln!(
+                out,
+                "# HELP {} Failed provider calls.",
+                names::PROVIDER_CALL_ERRORS_TOTAL
+            );
             let _ = writeln!(out, "# TYPE {} counter", names::PROVIDER_CALL_ERRORS_TOTAL);
             for ((prov, o, kind), n) in errors.iter() {
                 let _ = writeln!(
@@ -211,7 +265,13 @@ fn method_name(m: &poem::http::Method) -> &'static str {
 }
 
 impl Observer for Metrics {
-    fn provider_call(&self, provider: &str, operation: Operation, elapsed: Duration, error: Option<ErrorKind>) {
+    fn provider_call(
+        &self,
+        provider: &str,
+        operation: Operation,
+        elapsed: Duration,
+        error: Option<ErrorKind>,
+    ) {
         lock(&self.provider_calls)
             .entry((provider.to_string(), operation))
             .or_insert_with(|| Histogram::new(PROVIDER_BUCKETS))

@@ -14,7 +14,10 @@ pub(crate) const MAX_BACKLOG: usize = 10_000;
 ///
 /// Subscribes before reading the past, so no event falls between the two; duplicates are dropped
 /// by sequence number. When the subscriber lags, the missed events are read back from the store.
-pub(crate) async fn audit_stream(engine: Engine, filter: EventFilter) -> hcp_core::Result<BoxStream<'static, serde_json::Value>> {
+pub(crate) async fn audit_stream(
+    engine: Engine,
+    filter: EventFilter,
+) -> hcp_core::Result<BoxStream<'static, serde_json::Value>> {
     let rx = engine.subscribe_events();
     let past = engine
         .list_events(&EventFilter {
@@ -30,7 +33,10 @@ pub(crate) async fn audit_stream(engine: Engine, filter: EventFilter) -> hcp_cor
         last,
         backlog: past.into_iter().collect(),
     };
-    Ok(stream::unfold(state, |mut s| async move { s.next().await.map(|e| (to_json(&e), s)) }).boxed())
+    Ok(stream::unfold(state, |mut s| async move {
+        s.next().await.map(|e| (to_json(&e), s))
+    })
+    .boxed())
 }
 
 struct Follow {

@@ -41,47 +41,97 @@ async fn client_drives_a_vm_through_its_whole_life() {
     let vm = c.get_vm("demo", &acc.vm_id).await.unwrap();
     assert_eq!(vm.state, DesiredState::Active);
     assert_eq!(vm.spec.tags.get("team").map(String::as_str), Some("core"));
-    assert!(c.list_all_vms("demo").await.unwrap().iter().any(|v| v.id == acc.vm_id));
+    assert!(
+        c.list_all_vms("demo")
+            .await
+            .unwrap()
+            .iter()
+            .any(|v| v.id == acc.vm_id)
+    );
     let replay = c.create_vm("demo", &spec, Some("life-key")).await.unwrap();
     assert_eq!(replay, acc);
 
-    let console = c.console("demo", &acc.vm_id, Some(ConsoleKind::Vnc)).await.unwrap();
+    let console = c
+        .console("demo", &acc.vm_id, Some(ConsoleKind::Vnc))
+        .await
+        .unwrap();
     assert!(!console.url.is_empty());
     assert_eq!(console.kind, ConsoleKind::Vnc);
 
     let stop = c.stop_vm("demo", &acc.vm_id, false, None).await.unwrap();
-    assert_eq!(c.wait_job(&stop.job_id, None).await.unwrap().state, JobState::Succeeded);
-    assert_eq!(c.get_vm("demo", &acc.vm_id).await.unwrap().power, PowerState::Stopped);
+    assert_eq!(
+        c.wait_job(&stop.job_id, None).await.unwrap().state,
+        JobState::Succeeded
+    );
+    assert_eq!(
+        c.get_vm("demo", &acc.vm_id).await.unwrap().power,
+        PowerState::Stopped
+    );
     let start = c.start_vm("demo", &acc.vm_id, None).await.unwrap();
-    assert_eq!(c.wait_job(&start.job_id, None).await.unwrap().state, JobState::Succeeded);
+    assert_eq!(
+        c.wait_job(&start.job_id, None).await.unwrap().state,
+        JobState::Succeeded
+    );
     let reboot = c.reboot_vm("demo", &acc.vm_id, true, None).await.unwrap();
-    assert_eq!(c.wait_job(&reboot.job_id, None).await.unwrap().state, JobState::Succeeded);
+    assert_eq!(
+        c.wait_job(&reboot.job_id, None).await.unwrap().state,
+        JobState::Succeeded
+    );
 
     let jobs = c
-        .list_jobs("demo", &JobFilter { vm_id: Some(acc.vm_id.clone()), state: None }, &PageRequest::default())
+        .list_jobs(
+            "demo",
+            &JobFilter {
+                vm_id: Some(acc.vm_id.clone()),
+                state: None,
+            },
+            &PageRequest::default(),
+        )
         .await
         .unwrap();
     assert_eq!(jobs.items.len(), 4);
     let ops_job = c.ops_job(&acc.job_id).await.unwrap();
     assert!(ops_job.host.starts_with("sim-"));
-    let ops_vms = c.ops_vms(Some("demo"), &PageRequest::default()).await.unwrap();
-    assert!(ops_vms.items.iter().any(|v| v.id == acc.vm_id && v.binding.host.starts_with("sim-")));
+    let ops_vms = c
+        .ops_vms(Some("demo"), &PageRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        ops_vms
+            .items
+            .iter()
+            .any(|v| v.id == acc.vm_id && v.binding.host.starts_with("sim-"))
+    );
     assert_eq!(c.hosts().await.unwrap().len(), 3);
     assert!(c.providers().await.unwrap()[0].healthy);
     assert_eq!(c.provider_capabilities().await.unwrap().len(), 1);
     let report = c.reconcile().await.unwrap();
     assert_eq!(report.hosts_ok, 3);
-    assert!(c.inventory_vms().await.unwrap().iter().any(|v| v.vm_id.as_ref() == Some(&acc.vm_id)));
+    assert!(
+        c.inventory_vms()
+            .await
+            .unwrap()
+            .iter()
+            .any(|v| v.vm_id.as_ref() == Some(&acc.vm_id))
+    );
     let events = c.events(0, Some("demo"), 1000).await.unwrap();
     assert!(events.iter().any(|e| e.vm_id.as_ref() == Some(&acc.vm_id)));
     let mut live = c.subscribe_events(0, Some("demo")).await.unwrap();
     assert!(live.next().await.unwrap().is_ok());
 
     let del = c.delete_vm("demo", &acc.vm_id, true, None).await.unwrap();
-    assert_eq!(c.wait_job(&del.job_id, None).await.unwrap().state, JobState::Succeeded);
+    assert_eq!(
+        c.wait_job(&del.job_id, None).await.unwrap().state,
+        JobState::Succeeded
+    );
     let gone = c.get_vm("demo", &acc.vm_id).await.unwrap_err();
     assert_eq!(gone.kind(), ErrorKind::NotFound);
-    assert!(c.metrics().await.unwrap().contains("hcp_jobs_finished_total"));
+    assert!(
+        c.metrics()
+            .await
+            .unwrap()
+            .contains("hcp_jobs_finished_total")
+    );
 }
 
 #[tokio::test]
@@ -89,7 +139,11 @@ async fn remote_errors_decode_like_embedded_ones() {
     let s = common::start().await;
     let c = &s.client;
     let e = c
-        .create_vm("demo", &VmSpec::new("Bad Name", "ubuntu-24.04", "small"), None)
+        .create_vm(
+            "demo",
+            &VmSpec::new("Bad Name", "ubuntu-24.04", "small"),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidSpec);
@@ -97,15 +151,31 @@ async fn remote_errors_decode_like_embedded_ones() {
     assert_eq!(e.code(), "INVALID_SPEC");
 
     let e = c
-        .create_vm("demo", &VmSpec::new("ci", "ubuntu-24.04", "small").with_zone("zone-b").with_user_data("#cloud-config"), None)
+        .create_vm(
+            "demo",
+            &VmSpec::new("ci", "ubuntu-24.04", "small")
+                .with_zone("zone-b")
+                .with_user_data("#cloud-config"),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::FeatureNotSupported);
     assert_eq!(e.code(), "FEATURE_NOT_SUPPORTED");
 
-    c.create_vm("demo", &VmSpec::new("k1", "ubuntu-24.04", "small"), Some("k")).await.unwrap();
+    c.create_vm(
+        "demo",
+        &VmSpec::new("k1", "ubuntu-24.04", "small"),
+        Some("k"),
+    )
+    .await
+    .unwrap();
     let e = c
-        .create_vm("demo", &VmSpec::new("k2", "ubuntu-24.04", "small"), Some("k"))
+        .create_vm(
+            "demo",
+            &VmSpec::new("k2", "ubuntu-24.04", "small"),
+            Some("k"),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict);
@@ -120,7 +190,10 @@ async fn remote_errors_decode_like_embedded_ones() {
     let e = down.catalog().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProviderUnavailable);
     assert!(e.is_temporary());
-    assert_eq!(hcp_client::Client::new("ftp://x").unwrap_err().field(), Some("url"));
+    assert_eq!(
+        hcp_client::Client::new("ftp://x").unwrap_err().field(),
+        Some("url")
+    );
 }
 
 #[tokio::test]
@@ -136,8 +209,20 @@ async fn client_uses_the_hyperv_routes() {
         ..Default::default()
     };
     let acc = c.legacy_create_vm(&req, None).await.unwrap();
-    assert_eq!(c.wait_job(&acc.job_id, None).await.unwrap().state, JobState::Succeeded);
-    assert!(c.legacy_vms().await.unwrap().iter().any(|v| v.name == "hv-1"));
+    assert_eq!(
+        c.wait_job(&acc.job_id, None).await.unwrap().state,
+        JobState::Succeeded
+    );
+    assert!(
+        c.legacy_vms()
+            .await
+            .unwrap()
+            .iter()
+            .any(|v| v.name == "hv-1")
+    );
     let del = c.legacy_delete_vm("hv-1", true).await.unwrap();
-    assert_eq!(c.wait_job(&del.job_id, None).await.unwrap().state, JobState::Succeeded);
+    assert_eq!(
+        c.wait_job(&del.job_id, None).await.unwrap().state,
+        JobState::Succeeded
+    );
 }

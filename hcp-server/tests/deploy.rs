@@ -10,7 +10,10 @@ struct ConfigMap {
 }
 
 fn configmap() -> ConfigMap {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/configmap.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kubernetes/configmap.yaml"
+    );
     let text = std::fs::read_to_string(path).expect("the ConfigMap exists");
     serde_yaml_ng::from_str(&text).expect("the ConfigMap is YAML")
 }
@@ -22,13 +25,24 @@ async fn configmap_hosts_file_and_environment_build_an_engine() {
     let hosts = dir.path().join("hosts.yaml");
     std::fs::write(&hosts, &cm.data["hosts.yaml"]).unwrap();
     let env = |k: &str| cm.data.get(k).cloned();
-    let engine = hcp_server::build_engine(Some(&hosts), &env).await.expect("the deployment's config builds");
-    assert_eq!(engine.settings().inventory_refresh_interval, std::time::Duration::from_secs(60));
+    let engine = hcp_server::build_engine(Some(&hosts), &env)
+        .await
+        .expect("the deployment's config builds");
+    assert_eq!(
+        engine.settings().inventory_refresh_interval,
+        std::time::Duration::from_secs(60)
+    );
     assert_eq!(engine.settings().default_project, "demo");
     let options = hcp_server::ServeOptions::default().apply_env(&|k| {
-        if k == "HCP_LISTEN" { None } else { cm.data.get(k).cloned() }
+        if k == "HCP_LISTEN" {
+            None
+        } else {
+            cm.data.get(k).cloned()
+        }
     });
     assert!(options.is_ok(), "{options:?}");
-    let refused = hcp_server::ServeOptions::default().apply_env(&env).unwrap_err();
+    let refused = hcp_server::ServeOptions::default()
+        .apply_env(&env)
+        .unwrap_err();
     assert_eq!(refused.field(), Some("listen"));
 }

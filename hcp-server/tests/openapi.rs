@@ -8,11 +8,26 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/hcp/tenant/v1/projects/{projectId}/vms"),
     ("post", "/api/hcp/tenant/v1/projects/{projectId}/vms"),
     ("get", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}"),
-    ("delete", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}"),
-    ("post", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:start"),
-    ("post", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:stop"),
-    ("post", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:reboot"),
-    ("post", "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:console"),
+    (
+        "delete",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}",
+    ),
+    (
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:start",
+    ),
+    (
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:stop",
+    ),
+    (
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:reboot",
+    ),
+    (
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:console",
+    ),
     ("get", "/api/hcp/tenant/v1/jobs/{jobId}"),
     ("get", "/api/hcp/tenant/v1/jobs/{jobId}/logs"),
     ("get", "/api/hcp/tenant/v1/projects/{projectId}/jobs"),
@@ -46,13 +61,24 @@ const ROUTES: &[(&str, &str)] = &[
 #[tokio::test]
 async fn openapi_document_is_valid_openapi_3_with_every_route() {
     let s = common::start().await;
-    let text = s.http.get(s.at("/openapi.json")).send().await.unwrap().text().await.unwrap();
+    let text = s
+        .http
+        .get(s.at("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let doc: OpenAPI = serde_json::from_str(&text).expect("the document deserializes as OpenAPI 3");
     assert!(doc.openapi.starts_with("3."), "{}", doc.openapi);
     for (method, path) in ROUTES {
         let item = match doc.paths.paths.get(*path) {
             Some(ReferenceOr::Item(item)) => item,
-            _ => panic!("{path} is missing; paths: {:?}", doc.paths.paths.keys().collect::<Vec<_>>()),
+            _ => panic!(
+                "{path} is missing; paths: {:?}",
+                doc.paths.paths.keys().collect::<Vec<_>>()
+            ),
         };
         let op = match *method {
             "get" => item.get.as_ref(),
@@ -61,28 +87,53 @@ async fn openapi_document_is_valid_openapi_3_with_every_route() {
             _ => None,
         };
         let op = op.unwrap_or_else(|| panic!("{method} {path} is missing"));
-        assert!(op.operation_id.is_some(), "{method} {path} has no operationId");
+        assert!(
+            op.operation_id.is_some(),
+            "{method} {path} has no operationId"
+        );
         assert!(op.summary.is_some(), "{method} {path} has no summary");
     }
     // No internal routing form leaks into the document.
     assert!(!text.contains("/@"), "internal colon-verb paths leaked");
     // Every mutating tenant route documents the Idempotency-Key header and a problem response.
-    let create = match doc.paths.paths.get("/api/hcp/tenant/v1/projects/{projectId}/vms") {
+    let create = match doc
+        .paths
+        .paths
+        .get("/api/hcp/tenant/v1/projects/{projectId}/vms")
+    {
         Some(ReferenceOr::Item(i)) => i.post.as_ref().unwrap(),
         _ => unreachable!(),
     };
     assert!(text.contains("Idempotency-Key"));
-    assert!(create.responses.responses.contains_key(&openapiv3::StatusCode::Code(202)));
-    assert!(create.responses.responses.contains_key(&openapiv3::StatusCode::Range(4)));
+    assert!(
+        create
+            .responses
+            .responses
+            .contains_key(&openapiv3::StatusCode::Code(202))
+    );
+    assert!(
+        create
+            .responses
+            .responses
+            .contains_key(&openapiv3::StatusCode::Range(4))
+    );
     assert!(text.contains("application/problem+json"));
     // Every path parameter in a template is declared.
     for (path, item) in &doc.paths.paths {
-        let ReferenceOr::Item(item) = item else { continue };
-        let names: Vec<&str> = path.split('{').skip(1).filter_map(|p| p.split('}').next()).collect();
+        let ReferenceOr::Item(item) = item else {
+            continue;
+        };
+        let names: Vec<&str> = path
+            .split('{')
+            .skip(1)
+            .filter_map(|p| p.split('}').next())
+            .collect();
         for op in item.iter().map(|(_, op)| op) {
             for n in &names {
                 let declared = op.parameters.iter().any(|p| match p {
-                    ReferenceOr::Item(openapiv3::Parameter::Path { parameter_data, .. }) => parameter_data.name == *n,
+                    ReferenceOr::Item(openapiv3::Parameter::Path { parameter_data, .. }) => {
+                        parameter_data.name == *n
+                    }
                     _ => false,
                 });
                 assert!(declared, "{path}: path parameter {n} is not declared");

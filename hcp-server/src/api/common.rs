@@ -6,7 +6,9 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 
 use super::{ApiTags, State};
-use crate::dto::{CapabilitiesDto, CatalogDto, FlavorDto, ImageDto, NetworkDto, ZoneCapabilitiesDto, ZoneDto};
+use crate::dto::{
+    CapabilitiesDto, CatalogDto, FlavorDto, ImageDto, NetworkDto, ZoneCapabilitiesDto, ZoneDto,
+};
 use crate::error::ApiResult;
 
 pub(crate) struct CommonApi {
@@ -26,25 +28,57 @@ impl CommonApi {
     /// List images
     #[oai(path = "/images", method = "get", operation_id = "listImages")]
     async fn images(&self) -> Json<Vec<ImageDto>> {
-        Json(self.state.engine.catalog().images.iter().map(Into::into).collect())
+        Json(
+            self.state
+                .engine
+                .catalog()
+                .images
+                .iter()
+                .map(Into::into)
+                .collect(),
+        )
     }
 
     /// List flavors
     #[oai(path = "/flavors", method = "get", operation_id = "listFlavors")]
     async fn flavors(&self) -> Json<Vec<FlavorDto>> {
-        Json(self.state.engine.catalog().flavors.iter().map(Into::into).collect())
+        Json(
+            self.state
+                .engine
+                .catalog()
+                .flavors
+                .iter()
+                .map(Into::into)
+                .collect(),
+        )
     }
 
     /// List networks
     #[oai(path = "/networks", method = "get", operation_id = "listNetworks")]
     async fn networks(&self) -> Json<Vec<NetworkDto>> {
-        Json(self.state.engine.catalog().networks.iter().map(Into::into).collect())
+        Json(
+            self.state
+                .engine
+                .catalog()
+                .networks
+                .iter()
+                .map(Into::into)
+                .collect(),
+        )
     }
 
     /// List zones
     #[oai(path = "/zones", method = "get", operation_id = "listZones")]
     async fn zones(&self) -> Json<Vec<ZoneDto>> {
-        Json(self.state.engine.catalog().zones.iter().map(Into::into).collect())
+        Json(
+            self.state
+                .engine
+                .catalog()
+                .zones
+                .iter()
+                .map(Into::into)
+                .collect(),
+        )
     }
 
     /// Get what can be asked for
@@ -56,11 +90,17 @@ impl CommonApi {
         /// The zone to ask about.
         zone: Query<Option<String>>,
     ) -> ApiResult<Json<CapabilitiesDto>> {
-        Ok(Json(self.state.engine.capabilities(zone.0.as_deref())?.into()))
+        Ok(Json(
+            self.state.engine.capabilities(zone.0.as_deref())?.into(),
+        ))
     }
 
     /// List capabilities per zone
-    #[oai(path = "/zones/capabilities", method = "get", operation_id = "zoneCapabilities")]
+    #[oai(
+        path = "/zones/capabilities",
+        method = "get",
+        operation_id = "zoneCapabilities"
+    )]
     async fn zone_capabilities(&self) -> ApiResult<Json<Vec<ZoneCapabilitiesDto>>> {
         let engine = &self.state.engine;
         let mut out = Vec::new();
@@ -74,13 +114,19 @@ impl CommonApi {
     }
 
     /// Get one zone's capabilities
-    #[oai(path = "/zones/:zone/capabilities", method = "get", operation_id = "oneZoneCapabilities")]
-    async fn one_zone_capabilities(&self, zone: Path<String>) -> ApiResult<Json<ZoneCapabilitiesDto>> {
-        let capabilities = self
-            .state
-            .engine
-            .capabilities(Some(&zone.0))
-            .map_err(|e| hcp_core::Error::not_found("zone", &zone.0).with_field(e.field().unwrap_or("zone").to_string()))?;
+    #[oai(
+        path = "/zones/:zone/capabilities",
+        method = "get",
+        operation_id = "oneZoneCapabilities"
+    )]
+    async fn one_zone_capabilities(
+        &self,
+        zone: Path<String>,
+    ) -> ApiResult<Json<ZoneCapabilitiesDto>> {
+        let capabilities = self.state.engine.capabilities(Some(&zone.0)).map_err(|e| {
+            hcp_core::Error::not_found("zone", &zone.0)
+                .with_field(e.field().unwrap_or("zone").to_string())
+        })?;
         Ok(Json(ZoneCapabilitiesDto {
             zone: zone.0,
             capabilities: capabilities.into(),

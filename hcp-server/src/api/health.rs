@@ -25,7 +25,10 @@ pub(crate) enum ReadyResponse {
 #[derive(Debug, ApiResponse)]
 pub(crate) enum MetricsResponse {
     /// Prometheus text format 0.0.4.
-    #[oai(status = 200, content_type = "text/plain; version=0.0.4; charset=utf-8")]
+    #[oai(
+        status = 200,
+        content_type = "text/plain; version=0.0.4; charset=utf-8"
+    )]
     Ok(PlainText<String>),
 }
 
@@ -62,6 +65,8 @@ impl HealthApi {
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self) -> MetricsResponse {
         let ready = self.state.ready().is_ok();
-        MetricsResponse::Ok(PlainText(self.state.metrics.render(&self.state.engine, ready)))
+        MetricsResponse::Ok(PlainText(
+            self.state.metrics.render(&self.state.engine, ready),
+        ))
     }
 }

@@ -21,7 +21,14 @@ impl HyperVApi {
     /// List hosts
     #[oai(path = "/hosts", method = "get", operation_id = "legacyHosts")]
     async fn hosts(&self) -> Json<Vec<HostDto>> {
-        Json(self.state.engine.hosts().into_iter().map(Into::into).collect())
+        Json(
+            self.state
+                .engine
+                .hosts()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        )
     }
 
     /// List every VM on every host (aggregated inventory)
@@ -35,21 +42,32 @@ impl HyperVApi {
         let mut page = PageRequest::all();
         loop {
             let p = engine.list_vms(&Scope::All, &page).await?;
-            out.extend(p.items.into_iter().filter(|v| v.desired != DesiredState::Deleted).map(|v| InventoryVmDto {
-                provider: v.binding.provider,
-                host: v.binding.host,
-                native_id: v.binding.native_id.unwrap_or_default(),
-                name: v.spec.name,
-                power: v.power.into(),
-                vm_id: Some(v.id.to_string()),
-                project: Some(v.project.to_string()),
-            }));
+            out.extend(
+                p.items
+                    .into_iter()
+                    .filter(|v| v.desired != DesiredState::Deleted)
+                    .map(|v| InventoryVmDto {
+                        provider: v.binding.provider,
+                        host: v.binding.host,
+                        native_id: v.binding.native_id.unwrap_or_default(),
+                        name: v.spec.name,
+                        power: v.power.into(),
+                        vm_id: Some(v.id.to_string()),
+                        project: Some(v.project.to_string()),
+                    }),
+            );
             match p.next {
                 Some(c) => page.cursor = Some(c),
                 None => break,
             }
         }
-        out.extend(engine.inventory_vms().into_iter().filter(|v| v.vm_id.is_none()).map(Into::into));
+        out.extend(
+            engine
+                .inventory_vms()
+                .into_iter()
+                .filter(|v| v.vm_id.is_none())
+                .map(Into::into),
+        );
         Ok(Json(out))
     }
 
@@ -61,7 +79,9 @@ impl HyperVApi {
     async fn create(
         &self,
         req: &Request,
-        #[oai(name = "Idempotency-Key")] idempotency_key: poem_openapi::param::Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: poem_openapi::param::Header<
+            Option<String>,
+        >,
         body: StrictJson<LegacyCreateVmRequest>,
     ) -> ApiResult<AcceptedResponse> {
         let project = self.state.engine.settings().default_project.clone();
@@ -70,25 +90,51 @@ impl HyperVApi {
         let catalog = self.state.engine.catalog();
         if catalog.image(&b.template).is_none() {
             let known: Vec<&str> = catalog.images.iter().map(|i| i.name.as_str()).collect();
-            return Err(Error::invalid("template", format!("unknown template `{}`; known: {}", b.template, known.join(", "))).into());
+            return Err(Error::invalid(
+                "template",
+                format!(
+                    "unknown template `{}`; known: {}",
+                    b.template,
+                    known.join(", ")
+                ),
+            )
+            .into());
         }
         let mut networks = Vec::new();
         if let Some(vlan) = b.vlan {
-            let net = catalog.networks.iter().find(|n| n.vlan == Some(vlan)).ok_or_else(|| {
-                let known: Vec<String> = catalog.networks.iter().filter_map(|n| n.vlan).map(|v| v.to_string()).collect();
-                Error::invalid(
-                    "vlan",
-                    format!(
-                        "no catalog network has VLAN {vlan}; known VLANs: {}",
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                    ),
-                )
-            })?;
-            networks.push(NetworkAttachment { network: net.name.clone() });
+            let net = catalog
+                .networks
+                .iter()
+                .find(|n| n.vlan == Some(vlan))
+                .ok_or_else(|| {
+                    let known: Vec<String> = catalog
+                        .networks
+                        .iter()
+                        .filter_map(|n| n.vlan)
+                        .map(|v| v.to_string())
+                        .collect();
+                    Error::invalid(
+                        "vlan",
+                        format!(
+                            "no catalog network has VLAN {vlan}; known VLANs: {}",
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    )
+                })?;
+            networks.push(NetworkAttachment {
+                network: net.name.clone(),
+            });
         }
-        let disk_gib = b
-            .disk_gb
-            .or_else(|| b.flavor.is_none().then(|| catalog.image(&b.template).map(|i| i.min_disk_gib.max(1))).flatten());
+        let disk_gib = b.disk_gb.or_else(|| {
+            b.flavor
+                .is_none()
+                .then(|| catalog.image(&b.template).map(|i| i.min_disk_gib.max(1)))
+                .flatten()
+        });
         let spec = VmSpec {
             name: b.name,
             image: b.template,
@@ -114,7 +160,9 @@ impl HyperVApi {
     async fn delete(
         &self,
         req: &Request,
-        #[oai(name = "Idempotency-Key")] idempotency_key: poem_openapi::param::Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: poem_openapi::param::Header<
+            Option<String>,
+        >,
         body: StrictJson<LegacyDeleteVmRequest>,
     ) -> ApiResult<AcceptedResponse> {
         let project = self.state.engine.settings().default_project.clone();
@@ -130,7 +178,9 @@ impl HyperVApi {
                 .await?
                 .map(|v| v.id)
                 .ok_or_else(|| Error::not_found("vm", &name).with_field("name"))?,
-            (None, None) => return Err(Error::invalid("name", "give the VM's `name` or its `vm_id`").into()),
+            (None, None) => {
+                return Err(Error::invalid("name", "give the VM's `name` or its `vm_id`").into());
+            }
         };
         let s = self.state.engine.delete_vm(&ctx, &vm_id, b.force).await?;
         Ok(AcceptedResponse::new(&ctx.project, &s))

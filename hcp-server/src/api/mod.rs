@@ -71,10 +71,15 @@ pub(crate) fn job_scope(_req: &poem::Request) -> Scope {
 }
 
 /// Builds the request context of a tenant request in `project`.
-pub(crate) fn tenant_context(req: &poem::Request, project: &str, idempotency_key: Option<String>) -> hcp_core::Result<RequestContext> {
+pub(crate) fn tenant_context(
+    req: &poem::Request,
+    project: &str,
+    idempotency_key: Option<String>,
+) -> hcp_core::Result<RequestContext> {
     let project = ProjectId::new(project);
     project.validate().map_err(|e| e.with_field("projectId"))?;
-    Ok(RequestContext::new(project, principal(req)).with_idempotency_key(idempotency_key.filter(|k| !k.is_empty())))
+    Ok(RequestContext::new(project, principal(req))
+        .with_idempotency_key(idempotency_key.filter(|k| !k.is_empty())))
 }
 
 /// API groups in the OpenAPI document.
@@ -116,7 +121,13 @@ impl AcceptedResponse {
     }
 }
 
-pub(crate) type Apis = (tenant::TenantApi, ops::OpsApi, common::CommonApi, hyperv::HyperVApi, health::HealthApi);
+pub(crate) type Apis = (
+    tenant::TenantApi,
+    ops::OpsApi,
+    common::CommonApi,
+    hyperv::HyperVApi,
+    health::HealthApi,
+);
 
 /// Builds the OpenAPI service over every API.
 pub(crate) fn service(state: &State) -> OpenApiService<Apis, ()> {
@@ -160,5 +171,8 @@ pub(crate) fn publish(internal: &str) -> (String, HashMap<String, String>) {
             paths.insert(public, item);
         }
     }
-    (serde_json::to_string_pretty(&doc).unwrap_or_default(), routes)
+    (
+        serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        routes,
+    )
 }

@@ -11,8 +11,8 @@ use poem_openapi::payload::{EventStream, Json};
 
 use super::{ApiTags, State};
 use crate::dto::{
-    EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsVmPage, ProviderCapabilitiesDto,
-    ProviderStatusDto, RefreshReportDto,
+    EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsVmPage,
+    ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto,
 };
 use crate::error::ApiResult;
 use crate::sse::audit_stream;
@@ -37,13 +37,27 @@ impl OpsApi {
     /// List providers with their health
     #[oai(path = "/providers", method = "get", operation_id = "opsProviders")]
     async fn providers(&self) -> Json<Vec<ProviderStatusDto>> {
-        Json(self.state.engine.providers().into_iter().map(Into::into).collect())
+        Json(
+            self.state
+                .engine
+                .providers()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        )
     }
 
     /// List hosts with capacity and health
     #[oai(path = "/hosts", method = "get", operation_id = "opsHosts")]
     async fn hosts(&self) -> Json<Vec<HostDto>> {
-        Json(self.state.engine.hosts().into_iter().map(Into::into).collect())
+        Json(
+            self.state
+                .engine
+                .hosts()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        )
     }
 
     /// List every VM with its provider binding
@@ -72,13 +86,31 @@ impl OpsApi {
     /// List every VM found on the hosts, HCP's and others
     #[oai(path = "/inventory", method = "get", operation_id = "opsInventory")]
     async fn inventory(&self) -> Json<Vec<InventoryVmDto>> {
-        Json(self.state.engine.inventory_vms().into_iter().map(Into::into).collect())
+        Json(
+            self.state
+                .engine
+                .inventory_vms()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        )
     }
 
     /// List capabilities per provider and host
-    #[oai(path = "/capabilities", method = "get", operation_id = "opsCapabilities")]
+    #[oai(
+        path = "/capabilities",
+        method = "get",
+        operation_id = "opsCapabilities"
+    )]
     async fn capabilities(&self) -> Json<Vec<ProviderCapabilitiesDto>> {
-        Json(self.state.engine.provider_capabilities().into_iter().map(Into::into).collect())
+        Json(
+            self.state
+                .engine
+                .provider_capabilities()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        )
     }
 
     /// Reconcile now
@@ -112,7 +144,11 @@ impl OpsApi {
         let page = self
             .state
             .engine
-            .list_jobs(&scope, &filter, &self.state.pages.request(limit.0, cursor.0))
+            .list_jobs(
+                &scope,
+                &filter,
+                &self.state.pages.request(limit.0, cursor.0),
+            )
             .await?;
         Ok(Json(JobPage {
             items: page.items.iter().map(JobDto::operator).collect(),
@@ -123,7 +159,11 @@ impl OpsApi {
     /// Get a job with its host and provider
     #[oai(path = "/jobs/:jobId", method = "get", operation_id = "opsGetJob")]
     async fn job(&self, #[oai(name = "jobId")] job_id: Path<String>) -> ApiResult<Json<JobDto>> {
-        let job = self.state.engine.get_job(&Scope::All, &JobId::new(job_id.0)).await?;
+        let job = self
+            .state
+            .engine
+            .get_job(&Scope::All, &JobId::new(job_id.0))
+            .await?;
         Ok(Json(JobDto::operator(&job)))
     }
 
@@ -150,7 +190,9 @@ impl OpsApi {
             limit,
         };
         let events = self.state.engine.list_events(&filter).await?;
-        let next = (events.len() == limit).then(|| events.last().map(|e| e.seq.to_string())).flatten();
+        let next = (events.len() == limit)
+            .then(|| events.last().map(|e| e.seq.to_string()))
+            .flatten();
         Ok(Json(EventPage {
             items: events
                 .iter()
@@ -164,7 +206,11 @@ impl OpsApi {
     ///
     /// Server-sent events (`event: audit`, `id` = sequence number): past events after `after`,
     /// then live ones.
-    #[oai(path = "/events/stream", method = "get", operation_id = "opsEventStream")]
+    #[oai(
+        path = "/events/stream",
+        method = "get",
+        operation_id = "opsEventStream"
+    )]
     async fn event_stream(
         &self,
         /// Only events after this sequence number.
@@ -183,7 +229,9 @@ impl OpsApi {
             .keep_alive(super::tenant::SSE_KEEP_ALIVE)
             .to_event(|v| {
                 let id = v.get("seq").and_then(|s| s.as_u64()).unwrap_or_default();
-                Event::message(v.to_string()).event_type("audit").id(id.to_string())
+                Event::message(v.to_string())
+                    .event_type("audit")
+                    .id(id.to_string())
             }))
     }
 }

@@ -9,14 +9,15 @@ use hcp_core::store::{JobFilter, Scope};
 use hcp_core::{JobId, VmId};
 use poem::Request;
 use poem::web::sse::Event;
+use poem_openapi::OpenApi;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
-use poem_openapi::OpenApi;
 
 use super::{AcceptedResponse, ApiTags, State, job_scope, tenant_context};
 use crate::dto::{
-    ConsoleDto, ConsoleKindDto, CreateVmRequest, JobDto, JobEventDto, JobPage, JobStateDto, TenantVmDto, VmPage,
+    ConsoleDto, ConsoleKindDto, CreateVmRequest, JobDto, JobEventDto, JobPage, JobStateDto,
+    TenantVmDto, VmPage,
 };
 use crate::error::ApiResult;
 use crate::limits::StrictJson;
@@ -33,7 +34,11 @@ impl TenantApi {
     /// List a project's VMs
     ///
     /// Pages are ordered by VM id (oldest first); pass the previous page's `next` as `cursor`.
-    #[oai(path = "/projects/:projectId/vms", method = "get", operation_id = "listVms")]
+    #[oai(
+        path = "/projects/:projectId/vms",
+        method = "get",
+        operation_id = "listVms"
+    )]
     async fn list_vms(
         &self,
         req: &Request,
@@ -60,7 +65,11 @@ impl TenantApi {
     /// Validates the spec against the catalog and the zone's capabilities, places the VM and
     /// starts its create job. A request that needs a capability the zone lacks (user-data in a
     /// zone without cloud-init) is refused with `409 FEATURE_NOT_SUPPORTED` before any job exists.
-    #[oai(path = "/projects/:projectId/vms", method = "post", operation_id = "createVm")]
+    #[oai(
+        path = "/projects/:projectId/vms",
+        method = "post",
+        operation_id = "createVm"
+    )]
     async fn create_vm(
         &self,
         req: &Request,
@@ -77,7 +86,11 @@ impl TenantApi {
     }
 
     /// Get a VM
-    #[oai(path = "/projects/:projectId/vms/:vmId", method = "get", operation_id = "getVm")]
+    #[oai(
+        path = "/projects/:projectId/vms/:vmId",
+        method = "get",
+        operation_id = "getVm"
+    )]
     async fn get_vm(
         &self,
         req: &Request,
@@ -85,14 +98,22 @@ impl TenantApi {
         #[oai(name = "vmId")] vm_id: Path<String>,
     ) -> ApiResult<Json<TenantVmDto>> {
         let ctx = tenant_context(req, &project_id, None)?;
-        let vm = self.state.engine.get_vm(&ctx.scope(), &VmId::new(vm_id.0)).await?;
+        let vm = self
+            .state
+            .engine
+            .get_vm(&ctx.scope(), &VmId::new(vm_id.0))
+            .await?;
         Ok(Json(vm.tenant_view().into()))
     }
 
     /// Delete a VM
     ///
     /// A running VM is refused unless `force` is set, which powers it off first.
-    #[oai(path = "/projects/:projectId/vms/:vmId", method = "delete", operation_id = "deleteVm")]
+    #[oai(
+        path = "/projects/:projectId/vms/:vmId",
+        method = "delete",
+        operation_id = "deleteVm"
+    )]
     async fn delete_vm(
         &self,
         req: &Request,
@@ -112,7 +133,11 @@ impl TenantApi {
     }
 
     /// Start a VM
-    #[oai(path = "/projects/:projectId/vms/:vmId/@start", method = "post", operation_id = "startVm")]
+    #[oai(
+        path = "/projects/:projectId/vms/:vmId/@start",
+        method = "post",
+        operation_id = "startVm"
+    )]
     async fn start_vm(
         &self,
         req: &Request,
@@ -121,14 +146,22 @@ impl TenantApi {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> ApiResult<AcceptedResponse> {
         let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
-        let s = self.state.engine.start_vm(&ctx, &VmId::new(vm_id.0)).await?;
+        let s = self
+            .state
+            .engine
+            .start_vm(&ctx, &VmId::new(vm_id.0))
+            .await?;
         Ok(AcceptedResponse::new(&ctx.project, &s))
     }
 
     /// Stop a VM
     ///
     /// A graceful shutdown first, then a hard power-off; immediately hard with `force`.
-    #[oai(path = "/projects/:projectId/vms/:vmId/@stop", method = "post", operation_id = "stopVm")]
+    #[oai(
+        path = "/projects/:projectId/vms/:vmId/@stop",
+        method = "post",
+        operation_id = "stopVm"
+    )]
     async fn stop_vm(
         &self,
         req: &Request,
@@ -148,7 +181,11 @@ impl TenantApi {
     }
 
     /// Reboot a VM
-    #[oai(path = "/projects/:projectId/vms/:vmId/@reboot", method = "post", operation_id = "rebootVm")]
+    #[oai(
+        path = "/projects/:projectId/vms/:vmId/@reboot",
+        method = "post",
+        operation_id = "rebootVm"
+    )]
     async fn reboot_vm(
         &self,
         req: &Request,
@@ -171,7 +208,11 @@ impl TenantApi {
     ///
     /// Answers a URL valid until `expires_at`. The VM must be active and its host must offer a
     /// console (`409 FEATURE_NOT_SUPPORTED` otherwise).
-    #[oai(path = "/projects/:projectId/vms/:vmId/@console", method = "post", operation_id = "consoleVm")]
+    #[oai(
+        path = "/projects/:projectId/vms/:vmId/@console",
+        method = "post",
+        operation_id = "consoleVm"
+    )]
     async fn console(
         &self,
         req: &Request,
@@ -193,7 +234,11 @@ impl TenantApi {
     /// List a project's jobs
     ///
     /// Newest first; pass the previous page's `next` as `cursor`.
-    #[oai(path = "/projects/:projectId/jobs", method = "get", operation_id = "listJobs")]
+    #[oai(
+        path = "/projects/:projectId/jobs",
+        method = "get",
+        operation_id = "listJobs"
+    )]
     async fn list_jobs(
         &self,
         req: &Request,
@@ -215,7 +260,11 @@ impl TenantApi {
         let page = self
             .state
             .engine
-            .list_jobs(&ctx.scope(), &filter, &self.state.pages.request(limit.0, cursor.0))
+            .list_jobs(
+                &ctx.scope(),
+                &filter,
+                &self.state.pages.request(limit.0, cursor.0),
+            )
             .await?;
         Ok(Json(JobPage {
             items: page.items.iter().map(JobDto::tenant).collect(),
@@ -227,8 +276,16 @@ impl TenantApi {
     ///
     /// A pending job's `pending_reason` says why it waits.
     #[oai(path = "/jobs/:jobId", method = "get", operation_id = "getJob")]
-    async fn get_job(&self, req: &Request, #[oai(name = "jobId")] job_id: Path<String>) -> ApiResult<Json<JobDto>> {
-        let job = self.state.engine.get_job(&job_scope(req), &JobId::new(job_id.0)).await?;
+    async fn get_job(
+        &self,
+        req: &Request,
+        #[oai(name = "jobId")] job_id: Path<String>,
+    ) -> ApiResult<Json<JobDto>> {
+        let job = self
+            .state
+            .engine
+            .get_job(&job_scope(req), &JobId::new(job_id.0))
+            .await?;
         Ok(Json(JobDto::tenant(&job)))
     }
 
@@ -247,19 +304,27 @@ impl TenantApi {
         last_event_id: Header<Option<u64>>,
     ) -> ApiResult<EventStream<BoxStream<'static, JobEventDto>>> {
         let scope: Scope = job_scope(req);
-        let watch = self.state.engine.watch_job(&scope, &JobId::new(job_id.0)).await?;
+        let watch = self
+            .state
+            .engine
+            .watch_job(&scope, &JobId::new(job_id.0))
+            .await?;
         let after = last_event_id.0.unwrap_or(0);
         let stream = watch
             .into_stream()
             .map(JobEventDto::tenant)
-            .filter(move |e| std::future::ready(!matches!(e, JobEventDto::Log(l) if l.seq <= after)))
+            .filter(move |e| {
+                std::future::ready(!matches!(e, JobEventDto::Log(l) if l.seq <= after))
+            })
             .boxed();
-        Ok(EventStream::new(stream).keep_alive(SSE_KEEP_ALIVE).to_event(|e| {
-            let mut event = Event::message(e.to_json_string()).event_type(e.name());
-            if let JobEventDto::Log(l) = &e {
-                event = event.id(l.seq.to_string());
-            }
-            event
-        }))
+        Ok(EventStream::new(stream)
+            .keep_alive(SSE_KEEP_ALIVE)
+            .to_event(|e| {
+                let mut event = Event::message(e.to_json_string()).event_type(e.name());
+                if let JobEventDto::Log(l) = &e {
+                    event = event.id(l.seq.to_string());
+                }
+                event
+            }))
     }
 }

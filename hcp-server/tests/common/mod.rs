@@ -42,7 +42,10 @@ impl TestServer {
             let _ = tx.send(());
         }
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let status = c.wait().expect("wait for hcp serve");
             assert!(status.success(), "hcp serve exited with {status}");
             return Ok(());
@@ -85,21 +88,32 @@ pub async fn start_with(setup: Setup) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let config: Option<PathBuf> = setup.hosts_yaml.as_ref().map(|y| {
         let p = dir.path().join("hosts.yaml");
-        std::fs::write(&p, y.replace("$DIR", &dir.path().display().to_string())).expect("write hosts file");
+        std::fs::write(&p, y.replace("$DIR", &dir.path().display().to_string()))
+            .expect("write hosts file");
         p
     });
     let http = reqwest::Client::new();
     if let Ok(bin) = std::env::var("HCP_SERVE_BIN") {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut cmd = Command::new(bin);
-        cmd.arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
         if let Some(c) = &config {
             cmd.arg("--config").arg(c);
         }
         if let Some(l) = setup.body_limit {
             cmd.env("HCP_BODY_LIMIT", l.to_string());
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn hcp serve");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hcp serve");
         let url = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
             if http.get(format!("{url}/healthz")).send().await.is_ok() {
@@ -118,12 +132,16 @@ pub async fn start_with(setup: Setup) -> TestServer {
         };
     }
     let env = |_: &str| None;
-    let engine = build_engine(config.as_deref(), &env).await.expect("engine builds");
+    let engine = build_engine(config.as_deref(), &env)
+        .await
+        .expect("engine builds");
     let mut options = ServeOptions::default().with_listen("127.0.0.1:0".parse().unwrap());
     if let Some(l) = setup.body_limit {
         options = options.with_body_limit(l);
     }
-    let server = hcp_server::Server::bind(engine, options).await.expect("binds");
+    let server = hcp_server::Server::bind(engine, options)
+        .await
+        .expect("binds");
     let url = format!("http://{}", server.local_addr());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {

@@ -36,7 +36,6 @@ pub(crate) struct HostFacts {
 }
 
 /// One libvirt host: its URI and a shared connection (libvirt connections are thread-safe).
-#[derive(Debug)]
 pub(crate) struct HostClient {
     pub name: String,
     pub zone: String,
@@ -45,6 +44,16 @@ pub(crate) struct HostClient {
     pub memory_hint: Option<u64>,
     conn: Mutex<Option<Arc<Connect>>>,
     facts: Mutex<Option<HostFacts>>,
+}
+
+impl std::fmt::Debug for HostClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostClient")
+            .field("name", &self.name)
+            .field("zone", &self.zone)
+            .field("uri", &crate::error::redact(&self.uri))
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

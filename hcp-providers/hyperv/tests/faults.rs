@@ -6,14 +6,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hcp_core::{
-    ErrorKind, HostInventory, OpContext, Provider, StartVm, VmId, VmTarget,
-};
+use hcp_core::{ErrorKind, HostInventory, OpContext, Provider, StartVm, VmId, VmTarget};
 use hcp_provider_hyperv::{AuthKind, HypervProvider, HypervSettings};
 use serde_json::json;
 
 fn auth_failures(th: &common::TestHost) -> u64 {
-    th.control("hv1", "status", None)["auth_failures"].as_u64().unwrap()
+    th.control("hv1", "status", None)["auth_failures"]
+        .as_u64()
+        .unwrap()
 }
 
 async fn refused(th: &common::TestHost, auth: AuthKind) {
@@ -22,17 +22,33 @@ async fn refused(th: &common::TestHost, auth: AuthKind) {
         ..common::settings()
     };
     let wrong = "Wr0ng-pässword-$(secret)";
-    let p = HypervProvider::new("hyperv", settings, th.entries(None), common::creds(wrong)).unwrap();
+    let p =
+        HypervProvider::new("hyperv", settings, th.entries(None), common::creds(wrong)).unwrap();
     let before = auth_failures(th);
-    let e = p.host_inventory(HostInventory::new("hv1")).await.unwrap_err();
+    let e = p
+        .host_inventory(HostInventory::new("hv1"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e}");
-    assert!(!e.is_temporary(), "refused credentials are not retried: {e}");
-    assert!(e.message().contains("401") && e.message().contains("winrm_password"), "{e}");
+    assert!(
+        !e.is_temporary(),
+        "refused credentials are not retried: {e}"
+    );
+    assert!(
+        e.message().contains("401") && e.message().contains("winrm_password"),
+        "{e}"
+    );
     let after_first = auth_failures(th);
-    assert!(after_first > before && after_first - before <= 3, "{before} → {after_first}");
+    assert!(
+        after_first > before && after_first - before <= 3,
+        "{before} → {after_first}"
+    );
     // Asking again within the back-off does not reach the host: no retry storm, no lockout.
     for _ in 0..5 {
-        let again = p.host_inventory(HostInventory::new("hv1")).await.unwrap_err();
+        let again = p
+            .host_inventory(HostInventory::new("hv1"))
+            .await
+            .unwrap_err();
         assert_eq!(again.kind(), ErrorKind::ProviderUnavailable);
         assert!(!again.to_string().contains(wrong) && !again.to_string().contains("pässword"));
     }
@@ -55,8 +71,17 @@ async fn an_unreachable_host_is_a_temporary_unavailable_error() {
     drop(free);
     let mut entries = th.entries(None);
     entries[0].settings.port = Some(port);
-    let p = HypervProvider::new("hyperv", common::settings(), entries, common::creds(common::PASSWORD)).unwrap();
-    let e = p.host_inventory(HostInventory::new("hv1")).await.unwrap_err();
+    let p = HypervProvider::new(
+        "hyperv",
+        common::settings(),
+        entries,
+        common::creds(common::PASSWORD),
+    )
+    .unwrap();
+    let e = p
+        .host_inventory(HostInventory::new("hv1"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e}");
     assert!(e.is_temporary(), "{e}");
     assert!(e.message().contains("cannot connect"), "{e}");
@@ -69,7 +94,10 @@ async fn quota_limit_faults_and_script_error_records_are_classified() {
     p.deploy_host("hv1").await.unwrap();
 
     th.control("hv1", "faults", Some(json!({ "quota_limit": 1 })));
-    let e = p.host_inventory(HostInventory::new("hv1")).await.unwrap_err();
+    let e = p
+        .host_inventory(HostInventory::new("hv1"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e}");
     assert!(e.is_temporary(), "QuotaLimit is temporary: {e}");
     assert!(e.message().contains("QuotaLimit"), "{e}");
@@ -81,7 +109,10 @@ async fn quota_limit_faults_and_script_error_records_are_classified() {
         host: "hv1".into(),
         native_id: None,
     };
-    let e = p.start_vm(&OpContext::detached(), StartVm::new(ghost.clone())).await.unwrap_err();
+    let e = p
+        .start_vm(&OpContext::detached(), StartVm::new(ghost.clone()))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert_eq!(e.context_value("category"), Some("ObjectNotFound"));
 
@@ -95,7 +126,10 @@ async fn quota_limit_faults_and_script_error_records_are_classified() {
             "faults",
             Some(json!({ "error:Start-HcpVm": { "Category": category, "Message": "injected", "Cmdlet": "Start-VM" } })),
         );
-        let e = p.start_vm(&OpContext::detached(), StartVm::new(ghost.clone())).await.unwrap_err();
+        let e = p
+            .start_vm(&OpContext::detached(), StartVm::new(ghost.clone()))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), kind, "{category}: {e}");
         assert_eq!(e.is_temporary(), temporary, "{category}: {e}");
         assert_eq!(e.context_value("cmdlet"), Some("Start-VM"));
@@ -118,7 +152,10 @@ async fn a_hung_script_times_out_and_is_terminated_on_the_host() {
         host: "hv1".into(),
         native_id: None,
     };
-    let e = p.start_vm(&OpContext::detached(), StartVm::new(target)).await.unwrap_err();
+    let e = p
+        .start_vm(&OpContext::detached(), StartVm::new(target))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     assert!(e.message().contains("terminated it on the host"), "{e}");
     // The terminate signal and the shell deletion run in the background; wait for them.
@@ -131,14 +168,19 @@ async fn a_hung_script_times_out_and_is_terminated_on_the_host() {
             .iter()
             .find(|r| r["hung"] == true)
             .cloned();
-        let open = th.control("hv1", "status", None)["open_shells"].as_u64().unwrap();
+        let open = th.control("hv1", "status", None)["open_shells"]
+            .as_u64()
+            .unwrap();
         if hung.is_some_and(|r| r["terminated"] == true) && open == 0 {
             terminated = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(terminated, "the hung script was terminated and its shell deleted on the host");
+    assert!(
+        terminated,
+        "the hung script was terminated and its shell deleted on the host"
+    );
     assert_eq!(p.host_stats("hv1").unwrap().terminated(), 1);
     p.host_inventory(HostInventory::new("hv1")).await.unwrap();
 }
@@ -156,8 +198,15 @@ async fn the_per_host_cap_is_never_exceeded() {
         r.unwrap();
     }
     let stats = p.host_stats("hv1").unwrap();
-    assert!(stats.max_in_flight() <= 4, "in flight: {}", stats.max_in_flight());
+    assert!(
+        stats.max_in_flight() <= 4,
+        "in flight: {}",
+        stats.max_in_flight()
+    );
     assert_eq!(stats.max_in_flight(), 4, "12 concurrent calls fill the cap");
     let status = th.control("hv1", "status", None);
-    assert!(status["max_concurrent_shells"].as_u64().unwrap() <= 4, "{status}");
+    assert!(
+        status["max_concurrent_shells"].as_u64().unwrap() <= 4,
+        "{status}"
+    );
 }

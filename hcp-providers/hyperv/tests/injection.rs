@@ -16,8 +16,21 @@ use serde_json::Value;
 
 fn corpus() -> Vec<String> {
     let mut c: Vec<String> = [
-        "'", "\u{2018}", "\u{2019}", "\u{201A}", "\u{201B}", "\"", "`", "$(Get-Date)",
-        "; Remove-Item C:\\ -Recurse", "| Out-File x", "\r\n", "<#", "#>", "\0", "@'\n'@",
+        "'",
+        "\u{2018}",
+        "\u{2019}",
+        "\u{201A}",
+        "\u{201B}",
+        "\"",
+        "`",
+        "$(Get-Date)",
+        "; Remove-Item C:\\ -Recurse",
+        "| Out-File x",
+        "\r\n",
+        "<#",
+        "#>",
+        "\0",
+        "@'\n'@",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -28,13 +41,8 @@ fn corpus() -> Vec<String> {
 
 fn args(name: &str) -> (CreateVm, VmTarget) {
     let vm_id = VmId::generate();
-    let mark = HcpMark {
-        vm_id: vm_id.clone(),
-        project: ProjectId::new("inj"),
-        image: Some("ubuntu-24.04".into()),
-        flavor: None,
-        zone: None,
-    };
+    let mut mark = HcpMark::new(vm_id.clone(), ProjectId::new("inj"));
+    mark.image = Some("ubuntu-24.04".into());
     let res = Resources {
         vcpus: 1,
         memory_mib: 64,
@@ -129,12 +137,20 @@ async fn hostile_names_tags_and_user_data_are_refused_or_literal() {
             .find(|(path, _)| path.contains(t.vm_id.as_str()))
             .unwrap_or_else(|| panic!("a cidata ISO for {}", t.name))
             .1;
-        assert_eq!(iso["user-data"], Value::String(ud.clone()), "user-data arrives literally");
+        assert_eq!(
+            iso["user-data"],
+            Value::String(ud.clone()),
+            "user-data arrives literally"
+        );
     }
 
     // The test host saw every value only as data.
     let records = th.control("hv1", "records", None);
-    assert_eq!(records["violations"], serde_json::json!([]), "script text held user data");
+    assert_eq!(
+        records["violations"],
+        serde_json::json!([]),
+        "script text held user data"
+    );
     let rejected = records["records"]
         .as_array()
         .unwrap()
@@ -152,7 +168,10 @@ async fn hostile_names_tags_and_user_data_are_refused_or_literal() {
         .filter_map(|n| n["hcp"]["tags"]["k"].as_str().map(str::to_string))
         .collect();
     for (_, value) in &literal_tags {
-        assert!(sent_tags.contains(value), "the parameter document carried {value:?}");
+        assert!(
+            sent_tags.contains(value),
+            "the parameter document carried {value:?}"
+        );
     }
 
     for (t, _) in literal_tags.iter().chain(literal_ud.iter()) {
@@ -178,11 +197,21 @@ async fn the_test_host_refuses_script_text_it_does_not_know() {
     );
     let forged = "Get-VM | Remove-VM -Force";
     let e = host
-        .invoke("forged", forged, &serde_json::json!({}), &OpContext::detached())
+        .invoke(
+            "forged",
+            forged,
+            &serde_json::json!({}),
+            &OpContext::detached(),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProviderError, "{e}");
     let records = th.control("hv1", "records", None);
-    let last = records["records"].as_array().unwrap().last().unwrap().clone();
+    let last = records["records"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["kind"], "rejected");
 }

@@ -1,0 +1,250 @@
+//! The provider inside HCP's engine, configured from a hosts file like `hcp serve` does:
+//! long VHDX copies report progress to the job log, temporary faults are retried a bounded
+//! number of times, failover clusters keep VMs found, and consoles describe VMConnect.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hcp_core::store::Scope;
+use hcp_core::{
+    Config, ConsoleKind, CreateVm, Engine, ErrorKind, GetConsole, HcpMark, HostInventory, JobState,
+    JobUpdate, OpContext, Principal, ProjectId, Provider, RequestContext, Resources, StartVm,
+    StopVm, VmId, VmSpec, VmTarget,
+};
+use serde_json::json;
+
+fn hosts_file(th: &common::TestHost, disk_mode: &str) -> String {
+    let hosts: Vec<String> = th
+        .hosts
+        .iter()
+        .map(|(name, port)| {
+            format!("      - {{name: {name}, zone: zone-a, settings: {{address: 127.0.0.1, port: {port}}}}}")
+        })
+        .collect();
+    format!(
+        r#"
+providers:
+  - name: hyperv-test
+    kind: hyperv
+    settings:
+      tls_verify: false
+      disk_mode: {disk_mode}
+      operation_timeout: 5s
+    hosts:
+{}
+zones:
+  - name: zone-a
+projects:
+  - name: demo
+catalog:
+  images: [{{name: ubuntu-24.04, os: linux, min_disk_gib: 1}}]
+  flavors: [{{name: small, vcpus: 1, memory_mib: 1024, disk_gib: 10}}]
+  networks: [{{name: default}}]
+engine:
+  retry: {{max_attempts: 3, initial_delay: 10ms, max_delay: 50ms, factor: 2.0, jitter: false}}
+"#,
+        hosts.join("\n")
+    )
+}
+
+async fn engine(th: &common::TestHost, disk_mode: &str) -> (Engine, tempfile::TempDir) {
+    let (dir, secrets) = common::secrets_dir();
+    let mut config = Config::from_yaml(&hosts_file(th, disk_mode), "test hosts file").unwrap();
+    config.secrets = secrets;
+    let engine = hcp_provider_hyperv::register(Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    (engine, dir)
+}
+
+fn rc(key: &str) -> RequestContext {
+    RequestContext::new("demo", Principal::new("alice")).with_idempotency_key(Some(key.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vhdx_copy_reports_progress_to_the_job_log() {
+    let th = common::TestHost::start(1, None);
+    let (engine, _secrets) = engine(&th, "copy").await;
+    let submitted = engine
+        .create_vm(
+            &rc("copy-1"),
+            VmSpec::new("copied", "ubuntu-24.04", "small"),
+        )
+        .await
+        .unwrap();
+    let scope = Scope::Project(ProjectId::new("demo"));
+    let mut watch = engine.watch_job(&scope, &submitted.job_id).await.unwrap();
+    let mut lines = Vec::new();
+    let mut progress = Vec::new();
+    let job = loop {
+        match watch.next().await.expect("the watch ends with the job") {
+            JobUpdate::Log(l) => lines.push(l.message),
+            JobUpdate::Status { progress: p, .. } => progress.push(p),
+            JobUpdate::End(job) => break *job,
+        }
+    };
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains("copying template VHDX"))
+            .count()
+            >= 3,
+        "copy progress lines reach the job log: {lines:?}"
+    );
+    let vm = engine.get_vm(&scope, &submitted.vm_id).await.unwrap();
+    assert_eq!(vm.binding.host, "hv1");
+    let state = th.control("hv1", "state", None);
+    let disk = format!("{}.vhdx", submitted.vm_id);
+    assert!(
+        state["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().ends_with(&disk)),
+        "the copied disk exists: {state}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_faults_are_retried_a_bounded_number_of_times() {
+    let th = common::TestHost::start(1, None);
+    let (engine, _secrets) = engine(&th, "differencing").await;
+    let created = engine
+        .create_vm(
+            &rc("retry-1"),
+            VmSpec::new("retried", "ubuntu-24.04", "small"),
+        )
+        .await
+        .unwrap();
+    let scope = Scope::Project(ProjectId::new("demo"));
+    let job = engine
+        .wait_job(&scope, &created.job_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let stopped = engine
+        .stop_vm(&rc("stop-1"), &created.vm_id, true)
+        .await
+        .unwrap();
+    let job = engine
+        .wait_job(&scope, &stopped.job_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    th.control("hv1", "faults", Some(json!({ "quota_limit": 1000 })));
+    let before = th.control("hv1", "status", None)["requests"]
+        .as_u64()
+        .unwrap();
+    let started = engine
+        .start_vm(&rc("start-1"), &created.vm_id)
+        .await
+        .unwrap();
+    let job = engine
+        .wait_job(&scope, &started.job_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.attempts, 3, "max_attempts bounds the retries");
+    let err = job.error.unwrap();
+    assert_eq!(err.kind, ErrorKind::ProviderUnavailable, "{err:?}");
+    let after = th.control("hv1", "status", None)["requests"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        after - before <= 3 * 4,
+        "{} WinRM requests for 3 attempts",
+        after - before
+    );
+    let status = th.control("hv1", "status", None);
+    assert!(
+        status["max_concurrent_shells"].as_u64().unwrap() <= 4,
+        "{status}"
+    );
+}
+
+fn mark_args(host: &str, name: &str) -> (CreateVm, VmTarget) {
+    let vm_id = VmId::generate();
+    let mut mark = HcpMark::new(vm_id.clone(), ProjectId::new("demo"));
+    mark.image = Some("ubuntu-24.04".into());
+    let res = Resources {
+        vcpus: 1,
+        memory_mib: 128,
+        disk_gib: 1,
+    };
+    (
+        CreateVm::new(mark, host, name, "ubuntu-24.04", res),
+        VmTarget {
+            vm_id,
+            name: name.into(),
+            host: host.into(),
+            native_id: None,
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_that_failed_over_is_found_on_its_owner_node() {
+    let th = common::TestHost::start(2, Some("clu1"));
+    let p: Arc<dyn Provider> = Arc::new(
+        hcp_provider_hyperv::HypervProvider::new(
+            "hyperv",
+            common::settings(),
+            th.entries(Some("clu1")),
+            common::creds(common::PASSWORD),
+        )
+        .unwrap(),
+    );
+    let ctx = OpContext::detached();
+    let (args, mut target) = mark_args("hv1", "clustered");
+    let created = p.create_vm(&ctx, args).await.unwrap();
+    target.native_id = Some(created.native_id.clone());
+    th.control(
+        "hv1",
+        "failover",
+        Some(json!({ "vm_id": created.native_id, "node": "hv2" })),
+    );
+    let on1 = p.host_inventory(HostInventory::new("hv1")).await.unwrap();
+    let on2 = p.host_inventory(HostInventory::new("hv2")).await.unwrap();
+    assert!(!on1.vms.iter().any(|v| v.native_id == created.native_id));
+    let moved = on2
+        .vms
+        .iter()
+        .find(|v| v.native_id == created.native_id)
+        .expect("the owner node reports the VM");
+    assert_eq!(
+        moved.mark.as_ref().unwrap().vm_id,
+        target.vm_id,
+        "its mark moves with it"
+    );
+    // Operations addressed to the old node find the VM on its owner node.
+    p.stop_vm(&ctx, StopVm::new(target.clone()).with_force(true))
+        .await
+        .unwrap();
+    let started = p
+        .start_vm(&ctx, StartVm::new(target.clone()))
+        .await
+        .unwrap();
+    assert!(!started.was_running);
+    let console = p.console(GetConsole::new(target.clone())).await.unwrap();
+    assert_eq!(console.kind, ConsoleKind::Rdp);
+    assert!(console.url.contains("hv2:2179"), "{}", console.url);
+    assert!(console.url.contains(&created.native_id), "{}", console.url);
+    assert!(console.expires_at > chrono::Utc::now());
+    let json = serde_json::to_value(&console).unwrap();
+    assert_eq!(json["type"], "rdp");
+    let e = p
+        .console(GetConsole::new(target.clone()).with_kind(Some(ConsoleKind::Vnc)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FeatureNotSupported);
+    let deleted = p
+        .delete_vm(&ctx, hcp_core::DeleteVm::new(target).with_force(true))
+        .await
+        .unwrap();
+    assert!(deleted.existed);
+}

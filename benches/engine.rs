@@ -131,6 +131,8 @@ async fn refresh_wall_time() {
                 image: Some("img".into()),
                 flavor: Some("f".into()),
                 zone: Some("z".into()),
+                created_at: None,
+                user_data: false,
             };
             let r = Resources {
                 vcpus: 1,

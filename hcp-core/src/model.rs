@@ -383,6 +383,27 @@ pub struct HcpMark {
     /// The zone the VM was placed in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// When HCP accepted the VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Whether cloud-init user-data was given (the data itself is never recorded).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_data: bool,
+}
+
+impl HcpMark {
+    /// Creates a mark for `vm_id` owned by `project`, with no other details.
+    pub fn new(vm_id: VmId, project: ProjectId) -> Self {
+        HcpMark {
+            vm_id,
+            project,
+            image: None,
+            flavor: None,
+            zone: None,
+            created_at: None,
+            user_data: false,
+        }
+    }
 }
 
 /// A VM as HCP knows it (the full, operator view).

@@ -237,6 +237,8 @@ mod tests {
             image: None,
             flavor: None,
             zone: None,
+            created_at: None,
+            user_data: false,
         });
         NativeVm::new(format!("n-{id}"), id, power, Resources::default(), mark)
     }

@@ -88,6 +88,8 @@ impl Fixture {
             image: Some(self.image.clone()),
             flavor: None,
             zone: None,
+            created_at: Some(chrono::Utc::now()),
+            user_data: false,
         };
         let name = self.name(what);
         let args = CreateVm::new(mark, &self.host, &name, &self.image, self.resources);

@@ -794,6 +794,7 @@ async fn an_engine_with_an_empty_store_rebuilds_vms_from_the_hosts() {
         made.insert(s.vm_id.clone(), (project, name));
     }
     drop(first);
+    let started = chrono::Utc::now();
     let second = engine_over(config, Probe::new(sim.clone())).await;
     let all = second
         .list_vms(&Scope::All, &PageRequest::all())
@@ -812,6 +813,15 @@ async fn an_engine_with_an_empty_store_rebuilds_vms_from_the_hosts() {
     for v in &all.items {
         assert_eq!(v.desired, DesiredState::Active);
         assert_eq!(v.spec.flavor.as_deref(), Some("small"));
+        assert_eq!(
+            (v.spec.vcpus, v.spec.memory_mib, v.spec.disk_gib),
+            (None, None, None),
+            "sizes stay implied by the flavor"
+        );
+        assert!(
+            v.created_at < started,
+            "the creation time comes from the host's mark"
+        );
     }
     let events = second.list_events(&EventFilter::default()).await.unwrap();
     assert_eq!(

@@ -637,6 +637,16 @@ impl Engine {
                 observed_zone(&results, &a.provider, &a.host).unwrap_or_default()
             });
             let power = a.native.power;
+            let r = a.native.resources;
+            // Sizes the flavor already gives stay implicit, as they were in the original spec.
+            let flavor = a
+                .mark
+                .flavor
+                .as_deref()
+                .and_then(|f| inner.catalog.flavor(f));
+            let differs = |from_flavor: Option<u64>, actual: u64| {
+                (from_flavor != Some(actual)).then_some(actual)
+            };
             let vm = Vm {
                 id: a.mark.vm_id.clone(),
                 project: a.mark.project.clone(),
@@ -644,9 +654,15 @@ impl Engine {
                     name: a.native.name.clone(),
                     image: a.mark.image.clone().unwrap_or_default(),
                     flavor: a.mark.flavor.clone(),
-                    vcpus: Some(a.native.resources.vcpus),
-                    memory_mib: Some(a.native.resources.memory_mib),
-                    disk_gib: Some(a.native.resources.disk_gib),
+                    vcpus: differs(flavor.map(|f| u64::from(f.vcpus)), u64::from(r.vcpus))
+                        .map(|v| v as u32),
+                    memory_mib: differs(flavor.map(|f| f.memory_mib), r.memory_mib),
+                    // Providers that cannot report a disk size report 0: keep the flavor's.
+                    disk_gib: if r.disk_gib == 0 {
+                        None
+                    } else {
+                        differs(flavor.map(|f| f.disk_gib), r.disk_gib)
+                    },
                     zone: Some(zone.clone()),
                     tags: a.native.tags.clone(),
                     ..Default::default()
@@ -667,7 +683,7 @@ impl Engine {
                     native_id: Some(a.native.native_id.clone()),
                 },
                 last_error: None,
-                created_at: now,
+                created_at: a.mark.created_at.unwrap_or(now),
                 updated_at: now,
                 generation: 0,
             };

@@ -191,6 +191,8 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 image: Some(vm.spec.image.clone()),
                 flavor: vm.spec.flavor.clone(),
                 zone: Some(vm.zone.clone()),
+                created_at: Some(vm.created_at),
+                user_data: vm.spec.user_data.is_some(),
             };
             let args = CreateVm::new(mark, host, &vm.spec.name, &vm.spec.image, vm.resources)
                 .with_networks(networks)

@@ -162,6 +162,12 @@ pub(crate) fn domain_xml(plan: &DomainPlan<'_>) -> Result<String> {
         x.text("hcp:zone", &[], v);
     }
     x.text("hcp:disk_gib", &[], &plan.disk_gib.to_string());
+    if let Some(t) = &plan.mark.created_at {
+        x.text("hcp:created_at", &[], &t.to_rfc3339());
+    }
+    if plan.mark.user_data {
+        x.text("hcp:user_data", &[], "true");
+    }
     if !plan.tags.is_empty() {
         x.open("hcp:tags", &[]);
         for (k, v) in plan.tags {
@@ -328,6 +334,8 @@ struct MarkParts {
     flavor: Option<String>,
     zone: Option<String>,
     disk_gib: Option<String>,
+    created_at: Option<String>,
+    user_data: Option<String>,
 }
 
 fn attr(e: &BytesStart<'_>, key: &str) -> Option<String> {
@@ -453,6 +461,8 @@ pub(crate) fn parse_domain(text: &str) -> Result<DomainDesc> {
                     ("hcp:vm", "hcp:flavor") if in_mark => mark.flavor = Some(text),
                     ("hcp:vm", "hcp:zone") if in_mark => mark.zone = Some(text),
                     ("hcp:vm", "hcp:disk_gib") if in_mark => mark.disk_gib = Some(text),
+                    ("hcp:vm", "hcp:created_at") if in_mark => mark.created_at = Some(text),
+                    ("hcp:vm", "hcp:user_data") if in_mark => mark.user_data = Some(text),
                     ("hcp:tags", "hcp:tag") if in_mark => {
                         if let Some(k) = tag_key.take() {
                             d.tags.insert(k, text);
@@ -487,6 +497,11 @@ pub(crate) fn parse_domain(text: &str) -> Result<DomainDesc> {
             image: mark.image,
             flavor: mark.flavor,
             zone: mark.zone,
+            created_at: mark
+                .created_at
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
+            user_data: mark.user_data.is_some_and(|u| u.trim() == "true"),
         });
         d.disk_gib = mark
             .disk_gib
@@ -548,6 +563,8 @@ mod tests {
             image: Some("base-tiny".into()),
             flavor: Some("tiny".into()),
             zone: Some("zone-a".into()),
+            created_at: Some("2026-01-02T03:04:05Z".parse().unwrap()),
+            user_data: true,
         }
     }
 

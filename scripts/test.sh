@@ -7,6 +7,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hcp-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 step() { printf '\n==> %s\n' "$*"; }
 
+step "Peers: libvirt + QEMU (real VMs, TCG), idempotent"
+./hcp-providers/libvirt/setup.sh
+
 step "Rust: unit, integration, conformance and doc tests"
 cargo test --workspace --exclude hcp-py --no-fail-fast
 

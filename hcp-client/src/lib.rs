@@ -29,11 +29,12 @@ use std::fmt;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
+use hcp_core::job::TenantJob;
 use hcp_core::store::{JobFilter, Page, PageRequest};
 use hcp_core::{
     Capabilities, Catalog, Console, ConsoleKind, Error, ErrorKind, Event, Flavor, Host, Image,
-    InventoryVm, Job, JobId, JobUpdate, Network, ProviderCapabilities, ProviderStatus,
-    RefreshReport, TenantVm, Vm, VmId, VmSpec, Zone,
+    InventoryVm, Job, JobAction, JobId, JobUpdate, Network, Operation, Principal,
+    ProviderCapabilities, ProviderStatus, RefreshReport, TenantVm, Vm, VmId, VmSpec, Zone,
 };
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -438,18 +439,16 @@ impl Client {
         self.json(rb).await
     }
 
-    /// Returns a job. Tenant views carry no host or provider: those fields are empty.
+    /// Returns a job as tenants see it (no host or provider).
     ///
     /// # Errors
     /// `NotFound` for an unknown job.
-    pub async fn get_job(&self, job_id: &JobId) -> hcp_core::Result<Job> {
-        let v: serde_json::Value = self
-            .get(
-                &format!("{TENANT_PREFIX}/jobs/{}", enc(job_id.as_str())),
-                &[],
-            )
-            .await?;
-        job_from_value(v)
+    pub async fn get_job(&self, job_id: &JobId) -> hcp_core::Result<TenantJob> {
+        self.get(
+            &format!("{TENANT_PREFIX}/jobs/{}", enc(job_id.as_str())),
+            &[],
+        )
+        .await
     }
 
     /// Lists one page of a project's jobs, newest first.
@@ -461,27 +460,20 @@ impl Client {
         project: &str,
         filter: &JobFilter,
         page: &PageRequest,
-    ) -> hcp_core::Result<Page<Job>> {
+    ) -> hcp_core::Result<Page<TenantJob>> {
         let mut q = page_query(page);
         q.extend(job_filter_query(filter));
-        let p: Page<serde_json::Value> = self
-            .get(
-                &format!("{TENANT_PREFIX}/projects/{}/jobs", enc(project)),
-                &q,
-            )
-            .await?;
-        Ok(Page {
-            items: p
-                .items
-                .into_iter()
-                .map(job_from_value)
-                .collect::<hcp_core::Result<_>>()?,
-            next: p.next,
-        })
+        self.get(
+            &format!("{TENANT_PREFIX}/projects/{}/jobs", enc(project)),
+            &q,
+        )
+        .await
     }
 
     /// Follows a job over server-sent events: its past log lines, then live lines and status
-    /// changes, then [`JobUpdate::End`]; the stream ends after it.
+    /// changes, then [`JobUpdate::End`]; the stream ends after it. The final job is the tenant
+    /// view: its `host`, `provider` and `idempotency_key` are empty, `timeout_ms` and
+    /// `generation` zero.
     ///
     /// # Errors
     /// `NotFound` for an unknown job; items carry transport or decoding errors.
@@ -516,7 +508,8 @@ impl Client {
             .boxed())
     }
 
-    /// Waits until a job ends and returns it, following its event stream.
+    /// Waits until a job ends and returns it (the tenant view, see [`Client::watch_job`]),
+    /// following its event stream.
     ///
     /// # Errors
     /// `NotFound` for an unknown job; `Timeout` when `timeout` passes first (the job goes on).
@@ -535,7 +528,7 @@ impl Client {
             // The stream closed without an end event (a proxy cut it): ask for the job.
             let job = self.get_job(job_id).await?;
             if job.state.is_terminal() {
-                Ok(job)
+                Ok(job_from_tenant(job, None))
             } else {
                 Err(Error::new(
                     ErrorKind::ProviderUnavailable,
@@ -909,15 +902,40 @@ fn job_filter_query(filter: &JobFilter) -> Vec<(&'static str, String)> {
     q
 }
 
-/// Decodes a tenant job: its view has no host or provider, which the core type needs.
-fn job_from_value(mut v: serde_json::Value) -> hcp_core::Result<Job> {
-    if let Some(obj) = v.as_object_mut() {
-        for k in ["host", "provider"] {
-            obj.entry(k)
-                .or_insert_with(|| serde_json::Value::String(String::new()));
-        }
+/// Turns a tenant job into the core job type shells handle: no host, provider or key.
+fn job_from_tenant(t: TenantJob, action: Option<JobAction>) -> Job {
+    let action = action.unwrap_or(match t.operation {
+        Operation::CreateVm => JobAction::Create,
+        Operation::DeleteVm => JobAction::Delete { force: false },
+        Operation::StopVm => JobAction::Stop {
+            force: false,
+            graceful_timeout_secs: 0,
+        },
+        Operation::RebootVm => JobAction::Reboot { hard: false },
+        _ => JobAction::Start,
+    });
+    Job {
+        id: t.id,
+        project: t.project,
+        vm_id: t.vm_id,
+        operation: t.operation,
+        action,
+        state: t.state,
+        pending_reason: t.pending_reason,
+        attempts: t.attempts,
+        max_attempts: t.max_attempts,
+        progress: t.progress,
+        principal: Principal::new(t.principal),
+        idempotency_key: None,
+        host: String::new(),
+        provider: String::new(),
+        error: t.error,
+        timeout_ms: 0,
+        created_at: t.created_at,
+        started_at: t.started_at,
+        finished_at: t.finished_at,
+        generation: 0,
     }
-    serde_json::from_value(v).map_err(|e| Error::internal(format!("cannot decode a job: {e}")))
 }
 
 /// Decodes an operator VM (its spec carries no user-data over the wire).
@@ -929,18 +947,17 @@ fn vm_from_value(mut v: serde_json::Value) -> hcp_core::Result<Vm> {
 }
 
 fn job_update_from(data: &str) -> hcp_core::Result<JobUpdate> {
-    let mut v: serde_json::Value = serde_json::from_str(data)
-        .map_err(|e| Error::internal(format!("cannot decode a job event: {e}")))?;
-    if v.get("type").and_then(|t| t.as_str()) == Some("end")
-        && let Some(obj) = v.as_object_mut()
-    {
-        for k in ["host", "provider"] {
-            obj.entry(k)
-                .or_insert_with(|| serde_json::Value::String(String::new()));
-        }
+    let bad = |e: serde_json::Error| Error::internal(format!("cannot decode a job event: {e}"));
+    let v: serde_json::Value = serde_json::from_str(data).map_err(bad)?;
+    if v.get("type").and_then(|t| t.as_str()) == Some("end") {
+        let action = v
+            .get("action")
+            .cloned()
+            .and_then(|a| serde_json::from_value::<JobAction>(a).ok());
+        let tenant: TenantJob = serde_json::from_value(v).map_err(bad)?;
+        return Ok(JobUpdate::End(Box::new(job_from_tenant(tenant, action))));
     }
-    serde_json::from_value(v)
-        .map_err(|e| Error::internal(format!("cannot decode a job event: {e}")))
+    serde_json::from_value(v).map_err(bad)
 }
 
 fn transport_error(base: &str, e: reqwest::Error) -> Error {

@@ -867,17 +867,9 @@ pub struct JobDto {
 }
 
 impl JobDto {
-    /// Builds the tenant view: no host or provider, errors without context.
-    pub fn tenant(j: &Job) -> Self {
-        JobDto::build(j, true)
-    }
-
-    /// Builds the operator view.
+    /// Builds the operator view: the job with its host and provider.
     pub fn operator(j: &Job) -> Self {
-        JobDto::build(j, false)
-    }
-
-    fn build(j: &Job, tenant: bool) -> Self {
+        let tenant = false;
         JobDto {
             id: j.id.to_string(),
             project: j.project.to_string(),
@@ -914,7 +906,83 @@ impl JobDto {
     }
 }
 
-/// One page of jobs.
+/// A job as a tenant sees it (the fields of `hcp_core::TenantJob`, plus its action): no host,
+/// no provider.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct TenantJobDto {
+    /// The job id.
+    pub id: String,
+    /// The project the VM belongs to.
+    pub project: String,
+    /// The VM it acts on.
+    pub vm_id: String,
+    /// The operation (`create_vm`, `delete_vm`, `start_vm`, `stop_vm`, `reboot_vm`, ...).
+    pub operation: String,
+    /// Details of the operation.
+    pub action: JobActionDto,
+    /// The state.
+    pub state: JobStateDto,
+    /// Why it is pending, while it is.
+    #[oai(skip_serializing_if_is_none)]
+    pub pending_reason: Option<PendingReasonDto>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Most attempts allowed.
+    pub max_attempts: u32,
+    /// Progress, 0–100.
+    pub progress: u8,
+    /// Who submitted it (the subject).
+    pub principal: String,
+    /// The error, when it failed or was cancelled.
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<ErrorInfoDto>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When its first attempt started.
+    #[oai(skip_serializing_if_is_none)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    #[oai(skip_serializing_if_is_none)]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Job> for TenantJobDto {
+    fn from(j: &Job) -> Self {
+        let t = j.tenant_view();
+        TenantJobDto {
+            id: t.id.to_string(),
+            project: t.project.to_string(),
+            vm_id: t.vm_id.to_string(),
+            operation: t.operation.as_str().to_string(),
+            action: JobActionDto::new(&j.action, true),
+            state: t.state.into(),
+            pending_reason: t
+                .pending_reason
+                .as_ref()
+                .map(|r| PendingReasonDto::new(r, true)),
+            attempts: t.attempts,
+            max_attempts: t.max_attempts,
+            progress: t.progress,
+            principal: t.principal,
+            error: t.error.as_ref().map(ErrorInfoDto::tenant),
+            created_at: t.created_at,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+        }
+    }
+}
+
+/// One page of a project's jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct TenantJobPage {
+    /// The jobs, newest first.
+    pub items: Vec<TenantJobDto>,
+    /// The cursor of the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next: Option<String>,
+}
+
+/// One page of jobs with their host and provider.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 pub struct JobPage {
     /// The jobs, newest first.
@@ -974,7 +1042,7 @@ pub enum JobEventDto {
     Status(JobStatusDto),
     /// The job ended: its final record. Nothing follows.
     #[oai(mapping = "end")]
-    End(JobDto),
+    End(TenantJobDto),
 }
 
 impl JobEventDto {
@@ -993,7 +1061,7 @@ impl JobEventDto {
                     .as_ref()
                     .map(|r| PendingReasonDto::new(r, true)),
             }),
-            hcp_core::JobUpdate::End(job) => JobEventDto::End(JobDto::tenant(&job)),
+            hcp_core::JobUpdate::End(job) => JobEventDto::End(job.as_ref().into()),
         }
     }
 
@@ -1414,7 +1482,11 @@ mod tests {
         let info = ErrorInfo::from(&e);
         let dto = ErrorInfoDto::tenant(&info);
         assert!(!dto.message.contains("secret-host"), "{}", dto.message);
-        assert_eq!(dto.message, "provider_unavailable (permanent) => host down");
+        assert_eq!(dto.message, "host down");
+        assert_eq!(
+            strip_context("not_found (permanent) at start_vm, context: { host: h } => vm gone"),
+            "not_found (permanent) at start_vm => vm gone"
+        );
         assert_eq!(strip_context("no context here"), "no context here");
     }
 }

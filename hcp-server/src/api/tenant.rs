@@ -16,8 +16,8 @@ use poem_openapi::types::ToJSON;
 
 use super::{AcceptedResponse, ApiTags, State, job_scope, tenant_context};
 use crate::dto::{
-    ConsoleDto, ConsoleKindDto, CreateVmRequest, JobDto, JobEventDto, JobPage, JobStateDto,
-    TenantVmDto, VmPage,
+    ConsoleDto, ConsoleKindDto, CreateVmRequest, JobEventDto, JobStateDto, TenantJobDto,
+    TenantJobPage, TenantVmDto, VmPage,
 };
 use crate::error::ApiResult;
 use crate::limits::StrictJson;
@@ -251,7 +251,7 @@ impl TenantApi {
         limit: Query<Option<u32>>,
         /// The `next` cursor of the previous page.
         cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<JobPage>> {
+    ) -> ApiResult<Json<TenantJobPage>> {
         let ctx = tenant_context(req, &project_id, None)?;
         let filter = JobFilter {
             vm_id: vm_id.0.map(VmId::new),
@@ -266,8 +266,8 @@ impl TenantApi {
                 &self.state.pages.request(limit.0, cursor.0),
             )
             .await?;
-        Ok(Json(JobPage {
-            items: page.items.iter().map(JobDto::tenant).collect(),
+        Ok(Json(TenantJobPage {
+            items: page.items.iter().map(Into::into).collect(),
             next: page.next,
         }))
     }
@@ -280,13 +280,13 @@ impl TenantApi {
         &self,
         req: &Request,
         #[oai(name = "jobId")] job_id: Path<String>,
-    ) -> ApiResult<Json<JobDto>> {
+    ) -> ApiResult<Json<TenantJobDto>> {
         let job = self
             .state
             .engine
             .get_job(&job_scope(req), &JobId::new(job_id.0))
             .await?;
-        Ok(Json(JobDto::tenant(&job)))
+        Ok(Json((&job).into()))
     }
 
     /// Follow a job's log

@@ -164,6 +164,7 @@ class Listener:
             if not cmd.done.is_set():
                 cmd.terminated.set()
                 cmd.stdin_done.set()
+                self.runner.note_terminated(self.name, cmd.id)
                 cmd.finish(-1073741510)  # STATUS_CONTROL_C_EXIT, as a killed process reports
         with self.lock:
             self.shells.pop(shell.id, None)
@@ -246,13 +247,18 @@ class Handler(BaseHTTPRequestHandler):
             return
         auth = self.headers.get("Authorization", "")
         if os.environ.get("HCP_TESTHOST_DEBUG"):
-            print(f"conn {self.client_address[1]} ctx={self.ctx is not None} auth={auth[:20]!r} len={len(raw)}", file=sys.stderr, flush=True)
+            print(f"conn {self.client_address[1]} ctx={self.ctx is not None} auth={auth[:20]!r} len={len(raw)} ct={self.headers.get('Content-Type')}", file=sys.stderr, flush=True)
         user: str | None = None
         sealed_ok = False
         first_authenticated = False
         if auth.lower().startswith("basic "):
             try:
-                name, _, pw = base64.b64decode(auth[6:]).decode("utf-8").partition(":")
+                decoded = base64.b64decode(auth[6:])
+                try:
+                    text = decoded.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = decoded.decode("latin-1")  # what requests sends for non-ASCII
+                name, _, pw = text.partition(":")
             except ValueError:
                 name, pw = "", ""
             if not lst.basic or lst.users.get(name.split("\\")[-1]) != pw or not pw:
@@ -328,7 +334,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
             seal = True
             sealed_ok = True
-        elif self.ctx is not None and self.ctx.complete and not first_authenticated and not lst.allow_unencrypted:
+        elif (lst.scheme == "http" and self.ctx is not None and self.ctx.complete
+              and not first_authenticated and not lst.allow_unencrypted):
             # Windows refuses unencrypted bodies unless AllowUnencrypted is set.
             self.reply(None, wsman.WsmanFault(
                 "w:AccessDenied", 5, "Access is denied.", "s:Sender"), False)

@@ -55,3 +55,28 @@ def control(host, path: str, payload=None):
     data = None if payload is None else json.dumps(payload).encode()
     with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST" if data else "GET")) as r:
         return json.loads(r.read())
+
+
+SCRIPT_DIR = "C:\\ProgramData\\HCP\\scripts"
+
+
+def deploy(run) -> str:
+    """Deploys the shipped scripts the way the Rust provider does, through `run(text, params)`;
+    returns the version directory name used."""
+    import hashlib
+
+    files = {}
+    for p in sorted(scripts_dir().iterdir()):
+        if p.suffix in (".ps1", ".psm1") and not p.name.startswith("_"):
+            files[p.name] = p.read_bytes()
+    version = hashlib.sha256(b"".join(n.encode() + d for n, d in files.items())).hexdigest()[:16]
+    staging = f"{SCRIPT_DIR}\\.staging-{version}"
+    run(deploy_text("Clear-HcpStaging"), {"StagingDir": staging})
+    for name, data in files.items():
+        part = f"{staging}\\{name}.part"
+        for off in range(0, len(data), 32768):
+            chunk = data[off:off + 32768]
+            run(deploy_text("Write-HcpFileChunk"), {"Path": part, "Offset": off, "Data": base64.b64encode(chunk).decode()})
+        run(deploy_text("Complete-HcpFile"), {"PartPath": part, "Path": f"{staging}\\{name}", "Sha256": hashlib.sha256(data).hexdigest()})
+    run(deploy_text("Publish-HcpDeployment"), {"ScriptDir": SCRIPT_DIR, "Version": version, "StagingDir": staging})
+    return version

@@ -267,7 +267,23 @@ async fn user_data_in_zone_b_is_refused_with_409_feature_not_supported() {
 
 #[tokio::test]
 async fn another_projects_vm_is_not_found() {
-    let s = start().await;
+    // Two configured projects: `other` exists, so only the scope keeps `demo`'s VM from it.
+    let hosts = hcp_provider_sim::DEMO_HOSTS_FILE.replace(
+        "projects:\n",
+        "projects:\n  - name: other\n    description: Another tenant\n",
+    );
+    let s = start_with(Setup {
+        hosts_yaml: Some(hosts),
+        ..Default::default()
+    })
+    .await;
+    let others = s
+        .http
+        .get(s.at(&format!("{T}/projects/other/vms")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(others.status(), StatusCode::OK);
     let body = json_of(
         create(
             &s,
@@ -901,4 +917,27 @@ async fn graceful_shutdown_returns_from_serve() {
     let url = s.at("/healthz");
     s.stop().await.expect("serve returns Ok after shutdown");
     assert!(reqwest::get(url).await.is_err(), "the listener is closed");
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_projects_are_named() {
+    let s = start().await;
+    let resp = s
+        .http
+        .get(s.at(&format!("{T}/projects/nobody/vms")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let p = json_of(resp).await;
+    assert_eq!(p["field"], "project");
+    assert!(p["detail"].as_str().unwrap().contains("demo"), "{p}");
+    let resp = s
+        .http
+        .get(s.at(&format!("{T}/projects/Bad_Project/vms")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(resp).await["field"], "project");
 }

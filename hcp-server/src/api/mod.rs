@@ -70,14 +70,16 @@ pub(crate) fn job_scope(_req: &poem::Request) -> Scope {
     Scope::All
 }
 
-/// Builds the request context of a tenant request in `project`.
+/// Builds the request context of a tenant request in `project`: a malformed project id is a
+/// 400 and, when projects are configured, an unknown one a 404 naming the known ones.
 pub(crate) fn tenant_context(
+    engine: &Engine,
     req: &poem::Request,
     project: &str,
     idempotency_key: Option<String>,
 ) -> hcp_core::Result<RequestContext> {
     let project = ProjectId::new(project);
-    project.validate().map_err(|e| e.with_field("projectId"))?;
+    engine.check_project(&project)?;
     Ok(RequestContext::new(project, principal(req))
         .with_idempotency_key(idempotency_key.filter(|k| !k.is_empty())))
 }

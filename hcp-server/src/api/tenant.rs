@@ -48,7 +48,7 @@ impl TenantApi {
         /// The `next` cursor of the previous page.
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<VmPage>> {
-        let ctx = tenant_context(req, &project_id, None)?;
+        let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let page = self
             .state
             .engine
@@ -80,7 +80,7 @@ impl TenantApi {
         idempotency_key: Header<Option<String>>,
         body: StrictJson<CreateVmRequest>,
     ) -> ApiResult<AcceptedResponse> {
-        let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
+        let ctx = tenant_context(&self.state.engine, req, &project_id, idempotency_key.0)?;
         let submitted = self.state.engine.create_vm(&ctx, body.0.into()).await?;
         Ok(AcceptedResponse::new(&ctx.project, &submitted))
     }
@@ -97,7 +97,7 @@ impl TenantApi {
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
     ) -> ApiResult<Json<TenantVmDto>> {
-        let ctx = tenant_context(req, &project_id, None)?;
+        let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let vm = self
             .state
             .engine
@@ -123,7 +123,7 @@ impl TenantApi {
         force: Query<Option<bool>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> ApiResult<AcceptedResponse> {
-        let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
+        let ctx = tenant_context(&self.state.engine, req, &project_id, idempotency_key.0)?;
         let s = self
             .state
             .engine
@@ -145,7 +145,7 @@ impl TenantApi {
         #[oai(name = "vmId")] vm_id: Path<String>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> ApiResult<AcceptedResponse> {
-        let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
+        let ctx = tenant_context(&self.state.engine, req, &project_id, idempotency_key.0)?;
         let s = self
             .state
             .engine
@@ -171,7 +171,7 @@ impl TenantApi {
         force: Query<Option<bool>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> ApiResult<AcceptedResponse> {
-        let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
+        let ctx = tenant_context(&self.state.engine, req, &project_id, idempotency_key.0)?;
         let s = self
             .state
             .engine
@@ -195,7 +195,7 @@ impl TenantApi {
         hard: Query<Option<bool>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> ApiResult<AcceptedResponse> {
-        let ctx = tenant_context(req, &project_id, idempotency_key.0)?;
+        let ctx = tenant_context(&self.state.engine, req, &project_id, idempotency_key.0)?;
         let s = self
             .state
             .engine
@@ -222,7 +222,7 @@ impl TenantApi {
         #[oai(name = "type")]
         kind: Query<Option<ConsoleKindDto>>,
     ) -> ApiResult<Json<ConsoleDto>> {
-        let ctx = tenant_context(req, &project_id, None)?;
+        let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let console = self
             .state
             .engine
@@ -252,7 +252,7 @@ impl TenantApi {
         /// The `next` cursor of the previous page.
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<TenantJobPage>> {
-        let ctx = tenant_context(req, &project_id, None)?;
+        let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let filter = JobFilter {
             vm_id: vm_id.0.map(VmId::new),
             state: state.0.map(Into::into),

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Inner, lock, worker};
 use crate::store::Scope;
@@ -24,6 +24,8 @@ pub(crate) enum LogMsg {
     },
     /// The job ended: after every line sent before this message, tell watchers.
     Finalize(JobId),
+    /// Answers once every message sent before it has been handled.
+    Flush(oneshot::Sender<()>),
 }
 
 impl LogMsg {
@@ -73,6 +75,9 @@ pub(crate) fn spawn_log_writer(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiv
                     }
                 }
                 LogMsg::Finalize(job_id) => worker::announce_end(&inner, &job_id).await,
+                LogMsg::Flush(done) => {
+                    let _ = done.send(());
+                }
             }
         }
     });
@@ -124,6 +129,14 @@ impl JobWatch {
                 return Err(e);
             }
         };
+        if job.state.is_terminal() {
+            // A job is marked ended before the log writer has necessarily written its last
+            // lines (they are queued before the state write); wait for them so none is lost.
+            let (done, written) = oneshot::channel();
+            if inner.logs.send(LogMsg::Flush(done)).is_ok() {
+                let _ = written.await;
+            }
+        }
         let past = inner.store.job_logs(job_id, 0).await?;
         let last_seq = past.last().map_or(0, |l| l.seq);
         let mut backlog: VecDeque<JobUpdate> = past.into_iter().map(JobUpdate::Log).collect();

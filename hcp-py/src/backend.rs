@@ -9,9 +9,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use hcp_core::job::TenantJob;
 use hcp_core::store::{PageRequest, Scope};
 use hcp_core::{
-    Action, Capabilities, Catalog, Config, Console, Engine, Error, Host, Job, JobId, JobUpdate,
+    Action, Capabilities, Catalog, Config, Console, Engine, Error, Host, JobId, JobUpdate,
     Principal, RequestContext, Result, Submitted, TenantVm, VmId,
 };
 
@@ -216,9 +217,9 @@ impl Backend {
     ///
     /// # Errors
     /// [`hcp_core::ErrorKind::NotFound`] for an unknown job.
-    pub async fn get_job(&self, job: &JobId) -> Result<Job> {
+    pub async fn get_job(&self, job: &JobId) -> Result<TenantJob> {
         match self {
-            Backend::Embedded(e) => e.engine.get_job(&Scope::All, job).await,
+            Backend::Embedded(e) => Ok(e.engine.get_job(&Scope::All, job).await?.tenant_view()),
             Backend::Remote(r) => r.client.get_job(job).await,
         }
     }
@@ -228,11 +229,12 @@ impl Backend {
     /// # Errors
     /// Not found, or [`hcp_core::ErrorKind::Timeout`] (with the job in its context) when
     /// `timeout` passes first.
-    pub async fn wait_job(&self, job: &JobId, timeout: Option<Duration>) -> Result<Job> {
-        match self {
-            Backend::Embedded(e) => e.engine.wait_job(&Scope::All, job, timeout).await,
-            Backend::Remote(r) => r.client.wait_job(job, timeout).await,
-        }
+    pub async fn wait_job(&self, job: &JobId, timeout: Option<Duration>) -> Result<TenantJob> {
+        let job = match self {
+            Backend::Embedded(e) => e.engine.wait_job(&Scope::All, job, timeout).await?,
+            Backend::Remote(r) => r.client.wait_job(job, timeout).await?,
+        };
+        Ok(job.tenant_view())
     }
 
     /// Follows a job: its past log lines, then live lines and status changes, then its end.

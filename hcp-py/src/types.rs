@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use hcp_core::job::TenantJob;
 use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -220,7 +221,8 @@ impl From<&hcp_core::TenantVm> for Vm {
 }
 
 record! {
-    /// An infrastructure change on one VM, run in the background.
+    /// An infrastructure change on one VM, run in the background (the tenant view: never its
+    /// host or provider).
     Job {
         /// The job id (``job-…``).
         id: String,
@@ -242,8 +244,6 @@ record! {
         max_attempts: u32,
         /// Who submitted it.
         principal: String,
-        /// The idempotency key it was submitted with.
-        idempotency_key: Option<String>,
         /// The error, when it failed or was cancelled.
         error: Option<ErrorInfo>,
         /// When it was accepted (UTC).
@@ -301,8 +301,8 @@ impl Job {
     }
 }
 
-impl From<&hcp_core::Job> for Job {
-    fn from(j: &hcp_core::Job) -> Self {
+impl From<&TenantJob> for Job {
+    fn from(j: &TenantJob) -> Self {
         Job {
             id: j.id.to_string(),
             project: j.project.to_string(),
@@ -313,13 +313,18 @@ impl From<&hcp_core::Job> for Job {
             pending_reason: j.pending_reason.as_ref().map(ToString::to_string),
             attempts: j.attempts,
             max_attempts: j.max_attempts,
-            principal: j.principal.subject.clone(),
-            idempotency_key: j.idempotency_key.clone(),
+            principal: j.principal.clone(),
             error: j.error.as_ref().map(ErrorInfo::from),
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
         }
+    }
+}
+
+impl From<&hcp_core::Job> for Job {
+    fn from(j: &hcp_core::Job) -> Self {
+        Job::from(&j.tenant_view())
     }
 }
 

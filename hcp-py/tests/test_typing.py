@@ -16,16 +16,23 @@ USAGE = HERE / "typing" / "usage.py"
 STUB = Path(hcp.__file__).resolve().parent / "_hcp.pyi"
 
 
-def test_usage_file_and_package_pass_mypy_strict() -> None:
-    package = Path(hcp.__file__).resolve().parent
+def _mypy_strict(*targets: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(USAGE), str(package)],
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *targets],
         capture_output=True,
         text=True,
         cwd=HERE,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success" in result.stdout
+
+
+def test_usage_file_passes_mypy_strict() -> None:
+    _mypy_strict(str(USAGE))
+
+
+def test_installed_package_passes_mypy_strict() -> None:
+    _mypy_strict("-p", "hcp")
 
 
 def test_usage_file_runs() -> None:

@@ -80,6 +80,8 @@ async fn reconnects_after_libvirtd_restarts() {
         image: Some(IMAGE.into()),
         flavor: None,
         zone: None,
+        created_at: None,
+        user_data: false,
     };
     let name = format!("{prefix}-survivor");
     let res = Resources {

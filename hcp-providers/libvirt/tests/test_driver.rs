@@ -82,6 +82,8 @@ fn mark(project: &str) -> HcpMark {
         image: Some("base-tiny".into()),
         flavor: Some("tiny".into()),
         zone: Some("zone-a".into()),
+        created_at: Some(chrono::Utc::now()),
+        user_data: false,
     }
 }
 

@@ -282,14 +282,17 @@ impl Provider for SimProvider {
         let created = self.backend.write(|s| {
             let host = s.host(&args.host)?;
             host.ensure_up()?;
-            if let Some(existing) = host
-                .vms
-                .values()
-                .find(|v| v.mark.as_ref().is_some_and(|m| m.vm_id == args.vm_id))
-            {
-                return Ok(CreatedVm::new(&existing.native_id, existing.power));
+            // One pass over the host's VMs: a retried create, a taken name, the used capacity.
+            let (mut cpu, mut mem, mut name_taken) = (0u32, 0u64, false);
+            for v in host.vms.values() {
+                if v.mark.as_ref().is_some_and(|m| m.vm_id == args.vm_id) {
+                    return Ok(CreatedVm::new(&v.native_id, v.power));
+                }
+                name_taken |= v.name == args.name;
+                cpu += v.resources.vcpus;
+                mem += v.resources.memory_mib;
             }
-            if host.vms.values().any(|v| v.name == args.name) {
+            if name_taken {
                 return Err(Error::new(
                     ErrorKind::Conflict,
                     format!(
@@ -299,7 +302,6 @@ impl Provider for SimProvider {
                 )
                 .with_field("name"));
             }
-            let (cpu, mem) = host.used();
             if cpu + args.resources.vcpus > host.vcpus
                 || mem + args.resources.memory_mib > host.memory_mib
             {

@@ -375,7 +375,9 @@ record! {
         vm_id: String,
         /// The job.
         job_id: String,
-        /// ``True`` when an idempotency key replayed an earlier submission.
+        /// ``True`` when an idempotency key replayed an earlier submission. The embedded engine
+        /// always knows; a service answers a replay with the first answer and no marker, so
+        /// ``Client`` reports ``False`` (the ids are the first submission's either way).
         replayed: bool,
         /// The finished job, when the call waited for it (``wait=True``).
         job: Option<Job>,

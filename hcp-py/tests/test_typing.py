@@ -12,7 +12,7 @@ import hcp
 from hcp import _hcp
 
 HERE = Path(__file__).resolve().parent
-USAGE = HERE / "typing" / "usage.py"
+USAGE = HERE / "typecheck" / "usage.py"
 STUB = Path(hcp.__file__).resolve().parent / "_hcp.pyi"
 
 

@@ -17,7 +17,9 @@ Examples
 >>> engine = hcp.Engine()
 >>> s = engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
 >>> engine.list_vms("demo")
-[Vm(id='vm-…', name='web-1', state='ACTIVE', power='RUNNING', zone='zone-a')]
+[Vm(id='vm-...', name='web-1', state='ACTIVE', power='RUNNING', zone='zone-a')]
+>>> s.job.state
+'SUCCEEDED'
 """
 
 from ._aio import AsyncJobLogs

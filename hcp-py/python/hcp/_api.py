@@ -152,10 +152,15 @@ class _SyncApi:
 
         Examples
         --------
+        >>> import hcp
         >>> engine = hcp.Engine()
         >>> s = engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
         >>> engine.get_vm("demo", s.vm_id).state
         'ACTIVE'
+        >>> engine.create_vm("demo", "web-1", "ubuntu-24.04", "small")
+        Traceback (most recent call last):
+        ...
+        hcp.errors.Conflict: a VM named `web-1` already exists in project `demo` (vm-...)
         """
         return self._core.create_vm(
             project,
@@ -485,9 +490,15 @@ class _SyncApi:
 
         Examples
         --------
+        >>> import hcp
+        >>> engine = hcp.Engine()
+        >>> submitted = engine.create_vm("demo", "web-1", "ubuntu-24.04", "small")
         >>> logs = engine.job_logs(submitted)
         >>> for line in logs:
-        ...     print(line)
+        ...     print(line.message)
+        attempt 1/4: create_vm web-1...
+        created web-1...
+        create_vm succeeded
         >>> logs.job.state
         'SUCCEEDED'
         """
@@ -585,6 +596,7 @@ class Engine(_SyncApi):
     >>> with hcp.Engine() as engine:
     ...     s = engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
     ...     print(engine.list_vms("demo"))
+    [Vm(id='vm-...', name='web-1', state='ACTIVE', power='RUNNING', zone='zone-a')]
     """
 
     def __init__(self, config: ConfigLike = None, *, principal: str = "python") -> None:
@@ -608,8 +620,11 @@ class Client(_SyncApi):
 
     Examples
     --------
-    >>> client = hcp.Client("http://127.0.0.1:8080")
-    >>> client.list_vms("demo")
+    With ``hcp serve`` listening on 127.0.0.1:8080::
+
+        client = hcp.Client("http://127.0.0.1:8080")
+        for vm in client.list_vms("demo"):
+            print(vm.name, vm.state)
     """
 
     def __init__(self, url: str, token: Optional[str] = None) -> None:
@@ -833,8 +848,16 @@ class _AsyncApi:
 
         Examples
         --------
-        >>> async for line in engine.job_logs(submitted):
-        ...     print(line)
+        >>> import asyncio, hcp
+        >>> async def follow() -> None:
+        ...     async with hcp.AsyncEngine() as engine:
+        ...         submitted = await engine.create_vm("demo", "web-1", "ubuntu-24.04", "small")
+        ...         async for line in engine.job_logs(submitted):
+        ...             print(line.message)
+        >>> asyncio.run(follow())
+        attempt 1/4: create_vm web-1...
+        created web-1...
+        create_vm succeeded
         """
         return AsyncJobLogs(self._core.job_logs_async(_job_id(job)))
 
@@ -904,10 +927,13 @@ class AsyncEngine(_AsyncApi):
 
     Examples
     --------
-    >>> async with hcp.AsyncEngine() as engine:
-    ...     s = await engine.create_vm("demo", "web-1", "ubuntu-24.04", "small")
-    ...     async for line in engine.job_logs(s):
-    ...         print(line)
+    >>> import asyncio, hcp
+    >>> async def main() -> list[str]:
+    ...     async with hcp.AsyncEngine() as engine:
+    ...         await engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
+    ...         return [vm.name for vm in await engine.list_vms("demo")]
+    >>> asyncio.run(main())
+    ['web-1']
     """
 
     def __init__(self, config: ConfigLike = None, *, principal: str = "python") -> None:

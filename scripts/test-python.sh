@@ -34,8 +34,15 @@ TEST_DEPS=(
 step "Python virtualenv at $VENV"
 if [ ! -x "$VENV/bin/python" ]; then
   if ! "$PYTHON" -m venv "$VENV"; then
-    echo "cannot create a virtualenv with $PYTHON; on Debian: apt-get install -y python3-venv" >&2
-    exit 1
+    # Debian's python3 ships venv separately.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      rm -rf "$VENV"
+      apt-get update -qq && apt-get install -y -qq python3-venv
+      "$PYTHON" -m venv "$VENV"
+    else
+      echo "cannot create a virtualenv with $PYTHON; on Debian: apt-get install -y python3-venv" >&2
+      exit 1
+    fi
   fi
 fi
 VPY="$VENV/bin/python"

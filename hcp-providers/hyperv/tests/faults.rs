@@ -210,3 +210,26 @@ async fn the_per_host_cap_is_never_exceeded() {
         "{status}"
     );
 }
+
+/// winrm-rs 1.1 cannot read NTLM-sealed replies in Windows' format (no CRLF before the closing
+/// MIME boundary; pywinrm and pypsrp read them, see testhost/tests), which is why HCP refuses
+/// NTLM over plain HTTP unless `allow_http_ntlm` is set. When winrm-rs learns the format this
+/// test fails, and the restriction can go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn winrm_rs_cannot_read_windows_sealed_replies_over_http() {
+    let th = common::TestHost::start_http(1);
+    let e = HypervSettings::from_value("hv", &json!({ "scheme": "http" }), &|_| None).unwrap_err();
+    assert!(e.message().contains("sealing"), "{e}");
+    let settings = HypervSettings {
+        scheme: hcp_provider_hyperv::Scheme::Http,
+        allow_http_ntlm: true,
+        ..common::settings()
+    };
+    let p = common::provider(&th, settings);
+    let e = p
+        .host_inventory(HostInventory::new("hv1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ProviderError, "{e}");
+    assert!(e.message().contains("NTLM error: checksum mismatch"), "{e}");
+}

@@ -54,6 +54,15 @@ impl TestHost {
     }
 
     pub fn start_with(hosts: usize, cluster: Option<&str>, extra: &[&str]) -> TestHost {
+        TestHost::spawn(hosts, cluster, extra, true)
+    }
+
+    /// Starts `hosts` WinRM hosts over plain HTTP (NTLM sealing or Basic).
+    pub fn start_http(hosts: usize) -> TestHost {
+        TestHost::spawn(hosts, None, &[], false)
+    }
+
+    fn spawn(hosts: usize, cluster: Option<&str>, extra: &[&str], tls: bool) -> TestHost {
         let py = python();
         assert!(
             Path::new(&py).exists(),
@@ -62,13 +71,7 @@ impl TestHost {
         );
         let mut cmd = Command::new(&py);
         cmd.current_dir(crate_dir().join("testhost"))
-            .args([
-                "-m",
-                "hcp_winrm_testhost",
-                "--tls",
-                "--hosts",
-                &hosts.to_string(),
-            ])
+            .args(["-m", "hcp_winrm_testhost", "--hosts", &hosts.to_string()])
             .args([
                 "--username",
                 USER,
@@ -81,6 +84,7 @@ impl TestHost {
             // pool may send the Authenticate message on another connection (see the README).
             .args(["--ntlm-binding", "any"])
             .args(extra)
+            .args(if tls { &["--tls"][..] } else { &[][..] })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("HCP_TESTHOST_STDERR").is_some() {

@@ -10,6 +10,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Peers: libvirt + QEMU (real VMs, TCG), idempotent"
 ./hcp-providers/libvirt/setup.sh
 
+step "Peers: the WinRM test host for Hyper-V (its own tests with pywinrm and pypsrp)"
+./hcp-providers/hyperv/testhost/test.sh
+
 step "Rust: unit, integration, conformance and doc tests"
 cargo test --workspace --exclude hcp-py --no-fail-fast
 

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use pyo3::IntoPyObjectExt;
@@ -47,9 +47,10 @@ pub fn runtime() -> PyResult<&'static Runtime> {
 ///
 /// # Behavior
 /// The future runs as its own task, so work it started (a submission being written) finishes
-/// even when the wait is interrupted. Every [`SIGNAL_POLL`] the waiting thread briefly takes the
-/// GIL to run Python's signal handlers: Ctrl-C raises `KeyboardInterrupt` within about 50 ms and
-/// abandons the wait (the task is aborted at its next await point).
+/// even when the wait is interrupted. The calling thread waits on a channel with a timeout, not
+/// on the runtime, and every [`SIGNAL_POLL`] briefly takes the GIL to run Python's signal
+/// handlers: Ctrl-C raises `KeyboardInterrupt` within about 50 ms and abandons the wait (the
+/// task is aborted at its next await point).
 ///
 /// # Errors
 /// The future's [`Failure`] as its Python exception, `KeyboardInterrupt` (or whatever a signal
@@ -60,28 +61,31 @@ where
     T: Send + 'static,
 {
     let rt = runtime()?;
-    let mut handle = rt.spawn(fut);
-    let joined = py.detach(|| {
-        rt.block_on(async {
-            let mut tick = tokio::time::interval(SIGNAL_POLL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    joined = &mut handle => return Ok(joined),
-                    _ = tick.tick() => {
-                        if let Err(interrupt) = Python::attach(|py| py.check_signals()) {
-                            handle.abort();
-                            return Err(interrupt);
-                        }
+    let (tx, rx) = mpsc::sync_channel(1);
+    let handle = rt.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    let outcome = py.detach(move || {
+        loop {
+            match rx.recv_timeout(SIGNAL_POLL) {
+                Ok(outcome) => return Ok(Some(outcome)),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(interrupt) = Python::attach(|py| py.check_signals()) {
+                        handle.abort();
+                        return Err(interrupt);
                     }
                 }
+                // The task ended without sending: it panicked.
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
             }
-        })
+        }
     })?;
-    match joined {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(failure)) => Err(failure.into_pyerr(py)),
-        Err(e) => Err(PyRuntimeError::new_err(format!("an HCP task failed: {e}"))),
+    match outcome {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(failure)) => Err(failure.into_pyerr(py)),
+        None => Err(PyRuntimeError::new_err(
+            "an HCP task panicked; this is a bug in HCP",
+        )),
     }
 }
 

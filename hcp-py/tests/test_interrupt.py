@@ -23,8 +23,12 @@ BOUND_SECONDS = 3.0
 
 CHILD = textwrap.dedent(
     """
-    import json, sys
+    import json, signal, sys
     import hcp
+
+    # A process started from a background job inherits SIGINT as ignored, and Python then
+    # installs no handler; restore the interactive default so the test does not depend on that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     engine = hcp.Engine(json.loads(sys.argv[1]))
     s = engine.create_vm("demo", "slow", "ubuntu-24.04", "small")

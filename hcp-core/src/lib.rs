@@ -46,6 +46,7 @@ pub use config::{
 pub use engine::{
     Action, Engine, EngineBuilder, EngineStats, InventoryVm, JobWatch, ProviderCapabilities,
     ProviderFactory, ProviderStatus, RefreshReport, RequestContext, Submitted,
+    validate_idempotency_key,
 };
 pub use error::{
     CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorInfo, ErrorKind,

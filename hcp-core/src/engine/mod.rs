@@ -669,12 +669,7 @@ impl Engine {
         // Reserve the idempotency key for the duration of this call.
         let key_guard = match &ctx.idempotency_key {
             Some(key) => {
-                if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
-                    return Err(Error::invalid(
-                        "idempotency_key",
-                        "must be 1-255 characters without control characters",
-                    ));
-                }
+                validate_idempotency_key(key)?;
                 let scope = IdempotencyScope {
                     project: ctx.project.clone(),
                     principal: ctx.principal.subject.clone(),
@@ -1220,6 +1215,21 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Checks an idempotency key: 1-255 bytes without control characters. [`Engine::submit`]
+/// applies it; a remote shell applies it before sending, so both modes refuse the same keys.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `idempotency_key`.
+pub fn validate_idempotency_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "idempotency_key",
+            "must be 1-255 characters without control characters",
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn host_key(provider: &str, host: &str) -> String {

@@ -20,6 +20,18 @@ pub const CODE_METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
 pub const CODE_UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
 /// Code of a request the server did not answer within its request timeout.
 pub const CODE_REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
+/// Code of a request without credentials on a route that needs them (`401`).
+pub const CODE_UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+/// Code of a token that failed a check (`401`); `detail` names the check.
+pub const CODE_INVALID_TOKEN: &str = "INVALID_TOKEN";
+/// Code of a caller that lacks the role a route needs (`403`).
+pub const CODE_FORBIDDEN: &str = "FORBIDDEN";
+/// Code of a cookie-authenticated unsafe request without a valid CSRF token (`403`).
+pub const CODE_CSRF_FAILED: &str = "CSRF_FAILED";
+/// Code of a browser login that failed (forged or expired state, refused code, bad ID token).
+pub const CODE_LOGIN_FAILED: &str = "LOGIN_FAILED";
+/// Code of a token that cannot be checked because the identity provider is unavailable (`503`).
+pub const CODE_AUTH_PROVIDER_UNAVAILABLE: &str = "IDENTITY_PROVIDER_UNAVAILABLE";
 
 /// One error body for every failure.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
@@ -35,7 +47,8 @@ pub struct Problem {
     pub detail: String,
     /// The stable code (`INVALID_SPEC`, `NOT_FOUND`, `FEATURE_NOT_SUPPORTED`, `CONFLICT`,
     /// `IDEMPOTENCY_KEY_REUSED`, `IDEMPOTENCY_KEY_IN_PROGRESS`, `QUOTA_EXCEEDED`,
-    /// `PROVIDER_UNAVAILABLE`, `PAYLOAD_TOO_LARGE`, ...).
+    /// `PROVIDER_UNAVAILABLE`, `PAYLOAD_TOO_LARGE`, `UNAUTHENTICATED`, `INVALID_TOKEN`,
+    /// `FORBIDDEN`, `CSRF_FAILED`, ...).
     pub code: String,
     /// The error kind (`invalid_spec`, `not_found`, ...), as in `hcp_core::ErrorKind`.
     pub kind: String,
@@ -59,6 +72,8 @@ pub fn status_of(kind: ErrorKind, code: &str) -> StatusCode {
         CODE_METHOD_NOT_ALLOWED => return StatusCode::METHOD_NOT_ALLOWED,
         CODE_UNSUPPORTED_MEDIA_TYPE => return StatusCode::UNSUPPORTED_MEDIA_TYPE,
         CODE_REQUEST_TIMEOUT => return StatusCode::SERVICE_UNAVAILABLE,
+        CODE_FORBIDDEN | CODE_CSRF_FAILED => return StatusCode::FORBIDDEN,
+        CODE_AUTH_PROVIDER_UNAVAILABLE => return StatusCode::SERVICE_UNAVAILABLE,
         _ => {}
     }
     match kind {
@@ -84,6 +99,12 @@ fn title_of(kind: ErrorKind, code: &str) -> &'static str {
         CODE_METHOD_NOT_ALLOWED => return "Method not allowed",
         CODE_UNSUPPORTED_MEDIA_TYPE => return "Unsupported media type",
         CODE_REQUEST_TIMEOUT => return "Request timed out",
+        CODE_UNAUTHENTICATED => return "Authentication required",
+        CODE_INVALID_TOKEN => return "Invalid token",
+        CODE_FORBIDDEN => return "Forbidden",
+        CODE_CSRF_FAILED => return "CSRF token missing or invalid",
+        CODE_LOGIN_FAILED => return "Login failed",
+        CODE_AUTH_PROVIDER_UNAVAILABLE => return "Identity provider unavailable",
         _ => {}
     }
     match kind {
@@ -281,6 +302,19 @@ mod tests {
         assert_eq!(
             status_of(ErrorKind::Conflict, CODE_IDEMPOTENCY_KEY_IN_PROGRESS).as_u16(),
             409
+        );
+        for (code, status) in [
+            (CODE_UNAUTHENTICATED, 401),
+            (CODE_INVALID_TOKEN, 401),
+            (CODE_LOGIN_FAILED, 401),
+            (CODE_FORBIDDEN, 403),
+            (CODE_CSRF_FAILED, 403),
+        ] {
+            assert_eq!(status_of(ErrorKind::Unauthorized, code).as_u16(), status);
+        }
+        assert_eq!(
+            status_of(ErrorKind::ProviderUnavailable, CODE_AUTH_PROVIDER_UNAVAILABLE).as_u16(),
+            503
         );
     }
 

@@ -1,5 +1,6 @@
-//! The outer layer every request passes: request id, colon-verb routing, the body limit, the
-//! request timeout, problem bodies for every failure, the access log and the HTTP metrics.
+//! The outer layer every request passes: request id, colon-verb routing, authentication and
+//! role checks, the body limit, the request timeout, problem bodies for every failure, the access
+//! log (method, path and status: never headers, query strings or bodies) and the HTTP metrics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tracing::Instrument;
 
 use crate::ServeOptions;
 use crate::api::{self, AppState, COLON_VERBS, TENANT_PREFIX, VERB_MARKER};
+use crate::auth::{Auth, login};
 use crate::error::{CODE_REQUEST_TIMEOUT, Problem, problem_from_poem};
 use crate::limits::{PageLimits, read_limited};
 use crate::metrics::Metrics;
@@ -45,7 +47,38 @@ pub(crate) fn app(
     let (public, routes) = api::publish(&internal);
     let docs = service.swagger_ui_html().replacen(&internal, &public, 1);
     let spec = public.clone();
+    let auth = Arc::new(Auth::new(&options.auth));
+    let (a1, a2, a3, a4) = (auth.clone(), auth.clone(), auth.clone(), auth.clone());
+    let logout = move |req: Request| {
+        let a = a3.clone();
+        async move { login::logout(&a, &req).await }
+    };
     let inner = Route::new()
+        .at(
+            "/oidc/login",
+            get(poem::endpoint::make(move |req: Request| {
+                let a = a1.clone();
+                async move { login::login(&a, &req).await }
+            })),
+        )
+        .at(
+            "/oidc/callback",
+            get(poem::endpoint::make(move |req: Request| {
+                let a = a2.clone();
+                async move { login::callback(&a, &req).await }
+            })),
+        )
+        .at(
+            "/oidc/logout",
+            get(poem::endpoint::make(logout.clone())).post(poem::endpoint::make(logout)),
+        )
+        .at(
+            "/oidc/session",
+            get(poem::endpoint::make(move |req: Request| {
+                let a = a4.clone();
+                async move { login::session(&a, &req).await }
+            })),
+        )
         .at(
             "/openapi.json",
             get(poem::endpoint::make_sync(move |_| {
@@ -62,6 +95,7 @@ pub(crate) fn app(
         .boxed();
     Outer {
         inner,
+        auth,
         metrics,
         routes,
         body_limit: options.body_limit,
@@ -71,6 +105,7 @@ pub(crate) fn app(
 
 struct Outer {
     inner: poem::endpoint::BoxEndpoint<'static>,
+    auth: Arc<Auth>,
     metrics: Arc<Metrics>,
     routes: HashMap<String, String>,
     body_limit: usize,
@@ -104,7 +139,8 @@ impl Endpoint for Outer {
         let route = match resp.data::<OperationId>() {
             Some(op) => self.routes.get(op.0).map_or(op.0, String::as_str),
             None => match path.as_str() {
-                "/openapi.json" | "/docs" => path.as_str(),
+                "/openapi.json" | "/docs" | "/oidc/login" | "/oidc/callback" | "/oidc/logout"
+                | "/oidc/session" => path.as_str(),
                 _ => "unmatched",
             },
         };
@@ -131,6 +167,9 @@ impl Outer {
             Ok(Some(uri)) => *req.uri_mut() = uri,
             Ok(None) => {}
             Err(()) => return problem_from_poem(poem::Error::from_status(StatusCode::NOT_FOUND)),
+        }
+        if let Err(refusal) = self.auth.check(&mut req).await {
+            return refusal.into_response();
         }
         if let Err(resp) = read_limited(&mut req, self.body_limit).await {
             return resp;

@@ -2,7 +2,8 @@
 //!
 //! HCP's HTTP service: the tenant, ops and common APIs, the Hyper-V service's routes, health,
 //! readiness and Prometheus metrics, all documented in one OpenAPI 3 document (`/openapi.json`,
-//! Swagger UI at `/docs`). It is a thin shell: every decision stays in [`hcp_core::Engine`].
+//! Swagger UI at `/docs`), behind OIDC authentication ([`auth`]). It is a thin shell: every
+//! decision stays in [`hcp_core::Engine`].
 //!
 //! ```no_run
 //! # async fn run() -> hcp_core::Result<()> {
@@ -16,6 +17,7 @@
 //! ```
 
 mod api;
+pub mod auth;
 pub mod dto;
 pub mod error;
 mod http;
@@ -33,6 +35,7 @@ use hcp_core::{Config, Engine, Error, ErrorKind, Result, parse_duration};
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
 
+pub use auth::{AuthSettings, OidcSettings};
 pub use metrics::Metrics;
 
 /// The address `hcp serve` listens on by default.
@@ -48,12 +51,15 @@ pub enum LogFormat {
     Text,
 }
 
-/// How the service runs: where it listens, its limits and its logging.
+/// How the service runs: where it listens, how it authenticates, its limits and its logging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServeOptions {
-    /// The listen address; only loopback addresses are accepted until authentication exists.
+    /// The listen address; a non-loopback address needs authentication ([`ServeOptions::auth`]).
     pub listen: SocketAddr,
+    /// Authentication: the OIDC provider to trust (development mode, auth off, when `None`)
+    /// and the public routes.
+    pub auth: AuthSettings,
     /// The hosts file; the simulator's demo when absent.
     pub config: Option<PathBuf>,
     /// The log format.
@@ -76,6 +82,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            auth: AuthSettings::default(),
             config: None,
             log_format: LogFormat::Json,
             log_level: "info".into(),
@@ -101,6 +108,12 @@ impl ServeOptions {
         self
     }
 
+    /// Sets the authentication settings.
+    pub fn with_auth(mut self, auth: AuthSettings) -> Self {
+        self.auth = auth;
+        self
+    }
+
     /// Sets the body limit in bytes.
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
@@ -116,7 +129,11 @@ impl ServeOptions {
 
     /// Applies the environment: `HCP_LISTEN`, `HCP_CONFIG`, `HCP_LOG_FORMAT` (`json`|`text`),
     /// `HCP_LOG_LEVEL` (or `RUST_LOG`), `HCP_BODY_LIMIT` (bytes), `HCP_REQUEST_TIMEOUT`,
-    /// `HCP_PAGE_MAX`, `HCP_SHUTDOWN_TIMEOUT`.
+    /// `HCP_PAGE_MAX`, `HCP_SHUTDOWN_TIMEOUT`, and authentication: `OIDC_ISSUER_URL`,
+    /// `OIDC_CLIENT_ID`, `OIDC_ROLE_NAME`, `OIDC_TENANT_ROLE`, `OIDC_OPERATOR_ROLE`,
+    /// `OIDC_ROLES_CLAIM`, `OIDC_PROJECTS_CLAIM`, `OIDC_REDIRECT_URL`, `HCP_PUBLIC_ROUTES` and
+    /// the others of [`AuthSettings::from_env`], with the secret `oidc_client_secret` read from
+    /// `HCP_SECRETS_DIR` (default `/run/secrets`).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidSpec`] naming the variable and what it accepts.
@@ -163,6 +180,7 @@ impl ServeOptions {
         if let Some(v) = env("HCP_SHUTDOWN_TIMEOUT") {
             self.shutdown_timeout = parse_duration("HCP_SHUTDOWN_TIMEOUT", &v)?;
         }
+        self.auth = AuthSettings::from_env(env)?;
         self.validate()?;
         Ok(self)
     }
@@ -170,15 +188,17 @@ impl ServeOptions {
     /// Checks the options.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidSpec`] naming the option: a non-loopback listen address (refused until
-    /// authentication exists), a zero body limit or timeout, a page maximum above 1000.
+    /// [`ErrorKind::InvalidSpec`] naming the option: a non-loopback listen address without
+    /// authentication, a zero body limit or timeout, a page maximum above 1000.
     pub fn validate(&self) -> Result<()> {
-        if !self.listen.ip().is_loopback() {
+        if !self.listen.ip().is_loopback() && !self.auth.enabled() {
             return Err(Error::invalid(
                 "listen",
                 format!(
-                    "refusing to listen on {}: authentication is not available yet, so the service only \
-                     listens on a loopback address (127.0.0.1:PORT or [::1]:PORT)",
+                    "refusing to listen on {} without authentication: set OIDC_ISSUER_URL (the \
+                     identity provider's issuer) and OIDC_CLIENT_ID (this service's client id) to \
+                     turn OIDC on (see docs/configuration.md, \"Authentication\"), or listen on a \
+                     loopback address (127.0.0.1:PORT or [::1]:PORT) for development",
                     self.listen
                 ),
             ));
@@ -357,6 +377,25 @@ impl Server {
     /// bound (in use, not permitted).
     pub async fn bind(engine: Engine, options: ServeOptions) -> Result<Server> {
         options.validate()?;
+        match &options.auth.oidc {
+            None => tracing::warn!(
+                target: "hcp::auth",
+                listen = %options.listen,
+                "AUTHENTICATION IS OFF (development mode): every request acts as `{}` with every \
+                 role in every project; the service listens on loopback only. Set OIDC_ISSUER_URL \
+                 and OIDC_CLIENT_ID to turn authentication on",
+                auth::DEV_PRINCIPAL_NAME
+            ),
+            Some(o) => tracing::info!(
+                target: "hcp::auth",
+                issuer = %o.issuer_url,
+                client_id = %o.client_id,
+                access_role = %o.access_role,
+                operator_role = %o.operator_role,
+                public_routes = %options.auth.public_routes.join(","),
+                "authentication: OIDC bearer tokens and browser login"
+            ),
+        }
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .map_err(|e| {
@@ -480,11 +519,17 @@ mod tests {
     }
 
     #[test]
-    fn non_loopback_listen_is_refused() {
+    fn non_loopback_listen_is_refused_without_auth() {
         let o = ServeOptions::default().with_listen("0.0.0.0:8080".parse().unwrap());
         let e = o.validate().unwrap_err();
         assert_eq!(e.field(), Some("listen"));
         assert!(e.message().contains("loopback"), "{e}");
+        assert!(e.message().contains("OIDC_ISSUER_URL"), "{e}");
+        let with_auth = o.with_auth(AuthSettings {
+            oidc: Some(OidcSettings::new("https://idp.example.com", "hcp").unwrap()),
+            ..AuthSettings::default()
+        });
+        assert!(with_auth.validate().is_ok());
         assert!(
             ServeOptions::default()
                 .with_listen("[::1]:0".parse().unwrap())

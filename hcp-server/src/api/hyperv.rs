@@ -7,7 +7,7 @@ use poem::Request;
 use poem_openapi::OpenApi;
 use poem_openapi::payload::Json;
 
-use super::{AcceptedResponse, ApiTags, State, tenant_context};
+use super::{AcceptedResponse, ApiTags, State, legacy_context};
 use crate::dto::{HostDto, InventoryVmDto, LegacyCreateVmRequest, LegacyDeleteVmRequest};
 use crate::error::ApiResult;
 use crate::limits::StrictJson;
@@ -85,7 +85,7 @@ impl HyperVApi {
         body: StrictJson<LegacyCreateVmRequest>,
     ) -> ApiResult<AcceptedResponse> {
         let project = self.state.engine.settings().default_project.clone();
-        let ctx = tenant_context(&self.state.engine, req, &project, idempotency_key.0)?;
+        let ctx = legacy_context(&self.state.engine, req, &project, idempotency_key.0)?;
         let b = body.0;
         let catalog = self.state.engine.catalog();
         if catalog.image(&b.template).is_none() {
@@ -166,7 +166,7 @@ impl HyperVApi {
         body: StrictJson<LegacyDeleteVmRequest>,
     ) -> ApiResult<AcceptedResponse> {
         let project = self.state.engine.settings().default_project.clone();
-        let ctx = tenant_context(&self.state.engine, req, &project, idempotency_key.0)?;
+        let ctx = legacy_context(&self.state.engine, req, &project, idempotency_key.0)?;
         let b = body.0;
         let vm_id = match (b.vm_id, b.name) {
             (Some(id), _) => VmId::new(id),

@@ -1,5 +1,6 @@
-//! The routes, one module per API, and what they share: the application state, the principal
-//! and scope helpers (the authentication issue replaces them), and the colon-verb routing.
+//! The routes, one module per API, and what they share: the application state, the request
+//! context of the authenticated caller, job lookups scoped to the caller's projects, and the
+//! colon-verb routing.
 
 pub(crate) mod common;
 pub(crate) mod health;
@@ -10,20 +11,19 @@ pub(crate) mod tenant;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hcp_core::store::Scope;
-use hcp_core::{Engine, Principal, ProjectId, RequestContext, Submitted};
+use hcp_core::{
+    Engine, Error, ErrorKind, Job, JobId, JobWatch, ProjectId, RequestContext, Submitted,
+};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApiService, Tags};
 
+use crate::auth;
 use crate::dto::AcceptedDto;
 use crate::limits::PageLimits;
 use crate::metrics::Metrics;
 
 /// The tenant API's path prefix.
 pub(crate) const TENANT_PREFIX: &str = "/api/hcp/tenant/v1";
-
-/// The subject every request acts as until the authentication issue brings real principals.
-pub(crate) const DEV_PRINCIPAL: &str = "anonymous";
 
 /// The custom verbs of `.../vms/{vmId}:<verb>`.
 pub(crate) const COLON_VERBS: [&str; 4] = ["start", "stop", "reboot", "console"];
@@ -58,21 +58,37 @@ impl AppState {
     }
 }
 
-/// Returns who is asking. Until authentication exists every request is the development
-/// principal; the authentication issue replaces this one function.
-pub(crate) fn principal(_req: &poem::Request) -> Principal {
-    Principal::new(DEV_PRINCIPAL)
-}
-
-/// Returns the scope of job lookups by id (no project in the path). Until authentication exists
-/// it is every project; the authentication issue narrows it to the principal's projects.
-pub(crate) fn job_scope(_req: &poem::Request) -> Scope {
-    Scope::All
-}
-
 /// Builds the request context of a tenant request in `project`: a malformed project id is a
-/// 400 and, when projects are configured, an unknown one a 404 naming the known ones.
+/// 400; a project the caller is not a member of, or (when projects are configured) an unknown
+/// one, is a 404. Only operators see the configured projects named in that 404.
 pub(crate) fn tenant_context(
+    engine: &Engine,
+    req: &poem::Request,
+    project: &str,
+    idempotency_key: Option<String>,
+) -> hcp_core::Result<RequestContext> {
+    let caller = auth::caller(req);
+    let project = ProjectId::new(project);
+    project.validate()?;
+    auth::check_member(&caller, &project)?;
+    engine.check_project(&project).map_err(|e| {
+        if e.kind() == ErrorKind::NotFound && !caller.operator {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("project: project `{project}` not found"),
+            )
+            .with_field("project")
+        } else {
+            e
+        }
+    })?;
+    Ok(RequestContext::new(project, caller.principal())
+        .with_idempotency_key(idempotency_key.filter(|k| !k.is_empty())))
+}
+
+/// Builds the request context of a Hyper-V route in its default `project`: the access role
+/// (checked before routing) is enough; project membership does not apply.
+pub(crate) fn legacy_context(
     engine: &Engine,
     req: &poem::Request,
     project: &str,
@@ -80,8 +96,39 @@ pub(crate) fn tenant_context(
 ) -> hcp_core::Result<RequestContext> {
     let project = ProjectId::new(project);
     engine.check_project(&project)?;
-    Ok(RequestContext::new(project, principal(req))
+    Ok(RequestContext::new(project, auth::caller(req).principal())
         .with_idempotency_key(idempotency_key.filter(|k| !k.is_empty())))
+}
+
+/// Returns a job by id, looked up in the engine within each of the caller's projects (every
+/// project for operators); a job of another project is "not found".
+pub(crate) async fn find_job(
+    engine: &Engine,
+    req: &poem::Request,
+    job_id: &JobId,
+) -> hcp_core::Result<Job> {
+    for scope in auth::caller(req).scopes() {
+        match engine.get_job(&scope, job_id).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            other => return other,
+        }
+    }
+    Err(Error::not_found("job", job_id))
+}
+
+/// Follows a job by id, scoped like [`find_job`].
+pub(crate) async fn watch_job(
+    engine: &Engine,
+    req: &poem::Request,
+    job_id: &JobId,
+) -> hcp_core::Result<JobWatch> {
+    for scope in auth::caller(req).scopes() {
+        match engine.watch_job(&scope, job_id).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            other => return other,
+        }
+    }
+    Err(Error::not_found("job", job_id))
 }
 
 /// API groups in the OpenAPI document.

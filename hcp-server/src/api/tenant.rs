@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use hcp_core::store::{JobFilter, Scope};
+use hcp_core::store::JobFilter;
 use hcp_core::{JobId, VmId};
 use poem::Request;
 use poem::web::sse::Event;
@@ -14,7 +14,7 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
 
-use super::{AcceptedResponse, ApiTags, State, job_scope, tenant_context};
+use super::{AcceptedResponse, ApiTags, State, find_job, tenant_context, watch_job};
 use crate::dto::{
     ConsoleDto, ConsoleKindDto, CreateVmRequest, JobEventDto, JobStateDto, TenantJobDto,
     TenantJobPage, TenantVmDto, VmPage,
@@ -281,11 +281,7 @@ impl TenantApi {
         req: &Request,
         #[oai(name = "jobId")] job_id: Path<String>,
     ) -> ApiResult<Json<TenantJobDto>> {
-        let job = self
-            .state
-            .engine
-            .get_job(&job_scope(req), &JobId::new(job_id.0))
-            .await?;
+        let job = find_job(&self.state.engine, req, &JobId::new(job_id.0)).await?;
         Ok(Json((&job).into()))
     }
 
@@ -303,12 +299,7 @@ impl TenantApi {
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<u64>>,
     ) -> ApiResult<EventStream<BoxStream<'static, JobEventDto>>> {
-        let scope: Scope = job_scope(req);
-        let watch = self
-            .state
-            .engine
-            .watch_job(&scope, &JobId::new(job_id.0))
-            .await?;
+        let watch = watch_job(&self.state.engine, req, &JobId::new(job_id.0)).await?;
         let after = last_event_id.0.unwrap_or(0);
         let stream = watch
             .into_stream()

@@ -1,0 +1,310 @@
+//! Token validation per RFC 8725: an explicit allow-list of asymmetric algorithms checked before
+//! any key lookup, the signature against the provider's published key, `iss` exactly, `aud`
+//! required and matching, `exp` required, `nbf` honoured, a small leeway. The signature and
+//! claim checks are `jsonwebtoken`'s; this module only decides what to accept and says which
+//! check failed, never echoing the token.
+
+use std::collections::BTreeSet;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::Value;
+
+use super::keys::{KeyCache, KeyError};
+use super::settings::OidcSettings;
+
+/// The algorithms HCP accepts. `none` and every HS* are refused before any key lookup.
+pub(crate) const ALLOWED_ALGORITHMS: [(&str, Algorithm); 9] = [
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// The longest token accepted.
+const MAX_TOKEN: usize = 16 * 1024;
+/// The longest `kid` accepted.
+const MAX_KID: usize = 256;
+
+/// Why a token was refused. The message names the failed check and never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TokenError {
+    /// The token failed a check (`invalid_token`).
+    Invalid(String),
+    /// The provider's keys are not available, so no token can be checked yet.
+    ProviderUnavailable(String),
+}
+
+impl TokenError {
+    fn invalid(msg: impl Into<String>) -> Self {
+        TokenError::Invalid(msg.into())
+    }
+}
+
+/// Who a valid token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) subject: String,
+    pub(crate) roles: BTreeSet<String>,
+    pub(crate) projects: BTreeSet<String>,
+    /// The token's `exp` (seconds since the epoch).
+    pub(crate) expires_at: i64,
+    /// The token's `nonce`, for ID tokens.
+    pub(crate) nonce: Option<String>,
+    /// The token's audiences.
+    pub(crate) audiences: Vec<String>,
+    /// The token's authorized party (`azp`), for ID tokens.
+    pub(crate) azp: Option<String>,
+}
+
+/// Validates tokens against the provider's keys.
+pub(crate) struct Validator {
+    settings: OidcSettings,
+    keys: std::sync::Arc<KeyCache>,
+}
+
+impl Validator {
+    pub(crate) fn new(settings: OidcSettings, keys: std::sync::Arc<KeyCache>) -> Self {
+        Validator { settings, keys }
+    }
+
+    /// Validates `token` and returns who it names.
+    ///
+    /// # Errors
+    /// [`TokenError::Invalid`] naming the failed check; [`TokenError::ProviderUnavailable`] when
+    /// no key has loaded yet.
+    pub(crate) async fn validate(&self, token: &str) -> Result<Identity, TokenError> {
+        if token.len() > MAX_TOKEN {
+            return Err(TokenError::invalid(format!(
+                "the token is longer than {MAX_TOKEN} bytes"
+            )));
+        }
+        let header = header_of(token)?;
+        let alg_name = match header.get("alg") {
+            Some(Value::String(a)) => a.as_str(),
+            Some(_) => return Err(TokenError::invalid("the token header's `alg` is not a string")),
+            None => return Err(TokenError::invalid("the token header has no `alg`")),
+        };
+        let Some(alg) = ALLOWED_ALGORITHMS
+            .iter()
+            .find(|(n, _)| *n == alg_name)
+            .map(|(_, a)| *a)
+        else {
+            return Err(TokenError::invalid(format!(
+                "the algorithm `{}` is not allowed; allowed: {}",
+                printable(alg_name),
+                ALLOWED_ALGORITHMS.map(|(n, _)| n).join(", ")
+            )));
+        };
+        if header.get("crit").is_some() {
+            return Err(TokenError::invalid(
+                "the token header has critical extensions (`crit`) this service does not support",
+            ));
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(k)) if valid_kid(k) => Some(k.as_str()),
+            Some(_) => {
+                return Err(TokenError::invalid(
+                    "the token header's `kid` is malformed (a short printable string without \
+                     quotes or backslashes is expected)",
+                ));
+            }
+        };
+        let key = match self.keys.key(kid).await {
+            Ok(k) => k,
+            Err(KeyError::UnknownKid) => {
+                return Err(TokenError::invalid(match kid {
+                    Some(_) => "the token's `kid` names no signing key the identity provider \
+                                publishes",
+                    None => "the token has no `kid` and the identity provider publishes several \
+                             keys",
+                }));
+            }
+            Err(KeyError::Unavailable(e)) => return Err(TokenError::ProviderUnavailable(e)),
+        };
+        if key.family != alg.family() || key.alg.is_some_and(|a| a != alg) {
+            return Err(TokenError::invalid(format!(
+                "the algorithm `{alg_name}` does not match the signing key the `kid` names"
+            )));
+        }
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[self.keys.expected_issuer()]);
+        let mut audiences = vec![self.settings.client_id.clone()];
+        audiences.extend(self.settings.audiences.iter().cloned());
+        validation.set_audience(&audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = true;
+        validation.leeway = self.settings.leeway.as_secs();
+        let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
+            .map_err(|e| TokenError::Invalid(describe(e.kind())))?;
+        self.identity(&data.claims)
+    }
+
+    fn identity(&self, claims: &Value) -> Result<Identity, TokenError> {
+        let s = &self.settings;
+        let subject = match claim(claims, &s.subject_claim) {
+            Some(Value::String(v)) if !v.is_empty() && v.len() <= 256 => v.clone(),
+            Some(_) => {
+                return Err(TokenError::invalid(format!(
+                    "the `{}` claim is not a name",
+                    s.subject_claim
+                )));
+            }
+            None => {
+                return Err(TokenError::invalid(format!(
+                    "the token has no `{}` claim",
+                    s.subject_claim
+                )));
+            }
+        };
+        Ok(Identity {
+            subject,
+            roles: strings(claim(claims, &s.roles_claim)),
+            projects: strings(claim(claims, &s.projects_claim)),
+            expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
+            nonce: claims
+                .get("nonce")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            audiences: strings(claims.get("aud")).into_iter().collect(),
+            azp: claims.get("azp").and_then(Value::as_str).map(str::to_string),
+        })
+    }
+}
+
+/// Decodes the token's header without trusting it.
+fn header_of(token: &str) -> Result<serde_json::Map<String, Value>, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::invalid(
+            "the token is not a JWS compact serialization (three base64url parts)",
+        ));
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| TokenError::invalid("the token header is not base64url"))?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(TokenError::invalid("the token header is not a JSON object")),
+    }
+}
+
+/// A `kid` is at most 256 printable ASCII characters without quotes or backslashes; anything
+/// else is refused before a lookup, so it never reaches a log, a header or the provider.
+fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= MAX_KID
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' && b != b'\'')
+}
+
+/// Returns `s` if it is a short printable word, else a placeholder (it is echoed in errors).
+fn printable(s: &str) -> &str {
+    if s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        s
+    } else {
+        "(unprintable)"
+    }
+}
+
+fn describe(kind: &JwtErrorKind) -> String {
+    match kind {
+        JwtErrorKind::InvalidSignature => "the signature does not verify".into(),
+        JwtErrorKind::ExpiredSignature => "the token has expired (`exp`)".into(),
+        JwtErrorKind::ImmatureSignature => "the token is not valid yet (`nbf`)".into(),
+        JwtErrorKind::InvalidIssuer => "the issuer (`iss`) is not the configured one".into(),
+        JwtErrorKind::InvalidAudience => {
+            "the audience (`aud`) does not name this service's client id".into()
+        }
+        JwtErrorKind::MissingRequiredClaim(c) => format!("the token has no `{}` claim", printable(c)),
+        JwtErrorKind::InvalidClaimFormat(c) => {
+            format!("the `{}` claim is malformed", printable(c))
+        }
+        JwtErrorKind::InvalidAlgorithm => "the algorithm does not match the signing key".into(),
+        JwtErrorKind::InvalidRsaKey(_)
+        | JwtErrorKind::InvalidEcdsaKey
+        | JwtErrorKind::InvalidEddsaKey
+        | JwtErrorKind::InvalidKeyFormat => {
+            "the identity provider's signing key cannot verify this token".into()
+        }
+        JwtErrorKind::Base64(_) | JwtErrorKind::Utf8(_) | JwtErrorKind::InvalidToken => {
+            "the token is not well-formed base64url JSON".into()
+        }
+        JwtErrorKind::Json(_) => "the token's claims are not a JSON object".into(),
+        _ => "the token is invalid".into(),
+    }
+}
+
+/// Reads a claim by name or dotted path (`realm_access.roles`). A name with a dot that exists
+/// as such wins over the path.
+fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    let mut cur = claims;
+    for part in path.split('.') {
+        cur = cur.get(part)?;
+    }
+    Some(cur)
+}
+
+/// Reads a list claim: an array of strings, or one string of space- or comma-separated names.
+fn strings(v: Option<&Value>) -> BTreeSet<String> {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(s)) => s
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn list_claims_take_arrays_strings_and_paths() {
+        let c = json!({"roles": ["a", "b", 3], "scp": "x y,z", "realm_access": {"roles": ["r"]}});
+        assert_eq!(strings(claim(&c, "roles")).len(), 2);
+        assert_eq!(strings(claim(&c, "scp")).len(), 3);
+        assert_eq!(
+            strings(claim(&c, "realm_access.roles")),
+            BTreeSet::from(["r".to_string()])
+        );
+        assert!(strings(claim(&c, "missing")).is_empty());
+    }
+
+    #[test]
+    fn malformed_kids_and_headers_are_refused() {
+        assert!(valid_kid("abc-123_x.y/z+="));
+        assert!(valid_kid("../../etc/passwd"));
+        for bad in ["", "a\"b", "a'b", "a\\b", "a b", "é", &"x".repeat(300)] {
+            assert!(!valid_kid(bad), "{bad}");
+        }
+        assert!(matches!(header_of("a.b"), Err(TokenError::Invalid(_))));
+        assert!(matches!(header_of("!!.b.c"), Err(TokenError::Invalid(_))));
+        assert_eq!(printable("none"), "none");
+        assert_eq!(printable("x\"y"), "(unprintable)");
+    }
+}

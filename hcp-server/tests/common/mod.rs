@@ -22,10 +22,25 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<hcp_core::Result<()>>>,
     child: Option<Child>,
+    log_file: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
+    /// Returns what the `hcp serve` child wrote to stderr (its logs); empty in-process, where
+    /// logs go to the test binary's own subscriber.
+    pub fn child_logs(&self) -> String {
+        self.log_file
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Returns true when the service runs as the `hcp serve` binary.
+    pub fn is_binary(&self) -> bool {
+        self.log_file.is_some()
+    }
+
     /// Returns the temporary directory of this server's files (`$DIR` in its hosts file).
     pub fn dir(&self) -> &std::path::Path {
         self._dir.as_ref().expect("a temp dir").path()
@@ -76,6 +91,9 @@ pub struct Setup {
     pub hosts_yaml: Option<String>,
     /// The body limit in bytes.
     pub body_limit: Option<usize>,
+    /// Environment variables of the service (OIDC settings, ...): passed to the `hcp serve`
+    /// child, or to `ServeOptions::apply_env` and `build_engine` in-process.
+    pub env: Vec<(String, String)>,
 }
 
 /// Starts the demo service.
@@ -109,9 +127,13 @@ pub async fn start_with(setup: Setup) -> TestServer {
         if let Some(l) = setup.body_limit {
             cmd.env("HCP_BODY_LIMIT", l.to_string());
         }
+        for (k, v) in &setup.env {
+            cmd.env(k, v);
+        }
+        let log_file = dir.path().join("serve.log");
         let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log_file).expect("log file"))
             .spawn()
             .expect("spawn hcp serve");
         let url = format!("http://127.0.0.1:{port}");
@@ -128,14 +150,19 @@ pub async fn start_with(setup: Setup) -> TestServer {
             stop: None,
             task: None,
             child: Some(child),
+            log_file: Some(log_file),
             _dir: Some(dir),
         };
     }
-    let env = |_: &str| None;
+    let vars = setup.env.clone();
+    let env = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let engine = build_engine(config.as_deref(), &env)
         .await
         .expect("engine builds");
-    let mut options = ServeOptions::default().with_listen("127.0.0.1:0".parse().unwrap());
+    let mut options = ServeOptions::default()
+        .apply_env(&env)
+        .expect("the environment is valid")
+        .with_listen("127.0.0.1:0".parse().unwrap());
     if let Some(l) = setup.body_limit {
         options = options.with_body_limit(l);
     }
@@ -154,6 +181,7 @@ pub async fn start_with(setup: Setup) -> TestServer {
         stop: Some(tx),
         task: Some(task),
         child: None,
+        log_file: None,
         _dir: Some(dir),
     }
 }

@@ -313,7 +313,11 @@ mod tests {
             assert_eq!(status_of(ErrorKind::Unauthorized, code).as_u16(), status);
         }
         assert_eq!(
-            status_of(ErrorKind::ProviderUnavailable, CODE_AUTH_PROVIDER_UNAVAILABLE).as_u16(),
+            status_of(
+                ErrorKind::ProviderUnavailable,
+                CODE_AUTH_PROVIDER_UNAVAILABLE
+            )
+            .as_u16(),
             503
         );
     }

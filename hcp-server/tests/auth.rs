@@ -22,7 +22,10 @@ async fn json_of(resp: reqwest::Response) -> Value {
 async fn wait_job(s: &AuthServer, job_id: &str, token: &str) -> Value {
     for _ in 0..400 {
         let job = json_of(s.get(&format!("{T}/jobs/{job_id}"), token).await).await;
-        if matches!(job["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED")) {
+        if matches!(
+            job["state"].as_str(),
+            Some("SUCCEEDED" | "FAILED" | "CANCELLED")
+        ) {
             return job;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -191,7 +194,11 @@ async fn operator_gets_ops_routes_and_tenant_member_gets_403() {
 async fn no_token_is_401_and_public_routes_stay_open() {
     let s = AuthServer::start(&[]).await;
     let http = &s.server.http;
-    let resp = http.get(s.at(&format!("{T}/projects/demo/vms"))).send().await.unwrap();
+    let resp = http
+        .get(s.at(&format!("{T}/projects/demo/vms")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["www-authenticate"], "Bearer realm=\"hcp\"");
     assert_eq!(json_of(resp).await["code"], "UNAUTHENTICATED");
@@ -222,8 +229,22 @@ async fn no_token_is_401_and_public_routes_stay_open() {
     // HCP_PUBLIC_ROUTES changes the set.
     let closed = AuthServer::start(&[("HCP_PUBLIC_ROUTES", "/healthz,/openapi.json")]).await;
     let http = &closed.server.http;
-    assert_eq!(http.get(closed.at("/metrics")).send().await.unwrap().status(), 401);
-    assert_eq!(http.get(closed.at("/openapi.json")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(closed.at("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(closed.at("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -395,7 +416,9 @@ async fn kid_is_refused(kid: &str, check: &str) {
     let s = AuthServer::start(&[]).await;
     let valid = s.idp.token("alice", &[ADMIN], &["demo"]).await;
     assert_eq!(
-        s.get(&format!("{T}/projects/demo/vms"), &valid).await.status(),
+        s.get(&format!("{T}/projects/demo/vms"), &valid)
+            .await
+            .status(),
         200
     );
     let mut h = header_of(&valid);
@@ -405,7 +428,9 @@ async fn kid_is_refused(kid: &str, check: &str) {
     assert_invalid(resp, &forged, check).await;
     // The service still answers valid tokens afterwards.
     assert_eq!(
-        s.get(&format!("{T}/projects/demo/vms"), &valid).await.status(),
+        s.get(&format!("{T}/projects/demo/vms"), &valid)
+            .await
+            .status(),
         200
     );
 }
@@ -431,7 +456,9 @@ async fn rotated_keys_are_accepted_after_one_refetch() {
     let s = AuthServer::start(&[]).await;
     let old = s.idp.token("alice", &[ADMIN], &["demo"]).await;
     assert_eq!(
-        s.get(&format!("{T}/projects/demo/vms"), &old).await.status(),
+        s.get(&format!("{T}/projects/demo/vms"), &old)
+            .await
+            .status(),
         200
     );
     let before = s.idp.jwks_fetches().await;
@@ -439,14 +466,18 @@ async fn rotated_keys_are_accepted_after_one_refetch() {
     let new = s.idp.token("alice", &[ADMIN], &["demo"]).await;
     assert_eq!(header_of(&new)["kid"], kid.as_str());
     assert_eq!(
-        s.get(&format!("{T}/projects/demo/vms"), &new).await.status(),
+        s.get(&format!("{T}/projects/demo/vms"), &new)
+            .await
+            .status(),
         200
     );
     assert_eq!(s.idp.jwks_fetches().await, before + 1, "one refetch");
     // More requests with the new key need no more fetches.
     for _ in 0..5 {
         assert_eq!(
-            s.get(&format!("{T}/projects/demo/vms"), &new).await.status(),
+            s.get(&format!("{T}/projects/demo/vms"), &new)
+                .await
+                .status(),
             200
         );
     }
@@ -462,7 +493,9 @@ async fn random_kids_cause_at_most_one_jwks_fetch_per_cooldown() {
     let s = AuthServer::start(&[("OIDC_JWKS_REFRESH_COOLDOWN", "1h")]).await;
     let valid = s.idp.token("alice", &[ADMIN], &["demo"]).await;
     assert_eq!(
-        s.get(&format!("{T}/projects/demo/vms"), &valid).await.status(),
+        s.get(&format!("{T}/projects/demo/vms"), &valid)
+            .await
+            .status(),
         200
     );
     let before = s.idp.jwks_fetches().await;
@@ -476,7 +509,12 @@ async fn random_kids_cause_at_most_one_jwks_fetch_per_cooldown() {
         .collect();
     let s = &s;
     let statuses: Vec<u16> = stream::iter(forged.iter())
-        .map(|t| async move { s.get(&format!("{T}/projects/demo/vms"), t).await.status().as_u16() })
+        .map(|t| async move {
+            s.get(&format!("{T}/projects/demo/vms"), t)
+                .await
+                .status()
+                .as_u16()
+        })
         .buffer_unordered(32)
         .collect()
         .await;
@@ -487,10 +525,17 @@ async fn random_kids_cause_at_most_one_jwks_fetch_per_cooldown() {
     // Within the cooldown even a real new key waits: the provider is not asked again.
     s.idp.rotate(false).await;
     let new = s.idp.token("alice", &[ADMIN], &["demo"]).await;
-    assert_eq!(s.get(&format!("{T}/projects/demo/vms"), &new).await.status(), 401);
+    assert_eq!(
+        s.get(&format!("{T}/projects/demo/vms"), &new)
+            .await
+            .status(),
+        401
+    );
     assert_eq!(s.idp.jwks_fetches().await - before, fetched);
     assert_eq!(
-        s.get(&format!("{T}/projects/demo/vms"), &valid).await.status(),
+        s.get(&format!("{T}/projects/demo/vms"), &valid)
+            .await
+            .status(),
         200
     );
 }
@@ -499,16 +544,25 @@ async fn random_kids_cause_at_most_one_jwks_fetch_per_cooldown() {
 async fn cached_keys_validate_while_the_provider_is_down() {
     let s = AuthServer::start(&[]).await;
     let t = s.idp.token("alice", &[ADMIN], &["demo"]).await;
-    assert_eq!(s.get(&format!("{T}/projects/demo/vms"), &t).await.status(), 200);
+    assert_eq!(
+        s.get(&format!("{T}/projects/demo/vms"), &t).await.status(),
+        200
+    );
     s.idp.set_down(true).await;
     let t2 = s.idp.token("alice", &[ADMIN], &["demo"]).await;
-    assert_eq!(s.get(&format!("{T}/projects/demo/vms"), &t2).await.status(), 200);
+    assert_eq!(
+        s.get(&format!("{T}/projects/demo/vms"), &t2).await.status(),
+        200
+    );
     let mut h = header_of(&t);
     h["kid"] = json!("rotated-while-down");
     let unknown = with_header(&t, h);
     let resp = s.get(&format!("{T}/projects/demo/vms"), &unknown).await;
     assert_invalid(resp, &unknown, "`kid`").await;
-    assert_eq!(s.get(&format!("{T}/projects/demo/vms"), &t).await.status(), 200);
+    assert_eq!(
+        s.get(&format!("{T}/projects/demo/vms"), &t).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -517,12 +571,22 @@ async fn mutations_are_attributed_to_the_principal_in_jobs_and_audit_events() {
     let alice = s.idp.token("alice@example.com", &[ADMIN], &["demo"]).await;
     let op = s.idp.token("olga", &[OPERATOR], &[]).await;
     let body = json_of(s.create("demo", "attributed", &alice).await).await;
-    let (vm, job) = (body["vm_id"].as_str().unwrap(), body["job_id"].as_str().unwrap());
+    let (vm, job) = (
+        body["vm_id"].as_str().unwrap(),
+        body["job_id"].as_str().unwrap(),
+    );
     let j = wait_job(&s, job, &alice).await;
     assert_eq!(j["principal"], "alice@example.com", "{j}");
     let ops_job = json_of(s.get(&format!("/api/hcp/ops/v1/jobs/{job}"), &op).await).await;
-    assert_eq!(ops_job["principal"]["subject"], "alice@example.com", "{ops_job}");
-    let events = json_of(s.get(&format!("/api/hcp/ops/v1/events?vm_id={vm}"), &op).await).await;
+    assert_eq!(
+        ops_job["principal"]["subject"], "alice@example.com",
+        "{ops_job}"
+    );
+    let events = json_of(
+        s.get(&format!("/api/hcp/ops/v1/events?vm_id={vm}"), &op)
+            .await,
+    )
+    .await;
     let items = events["items"].as_array().unwrap();
     assert!(!items.is_empty(), "{events}");
     assert!(

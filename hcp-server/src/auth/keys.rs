@@ -320,7 +320,10 @@ impl KeyCache {
         if !status.is_success() {
             return Err(format!("{url} answered {status}"));
         }
-        if resp.content_length().is_some_and(|l| l > MAX_DOCUMENT as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|l| l > MAX_DOCUMENT as u64)
+        {
             return Err(format!("{url} answered a document larger than 1 MiB"));
         }
         let mut body = Vec::new();

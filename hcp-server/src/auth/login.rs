@@ -103,7 +103,8 @@ impl Logins {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| URL_SAFE_NO_PAD.decode(v.trim()).ok())
             .ok_or(Refusal::Csrf)?;
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.csrf_key).map_err(|_| Refusal::Csrf)?;
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.csrf_key).map_err(|_| Refusal::Csrf)?;
         mac.update(b"hcp-csrf:");
         mac.update(session.as_bytes());
         mac.verify_slice(&sent).map_err(|_| Refusal::Csrf)
@@ -158,18 +159,11 @@ fn set_cookie(resp: &mut Response, name: &str, value: &str, max_age: i64, http_o
     }
 }
 
-fn random_token() -> Result<String, Response> {
+/// Returns 32 random bytes from the OS, base64url-encoded.
+fn random_token() -> Option<String> {
     let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|_| {
-        Problem::transport(
-            ErrorKind::ProviderUnavailable,
-            CODE_AUTH_PROVIDER_UNAVAILABLE,
-            "no randomness is available for the login; try again",
-            None,
-        )
-        .into_response()
-    })?;
-    Ok(URL_SAFE_NO_PAD.encode(b))
+    getrandom::fill(&mut b).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(b))
 }
 
 fn failed(detail: impl Into<String>, field: Option<&str>) -> Response {
@@ -274,7 +268,9 @@ pub(crate) async fn login(auth: &Auth, req: &Request) -> Response {
         return provider_down("the discovery document has no authorization_endpoint".into());
     };
     let Ok(mut url) = url::Url::parse(authorize) else {
-        return provider_down("the discovery document's authorization_endpoint is not a URL".into());
+        return provider_down(
+            "the discovery document's authorization_endpoint is not a URL".into(),
+        );
     };
     let redirect_uri = match oidc
         .settings
@@ -293,9 +289,16 @@ pub(crate) async fn login(auth: &Auth, req: &Request) -> Response {
             .into_response();
         }
     };
-    let (state, nonce, verifier) = match (random_token(), random_token(), random_token()) {
-        (Ok(s), Ok(n), Ok(v)) => (s, n, v),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    let (Some(state), Some(nonce), Some(verifier)) =
+        (random_token(), random_token(), random_token())
+    else {
+        return Problem::transport(
+            ErrorKind::ProviderUnavailable,
+            CODE_AUTH_PROVIDER_UNAVAILABLE,
+            "no randomness is available for the login; try again",
+            None,
+        )
+        .into_response();
     };
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
     url.query_pairs_mut()
@@ -344,10 +347,16 @@ pub(crate) async fn callback(auth: &Auth, req: &Request) -> Response {
     };
     let q = query(req);
     let Some(state) = q.get("state").filter(|s| !s.is_empty()) else {
-        return failed("the callback has no `state`; start again at /oidc/login", Some("state"));
+        return failed(
+            "the callback has no `state`; start again at /oidc/login",
+            Some("state"),
+        );
     };
     let bound = cookie(req, LOGIN_COOKIE);
-    if !bound.as_deref().is_some_and(|c| ct_eq(c.as_bytes(), state.as_bytes())) {
+    if !bound
+        .as_deref()
+        .is_some_and(|c| ct_eq(c.as_bytes(), state.as_bytes()))
+    {
         return failed(
             "the login `state` does not belong to this browser's login; start again at /oidc/login",
             Some("state"),
@@ -408,17 +417,19 @@ async fn exchange(
         ("code_verifier", pending.verifier.as_str()),
         ("client_id", s.client_id.as_str()),
     ];
-    let mut rb = oidc.http.post(&endpoint).header("accept", "application/json");
+    let mut rb = oidc
+        .http
+        .post(&endpoint)
+        .header("accept", "application/json");
     if let Some(secret) = &s.client_secret {
         // RFC 6749 2.3.1: form-encode both before the basic scheme.
         let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
         rb = rb.basic_auth(enc(&s.client_id), Some(enc(secret.expose())));
     }
-    let resp = rb
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| provider_down(format!("token endpoint {endpoint}: {}", without_url(&e))))?;
+    let resp =
+        rb.form(&form).send().await.map_err(|e| {
+            provider_down(format!("token endpoint {endpoint}: {}", without_url(&e)))
+        })?;
     let status = resp.status();
     let body: TokenResponse = resp
         .json()
@@ -441,7 +452,9 @@ async fn exchange(
         .id_token
         .ok_or_else(|| failed("the identity provider answered no ID token", None))?;
     let id = oidc.validator.validate(&token).await.map_err(|e| match e {
-        super::token::TokenError::Invalid(d) => failed(format!("the ID token was refused: {d}"), None),
+        super::token::TokenError::Invalid(d) => {
+            failed(format!("the ID token was refused: {d}"), None)
+        }
         super::token::TokenError::ProviderUnavailable(r) => provider_down(r),
     })?;
     if !id
@@ -494,7 +507,9 @@ pub(crate) async fn logout(auth: &Auth, req: &Request) -> Response {
 pub(crate) async fn session(auth: &Auth, req: &Request) -> Response {
     let caller = super::caller(req);
     let csrf = match (auth, caller.via) {
-        (Auth::Oidc(o), Via::Session) => cookie(req, SESSION_COOKIE).map(|t| o.login.csrf_token(&t)),
+        (Auth::Oidc(o), Via::Session) => {
+            cookie(req, SESSION_COOKIE).map(|t| o.login.csrf_token(&t))
+        }
         _ => None,
     };
     let projects = match &caller.projects {
@@ -534,7 +549,13 @@ mod tests {
     fn return_to_stays_on_this_site() {
         let q = |v: &str| HashMap::from([("return_to".to_string(), v.to_string())]);
         assert_eq!(landing(&q("/ui/vms?x=1")), "/ui/vms?x=1");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", "/a b", ""] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "/a b",
+            "",
+        ] {
             assert_eq!(landing(&q(bad)), DEFAULT_LANDING, "{bad}");
         }
         assert_eq!(landing(&HashMap::new()), DEFAULT_LANDING);

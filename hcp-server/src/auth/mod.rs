@@ -397,17 +397,13 @@ impl Oidc {
 
     /// Validates `token` and maps its claims to a caller.
     pub(crate) async fn caller_of(&self, token: &str, via: Via) -> Result<Caller, Refusal> {
-        let id = self
-            .validator
-            .validate(token)
-            .await
-            .map_err(|e| match e {
-                TokenError::Invalid(detail) => Refusal::Invalid {
-                    detail,
-                    cookie: via == Via::Session,
-                },
-                TokenError::ProviderUnavailable(r) => Refusal::Unavailable(r),
-            })?;
+        let id = self.validator.validate(token).await.map_err(|e| match e {
+            TokenError::Invalid(detail) => Refusal::Invalid {
+                detail,
+                cookie: via == Via::Session,
+            },
+            TokenError::ProviderUnavailable(r) => Refusal::Unavailable(r),
+        })?;
         let s = &self.settings;
         let operator = id.roles.contains(&s.operator_role);
         Ok(Caller {
@@ -469,7 +465,10 @@ mod tests {
         .into_response();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         let h = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
-        assert!(h.starts_with("Bearer realm=\"hcp\", error=\"invalid_token\""), "{h}");
+        assert!(
+            h.starts_with("Bearer realm=\"hcp\", error=\"invalid_token\""),
+            "{h}"
+        );
         assert!(!h.contains('\\') && !h.contains('\n'), "{h}");
     }
 

@@ -15,13 +15,8 @@ pub const DEFAULT_OPERATOR_ROLE: &str = "hcp-operator";
 /// The routes that answer without a token when `HCP_PUBLIC_ROUTES` is not set.
 pub const DEFAULT_PUBLIC_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 /// The routes `HCP_PUBLIC_ROUTES` may make public.
-pub const PUBLICABLE_ROUTES: [&str; 5] = [
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-];
+pub const PUBLICABLE_ROUTES: [&str; 5] =
+    ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"];
 
 /// How the service authenticates callers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +32,10 @@ impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {
             oidc: None,
-            public_routes: DEFAULT_PUBLIC_ROUTES.iter().map(|r| r.to_string()).collect(),
+            public_routes: DEFAULT_PUBLIC_ROUTES
+                .iter()
+                .map(|r| r.to_string())
+                .collect(),
         }
     }
 }
@@ -55,7 +53,11 @@ impl AuthSettings {
     /// (or the reverse), an issuer or redirect URL that is not https (http is allowed for
     /// loopback hosts only), an unknown public route, a bad duration.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<AuthSettings> {
-        let get = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            env(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let mut settings = AuthSettings::default();
         if let Some(v) = env("HCP_PUBLIC_ROUTES") {
             settings.public_routes = parse_public_routes(&v)?;
@@ -203,15 +205,13 @@ fn claim_path(field: &str, value: &str) -> Result<String> {
 /// Returns true for `localhost`, `127.0.0.0/8` and `::1`.
 pub(crate) fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost")
-        || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Checks that `value` is an absolute https URL (http only for loopback hosts).
 pub(crate) fn check_url(field: &str, value: &str) -> Result<url::Url> {
-    let url = url::Url::parse(value).map_err(|e| {
-        Error::invalid(field, format!("`{value}` is not an absolute URL ({e})"))
-    })?;
+    let url = url::Url::parse(value)
+        .map_err(|e| Error::invalid(field, format!("`{value}` is not an absolute URL ({e})")))?;
     let host = url.host_str().unwrap_or_default().to_string();
     match url.scheme() {
         "https" => {}

@@ -89,7 +89,11 @@ impl Validator {
         let header = header_of(token)?;
         let alg_name = match header.get("alg") {
             Some(Value::String(a)) => a.as_str(),
-            Some(_) => return Err(TokenError::invalid("the token header's `alg` is not a string")),
+            Some(_) => {
+                return Err(TokenError::invalid(
+                    "the token header's `alg` is not a string",
+                ));
+            }
             None => return Err(TokenError::invalid("the token header has no `alg`")),
         };
         let Some(alg) = ALLOWED_ALGORITHMS
@@ -122,10 +126,14 @@ impl Validator {
             Ok(k) => k,
             Err(KeyError::UnknownKid) => {
                 return Err(TokenError::invalid(match kid {
-                    Some(_) => "the token's `kid` names no signing key the identity provider \
-                                publishes",
-                    None => "the token has no `kid` and the identity provider publishes several \
-                             keys",
+                    Some(_) => {
+                        "the token's `kid` names no signing key the identity provider \
+                                publishes"
+                    }
+                    None => {
+                        "the token has no `kid` and the identity provider publishes several \
+                             keys"
+                    }
                 }));
             }
             Err(KeyError::Unavailable(e)) => return Err(TokenError::ProviderUnavailable(e)),
@@ -177,7 +185,10 @@ impl Validator {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             audiences: strings(claims.get("aud")).into_iter().collect(),
-            azp: claims.get("azp").and_then(Value::as_str).map(str::to_string),
+            azp: claims
+                .get("azp")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }
@@ -185,7 +196,8 @@ impl Validator {
 /// Decodes the token's header without trusting it.
 fn header_of(token: &str) -> Result<serde_json::Map<String, Value>, TokenError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::invalid(
             "the token is not a JWS compact serialization (three base64url parts)",
@@ -212,7 +224,10 @@ fn valid_kid(kid: &str) -> bool {
 
 /// Returns `s` if it is a short printable word, else a placeholder (it is echoed in errors).
 fn printable(s: &str) -> &str {
-    if s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if s.len() <= 16
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         s
     } else {
         "(unprintable)"
@@ -228,7 +243,9 @@ fn describe(kind: &JwtErrorKind) -> String {
         JwtErrorKind::InvalidAudience => {
             "the audience (`aud`) does not name this service's client id".into()
         }
-        JwtErrorKind::MissingRequiredClaim(c) => format!("the token has no `{}` claim", printable(c)),
+        JwtErrorKind::MissingRequiredClaim(c) => {
+            format!("the token has no `{}` claim", printable(c))
+        }
         JwtErrorKind::InvalidClaimFormat(c) => {
             format!("the `{}` claim is malformed", printable(c))
         }

@@ -116,7 +116,9 @@ impl Drop for Idp {
 fn npm_dir() -> PathBuf {
     match std::env::var_os("HCP_NPM_CACHE") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/hcp-npm"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/hcp-npm")
+        }
     }
 }
 
@@ -168,7 +170,11 @@ impl Idp {
             .send()
             .await
             .expect("the mock provider answers");
-        assert!(resp.status().is_success(), "control {path}: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "control {path}: {}",
+            resp.status()
+        );
         resp.json().await.unwrap()
     }
 
@@ -227,7 +233,8 @@ impl Idp {
 
     /// Sets claims merged into every token the token endpoint issues (the browser login).
     pub async fn set_login_claims(&self, claims: Value) {
-        self.control("login-claims", json!({"claims": claims})).await;
+        self.control("login-claims", json!({"claims": claims}))
+            .await;
     }
 }
 
@@ -336,10 +343,7 @@ pub async fn assert_invalid(resp: reqwest::Response, token: &str, check: &str) -
         challenge.starts_with("Bearer realm=\"hcp\", error=\"invalid_token\""),
         "{challenge}"
     );
-    assert_eq!(
-        resp.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let text = resp.text().await.unwrap();
     assert!(!text.contains(token), "the token was echoed");
     assert!(!challenge.contains(token), "the token was echoed");
@@ -347,7 +351,13 @@ pub async fn assert_invalid(resp: reqwest::Response, token: &str, check: &str) -
     assert_eq!(body["code"], "INVALID_TOKEN", "{body}");
     assert_eq!(body["status"], 401);
     let detail = body["detail"].as_str().unwrap().to_string();
-    assert!(detail.contains(check), "{detail:?} does not mention {check:?}");
-    assert!(challenge.contains(check), "{challenge:?} does not mention {check:?}");
+    assert!(
+        detail.contains(check),
+        "{detail:?} does not mention {check:?}"
+    );
+    assert!(
+        challenge.contains(check),
+        "{challenge:?} does not mention {check:?}"
+    );
     detail
 }

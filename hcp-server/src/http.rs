@@ -44,7 +44,11 @@ pub(crate) fn app(
     });
     let service = api::service(&state);
     let internal = service.spec();
-    let (public, routes) = api::publish(&internal);
+    let (public, routes) = api::publish(
+        &internal,
+        options.auth.enabled(),
+        &options.auth.public_routes,
+    );
     let docs = service.swagger_ui_html().replacen(&internal, &public, 1);
     let spec = public.clone();
     let auth = Arc::new(Auth::new(&options.auth));

@@ -694,3 +694,58 @@ async fn no_token_appears_in_the_service_logs() {
         "the access log was not captured"
     );
 }
+
+#[tokio::test]
+async fn openapi_declares_bearer_and_session_security() {
+    let s = AuthServer::start(&[]).await;
+    let t = s.idp.token("alice", &[], &[]).await;
+    let doc = json_of(s.get("/openapi.json", &t).await).await;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["session"]["name"],
+        "__Host-hcp_session"
+    );
+    assert_eq!(doc["security"], json!([{"bearer": []}, {"session": []}]));
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+    assert!(
+        doc["paths"]["/api/hcp/tenant/v1/projects/{projectId}/vms"]["get"]
+            .get("security")
+            .is_none(),
+        "tenant routes inherit the document's security"
+    );
+    let parsed: Result<openapiv3::OpenAPI, _> = serde_json::from_value(doc);
+    assert!(parsed.is_ok(), "{parsed:?}");
+}
+
+#[tokio::test]
+async fn hcp_client_sends_its_token() {
+    let s = AuthServer::start(&[]).await;
+    let alice = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let client = hcp_client::Client::builder(&s.server.url)
+        .token(Some(alice.clone()))
+        .build()
+        .unwrap();
+    assert!(
+        !format!("{client:?}").contains(&alice),
+        "the token is redacted"
+    );
+    let vms = client
+        .list_vms("demo", &hcp_core::store::PageRequest::default())
+        .await;
+    assert!(vms.is_ok(), "{vms:?}");
+    let anonymous = hcp_client::Client::new(&s.server.url).unwrap();
+    let e = anonymous
+        .list_vms("demo", &hcp_core::store::PageRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), hcp_core::ErrorKind::Unauthorized);
+    assert!(!e.to_string().contains(&alice));
+    let e = client
+        .list_vms("other", &hcp_core::store::PageRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), hcp_core::ErrorKind::NotFound);
+}

@@ -201,10 +201,62 @@ pub(crate) fn service(state: &State) -> OpenApiService<Apis, ()> {
 }
 
 /// Rewrites the internal colon-verb paths (`{vmId}/@start`) of a generated document into the
-/// published form (`{vmId}:start`), and returns the document and a map from operation id to
-/// route template (the `route` label of the HTTP metrics).
-pub(crate) fn publish(internal: &str) -> (String, HashMap<String, String>) {
+/// published form (`{vmId}:start`), declares how callers authenticate (a bearer JWT or the
+/// browser session cookie; none on the `public` routes, and none at all when `auth` is off),
+/// and returns the document and a map from operation id to route template (the `route` label of
+/// the HTTP metrics).
+pub(crate) fn publish(
+    internal: &str,
+    auth: bool,
+    public: &[String],
+) -> (String, HashMap<String, String>) {
     let mut doc: serde_json::Value = serde_json::from_str(internal).unwrap_or_default();
+    if auth && let Some(obj) = doc.as_object_mut() {
+        let components = obj
+            .entry("components")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(c) = components.as_object_mut() {
+            c.insert(
+                "securitySchemes".into(),
+                serde_json::json!({
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "bearerFormat": "JWT",
+                        "description": "An access or ID token of the configured OIDC provider. \
+                            Roles and projects come from its claims: tenant routes need the tenant \
+                            role and membership of the project, ops routes the operator role, the \
+                            /api/v1 routes the access role."
+                    },
+                    "session": {
+                        "type": "apiKey",
+                        "in": "cookie",
+                        "name": auth::login::SESSION_COOKIE,
+                        "description": "The session of the browser login (/oidc/login). Unsafe \
+                            methods also need the `X-CSRF-Token` header."
+                    }
+                }),
+            );
+        }
+        obj.insert(
+            "security".into(),
+            serde_json::json!([{"bearer": []}, {"session": []}]),
+        );
+        if let Some(paths) = obj.get_mut("paths").and_then(|p| p.as_object_mut()) {
+            for (path, item) in paths.iter_mut() {
+                if !public.iter().any(|p| p == path) {
+                    continue;
+                }
+                if let Some(ops) = item.as_object_mut() {
+                    for op in ops.values_mut() {
+                        if let Some(op) = op.as_object_mut() {
+                            op.insert("security".into(), serde_json::json!([]));
+                        }
+                    }
+                }
+            }
+        }
+    }
     let mut routes = HashMap::new();
     if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
         let old = std::mem::take(paths);

@@ -94,6 +94,21 @@ impl Caller {
         }
     }
 
+    /// A caller with no role and no project: what a handler sees if a request reached it
+    /// without authentication (it never should; this keeps such a bug closed, not open).
+    pub(crate) fn nobody() -> Caller {
+        Caller {
+            subject: "unauthenticated".into(),
+            roles: BTreeSet::new(),
+            projects: Projects::Only(BTreeSet::new()),
+            operator: false,
+            tenant: false,
+            access: false,
+            via: Via::Bearer,
+            expires_at: None,
+        }
+    }
+
     /// Returns the engine's principal for this caller (jobs and audit events name it).
     pub(crate) fn principal(&self) -> Principal {
         Principal::new(self.subject.clone())
@@ -122,13 +137,13 @@ impl Caller {
     }
 }
 
-/// Returns the caller of a request (the development principal when none was attached, which
-/// only happens in development mode: with OIDC every routed request carries one).
+/// Returns the caller the outer layer attached to a request (the development principal in
+/// development mode); a request without one gets [`Caller::nobody`].
 pub(crate) fn caller(req: &Request) -> Caller {
     req.extensions()
         .get::<Caller>()
         .cloned()
-        .unwrap_or_else(Caller::development)
+        .unwrap_or_else(Caller::nobody)
 }
 
 /// Which role a route needs.

@@ -1,6 +1,6 @@
-//! Where commands go. The embedded engine is the first backend; a remote backend (a running
-//! `hcp serve`, through `hcp-client`) becomes a second variant of [`Backend`], with the same
-//! methods, so command code never changes.
+//! Where commands go: an engine inside this process ([`Embedded`]) or a running `hcp serve`
+//! ([`Remote`], through `hcp-client`). Both have the same methods, so command code does not
+//! know which one it talks to.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,17 +8,42 @@ use std::sync::Arc;
 use hcp_core::store::{JobFilter, MemoryStore, PageRequest, Scope};
 use hcp_core::{
     Action, Capabilities, Catalog, Config, Console, ConsoleKind, Engine, Error, ErrorKind, Host,
-    JobId, JobUpdate, JobWatch, Principal, ProjectId, RequestContext, Submitted, TenantVm, VmId,
+    JobId, JobWatch, Principal, ProjectId, RequestContext, SecretString, Submitted, TenantVm, VmId,
 };
 
 use crate::local::{self, EngineLock, Retention, StatePaths};
+use crate::remote::{Remote, RemoteWatch};
 use crate::views::{JobEvent, JobView};
 
 /// Where commands go.
 #[derive(Debug)]
 pub enum Backend {
     /// An engine inside this process that lives for one command.
-    Embedded(Embedded),
+    Embedded(Box<Embedded>),
+    /// A running `hcp serve` (`--url`).
+    Remote(Remote),
+}
+
+/// An accepted change: the VM and the job that does the work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The VM the job acts on.
+    pub vm_id: VmId,
+    /// The job.
+    pub job_id: JobId,
+    /// True when an idempotency key replayed an earlier request; `None` when the backend does
+    /// not say (the service answers a replay exactly like the first request).
+    pub replayed: Option<bool>,
+}
+
+impl From<Submitted> for Accepted {
+    fn from(s: Submitted) -> Self {
+        Accepted {
+            vm_id: s.vm_id,
+            job_id: s.job_id,
+            replayed: Some(s.replayed),
+        }
+    }
 }
 
 /// Follows one job; see [`Backend::watch_job`].
@@ -26,27 +51,19 @@ pub enum Backend {
 pub enum JobStream {
     /// A watch on the embedded engine.
     Embedded(JobWatch),
+    /// The service's server-sent event stream.
+    Remote(RemoteWatch),
 }
 
 impl JobStream {
     /// Returns the next update, or `None` after the end.
-    pub async fn next(&mut self) -> Option<JobEvent> {
+    ///
+    /// # Errors
+    /// Remote mode: the stream broke, or closed before the job ended.
+    pub async fn next(&mut self) -> Option<hcp_core::Result<JobEvent>> {
         match self {
-            JobStream::Embedded(w) => w.next().await.map(|u| match u {
-                JobUpdate::Log(line) => JobEvent::Log(line),
-                JobUpdate::Status {
-                    state,
-                    progress,
-                    pending_reason,
-                } => JobEvent::Status {
-                    state,
-                    progress,
-                    pending_reason,
-                },
-                JobUpdate::End(job) => JobEvent::End {
-                    job: Box::new(JobView::from(job.as_ref())),
-                },
-            }),
+            JobStream::Embedded(w) => w.next().await.map(|u| Ok(JobEvent::from(u))),
+            JobStream::Remote(w) => w.next().await,
         }
     }
 }
@@ -59,7 +76,22 @@ impl Backend {
     /// An invalid hosts file or environment variable ([`ErrorKind::InvalidSpec`] naming the key
     /// and line), an unreadable state or jobs file, or a provider that cannot be built.
     pub async fn open(config: Option<&Path>, mutating: bool) -> anyhow::Result<Backend> {
-        Ok(Backend::Embedded(Embedded::open(config, mutating).await?))
+        Ok(Backend::Embedded(Box::new(
+            Embedded::open(config, mutating).await?,
+        )))
+    }
+
+    /// Connects to the service at `url` (nothing is sent until the first request).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `url` or `token` when they cannot be used.
+    pub fn remote(url: &str, token: Option<&SecretString>) -> hcp_core::Result<Backend> {
+        Ok(Backend::Remote(Remote::connect(url, token)?))
+    }
+
+    /// Returns true when commands go to a service: its jobs go on when this process ends.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Backend::Remote(_))
     }
 
     /// Ends the command: saves the jobs it ran and stops the engine.
@@ -69,22 +101,27 @@ impl Backend {
     pub async fn close(self) -> anyhow::Result<()> {
         match self {
             Backend::Embedded(e) => e.close().await,
+            Backend::Remote(_) => Ok(()),
         }
     }
 
-    /// Submits an infrastructure change. `project` may be absent for an action on an existing
-    /// VM: the VM's own project is used.
+    /// Submits an infrastructure change and returns once it is accepted. `project` may be
+    /// absent for an action on an existing VM in embedded mode: the VM's own project is used.
     ///
     /// # Errors
-    /// See [`Engine::submit`].
+    /// See [`Engine::submit`]; remote mode also needs `project`.
     pub async fn submit(
         &self,
         project: Option<&ProjectId>,
         action: Action,
         idempotency_key: Option<String>,
-    ) -> hcp_core::Result<Submitted> {
+    ) -> hcp_core::Result<Accepted> {
         match self {
-            Backend::Embedded(e) => e.submit(project, action, idempotency_key).await,
+            Backend::Embedded(e) => e
+                .submit(project, action, idempotency_key)
+                .await
+                .map(Accepted::from),
+            Backend::Remote(r) => r.submit(project, action, idempotency_key).await,
         }
     }
 
@@ -95,6 +132,7 @@ impl Backend {
     pub async fn list_vms(&self, project: &ProjectId) -> hcp_core::Result<Vec<TenantVm>> {
         match self {
             Backend::Embedded(e) => e.list_vms(project).await,
+            Backend::Remote(r) => r.list_vms(project).await,
         }
     }
 
@@ -109,6 +147,7 @@ impl Backend {
     ) -> hcp_core::Result<TenantVm> {
         match self {
             Backend::Embedded(e) => e.get_vm(project, vm_id).await.map(|vm| vm.tenant_view()),
+            Backend::Remote(r) => r.get_vm(project, vm_id).await,
         }
     }
 
@@ -124,6 +163,7 @@ impl Backend {
     ) -> hcp_core::Result<Console> {
         match self {
             Backend::Embedded(e) => e.console(project, vm_id, kind).await,
+            Backend::Remote(r) => r.console(project, vm_id, kind).await,
         }
     }
 
@@ -138,6 +178,7 @@ impl Backend {
     ) -> hcp_core::Result<JobView> {
         match self {
             Backend::Embedded(e) => e.get_job(project, job_id).await,
+            Backend::Remote(r) => r.get_job(project, job_id).await,
         }
     }
 
@@ -153,6 +194,7 @@ impl Backend {
     ) -> hcp_core::Result<Vec<JobView>> {
         match self {
             Backend::Embedded(e) => e.list_jobs(project, filter, limit).await,
+            Backend::Remote(r) => r.list_jobs(project, filter, limit).await,
         }
     }
 
@@ -167,6 +209,7 @@ impl Backend {
     ) -> hcp_core::Result<JobStream> {
         match self {
             Backend::Embedded(e) => e.watch_job(project, job_id).await,
+            Backend::Remote(r) => r.watch_job(project, job_id).await.map(JobStream::Remote),
         }
     }
 
@@ -181,16 +224,18 @@ impl Backend {
     ) -> hcp_core::Result<JobView> {
         match self {
             Backend::Embedded(e) => e.cancel_job(project, job_id).await,
+            Backend::Remote(r) => r.cancel_job(job_id),
         }
     }
 
     /// Returns every host with its capacity and health (operator view).
     ///
     /// # Errors
-    /// None in embedded mode; remote mode reports transport errors.
+    /// None in embedded mode; remote mode reports transport errors and refusals.
     pub async fn hosts(&self) -> hcp_core::Result<Vec<Host>> {
         match self {
             Backend::Embedded(e) => Ok(e.engine.hosts()),
+            Backend::Remote(r) => r.hosts().await,
         }
     }
 
@@ -201,6 +246,7 @@ impl Backend {
     pub async fn catalog(&self) -> hcp_core::Result<Catalog> {
         match self {
             Backend::Embedded(e) => Ok(e.engine.catalog().clone()),
+            Backend::Remote(r) => r.catalog().await,
         }
     }
 
@@ -211,6 +257,7 @@ impl Backend {
     pub async fn capabilities(&self, zone: Option<&str>) -> hcp_core::Result<Capabilities> {
         match self {
             Backend::Embedded(e) => e.engine.capabilities(zone),
+            Backend::Remote(r) => r.capabilities(zone).await,
         }
     }
 }
@@ -388,7 +435,13 @@ impl Embedded {
             .context(project, Some(vm_id))
             .await
             .map_err(|e| e.with_operation(hcp_core::Operation::Console))?;
-        self.engine.console(&ctx, vm_id, kind).await
+        self.engine
+            .console(&ctx, vm_id, kind)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => name_field(e, "vm_id"),
+                _ => e,
+            })
     }
 
     async fn get_job(

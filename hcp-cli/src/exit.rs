@@ -26,7 +26,8 @@ pub const QUOTA_EXCEEDED: u8 = 6;
 pub const UNAVAILABLE: u8 = 7;
 /// The job ran and ended `FAILED` or `CANCELLED`; its error is printed.
 pub const JOB_FAILED: u8 = 8;
-/// The caller is not authenticated or not allowed (remote mode).
+/// The caller is not authenticated or not allowed (remote mode: a missing, invalid or
+/// insufficient `--token`).
 pub const UNAUTHORIZED: u8 = 9;
 /// Interrupted with Ctrl-C while waiting for a job.
 pub const INTERRUPTED: u8 = 130;
@@ -48,7 +49,8 @@ Exit codes:
   130  interrupted (Ctrl-C) while waiting
 
 Mutating commands (vm create/start/stop/reboot/delete) wait for their job in embedded mode;
---wait also shows its progress on stderr.";
+--wait also shows its progress on stderr. With --url (HCP_URL) they return once the service
+accepts the job, unless --wait is given; Ctrl-C then stops waiting and the job goes on.";
 
 /// Returns the exit code of a command that failed with `error`.
 pub fn code_of(error: &anyhow::Error) -> ExitCode {

@@ -1,11 +1,16 @@
-//! `hcp`: create, run, watch and delete VMs through HCP's engine from the command line.
+//! `hcp`: create, run, watch and delete VMs through HCP's engine from the command line, and
+//! `hcp serve`, the HTTP service.
 //!
-//! Every command runs an engine inside the process (the embedded mode): the simulator's demo
-//! inventory by default, or the providers of the hosts file named by `--config` / `HCP_CONFIG`.
-//! An embedded engine lives for one command, so the simulator keeps its hosts and VMs in a state
-//! file, finished jobs and idempotency records go to a jobs file next to it ([`local`]), the
-//! engine rebuilds its inventory from the providers at every start, and mutating commands wait
-//! for their job.
+//! Without `--url`, every command runs an engine inside the process (the embedded mode): the
+//! simulator's demo inventory by default, or the providers of the hosts file named by `--config`
+//! / `HCP_CONFIG`. An embedded engine lives for one command, so the simulator keeps its hosts and
+//! VMs in a state file, finished jobs and idempotency records go to a jobs file next to it
+//! ([`local`]), the engine rebuilds its inventory from the providers at every start, and mutating
+//! commands wait for their job.
+//!
+//! With `--url` / `HCP_URL` (and `--token` / `HCP_TOKEN`), the same commands go to a running
+//! `hcp serve` ([`remote`]); mutating commands return once the service accepts the job unless
+//! `--wait` is given.
 //!
 //! The code is a shell: [`commands`] parses argv (one file per subcommand), [`backend`] says
 //! where commands go, [`output`] prints, [`exit`] maps errors to exit codes. Every decision
@@ -17,14 +22,18 @@ mod exit;
 mod local;
 mod output;
 mod progress;
+mod remote;
 mod views;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use hcp_core::{Error, SecretString};
 
 use crate::backend::Backend;
+use crate::commands::{ClientCommand, Command};
 use crate::output::Format;
 
 /// Run VMs on Hyper-V, Proxmox, vSphere and libvirt through one API.
@@ -32,7 +41,7 @@ use crate::output::Format;
 /// With no configuration, `hcp` runs the built-in simulator demo: project `demo`, zones `zone-a`
 /// and `zone-b`, images `ubuntu-24.04` and `windows-2022`, flavors `small` and `medium`.
 /// Its state lives under `$XDG_STATE_HOME/hcp` (or `~/.local/state/hcp`); set `HCP_SIM_STATE`
-/// to keep it elsewhere.
+/// to keep it elsewhere. With `--url`, commands go to a running `hcp serve` instead.
 #[derive(Debug, Parser)]
 #[command(name = "hcp", version, about, long_about, after_help = exit::HELP, after_long_help = exit::HELP)]
 struct Cli {
@@ -41,33 +50,55 @@ struct Cli {
     output: Format,
 
     /// Reads providers, hosts, zones, catalog and projects from this hosts file (YAML) instead of
-    /// running the built-in simulator demo.
+    /// running the built-in simulator demo (embedded mode and `hcp serve`).
     #[arg(long, global = true, env = "HCP_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    // The HTTP service issue adds `--url` (`HCP_URL`) and `--token` (`HCP_TOKEN`) here: with a
-    // URL, `Backend::open` returns a remote backend and every command runs unchanged.
+    /// Sends every command to the `hcp serve` at this URL (e.g. http://127.0.0.1:8080) instead
+    /// of running an engine in this process.
+    #[arg(long, global = true, env = "HCP_URL", value_name = "URL")]
+    url: Option<String>,
+
+    /// The bearer token sent to the service with --url; prefer HCP_TOKEN, which stays out of
+    /// the process list.
+    #[arg(long, global = true, env = "HCP_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = parse_token)]
+    token: Option<SecretString>,
+
     #[command(subcommand)]
-    command: commands::Command,
+    command: Command,
+}
+
+fn parse_token(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::new(s))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let format = cli.output;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let e = anyhow::Error::new(e).context("cannot start the async runtime");
-            output::print_error(format, &e);
-            return exit::code_of(&e);
+    let result = match cli.command {
+        Command::Serve(args) => {
+            // The service installs its own log subscriber (HCP_LOG_FORMAT, HCP_LOG_LEVEL).
+            runtime(None).and_then(|rt| {
+                let result = rt.block_on(args.run(cli.config.as_deref()));
+                // Jobs still running were logged; do not wait for their tasks.
+                rt.shutdown_timeout(Duration::from_secs(1));
+                result
+            })
+        }
+        Command::Client(command) => {
+            init_logging();
+            runtime(Some(2)).and_then(|rt| {
+                rt.block_on(run(
+                    command,
+                    cli.config.as_deref(),
+                    cli.url.as_deref(),
+                    cli.token.as_ref(),
+                    format,
+                ))
+            })
         }
     };
-    match runtime.block_on(run(cli)) {
+    match result {
         Ok(()) => ExitCode::from(exit::SUCCESS),
         Err(e) => {
             output::print_error(format, &e);
@@ -76,13 +107,40 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let backend = Backend::open(cli.config.as_deref(), cli.command.mutates()).await?;
-    let session = commands::Session {
-        backend,
-        format: cli.output,
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::Error::new(e).context("cannot start the async runtime"))
+}
+
+async fn run(
+    command: ClientCommand,
+    config: Option<&std::path::Path>,
+    url: Option<&str>,
+    token: Option<&SecretString>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let backend = match url {
+        Some(url) => {
+            if config.is_some() {
+                return Err(Error::invalid(
+                    "config",
+                    "--config (HCP_CONFIG) names the hosts file of an embedded engine; with --url \
+                     (HCP_URL) the service reads its own, so give only one of them",
+                )
+                .into());
+            }
+            Backend::remote(url, token)?
+        }
+        None => Backend::open(config, command.mutates()).await?,
     };
-    let result = cli.command.run(&session).await;
+    let session = commands::Session { backend, format };
+    let result = command.run(&session).await;
     // Close even after a failure: a failed job is worth keeping for `hcp job show`.
     let closed = session.backend.close().await;
     result.and(closed)

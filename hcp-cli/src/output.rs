@@ -242,16 +242,23 @@ pub fn job_details(j: &JobView) -> String {
     details(rows)
 }
 
-/// Renders what a mutating command did: a summary line, then the VM.
-pub fn outcome(o: &Outcome) -> String {
+/// Renders what a mutating command did: a summary line, then the VM. `waited` is false when
+/// the command returned once the service accepted the job.
+pub fn outcome(o: &Outcome, waited: bool) -> String {
     let mut text = format!(
         "{} {} {} (vm {})",
         o.job.operation, o.job_id, o.job.state, o.vm_id
     );
-    if o.replayed {
+    if o.replayed == Some(true) {
         text.push_str(&format!(
             "\nreplayed: idempotency key `{}` was used before; no new job ran",
             o.job.idempotency_key.as_deref().unwrap_or("")
+        ));
+    }
+    if !waited {
+        text.push_str(&format!(
+            "\naccepted: the service runs the job; follow it with `hcp job watch {}`",
+            o.job_id
         ));
     }
     if let Some(e) = &o.job.error {

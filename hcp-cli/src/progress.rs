@@ -1,6 +1,7 @@
 //! Waiting for a job: silently, with a spinner and its log lines on a terminal, or with plain
-//! log lines when stderr is a file or a pipe. Ctrl-C cancels the job; a second Ctrl-C stops
-//! waiting.
+//! log lines when stderr is a file or a pipe. In embedded mode Ctrl-C cancels the job and a
+//! second Ctrl-C stops waiting; in remote mode the job runs in the service, so Ctrl-C stops
+//! waiting at once and the job goes on.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -135,13 +136,16 @@ impl Drop for Display {
 /// Waits until `job_id` ends and returns it, showing progress per `mode`.
 ///
 /// # Errors
-/// An unknown job, or [`Interrupted`] after a second Ctrl-C.
+/// An unknown job, a broken log stream (remote mode), or [`Interrupted`] after Ctrl-C.
 pub async fn follow(
     backend: &Backend,
     project: Option<&ProjectId>,
     job_id: &JobId,
     mode: Progress,
 ) -> anyhow::Result<JobView> {
+    // Take over SIGINT before anything is shown: a Ctrl-C right after the first log line must
+    // reach the loop below, not end the process.
+    let mut interrupts = Interrupts::new()?;
     let mut stream = backend.watch_job(project, job_id).await?;
     let mut display = Display::new(mode, job_id);
     let mut cancelling = false;
@@ -149,6 +153,7 @@ pub async fn follow(
         tokio::select! {
             event = stream.next() => match event {
                 Some(event) => {
+                    let event = event?;
                     display.event(&event);
                     if let JobEvent::End { job } = event {
                         return Ok(*job);
@@ -156,15 +161,52 @@ pub async fn follow(
                 }
                 None => return Ok(backend.get_job(project, job_id).await?),
             },
-            _ = tokio::signal::ctrl_c() => {
-                if cancelling {
-                    return Err(Interrupted { job_id: job_id.clone() }.into());
+            () = interrupts.recv() => {
+                let detached = backend.is_remote();
+                if cancelling || detached {
+                    return Err(Interrupted { job_id: job_id.clone(), detached }.into());
                 }
                 cancelling = true;
                 display.note("interrupted: cancelling the job; press Ctrl-C again to stop waiting");
                 if let Err(e) = backend.cancel_job(project, job_id).await {
                     display.note(&format!("cannot cancel: {}", e.message()));
                 }
+            }
+        }
+    }
+}
+
+/// Ctrl-C presses, caught from the moment this is created.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new() -> anyhow::Result<Interrupts> {
+        #[cfg(unix)]
+        {
+            use anyhow::Context;
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("cannot catch Ctrl-C")?;
+            Ok(Interrupts { signal })
+        }
+        #[cfg(not(unix))]
+        Ok(Interrupts {})
+    }
+
+    /// Waits for the next Ctrl-C.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            if self.signal.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
             }
         }
     }

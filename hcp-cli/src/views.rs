@@ -4,9 +4,10 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use hcp_core::job::TenantJob;
 use hcp_core::{
-    ErrorInfo, Job, JobAction, JobId, JobLogLine, JobState, Operation, PendingReason, ProjectId,
-    TenantVm, VmId,
+    ErrorInfo, Job, JobAction, JobId, JobLogLine, JobState, JobUpdate, Operation, PendingReason,
+    ProjectId, TenantVm, VmId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,8 +22,10 @@ pub struct JobView {
     pub vm_id: VmId,
     /// The operation.
     pub operation: Operation,
-    /// Details of the operation.
-    pub action: JobAction,
+    /// Details of the operation; `null` when the service's job view does not carry them
+    /// (remote `job show` and `job list`).
+    #[serde(default)]
+    pub action: Option<JobAction>,
     /// The state.
     pub state: JobState,
     /// Why it is pending, while it is.
@@ -59,7 +62,7 @@ impl From<&Job> for JobView {
             project: j.project.clone(),
             vm_id: j.vm_id.clone(),
             operation: j.operation,
-            action: j.action.clone(),
+            action: Some(j.action.clone()),
             state: j.state,
             pending_reason: j.pending_reason.clone(),
             attempts: j.attempts,
@@ -67,6 +70,29 @@ impl From<&Job> for JobView {
             progress: j.progress,
             principal: j.principal.subject.clone(),
             idempotency_key: j.idempotency_key.clone(),
+            error: j.error.clone(),
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+impl From<&TenantJob> for JobView {
+    fn from(j: &TenantJob) -> Self {
+        JobView {
+            id: j.id.clone(),
+            project: j.project.clone(),
+            vm_id: j.vm_id.clone(),
+            operation: j.operation,
+            action: None,
+            state: j.state,
+            pending_reason: j.pending_reason.clone(),
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            progress: j.progress,
+            principal: j.principal.clone(),
+            idempotency_key: None,
             error: j.error.clone(),
             created_at: j.created_at,
             started_at: j.started_at,
@@ -98,6 +124,26 @@ pub enum JobEvent {
     },
 }
 
+impl From<JobUpdate> for JobEvent {
+    fn from(u: JobUpdate) -> Self {
+        match u {
+            JobUpdate::Log(line) => JobEvent::Log(line),
+            JobUpdate::Status {
+                state,
+                progress,
+                pending_reason,
+            } => JobEvent::Status {
+                state,
+                progress,
+                pending_reason,
+            },
+            JobUpdate::End(job) => JobEvent::End {
+                job: Box::new(JobView::from(job.as_ref())),
+            },
+        }
+    }
+}
+
 /// What a mutating command (`vm create|start|stop|reboot|delete`) did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -105,9 +151,11 @@ pub struct Outcome {
     pub vm_id: VmId,
     /// The job.
     pub job_id: JobId,
-    /// True when an idempotency key replayed an earlier request: no new job ran.
-    pub replayed: bool,
-    /// The job, as it ended.
+    /// True when an idempotency key replayed an earlier request: no new job ran. `null` when
+    /// the service does not say (a remote request with an idempotency key).
+    pub replayed: Option<bool>,
+    /// The job, as it ended (or as it was when the command returned: remote mode without
+    /// `--wait`).
     pub job: JobView,
     /// The VM after the job; absent once deleted.
     pub vm: Option<TenantVm>,
@@ -136,20 +184,31 @@ impl fmt::Display for JobFailed {
 
 impl std::error::Error for JobFailed {}
 
-/// The user pressed Ctrl-C twice while waiting for a job.
+/// The user stopped waiting for a job with Ctrl-C: twice in embedded mode (the first cancels
+/// the job), once in remote mode (the job goes on in the service).
 #[derive(Debug)]
 pub struct Interrupted {
     /// The job that was being waited for.
     pub job_id: JobId,
+    /// True when the job runs in a service (remote mode) and goes on without us.
+    pub detached: bool,
 }
 
 impl fmt::Display for Interrupted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "interrupted while waiting for job {}; its outcome is unknown (the next command rebuilds the VM state from the hosts)",
-            self.job_id
-        )
+        if self.detached {
+            write!(
+                f,
+                "interrupted while waiting for job {id}; it goes on in the service: follow it with `hcp job watch {id}`",
+                id = self.job_id
+            )
+        } else {
+            write!(
+                f,
+                "interrupted while waiting for job {}; its outcome is unknown (the next command rebuilds the VM state from the hosts)",
+                self.job_id
+            )
+        }
     }
 }
 

@@ -109,6 +109,7 @@ impl JobCommand {
                     .watch_job(project.as_ref(), &JobId::from(r.id.as_str()))
                     .await?;
                 while let Some(event) = stream.next().await {
+                    let event = event?;
                     match s.format {
                         Format::Json => output::json_line(&event)?,
                         Format::Table => match &event {

@@ -1,9 +1,11 @@
-//! The subcommands, one file each, dispatched by [`Command::run`].
+//! The subcommands, one file each: `hcp serve` runs the service from `main`; the others are
+//! dispatched by [`ClientCommand::run`].
 
 mod capabilities;
 mod catalog;
 mod host;
 mod job;
+mod serve;
 mod vm;
 
 use clap::Subcommand;
@@ -23,6 +25,17 @@ pub struct Session {
 /// The `hcp` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the HTTP service: the tenant, ops and common APIs, Swagger UI and metrics (the
+    /// simulator's demo, in memory, on 127.0.0.1:8080 without configuration).
+    Serve(serve::ServeArgs),
+    /// The commands that act on VMs, jobs and inventory.
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The commands that go to a backend: an embedded engine, or a service with `--url`.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
     /// Create, list, show, power and delete VMs (the tenant view).
     #[command(subcommand)]
     Vm(vm::VmCommand),
@@ -38,15 +51,16 @@ pub enum Command {
     Capabilities(capabilities::CapabilitiesArgs),
 }
 
-impl Command {
+impl ClientCommand {
     /// Returns true for commands that submit jobs: they hold the environment's lock and save
     /// their jobs when they end.
     pub fn mutates(&self) -> bool {
         match self {
-            Command::Vm(c) => c.mutates(),
-            Command::Job(_) | Command::Host(_) | Command::Catalog(_) | Command::Capabilities(_) => {
-                false
-            }
+            ClientCommand::Vm(c) => c.mutates(),
+            ClientCommand::Job(_)
+            | ClientCommand::Host(_)
+            | ClientCommand::Catalog(_)
+            | ClientCommand::Capabilities(_) => false,
         }
     }
 
@@ -56,11 +70,11 @@ impl Command {
     /// The command's error; [`crate::exit`] turns it into the exit code.
     pub async fn run(self, session: &Session) -> anyhow::Result<()> {
         match self {
-            Command::Vm(c) => c.run(session).await,
-            Command::Job(c) => c.run(session).await,
-            Command::Host(c) => c.run(session).await,
-            Command::Catalog(c) => c.run(session).await,
-            Command::Capabilities(c) => c.run(session).await,
+            ClientCommand::Vm(c) => c.run(session).await,
+            ClientCommand::Job(c) => c.run(session).await,
+            ClientCommand::Host(c) => c.run(session).await,
+            ClientCommand::Catalog(c) => c.run(session).await,
+            ClientCommand::Capabilities(c) => c.run(session).await,
         }
     }
 }

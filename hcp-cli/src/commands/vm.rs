@@ -5,11 +5,10 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use hcp_core::{
-    Action, ConsoleKind, Error, ErrorKind, NetworkAttachment, ProjectId, Submitted, VmId, VmSpec,
-};
+use hcp_core::{Action, ConsoleKind, Error, ErrorKind, NetworkAttachment, ProjectId, VmId, VmSpec};
 
 use super::Session;
+use crate::backend::Accepted;
 use crate::output;
 use crate::progress::{self, Progress};
 use crate::views::{JobFailed, Outcome};
@@ -17,7 +16,7 @@ use crate::views::{JobFailed, Outcome};
 /// `hcp vm ...`
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
-    /// Create a VM and wait until it runs.
+    /// Create a VM (and, in embedded mode or with --wait, wait until it runs).
     Create(Box<CreateArgs>),
     /// List the VMs of a project.
     List(ListArgs),
@@ -43,8 +42,9 @@ pub struct SubmitArgs {
     /// (IDEMPOTENCY_KEY_REUSED, exit code 4).
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
-    /// Shows the job's progress and log lines on stderr until it ends (the embedded engine
-    /// waits for the job in any case).
+    /// Waits for the job, showing its progress and log lines on stderr until it ends. The
+    /// embedded engine always waits; with --url, a command without --wait returns as soon as
+    /// the service accepts the job and prints its id.
     #[arg(long)]
     wait: bool,
 }
@@ -231,11 +231,11 @@ impl VmCommand {
                 let project = ProjectId::from(a.project.as_str());
                 let spec = a.spec()?;
                 let action = Action::Create { spec, host: None };
-                let submitted = s
+                let accepted = s
                     .backend
-                    .submit(Some(&project), action, a.submit.idempotency_key)
+                    .submit(Some(&project), action, a.submit.idempotency_key.clone())
                     .await?;
-                finish(s, Some(&project), submitted, a.submit.wait).await
+                finish(s, Some(&project), accepted, &a.submit).await
             }
             VmCommand::List(a) => {
                 let vms = s
@@ -342,41 +342,52 @@ fn read_user_data(path: &PathBuf) -> Result<String, Error> {
 
 async fn act(s: &Session, vm: &VmRef, action: Action, submit: SubmitArgs) -> anyhow::Result<()> {
     let project = vm.project();
-    let submitted = s
+    let accepted = s
         .backend
-        .submit(project.as_ref(), action, submit.idempotency_key)
+        .submit(project.as_ref(), action, submit.idempotency_key.clone())
         .await?;
-    finish(s, project.as_ref(), submitted, submit.wait).await
+    finish(s, project.as_ref(), accepted, &submit).await
 }
 
-/// Waits for the job, prints what happened, and fails with [`JobFailed`] unless it succeeded.
+/// Waits for the job (unless the service runs it and `--wait` is not given), prints what
+/// happened, and fails with [`JobFailed`] unless it succeeded.
 async fn finish(
     s: &Session,
     project: Option<&ProjectId>,
-    submitted: Submitted,
-    wait: bool,
+    accepted: Accepted,
+    submit: &SubmitArgs,
 ) -> anyhow::Result<()> {
-    let job = progress::follow(
-        &s.backend,
-        project,
-        &submitted.job_id,
-        Progress::for_wait(wait),
-    )
-    .await?;
-    let vm = match s.backend.get_vm(project, &submitted.vm_id).await {
+    let wait = submit.wait;
+    let waits = wait || !s.backend.is_remote();
+    let mut job = if waits {
+        progress::follow(
+            &s.backend,
+            project,
+            &accepted.job_id,
+            Progress::for_wait(wait),
+        )
+        .await?
+    } else {
+        s.backend.get_job(project, &accepted.job_id).await?
+    };
+    if job.idempotency_key.is_none() {
+        // The service's job view leaves the key out; it is the one this request sent.
+        job.idempotency_key = submit.idempotency_key.clone();
+    }
+    let vm = match s.backend.get_vm(project, &accepted.vm_id).await {
         Ok(vm) => Some(vm),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
     };
     let outcome = Outcome {
-        vm_id: submitted.vm_id,
-        job_id: submitted.job_id,
-        replayed: submitted.replayed,
+        vm_id: accepted.vm_id,
+        job_id: accepted.job_id,
+        replayed: accepted.replayed,
         job,
         vm,
     };
-    output::print(s.format, &outcome, output::outcome)?;
-    if outcome.job.state == hcp_core::JobState::Succeeded {
+    output::print(s.format, &outcome, |o| output::outcome(o, waits))?;
+    if !waits || outcome.job.state == hcp_core::JobState::Succeeded {
         Ok(())
     } else {
         Err(JobFailed { job: outcome.job }.into())

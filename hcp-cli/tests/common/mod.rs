@@ -1,6 +1,9 @@
-//! Runs the real `hcp` binary with its state in a temporary directory, never the user's.
+//! Runs the real `hcp` binary with its state in a temporary directory, never the user's; with
+//! [`Hcp::with_url`], every command goes to a running `hcp serve` ([`server`]).
 
 #![allow(dead_code)]
+
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,11 +16,14 @@ pub const NOT_FOUND: i32 = 3;
 pub const CONFLICT: i32 = 4;
 pub const FEATURE_NOT_SUPPORTED: i32 = 5;
 pub const JOB_FAILED: i32 = 8;
+pub const UNAVAILABLE: i32 = 7;
+pub const INTERRUPTED: i32 = 130;
 
 /// One isolated environment: simulator state, jobs file and state directory in a tempdir.
 pub struct Hcp {
     pub dir: tempfile::TempDir,
     config: Option<PathBuf>,
+    url: Option<String>,
     use_sim_state: bool,
 }
 
@@ -35,6 +41,7 @@ impl Hcp {
         Hcp {
             dir: tempfile::tempdir().expect("tempdir"),
             config: None,
+            url: None,
             use_sim_state: true,
         }
     }
@@ -42,6 +49,12 @@ impl Hcp {
     /// Runs every command with `--config path`.
     pub fn with_config(mut self, path: impl Into<PathBuf>) -> Hcp {
         self.config = Some(path.into());
+        self
+    }
+
+    /// Runs every command with `--url url` (remote mode).
+    pub fn with_url(mut self, url: &str) -> Hcp {
+        self.url = Some(url.to_string());
         self
     }
 
@@ -81,6 +94,9 @@ impl Hcp {
         }
         if let Some(config) = &self.config {
             c.arg("--config").arg(config);
+        }
+        if let Some(url) = &self.url {
+            c.arg("--url").arg(url);
         }
         c
     }

@@ -1,0 +1,311 @@
+//! The remote backend: every command goes to a running `hcp serve` through `hcp-client`.
+//!
+//! The tenant API is project-scoped, so commands on an existing VM need `--project` (or
+//! `HCP_PROJECT`) here, where the embedded engine finds the VM's project itself. Errors arrive as
+//! the same [`hcp_core::Error`]s an embedded engine returns (the client decodes the problem body),
+//! so messages and exit codes do not depend on the mode.
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use hcp_client::Client;
+use hcp_core::store::{JobFilter, PageRequest};
+use hcp_core::{
+    Action, Capabilities, Catalog, Console, ConsoleKind, Error, ErrorKind, Host, JobId, JobUpdate,
+    ProjectId, SecretString, TenantVm, VmId,
+};
+
+use crate::backend::Accepted;
+use crate::views::{JobEvent, JobView};
+
+/// A client of one service.
+#[derive(Debug)]
+pub struct Remote {
+    client: Client,
+}
+
+/// Returns the error for a command that needs a project the user did not give.
+fn project_required() -> Error {
+    Error::new(
+        ErrorKind::InvalidSpec,
+        "--project (or HCP_PROJECT) is required with --url: the service's tenant API is \
+         project-scoped",
+    )
+    .with_field("project")
+}
+
+fn require(project: Option<&ProjectId>) -> hcp_core::Result<&ProjectId> {
+    project.ok_or_else(project_required)
+}
+
+/// Names `field` on a "not found" error that names none yet (an unknown id given on the
+/// command line), as the embedded backend does.
+fn name_field(e: Error, field: &str) -> Error {
+    if e.kind() == ErrorKind::NotFound && e.field().is_none() {
+        e.with_field(field)
+    } else {
+        e
+    }
+}
+
+impl Remote {
+    /// Connects to the service at `url`, sending `token` as a bearer token.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `url` for a URL that is not `http(s)://host[:port]`, or
+    /// `token` for one that cannot be sent in a header.
+    pub fn connect(url: &str, token: Option<&SecretString>) -> hcp_core::Result<Remote> {
+        let client = Client::builder(url)
+            .token(token.map(|t| t.expose().to_string()))
+            .build()?;
+        Ok(Remote { client })
+    }
+
+    /// Submits a change and returns at once with its job.
+    pub async fn submit(
+        &self,
+        project: Option<&ProjectId>,
+        action: Action,
+        idempotency_key: Option<String>,
+    ) -> hcp_core::Result<Accepted> {
+        let op = action.operation();
+        let project = require(project).map_err(|e| e.with_operation(op))?;
+        if let Some(key) = &idempotency_key {
+            // The service reads an empty header as no key at all; refuse what the engine refuses.
+            hcp_core::validate_idempotency_key(key).map_err(|e| e.with_operation(op))?;
+        }
+        let p = project.as_str();
+        let key = idempotency_key.as_deref();
+        let accepted = match action {
+            Action::Create { spec, host: None } => self.client.create_vm(p, &spec, key).await,
+            Action::Delete { vm_id, force } => self.client.delete_vm(p, &vm_id, force, key).await,
+            Action::Start { vm_id } => self.client.start_vm(p, &vm_id, key).await,
+            Action::Stop { vm_id, force } => self.client.stop_vm(p, &vm_id, force, key).await,
+            Action::Reboot { vm_id, hard } => self.client.reboot_vm(p, &vm_id, hard, key).await,
+            _ => Err(Error::new(
+                ErrorKind::FeatureNotSupported,
+                format!("`{op}` is not available through the tenant API"),
+            )
+            .with_operation(op)),
+        }
+        .map_err(|e| match op {
+            hcp_core::Operation::CreateVm => e,
+            _ => name_field(e, "vm_id"),
+        })?;
+        Ok(Accepted {
+            vm_id: accepted.vm_id,
+            job_id: accepted.job_id,
+            // The service answers a replay with the first answer and does not say it replayed;
+            // without a key there is nothing to replay.
+            replayed: idempotency_key.is_none().then_some(false),
+        })
+    }
+
+    /// Lists a project's VMs, following the pages.
+    pub async fn list_vms(&self, project: &ProjectId) -> hcp_core::Result<Vec<TenantVm>> {
+        self.client.list_all_vms(project.as_str()).await
+    }
+
+    /// Returns one VM of the project.
+    pub async fn get_vm(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+    ) -> hcp_core::Result<TenantVm> {
+        let project = require(project)?;
+        self.client
+            .get_vm(project.as_str(), vm_id)
+            .await
+            .map_err(|e| name_field(e, "vm_id"))
+    }
+
+    /// Opens a console to a VM of the project.
+    pub async fn console(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        kind: Option<ConsoleKind>,
+    ) -> hcp_core::Result<Console> {
+        let project =
+            require(project).map_err(|e| e.with_operation(hcp_core::Operation::Console))?;
+        self.client
+            .console(project.as_str(), vm_id, kind)
+            .await
+            .map_err(|e| name_field(e, "vm_id"))
+    }
+
+    /// Refuses an invalid or unknown project the way the service's project-scoped routes do
+    /// (the job routes are not project-scoped).
+    async fn check_project(&self, project: &ProjectId) -> hcp_core::Result<()> {
+        project.validate()?;
+        self.client
+            .list_jobs(
+                project.as_str(),
+                &JobFilter::default(),
+                &PageRequest::first(1),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Returns a job; with `project`, a job of another project is not found.
+    pub async fn get_job(
+        &self,
+        project: Option<&ProjectId>,
+        job_id: &JobId,
+    ) -> hcp_core::Result<JobView> {
+        if let Some(p) = project {
+            self.check_project(p).await?;
+        }
+        let job = self
+            .client
+            .get_job(job_id)
+            .await
+            .map_err(|e| name_field(e, "job_id"))?;
+        if let Some(p) = project
+            && *p != job.project
+        {
+            return Err(Error::not_found("job", job_id).with_field("job_id"));
+        }
+        Ok(JobView::from(&job))
+    }
+
+    /// Lists a project's jobs, newest first, at most `limit`.
+    pub async fn list_jobs(
+        &self,
+        project: Option<&ProjectId>,
+        filter: &JobFilter,
+        limit: usize,
+    ) -> hcp_core::Result<Vec<JobView>> {
+        let project = require(project)?;
+        let mut jobs = Vec::new();
+        let mut page = PageRequest::first(limit.min(PageRequest::MAX_LIMIT));
+        while jobs.len() < limit {
+            let p = self
+                .client
+                .list_jobs(project.as_str(), filter, &page)
+                .await?;
+            jobs.extend(p.items.iter().map(JobView::from));
+            match p.next {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
+    /// Follows a job's server-sent log stream.
+    pub async fn watch_job(
+        &self,
+        project: Option<&ProjectId>,
+        job_id: &JobId,
+    ) -> hcp_core::Result<RemoteWatch> {
+        if project.is_some() {
+            // The log route is not project-scoped: check the project first, as the embedded
+            // engine's scoped lookup does.
+            self.get_job(project, job_id).await?;
+        }
+        let stream = self
+            .client
+            .watch_job(job_id)
+            .await
+            .map_err(|e| name_field(e, "job_id"))?;
+        Ok(RemoteWatch {
+            stream,
+            client: self.client.clone(),
+            job_id: job_id.clone(),
+            ended: false,
+        })
+    }
+
+    /// Refuses: the service has no route to cancel a job.
+    pub fn cancel_job(&self, job_id: &JobId) -> hcp_core::Result<JobView> {
+        Err(Error::new(
+            ErrorKind::FeatureNotSupported,
+            format!(
+                "the service offers no way to cancel a job; job {job_id} goes on (follow it with \
+                 `hcp job watch {job_id}`)"
+            ),
+        ))
+    }
+
+    /// Returns every host (the ops API).
+    pub async fn hosts(&self) -> hcp_core::Result<Vec<Host>> {
+        self.client.hosts().await
+    }
+
+    /// Returns the catalog (the common API).
+    pub async fn catalog(&self) -> hcp_core::Result<Catalog> {
+        self.client.catalog().await
+    }
+
+    /// Returns what can be asked for in `zone`, or anywhere.
+    pub async fn capabilities(&self, zone: Option<&str>) -> hcp_core::Result<Capabilities> {
+        self.client.capabilities(zone).await
+    }
+}
+
+/// A job's server-sent event stream.
+pub struct RemoteWatch {
+    stream: BoxStream<'static, hcp_core::Result<JobUpdate>>,
+    client: Client,
+    job_id: JobId,
+    ended: bool,
+}
+
+impl std::fmt::Debug for RemoteWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteWatch")
+            .field("job_id", &self.job_id)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteWatch {
+    /// Returns the next update, or `None` after the end.
+    ///
+    /// When the stream closes before the job's end event (a proxy cut it, the service
+    /// stopped), asks for the job: an ended job yields its end; a running one is an error.
+    pub async fn next(&mut self) -> Option<hcp_core::Result<JobEvent>> {
+        if self.ended {
+            return None;
+        }
+        match self.stream.next().await {
+            Some(Ok(update)) => {
+                let event = JobEvent::from(update);
+                if matches!(event, JobEvent::End { .. }) {
+                    self.ended = true;
+                }
+                Some(Ok(event))
+            }
+            Some(Err(e)) => {
+                self.ended = true;
+                Some(Err(e))
+            }
+            None => {
+                self.ended = true;
+                Some(self.end_after_close().await)
+            }
+        }
+    }
+
+    async fn end_after_close(&self) -> hcp_core::Result<JobEvent> {
+        let job = self.client.get_job(&self.job_id).await?;
+        if job.state.is_terminal() {
+            Ok(JobEvent::End {
+                job: Box::new(JobView::from(&job)),
+            })
+        } else {
+            Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!(
+                    "the log stream of job {} closed before the job ended (it is {}); follow it \
+                     again with `hcp job watch {}`",
+                    self.job_id, job.state, self.job_id
+                ),
+            )
+            .temporary())
+        }
+    }
+}

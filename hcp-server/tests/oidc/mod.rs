@@ -77,9 +77,19 @@ pub fn capture_logs() {
     captured();
 }
 
-/// Returns every log line captured so far in this process.
+fn child_logs() -> &'static Mutex<String> {
+    static CHILD: OnceLock<Mutex<String>> = OnceLock::new();
+    CHILD.get_or_init(|| Mutex::new(String::new()))
+}
+
+/// Returns every log line captured so far in this process, and those of every `hcp serve` child
+/// that has stopped.
 pub fn logs() -> String {
-    String::from_utf8_lossy(&captured().0.lock().unwrap()).into_owned()
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&captured().0.lock().unwrap()),
+        child_logs().lock().unwrap()
+    )
 }
 
 /// Asserts that no remembered token (nor its signature) appears in `extra` or in the captured
@@ -242,6 +252,16 @@ impl Idp {
 pub struct AuthServer {
     pub idp: Idp,
     pub server: TestServer,
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        // Keep a stopped child's logs for the suite-wide "no token logged" check.
+        child_logs()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_str(&self.server.child_logs());
+    }
 }
 
 impl AuthServer {

@@ -749,3 +749,58 @@ async fn hcp_client_sends_its_token() {
         .unwrap_err();
     assert_eq!(e.kind(), hcp_core::ErrorKind::NotFound);
 }
+
+#[tokio::test]
+async fn every_allowed_asymmetric_algorithm_from_the_provider_is_accepted() {
+    let s = AuthServer::start(&[("OIDC_JWKS_REFRESH_COOLDOWN", "0s")]).await;
+    for alg in ["PS256", "ES256", "ES384", "EdDSA", "RS512"] {
+        s.idp.rotate_to(alg, false).await;
+        let t = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+        assert_eq!(header_of(&t)["alg"], alg);
+        assert_eq!(
+            s.get(&format!("{T}/projects/demo/vms"), &t).await.status(),
+            200,
+            "{alg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unreachable_provider_is_503_never_500() {
+    // Nothing listens on the discard port: the keys never load.
+    let s = common::start_with(common::Setup {
+        env: vec![
+            ("OIDC_ISSUER_URL".into(), "http://127.0.0.1:9".into()),
+            ("OIDC_CLIENT_ID".into(), CLIENT_ID.into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let idp = oidc::Idp::start().await;
+    let t = idp.token("alice", &[ADMIN], &["demo"]).await;
+    let resp = s
+        .http
+        .get(s.at(&format!("{T}/projects/demo/vms")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body = json_of(resp).await;
+    assert_eq!(body["code"], "IDENTITY_PROVIDER_UNAVAILABLE");
+    assert_eq!(body["retryable"], true);
+    assert!(!body.to_string().contains(&t));
+    // Refused tokens are still 401 without asking the provider.
+    let resp = s
+        .http
+        .get(s.at(&format!("{T}/projects/demo/vms")))
+        .bearer_auth("e30.e30.")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        s.http.get(s.at("/healthz")).send().await.unwrap().status(),
+        200
+    );
+}

@@ -212,9 +212,15 @@ impl Idp {
         .await
     }
 
-    /// Makes a new current key; `retire` removes the old one from the published key set.
+    /// Makes a new current RS256 key; `retire` removes the old one from the published key set.
     pub async fn rotate(&self, retire: bool) -> String {
-        self.control("rotate", json!({"retire": retire})).await["kid"]
+        self.rotate_to("RS256", retire).await
+    }
+
+    /// Makes a new current key for `alg` (RS256, PS256, ES256, EdDSA, ...).
+    pub async fn rotate_to(&self, alg: &str, retire: bool) -> String {
+        self.control("rotate", json!({"alg": alg, "retire": retire}))
+            .await["kid"]
             .as_str()
             .unwrap()
             .to_string()

@@ -13,6 +13,9 @@ step "Peers: libvirt + QEMU (real VMs, TCG), idempotent"
 step "Peers: the WinRM test host for Hyper-V (its own tests with pywinrm and pypsrp)"
 ./hcp-providers/hyperv/testhost/test.sh
 
+step "Peers: an OIDC provider (oauth2-mock-server from npm), idempotent"
+./scripts/oidc-peer.sh
+
 step "Rust: unit, integration, conformance and doc tests"
 cargo test --workspace --exclude hcp-py --no-fail-fast
 

@@ -43,6 +43,13 @@ pub enum ConfigSource {
     },
 }
 
+/// Whether a configuration came through `hcp_providers::load_config` (environment already
+/// applied) or inline from Python.
+enum SourceKind {
+    Loaded,
+    Inline,
+}
+
 /// The engine embedded in this process.
 #[derive(Debug)]
 pub struct Embedded {
@@ -57,9 +64,14 @@ impl Embedded {
     /// # Errors
     /// [`hcp_core::ErrorKind::InvalidSpec`] naming the key (and line) of a bad configuration.
     pub async fn build(source: ConfigSource, principal: Principal) -> Result<Self> {
+        let source_kind = match &source {
+            ConfigSource::Demo | ConfigSource::File(_) => SourceKind::Loaded,
+            ConfigSource::Json { .. } | ConfigSource::Text { .. } => SourceKind::Inline,
+        };
+        let env = |name: &str| std::env::var(name).ok();
         let mut config = match source {
-            ConfigSource::Demo => hcp_provider_sim::demo_config(),
-            ConfigSource::File(path) => Config::from_file(&path)?,
+            ConfigSource::Demo => hcp_providers::load_config(None, &env)?,
+            ConfigSource::File(path) => hcp_providers::load_config(Some(&path), &env)?,
             ConfigSource::Json { text, origin } => {
                 let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
                     Error::invalid("config", format!("{origin} is not valid JSON: {e}"))
@@ -74,8 +86,10 @@ impl Embedded {
             }
             ConfigSource::Text { text, origin } => Config::from_yaml(&text, &origin)?,
         };
-        config.apply_env(&|name| std::env::var(name).ok())?;
-        let engine = hcp_provider_sim::register(Engine::builder(config))
+        if matches!(source_kind, SourceKind::Inline) {
+            config.apply_env(&env)?;
+        }
+        let engine = hcp_providers::register_all(Engine::builder(config))
             .build()
             .await?;
         Ok(Embedded { engine, principal })

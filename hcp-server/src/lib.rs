@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hcp_core::{Config, Engine, Error, ErrorKind, Result, parse_duration};
+use hcp_core::{Engine, Error, ErrorKind, Result, parse_duration};
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
 
@@ -285,8 +285,9 @@ pub fn init_tracing(options: &ServeOptions) -> Result<()> {
 }
 
 /// Builds the engine every shell uses: reads the hosts file (or the simulator's demo when `config`
-/// is `None`), applies the environment ([`Config::apply_env`]), registers every provider kind
-/// compiled in (`sim`), installs the [`Metrics::global`] observer, and loads the first inventory.
+/// is `None`), applies the environment ([`hcp_core::Config::apply_env`]), registers every provider kind
+/// compiled in ([`hcp_providers::kinds`]), installs the [`Metrics::global`] observer, and loads the
+/// first inventory.
 ///
 /// With the demo, the Hyper-V routes' default project is `demo` (unless `HCP_DEFAULT_PROJECT`
 /// says otherwise).
@@ -298,15 +299,7 @@ pub async fn build_engine(
     config: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Engine> {
-    let mut cfg = match config {
-        Some(path) => Config::from_file(path)?,
-        None => {
-            let mut demo = hcp_provider_sim::demo_config();
-            demo.engine.default_project = "demo".into();
-            demo
-        }
-    };
-    cfg.apply_env(env)?;
+    let cfg = hcp_providers::load_config(config, env)?;
     let observer: Arc<dyn hcp_core::Observer> = Metrics::global();
     register_providers(Engine::builder(cfg))
         .observer(observer)
@@ -314,9 +307,9 @@ pub async fn build_engine(
         .await
 }
 
-/// Registers every provider kind this build knows on `builder`.
+/// Registers every provider kind this build knows on `builder` (see [`hcp_providers::kinds`]).
 pub fn register_providers(builder: hcp_core::EngineBuilder) -> hcp_core::EngineBuilder {
-    hcp_provider_sim::register(builder)
+    hcp_providers::register_all(builder)
 }
 
 /// Returns the whole service as one endpoint, for in-process use and tests.

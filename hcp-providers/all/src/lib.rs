@@ -1,0 +1,93 @@
+//! # hcp-providers
+//!
+//! Registers every provider kind compiled into this build on an [`EngineBuilder`], and loads
+//! the configuration the way every HCP shell does (`hcp serve`, the `hcp` CLI, the Python
+//! module), so they all accept the same hosts files.
+//!
+//! Kinds: `sim` always; `hyperv` with the default feature `hyperv`; `libvirt` with the feature
+//! `libvirt` (it links libvirt).
+//!
+//! ```no_run
+//! # async fn demo() -> hcp_core::Result<()> {
+//! let config = hcp_providers::load_config(None, &|k| std::env::var(k).ok())?;
+//! let engine = hcp_providers::register_all(hcp_core::Engine::builder(config)).build().await?;
+//! # Ok(()) }
+//! ```
+
+use std::path::Path;
+
+use hcp_core::{Config, EngineBuilder, Result};
+
+/// Returns the provider kinds this build can run.
+pub fn kinds() -> Vec<&'static str> {
+    let mut kinds = vec![hcp_provider_sim::KIND];
+    #[cfg(feature = "hyperv")]
+    kinds.push("hyperv");
+    #[cfg(feature = "libvirt")]
+    kinds.push("libvirt");
+    kinds
+}
+
+/// Registers every provider kind this build knows on `builder`.
+pub fn register_all(builder: EngineBuilder) -> EngineBuilder {
+    let builder = hcp_provider_sim::register(builder);
+    #[cfg(feature = "hyperv")]
+    let builder = hcp_provider_hyperv::register(builder);
+    #[cfg(feature = "libvirt")]
+    let builder = hcp_provider_libvirt::register(builder);
+    builder
+}
+
+/// Loads the hosts file at `path` — or, with none, the simulator's demo (whose Hyper-V legacy
+/// routes act in project `demo`) — and applies the environment through `env`.
+///
+/// # Errors
+/// [`hcp_core::ErrorKind::InvalidSpec`] naming the key and line of a bad hosts file, or the
+/// environment variable that cannot be parsed.
+pub fn load_config(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+    let mut config = match path {
+        Some(path) => Config::from_file(path)?,
+        None => {
+            let mut demo = hcp_provider_sim::demo_config();
+            demo.engine.default_project = "demo".into();
+            demo
+        }
+    };
+    config.apply_env(env)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_demo_builds_and_unknown_kinds_name_the_known_ones() {
+        let config = load_config(None, &|_| None).unwrap();
+        assert_eq!(config.engine.default_project, "demo");
+        let engine = register_all(hcp_core::Engine::builder(config))
+            .without_background_reconcile()
+            .build()
+            .await
+            .unwrap();
+        assert!(engine.is_ready());
+        let mut config = load_config(None, &|_| None).unwrap();
+        config.providers[0].kind = "vsphere".into();
+        let e = register_all(hcp_core::Engine::builder(config))
+            .build()
+            .await
+            .unwrap_err();
+        for kind in kinds() {
+            assert!(e.to_string().contains(kind), "{e}");
+        }
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        let e = load_config(None, &|k| {
+            (k == "INVENTORY_REFRESH_INTERVAL").then(|| "soon".into())
+        })
+        .unwrap_err();
+        assert_eq!(e.field(), Some("INVENTORY_REFRESH_INTERVAL"));
+    }
+}

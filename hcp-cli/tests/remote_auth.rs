@@ -104,11 +104,23 @@ fn run(hcp: &Hcp, token: Option<&str>, args: &[&str]) -> common::Run {
 #[test]
 fn remote_mode_sends_the_token_and_maps_refusals_to_exit_codes() {
     let idp = Idp::start();
-    let server = ServeBuilder::new()
+    // The client secret comes from a file under HCP_SECRETS_DIR, the Kubernetes way.
+    let builder = ServeBuilder::new();
+    let secrets = builder.dir().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let client_secret = "cs-91d4e0b2-never-shown";
+    std::fs::write(
+        secrets.join("oidc_client_secret"),
+        format!("{client_secret}\n"),
+    )
+    .unwrap();
+    let server = builder
         .hosts(&hosts_file("{}"))
+        .env("HCP_SECRETS_DIR", secrets.to_str().unwrap())
         .env("OIDC_ISSUER_URL", &idp.issuer)
         .env("OIDC_CLIENT_ID", CLIENT_ID)
         .start();
+    assert!(!server.banner.contains(client_secret), "{}", server.banner);
     assert!(
         server
             .banner
@@ -226,4 +238,8 @@ fn remote_mode_sends_the_token_and_maps_refusals_to_exit_codes() {
     for t in [&alice, &operator, &nobody, &expired] {
         assert!(!logs.contains(t.as_str()), "the service logged a token");
     }
+    assert!(
+        !logs.contains(client_secret),
+        "the service logged its client secret"
+    );
 }

@@ -159,7 +159,16 @@ fn serve_refuses_a_non_loopback_address_without_authentication() {
 #[test]
 fn a_broken_configuration_fails_fast_naming_the_key() {
     let broken_hosts = hosts_file("{}").replace("  - name: east\n", "  - name: East_1\n");
+    // A secret that cannot be read: a directory where the file `oidc_client_secret` belongs.
+    let unreadable = ServeBuilder::new();
+    let secrets = unreadable.dir().join("secrets");
+    std::fs::create_dir_all(secrets.join("oidc_client_secret")).unwrap();
+    let unreadable = unreadable
+        .env("HCP_SECRETS_DIR", secrets.to_str().unwrap())
+        .env("OIDC_ISSUER_URL", "https://idp.example.com")
+        .env("OIDC_CLIENT_ID", "hcp");
     let cases: Vec<(ServeBuilder, &str)> = vec![
+        (unreadable, "secrets.oidc_client_secret"),
         (ServeBuilder::new().hosts(&broken_hosts), "zones[0].name"),
         (
             ServeBuilder::new().hosts(&hosts_file("{latency: soon}")),

@@ -27,6 +27,7 @@ pub struct Session {
 pub enum Command {
     /// Run the HTTP service: the tenant, ops and common APIs, Swagger UI and metrics (the
     /// simulator's demo, in memory, on 127.0.0.1:8080 without configuration).
+    #[command(after_long_help = serve::HELP)]
     Serve(serve::ServeArgs),
     /// The commands that act on VMs, jobs and inventory.
     #[command(flatten)]

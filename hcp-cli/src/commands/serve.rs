@@ -14,6 +14,25 @@ use clap::Args;
 use hcp_core::{Catalog, Engine};
 use hcp_server::{ServeOptions, Server};
 
+/// What `hcp serve --help` adds: the environment it reads and how it stops.
+pub const HELP: &str = "\
+Environment (the Kubernetes way: a ConfigMap for the hosts file, Secrets as files; flags win):
+  HCP_CONFIG                    the hosts file; the simulator demo when unset
+  HCP_LISTEN                    the listen address (default 127.0.0.1:8080)
+  HCP_LOG_FORMAT, HCP_LOG_LEVEL json (default) or text; a filter such as info or hcp=debug
+  INVENTORY_REFRESH_INTERVAL    how often the hosts' inventory is read again (e.g. 30s)
+  HCP_SECRETS_DIR               the directory of secret files (default /run/secrets); a secret
+                                missing there is read from its upper-cased variable
+  OIDC_ISSUER_URL, OIDC_CLIENT_ID, OIDC_ROLE_NAME, ...
+                                authentication; without it, loopback addresses only
+  HCP_BODY_LIMIT, HCP_REQUEST_TIMEOUT, HCP_PAGE_MAX, HCP_SHUTDOWN_TIMEOUT, HCP_JOB_TIMEOUT,
+  HCP_MAX_CONCURRENT_JOBS, HCP_MAX_JOBS_PER_HOST, HCP_IDEMPOTENCY_TTL, HCP_DEFAULT_PROJECT
+See docs/configuration.md. A broken value stops start-up with a message naming it (exit code 2).
+
+The store is in memory: on start-up the service rebuilds who owns what from the providers.
+SIGTERM or Ctrl-C stops it gracefully: it stops accepting, lets running requests finish (up to
+HCP_SHUTDOWN_TIMEOUT) and logs the jobs still running.";
+
 /// `hcp serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use hcp_core::store::{JobFilter, MemoryStore, PageRequest, Scope};
 use hcp_core::{
-    Action, Capabilities, Catalog, Config, Console, ConsoleKind, Engine, Error, ErrorKind, Host,
-    JobId, JobWatch, Principal, ProjectId, RequestContext, SecretString, Submitted, TenantVm, VmId,
+    Action, Capabilities, Catalog, Console, ConsoleKind, Engine, Error, ErrorKind, Host, JobId,
+    JobWatch, Principal, ProjectId, RequestContext, SecretString, Submitted, TenantVm, VmId,
 };
 
 use crate::local::{self, EngineLock, Retention, StatePaths};
@@ -279,11 +279,7 @@ pub struct Embedded {
 impl Embedded {
     async fn open(config_path: Option<&Path>, mutating: bool) -> anyhow::Result<Embedded> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let mut config = match config_path {
-            Some(path) => Config::from_file(path)?,
-            None => hcp_provider_sim::demo_config(),
-        };
-        config.apply_env(&env)?;
+        let mut config = hcp_providers::load_config(config_path, &env)?;
         let paths = StatePaths::resolve(config_path, &env)?;
         paths.create_dir()?;
         paths.assign_sim_state(&mut config)?;
@@ -307,7 +303,7 @@ impl Embedded {
         store.import(local::read_jobs(&paths.jobs)?);
         let projects = (!config.projects.is_empty())
             .then(|| config.projects.iter().map(|p| p.name.clone()).collect());
-        let engine = hcp_provider_sim::register(Engine::builder(config))
+        let engine = hcp_providers::register_all(Engine::builder(config))
             .store(store.clone())
             .without_background_reconcile()
             .build()

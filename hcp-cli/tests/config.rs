@@ -128,3 +128,30 @@ fn the_example_hosts_file_works() {
     assert_eq!(too_big.code, 6, "quota exceeded: {too_big:?}");
     assert_eq!(too_big.error()["code"], "QUOTA_EXCEEDED");
 }
+
+#[test]
+fn embedded_mode_and_the_service_know_the_same_provider_kinds() {
+    let hcp = Hcp::new();
+    let hosts = hcp.path("vsphere.yaml");
+    std::fs::write(
+        &hosts,
+        "providers:\n  - name: vc\n    kind: vsphere\n    hosts:\n      - {name: h, zone: z}\nzones:\n  - name: z\ncatalog:\n  images: [{name: img}]\n  flavors: [{name: f, vcpus: 1, memory_mib: 512, disk_gib: 1}]\n",
+    )
+    .unwrap();
+    let embedded = Hcp::new()
+        .with_config(&hosts)
+        .run(&["--output", "json", "catalog"]);
+    let served = common::server::ServeBuilder::new()
+        .args(&["--config", hosts.to_str().unwrap()])
+        .fail();
+    assert_eq!(embedded.code, INVALID_INPUT, "{embedded:?}");
+    assert_eq!(served.code, INVALID_INPUT, "{served:?}");
+    let e = embedded.error();
+    assert_eq!(e["field"], "providers[0].kind", "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("`vsphere`") && message.contains("hyperv") && message.contains("sim"),
+        "{message}"
+    );
+    assert!(served.stderr.contains(message), "{served:?}");
+}

@@ -61,13 +61,7 @@ rm -f hcp-py/python/hcp/_hcp*.so
 step "The HCP service for the remote-client tests"
 if [ -z "${HCP_SERVE:-}" ]; then
   cargo build --quiet -p hcp-cli --bin hcp
-  if "$CARGO_TARGET_DIR/debug/hcp" serve --help >/dev/null 2>&1; then
-    HCP_SERVE="$CARGO_TARGET_DIR/debug/hcp serve"
-  else
-    # Until the CLI has `serve`: a test-only entry point on hcp_server::serve (hcp-py/examples).
-    cargo build --quiet -p hcp-py --example serve_for_tests
-    HCP_SERVE="$CARGO_TARGET_DIR/debug/examples/serve_for_tests"
-  fi
+  HCP_SERVE="$CARGO_TARGET_DIR/debug/hcp serve"
 fi
 export HCP_SERVE
 echo "HCP_SERVE=$HCP_SERVE"

@@ -1,13 +1,8 @@
 """Shared fixtures: demo-like configurations, embedded engines, and a real HCP service.
 
-The remote-client tests need a running ``hcp serve``. :func:`serve_command` finds one, in this
-order, and fails loudly (never skips) when none can be had:
-
-1. ``$HCP_SERVE``: a command line that accepts ``--listen ADDR`` (``scripts/test-python.sh``
-   sets it);
-2. the workspace's ``hcp`` binary, when it has a ``serve`` subcommand;
-3. the test-only ``serve_for_tests`` example of this crate, which serves through
-   ``hcp_server::build_engine`` and ``hcp_server::Server`` exactly as ``hcp serve`` does.
+The remote-client tests need a running ``hcp serve``. :func:`serve_command` finds one and fails
+loudly (never skips) when none can be had: ``$HCP_SERVE`` (a command line that accepts
+``--listen ADDR``; ``scripts/test-python.sh`` sets it), else the workspace's ``hcp serve``.
 """
 
 from __future__ import annotations
@@ -125,12 +120,7 @@ def serve_command() -> list[str]:
     if os.environ.get("HCP_SERVE"):
         return shlex.split(os.environ["HCP_SERVE"])
     _cargo_build("-p", "hcp-cli", "--bin", "hcp")
-    hcp_bin = _target_dir() / "debug" / "hcp"
-    probe = subprocess.run([str(hcp_bin), "serve", "--help"], capture_output=True, text=True)
-    if probe.returncode == 0:
-        return [str(hcp_bin), "serve"]
-    _cargo_build("-p", "hcp-py", "--example", "serve_for_tests")
-    return [str(_target_dir() / "debug" / "examples" / "serve_for_tests")]
+    return [str(_target_dir() / "debug" / "hcp"), "serve"]
 
 
 def _free_port() -> int:

@@ -60,7 +60,7 @@ pub use job::{
 pub use model::{
     Catalog, DesiredState, Flavor, HcpMark, Host, Image, JobId, MAX_TAGS, MAX_USER_DATA_BYTES,
     Network, NetworkAttachment, PowerState, Principal, ProjectId, ProviderBinding, Resources,
-    TenantVm, Vm, VmId, VmSpec, Zone, validate_dns_label,
+    TenantVm, Vm, VmId, VmSpec, Zone, validate_dns_label, validate_tags, validate_user_data,
 };
 pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;

@@ -240,46 +240,9 @@ impl VmSpec {
         if self.disk_gib == Some(0) {
             return Err(Error::invalid("disk_gib", "must be at least 1"));
         }
-        if self.tags.len() > MAX_TAGS {
-            return Err(Error::invalid(
-                "tags",
-                format!("at most {MAX_TAGS} tags are allowed"),
-            ));
-        }
-        for (k, v) in &self.tags {
-            let ok_key = !k.is_empty()
-                && k.len() <= 63
-                && k.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-            if !ok_key {
-                return Err(Error::invalid(
-                    format!("tags.{}", k.escape_debug()),
-                    "tag keys are 1-63 characters of letters, digits, '-', '_', '.' and '/'",
-                ));
-            }
-            if v.len() > 255 || v.chars().any(char::is_control) {
-                return Err(Error::invalid(
-                    format!("tags.{k}"),
-                    "tag values are at most 255 bytes without control characters",
-                ));
-            }
-        }
+        validate_tags(&self.tags)?;
         if let Some(ud) = &self.user_data {
-            if ud.len() > MAX_USER_DATA_BYTES {
-                return Err(Error::invalid(
-                    "user_data",
-                    format!(
-                        "is {} bytes; at most {MAX_USER_DATA_BYTES} are allowed",
-                        ud.len()
-                    ),
-                ));
-            }
-            if ud.contains('\0') {
-                return Err(Error::invalid(
-                    "user_data",
-                    "must not contain NUL characters",
-                ));
-            }
+            validate_user_data(ud)?;
         }
         for (i, n) in self.networks.iter().enumerate() {
             if n.network.trim().is_empty() {
@@ -291,6 +254,62 @@ impl VmSpec {
         }
         Ok(())
     }
+}
+
+/// Checks tags: at most [`MAX_TAGS`]; keys of 1–63 letters, digits, `-`, `_`, `.`, `/`; values of
+/// at most 255 bytes without control characters.
+///
+/// # Errors
+/// [`crate::ErrorKind::InvalidSpec`] naming `tags` or `tags.<key>`.
+pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::invalid(
+            "tags",
+            format!("at most {MAX_TAGS} tags are allowed"),
+        ));
+    }
+    for (k, v) in tags {
+        let ok_key = !k.is_empty()
+            && k.len() <= 63
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !ok_key {
+            return Err(Error::invalid(
+                format!("tags.{}", k.escape_debug()),
+                "tag keys are 1-63 characters of letters, digits, '-', '_', '.' and '/'",
+            ));
+        }
+        if v.len() > 255 || v.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                format!("tags.{k}"),
+                "tag values are at most 255 bytes without control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks cloud-init user-data: at most [`MAX_USER_DATA_BYTES`], no NUL characters.
+///
+/// # Errors
+/// [`crate::ErrorKind::InvalidSpec`] naming `user_data`.
+pub fn validate_user_data(user_data: &str) -> Result<()> {
+    if user_data.len() > MAX_USER_DATA_BYTES {
+        return Err(Error::invalid(
+            "user_data",
+            format!(
+                "is {} bytes; at most {MAX_USER_DATA_BYTES} are allowed",
+                user_data.len()
+            ),
+        ));
+    }
+    if user_data.contains('\0') {
+        return Err(Error::invalid(
+            "user_data",
+            "must not contain NUL characters",
+        ));
+    }
+    Ok(())
 }
 
 /// The size of one VM, resolved from its flavor and explicit overrides.

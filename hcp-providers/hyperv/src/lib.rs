@@ -216,41 +216,9 @@ fn validate_create(args: &CreateVm) -> Result<()> {
             "Hyper-V template names are 1-128 characters of letters, digits, '.', '_' and '-'",
         ));
     }
-    for (k, v) in &args.tags {
-        let key_ok = !k.is_empty()
-            && k.len() <= 63
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-        if !key_ok {
-            return Err(Error::invalid(
-                format!("tags.{}", k.escape_debug()),
-                "tag keys are 1-63 characters of letters, digits, '-', '_', '.' and '/'",
-            ));
-        }
-        if v.len() > 255 || v.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                format!("tags.{k}"),
-                "tag values are at most 255 bytes without control characters",
-            ));
-        }
-    }
+    hcp_core::validate_tags(&args.tags)?;
     if let Some(ud) = &args.user_data {
-        if ud.len() > hcp_core::MAX_USER_DATA_BYTES {
-            return Err(Error::invalid(
-                "user_data",
-                format!(
-                    "is {} bytes; at most {} are allowed",
-                    ud.len(),
-                    hcp_core::MAX_USER_DATA_BYTES
-                ),
-            ));
-        }
-        if ud.contains('\0') {
-            return Err(Error::invalid(
-                "user_data",
-                "must not contain NUL characters",
-            ));
-        }
+        hcp_core::validate_user_data(ud)?;
     }
     if args.resources.vcpus == 0 || args.resources.vcpus > 240 {
         return Err(Error::invalid("vcpus", "Hyper-V VMs have 1-240 vCPUs"));

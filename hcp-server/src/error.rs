@@ -32,6 +32,14 @@ pub const CODE_CSRF_FAILED: &str = "CSRF_FAILED";
 pub const CODE_LOGIN_FAILED: &str = "LOGIN_FAILED";
 /// Code of a token that cannot be checked because the identity provider is unavailable (`503`).
 pub const CODE_AUTH_PROVIDER_UNAVAILABLE: &str = "IDENTITY_PROVIDER_UNAVAILABLE";
+/// Code of a console token this server never issued or no longer knows (`404`).
+pub const CODE_CONSOLE_TOKEN_NOT_FOUND: &str = "CONSOLE_TOKEN_NOT_FOUND";
+/// Code of a console token that already opened a connection, or was voided (`410`).
+pub const CODE_CONSOLE_TOKEN_USED: &str = "CONSOLE_TOKEN_USED";
+/// Code of a console token past its connect deadline (`410`).
+pub const CODE_CONSOLE_TOKEN_EXPIRED: &str = "CONSOLE_TOKEN_EXPIRED";
+/// Code of a console token presented by another caller than the one it was issued to (`403`).
+pub const CODE_CONSOLE_TOKEN_FOREIGN: &str = "CONSOLE_TOKEN_FOREIGN";
 
 /// One error body for every failure.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
@@ -48,7 +56,8 @@ pub struct Problem {
     /// The stable code (`INVALID_SPEC`, `NOT_FOUND`, `FEATURE_NOT_SUPPORTED`, `CONFLICT`,
     /// `IDEMPOTENCY_KEY_REUSED`, `IDEMPOTENCY_KEY_IN_PROGRESS`, `QUOTA_EXCEEDED`,
     /// `PROVIDER_UNAVAILABLE`, `PAYLOAD_TOO_LARGE`, `UNAUTHENTICATED`, `INVALID_TOKEN`,
-    /// `FORBIDDEN`, `CSRF_FAILED`, ...).
+    /// `FORBIDDEN`, `CSRF_FAILED`, `CONSOLE_TOKEN_NOT_FOUND`, `CONSOLE_TOKEN_USED`,
+    /// `CONSOLE_TOKEN_EXPIRED`, `CONSOLE_TOKEN_FOREIGN`, ...).
     pub code: String,
     /// The error kind (`invalid_spec`, `not_found`, ...), as in `hcp_core::ErrorKind`.
     pub kind: String,
@@ -74,6 +83,9 @@ pub fn status_of(kind: ErrorKind, code: &str) -> StatusCode {
         CODE_REQUEST_TIMEOUT => return StatusCode::SERVICE_UNAVAILABLE,
         CODE_FORBIDDEN | CODE_CSRF_FAILED => return StatusCode::FORBIDDEN,
         CODE_AUTH_PROVIDER_UNAVAILABLE => return StatusCode::SERVICE_UNAVAILABLE,
+        CODE_CONSOLE_TOKEN_NOT_FOUND => return StatusCode::NOT_FOUND,
+        CODE_CONSOLE_TOKEN_USED | CODE_CONSOLE_TOKEN_EXPIRED => return StatusCode::GONE,
+        CODE_CONSOLE_TOKEN_FOREIGN => return StatusCode::FORBIDDEN,
         _ => {}
     }
     match kind {
@@ -105,6 +117,10 @@ fn title_of(kind: ErrorKind, code: &str) -> &'static str {
         CODE_CSRF_FAILED => return "CSRF token missing or invalid",
         CODE_LOGIN_FAILED => return "Login failed",
         CODE_AUTH_PROVIDER_UNAVAILABLE => return "Identity provider unavailable",
+        CODE_CONSOLE_TOKEN_NOT_FOUND => return "Console token not found",
+        CODE_CONSOLE_TOKEN_USED => return "Console token already used",
+        CODE_CONSOLE_TOKEN_EXPIRED => return "Console token expired",
+        CODE_CONSOLE_TOKEN_FOREIGN => return "Console token issued to another caller",
         _ => {}
     }
     match kind {
@@ -309,6 +325,9 @@ mod tests {
             (CODE_LOGIN_FAILED, 401),
             (CODE_FORBIDDEN, 403),
             (CODE_CSRF_FAILED, 403),
+            (CODE_CONSOLE_TOKEN_FOREIGN, 403),
+            (CODE_CONSOLE_TOKEN_USED, 410),
+            (CODE_CONSOLE_TOKEN_EXPIRED, 410),
         ] {
             assert_eq!(status_of(ErrorKind::Unauthorized, code).as_u16(), status);
         }

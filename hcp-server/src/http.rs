@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::ServeOptions;
 use crate::api::{self, AppState, COLON_VERBS, TENANT_PREFIX, VERB_MARKER};
 use crate::auth::{Auth, login};
+use crate::console::ConsoleProxy;
 use crate::error::{CODE_REQUEST_TIMEOUT, Problem, problem_from_poem};
 use crate::limits::{PageLimits, read_limited};
 use crate::metrics::Metrics;
@@ -33,8 +34,10 @@ pub(crate) fn app(
     engine: hcp_core::Engine,
     options: &ServeOptions,
     metrics: Arc<Metrics>,
+    consoles: Arc<ConsoleProxy>,
 ) -> impl Endpoint + 'static {
     let state = Arc::new(AppState {
+        consoles,
         engine,
         pages: PageLimits {
             default: options.page_default,

@@ -18,6 +18,7 @@
 
 mod api;
 pub mod auth;
+mod console;
 pub mod dto;
 pub mod error;
 mod http;
@@ -76,6 +77,12 @@ pub struct ServeOptions {
     pub page_max: usize,
     /// How long a graceful shutdown waits for running requests before it closes them.
     pub shutdown_timeout: Duration,
+    /// The URL clients reach this service at (`https://hcp.example.com`), when it differs from
+    /// what they send as `Host` (a reverse proxy, an ingress): console URLs are built on it.
+    /// Without it, they are built on the request's `Host` header.
+    pub public_url: Option<url::Url>,
+    /// How long a console token lets its client connect to the console proxy (default 60 s).
+    pub console_ttl: Duration,
 }
 
 impl Default for ServeOptions {
@@ -91,9 +98,16 @@ impl Default for ServeOptions {
             page_default: 100,
             page_max: hcp_core::store::PageRequest::MAX_LIMIT,
             shutdown_timeout: Duration::from_secs(20),
+            public_url: None,
+            console_ttl: DEFAULT_CONSOLE_TTL,
         }
     }
 }
+
+/// How long a console token lets its client connect, unless configured otherwise.
+pub const DEFAULT_CONSOLE_TTL: Duration = Duration::from_secs(60);
+/// The longest console token lifetime accepted.
+pub const MAX_CONSOLE_TTL: Duration = Duration::from_secs(3600);
 
 impl ServeOptions {
     /// Sets the listen address.
@@ -120,6 +134,18 @@ impl ServeOptions {
         self
     }
 
+    /// Sets the public URL console URLs are built on (see [`ServeOptions::public_url`]).
+    pub fn with_public_url(mut self, url: Option<url::Url>) -> Self {
+        self.public_url = url;
+        self
+    }
+
+    /// Sets how long a console token lets its client connect.
+    pub fn with_console_ttl(mut self, ttl: Duration) -> Self {
+        self.console_ttl = ttl;
+        self
+    }
+
     /// Sets the log format and filter.
     pub fn with_logging(mut self, format: LogFormat, level: impl Into<String>) -> Self {
         self.log_format = format;
@@ -129,7 +155,8 @@ impl ServeOptions {
 
     /// Applies the environment: `HCP_LISTEN`, `HCP_CONFIG`, `HCP_LOG_FORMAT` (`json`|`text`),
     /// `HCP_LOG_LEVEL` (or `RUST_LOG`), `HCP_BODY_LIMIT` (bytes), `HCP_REQUEST_TIMEOUT`,
-    /// `HCP_PAGE_MAX`, `HCP_SHUTDOWN_TIMEOUT`, and authentication: `OIDC_ISSUER_URL`,
+    /// `HCP_PAGE_MAX`, `HCP_SHUTDOWN_TIMEOUT`, `HCP_PUBLIC_URL`, `HCP_CONSOLE_TTL`, and
+    /// authentication: `OIDC_ISSUER_URL`,
     /// `OIDC_CLIENT_ID`, `OIDC_ROLE_NAME`, `OIDC_TENANT_ROLE`, `OIDC_OPERATOR_ROLE`,
     /// `OIDC_ROLES_CLAIM`, `OIDC_PROJECTS_CLAIM`, `OIDC_REDIRECT_URL`, `HCP_PUBLIC_ROUTES` and
     /// the others of [`AuthSettings::from_env`], with the secret `oidc_client_secret` read from
@@ -180,6 +207,12 @@ impl ServeOptions {
         if let Some(v) = env("HCP_SHUTDOWN_TIMEOUT") {
             self.shutdown_timeout = parse_duration("HCP_SHUTDOWN_TIMEOUT", &v)?;
         }
+        if let Some(v) = env("HCP_PUBLIC_URL").filter(|v| !v.trim().is_empty()) {
+            self.public_url = Some(parse_public_url("HCP_PUBLIC_URL", &v)?);
+        }
+        if let Some(v) = env("HCP_CONSOLE_TTL") {
+            self.console_ttl = parse_duration("HCP_CONSOLE_TTL", &v)?;
+        }
         self.auth = AuthSettings::from_env(env)?;
         self.validate()?;
         Ok(self)
@@ -189,7 +222,8 @@ impl ServeOptions {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidSpec`] naming the option: a non-loopback listen address without
-    /// authentication, a zero body limit or timeout, a page maximum above 1000.
+    /// authentication, a zero body limit or timeout, a page maximum above 1000, a console token
+    /// lifetime of zero or above an hour, a public URL that is not `http(s)://host[:port][/path]`.
     pub fn validate(&self) -> Result<()> {
         if !self.listen.ip().is_loopback() && !self.auth.enabled() {
             return Err(Error::invalid(
@@ -219,6 +253,18 @@ impl ServeOptions {
                 format!("must be between 1 and {max}"),
             ));
         }
+        if self.console_ttl.is_zero() || self.console_ttl > MAX_CONSOLE_TTL {
+            return Err(Error::invalid(
+                "console_ttl",
+                format!(
+                    "must be longer than zero and at most {}s",
+                    MAX_CONSOLE_TTL.as_secs()
+                ),
+            ));
+        }
+        if let Some(u) = &self.public_url {
+            parse_public_url("public_url", u.as_str())?;
+        }
         if self.page_default == 0 || self.page_default > self.page_max {
             return Err(Error::invalid(
                 "page_default",
@@ -245,6 +291,31 @@ pub fn parse_listen(field: &str, value: &str) -> Result<SocketAddr> {
             format!("`{value}` is not an address; use HOST:PORT such as 127.0.0.1:8080"),
         )
     })
+}
+
+/// Parses the public URL of the service: `http(s)://host[:port][/path]`, without query,
+/// fragment or credentials.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `field`.
+pub fn parse_public_url(field: &str, value: &str) -> Result<url::Url> {
+    let bad = |why: &str| {
+        Error::invalid(
+            field,
+            format!(
+                "`{value}` {why}; use the URL clients reach this service at, such as \
+                 https://hcp.example.com"
+            ),
+        )
+    };
+    let u = url::Url::parse(value.trim()).map_err(|_| bad("is not a URL"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(bad("is not an http:// or https:// URL with a host"));
+    }
+    if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+        return Err(bad("must not carry a query, a fragment or credentials"));
+    }
+    Ok(u)
 }
 
 fn parse_positive(field: &str, value: &str) -> Result<usize> {
@@ -314,7 +385,14 @@ pub fn register_providers(builder: hcp_core::EngineBuilder) -> hcp_core::EngineB
 
 /// Returns the whole service as one endpoint, for in-process use and tests.
 pub fn app(engine: Engine, options: &ServeOptions) -> impl poem::Endpoint + 'static {
-    http::app(engine, options, Metrics::global())
+    http::app(engine, options, Metrics::global(), consoles(options))
+}
+
+fn consoles(options: &ServeOptions) -> Arc<console::ConsoleProxy> {
+    Arc::new(console::ConsoleProxy::new(
+        options.console_ttl,
+        options.public_url.clone(),
+    ))
 }
 
 /// A service bound to its address, ready to run.
@@ -415,7 +493,8 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets running requests finish (up
-    /// to [`ServeOptions::shutdown_timeout`]), and logs the jobs still running.
+    /// to [`ServeOptions::shutdown_timeout`]), closes the console relays (recording their end),
+    /// and logs the jobs still running.
     ///
     /// # Errors
     /// [`ErrorKind::Internal`] when the listener fails.
@@ -427,12 +506,20 @@ impl Server {
             addr,
         } = self;
         debug_assert_eq!(acceptor.local_addr().len(), 1);
-        let endpoint = app(engine.clone(), &options);
+        let consoles = consoles(&options);
+        let endpoint = http::app(
+            engine.clone(),
+            &options,
+            Metrics::global(),
+            consoles.clone(),
+        );
         tracing::info!(%addr, api = %format!("http://{addr}/api/hcp/tenant/v1"), docs = %format!("http://{addr}/docs"), "hcp-server listening");
         let result = poem::Server::new_with_acceptor(acceptor)
             .name("hcp")
             .run_with_graceful_shutdown(endpoint, shutdown, Some(options.shutdown_timeout))
             .await;
+        // Upgraded (WebSocket) connections outlive the HTTP server: close them here.
+        consoles.close_all().await;
         let running = engine.shutdown().await;
         if running.is_empty() {
             tracing::info!("hcp-server stopped; no jobs were running");
@@ -509,6 +596,38 @@ mod tests {
             ServeOptions::default().apply_env(&bad).unwrap_err().field(),
             Some("HCP_LOG_FORMAT")
         );
+    }
+
+    #[test]
+    fn console_options_come_from_the_environment() {
+        let env = |k: &str| match k {
+            "HCP_PUBLIC_URL" => Some("https://hcp.example.com/base".to_string()),
+            "HCP_CONSOLE_TTL" => Some("90s".to_string()),
+            _ => None,
+        };
+        let o = ServeOptions::default().apply_env(&env).unwrap();
+        assert_eq!(
+            o.public_url.as_ref().map(url::Url::as_str),
+            Some("https://hcp.example.com/base")
+        );
+        assert_eq!(o.console_ttl, Duration::from_secs(90));
+        assert_eq!(ServeOptions::default().console_ttl, DEFAULT_CONSOLE_TTL);
+        for (var, value) in [
+            ("HCP_PUBLIC_URL", "ftp://hcp.example.com"),
+            ("HCP_PUBLIC_URL", "not a url"),
+            ("HCP_PUBLIC_URL", "https://user:pw@hcp.example.com"),
+            ("HCP_PUBLIC_URL", "https://hcp.example.com/?x=1"),
+            ("HCP_CONSOLE_TTL", "soon"),
+        ] {
+            let bad = |k: &str| (k == var).then(|| value.to_string());
+            let e = ServeOptions::default().apply_env(&bad).unwrap_err();
+            assert_eq!(e.field(), Some(var), "{value}: {e}");
+        }
+        for ttl in ["0s", "2h"] {
+            let bad = |k: &str| (k == "HCP_CONSOLE_TTL").then(|| ttl.to_string());
+            let e = ServeOptions::default().apply_env(&bad).unwrap_err();
+            assert_eq!(e.field(), Some("console_ttl"), "{ttl}: {e}");
+        }
     }
 
     #[test]

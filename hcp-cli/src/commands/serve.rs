@@ -25,6 +25,9 @@ Environment (the Kubernetes way: a ConfigMap for the hosts file, Secrets as file
                                 missing there is read from its upper-cased variable
   OIDC_ISSUER_URL, OIDC_CLIENT_ID, OIDC_ROLE_NAME, ...
                                 authentication; without it, loopback addresses only
+  HCP_PUBLIC_URL                the URL clients reach the service at (console WebSocket URLs
+                                are built on it; the request's Host header when unset)
+  HCP_CONSOLE_TTL               how long a console URL lets its client connect (default 60s)
   HCP_BODY_LIMIT, HCP_REQUEST_TIMEOUT, HCP_PAGE_MAX, HCP_SHUTDOWN_TIMEOUT, HCP_JOB_TIMEOUT,
   HCP_MAX_CONCURRENT_JOBS, HCP_MAX_JOBS_PER_HOST, HCP_IDEMPOTENCY_TTL, HCP_DEFAULT_PROJECT
 See docs/configuration.md. A broken value stops start-up with a message naming it (exit code 2).

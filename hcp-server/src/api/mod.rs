@@ -35,6 +35,8 @@ pub(crate) const VERB_MARKER: &str = "/@";
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub(crate) engine: Engine,
+    /// The console tokens and relays.
+    pub(crate) consoles: Arc<crate::console::ConsoleProxy>,
     pub(crate) pages: PageLimits,
     pub(crate) metrics: Arc<Metrics>,
 }

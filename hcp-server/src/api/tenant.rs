@@ -6,15 +6,18 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use hcp_core::store::JobFilter;
-use hcp_core::{JobId, VmId};
+use hcp_core::{Error, JobId, VmId};
 use poem::Request;
 use poem::web::sse::Event;
+use poem::web::websocket::{BoxWebSocketUpgraded, WebSocket};
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
 
 use super::{AcceptedResponse, ApiTags, State, find_job, tenant_context, watch_job};
+use crate::auth;
+use crate::console::SUBPROTOCOL;
 use crate::dto::{
     ConsoleDto, ConsoleKindDto, CreateVmRequest, JobEventDto, JobStateDto, TenantJobDto,
     TenantJobPage, TenantVmDto, VmPage,
@@ -207,7 +210,10 @@ impl TenantApi {
     /// Open a console to a VM
     ///
     /// Answers a URL valid until `expires_at`. The VM must be active and its host must offer a
-    /// console (`409 FEATURE_NOT_SUPPORTED` otherwise).
+    /// console (`409 FEATURE_NOT_SUPPORTED` otherwise). When the console is a socket HCP can
+    /// reach (a libvirt domain's VNC display, say), the URL is HCP's own WebSocket proxy,
+    /// `ws(s)://…/api/hcp/tenant/v1/console/ws?token=…`, with a single-use token bound to this VM
+    /// and caller; `expires_at` is then the deadline to connect (see `GET /console/ws`).
     #[oai(
         path = "/projects/:projectId/vms/:vmId/@console",
         method = "post",
@@ -223,12 +229,69 @@ impl TenantApi {
         kind: Query<Option<ConsoleKindDto>>,
     ) -> ApiResult<Json<ConsoleDto>> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
+        let vm_id = VmId::new(vm_id.0);
         let console = self
             .state
             .engine
-            .console(&ctx, &VmId::new(vm_id.0), kind.0.map(Into::into))
+            .console(&ctx, &vm_id, kind.0.map(Into::into))
             .await?;
+        if console.upstream.is_some() {
+            return Ok(Json(self.state.consoles.issue(req, &ctx, &vm_id, console)?));
+        }
         Ok(Json(console.into()))
+    }
+
+    /// Connect to a console (WebSocket)
+    ///
+    /// The console proxy: a WebSocket (RFC 6455) upgrade that relays the bytes of a VM's
+    /// console (RFB, for VNC) in binary frames, both ways, until either side closes. Connect to
+    /// the `url` that `POST .../vms/{vmId}:console` answered, before its `expires_at`: its
+    /// `token` opens one connection, for the caller it was issued to. noVNC connects as is
+    /// (`new RFB(element, url)`; the `binary` subprotocol is accepted) from a page of this
+    /// origin, whose session cookie authenticates the upgrade; other clients send their bearer
+    /// token. A used token is `410 CONSOLE_TOKEN_USED`, an expired one `410
+    /// CONSOLE_TOKEN_EXPIRED`, another caller's `403 CONSOLE_TOKEN_FOREIGN` (the token is then
+    /// void), an unknown one `404 CONSOLE_TOKEN_NOT_FOUND`; a console that does not answer is
+    /// `503`. Opening and closing are audit events (`console_session`).
+    #[oai(
+        path = "/console/ws",
+        method = "get",
+        operation_id = "consoleWebSocket"
+    )]
+    async fn console_ws(
+        &self,
+        req: &Request,
+        ws: Option<WebSocket>,
+        /// The single-use token of the console's `url`.
+        token: Query<Option<String>>,
+    ) -> ApiResult<BoxWebSocketUpgraded> {
+        let token = token.0.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+            Error::invalid(
+                "token",
+                "is required: connect to the `url` that POST .../vms/{vmId}:console answered",
+            )
+        })?;
+        // Check the upgrade before the token is spent.
+        let ws = ws.ok_or_else(|| {
+            Error::invalid(
+                "Upgrade",
+                "this route is a WebSocket: send GET with `Connection: Upgrade`, `Upgrade: \
+                 websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key` (noVNC and \
+                 WebSocket clients do)",
+            )
+        })?;
+        let grant = self.state.consoles.take(&token, &auth::caller(req))?;
+        let upstream = self
+            .state
+            .consoles
+            .connect(&self.state.engine, &grant)
+            .await?;
+        let proxy = self.state.consoles.clone();
+        let engine = self.state.engine.clone();
+        Ok(ws
+            .protocols([SUBPROTOCOL])
+            .on_upgrade(move |socket| proxy.relay(engine, grant, upstream, socket))
+            .boxed())
     }
 
     /// List a project's jobs

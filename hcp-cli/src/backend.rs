@@ -224,7 +224,7 @@ impl Backend {
     ) -> hcp_core::Result<JobView> {
         match self {
             Backend::Embedded(e) => e.cancel_job(project, job_id).await,
-            Backend::Remote(r) => r.cancel_job(job_id),
+            Backend::Remote(r) => r.cancel_job(project, job_id).await,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Waiting for a job: silently, with a spinner and its log lines on a terminal, or with plain
-//! log lines when stderr is a file or a pipe. In embedded mode Ctrl-C cancels the job and a
-//! second Ctrl-C stops waiting; in remote mode the job runs in the service, so Ctrl-C stops
-//! waiting at once and the job goes on.
+//! log lines when stderr is a file or a pipe. Ctrl-C cancels the job (in remote mode through the
+//! service's cancel route) and waiting goes on until the job ends; a second Ctrl-C stops
+//! waiting at once.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -162,8 +162,8 @@ pub async fn follow(
                 None => return Ok(backend.get_job(project, job_id).await?),
             },
             () = interrupts.recv() => {
-                let detached = backend.is_remote();
-                if cancelling || detached {
+                if cancelling {
+                    let detached = backend.is_remote();
                     return Err(Interrupted { job_id: job_id.clone(), detached }.into());
                 }
                 cancelling = true;

@@ -218,15 +218,29 @@ impl Remote {
         })
     }
 
-    /// Refuses: the service has no route to cancel a job.
-    pub fn cancel_job(&self, job_id: &JobId) -> hcp_core::Result<JobView> {
-        Err(Error::new(
-            ErrorKind::FeatureNotSupported,
-            format!(
-                "the service offers no way to cancel a job; job {job_id} goes on (follow it with \
-                 `hcp job watch {job_id}`)"
-            ),
-        ))
+    /// Cancels a job. Without `project`, the job's own project is looked up first (the job
+    /// route is not project-scoped); with it, a job of another project is not found.
+    pub async fn cancel_job(
+        &self,
+        project: Option<&ProjectId>,
+        job_id: &JobId,
+    ) -> hcp_core::Result<JobView> {
+        let project = match project {
+            Some(p) => p.clone(),
+            None => {
+                self.client
+                    .get_job(job_id)
+                    .await
+                    .map_err(|e| name_field(e, "job_id"))?
+                    .project
+            }
+        };
+        let job = self
+            .client
+            .cancel_job(project.as_str(), job_id)
+            .await
+            .map_err(|e| name_field(e, "job_id"))?;
+        Ok(JobView::from(&job))
     }
 
     /// Returns every host (the ops API).

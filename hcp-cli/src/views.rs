@@ -184,8 +184,7 @@ impl fmt::Display for JobFailed {
 
 impl std::error::Error for JobFailed {}
 
-/// The user stopped waiting for a job with Ctrl-C: twice in embedded mode (the first cancels
-/// the job), once in remote mode (the job goes on in the service).
+/// The user stopped waiting for a job with Ctrl-C twice (the first asked to cancel the job).
 #[derive(Debug)]
 pub struct Interrupted {
     /// The job that was being waited for.
@@ -199,7 +198,7 @@ impl fmt::Display for Interrupted {
         if self.detached {
             write!(
                 f,
-                "interrupted while waiting for job {id}; it goes on in the service: follow it with `hcp job watch {id}`",
+                "interrupted while waiting for job {id}, which the service was asked to cancel: follow it with `hcp job watch {id}`",
                 id = self.job_id
             )
         } else {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Hcp, JOB_FAILED};
+use common::{CONFLICT, Hcp, JOB_FAILED, NOT_FOUND};
 use serde_json::Value;
 
 #[test]
@@ -126,4 +126,37 @@ fn a_failed_job_is_kept_and_watch_exits_job_failed() {
     );
     let listed = hcp.json(&["job", "list", "--state", "failed"]);
     assert_eq!(listed.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn job_cancel_refuses_ended_and_unknown_jobs() {
+    let hcp = Hcp::new();
+    let created = hcp.json(&[
+        "vm",
+        "create",
+        "--project",
+        "demo",
+        "--name",
+        "done",
+        "--image",
+        "ubuntu-24.04",
+        "--flavor",
+        "small",
+    ]);
+    let job_id = created["job_id"].as_str().unwrap();
+    let ended = hcp.run(&["--output", "json", "job", "cancel", job_id]);
+    assert_eq!(ended.code, CONFLICT, "{ended:?}");
+    let e = ended.error();
+    assert_eq!(e["code"], "CONFLICT");
+    assert!(
+        e["message"].as_str().unwrap().contains("already ended"),
+        "{e}"
+    );
+    let unknown = hcp.run(&["job", "cancel", "job-0000"]);
+    assert_eq!(unknown.code, NOT_FOUND, "{unknown:?}");
+    assert_eq!(
+        hcp.json(&["job", "show", job_id])["state"],
+        "SUCCEEDED",
+        "the job is unchanged"
+    );
 }

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use common::server::{ServeBuilder, Server, hosts_file};
 use common::{
-    CONFLICT, FEATURE_NOT_SUPPORTED, Hcp, INTERRUPTED, INVALID_INPUT, JOB_FAILED, NOT_FOUND,
-    UNAVAILABLE,
+    CONFLICT, FEATURE_NOT_SUPPORTED, Hcp, INVALID_INPUT, JOB_FAILED, NOT_FOUND, UNAVAILABLE,
 };
 use serde_json::Value;
 
@@ -219,7 +218,7 @@ fn table_output_matches_embedded_mode() {
 }
 
 #[test]
-fn without_wait_a_command_returns_while_its_job_runs_and_ctrl_c_leaves_it_running() {
+fn without_wait_a_command_returns_while_its_job_runs_and_ctrl_c_cancels_it() {
     let server = ServeBuilder::new()
         .hosts(&hosts_file("{op_latency: {create_vm: 10m}}"))
         .start();
@@ -245,9 +244,10 @@ fn without_wait_a_command_returns_while_its_job_runs_and_ctrl_c_leaves_it_runnin
         "{shown}"
     );
 
-    // With --wait, Ctrl-C stops waiting at once; the service's job goes on.
+    // With --wait, Ctrl-C cancels the service's job (like embedded mode) and waits for its end.
     let mut child = hcp
         .command()
+        .args(["--output", "json"])
         .args(create_args("slow-3", &["--wait"]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -276,13 +276,63 @@ fn without_wait_a_command_returns_while_its_job_runs_and_ctrl_c_leaves_it_runnin
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(INTERRUPTED), "{seen}{rest}");
-    assert!(
-        rest.contains("goes on in the service") && rest.contains(&job_of_3),
-        "{rest}"
-    );
-    let still = hcp.json(&["job", "show", &job_of_3]);
-    assert_eq!(still["state"], "RUNNING", "not cancelled: {still}");
+    assert_eq!(out.status.code(), Some(JOB_FAILED), "{seen}{rest}");
+    assert!(rest.contains("cancelling the job"), "{rest}");
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["job_id"], job_of_3.as_str());
+    assert_eq!(outcome["job"]["state"], "CANCELLED", "{outcome}");
+    let after = hcp.json(&["job", "show", &job_of_3]);
+    assert_eq!(after["state"], "CANCELLED", "the service's job: {after}");
+    // The service keeps the VM whose create was cancelled mid-way, marked ERROR, for the
+    // tenant to delete.
+    let vms = hcp.vms("demo");
+    let slow_3 = vms
+        .iter()
+        .find(|v| v["spec"]["name"] == "slow-3")
+        .unwrap_or_else(|| panic!("{vms:?}"));
+    assert_eq!(slow_3["state"], "ERROR", "{slow_3}");
+    assert_eq!(slow_3["last_error"]["code"], "CANCELLED", "{slow_3}");
+    let id_3 = slow_3["id"].as_str().unwrap();
+    hcp.json(&["vm", "delete", id_3, "--project", "demo", "--wait"]);
+    assert!(!hcp.vms("demo").iter().any(|v| v["id"] == id_3));
+    // The other jobs go on.
+    assert_eq!(hcp.json(&["job", "show", &job_id])["state"], "RUNNING");
+}
+
+#[test]
+fn job_cancel_cancels_a_running_job_through_the_service() {
+    let server = ServeBuilder::new()
+        .hosts(&hosts_file("{op_latency: {create_vm: 10m}}"))
+        .start();
+    let hcp = Hcp::new().with_url(&server.url);
+    let accepted = hcp.json(&create_args("slow-c", &[]));
+    let job_id = accepted["job_id"].as_str().unwrap().to_string();
+
+    // Another project's view of the job: not found.
+    let other = hcp.run(&["job", "cancel", &job_id, "--project", "other"]);
+    assert_eq!(other.code, NOT_FOUND, "{other:?}");
+    // Without --project, the job's own project is used.
+    let cancelled = hcp.json(&["job", "cancel", &job_id]);
+    assert_eq!(cancelled["id"], job_id.as_str());
+    let state = cancelled["state"].as_str().unwrap();
+    assert!(state == "CANCELLED" || state == "RUNNING", "{cancelled}");
+    let watched = hcp.run(&["job", "watch", &job_id]);
+    assert_eq!(watched.code, JOB_FAILED, "{watched:?}");
+    assert!(watched.stdout.contains("CANCELLED"), "{watched:?}");
+    // Once ended, a job cannot be cancelled again.
+    let again = hcp.run(&[
+        "--output",
+        "json",
+        "job",
+        "cancel",
+        &job_id,
+        "--project",
+        "demo",
+    ]);
+    assert_eq!(again.code, CONFLICT, "{again:?}");
+    assert_eq!(again.error()["code"], "CONFLICT");
+    let unknown = hcp.run(&["job", "cancel", "job-nope"]);
+    assert_eq!(unknown.code, NOT_FOUND, "{unknown:?}");
 }
 
 #[test]

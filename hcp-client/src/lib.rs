@@ -451,6 +451,21 @@ impl Client {
         .await
     }
 
+    /// Cancels a job of a project (`POST .../projects/{project}/jobs/{jobId}:cancel`) and
+    /// returns it: `CANCELLED` when it was pending; still `RUNNING` when it was running and has
+    /// been asked to stop (it ends `CANCELLED` shortly: follow it with [`Client::watch_job`]).
+    ///
+    /// # Errors
+    /// `NotFound` for a job of another project or none; `Conflict` for a job that already ended.
+    pub async fn cancel_job(&self, project: &str, job_id: &JobId) -> hcp_core::Result<TenantJob> {
+        let path = format!(
+            "{TENANT_PREFIX}/projects/{}/jobs/{}:cancel",
+            enc(project),
+            enc(job_id.as_str())
+        );
+        self.json(self.request(Method::POST, &path)).await
+    }
+
     /// Lists one page of a project's jobs, newest first.
     ///
     /// # Errors

@@ -14,7 +14,7 @@ use poem_openapi::OperationId;
 use tracing::Instrument;
 
 use crate::ServeOptions;
-use crate::api::{self, AppState, COLON_VERBS, TENANT_PREFIX, VERB_MARKER};
+use crate::api::{self, AppState, COLON_VERBS, JOB_COLON_VERBS, TENANT_PREFIX, VERB_MARKER};
 use crate::auth::{Auth, login};
 use crate::console::ConsoleProxy;
 use crate::error::{CODE_REQUEST_TIMEOUT, Problem, problem_from_poem};
@@ -205,7 +205,8 @@ impl Outer {
     }
 }
 
-/// Routes `.../vms/{vmId}:<verb>` to its internal path `.../vms/{vmId}/@<verb>`.
+/// Routes `.../vms/{vmId}:<verb>` to its internal path `.../vms/{vmId}/@<verb>` (and
+/// `.../projects/{projectId}/jobs/{jobId}:cancel` likewise).
 ///
 /// Returns `Ok(None)` for every other path, and `Err(())` for a path that names the internal
 /// form directly (which must stay unreachable).
@@ -220,9 +221,13 @@ fn route_colon_verb(uri: &Uri) -> Result<Option<Uri>, ()> {
     let Some((head, last)) = path.rsplit_once('/') else {
         return Ok(None);
     };
-    if !head.ends_with("/vms") && !head.contains("/vms/") {
+    let verbs: &[&str] = if head.ends_with("/vms") || head.contains("/vms/") {
+        &COLON_VERBS
+    } else if head.ends_with("/jobs") && head.contains("/projects/") {
+        &JOB_COLON_VERBS
+    } else {
         return Ok(None);
-    }
+    };
     let (id, verb) = if let Some((id, verb)) = last.rsplit_once(':') {
         (id, verb)
     } else if let Some(pos) = last.to_ascii_lowercase().rfind("%3a") {
@@ -233,8 +238,8 @@ fn route_colon_verb(uri: &Uri) -> Result<Option<Uri>, ()> {
     if id.is_empty() {
         return Ok(None);
     }
-    if !COLON_VERBS.contains(&verb) {
-        // VM ids never hold a colon: this is an unknown verb.
+    if !verbs.contains(&verb) {
+        // VM and job ids never hold a colon: this is an unknown verb.
         return Err(());
     }
     let mut new = format!("{head}/{id}{VERB_MARKER}{verb}");
@@ -274,5 +279,13 @@ mod tests {
         assert_eq!(route(&format!("{base}/vm-1")).unwrap(), None);
         assert_eq!(route("/api/v1/vms/x:start").unwrap(), None);
         assert!(route(&format!("{base}/vm-1/@start")).is_err());
+        let jobs = "/api/hcp/tenant/v1/projects/demo/jobs";
+        assert_eq!(
+            route(&format!("{jobs}/job-1:cancel")).unwrap().unwrap(),
+            format!("{jobs}/job-1/@cancel")
+        );
+        assert!(route(&format!("{jobs}/job-1:start")).is_err());
+        assert!(route(&format!("{base}/vm-1:cancel")).is_err());
+        assert_eq!(route("/api/hcp/tenant/v1/jobs/job-1:cancel").unwrap(), None);
     }
 }

@@ -32,6 +32,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/hcp/tenant/v1/jobs/{jobId}"),
     ("get", "/api/hcp/tenant/v1/jobs/{jobId}/logs"),
     ("get", "/api/hcp/tenant/v1/projects/{projectId}/jobs"),
+    (
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/jobs/{jobId}:cancel",
+    ),
     ("get", "/api/hcp/ops/v1/providers"),
     ("get", "/api/hcp/ops/v1/hosts"),
     ("get", "/api/hcp/ops/v1/vms"),

@@ -1,4 +1,4 @@
-//! `hcp job`: show, list and watch jobs, including those of earlier commands.
+//! `hcp job`: show, list, watch and cancel jobs, including those of earlier commands.
 
 use clap::{Args, Subcommand, ValueEnum};
 use hcp_core::store::JobFilter;
@@ -18,6 +18,10 @@ pub enum JobCommand {
     /// Print a job's log lines as they come until it ends, then its final state; exits with
     /// code 8 when it did not succeed.
     Watch(JobRef),
+    /// Cancel a job: a pending job ends CANCELLED at once, a running one is asked to stop and
+    /// ends CANCELLED shortly (follow it with `hcp job watch`). A job that already ended is a
+    /// conflict (exit code 4).
+    Cancel(JobRef),
 }
 
 /// Names one job.
@@ -76,6 +80,12 @@ impl From<StateArg> for JobState {
 }
 
 impl JobCommand {
+    /// Returns true for commands that change jobs: they hold the environment's lock and save
+    /// the jobs when they end (embedded mode).
+    pub fn mutates(&self) -> bool {
+        matches!(self, JobCommand::Cancel(_))
+    }
+
     /// Runs the command.
     ///
     /// # Errors
@@ -101,6 +111,14 @@ impl JobCommand {
                     .list_jobs(project.as_ref(), &filter, a.limit as usize)
                     .await?;
                 output::print(s.format, &jobs, |j| output::job_table(j))
+            }
+            JobCommand::Cancel(r) => {
+                let project = r.project.as_deref().map(ProjectId::from);
+                let job = s
+                    .backend
+                    .cancel_job(project.as_ref(), &JobId::from(r.id.as_str()))
+                    .await?;
+                output::print(s.format, &job, output::job_details)
             }
             JobCommand::Watch(r) => {
                 let project = r.project.as_deref().map(ProjectId::from);

@@ -40,7 +40,7 @@ pub enum ClientCommand {
     /// Create, list, show, power and delete VMs (the tenant view).
     #[command(subcommand)]
     Vm(vm::VmCommand),
-    /// Show, list and watch jobs.
+    /// Show, list, watch and cancel jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
     /// List hypervisor hosts with their capacity and health (the operator view).
@@ -58,10 +58,10 @@ impl ClientCommand {
     pub fn mutates(&self) -> bool {
         match self {
             ClientCommand::Vm(c) => c.mutates(),
-            ClientCommand::Job(_)
-            | ClientCommand::Host(_)
-            | ClientCommand::Catalog(_)
-            | ClientCommand::Capabilities(_) => false,
+            ClientCommand::Job(c) => c.mutates(),
+            ClientCommand::Host(_) | ClientCommand::Catalog(_) | ClientCommand::Capabilities(_) => {
+                false
+            }
         }
     }
 

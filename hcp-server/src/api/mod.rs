@@ -27,6 +27,8 @@ pub(crate) const TENANT_PREFIX: &str = "/api/hcp/tenant/v1";
 
 /// The custom verbs of `.../vms/{vmId}:<verb>`.
 pub(crate) const COLON_VERBS: [&str; 4] = ["start", "stop", "reboot", "console"];
+/// The custom verbs of `.../projects/{projectId}/jobs/{jobId}:<verb>`.
+pub(crate) const JOB_COLON_VERBS: [&str; 1] = ["cancel"];
 /// How a colon verb is routed internally: `.../vms/{vmId}/@start`. Requests never reach these
 /// paths directly (see [`crate::http`]), and the published OpenAPI document shows `{vmId}:start`.
 pub(crate) const VERB_MARKER: &str = "/@";

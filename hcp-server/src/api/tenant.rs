@@ -10,10 +10,10 @@ use hcp_core::{Error, JobId, VmId};
 use poem::Request;
 use poem::web::sse::Event;
 use poem::web::websocket::{BoxWebSocketUpgraded, WebSocket};
-use poem_openapi::OpenApi;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, OpenApi};
 
 use super::{AcceptedResponse, ApiTags, State, find_job, tenant_context, watch_job};
 use crate::auth;
@@ -24,6 +24,18 @@ use crate::dto::{
 };
 use crate::error::ApiResult;
 use crate::limits::StrictJson;
+
+/// The answer of a cancel request.
+#[derive(Debug, ApiResponse)]
+pub(crate) enum CancelResponse {
+    /// The job ended `CANCELLED`.
+    #[oai(status = 200)]
+    Cancelled(Json<TenantJobDto>),
+    /// The running job was asked to stop; it ends `CANCELLED` shortly. `Location` is the job's
+    /// URL.
+    #[oai(status = 202)]
+    Cancelling(Json<TenantJobDto>, #[oai(header = "Location")] String),
+}
 
 /// How often an idle server-sent event stream sends a keep-alive comment.
 pub(crate) const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -333,6 +345,37 @@ impl TenantApi {
             items: page.items.iter().map(Into::into).collect(),
             next: page.next,
         }))
+    }
+
+    /// Cancel a job
+    ///
+    /// A pending job ends `CANCELLED` at once (`200`). A running job is asked to stop: its
+    /// provider call is abandoned and the job ends `CANCELLED` shortly (`202`; follow it at
+    /// `Location`). A job that already ended is `409 CONFLICT`; another project's job is `404`.
+    #[oai(
+        path = "/projects/:projectId/jobs/:jobId/@cancel",
+        method = "post",
+        operation_id = "cancelJob"
+    )]
+    async fn cancel_job(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        #[oai(name = "jobId")] job_id: Path<String>,
+    ) -> ApiResult<CancelResponse> {
+        let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
+        let job = self
+            .state
+            .engine
+            .cancel_job(&ctx.scope(), &JobId::new(job_id.0), &ctx.principal)
+            .await?;
+        tracing::info!(job_id = %job.id, vm_id = %job.vm_id, project = %job.project, state = %job.state, "job cancel requested");
+        Ok(if job.state.is_terminal() {
+            CancelResponse::Cancelled(Json((&job).into()))
+        } else {
+            let location = format!("{}/jobs/{}", super::TENANT_PREFIX, job.id);
+            CancelResponse::Cancelling(Json((&job).into()), location)
+        })
     }
 
     /// Get a job

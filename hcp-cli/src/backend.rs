@@ -31,9 +31,8 @@ pub struct Accepted {
     pub vm_id: VmId,
     /// The job.
     pub job_id: JobId,
-    /// True when an idempotency key replayed an earlier request; `None` when the backend does
-    /// not say (the service answers a replay exactly like the first request).
-    pub replayed: Option<bool>,
+    /// True when an idempotency key replayed an earlier request: no new job ran.
+    pub replayed: bool,
 }
 
 impl From<Submitted> for Accepted {
@@ -41,7 +40,7 @@ impl From<Submitted> for Accepted {
         Accepted {
             vm_id: s.vm_id,
             job_id: s.job_id,
-            replayed: Some(s.replayed),
+            replayed: s.replayed,
         }
     }
 }

@@ -249,7 +249,7 @@ pub fn outcome(o: &Outcome, waited: bool) -> String {
         "{} {} {} (vm {})",
         o.job.operation, o.job_id, o.job.state, o.vm_id
     );
-    if o.replayed == Some(true) {
+    if o.replayed {
         text.push_str(&format!(
             "\nreplayed: idempotency key `{}` was used before; no new job ran",
             o.job.idempotency_key.as_deref().unwrap_or("")

@@ -94,9 +94,8 @@ impl Remote {
         Ok(Accepted {
             vm_id: accepted.vm_id,
             job_id: accepted.job_id,
-            // The service answers a replay with the first answer and does not say it replayed;
-            // without a key there is nothing to replay.
-            replayed: idempotency_key.is_none().then_some(false),
+            // The service marks a replay with `Idempotency-Replayed: true`.
+            replayed: accepted.replayed,
         })
     }
 

@@ -151,9 +151,8 @@ pub struct Outcome {
     pub vm_id: VmId,
     /// The job.
     pub job_id: JobId,
-    /// True when an idempotency key replayed an earlier request: no new job ran. `null` when
-    /// the service does not say (a remote request with an idempotency key).
-    pub replayed: Option<bool>,
+    /// True when an idempotency key replayed an earlier request: no new job ran.
+    pub replayed: bool,
     /// The job, as it ended (or as it was when the command returned: remote mode without
     /// `--wait`).
     pub job: JobView,

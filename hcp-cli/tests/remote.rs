@@ -456,9 +456,14 @@ fn idempotent_replay_and_key_reuse_over_http() {
     let first = with_key("order-17", &[]);
     assert_eq!(first.code, 0, "{first:?}");
     let first = first.json();
+    assert_eq!(first["replayed"], false, "{first}");
     let again = with_key("order-17", &["--wait"]);
     assert_eq!(again.code, 0, "{again:?}");
     let again = again.json();
+    assert_eq!(
+        again["replayed"], true,
+        "the service says it replayed: {again}"
+    );
     assert_eq!(again["vm_id"], first["vm_id"]);
     assert_eq!(again["job_id"], first["job_id"]);
     assert_eq!(again["job"]["state"], "SUCCEEDED");
@@ -495,7 +500,28 @@ fn idempotent_replay_and_key_reuse_over_http() {
     };
     let stopped = stop(true);
     assert_ne!(stopped["job_id"], first["job_id"]);
-    assert_eq!(stop(false)["job_id"], stopped["job_id"]);
+    assert_eq!(stopped["replayed"], false);
+    let replayed = stop(false);
+    assert_eq!(replayed["job_id"], stopped["job_id"]);
+    assert_eq!(replayed["replayed"], true);
+    // The table says so too, like embedded mode.
+    let table = hcp.run(&[
+        "vm",
+        "stop",
+        id,
+        "--project",
+        "demo",
+        "--idempotency-key",
+        "order-17",
+    ]);
+    assert_eq!(table.code, 0, "{table:?}");
+    assert!(
+        table
+            .stdout
+            .contains("replayed: idempotency key `order-17` was used before"),
+        "{}",
+        table.stdout
+    );
     assert_eq!(jobs(&hcp).len(), 2);
     assert_eq!(hcp.vms("demo").len(), 1, "nothing new was created");
 }

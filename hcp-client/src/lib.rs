@@ -50,6 +50,9 @@ pub const COMMON_PREFIX: &str = "/api/hcp/common/v1";
 /// The Hyper-V service's path prefix.
 pub const HYPERV_PREFIX: &str = "/api/v1";
 
+/// The response header with which the service marks a replayed idempotent request.
+pub const REPLAYED_HEADER: &str = "Idempotency-Replayed";
+
 /// The answer to an accepted change: the VM and the job that does the work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
@@ -59,6 +62,20 @@ pub struct Accepted {
     pub vm_id: VmId,
     /// The job.
     pub job_id: JobId,
+    /// True when the service replayed an earlier request with the same idempotency key (its
+    /// `Idempotency-Replayed: true` header): no new job was started.
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+impl From<Accepted> for hcp_core::Submitted {
+    fn from(a: Accepted) -> Self {
+        hcp_core::Submitted {
+            vm_id: a.vm_id,
+            job_id: a.job_id,
+            replayed: a.replayed,
+        }
+    }
 }
 
 /// What one zone offers.
@@ -251,6 +268,10 @@ impl Client {
 
     async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> hcp_core::Result<T> {
         let resp = self.send(rb).await?;
+        self.decode(resp).await
+    }
+
+    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> hcp_core::Result<T> {
         let bytes = resp
             .bytes()
             .await
@@ -281,7 +302,15 @@ impl Client {
             Some(k) => rb.header("Idempotency-Key", k),
             None => rb,
         };
-        self.json(rb).await
+        let resp = self.send(rb).await?;
+        let replayed = resp
+            .headers()
+            .get(REPLAYED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let mut accepted: Accepted = self.decode(resp).await?;
+        accepted.replayed = replayed;
+        Ok(accepted)
     }
 
     fn vm_path(project: &str, vm_id: &VmId) -> String {

@@ -48,8 +48,16 @@ async fn client_drives_a_vm_through_its_whole_life() {
             .iter()
             .any(|v| v.id == acc.vm_id)
     );
+    assert!(!acc.replayed);
     let replay = c.create_vm("demo", &spec, Some("life-key")).await.unwrap();
-    assert_eq!(replay, acc);
+    assert!(replay.replayed, "the service marks the replay");
+    assert_eq!(
+        (&replay.vm_id, &replay.job_id, &replay.resource_id),
+        (&acc.vm_id, &acc.job_id, &acc.resource_id)
+    );
+    let submitted = hcp_core::Submitted::from(replay);
+    assert!(submitted.replayed);
+    assert_eq!(submitted.job_id, acc.job_id);
 
     let console = c
         .console("demo", &acc.vm_id, Some(ConsoleKind::Vnc))

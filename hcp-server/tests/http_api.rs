@@ -199,10 +199,15 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
     let body = json!({"name": "idem-1", "image": "ubuntu-24.04", "flavor": "small"});
     let first = create(&s, "demo", body.clone(), Some("key-1")).await;
     assert_eq!(first.status(), StatusCode::ACCEPTED);
+    assert!(
+        first.headers().get("idempotency-replayed").is_none(),
+        "a first request is not a replay"
+    );
     let first = json_of(first).await;
     let again = create(&s, "demo", body, Some("key-1")).await;
     assert_eq!(again.status(), StatusCode::ACCEPTED);
-    assert_eq!(json_of(again).await, first);
+    assert_eq!(again.headers()["idempotency-replayed"], "true");
+    assert_eq!(json_of(again).await, first, "the same 202 body");
     let other = create(
         &s,
         "demo",

@@ -110,6 +110,12 @@ async fn openapi_document_is_valid_openapi_3_with_every_route() {
         _ => unreachable!(),
     };
     assert!(text.contains("Idempotency-Key"));
+    // ... and the header that marks a replay.
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("\"idempotency-replayed\""),
+        "the replay header is documented"
+    );
     assert!(
         create
             .responses

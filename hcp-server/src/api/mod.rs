@@ -155,9 +155,16 @@ pub(crate) enum ApiTags {
 #[derive(Debug, ApiResponse)]
 pub(crate) enum AcceptedResponse {
     /// Accepted: a job does the work; `Location` is the job's URL. A replayed idempotency key
-    /// answers the first request's body again.
+    /// answers the first request's body again, with `Idempotency-Replayed: true`.
     #[oai(status = 202)]
-    Accepted(Json<AcceptedDto>, #[oai(header = "Location")] String),
+    Accepted(
+        Json<AcceptedDto>,
+        #[oai(header = "Location")] String,
+        /// `true` when the request replayed an earlier one with the same idempotency key: no new
+        /// job was started; absent otherwise.
+        #[oai(header = "Idempotency-Replayed")]
+        Option<bool>,
+    ),
 }
 
 impl AcceptedResponse {
@@ -170,6 +177,7 @@ impl AcceptedResponse {
                 job_id: s.job_id.to_string(),
             }),
             format!("{TENANT_PREFIX}/jobs/{}", s.job_id),
+            s.replayed.then_some(true),
         )
     }
 }

@@ -22,8 +22,7 @@ pub struct JobView {
     pub vm_id: VmId,
     /// The operation.
     pub operation: Operation,
-    /// Details of the operation; `null` when the service's job view does not carry them
-    /// (remote `job show` and `job list`).
+    /// Details of the operation; `null` only from a service that does not send them.
     #[serde(default)]
     pub action: Option<JobAction>,
     /// The state.
@@ -85,7 +84,7 @@ impl From<&TenantJob> for JobView {
             project: j.project.clone(),
             vm_id: j.vm_id.clone(),
             operation: j.operation,
-            action: None,
+            action: j.action.clone(),
             state: j.state,
             pending_reason: j.pending_reason.clone(),
             attempts: j.attempts,

@@ -314,6 +314,7 @@ fn job_cancel_cancels_a_running_job_through_the_service() {
     // Without --project, the job's own project is used.
     let cancelled = hcp.json(&["job", "cancel", &job_id]);
     assert_eq!(cancelled["id"], job_id.as_str());
+    assert_eq!(cancelled["action"]["action"], "create", "{cancelled}");
     let state = cancelled["state"].as_str().unwrap();
     assert!(state == "CANCELLED" || state == "RUNNING", "{cancelled}");
     let watched = hcp.run(&["job", "watch", &job_id]);
@@ -782,8 +783,7 @@ fn json_output_has_the_same_shape_as_embedded_mode() {
         &["vm", "stop", e_vm, "--project", "demo", "--wait"],
         &["vm", "stop", r_vm, "--project", "demo", "--wait"],
     );
-    // `job show` and `job list`: the service's job view lacks the action (hcp-client drops
-    // it), so it is null remotely; every other field has the same shape.
+    // `job show` and `job list`: the same shape, the action included.
     let without_action = |mut v: Value| {
         let action = v.as_object_mut().unwrap().remove("action");
         (v, action.unwrap_or(Value::Null))
@@ -796,15 +796,16 @@ fn json_output_has_the_same_shape_as_embedded_mode() {
     let (r, r_action) = without_action(r);
     assert_eq!(shape(&r), shape(&e), "job show:\n{r:#}\nvs\n{e:#}");
     assert_eq!(e_action["action"], "create");
-    assert!(r_action.is_null() || r_action == e_action, "{r_action}");
+    assert_eq!(r_action, e_action);
     let (e, r) = (
         embedded.json(&["job", "list", "--project", "demo"]),
         remote.json(&["job", "list", "--project", "demo"]),
     );
     assert_eq!(e.as_array().unwrap().len(), r.as_array().unwrap().len());
-    let (e, _) = without_action(e[0].clone());
-    let (r, _) = without_action(r[0].clone());
+    let (e, e_action) = without_action(e[0].clone());
+    let (r, r_action) = without_action(r[0].clone());
     assert_eq!(shape(&r), shape(&e), "job list");
+    assert_eq!(r_action, e_action, "job list");
     // `job watch`: one object a line, the same kinds of events, the end with the action.
     let watch = |hcp: &Hcp, job: &str| {
         let out = hcp.run(&["--output", "json", "job", "watch", job]);

@@ -468,16 +468,18 @@ impl Client {
         self.json(rb).await
     }
 
-    /// Returns a job as tenants see it (no host or provider).
+    /// Returns a job as tenants see it (no host or provider), with its action.
     ///
     /// # Errors
     /// `NotFound` for an unknown job.
     pub async fn get_job(&self, job_id: &JobId) -> hcp_core::Result<TenantJob> {
-        self.get(
-            &format!("{TENANT_PREFIX}/jobs/{}", enc(job_id.as_str())),
-            &[],
-        )
-        .await
+        let v: serde_json::Value = self
+            .get(
+                &format!("{TENANT_PREFIX}/jobs/{}", enc(job_id.as_str())),
+                &[],
+            )
+            .await?;
+        tenant_job_from_value(v)
     }
 
     /// Cancels a job of a project (`POST .../projects/{project}/jobs/{jobId}:cancel`) and
@@ -492,10 +494,11 @@ impl Client {
             enc(project),
             enc(job_id.as_str())
         );
-        self.json(self.request(Method::POST, &path)).await
+        let v: serde_json::Value = self.json(self.request(Method::POST, &path)).await?;
+        tenant_job_from_value(v)
     }
 
-    /// Lists one page of a project's jobs, newest first.
+    /// Lists one page of a project's jobs, newest first, with their actions.
     ///
     /// # Errors
     /// The service's error.
@@ -507,11 +510,20 @@ impl Client {
     ) -> hcp_core::Result<Page<TenantJob>> {
         let mut q = page_query(page);
         q.extend(job_filter_query(filter));
-        self.get(
-            &format!("{TENANT_PREFIX}/projects/{}/jobs", enc(project)),
-            &q,
-        )
-        .await
+        let p: Page<serde_json::Value> = self
+            .get(
+                &format!("{TENANT_PREFIX}/projects/{}/jobs", enc(project)),
+                &q,
+            )
+            .await?;
+        Ok(Page {
+            items: p
+                .items
+                .into_iter()
+                .map(tenant_job_from_value)
+                .collect::<hcp_core::Result<_>>()?,
+            next: p.next,
+        })
     }
 
     /// Follows a job over server-sent events: its past log lines, then live lines and status
@@ -572,7 +584,7 @@ impl Client {
             // The stream closed without an end event (a proxy cut it): ask for the job.
             let job = self.get_job(job_id).await?;
             if job.state.is_terminal() {
-                Ok(job_from_tenant(job, None))
+                Ok(job_from_tenant(job))
             } else {
                 Err(Error::new(
                     ErrorKind::ProviderUnavailable,
@@ -946,9 +958,23 @@ fn job_filter_query(filter: &JobFilter) -> Vec<(&'static str, String)> {
     q
 }
 
-/// Turns a tenant job into the core job type shells handle: no host, provider or key.
-fn job_from_tenant(t: TenantJob, action: Option<JobAction>) -> Job {
-    let action = action.unwrap_or(match t.operation {
+/// Decodes a tenant job; an action this client does not know (a newer service) reads as
+/// `None` instead of failing the whole job.
+fn tenant_job_from_value(mut v: serde_json::Value) -> hcp_core::Result<TenantJob> {
+    let action = v
+        .as_object_mut()
+        .and_then(|o| o.remove("action"))
+        .and_then(|a| serde_json::from_value::<JobAction>(a).ok());
+    let mut job: TenantJob = serde_json::from_value(v)
+        .map_err(|e| Error::internal(format!("cannot decode a job: {e}")))?;
+    job.action = action;
+    Ok(job)
+}
+
+/// Turns a tenant job into the core job type shells handle: no host, provider or key. A job
+/// without its action gets the plain action of its operation.
+fn job_from_tenant(t: TenantJob) -> Job {
+    let action = t.action.unwrap_or(match t.operation {
         Operation::CreateVm => JobAction::Create,
         Operation::DeleteVm => JobAction::Delete { force: false },
         Operation::StopVm => JobAction::Stop {
@@ -994,12 +1020,8 @@ fn job_update_from(data: &str) -> hcp_core::Result<JobUpdate> {
     let bad = |e: serde_json::Error| Error::internal(format!("cannot decode a job event: {e}"));
     let v: serde_json::Value = serde_json::from_str(data).map_err(bad)?;
     if v.get("type").and_then(|t| t.as_str()) == Some("end") {
-        let action = v
-            .get("action")
-            .cloned()
-            .and_then(|a| serde_json::from_value::<JobAction>(a).ok());
-        let tenant: TenantJob = serde_json::from_value(v).map_err(bad)?;
-        return Ok(JobUpdate::End(Box::new(job_from_tenant(tenant, action))));
+        let tenant = tenant_job_from_value(v)?;
+        return Ok(JobUpdate::End(Box::new(job_from_tenant(tenant))));
     }
     serde_json::from_value(v).map_err(bad)
 }

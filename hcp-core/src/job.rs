@@ -313,6 +313,10 @@ pub struct TenantJob {
     pub vm_id: VmId,
     /// The operation.
     pub operation: Operation,
+    /// Details of the operation (`force`, `hard`, a snapshot's name; a migration's target host
+    /// is left blank). `None` only when read from a source that does not carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<JobAction>,
     /// The state.
     pub state: JobState,
     /// Why it is pending, while it is.
@@ -350,11 +354,19 @@ impl Job {
             },
             other => other,
         });
+        let action = match &self.action {
+            // The target host is an operator detail.
+            JobAction::Migrate { .. } => JobAction::Migrate {
+                target_host: String::new(),
+            },
+            other => other.clone(),
+        };
         TenantJob {
             id: self.id.clone(),
             project: self.project.clone(),
             vm_id: self.vm_id.clone(),
             operation: self.operation,
+            action: Some(action),
             state: self.state,
             pending_reason,
             attempts: self.attempts,
@@ -537,6 +549,32 @@ mod tests {
             finished_at: None,
             generation: 1,
         }
+    }
+
+    #[test]
+    fn the_tenant_view_keeps_the_action_without_hosts() {
+        let mut j = job();
+        j.action = JobAction::Stop {
+            force: true,
+            graceful_timeout_secs: 0,
+        };
+        assert_eq!(j.tenant_view().action, Some(j.action.clone()));
+        j.action = JobAction::Migrate {
+            target_host: "secret-host".into(),
+        };
+        let t = j.tenant_view();
+        assert_eq!(
+            t.action,
+            Some(JobAction::Migrate {
+                target_host: String::new()
+            })
+        );
+        let mut v = serde_json::to_value(&t).unwrap();
+        assert!(!v.to_string().contains("secret-host"));
+        // A tenant job without the action (an older service) still reads.
+        v.as_object_mut().unwrap().remove("action");
+        let back: TenantJob = serde_json::from_value(v).unwrap();
+        assert_eq!(back.action, None);
     }
 
     #[test]

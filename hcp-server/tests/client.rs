@@ -6,7 +6,20 @@ mod common;
 use futures::StreamExt;
 use hcp_client::LegacyCreateVm;
 use hcp_core::store::{JobFilter, PageRequest};
-use hcp_core::{ConsoleKind, DesiredState, ErrorKind, JobState, JobUpdate, PowerState, VmSpec};
+use hcp_core::{
+    ConsoleKind, DesiredState, ErrorKind, Job, JobAction, JobState, JobUpdate, PowerState, VmSpec,
+};
+
+/// The graceful timeout an operator sees on a stop job.
+fn ops_stop_timeout(job: &Job) -> u64 {
+    match job.action {
+        JobAction::Stop {
+            graceful_timeout_secs,
+            ..
+        } => graceful_timeout_secs,
+        ref other => panic!("not a stop: {other:?}"),
+    }
+}
 
 #[tokio::test]
 async fn client_drives_a_vm_through_its_whole_life() {
@@ -98,6 +111,24 @@ async fn client_drives_a_vm_through_its_whole_life() {
         .await
         .unwrap();
     assert_eq!(jobs.items.len(), 4);
+    // The jobs carry their actions, as the service sends them.
+    let actions: Vec<Option<JobAction>> = jobs.items.iter().map(|j| j.action.clone()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            Some(JobAction::Reboot { hard: true }),
+            Some(JobAction::Start),
+            Some(JobAction::Stop {
+                force: false,
+                graceful_timeout_secs: ops_stop_timeout(&c.ops_job(&stop.job_id).await.unwrap()),
+            }),
+            Some(JobAction::Create),
+        ]
+    );
+    assert_eq!(
+        c.get_job(&reboot.job_id).await.unwrap().action,
+        Some(JobAction::Reboot { hard: true })
+    );
     let ops_job = c.ops_job(&acc.job_id).await.unwrap();
     assert!(ops_job.host.starts_with("sim-"));
     let ops_vms = c

@@ -1,5 +1,7 @@
 //! Structured JSON logs: an access line per request with its request id, job and VM ids on the
-//! accepting request, and never an Authorization header or a request body's secrets.
+//! accepting request, and never an Authorization header or a request body's secrets. In-process,
+//! the logs are this test's own subscriber's; with `HCP_SERVE_BIN`, they are what the `hcp serve`
+//! child wrote to stderr, which the start helper captures.
 
 mod common;
 
@@ -30,7 +32,15 @@ async fn logs_are_json_with_ids_and_without_secrets() {
         .with_env_filter("info")
         .with_writer(move || writer.clone())
         .init();
-    let s = common::start().await;
+    let s = common::start_with(common::Setup {
+        // The child's own format and level, whatever this process's environment says.
+        env: vec![
+            ("HCP_LOG_FORMAT".into(), "json".into()),
+            ("HCP_LOG_LEVEL".into(), "info".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
     let resp = s
         .http
         .post(s.at("/api/hcp/tenant/v1/projects/demo/vms"))
@@ -47,7 +57,12 @@ async fn logs_are_json_with_ids_and_without_secrets() {
         .wait_job(&body["job_id"].as_str().unwrap().into(), None)
         .await
         .unwrap();
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = if s.is_binary() {
+        s.child_logs()
+    } else {
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    };
+    assert!(!text.trim().is_empty(), "no logs were captured");
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

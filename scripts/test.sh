@@ -23,6 +23,9 @@ step "HTTP acceptance suite again, against the real \`hcp serve\` binary"
 cargo build --quiet -p hcp-cli
 HCP_SERVE_BIN="$CARGO_TARGET_DIR/debug/hcp" cargo test -p hcp-server --test http_api --test client
 
+step "libvirt end to end: hcp serve --features libvirt, real domains, console proxy (virsh checks)"
+cargo test -p hcp-cli --features libvirt --test libvirt_e2e
+
 step "Rust: every example in examples/"
 for ex in examples/*.rs; do
   name=$(basename "$ex" .rs)

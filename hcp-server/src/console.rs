@@ -113,6 +113,33 @@ pub(crate) struct Grant {
     upstream: String,
 }
 
+/// Why a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The VM's console closed (or failed).
+    Upstream,
+    /// The client closed.
+    Client,
+    /// The client's WebSocket failed.
+    ClientError,
+    /// The client sent a text frame.
+    Text,
+    /// The server is stopping.
+    Stopping,
+}
+
+impl Ended {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ended::Upstream => "upstream",
+            Ended::Client => "client",
+            Ended::ClientError => "client error",
+            Ended::Text => "client sent text",
+            Ended::Stopping => "server stopping",
+        }
+    }
+}
+
 /// The console tokens of one server and its running relays.
 pub(crate) struct ConsoleProxy {
     tickets: Mutex<HashMap<[u8; 32], Ticket>>,
@@ -391,44 +418,57 @@ impl ConsoleProxy {
         tokio::pin!(stop);
         let (mut sink, mut stream) = ws.split();
         let (mut rd, mut wr) = upstream.into_split();
-        let mut buf = vec![0u8; CHUNK];
         let (mut to_vm, mut to_client) = (0u64, 0u64);
-        let ended_by = loop {
-            tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(Ok(Message::Binary(data))) => {
-                        if wr.write_all(&data).await.is_err() {
-                            let _ = sink.send(Message::Close(Some((CloseCode::Normal, "the console closed".into())))).await;
-                            break "upstream";
+        // Each direction runs on its own, so a slow reader on one side never stalls the other.
+        let ended = {
+            let client_to_vm = async {
+                loop {
+                    match stream.next().await {
+                        Some(Ok(Message::Binary(data))) => {
+                            if wr.write_all(&data).await.is_err() {
+                                return Ended::Upstream;
+                            }
+                            to_vm += data.len() as u64;
                         }
-                        to_vm += data.len() as u64;
+                        Some(Ok(Message::Text(_))) => return Ended::Text,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => return Ended::Client,
+                        Some(Err(_)) => return Ended::ClientError,
                     }
-                    Some(Ok(Message::Text(_))) => {
-                        let _ = sink.send(Message::Close(Some((CloseCode::Unsupported, "send RFB bytes in binary frames".into())))).await;
-                        break "client sent text";
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break "client",
-                    Some(Err(_)) => break "client error",
-                },
-                n = rd.read(&mut buf) => match n {
-                    Ok(n) if n > 0 => {
-                        if sink.send(Message::Binary(buf[..n].to_vec())).await.is_err() {
-                            break "client error";
-                        }
-                        to_client += n as u64;
-                    }
-                    _ => {
-                        let _ = sink.send(Message::Close(Some((CloseCode::Normal, "the console closed".into())))).await;
-                        break "upstream";
-                    }
-                },
-                () = &mut stop => {
-                    let _ = sink.send(Message::Close(Some((CloseCode::Away, "HCP is stopping".into())))).await;
-                    break "server stopping";
                 }
+            };
+            let vm_to_client = async {
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(n) if n > 0 => {
+                            if sink.send(Message::Binary(buf[..n].to_vec())).await.is_err() {
+                                return Ended::ClientError;
+                            }
+                            to_client += n as u64;
+                        }
+                        _ => return Ended::Upstream,
+                    }
+                }
+            };
+            tokio::select! {
+                e = client_to_vm => e,
+                e = vm_to_client => e,
+                () = &mut stop => Ended::Stopping,
             }
         };
+        let close = match ended {
+            Ended::Upstream => Some((CloseCode::Normal, "the console closed")),
+            Ended::Text => Some((CloseCode::Unsupported, "send RFB bytes in binary frames")),
+            Ended::Stopping => Some((CloseCode::Away, "HCP is stopping")),
+            Ended::Client | Ended::ClientError => None,
+        };
+        if let Some((code, reason)) = close {
+            let _ = sink
+                .send(Message::Close(Some((code, reason.to_string()))))
+                .await;
+        }
+        let ended_by = ended.as_str();
         let _ = wr.shutdown().await;
         let _ = sink.close().await;
         engine

@@ -499,7 +499,17 @@ async fn unknown_missing_and_expired_tokens_are_refused_and_plain_requests_spend
     assert_eq!(body["field"], "Upgrade", "{body}");
     let (mut ws, _) = connect(&url, None).await.expect("the token is still good");
     assert_eq!(read_bytes(&mut ws, GREETING.len()).await, GREETING);
-    ws.close(None).await.unwrap();
+    // RFB travels in binary frames; a text frame ends the session (1003, unsupported data).
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(closed_with(&mut ws).await, 1003);
+    let ended = s.wait_sessions(&vm, 2).await;
+    assert!(matches!(
+        ended[1].kind,
+        EventKind::ConsoleSession {
+            opened: false,
+            bytes: Some(12)
+        }
+    ));
 
     // Past its deadline (300 ms here), a token is refused and the upstream never hears of it.
     let (_, console) = s.console("demo", &vm, None).await;

@@ -979,3 +979,61 @@ async fn sim_settings_inject_faults_and_down_hosts() {
     assert_eq!(e.kind(), ErrorKind::ProviderUnavailable);
     assert!(e.is_temporary());
 }
+
+#[tokio::test]
+async fn cancelling_a_running_create_removes_what_it_made() {
+    let r = rig().await;
+    r.probe.set_delay(Duration::from_millis(300));
+    let s = r
+        .engine
+        .create_vm(&alice(), VmSpec::new("half", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    // Wait until it runs, then cancel it.
+    for _ in 0..100 {
+        if r.engine
+            .get_job(&Scope::All, &s.job_id)
+            .await
+            .unwrap()
+            .state
+            == JobState::Running
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    r.engine
+        .cancel_job(&alice().scope(), &s.job_id, &Principal::new("alice"))
+        .await
+        .unwrap();
+    r.probe.set_delay(Duration::ZERO);
+    let job = wait(&r.engine, &s.job_id).await;
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(
+        r.engine
+            .get_vm(&Scope::All, &s.vm_id)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert!(
+        r.sim
+            .state()
+            .unwrap()
+            .hosts
+            .values()
+            .all(|h| h.vms.is_empty()),
+        "nothing left on any host"
+    );
+    // The name is free again.
+    let again = r
+        .engine
+        .create_vm(&alice(), VmSpec::new("half", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait(&r.engine, &again.job_id).await.state,
+        JobState::Succeeded
+    );
+}

@@ -140,12 +140,11 @@ impl Remote {
                 ));
             }
         };
-        // The service answers a replayed key with the first 202 body and no marker, so a remote
-        // replay is reported as not replayed.
+        // The service marks a replayed idempotent request with `Idempotency-Replayed: true`.
         Ok(Submitted {
             vm_id: accepted.vm_id,
             job_id: accepted.job_id,
-            replayed: false,
+            replayed: accepted.replayed,
         })
     }
 }

@@ -88,6 +88,7 @@ def test_client_idempotency_key_replays_and_reuse_is_refused(service: Service) -
     first = client.create_vm("demo", name, "ubuntu-24.04", "small", idempotency_key=key, wait=True)
     again = client.create_vm("demo", name, "ubuntu-24.04", "small", idempotency_key=key)
     assert (again.vm_id, again.job_id) == (first.vm_id, first.job_id)
+    assert first.replayed is False and again.replayed is True
     assert [v.name for v in client.list_vms("demo")].count(name) == 1
     with pytest.raises(hcp.Conflict) as e:
         client.create_vm("demo", unique("other"), "ubuntu-24.04", "small", idempotency_key=key)

@@ -465,7 +465,15 @@ async fn fail(
                 Some(false),
                 false,
             );
-            cleanup_create(inner, &job, vm).await;
+            let cleaned = cleanup_create(inner, &job, vm).await;
+            if cleaned && state == JobState::Cancelled {
+                // The caller asked for the create to stop and nothing is left on the host:
+                // forget the VM, as a create cancelled while queued does.
+                if let Ok(Some(cur)) = inner.store.get_vm(&Scope::All, &vm.id).await {
+                    let _ = inner.store.remove_vm(&vm.id, cur.generation).await;
+                }
+                return end(inner, &job, state, Some(info)).await;
+            }
         }
         let is_create = job.action == JobAction::Create;
         let is_delete = matches!(job.action, JobAction::Delete { .. });
@@ -496,9 +504,10 @@ async fn fail(
     end(inner, &job, state, Some(info)).await
 }
 
-async fn cleanup_create(inner: &Arc<Inner>, job: &Job, vm: &Vm) {
+/// Removes whatever a failed or cancelled create left on the host; returns true when nothing is left.
+async fn cleanup_create(inner: &Arc<Inner>, job: &Job, vm: &Vm) -> bool {
     let Ok(entry) = inner.provider(&vm.binding.provider) else {
-        return;
+        return false;
     };
     let ctx = OpContext::detached();
     let args = DeleteVm::new(target(vm)).with_force(true);
@@ -513,25 +522,35 @@ async fn cleanup_create(inner: &Arc<Inner>, job: &Job, vm: &Vm) {
     )
     .await;
     match r {
-        Ok(Ok(d)) if d.existed => log(
-            inner,
-            job,
-            LogLevel::Warn,
-            "removed the partly created VM".into(),
-        ),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => log(
-            inner,
-            job,
-            LogLevel::Error,
-            format!("could not remove the partly created VM: {}", e.message()),
-        ),
-        Err(_) => log(
-            inner,
-            job,
-            LogLevel::Error,
-            "removing the partly created VM timed out".into(),
-        ),
+        Ok(Ok(d)) => {
+            if d.existed {
+                log(
+                    inner,
+                    job,
+                    LogLevel::Warn,
+                    "removed the partly created VM".into(),
+                );
+            }
+            true
+        }
+        Ok(Err(e)) => {
+            log(
+                inner,
+                job,
+                LogLevel::Error,
+                format!("could not remove the partly created VM: {}", e.message()),
+            );
+            false
+        }
+        Err(_) => {
+            log(
+                inner,
+                job,
+                LogLevel::Error,
+                "removing the partly created VM timed out".into(),
+            );
+            false
+        }
     }
 }
 

@@ -73,6 +73,15 @@ pub enum EventKind {
     },
     /// A difference between desired and observed state.
     Drift(Drift),
+    /// Someone asked for an inventory refresh and reconciliation now.
+    ReconcileRequested {
+        /// Hosts that answered.
+        hosts_ok: usize,
+        /// Hosts that did not.
+        hosts_failed: usize,
+        /// Drift found (new and old).
+        drift: usize,
+    },
     /// A console was handed out.
     ConsoleOpened {
         /// The console type.
@@ -97,6 +106,7 @@ impl EventKind {
             EventKind::VmDeleted { .. } => "vm_deleted",
             EventKind::VmAdopted { .. } => "vm_adopted",
             EventKind::Drift(_) => "drift",
+            EventKind::ReconcileRequested { .. } => "reconcile_requested",
             EventKind::ConsoleOpened { .. } => "console_opened",
             EventKind::ConsoleSession { .. } => "console_session",
         }

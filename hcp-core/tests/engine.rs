@@ -755,6 +755,19 @@ async fn drift_is_classified_reported_once_and_power_restored_per_policy() {
         .filter(|e| matches!(&e.kind, EventKind::Drift(Drift::Missing { .. })))
         .count();
     assert_eq!(missing, 1);
+    // An operator's "reconcile now" is attributed to them.
+    let now = r
+        .engine
+        .reconcile_now(&Principal::new("operator-olga"))
+        .await
+        .unwrap();
+    assert_eq!(now.hosts_ok, 3);
+    let events = r.engine.list_events(&EventFilter::default()).await.unwrap();
+    let asked = events
+        .iter()
+        .find(|e| e.kind.name() == "reconcile_requested")
+        .expect("an audit event");
+    assert_eq!(asked.principal.as_deref(), Some("operator-olga"));
     // The unmanaged VM is visible to operators, never to a tenant.
     assert!(
         r.engine

@@ -460,6 +460,28 @@ impl Engine {
         }
     }
 
+    /// Runs [`Engine::refresh_inventory`] on behalf of `principal` and records who asked in the
+    /// audit stream.
+    ///
+    /// # Errors
+    /// As [`Engine::refresh_inventory`].
+    pub async fn reconcile_now(&self, principal: &Principal) -> Result<RefreshReport> {
+        let report = self.refresh_inventory().await?;
+        self.inner
+            .emit(
+                None,
+                None,
+                Some(principal),
+                EventKind::ReconcileRequested {
+                    hosts_ok: report.hosts_ok,
+                    hosts_failed: report.hosts_failed.len(),
+                    drift: report.drift.len(),
+                },
+            )
+            .await;
+        Ok(report)
+    }
+
     /// Refreshes every host of every provider in parallel, rebuilds VMs found with HCP's mark
     /// that the store does not know, records observed power states, and reports drift (acting on
     /// it per the drift policy).

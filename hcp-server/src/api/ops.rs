@@ -4,12 +4,14 @@
 use futures::stream::BoxStream;
 use hcp_core::store::{JobFilter, Scope};
 use hcp_core::{EventFilter, JobId, ProjectId, VmId};
+use poem::Request;
 use poem::web::sse::Event;
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 
 use super::{ApiTags, State};
+use crate::auth;
 use crate::dto::{
     EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsVmPage,
     ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto,
@@ -117,8 +119,11 @@ impl OpsApi {
     ///
     /// Refreshes every host's inventory, rebuilds VMs found with HCP's mark, and reports drift.
     #[oai(path = "/reconcile", method = "post", operation_id = "opsReconcile")]
-    async fn reconcile(&self) -> ApiResult<Json<RefreshReportDto>> {
-        Ok(Json(self.state.engine.refresh_inventory().await?.into()))
+    async fn reconcile(&self, req: &Request) -> ApiResult<Json<RefreshReportDto>> {
+        let principal = auth::caller(req).principal();
+        Ok(Json(
+            self.state.engine.reconcile_now(&principal).await?.into(),
+        ))
     }
 
     /// List jobs of every project

@@ -269,8 +269,6 @@ pub struct Embedded {
     principal: Principal,
     paths: StatePaths,
     retention: Retention,
-    /// The configured projects; `None` accepts any valid project id.
-    projects: Option<Vec<String>>,
     /// Held by mutating commands until they close.
     lock: Option<EngineLock>,
 }
@@ -300,8 +298,6 @@ impl Embedded {
             settings.max_events,
         ));
         store.import(local::read_jobs(&paths.jobs)?);
-        let projects = (!config.projects.is_empty())
-            .then(|| config.projects.iter().map(|p| p.name.clone()).collect());
         let engine = hcp_providers::register_all(Engine::builder(config))
             .store(store.clone())
             .without_background_reconcile()
@@ -313,7 +309,6 @@ impl Embedded {
             principal: local_principal(),
             paths,
             retention,
-            projects,
             lock,
         })
     }
@@ -327,20 +322,9 @@ impl Embedded {
         Ok(())
     }
 
-    /// Refuses an invalid or unknown project the way the engine's submit does.
+    /// Refuses an invalid or unknown project exactly as the engine's submit does.
     fn check_project(&self, project: &ProjectId) -> hcp_core::Result<()> {
-        project.validate()?;
-        match &self.projects {
-            Some(known) if !known.iter().any(|p| p == project.as_str()) => Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "project: unknown project `{project}`; known: {}",
-                    known.join(", ")
-                ),
-            )
-            .with_field("project")),
-            _ => Ok(()),
-        }
+        self.engine.check_project(project)
     }
 
     /// Returns the lookup scope: the project when given, else every project (the embedded

@@ -55,25 +55,12 @@ pub struct JobView {
 }
 
 impl From<&Job> for JobView {
+    /// Goes through the core's tenant view, so nothing operator-only (hosts) reaches the CLI's
+    /// output; the idempotency key is the caller's own and stays.
     fn from(j: &Job) -> Self {
-        JobView {
-            id: j.id.clone(),
-            project: j.project.clone(),
-            vm_id: j.vm_id.clone(),
-            operation: j.operation,
-            action: Some(j.action.clone()),
-            state: j.state,
-            pending_reason: j.pending_reason.clone(),
-            attempts: j.attempts,
-            max_attempts: j.max_attempts,
-            progress: j.progress,
-            principal: j.principal.subject.clone(),
-            idempotency_key: j.idempotency_key.clone(),
-            error: j.error.clone(),
-            created_at: j.created_at,
-            started_at: j.started_at,
-            finished_at: j.finished_at,
-        }
+        let mut view = JobView::from(&j.tenant_view());
+        view.idempotency_key = j.idempotency_key.clone();
+        view
     }
 }
 

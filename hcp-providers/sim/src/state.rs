@@ -224,9 +224,10 @@ impl Backend {
         match self {
             Backend::Memory(m) => f(&m.lock().unwrap_or_else(|p| p.into_inner())),
             Backend::File { path, lock } => {
+                // Readers share the lock; writers replace the file atomically under an exclusive one.
                 let file = open_lock(lock)?;
-                let mut guard = fd_lock::RwLock::new(file);
-                let _held = guard.write().map_err(|e| io_error(lock, "lock", e))?;
+                let guard = fd_lock::RwLock::new(file);
+                let _held = guard.read().map_err(|e| io_error(lock, "lock", e))?;
                 f(&load(path)?)
             }
         }

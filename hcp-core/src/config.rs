@@ -45,7 +45,7 @@ pub struct Config {
 pub struct ProviderConfig {
     /// A unique name (`hyperv-east`).
     pub name: String,
-    /// The provider kind (`sim`, `libvirt`, `hyperv`, `proxmox`, `vsphere`).
+    /// The provider kind (`sim`, `libvirt`, `hyperv`).
     pub kind: String,
     /// Capabilities switched off for the whole provider.
     #[serde(default)]

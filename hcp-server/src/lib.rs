@@ -525,7 +525,7 @@ impl Server {
             tracing::info!("hcp-server stopped; no jobs were running");
         } else {
             let ids: Vec<String> = running.iter().map(ToString::to_string).collect();
-            tracing::warn!(count = ids.len(), jobs = %ids.join(","), "hcp-server stopped with jobs still running; they resume when HCP starts again with a durable store");
+            tracing::warn!(count = ids.len(), jobs = %ids.join(","), "hcp-server stopped with jobs still running; the in-memory store does not keep them, so they end with this process (the next start rebuilds VMs from the hosts' marks)");
         }
         result.map_err(|e| {
             Error::new(

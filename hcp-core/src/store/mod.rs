@@ -2,7 +2,8 @@
 //!
 //! Every write is a compare-and-swap on a generation number, so a stale worker cannot overwrite
 //! newer state. A submission (idempotency record, VM write and job) is one transaction. The
-//! in-memory store is the default; a PostgreSQL store implements the same trait.
+//! in-memory store is the only store today; the trait is shaped so a database-backed store can
+//! implement it without changing callers.
 
 mod memory;
 

@@ -1,6 +1,6 @@
 """HCP, the Hypervisor Control Plane, from Python.
 
-Create, run, watch and delete VMs on Hyper-V, Proxmox, vSphere, libvirt or the built-in
+Create, run, watch and delete VMs on Hyper-V, libvirt or the built-in
 simulator through one provider-agnostic API:
 
 - :class:`Engine` runs HCP's engine inside this process (the simulator's demo catalog when no

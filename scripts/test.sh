@@ -19,9 +19,10 @@ step "Peers: an OIDC provider (oauth2-mock-server from npm), idempotent"
 step "Rust: unit, integration, conformance and doc tests"
 cargo test --workspace --exclude hcp-py --no-fail-fast
 
-step "HTTP acceptance suite again, against the real \`hcp serve\` binary"
+step "HTTP acceptance suite and the authorization matrix again, against the real \`hcp serve\` binary"
 cargo build --quiet -p hcp-cli
-HCP_SERVE_BIN="$CARGO_TARGET_DIR/debug/hcp" cargo test -p hcp-server --test http_api --test client
+HCP_SERVE_BIN="$CARGO_TARGET_DIR/debug/hcp" cargo test -p hcp-server --test http_api --test client \
+  --test authz_matrix
 
 step "libvirt end to end: hcp serve --features libvirt, real domains, console proxy (virsh checks)"
 cargo test -p hcp-cli --features libvirt --test libvirt_e2e

@@ -136,11 +136,11 @@ fn remote_mode_sends_the_token_and_maps_refusals_to_exit_codes() {
         server.banner
     );
     let hcp = Hcp::new().with_url(&server.url);
-    let alice = idp.user("alice", &["vm-admin"], &["demo"]);
+    let alice = idp.user("alice", &["hcp-tenant"], &["demo"]);
     let operator = idp.user("olga", &["hcp-operator"], &[]);
     let nobody = idp.user("nora", &[], &["demo"]);
     let expired = idp.token(
-        json!({"sub": "alice", "aud": CLIENT_ID, "roles": ["vm-admin"], "projects": ["demo"]}),
+        json!({"sub": "alice", "aud": CLIENT_ID, "roles": ["hcp-tenant"], "projects": ["demo"]}),
         -600,
     );
     let mut outputs = Vec::new();

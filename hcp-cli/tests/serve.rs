@@ -412,3 +412,68 @@ fn sigterm_lets_running_requests_finish_and_logs_the_running_jobs() {
     assert!(stopped.contains(&stop_job), "{stopped}");
     assert!(!stopped.contains(&create_job), "{stopped}");
 }
+
+#[test]
+fn serve_refuses_a_tenant_role_that_reaches_every_project_unless_allowed() {
+    // The issuer is never asked at start-up; keys are fetched in the background.
+    let oidc = |b: ServeBuilder| {
+        b.env("OIDC_ISSUER_URL", "http://127.0.0.1:9")
+            .env("OIDC_CLIENT_ID", "hcp")
+    };
+    for (env, names) in [
+        (
+            &[
+                ("OIDC_ROLE_NAME", "vm-admin"),
+                ("OIDC_TENANT_ROLE", "vm-admin"),
+            ][..],
+            &["OIDC_HYPERV_ROLE", "OIDC_ROLE_NAME"][..],
+        ),
+        (
+            &[("OIDC_TENANT_ROLE", "hcp-operator")][..],
+            &["OIDC_OPERATOR_ROLE"][..],
+        ),
+    ] {
+        let mut b = oidc(ServeBuilder::new());
+        for (k, v) in env {
+            b = b.env(k, v);
+        }
+        let r = b.fail();
+        assert_eq!(r.code, INVALID_INPUT, "{env:?}: {r:?}");
+        let error = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("hcp: error: "))
+            .unwrap_or_else(|| panic!("{env:?}: no error line: {r:?}"));
+        for n in names
+            .iter()
+            .chain(&["OIDC_TENANT_ROLE", "OIDC_ALLOW_SHARED_TENANT_ROLE"])
+        {
+            assert!(error.contains(n), "{n} not named: {error}");
+        }
+        assert!(r.stdout.is_empty(), "no banner: {r:?}");
+    }
+    // The documented Hyper-V setup starts: its tenant role is a role of its own.
+    let server = oidc(ServeBuilder::new())
+        .env("OIDC_ROLE_NAME", "vm-admin")
+        .start();
+    assert!(!server.logs().contains("TENANTS REACH EVERY PROJECT"));
+    drop(server);
+    // The explicit opt-in starts, with a loud warning naming the roles.
+    let server = oidc(ServeBuilder::new())
+        .env("OIDC_ROLE_NAME", "vm-admin")
+        .env("OIDC_TENANT_ROLE", "vm-admin")
+        .env("OIDC_ALLOW_SHARED_TENANT_ROLE", "true")
+        .start();
+    let logs = server.logs();
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("TENANTS REACH EVERY PROJECT"))
+        .unwrap_or_else(|| panic!("no warning in:\n{logs}"));
+    let w: serde_json::Value = serde_json::from_str(warning).expect("a JSON log line");
+    assert_eq!(w["level"], "WARN", "{w}");
+    assert!(
+        w["message"].as_str().unwrap().contains("`vm-admin`")
+            && w["message"].as_str().unwrap().contains("OIDC_HYPERV_ROLE"),
+        "{w}"
+    );
+}

@@ -49,6 +49,8 @@ pub const OPS_PREFIX: &str = "/api/hcp/ops/v1";
 pub const COMMON_PREFIX: &str = "/api/hcp/common/v1";
 /// The Hyper-V service's path prefix.
 pub const HYPERV_PREFIX: &str = "/api/v1";
+/// The header of a Hyper-V list page that holds the next page's cursor.
+const LEGACY_NEXT_CURSOR: &str = "x-next-cursor";
 
 /// The response header with which the service marks a replayed idempotent request.
 pub const REPLAYED_HEADER: &str = "Idempotency-Replayed";
@@ -852,20 +854,46 @@ impl Client {
     // Hyper-V service routes
     // ----------------------------------------------------------------------------------------
 
-    /// Lists hosts through `GET /api/v1/hosts`.
+    /// Lists hosts through `GET /api/v1/hosts`, every page of it.
     ///
     /// # Errors
     /// The service's error.
     pub async fn legacy_hosts(&self) -> hcp_core::Result<Vec<Host>> {
-        self.get(&format!("{HYPERV_PREFIX}/hosts"), &[]).await
+        self.legacy_list(&format!("{HYPERV_PREFIX}/hosts")).await
     }
 
-    /// Lists the aggregated inventory through `GET /api/v1/vms`.
+    /// Lists the aggregated inventory through `GET /api/v1/vms`, every page of it.
     ///
     /// # Errors
     /// The service's error.
     pub async fn legacy_vms(&self) -> hcp_core::Result<Vec<InventoryVm>> {
-        self.get(&format!("{HYPERV_PREFIX}/vms"), &[]).await
+        self.legacy_list(&format!("{HYPERV_PREFIX}/vms")).await
+    }
+
+    /// Reads every page of a Hyper-V list: a JSON array per page, the next page's cursor in
+    /// `X-Next-Cursor`.
+    async fn legacy_list<T: DeserializeOwned>(&self, path: &str) -> hcp_core::Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut rb = self.request(Method::GET, path);
+            if let Some(c) = &cursor {
+                rb = rb.query(&[("cursor", c)]);
+            }
+            let resp = self.send(rb).await?;
+            let next = resp
+                .headers()
+                .get(LEGACY_NEXT_CURSOR)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string);
+            let page: Vec<T> = self.decode(resp).await?;
+            out.extend(page);
+            match next {
+                Some(n) if cursor.as_ref() != Some(&n) => cursor = Some(n),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// Creates a VM through `POST /api/v1/vms/create` (in the service's default project).

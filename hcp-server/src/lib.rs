@@ -157,7 +157,9 @@ impl ServeOptions {
     /// `HCP_LOG_LEVEL` (or `RUST_LOG`), `HCP_BODY_LIMIT` (bytes), `HCP_REQUEST_TIMEOUT`,
     /// `HCP_PAGE_MAX`, `HCP_SHUTDOWN_TIMEOUT`, `HCP_PUBLIC_URL`, `HCP_CONSOLE_TTL`, and
     /// authentication: `OIDC_ISSUER_URL`,
-    /// `OIDC_CLIENT_ID`, `OIDC_ROLE_NAME`, `OIDC_TENANT_ROLE`, `OIDC_OPERATOR_ROLE`,
+    /// `OIDC_CLIENT_ID`, `OIDC_HYPERV_ROLE` (or `OIDC_ROLE_NAME`), `OIDC_TENANT_ROLE`,
+    /// `OIDC_OPERATOR_ROLE`, `OIDC_ALLOW_SHARED_TENANT_ROLE`, `OIDC_ROLES_CLAIM_STRING`,
+    /// `OIDC_PROJECTS_CLAIM_STRING`,
     /// `OIDC_ROLES_CLAIM`, `OIDC_PROJECTS_CLAIM`, `OIDC_REDIRECT_URL`, `HCP_PUBLIC_ROUTES` and
     /// the others of [`AuthSettings::from_env`], with the secret `oidc_client_secret` read from
     /// `HCP_SECRETS_DIR` (default `/run/secrets`).
@@ -203,6 +205,8 @@ impl ServeOptions {
         }
         if let Some(v) = env("HCP_PAGE_MAX") {
             self.page_max = parse_positive("HCP_PAGE_MAX", &v)?;
+            // A maximum below the default page lowers the default with it.
+            self.page_default = self.page_default.min(self.page_max);
         }
         if let Some(v) = env("HCP_SHUTDOWN_TIMEOUT") {
             self.shutdown_timeout = parse_duration("HCP_SHUTDOWN_TIMEOUT", &v)?;
@@ -223,8 +227,11 @@ impl ServeOptions {
     /// # Errors
     /// [`ErrorKind::InvalidSpec`] naming the option: a non-loopback listen address without
     /// authentication, a zero body limit or timeout, a page maximum above 1000, a console token
-    /// lifetime of zero or above an hour, a public URL that is not `http(s)://host[:port][/path]`.
+    /// lifetime of zero or above an hour, a public URL that is not `http(s)://host[:port][/path]`,
+    /// a tenant role that equals a cross-project role without the explicit opt-in
+    /// ([`OidcSettings::check_roles`]).
     pub fn validate(&self) -> Result<()> {
+        self.auth.validate()?;
         if !self.listen.ip().is_loopback() && !self.auth.enabled() {
             return Err(Error::invalid(
                 "listen",
@@ -461,11 +468,27 @@ impl Server {
                 target: "hcp::auth",
                 issuer = %o.issuer_url,
                 client_id = %o.client_id,
-                access_role = %o.access_role,
+                hyperv_role = %o.hyperv_role,
+                tenant_role = %o.tenant_role,
                 operator_role = %o.operator_role,
                 public_routes = %options.auth.public_routes.join(","),
                 "authentication: OIDC bearer tokens and browser login"
             ),
+        }
+        if let Some(o) = &options.auth.oidc {
+            let shared = o.shared_tenant_roles();
+            if !shared.is_empty() {
+                tracing::warn!(
+                    target: "hcp::auth",
+                    tenant_role = %o.tenant_role,
+                    "TENANTS REACH EVERY PROJECT: the tenant role `{}` is also set as {}, and \
+                     OIDC_ALLOW_SHARED_TENANT_ROLE=true allows it, so every holder of the tenant \
+                     role can read and act outside its projects. Give OIDC_TENANT_ROLE a role of \
+                     its own to end this",
+                    o.tenant_role,
+                    shared.join(" and ")
+                );
+            }
         }
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await

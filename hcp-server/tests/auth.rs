@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 
 use oidc::{AuthServer, CLIENT_ID, T, assert_invalid, claims_of, header_of, with_header};
 
-const ADMIN: &str = "vm-admin";
+/// The default tenant role.
+const TENANT: &str = "hcp-tenant";
+/// The role of the Hyper-V service's `/api/v1` routes (the documented Hyper-V setup).
+const HYPERV: &str = "vm-admin";
 const OPERATOR: &str = "hcp-operator";
 
 async fn json_of(resp: reqwest::Response) -> Value {
@@ -36,7 +39,7 @@ async fn wait_job(s: &AuthServer, job_id: &str, token: &str) -> Value {
 #[tokio::test]
 async fn valid_token_with_role_and_project_is_200() {
     let s = AuthServer::start(&[]).await;
-    let alice = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let alice = s.idp.token("alice", &[TENANT], &["demo"]).await;
     let resp = s.get(&format!("{T}/projects/demo/vms"), &alice).await;
     assert_eq!(resp.status(), 200);
     let resp = s.create("demo", "web-1", &alice).await;
@@ -59,7 +62,7 @@ async fn valid_token_with_role_and_project_is_200() {
 
 #[tokio::test]
 async fn missing_role_is_403() {
-    let s = AuthServer::start(&[("OIDC_TENANT_ROLE", "hcp-tenant")]).await;
+    let s = AuthServer::start(&[("OIDC_ROLE_NAME", HYPERV)]).await;
     let nobody = s.idp.token("nobody", &["reader"], &["demo"]).await;
     let resp = s.get(&format!("{T}/projects/demo/vms"), &nobody).await;
     assert_eq!(resp.status(), 403);
@@ -70,8 +73,8 @@ async fn missing_role_is_403() {
         "{body}"
     );
     assert_eq!(s.create("demo", "x", &nobody).await.status(), 403);
-    // The Hyper-V routes need the access role (OIDC_ROLE_NAME), not the tenant role.
-    let tenant = s.idp.token("tina", &["hcp-tenant"], &["demo"]).await;
+    // The Hyper-V routes need the Hyper-V role (OIDC_ROLE_NAME), not the tenant role...
+    let tenant = s.idp.token("tina", &[TENANT], &["demo"]).await;
     assert_eq!(s.get("/api/v1/vms", &tenant).await.status(), 403);
     assert_eq!(
         s.get(&format!("{T}/projects/demo/vms"), &tenant)
@@ -79,8 +82,17 @@ async fn missing_role_is_403() {
             .status(),
         200
     );
-    let admin = s.idp.token("ada", &[ADMIN], &[]).await;
+    let admin = s.idp.token("ada", &[HYPERV], &[]).await;
     assert_eq!(s.get("/api/v1/vms", &admin).await.status(), 200);
+    // ...and the Hyper-V role is not a tenant role.
+    let resp = s.get(&format!("{T}/projects/demo/vms"), &admin).await;
+    assert_eq!(resp.status(), 403);
+    assert!(
+        json_of(resp).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains(TENANT)
+    );
     // Common routes need any valid token, no role.
     assert_eq!(
         s.get("/api/hcp/common/v1/flavors", &nobody).await.status(),
@@ -91,8 +103,8 @@ async fn missing_role_is_403() {
 #[tokio::test]
 async fn project_not_in_the_token_is_404_on_its_vms_and_not_in_lists() {
     let s = AuthServer::start(&[]).await;
-    let alice = s.idp.token("alice", &[ADMIN], &["demo"]).await;
-    let bob = s.idp.token("bob", &[ADMIN], &["other"]).await;
+    let alice = s.idp.token("alice", &[TENANT], &["demo"]).await;
+    let bob = s.idp.token("bob", &[TENANT], &["other"]).await;
     let a = json_of(s.create("demo", "alice-vm", &alice).await).await;
     let b = json_of(s.create("other", "bob-vm", &bob).await).await;
     let (bob_vm, bob_job) = (b["vm_id"].as_str().unwrap(), b["job_id"].as_str().unwrap());
@@ -154,7 +166,7 @@ async fn project_not_in_the_token_is_404_on_its_vms_and_not_in_lists() {
 async fn operator_gets_ops_routes_and_tenant_member_gets_403() {
     let s = AuthServer::start(&[]).await;
     let op = s.idp.token("olga", &[OPERATOR], &[]).await;
-    let alice = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let alice = s.idp.token("alice", &[TENANT], &["demo"]).await;
     for path in [
         "/api/hcp/ops/v1/providers",
         "/api/hcp/ops/v1/hosts",
@@ -250,7 +262,7 @@ async fn no_token_is_401_and_public_routes_stay_open() {
 #[tokio::test]
 async fn alg_none_is_401() {
     let s = AuthServer::start(&[]).await;
-    let valid = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let valid = s.idp.token("alice", &[TENANT], &["demo"]).await;
     let mut h = header_of(&valid);
     h["alg"] = json!("none");
     let forged = with_header(&valid, h);
@@ -268,7 +280,7 @@ async fn alg_none_is_401() {
 #[tokio::test]
 async fn hs256_signed_with_the_rsa_public_key_is_401() {
     let s = AuthServer::start(&[]).await;
-    let valid = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let valid = s.idp.token("alice", &[TENANT], &["demo"]).await;
     let (kid, pem) = s.idp.public_pem().await;
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(kid);
@@ -286,7 +298,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_401() {
 #[tokio::test]
 async fn bad_signature_is_401() {
     let s = AuthServer::start(&[]).await;
-    let valid = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let valid = s.idp.token("alice", &[TENANT], &["demo"]).await;
     let (head, sig) = valid.rsplit_once('.').unwrap();
     let mut bytes = sig.as_bytes().to_vec();
     let mid = bytes.len() / 2;
@@ -321,7 +333,7 @@ async fn wrong_iss_is_401() {
     let t = s
         .idp
         .mint(
-            json!({"sub": "alice", "aud": CLIENT_ID, "roles": [ADMIN], "projects": ["demo"],
+            json!({"sub": "alice", "aud": CLIENT_ID, "roles": [TENANT], "projects": ["demo"],
                    "iss": format!("{}/other", s.idp.issuer)}),
             &[],
             json!({}),
@@ -337,7 +349,7 @@ async fn missing_aud_is_401() {
     let t = s
         .idp
         .mint(
-            json!({"sub": "alice", "roles": [ADMIN], "projects": ["demo"]}),
+            json!({"sub": "alice", "roles": [TENANT], "projects": ["demo"]}),
             &["aud"],
             json!({}),
         )
@@ -353,7 +365,7 @@ async fn wrong_aud_is_401() {
     let t = s
         .idp
         .mint(
-            json!({"sub": "alice", "aud": ["some-other-api"], "roles": [ADMIN], "projects": ["demo"]}),
+            json!({"sub": "alice", "aud": ["some-other-api"], "roles": [TENANT], "projects": ["demo"]}),
             &[],
             json!({}),
         )
@@ -369,7 +381,7 @@ async fn expired_token_is_401() {
     let t = s
         .idp
         .mint(
-            json!({"sub": "alice", "aud": CLIENT_ID, "roles": [ADMIN], "projects": ["demo"],
+            json!({"sub": "alice", "aud": CLIENT_ID, "roles": [TENANT], "projects": ["demo"],
                    "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}),
             &[],
             json!({}),
@@ -386,7 +398,7 @@ async fn nbf_in_the_future_is_401() {
     let t = s
         .idp
         .mint(
-            json!({"sub": "alice", "aud": CLIENT_ID, "roles": [ADMIN], "projects": ["demo"],
+            json!({"sub": "alice", "aud": CLIENT_ID, "roles": [TENANT], "projects": ["demo"],
                    "nbf": now + 3600, "exp": now + 7200}),
             &[],
             json!({}),
@@ -402,7 +414,7 @@ async fn missing_exp_is_401() {
     let t = s
         .idp
         .mint(
-            json!({"sub": "alice", "aud": CLIENT_ID, "roles": [ADMIN], "projects": ["demo"]}),
+            json!({"sub": "alice", "aud": CLIENT_ID, "roles": [TENANT], "projects": ["demo"]}),
             &["exp"],
             json!({}),
         )
@@ -414,7 +426,7 @@ async fn missing_exp_is_401() {
 
 async fn kid_is_refused(kid: &str, check: &str) {
     let s = AuthServer::start(&[]).await;
-    let valid = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let valid = s.idp.token("alice", &[TENANT], &["demo"]).await;
     assert_eq!(
         s.get(&format!("{T}/projects/demo/vms"), &valid)
             .await
@@ -454,7 +466,7 @@ async fn kid_with_quotes_is_401() {
 #[tokio::test]
 async fn rotated_keys_are_accepted_after_one_refetch() {
     let s = AuthServer::start(&[]).await;
-    let old = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let old = s.idp.token("alice", &[TENANT], &["demo"]).await;
     assert_eq!(
         s.get(&format!("{T}/projects/demo/vms"), &old)
             .await
@@ -463,7 +475,7 @@ async fn rotated_keys_are_accepted_after_one_refetch() {
     );
     let before = s.idp.jwks_fetches().await;
     let kid = s.idp.rotate(true).await;
-    let new = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let new = s.idp.token("alice", &[TENANT], &["demo"]).await;
     assert_eq!(header_of(&new)["kid"], kid.as_str());
     assert_eq!(
         s.get(&format!("{T}/projects/demo/vms"), &new)
@@ -491,7 +503,7 @@ async fn rotated_keys_are_accepted_after_one_refetch() {
 async fn random_kids_cause_at_most_one_jwks_fetch_per_cooldown() {
     // A cooldown longer than the test, so the bound does not depend on how fast it runs.
     let s = AuthServer::start(&[("OIDC_JWKS_REFRESH_COOLDOWN", "1h")]).await;
-    let valid = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let valid = s.idp.token("alice", &[TENANT], &["demo"]).await;
     assert_eq!(
         s.get(&format!("{T}/projects/demo/vms"), &valid)
             .await
@@ -524,7 +536,7 @@ async fn random_kids_cause_at_most_one_jwks_fetch_per_cooldown() {
     assert!(fetched <= 1, "{fetched} JWKS fetches for 1000 random kids");
     // Within the cooldown even a real new key waits: the provider is not asked again.
     s.idp.rotate(false).await;
-    let new = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let new = s.idp.token("alice", &[TENANT], &["demo"]).await;
     assert_eq!(
         s.get(&format!("{T}/projects/demo/vms"), &new)
             .await
@@ -543,13 +555,13 @@ async fn random_kids_cause_at_most_one_jwks_fetch_per_cooldown() {
 #[tokio::test]
 async fn cached_keys_validate_while_the_provider_is_down() {
     let s = AuthServer::start(&[]).await;
-    let t = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let t = s.idp.token("alice", &[TENANT], &["demo"]).await;
     assert_eq!(
         s.get(&format!("{T}/projects/demo/vms"), &t).await.status(),
         200
     );
     s.idp.set_down(true).await;
-    let t2 = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let t2 = s.idp.token("alice", &[TENANT], &["demo"]).await;
     assert_eq!(
         s.get(&format!("{T}/projects/demo/vms"), &t2).await.status(),
         200
@@ -568,7 +580,7 @@ async fn cached_keys_validate_while_the_provider_is_down() {
 #[tokio::test]
 async fn mutations_are_attributed_to_the_principal_in_jobs_and_audit_events() {
     let s = AuthServer::start(&[]).await;
-    let alice = s.idp.token("alice@example.com", &[ADMIN], &["demo"]).await;
+    let alice = s.idp.token("alice@example.com", &[TENANT], &["demo"]).await;
     let op = s.idp.token("olga", &[OPERATOR], &[]).await;
     let body = json_of(s.create("demo", "attributed", &alice).await).await;
     let (vm, job) = (
@@ -611,8 +623,8 @@ async fn mutations_are_attributed_to_the_principal_in_jobs_and_audit_events() {
 #[tokio::test]
 async fn idempotency_keys_are_scoped_per_principal() {
     let s = AuthServer::start(&[]).await;
-    let alice = s.idp.token("alice", &[ADMIN], &["demo"]).await;
-    let carol = s.idp.token("carol", &[ADMIN], &["demo"]).await;
+    let alice = s.idp.token("alice", &[TENANT], &["demo"]).await;
+    let carol = s.idp.token("carol", &[TENANT], &["demo"]).await;
     let send = |token: String, name: &'static str| {
         let http = s.server.http.clone();
         let url = s.at(&format!("{T}/projects/demo/vms"));
@@ -668,7 +680,7 @@ async fn development_mode_warns_and_never_listens_beyond_loopback() {
 #[tokio::test]
 async fn no_token_appears_in_the_service_logs() {
     let s = AuthServer::start(&[]).await;
-    let alice = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let alice = s.idp.token("alice", &[TENANT], &["demo"]).await;
     let expired = s
         .idp
         .mint(
@@ -723,7 +735,7 @@ async fn openapi_declares_bearer_and_session_security() {
 #[tokio::test]
 async fn hcp_client_sends_its_token() {
     let s = AuthServer::start(&[]).await;
-    let alice = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+    let alice = s.idp.token("alice", &[TENANT], &["demo"]).await;
     let client = hcp_client::Client::builder(&s.server.url)
         .token(Some(alice.clone()))
         .build()
@@ -755,7 +767,7 @@ async fn every_allowed_asymmetric_algorithm_from_the_provider_is_accepted() {
     let s = AuthServer::start(&[("OIDC_JWKS_REFRESH_COOLDOWN", "0s")]).await;
     for alg in ["PS256", "ES256", "ES384", "EdDSA", "RS512"] {
         s.idp.rotate_to(alg, false).await;
-        let t = s.idp.token("alice", &[ADMIN], &["demo"]).await;
+        let t = s.idp.token("alice", &[TENANT], &["demo"]).await;
         assert_eq!(header_of(&t)["alg"], alg);
         assert_eq!(
             s.get(&format!("{T}/projects/demo/vms"), &t).await.status(),
@@ -777,7 +789,7 @@ async fn unreachable_provider_is_503_never_500() {
     })
     .await;
     let idp = oidc::Idp::start().await;
-    let t = idp.token("alice", &[ADMIN], &["demo"]).await;
+    let t = idp.token("alice", &[TENANT], &["demo"]).await;
     let resp = s
         .http
         .get(s.at(&format!("{T}/projects/demo/vms")))

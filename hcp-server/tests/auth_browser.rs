@@ -113,7 +113,7 @@ async fn log_in(s: &AuthServer, http: &reqwest::Client) -> (String, String) {
 async fn browser_server() -> AuthServer {
     let s = AuthServer::start(&[]).await;
     s.idp
-        .set_login_claims(json!({"roles": ["vm-admin"], "projects": ["demo"]}))
+        .set_login_claims(json!({"roles": ["hcp-tenant"], "projects": ["demo"]}))
         .await;
     s
 }
@@ -309,7 +309,7 @@ async fn cookie_authenticated_change_without_csrf_token_is_refused() {
         .unwrap();
     assert_eq!(resp.status(), 202);
     // A bearer token needs no CSRF token.
-    let token = s.idp.token("alice", &["vm-admin"], &["demo"]).await;
+    let token = s.idp.token("alice", &["hcp-tenant"], &["demo"]).await;
     let resp = http
         .post(s.at(&format!("{T}/projects/demo/vms")))
         .bearer_auth(&token)

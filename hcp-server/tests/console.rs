@@ -615,8 +615,8 @@ async fn with_authentication_a_token_opens_only_for_its_caller() {
         ],
     )
     .await;
-    let alice = idp.token("alice", &["vm-admin"], &["demo"]).await;
-    let bob = idp.token("bob", &["vm-admin"], &["demo"]).await;
+    let alice = idp.token("alice", &["hcp-tenant"], &["demo"]).await;
+    let bob = idp.token("bob", &["hcp-tenant"], &["demo"]).await;
     let vm = s.vm("demo", "console-5", Some(&alice)).await;
     let (status, console) = s.console("demo", &vm, Some(&alice)).await;
     assert_eq!(status, 200, "{console}");
@@ -650,7 +650,7 @@ async fn with_authentication_a_token_opens_only_for_its_caller() {
         "{sessions:?}"
     );
     // Another tenant cannot even ask for this VM's console.
-    let carol = idp.token("carol", &["vm-admin"], &["other"]).await;
+    let carol = idp.token("carol", &["hcp-tenant"], &["other"]).await;
     let (status, _) = s.console("demo", &vm, Some(&carol)).await;
     assert_eq!(status, 404);
     s.stop().await;

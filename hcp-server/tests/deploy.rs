@@ -74,7 +74,8 @@ fn deployment_turns_oidc_on_with_the_secret_file_and_public_probes() {
     let oidc = options.auth.oidc.as_ref().expect("OIDC is on");
     assert_eq!(oidc.issuer_url, cm.data["OIDC_ISSUER_URL"]);
     assert_eq!(oidc.client_id, cm.data["OIDC_CLIENT_ID"]);
-    assert_eq!(oidc.access_role, "vm-admin");
+    assert_eq!(oidc.hyperv_role, "vm-admin");
+    assert_eq!(oidc.tenant_role, "hcp-tenant");
     assert_eq!(
         oidc.client_secret.as_ref().map(|s| s.expose().to_string()),
         secret.string_data.get("oidc_client_secret").cloned(),

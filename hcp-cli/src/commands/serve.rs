@@ -23,8 +23,10 @@ Environment (the Kubernetes way: a ConfigMap for the hosts file, Secrets as file
   INVENTORY_REFRESH_INTERVAL    how often the hosts' inventory is read again (e.g. 30s)
   HCP_SECRETS_DIR               the directory of secret files (default /run/secrets); a secret
                                 missing there is read from its upper-cased variable
-  OIDC_ISSUER_URL, OIDC_CLIENT_ID, OIDC_ROLE_NAME, ...
-                                authentication; without it, loopback addresses only
+  OIDC_ISSUER_URL, OIDC_CLIENT_ID authentication; without it, loopback addresses only
+  OIDC_TENANT_ROLE, OIDC_HYPERV_ROLE (formerly OIDC_ROLE_NAME), OIDC_OPERATOR_ROLE
+                                the roles of tenant, /api/v1 and ops routes; a tenant role equal
+                                to another is refused unless OIDC_ALLOW_SHARED_TENANT_ROLE=true
   HCP_PUBLIC_URL                the URL clients reach the service at (console WebSocket URLs
                                 are built on it; the request's Host header when unset)
   HCP_CONSOLE_TTL               how long a console URL lets its client connect (default 60s)

@@ -1,74 +1,223 @@
 //! The Hyper-V service's routes (`/api/v1`), kept for its existing users and mapped onto the same
 //! engine, acting in the configured default project (`HCP_DEFAULT_PROJECT`).
+//!
+//! These routes act across projects (they list every project's VMs with their hosts), so they
+//! need a role of their own, the Hyper-V role (`OIDC_HYPERV_ROLE`), which the tenant role may not
+//! equal without an explicit opt-in (see [`crate::auth`]). Their lists answer a JSON array, as
+//! the Hyper-V service did, one bounded page at a time: the `X-Next-Cursor` and `Link` headers
+//! lead to the next page.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hcp_core::store::{PageRequest, Scope};
 use hcp_core::{Action, DesiredState, Error, NetworkAttachment, ProjectId, VmId, VmSpec};
 use poem::Request;
-use poem_openapi::OpenApi;
+use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+use serde::{Deserialize, Serialize};
 
 use super::{AcceptedResponse, ApiTags, State, legacy_context};
 use crate::dto::{HostDto, InventoryVmDto, LegacyCreateVmRequest, LegacyDeleteVmRequest};
 use crate::error::ApiResult;
 use crate::limits::StrictJson;
 
+/// The longest cursor accepted.
+const MAX_CURSOR: usize = 2048;
+
 pub(crate) struct HyperVApi {
     pub(crate) state: State,
+}
+
+/// One page of hosts.
+#[derive(Debug, ApiResponse)]
+pub(crate) enum HostsResponse {
+    /// One page of hosts, ordered by provider and name. When more remain, `X-Next-Cursor` holds
+    /// the value to pass as `cursor` for the next page and `Link` names that page's URL
+    /// (`rel="next"`); both are absent on the last page.
+    #[oai(status = 200)]
+    Page(
+        Json<Vec<HostDto>>,
+        #[oai(header = "X-Next-Cursor")] Option<String>,
+        #[oai(header = "Link")] Option<String>,
+    ),
+}
+
+/// One page of the aggregated inventory.
+#[derive(Debug, ApiResponse)]
+pub(crate) enum VmsResponse {
+    /// One page of VMs: HCP's VMs (every project) by id, then the VMs the last inventory found
+    /// without HCP's mark, by provider, host and native id. When more remain, `X-Next-Cursor`
+    /// holds the value to pass as `cursor` for the next page and `Link` names that page's URL
+    /// (`rel="next"`); both are absent on the last page.
+    #[oai(status = 200)]
+    Page(
+        Json<Vec<InventoryVmDto>>,
+        #[oai(header = "X-Next-Cursor")] Option<String>,
+        #[oai(header = "Link")] Option<String>,
+    ),
+}
+
+/// Where a list continues. Encoded as base64url JSON, so it is opaque to clients and safe in a
+/// URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+enum Cursor {
+    /// After this host.
+    Host { provider: String, host: String },
+    /// HCP's VMs, after the store cursor (from the start when absent).
+    Vm { after: Option<String> },
+    /// Unmanaged VMs, after this key (from the first when absent).
+    Found {
+        after: Option<(String, String, String)>,
+    },
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(raw: Option<String>) -> Result<Option<Cursor>, Error> {
+        let Some(raw) = raw.filter(|c| !c.is_empty()) else {
+            return Ok(None);
+        };
+        if raw.len() > MAX_CURSOR {
+            return Err(bad_cursor());
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(raw.as_bytes())
+            .map_err(|_| bad_cursor())?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|_| bad_cursor())
+    }
+}
+
+/// The error of a cursor that does not belong to the list it was sent to.
+fn bad_cursor() -> Error {
+    Error::invalid(
+        "cursor",
+        "is not a cursor of this list; pass the `X-Next-Cursor` value of the previous page, or \
+         nothing for the first page",
+    )
+}
+
+/// Builds the `X-Next-Cursor` and `Link` headers of a page.
+fn next_headers(
+    path: &str,
+    limit: usize,
+    next: Option<Cursor>,
+) -> (Option<String>, Option<String>) {
+    match next {
+        Some(c) => {
+            let c = c.encode();
+            let link = format!("<{path}?limit={limit}&cursor={c}>; rel=\"next\"");
+            (Some(c), Some(link))
+        }
+        None => (None, None),
+    }
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::HyperV")]
 impl HyperVApi {
     /// List hosts
+    ///
+    /// Every host of every provider with its capacity, one page at a time (see the
+    /// `X-Next-Cursor` header). Needs the Hyper-V role.
     #[oai(path = "/hosts", method = "get", operation_id = "legacyHosts")]
-    async fn hosts(&self) -> Json<Vec<HostDto>> {
-        Json(
-            self.state
-                .engine
-                .hosts()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-        )
+    async fn hosts(
+        &self,
+        /// Page size (default and maximum: the server's largest page, 1000 unless
+        /// `HCP_PAGE_MAX` says otherwise; larger values are clamped).
+        limit: Query<Option<u32>>,
+        /// The `X-Next-Cursor` value of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<HostsResponse> {
+        let limit = self.limit(limit.0);
+        let after = match Cursor::decode(cursor.0)? {
+            None => None,
+            Some(Cursor::Host { provider, host }) => Some((provider, host)),
+            Some(_) => return Err(bad_cursor().into()),
+        };
+        let mut hosts = self.state.engine.hosts();
+        hosts.sort_by(|a, b| (&a.provider, &a.name).cmp(&(&b.provider, &b.name)));
+        let start = match &after {
+            Some((p, h)) => hosts.partition_point(|x| (&x.provider, &x.name) <= (p, h)),
+            None => 0,
+        };
+        let rest: Vec<_> = hosts.into_iter().skip(start).collect();
+        let more = rest.len() > limit;
+        let page: Vec<HostDto> = rest.into_iter().take(limit).map(Into::into).collect();
+        let next = match page.last() {
+            Some(last) if more => Some(Cursor::Host {
+                provider: last.provider.clone(),
+                host: last.name.clone(),
+            }),
+            _ => None,
+        };
+        let (c, link) = next_headers("/api/v1/hosts", limit, next);
+        Ok(HostsResponse::Page(Json(page), c, link))
     }
 
     /// List every VM on every host (aggregated inventory)
     ///
     /// HCP's VMs as it knows them now (every project, with host and power state), then the VMs
-    /// the last inventory found on the hosts without HCP's mark.
+    /// the last inventory found on the hosts without HCP's mark, one page at a time (see the
+    /// `X-Next-Cursor` header). Needs the Hyper-V role.
     #[oai(path = "/vms", method = "get", operation_id = "legacyVms")]
-    async fn vms(&self) -> ApiResult<Json<Vec<InventoryVmDto>>> {
+    async fn vms(
+        &self,
+        /// Page size (default and maximum: the server's largest page, 1000 unless
+        /// `HCP_PAGE_MAX` says otherwise; larger values are clamped).
+        limit: Query<Option<u32>>,
+        /// The `X-Next-Cursor` value of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<VmsResponse> {
         let engine = &self.state.engine;
-        let mut out = Vec::new();
-        let mut page = PageRequest::all();
-        loop {
-            let p = engine.list_vms(&Scope::All, &page).await?;
-            out.extend(
-                p.items
+        let limit = self.limit(limit.0);
+        let mut out: Vec<InventoryVmDto> = Vec::new();
+        let (managed_more, found_after) = match Cursor::decode(cursor.0)? {
+            None => (self.managed_page(limit, None, &mut out).await?, None),
+            Some(Cursor::Vm { after }) => (self.managed_page(limit, after, &mut out).await?, None),
+            Some(Cursor::Found { after }) => (None, after),
+            Some(Cursor::Host { .. }) => return Err(bad_cursor().into()),
+        };
+        let next = match managed_more {
+            // HCP's VMs filled the page: continue with them.
+            Some(store_cursor) => Some(Cursor::Vm {
+                after: Some(store_cursor),
+            }),
+            None => {
+                let after = found_after;
+                let mut found: Vec<_> = engine
+                    .inventory_vms()
                     .into_iter()
-                    .filter(|v| v.desired != DesiredState::Deleted)
-                    .map(|v| InventoryVmDto {
-                        provider: v.binding.provider,
-                        host: v.binding.host,
-                        native_id: v.binding.native_id.unwrap_or_default(),
-                        name: v.spec.name,
-                        power: v.power.into(),
-                        vm_id: Some(v.id.to_string()),
-                        project: Some(v.project.to_string()),
-                    }),
-            );
-            match p.next {
-                Some(c) => page.cursor = Some(c),
-                None => break,
+                    .filter(|v| v.vm_id.is_none())
+                    .collect();
+                let key = |v: &hcp_core::InventoryVm| {
+                    (v.provider.clone(), v.host.clone(), v.native_id.clone())
+                };
+                found.sort_by_key(key);
+                let start = match &after {
+                    Some(k) => found.partition_point(|v| key(v) <= *k),
+                    None => 0,
+                };
+                let room = limit.saturating_sub(out.len());
+                let rest = &found[start..];
+                let taken = &rest[..rest.len().min(room)];
+                out.extend(taken.iter().cloned().map(Into::into));
+                if rest.len() > taken.len() {
+                    Some(Cursor::Found {
+                        after: taken.last().map(key).or(after),
+                    })
+                } else {
+                    None
+                }
             }
-        }
-        out.extend(
-            engine
-                .inventory_vms()
-                .into_iter()
-                .filter(|v| v.vm_id.is_none())
-                .map(Into::into),
-        );
-        Ok(Json(out))
+        };
+        let (c, link) = next_headers("/api/v1/vms", limit, next);
+        Ok(VmsResponse::Page(Json(out), c, link))
     }
 
     /// Create a VM from a template
@@ -184,6 +333,53 @@ impl HyperVApi {
         };
         let s = self.state.engine.delete_vm(&ctx, &vm_id, b.force).await?;
         Ok(AcceptedResponse::new(&ctx.project, &s))
+    }
+}
+
+impl HyperVApi {
+    /// The page size: the server's largest page unless the client asks for fewer (the Hyper-V
+    /// service answered whole lists, so its clients get as much as one bounded page holds).
+    fn limit(&self, asked: Option<u32>) -> usize {
+        let max = self.state.pages.max.min(PageRequest::MAX_LIMIT);
+        asked.map_or(max, |l| l as usize).clamp(1, max)
+    }
+
+    /// Fills `out` with HCP's VMs (every project, deleted ones left out) after the store cursor
+    /// `after`, up to `limit`. Returns the store cursor to continue from when the page is full
+    /// and more of HCP's VMs may follow, or `None` when they ran out (the unmanaged VMs come
+    /// next).
+    async fn managed_page(
+        &self,
+        limit: usize,
+        mut after: Option<String>,
+        out: &mut Vec<InventoryVmDto>,
+    ) -> hcp_core::Result<Option<String>> {
+        while out.len() < limit {
+            let page = PageRequest {
+                limit: limit - out.len(),
+                cursor: after.clone(),
+            };
+            let p = self.state.engine.list_vms(&Scope::All, &page).await?;
+            out.extend(
+                p.items
+                    .into_iter()
+                    .filter(|v| v.desired != DesiredState::Deleted)
+                    .map(|v| InventoryVmDto {
+                        provider: v.binding.provider,
+                        host: v.binding.host,
+                        native_id: v.binding.native_id.unwrap_or_default(),
+                        name: v.spec.name,
+                        power: v.power.into(),
+                        vm_id: Some(v.id.to_string()),
+                        project: Some(v.project.to_string()),
+                    }),
+            );
+            match p.next {
+                Some(c) => after = Some(c),
+                None => return Ok(None),
+            }
+        }
+        Ok(after)
     }
 }
 

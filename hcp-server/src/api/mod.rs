@@ -75,7 +75,19 @@ pub(crate) fn tenant_context(
     let project = ProjectId::new(project);
     project.validate()?;
     auth::check_member(&caller, &project)?;
-    engine.check_project(&project).map_err(|e| {
+    check_known(engine, &caller, &project)?;
+    Ok(RequestContext::new(project, caller.principal())
+        .with_idempotency_key(idempotency_key.filter(|k| !k.is_empty())))
+}
+
+/// Refuses a project that is not configured (when projects are configured) as "not found";
+/// only operators see the configured projects named in that error.
+fn check_known(
+    engine: &Engine,
+    caller: &auth::Caller,
+    project: &ProjectId,
+) -> hcp_core::Result<()> {
+    engine.check_project(project).map_err(|e| {
         if e.kind() == ErrorKind::NotFound && !caller.operator {
             Error::new(
                 ErrorKind::NotFound,
@@ -85,22 +97,22 @@ pub(crate) fn tenant_context(
         } else {
             e
         }
-    })?;
-    Ok(RequestContext::new(project, caller.principal())
-        .with_idempotency_key(idempotency_key.filter(|k| !k.is_empty())))
+    })
 }
 
-/// Builds the request context of a Hyper-V route in its default `project`: the access role
-/// (checked before routing) is enough; project membership does not apply.
+/// Builds the request context of a Hyper-V route in its default `project`: the Hyper-V role
+/// (checked before routing) is enough; project membership does not apply. An unconfigured
+/// default project is "not found", naming no other project.
 pub(crate) fn legacy_context(
     engine: &Engine,
     req: &poem::Request,
     project: &str,
     idempotency_key: Option<String>,
 ) -> hcp_core::Result<RequestContext> {
+    let caller = auth::caller(req);
     let project = ProjectId::new(project);
-    engine.check_project(&project)?;
-    Ok(RequestContext::new(project, auth::caller(req).principal())
+    check_known(engine, &caller, &project)?;
+    Ok(RequestContext::new(project, caller.principal())
         .with_idempotency_key(idempotency_key.filter(|k| !k.is_empty())))
 }
 
@@ -238,7 +250,7 @@ pub(crate) fn publish(
                         "description": "An access or ID token of the configured OIDC provider. \
                             Roles and projects come from its claims: tenant routes need the tenant \
                             role and membership of the project, ops routes the operator role, the \
-                            /api/v1 routes the access role."
+                            /api/v1 routes (which act across projects) the Hyper-V role."
                     },
                     "session": {
                         "type": "apiKey",

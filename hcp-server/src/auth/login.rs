@@ -522,7 +522,7 @@ pub(crate) async fn session(auth: &Auth, req: &Request) -> Response {
         "projects": projects,
         "operator": caller.operator,
         "tenant": caller.tenant,
-        "access": caller.access,
+        "hyperv": caller.hyperv,
         "via": match caller.via { Via::Development => "development", Via::Bearer => "bearer", Via::Session => "session" },
         "expires_at": caller.expires_at,
         "csrf_token": csrf,

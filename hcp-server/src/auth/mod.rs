@@ -9,8 +9,12 @@
 //!   default) and the login routes (`/oidc/login`, `/oidc/callback`, `/oidc/logout`) needs a
 //!   valid token: `Authorization: Bearer <JWT>`, or the session cookie the browser login sets.
 //! - Ops routes need the operator role; tenant routes the tenant role (or the operator role);
-//!   the Hyper-V service's `/api/v1` routes the access role (`OIDC_ROLE_NAME`); every other route
-//!   any valid token. A missing role is `403`.
+//!   the Hyper-V service's `/api/v1` routes, which act across projects, their own role
+//!   (`OIDC_HYPERV_ROLE`, formerly `OIDC_ROLE_NAME`); every other route any valid token. A
+//!   missing role is `403`. The tenant role never equals a cross-project role unless the
+//!   operator allows it explicitly ([`OidcSettings::check_roles`]).
+//! - The roles and projects claims are JSON arrays of strings; a string is refused unless the
+//!   operator says how to read it ([`settings::StringClaim`]).
 //! - A failed check is `401` with `WWW-Authenticate: Bearer` naming the check; it never echoes
 //!   the token, and tokens are never logged.
 //! - A cookie-authenticated request with an unsafe method needs the CSRF token in the
@@ -30,7 +34,7 @@ use hcp_core::{Error, ErrorKind, Principal, ProjectId};
 use poem::http::{HeaderValue, Method, header};
 use poem::{Request, Response};
 
-pub use settings::{AuthSettings, OidcSettings};
+pub use settings::{AuthSettings, OidcSettings, StringClaim};
 
 use crate::error::{
     CODE_AUTH_PROVIDER_UNAVAILABLE, CODE_CSRF_FAILED, CODE_FORBIDDEN, CODE_INVALID_TOKEN,
@@ -74,7 +78,8 @@ pub(crate) struct Caller {
     pub(crate) projects: Projects,
     pub(crate) operator: bool,
     pub(crate) tenant: bool,
-    pub(crate) access: bool,
+    /// Holds the Hyper-V service's role (`/api/v1`).
+    pub(crate) hyperv: bool,
     pub(crate) via: Via,
     pub(crate) expires_at: Option<i64>,
 }
@@ -88,7 +93,7 @@ impl Caller {
             projects: Projects::All,
             operator: true,
             tenant: true,
-            access: true,
+            hyperv: true,
             via: Via::Development,
             expires_at: None,
         }
@@ -103,7 +108,7 @@ impl Caller {
             projects: Projects::Only(BTreeSet::new()),
             operator: false,
             tenant: false,
-            access: false,
+            hyperv: false,
             via: Via::Bearer,
             expires_at: None,
         }
@@ -157,7 +162,7 @@ enum RouteClass {
     Ops,
     /// Tenant routes: the tenant role or the operator role.
     Tenant,
-    /// The Hyper-V service's routes: the access role.
+    /// The Hyper-V service's routes: the Hyper-V role.
     HyperV,
     /// Any valid token.
     Authenticated,
@@ -334,7 +339,7 @@ impl Auth {
         let allowed = match class {
             RouteClass::Ops => caller.operator,
             RouteClass::Tenant => caller.tenant || caller.operator,
-            RouteClass::HyperV => caller.access,
+            RouteClass::HyperV => caller.hyperv,
             _ => true,
         };
         if !allowed {
@@ -345,7 +350,7 @@ impl Auth {
                     "the tenant role `{}` or the operator role `{}`",
                     s.tenant_role, s.operator_role
                 ),
-                _ => format!("the role `{}`", s.access_role),
+                _ => format!("the Hyper-V role `{}`", s.hyperv_role),
             };
             return Err(Refusal::Forbidden(format!(
                 "this route needs {need} in the token's `{}` claim",
@@ -424,7 +429,7 @@ impl Oidc {
         Ok(Caller {
             operator,
             tenant: id.roles.contains(&s.tenant_role),
-            access: id.roles.contains(&s.access_role),
+            hyperv: id.roles.contains(&s.hyperv_role),
             projects: if operator {
                 Projects::All
             } else {

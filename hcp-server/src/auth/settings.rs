@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use hcp_core::{Error, Result, SecretString, Secrets, parse_duration};
 
-/// The role required for access when `OIDC_ROLE_NAME` is not set.
-pub const DEFAULT_ACCESS_ROLE: &str = "vm-admin";
+/// The role of the Hyper-V service's `/api/v1` routes when neither `OIDC_HYPERV_ROLE` nor
+/// `OIDC_ROLE_NAME` is set.
+pub const DEFAULT_HYPERV_ROLE: &str = "vm-admin";
+/// The tenant role when `OIDC_TENANT_ROLE` is not set.
+pub const DEFAULT_TENANT_ROLE: &str = "hcp-tenant";
 /// The operator role when `OIDC_OPERATOR_ROLE` is not set.
 pub const DEFAULT_OPERATOR_ROLE: &str = "hcp-operator";
 /// The routes that answer without a token when `HCP_PUBLIC_ROUTES` is not set.
@@ -81,12 +84,36 @@ impl AuthSettings {
             (Some(i), Some(c)) => (i, c),
         };
         let mut oidc = OidcSettings::new(issuer, client_id)?;
-        if let Some(v) = get("OIDC_ROLE_NAME") {
-            oidc.access_role = v;
+        match (get("OIDC_HYPERV_ROLE"), get("OIDC_ROLE_NAME")) {
+            (Some(h), Some(r)) if h != r => {
+                return Err(Error::invalid(
+                    "OIDC_HYPERV_ROLE",
+                    format!(
+                        "`{h}` differs from OIDC_ROLE_NAME (`{r}`); both name the role of the \
+                         Hyper-V service's /api/v1 routes (OIDC_ROLE_NAME is its old name): set \
+                         only OIDC_HYPERV_ROLE"
+                    ),
+                ));
+            }
+            (Some(v), _) | (None, Some(v)) => oidc.hyperv_role = v,
+            (None, None) => {}
         }
-        oidc.tenant_role = get("OIDC_TENANT_ROLE").unwrap_or_else(|| oidc.access_role.clone());
+        // Never derived from the Hyper-V role: a tenant role that opened /api/v1 would reach
+        // every project.
+        if let Some(v) = get("OIDC_TENANT_ROLE") {
+            oidc.tenant_role = v;
+        }
         if let Some(v) = get("OIDC_OPERATOR_ROLE") {
             oidc.operator_role = v;
+        }
+        if let Some(v) = get("OIDC_ALLOW_SHARED_TENANT_ROLE") {
+            oidc.allow_shared_tenant_role = parse_bool("OIDC_ALLOW_SHARED_TENANT_ROLE", &v)?;
+        }
+        if let Some(v) = get("OIDC_ROLES_CLAIM_STRING") {
+            oidc.roles_string = StringClaim::parse("OIDC_ROLES_CLAIM_STRING", &v)?;
+        }
+        if let Some(v) = get("OIDC_PROJECTS_CLAIM_STRING") {
+            oidc.projects_string = StringClaim::parse("OIDC_PROJECTS_CLAIM_STRING", &v)?;
         }
         if let Some(v) = get("OIDC_ROLES_CLAIM") {
             oidc.roles_claim = claim_path("OIDC_ROLES_CLAIM", &v)?;
@@ -142,8 +169,86 @@ impl AuthSettings {
         let secrets = Secrets::new(get("HCP_SECRETS_DIR").unwrap_or_else(|| "/run/secrets".into()));
         oidc.client_secret = secret(&secrets, env, "oidc_client_secret")?;
         oidc.session_key = secret(&secrets, env, "hcp_session_key")?;
+        oidc.check_roles()?;
         settings.oidc = Some(oidc);
         Ok(settings)
+    }
+
+    /// Checks the settings that do not depend on how they were read.
+    ///
+    /// # Errors
+    /// See [`OidcSettings::check_roles`].
+    pub fn validate(&self) -> Result<()> {
+        match &self.oidc {
+            Some(o) => o.check_roles(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_bool(field: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(Error::invalid(
+            field,
+            format!("`{value}` is not a boolean; use true or false"),
+        )),
+    }
+}
+
+/// How a roles or projects claim that is one JSON string (not an array) is read.
+///
+/// A JSON array of strings is always accepted. Some identity providers can only send one
+/// string; the operator then says how to read it. By default a string is refused, so a claim
+/// such as `"roles": "x,hcp-operator"` never grants a role by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StringClaim {
+    /// A string is refused: the token is invalid (the default).
+    #[default]
+    Refuse,
+    /// The whole string is one name, exactly as sent.
+    Single,
+    /// Names are separated by whitespace (like the OAuth `scope` claim).
+    Space,
+    /// Names are separated by commas; whitespace around each is trimmed.
+    Comma,
+}
+
+impl StringClaim {
+    /// The values the variables accept.
+    pub const VALUES: [&str; 4] = ["refuse", "single", "space", "comma"];
+
+    /// Reads the value of `field`.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] naming `field` and the allowed values.
+    pub fn parse(field: &str, value: &str) -> Result<StringClaim> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "refuse" => Ok(StringClaim::Refuse),
+            "single" => Ok(StringClaim::Single),
+            "space" => Ok(StringClaim::Space),
+            "comma" => Ok(StringClaim::Comma),
+            _ => Err(Error::invalid(
+                field,
+                format!(
+                    "`{value}` is not a way to read a string claim; allowed: {}",
+                    Self::VALUES.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// Splits `s` into names the way this setting says; `None` when strings are refused.
+    pub fn split(self, s: &str) -> Option<Vec<String>> {
+        let names: Vec<String> = match self {
+            StringClaim::Refuse => return None,
+            StringClaim::Single => vec![s.to_string()],
+            StringClaim::Space => s.split_whitespace().map(str::to_string).collect(),
+            StringClaim::Comma => s.split(',').map(|n| n.trim().to_string()).collect(),
+        };
+        Some(names.into_iter().filter(|n| !n.is_empty()).collect())
     }
 }
 
@@ -252,14 +357,25 @@ pub struct OidcSettings {
     /// The client secret (the secret `oidc_client_secret`), sent to the token endpoint in the
     /// browser login; public clients (PKCE only) have none.
     pub client_secret: Option<SecretString>,
-    /// The role required for access (`OIDC_ROLE_NAME`, default `vm-admin`); the Hyper-V service's
-    /// `/api/v1` routes need it.
-    pub access_role: String,
-    /// The role of tenant members (`OIDC_TENANT_ROLE`, default: the access role).
+    /// The role of the Hyper-V service's `/api/v1` routes (`OIDC_HYPERV_ROLE`, or its old name
+    /// `OIDC_ROLE_NAME`; default `vm-admin`). Those routes act across projects.
+    pub hyperv_role: String,
+    /// The role of tenant members (`OIDC_TENANT_ROLE`, default `hcp-tenant`): tenant routes of
+    /// the projects in the token's projects claim. Never derived from another role.
     pub tenant_role: String,
     /// The operator role (`OIDC_OPERATOR_ROLE`, default `hcp-operator`): ops routes and every
     /// project.
     pub operator_role: String,
+    /// Lets the tenant role equal a cross-project role (the Hyper-V role or the operator role)
+    /// (`OIDC_ALLOW_SHARED_TENANT_ROLE`, default `false`). Such a tenant reaches every project;
+    /// the service warns at start-up.
+    pub allow_shared_tenant_role: bool,
+    /// How a roles claim that is one string is read (`OIDC_ROLES_CLAIM_STRING`, default
+    /// refused).
+    pub roles_string: StringClaim,
+    /// How a projects claim that is one string is read (`OIDC_PROJECTS_CLAIM_STRING`, default
+    /// refused).
+    pub projects_string: StringClaim,
     /// The claim (or dotted path) that carries roles (`OIDC_ROLES_CLAIM`, default `roles`).
     pub roles_claim: String,
     /// The claim (or dotted path) that carries project membership (`OIDC_PROJECTS_CLAIM`,
@@ -273,7 +389,8 @@ pub struct OidcSettings {
     pub redirect_url: Option<String>,
     /// The scopes the browser login asks for (`OIDC_SCOPES`, default `openid profile email`).
     pub scopes: String,
-    /// The clock skew allowed on `exp` and `nbf` (`OIDC_LEEWAY`, default 60 s, at most 5 min).
+    /// The clock skew allowed on `exp`, `nbf` and `iat` (`OIDC_LEEWAY`, default 60 s, at most
+    /// 5 min).
     pub leeway: Duration,
     /// The least time between two key refetches caused by unknown key ids
     /// (`OIDC_JWKS_REFRESH_COOLDOWN`, default 30 s).
@@ -292,11 +409,14 @@ impl fmt::Debug for OidcSettings {
             .field("issuer_url", &self.issuer_url)
             .field("client_id", &self.client_id)
             .field("audiences", &self.audiences)
-            .field("access_role", &self.access_role)
+            .field("hyperv_role", &self.hyperv_role)
             .field("tenant_role", &self.tenant_role)
             .field("operator_role", &self.operator_role)
+            .field("allow_shared_tenant_role", &self.allow_shared_tenant_role)
             .field("roles_claim", &self.roles_claim)
+            .field("roles_string", &self.roles_string)
             .field("projects_claim", &self.projects_claim)
+            .field("projects_string", &self.projects_string)
             .field("redirect_url", &self.redirect_url)
             .finish_non_exhaustive()
     }
@@ -321,9 +441,12 @@ impl OidcSettings {
             client_id,
             audiences: Vec::new(),
             client_secret: None,
-            access_role: DEFAULT_ACCESS_ROLE.into(),
-            tenant_role: DEFAULT_ACCESS_ROLE.into(),
+            hyperv_role: DEFAULT_HYPERV_ROLE.into(),
+            tenant_role: DEFAULT_TENANT_ROLE.into(),
             operator_role: DEFAULT_OPERATOR_ROLE.into(),
+            allow_shared_tenant_role: false,
+            roles_string: StringClaim::Refuse,
+            projects_string: StringClaim::Refuse,
             roles_claim: "roles".into(),
             projects_claim: "projects".into(),
             subject_claim: "sub".into(),
@@ -334,6 +457,45 @@ impl OidcSettings {
             jwks_refresh_interval: Duration::from_secs(3600),
             session_key: None,
         })
+    }
+
+    /// Returns the cross-project roles the tenant role equals, with the variables that set
+    /// them: the Hyper-V role (`/api/v1` acts in every project) and the operator role.
+    pub fn shared_tenant_roles(&self) -> Vec<&'static str> {
+        let mut shared = Vec::new();
+        if self.tenant_role == self.hyperv_role {
+            shared.push("OIDC_HYPERV_ROLE (or OIDC_ROLE_NAME)");
+        }
+        if self.tenant_role == self.operator_role {
+            shared.push("OIDC_OPERATOR_ROLE");
+        }
+        shared
+    }
+
+    /// Refuses a tenant role that equals a cross-project role, unless
+    /// [`OidcSettings::allow_shared_tenant_role`] says so: every holder of tenant rights would
+    /// read and act in every project.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] naming `OIDC_TENANT_ROLE` and the variables it
+    /// coincides with.
+    pub fn check_roles(&self) -> Result<()> {
+        let shared = self.shared_tenant_roles();
+        if shared.is_empty() || self.allow_shared_tenant_role {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "OIDC_TENANT_ROLE",
+            format!(
+                "the tenant role `{}` is also set as {}, a role that reaches every project, so \
+                 every tenant could read and act outside its projects; give OIDC_TENANT_ROLE a \
+                 role of its own (default `{DEFAULT_TENANT_ROLE}`), or set \
+                 OIDC_ALLOW_SHARED_TENANT_ROLE=true to accept that every tenant reaches every \
+                 project (see docs/configuration.md, \"Roles and projects\")",
+                self.tenant_role,
+                shared.join(" and ")
+            ),
+        ))
     }
 }
 
@@ -369,9 +531,12 @@ mod tests {
         ]))
         .unwrap();
         let o = s.oidc.as_ref().unwrap();
-        assert_eq!(o.access_role, "vm-admin");
-        assert_eq!(o.tenant_role, "vm-admin");
+        assert_eq!(o.hyperv_role, "vm-admin");
+        assert_eq!(o.tenant_role, "hcp-tenant");
         assert_eq!(o.operator_role, "hcp-operator");
+        assert!(!o.allow_shared_tenant_role);
+        assert_eq!(o.roles_string, StringClaim::Refuse);
+        assert_eq!(o.projects_string, StringClaim::Refuse);
         assert_eq!(o.roles_claim, "realm_access.roles");
         assert_eq!(o.projects_claim, "projects");
         assert_eq!(o.audiences, ["api://hcp", "other"]);
@@ -385,7 +550,122 @@ mod tests {
             ("OIDC_ROLE_NAME", "hcp-admin"),
         ]))
         .unwrap();
-        assert_eq!(role.oidc.as_ref().unwrap().tenant_role, "hcp-admin");
+        let o = role.oidc.as_ref().unwrap();
+        assert_eq!(o.hyperv_role, "hcp-admin");
+        assert_eq!(
+            o.tenant_role, DEFAULT_TENANT_ROLE,
+            "never derived from OIDC_ROLE_NAME"
+        );
+    }
+
+    const OIDC: [(&str, &str); 2] = [
+        ("OIDC_ISSUER_URL", "https://login.example.com"),
+        ("OIDC_CLIENT_ID", "hcp"),
+    ];
+
+    fn with_oidc(extra: &[(&'static str, &'static str)]) -> Result<AuthSettings> {
+        let mut vars = OIDC.to_vec();
+        vars.extend_from_slice(extra);
+        AuthSettings::from_env(&env_of(&vars))
+    }
+
+    #[test]
+    fn the_documented_hyperv_setup_starts_with_separate_roles() {
+        let s = with_oidc(&[("OIDC_ROLE_NAME", "vm-admin")]).unwrap();
+        let o = s.oidc.as_ref().unwrap();
+        assert_eq!(
+            (o.hyperv_role.as_str(), o.tenant_role.as_str()),
+            ("vm-admin", "hcp-tenant")
+        );
+        assert!(o.shared_tenant_roles().is_empty());
+        let s = with_oidc(&[("OIDC_HYPERV_ROLE", "hv"), ("OIDC_ROLE_NAME", "hv")]).unwrap();
+        assert_eq!(s.oidc.unwrap().hyperv_role, "hv");
+        let e =
+            with_oidc(&[("OIDC_HYPERV_ROLE", "hv"), ("OIDC_ROLE_NAME", "vm-admin")]).unwrap_err();
+        assert_eq!(e.field(), Some("OIDC_HYPERV_ROLE"), "{e}");
+        assert!(e.message().contains("OIDC_ROLE_NAME"), "{e}");
+    }
+
+    #[test]
+    fn a_tenant_role_equal_to_a_cross_project_role_is_refused_at_start() {
+        for (env, names) in [
+            (
+                &[
+                    ("OIDC_ROLE_NAME", "vm-admin"),
+                    ("OIDC_TENANT_ROLE", "vm-admin"),
+                ][..],
+                &["OIDC_HYPERV_ROLE", "OIDC_ROLE_NAME"][..],
+            ),
+            (
+                &[("OIDC_HYPERV_ROLE", "ops"), ("OIDC_TENANT_ROLE", "ops")][..],
+                &["OIDC_HYPERV_ROLE"][..],
+            ),
+            (
+                &[("OIDC_TENANT_ROLE", "hcp-operator")][..],
+                &["OIDC_OPERATOR_ROLE"][..],
+            ),
+            (
+                &[("OIDC_OPERATOR_ROLE", "hcp-tenant")][..],
+                &["OIDC_OPERATOR_ROLE"][..],
+            ),
+            (
+                &[
+                    ("OIDC_TENANT_ROLE", "all"),
+                    ("OIDC_HYPERV_ROLE", "all"),
+                    ("OIDC_OPERATOR_ROLE", "all"),
+                    ("OIDC_ALLOW_SHARED_TENANT_ROLE", "false"),
+                ][..],
+                &["OIDC_HYPERV_ROLE", "OIDC_OPERATOR_ROLE"][..],
+            ),
+        ] {
+            let e = with_oidc(env).unwrap_err();
+            assert_eq!(e.field(), Some("OIDC_TENANT_ROLE"), "{env:?}: {e}");
+            for n in names.iter().chain(&["OIDC_ALLOW_SHARED_TENANT_ROLE"]) {
+                assert!(e.message().contains(n), "{env:?}: {e} lacks {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_shared_tenant_role_starts_only_with_the_explicit_opt_in() {
+        let s = with_oidc(&[
+            ("OIDC_ROLE_NAME", "vm-admin"),
+            ("OIDC_TENANT_ROLE", "vm-admin"),
+            ("OIDC_ALLOW_SHARED_TENANT_ROLE", "true"),
+        ])
+        .unwrap();
+        let o = s.oidc.as_ref().unwrap();
+        assert!(o.allow_shared_tenant_role);
+        assert_eq!(
+            o.shared_tenant_roles(),
+            ["OIDC_HYPERV_ROLE (or OIDC_ROLE_NAME)"]
+        );
+        assert!(s.validate().is_ok());
+        // Settings built in code are held to the same rule when the service checks them.
+        let mut o = OidcSettings::new("https://login.example.com", "hcp").unwrap();
+        o.tenant_role = o.hyperv_role.clone();
+        let s = AuthSettings {
+            oidc: Some(o),
+            ..AuthSettings::default()
+        };
+        assert_eq!(s.validate().unwrap_err().field(), Some("OIDC_TENANT_ROLE"));
+        let e = with_oidc(&[("OIDC_ALLOW_SHARED_TENANT_ROLE", "sure")]).unwrap_err();
+        assert_eq!(e.field(), Some("OIDC_ALLOW_SHARED_TENANT_ROLE"));
+    }
+
+    #[test]
+    fn string_claims_are_read_only_as_configured() {
+        let s = with_oidc(&[
+            ("OIDC_ROLES_CLAIM_STRING", "space"),
+            ("OIDC_PROJECTS_CLAIM_STRING", "Comma"),
+        ])
+        .unwrap();
+        let o = s.oidc.unwrap();
+        assert_eq!(o.roles_string, StringClaim::Space);
+        assert_eq!(o.projects_string, StringClaim::Comma);
+        let e = with_oidc(&[("OIDC_ROLES_CLAIM_STRING", "split")]).unwrap_err();
+        assert_eq!(e.field(), Some("OIDC_ROLES_CLAIM_STRING"));
+        assert!(e.message().contains("refuse, single, space, comma"), "{e}");
     }
 
     #[test]

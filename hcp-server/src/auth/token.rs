@@ -1,8 +1,9 @@
 //! Token validation per RFC 8725: an explicit allow-list of asymmetric algorithms checked before
 //! any key lookup, the signature against the provider's published key, `iss` exactly, `aud`
-//! required and matching, `exp` required, `nbf` honoured, a small leeway. The signature and
-//! claim checks are `jsonwebtoken`'s; this module only decides what to accept and says which
-//! check failed, never echoing the token.
+//! required and matching, `exp` required, `nbf` honoured, `iat` not in the future, a small
+//! leeway. The signature and the registered claim checks are `jsonwebtoken`'s; this module
+//! decides what to accept, checks `iat` and the shape of the roles and projects claims (JSON
+//! arrays of strings), and says which check failed, never echoing the token.
 
 use std::collections::BTreeSet;
 
@@ -13,7 +14,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
 use super::keys::{KeyCache, KeyError};
-use super::settings::OidcSettings;
+use super::settings::{OidcSettings, StringClaim};
 
 /// The algorithms HCP accepts. `none` and every HS* are refused before any key lookup.
 pub(crate) const ALLOWED_ALGORITHMS: [(&str, Algorithm); 9] = [
@@ -155,6 +156,11 @@ impl Validator {
         validation.leeway = self.settings.leeway.as_secs();
         let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
             .map_err(|e| TokenError::Invalid(describe(e.kind())))?;
+        check_issued_at(
+            &data.claims,
+            jsonwebtoken::get_current_timestamp(),
+            self.settings.leeway.as_secs(),
+        )?;
         self.identity(&data.claims)
     }
 
@@ -177,14 +183,24 @@ impl Validator {
         };
         Ok(Identity {
             subject,
-            roles: strings(claim(claims, &s.roles_claim)),
-            projects: strings(claim(claims, &s.projects_claim)),
+            roles: names(
+                claims,
+                &s.roles_claim,
+                s.roles_string,
+                "OIDC_ROLES_CLAIM_STRING",
+            )?,
+            projects: names(
+                claims,
+                &s.projects_claim,
+                s.projects_string,
+                "OIDC_PROJECTS_CLAIM_STRING",
+            )?,
             expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
             nonce: claims
                 .get("nonce")
                 .and_then(Value::as_str)
                 .map(str::to_string),
-            audiences: strings(claims.get("aud")).into_iter().collect(),
+            audiences: audiences(claims.get("aud")),
             azp: claims
                 .get("azp")
                 .and_then(Value::as_str)
@@ -277,21 +293,87 @@ fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
     Some(cur)
 }
 
-/// Reads a list claim: an array of strings, or one string of space- or comma-separated names.
-fn strings(v: Option<&Value>) -> BTreeSet<String> {
+/// Refuses a token issued (`iat`) more than `leeway` seconds after `now`: no honest provider
+/// issues tokens in the future, and such a token would outlive its stated lifetime. A token
+/// without `iat` passes (access tokens need not carry it); a non-numeric `iat` is malformed.
+fn check_issued_at(claims: &Value, now: u64, leeway: u64) -> Result<(), TokenError> {
+    let Some(iat) = claims.get("iat") else {
+        return Ok(());
+    };
+    let Some(iat) = iat.as_f64().filter(|v| v.is_finite()) else {
+        return Err(TokenError::invalid("the `iat` claim is malformed"));
+    };
+    // Seconds since the epoch fit an f64 exactly far beyond any real date.
+    if iat > now.saturating_add(leeway) as f64 {
+        return Err(TokenError::invalid(
+            "the token was issued in the future (`iat`)",
+        ));
+    }
+    Ok(())
+}
+
+/// The most names a roles or projects claim may carry.
+const MAX_NAMES: usize = 1000;
+/// The longest name accepted in a roles or projects claim.
+const MAX_NAME: usize = 256;
+
+/// Reads a list claim (roles, projects): a JSON array of strings; one string only as
+/// `string_claim` says (the variable `setting` names how). An absent or `null` claim is no
+/// names. Empty names are ignored.
+fn names(
+    claims: &Value,
+    path: &str,
+    string_claim: StringClaim,
+    setting: &str,
+) -> Result<BTreeSet<String>, TokenError> {
+    let list: Vec<String> = match claim(claims, path) {
+        None | Some(Value::Null) => return Ok(BTreeSet::new()),
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len().min(MAX_NAMES));
+            for item in items {
+                match item {
+                    Value::String(s) => out.push(s.clone()),
+                    _ => {
+                        return Err(TokenError::invalid(format!(
+                            "the `{path}` claim must be a JSON array of strings; it holds \
+                             something else"
+                        )));
+                    }
+                }
+            }
+            out
+        }
+        Some(Value::String(s)) => string_claim.split(s).ok_or_else(|| {
+            TokenError::invalid(format!(
+                "the `{path}` claim is a string; this service accepts a JSON array of strings \
+                 (an operator can set {setting} for an identity provider that sends one string)"
+            ))
+        })?,
+        Some(_) => {
+            return Err(TokenError::invalid(format!(
+                "the `{path}` claim must be a JSON array of strings"
+            )));
+        }
+    };
+    if list.len() > MAX_NAMES || list.iter().any(|n| n.len() > MAX_NAME) {
+        return Err(TokenError::invalid(format!(
+            "the `{path}` claim holds more than {MAX_NAMES} names or a name longer than \
+             {MAX_NAME} bytes"
+        )));
+    }
+    Ok(list.into_iter().filter(|n| !n.is_empty()).collect())
+}
+
+/// Reads `aud`: one string (one audience, spaces and all) or an array of strings.
+fn audiences(v: Option<&Value>) -> Vec<String> {
     match v {
+        Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(Value::as_str)
-            .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect(),
-        Some(Value::String(s)) => s
-            .split([' ', ','])
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        _ => BTreeSet::new(),
+        _ => Vec::new(),
     }
 }
 
@@ -300,16 +382,108 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
     #[test]
-    fn list_claims_take_arrays_strings_and_paths() {
-        let c = json!({"roles": ["a", "b", 3], "scp": "x y,z", "realm_access": {"roles": ["r"]}});
-        assert_eq!(strings(claim(&c, "roles")).len(), 2);
-        assert_eq!(strings(claim(&c, "scp")).len(), 3);
-        assert_eq!(
-            strings(claim(&c, "realm_access.roles")),
-            BTreeSet::from(["r".to_string()])
+    fn list_claims_are_arrays_of_strings_at_a_name_or_path() {
+        let c = json!({"roles": ["a", "b", ""], "realm_access": {"roles": ["r"]}, "none": null});
+        let read = |path| names(&c, path, StringClaim::Refuse, "X");
+        assert_eq!(read("roles").unwrap(), set(&["a", "b"]));
+        assert_eq!(read("realm_access.roles").unwrap(), set(&["r"]));
+        assert!(read("missing").unwrap().is_empty());
+        assert!(read("none").unwrap().is_empty());
+    }
+
+    #[test]
+    fn list_claims_of_other_shapes_are_refused() {
+        for bad in [
+            json!({"roles": ["a", 3]}),
+            json!({"roles": [["hcp-operator"]]}),
+            json!({"roles": {"hcp-operator": true}}),
+            json!({"roles": 7}),
+            json!({"roles": true}),
+            json!({"roles": vec!["r"; MAX_NAMES + 1]}),
+            json!({"roles": ["x".repeat(MAX_NAME + 1)]}),
+        ] {
+            let e = names(&bad, "roles", StringClaim::Comma, "X").unwrap_err();
+            assert!(
+                matches!(&e, TokenError::Invalid(m) if m.contains("`roles` claim")),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn string_claims_are_refused_unless_configured() {
+        let c = json!({"roles": "x,hcp-operator", "scp": " a  b ", "one": "x y"});
+        let e = names(&c, "roles", StringClaim::Refuse, "OIDC_ROLES_CLAIM_STRING").unwrap_err();
+        let TokenError::Invalid(m) = e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            m.contains("OIDC_ROLES_CLAIM_STRING") && m.contains("array"),
+            "{m}"
         );
-        assert!(strings(claim(&c, "missing")).is_empty());
+        assert_eq!(
+            names(&c, "roles", StringClaim::Single, "X").unwrap(),
+            set(&["x,hcp-operator"])
+        );
+        assert_eq!(
+            names(&c, "roles", StringClaim::Space, "X").unwrap(),
+            set(&["x,hcp-operator"])
+        );
+        assert_eq!(
+            names(&c, "roles", StringClaim::Comma, "X").unwrap(),
+            set(&["x", "hcp-operator"])
+        );
+        assert_eq!(
+            names(&c, "scp", StringClaim::Space, "X").unwrap(),
+            set(&["a", "b"])
+        );
+        assert_eq!(
+            names(&c, "one", StringClaim::Single, "X").unwrap(),
+            set(&["x y"])
+        );
+    }
+
+    #[test]
+    fn iat_in_the_future_beyond_the_leeway_is_refused() {
+        let now = 1_700_000_000;
+        for ok in [
+            json!({}),
+            json!({"iat": now - 3600}),
+            json!({"iat": now + 60}),
+            json!({"iat": (now + 59) as f64 + 0.5}),
+        ] {
+            assert_eq!(check_issued_at(&ok, now, 60), Ok(()), "{ok}");
+        }
+        for bad in [json!({"iat": now + 61}), json!({"iat": u64::MAX})] {
+            let e = check_issued_at(&bad, now, 60).unwrap_err();
+            assert_eq!(
+                e,
+                TokenError::invalid("the token was issued in the future (`iat`)")
+            );
+        }
+        for malformed in [
+            json!({"iat": "soon"}),
+            json!({"iat": null}),
+            json!({"iat": [1]}),
+        ] {
+            assert_eq!(
+                check_issued_at(&malformed, now, 60),
+                Err(TokenError::invalid("the `iat` claim is malformed")),
+                "{malformed}"
+            );
+        }
+    }
+
+    #[test]
+    fn aud_string_is_one_audience() {
+        assert_eq!(audiences(Some(&json!("a b,c"))), ["a b,c"]);
+        assert_eq!(audiences(Some(&json!(["a", "b"]))), ["a", "b"]);
+        assert!(audiences(None).is_empty());
     }
 
     #[test]

@@ -274,6 +274,12 @@ impl AuthServer {
     /// Starts a provider and a service with two projects (`demo`, `other`) that trusts it, with
     /// `env` on top of the OIDC settings.
     pub async fn start(env: &[(&str, &str)]) -> AuthServer {
+        AuthServer::start_with_hosts(two_projects(), env).await
+    }
+
+    /// Starts a provider and a service with the hosts file `hosts_yaml` that trusts it, with
+    /// `env` on top of the OIDC settings.
+    pub async fn start_with_hosts(hosts_yaml: String, env: &[(&str, &str)]) -> AuthServer {
         capture_logs();
         let idp = Idp::start().await;
         let mut vars = vec![
@@ -283,7 +289,7 @@ impl AuthServer {
         ];
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let server = common::start_with(Setup {
-            hosts_yaml: Some(two_projects()),
+            hosts_yaml: Some(hosts_yaml),
             env: vars,
             ..Default::default()
         })

@@ -98,6 +98,42 @@ async fn openapi_document_is_valid_openapi_3_with_every_route() {
         );
         assert!(op.summary.is_some(), "{method} {path} has no summary");
     }
+    // The Hyper-V lists document their paging: `limit` and `cursor`, and the next page's headers.
+    for path in ["/api/v1/hosts", "/api/v1/vms"] {
+        let Some(ReferenceOr::Item(item)) = doc.paths.paths.get(path) else {
+            panic!("{path} is missing");
+        };
+        let op = item.get.as_ref().unwrap();
+        let params: Vec<&str> = op
+            .parameters
+            .iter()
+            .filter_map(|p| match p {
+                ReferenceOr::Item(openapiv3::Parameter::Query { parameter_data, .. }) => {
+                    Some(parameter_data.name.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(params, ["limit", "cursor"], "{path}");
+        let Some(ReferenceOr::Item(ok)) = op
+            .responses
+            .responses
+            .get(&openapiv3::StatusCode::Code(200))
+        else {
+            panic!("{path}: no 200");
+        };
+        for h in ["X-Next-Cursor", "Link"] {
+            assert!(
+                ok.headers.keys().any(|k| k.eq_ignore_ascii_case(h)),
+                "{path}: {h} is not documented"
+            );
+        }
+        assert!(
+            ok.description.contains("X-Next-Cursor"),
+            "{path}: {}",
+            ok.description
+        );
+    }
     // No internal routing form leaks into the document.
     assert!(!text.contains("/@"), "internal colon-verb paths leaked");
     // Every mutating tenant route documents the Idempotency-Key header and a problem response.

@@ -38,8 +38,12 @@ pub(crate) enum HostsResponse {
     #[oai(status = 200)]
     Page(
         Json<Vec<HostDto>>,
-        #[oai(header = "X-Next-Cursor")] Option<String>,
-        #[oai(header = "Link")] Option<String>,
+        /// The `cursor` of the next page; absent on the last page.
+        #[oai(header = "X-Next-Cursor")]
+        Option<String>,
+        /// The next page's URL (`<...>; rel="next"`); absent on the last page.
+        #[oai(header = "Link")]
+        Option<String>,
     ),
 }
 
@@ -53,8 +57,12 @@ pub(crate) enum VmsResponse {
     #[oai(status = 200)]
     Page(
         Json<Vec<InventoryVmDto>>,
-        #[oai(header = "X-Next-Cursor")] Option<String>,
-        #[oai(header = "Link")] Option<String>,
+        /// The `cursor` of the next page; absent on the last page.
+        #[oai(header = "X-Next-Cursor")]
+        Option<String>,
+        /// The next page's URL (`<...>; rel="next"`); absent on the last page.
+        #[oai(header = "Link")]
+        Option<String>,
     ),
 }
 

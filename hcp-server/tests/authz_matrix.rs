@@ -339,11 +339,11 @@ impl Fixture {
     }
 
     async fn wait(&self, job: &str) {
-        let alice = self.token(Who::Operator).unwrap();
+        let olga = self.token(Who::Operator).unwrap();
         for _ in 0..800 {
             let j: Value = self
                 .s
-                .get(&format!("{T}/jobs/{job}"), alice)
+                .get(&format!("{T}/jobs/{job}"), olga)
                 .await
                 .json()
                 .await

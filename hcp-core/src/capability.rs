@@ -37,6 +37,12 @@ pub struct Capabilities {
     /// Most memory (MiB) one VM may have, if limited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_memory_mib: Option<u64>,
+    /// Largest disk (GiB) one VM may have, if limited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_disk_gib: Option<u64>,
+    /// Most networks one VM may attach to, if limited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_networks: Option<u32>,
 }
 
 /// One named capability flag, used to say which one is missing.
@@ -86,6 +92,8 @@ impl Capabilities {
             tags: true,
             max_vcpus: None,
             max_memory_mib: None,
+            max_disk_gib: None,
+            max_networks: None,
         }
     }
 
@@ -104,6 +112,8 @@ impl Capabilities {
             tags: self.tags && other.tags,
             max_vcpus: min_opt(self.max_vcpus, other.max_vcpus),
             max_memory_mib: min_opt(self.max_memory_mib, other.max_memory_mib),
+            max_disk_gib: min_opt(self.max_disk_gib, other.max_disk_gib),
+            max_networks: min_opt(self.max_networks, other.max_networks),
         }
     }
 
@@ -122,6 +132,8 @@ impl Capabilities {
             tags: self.tags || other.tags,
             max_vcpus: max_opt(self.max_vcpus, other.max_vcpus),
             max_memory_mib: max_opt(self.max_memory_mib, other.max_memory_mib),
+            max_disk_gib: max_opt(self.max_disk_gib, other.max_disk_gib),
+            max_networks: max_opt(self.max_networks, other.max_networks),
         }
     }
 
@@ -152,7 +164,8 @@ impl Capabilities {
     ///
     /// # Errors
     /// [`crate::ErrorKind::FeatureNotSupported`] naming `provider`, `operation` and the missing
-    /// capability or exceeded limit.
+    /// capability; [`crate::ErrorKind::InvalidSpec`] naming the request field (`vcpus`,
+    /// `memory_mib`, `disk_gib`, `networks`) and the limit it exceeds (`max_vcpus`, ...).
     pub fn check(&self, provider: &str, operation: Operation, need: &Requirements) -> Result<()> {
         if let Some(missing) = self.missing(&need.flags) {
             return Err(Error::unsupported(
@@ -162,30 +175,71 @@ impl Capabilities {
                 missing_hint(missing),
             ));
         }
-        if let (Some(max), Some(want)) = (self.max_vcpus, need.vcpus)
-            && want > max
-        {
-            return Err(Error::unsupported(
-                provider,
-                operation,
-                "max_vcpus",
-                &format!("vcpus {want} exceeds its limit of {max}"),
+        if let Some(limit) = self.exceeded(need).first() {
+            return Err(Error::invalid(
+                limit.field,
+                format!(
+                    "is {}; provider `{provider}` allows at most {} ({} = {})",
+                    limit.wanted, limit.max, limit.name, limit.max
+                ),
             )
-            .with_field("vcpus"));
-        }
-        if let (Some(max), Some(want)) = (self.max_memory_mib, need.memory_mib)
-            && want > max
-        {
-            return Err(Error::unsupported(
-                provider,
-                operation,
-                "max_memory",
-                &format!("memory_mib {want} exceeds its limit of {max}"),
-            )
-            .with_field("memory_mib"));
+            .with_operation(operation)
+            .with_context("provider", provider)
+            .with_context("limit", limit.name));
         }
         Ok(())
     }
+
+    /// Returns the size limits `need` exceeds, in the order `vcpus`, `memory_mib`, `disk_gib`,
+    /// `networks`.
+    pub fn exceeded(&self, need: &Requirements) -> Vec<ExceededLimit> {
+        let mut out = Vec::new();
+        let mut check = |field, name, max: Option<u64>, wanted: Option<u64>| {
+            if let (Some(max), Some(wanted)) = (max, wanted)
+                && wanted > max
+            {
+                out.push(ExceededLimit {
+                    field,
+                    name,
+                    max,
+                    wanted,
+                });
+            }
+        };
+        check(
+            "vcpus",
+            "max_vcpus",
+            self.max_vcpus.map(u64::from),
+            need.vcpus.map(u64::from),
+        );
+        check(
+            "memory_mib",
+            "max_memory_mib",
+            self.max_memory_mib,
+            need.memory_mib,
+        );
+        check("disk_gib", "max_disk_gib", self.max_disk_gib, need.disk_gib);
+        check(
+            "networks",
+            "max_networks",
+            self.max_networks.map(u64::from),
+            need.networks.map(u64::from),
+        );
+        out
+    }
+}
+
+/// A size limit a request exceeds (see [`Capabilities::exceeded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExceededLimit {
+    /// The request field (`vcpus`, `memory_mib`, `disk_gib`, `networks`).
+    pub field: &'static str,
+    /// The limit's name (`max_vcpus`, `max_memory_mib`, `max_disk_gib`, `max_networks`).
+    pub name: &'static str,
+    /// The limit.
+    pub max: u64,
+    /// What the request asks for.
+    pub wanted: u64,
 }
 
 fn missing_hint(c: Capability) -> &'static str {
@@ -208,6 +262,10 @@ pub struct Requirements {
     pub vcpus: Option<u32>,
     /// The memory the request needs, checked against `max_memory_mib`.
     pub memory_mib: Option<u64>,
+    /// The disk the request needs, checked against `max_disk_gib`.
+    pub disk_gib: Option<u64>,
+    /// The number of networks the request attaches, checked against `max_networks`.
+    pub networks: Option<u32>,
 }
 
 fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
@@ -293,7 +351,40 @@ mod tests {
         };
         let err = caps.check("sim", Operation::CreateVm, &need).unwrap_err();
         assert_eq!(err.field(), Some("vcpus"));
+        assert_eq!(err.kind(), ErrorKind::InvalidSpec);
+        assert!(err.message().contains("max_vcpus = 2"), "{err}");
         need_ok(&caps);
+        let caps = Capabilities {
+            max_disk_gib: Some(100),
+            max_networks: Some(1),
+            ..Capabilities::all()
+        };
+        let need = Requirements {
+            disk_gib: Some(101),
+            networks: Some(2),
+            ..Default::default()
+        };
+        let exceeded = caps.exceeded(&need);
+        assert_eq!(
+            exceeded.iter().map(|l| l.field).collect::<Vec<_>>(),
+            ["disk_gib", "networks"]
+        );
+        let err = caps.check("sim", Operation::CreateVm, &need).unwrap_err();
+        assert_eq!(err.field(), Some("disk_gib"));
+        assert!(err.message().contains("max_disk_gib = 100"), "{err}");
+        let fits = Requirements {
+            disk_gib: Some(100),
+            networks: Some(1),
+            ..Default::default()
+        };
+        caps.check("sim", Operation::CreateVm, &fits).unwrap();
+        // Narrowing keeps the smaller limit, a union the larger one.
+        let small = Capabilities {
+            max_disk_gib: Some(10),
+            ..Capabilities::all()
+        };
+        assert_eq!(caps.narrow(small).max_disk_gib, Some(10));
+        assert_eq!(caps.union(small).max_disk_gib, Some(100));
     }
 
     fn need_ok(caps: &Capabilities) {

@@ -107,6 +107,12 @@ pub struct CapabilityLimits {
     /// Most memory per VM, in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_mib: Option<u64>,
+    /// Largest disk per VM, in GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disk_gib: Option<u64>,
+    /// Most networks per VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_networks: Option<u32>,
 }
 
 /// The names [`CapabilityLimits::disable`] accepts.
@@ -156,6 +162,8 @@ impl CapabilityLimits {
         }
         c.max_vcpus = self.max_vcpus;
         c.max_memory_mib = self.max_memory_mib;
+        c.max_disk_gib = self.max_disk_gib;
+        c.max_networks = self.max_networks;
         Ok(c)
     }
 }
@@ -468,6 +476,17 @@ impl Config {
                     format!("image name `{}` is empty or used twice", img.name),
                 );
             }
+            if img.min_disk_gib > crate::model::MAX_DISK_GIB {
+                return fail(
+                    format!("catalog.images[{i}].min_disk_gib"),
+                    &img.name,
+                    format!(
+                        "is {} GiB; allowed: 0-{} GiB",
+                        img.min_disk_gib,
+                        crate::model::MAX_DISK_GIB
+                    ),
+                );
+            }
         }
         seen.clear();
         for (i, f) in self.catalog.flavors.iter().enumerate() {
@@ -478,19 +497,19 @@ impl Config {
                     format!("flavor name `{}` is empty or used twice", f.name),
                 );
             }
-            if f.vcpus == 0 {
-                return fail(
-                    format!("catalog.flavors[{i}].vcpus"),
-                    &f.name,
-                    "must be at least 1".into(),
-                );
-            }
-            if f.memory_mib < 16 {
-                return fail(
-                    format!("catalog.flavors[{i}].memory_mib"),
-                    &f.name,
-                    "must be at least 16".into(),
-                );
+            let size = crate::Resources {
+                vcpus: f.vcpus,
+                memory_mib: f.memory_mib,
+                disk_gib: f.disk_gib,
+            };
+            if let Err(e) = size.validate() {
+                let field = e.field().unwrap_or("vcpus").to_string();
+                let msg = e
+                    .message()
+                    .strip_prefix(&format!("{field}: "))
+                    .unwrap_or(e.message())
+                    .to_string();
+                return fail(format!("catalog.flavors[{i}].{field}"), &f.name, msg);
             }
         }
         seen.clear();

@@ -38,7 +38,7 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use capability::{Capabilities, Capability, Requirements};
+pub use capability::{Capabilities, Capability, ExceededLimit, Requirements};
 pub use config::{
     CapabilityLimits, CatalogConfig, Config, DriftPolicy, EngineSettings, HostConfig,
     ProjectConfig, ProviderConfig, Quota, SecretString, Secrets, ZoneConfig, parse_duration,
@@ -58,9 +58,11 @@ pub use job::{
     RetryPolicy,
 };
 pub use model::{
-    Catalog, DesiredState, Flavor, HcpMark, Host, Image, JobId, MAX_TAGS, MAX_USER_DATA_BYTES,
-    Network, NetworkAttachment, PowerState, Principal, ProjectId, ProviderBinding, Resources,
-    TenantVm, Vm, VmId, VmSpec, Zone, validate_dns_label, validate_tags, validate_user_data,
+    Catalog, DesiredState, Flavor, HcpMark, Host, Image, JobId, MAX_CATALOG_NAME_BYTES,
+    MAX_DISK_GIB, MAX_MEMORY_MIB, MAX_NETWORKS, MAX_TAGS, MAX_USER_DATA_BYTES, MAX_VCPUS,
+    MIN_DISK_GIB, MIN_MEMORY_MIB, MIN_VCPUS, Network, NetworkAttachment, PowerState, Principal,
+    ProjectId, ProviderBinding, Resources, TenantVm, Vm, VmId, VmSpec, Zone, validate_catalog_name,
+    validate_dns_label, validate_range, validate_tags, validate_user_data,
 };
 pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;

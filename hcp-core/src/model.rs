@@ -128,6 +128,87 @@ pub const MAX_USER_DATA_BYTES: usize = 64 * 1024;
 /// The most tags one VM may carry.
 pub const MAX_TAGS: usize = 50;
 
+// Global sanity bounds. Every size a request, a flavor or a hosts file gives is checked against
+// them before any job exists, whatever a provider declares: they sit above the largest VM any
+// supported hypervisor builds (Hyper-V: 240 vCPUs, 12 TiB, 64 TiB VHDX; vSphere 8: 768 vCPUs,
+// 24 TiB, 62 TiB VMDK; QEMU/KVM: 4096 vCPUs), so they refuse only nonsense, and they keep every
+// sum HCP computes over them (quota, host reservations) far from the integer limits. Providers
+// and the hosts file narrow them further with `Capabilities::max_*`.
+
+/// The fewest vCPUs a VM may have.
+pub const MIN_VCPUS: u32 = 1;
+/// The most vCPUs any VM may have.
+pub const MAX_VCPUS: u32 = 4096;
+/// The least memory a VM may have, in MiB.
+pub const MIN_MEMORY_MIB: u64 = 16;
+/// The most memory any VM may have, in MiB (64 TiB).
+pub const MAX_MEMORY_MIB: u64 = 64 * 1024 * 1024;
+/// The smallest disk a VM may have, in GiB.
+pub const MIN_DISK_GIB: u64 = 1;
+/// The largest disk any VM may have, in GiB (1 PiB).
+pub const MAX_DISK_GIB: u64 = 1024 * 1024;
+/// The most networks one VM may attach to.
+pub const MAX_NETWORKS: usize = 16;
+/// The longest catalog name a request may give (image, flavor, zone, network), in bytes.
+pub const MAX_CATALOG_NAME_BYTES: usize = 255;
+
+/// Checks that `value` lies in `min..=max`, naming `field` and the allowed range.
+///
+/// # Errors
+/// [`crate::ErrorKind::InvalidSpec`] naming `field`, the value and the allowed range.
+pub fn validate_range<T>(field: &str, value: T, min: T, max: T, unit: &str) -> Result<()>
+where
+    T: PartialOrd + fmt::Display + Copy,
+{
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    };
+    let bound = if value < min {
+        format!("must be at least {min}{unit}")
+    } else if value > max {
+        format!("must be at most {max}{unit}")
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(
+        field,
+        format!("is {value}{unit}; {bound} (allowed: {min}-{max}{unit})"),
+    ))
+}
+
+/// Checks a catalog name a request gives (an image, flavor, zone or network name): 1 to
+/// [`MAX_CATALOG_NAME_BYTES`] bytes without control characters. The message never repeats the
+/// value, which may be huge.
+///
+/// # Errors
+/// [`crate::ErrorKind::InvalidSpec`] naming `field`.
+pub fn validate_catalog_name(field: &str, value: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::invalid(
+            field,
+            "must not be empty; choose one from the catalog",
+        ));
+    }
+    if value.len() > MAX_CATALOG_NAME_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {} bytes long; catalog names are at most {MAX_CATALOG_NAME_BYTES} bytes",
+                value.len()
+            ),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            "must not contain control characters; choose one from the catalog",
+        ));
+    }
+    Ok(())
+}
+
 /// One network a VM attaches to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,11 +290,9 @@ impl VmSpec {
     /// [`crate::ErrorKind::InvalidSpec`] naming the first offending field.
     pub fn validate(&self) -> Result<()> {
         validate_dns_label("name", &self.name)?;
-        if self.image.trim().is_empty() {
-            return Err(Error::invalid(
-                "image",
-                "must not be empty; choose an image from the catalog",
-            ));
+        validate_catalog_name("image", &self.image)?;
+        if let Some(f) = &self.flavor {
+            validate_catalog_name("flavor", f)?;
         }
         if self.flavor.is_none() {
             for (field, missing) in [
@@ -229,28 +308,33 @@ impl VmSpec {
                 }
             }
         }
-        if self.vcpus == Some(0) {
-            return Err(Error::invalid("vcpus", "must be at least 1"));
+        if let Some(v) = self.vcpus {
+            validate_range("vcpus", v, MIN_VCPUS, MAX_VCPUS, "")?;
         }
-        if let Some(m) = self.memory_mib
-            && m < 16
-        {
-            return Err(Error::invalid("memory_mib", "must be at least 16"));
+        if let Some(m) = self.memory_mib {
+            validate_range("memory_mib", m, MIN_MEMORY_MIB, MAX_MEMORY_MIB, "MiB")?;
         }
-        if self.disk_gib == Some(0) {
-            return Err(Error::invalid("disk_gib", "must be at least 1"));
+        if let Some(d) = self.disk_gib {
+            validate_range("disk_gib", d, MIN_DISK_GIB, MAX_DISK_GIB, "GiB")?;
+        }
+        if let Some(z) = &self.zone {
+            validate_catalog_name("zone", z)?;
+        }
+        if self.networks.len() > MAX_NETWORKS {
+            return Err(Error::invalid(
+                "networks",
+                format!(
+                    "has {} entries; at most {MAX_NETWORKS} networks are allowed",
+                    self.networks.len()
+                ),
+            ));
+        }
+        for (i, n) in self.networks.iter().enumerate() {
+            validate_catalog_name(&format!("networks[{i}].network"), &n.network)?;
         }
         validate_tags(&self.tags)?;
         if let Some(ud) = &self.user_data {
             validate_user_data(ud)?;
-        }
-        for (i, n) in self.networks.iter().enumerate() {
-            if n.network.trim().is_empty() {
-                return Err(Error::invalid(
-                    format!("networks[{i}].network"),
-                    "must not be empty",
-                ));
-            }
         }
         Ok(())
     }
@@ -321,6 +405,26 @@ pub struct Resources {
     pub memory_mib: u64,
     /// Disk in GiB.
     pub disk_gib: u64,
+}
+
+impl Resources {
+    /// Checks the size against HCP's global bounds ([`MAX_VCPUS`], [`MAX_MEMORY_MIB`],
+    /// [`MAX_DISK_GIB`] and their minimums).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidSpec`] naming `vcpus`, `memory_mib` or `disk_gib` and the
+    /// allowed range.
+    pub fn validate(&self) -> Result<()> {
+        validate_range("vcpus", self.vcpus, MIN_VCPUS, MAX_VCPUS, "")?;
+        validate_range(
+            "memory_mib",
+            self.memory_mib,
+            MIN_MEMORY_MIB,
+            MAX_MEMORY_MIB,
+            "MiB",
+        )?;
+        validate_range("disk_gib", self.disk_gib, MIN_DISK_GIB, MAX_DISK_GIB, "GiB")
+    }
 }
 
 /// The lifecycle state HCP wants a VM in.
@@ -683,6 +787,9 @@ impl Catalog {
             memory_mib: spec.memory_mib.unwrap_or(base.memory_mib),
             disk_gib: spec.disk_gib.unwrap_or(base.disk_gib),
         };
+        // A flavor's sizes pass the same bounds as explicit ones (the hosts file is checked
+        // too; this keeps a catalog built in code honest).
+        resources.validate()?;
         if resources.disk_gib < image.min_disk_gib {
             return Err(Error::invalid(
                 "disk_gib",

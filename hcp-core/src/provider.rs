@@ -323,10 +323,15 @@ pub struct HostInventoryReply {
 }
 
 impl HostInventoryReply {
-    /// Builds a reply; used resources are summed from `vms`.
+    /// Builds a reply; used resources are summed from `vms`. The sizes come from the host, so
+    /// the sums saturate rather than wrap: a total past the integer range reads as a full host.
     pub fn new(host: HostInfo, vms: Vec<NativeVm>) -> Self {
-        let vcpus_used = vms.iter().map(|v| v.resources.vcpus).sum();
-        let memory_mib_used = vms.iter().map(|v| v.resources.memory_mib).sum();
+        let vcpus_used = vms
+            .iter()
+            .fold(0u32, |sum, v| sum.saturating_add(v.resources.vcpus));
+        let memory_mib_used = vms
+            .iter()
+            .fold(0u64, |sum, v| sum.saturating_add(v.resources.memory_mib));
         HostInventoryReply {
             host,
             vcpus_used,

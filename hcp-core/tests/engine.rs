@@ -875,9 +875,28 @@ async fn capacity_and_quota_refuse_before_a_job_exists() {
         ..VmSpec::new("big", "ubuntu-24.04", "small")
     };
     let r2 = rig().await;
+    // Larger than any host: a bad request naming the field, not a full zone.
     let e = r2.engine.create_vm(&alice(), big).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
+    assert_eq!(e.field(), Some("vcpus"), "{e}");
+    assert!(e.to_string().contains("more than 32 vCPUs"), "{e}");
+    // A size some host could hold, while every host is full: capacity exhausted.
+    let fills = VmSpec {
+        vcpus: Some(16),
+        ..VmSpec::new("fill-b", "ubuntu-24.04", "small").with_zone("zone-b")
+    };
+    let s = r2.engine.create_vm(&alice(), fills).await.unwrap();
+    wait(&r2.engine, &s.job_id).await;
+    let e = r2
+        .engine
+        .create_vm(
+            &alice(),
+            VmSpec::new("no-room", "ubuntu-24.04", "small").with_zone("zone-b"),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
-    assert!(e.to_string().contains("64 vCPUs"), "{e}");
+    assert!(e.to_string().contains("1 vCPUs"), "{e}");
     // A name is unique in its project.
     let s = r2
         .engine

@@ -3,20 +3,22 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
+use super::capacity::Capacity;
 use super::{Action, Engine, Inner, RequestContext, lock};
 use crate::reconcile::{ObservedHost, classify};
 use crate::store::{PageRequest, Scope};
 use crate::{
-    Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind, Host,
-    HostInfo, HostInventory, HostInventoryReply, NativeVm, Operation, PowerState, Principal,
-    ProjectId, ProviderBinding, ProviderInfo, Requirements, Resources, Result, Vm, VmId, VmSpec,
+    Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind,
+    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, NativeVm, Operation,
+    PowerState, Principal, ProjectId, ProviderBinding, ProviderInfo, Requirements, Resources,
+    Result, Vm, VmId, VmSpec,
 };
 
 /// How long one host's inventory call may take during a refresh.
@@ -33,10 +35,7 @@ pub(crate) struct HostState {
     pub(crate) caps: Capabilities,
     pub(crate) available: bool,
     pub(crate) reason: Option<String>,
-    pub(crate) vcpus_used: u32,
-    pub(crate) memory_used: u64,
-    pub(crate) reserved_vcpus: u32,
-    pub(crate) reserved_memory: u64,
+    pub(crate) capacity: Capacity,
     pub(crate) inventory: Option<Arc<HostInventoryReply>>,
     pub(crate) observed_at: Option<DateTime<Utc>>,
 }
@@ -44,17 +43,6 @@ pub(crate) struct HostState {
 impl HostState {
     fn vms(&self) -> &[NativeVm] {
         self.inventory.as_ref().map_or(&[], |i| i.vms.as_slice())
-    }
-
-    fn free(&self) -> (i64, i64) {
-        (
-            i64::from(self.info.vcpus_total)
-                - i64::from(self.vcpus_used)
-                - i64::from(self.reserved_vcpus),
-            self.info.memory_mib_total as i64
-                - self.memory_used as i64
-                - self.reserved_memory as i64,
-        )
     }
 }
 
@@ -67,15 +55,30 @@ pub(crate) struct Reservation<'a> {
 }
 
 impl<'a> Reservation<'a> {
-    pub(crate) fn new(inner: &'a Inner, provider: &str, host: &str, resources: Resources) -> Self {
+    /// Holds `resources` on the host, checking again under the write lock that they fit (another
+    /// create may have taken the room since placement read the table).
+    ///
+    /// # Errors
+    /// [`ErrorKind::QuotaExceeded`] when they no longer fit or a counter would overflow.
+    pub(crate) fn try_new(
+        inner: &'a Inner,
+        provider: &str,
+        host: &str,
+        resources: Resources,
+    ) -> Result<Self> {
         let key = (provider.to_string(), host.to_string());
-        adjust_reserved(inner, &key, resources, true);
-        Reservation {
+        {
+            let mut inv = write_inventory(inner);
+            if let Some(h) = inv.hosts.get_mut(&key) {
+                h.capacity.reserve(&resources)?;
+            }
+        }
+        Ok(Reservation {
             inner,
             key,
             resources,
             kept: false,
-        }
+        })
     }
 
     /// Keeps the capacity reserved (the job releases it when it ends).
@@ -86,23 +89,29 @@ impl<'a> Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if !self.kept {
-            adjust_reserved(self.inner, &self.key, self.resources, false);
+        if !self.kept
+            && let Some(h) = write_inventory(self.inner).hosts.get_mut(&self.key)
+        {
+            h.capacity.release(&self.resources);
         }
     }
 }
 
-fn adjust_reserved(inner: &Inner, key: &(String, String), r: Resources, add: bool) {
-    let mut inv = inner.inventory.write().unwrap_or_else(|p| p.into_inner());
-    if let Some(h) = inv.hosts.get_mut(key) {
-        if add {
-            h.reserved_vcpus += r.vcpus;
-            h.reserved_memory += r.memory_mib;
-        } else {
-            h.reserved_vcpus = h.reserved_vcpus.saturating_sub(r.vcpus);
-            h.reserved_memory = h.reserved_memory.saturating_sub(r.memory_mib);
-        }
-    }
+/// Reads the host table. A panic elsewhere cannot poison it for good: every writer checks
+/// before it changes anything (see [`Capacity`]), so the table stays consistent and is used on.
+pub(crate) fn read_inventory(inner: &Inner) -> RwLockReadGuard<'_, InventoryState> {
+    inner
+        .inventory
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes the host table (see [`read_inventory`] on poisoning).
+pub(crate) fn write_inventory(inner: &Inner) -> RwLockWriteGuard<'_, InventoryState> {
+    inner
+        .inventory
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Moves capacity after a job: releases a create's reservation, and counts what now exists.
@@ -115,19 +124,16 @@ pub(crate) fn settle_capacity(
     deleted: bool,
 ) {
     let key = (provider.to_string(), host.to_string());
-    let mut inv = inner.inventory.write().unwrap_or_else(|p| p.into_inner());
+    let mut inv = write_inventory(inner);
     if let Some(h) = inv.hosts.get_mut(&key) {
         if let Some(ok) = created {
-            h.reserved_vcpus = h.reserved_vcpus.saturating_sub(r.vcpus);
-            h.reserved_memory = h.reserved_memory.saturating_sub(r.memory_mib);
+            h.capacity.release(&r);
             if ok {
-                h.vcpus_used += r.vcpus;
-                h.memory_used += r.memory_mib;
+                h.capacity.add_used(&r);
             }
         }
         if deleted {
-            h.vcpus_used = h.vcpus_used.saturating_sub(r.vcpus);
-            h.memory_used = h.memory_used.saturating_sub(r.memory_mib);
+            h.capacity.remove_used(&r);
         }
     }
 }
@@ -205,11 +211,7 @@ pub struct RefreshReport {
 impl Engine {
     /// Returns a host's effective capabilities (provider ∧ zone ∧ host); none for an unknown host.
     pub fn host_capabilities(&self, provider: &str, host: &str) -> Capabilities {
-        let inv = self
-            .inner
-            .inventory
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let inv = read_inventory(&self.inner);
         inv.hosts
             .get(&(provider.to_string(), host.to_string()))
             .map(|h| h.caps)
@@ -217,11 +219,7 @@ impl Engine {
     }
 
     pub(crate) fn host_exists(&self, provider: &str, host: &str) -> bool {
-        let inv = self
-            .inner
-            .inventory
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let inv = read_inventory(&self.inner);
         inv.hosts
             .contains_key(&(provider.to_string(), host.to_string()))
     }
@@ -236,11 +234,7 @@ impl Engine {
         {
             return Err(Error::invalid("zone", format!("unknown zone `{z}`")));
         }
-        let inv = self
-            .inner
-            .inventory
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let inv = read_inventory(&self.inner);
         Ok(inv
             .hosts
             .values()
@@ -253,11 +247,7 @@ impl Engine {
 
     /// Returns each provider's declared capabilities and each host's effective ones.
     pub fn provider_capabilities(&self) -> Vec<ProviderCapabilities> {
-        let inv = self
-            .inner
-            .inventory
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let inv = read_inventory(&self.inner);
         self.inner
             .providers
             .iter()
@@ -277,37 +267,32 @@ impl Engine {
 
     /// Returns every host with its capacity and health.
     pub fn hosts(&self) -> Vec<Host> {
-        let inv = self
-            .inner
-            .inventory
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let inv = read_inventory(&self.inner);
         inv.hosts
             .iter()
-            .map(|((provider, name), h)| Host {
-                name: name.clone(),
-                provider: provider.clone(),
-                zone: h.info.zone.clone(),
-                available: h.available,
-                unavailable_reason: h.reason.clone(),
-                vcpus_total: h.info.vcpus_total,
-                vcpus_used: h.vcpus_used + h.reserved_vcpus,
-                memory_mib_total: h.info.memory_mib_total,
-                memory_mib_used: h.memory_used + h.reserved_memory,
-                vm_count: h.vms().len(),
-                capabilities: h.caps,
-                observed_at: h.observed_at,
+            .map(|((provider, name), h)| {
+                let (vcpus_used, memory_mib_used) = h.capacity.taken();
+                Host {
+                    name: name.clone(),
+                    provider: provider.clone(),
+                    zone: h.info.zone.clone(),
+                    available: h.available,
+                    unavailable_reason: h.reason.clone(),
+                    vcpus_total: h.info.vcpus_total,
+                    vcpus_used,
+                    memory_mib_total: h.info.memory_mib_total,
+                    memory_mib_used,
+                    vm_count: h.vms().len(),
+                    capabilities: h.caps,
+                    observed_at: h.observed_at,
+                }
             })
             .collect()
     }
 
     /// Returns every provider with its health.
     pub fn providers(&self) -> Vec<ProviderStatus> {
-        let inv = self
-            .inner
-            .inventory
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let inv = read_inventory(&self.inner);
         self.inner
             .providers
             .iter()
@@ -331,11 +316,7 @@ impl Engine {
 
     /// Returns every VM found on the hosts at the last refresh, HCP's and others (operator view).
     pub fn inventory_vms(&self) -> Vec<InventoryVm> {
-        let inv = self
-            .inner
-            .inventory
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let inv = read_inventory(&self.inner);
         inv.hosts
             .iter()
             .flat_map(|((provider, host), h)| {
@@ -372,12 +353,10 @@ impl Engine {
             flags,
             vcpus: Some(r.vcpus),
             memory_mib: Some(r.memory_mib),
+            disk_gib: Some(r.disk_gib),
+            networks: Some(u32::try_from(spec.networks.len()).unwrap_or(u32::MAX)),
         };
-        let inv = self
-            .inner
-            .inventory
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let inv = read_inventory(&self.inner);
         let in_scope: Vec<(&(String, String), &HostState)> = inv
             .hosts
             .iter()
@@ -403,6 +382,9 @@ impl Engine {
                 ),
                 None => Error::invalid("zone", format!("{where_} has no hosts")),
             });
+        }
+        if let Some(e) = limit_refusal(&in_scope, &need, &where_) {
+            return Err(e);
         }
         let mut first_refusal = None;
         let capable: Vec<_> = in_scope
@@ -430,16 +412,45 @@ impl Engine {
             )
             .temporary());
         }
+        // A size larger than every host offers can never fit: a bad request, not a full zone.
+        let most_vcpus = reachable
+            .iter()
+            .map(|(_, h)| h.capacity.vcpus_total)
+            .max()
+            .unwrap_or(0);
+        let most_memory = reachable
+            .iter()
+            .map(|(_, h)| h.capacity.memory_total)
+            .max()
+            .unwrap_or(0);
+        if most_vcpus > 0 && r.vcpus > most_vcpus {
+            return Err(Error::invalid(
+                "vcpus",
+                format!(
+                    "is {}; no host in {where_} has more than {most_vcpus} vCPUs (allowed: {}-{most_vcpus})",
+                    r.vcpus,
+                    crate::MIN_VCPUS
+                ),
+            ));
+        }
+        if most_memory > 0 && r.memory_mib > most_memory {
+            return Err(Error::invalid(
+                "memory_mib",
+                format!(
+                    "is {} MiB; no host in {where_} has more than {most_memory} MiB (allowed: {}-{most_memory} MiB)",
+                    r.memory_mib,
+                    crate::MIN_MEMORY_MIB
+                ),
+            ));
+        }
         let best = reachable
             .iter()
-            .filter(|(_, h)| {
-                let (cpu, mem) = h.free();
-                cpu >= i64::from(r.vcpus) && mem >= r.memory_mib as i64
-            })
+            .filter(|(_, h)| h.capacity.fits(&r))
             .max_by(|(ka, a), (kb, b)| {
-                a.free()
+                a.capacity
+                    .free()
                     .1
-                    .cmp(&b.free().1)
+                    .cmp(&b.capacity.free().1)
                     .then(b.vms().len().cmp(&a.vms().len()))
                     .then(kb.1.cmp(&ka.1))
             });
@@ -508,7 +519,7 @@ impl Engine {
                 Ok(hosts) => targets.extend(hosts.into_iter().map(|h| (provider.clone(), h))),
                 Err(e) => {
                     // Keep the hosts we knew, marked unreachable.
-                    let inv = inner.inventory.read().unwrap_or_else(|p| p.into_inner());
+                    let inv = read_inventory(inner);
                     for ((p, _), h) in inv.hosts.iter().filter(|((p, _), _)| *p == provider) {
                         targets.push((p.clone(), h.info.clone()));
                     }
@@ -546,7 +557,7 @@ impl Engine {
         // 2. Update the host table, keeping reservations of creates in flight.
         let mut report = RefreshReport::default();
         {
-            let mut inv = inner.inventory.write().unwrap_or_else(|p| p.into_inner());
+            let mut inv = write_inventory(inner);
             let mut fresh = BTreeMap::new();
             for (provider, info, reply) in &results {
                 let key = (provider.clone(), info.name.clone());
@@ -575,22 +586,26 @@ impl Engine {
                             .unwrap_or_else(Capabilities::all),
                     )
                     .narrow(host_info.capabilities);
-                let (reserved_vcpus, reserved_memory) = old
-                    .as_ref()
-                    .map_or((0, 0), |o| (o.reserved_vcpus, o.reserved_memory));
+                let (vcpus_reserved, memory_reserved) = old.as_ref().map_or((0, 0), |o| {
+                    (o.capacity.vcpus_reserved, o.capacity.memory_reserved)
+                });
                 let state = match reply {
                     Ok(r) => {
                         report.hosts_ok += 1;
                         report.vms_seen += r.vms.len();
                         HostState {
+                            capacity: Capacity {
+                                vcpus_total: host_info.vcpus_total,
+                                memory_total: host_info.memory_mib_total,
+                                vcpus_used: r.vcpus_used,
+                                memory_used: r.memory_mib_used,
+                                vcpus_reserved,
+                                memory_reserved,
+                            },
                             info: host_info,
                             caps,
                             available: true,
                             reason: None,
-                            vcpus_used: r.vcpus_used,
-                            memory_used: r.memory_mib_used,
-                            reserved_vcpus,
-                            reserved_memory,
                             inventory: Some(r.clone()),
                             observed_at: Some(now),
                         }
@@ -602,13 +617,16 @@ impl Engine {
                             caps,
                             available: false,
                             reason: None,
-                            vcpus_used: 0,
-                            memory_used: 0,
-                            reserved_vcpus,
-                            reserved_memory,
+                            capacity: Capacity {
+                                vcpus_reserved,
+                                memory_reserved,
+                                ..Capacity::default()
+                            },
                             inventory: None,
                             observed_at: None,
                         });
+                        s.capacity.vcpus_total = host_info.vcpus_total;
+                        s.capacity.memory_total = host_info.memory_mib_total;
                         s.info = host_info;
                         s.caps = caps;
                         s.available = false;
@@ -666,9 +684,9 @@ impl Engine {
                 .flavor
                 .as_deref()
                 .and_then(|f| inner.catalog.flavor(f));
-            let differs = |from_flavor: Option<u64>, actual: u64| {
-                (from_flavor != Some(actual)).then_some(actual)
-            };
+            fn differs<T: PartialEq>(from_flavor: Option<T>, actual: T) -> Option<T> {
+                (from_flavor.as_ref() != Some(&actual)).then_some(actual)
+            }
             let vm = Vm {
                 id: a.mark.vm_id.clone(),
                 project: a.mark.project.clone(),
@@ -676,8 +694,7 @@ impl Engine {
                     name: a.native.name.clone(),
                     image: a.mark.image.clone().unwrap_or_default(),
                     flavor: a.mark.flavor.clone(),
-                    vcpus: differs(flavor.map(|f| u64::from(f.vcpus)), u64::from(r.vcpus))
-                        .map(|v| v as u32),
+                    vcpus: differs(flavor.map(|f| f.vcpus), r.vcpus),
                     memory_mib: differs(flavor.map(|f| f.memory_mib), r.memory_mib),
                     // Providers that cannot report a disk size report 0: keep the flavor's.
                     disk_gib: if r.disk_gib == 0 {
@@ -800,9 +817,55 @@ impl Engine {
             }
         }
         report.drift = plan.drift;
-        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok(report)
     }
+}
+
+/// Refuses a size that no host in scope allows, naming the field and the largest limit there.
+/// Returns `None` when some host allows each size (it may still lack room or a capability).
+fn limit_refusal(
+    in_scope: &[(&(String, String), &HostState)],
+    need: &Requirements,
+    where_: &str,
+) -> Option<Error> {
+    let per_host: Vec<Vec<ExceededLimit>> = in_scope
+        .iter()
+        .map(|(_, h)| h.caps.exceeded(need))
+        .collect();
+    let first = per_host.first()?;
+    for limit in first {
+        let mut largest = limit.max;
+        let everywhere = per_host.iter().all(|limits| {
+            limits.iter().any(|l| {
+                if l.field == limit.field {
+                    largest = largest.max(l.max);
+                    true
+                } else {
+                    false
+                }
+            })
+        });
+        if everywhere {
+            let min = match limit.field {
+                "vcpus" => u64::from(crate::MIN_VCPUS),
+                "memory_mib" => crate::MIN_MEMORY_MIB,
+                "disk_gib" => crate::MIN_DISK_GIB,
+                _ => 0,
+            };
+            return Some(
+                Error::invalid(
+                    limit.field,
+                    format!(
+                        "is {}; {where_} allows at most {largest} ({} = {largest}; allowed: {min}-{largest})",
+                        limit.wanted, limit.name
+                    ),
+                )
+                .with_context("limit", limit.name),
+            );
+        }
+    }
+    None
 }
 
 fn observed_zone(

@@ -2,6 +2,7 @@
 //! requests, negotiates capabilities, writes desired state and jobs, runs jobs with bounded
 //! concurrency, retries and timeouts, streams job logs, and reconciles desired with observed state.
 
+mod capacity;
 mod inventory;
 mod scheduler;
 mod watch;
@@ -349,8 +350,20 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
 }
 
+/// Locks one of the engine's maps. Poisoning is ignored on purpose: each critical section is a
+/// single insert, remove or lookup that cannot leave a map half-changed, so a panic elsewhere
+/// must not take the map (and every later request) down with it.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Returns the text of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 impl Inner {
@@ -441,6 +454,10 @@ impl Inner {
     }
 
     /// Runs one provider call: stamps context on its error and reports it to the observer.
+    ///
+    /// A provider that panics fails this call only, with an [`ErrorKind::Internal`] error: the
+    /// panic is caught here, logged for operators, and never reaches the job's worker, the
+    /// scheduler or shared state.
     pub(crate) async fn call<T>(
         &self,
         provider: &str,
@@ -448,12 +465,30 @@ impl Inner {
         host: &str,
         fut: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
+        use futures::FutureExt;
         let started = std::time::Instant::now();
-        let result = fut.await.map_err(|e| {
-            e.with_operation(operation)
-                .with_context("provider", provider)
-                .with_context("host", host)
-        });
+        // Unwind safety: providers keep their shared state behind locks whose writers check
+        // before they change anything, so what a panicking call leaves behind stays usable.
+        let result = std::panic::AssertUnwindSafe(fut)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                tracing::error!(
+                    provider,
+                    host,
+                    operation = operation.as_str(),
+                    panic = panic_message(panic.as_ref()),
+                    "a provider call panicked; the call fails with an internal error"
+                );
+                Err(Error::internal(format!(
+                    "provider `{provider}` failed unexpectedly during {operation}; operators find the details in the server log"
+                )))
+            })
+            .map_err(|e| {
+                e.with_operation(operation)
+                    .with_context("provider", provider)
+                    .with_context("host", host)
+            });
         self.observer.provider_call(
             provider,
             operation,
@@ -692,6 +727,9 @@ impl Engine {
         let (vm_write, job_action, vm_id, provider, host) = match action {
             Action::Create { spec, host } => {
                 let resources = inner.catalog.resolve(&spec)?;
+                if let Some(h) = &host {
+                    validate_reference("host", h)?;
+                }
                 if let Some(existing) = inner
                     .store
                     .find_vm_by_name(&ctx.project, &spec.name)
@@ -729,12 +767,12 @@ impl Engine {
                     updated_at: now,
                     generation: 0,
                 };
-                reservation = Some(inventory::Reservation::new(
+                reservation = Some(inventory::Reservation::try_new(
                     inner,
                     &placement.provider,
                     &placement.host,
                     resources,
-                ));
+                )?);
                 (
                     VmWrite::Insert(vm),
                     JobAction::Create,
@@ -753,6 +791,7 @@ impl Engine {
                     | Action::Migrate { vm_id, .. } => vm_id.clone(),
                     Action::Create { .. } => unreachable!("handled above"),
                 };
+                validate_reference("vm_id", vm_id.as_str())?;
                 let mut vm = inner
                     .store
                     .get_vm(&ctx.scope(), &vm_id)
@@ -818,7 +857,7 @@ impl Engine {
             host: host.clone(),
             provider: provider.clone(),
             error: None,
-            timeout_ms: inner.settings.job_timeout.as_millis() as u64,
+            timeout_ms: u64::try_from(inner.settings.job_timeout.as_millis()).unwrap_or(u64::MAX),
             created_at: now,
             started_at: None,
             finished_at: None,
@@ -906,7 +945,9 @@ impl Engine {
         if q == Quota::default() {
             return Ok(());
         }
-        let (mut vms, mut vcpus, mut mem) = (1u64, u64::from(add.vcpus), add.memory_mib);
+        // The request's own size, then every live VM's: sizes of VMs rebuilt from hosts come from
+        // outside, so the sums are checked; a sum past u64 exceeds any quota.
+        let mut usage = QuotaUsage::new(add);
         let mut page = PageRequest::all();
         loop {
             let p = self
@@ -919,31 +960,14 @@ impl Engine {
                 .iter()
                 .filter(|v| v.desired != DesiredState::Deleted)
             {
-                vms += 1;
-                vcpus += u64::from(v.resources.vcpus);
-                mem += v.resources.memory_mib;
+                usage.add(v.resources);
             }
             match p.next {
                 Some(c) => page.cursor = Some(c),
                 None => break,
             }
         }
-        for (what, used, max) in [
-            ("max_vms", vms, q.max_vms),
-            ("max_vcpus", vcpus, q.max_vcpus),
-            ("max_memory_mib", mem, q.max_memory_mib),
-        ] {
-            if let Some(max) = max
-                && used > max
-            {
-                return Err(Error::new(
-                    ErrorKind::QuotaExceeded,
-                    format!("project `{project}` would use {used} of its quota {what} = {max}"),
-                )
-                .with_context("quota", what));
-            }
-        }
-        Ok(())
+        usage.check(project, &q, add)
     }
 
     /// Returns a VM visible in `scope`.
@@ -1056,6 +1080,11 @@ impl Engine {
     /// Cancels a job: a pending job ends at once; a running job is interrupted and its partial
     /// work cleaned up.
     ///
+    /// # Behavior
+    /// A running job's provider call is dropped at once, even one that never returns; the job
+    /// then ends `CANCELLED` (a cancelled create first removes what it made, within a bounded
+    /// time). A cancel that arrives while a worker is claiming the job still reaches it.
+    ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for an unknown job; [`ErrorKind::Conflict`] when it already ended.
     pub async fn cancel_job(
@@ -1094,10 +1123,18 @@ impl Engine {
                 Ok(job)
             }
             Err(_) => {
-                if let Some(token) = lock(&self.inner.cancels).get(job_id) {
-                    token.cancel();
+                // Running, or being claimed: the worker takes this token when it registers its
+                // own a moment later, so the cancel is never lost.
+                lock(&self.inner.cancels)
+                    .entry(job_id.clone())
+                    .or_default()
+                    .cancel();
+                let job = self.get_job(scope, job_id).await?;
+                if job.state.is_terminal() {
+                    // It ended meanwhile; its worker no longer looks for the token.
+                    lock(&self.inner.cancels).remove(job_id);
                 }
-                self.get_job(scope, job_id).await
+                Ok(job)
             }
         }
     }
@@ -1232,6 +1269,22 @@ pub fn validate_idempotency_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a name or id a request refers to (a VM id, a host): 1-255 bytes without control
+/// characters, so that no error repeats a huge or garbled value. Whether it exists is checked
+/// after.
+fn validate_reference(field: &str, value: &str) -> Result<()> {
+    if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is not a valid {field}: 1-255 bytes without control characters (got {} bytes)",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn host_key(provider: &str, host: &str) -> String {
     format!("{provider}/{host}")
 }
@@ -1287,5 +1340,123 @@ impl<'a> KeyGuard<'a> {
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
         lock(&self.inner.inflight_keys).remove(&self.scope);
+    }
+}
+
+/// A project's usage with one more VM, summed with checked arithmetic (`None` once a sum passes
+/// `u64`, which exceeds every quota).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuotaUsage {
+    vms: Option<u64>,
+    vcpus: Option<u64>,
+    memory_mib: Option<u64>,
+}
+
+impl QuotaUsage {
+    fn new(add: crate::Resources) -> Self {
+        QuotaUsage {
+            vms: Some(1),
+            vcpus: Some(u64::from(add.vcpus)),
+            memory_mib: Some(add.memory_mib),
+        }
+    }
+
+    fn add(&mut self, r: crate::Resources) {
+        self.vms = self.vms.and_then(|n| n.checked_add(1));
+        self.vcpus = self.vcpus.and_then(|n| n.checked_add(u64::from(r.vcpus)));
+        self.memory_mib = self.memory_mib.and_then(|n| n.checked_add(r.memory_mib));
+    }
+
+    /// Refuses usage beyond `quota`. A request whose own size exceeds a limit can never fit and
+    /// names its field; one that only adds up past the limit is `QUOTA_EXCEEDED`.
+    fn check(&self, project: &ProjectId, quota: &Quota, add: crate::Resources) -> Result<()> {
+        for (what, field, used, own, max) in [
+            ("max_vms", None, self.vms, 1, quota.max_vms),
+            (
+                "max_vcpus",
+                Some("vcpus"),
+                self.vcpus,
+                u64::from(add.vcpus),
+                quota.max_vcpus,
+            ),
+            (
+                "max_memory_mib",
+                Some("memory_mib"),
+                self.memory_mib,
+                add.memory_mib,
+                quota.max_memory_mib,
+            ),
+        ] {
+            let Some(max) = max else { continue };
+            if let Some(field) = field
+                && own > max
+            {
+                return Err(Error::invalid(
+                    field,
+                    format!("is {own}; project `{project}` has a quota of {what} = {max}, so at most {max} fit"),
+                )
+                .with_context("quota", what));
+            }
+            if used.is_none_or(|used| used > max) {
+                let used = used.map_or_else(|| "more than 2^64".to_string(), |u| u.to_string());
+                let mut e = Error::new(
+                    ErrorKind::QuotaExceeded,
+                    format!("project `{project}` would use {used} of its quota {what} = {max}"),
+                )
+                .with_context("quota", what);
+                if let Some(field) = field {
+                    e = e.with_field(field);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Resources;
+
+    fn size(vcpus: u32, memory_mib: u64) -> Resources {
+        Resources {
+            vcpus,
+            memory_mib,
+            disk_gib: 1,
+        }
+    }
+
+    #[test]
+    fn quota_sums_are_checked_and_name_the_field() {
+        let project = ProjectId::new("demo");
+        let quota = Quota {
+            max_vms: Some(3),
+            max_vcpus: Some(8),
+            max_memory_mib: Some(u64::MAX),
+        };
+        let mut u = QuotaUsage::new(size(2, 1024));
+        u.add(size(4, 1024));
+        u.check(&project, &quota, size(2, 1024)).unwrap();
+        u.add(size(4, 1024));
+        let e = u.check(&project, &quota, size(2, 1024)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
+        assert_eq!(e.field(), Some("vcpus"));
+
+        // VMs rebuilt from hosts may report any size: a sum past u64 exceeds even u64::MAX.
+        let mut u = QuotaUsage::new(size(1, 16));
+        u.add(size(1, u64::MAX));
+        assert_eq!(u.memory_mib, None);
+        let e = u.check(&project, &quota, size(1, 16)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
+        assert_eq!(e.field(), Some("memory_mib"));
+        assert!(e.message().contains("more than 2^64"), "{e}");
+
+        // A request larger than the whole quota can never fit: invalid, naming the field.
+        let e = QuotaUsage::new(size(9, 16))
+            .check(&project, &quota, size(9, 16))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+        assert_eq!(e.field(), Some("vcpus"));
     }
 }

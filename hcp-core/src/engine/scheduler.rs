@@ -14,6 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use super::{Inner, worker};
@@ -36,11 +39,16 @@ pub(crate) enum SchedMsg {
     /// A started job failed temporarily and is pending again; it may run after `after`.
     Retry {
         job_id: JobId,
+        vm_id: VmId,
         host_key: String,
         after: Duration,
     },
     /// A retry's backoff elapsed.
-    RetryReady { job_id: JobId, host_key: String },
+    RetryReady {
+        job_id: JobId,
+        vm_id: VmId,
+        host_key: String,
+    },
     /// A pending job was cancelled or failed without running.
     Cancelled { job_id: JobId, vm_id: VmId },
 }
@@ -48,6 +56,7 @@ pub(crate) enum SchedMsg {
 #[derive(Debug, Clone)]
 struct Queued {
     job_id: JobId,
+    vm_id: VmId,
     host_key: String,
 }
 
@@ -102,14 +111,19 @@ impl Scheduler {
                 vm_id,
                 host_key,
             } => {
-                let q = self.vm_queues.entry(vm_id).or_default();
+                let q = self.vm_queues.entry(vm_id.clone()).or_default();
                 let head = q.front().map(|h| h.job_id.clone());
                 q.push_back(Queued {
                     job_id: job_id.clone(),
+                    vm_id: vm_id.clone(),
                     host_key: host_key.clone(),
                 });
                 match head {
-                    None => self.ready.push_back(Queued { job_id, host_key }),
+                    None => self.ready.push_back(Queued {
+                        job_id,
+                        vm_id,
+                        host_key,
+                    }),
                     Some(blocking_job) => {
                         set_reason(inner, job_id, PendingReason::WaitingForVm { blocking_job })
                     }
@@ -125,6 +139,7 @@ impl Scheduler {
             }
             SchedMsg::Retry {
                 job_id,
+                vm_id,
                 host_key,
                 after,
             } => {
@@ -134,13 +149,25 @@ impl Scheduler {
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
                     if let Some(inner) = weak.upgrade() {
-                        let _ = inner.sched.send(SchedMsg::RetryReady { job_id, host_key });
+                        let _ = inner.sched.send(SchedMsg::RetryReady {
+                            job_id,
+                            vm_id,
+                            host_key,
+                        });
                     }
                 });
             }
-            SchedMsg::RetryReady { job_id, host_key } => {
+            SchedMsg::RetryReady {
+                job_id,
+                vm_id,
+                host_key,
+            } => {
                 if !self.skip.remove(&job_id) {
-                    self.ready.push_back(Queued { job_id, host_key });
+                    self.ready.push_back(Queued {
+                        job_id,
+                        vm_id,
+                        host_key,
+                    });
                 }
             }
             SchedMsg::Cancelled { job_id, vm_id } => {
@@ -234,7 +261,32 @@ impl Scheduler {
             inner.running.fetch_add(1, Ordering::Relaxed);
             let inner = inner.clone();
             tokio::spawn(async move {
-                let msg = worker::run(&inner, &job.job_id, &job.host_key).await;
+                // A panic in the worker ends this job only: it is caught here, the job fails,
+                // and the scheduler hears back either way, so its VM's queue and its slots move on.
+                let run = AssertUnwindSafe(worker::run(&inner, &job.job_id, &job.host_key));
+                let msg = match run.catch_unwind().await {
+                    Ok(msg) => msg,
+                    Err(panic) => {
+                        let text = super::panic_message(panic.as_ref()).to_string();
+                        let recover = AssertUnwindSafe(worker::recover(
+                            &inner,
+                            &job.job_id,
+                            &job.host_key,
+                            &text,
+                        ));
+                        match recover.catch_unwind().await {
+                            Ok(msg) => msg,
+                            Err(_) => {
+                                tracing::error!(job_id = %job.job_id, "recovering a panicked job panicked too; its VM's queue moves on");
+                                SchedMsg::Finished {
+                                    job_id: job.job_id.clone(),
+                                    vm_id: job.vm_id.clone(),
+                                    host_key: job.host_key.clone(),
+                                }
+                            }
+                        }
+                    }
+                };
                 inner.running.fetch_sub(1, Ordering::Relaxed);
                 let _ = inner.sched.send(msg);
             });

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::inventory::settle_capacity;
@@ -73,8 +73,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
     if job.state != JobState::Pending {
         return finished(job.vm_id);
     }
-    let deadline = job.started_at.unwrap_or_else(Utc::now)
-        + chrono::Duration::milliseconds(job.timeout_ms as i64);
+    let deadline = deadline_of(&job);
     if Utc::now() >= deadline {
         let err = Error::new(
             ErrorKind::Timeout,
@@ -114,8 +113,11 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
     );
     tracing::debug!(job_id = %job.id, vm_id = %vm.id, provider = %vm.binding.provider, host = %vm.binding.host, attempt = job.attempts, "job attempt started");
 
-    let token = CancellationToken::new();
-    lock(&inner.cancels).insert(job.id.clone(), token.clone());
+    // A cancel that came while the job was being claimed left its token here already.
+    let token = lock(&inner.cancels)
+        .entry(job.id.clone())
+        .or_insert_with(CancellationToken::new)
+        .clone();
     let remaining = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
     let ctx = OpContext::new(
         job.id.clone(),
@@ -142,7 +144,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
             if e.kind() != ErrorKind::Cancelled
                 && let RetryDecision::RetryAfter(after) =
                     inner.settings.retry.decide(job.attempts, &e)
-                && Utc::now() + chrono::Duration::from_std(after).unwrap_or_default() < deadline
+                && later(after).is_some_and(|at| at < deadline)
             {
                 return retry(inner, &job, e, after, host_key).await;
             }
@@ -155,6 +157,27 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
         }
     }
     finished(job.vm_id)
+}
+
+/// When a job's time is up: its first start plus its timeout, computed without overflow (a
+/// timeout too large for the calendar never ends).
+fn deadline_of(job: &Job) -> DateTime<Utc> {
+    i64::try_from(job.timeout_ms)
+        .ok()
+        .and_then(chrono::Duration::try_milliseconds)
+        .and_then(|d| {
+            job.started_at
+                .unwrap_or_else(Utc::now)
+                .checked_add_signed(d)
+        })
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Now plus `after`, or `None` past the calendar's end.
+fn later(after: Duration) -> Option<DateTime<Utc>> {
+    chrono::Duration::from_std(after)
+        .ok()
+        .and_then(|d| Utc::now().checked_add_signed(d))
 }
 
 fn target(vm: &Vm) -> VmTarget {
@@ -403,7 +426,7 @@ async fn retry(
             e.message()
         ),
     );
-    let retry_at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+    let retry_at = later(after).unwrap_or(DateTime::<Utc>::MAX_UTC);
     let info = ErrorInfo::from(&e);
     let updated = inner
         .update_job_with(&job.id, |j| {
@@ -422,6 +445,7 @@ async fn retry(
             publish_status(inner, &j);
             SchedMsg::Retry {
                 job_id: job.id.clone(),
+                vm_id: job.vm_id.clone(),
                 host_key: host_key.to_string(),
                 after,
             }
@@ -608,7 +632,82 @@ async fn end(
 
 /// Tells watchers the job ended, once every log line sent before has been written.
 async fn finalize(inner: &Arc<Inner>, job: &Job) {
+    // A cancel that raced the end left a token nobody will take.
+    lock(&inner.cancels).remove(&job.id);
     let _ = inner.logs.send(LogMsg::Finalize(job.id.clone()));
+}
+
+/// Ends a job whose worker panicked, so that nothing stays stuck: the job fails with an internal
+/// error, a create's reservation is released and its VM marked `ERROR`, and the returned message
+/// lets the scheduler advance the VM's queue. Runs after the panic was caught; the panic's text
+/// goes to the operators' log only.
+pub(crate) async fn recover(
+    inner: &Arc<Inner>,
+    job_id: &crate::JobId,
+    host_key: &str,
+    panic: &str,
+) -> SchedMsg {
+    tracing::error!(%job_id, panic, "a job's worker panicked; the job fails with an internal error");
+    lock(&inner.cancels).remove(job_id);
+    lock(&inner.progress).remove(job_id);
+    let finished = |vm_id| SchedMsg::Finished {
+        job_id: job_id.clone(),
+        vm_id,
+        host_key: host_key.to_string(),
+    };
+    let job = match inner.store.get_job(&Scope::All, job_id).await {
+        Ok(Some(job)) => job,
+        _ => return finished(crate::VmId::new("")),
+    };
+    if job.state.is_terminal() {
+        return finished(job.vm_id);
+    }
+    let err = Error::internal(
+        "the job failed unexpectedly (an internal error); operators find the details in the server log",
+    )
+    .with_operation(job.operation)
+    .with_context("job", &job.id);
+    let vm = inner
+        .store
+        .get_vm(&Scope::All, &job.vm_id)
+        .await
+        .ok()
+        .flatten();
+    if let Some(vm) = &vm
+        && job.action == JobAction::Create
+    {
+        settle_capacity(
+            inner,
+            &vm.binding.provider,
+            &vm.binding.host,
+            vm.resources,
+            Some(false),
+            false,
+        );
+        let info = ErrorInfo::from(&err);
+        let r = inner
+            .update_vm_with(&vm.id, |v| {
+                v.last_error = Some(info.clone());
+                if v.desired != DesiredState::Deleted {
+                    v.desired = DesiredState::Error;
+                }
+                v.power = PowerState::Unknown;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(%job_id, error = %e, "cannot record a panicked job on its VM");
+        }
+    }
+    log(
+        inner,
+        &job,
+        LogLevel::Error,
+        format!("{} failed: {}", job.operation, err.message()),
+    );
+    if let Err(e) = end(inner, &job, JobState::Failed, Some(ErrorInfo::from(&err))).await {
+        tracing::error!(%job_id, error = %e, "cannot end a panicked job");
+    }
+    finished(job.vm_id)
 }
 
 /// Runs on the log writer after the job's last line: reports the end to the observer and watchers.

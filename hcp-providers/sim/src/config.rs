@@ -41,6 +41,14 @@ pub struct SimSettings {
     pub host_vcpus: u32,
     /// Memory (MiB) of hosts that do not set their own.
     pub host_memory_mib: u64,
+    /// Most vCPUs one VM may have (declared as the provider's `max_vcpus`).
+    pub max_vcpus: u32,
+    /// Most memory one VM may have, in MiB (`max_memory_mib`).
+    pub max_memory_mib: u64,
+    /// Largest disk one VM may have, in GiB (`max_disk_gib`).
+    pub max_disk_gib: u64,
+    /// Most networks one VM may attach to (`max_networks`).
+    pub max_networks: u32,
 }
 
 impl Default for SimSettings {
@@ -59,6 +67,11 @@ impl Default for SimSettings {
             console_ttl: Duration::from_secs(60),
             host_vcpus: 32,
             host_memory_mib: 128 * 1024,
+            // Roughly what a large real hypervisor builds per VM.
+            max_vcpus: 256,
+            max_memory_mib: 4 * 1024 * 1024,
+            max_disk_gib: 64 * 1024,
+            max_networks: 8,
         }
     }
 }
@@ -82,16 +95,39 @@ impl SimSettings {
                 "must be between 0 and 1",
             ));
         }
+        for (key, value, max) in [
+            (
+                "max_vcpus",
+                u64::from(s.max_vcpus),
+                u64::from(hcp_core::MAX_VCPUS),
+            ),
+            ("max_memory_mib", s.max_memory_mib, hcp_core::MAX_MEMORY_MIB),
+            ("max_disk_gib", s.max_disk_gib, hcp_core::MAX_DISK_GIB),
+            (
+                "max_networks",
+                u64::from(s.max_networks),
+                u64::try_from(hcp_core::MAX_NETWORKS).unwrap_or(u64::MAX),
+            ),
+        ] {
+            if value == 0 || value > max {
+                return Err(Error::invalid(
+                    format!("providers.{provider}.settings.{key}"),
+                    format!("is {value}; allowed: 1-{max}"),
+                ));
+            }
+        }
         Ok(s)
     }
 
-    /// Returns the latency of `op` on `host`.
+    /// Returns the latency of `op` on `host` (saturating: a sum past `Duration::MAX` waits
+    /// forever rather than panicking).
     pub fn latency_of(&self, op: &str, host: Option<&str>) -> Duration {
         let base = self.op_latency.get(op).copied().unwrap_or(self.latency);
-        base + host
-            .and_then(|h| self.slow_hosts.get(h))
-            .copied()
-            .unwrap_or_default()
+        base.saturating_add(
+            host.and_then(|h| self.slow_hosts.get(h))
+                .copied()
+                .unwrap_or_default(),
+        )
     }
 }
 

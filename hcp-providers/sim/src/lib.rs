@@ -106,9 +106,16 @@ impl SimProvider {
             )
         })?;
         let backend = Backend::open(settings.state_file.as_deref(), hosts, &settings.down_hosts)?;
+        let limits = Capabilities {
+            max_vcpus: Some(settings.max_vcpus),
+            max_memory_mib: Some(settings.max_memory_mib),
+            max_disk_gib: Some(settings.max_disk_gib),
+            max_networks: Some(settings.max_networks),
+            ..Capabilities::all()
+        };
         Ok(SimProvider {
             name: name.to_string(),
-            declared: Capabilities::all().narrow(mask),
+            declared: Capabilities::all().narrow(mask).narrow(limits),
             rng: Mutex::new(StdRng::seed_from_u64(settings.seed)),
             settings,
             backend,
@@ -136,7 +143,7 @@ impl SimProvider {
                     format!("a VM named `{}` already exists on host `{host}`", vm.name),
                 ));
             }
-            let id = s.next_native_id();
+            let id = s.next_native_id()?;
             let mut vm = vm;
             vm.native_id = id.clone();
             s.host_mut(host)?.vms.insert(id.clone(), vm);
@@ -222,6 +229,15 @@ fn locate<'a>(s: &'a mut SimState, t: &VmTarget) -> Result<Option<&'a mut SimVm>
     Ok(key.and_then(move |k| host.vms.get_mut(&k)))
 }
 
+/// Returns true when `r` fits on `host` next to `cpu` vCPUs and `mem` MiB already used. Checked:
+/// a sum past the integer range does not fit.
+fn fits(host: &SimHost, cpu: u32, mem: u64, r: &hcp_core::Resources) -> bool {
+    cpu.checked_add(r.vcpus).is_some_and(|c| c <= host.vcpus)
+        && mem
+            .checked_add(r.memory_mib)
+            .is_some_and(|m| m <= host.memory_mib)
+}
+
 fn missing(t: &VmTarget) -> Error {
     Error::not_found("vm", &t.name).with_context("native_id", t.native_id.as_deref().unwrap_or("-"))
 }
@@ -278,20 +294,29 @@ impl Provider for SimProvider {
                 "",
             ));
         }
+        // A real hypervisor refuses a VM beyond its limits, whatever the caller checked.
+        let need = hcp_core::Requirements {
+            vcpus: Some(args.resources.vcpus),
+            memory_mib: Some(args.resources.memory_mib),
+            disk_gib: Some(args.resources.disk_gib),
+            networks: Some(u32::try_from(args.networks.len()).unwrap_or(u32::MAX)),
+            ..Default::default()
+        };
+        self.declared
+            .check(&self.name, Operation::CreateVm, &need)?;
         ctx.progress(30);
         let created = self.backend.write(|s| {
             let host = s.host(&args.host)?;
             host.ensure_up()?;
             // One pass over the host's VMs: a retried create, a taken name, the used capacity.
-            let (mut cpu, mut mem, mut name_taken) = (0u32, 0u64, false);
+            let mut name_taken = false;
             for v in host.vms.values() {
                 if v.mark.as_ref().is_some_and(|m| m.vm_id == args.vm_id) {
                     return Ok(CreatedVm::new(&v.native_id, v.power));
                 }
                 name_taken |= v.name == args.name;
-                cpu += v.resources.vcpus;
-                mem += v.resources.memory_mib;
             }
+            let (cpu, mem) = host.used();
             if name_taken {
                 return Err(Error::new(
                     ErrorKind::Conflict,
@@ -302,9 +327,7 @@ impl Provider for SimProvider {
                 )
                 .with_field("name"));
             }
-            if cpu + args.resources.vcpus > host.vcpus
-                || mem + args.resources.memory_mib > host.memory_mib
-            {
+            if !fits(host, cpu, mem, &args.resources) {
                 return Err(Error::new(
                     ErrorKind::QuotaExceeded,
                     format!(
@@ -317,7 +340,7 @@ impl Provider for SimProvider {
                     ),
                 ));
             }
-            let id = s.next_native_id();
+            let id = s.next_native_id()?;
             let power = if args.start {
                 PowerState::Running
             } else {
@@ -488,9 +511,7 @@ impl Provider for SimProvider {
                 .clone();
             let dest = s.host(&args.target_host)?;
             let (cpu, mem) = dest.used();
-            if cpu + vm.resources.vcpus > dest.vcpus
-                || mem + vm.resources.memory_mib > dest.memory_mib
-            {
+            if !fits(dest, cpu, mem, &vm.resources) {
                 return Err(Error::new(
                     ErrorKind::QuotaExceeded,
                     format!("host `{}` lacks room for the VM", args.target_host),

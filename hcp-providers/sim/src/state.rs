@@ -110,9 +110,14 @@ impl SimHost {
         }
     }
 
+    /// Returns the vCPUs and memory its VMs use. Saturating: a VM seeded or loaded with any size
+    /// makes the host read as full, never as having room.
     pub(crate) fn used(&self) -> (u32, u64) {
-        self.vms.values().fold((0, 0), |(c, m), v| {
-            (c + v.resources.vcpus, m + v.resources.memory_mib)
+        self.vms.values().fold((0u32, 0u64), |(c, m), v| {
+            (
+                c.saturating_add(v.resources.vcpus),
+                m.saturating_add(v.resources.memory_mib),
+            )
         })
     }
 
@@ -147,9 +152,14 @@ impl SimState {
             .find_map(|h| h.vms.get_mut(native_id))
     }
 
-    pub(crate) fn next_native_id(&mut self) -> String {
-        self.next_id += 1;
-        format!("sim-{}", self.next_id)
+    pub(crate) fn next_native_id(&mut self) -> Result<String> {
+        self.next_id = self.next_id.checked_add(1).ok_or_else(|| {
+            Error::new(
+                ErrorKind::ProviderError,
+                "the simulator ran out of native ids (next_id in its state file is at its maximum)",
+            )
+        })?;
+        Ok(format!("sim-{}", self.next_id))
     }
 
     /// Adds configured hosts the state lacks and applies their configured size and zone.

@@ -184,7 +184,25 @@ pub fn validate_vm_name(name: &str) -> Result<()> {
     }
 }
 
-fn validate_create(args: &CreateVm) -> Result<()> {
+/// Hyper-V's per-VM limits (Windows Server 2016 and later): generation 2 VMs have up to 240
+/// vCPUs and 12 TiB of memory, generation 1 VMs up to 64 vCPUs and 1 TiB; a VHDX holds up to
+/// 64 TiB. HCP attaches one network adapter.
+fn limits(generation: u8) -> Capabilities {
+    let (vcpus, memory_mib) = if generation == 1 {
+        (64, 1024 * 1024)
+    } else {
+        (240, 12 * 1024 * 1024)
+    };
+    Capabilities {
+        max_vcpus: Some(vcpus),
+        max_memory_mib: Some(memory_mib),
+        max_disk_gib: Some(64 * 1024),
+        max_networks: Some(1),
+        ..Capabilities::default()
+    }
+}
+
+fn validate_create(args: &CreateVm, generation: u8) -> Result<()> {
     validate_vm_name(&args.name)?;
     let id_ok = |s: &str| {
         !s.is_empty()
@@ -220,13 +238,26 @@ fn validate_create(args: &CreateVm) -> Result<()> {
     if let Some(ud) = &args.user_data {
         hcp_core::validate_user_data(ud)?;
     }
-    if args.resources.vcpus == 0 || args.resources.vcpus > 240 {
-        return Err(Error::invalid("vcpus", "Hyper-V VMs have 1-240 vCPUs"));
+    let max = limits(generation);
+    let max_vcpus = max.max_vcpus.unwrap_or(u32::MAX);
+    if args.resources.vcpus == 0 || args.resources.vcpus > max_vcpus {
+        return Err(Error::invalid(
+            "vcpus",
+            format!("Hyper-V generation {generation} VMs have 1-{max_vcpus} vCPUs"),
+        ));
     }
-    if args.resources.memory_mib < 32 {
+    let max_memory = max.max_memory_mib.unwrap_or(u64::MAX);
+    if args.resources.memory_mib < 32 || args.resources.memory_mib > max_memory {
         return Err(Error::invalid(
             "memory_mib",
-            "Hyper-V VMs need at least 32 MiB",
+            format!("Hyper-V generation {generation} VMs have 32-{max_memory} MiB of memory"),
+        ));
+    }
+    let max_disk = max.max_disk_gib.unwrap_or(u64::MAX);
+    if args.resources.disk_gib > max_disk {
+        return Err(Error::invalid(
+            "disk_gib",
+            format!("a Hyper-V VHDX holds at most {max_disk} GiB"),
         ));
     }
     Ok(())
@@ -431,7 +462,7 @@ impl Provider for HypervProvider {
             snapshot: true,
             console_rdp: true,
             tags: true,
-            ..Default::default()
+            ..limits(self.settings.generation)
         }
     }
 
@@ -500,7 +531,7 @@ impl Provider for HypervProvider {
     }
 
     async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm> {
-        validate_create(&args)?;
+        validate_create(&args, self.settings.generation)?;
         let notes = serde_json::to_string(&NotesDoc {
             hcp: NotesMark {
                 mark: args.mark.clone(),
@@ -532,8 +563,21 @@ impl Provider for HypervProvider {
         p.insert("MemoryMiB".into(), json!(memory));
         p.insert("DynamicMemory".into(), json!(self.settings.dynamic_memory));
         if self.settings.dynamic_memory {
-            let min = (memory * u64::from(self.settings.dynamic_memory_min_percent) / 100).max(32);
-            let max = memory * u64::from(self.settings.dynamic_memory_max_factor.max(1));
+            // Checked: the memory comes from the request (bounded above, but never trusted here).
+            let too_large = || {
+                Error::invalid(
+                    "memory_mib",
+                    format!("{memory} MiB is too large for dynamic memory"),
+                )
+            };
+            let min = memory
+                .checked_mul(u64::from(self.settings.dynamic_memory_min_percent))
+                .ok_or_else(too_large)?
+                / 100;
+            let min = min.max(32);
+            let max = memory
+                .checked_mul(u64::from(self.settings.dynamic_memory_max_factor.max(1)))
+                .ok_or_else(too_large)?;
             p.insert("MemoryMinimumMiB".into(), json!(min));
             p.insert("MemoryMaximumMiB".into(), json!(max));
         }

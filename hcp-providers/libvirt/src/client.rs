@@ -613,7 +613,20 @@ pub(crate) fn create(
     let base_path = lv(base.path())?;
     let base_info = lv(base.info())?;
     let base_format = xml::volume_format(&lv(base.xml_desc(0))?).unwrap_or_else(|| "raw".into());
-    let capacity = (args.resources.disk_gib.saturating_mul(GIB)).max(base_info.capacity);
+    let capacity = args
+        .resources
+        .disk_gib
+        .checked_mul(GIB)
+        .ok_or_else(|| {
+            Error::invalid(
+                "disk_gib",
+                format!(
+                    "{} GiB is more than a volume can hold",
+                    args.resources.disk_gib
+                ),
+            )
+        })?
+        .max(base_info.capacity);
     let pool = pool(c, settings)?;
     let disk_name = disk_volume_name(&stem);
     // A create that failed half-way may have left its volumes behind: they are ours by name.

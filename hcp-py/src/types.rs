@@ -424,6 +424,10 @@ record! {
         max_vcpus: Option<u32>,
         /// Most memory (MiB) one VM may have, if limited.
         max_memory_mib: Option<u64>,
+        /// Largest disk (GiB) one VM may have, if limited.
+        max_disk_gib: Option<u64>,
+        /// Most networks one VM may attach to, if limited.
+        max_networks: Option<u32>,
     }
     repr = capabilities_repr;
     methods {
@@ -465,6 +469,12 @@ fn capabilities_repr(c: &Capabilities, py: Python<'_>) -> PyResult<String> {
     if let Some(v) = c.max_memory_mib {
         fields.push(("max_memory_mib", v.into_bound_py_any(py)?));
     }
+    if let Some(v) = c.max_disk_gib {
+        fields.push(("max_disk_gib", v.into_bound_py_any(py)?));
+    }
+    if let Some(v) = c.max_networks {
+        fields.push(("max_networks", v.into_bound_py_any(py)?));
+    }
     repr_of(py, "Capabilities", &fields)
 }
 
@@ -483,6 +493,8 @@ impl From<&hcp_core::Capabilities> for Capabilities {
             tags: c.tags,
             max_vcpus: c.max_vcpus,
             max_memory_mib: c.max_memory_mib,
+            max_disk_gib: c.max_disk_gib,
+            max_networks: c.max_networks,
         }
     }
 }

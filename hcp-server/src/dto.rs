@@ -233,29 +233,34 @@ pub struct CreateVmRequest {
     pub image: String,
     /// The catalog flavor; when absent, `vcpus`, `memory_mib` and `disk_gib` are all required.
     #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub flavor: Option<String>,
-    /// Explicit vCPUs (overrides the flavor's).
+    /// Explicit vCPUs (overrides the flavor's), 1–4096; the zone's providers may allow fewer
+    /// (their `max_vcpus` capability).
     #[serde(default)]
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(validator(minimum(value = "1"), maximum(value = "4096")))]
     pub vcpus: Option<u32>,
-    /// Explicit memory in MiB (overrides the flavor's).
+    /// Explicit memory in MiB (overrides the flavor's), 16 MiB–64 TiB; the zone's providers may
+    /// allow less (`max_memory_mib`).
     #[serde(default)]
-    #[oai(validator(minimum(value = "16")))]
+    #[oai(validator(minimum(value = "16"), maximum(value = "67108864")))]
     pub memory_mib: Option<u64>,
-    /// Explicit disk size in GiB (overrides the flavor's).
+    /// Explicit disk size in GiB (overrides the flavor's), 1 GiB–1 PiB; the zone's providers may
+    /// allow less (`max_disk_gib`).
     #[serde(default)]
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(validator(minimum(value = "1"), maximum(value = "1048576")))]
     pub disk_gib: Option<u64>,
-    /// Networks to attach, in order.
+    /// Networks to attach, in order (at most 16; the zone's providers may allow fewer).
     #[serde(default)]
-    #[oai(default)]
+    #[oai(default, validator(max_items = 16))]
     pub networks: Vec<NetworkAttachmentDto>,
     /// The placement zone; any zone that fits when absent.
     #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub zone: Option<String>,
     /// Free-form tags (at most 50).
     #[serde(default)]
-    #[oai(default)]
+    #[oai(default, validator(max_properties = 50))]
     pub tags: BTreeMap<String, String>,
     /// Cloud-init user-data, at most 64 KiB (needs the `cloud_init` capability).
     #[serde(default)]
@@ -301,24 +306,27 @@ pub struct LegacyCreateVmRequest {
     pub template: String,
     /// Pins the VM to this host; give a host or a zone (or neither, for any zone).
     #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub host: Option<String>,
     /// The placement zone.
     #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub zone: Option<String>,
     /// A catalog flavor; when absent, `vcpus` and `memory_mb` are required.
     #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub flavor: Option<String>,
-    /// vCPUs.
+    /// vCPUs, 1–4096 (the host's provider may allow fewer).
     #[serde(default)]
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(validator(minimum(value = "1"), maximum(value = "4096")))]
     pub vcpus: Option<u32>,
-    /// Memory in MiB.
+    /// Memory in MiB, 16 MiB–64 TiB (the host's provider may allow less).
     #[serde(default)]
-    #[oai(validator(minimum(value = "16")))]
+    #[oai(validator(minimum(value = "16"), maximum(value = "67108864")))]
     pub memory_mb: Option<u64>,
-    /// Disk size in GiB; the template's minimum when absent.
+    /// Disk size in GiB, 1 GiB–1 PiB; the template's minimum when absent.
     #[serde(default)]
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(validator(minimum(value = "1"), maximum(value = "1048576")))]
     pub disk_gb: Option<u64>,
     /// The VLAN to attach to: the catalog network with this VLAN id.
     #[serde(default)]
@@ -352,9 +360,11 @@ impl StrictDto for LegacyCreateVmRequest {
 pub struct LegacyDeleteVmRequest {
     /// The VM name (in the default project); give `name` or `vm_id`.
     #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 63))]
     pub name: Option<String>,
     /// HCP's VM id; give `name` or `vm_id`.
     #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub vm_id: Option<String>,
     /// Powers a running VM off first.
     #[serde(default)]
@@ -1224,6 +1234,12 @@ pub struct CapabilitiesDto {
     /// Most memory (MiB) one VM may have, if limited.
     #[oai(skip_serializing_if_is_none)]
     pub max_memory_mib: Option<u64>,
+    /// Largest disk (GiB) one VM may have, if limited.
+    #[oai(skip_serializing_if_is_none)]
+    pub max_disk_gib: Option<u64>,
+    /// Most networks one VM may attach to, if limited.
+    #[oai(skip_serializing_if_is_none)]
+    pub max_networks: Option<u32>,
 }
 
 impl From<Capabilities> for CapabilitiesDto {
@@ -1241,6 +1257,8 @@ impl From<Capabilities> for CapabilitiesDto {
             tags: c.tags,
             max_vcpus: c.max_vcpus,
             max_memory_mib: c.max_memory_mib,
+            max_disk_gib: c.max_disk_gib,
+            max_networks: c.max_networks,
         }
     }
 }
@@ -1473,6 +1491,40 @@ pub struct HealthDto {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documented_size_bounds_are_the_cores() {
+        // The validators above are literals (poem-openapi needs them so); they must say what
+        // the engine enforces.
+        let mut registry = poem_openapi::registry::Registry::new();
+        <CreateVmRequest as poem_openapi::types::Type>::register(&mut registry);
+        <LegacyCreateVmRequest as poem_openapi::types::Type>::register(&mut registry);
+        let max_of = |schema: &str, field: &str| {
+            let s = &registry.schemas[schema].properties;
+            let (_, prop) = s.iter().find(|(name, _)| *name == field).unwrap();
+            match prop {
+                poem_openapi::registry::MetaSchemaRef::Inline(m) => m.maximum,
+                poem_openapi::registry::MetaSchemaRef::Reference(_) => None,
+            }
+        };
+        for (schema, vcpus, memory, disk) in [
+            ("CreateVmRequest", "vcpus", "memory_mib", "disk_gib"),
+            ("LegacyCreateVmRequest", "vcpus", "memory_mb", "disk_gb"),
+        ] {
+            assert_eq!(
+                max_of(schema, vcpus),
+                Some(f64::from(hcp_core::MAX_VCPUS)),
+                "{schema}.{vcpus}"
+            );
+            for (field, max) in [
+                (memory, hcp_core::MAX_MEMORY_MIB),
+                (disk, hcp_core::MAX_DISK_GIB),
+            ] {
+                let max = u32::try_from(max).map(f64::from).unwrap();
+                assert_eq!(max_of(schema, field), Some(max), "{schema}.{field}");
+            }
+        }
+    }
 
     #[test]
     fn strip_context_removes_hosts_from_messages() {

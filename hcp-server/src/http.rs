@@ -3,9 +3,11 @@
 //! log (method, path and status: never headers, query strings or bodies) and the HTTP metrics.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use hcp_core::ErrorKind;
 use poem::http::{HeaderValue, StatusCode, Uri};
 use poem::web::Html;
@@ -140,7 +142,7 @@ impl Endpoint for Outer {
         let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
         let id = request_id.clone();
         let mut resp = REQUEST_ID
-            .scope(id, self.handle(req).instrument(span.clone()))
+            .scope(id, self.handle_isolated(req).instrument(span.clone()))
             .await;
         let status = resp.status().as_u16();
         let route = match resp.data::<OperationId>() {
@@ -169,6 +171,31 @@ impl Endpoint for Outer {
 }
 
 impl Outer {
+    /// Serves one request; a panic anywhere in it is answered `500` with a problem body and
+    /// touches nothing another request uses (the service's shared state is poison-tolerant and
+    /// changed only by checked steps), so the next request is served as usual.
+    async fn handle_isolated(&self, req: Request) -> Response {
+        match AssertUnwindSafe(self.handle(req)).catch_unwind().await {
+            Ok(resp) => resp,
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("a panic without a message");
+                tracing::error!(panic = text, "a request handler panicked; answered 500");
+                Problem::transport(
+                    ErrorKind::Internal,
+                    ErrorKind::Internal.code(),
+                    "internal error: the server failed unexpectedly while handling this request; \
+                     operators find the details in the server log under its request id",
+                    None,
+                )
+                .into_response()
+            }
+        }
+    }
+
     async fn handle(&self, mut req: Request) -> Response {
         match route_colon_verb(req.uri()) {
             Ok(Some(uri)) => *req.uri_mut() = uri,
@@ -253,6 +280,49 @@ fn route_colon_verb(uri: &Uri) -> Result<Option<Uri>, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_next_request_works() {
+        let inner = Route::new()
+            .at(
+                "/boom",
+                get(poem::endpoint::make_sync(|_| -> &'static str {
+                    panic!("a handler bug")
+                })),
+            )
+            .at("/fine", get(poem::endpoint::make_sync(|_| "fine")))
+            .boxed();
+        let outer = Outer {
+            inner,
+            auth: Arc::new(Auth::new(&crate::auth::AuthSettings::default())),
+            metrics: Metrics::global(),
+            routes: HashMap::new(),
+            body_limit: 1024,
+            timeout: Duration::from_secs(60),
+        };
+        let resp = outer
+            .call(Request::builder().uri(Uri::from_static("/boom")).finish())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(resp.headers().contains_key(REQUEST_ID_HEADER));
+        let body: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().into_vec().await.unwrap()).unwrap();
+        assert_eq!(body["status"], 500);
+        assert_eq!(body["code"], "INTERNAL");
+        assert!(
+            !body["detail"].as_str().unwrap().contains("a handler bug"),
+            "the panic's text stays in the log: {body}"
+        );
+        for _ in 0..2 {
+            let resp = outer
+                .call(Request::builder().uri(Uri::from_static("/fine")).finish())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.into_body().into_string().await.unwrap(), "fine");
+        }
+    }
 
     fn route(p: &str) -> Result<Option<String>, ()> {
         route_colon_verb(&p.parse().unwrap()).map(|u| u.map(|u| u.to_string()))

@@ -121,8 +121,11 @@ pub fn parse_strict<T: DeserializeOwned + StrictDto>(data: &[u8]) -> Result<T, E
     if data.is_empty() {
         return Err(Error::invalid("body", "a JSON object is required"));
     }
-    let value: serde_json::Value = serde_json::from_slice(data)
-        .map_err(|e| Error::invalid("body", format!("is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| {
+        // A number out of range (`1e400`) is a JSON error inside a field: name the field.
+        let field = json_error_path(data).unwrap_or_else(|| "body".to_string());
+        Error::invalid(field, format!("is not valid JSON: {e}"))
+    })?;
     let Some(obj) = value.as_object() else {
         return Err(Error::invalid("body", "must be a JSON object"));
     };
@@ -156,6 +159,16 @@ pub fn parse_strict<T: DeserializeOwned + StrictDto>(data: &[u8]) -> Result<T, E
     })
 }
 
+/// Returns the path of the field where `data` stops being valid JSON (`memory_mib`,
+/// `networks[0].network`), or `None` when the error is not inside an object's field.
+fn json_error_path(data: &[u8]) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_slice(data);
+    let e = serde_path_to_error::deserialize::<_, serde_json::Value>(&mut de).err()?;
+    let path = e.path().to_string();
+    // A body cut short, or an error before a key was read, is the body's fault.
+    (!e.inner().is_eof() && path != "." && !path.contains('?')).then_some(path)
+}
+
 fn backticked(s: &str) -> Option<String> {
     let start = s.find('`')? + 1;
     let len = s[start..].find('`')?;
@@ -179,16 +192,40 @@ pub struct PageLimits {
     pub max: usize,
 }
 
+/// The longest `cursor` a list route accepts, in bytes (cursors the server hands out are ids of
+/// a few dozen bytes).
+pub const MAX_CURSOR_BYTES: usize = 255;
+
 impl PageLimits {
-    /// Builds the page request for `limit` and `cursor` from a query string.
-    pub fn request(&self, limit: Option<u32>, cursor: Option<String>) -> PageRequest {
+    /// Builds the page request for `limit` and `cursor` from a query string. A `limit` outside
+    /// `1..=max` is clamped into it; an empty `cursor` means the first page.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `cursor` when it is longer than [`MAX_CURSOR_BYTES`] or
+    /// holds control characters (no cursor the server handed out does).
+    pub fn request(
+        &self,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> Result<PageRequest, Error> {
+        if let Some(c) = &cursor
+            && (c.len() > MAX_CURSOR_BYTES || c.chars().any(char::is_control))
+        {
+            return Err(Error::invalid(
+                "cursor",
+                format!(
+                    "is not a cursor this server handed out: pass the `next` of the previous page \
+                     (at most {MAX_CURSOR_BYTES} bytes, no control characters)"
+                ),
+            ));
+        }
         let limit = limit
-            .map_or(self.default, |l| l as usize)
+            .map_or(self.default, |l| usize::try_from(l).unwrap_or(usize::MAX))
             .clamp(1, self.max.min(PageRequest::MAX_LIMIT));
-        PageRequest {
+        Ok(PageRequest {
             limit,
             cursor: cursor.filter(|c| !c.is_empty()),
-        }
+        })
     }
 }
 
@@ -219,6 +256,32 @@ mod tests {
         assert_eq!(e.field(), Some("vcpus"), "{e}");
         let e = parse_strict::<CreateVmRequest>(b"[1]").unwrap_err();
         assert_eq!(e.field(), Some("body"));
+        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","memory_mib":1e400}"#)
+            .unwrap_err();
+        assert_eq!(e.field(), Some("memory_mib"), "{e}");
+        let e = parse_strict::<CreateVmRequest>(
+            br#"{"name":"a","image":"i","networks":[{"network":"n"},{"network":-1e999}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), Some("networks[1].network"), "{e}");
+        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","#).unwrap_err();
+        assert_eq!(e.field(), Some("body"), "{e}");
+        for (body, field) in [
+            (r#"{"name":"a","image":"i","vcpus":-1}"#, "vcpus"),
+            (r#"{"name":"a","image":"i","vcpus":4294967296}"#, "vcpus"),
+            (r#"{"name":"a","image":"i","vcpus":1.5}"#, "vcpus"),
+            (
+                r#"{"name":"a","image":"i","memory_mib":18446744073709551616}"#,
+                "memory_mib",
+            ),
+            (
+                r#"{"name":"a","image":"i","disk_gib":-9223372036854775808}"#,
+                "disk_gib",
+            ),
+        ] {
+            let e = parse_strict::<CreateVmRequest>(body.as_bytes()).unwrap_err();
+            assert_eq!(e.field(), Some(field), "{body}: {e}");
+        }
         let ok = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","flavor":"small"}"#)
             .unwrap();
         assert_eq!(ok.flavor.as_deref(), Some("small"));
@@ -230,14 +293,25 @@ mod tests {
             default: 100,
             max: 500,
         };
-        assert_eq!(p.request(None, None).limit, 100);
-        assert_eq!(p.request(Some(0), None).limit, 1);
+        assert_eq!(p.request(None, None).unwrap().limit, 100);
+        assert_eq!(p.request(Some(0), None).unwrap().limit, 1);
         assert_eq!(
-            p.request(Some(10_000), Some(String::new())),
+            p.request(Some(u32::MAX), Some(String::new())).unwrap(),
             PageRequest {
                 limit: 500,
                 cursor: None
             }
+        );
+        for bad in ["x".repeat(MAX_CURSOR_BYTES + 1), "vm-\n1".to_string()] {
+            let e = p.request(None, Some(bad)).unwrap_err();
+            assert_eq!(e.field(), Some("cursor"));
+        }
+        assert_eq!(
+            p.request(None, Some("vm-ü".into()))
+                .unwrap()
+                .cursor
+                .as_deref(),
+            Some("vm-ü")
         );
     }
 }

@@ -61,6 +61,8 @@ fn table(r: &ZoneCapabilities) -> String {
             "max_memory_mib",
             limit(c.max_memory_mib.map(|v| v.to_string())),
         ),
+        ("max_disk_gib", limit(c.max_disk_gib.map(|v| v.to_string()))),
+        ("max_networks", limit(c.max_networks.map(|v| v.to_string()))),
     ] {
         t.add_row(vec![name.to_string(), value]);
     }

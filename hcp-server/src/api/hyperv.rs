@@ -245,6 +245,7 @@ impl HyperVApi {
         let ctx = legacy_context(&self.state.engine, req, &project, idempotency_key.0)?;
         let b = body.0;
         let catalog = self.state.engine.catalog();
+        hcp_core::validate_catalog_name("template", &b.template)?;
         if catalog.image(&b.template).is_none() {
             let known: Vec<&str> = catalog.images.iter().map(|i| i.name.as_str()).collect();
             return Err(Error::invalid(
@@ -327,14 +328,16 @@ impl HyperVApi {
         let b = body.0;
         let vm_id = match (b.vm_id, b.name) {
             (Some(id), _) => VmId::new(id),
-            (None, Some(name)) => self
-                .state
-                .engine
-                .store()
-                .find_vm_by_name(&ProjectId::new(project.as_str()), &name)
-                .await?
-                .map(|v| v.id)
-                .ok_or_else(|| Error::not_found("vm", &name).with_field("name"))?,
+            (None, Some(name)) => {
+                hcp_core::validate_dns_label("name", &name)?;
+                self.state
+                    .engine
+                    .store()
+                    .find_vm_by_name(&ProjectId::new(project.as_str()), &name)
+                    .await?
+                    .map(|v| v.id)
+                    .ok_or_else(|| Error::not_found("vm", &name).with_field("name"))?
+            }
             (None, None) => {
                 return Err(Error::invalid("name", "give the VM's `name` or its `vm_id`").into());
             }

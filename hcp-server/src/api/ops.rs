@@ -77,7 +77,7 @@ impl OpsApi {
         let page = self
             .state
             .engine
-            .list_vms(&scope, &self.state.pages.request(limit.0, cursor.0))
+            .list_vms(&scope, &self.state.pages.request(limit.0, cursor.0)?)
             .await?;
         Ok(Json(OpsVmPage {
             items: page.items.into_iter().map(Into::into).collect(),
@@ -152,7 +152,7 @@ impl OpsApi {
             .list_jobs(
                 &scope,
                 &filter,
-                &self.state.pages.request(limit.0, cursor.0),
+                &self.state.pages.request(limit.0, cursor.0)?,
             )
             .await?;
         Ok(Json(JobPage {
@@ -187,7 +187,7 @@ impl OpsApi {
         /// Page size (default 100, clamped to the server's maximum).
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<EventPage>> {
-        let limit = self.state.pages.request(limit.0, None).limit;
+        let limit = self.state.pages.request(limit.0, None)?.limit;
         let filter = EventFilter {
             after: after.0.unwrap_or(0),
             project: project.0.filter(|p| !p.is_empty()).map(ProjectId::new),

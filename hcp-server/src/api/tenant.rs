@@ -67,7 +67,7 @@ impl TenantApi {
         let page = self
             .state
             .engine
-            .list_vms(&ctx.scope(), &self.state.pages.request(limit.0, cursor.0))
+            .list_vms(&ctx.scope(), &self.state.pages.request(limit.0, cursor.0)?)
             .await?;
         Ok(Json(VmPage {
             items: page.items.iter().map(|v| v.tenant_view().into()).collect(),
@@ -338,7 +338,7 @@ impl TenantApi {
             .list_jobs(
                 &ctx.scope(),
                 &filter,
-                &self.state.pages.request(limit.0, cursor.0),
+                &self.state.pages.request(limit.0, cursor.0)?,
             )
             .await?;
         Ok(Json(TenantJobPage {

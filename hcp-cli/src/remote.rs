@@ -33,8 +33,12 @@ fn project_required() -> Error {
     .with_field("project")
 }
 
+/// Returns the project, checked as the service checks it (so that a malformed one, even one too
+/// long for a URL, is refused by name before anything is sent).
 fn require(project: Option<&ProjectId>) -> hcp_core::Result<&ProjectId> {
-    project.ok_or_else(project_required)
+    let project = project.ok_or_else(project_required)?;
+    project.validate()?;
+    Ok(project)
 }
 
 /// Names `field` on a "not found" error that names none yet (an unknown id given on the
@@ -101,6 +105,7 @@ impl Remote {
 
     /// Lists a project's VMs, following the pages.
     pub async fn list_vms(&self, project: &ProjectId) -> hcp_core::Result<Vec<TenantVm>> {
+        project.validate()?;
         self.client.list_all_vms(project.as_str()).await
     }
 

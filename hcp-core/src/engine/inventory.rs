@@ -7,6 +7,7 @@ use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
@@ -904,7 +905,16 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
             let engine = Engine {
                 inner: inner.clone(),
             };
-            match engine.refresh_inventory().await {
+            // A panic in one refresh (a bug, or a provider's reply HCP did not expect) costs
+            // that refresh; the reconciler goes on at the next interval.
+            let refresh = std::panic::AssertUnwindSafe(engine.refresh_inventory()).catch_unwind();
+            let refreshed = refresh.await.unwrap_or_else(|panic| {
+                Err(Error::internal(format!(
+                    "the inventory refresh panicked: {}",
+                    super::panic_message(panic.as_ref())
+                )))
+            });
+            match refreshed {
                 Ok(r) => tracing::debug!(
                     hosts_ok = r.hosts_ok,
                     failed = r.hosts_failed.len(),

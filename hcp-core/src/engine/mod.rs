@@ -683,10 +683,12 @@ impl Engine {
     /// calls no provider. Jobs on one VM run one after another, in submission order.
     ///
     /// # Errors
-    /// - [`ErrorKind::InvalidSpec`] naming the field;
+    /// - [`ErrorKind::InvalidSpec`] naming the field: a malformed value, a size outside the
+    ///   global bounds ([`crate::MAX_VCPUS`], ...) or the zone's limits, a size larger than any
+    ///   host in scope offers, or one larger than the project's whole quota;
     /// - [`ErrorKind::NotFound`] for a VM outside the caller's project;
     /// - [`ErrorKind::FeatureNotSupported`] naming provider, operation and capability;
-    /// - [`ErrorKind::QuotaExceeded`] when no host has room or the project quota is used up;
+    /// - [`ErrorKind::QuotaExceeded`] when no host has room now or the project quota is used up;
     /// - [`ErrorKind::Conflict`] with code `IDEMPOTENCY_KEY_REUSED` for a key reused with a
     ///   different request, `IDEMPOTENCY_KEY_IN_PROGRESS` while the first is still being accepted,
     ///   or for a name already taken in the project.

@@ -93,12 +93,22 @@ pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let Some(inner) = inner.upgrade() else { return };
-            s.handle(&inner, msg);
-            // Drain what else is queued before pumping, so bursts are handled in one pass.
-            while let Ok(msg) = rx.try_recv() {
+            // The scheduler serves every job: a bug that panics here must cost one message, not
+            // the engine's whole job processing.
+            let pass = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 s.handle(&inner, msg);
+                // Drain what else is queued before pumping, so bursts are handled in one pass.
+                while let Ok(msg) = rx.try_recv() {
+                    s.handle(&inner, msg);
+                }
+                s.pump(&inner);
+            }));
+            if let Err(panic) = pass {
+                tracing::error!(
+                    panic = super::panic_message(panic.as_ref()),
+                    "the scheduler panicked handling a message; it goes on with the next"
+                );
             }
-            s.pump(&inner);
         }
     });
 }

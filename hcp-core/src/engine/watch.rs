@@ -2,9 +2,11 @@
 //! watchers; a watcher reads past lines first, then live ones, without gaps or repeats.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Inner, lock, worker};
@@ -43,44 +45,55 @@ pub(crate) fn spawn_log_writer(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiv
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let Some(inner) = inner.upgrade() else { return };
-            match msg {
-                LogMsg::Line {
-                    job_id,
-                    at,
-                    level,
-                    message,
-                } => match inner
-                    .store
-                    .append_logs(&job_id, vec![(at, level, message)])
-                    .await
-                {
-                    Ok(lines) => {
-                        if let Some(tx) = lock(&inner.watchers).get(&job_id) {
-                            for l in lines {
-                                let _ = tx.send(JobUpdate::Log(l));
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log line"),
-                },
-                LogMsg::Progress { job_id, percent } => {
-                    // Progress lives in memory until the job's next state write; watchers see it now.
-                    lock(&inner.progress).insert(job_id.clone(), percent);
-                    if let Some(tx) = lock(&inner.watchers).get(&job_id) {
-                        let _ = tx.send(JobUpdate::Status {
-                            state: crate::JobState::Running,
-                            progress: percent,
-                            pending_reason: None,
-                        });
-                    }
-                }
-                LogMsg::Finalize(job_id) => worker::announce_end(&inner, &job_id).await,
-                LogMsg::Flush(done) => {
-                    let _ = done.send(());
-                }
+            // One writer serves every job's log: a panic costs one message, never the writer.
+            let write = AssertUnwindSafe(write_log(&inner, msg)).catch_unwind();
+            if let Err(panic) = write.await {
+                tracing::error!(
+                    panic = super::panic_message(panic.as_ref()),
+                    "the job log writer panicked on a message; it goes on with the next"
+                );
             }
         }
     });
+}
+
+async fn write_log(inner: &Arc<Inner>, msg: LogMsg) {
+    match msg {
+        LogMsg::Line {
+            job_id,
+            at,
+            level,
+            message,
+        } => match inner
+            .store
+            .append_logs(&job_id, vec![(at, level, message)])
+            .await
+        {
+            Ok(lines) => {
+                if let Some(tx) = lock(&inner.watchers).get(&job_id) {
+                    for l in lines {
+                        let _ = tx.send(JobUpdate::Log(l));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log line"),
+        },
+        LogMsg::Progress { job_id, percent } => {
+            // Progress lives in memory until the job's next state write; watchers see it now.
+            lock(&inner.progress).insert(job_id.clone(), percent);
+            if let Some(tx) = lock(&inner.watchers).get(&job_id) {
+                let _ = tx.send(JobUpdate::Status {
+                    state: crate::JobState::Running,
+                    progress: percent,
+                    pending_reason: None,
+                });
+            }
+        }
+        LogMsg::Finalize(job_id) => worker::announce_end(inner, &job_id).await,
+        LogMsg::Flush(done) => {
+            let _ = done.send(());
+        }
+    }
 }
 
 /// A live view of one job: past log lines, then live lines and status changes, then the end.

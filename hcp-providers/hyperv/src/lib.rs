@@ -714,3 +714,47 @@ impl Provider for HypervProvider {
         )?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hcp_core::{HcpMark, ProjectId, VmId};
+
+    fn args(vcpus: u32, memory_mib: u64, disk_gib: u64) -> CreateVm {
+        let mark = HcpMark::new(VmId::new("vm-1"), ProjectId::new("demo"));
+        CreateVm::new(
+            mark,
+            "hv1",
+            "web-1",
+            "ubuntu-24.04",
+            Resources {
+                vcpus,
+                memory_mib,
+                disk_gib,
+            },
+        )
+    }
+
+    #[test]
+    fn declared_limits_follow_the_generation_and_are_enforced() {
+        let g2 = limits(2);
+        assert_eq!(g2.max_vcpus, Some(240));
+        assert_eq!(g2.max_memory_mib, Some(12 * 1024 * 1024));
+        assert_eq!(g2.max_disk_gib, Some(64 * 1024));
+        assert_eq!(g2.max_networks, Some(1));
+        assert_eq!(limits(1).max_vcpus, Some(64));
+        validate_create(&args(240, 12 * 1024 * 1024, 64 * 1024), 2).unwrap();
+        for (a, generation, field) in [
+            (args(241, 1024, 10), 2, "vcpus"),
+            (args(65, 1024, 10), 1, "vcpus"),
+            (args(1, 12 * 1024 * 1024 + 1, 10), 2, "memory_mib"),
+            (args(1, u64::MAX, 10), 2, "memory_mib"),
+            (args(1, 1024 * 1024 + 1, 10), 1, "memory_mib"),
+            (args(1, 1024, 64 * 1024 + 1), 2, "disk_gib"),
+            (args(1, 1024, u64::MAX), 2, "disk_gib"),
+        ] {
+            let e = validate_create(&a, generation).unwrap_err();
+            assert_eq!(e.field(), Some(field), "{e}");
+        }
+    }
+}

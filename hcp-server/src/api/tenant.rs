@@ -80,6 +80,10 @@ impl TenantApi {
     /// Validates the spec against the catalog and the zone's capabilities, places the VM and
     /// starts its create job. A request that needs a capability the zone lacks (user-data in a
     /// zone without cloud-init) is refused with `409 FEATURE_NOT_SUPPORTED` before any job exists.
+    /// A size outside HCP's bounds or the zone's limits (`max_vcpus`, `max_memory_mib`,
+    /// `max_disk_gib`, `max_networks`), or larger than any of its hosts, is refused with
+    /// `400 INVALID_SPEC` naming the field and what is allowed; a zone whose hosts are full is
+    /// `429 QUOTA_EXCEEDED`.
     #[oai(
         path = "/projects/:projectId/vms",
         method = "post",

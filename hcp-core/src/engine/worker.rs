@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
 
 use super::inventory::settle_capacity;
 use super::scheduler::SchedMsg;
@@ -116,7 +115,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
     // A cancel that came while the job was being claimed left its token here already.
     let token = lock(&inner.cancels)
         .entry(job.id.clone())
-        .or_insert_with(CancellationToken::new)
+        .or_default()
         .clone();
     let remaining = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
     let ctx = OpContext::new(

@@ -86,6 +86,11 @@ start_hcp OIDC_ISSUER_URL="$issuer" OIDC_CLIENT_ID=hcp-schemathesis OIDC_TENANT_
 token="$(curl -fsS -X POST "$issuer/__test/token" -H 'content-type: application/json' \
     -d '{"claims":{"sub":"schemathesis","aud":"hcp-schemathesis","roles":["hcp-tenant","hcp-operator","hcp-hyperv"],"projects":["demo"]}}' \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+# The token must open the API, or the run would only see 401s.
+for route in /api/hcp/tenant/v1/projects/demo/vms /api/hcp/ops/v1/hosts /api/v1/hosts; do
+    code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$url$route")"
+    [ "$code" = 200 ] || fail "the test token gets $code on $route, not 200"
+done
 run "OIDC on" --header "Authorization: Bearer $token"
 exec 9>&-
 echo "==> Schemathesis: no failures"

@@ -877,7 +877,22 @@ impl Provider for ProxmoxProvider {
             .with_context("vmid", vmid)
             .temporary());
         }
-        self.configure(ctx, &h, vmid, &args).await?;
+        if let Err(e) = self.configure(ctx, &h, vmid, &args).await {
+            // A half-configured clone must not be found (and returned) by a retried create.
+            ctx.warn(format!(
+                "configuring VMID {vmid} failed; deleting the clone: {}",
+                e.message()
+            ));
+            let path = format!("/nodes/{}/qemu/{vmid}", h.node);
+            let query = [("purge", "1".to_string())];
+            if let Err(d) = self
+                .write(ctx, &h, "delete", || self.client.delete(&path, &query))
+                .await
+            {
+                ctx.warn(format!("could not delete the clone: {}", d.message()));
+            }
+            return Err(e);
+        }
         let mut power = PowerState::Stopped;
         if args.start {
             self.power(ctx, &h, vmid, "start", &[]).await?;

@@ -1,7 +1,7 @@
 """Starts fakepve (a fake of the Proxmox VE API, AGPL: run as a separate process, never copied) for
 HCP's tests, on a free loopback port, with an API token and a certificate of its own.
 
-    python fakepve_launcher.py DIR [--time-scale S] [--nodes pve1,pve2]
+    python fakepve_launcher.py DIR [--port P] [--time-scale S] [--nodes pve1,pve2]
 
 Writes DIR/token (the token secret) and DIR/fakepve.crt (the certificate, which is its own CA),
 seeds template VMs, then prints one JSON line on stdout:
@@ -9,7 +9,8 @@ seeds template VMs, then prints one JSON line on stdout:
     {"url": "https://127.0.0.1:PORT", "token_id": "root@pam!ci", "token_secret_file": ...,
      "ca_file": ..., "fingerprint": "AB:CD:..."}
 
-and serves until stdin closes. Each further stdin line is a JSON command run inside the server
+and serves until stdin closes (`--port` 0, the default, takes a free port; `--serve` keeps
+serving after stdin closes, for `hcp serve` by hand). Each further stdin line is a JSON command run inside the server
 (fault injection for tests); each gets one JSON line back, {"ok": true} or {"error": "..."}:
 
     {"op": "fail", "method": "POST", "suffix": "/clone", "status": 500, "message": "...", "times": 3}
@@ -83,6 +84,8 @@ async def main():
     ap.add_argument('dir')
     ap.add_argument('--time-scale', type=float, default=0.0)
     ap.add_argument('--nodes', default='pve1,pve2')
+    ap.add_argument('--port', type=int, default=0)
+    ap.add_argument('--serve', action='store_true')
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     certfile, keyfile, der = make_cert(args.dir, hosts=('127.0.0.1',))
@@ -90,7 +93,7 @@ async def main():
     token_file = os.path.join(args.dir, 'token')
     with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as out:
         out.write(secret + '\n')
-    pve = FakePve(host='127.0.0.1', port=0)
+    pve = FakePve(host='127.0.0.1', port=args.port)
     pve.time_scale = args.time_scale
     pve.apitokens[TOKEN_ID] = secret
     seed(pve, args.nodes.split(','))
@@ -100,6 +103,8 @@ async def main():
         'url': pve.url, 'token_id': TOKEN_ID, 'token_secret_file': token_file, 'ca_file': certfile,
         'fingerprint': ':'.join(digest[i:i + 2] for i in range(0, len(digest), 2)),
     }), flush=True)
+    if args.serve:
+        await asyncio.Event().wait()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

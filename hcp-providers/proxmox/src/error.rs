@@ -102,14 +102,38 @@ pub fn is_lock(e: &Error) -> bool {
     e.context_value("pve_reason") == Some(LOCK)
 }
 
-/// Replaces every node name in `text` with `node`.
+/// Returns true when `e` says a VMID is taken ("VM 200 already exists", "config file already
+/// exists"): a create tries another id.
+pub fn is_taken(e: &Error) -> bool {
+    e.kind() == ErrorKind::Conflict
+        && !e.is_temporary()
+        && e.context_value("pve_message")
+            .is_some_and(|m| m.contains("already exists"))
+}
+
+/// Replaces every node name in `text` with `node`, where it stands as a word (between
+/// characters that cannot be part of a node name).
 pub fn scrub(text: &str, nodes: &[String]) -> String {
-    let mut out = text.to_string();
-    let mut names: Vec<&String> = nodes.iter().filter(|n| !n.is_empty()).collect();
-    // Longest first, so `pve10` is not half-replaced by `pve1`.
-    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    for n in names {
-        out = out.replace(n.as_str(), "node");
+    let word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let start = rest.find(word).unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(|c: char| !word(c)).unwrap_or(rest.len());
+        let token = &rest[..end];
+        // A node name may end a sentence: compare without trailing dots too.
+        let trimmed = token.trim_end_matches('.');
+        if nodes.iter().any(|n| n == token) {
+            out.push_str("node");
+        } else if !trimmed.is_empty() && nodes.iter().any(|n| n == trimmed) {
+            out.push_str("node");
+            out.push_str(&token[trimmed.len()..]);
+        } else {
+            out.push_str(token);
+        }
+        rest = &rest[end..];
     }
     out
 }
@@ -223,5 +247,24 @@ mod tests {
         );
         let t = task_error("clone failed: pve1 is full", &nodes());
         assert!(!t.message().contains("pve1"));
+        assert_eq!(
+            scrub(
+                "nodes/pve1/qemu-server/1.conf on pve10. pve1x apve1",
+                &nodes()
+            ),
+            "nodes/node/qemu-server/1.conf on node. pve1x apve1"
+        );
+        assert!(is_taken(&parse_error(
+            500,
+            "unable to create VM 200: config file already exists",
+            None,
+            &nodes()
+        )));
+        assert!(!is_taken(&parse_error(
+            500,
+            "VM 200 is running",
+            None,
+            &nodes()
+        )));
     }
 }

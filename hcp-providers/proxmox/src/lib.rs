@@ -566,7 +566,7 @@ impl ProxmoxProvider {
                 .await
             {
                 Ok(_) => return Ok(newid),
-                Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
+                Err(e) if error::is_taken(&e) => {
                     ctx.warn(format!("VMID {newid} is taken; trying another"));
                 }
                 Err(e) => return Err(e),

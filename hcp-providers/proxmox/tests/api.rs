@@ -234,3 +234,36 @@ async fn ten_parallel_clones_through_lock_timeouts_get_distinct_vmids_within_the
         "lock timeouts were retried ({clones} clone requests)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_vmid_moves_on_to_another_and_leaves_the_other_vm_alone() {
+    let peer = Peer::start(0.0);
+    let p = peer.provider();
+    // Someone else's VM, unmarked.
+    peer.command(
+        json!({"op": "add_vm", "vmid": 100, "name": "theirs", "node": NODE,
+        "config": {"memory": 2048, "cores": 3}}),
+    );
+    peer.command(
+        json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/9000/clone",
+        "status": 500, "message": "unable to create VM 101: config file already exists",
+        "times": 2}),
+    );
+    let lines = Arc::new(Lines::default());
+    let ctx = OpContext::new(JobId::generate(), lines.clone());
+    let created = p.create_vm(&ctx, args("taken-1")).await.unwrap();
+    assert_ne!(created.native_id, "100");
+    let log = lines.0.lock().unwrap().clone();
+    assert_eq!(
+        log.iter().filter(|l| l.contains("is taken")).count(),
+        2,
+        "{log:?}"
+    );
+    let theirs = peer.proxmoxer(json!({"op": "vm", "node": NODE, "vmid": 100}));
+    assert_eq!(theirs["config"]["name"], "theirs");
+    assert_eq!(
+        theirs["config"]["memory"].to_string().trim_matches('"'),
+        "2048"
+    );
+    assert!(theirs["config"].get("description").is_none());
+}

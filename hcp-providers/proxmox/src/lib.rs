@@ -531,8 +531,10 @@ impl ProxmoxProvider {
         })
     }
 
-    /// Clones the template into a fresh VMID that carries `description`; retries the ids that
-    /// turn out to be taken.
+    /// Clones the template into a fresh VMID that carries `description`. The id is asked for
+    /// and the clone requested while holding one of the node's write slots, so HCP's own
+    /// creates do not race for ids; an id taken anyway (another client) is retried with the
+    /// next one, and lock conflicts with a doubling back-off.
     async fn clone_template(
         &self,
         ctx: &OpContext,
@@ -542,41 +544,75 @@ impl ProxmoxProvider {
     ) -> Result<u32> {
         let (template, src_node, full) = self.template(&args.image).await?;
         let src = self.host_by_node(&src_node);
+        let gate = src.as_deref().unwrap_or(h);
+        let path = format!("/nodes/{src_node}/qemu/{template}/clone");
         let mut last = None;
-        for _ in 0..VMID_ATTEMPTS {
-            let newid = self.next_vmid(last).await?;
+        let mut taken = 0;
+        let mut locked = 0;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let (newid, result) = {
+                let _slot = self.slot(gate).await?;
+                let newid = self.next_vmid(last).await?;
+                let mut form = vec![
+                    ("newid", newid.to_string()),
+                    ("name", args.name.clone()),
+                    ("description", description.to_string()),
+                    ("full", if full { "1" } else { "0" }.to_string()),
+                ];
+                if full && let Some(storage) = &self.settings.storage {
+                    form.push(("storage", storage.clone()));
+                }
+                if src_node != h.node {
+                    form.push(("target", h.node.clone()));
+                }
+                ctx.info(format!("cloning image {} into VMID {newid}", args.image));
+                let result = match self.client.post(&path, &form).await {
+                    Ok(data) => match as_upid(&data) {
+                        Some(upid) => self
+                            .client
+                            .wait_task(
+                                &src_node,
+                                upid,
+                                self.settings.task_timeout,
+                                self.settings.task_poll,
+                                ctx,
+                            )
+                            .await
+                            .map(|_| ()),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e),
+                };
+                (newid, result)
+            };
             last = Some(newid);
-            let mut form = vec![
-                ("newid", newid.to_string()),
-                ("name", args.name.clone()),
-                ("description", description.to_string()),
-                ("full", if full { "1" } else { "0" }.to_string()),
-            ];
-            if full && let Some(storage) = &self.settings.storage {
-                form.push(("storage", storage.clone()));
-            }
-            if src_node != h.node {
-                form.push(("target", h.node.clone()));
-            }
-            let path = format!("/nodes/{src_node}/qemu/{template}/clone");
-            ctx.info(format!("cloning image {} into VMID {newid}", args.image));
-            let gate = src.as_deref().unwrap_or(h);
-            match self
-                .write(ctx, gate, "clone", || self.client.post(&path, &form))
-                .await
-            {
-                Ok(_) => return Ok(newid),
+            match result {
+                Ok(()) => return Ok(newid),
                 Err(e) if error::is_taken(&e) => {
+                    taken += 1;
+                    if taken >= VMID_ATTEMPTS {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            format!("no free VMID found after {VMID_ATTEMPTS} attempts"),
+                        )
+                        .temporary());
+                    }
                     ctx.warn(format!("VMID {newid} is taken; trying another"));
                 }
-                Err(e) => return Err(e),
+                Err(e) if is_lock(&e) && locked < self.settings.lock_retries => {
+                    locked += 1;
+                    ctx.warn(format!(
+                        "clone: the template is locked; retrying in {} ms ({locked} of {})",
+                        delay.as_millis(),
+                        self.settings.lock_retries
+                    ));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.with_context("node", &src_node)),
             }
         }
-        Err(Error::new(
-            ErrorKind::Conflict,
-            format!("no free VMID found after {VMID_ATTEMPTS} attempts"),
-        )
-        .temporary())
     }
 
     fn host_by_node(&self, node: &str) -> Option<Arc<Node>> {

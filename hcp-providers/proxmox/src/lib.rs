@@ -107,7 +107,6 @@ struct VmFacts {
     vmid: u32,
     name: String,
     power: PowerState,
-    template: bool,
     config: serde_json::Map<String, Value>,
 }
 
@@ -395,8 +394,8 @@ impl ProxmoxProvider {
         }
     }
 
-    /// Reads the facts of every VM listed, skipping templates when `templates` is false and
-    /// VMs that vanish while being read.
+    /// Reads the facts of every VM listed that is not a template, skipping VMs that vanish
+    /// while being read.
     async fn facts(&self, node: &str, listed: Vec<Value>) -> Result<Vec<VmFacts>> {
         let reads = futures::stream::iter(listed.into_iter().filter_map(|v| {
             let vmid = vmid_of(&v)?;
@@ -413,7 +412,6 @@ impl ProxmoxProvider {
                         .unwrap_or("")
                         .to_string(),
                     power: power_of(&v),
-                    template: false,
                     config,
                 })),
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -799,7 +797,6 @@ impl Provider for ProxmoxProvider {
         let facts = self.facts(&h.node, listed).await?;
         let vms = facts
             .iter()
-            .filter(|f| !f.template)
             .map(|f| {
                 let (mark, tags) = match f.mark() {
                     Some((m, t)) => (Some(m), t),

@@ -267,3 +267,30 @@ async fn a_taken_vmid_moves_on_to_another_and_leaves_the_other_vm_alone() {
     );
     assert!(theirs["config"].get("description").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_ignores_shutdown_is_powered_off_after_the_graceful_timeout() {
+    let peer = Peer::start(0.01);
+    let p = peer.provider();
+    let a = args("acpi-1");
+    let created = p
+        .create_vm(&OpContext::detached(), a.clone())
+        .await
+        .unwrap();
+    let vmid: u64 = created.native_id.parse().unwrap();
+    peer.command(json!({"op": "vm_attr", "vmid": vmid, "attr": "acpi", "value": false}));
+    let t = target(&a, Some(created.native_id.clone()));
+    let stop = hcp_core::StopVm::new(t.clone()).with_graceful_timeout(Duration::from_secs(30));
+    let stopped = p.stop_vm(&OpContext::detached(), stop).await.unwrap();
+    assert!(stopped.forced && !stopped.was_stopped, "{stopped:?}");
+    let seen = peer.proxmoxer(json!({"op": "vm", "node": NODE, "vmid": vmid}));
+    assert_eq!(seen["status"]["status"], "stopped");
+    // A guest that honours ACPI stops gracefully.
+    p.start_vm(&OpContext::detached(), StartVm::new(t.clone()))
+        .await
+        .unwrap();
+    peer.command(json!({"op": "vm_attr", "vmid": vmid, "attr": "acpi", "value": true}));
+    let stop = hcp_core::StopVm::new(t).with_graceful_timeout(Duration::from_secs(30));
+    let stopped = p.stop_vm(&OpContext::detached(), stop).await.unwrap();
+    assert!(!stopped.forced, "{stopped:?}");
+}

@@ -154,6 +154,10 @@ impl Client {
     /// # Errors
     /// The task's exit status classified by [`crate::error::parse_error`] when it is not `OK`
     /// (`WARNINGS: n` counts as success); request errors.
+    ///
+    /// # Cancel safety
+    /// When the returned future is dropped before the task ends (a job timeout, a cancel), the
+    /// task is stopped on the node in the background, not abandoned.
     pub(crate) async fn wait_task(
         &self,
         node: &str,
@@ -163,14 +167,33 @@ impl Client {
         ctx: &OpContext,
     ) -> Result<TaskEnd> {
         let base = format!("/nodes/{node}/tasks/{}", encode_segment(upid));
+        let mut guard = StopOnDrop {
+            http: self.http.clone(),
+            url: format!("{}{base}", self.api),
+            armed: true,
+        };
+        let result = self.follow(node, upid, &base, timeout, poll, ctx).await;
+        guard.armed = false;
+        result
+    }
+
+    async fn follow(
+        &self,
+        node: &str,
+        upid: &str,
+        base: &str,
+        timeout: Duration,
+        poll: Duration,
+        ctx: &OpContext,
+    ) -> Result<TaskEnd> {
         let deadline = Instant::now() + timeout;
         let mut seen: u32 = 0;
         loop {
             let status = self.get(&format!("{base}/status"), &[]).await?;
-            seen = self.copy_log(&base, seen, ctx).await?;
+            seen = self.copy_log(base, seen, ctx).await?;
             if status.get("status").and_then(Value::as_str) == Some("stopped") {
                 // Lines written between the log read and the status read.
-                self.copy_log(&base, seen, ctx).await?;
+                self.copy_log(base, seen, ctx).await?;
                 let exit = status
                     .get("exitstatus")
                     .and_then(Value::as_str)
@@ -182,7 +205,7 @@ impl Client {
                 return Err(task_error(&exit, &self.nodes));
             }
             if Instant::now() >= deadline {
-                let stopped = self.delete(&base, &[]).await;
+                let stopped = self.delete(base, &[]).await;
                 if let Err(e) = &stopped {
                     tracing::warn!(node, error = %e, "could not stop a task past its timeout");
                 }
@@ -222,6 +245,30 @@ impl Client {
             if count < LOG_PAGE {
                 return Ok(seen);
             }
+        }
+    }
+}
+
+/// Stops a followed task on the node when the call following it is dropped.
+struct StopOnDrop {
+    http: reqwest::Client,
+    url: String,
+    armed: bool,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let http = self.http.clone();
+            let url = std::mem::take(&mut self.url);
+            rt.spawn(async move {
+                if let Err(e) = http.delete(&url).send().await {
+                    tracing::warn!(error = %e.without_url(), "could not stop an abandoned task");
+                }
+            });
         }
     }
 }

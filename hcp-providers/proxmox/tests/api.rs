@@ -294,3 +294,36 @@ async fn a_guest_that_ignores_shutdown_is_powered_off_after_the_graceful_timeout
     let stopped = p.stop_vm(&OpContext::detached(), stop).await.unwrap();
     assert!(!stopped.forced, "{stopped:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_while_following_a_task_stops_the_task() {
+    let peer = Peer::start(0.05);
+    let p = peer.provider();
+    let a = args("dropped-1").with_start(false);
+    let created = p
+        .create_vm(&OpContext::detached(), a.clone())
+        .await
+        .unwrap();
+    let vmid: u64 = created.native_id.parse().unwrap();
+    peer.command(json!({"op": "vm_attr", "vmid": vmid, "attr": "start_secs", "value": 200}));
+    let detached = OpContext::detached();
+    let start = p.start_vm(&detached, StartVm::new(target(&a, Some(created.native_id))));
+    let r = tokio::time::timeout(Duration::from_millis(800), start).await;
+    assert!(r.is_err(), "the start is still following its task");
+    let mut stopped = false;
+    for _ in 0..50 {
+        let requests = peer.command(json!({"op": "requests"}));
+        stopped = requests["requests"].as_array().unwrap().iter().any(|r| {
+            r[0] == "DELETE"
+                && r[1]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("/api2/json/nodes/{NODE}/tasks/UPID:{NODE}:"))
+        });
+        if stopped {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stopped, "the abandoned task is stopped on the node");
+}

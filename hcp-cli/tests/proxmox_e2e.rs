@@ -88,8 +88,18 @@ fn proxmoxer(pve: &Fakepve, args: Value) -> Value {
 fn hcp_serve_runs_vms_on_proxmox_through_the_cli() {
     let pve = fakepve();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/proxmox.yaml");
-    let yaml = std::fs::read_to_string(example)
-        .unwrap()
+    let yaml = std::fs::read_to_string(example).unwrap();
+    for fixed in [
+        "https://127.0.0.1:18006",
+        "/tmp/hcp-fakepve/token",
+        "/tmp/hcp-fakepve/fakepve.crt",
+    ] {
+        assert!(
+            yaml.contains(fixed),
+            "examples/config/proxmox.yaml changed; update this test"
+        );
+    }
+    let yaml = yaml
         .replace("https://127.0.0.1:18006", pve.info["url"].as_str().unwrap())
         .replace(
             "/tmp/hcp-fakepve/token",

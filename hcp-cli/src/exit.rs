@@ -49,9 +49,12 @@ Exit codes:
   130  interrupted (Ctrl-C) while waiting: the first Ctrl-C cancels the job and waits for
        its end, a second one stops waiting
 
-Mutating commands (vm create/start/stop/reboot/delete) wait for their job in embedded mode;
---wait also shows its progress on stderr. With --url (HCP_URL) they return once the service
-accepts the job, unless --wait is given; Ctrl-C then stops waiting and the job goes on.";
+Mutating commands (vm create/start/stop/reboot/delete) wait for their job in embedded mode,
+showing its progress on a terminal; --wait shows it on stderr anywhere. With --url (HCP_URL) they return once the service
+accepts the job, unless --wait is given; Ctrl-C then stops waiting and the job goes on.
+
+Logs are off; HCP_LOG_LEVEL=warn (or debug, hcp=debug, ...) writes them to stderr, coloured only
+on a terminal and never with NO_COLOR set.";
 
 /// Returns the exit code of a command that failed with `error`.
 pub fn code_of(error: &anyhow::Error) -> ExitCode {

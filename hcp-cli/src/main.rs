@@ -46,22 +46,34 @@ use crate::output::Format;
 #[command(name = "hcp", version, about, long_about, after_help = exit::HELP, after_long_help = exit::HELP)]
 struct Cli {
     /// Prints results as a table or as JSON (errors go to stderr, as JSON with `json`).
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table, env = "HCP_OUTPUT")]
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table, env = "HCP_OUTPUT", help_heading = "Global options")]
     output: Format,
 
     /// Reads providers, hosts, zones, catalog and projects from this hosts file (YAML) instead of
     /// running the built-in simulator demo (embedded mode and `hcp serve`).
-    #[arg(long, global = true, env = "HCP_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "HCP_CONFIG",
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     config: Option<PathBuf>,
 
     /// Sends every command to the `hcp serve` at this URL (e.g. http://127.0.0.1:8080) instead
-    /// of running an engine in this process.
-    #[arg(long, global = true, env = "HCP_URL", value_name = "URL")]
+    /// of running an engine in this process (not used by `hcp serve`).
+    #[arg(
+        long,
+        global = true,
+        env = "HCP_URL",
+        value_name = "URL",
+        help_heading = "Remote options"
+    )]
     url: Option<String>,
 
     /// The bearer token sent to the service with --url; prefer HCP_TOKEN, which stays out of
-    /// the process list.
-    #[arg(long, global = true, env = "HCP_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = parse_token)]
+    /// the process list (not used by `hcp serve`).
+    #[arg(long, global = true, env = "HCP_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = parse_token, help_heading = "Remote options")]
     token: Option<SecretString>,
 
     #[command(subcommand)]
@@ -236,12 +248,28 @@ async fn run(
     result.and(closed)
 }
 
-/// Logs to stderr; `HCP_LOG` takes a filter such as `debug` or `hcp::audit=info` (default `warn`).
+/// Logs to stderr only when asked: `HCP_LOG_LEVEL` (the variable `hcp serve` reads too; the
+/// older `HCP_LOG` is still read) takes a filter such as `warn`, `debug` or `hcp::audit=info`.
+/// Off by default, so a command's output and errors are all a tenant sees; colours only on a
+/// terminal and never with `NO_COLOR` set.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HCP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use std::io::IsTerminal;
+    let Some(level) = std::env::var("HCP_LOG_LEVEL")
+        .ok()
+        .or_else(|| std::env::var("HCP_LOG").ok())
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|e| {
+        eprintln!("hcp: HCP_LOG_LEVEL: `{level}` is not a log filter ({e}); logging warnings only");
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
 }

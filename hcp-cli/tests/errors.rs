@@ -454,3 +454,49 @@ fn usage_errors_are_json_under_output_json() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("Usage"), "{r:?}");
 }
+
+#[test]
+fn logs_are_off_by_default_and_plain_when_asked_for() {
+    let hcp = Hcp::new();
+    let vm = hcp.json(&[
+        "vm",
+        "create",
+        "--project",
+        "demo",
+        "--name",
+        "logged",
+        "--image",
+        "ubuntu-24.04",
+        "--flavor",
+        "small",
+    ]);
+    let id = vm["vm_id"].as_str().unwrap().to_string();
+    // Deleting a running VM without --force fails its job.
+    let r = hcp.run(&["vm", "delete", &id, "--project", "demo"]);
+    assert_eq!(r.code, 8, "{r:?}");
+    assert!(!r.stderr.contains("WARN"), "no logs by default: {r:?}");
+    assert!(!r.stderr.contains('\u{1b}'), "no colour in a pipe: {r:?}");
+    let out = hcp
+        .command()
+        .env("HCP_LOG_LEVEL", "warn")
+        .env("NO_COLOR", "1")
+        .args(["vm", "delete", &id, "--project", "demo"])
+        .output()
+        .unwrap();
+    let r = common::Run::from(out);
+    assert_eq!(r.code, 8, "{r:?}");
+    assert!(r.stderr.contains("WARN"), "HCP_LOG_LEVEL=warn logs: {r:?}");
+    assert!(!r.stderr.contains('\u{1b}'), "NO_COLOR: {r:?}");
+    let out = hcp
+        .command()
+        .env("HCP_LOG_LEVEL", "no such=level=")
+        .args(["catalog"])
+        .output()
+        .unwrap();
+    let r = common::Run::from(out);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("HCP_LOG_LEVEL"),
+        "a bad filter is named: {r:?}"
+    );
+}

@@ -365,7 +365,8 @@ async fn finish(
             &s.backend,
             project,
             &accepted.job_id,
-            Progress::for_wait(wait),
+            // Embedded, the command waits anyway: on a terminal, show that it does.
+            Progress::for_wait(wait || std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .await?
     } else {

@@ -80,6 +80,8 @@ impl Hcp {
             "HCP_PROJECT",
             "HCP_OUTPUT",
             "HCP_LOG",
+            "HCP_LOG_LEVEL",
+            "NO_COLOR",
             "HCP_URL",
             "HCP_TOKEN",
             "HCP_SIM_STATE",

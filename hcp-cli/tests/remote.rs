@@ -952,7 +952,8 @@ fn the_token_is_sent_as_a_bearer_token_and_never_shown() {
         );
     }
     let requests = seen.lock().unwrap().clone();
-    assert_eq!(requests.len(), 2, "{requests:?}");
+    // Each run asks for the VM by id, then (not found) looks for a VM of that name.
+    assert_eq!(requests.len(), 4, "{requests:?}");
     for head in &requests {
         assert!(
             head.lines()
@@ -1014,4 +1015,35 @@ fn bad_urls_and_mixed_modes_are_invalid_input() {
     assert_eq!(code, INVALID_INPUT, "{e}");
     assert_eq!(e["field"], "config");
     assert!(e["message"].as_str().unwrap().contains("--url"), "{e}");
+}
+
+#[test]
+fn vms_are_addressed_by_name_in_their_project_the_same_way_in_both_modes() {
+    let server = Server::demo();
+    let remote = Hcp::new().with_url(&server.url);
+    let embedded = Hcp::new();
+    for hcp in [&embedded, &remote] {
+        let created = hcp.json(&create_args("db-1", &["--wait"]));
+        let id = created["vm_id"].as_str().unwrap().to_string();
+        // `show` and the power commands take the name with --project.
+        let shown = hcp.json(&["vm", "show", "db-1", "--project", "demo"]);
+        assert_eq!(shown["id"], id.as_str(), "{shown}");
+        let stopped = hcp.json(&["vm", "stop", "db-1", "--project", "demo", "--wait"]);
+        assert_eq!(stopped["vm_id"], id.as_str(), "{stopped}");
+        assert_eq!(stopped["job"]["state"], "SUCCEEDED", "{stopped}");
+        // A name without its project cannot be looked up: the error names --project.
+        let (code, e) = failure(hcp, &["vm", "show", "db-1"]);
+        assert_eq!(code, INVALID_INPUT, "{e}");
+        assert_eq!(e["field"], "project", "{e}");
+        // A name that is not there is not found, naming the VM.
+        let (code, e) = failure(hcp, &["vm", "show", "db-2", "--project", "demo"]);
+        assert_eq!(code, NOT_FOUND, "{e}");
+        assert_eq!(e["field"], "vm_id", "{e}");
+        // A VM may be named like an id; its name still finds it.
+        let odd = hcp.json(&create_args("vm-named", &["--wait"]));
+        let shown = hcp.json(&["vm", "show", "vm-named", "--project", "demo"]);
+        assert_eq!(shown["id"], odd["vm_id"], "{shown}");
+        let deleted = hcp.json(&["vm", "delete", "db-1", "--project", "demo", "--wait"]);
+        assert_eq!(deleted["job"]["state"], "SUCCEEDED", "{deleted}");
+    }
 }

@@ -101,8 +101,8 @@ pub struct ListArgs {
 /// Names one VM.
 #[derive(Debug, Args)]
 pub struct VmRef {
-    /// The VM id (`vm-…`).
-    #[arg(value_name = "ID")]
+    /// The VM id (`vm-…`), or its name together with --project (names are unique in a project).
+    #[arg(value_name = "ID|NAME")]
     id: String,
     /// The VM's project; when given, a VM of another project is not found.
     #[arg(long, env = "HCP_PROJECT")]
@@ -114,8 +114,39 @@ impl VmRef {
         self.project.as_deref().map(ProjectId::from)
     }
 
-    fn vm_id(&self) -> VmId {
-        VmId::from(self.id.as_str())
+    /// Returns the VM's id: the argument itself when it is an id (`vm-…`) of a VM that exists,
+    /// else the id of the VM of that name in --project. The same rule in embedded and remote
+    /// mode, since both answer the same two questions.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] naming `vm_id` when neither an id nor a name matches;
+    /// [`ErrorKind::InvalidSpec`] naming `project` for a name without --project.
+    async fn resolve(&self, backend: &crate::backend::Backend) -> hcp_core::Result<VmId> {
+        let project = self.project();
+        if self.id.starts_with("vm-") {
+            let id = VmId::from(self.id.as_str());
+            match backend.get_vm(project.as_ref(), &id).await {
+                Ok(_) => return Ok(id),
+                // A VM may be named like an id: look for the name too.
+                Err(e) if e.kind() == ErrorKind::NotFound && project.is_some() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(project) = project else {
+            return Err(Error::invalid(
+                "project",
+                format!(
+                    "`{}` is not a VM id (vm-…); to address a VM by its name, give its project \
+                     with --project (or HCP_PROJECT)",
+                    hcp_core::echo(&self.id)
+                ),
+            ));
+        };
+        let vms = backend.list_vms(&project).await?;
+        match vms.iter().find(|vm| vm.name == self.id) {
+            Some(vm) => Ok(vm.id.clone()),
+            None => Err(Error::not_found("vm", &self.id).with_field("vm_id")),
+        }
     }
 }
 
@@ -245,32 +276,33 @@ impl VmCommand {
                 output::print(s.format, &vms, |v| output::vm_table(v))
             }
             VmCommand::Show(r) => {
-                let vm = s.backend.get_vm(r.project().as_ref(), &r.vm_id()).await?;
+                let id = r.resolve(&s.backend).await?;
+                let vm = s.backend.get_vm(r.project().as_ref(), &id).await?;
                 output::print(s.format, &vm, output::vm_details)
             }
             VmCommand::Start(a) => {
                 let action = Action::Start {
-                    vm_id: a.vm.vm_id(),
+                    vm_id: a.vm.resolve(&s.backend).await?,
                 };
                 act(s, &a.vm, action, a.submit).await
             }
             VmCommand::Stop(a) => {
                 let action = Action::Stop {
-                    vm_id: a.vm.vm_id(),
+                    vm_id: a.vm.resolve(&s.backend).await?,
                     force: a.force,
                 };
                 act(s, &a.vm, action, a.submit).await
             }
             VmCommand::Reboot(a) => {
                 let action = Action::Reboot {
-                    vm_id: a.vm.vm_id(),
+                    vm_id: a.vm.resolve(&s.backend).await?,
                     hard: a.hard,
                 };
                 act(s, &a.vm, action, a.submit).await
             }
             VmCommand::Delete(a) => {
                 let action = Action::Delete {
-                    vm_id: a.vm.vm_id(),
+                    vm_id: a.vm.resolve(&s.backend).await?,
                     force: a.force,
                 };
                 act(s, &a.vm, action, a.submit).await
@@ -280,7 +312,7 @@ impl VmCommand {
                     .backend
                     .console(
                         a.vm.project().as_ref(),
-                        &a.vm.vm_id(),
+                        &a.vm.resolve(&s.backend).await?,
                         a.kind.map(ConsoleKind::from),
                     )
                     .await?;

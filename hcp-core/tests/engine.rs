@@ -1069,3 +1069,32 @@ async fn cancelling_a_running_create_removes_what_it_made() {
         JobState::Succeeded
     );
 }
+
+#[tokio::test]
+async fn a_hosts_vm_count_moves_with_its_used_capacity() {
+    let r = rig().await;
+    let count = |engine: &Engine| -> (usize, u32) {
+        engine
+            .hosts()
+            .iter()
+            .fold((0, 0), |(n, v), h| (n + h.vm_count, v + h.vcpus_used))
+    };
+    let (vms0, vcpus0) = count(&r.engine);
+    let s = r
+        .engine
+        .create_vm(&alice(), VmSpec::new("counted", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    assert_eq!(wait(&r.engine, &s.job_id).await.state, JobState::Succeeded);
+    let (vms1, vcpus1) = count(&r.engine);
+    assert!(vcpus1 > vcpus0, "the create uses vCPUs");
+    assert_eq!(
+        vms1,
+        vms0 + 1,
+        "and the VM is counted at once, not at the next refresh"
+    );
+    let d = r.engine.delete_vm(&alice(), &s.vm_id, true).await.unwrap();
+    assert_eq!(wait(&r.engine, &d.job_id).await.state, JobState::Succeeded);
+    let (vms2, vcpus2) = count(&r.engine);
+    assert_eq!((vms2, vcpus2), (vms0, vcpus0), "a delete gives both back");
+}

@@ -23,6 +23,9 @@ pub(crate) struct Capacity {
     pub(crate) vcpus_reserved: u32,
     /// Memory held for creates accepted and not yet ended, in MiB.
     pub(crate) memory_reserved: u64,
+    /// VMs on the host, as last observed (plus creates that succeeded and deletes that ended
+    /// since), so a host's VM count moves with its `used` figures.
+    pub(crate) vm_count: usize,
 }
 
 impl Capacity {
@@ -94,12 +97,14 @@ impl Capacity {
     pub(crate) fn add_used(&mut self, r: &Resources) {
         self.vcpus_used = self.vcpus_used.saturating_add(r.vcpus);
         self.memory_used = self.memory_used.saturating_add(r.memory_mib);
+        self.vm_count = self.vm_count.saturating_add(1);
     }
 
     /// Stops counting a VM that is gone.
     pub(crate) fn remove_used(&mut self, r: &Resources) {
         self.vcpus_used = self.vcpus_used.saturating_sub(r.vcpus);
         self.memory_used = self.memory_used.saturating_sub(r.memory_mib);
+        self.vm_count = self.vm_count.saturating_sub(1);
     }
 }
 

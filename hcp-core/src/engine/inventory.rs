@@ -286,7 +286,7 @@ impl Engine {
                     vcpus_used,
                     memory_mib_total: h.info.memory_mib_total,
                     memory_mib_used,
-                    vm_count: h.vms().len(),
+                    vm_count: h.capacity.vm_count,
                     capabilities: h.caps,
                     observed_at: h.observed_at,
                 }
@@ -606,6 +606,7 @@ impl Engine {
                                 memory_used: r.memory_mib_used,
                                 vcpus_reserved,
                                 memory_reserved,
+                                vm_count: r.vms.len(),
                             },
                             info: host_info,
                             caps,

@@ -152,6 +152,7 @@ mod tests {
             memory_used: 0,
             vcpus_reserved: u32::MAX - 1,
             memory_reserved: u64::MAX - 1,
+            vm_count: 0,
         };
         let before = h;
         for r in [size(2, 1), size(1, 2), size(u32::MAX, u64::MAX)] {
@@ -173,6 +174,7 @@ mod tests {
             memory_used: u64::MAX,
             vcpus_reserved: u32::MAX,
             memory_reserved: u64::MAX,
+            vm_count: usize::MAX,
         };
         assert_eq!(h.taken(), (u32::MAX, u64::MAX));
         assert_eq!(h.free(), (0, 0));

@@ -220,10 +220,20 @@ impl ClientBuilder {
     }
 }
 
+/// The bytes escaped in one path segment: everything but RFC 3986's unreserved characters, so a
+/// `/`, `?`, `#`, `%` or `:` in an id can never change which route a request reaches.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn enc(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+    // `.` and `..` as a whole segment would be resolved away by URL parsing: escape them too.
+    if segment == "." || segment == ".." {
+        return "%2E".repeat(segment.len());
+    }
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 impl Client {
@@ -1145,5 +1155,20 @@ async fn decode_error(resp: reqwest::Response) -> Error {
             )
             .with_context("http_status", status.as_u16())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enc;
+
+    #[test]
+    fn path_segments_are_escaped_whole() {
+        assert_eq!(enc("vm-01a2_b.c~d"), "vm-01a2_b.c~d");
+        assert_eq!(enc("a b+c"), "a%20b%2Bc");
+        assert_eq!(enc("../x/y?z#w%:v"), "..%2Fx%2Fy%3Fz%23w%25%3Av");
+        assert_eq!(enc("é"), "%C3%A9");
+        assert_eq!(enc(".."), "%2E%2E");
+        assert_eq!(enc("."), "%2E");
     }
 }

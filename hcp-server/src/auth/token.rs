@@ -210,6 +210,10 @@ impl Validator {
 }
 
 /// Decodes the token's header without trusting it.
+///
+/// Not `jsonwebtoken::decode_header`: it keeps the last of two `alg` (or `kid`) keys and maps
+/// unknown algorithms to an error without the header, while this refuses duplicate keys and
+/// lets the caller name what it found; jsonwebtoken still verifies the signature and claims.
 fn header_of(token: &str) -> Result<serde_json::Map<String, Value>, TokenError> {
     let mut parts = token.split('.');
     let (Some(h), Some(_), Some(_), None) =

@@ -537,7 +537,8 @@ impl JobLogLine {
 
 impl JobUpdate {
     /// Returns the tenant view of the update: `None` for an operator-only log line; otherwise
-    /// the update without operator details (log detail, host names, error detail).
+    /// the update without operator details (log detail, error detail, host and provider names;
+    /// an ending job's `host` and `provider` are empty).
     pub fn tenant_view(self) -> Option<JobUpdate> {
         match self {
             JobUpdate::Log(l) => l.tenant_view().map(JobUpdate::Log),
@@ -551,9 +552,16 @@ impl JobUpdate {
                 pending_reason: pending_reason.map(PendingReason::tenant_view),
             }),
             JobUpdate::End(job) => {
+                // The same blanks as `Job::tenant_view`, in the full record the update carries.
                 let mut job = *job;
-                job.error = job.error.as_ref().map(ErrorInfo::tenant);
-                job.pending_reason = job.pending_reason.map(PendingReason::tenant_view);
+                let t = job.tenant_view();
+                job.host = String::new();
+                job.provider = String::new();
+                job.error = t.error;
+                job.pending_reason = t.pending_reason;
+                if let Some(action) = t.action {
+                    job.action = action;
+                }
                 Some(JobUpdate::End(Box::new(job)))
             }
         }
@@ -694,7 +702,7 @@ mod tests {
             progress: 0,
             principal: Principal::new("alice"),
             idempotency_key: None,
-            host: "h".into(),
+            host: "secret-host".into(),
             provider: "p".into(),
             error: None,
             timeout_ms: 1000,
@@ -788,6 +796,7 @@ mod tests {
         assert_eq!(seen.len(), 3);
         let text = serde_json::to_string(&seen).unwrap();
         assert!(!text.contains("secret-host"), "{text}");
+        assert!(!text.contains("\"p\""), "the provider's name: {text}");
     }
 
     #[test]

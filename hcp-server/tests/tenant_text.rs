@@ -4,15 +4,13 @@
 //! state file; none may appear. The operator routes still show the detail.
 
 mod common;
+mod sweep;
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const T: &str = "/api/hcp/tenant/v1";
-const OPS: &str = "/api/hcp/ops/v1";
+use sweep::{OPS, Seen, T};
 const HOST: &str = "hv-sweep-secret-7";
 const PROVIDER: &str = "prov-sweep-secret";
 
@@ -36,84 +34,6 @@ engine:
   retry: {{max_attempts: 2, initial_delay: 1500ms, max_delay: 1500ms, factor: 1.0, jitter: false}}
 "#
     )
-}
-
-/// Collects every tenant-visible text with where it came from.
-#[derive(Default)]
-struct Seen(Vec<(String, String)>);
-
-impl Seen {
-    fn add(&mut self, what: impl Into<String>, text: impl Into<String>) {
-        self.0.push((what.into(), text.into()));
-    }
-
-    async fn get(&mut self, s: &common::TestServer, path: &str) -> Value {
-        let resp = s.http.get(s.at(path)).send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        self.add(format!("GET {path} ({status})"), text.clone());
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    async fn post(
-        &mut self,
-        s: &common::TestServer,
-        path: &str,
-        body: Value,
-    ) -> (StatusCode, Value) {
-        let resp = s.http.post(s.at(path)).json(&body).send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        self.add(format!("POST {path} ({status})"), text.clone());
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Reads a job's tenant log stream to its end; returns the final job of its `end` event.
-    async fn logs(&mut self, s: &common::TestServer, job_id: &str) -> Value {
-        let path = format!("{T}/jobs/{job_id}/logs");
-        let resp = s.http.get(s.at(&path)).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let mut text = String::new();
-        let mut stream = resp.bytes_stream();
-        let read = async {
-            while let Some(chunk) = stream.next().await {
-                text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-                if text.contains("event: end") && text.ends_with("\n\n") {
-                    break;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), read)
-            .await
-            .expect("the log stream ends");
-        self.add(format!("SSE {path}"), text.clone());
-        let end = text
-            .split("event: end")
-            .nth(1)
-            .and_then(|rest| rest.lines().find_map(|l| l.strip_prefix("data: ")))
-            .unwrap_or_else(|| panic!("no end event in {text}"));
-        serde_json::from_str(end).unwrap()
-    }
-
-    fn assert_free_of(&self, secrets: &[&str]) {
-        assert!(!self.0.is_empty());
-        for (what, text) in &self.0 {
-            for secret in secrets {
-                assert!(
-                    !text.contains(secret),
-                    "{what} names `{secret}`, which tenants must not see:\n{text}"
-                );
-            }
-        }
-    }
-
-    fn all(&self) -> String {
-        self.0
-            .iter()
-            .map(|(w, t)| format!("{w}: {t}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
 }
 
 #[tokio::test]

@@ -1002,6 +1002,51 @@ pub struct JobPage {
     pub next: Option<String>,
 }
 
+/// One line of a job's log as operators read it: with its audience and operator detail.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct OpsJobLogLineDto {
+    /// Its position in the job's log, from 1.
+    pub seq: u64,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// Its severity.
+    pub level: LogLevelDto,
+    /// `everyone` (tenants read it too, without its detail) or `operators`.
+    pub audience: String,
+    /// The text.
+    pub message: String,
+    /// Operator-only detail (host names, native ids, paths).
+    #[oai(skip_serializing_if_is_none)]
+    pub detail: Option<String>,
+}
+
+impl From<JobLogLine> for OpsJobLogLineDto {
+    fn from(l: JobLogLine) -> Self {
+        OpsJobLogLineDto {
+            seq: l.seq,
+            at: l.at,
+            level: l.level.into(),
+            audience: match l.audience {
+                hcp_core::LogAudience::Everyone => "everyone",
+                hcp_core::LogAudience::Operators => "operators",
+            }
+            .to_string(),
+            message: l.message,
+            detail: l.detail,
+        }
+    }
+}
+
+/// One page of a job's log lines, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct OpsJobLogPage {
+    /// The lines.
+    pub items: Vec<OpsJobLogLineDto>,
+    /// The `after` of the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next: Option<String>,
+}
+
 /// One line of a job's log.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 pub struct JobLogLineDto {

@@ -241,6 +241,32 @@ async fn tenant_responses_never_name_hosts_providers_or_native_ids() {
         ops_vms.contains(&format!("host `{HOST}` is down")),
         "{ops_vms}"
     );
+    let logs = sweep::ops_logs(&s, &create_job).await;
+    let failed_line = logs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["message"] == "create_vm failed: the VM's host does not answer")
+        .unwrap_or_else(|| panic!("{logs}"))
+        .clone();
+    assert_eq!(failed_line["audience"], "everyone", "{failed_line}");
+    assert_eq!(
+        failed_line["detail"],
+        format!("host `{HOST}` is down"),
+        "{failed_line}"
+    );
+    // Pages: one line at a time, each page's `next` leading to the following line.
+    let first = s
+        .http
+        .get(s.at(&format!("{OPS}/jobs/{create_job}/logs?limit=1")))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["next"], "1", "{first}");
 }
 
 /// HCP's WinRM test host (`hcp-providers/hyperv/testhost`), one host `hv1` over HTTPS.
@@ -473,5 +499,22 @@ engine:
     assert!(
         detail.contains("hv1") && detail.contains("Secret-Store"),
         "{o}"
+    );
+    // The script's own progress lines are there for operators, marked as theirs.
+    let logs = sweep::ops_logs(&s, created["job_id"].as_str().unwrap()).await;
+    let copying: Vec<&Value> = logs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("copying template VHDX"))
+        })
+        .collect();
+    assert!(!copying.is_empty(), "{logs}");
+    assert!(
+        copying.iter().all(|l| l["audience"] == "operators"),
+        "{logs}"
     );
 }

@@ -127,5 +127,17 @@ pub async fn ops_job(s: &common::TestServer, job_id: &str) -> Value {
         .unwrap()
 }
 
+/// Returns the operator view of one job's log lines (`GET /ops/v1/jobs/{jobId}/logs`).
+pub async fn ops_logs(s: &common::TestServer, job_id: &str) -> Value {
+    let resp = s
+        .http
+        .get(s.at(&format!("{OPS}/jobs/{job_id}/logs")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
 /// How long a job's log stream may take to end.
 pub const LOG_TIMEOUT: Duration = Duration::from_secs(60);

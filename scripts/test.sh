@@ -24,6 +24,9 @@ cargo build --quiet -p hcp-cli
 HCP_SERVE_BIN="$CARGO_TARGET_DIR/debug/hcp" cargo test -p hcp-server --test http_api --test client \
   --test authz_matrix --test tenant_text
 
+step "Schemathesis against the served OpenAPI document (no 5xx, responses match the schema; auth off and on)"
+HCP_BIN="$CARGO_TARGET_DIR/debug/hcp" ./scripts/schemathesis.sh 60
+
 step "libvirt end to end: hcp serve --features libvirt, real domains, console proxy (virsh checks)"
 cargo test -p hcp-cli --features libvirt --test libvirt_e2e
 cargo test -p hcp-server --features libvirt --test tenant_text_libvirt

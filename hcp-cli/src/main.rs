@@ -76,6 +76,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = cli.output;
     let result = match cli.command {
+        Command::Completion(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut cmd, "hcp", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man(args) => man(args.dir.as_deref()),
         Command::Serve(args) => {
             // The service installs its own log subscriber (HCP_LOG_FORMAT, HCP_LOG_LEVEL).
             runtime(None).and_then(|rt| {
@@ -103,6 +109,33 @@ fn main() -> ExitCode {
         Err(e) => {
             output::print_error(format, &e);
             exit::code_of(&e)
+        }
+    }
+}
+
+/// Prints the manual page, or writes every command's page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        None => {
+            let mut out = std::io::stdout().lock();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| anyhow::Error::new(e).context("cannot write the manual page"))
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::Error::from(Error::invalid(
+                    "dir",
+                    format!("cannot create {}: {e}", dir.display()),
+                ))
+            })?;
+            clap_mangen::generate_to(cmd, dir).map_err(|e| {
+                anyhow::Error::from(Error::invalid(
+                    "dir",
+                    format!("cannot write the manual pages into {}: {e}", dir.display()),
+                ))
+            })
         }
     }
 }

@@ -113,6 +113,29 @@ pub const CODE_IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
 /// Code of the error returned while the first request with an idempotency key is still being accepted.
 pub const CODE_IDEMPOTENCY_KEY_IN_PROGRESS: &str = "IDEMPOTENCY_KEY_IN_PROGRESS";
 
+/// The most characters of a caller's value that an error message repeats back.
+pub const ECHO_MAX_CHARS: usize = 64;
+
+/// Returns `value` as an error message may repeat it back to its caller: control characters
+/// escaped and at most [`ECHO_MAX_CHARS`] characters, with the rest counted instead of shown.
+/// A 10 KB name stays a one-line, short error.
+pub fn echo(value: &str) -> String {
+    let mut out = String::new();
+    for (shown, c) in value.chars().enumerate() {
+        if shown == ECHO_MAX_CHARS {
+            let rest = value.chars().count() - shown;
+            out.push_str(&format!("… ({rest} more characters)"));
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The error of every HCP call.
 ///
 /// `Display` prints one line for logs and operators: kind, status, operation, context, message,
@@ -162,6 +185,7 @@ impl Error {
 
     /// Creates an [`ErrorKind::NotFound`] error for an object of type `what` called `id`.
     pub fn not_found(what: &str, id: impl fmt::Display) -> Self {
+        let id = echo(&id.to_string());
         Error::new(ErrorKind::NotFound, format!("{what} `{id}` not found"))
     }
 
@@ -417,6 +441,23 @@ impl From<ErrorInfo> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echo_bounds_and_escapes() {
+        assert_eq!(echo("web-1"), "web-1");
+        assert_eq!(echo("a\nb"), "a\\nb");
+        let long = "k".repeat(10_000);
+        let e = echo(&long);
+        assert!(e.starts_with(&"k".repeat(ECHO_MAX_CHARS)), "{e}");
+        assert!(e.ends_with("(9936 more characters)"), "{e}");
+        assert!(e.len() < 100, "{e}");
+        assert_eq!(
+            echo(&"é".repeat(ECHO_MAX_CHARS)),
+            "é".repeat(ECHO_MAX_CHARS)
+        );
+        let e = Error::not_found("vm", "x".repeat(5000));
+        assert!(e.message().len() < 120, "{e}");
+    }
 
     #[test]
     fn display_is_one_line_with_context() {

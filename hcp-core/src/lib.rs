@@ -49,8 +49,8 @@ pub use engine::{
     validate_idempotency_key,
 };
 pub use error::{
-    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorInfo, ErrorKind,
-    ErrorStatus, Result,
+    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, ECHO_MAX_CHARS, Error,
+    ErrorInfo, ErrorKind, ErrorStatus, Result, echo,
 };
 pub use events::{Event, EventFilter, EventKind, EventSink, TracingSink};
 pub use job::{

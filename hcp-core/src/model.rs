@@ -359,13 +359,13 @@ pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<()> {
                 .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
         if !ok_key {
             return Err(Error::invalid(
-                format!("tags.{}", k.escape_debug()),
+                format!("tags.{}", crate::error::echo(k)),
                 "tag keys are 1-63 characters of letters, digits, '-', '_', '.' and '/'",
             ));
         }
         if v.len() > 255 || v.chars().any(char::is_control) {
             return Err(Error::invalid(
-                format!("tags.{k}"),
+                format!("tags.{}", crate::error::echo(k)),
                 "tag values are at most 255 bytes without control characters",
             ));
         }
@@ -827,7 +827,11 @@ impl Catalog {
             {
                 return Err(Error::invalid(
                     format!("networks[{i}].network"),
-                    format!("network `{}` does not exist in zone `{z}`", net.name),
+                    format!(
+                        "network `{}` does not exist in zone `{}`",
+                        net.name,
+                        crate::error::echo(z)
+                    ),
                 ));
             }
         }

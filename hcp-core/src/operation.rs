@@ -94,6 +94,11 @@ impl std::str::FromStr for Operation {
         Operation::ALL
             .into_iter()
             .find(|op| op.as_str() == s)
-            .ok_or_else(|| crate::Error::invalid("operation", format!("unknown operation `{s}`")))
+            .ok_or_else(|| {
+                crate::Error::invalid(
+                    "operation",
+                    format!("unknown operation `{}`", crate::error::echo(s)),
+                )
+            })
     }
 }

@@ -491,13 +491,11 @@ pub struct VmSpecDto {
     #[oai(skip_serializing_if_is_none)]
     pub disk_gib: Option<u64>,
     /// Networks.
-    #[oai(skip_serializing_if_is_empty)]
     pub networks: Vec<NetworkAttachmentDto>,
     /// The requested zone.
     #[oai(skip_serializing_if_is_none)]
     pub zone: Option<String>,
     /// Tags.
-    #[oai(skip_serializing_if_is_empty)]
     pub tags: BTreeMap<String, String>,
 }
 
@@ -1192,7 +1190,6 @@ pub struct NetworkDto {
     #[oai(skip_serializing_if_is_none)]
     pub vlan: Option<u16>,
     /// The zones where it exists (every zone when empty).
-    #[oai(skip_serializing_if_is_empty)]
     pub zones: Vec<String>,
     /// A short description.
     pub description: String,
@@ -1514,11 +1511,126 @@ impl From<RefreshReport> for RefreshReportDto {
     }
 }
 
+/// The kinds of audit event, as their `event` field names them.
+pub const AUDIT_EVENT_KINDS: &[&str] = &[
+    "job_transition",
+    "vm_created",
+    "vm_deleted",
+    "vm_adopted",
+    "reconcile_requested",
+    "console_opened",
+    "console_session",
+];
+
+/// One audit event: its sequence number, time and kind, who acted, and the fields of its kind.
+///
+/// Its schema (`AuditEvent`) names the fields every event has; the fields of each kind
+/// (`job_id`, `to`, `resources`, ...) come beside them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEventDto(pub serde_json::Value);
+
+impl From<&hcp_core::Event> for AuditEventDto {
+    fn from(e: &hcp_core::Event) -> Self {
+        AuditEventDto(serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl poem_openapi::types::Type for AuditEventDto {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AuditEvent".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        poem_openapi::registry::MetaSchemaRef::Reference("AuditEvent".into())
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+        let string = |description: &'static str| {
+            MetaSchemaRef::Inline(Box::new(MetaSchema {
+                description: Some(description),
+                ..MetaSchema::new("string")
+            }))
+        };
+        registry.create_schema::<Self, _>("AuditEvent".into(), |_| MetaSchema {
+            description: Some(
+                "One audit event: `seq`, `at` and `event` always, `project`, `vm_id` and \
+                 `principal` when they apply, and the fields of its kind beside them.",
+            ),
+            required: vec!["seq", "at", "event"],
+            properties: vec![
+                (
+                    "seq",
+                    MetaSchemaRef::Inline(Box::new(MetaSchema {
+                        description: Some("Its position in the stream, from 1."),
+                        minimum: Some(1.0),
+                        ..MetaSchema::new_with_format("integer", "uint64")
+                    })),
+                ),
+                (
+                    "at",
+                    MetaSchemaRef::Inline(Box::new(MetaSchema {
+                        description: Some("When it happened."),
+                        ..MetaSchema::new_with_format("string", "date-time")
+                    })),
+                ),
+                (
+                    "event",
+                    MetaSchemaRef::Inline(Box::new(MetaSchema {
+                        description: Some("What happened."),
+                        enum_items: AUDIT_EVENT_KINDS
+                            .iter()
+                            .map(|k| serde_json::Value::from(*k))
+                            .collect(),
+                        ..MetaSchema::new("string")
+                    })),
+                ),
+                ("project", string("The project it concerns.")),
+                ("vm_id", string("The VM it concerns.")),
+                ("principal", string("Who acted.")),
+            ],
+            additional_properties: Some(Box::new(MetaSchemaRef::Inline(Box::new(MetaSchema::ANY)))),
+            ..MetaSchema::new("object")
+        });
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ToJSON for AuditEventDto {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(self.0.clone())
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for AuditEventDto {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        match value {
+            Some(v @ serde_json::Value::Object(_)) => Ok(AuditEventDto(v)),
+            _ => Err(poem_openapi::types::ParseError::custom(
+                "an audit event is a JSON object",
+            )),
+        }
+    }
+}
+
 /// One page of audit events.
 #[derive(Debug, Clone, PartialEq, Object)]
 pub struct EventPage {
-    /// The events in order; each has `seq`, `at`, `event` and the fields of its kind.
-    pub items: Vec<serde_json::Value>,
+    /// The events in order.
+    pub items: Vec<AuditEventDto>,
     /// The `after` value of the next page; absent when this page was not full.
     #[oai(skip_serializing_if_is_none)]
     pub next: Option<String>,

@@ -197,6 +197,24 @@ impl Outer {
     }
 
     async fn handle(&self, mut req: Request) -> Response {
+        // The root and `/docs/` lead to the API documentation; a redirect reveals nothing, so it
+        // needs no login. Relative, so it also works behind a proxy that adds a path prefix.
+        if matches!(
+            *req.method(),
+            poem::http::Method::GET | poem::http::Method::HEAD
+        ) {
+            let to = match req.uri().path() {
+                "/" => Some("docs"),
+                "/docs/" => Some("../docs"),
+                _ => None,
+            };
+            if let Some(to) = to {
+                return Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header(poem::http::header::LOCATION, to)
+                    .finish();
+            }
+        }
         match route_colon_verb(req.uri()) {
             Ok(Some(uri)) => *req.uri_mut() = uri,
             Ok(None) => {}

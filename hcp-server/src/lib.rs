@@ -18,6 +18,7 @@
 
 mod api;
 pub mod auth;
+mod conn;
 mod console;
 pub mod dto;
 pub mod error;
@@ -32,11 +33,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hcp_core::{Engine, Error, ErrorKind, Result, parse_duration};
-use poem::listener::Acceptor;
-use poem::web::{LocalAddr, RemoteAddr};
+#[allow(unused_imports, reason = "the error docs link to it")]
+use hcp_core::ErrorKind;
+use hcp_core::{Engine, Error, Result, parse_duration};
 
 pub use auth::{AuthSettings, OidcSettings};
+pub use conn::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
+    MAX_MAX_CONNECTIONS, MAX_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES,
+};
 pub use metrics::Metrics;
 
 /// The address `hcp serve` listens on by default.
@@ -83,6 +88,13 @@ pub struct ServeOptions {
     pub public_url: Option<url::Url>,
     /// How long a console token lets its client connect to the console proxy (default 60 s).
     pub console_ttl: Duration,
+    /// How long a client may take to send a request's head (request line and headers); a
+    /// slower client is disconnected. Idle keep-alive connections close after this long too.
+    pub header_read_timeout: Duration,
+    /// The most connections open at once; at the cap, new clients wait until one closes.
+    pub max_connections: usize,
+    /// The largest request head in bytes (8 KiB to 1 MiB); a larger one gets `431`.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServeOptions {
@@ -100,12 +112,17 @@ impl Default for ServeOptions {
             shutdown_timeout: Duration::from_secs(20),
             public_url: None,
             console_ttl: DEFAULT_CONSOLE_TTL,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
 
 /// How long a console token lets its client connect, unless configured otherwise.
 pub const DEFAULT_CONSOLE_TTL: Duration = Duration::from_secs(60);
+/// The longest header-read timeout accepted.
+pub const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest console token lifetime accepted.
 pub const MAX_CONSOLE_TTL: Duration = Duration::from_secs(3600);
 
@@ -155,7 +172,8 @@ impl ServeOptions {
 
     /// Applies the environment: `HCP_LISTEN`, `HCP_CONFIG`, `HCP_LOG_FORMAT` (`json`|`text`),
     /// `HCP_LOG_LEVEL` (or `RUST_LOG`), `HCP_BODY_LIMIT` (bytes), `HCP_REQUEST_TIMEOUT`,
-    /// `HCP_PAGE_MAX`, `HCP_SHUTDOWN_TIMEOUT`, `HCP_PUBLIC_URL`, `HCP_CONSOLE_TTL`, and
+    /// `HCP_PAGE_MAX`, `HCP_SHUTDOWN_TIMEOUT`, `HCP_PUBLIC_URL`, `HCP_CONSOLE_TTL`,
+    /// `HCP_HEADER_READ_TIMEOUT`, `HCP_MAX_CONNECTIONS`, `HCP_MAX_HEADER_BYTES`, and
     /// authentication: `OIDC_ISSUER_URL`,
     /// `OIDC_CLIENT_ID`, `OIDC_HYPERV_ROLE` (or `OIDC_ROLE_NAME`), `OIDC_TENANT_ROLE`,
     /// `OIDC_OPERATOR_ROLE`, `OIDC_ALLOW_SHARED_TENANT_ROLE`, `OIDC_ROLES_CLAIM_STRING`,
@@ -217,6 +235,15 @@ impl ServeOptions {
         if let Some(v) = env("HCP_CONSOLE_TTL") {
             self.console_ttl = parse_duration("HCP_CONSOLE_TTL", &v)?;
         }
+        if let Some(v) = env("HCP_HEADER_READ_TIMEOUT") {
+            self.header_read_timeout = parse_duration("HCP_HEADER_READ_TIMEOUT", &v)?;
+        }
+        if let Some(v) = env("HCP_MAX_CONNECTIONS") {
+            self.max_connections = parse_positive("HCP_MAX_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = env("HCP_MAX_HEADER_BYTES") {
+            self.max_header_bytes = parse_positive("HCP_MAX_HEADER_BYTES", &v)?;
+        }
         self.auth = AuthSettings::from_env(env)?;
         self.validate()?;
         Ok(self)
@@ -271,6 +298,31 @@ impl ServeOptions {
         }
         if let Some(u) = &self.public_url {
             parse_public_url("public_url", u.as_str())?;
+        }
+        if self.header_read_timeout.is_zero() || self.header_read_timeout > MAX_HEADER_READ_TIMEOUT
+        {
+            return Err(Error::invalid(
+                "header_read_timeout",
+                format!(
+                    "must be longer than zero and at most {}s (HCP_HEADER_READ_TIMEOUT)",
+                    MAX_HEADER_READ_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections > MAX_MAX_CONNECTIONS {
+            return Err(Error::invalid(
+                "max_connections",
+                format!("must be between 1 and {MAX_MAX_CONNECTIONS} (HCP_MAX_CONNECTIONS)"),
+            ));
+        }
+        if !(MIN_MAX_HEADER_BYTES..=MAX_MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
+            return Err(Error::invalid(
+                "max_header_bytes",
+                format!(
+                    "must be between {MIN_MAX_HEADER_BYTES} and {MAX_MAX_HEADER_BYTES} bytes \
+                     (HCP_MAX_HEADER_BYTES)"
+                ),
+            ));
         }
         if self.page_default == 0 || self.page_default > self.page_max {
             return Err(Error::invalid(
@@ -406,37 +458,8 @@ fn consoles(options: &ServeOptions) -> Arc<console::ConsoleProxy> {
 pub struct Server {
     engine: Engine,
     options: ServeOptions,
-    acceptor: NoDelayAcceptor,
-    addr: SocketAddr,
-}
-
-/// Accepts TCP connections with `TCP_NODELAY` set: small responses go out at once instead of
-/// waiting for the peer's delayed ACK (which costs 40 ms a request when a client writes its
-/// headers and body separately).
-struct NoDelayAcceptor {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
-}
-
-impl Acceptor for NoDelayAcceptor {
-    type Io = tokio::net::TcpStream;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        vec![LocalAddr(self.addr.into())]
-    }
-
-    async fn accept(
-        &mut self,
-    ) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
-        let (io, peer) = self.listener.accept().await?;
-        io.set_nodelay(true)?;
-        Ok((
-            io,
-            LocalAddr(self.addr.into()),
-            RemoteAddr(peer.into()),
-            poem::http::uri::Scheme::HTTP,
-        ))
-    }
 }
 
 impl std::fmt::Debug for Server {
@@ -501,11 +524,10 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::internal(format!("cannot read the bound address: {e}")))?;
-        let acceptor = NoDelayAcceptor { listener, addr };
         Ok(Server {
             engine,
             options,
-            acceptor,
+            listener,
             addr,
         })
     }
@@ -520,27 +542,36 @@ impl Server {
     /// and logs the jobs still running.
     ///
     /// # Errors
-    /// [`ErrorKind::Internal`] when the listener fails.
+    /// None today: accept errors (such as running out of file descriptors) are logged and
+    /// retried; the `Result` leaves room for listeners that can fail for good.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let Server {
             engine,
             options,
-            acceptor,
+            listener,
             addr,
         } = self;
-        debug_assert_eq!(acceptor.local_addr().len(), 1);
         let consoles = consoles(&options);
-        let endpoint = http::app(
+        let endpoint = poem::EndpointExt::boxed(poem::EndpointExt::map_to_response(http::app(
             engine.clone(),
             &options,
             Metrics::global(),
             consoles.clone(),
-        );
+        )));
         tracing::info!(%addr, api = %format!("http://{addr}/api/hcp/tenant/v1"), docs = %format!("http://{addr}/docs"), "hcp-server listening");
-        let result = poem::Server::new_with_acceptor(acceptor)
-            .name("hcp")
-            .run_with_graceful_shutdown(endpoint, shutdown, Some(options.shutdown_timeout))
-            .await;
+        let limits = conn::ConnLimits {
+            header_read_timeout: options.header_read_timeout,
+            max_connections: options.max_connections,
+            max_header_bytes: options.max_header_bytes,
+        };
+        conn::serve(
+            listener,
+            endpoint,
+            limits,
+            shutdown,
+            options.shutdown_timeout,
+        )
+        .await;
         // Upgraded (WebSocket) connections outlive the HTTP server: close them here.
         consoles.close_all().await;
         let running = engine.shutdown().await;
@@ -550,12 +581,7 @@ impl Server {
             let ids: Vec<String> = running.iter().map(ToString::to_string).collect();
             tracing::warn!(count = ids.len(), jobs = %ids.join(","), "hcp-server stopped with jobs still running; the in-memory store does not keep them, so they end with this process (the next start rebuilds VMs from the hosts' marks)");
         }
-        result.map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("the server on {addr} failed: {e}"),
-            )
-        })
+        Ok(())
     }
 }
 
@@ -650,6 +676,40 @@ mod tests {
             let bad = |k: &str| (k == "HCP_CONSOLE_TTL").then(|| ttl.to_string());
             let e = ServeOptions::default().apply_env(&bad).unwrap_err();
             assert_eq!(e.field(), Some("console_ttl"), "{ttl}: {e}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_environment() {
+        let env = |k: &str| match k {
+            "HCP_HEADER_READ_TIMEOUT" => Some("3s".to_string()),
+            "HCP_MAX_CONNECTIONS" => Some("64".to_string()),
+            "HCP_MAX_HEADER_BYTES" => Some("16384".to_string()),
+            _ => None,
+        };
+        let o = ServeOptions::default().apply_env(&env).unwrap();
+        assert_eq!(o.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(o.max_connections, 64);
+        assert_eq!(o.max_header_bytes, 16384);
+        let d = ServeOptions::default();
+        assert_eq!(d.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(d.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(d.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        for (var, value, field) in [
+            ("HCP_HEADER_READ_TIMEOUT", "soon", "HCP_HEADER_READ_TIMEOUT"),
+            ("HCP_HEADER_READ_TIMEOUT", "0s", "header_read_timeout"),
+            ("HCP_HEADER_READ_TIMEOUT", "1h", "header_read_timeout"),
+            ("HCP_MAX_CONNECTIONS", "-1", "HCP_MAX_CONNECTIONS"),
+            ("HCP_MAX_CONNECTIONS", "0", "HCP_MAX_CONNECTIONS"),
+            ("HCP_MAX_CONNECTIONS", "99999999", "max_connections"),
+            ("HCP_MAX_HEADER_BYTES", "100", "max_header_bytes"),
+            ("HCP_MAX_HEADER_BYTES", "1073741824", "max_header_bytes"),
+            ("HCP_MAX_HEADER_BYTES", "lots", "HCP_MAX_HEADER_BYTES"),
+        ] {
+            let bad = |k: &str| (k == var).then(|| value.to_string());
+            let e = ServeOptions::default().apply_env(&bad).unwrap_err();
+            assert_eq!(e.field(), Some(field), "{var}={value}: {e}");
+            assert!(e.to_string().contains(var), "{var}={value}: {e}");
         }
     }
 

@@ -121,11 +121,7 @@ pub fn parse_strict<T: DeserializeOwned + StrictDto>(data: &[u8]) -> Result<T, E
     if data.is_empty() {
         return Err(Error::invalid("body", "a JSON object is required"));
     }
-    let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| {
-        // A number out of range (`1e400`) is a JSON error inside a field: name the field.
-        let field = json_error_path(data).unwrap_or_else(|| "body".to_string());
-        Error::invalid(field, format!("is not valid JSON: {e}"))
-    })?;
+    let value = parse_unique_keys(data)?;
     let Some(obj) = value.as_object() else {
         return Err(Error::invalid("body", "must be a JSON object"));
     };
@@ -157,6 +153,120 @@ pub fn parse_strict<T: DeserializeOwned + StrictDto>(data: &[u8]) -> Result<T, E
         };
         Error::invalid(field, inner)
     })
+}
+
+/// Parses `data` as JSON, refusing an object that gives the same key twice (serde_json keeps the
+/// last one silently, so two readers of one body could disagree on what it says).
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming the duplicated key's path (`tags.env`), or the field where
+/// the JSON stops being valid (`body` when it is not inside a field).
+pub fn parse_unique_keys(data: &[u8]) -> Result<serde_json::Value, Error> {
+    let mut de = serde_json::Deserializer::from_slice(data);
+    match serde_path_to_error::deserialize::<_, UniqueValue>(&mut de) {
+        Ok(UniqueValue(v)) => {
+            de.end()
+                .map_err(|e| Error::invalid("body", format!("is not valid JSON: {e}")))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let msg = e.inner().to_string();
+            if let Some(key) = msg.strip_prefix(DUPLICATE_KEY) {
+                let key = key.split(" at line ").next().unwrap_or(key);
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    key.to_string()
+                } else {
+                    format!("{path}.{key}")
+                };
+                return Err(Error::invalid(
+                    hcp_core::echo(&field),
+                    "is given more than once in the JSON object; give each key once",
+                ));
+            }
+            // A number out of range (`1e400`) is a JSON error inside a field: name the field.
+            let field = json_error_path(data).unwrap_or_else(|| "body".to_string());
+            Err(Error::invalid(
+                field,
+                format!("is not valid JSON: {}", e.inner()),
+            ))
+        }
+    }
+}
+
+const DUPLICATE_KEY: &str = "duplicate key: ";
+
+/// A JSON value whose objects have unique keys.
+struct UniqueValue(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(UniqueValue)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| E::custom("a number must be finite"))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut obj = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("{DUPLICATE_KEY}{key}")));
+            }
+            let UniqueValue(v) = map.next_value()?;
+            obj.insert(key, v);
+        }
+        Ok(serde_json::Value::Object(obj))
+    }
 }
 
 /// Returns the path of the field where `data` stops being valid JSON (`memory_mib`,
@@ -285,6 +395,36 @@ mod tests {
         let ok = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","flavor":"small"}"#)
             .unwrap();
         assert_eq!(ok.flavor.as_deref(), Some("small"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_by_path() {
+        let e =
+            parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i","name":"b"}"#).unwrap_err();
+        assert_eq!(e.field(), Some("name"), "{e}");
+        assert!(e.message().contains("more than once"), "{e}");
+        let e = parse_strict::<CreateVmRequest>(
+            br#"{"name":"a","image":"i","tags":{"env":"x","env":"y"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), Some("tags.env"), "{e}");
+        let e = parse_strict::<CreateVmRequest>(
+            br#"{"name":"a","image":"i","networks":[{"network":"n","network":"m"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), Some("networks[0].network"), "{e}");
+        let long = "k".repeat(10_000);
+        let body = format!(r#"{{"name":"a","image":"i","tags":{{"{long}":"1","{long}":"2"}}}}"#);
+        let e = parse_strict::<CreateVmRequest>(body.as_bytes()).unwrap_err();
+        assert!(e.field().unwrap().len() < 120, "{e}");
+        // The same key in two objects is fine.
+        parse_strict::<CreateVmRequest>(
+            br#"{"name":"a","image":"i","networks":[{"network":"n"},{"network":"m"}]}"#,
+        )
+        .unwrap();
+        // Trailing data after the object is not JSON.
+        let e = parse_strict::<CreateVmRequest>(br#"{"name":"a","image":"i"} {}"#).unwrap_err();
+        assert_eq!(e.field(), Some("body"), "{e}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub(crate) const MAX_BACKLOG: usize = 10_000;
 pub(crate) async fn audit_stream(
     engine: Engine,
     filter: EventFilter,
-) -> hcp_core::Result<BoxStream<'static, serde_json::Value>> {
+) -> hcp_core::Result<BoxStream<'static, crate::dto::AuditEventDto>> {
     let rx = engine.subscribe_events();
     let past = engine
         .list_events(&EventFilter {
@@ -34,7 +34,7 @@ pub(crate) async fn audit_stream(
         backlog: past.into_iter().collect(),
     };
     Ok(stream::unfold(state, |mut s| async move {
-        s.next().await.map(|e| (to_json(&e), s))
+        s.next().await.map(|e| (e.as_ref().into(), s))
     })
     .boxed())
 }
@@ -79,8 +79,4 @@ impl Follow {
             }
         }
     }
-}
-
-fn to_json(e: &Event) -> serde_json::Value {
-    serde_json::to_value(e).unwrap_or(serde_json::Value::Null)
 }

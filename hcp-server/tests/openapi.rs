@@ -188,3 +188,28 @@ async fn openapi_document_is_valid_openapi_3_with_every_route() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_root_and_docs_slash_lead_to_the_documentation() {
+    let s = common::start().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (path, location) in [("/", "docs"), ("/docs/", "../docs")] {
+        let resp = no_redirects.get(s.at(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 302, "{path}");
+        assert_eq!(resp.headers()["location"], location, "{path}");
+    }
+    // Followed, both end on the Swagger UI.
+    for path in ["/", "/docs/"] {
+        let resp = s.http.get(s.at(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.url().path(), "/docs", "{path}");
+        assert!(resp.text().await.unwrap().contains("swagger"), "{path}");
+    }
+    // Other methods on / are not redirected.
+    let resp = no_redirects.post(s.at("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    s.stop().await.unwrap();
+}

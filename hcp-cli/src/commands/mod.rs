@@ -32,6 +32,37 @@ pub enum Command {
     /// The commands that act on VMs, jobs and inventory.
     #[command(flatten)]
     Client(ClientCommand),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) to stdout.
+    #[command(after_long_help = COMPLETION_HELP)]
+    Completion(CompletionArgs),
+    /// Print hcp's manual page (roff) to stdout, or write one page per command into a directory.
+    Man(ManArgs),
+}
+
+const COMPLETION_HELP: &str = "\
+Load it into the running shell, or install it where the shell looks for completions:
+  bash:        source <(hcp completion bash)
+               hcp completion bash > ~/.local/share/bash-completion/completions/hcp
+  zsh:         hcp completion zsh > \"${fpath[1]}/_hcp\"   (then start a new shell)
+  fish:        hcp completion fish > ~/.config/fish/completions/hcp.fish
+  powershell:  hcp completion powershell | Out-String | Invoke-Expression";
+
+/// `hcp completion`
+#[derive(Debug, clap::Args)]
+pub struct CompletionArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `hcp man`
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Writes `hcp.1` and one page per subcommand (`hcp-vm-create.1`, ...) into this directory
+    /// instead of printing `hcp.1` to stdout; install them with e.g.
+    /// `hcp man --dir ~/.local/share/man/man1`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// The commands that go to a backend: an embedded engine, or a service with `--url`.

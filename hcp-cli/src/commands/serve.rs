@@ -30,6 +30,10 @@ Environment (the Kubernetes way: a ConfigMap for the hosts file, Secrets as file
   HCP_PUBLIC_URL                the URL clients reach the service at (console WebSocket URLs
                                 are built on it; the request's Host header when unset)
   HCP_CONSOLE_TTL               how long a console URL lets its client connect (default 60s)
+  HCP_HEADER_READ_TIMEOUT       how long a client may take to send a request's headers (default
+                                10s; idle keep-alive connections close after it too)
+  HCP_MAX_CONNECTIONS           connections open at once (default 512); more wait their turn
+  HCP_MAX_HEADER_BYTES          the largest request head (default 32768); larger ones get 431
   HCP_BODY_LIMIT, HCP_REQUEST_TIMEOUT, HCP_PAGE_MAX, HCP_SHUTDOWN_TIMEOUT, HCP_JOB_TIMEOUT,
   HCP_MAX_CONCURRENT_JOBS, HCP_MAX_JOBS_PER_HOST, HCP_IDEMPOTENCY_TTL, HCP_DEFAULT_PROJECT
 See docs/configuration.md. A broken value stops start-up with a message naming it (exit code 2).

@@ -233,7 +233,10 @@ impl Engine {
         if let Some(z) = zone
             && self.inner.catalog.zone(z).is_none()
         {
-            return Err(Error::invalid("zone", format!("unknown zone `{z}`")));
+            return Err(Error::invalid(
+                "zone",
+                format!("unknown zone `{}`", crate::error::echo(z)),
+            ));
         }
         let inv = read_inventory(&self.inner);
         Ok(inv
@@ -365,8 +368,8 @@ impl Engine {
             .filter(|((_, name), _)| pinned.is_none_or(|p| p == name))
             .collect();
         let where_ = match (&spec.zone, pinned) {
-            (_, Some(h)) => format!("host `{h}`"),
-            (Some(z), None) => format!("zone `{z}`"),
+            (_, Some(h)) => format!("host `{}`", crate::error::echo(h)),
+            (Some(z), None) => format!("zone `{}`", crate::error::echo(z)),
             (None, None) => "any zone".to_string(),
         };
         if in_scope.is_empty() {
@@ -374,10 +377,11 @@ impl Engine {
                 Some(h) => Error::invalid(
                     "host",
                     format!(
-                        "unknown host `{h}`{}",
+                        "unknown host `{}`{}",
+                        crate::error::echo(h),
                         spec.zone
                             .as_ref()
-                            .map(|z| format!(" in zone `{z}`"))
+                            .map(|z| format!(" in zone `{}`", crate::error::echo(z)))
                             .unwrap_or_default()
                     ),
                 ),

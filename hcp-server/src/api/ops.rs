@@ -13,8 +13,8 @@ use poem_openapi::payload::{EventStream, Json};
 use super::{ApiTags, State};
 use crate::auth;
 use crate::dto::{
-    EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsJobLogPage, OpsVmPage,
-    ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto,
+    AuditEventDto, EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsJobLogPage,
+    OpsVmPage, ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto,
 };
 use crate::error::ApiResult;
 use crate::sse::audit_stream;
@@ -242,10 +242,7 @@ impl OpsApi {
             .then(|| events.last().map(|e| e.seq.to_string()))
             .flatten();
         Ok(Json(EventPage {
-            items: events
-                .iter()
-                .map(|e| serde_json::to_value(e.as_ref()).unwrap_or(serde_json::Value::Null))
-                .collect(),
+            items: events.iter().map(|e| e.as_ref().into()).collect(),
             next,
         }))
     }
@@ -265,7 +262,7 @@ impl OpsApi {
         after: Query<Option<u64>>,
         /// Only this project's events.
         project: Query<Option<String>>,
-    ) -> ApiResult<EventStream<BoxStream<'static, serde_json::Value>>> {
+    ) -> ApiResult<EventStream<BoxStream<'static, AuditEventDto>>> {
         let filter = EventFilter {
             after: after.0.unwrap_or(0),
             project: project.0.filter(|p| !p.is_empty()).map(ProjectId::new),
@@ -276,8 +273,8 @@ impl OpsApi {
         Ok(EventStream::new(stream)
             .keep_alive(super::tenant::SSE_KEEP_ALIVE)
             .to_event(|v| {
-                let id = v.get("seq").and_then(|s| s.as_u64()).unwrap_or_default();
-                Event::message(v.to_string())
+                let id = v.0.get("seq").and_then(|s| s.as_u64()).unwrap_or_default();
+                Event::message(v.0.to_string())
                     .event_type("audit")
                     .id(id.to_string())
             }))

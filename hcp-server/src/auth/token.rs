@@ -222,9 +222,12 @@ fn header_of(token: &str) -> Result<serde_json::Map<String, Value>, TokenError> 
     let bytes = URL_SAFE_NO_PAD
         .decode(h)
         .map_err(|_| TokenError::invalid("the token header is not base64url"))?;
-    match serde_json::from_slice::<Value>(&bytes) {
+    // Duplicate keys (two `alg`s) are refused: a reader that keeps the first would disagree.
+    match crate::limits::parse_unique_keys(&bytes) {
         Ok(Value::Object(m)) => Ok(m),
-        _ => Err(TokenError::invalid("the token header is not a JSON object")),
+        _ => Err(TokenError::invalid(
+            "the token header is not a JSON object with unique keys",
+        )),
     }
 }
 

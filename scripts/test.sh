@@ -13,6 +13,9 @@ step "Peers: libvirt + QEMU (real VMs, TCG), idempotent"
 step "Peers: the WinRM test host for Hyper-V (its own tests with pywinrm and pypsrp)"
 ./hcp-providers/hyperv/testhost/test.sh
 
+step "Peers: fakepve (a Proxmox VE API fake, AGPL, run as a process) and proxmoxer, pinned, idempotent"
+./hcp-providers/proxmox/peer.sh
+
 step "Peers: an OIDC provider (oauth2-mock-server from npm), idempotent"
 ./scripts/oidc-peer.sh
 

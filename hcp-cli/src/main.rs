@@ -36,7 +36,7 @@ use crate::backend::Backend;
 use crate::commands::{ClientCommand, Command};
 use crate::output::Format;
 
-/// Run VMs on Hyper-V and libvirt (or the built-in simulator) through one API.
+/// Run VMs on Hyper-V, Proxmox VE and libvirt (or the built-in simulator) through one API.
 ///
 /// With no configuration, `hcp` runs the built-in simulator demo: project `demo`, zones `zone-a`
 /// and `zone-b`, images `ubuntu-24.04` and `windows-2022`, flavors `small` and `medium`.
@@ -73,7 +73,10 @@ fn parse_token(s: &str) -> Result<SecretString, std::convert::Infallible> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let format = cli.output;
     let result = match cli.command {
         Command::Completion(args) => {
@@ -111,6 +114,60 @@ fn main() -> ExitCode {
             exit::code_of(&e)
         }
     }
+}
+
+/// Reports a command line clap could not parse: as clap's text, or as the same JSON error every
+/// other failure prints when `--output json` (or `HCP_OUTPUT=json`) was asked for. Help and
+/// version requests print as usual.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ErrorKind as ClapKind};
+    if matches!(e.kind(), ClapKind::DisplayHelp | ClapKind::DisplayVersion) || !wants_json() {
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::INVALID_INPUT));
+    }
+    let field = match e.get(ContextKind::InvalidArg) {
+        Some(clap::error::ContextValue::String(s)) => Some(s.clone()),
+        Some(clap::error::ContextValue::Strings(v)) => v.first().cloned(),
+        _ => None,
+    };
+    let message = e
+        .render()
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
+    let body = serde_json::json!({"error": {
+        "code": "INVALID_SPEC",
+        "kind": "invalid_spec",
+        "message": message,
+        "field": field,
+    }});
+    eprintln!("{body}");
+    ExitCode::from(exit::INVALID_INPUT)
+}
+
+/// Returns true when the command line or `HCP_OUTPUT` asks for JSON output.
+fn wants_json() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut asked = std::env::var("HCP_OUTPUT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    for (i, a) in args.iter().enumerate() {
+        if a == "--" {
+            break;
+        }
+        let value = if a == "--output" || a == "-o" {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            a.strip_prefix("--output=")
+                .or_else(|| a.strip_prefix("-o="))
+                .or_else(|| a.strip_prefix("-o").filter(|v| !v.is_empty()))
+        };
+        if let Some(v) = value {
+            asked = v.eq_ignore_ascii_case("json");
+        }
+    }
+    asked
 }
 
 /// Prints the manual page, or writes every command's page into `dir`.

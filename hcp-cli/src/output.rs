@@ -318,9 +318,15 @@ fn error_json(error: &anyhow::Error) -> serde_json::Value {
         });
     }
     if let Some(f) = error.downcast_ref::<JobFailed>() {
+        // Cancelled by the user's Ctrl-C: the interrupt's code, as the exit code says.
+        let (code, kind) = if crate::progress::was_interrupted() {
+            ("INTERRUPTED", "interrupted")
+        } else {
+            ("JOB_FAILED", "job_failed")
+        };
         return serde_json::json!({
-            "code": "JOB_FAILED",
-            "kind": "job_failed",
+            "code": code,
+            "kind": kind,
             "message": f.to_string(),
             "job": f.job,
         });

@@ -162,6 +162,7 @@ pub async fn follow(
                 None => return Ok(backend.get_job(project, job_id).await?),
             },
             () = interrupts.recv() => {
+                INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
                 if cancelling {
                     let detached = backend.is_remote();
                     return Err(Interrupted { job_id: job_id.clone(), detached }.into());
@@ -174,6 +175,15 @@ pub async fn follow(
             }
         }
     }
+}
+
+/// Set once the user pressed Ctrl-C while a command waited for a job: the command then exits
+/// 130 whatever the job's end (the interrupt cancelled it).
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Returns true when the user pressed Ctrl-C while this process waited for a job.
+pub fn was_interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Ctrl-C presses, caught from the moment this is created.

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Hcp, INVALID_INPUT};
+use common::{Hcp, INVALID_INPUT, NOT_FOUND};
 
 #[test]
 fn capabilities_of_zone_b_lack_cloud_init() {
@@ -107,7 +107,7 @@ fn the_example_hosts_file_works() {
         "--flavor",
         "small",
     ]);
-    assert_eq!(r.code, INVALID_INPUT, "{r:?}");
+    assert_eq!(r.code, NOT_FOUND, "{r:?}");
     assert_eq!(r.error()["field"], "project");
     let too_big = hcp.run(&[
         "--output",

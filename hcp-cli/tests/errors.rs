@@ -64,11 +64,6 @@ fn bad_input_names_the_field_and_creates_nothing() {
             "unknown zone `zone-x`",
         ),
         (
-            with(base("p"), "--project", "no-such-project"),
-            "project",
-            "unknown project `no-such-project`",
-        ),
-        (
             with(base("p"), "--project", "Bad Project"),
             "project",
             "must start with a lowercase letter",
@@ -109,6 +104,32 @@ fn bad_input_names_the_field_and_creates_nothing() {
         assert!(words.stderr.starts_with("hcp: error: "), "{words:?}");
         assert!(words.stderr.contains(field), "{words:?}");
     }
+    // An unknown project is not found (exit 3), its code and its exit code agree.
+    let r = hcp.run(&[
+        "--output",
+        "json",
+        "vm",
+        "create",
+        "--project",
+        "no-such-project",
+        "--name",
+        "p",
+        "--image",
+        "ubuntu-24.04",
+        "--flavor",
+        "small",
+    ]);
+    assert_eq!(r.code, NOT_FOUND, "{r:?}");
+    let e = r.error();
+    assert_eq!(e["field"], "project", "{e}");
+    assert_eq!(e["code"], "NOT_FOUND", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown project `no-such-project`"),
+        "{e}"
+    );
     assert_nothing_created(&hcp);
 }
 
@@ -385,4 +406,51 @@ fn help_documents_the_exit_codes() {
             "vm create --help lacks {flag}"
         );
     }
+}
+
+#[test]
+fn usage_errors_are_json_under_output_json() {
+    let hcp = Hcp::new();
+    for args in [
+        vec!["--output", "json", "vm", "lst"],
+        vec![
+            "-o",
+            "json",
+            "vm",
+            "create",
+            "--project",
+            "demo",
+            "--vcpus",
+            "two",
+        ],
+        vec!["vm", "list", "--output=json", "--no-such-flag"],
+    ] {
+        let r = hcp.run(&args);
+        assert_eq!(r.code, INVALID_INPUT, "{args:?}: {r:?}");
+        let e = r.error();
+        assert_eq!(e["code"], "INVALID_SPEC", "{args:?}: {e}");
+        assert!(!e["message"].as_str().unwrap().is_empty(), "{e}");
+        assert!(r.stdout.is_empty(), "{r:?}");
+    }
+    let r = hcp.run(&[
+        "-o",
+        "json",
+        "vm",
+        "create",
+        "--project",
+        "demo",
+        "--vcpus",
+        "two",
+    ]);
+    assert!(
+        r.error()["field"].as_str().unwrap().contains("--vcpus"),
+        "{r:?}"
+    );
+    // Without JSON, clap's own words; help still prints and exits 0.
+    let r = hcp.run(&["vm", "lst"]);
+    assert_eq!(r.code, INVALID_INPUT);
+    assert!(r.stderr.contains("unrecognized subcommand"), "{r:?}");
+    let r = hcp.run(&["--output", "json", "vm", "--help"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Usage"), "{r:?}");
 }

@@ -5,7 +5,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::{Hcp, JOB_FAILED};
+use common::{Hcp, INTERRUPTED};
 
 #[test]
 fn ctrl_c_while_waiting_cancels_the_job() {
@@ -62,8 +62,9 @@ fn ctrl_c_while_waiting_cancels_the_job() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(JOB_FAILED), "{seen}{rest}");
+    assert_eq!(out.status.code(), Some(INTERRUPTED), "{seen}{rest}");
     assert!(rest.contains("cancelling the job"), "{rest}");
+    assert!(rest.contains("\"code\":\"INTERRUPTED\""), "{rest}");
     let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcome["job"]["state"], "CANCELLED");
 

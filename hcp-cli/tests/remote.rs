@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use common::server::{ServeBuilder, Server, hosts_file};
 use common::{
-    CONFLICT, FEATURE_NOT_SUPPORTED, Hcp, INVALID_INPUT, JOB_FAILED, NOT_FOUND, UNAVAILABLE,
+    CONFLICT, FEATURE_NOT_SUPPORTED, Hcp, INTERRUPTED, INVALID_INPUT, JOB_FAILED, NOT_FOUND,
+    UNAVAILABLE,
 };
 use serde_json::Value;
 
@@ -276,8 +277,9 @@ fn without_wait_a_command_returns_while_its_job_runs_and_ctrl_c_cancels_it() {
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(JOB_FAILED), "{seen}{rest}");
+    assert_eq!(out.status.code(), Some(INTERRUPTED), "{seen}{rest}");
     assert!(rest.contains("cancelling the job"), "{rest}");
+    assert!(rest.contains("\"code\":\"INTERRUPTED\""), "{rest}");
     let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcome["job_id"], job_of_3.as_str());
     assert_eq!(outcome["job"]["state"], "CANCELLED", "{outcome}");
@@ -610,7 +612,7 @@ fn errors_have_the_same_exit_codes_and_messages_as_embedded_mode() {
                 "--flavor",
                 "small",
             ],
-            INVALID_INPUT,
+            NOT_FOUND,
         ),
         (
             vec![
@@ -664,10 +666,10 @@ fn errors_have_the_same_exit_codes_and_messages_as_embedded_mode() {
         (vec!["job", "watch", "job-nope"], NOT_FOUND),
         (
             vec!["job", "show", "job-nope", "--project", "nope"],
-            INVALID_INPUT,
+            NOT_FOUND,
         ),
-        (vec!["vm", "list", "--project", "nope"], INVALID_INPUT),
-        (vec!["job", "list", "--project", "nope"], INVALID_INPUT),
+        (vec!["vm", "list", "--project", "nope"], NOT_FOUND),
+        (vec!["job", "list", "--project", "nope"], NOT_FOUND),
         (vec!["capabilities", "--zone", "zone-x"], INVALID_INPUT),
     ]
     .into_iter()

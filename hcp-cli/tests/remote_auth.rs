@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use common::server::{ServeBuilder, hosts_file, http};
-use common::{Hcp, INVALID_INPUT};
+use common::{Hcp, NOT_FOUND};
 use serde_json::{Value, json};
 
 /// `hcp` exits with this when the service refuses the caller.
@@ -200,7 +200,7 @@ fn remote_mode_sends_the_token_and_maps_refusals_to_exit_codes() {
     assert_eq!(by_flag.code, 0, "{by_flag:?}");
     outputs.push(by_flag);
 
-    // Another project is not found, not forbidden: the project flag names it (exit code 2, as
+    // Another project is not found, not forbidden: the project flag names it (exit code 3, as
     // for an unknown project); the ops API needs the operator role.
     for args in [
         vec!["vm", "list", "--project", "other"],
@@ -208,7 +208,7 @@ fn remote_mode_sends_the_token_and_maps_refusals_to_exit_codes() {
         vec!["job", "show", &job, "--project", "other"],
     ] {
         let r = run(&hcp, Some(&alice), &args);
-        assert_eq!(r.code, INVALID_INPUT, "{args:?}: {r:?}");
+        assert_eq!(r.code, NOT_FOUND, "{args:?}: {r:?}");
         let e = r.error();
         assert_eq!(
             (&e["code"], &e["field"]),

@@ -350,7 +350,8 @@ async fn act(s: &Session, vm: &VmRef, action: Action, submit: SubmitArgs) -> any
 }
 
 /// Waits for the job (unless the service runs it and `--wait` is not given), prints what
-/// happened, and fails with [`JobFailed`] unless it succeeded.
+/// happened, and fails with [`JobFailed`] unless it succeeded (without waiting: when it has
+/// already failed or been cancelled).
 async fn finish(
     s: &Session,
     project: Option<&ProjectId>,
@@ -387,9 +388,15 @@ async fn finish(
         vm,
     };
     output::print(s.format, &outcome, |o| output::outcome(o, waits))?;
-    if !waits || outcome.job.state == hcp_core::JobState::Succeeded {
-        Ok(())
-    } else {
+    // Without waiting, a job still pending or running is a success (the service accepted it);
+    // one that already ended FAILED or CANCELLED is reported as the failure it is.
+    let failed = matches!(
+        outcome.job.state,
+        hcp_core::JobState::Failed | hcp_core::JobState::Cancelled
+    );
+    if (waits && outcome.job.state != hcp_core::JobState::Succeeded) || failed {
         Err(JobFailed { job: outcome.job }.into())
+    } else {
+        Ok(())
     }
 }

@@ -4,8 +4,8 @@
 //! the configuration the way every HCP shell does (`hcp serve`, the `hcp` CLI, the Python
 //! module), so they all accept the same hosts files.
 //!
-//! Kinds: `sim` always; `hyperv` with the default feature `hyperv`; `libvirt` with the feature
-//! `libvirt` (it links libvirt).
+//! Kinds: `sim` always; `hyperv` and `proxmox` with the default features of the same names;
+//! `libvirt` with the feature `libvirt` (it links libvirt).
 //!
 //! ```no_run
 //! # async fn demo() -> hcp_core::Result<()> {
@@ -23,6 +23,8 @@ pub fn kinds() -> Vec<&'static str> {
     let mut kinds = vec![hcp_provider_sim::KIND];
     #[cfg(feature = "hyperv")]
     kinds.push("hyperv");
+    #[cfg(feature = "proxmox")]
+    kinds.push("proxmox");
     #[cfg(feature = "libvirt")]
     kinds.push("libvirt");
     kinds
@@ -33,6 +35,8 @@ pub fn register_all(builder: EngineBuilder) -> EngineBuilder {
     let builder = hcp_provider_sim::register(builder);
     #[cfg(feature = "hyperv")]
     let builder = hcp_provider_hyperv::register(builder);
+    #[cfg(feature = "proxmox")]
+    let builder = hcp_provider_proxmox::register(builder);
     #[cfg(feature = "libvirt")]
     let builder = hcp_provider_libvirt::register(builder);
     builder
@@ -80,6 +84,21 @@ mod tests {
         for kind in kinds() {
             assert!(e.to_string().contains(kind), "{e}");
         }
+    }
+
+    #[cfg(feature = "proxmox")]
+    #[tokio::test]
+    async fn the_proxmox_kind_is_registered_and_checks_its_settings() {
+        assert!(kinds().contains(&"proxmox"));
+        let mut config = load_config(None, &|_| None).unwrap();
+        config.providers[0].kind = "proxmox".into();
+        config.providers[0].settings = serde_json::json!({"url": "http://pve:8006"});
+        let e = register_all(hcp_core::Engine::builder(config))
+            .without_background_reconcile()
+            .build()
+            .await
+            .unwrap_err();
+        assert_eq!(e.field(), Some("providers.sim.settings.url"), "{e}");
     }
 
     #[test]

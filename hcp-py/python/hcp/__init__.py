@@ -1,7 +1,7 @@
 """HCP, the Hypervisor Control Plane, from Python.
 
-Create, run, watch and delete VMs on Hyper-V, libvirt or the built-in
-simulator through one provider-agnostic API:
+Create, run, watch and delete VMs on Hyper-V, Proxmox VE, libvirt or the
+built-in simulator through one provider-agnostic API:
 
 - :class:`Engine` runs HCP's engine inside this process (the simulator's demo catalog when no
   configuration is given); :class:`Client` talks to a running ``hcp serve``. Both offer the same

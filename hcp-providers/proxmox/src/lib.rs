@@ -1,0 +1,1090 @@
+//! # hcp-provider-proxmox
+//!
+//! HCP's Proxmox VE provider: VMs on the nodes of one PVE cluster, through the PVE REST API
+//! (`/api2/json`) over HTTPS with an API token (`PVEAPIToken=user@realm!tokenid=secret`, the
+//! secret read from a file), the certificate checked against the system roots, a CA file or a
+//! pinned SHA-256 fingerprint.
+//!
+//! - **Create**: a clone of a template VM (linked, or full per image), with a VMID taken from
+//!   `/cluster/nextid`; a clone refused because the id is taken ("already exists") is retried
+//!   with the next id, and HCP never writes to a VM whose description does not carry the mark it
+//!   just wrote. Then cores, memory, `net0..n` (bridge and VLAN tag), the disk grown to the
+//!   requested size, PVE tags, and a start. HCP's mark (vm id, project, image, tags) is a JSON line
+//!   in the VM's description, so an HCP restarted with an empty store rebuilds ownership.
+//! - **Tasks**: every write that returns a UPID is followed to its end
+//!   (`/nodes/{node}/tasks/{upid}/status`); its log lines go into the job log as they appear; a
+//!   task past `task_timeout` is stopped on the node.
+//! - **Locks**: "can't lock file ... got timeout" and "VM is locked" are retried with a doubling
+//!   back-off (`lock_retries`); at most `max_parallel_per_node` write tasks run at once per node.
+//! - **Power**: start; stop = PVE `shutdown` with the graceful timeout, then `stop`; stop with
+//!   `force` = `stop`; reboot = `reboot`, or `reset` with `hard`; delete = `destroy` with `purge`
+//!   and `destroy-unreferenced-disks`.
+//! - **Snapshots**: PVE snapshots (`/qemu/{vmid}/snapshot`).
+//! - **Not offered** (declared false): consoles, live migration, cloud-init.
+//! - **Errors**: classified in one place, [`error::parse_error`]; node names stay out of messages.
+//!
+//! ```no_run
+//! # async fn demo() -> hcp_core::Result<()> {
+//! let config = hcp_core::Config::from_file("examples/config/proxmox.yaml".as_ref())?;
+//! let engine = hcp_provider_proxmox::register(hcp_core::Engine::builder(config))
+//!     .build()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+pub mod config;
+pub mod error;
+pub mod mark;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use hcp_core::{
+    Capabilities, Console, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind, GetConsole,
+    HcpMark, HostInfo, HostInventory, HostInventoryReply, NativeVm, OpContext, Operation,
+    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Resources, Result,
+    Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmId, VmTarget,
+};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::client::{Client, as_upid};
+pub use crate::config::{HostSettings, ImageSettings, ProxmoxSettings};
+use crate::error::is_lock;
+
+/// The provider kind name used in hosts files.
+pub const KIND: &str = "proxmox";
+
+/// Most NICs PVE gives one VM (`net0` to `net31`).
+pub const MAX_NETWORKS: u32 = 32;
+
+/// How many VMIDs a create tries before giving up.
+const VMID_ATTEMPTS: u32 = 16;
+
+/// Registers the Proxmox provider kind on an engine builder.
+pub fn register(builder: hcp_core::EngineBuilder) -> hcp_core::EngineBuilder {
+    builder.provider_kind(KIND, |c: &ProviderConfig, s: &Secrets| {
+        let p: Arc<dyn Provider> = Arc::new(ProxmoxProvider::from_config(c, s)?);
+        Ok(p)
+    })
+}
+
+/// One PVE node of a provider.
+#[derive(Debug)]
+struct Node {
+    name: String,
+    zone: String,
+    node: String,
+    vcpus: Option<u32>,
+    memory_mib: Option<u64>,
+    gate: Semaphore,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// The Proxmox VE provider: the nodes of one PVE cluster.
+#[derive(Debug)]
+pub struct ProxmoxProvider {
+    name: String,
+    settings: Arc<ProxmoxSettings>,
+    client: Client,
+    hosts: BTreeMap<String, Arc<Node>>,
+    declared: Capabilities,
+}
+
+/// A VM's facts read from its config and status.
+#[derive(Debug, Clone)]
+struct VmFacts {
+    vmid: u32,
+    name: String,
+    power: PowerState,
+    config: serde_json::Map<String, Value>,
+}
+
+impl VmFacts {
+    fn mark(&self) -> Option<(HcpMark, BTreeMap<String, String>)> {
+        self.config
+            .get("description")
+            .and_then(Value::as_str)
+            .and_then(mark::parse)
+    }
+
+    fn resources(&self, disk: &str) -> Resources {
+        let num = |k: &str, default: u64| -> u64 {
+            match self.config.get(k) {
+                Some(Value::Number(n)) => n.as_u64().unwrap_or(default),
+                Some(Value::String(s)) => s.parse().unwrap_or(default),
+                _ => default,
+            }
+        };
+        let vcpus = num("cores", 1).saturating_mul(num("sockets", 1));
+        Resources {
+            vcpus: u32::try_from(vcpus).unwrap_or(u32::MAX),
+            memory_mib: num("memory", 512),
+            disk_gib: self
+                .config
+                .get(disk)
+                .and_then(Value::as_str)
+                .and_then(disk_size_gib)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Reads `size=` of a PVE drive string in GiB (rounded up).
+fn disk_size_gib(drive: &str) -> Option<u64> {
+    let size = drive
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix("size="))?;
+    let (num, unit) = match size.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&size[..i], &size[i..]),
+        None => (size, "G"),
+    };
+    let n: f64 = num.parse().ok()?;
+    let gib = match unit {
+        "K" => n / (1024.0 * 1024.0),
+        "M" => n / 1024.0,
+        "G" => n,
+        "T" => n * 1024.0,
+        _ => return None,
+    };
+    if !(0.0..=1.0e9).contains(&gib) {
+        return None;
+    }
+    // In range: the cast cannot wrap.
+    Some(gib.ceil() as u64)
+}
+
+fn power_of(status: &Value) -> PowerState {
+    match status.get("status").and_then(Value::as_str) {
+        Some("running") => match status.get("qmpstatus").and_then(Value::as_str) {
+            Some("paused" | "suspended" | "prelaunch") => PowerState::Paused,
+            _ => PowerState::Running,
+        },
+        Some("stopped") => PowerState::Stopped,
+        _ => PowerState::Unknown,
+    }
+}
+
+fn vmid_of(v: &Value) -> Option<u32> {
+    match v.get("vmid")? {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn is_template(v: &Value) -> bool {
+    matches!(v.get("template"), Some(Value::Number(n)) if n.as_u64() == Some(1))
+        || v.get("template").and_then(Value::as_str) == Some("1")
+}
+
+/// Holds one of a node's write slots; counts how many run at once.
+struct Slot<'a> {
+    node: &'a Node,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.node.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ProxmoxProvider {
+    /// Builds the provider from its section of the hosts file, reading the token secret file.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming the bad setting or the file that cannot be read.
+    pub fn from_config(config: &ProviderConfig, _secrets: &Secrets) -> Result<Self> {
+        let settings = ProxmoxSettings::from_value(&config.name, &config.settings)?;
+        let mut hosts = Vec::new();
+        for h in &config.hosts {
+            let s = HostSettings::from_value(&config.name, &h.name, &h.settings)?;
+            hosts.push(ProxmoxHost {
+                name: h.name.clone(),
+                zone: h.zone.clone(),
+                node: s.node.unwrap_or_else(|| h.name.clone()),
+                vcpus: h.vcpus,
+                memory_mib: h.memory_mib,
+            });
+        }
+        ProxmoxProvider::new(&config.name, settings, hosts)
+    }
+
+    /// Builds a provider named `name` over `hosts`. No node is contacted until it is used.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] when the token secret or CA file cannot be read.
+    pub fn new(name: &str, settings: ProxmoxSettings, hosts: Vec<ProxmoxHost>) -> Result<Self> {
+        let conn = settings.connection(name)?;
+        let nodes: Vec<String> = hosts
+            .iter()
+            .flat_map(|h| [h.node.clone(), h.name.clone()])
+            .collect();
+        let client = Client::new(&conn, settings.request_timeout, nodes)?;
+        let declared = Capabilities {
+            snapshot: true,
+            tags: true,
+            max_networks: Some(MAX_NETWORKS),
+            ..Default::default()
+        };
+        let parallel = settings.max_parallel_per_node;
+        Ok(ProxmoxProvider {
+            name: name.to_string(),
+            client,
+            hosts: hosts
+                .into_iter()
+                .map(|h| {
+                    let node = Node {
+                        name: h.name.clone(),
+                        zone: h.zone,
+                        node: h.node,
+                        vcpus: h.vcpus,
+                        memory_mib: h.memory_mib,
+                        gate: Semaphore::new(parallel),
+                        running: AtomicUsize::new(0),
+                        peak: AtomicUsize::new(0),
+                    };
+                    (h.name, Arc::new(node))
+                })
+                .collect(),
+            settings: Arc::new(settings),
+            declared,
+        })
+    }
+
+    /// Returns the settings.
+    pub fn settings(&self) -> &ProxmoxSettings {
+        &self.settings
+    }
+
+    /// Returns the most write tasks that ran at once on `host` since the provider started (it
+    /// never exceeds `max_parallel_per_node`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for an unknown host.
+    pub fn peak_parallel(&self, host: &str) -> Result<usize> {
+        Ok(self.host(host)?.peak.load(Ordering::SeqCst))
+    }
+
+    fn host(&self, name: &str) -> Result<Arc<Node>> {
+        self.hosts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found("host", name).with_context("provider", &self.name))
+    }
+
+    async fn slot<'a>(&self, node: &'a Node) -> Result<Slot<'a>> {
+        let permit = node
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("the node's write gate closed"))?;
+        let now = node.running.fetch_add(1, Ordering::SeqCst) + 1;
+        node.peak.fetch_max(now, Ordering::SeqCst);
+        Ok(Slot {
+            node,
+            _permit: permit,
+        })
+    }
+
+    /// Runs a write on `node` in one of its slots: the request, then its task to the end. VM
+    /// lock conflicts are retried with a doubling back-off.
+    async fn write<F, Fut>(
+        &self,
+        ctx: &OpContext,
+        node: &Node,
+        what: &str,
+        request: F,
+    ) -> Result<Value>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: std::future::Future<Output = Result<Value>> + Send,
+    {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let _slot = self.slot(node).await?;
+                let data = request().await?;
+                if let Some(upid) = as_upid(&data) {
+                    self.client
+                        .wait_task(
+                            &node.node,
+                            upid,
+                            self.settings.task_timeout,
+                            self.settings.task_poll,
+                            ctx,
+                        )
+                        .await?;
+                }
+                Ok(data)
+            }
+            .await;
+            match result {
+                Err(e) if is_lock(&e) && attempt < self.settings.lock_retries => {
+                    attempt += 1;
+                    ctx.warn(format!(
+                        "{what}: the VM is locked; retrying in {} ms ({attempt} of {})",
+                        delay.as_millis(),
+                        self.settings.lock_retries
+                    ));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.with_context("node", &node.node)),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    async fn nodes_status(&self) -> Result<Vec<Value>> {
+        let v = self.client.get("/nodes", &[]).await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    fn host_info(&self, h: &Node, status: Option<&Value>) -> HostInfo {
+        let maxcpu = status
+            .and_then(|s| s.get("maxcpu"))
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok());
+        let maxmem = status
+            .and_then(|s| s.get("maxmem"))
+            .and_then(Value::as_u64)
+            .map(|b| b / (1024 * 1024));
+        let vcpus = maxcpu.or(h.vcpus).unwrap_or(0);
+        let memory = maxmem.or(h.memory_mib).unwrap_or(0);
+        let mut caps = self.declared;
+        // PVE refuses more vCPUs than the node has, and memory past the node's size cannot run.
+        if vcpus > 0 {
+            caps.max_vcpus = Some(vcpus);
+        }
+        if memory > 0 {
+            caps.max_memory_mib = Some(memory);
+        }
+        HostInfo::new(&h.name, &h.zone, vcpus, memory, caps)
+    }
+
+    async fn list_node_vms(&self, node: &str) -> Result<Vec<Value>> {
+        let v = self.client.get(&format!("/nodes/{node}/qemu"), &[]).await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    async fn config(&self, node: &str, vmid: u32) -> Result<serde_json::Map<String, Value>> {
+        let v = self
+            .client
+            .get(&format!("/nodes/{node}/qemu/{vmid}/config"), &[])
+            .await?;
+        match v {
+            Value::Object(m) => Ok(m),
+            _ => Err(Error::new(
+                ErrorKind::ProviderError,
+                "Proxmox VE returned a VM config that is not an object",
+            )),
+        }
+    }
+
+    /// Reads the facts of every VM listed that is not a template, skipping VMs that vanish
+    /// while being read.
+    async fn facts(&self, node: &str, listed: Vec<Value>) -> Result<Vec<VmFacts>> {
+        let reads = futures::stream::iter(listed.into_iter().filter_map(|v| {
+            let vmid = vmid_of(&v)?;
+            (!is_template(&v)).then_some((vmid, v))
+        }))
+        .map(|(vmid, v)| async move {
+            match self.config(node, vmid).await {
+                Ok(config) => Ok(Some(VmFacts {
+                    vmid,
+                    name: config
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .or_else(|| v.get("name").and_then(Value::as_str))
+                        .unwrap_or("")
+                        .to_string(),
+                    power: power_of(&v),
+                    config,
+                })),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<Result<Option<VmFacts>>>>()
+        .await;
+        let mut out = Vec::new();
+        for r in reads {
+            if let Some(f) = r? {
+                out.push(f);
+            }
+        }
+        out.sort_by_key(|f| f.vmid);
+        Ok(out)
+    }
+
+    /// Finds the VM carrying `vm_id`'s mark on `node`.
+    async fn find_by_mark(&self, node: &str, vm_id: &VmId) -> Result<Option<VmFacts>> {
+        let listed = self.list_node_vms(node).await?;
+        Ok(self
+            .facts(node, listed)
+            .await?
+            .into_iter()
+            .find(|f| f.mark().is_some_and(|(m, _)| &m.vm_id == vm_id)))
+    }
+
+    async fn status(&self, node: &str, vmid: u32) -> Result<PowerState> {
+        let v = self
+            .client
+            .get(&format!("/nodes/{node}/qemu/{vmid}/status/current"), &[])
+            .await?;
+        Ok(power_of(&v))
+    }
+
+    /// Resolves a target to its VMID on its node: the native id when its config carries the
+    /// target's mark, else the VM carrying the mark.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when no VM on the node carries the mark.
+    async fn resolve(&self, t: &VmTarget) -> Result<(Arc<Node>, u32)> {
+        let h = self.host(&t.host)?;
+        if let Some(vmid) = t.native_id.as_deref().and_then(|n| n.parse::<u32>().ok()) {
+            match self.config(&h.node, vmid).await {
+                Ok(config) => {
+                    let owned = config
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .and_then(mark::parse)
+                        .is_some_and(|(m, _)| m.vm_id == t.vm_id);
+                    if owned {
+                        return Ok((h, vmid));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.find_by_mark(&h.node, &t.vm_id).await? {
+            Some(f) => Ok((h, f.vmid)),
+            None => Err(Error::not_found("VM", &t.name).with_context("vm", &t.vm_id)),
+        }
+    }
+
+    /// Finds the template to clone for `image`: its VMID and node, and whether to copy in full.
+    async fn template(&self, image: &str) -> Result<(u32, String, bool)> {
+        let resources = self
+            .client
+            .get("/cluster/resources", &[("type", "vm".to_string())])
+            .await?;
+        let listed = resources.as_array().cloned().unwrap_or_default();
+        let wanted = self.settings.image(image);
+        let found = listed.iter().find(|v| {
+            is_template(v)
+                && match wanted {
+                    Some(w) => vmid_of(v) == Some(w.template),
+                    None => v.get("name").and_then(Value::as_str) == Some(image),
+                }
+        });
+        let Some(found) = found else {
+            return Err(Error::not_found("image", image).with_context(
+                "hint",
+                "no template VM with this VMID (settings.images) or name",
+            ));
+        };
+        let vmid = vmid_of(found)
+            .ok_or_else(|| Error::new(ErrorKind::ProviderError, "a template without a VMID"))?;
+        let node = found
+            .get("node")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Ok((vmid, node, wanted.is_some_and(|w| w.full)))
+    }
+
+    async fn next_vmid(&self, after: Option<u32>) -> Result<u32> {
+        let v = self.client.get("/cluster/nextid", &[]).await?;
+        let id = match &v {
+            Value::String(s) => s.parse::<u32>().ok(),
+            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::ProviderError,
+                "Proxmox VE returned no usable VMID from /cluster/nextid",
+            )
+        })?;
+        // A stale answer repeats an id that was just refused: move past it.
+        Ok(match after {
+            Some(prev) if id <= prev => prev.saturating_add(1),
+            _ => id,
+        })
+    }
+
+    /// Clones the template into a fresh VMID that carries `description`. The id is asked for
+    /// and the clone requested while holding one of the node's write slots, so HCP's own
+    /// creates do not race for ids; an id taken anyway (another client) is retried with the
+    /// next one, and lock conflicts with a doubling back-off.
+    async fn clone_template(
+        &self,
+        ctx: &OpContext,
+        h: &Node,
+        args: &CreateVm,
+        description: &str,
+    ) -> Result<u32> {
+        let (template, src_node, full) = self.template(&args.image).await?;
+        let src = self.host_by_node(&src_node);
+        let gate = src.as_deref().unwrap_or(h);
+        let path = format!("/nodes/{src_node}/qemu/{template}/clone");
+        let mut last = None;
+        let mut taken = 0;
+        let mut locked = 0;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let (newid, result) = {
+                let _slot = self.slot(gate).await?;
+                let newid = self.next_vmid(last).await?;
+                let mut form = vec![
+                    ("newid", newid.to_string()),
+                    ("name", args.name.clone()),
+                    ("description", description.to_string()),
+                    ("full", if full { "1" } else { "0" }.to_string()),
+                ];
+                if full && let Some(storage) = &self.settings.storage {
+                    form.push(("storage", storage.clone()));
+                }
+                if src_node != h.node {
+                    form.push(("target", h.node.clone()));
+                }
+                ctx.info(format!("cloning image {} into VMID {newid}", args.image));
+                let result = match self.client.post(&path, &form).await {
+                    Ok(data) => match as_upid(&data) {
+                        Some(upid) => self
+                            .client
+                            .wait_task(
+                                &src_node,
+                                upid,
+                                self.settings.task_timeout,
+                                self.settings.task_poll,
+                                ctx,
+                            )
+                            .await
+                            .map(|_| ()),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e),
+                };
+                (newid, result)
+            };
+            last = Some(newid);
+            match result {
+                Ok(()) => return Ok(newid),
+                Err(e) if error::is_taken(&e) => {
+                    taken += 1;
+                    if taken >= VMID_ATTEMPTS {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            format!("no free VMID found after {VMID_ATTEMPTS} attempts"),
+                        )
+                        .temporary());
+                    }
+                    ctx.warn(format!("VMID {newid} is taken; trying another"));
+                }
+                Err(e) if is_lock(&e) && locked < self.settings.lock_retries => {
+                    locked += 1;
+                    ctx.warn(format!(
+                        "clone: the template is locked; retrying in {} ms ({locked} of {})",
+                        delay.as_millis(),
+                        self.settings.lock_retries
+                    ));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.with_context("node", &src_node)),
+            }
+        }
+    }
+
+    fn host_by_node(&self, node: &str) -> Option<Arc<Node>> {
+        self.hosts.values().find(|h| h.node == node).cloned()
+    }
+
+    /// Sets cores, memory, NICs and tags of a VM HCP just cloned, and grows its disk.
+    async fn configure(&self, ctx: &OpContext, h: &Node, vmid: u32, args: &CreateVm) -> Result<()> {
+        let current = self.config(&h.node, vmid).await?;
+        let mut form = vec![
+            ("cores", args.resources.vcpus.to_string()),
+            ("sockets", "1".to_string()),
+            ("memory", args.resources.memory_mib.to_string()),
+            ("tags", mark::pve_tags(&args.tags)),
+        ];
+        let mut nets: Vec<(String, String)> = Vec::new();
+        for (i, n) in args.networks.iter().enumerate() {
+            let bridge = self.settings.bridge(&n.network);
+            let mut value = format!("virtio,bridge={bridge}");
+            if let Some(vlan) = n.vlan {
+                value.push_str(&format!(",tag={vlan}"));
+            }
+            nets.push((format!("net{i}"), value));
+        }
+        let mut delete: Vec<String> = Vec::new();
+        if !args.networks.is_empty() {
+            for key in current.keys() {
+                if let Some(n) = key.strip_prefix("net")
+                    && let Ok(i) = n.parse::<usize>()
+                    && i >= args.networks.len()
+                {
+                    delete.push(key.clone());
+                }
+            }
+        }
+        let mut owned: Vec<(String, String)> = nets;
+        if !delete.is_empty() {
+            delete.sort();
+            owned.push(("delete".into(), delete.join(",")));
+        }
+        let path = format!("/nodes/{}/qemu/{vmid}/config", h.node);
+        let form_all: Vec<(&str, String)> = form
+            .drain(..)
+            .chain(owned.iter().map(|(k, v)| (k.as_str(), v.clone())))
+            .collect();
+        self.write(ctx, h, "configure", || self.client.put(&path, &form_all))
+            .await?;
+        ctx.info(format!(
+            "set {} vCPUs, {} MiB, {} NICs",
+            args.resources.vcpus,
+            args.resources.memory_mib,
+            args.networks.len()
+        ));
+        let disk = &self.settings.disk;
+        match current.get(disk).and_then(Value::as_str) {
+            Some(drive) => {
+                let have = disk_size_gib(drive).unwrap_or(0);
+                if args.resources.disk_gib > have {
+                    let path = format!("/nodes/{}/qemu/{vmid}/resize", h.node);
+                    let form = [
+                        ("disk", disk.clone()),
+                        ("size", format!("{}G", args.resources.disk_gib)),
+                    ];
+                    self.write(ctx, h, "resize", || self.client.put(&path, &form))
+                        .await?;
+                    ctx.info(format!(
+                        "grew disk {disk} to {} GiB",
+                        args.resources.disk_gib
+                    ));
+                }
+            }
+            None => ctx.warn(format!(
+                "the image has no disk {disk}; the VM keeps the image's disks"
+            )),
+        }
+        Ok(())
+    }
+
+    async fn power(
+        &self,
+        ctx: &OpContext,
+        h: &Node,
+        vmid: u32,
+        action: &str,
+        form: &[(&str, String)],
+    ) -> Result<()> {
+        let path = format!("/nodes/{}/qemu/{vmid}/status/{action}", h.node);
+        self.write(ctx, h, action, || self.client.post(&path, form))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// One PVE node of a provider, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxmoxHost {
+    /// The host name HCP uses.
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// The PVE node name.
+    pub node: String,
+    /// vCPUs to report while the node cannot be reached.
+    pub vcpus: Option<u32>,
+    /// Memory (MiB) to report while the node cannot be reached.
+    pub memory_mib: Option<u64>,
+}
+
+impl ProxmoxHost {
+    /// Describes host `name` in `zone`, PVE node `node`.
+    pub fn new(name: impl Into<String>, zone: impl Into<String>, node: impl Into<String>) -> Self {
+        ProxmoxHost {
+            name: name.into(),
+            zone: zone.into(),
+            node: node.into(),
+            vcpus: None,
+            memory_mib: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for ProxmoxProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: self.name.clone(),
+            kind: KIND.into(),
+            version: format!("{} (PVE API)", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.declared
+    }
+
+    async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
+        // Configured hosts are listed even when the API cannot be reached.
+        let nodes = self.nodes_status().await.unwrap_or_default();
+        Ok(self
+            .hosts
+            .values()
+            .map(|h| {
+                let status = nodes
+                    .iter()
+                    .find(|n| n.get("node").and_then(Value::as_str) == Some(h.node.as_str()));
+                self.host_info(h, status)
+            })
+            .collect())
+    }
+
+    async fn host_inventory(&self, args: HostInventory) -> Result<HostInventoryReply> {
+        let h = self.host(&args.host)?;
+        let nodes = self.nodes_status().await?;
+        let status = nodes
+            .iter()
+            .find(|n| n.get("node").and_then(Value::as_str) == Some(h.node.as_str()));
+        let Some(status) = status else {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!("host `{}` is not a node of the cluster", h.name),
+            )
+            .with_context("node", &h.node));
+        };
+        if status.get("status").and_then(Value::as_str) != Some("online") {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!("host `{}` is offline", h.name),
+            )
+            .with_context("node", &h.node)
+            .temporary());
+        }
+        let info = self.host_info(&h, Some(status));
+        let listed = self.list_node_vms(&h.node).await?;
+        let templates: Vec<(u32, String)> = listed
+            .iter()
+            .filter(|v| is_template(v))
+            .filter_map(|v| {
+                Some((
+                    vmid_of(v)?,
+                    v.get("name").and_then(Value::as_str)?.to_string(),
+                ))
+            })
+            .collect();
+        let facts = self.facts(&h.node, listed).await?;
+        let vms = facts
+            .iter()
+            .map(|f| {
+                let (mark, tags) = match f.mark() {
+                    Some((m, t)) => (Some(m), t),
+                    None => (None, BTreeMap::new()),
+                };
+                NativeVm::new(
+                    f.vmid.to_string(),
+                    &f.name,
+                    f.power,
+                    f.resources(&self.settings.disk),
+                    mark,
+                )
+                .with_tags(tags)
+            })
+            .collect();
+        let mut images: Vec<String> = self
+            .settings
+            .images
+            .iter()
+            .filter(|(_, i)| templates.iter().any(|(id, _)| *id == i.template))
+            .map(|(name, _)| name.clone())
+            .chain(templates.iter().map(|(_, name)| name.clone()))
+            .collect();
+        images.sort();
+        images.dedup();
+        let bridges = self
+            .client
+            .get(
+                &format!("/nodes/{}/network", h.node),
+                &[("type", "bridge".to_string())],
+            )
+            .await?;
+        let bridges: Vec<String> = bridges
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|b| b.get("iface").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut networks: Vec<String> = self
+            .settings
+            .networks
+            .iter()
+            .filter(|(_, b)| bridges.contains(b))
+            .map(|(n, _)| n.clone())
+            .chain(bridges.iter().cloned())
+            .collect();
+        networks.sort();
+        networks.dedup();
+        Ok(HostInventoryReply::new(info, vms)
+            .with_images(images)
+            .with_networks(networks))
+    }
+
+    async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm> {
+        if args.user_data.is_some() {
+            return Err(Error::unsupported(
+                &self.name,
+                Operation::CreateVm,
+                "cloud_init",
+                "the Proxmox provider does not pass user-data yet",
+            ));
+        }
+        if args.networks.len() > MAX_NETWORKS as usize {
+            return Err(Error::invalid(
+                "networks",
+                format!("Proxmox VE gives a VM at most {MAX_NETWORKS} NICs"),
+            ));
+        }
+        let h = self.host(&args.host)?;
+        // A retried create finds the VM it made; another VM with the name is a conflict.
+        let listed = self.list_node_vms(&h.node).await?;
+        let same_name: Vec<Value> = listed
+            .into_iter()
+            .filter(|v| v.get("name").and_then(Value::as_str) == Some(args.name.as_str()))
+            .collect();
+        let same_name = self.facts(&h.node, same_name).await?;
+        if let Some(f) = same_name
+            .iter()
+            .find(|f| f.mark().is_some_and(|(m, _)| m.vm_id == args.mark.vm_id))
+        {
+            ctx.info(format!("VMID {} already carries this VM's mark", f.vmid));
+            let mut power = f.power;
+            if args.start && power != PowerState::Running {
+                self.power(ctx, &h, f.vmid, "start", &[]).await?;
+                power = PowerState::Running;
+            }
+            return Ok(CreatedVm::new(f.vmid.to_string(), power));
+        }
+        if let Some(f) = same_name.first() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("a VM named `{}` already exists on the host", args.name),
+            )
+            .with_context("node", &h.node)
+            .with_context("vmid", f.vmid));
+        }
+        let description = mark::description(&args.mark, &args.tags);
+        let vmid = self.clone_template(ctx, &h, &args, &description).await?;
+        // Never write to a VM that is not the one this call made.
+        let config = self.config(&h.node, vmid).await?;
+        let ours = config
+            .get("description")
+            .and_then(Value::as_str)
+            .and_then(mark::parse)
+            .is_some_and(|(m, _)| m.vm_id == args.mark.vm_id);
+        if !ours {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "the new VMID holds a VM HCP did not create; it was left untouched",
+            )
+            .with_context("node", &h.node)
+            .with_context("vmid", vmid)
+            .temporary());
+        }
+        if let Err(e) = self.configure(ctx, &h, vmid, &args).await {
+            // A half-configured clone must not be found (and returned) by a retried create.
+            ctx.warn(format!(
+                "configuring VMID {vmid} failed; deleting the clone: {}",
+                e.message()
+            ));
+            let path = format!("/nodes/{}/qemu/{vmid}", h.node);
+            let query = [("purge", "1".to_string())];
+            if let Err(d) = self
+                .write(ctx, &h, "delete", || self.client.delete(&path, &query))
+                .await
+            {
+                ctx.warn(format!("could not delete the clone: {}", d.message()));
+            }
+            return Err(e);
+        }
+        let mut power = PowerState::Stopped;
+        if args.start {
+            self.power(ctx, &h, vmid, "start", &[]).await?;
+            ctx.info("started the VM");
+            power = PowerState::Running;
+        }
+        Ok(CreatedVm::new(vmid.to_string(), power))
+    }
+
+    async fn delete_vm(&self, ctx: &OpContext, args: DeleteVm) -> Result<DeletedVm> {
+        let (h, vmid) = match self.resolve(&args.target).await {
+            Ok(found) => found,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DeletedVm::new(false)),
+            Err(e) => return Err(e),
+        };
+        if self.status(&h.node, vmid).await? != PowerState::Stopped {
+            if !args.force {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "VM `{}` is running; stop it first or delete with force",
+                        args.target.name
+                    ),
+                ));
+            }
+            self.power(ctx, &h, vmid, "stop", &[]).await?;
+            ctx.info("powered the VM off");
+        }
+        let path = format!("/nodes/{}/qemu/{vmid}", h.node);
+        let query = [
+            ("purge", "1".to_string()),
+            ("destroy-unreferenced-disks", "1".to_string()),
+        ];
+        match self
+            .write(ctx, &h, "delete", || self.client.delete(&path, &query))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DeletedVm::new(false)),
+            Err(e) => return Err(e),
+        }
+        ctx.info("deleted the VM and its disks");
+        Ok(DeletedVm::new(true))
+    }
+
+    async fn start_vm(&self, ctx: &OpContext, args: StartVm) -> Result<StartedVm> {
+        let (h, vmid) = self.resolve(&args.target).await?;
+        if self.status(&h.node, vmid).await? == PowerState::Running {
+            return Ok(StartedVm::new(true));
+        }
+        self.power(ctx, &h, vmid, "start", &[]).await?;
+        ctx.info("started the VM");
+        Ok(StartedVm::new(false))
+    }
+
+    async fn stop_vm(&self, ctx: &OpContext, args: StopVm) -> Result<StoppedVm> {
+        let (h, vmid) = self.resolve(&args.target).await?;
+        if self.status(&h.node, vmid).await? == PowerState::Stopped {
+            return Ok(StoppedVm::new(true, false));
+        }
+        let graceful = args.graceful_timeout.as_secs();
+        if !args.force && graceful > 0 {
+            ctx.info(format!(
+                "asked the guest to shut down; waiting up to {graceful}s"
+            ));
+            let form = [("timeout", graceful.to_string()), ("forceStop", "0".into())];
+            match self.power(ctx, &h, vmid, "shutdown", &form).await {
+                Ok(()) if self.status(&h.node, vmid).await? == PowerState::Stopped => {
+                    return Ok(StoppedVm::new(false, false));
+                }
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(e),
+                Err(e) => ctx.warn(format!("the graceful shutdown failed: {}", e.message())),
+            }
+            ctx.warn("the guest did not shut down in time; powering it off");
+        }
+        self.power(ctx, &h, vmid, "stop", &[]).await?;
+        ctx.info("powered the VM off");
+        Ok(StoppedVm::new(false, true))
+    }
+
+    async fn reboot_vm(&self, ctx: &OpContext, args: RebootVm) -> Result<RebootedVm> {
+        let (h, vmid) = self.resolve(&args.target).await?;
+        let power = self.status(&h.node, vmid).await?;
+        if power != PowerState::Running {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "VM `{}` is {power}; only a running VM can reboot",
+                    args.target.name
+                ),
+            ));
+        }
+        if args.hard {
+            self.power(ctx, &h, vmid, "reset", &[]).await?;
+            ctx.info("reset the VM");
+        } else {
+            self.power(ctx, &h, vmid, "reboot", &[]).await?;
+            ctx.info("rebooted the guest");
+        }
+        Ok(RebootedVm::new())
+    }
+
+    async fn console(&self, _args: GetConsole) -> Result<Console> {
+        Err(Error::unsupported(
+            &self.name,
+            Operation::Console,
+            "console_vnc",
+            "the Proxmox provider offers no console yet",
+        ))
+    }
+
+    async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {
+        let name = args.name.clone();
+        let valid = name.len() <= 40
+            && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !valid {
+            return Err(Error::invalid(
+                "name",
+                "a Proxmox snapshot name is 1-40 letters, digits, '-' or '_', starting with a letter",
+            ));
+        }
+        let (h, vmid) = self.resolve(&args.target).await?;
+        let path = format!("/nodes/{}/qemu/{vmid}/snapshot", h.node);
+        let form = [("snapname", name.clone())];
+        self.write(ctx, &h, "snapshot", || self.client.post(&path, &form))
+            .await?;
+        ctx.info(format!("took snapshot {name}"));
+        Ok(SnapshottedVm::new(format!("{vmid}@{name}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn disk_sizes_and_power() {
+        assert_eq!(disk_size_gib("local-lvm:vm-1-disk-0,size=32G"), Some(32));
+        assert_eq!(disk_size_gib("local:1/x.qcow2,size=512M"), Some(1));
+        assert_eq!(disk_size_gib("x,size=2T"), Some(2048));
+        assert_eq!(disk_size_gib("x,cache=none"), None);
+        assert_eq!(disk_size_gib("x,size=abcG"), None);
+        assert_eq!(
+            power_of(&json!({"status": "running", "qmpstatus": "paused"})),
+            PowerState::Paused
+        );
+        assert_eq!(power_of(&json!({"status": "stopped"})), PowerState::Stopped);
+        assert_eq!(power_of(&json!({"status": "unknown"})), PowerState::Unknown);
+        assert_eq!(vmid_of(&json!({"vmid": "101"})), Some(101));
+        assert!(is_template(&json!({"template": 1})));
+        assert!(!is_template(&json!({"template": 0})));
+    }
+}

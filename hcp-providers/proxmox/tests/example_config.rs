@@ -1,0 +1,53 @@
+//! `examples/config/proxmox.yaml` builds an engine with the `proxmox` provider kind and runs a VM
+//! on fakepve (the URL and files swapped for the test peer's).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::Peer;
+use hcp_core::store::Scope;
+use hcp_core::{Config, Engine, JobState, Principal, ProjectId, RequestContext, VmSpec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_hosts_file_runs_a_vm_on_fakepve() {
+    let peer = Peer::start(0.01);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/proxmox.yaml");
+    let mut config = Config::from_file(&file).unwrap();
+    let settings = &mut config.providers[0].settings;
+    assert_eq!(settings["url"], "https://127.0.0.1:18006");
+    for key in ["url", "token_secret_file", "ca_file"] {
+        settings[key] = peer.info[key].clone();
+    }
+    let engine = hcp_provider_proxmox::register(Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    let ctx = RequestContext::new("demo", Principal::new("alice"))
+        .with_idempotency_key(Some("example-1".into()));
+    let submitted = engine
+        .create_vm(&ctx, VmSpec::new("example", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    let scope = Scope::Project(ProjectId::new("demo"));
+    let job = engine
+        .wait_job(&scope, &submitted.job_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let caps = engine.capabilities(Some("zone-a")).unwrap();
+    assert!(caps.snapshot && caps.tags && !caps.live_migration && !caps.cloud_init);
+    assert!(!caps.console_vnc);
+    assert_eq!(caps.max_vcpus, Some(4), "the node's CPUs bound a VM");
+    // A VM bigger than a node is refused before any job exists.
+    let mut big = VmSpec::new("too-big", "ubuntu-24.04", "small");
+    big.vcpus = Some(64);
+    let e = engine
+        .create_vm(&RequestContext::new("demo", Principal::new("alice")), big)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), hcp_core::ErrorKind::InvalidSpec, "{e}");
+    assert_eq!(e.field(), Some("vcpus"), "{e}");
+}

@@ -25,13 +25,14 @@ cargo test --workspace --exclude hcp-py --no-fail-fast
 step "HTTP acceptance suite and the authorization matrix again, against the real \`hcp serve\` binary"
 cargo build --quiet -p hcp-cli
 HCP_SERVE_BIN="$CARGO_TARGET_DIR/debug/hcp" cargo test -p hcp-server --test http_api --test client \
-  --test authz_matrix
+  --test authz_matrix --test tenant_text
 
 step "Schemathesis against the served OpenAPI document (no 5xx, responses match the schema; auth off and on)"
 HCP_BIN="$CARGO_TARGET_DIR/debug/hcp" ./scripts/schemathesis.sh 60
 
 step "libvirt end to end: hcp serve --features libvirt, real domains, console proxy (virsh checks)"
 cargo test -p hcp-cli --features libvirt --test libvirt_e2e
+cargo test -p hcp-server --features libvirt --test tenant_text_libvirt
 
 step "Rust: every example in examples/"
 for ex in examples/*.rs; do

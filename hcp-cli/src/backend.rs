@@ -61,7 +61,13 @@ impl JobStream {
     /// Remote mode: the stream broke, or closed before the job ended.
     pub async fn next(&mut self) -> Option<hcp_core::Result<JobEvent>> {
         match self {
-            JobStream::Embedded(w) => w.next().await.map(|u| Ok(JobEvent::from(u))),
+            // The tenant view, as the service's stream: no operator-only lines or details.
+            JobStream::Embedded(w) => loop {
+                match w.next().await?.tenant_view() {
+                    Some(u) => return Some(Ok(JobEvent::from(u))),
+                    None => continue,
+                }
+            },
             JobStream::Remote(w) => w.next().await,
         }
     }

@@ -179,10 +179,11 @@ impl Capabilities {
             return Err(Error::invalid(
                 limit.field,
                 format!(
-                    "is {}; provider `{provider}` allows at most {} ({} = {})",
+                    "is {}; the hypervisor allows at most {} ({} = {})",
                     limit.wanted, limit.max, limit.name, limit.max
                 ),
             )
+            .with_detail(format!("provider `{provider}`"))
             .with_operation(operation)
             .with_context("provider", provider)
             .with_context("limit", limit.name));

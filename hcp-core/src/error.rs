@@ -1,4 +1,8 @@
 //! One error type for every layer of HCP: a kind, a retry status, the operation, context and a source.
+//!
+//! Every error carries two texts, set where it is made: a tenant-safe `message` that never names
+//! hosts, native ids, datastores, paths or provider URLs, and an optional operator `detail` that
+//! may. Everything a tenant reads shows the message only; logs and operator views show both.
 
 use std::fmt;
 use std::sync::Arc;
@@ -134,14 +138,17 @@ pub fn echo(value: &str) -> String {
 
 /// The error of every HCP call.
 ///
-/// `Display` prints one line: kind, status, operation, context, message and source.
+/// `Display` prints one line for logs and operators: kind, status, operation, context, message,
+/// detail and source. Tenants read [`Error::message`] only (through [`ErrorInfo::tenant`]).
 #[derive(Clone)]
 pub struct Error {
     kind: ErrorKind,
     status: ErrorStatus,
     message: String,
+    // Boxed strs keep `Error` small enough to return by value everywhere.
+    detail: Option<Box<str>>,
     code: Option<&'static str>,
-    field: Option<String>,
+    field: Option<Box<str>>,
     operation: Option<Operation>,
     context: Vec<(&'static str, String)>,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
@@ -151,12 +158,16 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Creates a permanent error of `kind` with a human-readable message.
+    /// Creates a permanent error of `kind` with a human-readable, tenant-safe message.
+    ///
+    /// The message must not name hosts, native ids, datastores, paths or provider URLs: put those
+    /// in [`Error::with_detail`].
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
             status: ErrorStatus::Permanent,
             message: message.into(),
+            detail: None,
             code: None,
             field: None,
             operation: None,
@@ -183,19 +194,36 @@ impl Error {
         Error::new(ErrorKind::Internal, message)
     }
 
-    /// Creates an [`ErrorKind::FeatureNotSupported`] error naming the provider, operation and capability.
+    /// Creates an [`ErrorKind::FeatureNotSupported`] error naming the operation and capability in
+    /// its message and the provider in its operator detail.
     pub fn unsupported(provider: &str, operation: Operation, capability: &str, hint: &str) -> Self {
-        let mut message = format!(
-            "provider `{provider}` does not support `{capability}`, which {operation} needs"
-        );
+        let mut message =
+            format!("the hypervisor does not support `{capability}`, which {operation} needs");
         if !hint.is_empty() {
             message.push_str("; ");
             message.push_str(hint);
         }
         Error::new(ErrorKind::FeatureNotSupported, message)
+            .with_detail(format!("provider `{provider}`"))
             .with_operation(operation)
             .with_context("provider", provider)
             .with_context("capability", capability)
+    }
+
+    /// Adds operator-only text (host names, native ids, paths, the provider's own words).
+    ///
+    /// A second call appends to the detail already there, separated by `; `. Tenants never see
+    /// the detail; `Display`, logs and operator views do.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        if detail.is_empty() {
+            return self;
+        }
+        self.detail = Some(match self.detail.take() {
+            Some(d) => format!("{d}; {detail}").into(),
+            None => detail.into(),
+        });
+        self
     }
 
     /// Marks the error temporary: retrying later may succeed.
@@ -220,7 +248,7 @@ impl Error {
 
     /// Names the request field the error is about.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.field = Some(field.into().into());
         self
     }
 
@@ -266,9 +294,19 @@ impl Error {
         self.code.unwrap_or_else(|| self.kind.code())
     }
 
-    /// Returns the human-readable message, without context.
+    /// Returns the tenant-safe message, without context or detail.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Returns the operator-only detail, if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// Returns the message followed by the detail in parentheses: the text operators read.
+    pub fn operator_message(&self) -> String {
+        join_detail(&self.message, self.detail.as_deref())
     }
 
     /// Returns the request field the error is about, if any.
@@ -312,6 +350,9 @@ impl fmt::Display for Error {
             f.write_str(" }")?;
         }
         write!(f, " => {}", self.message)?;
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
+        }
         if let Some(source) = &self.source {
             write!(f, ", source: {source}")?;
         }
@@ -334,18 +375,46 @@ impl std::error::Error for Error {
     }
 }
 
+fn join_detail(message: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(d) => format!("{message} ({d})"),
+        None => message.to_string(),
+    }
+}
+
 /// A serializable summary of an error, kept on failed jobs and sent over the wire.
+///
+/// Holds the tenant-safe `message` and the operator-only `detail` apart; [`ErrorInfo::tenant`]
+/// drops the detail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
     /// The error kind.
     pub kind: ErrorKind,
     /// The stable code.
     pub code: String,
-    /// The message, without the operator context (provider, host) that `Display` adds.
+    /// The tenant-safe message, without the operator context (provider, host) that `Display` adds.
     pub message: String,
+    /// Operator-only text (host names, native ids, paths); absent in tenant views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// The offending field, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+impl ErrorInfo {
+    /// Returns the tenant view: the same error without its operator detail.
+    pub fn tenant(&self) -> ErrorInfo {
+        ErrorInfo {
+            detail: None,
+            ..self.clone()
+        }
+    }
+
+    /// Returns the message followed by the detail in parentheses: the text operators read.
+    pub fn operator_message(&self) -> String {
+        join_detail(&self.message, self.detail.as_deref())
+    }
 }
 
 impl From<&Error> for ErrorInfo {
@@ -354,7 +423,8 @@ impl From<&Error> for ErrorInfo {
             kind: e.kind,
             code: e.code().to_string(),
             message: e.message.clone(),
-            field: e.field.clone(),
+            detail: e.detail.as_deref().map(str::to_string),
+            field: e.field.as_deref().map(str::to_string),
         }
     }
 }
@@ -362,7 +432,8 @@ impl From<&Error> for ErrorInfo {
 impl From<ErrorInfo> for Error {
     fn from(info: ErrorInfo) -> Self {
         let mut e = Error::new(info.kind, info.message);
-        e.field = info.field;
+        e.detail = info.detail.map(String::into_boxed_str);
+        e.field = info.field.map(String::into_boxed_str);
         e
     }
 }
@@ -408,6 +479,54 @@ mod tests {
         assert_eq!(e.status(), ErrorStatus::Persistent);
         let e = Error::new(ErrorKind::Timeout, "t").persist();
         assert_eq!(e.status(), ErrorStatus::Permanent);
+    }
+
+    #[test]
+    fn detail_is_shown_to_operators_only() {
+        let e = Error::new(
+            ErrorKind::ProviderError,
+            "the hypervisor refused to start the VM",
+        )
+        .with_detail("host hv-secret-01: Start-VM failed")
+        .with_detail("vmid 4711")
+        .with_context("host", "hv-secret-01");
+        assert_eq!(e.message(), "the hypervisor refused to start the VM");
+        assert_eq!(
+            e.detail(),
+            Some("host hv-secret-01: Start-VM failed; vmid 4711")
+        );
+        let shown = e.to_string();
+        assert!(
+            shown.contains("hv-secret-01: Start-VM failed; vmid 4711"),
+            "{shown}"
+        );
+        assert!(format!("{e:?}").contains("vmid 4711"));
+        assert_eq!(
+            e.operator_message(),
+            "the hypervisor refused to start the VM (host hv-secret-01: Start-VM failed; vmid 4711)"
+        );
+
+        let info = ErrorInfo::from(&e);
+        assert_eq!(info.detail.as_deref(), e.detail());
+        assert_eq!(info.operator_message(), e.operator_message());
+        let tenant = info.tenant();
+        assert_eq!(tenant.detail, None);
+        assert_eq!(tenant.message, "the hypervisor refused to start the VM");
+        let json = serde_json::to_string(&tenant).unwrap();
+        assert!(!json.contains("hv-secret-01"), "{json}");
+        assert!(!json.contains("detail"), "{json}");
+        // The operator copy keeps it through a round trip (jobs are stored as JSON).
+        let back: ErrorInfo = serde_json::from_str(&serde_json::to_string(&info).unwrap()).unwrap();
+        assert_eq!(back, info);
+        assert_eq!(Error::from(back).detail(), e.detail());
+    }
+
+    #[test]
+    fn empty_detail_is_ignored() {
+        let e = Error::new(ErrorKind::NotFound, "gone").with_detail("");
+        assert_eq!(e.detail(), None);
+        assert_eq!(e.operator_message(), "gone");
+        assert_eq!(e.to_string(), "not_found (permanent) => gone");
     }
 
     #[test]

@@ -130,9 +130,39 @@ pub enum PendingReason {
         attempt: u32,
         /// When the next attempt may start.
         retry_at: DateTime<Utc>,
-        /// The temporary error.
+        /// The temporary error's tenant-safe message.
         error: String,
+        /// The temporary error's operator-only detail (host names, native ids); absent in
+        /// tenant views.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
+}
+
+impl PendingReason {
+    /// Returns the tenant view: no host name, no error detail.
+    pub fn tenant_view(self) -> PendingReason {
+        match self {
+            // The busy host's name is an operator detail.
+            PendingReason::WaitingForHostSlot { limit, .. } => PendingReason::WaitingForHostSlot {
+                host: String::new(),
+                limit,
+            },
+            // So is the retried error's detail.
+            PendingReason::RetryBackoff {
+                attempt,
+                retry_at,
+                error,
+                ..
+            } => PendingReason::RetryBackoff {
+                attempt,
+                retry_at,
+                error,
+                detail: None,
+            },
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for PendingReason {
@@ -155,11 +185,13 @@ impl fmt::Display for PendingReason {
                 attempt,
                 retry_at,
                 error,
+                detail,
             } => {
-                write!(
-                    f,
-                    "attempt {attempt} failed ({error}); retrying at {retry_at}"
-                )
+                write!(f, "attempt {attempt} failed ({error}")?;
+                if let Some(d) = detail {
+                    write!(f, "; {d}")?;
+                }
+                write!(f, "); retrying at {retry_at}")
             }
         }
     }
@@ -346,14 +378,7 @@ pub struct TenantJob {
 impl Job {
     /// Returns the tenant view: no host, no provider.
     pub fn tenant_view(&self) -> TenantJob {
-        let pending_reason = self.pending_reason.clone().map(|r| match r {
-            // The busy host's name is an operator detail.
-            PendingReason::WaitingForHostSlot { limit, .. } => PendingReason::WaitingForHostSlot {
-                host: String::new(),
-                limit,
-            },
-            other => other,
-        });
+        let pending_reason = self.pending_reason.clone().map(PendingReason::tenant_view);
         let action = match &self.action {
             // The target host is an operator detail.
             JobAction::Migrate { .. } => JobAction::Migrate {
@@ -373,7 +398,7 @@ impl Job {
             max_attempts: self.max_attempts,
             progress: self.progress,
             principal: self.principal.subject.clone(),
-            error: self.error.clone(),
+            error: self.error.as_ref().map(ErrorInfo::tenant),
             created_at: self.created_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
@@ -393,6 +418,73 @@ pub enum LogLevel {
     Error,
 }
 
+/// Who may read a job log line; set where the line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogAudience {
+    /// Tenants and operators (the message is tenant-safe; any detail is still operator-only).
+    #[default]
+    Everyone,
+    /// Operators only: the whole line may name hosts, native ids, paths or provider URLs.
+    Operators,
+}
+
+impl LogAudience {
+    fn is_everyone(&self) -> bool {
+        *self == LogAudience::Everyone
+    }
+}
+
+/// A log line as its writer makes it, before the store numbers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Its severity.
+    pub level: LogLevel,
+    /// Who may read it.
+    pub audience: LogAudience,
+    /// The text; tenant-safe unless `audience` is [`LogAudience::Operators`].
+    pub message: String,
+    /// Operator-only text (host names, native ids, paths).
+    pub detail: Option<String>,
+}
+
+impl LogEntry {
+    /// Creates a line every reader of the job sees.
+    pub fn new(level: LogLevel, message: impl Into<String>) -> Self {
+        LogEntry {
+            level,
+            audience: LogAudience::Everyone,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// Creates an info line every reader of the job sees.
+    pub fn info(message: impl Into<String>) -> Self {
+        LogEntry::new(LogLevel::Info, message)
+    }
+
+    /// Creates a warning line every reader of the job sees.
+    pub fn warn(message: impl Into<String>) -> Self {
+        LogEntry::new(LogLevel::Warn, message)
+    }
+
+    /// Adds operator-only text to the line (an empty text adds nothing).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        if !detail.is_empty() {
+            self.detail = Some(detail);
+        }
+        self
+    }
+
+    /// Hides the whole line from tenants.
+    pub fn operators_only(mut self) -> Self {
+        self.audience = LogAudience::Operators;
+        self
+    }
+}
+
 /// One line of a job's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobLogLine {
@@ -402,8 +494,78 @@ pub struct JobLogLine {
     pub at: DateTime<Utc>,
     /// Its severity.
     pub level: LogLevel,
-    /// The text.
+    /// Who may read it.
+    #[serde(default, skip_serializing_if = "LogAudience::is_everyone")]
+    pub audience: LogAudience,
+    /// The text; tenant-safe unless `audience` is [`LogAudience::Operators`].
     pub message: String,
+    /// Operator-only text (host names, native ids, paths); absent in tenant views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl JobLogLine {
+    /// Numbers `entry` as line `seq`, written at `at`.
+    pub fn from_entry(seq: u64, at: DateTime<Utc>, entry: LogEntry) -> Self {
+        JobLogLine {
+            seq,
+            at,
+            level: entry.level,
+            audience: entry.audience,
+            message: entry.message,
+            detail: entry.detail,
+        }
+    }
+
+    /// Returns the tenant view of the line: `None` for an operator-only line, otherwise the line
+    /// without its detail.
+    pub fn tenant_view(&self) -> Option<JobLogLine> {
+        (self.audience == LogAudience::Everyone).then(|| JobLogLine {
+            detail: None,
+            ..self.clone()
+        })
+    }
+
+    /// Returns the message followed by the detail in parentheses: the text operators read.
+    pub fn operator_message(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{} ({d})", self.message),
+            None => self.message.clone(),
+        }
+    }
+}
+
+impl JobUpdate {
+    /// Returns the tenant view of the update: `None` for an operator-only log line; otherwise
+    /// the update without operator details (log detail, error detail, host and provider names;
+    /// an ending job's `host` and `provider` are empty).
+    pub fn tenant_view(self) -> Option<JobUpdate> {
+        match self {
+            JobUpdate::Log(l) => l.tenant_view().map(JobUpdate::Log),
+            JobUpdate::Status {
+                state,
+                progress,
+                pending_reason,
+            } => Some(JobUpdate::Status {
+                state,
+                progress,
+                pending_reason: pending_reason.map(PendingReason::tenant_view),
+            }),
+            JobUpdate::End(job) => {
+                // The same blanks as `Job::tenant_view`, in the full record the update carries.
+                let mut job = *job;
+                let t = job.tenant_view();
+                job.host = String::new();
+                job.provider = String::new();
+                job.error = t.error;
+                job.pending_reason = t.pending_reason;
+                if let Some(action) = t.action {
+                    job.action = action;
+                }
+                Some(JobUpdate::End(Box::new(job)))
+            }
+        }
+    }
 }
 
 /// One update on a watched job.
@@ -540,7 +702,7 @@ mod tests {
             progress: 0,
             principal: Principal::new("alice"),
             idempotency_key: None,
-            host: "h".into(),
+            host: "secret-host".into(),
             provider: "p".into(),
             error: None,
             timeout_ms: 1000,
@@ -575,6 +737,66 @@ mod tests {
         v.as_object_mut().unwrap().remove("action");
         let back: TenantJob = serde_json::from_value(v).unwrap();
         assert_eq!(back.action, None);
+    }
+
+    #[test]
+    fn tenant_views_drop_error_details_and_operator_lines() {
+        let mut j = job();
+        let e = Error::new(ErrorKind::ProviderUnavailable, "the host does not answer")
+            .with_detail("host `secret-host` is down")
+            .with_context("host", "secret-host");
+        j.error = Some(ErrorInfo::from(&e));
+        j.pending_reason = Some(PendingReason::RetryBackoff {
+            attempt: 1,
+            retry_at: Utc::now(),
+            error: e.message().into(),
+            detail: e.detail().map(str::to_string),
+        });
+        let operator = serde_json::to_string(&j).unwrap();
+        assert!(operator.contains("secret-host"), "{operator}");
+        assert!(
+            j.pending_reason
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .contains("secret-host")
+        );
+        let tenant = serde_json::to_string(&j.tenant_view()).unwrap();
+        assert!(!tenant.contains("secret-host"), "{tenant}");
+        assert!(tenant.contains("the host does not answer"), "{tenant}");
+
+        let line = |entry: LogEntry| JobLogLine::from_entry(1, Utc::now(), entry);
+        let shared = line(LogEntry::warn("retrying").with_detail("host secret-host"));
+        assert_eq!(shared.operator_message(), "retrying (host secret-host)");
+        let t = shared.tenant_view().unwrap();
+        assert_eq!((t.message.as_str(), t.detail), ("retrying", None));
+        let private = line(LogEntry::info("copied D:/secret-host/x.vhdx").operators_only());
+        assert_eq!(private.tenant_view(), None);
+        // Stored lines keep their marks; plain lines serialize as before.
+        let back: JobLogLine =
+            serde_json::from_str(&serde_json::to_string(&private).unwrap()).unwrap();
+        assert_eq!(back.audience, LogAudience::Operators);
+        let plain = serde_json::to_value(line(LogEntry::info("created"))).unwrap();
+        assert!(plain.get("audience").is_none() && plain.get("detail").is_none());
+
+        let updates = [
+            JobUpdate::Log(shared),
+            JobUpdate::Log(private),
+            JobUpdate::Status {
+                state: JobState::Pending,
+                progress: 0,
+                pending_reason: j.pending_reason.clone(),
+            },
+            JobUpdate::End(Box::new(j)),
+        ];
+        let seen: Vec<JobUpdate> = updates
+            .into_iter()
+            .filter_map(JobUpdate::tenant_view)
+            .collect();
+        assert_eq!(seen.len(), 3);
+        let text = serde_json::to_string(&seen).unwrap();
+        assert!(!text.contains("secret-host"), "{text}");
+        assert!(!text.contains("\"p\""), "the provider's name: {text}");
     }
 
     #[test]

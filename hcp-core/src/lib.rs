@@ -54,8 +54,8 @@ pub use error::{
 };
 pub use events::{Event, EventFilter, EventKind, EventSink, TracingSink};
 pub use job::{
-    Job, JobAction, JobLogLine, JobState, JobUpdate, LogLevel, PendingReason, RetryDecision,
-    RetryPolicy,
+    Job, JobAction, JobLogLine, JobState, JobUpdate, LogAudience, LogEntry, LogLevel,
+    PendingReason, RetryDecision, RetryPolicy,
 };
 pub use model::{
     Catalog, DesiredState, Flavor, HcpMark, Host, Image, JobId, MAX_CATALOG_NAME_BYTES,

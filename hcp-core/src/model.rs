@@ -580,7 +580,7 @@ impl Vm {
             state: self.desired,
             power: self.power,
             desired_power: self.desired_power,
-            last_error: self.last_error.clone(),
+            last_error: self.last_error.as_ref().map(ErrorInfo::tenant),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }

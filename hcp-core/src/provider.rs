@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Capabilities, Error, HcpMark, JobId, LogLevel, Operation, PowerState, ProjectId, Resources,
+    Capabilities, Error, HcpMark, JobId, LogEntry, Operation, PowerState, ProjectId, Resources,
     Result, VmId,
 };
 
@@ -146,7 +146,7 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
 /// Receives a running operation's log lines and progress (the engine writes them to the job).
 pub trait JobReporter: Send + Sync {
     /// Appends a log line.
-    fn log(&self, level: LogLevel, message: String);
+    fn log(&self, entry: LogEntry);
     /// Sets progress, 0–100.
     fn progress(&self, percent: u8);
 }
@@ -188,17 +188,21 @@ impl OpContext {
         self.job_id.as_ref()
     }
 
-    /// Appends an info line to the job log.
+    /// Appends an info line to the job log; tenants read it, so it must not name hosts, native
+    /// ids, paths or provider URLs (use [`OpContext::log`] with a detail for those).
     pub fn info(&self, message: impl Into<String>) {
-        if let Some(r) = &self.reporter {
-            r.log(LogLevel::Info, message.into());
-        }
+        self.log(LogEntry::info(message));
     }
 
-    /// Appends a warning line to the job log.
+    /// Appends a warning line to the job log; tenants read it, as with [`OpContext::info`].
     pub fn warn(&self, message: impl Into<String>) {
+        self.log(LogEntry::warn(message));
+    }
+
+    /// Appends a line to the job log, with its audience and operator detail as `entry` says.
+    pub fn log(&self, entry: LogEntry) {
         if let Some(r) = &self.reporter {
-            r.log(LogLevel::Warn, message.into());
+            r.log(entry);
         }
     }
 

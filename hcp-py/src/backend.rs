@@ -258,7 +258,12 @@ impl Backend {
         match self {
             Backend::Embedded(e) => {
                 let watch = e.engine.watch_job(&Scope::All, job).await?;
-                Ok(watch.into_stream().map(Ok).boxed())
+                // The tenant view, as the service's stream: no operator-only lines or details.
+                Ok(watch
+                    .into_stream()
+                    .filter_map(|u| futures::future::ready(u.tenant_view()))
+                    .map(Ok)
+                    .boxed())
             }
             Backend::Remote(r) => r.client.watch_job(job).await,
         }

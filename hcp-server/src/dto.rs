@@ -423,39 +423,30 @@ pub struct ErrorInfoDto {
     pub code: String,
     /// A one-line message.
     pub message: String,
+    /// Operator-only detail (host names, native ids, the hypervisor's own words); only in
+    /// operator views.
+    #[oai(skip_serializing_if_is_none)]
+    pub detail: Option<String>,
     /// The offending field, if any.
     #[oai(skip_serializing_if_is_none)]
     pub field: Option<String>,
 }
 
 impl ErrorInfoDto {
-    /// Builds the operator view: the message with its context.
+    /// Builds the operator view: the message and its detail.
     pub fn operator(e: &ErrorInfo) -> Self {
         ErrorInfoDto {
             kind: e.kind.as_str().to_string(),
             code: e.code.clone(),
             message: e.message.clone(),
+            detail: e.detail.clone(),
             field: e.field.clone(),
         }
     }
 
-    /// Builds the tenant view: the message without its context, which may name hosts.
+    /// Builds the tenant view: the tenant-safe message, without the detail.
     pub fn tenant(e: &ErrorInfo) -> Self {
-        ErrorInfoDto {
-            message: strip_context(&e.message),
-            ..ErrorInfoDto::operator(e)
-        }
-    }
-}
-
-/// Removes the `, context: { ... }` part of an error's one-line message (it may name hosts and
-/// native ids, which tenants never see).
-pub fn strip_context(message: &str) -> String {
-    match (message.find(", context: { "), message.find(" } => ")) {
-        (Some(start), Some(end)) if end > start => {
-            format!("{}{}", &message[..start], &message[end + 2..])
-        }
-        _ => message.to_string(),
+        ErrorInfoDto::operator(&e.tenant())
     }
 }
 
@@ -706,6 +697,9 @@ pub struct PendingReasonDto {
     /// The temporary error (`retry_backoff`).
     #[oai(skip_serializing_if_is_none)]
     pub error: Option<String>,
+    /// The temporary error's operator-only detail (`retry_backoff`; operator views only).
+    #[oai(skip_serializing_if_is_none)]
+    pub detail: Option<String>,
 }
 
 impl PendingReasonDto {
@@ -718,6 +712,14 @@ impl PendingReasonDto {
             attempt: None,
             retry_at: None,
             error: None,
+            detail: None,
+        };
+        let tenant_view;
+        let r = if tenant {
+            tenant_view = r.clone().tenant_view();
+            &tenant_view
+        } else {
+            r
         };
         match r {
             PendingReason::Queued => dto.reason = "queued".into(),
@@ -739,15 +741,13 @@ impl PendingReasonDto {
                 attempt,
                 retry_at,
                 error,
+                detail,
             } => {
                 dto.reason = "retry_backoff".into();
                 dto.attempt = Some(*attempt);
                 dto.retry_at = Some(*retry_at);
-                dto.error = Some(if tenant {
-                    strip_context(error)
-                } else {
-                    error.clone()
-                });
+                dto.error = Some(error.clone());
+                dto.detail = detail.clone();
             }
         }
         dto
@@ -1000,6 +1000,51 @@ pub struct JobPage {
     pub next: Option<String>,
 }
 
+/// One line of a job's log as operators read it: with its audience and operator detail.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct OpsJobLogLineDto {
+    /// Its position in the job's log, from 1.
+    pub seq: u64,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// Its severity.
+    pub level: LogLevelDto,
+    /// `everyone` (tenants read it too, without its detail) or `operators`.
+    pub audience: String,
+    /// The text.
+    pub message: String,
+    /// Operator-only detail (host names, native ids, paths).
+    #[oai(skip_serializing_if_is_none)]
+    pub detail: Option<String>,
+}
+
+impl From<JobLogLine> for OpsJobLogLineDto {
+    fn from(l: JobLogLine) -> Self {
+        OpsJobLogLineDto {
+            seq: l.seq,
+            at: l.at,
+            level: l.level.into(),
+            audience: match l.audience {
+                hcp_core::LogAudience::Everyone => "everyone",
+                hcp_core::LogAudience::Operators => "operators",
+            }
+            .to_string(),
+            message: l.message,
+            detail: l.detail,
+        }
+    }
+}
+
+/// One page of a job's log lines, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct OpsJobLogPage {
+    /// The lines.
+    pub items: Vec<OpsJobLogLineDto>,
+    /// The `after` of the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next: Option<String>,
+}
+
 /// One line of a job's log.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 pub struct JobLogLineDto {
@@ -1054,9 +1099,10 @@ pub enum JobEventDto {
 }
 
 impl JobEventDto {
-    /// Builds the tenant view of one job update.
-    pub fn tenant(u: hcp_core::JobUpdate) -> Self {
-        match u {
+    /// Builds the tenant view of one job update: `None` for a log line only operators may read;
+    /// otherwise the update without operator details.
+    pub fn tenant(u: hcp_core::JobUpdate) -> Option<Self> {
+        Some(match u.tenant_view()? {
             hcp_core::JobUpdate::Log(l) => JobEventDto::Log(l.into()),
             hcp_core::JobUpdate::Status {
                 state,
@@ -1070,7 +1116,7 @@ impl JobEventDto {
                     .map(|r| PendingReasonDto::new(r, true)),
             }),
             hcp_core::JobUpdate::End(job) => JobEventDto::End(job.as_ref().into()),
-        }
+        })
     }
 
     /// Returns the SSE event name (`log`, `status`, `end`).
@@ -1639,18 +1685,29 @@ mod tests {
     }
 
     #[test]
-    fn strip_context_removes_hosts_from_messages() {
+    fn tenants_get_the_message_and_operators_the_detail() {
         let e = hcp_core::Error::new(hcp_core::ErrorKind::ProviderUnavailable, "host down")
+            .with_detail("host `secret-host` does not answer")
             .with_context("provider", "sim")
             .with_context("host", "secret-host");
         let info = ErrorInfo::from(&e);
         let dto = ErrorInfoDto::tenant(&info);
-        assert!(!dto.message.contains("secret-host"), "{}", dto.message);
+        assert_eq!((dto.message.as_str(), dto.detail), ("host down", None));
+        let dto = ErrorInfoDto::operator(&info);
         assert_eq!(dto.message, "host down");
         assert_eq!(
-            strip_context("not_found (permanent) at start_vm, context: { host: h } => vm gone"),
-            "not_found (permanent) at start_vm => vm gone"
+            dto.detail.as_deref(),
+            Some("host `secret-host` does not answer")
         );
-        assert_eq!(strip_context("no context here"), "no context here");
+        let retry = PendingReason::RetryBackoff {
+            attempt: 1,
+            retry_at: chrono::Utc::now(),
+            error: e.message().into(),
+            detail: e.detail().map(str::to_string),
+        };
+        let t = PendingReasonDto::new(&retry, true);
+        assert_eq!((t.error.as_deref(), t.detail), (Some("host down"), None));
+        let o = PendingReasonDto::new(&retry, false);
+        assert_eq!(o.detail.as_deref(), e.detail());
     }
 }

@@ -213,6 +213,7 @@ const MATRIX: &[Row] = &[
     row("get", "/api/hcp/ops/v1/events/stream", Shared, OPS),
     row("get", "/api/hcp/ops/v1/jobs", Shared, OPS),
     row("get", "/api/hcp/ops/v1/jobs/{jobId}", Shared, OPS),
+    row("get", "/api/hcp/ops/v1/jobs/{jobId}/logs", Shared, OPS),
     // Common API.
     row("get", "/api/hcp/common/v1/catalog", Shared, ANY_TOKEN),
     row("get", "/api/hcp/common/v1/images", Shared, ANY_TOKEN),

@@ -448,8 +448,9 @@ impl Inner {
         self.providers.get(name).ok_or_else(|| {
             Error::new(
                 ErrorKind::ProviderUnavailable,
-                format!("provider `{name}` is not configured"),
+                "the VM's hypervisor is not configured",
             )
+            .with_detail(format!("provider `{name}` is not configured"))
         })
     }
 
@@ -481,8 +482,9 @@ impl Inner {
                     "a provider call panicked; the call fails with an internal error"
                 );
                 Err(Error::internal(format!(
-                    "provider `{provider}` failed unexpectedly during {operation}; operators find the details in the server log"
-                )))
+                    "the hypervisor call failed unexpectedly during {operation}; operators find the details in the server log"
+                ))
+                .with_detail(format!("provider `{provider}` panicked on host `{host}`")))
             })
             .map_err(|e| {
                 e.with_operation(operation)
@@ -1241,8 +1243,7 @@ impl Engine {
                     .await?;
                 let _ = self.inner.logs.send(LogMsg::line(
                     &job.id,
-                    crate::LogLevel::Warn,
-                    "requeued after an HCP restart".into(),
+                    crate::LogEntry::warn("requeued after an HCP restart"),
                 ));
             }
             self.inner.pending.fetch_add(1, Ordering::Relaxed);

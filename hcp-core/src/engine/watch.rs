@@ -11,14 +11,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Inner, lock, worker};
 use crate::store::Scope;
-use crate::{Error, JobId, JobUpdate, LogLevel, Result};
+use crate::{Error, JobId, JobUpdate, LogEntry, Result};
 
 pub(crate) enum LogMsg {
     Line {
         job_id: JobId,
         at: DateTime<Utc>,
-        level: LogLevel,
-        message: String,
+        entry: LogEntry,
     },
     Progress {
         job_id: JobId,
@@ -31,12 +30,11 @@ pub(crate) enum LogMsg {
 }
 
 impl LogMsg {
-    pub(crate) fn line(job_id: &JobId, level: LogLevel, message: String) -> Self {
+    pub(crate) fn line(job_id: &JobId, entry: LogEntry) -> Self {
         LogMsg::Line {
             job_id: job_id.clone(),
             at: Utc::now(),
-            level,
-            message,
+            entry,
         }
     }
 }
@@ -59,25 +57,18 @@ pub(crate) fn spawn_log_writer(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiv
 
 async fn write_log(inner: &Arc<Inner>, msg: LogMsg) {
     match msg {
-        LogMsg::Line {
-            job_id,
-            at,
-            level,
-            message,
-        } => match inner
-            .store
-            .append_logs(&job_id, vec![(at, level, message)])
-            .await
-        {
-            Ok(lines) => {
-                if let Some(tx) = lock(&inner.watchers).get(&job_id) {
-                    for l in lines {
-                        let _ = tx.send(JobUpdate::Log(l));
+        LogMsg::Line { job_id, at, entry } => {
+            match inner.store.append_logs(&job_id, vec![(at, entry)]).await {
+                Ok(lines) => {
+                    if let Some(tx) = lock(&inner.watchers).get(&job_id) {
+                        for l in lines {
+                            let _ = tx.send(JobUpdate::Log(l));
+                        }
                     }
                 }
+                Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log line"),
             }
-            Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log line"),
-        },
+        }
         LogMsg::Progress { job_id, percent } => {
             // Progress lives in memory until the job's next state write; watchers see it now.
             lock(&inner.progress).insert(job_id.clone(), percent);

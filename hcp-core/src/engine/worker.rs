@@ -13,9 +13,9 @@ use super::{Inner, lock};
 use crate::store::Scope;
 use crate::{
     CreateVm, DeleteVm, DesiredState, Error, ErrorInfo, ErrorKind, EventKind, HcpMark, Job,
-    JobAction, JobReporter, JobState, JobUpdate, LogLevel, MigrateVm, NetworkPlan, OpContext,
-    PendingReason, PowerState, Principal, RebootVm, RetryDecision, SnapshotVm, StartVm, StopVm, Vm,
-    VmTarget,
+    JobAction, JobReporter, JobState, JobUpdate, LogEntry, LogLevel, MigrateVm, NetworkPlan,
+    OpContext, PendingReason, PowerState, Principal, RebootVm, RetryDecision, SnapshotVm, StartVm,
+    StopVm, Vm, VmTarget,
 };
 
 /// What a successful attempt changed.
@@ -39,11 +39,8 @@ struct Reporter {
 }
 
 impl JobReporter for Reporter {
-    fn log(&self, level: LogLevel, message: String) {
-        let _ = self
-            .inner
-            .logs
-            .send(LogMsg::line(&self.job, level, message));
+    fn log(&self, entry: LogEntry) {
+        let _ = self.inner.logs.send(LogMsg::line(&self.job, entry));
     }
 
     fn progress(&self, percent: u8) {
@@ -54,8 +51,14 @@ impl JobReporter for Reporter {
     }
 }
 
-fn log(inner: &Inner, job: &Job, level: LogLevel, message: String) {
-    let _ = inner.logs.send(LogMsg::line(&job.id, level, message));
+fn log(inner: &Inner, job: &Job, entry: LogEntry) {
+    let _ = inner.logs.send(LogMsg::line(&job.id, entry));
+}
+
+/// A line that ends a job or an attempt with `e`: its message for everyone, its detail for
+/// operators.
+fn error_line(level: LogLevel, message: String, e: &Error) -> LogEntry {
+    LogEntry::new(level, message).with_detail(e.detail().unwrap_or_default())
 }
 
 /// Runs one attempt of `job_id` and returns what the scheduler must do next.
@@ -104,11 +107,10 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
     log(
         inner,
         &job,
-        LogLevel::Info,
-        format!(
+        LogEntry::info(format!(
             "attempt {}/{}: {} {}",
             job.attempts, job.max_attempts, job.operation, vm.spec.name
-        ),
+        )),
     );
     tracing::debug!(job_id = %job.id, vm_id = %vm.id, provider = %vm.binding.provider, host = %vm.binding.host, attempt = job.attempts, "job attempt started");
 
@@ -292,7 +294,10 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                     p.snapshot_vm(ctx, SnapshotVm::new(target(vm)).with_name(name)),
                 )
                 .await?;
-            ctx.info(format!("snapshot {name} taken ({})", r.snapshot_id));
+            ctx.log(
+                LogEntry::info(format!("snapshot {name} taken"))
+                    .with_detail(format!("snapshot id {}", r.snapshot_id)),
+            );
             Ok(Effect::Nothing)
         }
         JobAction::Migrate { target_host } => {
@@ -401,8 +406,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
     log(
         inner,
         &job,
-        LogLevel::Info,
-        format!("{} succeeded", job.operation),
+        LogEntry::info(format!("{} succeeded", job.operation)),
     );
     let _ = end(inner, &job, JobState::Succeeded, None).await;
 }
@@ -417,12 +421,15 @@ async fn retry(
     log(
         inner,
         job,
-        LogLevel::Warn,
-        format!(
-            "attempt {} failed with a temporary error, retrying in {} ms: {}",
-            job.attempts,
-            after.as_millis(),
-            e.message()
+        error_line(
+            LogLevel::Warn,
+            format!(
+                "attempt {} failed with a temporary error, retrying in {} ms: {}",
+                job.attempts,
+                after.as_millis(),
+                e.message()
+            ),
+            &e,
         ),
     );
     let retry_at = later(after).unwrap_or(DateTime::<Utc>::MAX_UTC);
@@ -434,6 +441,7 @@ async fn retry(
                 attempt: j.attempts,
                 retry_at,
                 error: e.message().to_string(),
+                detail: e.detail().map(str::to_string),
             });
             Ok(())
         })
@@ -475,8 +483,11 @@ async fn fail(
     log(
         inner,
         &job,
-        LogLevel::Error,
-        format!("{} failed: {}", job.operation, e.message()),
+        error_line(
+            LogLevel::Error,
+            format!("{} failed: {}", job.operation, e.message()),
+            &e,
+        ),
     );
     if let Some(vm) = vm {
         if job.action == JobAction::Create {
@@ -547,12 +558,7 @@ async fn cleanup_create(inner: &Arc<Inner>, job: &Job, vm: &Vm) -> bool {
     match r {
         Ok(Ok(d)) => {
             if d.existed {
-                log(
-                    inner,
-                    job,
-                    LogLevel::Warn,
-                    "removed the partly created VM".into(),
-                );
+                log(inner, job, LogEntry::warn("removed the partly created VM"));
             }
             true
         }
@@ -560,8 +566,11 @@ async fn cleanup_create(inner: &Arc<Inner>, job: &Job, vm: &Vm) -> bool {
             log(
                 inner,
                 job,
-                LogLevel::Error,
-                format!("could not remove the partly created VM: {}", e.message()),
+                error_line(
+                    LogLevel::Error,
+                    format!("could not remove the partly created VM: {}", e.message()),
+                    &e,
+                ),
             );
             false
         }
@@ -569,8 +578,7 @@ async fn cleanup_create(inner: &Arc<Inner>, job: &Job, vm: &Vm) -> bool {
             log(
                 inner,
                 job,
-                LogLevel::Error,
-                "removing the partly created VM timed out".into(),
+                LogEntry::new(LogLevel::Error, "removing the partly created VM timed out"),
             );
             false
         }
@@ -599,8 +607,7 @@ pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Pr
     }
     let _ = inner.logs.send(LogMsg::line(
         &job.id,
-        LogLevel::Warn,
-        format!("cancelled by {principal} before it started"),
+        LogEntry::warn(format!("cancelled by {principal} before it started")),
     ));
     finalize(inner, job).await;
 }
@@ -700,8 +707,10 @@ pub(crate) async fn recover(
     log(
         inner,
         &job,
-        LogLevel::Error,
-        format!("{} failed: {}", job.operation, err.message()),
+        LogEntry::new(
+            LogLevel::Error,
+            format!("{} failed: {}", job.operation, err.message()),
+        ),
     );
     if let Err(e) = end(inner, &job, JobState::Failed, Some(ErrorInfo::from(&err))).await {
         tracing::error!(%job_id, error = %e, "cannot end a panicked job");

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
-    LogLevel, ProjectId, Result, Vm, VmId,
+    LogEntry, ProjectId, Result, Vm, VmId,
 };
 
 /// Keeps everything in memory; the default store.
@@ -418,7 +418,7 @@ impl Store for MemoryStore {
     async fn append_logs(
         &self,
         id: &JobId,
-        lines: Vec<(DateTime<Utc>, LogLevel, String)>,
+        lines: Vec<(DateTime<Utc>, LogEntry)>,
     ) -> Result<Vec<JobLogLine>> {
         let mut s = self.lock();
         let max = s.max_log_lines;
@@ -427,13 +427,8 @@ impl Store for MemoryStore {
             .get_mut(id)
             .ok_or_else(|| Error::not_found("job", id))?;
         let mut out = Vec::with_capacity(lines.len());
-        for (at, level, message) in lines {
-            let line = JobLogLine {
-                seq: entry.next_seq,
-                at,
-                level,
-                message,
-            };
+        for (at, log) in lines {
+            let line = JobLogLine::from_entry(entry.next_seq, at, log);
             entry.next_seq += 1;
             if entry.logs.len() == max {
                 entry.logs.pop_front();

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use memory::{MemoryStore, StoreSnapshot};
 
 use crate::{
-    Event, EventFilter, Job, JobId, JobLogLine, JobState, LogLevel, Operation, ProjectId, Result,
+    Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry, Operation, ProjectId, Result,
     Vm, VmId,
 };
 
@@ -222,7 +222,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn append_logs(
         &self,
         id: &JobId,
-        lines: Vec<(DateTime<Utc>, LogLevel, String)>,
+        lines: Vec<(DateTime<Utc>, LogEntry)>,
     ) -> Result<Vec<JobLogLine>>;
 
     /// Returns a job's log lines after sequence number `after`.

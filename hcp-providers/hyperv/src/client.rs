@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hcp_core::{Error, ErrorKind, OpContext, Result};
+use hcp_core::{Error, ErrorKind, LogEntry, OpContext, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use winrm_rs::{AuthMethod, WinrmClient, WinrmConfig, WinrmCredentials};
 
@@ -186,15 +186,16 @@ impl HostClient {
         let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((until, err)) = refused.as_ref() {
             if Instant::now() < *until {
+                let secs = until.saturating_duration_since(Instant::now()).as_secs();
                 return Err(Error::new(
                     err.kind(),
-                    format!(
-                        "{}; not asking host {} again for {}s",
-                        err.message(),
-                        self.name,
-                        until.saturating_duration_since(Instant::now()).as_secs()
-                    ),
+                    format!("{}; not asking the host again for {secs}s", err.message()),
                 )
+                .with_detail(format!(
+                    "{}; not asking host {} again",
+                    err.detail().unwrap_or_default(),
+                    self.name
+                ))
                 .with_context("host", &self.name));
             }
             *refused = None;
@@ -242,11 +243,11 @@ impl HostClient {
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "host {}: {what} ran longer than {}s; HCP terminated it on the host",
-                    self.name,
+                    "{what} ran longer than {}s; HCP terminated it on the host",
                     self.script_timeout.as_secs()
                 ),
             )
+            .with_detail(format!("host {}", self.name))
             .with_context("host", &self.name)),
         };
         match &result {
@@ -435,7 +436,8 @@ fn report(line: &str, ctx: &OpContext, stderr: &mut String) {
                 ctx.progress(percent.min(100) as u8);
             }
             if let Some(message) = p.get("message").and_then(|v| v.as_str()) {
-                ctx.info(message);
+                // A script's own words may name the host, paths and VM ids: operators only.
+                ctx.log(LogEntry::info(message).operators_only());
             }
         }
         return;

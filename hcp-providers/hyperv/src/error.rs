@@ -55,7 +55,10 @@ pub fn is_receive_timeout(e: &WinrmError) -> bool {
 /// | other script categories | ProviderError | permanent |
 ///
 /// Messages never carry credentials: winrm-rs keeps the password out of its errors, and HCP's
-/// scripts never see it.
+/// scripts never see it. The error's message, which tenants read, names neither the host nor
+/// anything PowerShell said (its text may name hosts, paths and VM ids): it says what kind of
+/// failure happened and which cmdlet reported it. The host, the PowerShell message and the WinRM
+/// details go into the operator-only detail.
 pub fn parse_error(host: &str, remote: Remote) -> Error {
     match remote {
         Remote::Winrm(e) => parse_winrm(host, e),
@@ -68,7 +71,21 @@ pub fn parse_error(host: &str, remote: Remote) -> Error {
                 "ResourceBusy" | "ConnectionError" => ErrorKind::ProviderUnavailable,
                 _ => ErrorKind::ProviderError,
             };
-            let mut err = Error::new(kind, format!("host {host}: {}", r.message.trim()))
+            let what = match kind {
+                ErrorKind::NotFound => "Hyper-V could not find an object the operation needs",
+                ErrorKind::Conflict => "Hyper-V refused the operation in the VM's current state",
+                ErrorKind::InvalidSpec => "Hyper-V refused an argument of the operation",
+                ErrorKind::QuotaExceeded => "Hyper-V has no room for the operation",
+                ErrorKind::ProviderUnavailable => "the Hyper-V host is busy or unreachable",
+                _ => "Hyper-V reported an error",
+            };
+            let cmdlet = if is_cmdlet_name(&r.cmdlet) {
+                format!(" ({})", r.cmdlet)
+            } else {
+                String::new()
+            };
+            let mut err = Error::new(kind, format!("{what}{cmdlet}"))
+                .with_detail(format!("host {host}: {}", r.message.trim()))
                 .with_context("host", host)
                 .with_context("category", &r.category);
             if !r.cmdlet.is_empty() {
@@ -84,14 +101,16 @@ pub fn parse_error(host: &str, remote: Remote) -> Error {
         }
         Remote::Contract(msg) => Error::new(
             ErrorKind::ProviderError,
-            format!("host {host}: a script broke HCP's output contract: {msg}"),
+            "a Hyper-V script broke HCP's output contract",
         )
+        .with_detail(format!("host {host}: {msg}"))
         .with_context("host", host),
     }
 }
 
 fn parse_winrm(host: &str, e: WinrmError) -> Error {
-    let (kind, temporary, message) = match &e {
+    const UNREACHABLE: &str = "cannot reach the Hyper-V host";
+    let (kind, temporary, message, detail) = match &e {
         WinrmError::Http(h) => {
             let what = if h.is_connect() {
                 "cannot connect"
@@ -103,20 +122,23 @@ fn parse_winrm(host: &str, e: WinrmError) -> Error {
             (
                 ErrorKind::ProviderUnavailable,
                 true,
+                format!("{UNREACHABLE} ({what})"),
                 format!("WinRM host {host}: {what}: {}", describe_reqwest(h)),
             )
         }
         WinrmError::AuthFailed(m) if is_refusal(m) => (
             ErrorKind::ProviderUnavailable,
             false,
+            "the Hyper-V host refused HCP's credentials (HTTP 401 unauthorized)".to_string(),
             format!(
-                "WinRM host {host} refused the credentials (HTTP 401 unauthorized); check the \
-                 winrm_username and winrm_password secrets"
+                "WinRM host {host} refused the credentials; check the winrm_username and \
+                 winrm_password secrets"
             ),
         ),
         WinrmError::AuthFailed(m) => (
             ErrorKind::ProviderUnavailable,
             true,
+            format!("{UNREACHABLE} (authentication exchange failed)"),
             format!("WinRM host {host}: authentication exchange failed: {m}"),
         ),
         WinrmError::Soap(SoapError::Fault { code, reason }) => {
@@ -124,6 +146,7 @@ fn parse_winrm(host: &str, e: WinrmError) -> Error {
                 (
                     ErrorKind::ProviderUnavailable,
                     true,
+                    "the Hyper-V host is at its WinRM shell quota".to_string(),
                     format!(
                         "WinRM host {host} is at its shell quota ({code}): {}",
                         reason.trim()
@@ -133,12 +156,14 @@ fn parse_winrm(host: &str, e: WinrmError) -> Error {
                 (
                     ErrorKind::Timeout,
                     true,
+                    "the Hyper-V host did not answer in time".to_string(),
                     format!("WinRM host {host}: {code}: {}", reason.trim()),
                 )
             } else {
                 (
                     ErrorKind::ProviderError,
                     false,
+                    "the Hyper-V host answered with a WS-Management fault".to_string(),
                     format!("WinRM host {host}: fault {code}: {}", reason.trim()),
                 )
             }
@@ -146,36 +171,53 @@ fn parse_winrm(host: &str, e: WinrmError) -> Error {
         WinrmError::Soap(other) => (
             ErrorKind::ProviderError,
             false,
+            "the Hyper-V host sent a malformed reply".to_string(),
             format!("WinRM host {host}: malformed reply: {other}"),
         ),
         WinrmError::Ntlm(n) => (
             ErrorKind::ProviderError,
             false,
+            "the NTLM exchange with the Hyper-V host failed".to_string(),
             format!("WinRM host {host}: NTLM error: {n}"),
         ),
         WinrmError::Timeout(s) => (
             ErrorKind::Timeout,
             true,
+            format!("the Hyper-V host did not answer within {s}s"),
             format!("WinRM host {host}: no answer within {s}s"),
         ),
         WinrmError::Transfer(m) => (
             ErrorKind::ProviderError,
             false,
+            "a transfer to the Hyper-V host failed".to_string(),
             format!("WinRM host {host}: {m}"),
         ),
         WinrmError::Cancelled => (
             ErrorKind::Cancelled,
             false,
+            "the call to the Hyper-V host was cancelled".to_string(),
             format!("WinRM host {host}: cancelled"),
         ),
         other => (
             ErrorKind::ProviderError,
             false,
+            "the WinRM call to the Hyper-V host failed".to_string(),
             format!("WinRM host {host}: {other}"),
         ),
     };
-    let err = Error::new(kind, message).with_context("host", host);
+    let err = Error::new(kind, message)
+        .with_detail(detail)
+        .with_context("host", host);
     if temporary { err.temporary() } else { err }
+}
+
+/// True for a plain cmdlet or script name (`New-VM`, `Remove-Item`): safe to show tenants.
+fn is_cmdlet_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn is_refusal(message: &str) -> bool {
@@ -203,6 +245,51 @@ mod tests {
             cmdlet: "Get-VM".into(),
             fqid: "X".into(),
         })
+    }
+
+    #[test]
+    fn messages_name_no_host_and_details_do() {
+        let script = parse_error(
+            "hv-secret-07",
+            Remote::Script(ScriptErrorRecord {
+                category: "ObjectNotFound".into(),
+                message: "Hyper-V was unable to find a virtual machine with name 'x' on \
+                          hv-secret-07 at D:\\VMs\\x.vhdx"
+                    .into(),
+                cmdlet: "Get-VM".into(),
+                fqid: "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM".into(),
+            }),
+        );
+        let contract = parse_error("hv-secret-07", Remote::Contract("no JSON".into()));
+        let http = parse_error("hv-secret-07", Remote::Winrm(WinrmError::Timeout(30)));
+        let fault = parse_error(
+            "hv-secret-07",
+            Remote::Winrm(WinrmError::Soap(SoapError::Fault {
+                code: "w:InvalidSelectors".into(),
+                reason: "shell on hv-secret-07 gone".into(),
+            })),
+        );
+        let cmdlet = parse_error(
+            "hv-secret-07",
+            Remote::Script(ScriptErrorRecord {
+                category: "WriteError".into(),
+                message: "m".into(),
+                cmdlet: "C:\\hv-secret-07\\x.ps1".into(),
+                fqid: String::new(),
+            }),
+        );
+        for e in [&script, &contract, &http, &fault, &cmdlet] {
+            assert!(!e.message().contains("hv-secret-07"), "{}", e.message());
+            assert!(!e.message().contains("VMs"), "{}", e.message());
+            assert!(e.detail().unwrap().contains("hv-secret-07"), "{e}");
+            assert!(e.to_string().contains("hv-secret-07"), "{e}");
+        }
+        assert_eq!(
+            script.message(),
+            "Hyper-V could not find an object the operation needs (Get-VM)"
+        );
+        assert!(script.detail().unwrap().contains("x.vhdx"));
+        assert_eq!(cmdlet.message(), "Hyper-V reported an error");
     }
 
     #[test]
@@ -244,6 +331,7 @@ mod tests {
         assert_eq!(auth.kind(), ErrorKind::ProviderUnavailable);
         assert!(!auth.is_temporary());
         assert!(auth.message().contains("401"));
+        assert!(auth.detail().unwrap().contains("winrm_password"));
         let other = parse_error(
             "hv1",
             Remote::Winrm(WinrmError::Soap(SoapError::Fault {

@@ -36,10 +36,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
-    Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error,
-    GetConsole, HcpMark, HostInfo, HostInventory, HostInventoryReply, NativeVm, OpContext,
-    Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Resources,
-    Result, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
+    Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind,
+    GetConsole, HcpMark, HostInfo, HostInventory, HostInventoryReply, LogEntry, NativeVm,
+    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
+    Resources, Result, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
+    VmTarget,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -333,9 +334,11 @@ impl HypervProvider {
     }
 
     fn host(&self, name: &str) -> Result<&Arc<Host>> {
-        self.hosts
-            .get(name)
-            .ok_or_else(|| Error::not_found("host", name).with_context("provider", &self.name))
+        self.hosts.get(name).ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, "the VM's host is not configured")
+                .with_detail(format!("host `{name}` is not a host of this provider"))
+                .with_context("provider", &self.name)
+        })
     }
 
     /// Deploys the scripts to `host` where its version marker differs (see [`deploy::ensure`]).
@@ -614,9 +617,10 @@ impl Provider for HypervProvider {
         let id: String = field(&args.host, &v, "Id")?;
         let state: String = field(&args.host, &v, "State")?;
         if v.get("Existing").and_then(Value::as_bool) == Some(true) {
-            ctx.info(format!(
-                "VM {id} already exists with this vm id; reusing it"
-            ));
+            ctx.log(
+                LogEntry::info("the VM already exists with this vm id; reusing it")
+                    .with_detail(format!("Hyper-V VM id {id}")),
+            );
         }
         ctx.progress(95);
         Ok(CreatedVm::new(id, power_of(&state)))

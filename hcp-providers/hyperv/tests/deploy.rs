@@ -118,7 +118,7 @@ async fn an_interrupted_upload_leaves_no_half_written_script_in_place() {
     let p = common::provider(&th, common::settings());
     let version = p.script_version().to_string();
     let e = p.deploy_host("hv1").await.unwrap_err();
-    assert!(e.message().contains("forcibly closed"), "{e}");
+    assert!(e.operator_message().contains("forcibly closed"), "{e}");
     let files = fs(&th);
     assert!(
         !files

@@ -82,7 +82,13 @@ async fn a_vhdx_copy_reports_progress_to_the_job_log() {
     let mut progress = Vec::new();
     let job = loop {
         match watch.next().await.expect("the watch ends with the job") {
-            JobUpdate::Log(l) => lines.push(l.message),
+            JobUpdate::Log(l) => {
+                if l.message.contains("copying template VHDX") {
+                    // A script's own words may name the host's paths: operators only.
+                    assert_eq!(l.audience, hcp_core::LogAudience::Operators, "{l:?}");
+                }
+                lines.push(l.message)
+            }
             JobUpdate::Status { progress: p, .. } => progress.push(p),
             JobUpdate::End(job) => break *job,
         }
@@ -247,4 +253,124 @@ async fn a_vm_that_failed_over_is_found_on_its_owner_node() {
         .await
         .unwrap();
     assert!(deleted.existed);
+}
+
+/// Reads a job to its end the way the tenant shells do (`JobUpdate::tenant_view` on the watch,
+/// `Job::tenant_view`) and returns the tenant text and the final job.
+async fn tenant_text_of(engine: &Engine, job_id: &hcp_core::JobId) -> (String, hcp_core::Job) {
+    let scope = Scope::Project(ProjectId::new("demo"));
+    let mut watch = engine.watch_job(&scope, job_id).await.unwrap();
+    let mut text = String::new();
+    let job = loop {
+        let update = tokio::time::timeout(Duration::from_secs(60), watch.next())
+            .await
+            .expect("the job ends")
+            .expect("the watch ends with the job");
+        let end = match &update {
+            JobUpdate::End(job) => Some(job.as_ref().clone()),
+            _ => None,
+        };
+        if let Some(u) = update.tenant_view() {
+            text.push_str(&serde_json::to_string(&u).unwrap());
+            text.push('\n');
+        }
+        if let Some(job) = end {
+            break job;
+        }
+    };
+    text.push_str(&serde_json::to_string(&job.tenant_view()).unwrap());
+    (text, job)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_views_of_failed_jobs_name_no_host_path_or_native_id() {
+    const SECRET_PATH: &str = "D:\\Hyper-V\\Secret-Store";
+    let th = common::TestHost::start(1, None);
+    let (engine, _secrets) = engine(&th, "copy").await;
+    let scope = Scope::Project(ProjectId::new("demo"));
+    let fault = |script: &str, category: &str| {
+        th.control(
+            "hv1",
+            "faults",
+            Some(json!({ format!("error:{script}"): {
+                "Category": category,
+                "Message": format!("The operation failed on host hv1: the file {SECRET_PATH}\\x.vhdx is in use"),
+                "Cmdlet": "Start-VM",
+            } })),
+        );
+    };
+    let mut tenant = String::new();
+
+    let created = engine
+        .create_vm(
+            &rc("sweep-1"),
+            VmSpec::new("swept", "ubuntu-24.04", "small"),
+        )
+        .await
+        .unwrap();
+    let (text, job) = tenant_text_of(&engine, &created.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    tenant.push_str(&text);
+    let vm = engine.get_vm(&scope, &created.vm_id).await.unwrap();
+    let native_id = vm.binding.native_id.clone().expect("a Hyper-V VM id");
+
+    // A temporary failure naming the host and a path, retried; then a permanent one.
+    fault("Stop-HcpVm", "ResourceBusy");
+    let stopped = engine
+        .stop_vm(&rc("sweep-stop"), &created.vm_id, true)
+        .await
+        .unwrap();
+    let (text, job) = tenant_text_of(&engine, &stopped.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    assert_eq!(job.attempts, 2, "the busy host was retried");
+    assert!(text.contains("retrying in"), "{text}");
+    tenant.push_str(&text);
+
+    fault("Start-HcpVm", "NotSpecified");
+    let started = engine
+        .start_vm(&rc("sweep-start"), &created.vm_id)
+        .await
+        .unwrap();
+    let (text, job) = tenant_text_of(&engine, &started.job_id).await;
+    assert_eq!(job.state, JobState::Failed);
+    let err = job.error.clone().unwrap();
+    assert_eq!(
+        err.message, "Hyper-V reported an error (Start-VM)",
+        "{err:?}"
+    );
+    // Operators read where and what.
+    let detail = err.detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains("hv1") && detail.contains(SECRET_PATH),
+        "{err:?}"
+    );
+    tenant.push_str(&text);
+
+    // A create that fails on the host.
+    fault("New-HcpVm", "NotSpecified");
+    let failed = engine
+        .create_vm(
+            &rc("sweep-2"),
+            VmSpec::new("swept-2", "ubuntu-24.04", "small"),
+        )
+        .await
+        .unwrap();
+    let (text, job) = tenant_text_of(&engine, &failed.job_id).await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    tenant.push_str(&text);
+
+    for id in [&created.vm_id, &failed.vm_id] {
+        let vm = engine.get_vm(&scope, id).await.unwrap();
+        tenant.push_str(&serde_json::to_string(&vm.tenant_view()).unwrap());
+    }
+    for secret in ["hv1", "Secret-Store", native_id.as_str(), "hyperv-test"] {
+        assert!(
+            !tenant.contains(secret),
+            "tenants read `{secret}`:\n{tenant}"
+        );
+    }
+    assert!(
+        tenant.contains("start_vm failed: Hyper-V reported an error"),
+        "{tenant}"
+    );
 }

@@ -35,7 +35,7 @@ async fn refused(th: &common::TestHost, auth: AuthKind) {
         "refused credentials are not retried: {e}"
     );
     assert!(
-        e.message().contains("401") && e.message().contains("winrm_password"),
+        e.operator_message().contains("401") && e.operator_message().contains("winrm_password"),
         "{e}"
     );
     let after_first = auth_failures(th);
@@ -84,7 +84,7 @@ async fn an_unreachable_host_is_a_temporary_unavailable_error() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e}");
     assert!(e.is_temporary(), "{e}");
-    assert!(e.message().contains("cannot connect"), "{e}");
+    assert!(e.operator_message().contains("cannot connect"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +100,7 @@ async fn quota_limit_faults_and_script_error_records_are_classified() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e}");
     assert!(e.is_temporary(), "QuotaLimit is temporary: {e}");
-    assert!(e.message().contains("QuotaLimit"), "{e}");
+    assert!(e.operator_message().contains("QuotaLimit"), "{e}");
     p.host_inventory(HostInventory::new("hv1")).await.unwrap();
 
     let ghost = VmTarget {
@@ -157,7 +157,10 @@ async fn a_hung_script_times_out_and_is_terminated_on_the_host() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-    assert!(e.message().contains("terminated it on the host"), "{e}");
+    assert!(
+        e.operator_message().contains("terminated it on the host"),
+        "{e}"
+    );
     // The terminate signal and the shell deletion run in the background; wait for them.
     let mut terminated = false;
     for _ in 0..100 {
@@ -219,7 +222,7 @@ async fn the_per_host_cap_is_never_exceeded() {
 async fn winrm_rs_cannot_read_windows_sealed_replies_over_http() {
     let th = common::TestHost::start_http(1);
     let e = HypervSettings::from_value("hv", &json!({ "scheme": "http" }), &|_| None).unwrap_err();
-    assert!(e.message().contains("sealing"), "{e}");
+    assert!(e.operator_message().contains("sealing"), "{e}");
     let settings = HypervSettings {
         scheme: hcp_provider_hyperv::Scheme::Http,
         allow_http_ntlm: true,
@@ -231,5 +234,9 @@ async fn winrm_rs_cannot_read_windows_sealed_replies_over_http() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProviderError, "{e}");
-    assert!(e.message().contains("NTLM error: checksum mismatch"), "{e}");
+    assert!(
+        e.operator_message()
+            .contains("NTLM error: checksum mismatch"),
+        "{e}"
+    );
 }

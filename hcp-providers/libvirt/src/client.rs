@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use hcp_core::{
     CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind, HostInfo, HostInventoryReply,
-    NativeVm, OpContext, PowerState, Resources, Result, VmTarget,
+    LogEntry, NativeVm, OpContext, PowerState, Resources, Result, VmTarget,
 };
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
@@ -459,7 +459,12 @@ fn base_volume(c: &Connect, settings: &LibvirtSettings, image: &str) -> Result<S
     };
     let pool = c.lookup_storage_pool_by_name(&pool_name).map_err(|e| {
         if is_missing(&e) {
-            Error::not_found("storage pool", &pool_name).with_context("image", image)
+            Error::new(
+                ErrorKind::NotFound,
+                format!("the storage pool of image `{image}` does not exist on the VM's host"),
+            )
+            .with_detail(format!("storage pool `{pool_name}` not found"))
+            .with_context("image", image)
         } else {
             parse_error(&e)
         }
@@ -472,6 +477,10 @@ fn base_volume(c: &Connect, settings: &LibvirtSettings, image: &str) -> Result<S
         }
     }
     Err(Error::not_found("image", image)
+        .with_detail(format!(
+            "no volume {} in storage pool `{pool_name}`",
+            names.join(" or ")
+        ))
         .with_context("pool", &pool_name)
         .with_context("volume", names.join("|")))
 }
@@ -481,11 +490,12 @@ fn pool(c: &Connect, settings: &LibvirtSettings) -> Result<StoragePool> {
         if is_missing(&e) {
             Error::new(
                 ErrorKind::ProviderError,
-                format!(
-                    "storage pool `{}` does not exist on the host; create it (see the crate README) or set settings.pool",
-                    settings.pool
-                ),
+                "the VM's storage pool does not exist on its host",
             )
+            .with_detail(format!(
+                "storage pool `{}` does not exist; create it (see the crate README) or set settings.pool",
+                settings.pool
+            ))
         } else {
             parse_error(&e)
         }
@@ -571,10 +581,13 @@ pub(crate) fn create(
         Ok(dom) => {
             let desc = describe(&dom)?;
             if desc.mark.as_ref().is_some_and(|m| m.vm_id == args.vm_id) {
-                ctx.info(format!(
-                    "domain {} already exists with this vm id; reusing it",
-                    args.name
-                ));
+                ctx.log(
+                    LogEntry::info(format!(
+                        "domain {} already exists with this vm id; reusing it",
+                        args.name
+                    ))
+                    .with_detail(format!("domain uuid {}", desc.uuid)),
+                );
                 if args.start && !lv(dom.is_active())? {
                     lv(dom.create())?;
                 }
@@ -641,7 +654,10 @@ pub(crate) fn create(
         if lv(v.info())?.capacity < capacity {
             lv(v.resize(capacity, 0))?;
         }
-        ctx.info(format!("copied image {} to volume {disk_name}", args.image));
+        ctx.log(
+            LogEntry::info(format!("copied image {} to the VM's disk", args.image))
+                .with_detail(format!("volume {disk_name}")),
+        );
         v
     } else {
         let v = lv(StorageVol::create_xml(
@@ -654,10 +670,13 @@ pub(crate) fn create(
             ),
             0,
         ))?;
-        ctx.info(format!(
-            "created volume {disk_name} as a qcow2 overlay on image {}",
-            args.image
-        ));
+        ctx.log(
+            LogEntry::info(format!(
+                "created the VM's disk as a qcow2 overlay on image {}",
+                args.image
+            ))
+            .with_detail(format!("volume {disk_name}")),
+        );
         v
     };
     ctx.progress(40);
@@ -682,7 +701,10 @@ pub(crate) fn create(
                     0,
                 ))?;
                 upload(c, &vol, &iso)?;
-                ctx.info(format!("attached cloud-init seed ISO {seed_name}"));
+                ctx.log(
+                    LogEntry::info("attached the cloud-init seed ISO")
+                        .with_detail(format!("volume {seed_name}")),
+                );
                 Some(lv(vol.path())?)
             }
             None => None,
@@ -711,7 +733,10 @@ pub(crate) fn create(
         }
     };
     let uuid = lv(dom.uuid_string())?;
-    ctx.info(format!("defined domain {} ({uuid})", args.name));
+    ctx.log(
+        LogEntry::info(format!("defined domain {}", args.name))
+            .with_detail(format!("domain uuid {uuid}")),
+    );
     ctx.progress(70);
     if args.start {
         lv(dom.create())?;

@@ -22,8 +22,10 @@ use virt::error::{ErrorDomain, ErrorNumber};
 /// - a host out of memory → [`ErrorKind::QuotaExceeded`];
 /// - anything else → [`ErrorKind::ProviderError`].
 ///
-/// The message keeps libvirt's words (with any password in a URI redacted) and the context
-/// records the libvirt error number and origin.
+/// The message, which tenants read, says what kind of failure happened and names libvirt's
+/// error number; libvirt's own words (which name domains, UUIDs, paths and URIs) go into the
+/// operator-only detail, with any password in a URI redacted. The context records the libvirt
+/// error number and origin.
 pub fn parse_error(err: &virt::error::Error) -> Error {
     let code = err.code();
     let origin = err.domain();
@@ -32,7 +34,23 @@ pub fn parse_error(err: &virt::error::Error) -> Error {
         origin.unwrap_or(ErrorDomain::None),
         err.message(),
     );
-    let mut e = Error::new(kind, format!("libvirt: {}", redact(err.message())))
+    let what = match kind {
+        ErrorKind::NotFound => "libvirt could not find an object the operation needs",
+        ErrorKind::Conflict => "libvirt refused the operation in the VM's current state",
+        ErrorKind::ProviderUnavailable => "cannot reach libvirt on the VM's host",
+        ErrorKind::Timeout => "libvirt did not answer in time",
+        ErrorKind::Cancelled => "libvirt aborted the operation",
+        ErrorKind::FeatureNotSupported => "libvirt does not support the operation",
+        ErrorKind::InvalidSpec => "libvirt refused an argument of the operation",
+        ErrorKind::QuotaExceeded => "the VM's host is out of memory",
+        _ => "libvirt reported an error",
+    };
+    let number = match code {
+        virt::enumutil::Enum::Known(c) => format!(" ({c:?})"),
+        virt::enumutil::Enum::Unknown(n) => format!(" (libvirt error {n})"),
+    };
+    let mut e = Error::new(kind, format!("{what}{number}"))
+        .with_detail(format!("libvirt: {}", redact(err.message())))
         .with_context("libvirt_code", code.to_raw())
         .with_context("libvirt_origin", origin.to_raw());
     if temporary {

@@ -53,9 +53,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
     Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind,
-    GetConsole, HostInfo, HostInventory, HostInventoryReply, OpContext, Operation, PowerState,
-    Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result, Secrets, SnapshotVm,
-    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
+    GetConsole, HostInfo, HostInventory, HostInventoryReply, LogEntry, OpContext, Operation,
+    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result, Secrets,
+    SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
 };
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -188,10 +188,11 @@ impl LibvirtProvider {
     }
 
     fn host(&self, name: &str) -> Result<Arc<HostClient>> {
-        self.hosts
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::not_found("host", name).with_context("provider", &self.name))
+        self.hosts.get(name).cloned().ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, "the VM's host is not configured")
+                .with_detail(format!("host `{name}` is not a host of this provider"))
+                .with_context("provider", &self.name)
+        })
     }
 
     /// Runs `f` with host `host`'s connection on the blocking pool, within the call timeout.
@@ -208,14 +209,13 @@ impl LibvirtProvider {
         });
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(r)) => r.map_err(|e| e.with_operation(op)),
-            Ok(Err(join)) => Err(Error::internal(format!("libvirt call panicked: {join}"))),
+            Ok(Err(join)) => Err(Error::internal("a libvirt call panicked")
+                .with_detail(format!("host `{host}`: {join}"))),
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
-                format!(
-                    "libvirt on host `{host}` did not answer within {}s",
-                    timeout.as_secs()
-                ),
+                format!("libvirt did not answer within {}s", timeout.as_secs()),
             )
+            .with_detail(format!("host `{host}`"))
             .with_operation(op)
             .temporary()),
         }
@@ -494,7 +494,10 @@ impl Provider for LibvirtProvider {
                 Ok(format!("{}@{name}", found.desc.uuid))
             })
             .await?;
-        ctx.info(format!("took snapshot {}", args.name));
+        ctx.log(
+            LogEntry::info(format!("took snapshot {}", args.name))
+                .with_detail(format!("snapshot id {id}")),
+        );
         Ok(SnapshottedVm::new(id))
     }
 }

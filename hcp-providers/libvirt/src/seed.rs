@@ -28,9 +28,16 @@ pub(crate) fn meta_data(instance_id: &str, hostname: &str) -> String {
 /// Builds a NoCloud seed ISO holding `user_data` and `meta_data` and returns its bytes.
 ///
 /// # Errors
-/// [`ErrorKind::ProviderError`] when the tool is missing or fails (its stderr is in the message).
+/// [`ErrorKind::ProviderError`] when the tool is missing or fails (its path and stderr are in
+/// the operator detail).
 pub(crate) fn build_iso(tool: &str, user_data: &str, meta_data: &str) -> Result<Vec<u8>> {
-    let fail = |m: String| Error::new(ErrorKind::ProviderError, m);
+    let fail = |m: String| {
+        Error::new(
+            ErrorKind::ProviderError,
+            "HCP cannot build the cloud-init seed ISO",
+        )
+        .with_detail(m)
+    };
     let exe = find_tool(tool).ok_or_else(|| {
         fail(format!(
             "cannot build the cloud-init seed ISO: `{tool}` is not installed (apt-get install genisoimage)"

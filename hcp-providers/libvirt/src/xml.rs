@@ -381,8 +381,9 @@ pub(crate) fn parse_domain(text: &str) -> Result<DomainDesc> {
         let (ns, ev) = r.read_resolved_event().map_err(|e| {
             Error::new(
                 hcp_core::ErrorKind::ProviderError,
-                format!("libvirt returned domain XML HCP cannot read: {e}"),
+                "libvirt returned domain XML HCP cannot read",
             )
+            .with_detail(e.to_string())
         })?;
         let ours = matches!(&ns, ResolveResult::Bound(n) if n.as_ref() == HCP_NS.as_bytes());
         match ev {

@@ -316,6 +316,9 @@ async fn an_unreachable_host_is_unavailable_while_others_keep_working() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e}");
     assert!(e.is_temporary(), "an unreachable host may come back: {e}");
+    // libvirt's words name the socket (a host path): operators read them, tenants do not.
+    assert!(!e.message().contains("nonexistent"), "{e}");
+    assert!(e.operator_message().contains("nonexistent"), "{e}");
     assert!(p.host_inventory(HostInventory::new("h1")).await.is_ok());
 
     let config = hcp_core::Config::from_yaml(
@@ -395,4 +398,102 @@ async fn works_on_test_default() {
         ErrorKind::NotFound,
         "a domain without HCP's mark is never an HCP VM, even by name: {e}"
     );
+}
+
+/// Reads a job to its end the way the tenant shells do (`JobUpdate::tenant_view` on the watch,
+/// then `Job::tenant_view`) and returns the tenant text and the final job.
+async fn tenant_text_of(engine: &Engine, job_id: &hcp_core::JobId) -> (String, hcp_core::Job) {
+    let scope = Scope::Project(ProjectId::new("demo"));
+    let mut watch = engine.watch_job(&scope, job_id).await.unwrap();
+    let mut text = String::new();
+    let job = loop {
+        let update = watch.next().await.expect("the watch ends with the job");
+        let end = match &update {
+            hcp_core::JobUpdate::End(job) => Some(job.as_ref().clone()),
+            _ => None,
+        };
+        if let Some(u) = update.tenant_view() {
+            text.push_str(&serde_json::to_string(&u).unwrap());
+            text.push('\n');
+        }
+        if let Some(job) = end {
+            break job;
+        }
+    };
+    text.push_str(&serde_json::to_string(&job.tenant_view()).unwrap());
+    (text, job)
+}
+
+#[tokio::test]
+async fn tenant_views_name_no_host_uuid_pool_or_path() {
+    const HOST: &str = "lv-secret-host";
+    const PROVIDER: &str = "lv-secret-provider";
+    let w = world();
+    let p = Arc::new(LibvirtProvider::new(
+        PROVIDER,
+        settings(),
+        vec![LibvirtHost::new(HOST, "zone-a", &w.uri)],
+    ));
+    let config = hcp_core::Config::from_yaml(
+        &format!(
+            "providers: [{{name: {PROVIDER}, kind: libvirt, hosts: [{{name: {HOST}, zone: zone-a}}]}}]\n\
+             zones: [{{name: zone-a}}]\n\
+             catalog: {{images: [{{name: base-tiny}}, {{name: ghost}}], flavors: [{{name: tiny, vcpus: 1, memory_mib: 64, disk_gib: 1}}]}}\n\
+             engine: {{inventory_refresh_interval: 0s, retry: {{max_attempts: 1}}}}\n"
+        ),
+        "test",
+    )
+    .unwrap();
+    let shared: Arc<dyn Provider> = p.clone();
+    let engine = Engine::builder(config)
+        .provider_kind("libvirt", move |_, _| Ok(shared.clone()))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    engine.refresh_inventory().await.unwrap();
+    let ctx = RequestContext::new("demo", Principal::new("alice"));
+    let mut tenant = String::new();
+
+    // A create that succeeds: its log names the domain's UUID for operators only.
+    let ok = engine
+        .create_vm(&ctx, VmSpec::new("swept", "base-tiny", "tiny"))
+        .await
+        .unwrap();
+    let (text, job) = tenant_text_of(&engine, &ok.job_id).await;
+    assert_eq!(job.state, hcp_core::JobState::Succeeded, "{job:?}");
+    assert!(text.contains("defined domain swept"), "{text}");
+    tenant.push_str(&text);
+    let vm = engine.get_vm(&ctx.scope(), &ok.vm_id).await.unwrap();
+    let uuid = vm.binding.native_id.clone().expect("the domain's UUID");
+
+    // A create whose image has no volume in the pool fails on the host.
+    let bad = engine
+        .create_vm(&ctx, VmSpec::new("swept-2", "ghost", "tiny"))
+        .await
+        .unwrap();
+    let (text, job) = tenant_text_of(&engine, &bad.job_id).await;
+    assert_eq!(job.state, hcp_core::JobState::Failed, "{job:?}");
+    let err = job.error.clone().unwrap();
+    assert_eq!(err.kind, ErrorKind::NotFound, "{err:?}");
+    assert!(
+        err.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("storage pool `hcp`")),
+        "operators read which pool: {err:?}"
+    );
+    tenant.push_str(&text);
+
+    for id in [&ok.vm_id, &bad.vm_id] {
+        let vm = engine.get_vm(&ctx.scope(), id).await.unwrap();
+        tenant.push_str(&serde_json::to_string(&vm.tenant_view()).unwrap());
+    }
+    let dir = w._dir.path().display().to_string();
+    for secret in [HOST, PROVIDER, uuid.as_str(), "storage pool", dir.as_str()] {
+        assert!(
+            !tenant.contains(secret),
+            "tenants read `{secret}`:\n{tenant}"
+        );
+    }
+    engine.shutdown().await;
 }

@@ -46,6 +46,7 @@ pub fn parse_error(
                 scrub(why.trim(), nodes)
             ),
         )
+        .with_detail(format!("Proxmox VE: {raw}"))
         .with_context("pve_status", status)
         .with_context("pve_message", raw);
     }
@@ -83,7 +84,13 @@ pub fn parse_error(
     } else {
         format!("Proxmox VE: {clean}")
     };
+    // Operators read PVE's own words, node names included.
     let mut e = Error::new(kind, text)
+        .with_detail(if raw.is_empty() {
+            String::new()
+        } else {
+            format!("Proxmox VE: {raw}")
+        })
         .with_context("pve_status", status)
         .with_context("pve_message", raw);
     if lock {
@@ -244,6 +251,10 @@ mod tests {
         assert_eq!(
             e.context_value("pve_message"),
             Some("VM 200 already exists on node 'pve10'")
+        );
+        assert_eq!(
+            e.detail(),
+            Some("Proxmox VE: VM 200 already exists on node 'pve10'")
         );
         let t = task_error("clone failed: pve1 is full", &nodes());
         assert!(!t.message().contains("pve1"));

@@ -140,8 +140,9 @@ impl SimProvider {
             if h.vms.values().any(|v| v.name == vm.name) {
                 return Err(Error::new(
                     ErrorKind::Conflict,
-                    format!("a VM named `{}` already exists on host `{host}`", vm.name),
-                ));
+                    format!("a VM named `{}` already exists on its host", vm.name),
+                )
+                .with_detail(format!("host `{host}`")));
             }
             let id = s.next_native_id()?;
             let mut vm = vm;
@@ -198,12 +199,9 @@ impl SimProvider {
             if roll < self.settings.failure_rate {
                 return Err(Error::new(
                     ErrorKind::ProviderUnavailable,
-                    format!(
-                        "injected fault: {} on host {} timed out",
-                        op,
-                        host.unwrap_or("*")
-                    ),
+                    format!("injected fault: {op} timed out"),
                 )
+                .with_detail(format!("host `{}`", host.unwrap_or("*")))
                 .temporary());
             }
         }
@@ -320,25 +318,23 @@ impl Provider for SimProvider {
             if name_taken {
                 return Err(Error::new(
                     ErrorKind::Conflict,
-                    format!(
-                        "a VM named `{}` already exists on host `{}`",
-                        args.name, args.host
-                    ),
+                    format!("a VM named `{}` already exists on its host", args.name),
                 )
+                .with_detail(format!("host `{}`", args.host))
                 .with_field("name"));
             }
             if !fits(host, cpu, mem, &args.resources) {
                 return Err(Error::new(
                     ErrorKind::QuotaExceeded,
                     format!(
-                        "host `{}` has {} vCPUs and {} MiB free; {} and {} needed",
-                        args.host,
+                        "the chosen host has {} vCPUs and {} MiB free; {} and {} needed",
                         host.vcpus.saturating_sub(cpu),
                         host.memory_mib.saturating_sub(mem),
                         args.resources.vcpus,
                         args.resources.memory_mib
                     ),
-                ));
+                )
+                .with_detail(format!("host `{}`", args.host)));
             }
             let id = s.next_native_id()?;
             let power = if args.start {
@@ -514,8 +510,9 @@ impl Provider for SimProvider {
             if !fits(dest, cpu, mem, &vm.resources) {
                 return Err(Error::new(
                     ErrorKind::QuotaExceeded,
-                    format!("host `{}` lacks room for the VM", args.target_host),
-                ));
+                    "the target host lacks room for the VM",
+                )
+                .with_detail(format!("host `{}`", args.target_host)));
             }
             s.host_mut(&args.target.host)?.vms.remove(&vm.native_id);
             let id = vm.native_id.clone();

@@ -125,8 +125,9 @@ impl SimHost {
         if self.down {
             return Err(Error::new(
                 ErrorKind::ProviderUnavailable,
-                format!("host `{}` does not answer", self.name),
+                "the VM's host does not answer",
             )
+            .with_detail(format!("host `{}` is down", self.name))
             .temporary());
         }
         Ok(())
@@ -135,15 +136,11 @@ impl SimHost {
 
 impl SimState {
     pub(crate) fn host(&self, name: &str) -> Result<&SimHost> {
-        self.hosts
-            .get(name)
-            .ok_or_else(|| Error::not_found("host", name))
+        self.hosts.get(name).ok_or_else(|| unknown_host(name))
     }
 
     pub(crate) fn host_mut(&mut self, name: &str) -> Result<&mut SimHost> {
-        self.hosts
-            .get_mut(name)
-            .ok_or_else(|| Error::not_found("host", name))
+        self.hosts.get_mut(name).ok_or_else(|| unknown_host(name))
     }
 
     pub(crate) fn find_mut(&mut self, native_id: &str) -> Option<&mut SimVm> {
@@ -184,14 +181,20 @@ pub(crate) enum Backend {
     File { path: PathBuf, lock: PathBuf },
 }
 
+fn unknown_host(name: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        "the simulator does not know the VM's host",
+    )
+    .with_detail(format!("host `{name}` not found"))
+}
+
 fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
     Error::new(
         ErrorKind::ProviderError,
-        format!(
-            "simulator state file {}: cannot {what}: {e}",
-            path.display()
-        ),
+        format!("the simulator cannot {what} its state file"),
     )
+    .with_detail(format!("{}: {e}", path.display()))
 }
 
 impl Backend {
@@ -283,11 +286,9 @@ fn load(path: &Path) -> Result<SimState> {
     serde_json::from_str(&text).map_err(|e| {
         Error::new(
             ErrorKind::ProviderError,
-            format!(
-                "simulator state file {} is not valid ({e}); delete it to start afresh",
-                path.display()
-            ),
+            "the simulator's state file is not valid; delete it to start afresh",
         )
+        .with_detail(format!("{}: {e}", path.display()))
     })
 }
 

@@ -13,8 +13,8 @@ use poem_openapi::payload::{EventStream, Json};
 use super::{ApiTags, State};
 use crate::auth;
 use crate::dto::{
-    AuditEventDto, EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsVmPage,
-    ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto,
+    AuditEventDto, EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsJobLogPage,
+    OpsVmPage, ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto,
 };
 use crate::error::ApiResult;
 use crate::sse::audit_stream;
@@ -170,6 +170,49 @@ impl OpsApi {
             .get_job(&Scope::All, &JobId::new(job_id.0))
             .await?;
         Ok(Json(JobDto::operator(&job)))
+    }
+
+    /// Read a job's log with its operator details
+    ///
+    /// Every line, the operator-only ones included, with its `detail`; lines after line number
+    /// `after`, oldest first. Pass the page's `next` as `after` to read on.
+    #[oai(
+        path = "/jobs/:jobId/logs",
+        method = "get",
+        operation_id = "opsJobLogs"
+    )]
+    async fn job_logs(
+        &self,
+        #[oai(name = "jobId")] job_id: Path<String>,
+        /// Only lines after this line number.
+        after: Query<Option<u64>>,
+        /// Page size (default 100, clamped to the server's maximum).
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<OpsJobLogPage>> {
+        let limit = self.state.pages.request(limit.0, None)?.limit;
+        let job = self
+            .state
+            .engine
+            .get_job(&Scope::All, &JobId::new(job_id.0))
+            .await?;
+        let mut lines = self
+            .state
+            .engine
+            .store()
+            .job_logs(&job.id, after.0.unwrap_or(0))
+            .await?;
+        let next = (lines.len() > limit)
+            .then(|| {
+                lines
+                    .get(limit.saturating_sub(1))
+                    .map(|l| l.seq.to_string())
+            })
+            .flatten();
+        lines.truncate(limit);
+        Ok(Json(OpsJobLogPage {
+            items: lines.into_iter().map(Into::into).collect(),
+            next,
+        }))
     }
 
     /// Read the audit stream, one page at a time

@@ -413,7 +413,7 @@ impl TenantApi {
         let after = last_event_id.0.unwrap_or(0);
         let stream = watch
             .into_stream()
-            .map(JobEventDto::tenant)
+            .filter_map(|u| std::future::ready(JobEventDto::tenant(u)))
             .filter(move |e| {
                 std::future::ready(!matches!(e, JobEventDto::Log(l) if l.seq <= after))
             })

@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hcp_core::{JobReporter, LogLevel, Provider};
+use hcp_core::{JobReporter, LogEntry, Provider};
 use hcp_provider_proxmox::{ProxmoxHost, ProxmoxProvider, ProxmoxSettings};
 use serde_json::{Value, json};
 
@@ -184,8 +184,8 @@ pub fn dyn_provider(p: &Arc<ProxmoxProvider>) -> Arc<dyn Provider> {
 pub struct Lines(pub Mutex<Vec<String>>);
 
 impl JobReporter for Lines {
-    fn log(&self, _level: LogLevel, message: String) {
-        self.0.lock().unwrap().push(message);
+    fn log(&self, entry: LogEntry) {
+        self.0.lock().unwrap().push(entry.message);
     }
     fn progress(&self, _percent: u8) {}
 }

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use crate::backend::{Backend, ConfigSource, Embedded, Remote, UpdateStream, timeout_from_secs};
 use crate::errors::Failure;
 use crate::runtime::{Bridge, block_on};
-use crate::spec::{CreateArgs, required_str};
+use crate::spec::{CreateArgs, flag, optional_str, required_str, seconds};
 use crate::types::{Capabilities, Catalog, Console, Host, Job, JobLogLine, Submitted, Vm};
 
 type Outcome<T> = Result<T, Failure>;
@@ -61,13 +61,25 @@ impl VmChange {
     }
 }
 
-/// Reads `create_vm`'s project and spec, raising `hcp.InvalidSpec` for a wrong type.
+/// `create_vm`'s arguments once read: project, spec, idempotency key, wait, timeout.
+type CreateInput = (String, VmSpec, Option<String>, bool, Option<f64>);
+
+/// Reads `create_vm`'s arguments, raising `hcp.InvalidSpec` naming the first of a wrong type.
 fn create_input(
     py: Python<'_>,
     project: &Bound<'_, PyAny>,
     args: &CreateArgs<'_>,
-) -> PyResult<(String, VmSpec)> {
-    let read = || Ok::<_, Error>((required_str("project", project)?, args.to_spec()?));
+    (key, wait, timeout): (&Bound<'_, PyAny>, &Bound<'_, PyAny>, &Bound<'_, PyAny>),
+) -> PyResult<CreateInput> {
+    let read = || {
+        Ok::<_, Error>((
+            required_str("project", project)?,
+            args.to_spec()?,
+            optional_str("idempotency_key", key)?,
+            flag("wait", wait)?,
+            seconds("timeout", timeout)?,
+        ))
+    };
     read().map_err(|e| Failure::from(e).into_pyerr(py))
 }
 
@@ -334,9 +346,9 @@ impl Core {
         zone: Bound<'py, PyAny>,
         user_data: Bound<'py, PyAny>,
         tags: Bound<'py, PyAny>,
-        idempotency_key: Option<String>,
-        wait: bool,
-        timeout: Option<f64>,
+        idempotency_key: Bound<'py, PyAny>,
+        wait: Bound<'py, PyAny>,
+        timeout: Bound<'py, PyAny>,
     ) -> PyResult<Submitted> {
         let args = CreateArgs {
             name,
@@ -350,7 +362,8 @@ impl Core {
             user_data,
             tags,
         };
-        let (project, spec) = create_input(py, &project, &args)?;
+        let (project, spec, idempotency_key, wait, timeout) =
+            create_input(py, &project, &args, (&idempotency_key, &wait, &timeout))?;
         block_on(
             py,
             self.create_vm_fut(project, spec, idempotency_key, wait, timeout)?,
@@ -375,9 +388,9 @@ impl Core {
         zone: Bound<'py, PyAny>,
         user_data: Bound<'py, PyAny>,
         tags: Bound<'py, PyAny>,
-        idempotency_key: Option<String>,
-        wait: bool,
-        timeout: Option<f64>,
+        idempotency_key: Bound<'py, PyAny>,
+        wait: Bound<'py, PyAny>,
+        timeout: Bound<'py, PyAny>,
     ) -> PyResult<u64> {
         let args = CreateArgs {
             name,
@@ -391,7 +404,8 @@ impl Core {
             user_data,
             tags,
         };
-        let (project, spec) = create_input(py, &project, &args)?;
+        let (project, spec, idempotency_key, wait, timeout) =
+            create_input(py, &project, &args, (&idempotency_key, &wait, &timeout))?;
         bridge.spawn(self.create_vm_fut(project, spec, idempotency_key, wait, timeout)?)
     }
 

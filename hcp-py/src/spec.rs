@@ -14,7 +14,7 @@ use hcp_core::{
     MIN_MEMORY_MIB, MIN_VCPUS, NetworkAttachment, VmSpec, echo,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyInt, PyList, PyMapping, PyString, PyTuple};
+use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple};
 
 /// The arguments of one `create_vm` call, as Python gave them (`None` where left out).
 pub struct CreateArgs<'py> {
@@ -94,7 +94,7 @@ pub(crate) fn required_str(field: &str, value: &Bound<'_, PyAny>) -> Result<Stri
         .map_err(|_| Error::invalid(field, "must be valid Unicode (no lone surrogates)"))
 }
 
-fn optional_str(field: &str, value: &Bound<'_, PyAny>) -> Result<Option<String>, Error> {
+pub(crate) fn optional_str(field: &str, value: &Bound<'_, PyAny>) -> Result<Option<String>, Error> {
     if value.is_none() {
         return Ok(None);
     }
@@ -134,6 +134,42 @@ fn optional_int<T: TryFrom<u64>>(
                 format!("{shown} is out of range; allowed: {min}{unit} to {max}{unit}"),
             )
         })
+}
+
+/// Reads a flag that must be a `bool` (not merely truthy).
+///
+/// # Errors
+/// [`hcp_core::ErrorKind::InvalidSpec`] naming `field` when `value` is not a `bool`.
+pub(crate) fn flag(field: &str, value: &Bound<'_, PyAny>) -> Result<bool, Error> {
+    value.cast::<PyBool>().map(|b| b.is_true()).map_err(|_| {
+        Error::invalid(
+            field,
+            format!("must be True or False, not {}", type_name(value)),
+        )
+    })
+}
+
+/// Reads an optional number of seconds: `None`, an `int` or a `float` (never a `bool`); its range
+/// is checked where the wait starts.
+///
+/// # Errors
+/// [`hcp_core::ErrorKind::InvalidSpec`] naming `field` for any other type.
+pub(crate) fn seconds(field: &str, value: &Bound<'_, PyAny>) -> Result<Option<f64>, Error> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    if value.is_instance_of::<PyBool>()
+        || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>())
+    {
+        return Err(Error::invalid(
+            field,
+            format!("must be a number of seconds, not {}", type_name(value)),
+        ));
+    }
+    value
+        .extract::<f64>()
+        .map(Some)
+        .map_err(|_| Error::invalid(field, "is out of range"))
 }
 
 fn networks(value: &Bound<'_, PyAny>) -> Result<Vec<NetworkAttachment>, Error> {

@@ -133,6 +133,11 @@ WRONG_TYPES: list[tuple[dict[str, Any], str]] = [
     ({"zone": 1}, "zone"),
     ({"user_data": b"#cloud-config"}, "user_data"),
     ({"flavor": 1}, "flavor"),
+    ({"idempotency_key": 5}, "idempotency_key"),
+    ({"wait": "yes"}, "wait"),
+    ({"wait": 1}, "wait"),
+    ({"timeout": "30"}, "timeout"),
+    ({"timeout": True}, "timeout"),
 ]
 
 

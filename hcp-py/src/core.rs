@@ -3,7 +3,6 @@
 //! through a [`Bridge`] (see `hcp/_aio.py`). The public classes
 //! `hcp.Engine`, `hcp.Client`, `hcp.AsyncEngine` and `hcp.AsyncClient` (Python) wrap it.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +14,7 @@ use pyo3::prelude::*;
 use crate::backend::{Backend, ConfigSource, Embedded, Remote, UpdateStream, timeout_from_secs};
 use crate::errors::Failure;
 use crate::runtime::{Bridge, block_on};
+use crate::spec::{CreateArgs, flag, optional_str, required_str, seconds};
 use crate::types::{Capabilities, Catalog, Console, Host, Job, JobLogLine, Submitted, Vm};
 
 type Outcome<T> = Result<T, Failure>;
@@ -61,6 +61,28 @@ impl VmChange {
     }
 }
 
+/// `create_vm`'s arguments once read: project, spec, idempotency key, wait, timeout.
+type CreateInput = (String, VmSpec, Option<String>, bool, Option<f64>);
+
+/// Reads `create_vm`'s arguments, raising `hcp.InvalidSpec` naming the first of a wrong type.
+fn create_input(
+    py: Python<'_>,
+    project: &Bound<'_, PyAny>,
+    args: &CreateArgs<'_>,
+    (key, wait, timeout): (&Bound<'_, PyAny>, &Bound<'_, PyAny>, &Bound<'_, PyAny>),
+) -> PyResult<CreateInput> {
+    let read = || {
+        Ok::<_, Error>((
+            required_str("project", project)?,
+            args.to_spec()?,
+            optional_str("idempotency_key", key)?,
+            flag("wait", wait)?,
+            seconds("timeout", timeout)?,
+        ))
+    };
+    read().map_err(|e| Failure::from(e).into_pyerr(py))
+}
+
 /// Submits `action` and, when asked, waits for its job; a job that ends without succeeding
 /// becomes [`Failure::JobEnded`].
 ///
@@ -98,27 +120,15 @@ impl Core {
             .ok_or_else(|| PyRuntimeError::new_err(format!("{} is closed", self.description)))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn create_vm_fut(
         &self,
         project: String,
-        name: String,
-        image: String,
-        flavor: String,
-        zone: Option<String>,
-        user_data: Option<String>,
-        tags: Option<BTreeMap<String, String>>,
+        spec: VmSpec,
         idempotency_key: Option<String>,
         wait: bool,
         timeout: Option<f64>,
     ) -> PyResult<impl Future<Output = Outcome<Submitted>> + Send + 'static> {
         let backend = self.backend()?;
-        let spec = VmSpec {
-            zone,
-            user_data,
-            tags: tags.unwrap_or_default(),
-            ..VmSpec::new(name, image, flavor)
-        };
         let action = Action::Create { spec, host: None };
         Ok(submit_and_wait(
             backend,
@@ -317,68 +327,86 @@ impl Core {
     }
 
     /// Submits a new VM; waits for its job when ``wait``.
-    #[pyo3(signature = (project, name, image, flavor, *, zone, user_data, tags, idempotency_key, wait, timeout))]
+    ///
+    /// Takes the HTTP API's create fields; an argument of the wrong type raises
+    /// ``hcp.InvalidSpec`` naming it (see [`crate::spec`]).
+    #[pyo3(signature = (project, name, image, flavor, *, vcpus, memory_mib, disk_gib, networks, zone, user_data, tags, idempotency_key, wait, timeout))]
     #[allow(clippy::too_many_arguments)]
-    fn create_vm(
+    fn create_vm<'py>(
         &self,
-        py: Python<'_>,
-        project: String,
-        name: String,
-        image: String,
-        flavor: String,
-        zone: Option<String>,
-        user_data: Option<String>,
-        tags: Option<BTreeMap<String, String>>,
-        idempotency_key: Option<String>,
-        wait: bool,
-        timeout: Option<f64>,
+        py: Python<'py>,
+        project: Bound<'py, PyAny>,
+        name: Bound<'py, PyAny>,
+        image: Bound<'py, PyAny>,
+        flavor: Bound<'py, PyAny>,
+        vcpus: Bound<'py, PyAny>,
+        memory_mib: Bound<'py, PyAny>,
+        disk_gib: Bound<'py, PyAny>,
+        networks: Bound<'py, PyAny>,
+        zone: Bound<'py, PyAny>,
+        user_data: Bound<'py, PyAny>,
+        tags: Bound<'py, PyAny>,
+        idempotency_key: Bound<'py, PyAny>,
+        wait: Bound<'py, PyAny>,
+        timeout: Bound<'py, PyAny>,
     ) -> PyResult<Submitted> {
+        let args = CreateArgs {
+            name,
+            image,
+            flavor,
+            vcpus,
+            memory_mib,
+            disk_gib,
+            networks,
+            zone,
+            user_data,
+            tags,
+        };
+        let (project, spec, idempotency_key, wait, timeout) =
+            create_input(py, &project, &args, (&idempotency_key, &wait, &timeout))?;
         block_on(
             py,
-            self.create_vm_fut(
-                project,
-                name,
-                image,
-                flavor,
-                zone,
-                user_data,
-                tags,
-                idempotency_key,
-                wait,
-                timeout,
-            )?,
+            self.create_vm_fut(project, spec, idempotency_key, wait, timeout)?,
         )
     }
 
     /// Awaitable form of :meth:`create_vm`.
-    #[pyo3(signature = (bridge, project, name, image, flavor, *, zone, user_data, tags, idempotency_key, wait, timeout))]
+    #[pyo3(signature = (bridge, project, name, image, flavor, *, vcpus, memory_mib, disk_gib, networks, zone, user_data, tags, idempotency_key, wait, timeout))]
     #[allow(clippy::too_many_arguments)]
-    fn create_vm_async(
+    fn create_vm_async<'py>(
         &self,
-        bridge: PyRef<'_, Bridge>,
-        project: String,
-        name: String,
-        image: String,
-        flavor: String,
-        zone: Option<String>,
-        user_data: Option<String>,
-        tags: Option<BTreeMap<String, String>>,
-        idempotency_key: Option<String>,
-        wait: bool,
-        timeout: Option<f64>,
+        py: Python<'py>,
+        bridge: PyRef<'py, Bridge>,
+        project: Bound<'py, PyAny>,
+        name: Bound<'py, PyAny>,
+        image: Bound<'py, PyAny>,
+        flavor: Bound<'py, PyAny>,
+        vcpus: Bound<'py, PyAny>,
+        memory_mib: Bound<'py, PyAny>,
+        disk_gib: Bound<'py, PyAny>,
+        networks: Bound<'py, PyAny>,
+        zone: Bound<'py, PyAny>,
+        user_data: Bound<'py, PyAny>,
+        tags: Bound<'py, PyAny>,
+        idempotency_key: Bound<'py, PyAny>,
+        wait: Bound<'py, PyAny>,
+        timeout: Bound<'py, PyAny>,
     ) -> PyResult<u64> {
-        bridge.spawn(self.create_vm_fut(
-            project,
+        let args = CreateArgs {
             name,
             image,
             flavor,
+            vcpus,
+            memory_mib,
+            disk_gib,
+            networks,
             zone,
             user_data,
             tags,
-            idempotency_key,
-            wait,
-            timeout,
-        )?)
+        };
+        let (project, spec, idempotency_key, wait, timeout) =
+            create_input(py, &project, &args, (&idempotency_key, &wait, &timeout))?;
+        bridge.spawn(self.create_vm_fut(project, spec, idempotency_key, wait, timeout)?)
     }
 
     /// Submits ``start``, ``stop``, ``reboot`` or ``delete`` for a VM; waits when ``wait``.

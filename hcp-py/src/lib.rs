@@ -18,6 +18,7 @@ pub mod backend;
 pub mod core;
 pub mod errors;
 pub mod runtime;
+pub mod spec;
 pub mod types;
 
 use pyo3::prelude::*;

@@ -23,3 +23,8 @@ def test_quickstart_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     )
     assert "FeatureNotSupported FEATURE_NOT_SUPPORTED" in outputs
     assert "create_vm succeeded" in outputs or "succeeded" in outputs
+    # The clean-up deletes every VM the notebook made, the async engine's included, and leaves
+    # both engines empty.
+    assert "deleted: ['async-1', 'db-1', 'web-1', 'web-2', 'web-3']" in outputs
+    last = code_cells[-1]["outputs"][-1]["data"]["text/plain"]
+    assert last == "{'engine': [], 'aengine': []}"

@@ -1,5 +1,5 @@
-//! `examples/config/hyperv.yaml` builds an engine with the `hyperv` provider kind and runs a VM
-//! on the test host (its ports swapped for the test host's free ones).
+//! `examples/config/hyperv.yaml` and the Kubernetes example ConfigMap build an engine with the
+//! `hyperv` provider kind and run a VM on the test host (their hosts swapped for the test host's).
 
 mod common;
 
@@ -42,4 +42,68 @@ async fn the_example_hosts_file_runs_a_vm_on_the_test_host() {
     assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
     let caps = engine.capabilities(Some("zone-a")).unwrap();
     assert!(caps.console_rdp && caps.snapshot && caps.cloud_init && !caps.live_migration);
+}
+
+/// The Hyper-V example for Kubernetes (`deploy/kubernetes/examples/hyperv/`): the ConfigMap's
+/// `hosts.yaml` loads with HCP's own config loader, builds an engine with the `hyperv` provider
+/// and runs a VM on the test host (each host's address, port and certificate check swapped for
+/// the test host's); the Secret beside it holds the WinRM credentials the provider reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_example_configmap_runs_a_vm_on_the_test_host() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/examples/hyperv");
+    let manifest = |name: &str| -> serde_yaml_ng::Value {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let configmap = manifest("configmap.yaml");
+    assert_eq!(configmap["kind"].as_str(), Some("ConfigMap"));
+    // The same name as the simulator's ConfigMap, so deployment.yaml mounts it unchanged.
+    assert_eq!(configmap["metadata"]["name"].as_str(), Some("hcp-config"));
+    let data = &configmap["data"];
+    assert_eq!(data["HCP_CONFIG"].as_str(), Some("/etc/hcp/hosts.yaml"));
+    let hosts_yaml = data["hosts.yaml"].as_str().expect("data.hosts.yaml");
+
+    let secret = manifest("secret.yaml");
+    assert_eq!(secret["kind"].as_str(), Some("Secret"));
+    assert_eq!(secret["metadata"]["name"].as_str(), Some("hcp-secrets"));
+    for key in ["winrm_username", "winrm_password"] {
+        assert_eq!(
+            secret["stringData"][key].as_str(),
+            Some("REPLACE-ME"),
+            "the Secret ships the placeholder for {key}"
+        );
+    }
+
+    let mut config = Config::from_yaml(hosts_yaml, "configmap.yaml hosts.yaml").unwrap();
+    assert_eq!(config.providers.len(), 1);
+    assert_eq!(config.providers[0].kind, "hyperv");
+    let th = common::TestHost::start(config.providers[0].hosts.len(), None);
+    assert_eq!(config.providers[0].settings["tls_verify"], true);
+    config.providers[0].settings["tls_verify"] = false.into();
+    for (i, host) in config.providers[0].hosts.iter_mut().enumerate() {
+        assert_eq!(host.settings["port"].as_u64(), Some(5986), "{}", host.name);
+        host.settings["address"] = "127.0.0.1".into();
+        host.settings["port"] = th.port(&format!("hv{}", i + 1)).into();
+    }
+    let (_secrets_dir, secrets) = common::secrets_dir();
+    config.secrets = secrets;
+    let engine = hcp_provider_hyperv::register(Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    let ctx = RequestContext::new("infra", Principal::new("alice"));
+    let submitted = engine
+        .create_vm(&ctx, VmSpec::new("k8s-example", "windows-2022", "medium"))
+        .await
+        .unwrap();
+    let job = engine
+        .wait_job(
+            &Scope::Project(ProjectId::new("infra")),
+            &submitted.job_id,
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
 }

@@ -20,10 +20,17 @@ Examples
 [Vm(id='vm-...', name='web-1', state='ACTIVE', power='RUNNING', zone='zone-a')]
 >>> s.job.state
 'SUCCEEDED'
+
+Without a flavor, give the size; networks and tags take the HTTP API's shapes:
+
+>>> s = engine.create_vm("demo", "db-1", "ubuntu-24.04", vcpus=2, memory_mib=4096, disk_gib=20,
+...                      networks=[{"network": "default"}], tags={"team": "infra"}, wait=True)
+>>> engine.get_vm("demo", s.vm_id).vcpus
+2
 """
 
 from ._aio import AsyncJobLogs
-from ._api import AsyncClient, AsyncEngine, Client, ConfigLike, Engine, JobRef, VmRef
+from ._api import AsyncClient, AsyncEngine, Client, ConfigLike, Engine, JobRef, NetworkLike, VmRef
 from ._hcp import (
     Capabilities,
     Catalog,
@@ -67,6 +74,7 @@ __all__ = [
     "ConfigLike",
     "VmRef",
     "JobRef",
+    "NetworkLike",
     # results
     "Vm",
     "Job",

@@ -11,18 +11,20 @@ from __future__ import annotations
 import json
 import os
 from types import TracebackType
-from typing import Any, Mapping, Optional, TypeVar, Union
+from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
 
 from . import _hcp
 from ._aio import AsyncJobLogs, call
 from ._hcp import Capabilities, Catalog, Console, Host, Job, JobLogs, Submitted, Vm
 
-__all__ = ["Engine", "Client", "AsyncEngine", "AsyncClient", "ConfigLike", "VmRef", "JobRef"]
+__all__ = ["Engine", "Client", "AsyncEngine", "AsyncClient", "ConfigLike", "VmRef", "JobRef", "NetworkLike"]
 
 #: What ``config=`` accepts: a hosts-file path, the hosts file as a mapping, or ``None`` for the demo.
 ConfigLike = Union[str, "os.PathLike[str]", Mapping[str, Any], None]
 #: A VM: its id, or a :class:`Vm`.
 VmRef = Union[str, Vm]
+#: A network to attach: its catalog name, or ``{"network": name}`` as in the HTTP API's body.
+NetworkLike = Union[str, Mapping[str, str]]
 #: A job: its id, a :class:`Job`, or the :class:`Submitted` answer that started it.
 JobRef = Union[str, Job, Submitted]
 
@@ -46,10 +48,6 @@ def _job_id(job: JobRef) -> str:
     if isinstance(job, str):
         return job
     raise TypeError(f"job must be a job id (str), an hcp.Job or an hcp.Submitted, not {type(job).__name__}")
-
-
-def _tags(tags: Optional[Mapping[str, str]]) -> Optional[dict[str, str]]:
-    return None if tags is None else dict(tags)
 
 
 def _plain(value: Any) -> Any:
@@ -89,8 +87,12 @@ class _SyncApi:
         project: str,
         name: str,
         image: str,
-        flavor: str,
+        flavor: Optional[str] = None,
         *,
+        vcpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        disk_gib: Optional[int] = None,
+        networks: Optional[Sequence[NetworkLike]] = None,
         zone: Optional[str] = None,
         user_data: Optional[str] = None,
         tags: Optional[Mapping[str, str]] = None,
@@ -100,8 +102,10 @@ class _SyncApi:
     ) -> Submitted:
         """Create (and start) a VM.
 
-        Everything that can be refused is refused before any job exists: an invalid name, an
-        unknown image, flavor or zone, a missing capability, exhausted capacity or quota.
+        Takes the same fields as the HTTP API's create body (and the CLI's ``hcp vm create``).
+        Everything that can be refused is refused before any job exists: an argument of the
+        wrong type, an invalid name, an unknown image, flavor, network or zone, a missing
+        capability, exhausted capacity or quota.
 
         Parameters
         ----------
@@ -112,14 +116,25 @@ class _SyncApi:
             the project.
         image : str
             A catalog image (see :meth:`catalog`).
-        flavor : str
-            A catalog flavor.
+        flavor : str, optional
+            A catalog flavor. When ``None``, ``vcpus``, ``memory_mib`` and ``disk_gib`` are all
+            required.
+        vcpus : int, optional
+            Explicit vCPUs (overrides the flavor's), 1-4096; the zone's providers may allow
+            fewer.
+        memory_mib : int, optional
+            Explicit memory in MiB (overrides the flavor's), 16 MiB-64 TiB.
+        disk_gib : int, optional
+            Explicit disk size in GiB (overrides the flavor's), 1 GiB-1 PiB.
+        networks : sequence of str or of {"network": str}, optional
+            Catalog networks to attach, in order (at most 16): names, or dicts
+            ``{"network": name}`` as in the HTTP API's body.
         zone : str, optional
             The placement zone; any zone that fits when ``None``.
         user_data : str, optional
             Cloud-init user-data (needs the ``cloud_init`` capability in the zone).
         tags : mapping of str to str, optional
-            Free-form tags.
+            Free-form tags (at most 50).
         idempotency_key : str, optional
             Makes the call safe to retry: the same request with the same key returns the first
             answer (``replayed=True``) and creates nothing new.
@@ -136,7 +151,8 @@ class _SyncApi:
         Raises
         ------
         InvalidSpec
-            A bad argument; ``field`` names it.
+            A bad argument, including one of the wrong type (``tags="team=infra"``);
+            ``field`` names it (``"tags"``, ``"networks[0]"``, ``"vcpus"``).
         FeatureNotSupported
             The zone lacks a capability the request needs (``user_data`` in a zone without
             cloud-init, say).
@@ -161,15 +177,28 @@ class _SyncApi:
         Traceback (most recent call last):
         ...
         hcp.errors.Conflict: a VM named `web-1` already exists in project `demo` (vm-...)
+        >>> s = engine.create_vm("demo", "db-1", "ubuntu-24.04", vcpus=2, memory_mib=2048,
+        ...                      disk_gib=20, networks=["default"], wait=True)
+        >>> vm = engine.get_vm("demo", s.vm_id)
+        >>> (vm.flavor, vm.vcpus, vm.memory_mib, vm.disk_gib, vm.networks)
+        (None, 2, 2048, 20, ['default'])
+        >>> engine.create_vm("demo", "web-2", "ubuntu-24.04", "small", tags="team=infra")
+        Traceback (most recent call last):
+        ...
+        hcp.errors.InvalidSpec: tags: must be a mapping of str to str (such as {"team": "infra"}), not str
         """
         return self._core.create_vm(
             project,
             name,
             image,
             flavor,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            disk_gib=disk_gib,
+            networks=networks,
             zone=zone,
             user_data=user_data,
-            tags=_tags(tags),
+            tags=tags,
             idempotency_key=idempotency_key,
             wait=wait,
             timeout=timeout,
@@ -645,8 +674,12 @@ class _AsyncApi:
         project: str,
         name: str,
         image: str,
-        flavor: str,
+        flavor: Optional[str] = None,
         *,
+        vcpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        disk_gib: Optional[int] = None,
+        networks: Optional[Sequence[NetworkLike]] = None,
         zone: Optional[str] = None,
         user_data: Optional[str] = None,
         tags: Optional[Mapping[str, str]] = None,
@@ -658,9 +691,9 @@ class _AsyncApi:
 
         Parameters
         ----------
-        project, name, image, flavor : str
-            The project, VM name, catalog image and catalog flavor.
-        zone, user_data, tags, idempotency_key, wait, timeout
+        project, name, image : str
+            The project, VM name and catalog image.
+        flavor, vcpus, memory_mib, disk_gib, networks, zone, user_data, tags, idempotency_key, wait, timeout
             As for :meth:`Engine.create_vm`.
 
         Returns
@@ -674,9 +707,13 @@ class _AsyncApi:
                 name,
                 image,
                 flavor,
+                vcpus=vcpus,
+                memory_mib=memory_mib,
+                disk_gib=disk_gib,
+                networks=networks,
                 zone=zone,
                 user_data=user_data,
-                tags=_tags(tags),
+                tags=tags,
                 idempotency_key=idempotency_key,
                 wait=wait,
                 timeout=timeout,

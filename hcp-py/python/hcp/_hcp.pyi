@@ -4,7 +4,7 @@ Users import these classes from :mod:`hcp`; ``Core`` is private to the package.
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, Optional, TypeVar, final
 
@@ -336,11 +336,15 @@ class Core:
         project: str,
         name: str,
         image: str,
-        flavor: str,
+        flavor: Optional[str],
         *,
+        vcpus: Optional[int],
+        memory_mib: Optional[int],
+        disk_gib: Optional[int],
+        networks: Optional[Sequence[str | Mapping[str, str]]],
         zone: Optional[str],
         user_data: Optional[str],
-        tags: Optional[dict[str, str]],
+        tags: Optional[Mapping[str, str]],
         idempotency_key: Optional[str],
         wait: bool,
         timeout: Optional[float],
@@ -351,11 +355,15 @@ class Core:
         project: str,
         name: str,
         image: str,
-        flavor: str,
+        flavor: Optional[str],
         *,
+        vcpus: Optional[int],
+        memory_mib: Optional[int],
+        disk_gib: Optional[int],
+        networks: Optional[Sequence[str | Mapping[str, str]]],
         zone: Optional[str],
         user_data: Optional[str],
-        tags: Optional[dict[str, str]],
+        tags: Optional[Mapping[str, str]],
         idempotency_key: Optional[str],
         wait: bool,
         timeout: Optional[float],

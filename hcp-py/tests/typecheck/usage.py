@@ -64,11 +64,17 @@ def tour(engine: hcp.Engine) -> list[dict[str, Any]]:
         assert failed is not None and e.job_id == failed.id
     rows = [v.to_dict() for v in engine.list_vms("demo")]
     engine.delete_vm("demo", vm, force=True, wait=True)
+
+    networks: list[hcp.NetworkLike] = ["default", {"network": "default"}]
+    sized: hcp.Submitted = engine.create_vm(
+        "demo", "typed-3", image.name, vcpus=2, memory_mib=2048, disk_gib=20, networks=networks, wait=True
+    )
+    engine.delete_vm("demo", sized.vm_id, force=True, wait=True)
     return rows
 
 
 async def async_tour(engine: hcp.AsyncEngine) -> int:
-    s: hcp.Submitted = await engine.create_vm("demo", "typed-2", "ubuntu-24.04", "small")
+    s: hcp.Submitted = await engine.create_vm("demo", "typed-2", "ubuntu-24.04", "small", vcpus=2, networks=())
     count = 0
     logs: hcp.AsyncJobLogs = engine.job_logs(s)
     async for line in logs:

@@ -238,7 +238,13 @@ impl Client {
                 if let Some(t) = line.get("t").and_then(Value::as_str)
                     && t != "no content"
                 {
-                    ctx.info(crate::error::scrub(t, &self.nodes));
+                    // PVE's task log names storages, disks and VMIDs: operators read it whole;
+                    // tenants see that the task is progressing.
+                    ctx.log(
+                        hcp_core::LogEntry::info("Proxmox VE task output")
+                            .with_detail(t.to_string())
+                            .operators_only(),
+                    );
                 }
             }
             seen = seen.saturating_add(count);

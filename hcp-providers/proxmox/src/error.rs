@@ -31,7 +31,8 @@ pub fn parse_error(
 ) -> Error {
     let raw = message.trim();
     let lower = raw.to_ascii_lowercase();
-    let clean = scrub(raw, nodes);
+    // Tenants read neither node names nor VMIDs (native ids); operators get PVE's own words.
+    let clean = scrub_ids(&scrub(raw, nodes));
     if let Some(serde_json::Value::Object(fields)) = errors
         && let Some((param, why)) = fields.iter().next()
     {
@@ -116,6 +117,31 @@ pub fn is_taken(e: &Error) -> bool {
         && !e.is_temporary()
         && e.context_value("pve_message")
             .is_some_and(|m| m.contains("already exists"))
+}
+
+/// Replaces every run of three or more digits in `text` with `N`: VMIDs (100 and up), in `VM 200`,
+/// `lock-200.conf` or a UPID, are native ids that a tenant's text must not carry.
+pub fn scrub_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() >= 3 {
+            out.push('N');
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
 }
 
 /// Replaces every node name in `text` with `node`, where it stands as a word (between
@@ -246,7 +272,7 @@ mod tests {
         let e = parse_error(500, "VM 200 already exists on node 'pve10'", None, &nodes());
         assert_eq!(
             e.message(),
-            "Proxmox VE: VM 200 already exists on node 'node'"
+            "Proxmox VE: VM N already exists on node 'node'"
         );
         assert_eq!(
             e.context_value("pve_message"),
@@ -258,6 +284,16 @@ mod tests {
         );
         let t = task_error("clone failed: pve1 is full", &nodes());
         assert!(!t.message().contains("pve1"));
+        let t = task_error(
+            "can't lock file '/var/lock/qemu-server/lock-4711.conf' - got timeout",
+            &nodes(),
+        );
+        assert!(!t.message().contains("4711"), "{}", t.message());
+        assert_eq!(
+            scrub_ids("VM 200 on disk 0, 12 GB"),
+            "VM N on disk 0, 12 GB"
+        );
+        assert_eq!(scrub_ids("UPID:n:0000A1B2:123456:"), "UPID:n:NA1B2:N:");
         assert_eq!(
             scrub(
                 "nodes/pve1/qemu-server/1.conf on pve10. pve1x apve1",

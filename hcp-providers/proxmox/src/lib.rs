@@ -564,7 +564,10 @@ impl ProxmoxProvider {
                 if src_node != h.node {
                     form.push(("target", h.node.clone()));
                 }
-                ctx.info(format!("cloning image {} into VMID {newid}", args.image));
+                ctx.log(
+                    hcp_core::LogEntry::info(format!("cloning image {}", args.image))
+                        .with_detail(format!("into VMID {newid} on node {}", h.node)),
+                );
                 let result = match self.client.post(&path, &form).await {
                     Ok(data) => match as_upid(&data) {
                         Some(upid) => self
@@ -596,7 +599,12 @@ impl ProxmoxProvider {
                         )
                         .temporary());
                     }
-                    ctx.warn(format!("VMID {newid} is taken; trying another"));
+                    ctx.log(
+                        hcp_core::LogEntry::warn(
+                            "the VM id Proxmox VE offered is taken; trying another",
+                        )
+                        .with_detail(format!("VMID {newid}")),
+                    );
                 }
                 Err(e) if is_lock(&e) && locked < self.settings.lock_retries => {
                     locked += 1;
@@ -880,7 +888,10 @@ impl Provider for ProxmoxProvider {
             .iter()
             .find(|f| f.mark().is_some_and(|(m, _)| m.vm_id == args.mark.vm_id))
         {
-            ctx.info(format!("VMID {} already carries this VM's mark", f.vmid));
+            ctx.log(
+                hcp_core::LogEntry::info("the VM already exists on Proxmox VE (a retried create)")
+                    .with_detail(format!("VMID {}", f.vmid)),
+            );
             let mut power = f.power;
             if args.start && power != PowerState::Running {
                 self.power(ctx, &h, f.vmid, "start", &[]).await?;
@@ -916,10 +927,13 @@ impl Provider for ProxmoxProvider {
         }
         if let Err(e) = self.configure(ctx, &h, vmid, &args).await {
             // A half-configured clone must not be found (and returned) by a retried create.
-            ctx.warn(format!(
-                "configuring VMID {vmid} failed; deleting the clone: {}",
-                e.message()
-            ));
+            ctx.log(
+                hcp_core::LogEntry::warn(format!(
+                    "configuring the clone failed; deleting it: {}",
+                    e.message()
+                ))
+                .with_detail(format!("VMID {vmid}")),
+            );
             let path = format!("/nodes/{}/qemu/{vmid}", h.node);
             let query = [("purge", "1".to_string())];
             if let Err(d) = self

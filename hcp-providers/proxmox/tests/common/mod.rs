@@ -181,11 +181,37 @@ pub fn dyn_provider(p: &Arc<ProxmoxProvider>) -> Arc<dyn Provider> {
 
 /// Collects job log lines.
 #[derive(Default)]
-pub struct Lines(pub Mutex<Vec<String>>);
+pub struct Lines(pub Mutex<Vec<LogEntry>>);
+
+impl Lines {
+    /// The lines a tenant reads (their messages, without operator-only lines or details).
+    pub fn tenant(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.audience == hcp_core::LogAudience::Everyone)
+            .map(|e| e.message.clone())
+            .collect()
+    }
+
+    /// Every line as an operator reads it: message and detail.
+    pub fn operator(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| match &e.detail {
+                Some(d) => format!("{} ({d})", e.message),
+                None => e.message.clone(),
+            })
+            .collect()
+    }
+}
 
 impl JobReporter for Lines {
     fn log(&self, entry: LogEntry) {
-        self.0.lock().unwrap().push(entry.message);
+        self.0.lock().unwrap().push(entry);
     }
     fn progress(&self, _percent: u8) {}
 }

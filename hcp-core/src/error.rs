@@ -120,9 +120,15 @@ pub const ECHO_MAX_CHARS: usize = 64;
 /// escaped and at most [`ECHO_MAX_CHARS`] characters, with the rest counted instead of shown.
 /// A 10 KB name stays a one-line, short error.
 pub fn echo(value: &str) -> String {
+    excerpt(value, ECHO_MAX_CHARS)
+}
+
+/// Returns at most `max_chars` characters of `value`, control characters escaped, with the rest
+/// counted instead of shown (`… (9936 more characters)`).
+pub fn excerpt(value: &str, max_chars: usize) -> String {
     let mut out = String::new();
     for (shown, c) in value.chars().enumerate() {
-        if shown == ECHO_MAX_CHARS {
+        if shown == max_chars {
             let rest = value.chars().count() - shown;
             out.push_str(&format!("… ({rest} more characters)"));
             return out;

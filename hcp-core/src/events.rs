@@ -98,7 +98,20 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// Returns the stable event name (`job_transition`, `drift`, ...).
+    /// Every stable event name [`EventKind::name`] returns, for schemas that list them.
+    pub const NAMES: &'static [&'static str] = &[
+        "job_transition",
+        "vm_created",
+        "vm_deleted",
+        "vm_adopted",
+        "drift",
+        "reconcile_requested",
+        "console_opened",
+        "console_session",
+    ];
+
+    /// Returns the stable event name (`job_transition`, `drift`, ...), one of
+    /// [`EventKind::NAMES`].
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::JobTransition { .. } => "job_transition",

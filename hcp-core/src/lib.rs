@@ -50,7 +50,7 @@ pub use engine::{
 };
 pub use error::{
     CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, ECHO_MAX_CHARS, Error,
-    ErrorInfo, ErrorKind, ErrorStatus, Result, echo,
+    ErrorInfo, ErrorKind, ErrorStatus, Result, echo, excerpt,
 };
 pub use events::{Event, EventFilter, EventKind, EventSink, TracingSink};
 pub use job::{

@@ -1511,17 +1511,6 @@ impl From<RefreshReport> for RefreshReportDto {
     }
 }
 
-/// The kinds of audit event, as their `event` field names them.
-pub const AUDIT_EVENT_KINDS: &[&str] = &[
-    "job_transition",
-    "vm_created",
-    "vm_deleted",
-    "vm_adopted",
-    "reconcile_requested",
-    "console_opened",
-    "console_session",
-];
-
 /// One audit event: its sequence number, time and kind, who acted, and the fields of its kind.
 ///
 /// Its schema (`AuditEvent`) names the fields every event has; the fields of each kind
@@ -1582,7 +1571,7 @@ impl poem_openapi::types::Type for AuditEventDto {
                     "event",
                     MetaSchemaRef::Inline(Box::new(MetaSchema {
                         description: Some("What happened."),
-                        enum_items: AUDIT_EVENT_KINDS
+                        enum_items: hcp_core::EventKind::NAMES
                             .iter()
                             .map(|k| serde_json::Value::from(*k))
                             .collect(),

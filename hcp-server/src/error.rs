@@ -143,17 +143,6 @@ const MAX_FIELD_CHARS: usize = 128;
 /// The most characters of `detail` a problem body carries.
 const MAX_DETAIL_CHARS: usize = 2048;
 
-/// Returns `s` cut to `max` characters, saying how many were left out.
-fn bounded(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        None => s.to_string(),
-        Some((at, _)) => {
-            let rest = s[at..].chars().count();
-            format!("{}… ({rest} more characters)", &s[..at])
-        }
-    }
-}
-
 impl Problem {
     /// Builds the problem body of an engine error. The detail is the error's message without its
     /// context, which may name hosts and native ids.
@@ -188,8 +177,8 @@ impl Problem {
         let http = status_of(kind, code);
         // Sources shorten what they repeat of a caller's input (`hcp_core::echo`); this is the
         // net under them, so no problem body grows with its request.
-        let field = field.map(|f| bounded(&f, MAX_FIELD_CHARS));
-        let detail = bounded(&detail, MAX_DETAIL_CHARS);
+        let field = field.map(|f| hcp_core::excerpt(&f, MAX_FIELD_CHARS));
+        let detail = hcp_core::excerpt(&detail, MAX_DETAIL_CHARS);
         Problem {
             problem_type: format!(
                 "urn:hcp:problem:{}",

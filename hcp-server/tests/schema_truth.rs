@@ -58,6 +58,18 @@ fn check(schema: &Value, value: &Value, at: &str, problems: &mut Vec<String>) {
     }
 }
 
+/// GETs `path` and parses its JSON body.
+async fn get_json(s: &common::TestServer, path: &str) -> Value {
+    s.http
+        .get(s.at(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     match schema["$ref"].as_str() {
         Some(r) => doc
@@ -70,15 +82,7 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_events_match_their_schema_in_the_page_and_the_stream() {
     let s = common::start().await;
-    let doc: Value = s
-        .http
-        .get(s.at("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&s, "/openapi.json").await;
     let page_schema = resolve(
         &doc,
         &doc["paths"]["/api/hcp/ops/v1/events"]["get"]["responses"]["200"]["content"]["application/json; charset=utf-8"]
@@ -127,15 +131,7 @@ async fn audit_events_match_their_schema_in_the_page_and_the_stream() {
     // The deletion's event follows its job's end: wait for it.
     let mut page = Value::Null;
     for _ in 0..100 {
-        page = s
-            .http
-            .get(s.at("/api/hcp/ops/v1/events?limit=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        page = get_json(&s, "/api/hcp/ops/v1/events?limit=1000").await;
         if page["items"]
             .as_array()
             .unwrap()
@@ -194,15 +190,7 @@ async fn audit_events_match_their_schema_in_the_page_and_the_stream() {
 #[tokio::test]
 async fn empty_collections_are_present_because_the_schema_requires_them() {
     let s = common::start().await;
-    let doc: Value = s
-        .http
-        .get(s.at("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&s, "/openapi.json").await;
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     // Every required array or map of every schema: a response never leaves one out, so the
     // flag must be right; NetworkDto.zones once was required but left out when empty.
@@ -214,15 +202,7 @@ async fn empty_collections_are_present_because_the_schema_requires_them() {
             .contains(&json!("zones")),
         "{network}"
     );
-    let resp: Value = s
-        .http
-        .get(s.at("/api/hcp/common/v1/networks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resp: Value = get_json(&s, "/api/hcp/common/v1/networks").await;
     let nets = resp
         .as_array()
         .or_else(|| resp["items"].as_array())

@@ -162,24 +162,13 @@ fn usage_error(e: &clap::Error) -> ExitCode {
 
 /// Returns true when the command line or `HCP_OUTPUT` asks for JSON output.
 fn wants_json() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut asked = std::env::var("HCP_OUTPUT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    for (i, a) in args.iter().enumerate() {
-        if a == "--" {
-            break;
-        }
-        let value = if a == "--output" || a == "-o" {
-            args.get(i + 1).map(String::as_str)
-        } else {
-            a.strip_prefix("--output=")
-                .or_else(|| a.strip_prefix("-o="))
-                .or_else(|| a.strip_prefix("-o").filter(|v| !v.is_empty()))
-        };
-        if let Some(v) = value {
-            asked = v.eq_ignore_ascii_case("json");
-        }
-    }
-    asked
+    // Let clap read what it can of the line that failed: the output flag, or HCP_OUTPUT.
+    <Cli as clap::CommandFactory>::command()
+        .ignore_errors(true)
+        .try_get_matches()
+        .ok()
+        .and_then(|m| m.get_one::<Format>("output").copied())
+        == Some(Format::Json)
 }
 
 /// Prints the manual page, or writes every command's page into `dir`.

@@ -25,6 +25,7 @@
 
 pub mod capability;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -66,8 +67,11 @@ pub use model::{
 };
 pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
+pub use console::{
+    Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
+};
 pub use provider::{
-    Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo,
+    CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo,
     HostInventory, HostInventoryReply, JobReporter, MigrateVm, MigratedVm, NativeVm, NetworkPlan,
     OpContext, Provider, ProviderInfo, RebootVm, RebootedVm, SnapshotVm, SnapshottedVm, StartVm,
     StartedVm, StopVm, StoppedVm, VmTarget,

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
-    Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind,
+    Capabilities, Console, ConsoleHandshake, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind,
     GetConsole, HcpMark, HostInfo, HostInventory, HostInventoryReply, LogEntry, NativeVm,
     OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
     Resources, Result, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
@@ -695,8 +695,11 @@ impl Provider for HypervProvider {
         // The RDP URI form of a VMConnect connection: the host's port 2179, with the VM id as
         // the pre-connection blob.
         let url = format!("rdp://full%20address=s:{host}:{port}&pcb=s:{vm}&server%20port=i:{port}");
-        Ok(Console::new(ConsoleKind::Rdp, url, Utc::now() + ttl)
-            .with_upstream(format!("{host}:{port}")))
+        // HCP relays the VMConnect port and sends the pre-connection PDU naming the VM itself,
+        // so a plain RDP client (through `hcp vm console --listen`) reaches this VM.
+        let upstream = ConsoleUpstream::tcp(format!("{host}:{port}"))
+            .with_handshake(ConsoleHandshake::RdpPreconnection(vm));
+        Ok(Console::new(ConsoleKind::Rdp, url, Utc::now() + ttl).with_upstream(upstream))
     }
 
     async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {

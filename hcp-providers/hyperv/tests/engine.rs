@@ -240,6 +240,14 @@ async fn a_vm_that_failed_over_is_found_on_its_owner_node() {
     assert_eq!(console.kind, ConsoleKind::Rdp);
     assert!(console.url.contains("hv2:2179"), "{}", console.url);
     assert!(console.url.contains(&created.native_id), "{}", console.url);
+    // HCP relays the VMConnect port and names the VM in the RDP pre-connection PDU itself.
+    let upstream = console.upstream.clone().expect("a relayed RDP console");
+    assert_eq!(
+        upstream,
+        hcp_core::ConsoleUpstream::tcp("hv2:2179").with_handshake(
+            hcp_core::ConsoleHandshake::RdpPreconnection(created.native_id.clone())
+        )
+    );
     assert!(console.expires_at > chrono::Utc::now());
     let json = serde_json::to_value(&console).unwrap();
     assert_eq!(json["type"], "rdp");

@@ -109,7 +109,9 @@ fn hcp_serve_runs_vms_on_proxmox_through_the_cli() {
             "/tmp/hcp-fakepve/fakepve.crt",
             pve.info["ca_file"].as_str().unwrap(),
         );
-    let server = ServeBuilder::new().hosts(&yaml).start();
+    let builder = ServeBuilder::new().hosts(&yaml);
+    let hosts_file = builder.dir().join("hosts.yaml");
+    let server = builder.start();
     let hcp = Hcp::new().with_url(&server.url);
 
     let id = hcp.create("web-1", &["--wait"]);
@@ -159,6 +161,14 @@ fn hcp_serve_runs_vms_on_proxmox_through_the_cli() {
     assert_eq!(common::rfb_client(&mut vnc), "web-1");
     drop(vnc);
     let bridge_err = bridge.finish();
+    // Embedded mode (the operator's own engine over the same hosts file) bridges the upstream
+    // itself, without `hcp serve`.
+    let embedded = Hcp::new().with_config(&hosts_file);
+    let bridge = common::Bridge::start(&embedded, &["vm", "console", &id, "--project", "demo"]);
+    let mut vnc = std::net::TcpStream::connect(&bridge.addr).unwrap();
+    assert_eq!(common::rfb_client(&mut vnc), "web-1");
+    drop(vnc);
+    let bridge_err = bridge_err + &bridge.finish();
     let logs = server.logs();
     let secret = std::fs::read_to_string(pve.info["token_secret_file"].as_str().unwrap()).unwrap();
     for text in [&bridge_err, &logs] {

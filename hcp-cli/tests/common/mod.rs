@@ -247,14 +247,17 @@ impl Bridge {
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let listening: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the bridge did not say where it listens ({e}): {line:?} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        let listening: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "the bridge did not say where it listens ({e}): {line:?} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            }
+        };
         Bridge {
             addr: listening["listen"].as_str().unwrap().to_string(),
             child,

@@ -90,9 +90,9 @@ impl Bridge<'_> {
             return Err(not_relayed(&console).into());
         }
         let kind = console.kind;
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            Error::invalid("listen", format!("cannot listen on {addr}: {e}"))
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::invalid("listen", format!("cannot listen on {addr}: {e}")))?;
         let local = listener.local_addr()?;
         let line = match self.format {
             Format::Json => serde_json::json!({

@@ -10,8 +10,8 @@ use futures::stream::BoxStream;
 use hcp_client::Client;
 use hcp_core::store::{JobFilter, PageRequest};
 use hcp_core::{
-    Action, Capabilities, Catalog, Console, ConsoleKind, Error, ErrorKind, Host, JobId, JobUpdate,
-    ConsoleUpstream, ProjectId, SecretString, TenantVm, TlsTrust, VmId,
+    Action, Capabilities, Catalog, Console, ConsoleKind, ConsoleUpstream, Error, ErrorKind, Host,
+    JobId, JobUpdate, ProjectId, SecretString, TenantVm, TlsTrust, VmId,
 };
 use hcp_server::relay::{self, ByteStream};
 

@@ -475,11 +475,13 @@ async fn lifecycle_console_and_delete_through_hcp_serve() {
     let hcp = common::Hcp::new().with_url(&server.url);
     let (vm2, name2) = (vm.clone(), name.clone());
     tokio::task::spawn_blocking(move || {
-        let bridge =
-            common::Bridge::start(&hcp, &["vm", "console", &vm2, "--project", "demo"]);
+        let bridge = common::Bridge::start(&hcp, &["vm", "console", &vm2, "--project", "demo"]);
         let mut vnc = std::net::TcpStream::connect(&bridge.addr).unwrap();
         let desktop = common::rfb_client(&mut vnc);
-        assert!(desktop.contains(&name2), "the desktop is the domain's ({desktop:?})");
+        assert!(
+            desktop.contains(&name2),
+            "the desktop is the domain's ({desktop:?})"
+        );
         drop(vnc);
         bridge.finish();
     })

@@ -149,7 +149,10 @@ fn hcp_serve_runs_vms_on_proxmox_through_the_cli() {
     let console = hcp.json(&["vm", "console", &id, "--project", "demo"]);
     assert_eq!(console["type"], "vnc", "{console}");
     let url = console["url"].as_str().unwrap();
-    assert!(url.contains("/api/hcp/tenant/v1/console/ws?token="), "{url}");
+    assert!(
+        url.contains("/api/hcp/tenant/v1/console/ws?token="),
+        "{url}"
+    );
     for hidden in ["pve1", "PVEVNC", "vncticket", "8006"] {
         assert!(!console.to_string().contains(hidden), "{hidden}: {console}");
     }

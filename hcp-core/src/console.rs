@@ -266,7 +266,8 @@ pub fn rdp_preconnection_pdu(blob: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| "the pre-connection blob is longer than 65,534 UTF-16 units".to_string())?;
     // cbSize(4) Flags(4) Version(4) Id(4) cchPCB(2) wszPCB(2 * cch)
     let size = 18 + 2 * usize::from(count);
-    let size32 = u32::try_from(size).map_err(|_| "the pre-connection PDU is too large".to_string())?;
+    let size32 =
+        u32::try_from(size).map_err(|_| "the pre-connection PDU is too large".to_string())?;
     let mut pdu = Vec::with_capacity(size);
     pdu.extend_from_slice(&size32.to_le_bytes());
     pdu.extend_from_slice(&0u32.to_le_bytes());
@@ -291,7 +292,8 @@ mod tests {
         )
         .with_header("Authorization", "PVEAPIToken=root@pam!ci=SECRET3")
         .with_handshake(ConsoleHandshake::VncPassword("SECRET4".into()));
-        let c = Console::new(ConsoleKind::Vnc, "https://x/?t=SECRET5", Utc::now()).with_upstream(up);
+        let c =
+            Console::new(ConsoleKind::Vnc, "https://x/?t=SECRET5", Utc::now()).with_upstream(up);
         let text = format!("{c:?}");
         assert!(!text.contains("SECRET"), "{text}");
         assert!(text.contains("Authorization"), "{text}");

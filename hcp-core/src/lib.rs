@@ -44,6 +44,9 @@ pub use config::{
     CapabilityLimits, CatalogConfig, Config, DriftPolicy, EngineSettings, HostConfig,
     ProjectConfig, ProviderConfig, Quota, SecretString, Secrets, ZoneConfig, parse_duration,
 };
+pub use console::{
+    Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
+};
 pub use engine::{
     Action, Engine, EngineBuilder, EngineStats, InventoryVm, JobWatch, ProviderCapabilities,
     ProviderFactory, ProviderStatus, RefreshReport, RequestContext, Submitted,
@@ -67,13 +70,10 @@ pub use model::{
 };
 pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
-pub use console::{
-    Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
-};
 pub use provider::{
-    CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo,
-    HostInventory, HostInventoryReply, JobReporter, MigrateVm, MigratedVm, NativeVm, NetworkPlan,
-    OpContext, Provider, ProviderInfo, RebootVm, RebootedVm, SnapshotVm, SnapshottedVm, StartVm,
-    StartedVm, StopVm, StoppedVm, VmTarget,
+    CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo, HostInventory,
+    HostInventoryReply, JobReporter, MigrateVm, MigratedVm, NativeVm, NetworkPlan, OpContext,
+    Provider, ProviderInfo, RebootVm, RebootedVm, SnapshotVm, SnapshottedVm, StartVm, StartedVm,
+    StopVm, StoppedVm, VmTarget,
 };
 pub use reconcile::Drift;

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Capabilities, Console, ConsoleKind, Error, HcpMark, JobId, LogEntry, Operation, PowerState, ProjectId, Resources,
-    Result, VmId,
+    Capabilities, Console, ConsoleKind, Error, HcpMark, JobId, LogEntry, Operation, PowerState,
+    ProjectId, Resources, Result, VmId,
 };
 
 /// Names a provider instance.
@@ -698,4 +698,3 @@ impl MigratedVm {
         }
     }
 }
-

@@ -62,12 +62,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::auth::Caller;
-use crate::relay::{self, ByteStream};
 use crate::dto::ConsoleDto;
 use crate::error::{
     CODE_CONSOLE_TOKEN_EXPIRED, CODE_CONSOLE_TOKEN_FOREIGN, CODE_CONSOLE_TOKEN_NOT_FOUND,
     CODE_CONSOLE_TOKEN_USED,
 };
+use crate::relay::{self, ByteStream};
 
 /// The path of the proxy's WebSocket endpoint.
 pub(crate) const CONSOLE_WS_PATH: &str = "/api/hcp/tenant/v1/console/ws";

@@ -71,15 +71,13 @@ async fn dial_inner(upstream: &ConsoleUpstream) -> Result<Box<dyn ByteStream>, S
             subprotocol,
             tls,
         } => {
-            let mut req = url
-                .as_str()
-                .into_client_request()
-                .map_err(|e| format!("the console's WebSocket URL is not usable: {}", kind_of(&e)))?;
+            let mut req = url.as_str().into_client_request().map_err(|e| {
+                format!("the console's WebSocket URL is not usable: {}", kind_of(&e))
+            })?;
             for (name, value) in headers {
-                let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(
-                    name.as_bytes(),
-                )
-                .map_err(|_| format!("header {name} is not a valid header name"))?;
+                let name =
+                    tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| format!("header {name} is not a valid header name"))?;
                 let mut value = HeaderValue::from_str(value)
                     .map_err(|_| format!("header {name} holds characters a header cannot carry"))?;
                 value.set_sensitive(true);
@@ -204,7 +202,10 @@ where
 
 /// Logs in to an RFB server with VNC authentication (or none, when the server offers it),
 /// leaving the stream where the server waits for ClientInit.
-async fn vnc_login<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, password: &str) -> Result<(), String> {
+async fn vnc_login<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    password: &str,
+) -> Result<(), String> {
     let io = |what: &str, e: io::Error| format!("RFB {what}: {e}");
     let mut version = [0u8; 12];
     s.read_exact(&mut version)
@@ -223,7 +224,9 @@ async fn vnc_login<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, password: &str)
         .await
         .map_err(|e| io("security types", e))?;
     if types.contains(&2) {
-        s.write_all(&[2]).await.map_err(|e| io("security type", e))?;
+        s.write_all(&[2])
+            .await
+            .map_err(|e| io("security type", e))?;
         let mut challenge = [0u8; 16];
         s.read_exact(&mut challenge)
             .await
@@ -232,7 +235,9 @@ async fn vnc_login<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, password: &str)
             .await
             .map_err(|e| io("response", e))?;
     } else if types.contains(&1) {
-        s.write_all(&[1]).await.map_err(|e| io("security type", e))?;
+        s.write_all(&[1])
+            .await
+            .map_err(|e| io("security type", e))?;
     } else {
         return Err(format!(
             "the VNC server offers no security type HCP speaks (offered: {types:?}; HCP speaks 1 and 2)"
@@ -332,7 +337,9 @@ mod tests {
         let challenge: [u8; 16] = std::array::from_fn(|i| i as u8);
         assert_eq!(
             vnc_response("password", challenge),
-            [184, 102, 146, 65, 37, 200, 238, 187, 157, 235, 193, 219, 97, 197, 56, 226]
+            [
+                184, 102, 146, 65, 37, 200, 238, 187, 157, 235, 193, 219, 97, 197, 56, 226
+            ]
         );
         // Only the first 8 bytes of a password count.
         assert_eq!(
@@ -403,8 +410,8 @@ mod tests {
             s.write_u32(14).await.unwrap();
             s.write_all(b"bad credential").await.unwrap();
         });
-        let up = ConsoleUpstream::tcp(addr)
-            .with_handshake(ConsoleHandshake::VncPassword("nope".into()));
+        let up =
+            ConsoleUpstream::tcp(addr).with_handshake(ConsoleHandshake::VncPassword("nope".into()));
         let e = dial(&up, Duration::from_secs(5)).await.err().unwrap();
         assert!(e.contains("bad credential"), "{e}");
         assert!(!e.contains("nope"), "{e}");

@@ -36,11 +36,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
-    Capabilities, Console, ConsoleHandshake, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind,
-    GetConsole, HcpMark, HostInfo, HostInventory, HostInventoryReply, LogEntry, NativeVm,
-    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
-    Resources, Result, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
-    VmTarget,
+    Capabilities, Console, ConsoleHandshake, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm,
+    DeleteVm, DeletedVm, Error, ErrorKind, GetConsole, HcpMark, HostInfo, HostInventory,
+    HostInventoryReply, LogEntry, NativeVm, OpContext, Operation, PowerState, Provider,
+    ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Resources, Result, Secrets, SnapshotVm,
+    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -41,8 +41,9 @@ pub(crate) struct TaskEnd {
 impl Client {
     /// Builds a client; `nodes` are the node names kept out of error messages.
     pub(crate) fn new(conn: &Connection, timeout: Duration, nodes: Vec<String>) -> Result<Self> {
-        let mut auth = HeaderValue::from_str(&conn.authorization())
-        .map_err(|_| Error::invalid("token_id", "holds characters an HTTP header cannot carry"))?;
+        let mut auth = HeaderValue::from_str(&conn.authorization()).map_err(|_| {
+            Error::invalid("token_id", "holds characters an HTTP header cannot carry")
+        })?;
         auth.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
@@ -51,8 +52,7 @@ impl Client {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(16);
-        let tls = hcp_tls::client_config(&conn.trust)
-            .map_err(|m| Error::invalid("ca_file", m))?;
+        let tls = hcp_tls::client_config(&conn.trust).map_err(|m| Error::invalid("ca_file", m))?;
         let builder = builder.use_preconfigured_tls(tls);
         let http = builder
             .build()
@@ -110,7 +110,8 @@ impl Client {
         path: &str,
         query: &[(&str, &str)],
     ) -> std::result::Result<String, String> {
-        let mut url = reqwest::Url::parse(&format!("{}{path}", self.api)).map_err(|e| e.to_string())?;
+        let mut url =
+            reqwest::Url::parse(&format!("{}{path}", self.api)).map_err(|e| e.to_string())?;
         url.query_pairs_mut().extend_pairs(query);
         let scheme = if url.scheme() == "http" { "ws" } else { "wss" };
         url.set_scheme(scheme)

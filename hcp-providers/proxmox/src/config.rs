@@ -309,9 +309,8 @@ impl ProxmoxSettings {
                 )
             })?;
             let trust = TlsTrust::CaPem(pem);
-            hcp_tls::client_config(&trust).map_err(|m| {
-                Error::invalid(field("ca_file"), format!("{}: {m}", ca.display()))
-            })?;
+            hcp_tls::client_config(&trust)
+                .map_err(|m| Error::invalid(field("ca_file"), format!("{}: {m}", ca.display())))?;
             trust
         } else {
             TlsTrust::System

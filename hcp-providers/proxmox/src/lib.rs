@@ -54,10 +54,11 @@ use async_trait::async_trait;
 use chrono::Utc;
 use futures::StreamExt;
 use hcp_core::{
-    Capabilities, Console, ConsoleHandshake, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind, GetConsole,
-    HcpMark, HostInfo, HostInventory, HostInventoryReply, NativeVm, OpContext, Operation,
-    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Resources, Result,
-    Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmId, VmTarget,
+    Capabilities, Console, ConsoleHandshake, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm,
+    DeleteVm, DeletedVm, Error, ErrorKind, GetConsole, HcpMark, HostInfo, HostInventory,
+    HostInventoryReply, NativeVm, OpContext, Operation, PowerState, Provider, ProviderConfig,
+    ProviderInfo, RebootVm, RebootedVm, Resources, Result, Secrets, SnapshotVm, SnapshottedVm,
+    StartVm, StartedVm, StopVm, StoppedVm, VmId, VmTarget,
 };
 use serde_json::Value;
 use tokio::sync::Semaphore;

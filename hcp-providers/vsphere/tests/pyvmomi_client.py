@@ -1,0 +1,187 @@
+"""pyvmomi, the independent vSphere client of HCP's tests.
+
+Usage: pyvmomi_client.py '{"host": "127.0.0.1", "port": 18700, "user": "u", "password": "p",
+                            "args": {"cmd": "...", ...}}'
+Prints one JSON document. Commands:
+  thumbprint                      SHA-256 of the server's certificate (hex)
+  setup {template, source}        clones `source` into a template named `template` (idempotent)
+  show {name}                     a VM's state as vCenter reports it
+  clone {name, source}            a plain clone of `source`, made outside HCP (no mark)
+  terminate_others                ends every session but this one (HCP's included)
+  inventory                       VMs (name, power, host) via one property-collector read
+"""
+
+import hashlib
+import json
+import ssl
+import sys
+import time
+
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim, vmodl
+
+
+def connect(c):
+    return SmartConnect(
+        host=c["host"],
+        port=c["port"],
+        user=c["user"],
+        pwd=c["password"],
+        disableSslCertValidation=True,
+    )
+
+
+def find(si, kind, name):
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [kind], True)
+    try:
+        for obj in view.view:
+            if obj.name == name:
+                return obj
+    finally:
+        view.Destroy()
+    return None
+
+
+def wait(task):
+    while task.info.state not in ("success", "error"):
+        time.sleep(0.05)
+    if task.info.state == "error":
+        raise RuntimeError(task.info.error.msg)
+    return task.info.result
+
+
+def setup(si, a):
+    if find(si, vim.VirtualMachine, a["template"]) is not None:
+        return {"created": False}
+    src = find(si, vim.VirtualMachine, a["source"])
+    spec = vim.vm.CloneSpec(
+        location=vim.vm.RelocateSpec(pool=src.resourcePool), template=True, powerOn=False
+    )
+    wait(src.CloneVM_Task(folder=src.parent, name=a["template"], spec=spec))
+    return {"created": True}
+
+
+def show(si, a):
+    vm = find(si, vim.VirtualMachine, a["name"])
+    if vm is None:
+        return {"found": False}
+    nics = []
+    for d in vm.config.hardware.device:
+        if isinstance(d, vim.vm.device.VirtualEthernetCard):
+            b = d.backing
+            if isinstance(b, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo):
+                nics.append(b.deviceName)
+            elif isinstance(
+                b, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo
+            ):
+                nics.append("dvpg:" + b.port.portgroupKey)
+    disks = [
+        d.capacityInKB // (1024 * 1024)
+        for d in vm.config.hardware.device
+        if isinstance(d, vim.vm.device.VirtualDisk)
+    ]
+    snaps = []
+    if vm.snapshot is not None:
+        stack = list(vm.snapshot.rootSnapshotList)
+        while stack:
+            s = stack.pop()
+            snaps.append(s.name)
+            stack.extend(s.childSnapshotList)
+    extra = {o.key: o.value for o in vm.config.extraConfig}
+    return {
+        "found": True,
+        "moref": vm._moId,
+        "power": str(vm.runtime.powerState),
+        "host": vm.runtime.host.name,
+        "cpus": vm.config.hardware.numCPU,
+        "memory_mb": vm.config.hardware.memoryMB,
+        "nics": nics,
+        "disks_gib": disks,
+        "snapshots": sorted(snaps),
+        "mark": extra.get("hcp.mark"),
+    }
+
+
+def clone(si, a):
+    src = find(si, vim.VirtualMachine, a["source"])
+    spec = vim.vm.CloneSpec(location=vim.vm.RelocateSpec(pool=src.resourcePool), powerOn=False)
+    vm = wait(src.CloneVM_Task(folder=src.parent, name=a["name"], spec=spec))
+    return {"moref": vm._moId}
+
+
+def terminate_others(si):
+    sm = si.content.sessionManager
+    mine = sm.currentSession.key
+    others = [s.key for s in sm.sessionList if s.key != mine]
+    if others:
+        sm.TerminateSession(sessionId=others)
+    return {"terminated": len(others)}
+
+
+def inventory(si):
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+    pc = content.propertyCollector
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[
+            vmodl.query.PropertyCollector.ObjectSpec(
+                obj=view,
+                skip=True,
+                selectSet=[
+                    vmodl.query.PropertyCollector.TraversalSpec(
+                        name="view", path="view", skip=False, type=vim.view.ContainerView
+                    )
+                ],
+            )
+        ],
+        propSet=[
+            vmodl.query.PropertyCollector.PropertySpec(
+                type=vim.VirtualMachine,
+                pathSet=[
+                    "name",
+                    "runtime.powerState",
+                    "runtime.host",
+                    "config.template",
+                    "config.hardware.numCPU",
+                    "config.hardware.memoryMB",
+                    "config.extraConfig",
+                ],
+            )
+        ],
+    )
+    started = time.perf_counter()
+    result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
+    objects = list(result.objects)
+    while result.token:
+        result = pc.ContinueRetrievePropertiesEx(result.token)
+        objects.extend(result.objects)
+    elapsed = time.perf_counter() - started
+    view.Destroy()
+    return {"count": len(objects), "seconds": elapsed}
+
+
+def main():
+    c = json.loads(sys.argv[1])
+    a = c["args"]
+    if a["cmd"] == "thumbprint":
+        pem = ssl.get_server_certificate((c["host"], c["port"]))
+        der = ssl.PEM_cert_to_DER_cert(pem)
+        print(json.dumps({"sha256": hashlib.sha256(der).hexdigest(), "pem": pem}))
+        return
+    si = connect(c)
+    try:
+        out = {
+            "setup": lambda: setup(si, a),
+            "show": lambda: show(si, a),
+            "clone": lambda: clone(si, a),
+            "terminate_others": lambda: terminate_others(si),
+            "inventory": lambda: inventory(si),
+        }[a["cmd"]]()
+    finally:
+        Disconnect(si)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

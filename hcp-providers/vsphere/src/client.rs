@@ -556,9 +556,17 @@ fn transport_error(e: &reqwest::Error) -> Error {
     } else {
         (ErrorKind::ProviderUnavailable, "broke the connection")
     };
-    // The URL names vCenter's host: keep it out of the message, in the detail.
+    // The URL names vCenter's host: keep it out of the message, in the detail, with the causes
+    // (a TLS refusal says why).
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
     Error::new(kind, format!("vCenter {what}"))
-        .with_detail(e.to_string())
+        .with_detail(detail)
         .temporary()
 }
 

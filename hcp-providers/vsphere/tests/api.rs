@@ -59,7 +59,13 @@ async fn tls_is_checked_by_thumbprint_and_a_wrong_one_is_refused() {
     // Configured hosts are still listed while vCenter cannot be reached.
     assert_eq!(bad.list_hosts().await.unwrap().len(), 4);
 
-    // A CA file that did not sign the certificate is refused too.
+    // The CA that signed the certificate is trusted through ca_file.
+    let ca = peer.provider_with(
+        peer.settings_with(json!({"thumbprint": null, "ca_file": peer.ca_file()})),
+    );
+    ca.host_inventory(HostInventory::new(HOST)).await.unwrap();
+
+    // A CA file that did not sign the certificate is refused.
     let dir = tempfile::tempdir().unwrap();
     let other_ca = dir.path().join("ca.pem");
     std::fs::write(&other_ca, OTHER_CA).unwrap();

@@ -110,7 +110,10 @@ impl Peer {
         let bin = vcsim();
         let _ = python();
         let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(bin)
+            .arg("-ca-out")
+            .arg(dir.path().join("ca.pem"))
             .arg("-l")
             .arg(format!("127.0.0.1:{port}"))
             .arg("-userpass")
@@ -136,7 +139,6 @@ impl Peer {
                 sink.clear();
             }
         });
-        let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).unwrap();
         let mut peer = Peer {
             child,
@@ -150,6 +152,11 @@ impl Peer {
         peer.pem = t["pem"].as_str().unwrap().to_string();
         peer.pyvmomi(json!({"cmd": "setup", "template": IMAGE, "source": SOURCE}));
         peer
+    }
+
+    /// Returns the CA file the simulator wrote.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Returns the SDK URL.

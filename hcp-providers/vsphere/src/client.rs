@@ -174,7 +174,10 @@ impl Client {
         let decoded = soap::decode(&bytes).map_err(|why| {
             Error::new(
                 ErrorKind::ProviderError,
-                format!("vCenter sent a reply HCP cannot read (HTTP {})", status.as_u16()),
+                format!(
+                    "vCenter sent a reply HCP cannot read (HTTP {})",
+                    status.as_u16()
+                ),
             )
             .with_detail(why)
             .with_context("vim_method", method)
@@ -333,10 +336,14 @@ impl Client {
             .call(&soap::retrieve_over_view(&pc, view, props, self.page_size))
             .await?;
         let first = RetrieveResult::from_returnvals(&vals);
-        collect_pages(first, |body| async move {
-            let vals = self.call(&body).await?;
-            Ok(RetrieveResult::from_returnvals(&vals))
-        }, &pc)
+        collect_pages(
+            first,
+            |body| async move {
+                let vals = self.call(&body).await?;
+                Ok(RetrieveResult::from_returnvals(&vals))
+            },
+            &pc,
+        )
         .await
     }
 
@@ -393,6 +400,11 @@ impl Client {
                             .with_detail(info.message.clone().unwrap_or_default())
                             .operators_only(),
                     );
+                }
+                // A finished task is done whether or not it reported percentages on the way.
+                if info.state == "success" && last_progress != Some(100) {
+                    last_progress = Some(100);
+                    ctx.progress(100);
                 }
                 info.done().then_some(info)
             })

@@ -164,7 +164,11 @@ mod tests {
             ("ConcurrentAccess", ErrorKind::Conflict, true),
             ("InvalidArgument", ErrorKind::InvalidSpec, false),
             ("InvalidDeviceSpec", ErrorKind::InvalidSpec, false),
-            ("InsufficientResourcesFault", ErrorKind::QuotaExceeded, false),
+            (
+                "InsufficientResourcesFault",
+                ErrorKind::QuotaExceeded,
+                false,
+            ),
             (
                 "InsufficientMemoryResourcesFault",
                 ErrorKind::QuotaExceeded,
@@ -216,7 +220,14 @@ mod tests {
             &names,
         );
         let m = e.message();
-        for hidden in ["vm-42", "DC0_C0_H0", "host-21", "DC0_C0", "LocalDS_0", "session["] {
+        for hidden in [
+            "vm-42",
+            "DC0_C0_H0",
+            "host-21",
+            "DC0_C0",
+            "LocalDS_0",
+            "session[",
+        ] {
             assert!(!m.contains(hidden), "{m}");
         }
         assert_eq!(

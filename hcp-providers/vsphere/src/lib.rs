@@ -194,7 +194,9 @@ impl VmRow {
     }
 
     fn is_ours(&self, mark: &HcpMark) -> bool {
-        self.mark.as_ref().is_some_and(|(m, _)| m.vm_id == mark.vm_id)
+        self.mark
+            .as_ref()
+            .is_some_and(|(m, _)| m.vm_id == mark.vm_id)
     }
 }
 
@@ -467,7 +469,11 @@ impl VsphereProvider {
     }
 
     fn host_info(&self, h: &VsphereHost, row: Option<&HostRow>) -> HostInfo {
-        let vcpus = row.map(|r| r.vcpus).filter(|n| *n > 0).or(h.vcpus).unwrap_or(0);
+        let vcpus = row
+            .map(|r| r.vcpus)
+            .filter(|n| *n > 0)
+            .or(h.vcpus)
+            .unwrap_or(0);
         let memory = row
             .map(|r| r.memory_mib)
             .filter(|n| *n > 0)
@@ -529,7 +535,12 @@ impl VsphereProvider {
             .await
     }
 
-    async fn nic_backing(&self, world: &World, host: &HostRow, network: &str) -> Result<NicBacking> {
+    async fn nic_backing(
+        &self,
+        world: &World,
+        host: &HostRow,
+        network: &str,
+    ) -> Result<NicBacking> {
         let pg = self.settings.port_group(network);
         let found = host
             .networks
@@ -553,9 +564,12 @@ impl VsphereProvider {
             .client
             .retrieve_one(&net, &["key", "config.distributedVirtualSwitch"])
             .await?;
-        let dvs = o
-            .moref("config.distributedVirtualSwitch")
-            .ok_or_else(|| Error::new(ErrorKind::ProviderError, "a distributed port group has no switch"))?;
+        let dvs = o.moref("config.distributedVirtualSwitch").ok_or_else(|| {
+            Error::new(
+                ErrorKind::ProviderError,
+                "a distributed port group has no switch",
+            )
+        })?;
         let s = self.client.retrieve_one(&dvs, &["uuid"]).await?;
         Ok(NicBacking::Distributed {
             switch_uuid: s.text("uuid").unwrap_or("").to_string(),
@@ -632,7 +646,8 @@ impl VsphereProvider {
             }
         }
         for n in &args.networks {
-            spec.add_nics.push(self.nic_backing(world, host, &n.network).await?);
+            spec.add_nics
+                .push(self.nic_backing(world, host, &n.network).await?);
         }
         if !spec.is_empty() {
             self.task(ctx, soap::reconfig(vm, &spec)).await?;
@@ -936,11 +951,7 @@ impl Provider for VsphereProvider {
                 "asked the guest to shut down; waiting up to {}s",
                 graceful.as_secs()
             ));
-            match self
-                .client
-                .call(&soap::simple("ShutdownGuest", &vm))
-                .await
-            {
+            match self.client.call(&soap::simple("ShutdownGuest", &vm)).await {
                 Ok(_) => {
                     let off = self
                         .client
@@ -1036,7 +1047,10 @@ impl Provider for VsphereProvider {
             .and_then(MoRef::from_node)
             .map(|r| r.value)
             .ok_or_else(|| {
-                Error::new(ErrorKind::ProviderError, "the snapshot task returned no snapshot")
+                Error::new(
+                    ErrorKind::ProviderError,
+                    "the snapshot task returned no snapshot",
+                )
             })?;
         ctx.info(format!("took snapshot {name}"));
         Ok(SnapshottedVm::new(id))
@@ -1068,7 +1082,9 @@ impl Provider for VsphereProvider {
             .with_detail(format!(
                 "VM {} on {:?}",
                 vm.value,
-                now.as_ref().and_then(|n| world.host_by_ref(n)).map(|h| &h.name)
+                now.as_ref()
+                    .and_then(|n| world.host_by_ref(n))
+                    .map(|h| &h.name)
             )));
         }
         ctx.info("moved the VM to another host");

@@ -27,10 +27,7 @@ fn args(host: &str, name: &str, image: &str) -> (CreateVm, VmTarget) {
         host: host.to_string(),
         native_id: None,
     };
-    (
-        CreateVm::new(mark, host, name, image, resources),
-        target,
-    )
+    (CreateVm::new(mark, host, name, image, resources), target)
 }
 
 fn job() -> (OpContext, Arc<Lines>) {
@@ -47,7 +44,11 @@ async fn tls_is_checked_by_thumbprint_and_a_wrong_one_is_refused() {
     let good = peer.provider();
     let inv = good.host_inventory(HostInventory::new(HOST)).await.unwrap();
     assert!(inv.images.contains(&IMAGE.to_string()), "{:?}", inv.images);
-    assert!(inv.networks.contains(&"default".to_string()), "{:?}", inv.networks);
+    assert!(
+        inv.networks.contains(&"default".to_string()),
+        "{:?}",
+        inv.networks
+    );
     assert!(inv.host.vcpus_total > 0 && inv.host.memory_mib_total > 0);
 
     let bad = peer.provider_with(peer.settings_with(json!({"thumbprint": "00".repeat(32)})));
@@ -60,18 +61,16 @@ async fn tls_is_checked_by_thumbprint_and_a_wrong_one_is_refused() {
     assert_eq!(bad.list_hosts().await.unwrap().len(), 4);
 
     // The CA that signed the certificate is trusted through ca_file.
-    let ca = peer.provider_with(
-        peer.settings_with(json!({"thumbprint": null, "ca_file": peer.ca_file()})),
-    );
+    let ca = peer
+        .provider_with(peer.settings_with(json!({"thumbprint": null, "ca_file": peer.ca_file()})));
     ca.host_inventory(HostInventory::new(HOST)).await.unwrap();
 
     // A CA file that did not sign the certificate is refused.
     let dir = tempfile::tempdir().unwrap();
     let other_ca = dir.path().join("ca.pem");
     std::fs::write(&other_ca, OTHER_CA).unwrap();
-    let ca = peer.provider_with(
-        peer.settings_with(json!({"thumbprint": null, "ca_file": other_ca})),
-    );
+    let ca =
+        peer.provider_with(peer.settings_with(json!({"thumbprint": null, "ca_file": other_ca})));
     let e = ca
         .host_inventory(HostInventory::new(HOST))
         .await
@@ -238,5 +237,8 @@ async fn an_unknown_network_is_refused_naming_the_field_and_leaves_no_clone() {
     assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
     assert_eq!(e.field(), Some("networks"));
     let seen = peer.pyvmomi(json!({"cmd": "show", "name": "nonet-1"}));
-    assert_eq!(seen["found"], false, "the half-made clone is deleted: {seen}");
+    assert_eq!(
+        seen["found"], false,
+        "the half-made clone is deleted: {seen}"
+    );
 }

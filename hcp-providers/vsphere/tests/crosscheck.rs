@@ -46,7 +46,10 @@ async fn pyvmomi_sees_what_hcp_did() {
         native_id: Some(created.native_id.clone()),
     };
     let snap = p
-        .snapshot_vm(&ctx, SnapshotVm::new(target.clone()).with_name("before-upgrade"))
+        .snapshot_vm(
+            &ctx,
+            SnapshotVm::new(target.clone()).with_name("before-upgrade"),
+        )
         .await
         .unwrap();
     assert!(!snap.snapshot_id.is_empty());
@@ -67,7 +70,10 @@ async fn pyvmomi_sees_what_hcp_did() {
         "the first disk grew to the flavor's size: {seen}"
     );
     let mark = seen["mark"].as_str().unwrap();
-    assert!(mark.contains(vm_id.as_str()) && mark.contains("cross"), "{mark}");
+    assert!(
+        mark.contains(vm_id.as_str()) && mark.contains("cross"),
+        "{mark}"
+    );
 
     p.delete_vm(&ctx, DeleteVm::new(target)).await.unwrap();
     let gone = peer.pyvmomi(json!({"cmd": "show", "name": "cross-1"}));

@@ -36,8 +36,12 @@ def find(si, kind, name):
     view = content.viewManager.CreateContainerView(content.rootFolder, [kind], True)
     try:
         for obj in view.view:
-            if obj.name == name:
-                return obj
+            try:
+                if obj.name == name:
+                    return obj
+            except vmodl.fault.ManagedObjectNotFound:
+                # The simulator's views keep destroyed objects.
+                continue
     finally:
         view.Destroy()
     return None
@@ -82,7 +86,9 @@ def show(si, a):
         if isinstance(d, vim.vm.device.VirtualDisk)
     ]
     snaps = []
-    if vm.snapshot is not None:
+    # The simulator drops the connection when `snapshot` is read on a VM without one, and does
+    # not keep `rootSnapshot`; its snapshot files say whether there are any.
+    if vm.layoutEx is not None and len(vm.layoutEx.snapshot) > 0:
         stack = list(vm.snapshot.rootSnapshotList)
         while stack:
             s = stack.pop()

@@ -87,7 +87,10 @@ impl Fault {
 
     /// Reads a task's `LocalizedMethodFault` (`info.error`).
     pub fn from_localized(e: &Node) -> Fault {
-        Fault::from_parts(e.child("fault"), e.text_of("localizedMessage").unwrap_or(""))
+        Fault::from_parts(
+            e.child("fault"),
+            e.text_of("localizedMessage").unwrap_or(""),
+        )
     }
 
     fn from_parts(detail: Option<&Node>, message: &str) -> Fault {
@@ -99,7 +102,10 @@ impl Fault {
             })
             .unwrap_or_default();
         let property = detail
-            .and_then(|d| d.text_of("invalidProperty").or_else(|| d.text_of("property")))
+            .and_then(|d| {
+                d.text_of("invalidProperty")
+                    .or_else(|| d.text_of("property"))
+            })
             .map(str::to_string);
         Fault {
             kind,
@@ -408,10 +414,14 @@ impl TaskInfo {
 pub fn extra_config(n: &Node) -> Vec<(String, String)> {
     n.children
         .iter()
-        .filter_map(|o| Some((o.text_of("key")?.to_string(), o.text_of("value")?.to_string())))
+        .filter_map(|o| {
+            Some((
+                o.text_of("key")?.to_string(),
+                o.text_of("value")?.to_string(),
+            ))
+        })
         .collect()
 }
-
 
 /// A call that takes only `_this` (`PowerOffVM_Task`, `Destroy_Task`, `ShutdownGuest`, ...).
 pub fn simple(method: &str, this: &MoRef) -> String {

@@ -142,7 +142,9 @@ pub fn parse(doc: &[u8]) -> Result<Node, String> {
     if !stack.is_empty() {
         return Err("the XML document ends inside an element".into());
     }
-    root.children.pop().ok_or_else(|| "an empty XML document".into())
+    root.children
+        .pop()
+        .ok_or_else(|| "an empty XML document".into())
 }
 
 /// Writes a vim25 request body, escaping every text.
@@ -284,10 +286,7 @@ mod tests {
         let doc = r#"<device xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="VirtualDisk"><key>2000</key><backing xsi:type="VirtualDiskFlatVer2BackingInfo"><datastore type="Datastore">datastore-1</datastore></backing></device>"#;
         let n = parse(doc.as_bytes()).unwrap();
         w.node(&n);
-        let again = format!(
-            "<r xmlns:xsi=\"{XSI}\">{}</r>",
-            w.finish()
-        );
+        let again = format!("<r xmlns:xsi=\"{XSI}\">{}</r>", w.finish());
         assert_eq!(parse(again.as_bytes()).unwrap().children[0], n);
     }
 }

@@ -604,7 +604,7 @@ impl VsphereProvider {
             .get("config.extraConfig")
             .map(soap::extra_config)
             .unwrap_or_default();
-        if !mark::parse(&extra).is_some_and(|(m, _)| m.vm_id == args.mark.vm_id) {
+        if mark::parse(&extra).is_none_or(|(m, _)| m.vm_id != args.mark.vm_id) {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 "the new VM does not carry the mark HCP gave it; it was left untouched",

@@ -242,3 +242,18 @@ async fn an_unknown_network_is_refused_naming_the_field_and_leaves_no_clone() {
         "the half-made clone is deleted: {seen}"
     );
 }
+
+#[tokio::test]
+async fn a_failed_task_fails_the_call_with_vcenters_message() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    // The simulator cannot create the clone's files under a name holding a path separator: the
+    // clone task itself fails (the engine never sends such a name; the provider passes it on).
+    let (create, _) = args(HOST, "bad/../../name", IMAGE);
+    let (ctx, _) = job();
+    let e = p.create_vm(&ctx, create).await.unwrap_err();
+    assert!(e.context_value("vim_task").is_some(), "a task failed: {e:?}");
+    assert_eq!(e.context_value("vim_method"), Some("CloneVM_Task"), "{e:?}");
+    assert!(e.message().starts_with("vCenter"), "{e}");
+    assert!(e.context_value("vim_message").is_some_and(|m| !m.is_empty()), "{e:?}");
+}

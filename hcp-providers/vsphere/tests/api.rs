@@ -252,8 +252,15 @@ async fn a_failed_task_fails_the_call_with_vcenters_message() {
     let (create, _) = args(HOST, "bad/../../name", IMAGE);
     let (ctx, _) = job();
     let e = p.create_vm(&ctx, create).await.unwrap_err();
-    assert!(e.context_value("vim_task").is_some(), "a task failed: {e:?}");
+    assert!(
+        e.context_value("vim_task").is_some(),
+        "a task failed: {e:?}"
+    );
     assert_eq!(e.context_value("vim_method"), Some("CloneVM_Task"), "{e:?}");
     assert!(e.message().starts_with("vCenter"), "{e}");
-    assert!(e.context_value("vim_message").is_some_and(|m| !m.is_empty()), "{e:?}");
+    assert!(
+        e.context_value("vim_message")
+            .is_some_and(|m| !m.is_empty()),
+        "{e:?}"
+    );
 }

@@ -81,7 +81,7 @@ mod tests {
             .unwrap();
         assert!(engine.is_ready());
         let mut config = load_config(None, &|_| None).unwrap();
-        config.providers[0].kind = "vsphere".into();
+        config.providers[0].kind = "xen".into();
         let e = register_all(hcp_core::Engine::builder(config))
             .build()
             .await

@@ -143,6 +143,8 @@ const VM_PROPS: [&str; 8] = [
     "config.hardware.memoryMB",
     "config.extraConfig",
 ];
+/// What a create needs of every VM: names (HCP checks them), and templates with their folders.
+const VM_NAME_PROPS: [&str; 3] = ["name", "parent", "config.template"];
 const HOST_PROPS: [&str; 6] = [
     "name",
     "parent",
@@ -383,8 +385,13 @@ impl VsphereProvider {
     /// Reads the whole inventory in one property read over a container view kept for the
     /// session.
     async fn world(&self) -> Result<World> {
+        self.read_world(&VM_PROPS).await
+    }
+
+    /// Reads the inventory with only `vm_props` of each VM.
+    async fn read_world(&self, vm_props: &[&str]) -> Result<World> {
         let props: [(&str, &[&str]); 5] = [
-            ("VirtualMachine", &VM_PROPS),
+            ("VirtualMachine", vm_props),
             ("HostSystem", &HOST_PROPS),
             ("ComputeResource", &COMPUTE_PROPS),
             ("Network", &NAME_ONLY),
@@ -784,7 +791,8 @@ impl Provider for VsphereProvider {
             ));
         }
         let h = self.host(&args.host)?;
-        let world = self.world().await?;
+        // Names and templates of every VM; marks and power only of the VMs with this name.
+        let world = self.read_world(&VM_NAME_PROPS).await?;
         let Some(host) = world.host(&h.host) else {
             return Err(Error::new(
                 ErrorKind::ProviderUnavailable,
@@ -794,11 +802,18 @@ impl Provider for VsphereProvider {
         };
         // vCenter allows two VMs of one name (in different folders); HCP does not. A retried
         // create finds the VM it made.
-        let same_name: Vec<&VmRow> = world
+        let mut same_name: Vec<VmRow> = Vec::new();
+        for v in world
             .vms
             .iter()
             .filter(|v| !v.template && v.name == args.name)
-            .collect();
+        {
+            match self.client.retrieve_one(&v.moref, &VM_PROPS).await {
+                Ok(o) => same_name.push(VmRow::from_object(&o)),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         if let Some(v) = same_name.iter().find(|v| v.is_ours(&args.mark)) {
             ctx.log(
                 LogEntry::info("the VM already exists in vCenter (a retried create)")

@@ -264,3 +264,56 @@ async fn a_failed_task_fails_the_call_with_vcenters_message() {
         "{e:?}"
     );
 }
+
+#[tokio::test]
+async fn shutdown_logs_out_of_vcenter() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    p.host_inventory(HostInventory::new(HOST)).await.unwrap();
+    p.shutdown().await.unwrap();
+    // pyvmomi's own session is the only one left.
+    let ended = peer.pyvmomi(json!({"cmd": "terminate_others"}));
+    assert_eq!(ended["terminated"], 0, "{ended}");
+    // The provider logs in again when it is used after a shutdown.
+    p.host_inventory(HostInventory::new(HOST)).await.unwrap();
+    assert_eq!(p.logins(), 2);
+}
+
+#[tokio::test]
+async fn a_nic_on_a_distributed_port_group_is_backed_by_its_switch() {
+    let peer = Peer::start(1);
+    let p = peer.provider_with(
+        peer.settings_with(json!({"networks": {"default": "VM Network", "dv": "DC0_DVPG0"}})),
+    );
+    let inv = p.host_inventory(HostInventory::new(HOST)).await.unwrap();
+    assert!(
+        inv.networks.contains(&"dv".to_string()),
+        "{:?}",
+        inv.networks
+    );
+    let (create, mut t) = args(HOST, "dvnic-1", IMAGE);
+    let create = create.with_networks(vec![
+        NetworkPlan {
+            network: "dv".into(),
+            vlan: None,
+        },
+        NetworkPlan {
+            network: "default".into(),
+            vlan: None,
+        },
+    ]);
+    let (ctx, _) = job();
+    let created = p.create_vm(&ctx, create).await.unwrap();
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "dvnic-1"}));
+    let nics = seen["nics"].as_array().unwrap();
+    assert_eq!(nics.len(), 2, "{seen}");
+    assert!(
+        nics[0].as_str().unwrap().starts_with("dvpg:dvportgroup-"),
+        "{seen}"
+    );
+    assert_eq!(nics[1], "VM Network", "{seen}");
+    t.native_id = Some(created.native_id);
+    p.delete_vm(&ctx, DeleteVm::new(t).with_force(true))
+        .await
+        .unwrap();
+}

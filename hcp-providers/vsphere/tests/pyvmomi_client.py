@@ -8,9 +8,12 @@ Prints one JSON document. Commands:
   show {name}                     a VM's state as vCenter reports it
   clone {name, source}            a plain clone of `source`, made outside HCP (no mark)
   terminate_others                ends every session but this one (HCP's included)
-  inventory                       VMs (name, power, host) via one property-collector read
+  inventory {repeat}              the property-collector read HCP's inventory makes, timed
+  creates {n, threads, source, pool_host, prefix}
+                                  n clones + power-on on `threads` threads, timed (benchmark)
 """
 
+import concurrent.futures
 import hashlib
 import json
 import ssl
@@ -125,7 +128,7 @@ def terminate_others(si):
     return {"terminated": len(others)}
 
 
-def inventory(si):
+def inventory(si, repeat=1):
     content = si.RetrieveContent()
     view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
     pc = content.propertyCollector
@@ -156,15 +159,45 @@ def inventory(si):
             )
         ],
     )
-    started = time.perf_counter()
-    result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
-    objects = list(result.objects)
-    while result.token:
-        result = pc.ContinueRetrievePropertiesEx(result.token)
-        objects.extend(result.objects)
-    elapsed = time.perf_counter() - started
+    times = []
+    for _ in range(max(1, repeat)):
+        started = time.perf_counter()
+        result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
+        objects = list(result.objects)
+        while result.token:
+            result = pc.ContinueRetrievePropertiesEx(result.token)
+            objects.extend(result.objects)
+        times.append(time.perf_counter() - started)
     view.Destroy()
-    return {"count": len(objects), "seconds": elapsed}
+    times.sort()
+    return {"count": len(objects), "seconds": times[len(times) // 2], "all": times}
+
+
+def wait_pc(si, task):
+    """Follows a task with WaitForUpdatesEx, as pyVim.task.WaitForTask does."""
+    from pyVim.task import WaitForTask
+
+    WaitForTask(task, si=si)
+    return task.info.result
+
+
+def creates(si, a):
+    src = find(si, vim.VirtualMachine, a["source"])
+    host = find(si, vim.HostSystem, a["pool_host"])
+    pool = host.parent.resourcePool
+
+    def one(i):
+        spec = vim.vm.CloneSpec(
+            location=vim.vm.RelocateSpec(pool=pool, host=host), powerOn=False
+        )
+        vm = wait_pc(si, src.CloneVM_Task(folder=src.parent, name=f"{a['prefix']}-{i}", spec=spec))
+        wait_pc(si, vm.PowerOnVM_Task())
+        return vm._moId
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=a["threads"]) as pool_:
+        ids = list(pool_.map(one, range(a["n"])))
+    return {"seconds": time.perf_counter() - started, "ids": ids}
 
 
 def main():
@@ -182,7 +215,8 @@ def main():
             "show": lambda: show(si, a),
             "clone": lambda: clone(si, a),
             "terminate_others": lambda: terminate_others(si),
-            "inventory": lambda: inventory(si),
+            "inventory": lambda: inventory(si, a.get("repeat", 1)),
+            "creates": lambda: creates(si, a),
         }[a["cmd"]]()
     finally:
         Disconnect(si)

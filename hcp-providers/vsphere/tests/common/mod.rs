@@ -31,7 +31,9 @@ pub const USER: &str = "hcp-ci";
 /// The simulator's password (held in a file, as in production).
 pub const PASSWORD: &str = "s3cret-Pa55";
 
-const PORTS: std::ops::Range<u16> = 18700..18750;
+/// The loopback ports these tests use (the CLI end-to-end test takes 18730-18739, the benchmark
+/// 18740-18749).
+const PORTS: std::ops::Range<u16> = 18700..18730;
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 fn home_cache(var: &str, default: &str) -> PathBuf {

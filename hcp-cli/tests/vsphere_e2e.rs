@@ -119,6 +119,23 @@ fn pyvmomi(sim: &Vcsim, args: Value) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// True when `text` holds a vCenter managed object id (`vm-42`, `host-7`, `datastore-3`); HCP's
+/// own ids (`vm-` and 32 hex digits) are not.
+fn has_moref(text: &str) -> bool {
+    ["vm-", "host-", "datastore-", "resgroup-", "dvportgroup-", "network-"]
+        .iter()
+        .any(|prefix| {
+            text.match_indices(prefix).any(|(i, _)| {
+                let rest = &text[i + prefix.len()..];
+                let id: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .collect();
+                !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())
+            })
+        })
+}
+
 #[test]
 fn hcp_serve_runs_vms_on_vsphere_through_the_cli() {
     let sim = vcsim();
@@ -149,16 +166,18 @@ fn hcp_serve_runs_vms_on_vsphere_through_the_cli() {
     let vm = hcp.json(&["vm", "show", &id, "--project", "demo"]);
     assert_eq!(vm["power"], "RUNNING", "{vm}");
     let shown = vm.to_string();
-    for hidden in ["DC0_", "vm-", "host-", "LocalDS", "native"] {
+    for hidden in ["DC0_", "LocalDS", "native"] {
         assert!(
             !shown.contains(hidden),
-            "tenants see no host, datastore or MoRef: {shown}"
+            "tenants see no host or datastore: {shown}"
         );
     }
+    assert!(!has_moref(&shown), "tenants see no MoRef: {shown}");
 
     // pyvmomi finds the VM HCP made, running, sized by the flavor, with HCP's mark.
     let seen = pyvmomi(&sim, json!({"cmd": "show", "name": "web-1"}));
     assert_eq!(seen["power"], "poweredOn", "{seen}");
+    assert!(has_moref(seen["moref"].as_str().unwrap()), "{seen}");
     assert_eq!(seen["cpus"], 1, "{seen}");
     assert_eq!(seen["memory_mb"], 512, "{seen}");
     assert!(seen["mark"].as_str().unwrap().contains(&id), "{seen}");

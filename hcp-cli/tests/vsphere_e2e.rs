@@ -122,18 +122,25 @@ fn pyvmomi(sim: &Vcsim, args: Value) -> Value {
 /// True when `text` holds a vCenter managed object id (`vm-42`, `host-7`, `datastore-3`); HCP's
 /// own ids (`vm-` and 32 hex digits) are not.
 fn has_moref(text: &str) -> bool {
-    ["vm-", "host-", "datastore-", "resgroup-", "dvportgroup-", "network-"]
-        .iter()
-        .any(|prefix| {
-            text.match_indices(prefix).any(|(i, _)| {
-                let rest = &text[i + prefix.len()..];
-                let id: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric())
-                    .collect();
-                !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())
-            })
+    [
+        "vm-",
+        "host-",
+        "datastore-",
+        "resgroup-",
+        "dvportgroup-",
+        "network-",
+    ]
+    .iter()
+    .any(|prefix| {
+        text.match_indices(prefix).any(|(i, _)| {
+            let rest = &text[i + prefix.len()..];
+            let id: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())
         })
+    })
 }
 
 #[test]

@@ -62,6 +62,7 @@ struct ReadmeDoctests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use hcp_core::{
@@ -130,6 +131,8 @@ pub struct VsphereProvider {
     declared: Capabilities,
     /// The inventory's container view and the session it belongs to.
     view: Mutex<Option<(u64, MoRef)>>,
+    /// The last names-and-templates read and when it started, shared by concurrent creates.
+    names: Mutex<Option<(Instant, Arc<World>)>>,
 }
 
 /// The types and properties one inventory read asks for.
@@ -355,6 +358,7 @@ impl VsphereProvider {
             hosts: hosts.into_iter().map(|h| (h.name.clone(), h)).collect(),
             declared,
             view: Mutex::new(None),
+            names: Mutex::new(None),
         })
     }
 
@@ -386,6 +390,23 @@ impl VsphereProvider {
     /// session.
     async fn world(&self) -> Result<World> {
         self.read_world(&VM_PROPS).await
+    }
+
+    /// Reads the names and templates of every VM (and the hosts, clusters, port groups and
+    /// datastores). Concurrent callers share reads: a caller takes a read that started after it
+    /// asked, or makes one, so a burst of creates costs one or two reads, not one each.
+    async fn names_and_templates(&self) -> Result<Arc<World>> {
+        let asked = Instant::now();
+        let mut slot = self.names.lock().await;
+        if let Some((started, world)) = slot.as_ref()
+            && *started >= asked
+        {
+            return Ok(world.clone());
+        }
+        let started = Instant::now();
+        let world = Arc::new(self.read_world(&VM_NAME_PROPS).await?);
+        *slot = Some((started, world.clone()));
+        Ok(world)
     }
 
     /// Reads the inventory with only `vm_props` of each VM.
@@ -792,7 +813,7 @@ impl Provider for VsphereProvider {
         }
         let h = self.host(&args.host)?;
         // Names and templates of every VM; marks and power only of the VMs with this name.
-        let world = self.read_world(&VM_NAME_PROPS).await?;
+        let world = self.names_and_templates().await?;
         let Some(host) = world.host(&h.host) else {
             return Err(Error::new(
                 ErrorKind::ProviderUnavailable,

@@ -378,6 +378,11 @@ impl Client {
             .first()
             .and_then(MoRef::from_node)
             .ok_or_else(|| malformed(&method))?;
+        // A call dropped while it follows the task (a job timeout, a cancel) cancels the task.
+        let mut guard = CancelOnDrop {
+            client: self.clone(),
+            task: Some(task.clone()),
+        };
         let mut last_progress = None;
         let mut last_message = None;
         let ended = self
@@ -408,8 +413,9 @@ impl Client {
                 }
                 info.done().then_some(info)
             })
-            .await?;
-        match ended {
+            .await;
+        guard.task = None;
+        match ended? {
             Some(info) if info.state == "success" => Ok(info),
             Some(info) => {
                 let fault = info.error.unwrap_or(soap::Fault {
@@ -516,6 +522,26 @@ where
         objects.append(&mut page.objects);
     }
     Ok(objects)
+}
+
+/// Cancels a task whose follower was dropped before it ended.
+struct CancelOnDrop {
+    client: Arc<Client>,
+    task: Option<MoRef>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let (Some(task), Ok(rt)) = (self.task.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let client = self.client.clone();
+        rt.spawn(async move {
+            if let Err(e) = client.call(&soap::simple("CancelTask", &task)).await {
+                tracing::warn!(task = %task.value, error = %e, "could not cancel an abandoned task");
+            }
+        });
+    }
 }
 
 /// Destroys a property collector left behind when a watch is dropped mid-way.

@@ -90,6 +90,10 @@ impl Default for VsphereSettings {
 pub struct ImageSettings {
     /// The template's inventory name.
     pub template: String,
+    /// The template runs cloud-init with VMware's guestinfo datasource: user-data is passed as
+    /// `guestinfo.userdata` (and `guestinfo.metadata`) in the clone's `extraConfig`.
+    #[serde(default)]
+    pub cloud_init: bool,
 }
 
 /// How HCP checks vCenter's TLS certificate.
@@ -291,6 +295,11 @@ impl VsphereSettings {
         })
     }
 
+    /// Returns true when `image`'s template takes cloud-init user-data through guestinfo.
+    pub fn cloud_init(&self, image: &str) -> bool {
+        self.images.get(image).is_some_and(|i| i.cloud_init)
+    }
+
     /// Returns the template name of `image`.
     pub fn template<'a>(&'a self, image: &'a str) -> &'a str {
         self.images
@@ -373,13 +382,14 @@ mod tests {
     #[test]
     fn defaults_images_and_networks() {
         let mut v = good();
-        v["images"] = json!({"ubuntu": {"template": "tmpl-ubuntu"}});
+        v["images"] = json!({"ubuntu": {"template": "tmpl-ubuntu", "cloud_init": true}});
         v["networks"] = json!({"default": "VM Network"});
         v["task_timeout"] = json!("90s");
         let s = VsphereSettings::from_value("vc", &v).unwrap();
         assert_eq!(s.url, "https://127.0.0.1:8989/sdk");
         assert_eq!(s.template("ubuntu"), "tmpl-ubuntu");
         assert_eq!(s.template("other"), "other");
+        assert!(s.cloud_init("ubuntu") && !s.cloud_init("other"));
         assert_eq!(s.port_group("default"), "VM Network");
         assert_eq!(s.port_group("DC0_DVPG0"), "DC0_DVPG0");
         assert_eq!(s.task_timeout, Duration::from_secs(90));

@@ -33,7 +33,11 @@
 //!   cannot ask the guest), or `ResetVM_Task` with `hard`; delete = `Destroy_Task`.
 //! - **Snapshots** (`CreateSnapshot_Task`, disks only) and **migration** between hosts
 //!   (`RelocateVM_Task`) are declared and implemented.
-//! - **Not offered** (declared false): consoles, cloud-init user-data.
+//! - **Cloud-init**: for images whose template runs cloud-init (`cloud_init: true` in
+//!   `images`), the user-data and a meta-data (instance id, host name) go into the clone's
+//!   `extraConfig` as `guestinfo.userdata` / `guestinfo.metadata` (base64); `cloud_init` is
+//!   declared when any image has it, and a create with user-data on another image is refused.
+//! - **Not offered** (declared false): consoles.
 //! - **Errors**: SOAP faults are classified in one place, [`error::parse_error`]; host,
 //!   datastore and cluster names and managed object ids stay out of tenants' messages.
 //!
@@ -308,6 +312,23 @@ fn grown_disk(devices: &Node, gib: u64) -> Option<Node> {
     Some(d)
 }
 
+/// The `extraConfig` entries of cloud-init's VMware guestinfo datasource: the user-data and a
+/// meta-data naming the instance (HCP's vm id) and its host name, both base64.
+fn guestinfo(args: &CreateVm, user_data: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let metadata = format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        args.vm_id, args.name
+    );
+    vec![
+        ("guestinfo.userdata".into(), b64(user_data)),
+        ("guestinfo.userdata.encoding".into(), "base64".into()),
+        ("guestinfo.metadata".into(), b64(&metadata)),
+        ("guestinfo.metadata.encoding".into(), "base64".into()),
+    ]
+}
+
 impl VsphereProvider {
     /// Builds the provider from its section of the hosts file, reading the password file.
     ///
@@ -348,6 +369,8 @@ impl VsphereProvider {
             snapshot: true,
             live_migration: true,
             tags: true,
+            // Declared when an image's template takes user-data; create refuses the others.
+            cloud_init: settings.images.values().any(|i| i.cloud_init),
             max_networks: Some(MAX_NETWORKS),
             ..Default::default()
         };
@@ -797,12 +820,15 @@ impl Provider for VsphereProvider {
     }
 
     async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm> {
-        if args.user_data.is_some() {
+        if args.user_data.is_some() && !self.settings.cloud_init(&args.image) {
             return Err(Error::unsupported(
                 &self.name,
                 Operation::CreateVm,
                 "cloud_init",
-                "the vSphere provider does not pass user-data yet",
+                &format!(
+                    "image `{}` takes no user-data (its template does not run cloud-init)",
+                    args.image
+                ),
             ));
         }
         if args.networks.len() > MAX_NETWORKS as usize {
@@ -899,10 +925,14 @@ impl Provider for VsphereProvider {
             host: Some(host.moref.clone()),
         };
         // vCenter applies these; the simulator ignores them, and configure() sets what differs.
+        let mut extra = vec![(mark::KEY.to_string(), mark::value(&args.mark, &args.tags))];
+        if let Some(user_data) = &args.user_data {
+            extra.extend(guestinfo(&args, user_data));
+        }
         let config = ConfigSpec {
             num_cpus: Some(args.resources.vcpus),
             memory_mb: Some(args.resources.memory_mib),
-            extra: vec![(mark::KEY.to_string(), mark::value(&args.mark, &args.tags))],
+            extra,
             ..ConfigSpec::default()
         };
         ctx.info(format!("cloning the image {}", args.image));

@@ -111,3 +111,59 @@ async fn a_vm_made_by_pyvmomi_is_unmanaged_and_invisible_to_tenants() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_data_reaches_guestinfo_on_images_that_take_it() {
+    let peer = Peer::start(1);
+    let p = peer.provider_with(peer.settings_with(json!({
+        "images": {"ubuntu-24.04": {"template": IMAGE, "cloud_init": true},
+                   "plain": {"template": IMAGE}},
+    })));
+    assert!(p.capabilities().cloud_init);
+    let ctx = OpContext::detached();
+    let size = Resources {
+        vcpus: 1,
+        memory_mib: 128,
+        disk_gib: 0,
+    };
+    let user_data = "#cloud-config\nhostname: ci-1\n";
+    let plain = CreateVm::new(
+        HcpMark::new(VmId::generate(), ProjectId::new("cross")),
+        HOST,
+        "ci-plain",
+        "plain",
+        size,
+    )
+    .with_user_data(Some(user_data.into()));
+    let e = p.create_vm(&ctx, plain).await.unwrap_err();
+    assert_eq!(e.kind(), hcp_core::ErrorKind::FeatureNotSupported, "{e}");
+    let vm_id = VmId::generate();
+    let args = CreateVm::new(
+        HcpMark::new(vm_id.clone(), ProjectId::new("cross")),
+        HOST,
+        "ci-1",
+        "ubuntu-24.04",
+        size,
+    )
+    .with_user_data(Some(user_data.into()));
+    let created = p.create_vm(&ctx, args).await.unwrap();
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "ci-1"}));
+    assert_eq!(seen["userdata"], user_data, "{seen}");
+    let meta = seen["metadata"].as_str().unwrap();
+    assert!(meta.contains(&format!("instance-id: {vm_id}")), "{meta}");
+    assert!(meta.contains("local-hostname: ci-1"), "{meta}");
+    // The mark says user-data was given, never what it was.
+    assert!(
+        !seen["mark"].as_str().unwrap().contains("cloud-config"),
+        "{seen}"
+    );
+    let target = VmTarget {
+        vm_id,
+        name: "ci-1".into(),
+        host: HOST.into(),
+        native_id: Some(created.native_id),
+    };
+    p.delete_vm(&ctx, DeleteVm::new(target).with_force(true))
+        .await
+        .unwrap();
+}

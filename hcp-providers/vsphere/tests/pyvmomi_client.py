@@ -13,6 +13,7 @@ Prints one JSON document. Commands:
                                   n clones + power-on on `threads` threads, timed (benchmark)
 """
 
+import base64
 import concurrent.futures
 import hashlib
 import json
@@ -109,7 +110,18 @@ def show(si, a):
         "disks_gib": disks,
         "snapshots": sorted(snaps),
         "mark": extra.get("hcp.mark"),
+        "userdata": decode(extra, "guestinfo.userdata"),
+        "metadata": decode(extra, "guestinfo.metadata"),
     }
+
+
+def decode(extra, key):
+    value = extra.get(key)
+    if value is None:
+        return None
+    if extra.get(key + ".encoding") == "base64":
+        return base64.b64decode(value).decode()
+    return value
 
 
 def clone(si, a):

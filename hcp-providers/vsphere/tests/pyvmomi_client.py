@@ -8,6 +8,7 @@ Prints one JSON document. Commands:
   show {name}                     a VM's state as vCenter reports it
   clone {name, source}            a plain clone of `source`, made outside HCP (no mark)
   terminate_others                ends every session but this one (HCP's included)
+  destroy {name}                  powers a VM off and destroys it
   inventory {repeat}              the property-collector read HCP's inventory makes, timed
   creates {n, threads, source, pool_host, prefix}
                                   n clones + power-on on `threads` threads, timed (benchmark)
@@ -131,6 +132,16 @@ def clone(si, a):
     return {"moref": vm._moId}
 
 
+def destroy(si, a):
+    vm = find(si, vim.VirtualMachine, a["name"])
+    if vm is None:
+        return {"destroyed": False}
+    if vm.runtime.powerState != "poweredOff":
+        wait(vm.PowerOffVM_Task())
+    wait(vm.Destroy_Task())
+    return {"destroyed": True}
+
+
 def terminate_others(si):
     sm = si.content.sessionManager
     mine = sm.currentSession.key
@@ -227,6 +238,7 @@ def main():
             "show": lambda: show(si, a),
             "clone": lambda: clone(si, a),
             "terminate_others": lambda: terminate_others(si),
+            "destroy": lambda: destroy(si, a),
             "inventory": lambda: inventory(si, a.get("repeat", 1)),
             "creates": lambda: creates(si, a),
         }[a["cmd"]]()

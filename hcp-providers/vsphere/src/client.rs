@@ -26,6 +26,8 @@ use crate::soap::{self, MoRef, Node, ObjectContent, RetrieveResult, ServiceConte
 const SESSION_COOKIE: &str = "vmware_soap_session";
 /// Longest single `WaitForUpdatesEx` wait.
 const MAX_WAIT_SECS: u64 = 60;
+/// Most idle property collectors kept for later watches.
+const MAX_IDLE_COLLECTORS: usize = 32;
 
 /// A logged-in session: its cookie and a generation that grows with every login.
 #[derive(Clone)]
@@ -47,6 +49,8 @@ pub(crate) struct Client {
     login_gate: Mutex<()>,
     logins: AtomicU64,
     names: RwLock<Vec<String>>,
+    /// Property collectors without filters, with the session they belong to.
+    collectors: std::sync::Mutex<Vec<(u64, MoRef)>>,
 }
 
 impl fmt::Debug for Client {
@@ -107,6 +111,7 @@ impl Client {
             login_gate: Mutex::new(()),
             logins: AtomicU64::new(0),
             names: RwLock::new(Vec::new()),
+            collectors: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -458,20 +463,37 @@ impl Client {
         timeout: Duration,
         mut seen: impl FnMut(&str, Option<&Node>) -> Option<T>,
     ) -> Result<Option<T>> {
-        let root_pc = self.content().await?.property_collector.clone();
-        let vals = self
-            .call(&soap::simple("CreatePropertyCollector", &root_pc))
-            .await?;
-        let pc = vals
-            .first()
-            .and_then(MoRef::from_node)
-            .ok_or_else(|| malformed("CreatePropertyCollector"))?;
+        let generation = self.generation().await?;
+        // An idle collector may have ended with its session: then a fresh one.
+        let pooled = match self.idle_collector(generation) {
+            Some(pc) => match self.new_filter(&pc, obj, paths).await {
+                Ok(filter) => Some((pc, filter)),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => {
+                    self.destroy_collector(&pc).await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let (pc, filter) = match pooled {
+            Some(found) => found,
+            None => {
+                let pc = self.new_collector().await?;
+                match self.new_filter(&pc, obj, paths).await {
+                    Ok(filter) => (pc, filter),
+                    Err(e) => {
+                        self.destroy_collector(&pc).await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let mut guard = CollectorGuard {
             client: self.clone(),
             pc: Some(pc.clone()),
         };
         let result = async {
-            self.call(&soap::create_filter(&pc, obj, paths)).await?;
             let deadline = Instant::now() + timeout;
             let mut version = String::new();
             loop {
@@ -496,11 +518,63 @@ impl Client {
         }
         .await;
         if let Some(pc) = guard.pc.take() {
-            let _ = self
-                .call(&soap::simple("DestroyPropertyCollector", &pc))
-                .await;
+            // A collector whose filter is gone serves the next watch; any other is destroyed.
+            let reusable = self
+                .call(&soap::simple("DestroyPropertyFilter", &filter))
+                .await
+                .is_ok();
+            if reusable {
+                self.park_collector(generation, pc);
+            } else {
+                self.destroy_collector(&pc).await;
+            }
         }
         result
+    }
+
+    /// Creates a property collector for one watch.
+    async fn new_collector(&self) -> Result<MoRef> {
+        let root_pc = self.content().await?.property_collector.clone();
+        let vals = self
+            .call(&soap::simple("CreatePropertyCollector", &root_pc))
+            .await?;
+        vals.first()
+            .and_then(MoRef::from_node)
+            .ok_or_else(|| malformed("CreatePropertyCollector"))
+    }
+
+    /// Adds a filter on `obj`'s `paths` to collector `pc`.
+    async fn new_filter(&self, pc: &MoRef, obj: &MoRef, paths: &[&str]) -> Result<MoRef> {
+        let vals = self.call(&soap::create_filter(pc, obj, paths)).await?;
+        vals.first()
+            .and_then(MoRef::from_node)
+            .ok_or_else(|| malformed("CreateFilter"))
+    }
+
+    async fn destroy_collector(&self, pc: &MoRef) {
+        if let Err(e) = self
+            .call(&soap::simple("DestroyPropertyCollector", pc))
+            .await
+        {
+            tracing::debug!(error = %e, "could not destroy a property collector");
+        }
+    }
+
+    /// Takes an idle property collector of session `generation`.
+    fn idle_collector(&self, generation: u64) -> Option<MoRef> {
+        let mut idle = self.collectors.lock().ok()?;
+        // Collectors of an ended session ended with it.
+        idle.retain(|(g, _)| *g == generation);
+        idle.pop().map(|(_, pc)| pc)
+    }
+
+    /// Keeps a property collector without filters for the next watch.
+    fn park_collector(&self, generation: u64, pc: MoRef) {
+        if let Ok(mut idle) = self.collectors.lock()
+            && idle.len() < MAX_IDLE_COLLECTORS
+        {
+            idle.push((generation, pc));
+        }
     }
 }
 

@@ -454,8 +454,10 @@ impl Client {
         }
     }
 
-    /// Follows `paths` of `obj` with a property collector of its own until `seen` returns a
-    /// value, or `timeout` passes (`None`).
+    /// Follows `paths` of `obj` with a property collector no other watch uses at the same time
+    /// (an idle one of the session, or a new one) until `seen` returns a value, or `timeout`
+    /// passes (`None`). Concurrent watches never share a collector, so none takes another's
+    /// updates.
     pub(crate) async fn watch<T>(
         self: &Arc<Self>,
         obj: &MoRef,

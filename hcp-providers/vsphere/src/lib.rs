@@ -23,8 +23,8 @@
 //!   `extraConfig` entry `hcp.mark`, so an HCP restarted with an empty store rebuilds
 //!   ownership. Names are checked by HCP: vCenter allows two VMs of one name in different
 //!   folders, and HCP does not.
-//! - **Tasks**: followed to their end with a property collector of their own
-//!   (`WaitForUpdatesEx` on `info`), never by polling; progress goes into the job's progress and
+//! - **Tasks**: followed to their end with a property collector no concurrent watch shares
+//!   (idle ones are reused; `WaitForUpdatesEx` on `info`), never by polling; progress goes into the job's progress and
 //!   the task's messages into the operators' job log; a task past `task_timeout` is cancelled
 //!   (`CancelTask`).
 //! - **Power**: start; stop = `ShutdownGuest`, then `PowerOffVM_Task` when the guest has not

@@ -126,7 +126,6 @@ impl VsphereHost {
 }
 
 /// The vSphere provider: the ESXi hosts of one vCenter.
-#[derive(Debug)]
 pub struct VsphereProvider {
     name: String,
     settings: Arc<VsphereSettings>,
@@ -137,6 +136,18 @@ pub struct VsphereProvider {
     view: Mutex<Option<(u64, MoRef)>>,
     /// The last names-and-templates read and when it started, shared by concurrent creates.
     names: Mutex<Option<(Instant, Arc<World>)>>,
+}
+
+impl std::fmt::Debug for VsphereProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The cached inventory is large and the client holds the session: neither is shown.
+        f.debug_struct("VsphereProvider")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .field("client", &self.client)
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The types and properties one inventory read asks for.

@@ -16,6 +16,9 @@ step "Peers: the WinRM test host for Hyper-V (its own tests with pywinrm and pyp
 step "Peers: fakepve (a Proxmox VE API fake, AGPL, run as a process) and proxmoxer, pinned, idempotent"
 ./hcp-providers/proxmox/peer.sh
 
+step "Peers: govmomi's vCenter simulator (built from Debian's govmomi sources with Debian's Go) and pyvmomi, pinned, idempotent (the vsphere tests run in the Rust step)"
+./hcp-providers/vsphere/peer.sh
+
 step "Peers: an OIDC provider (oauth2-mock-server from npm), idempotent"
 ./scripts/oidc-peer.sh
 

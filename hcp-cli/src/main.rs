@@ -37,7 +37,7 @@ use crate::backend::Backend;
 use crate::commands::{ClientCommand, Command};
 use crate::output::Format;
 
-/// Run VMs on Hyper-V, Proxmox VE and libvirt (or the built-in simulator) through one API.
+/// Run VMs on Hyper-V, Proxmox VE, vSphere and libvirt (or the built-in simulator) through one API.
 ///
 /// With no configuration, `hcp` runs the built-in simulator demo: project `demo`, zones `zone-a`
 /// and `zone-b`, images `ubuntu-24.04` and `windows-2022`, flavors `small` and `medium`.

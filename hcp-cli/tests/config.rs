@@ -132,10 +132,10 @@ fn the_example_hosts_file_works() {
 #[test]
 fn embedded_mode_and_the_service_know_the_same_provider_kinds() {
     let hcp = Hcp::new();
-    let hosts = hcp.path("vsphere.yaml");
+    let hosts = hcp.path("xen.yaml");
     std::fs::write(
         &hosts,
-        "providers:\n  - name: vc\n    kind: vsphere\n    hosts:\n      - {name: h, zone: z}\nzones:\n  - name: z\ncatalog:\n  images: [{name: img}]\n  flavors: [{name: f, vcpus: 1, memory_mib: 512, disk_gib: 1}]\n",
+        "providers:\n  - name: xs\n    kind: xen\n    hosts:\n      - {name: h, zone: z}\nzones:\n  - name: z\ncatalog:\n  images: [{name: img}]\n  flavors: [{name: f, vcpus: 1, memory_mib: 512, disk_gib: 1}]\n",
     )
     .unwrap();
     let embedded = Hcp::new()
@@ -150,7 +150,10 @@ fn embedded_mode_and_the_service_know_the_same_provider_kinds() {
     assert_eq!(e["field"], "providers[0].kind", "{e}");
     let message = e["message"].as_str().unwrap();
     assert!(
-        message.contains("`vsphere`") && message.contains("hyperv") && message.contains("sim"),
+        message.contains("`xen`")
+            && message.contains("hyperv")
+            && message.contains("vsphere")
+            && message.contains("sim"),
         "{message}"
     );
     assert!(served.stderr.contains(message), "{served:?}");

@@ -4,7 +4,8 @@
 //! the configuration the way every HCP shell does (`hcp serve`, the `hcp` CLI, the Python
 //! module), so they all accept the same hosts files.
 //!
-//! Kinds: `sim` always; `hyperv` and `proxmox` with the default features of the same names;
+//! Kinds: `sim` always; `hyperv`, `proxmox` and `vsphere` with the default features of the same
+//! names;
 //! `libvirt` with the feature `libvirt` (it links libvirt).
 //!
 //! ```no_run
@@ -25,6 +26,8 @@ pub fn kinds() -> Vec<&'static str> {
     kinds.push("hyperv");
     #[cfg(feature = "proxmox")]
     kinds.push("proxmox");
+    #[cfg(feature = "vsphere")]
+    kinds.push(hcp_provider_vsphere::KIND);
     #[cfg(feature = "libvirt")]
     kinds.push("libvirt");
     kinds
@@ -37,6 +40,8 @@ pub fn register_all(builder: EngineBuilder) -> EngineBuilder {
     let builder = hcp_provider_hyperv::register(builder);
     #[cfg(feature = "proxmox")]
     let builder = hcp_provider_proxmox::register(builder);
+    #[cfg(feature = "vsphere")]
+    let builder = hcp_provider_vsphere::register(builder);
     #[cfg(feature = "libvirt")]
     let builder = hcp_provider_libvirt::register(builder);
     builder
@@ -76,7 +81,7 @@ mod tests {
             .unwrap();
         assert!(engine.is_ready());
         let mut config = load_config(None, &|_| None).unwrap();
-        config.providers[0].kind = "vsphere".into();
+        config.providers[0].kind = "xen".into();
         let e = register_all(hcp_core::Engine::builder(config))
             .build()
             .await
@@ -93,6 +98,21 @@ mod tests {
         let mut config = load_config(None, &|_| None).unwrap();
         config.providers[0].kind = "proxmox".into();
         config.providers[0].settings = serde_json::json!({"url": "http://pve:8006"});
+        let e = register_all(hcp_core::Engine::builder(config))
+            .without_background_reconcile()
+            .build()
+            .await
+            .unwrap_err();
+        assert_eq!(e.field(), Some("providers.sim.settings.url"), "{e}");
+    }
+
+    #[cfg(feature = "vsphere")]
+    #[tokio::test]
+    async fn the_vsphere_kind_is_registered_and_checks_its_settings() {
+        assert!(kinds().contains(&"vsphere"));
+        let mut config = load_config(None, &|_| None).unwrap();
+        config.providers[0].kind = "vsphere".into();
+        config.providers[0].settings = serde_json::json!({"url": "http://vcenter/sdk"});
         let e = register_all(hcp_core::Engine::builder(config))
             .without_background_reconcile()
             .build()

@@ -216,7 +216,7 @@ pub(crate) fn service(state: &State) -> OpenApiService<Apis, ()> {
         env!("CARGO_PKG_VERSION"),
     )
     .description(
-        "One API to create, run, watch and delete VMs on Hyper-V, Proxmox VE and libvirt (and the built-in simulator). \
+        "One API to create, run, watch and delete VMs on Hyper-V, Proxmox VE, vSphere and libvirt (and the built-in simulator). \
          Changes are asynchronous: they answer `202 Accepted` with a job to follow (`GET /api/hcp/tenant/v1/jobs/{jobId}` \
          or its server-sent log stream). Every mutating route honours an `Idempotency-Key` header. Every error is a \
          problem-JSON body with a stable `code`. List routes page with `limit` (clamped to the server's maximum, 1000 \

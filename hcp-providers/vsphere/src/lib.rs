@@ -1,0 +1,1205 @@
+//! # hcp-provider-vsphere
+//!
+//! HCP's VMware vSphere provider: VMs on the ESXi hosts of one vCenter, through vCenter's SOAP
+//! API (vim25, `/sdk`) over HTTPS, with a session logged in with the password from a secret file
+//! and the certificate checked against the system roots, a CA file or a pinned SHA-256
+//! thumbprint. The SOAP layer is the crate's own ([`soap`]): request bodies for exactly the
+//! calls HCP makes and typed readers of their replies, with XML namespaces resolved.
+//!
+//! - **Session**: one per provider; a `NotAuthenticated` fault (an expired or terminated
+//!   session) logs in again and repeats the call, so the job does not fail; the session is
+//!   logged out when the provider is dropped. Neither the password nor the session cookie
+//!   appears in `Debug` output, logs, errors or job logs.
+//! - **Inventory**: one `RetrievePropertiesEx` over a container view of the whole inventory,
+//!   with only the properties HCP needs (VMs, templates, hosts with their cluster, port groups,
+//!   datastores), paged with `ContinueRetrievePropertiesEx`: a constant number of round trips
+//!   however many VMs exist. Templates are images; port groups are networks.
+//! - **Create**: `CloneVM_Task` of the image's template into the host's cluster (its root
+//!   resource pool), the configured or the host's first datastore and the template's folder,
+//!   pinned to the host HCP placed the VM on (and relocated there if vCenter put it elsewhere);
+//!   then the clone is read back and `ReconfigVM_Task` sets what differs: vCPUs, memory, a
+//!   grown first disk, one VMXNET3 NIC per requested network (standard or distributed port
+//!   group; the template's NICs are replaced). HCP's mark (vm id, project, tags) is the
+//!   `extraConfig` entry `hcp.mark`, so an HCP restarted with an empty store rebuilds
+//!   ownership. Names are checked by HCP: vCenter allows two VMs of one name in different
+//!   folders, and HCP does not.
+//! - **Tasks**: followed to their end with a property collector no concurrent watch shares
+//!   (idle ones are reused; `WaitForUpdatesEx` on `info`), never by polling; progress goes into the job's progress and
+//!   the task's messages into the operators' job log; a task past `task_timeout` is cancelled
+//!   (`CancelTask`).
+//! - **Power**: start; stop = `ShutdownGuest`, then `PowerOffVM_Task` when the guest has not
+//!   powered off within the graceful timeout (watched through the property collector); stop
+//!   with `force` = `PowerOffVM_Task`; reboot = `RebootGuest` (a reset, logged, where vCenter
+//!   cannot ask the guest), or `ResetVM_Task` with `hard`; delete = `Destroy_Task`.
+//! - **Snapshots** (`CreateSnapshot_Task`, disks only) and **migration** between hosts
+//!   (`RelocateVM_Task`) are declared and implemented.
+//! - **Cloud-init**: for images whose template runs cloud-init (`cloud_init: true` in
+//!   `images`), the user-data and a meta-data (instance id, host name) go into the clone's
+//!   `extraConfig` as `guestinfo.userdata` / `guestinfo.metadata` (base64); `cloud_init` is
+//!   declared when any image has it, and a create with user-data on another image is refused.
+//! - **Not offered** (declared false): consoles.
+//! - **Errors**: SOAP faults are classified in one place, [`error::parse_error`]; host,
+//!   datastore and cluster names and managed object ids stay out of tenants' messages.
+//!
+//! Placement is per host, as HCP's provider contract is today: a zone's hosts are ESXi hosts,
+//! and HCP picks one. Cluster-level placement (vCenter's DRS choosing the host) waits for the
+//! core's placement targets.
+//!
+//! ```no_run
+//! # async fn demo() -> hcp_core::Result<()> {
+//! let config = hcp_core::Config::from_file("examples/config/vsphere.yaml".as_ref())?;
+//! let engine = hcp_provider_vsphere::register(hcp_core::Engine::builder(config))
+//!     .build()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+pub mod config;
+pub mod error;
+pub mod mark;
+pub mod soap;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use hcp_core::{
+    Capabilities, Console, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind, GetConsole,
+    HcpMark, HostInfo, HostInventory, HostInventoryReply, LogEntry, MigrateVm, MigratedVm,
+    NativeVm, OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm,
+    RebootedVm, Resources, Result, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm,
+    StoppedVm, VmTarget,
+};
+use tokio::sync::Mutex;
+
+use crate::client::Client;
+pub use crate::config::{HostSettings, ImageSettings, VsphereSettings};
+use crate::error::is_method_not_found;
+use crate::soap::{ConfigSpec, MoRef, NicBacking, Node, ObjectContent, Placement};
+
+/// The provider kind name used in hosts files.
+pub const KIND: &str = "vsphere";
+
+/// Most NICs vSphere gives one VM.
+pub const MAX_NETWORKS: u32 = 10;
+
+/// Registers the vSphere provider kind on an engine builder.
+pub fn register(builder: hcp_core::EngineBuilder) -> hcp_core::EngineBuilder {
+    builder.provider_kind(KIND, |c: &ProviderConfig, s: &Secrets| {
+        let p: Arc<dyn Provider> = Arc::new(VsphereProvider::from_config(c, s)?);
+        Ok(p)
+    })
+}
+
+/// One ESXi host of a provider, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsphereHost {
+    /// The host name HCP uses.
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// The ESXi host's inventory name in vCenter.
+    pub host: String,
+    /// vCPUs to report while vCenter cannot be reached.
+    pub vcpus: Option<u32>,
+    /// Memory (MiB) to report while vCenter cannot be reached.
+    pub memory_mib: Option<u64>,
+}
+
+impl VsphereHost {
+    /// Describes host `name` in `zone`, the ESXi host `host` in vCenter.
+    pub fn new(name: impl Into<String>, zone: impl Into<String>, host: impl Into<String>) -> Self {
+        VsphereHost {
+            name: name.into(),
+            zone: zone.into(),
+            host: host.into(),
+            vcpus: None,
+            memory_mib: None,
+        }
+    }
+}
+
+/// The vSphere provider: the ESXi hosts of one vCenter.
+pub struct VsphereProvider {
+    name: String,
+    settings: Arc<VsphereSettings>,
+    client: Arc<Client>,
+    hosts: BTreeMap<String, VsphereHost>,
+    declared: Capabilities,
+    /// The inventory's container view and the session it belongs to.
+    view: Mutex<Option<(u64, MoRef)>>,
+    /// The last names-and-templates read and when it started, shared by concurrent creates.
+    names: Mutex<Option<(Instant, Arc<World>)>>,
+}
+
+impl std::fmt::Debug for VsphereProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The cached inventory is large and the client holds the session: neither is shown.
+        f.debug_struct("VsphereProvider")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .field("client", &self.client)
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The types and properties one inventory read asks for.
+const VM_PROPS: [&str; 8] = [
+    "name",
+    "parent",
+    "runtime.powerState",
+    "runtime.host",
+    "config.template",
+    "config.hardware.numCPU",
+    "config.hardware.memoryMB",
+    "config.extraConfig",
+];
+/// What a create needs of every VM: names (HCP checks them), and templates with their folders.
+const VM_NAME_PROPS: [&str; 3] = ["name", "parent", "config.template"];
+const HOST_PROPS: [&str; 6] = [
+    "name",
+    "parent",
+    "summary.hardware.numCpuThreads",
+    "summary.hardware.memorySize",
+    "network",
+    "datastore",
+];
+const COMPUTE_PROPS: [&str; 2] = ["name", "resourcePool"];
+const NAME_ONLY: [&str; 1] = ["name"];
+
+/// A VM or template as the inventory read reports it.
+#[derive(Debug, Clone)]
+struct VmRow {
+    moref: MoRef,
+    name: String,
+    parent: Option<MoRef>,
+    power: PowerState,
+    host: Option<MoRef>,
+    template: bool,
+    vcpus: u32,
+    memory_mib: u64,
+    mark: Option<(HcpMark, BTreeMap<String, String>)>,
+}
+
+impl VmRow {
+    fn from_object(o: &ObjectContent) -> VmRow {
+        let extra = o
+            .get("config.extraConfig")
+            .map(soap::extra_config)
+            .unwrap_or_default();
+        VmRow {
+            moref: o.obj.clone(),
+            name: o.text("name").unwrap_or("").to_string(),
+            parent: o.moref("parent"),
+            power: power_of(o.text("runtime.powerState")),
+            host: o.moref("runtime.host"),
+            template: o.text("config.template") == Some("true"),
+            vcpus: o
+                .text("config.hardware.numCPU")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            memory_mib: o
+                .text("config.hardware.memoryMB")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            mark: mark::parse(&extra),
+        }
+    }
+
+    fn is_ours(&self, mark: &HcpMark) -> bool {
+        self.mark
+            .as_ref()
+            .is_some_and(|(m, _)| m.vm_id == mark.vm_id)
+    }
+}
+
+/// An ESXi host as the inventory read reports it.
+#[derive(Debug, Clone)]
+struct HostRow {
+    moref: MoRef,
+    name: String,
+    parent: Option<MoRef>,
+    vcpus: u32,
+    memory_mib: u64,
+    networks: Vec<MoRef>,
+    datastores: Vec<MoRef>,
+}
+
+/// One read of vCenter's inventory.
+#[derive(Debug, Default)]
+struct World {
+    vms: Vec<VmRow>,
+    hosts: Vec<HostRow>,
+    /// Compute resource (cluster or standalone host) → its name and root resource pool.
+    computes: HashMap<MoRef, (String, Option<MoRef>)>,
+    networks: Vec<(MoRef, String)>,
+    datastores: Vec<(MoRef, String)>,
+}
+
+impl World {
+    fn host(&self, name: &str) -> Option<&HostRow> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    fn host_by_ref(&self, r: &MoRef) -> Option<&HostRow> {
+        self.hosts.iter().find(|h| &h.moref == r)
+    }
+
+    fn pool_of(&self, host: &HostRow) -> Option<MoRef> {
+        host.parent
+            .as_ref()
+            .and_then(|c| self.computes.get(c))
+            .and_then(|(_, p)| p.clone())
+    }
+
+    fn network_name(&self, r: &MoRef) -> Option<&str> {
+        self.networks
+            .iter()
+            .find(|(n, _)| n == r)
+            .map(|(_, s)| s.as_str())
+    }
+
+    /// Names tenants must not read: hosts, clusters, datastores.
+    fn secret_names(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .map(|h| h.name.clone())
+            .chain(self.computes.values().map(|(n, _)| n.clone()))
+            .chain(self.datastores.iter().map(|(_, n)| n.clone()))
+            .collect()
+    }
+}
+
+fn power_of(state: Option<&str>) -> PowerState {
+    match state {
+        Some("poweredOn") => PowerState::Running,
+        Some("poweredOff") => PowerState::Stopped,
+        Some("suspended") => PowerState::Paused,
+        _ => PowerState::Unknown,
+    }
+}
+
+/// The ethernet card types vim25 knows (the template's NICs HCP replaces).
+fn is_nic(device: &Node) -> bool {
+    matches!(
+        device.kind(),
+        "VirtualE1000"
+            | "VirtualE1000e"
+            | "VirtualPCNet32"
+            | "VirtualVmxnet"
+            | "VirtualVmxnet2"
+            | "VirtualVmxnet3"
+            | "VirtualVmxnet3Vrdma"
+            | "VirtualSriovEthernetCard"
+    )
+}
+
+/// Returns the first disk grown to `gib`, when it is smaller.
+fn grown_disk(devices: &Node, gib: u64) -> Option<Node> {
+    let disk = devices
+        .children
+        .iter()
+        .find(|d| d.kind() == "VirtualDisk")?;
+    let want_kb = gib.checked_mul(1024 * 1024)?;
+    let have_kb: u64 = disk.text_of("capacityInKB")?.parse().ok()?;
+    if have_kb >= want_kb {
+        return None;
+    }
+    let mut d = disk.clone();
+    for c in &mut d.children {
+        match c.name.as_str() {
+            "capacityInKB" => c.text = want_kb.to_string(),
+            "capacityInBytes" => c.text = (want_kb.saturating_mul(1024)).to_string(),
+            _ => {}
+        }
+    }
+    Some(d)
+}
+
+/// The `extraConfig` entries of cloud-init's VMware guestinfo datasource: the user-data and a
+/// meta-data naming the instance (HCP's vm id) and its host name, both base64.
+fn guestinfo(args: &CreateVm, user_data: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let metadata = format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        args.vm_id, args.name
+    );
+    vec![
+        ("guestinfo.userdata".into(), b64(user_data)),
+        ("guestinfo.userdata.encoding".into(), "base64".into()),
+        ("guestinfo.metadata".into(), b64(&metadata)),
+        ("guestinfo.metadata.encoding".into(), "base64".into()),
+    ]
+}
+
+impl VsphereProvider {
+    /// Builds the provider from its section of the hosts file, reading the password file.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming the bad setting or the file that cannot be read.
+    pub fn from_config(config: &ProviderConfig, _secrets: &Secrets) -> Result<Self> {
+        let settings = VsphereSettings::from_value(&config.name, &config.settings)?;
+        let mut hosts = Vec::new();
+        for h in &config.hosts {
+            let s = HostSettings::from_value(&config.name, &h.name, &h.settings)?;
+            let mut host = VsphereHost::new(&h.name, &h.zone, s.host.unwrap_or(h.name.clone()));
+            host.vcpus = h.vcpus;
+            host.memory_mib = h.memory_mib;
+            hosts.push(host);
+        }
+        VsphereProvider::new(&config.name, settings, hosts)
+    }
+
+    /// Builds a provider named `name` over `hosts`. vCenter is not contacted until it is used.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] when the password or CA file cannot be read.
+    pub fn new(name: &str, settings: VsphereSettings, hosts: Vec<VsphereHost>) -> Result<Self> {
+        let conn = settings.connection(name)?;
+        let client = Arc::new(Client::new(
+            &conn,
+            settings.request_timeout,
+            settings.page_size,
+        )?);
+        client.set_names(
+            hosts
+                .iter()
+                .flat_map(|h| [h.host.clone(), h.name.clone()])
+                .chain(settings.datastore.clone())
+                .collect(),
+        );
+        let declared = Capabilities {
+            snapshot: true,
+            live_migration: true,
+            tags: true,
+            // Declared when an image's template takes user-data; create refuses the others.
+            cloud_init: settings.images.values().any(|i| i.cloud_init),
+            max_networks: Some(MAX_NETWORKS),
+            ..Default::default()
+        };
+        Ok(VsphereProvider {
+            name: name.to_string(),
+            settings: Arc::new(settings),
+            client,
+            hosts: hosts.into_iter().map(|h| (h.name.clone(), h)).collect(),
+            declared,
+            view: Mutex::new(None),
+            names: Mutex::new(None),
+        })
+    }
+
+    /// Returns the settings.
+    pub fn settings(&self) -> &VsphereSettings {
+        &self.settings
+    }
+
+    /// Returns how many times the provider has logged in to vCenter.
+    pub fn logins(&self) -> u64 {
+        self.client.logins()
+    }
+
+    /// Logs out of vCenter now (dropping the provider also does, in the background).
+    ///
+    /// # Errors
+    /// Request errors.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.client.logout().await
+    }
+
+    fn host(&self, name: &str) -> Result<&VsphereHost> {
+        self.hosts
+            .get(name)
+            .ok_or_else(|| Error::not_found("host", name).with_context("provider", &self.name))
+    }
+
+    /// Reads the whole inventory in one property read over a container view kept for the
+    /// session.
+    async fn world(&self) -> Result<World> {
+        self.read_world(&VM_PROPS).await
+    }
+
+    /// Reads the names and templates of every VM (and the hosts, clusters, port groups and
+    /// datastores). Concurrent callers share reads: a caller takes a read that started after it
+    /// asked, or makes one, so a burst of creates costs one or two reads, not one each.
+    async fn names_and_templates(&self) -> Result<Arc<World>> {
+        let asked = Instant::now();
+        let mut slot = self.names.lock().await;
+        if let Some((started, world)) = slot.as_ref()
+            && *started >= asked
+        {
+            return Ok(world.clone());
+        }
+        let started = Instant::now();
+        let world = Arc::new(self.read_world(&VM_NAME_PROPS).await?);
+        *slot = Some((started, world.clone()));
+        Ok(world)
+    }
+
+    /// Reads the inventory with only `vm_props` of each VM.
+    async fn read_world(&self, vm_props: &[&str]) -> Result<World> {
+        let props: [(&str, &[&str]); 5] = [
+            ("VirtualMachine", vm_props),
+            ("HostSystem", &HOST_PROPS),
+            ("ComputeResource", &COMPUTE_PROPS),
+            ("Network", &NAME_ONLY),
+            ("Datastore", &NAME_ONLY),
+        ];
+        let mut retried = false;
+        let objects = loop {
+            let view = self.view().await?;
+            match self.client.retrieve_view(&view, &props).await {
+                // The view died with its session: make a new one once.
+                Err(e) if e.kind() == ErrorKind::NotFound && !retried => {
+                    retried = true;
+                    *self.view.lock().await = None;
+                }
+                other => break other?,
+            }
+        };
+        let mut w = World::default();
+        for o in &objects {
+            match o.obj.kind.as_str() {
+                "VirtualMachine" => w.vms.push(VmRow::from_object(o)),
+                "HostSystem" => w.hosts.push(HostRow {
+                    moref: o.obj.clone(),
+                    name: o.text("name").unwrap_or("").to_string(),
+                    parent: o.moref("parent"),
+                    vcpus: o
+                        .text("summary.hardware.numCpuThreads")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0),
+                    memory_mib: o
+                        .text("summary.hardware.memorySize")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .map(|b| b / (1024 * 1024))
+                        .unwrap_or(0),
+                    networks: o.morefs("network"),
+                    datastores: o.morefs("datastore"),
+                }),
+                "ComputeResource" | "ClusterComputeResource" => {
+                    w.computes.insert(
+                        o.obj.clone(),
+                        (
+                            o.text("name").unwrap_or("").to_string(),
+                            o.moref("resourcePool"),
+                        ),
+                    );
+                }
+                "Network" | "DistributedVirtualPortgroup" | "OpaqueNetwork" => w
+                    .networks
+                    .push((o.obj.clone(), o.text("name").unwrap_or("").to_string())),
+                "Datastore" => w
+                    .datastores
+                    .push((o.obj.clone(), o.text("name").unwrap_or("").to_string())),
+                _ => {}
+            }
+        }
+        let mut names = w.secret_names();
+        names.extend(self.hosts.values().map(|h| h.host.clone()));
+        self.client.set_names(names);
+        Ok(w)
+    }
+
+    async fn view(&self) -> Result<MoRef> {
+        let generation = self.client.generation().await?;
+        let mut view = self.view.lock().await;
+        if let Some((g, v)) = view.as_ref()
+            && *g == generation
+        {
+            return Ok(v.clone());
+        }
+        let v = self
+            .client
+            .container_view(&[
+                "VirtualMachine",
+                "HostSystem",
+                "ComputeResource",
+                "Network",
+                "Datastore",
+            ])
+            .await?;
+        *view = Some((generation, v.clone()));
+        Ok(v)
+    }
+
+    fn host_info(&self, h: &VsphereHost, row: Option<&HostRow>) -> HostInfo {
+        let vcpus = row
+            .map(|r| r.vcpus)
+            .filter(|n| *n > 0)
+            .or(h.vcpus)
+            .unwrap_or(0);
+        let memory = row
+            .map(|r| r.memory_mib)
+            .filter(|n| *n > 0)
+            .or(h.memory_mib)
+            .unwrap_or(0);
+        let mut caps = self.declared;
+        if vcpus > 0 {
+            caps.max_vcpus = Some(vcpus);
+        }
+        if memory > 0 {
+            caps.max_memory_mib = Some(memory);
+        }
+        HostInfo::new(&h.name, &h.zone, vcpus, memory, caps)
+    }
+
+    /// Finds the VM a target names: by its native id when that VM still carries the target's
+    /// mark, else by the mark across the inventory.
+    async fn resolve(&self, t: &VmTarget) -> Result<(MoRef, PowerState)> {
+        if let Some(id) = &t.native_id {
+            let r = MoRef::new("VirtualMachine", id.clone());
+            match self
+                .client
+                .retrieve_one(&r, &["runtime.powerState", "config.extraConfig"])
+                .await
+            {
+                Ok(o) => {
+                    let extra = o
+                        .get("config.extraConfig")
+                        .map(soap::extra_config)
+                        .unwrap_or_default();
+                    if mark::parse(&extra).is_some_and(|(m, _)| m.vm_id == t.vm_id) {
+                        return Ok((r, power_of(o.text("runtime.powerState"))));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let world = self.world().await?;
+        world
+            .vms
+            .iter()
+            .find(|v| !v.template && v.mark.as_ref().is_some_and(|(m, _)| m.vm_id == t.vm_id))
+            .map(|v| (v.moref.clone(), v.power))
+            .ok_or_else(|| Error::not_found("VM", &t.name).with_context("vm_id", &t.vm_id))
+    }
+
+    async fn power_state(&self, vm: &MoRef) -> Result<PowerState> {
+        let o = self
+            .client
+            .retrieve_one(vm, &["runtime.powerState"])
+            .await?;
+        Ok(power_of(o.text("runtime.powerState")))
+    }
+
+    async fn task(&self, ctx: &OpContext, body: String) -> Result<soap::TaskInfo> {
+        self.client
+            .run_task(&body, self.settings.task_timeout, ctx)
+            .await
+    }
+
+    async fn nic_backing(
+        &self,
+        world: &World,
+        host: &HostRow,
+        network: &str,
+    ) -> Result<NicBacking> {
+        let pg = self.settings.port_group(network);
+        let found = host
+            .networks
+            .iter()
+            .find(|n| world.network_name(n) == Some(pg))
+            .cloned();
+        let Some(net) = found else {
+            return Err(Error::invalid(
+                "networks",
+                format!("network `{network}` is not available on the host"),
+            )
+            .with_detail(format!("port group `{pg}`")));
+        };
+        if net.kind != "DistributedVirtualPortgroup" {
+            return Ok(NicBacking::Standard {
+                name: pg.to_string(),
+                network: net,
+            });
+        }
+        let o = self
+            .client
+            .retrieve_one(&net, &["key", "config.distributedVirtualSwitch"])
+            .await?;
+        let dvs = o.moref("config.distributedVirtualSwitch").ok_or_else(|| {
+            Error::new(
+                ErrorKind::ProviderError,
+                "a distributed port group has no switch",
+            )
+        })?;
+        let s = self.client.retrieve_one(&dvs, &["uuid"]).await?;
+        Ok(NicBacking::Distributed {
+            switch_uuid: s.text("uuid").unwrap_or("").to_string(),
+            portgroup_key: o.text("key").unwrap_or(&net.value).to_string(),
+        })
+    }
+
+    /// Reads the clone back and sets what differs from the request; relocates it to the
+    /// pinned host when vCenter placed it elsewhere.
+    async fn configure(
+        &self,
+        ctx: &OpContext,
+        world: &World,
+        host: &HostRow,
+        vm: &MoRef,
+        args: &CreateVm,
+    ) -> Result<()> {
+        let o = self
+            .client
+            .retrieve_one(
+                vm,
+                &[
+                    "runtime.host",
+                    "config.hardware.numCPU",
+                    "config.hardware.memoryMB",
+                    "config.hardware.device",
+                    "config.extraConfig",
+                ],
+            )
+            .await?;
+        let extra = o
+            .get("config.extraConfig")
+            .map(soap::extra_config)
+            .unwrap_or_default();
+        if mark::parse(&extra).is_none_or(|(m, _)| m.vm_id != args.mark.vm_id) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "the new VM does not carry the mark HCP gave it; it was left untouched",
+            )
+            .with_detail(format!("VM {}", vm.value)));
+        }
+        let mut o = o;
+        if o.moref("runtime.host").as_ref() != Some(&host.moref) {
+            let pool = world.pool_of(host);
+            self.task(ctx, soap::relocate(vm, &host.moref, pool.as_ref()))
+                .await?;
+            ctx.info("moved the clone to its host");
+            // A move may change the disks' backing files: edit the devices as they are now.
+            o = self
+                .client
+                .retrieve_one(
+                    vm,
+                    &[
+                        "config.hardware.numCPU",
+                        "config.hardware.memoryMB",
+                        "config.hardware.device",
+                    ],
+                )
+                .await?;
+        }
+        let mut spec = ConfigSpec::default();
+        let cpus: u32 = o
+            .text("config.hardware.numCPU")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if cpus != args.resources.vcpus {
+            spec.num_cpus = Some(args.resources.vcpus);
+        }
+        let mem: u64 = o
+            .text("config.hardware.memoryMB")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if mem != args.resources.memory_mib {
+            spec.memory_mb = Some(args.resources.memory_mib);
+        }
+        if let Some(devices) = o.get("config.hardware.device") {
+            if !args.networks.is_empty() {
+                spec.remove = devices
+                    .children
+                    .iter()
+                    .filter(|d| is_nic(d))
+                    .cloned()
+                    .collect();
+            }
+            if let Some(d) = grown_disk(devices, args.resources.disk_gib) {
+                spec.edit.push(d);
+            }
+        }
+        for n in &args.networks {
+            spec.add_nics
+                .push(self.nic_backing(world, host, &n.network).await?);
+        }
+        if !spec.is_empty() {
+            self.task(ctx, soap::reconfig(vm, &spec)).await?;
+            ctx.info(format!(
+                "configured the VM: {} vCPUs, {} MiB, {} NICs",
+                args.resources.vcpus,
+                args.resources.memory_mib,
+                args.networks.len()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn power_on(&self, ctx: &OpContext, vm: &MoRef) -> Result<()> {
+        self.task(ctx, soap::simple("PowerOnVM_Task", vm)).await?;
+        ctx.info("powered the VM on");
+        Ok(())
+    }
+
+    async fn power_off(&self, ctx: &OpContext, vm: &MoRef) -> Result<()> {
+        self.task(ctx, soap::simple("PowerOffVM_Task", vm)).await?;
+        ctx.info("powered the VM off");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Provider for VsphereProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: self.name.clone(),
+            kind: KIND.into(),
+            version: format!("{} (vim25 SOAP)", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.declared
+    }
+
+    async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
+        // Configured hosts are listed even when vCenter cannot be reached.
+        let world = self.world().await.unwrap_or_default();
+        Ok(self
+            .hosts
+            .values()
+            .map(|h| self.host_info(h, world.host(&h.host)))
+            .collect())
+    }
+
+    async fn host_inventory(&self, args: HostInventory) -> Result<HostInventoryReply> {
+        let h = self.host(&args.host)?;
+        let world = self.world().await?;
+        let Some(row) = world.host(&h.host) else {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!("host `{}` is not in vCenter's inventory", h.name),
+            )
+            .with_detail(format!("ESXi host `{}`", h.host)));
+        };
+        let info = self.host_info(h, Some(row));
+        let vms = world
+            .vms
+            .iter()
+            .filter(|v| !v.template && v.host.as_ref() == Some(&row.moref))
+            .map(|v| {
+                let (mark, tags) = match &v.mark {
+                    Some((m, t)) => (Some(m.clone()), t.clone()),
+                    None => (None, BTreeMap::new()),
+                };
+                NativeVm::new(
+                    &v.moref.value,
+                    &v.name,
+                    v.power,
+                    Resources {
+                        vcpus: v.vcpus,
+                        memory_mib: v.memory_mib,
+                        disk_gib: 0,
+                    },
+                    mark,
+                )
+                .with_tags(tags)
+            })
+            .collect();
+        let templates: Vec<&str> = world
+            .vms
+            .iter()
+            .filter(|v| v.template)
+            .map(|v| v.name.as_str())
+            .collect();
+        let mut images: Vec<String> = self
+            .settings
+            .images
+            .iter()
+            .filter(|(_, i)| templates.contains(&i.template.as_str()))
+            .map(|(n, _)| n.clone())
+            .chain(templates.iter().map(|t| t.to_string()))
+            .collect();
+        images.sort();
+        images.dedup();
+        let groups: Vec<&str> = row
+            .networks
+            .iter()
+            .filter_map(|n| world.network_name(n))
+            .collect();
+        let mut networks: Vec<String> = self
+            .settings
+            .networks
+            .iter()
+            .filter(|(_, pg)| groups.contains(&pg.as_str()))
+            .map(|(n, _)| n.clone())
+            .chain(groups.iter().map(|g| g.to_string()))
+            .collect();
+        networks.sort();
+        networks.dedup();
+        Ok(HostInventoryReply::new(info, vms)
+            .with_images(images)
+            .with_networks(networks))
+    }
+
+    async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm> {
+        if args.user_data.is_some() && !self.settings.cloud_init(&args.image) {
+            return Err(Error::unsupported(
+                &self.name,
+                Operation::CreateVm,
+                "cloud_init",
+                &format!(
+                    "image `{}` takes no user-data (its template does not run cloud-init)",
+                    args.image
+                ),
+            ));
+        }
+        if args.networks.len() > MAX_NETWORKS as usize {
+            return Err(Error::invalid(
+                "networks",
+                format!("vSphere gives a VM at most {MAX_NETWORKS} NICs"),
+            ));
+        }
+        let h = self.host(&args.host)?;
+        // Names and templates of every VM; marks and power only of the VMs with this name.
+        let world = self.names_and_templates().await?;
+        let Some(host) = world.host(&h.host) else {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!("host `{}` is not in vCenter's inventory", h.name),
+            )
+            .with_detail(format!("ESXi host `{}`", h.host)));
+        };
+        // vCenter allows two VMs of one name (in different folders); HCP does not. A retried
+        // create finds the VM it made.
+        let mut same_name: Vec<VmRow> = Vec::new();
+        for v in world
+            .vms
+            .iter()
+            .filter(|v| !v.template && v.name == args.name)
+        {
+            match self.client.retrieve_one(&v.moref, &VM_PROPS).await {
+                Ok(o) => same_name.push(VmRow::from_object(&o)),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(v) = same_name.iter().find(|v| v.is_ours(&args.mark)) {
+            ctx.log(
+                LogEntry::info("the VM already exists in vCenter (a retried create)")
+                    .with_detail(format!("VM {}", v.moref.value)),
+            );
+            let mut power = v.power;
+            if args.start && power != PowerState::Running {
+                self.power_on(ctx, &v.moref).await?;
+                power = PowerState::Running;
+            }
+            return Ok(CreatedVm::new(&v.moref.value, power));
+        }
+        if let Some(v) = same_name.first() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("a VM named `{}` already exists", args.name),
+            )
+            .with_detail(format!("VM {}", v.moref.value)));
+        }
+        let template_name = self.settings.template(&args.image);
+        let Some(template) = world
+            .vms
+            .iter()
+            .find(|v| v.template && v.name == template_name)
+        else {
+            return Err(Error::not_found("image", &args.image)
+                .with_detail(format!("no template named `{template_name}` in vCenter")));
+        };
+        let Some(folder) = template.parent.clone() else {
+            return Err(Error::new(
+                ErrorKind::ProviderError,
+                "the image's template is in no folder",
+            ));
+        };
+        let Some(pool) = world.pool_of(host) else {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                "the host's cluster has no resource pool",
+            )
+            .with_detail(format!("ESXi host `{}`", h.host)));
+        };
+        let datastore = match &self.settings.datastore {
+            Some(name) => Some(
+                world
+                    .datastores
+                    .iter()
+                    .find(|(r, n)| n == name && host.datastores.contains(r))
+                    .map(|(r, _)| r.clone())
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::ProviderUnavailable,
+                            "the configured datastore is not on the host",
+                        )
+                        .with_detail(format!("datastore `{name}`, ESXi host `{}`", h.host))
+                    })?,
+            ),
+            None => host.datastores.first().cloned(),
+        };
+        let at = Placement {
+            pool,
+            datastore,
+            host: Some(host.moref.clone()),
+        };
+        // vCenter applies these; the simulator ignores them, and configure() sets what differs.
+        let mut extra = vec![(mark::KEY.to_string(), mark::value(&args.mark, &args.tags))];
+        if let Some(user_data) = &args.user_data {
+            extra.extend(guestinfo(&args, user_data));
+        }
+        let config = ConfigSpec {
+            num_cpus: Some(args.resources.vcpus),
+            memory_mb: Some(args.resources.memory_mib),
+            extra,
+            ..ConfigSpec::default()
+        };
+        ctx.info(format!("cloning the image {}", args.image));
+        let info = self
+            .task(
+                ctx,
+                soap::clone_vm(&template.moref, &folder, &args.name, &at, &config),
+            )
+            .await?;
+        let vm = info
+            .result
+            .as_ref()
+            .and_then(MoRef::from_node)
+            .ok_or_else(|| Error::new(ErrorKind::ProviderError, "the clone task returned no VM"))?;
+        ctx.log(LogEntry::info("cloned the template").with_detail(format!("VM {}", vm.value)));
+        if let Err(e) = self.configure(ctx, &world, host, &vm, &args).await {
+            // A half-configured clone must not be found (and returned) by a retried create.
+            ctx.log(
+                LogEntry::warn(format!(
+                    "configuring the clone failed; deleting it: {}",
+                    e.message()
+                ))
+                .with_detail(format!("VM {}", vm.value)),
+            );
+            if let Err(d) = self.task(ctx, soap::simple("Destroy_Task", &vm)).await {
+                ctx.warn(format!("could not delete the clone: {}", d.message()));
+            }
+            return Err(e);
+        }
+        let mut power = PowerState::Stopped;
+        if args.start {
+            self.power_on(ctx, &vm).await?;
+            power = PowerState::Running;
+        }
+        Ok(CreatedVm::new(&vm.value, power))
+    }
+
+    async fn delete_vm(&self, ctx: &OpContext, args: DeleteVm) -> Result<DeletedVm> {
+        let (vm, power) = match self.resolve(&args.target).await {
+            Ok(found) => found,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DeletedVm::new(false)),
+            Err(e) => return Err(e),
+        };
+        if power != PowerState::Stopped {
+            if !args.force {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "VM `{}` is running; stop it first or delete with force",
+                        args.target.name
+                    ),
+                ));
+            }
+            self.power_off(ctx, &vm).await?;
+        }
+        match self.task(ctx, soap::simple("Destroy_Task", &vm)).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DeletedVm::new(false)),
+            Err(e) => return Err(e),
+        }
+        ctx.info("deleted the VM and its disks");
+        Ok(DeletedVm::new(true))
+    }
+
+    async fn start_vm(&self, ctx: &OpContext, args: StartVm) -> Result<StartedVm> {
+        let (vm, power) = self.resolve(&args.target).await?;
+        if power == PowerState::Running {
+            return Ok(StartedVm::new(true));
+        }
+        self.power_on(ctx, &vm).await?;
+        Ok(StartedVm::new(false))
+    }
+
+    async fn stop_vm(&self, ctx: &OpContext, args: StopVm) -> Result<StoppedVm> {
+        let (vm, power) = self.resolve(&args.target).await?;
+        if power == PowerState::Stopped {
+            return Ok(StoppedVm::new(true, false));
+        }
+        let graceful = args.graceful_timeout;
+        if !args.force && !graceful.is_zero() && power == PowerState::Running {
+            ctx.info(format!(
+                "asked the guest to shut down; waiting up to {}s",
+                graceful.as_secs()
+            ));
+            match self.client.call(&soap::simple("ShutdownGuest", &vm)).await {
+                Ok(_) => {
+                    let off = self
+                        .client
+                        .watch(&vm, &["runtime.powerState"], graceful, |_, v| {
+                            v.filter(|v| v.text == "poweredOff").map(|_| ())
+                        })
+                        .await?;
+                    if off.is_some() {
+                        ctx.info("the guest shut down");
+                        return Ok(StoppedVm::new(false, false));
+                    }
+                    ctx.warn("the guest did not shut down in time; powering it off");
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(e),
+                Err(e) => ctx.log(
+                    LogEntry::warn(format!(
+                        "the guest cannot shut down itself ({}); powering it off",
+                        e.message()
+                    ))
+                    .with_detail(e.operator_message()),
+                ),
+            }
+        }
+        // The guest may have finished shutting down between the watch and now.
+        if self.power_state(&vm).await? == PowerState::Stopped {
+            return Ok(StoppedVm::new(false, false));
+        }
+        self.power_off(ctx, &vm).await?;
+        Ok(StoppedVm::new(false, true))
+    }
+
+    async fn reboot_vm(&self, ctx: &OpContext, args: RebootVm) -> Result<RebootedVm> {
+        let (vm, power) = self.resolve(&args.target).await?;
+        if power != PowerState::Running {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "VM `{}` is {power}; only a running VM can reboot",
+                    args.target.name
+                ),
+            ));
+        }
+        if !args.hard {
+            match self.client.call(&soap::simple("RebootGuest", &vm)).await {
+                Ok(_) => {
+                    ctx.info("asked the guest to reboot");
+                    return Ok(RebootedVm::new());
+                }
+                Err(e)
+                    if is_method_not_found(&e)
+                        || matches!(
+                            e.context_value("vim_fault"),
+                            Some("ToolsUnavailable" | "NotSupported")
+                        ) =>
+                {
+                    ctx.log(
+                        LogEntry::warn("vCenter cannot ask this guest to reboot; resetting it")
+                            .with_detail(e.operator_message()),
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.task(ctx, soap::simple("ResetVM_Task", &vm)).await?;
+        ctx.info("reset the VM");
+        Ok(RebootedVm::new())
+    }
+
+    async fn console(&self, _args: GetConsole) -> Result<Console> {
+        Err(Error::unsupported(
+            &self.name,
+            Operation::Console,
+            "console_webmks",
+            "the vSphere provider offers no console yet",
+        ))
+    }
+
+    async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {
+        let name = args.name.trim();
+        if name.is_empty() || name.len() > 80 || name.contains(char::is_control) {
+            return Err(Error::invalid(
+                "name",
+                "a vSphere snapshot name is 1-80 printable characters",
+            ));
+        }
+        let (vm, _) = self.resolve(&args.target).await?;
+        let info = self
+            .task(ctx, soap::create_snapshot(&vm, name, "taken by HCP"))
+            .await?;
+        let id = info
+            .result
+            .as_ref()
+            .and_then(MoRef::from_node)
+            .map(|r| r.value)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::ProviderError,
+                    "the snapshot task returned no snapshot",
+                )
+            })?;
+        ctx.info(format!("took snapshot {name}"));
+        Ok(SnapshottedVm::new(id))
+    }
+
+    async fn migrate_vm(&self, ctx: &OpContext, args: MigrateVm) -> Result<MigratedVm> {
+        let target = self.host(&args.target_host)?;
+        let (vm, _) = self.resolve(&args.target).await?;
+        let world = self.world().await?;
+        let Some(row) = world.host(&target.host) else {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!("host `{}` is not in vCenter's inventory", target.name),
+            ));
+        };
+        let pool = world.pool_of(row);
+        self.task(ctx, soap::relocate(&vm, &row.moref, pool.as_ref()))
+            .await?;
+        let now = self
+            .client
+            .retrieve_one(&vm, &["runtime.host"])
+            .await?
+            .moref("runtime.host");
+        if now.as_ref() != Some(&row.moref) {
+            return Err(Error::new(
+                ErrorKind::ProviderError,
+                "vCenter finished the move but the VM is not on the target host",
+            )
+            .with_detail(format!(
+                "VM {} on {:?}",
+                vm.value,
+                now.as_ref()
+                    .and_then(|n| world.host_by_ref(n))
+                    .map(|h| &h.name)
+            )));
+        }
+        ctx.info("moved the VM to another host");
+        Ok(MigratedVm::new(&target.name, &vm.value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_states_and_devices() {
+        assert_eq!(power_of(Some("poweredOn")), PowerState::Running);
+        assert_eq!(power_of(Some("poweredOff")), PowerState::Stopped);
+        assert_eq!(power_of(Some("suspended")), PowerState::Paused);
+        assert_eq!(power_of(None), PowerState::Unknown);
+        let doc = r#"<val xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<VirtualDevice xsi:type="VirtualDisk"><key>2000</key><capacityInKB>1048576</capacityInKB><capacityInBytes>1073741824</capacityInBytes></VirtualDevice>
+<VirtualDevice xsi:type="VirtualE1000"><key>4000</key></VirtualDevice></val>"#;
+        let devices = soap::xml::parse(doc.as_bytes()).unwrap();
+        assert!(grown_disk(&devices, 1).is_none());
+        let d = grown_disk(&devices, 3).unwrap();
+        assert_eq!(d.text_of("capacityInKB"), Some("3145728"));
+        assert_eq!(d.text_of("capacityInBytes"), Some("3221225472"));
+        assert_eq!(devices.children.iter().filter(|d| is_nic(d)).count(), 1);
+    }
+}

@@ -1,0 +1,319 @@
+//! The provider against govmomi's vCenter simulator: TLS trust, login failures, a session ended
+//! mid-job, unknown templates, placement on the pinned host, job logs and tenant text.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{FAR, HOST, IMAGE, Lines, OTHER, PASSWORD, Peer};
+use hcp_core::{
+    CreateVm, DeleteVm, ErrorKind, HcpMark, HostInventory, MigrateVm, NetworkPlan, OpContext,
+    PowerState, ProjectId, Provider, Resources, StopVm, VmId, VmTarget,
+};
+use serde_json::json;
+
+fn args(host: &str, name: &str, image: &str) -> (CreateVm, VmTarget) {
+    let vm_id = VmId::generate();
+    let mark = HcpMark::new(vm_id.clone(), ProjectId::new("api"));
+    let resources = Resources {
+        vcpus: 2,
+        memory_mib: 256,
+        disk_gib: 1,
+    };
+    let target = VmTarget {
+        vm_id,
+        name: name.to_string(),
+        host: host.to_string(),
+        native_id: None,
+    };
+    (CreateVm::new(mark, host, name, image, resources), target)
+}
+
+fn job() -> (OpContext, Arc<Lines>) {
+    let lines = Arc::new(Lines::default());
+    (
+        OpContext::new(hcp_core::JobId::generate(), lines.clone()),
+        lines,
+    )
+}
+
+#[tokio::test]
+async fn tls_is_checked_by_thumbprint_and_a_wrong_one_is_refused() {
+    let peer = Peer::start(1);
+    let good = peer.provider();
+    let inv = good.host_inventory(HostInventory::new(HOST)).await.unwrap();
+    assert!(inv.images.contains(&IMAGE.to_string()), "{:?}", inv.images);
+    assert!(
+        inv.networks.contains(&"default".to_string()),
+        "{:?}",
+        inv.networks
+    );
+    assert!(inv.host.vcpus_total > 0 && inv.host.memory_mib_total > 0);
+
+    let bad = peer.provider_with(peer.settings_with(json!({"thumbprint": "00".repeat(32)})));
+    let e = bad
+        .host_inventory(HostInventory::new(HOST))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e}");
+    // Configured hosts are still listed while vCenter cannot be reached.
+    assert_eq!(bad.list_hosts().await.unwrap().len(), 4);
+
+    // The CA that signed the certificate is trusted through ca_file.
+    let ca = peer
+        .provider_with(peer.settings_with(json!({"thumbprint": null, "ca_file": peer.ca_file()})));
+    ca.host_inventory(HostInventory::new(HOST)).await.unwrap();
+
+    // A CA file that did not sign the certificate is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("ca.pem");
+    std::fs::write(&other_ca, OTHER_CA).unwrap();
+    let ca =
+        peer.provider_with(peer.settings_with(json!({"thumbprint": null, "ca_file": other_ca})));
+    let e = ca
+        .host_inventory(HostInventory::new(HOST))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e}");
+}
+
+/// A self-signed certificate that signed nothing the simulator serves.
+const OTHER_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBfjCCASOgAwIBAgIUXyfneQ6X5ZwZ/K1elV7XBLGNgSQwCgYIKoZIzj0EAwIw
+EzERMA8GA1UEAwwIb3RoZXItY2EwIBcNMjYxMjAyMDU1OTM5WhgPMjEyNjExMDgw
+NTU5MzlaMBMxETAPBgNVBAMMCG90aGVyLWNhMFkwEwYHKoZIzj0CAQYIKoZIzj0D
+AQcDQgAE0I0Eou2YwjhMsVreekPbFxffF92jsEBWwibxY/Kd6gkNGpym1HoBIL4b
+arPxk34RU1xajdWLR4Cla7iJ6sB2GqNTMFEwHQYDVR0OBBYEFIWR9G9e3igFyO6f
+dQa94bBalxZLMB8GA1UdIwQYMBaAFIWR9G9e3igFyO6fdQa94bBalxZLMA8GA1Ud
+EwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSQAwRgIhAJFkFAh82CVNl/JpaOuASJYL
+CYYjaFmpC74JRQ/a4xa8AiEAhHZKGHoJqsxgawcbhBJ+J7xlNGw8OpA32ff81Zve
+MpE=
+-----END CERTIFICATE-----
+";
+
+#[tokio::test]
+async fn a_wrong_password_is_a_permanent_error_that_never_shows_it() {
+    let peer = Peer::start(1);
+    let path = peer.dir.path().join("wrong");
+    std::fs::write(&path, "not-the-Pa55word\n").unwrap();
+    let p = peer.provider_with(peer.settings_with(json!({"password_file": path})));
+    let e = p
+        .host_inventory(HostInventory::new(HOST))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e}");
+    assert!(!e.is_temporary(), "a refused login is not retried: {e}");
+    assert_eq!(e.context_value("vim_fault"), Some("InvalidLogin"));
+    let shown = format!("{e} {e:?} {} {p:?}", e.operator_message());
+    assert!(!shown.contains("not-the-Pa55word"), "{shown}");
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    assert!(!shown.contains("vmware_soap_session"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_session_ended_mid_job_logs_in_again_and_the_job_succeeds() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    let (create, target) = args(HOST, "relogin-1", IMAGE);
+    let (ctx, _) = job();
+    let created = p.create_vm(&ctx, create).await.unwrap();
+    assert_eq!(p.logins(), 1);
+    let ended = peer.pyvmomi(json!({"cmd": "terminate_others"}));
+    assert!(ended["terminated"].as_u64().unwrap() >= 1, "{ended}");
+    let mut t = target.clone();
+    t.native_id = Some(created.native_id);
+    let (ctx, _) = job();
+    let stopped = p
+        .stop_vm(&ctx, StopVm::new(t.clone()).with_force(true))
+        .await
+        .unwrap();
+    assert!(!stopped.was_stopped);
+    assert_eq!(p.logins(), 2, "one new login after the session ended");
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "relogin-1"}));
+    assert_eq!(seen["power"], "poweredOff", "{seen}");
+    p.delete_vm(&ctx, DeleteVm::new(t)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unknown_template_is_refused_before_anything_is_cloned() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    let before = p.host_inventory(HostInventory::new(HOST)).await.unwrap();
+    let (create, _) = args(HOST, "ghost-1", "no-such-image");
+    let (ctx, lines) = job();
+    let e = p.create_vm(&ctx, create).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.message().contains("no-such-image"), "{e}");
+    let after = p.host_inventory(HostInventory::new(HOST)).await.unwrap();
+    assert_eq!(before.vms.len(), after.vms.len());
+    assert!(lines.tenant().is_empty(), "{:?}", lines.tenant());
+}
+
+#[tokio::test]
+async fn a_clone_lands_on_the_pinned_host_with_its_size_and_nics_and_moves() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    // The template lives on the first host of cluster 0; ask for the other cluster's host.
+    let (create, mut t) = args(FAR, "placed-1", IMAGE);
+    let create = create.with_networks(vec![NetworkPlan {
+        network: "default".into(),
+        vlan: None,
+    }]);
+    let (ctx, lines) = job();
+    let created = p.create_vm(&ctx, create).await.unwrap();
+    assert_eq!(created.power, PowerState::Running);
+    t.native_id = Some(created.native_id.clone());
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "placed-1"}));
+    assert_eq!(seen["host"], "DC0_C1_H0", "{seen}");
+    assert_eq!(seen["cpus"], 2, "{seen}");
+    assert_eq!(seen["memory_mb"], 256, "{seen}");
+    assert_eq!(seen["nics"], json!(["VM Network"]), "{seen}");
+    assert_eq!(seen["power"], "poweredOn", "{seen}");
+    let inv = p.host_inventory(HostInventory::new(FAR)).await.unwrap();
+    assert!(
+        inv.vms
+            .iter()
+            .any(|v| v.native_id == created.native_id && v.mark.is_some())
+    );
+    // Tenants read what happened, never where.
+    for line in lines.tenant() {
+        for hidden in ["DC0_", "vm-", "host-", "LocalDS", "datastore"] {
+            assert!(!line.contains(hidden), "{line}");
+        }
+    }
+    // Migration within the cluster.
+    let (ctx, _) = job();
+    let e = p
+        .migrate_vm(&ctx, MigrateVm::new(t.clone()).with_target_host("nowhere"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let mut t2 = t.clone();
+    t2.host = FAR.into();
+    let moved = p
+        .migrate_vm(&ctx, MigrateVm::new(t2.clone()).with_target_host(OTHER))
+        .await
+        .unwrap();
+    assert_eq!(moved.host, OTHER);
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "placed-1"}));
+    assert_eq!(seen["host"], "DC0_C0_H1", "{seen}");
+    p.delete_vm(&ctx, DeleteVm::new(t2).with_force(true))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn names_are_unique_even_where_vcenter_allows_duplicates() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    let (create, t) = args(HOST, "dup-1", IMAGE);
+    let (ctx, _) = job();
+    let first = p.create_vm(&ctx, create).await.unwrap();
+    let (again, _) = args(OTHER, "dup-1", IMAGE);
+    let e = p.create_vm(&ctx, again).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(!e.message().contains(&first.native_id), "{e}");
+    let mut t = t;
+    t.native_id = Some(first.native_id);
+    p.delete_vm(&ctx, DeleteVm::new(t).with_force(true))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unknown_network_is_refused_naming_the_field_and_leaves_no_clone() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    let (create, _) = args(HOST, "nonet-1", IMAGE);
+    let create = create
+        .with_networks(vec![NetworkPlan {
+            network: "nowhere".into(),
+            vlan: None,
+        }])
+        .with_tags(BTreeMap::new());
+    let (ctx, _) = job();
+    let e = p.create_vm(&ctx, create).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
+    assert_eq!(e.field(), Some("networks"));
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "nonet-1"}));
+    assert_eq!(
+        seen["found"], false,
+        "the half-made clone is deleted: {seen}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_task_fails_the_call_with_vcenters_message() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    // The simulator cannot create the clone's files under a name holding a path separator: the
+    // clone task itself fails (the engine never sends such a name; the provider passes it on).
+    let (create, _) = args(HOST, "bad/../../name", IMAGE);
+    let (ctx, _) = job();
+    let e = p.create_vm(&ctx, create).await.unwrap_err();
+    assert!(
+        e.context_value("vim_task").is_some(),
+        "a task failed: {e:?}"
+    );
+    assert_eq!(e.context_value("vim_method"), Some("CloneVM_Task"), "{e:?}");
+    assert!(e.message().starts_with("vCenter"), "{e}");
+    assert!(
+        e.context_value("vim_message")
+            .is_some_and(|m| !m.is_empty()),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_logs_out_of_vcenter() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    p.host_inventory(HostInventory::new(HOST)).await.unwrap();
+    p.shutdown().await.unwrap();
+    // pyvmomi's own session is the only one left.
+    let ended = peer.pyvmomi(json!({"cmd": "terminate_others"}));
+    assert_eq!(ended["terminated"], 0, "{ended}");
+    // The provider logs in again when it is used after a shutdown.
+    p.host_inventory(HostInventory::new(HOST)).await.unwrap();
+    assert_eq!(p.logins(), 2);
+}
+
+#[tokio::test]
+async fn a_nic_on_a_distributed_port_group_is_backed_by_its_switch() {
+    let peer = Peer::start(1);
+    let p = peer.provider_with(
+        peer.settings_with(json!({"networks": {"default": "VM Network", "dv": "DC0_DVPG0"}})),
+    );
+    let inv = p.host_inventory(HostInventory::new(HOST)).await.unwrap();
+    assert!(
+        inv.networks.contains(&"dv".to_string()),
+        "{:?}",
+        inv.networks
+    );
+    let (create, mut t) = args(HOST, "dvnic-1", IMAGE);
+    let create = create.with_networks(vec![
+        NetworkPlan {
+            network: "dv".into(),
+            vlan: None,
+        },
+        NetworkPlan {
+            network: "default".into(),
+            vlan: None,
+        },
+    ]);
+    let (ctx, _) = job();
+    let created = p.create_vm(&ctx, create).await.unwrap();
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "dvnic-1"}));
+    let nics = seen["nics"].as_array().unwrap();
+    assert_eq!(nics.len(), 2, "{seen}");
+    assert!(
+        nics[0].as_str().unwrap().starts_with("dvpg:dvportgroup-"),
+        "{seen}"
+    );
+    assert_eq!(nics[1], "VM Network", "{seen}");
+    t.native_id = Some(created.native_id);
+    p.delete_vm(&ctx, DeleteVm::new(t).with_force(true))
+        .await
+        .unwrap();
+}

@@ -1,0 +1,82 @@
+//! `examples/config/vsphere.yaml` builds an engine with the `vsphere` provider kind and runs a VM
+//! on vcsim (the URL, login and files swapped for the test peer's), as jobs through the engine.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Peer, USER};
+use hcp_core::store::Scope;
+use hcp_core::{
+    Config, Engine, Image, JobState, NetworkAttachment, Principal, ProjectId, RequestContext,
+    VmSpec,
+};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_hosts_file_runs_a_vm_on_vcsim() {
+    let peer = Peer::start(1);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/vsphere.yaml");
+    let mut config = Config::from_file(&file).unwrap();
+    let settings = &mut config.providers[0].settings;
+    assert_eq!(settings["url"], "https://127.0.0.1:18700/sdk");
+    settings["url"] = json!(peer.url());
+    settings["username"] = json!(USER);
+    settings["password_file"] = json!(peer.dir.path().join("password"));
+    settings["ca_file"] = json!(peer.ca_file());
+    // An image in the catalog whose template vCenter does not have.
+    config.catalog.images.push(Image {
+        name: "debian-12".into(),
+        os: "linux".into(),
+        description: String::new(),
+        min_disk_gib: 0,
+    });
+    let engine = hcp_provider_vsphere::register(Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    engine.refresh_inventory().await.unwrap();
+    let ctx = RequestContext::new("demo", Principal::new("alice"))
+        .with_idempotency_key(Some("example-1".into()));
+    let mut spec = VmSpec::new("example", "ubuntu-24.04", "small");
+    spec.networks = vec![NetworkAttachment {
+        network: "default".into(),
+    }];
+    let submitted = engine.create_vm(&ctx, spec).await.unwrap();
+    let scope = Scope::Project(ProjectId::new("demo"));
+    let job = engine
+        .wait_job(&scope, &submitted.job_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "example"}));
+    assert_eq!(seen["power"], "poweredOn", "{seen}");
+    assert_eq!(seen["cpus"], 1, "{seen}");
+    assert_eq!(seen["memory_mb"], 512, "{seen}");
+    assert_eq!(seen["nics"], json!(["VM Network"]), "{seen}");
+    let caps = engine.capabilities(Some("zone-a")).unwrap();
+    assert!(caps.snapshot && caps.tags && caps.live_migration && !caps.cloud_init);
+    assert!(!caps.console_vnc && !caps.console_webmks);
+
+    // The unknown template: the engine accepts the request (it does not read hosts' images when
+    // it places a VM), and the job fails with a NotFound naming the image before any clone.
+    let s = engine
+        .create_vm(
+            &RequestContext::new("demo", Principal::new("alice")),
+            VmSpec::new("nodebian", "debian-12", "small"),
+        )
+        .await
+        .unwrap();
+    let job = engine
+        .wait_job(&scope, &s.job_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    let err = job.error.expect("a failed job has an error");
+    assert_eq!(err.kind, hcp_core::ErrorKind::NotFound, "{err:?}");
+    assert!(err.message.contains("debian-12"), "{err:?}");
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "nodebian"}));
+    assert_eq!(seen["found"], false, "{seen}");
+}

@@ -467,24 +467,17 @@ async fn tenant_views_name_no_host_uuid_pool_or_path() {
     let vm = engine.get_vm(&ctx.scope(), &ok.vm_id).await.unwrap();
     let uuid = vm.binding.native_id.clone().expect("the domain's UUID");
 
-    // A create whose image has no volume in the pool fails on the host.
-    let bad = engine
+    // A create whose image has no volume in the pool: no host reports it, so it is refused
+    // before a job exists, and the refusal names neither the host nor the pool.
+    let refused = engine
         .create_vm(&ctx, VmSpec::new("swept-2", "ghost", "tiny"))
         .await
-        .unwrap();
-    let (text, job) = tenant_text_of(&engine, &bad.job_id).await;
-    assert_eq!(job.state, hcp_core::JobState::Failed, "{job:?}");
-    let err = job.error.clone().unwrap();
-    assert_eq!(err.kind, ErrorKind::NotFound, "{err:?}");
-    assert!(
-        err.detail
-            .as_deref()
-            .is_some_and(|d| d.contains("storage pool `hcp`")),
-        "operators read which pool: {err:?}"
-    );
-    tenant.push_str(&text);
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::InvalidSpec, "{refused}");
+    assert_eq!(refused.field(), Some("image"), "{refused}");
+    tenant.push_str(&refused.to_string());
 
-    for id in [&ok.vm_id, &bad.vm_id] {
+    for id in [&ok.vm_id] {
         let vm = engine.get_vm(&ctx.scope(), id).await.unwrap();
         tenant.push_str(&serde_json::to_string(&vm.tenant_view()).unwrap());
     }

@@ -60,23 +60,18 @@ async fn the_example_hosts_file_runs_a_vm_on_vcsim() {
     assert!(caps.snapshot && caps.tags && caps.live_migration && !caps.cloud_init);
     assert!(!caps.console_vnc && !caps.console_webmks);
 
-    // The unknown template: the engine accepts the request (it does not read hosts' images when
-    // it places a VM), and the job fails with a NotFound naming the image before any clone.
-    let s = engine
+    // The unknown template: no host reports the image, so the request is refused before any
+    // job exists, naming the image.
+    let e = engine
         .create_vm(
             &RequestContext::new("demo", Principal::new("alice")),
             VmSpec::new("nodebian", "debian-12", "small"),
         )
         .await
-        .unwrap();
-    let job = engine
-        .wait_job(&scope, &s.job_id, Some(Duration::from_secs(60)))
-        .await
-        .unwrap();
-    assert_eq!(job.state, JobState::Failed);
-    let err = job.error.expect("a failed job has an error");
-    assert_eq!(err.kind, hcp_core::ErrorKind::NotFound, "{err:?}");
-    assert!(err.message.contains("debian-12"), "{err:?}");
+        .unwrap_err();
+    assert_eq!(e.kind(), hcp_core::ErrorKind::InvalidSpec, "{e}");
+    assert_eq!(e.field(), Some("image"), "{e}");
+    assert!(e.to_string().contains("debian-12"), "{e}");
     let seen = peer.pyvmomi(json!({"cmd": "show", "name": "nodebian"}));
     assert_eq!(seen["found"], false, "{seen}");
 }

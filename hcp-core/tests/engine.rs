@@ -189,6 +189,25 @@ fn alice() -> RequestContext {
     RequestContext::new("demo", Principal::new("alice"))
 }
 
+/// Returns the job once `ready` holds for it, reading it each time the scheduler moves rather
+/// than after a fixed sleep, so a slow machine cannot make the test flake (it fails only when
+/// the state never comes, after 20 s).
+async fn job_when(
+    engine: &Engine,
+    job: &hcp_core::JobId,
+    ready: impl Fn(&hcp_core::Job) -> bool,
+) -> hcp_core::Job {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let j = engine.get_job(&Scope::All, job).await.unwrap();
+        if ready(&j) || tokio::time::Instant::now() >= deadline {
+            return j;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 async fn wait(engine: &Engine, job: &hcp_core::JobId) -> hcp_core::Job {
     engine
         .wait_job(&Scope::All, job, Some(Duration::from_secs(20)))
@@ -432,14 +451,11 @@ async fn jobs_on_one_vm_never_overlap_and_run_in_order() {
     // While the create runs, the next job says why it waits.
     let queued = r.engine.get_job(&Scope::All, &stop.job_id).await.unwrap();
     assert_eq!(queued.state, JobState::Pending);
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let queued = r.engine.get_job(&Scope::All, &stop.job_id).await.unwrap();
-    assert_eq!(
-        queued.pending_reason,
-        Some(PendingReason::WaitingForVm {
-            blocking_job: s.job_id.clone()
-        })
-    );
+    let expected = Some(PendingReason::WaitingForVm {
+        blocking_job: s.job_id.clone(),
+    });
+    let queued = job_when(&r.engine, &stop.job_id, |j| j.pending_reason == expected).await;
+    assert_eq!(queued.pending_reason, expected);
     for j in [&s.job_id, &stop.job_id, &start.job_id, &reboot.job_id] {
         assert_eq!(wait(&r.engine, j).await.state, JobState::Succeeded);
     }
@@ -492,8 +508,7 @@ async fn per_host_cap_holds_and_other_hosts_are_not_starved() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    let waiting = r.engine.get_job(&Scope::All, &jobs[7]).await.unwrap();
+    let waiting = job_when(&r.engine, &jobs[7], |j| j.pending_reason.is_some()).await;
     assert!(
         matches!(&waiting.pending_reason, Some(PendingReason::WaitingForHostSlot { host, limit: 2 }) if host == "sim-a1"),
         "{:?}",
@@ -1113,8 +1128,7 @@ async fn placement_honours_the_images_each_host_reports() {
         .await
         .unwrap();
     for i in 0..3 {
-        let mut spec =
-            VmSpec::new(&format!("win-{i}"), "windows-2022", "small").with_zone("zone-a");
+        let mut spec = VmSpec::new(format!("win-{i}"), "windows-2022", "small").with_zone("zone-a");
         spec.disk_gib = Some(40);
         let s = engine.create_vm(&alice(), spec).await.unwrap();
         let job = wait(&engine, &s.job_id).await;

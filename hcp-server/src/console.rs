@@ -44,7 +44,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -60,6 +60,8 @@ use poem::web::websocket::{CloseCode, Message, WebSocketStream};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+// tokio's clock, so tests move time with `tokio::time::advance` instead of sleeping.
+use tokio::time::Instant;
 
 use crate::auth::Caller;
 use crate::dto::ConsoleDto;
@@ -566,24 +568,30 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_nearer_deadline_wins_and_an_expired_token_is_refused() {
+    #[tokio::test(start_paused = true)]
+    async fn the_nearer_deadline_wins_and_an_expired_token_is_refused() {
         let p = ConsoleProxy::new(Duration::from_secs(60), None);
         let vm = VmId::new("vm-1");
         let dto = p
             .issue(&request("h"), &ctx("alice"), &vm, console(10))
             .unwrap();
         assert!(dto.expires_at <= Utc::now() + chrono::Duration::seconds(10));
-        let short = ConsoleProxy::new(Duration::from_millis(1), None);
+        let short = ConsoleProxy::new(Duration::from_secs(30), None);
         let dto = short
             .issue(&request("h"), &ctx("alice"), &vm, console(600))
             .unwrap();
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        let live = short
+            .issue(&request("h"), &ctx("alice"), &vm, console(600))
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
         let e = short
             .take(&token_of(&dto.url), &caller("alice"))
             .unwrap_err();
         assert_eq!(e.code(), CODE_CONSOLE_TOKEN_EXPIRED);
         assert_eq!(e.field(), Some("token"));
+        // One issued later is still inside its own 30 s.
+        assert!(short.take(&token_of(&live.url), &caller("alice")).is_ok());
         assert!(
             p.issue(&request("h"), &ctx("alice"), &vm, console(-1))
                 .is_err(),

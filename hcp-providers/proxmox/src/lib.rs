@@ -2,7 +2,8 @@
 //!
 //! HCP's Proxmox VE provider: VMs on the nodes of one PVE cluster, through the PVE REST API
 //! (`/api2/json`) over HTTPS with an API token (`PVEAPIToken=user@realm!tokenid=secret`, the
-//! secret read from a file), the certificate checked against the system roots, a CA file or a
+//! secret read from a file) or a password login (a ticket from `/access/ticket`, renewed as it
+//! ages and after a 401), the certificate checked against the system roots, a CA file or a
 //! pinned SHA-256 fingerprint.
 //!
 //! - **Create**: a clone of a template VM (linked, or full per image), with a VMID taken from
@@ -21,7 +22,8 @@
 //!   and `destroy-unreferenced-disks`.
 //! - **Snapshots**: PVE snapshots (`/qemu/{vmid}/snapshot`).
 //! - **Console**: VNC through `vncproxy` (`websocket=1`): the answer is a
-//!   [`ConsoleUpstream`] on the node's `vncwebsocket` with the API token and the provider's TLS
+//!   [`ConsoleUpstream`] on the node's `vncwebsocket` with the API token (or the login
+//!   ticket's cookie) and the provider's TLS
 //!   trust, and the VNC ticket as the password HCP's relay answers for the client, so the ticket
 //!   never reaches a tenant. PVE accepts the ticket for 40 seconds.
 //! - **Not offered** (declared false): live migration, cloud-init.
@@ -279,6 +281,12 @@ impl ProxmoxProvider {
     /// Returns the settings.
     pub fn settings(&self) -> &ProxmoxSettings {
         &self.settings
+    }
+
+    /// Returns how many password logins (`POST /access/ticket`) the provider made since it
+    /// started; 0 with an API token.
+    pub fn password_logins(&self) -> u64 {
+        self.client.logins()
     }
 
     /// Returns the most write tasks that ran at once on `host` since the provider started (it
@@ -1100,8 +1108,11 @@ impl Provider for ProxmoxProvider {
                 &[("port", port.as_str()), ("vncticket", ticket.as_str())],
             )
             .map_err(|m| Error::internal(format!("vncwebsocket URL: {m}")))?;
+        // The API token, or the ticket of the login that asked for the VNC ticket (PVE ties the
+        // two to one user).
+        let (name, value) = self.client.upgrade_header().await?;
         let upstream = ConsoleUpstream::websocket(ws, self.conn.trust.clone())
-            .with_header("Authorization", self.conn.authorization())
+            .with_header(name, value)
             .with_subprotocol("binary")
             .with_handshake(ConsoleHandshake::VncPassword(password));
         // PVE accepts a ticket's websocket for 40 s after vncproxy.

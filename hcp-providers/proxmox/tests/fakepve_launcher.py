@@ -4,7 +4,7 @@ HCP's tests, on a free loopback port, with an API token and a certificate of its
     python fakepve_launcher.py DIR [--port P] [--time-scale S] [--nodes pve1,pve2]
 
 Writes DIR/token (the token secret), DIR/password (root@pam's password, for ticket logins) and
-DIR/fakepve.crt (the certificate, which is its own CA), seeds template VMs, then prints one JSON
+DIR/fakepve.crt (the certificate, which is its own CA), seeds template VMs (ubuntu-24.04 with a cloud-init drive, debian-12 without), then prints one JSON
 line on stdout:
 
     {"url": "https://127.0.0.1:PORT", "token_id": "root@pam!ci", "token_secret_file": ...,
@@ -39,19 +39,21 @@ from fakepve.certs import make_cert
 TOKEN_ID = 'root@pam!ci'
 USER = 'root@pam'
 TEMPLATES = [
-    # vmid, name, disk
-    (9000, 'ubuntu-24.04', 'local-lvm:base-9000-disk-0,size=2G'),
-    (9001, 'debian-12', 'local-lvm:base-9001-disk-0,size=4G'),
+    # vmid, name, disk, cloud-init drive
+    (9000, 'ubuntu-24.04', 'local-lvm:base-9000-disk-0,size=2G', 'local-lvm:vm-9000-cloudinit,media=cdrom'),
+    (9001, 'debian-12', 'local-lvm:base-9001-disk-0,size=4G', None),
 ]
 
 
 def seed(pve, nodes):
     for n in nodes:
         pve.add_node(n)
-    for vmid, name, disk in TEMPLATES:
-        pve.add_vm(vmid, name, node=nodes[0], template=True, config={
-            'scsi0': disk, 'net0': 'virtio=BC:24:11:00:00:01,bridge=vmbr0', 'cores': 1, 'memory': 512,
-            'ostype': 'l26', 'scsihw': 'virtio-scsi-single', 'template': 1})
+    for vmid, name, disk, cloudinit in TEMPLATES:
+        config = {'scsi0': disk, 'net0': 'virtio=BC:24:11:00:00:01,bridge=vmbr0', 'cores': 1, 'memory': 512,
+                  'ostype': 'l26', 'scsihw': 'virtio-scsi-single', 'template': 1}
+        if cloudinit:
+            config['ide2'] = cloudinit
+        pve.add_vm(vmid, name, node=nodes[0], template=True, config=config)
 
 
 async def command(pve, line):

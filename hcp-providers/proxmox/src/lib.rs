@@ -181,6 +181,16 @@ fn disk_size_gib(drive: &str) -> Option<u64> {
     Some(gib.ceil() as u64)
 }
 
+fn no_cloud_init_drive(image: &str) -> Error {
+    Error::invalid(
+        "image",
+        format!(
+            "image `{image}` has no cloud-init drive, so it cannot take user_data; create the VM \
+             without user_data or add a cloud-init drive to the template"
+        ),
+    )
+}
+
 fn power_of(status: &Value) -> PowerState {
     match status.get("status").and_then(Value::as_str) {
         Some("running") => match status.get("qmpstatus").and_then(Value::as_str) {
@@ -754,13 +764,7 @@ impl ProxmoxProvider {
             ));
         };
         if !cloudinit::has_drive(current) {
-            return Err(Error::invalid(
-                "image",
-                format!(
-                    "image `{image}` has no cloud-init drive, so it cannot take user_data; \
-                     create the VM without user_data or add a cloud-init drive to the template"
-                ),
-            ));
+            return Err(no_cloud_init_drive(image));
         }
         let file = cloudinit::snippet_name(vm_id);
         cloudinit::write_snippet(&dir.join(&file), user_data).map_err(|e| {
@@ -1018,6 +1022,14 @@ impl Provider for ProxmoxProvider {
             )
             .with_context("node", &h.node)
             .with_context("vmid", f.vmid));
+        }
+        if args.user_data.is_some() {
+            // Refused before anything is cloned when the template cannot take user-data.
+            let (template, node, _) = self.template(&args.image).await?;
+            let config = self.config(&node, template).await?;
+            if !cloudinit::has_drive(&config) {
+                return Err(no_cloud_init_drive(&args.image));
+            }
         }
         let description = mark::description(&args.mark, &args.tags);
         let vmid = self.clone_template(ctx, &h, &args, &description).await?;

@@ -96,7 +96,7 @@ async fn user_data_travels_as_a_snippet_and_proxmoxer_reads_the_cloud_init_keys(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_template_without_a_cloud_init_drive_is_refused_and_its_clone_removed() {
+async fn a_template_without_a_cloud_init_drive_is_refused_before_anything_is_cloned() {
     let peer = Peer::start(0.0);
     let dir = tempfile::tempdir().unwrap();
     let p = peer.provider_with(peer.settings_with(json!({

@@ -115,3 +115,48 @@ async fn a_template_without_a_cloud_init_drive_is_refused_before_anything_is_clo
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_runs_a_create_with_user_data_when_a_snippets_storage_is_configured() {
+    use hcp_core::store::Scope;
+    use hcp_core::{Config, Engine, JobState, Principal, RequestContext, VmSpec};
+    let peer = Peer::start(0.01);
+    let dir = tempfile::tempdir().unwrap();
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/proxmox.yaml");
+    let mut config = Config::from_file(&file).unwrap();
+    let settings = &mut config.providers[0].settings;
+    for key in ["url", "token_secret_file", "ca_file"] {
+        settings[key] = peer.info[key].clone();
+    }
+    settings["snippets_storage"] = json!("local");
+    settings["snippets_dir"] = json!(dir.path());
+    let engine = hcp_provider_proxmox::register(Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    assert!(engine.capabilities(Some("zone-a")).unwrap().cloud_init);
+    let ctx = RequestContext::new("demo", Principal::new("alice"));
+    let spec = VmSpec::new("cloudy", IMAGE, "small").with_user_data(USER_DATA);
+    let submitted = engine.create_vm(&ctx, spec).await.unwrap();
+    let scope = Scope::Project(ProjectId::new("demo"));
+    let job = engine
+        .wait_job(
+            &scope,
+            &submitted.job_id,
+            Some(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let snippets: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(snippets.len(), 1, "{snippets:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(&snippets[0])).unwrap(),
+        USER_DATA
+    );
+}

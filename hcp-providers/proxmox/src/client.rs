@@ -169,13 +169,12 @@ impl Client {
                 .to_string();
             let e = parse_error(status.as_u16(), &message, None, &self.nodes);
             if matches!(status.as_u16(), 401 | 403) {
+                // Tenants may read the message: the user stays in the context.
                 return Err(Error::new(
                     ErrorKind::ProviderUnavailable,
-                    format!(
-                        "Proxmox VE refused the password login of `{}`; check the user and password_file",
-                        login.username
-                    ),
+                    "Proxmox VE refused HCP's password login; check username and password_file",
                 )
+                .with_context("user", &login.username)
                 .with_context("pve_status", status.as_u16())
                 .with_context("pve_message", message));
             }
@@ -186,11 +185,9 @@ impl Client {
         if data.and_then(|d| d.get("NeedTFA")).is_some() {
             return Err(Error::new(
                 ErrorKind::ProviderUnavailable,
-                format!(
-                    "the Proxmox VE user `{}` needs a second factor to log in; use an API token",
-                    login.username
-                ),
-            ));
+                "HCP's Proxmox VE user needs a second factor to log in; use an API token",
+            )
+            .with_context("user", &login.username));
         }
         let (Some(ticket), Some(csrf)) = (text("ticket"), text("CSRFPreventionToken")) else {
             return Err(Error::new(

@@ -1,26 +1,64 @@
-//! The wire protocol: HTTPS requests to `/api2/json` with an API token, TLS checked against the
-//! system roots, a CA file or a pinned certificate fingerprint, and PVE tasks (UPIDs) followed to
-//! their end.
+//! The wire protocol: HTTPS requests to `/api2/json` with an API token or a login ticket, TLS
+//! checked against the system roots, a CA file or a pinned certificate fingerprint, and PVE tasks
+//! (UPIDs) followed to their end.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hcp_core::{Error, ErrorKind, OpContext, Result};
+use hcp_core::{Error, ErrorKind, OpContext, Result, SecretString};
 use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::{AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::config::Connection;
+use crate::config::{Connection, Credentials};
 use crate::error::{parse_error, task_error};
 
 /// Most task log lines read per request.
 const LOG_PAGE: u32 = 500;
+
+/// The header PVE wants on writes made with a ticket.
+const CSRF: HeaderName = HeaderName::from_static("csrfpreventiontoken");
 
 /// A client of one PVE cluster's API.
 pub(crate) struct Client {
     http: reqwest::Client,
     api: String,
     nodes: Vec<String>,
+    auth: Auth,
+}
+
+/// How requests are authenticated.
+enum Auth {
+    /// The API token's `Authorization` header, sent on every request.
+    Token(HeaderValue),
+    /// A password login: tickets asked for and renewed as they age.
+    Ticket(Login),
+}
+
+/// A password login and its current ticket.
+struct Login {
+    username: String,
+    password: SecretString,
+    renew: Duration,
+    session: tokio::sync::Mutex<Option<Session>>,
+    logins: AtomicU64,
+}
+
+/// A login ticket and its CSRF token.
+#[derive(Clone)]
+struct Session {
+    /// The `PVEAuthCookie` cookie (`PVEAuthCookie=PVE:user@realm:...`).
+    cookie: HeaderValue,
+    csrf: HeaderValue,
+    at: Instant,
+    generation: u64,
+}
+
+/// An answer of the API: its data, or PVE's refusal with its HTTP status.
+enum Answer {
+    Data(Value),
+    Refused(u16, Error),
 }
 
 impl fmt::Debug for Client {
@@ -41,14 +79,25 @@ pub(crate) struct TaskEnd {
 impl Client {
     /// Builds a client; `nodes` are the node names kept out of error messages.
     pub(crate) fn new(conn: &Connection, timeout: Duration, nodes: Vec<String>) -> Result<Self> {
-        let mut auth = HeaderValue::from_str(&conn.authorization()).map_err(|_| {
-            Error::invalid("token_id", "holds characters an HTTP header cannot carry")
-        })?;
-        auth.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, auth);
+        let auth = match &conn.credentials {
+            Credentials::Token { token_id, secret } => {
+                let mut header =
+                    HeaderValue::from_str(&format!("PVEAPIToken={token_id}={}", secret.expose()))
+                        .map_err(|_| {
+                        Error::invalid("token_id", "holds characters an HTTP header cannot carry")
+                    })?;
+                header.set_sensitive(true);
+                Auth::Token(header)
+            }
+            Credentials::Password { username, password } => Auth::Ticket(Login {
+                username: username.clone(),
+                password: password.clone(),
+                renew: conn.ticket_renew,
+                session: tokio::sync::Mutex::new(None),
+                logins: AtomicU64::new(0),
+            }),
+        };
         let builder = reqwest::Client::builder()
-            .default_headers(headers)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(16);
@@ -61,20 +110,191 @@ impl Client {
             http,
             api: conn.api.clone(),
             nodes,
+            auth,
         })
     }
 
+    /// Returns how many password logins this client made (0 with an API token).
+    pub(crate) fn logins(&self) -> u64 {
+        match &self.auth {
+            Auth::Token(_) => 0,
+            Auth::Ticket(l) => l.logins.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Returns the current ticket, logging in when there is none, when it is older than
+    /// `ticket_renew`, or when it is the one of generation `refused` (PVE refused it with 401).
+    /// `None` with an API token.
+    async fn session(&self, refused: Option<u64>) -> Result<Option<Session>> {
+        let Auth::Ticket(login) = &self.auth else {
+            return Ok(None);
+        };
+        let mut current = login.session.lock().await;
+        if let Some(s) = current.as_ref()
+            && s.at.elapsed() < login.renew
+            && Some(s.generation) != refused
+        {
+            return Ok(Some(s.clone()));
+        }
+        let generation = current.as_ref().map_or(0, |s| s.generation + 1);
+        let session = self.login(login, generation).await?;
+        *current = Some(session.clone());
+        Ok(Some(session))
+    }
+
+    /// Trades the password for a ticket (`POST /access/ticket`).
+    async fn login(&self, login: &Login, generation: u64) -> Result<Session> {
+        let at = Instant::now();
+        let form = [
+            ("username", login.username.as_str()),
+            ("password", login.password.expose()),
+        ];
+        let resp = self
+            .http
+            .post(format!("{}/access/ticket", self.api))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| transport_error(&e))?;
+        let json: Option<Value> = serde_json::from_slice(&body).ok();
+        if !status.is_success() {
+            let message = json
+                .as_ref()
+                .and_then(|v| v.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or(""))
+                .trim()
+                .to_string();
+            let e = parse_error(status.as_u16(), &message, None, &self.nodes);
+            if matches!(status.as_u16(), 401 | 403) {
+                // Tenants may read the message: the user stays in the context.
+                return Err(Error::new(
+                    ErrorKind::ProviderUnavailable,
+                    "Proxmox VE refused HCP's password login; check username and password_file",
+                )
+                .with_context("user", &login.username)
+                .with_context("pve_status", status.as_u16())
+                .with_context("pve_message", message));
+            }
+            return Err(e.with_context("pve_path", "/access/ticket"));
+        }
+        let data = json.as_ref().and_then(|v| v.get("data"));
+        let text = |k: &str| data.and_then(|d| d.get(k)).and_then(Value::as_str);
+        if data.and_then(|d| d.get("NeedTFA")).is_some() {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                "HCP's Proxmox VE user needs a second factor to log in; use an API token",
+            )
+            .with_context("user", &login.username));
+        }
+        let (Some(ticket), Some(csrf)) = (text("ticket"), text("CSRFPreventionToken")) else {
+            return Err(Error::new(
+                ErrorKind::ProviderError,
+                "the Proxmox VE API answered a login without a ticket",
+            ));
+        };
+        let unusable = || {
+            Error::new(
+                ErrorKind::ProviderError,
+                "the Proxmox VE login ticket is not a header value",
+            )
+        };
+        let mut cookie =
+            HeaderValue::from_str(&format!("PVEAuthCookie={ticket}")).map_err(|_| unusable())?;
+        cookie.set_sensitive(true);
+        let mut csrf = HeaderValue::from_str(csrf).map_err(|_| unusable())?;
+        csrf.set_sensitive(true);
+        login.logins.fetch_add(1, Ordering::SeqCst);
+        tracing::info!(user = %login.username, "logged in to the Proxmox VE API");
+        Ok(Session {
+            cookie,
+            csrf,
+            at,
+            generation,
+        })
+    }
+
+    /// Returns the headers that authenticate a request made with `session` (the API token when
+    /// there is none); `write` adds the CSRF token a ticket needs on writes.
+    fn auth_headers(&self, session: Option<&Session>, write: bool) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        match (&self.auth, session) {
+            (Auth::Token(h), _) => {
+                headers.insert(AUTHORIZATION, h.clone());
+            }
+            (Auth::Ticket(_), Some(s)) => {
+                headers.insert(COOKIE, s.cookie.clone());
+                if write {
+                    headers.insert(CSRF, s.csrf.clone());
+                }
+            }
+            (Auth::Ticket(_), None) => {}
+        }
+        headers
+    }
+
+    /// Returns the header that authenticates a WebSocket (console) upgrade request: the API
+    /// token, or the current ticket's cookie.
+    ///
+    /// # Errors
+    /// A failed login.
+    pub(crate) async fn upgrade_header(&self) -> Result<(String, String)> {
+        let session = self.session(None).await?;
+        let headers = self.auth_headers(session.as_ref(), false);
+        let (name, value) = headers
+            .iter()
+            .next()
+            .ok_or_else(|| Error::internal("no credentials for the console upstream"))?;
+        let value = value
+            .to_str()
+            .map_err(|_| Error::internal("a credential that is not text"))?;
+        Ok((name.as_str().to_string(), value.to_string()))
+    }
+
     /// Sends one request; `params` go in the query (GET, DELETE) or as a form (POST, PUT).
-    /// Returns the answer's `data`.
+    /// Returns the answer's `data`. With a password login, a ticket PVE refuses (401) is
+    /// renewed once and the request sent again.
     pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
         params: &[(&str, String)],
     ) -> Result<Value> {
+        let session = self.session(None).await?;
+        match (
+            self.send(&method, path, params, session.as_ref()).await?,
+            session,
+        ) {
+            (Answer::Data(v), _) => Ok(v),
+            (Answer::Refused(401, _), Some(s)) => {
+                tracing::info!("Proxmox VE refused the login ticket; logging in again");
+                let renewed = self.session(Some(s.generation)).await?;
+                match self.send(&method, path, params, renewed.as_ref()).await? {
+                    Answer::Data(v) => Ok(v),
+                    Answer::Refused(_, e) => Err(e),
+                }
+            }
+            (Answer::Refused(_, e), _) => Err(e),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        path: &str,
+        params: &[(&str, String)],
+        session: Option<&Session>,
+    ) -> Result<Answer> {
         let url = format!("{}{path}", self.api);
-        let mut req = self.http.request(method.clone(), &url);
-        req = if method == Method::GET || method == Method::DELETE {
+        let read = method == Method::GET || method == Method::DELETE;
+        let write = method != Method::GET && method != Method::HEAD;
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .headers(self.auth_headers(session, write));
+        req = if read {
             req.query(params)
         } else {
             req.form(params)
@@ -84,9 +304,10 @@ impl Client {
         let body = resp.bytes().await.map_err(|e| transport_error(&e))?;
         let json: Option<Value> = serde_json::from_slice(&body).ok();
         if status.is_success() {
-            return Ok(json
-                .and_then(|mut v| v.get_mut("data").map(Value::take))
-                .unwrap_or(Value::Null));
+            return Ok(Answer::Data(
+                json.and_then(|mut v| v.get_mut("data").map(Value::take))
+                    .unwrap_or(Value::Null),
+            ));
         }
         let message = json
             .as_ref()
@@ -95,8 +316,11 @@ impl Client {
             .map(str::to_string)
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
         let errors = json.as_ref().and_then(|v| v.get("errors"));
-        Err(parse_error(status.as_u16(), &message, errors, &self.nodes)
-            .with_context("pve_path", path))
+        Ok(Answer::Refused(
+            status.as_u16(),
+            parse_error(status.as_u16(), &message, errors, &self.nodes)
+                .with_context("pve_path", path),
+        ))
     }
 
     /// GETs `path`.
@@ -154,9 +378,11 @@ impl Client {
         ctx: &OpContext,
     ) -> Result<TaskEnd> {
         let base = format!("/nodes/{node}/tasks/{}", encode_segment(upid));
+        let session = self.session(None).await?;
         let mut guard = StopOnDrop {
             http: self.http.clone(),
             url: format!("{}{base}", self.api),
+            headers: self.auth_headers(session.as_ref(), true),
             armed: true,
         };
         let result = self.follow(node, upid, &base, timeout, poll, ctx).await;
@@ -246,6 +472,7 @@ impl Client {
 struct StopOnDrop {
     http: reqwest::Client,
     url: String,
+    headers: HeaderMap,
     armed: bool,
 }
 
@@ -257,8 +484,9 @@ impl Drop for StopOnDrop {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let http = self.http.clone();
             let url = std::mem::take(&mut self.url);
+            let headers = std::mem::take(&mut self.headers);
             rt.spawn(async move {
-                if let Err(e) = http.delete(&url).send().await {
+                if let Err(e) = http.delete(&url).headers(headers).send().await {
                     tracing::warn!(error = %e.without_url(), "could not stop an abandoned task");
                 }
             });

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 /// Most parallel write tasks per node allowed in `max_parallel_per_node`.
 pub const MAX_PARALLEL_LIMIT: usize = 64;
+/// How old a login ticket grows before HCP logs in again: PVE's tickets last 2 hours.
+pub const DEFAULT_TICKET_RENEW: Duration = Duration::from_secs(105 * 60);
 /// The longest `task_timeout` accepted.
 pub const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -37,10 +39,24 @@ pub const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub struct ProxmoxSettings {
     /// The API's base URL, `https://host:8006` (the `/api2/json` suffix is added).
     pub url: String,
-    /// The API token id, `user@realm!tokenid`.
+    /// The API token id, `user@realm!tokenid`; or give `username` and `password_file`.
     pub token_id: String,
     /// The file holding the API token's secret (a UUID); read once at start-up.
     pub token_secret_file: Option<PathBuf>,
+    /// The user of a password (ticket) login, `user@realm`; exclusive with `token_id`.
+    pub username: Option<String>,
+    /// The file holding `username`'s password; read once at start-up.
+    pub password_file: Option<PathBuf>,
+    /// How old a login ticket may grow before HCP logs in again (PVE's tickets last 2 hours).
+    #[serde(with = "humantime_serde")]
+    pub ticket_renew: Duration,
+    /// A PVE storage with `snippets` content, where HCP's cloud-init user-data files live; with
+    /// `snippets_dir`, VMs can be created with user-data.
+    pub snippets_storage: Option<String>,
+    /// The directory of `snippets_storage` as HCP sees it (`<storage path>/snippets`, on a
+    /// filesystem shared with the nodes): PVE has no API to upload snippets, so HCP writes the
+    /// files there itself.
+    pub snippets_dir: Option<PathBuf>,
     /// A PEM file of the CA that signed the API's certificate; the system roots when absent.
     pub ca_file: Option<PathBuf>,
     /// The SHA-256 fingerprint of the API's certificate (hex, colons optional); when set, only
@@ -78,6 +94,11 @@ impl Default for ProxmoxSettings {
             url: String::new(),
             token_id: String::new(),
             token_secret_file: None,
+            username: None,
+            password_file: None,
+            ticket_renew: DEFAULT_TICKET_RENEW,
+            snippets_storage: None,
+            snippets_dir: None,
             ca_file: None,
             fingerprint: None,
             images: BTreeMap::new(),
@@ -104,35 +125,59 @@ pub struct ImageSettings {
     pub full: bool,
 }
 
+/// How HCP authenticates to the API.
+#[derive(Clone)]
+pub enum Credentials {
+    /// An API token: `PVEAPIToken=user@realm!tokenid=secret` on every request.
+    Token {
+        /// The token id, `user@realm!tokenid`.
+        token_id: String,
+        /// The token secret.
+        secret: SecretString,
+    },
+    /// A user's password, traded for a ticket (`POST /access/ticket`) sent as the
+    /// `PVEAuthCookie` cookie, with the `CSRFPreventionToken` header on writes.
+    Password {
+        /// The user, `user@realm`.
+        username: String,
+        /// The password.
+        password: SecretString,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Token { token_id, .. } => f
+                .debug_struct("Token")
+                .field("token_id", token_id)
+                .finish_non_exhaustive(),
+            Credentials::Password { username, .. } => f
+                .debug_struct("Password")
+                .field("username", username)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// The checked connection settings: where the API is and how HCP authenticates.
 #[derive(Clone)]
 pub struct Connection {
     /// The API base, `https://host:8006/api2/json`.
     pub api: String,
-    /// The token id, `user@realm!tokenid`.
-    pub token_id: String,
-    /// The token secret.
-    pub token_secret: SecretString,
+    /// The API token or the password login.
+    pub credentials: Credentials,
+    /// How old a login ticket may grow before HCP logs in again.
+    pub ticket_renew: Duration,
     /// How the certificate is checked.
     pub trust: TlsTrust,
-}
-
-impl Connection {
-    /// Returns the `Authorization` header value: `PVEAPIToken=user@realm!tokenid=secret`.
-    pub fn authorization(&self) -> String {
-        format!(
-            "PVEAPIToken={}={}",
-            self.token_id,
-            self.token_secret.expose()
-        )
-    }
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("api", &self.api)
-            .field("token_id", &self.token_id)
+            .field("credentials", &self.credentials)
             .field("trust", &self.trust)
             .finish_non_exhaustive()
     }
@@ -148,7 +193,7 @@ impl ProxmoxSettings {
         if value.is_null() {
             return Err(Error::invalid(
                 format!("providers.{provider}.settings"),
-                "must give at least url, token_id and token_secret_file",
+                "must give at least url, and token_id and token_secret_file (or username and password_file)",
             ));
         }
         let s: ProxmoxSettings = serde_json::from_value(value.clone())
@@ -160,28 +205,87 @@ impl ProxmoxSettings {
                 "must be the API's https URL, such as https://pve.example:8006",
             ));
         }
-        let Some((user, token)) = s.token_id.split_once('!') else {
+        let token = !s.token_id.is_empty() || s.token_secret_file.is_some();
+        let password = s.username.is_some() || s.password_file.is_some();
+        if token && password {
             return Err(Error::invalid(
-                field("token_id"),
-                "must be `user@realm!tokenid`, such as hcp@pve!ci",
-            ));
-        };
-        if !user.contains('@')
-            || token.is_empty()
-            || !token
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(Error::invalid(
-                field("token_id"),
-                "must be `user@realm!tokenid`, such as hcp@pve!ci",
+                field("username"),
+                "give either token_id and token_secret_file, or username and password_file, not both",
             ));
         }
-        if s.token_secret_file.is_none() {
-            return Err(Error::invalid(
-                field("token_secret_file"),
-                "must name the file holding the API token's secret",
-            ));
+        if password {
+            let user = s.username.as_deref().unwrap_or_default();
+            let valid = user.split_once('@').is_some_and(|(u, realm)| {
+                !u.is_empty()
+                    && !realm.is_empty()
+                    && user
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+            });
+            if !valid {
+                return Err(Error::invalid(
+                    field("username"),
+                    "must be `user@realm`, such as hcp@pve",
+                ));
+            }
+            if s.password_file.is_none() {
+                return Err(Error::invalid(
+                    field("password_file"),
+                    "must name the file holding the user's password",
+                ));
+            }
+            if s.ticket_renew < Duration::from_secs(1) || s.ticket_renew > Duration::from_secs(7200)
+            {
+                return Err(Error::invalid(
+                    field("ticket_renew"),
+                    "must be between 1s and 2h (PVE's tickets last 2 hours)",
+                ));
+            }
+        } else {
+            let Some((user, token)) = s.token_id.split_once('!') else {
+                return Err(Error::invalid(
+                    field("token_id"),
+                    "must be `user@realm!tokenid`, such as hcp@pve!ci",
+                ));
+            };
+            if !user.contains('@')
+                || token.is_empty()
+                || !token
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(Error::invalid(
+                    field("token_id"),
+                    "must be `user@realm!tokenid`, such as hcp@pve!ci",
+                ));
+            }
+            if s.token_secret_file.is_none() {
+                return Err(Error::invalid(
+                    field("token_secret_file"),
+                    "must name the file holding the API token's secret",
+                ));
+            }
+        }
+        match (&s.snippets_storage, &s.snippets_dir) {
+            (Some(storage), Some(_)) if !is_iface(storage) => {
+                return Err(Error::invalid(
+                    field("snippets_storage"),
+                    format!("`{storage}` is not a storage id"),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    field("snippets_dir"),
+                    "must name the directory of snippets_storage HCP writes user-data files into",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    field("snippets_storage"),
+                    "must name the PVE storage (with snippets content) that snippets_dir belongs to",
+                ));
+            }
+            _ => {}
         }
         if s.ca_file.is_some() && s.fingerprint.is_some() {
             return Err(Error::invalid(
@@ -265,32 +369,63 @@ impl ProxmoxSettings {
     /// the secret never appears in the error.
     pub fn connection(&self, provider: &str) -> Result<Connection> {
         let field = |k: &str| format!("providers.{provider}.settings.{k}");
-        let path = self.token_secret_file.as_ref().ok_or_else(|| {
-            Error::invalid(
-                field("token_secret_file"),
-                "must name the file holding the API token's secret",
-            )
-        })?;
-        let secret = std::fs::read_to_string(path).map_err(|e| {
-            Error::invalid(
-                field("token_secret_file"),
-                format!("cannot read {}: {}", path.display(), e.kind()),
-            )
-        })?;
-        let secret = secret.trim();
-        if secret.is_empty()
-            || !secret
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(Error::invalid(
-                field("token_secret_file"),
-                format!(
-                    "{} must hold the token secret (a UUID) and nothing else",
-                    path.display()
-                ),
-            ));
-        }
+        let credentials = match (&self.username, &self.password_file) {
+            (Some(username), Some(path)) => {
+                let password = std::fs::read_to_string(path).map_err(|e| {
+                    Error::invalid(
+                        field("password_file"),
+                        format!("cannot read {}: {}", path.display(), e.kind()),
+                    )
+                })?;
+                // A password may hold spaces: only the file's final line break is dropped.
+                let password = password.trim_end_matches(['\n', '\r']);
+                if password.is_empty() || password.contains(['\n', '\r', '\0']) {
+                    return Err(Error::invalid(
+                        field("password_file"),
+                        format!(
+                            "{} must hold the password on one line and nothing else",
+                            path.display()
+                        ),
+                    ));
+                }
+                Credentials::Password {
+                    username: username.clone(),
+                    password: SecretString::new(password),
+                }
+            }
+            _ => {
+                let path = self.token_secret_file.as_ref().ok_or_else(|| {
+                    Error::invalid(
+                        field("token_secret_file"),
+                        "must name the file holding the API token's secret",
+                    )
+                })?;
+                let secret = std::fs::read_to_string(path).map_err(|e| {
+                    Error::invalid(
+                        field("token_secret_file"),
+                        format!("cannot read {}: {}", path.display(), e.kind()),
+                    )
+                })?;
+                let secret = secret.trim();
+                if secret.is_empty()
+                    || !secret
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                {
+                    return Err(Error::invalid(
+                        field("token_secret_file"),
+                        format!(
+                            "{} must hold the token secret (a UUID) and nothing else",
+                            path.display()
+                        ),
+                    ));
+                }
+                Credentials::Token {
+                    token_id: self.token_id.clone(),
+                    secret: SecretString::new(secret),
+                }
+            }
+        };
         let trust = if let Some(fp) = &self.fingerprint {
             TlsTrust::PinnedSha256(
                 parse_fingerprint(fp).map_err(|m| Error::invalid(field("fingerprint"), m))?,
@@ -317,8 +452,8 @@ impl ProxmoxSettings {
         };
         Ok(Connection {
             api: format!("{}/api2/json", self.url.trim_end_matches('/')),
-            token_id: self.token_id.clone(),
-            token_secret: SecretString::new(secret),
+            credentials,
+            ticket_renew: self.ticket_renew,
             trust,
         })
     }
@@ -475,10 +610,10 @@ mod tests {
         v["fingerprint"] = json!(format!("AB:{}", "cd:".repeat(30) + "EF"));
         let s = ProxmoxSettings::from_value("pve", &v).unwrap();
         let c = s.connection("pve").unwrap();
-        assert_eq!(
-            c.token_secret.expose(),
-            "0b6f0cd2-5c1a-4b1e-9d6a-3f1c2e4d5a6b"
-        );
+        let Credentials::Token { secret, .. } = &c.credentials else {
+            panic!("token credentials expected: {c:?}");
+        };
+        assert_eq!(secret.expose(), "0b6f0cd2-5c1a-4b1e-9d6a-3f1c2e4d5a6b");
         assert_eq!(c.api, "https://127.0.0.1:8006/api2/json");
         let shown = format!("{c:?} {s:?}");
         assert!(!shown.contains("0b6f0cd2"), "{shown}");
@@ -489,6 +624,62 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let e = s.connection("pve").unwrap_err();
         assert_eq!(e.field(), Some("providers.pve.settings.token_secret_file"));
+    }
+
+    #[test]
+    fn a_password_login_excludes_the_token_and_keeps_the_password_out_of_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "correct horse battery\n").unwrap();
+        let v = json!({
+            "url": "https://127.0.0.1:8006",
+            "username": "hcp@pve",
+            "password_file": path,
+        });
+        let s = ProxmoxSettings::from_value("pve", &v).unwrap();
+        assert_eq!(s.ticket_renew, DEFAULT_TICKET_RENEW);
+        let c = s.connection("pve").unwrap();
+        let Credentials::Password { username, password } = &c.credentials else {
+            panic!("password credentials expected: {c:?}");
+        };
+        assert_eq!(username, "hcp@pve");
+        assert_eq!(password.expose(), "correct horse battery");
+        assert!(!format!("{c:?} {s:?}").contains("horse"));
+        let cases = [
+            (json!({"token_id": "root@pam!ci"}), "username"),
+            (json!({"token_secret_file": "/x"}), "username"),
+            (json!({"username": "hcp"}), "username"),
+            (json!({"password_file": null}), "password_file"),
+            (json!({"ticket_renew": "3h"}), "ticket_renew"),
+            (json!({"snippets_storage": "local"}), "snippets_dir"),
+            (
+                json!({"snippets_dir": "/var/lib/vz/snippets"}),
+                "snippets_storage",
+            ),
+            (
+                json!({"snippets_storage": "a b", "snippets_dir": "/x"}),
+                "snippets_storage",
+            ),
+        ];
+        for (extra, named) in cases {
+            let mut v = v.clone();
+            for (k, x) in extra.as_object().unwrap() {
+                if x.is_null() {
+                    v.as_object_mut().unwrap().remove(k);
+                } else {
+                    v[k] = x.clone();
+                }
+            }
+            let e = ProxmoxSettings::from_value("pve", &v).unwrap_err();
+            assert_eq!(
+                e.field(),
+                Some(format!("providers.pve.settings.{named}").as_str()),
+                "{extra}: {e}"
+            );
+        }
+        std::fs::write(&path, "").unwrap();
+        let e = s.connection("pve").unwrap_err();
+        assert_eq!(e.field(), Some("providers.pve.settings.password_file"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! HCP's Proxmox VE provider: VMs on the nodes of one PVE cluster, through the PVE REST API
 //! (`/api2/json`) over HTTPS with an API token (`PVEAPIToken=user@realm!tokenid=secret`, the
-//! secret read from a file), the certificate checked against the system roots, a CA file or a
+//! secret read from a file) or a password login (a ticket from `/access/ticket`, renewed as it
+//! ages and after a 401), the certificate checked against the system roots, a CA file or a
 //! pinned SHA-256 fingerprint.
 //!
 //! - **Create**: a clone of a template VM (linked, or full per image), with a VMID taken from
@@ -21,10 +22,14 @@
 //!   and `destroy-unreferenced-disks`.
 //! - **Snapshots**: PVE snapshots (`/qemu/{vmid}/snapshot`).
 //! - **Console**: VNC through `vncproxy` (`websocket=1`): the answer is a
-//!   [`ConsoleUpstream`] on the node's `vncwebsocket` with the API token and the provider's TLS
+//!   [`ConsoleUpstream`] on the node's `vncwebsocket` with the API token (or the login
+//!   ticket's cookie) and the provider's TLS
 //!   trust, and the VNC ticket as the password HCP's relay answers for the client, so the ticket
 //!   never reaches a tenant. PVE accepts the ticket for 40 seconds.
-//! - **Not offered** (declared false): live migration, cloud-init.
+//! - **Cloud-init**: user-data written as a snippet into `snippets_dir` and named by `cicustom`,
+//!   with `ipconfig0` (DHCP) and the `ciuser` and `sshkeys` of a `#cloud-config`; declared only
+//!   when a snippets storage is configured.
+//! - **Not offered** (declared false): live migration.
 //! - **Errors**: classified in one place, [`error::parse_error`]; node names stay out of messages.
 //!
 //! ```no_run
@@ -37,6 +42,7 @@
 //! ```
 
 mod client;
+pub mod cloudinit;
 pub mod config;
 pub mod error;
 pub mod mark;
@@ -175,6 +181,16 @@ fn disk_size_gib(drive: &str) -> Option<u64> {
     Some(gib.ceil() as u64)
 }
 
+fn no_cloud_init_drive(image: &str) -> Error {
+    Error::invalid(
+        "image",
+        format!(
+            "image `{image}` has no cloud-init drive, so it cannot take user_data; create the VM \
+             without user_data or add a cloud-init drive to the template"
+        ),
+    )
+}
+
 fn power_of(status: &Value) -> PowerState {
     match status.get("status").and_then(Value::as_str) {
         Some("running") => match status.get("qmpstatus").and_then(Value::as_str) {
@@ -244,6 +260,8 @@ impl ProxmoxProvider {
             .collect();
         let client = Client::new(&conn, settings.request_timeout, nodes)?;
         let declared = Capabilities {
+            // User-data travels as a snippet file HCP writes: only with a snippets storage.
+            cloud_init: settings.snippets_storage.is_some() && settings.snippets_dir.is_some(),
             snapshot: true,
             console_vnc: true,
             tags: true,
@@ -279,6 +297,12 @@ impl ProxmoxProvider {
     /// Returns the settings.
     pub fn settings(&self) -> &ProxmoxSettings {
         &self.settings
+    }
+
+    /// Returns how many password logins (`POST /access/ticket`) the provider made since it
+    /// started; 0 with an API token.
+    pub fn password_logins(&self) -> u64 {
+        self.client.logins()
     }
 
     /// Returns the most write tasks that ran at once on `host` since the provider started (it
@@ -668,6 +692,9 @@ impl ProxmoxProvider {
             }
         }
         let mut owned: Vec<(String, String)> = nets;
+        if let Some(user_data) = &args.user_data {
+            owned.extend(self.cloud_init(ctx, &args.image, &args.vm_id, &current, user_data)?);
+        }
         if !delete.is_empty() {
             delete.sort();
             owned.push(("delete".into(), delete.join(",")));
@@ -708,6 +735,82 @@ impl ProxmoxProvider {
             )),
         }
         Ok(())
+    }
+
+    /// Writes the user-data snippet of VM `vm_id` and returns the config keys that hand it to
+    /// cloud-init: `cicustom`, `ipconfig0` (DHCP unless the template sets it), and `ciuser` and
+    /// `sshkeys` from a `#cloud-config`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `image` when the template has no cloud-init drive;
+    /// [`ErrorKind::ProviderError`] when the snippet cannot be written.
+    fn cloud_init(
+        &self,
+        ctx: &OpContext,
+        image: &str,
+        vm_id: &VmId,
+        current: &serde_json::Map<String, Value>,
+        user_data: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let (Some(storage), Some(dir)) = (
+            self.settings.snippets_storage.as_deref(),
+            self.settings.snippets_dir.as_deref(),
+        ) else {
+            return Err(Error::unsupported(
+                &self.name,
+                Operation::CreateVm,
+                "cloud_init",
+                "user-data needs snippets_storage and snippets_dir in the provider's settings",
+            ));
+        };
+        if !cloudinit::has_drive(current) {
+            return Err(no_cloud_init_drive(image));
+        }
+        let file = cloudinit::snippet_name(vm_id);
+        cloudinit::write_snippet(&dir.join(&file), user_data).map_err(|e| {
+            Error::new(
+                ErrorKind::ProviderError,
+                "HCP could not write the user-data snippet",
+            )
+            .with_context("snippets_dir", dir.display())
+            .with_context("detail", e.kind())
+        })?;
+        ctx.log(
+            hcp_core::LogEntry::info("handed the user-data to cloud-init")
+                .with_detail(format!("snippet {storage}:snippets/{file}")),
+        );
+        let mut keys = vec![(
+            "cicustom".to_string(),
+            format!("user={storage}:snippets/{file}"),
+        )];
+        if !current.contains_key("ipconfig0") {
+            keys.push(("ipconfig0".to_string(), "ip=dhcp".to_string()));
+        }
+        let native = cloudinit::native_keys(user_data);
+        if let Some(user) = native.user {
+            keys.push(("ciuser".to_string(), user));
+        }
+        if !native.ssh_keys.is_empty() {
+            keys.push((
+                "sshkeys".to_string(),
+                cloudinit::encode_ssh_keys(&native.ssh_keys),
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// Removes the user-data snippet HCP wrote for `vm_id`, if any.
+    fn remove_snippet(&self, ctx: &OpContext, vm_id: &VmId) {
+        if let Some(dir) = &self.settings.snippets_dir {
+            match std::fs::remove_file(dir.join(cloudinit::snippet_name(vm_id))) {
+                Ok(()) => ctx.info("removed the VM's user-data snippet"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => ctx.warn(format!(
+                    "could not remove the VM's user-data snippet: {}",
+                    e.kind()
+                )),
+            }
+        }
     }
 
     async fn power(
@@ -875,12 +978,12 @@ impl Provider for ProxmoxProvider {
     }
 
     async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm> {
-        if args.user_data.is_some() {
+        if args.user_data.is_some() && !self.declared.cloud_init {
             return Err(Error::unsupported(
                 &self.name,
                 Operation::CreateVm,
                 "cloud_init",
-                "the Proxmox provider does not pass user-data yet",
+                "user-data needs snippets_storage and snippets_dir in the provider's settings",
             ));
         }
         if args.networks.len() > MAX_NETWORKS as usize {
@@ -920,6 +1023,14 @@ impl Provider for ProxmoxProvider {
             .with_context("node", &h.node)
             .with_context("vmid", f.vmid));
         }
+        if args.user_data.is_some() {
+            // Refused before anything is cloned when the template cannot take user-data.
+            let (template, node, _) = self.template(&args.image).await?;
+            let config = self.config(&node, template).await?;
+            if !cloudinit::has_drive(&config) {
+                return Err(no_cloud_init_drive(&args.image));
+            }
+        }
         let description = mark::description(&args.mark, &args.tags);
         let vmid = self.clone_template(ctx, &h, &args, &description).await?;
         // Never write to a VM that is not the one this call made.
@@ -955,6 +1066,7 @@ impl Provider for ProxmoxProvider {
             {
                 ctx.warn(format!("could not delete the clone: {}", d.message()));
             }
+            self.remove_snippet(ctx, &args.vm_id);
             return Err(e);
         }
         let mut power = PowerState::Stopped;
@@ -999,6 +1111,7 @@ impl Provider for ProxmoxProvider {
             Err(e) => return Err(e),
         }
         ctx.info("deleted the VM and its disks");
+        self.remove_snippet(ctx, &args.target.vm_id);
         Ok(DeletedVm::new(true))
     }
 
@@ -1100,8 +1213,11 @@ impl Provider for ProxmoxProvider {
                 &[("port", port.as_str()), ("vncticket", ticket.as_str())],
             )
             .map_err(|m| Error::internal(format!("vncwebsocket URL: {m}")))?;
+        // The API token, or the ticket of the login that asked for the VNC ticket (PVE ties the
+        // two to one user).
+        let (name, value) = self.client.upgrade_header().await?;
         let upstream = ConsoleUpstream::websocket(ws, self.conn.trust.clone())
-            .with_header("Authorization", self.conn.authorization())
+            .with_header(name, value)
             .with_subprotocol("binary")
             .with_handshake(ConsoleHandshake::VncPassword(password));
         // PVE accepts a ticket's websocket for 40 s after vncproxy.

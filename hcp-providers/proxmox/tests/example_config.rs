@@ -50,4 +50,16 @@ async fn the_example_hosts_file_runs_a_vm_on_fakepve() {
         .unwrap_err();
     assert_eq!(e.kind(), hcp_core::ErrorKind::InvalidSpec, "{e}");
     assert_eq!(e.field(), Some("vcpus"), "{e}");
+    // Without a snippets storage user-data cannot be honoured: refused before any job exists.
+    let with_user_data =
+        VmSpec::new("cloudy", "ubuntu-24.04", "small").with_user_data("#cloud-config\n");
+    let e = engine
+        .create_vm(
+            &RequestContext::new("demo", Principal::new("alice")),
+            with_user_data,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), hcp_core::ErrorKind::FeatureNotSupported, "{e}");
+    assert!(e.to_string().contains("cloud_init"), "{e}");
 }

@@ -3,11 +3,12 @@ HCP's tests, on a free loopback port, with an API token and a certificate of its
 
     python fakepve_launcher.py DIR [--port P] [--time-scale S] [--nodes pve1,pve2]
 
-Writes DIR/token (the token secret) and DIR/fakepve.crt (the certificate, which is its own CA),
-seeds template VMs, then prints one JSON line on stdout:
+Writes DIR/token (the token secret), DIR/password (root@pam's password, for ticket logins) and
+DIR/fakepve.crt (the certificate, which is its own CA), seeds template VMs (ubuntu-24.04 with a cloud-init drive, debian-12 without), then prints one JSON
+line on stdout:
 
     {"url": "https://127.0.0.1:PORT", "token_id": "root@pam!ci", "token_secret_file": ...,
-     "ca_file": ..., "fingerprint": "AB:CD:..."}
+     "username": "root@pam", "password_file": ..., "ca_file": ..., "fingerprint": "AB:CD:..."}
 
 and serves until stdin closes (`--port` 0, the default, takes a free port; `--serve` keeps
 serving after stdin closes, for `hcp serve` by hand). Each further stdin line is a JSON command run inside the server
@@ -17,7 +18,9 @@ serving after stdin closes, for `hcp serve` by hand). Each further stdin line is
     {"op": "fail_error", "method": "POST", "suffix": "...", "error": "name", "times": 1}
     {"op": "clear_failures"}
     {"op": "hold_config_lock", "vmid": 9000, "secs": 5}
-    {"op": "set", "attr": "time_scale", "value": 0.01}
+    {"op": "set", "attr": "time_scale", "value": 0.01}   (also lock_wait, ticket_ttl in seconds)
+    {"op": "revoke_tickets"}
+    {"op": "latency", "secs": 3}   (PVE seconds before every answer, scaled by time_scale)
     {"op": "add_vm", "vmid": 500, "name": "x", "node": "pve1", "status": "stopped", "config": {}}
     {"op": "vm_attr", "vmid": 500, "attr": "shutdown_secs", "value": 90}
 """
@@ -34,20 +37,23 @@ from fakepve import FakePve
 from fakepve.certs import make_cert
 
 TOKEN_ID = 'root@pam!ci'
+USER = 'root@pam'
 TEMPLATES = [
-    # vmid, name, disk
-    (9000, 'ubuntu-24.04', 'local-lvm:base-9000-disk-0,size=2G'),
-    (9001, 'debian-12', 'local-lvm:base-9001-disk-0,size=4G'),
+    # vmid, name, disk, cloud-init drive
+    (9000, 'ubuntu-24.04', 'local-lvm:base-9000-disk-0,size=2G', 'local-lvm:vm-9000-cloudinit,media=cdrom'),
+    (9001, 'debian-12', 'local-lvm:base-9001-disk-0,size=4G', None),
 ]
 
 
 def seed(pve, nodes):
     for n in nodes:
         pve.add_node(n)
-    for vmid, name, disk in TEMPLATES:
-        pve.add_vm(vmid, name, node=nodes[0], template=True, config={
-            'scsi0': disk, 'net0': 'virtio=BC:24:11:00:00:01,bridge=vmbr0', 'cores': 1, 'memory': 512,
-            'ostype': 'l26', 'scsihw': 'virtio-scsi-single', 'template': 1})
+    for vmid, name, disk, cloudinit in TEMPLATES:
+        config = {'scsi0': disk, 'net0': 'virtio=BC:24:11:00:00:01,bridge=vmbr0', 'cores': 1, 'memory': 512,
+                  'ostype': 'l26', 'scsihw': 'virtio-scsi-single', 'template': 1}
+        if cloudinit:
+            config['ide2'] = cloudinit
+        pve.add_vm(vmid, name, node=nodes[0], template=True, config=config)
 
 
 async def command(pve, line):
@@ -62,7 +68,7 @@ async def command(pve, line):
     elif op == 'hold_config_lock':
         await pve.hold_config_lock(cmd['vmid'], cmd['secs'])
     elif op == 'set':
-        if cmd['attr'] not in ('time_scale', 'lock_wait', 'shutdown_default_timeout'):
+        if cmd['attr'] not in ('time_scale', 'lock_wait', 'shutdown_default_timeout', 'ticket_ttl'):
             raise ValueError('cannot set ' + cmd['attr'])
         setattr(pve, cmd['attr'], cmd['value'])
     elif op == 'add_vm':
@@ -72,6 +78,10 @@ async def command(pve, line):
         if cmd['attr'] not in ('shutdown_secs', 'start_secs', 'stop_secs', 'start_error', 'acpi'):
             raise ValueError('cannot set ' + cmd['attr'])
         setattr(pve.vm(cmd['vmid']), cmd['attr'], cmd['value'])
+    elif op == 'latency':
+        pve.network['latency'] = float(cmd['secs'])
+    elif op == 'revoke_tickets':
+        pve.revoke_tickets()
     elif op == 'requests':
         return {'ok': True, 'requests': [[m, p] for (m, p, _b) in pve.requests]}
     else:
@@ -93,14 +103,20 @@ async def main():
     token_file = os.path.join(args.dir, 'token')
     with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as out:
         out.write(secret + '\n')
+    password = 'pw ' + uuid.uuid4().hex
+    password_file = os.path.join(args.dir, 'password')
+    with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as out:
+        out.write(password + '\n')
     pve = FakePve(host='127.0.0.1', port=args.port)
+    pve.user, pve.password = USER, password
     pve.time_scale = args.time_scale
     pve.apitokens[TOKEN_ID] = secret
     seed(pve, args.nodes.split(','))
     await pve.start(certfile, keyfile)
     digest = hashlib.sha256(der).hexdigest().upper()
     print(json.dumps({
-        'url': pve.url, 'token_id': TOKEN_ID, 'token_secret_file': token_file, 'ca_file': certfile,
+        'url': pve.url, 'token_id': TOKEN_ID, 'token_secret_file': token_file,
+        'username': USER, 'password_file': password_file, 'ca_file': certfile,
         'fingerprint': ':'.join(digest[i:i + 2] for i in range(0, len(digest), 2)),
     }), flush=True)
     if args.serve:

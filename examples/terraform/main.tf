@@ -45,10 +45,10 @@ variable "zone" {
   default = null
 }
 
+# hcp_vm marks user_data sensitive itself: plans never print it.
 variable "user_data" {
-  type      = string
-  default   = null
-  sensitive = true
+  type    = string
+  default = null
 }
 
 variable "tags" {

@@ -60,6 +60,26 @@ fn summary(kind_code: &str, kind: ErrorKind) -> String {
     format!("{what} ({kind_code})")
 }
 
+/// Records an error diagnostic on `path`. Unlike `Diagnostic::new`, it never appends a
+/// backtrace to the detail (which `RUST_BACKTRACE` in Terraform's environment would).
+pub fn error(
+    diags: &mut Diagnostics,
+    summary: impl Into<String>,
+    detail: impl Into<String>,
+    path: AttributePath,
+) {
+    diags.add_error(Diagnostic {
+        summary: summary.into().into(),
+        detail: detail.into().into(),
+        attribute: path,
+    });
+}
+
+/// Records an error diagnostic about the whole resource or configuration.
+pub fn root_error(diags: &mut Diagnostics, summary: impl Into<String>, detail: impl Into<String>) {
+    error(diags, summary, detail, AttributePath::root());
+}
+
 /// Records `error` as an error diagnostic: on the attribute its field names, else on
 /// `fallback`.
 pub fn report(diags: &mut Diagnostics, error: &Error, fallback: &AttributePath) {
@@ -67,11 +87,12 @@ pub fn report(diags: &mut Diagnostics, error: &Error, fallback: &AttributePath) 
         .field()
         .and_then(field_path)
         .unwrap_or_else(|| fallback.clone());
-    diags.add_error(Diagnostic::new(
+    self::error(
+        diags,
         summary(error.code(), error.kind()),
-        error.message().to_string(),
+        error.message(),
         path,
-    ));
+    );
 }
 
 /// Records a failed job's error as an error diagnostic, naming the job.
@@ -81,11 +102,12 @@ pub fn report_job(diags: &mut Diagnostics, job: &str, error: &ErrorInfo) {
         .as_deref()
         .and_then(field_path)
         .unwrap_or_else(AttributePath::root);
-    diags.add_error(Diagnostic::new(
+    self::error(
+        diags,
         summary(&error.code, error.kind),
         format!("job `{job}` failed: {}", error.message),
         path,
-    ));
+    );
 }
 
 #[cfg(test)]

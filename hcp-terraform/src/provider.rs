@@ -76,7 +76,8 @@ impl Shared {
     pub fn get(&self, diags: &mut Diagnostics) -> Option<Arc<Connection>> {
         let conn = self.0.read().ok().and_then(|c| c.clone());
         if conn.is_none() {
-            diags.root_error(
+            diag::root_error(
+                diags,
                 "The hcp provider is not configured",
                 "Terraform called the provider before configuring it; set `url` (or HCP_URL) in the provider block.",
             );
@@ -155,7 +156,8 @@ fn setting(
     match value {
         Value::Value(v) if !v.is_empty() => Some(v.clone()),
         Value::Unknown => {
-            diags.error(
+            diag::error(
+                diags,
                 format!("`{field}` is not known yet"),
                 "The provider configuration must be known before planning; do not derive it from resources.",
                 AttributePath::new(field),
@@ -198,7 +200,8 @@ fn timeout(
         Some(text) => match parse_timeout(&text) {
             Ok(d) => Some(d),
             Err(msg) => {
-                diags.error(
+                diag::error(
+                    diags,
                     format!("Invalid {field}"),
                     format!("{field}: {msg}"),
                     AttributePath::new(field),
@@ -247,7 +250,8 @@ impl Config {
             diag::report(diags, &e, &AttributePath::root());
         }
         let Some(url) = url else {
-            diags.error(
+            diag::error(
+                diags,
                 "Missing HCP URL",
                 "Set `url` in the provider block or the HCP_URL environment variable (e.g. http://127.0.0.1:8080).",
                 AttributePath::new("url"),
@@ -371,7 +375,8 @@ impl Provider for HcpProvider {
             if let Value::Value(text) = value
                 && let Err(msg) = parse_timeout(text)
             {
-                diags.error(
+                diag::error(
+                    diags,
                     format!("Invalid {field}"),
                     format!("{field}: {msg}"),
                     AttributePath::new(field),

@@ -420,7 +420,8 @@ fn validate_static(diags: &mut Diagnostics, config: &VmState) {
     if let Value::Value(p) = &config.desired_power
         && !POWER_VALUES.contains(&p.as_str())
     {
-        diags.error(
+        diag::error(
+            diags,
             "Invalid desired_power",
             format!("desired_power: is `{p}`; use `running` or `stopped`"),
             AttributePath::new("desired_power"),
@@ -440,7 +441,8 @@ async fn wait_ok(
         Ok(job) => {
             match &job.error {
                 Some(e) => diag::report_job(diags, job.id.as_str(), e),
-                None => diags.root_error(
+                None => diag::root_error(
+                    diags,
                     format!("HCP job ended {}", job.state.as_str()),
                     format!("job `{}` ended {}", job.id, job.state.as_str()),
                 ),
@@ -477,7 +479,8 @@ async fn set_power(
         "running" => conn.client.start_vm(project, vm_id, None).await,
         "stopped" => conn.client.stop_vm(project, vm_id, false, None).await,
         other => {
-            diags.error(
+            diag::error(
+                diags,
                 "Invalid desired_power",
                 format!("desired_power: is `{other}`; use `running` or `stopped`"),
                 AttributePath::new("desired_power"),
@@ -506,7 +509,8 @@ impl VmResource {
             _ => match &conn.project {
                 Some(p) => Some(p.clone()),
                 None => {
-                    diags.error(
+                    diag::error(
+                        diags,
                         "Missing project",
                         "Set `project` on the resource, or a default `project` (or HCP_PROJECT) on the provider.",
                         AttributePath::new("project"),
@@ -553,7 +557,8 @@ impl VmResource {
                 }
             }
         }
-        diags.root_error(
+        diag::root_error(
+            diags,
             "Too many earlier VMs with this configuration",
             format!(
                 "{MAX_KEY_SEQUENCE} earlier creates with the same planned values were found deleted; change a value (for example a tag) to create a new one"
@@ -569,13 +574,17 @@ impl VmResource {
         }
         let zone = known(&planned.zone);
         match conn.client.capabilities(zone.as_deref()).await {
-            Ok(c) if !c.cloud_init => diags.error(
+            Ok(c) if !c.cloud_init => diag::error(
+                diags,
                 "Not supported by the hypervisor (FEATURE_NOT_SUPPORTED)",
                 match &zone {
                     Some(z) => format!(
                         "user_data: no host in zone `{z}` passes cloud-init user-data to VMs; remove user_data or choose another zone"
                     ),
-                    None => "user_data: no host passes cloud-init user-data to VMs; remove user_data".to_string(),
+                    None => {
+                        "user_data: no host passes cloud-init user-data to VMs; remove user_data"
+                            .to_string()
+                    }
                 },
                 AttributePath::new("user_data"),
             ),
@@ -585,9 +594,266 @@ impl VmResource {
     }
 }
 
+/// The typed operations behind [`Resource`]; a failed create answers `None` (no VM).
+impl VmResource {
+    async fn read_vm(
+        &self,
+        diags: &mut Diagnostics,
+        state: VmState,
+        private_state: ValueEmpty,
+    ) -> Option<(VmState, ValueEmpty)> {
+        let conn = self.shared.get(diags)?;
+        let (Value::Value(project), Value::Value(id)) = (&state.project, &state.id) else {
+            // Nothing was created (an interrupted create keeps no id): the resource is gone.
+            return None;
+        };
+        match fetch(&conn, project, &VmId::new(id.clone())).await {
+            Ok(Some(vm)) => {
+                let mut next = state.clone();
+                next.refresh(&vm);
+                Some((next, private_state))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                diag::report(diags, &e, &AttributePath::root());
+                Some((state, private_state))
+            }
+        }
+    }
+
+    async fn plan_create_vm(
+        &self,
+        diags: &mut Diagnostics,
+        proposed: VmState,
+        config: VmState,
+    ) -> Option<(VmState, ValueEmpty)> {
+        validate_static(diags, &config);
+        let conn = self.shared.get(diags)?;
+        let mut planned = proposed;
+        if planned.project.is_null() {
+            planned.project = Value::Value(self.project_of(diags, &conn, &config)?);
+        }
+        if planned.desired_power.is_null() {
+            planned.desired_power = Value::Value("running".into());
+        }
+        planned.unknown_computed(&config);
+        self.plan_checks(diags, &conn, &planned).await;
+        Some((planned, ValueEmpty::default()))
+    }
+
+    async fn plan_update_vm(
+        &self,
+        diags: &mut Diagnostics,
+        prior: VmState,
+        proposed: VmState,
+        config: VmState,
+        private_state: ValueEmpty,
+    ) -> Option<(VmState, ValueEmpty, Vec<AttributePath>)> {
+        validate_static(diags, &config);
+        let mut planned = proposed;
+        if config.desired_power.is_null() {
+            planned.desired_power = Value::Value("running".into());
+        }
+        let replace: Vec<AttributePath> = REPLACE_ATTRIBUTES
+            .iter()
+            .filter(|a| changed(a, &prior, &planned))
+            .map(|a| AttributePath::new(*a))
+            .collect();
+        if !replace.is_empty() {
+            planned.unknown_computed(&config);
+        } else if planned.desired_power != prior.desired_power {
+            planned.power = Value::Unknown;
+            planned.state = Value::Unknown;
+        }
+        Some((planned, private_state, replace))
+    }
+
+    async fn create_vm(
+        &self,
+        diags: &mut Diagnostics,
+        planned: VmState,
+        config: VmState,
+        private_state: ValueEmpty,
+    ) -> Option<(VmState, ValueEmpty)> {
+        let conn = self.shared.get(diags)?;
+        if !config.inputs_known() {
+            diag::root_error(
+                diags,
+                "hcp_vm: some inputs are still unknown at apply time",
+                "",
+            );
+            return None;
+        }
+        let project = self.project_of(diags, &conn, &planned)?;
+        let spec = match planned.spec(&config) {
+            Ok(s) => s,
+            Err(e) => {
+                diag::report(diags, &e, &AttributePath::root());
+                return None;
+            }
+        };
+        let desired_power = known(&planned.desired_power).unwrap_or_else(|| "running".into());
+        let accepted = self
+            .submit_create(diags, &conn, &project, &spec, &desired_power)
+            .await?;
+        let mut state = planned.clone();
+        state.project = Value::Value(project.clone());
+        state.id = Value::Value(accepted.vm_id.to_string());
+        let deadline = tokio::time::Instant::now() + conn.timeouts.create;
+        let created = wait_ok(diags, &conn, &accepted, conn.timeouts.create).await;
+        if created && desired_power == "stopped" {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            set_power(diags, &conn, &project, &accepted.vm_id, "stopped", left).await;
+        }
+        match fetch(&conn, &project, &accepted.vm_id).await {
+            Ok(Some(vm)) => state.observe(&vm),
+            Ok(None) => {
+                diag::root_error(
+                    diags,
+                    "The VM disappeared",
+                    format!(
+                        "VM `{}` was deleted while it was being created",
+                        accepted.vm_id
+                    ),
+                );
+                return None;
+            }
+            Err(e) => diag::report(diags, &e, &AttributePath::root()),
+        }
+        // The state must hold known values even when the VM failed (Terraform taints it).
+        for v in [
+            &mut state.power,
+            &mut state.state,
+            &mut state.created,
+            &mut state.zone,
+        ] {
+            if v.is_unknown() {
+                *v = Value::Null;
+            }
+        }
+        for v in [&mut state.vcpus, &mut state.memory_mib, &mut state.disk_gib] {
+            if v.is_unknown() {
+                *v = Value::Null;
+            }
+        }
+        Some((state, private_state))
+    }
+
+    async fn update_vm(
+        &self,
+        diags: &mut Diagnostics,
+        prior: VmState,
+        planned: VmState,
+        private_state: ValueEmpty,
+    ) -> Option<(VmState, ValueEmpty)> {
+        let conn = self.shared.get(diags)?;
+        let project = self.project_of(diags, &conn, &prior)?;
+        let Value::Value(id) = &prior.id else {
+            diag::root_error(diags, "hcp_vm: the state has no VM id", "");
+            return None;
+        };
+        let vm_id = VmId::new(id.clone());
+        let wanted = known(&planned.desired_power).unwrap_or_else(|| "running".into());
+        if planned.desired_power != prior.desired_power
+            && !set_power(
+                diags,
+                &conn,
+                &project,
+                &vm_id,
+                &wanted,
+                conn.timeouts.update,
+            )
+            .await
+        {
+            return None;
+        }
+        let mut state = planned;
+        match fetch(&conn, &project, &vm_id).await {
+            Ok(Some(vm)) => {
+                state.observe(&vm);
+                Some((state, private_state))
+            }
+            Ok(None) => {
+                diag::root_error(
+                    diags,
+                    "The VM is gone",
+                    format!("VM `{vm_id}` was deleted outside Terraform; apply again to create it"),
+                );
+                None
+            }
+            Err(e) => {
+                diag::report(diags, &e, &AttributePath::root());
+                None
+            }
+        }
+    }
+
+    async fn destroy_vm(&self, diags: &mut Diagnostics, prior: VmState) -> Option<()> {
+        let conn = self.shared.get(diags)?;
+        let project = self.project_of(diags, &conn, &prior)?;
+        let Value::Value(id) = &prior.id else {
+            return Some(());
+        };
+        let vm_id = VmId::new(id.clone());
+        match conn.client.delete_vm(&project, &vm_id, true, None).await {
+            Ok(a) => wait_ok(diags, &conn, &a, conn.timeouts.delete)
+                .await
+                .then_some(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Some(()),
+            Err(e) => {
+                diag::report(diags, &e, &AttributePath::root());
+                None
+            }
+        }
+    }
+
+    async fn import_vm(
+        &self,
+        diags: &mut Diagnostics,
+        id: String,
+    ) -> Option<(VmState, ValueEmpty)> {
+        let conn = self.shared.get(diags)?;
+        let Some((project, vm)) = id
+            .split_once('/')
+            .filter(|(p, v)| !p.is_empty() && !v.is_empty() && !v.contains('/'))
+        else {
+            diag::root_error(
+                diags,
+                "Invalid import id",
+                format!(
+                    "`{}` is not PROJECT/VM_ID (e.g. team-a/vm-0190...)",
+                    hcp_core::error::echo(&id)
+                ),
+            );
+            return None;
+        };
+        let vm_id = VmId::new(vm.to_string());
+        match fetch(&conn, project, &vm_id).await {
+            Ok(Some(found)) => {
+                let mut state = VmState::default();
+                state.refresh(&found);
+                Some((state, ValueEmpty::default()))
+            }
+            Ok(None) => {
+                diag::root_error(
+                    diags,
+                    "Cannot import a VM that does not exist",
+                    format!("HCP has no VM `{vm_id}` in project `{project}`"),
+                );
+                None
+            }
+            Err(e) => {
+                diag::report(diags, &e, &AttributePath::root());
+                None
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Resource for VmResource {
-    type State<'a> = VmState;
+    // A null object is how a failed create tells Terraform that no VM exists.
+    type State<'a> = Value<VmState>;
     type PrivateState<'a> = ValueEmpty;
     type ProviderMetaState<'a> = ValueEmpty;
 
@@ -725,90 +991,66 @@ impl Resource for VmResource {
         })
     }
 
-    async fn validate<'a>(&self, diags: &mut Diagnostics, config: VmState) -> Option<()> {
-        validate_static(diags, &config);
+    async fn validate<'a>(&self, diags: &mut Diagnostics, config: Value<VmState>) -> Option<()> {
+        if let Value::Value(config) = &config {
+            validate_static(diags, config);
+        }
         Some(())
     }
 
     async fn read<'a>(
         &self,
         diags: &mut Diagnostics,
-        state: VmState,
+        state: Value<VmState>,
         private_state: ValueEmpty,
         _meta: ValueEmpty,
-    ) -> Option<(VmState, ValueEmpty)> {
-        let conn = self.shared.get(diags)?;
-        let (Value::Value(project), Value::Value(id)) = (&state.project, &state.id) else {
-            // Nothing was created (an interrupted create keeps no id): the resource is gone.
-            return None;
-        };
-        match fetch(&conn, project, &VmId::new(id.clone())).await {
-            Ok(Some(vm)) => {
-                let mut next = state.clone();
-                next.refresh(&vm);
-                Some((next, private_state))
-            }
-            Ok(None) => None,
-            Err(e) => {
-                diag::report(diags, &e, &AttributePath::root());
-                Some((state, private_state))
-            }
-        }
+    ) -> Option<(Value<VmState>, ValueEmpty)> {
+        let state = state.as_option()?;
+        self.read_vm(diags, state, private_state)
+            .await
+            .map(|(s, p)| (Value::Value(s), p))
     }
 
     async fn plan_create<'a>(
         &self,
         diags: &mut Diagnostics,
-        proposed: VmState,
-        config: VmState,
+        proposed: Value<VmState>,
+        config: Value<VmState>,
         _meta: ValueEmpty,
-    ) -> Option<(VmState, ValueEmpty)> {
-        validate_static(diags, &config);
-        let conn = self.shared.get(diags)?;
-        let mut planned = proposed;
-        if planned.project.is_null() {
-            planned.project = Value::Value(self.project_of(diags, &conn, &config)?);
-        }
-        if planned.desired_power.is_null() {
-            planned.desired_power = Value::Value("running".into());
-        }
-        planned.unknown_computed(&config);
-        self.plan_checks(diags, &conn, &planned).await;
-        Some((planned, ValueEmpty::default()))
+    ) -> Option<(Value<VmState>, ValueEmpty)> {
+        self.plan_create_vm(
+            diags,
+            proposed.unwrap_or_default(),
+            config.unwrap_or_default(),
+        )
+        .await
+        .map(|(s, p)| (Value::Value(s), p))
     }
 
     async fn plan_update<'a>(
         &self,
         diags: &mut Diagnostics,
-        prior: VmState,
-        proposed: VmState,
-        config: VmState,
+        prior: Value<VmState>,
+        proposed: Value<VmState>,
+        config: Value<VmState>,
         private_state: ValueEmpty,
         _meta: ValueEmpty,
-    ) -> Option<(VmState, ValueEmpty, Vec<AttributePath>)> {
-        validate_static(diags, &config);
-        let mut planned = proposed;
-        if config.desired_power.is_null() {
-            planned.desired_power = Value::Value("running".into());
-        }
-        let replace: Vec<AttributePath> = REPLACE_ATTRIBUTES
-            .iter()
-            .filter(|a| changed(a, &prior, &planned))
-            .map(|a| AttributePath::new(*a))
-            .collect();
-        if !replace.is_empty() {
-            planned.unknown_computed(&config);
-        } else if planned.desired_power != prior.desired_power {
-            planned.power = Value::Unknown;
-            planned.state = Value::Unknown;
-        }
-        Some((planned, private_state, replace))
+    ) -> Option<(Value<VmState>, ValueEmpty, Vec<AttributePath>)> {
+        self.plan_update_vm(
+            diags,
+            prior.unwrap_or_default(),
+            proposed.unwrap_or_default(),
+            config.unwrap_or_default(),
+            private_state,
+        )
+        .await
+        .map(|(s, p, r)| (Value::Value(s), p, r))
     }
 
     async fn plan_destroy<'a>(
         &self,
         _diags: &mut Diagnostics,
-        _prior: VmState,
+        _prior: Value<VmState>,
         private_state: ValueEmpty,
         _meta: ValueEmpty,
     ) -> Option<ValueEmpty> {
@@ -818,142 +1060,64 @@ impl Resource for VmResource {
     async fn create<'a>(
         &self,
         diags: &mut Diagnostics,
-        planned: VmState,
-        config: VmState,
+        planned: Value<VmState>,
+        config: Value<VmState>,
         private_state: ValueEmpty,
         _meta: ValueEmpty,
-    ) -> Option<(VmState, ValueEmpty)> {
-        let conn = self.shared.get(diags)?;
-        if !planned.inputs_known() {
-            diags.root_error_short("hcp_vm: some inputs are still unknown at apply time");
-            return None;
-        }
-        let project = self.project_of(diags, &conn, &planned)?;
-        let spec = match planned.spec(&config) {
-            Ok(s) => s,
-            Err(e) => {
-                diag::report(diags, &e, &AttributePath::root());
-                return None;
-            }
-        };
-        let desired_power = known(&planned.desired_power).unwrap_or_else(|| "running".into());
-        let accepted = self
-            .submit_create(diags, &conn, &project, &spec, &desired_power)
-            .await?;
-        let mut state = planned.clone();
-        state.project = Value::Value(project.clone());
-        state.id = Value::Value(accepted.vm_id.to_string());
-        let deadline = tokio::time::Instant::now() + conn.timeouts.create;
-        let created = wait_ok(diags, &conn, &accepted, conn.timeouts.create).await;
-        if created && desired_power == "stopped" {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            set_power(diags, &conn, &project, &accepted.vm_id, "stopped", left).await;
-        }
-        match fetch(&conn, &project, &accepted.vm_id).await {
-            Ok(Some(vm)) => state.observe(&vm),
-            Ok(None) => {
-                diags.root_error(
-                    "The VM disappeared",
-                    format!(
-                        "VM `{}` was deleted while it was being created",
-                        accepted.vm_id
-                    ),
-                );
-                return None;
-            }
-            Err(e) => diag::report(diags, &e, &AttributePath::root()),
-        }
-        // The state must hold known values even when the VM failed (Terraform taints it).
-        for v in [
-            &mut state.power,
-            &mut state.state,
-            &mut state.created,
-            &mut state.zone,
-        ] {
-            if v.is_unknown() {
-                *v = Value::Null;
-            }
-        }
-        for v in [&mut state.vcpus, &mut state.memory_mib, &mut state.disk_gib] {
-            if v.is_unknown() {
-                *v = Value::Null;
-            }
-        }
-        Some((state, private_state))
+    ) -> Option<(Value<VmState>, ValueEmpty)> {
+        Some(
+            match self
+                .create_vm(
+                    diags,
+                    planned.unwrap_or_default(),
+                    config.unwrap_or_default(),
+                    private_state,
+                )
+                .await
+            {
+                Some((s, p)) => (Value::Value(s), p),
+                None => (Value::Null, ValueEmpty::default()),
+            },
+        )
     }
 
     async fn update<'a>(
         &self,
         diags: &mut Diagnostics,
-        prior: VmState,
-        planned: VmState,
-        _config: VmState,
+        prior: Value<VmState>,
+        planned: Value<VmState>,
+        _config: Value<VmState>,
         private_state: ValueEmpty,
         _meta: ValueEmpty,
-    ) -> Option<(VmState, ValueEmpty)> {
-        let conn = self.shared.get(diags)?;
-        let project = self.project_of(diags, &conn, &prior)?;
-        let Value::Value(id) = &prior.id else {
-            diags.root_error_short("hcp_vm: the state has no VM id");
-            return None;
-        };
-        let vm_id = VmId::new(id.clone());
-        let wanted = known(&planned.desired_power).unwrap_or_else(|| "running".into());
-        if planned.desired_power != prior.desired_power
-            && !set_power(
-                diags,
-                &conn,
-                &project,
-                &vm_id,
-                &wanted,
-                conn.timeouts.update,
-            )
-            .await
-        {
-            return None;
-        }
-        let mut state = planned;
-        match fetch(&conn, &project, &vm_id).await {
-            Ok(Some(vm)) => {
-                state.observe(&vm);
-                Some((state, private_state))
-            }
-            Ok(None) => {
-                diags.root_error(
-                    "The VM is gone",
-                    format!("VM `{vm_id}` was deleted outside Terraform; apply again to create it"),
-                );
-                None
-            }
-            Err(e) => {
-                diag::report(diags, &e, &AttributePath::root());
-                None
-            }
-        }
+    ) -> Option<(Value<VmState>, ValueEmpty)> {
+        let prior = prior.unwrap_or_default();
+        // A failed update leaves the VM as it was: keep the prior state.
+        Some(
+            match self
+                .update_vm(
+                    diags,
+                    prior.clone(),
+                    planned.unwrap_or_default(),
+                    private_state,
+                )
+                .await
+            {
+                Some((s, p)) => (Value::Value(s), p),
+                None => (Value::Value(prior), ValueEmpty::default()),
+            },
+        )
     }
 
     async fn destroy<'a>(
         &self,
         diags: &mut Diagnostics,
-        prior: VmState,
+        prior: Value<VmState>,
         _private_state: ValueEmpty,
         _meta: ValueEmpty,
     ) -> Option<()> {
-        let conn = self.shared.get(diags)?;
-        let project = self.project_of(diags, &conn, &prior)?;
-        let Value::Value(id) = &prior.id else {
-            return Some(());
-        };
-        let vm_id = VmId::new(id.clone());
-        match conn.client.delete_vm(&project, &vm_id, true, None).await {
-            Ok(a) => wait_ok(diags, &conn, &a, conn.timeouts.delete)
-                .await
-                .then_some(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Some(()),
-            Err(e) => {
-                diag::report(diags, &e, &AttributePath::root());
-                None
-            }
+        match prior {
+            Value::Value(prior) => self.destroy_vm(diags, prior).await,
+            _ => Some(()),
         }
     }
 
@@ -961,40 +1125,10 @@ impl Resource for VmResource {
         &self,
         diags: &mut Diagnostics,
         id: String,
-    ) -> Option<(VmState, ValueEmpty)> {
-        let conn = self.shared.get(diags)?;
-        let Some((project, vm)) = id
-            .split_once('/')
-            .filter(|(p, v)| !p.is_empty() && !v.is_empty() && !v.contains('/'))
-        else {
-            diags.root_error(
-                "Invalid import id",
-                format!(
-                    "`{}` is not PROJECT/VM_ID (e.g. team-a/vm-0190...)",
-                    hcp_core::error::echo(&id)
-                ),
-            );
-            return None;
-        };
-        let vm_id = VmId::new(vm.to_string());
-        match fetch(&conn, project, &vm_id).await {
-            Ok(Some(found)) => {
-                let mut state = VmState::default();
-                state.refresh(&found);
-                Some((state, ValueEmpty::default()))
-            }
-            Ok(None) => {
-                diags.root_error(
-                    "Cannot import a VM that does not exist",
-                    format!("HCP has no VM `{vm_id}` in project `{project}`"),
-                );
-                None
-            }
-            Err(e) => {
-                diag::report(diags, &e, &AttributePath::root());
-                None
-            }
-        }
+    ) -> Option<(Value<VmState>, ValueEmpty)> {
+        self.import_vm(diags, id)
+            .await
+            .map(|(s, p)| (Value::Value(s), p))
     }
 }
 
@@ -1099,12 +1233,11 @@ mod tests {
         proposed.image = Value::Value("debian-12".into());
         let mut diags = Diagnostics::default();
         let (plan, _, replace) = r
-            .plan_update(
+            .plan_update_vm(
                 &mut diags,
                 prior.clone(),
                 proposed,
                 planned(),
-                ValueEmpty::default(),
                 ValueEmpty::default(),
             )
             .await
@@ -1120,12 +1253,11 @@ mod tests {
         let mut config = planned();
         config.desired_power = Value::Value("stopped".into());
         let (plan, _, replace) = r
-            .plan_update(
+            .plan_update_vm(
                 &mut diags,
                 prior.clone(),
                 proposed,
                 config,
-                ValueEmpty::default(),
                 ValueEmpty::default(),
             )
             .await

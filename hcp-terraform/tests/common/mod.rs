@@ -420,6 +420,29 @@ impl Workspace {
         self.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    /// The actions `terraform plan` plans for `hcp_vm.web` (`["no-op"]`, `["update"]`,
+    /// `["delete", "create"]`, ...), read from the saved plan with `terraform show -json`.
+    pub fn planned_actions(&self, vars: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = ["plan", "-out=check.tfplan", "-no-color", "-input=false"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        args.extend(var_args(vars));
+        let plan = self.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(plan.code, 0, "{plan:#?}");
+        let show = self.run(&["show", "-json", "check.tfplan"]);
+        assert_eq!(show.code, 0, "{show:#?}");
+        let v: Value = serde_json::from_str(&show.stdout).expect("show -json");
+        v["resource_changes"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["address"] == "hcp_vm.web"))
+            .and_then(|r| r["change"]["actions"].as_array())
+            .expect("a planned change for hcp_vm.web")
+            .iter()
+            .map(|a| a.as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     /// Runs `terraform destroy -auto-approve`.
     pub fn destroy(&self, vars: &[&str]) -> Run {
         let mut args: Vec<String> = ["destroy", "-auto-approve", "-no-color", "-input=false"]

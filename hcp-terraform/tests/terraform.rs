@@ -222,14 +222,16 @@ fn an_unknown_image_is_reported_by_hcp_on_the_image_attribute() {
         r.stderr
     );
     assert!(vms_named(&serve, None, "web-1").is_empty());
-    assert!(tf.state_list().is_empty());
+    assert!(
+        !tf.state_list().contains(&"hcp_vm.web".to_string()),
+        "a refused create leaves no VM in the state"
+    );
 }
 
-#[test]
-fn an_apply_interrupted_by_sigint_and_run_again_makes_no_second_vm() {
-    // Creates take 4 s, so the interrupt lands while the provider waits for the create job.
-    let serve = Serve::start(&hosts_file(Duration::from_secs(4)), &[]);
-    let tf = Workspace::new(&serve.url, None);
+/// Starts `terraform apply` in its own process group (as a terminal's foreground job: a signal
+/// to the group reaches Terraform and the provider alike) and returns once HCP has accepted the
+/// create, with the group id.
+fn apply_until_hcp_accepts(tf: &Workspace, serve: &Serve) -> (std::process::Child, u32) {
     let mut cmd = tf.command(&[
         "apply",
         "-auto-approve",
@@ -238,56 +240,79 @@ fn an_apply_interrupted_by_sigint_and_run_again_makes_no_second_vm() {
         "-var",
         "project=demo",
     ]);
-    // Its own process group, as a terminal's foreground job: Ctrl-C reaches Terraform and the
-    // provider alike.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().expect("run terraform apply");
     let pgid = child.id();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while vms_named(&serve, None, "web-1").is_empty() {
+    let client = serve.client(None);
+    let rt = runtime();
+    loop {
+        let listed = rt.block_on(client.list_all_vms(PROJECT)).expect("list VMs");
+        if listed
+            .iter()
+            .any(|v| v.name == "web-1" && v.state == DesiredState::Pending)
+        {
+            return (child, pgid);
+        }
         assert!(Instant::now() < deadline, "the create never reached HCP");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let sigint = || {
-        let _ = std::process::Command::new("kill")
-            .args(["-INT", "--", &format!("-{pgid}")])
-            .status();
-    };
-    // Twice, as an impatient person does: Terraform exits at once without the VM in its state.
-    sigint();
-    std::thread::sleep(Duration::from_millis(300));
-    sigint();
-    let first = common::finish(child, "the interrupted apply");
-    // Clean up whatever of the group is left (the provider, if Terraform did not end it).
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .status();
-    assert_ne!(first.code, 0, "the interrupted apply fails: {first:#?}");
-    assert!(
-        !tf.state_list().contains(&"hcp_vm.web".to_string()),
-        "the interrupted apply recorded no VM: {first:#?}"
-    );
-    assert_eq!(vms_named(&serve, None, "web-1").len(), 1);
+}
 
-    // Run again: the same planned values give the same idempotency key, so HCP replays the
-    // first create: one VM, one create job, and Terraform's state holds it.
+fn signal_group(signal: &str, pgid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+#[test]
+fn an_apply_interrupted_by_sigint_and_run_again_makes_no_second_vm() {
+    // Creates take 10 s, so the signals land while the provider waits for the create job, even
+    // on a busy machine.
+    let serve = Serve::start(&hosts_file(Duration::from_secs(10)), &[]);
+    let tf = Workspace::new(&serve.url, None);
+
+    // Ctrl-C twice while the create job runs. Terraform 1.0 asks the provider to stop and gives
+    // up; the provider ignores the interrupt itself, so whatever Terraform still records, the
+    // re-run finds one VM.
+    let (child, pgid) = apply_until_hcp_accepts(&tf, &serve);
+    signal_group("INT", pgid);
+    std::thread::sleep(Duration::from_millis(300));
+    signal_group("INT", pgid);
+    let first = common::finish(child, "the interrupted apply");
+    signal_group("KILL", pgid);
+    assert_ne!(first.code, 0, "the interrupted apply fails: {first:#?}");
+    assert!(first.text().contains("Interrupt received"), "{first:#?}");
     let again = tf.apply_ok(&[]);
     let vms = vms_named(&serve, None, "web-1");
     assert_eq!(vms.len(), 1, "no second VM: {again:#?}");
-    assert_eq!(create_jobs(&serve, None), 1, "the create was replayed");
+    assert_eq!(create_jobs(&serve, None), 1);
     assert_eq!(tf.outputs()["vm_id"]["value"], vms[0].id.as_str());
     assert_eq!(vms[0].state, DesiredState::Active);
-
-    // Destroy, then apply the same configuration again: a new VM (the key's VM is deleted, so
-    // the provider moves on to the next key of the sequence).
     let r = tf.destroy(&[]);
     assert_eq!(r.code, 0, "{r:#?}");
-    tf.apply_ok(&[]);
-    let vms = vms_named(&serve, None, "web-1");
-    assert_eq!(vms.len(), 1);
-    assert_eq!(vms[0].state, DesiredState::Active);
+
+    // The hardest interruption: Terraform and the provider die (SIGKILL) after HCP accepted the
+    // create, so Terraform's state never hears of the VM. Applying the same configuration again
+    // sends the same idempotency key: HCP replays the create instead of making a second VM.
+    // (The first key's VM was destroyed above, so this create used the sequence's next key.)
+    let (child, pgid) = apply_until_hcp_accepts(&tf, &serve);
+    signal_group("KILL", pgid);
+    let killed = common::finish(child, "the killed apply");
+    assert_ne!(killed.code, 0);
+    assert!(
+        !tf.state_list().contains(&"hcp_vm.web".to_string()),
+        "the killed apply recorded no VM: {killed:#?}"
+    );
+    assert_eq!(vms_named(&serve, None, "web-1").len(), 1);
     assert_eq!(create_jobs(&serve, None), 2);
+    let again = tf.apply_ok(&[]);
+    let vms = vms_named(&serve, None, "web-1");
+    assert_eq!(vms.len(), 1, "no second VM: {again:#?}");
+    assert_eq!(create_jobs(&serve, None), 2, "the create was replayed");
     assert_eq!(tf.outputs()["vm_id"]["value"], vms[0].id.as_str());
+    assert_eq!(vms[0].state, DesiredState::Active);
 }
 
 #[test]

@@ -208,6 +208,36 @@ fn apply_plan_drift_replace_import_and_destroy_run_against_hcp_serve() {
         "destroy waits for the delete job"
     );
     assert!(vms_named(&serve, None, "web-1").is_empty());
+
+    // A VM deleted outside Terraform leaves the state at refresh: the plan creates it again
+    // instead of failing.
+    tf.apply_ok(&[]);
+    let id = tf.outputs()["vm_id"]["value"].as_str().unwrap().to_string();
+    let delete = serve.hcp(
+        None,
+        &[
+            "vm",
+            "delete",
+            &id,
+            "--project",
+            PROJECT,
+            "--force",
+            "--wait",
+        ],
+    );
+    assert_eq!(delete.code, 0, "{delete:#?}");
+    let plan = tf.plan(&[]);
+    assert_eq!(plan.code, 2, "{plan:#?}");
+    assert!(
+        plan.stdout.contains("hcp_vm.web will be created"),
+        "{}",
+        plan.stdout
+    );
+    let r = tf.destroy(&[]);
+    assert_eq!(
+        r.code, 0,
+        "destroying what is already gone succeeds: {r:#?}"
+    );
 }
 
 #[test]

@@ -228,7 +228,7 @@ impl Serve {
         c.env("HOME", dir.path().join("home"))
             .env("XDG_STATE_HOME", dir.path().join("state"))
             .env("HCP_LOG_FORMAT", "json")
-            .env("HCP_LOG_LEVEL", "warn")
+            .env("HCP_LOG_LEVEL", "error")
             .envs(env.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&hosts_path)

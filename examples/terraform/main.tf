@@ -45,6 +45,11 @@ variable "zone" {
   default = null
 }
 
+variable "create_timeout" {
+  type    = string
+  default = "5m"
+}
+
 # hcp_vm marks user_data sensitive itself: plans never print it.
 variable "user_data" {
   type    = string
@@ -59,7 +64,7 @@ variable "tags" {
 provider "hcp" {
   # url and token come from HCP_URL and HCP_TOKEN.
   project        = var.project
-  create_timeout = "5m"
+  create_timeout = var.create_timeout
   delete_timeout = "5m"
 }
 

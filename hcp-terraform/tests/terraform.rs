@@ -346,6 +346,32 @@ fn an_apply_interrupted_by_sigint_and_run_again_makes_no_second_vm() {
 }
 
 #[test]
+fn a_create_that_outlasts_create_timeout_is_a_diagnostic_and_the_vm_is_replaced_next_time() {
+    let serve = Serve::start(&hosts_file(Duration::from_secs(6)), &[]);
+    let tf = Workspace::new(&serve.url, None);
+    let r = tf.apply(&["create_timeout=1s"]);
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.stderr.contains("TIMEOUT"), "{}", r.stderr);
+    // The VM exists, so Terraform keeps it, tainted: the next plan replaces it.
+    let first = vms_named(&serve, None, "web-1");
+    assert_eq!(first.len(), 1);
+    assert_eq!(tf.vm_state()["id"], first[0].id.as_str());
+    let plan = tf.plan(&[]);
+    assert_eq!(plan.code, 2, "{plan:#?}");
+    assert!(
+        plan.stdout.contains("is tainted, so must be replaced"),
+        "{}",
+        plan.stdout
+    );
+    tf.apply_ok(&[]);
+    let vms = vms_named(&serve, None, "web-1");
+    assert_eq!(vms.len(), 1, "the tainted VM was replaced, not doubled");
+    assert_ne!(vms[0].id, first[0].id);
+    assert!(gone(&serve, None, first[0].id.as_str()));
+    assert_eq!(vms[0].state, DesiredState::Active);
+}
+
+#[test]
 fn with_oidc_on_the_token_is_sent_and_a_missing_one_is_a_diagnostic() {
     const CLIENT_ID: &str = "hcp-terraform-tests";
     let idp = Idp::start();

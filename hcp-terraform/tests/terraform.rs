@@ -258,10 +258,9 @@ fn an_unknown_image_is_reported_by_hcp_on_the_image_attribute() {
     );
 }
 
-/// Starts `terraform apply` in its own process group (as a terminal's foreground job: a signal
-/// to the group reaches Terraform and the provider alike) and returns once HCP has accepted the
-/// create, with the group id.
-fn apply_until_hcp_accepts(tf: &Workspace, serve: &Serve) -> (std::process::Child, u32) {
+/// A `terraform apply` command in its own process group (as a terminal's foreground job: a
+/// signal to the group reaches Terraform and the provider alike).
+fn apply_in_own_group(tf: &Workspace) -> std::process::Command {
     let mut cmd = tf.command(&[
         "apply",
         "-auto-approve",
@@ -271,8 +270,12 @@ fn apply_until_hcp_accepts(tf: &Workspace, serve: &Serve) -> (std::process::Chil
         "project=demo",
     ]);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().expect("run terraform apply");
-    let pgid = child.id();
+    cmd
+}
+
+/// Returns once HCP has accepted the create of `web-1` (it is listed, still pending); kills the
+/// process group `pgid` and fails when it never does.
+fn wait_until_hcp_accepts(serve: &Serve, pgid: u32) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let client = serve.client(None);
     let rt = runtime();
@@ -282,9 +285,12 @@ fn apply_until_hcp_accepts(tf: &Workspace, serve: &Serve) -> (std::process::Chil
             .iter()
             .any(|v| v.name == "web-1" && v.state == DesiredState::Pending)
         {
-            return (child, pgid);
+            return;
         }
-        assert!(Instant::now() < deadline, "the create never reached HCP");
+        if Instant::now() > deadline {
+            signal_group("KILL", pgid);
+            panic!("the create never reached HCP");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -306,7 +312,11 @@ fn an_apply_interrupted_by_sigint_and_run_again_makes_no_second_vm() {
     // Ctrl-C twice while the create job runs. Terraform 1.0 asks the provider to stop and gives
     // up; the provider ignores the interrupt itself, so whatever Terraform still records, the
     // re-run finds one VM.
-    let (child, pgid) = apply_until_hcp_accepts(&tf, &serve);
+    let child = apply_in_own_group(&tf)
+        .spawn()
+        .expect("run terraform apply");
+    let pgid = child.id();
+    wait_until_hcp_accepts(&serve, pgid);
     signal_group("INT", pgid);
     std::thread::sleep(Duration::from_millis(300));
     signal_group("INT", pgid);
@@ -327,7 +337,11 @@ fn an_apply_interrupted_by_sigint_and_run_again_makes_no_second_vm() {
     // create, so Terraform's state never hears of the VM. Applying the same configuration again
     // sends the same idempotency key: HCP replays the create instead of making a second VM.
     // (The first key's VM was destroyed above, so this create used the sequence's next key.)
-    let (child, pgid) = apply_until_hcp_accepts(&tf, &serve);
+    let child = apply_in_own_group(&tf)
+        .spawn()
+        .expect("run terraform apply");
+    let pgid = child.id();
+    wait_until_hcp_accepts(&serve, pgid);
     signal_group("KILL", pgid);
     let killed = common::finish(child, "the killed apply");
     assert_ne!(killed.code, 0);

@@ -195,15 +195,11 @@ impl VmState {
             .map(|n| Value::Value(n.network.clone()))
             .collect();
         // An empty list and an unset attribute mean the same to HCP: keep the state's form.
-        self.networks =
-            if networks.is_empty() && !matches!(&self.networks, Value::Value(v) if !v.is_empty()) {
-                match &self.networks {
-                    Value::Value(_) => Value::Value(Vec::new()),
-                    _ => Value::Null,
-                }
-            } else {
-                Value::Value(networks)
-            };
+        self.networks = match (&self.networks, networks.is_empty()) {
+            (Value::Value(_), true) => Value::Value(Vec::new()),
+            (_, true) => Value::Null,
+            (_, false) => Value::Value(networks),
+        };
         let tags: BTreeMap<String, Value<String>> = vm
             .spec
             .tags
@@ -1185,6 +1181,48 @@ mod tests {
         let mut bad = planned();
         bad.vcpus = Value::Value(-1);
         assert_eq!(state.spec(&bad).unwrap_err().field(), Some("vcpus"));
+    }
+
+    fn tenant_vm(power: PowerState) -> TenantVm {
+        let spec = VmSpec::new("web-1", "ubuntu-24.04", "small").with_tag("team", "a");
+        TenantVm {
+            id: VmId::new("vm-1"),
+            project: hcp_core::ProjectId::new("demo"),
+            name: spec.name.clone(),
+            spec,
+            has_user_data: false,
+            resources: hcp_core::Resources {
+                vcpus: 1,
+                memory_mib: 1024,
+                disk_gib: 10,
+            },
+            zone: "east".into(),
+            state: DesiredState::Active,
+            power,
+            desired_power: PowerState::Running,
+            last_error: None,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn refresh_shows_power_drift_and_keeps_the_configured_forms() {
+        let mut state = planned();
+        state.networks = Value::Value(Vec::new());
+        state.refresh(&tenant_vm(PowerState::Stopped));
+        assert_eq!(state.desired_power, Value::Value("stopped".into()));
+        assert_eq!(state.power, Value::Value("stopped".into()));
+        assert_eq!(state.networks, Value::Value(Vec::new()), "[] stays []");
+        assert_eq!(state.vcpus, Value::Value(1));
+        assert_eq!(state.state, Value::Value("ACTIVE".into()));
+        let mut imported = VmState::default();
+        imported.refresh(&tenant_vm(PowerState::Running));
+        assert_eq!(imported.networks, Value::Null, "none stays null");
+        assert_eq!(imported.desired_power, Value::Value("running".into()));
+        assert_eq!(imported.flavor, Value::Value("small".into()));
+        assert_eq!(imported.id, Value::Value("vm-1".into()));
+        assert!(matches!(&imported.tags, Value::Value(t) if t.len() == 1));
     }
 
     #[test]

@@ -429,6 +429,49 @@ impl Client {
         self.get(&Client::vm_path(project, vm_id), &[]).await
     }
 
+    /// Returns one VM of a project with its `ETag` (its version, for
+    /// [`Client::update_vm_tags`]).
+    ///
+    /// # Errors
+    /// `NotFound` for a VM of another project or none.
+    pub async fn get_vm_versioned(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+    ) -> hcp_core::Result<(TenantVm, String)> {
+        let resp = self
+            .send(self.request(Method::GET, &Client::vm_path(project, vm_id)))
+            .await?;
+        let etag = etag_of(&resp)?;
+        Ok((self.decode(resp).await?, etag))
+    }
+
+    /// Changes a VM's tags (`PATCH .../vms/{vmId}`, a JSON Merge Patch): `Some(value)` sets a
+    /// tag, `None` removes it, tags not named stay. `if_match` is the `ETag` of the VM's latest
+    /// read; returns the changed VM and its new `ETag`.
+    ///
+    /// # Errors
+    /// `Conflict` with code `PRECONDITION_FAILED` when the VM changed since `if_match` (read it
+    /// again and retry); `InvalidSpec` naming `tags.<key>` for an invalid tag; `NotFound`.
+    pub async fn update_vm_tags(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        patch: &std::collections::BTreeMap<String, Option<String>>,
+        if_match: &str,
+    ) -> hcp_core::Result<(TenantVm, String)> {
+        let body = serde_json::json!({ "tags": patch });
+        let resp = self
+            .send(
+                self.request(Method::PATCH, &Client::vm_path(project, vm_id))
+                    .header("If-Match", if_match)
+                    .json(&body),
+            )
+            .await?;
+        let etag = etag_of(&resp)?;
+        Ok((self.decode(resp).await?, etag))
+    }
+
     /// Deletes a VM; `force` powers a running VM off first.
     ///
     /// # Errors
@@ -1012,6 +1055,15 @@ impl Client {
     }
 }
 
+/// Reads the `ETag` header of a VM answer.
+fn etag_of(resp: &reqwest::Response) -> hcp_core::Result<String> {
+    resp.headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| Error::internal("the service's VM answer carries no ETag"))
+}
+
 fn page_query(page: &PageRequest) -> Vec<(&'static str, String)> {
     let mut q = vec![("limit", page.limit.to_string())];
     if let Some(c) = &page.cursor {
@@ -1137,6 +1189,8 @@ fn static_code(code: &str) -> Option<&'static str> {
     [
         hcp_core::CODE_IDEMPOTENCY_KEY_REUSED,
         hcp_core::CODE_IDEMPOTENCY_KEY_IN_PROGRESS,
+        hcp_core::CODE_PRECONDITION_REQUIRED,
+        hcp_core::CODE_PRECONDITION_FAILED,
         "PAYLOAD_TOO_LARGE",
         "METHOD_NOT_ALLOWED",
         "UNSUPPORTED_MEDIA_TYPE",
@@ -1150,6 +1204,7 @@ fn kind_of_status(status: StatusCode) -> ErrorKind {
     match status.as_u16() {
         400 | 413 | 415 | 405 => ErrorKind::InvalidSpec,
         401 | 403 => ErrorKind::Unauthorized,
+        412 | 428 => ErrorKind::Conflict,
         404 => ErrorKind::NotFound,
         408 | 504 => ErrorKind::Timeout,
         409 | 422 => ErrorKind::Conflict,

@@ -10,10 +10,12 @@
 //! - A failed create job is an error diagnostic with the job's code, on the attribute its field
 //!   names; the VM stays in the state, so Terraform marks it tainted and replaces it next time.
 //! - Refresh reads the VM: gone (or deleted) removes it from the state; a VM stopped or
-//!   started out of band shows as a `desired_power` change.
-//! - `desired_power` is the only in-place update (a start or stop job). Every other input
-//!   attribute forces replacement, and the plan says so: HCP has no route that changes a VM's
-//!   image, size, zone, networks, tags or user-data in place.
+//!   started out of band shows as a `desired_power` change, tags changed out of band as a
+//!   `tags` change.
+//! - `desired_power` (a start or stop job) and `tags` (`PATCH` with the VM's `ETag` as
+//!   `If-Match`, read again and retried when another writer got there first) are in-place
+//!   updates. Every other input attribute forces replacement, and the plan says so: HCP has no
+//!   route that changes a VM's image, size, zone, networks or user-data in place.
 //! - Import takes `PROJECT/VM_ID`.
 //! - Destroy deletes with `force` (a running VM is powered off first) and waits for the job.
 
@@ -88,9 +90,12 @@ pub const REPLACE_ATTRIBUTES: &[&str] = &[
     "disk_gib",
     "zone",
     "networks",
-    "tags",
     "user_data",
 ];
+
+/// How often an in-place tag change reads the VM again when another writer changed it between
+/// the read and the `PATCH` (`PRECONDITION_FAILED`).
+const TAG_UPDATE_ATTEMPTS: u32 = 8;
 
 /// The accepted values of `desired_power`.
 pub const POWER_VALUES: &[&str] = &["running", "stopped"];
@@ -493,6 +498,70 @@ async fn set_power(
     }
 }
 
+/// The JSON Merge Patch that turns `prior` tags into `planned` ones: changed or new keys with
+/// their value, removed keys with `None`.
+pub fn tag_patch(
+    prior: &Value<BTreeMap<String, Value<String>>>,
+    planned: &Value<BTreeMap<String, Value<String>>>,
+) -> BTreeMap<String, Option<String>> {
+    let known = |t: &Value<BTreeMap<String, Value<String>>>| -> BTreeMap<String, String> {
+        t.as_ref_option()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_ref_option().map(|v| (k.clone(), v.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (before, after) = (known(prior), known(planned));
+    let mut patch: BTreeMap<String, Option<String>> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    for k in before.keys().filter(|k| !after.contains_key(*k)) {
+        patch.insert(k.clone(), None);
+    }
+    patch
+}
+
+/// Applies a tag patch with the VM's current `ETag`, reading it again when another writer got
+/// there first; returns false (with diagnostics) on failure.
+async fn set_tags(
+    diags: &mut Diagnostics,
+    conn: &Connection,
+    project: &str,
+    vm_id: &VmId,
+    patch: &BTreeMap<String, Option<String>>,
+) -> bool {
+    let mut last = None;
+    for _ in 0..TAG_UPDATE_ATTEMPTS {
+        let etag = match conn.client.get_vm_versioned(project, vm_id).await {
+            Ok((_, etag)) => etag,
+            Err(e) => {
+                diag::report(diags, &e, &AttributePath::new("tags"));
+                return false;
+            }
+        };
+        match conn
+            .client
+            .update_vm_tags(project, vm_id, patch, &etag)
+            .await
+        {
+            Ok(_) => return true,
+            Err(e) if e.code() == hcp_core::CODE_PRECONDITION_FAILED => last = Some(e),
+            Err(e) => {
+                diag::report(diags, &e, &AttributePath::new("tags"));
+                return false;
+            }
+        }
+    }
+    if let Some(e) = last {
+        diag::report(diags, &e, &AttributePath::new("tags"));
+    }
+    false
+}
+
 impl VmResource {
     fn project_of(
         &self,
@@ -763,6 +832,18 @@ impl VmResource {
         {
             return None;
         }
+        if planned.tags != prior.tags
+            && !set_tags(
+                diags,
+                &conn,
+                &project,
+                &vm_id,
+                &tag_patch(&prior.tags, &planned.tags),
+            )
+            .await
+        {
+            return None;
+        }
         let mut state = planned;
         match fetch(&conn, &project, &vm_id).await {
             Ok(Some(vm)) => {
@@ -934,7 +1015,7 @@ impl Resource for VmResource {
                 "tags",
                 attr(
                     Map(Box::new(Str)),
-                    "Tags. HCP has no route that changes tags in place yet: changing them forces a new VM.",
+                    "Tags, changed in place (a conditional PATCH of HCP's record of the VM).",
                     Optional,
                 ),
             ),
@@ -980,7 +1061,7 @@ impl Resource for VmResource {
                 version: 1,
                 attributes: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
                 description: Description::plain(
-                    "A VM in HCP. Power changes are in place; every other change forces a new VM.",
+                    "A VM in HCP. Power and tag changes are in place; every other change forces a new VM.",
                 ),
                 ..Default::default()
             },
@@ -1223,6 +1304,36 @@ mod tests {
         assert_eq!(imported.flavor, Value::Value("small".into()));
         assert_eq!(imported.id, Value::Value("vm-1".into()));
         assert!(matches!(&imported.tags, Value::Value(t) if t.len() == 1));
+    }
+
+    #[test]
+    fn the_tag_patch_sets_changed_and_removes_dropped_keys() {
+        let tags = |pairs: &[(&str, &str)]| {
+            Value::Value(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Value::Value(v.to_string())))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+        };
+        let patch = tag_patch(
+            &tags(&[("keep", "1"), ("change", "a"), ("drop", "x")]),
+            &tags(&[("keep", "1"), ("change", "b"), ("new", "n")]),
+        );
+        assert_eq!(
+            patch,
+            BTreeMap::from([
+                ("change".to_string(), Some("b".to_string())),
+                ("drop".to_string(), None),
+                ("new".to_string(), Some("n".to_string())),
+            ])
+        );
+        assert_eq!(
+            tag_patch(&Value::Null, &tags(&[("a", "1")])).len(),
+            1,
+            "from no tags"
+        );
+        assert_eq!(tag_patch(&tags(&[("a", "1")]), &Value::Null)["a"], None);
     }
 
     #[test]

@@ -120,13 +120,59 @@ fn apply_plan_drift_replace_import_and_destroy_run_against_hcp_serve() {
         "{}",
         plan.stdout
     );
-    let plan = tf.plan(&["tags={team=\"db\"}"]);
+    // Changing a tag is an in-place update (a conditional PATCH): same VM, new tags; so is a
+    // tag changed outside Terraform, which shows as drift.
+    let plan = tf.plan(&["tags={team=\"db\",tier=\"1\"}"]);
     assert_eq!(plan.code, 2, "{plan:#?}");
     assert!(
-        plan.stdout.contains("hcp_vm.web must be replaced")
-            && plan.stdout.contains("# forces replacement"),
+        plan.stdout.contains("hcp_vm.web will be updated in-place")
+            && plan.stdout.contains(r#"~ "team" = "web" -> "db""#)
+            && !plan.stdout.contains("forces replacement"),
         "{}",
         plan.stdout
+    );
+    let r = tf.apply_ok(&["tags={team=\"db\",tier=\"1\"}"]);
+    assert!(
+        r.stdout.contains("0 added, 1 changed, 0 destroyed"),
+        "{}",
+        r.stdout
+    );
+    let vm = vm_of(&serve, None, &id).unwrap();
+    assert_eq!(vm.spec.tags.get("team").map(String::as_str), Some("db"));
+    assert_eq!(vm.spec.tags.get("tier").map(String::as_str), Some("1"));
+    let (_, etag) = runtime()
+        .block_on(
+            serve
+                .client(None)
+                .get_vm_versioned(PROJECT, &VmId::new(&*id)),
+        )
+        .unwrap();
+    runtime()
+        .block_on(serve.client(None).update_vm_tags(
+            PROJECT,
+            &VmId::new(&*id),
+            &std::collections::BTreeMap::from([("team".to_string(), Some("ops".to_string()))]),
+            &etag,
+        ))
+        .unwrap();
+    let plan = tf.plan(&["tags={team=\"db\",tier=\"1\"}"]);
+    assert_eq!(plan.code, 2, "{plan:#?}");
+    assert!(
+        plan.stdout.contains(r#"~ "team" = "ops" -> "db""#),
+        "{}",
+        plan.stdout
+    );
+    // Back to the example's tags (team = web, no tier), in place.
+    let r = tf.apply_ok(&[]);
+    assert!(
+        r.stdout.contains("0 added, 1 changed, 0 destroyed"),
+        "{}",
+        r.stdout
+    );
+    let vm = vm_of(&serve, None, &id).unwrap();
+    assert_eq!(
+        vm.spec.tags,
+        std::collections::BTreeMap::from([("team".to_string(), "web".to_string())])
     );
     // Applying the new image replaces the VM: the old one is deleted, a new one runs.
     let r = tf.apply_ok(&["image=debian-12"]);

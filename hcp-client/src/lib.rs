@@ -142,6 +142,7 @@ pub struct ClientBuilder {
     token: Option<String>,
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -171,11 +172,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the CA certificates of a PEM file (one or more certificates) for an `https://`
+    /// service, in addition to the built-in roots. The file is read by [`ClientBuilder::build`].
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
     /// Builds the client.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidSpec`] naming `url` for a URL that is not `http(s)://host[:port]`, or
-    /// `token` for a token that cannot be sent in a header.
+    /// [`ErrorKind::InvalidSpec`] naming `url` for a URL that is not `http(s)://host[:port]`,
+    /// `token` for a token that cannot be sent in a header, or `ca_file` for a CA file that
+    /// cannot be read or holds no PEM certificate.
     pub fn build(self) -> hcp_core::Result<Client> {
         let url = url::Url::parse(&self.base).map_err(|e| {
             Error::invalid(
@@ -206,7 +215,13 @@ impl ClientBuilder {
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = &self.ca_file {
+            for cert in read_ca_file(path)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .default_headers(headers)
             .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(10)))
             .read_timeout(self.timeout.unwrap_or(Duration::from_secs(60)))
@@ -218,6 +233,26 @@ impl ClientBuilder {
             base: self.base.trim_end_matches('/').to_string(),
         })
     }
+}
+
+/// Reads the certificates of a PEM file.
+fn read_ca_file(path: &std::path::Path) -> hcp_core::Result<Vec<reqwest::Certificate>> {
+    let shown = path.display();
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::invalid("ca_file", format!("cannot read `{shown}`: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        Error::invalid(
+            "ca_file",
+            format!("`{shown}` is not a PEM certificate bundle: {e}"),
+        )
+    })?;
+    if certs.is_empty() {
+        return Err(Error::invalid(
+            "ca_file",
+            format!("`{shown}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        ));
+    }
+    Ok(certs)
 }
 
 /// The bytes escaped in one path segment: everything but RFC 3986's unreserved characters, so a
@@ -392,6 +427,49 @@ impl Client {
     /// `NotFound` for a VM of another project or none.
     pub async fn get_vm(&self, project: &str, vm_id: &VmId) -> hcp_core::Result<TenantVm> {
         self.get(&Client::vm_path(project, vm_id), &[]).await
+    }
+
+    /// Returns one VM of a project with its `ETag` (its version, for
+    /// [`Client::update_vm_tags`]).
+    ///
+    /// # Errors
+    /// `NotFound` for a VM of another project or none.
+    pub async fn get_vm_versioned(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+    ) -> hcp_core::Result<(TenantVm, String)> {
+        let resp = self
+            .send(self.request(Method::GET, &Client::vm_path(project, vm_id)))
+            .await?;
+        let etag = etag_of(&resp)?;
+        Ok((self.decode(resp).await?, etag))
+    }
+
+    /// Changes a VM's tags (`PATCH .../vms/{vmId}`, a JSON Merge Patch): `Some(value)` sets a
+    /// tag, `None` removes it, tags not named stay. `if_match` is the `ETag` of the VM's latest
+    /// read; returns the changed VM and its new `ETag`.
+    ///
+    /// # Errors
+    /// `Conflict` with code `PRECONDITION_FAILED` when the VM changed since `if_match` (read it
+    /// again and retry); `InvalidSpec` naming `tags.<key>` for an invalid tag; `NotFound`.
+    pub async fn update_vm_tags(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        patch: &std::collections::BTreeMap<String, Option<String>>,
+        if_match: &str,
+    ) -> hcp_core::Result<(TenantVm, String)> {
+        let body = serde_json::json!({ "tags": patch });
+        let resp = self
+            .send(
+                self.request(Method::PATCH, &Client::vm_path(project, vm_id))
+                    .header("If-Match", if_match)
+                    .json(&body),
+            )
+            .await?;
+        let etag = etag_of(&resp)?;
+        Ok((self.decode(resp).await?, etag))
     }
 
     /// Deletes a VM; `force` powers a running VM off first.
@@ -977,6 +1055,15 @@ impl Client {
     }
 }
 
+/// Reads the `ETag` header of a VM answer.
+fn etag_of(resp: &reqwest::Response) -> hcp_core::Result<String> {
+    resp.headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| Error::internal("the service's VM answer carries no ETag"))
+}
+
 fn page_query(page: &PageRequest) -> Vec<(&'static str, String)> {
     let mut q = vec![("limit", page.limit.to_string())];
     if let Some(c) = &page.cursor {
@@ -1102,6 +1189,8 @@ fn static_code(code: &str) -> Option<&'static str> {
     [
         hcp_core::CODE_IDEMPOTENCY_KEY_REUSED,
         hcp_core::CODE_IDEMPOTENCY_KEY_IN_PROGRESS,
+        hcp_core::CODE_PRECONDITION_REQUIRED,
+        hcp_core::CODE_PRECONDITION_FAILED,
         "PAYLOAD_TOO_LARGE",
         "METHOD_NOT_ALLOWED",
         "UNSUPPORTED_MEDIA_TYPE",
@@ -1115,6 +1204,7 @@ fn kind_of_status(status: StatusCode) -> ErrorKind {
     match status.as_u16() {
         400 | 413 | 415 | 405 => ErrorKind::InvalidSpec,
         401 | 403 => ErrorKind::Unauthorized,
+        412 | 428 => ErrorKind::Conflict,
         404 => ErrorKind::NotFound,
         408 | 504 => ErrorKind::Timeout,
         409 | 422 => ErrorKind::Conflict,
@@ -1160,7 +1250,28 @@ async fn decode_error(resp: reqwest::Response) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::enc;
+    use super::{Client, enc};
+    use hcp_core::ErrorKind;
+
+    #[test]
+    fn a_bad_ca_file_is_refused_naming_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = Client::builder("https://127.0.0.1:1")
+            .ca_file(&missing)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+        assert_eq!(e.field(), Some("ca_file"));
+        assert!(e.message().contains("cannot read"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let e = Client::builder("https://127.0.0.1:1")
+            .ca_file(&junk)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field(), Some("ca_file"), "{e}");
+    }
 
     #[test]
     fn path_segments_are_escaped_whole() {

@@ -113,6 +113,11 @@ pub const CODE_IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
 /// Code of the error returned while the first request with an idempotency key is still being accepted.
 pub const CODE_IDEMPOTENCY_KEY_IN_PROGRESS: &str = "IDEMPOTENCY_KEY_IN_PROGRESS";
 
+/// Code of the error returned when a conditional write carries no `If-Match` version.
+pub const CODE_PRECONDITION_REQUIRED: &str = "PRECONDITION_REQUIRED";
+/// Code of the error returned when a conditional write's `If-Match` version is no longer current.
+pub const CODE_PRECONDITION_FAILED: &str = "PRECONDITION_FAILED";
+
 /// The most characters of a caller's value that an error message repeats back.
 pub const ECHO_MAX_CHARS: usize = 64;
 

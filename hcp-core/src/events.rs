@@ -64,6 +64,11 @@ pub enum EventKind {
         /// Its size.
         resources: Resources,
     },
+    /// A tenant changed a VM's tags (`PATCH .../vms/{vmId}`).
+    VmTagsUpdated {
+        /// The tags after the change.
+        tags: std::collections::BTreeMap<String, String>,
+    },
     /// A VM was rebuilt from its host's mark after a restart.
     VmAdopted {
         /// The provider.
@@ -103,6 +108,7 @@ impl EventKind {
         "job_transition",
         "vm_created",
         "vm_deleted",
+        "vm_tags_updated",
         "vm_adopted",
         "drift",
         "reconcile_requested",
@@ -117,6 +123,7 @@ impl EventKind {
             EventKind::JobTransition { .. } => "job_transition",
             EventKind::VmCreated { .. } => "vm_created",
             EventKind::VmDeleted { .. } => "vm_deleted",
+            EventKind::VmTagsUpdated { .. } => "vm_tags_updated",
             EventKind::VmAdopted { .. } => "vm_adopted",
             EventKind::Drift(_) => "drift",
             EventKind::ReconcileRequested { .. } => "reconcile_requested",

@@ -53,8 +53,9 @@ pub use engine::{
     validate_idempotency_key,
 };
 pub use error::{
-    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, ECHO_MAX_CHARS, Error,
-    ErrorInfo, ErrorKind, ErrorStatus, Result, echo, excerpt,
+    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, CODE_PRECONDITION_FAILED,
+    CODE_PRECONDITION_REQUIRED, ECHO_MAX_CHARS, Error, ErrorInfo, ErrorKind, ErrorStatus, Result,
+    echo, excerpt,
 };
 pub use events::{Event, EventFilter, EventKind, EventSink, TracingSink};
 pub use job::{

@@ -293,6 +293,22 @@ impl From<CreateVmRequest> for VmSpec {
     }
 }
 
+/// Changes a VM's tags: the body of `PATCH /projects/{projectId}/vms/{vmId}`, a JSON Merge
+/// Patch (RFC 7396) restricted to `tags`.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub struct PatchVmRequest {
+    /// Tags to set (`"team": "web"`) or remove (`"old": null`); tags not named stay as they are.
+    #[serde(default)]
+    #[oai(default)]
+    pub tags: BTreeMap<String, Option<String>>,
+}
+
+impl StrictDto for PatchVmRequest {
+    const SERVER_OWNED: &'static [&'static str] = VM_SERVER_OWNED;
+}
+
 /// Asks for a new VM through the Hyper-V service's route `POST /api/v1/vms/create`.
 #[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
 #[serde(deny_unknown_fields)]

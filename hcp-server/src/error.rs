@@ -2,7 +2,8 @@
 //! one problem-JSON body (RFC 9457) with a stable `code`.
 
 use hcp_core::{
-    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, ErrorStatus,
+    CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, CODE_PRECONDITION_FAILED,
+    CODE_PRECONDITION_REQUIRED, Error, ErrorKind, ErrorStatus,
 };
 use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, Object, payload::Json};
@@ -86,6 +87,8 @@ pub fn status_of(kind: ErrorKind, code: &str) -> StatusCode {
         CODE_CONSOLE_TOKEN_NOT_FOUND => return StatusCode::NOT_FOUND,
         CODE_CONSOLE_TOKEN_USED | CODE_CONSOLE_TOKEN_EXPIRED => return StatusCode::GONE,
         CODE_CONSOLE_TOKEN_FOREIGN => return StatusCode::FORBIDDEN,
+        CODE_PRECONDITION_REQUIRED => return StatusCode::PRECONDITION_REQUIRED,
+        CODE_PRECONDITION_FAILED => return StatusCode::PRECONDITION_FAILED,
         _ => {}
     }
     match kind {

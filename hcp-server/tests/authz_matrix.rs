@@ -146,6 +146,13 @@ const MATRIX: &[Row] = &[
         FreshVm,
         TENANT_ACT,
     ),
+    // Without If-Match: past the role and project checks, a member learns it needs the ETag.
+    row(
+        "patch",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}",
+        Shared,
+        [401, 428, 404, 404, 403, 428],
+    ),
     row(
         "post",
         "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:start",
@@ -388,6 +395,7 @@ async fn call(f: &Fixture, row: &Row, who: Who, vm: &str, n: usize) -> Call {
         (_, Object::NewVm) => {
             Some(json!({"name": name, "image": "ubuntu-24.04", "flavor": "small"}))
         }
+        _ if row.method == "patch" => Some(json!({"tags": {"matrix": "x"}})),
         _ => None,
     };
     if row.path.ends_with(":stop") || row.path.ends_with(":reboot") {

@@ -986,6 +986,88 @@ impl Engine {
             .ok_or_else(|| Error::not_found("vm", vm_id))
     }
 
+    /// Changes a VM's tags with a JSON Merge Patch (RFC 7396): a key with a value sets that tag,
+    /// a key with `None` (JSON `null`) removes it, keys not named stay. The write is conditional:
+    /// `if_match` must be the VM's current generation (its `ETag`).
+    ///
+    /// # Behavior
+    /// One compare-and-swap on the VM's generation: of concurrent changes made with the same
+    /// generation, exactly one succeeds; the others get `PRECONDITION_FAILED`. No job runs: the
+    /// tags live in HCP's record of the VM (the hypervisor's copy keeps the create-time tags). An
+    /// audit event (`vm_tags_updated`) records the new tags.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::NotFound`] for a VM outside the caller's project, or deleted;
+    /// - [`ErrorKind::Conflict`] with code [`crate::CODE_PRECONDITION_REQUIRED`] when `if_match`
+    ///   is `None`, or [`crate::CODE_PRECONDITION_FAILED`] when it is not the current generation;
+    /// - [`ErrorKind::InvalidSpec`] naming `tags` or `tags.<key>` for tags that break
+    ///   [`crate::validate_tags`].
+    pub async fn update_tags(
+        &self,
+        ctx: &RequestContext,
+        vm_id: &VmId,
+        patch: &std::collections::BTreeMap<String, Option<String>>,
+        if_match: Option<u64>,
+    ) -> Result<Vm> {
+        self.check_project(&ctx.project)?;
+        validate_reference("vm_id", vm_id.as_str())?;
+        let mut vm = self
+            .inner
+            .store
+            .get_vm(&ctx.scope(), vm_id)
+            .await?
+            .filter(|v| v.desired != DesiredState::Deleted)
+            .ok_or_else(|| Error::not_found("vm", vm_id).with_field("vm_id"))?;
+        let Some(expected) = if_match else {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "changing a VM needs its current version: send the ETag of GET .../vms/{vmId} as If-Match",
+            )
+            .with_code(crate::CODE_PRECONDITION_REQUIRED)
+            .with_field("If-Match"));
+        };
+        let stale = || {
+            Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "VM `{vm_id}` changed since that version; read it again (GET) and retry with its new ETag"
+                ),
+            )
+            .with_code(crate::CODE_PRECONDITION_FAILED)
+            .with_field("If-Match")
+        };
+        if vm.generation != expected {
+            return Err(stale());
+        }
+        for (key, value) in patch {
+            match value {
+                Some(v) => {
+                    vm.spec.tags.insert(key.clone(), v.clone());
+                }
+                None => {
+                    vm.spec.tags.remove(key);
+                }
+            }
+        }
+        crate::validate_tags(&vm.spec.tags)?;
+        vm.updated_at = Utc::now();
+        let tags = vm.spec.tags.clone();
+        let vm = match self.inner.store.put_vm(vm, Some(expected)).await {
+            Ok(vm) => vm,
+            Err(e) if e.kind() == ErrorKind::Conflict => return Err(stale()),
+            Err(e) => return Err(e),
+        };
+        self.inner
+            .emit(
+                Some(ctx.project.clone()),
+                Some(vm_id.clone()),
+                Some(&ctx.principal),
+                EventKind::VmTagsUpdated { tags },
+            )
+            .await;
+        Ok(vm)
+    }
+
     /// Lists VMs visible in `scope`, one page at a time, ordered by id (oldest first).
     ///
     /// # Errors

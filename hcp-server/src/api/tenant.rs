@@ -19,8 +19,8 @@ use super::{AcceptedResponse, ApiTags, State, find_job, tenant_context, watch_jo
 use crate::auth;
 use crate::console::SUBPROTOCOL;
 use crate::dto::{
-    ConsoleDto, ConsoleKindDto, CreateVmRequest, JobEventDto, JobStateDto, TenantJobDto,
-    TenantJobPage, TenantVmDto, VmPage,
+    ConsoleDto, ConsoleKindDto, CreateVmRequest, JobEventDto, JobStateDto, PatchVmRequest,
+    TenantJobDto, TenantJobPage, TenantVmDto, VmPage,
 };
 use crate::error::ApiResult;
 use crate::limits::StrictJson;
@@ -35,6 +35,48 @@ pub(crate) enum CancelResponse {
     /// URL.
     #[oai(status = 202)]
     Cancelling(Json<TenantJobDto>, #[oai(header = "Location")] String),
+}
+
+/// One VM with its version.
+#[derive(Debug, ApiResponse)]
+pub(crate) enum VmResponse {
+    /// The VM. `ETag` is its version: send it as `If-Match` to change the VM with `PATCH`.
+    #[oai(status = 200)]
+    Ok(Json<TenantVmDto>, #[oai(header = "ETag")] String),
+}
+
+impl VmResponse {
+    fn of(vm: &hcp_core::Vm) -> Self {
+        VmResponse::Ok(Json(vm.tenant_view().into()), etag(vm.generation))
+    }
+}
+
+/// The `ETag` of a VM: its generation, as a strong entity tag.
+fn etag(generation: u64) -> String {
+    format!("\"{generation}\"")
+}
+
+/// Reads an `If-Match` header: a VM `ETag` (weak or strong). `None` when absent; a value that is
+/// no VM version (`*`, a list, garbage) never matches.
+fn if_match(header: Option<&str>) -> hcp_core::Result<Option<u64>> {
+    let Some(text) = header else {
+        return Ok(None);
+    };
+    let t = text.trim();
+    let t = t.strip_prefix("W/").unwrap_or(t);
+    match t
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse::<u64>().ok())
+    {
+        Some(g) => Ok(Some(g)),
+        None => Err(Error::new(
+            hcp_core::ErrorKind::Conflict,
+            "If-Match must be the ETag of the VM's latest GET, e.g. \"7\"",
+        )
+        .with_code(hcp_core::CODE_PRECONDITION_FAILED)
+        .with_field("If-Match")),
+    }
 }
 
 /// How often an idle server-sent event stream sends a keep-alive comment.
@@ -115,14 +157,47 @@ impl TenantApi {
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
-    ) -> ApiResult<Json<TenantVmDto>> {
+    ) -> ApiResult<VmResponse> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let vm = self
             .state
             .engine
             .get_vm(&ctx.scope(), &VmId::new(vm_id.0))
             .await?;
-        Ok(Json(vm.tenant_view().into()))
+        Ok(VmResponse::of(&vm))
+    }
+
+    /// Change a VM's tags
+    ///
+    /// A JSON Merge Patch (RFC 7396) on the VM's tags: `{"tags": {"team": "web", "old": null}}`
+    /// sets `team`, removes `old` and keeps every other tag; any other field is refused naming
+    /// it. `If-Match` must carry the `ETag` of the VM's latest GET: without it the answer is
+    /// `428 PRECONDITION_REQUIRED`, with an older one `412 PRECONDITION_FAILED`, and nothing
+    /// changes. Of concurrent changes with the same `ETag`, exactly one succeeds. No job runs:
+    /// HCP's record of the VM changes (the hypervisor keeps the tags the VM was created with).
+    #[oai(
+        path = "/projects/:projectId/vms/:vmId",
+        method = "patch",
+        operation_id = "patchVm"
+    )]
+    async fn patch_vm(
+        &self,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+        /// The VM's `ETag`, from its latest GET.
+        #[oai(name = "If-Match")]
+        if_match_header: Header<Option<String>>,
+        body: StrictJson<PatchVmRequest>,
+    ) -> ApiResult<VmResponse> {
+        let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
+        let version = if_match(if_match_header.0.as_deref())?;
+        let vm = self
+            .state
+            .engine
+            .update_tags(&ctx, &VmId::new(vm_id.0), &body.0.tags, version)
+            .await?;
+        Ok(VmResponse::of(&vm))
     }
 
     /// Delete a VM

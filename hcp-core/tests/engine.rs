@@ -508,7 +508,10 @@ async fn per_host_cap_holds_and_other_hosts_are_not_starved() {
         )
         .await
         .unwrap();
-    let waiting = job_when(&r.engine, &jobs[7], |j| j.pending_reason.is_some()).await;
+    let waiting = job_when(&r.engine, &jobs[7], |j| {
+        matches!(j.pending_reason, Some(PendingReason::WaitingForHostSlot { .. }))
+    })
+    .await;
     assert!(
         matches!(&waiting.pending_reason, Some(PendingReason::WaitingForHostSlot { host, limit: 2 }) if host == "sim-a1"),
         "{:?}",

@@ -15,8 +15,8 @@ use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
 
+use super::security::ApiAuth;
 use super::{AcceptedResponse, ApiTags, State, find_job, tenant_context, watch_job};
-use crate::auth;
 use crate::console::SUBPROTOCOL;
 use crate::dto::{
     ConsoleDto, ConsoleKindDto, CreateVmRequest, JobEventDto, JobStateDto, TenantJobDto,
@@ -56,6 +56,7 @@ impl TenantApi {
     )]
     async fn list_vms(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         /// Page size (default 100, clamped to the server's maximum, 1000 by default).
@@ -91,6 +92,7 @@ impl TenantApi {
     )]
     async fn create_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         /// Replays the first answer when the same request is sent again with the same key;
@@ -112,6 +114,7 @@ impl TenantApi {
     )]
     async fn get_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -135,6 +138,7 @@ impl TenantApi {
     )]
     async fn delete_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -159,6 +163,7 @@ impl TenantApi {
     )]
     async fn start_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -183,6 +188,7 @@ impl TenantApi {
     )]
     async fn stop_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -207,6 +213,7 @@ impl TenantApi {
     )]
     async fn reboot_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -237,6 +244,7 @@ impl TenantApi {
     )]
     async fn console(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -276,7 +284,7 @@ impl TenantApi {
     )]
     async fn console_ws(
         &self,
-        req: &Request,
+        auth: ApiAuth,
         ws: Option<WebSocket>,
         /// The single-use token of the console's `url`.
         token: Query<Option<String>>,
@@ -296,7 +304,7 @@ impl TenantApi {
                  WebSocket clients do)",
             )
         })?;
-        let grant = self.state.consoles.take(&token, &auth::caller(req))?;
+        let grant = self.state.consoles.take(&token, &auth.0)?;
         let upstream = self
             .state
             .consoles
@@ -318,8 +326,10 @@ impl TenantApi {
         method = "get",
         operation_id = "listJobs"
     )]
+    #[allow(clippy::too_many_arguments)] // One parameter per part of the OpenAPI operation.
     async fn list_jobs(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         /// Only jobs on this VM.
@@ -363,6 +373,7 @@ impl TenantApi {
     )]
     async fn cancel_job(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "jobId")] job_id: Path<String>,
@@ -388,6 +399,7 @@ impl TenantApi {
     #[oai(path = "/jobs/:jobId", method = "get", operation_id = "getJob")]
     async fn get_job(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "jobId")] job_id: Path<String>,
     ) -> ApiResult<Json<TenantJobDto>> {
@@ -403,6 +415,7 @@ impl TenantApi {
     #[oai(path = "/jobs/:jobId/logs", method = "get", operation_id = "jobLogs")]
     async fn job_logs(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "jobId")] job_id: Path<String>,
         /// Resume after this log line number.

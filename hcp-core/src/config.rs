@@ -365,7 +365,7 @@ impl Config {
     fn check(&self, text: &str, origin: &str) -> Result<()> {
         let fail = |key: String, msg: String| -> Result<()> {
             let line = yaml_location(text, &key)
-                .map(|(l, c)| format!(" (line {l}, column {c})"))
+                .map(|(l, _)| format!(" (line {l})"))
                 .unwrap_or_default();
             Err(Error::new(
                 ErrorKind::InvalidSpec,
@@ -816,7 +816,7 @@ engine:
         assert_eq!(e.field(), Some("providers[1].limits.disable"));
         let line = two.lines().position(|l| l.contains("teleport")).unwrap() + 1;
         assert!(
-            e.to_string().contains(&format!("(line {line}, column ")),
+            e.to_string().contains(&format!("(line {line})")),
             "{e}\n{two}"
         );
         // A duplicate name is found at its second use, not its first.
@@ -833,7 +833,7 @@ engine:
             .unwrap()
             + 1;
         assert!(
-            e.to_string().contains(&format!("(line {second}, ")),
+            e.to_string().contains(&format!("(line {second})")),
             "{e}\n{dup}"
         );
     }

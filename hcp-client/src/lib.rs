@@ -394,6 +394,16 @@ impl Client {
         self.get(&Client::vm_path(project, vm_id), &[]).await
     }
 
+    /// Finds a VM by id among the caller's projects (`GET .../vms/{vmId}`); its `project` names
+    /// the project, for the project-scoped calls that follow.
+    ///
+    /// # Errors
+    /// `NotFound` for a VM of no project the caller is a member of.
+    pub async fn find_vm(&self, vm_id: &VmId) -> hcp_core::Result<TenantVm> {
+        self.get(&format!("{TENANT_PREFIX}/vms/{}", enc(vm_id.as_str())), &[])
+            .await
+    }
+
     /// Deletes a VM; `force` powers a running VM off first.
     ///
     /// # Errors

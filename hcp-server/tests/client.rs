@@ -425,3 +425,29 @@ async fn a_watch_cut_mid_job_resumes_without_losing_or_repeating_a_line() {
     );
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_vm_is_found_by_id_among_the_callers_projects() {
+    let s = common::start().await;
+    let acc = s
+        .client
+        .create_vm(
+            "demo",
+            &VmSpec::new("found-1", "ubuntu-24.04", "small"),
+            None,
+        )
+        .await
+        .unwrap();
+    let vm = s.client.find_vm(&acc.vm_id).await.unwrap();
+    assert_eq!(
+        (vm.id.as_str(), vm.project.as_str()),
+        (acc.vm_id.as_str(), "demo")
+    );
+    let e = s
+        .client
+        .find_vm(&hcp_core::VmId::new("vm-nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    s.stop().await.unwrap();
+}

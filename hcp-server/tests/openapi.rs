@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &str)] = &[
         "post",
         "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:console",
     ),
+    ("get", "/api/hcp/tenant/v1/vms/{vmId}"),
     ("get", "/api/hcp/tenant/v1/console/ws"),
     ("get", "/api/hcp/tenant/v1/jobs/{jobId}"),
     ("get", "/api/hcp/tenant/v1/jobs/{jobId}/logs"),

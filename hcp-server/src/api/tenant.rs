@@ -393,6 +393,27 @@ impl TenantApi {
         })
     }
 
+    /// Find a VM by id among the caller's projects
+    ///
+    /// For a caller that knows a VM's id but not its project (the CLI's `hcp vm show ID`
+    /// without `--project`): the VM's `project` names it. A VM of a project the caller is not a
+    /// member of is "not found".
+    #[oai(path = "/vms/:vmId", method = "get", operation_id = "findVm")]
+    async fn find_vm(
+        &self,
+        auth: ApiAuth,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+    ) -> ApiResult<Json<TenantVmDto>> {
+        let vm_id = VmId::new(vm_id.0);
+        for scope in auth.0.scopes() {
+            match self.state.engine.get_vm(&scope, &vm_id).await {
+                Err(e) if e.kind() == hcp_core::ErrorKind::NotFound => continue,
+                other => return Ok(Json(other?.tenant_view().into())),
+            }
+        }
+        Err(Error::not_found("vm", &vm_id).into())
+    }
+
     /// Get a job
     ///
     /// A pending job's `pending_reason` says why it waits.

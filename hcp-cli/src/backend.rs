@@ -11,9 +11,29 @@ use hcp_core::{
     JobWatch, Principal, ProjectId, RequestContext, SecretString, Submitted, TenantVm, VmId,
 };
 
+use hcp_server::relay::{self, ByteStream};
+
 use crate::local::{self, EngineLock, Retention, StatePaths};
 use crate::remote::{Remote, RemoteWatch};
 use crate::views::{JobEvent, JobView};
+
+/// How long opening a console (and its handshake) may take.
+pub const CONSOLE_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The error for a console that HCP does not relay: the client opens its URL itself.
+pub fn not_relayed(console: &Console) -> Error {
+    Error::new(
+        ErrorKind::FeatureNotSupported,
+        format!(
+            "this {} console is a URL the client opens itself ({}); --listen bridges consoles \
+             HCP relays (VNC, RDP)",
+            console.kind.as_str(),
+            console.url
+        ),
+    )
+    .with_field("listen")
+    .with_operation(hcp_core::Operation::Console)
+}
 
 /// Where commands go.
 #[derive(Debug)]
@@ -169,6 +189,41 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.console(project, vm_id, kind).await,
             Backend::Remote(r) => r.console(project, vm_id, kind).await,
+        }
+    }
+
+    /// Opens a console and returns its bytes, past any handshake: the provider's upstream
+    /// (embedded) or the service's console proxy (remote).
+    ///
+    /// # Errors
+    /// See [`Engine::console`]; [`ErrorKind::FeatureNotSupported`] for a console the client opens
+    /// itself (a URL); [`ErrorKind::ProviderUnavailable`] when the console does not answer.
+    pub async fn open_console(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        kind: Option<ConsoleKind>,
+    ) -> hcp_core::Result<(ConsoleKind, Box<dyn ByteStream>)> {
+        match self {
+            Backend::Embedded(e) => {
+                let console = e.console(project, vm_id, kind).await?;
+                let Some(upstream) = &console.upstream else {
+                    return Err(not_relayed(&console));
+                };
+                let stream = relay::dial(upstream, CONSOLE_DIAL_TIMEOUT)
+                    .await
+                    .map_err(|why| {
+                        // Embedded mode is the operator's own engine: the reason may name hosts.
+                        Error::new(
+                            ErrorKind::ProviderUnavailable,
+                            format!("the console of vm `{vm_id}` does not answer: {why}"),
+                        )
+                        .with_operation(hcp_core::Operation::Console)
+                        .temporary()
+                    })?;
+                Ok((console.kind, stream))
+            }
+            Backend::Remote(r) => r.open_console(project, vm_id, kind).await,
         }
     }
 

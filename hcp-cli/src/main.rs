@@ -17,6 +17,7 @@
 //! (validation, placement, capabilities, idempotency) is `hcp_core`'s.
 
 mod backend;
+mod bridge;
 mod commands;
 mod exit;
 mod local;

@@ -11,9 +11,10 @@ use futures::stream::BoxStream;
 use hcp_client::Client;
 use hcp_core::store::{JobFilter, PageRequest};
 use hcp_core::{
-    Action, Capabilities, Catalog, Console, ConsoleKind, Error, ErrorKind, Host, JobId, JobUpdate,
-    ProjectId, SecretString, TenantVm, VmId,
+    Action, Capabilities, Catalog, Console, ConsoleKind, ConsoleUpstream, Error, ErrorKind, Host,
+    JobId, JobUpdate, ProjectId, SecretString, TenantVm, TlsTrust, VmId,
 };
+use hcp_server::relay::{self, ByteStream};
 
 use crate::backend::Accepted;
 use crate::views::{JobEvent, JobView};
@@ -22,6 +23,8 @@ use crate::views::{JobEvent, JobView};
 #[derive(Debug)]
 pub struct Remote {
     client: Client,
+    /// The bearer token, for the console proxy's WebSocket upgrade.
+    token: Option<SecretString>,
 }
 
 /// Returns the error for a command that needs a project the user did not give.
@@ -80,7 +83,10 @@ impl Remote {
         let client = Client::builder(url)
             .token(token.map(|t| t.expose().to_string()))
             .build()?;
-        Ok(Remote { client })
+        Ok(Remote {
+            client,
+            token: token.cloned(),
+        })
     }
 
     /// Submits a change and returns at once with its job.
@@ -168,6 +174,40 @@ impl Remote {
             .console(project.as_str(), vm_id, kind)
             .await
             .map_err(|e| name_field(e, "vm_id"))
+    }
+
+    /// Opens a console through the service's console proxy and returns its bytes.
+    ///
+    /// # Errors
+    /// As [`Remote::console`]; [`ErrorKind::FeatureNotSupported`] for a console the client opens
+    /// itself (a URL, not the proxy); [`ErrorKind::ProviderUnavailable`] when the proxy does not
+    /// answer.
+    pub async fn open_console(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        kind: Option<ConsoleKind>,
+    ) -> hcp_core::Result<(ConsoleKind, Box<dyn ByteStream>)> {
+        let console = self.console(project, vm_id, kind).await?;
+        if !(console.url.starts_with("ws://") || console.url.starts_with("wss://")) {
+            return Err(crate::backend::not_relayed(&console));
+        }
+        let mut upstream = ConsoleUpstream::websocket(console.url.clone(), TlsTrust::System)
+            .with_subprotocol("binary");
+        if let Some(t) = &self.token {
+            upstream = upstream.with_header("Authorization", format!("Bearer {}", t.expose()));
+        }
+        let stream = relay::dial(&upstream, crate::backend::CONSOLE_DIAL_TIMEOUT)
+            .await
+            .map_err(|why| {
+                Error::new(
+                    ErrorKind::ProviderUnavailable,
+                    format!("the service's console proxy does not answer: {why}"),
+                )
+                .with_operation(hcp_core::Operation::Console)
+                .temporary()
+            })?;
+        Ok((console.kind, stream))
     }
 
     /// Refuses an invalid or unknown project the way the service's project-scoped routes do

@@ -470,6 +470,24 @@ async fn lifecycle_console_and_delete_through_hcp_serve() {
     assert!(events[1]["bytes"].as_u64().unwrap() > 24, "{events:?}");
     assert!(events.iter().all(|e| e["principal"] == "anonymous"));
 
+    // A native VNC client through `hcp vm console --listen` (remote: HCP's proxy) completes the
+    // RFB handshake with the domain's VNC server.
+    let hcp = common::Hcp::new().with_url(&server.url);
+    let (vm2, name2) = (vm.clone(), name.clone());
+    tokio::task::spawn_blocking(move || {
+        let bridge = common::Bridge::start(&hcp, &["vm", "console", &vm2, "--project", "demo"]);
+        let mut vnc = std::net::TcpStream::connect(&bridge.addr).unwrap();
+        let desktop = common::rfb_client(&mut vnc);
+        assert!(
+            desktop.contains(&name2),
+            "the desktop is the domain's ({desktop:?})"
+        );
+        drop(vnc);
+        bridge.finish();
+    })
+    .await
+    .unwrap();
+
     // Delete → the domain and its disk are gone; the base image stays.
     api.delete("demo", &vm).await;
     assert!(domstate(&name).starts_with("absent"), "{}", domstate(&name));

@@ -109,7 +109,9 @@ fn hcp_serve_runs_vms_on_proxmox_through_the_cli() {
             "/tmp/hcp-fakepve/fakepve.crt",
             pve.info["ca_file"].as_str().unwrap(),
         );
-    let server = ServeBuilder::new().hosts(&yaml).start();
+    let builder = ServeBuilder::new().hosts(&yaml);
+    let hosts_file = builder.dir().join("hosts.yaml");
+    let server = builder.start();
     let hcp = Hcp::new().with_url(&server.url);
 
     let id = hcp.create("web-1", &["--wait"]);
@@ -142,6 +144,40 @@ fn hcp_serve_runs_vms_on_proxmox_through_the_cli() {
             .unwrap()
             .contains(&id)
     );
+
+    // The console: the tenant gets HCP's proxy URL, never the node, VMID or VNC ticket.
+    let console = hcp.json(&["vm", "console", &id, "--project", "demo"]);
+    assert_eq!(console["type"], "vnc", "{console}");
+    let url = console["url"].as_str().unwrap();
+    assert!(
+        url.contains("/api/hcp/tenant/v1/console/ws?token="),
+        "{url}"
+    );
+    for hidden in ["pve1", "PVEVNC", "vncticket", "8006"] {
+        assert!(!console.to_string().contains(hidden), "{hidden}: {console}");
+    }
+    // A native VNC client through `hcp vm console --listen` and HCP's proxy reaches fakepve's
+    // VNC server (RFB over `vncwebsocket`): HCP answers the VNC ticket's challenge itself, so
+    // the client is asked for no password, and the desktop is the VM's.
+    let bridge = common::Bridge::start(&hcp, &["vm", "console", &id, "--project", "demo"]);
+    let mut vnc = std::net::TcpStream::connect(&bridge.addr).unwrap();
+    assert_eq!(common::rfb_client(&mut vnc), "web-1");
+    drop(vnc);
+    let bridge_err = bridge.finish();
+    // Embedded mode (the operator's own engine over the same hosts file) bridges the upstream
+    // itself, without `hcp serve`.
+    let embedded = Hcp::new().with_config(&hosts_file);
+    let bridge = common::Bridge::start(&embedded, &["vm", "console", &id, "--project", "demo"]);
+    let mut vnc = std::net::TcpStream::connect(&bridge.addr).unwrap();
+    assert_eq!(common::rfb_client(&mut vnc), "web-1");
+    drop(vnc);
+    let bridge_err = bridge_err + &bridge.finish();
+    let logs = server.logs();
+    let secret = std::fs::read_to_string(pve.info["token_secret_file"].as_str().unwrap()).unwrap();
+    for text in [&bridge_err, &logs] {
+        assert!(!text.contains("PVEVNC"), "a VNC ticket was printed: {text}");
+        assert!(!text.contains(secret.trim()), "the API token was printed");
+    }
 
     let stopped = hcp.json(&["vm", "stop", &id, "--project", "demo", "--wait"]);
     assert_eq!(stopped["job"]["state"], "SUCCEEDED", "{stopped}");

@@ -25,6 +25,7 @@
 
 pub mod capability;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -42,6 +43,9 @@ pub use capability::{Capabilities, Capability, ExceededLimit, Requirements};
 pub use config::{
     CapabilityLimits, CatalogConfig, Config, DriftPolicy, EngineSettings, HostConfig,
     ProjectConfig, ProviderConfig, Quota, SecretString, Secrets, ZoneConfig, parse_duration,
+};
+pub use console::{
+    Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
 };
 pub use engine::{
     Action, Engine, EngineBuilder, EngineStats, InventoryVm, JobWatch, ProviderCapabilities,
@@ -67,9 +71,9 @@ pub use model::{
 pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
 pub use provider::{
-    Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo,
-    HostInventory, HostInventoryReply, JobReporter, MigrateVm, MigratedVm, NativeVm, NetworkPlan,
-    OpContext, Provider, ProviderInfo, RebootVm, RebootedVm, SnapshotVm, SnapshottedVm, StartVm,
-    StartedVm, StopVm, StoppedVm, VmTarget,
+    CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo, HostInventory,
+    HostInventoryReply, JobReporter, MigrateVm, MigratedVm, NativeVm, NetworkPlan, OpContext,
+    Provider, ProviderInfo, RebootVm, RebootedVm, SnapshotVm, SnapshottedVm, StartVm, StartedVm,
+    StopVm, StoppedVm, VmTarget,
 };
 pub use reconcile::Drift;

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Capabilities, Error, HcpMark, JobId, LogEntry, Operation, PowerState, ProjectId, Resources,
-    Result, VmId,
+    Capabilities, Console, ConsoleKind, Error, HcpMark, JobId, LogEntry, Operation, PowerState,
+    ProjectId, Resources, Result, VmId,
 };
 
 /// Names a provider instance.
@@ -697,79 +696,5 @@ impl MigratedVm {
             host: host.into(),
             native_id: native_id.into(),
         }
-    }
-}
-
-/// A console protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConsoleKind {
-    /// VNC (RFB), usually through HCP's WebSocket proxy.
-    Vnc,
-    /// SPICE.
-    Spice,
-    /// A browser URL.
-    Web,
-    /// RDP / VMConnect.
-    Rdp,
-    /// VMware WebMKS.
-    Webmks,
-}
-
-impl ConsoleKind {
-    /// Returns the stable lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConsoleKind::Vnc => "vnc",
-            ConsoleKind::Spice => "spice",
-            ConsoleKind::Web => "web",
-            ConsoleKind::Rdp => "rdp",
-            ConsoleKind::Webmks => "webmks",
-        }
-    }
-}
-
-/// A console connection (reply of [`Provider::console`]).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Console {
-    /// The protocol.
-    #[serde(rename = "type")]
-    pub kind: ConsoleKind,
-    /// Where a client connects.
-    pub url: String,
-    /// When the URL stops working.
-    pub expires_at: DateTime<Utc>,
-    /// Where a proxy in HCP connects on the tenant's behalf (`host:port` of a VNC socket); never
-    /// shown to tenants.
-    #[serde(skip)]
-    pub upstream: Option<String>,
-}
-
-impl fmt::Debug for Console {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The URL may carry a one-time token.
-        f.debug_struct("Console")
-            .field("kind", &self.kind)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Console {
-    /// Builds the reply.
-    pub fn new(kind: ConsoleKind, url: impl Into<String>, expires_at: DateTime<Utc>) -> Self {
-        Console {
-            kind,
-            url: url.into(),
-            expires_at,
-            upstream: None,
-        }
-    }
-
-    /// Sets the upstream a proxy in HCP connects to.
-    pub fn with_upstream(mut self, upstream: impl Into<String>) -> Self {
-        self.upstream = Some(upstream.into());
-        self
     }
 }

@@ -1098,3 +1098,58 @@ async fn a_hosts_vm_count_moves_with_its_used_capacity() {
     let (vms2, vcpus2) = count(&r.engine);
     assert_eq!((vms2, vcpus2), (vms0, vcpus0), "a delete gives both back");
 }
+
+/// Placement honours the images each host reports: a VM lands on a host that has its image,
+/// and an image no host of the zone has is refused before any job exists.
+#[tokio::test]
+async fn placement_honours_the_images_each_host_reports() {
+    let mut config = hcp_provider_sim::demo_config();
+    config.providers[0].settings = serde_json::json!({
+        "host_images": {"sim-a1": ["ubuntu-24.04"], "sim-a2": ["ubuntu-24.04", "windows-2022"]}
+    });
+    let engine = hcp_provider_sim::register(Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let mut spec =
+            VmSpec::new(&format!("win-{i}"), "windows-2022", "small").with_zone("zone-a");
+        spec.disk_gib = Some(40);
+        let s = engine.create_vm(&alice(), spec).await.unwrap();
+        let job = wait(&engine, &s.job_id).await;
+        assert_eq!(job.state, hcp_core::JobState::Succeeded, "{:?}", job.error);
+        let vm = engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
+        assert_eq!(vm.binding.host, "sim-a2", "only sim-a2 has the image");
+    }
+    let jobs = engine
+        .list_jobs(&Scope::All, &Default::default(), &Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    // windows-2022 in zone-b: its one host reports only the provider-wide default (any image),
+    // so only zone-a's hosts are narrowed. An image that zone-a's hosts both lack:
+    let mut config = hcp_provider_sim::demo_config();
+    config.providers[0].settings = serde_json::json!({
+        "host_images": {"sim-a1": ["ubuntu-24.04"], "sim-a2": ["ubuntu-24.04"]}
+    });
+    let narrow = hcp_provider_sim::register(Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    let mut spec = VmSpec::new("win", "windows-2022", "small").with_zone("zone-a");
+    spec.disk_gib = Some(40);
+    let e = narrow.create_vm(&alice(), spec).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
+    assert_eq!(e.field(), Some("image"), "{e}");
+    assert!(!e.to_string().contains("sim-a"), "no host names: {e}");
+    let none = narrow
+        .list_jobs(&Scope::All, &Default::default(), &Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(none.is_empty(), "refused before any job exists: {none:?}");
+    assert_eq!(jobs, 3);
+}

@@ -1,13 +1,15 @@
-//! The console proxy: HCP's own WebSocket endpoint in front of a VM's VNC socket.
+//! The console proxy: HCP's own WebSocket endpoint in front of a VM's console.
 //!
-//! When a provider's console carries an `upstream` (the `host:port` of a VNC socket HCP can
-//! reach, never shown to tenants), `POST .../vms/{vmId}:console` does not hand out the
-//! provider's URL. It mints a single-use token bound to the VM, its project and the caller, and
+//! When a provider's console carries an upstream ([`hcp_core::ConsoleUpstream`]: a VNC or RDP
+//! socket, or a WebSocket with a ticket, never shown to tenants), `POST .../vms/{vmId}:console`
+//! does not hand out the provider's URL. It mints a single-use token bound to the VM, its project and the caller, and
 //! answers `ws(s)://<public base>/api/hcp/tenant/v1/console/ws?token=…` with the token's connect
 //! deadline as `expires_at`. A WebSocket client (noVNC, or any RFC 6455 client speaking binary
-//! frames) connects there, and the proxy relays bytes between the WebSocket and the VNC socket
-//! until either side closes. Providers whose consoles have no upstream (the simulator, Hyper-V's
-//! RDP description) keep their own URL.
+//! frames) connects there, and the proxy opens the upstream as its shape says ([`crate::relay`]:
+//! TCP or WebSocket, a VNC password answered by HCP, an RDP pre-connection PDU) and relays bytes
+//! until either side closes. A native VNC or RDP client reaches the same relay through `hcp vm
+//! console --listen`. Consoles without an upstream (the simulator's, a vendor's web console)
+//! keep their provider's URL.
 //!
 //! # Behavior
 //! - A token is 256 bits from the operating system's CSPRNG, base64url. The server keeps only
@@ -50,13 +52,13 @@ use chrono::Utc;
 use futures::{SinkExt, StreamExt};
 use hcp_core::store::Scope;
 use hcp_core::{
-    Console, Engine, Error, ErrorKind, EventKind, Principal, ProjectId, RequestContext, VmId,
+    Console, ConsoleUpstream, Engine, Error, ErrorKind, EventKind, Principal, ProjectId,
+    RequestContext, VmId,
 };
 use poem::Request;
 use poem::web::websocket::{CloseCode, Message, WebSocketStream};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::auth::Caller;
@@ -65,6 +67,7 @@ use crate::error::{
     CODE_CONSOLE_TOKEN_EXPIRED, CODE_CONSOLE_TOKEN_FOREIGN, CODE_CONSOLE_TOKEN_NOT_FOUND,
     CODE_CONSOLE_TOKEN_USED,
 };
+use crate::relay::{self, ByteStream};
 
 /// The path of the proxy's WebSocket endpoint.
 pub(crate) const CONSOLE_WS_PATH: &str = "/api/hcp/tenant/v1/console/ws";
@@ -72,7 +75,7 @@ pub(crate) const CONSOLE_WS_PATH: &str = "/api/hcp/tenant/v1/console/ws";
 pub(crate) const SUBPROTOCOL: &str = "binary";
 /// The most console tokens kept at once (issued, used or expired, until purged).
 pub const MAX_TICKETS: usize = 10_000;
-/// How long connecting to a console's upstream may take.
+/// How long connecting to a console's upstream (and its handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping server waits for its relays to record their end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -110,7 +113,7 @@ pub(crate) struct Grant {
     pub(crate) vm_id: VmId,
     pub(crate) project: ProjectId,
     pub(crate) subject: String,
-    upstream: String,
+    upstream: ConsoleUpstream,
 }
 
 /// Why a relay ended.
@@ -364,27 +367,23 @@ impl ConsoleProxy {
         &self,
         engine: &Engine,
         grant: &Grant,
-    ) -> hcp_core::Result<TcpStream> {
+    ) -> hcp_core::Result<Box<dyn ByteStream>> {
         engine
             .get_vm(&Scope::Project(grant.project.clone()), &grant.vm_id)
             .await?;
-        let unreachable = |why: String| {
-            tracing::warn!(target: "hcp::console", vm_id = %grant.vm_id, upstream = %grant.upstream, error = %why, "cannot connect to a console's upstream");
-            Error::new(
-                ErrorKind::ProviderUnavailable,
-                format!(
-                    "the console of vm `{}` does not answer; check that the VM runs and try again",
-                    grant.vm_id
-                ),
-            )
-            .temporary()
-        };
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&grant.upstream))
+        relay::dial(&grant.upstream, CONNECT_TIMEOUT)
             .await
-            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        Ok(tcp)
+            .map_err(|why| {
+                tracing::warn!(target: "hcp::console", vm_id = %grant.vm_id, upstream = ?grant.upstream, error = %why, "cannot connect to a console's upstream");
+                Error::new(
+                    ErrorKind::ProviderUnavailable,
+                    format!(
+                        "the console of vm `{}` does not answer; check that the VM runs and try again",
+                        grant.vm_id
+                    ),
+                )
+                .temporary()
+            })
     }
 
     /// Relays bytes between `ws` and `upstream` until either side closes or the server stops,
@@ -393,7 +392,7 @@ impl ConsoleProxy {
         self: Arc<Self>,
         engine: Engine,
         grant: Grant,
-        upstream: TcpStream,
+        upstream: Box<dyn ByteStream>,
         ws: WebSocketStream,
     ) {
         let principal = Principal::new(grant.subject.clone());
@@ -417,7 +416,7 @@ impl ConsoleProxy {
         };
         tokio::pin!(stop);
         let (mut sink, mut stream) = ws.split();
-        let (mut rd, mut wr) = upstream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(upstream);
         let (mut to_vm, mut to_client) = (0u64, 0u64);
         // Each direction runs on its own, so a slow reader on one side never stalls the other.
         let ended = {
@@ -515,7 +514,7 @@ mod tests {
             "vnc://127.0.0.1:5900",
             Utc::now() + chrono::Duration::seconds(secs),
         )
-        .with_upstream("127.0.0.1:5900")
+        .with_upstream(ConsoleUpstream::tcp("127.0.0.1:5900"))
     }
 
     fn token_of(url: &str) -> String {
@@ -544,7 +543,7 @@ mod tests {
         assert!(!format!("{p:?}").contains(&token));
         let g = p.take(&token, &caller("alice")).unwrap();
         assert_eq!(g.vm_id, vm);
-        assert_eq!(g.upstream, "127.0.0.1:5900");
+        assert_eq!(g.upstream, ConsoleUpstream::tcp("127.0.0.1:5900"));
         let again = p.take(&token, &caller("alice")).unwrap_err();
         assert_eq!(again.code(), CODE_CONSOLE_TOKEN_USED);
 

@@ -25,6 +25,7 @@ pub mod error;
 mod http;
 pub mod limits;
 pub mod metrics;
+pub mod relay;
 mod sse;
 
 use std::future::Future;

@@ -99,7 +99,10 @@ impl Provider for Proxied {
     async fn console(&self, args: GetConsole) -> hcp_core::Result<Console> {
         let c = self.inner.console(args).await?;
         let upstream = self.upstream.lock().unwrap().clone();
-        Ok(Console::new(c.kind, format!("vnc://{upstream}"), c.expires_at).with_upstream(upstream))
+        Ok(
+            Console::new(c.kind, format!("vnc://{upstream}"), c.expires_at)
+                .with_upstream(hcp_core::ConsoleUpstream::tcp(upstream)),
+        )
     }
 }
 

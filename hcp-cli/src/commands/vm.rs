@@ -30,7 +30,7 @@ pub enum VmCommand {
     Reboot(RebootArgs),
     /// Delete a VM and its disks.
     Delete(DeleteArgs),
-    /// Print a console URL for a running VM.
+    /// Print a console URL for a running VM, or bridge it to a local port (--listen).
     Console(ConsoleArgs),
 }
 
@@ -203,6 +203,13 @@ pub struct ConsoleArgs {
     /// The console protocol; the host's default when absent.
     #[arg(long = "type", value_enum)]
     kind: Option<ConsoleType>,
+    /// Bridge the console to this loopback address (e.g. 127.0.0.1:5901; port 0 picks one) for
+    /// a native VNC or RDP client, instead of printing its URL. Runs until Ctrl-C.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+    /// With --listen: stop after the first client disconnects.
+    #[arg(long, requires = "listen")]
+    once: bool,
 }
 
 /// Console protocols.
@@ -306,6 +313,20 @@ impl VmCommand {
                     force: a.force,
                 };
                 act(s, &a.vm, action, a.submit).await
+            }
+            VmCommand::Console(a) if a.listen.is_some() => {
+                let addr = crate::bridge::parse_listen(a.listen.as_deref().unwrap_or_default())?;
+                let vm_id = a.vm.resolve(&s.backend).await?;
+                let project = a.vm.project();
+                crate::bridge::Bridge {
+                    backend: &s.backend,
+                    project: project.as_ref(),
+                    vm_id: &vm_id,
+                    kind: a.kind.map(ConsoleKind::from),
+                    format: s.format,
+                }
+                .run(addr, a.once)
+                .await
             }
             VmCommand::Console(a) => {
                 let console = s

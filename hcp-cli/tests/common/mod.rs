@@ -187,3 +187,101 @@ impl Run {
 pub fn example_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/sim.yaml")
 }
+
+/// Speaks the client side of RFB (3.8, security type "None", a shared ClientInit) over `s`, as
+/// a native VNC client does, and returns the desktop name of the server's ServerInit.
+#[allow(dead_code)]
+pub fn rfb_client(s: &mut std::net::TcpStream) -> String {
+    use std::io::{Read, Write};
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut version = [0u8; 12];
+    s.read_exact(&mut version).expect("the RFB version");
+    assert_eq!(&version, b"RFB 003.008\n");
+    s.write_all(b"RFB 003.008\n").unwrap();
+    let mut count = [0u8; 1];
+    s.read_exact(&mut count).unwrap();
+    let mut types = vec![0u8; usize::from(count[0])];
+    s.read_exact(&mut types).unwrap();
+    assert!(
+        types.contains(&1),
+        "the console asks no password of the client: {types:?}"
+    );
+    s.write_all(&[1]).unwrap();
+    let mut result = [0u8; 4];
+    s.read_exact(&mut result).unwrap();
+    assert_eq!(u32::from_be_bytes(result), 0, "security result");
+    s.write_all(&[1]).unwrap();
+    // ServerInit: width, height (2 + 2), pixel format (16), name length (4), name.
+    let mut init = [0u8; 24];
+    s.read_exact(&mut init).expect("ServerInit");
+    let len = u32::from_be_bytes(init[20..24].try_into().unwrap()) as usize;
+    assert!(len < 4096);
+    let mut name = vec![0u8; len];
+    s.read_exact(&mut name).unwrap();
+    String::from_utf8_lossy(&name).into_owned()
+}
+
+/// A running `hcp vm console --listen 127.0.0.1:0 --once`: its address, from its first line.
+#[allow(dead_code)]
+pub struct Bridge {
+    child: std::process::Child,
+    /// Where the bridge listens.
+    pub addr: String,
+}
+
+#[allow(dead_code)]
+impl Bridge {
+    /// Starts `hcp <args> --listen 127.0.0.1:0 --once --output json` and reads its address.
+    pub fn start(hcp: &Hcp, args: &[&str]) -> Bridge {
+        use std::io::BufRead;
+        let mut child = hcp
+            .command()
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--once", "--output", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start hcp vm console --listen");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let listening: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "the bridge did not say where it listens ({e}): {line:?} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            }
+        };
+        Bridge {
+            addr: listening["listen"].as_str().unwrap().to_string(),
+            child,
+        }
+    }
+
+    /// Waits for the bridge to stop after its one connection; returns its stderr.
+    pub fn finish(mut self) -> String {
+        use std::io::Read;
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                assert!(status.success(), "the bridge failed: {status} {err}");
+                return err;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("the bridge did not stop after its --once connection");
+    }
+}

@@ -409,6 +409,24 @@ impl Engine {
                 first_refusal.unwrap_or_else(|| Error::internal("no capable host and no refusal"));
             return Err(e.with_context("where", &where_));
         }
+        // A host whose inventory lists its images takes only VMs of those images; one that has
+        // not reported any (or not yet answered) is not ruled out here.
+        let has_image = |h: &HostState| {
+            h.inventory
+                .as_ref()
+                .is_none_or(|i| i.images.is_empty() || i.images.contains(&spec.image))
+        };
+        let capable: Vec<_> = capable.into_iter().filter(|(_, h)| has_image(h)).collect();
+        if capable.is_empty() {
+            return Err(Error::invalid(
+                "image",
+                format!(
+                    "no host in {where_} offers image `{}`; pick an image the zone's hosts have \
+                     (GET /api/hcp/common/v1/images) or another zone",
+                    crate::error::echo(&spec.image)
+                ),
+            ));
+        }
         let reachable: Vec<_> = capable.iter().filter(|(_, h)| h.available).collect();
         if reachable.is_empty() {
             return Err(Error::new(

@@ -1,7 +1,7 @@
 <#
 .SYNOPSIS
-    Creates a VM from a template VHDX (differencing disk or full copy), sizes it, connects it to a
-    switch and VLAN, records HCP's mark in its Notes and KVP items, attaches a cloud-init NoCloud
+    Creates a VM from a template VHDX (differencing disk or full copy), sizes it, gives it one
+    network adapter per entry of Networks (switch and VLAN), records HCP's mark in its Notes and KVP items, attaches a cloud-init NoCloud
     seed ISO (volume label "cidata") built from the user-data, and starts it.
 .NOTES
     Idempotent: a VM whose Notes already carry this VmId is returned as it is.
@@ -21,8 +21,7 @@ param(
     [bool]$DynamicMemory,
     [ValidateRange(0, 12582912)][int64]$MemoryMinimumMiB,
     [ValidateRange(0, 12582912)][int64]$MemoryMaximumMiB,
-    [string]$SwitchName,
-    [ValidateRange(0, 4094)][int]$VlanId,
+    [hashtable[]]$Networks,
     [Parameter(Mandatory)][ValidateLength(2, 16384)][string]$Notes,
     [hashtable]$Kvp,
     [string]$UserData,
@@ -44,7 +43,16 @@ if (Get-VM -Name $Name -ErrorAction SilentlyContinue) {
 if (-not (Test-Path -LiteralPath $TemplatePath)) {
     throw (New-HcpError -Category ObjectNotFound -ErrorId 'TemplateNotFound' -Message "Template VHDX '$TemplatePath' for image '$Image' was not found on host '$env:COMPUTERNAME'.")
 }
-if ($SwitchName) { $null = Get-VMSwitch -Name $SwitchName }
+if ($Networks.Count -gt 8) {
+    throw (New-HcpError -Category InvalidArgument -ErrorId 'TooManyAdapters' -Message "A VM has at most 8 network adapters; $($Networks.Count) were requested.")
+}
+foreach ($network in $Networks) {
+    $vlan = [int]$network.VlanId
+    if ($vlan -lt 0 -or $vlan -gt 4094) {
+        throw (New-HcpError -Category InvalidArgument -ErrorId 'InvalidVlan' -Message "VLAN $vlan is outside 0-4094.")
+    }
+    $null = Get-VMSwitch -Name ([string]$network.SwitchName)
+}
 $vmHost = Get-VMHost
 if ($Vcpus -gt $vmHost.LogicalProcessorCount) {
     throw (New-HcpError -Category InvalidArgument -ErrorId 'TooManyProcessors' -Message "The processor count $Vcpus exceeds the $($vmHost.LogicalProcessorCount) logical processors of host '$env:COMPUTERNAME'.")
@@ -101,15 +109,23 @@ if ($DynamicMemory) {
 else {
     Set-VMMemory -VM $vm -DynamicMemoryEnabled $false -StartupBytes ($MemoryMiB * 1048576)
 }
-$adapter = Get-VMNetworkAdapter -VM $vm | Select-Object -First 1
-if ($SwitchName) {
-    Connect-VMNetworkAdapter -VMNetworkAdapter $adapter -SwitchName $SwitchName
-    if ($VlanId -gt 0) {
-        Set-VMNetworkAdapterVlan -VMNetworkAdapter $adapter -Access -VlanId $VlanId
+# New-VM made one adapter: the first network uses it, every further network gets its own.
+$index = 0
+foreach ($network in $Networks) {
+    if ($index -eq 0) {
+        $adapter = Get-VMNetworkAdapter -VM $vm | Select-Object -First 1
+        Connect-VMNetworkAdapter -VMNetworkAdapter $adapter -SwitchName ([string]$network.SwitchName)
+    }
+    else {
+        $adapter = Add-VMNetworkAdapter -VM $vm -Name "Network Adapter $($index + 1)" -SwitchName ([string]$network.SwitchName) -Passthru
+    }
+    if ([int]$network.VlanId -gt 0) {
+        Set-VMNetworkAdapterVlan -VMNetworkAdapter $adapter -Access -VlanId ([int]$network.VlanId)
     }
     else {
         Set-VMNetworkAdapterVlan -VMNetworkAdapter $adapter -Untagged
     }
+    $index++
 }
 Set-VM -VM $vm -Notes $Notes
 

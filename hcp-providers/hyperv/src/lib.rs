@@ -36,11 +36,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
-    Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind,
-    GetConsole, HcpMark, HostInfo, HostInventory, HostInventoryReply, LogEntry, NativeVm,
-    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
-    Resources, Result, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
-    VmTarget,
+    Capabilities, Console, ConsoleHandshake, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm,
+    DeleteVm, DeletedVm, Error, ErrorKind, GetConsole, HcpMark, HostInfo, HostInventory,
+    HostInventoryReply, LogEntry, NativeVm, OpContext, Operation, PowerState, Provider,
+    ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Resources, Result, Secrets, SnapshotVm,
+    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,6 +57,8 @@ pub const KIND: &str = "hyperv";
 
 /// The longest VM name the scripts accept.
 pub const MAX_NAME_LEN: usize = 100;
+/// The most network adapters HCP gives a Hyper-V VM (Hyper-V's limit of synthetic adapters).
+pub const MAX_NETWORKS: u32 = 8;
 
 /// Registers the Hyper-V provider kind on an engine builder.
 pub fn register(builder: hcp_core::EngineBuilder) -> hcp_core::EngineBuilder {
@@ -198,7 +200,7 @@ fn limits(generation: u8) -> Capabilities {
         max_vcpus: Some(vcpus),
         max_memory_mib: Some(memory_mib),
         max_disk_gib: Some(64 * 1024),
-        max_networks: Some(1),
+        max_networks: Some(MAX_NETWORKS),
         ..Capabilities::default()
     }
 }
@@ -542,9 +544,23 @@ impl Provider for HypervProvider {
             },
         })
         .map_err(|e| Error::internal(format!("cannot encode the VM notes: {e}")))?;
-        let (switch, vlan) = match args.networks.first() {
-            Some(n) => (self.settings.switch_of(&n.network).to_string(), n.vlan),
-            None => (self.settings.switch.clone(), None),
+        // One adapter per requested network; without any, one on the default switch (none when
+        // no default switch is configured).
+        let networks: Vec<Value> = if args.networks.is_empty() {
+            std::iter::once(&self.settings.switch)
+                .filter(|s| !s.is_empty())
+                .map(|s| json!({ "SwitchName": s, "VlanId": 0 }))
+                .collect()
+        } else {
+            args.networks
+                .iter()
+                .map(|n| {
+                    json!({
+                        "SwitchName": self.settings.switch_of(&n.network),
+                        "VlanId": n.vlan.unwrap_or(0),
+                    })
+                })
+                .collect()
         };
         let memory = args.resources.memory_mib;
         let mut p = serde_json::Map::new();
@@ -584,8 +600,7 @@ impl Provider for HypervProvider {
             p.insert("MemoryMinimumMiB".into(), json!(min));
             p.insert("MemoryMaximumMiB".into(), json!(max));
         }
-        p.insert("SwitchName".into(), json!(switch));
-        p.insert("VlanId".into(), json!(vlan.unwrap_or(0)));
+        p.insert("Networks".into(), Value::Array(networks));
         p.insert("Notes".into(), json!(notes));
         p.insert(
             "Kvp".into(),
@@ -695,8 +710,11 @@ impl Provider for HypervProvider {
         // The RDP URI form of a VMConnect connection: the host's port 2179, with the VM id as
         // the pre-connection blob.
         let url = format!("rdp://full%20address=s:{host}:{port}&pcb=s:{vm}&server%20port=i:{port}");
-        Ok(Console::new(ConsoleKind::Rdp, url, Utc::now() + ttl)
-            .with_upstream(format!("{host}:{port}")))
+        // HCP relays the VMConnect port and sends the pre-connection PDU naming the VM itself,
+        // so a plain RDP client (through `hcp vm console --listen`) reaches this VM.
+        let upstream = ConsoleUpstream::tcp(format!("{host}:{port}"))
+            .with_handshake(ConsoleHandshake::RdpPreconnection(vm));
+        Ok(Console::new(ConsoleKind::Rdp, url, Utc::now() + ttl).with_upstream(upstream))
     }
 
     async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {
@@ -745,7 +763,7 @@ mod tests {
         assert_eq!(g2.max_vcpus, Some(240));
         assert_eq!(g2.max_memory_mib, Some(12 * 1024 * 1024));
         assert_eq!(g2.max_disk_gib, Some(64 * 1024));
-        assert_eq!(g2.max_networks, Some(1));
+        assert_eq!(g2.max_networks, Some(8));
         assert_eq!(limits(1).max_vcpus, Some(64));
         validate_create(&args(240, 12 * 1024 * 1024, 64 * 1024), 2).unwrap();
         for (a, generation, field) in [

@@ -32,6 +32,7 @@ providers:
       tls_verify: false
       disk_mode: {disk_mode}
       operation_timeout: 5s
+      networks: {{storage: Default Switch}}
     hosts:
 {}
 zones:
@@ -41,7 +42,7 @@ projects:
 catalog:
   images: [{{name: ubuntu-24.04, os: linux, min_disk_gib: 1}}]
   flavors: [{{name: small, vcpus: 1, memory_mib: 1024, disk_gib: 10}}]
-  networks: [{{name: default}}]
+  networks: [{{name: default}}, {{name: storage}}]
 engine:
   retry: {{max_attempts: 3, initial_delay: 10ms, max_delay: 50ms, factor: 2.0, jitter: false}}
 "#,
@@ -240,6 +241,14 @@ async fn a_vm_that_failed_over_is_found_on_its_owner_node() {
     assert_eq!(console.kind, ConsoleKind::Rdp);
     assert!(console.url.contains("hv2:2179"), "{}", console.url);
     assert!(console.url.contains(&created.native_id), "{}", console.url);
+    // HCP relays the VMConnect port and names the VM in the RDP pre-connection PDU itself.
+    let upstream = console.upstream.clone().expect("a relayed RDP console");
+    assert_eq!(
+        upstream,
+        hcp_core::ConsoleUpstream::tcp("hv2:2179").with_handshake(
+            hcp_core::ConsoleHandshake::RdpPreconnection(created.native_id.clone())
+        )
+    );
     assert!(console.expires_at > chrono::Utc::now());
     let json = serde_json::to_value(&console).unwrap();
     assert_eq!(json["type"], "rdp");
@@ -373,4 +382,69 @@ async fn tenant_views_of_failed_jobs_name_no_host_path_or_native_id() {
         tenant.contains("start_vm failed: Hyper-V reported an error"),
         "{tenant}"
     );
+}
+
+/// Every requested network becomes an adapter (none is dropped), and a VM beyond Hyper-V's
+/// declared limits is refused before any job exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_networks_give_two_adapters_and_oversized_vms_are_refused_before_a_job() {
+    let th = common::TestHost::start(1, None);
+    let (engine, _secrets) = engine(&th, "differencing").await;
+    let mut spec = VmSpec::new("two-nics", "ubuntu-24.04", "small");
+    spec.networks = vec![
+        hcp_core::NetworkAttachment {
+            network: "default".into(),
+        },
+        hcp_core::NetworkAttachment {
+            network: "storage".into(),
+        },
+    ];
+    let submitted = engine.create_vm(&rc("nics-1"), spec).await.unwrap();
+    let scope = Scope::Project(ProjectId::new("demo"));
+    let job = engine
+        .wait_job(&scope, &submitted.job_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let state = th.control("hv1", "state", None);
+    let vm = state["vms"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|v| v["name"] == "two-nics")
+        .unwrap_or_else(|| panic!("the VM is on the test host: {state}"));
+    let switches: Vec<&str> = vm["adapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["SwitchName"].as_str().unwrap())
+        .collect();
+    assert_eq!(switches, ["LAN", "Default Switch"], "{vm}");
+
+    let jobs_before = engine
+        .list_jobs(&scope, &Default::default(), &Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    let mut big = VmSpec::new("too-many-cpus", "ubuntu-24.04", "small");
+    big.vcpus = Some(500);
+    let e = engine.create_vm(&rc("big-1"), big).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
+    assert_eq!(e.field(), Some("vcpus"), "{e}");
+    let mut nine = VmSpec::new("nine-nics", "ubuntu-24.04", "small");
+    nine.networks = (0..9)
+        .map(|_| hcp_core::NetworkAttachment {
+            network: "default".into(),
+        })
+        .collect();
+    let e = engine.create_vm(&rc("nics-9"), nine).await.unwrap_err();
+    assert_eq!(e.field(), Some("networks"), "{e}");
+    let jobs_after = engine
+        .list_jobs(&scope, &Default::default(), &Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(jobs_before, jobs_after, "refused before any job exists");
 }

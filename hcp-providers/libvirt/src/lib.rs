@@ -52,10 +52,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
-    Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind,
-    GetConsole, HostInfo, HostInventory, HostInventoryReply, LogEntry, OpContext, Operation,
-    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result, Secrets,
-    SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
+    Capabilities, Console, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm, DeleteVm, DeletedVm,
+    Error, ErrorKind, GetConsole, HostInfo, HostInventory, HostInventoryReply, LogEntry, OpContext,
+    Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result,
+    Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
 };
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -455,7 +455,7 @@ impl Provider for LibvirtProvider {
             format!("vnc://{upstream}"),
             Utc::now() + ttl,
         )
-        .with_upstream(upstream))
+        .with_upstream(ConsoleUpstream::tcp(upstream)))
     }
 
     async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {

@@ -130,10 +130,14 @@ async fn engine_end_to_end_on_qemu_system() {
 
     // Console: the upstream is the domain's VNC socket on loopback, and it speaks RFB.
     let console = engine.console(&ctx, &s.vm_id, None).await.unwrap();
-    let upstream = console
-        .upstream
-        .clone()
-        .expect("a VNC upstream for HCP's proxy");
+    let upstream = match console.upstream.clone().map(|u| u.transport) {
+        Some(hcp_core::ConsoleTransport::Tcp { address }) => address,
+        other => panic!("a VNC socket upstream for HCP's proxy, not {other:?}"),
+    };
+    assert_eq!(
+        console.upstream.as_ref().map(|u| &u.handshake),
+        Some(&hcp_core::ConsoleHandshake::None)
+    );
     assert!(upstream.starts_with("127.0.0.1:"), "{upstream}");
     assert_eq!(console.url, format!("vnc://{upstream}"));
     assert!(console.expires_at > chrono::Utc::now());

@@ -3,20 +3,14 @@
 //! their end.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hcp_core::{Error, ErrorKind, OpContext, Result};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::config::{Connection, TlsTrust};
+use crate::config::Connection;
 use crate::error::{parse_error, task_error};
 
 /// Most task log lines read per request.
@@ -47,12 +41,9 @@ pub(crate) struct TaskEnd {
 impl Client {
     /// Builds a client; `nodes` are the node names kept out of error messages.
     pub(crate) fn new(conn: &Connection, timeout: Duration, nodes: Vec<String>) -> Result<Self> {
-        let mut auth = HeaderValue::from_str(&format!(
-            "PVEAPIToken={}={}",
-            conn.token_id,
-            conn.token_secret.expose()
-        ))
-        .map_err(|_| Error::invalid("token_id", "holds characters an HTTP header cannot carry"))?;
+        let mut auth = HeaderValue::from_str(&conn.authorization()).map_err(|_| {
+            Error::invalid("token_id", "holds characters an HTTP header cannot carry")
+        })?;
         auth.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
@@ -61,27 +52,8 @@ impl Client {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(16);
-        let builder = match &conn.trust {
-            TlsTrust::System => builder.use_rustls_tls(),
-            TlsTrust::Ca(certs) => certs.iter().fold(
-                builder.use_rustls_tls().tls_built_in_root_certs(false),
-                |b, c| b.add_root_certificate(c.clone()),
-            ),
-            TlsTrust::Fingerprint(digest) => {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let verifier = PinnedCertificate {
-                    digest: *digest,
-                    provider: provider.clone(),
-                };
-                let tls = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| Error::internal(format!("TLS set-up: {e}")))?
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(verifier))
-                    .with_no_client_auth();
-                builder.use_preconfigured_tls(tls)
-            }
-        };
+        let tls = hcp_tls::client_config(&conn.trust).map_err(|m| Error::invalid("ca_file", m))?;
+        let builder = builder.use_preconfigured_tls(tls);
         let http = builder
             .build()
             .map_err(|e| Error::internal(format!("HTTP client set-up: {e}")))?;
@@ -130,6 +102,21 @@ impl Client {
     /// GETs `path`.
     pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
         self.call(Method::GET, path, query).await
+    }
+
+    /// Returns the `wss://` URL of API path `path` with `query`, for a WebSocket endpoint.
+    pub(crate) fn websocket_url(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> std::result::Result<String, String> {
+        let mut url =
+            reqwest::Url::parse(&format!("{}{path}", self.api)).map_err(|e| e.to_string())?;
+        url.query_pairs_mut().extend_pairs(query);
+        let scheme = if url.scheme() == "http" { "ws" } else { "wss" };
+        url.set_scheme(scheme)
+            .map_err(|()| "cannot use a WebSocket scheme".to_string())?;
+        Ok(url.into())
     }
 
     /// POSTs a form to `path`.
@@ -309,65 +296,4 @@ fn transport_error(e: &reqwest::Error) -> Error {
     Error::new(kind, format!("the Proxmox VE API {what}"))
         .with_context("detail", detail)
         .temporary()
-}
-
-/// Accepts exactly the certificate whose SHA-256 digest was pinned; signatures are still checked.
-#[derive(Debug)]
-struct PinnedCertificate {
-    digest: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let digest = Sha256::digest(end_entity.as_ref());
-        if digest.as_slice() == self.digest {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the certificate does not match the pinned fingerprint".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

@@ -22,7 +22,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hcp_core::{Error, Result, SecretString};
+use hcp_core::{Error, Result, SecretString, TlsTrust};
 use serde::{Deserialize, Serialize};
 
 /// Most parallel write tasks per node allowed in `max_parallel_per_node`.
@@ -104,27 +104,6 @@ pub struct ImageSettings {
     pub full: bool,
 }
 
-/// How HCP checks the API's TLS certificate.
-#[derive(Clone)]
-pub enum TlsTrust {
-    /// The system's root certificates.
-    System,
-    /// The CA certificates of a PEM file.
-    Ca(Vec<reqwest::Certificate>),
-    /// Exactly the certificate with this SHA-256 digest.
-    Fingerprint([u8; 32]),
-}
-
-impl fmt::Debug for TlsTrust {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TlsTrust::System => f.write_str("System"),
-            TlsTrust::Ca(certs) => write!(f, "Ca({} certificates)", certs.len()),
-            TlsTrust::Fingerprint(d) => write!(f, "Fingerprint({})", hex::encode(d)),
-        }
-    }
-}
-
 /// The checked connection settings: where the API is and how HCP authenticates.
 #[derive(Clone)]
 pub struct Connection {
@@ -136,6 +115,17 @@ pub struct Connection {
     pub token_secret: SecretString,
     /// How the certificate is checked.
     pub trust: TlsTrust,
+}
+
+impl Connection {
+    /// Returns the `Authorization` header value: `PVEAPIToken=user@realm!tokenid=secret`.
+    pub fn authorization(&self) -> String {
+        format!(
+            "PVEAPIToken={}={}",
+            self.token_id,
+            self.token_secret.expose()
+        )
+    }
 }
 
 impl fmt::Debug for Connection {
@@ -302,7 +292,7 @@ impl ProxmoxSettings {
             ));
         }
         let trust = if let Some(fp) = &self.fingerprint {
-            TlsTrust::Fingerprint(
+            TlsTrust::PinnedSha256(
                 parse_fingerprint(fp).map_err(|m| Error::invalid(field("fingerprint"), m))?,
             )
         } else if let Some(ca) = &self.ca_file {
@@ -312,15 +302,16 @@ impl ProxmoxSettings {
                     format!("cannot read {}: {}", ca.display(), e.kind()),
                 )
             })?;
-            match reqwest::Certificate::from_pem_bundle(&pem) {
-                Ok(certs) if !certs.is_empty() => TlsTrust::Ca(certs),
-                _ => {
-                    return Err(Error::invalid(
-                        field("ca_file"),
-                        format!("{} holds no PEM certificate", ca.display()),
-                    ));
-                }
-            }
+            let pem = String::from_utf8(pem).map_err(|_| {
+                Error::invalid(
+                    field("ca_file"),
+                    format!("{} holds no PEM certificate", ca.display()),
+                )
+            })?;
+            let trust = TlsTrust::CaPem(pem);
+            hcp_tls::client_config(&trust)
+                .map_err(|m| Error::invalid(field("ca_file"), format!("{}: {m}", ca.display())))?;
+            trust
         } else {
             TlsTrust::System
         };
@@ -392,18 +383,7 @@ fn is_disk_key(s: &str) -> bool {
     })
 }
 
-/// Parses a SHA-256 fingerprint written as 64 hex digits, with or without colons.
-///
-/// # Errors
-/// A message saying what is wrong.
-pub fn parse_fingerprint(s: &str) -> std::result::Result<[u8; 32], String> {
-    let hexdigits: String = s.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(&hexdigits)
-        .map_err(|_| "is not a SHA-256 fingerprint (64 hex digits, colons allowed)".to_string())?;
-    bytes
-        .try_into()
-        .map_err(|_| "is not a SHA-256 fingerprint (64 hex digits, colons allowed)".to_string())
-}
+pub use hcp_tls::parse_fingerprint;
 
 #[cfg(test)]
 mod tests {

@@ -39,7 +39,7 @@ async fn the_example_hosts_file_runs_a_vm_on_fakepve() {
     assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
     let caps = engine.capabilities(Some("zone-a")).unwrap();
     assert!(caps.snapshot && caps.tags && !caps.live_migration && !caps.cloud_init);
-    assert!(!caps.console_vnc);
+    assert!(caps.console_vnc, "VNC consoles through vncproxy");
     assert_eq!(caps.max_vcpus, Some(4), "the node's CPUs bound a VM");
     // A VM bigger than a node is refused before any job exists.
     let mut big = VmSpec::new("too-big", "ubuntu-24.04", "small");

@@ -28,6 +28,8 @@ pub struct SimSettings {
     pub failure_rate: f64,
     /// Images (templates) present on every host; any image is accepted when empty.
     pub images: Vec<String>,
+    /// Images of particular hosts (host name → images), overriding `images` there.
+    pub host_images: BTreeMap<String, Vec<String>>,
     /// Capabilities the provider does not declare (to simulate a smaller hypervisor).
     pub disable: Vec<String>,
     /// Keeps hosts and VMs in this JSON file, shared safely between processes; in memory when absent.
@@ -61,6 +63,7 @@ impl Default for SimSettings {
             down_hosts: Vec::new(),
             failure_rate: 0.0,
             images: Vec::new(),
+            host_images: BTreeMap::new(),
             disable: Vec::new(),
             state_file: None,
             console_url: "https://console.sim.invalid".into(),

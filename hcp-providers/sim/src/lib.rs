@@ -208,6 +208,14 @@ impl SimProvider {
         Ok(())
     }
 
+    /// The images on `host`; empty means any image is accepted.
+    fn images_of(&self, host: &str) -> &[String] {
+        self.settings
+            .host_images
+            .get(host)
+            .unwrap_or(&self.settings.images)
+    }
+
     fn host_info(&self, h: &SimHost) -> HostInfo {
         HostInfo::new(&h.name, &h.zone, h.vcpus, h.memory_mib, self.declared)
     }
@@ -267,11 +275,7 @@ impl Provider for SimProvider {
             let h = s.host(&args.host)?;
             h.ensure_up()?;
             let vms = h.vms.values().map(SimVm::to_native).collect();
-            let images = if self.settings.images.is_empty() {
-                Vec::new()
-            } else {
-                self.settings.images.clone()
-            };
+            let images = self.images_of(&h.name).to_vec();
             Ok(HostInventoryReply::new(self.host_info(h), vms)
                 .with_images(images)
                 .with_networks(vec!["default".into()]))
@@ -281,7 +285,8 @@ impl Provider for SimProvider {
     async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm> {
         self.simulate(Operation::CreateVm, Some(&args.host), true)
             .await?;
-        if !self.settings.images.is_empty() && !self.settings.images.contains(&args.image) {
+        let images = self.images_of(&args.host);
+        if !images.is_empty() && !images.contains(&args.image) {
             return Err(Error::not_found("image", &args.image).with_context("host", &args.host));
         }
         if args.user_data.is_some() && !self.declared.cloud_init {

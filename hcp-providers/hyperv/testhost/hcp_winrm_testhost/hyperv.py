@@ -197,8 +197,16 @@ class HyperVHost:
                 return {"Id": existing.id, "State": existing.state, "Existing": True, "OwnerNode": existing.owner}
             if any(v.name.lower() == p["Name"].lower() for v in self.local_vms()):
                 raise PsError("ResourceExists", f"A virtual machine named '{p['Name']}' already exists on host '{self.name}'.", "New-HcpVm", "VmNameInUse,New-HcpVm.ps1")
-            if p["SwitchName"] and p["SwitchName"] not in self.switches:
-                raise PsError("ObjectNotFound", f'Hyper-V was unable to find a virtual switch with name "{p["SwitchName"]}".', "Connect-VMNetworkAdapter", "ObjectNotFound,Microsoft.HyperV.PowerShell.Commands.ConnectVMNetworkAdapter")
+            networks = p.get("Networks") or []
+            if len(networks) > 8:
+                raise PsError("InvalidArgument", f"A VM has at most 8 network adapters; {len(networks)} were requested.", "New-HcpVm", "TooManyAdapters,New-HcpVm.ps1")
+            for n in networks:
+                if not isinstance(n, dict) or not isinstance(n.get("SwitchName"), str):
+                    raise PsError("InvalidArgument", "Cannot process argument transformation on parameter 'Networks'. Cannot convert value to type hashtable[].", "New-HcpVm", "ParameterArgumentTransformationError,New-HcpVm.ps1")
+                if not 0 <= int(n.get("VlanId") or 0) <= 4094:
+                    raise PsError("InvalidArgument", f"VLAN {n.get('VlanId')} is outside 0-4094.", "New-HcpVm", "InvalidVlan,New-HcpVm.ps1")
+                if n["SwitchName"] not in self.switches:
+                    raise PsError("ObjectNotFound", f'Hyper-V was unable to find a virtual switch with name "{n["SwitchName"]}".', "Get-VMSwitch", "ObjectNotFound,Microsoft.HyperV.PowerShell.Commands.GetVMSwitch")
             template = self.store.files.get(norm(p["TemplatePath"]))
             if template is None:
                 raise PsError("ObjectNotFound", f"Template VHDX '{p['TemplatePath']}' for image '{p['Image']}' was not found on host '{self.name}'.", "New-HcpVm", "TemplateNotFound,New-HcpVm.ps1")
@@ -228,8 +236,9 @@ class HyperVHost:
                 vm.memory_minimum = int(p["MemoryMinimumMiB"]) * MIB
                 vm.memory_maximum = int(p["MemoryMaximumMiB"]) * MIB
             vm.hard_drives.append(disk_path)
-            if p["SwitchName"]:
-                vm.adapters.append({"Name": "Network Adapter", "SwitchName": p["SwitchName"], "VlanId": p.get("VlanId")})
+            for i, n in enumerate(networks):
+                name = "Network Adapter" if i == 0 else f"Network Adapter {i + 1}"
+                vm.adapters.append({"Name": name, "SwitchName": n["SwitchName"], "VlanId": int(n.get("VlanId") or 0)})
             vm.notes = p["Notes"]
             for k, v in (p.get("Kvp") or {}).items():
                 vm.kvp[k] = v

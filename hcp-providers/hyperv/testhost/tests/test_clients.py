@@ -63,12 +63,13 @@ def test_pywinrm_ntlm_sealed_deploys_and_creates_a_vm(hosts):
         "VmId": vm_id, "Name": "py-vm", "Image": "ubuntu-24.04",
         "TemplatePath": "C:\\HCP\\Templates\\ubuntu-24.04.vhdx", "VhdDir": "C:\\HCP\\VMs",
         "DiskMode": "copy", "DiskGiB": 10, "Generation": 2, "Vcpus": 2, "MemoryMiB": 2048,
-        "SwitchName": "LAN", "VlanId": 42, "Notes": json.dumps({"hcp": {"vm_id": vm_id, "project": "py"}}),
+        "Networks": [{"SwitchName": "LAN", "VlanId": 42}, {"SwitchName": "LAN", "VlanId": 0}], "Notes": json.dumps({"hcp": {"vm_id": vm_id, "project": "py"}}),
         "Kvp": {"HcpVmId": vm_id}, "UserData": "#cloud-config\n", "Start": True,
     })
     assert created["State"] == "Running" and created["Existing"] is False
     vm = control(host, "state")["vms"][created["Id"]]
-    assert vm["adapters"] == [{"Name": "Network Adapter", "SwitchName": "LAN", "VlanId": 42}]
+    assert vm["adapters"] == [{"Name": "Network Adapter", "SwitchName": "LAN", "VlanId": 42},
+                             {"Name": "Network Adapter 2", "SwitchName": "LAN", "VlanId": 0}]
     assert vm["kvp"] == {"HcpVmId": vm_id} and vm["processor_count"] == 2
     again = run(script_text(f"{SCRIPT_DIR}\\{version}\\New-HcpVm.ps1"), {
         "VmId": vm_id, "Name": "py-vm", "Image": "ubuntu-24.04",

@@ -1113,8 +1113,7 @@ async fn placement_honours_the_images_each_host_reports() {
         .await
         .unwrap();
     for i in 0..3 {
-        let mut spec =
-            VmSpec::new(format!("win-{i}"), "windows-2022", "small").with_zone("zone-a");
+        let mut spec = VmSpec::new(format!("win-{i}"), "windows-2022", "small").with_zone("zone-a");
         spec.disk_gib = Some(40);
         let s = engine.create_vm(&alice(), spec).await.unwrap();
         let job = wait(&engine, &s.job_id).await;

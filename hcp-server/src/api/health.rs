@@ -62,7 +62,8 @@ impl HealthApi {
     /// Prometheus metrics
     ///
     /// Request count and latency by route and status, jobs by operation and final state, job
-    /// duration, queue depth, provider call latency and errors by provider.
+    /// duration, queue depth, provider call latency and errors by provider, and the process's
+    /// CPU time, memory, file descriptors and threads (`process_*`).
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self, _auth: ApiAuth) -> MetricsResponse {
         let ready = self.state.ready().is_ok();

@@ -1,7 +1,8 @@
 //! The remote backend: every command goes to a running `hcp serve` through `hcp-client`.
 //!
-//! The tenant API is project-scoped, so commands on an existing VM need `--project` (or
-//! `HCP_PROJECT`) here, where the embedded engine finds the VM's project itself. Errors arrive as
+//! The tenant API is project-scoped; a command on an existing VM given by id without
+//! `--project` asks the service for the VM's project first (`GET .../vms/{vmId}`), as the
+//! embedded engine finds it itself, so the rule is the same in both modes. Errors arrive as
 //! the same [`hcp_core::Error`]s an embedded engine returns (the client decodes the problem body),
 //! so messages and exit codes do not depend on the mode.
 
@@ -55,6 +56,24 @@ fn name_field(e: Error, field: &str) -> Error {
 }
 
 impl Remote {
+    /// Returns the project of a command on `vm_id`: `project` when given (checked as the
+    /// service checks it), else the project of the caller's VM with that id.
+    async fn project_of(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+    ) -> hcp_core::Result<ProjectId> {
+        match project {
+            Some(p) => require(Some(p)).cloned(),
+            None => Ok(self
+                .client
+                .find_vm(vm_id)
+                .await
+                .map_err(|e| name_field(e, "vm_id"))?
+                .project),
+        }
+    }
+
     /// Connects to the service at `url`, sending `token` as a bearer token.
     ///
     /// # Errors
@@ -78,7 +97,19 @@ impl Remote {
         idempotency_key: Option<String>,
     ) -> hcp_core::Result<Accepted> {
         let op = action.operation();
-        let project = require(project).map_err(|e| e.with_operation(op))?;
+        let vm_id = match &action {
+            Action::Delete { vm_id, .. }
+            | Action::Start { vm_id }
+            | Action::Stop { vm_id, .. }
+            | Action::Reboot { vm_id, .. } => Some(vm_id),
+            _ => None,
+        };
+        let project = match vm_id {
+            Some(vm_id) => self.project_of(project, vm_id).await,
+            None => require(project).cloned(),
+        }
+        .map_err(|e| e.with_operation(op))?;
+        let project = &project;
         if let Some(key) = &idempotency_key {
             // The service reads an empty header as no key at all; refuse what the engine refuses.
             hcp_core::validate_idempotency_key(key).map_err(|e| e.with_operation(op))?;
@@ -121,7 +152,7 @@ impl Remote {
         project: Option<&ProjectId>,
         vm_id: &VmId,
     ) -> hcp_core::Result<TenantVm> {
-        let project = require(project)?;
+        let project = self.project_of(project, vm_id).await?;
         self.client
             .get_vm(project.as_str(), vm_id)
             .await
@@ -135,8 +166,10 @@ impl Remote {
         vm_id: &VmId,
         kind: Option<ConsoleKind>,
     ) -> hcp_core::Result<Console> {
-        let project =
-            require(project).map_err(|e| e.with_operation(hcp_core::Operation::Console))?;
+        let project = self
+            .project_of(project, vm_id)
+            .await
+            .map_err(|e| e.with_operation(hcp_core::Operation::Console))?;
         self.client
             .console(project.as_str(), vm_id, kind)
             .await

@@ -472,6 +472,16 @@ impl Client {
         Ok((self.decode(resp).await?, etag))
     }
 
+    /// Finds a VM by id among the caller's projects (`GET .../vms/{vmId}`); its `project` names
+    /// the project, for the project-scoped calls that follow.
+    ///
+    /// # Errors
+    /// `NotFound` for a VM of no project the caller is a member of.
+    pub async fn find_vm(&self, vm_id: &VmId) -> hcp_core::Result<TenantVm> {
+        self.get(&format!("{TENANT_PREFIX}/vms/{}", enc(vm_id.as_str())), &[])
+            .await
+    }
+
     /// Deletes a VM; `force` powers a running VM off first.
     ///
     /// # Errors
@@ -621,25 +631,31 @@ impl Client {
     /// view: its `host`, `provider` and `idempotency_key` are empty, `timeout_ms` and
     /// `generation` zero.
     ///
+    /// A cut connection (a proxy's idle timeout, a restarted replica) is reconnected with
+    /// backoff and resumes after the last log line received (`Last-Event-ID`), so no line is
+    /// lost or repeated; status updates may repeat. After 8 failed reconnections in a row the
+    /// stream ends with a temporary `ProviderUnavailable` error.
+    ///
     /// # Errors
     /// `NotFound` for an unknown job; items carry transport or decoding errors.
     pub async fn watch_job(
         &self,
         job_id: &JobId,
     ) -> hcp_core::Result<BoxStream<'static, hcp_core::Result<JobUpdate>>> {
-        let path = format!("{TENANT_PREFIX}/jobs/{}/logs", enc(job_id.as_str()));
-        let resp = self
-            .send(
-                self.http
-                    .get(self.url(&path))
-                    .header("Accept", "text/event-stream"),
-            )
-            .await?;
-        let base = self.base.clone();
-        let events = sse::events(
-            resp.bytes_stream()
-                .map(move |r| r.map_err(|e| transport_error(&base, e))),
-        );
+        let url = self.url(&format!(
+            "{TENANT_PREFIX}/jobs/{}/logs",
+            enc(job_id.as_str())
+        ));
+        let http = self.http.clone();
+        // A cut stream resumes after the last log line (the line number is the event id).
+        let connect: sse::Connect = Box::new(move |last_id| {
+            let rb = http.get(&url);
+            match last_id {
+                Some(id) => rb.header("Last-Event-ID", id),
+                None => rb,
+            }
+        });
+        let events = sse::open(self.base.clone(), connect).await?;
         Ok(events
             .map(|ev| ev.and_then(|e| job_update_from(&e.data)))
             .scan(false, |done, item| {
@@ -905,6 +921,7 @@ impl Client {
     }
 
     /// Follows the audit stream over server-sent events: events after `after`, then live ones.
+    /// A cut connection resumes after the last event received, like [`Client::watch_job`].
     ///
     /// # Errors
     /// The service's error; items carry transport or decoding errors.
@@ -913,29 +930,30 @@ impl Client {
         after: u64,
         project: Option<&str>,
     ) -> hcp_core::Result<BoxStream<'static, hcp_core::Result<Event>>> {
-        let mut q = vec![("after", after.to_string())];
-        if let Some(p) = project {
-            q.push(("project", p.to_string()));
-        }
-        let resp = self
-            .send(
-                self.http
-                    .get(self.url(&format!("{OPS_PREFIX}/events/stream")))
-                    .query(&q),
-            )
-            .await?;
-        let base = self.base.clone();
-        Ok(sse::events(
-            resp.bytes_stream()
-                .map(move |r| r.map_err(|e| transport_error(&base, e))),
-        )
-        .map(|ev| {
-            ev.and_then(|e| {
-                serde_json::from_str::<Event>(&e.data)
-                    .map_err(|err| Error::internal(format!("cannot decode an audit event: {err}")))
+        let url = self.url(&format!("{OPS_PREFIX}/events/stream"));
+        let http = self.http.clone();
+        let project = project.map(str::to_string);
+        // A cut stream resumes after the last event seen (the sequence number is the event id).
+        let connect: sse::Connect = Box::new(move |last_id| {
+            let after = last_id
+                .and_then(|id| id.parse::<u64>().ok())
+                .map_or(after, |seen| seen.max(after));
+            let mut q = vec![("after", after.to_string())];
+            if let Some(p) = &project {
+                q.push(("project", p.clone()));
+            }
+            http.get(&url).query(&q)
+        });
+        Ok(sse::open(self.base.clone(), connect)
+            .await?
+            .map(|ev| {
+                ev.and_then(|e| {
+                    serde_json::from_str::<Event>(&e.data).map_err(|err| {
+                        Error::internal(format!("cannot decode an audit event: {err}"))
+                    })
+                })
             })
-        })
-        .boxed())
+            .boxed())
     }
 
     // ----------------------------------------------------------------------------------------

@@ -363,9 +363,9 @@ impl Config {
     }
 
     fn check(&self, text: &str, origin: &str) -> Result<()> {
-        let fail = |key: String, value: &str, msg: String| -> Result<()> {
-            let line = line_of(text, value)
-                .map(|l| format!(" (line {l})"))
+        let fail = |key: String, msg: String| -> Result<()> {
+            let line = yaml_location(text, &key)
+                .map(|(l, _)| format!(" (line {l})"))
                 .unwrap_or_default();
             Err(Error::new(
                 ErrorKind::InvalidSpec,
@@ -376,26 +376,23 @@ impl Config {
         if self.providers.is_empty() {
             return fail(
                 "providers".into(),
-                "providers",
                 "at least one provider is required".into(),
             );
         }
         let mut zones = HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {
             if let Err(e) = crate::validate_dns_label("name", &z.name) {
-                return fail(format!("zones[{i}].name"), &z.name, e.message().to_string());
+                return fail(format!("zones[{i}].name"), e.message().to_string());
             }
             if !zones.insert(z.name.as_str()) {
                 return fail(
                     format!("zones[{i}].name"),
-                    &z.name,
                     format!("duplicate zone `{}`", z.name),
                 );
             }
             if let Err(e) = z.limits.mask() {
                 return fail(
                     format!("zones[{i}].limits.disable"),
-                    "disable",
                     e.message().to_string(),
                 );
             }
@@ -403,16 +400,11 @@ impl Config {
         let mut projects = HashSet::new();
         for (i, p) in self.projects.iter().enumerate() {
             if let Err(e) = crate::validate_dns_label("name", &p.name) {
-                return fail(
-                    format!("projects[{i}].name"),
-                    &p.name,
-                    e.message().to_string(),
-                );
+                return fail(format!("projects[{i}].name"), e.message().to_string());
             }
             if !projects.insert(p.name.as_str()) {
                 return fail(
                     format!("projects[{i}].name"),
-                    &p.name,
                     format!("duplicate project `{}`", p.name),
                 );
             }
@@ -422,14 +414,12 @@ impl Config {
             if p.name.is_empty() || !providers.insert(p.name.as_str()) {
                 return fail(
                     format!("providers[{i}].name"),
-                    &p.name,
                     format!("provider name `{}` is empty or used twice", p.name),
                 );
             }
             if let Err(e) = p.limits.mask() {
                 return fail(
                     format!("providers[{i}].limits.disable"),
-                    "disable",
                     e.message().to_string(),
                 );
             }
@@ -438,7 +428,6 @@ impl Config {
                 if h.name.is_empty() || !hosts.insert(h.name.as_str()) {
                     return fail(
                         format!("providers[{i}].hosts[{j}].name"),
-                        &h.name,
                         format!("host name `{}` is empty or used twice", h.name),
                     );
                 }
@@ -446,7 +435,6 @@ impl Config {
                     let known: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
                     return fail(
                         format!("providers[{i}].hosts[{j}].zone"),
-                        &format!("zone: {}", h.zone),
                         format!(
                             "unknown zone `{}`; zones: {}",
                             h.zone,
@@ -461,7 +449,6 @@ impl Config {
                 if let Err(e) = h.limits.mask() {
                     return fail(
                         format!("providers[{i}].hosts[{j}].limits.disable"),
-                        "disable",
                         e.message().to_string(),
                     );
                 }
@@ -472,14 +459,12 @@ impl Config {
             if img.name.is_empty() || !seen.insert(img.name.as_str()) {
                 return fail(
                     format!("catalog.images[{i}].name"),
-                    &img.name,
                     format!("image name `{}` is empty or used twice", img.name),
                 );
             }
             if img.min_disk_gib > crate::model::MAX_DISK_GIB {
                 return fail(
                     format!("catalog.images[{i}].min_disk_gib"),
-                    &img.name,
                     format!(
                         "is {} GiB; allowed: 0-{} GiB",
                         img.min_disk_gib,
@@ -493,7 +478,6 @@ impl Config {
             if f.name.is_empty() || !seen.insert(f.name.as_str()) {
                 return fail(
                     format!("catalog.flavors[{i}].name"),
-                    &f.name,
                     format!("flavor name `{}` is empty or used twice", f.name),
                 );
             }
@@ -509,7 +493,7 @@ impl Config {
                     .strip_prefix(&format!("{field}: "))
                     .unwrap_or(e.message())
                     .to_string();
-                return fail(format!("catalog.flavors[{i}].{field}"), &f.name, msg);
+                return fail(format!("catalog.flavors[{i}].{field}"), msg);
             }
         }
         seen.clear();
@@ -517,15 +501,13 @@ impl Config {
             if n.name.is_empty() || !seen.insert(n.name.as_str()) {
                 return fail(
                     format!("catalog.networks[{i}].name"),
-                    &n.name,
                     format!("network name `{}` is empty or used twice", n.name),
                 );
             }
-            for z in &n.zones {
+            for (k, z) in n.zones.iter().enumerate() {
                 if !zones.contains(z.as_str()) {
                     return fail(
-                        format!("catalog.networks[{i}].zones"),
-                        z,
+                        format!("catalog.networks[{i}].zones[{k}]"),
                         format!("unknown zone `{z}`"),
                     );
                 }
@@ -535,11 +517,141 @@ impl Config {
     }
 }
 
-fn line_of(text: &str, needle: &str) -> Option<usize> {
-    if needle.is_empty() {
-        return None;
+/// Returns where the value at `path` (`providers[0].hosts[1].zone`) starts in `text`, as
+/// serde_yaml_ng's parser reports it (line and column from 1): the text is read once more, and
+/// a visitor that walks the path raises an error at the value, to which the parser attaches
+/// that node's position. `None` when the path is not in the text (a default value).
+fn yaml_location(text: &str, path: &str) -> Option<(usize, usize)> {
+    let segments = path_segments(path)?;
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    match serde::de::DeserializeSeed::deserialize(Locate(&segments), de) {
+        Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| (l.line(), l.column())),
+        _ => None,
     }
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+/// The message the locating visitor raises at its target.
+const FOUND: &str = "hcp: located";
+
+/// One step of a key path.
+#[derive(Debug, PartialEq)]
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Splits `a.b[0][1].c` into keys and indexes.
+fn path_segments(path: &str) -> Option<Vec<Segment<'_>>> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = part.split_once('[').map_or((part, ""), |(k, r)| (k, r));
+        if !key.is_empty() {
+            out.push(Segment::Key(key));
+        }
+        while !rest.is_empty() {
+            let (index, after) = rest.split_once(']')?;
+            out.push(Segment::Index(index.parse().ok()?));
+            rest = after.strip_prefix('[').unwrap_or(after);
+        }
+    }
+    Some(out)
+}
+
+/// Walks a YAML document along a key path and fails at its end (see [`yaml_location`]).
+struct Locate<'p, 'a>(&'p [Segment<'a>]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Locate<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Locate<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
+        let Some((Segment::Key(want), rest)) = self.0.split_first() else {
+            return Err(serde::de::Error::custom(FOUND));
+        };
+        while let Some(key) = map.next_key::<serde_yaml_ng::Value>()? {
+            if key.as_str() == Some(*want) {
+                return map.next_value_seed(Locate(rest));
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<(), A::Error> {
+        let Some((Segment::Index(want), rest)) = self.0.split_first() else {
+            return Err(serde::de::Error::custom(FOUND));
+        };
+        for _ in 0..*want {
+            if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+        }
+        seq.next_element_seed(Locate(rest)).map(|_| ())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, _: A) -> std::result::Result<(), A::Error> {
+        self.scalar()
+    }
+}
+
+impl Locate<'_, '_> {
+    /// A scalar is the target when the path ends here, else the path is not in the text.
+    fn scalar<E: serde::de::Error>(&self) -> std::result::Result<(), E> {
+        if self.0.is_empty() {
+            Err(E::custom(FOUND))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Parses a duration: `90`, `90s`, `5m`, `1h 30m`, `500ms`.
@@ -690,6 +802,62 @@ engine:
         let e = Config::from_yaml(&bad, "hosts.yaml").unwrap_err();
         assert_eq!(e.field(), Some("providers[0].hosts[0].zone"));
         assert!(e.to_string().contains("line 7"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_value_the_parser_read() {
+        // The second provider's unknown capability: a text search for `disable` would name the
+        // first zone's line.
+        let two = GOOD.replace(
+            "zones:",
+            "  - name: p2\n    kind: sim\n    limits: {disable: [teleport]}\n    hosts: []\nzones:",
+        );
+        let e = Config::from_yaml(&two, "hosts.yaml").unwrap_err();
+        assert_eq!(e.field(), Some("providers[1].limits.disable"));
+        let line = two.lines().position(|l| l.contains("teleport")).unwrap() + 1;
+        assert!(
+            e.to_string().contains(&format!("(line {line})")),
+            "{e}\n{two}"
+        );
+        // A duplicate name is found at its second use, not its first.
+        let dup = GOOD.replace(
+            "  flavors: [{name: small,",
+            "  flavors: [{name: small, vcpus: 1, memory_mib: 1024, disk_gib: 10},\n            {name: small,",
+        );
+        let e = Config::from_yaml(&dup, "hosts.yaml").unwrap_err();
+        assert_eq!(e.field(), Some("catalog.flavors[1].name"));
+        let lines: Vec<&str> = dup.lines().collect();
+        let second = lines
+            .iter()
+            .rposition(|l| l.contains("name: small"))
+            .unwrap()
+            + 1;
+        assert!(
+            e.to_string().contains(&format!("(line {second})")),
+            "{e}\n{dup}"
+        );
+    }
+
+    #[test]
+    fn key_paths_locate_values_through_the_parser() {
+        let text = "a:\n  b:\n    - x\n    - {c: 1, d: [p, q]}\nz: \"k\"\n";
+        assert_eq!(yaml_location(text, "a.b[1].c"), Some((4, 11)));
+        assert_eq!(yaml_location(text, "a.b[1].d[1]"), Some((4, 21)));
+        assert_eq!(yaml_location(text, "a.b[0]"), Some((3, 7)));
+        assert_eq!(yaml_location(text, "z"), Some((5, 4)));
+        assert_eq!(yaml_location(text, "a.b[2]"), None);
+        assert_eq!(yaml_location(text, "a.missing"), None);
+        assert_eq!(yaml_location(text, "a.b[x]"), None);
+        assert_eq!(
+            path_segments("p[0].hosts[12].zone"),
+            Some(vec![
+                Segment::Key("p"),
+                Segment::Index(0),
+                Segment::Key("hosts"),
+                Segment::Index(12),
+                Segment::Key("zone"),
+            ])
+        );
     }
 
     #[test]

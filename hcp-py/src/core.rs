@@ -1,6 +1,6 @@
 //! `hcp._hcp.Core`: every operation once as a Rust future, offered to Python twice — as a
-//! blocking call (GIL released, Ctrl-C honoured) and as a task whose result reaches asyncio
-//! through a [`Bridge`] (see `hcp/_aio.py`). The public classes
+//! blocking call (GIL released, Ctrl-C honoured) and as an asyncio awaitable
+//! ([`crate::runtime::awaitable`], pyo3-async-runtimes). The public classes
 //! `hcp.Engine`, `hcp.Client`, `hcp.AsyncEngine` and `hcp.AsyncClient` (Python) wrap it.
 
 use std::future::Future;
@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 
 use crate::backend::{Backend, ConfigSource, Embedded, Remote, UpdateStream, timeout_from_secs};
 use crate::errors::Failure;
-use crate::runtime::{Bridge, block_on};
+use crate::runtime::{awaitable, block_on};
 use crate::spec::{CreateArgs, flag, optional_str, required_str, seconds};
 use crate::types::{Capabilities, Catalog, Console, Host, Job, JobLogLine, Submitted, Vm};
 
@@ -371,12 +371,11 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`create_vm`.
-    #[pyo3(signature = (bridge, project, name, image, flavor, *, vcpus, memory_mib, disk_gib, networks, zone, user_data, tags, idempotency_key, wait, timeout))]
+    #[pyo3(signature = (project, name, image, flavor, *, vcpus, memory_mib, disk_gib, networks, zone, user_data, tags, idempotency_key, wait, timeout))]
     #[allow(clippy::too_many_arguments)]
     fn create_vm_async<'py>(
         &self,
         py: Python<'py>,
-        bridge: PyRef<'py, Bridge>,
         project: Bound<'py, PyAny>,
         name: Bound<'py, PyAny>,
         image: Bound<'py, PyAny>,
@@ -391,7 +390,7 @@ impl Core {
         idempotency_key: Bound<'py, PyAny>,
         wait: Bound<'py, PyAny>,
         timeout: Bound<'py, PyAny>,
-    ) -> PyResult<u64> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let args = CreateArgs {
             name,
             image,
@@ -406,7 +405,10 @@ impl Core {
         };
         let (project, spec, idempotency_key, wait, timeout) =
             create_input(py, &project, &args, (&idempotency_key, &wait, &timeout))?;
-        bridge.spawn(self.create_vm_fut(project, spec, idempotency_key, wait, timeout)?)
+        awaitable(
+            py,
+            self.create_vm_fut(project, spec, idempotency_key, wait, timeout)?,
+        )
     }
 
     /// Submits ``start``, ``stop``, ``reboot`` or ``delete`` for a VM; waits when ``wait``.
@@ -440,11 +442,11 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`change_vm`.
-    #[pyo3(signature = (bridge, operation, project, vm, *, force, hard, idempotency_key, wait, timeout))]
+    #[pyo3(signature = (operation, project, vm, *, force, hard, idempotency_key, wait, timeout))]
     #[allow(clippy::too_many_arguments)]
-    fn change_vm_async(
+    fn change_vm_async<'py>(
         &self,
-        bridge: PyRef<'_, Bridge>,
+        py: Python<'py>,
         operation: &str,
         project: String,
         vm: String,
@@ -453,17 +455,20 @@ impl Core {
         idempotency_key: Option<String>,
         wait: bool,
         timeout: Option<f64>,
-    ) -> PyResult<u64> {
-        bridge.spawn(self.change_vm_fut(
-            operation,
-            project,
-            vm,
-            force,
-            hard,
-            idempotency_key,
-            wait,
-            timeout,
-        )?)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(
+            py,
+            self.change_vm_fut(
+                operation,
+                project,
+                vm,
+                force,
+                hard,
+                idempotency_key,
+                wait,
+                timeout,
+            )?,
+        )
     }
 
     /// Lists a project's VMs.
@@ -472,8 +477,8 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`list_vms`.
-    fn list_vms_async(&self, bridge: PyRef<'_, Bridge>, project: String) -> PyResult<u64> {
-        bridge.spawn(self.list_vms_fut(project)?)
+    fn list_vms_async<'py>(&self, py: Python<'py>, project: String) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.list_vms_fut(project)?)
     }
 
     /// Returns one VM.
@@ -482,13 +487,13 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`get_vm`.
-    fn get_vm_async(
+    fn get_vm_async<'py>(
         &self,
-        bridge: PyRef<'_, Bridge>,
+        py: Python<'py>,
         project: String,
         vm: String,
-    ) -> PyResult<u64> {
-        bridge.spawn(self.get_vm_fut(project, vm)?)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.get_vm_fut(project, vm)?)
     }
 
     /// Hands out a console.
@@ -497,13 +502,13 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`console`.
-    fn console_async(
+    fn console_async<'py>(
         &self,
-        bridge: PyRef<'_, Bridge>,
+        py: Python<'py>,
         project: String,
         vm: String,
-    ) -> PyResult<u64> {
-        bridge.spawn(self.console_fut(project, vm)?)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.console_fut(project, vm)?)
     }
 
     /// Returns a job.
@@ -512,8 +517,8 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`get_job`.
-    fn get_job_async(&self, bridge: PyRef<'_, Bridge>, job: String) -> PyResult<u64> {
-        bridge.spawn(self.get_job_fut(job)?)
+    fn get_job_async<'py>(&self, py: Python<'py>, job: String) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.get_job_fut(job)?)
     }
 
     /// Waits until a job ends.
@@ -523,14 +528,14 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`wait_job`.
-    #[pyo3(signature = (bridge, job, timeout=None))]
-    fn wait_job_async(
+    #[pyo3(signature = (job, timeout=None))]
+    fn wait_job_async<'py>(
         &self,
-        bridge: PyRef<'_, Bridge>,
+        py: Python<'py>,
         job: String,
         timeout: Option<f64>,
-    ) -> PyResult<u64> {
-        bridge.spawn(self.wait_job_fut(job, timeout)?)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.wait_job_fut(job, timeout)?)
     }
 
     /// Opens a job's log for blocking iteration (fails at once for an unknown job).
@@ -559,8 +564,8 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`hosts`.
-    fn hosts_async(&self, bridge: PyRef<'_, Bridge>) -> PyResult<u64> {
-        bridge.spawn(self.hosts_fut()?)
+    fn hosts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.hosts_fut()?)
     }
 
     /// Returns the catalog.
@@ -569,8 +574,8 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`catalog`.
-    fn catalog_async(&self, bridge: PyRef<'_, Bridge>) -> PyResult<u64> {
-        bridge.spawn(self.catalog_fut()?)
+    fn catalog_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.catalog_fut()?)
     }
 
     /// Returns the capabilities of a zone, or of every zone.
@@ -580,9 +585,13 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`capabilities`.
-    #[pyo3(signature = (bridge, zone=None))]
-    fn capabilities_async(&self, bridge: PyRef<'_, Bridge>, zone: Option<String>) -> PyResult<u64> {
-        bridge.spawn(self.capabilities_fut(zone)?)
+    #[pyo3(signature = (zone=None))]
+    fn capabilities_async<'py>(
+        &self,
+        py: Python<'py>,
+        zone: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.capabilities_fut(zone)?)
     }
 
     /// Stops background work and refuses further calls; closing twice is harmless.
@@ -591,8 +600,8 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`close`.
-    fn close_async(&self, bridge: PyRef<'_, Bridge>) -> PyResult<u64> {
-        bridge.spawn(self.close_fut())
+    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.close_fut())
     }
 
     /// ``True`` once :meth:`close` was called.
@@ -720,8 +729,8 @@ impl JobLogs {
     }
 }
 
-/// The native cursor behind ``hcp.AsyncJobLogs``: each step is a task on the shared runtime
-/// whose result (the next line, or ``None`` at the end) arrives through a [`Bridge`].
+/// The native cursor behind ``hcp.AsyncJobLogs``: each step is an awaitable of the next line,
+/// or ``None`` at the end.
 #[pyclass(frozen, module = "hcp._hcp")]
 pub struct AsyncLogCursor {
     state: LogState,
@@ -729,9 +738,9 @@ pub struct AsyncLogCursor {
 
 #[pymethods]
 impl AsyncLogCursor {
-    /// Starts fetching the next line; the ticket's result is a ``JobLogLine`` or ``None``.
-    fn next_async(&self, bridge: PyRef<'_, Bridge>) -> PyResult<u64> {
-        bridge.spawn(self.state.clone().next_line())
+    /// Fetches the next line: an awaitable of a ``JobLogLine`` or ``None``.
+    fn next_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.state.clone().next_line())
     }
 
     /// The job's id.

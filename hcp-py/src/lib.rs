@@ -8,8 +8,8 @@
 //!
 //! - [`core::Core`]: every operation once as a Rust future over hcp-core's engine (or a running
 //!   `hcp serve`), offered both as a blocking call that releases the GIL and turns Ctrl-C into
-//!   `KeyboardInterrupt`, and as a task whose result reaches asyncio through a GIL-free
-//!   [`runtime::Bridge`] — all on one shared tokio runtime ([`runtime`]);
+//!   `KeyboardInterrupt`, and as an asyncio awaitable (pyo3-async-runtimes) — all on one shared
+//!   tokio runtime ([`runtime`]);
 //! - the typed result objects (`Vm`, `Job`, `Host`, ...) with `repr`s and `to_dict()`
 //!   ([`types`]);
 //! - the one mapping from an HCP error to its Python exception class ([`errors`]).
@@ -30,7 +30,6 @@ fn _hcp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::Core>()?;
     m.add_class::<core::JobLogs>()?;
     m.add_class::<core::AsyncLogCursor>()?;
-    m.add_class::<runtime::Bridge>()?;
     types::register(m)?;
     Ok(())
 }

@@ -1,21 +1,16 @@
 //! The one tokio runtime every `hcp` object shares, and the two bridges from a Rust future to
-//! Python: a blocking call that releases the GIL and turns Ctrl-C into `KeyboardInterrupt`, and
-//! a [`Bridge`] that hands results to an asyncio event loop.
+//! Python: a blocking call that releases the GIL and turns Ctrl-C into `KeyboardInterrupt`
+//! ([`block_on`]), and an asyncio awaitable ([`awaitable`], pyo3-async-runtimes on the same
+//! runtime). Neither needs a Unix socket, so the module builds on Windows and macOS too.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use pyo3::IntoPyObjectExt;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
-use tokio::task::AbortHandle;
 
 use crate::errors::Failure;
 
@@ -39,11 +34,17 @@ pub fn runtime() -> PyResult<&'static Runtime> {
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start HCP's tokio runtime: {e}")))?;
     // Another thread may have won the race; its runtime is as good as ours.
     let _ = RUNTIME.set(rt);
-    Ok(RUNTIME.get().expect("the runtime was just set"))
+    let rt = RUNTIME.get().expect("the runtime was just set");
+    // pyo3-async-runtimes runs awaitables on this runtime too (a second call finds it set).
+    let _ = pyo3_async_runtimes::tokio::init_with_runtime(rt);
+    Ok(rt)
 }
 
 /// Runs `fut` to completion on the shared runtime while the calling thread waits without the
 /// GIL.
+///
+/// pyo3-async-runtimes has no blocking form that honours signals (its `run` drives an asyncio
+/// loop), so this stays: a portable channel wait, no sockets.
 ///
 /// # Behavior
 /// The future runs as its own task, so work it started (a submission being written) finishes
@@ -89,130 +90,39 @@ where
     }
 }
 
-/// A value a finished task hands to Python, converted once the GIL is held.
-type Convert = Box<dyn for<'py> FnOnce(Python<'py>) -> PyResult<Py<PyAny>> + Send>;
+/// A task's outcome, turned into its Python value or exception where pyo3-async-runtimes hands
+/// it to the event loop (on a blocking thread that holds the GIL), so no runtime worker thread
+/// takes the GIL for it.
+struct Outcome<T>(Result<T, Failure>);
 
-/// How one task ended.
-type Completion = Result<Convert, Failure>;
+impl<'py, T: IntoPyObject<'py>> IntoPyObject<'py> for Outcome<T> {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
 
-/// Hands results of tasks on the shared runtime to one asyncio event loop without ever taking
-/// the GIL on a runtime thread.
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.0 {
+            Ok(value) => value.into_bound_py_any(py),
+            Err(failure) => Err(failure.into_pyerr(py)),
+        }
+    }
+}
+
+/// Runs `fut` on the shared runtime and returns an asyncio awaitable of its result, for the
+/// event loop running in the calling thread (pyo3-async-runtimes).
 ///
 /// # Behavior
-/// A finished task queues its result and writes a byte to a socket pair; the loop watches the
-/// other end (`loop.add_reader(bridge.fileno(), ...)`) and calls [`Bridge::drain`] in its own
-/// thread, where results become Python objects and exceptions. Runtime threads therefore never
-/// touch the interpreter, which keeps interpreter shutdown safe while tasks are still running.
-#[pyclass(frozen, module = "hcp._hcp")]
-pub struct Bridge {
-    inner: Arc<BridgeInner>,
-}
-
-struct BridgeInner {
-    reader: UnixStream,
-    writer: UnixStream,
-    done: Mutex<Vec<(u64, Completion)>>,
-    tasks: Mutex<HashMap<u64, AbortHandle>>,
-    next: AtomicU64,
-}
-
-impl BridgeInner {
-    fn complete(&self, ticket: u64, completion: Completion) {
-        lock(&self.done).push((ticket, completion));
-        // A full socket buffer means the loop has a wake-up pending already.
-        let _ = (&self.writer).write(&[1]);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Bridge {
-    /// Starts `fut` on the shared runtime and returns its ticket; its result arrives through
-    /// [`Bridge::drain`].
-    ///
-    /// # Errors
-    /// A `RuntimeError` when the runtime cannot start.
-    pub fn spawn<T, F>(&self, fut: F) -> PyResult<u64>
-    where
-        F: Future<Output = Result<T, Failure>> + Send + 'static,
-        T: for<'py> IntoPyObject<'py> + Send + 'static,
-    {
-        let rt = runtime()?;
-        let ticket = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let inner = self.inner.clone();
-        let handle = rt.spawn(async move {
-            let completion = fut
-                .await
-                .map(|value| -> Convert { Box::new(move |py| value.into_py_any(py)) });
-            inner.complete(ticket, completion);
-        });
-        lock(&self.inner.tasks).insert(ticket, handle.abort_handle());
-        Ok(ticket)
-    }
-}
-
-#[pymethods]
-impl Bridge {
-    /// Creates a bridge for one event loop.
-    #[new]
-    fn new() -> PyResult<Self> {
-        let (reader, writer) = UnixStream::pair().map_err(|e| {
-            PyRuntimeError::new_err(format!("cannot create the asyncio bridge: {e}"))
-        })?;
-        for s in [&reader, &writer] {
-            s.set_nonblocking(true).map_err(|e| {
-                PyRuntimeError::new_err(format!("cannot create the asyncio bridge: {e}"))
-            })?;
-        }
-        Ok(Bridge {
-            inner: Arc::new(BridgeInner {
-                reader,
-                writer,
-                done: Mutex::new(Vec::new()),
-                tasks: Mutex::new(HashMap::new()),
-                next: AtomicU64::new(1),
-            }),
-        })
-    }
-
-    /// The file descriptor the event loop watches for finished tasks.
-    fn fileno(&self) -> i32 {
-        self.inner.reader.as_raw_fd()
-    }
-
-    /// Returns every finished task as ``(ticket, ok, value)``: the result when ``ok``, else the
-    /// exception to raise.
-    fn drain(&self, py: Python<'_>) -> Vec<(u64, bool, Py<PyAny>)> {
-        let mut buf = [0u8; 256];
-        while matches!((&self.inner.reader).read(&mut buf), Ok(n) if n > 0) {}
-        let done = std::mem::take(&mut *lock(&self.inner.done));
-        let mut tasks = lock(&self.inner.tasks);
-        done.into_iter()
-            .map(|(ticket, completion)| {
-                tasks.remove(&ticket);
-                let outcome = match completion {
-                    Ok(convert) => convert(py),
-                    Err(failure) => Err(failure.into_pyerr(py)),
-                };
-                match outcome {
-                    Ok(value) => (ticket, true, value),
-                    Err(err) => (ticket, false, err.into_value(py).into_any()),
-                }
-            })
-            .collect()
-    }
-
-    /// Stops a task whose result is no longer wanted (its awaiting coroutine was cancelled).
-    fn cancel(&self, ticket: u64) {
-        if let Some(handle) = lock(&self.inner.tasks).remove(&ticket) {
-            handle.abort();
-        }
-    }
-
-    /// The number of tasks started and not yet drained.
-    fn __len__(&self) -> usize {
-        lock(&self.inner.tasks).len()
-    }
+/// Cancelling the awaitable drops the future at its next await point; work it had already
+/// handed on (a submission being written) completes. The result becomes a Python object, or
+/// the failure its `hcp` exception, when the loop receives it.
+///
+/// # Errors
+/// A `RuntimeError` when the runtime cannot start, or when no event loop runs in this thread.
+pub fn awaitable<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Result<T, Failure>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    runtime()?;
+    pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(Outcome(fut.await)) })
 }

@@ -3,13 +3,12 @@
 //! log (method, path and status: never headers, query strings or bodies) and the HTTP metrics.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use hcp_core::ErrorKind;
 use poem::http::{HeaderValue, StatusCode, Uri};
+use poem::middleware::CatchPanic;
 use poem::web::Html;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get};
 use poem_openapi::OperationId;
@@ -102,23 +101,85 @@ pub(crate) fn app(
         )
         .nest("/", service)
         .boxed();
-    Outer {
-        inner,
-        auth,
+    Outer::new(
+        Guarded {
+            inner,
+            auth,
+            body_limit: options.body_limit,
+            timeout: options.request_timeout,
+        },
         metrics,
         routes,
-        body_limit: options.body_limit,
-        timeout: options.request_timeout,
+    )
+}
+
+/// The request id, the access log and the HTTP metrics around [`Guarded`].
+///
+/// Not poem's `RequestId` middleware: it would echo any incoming `X-Request-Id` unchecked (any
+/// length, any bytes into the log and the response), while this keeps a client's id only when
+/// it is a short `[A-Za-z0-9_-]` word, and also hands the id to problem bodies
+/// ([`REQUEST_ID`]).
+struct Outer {
+    guarded: poem::endpoint::BoxEndpoint<'static>,
+    metrics: Arc<Metrics>,
+    routes: HashMap<String, String>,
+}
+
+impl Outer {
+    /// Wraps `guarded` in poem's `CatchPanic`: a panic anywhere in a request is answered `500`
+    /// with a problem body and touches nothing another request uses (the service's shared state
+    /// is poison-tolerant and changed only by checked steps), so the next request is served as
+    /// usual.
+    fn new(guarded: Guarded, metrics: Arc<Metrics>, routes: HashMap<String, String>) -> Outer {
+        Outer {
+            guarded: guarded
+                .with(CatchPanic::new().with_handler(panic_response))
+                .boxed(),
+            metrics,
+            routes,
+        }
     }
 }
 
-struct Outer {
+/// Answers a request whose handling panicked; the panic's text goes to the log only.
+fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response {
+    let text = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = text, "a request handler panicked; answered 500");
+    Problem::transport(
+        ErrorKind::Internal,
+        ErrorKind::Internal.code(),
+        "internal error: the server failed unexpectedly while handling this request; operators \
+         find the details in the server log under its request id",
+        None,
+    )
+    .into_response()
+}
+
+/// Everything between the request id and the routes: the `/` redirects, colon-verb routing,
+/// authentication, the body limit and the request timeout.
+///
+/// The body limit is [`read_limited`], not poem's `SizeLimit`: that one only compares
+/// `Content-Length` (it refuses a chunked body without one as `411` and cannot bound it), while
+/// `read_limited` counts the bytes as they arrive. The timeout is `tokio::time::timeout`: poem
+/// has no timeout middleware (tower-http's would need poem's tower compatibility layer and
+/// answers a bare 408), and this one answers the `REQUEST_TIMEOUT` problem body.
+struct Guarded {
     inner: poem::endpoint::BoxEndpoint<'static>,
     auth: Arc<Auth>,
-    metrics: Arc<Metrics>,
-    routes: HashMap<String, String>,
     body_limit: usize,
     timeout: Duration,
+}
+
+impl Endpoint for Guarded {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        Ok(self.handle(req).await)
+    }
 }
 
 impl Endpoint for Outer {
@@ -142,8 +203,9 @@ impl Endpoint for Outer {
         let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
         let id = request_id.clone();
         let mut resp = REQUEST_ID
-            .scope(id, self.handle_isolated(req).instrument(span.clone()))
-            .await;
+            .scope(id, self.guarded.call(req).instrument(span.clone()))
+            .await
+            .unwrap_or_else(problem_from_poem);
         let status = resp.status().as_u16();
         let route = match resp.data::<OperationId>() {
             Some(op) => self.routes.get(op.0).map_or(op.0, String::as_str),
@@ -170,32 +232,7 @@ impl Endpoint for Outer {
     }
 }
 
-impl Outer {
-    /// Serves one request; a panic anywhere in it is answered `500` with a problem body and
-    /// touches nothing another request uses (the service's shared state is poison-tolerant and
-    /// changed only by checked steps), so the next request is served as usual.
-    async fn handle_isolated(&self, req: Request) -> Response {
-        match AssertUnwindSafe(self.handle(req)).catch_unwind().await {
-            Ok(resp) => resp,
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("a panic without a message");
-                tracing::error!(panic = text, "a request handler panicked; answered 500");
-                Problem::transport(
-                    ErrorKind::Internal,
-                    ErrorKind::Internal.code(),
-                    "internal error: the server failed unexpectedly while handling this request; \
-                     operators find the details in the server log under its request id",
-                    None,
-                )
-                .into_response()
-            }
-        }
-    }
-
+impl Guarded {
     async fn handle(&self, mut req: Request) -> Response {
         // The root and `/docs/` lead to the API documentation; a redirect reveals nothing, so it
         // needs no login. Relative, so it also works behind a proxy that adds a path prefix.
@@ -310,14 +347,16 @@ mod tests {
             )
             .at("/fine", get(poem::endpoint::make_sync(|_| "fine")))
             .boxed();
-        let outer = Outer {
-            inner,
-            auth: Arc::new(Auth::new(&crate::auth::AuthSettings::default())),
-            metrics: Metrics::global(),
-            routes: HashMap::new(),
-            body_limit: 1024,
-            timeout: Duration::from_secs(60),
-        };
+        let outer = Outer::new(
+            Guarded {
+                inner,
+                auth: Arc::new(Auth::new(&crate::auth::AuthSettings::default())),
+                body_limit: 1024,
+                timeout: Duration::from_secs(60),
+            },
+            Metrics::global(),
+            HashMap::new(),
+        );
         let resp = outer
             .call(Request::builder().uri(Uri::from_static("/boom")).finish())
             .await

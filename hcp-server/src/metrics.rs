@@ -1,14 +1,28 @@
 //! Prometheus metrics: HTTP requests by route and status, jobs by operation and final state, job
-//! duration, queue depth, provider call latency and errors. Metric names live in [`names`]; label
-//! names come from [`hcp_core::observe::fields`] plus the HTTP ones here.
+//! duration, queue depth, provider call latency and errors, and the process's CPU, memory, file
+//! descriptors and threads. Metric names live in [`names`]; label names come from
+//! [`hcp_core::observe::fields`] plus the HTTP ones here. `prometheus-client` keeps the registry
+//! and writes the Prometheus text format (0.0.4); `metrics-process` reads the process figures
+//! (on Linux from `/proc`) at each scrape.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use hcp_core::observe::fields;
 use hcp_core::{Engine, ErrorKind, JobState, Observer, Operation};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of `/metrics`.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Every metric name the service exports, in one table.
 pub mod names {
@@ -30,6 +44,22 @@ pub mod names {
     pub const PROVIDER_CALL_ERRORS_TOTAL: &str = "hcp_provider_call_errors_total";
     /// Gauge: 1 when the service is ready (`/readyz` answers 200), else 0.
     pub const READY: &str = "hcp_ready";
+    /// Counter: user and system CPU time of the process in seconds.
+    pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+    /// Gauge: open file descriptors of the process.
+    pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+    /// Gauge: the process's limit of open file descriptors.
+    pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+    /// Gauge: virtual memory size of the process in bytes.
+    pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+    /// Gauge: the process's limit of virtual memory in bytes.
+    pub const PROCESS_VIRTUAL_MEMORY_MAX_BYTES: &str = "process_virtual_memory_max_bytes";
+    /// Gauge: resident memory size of the process in bytes.
+    pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+    /// Gauge: start time of the process since the Unix epoch in seconds.
+    pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+    /// Gauge: OS threads of the process.
+    pub const PROCESS_THREADS: &str = "process_threads";
 }
 
 /// Label names of the HTTP metrics.
@@ -50,63 +80,155 @@ const JOB_BUCKETS: &[f64] = &[
 ];
 const PROVIDER_BUCKETS: &[f64] = &[0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
 
-#[derive(Debug, Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
+/// Makes the histograms of one family, with that family's buckets.
+#[derive(Debug, Clone, Copy)]
+struct Buckets(&'static [f64]);
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    fn observe(&mut self, v: f64) {
-        if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
-            self.counts[i] += 1;
-        }
-        self.sum += v;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            cumulative += c;
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
     }
 }
 
-type HttpKey = (String, &'static str, u16);
+/// Labels of the HTTP metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HttpLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+impl EncodeLabelSet for HttpLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> fmt::Result {
+        (labels::ROUTE, self.route.as_str()).encode(e.encode_label())?;
+        (labels::METHOD, self.method).encode(e.encode_label())?;
+        (labels::STATUS, self.status).encode(e.encode_label())
+    }
+}
+
+/// Labels of the job metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct JobLabels {
+    operation: Operation,
+    state: &'static str,
+}
+
+impl EncodeLabelSet for JobLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> fmt::Result {
+        (fields::OPERATION, self.operation.as_str()).encode(e.encode_label())?;
+        (fields::STATE, self.state).encode(e.encode_label())
+    }
+}
+
+/// Labels of the provider call metrics; `error_kind` only on errors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CallLabels {
+    provider: String,
+    operation: Operation,
+    error_kind: Option<&'static str>,
+}
+
+impl EncodeLabelSet for CallLabels {
+    fn encode(&self, e: &mut LabelSetEncoder) -> fmt::Result {
+        (fields::PROVIDER, self.provider.as_str()).encode(e.encode_label())?;
+        (fields::OPERATION, self.operation.as_str()).encode(e.encode_label())?;
+        if let Some(kind) = self.error_kind {
+            (fields::ERROR_KIND, kind).encode(e.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// Registers a counter under its exposition name (the encoder appends `_total`).
+fn counter_name(name: &'static str) -> &'static str {
+    name.strip_suffix("_total").unwrap_or(name)
+}
 
 /// The service's metrics registry. It is also the engine's [`Observer`].
-#[derive(Debug, Default)]
 pub struct Metrics {
-    http: Mutex<BTreeMap<HttpKey, Histogram>>,
-    jobs: Mutex<BTreeMap<(Operation, &'static str), Histogram>>,
-    provider_calls: Mutex<BTreeMap<(String, Operation), Histogram>>,
-    provider_errors: Mutex<BTreeMap<(String, Operation, &'static str), u64>>,
+    registry: Mutex<Registry>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: Family<HttpLabels, Histogram, Buckets>,
+    jobs_finished: Family<JobLabels, Counter>,
+    job_duration: Family<JobLabels, Histogram, Buckets>,
+    jobs_pending: Gauge,
+    jobs_running: Gauge,
+    provider_calls: Family<CallLabels, Histogram, Buckets>,
+    provider_errors: Family<CallLabels, Counter>,
+    ready: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(Buckets(HTTP_BUCKETS)),
+            jobs_finished: Family::default(),
+            job_duration: Family::new_with_constructor(Buckets(JOB_BUCKETS)),
+            jobs_pending: Gauge::default(),
+            jobs_running: Gauge::default(),
+            provider_calls: Family::new_with_constructor(Buckets(PROVIDER_BUCKETS)),
+            provider_errors: Family::default(),
+            ready: Gauge::default(),
+        };
+        {
+            let mut r = lock(&m.registry);
+            r.register(
+                counter_name(names::HTTP_REQUESTS_TOTAL),
+                "HTTP requests by route, method and status",
+                m.http_requests.clone(),
+            );
+            r.register(
+                names::HTTP_REQUEST_DURATION,
+                "HTTP request latency in seconds",
+                m.http_duration.clone(),
+            );
+            r.register(
+                counter_name(names::JOBS_FINISHED_TOTAL),
+                "Finished jobs by operation and final state",
+                m.jobs_finished.clone(),
+            );
+            r.register(
+                names::JOB_DURATION,
+                "Job duration in seconds, first start to end",
+                m.job_duration.clone(),
+            );
+            r.register(
+                names::JOBS_PENDING,
+                "Jobs accepted and not yet running (queue depth)",
+                m.jobs_pending.clone(),
+            );
+            r.register(
+                names::JOBS_RUNNING,
+                "Jobs running now",
+                m.jobs_running.clone(),
+            );
+            r.register(
+                names::PROVIDER_CALL_DURATION,
+                "Provider call latency in seconds",
+                m.provider_calls.clone(),
+            );
+            r.register(
+                counter_name(names::PROVIDER_CALL_ERRORS_TOTAL),
+                "Failed provider calls",
+                m.provider_errors.clone(),
+            );
+            r.register(names::READY, "1 when the service is ready", m.ready.clone());
+            r.register_collector(Box::new(ProcessCollector));
+        }
+        m
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -125,129 +247,101 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        let method = method_name(method);
-        let mut http = lock(&self.http);
-        let key = (route.to_string(), method, status);
-        http.entry(key)
-            .or_insert_with(|| Histogram::new(HTTP_BUCKETS))
+        let labels = HttpLabels {
+            route: route.to_string(),
+            method: method_name(method),
+            status,
+        };
+        self.http_requests.get_or_create(&labels).inc();
+        self.http_duration
+            .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Renders every metric as Prometheus text (format 0.0.4), with the engine's queue depth and
-    /// readiness read now.
+    /// Renders every metric as Prometheus text (format 0.0.4, [`CONTENT_TYPE`]), with the
+    /// engine's queue depth, readiness and the process figures read now.
     pub fn render(&self, engine: &Engine, ready: bool) -> String {
-        let mut out = String::with_capacity(8192);
-        let (route, method, status) = (labels::ROUTE, labels::METHOD, labels::STATUS);
-        {
-            let http = lock(&self.http);
-            let _ = writeln!(
-                out,
-                "# HELP {} HTTP requests by route, method and status.",
-                names::HTTP_REQUESTS_TOTAL
-            );
-            let _ = writeln!(out, "# TYPE {} counter", names::HTTP_REQUESTS_TOTAL);
-            for ((r, m, s), h) in http.iter() {
-                let _ = writeln!(
-                    out,
-                    "{}{{{route}=\"{}\",{method}=\"{m}\",{status}=\"{s}\"}} {}",
-                    names::HTTP_REQUESTS_TOTAL,
-                    escape(r),
-                    h.count
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP {} HTTP request latency in seconds.",
-                names::HTTP_REQUEST_DURATION
-            );
-            let _ = writeln!(out, "# TYPE {} histogram", names::HTTP_REQUEST_DURATION);
-            for ((r, m, s), h) in http.iter() {
-                let l = format!(
-                    "{route}=\"{}\",{method}=\"{m}\",{status}=\"{s}\"",
-                    escape(r)
-                );
-                h.render(&mut out, names::HTTP_REQUEST_DURATION, &l);
-            }
-        }
-        {
-            let jobs = lock(&self.jobs);
-            let (op, st) = (fields::OPERATION, fields::STATE);
-            let _ = writeln!(
-                out,
-                "# HELP {} Finished jobs by operation and final state.",
-                names::JOBS_FINISHED_TOTAL
-            );
-            let _ = writeln!(out, "# TYPE {} counter", names::JOBS_FINISHED_TOTAL);
-            for ((o, s), h) in jobs.iter() {
-                let _ = writeln!(
-                    out,
-                    "{}{{{op}=\"{o}\",{st}=\"{s}\"}} {}",
-                    names::JOBS_FINISHED_TOTAL,
-                    h.count
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP {} Job duration in seconds, first start to end.",
-                names::JOB_DURATION
-            );
-            let _ = writeln!(out, "# TYPE {} histogram", names::JOB_DURATION);
-            for ((o, s), h) in jobs.iter() {
-                h.render(
-                    &mut out,
-                    names::JOB_DURATION,
-                    &format!("{op}=\"{o}\",{st}=\"{s}\""),
-                );
-            }
-        }
         let stats = engine.stats();
-        let _ = writeln!(
-            out,
-            "# HELP {} Jobs accepted and not yet running (queue depth).",
-            names::JOBS_PENDING
-        );
-        let _ = writeln!(out, "# TYPE {} gauge", names::JOBS_PENDING);
-        let _ = writeln!(out, "{} {}", names::JOBS_PENDING, stats.pending);
-        let _ = writeln!(out, "# HELP {} Jobs running now.", names::JOBS_RUNNING);
-        let _ = writeln!(out, "# TYPE {} gauge", names::JOBS_RUNNING);
-        let _ = writeln!(out, "{} {}", names::JOBS_RUNNING, stats.running);
+        self.encode(stats.pending, stats.running, ready)
+    }
+
+    fn encode(&self, pending: usize, running: usize, ready: bool) -> String {
+        self.jobs_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.jobs_running
+            .set(i64::try_from(running).unwrap_or(i64::MAX));
+        self.ready.set(i64::from(ready));
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail; a metric that could not encode would be a bug.
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &lock(&self.registry))
         {
-            let calls = lock(&self.provider_calls);
-            let (p, op) = (fields::PROVIDER, fields::OPERATION);
-            let _ = writeln!(
-                out,
-                "# HELP {} Provider call latency in seconds.",
-                names::PROVIDER_CALL_DURATION
-            );
-            let _ = writeln!(out, "# TYPE {} histogram", names::PROVIDER_CALL_DURATION);
-            for ((prov, o), h) in calls.iter() {
-                h.render(
-                    &mut out,
-                    names::PROVIDER_CALL_DURATION,
-                    &format!("{p}=\"{}\",{op}=\"{o}\"", escape(prov)),
-                );
-            }
-            let errors = lock(&self.provider_errors);
-            let k = fields::ERROR_KIND;
-            let _ = writeln!(
-                out,
-                "# HELP {} Failed provider calls.",
-                names::PROVIDER_CALL_ERRORS_TOTAL
-            );
-            let _ = writeln!(out, "# TYPE {} counter", names::PROVIDER_CALL_ERRORS_TOTAL);
-            for ((prov, o, kind), n) in errors.iter() {
-                let _ = writeln!(
-                    out,
-                    "{}{{{p}=\"{}\",{op}=\"{o}\",{k}=\"{kind}\"}} {n}",
-                    names::PROVIDER_CALL_ERRORS_TOTAL,
-                    escape(prov)
-                );
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
+}
+
+/// Reads the process's CPU time, memory, file descriptors and threads at each scrape
+/// (`metrics-process`: `/proc/self` on Linux; a figure the platform does not give is left out).
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let p = metrics_process::collector::collect();
+        if let Some(v) = p.cpu_seconds_total {
+            let c = ConstCounter::new(v);
+            c.encode(e.encode_descriptor(
+                counter_name(names::PROCESS_CPU_SECONDS_TOTAL),
+                "Total user and system CPU time spent in seconds",
+                None,
+                c.metric_type(),
+            )?)?;
+        }
+        for (name, help, value) in [
+            (
+                names::PROCESS_OPEN_FDS,
+                "Number of open file descriptors",
+                p.open_fds,
+            ),
+            (
+                names::PROCESS_MAX_FDS,
+                "Maximum number of open file descriptors (0: unlimited)",
+                p.max_fds,
+            ),
+            (
+                names::PROCESS_VIRTUAL_MEMORY_BYTES,
+                "Virtual memory size in bytes",
+                p.virtual_memory_bytes,
+            ),
+            (
+                names::PROCESS_VIRTUAL_MEMORY_MAX_BYTES,
+                "Maximum amount of virtual memory available in bytes (0: unlimited)",
+                p.virtual_memory_max_bytes,
+            ),
+            (
+                names::PROCESS_RESIDENT_MEMORY_BYTES,
+                "Resident memory size in bytes",
+                p.resident_memory_bytes,
+            ),
+            (
+                names::PROCESS_START_TIME_SECONDS,
+                "Start time of the process since the Unix epoch in seconds",
+                p.start_time_seconds,
+            ),
+            (
+                names::PROCESS_THREADS,
+                "Number of OS threads in the process",
+                p.threads,
+            ),
+        ] {
+            if let Some(v) = value {
+                let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+                g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)?;
             }
         }
-        let _ = writeln!(out, "# HELP {} 1 when the service is ready.", names::READY);
-        let _ = writeln!(out, "# TYPE {} gauge", names::READY);
-        let _ = writeln!(out, "{} {}", names::READY, u8::from(ready));
-        out
+        Ok(())
     }
 }
 
@@ -272,21 +366,28 @@ impl Observer for Metrics {
         elapsed: Duration,
         error: Option<ErrorKind>,
     ) {
-        lock(&self.provider_calls)
-            .entry((provider.to_string(), operation))
-            .or_insert_with(|| Histogram::new(PROVIDER_BUCKETS))
+        let mut labels = CallLabels {
+            provider: provider.to_string(),
+            operation,
+            error_kind: None,
+        };
+        self.provider_calls
+            .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
         if let Some(kind) = error {
-            *lock(&self.provider_errors)
-                .entry((provider.to_string(), operation, kind.as_str()))
-                .or_default() += 1;
+            labels.error_kind = Some(kind.as_str());
+            self.provider_errors.get_or_create(&labels).inc();
         }
     }
 
     fn job_finished(&self, operation: Operation, state: JobState, elapsed: Duration) {
-        lock(&self.jobs)
-            .entry((operation, state.as_str()))
-            .or_insert_with(|| Histogram::new(JOB_BUCKETS))
+        let labels = JobLabels {
+            operation,
+            state: state.as_str(),
+        };
+        self.jobs_finished.get_or_create(&labels).inc();
+        self.job_duration
+            .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
     }
 }
@@ -296,17 +397,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
-        let mut h = Histogram::new(&[1.0, 2.0]);
-        h.observe(0.5);
-        h.observe(1.5);
-        h.observe(3.0);
-        let mut out = String::new();
-        h.render(&mut out, "x", "a=\"b\"");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"1\"} 1"), "{out}");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"2\"} 2"), "{out}");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3"), "{out}");
-        assert!(out.contains("x_count{a=\"b\"} 3"), "{out}");
-        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
+    fn metrics_keep_their_names_labels_and_cumulative_buckets() {
+        let m = Metrics::default();
+        let get = poem::http::Method::GET;
+        m.http_request("/a\"b", &get, 200, Duration::from_millis(2));
+        m.http_request("/a\"b", &get, 200, Duration::from_secs(20));
+        m.provider_call("sim", Operation::CreateVm, Duration::from_millis(3), None);
+        m.provider_call(
+            "sim",
+            Operation::CreateVm,
+            Duration::from_millis(3),
+            Some(ErrorKind::Conflict),
+        );
+        m.job_finished(
+            Operation::CreateVm,
+            JobState::Succeeded,
+            Duration::from_secs(2),
+        );
+        let out = m.encode(0, 0, true);
+        for needle in [
+            "# TYPE hcp_http_requests_total counter",
+            "hcp_http_requests_total{route=\"/a\\\"b\",method=\"GET\",status=\"200\"} 2",
+            "hcp_http_request_duration_seconds_bucket{route=\"/a\\\"b\",method=\"GET\",status=\"200\",le=\"0.0025\"} 1",
+            "hcp_http_request_duration_seconds_bucket{route=\"/a\\\"b\",method=\"GET\",status=\"200\",le=\"+Inf\"} 2",
+            "hcp_http_request_duration_seconds_count{route=\"/a\\\"b\",method=\"GET\",status=\"200\"} 2",
+            "# TYPE hcp_jobs_finished_total counter",
+            "hcp_jobs_finished_total{operation=\"create_vm\",state=\"SUCCEEDED\"} 1",
+            "hcp_job_duration_seconds_count{operation=\"create_vm\",state=\"SUCCEEDED\"} 1",
+            "hcp_provider_call_duration_seconds_count{provider=\"sim\",operation=\"create_vm\"} 2",
+            "hcp_provider_call_errors_total{provider=\"sim\",operation=\"create_vm\",error_kind=\"conflict\"} 1",
+            "hcp_jobs_pending 0",
+            "hcp_jobs_running 0",
+            "hcp_ready 1",
+        ] {
+            assert!(out.contains(needle), "missing {needle} in\n{out}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_read_at_each_scrape() {
+        let out = Metrics::default().encode(3, 1, false);
+        assert!(out.contains("hcp_ready 0"), "{out}");
+        assert!(out.contains("hcp_jobs_pending 3"), "{out}");
+        for name in [
+            "# TYPE process_cpu_seconds_total counter",
+            names::PROCESS_OPEN_FDS,
+            names::PROCESS_MAX_FDS,
+            names::PROCESS_VIRTUAL_MEMORY_BYTES,
+            names::PROCESS_RESIDENT_MEMORY_BYTES,
+            names::PROCESS_START_TIME_SECONDS,
+            names::PROCESS_THREADS,
+        ] {
+            assert!(out.contains(name), "missing {name} in\n{out}");
+        }
+        let rss: i64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse().ok())
+            .expect("a resident memory figure");
+        assert!(rss > 1_000_000, "{rss}");
     }
 }

@@ -184,6 +184,7 @@ const MATRIX: &[Row] = &[
         Shared,
         [401, 400, 400, 400, 403, 400],
     ),
+    row("get", "/api/hcp/tenant/v1/vms/{vmId}", Shared, TENANT_READ),
     row(
         "get",
         "/api/hcp/tenant/v1/jobs/{jobId}",

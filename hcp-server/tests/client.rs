@@ -265,3 +265,189 @@ async fn client_uses_the_hyperv_routes() {
         JobState::Succeeded
     );
 }
+
+/// A TCP proxy in front of the service that cuts its first connection right after it has
+/// forwarded the first complete server-sent event with an `id`, and passes every later
+/// connection through. It records the request head of each connection.
+struct CuttingProxy {
+    url: String,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    cut: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl CuttingProxy {
+    async fn start(upstream: &str) -> CuttingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel();
+        let recorded = heads.clone();
+        tokio::spawn(async move {
+            let mut cut_tx = Some(cut_tx);
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let first = cut_tx.take();
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    // The request head (a GET has no body).
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = client.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                    }
+                    recorded
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    server.write_all(&head).await.unwrap();
+                    let Some(cut) = first else {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        return;
+                    };
+                    // Forward the answer until one whole event with an id has passed, then drop
+                    // both connections without ending the chunked body.
+                    let mut seen = Vec::new();
+                    loop {
+                        let n = server.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        client.write_all(&buf[..n]).await.unwrap();
+                        let text = String::from_utf8_lossy(&seen);
+                        if let Some(at) = text.find("\nid: ")
+                            && text[at..].contains("\n\n")
+                        {
+                            break;
+                        }
+                    }
+                    drop(client);
+                    drop(server);
+                    let _ = cut.send(());
+                });
+            }
+        });
+        CuttingProxy {
+            url,
+            heads,
+            cut: Some(cut_rx),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_watch_cut_mid_job_resumes_without_losing_or_repeating_a_line() {
+    // Creates take two seconds, so the job is still running when the proxy cuts the stream.
+    let s = common::start_with(common::Setup {
+        hosts_yaml: Some(hcp_provider_sim::DEMO_HOSTS_FILE.replacen(
+            "seed: 42",
+            "seed: 42\n      op_latency: {create_vm: 2s}",
+            1,
+        )),
+        ..Default::default()
+    })
+    .await;
+    let mut proxy = CuttingProxy::start(&s.url).await;
+    let through_proxy = hcp_client::Client::new(&proxy.url).unwrap();
+    let acc = s
+        .client
+        .create_vm("demo", &VmSpec::new("cut-1", "ubuntu-24.04", "small"), None)
+        .await
+        .unwrap();
+    let mut updates = through_proxy.watch_job(&acc.job_id).await.unwrap();
+    let cut = proxy.cut.take().unwrap();
+    let mut seqs = Vec::new();
+    let mut end = None;
+    let mut checked_mid_job = false;
+    tokio::pin!(cut);
+    loop {
+        tokio::select! {
+            r = &mut cut, if !checked_mid_job => {
+                r.expect("the proxy cut the stream");
+                let job = s.client.get_job(&acc.job_id).await.unwrap();
+                assert!(!job.state.is_terminal(), "the cut came after the job ended: {job:?}");
+                checked_mid_job = true;
+            }
+            u = updates.next() => match u {
+                Some(u) => match u.expect("no error reaches the watcher") {
+                    JobUpdate::Log(l) => seqs.push(l.seq),
+                    JobUpdate::End(job) => end = Some(job),
+                    JobUpdate::Status { .. } => {}
+                },
+                None => break,
+            },
+        }
+    }
+    assert!(checked_mid_job, "the proxy never cut the stream");
+    let end = end.expect("the watch reached the end event");
+    assert_eq!(end.state, JobState::Succeeded);
+    // Every line exactly once, in order: the same lines a watch of the ended job replays.
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "lines lost or repeated");
+    let mut replay = s.client.watch_job(&acc.job_id).await.unwrap();
+    let mut replayed = 0;
+    while let Some(u) = replay.next().await {
+        if let JobUpdate::Log(_) = u.unwrap() {
+            replayed += 1;
+        }
+    }
+    assert_eq!(seqs.len(), replayed);
+    // The second connection resumed after the last line the first one delivered.
+    let heads = proxy.heads.lock().unwrap().clone();
+    assert!(heads.len() >= 2, "{heads:?}");
+    assert!(
+        !heads[0].to_ascii_lowercase().contains("last-event-id"),
+        "{}",
+        heads[0]
+    );
+    let resumed = heads[1]
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("last-event-id")
+                .then(|| v.trim().to_string())
+        })
+        .expect("the reconnection sends Last-Event-ID");
+    let resumed: u64 = resumed.parse().unwrap();
+    assert!(
+        resumed >= 1 && resumed < seqs.len() as u64,
+        "{resumed} of {}",
+        seqs.len()
+    );
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_vm_is_found_by_id_among_the_callers_projects() {
+    let s = common::start().await;
+    let acc = s
+        .client
+        .create_vm(
+            "demo",
+            &VmSpec::new("found-1", "ubuntu-24.04", "small"),
+            None,
+        )
+        .await
+        .unwrap();
+    let vm = s.client.find_vm(&acc.vm_id).await.unwrap();
+    assert_eq!(
+        (vm.id.as_str(), vm.project.as_str()),
+        (acc.vm_id.as_str(), "demo")
+    );
+    let e = s
+        .client
+        .find_vm(&hcp_core::VmId::new("vm-nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    s.stop().await.unwrap();
+}

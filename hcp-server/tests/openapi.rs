@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &str)] = &[
         "post",
         "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:console",
     ),
+    ("get", "/api/hcp/tenant/v1/vms/{vmId}"),
     ("get", "/api/hcp/tenant/v1/console/ws"),
     ("get", "/api/hcp/tenant/v1/jobs/{jobId}"),
     ("get", "/api/hcp/tenant/v1/jobs/{jobId}/logs"),
@@ -187,6 +188,47 @@ async fn openapi_document_is_valid_openapi_3_with_every_route() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn tags_come_by_importance_and_development_mode_declares_no_security() {
+    let s = common::start().await;
+    let doc: serde_json::Value = s
+        .http
+        .get(s.at("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tags: Vec<&str> = doc["tags"]
+        .as_array()
+        .expect("a tags array")
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["Tenant", "Ops", "Common", "Hyper-V", "Health"]);
+    for t in doc["tags"].as_array().unwrap() {
+        assert!(
+            t["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "{t}"
+        );
+    }
+    // Without OIDC every request acts as the development principal: the document claims no
+    // authentication, so Swagger UI offers no Authorize button.
+    assert!(
+        doc["components"].get("securitySchemes").is_none(),
+        "{}",
+        doc["components"]
+    );
+    assert!(doc.get("security").is_none());
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(op.get("security").is_none(), "{method} {path}");
+        }
+    }
+    s.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
 
 from . import _hcp
-from ._aio import AsyncJobLogs, call
+from ._aio import AsyncJobLogs
 from ._hcp import Capabilities, Catalog, Console, Host, Job, JobLogs, Submitted, Vm
 
 __all__ = ["Engine", "Client", "AsyncEngine", "AsyncClient", "ConfigLike", "VmRef", "JobRef", "NetworkLike"]
@@ -700,24 +700,21 @@ class _AsyncApi:
         -------
         Submitted
         """
-        return await call(
-            lambda b: self._core.create_vm_async(
-                b,
-                project,
-                name,
-                image,
-                flavor,
-                vcpus=vcpus,
-                memory_mib=memory_mib,
-                disk_gib=disk_gib,
-                networks=networks,
-                zone=zone,
-                user_data=user_data,
-                tags=tags,
-                idempotency_key=idempotency_key,
-                wait=wait,
-                timeout=timeout,
-            )
+        return await self._core.create_vm_async(
+            project,
+            name,
+            image,
+            flavor,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            disk_gib=disk_gib,
+            networks=networks,
+            zone=zone,
+            user_data=user_data,
+            tags=tags,
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout=timeout,
         )
 
     async def list_vms(self, project: str) -> list[Vm]:
@@ -727,7 +724,7 @@ class _AsyncApi:
         -------
         list of Vm
         """
-        return await call(lambda b: self._core.list_vms_async(b, project))
+        return await self._core.list_vms_async(project)
 
     async def get_vm(self, project: str, vm: VmRef) -> Vm:
         """Return one VM; see :meth:`Engine.get_vm`.
@@ -736,7 +733,7 @@ class _AsyncApi:
         -------
         Vm
         """
-        return await call(lambda b: self._core.get_vm_async(b, project, _vm_id(vm)))
+        return await self._core.get_vm_async(project, _vm_id(vm))
 
     async def start_vm(
         self,
@@ -753,12 +750,15 @@ class _AsyncApi:
         -------
         Submitted
         """
-        return await call(
-            lambda b: self._core.change_vm_async(
-                b,
-                "start", project, _vm_id(vm), force=False, hard=False,
-                idempotency_key=idempotency_key, wait=wait, timeout=timeout,
-            )
+        return await self._core.change_vm_async(
+            "start",
+            project,
+            _vm_id(vm),
+            force=False,
+            hard=False,
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout=timeout,
         )
 
     async def stop_vm(
@@ -777,12 +777,15 @@ class _AsyncApi:
         -------
         Submitted
         """
-        return await call(
-            lambda b: self._core.change_vm_async(
-                b,
-                "stop", project, _vm_id(vm), force=force, hard=False,
-                idempotency_key=idempotency_key, wait=wait, timeout=timeout,
-            )
+        return await self._core.change_vm_async(
+            "stop",
+            project,
+            _vm_id(vm),
+            force=force,
+            hard=False,
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout=timeout,
         )
 
     async def reboot_vm(
@@ -801,12 +804,15 @@ class _AsyncApi:
         -------
         Submitted
         """
-        return await call(
-            lambda b: self._core.change_vm_async(
-                b,
-                "reboot", project, _vm_id(vm), force=False, hard=hard,
-                idempotency_key=idempotency_key, wait=wait, timeout=timeout,
-            )
+        return await self._core.change_vm_async(
+            "reboot",
+            project,
+            _vm_id(vm),
+            force=False,
+            hard=hard,
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout=timeout,
         )
 
     async def delete_vm(
@@ -825,12 +831,15 @@ class _AsyncApi:
         -------
         Submitted
         """
-        return await call(
-            lambda b: self._core.change_vm_async(
-                b,
-                "delete", project, _vm_id(vm), force=force, hard=False,
-                idempotency_key=idempotency_key, wait=wait, timeout=timeout,
-            )
+        return await self._core.change_vm_async(
+            "delete",
+            project,
+            _vm_id(vm),
+            force=force,
+            hard=False,
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout=timeout,
         )
 
     async def console(self, project: str, vm: VmRef) -> Console:
@@ -840,7 +849,7 @@ class _AsyncApi:
         -------
         Console
         """
-        return await call(lambda b: self._core.console_async(b, project, _vm_id(vm)))
+        return await self._core.console_async(project, _vm_id(vm))
 
     async def get_job(self, job: JobRef) -> Job:
         """Return a job as it is now; see :meth:`Engine.get_job`.
@@ -849,7 +858,7 @@ class _AsyncApi:
         -------
         Job
         """
-        return await call(lambda b: self._core.get_job_async(b, _job_id(job)))
+        return await self._core.get_job_async(_job_id(job))
 
     async def wait_job(self, job: JobRef, timeout: Optional[float] = None) -> Job:
         """Wait until a job ends and return it; see :meth:`Engine.wait_job`.
@@ -864,7 +873,7 @@ class _AsyncApi:
         Timeout
             The job did not end within ``timeout`` (it goes on).
         """
-        return await call(lambda b: self._core.wait_job_async(b, _job_id(job), timeout))
+        return await self._core.wait_job_async(_job_id(job), timeout)
 
     def job_logs(self, job: JobRef) -> AsyncJobLogs:
         """Follow a job's log with ``async for``: past lines, then live lines, until it ends.
@@ -905,7 +914,7 @@ class _AsyncApi:
         -------
         list of Host
         """
-        return await call(self._core.hosts_async)
+        return await self._core.hosts_async()
 
     async def catalog(self) -> Catalog:
         """Return the catalog; see :meth:`Engine.catalog`.
@@ -914,7 +923,7 @@ class _AsyncApi:
         -------
         Catalog
         """
-        return await call(self._core.catalog_async)
+        return await self._core.catalog_async()
 
     async def capabilities(self, zone: Optional[str] = None) -> Capabilities:
         """Return what can be asked for in a zone, or anywhere; see :meth:`Engine.capabilities`.
@@ -923,14 +932,14 @@ class _AsyncApi:
         -------
         Capabilities
         """
-        return await call(lambda b: self._core.capabilities_async(b, zone))
+        return await self._core.capabilities_async(zone)
 
     async def close(self) -> None:
         """Stop background work and release resources; later calls raise ``RuntimeError``.
 
         The object is also an async context manager that closes on exit.
         """
-        await call(self._core.close_async)
+        await self._core.close_async()
 
     @property
     def closed(self) -> bool:

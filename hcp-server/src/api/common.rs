@@ -5,6 +5,7 @@ use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 
+use super::security::ApiAuth;
 use super::{ApiTags, State};
 use crate::dto::{
     CapabilitiesDto, CatalogDto, FlavorDto, ImageDto, NetworkDto, ZoneCapabilitiesDto, ZoneDto,
@@ -21,13 +22,13 @@ impl CommonApi {
     ///
     /// Images, flavors, networks and zones in one answer.
     #[oai(path = "/catalog", method = "get", operation_id = "catalog")]
-    async fn catalog(&self) -> Json<CatalogDto> {
+    async fn catalog(&self, _auth: ApiAuth) -> Json<CatalogDto> {
         Json(self.state.engine.catalog().into())
     }
 
     /// List images
     #[oai(path = "/images", method = "get", operation_id = "listImages")]
-    async fn images(&self) -> Json<Vec<ImageDto>> {
+    async fn images(&self, _auth: ApiAuth) -> Json<Vec<ImageDto>> {
         Json(
             self.state
                 .engine
@@ -41,7 +42,7 @@ impl CommonApi {
 
     /// List flavors
     #[oai(path = "/flavors", method = "get", operation_id = "listFlavors")]
-    async fn flavors(&self) -> Json<Vec<FlavorDto>> {
+    async fn flavors(&self, _auth: ApiAuth) -> Json<Vec<FlavorDto>> {
         Json(
             self.state
                 .engine
@@ -55,7 +56,7 @@ impl CommonApi {
 
     /// List networks
     #[oai(path = "/networks", method = "get", operation_id = "listNetworks")]
-    async fn networks(&self) -> Json<Vec<NetworkDto>> {
+    async fn networks(&self, _auth: ApiAuth) -> Json<Vec<NetworkDto>> {
         Json(
             self.state
                 .engine
@@ -69,7 +70,7 @@ impl CommonApi {
 
     /// List zones
     #[oai(path = "/zones", method = "get", operation_id = "listZones")]
-    async fn zones(&self) -> Json<Vec<ZoneDto>> {
+    async fn zones(&self, _auth: ApiAuth) -> Json<Vec<ZoneDto>> {
         Json(
             self.state
                 .engine
@@ -87,6 +88,7 @@ impl CommonApi {
     #[oai(path = "/capabilities", method = "get", operation_id = "capabilities")]
     async fn capabilities(
         &self,
+        _auth: ApiAuth,
         /// The zone to ask about.
         zone: Query<Option<String>>,
     ) -> ApiResult<Json<CapabilitiesDto>> {
@@ -101,7 +103,7 @@ impl CommonApi {
         method = "get",
         operation_id = "zoneCapabilities"
     )]
-    async fn zone_capabilities(&self) -> ApiResult<Json<Vec<ZoneCapabilitiesDto>>> {
+    async fn zone_capabilities(&self, _auth: ApiAuth) -> ApiResult<Json<Vec<ZoneCapabilitiesDto>>> {
         let engine = &self.state.engine;
         let mut out = Vec::new();
         for z in &engine.catalog().zones {
@@ -121,6 +123,7 @@ impl CommonApi {
     )]
     async fn one_zone_capabilities(
         &self,
+        _auth: ApiAuth,
         zone: Path<String>,
     ) -> ApiResult<Json<ZoneCapabilitiesDto>> {
         let capabilities = self.state.engine.capabilities(Some(&zone.0)).map_err(|e| {

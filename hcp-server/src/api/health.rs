@@ -3,6 +3,7 @@
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, OpenApi};
 
+use super::security::ApiAuth;
 use super::{ApiTags, State};
 use crate::dto::HealthDto;
 
@@ -36,7 +37,7 @@ pub(crate) enum MetricsResponse {
 impl HealthApi {
     /// Liveness: the process is alive
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
-    async fn healthz(&self) -> Json<HealthDto> {
+    async fn healthz(&self, _auth: ApiAuth) -> Json<HealthDto> {
         Json(HealthDto {
             status: "ok".into(),
             reason: None,
@@ -45,7 +46,7 @@ impl HealthApi {
 
     /// Readiness: the first inventory has loaded and at least one provider answers
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
-    async fn readyz(&self) -> ReadyResponse {
+    async fn readyz(&self, _auth: ApiAuth) -> ReadyResponse {
         match self.state.ready() {
             Ok(()) => ReadyResponse::Ready(Json(HealthDto {
                 status: "ok".into(),
@@ -61,9 +62,10 @@ impl HealthApi {
     /// Prometheus metrics
     ///
     /// Request count and latency by route and status, jobs by operation and final state, job
-    /// duration, queue depth, provider call latency and errors by provider.
+    /// duration, queue depth, provider call latency and errors by provider, and the process's
+    /// CPU time, memory, file descriptors and threads (`process_*`).
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
-    async fn metrics(&self) -> MetricsResponse {
+    async fn metrics(&self, _auth: ApiAuth) -> MetricsResponse {
         let ready = self.state.ready().is_ok();
         MetricsResponse::Ok(PlainText(
             self.state.metrics.render(&self.state.engine, ready),

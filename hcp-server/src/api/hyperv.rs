@@ -17,6 +17,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use serde::{Deserialize, Serialize};
 
+use super::security::ApiAuth;
 use super::{AcceptedResponse, ApiTags, State, legacy_context};
 use crate::dto::{HostDto, InventoryVmDto, LegacyCreateVmRequest, LegacyDeleteVmRequest};
 use crate::error::ApiResult;
@@ -136,6 +137,7 @@ impl HyperVApi {
     #[oai(path = "/hosts", method = "get", operation_id = "legacyHosts")]
     async fn hosts(
         &self,
+        _auth: ApiAuth,
         /// Page size (default and maximum: the server's largest page, 1000 unless
         /// `HCP_PAGE_MAX` says otherwise; larger values are clamped).
         limit: Query<Option<u32>>,
@@ -176,6 +178,7 @@ impl HyperVApi {
     #[oai(path = "/vms", method = "get", operation_id = "legacyVms")]
     async fn vms(
         &self,
+        _auth: ApiAuth,
         /// Page size (default and maximum: the server's largest page, 1000 unless
         /// `HCP_PAGE_MAX` says otherwise; larger values are clamped).
         limit: Query<Option<u32>>,
@@ -235,6 +238,7 @@ impl HyperVApi {
     #[oai(path = "/vms/create", method = "post", operation_id = "legacyCreateVm")]
     async fn create(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "Idempotency-Key")] idempotency_key: poem_openapi::param::Header<
             Option<String>,
@@ -317,6 +321,7 @@ impl HyperVApi {
     #[oai(path = "/vms/delete", method = "post", operation_id = "legacyDeleteVm")]
     async fn delete(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "Idempotency-Key")] idempotency_key: poem_openapi::param::Header<
             Option<String>,

@@ -6,6 +6,7 @@ pub(crate) mod common;
 pub(crate) mod health;
 pub(crate) mod hyperv;
 pub(crate) mod ops;
+pub(crate) mod security;
 pub(crate) mod tenant;
 
 use std::collections::HashMap;
@@ -224,59 +225,53 @@ pub(crate) fn service(state: &State) -> OpenApiService<Apis, ()> {
     )
 }
 
+/// The tags in the order the document lists them: by importance, the tenant API first.
+pub(crate) const TAG_ORDER: [ApiTags; 5] = [
+    ApiTags::Tenant,
+    ApiTags::Ops,
+    ApiTags::Common,
+    ApiTags::HyperV,
+    ApiTags::Health,
+];
+
 /// Rewrites the internal colon-verb paths (`{vmId}/@start`) of a generated document into the
-/// published form (`{vmId}:start`), declares how callers authenticate (a bearer JWT or the
-/// browser session cookie; none on the `public` routes, and none at all when `auth` is off),
-/// and returns the document and a map from operation id to route template (the `route` label of
-/// the HTTP metrics).
+/// published form (`{vmId}:start`), orders the tags by [`TAG_ORDER`], applies the running
+/// configuration to the security poem-openapi declared ([`security`]: none on the `public`
+/// routes, and none at all when `auth` is off), and returns the document and a map from
+/// operation id to route template (the `route` label of the HTTP metrics).
+///
+/// poem-openapi keeps tags in a sorted set (so the tenant API came last) and fixes each
+/// operation's security at compile time; both need this pass.
 pub(crate) fn publish(
     internal: &str,
     auth: bool,
     public: &[String],
 ) -> (String, HashMap<String, String>) {
     let mut doc: serde_json::Value = serde_json::from_str(internal).unwrap_or_default();
-    if auth && let Some(obj) = doc.as_object_mut() {
-        let components = obj
-            .entry("components")
-            .or_insert_with(|| serde_json::json!({}));
-        if let Some(c) = components.as_object_mut() {
-            c.insert(
-                "securitySchemes".into(),
-                serde_json::json!({
-                    "bearer": {
-                        "type": "http",
-                        "scheme": "bearer",
-                        "bearerFormat": "JWT",
-                        "description": "An access or ID token of the configured OIDC provider. \
-                            Roles and projects come from its claims: tenant routes need the tenant \
-                            role and membership of the project, ops routes the operator role, the \
-                            /api/v1 routes (which act across projects) the Hyper-V role."
-                    },
-                    "session": {
-                        "type": "apiKey",
-                        "in": "cookie",
-                        "name": auth::login::SESSION_COOKIE,
-                        "description": "The session of the browser login (/oidc/login). Unsafe \
-                            methods also need the `X-CSRF-Token` header."
-                    }
-                }),
-            );
-        }
-        obj.insert(
-            "security".into(),
-            serde_json::json!([{"bearer": []}, {"session": []}]),
-        );
-        if let Some(paths) = obj.get_mut("paths").and_then(|p| p.as_object_mut()) {
-            for (path, item) in paths.iter_mut() {
-                if !public.iter().any(|p| p == path) {
-                    continue;
-                }
-                if let Some(ops) = item.as_object_mut() {
-                    for op in ops.values_mut() {
-                        if let Some(op) = op.as_object_mut() {
-                            op.insert("security".into(), serde_json::json!([]));
-                        }
-                    }
+    if let Some(tags) = doc.get_mut("tags").and_then(|t| t.as_array_mut()) {
+        let rank = |t: &serde_json::Value| {
+            let name = t.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+            TAG_ORDER
+                .iter()
+                .position(|tag| tag.name() == name)
+                .unwrap_or(TAG_ORDER.len())
+        };
+        tags.sort_by_key(rank);
+    }
+    if !auth && let Some(schemes) = doc.get_mut("components").and_then(|c| c.as_object_mut()) {
+        schemes.remove("securitySchemes");
+    }
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for (path, item) in paths.iter_mut() {
+            let open = !auth || public.iter().any(|p| p == path);
+            let Some(ops) = item.as_object_mut() else {
+                continue;
+            };
+            for op in ops.values_mut().filter_map(|op| op.as_object_mut()) {
+                if !auth {
+                    op.remove("security");
+                } else if open {
+                    op.insert("security".into(), serde_json::json!([]));
                 }
             }
         }

@@ -4,14 +4,13 @@
 use futures::stream::BoxStream;
 use hcp_core::store::{JobFilter, Scope};
 use hcp_core::{EventFilter, JobId, ProjectId, VmId};
-use poem::Request;
 use poem::web::sse::Event;
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 
+use super::security::ApiAuth;
 use super::{ApiTags, State};
-use crate::auth;
 use crate::dto::{
     AuditEventDto, EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsJobLogPage,
     OpsVmPage, ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto,
@@ -38,7 +37,7 @@ fn project_scope(project: Option<String>) -> hcp_core::Result<Scope> {
 impl OpsApi {
     /// List providers with their health
     #[oai(path = "/providers", method = "get", operation_id = "opsProviders")]
-    async fn providers(&self) -> Json<Vec<ProviderStatusDto>> {
+    async fn providers(&self, _auth: ApiAuth) -> Json<Vec<ProviderStatusDto>> {
         Json(
             self.state
                 .engine
@@ -51,7 +50,7 @@ impl OpsApi {
 
     /// List hosts with capacity and health
     #[oai(path = "/hosts", method = "get", operation_id = "opsHosts")]
-    async fn hosts(&self) -> Json<Vec<HostDto>> {
+    async fn hosts(&self, _auth: ApiAuth) -> Json<Vec<HostDto>> {
         Json(
             self.state
                 .engine
@@ -66,6 +65,7 @@ impl OpsApi {
     #[oai(path = "/vms", method = "get", operation_id = "opsVms")]
     async fn vms(
         &self,
+        _auth: ApiAuth,
         /// Only this project's VMs.
         project: Query<Option<String>>,
         /// Page size (default 100, clamped to the server's maximum).
@@ -87,7 +87,7 @@ impl OpsApi {
 
     /// List every VM found on the hosts, HCP's and others
     #[oai(path = "/inventory", method = "get", operation_id = "opsInventory")]
-    async fn inventory(&self) -> Json<Vec<InventoryVmDto>> {
+    async fn inventory(&self, _auth: ApiAuth) -> Json<Vec<InventoryVmDto>> {
         Json(
             self.state
                 .engine
@@ -104,7 +104,7 @@ impl OpsApi {
         method = "get",
         operation_id = "opsCapabilities"
     )]
-    async fn capabilities(&self) -> Json<Vec<ProviderCapabilitiesDto>> {
+    async fn capabilities(&self, _auth: ApiAuth) -> Json<Vec<ProviderCapabilitiesDto>> {
         Json(
             self.state
                 .engine
@@ -119,8 +119,8 @@ impl OpsApi {
     ///
     /// Refreshes every host's inventory, rebuilds VMs found with HCP's mark, and reports drift.
     #[oai(path = "/reconcile", method = "post", operation_id = "opsReconcile")]
-    async fn reconcile(&self, req: &Request) -> ApiResult<Json<RefreshReportDto>> {
-        let principal = auth::caller(req).principal();
+    async fn reconcile(&self, auth: ApiAuth) -> ApiResult<Json<RefreshReportDto>> {
+        let principal = auth.0.principal();
         Ok(Json(
             self.state.engine.reconcile_now(&principal).await?.into(),
         ))
@@ -130,6 +130,7 @@ impl OpsApi {
     #[oai(path = "/jobs", method = "get", operation_id = "opsJobs")]
     async fn jobs(
         &self,
+        _auth: ApiAuth,
         /// Only this project's jobs.
         project: Query<Option<String>>,
         /// Only jobs on this VM.
@@ -163,7 +164,11 @@ impl OpsApi {
 
     /// Get a job with its host and provider
     #[oai(path = "/jobs/:jobId", method = "get", operation_id = "opsGetJob")]
-    async fn job(&self, #[oai(name = "jobId")] job_id: Path<String>) -> ApiResult<Json<JobDto>> {
+    async fn job(
+        &self,
+        _auth: ApiAuth,
+        #[oai(name = "jobId")] job_id: Path<String>,
+    ) -> ApiResult<Json<JobDto>> {
         let job = self
             .state
             .engine
@@ -183,6 +188,7 @@ impl OpsApi {
     )]
     async fn job_logs(
         &self,
+        _auth: ApiAuth,
         #[oai(name = "jobId")] job_id: Path<String>,
         /// Only lines after this line number.
         after: Query<Option<u64>>,
@@ -221,6 +227,7 @@ impl OpsApi {
     #[oai(path = "/events", method = "get", operation_id = "opsEvents")]
     async fn events(
         &self,
+        _auth: ApiAuth,
         /// Only events after this sequence number.
         after: Query<Option<u64>>,
         /// Only this project's events.
@@ -258,6 +265,7 @@ impl OpsApi {
     )]
     async fn event_stream(
         &self,
+        _auth: ApiAuth,
         /// Only events after this sequence number.
         after: Query<Option<u64>>,
         /// Only this project's events.

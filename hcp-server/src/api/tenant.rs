@@ -15,8 +15,8 @@ use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
 
+use super::security::ApiAuth;
 use super::{AcceptedResponse, ApiTags, State, find_job, tenant_context, watch_job};
-use crate::auth;
 use crate::console::SUBPROTOCOL;
 use crate::dto::{
     ConsoleDto, ConsoleKindDto, CreateVmRequest, JobEventDto, JobStateDto, PatchVmRequest,
@@ -98,6 +98,7 @@ impl TenantApi {
     )]
     async fn list_vms(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         /// Page size (default 100, clamped to the server's maximum, 1000 by default).
@@ -133,6 +134,7 @@ impl TenantApi {
     )]
     async fn create_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         /// Replays the first answer when the same request is sent again with the same key;
@@ -154,6 +156,7 @@ impl TenantApi {
     )]
     async fn get_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -210,6 +213,7 @@ impl TenantApi {
     )]
     async fn delete_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -234,6 +238,7 @@ impl TenantApi {
     )]
     async fn start_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -258,6 +263,7 @@ impl TenantApi {
     )]
     async fn stop_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -282,6 +288,7 @@ impl TenantApi {
     )]
     async fn reboot_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -312,6 +319,7 @@ impl TenantApi {
     )]
     async fn console(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
@@ -351,7 +359,7 @@ impl TenantApi {
     )]
     async fn console_ws(
         &self,
-        req: &Request,
+        auth: ApiAuth,
         ws: Option<WebSocket>,
         /// The single-use token of the console's `url`.
         token: Query<Option<String>>,
@@ -371,7 +379,7 @@ impl TenantApi {
                  WebSocket clients do)",
             )
         })?;
-        let grant = self.state.consoles.take(&token, &auth::caller(req))?;
+        let grant = self.state.consoles.take(&token, &auth.0)?;
         let upstream = self
             .state
             .consoles
@@ -393,8 +401,10 @@ impl TenantApi {
         method = "get",
         operation_id = "listJobs"
     )]
+    #[allow(clippy::too_many_arguments)] // One parameter per part of the OpenAPI operation.
     async fn list_jobs(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         /// Only jobs on this VM.
@@ -438,6 +448,7 @@ impl TenantApi {
     )]
     async fn cancel_job(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "jobId")] job_id: Path<String>,
@@ -457,12 +468,34 @@ impl TenantApi {
         })
     }
 
+    /// Find a VM by id among the caller's projects
+    ///
+    /// For a caller that knows a VM's id but not its project (the CLI's `hcp vm show ID`
+    /// without `--project`): the VM's `project` names it. A VM of a project the caller is not a
+    /// member of is "not found".
+    #[oai(path = "/vms/:vmId", method = "get", operation_id = "findVm")]
+    async fn find_vm(
+        &self,
+        auth: ApiAuth,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+    ) -> ApiResult<Json<TenantVmDto>> {
+        let vm_id = VmId::new(vm_id.0);
+        for scope in auth.0.scopes() {
+            match self.state.engine.get_vm(&scope, &vm_id).await {
+                Err(e) if e.kind() == hcp_core::ErrorKind::NotFound => continue,
+                other => return Ok(Json(other?.tenant_view().into())),
+            }
+        }
+        Err(Error::not_found("vm", &vm_id).into())
+    }
+
     /// Get a job
     ///
     /// A pending job's `pending_reason` says why it waits.
     #[oai(path = "/jobs/:jobId", method = "get", operation_id = "getJob")]
     async fn get_job(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "jobId")] job_id: Path<String>,
     ) -> ApiResult<Json<TenantJobDto>> {
@@ -478,6 +511,7 @@ impl TenantApi {
     #[oai(path = "/jobs/:jobId/logs", method = "get", operation_id = "jobLogs")]
     async fn job_logs(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "jobId")] job_id: Path<String>,
         /// Resume after this log line number.

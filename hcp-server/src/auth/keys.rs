@@ -17,11 +17,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde::Deserialize;
 
 use super::settings::check_url;
+
+/// Why one background load ended.
+enum Refresh {
+    /// The cache was dropped: the refresher stops.
+    Dropped,
+    /// The provider did not answer usable keys: retried.
+    Failed(String),
+}
 
 /// The largest discovery or JWKS document read.
 const MAX_DOCUMENT: usize = 1024 * 1024;
@@ -170,25 +179,37 @@ impl KeyCache {
             return;
         };
         let weak: Weak<KeyCache> = Arc::downgrade(self);
+        // A failed load is retried 1 s, 2 s, 4 s, ... apart, at most 30 s (or the refresh
+        // interval, when shorter), for as long as the cache lives.
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(interval.clamp(Duration::from_secs(1), Duration::from_secs(30)))
+            .without_max_times();
         handle.spawn(async move {
-            let mut backoff = Duration::from_millis(500);
             loop {
-                let Some(cache) = weak.upgrade() else { return };
-                let result = cache.refresh().await;
-                let loaded = cache.loaded();
-                drop(cache);
-                let wait = match result {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(500);
-                        interval
-                    }
-                    Err(e) => {
-                        tracing::warn!(target: "hcp::auth", error = %e, "cannot load the identity provider's keys; retrying");
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        if loaded { interval.min(backoff) } else { backoff }
+                let load = || {
+                    let weak = weak.clone();
+                    async move {
+                        // No strong reference is held between attempts, so a dropped cache
+                        // ends the task.
+                        let cache = weak.upgrade().ok_or(Refresh::Dropped)?;
+                        cache.refresh().await.map_err(Refresh::Failed)
                     }
                 };
-                tokio::time::sleep(wait).await;
+                let loaded = load
+                    .retry(backoff)
+                    .sleep(tokio::time::sleep)
+                    .when(|e| matches!(e, Refresh::Failed(_)))
+                    .notify(|e, _| {
+                        if let Refresh::Failed(e) = e {
+                            tracing::warn!(target: "hcp::auth", error = %e, "cannot load the identity provider's keys; retrying");
+                        }
+                    })
+                    .await;
+                if loaded.is_err() {
+                    return;
+                }
+                tokio::time::sleep(interval).await;
             }
         });
     }

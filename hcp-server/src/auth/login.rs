@@ -23,12 +23,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cookie::{Cookie, SameSite};
 use hcp_core::ErrorKind;
 use hmac::{Hmac, Mac};
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Request, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::keys::without_url;
 use super::{Auth, Caller, Oidc, Projects, Refusal, Via};
@@ -132,29 +134,36 @@ impl Logins {
     }
 }
 
-/// Returns the value of cookie `name`.
+/// Returns the value of cookie `name` (the `cookie` crate parses each `Cookie` header; a value
+/// in double quotes is read without them).
 pub(crate) fn cookie(req: &Request, name: &str) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim_matches('"').to_string())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value_trimmed().to_string())
         .filter(|v| !v.is_empty())
 }
 
+/// Appends a `Set-Cookie` for a `__Host-` cookie: Secure, `Path=/`, no domain, `Max-Age` in
+/// seconds (0 clears it); the CSRF cookie is `SameSite=Strict`, the others `Lax`.
 fn set_cookie(resp: &mut Response, name: &str, value: &str, max_age: i64, http_only: bool) {
-    let same_site = if name == CSRF_COOKIE { "Strict" } else { "Lax" };
-    let mut c = format!(
-        "{name}={value}; Path=/; Max-Age={}; Secure; SameSite={same_site}",
-        max_age.max(0)
-    );
-    if http_only {
-        c.push_str("; HttpOnly");
-    }
-    if let Ok(v) = HeaderValue::from_str(&c) {
+    let same_site = if name == CSRF_COOKIE {
+        SameSite::Strict
+    } else {
+        SameSite::Lax
+    };
+    let c = Cookie::build((name, value))
+        .path("/")
+        .max_age(cookie::time::Duration::seconds(max_age.max(0)))
+        .secure(true)
+        .same_site(same_site)
+        .http_only(http_only)
+        .build();
+    if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
 }
@@ -533,12 +542,10 @@ pub(crate) async fn session(auth: &Auth, req: &Request) -> Response {
         .body(body.to_string())
 }
 
-/// Compares in time independent of where the inputs differ.
+/// Compares in time independent of where the inputs differ (`subtle`; unequal lengths are
+/// unequal at once, and the lengths here are not secret).
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]
@@ -569,5 +576,58 @@ mod tests {
         assert_ne!(a, l.csrf_token("session-b"));
         assert_eq!(a, l.csrf_token("session-a"));
         assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd") && !ct_eq(b"a", b"ab"));
+    }
+
+    fn request_with(cookies: &[&str]) -> Request {
+        let mut b = Request::builder();
+        for c in cookies {
+            b = b.header(header::COOKIE, *c);
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn cookies_are_read_from_every_cookie_header() {
+        let req = request_with(&[
+            "a=1; __Host-hcp_session=\"tok.en\"",
+            "__Host-hcp_csrf=c2; empty=",
+        ]);
+        assert_eq!(cookie(&req, SESSION_COOKIE).as_deref(), Some("tok.en"));
+        assert_eq!(cookie(&req, CSRF_COOKIE).as_deref(), Some("c2"));
+        assert_eq!(cookie(&req, "a").as_deref(), Some("1"));
+        assert_eq!(cookie(&req, "empty"), None);
+        assert_eq!(cookie(&req, "missing"), None);
+        // A name is matched whole, never as a prefix or suffix.
+        let req = request_with(&["x__Host-hcp_session=no; __Host-hcp_session2=no"]);
+        assert_eq!(cookie(&req, SESSION_COOKIE), None);
+    }
+
+    #[test]
+    fn set_cookies_carry_the_host_prefix_attributes() {
+        let mut resp = Response::builder().finish();
+        set_cookie(&mut resp, SESSION_COOKIE, "t", 60, true);
+        set_cookie(&mut resp, CSRF_COOKIE, "c", -5, false);
+        let all: Vec<String> = resp
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let parsed: Vec<Cookie<'_>> = all
+            .iter()
+            .map(|c| Cookie::parse(c.as_str()).unwrap())
+            .collect();
+        let session = &parsed[0];
+        assert_eq!((session.name(), session.value()), (SESSION_COOKIE, "t"));
+        assert_eq!(session.path(), Some("/"));
+        assert_eq!(session.domain(), None);
+        assert_eq!(session.secure(), Some(true));
+        assert_eq!(session.http_only(), Some(true));
+        assert_eq!(session.same_site(), Some(SameSite::Lax));
+        assert_eq!(session.max_age(), Some(cookie::time::Duration::seconds(60)));
+        let csrf = &parsed[1];
+        assert_eq!(csrf.same_site(), Some(SameSite::Strict));
+        assert_eq!(csrf.http_only(), None, "{}", all[1]);
+        assert_eq!(csrf.max_age(), Some(cookie::time::Duration::ZERO));
     }
 }

@@ -377,9 +377,13 @@ pub struct OidcSettings {
     /// refused).
     pub projects_string: StringClaim,
     /// The claim (or dotted path) that carries roles (`OIDC_ROLES_CLAIM`, default `roles`).
+    ///
+    /// A top-level claim of exactly this name wins (`https://hcp.example.com/roles`); otherwise
+    /// each dot-separated segment steps into an object, read as a JSON pointer whose segments
+    /// escape `~` and `/` (`~0`, `~1`), so those characters stay part of the key.
     pub roles_claim: String,
     /// The claim (or dotted path) that carries project membership (`OIDC_PROJECTS_CLAIM`,
-    /// default `projects`).
+    /// default `projects`), read like [`OidcSettings::roles_claim`].
     pub projects_claim: String,
     /// The claim that names the caller (`OIDC_SUBJECT_CLAIM`, default `sub`; `oid` suits
     /// Microsoft Entra ID).

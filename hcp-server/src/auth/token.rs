@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::{Algorithm, Header, Validation};
 use serde_json::Value;
 
 use super::keys::{KeyCache, KeyError};
@@ -88,40 +88,22 @@ impl Validator {
             )));
         }
         let header = header_of(token)?;
-        let alg_name = match header.get("alg") {
-            Some(Value::String(a)) => a.as_str(),
-            Some(_) => {
-                return Err(TokenError::invalid(
-                    "the token header's `alg` is not a string",
-                ));
-            }
-            None => return Err(TokenError::invalid("the token header has no `alg`")),
-        };
-        let Some(alg) = ALLOWED_ALGORITHMS
+        let Some((alg_name, alg)) = ALLOWED_ALGORITHMS
             .iter()
-            .find(|(n, _)| *n == alg_name)
-            .map(|(_, a)| *a)
+            .find(|(_, a)| *a == header.alg)
+            .copied()
         else {
-            return Err(TokenError::invalid(format!(
-                "the algorithm `{}` is not allowed; allowed: {}",
-                printable(alg_name),
-                ALLOWED_ALGORITHMS.map(|(n, _)| n).join(", ")
-            )));
+            return Err(not_allowed(&format!("{:?}", header.alg)));
         };
-        if header.get("crit").is_some() {
+        if header.crit.is_some() {
             return Err(TokenError::invalid(
                 "the token header has critical extensions (`crit`) this service does not support",
             ));
         }
-        let kid = match header.get("kid") {
+        let kid = match header.kid.as_deref() {
             None => None,
-            Some(Value::String(k)) if valid_kid(k) => Some(k.as_str()),
-            Some(_) => {
-                return Err(TokenError::invalid(
-                    "the token header's `kid` is malformed (a short printable string without \
-                     quotes or backslashes is expected)",
-                ));
-            }
+            Some(k) if valid_kid(k) => Some(k),
+            Some(_) => return Err(malformed_kid()),
         };
         let key = match self.keys.key(kid).await {
             Ok(k) => k,
@@ -209,30 +191,58 @@ impl Validator {
     }
 }
 
-/// Decodes the token's header without trusting it.
-///
-/// Not `jsonwebtoken::decode_header`: it keeps the last of two `alg` (or `kid`) keys and maps
-/// unknown algorithms to an error without the header, while this refuses duplicate keys and
-/// lets the caller name what it found; jsonwebtoken still verifies the signature and claims.
-fn header_of(token: &str) -> Result<serde_json::Map<String, Value>, TokenError> {
-    let mut parts = token.split('.');
-    let (Some(h), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+/// Decodes the token's header without trusting it: `jsonwebtoken::decode_header` reads it (the
+/// same reader `jsonwebtoken::decode` verifies with), and the header's JSON is read once more by
+/// [`crate::limits::parse_unique_keys`] to refuse duplicate keys (serde_json keeps the last of
+/// two `alg`s, so a reader that keeps the first would disagree) and to name what a header
+/// jsonwebtoken cannot type holds (`"alg": "none"` is no [`Algorithm`]).
+fn header_of(token: &str) -> Result<Header, TokenError> {
+    let typed = jsonwebtoken::decode_header(token);
+    if typed.is_err() && token.split('.').count() != 3 {
         return Err(TokenError::invalid(
             "the token is not a JWS compact serialization (three base64url parts)",
         ));
-    };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(h)
-        .map_err(|_| TokenError::invalid("the token header is not base64url"))?;
-    // Duplicate keys (two `alg`s) are refused: a reader that keeps the first would disagree.
-    match crate::limits::parse_unique_keys(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(TokenError::invalid(
-            "the token header is not a JSON object with unique keys",
-        )),
     }
+    // The first part is the header; decode_header has split the same way.
+    let encoded = token.split('.').next().unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| TokenError::invalid("the token header is not base64url"))?;
+    let raw = match crate::limits::parse_unique_keys(&bytes) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            return Err(TokenError::invalid(
+                "the token header is not a JSON object with unique keys",
+            ));
+        }
+    };
+    typed.map_err(|_| match (raw.get("alg"), raw.get("kid")) {
+        (None, _) => TokenError::invalid("the token header has no `alg`"),
+        (Some(Value::String(a)), _) if !ALLOWED_ALGORITHMS.iter().any(|(n, _)| n == a) => {
+            not_allowed(a)
+        }
+        (Some(Value::String(_)), Some(k)) if !k.is_string() => malformed_kid(),
+        (Some(Value::String(_)), _) => {
+            TokenError::invalid("the token header has a field of the wrong type")
+        }
+        (Some(_), _) => TokenError::invalid("the token header's `alg` is not a string"),
+    })
+}
+
+/// Refuses an algorithm outside [`ALLOWED_ALGORITHMS`], naming it when it is printable.
+fn not_allowed(alg: &str) -> TokenError {
+    TokenError::invalid(format!(
+        "the algorithm `{}` is not allowed; allowed: {}",
+        printable(alg),
+        ALLOWED_ALGORITHMS.map(|(n, _)| n).join(", ")
+    ))
+}
+
+fn malformed_kid() -> TokenError {
+    TokenError::invalid(
+        "the token header's `kid` is malformed (a short printable string without quotes or \
+         backslashes is expected)",
+    )
 }
 
 /// A `kid` is at most 256 printable ASCII characters without quotes or backslashes; anything
@@ -288,16 +298,21 @@ fn describe(kind: &JwtErrorKind) -> String {
 }
 
 /// Reads a claim by name or dotted path (`realm_access.roles`). A name with a dot that exists
-/// as such wins over the path.
+/// as such wins over the path (`https://example.com/roles`, as Auth0 names claims).
 fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
-    if let Some(v) = claims.get(path) {
-        return Some(v);
-    }
-    let mut cur = claims;
-    for part in path.split('.') {
-        cur = cur.get(part)?;
-    }
-    Some(cur)
+    claims.get(path).or_else(|| claims.pointer(&pointer(path)))
+}
+
+/// Translates a dotted claim path into a JSON pointer (RFC 6901): each dot-separated segment
+/// becomes one reference token, with `~` written `~0` and `/` written `~1`, so
+/// `a/b.c~d` reads the key `c~d` inside the key `a/b`.
+fn pointer(path: &str) -> String {
+    path.split('.')
+        .fold(String::with_capacity(path.len() + 8), |mut out, segment| {
+            out.push('/');
+            out.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+            out
+        })
 }
 
 /// Refuses a token issued (`iat`) more than `leeway` seconds after `now`: no honest provider
@@ -504,5 +519,72 @@ mod tests {
         assert!(matches!(header_of("!!.b.c"), Err(TokenError::Invalid(_))));
         assert_eq!(printable("none"), "none");
         assert_eq!(printable("x\"y"), "(unprintable)");
+    }
+
+    fn token_with_header(header: &str) -> String {
+        format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode(header))
+    }
+
+    fn refusal(header: &str) -> String {
+        match header_of(&token_with_header(header)) {
+            Err(TokenError::Invalid(m)) => m,
+            other => panic!("{header}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn headers_are_read_by_jsonwebtoken_and_refused_by_name() {
+        let h = header_of(&token_with_header(
+            r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#,
+        ))
+        .unwrap();
+        assert_eq!(h.alg, Algorithm::RS256);
+        assert_eq!(h.kid.as_deref(), Some("k1"));
+        for (header, says) in [
+            (r#"{"alg":"RS256","alg":"none"}"#, "unique keys"),
+            (r#"{"alg":"none","alg":"RS256"}"#, "unique keys"),
+            (r#"{"alg":"RS256","kid":"a","kid":"b"}"#, "unique keys"),
+            (r#"{"alg":"none"}"#, "`none` is not allowed"),
+            (r#"{"alg":"XYZ999"}"#, "`XYZ999` is not allowed"),
+            (
+                r#"{"alg":"RS256 OR 1=1"}"#,
+                "`(unprintable)` is not allowed",
+            ),
+            (r#"{"kid":"k1"}"#, "has no `alg`"),
+            (r#"{"alg":7}"#, "`alg` is not a string"),
+            (r#"{"alg":"RS256","kid":7}"#, "`kid` is malformed"),
+            (r#"{"alg":"RS256","crit":"x"}"#, "wrong type"),
+            (r#"["alg"]"#, "JSON object"),
+        ] {
+            let m = refusal(header);
+            assert!(m.contains(says), "{header}: {m}");
+        }
+        assert!(matches!(
+            header_of("a.b.c.d"),
+            Err(TokenError::Invalid(m)) if m.contains("three base64url parts")
+        ));
+    }
+
+    #[test]
+    fn dotted_claim_paths_become_escaped_json_pointers() {
+        assert_eq!(pointer("roles"), "/roles");
+        assert_eq!(pointer("realm_access.roles"), "/realm_access/roles");
+        assert_eq!(pointer("a/b.c~d"), "/a~1b/c~0d");
+        assert_eq!(pointer("~1"), "/~01");
+        let c = json!({
+            "a/b": {"c~d": ["x"], "~1": ["wrong"]},
+            "https://hcp.example.com/roles": ["namespaced"],
+            "resource_access": {"hcp": {"roles": ["deep"]}},
+        });
+        assert_eq!(claim(&c, "a/b.c~d"), Some(&json!(["x"])));
+        assert_eq!(
+            claim(&c, "https://hcp.example.com/roles"),
+            Some(&json!(["namespaced"]))
+        );
+        assert_eq!(
+            claim(&c, "resource_access.hcp.roles"),
+            Some(&json!(["deep"]))
+        );
+        assert_eq!(claim(&c, "a/b.~0"), None);
     }
 }

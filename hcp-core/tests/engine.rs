@@ -509,7 +509,10 @@ async fn per_host_cap_holds_and_other_hosts_are_not_starved() {
         .await
         .unwrap();
     let waiting = job_when(&r.engine, &jobs[7], |j| {
-        matches!(j.pending_reason, Some(PendingReason::WaitingForHostSlot { .. }))
+        matches!(
+            j.pending_reason,
+            Some(PendingReason::WaitingForHostSlot { .. })
+        )
     })
     .await;
     assert!(

@@ -102,7 +102,7 @@ async fn the_kubernetes_example_configmap_runs_a_vm_on_fakepve() {
         );
     }
     let peer = Peer::start(0.01);
-    for key in ["url", "token_secret_file", "ca_file"] {
+    for key in ["url", "token_id", "token_secret_file", "ca_file"] {
         settings[key] = peer.info[key].clone();
     }
     let engine = hcp_provider_proxmox::register(Engine::builder(config))

@@ -185,6 +185,7 @@ impl TenantApi {
     )]
     async fn patch_vm(
         &self,
+        _auth: ApiAuth,
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,

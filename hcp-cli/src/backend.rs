@@ -192,6 +192,15 @@ impl Backend {
         }
     }
 
+    /// Tells whether HCP relays `console` for this backend (the provider's upstream embedded,
+    /// the service's WebSocket proxy remote), so `--listen` can bridge it.
+    pub fn relays(&self, console: &Console) -> bool {
+        match self {
+            Backend::Embedded(_) => console.upstream.is_some(),
+            Backend::Remote(_) => Remote::relays(console),
+        }
+    }
+
     /// Opens a console and returns its bytes, past any handshake: the provider's upstream
     /// (embedded) or the service's console proxy (remote).
     ///

@@ -80,13 +80,7 @@ impl Bridge<'_> {
             .backend
             .console(self.project, self.vm_id, self.kind)
             .await?;
-        let relayed = match self.backend {
-            Backend::Embedded(_) => console.upstream.is_some(),
-            Backend::Remote(_) => {
-                console.url.starts_with("ws://") || console.url.starts_with("wss://")
-            }
-        };
-        if !relayed {
+        if !self.backend.relays(&console) {
             return Err(not_relayed(&console).into());
         }
         let kind = console.kind;

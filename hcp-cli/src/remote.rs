@@ -176,6 +176,11 @@ impl Remote {
             .map_err(|e| name_field(e, "vm_id"))
     }
 
+    /// Tells whether the service relays `console`: its URL is the service's WebSocket proxy.
+    pub fn relays(console: &Console) -> bool {
+        console.url.starts_with("ws://") || console.url.starts_with("wss://")
+    }
+
     /// Opens a console through the service's console proxy and returns its bytes.
     ///
     /// # Errors
@@ -189,7 +194,7 @@ impl Remote {
         kind: Option<ConsoleKind>,
     ) -> hcp_core::Result<(ConsoleKind, Box<dyn ByteStream>)> {
         let console = self.console(project, vm_id, kind).await?;
-        if !(console.url.starts_with("ws://") || console.url.starts_with("wss://")) {
+        if !Remote::relays(&console) {
             return Err(crate::backend::not_relayed(&console));
         }
         let mut upstream = ConsoleUpstream::websocket(console.url.clone(), TlsTrust::System)

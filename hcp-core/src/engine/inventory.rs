@@ -421,8 +421,8 @@ impl Engine {
             return Err(Error::invalid(
                 "image",
                 format!(
-                    "no host in {where_} offers image `{}`; pick an image the zone's hosts have \
-                     (GET /api/hcp/common/v1/images) or another zone",
+                    "no host in {where_} offers image `{}`; pick an image the zone's hosts have, \
+                     or another zone",
                     crate::error::echo(&spec.image)
                 ),
             ));

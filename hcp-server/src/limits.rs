@@ -21,13 +21,20 @@ use crate::error::{ApiError, CODE_PAYLOAD_TOO_LARGE, Problem};
 /// The 413 problem response, or a 400 when the body cannot be read.
 pub async fn read_limited(req: &mut Request, limit: usize) -> Result<(), poem::Response> {
     let too_large = || {
-        Problem::transport(
+        let mut resp = Problem::transport(
             ErrorKind::InvalidSpec,
             CODE_PAYLOAD_TOO_LARGE,
             format!("the request body is larger than the limit of {limit} bytes"),
             None,
         )
-        .into_response()
+        .into_response();
+        // The rest of the body is never read, so the connection cannot carry another request:
+        // say so, or a pooling client reuses it and its next request fails mid-flight.
+        resp.headers_mut().insert(
+            poem::http::header::CONNECTION,
+            poem::http::HeaderValue::from_static("close"),
+        );
+        resp
     };
     if let Some(len) = req
         .headers()

@@ -34,6 +34,9 @@ Environment (the Kubernetes way: a ConfigMap for the hosts file, Secrets as file
                                 10s; idle keep-alive connections close after it too)
   HCP_MAX_CONNECTIONS           connections open at once (default 512); more wait their turn
   HCP_MAX_HEADER_BYTES          the largest request head (default 32768); larger ones get 431
+  HCP_RATE_LIMIT                a request budget per caller: off, N/s or N/min (default: off on
+                                loopback, 50/s elsewhere); beyond it 429 with Retry-After
+  HCP_RATE_BURST                requests a caller may send at once (default: N of HCP_RATE_LIMIT)
   HCP_BODY_LIMIT, HCP_REQUEST_TIMEOUT, HCP_PAGE_MAX, HCP_SHUTDOWN_TIMEOUT, HCP_JOB_TIMEOUT,
   HCP_MAX_CONCURRENT_JOBS, HCP_MAX_JOBS_PER_HOST, HCP_IDEMPOTENCY_TTL, HCP_DEFAULT_PROJECT
 See docs/configuration.md. A broken value stops start-up with a message naming it (exit code 2).
@@ -84,6 +87,8 @@ impl ServeArgs {
         // Refuse a bad address before the providers are contacted.
         options.validate()?;
         hcp_server::init_tracing(&options)?;
+        // Install the signal handlers before anything slow, so an early SIGTERM stops cleanly.
+        let shutdown = hcp_server::shutdown_signal();
         let engine = hcp_server::build_engine(options.config.as_deref(), &env).await?;
         let mut try_it = TryIt::from_engine(&engine);
         try_it.issuer = options.auth.oidc.as_ref().map(|o| o.issuer_url.clone());
@@ -93,7 +98,7 @@ impl ServeArgs {
         };
         let server = Server::bind(engine, options).await?;
         crate::output::line(&banner(server.local_addr(), &source, &try_it))?;
-        server.run(hcp_server::shutdown_signal()).await?;
+        server.run(shutdown).await?;
         Ok(())
     }
 }

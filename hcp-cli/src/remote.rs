@@ -258,14 +258,21 @@ impl Remote {
         filter: &JobFilter,
         limit: usize,
     ) -> hcp_core::Result<Vec<JobView>> {
-        let project = require(project)?;
+        if let Some(p) = project {
+            p.validate()?;
+        }
         let mut jobs = Vec::new();
         let mut page = PageRequest::first(limit.min(PageRequest::MAX_LIMIT));
         while jobs.len() < limit {
-            let p = self
-                .client
-                .list_jobs(project.as_str(), filter, &page)
-                .await?;
+            // Without a project: every project the caller is a member of, as embedded.
+            let p = match project {
+                Some(project) => {
+                    self.client
+                        .list_jobs(project.as_str(), filter, &page)
+                        .await?
+                }
+                None => self.client.list_my_jobs(filter, &page).await?,
+            };
             jobs.extend(p.items.iter().map(JobView::from));
             match p.next {
                 Some(cursor) => page.cursor = Some(cursor),

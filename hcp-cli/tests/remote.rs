@@ -802,6 +802,22 @@ fn json_output_has_the_same_shape_as_embedded_mode() {
     let (r, r_action) = without_action(r[0].clone());
     assert_eq!(shape(&r), shape(&e), "job list");
     assert_eq!(r_action, e_action, "job list");
+    // Without `--project`: every project the caller may see, in both modes.
+    let (e_all, r_all) = (
+        embedded.json(&["job", "list"]),
+        remote.json(&["job", "list"]),
+    );
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(ids(&r_all).contains(&r_job.to_string()), "{r_all:#}");
+    assert!(ids(&e_all).contains(&e_job.to_string()), "{e_all:#}");
+    assert_eq!(e_all.as_array().unwrap().len(), r_all.as_array().unwrap().len());
+    assert_eq!(shape(&r_all[0]), shape(&e_all[0]), "job list without --project");
     // `job watch`: one object a line, the same kinds of events, the end with the action.
     let watch = |hcp: &Hcp, job: &str| {
         let out = hcp.run(&["--output", "json", "job", "watch", job]);

@@ -608,14 +608,37 @@ impl Client {
         filter: &JobFilter,
         page: &PageRequest,
     ) -> hcp_core::Result<Page<TenantJob>> {
+        self.jobs_at(
+            &format!("{TENANT_PREFIX}/projects/{}/jobs", enc(project)),
+            filter,
+            page,
+        )
+        .await
+    }
+
+    /// Lists jobs, newest first, across every project the caller is a member of (all projects
+    /// for an operator); each job's `project` names its project.
+    ///
+    /// # Errors
+    /// As [`Client::list_jobs`].
+    pub async fn list_my_jobs(
+        &self,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> hcp_core::Result<Page<TenantJob>> {
+        self.jobs_at(&format!("{TENANT_PREFIX}/jobs"), filter, page)
+            .await
+    }
+
+    async fn jobs_at(
+        &self,
+        path: &str,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> hcp_core::Result<Page<TenantJob>> {
         let mut q = page_query(page);
         q.extend(job_filter_query(filter));
-        let p: Page<serde_json::Value> = self
-            .get(
-                &format!("{TENANT_PREFIX}/projects/{}/jobs", enc(project)),
-                &q,
-            )
-            .await?;
+        let p: Page<serde_json::Value> = self.get(path, &q).await?;
         Ok(Page {
             items: p
                 .items
@@ -1209,6 +1232,8 @@ fn static_code(code: &str) -> Option<&'static str> {
         hcp_core::CODE_IDEMPOTENCY_KEY_IN_PROGRESS,
         hcp_core::CODE_PRECONDITION_REQUIRED,
         hcp_core::CODE_PRECONDITION_FAILED,
+        hcp_core::CODE_CAPACITY_EXHAUSTED,
+        "RATE_LIMITED",
         "PAYLOAD_TOO_LARGE",
         "METHOD_NOT_ALLOWED",
         "UNSUPPORTED_MEDIA_TYPE",

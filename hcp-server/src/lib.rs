@@ -25,6 +25,7 @@ pub mod error;
 mod http;
 pub mod limits;
 pub mod metrics;
+pub mod ratelimit;
 pub mod relay;
 mod sse;
 
@@ -44,6 +45,7 @@ pub use conn::{
     MAX_MAX_CONNECTIONS, MAX_MAX_HEADER_BYTES, MIN_MAX_HEADER_BYTES,
 };
 pub use metrics::Metrics;
+pub use ratelimit::{RateLimit, RateLimiting};
 
 /// The address `hcp serve` listens on by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -96,6 +98,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// The largest request head in bytes (8 KiB to 1 MiB); a larger one gets `431`.
     pub max_header_bytes: usize,
+    /// Per-caller request budgets (`429` with `Retry-After` beyond them).
+    pub rate_limit: RateLimiting,
 }
 
 impl Default for ServeOptions {
@@ -116,6 +120,7 @@ impl Default for ServeOptions {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            rate_limit: RateLimiting::Automatic,
         }
     }
 }
@@ -241,6 +246,18 @@ impl ServeOptions {
         }
         if let Some(v) = env("HCP_MAX_CONNECTIONS") {
             self.max_connections = parse_positive("HCP_MAX_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = env("HCP_RATE_LIMIT").filter(|v| !v.trim().is_empty()) {
+            let burst = env("HCP_RATE_BURST").filter(|v| !v.trim().is_empty());
+            self.rate_limit = match RateLimit::parse("HCP_RATE_LIMIT", &v, burst.as_deref())? {
+                Some(r) => RateLimiting::On(r),
+                None => RateLimiting::Off,
+            };
+        } else if env("HCP_RATE_BURST").is_some_and(|v| !v.trim().is_empty()) {
+            return Err(Error::invalid(
+                "HCP_RATE_BURST",
+                "is set without HCP_RATE_LIMIT: set HCP_RATE_LIMIT (`N/s` or `N/min`) too",
+            ));
         }
         if let Some(v) = env("HCP_MAX_HEADER_BYTES") {
             self.max_header_bytes = parse_positive("HCP_MAX_HEADER_BYTES", &v)?;
@@ -598,25 +615,38 @@ pub async fn serve(
     Server::bind(engine, options).await?.run(shutdown).await
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT), whichever comes first.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Returns a future that resolves on SIGTERM or Ctrl-C (SIGINT), whichever comes first.
+///
+/// The signal handlers are installed when this function is called, not when the future is first
+/// polled, so a signal that arrives while the server is still starting shuts it down cleanly
+/// instead of killing the process. Call it inside a Tokio runtime, before [`Server::run`].
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => tracing::info!("interrupt received; shutting down"),
+                _ = wait(terminate) => tracing::info!("SIGTERM received; shutting down"),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("interrupt received; shutting down"),
-        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("interrupt received; shutting down");
+        }
     }
 }
 

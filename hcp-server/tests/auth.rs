@@ -155,6 +155,18 @@ async fn project_not_in_the_token_is_404_on_its_vms_and_not_in_lists() {
     assert!(!ids.contains(&bob_vm), "{list}");
     let jobs = json_of(s.get(&format!("{T}/projects/demo/jobs"), &alice).await).await;
     assert!(!jobs.to_string().contains(bob_job), "{jobs}");
+    // Across the caller's projects: only her own, and a caller of both sees both.
+    let jobs = json_of(s.get(&format!("{T}/jobs"), &alice).await).await;
+    let text = jobs.to_string();
+    assert!(text.contains(a["job_id"].as_str().unwrap()), "{jobs}");
+    assert!(!text.contains(bob_job), "{jobs}");
+    let carol = s.idp.token("carol", &[TENANT], &["demo", "other"]).await;
+    let jobs = json_of(s.get(&format!("{T}/jobs"), &carol).await).await;
+    let text = jobs.to_string();
+    assert!(text.contains(bob_job) && text.contains(a["job_id"].as_str().unwrap()), "{jobs}");
+    let none = s.idp.token("dave", &[TENANT], &[]).await;
+    let jobs = json_of(s.get(&format!("{T}/jobs"), &none).await).await;
+    assert_eq!(jobs["items"], serde_json::json!([]), "{jobs}");
     // Bob still sees his own.
     assert_eq!(
         s.get(&format!("{T}/jobs/{bob_job}"), &bob).await.status(),
@@ -827,4 +839,75 @@ async fn unreachable_provider_is_503_never_500() {
         s.http.get(s.at("/healthz")).send().await.unwrap().status(),
         200
     );
+}
+
+#[tokio::test]
+async fn a_burst_over_the_request_budget_is_429_with_retry_after_and_others_go_on() {
+    let s = AuthServer::start(&[("HCP_RATE_LIMIT", "1/min"), ("HCP_RATE_BURST", "3")]).await;
+    let alice = s.idp.token("alice", &[TENANT], &["demo"]).await;
+    let bob = s.idp.token("bob", &[TENANT], &["demo"]).await;
+    let path = format!("{T}/projects/demo/vms");
+    for _ in 0..3 {
+        assert_eq!(s.get(&path, &alice).await.status(), 200);
+    }
+    let resp = s.get(&path, &alice).await;
+    assert_eq!(resp.status(), 429);
+    let after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&after), "Retry-After: {after}");
+    let p = json_of(resp).await;
+    assert_eq!(p["code"], "RATE_LIMITED", "{p}");
+    // Another caller has its own budget; probes are never limited.
+    assert_eq!(s.get(&path, &bob).await.status(), 200);
+    for _ in 0..10 {
+        let resp = s.server.http.get(s.at("/healthz")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn quota_and_capacity_refusals_have_their_own_status_and_code() {
+    let hosts = r#"
+providers:
+  - name: sim
+    kind: sim
+    hosts:
+      - {name: sim-1, zone: zone-a, vcpus: 2, memory_mib: 4096}
+zones:
+  - {name: zone-a}
+projects:
+  - {name: demo, quota: {max_vms: 1}}
+  - {name: other}
+catalog:
+  images:
+    - {name: ubuntu-24.04, os: linux}
+  flavors:
+    - {name: small, vcpus: 1, memory_mib: 1024, disk_gib: 10}
+    - {name: big, vcpus: 2, memory_mib: 2048, disk_gib: 10}
+"#;
+    let s = AuthServer::start_with_hosts(hosts.to_string(), &[]).await;
+    let alice = s.idp.token("alice", &[TENANT], &["demo", "other"]).await;
+    let first = json_of(s.create("demo", "one", &alice).await).await;
+    wait_job(&s, first["job_id"].as_str().unwrap(), &alice).await;
+    let resp = s.create("demo", "two", &alice).await;
+    assert_eq!(resp.status(), 403, "the project's quota");
+    let p = json_of(resp).await;
+    assert_eq!((p["code"].as_str(), p["kind"].as_str()), (Some("QUOTA_EXCEEDED"), Some("quota_exceeded")), "{p}");
+    // The host has 1 of 2 vCPUs left: a 2-vCPU VM fits no host now.
+    let resp = s
+        .server
+        .http
+        .post(s.at(&format!("{T}/projects/other/vms")))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"name": "wide", "image": "ubuntu-24.04", "flavor": "big"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409, "no host has room");
+    let p = json_of(resp).await;
+    assert_eq!(p["code"], "CAPACITY_EXHAUSTED", "{p}");
+    assert_eq!(p["retryable"], true, "{p}");
 }

@@ -315,6 +315,14 @@ impl Store for MemoryStore {
                     next: None,
                 },
             },
+            Scope::Projects(ps) => {
+                let ids: BTreeSet<&VmId> = ps
+                    .iter()
+                    .filter_map(|p| s.project_vms.get(p))
+                    .flat_map(|ids| ids.range((lower.clone(), Bound::Unbounded)))
+                    .collect();
+                page_of(ids.into_iter().cloned(), limit, |k| s.vms.get(k).cloned())
+            }
         })
     }
 
@@ -388,6 +396,14 @@ impl Store for MemoryStore {
                     next: None,
                 },
             },
+            Scope::Projects(ps) => {
+                let ids: BTreeSet<&JobId> = ps
+                    .iter()
+                    .filter_map(|p| s.project_jobs.get(p))
+                    .flat_map(|ids| ids.range((Bound::Unbounded, upper.clone())))
+                    .collect();
+                page_of(ids.into_iter().rev().cloned(), limit, get)
+            }
         })
     }
 

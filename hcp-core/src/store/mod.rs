@@ -26,6 +26,9 @@ use crate::{
 pub enum Scope {
     /// Only this project's objects; others are "not found".
     Project(ProjectId),
+    /// Only these projects' objects (a tenant's view across its projects); others are "not
+    /// found". An empty list sees nothing.
+    Projects(Vec<ProjectId>),
     /// Every object.
     All,
 }
@@ -35,6 +38,7 @@ impl Scope {
     pub fn allows(&self, project: &ProjectId) -> bool {
         match self {
             Scope::Project(p) => p == project,
+            Scope::Projects(ps) => ps.contains(project),
             Scope::All => true,
         }
     }

@@ -126,7 +126,7 @@ impl TenantApi {
     /// A size outside HCP's bounds or the zone's limits (`max_vcpus`, `max_memory_mib`,
     /// `max_disk_gib`, `max_networks`), or larger than any of its hosts, is refused with
     /// `400 INVALID_SPEC` naming the field and what is allowed; a zone whose hosts are full is
-    /// `429 QUOTA_EXCEEDED`.
+    /// `409 CAPACITY_EXHAUSTED`; a create beyond the project's quota is `403 QUOTA_EXCEEDED`.
     #[oai(
         path = "/projects/:projectId/vms",
         method = "post",
@@ -488,6 +488,43 @@ impl TenantApi {
             }
         }
         Err(Error::not_found("vm", &vm_id).into())
+    }
+
+    /// List jobs across the caller's projects
+    ///
+    /// Newest first, from every project the caller is a member of (the CLI's `hcp job list`
+    /// without `--project`); each job's `project` names it. Pass the previous page's `next` as
+    /// `cursor`.
+    #[oai(path = "/jobs", method = "get", operation_id = "listMyJobs")]
+    async fn list_my_jobs(
+        &self,
+        auth: ApiAuth,
+        /// Only jobs on this VM.
+        vm_id: Query<Option<String>>,
+        /// Only jobs in this state.
+        state: Query<Option<JobStateDto>>,
+        /// Page size (default 100, clamped to the server's maximum).
+        limit: Query<Option<u32>>,
+        /// The `next` cursor of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<TenantJobPage>> {
+        let filter = JobFilter {
+            vm_id: vm_id.0.map(VmId::new),
+            state: state.0.map(Into::into),
+        };
+        let page = self
+            .state
+            .engine
+            .list_jobs(
+                &auth.0.scope(),
+                &filter,
+                &self.state.pages.request(limit.0, cursor.0)?,
+            )
+            .await?;
+        Ok(Json(TenantJobPage {
+            items: page.items.iter().map(Into::into).collect(),
+            next: page.next,
+        }))
     }
 
     /// Get a job

@@ -140,6 +140,20 @@ impl Caller {
                 .collect(),
         }
     }
+
+    /// Returns one scope covering every project the caller may see: all of them for operators,
+    /// else exactly the caller's projects (none for a caller without a project).
+    pub(crate) fn scope(&self) -> Scope {
+        match &self.projects {
+            Projects::All => Scope::All,
+            Projects::Only(p) => Scope::Projects(
+                p.iter()
+                    .map(|p| ProjectId::new(p.as_str()))
+                    .filter(|p| p.validate().is_ok())
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// Returns the caller the outer layer attached to a request (the development principal in

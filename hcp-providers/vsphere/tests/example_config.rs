@@ -75,3 +75,77 @@ async fn the_example_hosts_file_runs_a_vm_on_vcsim() {
     let seen = peer.pyvmomi(json!({"cmd": "show", "name": "nodebian"}));
     assert_eq!(seen["found"], false, "{seen}");
 }
+
+/// The vSphere example for Kubernetes (`deploy/kubernetes/examples/vsphere/`): the ConfigMap's
+/// hosts file, with the vCenter URL, login, templates, ESXi host names and secret files swapped
+/// for the test peer's, runs a VM, and the Secret ships placeholders for every file the hosts
+/// file reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_example_configmap_runs_a_vm_on_vcsim() {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/examples/vsphere");
+    let manifest = |name: &str| -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    };
+    let configmap = manifest("configmap.yaml");
+    assert_eq!(configmap["kind"].as_str(), Some("ConfigMap"));
+    assert_eq!(configmap["metadata"]["name"].as_str(), Some("hcp-config"));
+    assert_eq!(
+        configmap["data"]["HCP_CONFIG"].as_str(),
+        Some("/etc/hcp/hosts.yaml")
+    );
+    let hosts_yaml = configmap["data"]["hosts.yaml"]
+        .as_str()
+        .expect("data.hosts.yaml");
+    let secret = manifest("secret.yaml");
+    assert_eq!(secret["metadata"]["name"].as_str(), Some("hcp-secrets"));
+
+    let mut config = Config::from_yaml(hosts_yaml, "configmap.yaml hosts.yaml").unwrap();
+    let provider = &mut config.providers[0];
+    assert_eq!(provider.kind, "vsphere");
+    for key in ["password_file", "ca_file"] {
+        let file = provider.settings[key].as_str().unwrap().to_string();
+        let name = file
+            .strip_prefix("/run/secrets/")
+            .unwrap_or_else(|| panic!("{key} is read from the mounted Secret: {file}"));
+        assert_eq!(
+            secret["stringData"][name].as_str(),
+            Some("REPLACE-ME"),
+            "the Secret ships a placeholder for {name}"
+        );
+    }
+    let peer = Peer::start(1);
+    let settings = &mut provider.settings;
+    settings["url"] = json!(peer.url());
+    settings["username"] = json!(USER);
+    settings["password_file"] = json!(peer.dir.path().join("password"));
+    settings["ca_file"] = json!(peer.ca_file());
+    assert!(settings["images"]["ubuntu-24.04"]["template"].is_string());
+    settings["images"]["ubuntu-24.04"] = json!({"template": common::IMAGE});
+    for (host, esxi) in provider.hosts.iter_mut().zip(["DC0_C0_H0", "DC0_C0_H1"]) {
+        assert!(host.settings["host"].is_string(), "{host:?}");
+        host.settings["host"] = json!(esxi);
+    }
+    let engine = hcp_provider_vsphere::register(Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    engine.refresh_inventory().await.unwrap();
+    let ctx = RequestContext::new("infra", Principal::new("alice"));
+    let submitted = engine
+        .create_vm(&ctx, VmSpec::new("k8s-example", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    let job = engine
+        .wait_job(
+            &Scope::Project(ProjectId::new("infra")),
+            &submitted.job_id,
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "k8s-example"}));
+    assert_eq!(seen["power"], "poweredOn", "{seen}");
+}

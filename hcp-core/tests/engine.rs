@@ -1173,3 +1173,27 @@ async fn placement_honours_the_images_each_host_reports() {
     assert!(none.is_empty(), "refused before any job exists: {none:?}");
     assert_eq!(jobs, 3);
 }
+
+#[tokio::test]
+async fn the_simulators_console_url_names_the_vm_by_hcps_id_never_its_host_or_native_id() {
+    let r = rig().await;
+    let s = r
+        .engine
+        .create_vm(&alice(), VmSpec::new("c", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    wait(&r.engine, &s.job_id).await;
+    let vm = r.engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
+    let binding = vm.binding.clone();
+    let native = binding.native_id.clone().expect("created");
+    let c = r.engine.console(&alice(), &s.vm_id, None).await.unwrap();
+    let url = c.url.clone();
+    assert!(url.contains(s.vm_id.as_str()), "{url}");
+    let path = url.split('?').next().unwrap();
+    for secret in [native.as_str(), binding.host.as_str(), binding.provider.as_str()] {
+        assert!(
+            !path.split('/').any(|seg| seg == secret),
+            "{secret} in {url}"
+        );
+    }
+}

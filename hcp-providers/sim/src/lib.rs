@@ -428,7 +428,7 @@ impl Provider for SimProvider {
         self.simulate(Operation::Console, Some(&args.target.host), false)
             .await?;
         let kind = args.kind.unwrap_or(ConsoleKind::Vnc);
-        let native = self.backend.read(|s| {
+        self.backend.read(|s| {
             let h = s.host(&args.target.host)?;
             h.ensure_up()?;
             let vm = h
@@ -450,18 +450,19 @@ impl Provider for SimProvider {
                     ),
                 ));
             }
-            Ok(vm.native_id.clone())
+            Ok(())
         })?;
         let token: u128 = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random();
         let ttl = chrono::Duration::from_std(self.settings.console_ttl)
             .unwrap_or(chrono::Duration::seconds(60));
+        // The URL names the VM by HCP's id: tenants read it, and never see native ids.
         Ok(Console::new(
             kind,
             format!(
                 "{}/{}/{}?token={token:032x}",
                 self.settings.console_url,
                 kind.as_str(),
-                native
+                args.target.vm_id
             ),
             Utc::now() + ttl,
         ))

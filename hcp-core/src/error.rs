@@ -113,6 +113,10 @@ pub const CODE_IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
 /// Code of the error returned while the first request with an idempotency key is still being accepted.
 pub const CODE_IDEMPOTENCY_KEY_IN_PROGRESS: &str = "IDEMPOTENCY_KEY_IN_PROGRESS";
 
+/// Code of the error returned when no host has room for a request now (the kind is
+/// [`ErrorKind::QuotaExceeded`]; a project's quota keeps the kind's own code).
+pub const CODE_CAPACITY_EXHAUSTED: &str = "CAPACITY_EXHAUSTED";
+
 /// Code of the error returned when a conditional write carries no `If-Match` version.
 pub const CODE_PRECONDITION_REQUIRED: &str = "PRECONDITION_REQUIRED";
 /// Code of the error returned when a conditional write's `If-Match` version is no longer current.

@@ -245,6 +245,7 @@ impl ConsoleProxy {
                         self.ttl.as_secs().max(1)
                     ),
                 )
+                .with_code(hcp_core::CODE_CAPACITY_EXHAUSTED)
                 .temporary());
             }
             tickets.insert(digest(&token), ticket);

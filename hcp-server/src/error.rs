@@ -25,6 +25,8 @@ pub const CODE_REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
 pub const CODE_UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 /// Code of a token that failed a check (`401`); `detail` names the check.
 pub const CODE_INVALID_TOKEN: &str = "INVALID_TOKEN";
+/// Code of a request beyond its caller's request budget (`429`, with `Retry-After`).
+pub const CODE_RATE_LIMITED: &str = "RATE_LIMITED";
 /// Code of a caller that lacks the role a route needs (`403`).
 pub const CODE_FORBIDDEN: &str = "FORBIDDEN";
 /// Code of a cookie-authenticated unsafe request without a valid CSRF token (`403`).
@@ -89,6 +91,8 @@ pub fn status_of(kind: ErrorKind, code: &str) -> StatusCode {
         CODE_CONSOLE_TOKEN_FOREIGN => return StatusCode::FORBIDDEN,
         CODE_PRECONDITION_REQUIRED => return StatusCode::PRECONDITION_REQUIRED,
         CODE_PRECONDITION_FAILED => return StatusCode::PRECONDITION_FAILED,
+        CODE_RATE_LIMITED => return StatusCode::TOO_MANY_REQUESTS,
+        hcp_core::CODE_CAPACITY_EXHAUSTED => return StatusCode::CONFLICT,
         _ => {}
     }
     match kind {
@@ -96,7 +100,9 @@ pub fn status_of(kind: ErrorKind, code: &str) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::FeatureNotSupported => StatusCode::CONFLICT,
         ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+        // A project's quota: the caller is not allowed more (`403`, as OpenStack and Kubernetes
+        // answer an exceeded quota); `429` is kept for request budgets.
+        ErrorKind::QuotaExceeded => StatusCode::FORBIDDEN,
         ErrorKind::ProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::ProviderError => StatusCode::BAD_GATEWAY,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -124,6 +130,8 @@ fn title_of(kind: ErrorKind, code: &str) -> &'static str {
         CODE_CONSOLE_TOKEN_USED => return "Console token already used",
         CODE_CONSOLE_TOKEN_EXPIRED => return "Console token expired",
         CODE_CONSOLE_TOKEN_FOREIGN => return "Console token issued to another caller",
+        CODE_RATE_LIMITED => return "Too many requests",
+        hcp_core::CODE_CAPACITY_EXHAUSTED => return "Capacity exhausted",
         _ => {}
     }
     match kind {
@@ -312,7 +320,7 @@ mod tests {
             (ErrorKind::NotFound, 404),
             (ErrorKind::FeatureNotSupported, 409),
             (ErrorKind::Conflict, 409),
-            (ErrorKind::QuotaExceeded, 429),
+            (ErrorKind::QuotaExceeded, 403),
             (ErrorKind::ProviderUnavailable, 503),
             (ErrorKind::ProviderError, 502),
             (ErrorKind::Timeout, 504),
@@ -326,6 +334,15 @@ mod tests {
         assert_eq!(
             status_of(ErrorKind::Conflict, CODE_IDEMPOTENCY_KEY_REUSED).as_u16(),
             422
+        );
+        // Quota, capacity and request budgets each have their own status.
+        assert_eq!(
+            status_of(ErrorKind::QuotaExceeded, hcp_core::CODE_CAPACITY_EXHAUSTED).as_u16(),
+            409
+        );
+        assert_eq!(
+            status_of(ErrorKind::QuotaExceeded, CODE_RATE_LIMITED).as_u16(),
+            429
         );
         assert_eq!(
             status_of(ErrorKind::Conflict, CODE_IDEMPOTENCY_KEY_IN_PROGRESS).as_u16(),

@@ -21,6 +21,7 @@ use crate::console::ConsoleProxy;
 use crate::error::{CODE_REQUEST_TIMEOUT, Problem, problem_from_poem};
 use crate::limits::{PageLimits, read_limited};
 use crate::metrics::Metrics;
+use crate::ratelimit::{Budget, Limiter};
 
 /// The request id header, read from the client when it is sane and always answered.
 pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -105,6 +106,10 @@ pub(crate) fn app(
         Guarded {
             inner,
             auth,
+            limiter: options
+                .rate_limit
+                .effective(&options.listen)
+                .map(|r| Arc::new(Limiter::new(r))),
             body_limit: options.body_limit,
             timeout: options.request_timeout,
         },
@@ -170,6 +175,7 @@ fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response {
 struct Guarded {
     inner: poem::endpoint::BoxEndpoint<'static>,
     auth: Arc<Auth>,
+    limiter: Option<Arc<Limiter>>,
     body_limit: usize,
     timeout: Duration,
 }
@@ -260,6 +266,12 @@ impl Guarded {
         if let Err(refusal) = self.auth.check(&mut req).await {
             return refusal.into_response();
         }
+        if let Some(limiter) = &self.limiter
+            && let Some(who) = budget_of(&req)
+            && let Err(resp) = limiter.check(&who)
+        {
+            return resp;
+        }
         if let Err(resp) = read_limited(&mut req, self.body_limit).await {
             return resp;
         }
@@ -284,6 +296,21 @@ impl Guarded {
             )
             .into_response(),
         }
+    }
+}
+
+/// Returns whose request budget `req` spends: its caller's, else its client address's; `None`
+/// for the probes (health, readiness, metrics), which are never limited.
+fn budget_of(req: &Request) -> Option<Budget> {
+    if matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return None;
+    }
+    match req.extensions().get::<crate::auth::Caller>() {
+        Some(c) => Some(Budget::Subject(c.subject.clone())),
+        None => req
+            .remote_addr()
+            .as_socket_addr()
+            .map(|a| Budget::Address(a.ip())),
     }
 }
 

@@ -68,6 +68,7 @@ impl Capacity {
                 ),
             )
             .with_context("capacity", "exhausted")
+            .with_code(crate::CODE_CAPACITY_EXHAUSTED)
             .temporary()
         };
         if !self.fits(r) {

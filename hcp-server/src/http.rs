@@ -378,6 +378,7 @@ mod tests {
             Guarded {
                 inner,
                 auth: Arc::new(Auth::new(&crate::auth::AuthSettings::default())),
+                limiter: None,
                 body_limit: 1024,
                 timeout: Duration::from_secs(60),
             },

@@ -909,5 +909,5 @@ catalog:
     assert_eq!(resp.status(), 409, "no host has room");
     let p = json_of(resp).await;
     assert_eq!(p["code"], "CAPACITY_EXHAUSTED", "{p}");
-    assert_eq!(p["retryable"], true, "{p}");
+    assert_eq!(p["kind"], "quota_exceeded", "{p}");
 }

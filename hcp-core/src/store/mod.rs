@@ -171,16 +171,43 @@ pub enum SubmitOutcome {
 /// Persists HCP's state.
 ///
 /// # Behavior
-/// Lookups take a [`Scope`]; an object outside it is reported absent, exactly like a missing
-/// one. Writes that take an expected generation fail with [`crate::ErrorKind::Conflict`] when the
-/// stored generation differs, and bump the generation when they succeed.
+/// This is the contract every store keeps; the store conformance suite checks
+/// it (`hcp_core::testkit::store`, feature `testkit`); every store runs that whole suite.
+///
+/// - **Scopes.** Lookups take a [`Scope`]; an object outside it is reported absent, exactly like
+///   a missing one. A project scope never sees another project's VMs or jobs, in lookups or
+///   lists.
+/// - **Generations.** Every VM and job carries a generation. An insert stores generation 1; a
+///   write that names an expected generation succeeds only when the stored generation equals it,
+///   and stores `expected + 1`. Otherwise it fails with [`crate::ErrorKind::Conflict`] marked
+///   temporary (re-read and retry) and changes nothing. The generation a caller puts in the
+///   record it passes is ignored.
+/// - **Atomicity.** Each method is atomic: it writes all it says or nothing, and concurrent
+///   callers (other tasks or, for a shared database, other processes) never see half of it.
+///   [`Store::submit`] is one transaction over the idempotency record, the VM write and the job.
+/// - **Sequence numbers.** Log lines are numbered per job from 1 and events globally from 1,
+///   without gaps, in the order they are committed, so a reader that asks for everything after
+///   the last number it saw misses nothing.
+/// - **Errors.** `Conflict` means the state changed or a unique name or key is taken;
+///   [`crate::ErrorKind::NotFound`] means the record a write names does not exist; any other
+///   error is the store's own failure (unreachable database, ...) and says nothing about the
+///   data.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Writes a submission in one transaction.
     ///
+    /// # Behavior
+    /// With an idempotency record whose scope is already remembered: the same fingerprint returns
+    /// [`SubmitOutcome::Replayed`] with the first request's VM and job ids and writes nothing; a
+    /// different fingerprint is refused. Of concurrent submissions with one scope, exactly one is
+    /// accepted and every other one is replayed (or refused). Otherwise the VM write, the job
+    /// (stored with generation 1) and the record are written together, or, when any part is
+    /// refused, none of them.
+    ///
     /// # Errors
     /// [`crate::ErrorKind::Conflict`] with code `IDEMPOTENCY_KEY_REUSED` when the key was used for
-    /// a different request; `Conflict` when the VM name is taken or the VM changed since read.
+    /// a different request; `Conflict` when the VM name is taken, the VM changed since read, or
+    /// the job id exists.
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome>;
 
     /// Returns the idempotency record of `scope`, if it is remembered.
@@ -189,22 +216,31 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Returns a VM visible in `scope`.
     async fn get_vm(&self, scope: &Scope, id: &VmId) -> Result<Option<Vm>>;
 
-    /// Returns the live (not deleted) VM named `name` in `project`.
+    /// Returns the VM named `name` in `project` (names are unique per project).
     async fn find_vm_by_name(&self, project: &ProjectId, name: &str) -> Result<Option<Vm>>;
 
-    /// Lists VMs visible in `scope`, ordered by id.
+    /// Lists VMs visible in `scope`, ordered by id (byte order).
+    ///
+    /// # Behavior
+    /// A page holds at most [`PageRequest::clamped_limit`] items; `next` is set exactly when more
+    /// items follow, and passing it as the cursor returns the items after the last one returned.
     async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>>;
 
     /// Inserts (`expected: None`) or replaces a VM (compare-and-swap).
+    ///
+    /// # Behavior
+    /// An insert is refused with `Conflict` when the id exists or the name is taken in the
+    /// project. A replace may not change the VM's project or name.
     async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm>;
 
-    /// Removes a VM record (compare-and-swap).
+    /// Removes a VM record (compare-and-swap); its jobs stay until they are purged.
     async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()>;
 
     /// Returns a job visible in `scope`.
     async fn get_job(&self, scope: &Scope, id: &JobId) -> Result<Option<Job>>;
 
-    /// Lists jobs visible in `scope`, newest first.
+    /// Lists jobs visible in `scope` and matching `filter`, newest first (by id, descending),
+    /// paged like [`Store::list_vms`].
     async fn list_jobs(
         &self,
         scope: &Scope,
@@ -215,26 +251,37 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Returns jobs that have not ended, oldest first (recovery after a restart).
     async fn unfinished_jobs(&self) -> Result<Vec<Job>>;
 
-    /// Replaces a job (compare-and-swap).
+    /// Replaces a job (compare-and-swap on its generation).
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job>;
 
     /// Appends log lines to a job, assigning their sequence numbers.
+    ///
+    /// # Behavior
+    /// The lines get consecutive numbers after the job's last one, also under concurrent
+    /// appends. A store may keep only the newest lines of a long log; numbers are never reused.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the job does not exist.
     async fn append_logs(
         &self,
         id: &JobId,
         lines: Vec<(DateTime<Utc>, LogEntry)>,
     ) -> Result<Vec<JobLogLine>>;
 
-    /// Returns a job's log lines after sequence number `after`.
+    /// Returns a job's log lines after sequence number `after`, in order.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the job does not exist.
     async fn job_logs(&self, id: &JobId, after: u64) -> Result<Vec<JobLogLine>>;
 
-    /// Appends an event, assigning its sequence number.
+    /// Appends an event, assigning its sequence number (the one in `event` is ignored).
     async fn append_event(&self, event: Event) -> Result<Arc<Event>>;
 
-    /// Lists events in order.
+    /// Lists events after `filter.after` matching the filter, in sequence order, at most
+    /// `filter.limit` (0: [`PageRequest::MAX_LIMIT`]). A store may drop the oldest events.
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Arc<Event>>>;
 
-    /// Drops finished jobs finished before `jobs_before` and idempotency records created before
-    /// `keys_before`.
+    /// Drops finished jobs (with their logs) finished before `jobs_before` and idempotency
+    /// records created before `keys_before`. Unfinished jobs and VMs are never dropped.
     async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()>;
 }

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use memory::{MemoryStore, StoreSnapshot};
 
 use crate::{
-    Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry, Operation, ProjectId, Result,
-    Vm, VmId,
+    DesiredState, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry,
+    Operation, ProjectId, Quota, Resources, Result, Vm, VmId,
 };
 
 /// Which objects a lookup may see: one project's (tenants) or all (operators, HCP itself).
@@ -147,6 +147,121 @@ pub struct Submission {
     pub vm: VmWrite,
     /// The new job.
     pub job: Job,
+    /// The project's quota, checked against its usage when the VM write adds to it; `None`
+    /// checks nothing.
+    pub quota: Option<Quota>,
+}
+
+/// What a project's VMs hold: the sum over its stored VMs that are not being deleted.
+///
+/// Sums are kept in `u128`, so VMs rebuilt from hosts that report absurd sizes (up to `u64::MAX`
+/// each) add up without wrapping; a store saturates rather than wraps beyond that.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// VMs.
+    pub vms: u128,
+    /// vCPUs over those VMs.
+    pub vcpus: u128,
+    /// Memory over those VMs, in MiB.
+    pub memory_mib: u128,
+}
+
+impl Usage {
+    /// Returns what one VM of `resources` holds.
+    pub fn of_resources(resources: Resources) -> Usage {
+        Usage {
+            vms: 1,
+            vcpus: u128::from(resources.vcpus),
+            memory_mib: u128::from(resources.memory_mib),
+        }
+    }
+
+    /// Returns what `vm` holds: nothing once it is being deleted.
+    pub fn of(vm: &Vm) -> Usage {
+        if vm.desired == DesiredState::Deleted {
+            Usage::default()
+        } else {
+            Usage::of_resources(vm.resources)
+        }
+    }
+
+    /// Adds `other`, saturating.
+    #[must_use]
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            vms: self.vms.saturating_add(other.vms),
+            vcpus: self.vcpus.saturating_add(other.vcpus),
+            memory_mib: self.memory_mib.saturating_add(other.memory_mib),
+        }
+    }
+
+    /// Subtracts `other`, stopping at zero.
+    #[must_use]
+    pub fn minus(self, other: Usage) -> Usage {
+        Usage {
+            vms: self.vms.saturating_sub(other.vms),
+            vcpus: self.vcpus.saturating_sub(other.vcpus),
+            memory_mib: self.memory_mib.saturating_sub(other.memory_mib),
+        }
+    }
+
+    /// Returns true when nothing is held.
+    pub fn is_zero(&self) -> bool {
+        *self == Usage::default()
+    }
+
+    /// Checks this usage (after a write that `added` to it) against `quota`. Only what the write
+    /// added is checked, so a write that adds nothing passes even over a lowered quota.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `vcpus` or `memory_mib` when what was added alone
+    /// exceeds a limit (it can never fit); [`ErrorKind::QuotaExceeded`] naming the limit when the
+    /// sum does.
+    pub fn check(&self, project: &ProjectId, quota: &Quota, added: &Usage) -> Result<()> {
+        for (what, field, used, own, max) in [
+            ("max_vms", None, self.vms, added.vms, quota.max_vms),
+            (
+                "max_vcpus",
+                Some("vcpus"),
+                self.vcpus,
+                added.vcpus,
+                quota.max_vcpus,
+            ),
+            (
+                "max_memory_mib",
+                Some("memory_mib"),
+                self.memory_mib,
+                added.memory_mib,
+                quota.max_memory_mib,
+            ),
+        ] {
+            let Some(max) = max else { continue };
+            if own == 0 {
+                continue;
+            }
+            if let Some(field) = field
+                && own > u128::from(max)
+            {
+                return Err(Error::invalid(
+                    field,
+                    format!("is {own}; project `{project}` has a quota of {what} = {max}, so at most {max} fit"),
+                )
+                .with_context("quota", what));
+            }
+            if used > u128::from(max) {
+                let mut e = Error::new(
+                    ErrorKind::QuotaExceeded,
+                    format!("project `{project}` would use {used} of its quota {what} = {max}"),
+                )
+                .with_context("quota", what);
+                if let Some(field) = field {
+                    e = e.with_field(field);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The outcome of [`Store::submit`].
@@ -185,6 +300,10 @@ pub enum SubmitOutcome {
 /// - **Atomicity.** Each method is atomic: it writes all it says or nothing, and concurrent
 ///   callers (other tasks or, for a shared database, other processes) never see half of it.
 ///   [`Store::submit`] is one transaction over the idempotency record, the VM write and the job.
+/// - **Usage.** The store keeps each project's [`Usage`] (its VMs not being deleted) up to date
+///   with every VM write, in the same transaction, so reading it costs the same at any project
+///   size. [`Store::submit`] checks the submission's quota against it, so concurrent submissions
+///   never overshoot a quota.
 /// - **Sequence numbers.** Log lines are numbered per job from 1 and events globally from 1,
 ///   without gaps, in the order they are committed, so a reader that asks for everything after
 ///   the last number it saw misses nothing.
@@ -201,14 +320,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// [`SubmitOutcome::Replayed`] with the first request's VM and job ids and writes nothing; a
     /// different fingerprint is refused. Of concurrent submissions with one scope, exactly one is
     /// accepted and every other one is replayed (or refused). Otherwise the VM write, the job
-    /// (stored with generation 1) and the record are written together, or, when any part is
-    /// refused, none of them.
+    /// (stored with generation 1), the project's usage and the record are written together, or,
+    /// when any part is refused, none of them. When the VM write adds to the project's usage and
+    /// the submission carries a quota, the usage after the write is checked against it
+    /// ([`Usage::check`]) while no other submission of the project can change it.
     ///
     /// # Errors
     /// [`crate::ErrorKind::Conflict`] with code `IDEMPOTENCY_KEY_REUSED` when the key was used for
     /// a different request; `Conflict` when the VM name is taken, the VM changed since read, or
-    /// the job id exists.
+    /// the job id exists; the errors of [`Usage::check`] when the quota refuses.
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome>;
+
+    /// Returns what `project`'s VMs hold (see [`Usage`]); zero for a project without VMs.
+    async fn usage(&self, project: &ProjectId) -> Result<Usage>;
 
     /// Returns the idempotency record of `scope`, if it is remembered.
     async fn idempotency(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>>;
@@ -233,7 +357,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// project. A replace may not change the VM's project or name.
     async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm>;
 
-    /// Removes a VM record (compare-and-swap); its jobs stay until they are purged.
+    /// Removes a VM record (compare-and-swap), releasing its usage; its jobs stay until they are
+    /// purged.
     async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()>;
 
     /// Returns a job visible in `scope`.
@@ -284,4 +409,53 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Drops finished jobs (with their logs) finished before `jobs_before` and idempotency
     /// records created before `keys_before`. Unfinished jobs and VMs are never dropped.
     async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(vcpus: u32, memory_mib: u64) -> Usage {
+        Usage::of_resources(Resources {
+            vcpus,
+            memory_mib,
+            disk_gib: 1,
+        })
+    }
+
+    #[test]
+    fn quota_sums_are_checked_and_name_the_field() {
+        let project = ProjectId::new("demo");
+        let quota = Quota {
+            max_vms: Some(3),
+            max_vcpus: Some(8),
+            max_memory_mib: Some(u64::MAX),
+        };
+        let u = size(2, 1024).plus(size(4, 1024));
+        u.check(&project, &quota, &size(2, 1024)).unwrap();
+        let e = u
+            .plus(size(4, 1024))
+            .check(&project, &quota, &size(2, 1024))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
+        assert_eq!(e.field(), Some("vcpus"));
+        // A write that adds nothing passes even over the quota.
+        u.plus(size(40, 1024))
+            .check(&project, &quota, &Usage::default())
+            .unwrap();
+
+        // VMs rebuilt from hosts may report any size: a sum past u64 exceeds even u64::MAX.
+        let u = size(1, 16).plus(size(1, u64::MAX));
+        let e = u.check(&project, &quota, &size(1, 16)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
+        assert_eq!(e.field(), Some("memory_mib"));
+        assert!(e.message().contains("18446744073709551631"), "{e}");
+
+        // A request larger than the whole quota can never fit: invalid, naming the field.
+        let e = size(9, 16)
+            .check(&project, &quota, &size(9, 16))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+        assert_eq!(e.field(), Some("vcpus"));
+    }
 }

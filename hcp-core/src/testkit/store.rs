@@ -17,12 +17,12 @@ use chrono::{Duration as ChronoDuration, Utc};
 
 use crate::store::{
     IdempotencyRecord, IdempotencyScope, JobFilter, PageRequest, Scope, Store, Submission,
-    SubmitOutcome, VmWrite,
+    SubmitOutcome, Usage, VmWrite,
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, DesiredState, Error, ErrorKind, Event, EventFilter, EventKind,
     Job, JobAction, JobId, JobState, LogEntry, LogLevel, Operation, PowerState, Principal,
-    ProjectId, ProviderBinding, Resources, Result, Vm, VmId, VmSpec,
+    ProjectId, ProviderBinding, Quota, Resources, Result, Vm, VmId, VmSpec,
 };
 
 macro_rules! ensure {
@@ -95,6 +95,7 @@ pub fn create(project: &str, name: &str) -> Submission {
         idempotency: None,
         job: job(&v),
         vm: VmWrite::Insert(v),
+        quota: None,
     }
 }
 
@@ -131,7 +132,7 @@ fn is_conflict(r: &Result<impl std::fmt::Debug>) -> bool {
 }
 
 /// The names of every check, in the order [`run_all`] runs them.
-pub const CHECKS: [&str; 10] = [
+pub const CHECKS: [&str; 12] = [
     "vm_generation_cas",
     "job_generation_cas",
     "submit_is_all_or_nothing",
@@ -142,6 +143,8 @@ pub const CHECKS: [&str; 10] = [
     "log_sequence_numbers",
     "event_sequence_numbers",
     "retention_purge",
+    "quota_under_concurrency",
+    "usage_follows_vm_writes",
 ];
 
 /// Runs the check named `name` (one of [`CHECKS`]) on `store`.
@@ -160,6 +163,8 @@ pub async fn run(name: &str, store: Arc<dyn Store>) -> Result<()> {
         "log_sequence_numbers" => log_sequence_numbers(store).await,
         "event_sequence_numbers" => event_sequence_numbers(store).await,
         "retention_purge" => retention_purge(store).await,
+        "quota_under_concurrency" => quota_under_concurrency(store).await,
+        "usage_follows_vm_writes" => usage_follows_vm_writes(store).await,
         other => return Err(Error::internal(format!("no store check named `{other}`"))),
     };
     r.map_err(|e| e.with_context("check", name))
@@ -189,7 +194,8 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@each $fresh;
             vm_generation_cas, job_generation_cas, submit_is_all_or_nothing,
             idempotency_under_concurrency, fingerprint_mismatch_is_refused, paging_and_cursors,
-            scope_isolation, log_sequence_numbers, event_sequence_numbers, retention_purge);
+            scope_isolation, log_sequence_numbers, event_sequence_numbers, retention_purge,
+            quota_under_concurrency, usage_follows_vm_writes);
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
         $(
@@ -369,6 +375,7 @@ pub async fn submit_is_all_or_nothing(store: Arc<dyn Store>) -> Result<()> {
             vm: changed.clone(),
             expected: 7,
         },
+        quota: None,
     };
     let stale = with_key(stale, "k-stale", "f2");
     let scope = stale.idempotency.clone().map(|r| r.scope);
@@ -422,6 +429,7 @@ pub async fn submit_is_all_or_nothing(store: Arc<dyn Store>) -> Result<()> {
             vm: changed,
             expected: 1,
         },
+        quota: None,
     };
     let (vm2, job2) = accepted(store.submit(ok).await?)?;
     ensure!(
@@ -959,6 +967,210 @@ pub async fn retention_purge(store: Arc<dyn Store>) -> Result<()> {
         listed.items.len() == 2,
         "two jobs remain listed, found {}",
         listed.items.len()
+    );
+    Ok(())
+}
+
+fn usage(vms: u128, vcpus: u128, memory_mib: u128) -> Usage {
+    Usage {
+        vms,
+        vcpus,
+        memory_mib,
+    }
+}
+
+/// Sends 20 creates at once into a project with a quota of 10 VMs.
+///
+/// # Errors
+/// When more or fewer than 10 are accepted, a refused one writes anything, or the usage is off.
+pub async fn quota_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
+    let quota = Quota {
+        max_vms: Some(10),
+        max_vcpus: None,
+        max_memory_mib: Some(10 * 512),
+    };
+    // Another project's VMs count for that project only.
+    store.put_vm(vm("other", "elsewhere"), None).await?;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let mut s = with_key(create("q", &format!("q-{i}")), &format!("k-{i}"), "f");
+        s.quota = Some(quota);
+        tasks.push(tokio::spawn(async move {
+            let name = format!("q-{i}");
+            (name, store.submit(s).await)
+        }));
+    }
+    let (mut ok, mut refused) = (0, Vec::new());
+    for t in tasks {
+        let (name, r) = t.await.map_err(|e| Error::internal(e.to_string()))?;
+        match r {
+            Ok(SubmitOutcome::Accepted { .. }) => ok += 1,
+            Ok(SubmitOutcome::Replayed { .. }) => {
+                return Err(Error::internal(
+                    "store conformance: distinct keys were replayed",
+                ));
+            }
+            Err(e) if e.kind() == ErrorKind::QuotaExceeded => refused.push(name),
+            Err(e) => return Err(e),
+        }
+    }
+    ensure!(
+        ok == 10 && refused.len() == 10,
+        "10 of 20 fit a quota of 10, got {ok}"
+    );
+    for name in &refused {
+        ensure!(
+            store
+                .find_vm_by_name(&ProjectId::new("q"), name)
+                .await?
+                .is_none(),
+            "a create refused by the quota writes no VM"
+        );
+    }
+    let jobs = store
+        .list_jobs(
+            &Scope::Project(ProjectId::new("q")),
+            &JobFilter::default(),
+            &PageRequest::all(),
+        )
+        .await?;
+    ensure!(
+        jobs.items.len() == 10,
+        "10 jobs exist, found {}",
+        jobs.items.len()
+    );
+    let u = store.usage(&ProjectId::new("q")).await?;
+    ensure!(
+        u == usage(10, 10, 5120),
+        "the usage counts the 10 VMs: {u:?}"
+    );
+    ensure!(
+        store.usage(&ProjectId::new("other")).await? == usage(1, 1, 512),
+        "another project's usage is its own"
+    );
+    // The quota refuses one more; the refusal names the limit.
+    let mut s = create("q", "q-more");
+    s.quota = Some(quota);
+    let r = store.submit(s).await;
+    ensure!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::QuotaExceeded),
+        "an 11th create is refused: {r:?}"
+    );
+    // A submission that adds nothing (a power change) passes at the limit.
+    let any = store
+        .list_vms(&Scope::Project(ProjectId::new("q")), &PageRequest::first(1))
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::internal("store conformance: no VM listed"))?;
+    let mut on = any.clone();
+    on.desired_power = PowerState::Stopped;
+    let mut j = job(&any);
+    j.operation = Operation::StopVm;
+    j.action = JobAction::Stop {
+        force: false,
+        graceful_timeout_secs: 5,
+    };
+    let stop = Submission {
+        idempotency: None,
+        vm: VmWrite::Update {
+            vm: on,
+            expected: any.generation,
+        },
+        job: j,
+        quota: Some(quota),
+    };
+    accepted(store.submit(stop).await?)?;
+    Ok(())
+}
+
+/// Follows a project's usage through inserts, updates, deletes and removals.
+///
+/// # Errors
+/// When the usage does not match the VMs the store holds.
+pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
+    let p = ProjectId::new("u");
+    ensure!(
+        store.usage(&p).await?.is_zero(),
+        "an empty project holds nothing"
+    );
+    let (a, _) = accepted(store.submit(create("u", "a")).await?)?;
+    let mut big = vm("u", "big");
+    big.resources = Resources {
+        vcpus: 4,
+        memory_mib: u64::MAX,
+        disk_gib: 1,
+    };
+    // A VM rebuilt from its host's mark: counted without a quota check, summed without wrapping.
+    let big = store.put_vm(big, None).await?;
+    let both = usage(2, 5, 512 + u128::from(u64::MAX));
+    ensure!(store.usage(&p).await? == both, "inserts add up past u64");
+    // Deleting (desired Deleted) releases at once.
+    let mut del = a.clone();
+    del.desired = DesiredState::Deleted;
+    let mut j = job(&a);
+    j.operation = Operation::DeleteVm;
+    j.action = JobAction::Delete { force: false };
+    let quota = Quota {
+        max_vms: Some(1),
+        ..Quota::default()
+    };
+    accepted(
+        store
+            .submit(Submission {
+                idempotency: None,
+                vm: VmWrite::Update {
+                    vm: del.clone(),
+                    expected: 1,
+                },
+                job: j,
+                quota: Some(quota),
+            })
+            .await?,
+    )?;
+    ensure!(
+        store.usage(&p).await? == usage(1, 4, u128::from(u64::MAX)),
+        "a VM being deleted holds nothing"
+    );
+    // A failed create, or a finished delete, removes the record and releases nothing more.
+    store.remove_vm(&a.id, 2).await?;
+    ensure!(
+        store.usage(&p).await? == usage(1, 4, u128::from(u64::MAX)),
+        "removing a deleted VM changes nothing"
+    );
+    // A failed delete puts the VM back: it holds again (no quota check on the way back).
+    let mut back = big.clone();
+    back.desired = DesiredState::Deleted;
+    let back = store.put_vm(back, Some(1)).await?;
+    ensure!(
+        store.usage(&p).await?.is_zero(),
+        "the big VM being deleted holds nothing"
+    );
+    let mut again = back.clone();
+    again.desired = DesiredState::Error;
+    store.put_vm(again, Some(2)).await?;
+    ensure!(
+        store.usage(&p).await? == usage(1, 4, u128::from(u64::MAX)),
+        "a VM back from deletion holds again"
+    );
+    store.remove_vm(&big.id, 3).await?;
+    ensure!(
+        store.usage(&p).await?.is_zero(),
+        "removing the last VM releases all"
+    );
+    // A refused write (stale generation) changes no usage.
+    let (c, _) = accepted(store.submit(create("u", "c")).await?)?;
+    let mut stale = c.clone();
+    stale.desired = DesiredState::Deleted;
+    ensure!(
+        is_conflict(&store.put_vm(stale, Some(9)).await),
+        "a stale write is a conflict"
+    );
+    ensure!(
+        store.usage(&p).await? == usage(1, 1, 512),
+        "a refused write changes no usage"
     );
     Ok(())
 }

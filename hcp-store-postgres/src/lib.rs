@@ -218,7 +218,14 @@ impl PostgresStore {
     /// Applies the missing migrations on a connection of its own, holding an advisory lock
     /// keyed by the schema name, so replicas starting together apply each migration once.
     async fn migrate(&self, cfg: &tokio_postgres::Config) -> Result<()> {
-        let (mut client, conn) = cfg.connect(NoTls).await.map_err(|e| self.db_err(e))?;
+        let (mut client, conn) = cfg.connect(NoTls).await.map_err(|e| {
+            Error::internal(self.redact(format!(
+                "cannot connect to the PostgreSQL database {} ({}); check the database URL and that the database is up",
+                self.target,
+                chain(&e)
+            )))
+            .temporary()
+        })?;
         let conn = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "migration connection closed");
@@ -312,7 +319,7 @@ impl PostgresStore {
             }
         }
         Error::internal("the store's database failed")
-            .with_detail(self.redact(format!("{} ({}): {e}", self.target, self.schema)))
+            .with_detail(self.redact(format!("{} ({}): {}", self.target, self.schema, chain(&e))))
             .temporary()
     }
 
@@ -664,6 +671,21 @@ impl PostgresStore {
     }
 }
 
+/// Renders an error with its sources (`error connecting to server: Connection refused`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cur = s.source();
+    }
+    text
+}
+
 fn cas_conflict(what: &str, id: &dyn fmt::Display, expected: u64, actual: u64) -> Error {
     Error::new(
         ErrorKind::Conflict,
@@ -701,6 +723,14 @@ fn limit_of(page: &PageRequest) -> i64 {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(|e| self.db_err(e))?;

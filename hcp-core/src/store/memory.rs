@@ -262,6 +262,10 @@ fn page_of<K: Ord + Clone + ToString, T>(
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "in-memory"
+    }
+
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome> {
         let mut s = self.lock();
         if let Some(rec) = &submission.idempotency

@@ -313,6 +313,15 @@ pub enum SubmitOutcome {
 ///   data.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Names the kind of store for people (`in-memory`, `PostgreSQL`).
+    fn kind(&self) -> &'static str;
+
+    /// Returns true when the store keeps its data past the process: a restart finds the jobs,
+    /// logs, events and idempotency records, and queues the unfinished jobs again.
+    fn durable(&self) -> bool {
+        false
+    }
+
     /// Writes a submission in one transaction.
     ///
     /// # Behavior

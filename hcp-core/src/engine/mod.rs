@@ -1186,6 +1186,8 @@ impl Engine {
                 });
                 Ok(job)
             }
+            // The store failed: say so, rather than report the job as running.
+            Err(e) if e.kind() != ErrorKind::Conflict => Err(e),
             Err(_) => {
                 // Running, or being claimed: the worker takes this token when it registers its
                 // own a moment later, so the cancel is never lost.

@@ -62,15 +62,39 @@ fn error_line(level: LogLevel, message: String, e: &Error) -> LogEntry {
 }
 
 /// Runs one attempt of `job_id` and returns what the scheduler must do next.
-pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &str) -> SchedMsg {
+///
+/// When the store fails before the job is claimed (reading it, or the claim's write), the job is
+/// still PENDING: it is scheduled again after a pause instead of being dropped, so neither it nor
+/// the later jobs on its VM wait forever.
+pub(crate) async fn run(
+    inner: &Arc<Inner>,
+    job_id: &crate::JobId,
+    vm_id: &crate::VmId,
+    host_key: &str,
+) -> SchedMsg {
     let finished = |vm_id| SchedMsg::Finished {
         job_id: job_id.clone(),
         vm_id,
         host_key: host_key.to_string(),
     };
+    let again = || SchedMsg::Retry {
+        job_id: job_id.clone(),
+        vm_id: vm_id.clone(),
+        host_key: host_key.to_string(),
+        after: inner
+            .settings
+            .retry
+            .initial_delay
+            .max(Duration::from_millis(50)),
+    };
     let job = match inner.store.get_job(&Scope::All, job_id).await {
         Ok(Some(j)) => j,
-        _ => return finished(crate::VmId::new("")),
+        // Gone (purged): nothing to run; its VM's queue moves on.
+        Ok(None) => return finished(vm_id.clone()),
+        Err(e) => {
+            tracing::warn!(job_id = %job_id, error = %e, "cannot read a job to run it; trying again shortly");
+            return again();
+        }
     };
     if job.state != JobState::Pending {
         return finished(job.vm_id);
@@ -95,7 +119,15 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
         .await
     {
         Ok(j) => j,
-        Err(_) => return finished(job.vm_id),
+        // Someone else moved it on (a cancel): nothing to run.
+        Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
+            return finished(job.vm_id);
+        }
+        // The store failed: the job is still PENDING; claim it again shortly.
+        Err(e) => {
+            tracing::warn!(job_id = %job_id, error = %e, "cannot claim a job; trying again shortly");
+            return again();
+        }
     };
     transition_event(inner, &job, Some(JobState::Pending), None).await;
     publish_status(inner, &job);

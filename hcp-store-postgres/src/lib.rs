@@ -1101,7 +1101,7 @@ impl Store for PostgresStore {
         let limit = if filter.limit == 0 {
             PageRequest::MAX_LIMIT
         } else {
-            filter.limit.min(PageRequest::MAX_LIMIT)
+            filter.limit
         };
         let st = c
             .prepare_cached(
@@ -1118,7 +1118,7 @@ impl Store for PostgresStore {
                     &i64::try_from(filter.after).unwrap_or(i64::MAX),
                     &filter.project.as_ref().map(ProjectId::as_str),
                     &filter.vm_id.as_ref().map(VmId::as_str),
-                    &i64::try_from(limit).unwrap_or(1000),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
                 ],
             )
             .await

@@ -200,6 +200,39 @@ async fn two_stores_on_one_database_share_keys_and_quota() {
         .await
         .unwrap();
     assert_eq!(listed.items.len(), 10);
+
+    // One idempotency key sent through both at once: one job, every other call replayed.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = stores[i % 2].clone();
+        let mut s = create("keyed", &format!("k-{i}"));
+        s.idempotency = Some(hcp_core::store::IdempotencyRecord {
+            scope: hcp_core::store::IdempotencyScope {
+                project: ProjectId::new("keyed"),
+                principal: "alice".into(),
+                operation: hcp_core::Operation::CreateVm,
+                key: "one-key".into(),
+            },
+            fingerprint: "same".into(),
+            vm_id: match &s.vm {
+                hcp_core::store::VmWrite::Insert(v) => v.id.clone(),
+                hcp_core::store::VmWrite::Update { vm, .. } => vm.id.clone(),
+            },
+            job_id: s.job.id.clone(),
+            created_at: chrono::Utc::now(),
+        });
+        tasks.push(tokio::spawn(async move { store.submit(s).await }));
+    }
+    let mut accepted = Vec::new();
+    let mut replayed = Vec::new();
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            SubmitOutcome::Accepted { job, .. } => accepted.push(job.id),
+            SubmitOutcome::Replayed { job_id, .. } => replayed.push(job_id),
+        }
+    }
+    assert_eq!(accepted.len(), 1, "one of 20 is accepted");
+    assert!(replayed.iter().all(|j| *j == accepted[0]));
 }
 
 #[tokio::test]

@@ -120,7 +120,12 @@ impl Store for FaultyStore {
 }
 
 async fn engine(store: Arc<FaultyStore>) -> Engine {
+    engine_with_timeout(store, Duration::from_secs(30 * 60)).await
+}
+
+async fn engine_with_timeout(store: Arc<FaultyStore>, job_timeout: Duration) -> Engine {
     let mut config = hcp_provider_sim::demo_config();
+    config.engine.job_timeout = job_timeout;
     config.engine.retry.initial_delay = Duration::from_millis(5);
     config.engine.retry.max_delay = Duration::from_millis(20);
     hcp_provider_sim::register(Engine::builder(config))
@@ -209,4 +214,28 @@ async fn cancel_reports_a_store_failure_instead_of_calling_the_job_running() {
     store.hold_claims.store(false, Ordering::SeqCst);
     let job = wait(&engine, &s.job_id).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+}
+
+#[tokio::test]
+async fn a_job_that_waits_past_its_timeout_ends_with_timeout_without_starting() {
+    let store = Arc::new(FaultyStore::default());
+    let engine = engine_with_timeout(store.clone(), Duration::from_secs(2)).await;
+    let s = engine
+        .create_vm(&alice(), VmSpec::new("web-4", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &s.job_id).await.state, JobState::Succeeded);
+    // The stop's claim waits; the start queues behind it on the same VM.
+    store.hold_claims.store(true, Ordering::SeqCst);
+    let stop = engine.stop_vm(&alice(), &s.vm_id, true).await.unwrap();
+    let start = engine.start_vm(&alice(), &s.vm_id).await.unwrap();
+    // Both wait longer than their timeout before their turn comes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    store.hold_claims.store(false, Ordering::SeqCst);
+    let stopped = wait(&engine, &stop.job_id).await;
+    assert!(stopped.state.is_terminal(), "{stopped:?}");
+    let started = wait(&engine, &start.job_id).await;
+    assert_eq!(started.state, JobState::Failed, "{started:?}");
+    assert_eq!(started.error.as_ref().unwrap().kind, ErrorKind::Timeout);
+    assert_eq!(started.attempts, 0, "it never started: {started:?}");
 }

@@ -105,7 +105,8 @@ pub(crate) async fn run(
             ErrorKind::Timeout,
             format!("job exceeded its timeout of {} ms", job.timeout_ms),
         );
-        let _ = fail(inner, job.clone(), None, err, JobState::Pending).await;
+        // A job that waited past its timeout ends FAILED without starting.
+        let _ = fail(inner, job.clone(), None, err, JobState::Failed).await;
         return finished(job.vm_id);
     }
     // Claim it: PENDING → RUNNING, compare-and-swap.
@@ -192,15 +193,17 @@ pub(crate) async fn run(
     finished(job.vm_id)
 }
 
-/// When a job's time is up: its first start plus its timeout, computed without overflow (a
-/// timeout too large for the calendar never ends).
+/// When a job's time is up: its first start (or, for a job that never started, its acceptance)
+/// plus its timeout, computed without overflow (a timeout too large for the calendar never
+/// ends). Counting a waiting job from its acceptance lets a job that waited past its timeout end
+/// with `TIMEOUT` when its turn comes, instead of never timing out.
 fn deadline_of(job: &Job) -> DateTime<Utc> {
     i64::try_from(job.timeout_ms)
         .ok()
         .and_then(chrono::Duration::try_milliseconds)
         .and_then(|d| {
             job.started_at
-                .unwrap_or_else(Utc::now)
+                .unwrap_or(job.created_at)
                 .checked_add_signed(d)
         })
         .unwrap_or(DateTime::<Utc>::MAX_UTC)

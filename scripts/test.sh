@@ -22,6 +22,9 @@ step "Peers: govmomi's vCenter simulator (built from Debian's govmomi sources wi
 step "Peers: an OIDC provider (oauth2-mock-server from npm), idempotent"
 ./scripts/oidc-peer.sh
 
+step "Peers: PostgreSQL on 127.0.0.1:5432 (the PostgreSQL store's conformance suite, hcp serve on PostgreSQL), idempotent"
+./scripts/postgres-peer.sh
+
 step "Rust: unit, integration, conformance and doc tests"
 cargo test --workspace --exclude hcp-py --exclude hcp-terraform --no-fail-fast
 

@@ -286,7 +286,8 @@ pub struct Job {
     /// The error, when it failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
-    /// The per-job timeout in milliseconds, counted from its first start.
+    /// The per-job timeout in milliseconds, counted from its first start (from its acceptance
+    /// while it has not started).
     pub timeout_ms: u64,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,

@@ -1,4 +1,5 @@
-//! The provider conformance suite: reusable checks of the [`Provider`] contract, gated by the
+//! The conformance suites: [`store`] checks the store contract; the rest of this module is the
+//! provider conformance suite: reusable checks of the [`Provider`] contract, gated by the
 //! provider's declared capabilities. Every provider crate runs [`run_all`] against its real peer;
 //! the simulator runs it in every CI run.
 //!
@@ -653,3 +654,5 @@ pub async fn engine_for(p: Arc<dyn Provider>, f: &Fixture) -> Result<Engine> {
         .build()
         .await
 }
+
+pub mod store;

@@ -434,8 +434,9 @@ pub fn init_tracing(options: &ServeOptions) -> Result<()> {
 
 /// Builds the engine every shell uses: reads the hosts file (or the simulator's demo when `config`
 /// is `None`), applies the environment ([`hcp_core::Config::apply_env`]), registers every provider kind
-/// compiled in ([`hcp_providers::kinds`]), installs the [`Metrics::global`] observer, and loads the
-/// first inventory.
+/// compiled in ([`hcp_providers::kinds`]), installs the [`Metrics::global`] observer, opens the
+/// PostgreSQL store when a database is configured ([`store_from_env`]; else the in-memory store),
+/// and loads the first inventory.
 ///
 /// With the demo, the Hyper-V routes' default project is `demo` (unless `HCP_DEFAULT_PROJECT`
 /// says otherwise).
@@ -449,10 +450,67 @@ pub async fn build_engine(
 ) -> Result<Engine> {
     let cfg = hcp_providers::load_config(config, env)?;
     let observer: Arc<dyn hcp_core::Observer> = Metrics::global();
-    register_providers(Engine::builder(cfg))
-        .observer(observer)
-        .build()
+    let store = store_from_env(&cfg, env).await?;
+    let mut builder = register_providers(Engine::builder(cfg)).observer(observer);
+    if let Some(store) = store {
+        builder = builder.store(store);
+    }
+    builder.build().await
+}
+
+/// Opens the PostgreSQL store when a database is configured: `HCP_DATABASE_URL`, else the
+/// secret file `database_url` in the secrets directory (`HCP_SECRETS_DIR`, default
+/// `/run/secrets`); `HCP_DATABASE_SCHEMA` picks the PostgreSQL schema (default `public`).
+/// Returns `None` (the in-memory store) when neither is set.
+///
+/// The store's migrations run before this returns. The URL's password never appears in a log
+/// line or an error.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `HCP_DATABASE_URL`, `secrets.database_url` or
+/// `database_schema` for a value that does not parse or a file that cannot be read; the store's
+/// error when the database cannot be reached or its schema is newer than this binary.
+pub async fn store_from_env(
+    cfg: &hcp_core::Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Arc<dyn hcp_core::store::Store>>> {
+    let (url, source) = match env("HCP_DATABASE_URL").filter(|v| !v.trim().is_empty()) {
+        Some(url) => (url, "HCP_DATABASE_URL"),
+        None => {
+            let path = cfg.secrets.dir().join("database_url");
+            match std::fs::read_to_string(&path) {
+                Ok(s) if !s.trim().is_empty() => (s.trim().to_string(), "secrets.database_url"),
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    return Err(Error::invalid(
+                        "secrets.database_url",
+                        format!("cannot read {}: {}", path.display(), e.kind()),
+                    ));
+                }
+            }
+        }
+    };
+    let mut options = hcp_store_postgres::StoreOptions {
+        max_log_lines_per_job: cfg.engine.max_log_lines_per_job,
+        max_events: cfg.engine.max_events,
+        ..Default::default()
+    };
+    if let Some(schema) = env("HCP_DATABASE_SCHEMA").filter(|v| !v.trim().is_empty()) {
+        options.schema = schema.trim().to_string();
+    }
+    let store = hcp_store_postgres::PostgresStore::connect(&url, options)
         .await
+        .map_err(|e| {
+            if e.field() == Some("database_url") {
+                let m = e.message();
+                Error::invalid(source, m.strip_prefix("database_url: ").unwrap_or(m))
+            } else {
+                e
+            }
+        })?;
+    tracing::info!(store = ?store, from = source, "using the PostgreSQL store");
+    Ok(Some(Arc::new(store)))
 }
 
 /// Registers every provider kind this build knows on `builder` (see [`hcp_providers::kinds`]).
@@ -597,7 +655,11 @@ impl Server {
             tracing::info!("hcp-server stopped; no jobs were running");
         } else {
             let ids: Vec<String> = running.iter().map(ToString::to_string).collect();
-            tracing::warn!(count = ids.len(), jobs = %ids.join(","), "hcp-server stopped with jobs still running; the in-memory store does not keep them, so they end with this process (the next start rebuilds VMs from the hosts' marks)");
+            if engine.store().durable() {
+                tracing::warn!(count = ids.len(), jobs = %ids.join(","), store = engine.store().kind(), "hcp-server stopped with jobs still running; the store keeps them, and the next start queues them again");
+            } else {
+                tracing::warn!(count = ids.len(), jobs = %ids.join(","), "hcp-server stopped with jobs still running; the in-memory store does not keep them, so they end with this process (the next start rebuilds VMs from the hosts' marks)");
+            }
         }
         Ok(())
     }

@@ -39,9 +39,13 @@ Environment (the Kubernetes way: a ConfigMap for the hosts file, Secrets as file
   HCP_RATE_BURST                requests a caller may send at once (default: N of HCP_RATE_LIMIT)
   HCP_BODY_LIMIT, HCP_REQUEST_TIMEOUT, HCP_PAGE_MAX, HCP_SHUTDOWN_TIMEOUT, HCP_JOB_TIMEOUT,
   HCP_MAX_CONCURRENT_JOBS, HCP_MAX_JOBS_PER_HOST, HCP_IDEMPOTENCY_TTL, HCP_DEFAULT_PROJECT
+  HCP_DATABASE_URL              a PostgreSQL URL (or the secret file database_url): keep VMs,
+                                jobs, logs, events and idempotency records there
+  HCP_DATABASE_SCHEMA           the PostgreSQL schema of HCP's tables (default public)
 See docs/configuration.md. A broken value stops start-up with a message naming it (exit code 2).
 
-The store is in memory: on start-up the service rebuilds who owns what from the providers.
+Without a database the store is in memory: on start-up the service rebuilds who owns what from
+the providers. With one, the store's migrations run at start and unfinished jobs are queued again.
 SIGTERM or Ctrl-C stops it gracefully: it stops accepting, lets running requests finish (up to
 HCP_SHUTDOWN_TIMEOUT) and logs the jobs still running.";
 
@@ -96,6 +100,7 @@ impl ServeArgs {
             Some(path) => format!("the hosts file {}", path.display()),
             None => "the simulator demo".to_string(),
         };
+        let source = format!("{source} ({} store)", engine.store().kind());
         let server = Server::bind(engine, options).await?;
         crate::output::line(&banner(server.local_addr(), &source, &try_it))?;
         server.run(shutdown).await?;
@@ -148,7 +153,7 @@ fn first_fit(catalog: &Catalog) -> (Option<String>, Option<String>) {
 /// a token, and a first request.
 fn banner(addr: SocketAddr, source: &str, t: &TryIt) -> String {
     let base = format!("http://{addr}");
-    let mut b = format!("HCP serves {source} (in-memory store) on {base}\n");
+    let mut b = format!("HCP serves {source} on {base}\n");
     for (what, path) in [
         ("Tenant API", "/api/hcp/tenant/v1"),
         ("Ops API", "/api/hcp/ops/v1"),

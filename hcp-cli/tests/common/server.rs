@@ -33,6 +33,8 @@ const SERVE_ENV: &[&str] = &[
     "HCP_MAX_JOBS_PER_HOST",
     "HCP_DEFAULT_PROJECT",
     "HCP_SECRETS_DIR",
+    "HCP_DATABASE_URL",
+    "HCP_DATABASE_SCHEMA",
     "HCP_URL",
     "HCP_TOKEN",
     "OIDC_ISSUER_URL",

@@ -748,7 +748,12 @@ impl Engine {
                     )
                     .with_field("name"));
                 }
-                self.check_quota(&ctx.project, resources).await?;
+                // A size larger than the whole quota never fits: refuse it before placement.
+                // The store checks the project's usage inside the submit transaction.
+                if let Some(q) = self.quota(&ctx.project) {
+                    let own = crate::store::Usage::of_resources(resources);
+                    own.check(&ctx.project, &q, &own)?;
+                }
                 let placement = self.place(&spec, resources, host.as_deref(), op)?;
                 let vm_id = VmId::generate();
                 let vm = Vm {
@@ -880,6 +885,7 @@ impl Engine {
                 idempotency,
                 vm: vm_write,
                 job,
+                quota: self.quota(&ctx.project),
             })
             .await?;
         let (vm, job) = match outcome {
@@ -936,42 +942,14 @@ impl Engine {
         Ok(caps)
     }
 
-    async fn check_quota(&self, project: &ProjectId, add: crate::Resources) -> Result<()> {
-        let Some(q) = self
-            .inner
+    /// Returns the quota of `project`, when it has one.
+    fn quota(&self, project: &ProjectId) -> Option<Quota> {
+        self.inner
             .projects
             .as_ref()
             .and_then(|p| p.get(project.as_str()))
             .copied()
-        else {
-            return Ok(());
-        };
-        if q == Quota::default() {
-            return Ok(());
-        }
-        // The request's own size, then every live VM's: sizes of VMs rebuilt from hosts come from
-        // outside, so the sums are checked; a sum past u64 exceeds any quota.
-        let mut usage = QuotaUsage::new(add);
-        let mut page = PageRequest::all();
-        loop {
-            let p = self
-                .inner
-                .store
-                .list_vms(&Scope::Project(project.clone()), &page)
-                .await?;
-            for v in p
-                .items
-                .iter()
-                .filter(|v| v.desired != DesiredState::Deleted)
-            {
-                usage.add(v.resources);
-            }
-            match p.next {
-                Some(c) => page.cursor = Some(c),
-                None => break,
-            }
-        }
-        usage.check(project, &q, add)
+            .filter(|q| *q != Quota::default())
     }
 
     /// Returns a VM visible in `scope`.
@@ -1208,6 +1186,8 @@ impl Engine {
                 });
                 Ok(job)
             }
+            // The store failed: say so, rather than report the job as running.
+            Err(e) if e.kind() != ErrorKind::Conflict => Err(e),
             Err(_) => {
                 // Running, or being claimed: the worker takes this token when it registers its
                 // own a moment later, so the cancel is never lost.
@@ -1425,123 +1405,5 @@ impl<'a> KeyGuard<'a> {
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
         lock(&self.inner.inflight_keys).remove(&self.scope);
-    }
-}
-
-/// A project's usage with one more VM, summed with checked arithmetic (`None` once a sum passes
-/// `u64`, which exceeds every quota).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct QuotaUsage {
-    vms: Option<u64>,
-    vcpus: Option<u64>,
-    memory_mib: Option<u64>,
-}
-
-impl QuotaUsage {
-    fn new(add: crate::Resources) -> Self {
-        QuotaUsage {
-            vms: Some(1),
-            vcpus: Some(u64::from(add.vcpus)),
-            memory_mib: Some(add.memory_mib),
-        }
-    }
-
-    fn add(&mut self, r: crate::Resources) {
-        self.vms = self.vms.and_then(|n| n.checked_add(1));
-        self.vcpus = self.vcpus.and_then(|n| n.checked_add(u64::from(r.vcpus)));
-        self.memory_mib = self.memory_mib.and_then(|n| n.checked_add(r.memory_mib));
-    }
-
-    /// Refuses usage beyond `quota`. A request whose own size exceeds a limit can never fit and
-    /// names its field; one that only adds up past the limit is `QUOTA_EXCEEDED`.
-    fn check(&self, project: &ProjectId, quota: &Quota, add: crate::Resources) -> Result<()> {
-        for (what, field, used, own, max) in [
-            ("max_vms", None, self.vms, 1, quota.max_vms),
-            (
-                "max_vcpus",
-                Some("vcpus"),
-                self.vcpus,
-                u64::from(add.vcpus),
-                quota.max_vcpus,
-            ),
-            (
-                "max_memory_mib",
-                Some("memory_mib"),
-                self.memory_mib,
-                add.memory_mib,
-                quota.max_memory_mib,
-            ),
-        ] {
-            let Some(max) = max else { continue };
-            if let Some(field) = field
-                && own > max
-            {
-                return Err(Error::invalid(
-                    field,
-                    format!("is {own}; project `{project}` has a quota of {what} = {max}, so at most {max} fit"),
-                )
-                .with_context("quota", what));
-            }
-            if used.is_none_or(|used| used > max) {
-                let used = used.map_or_else(|| "more than 2^64".to_string(), |u| u.to_string());
-                let mut e = Error::new(
-                    ErrorKind::QuotaExceeded,
-                    format!("project `{project}` would use {used} of its quota {what} = {max}"),
-                )
-                .with_context("quota", what);
-                if let Some(field) = field {
-                    e = e.with_field(field);
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Resources;
-
-    fn size(vcpus: u32, memory_mib: u64) -> Resources {
-        Resources {
-            vcpus,
-            memory_mib,
-            disk_gib: 1,
-        }
-    }
-
-    #[test]
-    fn quota_sums_are_checked_and_name_the_field() {
-        let project = ProjectId::new("demo");
-        let quota = Quota {
-            max_vms: Some(3),
-            max_vcpus: Some(8),
-            max_memory_mib: Some(u64::MAX),
-        };
-        let mut u = QuotaUsage::new(size(2, 1024));
-        u.add(size(4, 1024));
-        u.check(&project, &quota, size(2, 1024)).unwrap();
-        u.add(size(4, 1024));
-        let e = u.check(&project, &quota, size(2, 1024)).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
-        assert_eq!(e.field(), Some("vcpus"));
-
-        // VMs rebuilt from hosts may report any size: a sum past u64 exceeds even u64::MAX.
-        let mut u = QuotaUsage::new(size(1, 16));
-        u.add(size(1, u64::MAX));
-        assert_eq!(u.memory_mib, None);
-        let e = u.check(&project, &quota, size(1, 16)).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
-        assert_eq!(e.field(), Some("memory_mib"));
-        assert!(e.message().contains("more than 2^64"), "{e}");
-
-        // A request larger than the whole quota can never fit: invalid, naming the field.
-        let e = QuotaUsage::new(size(9, 16))
-            .check(&project, &quota, size(9, 16))
-            .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::InvalidSpec);
-        assert_eq!(e.field(), Some("vcpus"));
     }
 }

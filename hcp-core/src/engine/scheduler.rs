@@ -273,7 +273,8 @@ impl Scheduler {
             tokio::spawn(async move {
                 // A panic in the worker ends this job only: it is caught here, the job fails,
                 // and the scheduler hears back either way, so its VM's queue and its slots move on.
-                let run = AssertUnwindSafe(worker::run(&inner, &job.job_id, &job.host_key));
+                let run =
+                    AssertUnwindSafe(worker::run(&inner, &job.job_id, &job.vm_id, &job.host_key));
                 let msg = match run.catch_unwind().await {
                     Ok(msg) => msg,
                     Err(panic) => {

@@ -62,15 +62,39 @@ fn error_line(level: LogLevel, message: String, e: &Error) -> LogEntry {
 }
 
 /// Runs one attempt of `job_id` and returns what the scheduler must do next.
-pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &str) -> SchedMsg {
+///
+/// When the store fails before the job is claimed (reading it, or the claim's write), the job is
+/// still PENDING: it is scheduled again after a pause instead of being dropped, so neither it nor
+/// the later jobs on its VM wait forever.
+pub(crate) async fn run(
+    inner: &Arc<Inner>,
+    job_id: &crate::JobId,
+    vm_id: &crate::VmId,
+    host_key: &str,
+) -> SchedMsg {
     let finished = |vm_id| SchedMsg::Finished {
         job_id: job_id.clone(),
         vm_id,
         host_key: host_key.to_string(),
     };
+    let again = || SchedMsg::Retry {
+        job_id: job_id.clone(),
+        vm_id: vm_id.clone(),
+        host_key: host_key.to_string(),
+        after: inner
+            .settings
+            .retry
+            .initial_delay
+            .max(Duration::from_millis(50)),
+    };
     let job = match inner.store.get_job(&Scope::All, job_id).await {
         Ok(Some(j)) => j,
-        _ => return finished(crate::VmId::new("")),
+        // Gone (purged): nothing to run; its VM's queue moves on.
+        Ok(None) => return finished(vm_id.clone()),
+        Err(e) => {
+            tracing::warn!(job_id = %job_id, error = %e, "cannot read a job to run it; trying again shortly");
+            return again();
+        }
     };
     if job.state != JobState::Pending {
         return finished(job.vm_id);
@@ -81,7 +105,8 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
             ErrorKind::Timeout,
             format!("job exceeded its timeout of {} ms", job.timeout_ms),
         );
-        let _ = fail(inner, job.clone(), None, err, JobState::Pending).await;
+        // A job that waited past its timeout ends FAILED without starting.
+        let _ = fail(inner, job.clone(), None, err, JobState::Failed).await;
         return finished(job.vm_id);
     }
     // Claim it: PENDING → RUNNING, compare-and-swap.
@@ -95,7 +120,15 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
         .await
     {
         Ok(j) => j,
-        Err(_) => return finished(job.vm_id),
+        // Someone else moved it on (a cancel): nothing to run.
+        Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
+            return finished(job.vm_id);
+        }
+        // The store failed: the job is still PENDING; claim it again shortly.
+        Err(e) => {
+            tracing::warn!(job_id = %job_id, error = %e, "cannot claim a job; trying again shortly");
+            return again();
+        }
     };
     transition_event(inner, &job, Some(JobState::Pending), None).await;
     publish_status(inner, &job);
@@ -160,15 +193,17 @@ pub(crate) async fn run(inner: &Arc<Inner>, job_id: &crate::JobId, host_key: &st
     finished(job.vm_id)
 }
 
-/// When a job's time is up: its first start plus its timeout, computed without overflow (a
-/// timeout too large for the calendar never ends).
+/// When a job's time is up: its first start (or, for a job that never started, its acceptance)
+/// plus its timeout, computed without overflow (a timeout too large for the calendar never
+/// ends). Counting a waiting job from its acceptance lets a job that waited past its timeout end
+/// with `TIMEOUT` when its turn comes, instead of never timing out.
 fn deadline_of(job: &Job) -> DateTime<Utc> {
     i64::try_from(job.timeout_ms)
         .ok()
         .and_then(chrono::Duration::try_milliseconds)
         .and_then(|d| {
             job.started_at
-                .unwrap_or_else(Utc::now)
+                .unwrap_or(job.created_at)
                 .checked_add_signed(d)
         })
         .unwrap_or(DateTime::<Utc>::MAX_UTC)

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store, Submission,
-    SubmitOutcome, VmWrite,
+    SubmitOutcome, Usage, VmWrite,
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
@@ -28,6 +28,7 @@ struct State {
     vms: BTreeMap<VmId, Vm>,
     vm_names: HashMap<(ProjectId, String), VmId>,
     project_vms: HashMap<ProjectId, BTreeSet<VmId>>,
+    usage: HashMap<ProjectId, Usage>,
     jobs: BTreeMap<JobId, JobEntry>,
     project_jobs: HashMap<ProjectId, BTreeSet<JobId>>,
     idempotency: HashMap<IdempotencyScope, IdempotencyRecord>,
@@ -150,6 +151,7 @@ impl State {
             .with_field("name"));
         }
         vm.generation = 1;
+        self.apply_usage(&vm.project, Usage::default(), Usage::of(&vm));
         self.vm_names.insert(name_key, vm.id.clone());
         self.project_vms
             .entry(vm.project.clone())
@@ -172,9 +174,38 @@ impl State {
         if cur.project != vm.project || cur.spec.name != vm.spec.name {
             return Err(Error::internal("a VM's project and name never change"));
         }
+        let before = Usage::of(cur);
         vm.generation = expected + 1;
+        self.apply_usage(&vm.project, before, Usage::of(&vm));
         self.vms.insert(vm.id.clone(), vm.clone());
         Ok(vm)
+    }
+
+    fn apply_usage(&mut self, project: &ProjectId, before: Usage, after: Usage) {
+        if before == after {
+            return;
+        }
+        let u = self.usage.entry(project.clone()).or_default();
+        *u = u.plus(after.minus(before)).minus(before.minus(after));
+    }
+
+    /// Checks `quota` for a write of `project` that changes a VM's usage from `before` to `after`.
+    fn check_quota(
+        &self,
+        project: &ProjectId,
+        quota: Option<&crate::Quota>,
+        before: Usage,
+        after: Usage,
+    ) -> Result<()> {
+        let Some(quota) = quota else { return Ok(()) };
+        let added = after.minus(before);
+        if added.is_zero() {
+            return Ok(());
+        }
+        let cur = self.usage.get(project).copied().unwrap_or_default();
+        cur.plus(added)
+            .minus(before.minus(after))
+            .check(project, quota, &added)
     }
 
     fn insert_job(&mut self, mut job: Job) -> Result<Job> {
@@ -231,6 +262,10 @@ fn page_of<K: Ord + Clone + ToString, T>(
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "in-memory"
+    }
+
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome> {
         let mut s = self.lock();
         if let Some(rec) = &submission.idempotency
@@ -255,7 +290,17 @@ impl Store for MemoryStore {
         if s.jobs.contains_key(&submission.job.id) {
             return Err(Error::new(ErrorKind::Conflict, "job id already exists"));
         }
-        // Validate everything before the first mutation, so a refused submission writes nothing.
+        // Validate everything before the first mutation, so a refused submission writes nothing:
+        // the quota first, then each write checks before it changes anything.
+        let (project, before, after) = match &submission.vm {
+            VmWrite::Insert(vm) => (&vm.project, Usage::default(), Usage::of(vm)),
+            VmWrite::Update { vm, expected } => (
+                &vm.project,
+                Usage::of(s.check_vm(&vm.id, *expected)?),
+                Usage::of(vm),
+            ),
+        };
+        s.check_quota(project, submission.quota.as_ref(), before, after)?;
         let vm = match submission.vm {
             VmWrite::Insert(vm) => s.insert_vm(vm)?,
             VmWrite::Update { vm, expected } => s.replace_vm(vm, expected)?,
@@ -268,6 +313,10 @@ impl Store for MemoryStore {
             vm: Box::new(vm),
             job: Box::new(job),
         })
+    }
+
+    async fn usage(&self, project: &ProjectId) -> Result<Usage> {
+        Ok(self.lock().usage.get(project).copied().unwrap_or_default())
     }
 
     async fn idempotency(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>> {
@@ -338,6 +387,7 @@ impl Store for MemoryStore {
         let mut s = self.lock();
         let vm = s.check_vm(id, expected)?.clone();
         s.vms.remove(id);
+        s.apply_usage(&vm.project, Usage::of(&vm), Usage::default());
         s.vm_names
             .remove(&(vm.project.clone(), vm.spec.name.clone()));
         if let Some(set) = s.project_vms.get_mut(&vm.project) {

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use memory::{MemoryStore, StoreSnapshot};
 
 use crate::{
-    Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry, Operation, ProjectId, Result,
-    Vm, VmId,
+    DesiredState, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry,
+    Operation, ProjectId, Quota, Resources, Result, Vm, VmId,
 };
 
 /// Which objects a lookup may see: one project's (tenants) or all (operators, HCP itself).
@@ -151,6 +151,121 @@ pub struct Submission {
     pub vm: VmWrite,
     /// The new job.
     pub job: Job,
+    /// The project's quota, checked against its usage when the VM write adds to it; `None`
+    /// checks nothing.
+    pub quota: Option<Quota>,
+}
+
+/// What a project's VMs hold: the sum over its stored VMs that are not being deleted.
+///
+/// Sums are kept in `u128`, so VMs rebuilt from hosts that report absurd sizes (up to `u64::MAX`
+/// each) add up without wrapping; a store saturates rather than wraps beyond that.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// VMs.
+    pub vms: u128,
+    /// vCPUs over those VMs.
+    pub vcpus: u128,
+    /// Memory over those VMs, in MiB.
+    pub memory_mib: u128,
+}
+
+impl Usage {
+    /// Returns what one VM of `resources` holds.
+    pub fn of_resources(resources: Resources) -> Usage {
+        Usage {
+            vms: 1,
+            vcpus: u128::from(resources.vcpus),
+            memory_mib: u128::from(resources.memory_mib),
+        }
+    }
+
+    /// Returns what `vm` holds: nothing once it is being deleted.
+    pub fn of(vm: &Vm) -> Usage {
+        if vm.desired == DesiredState::Deleted {
+            Usage::default()
+        } else {
+            Usage::of_resources(vm.resources)
+        }
+    }
+
+    /// Adds `other`, saturating.
+    #[must_use]
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            vms: self.vms.saturating_add(other.vms),
+            vcpus: self.vcpus.saturating_add(other.vcpus),
+            memory_mib: self.memory_mib.saturating_add(other.memory_mib),
+        }
+    }
+
+    /// Subtracts `other`, stopping at zero.
+    #[must_use]
+    pub fn minus(self, other: Usage) -> Usage {
+        Usage {
+            vms: self.vms.saturating_sub(other.vms),
+            vcpus: self.vcpus.saturating_sub(other.vcpus),
+            memory_mib: self.memory_mib.saturating_sub(other.memory_mib),
+        }
+    }
+
+    /// Returns true when nothing is held.
+    pub fn is_zero(&self) -> bool {
+        *self == Usage::default()
+    }
+
+    /// Checks this usage (after a write that `added` to it) against `quota`. Only what the write
+    /// added is checked, so a write that adds nothing passes even over a lowered quota.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `vcpus` or `memory_mib` when what was added alone
+    /// exceeds a limit (it can never fit); [`ErrorKind::QuotaExceeded`] naming the limit when the
+    /// sum does.
+    pub fn check(&self, project: &ProjectId, quota: &Quota, added: &Usage) -> Result<()> {
+        for (what, field, used, own, max) in [
+            ("max_vms", None, self.vms, added.vms, quota.max_vms),
+            (
+                "max_vcpus",
+                Some("vcpus"),
+                self.vcpus,
+                added.vcpus,
+                quota.max_vcpus,
+            ),
+            (
+                "max_memory_mib",
+                Some("memory_mib"),
+                self.memory_mib,
+                added.memory_mib,
+                quota.max_memory_mib,
+            ),
+        ] {
+            let Some(max) = max else { continue };
+            if own == 0 {
+                continue;
+            }
+            if let Some(field) = field
+                && own > u128::from(max)
+            {
+                return Err(Error::invalid(
+                    field,
+                    format!("is {own}; project `{project}` has a quota of {what} = {max}, so at most {max} fit"),
+                )
+                .with_context("quota", what));
+            }
+            if used > u128::from(max) {
+                let mut e = Error::new(
+                    ErrorKind::QuotaExceeded,
+                    format!("project `{project}` would use {used} of its quota {what} = {max}"),
+                )
+                .with_context("quota", what);
+                if let Some(field) = field {
+                    e = e.with_field(field);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The outcome of [`Store::submit`].
@@ -175,17 +290,62 @@ pub enum SubmitOutcome {
 /// Persists HCP's state.
 ///
 /// # Behavior
-/// Lookups take a [`Scope`]; an object outside it is reported absent, exactly like a missing
-/// one. Writes that take an expected generation fail with [`crate::ErrorKind::Conflict`] when the
-/// stored generation differs, and bump the generation when they succeed.
+/// This is the contract every store keeps; the store conformance suite checks
+/// it (`hcp_core::testkit::store`, feature `testkit`); every store runs that whole suite.
+///
+/// - **Scopes.** Lookups take a [`Scope`]; an object outside it is reported absent, exactly like
+///   a missing one. A project scope never sees another project's VMs or jobs, in lookups or
+///   lists.
+/// - **Generations.** Every VM and job carries a generation. An insert stores generation 1; a
+///   write that names an expected generation succeeds only when the stored generation equals it,
+///   and stores `expected + 1`. Otherwise it fails with [`crate::ErrorKind::Conflict`] marked
+///   temporary (re-read and retry) and changes nothing. The generation a caller puts in the
+///   record it passes is ignored.
+/// - **Atomicity.** Each method is atomic: it writes all it says or nothing, and concurrent
+///   callers (other tasks or, for a shared database, other processes) never see half of it.
+///   [`Store::submit`] is one transaction over the idempotency record, the VM write and the job.
+/// - **Usage.** The store keeps each project's [`Usage`] (its VMs not being deleted) up to date
+///   with every VM write, in the same transaction, so reading it costs the same at any project
+///   size. [`Store::submit`] checks the submission's quota against it, so concurrent submissions
+///   never overshoot a quota.
+/// - **Sequence numbers.** Log lines are numbered per job from 1 and events globally from 1,
+///   without gaps, in the order they are committed, so a reader that asks for everything after
+///   the last number it saw misses nothing.
+/// - **Errors.** `Conflict` means the state changed or a unique name or key is taken;
+///   [`crate::ErrorKind::NotFound`] means the record a write names does not exist; any other
+///   error is the store's own failure (unreachable database, ...) and says nothing about the
+///   data.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Names the kind of store for people (`in-memory`, `PostgreSQL`).
+    fn kind(&self) -> &'static str;
+
+    /// Returns true when the store keeps its data past the process: a restart finds the jobs,
+    /// logs, events and idempotency records, and queues the unfinished jobs again.
+    fn durable(&self) -> bool {
+        false
+    }
+
     /// Writes a submission in one transaction.
+    ///
+    /// # Behavior
+    /// With an idempotency record whose scope is already remembered: the same fingerprint returns
+    /// [`SubmitOutcome::Replayed`] with the first request's VM and job ids and writes nothing; a
+    /// different fingerprint is refused. Of concurrent submissions with one scope, exactly one is
+    /// accepted and every other one is replayed (or refused). Otherwise the VM write, the job
+    /// (stored with generation 1), the project's usage and the record are written together, or,
+    /// when any part is refused, none of them. When the VM write adds to the project's usage and
+    /// the submission carries a quota, the usage after the write is checked against it
+    /// ([`Usage::check`]) while no other submission of the project can change it.
     ///
     /// # Errors
     /// [`crate::ErrorKind::Conflict`] with code `IDEMPOTENCY_KEY_REUSED` when the key was used for
-    /// a different request; `Conflict` when the VM name is taken or the VM changed since read.
+    /// a different request; `Conflict` when the VM name is taken, the VM changed since read, or
+    /// the job id exists; the errors of [`Usage::check`] when the quota refuses.
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome>;
+
+    /// Returns what `project`'s VMs hold (see [`Usage`]); zero for a project without VMs.
+    async fn usage(&self, project: &ProjectId) -> Result<Usage>;
 
     /// Returns the idempotency record of `scope`, if it is remembered.
     async fn idempotency(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>>;
@@ -193,22 +353,32 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Returns a VM visible in `scope`.
     async fn get_vm(&self, scope: &Scope, id: &VmId) -> Result<Option<Vm>>;
 
-    /// Returns the live (not deleted) VM named `name` in `project`.
+    /// Returns the VM named `name` in `project` (names are unique per project).
     async fn find_vm_by_name(&self, project: &ProjectId, name: &str) -> Result<Option<Vm>>;
 
-    /// Lists VMs visible in `scope`, ordered by id.
+    /// Lists VMs visible in `scope`, ordered by id (byte order).
+    ///
+    /// # Behavior
+    /// A page holds at most [`PageRequest::clamped_limit`] items; `next` is set exactly when more
+    /// items follow, and passing it as the cursor returns the items after the last one returned.
     async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>>;
 
     /// Inserts (`expected: None`) or replaces a VM (compare-and-swap).
+    ///
+    /// # Behavior
+    /// An insert is refused with `Conflict` when the id exists or the name is taken in the
+    /// project. A replace may not change the VM's project or name.
     async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm>;
 
-    /// Removes a VM record (compare-and-swap).
+    /// Removes a VM record (compare-and-swap), releasing its usage; its jobs stay until they are
+    /// purged.
     async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()>;
 
     /// Returns a job visible in `scope`.
     async fn get_job(&self, scope: &Scope, id: &JobId) -> Result<Option<Job>>;
 
-    /// Lists jobs visible in `scope`, newest first.
+    /// Lists jobs visible in `scope` and matching `filter`, newest first (by id, descending),
+    /// paged like [`Store::list_vms`].
     async fn list_jobs(
         &self,
         scope: &Scope,
@@ -219,26 +389,86 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Returns jobs that have not ended, oldest first (recovery after a restart).
     async fn unfinished_jobs(&self) -> Result<Vec<Job>>;
 
-    /// Replaces a job (compare-and-swap).
+    /// Replaces a job (compare-and-swap on its generation).
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job>;
 
     /// Appends log lines to a job, assigning their sequence numbers.
+    ///
+    /// # Behavior
+    /// The lines get consecutive numbers after the job's last one, also under concurrent
+    /// appends. A store may keep only the newest lines of a long log; numbers are never reused.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the job does not exist.
     async fn append_logs(
         &self,
         id: &JobId,
         lines: Vec<(DateTime<Utc>, LogEntry)>,
     ) -> Result<Vec<JobLogLine>>;
 
-    /// Returns a job's log lines after sequence number `after`.
+    /// Returns a job's log lines after sequence number `after`, in order.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the job does not exist.
     async fn job_logs(&self, id: &JobId, after: u64) -> Result<Vec<JobLogLine>>;
 
-    /// Appends an event, assigning its sequence number.
+    /// Appends an event, assigning its sequence number (the one in `event` is ignored).
     async fn append_event(&self, event: Event) -> Result<Arc<Event>>;
 
-    /// Lists events in order.
+    /// Lists events after `filter.after` matching the filter, in sequence order, at most
+    /// `filter.limit` (0: [`PageRequest::MAX_LIMIT`]). A store may drop the oldest events.
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Arc<Event>>>;
 
-    /// Drops finished jobs finished before `jobs_before` and idempotency records created before
-    /// `keys_before`.
+    /// Drops finished jobs (with their logs) finished before `jobs_before` and idempotency
+    /// records created before `keys_before`. Unfinished jobs and VMs are never dropped.
     async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(vcpus: u32, memory_mib: u64) -> Usage {
+        Usage::of_resources(Resources {
+            vcpus,
+            memory_mib,
+            disk_gib: 1,
+        })
+    }
+
+    #[test]
+    fn quota_sums_are_checked_and_name_the_field() {
+        let project = ProjectId::new("demo");
+        let quota = Quota {
+            max_vms: Some(3),
+            max_vcpus: Some(8),
+            max_memory_mib: Some(u64::MAX),
+        };
+        let u = size(2, 1024).plus(size(4, 1024));
+        u.check(&project, &quota, &size(2, 1024)).unwrap();
+        let e = u
+            .plus(size(4, 1024))
+            .check(&project, &quota, &size(2, 1024))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
+        assert_eq!(e.field(), Some("vcpus"));
+        // A write that adds nothing passes even over the quota.
+        u.plus(size(40, 1024))
+            .check(&project, &quota, &Usage::default())
+            .unwrap();
+
+        // VMs rebuilt from hosts may report any size: a sum past u64 exceeds even u64::MAX.
+        let u = size(1, 16).plus(size(1, u64::MAX));
+        let e = u.check(&project, &quota, &size(1, 16)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
+        assert_eq!(e.field(), Some("memory_mib"));
+        assert!(e.message().contains("18446744073709551631"), "{e}");
+
+        // A request larger than the whole quota can never fit: invalid, naming the field.
+        let e = size(9, 16)
+            .check(&project, &quota, &size(9, 16))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+        assert_eq!(e.field(), Some("vcpus"));
+    }
 }

@@ -1,0 +1,1176 @@
+//! The store conformance suite: checks of the [`Store`] contract (its `# Behavior` sections)
+//! that every store runs, the in-memory store in `hcp-core`'s tests and the PostgreSQL store
+//! against a real database.
+//!
+//! Each check takes a fresh, empty store. [`store_conformance_tests!`](crate::store_conformance_tests)
+//! writes one test per check, so a store crate runs the whole suite with one line:
+//!
+//! ```ignore
+//! async fn fresh() -> std::sync::Arc<dyn hcp_core::store::Store> { /* an empty store */ }
+//! hcp_core::store_conformance_tests!(fresh);
+//! ```
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{Duration as ChronoDuration, Utc};
+
+use crate::store::{
+    IdempotencyRecord, IdempotencyScope, JobFilter, PageRequest, Scope, Store, Submission,
+    SubmitOutcome, Usage, VmWrite,
+};
+use crate::{
+    CODE_IDEMPOTENCY_KEY_REUSED, DesiredState, Error, ErrorKind, Event, EventFilter, EventKind,
+    Job, JobAction, JobId, JobState, LogEntry, LogLevel, Operation, PowerState, Principal,
+    ProjectId, ProviderBinding, Quota, Resources, Result, Vm, VmId, VmSpec,
+};
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(Error::internal(format!("store conformance: {}", format!($($msg)+))));
+        }
+    };
+}
+
+/// Makes a VM record of `project` named `name` with 1 vCPU and 512 MiB (not yet stored).
+pub fn vm(project: &str, name: &str) -> Vm {
+    let now = Utc::now();
+    Vm {
+        id: VmId::generate(),
+        project: ProjectId::new(project),
+        spec: VmSpec::new(name, "ubuntu-24.04", "small"),
+        resources: Resources {
+            vcpus: 1,
+            memory_mib: 512,
+            disk_gib: 10,
+        },
+        zone: "default".into(),
+        desired: DesiredState::Pending,
+        desired_power: PowerState::Running,
+        power: PowerState::Unknown,
+        present: false,
+        binding: ProviderBinding {
+            provider: "sim".into(),
+            host: "host-1".into(),
+            native_id: None,
+        },
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        generation: 0,
+    }
+}
+
+/// Makes a pending create job for `vm` (not yet stored).
+pub fn job(vm: &Vm) -> Job {
+    Job {
+        id: JobId::generate(),
+        project: vm.project.clone(),
+        vm_id: vm.id.clone(),
+        operation: Operation::CreateVm,
+        action: JobAction::Create,
+        state: JobState::Pending,
+        pending_reason: None,
+        attempts: 0,
+        max_attempts: 3,
+        progress: 0,
+        principal: Principal::new("alice"),
+        idempotency_key: None,
+        host: vm.binding.host.clone(),
+        provider: vm.binding.provider.clone(),
+        error: None,
+        timeout_ms: 60_000,
+        created_at: Utc::now(),
+        started_at: None,
+        finished_at: None,
+        generation: 0,
+    }
+}
+
+/// Makes a create submission for a new VM of `project` named `name`, without a key.
+pub fn create(project: &str, name: &str) -> Submission {
+    let v = vm(project, name);
+    Submission {
+        idempotency: None,
+        job: job(&v),
+        vm: VmWrite::Insert(v),
+        quota: None,
+    }
+}
+
+fn with_key(mut s: Submission, key: &str, fingerprint: &str) -> Submission {
+    let (vm_id, project) = match &s.vm {
+        VmWrite::Insert(v) | VmWrite::Update { vm: v, .. } => (v.id.clone(), v.project.clone()),
+    };
+    s.idempotency = Some(IdempotencyRecord {
+        scope: IdempotencyScope {
+            project,
+            principal: "alice".into(),
+            operation: Operation::CreateVm,
+            key: key.into(),
+        },
+        fingerprint: fingerprint.into(),
+        vm_id,
+        job_id: s.job.id.clone(),
+        created_at: Utc::now(),
+    });
+    s
+}
+
+fn accepted(o: SubmitOutcome) -> Result<(Vm, Job)> {
+    match o {
+        SubmitOutcome::Accepted { vm, job } => Ok((*vm, *job)),
+        SubmitOutcome::Replayed { .. } => Err(Error::internal(
+            "store conformance: a submission without a remembered key was replayed",
+        )),
+    }
+}
+
+fn is_conflict(r: &Result<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(e) if e.kind() == ErrorKind::Conflict)
+}
+
+/// The names of every check, in the order [`run_all`] runs them.
+pub const CHECKS: [&str; 12] = [
+    "vm_generation_cas",
+    "job_generation_cas",
+    "submit_is_all_or_nothing",
+    "idempotency_under_concurrency",
+    "fingerprint_mismatch_is_refused",
+    "paging_and_cursors",
+    "scope_isolation",
+    "log_sequence_numbers",
+    "event_sequence_numbers",
+    "retention_purge",
+    "quota_under_concurrency",
+    "usage_follows_vm_writes",
+];
+
+/// Runs the check named `name` (one of [`CHECKS`]) on `store`.
+///
+/// # Errors
+/// The check's failure, or `Internal` for an unknown name.
+pub async fn run(name: &str, store: Arc<dyn Store>) -> Result<()> {
+    let r = match name {
+        "vm_generation_cas" => vm_generation_cas(store).await,
+        "job_generation_cas" => job_generation_cas(store).await,
+        "submit_is_all_or_nothing" => submit_is_all_or_nothing(store).await,
+        "idempotency_under_concurrency" => idempotency_under_concurrency(store).await,
+        "fingerprint_mismatch_is_refused" => fingerprint_mismatch_is_refused(store).await,
+        "paging_and_cursors" => paging_and_cursors(store).await,
+        "scope_isolation" => scope_isolation(store).await,
+        "log_sequence_numbers" => log_sequence_numbers(store).await,
+        "event_sequence_numbers" => event_sequence_numbers(store).await,
+        "retention_purge" => retention_purge(store).await,
+        "quota_under_concurrency" => quota_under_concurrency(store).await,
+        "usage_follows_vm_writes" => usage_follows_vm_writes(store).await,
+        other => return Err(Error::internal(format!("no store check named `{other}`"))),
+    };
+    r.map_err(|e| e.with_context("check", name))
+}
+
+/// Runs every check, each on a fresh store from `fresh`.
+///
+/// # Errors
+/// The first failed check, naming it.
+pub async fn run_all<F, Fut>(fresh: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    for name in CHECKS {
+        run(name, fresh().await).await?;
+    }
+    Ok(())
+}
+
+/// Writes one `#[tokio::test]` per check of the store conformance suite; `$fresh` is an async
+/// function returning a fresh, empty `Arc<dyn Store>`. The calling crate needs `tokio` with the
+/// `macros` and `rt-multi-thread` features.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($fresh:path) => {
+        $crate::store_conformance_tests!(@each $fresh;
+            vm_generation_cas, job_generation_cas, submit_is_all_or_nothing,
+            idempotency_under_concurrency, fingerprint_mismatch_is_refused, paging_and_cursors,
+            scope_isolation, log_sequence_numbers, event_sequence_numbers, retention_purge,
+            quota_under_concurrency, usage_follows_vm_writes);
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let store = $fresh().await;
+                if let Err(e) = $crate::testkit::store::run(stringify!($name), store).await {
+                    panic!("{e:#}");
+                }
+            }
+        )*
+    };
+}
+
+/// Inserts, replaces and removes VMs with right and stale generations.
+///
+/// # Errors
+/// When a stale write succeeds, a refused write changes anything, or generations do not move
+/// 1, 2, 3.
+pub async fn vm_generation_cas(store: Arc<dyn Store>) -> Result<()> {
+    let mut v = vm("p1", "cas");
+    v.generation = 42;
+    let stored = store.put_vm(v.clone(), None).await?;
+    ensure!(
+        stored.generation == 1,
+        "an insert stores generation 1, got {}",
+        stored.generation
+    );
+    ensure!(
+        is_conflict(&store.put_vm(v.clone(), None).await),
+        "a second insert of one id is a conflict"
+    );
+    let mut same_name = vm("p1", "cas");
+    same_name.generation = 0;
+    ensure!(
+        is_conflict(&store.put_vm(same_name, None).await),
+        "an insert with a name taken in the project is a conflict"
+    );
+    ensure!(
+        store.put_vm(vm("p2", "cas"), None).await.is_ok(),
+        "the same name in another project is accepted"
+    );
+    let mut a = stored.clone();
+    a.power = PowerState::Running;
+    let a = store.put_vm(a, Some(1)).await?;
+    ensure!(
+        a.generation == 2,
+        "a replace stores expected + 1, got {}",
+        a.generation
+    );
+    let mut b = stored.clone();
+    b.power = PowerState::Stopped;
+    let r = store.put_vm(b, Some(1)).await;
+    ensure!(
+        is_conflict(&r),
+        "a replace with a stale generation is a conflict: {r:?}"
+    );
+    ensure!(
+        r.as_ref().err().is_some_and(Error::is_temporary),
+        "a generation conflict is temporary (re-read and retry)"
+    );
+    let now = store.get_vm(&Scope::All, &v.id).await?;
+    ensure!(
+        now.as_ref()
+            .is_some_and(|n| n.power == PowerState::Running && n.generation == 2),
+        "a refused write changes nothing: {now:?}"
+    );
+    ensure!(
+        is_conflict(&store.remove_vm(&v.id, 1).await),
+        "a remove with a stale generation is a conflict"
+    );
+    ensure!(
+        store.get_vm(&Scope::All, &v.id).await?.is_some(),
+        "a refused remove keeps the VM"
+    );
+    let missing = store.put_vm(vm("p1", "ghost"), Some(1)).await;
+    ensure!(
+        matches!(&missing, Err(e) if e.kind() == ErrorKind::NotFound),
+        "replacing a VM that does not exist is NotFound: {missing:?}"
+    );
+    store.remove_vm(&v.id, 2).await?;
+    ensure!(
+        store.get_vm(&Scope::All, &v.id).await?.is_none(),
+        "a removed VM is gone"
+    );
+    ensure!(
+        store.find_vm_by_name(&v.project, "cas").await?.is_none(),
+        "a removed VM's name is free"
+    );
+    store.put_vm(vm("p1", "cas"), None).await?;
+    Ok(())
+}
+
+/// Updates jobs with right and stale generations, concurrently.
+///
+/// # Errors
+/// When two writers with one generation both succeed, or a refused write changes the job.
+pub async fn job_generation_cas(store: Arc<dyn Store>) -> Result<()> {
+    let (_, j) = accepted(store.submit(create("p1", "job-cas")).await?)?;
+    ensure!(
+        j.generation == 1,
+        "a submitted job has generation 1, got {}",
+        j.generation
+    );
+    let mut tasks = Vec::new();
+    for i in 0..10u8 {
+        let store = store.clone();
+        let mut j = j.clone();
+        tasks.push(tokio::spawn(async move {
+            j.progress = i;
+            store.update_job(j, 1).await
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        match t.await.map_err(|e| Error::internal(e.to_string()))? {
+            Ok(j) => won.push(j),
+            Err(e) if e.kind() == ErrorKind::Conflict => {}
+            Err(e) => return Err(e),
+        }
+    }
+    ensure!(
+        won.len() == 1,
+        "exactly one of 10 writers with one generation wins, got {}",
+        won.len()
+    );
+    let cur = store
+        .get_job(&Scope::All, &j.id)
+        .await?
+        .ok_or_else(|| Error::internal("the job vanished"))?;
+    ensure!(
+        cur.generation == 2 && cur.progress == won[0].progress,
+        "the stored job is the winner's: {cur:?}"
+    );
+    let ghost = job(&vm("p1", "none"));
+    let r = store.update_job(ghost, 1).await;
+    ensure!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::NotFound),
+        "updating a missing job is NotFound: {r:?}"
+    );
+    Ok(())
+}
+
+/// Refuses submissions part-way and checks nothing of them was written.
+///
+/// # Errors
+/// When a refused submission leaves a VM, a job or an idempotency record behind.
+pub async fn submit_is_all_or_nothing(store: Arc<dyn Store>) -> Result<()> {
+    let (v, _) = accepted(store.submit(create("p1", "taken")).await?)?;
+    // A taken name: the job and the key must not be written.
+    let s = with_key(create("p1", "taken"), "k-name", "f1");
+    let (job_id, scope) = (s.job.id.clone(), s.idempotency.clone().map(|r| r.scope));
+    ensure!(
+        is_conflict(&store.submit(s).await),
+        "a taken name is a conflict"
+    );
+    ensure!(
+        store.get_job(&Scope::All, &job_id).await?.is_none(),
+        "no job for a refused submit"
+    );
+    if let Some(scope) = &scope {
+        ensure!(
+            store.idempotency(scope).await?.is_none(),
+            "no idempotency record for a refused submit"
+        );
+    }
+    // A stale VM generation on an update.
+    let mut changed = v.clone();
+    changed.desired = DesiredState::Deleted;
+    let mut j = job(&v);
+    j.operation = Operation::DeleteVm;
+    j.action = JobAction::Delete { force: false };
+    let stale = Submission {
+        idempotency: None,
+        job: j.clone(),
+        vm: VmWrite::Update {
+            vm: changed.clone(),
+            expected: 7,
+        },
+        quota: None,
+    };
+    let stale = with_key(stale, "k-stale", "f2");
+    let scope = stale.idempotency.clone().map(|r| r.scope);
+    ensure!(
+        is_conflict(&store.submit(stale).await),
+        "a stale VM generation is a conflict"
+    );
+    ensure!(
+        store.get_job(&Scope::All, &j.id).await?.is_none(),
+        "no job for a stale update"
+    );
+    if let Some(scope) = &scope {
+        ensure!(
+            store.idempotency(scope).await?.is_none(),
+            "no record for a stale update"
+        );
+    }
+    let cur = store.get_vm(&Scope::All, &v.id).await?;
+    ensure!(
+        cur.as_ref()
+            .is_some_and(|c| c.desired == v.desired && c.generation == 1),
+        "a refused update leaves the VM as it was: {cur:?}"
+    );
+    // A job id that exists: the VM insert must not be written either.
+    let mut dup = create("p1", "dup-job");
+    dup.job.id = accepted(store.submit(create("p1", "first")).await?)?.1.id;
+    let dup_vm = match &dup.vm {
+        VmWrite::Insert(v) => v.id.clone(),
+        VmWrite::Update { vm, .. } => vm.id.clone(),
+    };
+    ensure!(
+        is_conflict(&store.submit(dup).await),
+        "an existing job id is a conflict"
+    );
+    ensure!(
+        store.get_vm(&Scope::All, &dup_vm).await?.is_none(),
+        "no VM for a submission whose job was refused"
+    );
+    ensure!(
+        store
+            .find_vm_by_name(&ProjectId::new("p1"), "dup-job")
+            .await?
+            .is_none(),
+        "the refused VM's name stays free"
+    );
+    // The right generation: VM and job written together.
+    let ok = Submission {
+        idempotency: None,
+        job: j.clone(),
+        vm: VmWrite::Update {
+            vm: changed,
+            expected: 1,
+        },
+        quota: None,
+    };
+    let (vm2, job2) = accepted(store.submit(ok).await?)?;
+    ensure!(
+        vm2.generation == 2 && vm2.desired == DesiredState::Deleted && job2.generation == 1,
+        "an accepted update writes VM and job: {vm2:?} {job2:?}"
+    );
+    Ok(())
+}
+
+/// Sends one key 50 times at once and checks one job was written and every other call replayed
+/// it.
+///
+/// # Errors
+/// When more than one submission is accepted, or a replay names another job.
+pub async fn idempotency_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        // Each caller makes its own ids (as the engine does), with one key and fingerprint.
+        let s = with_key(create("p1", &format!("idem-{i}")), "key-1", "same-request");
+        tasks.push(tokio::spawn(async move { store.submit(s).await }));
+    }
+    let mut accepted_ids = Vec::new();
+    let mut replayed = Vec::new();
+    for t in tasks {
+        match t.await.map_err(|e| Error::internal(e.to_string()))?? {
+            SubmitOutcome::Accepted { vm, job } => accepted_ids.push((vm.id, job.id)),
+            SubmitOutcome::Replayed { vm_id, job_id } => replayed.push((vm_id, job_id)),
+        }
+    }
+    ensure!(
+        accepted_ids.len() == 1,
+        "exactly one of 50 is accepted, got {}",
+        accepted_ids.len()
+    );
+    ensure!(
+        replayed.iter().all(|r| r == &accepted_ids[0]),
+        "every replay names the accepted VM and job"
+    );
+    let jobs = store
+        .list_jobs(&Scope::All, &JobFilter::default(), &PageRequest::all())
+        .await?;
+    ensure!(
+        jobs.items.len() == 1,
+        "one job exists, found {}",
+        jobs.items.len()
+    );
+    let vms = store.list_vms(&Scope::All, &PageRequest::all()).await?;
+    ensure!(
+        vms.items.len() == 1,
+        "one VM exists, found {}",
+        vms.items.len()
+    );
+    let rec = store
+        .idempotency(&IdempotencyScope {
+            project: ProjectId::new("p1"),
+            principal: "alice".into(),
+            operation: Operation::CreateVm,
+            key: "key-1".into(),
+        })
+        .await?
+        .ok_or_else(|| Error::internal("store conformance: the key is not remembered"))?;
+    ensure!(
+        (rec.vm_id.clone(), rec.job_id.clone()) == accepted_ids[0],
+        "the record names the accepted request"
+    );
+    // The same key by another principal is another scope.
+    let mut other = with_key(create("p1", "idem-other"), "key-1", "same-request");
+    if let Some(r) = other.idempotency.as_mut() {
+        r.scope.principal = "bob".into();
+    }
+    ensure!(
+        matches!(store.submit(other).await?, SubmitOutcome::Accepted { .. }),
+        "a key is scoped to its principal"
+    );
+    Ok(())
+}
+
+/// Reuses a key for a different request.
+///
+/// # Errors
+/// When the reuse is not refused with `IDEMPOTENCY_KEY_REUSED` or writes anything.
+pub async fn fingerprint_mismatch_is_refused(store: Arc<dyn Store>) -> Result<()> {
+    accepted(
+        store
+            .submit(with_key(create("p1", "fp-a"), "k", "first"))
+            .await?,
+    )?;
+    let s = with_key(create("p1", "fp-b"), "k", "second");
+    let job_id = s.job.id.clone();
+    let r = store.submit(s).await;
+    ensure!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::Conflict
+            && e.code() == CODE_IDEMPOTENCY_KEY_REUSED
+            && e.field() == Some("idempotency_key")),
+        "a reused key is IDEMPOTENCY_KEY_REUSED on field idempotency_key: {r:?}"
+    );
+    ensure!(
+        store.get_job(&Scope::All, &job_id).await?.is_none(),
+        "no job for a reused key"
+    );
+    ensure!(
+        store
+            .find_vm_by_name(&ProjectId::new("p1"), "fp-b")
+            .await?
+            .is_none(),
+        "no VM for a reused key"
+    );
+    let replay = store
+        .submit(with_key(create("p1", "fp-c"), "k", "first"))
+        .await?;
+    ensure!(
+        matches!(replay, SubmitOutcome::Replayed { .. }),
+        "the first request still replays"
+    );
+    Ok(())
+}
+
+/// Pages through VMs and jobs of two projects.
+///
+/// # Errors
+/// When a page is too long, an item repeats or is missed, `next` is wrong, or the order is not
+/// the documented one.
+pub async fn paging_and_cursors(store: Arc<dyn Store>) -> Result<()> {
+    let mut all_jobs = Vec::new();
+    for i in 0..23 {
+        let project = if i % 3 == 0 { "p2" } else { "p1" };
+        let (_, j) = accepted(
+            store
+                .submit(create(project, &format!("page-{i:02}")))
+                .await?,
+        )?;
+        all_jobs.push(j);
+    }
+    for (scope, want) in [
+        (Scope::All, 23usize),
+        (Scope::Project(ProjectId::new("p1")), 15),
+        (Scope::Project(ProjectId::new("p2")), 8),
+    ] {
+        let mut seen = Vec::new();
+        let mut page = PageRequest::first(5);
+        let mut pages = 0;
+        loop {
+            let p = store.list_vms(&scope, &page).await?;
+            ensure!(p.items.len() <= 5, "a VM page holds at most its limit");
+            pages += 1;
+            ensure!(pages <= 10, "VM paging does not end");
+            seen.extend(p.items.into_iter().map(|v| v.id));
+            match p.next {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        ensure!(
+            seen.len() == want,
+            "{scope:?}: {want} VMs over all pages, got {}",
+            seen.len()
+        );
+        ensure!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "VMs come in id order without repeats"
+        );
+        ensure!(
+            pages == want.div_ceil(5),
+            "{scope:?}: next is set exactly when more follow"
+        );
+
+        let mut jobs = Vec::new();
+        let mut page = PageRequest::first(4);
+        loop {
+            let p = store
+                .list_jobs(&scope, &JobFilter::default(), &page)
+                .await?;
+            ensure!(p.items.len() <= 4, "a job page holds at most its limit");
+            jobs.extend(p.items.into_iter().map(|j| j.id));
+            ensure!(jobs.len() <= want, "job paging repeats items");
+            match p.next {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        ensure!(
+            jobs.len() == want,
+            "{scope:?}: {want} jobs over all pages, got {}",
+            jobs.len()
+        );
+        ensure!(
+            jobs.windows(2).all(|w| w[0] > w[1]),
+            "jobs come newest first without repeats"
+        );
+    }
+    // Filters combine with paging.
+    let target = &all_jobs[4];
+    let by_vm = store
+        .list_jobs(
+            &Scope::All,
+            &JobFilter {
+                vm_id: Some(target.vm_id.clone()),
+                state: None,
+            },
+            &PageRequest::first(10),
+        )
+        .await?;
+    ensure!(
+        by_vm.items.len() == 1 && by_vm.items[0].id == target.id && by_vm.next.is_none(),
+        "the vm filter selects that VM's job"
+    );
+    let running = store
+        .list_jobs(
+            &Scope::All,
+            &JobFilter {
+                vm_id: None,
+                state: Some(JobState::Running),
+            },
+            &PageRequest::first(10),
+        )
+        .await?;
+    ensure!(running.items.is_empty(), "no job is running");
+    let clamped = store.list_vms(&Scope::All, &PageRequest::first(0)).await?;
+    ensure!(clamped.items.len() == 1, "a limit of 0 is clamped to 1");
+    Ok(())
+}
+
+/// Looks up one project's objects from another project's scope.
+///
+/// # Errors
+/// When a project scope sees another project's VM or job.
+pub async fn scope_isolation(store: Arc<dyn Store>) -> Result<()> {
+    let (va, ja) = accepted(store.submit(create("alpha", "shared-name")).await?)?;
+    let (vb, jb) = accepted(store.submit(create("beta", "shared-name")).await?)?;
+    let a = Scope::Project(ProjectId::new("alpha"));
+    let b = Scope::Project(ProjectId::new("beta"));
+    ensure!(
+        store.get_vm(&a, &va.id).await?.is_some(),
+        "alpha sees its VM"
+    );
+    ensure!(
+        store.get_vm(&a, &vb.id).await?.is_none(),
+        "alpha never sees beta's VM"
+    );
+    ensure!(
+        store.get_job(&a, &jb.id).await?.is_none(),
+        "alpha never sees beta's job"
+    );
+    ensure!(
+        store.get_job(&b, &ja.id).await?.is_none(),
+        "beta never sees alpha's job"
+    );
+    ensure!(
+        store.get_vm(&Scope::All, &vb.id).await?.is_some(),
+        "the all scope sees every VM"
+    );
+    let vms = store.list_vms(&a, &PageRequest::all()).await?;
+    ensure!(
+        vms.items.iter().all(|v| v.project.as_str() == "alpha") && vms.items.len() == 1,
+        "alpha's VM list holds only its VM"
+    );
+    // A cursor taken from another project's list reveals nothing either.
+    let p = store
+        .list_vms(
+            &a,
+            &PageRequest {
+                limit: 10,
+                cursor: Some(String::new()),
+            },
+        )
+        .await?;
+    ensure!(
+        p.items.iter().all(|v| v.project.as_str() == "alpha"),
+        "a cursor keeps the scope"
+    );
+    let jobs = store
+        .list_jobs(
+            &b,
+            &JobFilter {
+                vm_id: Some(va.id.clone()),
+                state: None,
+            },
+            &PageRequest::all(),
+        )
+        .await?;
+    ensure!(
+        jobs.items.is_empty(),
+        "beta cannot list alpha's jobs by naming alpha's VM"
+    );
+    let events_b = EventFilter {
+        project: Some(ProjectId::new("beta")),
+        ..Default::default()
+    };
+    store
+        .append_event(event(Some("alpha"), Some(&va.id)))
+        .await?;
+    ensure!(
+        store.list_events(&events_b).await?.is_empty(),
+        "a project filter never lists another project's events"
+    );
+    ensure!(
+        store
+            .find_vm_by_name(&ProjectId::new("beta"), "shared-name")
+            .await?
+            .is_some_and(|v| v.id == vb.id),
+        "names are per project"
+    );
+    Ok(())
+}
+
+/// Appends log lines, also concurrently, and reads them after a sequence number.
+///
+/// # Errors
+/// When numbers repeat, skip, or lines come back out of order.
+pub async fn log_sequence_numbers(store: Arc<dyn Store>) -> Result<()> {
+    let (_, j) = accepted(store.submit(create("p1", "logs")).await?)?;
+    let first = store
+        .append_logs(
+            &j.id,
+            vec![
+                (Utc::now(), LogEntry::new(LogLevel::Info, "one")),
+                (Utc::now(), LogEntry::new(LogLevel::Info, "two")),
+            ],
+        )
+        .await?;
+    ensure!(
+        first.iter().map(|l| l.seq).collect::<Vec<_>>() == [1, 2],
+        "the first lines are 1 and 2"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let id = j.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .append_logs(
+                    &id,
+                    vec![(
+                        Utc::now(),
+                        LogEntry::new(LogLevel::Info, format!("line {i}")),
+                    )],
+                )
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| Error::internal(e.to_string()))??;
+    }
+    let all = store.job_logs(&j.id, 0).await?;
+    let seqs: Vec<u64> = all.iter().map(|l| l.seq).collect();
+    ensure!(
+        seqs == (1..=22).collect::<Vec<_>>(),
+        "22 lines numbered 1..=22 in order: {seqs:?}"
+    );
+    ensure!(all[1].message == "two", "lines keep their text");
+    let after = store.job_logs(&j.id, 20).await?;
+    ensure!(
+        after.iter().map(|l| l.seq).collect::<Vec<_>>() == [21, 22],
+        "lines after 20 are 21 and 22"
+    );
+    let ghost = JobId::generate();
+    ensure!(
+        matches!(store.append_logs(&ghost, vec![(Utc::now(), LogEntry::new(LogLevel::Info, "x"))]).await,
+            Err(e) if e.kind() == ErrorKind::NotFound),
+        "appending to a missing job is NotFound"
+    );
+    ensure!(
+        matches!(store.job_logs(&ghost, 0).await, Err(e) if e.kind() == ErrorKind::NotFound),
+        "reading a missing job's log is NotFound"
+    );
+    Ok(())
+}
+
+fn event(project: Option<&str>, vm_id: Option<&VmId>) -> Event {
+    Event {
+        seq: 999,
+        at: Utc::now(),
+        project: project.map(ProjectId::new),
+        vm_id: vm_id.cloned(),
+        principal: Some("alice".into()),
+        kind: EventKind::VmCreated {
+            resources: Resources {
+                vcpus: 1,
+                memory_mib: 512,
+                disk_gib: 10,
+            },
+        },
+    }
+}
+
+/// Appends events, also concurrently, and lists them with cursors and filters.
+///
+/// # Errors
+/// When numbers repeat or skip, or a filter or cursor selects the wrong events.
+pub async fn event_sequence_numbers(store: Arc<dyn Store>) -> Result<()> {
+    let vm_a = VmId::generate();
+    let e1 = store.append_event(event(Some("p1"), Some(&vm_a))).await?;
+    ensure!(
+        e1.seq == 1,
+        "the first event is 1 (the caller's number is ignored), got {}",
+        e1.seq
+    );
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let store = store.clone();
+        let project = if i % 2 == 0 { "p1" } else { "p2" };
+        tasks.push(tokio::spawn(async move {
+            store.append_event(event(Some(project), None)).await
+        }));
+    }
+    let mut seqs = HashSet::new();
+    for t in tasks {
+        seqs.insert(t.await.map_err(|e| Error::internal(e.to_string()))??.seq);
+    }
+    ensure!(
+        seqs == (2..=31).collect::<HashSet<_>>(),
+        "concurrent events get 2..=31 once each"
+    );
+    let all = store.list_events(&EventFilter::default()).await?;
+    ensure!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>() == (1..=31).collect::<Vec<_>>(),
+        "events list in sequence order"
+    );
+    ensure!(
+        all[0].as_ref().kind == e1.kind && all[0].vm_id == e1.vm_id,
+        "events keep their content"
+    );
+    let after = store
+        .list_events(&EventFilter {
+            after: 29,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(
+        after.iter().map(|e| e.seq).collect::<Vec<_>>() == [30, 31],
+        "after 29 come 30 and 31"
+    );
+    let limited = store
+        .list_events(&EventFilter {
+            after: 0,
+            project: Some(ProjectId::new("p2")),
+            vm_id: None,
+            limit: 4,
+        })
+        .await?;
+    ensure!(
+        limited.len() == 4
+            && limited
+                .iter()
+                .all(|e| e.project.as_ref().map(ProjectId::as_str) == Some("p2"))
+            && limited.windows(2).all(|w| w[0].seq < w[1].seq),
+        "a project filter with a limit gives that project's first events"
+    );
+    let by_vm = store
+        .list_events(&EventFilter {
+            vm_id: Some(vm_a.clone()),
+            ..Default::default()
+        })
+        .await?;
+    ensure!(
+        by_vm.len() == 1 && by_vm[0].seq == 1,
+        "a VM filter selects its events"
+    );
+    Ok(())
+}
+
+/// Purges old finished jobs and old idempotency records.
+///
+/// # Errors
+/// When an unfinished or recent job, or a VM, is dropped, or an old one is kept.
+pub async fn retention_purge(store: Arc<dyn Store>) -> Result<()> {
+    let now = Utc::now();
+    let long_ago = now - ChronoDuration::hours(48);
+    let (_, old_done) = accepted(
+        store
+            .submit(with_key(create("p1", "old"), "old-key", "f"))
+            .await?,
+    )?;
+    let (_, new_done) = accepted(store.submit(create("p1", "new")).await?)?;
+    let (_, pending) = accepted(store.submit(create("p1", "pending")).await?)?;
+    store
+        .append_logs(
+            &old_done.id,
+            vec![(now, LogEntry::new(LogLevel::Info, "bye"))],
+        )
+        .await?;
+    for (j, at) in [(&old_done, long_ago), (&new_done, now)] {
+        let mut done = j.clone();
+        done.transition(JobState::Running, at)?;
+        done.transition(JobState::Succeeded, at)?;
+        store.update_job(done, j.generation).await?;
+    }
+    let unfinished = store.unfinished_jobs().await?;
+    ensure!(
+        unfinished.len() == 1 && unfinished[0].id == pending.id,
+        "only the pending job is unfinished"
+    );
+    let cutoff = now - ChronoDuration::hours(1);
+    // Records created before the cutoff go; this one was created now, so move the cutoff past it.
+    store
+        .purge(cutoff, now + ChronoDuration::seconds(1))
+        .await?;
+    ensure!(
+        store.get_job(&Scope::All, &old_done.id).await?.is_none(),
+        "a job finished before the cutoff is purged"
+    );
+    ensure!(
+        matches!(store.job_logs(&old_done.id, 0).await, Err(e) if e.kind() == ErrorKind::NotFound),
+        "a purged job's log goes with it"
+    );
+    ensure!(
+        store.get_job(&Scope::All, &new_done.id).await?.is_some(),
+        "a job finished after the cutoff stays"
+    );
+    ensure!(
+        store.get_job(&Scope::All, &pending.id).await?.is_some(),
+        "an unfinished job stays"
+    );
+    ensure!(
+        store.get_vm(&Scope::All, &old_done.vm_id).await?.is_some(),
+        "purging jobs never drops VMs"
+    );
+    let rec = store
+        .idempotency(&IdempotencyScope {
+            project: ProjectId::new("p1"),
+            principal: "alice".into(),
+            operation: Operation::CreateVm,
+            key: "old-key".into(),
+        })
+        .await?;
+    ensure!(
+        rec.is_none(),
+        "an idempotency record created before its cutoff is purged"
+    );
+    let listed = store
+        .list_jobs(&Scope::All, &JobFilter::default(), &PageRequest::all())
+        .await?;
+    ensure!(
+        listed.items.len() == 2,
+        "two jobs remain listed, found {}",
+        listed.items.len()
+    );
+    Ok(())
+}
+
+fn usage(vms: u128, vcpus: u128, memory_mib: u128) -> Usage {
+    Usage {
+        vms,
+        vcpus,
+        memory_mib,
+    }
+}
+
+/// Sends 20 creates at once into a project with a quota of 10 VMs.
+///
+/// # Errors
+/// When more or fewer than 10 are accepted, a refused one writes anything, or the usage is off.
+pub async fn quota_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
+    let quota = Quota {
+        max_vms: Some(10),
+        max_vcpus: None,
+        max_memory_mib: Some(10 * 512),
+    };
+    // Another project's VMs count for that project only.
+    store.put_vm(vm("other", "elsewhere"), None).await?;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let mut s = with_key(create("q", &format!("q-{i}")), &format!("k-{i}"), "f");
+        s.quota = Some(quota);
+        tasks.push(tokio::spawn(async move {
+            let name = format!("q-{i}");
+            (name, store.submit(s).await)
+        }));
+    }
+    let (mut ok, mut refused) = (0, Vec::new());
+    for t in tasks {
+        let (name, r) = t.await.map_err(|e| Error::internal(e.to_string()))?;
+        match r {
+            Ok(SubmitOutcome::Accepted { .. }) => ok += 1,
+            Ok(SubmitOutcome::Replayed { .. }) => {
+                return Err(Error::internal(
+                    "store conformance: distinct keys were replayed",
+                ));
+            }
+            Err(e) if e.kind() == ErrorKind::QuotaExceeded => refused.push(name),
+            Err(e) => return Err(e),
+        }
+    }
+    ensure!(
+        ok == 10 && refused.len() == 10,
+        "10 of 20 fit a quota of 10, got {ok}"
+    );
+    for name in &refused {
+        ensure!(
+            store
+                .find_vm_by_name(&ProjectId::new("q"), name)
+                .await?
+                .is_none(),
+            "a create refused by the quota writes no VM"
+        );
+    }
+    let jobs = store
+        .list_jobs(
+            &Scope::Project(ProjectId::new("q")),
+            &JobFilter::default(),
+            &PageRequest::all(),
+        )
+        .await?;
+    ensure!(
+        jobs.items.len() == 10,
+        "10 jobs exist, found {}",
+        jobs.items.len()
+    );
+    let u = store.usage(&ProjectId::new("q")).await?;
+    ensure!(
+        u == usage(10, 10, 5120),
+        "the usage counts the 10 VMs: {u:?}"
+    );
+    ensure!(
+        store.usage(&ProjectId::new("other")).await? == usage(1, 1, 512),
+        "another project's usage is its own"
+    );
+    // The quota refuses one more; the refusal names the limit.
+    let mut s = create("q", "q-more");
+    s.quota = Some(quota);
+    let r = store.submit(s).await;
+    ensure!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::QuotaExceeded),
+        "an 11th create is refused: {r:?}"
+    );
+    // A submission that adds nothing (a power change) passes at the limit.
+    let any = store
+        .list_vms(&Scope::Project(ProjectId::new("q")), &PageRequest::first(1))
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::internal("store conformance: no VM listed"))?;
+    let mut on = any.clone();
+    on.desired_power = PowerState::Stopped;
+    let mut j = job(&any);
+    j.operation = Operation::StopVm;
+    j.action = JobAction::Stop {
+        force: false,
+        graceful_timeout_secs: 5,
+    };
+    let stop = Submission {
+        idempotency: None,
+        vm: VmWrite::Update {
+            vm: on,
+            expected: any.generation,
+        },
+        job: j,
+        quota: Some(quota),
+    };
+    accepted(store.submit(stop).await?)?;
+    Ok(())
+}
+
+/// Follows a project's usage through inserts, updates, deletes and removals.
+///
+/// # Errors
+/// When the usage does not match the VMs the store holds.
+pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
+    let p = ProjectId::new("u");
+    ensure!(
+        store.usage(&p).await?.is_zero(),
+        "an empty project holds nothing"
+    );
+    let (a, _) = accepted(store.submit(create("u", "a")).await?)?;
+    let mut big = vm("u", "big");
+    big.resources = Resources {
+        vcpus: 4,
+        memory_mib: u64::MAX,
+        disk_gib: 1,
+    };
+    // A VM rebuilt from its host's mark: counted without a quota check, summed without wrapping.
+    let big = store.put_vm(big, None).await?;
+    let both = usage(2, 5, 512 + u128::from(u64::MAX));
+    ensure!(store.usage(&p).await? == both, "inserts add up past u64");
+    // Deleting (desired Deleted) releases at once.
+    let mut del = a.clone();
+    del.desired = DesiredState::Deleted;
+    let mut j = job(&a);
+    j.operation = Operation::DeleteVm;
+    j.action = JobAction::Delete { force: false };
+    let quota = Quota {
+        max_vms: Some(1),
+        ..Quota::default()
+    };
+    accepted(
+        store
+            .submit(Submission {
+                idempotency: None,
+                vm: VmWrite::Update {
+                    vm: del.clone(),
+                    expected: 1,
+                },
+                job: j,
+                quota: Some(quota),
+            })
+            .await?,
+    )?;
+    ensure!(
+        store.usage(&p).await? == usage(1, 4, u128::from(u64::MAX)),
+        "a VM being deleted holds nothing"
+    );
+    // A failed create, or a finished delete, removes the record and releases nothing more.
+    store.remove_vm(&a.id, 2).await?;
+    ensure!(
+        store.usage(&p).await? == usage(1, 4, u128::from(u64::MAX)),
+        "removing a deleted VM changes nothing"
+    );
+    // A failed delete puts the VM back: it holds again (no quota check on the way back).
+    let mut back = big.clone();
+    back.desired = DesiredState::Deleted;
+    let back = store.put_vm(back, Some(1)).await?;
+    ensure!(
+        store.usage(&p).await?.is_zero(),
+        "the big VM being deleted holds nothing"
+    );
+    let mut again = back.clone();
+    again.desired = DesiredState::Error;
+    store.put_vm(again, Some(2)).await?;
+    ensure!(
+        store.usage(&p).await? == usage(1, 4, u128::from(u64::MAX)),
+        "a VM back from deletion holds again"
+    );
+    store.remove_vm(&big.id, 3).await?;
+    ensure!(
+        store.usage(&p).await?.is_zero(),
+        "removing the last VM releases all"
+    );
+    // A refused write (stale generation) changes no usage.
+    let (c, _) = accepted(store.submit(create("u", "c")).await?)?;
+    let mut stale = c.clone();
+    stale.desired = DesiredState::Deleted;
+    ensure!(
+        is_conflict(&store.put_vm(stale, Some(9)).await),
+        "a stale write is a conflict"
+    );
+    ensure!(
+        store.usage(&p).await? == usage(1, 1, 512),
+        "a refused write changes no usage"
+    );
+    Ok(())
+}

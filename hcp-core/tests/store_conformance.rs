@@ -1,0 +1,16 @@
+//! The in-memory store runs the whole store conformance suite.
+
+use std::sync::Arc;
+
+use hcp_core::store::{MemoryStore, Store};
+
+async fn fresh() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::default())
+}
+
+hcp_core::store_conformance_tests!(fresh);
+
+#[tokio::test]
+async fn run_all_passes_on_the_memory_store() {
+    hcp_core::testkit::store::run_all(fresh).await.unwrap();
+}

@@ -1,0 +1,241 @@
+//! The engine when its store fails for a moment: a job whose worker cannot read it, or cannot
+//! claim it, runs later instead of staying PENDING forever (and its VM's later jobs with it), and
+//! `cancel_job` reports a store failure instead of claiming the job is running.
+//!
+//! The store here wraps the real in-memory store and refuses chosen calls; everything else is
+//! the real engine on the simulator.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hcp_core::store::{
+    IdempotencyRecord, IdempotencyScope, JobFilter, MemoryStore, Page, PageRequest, Scope, Store,
+    Submission, SubmitOutcome, Usage,
+};
+use hcp_core::{
+    Engine, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry,
+    Principal, ProjectId, RequestContext, Result, Vm, VmId, VmSpec,
+};
+
+/// The in-memory store, refusing chosen calls with an internal (store) error.
+#[derive(Debug, Default)]
+struct FaultyStore {
+    inner: MemoryStore,
+    /// Refuse this many `get_job` calls.
+    fail_get_job: AtomicUsize,
+    /// Refuse this many writes that move a job to RUNNING (the worker's claim).
+    fail_claims: AtomicUsize,
+    /// Refuse every write that moves a job to CANCELLED.
+    fail_cancels: AtomicBool,
+    /// Hold writes that move a job to RUNNING until cleared.
+    hold_claims: AtomicBool,
+}
+
+fn store_down() -> Error {
+    Error::internal("injected: the store is unavailable").temporary()
+}
+
+fn take(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    fn kind(&self) -> &'static str {
+        "faulty"
+    }
+    async fn submit(&self, s: Submission) -> Result<SubmitOutcome> {
+        self.inner.submit(s).await
+    }
+    async fn usage(&self, p: &ProjectId) -> Result<Usage> {
+        self.inner.usage(p).await
+    }
+    async fn idempotency(&self, s: &IdempotencyScope) -> Result<Option<IdempotencyRecord>> {
+        self.inner.idempotency(s).await
+    }
+    async fn get_vm(&self, s: &Scope, id: &VmId) -> Result<Option<Vm>> {
+        self.inner.get_vm(s, id).await
+    }
+    async fn find_vm_by_name(&self, p: &ProjectId, n: &str) -> Result<Option<Vm>> {
+        self.inner.find_vm_by_name(p, n).await
+    }
+    async fn list_vms(&self, s: &Scope, p: &PageRequest) -> Result<Page<Vm>> {
+        self.inner.list_vms(s, p).await
+    }
+    async fn put_vm(&self, vm: Vm, e: Option<u64>) -> Result<Vm> {
+        self.inner.put_vm(vm, e).await
+    }
+    async fn remove_vm(&self, id: &VmId, e: u64) -> Result<()> {
+        self.inner.remove_vm(id, e).await
+    }
+    async fn get_job(&self, s: &Scope, id: &JobId) -> Result<Option<Job>> {
+        if take(&self.fail_get_job) {
+            return Err(store_down());
+        }
+        self.inner.get_job(s, id).await
+    }
+    async fn list_jobs(&self, s: &Scope, f: &JobFilter, p: &PageRequest) -> Result<Page<Job>> {
+        self.inner.list_jobs(s, f, p).await
+    }
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
+        self.inner.unfinished_jobs().await
+    }
+    async fn update_job(&self, job: Job, expected: u64) -> Result<Job> {
+        if job.state == JobState::Running {
+            while self.hold_claims.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if take(&self.fail_claims) {
+                return Err(store_down());
+            }
+        }
+        if job.state == JobState::Cancelled && self.fail_cancels.load(Ordering::SeqCst) {
+            return Err(store_down());
+        }
+        self.inner.update_job(job, expected).await
+    }
+    async fn append_logs(
+        &self,
+        id: &JobId,
+        lines: Vec<(DateTime<Utc>, LogEntry)>,
+    ) -> Result<Vec<JobLogLine>> {
+        self.inner.append_logs(id, lines).await
+    }
+    async fn job_logs(&self, id: &JobId, after: u64) -> Result<Vec<JobLogLine>> {
+        self.inner.job_logs(id, after).await
+    }
+    async fn append_event(&self, e: Event) -> Result<Arc<Event>> {
+        self.inner.append_event(e).await
+    }
+    async fn list_events(&self, f: &EventFilter) -> Result<Vec<Arc<Event>>> {
+        self.inner.list_events(f).await
+    }
+    async fn purge(&self, j: DateTime<Utc>, k: DateTime<Utc>) -> Result<()> {
+        self.inner.purge(j, k).await
+    }
+}
+
+async fn engine(store: Arc<FaultyStore>) -> Engine {
+    engine_with_timeout(store, Duration::from_secs(30 * 60)).await
+}
+
+async fn engine_with_timeout(store: Arc<FaultyStore>, job_timeout: Duration) -> Engine {
+    let mut config = hcp_provider_sim::demo_config();
+    config.engine.job_timeout = job_timeout;
+    config.engine.retry.initial_delay = Duration::from_millis(5);
+    config.engine.retry.max_delay = Duration::from_millis(20);
+    hcp_provider_sim::register(Engine::builder(config))
+        .store(store)
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap()
+}
+
+fn alice() -> RequestContext {
+    RequestContext::new("demo", Principal::new("alice"))
+}
+
+async fn wait(engine: &Engine, job: &JobId) -> Job {
+    engine
+        .wait_job(&Scope::All, job, Some(Duration::from_secs(20)))
+        .await
+        .unwrap()
+}
+
+/// Waits (without reading jobs) until the armed failures were used up.
+async fn until_used(n: &AtomicUsize) {
+    for _ in 0..20_000 {
+        if n.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the injected failure was never reached");
+}
+
+#[tokio::test]
+async fn a_worker_that_cannot_read_its_job_runs_it_later_and_the_vm_queue_moves_on() {
+    let store = Arc::new(FaultyStore::default());
+    let engine = engine(store.clone()).await;
+    let s = engine
+        .create_vm(&alice(), VmSpec::new("web-1", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &s.job_id).await.state, JobState::Succeeded);
+    // The stop's worker fails to read its job once.
+    store.fail_get_job.store(1, Ordering::SeqCst);
+    let stop = engine.stop_vm(&alice(), &s.vm_id, true).await.unwrap();
+    until_used(&store.fail_get_job).await;
+    let start = engine.start_vm(&alice(), &s.vm_id).await.unwrap();
+    let stopped = wait(&engine, &stop.job_id).await;
+    assert_eq!(stopped.state, JobState::Succeeded, "{stopped:?}");
+    let started = wait(&engine, &start.job_id).await;
+    assert_eq!(started.state, JobState::Succeeded, "{started:?}");
+}
+
+#[tokio::test]
+async fn a_failed_claim_leaves_the_job_to_run_later_not_pending_forever() {
+    let store = Arc::new(FaultyStore::default());
+    let engine = engine(store.clone()).await;
+    store.fail_claims.store(1, Ordering::SeqCst);
+    let s = engine
+        .create_vm(&alice(), VmSpec::new("web-2", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    let job = wait(&engine, &s.job_id).await;
+    assert_eq!(store.fail_claims.load(Ordering::SeqCst), 0);
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(job.attempts, 1, "the failed claim started no attempt");
+}
+
+#[tokio::test]
+async fn cancel_reports_a_store_failure_instead_of_calling_the_job_running() {
+    let store = Arc::new(FaultyStore::default());
+    let engine = engine(store.clone()).await;
+    // The worker's claim waits, so the job stays PENDING while it is cancelled.
+    store.hold_claims.store(true, Ordering::SeqCst);
+    store.fail_cancels.store(true, Ordering::SeqCst);
+    let s = engine
+        .create_vm(&alice(), VmSpec::new("web-3", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    let e = engine
+        .cancel_job(&Scope::All, &s.job_id, &Principal::new("alice"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    // The failed cancel left nothing behind that would cancel the job later.
+    store.fail_cancels.store(false, Ordering::SeqCst);
+    store.hold_claims.store(false, Ordering::SeqCst);
+    let job = wait(&engine, &s.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+}
+
+#[tokio::test]
+async fn a_job_that_waits_past_its_timeout_ends_with_timeout_without_starting() {
+    let store = Arc::new(FaultyStore::default());
+    let engine = engine_with_timeout(store.clone(), Duration::from_secs(2)).await;
+    let s = engine
+        .create_vm(&alice(), VmSpec::new("web-4", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &s.job_id).await.state, JobState::Succeeded);
+    // The stop's claim waits; the start queues behind it on the same VM.
+    store.hold_claims.store(true, Ordering::SeqCst);
+    let stop = engine.stop_vm(&alice(), &s.vm_id, true).await.unwrap();
+    let start = engine.start_vm(&alice(), &s.vm_id).await.unwrap();
+    // Both wait longer than their timeout before their turn comes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    store.hold_claims.store(false, Ordering::SeqCst);
+    let stopped = wait(&engine, &stop.job_id).await;
+    assert!(stopped.state.is_terminal(), "{stopped:?}");
+    let started = wait(&engine, &start.job_id).await;
+    assert_eq!(started.state, JobState::Failed, "{started:?}");
+    assert_eq!(started.error.as_ref().unwrap().kind, ErrorKind::Timeout);
+    assert_eq!(started.attempts, 0, "it never started: {started:?}");
+}

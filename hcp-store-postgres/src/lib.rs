@@ -1,0 +1,1203 @@
+//! HCP's PostgreSQL store: an implementation of [`hcp_core::store::Store`] that keeps VMs, jobs,
+//! job logs, audit events, idempotency records and per-project quota usage in PostgreSQL, so
+//! they survive restarts and several processes can share them.
+//!
+//! ```no_run
+//! # async fn t() -> hcp_core::Result<()> {
+//! use hcp_store_postgres::{PostgresStore, StoreOptions};
+//! let store = PostgresStore::connect("postgres://hcp@127.0.0.1/hcp", StoreOptions::default()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Driver
+//! `tokio-postgres` with a `deadpool-postgres` pool. Every query is plain SQL prepared at run
+//! time (and cached per connection), so building HCP never needs a live database, and the driver
+//! brings far fewer crates to compile than `sqlx` (no macros crate, no query-checking build
+//! step, no other databases' drivers). Connections are plain TCP (`NoTls`): point HCP at a
+//! database on a trusted network or a local socket proxy; a URL asking for `sslmode=require` is
+//! refused when connecting.
+//!
+//! # Schema
+//! The migrations are compiled into the binary and run by [`PostgresStore::connect`] under a
+//! PostgreSQL advisory lock, so replicas starting together apply each one once. A database whose
+//! schema is newer than the binary is refused with an error saying so. Each table lives in one
+//! PostgreSQL schema ([`StoreOptions::schema`], default `public`).
+//!
+//! # Consistency
+//! Each [`Store`] method is one transaction. A submission locks its project's usage row (and the
+//! VM row it updates) before it checks the quota, and relies on unique constraints for VM names,
+//! job ids and idempotency keys; a concurrent submission with the same key waits for the first
+//! one's transaction and then replays it. Event and log numbers come from counter rows locked in
+//! the inserting transaction, so they have no gaps and commit in order.
+//!
+//! The database URL's password never appears in an error, a log line or this type's `Debug`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use hcp_core::store::{
+    IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store, Submission,
+    SubmitOutcome, Usage, VmWrite,
+};
+use hcp_core::{
+    CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
+    LogEntry, ProjectId, Quota, Result, Vm, VmId,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+/// The schema migrations, in order; the version of each is its position from 1.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// How the store connects and what it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The PostgreSQL schema holding HCP's tables; created when missing. Lower-case letters,
+    /// digits and `_`, starting with a letter or `_`, at most 63 bytes.
+    pub schema: String,
+    /// Most connections in the pool.
+    pub max_connections: usize,
+    /// Most log lines kept per job (the oldest go first).
+    pub max_log_lines_per_job: usize,
+    /// Most events kept; [`Store::purge`] drops the oldest beyond it.
+    pub max_events: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            schema: "public".into(),
+            max_connections: 16,
+            max_log_lines_per_job: 1000,
+            max_events: 100_000,
+        }
+    }
+}
+
+/// Keeps HCP's state in PostgreSQL.
+pub struct PostgresStore {
+    pool: Pool,
+    schema: String,
+    target: String,
+    password: Option<String>,
+    max_log_lines: i64,
+    max_events: i64,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+fn validate_schema(schema: &str) -> Result<()> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit()
+        && !schema.starts_with("pg_");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "database_schema",
+            "must be 1 to 63 lower-case letters, digits or `_`, start with a letter or `_`, and not start with `pg_`",
+        ))
+    }
+}
+
+/// Parses a PostgreSQL URL (or `key=value` connection string) without echoing any of it.
+fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    tokio_postgres::Config::from_str(url).map_err(|_| {
+        Error::invalid(
+            "database_url",
+            "is not a PostgreSQL connection URL; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (the value is not repeated here because it may hold a password)",
+        )
+    })
+}
+
+/// Describes where a config points, without its password.
+fn describe(cfg: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{}:{port}/{}",
+        cfg.get_user().unwrap_or(""),
+        hosts.join(","),
+        cfg.get_dbname().unwrap_or("")
+    )
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url`, creates the schema when missing, and brings it to
+    /// [`SCHEMA_VERSION`] under an advisory lock.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidSpec`] naming `database_url` for a URL that does not parse (the
+    ///   value is not repeated), or `database_schema` for a bad schema name;
+    /// - [`ErrorKind::Internal`] when the database cannot be reached, a migration fails, or the
+    ///   database's schema is newer than this binary (the message says which versions).
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<PostgresStore> {
+        validate_schema(&options.schema)?;
+        let mut cfg = parse_url(url)?;
+        let password = cfg
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| !p.is_empty());
+        let target = describe(&cfg);
+        cfg.options(format!("-c search_path={}", options.schema));
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(Duration::from_secs(10));
+        }
+        cfg.application_name("hcp");
+        let store = PostgresStore {
+            pool: Pool::builder(Manager::from_config(
+                cfg.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            ))
+            .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| Error::internal(format!("cannot build the database pool: {e}")))?,
+            schema: options.schema.clone(),
+            target,
+            password,
+            max_log_lines: i64::try_from(options.max_log_lines_per_job.max(1)).unwrap_or(i64::MAX),
+            max_events: i64::try_from(options.max_events.max(1)).unwrap_or(i64::MAX),
+        };
+        store.migrate(&cfg).await?;
+        // A first pooled connection now, so a broken pool fails at start, not on a request.
+        drop(store.client().await?);
+        Ok(store)
+    }
+
+    /// Returns the schema version the database is at.
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    pub async fn schema_version(&self) -> Result<i32> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM hcp_schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        self.col(&row, 0)
+    }
+
+    /// Applies the missing migrations on a connection of its own, holding an advisory lock
+    /// keyed by the schema name, so replicas starting together apply each migration once.
+    async fn migrate(&self, cfg: &tokio_postgres::Config) -> Result<()> {
+        let (mut client, conn) = cfg.connect(NoTls).await.map_err(|e| {
+            Error::internal(self.redact(format!(
+                "cannot connect to the PostgreSQL database {} ({}); check the database URL and that the database is up",
+                self.target,
+                chain(&e)
+            )))
+            .temporary()
+        })?;
+        let conn = tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "migration connection closed");
+            }
+        });
+        let r = self.migrate_on(&mut client).await;
+        // Closing the connection releases the advisory lock even if the unlock was not reached.
+        drop(client);
+        let _ = conn.await;
+        r
+    }
+
+    async fn migrate_on(&self, client: &mut tokio_postgres::Client) -> Result<()> {
+        let key = format!("hcp-migrations:{}", self.schema);
+        client
+            .execute("SELECT pg_advisory_lock(hashtext($1))", &[&key])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        // The schema name is validated (letters, digits, `_`), so it is safe to splice in.
+        let setup = format!(
+            "CREATE SCHEMA IF NOT EXISTS {s};
+             CREATE TABLE IF NOT EXISTS {s}.hcp_schema_migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );
+             SET search_path TO {s};",
+            s = self.schema
+        );
+        client
+            .batch_execute(&setup)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = client
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM hcp_schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let current: i32 = self.col(&row, 0)?;
+        if current > SCHEMA_VERSION {
+            return Err(Error::internal(format!(
+                "the database schema `{}` is at version {current}, newer than this hcp binary knows (version {SCHEMA_VERSION}); run a newer hcp, or point it at another database",
+                self.schema
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let version = i as i32 + 1;
+            let tx = client.transaction().await.map_err(|e| self.db_err(e))?;
+            tx.batch_execute(sql).await.map_err(|e| {
+                self.db_err(e)
+                    .with_context("migration", version.to_string())
+            })?;
+            tx.execute(
+                "INSERT INTO hcp_schema_migrations (version) VALUES ($1)",
+                &[&version],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+            tx.commit().await.map_err(|e| self.db_err(e))?;
+            tracing::info!(schema = %self.schema, version, "applied database migration");
+        }
+        client
+            .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Removes the password from a driver message.
+    fn redact(&self, text: String) -> String {
+        match &self.password {
+            Some(p) if text.contains(p.as_str()) => text.replace(p.as_str(), "***"),
+            _ => text,
+        }
+    }
+
+    /// Maps a driver error: conflicts and unique violations to `Conflict`, the rest to an
+    /// internal, temporary store failure (the detail is for operators only).
+    fn db_err(&self, e: tokio_postgres::Error) -> Error {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code();
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+            {
+                return Error::new(ErrorKind::Conflict, "a concurrent change intervened; retry")
+                    .temporary();
+            }
+            if *code == SqlState::UNIQUE_VIOLATION {
+                return Error::new(ErrorKind::Conflict, "the record already exists");
+            }
+        }
+        Error::internal("the store's database failed")
+            .with_detail(self.redact(format!("{} ({}): {}", self.target, self.schema, chain(&e))))
+            .temporary()
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| {
+            Error::internal("the store's database cannot be reached")
+                .with_detail(self.redact(format!("{} ({}): {e}", self.target, self.schema)))
+                .temporary()
+        })
+    }
+
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&self, row: &'a Row, i: usize) -> Result<T> {
+        row.try_get(i).map_err(|e| self.db_err(e))
+    }
+
+    fn doc<T: DeserializeOwned>(&self, row: &Row, i: usize) -> Result<T> {
+        let v: serde_json::Value = self.col(row, i)?;
+        serde_json::from_value(v)
+            .map_err(|e| Error::internal(format!("a stored record does not parse: {e}")))
+    }
+
+    fn vm_of(&self, row: &Row) -> Result<Vm> {
+        let mut vm: Vm = self.doc(row, 1)?;
+        vm.generation = from_db(self.col::<i64>(row, 0)?)?;
+        Ok(vm)
+    }
+
+    fn job_of(&self, row: &Row) -> Result<Job> {
+        let mut job: Job = self.doc(row, 1)?;
+        job.generation = from_db(self.col::<i64>(row, 0)?)?;
+        Ok(job)
+    }
+
+    /// Locks the project's usage row (creating it) and returns the usage.
+    async fn lock_usage(&self, tx: &impl GenericClient, project: &ProjectId) -> Result<Usage> {
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO project_usage (project) VALUES ($1) ON CONFLICT (project) DO NOTHING",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(&st, &[&project.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let st = tx
+            .prepare_cached(
+                "SELECT vms::text, vcpus::text, memory_mib::text FROM project_usage WHERE project = $1 FOR UPDATE",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = tx
+            .query_one(&st, &[&project.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        self.usage_of(&row)
+    }
+
+    fn usage_of(&self, row: &Row) -> Result<Usage> {
+        let n = |i: usize| -> Result<u128> {
+            let s: String = self.col(row, i)?;
+            // Counters never go below zero; a value past u128 saturates like the memory store.
+            Ok(s.parse::<u128>().unwrap_or(u128::MAX))
+        };
+        Ok(Usage {
+            vms: n(0)?,
+            vcpus: n(1)?,
+            memory_mib: n(2)?,
+        })
+    }
+
+    /// Checks the quota for a VM write from `before` to `after` and records the change in the
+    /// project's usage, inside the caller's transaction.
+    async fn apply_usage(
+        &self,
+        tx: &impl GenericClient,
+        project: &ProjectId,
+        quota: Option<&Quota>,
+        before: Usage,
+        after: Usage,
+    ) -> Result<()> {
+        if before == after {
+            return Ok(());
+        }
+        let added = after.minus(before);
+        let removed = before.minus(after);
+        let cur = self.lock_usage(tx, project).await?;
+        if let Some(q) = quota
+            && !added.is_zero()
+        {
+            cur.plus(added).minus(removed).check(project, q, &added)?;
+        }
+        let delta = |a: u128, r: u128| -> String {
+            if a >= r {
+                (a - r).to_string()
+            } else {
+                format!("-{}", r - a)
+            }
+        };
+        let st = tx
+            .prepare_cached(
+                "UPDATE project_usage SET
+                    vms = greatest(0, vms + $2::text::numeric),
+                    vcpus = greatest(0, vcpus + $3::text::numeric),
+                    memory_mib = greatest(0, memory_mib + $4::text::numeric)
+                 WHERE project = $1",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(
+            &st,
+            &[
+                &project.as_str(),
+                &delta(added.vms, removed.vms),
+                &delta(added.vcpus, removed.vcpus),
+                &delta(added.memory_mib, removed.memory_mib),
+            ],
+        )
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    async fn insert_vm(
+        &self,
+        tx: &impl GenericClient,
+        mut vm: Vm,
+        quota: Option<&Quota>,
+    ) -> Result<Vm> {
+        vm.generation = 1;
+        self.apply_usage(tx, &vm.project, quota, Usage::default(), Usage::of(&vm))
+            .await?;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO vms (id, project, name, generation, doc) VALUES ($1, $2, $3, 1, $4)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let n = tx
+            .execute(
+                &st,
+                &[
+                    &vm.id.as_str(),
+                    &vm.project.as_str(),
+                    &vm.spec.name.as_str(),
+                    &to_doc(&vm)?,
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        if n == 0 {
+            // Which constraint refused it: the id or the name.
+            let st = tx
+                .prepare_cached("SELECT id FROM vms WHERE project = $1 AND name = $2")
+                .await
+                .map_err(|e| self.db_err(e))?;
+            let other = tx
+                .query_opt(&st, &[&vm.project.as_str(), &vm.spec.name.as_str()])
+                .await
+                .map_err(|e| self.db_err(e))?;
+            return Err(match other {
+                Some(row) => {
+                    let other: String = self.col(&row, 0)?;
+                    Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "a VM named `{}` already exists in project `{}` ({other})",
+                            vm.spec.name, vm.project
+                        ),
+                    )
+                    .with_field("name")
+                }
+                None => Error::new(
+                    ErrorKind::Conflict,
+                    format!("vm `{}` already exists", vm.id),
+                ),
+            });
+        }
+        Ok(vm)
+    }
+
+    async fn replace_vm(
+        &self,
+        tx: &impl GenericClient,
+        mut vm: Vm,
+        expected: u64,
+        quota: Option<&Quota>,
+    ) -> Result<Vm> {
+        let st = tx
+            .prepare_cached("SELECT generation, doc FROM vms WHERE id = $1 FOR UPDATE")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let cur = tx
+            .query_opt(&st, &[&vm.id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?
+            .ok_or_else(|| Error::not_found("vm", &vm.id))?;
+        let cur = self.vm_of(&cur)?;
+        if cur.generation != expected {
+            return Err(cas_conflict("vm", &vm.id, expected, cur.generation));
+        }
+        if cur.project != vm.project || cur.spec.name != vm.spec.name {
+            return Err(Error::internal("a VM's project and name never change"));
+        }
+        self.apply_usage(tx, &vm.project, quota, Usage::of(&cur), Usage::of(&vm))
+            .await?;
+        vm.generation = expected + 1;
+        let st = tx
+            .prepare_cached("UPDATE vms SET generation = $2, doc = $3 WHERE id = $1")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(
+            &st,
+            &[&vm.id.as_str(), &to_db(vm.generation)?, &to_doc(&vm)?],
+        )
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(vm)
+    }
+
+    async fn insert_job(&self, tx: &impl GenericClient, mut job: Job) -> Result<Job> {
+        job.generation = 1;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO jobs (id, project, vm_id, state, terminal, finished_at, generation, doc)
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let n = tx
+            .execute(
+                &st,
+                &[
+                    &job.id.as_str(),
+                    &job.project.as_str(),
+                    &job.vm_id.as_str(),
+                    &text_of(&job.state)?,
+                    &job.state.is_terminal(),
+                    &job.finished_at,
+                    &to_doc(&job)?,
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        if n == 0 {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("job `{}` already exists", job.id),
+            ));
+        }
+        Ok(job)
+    }
+
+    /// Takes the idempotency key inside `tx`: `Ok(None)` when it is new (now held until the
+    /// transaction ends), the earlier outcome when it was used with the same fingerprint.
+    async fn take_key(
+        &self,
+        tx: &impl GenericClient,
+        rec: &IdempotencyRecord,
+    ) -> Result<Option<SubmitOutcome>> {
+        let op = text_of(&rec.scope.operation)?;
+        // A concurrent transaction inserting the same key makes this wait for its end: when it
+        // commits, nothing is inserted and its record is read below; when it rolls back, this
+        // one inserts.
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO idempotency (project, principal, operation, key, fingerprint, vm_id, job_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let n = tx
+            .execute(
+                &st,
+                &[
+                    &rec.scope.project.as_str(),
+                    &rec.scope.principal.as_str(),
+                    &op,
+                    &rec.scope.key.as_str(),
+                    &rec.fingerprint.as_str(),
+                    &rec.vm_id.as_str(),
+                    &rec.job_id.as_str(),
+                    &rec.created_at,
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        if n == 1 {
+            return Ok(None);
+        }
+        let prev = self.read_key(tx, &rec.scope).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Conflict,
+                "a concurrent request with this idempotency key was purged; retry",
+            )
+            .temporary()
+        })?;
+        if prev.fingerprint == rec.fingerprint {
+            return Ok(Some(SubmitOutcome::Replayed {
+                vm_id: prev.vm_id,
+                job_id: prev.job_id,
+            }));
+        }
+        Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "idempotency key `{}` was already used for a different {} request",
+                rec.scope.key, rec.scope.operation
+            ),
+        )
+        .with_code(CODE_IDEMPOTENCY_KEY_REUSED)
+        .with_field("idempotency_key"))
+    }
+
+    async fn read_key(
+        &self,
+        c: &impl GenericClient,
+        scope: &IdempotencyScope,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let st = c
+            .prepare_cached(
+                "SELECT fingerprint, vm_id, job_id, created_at FROM idempotency
+                 WHERE project = $1 AND principal = $2 AND operation = $3 AND key = $4",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = c
+            .query_opt(
+                &st,
+                &[
+                    &scope.project.as_str(),
+                    &scope.principal.as_str(),
+                    &text_of(&scope.operation)?,
+                    &scope.key.as_str(),
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        row.map(|row| {
+            Ok(IdempotencyRecord {
+                scope: scope.clone(),
+                fingerprint: self.col(&row, 0)?,
+                vm_id: VmId::new(self.col::<String>(&row, 1)?),
+                job_id: JobId::new(self.col::<String>(&row, 2)?),
+                created_at: self.col(&row, 3)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+/// Renders an error with its sources (`error connecting to server: Connection refused`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cur = s.source();
+    }
+    text
+}
+
+fn cas_conflict(what: &str, id: &dyn fmt::Display, expected: u64, actual: u64) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!(
+            "{what} `{id}` changed concurrently (expected generation {expected}, found {actual})"
+        ),
+    )
+    .temporary()
+}
+
+fn to_doc<T: Serialize>(t: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(t).map_err(|e| Error::internal(format!("cannot encode a record: {e}")))
+}
+
+/// Returns the serde name of an enum value (`PENDING`, `create_vm`, ...).
+fn text_of<T: Serialize>(t: &T) -> Result<String> {
+    match serde_json::to_value(t) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        _ => Err(Error::internal("an enum value does not encode as text")),
+    }
+}
+
+fn to_db(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| Error::internal(format!("{n} does not fit the database")))
+}
+
+fn from_db(n: i64) -> Result<u64> {
+    u64::try_from(n).map_err(|_| Error::internal(format!("a stored number is negative: {n}")))
+}
+
+fn limit_of(page: &PageRequest) -> i64 {
+    // clamped_limit is at most PageRequest::MAX_LIMIT, far below i64::MAX.
+    i64::try_from(page.clamped_limit()).unwrap_or(1000)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    async fn submit(&self, submission: Submission) -> Result<SubmitOutcome> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        if let Some(rec) = &submission.idempotency
+            && let Some(done) = self.take_key(&tx, rec).await?
+        {
+            return Ok(done);
+        }
+        let quota = submission.quota.as_ref();
+        let vm = match submission.vm {
+            VmWrite::Insert(vm) => self.insert_vm(&tx, vm, quota).await?,
+            VmWrite::Update { vm, expected } => self.replace_vm(&tx, vm, expected, quota).await?,
+        };
+        let job = self.insert_job(&tx, submission.job).await?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(SubmitOutcome::Accepted {
+            vm: Box::new(vm),
+            job: Box::new(job),
+        })
+    }
+
+    async fn usage(&self, project: &ProjectId) -> Result<Usage> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT vms::text, vcpus::text, memory_mib::text FROM project_usage WHERE project = $1",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        match c
+            .query_opt(&st, &[&project.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?
+        {
+            Some(row) => self.usage_of(&row),
+            None => Ok(Usage::default()),
+        }
+    }
+
+    async fn idempotency(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>> {
+        let c = self.client().await?;
+        self.read_key(&c, scope).await
+    }
+
+    async fn get_vm(&self, scope: &Scope, id: &VmId) -> Result<Option<Vm>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT generation, doc FROM vms WHERE id = $1 AND ($2::text IS NULL OR project = $2)",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = c
+            .query_opt(&st, &[&id.as_str(), &scope_project(scope)])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        row.map(|r| self.vm_of(&r)).transpose()
+    }
+
+    async fn find_vm_by_name(&self, project: &ProjectId, name: &str) -> Result<Option<Vm>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT generation, doc FROM vms WHERE project = $1 AND name = $2")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = c
+            .query_opt(&st, &[&project.as_str(), &name])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        row.map(|r| self.vm_of(&r)).transpose()
+    }
+
+    async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>> {
+        let c = self.client().await?;
+        let limit = limit_of(page);
+        let st = c
+            .prepare_cached(
+                "SELECT generation, doc, id FROM vms
+                 WHERE ($1::text IS NULL OR project = $1) AND ($2::text IS NULL OR id > $2)
+                 ORDER BY id LIMIT $3",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = c
+            .query(
+                &st,
+                &[&scope_project(scope), &page.cursor.as_deref(), &(limit + 1)],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in rows.iter().take(page.clamped_limit()) {
+            items.push(self.vm_of(r)?);
+        }
+        let next = (rows.len() > items.len())
+            .then(|| items.last().map(|v| v.id.to_string()))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        let vm = match expected {
+            None => self.insert_vm(&tx, vm, None).await?,
+            Some(g) => self.replace_vm(&tx, vm, g, None).await?,
+        };
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(vm)
+    }
+
+    async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        let st = tx
+            .prepare_cached("SELECT generation, doc FROM vms WHERE id = $1 FOR UPDATE")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let cur = tx
+            .query_opt(&st, &[&id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?
+            .ok_or_else(|| Error::not_found("vm", id))?;
+        let cur = self.vm_of(&cur)?;
+        if cur.generation != expected {
+            return Err(cas_conflict("vm", id, expected, cur.generation));
+        }
+        self.apply_usage(&tx, &cur.project, None, Usage::of(&cur), Usage::default())
+            .await?;
+        let st = tx
+            .prepare_cached("DELETE FROM vms WHERE id = $1")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(&st, &[&id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    async fn get_job(&self, scope: &Scope, id: &JobId) -> Result<Option<Job>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT generation, doc FROM jobs WHERE id = $1 AND ($2::text IS NULL OR project = $2)",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = c
+            .query_opt(&st, &[&id.as_str(), &scope_project(scope)])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        row.map(|r| self.job_of(&r)).transpose()
+    }
+
+    async fn list_jobs(
+        &self,
+        scope: &Scope,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Job>> {
+        let c = self.client().await?;
+        let limit = limit_of(page);
+        let state = filter.state.map(|s| text_of(&s)).transpose()?;
+        let st = c
+            .prepare_cached(
+                "SELECT generation, doc FROM jobs
+                 WHERE ($1::text IS NULL OR project = $1) AND ($2::text IS NULL OR id < $2)
+                   AND ($3::text IS NULL OR vm_id = $3) AND ($4::text IS NULL OR state = $4)
+                 ORDER BY id DESC LIMIT $5",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &scope_project(scope),
+                    &page.cursor.as_deref(),
+                    &filter.vm_id.as_ref().map(VmId::as_str),
+                    &state.as_deref(),
+                    &(limit + 1),
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in rows.iter().take(page.clamped_limit()) {
+            items.push(self.job_of(r)?);
+        }
+        let next = (rows.len() > items.len())
+            .then(|| items.last().map(|j| j.id.to_string()))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT generation, doc FROM jobs WHERE NOT terminal ORDER BY id")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = c.query(&st, &[]).await.map_err(|e| self.db_err(e))?;
+        rows.iter().map(|r| self.job_of(r)).collect()
+    }
+
+    async fn update_job(&self, mut job: Job, expected: u64) -> Result<Job> {
+        let c = self.client().await?;
+        job.generation = expected
+            .checked_add(1)
+            .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
+        // One statement: the compare and the swap are atomic.
+        let st = c
+            .prepare_cached(
+                "UPDATE jobs SET generation = $2, state = $3, terminal = $4, finished_at = $5, doc = $6
+                 WHERE id = $1 AND generation = $7",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let n = c
+            .execute(
+                &st,
+                &[
+                    &job.id.as_str(),
+                    &to_db(job.generation)?,
+                    &text_of(&job.state)?,
+                    &job.state.is_terminal(),
+                    &job.finished_at,
+                    &to_doc(&job)?,
+                    &to_db(expected)?,
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        if n == 1 {
+            return Ok(job);
+        }
+        let st = c
+            .prepare_cached("SELECT generation FROM jobs WHERE id = $1")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        match c
+            .query_opt(&st, &[&job.id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?
+        {
+            None => Err(Error::not_found("job", &job.id)),
+            Some(row) => Err(cas_conflict(
+                "job",
+                &job.id,
+                expected,
+                from_db(self.col(&row, 0)?)?,
+            )),
+        }
+    }
+
+    async fn append_logs(
+        &self,
+        id: &JobId,
+        lines: Vec<(DateTime<Utc>, LogEntry)>,
+    ) -> Result<Vec<JobLogLine>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        let n = i64::try_from(lines.len()).map_err(|_| Error::internal("too many log lines"))?;
+        // The job row's counter, locked until commit: numbers are consecutive per job.
+        let st = tx
+            .prepare_cached(
+                "UPDATE jobs SET next_log_seq = next_log_seq + $2 WHERE id = $1
+                 RETURNING next_log_seq - $2",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = tx
+            .query_opt(&st, &[&id.as_str(), &n])
+            .await
+            .map_err(|e| self.db_err(e))?
+            .ok_or_else(|| Error::not_found("job", id))?;
+        let first: i64 = self.col(&row, 0)?;
+        let mut out = Vec::with_capacity(lines.len());
+        let mut seqs = Vec::with_capacity(lines.len());
+        let mut docs = Vec::with_capacity(lines.len());
+        for (i, (at, entry)) in lines.into_iter().enumerate() {
+            let seq = first + i as i64;
+            let line = JobLogLine::from_entry(from_db(seq)?, at, entry);
+            seqs.push(seq);
+            docs.push(to_doc(&line)?);
+            out.push(line);
+        }
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO job_logs (job_id, seq, doc)
+                 SELECT $1, s, d FROM unnest($2::bigint[], $3::jsonb[]) AS t(s, d)",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(&st, &[&id.as_str(), &seqs, &docs])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let st = tx
+            .prepare_cached("DELETE FROM job_logs WHERE job_id = $1 AND seq < $2")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(&st, &[&id.as_str(), &(first + n - self.max_log_lines)])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(out)
+    }
+
+    async fn job_logs(&self, id: &JobId, after: u64) -> Result<Vec<JobLogLine>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT 1 FROM jobs WHERE id = $1")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        if c.query_opt(&st, &[&id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?
+            .is_none()
+        {
+            return Err(Error::not_found("job", id));
+        }
+        let st = c
+            .prepare_cached("SELECT doc FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = c
+            .query(&st, &[&id.as_str(), &after])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        rows.iter().map(|r| self.doc(r, 0)).collect()
+    }
+
+    async fn append_event(&self, mut event: Event) -> Result<Arc<Event>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        let st = tx
+            .prepare_cached(
+                "UPDATE event_counter SET next_seq = next_seq + 1 RETURNING next_seq - 1",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = tx.query_one(&st, &[]).await.map_err(|e| self.db_err(e))?;
+        let seq: i64 = self.col(&row, 0)?;
+        event.seq = from_db(seq)?;
+        let st = tx
+            .prepare_cached("INSERT INTO events (seq, project, vm_id, doc) VALUES ($1, $2, $3, $4)")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(
+            &st,
+            &[
+                &seq,
+                &event.project.as_ref().map(ProjectId::as_str),
+                &event.vm_id.as_ref().map(VmId::as_str),
+                &to_doc(&event)?,
+            ],
+        )
+        .await
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(Arc::new(event))
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Arc<Event>>> {
+        let c = self.client().await?;
+        let limit = if filter.limit == 0 {
+            PageRequest::MAX_LIMIT
+        } else {
+            filter.limit
+        };
+        let st = c
+            .prepare_cached(
+                "SELECT seq, doc FROM events
+                 WHERE seq > $1 AND ($2::text IS NULL OR project = $2) AND ($3::text IS NULL OR vm_id = $3)
+                 ORDER BY seq LIMIT $4",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &i64::try_from(filter.after).unwrap_or(i64::MAX),
+                    &filter.project.as_ref().map(ProjectId::as_str),
+                    &filter.vm_id.as_ref().map(VmId::as_str),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        rows.iter()
+            .map(|r| {
+                let mut e: Event = self.doc(r, 1)?;
+                e.seq = from_db(self.col(r, 0)?)?;
+                Ok(Arc::new(e))
+            })
+            .collect()
+    }
+
+    async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()> {
+        let c = self.client().await?;
+        // Logs go with their jobs (ON DELETE CASCADE).
+        c.execute("DELETE FROM jobs WHERE finished_at < $1", &[&jobs_before])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        c.execute(
+            "DELETE FROM idempotency WHERE created_at < $1",
+            &[&keys_before],
+        )
+        .await
+        .map_err(|e| self.db_err(e))?;
+        c.execute(
+            "DELETE FROM events WHERE seq < (SELECT next_seq FROM event_counter) - $1",
+            &[&self.max_events],
+        )
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+}
+
+fn scope_project(scope: &Scope) -> Option<&str> {
+    match scope {
+        Scope::Project(p) => Some(p.as_str()),
+        Scope::All => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_url_is_refused_without_echoing_it() {
+        let e = parse_url("postgres://u:hunter2@host:notaport/db").unwrap_err();
+        assert_eq!(e.field(), Some("database_url"));
+        assert!(!format!("{e} {e:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn schema_names_are_checked() {
+        for ok in ["public", "hcp", "hcp_test_1", "_x"] {
+            validate_schema(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "Public",
+            "1x",
+            "a-b",
+            "a;drop",
+            "pg_catalog",
+            &"x".repeat(64),
+        ] {
+            assert_eq!(
+                validate_schema(bad).unwrap_err().field(),
+                Some("database_schema"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_target_names_no_password() {
+        let cfg = parse_url("postgres://hcp:s3cret@db.example:6543/hcp").unwrap();
+        let d = describe(&cfg);
+        assert_eq!(d, "postgres://hcp@db.example:6543/hcp");
+    }
+}

@@ -1,0 +1,267 @@
+//! The PostgreSQL store against the real PostgreSQL on 127.0.0.1:5432 (`HCP_TEST_DATABASE_URL`
+//! overrides it): the whole store conformance suite, each test in a fresh schema of its own, and
+//! the PostgreSQL-only behaviours (migrations, two pools sharing one database, secrets).
+//! A missing PostgreSQL fails these tests; `scripts/test.sh` starts it.
+
+use std::sync::Arc;
+
+use hcp_core::store::{PageRequest, Scope, Store, SubmitOutcome};
+use hcp_core::testkit::store::create;
+use hcp_core::{ErrorKind, ProjectId, Quota};
+use hcp_store_postgres::{PostgresStore, SCHEMA_VERSION, StoreOptions};
+
+fn url() -> String {
+    std::env::var("HCP_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A new schema name carrying its creation time, so later runs can drop old ones.
+fn fresh_schema() -> String {
+    format!("hcp_t_{}_{}", unix_now(), uuid::Uuid::new_v4().simple())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Drops test schemas made more than an hour ago (no test runs that long), once per process.
+async fn drop_old_schemas() {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let c = raw().await;
+        let rows = c
+            .query(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'hcp\\_t\\_%'",
+                &[],
+            )
+            .await
+            .expect("PostgreSQL must answer");
+        let cutoff = unix_now().saturating_sub(3600);
+        for r in rows {
+            let name: String = r.get(0);
+            let made = name
+                .split('_')
+                .nth(2)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+            if made < cutoff {
+                // Another test process may be dropping it too: ignore failures.
+                let _ = c
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .await;
+            }
+        }
+    })
+    .await;
+}
+
+async fn open(schema: &str) -> PostgresStore {
+    PostgresStore::connect(
+        &url(),
+        StoreOptions {
+            schema: schema.to_string(),
+            max_connections: 8,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("PostgreSQL at {} must be running: {e:#}", url()))
+}
+
+async fn fresh() -> Arc<dyn Store> {
+    drop_old_schemas().await;
+    Arc::new(open(&fresh_schema()).await)
+}
+
+hcp_core::store_conformance_tests!(fresh);
+
+async fn raw() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL must be running");
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_migrate_once() {
+    let schema = fresh_schema();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let schema = schema.clone();
+        tasks.push(tokio::spawn(async move { open(&schema).await }));
+    }
+    for t in tasks {
+        let store = t.await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    }
+    let rows = raw()
+        .await
+        .query(
+            &format!("SELECT version FROM {schema}.hcp_schema_migrations ORDER BY version"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_database_newer_than_the_binary_is_refused() {
+    let schema = fresh_schema();
+    drop(open(&schema).await);
+    raw()
+        .await
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.hcp_schema_migrations (version) VALUES ({})",
+                SCHEMA_VERSION + 1
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let e = PostgresStore::connect(
+        &url(),
+        StoreOptions {
+            schema: schema.clone(),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("newer than this hcp binary"), "{text}");
+    assert!(
+        text.contains(&format!("version {}", SCHEMA_VERSION + 1)),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn data_survives_a_new_connection() {
+    let schema = fresh_schema();
+    let first = open(&schema).await;
+    let SubmitOutcome::Accepted { vm, job } = first.submit(create("p1", "kept")).await.unwrap()
+    else {
+        panic!("a fresh submission is accepted");
+    };
+    drop(first);
+    let second = open(&schema).await;
+    assert_eq!(
+        second.get_vm(&Scope::All, &vm.id).await.unwrap().as_ref(),
+        Some(vm.as_ref())
+    );
+    assert_eq!(
+        second.get_job(&Scope::All, &job.id).await.unwrap().as_ref(),
+        Some(job.as_ref())
+    );
+    assert_eq!(
+        second.usage(&ProjectId::new("p1")).await.unwrap().vms,
+        1,
+        "usage counters are stored too"
+    );
+}
+
+/// Two pools on one database stand in for two HCP processes: the invariants hold across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_database_share_keys_and_quota() {
+    let schema = fresh_schema();
+    let stores: [Arc<dyn Store>; 2] =
+        [Arc::new(open(&schema).await), Arc::new(open(&schema).await)];
+    let quota = Quota {
+        max_vms: Some(10),
+        ..Quota::default()
+    };
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = stores[i % 2].clone();
+        let mut s = create("shared", &format!("vm-{i}"));
+        s.quota = Some(quota);
+        tasks.push(tokio::spawn(async move { store.submit(s).await }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(SubmitOutcome::Accepted { .. }) => ok += 1,
+            Err(e) if e.kind() == ErrorKind::QuotaExceeded => refused += 1,
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (10, 10));
+    let listed = stores[1]
+        .list_vms(
+            &Scope::Project(ProjectId::new("shared")),
+            &PageRequest::all(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 10);
+
+    // One idempotency key sent through both at once: one job, every other call replayed.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = stores[i % 2].clone();
+        let mut s = create("keyed", &format!("k-{i}"));
+        s.idempotency = Some(hcp_core::store::IdempotencyRecord {
+            scope: hcp_core::store::IdempotencyScope {
+                project: ProjectId::new("keyed"),
+                principal: "alice".into(),
+                operation: hcp_core::Operation::CreateVm,
+                key: "one-key".into(),
+            },
+            fingerprint: "same".into(),
+            vm_id: match &s.vm {
+                hcp_core::store::VmWrite::Insert(v) => v.id.clone(),
+                hcp_core::store::VmWrite::Update { vm, .. } => vm.id.clone(),
+            },
+            job_id: s.job.id.clone(),
+            created_at: chrono::Utc::now(),
+        });
+        tasks.push(tokio::spawn(async move { store.submit(s).await }));
+    }
+    let mut accepted = Vec::new();
+    let mut replayed = Vec::new();
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            SubmitOutcome::Accepted { job, .. } => accepted.push(job.id),
+            SubmitOutcome::Replayed { job_id, .. } => replayed.push(job_id),
+        }
+    }
+    assert_eq!(accepted.len(), 1, "one of 20 is accepted");
+    assert!(replayed.iter().all(|j| *j == accepted[0]));
+}
+
+#[tokio::test]
+async fn the_password_never_appears_in_errors() {
+    let secret = "pw-Zq8-never-print";
+    for url in [
+        // Nothing listens there.
+        format!("postgres://hcp:{secret}@127.0.0.1:1/test"),
+        // A role that does not exist.
+        format!("postgres://no_such_role_hcp:{secret}@127.0.0.1:5432/test"),
+        // A URL that does not parse.
+        format!("postgres://hcp:{secret}@127.0.0.1:port/test"),
+    ] {
+        let e = PostgresStore::connect(&url, StoreOptions::default())
+            .await
+            .unwrap_err();
+        let all = format!("{e} | {e:?} | {}", e.detail().unwrap_or_default());
+        assert!(!all.contains(secret), "{all}");
+        assert!(!all.is_empty());
+    }
+    // And not in the store's Debug.
+    let store = PostgresStore::connect(
+        &format!("postgres://postgres:{secret}@127.0.0.1:5432/test?application_name=x",),
+        StoreOptions {
+            schema: fresh_schema(),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!format!("{store:?}").contains(secret));
+}

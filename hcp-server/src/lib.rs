@@ -27,6 +27,7 @@ pub mod limits;
 pub mod metrics;
 pub mod relay;
 mod sse;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;

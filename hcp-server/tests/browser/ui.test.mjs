@@ -39,6 +39,19 @@ async function scan(page, name) {
 }
 
 test('the root leads to the UI and the table lists the simulator VMs with the dev banner', async () => {
+  // The demo starts empty: two VMs made through the API, one tagged, one in the other zone.
+  for (const body of [
+    { name: 'seed-web-1', image: 'ubuntu-24.04', flavor: 'small', zone: 'zone-a', tags: { tier: 'web' } },
+    { name: 'seed-db-1', image: 'windows-2022', flavor: 'medium', zone: 'zone-b' },
+  ]) {
+    const r = await api(dev, 'POST', `${T}/projects/demo/vms`, { body });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+  }
+  for (let i = 0; i < 200; i += 1) {
+    const l = await api(dev, 'GET', `${T}/projects/demo/vms`);
+    if (l.body.items.filter((v) => v.state === 'ACTIVE').length === 2) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
   const listed = await api(dev, 'GET', `${T}/projects/demo/vms?limit=1000`);
   assert.equal(listed.status, 200);
   const { page, errors, context } = await openPage(dev);
@@ -48,6 +61,12 @@ test('the root leads to the UI and the table lists the simulator VMs with the de
   assert.match(await page.locator('#who').innerText(), /anonymous/);
   const names = await page.locator('#vm-rows tr[data-vm-name]').evaluateAll((rows) => rows.map((r) => r.dataset.vmName));
   assert.deepEqual(names.sort(), listed.body.items.map((v) => v.name).sort());
+  assert.equal(names.length, 2);
+  for (const v of listed.body.items) {
+    assert.equal(await row(page, v.name).locator('td[data-col="state"]').innerText(), v.state);
+    assert.equal(await row(page, v.name).locator('td[data-col="power"]').innerText(), v.power);
+  }
+  assert.match(await row(page, 'seed-web-1').innerText(), /tier=web/);
   // The policy forbids inline script and foreign origins.
   const resp = await page.request.get(`${dev.url}/ui/`);
   const csp = resp.headers()['content-security-policy'];

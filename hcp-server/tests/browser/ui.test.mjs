@@ -187,10 +187,20 @@ test('a double-submitted form creates one VM', async () => {
   await page.locator('#create-form').waitFor();
   await page.fill('#name', 'ui-double-1');
   await page.selectOption('#zone', 'zone-a');
+  const posts = [];
+  page.on('response', (r) => {
+    if (r.request().method() === 'POST' && r.url().endsWith('/projects/demo/vms')) posts.push(r);
+  });
   // Two submits of the same form, as fast as a double click can.
   await page.locator('#create-form').evaluate((f) => { f.requestSubmit(); f.requestSubmit(); });
   await page.waitForURL(/#\/jobs\//);
   await page.locator('main[data-job-ended]').waitFor({ timeout: 60000 });
+  // Both requests went out with one key; the second replayed the first.
+  assert.equal(posts.length, 2);
+  const keys = await Promise.all(posts.map((r) => r.request().headerValue('idempotency-key')));
+  assert.ok(keys[0] && keys[0] === keys[1], `keys ${keys}`);
+  assert.deepEqual(posts.map((r) => r.status()), [202, 202]);
+  assert.deepEqual(posts.map((r) => r.headers()['idempotency-replayed']).sort(), ['true', undefined].sort());
   const all = await api(dev, 'GET', `${T}/projects/demo/vms?limit=1000`);
   assert.equal(all.body.items.filter((v) => v.name === 'ui-double-1').length, 1);
   await context.close();

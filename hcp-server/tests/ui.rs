@@ -52,11 +52,7 @@ async fn the_ui_is_public_and_strict_while_its_data_needs_a_token() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let resp = no_redirects
-        .get(s.at("/oidc/logout"))
-        .send()
-        .await
-        .unwrap();
+    let resp = no_redirects.get(s.at("/oidc/logout")).send().await.unwrap();
     assert_eq!(resp.headers()["location"], "/ui/");
 
     // `me` names the caller's own projects only, never another tenant's.

@@ -61,6 +61,8 @@ pub struct StreamReadyDto {
 
 /// One server-sent event of the project stream: `event: change` (with `id`), or the opening
 /// `event: ready`.
+// One short-lived value per event: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Union)]
 #[oai(discriminator_name = "type")]
 pub enum ProjectEventDto {

@@ -32,6 +32,8 @@ function renderWho() {
     who,
     h('span', { id: 'who-subject' }, 'Signed in as ', h('strong', {}, m.subject)),
     h('span', { class: 'muted', id: 'who-roles' }, `Roles: ${roles}`),
+    h('span', { class: 'muted', id: 'who-projects' },
+      `Projects: ${m.projects.length ? m.projects.join(', ') : 'none'}${m.any_project ? ' (any project id)' : ''}`),
     m.development ? null : h('a', { href: '/oidc/logout?return_to=/ui/' }, 'Sign out'),
   );
   document.getElementById('dev-banner').hidden = !m.development;

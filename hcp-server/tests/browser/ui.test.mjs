@@ -259,6 +259,8 @@ test('with OIDC: sign in through the redirect flow, see only your projects, not 
     await page.waitForURL(/\/ui\/#\/p\/demo$/);
     await page.locator('main[data-loaded="true"]').waitFor();
     assert.match(await page.locator('#who').innerText(), /alice/);
+    assert.match(await page.locator('#who-roles').innerText(), /hcp-tenant/);
+    assert.equal(await page.locator('#who-projects').innerText(), 'Projects: demo');
     assert.equal(await page.locator('#dev-banner').isVisible(), false);
     const cookies = await context.cookies();
     assert.ok(cookies.some((c) => c.name === '__Host-hcp_session' && c.httpOnly));

@@ -39,9 +39,10 @@ step "Terraform provider: a real Terraform 1.0.3 (PyPI) against hcp serve, auth 
 step "Schemathesis against the served OpenAPI document (no 5xx, responses match the schema; auth off and on)"
 HCP_BIN="$CARGO_TARGET_DIR/debug/hcp" ./scripts/schemathesis.sh 60
 
-step "libvirt end to end: hcp serve --features libvirt, real domains, console proxy (virsh checks)"
+step "libvirt end to end: hcp serve --features libvirt, real domains, console proxy (virsh checks), the web UI's noVNC console"
 cargo test -p hcp-cli --features libvirt --test libvirt_e2e
 cargo test -p hcp-server --features libvirt --test tenant_text_libvirt
+./scripts/ui-browser-test.sh --console
 
 step "Rust: every example in examples/"
 for ex in examples/*.rs; do

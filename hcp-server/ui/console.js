@@ -10,7 +10,7 @@ const enc = encodeURIComponent;
 export async function consolePage(main, project, vmId) {
   const vm = await get(`${TENANT}/projects/${enc(project)}/vms/${enc(vmId)}`);
   const status = h('p', { id: 'console-status', role: 'status' }, 'Asking for a console…');
-  const screen = h('div', { id: 'screen', 'aria-label': `Console of ${vm.name}` });
+  const screen = h('div', { id: 'screen', role: 'region', 'aria-label': `Console of ${vm.name}` });
   replace(main, h('h1', {}, `Console · ${vm.name}`), status, screen,
     h('p', {}, h('a', { href: `#/p/${enc(project)}/vms/${enc(vmId)}` }, `Back to ${vm.name}`)));
   let console;

@@ -151,9 +151,19 @@ export async function createPage(main, project) {
     submit.setAttribute('aria-busy', 'true');
     try {
       // The same key for every submit of this form: a double click replays, not duplicates.
-      const accepted = await call('POST', `${TENANT}/projects/${enc(project)}/vms`, {
-        body, headers: { 'Idempotency-Key': key },
-      });
+      const sent = key;
+      let accepted = null;
+      for (let attempt = 0; !accepted; attempt += 1) {
+        try {
+          accepted = await call('POST', `${TENANT}/projects/${enc(project)}/vms`, {
+            body, headers: { 'Idempotency-Key': sent },
+          });
+        } catch (e) {
+          // The first submit is still being accepted: ask again for its answer.
+          if (e.code !== 'IDEMPOTENCY_KEY_IN_PROGRESS' || attempt >= 20) throw e;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
       location.hash = `#/jobs/${enc(accepted.job_id)}`;
     } catch (e) {
       // A refused request created nothing: a corrected one gets a new key.

@@ -58,6 +58,9 @@ test('the console page completes an RFB handshake with a real libvirt guest thro
   assert.match(await page.locator('#console-status').innerText(), /Connected/);
   // noVNC drew the guest's screen into its canvas, through HCP's own proxy.
   assert.equal(await page.locator('#screen canvas').count(), 1);
+  // The server's framebuffer size came in ServerInit and sized the canvas.
+  const [w, hgt] = await page.locator('#screen canvas').evaluate((c) => [c.width, c.height]);
+  assert.ok(w > 0 && hgt > 0, `canvas ${w}x${hgt}`);
   assert.equal(sockets.length, 1);
   assert.match(sockets[0], /\/api\/hcp\/tenant\/v1\/console\/ws\?token=/);
   await axe(page, 'console (connected)');

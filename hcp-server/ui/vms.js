@@ -105,7 +105,7 @@ const COLUMNS = [
   ['tags', 'Tags', (v) => tagsText(v.spec.tags).join(' ')],
   ['created', 'Created', (v) => v.created_at],
 ];
-const OPTIONAL = new Set(['image', 'flavor', 'tags', 'created']);
+const OPTIONAL = new Set(['image', 'flavor', 'zone', 'tags', 'created']);
 
 /** The project's VM table, live from `GET .../projects/{projectId}/events`. */
 export async function projectPage(main, project) {
@@ -151,7 +151,7 @@ export async function projectPage(main, project) {
       h('td', { class: `power-${vm.power}`, dataset: { col: 'power' } }, vm.power),
       h('td', { class: 'optional' }, vm.spec.image),
       h('td', { class: 'optional' }, COLUMNS[4][2](vm)),
-      h('td', {}, vm.zone),
+      h('td', { class: 'optional' }, vm.zone),
       h('td', { class: 'optional' }, tagsText(vm.spec.tags).map((t) => h('span', { class: 'tag' }, t))),
       h('td', { class: 'optional' }, h('time', { datetime: vm.created_at }, when(vm.created_at))),
       h('td', { class: 'actions' }, actionButtons(project, vm, caps[vm.zone])),
@@ -206,6 +206,10 @@ export async function projectPage(main, project) {
     if (listing) { pending.push(change); return; }
     apply(change);
     render();
+  });
+  es.addEventListener('open', () => {
+    // A reconnect resumes with Last-Event-ID: the missed changes are replayed.
+    if (main.dataset.loaded) status.textContent = 'Live: changes appear as they happen.';
   });
   es.addEventListener('error', () => {
     status.textContent = es.readyState === EventSource.CLOSED

@@ -49,7 +49,7 @@ start_hcp() {
 }
 
 # Streams never end and the console needs a WebSocket: Schemathesis cannot judge either.
-excluded='/events/stream$|/watch$|/console'
+excluded='/events/stream$|/projects/[{]projectId[}]/events$|/watch$|/console'
 
 run() {
     local label="$1"; shift

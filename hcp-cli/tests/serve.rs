@@ -26,6 +26,7 @@ fn serve_prints_the_banner_and_its_first_request_works() {
         "/api/hcp/tenant/v1",
         "/api/hcp/ops/v1",
         "/api/hcp/common/v1",
+        "/ui/",
         "/docs",
         "/openapi.json",
         "/metrics",
@@ -36,6 +37,7 @@ fn serve_prints_the_banner_and_its_first_request_works() {
     }
     assert!(b.contains("Auth        off (development mode"), "{b}");
     for (path, what) in [
+        ("/ui/", "<main"),
         ("/docs", "swagger"),
         ("/openapi.json", "\"openapi\""),
         ("/metrics", "# TYPE"),

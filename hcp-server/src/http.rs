@@ -89,6 +89,14 @@ pub(crate) fn app(
             })),
         )
         .at(
+            "/ui",
+            poem::endpoint::make_sync(|req: Request| crate::ui::serve(&req)),
+        )
+        .at(
+            "/ui/*path",
+            poem::endpoint::make_sync(|req: Request| crate::ui::serve(&req)),
+        )
+        .at(
             "/openapi.json",
             get(poem::endpoint::make_sync(move |_| {
                 Response::builder()
@@ -218,6 +226,7 @@ impl Endpoint for Outer {
             None => match path.as_str() {
                 "/openapi.json" | "/docs" | "/oidc/login" | "/oidc/callback" | "/oidc/logout"
                 | "/oidc/session" => path.as_str(),
+                p if p == "/ui" || p.starts_with("/ui/") => "/ui",
                 _ => "unmatched",
             },
         };
@@ -240,14 +249,14 @@ impl Endpoint for Outer {
 
 impl Guarded {
     async fn handle(&self, mut req: Request) -> Response {
-        // The root and `/docs/` lead to the API documentation; a redirect reveals nothing, so it
-        // needs no login. Relative, so it also works behind a proxy that adds a path prefix.
+        // The root leads to the web UI and `/docs/` to the API documentation; a redirect reveals
+        // nothing, so it needs no login. Relative, so it also works behind a proxy that adds a path prefix.
         if matches!(
             *req.method(),
             poem::http::Method::GET | poem::http::Method::HEAD
         ) {
             let to = match req.uri().path() {
-                "/" => Some("docs"),
+                "/" => Some("ui/"),
                 "/docs/" => Some("../docs"),
                 _ => None,
             };

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod relay;
 mod sse;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -18,6 +18,18 @@ pub(crate) async fn audit_stream(
     engine: Engine,
     filter: EventFilter,
 ) -> hcp_core::Result<BoxStream<'static, crate::dto::AuditEventDto>> {
+    Ok(follow_events(engine, filter)
+        .await?
+        .map(|e| crate::dto::AuditEventDto::from(e.as_ref()))
+        .boxed())
+}
+
+/// Follows the events after `filter.after` that match `filter`, then live ones, like
+/// [`audit_stream`], as the engine's events.
+pub(crate) async fn follow_events(
+    engine: Engine,
+    filter: EventFilter,
+) -> hcp_core::Result<BoxStream<'static, Arc<Event>>> {
     let rx = engine.subscribe_events();
     let past = engine
         .list_events(&EventFilter {
@@ -33,10 +45,7 @@ pub(crate) async fn audit_stream(
         last,
         backlog: past.into_iter().collect(),
     };
-    Ok(stream::unfold(state, |mut s| async move {
-        s.next().await.map(|e| (e.as_ref().into(), s))
-    })
-    .boxed())
+    Ok(stream::unfold(state, |mut s| async move { s.next().await.map(|e| (e, s)) }).boxed())
 }
 
 struct Follow {

@@ -187,6 +187,19 @@ const MATRIX: &[Row] = &[
     row("get", "/api/hcp/tenant/v1/vms/{vmId}", Shared, TENANT_READ),
     row(
         "get",
+        "/api/hcp/tenant/v1/projects/{projectId}/events",
+        Shared,
+        TENANT_READ,
+    ),
+    // Who am I: any caller with the tenant or operator role, even without a project.
+    row(
+        "get",
+        "/api/hcp/tenant/v1/me",
+        Shared,
+        [401, 200, 200, 200, 403, 200],
+    ),
+    row(
+        "get",
         "/api/hcp/tenant/v1/jobs/{jobId}",
         Shared,
         TENANT_READ,

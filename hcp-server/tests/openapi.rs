@@ -232,23 +232,28 @@ async fn tags_come_by_importance_and_development_mode_declares_no_security() {
 }
 
 #[tokio::test]
-async fn the_root_and_docs_slash_lead_to_the_documentation() {
+async fn the_root_leads_to_the_ui_and_docs_slash_to_the_documentation() {
     let s = common::start().await;
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    for (path, location) in [("/", "docs"), ("/docs/", "../docs")] {
+    for (path, location) in [("/", "ui/"), ("/ui", "ui/"), ("/docs/", "../docs")] {
         let resp = no_redirects.get(s.at(path)).send().await.unwrap();
         assert_eq!(resp.status(), 302, "{path}");
         assert_eq!(resp.headers()["location"], location, "{path}");
     }
-    // Followed, both end on the Swagger UI.
-    for path in ["/", "/docs/"] {
+    // Followed, the root ends on the web UI (with its policy), `/docs/` on the Swagger UI.
+    for (path, end, text) in [("/", "/ui/", "<main"), ("/docs/", "/docs", "swagger")] {
         let resp = s.http.get(s.at(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
-        assert_eq!(resp.url().path(), "/docs", "{path}");
-        assert!(resp.text().await.unwrap().contains("swagger"), "{path}");
+        assert_eq!(resp.url().path(), end, "{path}");
+        if end == "/ui/" {
+            let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+            assert!(csp.contains("script-src 'self'"), "{csp}");
+            assert!(!csp.contains("unsafe-inline"), "{csp}");
+        }
+        assert!(resp.text().await.unwrap().contains(text), "{path}");
     }
     // Other methods on / are not redirected.
     let resp = no_redirects.post(s.at("/")).send().await.unwrap();

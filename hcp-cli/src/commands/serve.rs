@@ -158,6 +158,7 @@ fn banner(addr: SocketAddr, source: &str, t: &TryIt) -> String {
         ("Tenant API", "/api/hcp/tenant/v1"),
         ("Ops API", "/api/hcp/ops/v1"),
         ("Common API", "/api/hcp/common/v1"),
+        ("Web UI", "/ui/"),
         ("Swagger UI", "/docs"),
         ("OpenAPI", "/openapi.json"),
         ("Metrics", "/metrics"),

@@ -5,9 +5,11 @@
 pub(crate) mod common;
 pub(crate) mod health;
 pub(crate) mod hyperv;
+pub(crate) mod me;
 pub(crate) mod ops;
 pub(crate) mod security;
 pub(crate) mod tenant;
+pub(crate) mod tenant_events;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -197,6 +199,8 @@ impl AcceptedResponse {
 
 pub(crate) type Apis = (
     tenant::TenantApi,
+    tenant_events::TenantEventsApi,
+    me::MeApi,
     ops::OpsApi,
     common::CommonApi,
     hyperv::HyperVApi,
@@ -208,6 +212,8 @@ pub(crate) fn service(state: &State) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             tenant::TenantApi { state: state.clone() },
+            tenant_events::TenantEventsApi { state: state.clone() },
+            me::MeApi { state: state.clone() },
             ops::OpsApi { state: state.clone() },
             common::CommonApi { state: state.clone() },
             hyperv::HyperVApi { state: state.clone() },

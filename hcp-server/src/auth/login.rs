@@ -58,7 +58,7 @@ pub(crate) const CSRF_COOKIE: &str = "__Host-hcp_csrf";
 /// The login cookie: binds a login's state to the browser that started it.
 pub(crate) const LOGIN_COOKIE: &str = "__Host-hcp_login";
 /// Where the browser lands after login and logout when `return_to` is absent.
-pub(crate) const DEFAULT_LANDING: &str = "/docs";
+pub(crate) const DEFAULT_LANDING: &str = "/ui/";
 /// How long a started login may take.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// The most logins waiting for their callback at once.

@@ -6,8 +6,9 @@
 //! - Without OIDC settings the service is in development mode: every request acts as the
 //!   development principal with every role, and the service listens on loopback only.
 //! - With OIDC, every route except the public ones (`/healthz`, `/readyz`, `/metrics` by
-//!   default) and the login routes (`/oidc/login`, `/oidc/callback`, `/oidc/logout`) needs a
-//!   valid token: `Authorization: Bearer <JWT>`, or the session cookie the browser login sets.
+//!   default), the web UI's files (`/ui/...`, which hold no data) and the login routes
+//!   (`/oidc/login`, `/oidc/callback`, `/oidc/logout`) needs a valid token: `Authorization:
+//!   Bearer <JWT>`, or the session cookie the browser login sets.
 //! - Ops routes need the operator role; tenant routes the tenant role (or the operator role);
 //!   the Hyper-V service's `/api/v1` routes, which act across projects, their own role
 //!   (`OIDC_HYPERV_ROLE`, formerly `OIDC_ROLE_NAME`); every other route any valid token. A
@@ -382,7 +383,9 @@ fn is_safe(m: &Method) -> bool {
 
 impl Oidc {
     fn classify(&self, path: &str) -> RouteClass {
-        if self.public_routes.iter().any(|r| r == path) {
+        // The web UI's files hold no data (its pages call the APIs with the session cookie).
+        if self.public_routes.iter().any(|r| r == path) || path == "/ui" || path.starts_with("/ui/")
+        {
             return RouteClass::Public;
         }
         if matches!(path, "/oidc/login" | "/oidc/callback" | "/oidc/logout") {

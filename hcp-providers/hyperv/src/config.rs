@@ -109,6 +109,123 @@ pub struct HypervSettings {
     pub console_ttl: Duration,
     /// The NTLM domain; the host's own when empty.
     pub domain: String,
+    /// The site's own PowerShell run around operations, by hook point (see [`HOOK_POINTS`]).
+    pub hooks: BTreeMap<String, HookSettings>,
+    /// Per-image settings: create hooks and a replacement create script.
+    pub images: BTreeMap<String, ImageSettings>,
+}
+
+/// The hook points, in the order of the operations they wrap.
+pub const HOOK_POINTS: [&str; 10] = [
+    "pre_create",
+    "post_create",
+    "pre_delete",
+    "post_delete",
+    "pre_start",
+    "post_start",
+    "pre_stop",
+    "post_stop",
+    "pre_reboot",
+    "post_reboot",
+];
+
+/// The hook points an image may set: delete and power operations do not know the VM's image.
+pub const IMAGE_HOOK_POINTS: [&str; 2] = ["pre_create", "post_create"];
+
+/// The longest a hook may be given to run.
+pub const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest hook script HCP deploys.
+pub const MAX_HOOK_BYTES: u64 = 1024 * 1024;
+
+/// One hook (or replacement create script): a local PowerShell file deployed to the hosts with
+/// HCP's scripts, how long it may run, and the secrets it is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSettings {
+    /// The local `.ps1` file (from the ConfigMap); deployed as `hooks\<file name>`.
+    pub script: PathBuf,
+    /// The longest the hook may run before HCP terminates it on the host (default 5 minutes).
+    #[serde(with = "humantime_serde", default = "default_hook_timeout")]
+    pub timeout: Duration,
+    /// Names of secrets (files in the secrets directory) handed to the hook as `Secrets.<name>`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Settings of one image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Create hooks for this image (`pre_create`, `post_create`), run instead of the provider's.
+    pub hooks: BTreeMap<String, HookSettings>,
+    /// A script run instead of HCP's `New-HcpVm.ps1` for this image.
+    pub create_script: Option<HookSettings>,
+}
+
+fn check_hook(field: &str, hook: &HookSettings) -> Result<()> {
+    let name = hook
+        .script
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let name_ok = name.len() > 4
+        && name.len() <= 100
+        && name.ends_with(".ps1")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !name_ok {
+        return Err(Error::invalid(
+            format!("{field}.script"),
+            format!(
+                "`{}` must name a .ps1 file of at most 100 characters from letters, digits, '.', \
+                 '_' and '-'",
+                hook.script.display()
+            ),
+        ));
+    }
+    if hook.timeout < Duration::from_secs(1) || hook.timeout > MAX_HOOK_TIMEOUT {
+        return Err(Error::invalid(
+            format!("{field}.timeout"),
+            "must be between 1s and 24h",
+        ));
+    }
+    for secret in &hook.secrets {
+        let ok = !secret.is_empty()
+            && secret.len() <= 64
+            && secret
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err(Error::invalid(
+                format!("{field}.secrets"),
+                format!("`{secret}` is not a secret name (1-64 of a-z, 0-9 and '_')"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_hooks(
+    field: &str,
+    hooks: &BTreeMap<String, HookSettings>,
+    allowed: &[&str],
+) -> Result<()> {
+    for (point, hook) in hooks {
+        if !allowed.contains(&point.as_str()) {
+            return Err(Error::invalid(
+                format!("{field}.{point}"),
+                format!("is not a hook point here; allowed: {}", allowed.join(", ")),
+            ));
+        }
+        check_hook(&format!("{field}.{point}"), hook)?;
+    }
+    Ok(())
 }
 
 impl Default for HypervSettings {
@@ -139,6 +256,8 @@ impl Default for HypervSettings {
             auth_backoff: Duration::from_secs(30),
             console_ttl: Duration::from_secs(300),
             domain: String::new(),
+            hooks: BTreeMap::new(),
+            images: BTreeMap::new(),
         }
     }
 }
@@ -249,6 +368,29 @@ impl HypervSettings {
                     key(&format!("networks.{network}")),
                     "names no virtual switch",
                 ));
+            }
+        }
+        check_hooks(&key("hooks"), &s.hooks, &HOOK_POINTS)?;
+        for (image, settings) in &s.images {
+            let field = key(&format!("images.{image}"));
+            for point in settings.hooks.keys() {
+                if !IMAGE_HOOK_POINTS.contains(&point.as_str())
+                    && HOOK_POINTS.contains(&point.as_str())
+                {
+                    return Err(Error::invalid(
+                        format!("{field}.hooks.{point}"),
+                        "is not an image hook point: delete and power operations do not know \
+                         the VM's image, so set their hooks per provider (settings.hooks)",
+                    ));
+                }
+            }
+            check_hooks(
+                &format!("{field}.hooks"),
+                &settings.hooks,
+                &IMAGE_HOOK_POINTS,
+            )?;
+            if let Some(c) = &settings.create_script {
+                check_hook(&format!("{field}.create_script"), c)?;
             }
         }
         for iso in &s.attach_isos {

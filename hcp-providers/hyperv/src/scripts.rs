@@ -123,6 +123,19 @@ impl Bundle {
     /// # Errors
     /// [`hcp_core::ErrorKind::InvalidSpec`] when a directory cannot be read.
     pub fn load(script_path: Option<&Path>, iso_path: Option<&Path>) -> Result<Self> {
+        Bundle::load_with(script_path, iso_path, BTreeMap::new())
+    }
+
+    /// The embedded scripts, the ISOs of `iso_path` and `extra` files (the site's hooks, by
+    /// their path on the host): all of them make up the version.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] when a directory cannot be read.
+    pub fn load_with(
+        script_path: Option<&Path>,
+        iso_path: Option<&Path>,
+        extra: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Self> {
         let mut files: BTreeMap<String, Vec<u8>> = EMBEDDED
             .iter()
             .map(|(n, t)| ((*n).to_string(), t.as_bytes().to_vec()))
@@ -137,6 +150,7 @@ impl Bundle {
                 files.insert(format!("iso\\{name}"), data);
             }
         }
+        files.extend(extra);
         let mut h = Sha256::new();
         for (name, data) in &files {
             h.update((name.len() as u64).to_le_bytes());

@@ -152,6 +152,7 @@ impl HostClient {
             auth_method: match settings.auth {
                 AuthKind::Ntlm => AuthMethod::Ntlm,
                 AuthKind::Basic => AuthMethod::Basic,
+                AuthKind::Kerberos => AuthMethod::Kerberos,
             },
             user_agent: Some(concat!("hcp-provider-hyperv/", env!("CARGO_PKG_VERSION")).into()),
             ..WinrmConfig::default()
@@ -477,7 +478,10 @@ where
     let mut refused = 0;
     loop {
         match request().await {
-            Err(winrm_rs::WinrmError::AuthFailed(m)) if refused < 2 && m.contains("rejected") => {
+            // Kerberos errors are final: a new ticket would be refused the same way.
+            Err(winrm_rs::WinrmError::AuthFailed(m))
+                if refused < 2 && m.contains("rejected") && !m.starts_with("Kerberos") =>
+            {
                 refused += 1;
             }
             other => return other,

@@ -17,6 +17,10 @@ pub enum AuthKind {
     Ntlm,
     /// HTTP Basic; HTTPS only.
     Basic,
+    /// Kerberos through SPNEGO `Negotiate` (the crate feature `kerberos`); HTTPS only, with the
+    /// process's default Kerberos credentials (`KRB5_CLIENT_KTNAME` or `KRB5CCNAME`) and the
+    /// service principal `HTTP/<host address>`.
+    Kerberos,
 }
 
 /// The WinRM transport.
@@ -57,7 +61,7 @@ pub struct HypervSettings {
     pub scheme: Scheme,
     /// The WinRM port; 5986 for HTTPS and 5985 for HTTP when absent.
     pub port: Option<u16>,
-    /// `ntlm` (default) or `basic` (HTTPS only).
+    /// `ntlm` (default), `basic` (HTTPS only) or `kerberos` (HTTPS only; see [`AuthKind`]).
     pub auth: AuthKind,
     /// Verifies the hosts' TLS certificates (against the public web PKI roots); switch off only
     /// for test hosts with self-signed certificates.
@@ -274,6 +278,42 @@ pub struct HostSettings {
     pub cluster: Option<String>,
 }
 
+/// Kerberos needs the crate feature, HTTPS, and the process's default credentials.
+fn check_kerberos(
+    key: &dyn Fn(&str) -> String,
+    s: &HypervSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<()> {
+    if !cfg!(feature = "kerberos") {
+        return Err(Error::invalid(
+            key("auth"),
+            "kerberos needs an HCP built with the `kerberos` feature of hcp-provider-hyperv \
+             (it links the system's GSS-API library, libgssapi_krb5)",
+        ));
+    }
+    if s.scheme == Scheme::Http {
+        return Err(Error::invalid(
+            key("scheme"),
+            "kerberos over plain HTTP is refused: winrm-rs 1.1 (the pinned WinRM client) \
+             authenticates Kerberos requests but cannot encrypt WinRM messages with the Kerberos \
+             session key, so scripts, parameters and results would cross the network in clear \
+             (and Windows refuses such requests while AllowUnencrypted is false, its default); \
+             use scheme: https (port 5986)",
+        ));
+    }
+    let has = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+    if !has("KRB5_CLIENT_KTNAME") && !has("KRB5CCNAME") {
+        return Err(Error::invalid(
+            key("auth"),
+            "kerberos takes the process's default Kerberos credentials (winrm-rs 1.1 accepts no \
+             other): set KRB5_CLIENT_KTNAME to a keytab file (recommended: a Secret mounted as a \
+             file) or KRB5CCNAME to a credential cache that something renews, and KRB5_CONFIG \
+             when /etc/krb5.conf does not name the realm",
+        ));
+    }
+    Ok(())
+}
+
 /// Windows path characters the scripts' directories may use (no quotes, no `$`, no backtick).
 fn check_windows_dir(field: &str, value: &str) -> Result<()> {
     let ok = value.len() >= 3
@@ -343,10 +383,15 @@ impl HypervSettings {
         if s.ca_file.is_some() {
             return Err(Error::invalid(
                 key("ca_file"),
-                "is not supported yet: winrm-rs 1.1 verifies host certificates against the \
-                 public web PKI roots only; use a certificate from a public CA, or set \
-                 tls_verify: false on a trusted network",
+                "cannot be honoured: winrm-rs 1.1 (the pinned WinRM client) verifies host \
+                 certificates against the public web PKI roots only (its TLS root store is fixed: \
+                 no custom CA, not the system store), so a private CA cannot be trusted without \
+                 changing the crate; use host certificates from a public CA, or tls_verify: false \
+                 only on a network you trust (HCP logs a warning); see the provider README",
             ));
+        }
+        if s.auth == AuthKind::Kerberos {
+            check_kerberos(&key, &s, env)?;
         }
         if s.scheme == Scheme::Http && s.auth == AuthKind::Basic {
             return Err(Error::invalid(
@@ -572,6 +617,28 @@ mod tests {
         assert_eq!(e.field(), Some("providers.hv.settings.scheme"));
         let e = parse(serde_json::json!({"ca_file": "/etc/ca.pem"})).unwrap_err();
         assert!(e.message().contains("public web PKI"), "{e}");
+    }
+
+    #[test]
+    fn kerberos_needs_the_feature_https_and_default_credentials() {
+        let keytab =
+            |k: &str| (k == "KRB5_CLIENT_KTNAME").then(|| "/run/secrets/hcp.keytab".into());
+        let http = serde_json::json!({"auth": "kerberos", "scheme": "http"});
+        let https = serde_json::json!({"auth": "kerberos"});
+        if cfg!(feature = "kerberos") {
+            let e = HypervSettings::from_value("hv", &http, &keytab).unwrap_err();
+            assert_eq!(e.field(), Some("providers.hv.settings.scheme"));
+            assert!(e.message().contains("cannot encrypt WinRM messages"), "{e}");
+            let e = HypervSettings::from_value("hv", &https, &|_| None).unwrap_err();
+            assert_eq!(e.field(), Some("providers.hv.settings.auth"));
+            assert!(e.message().contains("KRB5_CLIENT_KTNAME"), "{e}");
+            let s = HypervSettings::from_value("hv", &https, &keytab).unwrap();
+            assert_eq!(s.auth, AuthKind::Kerberos);
+        } else {
+            let e = HypervSettings::from_value("hv", &https, &keytab).unwrap_err();
+            assert_eq!(e.field(), Some("providers.hv.settings.auth"));
+            assert!(e.message().contains("`kerberos` feature"), "{e}");
+        }
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //!   `cidata`) built on the host and attached to the VM, so the provider declares `cloud_init`.
 //! - **Consoles** are VMConnect-style RDP descriptions: the owner host, port 2179 and the VM id.
 //!
-//! Transport: HTTPS (port 5986) with NTLM or Basic is the default. NTLM over plain HTTP needs
+//! Transport: HTTPS (port 5986) with NTLM, Basic or (feature `kerberos`) Kerberos is the
+//! default. NTLM over plain HTTP needs
 //! WinRM message sealing, and winrm-rs 1.1 expects a CRLF before the closing MIME boundary of a
 //! sealed reply that Windows (and HCP's test host, like pywinrm and pypsrp expect) does not send;
 //! it is therefore refused unless `allow_http_ntlm` is set.
@@ -279,7 +280,15 @@ impl HypervProvider {
     pub fn from_config(config: &ProviderConfig, secrets: &Secrets) -> Result<Self> {
         let settings =
             HypervSettings::from_value(&config.name, &config.settings, &|k| std::env::var(k).ok())?;
-        let creds = Credentials::from_secrets(secrets)?;
+        // Kerberos uses the process's Kerberos credentials; no password is read for it.
+        let creds = if settings.auth == AuthKind::Kerberos {
+            Credentials {
+                username: String::new(),
+                password: hcp_core::SecretString::new(""),
+            }
+        } else {
+            Credentials::from_secrets(secrets)?
+        };
         HypervProvider::new_with_secrets(
             &config.name,
             settings,
@@ -316,6 +325,13 @@ impl HypervProvider {
         secrets: Option<&Secrets>,
     ) -> Result<Self> {
         let (hooks, hook_files) = HookSet::load(name, &settings, secrets)?;
+        if !settings.tls_verify && settings.scheme == Scheme::Https {
+            tracing::warn!(
+                provider = name,
+                "TLS certificate verification is off for this Hyper-V provider (tls_verify: \
+                 false): anyone on the network path can impersonate its hosts"
+            );
+        }
         let bundle = Bundle::load_with(
             settings.script_path.as_deref(),
             settings.iso_path.as_deref(),

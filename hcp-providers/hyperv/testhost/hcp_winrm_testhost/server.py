@@ -85,6 +85,7 @@ class Listener:
         self.max_concurrent_shells = 0
         self.requests = 0
         self.auth_failures = 0
+        self.principals: set[str] = set()
         self.faults: dict[str, Any] = {}
         self.port = 0
         self.scheme = "http"
@@ -178,6 +179,7 @@ class Listener:
                 "max_concurrent_shells": self.max_concurrent_shells,
                 "requests": self.requests,
                 "auth_failures": self.auth_failures,
+                "principals": sorted(self.principals),
                 "ntlm_binding": self.ntlm_binding,
                 "ntlm_cross_connection": self.cross_connection,
                 "faults": dict(self.faults),
@@ -305,6 +307,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self.ctx_user = str(self.ctx.client_principal or "")
             user = self.ctx_user
+            with lst.lock:
+                lst.principals.add(f"{self.ctx.negotiated_protocol}:{user}")
             first_authenticated = True
             self.final_token = out
             if not raw:

@@ -169,6 +169,127 @@ pub struct ImageSettings {
     pub hooks: BTreeMap<String, HookSettings>,
     /// A script run instead of HCP's `New-HcpVm.ps1` for this image.
     pub create_script: Option<HookSettings>,
+    /// Windows unattended setup for this image (see [`WindowsSettings`]).
+    pub windows: Option<WindowsSettings>,
+}
+
+/// Windows unattended setup: an answer file rendered from a template, put on a small ISO made on
+/// the host, and a completion signal the guest writes through Hyper-V's KVP exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsSettings {
+    /// The answer file template (XML with `{{variable}}` placeholders; see `crate::unattend`).
+    pub unattend_template: PathBuf,
+    /// The Windows time zone id (`W. Europe Standard Time`).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// The locale (`en-US`).
+    #[serde(default = "default_locale")]
+    pub locale: String,
+    /// The secret holding the local Administrator password.
+    pub admin_password_secret: String,
+    /// Joins the guest to a domain with credentials from secrets.
+    #[serde(default)]
+    pub domain_join: Option<DomainJoin>,
+    /// Commands run at the first logon, before HCP's completion signal.
+    #[serde(default)]
+    pub first_logon_commands: Vec<String>,
+    /// How long the create job waits for the guest's completion signal (default 30 minutes).
+    #[serde(with = "humantime_serde", default = "default_setup_timeout")]
+    pub setup_timeout: Duration,
+    /// How often the job asks the host for the signal (default 10 seconds).
+    #[serde(with = "humantime_serde", default = "default_setup_poll")]
+    pub setup_poll: Duration,
+}
+
+/// A domain join in the answer file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainJoin {
+    /// The DNS domain name (`corp.example.com`).
+    pub domain: String,
+    /// The organizational unit for the computer account, if not the default.
+    #[serde(default)]
+    pub ou: Option<String>,
+    /// The secret holding the join account's name (`CORP\\svc-join` or `svc-join`).
+    pub username_secret: String,
+    /// The secret holding the join account's password.
+    pub password_secret: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+fn default_locale() -> String {
+    "en-US".into()
+}
+
+fn default_setup_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_setup_poll() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn check_windows(field: &str, w: &WindowsSettings) -> Result<()> {
+    let secret_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let mut secrets = vec![("admin_password_secret", w.admin_password_secret.as_str())];
+    if let Some(d) = &w.domain_join {
+        secrets.push(("domain_join.username_secret", d.username_secret.as_str()));
+        secrets.push(("domain_join.password_secret", d.password_secret.as_str()));
+        if d.domain.is_empty() || d.domain.len() > 255 {
+            return Err(Error::invalid(
+                format!("{field}.domain_join.domain"),
+                "must be a DNS domain name of 1-255 characters",
+            ));
+        }
+    }
+    for (k, v) in secrets {
+        if !secret_ok(v) {
+            return Err(Error::invalid(
+                format!("{field}.{k}"),
+                format!("`{v}` is not a secret name (1-64 of a-z, 0-9 and '_')"),
+            ));
+        }
+    }
+    if w.time_zone.is_empty() || w.time_zone.len() > 64 {
+        return Err(Error::invalid(
+            format!("{field}.time_zone"),
+            "must be 1-64 characters",
+        ));
+    }
+    if w.locale.is_empty() || w.locale.len() > 16 {
+        return Err(Error::invalid(
+            format!("{field}.locale"),
+            "must be 1-16 characters",
+        ));
+    }
+    if w.first_logon_commands.len() > 50 || w.first_logon_commands.iter().any(|c| c.len() > 1024) {
+        return Err(Error::invalid(
+            format!("{field}.first_logon_commands"),
+            "at most 50 commands of at most 1024 characters",
+        ));
+    }
+    if w.setup_timeout < Duration::from_secs(1) || w.setup_timeout > MAX_HOOK_TIMEOUT {
+        return Err(Error::invalid(
+            format!("{field}.setup_timeout"),
+            "must be between 1s and 24h",
+        ));
+    }
+    if w.setup_poll < Duration::from_millis(100) || w.setup_poll > Duration::from_secs(600) {
+        return Err(Error::invalid(
+            format!("{field}.setup_poll"),
+            "must be between 100ms and 10m",
+        ));
+    }
+    Ok(())
 }
 
 fn check_hook(field: &str, hook: &HookSettings) -> Result<()> {
@@ -436,6 +557,9 @@ impl HypervSettings {
             )?;
             if let Some(c) = &settings.create_script {
                 check_hook(&format!("{field}.create_script"), c)?;
+            }
+            if let Some(w) = &settings.windows {
+                check_windows(&format!("{field}.windows"), w)?;
             }
         }
         for iso in &s.attach_isos {

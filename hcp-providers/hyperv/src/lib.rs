@@ -31,6 +31,7 @@ pub mod deploy;
 pub mod error;
 pub mod hooks;
 pub mod scripts;
+pub mod unattend;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,67 @@ pub fn register(builder: hcp_core::EngineBuilder) -> hcp_core::EngineBuilder {
     })
 }
 
+/// One image's Windows setup, ready at start-up: the template and the secrets it needs.
+struct WindowsImage {
+    settings: config::WindowsSettings,
+    template: String,
+    admin_password: hcp_core::SecretString,
+    join: Option<(hcp_core::SecretString, hcp_core::SecretString)>,
+}
+
+fn load_windows(
+    provider: &str,
+    settings: &HypervSettings,
+    secrets: Option<&Secrets>,
+) -> Result<BTreeMap<String, WindowsImage>> {
+    let mut out = BTreeMap::new();
+    for (image, s) in &settings.images {
+        let Some(w) = &s.windows else { continue };
+        let field = format!("providers.{provider}.settings.images.{image}.windows");
+        let template = std::fs::read_to_string(&w.unattend_template).map_err(|e| {
+            Error::invalid(
+                format!("{field}.unattend_template"),
+                format!(
+                    "cannot read {}: {}",
+                    w.unattend_template.display(),
+                    e.kind()
+                ),
+            )
+        })?;
+        unattend::check_template(&format!("{field}.unattend_template"), &template)?;
+        let secret = |key: &str, name: &str| -> Result<hcp_core::SecretString> {
+            let value = match secrets {
+                Some(s) => s.get(name)?,
+                None => None,
+            };
+            value.ok_or_else(|| {
+                Error::invalid(
+                    format!("{field}.{key}"),
+                    format!("secret `{name}` is missing"),
+                )
+            })
+        };
+        let admin_password = secret("admin_password_secret", &w.admin_password_secret)?;
+        let join = match &w.domain_join {
+            Some(d) => Some((
+                secret("domain_join.username_secret", &d.username_secret)?,
+                secret("domain_join.password_secret", &d.password_secret)?,
+            )),
+            None => None,
+        };
+        out.insert(
+            image.clone(),
+            WindowsImage {
+                settings: w.clone(),
+                template,
+                admin_password,
+                join,
+            },
+        );
+    }
+    Ok(out)
+}
+
 struct Host {
     entry: HostEntry,
     client: HostClient,
@@ -86,6 +148,7 @@ pub struct HypervProvider {
     settings: HypervSettings,
     bundle: Bundle,
     hooks: HookSet,
+    windows: BTreeMap<String, WindowsImage>,
     hosts: HashMap<String, Arc<Host>>,
     order: Vec<String>,
 }
@@ -325,6 +388,7 @@ impl HypervProvider {
         secrets: Option<&Secrets>,
     ) -> Result<Self> {
         let (hooks, hook_files) = HookSet::load(name, &settings, secrets)?;
+        let windows = load_windows(name, &settings, secrets)?;
         if !settings.tls_verify && settings.scheme == Scheme::Https {
             tracing::warn!(
                 provider = name,
@@ -365,6 +429,7 @@ impl HypervProvider {
             settings,
             bundle,
             hooks,
+            windows,
             hosts: map,
             order,
         })
@@ -601,6 +666,57 @@ impl HypervProvider {
         Ok(v)
     }
 
+    /// Waits for the guest's setup completion signal (the KVP item [`unattend::SETUP_KEY`]); the
+    /// host detaches and deletes the answer-file ISO when it comes, or when the wait times out.
+    async fn wait_for_guest_setup(
+        &self,
+        ctx: &OpContext,
+        args: &CreateVm,
+        native_id: &str,
+        w: &config::WindowsSettings,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut last_log: Option<std::time::Instant> = None;
+        let params = |finish: bool| {
+            json!({
+                "VmId": args.vm_id.as_str(),
+                "NativeId": native_id,
+                "Key": unattend::SETUP_KEY,
+                "Finish": finish,
+                "Cluster": self.cluster_of(&args.host),
+            })
+        };
+        loop {
+            if last_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                ctx.log(LogEntry::info("waiting for guest setup"));
+                last_log = Some(std::time::Instant::now());
+            }
+            let v = self
+                .call(&args.host, Script::GuestSetup, params(false), ctx)
+                .await?;
+            if v.get("Done").and_then(Value::as_bool) == Some(true) {
+                ctx.log(LogEntry::info("guest setup finished"));
+                return Ok(());
+            }
+            let elapsed = started.elapsed();
+            if elapsed >= w.setup_timeout {
+                self.call(&args.host, Script::GuestSetup, params(true), ctx)
+                    .await?;
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "guest setup did not signal completion within {}s; its answer file was \
+                         removed",
+                        w.setup_timeout.as_secs()
+                    ),
+                )
+                .with_detail(format!("host {}", args.host))
+                .with_context("host", &args.host));
+            }
+            tokio::time::sleep(w.setup_poll.min(w.setup_timeout - elapsed)).await;
+        }
+    }
+
     fn cluster_of(&self, host: &str) -> bool {
         self.hosts
             .get(host)
@@ -802,6 +918,32 @@ impl Provider for HypervProvider {
         if let Some(ud) = &args.user_data {
             p.insert("UserData".into(), json!(ud));
         }
+        let windows = self.windows.get(&args.image);
+        if let Some(w) = windows {
+            if !args.start {
+                return Err(Error::invalid(
+                    "start",
+                    "a Windows image with unattended setup starts on create: its answer file \
+                     holds secrets and is removed once setup has finished",
+                ));
+            }
+            let inputs = unattend::Inputs {
+                vm_name: &args.name,
+                vm_id: args.vm_id.as_str(),
+                time_zone: &w.settings.time_zone,
+                locale: &w.settings.locale,
+                admin_password: &w.admin_password,
+                domain_join: match (&w.settings.domain_join, &w.join) {
+                    (Some(d), Some((user, pw))) => Some((&d.domain, d.ou.as_deref(), user, pw)),
+                    _ => None,
+                },
+                first_logon_commands: &w.settings.first_logon_commands,
+            };
+            p.insert(
+                "Unattend".into(),
+                json!(unattend::render(&w.template, &inputs)?),
+            );
+        }
         if !self.settings.attach_isos.is_empty() {
             let isos: Vec<String> = self
                 .settings
@@ -862,6 +1004,10 @@ impl Provider for HypervProvider {
                 LogEntry::info("the VM already exists with this vm id; reusing it")
                     .with_detail(format!("Hyper-V VM id {id}")),
             );
+        }
+        if let Some(w) = windows {
+            self.wait_for_guest_setup(ctx, &args, &id, &w.settings)
+                .await?;
         }
         self.maybe_hook(
             &args.host,

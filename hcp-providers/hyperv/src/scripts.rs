@@ -17,7 +17,7 @@ pub const WRAPPER: &str = include_str!("../scripts/_wrapper.ps1");
 const PLACEHOLDER: &str = "$HcpScript = '{{SCRIPT}}'";
 
 /// The scripts deployed to each host, by file name.
-pub const EMBEDDED: [(&str, &str); 9] = [
+pub const EMBEDDED: [(&str, &str); 10] = [
     ("HcpCommon.psm1", include_str!("../scripts/HcpCommon.psm1")),
     (
         "Get-HcpInventory.ps1",
@@ -44,6 +44,10 @@ pub const EMBEDDED: [(&str, &str); 9] = [
     (
         "New-HcpCheckpoint.ps1",
         include_str!("../scripts/New-HcpCheckpoint.ps1"),
+    ),
+    (
+        "Complete-HcpGuestSetup.ps1",
+        include_str!("../scripts/Complete-HcpGuestSetup.ps1"),
     ),
 ];
 
@@ -90,6 +94,8 @@ pub enum Script {
     Console,
     /// `New-HcpCheckpoint.ps1`.
     Checkpoint,
+    /// `Complete-HcpGuestSetup.ps1`.
+    GuestSetup,
 }
 
 impl Script {
@@ -104,6 +110,7 @@ impl Script {
             Script::RestartVm => "Restart-HcpVm.ps1",
             Script::Console => "Get-HcpConsole.ps1",
             Script::Checkpoint => "New-HcpCheckpoint.ps1",
+            Script::GuestSetup => "Complete-HcpGuestSetup.ps1",
         }
     }
 }

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .hyperv import HyperVHost, PsError, norm
 
 PLACEHOLDER = "$HcpScript = '{{SCRIPT}}'"
-USER_KEYS = ("Name", "Notes", "UserData", "Kvp", "CheckpointName", "Image")
+USER_KEYS = ("Name", "Notes", "UserData", "Unattend", "Kvp", "CheckpointName", "Image")
 ENCODED = re.compile(r"^-(e|ec|enc\w*)$", re.I)
 
 

@@ -574,6 +574,9 @@ class ControlHandler(BaseHTTPRequestHandler):
             elif path == "power" and method == "POST":
                 lst.hyperv.set_state(payload["vm_id"], payload["state"])
                 out = {"ok": True}
+            elif path == "guest_kvp" and method == "POST":
+                lst.hyperv.set_guest_kvp(payload["vm_id"], payload["key"], payload["value"])
+                out = {"ok": True}
             elif path == "guest" and method == "POST":
                 lst.hyperv.set_guest(payload["vm_id"], payload["guest"])
                 out = {"ok": True}

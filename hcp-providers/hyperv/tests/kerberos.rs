@@ -1,7 +1,7 @@
 //! Kerberos against a real MIT KDC (`testhost/kdc.sh`: realm HCP.TEST on loopback) and the WinRM
 //! test host accepting Kerberos through pyspnego/gssapi: the whole conformance suite over HTTPS,
-//! and a wrong keytab, an expired ticket and an unknown service principal each failing with a
-//! clear permanent error that is not retried.
+//! and a wrong keytab, an expired ticket, an unknown service principal and a host whose clock is
+//! 20 minutes off each failing with a clear permanent error that is not retried.
 //!
 //! winrm-rs 1.1 takes the process's default Kerberos credentials, which MIT reads from the
 //! environment (`KRB5_CONFIG`, `KRB5_CLIENT_KTNAME`, `KRB5CCNAME`); a test cannot change its own
@@ -99,6 +99,15 @@ fn kerberos() {
             ("KRB5CCNAME", "MEMORY:hcp-unknown".into()),
         ]),
     );
+    // The host's clock 20 minutes ahead: it refuses the ticket's authenticator (clock skew).
+    child(
+        "clock_skew",
+        &with(&[
+            ("KRB5_CLIENT_KTNAME", s("client_keytab")),
+            ("KRB5CCNAME", "MEMORY:hcp-skew".into()),
+            ("HCP_TESTHOST_CLOCK", "+20m".into()),
+        ]),
+    );
     // A ticket that lives five seconds, then has expired (no keytab to renew it from).
     let dir = tempfile::tempdir().unwrap();
     let cache = format!("FILE:{}", dir.path().join("expired").display());
@@ -164,7 +173,7 @@ async fn scenario(name: &str) {
                 "every request was authenticated by Kerberos as HCP's principal: {status}"
             );
         }
-        "wrong_keytab" | "unknown_principal" | "expired_ticket" => {
+        "wrong_keytab" | "unknown_principal" | "expired_ticket" | "clock_skew" => {
             let address = if name == "unknown_principal" {
                 "127.0.0.1"
             } else {
@@ -178,6 +187,7 @@ async fn scenario(name: &str) {
             let want = match name {
                 "wrong_keytab" => "HCP's keytab does not match",
                 "unknown_principal" => "does not know the Hyper-V host's service principal",
+                "clock_skew" => "the Hyper-V host did not accept HCP's ticket",
                 _ => "ticket has expired",
             };
             assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e:?}");
@@ -193,6 +203,17 @@ async fn scenario(name: &str) {
                 "{again:?}"
             );
             assert_eq!(p.host_stats("hv1").unwrap().calls(), 1);
+            if name == "clock_skew" {
+                assert!(
+                    e.operator_message().contains("clocks"),
+                    "the operator's detail names the clocks: {e:?}"
+                );
+                assert_eq!(
+                    th.control("hv1", "status", None)["auth_failures"],
+                    1,
+                    "one refusal, no retry storm"
+                );
+            }
         }
         other => panic!("unknown scenario {other}"),
     }

@@ -292,7 +292,9 @@ class Handler(BaseHTTPRequestHandler):
                         lst.add_pending(self.ctx)
                     else:
                         lst.drop_pending(self.ctx)
-            except (spnego.exceptions.SpnegoError, ValueError):
+            except (spnego.exceptions.SpnegoError, ValueError, AttributeError):
+                # AttributeError: pyspnego 0.12 reads the flags of a Kerberos context whose
+                # acceptance failed (a skewed clock, a replayed ticket): a refusal all the same.
                 lst.drop_pending(self.ctx)
                 # A wrong password, or an NTLM Authenticate message on a connection that never
                 # received the challenge: HTTP.sys ties NTLM to the connection and refuses both.

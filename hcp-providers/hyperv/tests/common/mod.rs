@@ -69,7 +69,16 @@ impl TestHost {
             "the WinRM test host's virtualenv is missing ({}): run hcp-providers/hyperv/testhost/setup.sh first",
             py.display()
         );
-        let mut cmd = Command::new(&py);
+        // HCP_TESTHOST_CLOCK: run the test host with its clock moved (faketime's offset syntax,
+        // e.g. "+20m"), for the Kerberos clock-skew test.
+        let mut cmd = match std::env::var("HCP_TESTHOST_CLOCK") {
+            Ok(offset) => {
+                let mut c = Command::new("faketime");
+                c.args(["-f", &offset]).arg(&py);
+                c
+            }
+            Err(_) => Command::new(&py),
+        };
         cmd.current_dir(crate_dir().join("testhost"))
             .args(["-m", "hcp_winrm_testhost", "--hosts", &hosts.to_string()])
             .args([

@@ -13,6 +13,10 @@ step "Peers: libvirt + QEMU (real VMs, TCG), idempotent"
 step "Peers: the WinRM test host for Hyper-V (its own tests with pywinrm and pypsrp)"
 ./hcp-providers/hyperv/testhost/test.sh
 
+step "Peers: a real MIT Kerberos KDC on loopback (realm HCP.TEST, idempotent), then Hyper-V over Kerberos: the conformance suite and the permanent Kerberos errors"
+./hcp-providers/hyperv/testhost/kdc.sh >/dev/null
+cargo test -p hcp-provider-hyperv --features kerberos --test kerberos --lib
+
 step "Peers: fakepve (a Proxmox VE API fake, AGPL, run as a process) and proxmoxer, pinned, idempotent"
 ./hcp-providers/proxmox/peer.sh
 

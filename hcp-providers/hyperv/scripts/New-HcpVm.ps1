@@ -25,6 +25,7 @@ param(
     [Parameter(Mandatory)][ValidateLength(2, 16384)][string]$Notes,
     [hashtable]$Kvp,
     [string]$UserData,
+    [string]$Unattend,
     [string[]]$IsoPaths,
     [bool]$Start,
     [bool]$Cluster
@@ -144,15 +145,16 @@ if ($Kvp) {
     }
 }
 
-if ($PSBoundParameters.ContainsKey('UserData') -and $null -ne $UserData) {
-    # A NoCloud seed ISO: volume label "cidata" with the files user-data and meta-data.
-    $isoPath = Join-Path -Path $VhdDir -ChildPath "$Name-$VmId-cidata.iso"
+function New-HcpIso {
+    param(
+        [Parameter(Mandatory)][string]$Path,
+        [Parameter(Mandatory)][string]$Label,
+        [Parameter(Mandatory)][hashtable[]]$Files
+    )
     $fsi = New-Object -ComObject IMAPI2FS.MsftFileSystemImage
     $fsi.FileSystemsToCreate = 3
-    $fsi.VolumeName = 'cidata'
-    foreach ($file in @(
-            @{ Name = 'user-data'; Text = $UserData },
-            @{ Name = 'meta-data'; Text = "instance-id: $VmId`nlocal-hostname: $Name`n" })) {
+    $fsi.VolumeName = $Label
+    foreach ($file in $Files) {
         $bytes = [System.Text.Encoding]::UTF8.GetBytes($file.Text)
         $stream = New-Object -ComObject ADODB.Stream
         $stream.Type = 1
@@ -162,7 +164,7 @@ if ($PSBoundParameters.ContainsKey('UserData') -and $null -ne $UserData) {
         $fsi.Root.AddFile($file.Name, $stream)
     }
     $image = $fsi.CreateResultImage()
-    $out = [System.IO.File]::Create($isoPath)
+    $out = [System.IO.File]::Create($Path)
     try {
         $image.ImageStream.Seek(0, 0) | Out-Null
         $chunk = New-Object byte[] 2048
@@ -174,6 +176,21 @@ if ($PSBoundParameters.ContainsKey('UserData') -and $null -ne $UserData) {
     finally {
         $out.Dispose()
     }
+}
+
+if ($PSBoundParameters.ContainsKey('UserData') -and $null -ne $UserData) {
+    # A NoCloud seed ISO: volume label "cidata" with the files user-data and meta-data.
+    $isoPath = Join-Path -Path $VhdDir -ChildPath "$Name-$VmId-cidata.iso"
+    New-HcpIso -Path $isoPath -Label 'cidata' -Files @(
+        @{ Name = 'user-data'; Text = $UserData },
+        @{ Name = 'meta-data'; Text = "instance-id: $VmId`nlocal-hostname: $Name`n" })
+    Add-VMDvdDrive -VM $vm -Path $isoPath
+}
+if ($PSBoundParameters.ContainsKey('Unattend') -and $null -ne $Unattend) {
+    # Windows Setup reads autounattend.xml from the root of removable media; the ISO holds
+    # secrets and is detached and deleted when setup signals completion (Complete-HcpGuestSetup).
+    $isoPath = Join-Path -Path $VhdDir -ChildPath "$Name-$VmId-unattend.iso"
+    New-HcpIso -Path $isoPath -Label 'UNATTEND' -Files @(@{ Name = 'autounattend.xml'; Text = $Unattend })
     Add-VMDvdDrive -VM $vm -Path $isoPath
 }
 foreach ($iso in @($IsoPaths | Where-Object { $_ })) {

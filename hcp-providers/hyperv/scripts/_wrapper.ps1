@@ -3,7 +3,8 @@
 # It reads one base64-encoded JSON parameter document from stdin, binds it to the script's typed
 # and validated param block by splatting, runs the script, and writes exactly one JSON document to
 # stdout: {"ok": true, "result": ...} or {"ok": false, "error": {Category, Message, Cmdlet,
-# FullyQualifiedErrorId}}. Progress lines go to stderr as "##hcp-progress {json}".
+# FullyQualifiedErrorId}}. Progress lines go to stderr as "##hcp-progress {json}", log lines
+# (Write-HcpLog, for hooks) as "##hcp-log {json}".
 # User data never becomes script text: it only ever arrives as the parameter document.
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -18,6 +19,15 @@ function Write-HcpProgress {
     )
     $line = ConvertTo-Json -InputObject ([ordered]@{ percent = $Percent; message = $Message }) -Compress
     [Console]::Error.WriteLine('##hcp-progress ' + $line)
+}
+
+function Write-HcpLog {
+    param(
+        [Parameter(Mandatory)][string]$Message,
+        [ValidateSet('info', 'warn')][string]$Level = 'info'
+    )
+    $line = ConvertTo-Json -InputObject ([ordered]@{ level = $Level; message = $Message }) -Compress
+    [Console]::Error.WriteLine('##hcp-log ' + $line)
 }
 
 function ConvertTo-HcpHashtable {

@@ -22,6 +22,19 @@ use crate::error::{Remote, is_receive_timeout, parse_error};
 const STDIN_CHUNK: usize = 48 * 1024;
 /// The prefix of progress lines the scripts write to stderr.
 const PROGRESS: &str = "##hcp-progress ";
+/// The prefix of log lines the scripts write to stderr (`Write-HcpLog`).
+const LOG: &str = "##hcp-log ";
+
+/// How one call runs: its timeout and whether its stderr lines reach the job log.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Overrides the provider's `script_timeout`.
+    pub timeout: Option<Duration>,
+    /// Sends every stderr line (not only progress lines) to the job log, operators only.
+    pub stream_stderr: bool,
+    /// Values removed from everything the call logs or reports.
+    pub redact: Vec<hcp_core::SecretString>,
+}
 
 /// What one script call printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +152,7 @@ impl HostClient {
             auth_method: match settings.auth {
                 AuthKind::Ntlm => AuthMethod::Ntlm,
                 AuthKind::Basic => AuthMethod::Basic,
+                AuthKind::Kerberos => AuthMethod::Kerberos,
             },
             user_agent: Some(concat!("hcp-provider-hyperv/", env!("CARGO_PKG_VERSION")).into()),
             ..WinrmConfig::default()
@@ -217,6 +231,23 @@ impl HostClient {
         stdin: &[u8],
         ctx: &OpContext,
     ) -> Result<Output> {
+        self.run_with(what, text, stdin, ctx, &CallOptions::default())
+            .await
+    }
+
+    /// As [`HostClient::run`], with `opts`.
+    ///
+    /// # Errors
+    /// As [`HostClient::run`]; the timeout is `opts.timeout` when set.
+    pub async fn run_with(
+        &self,
+        what: &str,
+        text: &str,
+        stdin: &[u8],
+        ctx: &OpContext,
+        opts: &CallOptions,
+    ) -> Result<Output> {
+        let timeout = opts.timeout.unwrap_or(self.script_timeout);
         self.check_refused()?;
         let permit = self
             .permits
@@ -237,14 +268,14 @@ impl HostClient {
             address: self.address.clone(),
         };
         let client = self.take_client()?;
-        let run = self.run_on(&client, text, stdin, ctx, &mut guard);
-        let result = match tokio::time::timeout(self.script_timeout, run).await {
+        let run = self.run_on(&client, text, stdin, ctx, &mut guard, opts);
+        let result = match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
                     "{what} ran longer than {}s; HCP terminated it on the host",
-                    self.script_timeout.as_secs()
+                    timeout.as_secs()
                 ),
             )
             .with_detail(format!("host {}", self.name))
@@ -275,6 +306,7 @@ impl HostClient {
         stdin: &[u8],
         ctx: &OpContext,
         guard: &mut CallGuard,
+        opts: &CallOptions,
     ) -> Result<Output> {
         let err = |e| parse_error(&self.name, Remote::Winrm(e));
         let encoded = winrm_rs::encode_powershell_command(text);
@@ -319,14 +351,14 @@ impl HostClient {
             pending.push_str(&String::from_utf8_lossy(&out.stderr));
             while let Some(end) = pending.find('\n') {
                 let line: String = pending.drain(..=end).collect();
-                report(line.trim_end(), ctx, &mut stderr);
+                report(line.trim_end(), ctx, &mut stderr, opts);
             }
             if out.done {
                 break out.exit_code.unwrap_or(-1);
             }
         };
         if !pending.is_empty() {
-            report(pending.trim_end(), ctx, &mut stderr);
+            report(pending.trim_end(), ctx, &mut stderr, opts);
         }
         guard.armed = false;
         guard.shell = None;
@@ -357,6 +389,27 @@ impl HostClient {
         params: &serde_json::Value,
         ctx: &OpContext,
     ) -> Result<serde_json::Value> {
+        match self
+            .invoke_with(what, text, params, ctx, &CallOptions::default())
+            .await?
+        {
+            Ok(v) => Ok(v),
+            Err(record) => Err(parse_error(&self.name, Remote::Script(record))),
+        }
+    }
+
+    /// As [`HostClient::invoke`] with `opts`, returning the script's error record unclassified.
+    ///
+    /// # Errors
+    /// As [`HostClient::run`], and a broken output contract.
+    pub async fn invoke_with(
+        &self,
+        what: &str,
+        text: &str,
+        params: &serde_json::Value,
+        ctx: &OpContext,
+        opts: &CallOptions,
+    ) -> Result<std::result::Result<serde_json::Value, crate::error::ScriptErrorRecord>> {
         use base64::Engine as _;
         let doc = serde_json::to_vec(params)
             .map_err(|e| Error::internal(format!("cannot encode parameters: {e}")))?;
@@ -364,7 +417,7 @@ impl HostClient {
             .encode(doc)
             .into_bytes();
         stdin.extend_from_slice(b"\r\n");
-        let out = self.run(what, text, &stdin, ctx).await?;
+        let out = self.run_with(what, text, &stdin, ctx, opts).await?;
         parse_output(&self.name, what, &out)
     }
 }
@@ -378,17 +431,21 @@ struct Document {
     error: Option<crate::error::ScriptErrorRecord>,
 }
 
-fn parse_output(host: &str, what: &str, out: &Output) -> Result<serde_json::Value> {
+fn parse_output(
+    host: &str,
+    what: &str,
+    out: &Output,
+) -> Result<std::result::Result<serde_json::Value, crate::error::ScriptErrorRecord>> {
     let text = String::from_utf8_lossy(&out.stdout);
     match serde_json::from_str::<Document>(text.trim()) {
         Ok(Document {
             ok: true, result, ..
-        }) => Ok(result),
+        }) => Ok(Ok(result)),
         Ok(Document {
             ok: false,
             error: Some(record),
             ..
-        }) => Err(parse_error(host, Remote::Script(record))),
+        }) => Ok(Err(record)),
         _ => {
             let mut detail: String = out.stderr.chars().take(400).collect();
             if detail.is_empty() {
@@ -421,7 +478,10 @@ where
     let mut refused = 0;
     loop {
         match request().await {
-            Err(winrm_rs::WinrmError::AuthFailed(m)) if refused < 2 && m.contains("rejected") => {
+            // Kerberos errors are final: a new ticket would be refused the same way.
+            Err(winrm_rs::WinrmError::AuthFailed(m))
+                if refused < 2 && m.contains("rejected") && !m.starts_with("Kerberos") =>
+            {
                 refused += 1;
             }
             other => return other,
@@ -429,7 +489,27 @@ where
     }
 }
 
-fn report(line: &str, ctx: &OpContext, stderr: &mut String) {
+fn report(line: &str, ctx: &OpContext, stderr: &mut String, opts: &CallOptions) {
+    if let Some(json) = line.strip_prefix(LOG) {
+        if let Ok(p) = serde_json::from_str::<serde_json::Value>(json)
+            && let Some(message) = p.get("message").and_then(|v| v.as_str())
+        {
+            let message = crate::hooks::redact(message, &opts.redact);
+            let entry = if p.get("level").and_then(|v| v.as_str()) == Some("warn") {
+                LogEntry::warn(message)
+            } else {
+                LogEntry::info(message)
+            };
+            ctx.log(entry.operators_only());
+        }
+        return;
+    }
+    if opts.stream_stderr && !line.starts_with(PROGRESS) {
+        if !line.trim().is_empty() {
+            ctx.log(LogEntry::info(crate::hooks::redact(line, &opts.redact)).operators_only());
+        }
+        return;
+    }
     if let Some(json) = line.strip_prefix(PROGRESS) {
         if let Ok(p) = serde_json::from_str::<serde_json::Value>(json) {
             if let Some(percent) = p.get("percent").and_then(|v| v.as_u64()) {
@@ -437,6 +517,7 @@ fn report(line: &str, ctx: &OpContext, stderr: &mut String) {
             }
             if let Some(message) = p.get("message").and_then(|v| v.as_str()) {
                 // A script's own words may name the host, paths and VM ids: operators only.
+                let message = crate::hooks::redact(message, &opts.redact);
                 ctx.log(LogEntry::info(message).operators_only());
             }
         }

@@ -17,6 +17,10 @@ pub enum AuthKind {
     Ntlm,
     /// HTTP Basic; HTTPS only.
     Basic,
+    /// Kerberos through SPNEGO `Negotiate` (the crate feature `kerberos`); HTTPS only, with the
+    /// process's default Kerberos credentials (`KRB5_CLIENT_KTNAME` or `KRB5CCNAME`) and the
+    /// service principal `HTTP/<host address>`.
+    Kerberos,
 }
 
 /// The WinRM transport.
@@ -57,7 +61,7 @@ pub struct HypervSettings {
     pub scheme: Scheme,
     /// The WinRM port; 5986 for HTTPS and 5985 for HTTP when absent.
     pub port: Option<u16>,
-    /// `ntlm` (default) or `basic` (HTTPS only).
+    /// `ntlm` (default), `basic` (HTTPS only) or `kerberos` (HTTPS only; see [`AuthKind`]).
     pub auth: AuthKind,
     /// Verifies the hosts' TLS certificates (against the public web PKI roots); switch off only
     /// for test hosts with self-signed certificates.
@@ -109,6 +113,244 @@ pub struct HypervSettings {
     pub console_ttl: Duration,
     /// The NTLM domain; the host's own when empty.
     pub domain: String,
+    /// The site's own PowerShell run around operations, by hook point (see [`HOOK_POINTS`]).
+    pub hooks: BTreeMap<String, HookSettings>,
+    /// Per-image settings: create hooks and a replacement create script.
+    pub images: BTreeMap<String, ImageSettings>,
+}
+
+/// The hook points, in the order of the operations they wrap.
+pub const HOOK_POINTS: [&str; 10] = [
+    "pre_create",
+    "post_create",
+    "pre_delete",
+    "post_delete",
+    "pre_start",
+    "post_start",
+    "pre_stop",
+    "post_stop",
+    "pre_reboot",
+    "post_reboot",
+];
+
+/// The hook points an image may set: delete and power operations do not know the VM's image.
+pub const IMAGE_HOOK_POINTS: [&str; 2] = ["pre_create", "post_create"];
+
+/// The longest a hook may be given to run.
+pub const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest hook script HCP deploys.
+pub const MAX_HOOK_BYTES: u64 = 1024 * 1024;
+
+/// One hook (or replacement create script): a local PowerShell file deployed to the hosts with
+/// HCP's scripts, how long it may run, and the secrets it is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSettings {
+    /// The local `.ps1` file (from the ConfigMap); deployed as `hooks\<file name>`.
+    pub script: PathBuf,
+    /// The longest the hook may run before HCP terminates it on the host (default 5 minutes).
+    #[serde(with = "humantime_serde", default = "default_hook_timeout")]
+    pub timeout: Duration,
+    /// Names of secrets (files in the secrets directory) handed to the hook as `Secrets.<name>`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Settings of one image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Create hooks for this image (`pre_create`, `post_create`), run instead of the provider's.
+    pub hooks: BTreeMap<String, HookSettings>,
+    /// A script run instead of HCP's `New-HcpVm.ps1` for this image.
+    pub create_script: Option<HookSettings>,
+    /// Windows unattended setup for this image (see [`WindowsSettings`]).
+    pub windows: Option<WindowsSettings>,
+}
+
+/// Windows unattended setup: an answer file rendered from a template, put on a small ISO made on
+/// the host, and a completion signal the guest writes through Hyper-V's KVP exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsSettings {
+    /// The answer file template (XML with `{{variable}}` placeholders; see `crate::unattend`).
+    pub unattend_template: PathBuf,
+    /// The Windows time zone id (`W. Europe Standard Time`).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// The locale (`en-US`).
+    #[serde(default = "default_locale")]
+    pub locale: String,
+    /// The secret holding the local Administrator password.
+    pub admin_password_secret: String,
+    /// Joins the guest to a domain with credentials from secrets.
+    #[serde(default)]
+    pub domain_join: Option<DomainJoin>,
+    /// Commands run at the first logon, before HCP's completion signal.
+    #[serde(default)]
+    pub first_logon_commands: Vec<String>,
+    /// How long the create job waits for the guest's completion signal (default 30 minutes).
+    #[serde(with = "humantime_serde", default = "default_setup_timeout")]
+    pub setup_timeout: Duration,
+    /// How often the job asks the host for the signal (default 10 seconds).
+    #[serde(with = "humantime_serde", default = "default_setup_poll")]
+    pub setup_poll: Duration,
+}
+
+/// A domain join in the answer file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainJoin {
+    /// The DNS domain name (`corp.example.com`).
+    pub domain: String,
+    /// The organizational unit for the computer account, if not the default.
+    #[serde(default)]
+    pub ou: Option<String>,
+    /// The secret holding the join account's name (`CORP\\svc-join` or `svc-join`).
+    pub username_secret: String,
+    /// The secret holding the join account's password.
+    pub password_secret: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+fn default_locale() -> String {
+    "en-US".into()
+}
+
+fn default_setup_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_setup_poll() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn check_windows(field: &str, w: &WindowsSettings) -> Result<()> {
+    let secret_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let mut secrets = vec![("admin_password_secret", w.admin_password_secret.as_str())];
+    if let Some(d) = &w.domain_join {
+        secrets.push(("domain_join.username_secret", d.username_secret.as_str()));
+        secrets.push(("domain_join.password_secret", d.password_secret.as_str()));
+        if d.domain.is_empty() || d.domain.len() > 255 {
+            return Err(Error::invalid(
+                format!("{field}.domain_join.domain"),
+                "must be a DNS domain name of 1-255 characters",
+            ));
+        }
+    }
+    for (k, v) in secrets {
+        if !secret_ok(v) {
+            return Err(Error::invalid(
+                format!("{field}.{k}"),
+                format!("`{v}` is not a secret name (1-64 of a-z, 0-9 and '_')"),
+            ));
+        }
+    }
+    if w.time_zone.is_empty() || w.time_zone.len() > 64 {
+        return Err(Error::invalid(
+            format!("{field}.time_zone"),
+            "must be 1-64 characters",
+        ));
+    }
+    if w.locale.is_empty() || w.locale.len() > 16 {
+        return Err(Error::invalid(
+            format!("{field}.locale"),
+            "must be 1-16 characters",
+        ));
+    }
+    if w.first_logon_commands.len() > 50 || w.first_logon_commands.iter().any(|c| c.len() > 1024) {
+        return Err(Error::invalid(
+            format!("{field}.first_logon_commands"),
+            "at most 50 commands of at most 1024 characters",
+        ));
+    }
+    if w.setup_timeout < Duration::from_secs(1) || w.setup_timeout > MAX_HOOK_TIMEOUT {
+        return Err(Error::invalid(
+            format!("{field}.setup_timeout"),
+            "must be between 1s and 24h",
+        ));
+    }
+    if w.setup_poll < Duration::from_millis(100) || w.setup_poll > Duration::from_secs(600) {
+        return Err(Error::invalid(
+            format!("{field}.setup_poll"),
+            "must be between 100ms and 10m",
+        ));
+    }
+    Ok(())
+}
+
+fn check_hook(field: &str, hook: &HookSettings) -> Result<()> {
+    let name = hook
+        .script
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let name_ok = name.len() > 4
+        && name.len() <= 100
+        && name.ends_with(".ps1")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !name_ok {
+        return Err(Error::invalid(
+            format!("{field}.script"),
+            format!(
+                "`{}` must name a .ps1 file of at most 100 characters from letters, digits, '.', \
+                 '_' and '-'",
+                hook.script.display()
+            ),
+        ));
+    }
+    if hook.timeout < Duration::from_secs(1) || hook.timeout > MAX_HOOK_TIMEOUT {
+        return Err(Error::invalid(
+            format!("{field}.timeout"),
+            "must be between 1s and 24h",
+        ));
+    }
+    for secret in &hook.secrets {
+        let ok = !secret.is_empty()
+            && secret.len() <= 64
+            && secret
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err(Error::invalid(
+                format!("{field}.secrets"),
+                format!("`{secret}` is not a secret name (1-64 of a-z, 0-9 and '_')"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_hooks(
+    field: &str,
+    hooks: &BTreeMap<String, HookSettings>,
+    allowed: &[&str],
+) -> Result<()> {
+    for (point, hook) in hooks {
+        if !allowed.contains(&point.as_str()) {
+            return Err(Error::invalid(
+                format!("{field}.{point}"),
+                format!("is not a hook point here; allowed: {}", allowed.join(", ")),
+            ));
+        }
+        check_hook(&format!("{field}.{point}"), hook)?;
+    }
+    Ok(())
 }
 
 impl Default for HypervSettings {
@@ -139,6 +381,8 @@ impl Default for HypervSettings {
             auth_backoff: Duration::from_secs(30),
             console_ttl: Duration::from_secs(300),
             domain: String::new(),
+            hooks: BTreeMap::new(),
+            images: BTreeMap::new(),
         }
     }
 }
@@ -153,6 +397,42 @@ pub struct HostSettings {
     pub port: Option<u16>,
     /// The failover cluster this host is a node of; scripts then find VMs on every node.
     pub cluster: Option<String>,
+}
+
+/// Kerberos needs the crate feature, HTTPS, and the process's default credentials.
+fn check_kerberos(
+    key: &dyn Fn(&str) -> String,
+    s: &HypervSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<()> {
+    if !cfg!(feature = "kerberos") {
+        return Err(Error::invalid(
+            key("auth"),
+            "kerberos needs an HCP built with the `kerberos` feature of hcp-provider-hyperv \
+             (it links the system's GSS-API library, libgssapi_krb5)",
+        ));
+    }
+    if s.scheme == Scheme::Http {
+        return Err(Error::invalid(
+            key("scheme"),
+            "kerberos over plain HTTP is refused: winrm-rs 1.1 (the pinned WinRM client) \
+             authenticates Kerberos requests but cannot encrypt WinRM messages with the Kerberos \
+             session key, so scripts, parameters and results would cross the network in clear \
+             (and Windows refuses such requests while AllowUnencrypted is false, its default); \
+             use scheme: https (port 5986)",
+        ));
+    }
+    let has = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+    if !has("KRB5_CLIENT_KTNAME") && !has("KRB5CCNAME") {
+        return Err(Error::invalid(
+            key("auth"),
+            "kerberos takes the process's default Kerberos credentials (winrm-rs 1.1 accepts no \
+             other): set KRB5_CLIENT_KTNAME to a keytab file (recommended: a Secret mounted as a \
+             file) or KRB5CCNAME to a credential cache that something renews, and KRB5_CONFIG \
+             when /etc/krb5.conf does not name the realm",
+        ));
+    }
+    Ok(())
 }
 
 /// Windows path characters the scripts' directories may use (no quotes, no `$`, no backtick).
@@ -224,10 +504,15 @@ impl HypervSettings {
         if s.ca_file.is_some() {
             return Err(Error::invalid(
                 key("ca_file"),
-                "is not supported yet: winrm-rs 1.1 verifies host certificates against the \
-                 public web PKI roots only; use a certificate from a public CA, or set \
-                 tls_verify: false on a trusted network",
+                "cannot be honoured: winrm-rs 1.1 (the pinned WinRM client) verifies host \
+                 certificates against the public web PKI roots only (its TLS root store is fixed: \
+                 no custom CA, not the system store), so a private CA cannot be trusted without \
+                 changing the crate; use host certificates from a public CA, or tls_verify: false \
+                 only on a network you trust (HCP logs a warning); see the provider README",
             ));
+        }
+        if s.auth == AuthKind::Kerberos {
+            check_kerberos(&key, &s, env)?;
         }
         if s.scheme == Scheme::Http && s.auth == AuthKind::Basic {
             return Err(Error::invalid(
@@ -249,6 +534,32 @@ impl HypervSettings {
                     key(&format!("networks.{network}")),
                     "names no virtual switch",
                 ));
+            }
+        }
+        check_hooks(&key("hooks"), &s.hooks, &HOOK_POINTS)?;
+        for (image, settings) in &s.images {
+            let field = key(&format!("images.{image}"));
+            for point in settings.hooks.keys() {
+                if !IMAGE_HOOK_POINTS.contains(&point.as_str())
+                    && HOOK_POINTS.contains(&point.as_str())
+                {
+                    return Err(Error::invalid(
+                        format!("{field}.hooks.{point}"),
+                        "is not an image hook point: delete and power operations do not know \
+                         the VM's image, so set their hooks per provider (settings.hooks)",
+                    ));
+                }
+            }
+            check_hooks(
+                &format!("{field}.hooks"),
+                &settings.hooks,
+                &IMAGE_HOOK_POINTS,
+            )?;
+            if let Some(c) = &settings.create_script {
+                check_hook(&format!("{field}.create_script"), c)?;
+            }
+            if let Some(w) = &settings.windows {
+                check_windows(&format!("{field}.windows"), w)?;
             }
         }
         for iso in &s.attach_isos {
@@ -430,6 +741,28 @@ mod tests {
         assert_eq!(e.field(), Some("providers.hv.settings.scheme"));
         let e = parse(serde_json::json!({"ca_file": "/etc/ca.pem"})).unwrap_err();
         assert!(e.message().contains("public web PKI"), "{e}");
+    }
+
+    #[test]
+    fn kerberos_needs_the_feature_https_and_default_credentials() {
+        let keytab =
+            |k: &str| (k == "KRB5_CLIENT_KTNAME").then(|| "/run/secrets/hcp.keytab".into());
+        let http = serde_json::json!({"auth": "kerberos", "scheme": "http"});
+        let https = serde_json::json!({"auth": "kerberos"});
+        if cfg!(feature = "kerberos") {
+            let e = HypervSettings::from_value("hv", &http, &keytab).unwrap_err();
+            assert_eq!(e.field(), Some("providers.hv.settings.scheme"));
+            assert!(e.message().contains("cannot encrypt WinRM messages"), "{e}");
+            let e = HypervSettings::from_value("hv", &https, &|_| None).unwrap_err();
+            assert_eq!(e.field(), Some("providers.hv.settings.auth"));
+            assert!(e.message().contains("KRB5_CLIENT_KTNAME"), "{e}");
+            let s = HypervSettings::from_value("hv", &https, &keytab).unwrap();
+            assert_eq!(s.auth, AuthKind::Kerberos);
+        } else {
+            let e = HypervSettings::from_value("hv", &https, &keytab).unwrap_err();
+            assert_eq!(e.field(), Some("providers.hv.settings.auth"));
+            assert!(e.message().contains("`kerberos` feature"), "{e}");
+        }
     }
 
     #[test]

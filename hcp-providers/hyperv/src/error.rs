@@ -126,6 +126,15 @@ fn parse_winrm(host: &str, e: WinrmError) -> Error {
                 format!("WinRM host {host}: {what}: {}", describe_reqwest(h)),
             )
         }
+        WinrmError::AuthFailed(m) if m.starts_with("Kerberos") => {
+            let (message, hint) = kerberos_failure(m);
+            (
+                ErrorKind::ProviderUnavailable,
+                false,
+                message.to_string(),
+                format!("WinRM host {host}: {hint}: {m}"),
+            )
+        }
         WinrmError::AuthFailed(m) if is_refusal(m) => (
             ErrorKind::ProviderUnavailable,
             false,
@@ -218,6 +227,62 @@ fn is_cmdlet_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Classifies a Kerberos failure (GSS-API's words, through winrm-rs) into a message operators and
+/// tenants can act on, and a hint for the operator-only detail. Every one is permanent: a retry
+/// gets the same answer from the KDC or the host.
+fn kerberos_failure(m: &str) -> (&'static str, &'static str) {
+    let has = |s: &str| m.to_ascii_lowercase().contains(&s.to_ascii_lowercase());
+    if has("Clock skew") {
+        (
+            "Kerberos refused: the clocks of HCP and the Hyper-V host or KDC differ too much",
+            "clock skew beyond the realm's limit (5 minutes by default); synchronise the clocks",
+        )
+    } else if has("not found in Kerberos database") && !has("Client '") {
+        (
+            "Kerberos refused: the KDC does not know the Hyper-V host's service principal",
+            "unknown service principal: HCP asks for HTTP/<the host's address>; register that SPN \
+             for the host or use the address the SPN names",
+        )
+    } else if has("expired") {
+        (
+            "Kerberos refused: HCP's Kerberos ticket has expired",
+            "expired credentials: renew the credential cache (KRB5CCNAME) or use a keytab \
+             (KRB5_CLIENT_KTNAME)",
+        )
+    } else if has("Password incorrect")
+        || has("Preauthentication failed")
+        || has("Decrypt integrity check failed")
+        || has("Key table entry not found")
+        || has("keytab")
+    {
+        (
+            "Kerberos refused: HCP's keytab does not match the KDC's key for its principal",
+            "wrong keytab: export a fresh keytab for HCP's principal (KRB5_CLIENT_KTNAME)",
+        )
+    } else if has("not found in Kerberos database") {
+        (
+            "Kerberos refused: the KDC does not know HCP's principal",
+            "unknown client principal",
+        )
+    } else if has("No Kerberos credentials") || has("No credentials") || has("credentials cache") {
+        (
+            "Kerberos failed: HCP has no Kerberos credentials",
+            "no credentials: set KRB5_CLIENT_KTNAME to a keytab or KRB5CCNAME to a cache",
+        )
+    } else if has("rejected") {
+        (
+            "Kerberos refused: the Hyper-V host did not accept HCP's ticket",
+            "the host answered 401 to a Kerberos ticket: check the host's SPN and keytab, and \
+             the clocks",
+        )
+    } else {
+        (
+            "Kerberos failed between HCP and the Hyper-V host",
+            "Kerberos error",
+        )
+    }
 }
 
 fn is_refusal(message: &str) -> bool {

@@ -19,7 +19,8 @@
 //!   `cidata`) built on the host and attached to the VM, so the provider declares `cloud_init`.
 //! - **Consoles** are VMConnect-style RDP descriptions: the owner host, port 2179 and the VM id.
 //!
-//! Transport: HTTPS (port 5986) with NTLM or Basic is the default. NTLM over plain HTTP needs
+//! Transport: HTTPS (port 5986) with NTLM, Basic or (feature `kerberos`) Kerberos is the
+//! default. NTLM over plain HTTP needs
 //! WinRM message sealing, and winrm-rs 1.1 expects a CRLF before the closing MIME boundary of a
 //! sealed reply that Windows (and HCP's test host, like pywinrm and pypsrp expect) does not send;
 //! it is therefore refused unless `allow_http_ntlm` is set.
@@ -28,7 +29,9 @@ pub mod client;
 pub mod config;
 pub mod deploy;
 pub mod error;
+pub mod hooks;
 pub mod scripts;
+pub mod unattend;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -45,11 +48,14 @@ use hcp_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use client::CallOptions;
 pub use client::{HostClient, HostStats};
 pub use config::{
-    AuthKind, Credentials, DiskMode, HostEntry, HostSettings, HypervSettings, Scheme,
+    AuthKind, Credentials, DiskMode, HookSettings, HostEntry, HostSettings, HypervSettings,
+    ImageSettings, Scheme,
 };
 pub use deploy::DeployReport;
+use hooks::{HOOK_DIR, Hook, HookSet};
 use scripts::{Bundle, Script, wrapper_for_path};
 
 /// The provider kind name used in hosts files.
@@ -68,6 +74,67 @@ pub fn register(builder: hcp_core::EngineBuilder) -> hcp_core::EngineBuilder {
     })
 }
 
+/// One image's Windows setup, ready at start-up: the template and the secrets it needs.
+struct WindowsImage {
+    settings: config::WindowsSettings,
+    template: String,
+    admin_password: hcp_core::SecretString,
+    join: Option<(hcp_core::SecretString, hcp_core::SecretString)>,
+}
+
+fn load_windows(
+    provider: &str,
+    settings: &HypervSettings,
+    secrets: Option<&Secrets>,
+) -> Result<BTreeMap<String, WindowsImage>> {
+    let mut out = BTreeMap::new();
+    for (image, s) in &settings.images {
+        let Some(w) = &s.windows else { continue };
+        let field = format!("providers.{provider}.settings.images.{image}.windows");
+        let template = std::fs::read_to_string(&w.unattend_template).map_err(|e| {
+            Error::invalid(
+                format!("{field}.unattend_template"),
+                format!(
+                    "cannot read {}: {}",
+                    w.unattend_template.display(),
+                    e.kind()
+                ),
+            )
+        })?;
+        unattend::check_template(&format!("{field}.unattend_template"), &template)?;
+        let secret = |key: &str, name: &str| -> Result<hcp_core::SecretString> {
+            let value = match secrets {
+                Some(s) => s.get(name)?,
+                None => None,
+            };
+            value.ok_or_else(|| {
+                Error::invalid(
+                    format!("{field}.{key}"),
+                    format!("secret `{name}` is missing"),
+                )
+            })
+        };
+        let admin_password = secret("admin_password_secret", &w.admin_password_secret)?;
+        let join = match &w.domain_join {
+            Some(d) => Some((
+                secret("domain_join.username_secret", &d.username_secret)?,
+                secret("domain_join.password_secret", &d.password_secret)?,
+            )),
+            None => None,
+        };
+        out.insert(
+            image.clone(),
+            WindowsImage {
+                settings: w.clone(),
+                template,
+                admin_password,
+                join,
+            },
+        );
+    }
+    Ok(out)
+}
+
 struct Host {
     entry: HostEntry,
     client: HostClient,
@@ -80,6 +147,8 @@ pub struct HypervProvider {
     name: String,
     settings: HypervSettings,
     bundle: Bundle,
+    hooks: HookSet,
+    windows: BTreeMap<String, WindowsImage>,
     hosts: HashMap<String, Arc<Host>>,
     order: Vec<String>,
 }
@@ -274,8 +343,22 @@ impl HypervProvider {
     pub fn from_config(config: &ProviderConfig, secrets: &Secrets) -> Result<Self> {
         let settings =
             HypervSettings::from_value(&config.name, &config.settings, &|k| std::env::var(k).ok())?;
-        let creds = Credentials::from_secrets(secrets)?;
-        HypervProvider::new(&config.name, settings, config::hosts_of(config)?, creds)
+        // Kerberos uses the process's Kerberos credentials; no password is read for it.
+        let creds = if settings.auth == AuthKind::Kerberos {
+            Credentials {
+                username: String::new(),
+                password: hcp_core::SecretString::new(""),
+            }
+        } else {
+            Credentials::from_secrets(secrets)?
+        };
+        HypervProvider::new_with_secrets(
+            &config.name,
+            settings,
+            config::hosts_of(config)?,
+            creds,
+            Some(secrets),
+        )
     }
 
     /// Builds a provider named `name` over `hosts`.
@@ -289,9 +372,34 @@ impl HypervProvider {
         hosts: Vec<HostEntry>,
         creds: Credentials,
     ) -> Result<Self> {
-        let bundle = Bundle::load(
+        HypervProvider::new_with_secrets(name, settings, hosts, creds, None)
+    }
+
+    /// As [`HypervProvider::new`], reading the secrets that hooks map from `secrets`.
+    ///
+    /// # Errors
+    /// As [`HypervProvider::new`], and [`hooks::HookSet::load`]'s errors: unreadable hook files,
+    /// missing mapped secrets.
+    pub fn new_with_secrets(
+        name: &str,
+        settings: HypervSettings,
+        hosts: Vec<HostEntry>,
+        creds: Credentials,
+        secrets: Option<&Secrets>,
+    ) -> Result<Self> {
+        let (hooks, hook_files) = HookSet::load(name, &settings, secrets)?;
+        let windows = load_windows(name, &settings, secrets)?;
+        if !settings.tls_verify && settings.scheme == Scheme::Https {
+            tracing::warn!(
+                provider = name,
+                "TLS certificate verification is off for this Hyper-V provider (tls_verify: \
+                 false): anyone on the network path can impersonate its hosts"
+            );
+        }
+        let bundle = Bundle::load_with(
             settings.script_path.as_deref(),
             settings.iso_path.as_deref(),
+            hook_files,
         )?;
         for iso in &settings.attach_isos {
             if !bundle.files.contains_key(&format!("iso\\{iso}")) {
@@ -320,6 +428,8 @@ impl HypervProvider {
             name: name.to_string(),
             settings,
             bundle,
+            hooks,
+            windows,
             hosts: map,
             order,
         })
@@ -406,6 +516,205 @@ impl HypervProvider {
         h.client
             .invoke(script.file(), &wrapper_for_path(&path), &params, ctx)
             .await
+    }
+
+    /// Runs `hook` at `point` on `host` with `fields` as its parameters; its stderr and
+    /// `Write-HcpLog` lines stream into the job log (operators only).
+    async fn run_hook(
+        &self,
+        host: &str,
+        point: &str,
+        hook: &Hook,
+        fields: serde_json::Map<String, Value>,
+        ctx: &OpContext,
+    ) -> Result<Value> {
+        let h = self.host(host)?;
+        self.ensure_deployed(h).await?;
+        let label = if point == "create" {
+            format!("create script {}", hook.file)
+        } else {
+            format!("{point} hook {}", hook.file)
+        };
+        ctx.log(LogEntry::info(format!("running the {label}")).operators_only());
+        let path = format!(
+            "{}\\{}\\{HOOK_DIR}\\{}",
+            self.settings.script_dir, self.bundle.version, hook.file
+        );
+        let opts = CallOptions {
+            timeout: Some(hook.timeout),
+            stream_stderr: true,
+            redact: hook.secret_values(),
+        };
+        let doc = hook.document(point, fields);
+        match h
+            .client
+            .invoke_with(&label, &wrapper_for_path(&path), &doc, ctx, &opts)
+            .await?
+        {
+            Ok(v) => Ok(v),
+            Err(record) => {
+                let message = record.message.clone();
+                let base = error::parse_error(host, error::Remote::Script(record));
+                Err(hooks::hook_error(&label, &base, &message, &opts.redact))
+            }
+        }
+    }
+
+    /// Runs the hook at `point` (the image's, else the provider's) when one is configured.
+    async fn maybe_hook(
+        &self,
+        host: &str,
+        point: &str,
+        image: Option<&str>,
+        fields: impl FnOnce() -> serde_json::Map<String, Value>,
+        ctx: &OpContext,
+    ) -> Result<()> {
+        if let Some(hook) = self.hooks.at(point, image) {
+            self.run_hook(host, point, hook, fields(), ctx).await?;
+        }
+        Ok(())
+    }
+
+    fn target_fields(&self, t: &VmTarget) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("VmId".into(), json!(t.vm_id.as_str()));
+        m.insert("Name".into(), json!(t.name));
+        m.insert("NativeId".into(), json!(t.native_id));
+        m.insert("Host".into(), json!(t.host));
+        m
+    }
+
+    /// Runs the image's replacement create script and checks its result record against the VM
+    /// it reports: a Hyper-V id, a power state, and HCP's mark in the VM's Notes.
+    async fn create_with_script(
+        &self,
+        ctx: &OpContext,
+        args: &CreateVm,
+        hook: &Hook,
+        params: serde_json::Map<String, Value>,
+    ) -> Result<Value> {
+        let mut fields = params;
+        fields.insert("Project".into(), json!(args.project.as_str()));
+        fields.insert("Tags".into(), json!(args.tags));
+        fields.insert("Host".into(), json!(args.host));
+        let v = self
+            .run_hook(&args.host, "create", hook, fields, ctx)
+            .await?;
+        let broken = |why: String| {
+            Error::new(
+                ErrorKind::ProviderError,
+                format!(
+                    "the create script {} of image {} broke HCP's result contract: {why}",
+                    hook.file, args.image
+                ),
+            )
+            .with_detail(format!("host {}", args.host))
+            .with_context("host", &args.host)
+        };
+        let id = v
+            .get("Id")
+            .and_then(Value::as_str)
+            .filter(|id| is_guid(id))
+            .ok_or_else(|| broken("`Id` must be the new VM's Hyper-V id (a GUID)".into()))?;
+        let state = v.get("State").and_then(Value::as_str).unwrap_or("");
+        if power_of(state) == PowerState::Unknown {
+            return Err(broken(format!(
+                "`State` must be Running, Off, Paused or Saved, not `{}`",
+                state.chars().take(40).collect::<String>()
+            )));
+        }
+        if v.get("MarkWritten").and_then(Value::as_bool) != Some(true) {
+            return Err(broken(
+                "`MarkWritten` must be true: the script must write the `Notes` parameter into \
+                 the VM's Notes, so HCP finds the VM after a restart"
+                    .into(),
+            ));
+        }
+        // Trust, but verify: the VM must exist on the host and carry this VM's mark.
+        let inventory = self
+            .call(
+                &args.host,
+                Script::Inventory,
+                json!({
+                    "TemplateDir": self.settings.template_dir,
+                    "Cluster": self.cluster_of(&args.host),
+                }),
+                ctx,
+            )
+            .await?;
+        let doc: InventoryDoc = serde_json::from_value(inventory).map_err(|e| {
+            error::parse_error(
+                &args.host,
+                error::Remote::Contract(format!("inventory document: {e}")),
+            )
+        })?;
+        let vm = doc
+            .vms
+            .iter()
+            .find(|vm| vm.id.eq_ignore_ascii_case(id))
+            .ok_or_else(|| broken("the host has no VM with the reported `Id`".into()))?;
+        let marked = vm
+            .notes
+            .as_deref()
+            .and_then(|n| serde_json::from_str::<NotesDoc>(n).ok())
+            .is_some_and(|n| n.hcp.mark.vm_id == args.vm_id);
+        if !marked {
+            return Err(broken(
+                "the reported VM's Notes do not carry HCP's mark for this VM".into(),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// Waits for the guest's setup completion signal (the KVP item [`unattend::SETUP_KEY`]); the
+    /// host detaches and deletes the answer-file ISO when it comes, or when the wait times out.
+    async fn wait_for_guest_setup(
+        &self,
+        ctx: &OpContext,
+        args: &CreateVm,
+        native_id: &str,
+        w: &config::WindowsSettings,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut last_log: Option<std::time::Instant> = None;
+        let params = |finish: bool| {
+            json!({
+                "VmId": args.vm_id.as_str(),
+                "NativeId": native_id,
+                "Key": unattend::SETUP_KEY,
+                "Finish": finish,
+                "Cluster": self.cluster_of(&args.host),
+            })
+        };
+        loop {
+            if last_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                ctx.log(LogEntry::info("waiting for guest setup"));
+                last_log = Some(std::time::Instant::now());
+            }
+            let v = self
+                .call(&args.host, Script::GuestSetup, params(false), ctx)
+                .await?;
+            if v.get("Done").and_then(Value::as_bool) == Some(true) {
+                ctx.log(LogEntry::info("guest setup finished"));
+                return Ok(());
+            }
+            let elapsed = started.elapsed();
+            if elapsed >= w.setup_timeout {
+                self.call(&args.host, Script::GuestSetup, params(true), ctx)
+                    .await?;
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "guest setup did not signal completion within {}s; its answer file was \
+                         removed",
+                        w.setup_timeout.as_secs()
+                    ),
+                )
+                .with_detail(format!("host {}", args.host))
+                .with_context("host", &args.host));
+            }
+            tokio::time::sleep(w.setup_poll.min(w.setup_timeout - elapsed)).await;
+        }
     }
 
     fn cluster_of(&self, host: &str) -> bool {
@@ -609,6 +918,32 @@ impl Provider for HypervProvider {
         if let Some(ud) = &args.user_data {
             p.insert("UserData".into(), json!(ud));
         }
+        let windows = self.windows.get(&args.image);
+        if let Some(w) = windows {
+            if !args.start {
+                return Err(Error::invalid(
+                    "start",
+                    "a Windows image with unattended setup starts on create: its answer file \
+                     holds secrets and is removed once setup has finished",
+                ));
+            }
+            let inputs = unattend::Inputs {
+                vm_name: &args.name,
+                vm_id: args.vm_id.as_str(),
+                time_zone: &w.settings.time_zone,
+                locale: &w.settings.locale,
+                admin_password: &w.admin_password,
+                domain_join: match (&w.settings.domain_join, &w.join) {
+                    (Some(d), Some((user, pw))) => Some((&d.domain, d.ou.as_deref(), user, pw)),
+                    _ => None,
+                },
+                first_logon_commands: &w.settings.first_logon_commands,
+            };
+            p.insert(
+                "Unattend".into(),
+                json!(unattend::render(&w.template, &inputs)?),
+            );
+        }
         if !self.settings.attach_isos.is_empty() {
             let isos: Vec<String> = self
                 .settings
@@ -626,9 +961,42 @@ impl Provider for HypervProvider {
         p.insert("Start".into(), json!(args.start));
         p.insert("Cluster".into(), json!(self.cluster_of(&args.host)));
         ctx.progress(5);
-        let v = self
-            .call(&args.host, Script::NewVm, Value::Object(p), ctx)
-            .await?;
+        let hook_fields = |native: Option<&str>| {
+            let mut m = serde_json::Map::new();
+            for key in [
+                "VmId",
+                "Name",
+                "Image",
+                "Vcpus",
+                "MemoryMiB",
+                "DiskGiB",
+                "Networks",
+            ] {
+                if let Some(v) = p.get(key) {
+                    m.insert(key.into(), v.clone());
+                }
+            }
+            m.insert("Project".into(), json!(args.project.as_str()));
+            m.insert("Tags".into(), json!(args.tags));
+            m.insert("Host".into(), json!(args.host));
+            m.insert("NativeId".into(), json!(native));
+            m
+        };
+        self.maybe_hook(
+            &args.host,
+            "pre_create",
+            Some(&args.image),
+            || hook_fields(None),
+            ctx,
+        )
+        .await?;
+        let v = match self.hooks.create_script(&args.image) {
+            Some(hook) => self.create_with_script(ctx, &args, hook, p.clone()).await?,
+            None => {
+                self.call(&args.host, Script::NewVm, Value::Object(p.clone()), ctx)
+                    .await?
+            }
+        };
         let id: String = field(&args.host, &v, "Id")?;
         let state: String = field(&args.host, &v, "State")?;
         if v.get("Existing").and_then(Value::as_bool) == Some(true) {
@@ -637,47 +1005,98 @@ impl Provider for HypervProvider {
                     .with_detail(format!("Hyper-V VM id {id}")),
             );
         }
+        if let Some(w) = windows {
+            self.wait_for_guest_setup(ctx, &args, &id, &w.settings)
+                .await?;
+        }
+        self.maybe_hook(
+            &args.host,
+            "post_create",
+            Some(&args.image),
+            || hook_fields(Some(&id)),
+            ctx,
+        )
+        .await?;
         ctx.progress(95);
         Ok(CreatedVm::new(id, power_of(&state)))
     }
 
     async fn delete_vm(&self, ctx: &OpContext, args: DeleteVm) -> Result<DeletedVm> {
-        let mut p = self.target_params(&args.target);
+        let t = &args.target;
+        let fields = || {
+            let mut m = self.target_fields(t);
+            m.insert("Force".into(), json!(args.force));
+            m
+        };
+        self.maybe_hook(&t.host, "pre_delete", None, fields, ctx)
+            .await?;
+        let mut p = self.target_params(t);
         p.insert("Force".into(), json!(args.force));
         let v = self
-            .call(&args.target.host, Script::RemoveVm, Value::Object(p), ctx)
+            .call(&t.host, Script::RemoveVm, Value::Object(p), ctx)
             .await?;
-        Ok(DeletedVm::new(field(&args.target.host, &v, "Existed")?))
+        let existed = field(&t.host, &v, "Existed")?;
+        self.maybe_hook(&t.host, "post_delete", None, fields, ctx)
+            .await?;
+        Ok(DeletedVm::new(existed))
     }
 
     async fn start_vm(&self, ctx: &OpContext, args: StartVm) -> Result<StartedVm> {
-        let p = self.target_params(&args.target);
-        let v = self
-            .call(&args.target.host, Script::StartVm, Value::Object(p), ctx)
+        let t = &args.target;
+        let fields = || self.target_fields(t);
+        self.maybe_hook(&t.host, "pre_start", None, fields, ctx)
             .await?;
-        Ok(StartedVm::new(field(&args.target.host, &v, "WasRunning")?))
+        let p = self.target_params(t);
+        let v = self
+            .call(&t.host, Script::StartVm, Value::Object(p), ctx)
+            .await?;
+        let was_running = field(&t.host, &v, "WasRunning")?;
+        self.maybe_hook(&t.host, "post_start", None, fields, ctx)
+            .await?;
+        Ok(StartedVm::new(was_running))
     }
 
     async fn stop_vm(&self, ctx: &OpContext, args: StopVm) -> Result<StoppedVm> {
-        let mut p = self.target_params(&args.target);
+        let t = &args.target;
+        let fields = || {
+            let mut m = self.target_fields(t);
+            m.insert("Force".into(), json!(args.force));
+            m
+        };
+        self.maybe_hook(&t.host, "pre_stop", None, fields, ctx)
+            .await?;
+        let mut p = self.target_params(t);
         p.insert("Force".into(), json!(args.force));
         p.insert(
             "GracefulTimeoutSec".into(),
             json!(args.graceful_timeout.as_secs().min(3600)),
         );
         let v = self
-            .call(&args.target.host, Script::StopVm, Value::Object(p), ctx)
+            .call(&t.host, Script::StopVm, Value::Object(p), ctx)
             .await?;
-        Ok(StoppedVm::new(
-            field(&args.target.host, &v, "WasStopped")?,
-            field(&args.target.host, &v, "Forced")?,
-        ))
+        let stopped = StoppedVm::new(
+            field(&t.host, &v, "WasStopped")?,
+            field(&t.host, &v, "Forced")?,
+        );
+        self.maybe_hook(&t.host, "post_stop", None, fields, ctx)
+            .await?;
+        Ok(stopped)
     }
 
     async fn reboot_vm(&self, ctx: &OpContext, args: RebootVm) -> Result<RebootedVm> {
-        let mut p = self.target_params(&args.target);
+        let t = &args.target;
+        let fields = || {
+            let mut m = self.target_fields(t);
+            m.insert("Hard".into(), json!(args.hard));
+            m
+        };
+        self.maybe_hook(&t.host, "pre_reboot", None, fields, ctx)
+            .await?;
+        let mut p = self.target_params(t);
         p.insert("Hard".into(), json!(args.hard));
-        self.call(&args.target.host, Script::RestartVm, Value::Object(p), ctx)
+        self.call(&t.host, Script::RestartVm, Value::Object(p), ctx)
+            .await?;
+        self.maybe_hook(&t.host, "post_reboot", None, fields, ctx)
             .await?;
         Ok(RebootedVm::new())
     }

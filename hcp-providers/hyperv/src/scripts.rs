@@ -17,7 +17,7 @@ pub const WRAPPER: &str = include_str!("../scripts/_wrapper.ps1");
 const PLACEHOLDER: &str = "$HcpScript = '{{SCRIPT}}'";
 
 /// The scripts deployed to each host, by file name.
-pub const EMBEDDED: [(&str, &str); 9] = [
+pub const EMBEDDED: [(&str, &str); 10] = [
     ("HcpCommon.psm1", include_str!("../scripts/HcpCommon.psm1")),
     (
         "Get-HcpInventory.ps1",
@@ -44,6 +44,10 @@ pub const EMBEDDED: [(&str, &str); 9] = [
     (
         "New-HcpCheckpoint.ps1",
         include_str!("../scripts/New-HcpCheckpoint.ps1"),
+    ),
+    (
+        "Complete-HcpGuestSetup.ps1",
+        include_str!("../scripts/Complete-HcpGuestSetup.ps1"),
     ),
 ];
 
@@ -90,6 +94,8 @@ pub enum Script {
     Console,
     /// `New-HcpCheckpoint.ps1`.
     Checkpoint,
+    /// `Complete-HcpGuestSetup.ps1`.
+    GuestSetup,
 }
 
 impl Script {
@@ -104,6 +110,7 @@ impl Script {
             Script::RestartVm => "Restart-HcpVm.ps1",
             Script::Console => "Get-HcpConsole.ps1",
             Script::Checkpoint => "New-HcpCheckpoint.ps1",
+            Script::GuestSetup => "Complete-HcpGuestSetup.ps1",
         }
     }
 }
@@ -123,6 +130,19 @@ impl Bundle {
     /// # Errors
     /// [`hcp_core::ErrorKind::InvalidSpec`] when a directory cannot be read.
     pub fn load(script_path: Option<&Path>, iso_path: Option<&Path>) -> Result<Self> {
+        Bundle::load_with(script_path, iso_path, BTreeMap::new())
+    }
+
+    /// The embedded scripts, the ISOs of `iso_path` and `extra` files (the site's hooks, by
+    /// their path on the host): all of them make up the version.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] when a directory cannot be read.
+    pub fn load_with(
+        script_path: Option<&Path>,
+        iso_path: Option<&Path>,
+        extra: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Self> {
         let mut files: BTreeMap<String, Vec<u8>> = EMBEDDED
             .iter()
             .map(|(n, t)| ((*n).to_string(), t.as_bytes().to_vec()))
@@ -137,6 +157,7 @@ impl Bundle {
                 files.insert(format!("iso\\{name}"), data);
             }
         }
+        files.extend(extra);
         let mut h = Sha256::new();
         for (name, data) in &files {
             h.update((name.len() as u64).to_le_bytes());

@@ -59,6 +59,27 @@ fn every_shipped_script_parses() {
 }
 
 #[test]
+fn every_shipped_hook_example_parses() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hooks/examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("ps1") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Some(e) = first_error(&text) {
+            panic!("{} does not parse: {e}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= 2,
+        "the README's examples are shipped ({seen} found)"
+    );
+}
+
+#[test]
 fn rendered_wrappers_parse() {
     for text in [
         WRAPPER.to_string(),

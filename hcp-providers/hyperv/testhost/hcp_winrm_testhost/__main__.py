@@ -25,7 +25,15 @@ def main() -> int:
                     help="connection: an NTLM handshake must finish on its connection (HTTP.sys); "
                          "any: also accept the Authenticate message on another connection")
     ap.add_argument("--copy-seconds", type=float, default=0.6, help="how long a VHDX copy takes")
+    ap.add_argument("--kerberos-keytab", default=None,
+                    help="also accept Kerberos (SPNEGO Negotiate, raw or wrapped) with the service "
+                         "keys of this keytab (HTTP/<host>@REALM); KRB5_CONFIG names the realm's KDC")
     args = ap.parse_args()
+    if args.kerberos_keytab:
+        # pyspnego's Negotiate acceptor uses GSSAPI (python-gssapi over MIT krb5) for Kerberos;
+        # MIT reads the acceptor's keys from KRB5_KTNAME.
+        import os
+        os.environ["KRB5_KTNAME"] = "FILE:" + os.path.abspath(args.kerberos_keytab)
     listeners, _servers = start(args.hosts, args.username, args.password, args.cluster, args.port,
                                 args.max_shells_per_user, args.copy_seconds, args.tls, args.ntlm_binding)
     info = {

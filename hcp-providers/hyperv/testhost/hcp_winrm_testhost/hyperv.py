@@ -54,6 +54,7 @@ class Vm:
     checkpoints: list[dict[str, str]] = field(default_factory=list)
     owner: str = ""
     guest: str = "cooperative"  # or "unresponsive": ignores shutdown requests
+    guest_kvp: dict[str, str] = field(default_factory=dict)  # guest-to-host KVP items
 
     def view(self) -> dict[str, Any]:
         d = copy.deepcopy(self.__dict__)
@@ -247,6 +248,11 @@ class HyperVHost:
                 self.store.files[norm(iso)] = {"Path": iso, "Size": 1 * MIB, "Parent": None, "Kind": "iso",
                                                "Label": "cidata", "Files": {"user-data": p["UserData"], "meta-data": f"instance-id: {p['VmId']}\nlocal-hostname: {p['Name']}\n"}}
                 vm.dvd.append(iso)
+            if p.get("Unattend") is not None:
+                iso = f"{p['VhdDir']}\\{p['Name']}-{p['VmId']}-unattend.iso"
+                self.store.files[norm(iso)] = {"Path": iso, "Size": 1 * MIB, "Parent": None, "Kind": "iso",
+                                               "Label": "UNATTEND", "Files": {"autounattend.xml": p["Unattend"]}}
+                vm.dvd.append(iso)
             for iso in p.get("IsoPaths") or []:
                 if norm(iso) not in self.store.files and norm(iso) not in self.fs:
                     raise PsError("ObjectNotFound", f"Cannot find path '{iso}' because it does not exist.", "Add-VMDvdDrive", "PathNotFound,Microsoft.HyperV.PowerShell.Commands.AddVMDvdDrive")
@@ -267,7 +273,7 @@ class HyperVHost:
                 if not p.get("Force"):
                     raise PsError("InvalidOperation", f"The virtual machine '{vm.name}' is running. Stop it first or remove it with Force.", "Remove-HcpVm", "VmRunning,Remove-HcpVm.ps1")
                 vm.state = "Off"
-            for path in vm.hard_drives + [c["Path"] for c in vm.checkpoints] + [d for d in vm.dvd if d.lower().endswith("-cidata.iso")]:
+            for path in vm.hard_drives + [c["Path"] for c in vm.checkpoints] + [d for d in vm.dvd if d.lower().endswith(("-cidata.iso", "-unattend.iso"))]:
                 self.store.files.pop(norm(path), None)
             del self.store.vms[vm.id]
             return {"Existed": True}
@@ -278,6 +284,25 @@ class HyperVHost:
             what = p.get("NativeId") or p.get("VmId")
             raise PsError("ObjectNotFound", f'Hyper-V was unable to find a virtual machine with id "{what}".', cmdlet, f"InvalidParameter,Microsoft.HyperV.PowerShell.Commands.{cmdlet.replace('-', '')}")
         return vm
+
+    def complete_hcp_guest_setup(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        """Complete-HcpGuestSetup.ps1: the guest's KVP item, and the answer-file ISO detached and
+        deleted once it is there (or when asked to finish)."""
+        with self.store.lock:
+            vm = self._must(p, "Get-VM")
+            value = vm.guest_kvp.get(p["Key"])
+            removed = 0
+            if value is not None or p.get("Finish"):
+                for iso in [d for d in vm.dvd if d.endswith("-unattend.iso")]:
+                    vm.dvd.remove(iso)
+                    self.store.files.pop(norm(iso), None)
+                    removed += 1
+            return {"Done": value is not None, "Value": value, "MediaRemoved": removed}
+
+    def set_guest_kvp(self, vm_id: str, key: str, value: str) -> None:
+        """What a guest's `reg add HKLM\\SOFTWARE\\Microsoft\\Virtual Machine\\Auto` does."""
+        with self.store.lock:
+            self.store.vms[vm_id.lower()].guest_kvp[key] = value
 
     def start_hcp_vm(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
         with self.store.lock:

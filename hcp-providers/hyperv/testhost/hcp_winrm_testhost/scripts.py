@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .hyperv import HyperVHost, PsError, norm
 
 PLACEHOLDER = "$HcpScript = '{{SCRIPT}}'"
-USER_KEYS = ("Name", "Notes", "UserData", "Kvp", "CheckpointName", "Image")
+USER_KEYS = ("Name", "Notes", "UserData", "Unattend", "Kvp", "CheckpointName", "Image")
 ENCODED = re.compile(r"^-(e|ec|enc\w*)$", re.I)
 
 
@@ -139,6 +139,14 @@ class ParamSpec:
         return bound
 
 
+def text_of_hook(hv: HyperVHost, text: str, runner: "ScriptRunner") -> str:
+    """The deployed content of the hook the wrapper `text` names."""
+    middle = text[len(runner.prefix): len(text) - len(runner.suffix)]
+    path = re.fullmatch(r"\$HcpScript = '([^'\r\n]+)'", middle).group(1)  # type: ignore[union-attr]
+    with hv.fs_lock:
+        return hv.fs[norm(path)].decode("utf-8-sig")
+
+
 class ScriptRunner:
     """Shared by every listener of one process; keeps records per host."""
 
@@ -232,6 +240,9 @@ class ScriptRunner:
                 content = hv.fs.get(norm(path))
             if content is None:
                 raise ScriptRejected(f"The term '{path}' is not recognized as the name of a cmdlet, function, script file, or operable program.")
+            if len(parts) >= 4 and parts[-2].lower() == "hooks":
+                # A site's hook (or replacement create script), deployed with HCP's scripts.
+                return "hook", name, parts[-3]
             if name not in self.shipped or not hasattr(hv, method_name(name)):
                 raise ScriptRejected(f"the test host does not know script {name!r}")
             return "script", name, parts[-2]
@@ -287,6 +298,8 @@ class ScriptRunner:
             line = json.dumps({"percent": percent, "message": message}, separators=(",", ":"))
             cmd.write("stderr", f"##hcp-progress {line}\r\n".encode())
 
+        if kind == "hook":
+            return self.run_hook(host, hv, cmd, name, text_of_hook(hv, text, self), doc, record)
         try:
             params = self.specs[name].bind(name, doc if isinstance(doc, dict) else {})
             if kind == "deploy":
@@ -301,6 +314,60 @@ class ScriptRunner:
         data = out.encode("utf-8")
         for i in range(0, len(data), 1500):
             cmd.write("stdout", data[i:i + 1500])
+        record["exit_code"] = 0
+        return 0
+
+    # -- the site's hooks --------------------------------------------------------------------------
+    def hook_effect(self, host: str, name: str) -> dict[str, Any]:
+        """The effect the tests declared for hook `name` (control API: faults `hook:<name>`)."""
+        with self.lock:
+            return dict(self.faults.get(host, {}).get(f"hook:{name}") or {})
+
+    def run_hook(self, host: str, hv: HyperVHost, cmd: Any, name: str, content: str,
+                 doc: Any, record: dict[str, Any]) -> int:
+        """Runs a hook as PowerShell would bind it, then carries out its declared effect: log
+        lines, a hang, a failure, KVP items set on the VM, a VM created (replacement create
+        scripts) and the result it returns."""
+        record["kind"] = "hook"
+        try:
+            params = ParamSpec(content).bind(name, doc if isinstance(doc, dict) else {})
+        except PsError as e:
+            return self.fail(cmd, e)
+        hcp = params.get("Hcp") or {}
+        effect = self.hook_effect(host, name)
+        for line in effect.get("log", []):
+            out = json.dumps({"level": "info", "message": line}, separators=(",", ":"))
+            cmd.write("stderr", f"##hcp-log {out}\r\n".encode())
+        for line in effect.get("stderr", []):
+            cmd.write("stderr", f"{line}\r\n".encode())
+        if effect.get("hang"):
+            record["hung"] = True
+            cmd.terminated.wait(timeout=600)
+            return -1073741510
+        if "error" in effect:
+            err = effect["error"]
+            return self.fail(cmd, PsError(err.get("Category", "NotSpecified"), err.get("Message", "hook failed"), name, f"{name}.ps1"))
+        result: Any = effect.get("result")
+        try:
+            if effect.get("create"):
+                new_params = {k: v for k, v in hcp.items() if k in self.specs["New-HcpVm"].params}
+                created = hv.new_hcp_vm(self.specs["New-HcpVm"].bind("New-HcpVm", new_params), lambda p, m: None)
+                if effect.get("skip_mark"):
+                    with hv.store.lock:
+                        hv.store.vms[created["Id"].lower()].notes = ""
+                result = {"Id": created["Id"], "State": created["State"], "MarkWritten": True}
+                result.update(effect.get("result") or {})
+            kvp = effect.get("kvp")
+            if kvp:
+                with hv.store.lock:
+                    vm = hv.store.vms.get(str(hcp.get("NativeId") or "").lower())
+                    if vm is None:
+                        raise PsError("ObjectNotFound", f"Hyper-V was unable to find a virtual machine with id \"{hcp.get('NativeId')}\".", "Get-VM")
+                    vm.kvp.update(kvp)
+        except PsError as e:
+            return self.fail(cmd, e)
+        out = json.dumps({"ok": True, "result": result}, separators=(",", ":"), ensure_ascii=False)
+        cmd.write("stdout", out.encode("utf-8"))
         record["exit_code"] = 0
         return 0
 

@@ -85,6 +85,7 @@ class Listener:
         self.max_concurrent_shells = 0
         self.requests = 0
         self.auth_failures = 0
+        self.principals: set[str] = set()
         self.faults: dict[str, Any] = {}
         self.port = 0
         self.scheme = "http"
@@ -178,6 +179,7 @@ class Listener:
                 "max_concurrent_shells": self.max_concurrent_shells,
                 "requests": self.requests,
                 "auth_failures": self.auth_failures,
+                "principals": sorted(self.principals),
                 "ntlm_binding": self.ntlm_binding,
                 "ntlm_cross_connection": self.cross_connection,
                 "faults": dict(self.faults),
@@ -290,7 +292,9 @@ class Handler(BaseHTTPRequestHandler):
                         lst.add_pending(self.ctx)
                     else:
                         lst.drop_pending(self.ctx)
-            except (spnego.exceptions.SpnegoError, ValueError):
+            except (spnego.exceptions.SpnegoError, ValueError, AttributeError):
+                # AttributeError: pyspnego 0.12 reads the flags of a Kerberos context whose
+                # acceptance failed (a skewed clock, a replayed ticket): a refusal all the same.
                 lst.drop_pending(self.ctx)
                 # A wrong password, or an NTLM Authenticate message on a connection that never
                 # received the challenge: HTTP.sys ties NTLM to the connection and refuses both.
@@ -305,6 +309,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self.ctx_user = str(self.ctx.client_principal or "")
             user = self.ctx_user
+            with lst.lock:
+                lst.principals.add(f"{self.ctx.negotiated_protocol}:{user}")
             first_authenticated = True
             self.final_token = out
             if not raw:
@@ -569,6 +575,9 @@ class ControlHandler(BaseHTTPRequestHandler):
                 out = lst.hyperv.seed_vm(payload)
             elif path == "power" and method == "POST":
                 lst.hyperv.set_state(payload["vm_id"], payload["state"])
+                out = {"ok": True}
+            elif path == "guest_kvp" and method == "POST":
+                lst.hyperv.set_guest_kvp(payload["vm_id"], payload["key"], payload["value"])
                 out = {"ok": True}
             elif path == "guest" and method == "POST":
                 lst.hyperv.set_guest(payload["vm_id"], payload["guest"])

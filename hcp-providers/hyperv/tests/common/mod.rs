@@ -69,7 +69,18 @@ impl TestHost {
             "the WinRM test host's virtualenv is missing ({}): run hcp-providers/hyperv/testhost/setup.sh first",
             py.display()
         );
+        // HCP_TESTHOST_CLOCK: run the test host with its clock moved (libfaketime's offset syntax,
+        // e.g. "+20m"), for the Kerberos clock-skew test. Preloaded into the test host itself
+        // (not through the `faketime` wrapper), so that dropping the TestHost ends the process.
         let mut cmd = Command::new(&py);
+        if let Ok(offset) = std::env::var("HCP_TESTHOST_CLOCK") {
+            let lib = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+                .iter()
+                .map(|a| PathBuf::from(format!("/usr/lib/{a}/faketime/libfaketime.so.1")))
+                .find(|p| p.exists())
+                .expect("libfaketime is installed (testhost/kdc.sh installs Debian's faketime)");
+            cmd.env("LD_PRELOAD", lib).env("FAKETIME", offset);
+        }
         cmd.current_dir(crate_dir().join("testhost"))
             .args(["-m", "hcp_winrm_testhost", "--hosts", &hosts.to_string()])
             .args([

@@ -779,7 +779,7 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT generation, doc FROM vms WHERE id = $1 AND ($2::text IS NULL OR project = $2)",
+                "SELECT generation, doc FROM vms WHERE id = $1 AND ($2::text[] IS NULL OR project = ANY($2))",
             )
             .await
             .map_err(|e| self.db_err(e))?;
@@ -809,7 +809,7 @@ impl Store for PostgresStore {
         let st = c
             .prepare_cached(
                 "SELECT generation, doc, id FROM vms
-                 WHERE ($1::text IS NULL OR project = $1) AND ($2::text IS NULL OR id > $2)
+                 WHERE ($1::text[] IS NULL OR project = ANY($1)) AND ($2::text IS NULL OR id > $2)
                  ORDER BY id LIMIT $3",
             )
             .await
@@ -875,7 +875,7 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT generation, doc FROM jobs WHERE id = $1 AND ($2::text IS NULL OR project = $2)",
+                "SELECT generation, doc FROM jobs WHERE id = $1 AND ($2::text[] IS NULL OR project = ANY($2))",
             )
             .await
             .map_err(|e| self.db_err(e))?;
@@ -898,7 +898,7 @@ impl Store for PostgresStore {
         let st = c
             .prepare_cached(
                 "SELECT generation, doc FROM jobs
-                 WHERE ($1::text IS NULL OR project = $1) AND ($2::text IS NULL OR id < $2)
+                 WHERE ($1::text[] IS NULL OR project = ANY($1)) AND ($2::text IS NULL OR id < $2)
                    AND ($3::text IS NULL OR vm_id = $3) AND ($4::text IS NULL OR state = $4)
                  ORDER BY id DESC LIMIT $5",
             )
@@ -1154,9 +1154,11 @@ impl Store for PostgresStore {
     }
 }
 
-fn scope_project(scope: &Scope) -> Option<&str> {
+/// The projects a scope sees, as the `text[]` parameter of a query (`None`: every project).
+fn scope_project(scope: &Scope) -> Option<Vec<&str>> {
     match scope {
-        Scope::Project(p) => Some(p.as_str()),
+        Scope::Project(p) => Some(vec![p.as_str()]),
+        Scope::Projects(ps) => Some(ps.iter().map(ProjectId::as_str).collect()),
         Scope::All => None,
     }
 }

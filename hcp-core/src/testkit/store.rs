@@ -568,6 +568,15 @@ pub async fn paging_and_cursors(store: Arc<dyn Store>) -> Result<()> {
         (Scope::All, 23usize),
         (Scope::Project(ProjectId::new("p1")), 15),
         (Scope::Project(ProjectId::new("p2")), 8),
+        (
+            Scope::Projects(vec![ProjectId::new("p2"), ProjectId::new("p1")]),
+            23,
+        ),
+        (
+            Scope::Projects(vec![ProjectId::new("p2"), ProjectId::new("nobody")]),
+            8,
+        ),
+        (Scope::Projects(vec![]), 0),
     ] {
         let mut seen = Vec::new();
         let mut page = PageRequest::first(5);
@@ -593,7 +602,7 @@ pub async fn paging_and_cursors(store: Arc<dyn Store>) -> Result<()> {
             "VMs come in id order without repeats"
         );
         ensure!(
-            pages == want.div_ceil(5),
+            pages == want.div_ceil(5).max(1),
             "{scope:?}: next is set exactly when more follow"
         );
 
@@ -681,6 +690,20 @@ pub async fn scope_isolation(store: Arc<dyn Store>) -> Result<()> {
     ensure!(
         store.get_vm(&Scope::All, &vb.id).await?.is_some(),
         "the all scope sees every VM"
+    );
+    let gamma_and_alpha = Scope::Projects(vec![ProjectId::new("gamma"), ProjectId::new("alpha")]);
+    ensure!(
+        store.get_vm(&gamma_and_alpha, &va.id).await?.is_some()
+            && store.get_vm(&gamma_and_alpha, &vb.id).await?.is_none()
+            && store.get_job(&gamma_and_alpha, &jb.id).await?.is_none(),
+        "a scope of several projects sees exactly theirs"
+    );
+    let listed = store
+        .list_jobs(&gamma_and_alpha, &JobFilter::default(), &PageRequest::all())
+        .await?;
+    ensure!(
+        listed.items.iter().all(|j| j.project.as_str() == "alpha") && !listed.items.is_empty(),
+        "a scope of several projects lists only their jobs"
     );
     let vms = store.list_vms(&a, &PageRequest::all()).await?;
     ensure!(

@@ -48,9 +48,9 @@ pub use console::{
     Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
 };
 pub use engine::{
-    Action, Engine, EngineBuilder, EngineStats, InventoryVm, JobWatch, ProviderCapabilities,
-    ProviderFactory, ProviderStatus, RefreshReport, RequestContext, Submitted,
-    validate_idempotency_key,
+    Action, CODE_VM_STATE_CONFLICT, Engine, EngineBuilder, EngineStats, InventoryVm, JobWatch,
+    ProviderCapabilities, ProviderFactory, ProviderStatus, RefreshReport, RequestContext, Snapshot,
+    SnapshotSubmitted, Submitted, snapshot_id, validate_idempotency_key,
 };
 pub use error::{
     CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, CODE_PRECONDITION_FAILED,
@@ -72,9 +72,10 @@ pub use model::{
 pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
 pub use provider::{
-    CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo, HostInventory,
-    HostInventoryReply, JobReporter, MigrateVm, MigratedVm, NativeVm, NetworkPlan, OpContext,
-    Provider, ProviderInfo, RebootVm, RebootedVm, SnapshotVm, SnapshottedVm, StartVm, StartedVm,
-    StopVm, StoppedVm, VmTarget,
+    CreateVm, CreatedVm, DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, GetConsole,
+    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MigrateVm, MigratedVm,
+    NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo, RebootVm, RebootedVm,
+    RevertSnapshot, RevertedSnapshot, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm,
+    StoppedVm, VmTarget,
 };
 pub use reconcile::Drift;

@@ -1,4 +1,5 @@
-//! `hcp vm`: create, list, show, start, stop, reboot, delete and open a console (tenant view).
+//! `hcp vm`: create, list, show, start, stop, reboot, delete, open a console and manage
+//! snapshots (tenant view).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -32,6 +33,9 @@ pub enum VmCommand {
     Delete(DeleteArgs),
     /// Print a console URL for a running VM, or bridge it to a local port (--listen).
     Console(ConsoleArgs),
+    /// Take, list, revert to and delete a VM's snapshots.
+    #[command(subcommand)]
+    Snapshot(super::snapshot::SnapshotCommand),
 }
 
 /// Options of every command that submits a job.
@@ -41,12 +45,12 @@ pub struct SubmitArgs {
     /// answer without doing anything again; a different request with it is refused
     /// (IDEMPOTENCY_KEY_REUSED, exit code 4).
     #[arg(long, value_name = "KEY")]
-    idempotency_key: Option<String>,
+    pub(super) idempotency_key: Option<String>,
     /// Waits for the job, showing its progress and log lines on stderr until it ends. The
     /// embedded engine always waits; with --url, a command without --wait returns as soon as
     /// the service accepts the job and prints its id.
     #[arg(long)]
-    wait: bool,
+    pub(super) wait: bool,
 }
 
 /// `hcp vm create`
@@ -110,7 +114,7 @@ pub struct VmRef {
 }
 
 impl VmRef {
-    fn project(&self) -> Option<ProjectId> {
+    pub(super) fn project(&self) -> Option<ProjectId> {
         self.project.as_deref().map(ProjectId::from)
     }
 
@@ -121,7 +125,10 @@ impl VmRef {
     /// # Errors
     /// [`ErrorKind::NotFound`] naming `vm_id` when neither an id nor a name matches;
     /// [`ErrorKind::InvalidSpec`] naming `project` for a name without --project.
-    async fn resolve(&self, backend: &crate::backend::Backend) -> hcp_core::Result<VmId> {
+    pub(super) async fn resolve(
+        &self,
+        backend: &crate::backend::Backend,
+    ) -> hcp_core::Result<VmId> {
         let project = self.project();
         if self.id.starts_with("vm-") {
             let id = VmId::from(self.id.as_str());
@@ -188,7 +195,7 @@ pub struct RebootArgs {
 pub struct DeleteArgs {
     #[command(flatten)]
     vm: VmRef,
-    /// Powers a running VM off first; without it, deleting a running VM fails.
+    /// Skips the graceful shutdown of a running VM (without it: graceful, hard after the stop timeout).
     #[arg(long)]
     force: bool,
     #[command(flatten)]
@@ -256,7 +263,7 @@ impl VmCommand {
                 | VmCommand::Stop(_)
                 | VmCommand::Reboot(_)
                 | VmCommand::Delete(_)
-        )
+        ) || matches!(self, VmCommand::Snapshot(c) if c.mutates())
     }
 
     /// Runs the command.
@@ -314,6 +321,7 @@ impl VmCommand {
                 };
                 act(s, &a.vm, action, a.submit).await
             }
+            VmCommand::Snapshot(c) => c.run(s).await,
             VmCommand::Console(a) if a.listen.is_some() => {
                 let addr = crate::bridge::parse_listen(a.listen.as_deref().unwrap_or_default())?;
                 let vm_id = a.vm.resolve(&s.backend).await?;
@@ -405,7 +413,7 @@ async fn act(s: &Session, vm: &VmRef, action: Action, submit: SubmitArgs) -> any
 /// Waits for the job (unless the service runs it and `--wait` is not given), prints what
 /// happened, and fails with [`JobFailed`] unless it succeeded (without waiting: when it has
 /// already failed or been cancelled).
-async fn finish(
+pub(super) async fn finish(
     s: &Session,
     project: Option<&ProjectId>,
     accepted: Accepted,
@@ -440,6 +448,8 @@ async fn finish(
         replayed: accepted.replayed,
         job,
         vm,
+        snapshot_id: accepted.snapshot_id,
+        memory_state_kept: accepted.memory_state_kept,
     };
     output::print(s.format, &outcome, |o| output::outcome(o, waits))?;
     // Without waiting, a job still pending or running is a success (the service accepted it);

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
 use hcp_core::{Error, ErrorKind, HcpMark, NativeVm, PowerState, Resources, Result};
 use serde::{Deserialize, Serialize};
 
@@ -59,9 +60,69 @@ pub struct SimVm {
     /// Whether cloud-init user-data was attached.
     #[serde(default)]
     pub has_user_data: bool,
-    /// Snapshot names.
+    /// Its snapshots, oldest first.
     #[serde(default)]
-    pub snapshots: Vec<String>,
+    pub snapshots: Vec<SimSnapshot>,
+}
+
+/// One simulated snapshot: the VM's power state and size when it was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SnapshotRepr")]
+pub struct SimSnapshot {
+    /// The name it was taken with.
+    pub name: String,
+    /// When it was taken.
+    pub created_at: Option<DateTime<Utc>>,
+    /// The VM's power state then; a running VM's snapshot holds its memory.
+    pub power: PowerState,
+    /// The VM's size then.
+    pub resources: Option<Resources>,
+}
+
+impl SimSnapshot {
+    /// Returns true when the snapshot holds memory state (the VM ran when it was taken).
+    pub fn memory(&self) -> bool {
+        self.power == PowerState::Running
+    }
+}
+
+/// A snapshot as state files hold it: a bare name (older files) or the whole record.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SnapshotRepr {
+    Name(String),
+    Full {
+        name: String,
+        #[serde(default)]
+        created_at: Option<DateTime<Utc>>,
+        power: PowerState,
+        #[serde(default)]
+        resources: Option<Resources>,
+    },
+}
+
+impl From<SnapshotRepr> for SimSnapshot {
+    fn from(r: SnapshotRepr) -> Self {
+        match r {
+            SnapshotRepr::Name(name) => SimSnapshot {
+                name,
+                created_at: None,
+                power: PowerState::Stopped,
+                resources: None,
+            },
+            SnapshotRepr::Full {
+                name,
+                created_at,
+                power,
+                resources,
+            } => SimSnapshot {
+                name,
+                created_at,
+                power,
+                resources,
+            },
+        }
+    }
 }
 
 impl SimVm {

@@ -396,7 +396,8 @@ class _SyncApi:
         vm : str or Vm
             The VM's id, or the VM.
         force : bool, default False
-            Power a running VM off first; without it, deleting a running VM fails.
+            Skip the graceful shutdown of a running VM. Without it a running VM is shut down
+            gracefully, then powered off hard after the stop timeout, then deleted.
         idempotency_key : str, optional
             Replays the first answer when the same request is sent again with this key.
         wait : bool, default False
@@ -413,8 +414,7 @@ class _SyncApi:
         NotFound
             No such VM in ``project``.
         JobFailed
-            With ``wait``, the job failed (``code == "CONFLICT"`` for a running VM without
-            ``force``).
+            With ``wait``, the job failed.
         Timeout
             With ``wait`` and ``timeout``, the job did not end in time.
         """

@@ -3,6 +3,7 @@
 //! colon-verb routing.
 
 pub(crate) mod common;
+pub(crate) mod day2;
 pub(crate) mod health;
 pub(crate) mod hyperv;
 pub(crate) mod ops;
@@ -28,6 +29,8 @@ pub(crate) const TENANT_PREFIX: &str = "/api/hcp/tenant/v1";
 
 /// The custom verbs of `.../vms/{vmId}:<verb>`.
 pub(crate) const COLON_VERBS: [&str; 4] = ["start", "stop", "reboot", "console"];
+/// The custom verbs of `.../vms/{vmId}/snapshots/{snapshotId}:<verb>`.
+pub(crate) const SNAPSHOT_COLON_VERBS: [&str; 1] = ["revert"];
 /// The custom verbs of `.../projects/{projectId}/jobs/{jobId}:<verb>`.
 pub(crate) const JOB_COLON_VERBS: [&str; 1] = ["cancel"];
 /// How a colon verb is routed internally: `.../vms/{vmId}/@start`. Requests never reach these
@@ -197,6 +200,7 @@ impl AcceptedResponse {
 
 pub(crate) type Apis = (
     tenant::TenantApi,
+    day2::Day2Api,
     ops::OpsApi,
     common::CommonApi,
     hyperv::HyperVApi,
@@ -208,6 +212,7 @@ pub(crate) fn service(state: &State) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             tenant::TenantApi { state: state.clone() },
+            day2::Day2Api { state: state.clone() },
             ops::OpsApi { state: state.clone() },
             common::CommonApi { state: state.clone() },
             hyperv::HyperVApi { state: state.clone() },

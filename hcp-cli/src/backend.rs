@@ -167,6 +167,25 @@ impl Backend {
         }
     }
 
+    /// Plans a resize: per field that would change, what applying it takes. Changes nothing.
+    ///
+    /// # Errors
+    /// See [`Engine::plan_resize`].
+    pub async fn plan_resize(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        request: &hcp_core::ResizeRequest,
+    ) -> hcp_core::Result<Vec<hcp_core::FieldPlan>> {
+        match self {
+            Backend::Embedded(e) => {
+                let ctx = e.context(project, Some(vm_id)).await?;
+                e.engine.plan_resize(&ctx, vm_id, request).await
+            }
+            Backend::Remote(r) => r.plan_resize(project, vm_id, request).await,
+        }
+    }
+
     /// Lists a VM's snapshots, oldest first.
     ///
     /// # Errors

@@ -158,6 +158,20 @@ impl Remote {
         })
     }
 
+    /// Plans a resize of a VM of the project.
+    pub async fn plan_resize(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        request: &hcp_core::ResizeRequest,
+    ) -> hcp_core::Result<Vec<hcp_core::FieldPlan>> {
+        let project = self.project_of(project, vm_id).await?;
+        self.client
+            .plan_resize(project.as_str(), vm_id, request)
+            .await
+            .map_err(|e| name_field(e, "vm_id"))
+    }
+
     /// Lists a VM's snapshots.
     pub async fn list_snapshots(
         &self,

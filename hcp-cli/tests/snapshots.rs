@@ -131,3 +131,62 @@ fn remote_snapshot_round_trip() {
     let server = Server::demo();
     round_trip(&Hcp::new().with_url(&server.url));
 }
+
+fn plan(hcp: &Hcp) {
+    let id = hcp.create("planned", &["--wait"]);
+    let p = hcp.json(&[
+        "vm",
+        "plan",
+        &id,
+        "--project",
+        "demo",
+        "--flavor",
+        "medium",
+        "--disk-gib",
+        "5",
+    ]);
+    let got: Vec<(&str, &str)> = p
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["field"].as_str().unwrap(), f["impact"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("vcpus", "hot"),
+            ("memory_mib", "hot"),
+            ("disk_gib", "data_destructive")
+        ],
+        "{p}"
+    );
+    let bad = hcp.run(&[
+        "--output",
+        "json",
+        "vm",
+        "plan",
+        &id,
+        "--project",
+        "demo",
+        "--flavor",
+        "huge",
+    ]);
+    assert_eq!(bad.code, INVALID_INPUT, "{bad:?}");
+    assert_eq!(bad.error()["field"], "flavor");
+    let table = hcp.run(&["vm", "plan", &id, "--project", "demo", "--vcpus", "4"]);
+    assert!(
+        table.stdout.contains("TAKES") && table.stdout.contains("hot"),
+        "{table:?}"
+    );
+}
+
+#[test]
+fn embedded_plan() {
+    plan(&Hcp::new());
+}
+
+#[test]
+fn remote_plan() {
+    let server = Server::demo();
+    plan(&Hcp::new().with_url(&server.url));
+}

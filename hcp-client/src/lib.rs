@@ -557,6 +557,28 @@ impl Client {
         self.accepted(rb, idempotency_key).await
     }
 
+    /// Plans a resize (`POST .../vms/{vmId}:plan`): per field that would change, what applying
+    /// it takes. Changes nothing.
+    ///
+    /// # Errors
+    /// The service's error: `NotFound`, `InvalidSpec` naming the field.
+    pub async fn plan_resize(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        request: &hcp_core::ResizeRequest,
+    ) -> hcp_core::Result<Vec<hcp_core::FieldPlan>> {
+        #[derive(Deserialize)]
+        struct Plan {
+            fields: Vec<hcp_core::FieldPlan>,
+        }
+        let path = format!("{}:plan", Client::vm_path(project, vm_id));
+        let plan: Plan = self
+            .json(self.request(Method::POST, &path).json(request))
+            .await?;
+        Ok(plan.fields)
+    }
+
     /// Lists a VM's snapshots (`GET .../vms/{vmId}/snapshots`), oldest first.
     ///
     /// # Errors
@@ -1294,6 +1316,7 @@ fn static_code(code: &str) -> Option<&'static str> {
         hcp_core::CODE_IDEMPOTENCY_KEY_IN_PROGRESS,
         hcp_core::CODE_PRECONDITION_REQUIRED,
         hcp_core::CODE_PRECONDITION_FAILED,
+        hcp_core::CODE_VM_STATE_CONFLICT,
         "PAYLOAD_TOO_LARGE",
         "METHOD_NOT_ALLOWED",
         "UNSUPPORTED_MEDIA_TYPE",

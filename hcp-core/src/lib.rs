@@ -48,9 +48,10 @@ pub use console::{
     Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
 };
 pub use engine::{
-    Action, CODE_VM_STATE_CONFLICT, Engine, EngineBuilder, EngineStats, InventoryVm, JobWatch,
-    ProviderCapabilities, ProviderFactory, ProviderStatus, RefreshReport, RequestContext, Snapshot,
-    SnapshotSubmitted, Submitted, snapshot_id, validate_idempotency_key,
+    Action, CODE_VM_STATE_CONFLICT, ChangeImpact, Engine, EngineBuilder, EngineStats, FieldPlan,
+    InventoryVm, JobWatch, ProviderCapabilities, ProviderFactory, ProviderStatus, RefreshReport,
+    RequestContext, ResizeRequest, Snapshot, SnapshotSubmitted, Submitted, plan_resize,
+    snapshot_id, validate_idempotency_key,
 };
 pub use error::{
     CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, CODE_PRECONDITION_FAILED,

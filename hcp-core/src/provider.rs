@@ -142,7 +142,7 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
             &self.info().name,
             Operation::ListSnapshots,
             "snapshot",
-            "",
+            "HCP does not manage this provider's existing snapshots yet",
         ))
     }
 
@@ -165,7 +165,7 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
             &self.info().name,
             Operation::RevertSnapshot,
             "snapshot",
-            "",
+            "HCP does not manage this provider's existing snapshots yet",
         ))
     }
 
@@ -186,7 +186,7 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
             &self.info().name,
             Operation::DeleteSnapshot,
             "snapshot",
-            "",
+            "HCP does not manage this provider's existing snapshots yet",
         ))
     }
 

@@ -316,3 +316,65 @@ async fn snapshot_limit_and_zones_without_snapshots_are_refused_before_a_job() {
     assert_eq!(p["code"], "FEATURE_NOT_SUPPORTED", "{p}");
     assert!(p["detail"].as_str().unwrap().contains("snapshot"), "{p}");
 }
+
+#[tokio::test]
+async fn plan_says_per_field_what_a_resize_takes_and_changes_nothing() {
+    let s = start().await;
+    let id = running_vm(&s, "planned").await;
+    let vm = format!("{T}/projects/demo/vms/{id}");
+    let before = json_of(s.http.get(s.at(&vm)).send().await.unwrap()).await;
+    let plan = |body: Value| {
+        let url = s.at(&format!("{vm}:plan"));
+        let http = s.http.clone();
+        async move { http.post(url).json(&body).send().await.unwrap() }
+    };
+
+    // The simulator resizes a running VM live; a disk shrink is data-destructive.
+    let r = plan(json!({"flavor": "medium", "disk_gib": 5})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let p = json_of(r).await;
+    let fields: Vec<(String, String)> = p["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["field"].as_str().unwrap().to_string(),
+                f["impact"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("vcpus".to_string(), "hot".to_string()),
+            ("memory_mib".to_string(), "hot".to_string()),
+            ("disk_gib".to_string(), "data_destructive".to_string()),
+        ],
+        "{p}"
+    );
+    assert_eq!(p["fields"][0]["from"], 1);
+    assert_eq!(p["fields"][0]["to"], 2);
+    assert!(
+        p["fields"][2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shrink"),
+        "{p}"
+    );
+
+    // Nothing changes: an empty plan. Bad input names the field.
+    let p = json_of(plan(json!({"vcpus": 1})).await).await;
+    assert_eq!(p["fields"], json!([]), "{p}");
+    let r = plan(json!({"flavor": "huge"})).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(r).await["field"], "flavor");
+    let r = plan(json!({"vcpus": 0})).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(r).await["field"], "vcpus");
+    let r = plan(json!({"vcpus": 2, "host": "sim-a1"})).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    let after = json_of(s.http.get(s.at(&vm)).send().await.unwrap()).await;
+    assert_eq!(before, after, "a plan changes nothing");
+}

@@ -33,6 +33,10 @@ pub enum VmCommand {
     Delete(DeleteArgs),
     /// Print a console URL for a running VM, or bridge it to a local port (--listen).
     Console(ConsoleArgs),
+    /// Plan a resize: per field that would change, what applying it takes on this VM's
+    /// hypervisor in its power state (hot, reboot, power_off, recreate, data_destructive), and
+    /// why. Changes nothing.
+    Plan(PlanArgs),
     /// Take, list, revert to and delete a VM's snapshots.
     #[command(subcommand)]
     Snapshot(super::snapshot::SnapshotCommand),
@@ -202,6 +206,25 @@ pub struct DeleteArgs {
     submit: SubmitArgs,
 }
 
+/// `hcp vm plan`
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    vm: VmRef,
+    /// A catalog flavor to move to.
+    #[arg(long)]
+    flavor: Option<String>,
+    /// vCPUs (overrides the flavor's).
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Memory in MiB (overrides the flavor's).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Disk size in GiB (overrides the flavor's).
+    #[arg(long)]
+    disk_gib: Option<u64>,
+}
+
 /// `hcp vm console`
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
@@ -322,6 +345,35 @@ impl VmCommand {
                 act(s, &a.vm, action, a.submit).await
             }
             VmCommand::Snapshot(c) => c.run(s).await,
+            VmCommand::Plan(a) => {
+                let id = a.vm.resolve(&s.backend).await?;
+                let request = hcp_core::ResizeRequest {
+                    flavor: a.flavor,
+                    vcpus: a.vcpus,
+                    memory_mib: a.memory_mib,
+                    disk_gib: a.disk_gib,
+                };
+                let plan = s
+                    .backend
+                    .plan_resize(a.vm.project().as_ref(), &id, &request)
+                    .await?;
+                output::print(s.format, &plan, |p| {
+                    if p.is_empty() {
+                        return "Nothing would change.".into();
+                    }
+                    let mut t = output::table(&["FIELD", "FROM", "TO", "TAKES", "WHY"]);
+                    for f in p {
+                        t.add_row(vec![
+                            f.field.clone(),
+                            f.from.to_string(),
+                            f.to.to_string(),
+                            f.impact.as_str().to_string(),
+                            f.reason.clone(),
+                        ]);
+                    }
+                    t.to_string()
+                })
+            }
             VmCommand::Console(a) if a.listen.is_some() => {
                 let addr = crate::bridge::parse_listen(a.listen.as_deref().unwrap_or_default())?;
                 let vm_id = a.vm.resolve(&s.backend).await?;

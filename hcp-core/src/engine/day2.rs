@@ -77,6 +77,15 @@ pub(crate) fn check_state(vm: &Vm, action: &Action) -> crate::Result<()> {
             "VM `{name}` failed to be created and does not exist on its hypervisor; only a delete is possible"
         )));
     }
+    let snapshot_op = matches!(
+        action,
+        Action::Snapshot { .. } | Action::RevertSnapshot { .. } | Action::DeleteSnapshot { .. }
+    );
+    if snapshot_op && vm.desired == DesiredState::Pending && !vm.present {
+        return Err(state_conflict(format!(
+            "VM `{name}` is still being created; its snapshots can be managed once its create job ends"
+        )));
+    }
     match action {
         Action::Reboot { .. } if vm.desired_power == PowerState::Stopped => Err(state_conflict(
             format!("VM `{name}` is stopped; a reboot needs a running VM (start it instead)"),
@@ -193,7 +202,87 @@ pub(crate) async fn delete_snapshot_job(inner: &Inner, vm: &Vm, id: String) -> R
     })
 }
 
+/// A new size asked for a VM: a flavor, explicit sizes, or both (explicit sizes override the
+/// flavor's); fields left out keep the VM's current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeRequest {
+    /// A catalog flavor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    /// vCPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Disk size in GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u64>,
+}
+
 impl Engine {
+    /// Plans a resize without changing anything: per field that changes, what applying it takes
+    /// on this VM's provider and in its power state, with the reason (see
+    /// [`super::plan_resize`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for a VM outside `ctx`'s project; [`ErrorKind::InvalidSpec`]
+    /// naming the field for an unknown flavor or a size outside the global bounds or below the
+    /// image's minimum disk; a request that changes nothing is an empty plan.
+    pub async fn plan_resize(
+        &self,
+        ctx: &RequestContext,
+        vm_id: &VmId,
+        req: &ResizeRequest,
+    ) -> Result<Vec<super::FieldPlan>> {
+        self.check_project(&ctx.project)?;
+        validate_reference("vm_id", vm_id.as_str())?;
+        let vm = self
+            .inner
+            .store
+            .get_vm(&ctx.scope(), vm_id)
+            .await?
+            .filter(|v| v.desired != DesiredState::Deleted)
+            .ok_or_else(|| Error::not_found("vm", vm_id).with_field("vm_id"))?;
+        let mut spec = vm.spec.clone();
+        if let Some(f) = &req.flavor {
+            spec.flavor = Some(f.clone());
+            spec.vcpus = None;
+            spec.memory_mib = None;
+            spec.disk_gib = None;
+        } else if spec.flavor.is_none()
+            || self
+                .inner
+                .catalog
+                .flavor(spec.flavor.as_deref().unwrap_or(""))
+                .is_none()
+        {
+            // A VM rebuilt from its host may name no known flavor: start from its actual size.
+            spec.flavor = None;
+            spec.vcpus = Some(vm.resources.vcpus);
+            spec.memory_mib = Some(vm.resources.memory_mib);
+            spec.disk_gib = Some(vm.resources.disk_gib);
+        }
+        if let Some(v) = req.vcpus {
+            spec.vcpus = Some(v);
+        }
+        if let Some(m) = req.memory_mib {
+            spec.memory_mib = Some(m);
+        }
+        if let Some(d) = req.disk_gib {
+            spec.disk_gib = Some(d);
+        }
+        let target = self.inner.catalog.resolve(&spec)?;
+        let kind = self
+            .inner
+            .provider(&vm.binding.provider)?
+            .provider
+            .info()
+            .kind;
+        Ok(super::plan_resize(&kind, vm.power, vm.resources, target))
+    }
+
     async fn live_vm(&self, ctx: &RequestContext, vm_id: &VmId, op: Operation) -> Result<Vm> {
         self.check_project(&ctx.project)?;
         validate_reference("vm_id", vm_id.as_str())?;
@@ -221,6 +310,10 @@ impl Engine {
         let op = Operation::ListSnapshots;
         let result = async {
             let vm = self.live_vm(ctx, vm_id, op).await?;
+            if vm.desired == DesiredState::Pending && !vm.present {
+                // Not on its host yet: it has no snapshots.
+                return Ok(Vec::new());
+            }
             let snaps = native_snapshots(&self.inner, &vm).await?;
             Ok(snaps
                 .into_iter()
@@ -378,6 +471,11 @@ mod tests {
         let running = vm(DesiredState::Active, PowerState::Running, true);
         let stopped = vm(DesiredState::Active, PowerState::Stopped, true);
         let failed = vm(DesiredState::Error, PowerState::Unknown, false);
+        let pending = vm(DesiredState::Pending, PowerState::Running, false);
+        let snapshot = Action::Snapshot {
+            vm_id: id.clone(),
+            name: "s".into(),
+        };
         for (vm, action, ok) in [
             (&running, &reboot, true),
             (&running, &delete, true),
@@ -387,6 +485,9 @@ mod tests {
             (&failed, &start, false),
             (&failed, &reboot, false),
             (&failed, &delete, true),
+            (&pending, &snapshot, false),
+            (&pending, &reboot, true),
+            (&running, &snapshot, true),
         ] {
             let r = check_state(vm, action);
             assert_eq!(r.is_ok(), ok, "{action:?} on {:?}: {r:?}", vm.desired_power);

@@ -5,6 +5,7 @@
 mod capacity;
 mod day2;
 mod inventory;
+mod plan;
 mod scheduler;
 mod watch;
 mod worker;
@@ -21,8 +22,9 @@ use sha2::Digest;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use day2::{CODE_VM_STATE_CONFLICT, Snapshot, SnapshotSubmitted, snapshot_id};
+pub use day2::{CODE_VM_STATE_CONFLICT, ResizeRequest, Snapshot, SnapshotSubmitted, snapshot_id};
 pub use inventory::{InventoryVm, ProviderCapabilities, ProviderStatus, RefreshReport};
+pub use plan::{ChangeImpact, FieldPlan, plan_resize};
 pub use watch::JobWatch;
 
 use crate::store::{

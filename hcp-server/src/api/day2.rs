@@ -1,11 +1,11 @@
 //! Day-2 routes of the tenant API: a VM's snapshots. Like every tenant route they act in one
 //! project; ids are HCP's (`snap-…`), never the hypervisor's.
 
-use hcp_core::{ProjectId, SnapshotSubmitted, VmId};
+use hcp_core::{ChangeImpact, ProjectId, ResizeRequest, SnapshotSubmitted, VmId};
 use poem::Request;
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::Deserialize;
 
 use super::security::ApiAuth;
@@ -107,6 +107,83 @@ impl SnapshotAccepted {
     }
 }
 
+/// A new size to plan: the body of `POST .../vms/{vmId}:plan`. A flavor, explicit sizes, or
+/// both (explicit sizes override the flavor's); fields left out keep the VM's current value.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub(crate) struct PlanRequest {
+    /// A catalog flavor.
+    #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 63))]
+    pub(crate) flavor: Option<String>,
+    /// vCPUs.
+    #[serde(default)]
+    pub(crate) vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[serde(default)]
+    pub(crate) memory_mib: Option<u64>,
+    /// Disk size in GiB.
+    #[serde(default)]
+    pub(crate) disk_gib: Option<u64>,
+}
+
+impl StrictDto for PlanRequest {
+    const SERVER_OWNED: &'static [&'static str] = &["id", "vm_id", "fields", "resources"];
+}
+
+/// What applying one field takes, from least to most disruptive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub(crate) enum ChangeImpactDto {
+    /// Applied without a power change: live on a running VM, at once on a stopped one.
+    Hot,
+    /// Written to the VM's definition; the running guest sees it after a restart.
+    Reboot,
+    /// The hypervisor changes it only while the VM is off.
+    PowerOff,
+    /// Needs a new VM.
+    Recreate,
+    /// Loses data (shrinking a disk).
+    DataDestructive,
+}
+
+impl From<ChangeImpact> for ChangeImpactDto {
+    fn from(i: ChangeImpact) -> Self {
+        match i {
+            ChangeImpact::Hot => ChangeImpactDto::Hot,
+            ChangeImpact::Reboot => ChangeImpactDto::Reboot,
+            ChangeImpact::PowerOff => ChangeImpactDto::PowerOff,
+            ChangeImpact::Recreate => ChangeImpactDto::Recreate,
+            ChangeImpact::DataDestructive => ChangeImpactDto::DataDestructive,
+        }
+    }
+}
+
+/// The plan for one field.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub(crate) struct FieldPlanDto {
+    /// The field (`vcpus`, `memory_mib`, `disk_gib`).
+    pub(crate) field: String,
+    /// Its value now.
+    pub(crate) from: u64,
+    /// The value asked for.
+    pub(crate) to: u64,
+    /// What applying it takes.
+    pub(crate) impact: ChangeImpactDto,
+    /// Why.
+    pub(crate) reason: String,
+}
+
+/// A resize plan: one entry per field that changes (none when nothing would change).
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub(crate) struct PlanDto {
+    /// The VM.
+    pub(crate) vm_id: String,
+    /// Per changed field, what applying it takes.
+    pub(crate) fields: Vec<FieldPlanDto>,
+}
+
 pub(crate) struct Day2Api {
     pub(crate) state: State,
 }
@@ -144,6 +221,55 @@ impl Day2Api {
                     name: s.name,
                     created_at: s.created_at,
                     memory: s.memory,
+                })
+                .collect(),
+        }))
+    }
+
+    /// Plan a resize
+    ///
+    /// Changes nothing: answers, per field that would change, what applying it takes on this
+    /// VM's hypervisor in its current power state — `hot` (no power change), `reboot` (after a
+    /// restart), `power_off` (only while off), `recreate` or `data_destructive` (a disk shrink) —
+    /// with the reason. An unknown flavor or a size outside the bounds is `400 INVALID_SPEC`
+    /// naming the field.
+    #[oai(
+        path = "/projects/:projectId/vms/:vmId/@plan",
+        method = "post",
+        operation_id = "planVm"
+    )]
+    async fn plan_vm(
+        &self,
+        _auth: ApiAuth,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+        body: StrictJson<PlanRequest>,
+    ) -> ApiResult<Json<PlanDto>> {
+        let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
+        let b = body.0;
+        let request = ResizeRequest {
+            flavor: b.flavor,
+            vcpus: b.vcpus,
+            memory_mib: b.memory_mib,
+            disk_gib: b.disk_gib,
+        };
+        let vm_id = VmId::new(vm_id.0);
+        let plan = self
+            .state
+            .engine
+            .plan_resize(&ctx, &vm_id, &request)
+            .await?;
+        Ok(Json(PlanDto {
+            vm_id: vm_id.to_string(),
+            fields: plan
+                .into_iter()
+                .map(|p| FieldPlanDto {
+                    field: p.field,
+                    from: p.from,
+                    to: p.to,
+                    impact: p.impact.into(),
+                    reason: p.reason,
                 })
                 .collect(),
         }))

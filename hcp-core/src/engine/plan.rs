@@ -187,12 +187,20 @@ mod tests {
         }
     }
 
+    /// Provider kind, power state, target size, and the expected impact per changed field.
+    type Case = (
+        &'static str,
+        PowerState,
+        Resources,
+        &'static [(&'static str, ChangeImpact)],
+    );
+
     #[test]
     fn classifies_each_field_per_provider_and_power_state() {
         use PowerState::{Running, Stopped};
         let now = size(2, 2048, 20);
         // (kind, power, target, expected impacts per changed field in order)
-        let table: &[(&str, PowerState, Resources, &[(&str, ChangeImpact)])] = &[
+        let table: &[Case] = &[
             (
                 "sim",
                 Running,

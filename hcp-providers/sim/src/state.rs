@@ -363,3 +363,28 @@ fn save(path: &Path, s: &SimState) -> Result<()> {
     f.sync_all().map_err(|e| io_error(&tmp, "sync", e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, "replace", e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_of_older_state_files_read_as_disk_only_and_new_ones_round_trip() {
+        let old: SimSnapshot = serde_json::from_str("\"before\"").unwrap();
+        assert_eq!(old.name, "before");
+        assert!(
+            !old.memory(),
+            "an old record says nothing of memory: disk-only"
+        );
+        let new = SimSnapshot {
+            name: "warm".into(),
+            created_at: Some(Utc::now()),
+            power: PowerState::Running,
+            resources: None,
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        let back: SimSnapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, new);
+        assert!(back.memory());
+    }
+}

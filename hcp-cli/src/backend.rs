@@ -8,7 +8,8 @@ use std::sync::Arc;
 use hcp_core::store::{JobFilter, MemoryStore, PageRequest, Scope};
 use hcp_core::{
     Action, Capabilities, Catalog, Console, ConsoleKind, Engine, Error, ErrorKind, Host, JobId,
-    JobWatch, Principal, ProjectId, RequestContext, SecretString, Submitted, TenantVm, VmId,
+    JobWatch, Principal, ProjectId, RequestContext, SecretString, Snapshot, SnapshotSubmitted,
+    Submitted, TenantVm, VmId,
 };
 
 use hcp_server::relay::{self, ByteStream};
@@ -53,6 +54,10 @@ pub struct Accepted {
     pub job_id: JobId,
     /// True when an idempotency key replayed an earlier request: no new job ran.
     pub replayed: bool,
+    /// HCP's id of the snapshot a snapshot request acts on.
+    pub snapshot_id: Option<String>,
+    /// A revert's answer: whether the VM's memory state comes back.
+    pub memory_state_kept: Option<bool>,
 }
 
 impl From<Submitted> for Accepted {
@@ -61,6 +66,18 @@ impl From<Submitted> for Accepted {
             vm_id: s.vm_id,
             job_id: s.job_id,
             replayed: s.replayed,
+            snapshot_id: None,
+            memory_state_kept: None,
+        }
+    }
+}
+
+impl From<SnapshotSubmitted> for Accepted {
+    fn from(s: SnapshotSubmitted) -> Self {
+        Accepted {
+            snapshot_id: Some(s.snapshot_id),
+            memory_state_kept: s.memory_state_kept,
+            ..Accepted::from(s.submitted)
         }
     }
 }
@@ -146,6 +163,89 @@ impl Backend {
                 .submit(project, action, idempotency_key)
                 .await
                 .map(Accepted::from),
+            Backend::Remote(r) => r.submit(project, action, idempotency_key).await,
+        }
+    }
+
+    /// Plans a resize: per field that would change, what applying it takes. Changes nothing.
+    ///
+    /// # Errors
+    /// See [`Engine::plan_resize`].
+    pub async fn plan_resize(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        request: &hcp_core::ResizeRequest,
+    ) -> hcp_core::Result<Vec<hcp_core::FieldPlan>> {
+        match self {
+            Backend::Embedded(e) => {
+                let ctx = e.context(project, Some(vm_id)).await?;
+                e.engine.plan_resize(&ctx, vm_id, request).await
+            }
+            Backend::Remote(r) => r.plan_resize(project, vm_id, request).await,
+        }
+    }
+
+    /// Lists a VM's snapshots, oldest first.
+    ///
+    /// # Errors
+    /// See [`Engine::list_snapshots`].
+    pub async fn list_snapshots(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+    ) -> hcp_core::Result<Vec<Snapshot>> {
+        match self {
+            Backend::Embedded(e) => {
+                let ctx = e.context(project, Some(vm_id)).await?;
+                e.engine.list_snapshots(&ctx, vm_id).await
+            }
+            Backend::Remote(r) => r.list_snapshots(project, vm_id).await,
+        }
+    }
+
+    /// Submits a snapshot create, revert or delete; the answer names the snapshot.
+    ///
+    /// # Errors
+    /// See [`Engine::create_snapshot`], [`Engine::revert_snapshot`] and
+    /// [`Engine::delete_snapshot`].
+    pub async fn snapshot(
+        &self,
+        project: Option<&ProjectId>,
+        action: Action,
+        idempotency_key: Option<String>,
+    ) -> hcp_core::Result<Accepted> {
+        match self {
+            Backend::Embedded(e) => {
+                let op = action.operation();
+                let (Action::Snapshot { vm_id, .. }
+                | Action::RevertSnapshot { vm_id, .. }
+                | Action::DeleteSnapshot { vm_id, .. }) = &action
+                else {
+                    return e
+                        .submit(project, action, idempotency_key)
+                        .await
+                        .map(Accepted::from);
+                };
+                let ctx = e
+                    .context(project, Some(vm_id))
+                    .await
+                    .map_err(|e| e.with_operation(op))?
+                    .with_idempotency_key(idempotency_key);
+                let s = match &action {
+                    Action::Snapshot { vm_id, name } => {
+                        e.engine.create_snapshot(&ctx, vm_id, name).await
+                    }
+                    Action::RevertSnapshot { vm_id, snapshot_id } => {
+                        e.engine.revert_snapshot(&ctx, vm_id, snapshot_id).await
+                    }
+                    Action::DeleteSnapshot { vm_id, snapshot_id } => {
+                        e.engine.delete_snapshot(&ctx, vm_id, snapshot_id).await
+                    }
+                    _ => unreachable!("matched above"),
+                }?;
+                Ok(Accepted::from(s))
+            }
             Backend::Remote(r) => r.submit(project, action, idempotency_key).await,
         }
     }
@@ -448,7 +548,9 @@ impl Embedded {
             | Action::Stop { vm_id, .. }
             | Action::Reboot { vm_id, .. }
             | Action::Snapshot { vm_id, .. }
-            | Action::Migrate { vm_id, .. } => Some(vm_id.clone()),
+            | Action::Migrate { vm_id, .. }
+            | Action::RevertSnapshot { vm_id, .. }
+            | Action::DeleteSnapshot { vm_id, .. } => Some(vm_id.clone()),
         };
         let op = action.operation();
         let ctx = self

@@ -249,6 +249,16 @@ pub fn outcome(o: &Outcome, waited: bool) -> String {
         "{} {} {} (vm {})",
         o.job.operation, o.job_id, o.job.state, o.vm_id
     );
+    if let Some(id) = &o.snapshot_id {
+        text.push_str(&format!("\nsnapshot {id}"));
+    }
+    match o.memory_state_kept {
+        Some(true) => text.push_str("\nmemory state kept: the VM runs on from the snapshot"),
+        Some(false) => text.push_str(
+            "\nmemory state not kept: the snapshot holds disks only; the VM ends stopped",
+        ),
+        None => {}
+    }
     if o.replayed {
         text.push_str(&format!(
             "\nreplayed: idempotency key `{}` was used before; no new job ran",

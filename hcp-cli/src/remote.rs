@@ -101,7 +101,10 @@ impl Remote {
             Action::Delete { vm_id, .. }
             | Action::Start { vm_id }
             | Action::Stop { vm_id, .. }
-            | Action::Reboot { vm_id, .. } => Some(vm_id),
+            | Action::Reboot { vm_id, .. }
+            | Action::Snapshot { vm_id, .. }
+            | Action::RevertSnapshot { vm_id, .. }
+            | Action::DeleteSnapshot { vm_id, .. } => Some(vm_id),
             _ => None,
         };
         let project = match vm_id {
@@ -122,6 +125,19 @@ impl Remote {
             Action::Start { vm_id } => self.client.start_vm(p, &vm_id, key).await,
             Action::Stop { vm_id, force } => self.client.stop_vm(p, &vm_id, force, key).await,
             Action::Reboot { vm_id, hard } => self.client.reboot_vm(p, &vm_id, hard, key).await,
+            Action::Snapshot { vm_id, name } => {
+                self.client.create_snapshot(p, &vm_id, &name, key).await
+            }
+            Action::RevertSnapshot { vm_id, snapshot_id } => {
+                self.client
+                    .revert_snapshot(p, &vm_id, &snapshot_id, key)
+                    .await
+            }
+            Action::DeleteSnapshot { vm_id, snapshot_id } => {
+                self.client
+                    .delete_snapshot(p, &vm_id, &snapshot_id, key)
+                    .await
+            }
             _ => Err(Error::new(
                 ErrorKind::FeatureNotSupported,
                 format!("`{op}` is not available through the tenant API"),
@@ -137,7 +153,40 @@ impl Remote {
             job_id: accepted.job_id,
             // The service marks a replay with `Idempotency-Replayed: true`.
             replayed: accepted.replayed,
+            snapshot_id: accepted.snapshot_id,
+            memory_state_kept: accepted.memory_state_kept,
         })
+    }
+
+    /// Plans a resize of a VM of the project.
+    pub async fn plan_resize(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        request: &hcp_core::ResizeRequest,
+    ) -> hcp_core::Result<Vec<hcp_core::FieldPlan>> {
+        let project = self.project_of(project, vm_id).await?;
+        self.client
+            .plan_resize(project.as_str(), vm_id, request)
+            .await
+            .map_err(|e| name_field(e, "vm_id"))
+    }
+
+    /// Lists a VM's snapshots.
+    pub async fn list_snapshots(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+    ) -> hcp_core::Result<Vec<hcp_core::Snapshot>> {
+        let op = hcp_core::Operation::ListSnapshots;
+        let project = self
+            .project_of(project, vm_id)
+            .await
+            .map_err(|e| e.with_operation(op))?;
+        self.client
+            .list_snapshots(project.as_str(), vm_id)
+            .await
+            .map_err(|e| name_field(e, "vm_id"))
     }
 
     /// Lists a project's VMs, following the pages.

@@ -144,6 +144,13 @@ pub struct Outcome {
     pub job: JobView,
     /// The VM after the job; absent once deleted.
     pub vm: Option<TenantVm>,
+    /// HCP's id of the snapshot a snapshot command acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// A revert's answer: true when the snapshot held memory state (the VM came back running
+    /// where it was), false when it held disks only (the VM ended stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_state_kept: Option<bool>,
 }
 
 /// A job ended `FAILED` or `CANCELLED`.

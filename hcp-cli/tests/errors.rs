@@ -457,22 +457,30 @@ fn usage_errors_are_json_under_output_json() {
 
 #[test]
 fn logs_are_off_by_default_and_plain_when_asked_for() {
+    // A simulator whose every VM operation fails, without retries: each create job fails.
+    let failing = format!(
+        "{}engine:\n  retry: {{max_attempts: 1}}\n",
+        common::server::hosts_file("{failure_rate: 1.0}")
+    );
     let hcp = Hcp::new();
-    let vm = hcp.json(&[
-        "vm",
-        "create",
-        "--project",
-        "demo",
-        "--name",
-        "logged",
-        "--image",
-        "ubuntu-24.04",
-        "--flavor",
-        "small",
-    ]);
-    let id = vm["vm_id"].as_str().unwrap().to_string();
-    // Deleting a running VM without --force fails its job.
-    let r = hcp.run(&["vm", "delete", &id, "--project", "demo"]);
+    let path = hcp.path("failing.yaml");
+    std::fs::write(&path, failing).unwrap();
+    let hcp = hcp.with_config(&path);
+    let create = |name: &'static str| {
+        [
+            "vm",
+            "create",
+            "--project",
+            "demo",
+            "--name",
+            name,
+            "--image",
+            "ubuntu-24.04",
+            "--flavor",
+            "small",
+        ]
+    };
+    let r = hcp.run(&create("logged-1"));
     assert_eq!(r.code, 8, "{r:?}");
     assert!(!r.stderr.contains("WARN"), "no logs by default: {r:?}");
     assert!(!r.stderr.contains('\u{1b}'), "no colour in a pipe: {r:?}");
@@ -480,7 +488,7 @@ fn logs_are_off_by_default_and_plain_when_asked_for() {
         .command()
         .env("HCP_LOG_LEVEL", "warn")
         .env("NO_COLOR", "1")
-        .args(["vm", "delete", &id, "--project", "demo"])
+        .args(create("logged-2"))
         .output()
         .unwrap();
     let r = common::Run::from(out);

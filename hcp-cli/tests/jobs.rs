@@ -104,23 +104,39 @@ fn jobs_of_earlier_commands_can_be_shown_listed_and_watched() {
 
 #[test]
 fn a_failed_job_is_kept_and_watch_exits_job_failed() {
+    // A simulator whose every VM operation fails, without retries: the create job runs and fails.
+    let failing = format!(
+        "{}engine:\n  retry: {{max_attempts: 1}}\n",
+        common::server::hosts_file("{failure_rate: 1.0}")
+    );
     let hcp = Hcp::new();
-    let id = hcp.create("running", &[]);
-    let r = hcp.run(&["--output", "json", "vm", "reboot", &id]);
-    assert_eq!(r.code, 0, "{r:?}");
-    hcp.json(&["vm", "stop", &id]);
-    // Rebooting a stopped VM fails in the provider: the job runs and fails.
-    let failed = hcp.run(&["--output", "json", "vm", "reboot", &id]);
+    let path = hcp.path("failing.yaml");
+    std::fs::write(&path, failing).unwrap();
+    let hcp = hcp.with_config(&path);
+    let failed = hcp.run(&[
+        "--output",
+        "json",
+        "vm",
+        "create",
+        "--project",
+        "demo",
+        "--name",
+        "doomed",
+        "--image",
+        "ubuntu-24.04",
+        "--flavor",
+        "small",
+    ]);
     assert_eq!(failed.code, JOB_FAILED, "{failed:?}");
     let job_id = failed.json()["job_id"].as_str().unwrap().to_string();
 
     let job = hcp.json(&["job", "show", &job_id]);
     assert_eq!(job["state"], "FAILED");
-    assert_eq!(job["error"]["code"], "CONFLICT");
+    assert_eq!(job["error"]["code"], "PROVIDER_UNAVAILABLE");
     let watch = hcp.run(&["job", "watch", &job_id]);
     assert_eq!(watch.code, JOB_FAILED, "{watch:?}");
     assert!(
-        watch.stdout.contains("FAILED") && watch.stdout.contains("not running"),
+        watch.stdout.contains("FAILED") && watch.stdout.contains("injected fault"),
         "{}",
         watch.stdout
     );

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Hcp, JOB_FAILED};
+use common::{CONFLICT, Hcp};
 
 #[test]
 fn round_trip_create_list_show_stop_start_reboot_console_delete() {
@@ -213,22 +213,41 @@ fn wait_shows_the_job_log_on_stderr() {
 }
 
 #[test]
-fn deleting_a_running_vm_without_force_fails_its_job() {
+fn deleting_a_running_vm_shuts_it_down_first_and_force_skips_only_the_graceful_part() {
     let hcp = Hcp::new();
-    let id = hcp.create("busy", &[]);
-    let r = hcp.run(&["--output", "json", "vm", "delete", &id]);
-    assert_eq!(r.code, JOB_FAILED, "{r:?}");
-    let out = r.json();
-    assert_eq!(out["job"]["state"], "FAILED");
-    assert_eq!(out["job"]["error"]["code"], "CONFLICT");
-    assert_eq!(r.error()["code"], "JOB_FAILED");
-    assert_eq!(r.error()["job"]["id"], out["job_id"]);
-    assert_eq!(hcp.vms("demo").len(), 1, "the VM is still there");
-    let failed = hcp.json(&["job", "show", out["job_id"].as_str().unwrap()]);
-    assert_eq!(
-        failed["state"], "FAILED",
-        "the failed job is kept for later commands"
+    for (name, extra, line) in [
+        ("busy", None, "the guest shut down"),
+        ("busier", Some("--force"), "powered the VM off (force)"),
+    ] {
+        let id = hcp.create(name, &[]);
+        let mut args = vec!["--output", "json", "vm", "delete", id.as_str(), "--wait"];
+        args.extend(extra);
+        let r = hcp.run(&args);
+        assert_eq!(r.code, 0, "{r:?}");
+        let out = r.json();
+        assert_eq!(out["job"]["state"], "SUCCEEDED", "{out}");
+        assert!(
+            r.stderr.contains(line),
+            "{name}: the log says `{line}`: {r:?}"
+        );
+    }
+    assert!(hcp.vms("demo").is_empty(), "both VMs are gone");
+}
+
+#[test]
+fn a_reboot_of_a_stopped_vm_is_refused_before_any_job() {
+    let hcp = Hcp::new();
+    let id = hcp.create("sleepy", &[]);
+    assert_eq!(hcp.json(&["vm", "stop", &id])["vm"]["power"], "STOPPED");
+    let jobs = hcp.jobs().len();
+    let r = hcp.run(&["--output", "json", "vm", "reboot", &id]);
+    assert_eq!(r.code, CONFLICT, "{r:?}");
+    assert_eq!(r.error()["code"], "VM_STATE_CONFLICT", "{r:?}");
+    assert!(
+        r.error()["message"].as_str().unwrap().contains("stopped"),
+        "{r:?}"
     );
+    assert_eq!(hcp.jobs().len(), jobs, "no job was made");
 }
 
 #[test]

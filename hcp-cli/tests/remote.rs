@@ -412,23 +412,26 @@ fn job_watch_follows_the_log_stream_until_the_end() {
 
 #[test]
 fn a_failed_job_exits_job_failed_in_both_modes() {
-    let server = Server::demo();
-    for hcp in [Hcp::new(), Hcp::new().with_url(&server.url)] {
-        let id = hcp.create("busy", &["--wait"]);
-        let r = hcp.run(&[
-            "--output",
-            "json",
-            "vm",
-            "delete",
-            &id,
-            "--project",
-            "demo",
-            "--wait",
-        ]);
+    // Every VM operation of this simulator fails, and nothing is retried.
+    let failing = format!(
+        "{}engine:\n  retry: {{max_attempts: 1}}\n",
+        hosts_file("{failure_rate: 1.0}")
+    );
+    let server = ServeBuilder::new().hosts(&failing).start();
+    let embedded = Hcp::new();
+    let path = embedded.path("failing.yaml");
+    std::fs::write(&path, &failing).unwrap();
+    for hcp in [
+        embedded.with_config(&path),
+        Hcp::new().with_url(&server.url),
+    ] {
+        let mut args = vec!["--output", "json"];
+        args.extend(create_args("busy", &["--wait"]));
+        let r = hcp.run(&args);
         assert_eq!(r.code, JOB_FAILED, "{r:?}");
         let out = r.json();
         assert_eq!(out["job"]["state"], "FAILED");
-        assert_eq!(out["job"]["error"]["code"], "CONFLICT");
+        assert_eq!(out["job"]["error"]["code"], "PROVIDER_UNAVAILABLE");
         assert_eq!(r.error()["code"], "JOB_FAILED");
         assert_eq!(r.error()["job"]["id"], out["job_id"]);
         let job_id = out["job_id"].as_str().unwrap();
@@ -816,8 +819,15 @@ fn json_output_has_the_same_shape_as_embedded_mode() {
     };
     assert!(ids(&r_all).contains(&r_job.to_string()), "{r_all:#}");
     assert!(ids(&e_all).contains(&e_job.to_string()), "{e_all:#}");
-    assert_eq!(e_all.as_array().unwrap().len(), r_all.as_array().unwrap().len());
-    assert_eq!(shape(&r_all[0]), shape(&e_all[0]), "job list without --project");
+    assert_eq!(
+        e_all.as_array().unwrap().len(),
+        r_all.as_array().unwrap().len()
+    );
+    assert_eq!(
+        shape(&r_all[0]),
+        shape(&e_all[0]),
+        "job list without --project"
+    );
     // `job watch`: one object a line, the same kinds of events, the end with the action.
     let watch = |hcp: &Hcp, job: &str| {
         let out = hcp.run(&["--output", "json", "job", "watch", job]);

@@ -68,6 +68,13 @@ pub struct Accepted {
     /// `Idempotency-Replayed: true` header): no new job was started.
     #[serde(default)]
     pub replayed: bool,
+    /// HCP's id of the snapshot a snapshot route acts on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// A revert's answer: true when the snapshot holds memory state (the VM comes back running
+    /// where it was), false when it holds disks only (the VM ends stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_state_kept: Option<bool>,
 }
 
 impl From<Accepted> for hcp_core::Submitted {
@@ -482,7 +489,7 @@ impl Client {
             .await
     }
 
-    /// Deletes a VM; `force` powers a running VM off first.
+    /// Deletes a VM; a running VM is shut down first, `force` skipping the graceful part.
     ///
     /// # Errors
     /// The service's error.
@@ -548,6 +555,106 @@ impl Client {
             .request(Method::POST, &path)
             .query(&[("hard", hard.to_string())]);
         self.accepted(rb, idempotency_key).await
+    }
+
+    /// Plans a resize (`POST .../vms/{vmId}:plan`): per field that would change, what applying
+    /// it takes. Changes nothing.
+    ///
+    /// # Errors
+    /// The service's error: `NotFound`, `InvalidSpec` naming the field.
+    pub async fn plan_resize(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        request: &hcp_core::ResizeRequest,
+    ) -> hcp_core::Result<Vec<hcp_core::FieldPlan>> {
+        #[derive(Deserialize)]
+        struct Plan {
+            fields: Vec<hcp_core::FieldPlan>,
+        }
+        let path = format!("{}:plan", Client::vm_path(project, vm_id));
+        let plan: Plan = self
+            .json(self.request(Method::POST, &path).json(request))
+            .await?;
+        Ok(plan.fields)
+    }
+
+    /// Lists a VM's snapshots (`GET .../vms/{vmId}/snapshots`), oldest first.
+    ///
+    /// # Errors
+    /// The service's error: `NotFound`, `FeatureNotSupported` when the VM's host cannot snapshot.
+    pub async fn list_snapshots(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+    ) -> hcp_core::Result<Vec<hcp_core::Snapshot>> {
+        #[derive(Deserialize)]
+        struct List {
+            items: Vec<hcp_core::Snapshot>,
+        }
+        let path = format!("{}/snapshots", Client::vm_path(project, vm_id));
+        let list: List = self.get(&path, &[]).await?;
+        Ok(list.items)
+    }
+
+    /// Takes a snapshot (`POST .../vms/{vmId}/snapshots`); the answer names it (`snapshot_id`).
+    ///
+    /// # Errors
+    /// The service's error: `InvalidSpec` or `Conflict` naming `name`, `QuotaExceeded` at the
+    /// VM's snapshot limit, `FeatureNotSupported`.
+    pub async fn create_snapshot(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        name: &str,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
+        let path = format!("{}/snapshots", Client::vm_path(project, vm_id));
+        let rb = self
+            .request(Method::POST, &path)
+            .json(&serde_json::json!({ "name": name }));
+        self.accepted(rb, idempotency_key).await
+    }
+
+    /// Reverts a VM to a snapshot (`POST .../snapshots/{snapshotId}:revert`); the answer's
+    /// `memory_state_kept` says whether the VM comes back running where it was.
+    ///
+    /// # Errors
+    /// The service's error: `NotFound` naming `snapshot_id`, ...
+    pub async fn revert_snapshot(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        snapshot_id: &str,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
+        let path = format!(
+            "{}/snapshots/{}:revert",
+            Client::vm_path(project, vm_id),
+            enc(snapshot_id)
+        );
+        self.accepted(self.request(Method::POST, &path), idempotency_key)
+            .await
+    }
+
+    /// Deletes a snapshot (`DELETE .../snapshots/{snapshotId}`).
+    ///
+    /// # Errors
+    /// The service's error: `NotFound` naming `snapshot_id`, ...
+    pub async fn delete_snapshot(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        snapshot_id: &str,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
+        let path = format!(
+            "{}/snapshots/{}",
+            Client::vm_path(project, vm_id),
+            enc(snapshot_id)
+        );
+        self.accepted(self.request(Method::DELETE, &path), idempotency_key)
+            .await
     }
 
     /// Opens a console (`POST .../vms/{vmId}:console`).
@@ -1234,6 +1341,7 @@ fn static_code(code: &str) -> Option<&'static str> {
         hcp_core::CODE_PRECONDITION_FAILED,
         hcp_core::CODE_CAPACITY_EXHAUSTED,
         "RATE_LIMITED",
+        hcp_core::CODE_VM_STATE_CONFLICT,
         "PAYLOAD_TOO_LARGE",
         "METHOD_NOT_ALLOWED",
         "UNSUPPORTED_MEDIA_TYPE",

@@ -223,6 +223,9 @@ pub enum DriftPolicy {
     RestorePower,
 }
 
+/// The largest `engine.max_snapshots_per_vm` a hosts file may set.
+pub const MAX_SNAPSHOTS_PER_VM: u32 = 1000;
+
 /// Engine limits and intervals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -254,6 +257,8 @@ pub struct EngineSettings {
     /// How long a graceful stop may take before a hard power-off.
     #[serde(with = "humantime_serde")]
     pub graceful_stop_timeout: Duration,
+    /// Most snapshots one VM may have (1-1000); a snapshot beyond it is refused before a job.
+    pub max_snapshots_per_vm: u32,
     /// The project the Hyper-V service's legacy routes act in.
     pub default_project: String,
 }
@@ -272,6 +277,7 @@ impl Default for EngineSettings {
             max_log_lines_per_job: 1000,
             max_events: 100_000,
             graceful_stop_timeout: Duration::from_secs(60),
+            max_snapshots_per_vm: 32,
             default_project: "default".into(),
         }
     }
@@ -377,6 +383,15 @@ impl Config {
             return fail(
                 "providers".into(),
                 "at least one provider is required".into(),
+            );
+        }
+        if !(1..=MAX_SNAPSHOTS_PER_VM).contains(&self.engine.max_snapshots_per_vm) {
+            return fail(
+                "engine.max_snapshots_per_vm".into(),
+                format!(
+                    "is {}; allowed: 1-{MAX_SNAPSHOTS_PER_VM}",
+                    self.engine.max_snapshots_per_vm
+                ),
             );
         }
         let mut zones = HashSet::new();

@@ -204,9 +204,9 @@ impl fmt::Display for PendingReason {
 pub enum JobAction {
     /// Creates the VM described by its desired state, then starts it.
     Create,
-    /// Deletes the VM; `force` powers a running VM off first.
+    /// Deletes the VM, shutting a running VM down first.
     Delete {
-        /// Power off a running VM first instead of refusing.
+        /// Skip the graceful shutdown: power a running VM off hard at once.
         force: bool,
     },
     /// Powers the VM on.
@@ -233,6 +233,20 @@ pub enum JobAction {
         /// The target host.
         target_host: String,
     },
+    /// Returns the VM to one of its snapshots.
+    RevertSnapshot {
+        /// HCP's id of the snapshot.
+        snapshot_id: String,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// Deletes one of the VM's snapshots.
+    DeleteSnapshot {
+        /// HCP's id of the snapshot.
+        snapshot_id: String,
+        /// The snapshot's name.
+        name: String,
+    },
 }
 
 impl JobAction {
@@ -246,6 +260,8 @@ impl JobAction {
             JobAction::Reboot { .. } => Operation::RebootVm,
             JobAction::Snapshot { .. } => Operation::SnapshotVm,
             JobAction::Migrate { .. } => Operation::MigrateVm,
+            JobAction::RevertSnapshot { .. } => Operation::RevertSnapshot,
+            JobAction::DeleteSnapshot { .. } => Operation::DeleteSnapshot,
         }
     }
 }

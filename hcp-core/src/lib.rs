@@ -48,14 +48,15 @@ pub use console::{
     Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
 };
 pub use engine::{
-    Action, Engine, EngineBuilder, EngineStats, InventoryVm, JobWatch, ProviderCapabilities,
-    ProviderFactory, ProviderStatus, RefreshReport, RequestContext, Submitted,
-    validate_idempotency_key,
+    Action, CODE_VM_STATE_CONFLICT, ChangeImpact, Engine, EngineBuilder, EngineStats, FieldPlan,
+    InventoryVm, JobWatch, ProviderCapabilities, ProviderFactory, ProviderStatus, RefreshReport,
+    RequestContext, ResizeRequest, Snapshot, SnapshotSubmitted, Submitted, plan_resize,
+    snapshot_id, validate_idempotency_key,
 };
 pub use error::{
-    CODE_CAPACITY_EXHAUSTED, CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED, CODE_PRECONDITION_FAILED,
-    CODE_PRECONDITION_REQUIRED, ECHO_MAX_CHARS, Error, ErrorInfo, ErrorKind, ErrorStatus, Result,
-    echo, excerpt,
+    CODE_CAPACITY_EXHAUSTED, CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED,
+    CODE_PRECONDITION_FAILED, CODE_PRECONDITION_REQUIRED, ECHO_MAX_CHARS, Error, ErrorInfo,
+    ErrorKind, ErrorStatus, Result, echo, excerpt,
 };
 pub use events::{Event, EventFilter, EventKind, EventSink, TracingSink};
 pub use job::{
@@ -72,9 +73,10 @@ pub use model::{
 pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
 pub use provider::{
-    CreateVm, CreatedVm, DeleteVm, DeletedVm, GetConsole, HostInfo, HostInventory,
-    HostInventoryReply, JobReporter, MigrateVm, MigratedVm, NativeVm, NetworkPlan, OpContext,
-    Provider, ProviderInfo, RebootVm, RebootedVm, SnapshotVm, SnapshottedVm, StartVm, StartedVm,
-    StopVm, StoppedVm, VmTarget,
+    CreateVm, CreatedVm, DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, GetConsole,
+    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MigrateVm, MigratedVm,
+    NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo, RebootVm, RebootedVm,
+    RevertSnapshot, RevertedSnapshot, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm,
+    StoppedVm, VmTarget,
 };
 pub use reconcile::Drift;

@@ -25,6 +25,12 @@ pub enum Operation {
     SnapshotVm,
     /// Moves a running VM to another host.
     MigrateVm,
+    /// Lists a VM's snapshots.
+    ListSnapshots,
+    /// Returns a VM to one of its snapshots.
+    RevertSnapshot,
+    /// Deletes one of a VM's snapshots.
+    DeleteSnapshot,
     /// Lists a provider's hosts.
     ListHosts,
     /// Reads one host's inventory.
@@ -35,7 +41,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 14] = [
         Operation::CreateVm,
         Operation::DeleteVm,
         Operation::StartVm,
@@ -44,6 +50,9 @@ impl Operation {
         Operation::Console,
         Operation::SnapshotVm,
         Operation::MigrateVm,
+        Operation::ListSnapshots,
+        Operation::RevertSnapshot,
+        Operation::DeleteSnapshot,
         Operation::ListHosts,
         Operation::HostInventory,
         Operation::Reconcile,
@@ -60,6 +69,9 @@ impl Operation {
             Operation::Console => "console",
             Operation::SnapshotVm => "snapshot_vm",
             Operation::MigrateVm => "migrate_vm",
+            Operation::ListSnapshots => "list_snapshots",
+            Operation::RevertSnapshot => "revert_snapshot",
+            Operation::DeleteSnapshot => "delete_snapshot",
             Operation::ListHosts => "list_hosts",
             Operation::HostInventory => "host_inventory",
             Operation::Reconcile => "reconcile",
@@ -77,6 +89,8 @@ impl Operation {
                 | Operation::RebootVm
                 | Operation::SnapshotVm
                 | Operation::MigrateVm
+                | Operation::RevertSnapshot
+                | Operation::DeleteSnapshot
         )
     }
 }

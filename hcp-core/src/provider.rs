@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -124,6 +125,68 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
             Operation::SnapshotVm,
             "snapshot",
             "",
+        ))
+    }
+
+    /// Lists a VM's snapshots, oldest first. The engine calls it only when the host declares
+    /// `snapshot`.
+    ///
+    /// # Behavior
+    /// Reports every snapshot of the VM, HCP's and others, with the name it was taken with.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the VM does not exist; the default refuses with
+    /// [`crate::ErrorKind::FeatureNotSupported`].
+    async fn list_snapshots(&self, _args: ListSnapshots) -> Result<Vec<NativeSnapshot>> {
+        Err(Error::unsupported(
+            &self.info().name,
+            Operation::ListSnapshots,
+            "snapshot",
+            "HCP does not manage this provider's existing snapshots yet",
+        ))
+    }
+
+    /// Returns a VM to the snapshot named `args.name`. The engine calls it only when the host
+    /// declares `snapshot`.
+    ///
+    /// # Behavior
+    /// A snapshot that holds memory state brings the VM back running where it was; a disk-only
+    /// snapshot leaves it stopped. The reply says which.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the VM or the snapshot does not exist; the default
+    /// refuses with [`crate::ErrorKind::FeatureNotSupported`].
+    async fn revert_snapshot(
+        &self,
+        _ctx: &OpContext,
+        _args: RevertSnapshot,
+    ) -> Result<RevertedSnapshot> {
+        Err(Error::unsupported(
+            &self.info().name,
+            Operation::RevertSnapshot,
+            "snapshot",
+            "HCP does not manage this provider's existing snapshots yet",
+        ))
+    }
+
+    /// Deletes the snapshot named `args.name`, keeping the VM's current state.
+    ///
+    /// # Behavior
+    /// Deleting a snapshot that is already gone succeeds (`existed: false`).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the VM does not exist; the default refuses with
+    /// [`crate::ErrorKind::FeatureNotSupported`].
+    async fn delete_snapshot(
+        &self,
+        _ctx: &OpContext,
+        _args: DeleteSnapshot,
+    ) -> Result<DeletedSnapshot> {
+        Err(Error::unsupported(
+            &self.info().name,
+            Operation::DeleteSnapshot,
+            "snapshot",
+            "HCP does not manage this provider's existing snapshots yet",
         ))
     }
 
@@ -545,6 +608,96 @@ target_args!(
         target_host: String = String::new(),
     }
 );
+
+target_args!(
+    /// Arguments of [`Provider::list_snapshots`].
+    ListSnapshots {}
+);
+target_args!(
+    /// Arguments of [`Provider::revert_snapshot`].
+    RevertSnapshot {
+        /// The snapshot's name.
+        name: String = String::new(),
+    }
+);
+target_args!(
+    /// Arguments of [`Provider::delete_snapshot`].
+    DeleteSnapshot {
+        /// The snapshot's name.
+        name: String = String::new(),
+    }
+);
+
+impl RevertSnapshot {
+    /// Sets the snapshot's name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+impl DeleteSnapshot {
+    /// Sets the snapshot's name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+/// One snapshot as the hypervisor reports it (an item of [`Provider::list_snapshots`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NativeSnapshot {
+    /// The name it was taken with (unique per VM).
+    pub name: String,
+    /// When it was taken, when the hypervisor says.
+    pub created_at: Option<DateTime<Utc>>,
+    /// True when it holds the VM's memory state (a revert resumes the running VM).
+    pub memory: bool,
+}
+
+impl NativeSnapshot {
+    /// Describes a snapshot.
+    pub fn new(name: impl Into<String>, created_at: Option<DateTime<Utc>>, memory: bool) -> Self {
+        NativeSnapshot {
+            name: name.into(),
+            created_at,
+            memory,
+        }
+    }
+}
+
+/// Reply of [`Provider::revert_snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RevertedSnapshot {
+    /// True when the snapshot's memory state was restored (the VM runs on from that moment).
+    pub memory_kept: bool,
+    /// The VM's power state after the revert.
+    pub power: PowerState,
+}
+
+impl RevertedSnapshot {
+    /// Builds the reply.
+    pub fn new(memory_kept: bool, power: PowerState) -> Self {
+        RevertedSnapshot { memory_kept, power }
+    }
+}
+
+/// Reply of [`Provider::delete_snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeletedSnapshot {
+    /// False when the snapshot was already gone.
+    pub existed: bool,
+}
+
+impl DeletedSnapshot {
+    /// Builds the reply.
+    pub fn new(existed: bool) -> Self {
+        DeletedSnapshot { existed }
+    }
+}
 
 impl DeleteVm {
     /// Sets `force`.

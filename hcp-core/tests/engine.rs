@@ -944,20 +944,8 @@ async fn delete_and_console_follow_the_vm_lifecycle() {
     wait(&r.engine, &s.job_id).await;
     let c = r.engine.console(&alice(), &s.vm_id, None).await.unwrap();
     assert!(c.expires_at > chrono::Utc::now());
-    // A running VM refuses a plain delete: the job fails and the VM stays active.
+    // A plain delete of a running VM shuts it down first, then deletes it.
     let d = r.engine.delete_vm(&alice(), &s.vm_id, false).await.unwrap();
-    let job = wait(&r.engine, &d.job_id).await;
-    assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.error.as_ref().unwrap().kind, ErrorKind::Conflict);
-    assert_eq!(
-        r.engine
-            .get_vm(&Scope::All, &s.vm_id)
-            .await
-            .unwrap()
-            .desired,
-        DesiredState::Active
-    );
-    let d = r.engine.delete_vm(&alice(), &s.vm_id, true).await.unwrap();
     assert_eq!(wait(&r.engine, &d.job_id).await.state, JobState::Succeeded);
     assert_eq!(
         r.engine
@@ -1190,7 +1178,11 @@ async fn the_simulators_console_url_names_the_vm_by_hcps_id_never_its_host_or_na
     let url = c.url.clone();
     assert!(url.contains(s.vm_id.as_str()), "{url}");
     let path = url.split('?').next().unwrap();
-    for secret in [native.as_str(), binding.host.as_str(), binding.provider.as_str()] {
+    for secret in [
+        native.as_str(),
+        binding.host.as_str(),
+        binding.provider.as_str(),
+    ] {
         assert!(
             !path.split('/').any(|seg| seg == secret),
             "{secret} in {url}"

@@ -13,7 +13,7 @@ use hcp_core::job::TenantJob;
 use hcp_core::store::{PageRequest, Scope};
 use hcp_core::{
     Action, Capabilities, Catalog, Config, Console, Engine, Error, Host, JobId, JobUpdate,
-    Principal, RequestContext, Result, Submitted, TenantVm, VmId,
+    Principal, RequestContext, Result, Snapshot, SnapshotSubmitted, Submitted, TenantVm, VmId,
 };
 
 /// A job's updates: past log lines, live lines and status changes, then its end.
@@ -172,6 +172,101 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.engine.submit(&e.ctx(project, key), action).await,
             Backend::Remote(r) => r.submit(project, action, key.as_deref()).await,
+        }
+    }
+
+    /// Submits a snapshot create, revert or delete; the answer names the snapshot.
+    ///
+    /// # Errors
+    /// The engine's refusal (invalid name, unknown snapshot, limit, capability, ...).
+    pub async fn snapshot(
+        &self,
+        project: &str,
+        action: Action,
+        key: Option<String>,
+    ) -> Result<SnapshotSubmitted> {
+        match self {
+            Backend::Embedded(e) => {
+                let ctx = e.ctx(project, key);
+                match action {
+                    Action::Snapshot { vm_id, name } => {
+                        e.engine.create_snapshot(&ctx, &vm_id, &name).await
+                    }
+                    Action::RevertSnapshot { vm_id, snapshot_id } => {
+                        e.engine.revert_snapshot(&ctx, &vm_id, &snapshot_id).await
+                    }
+                    Action::DeleteSnapshot { vm_id, snapshot_id } => {
+                        e.engine.delete_snapshot(&ctx, &vm_id, &snapshot_id).await
+                    }
+                    other => Err(Error::invalid(
+                        "operation",
+                        format!("`{}` is not a snapshot operation", other.operation()),
+                    )),
+                }
+            }
+            Backend::Remote(r) => {
+                let c = &r.client;
+                let key = key.as_deref();
+                let accepted = match action {
+                    Action::Snapshot { vm_id, name } => {
+                        c.create_snapshot(project, &vm_id, &name, key).await?
+                    }
+                    Action::RevertSnapshot { vm_id, snapshot_id } => {
+                        c.revert_snapshot(project, &vm_id, &snapshot_id, key)
+                            .await?
+                    }
+                    Action::DeleteSnapshot { vm_id, snapshot_id } => {
+                        c.delete_snapshot(project, &vm_id, &snapshot_id, key)
+                            .await?
+                    }
+                    other => {
+                        return Err(Error::invalid(
+                            "operation",
+                            format!("`{}` is not a snapshot operation", other.operation()),
+                        ));
+                    }
+                };
+                Ok(SnapshotSubmitted {
+                    snapshot_id: accepted.snapshot_id.clone().unwrap_or_default(),
+                    memory_state_kept: accepted.memory_state_kept,
+                    submitted: Submitted {
+                        vm_id: accepted.vm_id,
+                        job_id: accepted.job_id,
+                        replayed: accepted.replayed,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Plans a resize; changes nothing.
+    ///
+    /// # Errors
+    /// Not found, or a bad size naming the field.
+    pub async fn plan_resize(
+        &self,
+        project: &str,
+        vm: &VmId,
+        request: &hcp_core::ResizeRequest,
+    ) -> Result<Vec<hcp_core::FieldPlan>> {
+        match self {
+            Backend::Embedded(e) => {
+                e.engine
+                    .plan_resize(&e.ctx(project, None), vm, request)
+                    .await
+            }
+            Backend::Remote(r) => r.client.plan_resize(project, vm, request).await,
+        }
+    }
+
+    /// Lists a VM's snapshots, oldest first.
+    ///
+    /// # Errors
+    /// Not found, or a hypervisor that cannot snapshot.
+    pub async fn list_snapshots(&self, project: &str, vm: &VmId) -> Result<Vec<Snapshot>> {
+        match self {
+            Backend::Embedded(e) => e.engine.list_snapshots(&e.ctx(project, None), vm).await,
+            Backend::Remote(r) => r.client.list_snapshots(project, vm).await,
         }
     }
 

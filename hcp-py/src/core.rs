@@ -15,7 +15,9 @@ use crate::backend::{Backend, ConfigSource, Embedded, Remote, UpdateStream, time
 use crate::errors::Failure;
 use crate::runtime::{awaitable, block_on};
 use crate::spec::{CreateArgs, flag, optional_str, required_str, seconds};
-use crate::types::{Capabilities, Catalog, Console, Host, Job, JobLogLine, Submitted, Vm};
+use crate::types::{
+    Capabilities, Catalog, Console, FieldPlan, Host, Job, JobLogLine, Snapshot, Submitted, Vm,
+};
 
 type Outcome<T> = Result<T, Failure>;
 
@@ -157,6 +159,95 @@ impl Core {
         Ok(async move {
             let action = change?.action(VmId::new(vm), force, hard);
             submit_and_wait(backend, project, action, idempotency_key, wait, timeout).await
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn snapshot_vm_fut(
+        &self,
+        operation: &str,
+        project: String,
+        vm: String,
+        snapshot: String,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<impl Future<Output = Outcome<Submitted>> + Send + 'static> {
+        let backend = self.backend()?;
+        let vm_id = VmId::new(vm);
+        let action = match operation {
+            "create" => Ok(Action::Snapshot {
+                vm_id,
+                name: snapshot,
+            }),
+            "revert" => Ok(Action::RevertSnapshot {
+                vm_id,
+                snapshot_id: snapshot,
+            }),
+            "delete" => Ok(Action::DeleteSnapshot {
+                vm_id,
+                snapshot_id: snapshot,
+            }),
+            other => Err(Error::invalid(
+                "operation",
+                format!("unknown snapshot operation `{other}`; allowed: create, revert, delete"),
+            )),
+        };
+        Ok(async move {
+            let timeout = timeout_from_secs(timeout)?;
+            let submitter = backend.clone();
+            let action = action?;
+            let submitted =
+                tokio::spawn(
+                    async move { submitter.snapshot(&project, action, idempotency_key).await },
+                )
+                .await
+                .map_err(|e| Error::internal(format!("the submission task failed: {e}")))??;
+            if !wait {
+                return Ok(Submitted::of_snapshot(&submitted, None));
+            }
+            let job = Job::from(
+                &backend
+                    .wait_job(&submitted.submitted.job_id, timeout)
+                    .await?,
+            );
+            if job.state != JobState::Succeeded.as_str() {
+                return Err(Failure::JobEnded(Box::new(job)));
+            }
+            Ok(Submitted::of_snapshot(&submitted, Some(job)))
+        })
+    }
+
+    fn plan_resize_fut(
+        &self,
+        project: String,
+        vm: String,
+        request: hcp_core::ResizeRequest,
+    ) -> PyResult<impl Future<Output = Outcome<Vec<FieldPlan>>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move {
+            Ok(backend
+                .plan_resize(&project, &VmId::new(vm), &request)
+                .await?
+                .iter()
+                .map(FieldPlan::from)
+                .collect())
+        })
+    }
+
+    fn list_snapshots_fut(
+        &self,
+        project: String,
+        vm: String,
+    ) -> PyResult<impl Future<Output = Outcome<Vec<Snapshot>>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move {
+            Ok(backend
+                .list_snapshots(&project, &VmId::new(vm))
+                .await?
+                .iter()
+                .map(Snapshot::from)
+                .collect())
         })
     }
 
@@ -469,6 +560,127 @@ impl Core {
                 timeout,
             )?,
         )
+    }
+
+    /// Submits a snapshot ``create`` (``snapshot`` is the name), ``revert`` or ``delete``
+    /// (``snapshot`` is the id); waits when ``wait``.
+    #[pyo3(signature = (operation, project, vm, snapshot, *, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn snapshot_vm(
+        &self,
+        py: Python<'_>,
+        operation: &str,
+        project: String,
+        vm: String,
+        snapshot: String,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Submitted> {
+        block_on(
+            py,
+            self.snapshot_vm_fut(
+                operation,
+                project,
+                vm,
+                snapshot,
+                idempotency_key,
+                wait,
+                timeout,
+            )?,
+        )
+    }
+
+    /// Awaitable form of :meth:`snapshot_vm`.
+    #[pyo3(signature = (operation, project, vm, snapshot, *, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn snapshot_vm_async<'py>(
+        &self,
+        py: Python<'py>,
+        operation: &str,
+        project: String,
+        vm: String,
+        snapshot: String,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(
+            py,
+            self.snapshot_vm_fut(
+                operation,
+                project,
+                vm,
+                snapshot,
+                idempotency_key,
+                wait,
+                timeout,
+            )?,
+        )
+    }
+
+    /// Plans a resize; changes nothing.
+    #[pyo3(signature = (project, vm, *, flavor, vcpus, memory_mib, disk_gib))]
+    #[allow(clippy::too_many_arguments)]
+    fn plan_resize(
+        &self,
+        py: Python<'_>,
+        project: String,
+        vm: String,
+        flavor: Option<String>,
+        vcpus: Option<u32>,
+        memory_mib: Option<u64>,
+        disk_gib: Option<u64>,
+    ) -> PyResult<Vec<FieldPlan>> {
+        let request = hcp_core::ResizeRequest {
+            flavor,
+            vcpus,
+            memory_mib,
+            disk_gib,
+        };
+        block_on(py, self.plan_resize_fut(project, vm, request)?)
+    }
+
+    /// Awaitable form of :meth:`plan_resize`.
+    #[pyo3(signature = (project, vm, *, flavor, vcpus, memory_mib, disk_gib))]
+    #[allow(clippy::too_many_arguments)]
+    fn plan_resize_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        vm: String,
+        flavor: Option<String>,
+        vcpus: Option<u32>,
+        memory_mib: Option<u64>,
+        disk_gib: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let request = hcp_core::ResizeRequest {
+            flavor,
+            vcpus,
+            memory_mib,
+            disk_gib,
+        };
+        awaitable(py, self.plan_resize_fut(project, vm, request)?)
+    }
+
+    /// Lists a VM's snapshots.
+    fn list_snapshots(
+        &self,
+        py: Python<'_>,
+        project: String,
+        vm: String,
+    ) -> PyResult<Vec<Snapshot>> {
+        block_on(py, self.list_snapshots_fut(project, vm)?)
+    }
+
+    /// Awaitable form of :meth:`list_snapshots`.
+    fn list_snapshots_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        vm: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.list_snapshots_fut(project, vm)?)
     }
 
     /// Lists a project's VMs.

@@ -381,6 +381,11 @@ record! {
         replayed: bool,
         /// The finished job, when the call waited for it (``wait=True``).
         job: Option<Job>,
+        /// HCP's id of the snapshot a snapshot call acts on (``snap-…``); ``None`` otherwise.
+        snapshot_id: Option<String>,
+        /// A revert's answer: ``True`` when the snapshot holds memory state (the VM comes back
+        /// running where it was), ``False`` when it holds disks only (the VM ends stopped).
+        memory_state_kept: Option<bool>,
     }
     repr = [vm_id, job_id, replayed, job];
 }
@@ -393,6 +398,75 @@ impl Submitted {
             job_id: s.job_id.to_string(),
             replayed: s.replayed,
             job,
+            snapshot_id: None,
+            memory_state_kept: None,
+        }
+    }
+
+    /// Converts the answer to a snapshot request.
+    pub fn of_snapshot(s: &hcp_core::SnapshotSubmitted, job: Option<Job>) -> Self {
+        Submitted {
+            snapshot_id: Some(s.snapshot_id.clone()),
+            memory_state_kept: s.memory_state_kept,
+            ..Submitted::new(&s.submitted, job)
+        }
+    }
+}
+
+record! {
+    /// What applying one field of a resize takes (an item of ``plan_resize``).
+    FieldPlan {
+        /// The field: ``vcpus``, ``memory_mib`` or ``disk_gib``.
+        field: String,
+        /// Its value now.
+        from_value: u64,
+        /// The value asked for.
+        to_value: u64,
+        /// ``hot``, ``reboot``, ``power_off``, ``recreate`` or ``data_destructive``.
+        impact: String,
+        /// Why.
+        reason: String,
+    }
+    repr = [field, from_value, to_value, impact];
+}
+
+impl From<&hcp_core::FieldPlan> for FieldPlan {
+    fn from(p: &hcp_core::FieldPlan) -> Self {
+        FieldPlan {
+            field: p.field.clone(),
+            from_value: p.from,
+            to_value: p.to,
+            impact: p.impact.as_str().to_string(),
+            reason: p.reason.clone(),
+        }
+    }
+}
+
+record! {
+    /// One snapshot of a VM, with HCP's id (never the hypervisor's).
+    Snapshot {
+        /// HCP's id (``snap-…``).
+        id: String,
+        /// The VM.
+        vm_id: String,
+        /// The name it was taken with.
+        name: String,
+        /// When it was taken, when the hypervisor says.
+        created_at: Option<DateTime<Utc>>,
+        /// ``True`` when it holds the VM's memory state: a revert resumes the VM where it ran.
+        memory: bool,
+    }
+    repr = [id, name, memory];
+}
+
+impl From<&hcp_core::Snapshot> for Snapshot {
+    fn from(s: &hcp_core::Snapshot) -> Self {
+        Snapshot {
+            id: s.id.clone(),
+            vm_id: s.vm_id.to_string(),
+            name: s.name.clone(),
+            created_at: s.created_at,
+            memory: s.memory,
         }
     }
 }
@@ -717,6 +791,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Job>()?;
     m.add_class::<JobLogLine>()?;
     m.add_class::<Submitted>()?;
+    m.add_class::<Snapshot>()?;
+    m.add_class::<FieldPlan>()?;
     m.add_class::<Capabilities>()?;
     m.add_class::<Host>()?;
     m.add_class::<Image>()?;

@@ -186,3 +186,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 def slow_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """A real HCP service whose create jobs take a minute."""
     yield from _start_service(tmp_path_factory.mktemp("slow-service"), SLOW_CREATE)
+
+
+@pytest.fixture(scope="session")
+def failing_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A real HCP service whose every VM operation fails (no retries): for failed jobs."""
+    config = demo_config(engine={"retry": {"max_attempts": 1}}, failure_rate=1.0)
+    yield from _start_service(tmp_path_factory.mktemp("failing-service"), config)

@@ -100,10 +100,10 @@ def test_cancelling_an_awaited_wait_leaves_the_job_running() -> None:
 
 def test_a_failed_job_raises_job_failed_when_awaited() -> None:
     async def main() -> None:
-        async with hcp.AsyncEngine() as engine:
-            s = await engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
+        failing = demo_config(engine={"retry": {"max_attempts": 1}}, failure_rate=1.0)
+        async with hcp.AsyncEngine(failing) as engine:
             with pytest.raises(hcp.JobFailed) as e:
-                await engine.delete_vm("demo", s.vm_id, wait=True)
-            assert e.value.code == "CONFLICT" and e.value.job_id is not None
+                await engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
+            assert e.value.code == "PROVIDER_UNAVAILABLE" and e.value.job_id is not None
 
     run(main())

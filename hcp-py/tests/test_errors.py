@@ -137,23 +137,24 @@ def test_unknown_zone_in_capabilities_is_invalid(engine: hcp.Engine) -> None:
     assert e.value.field == "zone"
 
 
-def test_a_failed_job_raises_job_failed_with_its_id_and_code(engine: hcp.Engine) -> None:
-    s = engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
-    with pytest.raises(hcp.JobFailed) as e:
-        engine.delete_vm("demo", s.vm_id, wait=True)  # running, and no force
-    err = e.value
-    assert err.job_id is not None and err.job_id.startswith("job-")
-    assert err.code == "CONFLICT" and err.kind == "conflict"
-    assert err.job is not None and err.job.id == err.job_id and err.job.state == "FAILED"
-    assert err.job.error is not None and err.job.error.code == "CONFLICT"
-    assert err.operation == "delete_vm"
-    assert err.job_id in str(err) and "FAILED" in str(err)
-    # wait_job returns the failed job; raise_for_state raises the same way.
-    job = engine.wait_job(err.job_id)
-    assert job.state == "FAILED"
-    with pytest.raises(hcp.JobFailed) as again:
-        job.raise_for_state()
-    assert again.value.job_id == err.job_id and again.value.code == "CONFLICT"
+def test_a_failed_job_raises_job_failed_with_its_id_and_code() -> None:
+    failing = demo_config(engine={"retry": {"max_attempts": 1}}, failure_rate=1.0)
+    with hcp.Engine(failing) as engine:
+        with pytest.raises(hcp.JobFailed) as e:
+            engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
+        err = e.value
+        assert err.job_id is not None and err.job_id.startswith("job-")
+        assert err.code == "PROVIDER_UNAVAILABLE" and err.kind == "provider_unavailable"
+        assert err.job is not None and err.job.id == err.job_id and err.job.state == "FAILED"
+        assert err.job.error is not None and err.job.error.code == "PROVIDER_UNAVAILABLE"
+        assert err.operation == "create_vm"
+        assert err.job_id in str(err) and "FAILED" in str(err)
+        # wait_job returns the failed job; raise_for_state raises the same way.
+        job = engine.wait_job(err.job_id)
+        assert job.state == "FAILED"
+        with pytest.raises(hcp.JobFailed) as again:
+            job.raise_for_state()
+        assert again.value.job_id == err.job_id and again.value.code == "PROVIDER_UNAVAILABLE"
 
 
 def test_a_job_failing_on_a_provider_error_carries_the_provider_code() -> None:

@@ -74,11 +74,11 @@ def test_client_errors_map_to_the_same_classes(service: Service) -> None:
     with pytest.raises(hcp.Conflict) as c:
         client.create_vm("demo", name, "ubuntu-24.04", "small")
     assert c.value.field == "name"
-    with pytest.raises(hcp.JobFailed) as j:
-        client.delete_vm("demo", s.vm_id, wait=True)  # running, no force
-    assert j.value.code == "CONFLICT" and j.value.job_id is not None
-    assert j.value.job is not None and j.value.job.state == "FAILED"
-    client.delete_vm("demo", s.vm_id, force=True, wait=True)
+    with pytest.raises(hcp.Conflict) as r:
+        client.stop_vm("demo", s.vm_id, wait=True)
+        client.reboot_vm("demo", s.vm_id, wait=True)  # stopped: refused before any job
+    assert r.value.code == "VM_STATE_CONFLICT" and r.value.job_id is None
+    client.delete_vm("demo", s.vm_id, wait=True)
 
 
 def test_client_idempotency_key_replays_and_reuse_is_refused(service: Service) -> None:
@@ -135,3 +135,11 @@ def test_async_client(service: Service) -> None:
             await client.delete_vm("demo", vm, force=True, wait=True)
 
     run(main())
+
+
+def test_client_failed_job_raises_job_failed(failing_service: Service) -> None:
+    with hcp.Client(failing_service.url) as client:
+        with pytest.raises(hcp.JobFailed) as j:
+            client.create_vm("demo", unique("doomed"), "ubuntu-24.04", "small", wait=True)
+        assert j.value.code == "PROVIDER_UNAVAILABLE" and j.value.job_id is not None
+        assert j.value.job is not None and j.value.job.state == "FAILED"

@@ -773,7 +773,8 @@ impl PendingReasonDto {
 /// What a job does, beyond its operation.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 pub struct JobActionDto {
-    /// `create`, `delete`, `start`, `stop`, `reboot`, `snapshot` or `migrate`.
+    /// `create`, `delete`, `start`, `stop`, `reboot`, `snapshot`, `revert_snapshot`,
+    /// `delete_snapshot` or `migrate`.
     pub action: String,
     /// Power off first / skip the graceful shutdown (`delete`, `stop`).
     #[oai(skip_serializing_if_is_none)]
@@ -784,9 +785,12 @@ pub struct JobActionDto {
     /// Reset instead of a guest reboot (`reboot`).
     #[oai(skip_serializing_if_is_none)]
     pub hard: Option<bool>,
-    /// The snapshot name (`snapshot`).
+    /// The snapshot name (`snapshot`, `revert_snapshot`, `delete_snapshot`).
     #[oai(skip_serializing_if_is_none)]
     pub name: Option<String>,
+    /// HCP's id of the snapshot (`revert_snapshot`, `delete_snapshot`).
+    #[oai(skip_serializing_if_is_none)]
+    pub snapshot_id: Option<String>,
     /// The target host (`migrate`; operators only).
     #[oai(skip_serializing_if_is_none)]
     pub target_host: Option<String>,
@@ -800,6 +804,7 @@ impl JobActionDto {
             graceful_timeout_secs: None,
             hard: None,
             name: None,
+            snapshot_id: None,
             target_host: None,
         };
         match a {
@@ -823,6 +828,16 @@ impl JobActionDto {
             }
             JobAction::Snapshot { name } => {
                 dto.action = "snapshot".into();
+                dto.name = Some(name.clone());
+            }
+            JobAction::RevertSnapshot { snapshot_id, name } => {
+                dto.action = "revert_snapshot".into();
+                dto.snapshot_id = Some(snapshot_id.clone());
+                dto.name = Some(name.clone());
+            }
+            JobAction::DeleteSnapshot { snapshot_id, name } => {
+                dto.action = "delete_snapshot".into();
+                dto.snapshot_id = Some(snapshot_id.clone());
                 dto.name = Some(name.clone());
             }
             JobAction::Migrate { target_host } => {

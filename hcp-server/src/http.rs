@@ -15,7 +15,9 @@ use poem_openapi::OperationId;
 use tracing::Instrument;
 
 use crate::ServeOptions;
-use crate::api::{self, AppState, COLON_VERBS, JOB_COLON_VERBS, TENANT_PREFIX, VERB_MARKER};
+use crate::api::{
+    self, AppState, COLON_VERBS, JOB_COLON_VERBS, SNAPSHOT_COLON_VERBS, TENANT_PREFIX, VERB_MARKER,
+};
 use crate::auth::{Auth, login};
 use crate::console::ConsoleProxy;
 use crate::error::{CODE_REQUEST_TIMEOUT, Problem, problem_from_poem};
@@ -324,7 +326,8 @@ fn budget_of(req: &Request) -> Option<Budget> {
 }
 
 /// Routes `.../vms/{vmId}:<verb>` to its internal path `.../vms/{vmId}/@<verb>` (and
-/// `.../projects/{projectId}/jobs/{jobId}:cancel` likewise).
+/// `.../snapshots/{snapshotId}:revert` and `.../projects/{projectId}/jobs/{jobId}:cancel`
+/// likewise).
 ///
 /// Returns `Ok(None)` for every other path, and `Err(())` for a path that names the internal
 /// form directly (which must stay unreachable).
@@ -339,7 +342,9 @@ fn route_colon_verb(uri: &Uri) -> Result<Option<Uri>, ()> {
     let Some((head, last)) = path.rsplit_once('/') else {
         return Ok(None);
     };
-    let verbs: &[&str] = if head.ends_with("/vms") || head.contains("/vms/") {
+    let verbs: &[&str] = if head.ends_with("/snapshots") && head.contains("/vms/") {
+        &SNAPSHOT_COLON_VERBS
+    } else if head.ends_with("/vms") || head.contains("/vms/") {
         &COLON_VERBS
     } else if head.ends_with("/jobs") && head.contains("/projects/") {
         &JOB_COLON_VERBS

@@ -211,15 +211,24 @@ mod tests {
 
     #[test]
     fn budgets_parse_and_bad_ones_name_the_variable() {
-        assert_eq!(RateLimit::parse("HCP_RATE_LIMIT", "off", None).unwrap(), None);
+        assert_eq!(
+            RateLimit::parse("HCP_RATE_LIMIT", "off", None).unwrap(),
+            None
+        );
         let r = RateLimit::parse("HCP_RATE_LIMIT", "20/s", None)
             .unwrap()
             .unwrap();
-        assert_eq!((r.requests.get(), r.per, r.burst.get()), (20, Duration::from_secs(1), 20));
+        assert_eq!(
+            (r.requests.get(), r.per, r.burst.get()),
+            (20, Duration::from_secs(1), 20)
+        );
         let r = RateLimit::parse("HCP_RATE_LIMIT", " 600/min ", Some("30"))
             .unwrap()
             .unwrap();
-        assert_eq!((r.requests.get(), r.per, r.burst.get()), (600, Duration::from_secs(60), 30));
+        assert_eq!(
+            (r.requests.get(), r.per, r.burst.get()),
+            (600, Duration::from_secs(60), 30)
+        );
         for bad in ["", "20", "0/s", "-1/s", "20/h", "99999999999/s", "x/s"] {
             let e = RateLimit::parse("HCP_RATE_LIMIT", bad, None).unwrap_err();
             assert_eq!(e.field(), Some("HCP_RATE_LIMIT"), "{bad}: {e}");

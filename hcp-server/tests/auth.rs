@@ -163,7 +163,10 @@ async fn project_not_in_the_token_is_404_on_its_vms_and_not_in_lists() {
     let carol = s.idp.token("carol", &[TENANT], &["demo", "other"]).await;
     let jobs = json_of(s.get(&format!("{T}/jobs"), &carol).await).await;
     let text = jobs.to_string();
-    assert!(text.contains(bob_job) && text.contains(a["job_id"].as_str().unwrap()), "{jobs}");
+    assert!(
+        text.contains(bob_job) && text.contains(a["job_id"].as_str().unwrap()),
+        "{jobs}"
+    );
     let none = s.idp.token("dave", &[TENANT], &[]).await;
     let jobs = json_of(s.get(&format!("{T}/jobs"), &none).await).await;
     assert_eq!(jobs["items"], serde_json::json!([]), "{jobs}");
@@ -895,7 +898,11 @@ catalog:
     let resp = s.create("demo", "two", &alice).await;
     assert_eq!(resp.status(), 403, "the project's quota");
     let p = json_of(resp).await;
-    assert_eq!((p["code"].as_str(), p["kind"].as_str()), (Some("QUOTA_EXCEEDED"), Some("quota_exceeded")), "{p}");
+    assert_eq!(
+        (p["code"].as_str(), p["kind"].as_str()),
+        (Some("QUOTA_EXCEEDED"), Some("quota_exceeded")),
+        "{p}"
+    );
     // The host has 1 of 2 vCPUs left: a 2-vCPU VM fits no host now.
     let resp = s
         .server

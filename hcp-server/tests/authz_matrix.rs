@@ -177,6 +177,37 @@ const MATRIX: &[Row] = &[
         Shared,
         TENANT_READ,
     ),
+    row(
+        "get",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}/snapshots",
+        Shared,
+        TENANT_READ,
+    ),
+    row(
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}/snapshots",
+        FreshVm,
+        TENANT_ACT,
+    ),
+    row(
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:plan",
+        Shared,
+        TENANT_READ,
+    ),
+    // An unknown snapshot of a VM a member reaches is a 404 too.
+    row(
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}/snapshots/{snapshotId}:revert",
+        Shared,
+        [401, 404, 404, 404, 403, 404],
+    ),
+    row(
+        "delete",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}/snapshots/{snapshotId}",
+        Shared,
+        [401, 404, 404, 404, 403, 404],
+    ),
     // Without a console token: past the role check, the missing `token` is a 400.
     row(
         "get",
@@ -272,6 +303,11 @@ fn hosts_file() -> String {
         .split_once("projects:\n")
         .expect("the demo lists projects");
     let (_, rest) = tail.split_once("catalog:").expect("the demo has a catalog");
+    // Every zone takes snapshots, wherever the matrix's VMs land.
+    let head = head.replace(
+        "disable: [cloud_init, snapshot, gpu_passthrough]",
+        "disable: [cloud_init, gpu_passthrough]",
+    );
     format!("{head}projects:\n  - name: {A}\n  - name: {B}\n  - name: {HIDDEN}\ncatalog:{rest}")
 }
 
@@ -393,6 +429,7 @@ async fn call(f: &Fixture, row: &Row, who: Who, vm: &str, n: usize) -> Call {
         .replace("{projectId}", A)
         .replace("{vmId}", vm)
         .replace("{jobId}", &f.job)
+        .replace("{snapshotId}", "snap-0")
         .replace("{zone}", "zone-a");
     assert!(
         !path.contains('{'),
@@ -410,6 +447,10 @@ async fn call(f: &Fixture, row: &Row, who: Who, vm: &str, n: usize) -> Call {
             Some(json!({"name": name, "image": "ubuntu-24.04", "flavor": "small"}))
         }
         _ if row.method == "patch" => Some(json!({"tags": {"matrix": "x"}})),
+        (p, _) if p.ends_with(":plan") => Some(json!({"vcpus": 2})),
+        (p, _) if row.method == "post" && p.ends_with("/snapshots") => {
+            Some(json!({"name": "matrix"}))
+        }
         _ => None,
     };
     if row.path.ends_with(":stop") || row.path.ends_with(":reboot") {

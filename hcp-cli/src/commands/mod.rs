@@ -6,6 +6,7 @@ mod catalog;
 mod host;
 mod job;
 mod serve;
+mod snapshot;
 mod vm;
 
 use clap::Subcommand;

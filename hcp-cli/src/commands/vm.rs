@@ -1,4 +1,5 @@
-//! `hcp vm`: create, list, show, start, stop, reboot, delete and open a console (tenant view).
+//! `hcp vm`: create, list, show, start, stop, reboot, delete, open a console and manage
+//! snapshots (tenant view).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -32,6 +33,13 @@ pub enum VmCommand {
     Delete(DeleteArgs),
     /// Print a console URL for a running VM, or bridge it to a local port (--listen).
     Console(ConsoleArgs),
+    /// Plan a resize: per field that would change, what applying it takes on this VM's
+    /// hypervisor in its power state (hot, reboot, power_off, recreate, data_destructive), and
+    /// why. Changes nothing.
+    Plan(PlanArgs),
+    /// Take, list, revert to and delete a VM's snapshots.
+    #[command(subcommand)]
+    Snapshot(super::snapshot::SnapshotCommand),
 }
 
 /// Options of every command that submits a job.
@@ -41,12 +49,12 @@ pub struct SubmitArgs {
     /// answer without doing anything again; a different request with it is refused
     /// (IDEMPOTENCY_KEY_REUSED, exit code 4).
     #[arg(long, value_name = "KEY")]
-    idempotency_key: Option<String>,
+    pub(super) idempotency_key: Option<String>,
     /// Waits for the job, showing its progress and log lines on stderr until it ends. The
     /// embedded engine always waits; with --url, a command without --wait returns as soon as
     /// the service accepts the job and prints its id.
     #[arg(long)]
-    wait: bool,
+    pub(super) wait: bool,
 }
 
 /// `hcp vm create`
@@ -110,7 +118,7 @@ pub struct VmRef {
 }
 
 impl VmRef {
-    fn project(&self) -> Option<ProjectId> {
+    pub(super) fn project(&self) -> Option<ProjectId> {
         self.project.as_deref().map(ProjectId::from)
     }
 
@@ -121,7 +129,10 @@ impl VmRef {
     /// # Errors
     /// [`ErrorKind::NotFound`] naming `vm_id` when neither an id nor a name matches;
     /// [`ErrorKind::InvalidSpec`] naming `project` for a name without --project.
-    async fn resolve(&self, backend: &crate::backend::Backend) -> hcp_core::Result<VmId> {
+    pub(super) async fn resolve(
+        &self,
+        backend: &crate::backend::Backend,
+    ) -> hcp_core::Result<VmId> {
         let project = self.project();
         if self.id.starts_with("vm-") {
             let id = VmId::from(self.id.as_str());
@@ -188,11 +199,30 @@ pub struct RebootArgs {
 pub struct DeleteArgs {
     #[command(flatten)]
     vm: VmRef,
-    /// Powers a running VM off first; without it, deleting a running VM fails.
+    /// Skips the graceful shutdown of a running VM (without it: graceful, hard after the stop timeout).
     #[arg(long)]
     force: bool,
     #[command(flatten)]
     submit: SubmitArgs,
+}
+
+/// `hcp vm plan`
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    vm: VmRef,
+    /// A catalog flavor to move to.
+    #[arg(long)]
+    flavor: Option<String>,
+    /// vCPUs (overrides the flavor's).
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Memory in MiB (overrides the flavor's).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Disk size in GiB (overrides the flavor's).
+    #[arg(long)]
+    disk_gib: Option<u64>,
 }
 
 /// `hcp vm console`
@@ -256,7 +286,7 @@ impl VmCommand {
                 | VmCommand::Stop(_)
                 | VmCommand::Reboot(_)
                 | VmCommand::Delete(_)
-        )
+        ) || matches!(self, VmCommand::Snapshot(c) if c.mutates())
     }
 
     /// Runs the command.
@@ -313,6 +343,36 @@ impl VmCommand {
                     force: a.force,
                 };
                 act(s, &a.vm, action, a.submit).await
+            }
+            VmCommand::Snapshot(c) => c.run(s).await,
+            VmCommand::Plan(a) => {
+                let id = a.vm.resolve(&s.backend).await?;
+                let request = hcp_core::ResizeRequest {
+                    flavor: a.flavor,
+                    vcpus: a.vcpus,
+                    memory_mib: a.memory_mib,
+                    disk_gib: a.disk_gib,
+                };
+                let plan = s
+                    .backend
+                    .plan_resize(a.vm.project().as_ref(), &id, &request)
+                    .await?;
+                output::print(s.format, &plan, |p| {
+                    if p.is_empty() {
+                        return "Nothing would change.".into();
+                    }
+                    let mut t = output::table(&["FIELD", "FROM", "TO", "TAKES", "WHY"]);
+                    for f in p {
+                        t.add_row(vec![
+                            f.field.clone(),
+                            f.from.to_string(),
+                            f.to.to_string(),
+                            f.impact.as_str().to_string(),
+                            f.reason.clone(),
+                        ]);
+                    }
+                    t.to_string()
+                })
             }
             VmCommand::Console(a) if a.listen.is_some() => {
                 let addr = crate::bridge::parse_listen(a.listen.as_deref().unwrap_or_default())?;
@@ -405,7 +465,7 @@ async fn act(s: &Session, vm: &VmRef, action: Action, submit: SubmitArgs) -> any
 /// Waits for the job (unless the service runs it and `--wait` is not given), prints what
 /// happened, and fails with [`JobFailed`] unless it succeeded (without waiting: when it has
 /// already failed or been cancelled).
-async fn finish(
+pub(super) async fn finish(
     s: &Session,
     project: Option<&ProjectId>,
     accepted: Accepted,
@@ -440,6 +500,8 @@ async fn finish(
         replayed: accepted.replayed,
         job,
         vm,
+        snapshot_id: accepted.snapshot_id,
+        memory_state_kept: accepted.memory_state_kept,
     };
     output::print(s.format, &outcome, |o| output::outcome(o, waits))?;
     // Without waiting, a job still pending or running is a success (the service accepted it);

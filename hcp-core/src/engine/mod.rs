@@ -3,7 +3,9 @@
 //! concurrency, retries and timeouts, streams job logs, and reconciles desired with observed state.
 
 mod capacity;
+mod day2;
 mod inventory;
+mod plan;
 mod scheduler;
 mod watch;
 mod worker;
@@ -20,7 +22,9 @@ use sha2::Digest;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use day2::{CODE_VM_STATE_CONFLICT, ResizeRequest, Snapshot, SnapshotSubmitted, snapshot_id};
 pub use inventory::{InventoryVm, ProviderCapabilities, ProviderStatus, RefreshReport};
+pub use plan::{ChangeImpact, FieldPlan, plan_resize};
 pub use watch::JobWatch;
 
 use crate::store::{
@@ -89,11 +93,11 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host: Option<String>,
     },
-    /// Deletes a VM.
+    /// Deletes a VM, shutting it down first when it runs (gracefully, hard after the stop timeout).
     Delete {
         /// The VM.
         vm_id: VmId,
-        /// Powers a running VM off first.
+        /// Skips the graceful shutdown.
         force: bool,
     },
     /// Powers a VM on.
@@ -129,6 +133,20 @@ pub enum Action {
         /// The target host.
         target_host: String,
     },
+    /// Returns a VM to one of its snapshots.
+    RevertSnapshot {
+        /// The VM.
+        vm_id: VmId,
+        /// HCP's id of the snapshot (`snap-…`).
+        snapshot_id: String,
+    },
+    /// Deletes one of a VM's snapshots.
+    DeleteSnapshot {
+        /// The VM.
+        vm_id: VmId,
+        /// HCP's id of the snapshot (`snap-…`).
+        snapshot_id: String,
+    },
 }
 
 impl Action {
@@ -142,6 +160,8 @@ impl Action {
             Action::Reboot { .. } => Operation::RebootVm,
             Action::Snapshot { .. } => Operation::SnapshotVm,
             Action::Migrate { .. } => Operation::MigrateVm,
+            Action::RevertSnapshot { .. } => Operation::RevertSnapshot,
+            Action::DeleteSnapshot { .. } => Operation::DeleteSnapshot,
         }
     }
 }
@@ -602,7 +622,8 @@ impl Engine {
         self.submit(ctx, Action::Create { spec, host: None }).await
     }
 
-    /// Deletes a VM (see [`Engine::submit`]).
+    /// Deletes a VM; a running VM is shut down first, gracefully unless `force`, hard after the
+    /// stop timeout (see [`Engine::submit`]).
     ///
     /// # Errors
     /// See [`Engine::submit`].
@@ -693,7 +714,9 @@ impl Engine {
     /// - [`ErrorKind::QuotaExceeded`] when no host has room now or the project quota is used up;
     /// - [`ErrorKind::Conflict`] with code `IDEMPOTENCY_KEY_REUSED` for a key reused with a
     ///   different request, `IDEMPOTENCY_KEY_IN_PROGRESS` while the first is still being accepted,
-    ///   or for a name already taken in the project.
+    ///   or for a name already taken in the project; with code [`CODE_VM_STATE_CONFLICT`] for
+    ///   a request the VM's known state rules out (a reboot of a stopped VM, a start of a VM
+    ///   whose create failed). A delete of a running VM is accepted: its job shuts it down.
     pub async fn submit(&self, ctx: &RequestContext, action: Action) -> Result<Submitted> {
         let op = action.operation();
         self.submit_inner(ctx, action)
@@ -797,7 +820,9 @@ impl Engine {
                     | Action::Stop { vm_id, .. }
                     | Action::Reboot { vm_id, .. }
                     | Action::Snapshot { vm_id, .. }
-                    | Action::Migrate { vm_id, .. } => vm_id.clone(),
+                    | Action::Migrate { vm_id, .. }
+                    | Action::RevertSnapshot { vm_id, .. }
+                    | Action::DeleteSnapshot { vm_id, .. } => vm_id.clone(),
                     Action::Create { .. } => unreachable!("handled above"),
                 };
                 validate_reference("vm_id", vm_id.as_str())?;
@@ -808,6 +833,7 @@ impl Engine {
                     .filter(|v| v.desired != DesiredState::Deleted)
                     .ok_or_else(|| Error::not_found("vm", &vm_id).with_field("vm_id"))?;
                 let expected = vm.generation;
+                day2::check_state(&vm, &other)?;
                 let job_action = match other {
                     Action::Delete { force, .. } => {
                         vm.desired = DesiredState::Deleted;
@@ -826,9 +852,16 @@ impl Engine {
                     }
                     Action::Reboot { hard, .. } => JobAction::Reboot { hard },
                     Action::Snapshot { name, .. } => {
-                        crate::validate_dns_label("name", &name)?;
                         self.require(&vm, op, Capability::Snapshot)?;
-                        JobAction::Snapshot { name }
+                        day2::snapshot_job(inner, &vm, name).await?
+                    }
+                    Action::RevertSnapshot { snapshot_id, .. } => {
+                        self.require(&vm, op, Capability::Snapshot)?;
+                        day2::revert_job(inner, &vm, snapshot_id).await?
+                    }
+                    Action::DeleteSnapshot { snapshot_id, .. } => {
+                        self.require(&vm, op, Capability::Snapshot)?;
+                        day2::delete_snapshot_job(inner, &vm, snapshot_id).await?
                     }
                     Action::Migrate { target_host, .. } => {
                         self.require(&vm, op, Capability::LiveMigration)?;

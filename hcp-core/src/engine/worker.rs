@@ -12,10 +12,10 @@ use super::watch::LogMsg;
 use super::{Inner, lock};
 use crate::store::Scope;
 use crate::{
-    CreateVm, DeleteVm, DesiredState, Error, ErrorInfo, ErrorKind, EventKind, HcpMark, Job,
-    JobAction, JobReporter, JobState, JobUpdate, LogEntry, LogLevel, MigrateVm, NetworkPlan,
-    OpContext, PendingReason, PowerState, Principal, RebootVm, RetryDecision, SnapshotVm, StartVm,
-    StopVm, Vm, VmTarget,
+    CreateVm, DeleteSnapshot, DeleteVm, DesiredState, Error, ErrorInfo, ErrorKind, EventKind,
+    HcpMark, Job, JobAction, JobReporter, JobState, JobUpdate, LogEntry, LogLevel, MigrateVm,
+    NetworkPlan, OpContext, PendingReason, PowerState, Principal, RebootVm, RetryDecision,
+    RevertSnapshot, SnapshotVm, StartVm, StopVm, Vm, VmTarget,
 };
 
 /// What a successful attempt changed.
@@ -26,6 +26,7 @@ enum Effect {
     },
     Deleted,
     Power(PowerState),
+    Reverted(PowerState),
     Moved {
         host: String,
         native_id: String,
@@ -216,7 +217,7 @@ fn later(after: Duration) -> Option<DateTime<Utc>> {
         .and_then(|d| Utc::now().checked_add_signed(d))
 }
 
-fn target(vm: &Vm) -> VmTarget {
+pub(crate) fn target(vm: &Vm) -> VmTarget {
     VmTarget {
         vm_id: vm.id.clone(),
         name: vm.spec.name.clone(),
@@ -267,12 +268,27 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
             })
         }
         JobAction::Delete { force } => {
+            // What Nova and Terraform users expect: a running VM is shut down (gracefully unless
+            // `force`, hard after the stop timeout), then deleted.
+            let stop = StopVm::new(target(vm))
+                .with_force(*force)
+                .with_graceful_timeout(inner.settings.graceful_stop_timeout);
+            match inner.call(provider, op, host, p.stop_vm(ctx, stop)).await {
+                Ok(r) if r.was_stopped => {}
+                Ok(r) if r.forced && *force => ctx.info("powered the VM off (force)"),
+                Ok(r) if r.forced => {
+                    ctx.warn("the guest did not shut down in time; powered off");
+                }
+                Ok(_) => ctx.info("the guest shut down"),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
             let r = inner
                 .call(
                     provider,
                     op,
                     host,
-                    p.delete_vm(ctx, DeleteVm::new(target(vm)).with_force(*force)),
+                    p.delete_vm(ctx, DeleteVm::new(target(vm)).with_force(true)),
                 )
                 .await?;
             if !r.existed {
@@ -333,6 +349,39 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 LogEntry::info(format!("snapshot {name} taken"))
                     .with_detail(format!("snapshot id {}", r.snapshot_id)),
             );
+            Ok(Effect::Nothing)
+        }
+        JobAction::RevertSnapshot { name, .. } => {
+            let r = inner
+                .call(
+                    provider,
+                    op,
+                    host,
+                    p.revert_snapshot(ctx, RevertSnapshot::new(target(vm)).with_name(name)),
+                )
+                .await?;
+            ctx.info(if r.memory_kept {
+                format!("reverted to snapshot {name}; its memory state was restored")
+            } else {
+                format!(
+                    "reverted to snapshot {name}; it holds disks only, so the VM is {}",
+                    r.power
+                )
+            });
+            Ok(Effect::Reverted(r.power))
+        }
+        JobAction::DeleteSnapshot { name, .. } => {
+            let r = inner
+                .call(
+                    provider,
+                    op,
+                    host,
+                    p.delete_snapshot(ctx, DeleteSnapshot::new(target(vm)).with_name(name)),
+                )
+                .await?;
+            if !r.existed {
+                ctx.info(format!("snapshot {name} was already gone"));
+            }
             Ok(Effect::Nothing)
         }
         JobAction::Migrate { target_host } => {
@@ -422,6 +471,17 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
         Effect::Power(power) => inner
             .update_vm_with(&vm.id, |v| {
                 v.power = power;
+                v.last_error = None;
+            })
+            .await
+            .map(|_| ()),
+        Effect::Reverted(power) => inner
+            .update_vm_with(&vm.id, |v| {
+                v.power = power;
+                // The VM is where the snapshot left it; HCP wants it there too.
+                if power == PowerState::Running || power == PowerState::Stopped {
+                    v.desired_power = power;
+                }
                 v.last_error = None;
             })
             .await

@@ -52,10 +52,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
-    Capabilities, Console, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm, DeleteVm, DeletedVm,
-    Error, ErrorKind, GetConsole, HostInfo, HostInventory, HostInventoryReply, LogEntry, OpContext,
-    Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result,
-    Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
+    Capabilities, Console, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm, DeleteSnapshot,
+    DeleteVm, DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
+    HostInventoryReply, ListSnapshots, LogEntry, NativeSnapshot, OpContext, Operation, PowerState,
+    Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result, RevertSnapshot,
+    RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
 };
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -456,6 +457,81 @@ impl Provider for LibvirtProvider {
             Utc::now() + ttl,
         )
         .with_upstream(ConsoleUpstream::tcp(upstream)))
+    }
+
+    async fn list_snapshots(&self, args: ListSnapshots) -> Result<Vec<NativeSnapshot>> {
+        let t = args.target;
+        let host = t.host.clone();
+        self.run(Operation::ListSnapshots, &host, move |c, _, _| {
+            let found = client::require(c, &t)?;
+            let snaps = found
+                .dom
+                .list_all_snapshots(0)
+                .map_err(|e| parse_error(&e))?;
+            let mut out = Vec::with_capacity(snaps.len());
+            for s in snaps {
+                let d = xml::parse_snapshot(&s.xml_desc(0).map_err(|e| parse_error(&e))?)?;
+                out.push(d);
+            }
+            out.sort_by_key(|d| d.created);
+            Ok(out
+                .into_iter()
+                .map(|d| {
+                    let at = d
+                        .created
+                        .and_then(|s| chrono::DateTime::<Utc>::from_timestamp(s, 0));
+                    NativeSnapshot::new(&d.name, at, d.memory())
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn revert_snapshot(
+        &self,
+        ctx: &OpContext,
+        args: RevertSnapshot,
+    ) -> Result<RevertedSnapshot> {
+        let t = args.target;
+        let name = args.name;
+        let host = t.host.clone();
+        let r = self
+            .run(Operation::RevertSnapshot, &host, move |c, _, _| {
+                let found = client::require(c, &t)?;
+                let snap = Domain::lookup_snapshot_by_name(&found.dom, &name, 0)
+                    .map_err(|e| parse_error(&e))?;
+                let d = xml::parse_snapshot(&snap.xml_desc(0).map_err(|e| parse_error(&e))?)?;
+                snap.revert(0).map_err(|e| parse_error(&e))?;
+                Ok(RevertedSnapshot::new(
+                    d.memory(),
+                    client::power(&found.dom)?,
+                ))
+            })
+            .await?;
+        ctx.info(format!("libvirt reverted the domain; it is {}", r.power));
+        Ok(r)
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _ctx: &OpContext,
+        args: DeleteSnapshot,
+    ) -> Result<DeletedSnapshot> {
+        let t = args.target;
+        let name = args.name;
+        let host = t.host.clone();
+        self.run(Operation::DeleteSnapshot, &host, move |c, _, _| {
+            let found = client::require(c, &t)?;
+            match Domain::lookup_snapshot_by_name(&found.dom, &name, 0) {
+                Ok(snap) => {
+                    snap.delete(0).map_err(|e| parse_error(&e))?;
+                    Ok(DeletedSnapshot::new(true))
+                }
+                Err(e) if client::is_missing(&e) => Ok(DeletedSnapshot::new(false)),
+                Err(e) => Err(parse_error(&e)),
+            }
+        })
+        .await
     }
 
     async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {

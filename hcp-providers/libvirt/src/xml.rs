@@ -288,6 +288,59 @@ pub(crate) fn volume_xml(
     x.finish()
 }
 
+/// What HCP reads of a snapshot's XML: its name, its state when taken (`running`, `shutoff`,
+/// ...) and its creation time (Unix seconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SnapshotDesc {
+    pub name: String,
+    pub state: String,
+    pub created: Option<i64>,
+}
+
+impl SnapshotDesc {
+    /// True when the snapshot holds memory state: it was taken of a running (or paused) domain.
+    pub(crate) fn memory(&self) -> bool {
+        matches!(self.state.as_str(), "running" | "paused" | "blocked")
+    }
+}
+
+/// Reads a snapshot's XML (`virDomainSnapshotGetXMLDesc`): only the top-level `name`, `state`
+/// and `creationTime`, never those of the embedded domain.
+pub(crate) fn parse_snapshot(text: &str) -> Result<SnapshotDesc> {
+    let mut r = NsReader::from_str(text);
+    let mut d = SnapshotDesc::default();
+    let mut path: Vec<String> = Vec::new();
+    loop {
+        let (_, ev) = r.read_resolved_event().map_err(|e| {
+            Error::new(
+                hcp_core::ErrorKind::ProviderError,
+                "libvirt returned snapshot XML HCP cannot read",
+            )
+            .with_detail(e.to_string())
+        })?;
+        match ev {
+            Event::Start(ref e) => {
+                path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+            }
+            Event::End(_) => {
+                path.pop();
+            }
+            Event::Text(ref t) if path.len() == 2 && path[0] == "domainsnapshot" => {
+                let text = t.unescape().map(|c| c.into_owned()).unwrap_or_default();
+                match path[1].as_str() {
+                    "name" => d.name = text,
+                    "state" => d.state = text,
+                    "creationTime" => d.created = text.trim().parse().ok(),
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(d)
+}
+
 /// Writes the XML of a new snapshot named `name`.
 pub(crate) fn snapshot_xml(name: &str, description: &str) -> String {
     let mut x = Xml::new();
@@ -716,5 +769,14 @@ mod tests {
         let caps = "<capabilities><guest><arch name='x86_64'><domain type='qemu'/><domain type='kvm'/></arch></guest></capabilities>";
         assert_eq!(guest_domain_types(caps), vec!["qemu", "kvm"]);
         assert!(snapshot_xml("s<1", "d").contains("s&lt;1"));
+        let s = parse_snapshot(
+            "<domainsnapshot><name>warm</name><state>running</state>\
+             <creationTime>1700000000</creationTime><domain><name>vm</name></domain>\
+             </domainsnapshot>",
+        )
+        .unwrap();
+        assert_eq!(s.name, "warm");
+        assert!(s.memory());
+        assert_eq!(s.created, Some(1_700_000_000));
     }
 }

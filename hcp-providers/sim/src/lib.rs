@@ -21,16 +21,18 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
-    Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error,
-    ErrorKind, GetConsole, HostInfo, HostInventory, HostInventoryReply, MigrateVm, MigratedVm,
-    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
-    Result, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
+    Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteSnapshot, DeleteVm,
+    DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
+    HostInventoryReply, ListSnapshots, MigrateVm, MigratedVm, NativeSnapshot, OpContext, Operation,
+    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result,
+    RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm,
+    StopVm, StoppedVm, VmTarget,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub use config::SimSettings;
-pub use state::{SimHost, SimState, SimVm};
+pub use state::{SimHost, SimSnapshot, SimState, SimVm};
 
 use state::Backend;
 
@@ -206,6 +208,15 @@ impl SimProvider {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a snapshot operation when the provider does not declare `snapshot`.
+    fn unless_declared(&self, op: Operation) -> Result<()> {
+        if self.declared.snapshot {
+            Ok(())
+        } else {
+            Err(Error::unsupported(&self.name, op, "snapshot", ""))
+        }
     }
 
     /// The images on `host`; empty means any image is accepted.
@@ -481,17 +492,82 @@ impl Provider for SimProvider {
             .await?;
         self.backend.write(|s| {
             let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
-            if vm.snapshots.contains(&args.name) {
+            if vm.snapshots.iter().any(|s| s.name == args.name) {
                 return Err(Error::new(
                     ErrorKind::Conflict,
                     format!("snapshot `{}` already exists", args.name),
                 ));
             }
-            vm.snapshots.push(args.name.clone());
+            let snap = SimSnapshot {
+                name: args.name.clone(),
+                created_at: Some(Utc::now()),
+                power: vm.power,
+                resources: Some(vm.resources),
+            };
+            vm.snapshots.push(snap);
             Ok(SnapshottedVm::new(format!(
                 "{}@{}",
                 vm.native_id, args.name
             )))
+        })
+    }
+
+    async fn list_snapshots(&self, args: ListSnapshots) -> Result<Vec<NativeSnapshot>> {
+        self.unless_declared(Operation::ListSnapshots)?;
+        self.simulate(Operation::ListSnapshots, Some(&args.target.host), false)
+            .await?;
+        self.backend.write(|s| {
+            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            Ok(vm
+                .snapshots
+                .iter()
+                .map(|s| NativeSnapshot::new(&s.name, s.created_at, s.memory()))
+                .collect())
+        })
+    }
+
+    async fn revert_snapshot(
+        &self,
+        _ctx: &OpContext,
+        args: RevertSnapshot,
+    ) -> Result<RevertedSnapshot> {
+        self.unless_declared(Operation::RevertSnapshot)?;
+        self.simulate(Operation::RevertSnapshot, Some(&args.target.host), true)
+            .await?;
+        self.backend.write(|s| {
+            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let snap = vm
+                .snapshots
+                .iter()
+                .find(|s| s.name == args.name)
+                .cloned()
+                .ok_or_else(|| Error::not_found("snapshot", &args.name))?;
+            // Like a hypervisor: memory state resumes the VM; a disk-only snapshot leaves it off.
+            vm.power = if snap.memory() {
+                PowerState::Running
+            } else {
+                PowerState::Stopped
+            };
+            if let Some(r) = snap.resources {
+                vm.resources = r;
+            }
+            Ok(RevertedSnapshot::new(snap.memory(), vm.power))
+        })
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _ctx: &OpContext,
+        args: DeleteSnapshot,
+    ) -> Result<DeletedSnapshot> {
+        self.unless_declared(Operation::DeleteSnapshot)?;
+        self.simulate(Operation::DeleteSnapshot, Some(&args.target.host), true)
+            .await?;
+        self.backend.write(|s| {
+            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let before = vm.snapshots.len();
+            vm.snapshots.retain(|s| s.name != args.name);
+            Ok(DeletedSnapshot::new(vm.snapshots.len() != before))
         })
     }
 

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
 use hcp_core::{Error, ErrorKind, HcpMark, NativeVm, PowerState, Resources, Result};
 use serde::{Deserialize, Serialize};
 
@@ -59,9 +60,69 @@ pub struct SimVm {
     /// Whether cloud-init user-data was attached.
     #[serde(default)]
     pub has_user_data: bool,
-    /// Snapshot names.
+    /// Its snapshots, oldest first.
     #[serde(default)]
-    pub snapshots: Vec<String>,
+    pub snapshots: Vec<SimSnapshot>,
+}
+
+/// One simulated snapshot: the VM's power state and size when it was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SnapshotRepr")]
+pub struct SimSnapshot {
+    /// The name it was taken with.
+    pub name: String,
+    /// When it was taken.
+    pub created_at: Option<DateTime<Utc>>,
+    /// The VM's power state then; a running VM's snapshot holds its memory.
+    pub power: PowerState,
+    /// The VM's size then.
+    pub resources: Option<Resources>,
+}
+
+impl SimSnapshot {
+    /// Returns true when the snapshot holds memory state (the VM ran when it was taken).
+    pub fn memory(&self) -> bool {
+        self.power == PowerState::Running
+    }
+}
+
+/// A snapshot as state files hold it: a bare name (older files) or the whole record.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SnapshotRepr {
+    Name(String),
+    Full {
+        name: String,
+        #[serde(default)]
+        created_at: Option<DateTime<Utc>>,
+        power: PowerState,
+        #[serde(default)]
+        resources: Option<Resources>,
+    },
+}
+
+impl From<SnapshotRepr> for SimSnapshot {
+    fn from(r: SnapshotRepr) -> Self {
+        match r {
+            SnapshotRepr::Name(name) => SimSnapshot {
+                name,
+                created_at: None,
+                power: PowerState::Stopped,
+                resources: None,
+            },
+            SnapshotRepr::Full {
+                name,
+                created_at,
+                power,
+                resources,
+            } => SimSnapshot {
+                name,
+                created_at,
+                power,
+                resources,
+            },
+        }
+    }
 }
 
 impl SimVm {
@@ -301,4 +362,29 @@ fn save(path: &Path, s: &SimState) -> Result<()> {
     f.write_all(&text).map_err(|e| io_error(&tmp, "write", e))?;
     f.sync_all().map_err(|e| io_error(&tmp, "sync", e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, "replace", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_of_older_state_files_read_as_disk_only_and_new_ones_round_trip() {
+        let old: SimSnapshot = serde_json::from_str("\"before\"").unwrap();
+        assert_eq!(old.name, "before");
+        assert!(
+            !old.memory(),
+            "an old record says nothing of memory: disk-only"
+        );
+        let new = SimSnapshot {
+            name: "warm".into(),
+            created_at: Some(Utc::now()),
+            power: PowerState::Running,
+            resources: None,
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        let back: SimSnapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, new);
+        assert!(back.memory());
+    }
 }

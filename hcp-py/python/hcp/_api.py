@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
 
 from . import _hcp
 from ._aio import AsyncJobLogs
-from ._hcp import Capabilities, Catalog, Console, Host, Job, JobLogs, Submitted, Vm
+from ._hcp import Capabilities, Catalog, Console, FieldPlan, Host, Job, JobLogs, Snapshot, Submitted, Vm
 
 __all__ = ["Engine", "Client", "AsyncEngine", "AsyncClient", "ConfigLike", "VmRef", "JobRef", "NetworkLike"]
 
@@ -38,6 +38,10 @@ def _vm_id(vm: VmRef) -> str:
     if isinstance(vm, str):
         return vm
     raise TypeError(f"vm must be a VM id (str) or an hcp.Vm, not {type(vm).__name__}")
+
+
+def _snapshot_id(snapshot: Union[str, Snapshot]) -> str:
+    return snapshot.id if isinstance(snapshot, Snapshot) else snapshot
 
 
 def _job_id(job: JobRef) -> str:
@@ -396,7 +400,8 @@ class _SyncApi:
         vm : str or Vm
             The VM's id, or the VM.
         force : bool, default False
-            Power a running VM off first; without it, deleting a running VM fails.
+            Skip the graceful shutdown of a running VM. Without it a running VM is shut down
+            gracefully, then powered off hard after the stop timeout, then deleted.
         idempotency_key : str, optional
             Replays the first answer when the same request is sent again with this key.
         wait : bool, default False
@@ -413,13 +418,202 @@ class _SyncApi:
         NotFound
             No such VM in ``project``.
         JobFailed
-            With ``wait``, the job failed (``code == "CONFLICT"`` for a running VM without
-            ``force``).
+            With ``wait``, the job failed.
         Timeout
             With ``wait`` and ``timeout``, the job did not end in time.
         """
         return self._core.change_vm(
             "delete", project, _vm_id(vm), force=force, hard=False,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    def plan_resize(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        flavor: Optional[str] = None,
+        vcpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        disk_gib: Optional[int] = None,
+    ) -> list[FieldPlan]:
+        """Plan a resize without changing anything.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+        flavor : str, optional
+            A catalog flavor to move to.
+        vcpus, memory_mib, disk_gib : int, optional
+            Explicit sizes (override the flavor's); absent ones keep the VM's value.
+
+        Returns
+        -------
+        list of FieldPlan
+            One per field that would change: ``impact`` is ``hot``, ``reboot``, ``power_off``,
+            ``recreate`` or ``data_destructive`` for this VM's hypervisor and power state, with
+            the ``reason``.
+
+        Raises
+        ------
+        NotFound
+            No such VM in ``project``.
+        InvalidSpec
+            An unknown flavor or a size outside the bounds (``field`` names it).
+        """
+        return self._core.plan_resize(
+            project, _vm_id(vm), flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
+        )
+
+    def create_snapshot(
+        self,
+        project: str,
+        vm: VmRef,
+        name: str,
+        *,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Take a snapshot of a VM; a running VM's snapshot holds its memory state.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+        name : str
+            The snapshot's name, unique per VM: 1-63 lowercase letters, digits and ``-``,
+            starting with a letter.
+        idempotency_key : str, optional
+            Replays the first answer when the same request is sent again with this key.
+        wait : bool, default False
+            Wait until the job ends.
+        timeout : float, optional
+            With ``wait``, the most seconds to wait.
+
+        Returns
+        -------
+        Submitted
+            ``snapshot_id`` is HCP's id of the new snapshot.
+
+        Raises
+        ------
+        InvalidSpec
+            ``name`` is not a valid name (``field == "name"``).
+        Conflict
+            The VM already has a snapshot of that name (``field == "name"``).
+        QuotaExceeded
+            The VM has as many snapshots as ``engine.max_snapshots_per_vm`` allows.
+        FeatureNotSupported
+            The VM's host cannot take snapshots.
+        """
+        return self._core.snapshot_vm(
+            "create", project, _vm_id(vm), name,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    def list_snapshots(self, project: str, vm: VmRef) -> list[Snapshot]:
+        """List a VM's snapshots, oldest first.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+
+        Returns
+        -------
+        list of Snapshot
+
+        Raises
+        ------
+        NotFound
+            No such VM in ``project``.
+        FeatureNotSupported
+            The VM's host cannot take snapshots.
+        """
+        return self._core.list_snapshots(project, _vm_id(vm))
+
+    def revert_snapshot(
+        self,
+        project: str,
+        vm: VmRef,
+        snapshot: Union[str, Snapshot],
+        *,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Return a VM to a snapshot.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+        snapshot : str or Snapshot
+            The snapshot's id (``snap-…``), or the snapshot.
+        idempotency_key, wait, timeout
+            As for :meth:`create_snapshot`.
+
+        Returns
+        -------
+        Submitted
+            ``memory_state_kept`` is ``True`` when the snapshot holds memory state (the VM
+            comes back running where it was) and ``False`` when it holds disks only (the VM
+            ends stopped).
+
+        Raises
+        ------
+        NotFound
+            No such VM, or no such snapshot (``field == "snapshot_id"``).
+        """
+        return self._core.snapshot_vm(
+            "revert", project, _vm_id(vm), _snapshot_id(snapshot),
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    def delete_snapshot(
+        self,
+        project: str,
+        vm: VmRef,
+        snapshot: Union[str, Snapshot],
+        *,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Delete a snapshot; the VM keeps its current state.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+        snapshot : str or Snapshot
+            The snapshot's id (``snap-…``), or the snapshot.
+        idempotency_key, wait, timeout
+            As for :meth:`create_snapshot`.
+
+        Returns
+        -------
+        Submitted
+
+        Raises
+        ------
+        NotFound
+            No such VM, or no such snapshot (``field == "snapshot_id"``).
+        """
+        return self._core.snapshot_vm(
+            "delete", project, _vm_id(vm), _snapshot_id(snapshot),
             idempotency_key=idempotency_key, wait=wait, timeout=timeout,
         )
 
@@ -840,6 +1034,98 @@ class _AsyncApi:
             idempotency_key=idempotency_key,
             wait=wait,
             timeout=timeout,
+        )
+
+    async def plan_resize(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        flavor: Optional[str] = None,
+        vcpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        disk_gib: Optional[int] = None,
+    ) -> list[FieldPlan]:
+        """Plan a resize without changing anything; see :meth:`Engine.plan_resize`.
+
+        Returns
+        -------
+        list of FieldPlan
+        """
+        return await self._core.plan_resize_async(
+            project, _vm_id(vm), flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
+        )
+
+    async def create_snapshot(
+        self,
+        project: str,
+        vm: VmRef,
+        name: str,
+        *,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Take a snapshot of a VM; see :meth:`Engine.create_snapshot`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.snapshot_vm_async(
+            "create", project, _vm_id(vm), name,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    async def list_snapshots(self, project: str, vm: VmRef) -> list[Snapshot]:
+        """List a VM's snapshots; see :meth:`Engine.list_snapshots`.
+
+        Returns
+        -------
+        list of Snapshot
+        """
+        return await self._core.list_snapshots_async(project, _vm_id(vm))
+
+    async def revert_snapshot(
+        self,
+        project: str,
+        vm: VmRef,
+        snapshot: Union[str, Snapshot],
+        *,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Return a VM to a snapshot; see :meth:`Engine.revert_snapshot`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.snapshot_vm_async(
+            "revert", project, _vm_id(vm), _snapshot_id(snapshot),
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    async def delete_snapshot(
+        self,
+        project: str,
+        vm: VmRef,
+        snapshot: Union[str, Snapshot],
+        *,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Delete a snapshot; see :meth:`Engine.delete_snapshot`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.snapshot_vm_async(
+            "delete", project, _vm_id(vm), _snapshot_id(snapshot),
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
         )
 
     async def console(self, project: str, vm: VmRef) -> Console:

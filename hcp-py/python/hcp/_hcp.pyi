@@ -134,6 +134,42 @@ class Submitted:
     def replayed(self) -> bool: ...
     @property
     def job(self) -> Optional[Job]: ...
+    @property
+    def snapshot_id(self) -> Optional[str]: ...
+    @property
+    def memory_state_kept(self) -> Optional[bool]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class FieldPlan:
+    """What applying one field of a resize takes (an item of ``plan_resize``)."""
+
+    @property
+    def field(self) -> str: ...
+    @property
+    def from_value(self) -> int: ...
+    @property
+    def to_value(self) -> int: ...
+    @property
+    def impact(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Snapshot:
+    """One snapshot of a VM, with HCP's id (never the hypervisor's)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def vm_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def created_at(self) -> Optional[datetime]: ...
+    @property
+    def memory(self) -> bool: ...
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -377,6 +413,50 @@ class Core:
         wait: bool,
         timeout: Optional[float],
     ) -> asyncio.Future[Submitted]: ...
+    def snapshot_vm(
+        self,
+        operation: str,
+        project: str,
+        vm: str,
+        snapshot: str,
+        *,
+        idempotency_key: Optional[str],
+        wait: bool,
+        timeout: Optional[float],
+    ) -> Submitted: ...
+    def snapshot_vm_async(
+        self,
+        operation: str,
+        project: str,
+        vm: str,
+        snapshot: str,
+        *,
+        idempotency_key: Optional[str],
+        wait: bool,
+        timeout: Optional[float],
+    ) -> asyncio.Future[Submitted]: ...
+    def plan_resize(
+        self,
+        project: str,
+        vm: str,
+        *,
+        flavor: Optional[str],
+        vcpus: Optional[int],
+        memory_mib: Optional[int],
+        disk_gib: Optional[int],
+    ) -> list[FieldPlan]: ...
+    def plan_resize_async(
+        self,
+        project: str,
+        vm: str,
+        *,
+        flavor: Optional[str],
+        vcpus: Optional[int],
+        memory_mib: Optional[int],
+        disk_gib: Optional[int],
+    ) -> asyncio.Future[list[FieldPlan]]: ...
+    def list_snapshots(self, project: str, vm: str) -> list[Snapshot]: ...
+    def list_snapshots_async(self, project: str, vm: str) -> asyncio.Future[list[Snapshot]]: ...
     def list_vms(self, project: str) -> list[Vm]: ...
     def list_vms_async(self, project: str) -> asyncio.Future[list[Vm]]: ...
     def get_vm(self, project: str, vm: str) -> Vm: ...

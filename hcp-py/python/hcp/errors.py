@@ -149,7 +149,8 @@ class NotFound(HcpError, LookupError):
 class Conflict(HcpError):
     """The request conflicts with the current state.
 
-    A name already taken, a running VM deleted without ``force``, or an idempotency key reused
+    A name already taken, a request the VM's state rules out (``code == "VM_STATE_CONFLICT"``,
+    such as a reboot of a stopped VM), or an idempotency key reused
     with a different request (``code == "IDEMPOTENCY_KEY_REUSED"``) or still being accepted
     (``code == "IDEMPOTENCY_KEY_IN_PROGRESS"``).
     """

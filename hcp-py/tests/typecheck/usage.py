@@ -57,13 +57,23 @@ def tour(engine: hcp.Engine) -> list[dict[str, Any]]:
         field: Optional[str] = e.field
         job_id: Optional[str] = e.job_id
         assert code == "NOT_FOUND" and field is None and job_id is None
+    engine.stop_vm("demo", vm, wait=True)
     try:
-        engine.delete_vm("demo", vm, wait=True)
-    except hcp.JobFailed as e:
-        failed: Optional[hcp.Job] = e.job
-        assert failed is not None and e.job_id == failed.id
+        engine.reboot_vm("demo", vm, wait=True)
+    except hcp.Conflict as c:
+        refused: Optional[str] = c.job_id
+        assert c.code == "VM_STATE_CONFLICT" and refused is None
+    snap: hcp.Submitted = engine.create_snapshot("demo", vm, "typed", wait=True)
+    snaps: list[hcp.Snapshot] = engine.list_snapshots("demo", vm)
+    memory: bool = snaps[0].memory
+    reverted: hcp.Submitted = engine.revert_snapshot("demo", vm, snaps[0], wait=True)
+    kept: Optional[bool] = reverted.memory_state_kept
+    assert snap.snapshot_id == snaps[0].id and kept is memory
+    plan: list[hcp.FieldPlan] = engine.plan_resize("demo", vm, vcpus=4)
+    impact: str = plan[0].impact
+    assert impact in ("hot", "reboot", "power_off", "recreate", "data_destructive")
     rows = [v.to_dict() for v in engine.list_vms("demo")]
-    engine.delete_vm("demo", vm, force=True, wait=True)
+    engine.delete_vm("demo", vm, wait=True)
 
     networks: list[hcp.NetworkLike] = ["default", {"network": "default"}]
     sized: hcp.Submitted = engine.create_vm(

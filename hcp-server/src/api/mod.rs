@@ -3,6 +3,7 @@
 //! colon-verb routing.
 
 pub(crate) mod common;
+pub(crate) mod day2;
 pub(crate) mod health;
 pub(crate) mod hyperv;
 pub(crate) mod me;
@@ -29,7 +30,9 @@ use crate::metrics::Metrics;
 pub(crate) const TENANT_PREFIX: &str = "/api/hcp/tenant/v1";
 
 /// The custom verbs of `.../vms/{vmId}:<verb>`.
-pub(crate) const COLON_VERBS: [&str; 4] = ["start", "stop", "reboot", "console"];
+pub(crate) const COLON_VERBS: [&str; 5] = ["start", "stop", "reboot", "console", "plan"];
+/// The custom verbs of `.../vms/{vmId}/snapshots/{snapshotId}:<verb>`.
+pub(crate) const SNAPSHOT_COLON_VERBS: [&str; 1] = ["revert"];
 /// The custom verbs of `.../projects/{projectId}/jobs/{jobId}:<verb>`.
 pub(crate) const JOB_COLON_VERBS: [&str; 1] = ["cancel"];
 /// How a colon verb is routed internally: `.../vms/{vmId}/@start`. Requests never reach these
@@ -201,6 +204,7 @@ pub(crate) type Apis = (
     tenant::TenantApi,
     tenant_events::TenantEventsApi,
     me::MeApi,
+    day2::Day2Api,
     ops::OpsApi,
     common::CommonApi,
     hyperv::HyperVApi,
@@ -214,6 +218,7 @@ pub(crate) fn service(state: &State) -> OpenApiService<Apis, ()> {
             tenant::TenantApi { state: state.clone() },
             tenant_events::TenantEventsApi { state: state.clone() },
             me::MeApi { state: state.clone() },
+            day2::Day2Api { state: state.clone() },
             ops::OpsApi { state: state.clone() },
             common::CommonApi { state: state.clone() },
             hyperv::HyperVApi { state: state.clone() },

@@ -206,7 +206,8 @@ impl TenantApi {
 
     /// Delete a VM
     ///
-    /// A running VM is refused unless `force` is set, which powers it off first.
+    /// A running VM is shut down first: gracefully, then powered off hard once the stop timeout
+    /// passes; `force` skips the graceful shutdown.
     #[oai(
         path = "/projects/:projectId/vms/:vmId",
         method = "delete",
@@ -218,7 +219,7 @@ impl TenantApi {
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
-        /// Power a running VM off first.
+        /// Skip the graceful shutdown of a running VM: power it off hard at once.
         force: Query<Option<bool>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> ApiResult<AcceptedResponse> {

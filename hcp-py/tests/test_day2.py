@@ -1,0 +1,143 @@
+"""Day-2 operations from Python, embedded and remote, blocking and async."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import hcp
+from conftest import Service, run
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _delete_running_then_refuse_reboot(api: hcp.Engine | hcp.Client) -> None:
+    for force, line in ((False, "the guest shut down"), (True, "powered the VM off (force)")):
+        s = api.create_vm("demo", unique("run"), "ubuntu-24.04", "small", wait=True)
+        assert api.get_vm("demo", s.vm_id).power == "RUNNING"
+        deleted = api.delete_vm("demo", s.vm_id, force=force, wait=True)
+        assert deleted.job is not None and deleted.job.succeeded, deleted.job
+        assert line in [entry.message for entry in api.job_logs(deleted)]
+        with pytest.raises(hcp.NotFound):
+            api.get_vm("demo", s.vm_id)
+
+    s = api.create_vm("demo", unique("stopped"), "ubuntu-24.04", "small", wait=True)
+    api.stop_vm("demo", s.vm_id, wait=True)
+    with pytest.raises(hcp.Conflict) as refused:
+        api.reboot_vm("demo", s.vm_id, wait=True)
+    assert refused.value.code == "VM_STATE_CONFLICT"
+    assert "stopped" in str(refused.value)
+    assert refused.value.job_id is None, "refused before any job"
+    api.delete_vm("demo", s.vm_id, wait=True)
+
+
+def test_engine_deletes_running_vms_and_refuses_by_state(engine: hcp.Engine) -> None:
+    _delete_running_then_refuse_reboot(engine)
+
+
+def test_client_deletes_running_vms_and_refuses_by_state(service: Service) -> None:
+    with hcp.Client(service.url) as client:
+        _delete_running_then_refuse_reboot(client)
+
+
+def test_async_engine_deletes_a_running_vm_and_refuses_by_state() -> None:
+    async def main() -> None:
+        async with hcp.AsyncEngine() as engine:
+            s = await engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
+            deleted = await engine.delete_vm("demo", s.vm_id, wait=True)
+            assert deleted.job is not None and deleted.job.succeeded
+            assert await engine.list_vms("demo") == []
+            s = await engine.create_vm("demo", "web-2", "ubuntu-24.04", "small", wait=True)
+            await engine.stop_vm("demo", s.vm_id, wait=True)
+            with pytest.raises(hcp.Conflict) as refused:
+                await engine.reboot_vm("demo", s.vm_id)
+            assert refused.value.code == "VM_STATE_CONFLICT"
+
+    run(main())
+
+
+def _snapshot_round_trip(api: hcp.Engine | hcp.Client) -> None:
+    s = api.create_vm("demo", unique("snap"), "ubuntu-24.04", "small", zone="zone-a", wait=True)
+    assert api.list_snapshots("demo", s.vm_id) == []
+    with pytest.raises(hcp.InvalidSpec) as bad:
+        api.create_snapshot("demo", s.vm_id, "Bad Name")
+    assert bad.value.field == "name"
+
+    taken = api.create_snapshot("demo", s.vm_id, "warm", wait=True)
+    assert taken.job is not None and taken.job.operation == "snapshot_vm" and taken.job.succeeded
+    assert taken.snapshot_id is not None and taken.snapshot_id.startswith("snap-")
+    with pytest.raises(hcp.Conflict) as dup:
+        api.create_snapshot("demo", s.vm_id, "warm")
+    assert dup.value.field == "name"
+
+    [snap] = api.list_snapshots("demo", s.vm_id)
+    assert isinstance(snap, hcp.Snapshot)
+    assert (snap.id, snap.name, snap.memory) == (taken.snapshot_id, "warm", True)
+    assert snap.to_dict()["vm_id"] == s.vm_id
+
+    api.stop_vm("demo", s.vm_id, wait=True)
+    reverted = api.revert_snapshot("demo", s.vm_id, snap, wait=True)
+    assert reverted.memory_state_kept is True
+    assert reverted.job is not None and reverted.job.operation == "revert_snapshot"
+    assert api.get_vm("demo", s.vm_id).power == "RUNNING"
+
+    with pytest.raises(hcp.NotFound) as unknown:
+        api.delete_snapshot("demo", s.vm_id, "snap-nope")
+    assert unknown.value.field == "snapshot_id"
+    deleted = api.delete_snapshot("demo", s.vm_id, snap.id, wait=True)
+    assert deleted.job is not None and deleted.job.operation == "delete_snapshot"
+    assert api.list_snapshots("demo", s.vm_id) == []
+    api.delete_vm("demo", s.vm_id, wait=True)
+
+
+def test_engine_snapshots(engine: hcp.Engine) -> None:
+    _snapshot_round_trip(engine)
+
+
+def test_client_snapshots(service: Service) -> None:
+    with hcp.Client(service.url) as client:
+        _snapshot_round_trip(client)
+
+
+def test_async_snapshots() -> None:
+    async def main() -> None:
+        async with hcp.AsyncEngine() as engine:
+            s = await engine.create_vm("demo", "web-1", "ubuntu-24.04", "small", zone="zone-a", wait=True)
+            taken = await engine.create_snapshot("demo", s.vm_id, "first", wait=True)
+            snaps = await engine.list_snapshots("demo", s.vm_id)
+            assert [x.id for x in snaps] == [taken.snapshot_id]
+            reverted = await engine.revert_snapshot("demo", s.vm_id, snaps[0], wait=True)
+            assert reverted.memory_state_kept is True
+            await engine.delete_snapshot("demo", s.vm_id, snaps[0], wait=True)
+            assert await engine.list_snapshots("demo", s.vm_id) == []
+
+    run(main())
+
+
+def test_plan_resize_embedded_remote_and_async(engine: hcp.Engine, service: Service) -> None:
+    with hcp.Client(service.url) as client:
+        for api in (engine, client):
+            s = api.create_vm("demo", unique("plan"), "ubuntu-24.04", "small", wait=True)
+            plan = api.plan_resize("demo", s.vm_id, flavor="medium", disk_gib=5)
+            assert [(p.field, p.impact) for p in plan] == [
+                ("vcpus", "hot"),
+                ("memory_mib", "hot"),
+                ("disk_gib", "data_destructive"),
+            ]
+            assert (plan[0].from_value, plan[0].to_value) == (1, 2)
+            assert "shrink" in plan[2].reason
+            assert api.plan_resize("demo", s.vm_id, vcpus=1) == []
+            with pytest.raises(hcp.InvalidSpec) as bad:
+                api.plan_resize("demo", s.vm_id, flavor="huge")
+            assert bad.value.field == "flavor"
+
+    async def main() -> None:
+        async with hcp.AsyncEngine() as aengine:
+            s = await aengine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
+            plan = await aengine.plan_resize("demo", s.vm_id, vcpus=4)
+            assert [(p.field, p.impact) for p in plan] == [("vcpus", "hot")]
+
+    run(main())

@@ -880,18 +880,13 @@ fn commands_on_a_vm_by_id_find_its_project_the_same_way_in_both_modes() {
         let deleted = hcp.json(&["vm", "delete", id.as_str(), "--force", "--wait"]);
         assert_eq!(deleted["job"]["state"], "SUCCEEDED", "{deleted}");
     }
-    // Listing jobs still needs the project with --url: the tenant API has no list of a caller's
-    // jobs across projects.
-    let (code, e) = failure(&remote, &["job", "list"]);
-    assert_eq!(code, INVALID_INPUT, "{e}");
-    assert_eq!(e["field"], "project", "{e}");
-    let words = remote.run(&["job", "list"]);
-    assert!(
-        words
-            .stderr
-            .contains("--project (or HCP_PROJECT) is required with --url"),
-        "{words:?}"
-    );
+    // Listing jobs without --project: the caller's projects, in both modes.
+    for hcp in [&embedded, &remote] {
+        let listed = hcp.json(&["job", "list"]);
+        let listed = listed.as_array().unwrap();
+        assert!(!listed.is_empty(), "{listed:?}");
+        assert!(listed.iter().all(|j| j["project"] == "demo"), "{listed:?}");
+    }
     let hcp = &remote;
     let id = hcp.create("mine-2", &["--wait"]);
     // Another project's VM and job are not found.

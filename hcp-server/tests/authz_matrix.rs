@@ -229,6 +229,14 @@ const MATRIX: &[Row] = &[
         Shared,
         [401, 200, 200, 200, 403, 200],
     ),
+    // Jobs across the caller's projects: any tenant or operator (a caller without a project
+    // gets an empty list).
+    row(
+        "get",
+        "/api/hcp/tenant/v1/jobs",
+        Shared,
+        [401, 200, 200, 200, 403, 200],
+    ),
     row(
         "get",
         "/api/hcp/tenant/v1/jobs/{jobId}",

@@ -288,7 +288,11 @@ async fn snapshot_limit_and_zones_without_snapshots_are_refused_before_a_job() {
         assert_eq!(r.status(), StatusCode::ACCEPTED, "{name}");
     }
     let r = take(&s, &vm, json!({"name": "three"})).await;
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a limit, not a request budget"
+    );
     let p = json_of(r).await;
     assert_eq!(p["code"], "QUOTA_EXCEEDED", "{p}");
     assert!(

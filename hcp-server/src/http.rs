@@ -279,7 +279,7 @@ impl Guarded {
         }
         if let Some(limiter) = &self.limiter
             && let Some(who) = budget_of(&req)
-            && let Err(resp) = limiter.check(&who)
+            && let Some(resp) = limiter.refusal(&who)
         {
             return resp;
         }

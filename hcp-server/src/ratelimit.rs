@@ -168,17 +168,17 @@ impl Limiter {
         }
     }
 
-    /// Takes one request from `who`'s bucket, or answers the `429` to send instead.
-    pub(crate) fn check(&self, who: &Budget) -> std::result::Result<(), Response> {
+    /// Takes one request from `who`'s bucket; returns the `429` to send instead when it is empty.
+    pub(crate) fn refusal(&self, who: &Budget) -> Option<Response> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.buckets.retain_recent();
             self.buckets.shrink_to_fit();
         }
         match self.buckets.check_key(who) {
-            Ok(()) => Ok(()),
+            Ok(()) => None,
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(too_many(wait))
+                Some(too_many(wait))
             }
         }
     }
@@ -243,9 +243,9 @@ mod tests {
         let limiter = Limiter::new(RateLimit::parse("x", "1/min", Some("3")).unwrap().unwrap());
         let alice = Budget::Subject("alice".into());
         for _ in 0..3 {
-            assert!(limiter.check(&alice).is_ok());
+            assert!(limiter.refusal(&alice).is_none());
         }
-        let refused = limiter.check(&alice).unwrap_err();
+        let refused = limiter.refusal(&alice).expect("refused");
         assert_eq!(refused.status(), poem::http::StatusCode::TOO_MANY_REQUESTS);
         let after: u64 = refused.headers()["retry-after"]
             .to_str()
@@ -253,11 +253,11 @@ mod tests {
             .parse()
             .unwrap();
         assert!((1..=60).contains(&after), "{after}");
-        assert!(limiter.check(&Budget::Subject("bob".into())).is_ok());
+        assert!(limiter.refusal(&Budget::Subject("bob".into())).is_none());
         assert!(
             limiter
-                .check(&Budget::Address("192.0.2.1".parse().unwrap()))
-                .is_ok()
+                .refusal(&Budget::Address("192.0.2.1".parse().unwrap()))
+                .is_none()
         );
     }
 }

@@ -38,25 +38,45 @@ pub(crate) async fn follow_events(
         })
         .await?;
     let last = past.last().map_or(filter.after, |e| e.seq);
-    let state = Follow {
+    Ok(Follow {
         engine,
         filter,
         rx,
-        last,
+        last: Some(last),
         backlog: past.into_iter().collect(),
-    };
-    Ok(stream::unfold(state, |mut s| async move { s.next().await.map(|e| (e, s)) }).boxed())
+    }
+    .stream())
+}
+
+/// Follows only the live events that match `filter` (its `after` is ignored), from now on.
+/// Once an event has been sent, a subscriber that falls behind catches up from the store like
+/// [`follow_events`]; one that falls behind before its first event ends the stream, so its
+/// client resumes with a position.
+pub(crate) fn follow_live(engine: Engine, filter: EventFilter) -> BoxStream<'static, Arc<Event>> {
+    Follow {
+        rx: engine.subscribe_events(),
+        engine,
+        filter,
+        last: None,
+        backlog: Default::default(),
+    }
+    .stream()
 }
 
 struct Follow {
     engine: Engine,
     filter: EventFilter,
     rx: broadcast::Receiver<Arc<Event>>,
-    last: u64,
+    /// The last event sent (or the resume point); `None` while a live-only stream has sent none.
+    last: Option<u64>,
     backlog: std::collections::VecDeque<Arc<Event>>,
 }
 
 impl Follow {
+    fn stream(self) -> BoxStream<'static, Arc<Event>> {
+        stream::unfold(self, |mut s| async move { s.next().await.map(|e| (e, s)) }).boxed()
+    }
+
     async fn next(&mut self) -> Option<Arc<Event>> {
         loop {
             if let Some(e) = self.backlog.pop_front() {
@@ -64,23 +84,30 @@ impl Follow {
             }
             match self.rx.recv().await {
                 Ok(e) => {
-                    if e.seq > self.last && self.filter.matches(&e) {
-                        self.last = e.seq;
+                    if self.last.is_none_or(|l| e.seq > l) && self.filter.matches(&e) {
+                        self.last = Some(e.seq);
                         return Some(e);
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let Some(after) = self.last else {
+                        tracing::warn!(
+                            missed = n,
+                            "a live event stream fell behind before its first event; it ends so its client resumes"
+                        );
+                        return None;
+                    };
                     let missed = self
                         .engine
                         .list_events(&EventFilter {
-                            after: self.last,
+                            after,
                             limit: MAX_BACKLOG,
                             ..self.filter.clone()
                         })
                         .await
                         .ok()?;
                     if let Some(l) = missed.last() {
-                        self.last = l.seq;
+                        self.last = Some(l.seq);
                     }
                     self.backlog.extend(missed);
                 }

@@ -17,20 +17,19 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use hcp_core::store::Scope;
-use hcp_core::{Engine, ErrorKind, Event, EventFilter, EventKind, JobId, ProjectId};
+use hcp_core::{Engine, ErrorKind, Event, EventFilter, EventKind, JobId};
 use poem::Request;
 use poem::web::sse::Event as SseEvent;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::EventStream;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{Object, OpenApi, Union};
-use tokio::sync::broadcast;
 
 use super::security::ApiAuth;
 use super::{ApiTags, State, tenant_context};
 use crate::dto::{TenantJobDto, TenantVmDto};
 use crate::error::ApiResult;
-use crate::sse::follow_events;
+use crate::sse::{follow_events, follow_live};
 
 /// One change of a project's VM or job.
 #[derive(Debug, Clone, PartialEq, Object)]
@@ -110,30 +109,27 @@ impl TenantEventsApi {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let engine = self.state.engine.clone();
         let project = ctx.project.clone();
-        let events = match last_event_id.0.or(after.0) {
-            Some(after) => {
-                let filter = EventFilter {
-                    after,
-                    project: Some(project.clone()),
-                    vm_id: None,
-                    limit: 0,
-                };
-                follow_events(engine.clone(), filter).await?
-            }
-            None => live_events(engine.subscribe_events(), project.clone()),
+        let resume = last_event_id.0.or(after.0);
+        let filter = EventFilter {
+            after: resume.unwrap_or(0),
+            project: Some(project.clone()),
+            vm_id: None,
+            limit: 0,
+        };
+        let events = match resume {
+            Some(_) => follow_events(engine.clone(), filter).await?,
+            None => follow_live(engine.clone(), filter),
         };
         let scope = Scope::Project(project.clone());
         let changes = events
             .then(move |e| change_of(engine.clone(), scope.clone(), e))
             .filter_map(|c| std::future::ready(c.map(ProjectEventDto::Change)));
-        let stream = match (last_event_id.0, after.0) {
-            (None, None) => {
-                stream::once(std::future::ready(ProjectEventDto::Ready(StreamReadyDto {
-                    project: project.to_string(),
-                })))
-                .chain(changes)
-                .boxed()
-            }
+        let stream = match resume {
+            None => stream::once(std::future::ready(ProjectEventDto::Ready(StreamReadyDto {
+                project: project.to_string(),
+            })))
+            .chain(changes)
+            .boxed(),
             _ => changes.boxed(),
         };
         Ok(EventStream::new(stream)
@@ -146,32 +142,6 @@ impl TenantEventsApi {
                 }
             }))
     }
-}
-
-/// Follows live events of `project` only. A subscriber that falls behind ends the stream rather
-/// than skip changes silently: the client reconnects with the last `id` it saw and gets the
-/// missed changes replayed from the store.
-fn live_events(
-    rx: broadcast::Receiver<Arc<Event>>,
-    project: ProjectId,
-) -> BoxStream<'static, Arc<Event>> {
-    stream::unfold(rx, move |mut rx| {
-        let project = project.clone();
-        async move {
-            loop {
-                match rx.recv().await {
-                    Ok(e) if e.project.as_ref() == Some(&project) => return Some((e, rx)),
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, %project, "a project event stream fell behind; it ends so its client resumes");
-                        return None;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        }
-    })
-    .boxed()
 }
 
 /// Builds the change an audit event means for the tenant, reading the VM (and job) as they are

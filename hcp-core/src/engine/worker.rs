@@ -217,6 +217,19 @@ fn later(after: Duration) -> Option<DateTime<Utc>> {
         .and_then(|d| Utc::now().checked_add_signed(d))
 }
 
+/// Says in the job log how a stop (its own job, or the first step of a delete) went.
+fn report_stop(ctx: &OpContext, r: &crate::StoppedVm, force: bool) {
+    if r.was_stopped {
+        ctx.info("the VM was already stopped");
+    } else if r.forced && force {
+        ctx.info("powered the VM off (force)");
+    } else if r.forced {
+        ctx.warn("the guest did not shut down in time; powered off");
+    } else {
+        ctx.info("the guest shut down");
+    }
+}
+
 pub(crate) fn target(vm: &Vm) -> VmTarget {
     VmTarget {
         vm_id: vm.id.clone(),
@@ -274,12 +287,7 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 .with_force(*force)
                 .with_graceful_timeout(inner.settings.graceful_stop_timeout);
             match inner.call(provider, op, host, p.stop_vm(ctx, stop)).await {
-                Ok(r) if r.was_stopped => {}
-                Ok(r) if r.forced && *force => ctx.info("powered the VM off (force)"),
-                Ok(r) if r.forced => {
-                    ctx.warn("the guest did not shut down in time; powered off");
-                }
-                Ok(_) => ctx.info("the guest shut down"),
+                Ok(r) => report_stop(ctx, &r, *force),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
@@ -318,11 +326,7 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 .with_force(*force)
                 .with_graceful_timeout(Duration::from_secs(*graceful_timeout_secs));
             let r = inner.call(provider, op, host, p.stop_vm(ctx, args)).await?;
-            if r.was_stopped {
-                ctx.info("the VM was already stopped");
-            } else if r.forced {
-                ctx.warn("the guest did not shut down in time; powered off");
-            }
+            report_stop(ctx, &r, *force);
             Ok(Effect::Power(PowerState::Stopped))
         }
         JobAction::Reboot { hard } => {

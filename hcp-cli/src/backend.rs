@@ -232,19 +232,9 @@ impl Backend {
                     .await
                     .map_err(|e| e.with_operation(op))?
                     .with_idempotency_key(idempotency_key);
-                let s = match &action {
-                    Action::Snapshot { vm_id, name } => {
-                        e.engine.create_snapshot(&ctx, vm_id, name).await
-                    }
-                    Action::RevertSnapshot { vm_id, snapshot_id } => {
-                        e.engine.revert_snapshot(&ctx, vm_id, snapshot_id).await
-                    }
-                    Action::DeleteSnapshot { vm_id, snapshot_id } => {
-                        e.engine.delete_snapshot(&ctx, vm_id, snapshot_id).await
-                    }
-                    _ => unreachable!("matched above"),
-                }?;
-                Ok(Accepted::from(s))
+                Ok(Accepted::from(
+                    e.engine.submit_snapshot(&ctx, action).await?,
+                ))
             }
             Backend::Remote(r) => r.submit(project, action, idempotency_key).await,
         }

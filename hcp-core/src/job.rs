@@ -239,6 +239,10 @@ pub enum JobAction {
         snapshot_id: String,
         /// The snapshot's name.
         name: String,
+        /// True when the snapshot holds memory state: the VM comes back running where it was;
+        /// false for disks only: the VM ends stopped.
+        #[serde(default)]
+        memory: bool,
     },
     /// Deletes one of the VM's snapshots.
     DeleteSnapshot {

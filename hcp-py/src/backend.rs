@@ -186,24 +186,7 @@ impl Backend {
         key: Option<String>,
     ) -> Result<SnapshotSubmitted> {
         match self {
-            Backend::Embedded(e) => {
-                let ctx = e.ctx(project, key);
-                match action {
-                    Action::Snapshot { vm_id, name } => {
-                        e.engine.create_snapshot(&ctx, &vm_id, &name).await
-                    }
-                    Action::RevertSnapshot { vm_id, snapshot_id } => {
-                        e.engine.revert_snapshot(&ctx, &vm_id, &snapshot_id).await
-                    }
-                    Action::DeleteSnapshot { vm_id, snapshot_id } => {
-                        e.engine.delete_snapshot(&ctx, &vm_id, &snapshot_id).await
-                    }
-                    other => Err(Error::invalid(
-                        "operation",
-                        format!("`{}` is not a snapshot operation", other.operation()),
-                    )),
-                }
-            }
+            Backend::Embedded(e) => e.engine.submit_snapshot(&e.ctx(project, key), action).await,
             Backend::Remote(r) => {
                 let c = &r.client;
                 let key = key.as_deref();

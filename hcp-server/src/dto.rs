@@ -830,7 +830,9 @@ impl JobActionDto {
                 dto.action = "snapshot".into();
                 dto.name = Some(name.clone());
             }
-            JobAction::RevertSnapshot { snapshot_id, name } => {
+            JobAction::RevertSnapshot {
+                snapshot_id, name, ..
+            } => {
                 dto.action = "revert_snapshot".into();
                 dto.snapshot_id = Some(snapshot_id.clone());
                 dto.name = Some(name.clone());

@@ -182,13 +182,14 @@ pub(crate) async fn snapshot_job(inner: &Inner, vm: &Vm, name: String) -> Result
     Ok(JobAction::Snapshot { name })
 }
 
-/// Resolves the snapshot a revert names.
+/// Resolves the snapshot a revert names, and whether it holds memory state.
 pub(crate) async fn revert_job(inner: &Inner, vm: &Vm, id: String) -> Result<JobAction> {
     let snaps = expected_snapshots(inner, vm).await?;
-    let name = find(vm, &snaps, &id)?.name.clone();
+    let snap = find(vm, &snaps, &id)?;
     Ok(JobAction::RevertSnapshot {
+        name: snap.name.clone(),
+        memory: snap.memory,
         snapshot_id: id,
-        name,
     })
 }
 
@@ -237,14 +238,7 @@ impl Engine {
         req: &ResizeRequest,
     ) -> Result<Vec<super::FieldPlan>> {
         self.check_project(&ctx.project)?;
-        validate_reference("vm_id", vm_id.as_str())?;
-        let vm = self
-            .inner
-            .store
-            .get_vm(&ctx.scope(), vm_id)
-            .await?
-            .filter(|v| v.desired != DesiredState::Deleted)
-            .ok_or_else(|| Error::not_found("vm", vm_id).with_field("vm_id"))?;
+        let vm = self.inner.live_vm(&ctx.scope(), vm_id).await?;
         let mut spec = vm.spec.clone();
         if let Some(f) = &req.flavor {
             spec.flavor = Some(f.clone());
@@ -283,16 +277,15 @@ impl Engine {
         Ok(super::plan_resize(&kind, vm.power, vm.resources, target))
     }
 
-    async fn live_vm(&self, ctx: &RequestContext, vm_id: &VmId, op: Operation) -> Result<Vm> {
+    /// Returns the caller's live VM, refused when its host cannot snapshot.
+    async fn snapshottable_vm(
+        &self,
+        ctx: &RequestContext,
+        vm_id: &VmId,
+        op: Operation,
+    ) -> Result<Vm> {
         self.check_project(&ctx.project)?;
-        validate_reference("vm_id", vm_id.as_str())?;
-        let vm = self
-            .inner
-            .store
-            .get_vm(&ctx.scope(), vm_id)
-            .await?
-            .filter(|v| v.desired != DesiredState::Deleted)
-            .ok_or_else(|| Error::not_found("vm", vm_id).with_field("vm_id"))?;
+        let vm = self.inner.live_vm(&ctx.scope(), vm_id).await?;
         self.require(&vm, op, Capability::Snapshot)?;
         Ok(vm)
     }
@@ -309,7 +302,7 @@ impl Engine {
     ) -> Result<Vec<Snapshot>> {
         let op = Operation::ListSnapshots;
         let result = async {
-            let vm = self.live_vm(ctx, vm_id, op).await?;
+            let vm = self.snapshottable_vm(ctx, vm_id, op).await?;
             if vm.desired == DesiredState::Pending && !vm.present {
                 // Not on its host yet: it has no snapshots.
                 return Ok(Vec::new());
@@ -328,6 +321,32 @@ impl Engine {
         }
         .await;
         result.map_err(|e: Error| e.with_operation(op))
+    }
+
+    /// Submits a snapshot action (`Action::Snapshot`, `RevertSnapshot` or `DeleteSnapshot`) as
+    /// [`Engine::create_snapshot`], [`Engine::revert_snapshot`] or [`Engine::delete_snapshot`]
+    /// would: the one entry point for shells that carry the action as a value.
+    ///
+    /// # Errors
+    /// As those; [`ErrorKind::InvalidSpec`] naming `operation` for any other action.
+    pub async fn submit_snapshot(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+    ) -> Result<SnapshotSubmitted> {
+        match action {
+            Action::Snapshot { vm_id, name } => self.create_snapshot(ctx, &vm_id, &name).await,
+            Action::RevertSnapshot { vm_id, snapshot_id } => {
+                self.revert_snapshot(ctx, &vm_id, &snapshot_id).await
+            }
+            Action::DeleteSnapshot { vm_id, snapshot_id } => {
+                self.delete_snapshot(ctx, &vm_id, &snapshot_id).await
+            }
+            other => Err(Error::invalid(
+                "operation",
+                format!("`{}` is not a snapshot operation", other.operation()),
+            )),
+        }
     }
 
     /// Takes a snapshot named `name` as a job (see [`Engine::submit`]).
@@ -369,16 +388,6 @@ impl Engine {
         vm_id: &VmId,
         snapshot_id: &str,
     ) -> Result<SnapshotSubmitted> {
-        let op = Operation::RevertSnapshot;
-        let vm = self
-            .live_vm(ctx, vm_id, op)
-            .await
-            .map_err(|e| e.with_operation(op))?;
-        // Whether the snapshot holds memory; the submit below refuses an unknown snapshot.
-        let memory = match expected_snapshots(&self.inner, &vm).await {
-            Ok(snaps) => find(&vm, &snaps, snapshot_id).ok().map(|s| s.memory),
-            Err(_) => None,
-        };
         let submitted = self
             .submit(
                 ctx,
@@ -388,6 +397,16 @@ impl Engine {
                 },
             )
             .await?;
+        // The job (the first request's, on a replay) recorded what the snapshot holds.
+        let memory = self
+            .inner
+            .store
+            .get_job(&ctx.scope(), &submitted.job_id)
+            .await?
+            .and_then(|j| match j.action {
+                JobAction::RevertSnapshot { memory, .. } => Some(memory),
+                _ => None,
+            });
         Ok(SnapshotSubmitted {
             snapshot_id: snapshot_id.to_string(),
             submitted,

@@ -464,6 +464,20 @@ impl Inner {
         )))
     }
 
+    /// Returns the VM `vm_id` visible in `scope` and not deleted.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `vm_id` for a malformed id; [`ErrorKind::NotFound`]
+    /// naming `vm_id` when it does not exist, is outside `scope` or is deleted.
+    pub(crate) async fn live_vm(&self, scope: &Scope, vm_id: &VmId) -> Result<Vm> {
+        validate_reference("vm_id", vm_id.as_str())?;
+        self.store
+            .get_vm(scope, vm_id)
+            .await?
+            .filter(|v| v.desired != DesiredState::Deleted)
+            .ok_or_else(|| Error::not_found("vm", vm_id).with_field("vm_id"))
+    }
+
     pub(crate) fn provider(&self, name: &str) -> Result<&ProviderEntry> {
         self.providers.get(name).ok_or_else(|| {
             Error::new(
@@ -825,13 +839,7 @@ impl Engine {
                     | Action::DeleteSnapshot { vm_id, .. } => vm_id.clone(),
                     Action::Create { .. } => unreachable!("handled above"),
                 };
-                validate_reference("vm_id", vm_id.as_str())?;
-                let mut vm = inner
-                    .store
-                    .get_vm(&ctx.scope(), &vm_id)
-                    .await?
-                    .filter(|v| v.desired != DesiredState::Deleted)
-                    .ok_or_else(|| Error::not_found("vm", &vm_id).with_field("vm_id"))?;
+                let mut vm = inner.live_vm(&ctx.scope(), &vm_id).await?;
                 let expected = vm.generation;
                 day2::check_state(&vm, &other)?;
                 let job_action = match other {
@@ -1021,14 +1029,7 @@ impl Engine {
         if_match: Option<u64>,
     ) -> Result<Vm> {
         self.check_project(&ctx.project)?;
-        validate_reference("vm_id", vm_id.as_str())?;
-        let mut vm = self
-            .inner
-            .store
-            .get_vm(&ctx.scope(), vm_id)
-            .await?
-            .filter(|v| v.desired != DesiredState::Deleted)
-            .ok_or_else(|| Error::not_found("vm", vm_id).with_field("vm_id"))?;
+        let mut vm = self.inner.live_vm(&ctx.scope(), vm_id).await?;
         let Some(expected) = if_match else {
             return Err(Error::new(
                 ErrorKind::Conflict,

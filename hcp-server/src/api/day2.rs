@@ -279,7 +279,7 @@ impl Day2Api {
     ///
     /// Starts a snapshot job. Refused before any job: a name that is not a DNS label
     /// (`400 INVALID_SPEC` naming `name`), a name the VM already has (`409 CONFLICT` naming
-    /// `name`), a VM at its snapshot limit (`engine.max_snapshots_per_vm`, `429 QUOTA_EXCEEDED`),
+    /// `name`), a VM at its snapshot limit (`engine.max_snapshots_per_vm`, `403 QUOTA_EXCEEDED`),
     /// a hypervisor without snapshots (`409 FEATURE_NOT_SUPPORTED`). A running VM's snapshot
     /// holds its memory state.
     #[oai(

@@ -755,19 +755,28 @@ impl Secrets {
     /// [`ErrorKind::InvalidSpec`] when the file exists but cannot be read; the secret itself is
     /// never part of the error.
     pub fn get(&self, name: &str) -> Result<Option<SecretString>> {
-        let path = self.dir.join(name);
-        match std::fs::read_to_string(&path) {
-            Ok(s) => return Ok(Some(SecretString::new(s.trim_end_matches(['\r', '\n'])))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::invalid(
-                    format!("secrets.{name}"),
-                    format!("cannot read {}: {}", path.display(), e.kind()),
-                ));
-            }
+        if let Some(s) = self.file(name)? {
+            return Ok(Some(s));
         }
         let var = name.to_ascii_uppercase().replace('-', "_");
         Ok(std::env::var(var).ok().map(SecretString::new))
+    }
+
+    /// Returns the secret `name` from its file `dir/name` only (without its trailing newline),
+    /// or `None` when there is no such file.
+    ///
+    /// # Errors
+    /// As [`Secrets::get`].
+    pub fn file(&self, name: &str) -> Result<Option<SecretString>> {
+        let path = self.dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(SecretString::new(s.trim_end_matches(['\r', '\n'])))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::invalid(
+                format!("secrets.{name}"),
+                format!("cannot read {}: {}", path.display(), e.kind()),
+            )),
+        }
     }
 }
 

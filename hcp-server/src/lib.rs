@@ -477,20 +477,14 @@ pub async fn store_from_env(
 ) -> Result<Option<Arc<dyn hcp_core::store::Store>>> {
     let (url, source) = match env("HCP_DATABASE_URL").filter(|v| !v.trim().is_empty()) {
         Some(url) => (url, "HCP_DATABASE_URL"),
-        None => {
-            let path = cfg.secrets.dir().join("database_url");
-            match std::fs::read_to_string(&path) {
-                Ok(s) if !s.trim().is_empty() => (s.trim().to_string(), "secrets.database_url"),
-                Ok(_) => return Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => {
-                    return Err(Error::invalid(
-                        "secrets.database_url",
-                        format!("cannot read {}: {}", path.display(), e.kind()),
-                    ));
-                }
+        // The secret file only: a `DATABASE_URL` meant for another program must not switch
+        // HCP's store.
+        None => match cfg.secrets.file("database_url")? {
+            Some(s) if !s.expose().trim().is_empty() => {
+                (s.expose().trim().to_string(), "secrets.database_url")
             }
-        }
+            _ => return Ok(None),
+        },
     };
     let mut options = hcp_store_postgres::StoreOptions {
         max_log_lines_per_job: cfg.engine.max_log_lines_per_job,

@@ -656,3 +656,69 @@ pub async fn engine_for(p: Arc<dyn Provider>, f: &Fixture) -> Result<Engine> {
 }
 
 pub mod store;
+
+/// One Kubernetes example beside the shipped manifests (`deploy/kubernetes/examples/<kind>/`):
+/// its ConfigMap's hosts file, loaded with HCP's own config loader, and its Secret.
+#[derive(Debug)]
+pub struct KubernetesExample {
+    /// The ConfigMap's `hosts.yaml`.
+    pub config: Config,
+    /// The Secret manifest.
+    pub secret: serde_yaml_ng::Value,
+}
+
+impl KubernetesExample {
+    /// Loads `dir/configmap.yaml` and `dir/secret.yaml`.
+    ///
+    /// # Panics
+    /// A test helper: panics, naming what is wrong, unless the ConfigMap is named `hcp-config`
+    /// and points `HCP_CONFIG` at `/etc/hcp/hosts.yaml`, its `hosts.yaml` loads, and the Secret
+    /// is named `hcp-secrets` (the names `deploy/kubernetes/deployment.yaml` mounts unchanged).
+    pub fn load(dir: &std::path::Path) -> KubernetesExample {
+        let manifest = |name: &str| -> serde_yaml_ng::Value {
+            let text = std::fs::read_to_string(dir.join(name))
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()));
+            serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let configmap = manifest("configmap.yaml");
+        assert_eq!(configmap["kind"].as_str(), Some("ConfigMap"));
+        assert_eq!(configmap["metadata"]["name"].as_str(), Some("hcp-config"));
+        let data = &configmap["data"];
+        assert_eq!(data["HCP_CONFIG"].as_str(), Some("/etc/hcp/hosts.yaml"));
+        let hosts_yaml = data["hosts.yaml"].as_str().expect("data.hosts.yaml");
+        let config = Config::from_yaml(hosts_yaml, "configmap.yaml hosts.yaml")
+            .unwrap_or_else(|e| panic!("configmap.yaml hosts.yaml: {e}"));
+        let secret = manifest("secret.yaml");
+        assert_eq!(secret["kind"].as_str(), Some("Secret"));
+        assert_eq!(secret["metadata"]["name"].as_str(), Some("hcp-secrets"));
+        KubernetesExample { config, secret }
+    }
+
+    /// Asserts that the Secret ships a `REPLACE-ME` placeholder for the key `key`.
+    ///
+    /// # Panics
+    /// When it does not.
+    pub fn assert_placeholder(&self, key: &str) {
+        assert_eq!(
+            self.secret["stringData"][key].as_str(),
+            Some("REPLACE-ME"),
+            "the Secret ships a placeholder for {key}"
+        );
+    }
+
+    /// Asserts that the first provider's setting `setting` names a file of the mounted Secret
+    /// (`/run/secrets/<key>`) and that the Secret ships a placeholder for it.
+    ///
+    /// # Panics
+    /// When either does not hold.
+    pub fn assert_secret_file(&self, setting: &str) {
+        let file = self.config.providers[0].settings[setting]
+            .as_str()
+            .unwrap_or_else(|| panic!("{setting} is set"))
+            .to_string();
+        let key = file
+            .strip_prefix("/run/secrets/")
+            .unwrap_or_else(|| panic!("{setting} is read from the mounted Secret: {file}"));
+        self.assert_placeholder(key);
+    }
+}

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hcp_core::store::Scope;
+use hcp_core::testkit::KubernetesExample;
 use hcp_core::{Config, Engine, JobState, Principal, ProjectId, RequestContext, VmSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,30 +52,12 @@ async fn the_example_hosts_file_runs_a_vm_on_the_test_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_example_configmap_runs_a_vm_on_the_test_host() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/examples/hyperv");
-    let manifest = |name: &str| -> serde_yaml_ng::Value {
-        let text = std::fs::read_to_string(dir.join(name)).unwrap();
-        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
-    let configmap = manifest("configmap.yaml");
-    assert_eq!(configmap["kind"].as_str(), Some("ConfigMap"));
-    // The same name as the simulator's ConfigMap, so deployment.yaml mounts it unchanged.
-    assert_eq!(configmap["metadata"]["name"].as_str(), Some("hcp-config"));
-    let data = &configmap["data"];
-    assert_eq!(data["HCP_CONFIG"].as_str(), Some("/etc/hcp/hosts.yaml"));
-    let hosts_yaml = data["hosts.yaml"].as_str().expect("data.hosts.yaml");
-
-    let secret = manifest("secret.yaml");
-    assert_eq!(secret["kind"].as_str(), Some("Secret"));
-    assert_eq!(secret["metadata"]["name"].as_str(), Some("hcp-secrets"));
+    // The same names as the simulator's ConfigMap and Secret, so deployment.yaml mounts them.
+    let example = KubernetesExample::load(&dir);
     for key in ["winrm_username", "winrm_password"] {
-        assert_eq!(
-            secret["stringData"][key].as_str(),
-            Some("REPLACE-ME"),
-            "the Secret ships the placeholder for {key}"
-        );
+        example.assert_placeholder(key);
     }
-
-    let mut config = Config::from_yaml(hosts_yaml, "configmap.yaml hosts.yaml").unwrap();
+    let mut config = example.config;
     assert_eq!(config.providers.len(), 1);
     assert_eq!(config.providers[0].kind, "hyperv");
     let th = common::TestHost::start(config.providers[0].hosts.len(), None);

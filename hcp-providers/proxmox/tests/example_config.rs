@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::Peer;
 use hcp_core::store::Scope;
+use hcp_core::testkit::KubernetesExample;
 use hcp_core::{Config, Engine, JobState, Principal, ProjectId, RequestContext, VmSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,36 +72,13 @@ async fn the_example_hosts_file_runs_a_vm_on_fakepve() {
 async fn the_kubernetes_example_configmap_runs_a_vm_on_fakepve() {
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/examples/proxmox");
-    let manifest = |name: &str| -> serde_yaml_ng::Value {
-        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
-    };
-    let configmap = manifest("configmap.yaml");
-    assert_eq!(configmap["kind"].as_str(), Some("ConfigMap"));
-    assert_eq!(configmap["metadata"]["name"].as_str(), Some("hcp-config"));
-    assert_eq!(
-        configmap["data"]["HCP_CONFIG"].as_str(),
-        Some("/etc/hcp/hosts.yaml")
-    );
-    let hosts_yaml = configmap["data"]["hosts.yaml"]
-        .as_str()
-        .expect("data.hosts.yaml");
-    let secret = manifest("secret.yaml");
-    assert_eq!(secret["metadata"]["name"].as_str(), Some("hcp-secrets"));
-
-    let mut config = Config::from_yaml(hosts_yaml, "configmap.yaml hosts.yaml").unwrap();
+    let example = KubernetesExample::load(&dir);
+    for key in ["token_secret_file", "ca_file"] {
+        example.assert_secret_file(key);
+    }
+    let mut config = example.config;
     assert_eq!(config.providers[0].kind, "proxmox");
     let settings = &mut config.providers[0].settings;
-    for key in ["token_secret_file", "ca_file"] {
-        let file = settings[key].as_str().unwrap().to_string();
-        let name = file
-            .strip_prefix("/run/secrets/")
-            .unwrap_or_else(|| panic!("{key} is read from the mounted Secret: {file}"));
-        assert_eq!(
-            secret["stringData"][name].as_str(),
-            Some("REPLACE-ME"),
-            "the Secret ships a placeholder for {name}"
-        );
-    }
     let peer = Peer::start(0.01);
     for key in ["url", "token_id", "token_secret_file", "ca_file"] {
         settings[key] = peer.info[key].clone();

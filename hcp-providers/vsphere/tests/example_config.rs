@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{Peer, USER};
 use hcp_core::store::Scope;
+use hcp_core::testkit::KubernetesExample;
 use hcp_core::{
     Config, Engine, Image, JobState, NetworkAttachment, Principal, ProjectId, RequestContext,
     VmSpec,
@@ -84,36 +85,13 @@ async fn the_example_hosts_file_runs_a_vm_on_vcsim() {
 async fn the_kubernetes_example_configmap_runs_a_vm_on_vcsim() {
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/examples/vsphere");
-    let manifest = |name: &str| -> serde_yaml_ng::Value {
-        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
-    };
-    let configmap = manifest("configmap.yaml");
-    assert_eq!(configmap["kind"].as_str(), Some("ConfigMap"));
-    assert_eq!(configmap["metadata"]["name"].as_str(), Some("hcp-config"));
-    assert_eq!(
-        configmap["data"]["HCP_CONFIG"].as_str(),
-        Some("/etc/hcp/hosts.yaml")
-    );
-    let hosts_yaml = configmap["data"]["hosts.yaml"]
-        .as_str()
-        .expect("data.hosts.yaml");
-    let secret = manifest("secret.yaml");
-    assert_eq!(secret["metadata"]["name"].as_str(), Some("hcp-secrets"));
-
-    let mut config = Config::from_yaml(hosts_yaml, "configmap.yaml hosts.yaml").unwrap();
+    let example = KubernetesExample::load(&dir);
+    for key in ["password_file", "ca_file"] {
+        example.assert_secret_file(key);
+    }
+    let mut config = example.config;
     let provider = &mut config.providers[0];
     assert_eq!(provider.kind, "vsphere");
-    for key in ["password_file", "ca_file"] {
-        let file = provider.settings[key].as_str().unwrap().to_string();
-        let name = file
-            .strip_prefix("/run/secrets/")
-            .unwrap_or_else(|| panic!("{key} is read from the mounted Secret: {file}"));
-        assert_eq!(
-            secret["stringData"][name].as_str(),
-            Some("REPLACE-ME"),
-            "the Secret ships a placeholder for {name}"
-        );
-    }
     let peer = Peer::start(1);
     let settings = &mut provider.settings;
     settings["url"] = json!(peer.url());

@@ -74,31 +74,27 @@ impl RateLimit {
             "m" | "min" | "minute" => Duration::from_secs(60),
             _ => return Err(bad()),
         };
-        let requests = n
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1_000_000).contains(n))
-            .and_then(NonZeroU32::new)
-            .ok_or_else(bad)?;
-        let burst = match burst {
-            None => requests,
-            Some(b) => b
-                .trim()
+        // A count of requests: a whole number from 1 to 1,000,000.
+        let count = |v: &str| {
+            v.trim()
                 .parse::<u32>()
                 .ok()
                 .filter(|n| (1..=1_000_000).contains(n))
                 .and_then(NonZeroU32::new)
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "HCP_RATE_BURST",
-                        format!(
-                            "`{}` is not a burst size: give a whole number of requests from 1 to \
+        };
+        let requests = count(n).ok_or_else(bad)?;
+        let burst = match burst {
+            None => requests,
+            Some(b) => count(b).ok_or_else(|| {
+                Error::invalid(
+                    "HCP_RATE_BURST",
+                    format!(
+                        "`{}` is not a burst size: give a whole number of requests from 1 to \
                              1000000",
-                            hcp_core::echo(b)
-                        ),
-                    )
-                })?,
+                        hcp_core::echo(b)
+                    ),
+                )
+            })?,
         };
         Ok(Some(RateLimit {
             requests,

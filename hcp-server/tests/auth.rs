@@ -10,6 +10,7 @@ use futures::stream;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+use common::json_of;
 use oidc::{AuthServer, CLIENT_ID, T, assert_invalid, claims_of, header_of, with_header};
 
 /// The default tenant role.
@@ -17,10 +18,6 @@ const TENANT: &str = "hcp-tenant";
 /// The role of the Hyper-V service's `/api/v1` routes (the documented Hyper-V setup).
 const HYPERV: &str = "vm-admin";
 const OPERATOR: &str = "hcp-operator";
-
-async fn json_of(resp: reqwest::Response) -> Value {
-    resp.json::<Value>().await.expect("a JSON body")
-}
 
 async fn wait_job(s: &AuthServer, job_id: &str, token: &str) -> Value {
     for _ in 0..400 {

@@ -2,42 +2,16 @@
 
 mod common;
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use common::start;
+use common::{json_of, read_sse_to_end, start};
 
 const T: &str = "/api/hcp/tenant/v1";
 
-async fn json_of(resp: reqwest::Response) -> Value {
-    resp.json::<Value>().await.expect("a JSON body")
-}
-
 /// Follows a job's log stream to its end; returns the stream's text and the job.
 async fn finish(s: &common::TestServer, job_id: &str) -> (String, Value) {
-    let resp = s
-        .http
-        .get(s.at(&format!("{T}/jobs/{job_id}/logs")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut text = String::new();
-    let mut stream = resp.bytes_stream();
-    let read = async {
-        while let Some(chunk) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-            if text.contains("event: end") && text.ends_with("\n\n") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .expect("the stream ends");
+    let text = read_sse_to_end(&s.http, &s.at(&format!("{T}/jobs/{job_id}/logs"))).await;
     let job = json_of(
         s.http
             .get(s.at(&format!("{T}/jobs/{job_id}")))

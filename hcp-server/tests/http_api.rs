@@ -8,35 +8,9 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use common::{Setup, start, start_with};
+use common::{Setup, json_of, read_sse_to_end, start, start_with};
 
 const T: &str = "/api/hcp/tenant/v1";
-
-async fn json_of(resp: reqwest::Response) -> Value {
-    resp.json::<Value>().await.expect("a JSON body")
-}
-
-/// Reads a job's SSE log stream to its end and returns the raw text.
-async fn read_sse_to_end(http: &reqwest::Client, url: &str) -> String {
-    let resp = http.get(url).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("text/event-stream"), "{ct}");
-    let mut text = String::new();
-    let mut stream = resp.bytes_stream();
-    let read = async {
-        while let Some(chunk) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-            if text.contains("event: end") && text.ends_with("\n\n") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .expect("the stream ends");
-    text
-}
 
 async fn create(
     s: &common::TestServer,

@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::Value;
+
 use hcp_server::{ServeOptions, build_engine};
 use tokio::sync::oneshot;
 
@@ -184,4 +188,31 @@ pub async fn start_with(setup: Setup) -> TestServer {
         log_file: None,
         _dir: Some(dir),
     }
+}
+
+/// Reads a response body as JSON.
+pub async fn json_of(resp: reqwest::Response) -> Value {
+    resp.json::<Value>().await.expect("a JSON body")
+}
+
+/// Reads a job's SSE log stream to its end and returns the raw text.
+pub async fn read_sse_to_end(http: &reqwest::Client, url: &str) -> String {
+    let resp = http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let mut text = String::new();
+    let mut stream = resp.bytes_stream();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if text.contains("event: end") && text.ends_with("\n\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the stream ends");
+    text
 }

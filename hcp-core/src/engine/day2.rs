@@ -324,8 +324,9 @@ impl Engine {
     }
 
     /// Submits a snapshot action (`Action::Snapshot`, `RevertSnapshot` or `DeleteSnapshot`) as
-    /// [`Engine::create_snapshot`], [`Engine::revert_snapshot`] or [`Engine::delete_snapshot`]
-    /// would: the one entry point for shells that carry the action as a value.
+    /// a job (see [`Engine::submit`]): the one entry point for shells that carry the action as a
+    /// value; [`Engine::create_snapshot`], [`Engine::revert_snapshot`] and
+    /// [`Engine::delete_snapshot`] call it.
     ///
     /// # Errors
     /// As those; [`ErrorKind::InvalidSpec`] naming `operation` for any other action.
@@ -334,19 +335,36 @@ impl Engine {
         ctx: &RequestContext,
         action: Action,
     ) -> Result<SnapshotSubmitted> {
-        match action {
-            Action::Snapshot { vm_id, name } => self.create_snapshot(ctx, &vm_id, &name).await,
-            Action::RevertSnapshot { vm_id, snapshot_id } => {
-                self.revert_snapshot(ctx, &vm_id, &snapshot_id).await
+        let (snapshot_id, revert) = match &action {
+            Action::Snapshot { vm_id, name } => (snapshot_id(vm_id, name), false),
+            Action::RevertSnapshot { snapshot_id, .. } => (snapshot_id.clone(), true),
+            Action::DeleteSnapshot { snapshot_id, .. } => (snapshot_id.clone(), false),
+            other => {
+                return Err(Error::invalid(
+                    "operation",
+                    format!("`{}` is not a snapshot operation", other.operation()),
+                ));
             }
-            Action::DeleteSnapshot { vm_id, snapshot_id } => {
-                self.delete_snapshot(ctx, &vm_id, &snapshot_id).await
-            }
-            other => Err(Error::invalid(
-                "operation",
-                format!("`{}` is not a snapshot operation", other.operation()),
-            )),
-        }
+        };
+        let submitted = self.submit(ctx, action).await?;
+        // A revert's job (the first request's, on a replay) recorded what the snapshot holds.
+        let memory_state_kept = if revert {
+            self.inner
+                .store
+                .get_job(&ctx.scope(), &submitted.job_id)
+                .await?
+                .and_then(|j| match j.action {
+                    JobAction::RevertSnapshot { memory, .. } => Some(memory),
+                    _ => None,
+                })
+        } else {
+            None
+        };
+        Ok(SnapshotSubmitted {
+            submitted,
+            snapshot_id,
+            memory_state_kept,
+        })
     }
 
     /// Takes a snapshot named `name` as a job (see [`Engine::submit`]).
@@ -361,20 +379,11 @@ impl Engine {
         vm_id: &VmId,
         name: &str,
     ) -> Result<SnapshotSubmitted> {
-        let submitted = self
-            .submit(
-                ctx,
-                Action::Snapshot {
-                    vm_id: vm_id.clone(),
-                    name: name.to_string(),
-                },
-            )
-            .await?;
-        Ok(SnapshotSubmitted {
-            snapshot_id: snapshot_id(&submitted.vm_id, name),
-            submitted,
-            memory_state_kept: None,
-        })
+        let action = Action::Snapshot {
+            vm_id: vm_id.clone(),
+            name: name.to_string(),
+        };
+        self.submit_snapshot(ctx, action).await
     }
 
     /// Returns a VM to a snapshot as a job, saying whether the VM's memory state comes back.
@@ -388,30 +397,11 @@ impl Engine {
         vm_id: &VmId,
         snapshot_id: &str,
     ) -> Result<SnapshotSubmitted> {
-        let submitted = self
-            .submit(
-                ctx,
-                Action::RevertSnapshot {
-                    vm_id: vm_id.clone(),
-                    snapshot_id: snapshot_id.to_string(),
-                },
-            )
-            .await?;
-        // The job (the first request's, on a replay) recorded what the snapshot holds.
-        let memory = self
-            .inner
-            .store
-            .get_job(&ctx.scope(), &submitted.job_id)
-            .await?
-            .and_then(|j| match j.action {
-                JobAction::RevertSnapshot { memory, .. } => Some(memory),
-                _ => None,
-            });
-        Ok(SnapshotSubmitted {
+        let action = Action::RevertSnapshot {
+            vm_id: vm_id.clone(),
             snapshot_id: snapshot_id.to_string(),
-            submitted,
-            memory_state_kept: memory,
-        })
+        };
+        self.submit_snapshot(ctx, action).await
     }
 
     /// Deletes a snapshot as a job; the VM keeps its current state.
@@ -425,20 +415,11 @@ impl Engine {
         vm_id: &VmId,
         snapshot_id: &str,
     ) -> Result<SnapshotSubmitted> {
-        let submitted = self
-            .submit(
-                ctx,
-                Action::DeleteSnapshot {
-                    vm_id: vm_id.clone(),
-                    snapshot_id: snapshot_id.to_string(),
-                },
-            )
-            .await?;
-        Ok(SnapshotSubmitted {
+        let action = Action::DeleteSnapshot {
+            vm_id: vm_id.clone(),
             snapshot_id: snapshot_id.to_string(),
-            submitted,
-            memory_state_kept: None,
-        })
+        };
+        self.submit_snapshot(ctx, action).await
     }
 }
 

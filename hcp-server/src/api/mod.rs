@@ -66,6 +66,25 @@ impl AppState {
         }
         Ok(())
     }
+
+    /// Lists one page of the jobs in `scope`, newest first, filtered by a list route's `vm_id`
+    /// and `state` query parameters and paged by its `limit` and `cursor`.
+    pub(crate) async fn job_page(
+        &self,
+        scope: &hcp_core::store::Scope,
+        vm_id: Option<String>,
+        state: Option<crate::dto::JobStateDto>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> hcp_core::Result<hcp_core::store::Page<Job>> {
+        let filter = hcp_core::store::JobFilter {
+            vm_id: vm_id.map(hcp_core::VmId::new),
+            state: state.map(Into::into),
+        };
+        self.engine
+            .list_jobs(scope, &filter, &self.pages.request(limit, cursor)?)
+            .await
+    }
 }
 
 /// Builds the request context of a tenant request in `project`: a malformed project id is a

@@ -2,7 +2,7 @@
 //! provider binding, capabilities per provider and host, reconciliation, and the audit stream.
 
 use futures::stream::BoxStream;
-use hcp_core::store::{JobFilter, Scope};
+use hcp_core::store::Scope;
 use hcp_core::{EventFilter, JobId, ProjectId, VmId};
 use poem::web::sse::Event;
 use poem_openapi::OpenApi;
@@ -143,18 +143,9 @@ impl OpsApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<JobPage>> {
         let scope = project_scope(project.0)?;
-        let filter = JobFilter {
-            vm_id: vm_id.0.map(VmId::new),
-            state: state.0.map(Into::into),
-        };
         let page = self
             .state
-            .engine
-            .list_jobs(
-                &scope,
-                &filter,
-                &self.state.pages.request(limit.0, cursor.0)?,
-            )
+            .job_page(&scope, vm_id.0, state.0, limit.0, cursor.0)
             .await?;
         Ok(Json(JobPage {
             items: page.items.iter().map(JobDto::operator).collect(),

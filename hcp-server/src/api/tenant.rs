@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use hcp_core::store::JobFilter;
 use hcp_core::{Error, JobId, VmId};
 use poem::Request;
 use poem::web::sse::Event;
@@ -419,18 +418,9 @@ impl TenantApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<TenantJobPage>> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
-        let filter = JobFilter {
-            vm_id: vm_id.0.map(VmId::new),
-            state: state.0.map(Into::into),
-        };
         let page = self
             .state
-            .engine
-            .list_jobs(
-                &ctx.scope(),
-                &filter,
-                &self.state.pages.request(limit.0, cursor.0)?,
-            )
+            .job_page(&ctx.scope(), vm_id.0, state.0, limit.0, cursor.0)
             .await?;
         Ok(Json(TenantJobPage {
             items: page.items.iter().map(Into::into).collect(),
@@ -509,18 +499,9 @@ impl TenantApi {
         /// The `next` cursor of the previous page.
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<TenantJobPage>> {
-        let filter = JobFilter {
-            vm_id: vm_id.0.map(VmId::new),
-            state: state.0.map(Into::into),
-        };
         let page = self
             .state
-            .engine
-            .list_jobs(
-                &auth.0.scope(),
-                &filter,
-                &self.state.pages.request(limit.0, cursor.0)?,
-            )
+            .job_page(&auth.0.scope(), vm_id.0, state.0, limit.0, cursor.0)
             .await?;
         Ok(Json(TenantJobPage {
             items: page.items.iter().map(Into::into).collect(),

@@ -3,10 +3,12 @@
 //! | PVE answer                                                        | kind                  | retry     |
 //! |-------------------------------------------------------------------|-----------------------|-----------|
 //! | 400 `Parameter verification failed.` with `errors: {param: msg}`  | `InvalidSpec` (field) | permanent |
+//! | `snapshot '…' does not exist` (a rollback or delete task)          | `NotFound` (snapshot) | permanent |
 //! | `Configuration file '…' does not exist`, `no such …`, 404          | `NotFound`            | permanent |
 //! | `… already exists`, `… already used`                              | `Conflict`            | permanent |
 //! | `can't lock file '…' - got timeout`, `VM is locked (…)`           | `Conflict`            | temporary |
-//! | `… not running`, `… is running`                                   | `Conflict`            | permanent |
+//! | `… not running`, `… is running`, `incomplete snapshot`             | `Conflict`            | permanent |
+//! | `snapshot feature is not available` (the VM's storage)            | `FeatureNotSupported` | permanent |
 //! | 401, 403 (`authentication failure`, `Permission check failed`)    | `ProviderUnavailable` | permanent |
 //! | `cluster not ready - no quorum?`, 502, 503, 504, 595, 596          | `ProviderUnavailable` | temporary |
 //! | 501                                                               | `FeatureNotSupported` | permanent |
@@ -20,6 +22,26 @@ use hcp_core::{Error, ErrorKind};
 
 /// The context value marking an error as a VM lock conflict worth retrying.
 pub const LOCK: &str = "lock";
+
+/// Builds the error for a snapshot `name` the VM does not have: `NotFound`, naming the snapshot
+/// in its message and in the `snapshot` context.
+pub fn missing_snapshot(name: &str) -> Error {
+    Error::not_found("snapshot", name).with_context("snapshot", name)
+}
+
+/// Returns true when `e` says a snapshot does not exist (not the VM).
+pub fn is_missing_snapshot(e: &Error) -> bool {
+    e.kind() == ErrorKind::NotFound && e.context_value("snapshot").is_some()
+}
+
+/// Reads the name out of PVE's `snapshot 'NAME' does not exist`.
+fn missing_snapshot_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("snapshot '")?;
+    let (name, tail) = rest.split_once('\'')?;
+    tail.trim()
+        .eq_ignore_ascii_case("does not exist")
+        .then_some(name)
+}
 
 /// Classifies a PVE error answer: its HTTP `status`, PVE's `message` and, for parameter errors,
 /// the per-parameter `errors` object. `nodes` are the node names to keep out of the message.
@@ -51,6 +73,12 @@ pub fn parse_error(
         .with_context("pve_status", status)
         .with_context("pve_message", raw);
     }
+    if let Some(name) = missing_snapshot_name(raw) {
+        return missing_snapshot(name)
+            .with_detail(format!("Proxmox VE: {raw}"))
+            .with_context("pve_status", status)
+            .with_context("pve_message", raw);
+    }
     let (kind, temporary, lock) = if lower.contains("can't lock file")
         || lower.contains("got timeout") && lower.contains("lock")
         || lower.starts_with("vm is locked")
@@ -71,8 +99,11 @@ pub fn parse_error(
         || lower.contains("already used")
         || lower.contains("not running")
         || lower.contains("is running")
+        || lower.contains("incomplete snapshot")
     {
         (ErrorKind::Conflict, false, false)
+    } else if lower.contains("snapshot feature is not available") {
+        (ErrorKind::FeatureNotSupported, false, false)
     } else if status == 400 {
         (ErrorKind::InvalidSpec, false, false)
     } else if status == 501 {
@@ -252,6 +283,45 @@ mod tests {
             );
             assert!(!e.message().contains("pve1"), "{}", e.message());
         }
+    }
+
+    #[test]
+    fn snapshot_errors_as_pve_words_them() {
+        // PVE's rollback and delete tasks end with these exit statuses (fakepve and PVE 8/9
+        // `AbstractConfig::snapshot_rollback` / `snapshot_delete` word them alike).
+        let e = task_error("snapshot 'never-taken' does not exist", &nodes());
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(is_missing_snapshot(&e));
+        assert!(e.message().contains("`never-taken`"), "{}", e.message());
+        assert_eq!(e.context_value("snapshot"), Some("never-taken"));
+        assert_eq!(
+            e.context_value("pve_message"),
+            Some("snapshot 'never-taken' does not exist")
+        );
+        // A missing VM is NotFound too, but not a missing snapshot.
+        let vm = parse_error(
+            500,
+            "Configuration file 'nodes/pve1/qemu-server/123.conf' does not exist",
+            None,
+            &nodes(),
+        );
+        assert_eq!(vm.kind(), ErrorKind::NotFound);
+        assert!(!is_missing_snapshot(&vm));
+        let e = task_error(
+            "unable to rollback to incomplete snapshot (snapstate = delete)",
+            &nodes(),
+        );
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert!(!e.is_temporary());
+        let e = task_error("snapshot feature is not available", &nodes());
+        assert_eq!(e.kind(), ErrorKind::FeatureNotSupported);
+        // Only the exact wording names a snapshot.
+        assert!(!is_missing_snapshot(&parse_error(
+            500,
+            "snapshot 's1' is odd",
+            None,
+            &nodes()
+        )));
     }
 
     #[test]

@@ -57,13 +57,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use hcp_core::{
     Capabilities, Console, ConsoleHandshake, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm,
-    DeleteVm, DeletedVm, Error, ErrorKind, GetConsole, HcpMark, HostInfo, HostInventory,
-    HostInventoryReply, NativeVm, OpContext, Operation, PowerState, Provider, ProviderConfig,
-    ProviderInfo, RebootVm, RebootedVm, Resources, Result, Secrets, SnapshotVm, SnapshottedVm,
+    DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HcpMark,
+    HostInfo, HostInventory, HostInventoryReply, ListSnapshots, NativeSnapshot, NativeVm,
+    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
+    Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm,
     StartVm, StartedVm, StopVm, StoppedVm, VmId, VmTarget,
 };
 use serde_json::Value;
@@ -72,7 +73,7 @@ use tokio::sync::Semaphore;
 use crate::client::{Client, as_upid};
 use crate::config::Connection;
 pub use crate::config::{HostSettings, ImageSettings, ProxmoxSettings};
-use crate::error::is_lock;
+use crate::error::{is_lock, is_missing_snapshot, missing_snapshot};
 
 /// The provider kind name used in hosts files.
 pub const KIND: &str = "proxmox";
@@ -213,6 +214,101 @@ fn vmid_of(v: &Value) -> Option<u32> {
 fn is_template(v: &Value) -> bool {
     matches!(v.get("template"), Some(Value::Number(n)) if n.as_u64() == Some(1))
         || v.get("template").and_then(Value::as_str) == Some("1")
+}
+
+/// Longest snapshot name PVE takes (`snapname`, a `pve-configid` of at most 40 characters).
+const SNAPSHOT_NAME_MAX: usize = 40;
+
+/// Checks a snapshot name against PVE's format (`pve-configid`): a letter, then at least one
+/// letter, digit, `-` or `_`, at most 40 in all.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `name`.
+fn check_snapshot_name(name: &str) -> Result<()> {
+    let valid = (2..=SNAPSHOT_NAME_MAX).contains(&name.len())
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "name",
+            "a Proxmox snapshot name is 2-40 letters, digits, '-' or '_', starting with a letter",
+        ))
+    }
+}
+
+/// Reads an integer PVE sends as a number or a string.
+fn int_of(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(i64::from(*b)),
+        _ => None,
+    }
+}
+
+/// Reads PVE's snapshot list (`GET /nodes/{node}/qemu/{vmid}/snapshot`): every snapshot but
+/// PVE's pseudo entry `current` ("You are here!"), oldest first, `memory` from `vmstate`.
+///
+/// `snaptime` has one-second resolution, so snapshots taken within a second tie; a snapshot is
+/// always newer than its `parent`, so ties go by depth in the parent chain, then PVE's order.
+fn snapshots_of(listed: &Value) -> Vec<NativeSnapshot> {
+    let items: Vec<&serde_json::Map<String, Value>> = listed
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_object).collect())
+        .unwrap_or_default();
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|o| {
+            o.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n != "current")
+        })
+        .collect();
+    let name = |o: &serde_json::Map<String, Value>| {
+        o.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let parents: BTreeMap<String, String> = items
+        .iter()
+        .filter_map(|o| Some((name(o), o.get("parent")?.as_str()?.to_string())))
+        .collect();
+    // Bounded by the list's length, so a parent loop in a reply cannot spin.
+    let depth = |start: &str| {
+        let mut d = 0usize;
+        let mut at = start;
+        while let Some(p) = parents.get(at) {
+            if d >= parents.len() {
+                break;
+            }
+            d += 1;
+            at = p;
+        }
+        d
+    };
+    let mut keyed: Vec<(i64, usize, NativeSnapshot)> = items
+        .iter()
+        .map(|o| {
+            let n = name(o);
+            let snaptime = int_of(o.get("snaptime")).unwrap_or(0);
+            let created_at = (snaptime > 0)
+                .then(|| DateTime::<Utc>::from_timestamp(snaptime, 0))
+                .flatten();
+            let memory = int_of(o.get("vmstate")).is_some_and(|v| v != 0);
+            (
+                snaptime,
+                depth(&n),
+                NativeSnapshot::new(n, created_at, memory),
+            )
+        })
+        .collect();
+    keyed.sort_by_key(|(time, depth, _)| (*time, *depth));
+    keyed.into_iter().map(|(_, _, s)| s).collect()
 }
 
 /// Holds one of a node's write slots; counts how many run at once.
@@ -476,6 +572,14 @@ impl ProxmoxProvider {
             .await?
             .into_iter()
             .find(|f| f.mark().is_some_and(|(m, _)| &m.vm_id == vm_id)))
+    }
+
+    async fn snapshots(&self, node: &str, vmid: u32) -> Result<Vec<NativeSnapshot>> {
+        let listed = self
+            .client
+            .get(&format!("/nodes/{node}/qemu/{vmid}/snapshot"), &[])
+            .await?;
+        Ok(snapshots_of(&listed))
     }
 
     async fn status(&self, node: &str, vmid: u32) -> Result<PowerState> {
@@ -1234,24 +1338,101 @@ impl Provider for ProxmoxProvider {
 
     async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {
         let name = args.name.clone();
-        let valid = name.len() <= 40
-            && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-        if !valid {
-            return Err(Error::invalid(
-                "name",
-                "a Proxmox snapshot name is 1-40 letters, digits, '-' or '_', starting with a letter",
-            ));
-        }
+        check_snapshot_name(&name)?;
         let (h, vmid) = self.resolve(&args.target).await?;
+        // A running VM's snapshot holds its memory (`vmstate`), so a revert resumes it.
+        let memory = matches!(
+            self.status(&h.node, vmid).await?,
+            PowerState::Running | PowerState::Paused
+        );
         let path = format!("/nodes/{}/qemu/{vmid}/snapshot", h.node);
-        let form = [("snapname", name.clone())];
+        let mut form = vec![("snapname", name.clone())];
+        if memory {
+            form.push(("vmstate", "1".to_string()));
+        }
         self.write(ctx, &h, "snapshot", || self.client.post(&path, &form))
             .await?;
-        ctx.info(format!("took snapshot {name}"));
+        if memory {
+            ctx.info(format!("took snapshot {name} with the VM's memory"));
+        } else {
+            ctx.info(format!("took snapshot {name} of the disks"));
+        }
         Ok(SnapshottedVm::new(format!("{vmid}@{name}")))
+    }
+
+    async fn list_snapshots(&self, args: ListSnapshots) -> Result<Vec<NativeSnapshot>> {
+        let (h, vmid) = self.resolve(&args.target).await?;
+        self.snapshots(&h.node, vmid).await
+    }
+
+    async fn revert_snapshot(
+        &self,
+        ctx: &OpContext,
+        args: RevertSnapshot,
+    ) -> Result<RevertedSnapshot> {
+        check_snapshot_name(&args.name)?;
+        let (h, vmid) = self.resolve(&args.target).await?;
+        let Some(snap) = self
+            .snapshots(&h.node, vmid)
+            .await?
+            .into_iter()
+            .find(|s| s.name == args.name)
+        else {
+            return Err(missing_snapshot(&args.name));
+        };
+        let path = format!(
+            "/nodes/{}/qemu/{vmid}/snapshot/{}/rollback",
+            h.node, args.name
+        );
+        // PVE starts a VM whose snapshot holds memory by itself; `start=1` says so explicitly
+        // (PVE documents it as implied then) and is left out for disk-only snapshots, which
+        // leave the VM stopped.
+        let form: Vec<(&str, String)> = if snap.memory {
+            vec![("start", "1".to_string())]
+        } else {
+            Vec::new()
+        };
+        self.write(ctx, &h, "revert", || self.client.post(&path, &form))
+            .await?;
+        // The reply reports the power state PVE shows now, not the one expected.
+        let power = self.status(&h.node, vmid).await?;
+        let memory_kept = snap.memory && power == PowerState::Running;
+        ctx.info(format!(
+            "reverted to snapshot {}; the VM is {power}",
+            args.name
+        ));
+        Ok(RevertedSnapshot::new(memory_kept, power))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        ctx: &OpContext,
+        args: DeleteSnapshot,
+    ) -> Result<DeletedSnapshot> {
+        check_snapshot_name(&args.name)?;
+        let (h, vmid) = self.resolve(&args.target).await?;
+        if !self
+            .snapshots(&h.node, vmid)
+            .await?
+            .iter()
+            .any(|s| s.name == args.name)
+        {
+            return Ok(DeletedSnapshot::new(false));
+        }
+        let path = format!("/nodes/{}/qemu/{vmid}/snapshot/{}", h.node, args.name);
+        match self
+            .write(ctx, &h, "delete snapshot", || {
+                self.client.delete(&path, &[])
+            })
+            .await
+        {
+            Ok(_) => {}
+            // Deleted by someone else between the list and the delete.
+            Err(e) if is_missing_snapshot(&e) => return Ok(DeletedSnapshot::new(false)),
+            Err(e) => return Err(e),
+        }
+        ctx.info(format!("deleted snapshot {}", args.name));
+        Ok(DeletedSnapshot::new(true))
     }
 }
 
@@ -1276,5 +1457,80 @@ mod tests {
         assert_eq!(vmid_of(&json!({"vmid": "101"})), Some(101));
         assert!(is_template(&json!({"template": 1})));
         assert!(!is_template(&json!({"template": 0})));
+    }
+
+    fn names(l: &[NativeSnapshot]) -> Vec<&str> {
+        l.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_pve_snapshot_list_reads_oldest_first_without_current() {
+        // PVE 8's answer in the order a Perl hash gave it: the first snapshot has no `parent`,
+        // `current` ("You are here!") is the VM itself, `vmstate` marks a memory snapshot.
+        let listed = json!([
+            {"name": "after-upgrade", "parent": "before-upgrade", "snaptime": 1_700_000_500,
+             "vmstate": 0, "description": "disks only"},
+            {"name": "current", "parent": "after-upgrade", "running": 1,
+             "digest": "4c1e0c0d", "description": "You are here!"},
+            {"name": "before-upgrade", "snaptime": 1_700_000_000, "vmstate": 1,
+             "description": ""},
+        ]);
+        let l = snapshots_of(&listed);
+        assert_eq!(names(&l), ["before-upgrade", "after-upgrade"]);
+        assert!(l[0].memory);
+        assert!(!l[1].memory);
+        assert_eq!(
+            l[0].created_at,
+            DateTime::<Utc>::from_timestamp(1_700_000_000, 0)
+        );
+    }
+
+    #[test]
+    fn snapshots_of_one_second_order_by_their_parent_chain() {
+        // Three snapshots within a second (fakepve at time scale 0, or a script against PVE),
+        // listed newest first; then a branch taken after a revert to `s1`.
+        let listed = json!([
+            {"name": "s3", "parent": "s2", "snaptime": "1700000000", "vmstate": "1"},
+            {"name": "s2", "parent": "s1", "snaptime": 1_700_000_000, "vmstate": 0},
+            {"name": "s1", "snaptime": 1_700_000_000, "vmstate": 0},
+            {"name": "branch", "parent": "s1", "snaptime": 1_700_000_009},
+            {"name": "current", "parent": "branch"},
+        ]);
+        let l = snapshots_of(&listed);
+        assert_eq!(names(&l), ["s1", "s2", "s3", "branch"]);
+        assert!(l[2].memory, "vmstate as a string");
+        assert!(l[3].created_at.is_some());
+        // A reply whose parents loop still lists each snapshot once.
+        let looped = json!([
+            {"name": "a", "parent": "b", "snaptime": 5},
+            {"name": "b", "parent": "a", "snaptime": 5},
+        ]);
+        assert_eq!(snapshots_of(&looped).len(), 2);
+        // No snaptime: no creation time, listed first.
+        let bare = snapshots_of(&json!([{"name": "x"}, {"name": "current"}]));
+        assert_eq!(names(&bare), ["x"]);
+        assert_eq!(bare[0].created_at, None);
+        assert!(snapshots_of(&json!({"unexpected": true})).is_empty());
+    }
+
+    #[test]
+    fn snapshot_names_follow_pve() {
+        for ok in ["s1", "before-upgrade", "a_b", &"a".repeat(40)] {
+            check_snapshot_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "a",
+            "1st",
+            "has space",
+            "a/b",
+            "../x",
+            &"a".repeat(41),
+            "é",
+        ] {
+            let e = check_snapshot_name(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{bad}");
+            assert_eq!(e.field(), Some("name"));
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The whole provider conformance suite of hcp-core against fakepve, with tasks that take real
+//! The whole provider conformance suite of hcp-core (and its snapshot lifecycle) against fakepve, with tasks that take real
 //! (scaled) time so task following, log streaming and the write cap are exercised. It runs alone
 //! in its test binary because its checks count every VM on the node.
 
@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{IMAGE, NODE, Peer, dyn_provider};
-use hcp_core::testkit::{Fixture, run_all};
+use hcp_core::testkit::{Fixture, run_all, snapshot_lifecycle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_on_fakepve() {
@@ -17,5 +17,8 @@ async fn conformance_suite_on_fakepve() {
     run_all(dyn_provider(&p), &f)
         .await
         .unwrap_or_else(|e| panic!("conformance on fakepve: {e}"));
+    snapshot_lifecycle(dyn_provider(&p), &f)
+        .await
+        .unwrap_or_else(|e| panic!("snapshot lifecycle on fakepve: {e}"));
     assert!(p.peak_parallel(NODE).unwrap() <= 2);
 }

@@ -4,7 +4,9 @@
                            "args": {"op": ...}}'
 
 ops: "vm" (node, vmid) prints the VM's status and config as PVE reports them; "create" (node,
-vmid, name, cores, memory) creates a VM and waits for its task; "list" (node) prints the node's VMs.
+vmid, name, cores, memory) creates a VM and waits for its task; "list" (node) prints the node's VMs;
+"snapshots" (node, vmid) prints PVE's snapshot list as it comes (the pseudo entry `current`
+included); "snapshot" (node, vmid, snapname) takes a disk-only snapshot and waits for its task.
 """
 
 import json
@@ -47,6 +49,11 @@ def main():
         out = {'exitstatus': wait(px, args['node'], upid)}
     elif op == 'list':
         out = {'vms': px.nodes(args['node']).qemu.get()}
+    elif op == 'snapshots':
+        out = {'snapshots': px.nodes(args['node']).qemu(args['vmid']).snapshot.get()}
+    elif op == 'snapshot':
+        upid = px.nodes(args['node']).qemu(args['vmid']).snapshot.post(snapname=args['snapname'])
+        out = {'exitstatus': wait(px, args['node'], upid)}
     else:
         raise SystemExit('unknown op ' + op)
     print(json.dumps(out))

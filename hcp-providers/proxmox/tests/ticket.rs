@@ -215,8 +215,8 @@ async fn the_console_upstream_carries_the_ticket_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conformance_suite_passes_with_a_password_login() {
-    // Every operation the suite runs (writes with the CSRF token, task following, consoles)
-    // works with a ticket as it does with the API token.
+    // Every operation the suite runs (writes with the CSRF token, task following, consoles,
+    // snapshots) works with a ticket as it does with the API token.
     let peer = Peer::start(0.01);
     let p = password_provider(&peer, json!({}));
     let f =
@@ -224,5 +224,8 @@ async fn the_conformance_suite_passes_with_a_password_login() {
     hcp_core::testkit::run_all(common::dyn_provider(&p), &f)
         .await
         .unwrap_or_else(|e| panic!("conformance with a password login: {e}"));
+    hcp_core::testkit::snapshot_lifecycle(common::dyn_provider(&p), &f)
+        .await
+        .unwrap_or_else(|e| panic!("snapshot lifecycle with a password login: {e}"));
     assert_eq!(p.password_logins(), 1);
 }

@@ -20,7 +20,9 @@
 //! - **Power**: start; stop = PVE `shutdown` with the graceful timeout, then `stop`; stop with
 //!   `force` = `stop`; reboot = `reboot`, or `reset` with `hard`; delete = `destroy` with `purge`
 //!   and `destroy-unreferenced-disks`.
-//! - **Snapshots**: PVE snapshots (`/qemu/{vmid}/snapshot`).
+//! - **Snapshots**: take (with the VM's memory, `vmstate`, when it runs), list (oldest first,
+//!   without PVE's `current`), revert (`rollback`; the power state read back after it) and
+//!   delete (a snapshot already gone is `existed: false`), on `/qemu/{vmid}/snapshot`.
 //! - **Console**: VNC through `vncproxy` (`websocket=1`): the answer is a
 //!   [`ConsoleUpstream`] on the node's `vncwebsocket` with the API token (or the login
 //!   ticket's cookie) and the provider's TLS

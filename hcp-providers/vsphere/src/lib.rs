@@ -31,13 +31,22 @@
 //!   powered off within the graceful timeout (watched through the property collector); stop
 //!   with `force` = `PowerOffVM_Task`; reboot = `RebootGuest` (a reset, logged, where vCenter
 //!   cannot ask the guest), or `ResetVM_Task` with `hard`; delete = `Destroy_Task`.
-//! - **Snapshots** (`CreateSnapshot_Task`, disks only) and **migration** between hosts
-//!   (`RelocateVM_Task`) are declared and implemented.
+//! - **Snapshots**: take = `CreateSnapshot_Task` (disks only); list = the VM's `snapshot` tree
+//!   flattened, oldest first, with `layoutEx.snapshot` read alongside (a snapshot holds memory
+//!   when the VM ran when it was taken and it has a memory file); revert =
+//!   `RevertToSnapshot_Task`, then the VM's power state is read back; delete =
+//!   `RemoveSnapshot_Task` without its children (they stay, re-parented). Snapshots are found
+//!   by name; a name vCenter holds twice is a `Conflict`, not a guess.
+//! - **Migration** between hosts (`RelocateVM_Task`) is declared and implemented.
 //! - **Cloud-init**: for images whose template runs cloud-init (`cloud_init: true` in
 //!   `images`), the user-data and a meta-data (instance id, host name) go into the clone's
 //!   `extraConfig` as `guestinfo.userdata` / `guestinfo.metadata` (base64); `cloud_init` is
 //!   declared when any image has it, and a create with user-data on another image is refused.
-//! - **Not offered** (declared false): consoles.
+//! - **Consoles**: [`Provider::console`] asks vCenter for a WebMKS ticket
+//!   (`AcquireTicket("webmks")`) and answers a `webmks` console that HCP relays
+//!   ([`console`]). The provider still declares no console capability: capabilities are
+//!   declared once, before vCenter is asked anything, and not every vCenter issues WebMKS
+//!   tickets (the simulator answers `MethodNotFound`, which becomes `FeatureNotSupported`).
 //! - **Errors**: SOAP faults are classified in one place, [`error::parse_error`]; host,
 //!   datastore and cluster names and managed object ids stay out of tenants' messages.
 //!

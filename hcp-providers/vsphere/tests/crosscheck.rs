@@ -6,13 +6,15 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{HOST, IMAGE, Lines, OTHER, Peer, SOURCE, dyn_provider};
 use hcp_core::store::{PageRequest, Scope};
 use hcp_core::testkit::{Fixture, engine_for};
 use hcp_core::{
-    CreateVm, DeleteSnapshot, DeleteVm, HcpMark, ListSnapshots, NativeSnapshot, OpContext,
-    PowerState, ProjectId, Provider, Resources, RevertSnapshot, SnapshotVm, StopVm, VmId, VmTarget,
+    CreateVm, DeleteSnapshot, DeleteVm, HcpMark, JobState, ListSnapshots, NativeSnapshot,
+    OpContext, PowerState, Principal, ProjectId, Provider, RequestContext, Resources,
+    RevertSnapshot, SnapshotVm, StopVm, VmId, VmSpec, VmTarget,
 };
 use serde_json::{Value, json};
 
@@ -339,4 +341,80 @@ async fn pyvmomi_sees_the_snapshot_tree_hcp_makes_and_hcp_lists_pyvmomis_snapsho
         .unwrap();
     let e = p.list_snapshots(ListSnapshots::new(t)).await.unwrap_err();
     assert_eq!(e.kind(), hcp_core::ErrorKind::NotFound, "{e}");
+}
+
+async fn succeeded(engine: &hcp_core::Engine, ctx: &RequestContext, job: &hcp_core::JobId) {
+    let job = engine
+        .wait_job(&ctx.scope(), job, Some(Duration::from_secs(120)))
+        .await
+        .expect("the job ends");
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "{} failed: {:?}",
+        job.operation,
+        job.error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_takes_lists_reverts_and_deletes_snapshots_of_a_vsphere_vm() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    let f = Fixture::new(HOST, IMAGE).with_other_host(OTHER);
+    let engine = engine_for(dyn_provider(&p), &f).await.unwrap();
+    let ctx = RequestContext::new("cross", Principal::new("alice"));
+    let s = engine
+        .create_vm(&ctx, VmSpec::new("eng-snap-1", IMAGE, "conformance"))
+        .await
+        .unwrap();
+    succeeded(&engine, &ctx, &s.job_id).await;
+    let vm = s.vm_id;
+
+    // The engine lists the VM's snapshots before it accepts a create: that list now works.
+    let taken = engine.create_snapshot(&ctx, &vm, "before").await.unwrap();
+    succeeded(&engine, &ctx, &taken.submitted.job_id).await;
+    let listed = engine.list_snapshots(&ctx, &vm).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, taken.snapshot_id);
+    assert_eq!(listed[0].name, "before");
+    assert!(!listed[0].memory && listed[0].created_at.is_some());
+    let dup = engine
+        .create_snapshot(&ctx, &vm, "before")
+        .await
+        .unwrap_err();
+    assert_eq!(dup.kind(), hcp_core::ErrorKind::Conflict, "{dup}");
+    let (tree, _) = tree_of(&peer, "eng-snap-1");
+    assert_eq!(tree, json!([leaf("before")]));
+
+    let r = engine
+        .revert_snapshot(&ctx, &vm, &taken.snapshot_id)
+        .await
+        .unwrap();
+    assert_eq!(r.memory_state_kept, Some(false));
+    succeeded(&engine, &ctx, &r.submitted.job_id).await;
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "eng-snap-1"}));
+    let v = engine.get_vm(&ctx.scope(), &vm).await.unwrap();
+    let want = if seen["power"] == "poweredOn" {
+        PowerState::Running
+    } else {
+        PowerState::Stopped
+    };
+    assert_eq!(
+        v.power, want,
+        "HCP records the power state vCenter shows: {seen}"
+    );
+
+    let d = engine
+        .delete_snapshot(&ctx, &vm, &taken.snapshot_id)
+        .await
+        .unwrap();
+    succeeded(&engine, &ctx, &d.submitted.job_id).await;
+    assert!(engine.list_snapshots(&ctx, &vm).await.unwrap().is_empty());
+    let (tree, _) = tree_of(&peer, "eng-snap-1");
+    assert_eq!(tree, json!([]));
+
+    let del = engine.delete_vm(&ctx, &vm, true).await.unwrap();
+    succeeded(&engine, &ctx, &del.job_id).await;
+    engine.shutdown().await;
 }

@@ -313,13 +313,28 @@ fn url_host(url: &str) -> String {
     authority.split(':').next().unwrap_or("").to_string()
 }
 
-/// Checks the snapshot name a revert or delete names.
+/// Checks the name a new snapshot is given.
 fn snapshot_name(name: &str) -> Result<&str> {
     let name = name.trim();
     if name.is_empty() || name.len() > 80 || name.contains(char::is_control) {
         return Err(Error::invalid(
             "name",
             "a vSphere snapshot name is 1-80 printable characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// Longest snapshot name a revert or delete looks up.
+const MAX_SNAPSHOT_NAME: usize = 1024;
+
+/// Checks the name a revert or delete looks up: matched exactly as listed (a snapshot taken
+/// outside HCP may have any name vCenter allows).
+fn listed_snapshot_name(name: &str) -> Result<&str> {
+    if name.is_empty() || name.len() > MAX_SNAPSHOT_NAME {
+        return Err(Error::invalid(
+            "name",
+            format!("a snapshot name is 1-{MAX_SNAPSHOT_NAME} bytes"),
         ));
     }
     Ok(name)
@@ -1283,7 +1298,7 @@ impl Provider for VsphereProvider {
         ctx: &OpContext,
         args: RevertSnapshot,
     ) -> Result<RevertedSnapshot> {
-        let name = snapshot_name(&args.name)?;
+        let name = listed_snapshot_name(&args.name)?;
         let (vm, _) = self.resolve(&args.target).await?;
         let snaps = self.snapshots(&vm).await?;
         let Some(snap) = Self::snapshot_named(snaps, name, &args.target)? else {
@@ -1306,7 +1321,7 @@ impl Provider for VsphereProvider {
         ctx: &OpContext,
         args: DeleteSnapshot,
     ) -> Result<DeletedSnapshot> {
-        let name = snapshot_name(&args.name)?;
+        let name = listed_snapshot_name(&args.name)?;
         let (vm, _) = self.resolve(&args.target).await?;
         let snaps = self.snapshots(&vm).await?;
         let Some(snap) = Self::snapshot_named(snaps, name, &args.target)? else {
@@ -1383,5 +1398,21 @@ mod tests {
         assert_eq!(d.text_of("capacityInKB"), Some("3145728"));
         assert_eq!(d.text_of("capacityInBytes"), Some("3221225472"));
         assert_eq!(devices.children.iter().filter(|d| is_nic(d)).count(), 1);
+    }
+
+    #[test]
+    fn urls_give_their_host_and_names_are_checked() {
+        assert_eq!(url_host("https://vc.example/sdk"), "vc.example");
+        assert_eq!(url_host("https://127.0.0.1:18700/sdk"), "127.0.0.1");
+        assert_eq!(url_host("https://[fd00::1]:443/sdk"), "[fd00::1]");
+        assert_eq!(snapshot_name(" s1 ").unwrap(), "s1");
+        for bad in ["", "  ", "a\nb", &"x".repeat(81)] {
+            let e = snapshot_name(bad).unwrap_err();
+            assert_eq!(e.field(), Some("name"), "{bad:?}");
+        }
+        // A listed name is looked up exactly as vCenter holds it.
+        assert_eq!(listed_snapshot_name(" s1 ").unwrap(), " s1 ");
+        assert!(listed_snapshot_name("").is_err());
+        assert!(listed_snapshot_name(&"x".repeat(2000)).is_err());
     }
 }

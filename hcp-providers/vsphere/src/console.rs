@@ -146,7 +146,8 @@ mod tests {
     use crate::soap;
     use hcp_core::ConsoleTransport;
 
-    /// A vCenter 8 reply to `AcquireTicket("webmks")` (recorded shape; the values are made up).
+    /// A reply to `AcquireTicket("webmks")` in the shape vCenter 8 documents for
+    /// `VirtualMachineTicket` (no vCenter is at hand to record one; the values are made up).
     const REPLY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
 <soapenv:Body><AcquireTicketResponse xmlns="urn:vim25"><returnval>

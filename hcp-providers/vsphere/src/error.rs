@@ -102,7 +102,13 @@ pub fn scrub(text: &str, names: &[String]) -> String {
         rest = &rest[start..];
         let end = rest.find(|c: char| !word(c)).unwrap_or(rest.len());
         let token = &rest[..end];
-        if is_moref_id(token) {
+        // The simulator writes references as `Type:id` (`VirtualMachine:vm-42`).
+        let (prefix, id) = match token.rsplit_once(':') {
+            Some((t, id)) => (&token[..=t.len()], id),
+            None => ("", token),
+        };
+        if is_moref_id(id) {
+            scrubbed.push_str(prefix);
             scrubbed.push_str("id");
         } else {
             scrubbed.push_str(token);
@@ -236,5 +242,12 @@ mod tests {
         );
         assert!(e.detail().unwrap().contains("DC0_C0_H0"));
         assert_eq!(scrub("a vm-x and my-vm-1", &[]), "a vm-x and my-vm-1");
+        assert_eq!(
+            scrub(
+                "VirtualMachine:vm-27 does not implement: AcquireTicket",
+                &[]
+            ),
+            "VirtualMachine:id does not implement: AcquireTicket"
+        );
     }
 }

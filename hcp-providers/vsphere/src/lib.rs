@@ -31,13 +31,22 @@
 //!   powered off within the graceful timeout (watched through the property collector); stop
 //!   with `force` = `PowerOffVM_Task`; reboot = `RebootGuest` (a reset, logged, where vCenter
 //!   cannot ask the guest), or `ResetVM_Task` with `hard`; delete = `Destroy_Task`.
-//! - **Snapshots** (`CreateSnapshot_Task`, disks only) and **migration** between hosts
-//!   (`RelocateVM_Task`) are declared and implemented.
+//! - **Snapshots**: take = `CreateSnapshot_Task` (disks only); list = the VM's `snapshot` tree
+//!   flattened, oldest first, with `layoutEx.snapshot` read alongside (a snapshot holds memory
+//!   when the VM ran when it was taken and it has a memory file); revert =
+//!   `RevertToSnapshot_Task`, then the VM's power state is read back; delete =
+//!   `RemoveSnapshot_Task` without its children (they stay, re-parented). Snapshots are found
+//!   by name; a name vCenter holds twice is a `Conflict`, not a guess.
+//! - **Migration** between hosts (`RelocateVM_Task`) is declared and implemented.
 //! - **Cloud-init**: for images whose template runs cloud-init (`cloud_init: true` in
 //!   `images`), the user-data and a meta-data (instance id, host name) go into the clone's
 //!   `extraConfig` as `guestinfo.userdata` / `guestinfo.metadata` (base64); `cloud_init` is
 //!   declared when any image has it, and a create with user-data on another image is refused.
-//! - **Not offered** (declared false): consoles.
+//! - **Consoles**: [`Provider::console`] asks vCenter for a WebMKS ticket
+//!   (`AcquireTicket("webmks")`) and answers a `webmks` console that HCP relays
+//!   ([`console`]). The provider still declares no console capability: capabilities are
+//!   declared once, before vCenter is asked anything, and not every vCenter issues WebMKS
+//!   tickets (the simulator answers `MethodNotFound`, which becomes `FeatureNotSupported`).
 //! - **Errors**: SOAP faults are classified in one place, [`error::parse_error`]; host,
 //!   datastore and cluster names and managed object ids stay out of tenants' messages.
 //!
@@ -56,6 +65,7 @@
 
 mod client;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod mark;
 pub mod soap;
@@ -70,11 +80,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use hcp_core::{
-    Capabilities, Console, CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind, GetConsole,
-    HcpMark, HostInfo, HostInventory, HostInventoryReply, LogEntry, MigrateVm, MigratedVm,
-    NativeVm, OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm,
-    RebootedVm, Resources, Result, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm,
-    StoppedVm, VmTarget,
+    Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteSnapshot, DeleteVm,
+    DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HcpMark, HostInfo, HostInventory,
+    HostInventoryReply, ListSnapshots, LogEntry, MigrateVm, MigratedVm, NativeSnapshot, NativeVm,
+    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
+    Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm,
+    StartVm, StartedVm, StopVm, StoppedVm, TlsTrust, VmTarget,
 };
 use tokio::sync::Mutex;
 
@@ -130,6 +141,10 @@ pub struct VsphereProvider {
     name: String,
     settings: Arc<VsphereSettings>,
     client: Arc<Client>,
+    /// vCenter's host name (without port), where a console ticket naming no host is served.
+    vcenter_host: String,
+    /// How vCenter's certificate is checked (a console on vCenter's host is checked alike).
+    trust: TlsTrust,
     hosts: BTreeMap<String, VsphereHost>,
     declared: Capabilities,
     /// The inventory's container view and the session it belongs to.
@@ -286,6 +301,45 @@ fn power_of(state: Option<&str>) -> PowerState {
     }
 }
 
+/// Returns the host of an `https://host[:port]/path` URL, without the port (an IPv6 address
+/// keeps its brackets).
+fn url_host(url: &str) -> String {
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(end) = authority.find(']') {
+        return authority[..=end].to_string();
+    }
+    authority.split(':').next().unwrap_or("").to_string()
+}
+
+/// Checks the name a new snapshot is given.
+fn snapshot_name(name: &str) -> Result<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 80 || name.contains(char::is_control) {
+        return Err(Error::invalid(
+            "name",
+            "a vSphere snapshot name is 1-80 printable characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// Longest snapshot name a revert or delete looks up.
+const MAX_SNAPSHOT_NAME: usize = 1024;
+
+/// Checks the name a revert or delete looks up: matched exactly as listed (a snapshot taken
+/// outside HCP may have any name vCenter allows).
+fn listed_snapshot_name(name: &str) -> Result<&str> {
+    if name.is_empty() || name.len() > MAX_SNAPSHOT_NAME {
+        return Err(Error::invalid(
+            "name",
+            format!("a snapshot name is 1-{MAX_SNAPSHOT_NAME} bytes"),
+        ));
+    }
+    Ok(name)
+}
+
 /// The ethernet card types vim25 knows (the template's NICs HCP replaces).
 fn is_nic(device: &Node) -> bool {
     matches!(
@@ -389,6 +443,8 @@ impl VsphereProvider {
             name: name.to_string(),
             settings: Arc::new(settings),
             client,
+            vcenter_host: url_host(&conn.url),
+            trust: conn.trust.clone(),
             hosts: hosts.into_iter().map(|h| (h.name.clone(), h)).collect(),
             declared,
             view: Mutex::new(None),
@@ -746,6 +802,48 @@ impl VsphereProvider {
         self.task(ctx, soap::simple("PowerOffVM_Task", vm)).await?;
         ctx.info("powered the VM off");
         Ok(())
+    }
+
+    /// Reads a VM's snapshots, oldest first: its `snapshot` tree and the snapshot files of
+    /// `layoutEx` (which say whether each holds memory), in one property read.
+    async fn snapshots(&self, vm: &MoRef) -> Result<Vec<soap::Snapshot>> {
+        let o = self
+            .client
+            .retrieve_one(vm, &["snapshot", "layoutEx.snapshot"])
+            .await?;
+        Ok(soap::snapshots(
+            o.get("snapshot"),
+            o.get("layoutEx.snapshot"),
+        ))
+    }
+
+    /// Finds the snapshot named `name` among `snaps`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Conflict`] when vCenter holds two snapshots of that name (vCenter allows it;
+    /// HCP cannot tell which one is meant).
+    fn snapshot_named(
+        snaps: Vec<soap::Snapshot>,
+        name: &str,
+        vm: &VmTarget,
+    ) -> Result<Option<soap::Snapshot>> {
+        let mut found = snaps.into_iter().filter(|s| s.name == name);
+        let first = found.next();
+        if let Some(other) = found.next() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "VM `{}` has more than one snapshot named `{name}`; rename or remove one in vCenter first",
+                    vm.name
+                ),
+            )
+            .with_detail(format!(
+                "snapshots {} and {}",
+                first.map(|s| s.moref.value).unwrap_or_default(),
+                other.moref.value
+            )));
+        }
+        Ok(first)
     }
 }
 
@@ -1110,23 +1208,62 @@ impl Provider for VsphereProvider {
         Ok(RebootedVm::new())
     }
 
-    async fn console(&self, _args: GetConsole) -> Result<Console> {
-        Err(Error::unsupported(
+    async fn console(&self, args: GetConsole) -> Result<Console> {
+        if let Some(kind) = args.kind
+            && kind != ConsoleKind::Webmks
+        {
+            return Err(Error::unsupported(
+                &self.name,
+                Operation::Console,
+                &format!("console_{}", kind.as_str()),
+                "vSphere offers WebMKS consoles",
+            ));
+        }
+        let (vm, power) = self.resolve(&args.target).await?;
+        if power != PowerState::Running {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "VM `{}` is {power}; a console needs a running VM",
+                    args.target.name
+                ),
+            ));
+        }
+        let vals = match self.client.call(&soap::acquire_ticket(&vm, "webmks")).await {
+            Ok(vals) => vals,
+            // The simulator, and any vCenter without WebMKS tickets.
+            Err(e) if is_method_not_found(&e) => {
+                return Err(Error::unsupported(
+                    &self.name,
+                    Operation::Console,
+                    "console_webmks",
+                    "this vCenter does not issue WebMKS console tickets (AcquireTicket is missing)",
+                )
+                .with_detail(e.operator_message()));
+            }
+            Err(e) => return Err(e),
+        };
+        let ticket = vals
+            .first()
+            .and_then(soap::VmTicket::from_node)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::ProviderError,
+                    "vCenter answered AcquireTicket without a ticket",
+                )
+                .with_context("vim_method", "AcquireTicket")
+            })?;
+        console::webmks(
             &self.name,
-            Operation::Console,
-            "console_webmks",
-            "the vSphere provider offers no console yet",
-        ))
+            &ticket,
+            &self.vcenter_host,
+            &self.trust,
+            chrono::Utc::now(),
+        )
     }
 
     async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {
-        let name = args.name.trim();
-        if name.is_empty() || name.len() > 80 || name.contains(char::is_control) {
-            return Err(Error::invalid(
-                "name",
-                "a vSphere snapshot name is 1-80 printable characters",
-            ));
-        }
+        let name = snapshot_name(&args.name)?;
         let (vm, _) = self.resolve(&args.target).await?;
         let info = self
             .task(ctx, soap::create_snapshot(&vm, name, "taken by HCP"))
@@ -1144,6 +1281,66 @@ impl Provider for VsphereProvider {
             })?;
         ctx.info(format!("took snapshot {name}"));
         Ok(SnapshottedVm::new(id))
+    }
+
+    async fn list_snapshots(&self, args: ListSnapshots) -> Result<Vec<NativeSnapshot>> {
+        let (vm, _) = self.resolve(&args.target).await?;
+        Ok(self
+            .snapshots(&vm)
+            .await?
+            .into_iter()
+            .map(|s| NativeSnapshot::new(s.name, s.created_at, s.memory))
+            .collect())
+    }
+
+    async fn revert_snapshot(
+        &self,
+        ctx: &OpContext,
+        args: RevertSnapshot,
+    ) -> Result<RevertedSnapshot> {
+        let name = listed_snapshot_name(&args.name)?;
+        let (vm, _) = self.resolve(&args.target).await?;
+        let snaps = self.snapshots(&vm).await?;
+        let Some(snap) = Self::snapshot_named(snaps, name, &args.target)? else {
+            return Err(Error::not_found("snapshot", name).with_field("name"));
+        };
+        self.task(ctx, soap::revert_to_snapshot(&snap.moref))
+            .await?;
+        // vCenter powers the VM as the snapshot was (on with its memory, off without);
+        // what it did is read back rather than assumed.
+        let power = self.power_state(&vm).await?;
+        ctx.log(
+            LogEntry::info(format!("reverted to snapshot {name}; the VM is {power}"))
+                .with_detail(format!("snapshot {}", snap.moref.value)),
+        );
+        Ok(RevertedSnapshot::new(snap.memory, power))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        ctx: &OpContext,
+        args: DeleteSnapshot,
+    ) -> Result<DeletedSnapshot> {
+        let name = listed_snapshot_name(&args.name)?;
+        let (vm, _) = self.resolve(&args.target).await?;
+        let snaps = self.snapshots(&vm).await?;
+        let Some(snap) = Self::snapshot_named(snaps, name, &args.target)? else {
+            return Ok(DeletedSnapshot::new(false));
+        };
+        match self
+            .task(ctx, soap::remove_snapshot(&snap.moref, false))
+            .await
+        {
+            Ok(_) => {}
+            // Removed by someone else since it was listed.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DeletedSnapshot::new(false)),
+            Err(e) => return Err(e),
+        }
+        ctx.log(
+            LogEntry::info(format!("deleted snapshot {name}"))
+                .with_detail(format!("snapshot {}", snap.moref.value)),
+        );
+        Ok(DeletedSnapshot::new(true))
     }
 
     async fn migrate_vm(&self, ctx: &OpContext, args: MigrateVm) -> Result<MigratedVm> {
@@ -1201,5 +1398,21 @@ mod tests {
         assert_eq!(d.text_of("capacityInKB"), Some("3145728"));
         assert_eq!(d.text_of("capacityInBytes"), Some("3221225472"));
         assert_eq!(devices.children.iter().filter(|d| is_nic(d)).count(), 1);
+    }
+
+    #[test]
+    fn urls_give_their_host_and_names_are_checked() {
+        assert_eq!(url_host("https://vc.example/sdk"), "vc.example");
+        assert_eq!(url_host("https://127.0.0.1:18700/sdk"), "127.0.0.1");
+        assert_eq!(url_host("https://[fd00::1]:443/sdk"), "[fd00::1]");
+        assert_eq!(snapshot_name(" s1 ").unwrap(), "s1");
+        for bad in ["", "  ", "a\nb", &"x".repeat(81)] {
+            let e = snapshot_name(bad).unwrap_err();
+            assert_eq!(e.field(), Some("name"), "{bad:?}");
+        }
+        // A listed name is looked up exactly as vCenter holds it.
+        assert_eq!(listed_snapshot_name(" s1 ").unwrap(), " s1 ");
+        assert!(listed_snapshot_name("").is_err());
+        assert!(listed_snapshot_name(&"x".repeat(2000)).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! The provider against govmomi's vCenter simulator: TLS trust, login failures, a session ended
-//! mid-job, unknown templates, placement on the pinned host, job logs and tenant text.
+//! mid-job, unknown templates, placement on the pinned host, job logs and tenant text, and the
+//! console the simulator cannot give.
 
 mod common;
 
@@ -8,8 +9,8 @@ use std::sync::Arc;
 
 use common::{FAR, HOST, IMAGE, Lines, OTHER, PASSWORD, Peer};
 use hcp_core::{
-    CreateVm, DeleteVm, ErrorKind, HcpMark, HostInventory, MigrateVm, NetworkPlan, OpContext,
-    PowerState, ProjectId, Provider, Resources, StopVm, VmId, VmTarget,
+    ConsoleKind, CreateVm, DeleteVm, ErrorKind, GetConsole, HcpMark, HostInventory, MigrateVm,
+    NetworkPlan, OpContext, PowerState, ProjectId, Provider, Resources, StopVm, VmId, VmTarget,
 };
 use serde_json::json;
 
@@ -316,4 +317,59 @@ async fn a_nic_on_a_distributed_port_group_is_backed_by_its_switch() {
     p.delete_vm(&ctx, DeleteVm::new(t).with_force(true))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_console_on_the_simulator_is_a_clear_feature_not_supported() {
+    let peer = Peer::start(1);
+    let p = peer.provider();
+    // The declaration stays off: the engine refuses consoles before a job exists.
+    assert!(!p.capabilities().console_webmks);
+    let (create, mut target) = args(HOST, "console-1", IMAGE);
+    let (ctx, _) = job();
+    let created = p.create_vm(&ctx, create.with_start(true)).await.unwrap();
+    target.native_id = Some(created.native_id.clone());
+    // The simulator answers AcquireTicket with MethodNotFound.
+    let e = p
+        .console(GetConsole::new(target.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FeatureNotSupported, "{e}");
+    assert!(!e.is_temporary(), "{e}");
+    assert_eq!(
+        e.context_value("capability"),
+        Some("console_webmks"),
+        "{e:?}"
+    );
+    assert!(e.message().contains("WebMKS"), "{e}");
+    assert!(
+        !e.message().contains(&created.native_id),
+        "tenants see no managed object id: {e}"
+    );
+    assert!(
+        e.operator_message().contains("AcquireTicket"),
+        "operators see vCenter's answer: {}",
+        e.operator_message()
+    );
+    // Other console types are refused without asking vCenter.
+    let e = p
+        .console(GetConsole::new(target.clone()).with_kind(Some(ConsoleKind::Vnc)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FeatureNotSupported, "{e}");
+    assert_eq!(e.context_value("capability"), Some("console_vnc"), "{e:?}");
+    // A stopped VM has no console; a missing one is NotFound.
+    p.stop_vm(&ctx, StopVm::new(target.clone()).with_force(true))
+        .await
+        .unwrap();
+    let e = p
+        .console(GetConsole::new(target.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    p.delete_vm(&ctx, DeleteVm::new(target.clone()))
+        .await
+        .unwrap();
+    let e = p.console(GetConsole::new(target)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }

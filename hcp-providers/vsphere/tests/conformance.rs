@@ -1,10 +1,11 @@
-//! The whole provider conformance suite of hcp-core against govmomi's vCenter simulator. It runs
-//! alone in its test binary because its checks count every VM on the host.
+//! The whole provider conformance suite of hcp-core, and its snapshot life cycle, against
+//! govmomi's vCenter simulator. It runs alone in its test binary because its checks count every
+//! VM on the host.
 
 mod common;
 
 use common::{HOST, IMAGE, OTHER, Peer, dyn_provider};
-use hcp_core::testkit::{Fixture, run_all};
+use hcp_core::testkit::{Fixture, run_all, snapshot_lifecycle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_on_vcsim() {
@@ -14,5 +15,8 @@ async fn conformance_suite_on_vcsim() {
     run_all(dyn_provider(&p), &f)
         .await
         .unwrap_or_else(|e| panic!("conformance on vcsim: {e:?}"));
+    snapshot_lifecycle(dyn_provider(&p), &f)
+        .await
+        .unwrap_or_else(|e| panic!("snapshot lifecycle on vcsim: {e:?}"));
     p.shutdown().await.expect("logout");
 }

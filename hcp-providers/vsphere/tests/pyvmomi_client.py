@@ -7,6 +7,10 @@ Prints one JSON document. Commands:
   setup {template, source}        clones `source` into a template named `template` (idempotent)
   show {name}                     a VM's state as vCenter reports it
   clone {name, source}            a plain clone of `source`, made outside HCP (no mark)
+  snapshots {name}                a VM's snapshot tree (names, children in vCenter's order) and
+                                  the current snapshot's name
+  snapshot {name, snapshot, memory}
+                                  takes a snapshot outside HCP
   terminate_others                ends every session but this one (HCP's included)
   destroy {name}                  powers a VM off and destroys it
   inventory {repeat}              the property-collector read HCP's inventory makes, timed
@@ -91,9 +95,7 @@ def show(si, a):
         if isinstance(d, vim.vm.device.VirtualDisk)
     ]
     snaps = []
-    # The simulator drops the connection when `snapshot` is read on a VM without one, and does
-    # not keep `rootSnapshot`; its snapshot files say whether there are any.
-    if vm.layoutEx is not None and len(vm.layoutEx.snapshot) > 0:
+    if has_snapshots(vm):
         stack = list(vm.snapshot.rootSnapshotList)
         while stack:
             s = stack.pop()
@@ -114,6 +116,41 @@ def show(si, a):
         "userdata": decode(extra, "guestinfo.userdata"),
         "metadata": decode(extra, "guestinfo.metadata"),
     }
+
+
+def has_snapshots(vm):
+    # The simulator drops the connection when `snapshot` is read on a VM without one; its
+    # snapshot files say whether there are any.
+    return vm.layoutEx is not None and len(vm.layoutEx.snapshot) > 0
+
+
+def snapshots(si, a):
+    vm = find(si, vim.VirtualMachine, a["name"])
+    if vm is None:
+        return {"found": False}
+    if not has_snapshots(vm):
+        return {"found": True, "tree": [], "current": None}
+    info = vm.snapshot
+    names = {}
+
+    def walk(trees):
+        out = []
+        for t in trees:
+            names[t.snapshot._moId] = t.name
+            out.append({"name": t.name, "children": walk(t.childSnapshotList)})
+        return out
+
+    tree = walk(info.rootSnapshotList)
+    current = names.get(info.currentSnapshot._moId) if info.currentSnapshot else None
+    return {"found": True, "tree": tree, "current": current}
+
+
+def snapshot(si, a):
+    vm = find(si, vim.VirtualMachine, a["name"])
+    task = vm.CreateSnapshot_Task(
+        name=a["snapshot"], description="taken by pyvmomi", memory=a["memory"], quiesce=False
+    )
+    return {"moref": wait(task)._moId}
 
 
 def decode(extra, key):
@@ -237,6 +274,8 @@ def main():
             "setup": lambda: setup(si, a),
             "show": lambda: show(si, a),
             "clone": lambda: clone(si, a),
+            "snapshots": lambda: snapshots(si, a),
+            "snapshot": lambda: snapshot(si, a),
             "terminate_others": lambda: terminate_others(si),
             "destroy": lambda: destroy(si, a),
             "inventory": lambda: inventory(si, a.get("repeat", 1)),

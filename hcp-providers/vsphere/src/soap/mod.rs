@@ -628,6 +628,160 @@ pub fn create_snapshot(vm: &MoRef, name: &str, description: &str) -> String {
     w.finish()
 }
 
+/// `RevertToSnapshot_Task` on a snapshot: the VM returns to it (powered on again when the
+/// snapshot holds memory state, as vCenter does by default).
+pub fn revert_to_snapshot(snapshot: &MoRef) -> String {
+    simple("RevertToSnapshot_Task", snapshot)
+}
+
+/// `RemoveSnapshot_Task` on a snapshot; with `remove_children` false its children are kept
+/// (vCenter re-parents them) and its disk changes are consolidated into them.
+pub fn remove_snapshot(snapshot: &MoRef, remove_children: bool) -> String {
+    let mut w = call("RemoveSnapshot_Task", snapshot);
+    w.el("removeChildren", remove_children)
+        .close("RemoveSnapshot_Task");
+    w.finish()
+}
+
+/// `AcquireTicket` on a VM for a ticket of `ticket_type` (`webmks`).
+pub fn acquire_ticket(vm: &MoRef, ticket_type: &str) -> String {
+    let mut w = call("AcquireTicket", vm);
+    w.el("ticketType", ticket_type).close("AcquireTicket");
+    w.finish()
+}
+
+/// One snapshot of a VM, read from its `snapshot` property (`VirtualMachineSnapshotTree`) and
+/// its `layoutEx.snapshot` files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The snapshot's managed object (`VirtualMachineSnapshot`), what revert and remove act on.
+    pub moref: MoRef,
+    /// The name it was taken with (vCenter does not require names to be unique).
+    pub name: String,
+    /// `createTime`, when it parses as RFC 3339.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// vCenter's per-VM sequence number (`id`), which orders snapshots of one instant.
+    pub id: i64,
+    /// The VM's power state when it was taken (`poweredOn`, `poweredOff`, `suspended`).
+    pub state: String,
+    /// True when it holds the VM's memory state (see [`snapshots`]).
+    pub memory: bool,
+}
+
+/// Flattens a VM's snapshot tree (the `snapshot` property, a `VirtualMachineSnapshotInfo`)
+/// into a list, oldest first (by `createTime`, then `id`). `None` (a VM without snapshots
+/// reports no `snapshot` property) gives an empty list.
+///
+/// # Behavior
+/// A snapshot holds memory when the VM was `poweredOn` when it was taken and, where the VM's
+/// `layoutEx.snapshot` (`layout`) lists the snapshot, its `memoryKey` names a memory file (it
+/// is `-1` for a snapshot of the disks only). The tree is walked without recursion, so a deep
+/// chain cannot exhaust the stack.
+pub fn snapshots(info: Option<&Node>, layout: Option<&Node>) -> Vec<Snapshot> {
+    let memory_keys: Vec<(MoRef, i64)> = layout
+        .map(|l| {
+            l.children
+                .iter()
+                .filter_map(|s| {
+                    let key = MoRef::from_node(s.child("key")?)?;
+                    let memory = s
+                        .text_of("memoryKey")
+                        .and_then(|k| k.parse::<i64>().ok())
+                        .unwrap_or(-1);
+                    Some((key, memory))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut stack: Vec<&Node> = info
+        .map(|i| i.all("rootSnapshotList").collect())
+        .unwrap_or_default();
+    while let Some(t) = stack.pop() {
+        stack.extend(t.all("childSnapshotList"));
+        let Some(moref) = t.child("snapshot").and_then(MoRef::from_node) else {
+            continue;
+        };
+        let state = t.text_of("state").unwrap_or("").to_string();
+        let has_memory_file = memory_keys
+            .iter()
+            .find(|(k, _)| *k == moref)
+            .is_none_or(|(_, m)| *m >= 0);
+        out.push(Snapshot {
+            name: t.text_of("name").unwrap_or("").to_string(),
+            created_at: t
+                .text_of("createTime")
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map(|c| c.with_timezone(&chrono::Utc)),
+            id: t.text_of("id").and_then(|i| i.parse().ok()).unwrap_or(0),
+            memory: state == "poweredOn" && has_memory_file,
+            state,
+            moref,
+        });
+    }
+    out.sort_by(|a, b| {
+        (a.created_at.is_none(), a.created_at, a.id).cmp(&(
+            b.created_at.is_none(),
+            b.created_at,
+            b.id,
+        ))
+    });
+    out
+}
+
+/// What `AcquireTicket` answers (`VirtualMachineTicket`). The ticket is a one-time credential:
+/// `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VmTicket {
+    /// The ticket itself.
+    pub ticket: String,
+    /// The host that serves the console, when vCenter names one.
+    pub host: Option<String>,
+    /// Its port, when vCenter names one.
+    pub port: Option<String>,
+    /// SHA-256 thumbprints of the host's certificate (`certThumbprintList`, vSphere 7.0.3 on).
+    pub sha256_thumbprints: Vec<String>,
+    /// The SHA-1 thumbprint of the host's certificate (`sslThumbprint`).
+    pub sha1_thumbprint: Option<String>,
+}
+
+impl fmt::Debug for VmTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VmTicket")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("sha256_thumbprints", &self.sha256_thumbprints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VmTicket {
+    /// Reads the reply's `returnval`; `None` without a ticket.
+    pub fn from_node(n: &Node) -> Option<Self> {
+        let text = |k: &str| {
+            n.text_of(k)
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        };
+        Some(VmTicket {
+            ticket: text("ticket")?,
+            host: text("host"),
+            port: text("port"),
+            sha256_thumbprints: n
+                .all("certThumbprintList")
+                .filter(|c| {
+                    c.text_of("hashAlgorithm")
+                        .is_none_or(|a| a.eq_ignore_ascii_case("sha256"))
+                })
+                .filter_map(|c| c.text_of("thumbprint"))
+                .map(str::to_string)
+                .collect(),
+            sha1_thumbprint: text("sslThumbprint"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,6 +805,90 @@ mod tests {
             decode(doc.as_bytes()).unwrap().unwrap_err().kind,
             "InvalidArgument"
         );
+    }
+
+    /// The simulator's reply to a read of `snapshot` and `layoutEx.snapshot` (recorded): `s1`
+    /// with two children, `s2` and `s3` (taken after a revert to `s1`); its `state` is the VM's
+    /// power state whatever `memory` was, and it writes no memory files.
+    const VCSIM_TREE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="VirtualMachine">vm-27</obj><propSet><name>snapshot</name><val xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="VirtualMachineSnapshotInfo"><currentSnapshot type="VirtualMachineSnapshot">snapshot-35</currentSnapshot><rootSnapshotList><snapshot type="VirtualMachineSnapshot">snapshot-30</snapshot><vm type="VirtualMachine">vm-27</vm><name>s1</name><description>d</description><id>1</id><createTime>2026-12-02T15:27:49.233996912Z</createTime><state>poweredOn</state><quiesced>false</quiesced><childSnapshotList><snapshot type="VirtualMachineSnapshot">snapshot-32</snapshot><vm type="VirtualMachine">vm-27</vm><name>s2</name><description>d</description><id>2</id><createTime>2026-12-02T15:27:49.239387152Z</createTime><state>poweredOn</state><quiesced>false</quiesced><replaySupported>false</replaySupported></childSnapshotList><childSnapshotList><snapshot type="VirtualMachineSnapshot">snapshot-35</snapshot><vm type="VirtualMachine">vm-27</vm><name>s3</name><description>d</description><id>3</id><createTime>2026-12-02T15:27:49.447963629Z</createTime><state>poweredOn</state><quiesced>true</quiesced><replaySupported>false</replaySupported></childSnapshotList><replaySupported>false</replaySupported></rootSnapshotList></val></propSet><propSet><name>layoutEx.snapshot</name><val xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="ArrayOfVirtualMachineFileLayoutExSnapshotLayout"><VirtualMachineFileLayoutExSnapshotLayout><key type="VirtualMachineSnapshot">snapshot-30</key><dataKey>7</dataKey><memoryKey>-1</memoryKey><disk><key>255511522</key><chain><fileKey>5</fileKey><fileKey>6</fileKey></chain></disk></VirtualMachineFileLayoutExSnapshotLayout><VirtualMachineFileLayoutExSnapshotLayout><key type="VirtualMachineSnapshot">snapshot-32</key><dataKey>8</dataKey><memoryKey>-1</memoryKey><disk><key>255511522</key><chain><fileKey>5</fileKey><fileKey>6</fileKey></chain></disk></VirtualMachineFileLayoutExSnapshotLayout><VirtualMachineFileLayoutExSnapshotLayout><key type="VirtualMachineSnapshot">snapshot-35</key><dataKey>9</dataKey><memoryKey>-1</memoryKey><disk><key>255511522</key><chain><fileKey>5</fileKey><fileKey>6</fileKey></chain></disk></VirtualMachineFileLayoutExSnapshotLayout></val></propSet><propSet><name>runtime.powerState</name><val xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="VirtualMachinePowerState">poweredOn</val></propSet></objects></returnval></RetrievePropertiesExResponse></soapenv:Body></soapenv:Envelope>"#;
+
+    fn object(doc: &str) -> ObjectContent {
+        let vals = decode(doc.as_bytes()).unwrap().unwrap();
+        RetrieveResult::from_returnvals(&vals).objects.remove(0)
+    }
+
+    #[test]
+    fn a_snapshot_tree_is_flattened_oldest_first() {
+        let o = object(VCSIM_TREE);
+        let list = snapshots(o.get("snapshot"), o.get("layoutEx.snapshot"));
+        let names: Vec<_> = list.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["s1", "s2", "s3"]);
+        assert_eq!(
+            list[0].moref,
+            MoRef::new("VirtualMachineSnapshot", "snapshot-30")
+        );
+        assert_eq!(list[2].moref.value, "snapshot-35");
+        assert_eq!(
+            list[0].created_at.unwrap().to_rfc3339(),
+            "2026-12-02T15:27:49.233996912+00:00"
+        );
+        // No memory files: none holds memory, though the VM ran when each was taken.
+        assert!(list.iter().all(|s| !s.memory && s.state == "poweredOn"));
+        // Without the layout, the power state alone says it.
+        assert!(snapshots(o.get("snapshot"), None).iter().all(|s| s.memory));
+        // No `snapshot` property: no snapshots.
+        assert!(snapshots(None, o.get("layoutEx.snapshot")).is_empty());
+    }
+
+    #[test]
+    fn memory_files_and_power_states_say_which_snapshots_hold_memory() {
+        // vCenter's own spelling (xsi:type), a memory file for the second snapshot, a third
+        // taken while the VM was off, and two taken in one instant (ordered by id).
+        let doc = r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="VirtualMachine">vm-9</obj>
+<propSet><name>snapshot</name><val xsi:type="VirtualMachineSnapshotInfo"><rootSnapshotList>
+<snapshot type="VirtualMachineSnapshot">snapshot-3</snapshot><name>late</name><id>3</id><createTime>2026-01-02T00:00:00Z</createTime><state>poweredOff</state><quiesced>false</quiesced>
+</rootSnapshotList><rootSnapshotList>
+<snapshot type="VirtualMachineSnapshot">snapshot-2</snapshot><name>b</name><id>2</id><createTime>2026-01-01T00:00:00Z</createTime><state>poweredOn</state><quiesced>false</quiesced>
+</rootSnapshotList><rootSnapshotList>
+<snapshot type="VirtualMachineSnapshot">snapshot-1</snapshot><name>a</name><id>1</id><createTime>2026-01-01T00:00:00Z</createTime><state>poweredOn</state><quiesced>false</quiesced>
+</rootSnapshotList></val></propSet>
+<propSet><name>layoutEx.snapshot</name><val xsi:type="ArrayOfVirtualMachineFileLayoutExSnapshotLayout">
+<VirtualMachineFileLayoutExSnapshotLayout><key type="VirtualMachineSnapshot">snapshot-1</key><dataKey>4</dataKey><memoryKey>-1</memoryKey></VirtualMachineFileLayoutExSnapshotLayout>
+<VirtualMachineFileLayoutExSnapshotLayout><key type="VirtualMachineSnapshot">snapshot-2</key><dataKey>5</dataKey><memoryKey>6</memoryKey></VirtualMachineFileLayoutExSnapshotLayout>
+<VirtualMachineFileLayoutExSnapshotLayout><key type="VirtualMachineSnapshot">snapshot-3</key><dataKey>7</dataKey><memoryKey>-1</memoryKey></VirtualMachineFileLayoutExSnapshotLayout>
+</val></propSet></objects></returnval></RetrievePropertiesExResponse></soapenv:Body></soapenv:Envelope>"#;
+        let o = object(doc);
+        let list = snapshots(o.get("snapshot"), o.get("layoutEx.snapshot"));
+        let seen: Vec<_> = list.iter().map(|s| (s.name.as_str(), s.memory)).collect();
+        assert_eq!(seen, [("a", false), ("b", true), ("late", false)]);
+    }
+
+    #[test]
+    fn a_deep_snapshot_chain_parses_and_flattens() {
+        let depth = 200;
+        let mut tree = String::new();
+        for i in 0..depth {
+            tree.push_str(&format!(
+                "<{}><snapshot type=\"VirtualMachineSnapshot\">snapshot-{i}</snapshot><name>s{i}</name><id>{i}</id><createTime>2026-01-01T00:00:{:02}Z</createTime><state>poweredOff</state>",
+                if i == 0 { "rootSnapshotList" } else { "childSnapshotList" },
+                i % 60
+            ));
+        }
+        for i in (0..depth).rev() {
+            tree.push_str(if i == 0 {
+                "</rootSnapshotList>"
+            } else {
+                "</childSnapshotList>"
+            });
+        }
+        let doc = format!(
+            r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="VirtualMachine">vm-1</obj><propSet><name>snapshot</name><val>{tree}</val></propSet></objects></returnval></RetrievePropertiesExResponse></soapenv:Body></soapenv:Envelope>"#
+        );
+        let o = object(&doc);
+        let list = snapshots(o.get("snapshot"), None);
+        assert_eq!(list.len(), depth);
+        assert!(list.iter().all(|s| !s.memory));
     }
 
     #[test]
@@ -681,6 +919,9 @@ mod tests {
             create_container_view(&pc, &view, &["VirtualMachine"]),
             relocate(&view, &pc, Some(&pc)),
             create_snapshot(&view, "s1", "by HCP"),
+            revert_to_snapshot(&view),
+            remove_snapshot(&view, false),
+            acquire_ticket(&view, "webmks"),
             reconfig(
                 &view,
                 &ConfigSpec {

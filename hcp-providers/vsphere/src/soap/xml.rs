@@ -13,8 +13,10 @@ use quick_xml::reader::NsReader;
 /// The XML Schema instance namespace, where `type` names an element's concrete type.
 pub const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
-/// Most elements nested in one another that a reply may hold.
-const MAX_DEPTH: usize = 64;
+/// Most elements nested in one another that a reply may hold. A VM's snapshot tree nests one
+/// level per snapshot of a chain, so this leaves room for chains far past the 32 snapshots
+/// vSphere supports, while still bounding what a reply can make HCP hold.
+const MAX_DEPTH: usize = 320;
 
 /// One element of a reply: its local name, types, text and children.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -274,7 +276,7 @@ mod tests {
         assert_eq!(n.text_of("b"), Some("x & y"));
         assert!(n.child("c").is_some());
         assert!(parse(b"<a><b></a>").is_err());
-        let deep = "<a>".repeat(100) + &"</a>".repeat(100);
+        let deep = "<a>".repeat(MAX_DEPTH + 10) + &"</a>".repeat(MAX_DEPTH + 10);
         assert!(parse(deep.as_bytes()).is_err());
     }
 

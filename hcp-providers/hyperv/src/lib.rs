@@ -18,6 +18,10 @@
 //! - **Guest customization**: user-data goes into a cloud-init NoCloud seed ISO (volume label
 //!   `cidata`) built on the host and attached to the VM, so the provider declares `cloud_init`.
 //! - **Consoles** are VMConnect-style RDP descriptions: the owner host, port 2179 and the VM id.
+//! - **Snapshots are checkpoints** of the type the VM is configured for (Hyper-V's default:
+//!   Production, disks only); each listed checkpoint says whether it holds memory, read from the
+//!   state it captured. HCP treats checkpoint names as unique per VM and refuses to guess
+//!   between checkpoints Hyper-V let share a name (see the README's "Checkpoints").
 //!
 //! Transport: HTTPS (port 5986) with NTLM, Basic or (feature `kerberos`) Kerberos is the
 //! default. NTLM over plain HTTP needs

@@ -91,4 +91,33 @@ function Get-HcpVmView {
     }
 }
 
-Export-ModuleMember -Function Get-HcpMark, Find-HcpVm, Get-HcpVmOrThrow, New-HcpError, Get-HcpVmView
+function Get-HcpCheckpointByName {
+    # Returns the VM's one checkpoint named $Name, or $null. HCP treats checkpoint names as unique
+    # per VM; Hyper-V does not, so a name several checkpoints share is refused, never guessed.
+    param(
+        [Parameter(Mandatory)]$VM,
+        [Parameter(Mandatory)][string]$Name
+    )
+    $found = @(Get-VMSnapshot -VM $VM -SnapshotType Standard | Where-Object { $_.Name -eq $Name })
+    if ($found.Count -gt 1) {
+        throw (New-HcpError -Category InvalidOperation -ErrorId 'CheckpointNameNotUnique' -Message "$($found.Count) checkpoints of virtual machine '$($VM.Name)' are named '$Name'; HCP needs checkpoint names to be unique per VM. Rename or remove the others in Hyper-V first.")
+    }
+    if ($found.Count -eq 1) { return $found[0] }
+    return $null
+}
+
+function Get-HcpCheckpointView {
+    # Describes a checkpoint. Its State is the state it captured: Running, Paused or Saved when it
+    # holds the VM's memory, Off when it holds only the disks.
+    param([Parameter(Mandatory)]$Checkpoint)
+    $state = $Checkpoint.State.ToString()
+    [ordered]@{
+        Id           = $Checkpoint.Id.ToString()
+        Name         = $Checkpoint.Name
+        CreationTime = $Checkpoint.CreationTime.ToUniversalTime().ToString('o')
+        State        = $state
+        Memory       = ($state -ne 'Off')
+    }
+}
+
+Export-ModuleMember -Function Get-HcpMark, Find-HcpVm, Get-HcpVmOrThrow, New-HcpError, Get-HcpVmView, Get-HcpCheckpointByName, Get-HcpCheckpointView

@@ -18,6 +18,10 @@
 //! - **Guest customization**: user-data goes into a cloud-init NoCloud seed ISO (volume label
 //!   `cidata`) built on the host and attached to the VM, so the provider declares `cloud_init`.
 //! - **Consoles** are VMConnect-style RDP descriptions: the owner host, port 2179 and the VM id.
+//! - **Snapshots are checkpoints** of the type the VM is configured for (Hyper-V's default:
+//!   Production, disks only); each listed checkpoint says whether it holds memory, read from the
+//!   state it captured. HCP treats checkpoint names as unique per VM and refuses to guess
+//!   between checkpoints Hyper-V let share a name (see the README's "Checkpoints").
 //!
 //! Transport: HTTPS (port 5986) with NTLM, Basic or (feature `kerberos`) Kerberos is the
 //! default. NTLM over plain HTTP needs
@@ -40,10 +44,11 @@ use async_trait::async_trait;
 use chrono::Utc;
 use hcp_core::{
     Capabilities, Console, ConsoleHandshake, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm,
-    DeleteVm, DeletedVm, Error, ErrorKind, GetConsole, HcpMark, HostInfo, HostInventory,
-    HostInventoryReply, LogEntry, NativeVm, OpContext, Operation, PowerState, Provider,
-    ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Resources, Result, Secrets, SnapshotVm,
-    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
+    DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HcpMark,
+    HostInfo, HostInventory, HostInventoryReply, ListSnapshots, LogEntry, NativeSnapshot, NativeVm,
+    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
+    Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm,
+    StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -219,6 +224,38 @@ fn power_of(state: &str) -> PowerState {
         "Paused" | "Saved" => PowerState::Paused,
         _ => PowerState::Unknown,
     }
+}
+
+/// The most checkpoints Hyper-V keeps for one VM; a longer list breaks the scripts' contract.
+const MAX_CHECKPOINTS: usize = 50;
+
+/// One item of `Get-HcpCheckpoint.ps1`'s `Checkpoints`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CheckpointDoc {
+    name: String,
+    creation_time: String,
+    memory: bool,
+}
+
+/// Names the snapshot in the NotFound error of `Restore-HcpCheckpoint.ps1` when it is the
+/// checkpoint, not the VM, that is missing; the operator detail and context stay.
+fn name_missing_checkpoint(e: Error, name: &str) -> Error {
+    if e.kind() != ErrorKind::NotFound
+        || !e
+            .context_value("error_id")
+            .is_some_and(|id| id.starts_with("CheckpointNotFound"))
+    {
+        return e;
+    }
+    let mut named = Error::not_found("snapshot", name);
+    if let Some(detail) = e.detail() {
+        named = named.with_detail(detail);
+    }
+    for (key, value) in e.context() {
+        named = named.with_context(key, value);
+    }
+    named
 }
 
 fn field<T: for<'de> Deserialize<'de>>(host: &str, v: &Value, key: &str) -> Result<T> {
@@ -733,6 +770,25 @@ impl HypervProvider {
         m
     }
 
+    /// The parameters of the checkpoint scripts: the VM and the checkpoint's name, checked
+    /// first (the scripts' `ValidatePattern` accepts exactly these names).
+    fn checkpoint_params(
+        &self,
+        t: &VmTarget,
+        name: &str,
+    ) -> Result<serde_json::Map<String, Value>> {
+        validate_vm_name(name).map_err(|_| {
+            Error::invalid(
+                "snapshot name",
+                "checkpoint names are 1-100 characters of letters, digits, '.', '_' and '-', \
+                 starting with a letter or digit",
+            )
+        })?;
+        let mut p = self.target_params(t);
+        p.insert("CheckpointName".into(), json!(name));
+        Ok(p)
+    }
+
     fn host_info(&self, h: &Host) -> HostInfo {
         let observed = *h.observed.lock().unwrap_or_else(|p| p.into_inner());
         let (vcpus, mem) =
@@ -1137,14 +1193,7 @@ impl Provider for HypervProvider {
     }
 
     async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {
-        validate_vm_name(&args.name).map_err(|_| {
-            Error::invalid(
-                "snapshot name",
-                "checkpoint names are 1-100 characters of letters, digits, '.', '_' and '-'",
-            )
-        })?;
-        let mut p = self.target_params(&args.target);
-        p.insert("CheckpointName".into(), json!(args.name));
+        let p = self.checkpoint_params(&args.target, &args.name)?;
         let v = self
             .call(&args.target.host, Script::Checkpoint, Value::Object(p), ctx)
             .await?;
@@ -1153,6 +1202,77 @@ impl Provider for HypervProvider {
             &v,
             "Id",
         )?))
+    }
+
+    async fn list_snapshots(&self, args: ListSnapshots) -> Result<Vec<NativeSnapshot>> {
+        let host = &args.target.host;
+        let p = self.target_params(&args.target);
+        let v = self
+            .call(
+                host,
+                Script::ListCheckpoints,
+                Value::Object(p),
+                &OpContext::detached(),
+            )
+            .await?;
+        let items: Vec<CheckpointDoc> = field(host, &v, "Checkpoints")?;
+        if items.len() > MAX_CHECKPOINTS {
+            return Err(error::parse_error(
+                host,
+                error::Remote::Contract(format!(
+                    "{} checkpoints listed; Hyper-V keeps at most {MAX_CHECKPOINTS} per VM",
+                    items.len()
+                )),
+            ));
+        }
+        items
+            .into_iter()
+            .map(|c| {
+                let created = chrono::DateTime::parse_from_rfc3339(&c.creation_time)
+                    .map_err(|e| {
+                        error::parse_error(
+                            host,
+                            error::Remote::Contract(format!(
+                                "checkpoint creation time {:?}: {e}",
+                                c.creation_time
+                            )),
+                        )
+                    })?
+                    .with_timezone(&Utc);
+                Ok(NativeSnapshot::new(c.name, Some(created), c.memory))
+            })
+            .collect()
+    }
+
+    async fn revert_snapshot(
+        &self,
+        ctx: &OpContext,
+        args: RevertSnapshot,
+    ) -> Result<RevertedSnapshot> {
+        let host = &args.target.host;
+        let p = self.checkpoint_params(&args.target, &args.name)?;
+        let v = self
+            .call(host, Script::RestoreCheckpoint, Value::Object(p), ctx)
+            .await
+            .map_err(|e| name_missing_checkpoint(e, &args.name))?;
+        let state: String = field(host, &v, "State")?;
+        Ok(RevertedSnapshot::new(
+            field(host, &v, "MemoryKept")?,
+            power_of(&state),
+        ))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        ctx: &OpContext,
+        args: DeleteSnapshot,
+    ) -> Result<DeletedSnapshot> {
+        let host = &args.target.host;
+        let p = self.checkpoint_params(&args.target, &args.name)?;
+        let v = self
+            .call(host, Script::RemoveCheckpoint, Value::Object(p), ctx)
+            .await?;
+        Ok(DeletedSnapshot::new(field(host, &v, "Existed")?))
     }
 }
 

@@ -17,7 +17,7 @@ pub const WRAPPER: &str = include_str!("../scripts/_wrapper.ps1");
 const PLACEHOLDER: &str = "$HcpScript = '{{SCRIPT}}'";
 
 /// The scripts deployed to each host, by file name.
-pub const EMBEDDED: [(&str, &str); 10] = [
+pub const EMBEDDED: [(&str, &str); 13] = [
     ("HcpCommon.psm1", include_str!("../scripts/HcpCommon.psm1")),
     (
         "Get-HcpInventory.ps1",
@@ -44,6 +44,18 @@ pub const EMBEDDED: [(&str, &str); 10] = [
     (
         "New-HcpCheckpoint.ps1",
         include_str!("../scripts/New-HcpCheckpoint.ps1"),
+    ),
+    (
+        "Get-HcpCheckpoint.ps1",
+        include_str!("../scripts/Get-HcpCheckpoint.ps1"),
+    ),
+    (
+        "Restore-HcpCheckpoint.ps1",
+        include_str!("../scripts/Restore-HcpCheckpoint.ps1"),
+    ),
+    (
+        "Remove-HcpCheckpoint.ps1",
+        include_str!("../scripts/Remove-HcpCheckpoint.ps1"),
     ),
     (
         "Complete-HcpGuestSetup.ps1",
@@ -94,6 +106,12 @@ pub enum Script {
     Console,
     /// `New-HcpCheckpoint.ps1`.
     Checkpoint,
+    /// `Get-HcpCheckpoint.ps1`.
+    ListCheckpoints,
+    /// `Restore-HcpCheckpoint.ps1`.
+    RestoreCheckpoint,
+    /// `Remove-HcpCheckpoint.ps1`.
+    RemoveCheckpoint,
     /// `Complete-HcpGuestSetup.ps1`.
     GuestSetup,
 }
@@ -110,6 +128,9 @@ impl Script {
             Script::RestartVm => "Restart-HcpVm.ps1",
             Script::Console => "Get-HcpConsole.ps1",
             Script::Checkpoint => "New-HcpCheckpoint.ps1",
+            Script::ListCheckpoints => "Get-HcpCheckpoint.ps1",
+            Script::RestoreCheckpoint => "Restore-HcpCheckpoint.ps1",
+            Script::RemoveCheckpoint => "Remove-HcpCheckpoint.ps1",
             Script::GuestSetup => "Complete-HcpGuestSetup.ps1",
         }
     }

@@ -1,12 +1,12 @@
-//! The whole provider conformance suite from hcp-core, against the WinRM test host over HTTPS
-//! with NTLM and with Basic authentication.
+//! The whole provider conformance suite from hcp-core (with the snapshot lifecycle), against the
+//! WinRM test host over HTTPS with NTLM and with Basic authentication.
 
 mod common;
 
 use std::sync::Arc;
 
 use hcp_core::Provider;
-use hcp_core::testkit::{Fixture, run_all};
+use hcp_core::testkit::{Fixture, run_all, snapshot_lifecycle};
 use hcp_provider_hyperv::AuthKind;
 
 fn fixture() -> Fixture {
@@ -17,7 +17,8 @@ fn fixture() -> Fixture {
 async fn conformance_suite_over_https_with_ntlm() {
     let th = common::TestHost::start(2, None);
     let p: Arc<dyn Provider> = Arc::new(common::provider(&th, common::settings()));
-    run_all(p, &fixture()).await.unwrap();
+    run_all(p.clone(), &fixture()).await.unwrap();
+    snapshot_lifecycle(p, &fixture()).await.unwrap();
     let records = th.control("hv1", "records", None);
     assert_eq!(records["violations"], serde_json::json!([]), "{records}");
     let status = th.control("hv1", "status", None);
@@ -35,7 +36,7 @@ async fn conformance_suite_over_https_with_basic() {
         ..common::settings()
     };
     let p: Arc<dyn Provider> = Arc::new(common::provider(&th, settings));
-    run_all(p, &Fixture::new("hv1", "ubuntu-24.04"))
-        .await
-        .unwrap();
+    let f = Fixture::new("hv1", "ubuntu-24.04");
+    run_all(p.clone(), &f).await.unwrap();
+    snapshot_lifecycle(p, &f).await.unwrap();
 }

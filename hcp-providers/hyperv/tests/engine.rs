@@ -448,3 +448,71 @@ async fn two_networks_give_two_adapters_and_oversized_vms_are_refused_before_a_j
         .len();
     assert_eq!(jobs_before, jobs_after, "refused before any job exists");
 }
+
+/// The engine lists a VM's snapshots before it accepts a create; with the Hyper-V provider's
+/// list in place, HCP users checkpoint, list, revert and delete through the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_go_through_the_engine() {
+    let th = common::TestHost::start(1, None);
+    let (engine, _secrets) = engine(&th, "differencing").await;
+    let scope = Scope::Project(ProjectId::new("demo"));
+    let created = engine
+        .create_vm(
+            &rc("cp-create"),
+            VmSpec::new("checkpointed", "ubuntu-24.04", "small"),
+        )
+        .await
+        .unwrap();
+    let wait = |job_id: hcp_core::JobId| {
+        let engine = &engine;
+        let scope = &scope;
+        async move {
+            let job = engine
+                .wait_job(scope, &job_id, Some(Duration::from_secs(60)))
+                .await
+                .unwrap();
+            assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+        }
+    };
+    wait(created.job_id.clone()).await;
+    let vm = created.vm_id.clone();
+    for name in ["before-upgrade", "after-upgrade"] {
+        let s = engine
+            .create_snapshot(&rc(&format!("cp-{name}")), &vm, name)
+            .await
+            .unwrap();
+        wait(s.submitted.job_id).await;
+    }
+    let listed = engine.list_snapshots(&rc("cp-list"), &vm).await.unwrap();
+    let names: Vec<_> = listed.iter().map(|s| (s.name.as_str(), s.memory)).collect();
+    assert_eq!(
+        names,
+        [("before-upgrade", false), ("after-upgrade", false)],
+        "Production checkpoints, oldest first"
+    );
+    // A name the VM already has is refused before any job exists.
+    let e = engine
+        .create_snapshot(&rc("cp-again"), &vm, "before-upgrade")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+
+    let reverted = engine
+        .revert_snapshot(&rc("cp-revert"), &vm, &listed[0].id)
+        .await
+        .unwrap();
+    assert_eq!(reverted.memory_state_kept, Some(false));
+    wait(reverted.submitted.job_id).await;
+    let deleted = engine
+        .delete_snapshot(&rc("cp-delete"), &vm, &listed[1].id)
+        .await
+        .unwrap();
+    wait(deleted.submitted.job_id).await;
+    let listed = engine.list_snapshots(&rc("cp-list-2"), &vm).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["before-upgrade"]
+    );
+    let records = th.control("hv1", "records", None);
+    assert_eq!(records["violations"], json!([]), "{records}");
+}

@@ -100,3 +100,29 @@ fn the_checker_finds_syntax_errors() {
     assert!(first_error("$a = @{ b = 1").is_some());
     assert!(first_error("Get-VM -Name 'x' | Select-Object -First 1").is_none());
 }
+
+#[test]
+fn the_checkpoint_scripts_are_embedded_and_parse() {
+    for name in [
+        "New-HcpCheckpoint.ps1",
+        "Get-HcpCheckpoint.ps1",
+        "Restore-HcpCheckpoint.ps1",
+        "Remove-HcpCheckpoint.ps1",
+    ] {
+        let (_, text) = EMBEDDED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name} is embedded"));
+        if let Some(e) = first_error(text) {
+            panic!("{name} does not parse: {e}");
+        }
+        // Parameters are data: the checkpoint's name is a validated parameter, never text.
+        assert!(
+            text.contains(
+                "[ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')][string]$CheckpointName"
+            ) || name == "Get-HcpCheckpoint.ps1",
+            "{name} validates CheckpointName"
+        );
+        assert!(!text.contains("Invoke-Expression"), "{name}");
+    }
+}

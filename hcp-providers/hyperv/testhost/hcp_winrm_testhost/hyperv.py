@@ -1,8 +1,16 @@
 """An in-memory Hyper-V host: VMs, VHDX files, switches, VLANs, notes, KVP items, checkpoints,
 DVD ISOs and failover-cluster owner nodes, with the cmdlets' behaviour and error wording
 (Get-VM, New-VM, New-VHD, Copy-Item, Set-VMProcessor, Set-VMMemory, Connect-VMNetworkAdapter,
-Set-VMNetworkAdapterVlan, Start-VM, Stop-VM, Restart-VM, Remove-VM, Checkpoint-VM, Get-VMHost,
-Get-ClusterGroup).
+Set-VMNetworkAdapterVlan, Start-VM, Stop-VM, Restart-VM, Remove-VM, Checkpoint-VM, Get-VMSnapshot,
+Restore-VMSnapshot, Remove-VMSnapshot, Get-VMHost, Get-ClusterGroup).
+
+Checkpoints behave as Hyper-V's: a VM's CheckpointType is Production by default (a disk-only
+checkpoint through the guest's VSS or file system freeze, captured State Off); a Production
+checkpoint of a running VM whose guest does not answer falls back to a Standard one
+(ProductionOnly fails instead); a Standard checkpoint captures the VM's state, so one of a
+running VM holds its memory. Applying a checkpoint that holds memory leaves the VM Saved (its
+memory becomes the VM's saved state); applying a disk-only one leaves it Off. Hyper-V lets
+several checkpoints of one VM share a name; HCP's scripts refuse to guess between them.
 
 Each public method named after a script (`new_hcp_vm` for `New-HcpVm.ps1`) carries out that
 script's semantics; see scripts.py for the mapping."""
@@ -51,7 +59,8 @@ class Vm:
     dvd: list[str] = field(default_factory=list)
     adapters: list[dict[str, Any]] = field(default_factory=list)
     kvp: dict[str, str] = field(default_factory=dict)
-    checkpoints: list[dict[str, str]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_type: str = "Production"  # Set-VM -CheckpointType: Standard, Production, ProductionOnly, Disabled
     owner: str = ""
     guest: str = "cooperative"  # or "unresponsive": ignores shutdown requests
     guest_kvp: dict[str, str] = field(default_factory=dict)  # guest-to-host KVP items
@@ -345,17 +354,90 @@ class HyperVHost:
                 raise PsError("InvalidOperation", f"The virtual machine '{vm.name}' is not running; a console needs a running virtual machine.", "Get-HcpConsole", "VmNotRunning,Get-HcpConsole.ps1")
             return {"HostName": vm.owner or self.name, "Port": 2179, "VmId": vm.id}
 
+    @staticmethod
+    def checkpoint_by_name(vm: Vm, name: str) -> dict[str, Any] | None:
+        """HcpCommon.psm1's Get-HcpCheckpointByName: the one Standard checkpoint named `name`
+        (PowerShell's -eq: case-insensitive), None, or an error when several share the name."""
+        found = [c for c in vm.checkpoints if c["SnapshotType"] == "Standard" and c["Name"].lower() == name.lower()]
+        if len(found) > 1:
+            raise PsError("InvalidOperation", f"{len(found)} checkpoints of virtual machine '{vm.name}' are named '{name}'; HCP needs checkpoint names to be unique per VM. Rename or remove the others in Hyper-V first.", "Get-HcpCheckpointByName", "CheckpointNameNotUnique")
+        return found[0] if found else None
+
+    @staticmethod
+    def checkpoint_view(c: dict[str, Any]) -> dict[str, Any]:
+        """HcpCommon.psm1's Get-HcpCheckpointView."""
+        return {"Id": c["Id"], "Name": c["Name"], "CreationTime": c["CreationTime"], "State": c["State"], "Memory": c["State"] != "Off"}
+
+    def checkpoint_vm(self, vm: Vm, name: str, snapshot_type: str = "Standard") -> dict[str, Any]:
+        """Checkpoint-VM (or, with another `snapshot_type`, what backup software or Replica
+        makes): the captured state follows the VM's CheckpointType."""
+        kind = vm.checkpoint_type
+        if kind == "Disabled":
+            raise PsError("InvalidOperation", f"Checkpoint operation failed. Checkpoints are disabled for '{vm.name}'.", "Checkpoint-VM", "InvalidOperation,Microsoft.HyperV.PowerShell.Commands.CheckpointVM")
+        captured = vm.state
+        if kind in ("Production", "ProductionOnly"):
+            if vm.state == "Running" and vm.guest != "cooperative":
+                if kind == "ProductionOnly":
+                    raise PsError("NotSpecified", f"Checkpoint operation failed. '{vm.name}' could not initiate a checkpoint operation: the guest did not take a production checkpoint.", "Checkpoint-VM", "OperationFailed,Microsoft.HyperV.PowerShell.Commands.CheckpointVM")
+                # Production falls back to a Standard checkpoint when the guest cannot take one.
+            else:
+                captured = "Off"
+        now = time.time()
+        last = max((c["_t"] for c in vm.checkpoints), default=0.0)
+        now = max(now, last + 1e-6)
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int((now % 1) * 1e7):07d}Z"
+        cid = str(uuid.uuid4())
+        path = f"{vm.hard_drives[0][:-5]}_{cid}.avhdx" if vm.hard_drives else ""
+        c = {"Id": cid, "Name": name, "Path": path, "CreationTime": created, "_t": now,
+             "State": captured, "SnapshotType": snapshot_type}
+        vm.checkpoints.append(c)
+        if path:
+            self.store.files[norm(path)] = {"Path": path, "Size": 4 * MIB, "Parent": vm.hard_drives[0], "Kind": "avhdx"}
+        return c
+
     def new_hcp_checkpoint(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
         with self.store.lock:
             vm = self._must(p, "Get-VM")
-            if any(c["Name"] == p["CheckpointName"] for c in vm.checkpoints):
+            if self.checkpoint_by_name(vm, p["CheckpointName"]) is not None:
                 raise PsError("ResourceExists", f"A checkpoint named '{p['CheckpointName']}' already exists for virtual machine '{vm.name}'.", "New-HcpCheckpoint", "CheckpointExists,New-HcpCheckpoint.ps1")
-            cid = str(uuid.uuid4())
-            path = f"{vm.hard_drives[0][:-5]}_{cid}.avhdx" if vm.hard_drives else ""
-            vm.checkpoints.append({"Id": cid, "Name": p["CheckpointName"], "Path": path})
-            if path:
-                self.store.files[norm(path)] = {"Path": path, "Size": 4 * MIB, "Parent": vm.hard_drives[0], "Kind": "avhdx"}
-            return {"Id": cid}
+            c = self.checkpoint_vm(vm, p["CheckpointName"])
+            return {"Id": c["Id"]}
+
+    def get_hcp_checkpoint(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        """Get-HcpCheckpoint.ps1: Get-VMSnapshot -SnapshotType Standard, by CreationTime."""
+        with self.store.lock:
+            vm = self._must(p, "Get-VM")
+            listed = sorted((c for c in vm.checkpoints if c["SnapshotType"] == "Standard"), key=lambda c: (c["_t"], c["Id"]))
+            return {"Checkpoints": [self.checkpoint_view(c) for c in listed]}
+
+    def restore_hcp_checkpoint(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        """Restore-HcpCheckpoint.ps1: Restore-VMSnapshot, then Start-VM when the checkpoint's
+        memory left the VM Saved."""
+        with self.store.lock:
+            vm = self._must(p, "Get-VM")
+            c = self.checkpoint_by_name(vm, p["CheckpointName"])
+            if c is None:
+                raise PsError("ObjectNotFound", f"Virtual machine '{vm.name}' has no checkpoint named '{p['CheckpointName']}'.", "Restore-HcpCheckpoint", "CheckpointNotFound,Restore-HcpCheckpoint.ps1")
+            memory = c["State"] != "Off"
+            # Restore-VMSnapshot: the current state is discarded; the checkpoint's memory (if
+            # any) becomes the VM's saved state.
+            vm.state = "Saved" if memory else "Off"
+            if memory:
+                self.check_start_memory(vm)
+                vm.state = "Running"
+            return {"MemoryKept": memory, "State": vm.state}
+
+    def remove_hcp_checkpoint(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        """Remove-HcpCheckpoint.ps1: Remove-VMSnapshot; its differencing disk is merged away."""
+        with self.store.lock:
+            vm = self._must(p, "Get-VM")
+            c = self.checkpoint_by_name(vm, p["CheckpointName"])
+            if c is None:
+                return {"Existed": False}
+            vm.checkpoints.remove(c)
+            if c["Path"]:
+                self.store.files.pop(norm(c["Path"]), None)
+            return {"Existed": True}
 
     # -- control (tests) --------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -382,6 +464,20 @@ class HyperVHost:
             vm.memory_startup = int(spec.get("memory_mib", 512)) * MIB
             self.store.vms[vm.id] = vm
             return {"Id": vm.id}
+
+    def set_checkpoint_type(self, vm_id: str, kind: str) -> None:
+        """Set-VM -CheckpointType."""
+        if kind not in ("Standard", "Production", "ProductionOnly", "Disabled"):
+            raise KeyError(f"CheckpointType {kind!r}")
+        with self.store.lock:
+            self.store.vms[vm_id.lower()].checkpoint_type = kind
+
+    def seed_checkpoint(self, vm_id: str, name: str, snapshot_type: str = "Standard") -> dict[str, Any]:
+        """A checkpoint taken outside HCP (Hyper-V Manager, backup software: `snapshot_type`
+        Recovery), which may repeat a name."""
+        with self.store.lock:
+            c = self.checkpoint_vm(self.store.vms[vm_id.lower()], name, snapshot_type)
+            return self.checkpoint_view(c)
 
     def set_guest(self, vm_id: str, guest: str) -> None:
         with self.store.lock:

@@ -527,7 +527,8 @@ COMMAND_RE = re.compile(r"^-(e|ec|en|enc|enco|encod|encode|encoded|encodedc|enco
 class ControlHandler(BaseHTTPRequestHandler):
     """The tests' side door (plain HTTP on its own port, never part of WinRM): status, records,
     model state, fault injection, failover and guest behaviour, per host:
-    `/hcp-testhost/<host>/<status|records|state|faults|failover|vm|power|guest>`."""
+    `/hcp-testhost/<host>/<status|records|state|faults|failover|vm|power|guest|guest_kvp|
+    checkpoint_type|checkpoint>`."""
 
     protocol_version = "HTTP/1.1"
     listeners: dict[str, Listener]
@@ -582,6 +583,11 @@ class ControlHandler(BaseHTTPRequestHandler):
             elif path == "guest" and method == "POST":
                 lst.hyperv.set_guest(payload["vm_id"], payload["guest"])
                 out = {"ok": True}
+            elif path == "checkpoint_type" and method == "POST":
+                lst.hyperv.set_checkpoint_type(payload["vm_id"], payload["type"])
+                out = {"ok": True}
+            elif path == "checkpoint" and method == "POST":
+                out = lst.hyperv.seed_checkpoint(payload["vm_id"], payload["name"], payload.get("snapshot_type", "Standard"))
             else:
                 self.send_json(404, {"error": f"unknown operation {method} {path}"})
                 return

@@ -194,3 +194,65 @@ def test_pypsrp_negotiate_over_https_with_certificate_validation(hosts):
         proc.send(param_doc({"ScriptDir": SCRIPT_DIR}), end=True)
         proc.end_invoke()
         assert proc.rc == 0 and json.loads(proc.stdout)["ok"] is True
+
+
+def test_pypsrp_checkpoints_behave_like_hyper_v(hosts):
+    """The checkpoint scripts through pypsrp (sealed NTLM): Production checkpoints hold no memory
+    and restore to Off, Standard ones of a running VM hold memory and come back Running, a name
+    Hyper-V let repeat is refused, a missing checkpoint is ObjectNotFound, a delete of one that is
+    gone says so."""
+    host, _ = hosts
+    wsman = WSMan("127.0.0.1", port=host.port, ssl=False, auth="ntlm", encryption="always",
+                  username=USER, password=PASSWORD)
+    with wsman, WinRS(wsman) as shell:
+        def call(text, params):
+            proc = Process(shell, "powershell.exe", ["-NoProfile", "-NonInteractive", "-EncodedCommand", encode_command(text)])
+            proc.begin_invoke()
+            proc.send(param_doc(params), end=True)
+            proc.end_invoke()
+            return json.loads(proc.stdout), proc.rc
+
+        def run(text, params):
+            doc, rc = call(text, params)
+            assert doc["ok"] and rc == 0, doc
+            return doc["result"]
+
+        version = deploy(run)
+
+        def script(name):
+            return script_text(f"{SCRIPT_DIR}\\{version}\\{name}.ps1")
+
+        vm_id = "vm-" + uuid.uuid4().hex
+        created = run(script("New-HcpVm"), {
+            "VmId": vm_id, "Name": "cp-vm", "Image": "ubuntu-24.04",
+            "TemplatePath": "C:\\HCP\\Templates\\ubuntu-24.04.vhdx", "VhdDir": "C:\\HCP\\VMs",
+            "DiskMode": "differencing", "DiskGiB": 10, "Generation": 2, "Vcpus": 1, "MemoryMiB": 512,
+            "Notes": json.dumps({"hcp": {"vm_id": vm_id, "project": "py"}}), "Start": True,
+        })
+        target = {"VmId": vm_id, "NativeId": created["Id"]}
+        assert run(script("Get-HcpCheckpoint"), target) == {"Checkpoints": []}
+        run(script("New-HcpCheckpoint"), {**target, "CheckpointName": "prod"})
+        control(host, "checkpoint_type", {"vm_id": created["Id"], "type": "Standard"})
+        run(script("New-HcpCheckpoint"), {**target, "CheckpointName": "std"})
+        listed = run(script("Get-HcpCheckpoint"), target)["Checkpoints"]
+        assert [(c["Name"], c["State"], c["Memory"]) for c in listed] == [("prod", "Off", False), ("std", "Running", True)]
+        assert listed[0]["CreationTime"] < listed[1]["CreationTime"] and listed[0]["CreationTime"].endswith("Z")
+
+        assert run(script("Restore-HcpCheckpoint"), {**target, "CheckpointName": "prod"}) == {"MemoryKept": False, "State": "Off"}
+        assert run(script("Restore-HcpCheckpoint"), {**target, "CheckpointName": "std"}) == {"MemoryKept": True, "State": "Running"}
+
+        doc, rc = call(script("Restore-HcpCheckpoint"), {**target, "CheckpointName": "nope"})
+        assert rc == 1 and doc["error"]["Category"] == "ObjectNotFound" and "'nope'" in doc["error"]["Message"]
+        doc, rc = call(script("Restore-HcpCheckpoint"), {**target, "CheckpointName": "x'; Remove-VM *"})
+        assert rc == 1 and doc["error"]["Category"] == "InvalidArgument"
+
+        control(host, "checkpoint", {"vm_id": created["Id"], "name": "std"})
+        doc, rc = call(script("Remove-HcpCheckpoint"), {**target, "CheckpointName": "std"})
+        assert rc == 1 and doc["error"]["Category"] == "InvalidOperation" and "unique per VM" in doc["error"]["Message"]
+        doc, rc = call(script("New-HcpCheckpoint"), {**target, "CheckpointName": "std"})
+        assert rc == 1 and doc["error"]["Category"] in ("ResourceExists", "InvalidOperation")
+
+        assert run(script("Remove-HcpCheckpoint"), {**target, "CheckpointName": "prod"}) == {"Existed": True}
+        assert run(script("Remove-HcpCheckpoint"), {**target, "CheckpointName": "prod"}) == {"Existed": False}
+        assert [c["Name"] for c in run(script("Get-HcpCheckpoint"), target)["Checkpoints"]] == ["std", "std"]
+    assert control(host, "records")["violations"] == []

@@ -144,7 +144,7 @@ async fn destroy(p: &dyn Provider, t: &VmTarget) -> Result<()> {
 /// The first failed check, naming it.
 pub async fn run_all(p: Arc<dyn Provider>, f: &Fixture) -> Result<()> {
     type Check = fn(Arc<dyn Provider>, Fixture) -> futures::future::BoxFuture<'static, Result<()>>;
-    let checks: [(&str, Check); 10] = [
+    let checks: [(&str, Check); 11] = [
         ("lifecycle", |p, f| {
             Box::pin(async move { lifecycle(p, &f).await })
         }),
@@ -174,6 +174,9 @@ pub async fn run_all(p: Arc<dyn Provider>, f: &Fixture) -> Result<()> {
         }),
         ("declared_capabilities", |p, f| {
             Box::pin(async move { declared_capabilities(p, &f).await })
+        }),
+        ("snapshot_lifecycle", |p, f| {
+            Box::pin(async move { snapshot_lifecycle(p, &f).await })
         }),
     ];
     for (name, check) in checks {
@@ -587,8 +590,7 @@ pub async fn declared_capabilities(p: Arc<dyn Provider>, f: &Fixture) -> Result<
 }
 
 /// A declared `snapshot` capability covers the whole snapshot life: take, list, revert and
-/// delete, each answering as [`Provider`] documents. Not yet part of [`run_all`] (providers
-/// that take snapshots but cannot list, revert or delete them call it once they can).
+/// delete, each answering as [`Provider`] documents.
 ///
 /// # Behavior
 /// Creates a running VM, takes `s1` and `s2`, expects both listed oldest first with the names

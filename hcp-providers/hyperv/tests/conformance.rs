@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use hcp_core::Provider;
-use hcp_core::testkit::{Fixture, run_all, snapshot_lifecycle};
+use hcp_core::testkit::{Fixture, run_all};
 use hcp_provider_hyperv::AuthKind;
 
 fn fixture() -> Fixture {
@@ -17,8 +17,7 @@ fn fixture() -> Fixture {
 async fn conformance_suite_over_https_with_ntlm() {
     let th = common::TestHost::start(2, None);
     let p: Arc<dyn Provider> = Arc::new(common::provider(&th, common::settings()));
-    run_all(p.clone(), &fixture()).await.unwrap();
-    snapshot_lifecycle(p, &fixture()).await.unwrap();
+    run_all(p, &fixture()).await.unwrap();
     let records = th.control("hv1", "records", None);
     assert_eq!(records["violations"], serde_json::json!([]), "{records}");
     let status = th.control("hv1", "status", None);
@@ -37,6 +36,5 @@ async fn conformance_suite_over_https_with_basic() {
     };
     let p: Arc<dyn Provider> = Arc::new(common::provider(&th, settings));
     let f = Fixture::new("hv1", "ubuntu-24.04");
-    run_all(p.clone(), &f).await.unwrap();
-    snapshot_lifecycle(p, &f).await.unwrap();
+    run_all(p, &f).await.unwrap();
 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Cleanup, IMAGE, QEMU, dyn_provider, qemu_provider, require_qemu};
-use hcp_core::testkit::{Fixture, run_all, snapshot_lifecycle};
+use hcp_core::testkit::{Fixture, run_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_on_qemu_system() {
@@ -19,7 +19,4 @@ async fn conformance_suite_on_qemu_system() {
     run_all(dyn_provider(&p), &f)
         .await
         .unwrap_or_else(|e| panic!("conformance on {QEMU}: {e}"));
-    snapshot_lifecycle(dyn_provider(&p), &f)
-        .await
-        .unwrap_or_else(|e| panic!("snapshot lifecycle on {QEMU}: {e}"));
 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{IMAGE, NODE, Peer, dyn_provider};
-use hcp_core::testkit::{Fixture, run_all, snapshot_lifecycle};
+use hcp_core::testkit::{Fixture, run_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_on_fakepve() {
@@ -17,8 +17,5 @@ async fn conformance_suite_on_fakepve() {
     run_all(dyn_provider(&p), &f)
         .await
         .unwrap_or_else(|e| panic!("conformance on fakepve: {e}"));
-    snapshot_lifecycle(dyn_provider(&p), &f)
-        .await
-        .unwrap_or_else(|e| panic!("snapshot lifecycle on fakepve: {e}"));
     assert!(p.peak_parallel(NODE).unwrap() <= 2);
 }

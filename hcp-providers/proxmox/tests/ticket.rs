@@ -224,8 +224,5 @@ async fn the_conformance_suite_passes_with_a_password_login() {
     hcp_core::testkit::run_all(common::dyn_provider(&p), &f)
         .await
         .unwrap_or_else(|e| panic!("conformance with a password login: {e}"));
-    hcp_core::testkit::snapshot_lifecycle(common::dyn_provider(&p), &f)
-        .await
-        .unwrap_or_else(|e| panic!("snapshot lifecycle with a password login: {e}"));
     assert_eq!(p.password_logins(), 1);
 }

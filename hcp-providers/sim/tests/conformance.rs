@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use hcp_core::Provider;
-use hcp_core::testkit::{Fixture, run_all, snapshot_lifecycle};
+use hcp_core::testkit::{Fixture, run_all};
 use hcp_provider_sim::{SimHost, SimProvider, SimSettings};
 
 fn hosts() -> Vec<SimHost> {
@@ -22,8 +22,7 @@ fn fixture() -> Fixture {
 async fn full_capabilities_in_memory() {
     let p: Arc<dyn Provider> =
         Arc::new(SimProvider::new("sim", SimSettings::default(), hosts()).unwrap());
-    run_all(p.clone(), &fixture()).await.unwrap();
-    snapshot_lifecycle(p, &fixture()).await.unwrap();
+    run_all(p, &fixture()).await.unwrap();
 }
 
 #[tokio::test]
@@ -49,6 +48,5 @@ async fn state_file_backend_passes_too() {
         ..Default::default()
     };
     let p: Arc<dyn Provider> = Arc::new(SimProvider::new("sim", settings, hosts()).unwrap());
-    run_all(p.clone(), &fixture()).await.unwrap();
-    snapshot_lifecycle(p, &fixture()).await.unwrap();
+    run_all(p, &fixture()).await.unwrap();
 }

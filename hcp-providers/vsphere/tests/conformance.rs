@@ -5,7 +5,7 @@
 mod common;
 
 use common::{HOST, IMAGE, OTHER, Peer, dyn_provider};
-use hcp_core::testkit::{Fixture, run_all, snapshot_lifecycle};
+use hcp_core::testkit::{Fixture, run_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_on_vcsim() {
@@ -15,8 +15,5 @@ async fn conformance_suite_on_vcsim() {
     run_all(dyn_provider(&p), &f)
         .await
         .unwrap_or_else(|e| panic!("conformance on vcsim: {e:?}"));
-    snapshot_lifecycle(dyn_provider(&p), &f)
-        .await
-        .unwrap_or_else(|e| panic!("snapshot lifecycle on vcsim: {e:?}"));
     p.shutdown().await.expect("logout");
 }

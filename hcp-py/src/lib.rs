@@ -31,5 +31,10 @@ fn _hcp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::JobLogs>()?;
     m.add_class::<core::AsyncLogCursor>()?;
     types::register(m)?;
+    let drain = wrap_pyfunction!(runtime::drain, m)?;
+    m.add("_drain", &drain)?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (drain,))?;
     Ok(())
 }

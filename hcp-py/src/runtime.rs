@@ -2,22 +2,45 @@
 //! Python: a blocking call that releases the GIL and turns Ctrl-C into `KeyboardInterrupt`
 //! ([`block_on`]), and an asyncio awaitable ([`awaitable`], pyo3-async-runtimes on the same
 //! runtime). Neither needs a Unix socket, so the module builds on Windows and macOS too.
+//!
+//! # Interpreter exit
+//! An awaitable's result reaches its event loop from a runtime thread that takes the GIL. A
+//! thread that waits for the GIL while the interpreter finalizes is killed by CPython (3.11:
+//! `pthread_exit`), and unwinding that thread out of a held GIL aborts the whole process. So
+//! every such hand-over is tracked, and an `atexit` hook ([`drain`], registered when the
+//! module loads) lets the ones in flight finish with the GIL released, then refuses new ones,
+//! before the interpreter starts to finalize.
 
 use std::future::Future;
-use std::sync::{OnceLock, mpsc};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, OnceLock, mpsc};
 use std::time::Duration;
 
 use pyo3::IntoPyObjectExt;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3_async_runtimes::TaskLocals;
+use pyo3_async_runtimes::generic::{ContextExt, Runtime as BridgeRuntime};
 use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 use crate::errors::Failure;
 
 /// How often a blocking call wakes up to let Python run its signal handlers.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
+/// The longest the `atexit` hook waits for results being handed to event loops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// The hand-overs of awaitables' results to their event loops (each takes the GIL).
+static HANDOVERS: LazyLock<TaskTracker> = LazyLock::new(TaskTracker::new);
+
+/// Set by [`drain`]: the interpreter is exiting, so no runtime thread may take the GIL again.
+static EXITING: AtomicBool = AtomicBool::new(false);
 
 /// Returns the shared multi-thread runtime, starting it on first use.
 ///
@@ -34,10 +57,82 @@ pub fn runtime() -> PyResult<&'static Runtime> {
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start HCP's tokio runtime: {e}")))?;
     // Another thread may have won the race; its runtime is as good as ours.
     let _ = RUNTIME.set(rt);
-    let rt = RUNTIME.get().expect("the runtime was just set");
-    // pyo3-async-runtimes runs awaitables on this runtime too (a second call finds it set).
-    let _ = pyo3_async_runtimes::tokio::init_with_runtime(rt);
-    Ok(rt)
+    Ok(RUNTIME.get().expect("the runtime was just set"))
+}
+
+/// Lets the results being handed to event loops arrive, then stops any later hand-over from
+/// taking the GIL. The module registers it with `atexit`, which runs before the interpreter
+/// finalizes.
+///
+/// # Behavior
+/// Waits at most [`DRAIN_TIMEOUT`], with the GIL released. An awaitable still running after
+/// this never delivers its result (nobody can await it any more).
+#[pyfunction]
+pub fn drain(py: Python<'_>) {
+    EXITING.store(true, Ordering::SeqCst);
+    HANDOVERS.close();
+    let Some(rt) = RUNTIME.get() else {
+        return;
+    };
+    py.detach(|| {
+        rt.block_on(async {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, HANDOVERS.wait()).await;
+        });
+    });
+}
+
+/// pyo3-async-runtimes' view of the shared runtime: futures run on it as they are, the
+/// GIL-taking hand-overs are tracked for [`drain`] and skipped once the interpreter exits.
+struct Bridge;
+
+tokio::task_local! {
+    static LOCALS: TaskLocals;
+}
+
+fn shared() -> &'static Runtime {
+    // `awaitable` starts the runtime before pyo3-async-runtimes can spawn anything.
+    RUNTIME
+        .get()
+        .expect("the runtime starts before any awaitable exists")
+}
+
+impl BridgeRuntime for Bridge {
+    type JoinError = tokio::task::JoinError;
+    type JoinHandle = JoinHandle<()>;
+
+    fn spawn<F>(fut: F) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        shared().spawn(fut)
+    }
+
+    fn spawn_blocking<F>(f: F) -> JoinHandle<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        HANDOVERS.spawn_blocking_on(
+            move || {
+                if !EXITING.load(Ordering::SeqCst) {
+                    f();
+                }
+            },
+            shared().handle(),
+        )
+    }
+}
+
+impl ContextExt for Bridge {
+    fn scope<F, R>(locals: TaskLocals, fut: F) -> Pin<Box<dyn Future<Output = R> + Send>>
+    where
+        F: Future<Output = R> + Send + 'static,
+    {
+        Box::pin(LOCALS.scope(locals, fut))
+    }
+
+    fn get_task_locals() -> Option<TaskLocals> {
+        LOCALS.try_with(Clone::clone).ok()
+    }
 }
 
 /// Runs `fut` to completion on the shared runtime while the calling thread waits without the
@@ -124,5 +219,7 @@ where
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     runtime()?;
-    pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(Outcome(fut.await)) })
+    pyo3_async_runtimes::generic::future_into_py::<Bridge, _, _>(py, async move {
+        Ok(Outcome(fut.await))
+    })
 }

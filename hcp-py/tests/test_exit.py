@@ -17,7 +17,7 @@ import pytest
 
 from conftest import SLOW_CREATE
 
-RUNS = 15
+RUNS = 10
 
 CHILDREN = {
     # asyncio.run cancels 300 awaitables at the end; each cancellation is handed back by a

@@ -17,8 +17,7 @@ const LIST_SECONDS: f64 = 5.0;
 const CLIENTS: usize = 32;
 const LIST_CLIENTS: usize = 8;
 
-/// Hosts in the simulated zone: real hypervisors hold tens to a few hundred VMs each, and the
-/// simulator, like them, scans a host's VMs on create.
+/// Hosts in the simulated zone: real hypervisors hold tens to a few hundred VMs each.
 const HOST_COUNT: usize = 100;
 
 fn hosts_file() -> String {

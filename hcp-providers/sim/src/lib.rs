@@ -11,7 +11,9 @@
 //! flavors `small` and `medium`).
 //!
 //! With [`SimSettings::state_file`] set, hosts and VMs live in a JSON file that several
-//! processes share safely (the `hcp` CLI keeps the simulator there between commands).
+//! processes share safely (the `hcp` CLI keeps the simulator there between commands). Each
+//! simulator parses the file once and again only when it changed, so a refresh of many hosts
+//! reads it once; another process's writes are seen on the next call.
 
 mod config;
 mod state;
@@ -34,7 +36,7 @@ use rand::{Rng, SeedableRng};
 pub use config::SimSettings;
 pub use state::{SimHost, SimSnapshot, SimState, SimVm};
 
-use state::Backend;
+use state::{Backend, IndexedState};
 
 /// The provider kind name used in hosts files.
 pub const KIND: &str = "sim";
@@ -129,7 +131,7 @@ impl SimProvider {
     /// # Errors
     /// A state file that cannot be read.
     pub fn state(&self) -> Result<SimState> {
-        self.backend.read(|s| Ok(s.clone()))
+        self.backend.read(|s| Ok(s.state().clone()))
     }
 
     /// Puts a VM on a host directly, as if created outside HCP (or by HCP when it carries a mark).
@@ -138,8 +140,8 @@ impl SimProvider {
     /// [`ErrorKind::NotFound`] for an unknown host; [`ErrorKind::Conflict`] for a taken name.
     pub fn seed_vm(&self, host: &str, vm: SimVm) -> Result<String> {
         self.backend.write(|s| {
-            let h = s.host_mut(host)?;
-            if h.vms.values().any(|v| v.name == vm.name) {
+            s.host(host)?;
+            if s.name_taken(host, &vm.name) {
                 return Err(Error::new(
                     ErrorKind::Conflict,
                     format!("a VM named `{}` already exists on its host", vm.name),
@@ -149,7 +151,7 @@ impl SimProvider {
             let id = s.next_native_id()?;
             let mut vm = vm;
             vm.native_id = id.clone();
-            s.host_mut(host)?.vms.insert(id.clone(), vm);
+            s.insert_vm(host, vm)?;
             Ok(id)
         })
     }
@@ -160,10 +162,13 @@ impl SimProvider {
     /// [`ErrorKind::NotFound`] when the VM does not exist.
     pub fn set_power(&self, native_id: &str, power: PowerState) -> Result<()> {
         self.backend.write(|s| {
-            let vm = s
-                .find_mut(native_id)
-                .ok_or_else(|| Error::not_found("vm", native_id))?;
-            vm.power = power;
+            let host = s
+                .host_of(native_id)
+                .ok_or_else(|| Error::not_found("vm", native_id))?
+                .to_string();
+            if let Some(vm) = s.vm_mut(&host, native_id) {
+                vm.power = power;
+            }
             Ok(())
         })
     }
@@ -174,9 +179,10 @@ impl SimProvider {
     /// A state file that cannot be written.
     pub fn remove_vm(&self, native_id: &str) -> Result<bool> {
         self.backend.write(|s| {
-            Ok(s.hosts
-                .values_mut()
-                .any(|h| h.vms.remove(native_id).is_some()))
+            let Some(host) = s.host_of(native_id).map(str::to_string) else {
+                return Ok(false);
+            };
+            Ok(s.remove_vm(&host, native_id).is_some())
         })
     }
 
@@ -185,10 +191,7 @@ impl SimProvider {
     /// # Errors
     /// [`ErrorKind::NotFound`] for an unknown host.
     pub fn set_host_down(&self, host: &str, down: bool) -> Result<()> {
-        self.backend.write(|s| {
-            s.host_mut(host)?.down = down;
-            Ok(())
-        })
+        self.backend.write(|s| s.set_down(host, down))
     }
 
     async fn simulate(&self, op: Operation, host: Option<&str>, faulty: bool) -> Result<()> {
@@ -232,18 +235,26 @@ impl SimProvider {
     }
 }
 
-fn locate<'a>(s: &'a mut SimState, t: &VmTarget) -> Result<Option<&'a mut SimVm>> {
-    let host = s.host_mut(&t.host)?;
+/// Returns the native id of the VM `t` names on its host: its native id when the host has it,
+/// else the VM carrying HCP's id.
+fn locate_key(s: &IndexedState, t: &VmTarget) -> Result<Option<String>> {
+    let host = s.host(&t.host)?;
     host.ensure_up()?;
-    let key = match &t.native_id {
+    Ok(match &t.native_id {
         Some(id) if host.vms.contains_key(id) => Some(id.clone()),
-        _ => host
-            .vms
-            .values()
-            .find(|v| v.mark.as_ref().is_some_and(|m| m.vm_id == t.vm_id))
-            .map(|v| v.native_id.clone()),
-    };
-    Ok(key.and_then(move |k| host.vms.get_mut(&k)))
+        _ => s.by_mark(&t.host, &t.vm_id).map(|v| v.native_id.clone()),
+    })
+}
+
+/// Returns the VM `t` names, as [`locate_key`] finds it.
+fn locate_ref<'a>(s: &'a IndexedState, t: &VmTarget) -> Result<Option<&'a SimVm>> {
+    Ok(locate_key(s, t)?.and_then(|k| s.vm(&t.host, &k)))
+}
+
+/// Returns the VM `t` names to change, as [`locate_key`] finds it.
+fn locate<'a>(s: &'a mut IndexedState, t: &VmTarget) -> Result<Option<&'a mut SimVm>> {
+    let key = locate_key(s, t)?;
+    Ok(key.and_then(move |k| s.vm_mut(&t.host, &k)))
 }
 
 /// Returns true when `r` fits on `host` next to `cpu` vCPUs and `mem` MiB already used. Checked:
@@ -275,8 +286,13 @@ impl Provider for SimProvider {
 
     async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
         self.simulate(Operation::ListHosts, None, false).await?;
-        self.backend
-            .read(|s| Ok(s.hosts.values().map(|h| self.host_info(h)).collect()))
+        self.backend.read(|s| {
+            Ok(s.state()
+                .hosts
+                .values()
+                .map(|h| self.host_info(h))
+                .collect())
+        })
     }
 
     async fn host_inventory(&self, args: HostInventory) -> Result<HostInventoryReply> {
@@ -322,16 +338,13 @@ impl Provider for SimProvider {
         let created = self.backend.write(|s| {
             let host = s.host(&args.host)?;
             host.ensure_up()?;
-            // One pass over the host's VMs: a retried create, a taken name, the used capacity.
-            let mut name_taken = false;
-            for v in host.vms.values() {
-                if v.mark.as_ref().is_some_and(|m| m.vm_id == args.vm_id) {
-                    return Ok(CreatedVm::new(&v.native_id, v.power));
-                }
-                name_taken |= v.name == args.name;
+            // No scan of the host's VMs: a retried create, a taken name and the used capacity
+            // come from the index.
+            if let Some(v) = s.by_mark(&args.host, &args.vm_id) {
+                return Ok(CreatedVm::new(&v.native_id, v.power));
             }
-            let (cpu, mem) = host.used();
-            if name_taken {
+            let (cpu, mem) = s.used(&args.host);
+            if s.name_taken(&args.host, &args.name) {
                 return Err(Error::new(
                     ErrorKind::Conflict,
                     format!("a VM named `{}` already exists on its host", args.name),
@@ -369,7 +382,7 @@ impl Provider for SimProvider {
                 has_user_data: args.user_data.is_some(),
                 snapshots: Vec::new(),
             };
-            s.host_mut(&args.host)?.vms.insert(id.clone(), vm);
+            s.insert_vm(&args.host, vm)?;
             Ok(CreatedVm::new(id, power))
         })?;
         ctx.progress(90);
@@ -393,7 +406,7 @@ impl Provider for SimProvider {
                 ));
             }
             let id = vm.native_id.clone();
-            s.host_mut(&args.target.host)?.vms.remove(&id);
+            s.remove_vm(&args.target.host, &id);
             Ok(DeletedVm::new(true))
         })
     }
@@ -440,18 +453,7 @@ impl Provider for SimProvider {
             .await?;
         let kind = args.kind.unwrap_or(ConsoleKind::Vnc);
         self.backend.read(|s| {
-            let h = s.host(&args.target.host)?;
-            h.ensure_up()?;
-            let vm = h
-                .vms
-                .values()
-                .find(|v| {
-                    Some(&v.native_id) == args.target.native_id.as_ref()
-                        || v.mark
-                            .as_ref()
-                            .is_some_and(|m| m.vm_id == args.target.vm_id)
-                })
-                .ok_or_else(|| missing(&args.target))?;
+            let vm = locate_ref(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
             if vm.power != PowerState::Running {
                 return Err(Error::new(
                     ErrorKind::Conflict,
@@ -516,8 +518,8 @@ impl Provider for SimProvider {
         self.unless_declared(Operation::ListSnapshots)?;
         self.simulate(Operation::ListSnapshots, Some(&args.target.host), false)
             .await?;
-        self.backend.write(|s| {
-            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+        self.backend.read(|s| {
+            let vm = locate_ref(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
             Ok(vm
                 .snapshots
                 .iter()
@@ -548,10 +550,11 @@ impl Provider for SimProvider {
             } else {
                 PowerState::Stopped
             };
+            let (id, power) = (vm.native_id.clone(), vm.power);
             if let Some(r) = snap.resources {
-                vm.resources = r;
+                s.set_resources(&args.target.host, &id, r);
             }
-            Ok(RevertedSnapshot::new(snap.memory(), vm.power))
+            Ok(RevertedSnapshot::new(snap.memory(), power))
         })
     }
 
@@ -588,7 +591,7 @@ impl Provider for SimProvider {
                 .ok_or_else(|| missing(&args.target))?
                 .clone();
             let dest = s.host(&args.target_host)?;
-            let (cpu, mem) = dest.used();
+            let (cpu, mem) = s.used(&args.target_host);
             if !fits(dest, cpu, mem, &vm.resources) {
                 return Err(Error::new(
                     ErrorKind::QuotaExceeded,
@@ -596,9 +599,9 @@ impl Provider for SimProvider {
                 )
                 .with_detail(format!("host `{}`", args.target_host)));
             }
-            s.host_mut(&args.target.host)?.vms.remove(&vm.native_id);
+            s.remove_vm(&args.target.host, &vm.native_id);
             let id = vm.native_id.clone();
-            s.host_mut(&args.target_host)?.vms.insert(id.clone(), vm);
+            s.insert_vm(&args.target_host, vm)?;
             Ok(MigratedVm::new(&args.target_host, id))
         })
     }

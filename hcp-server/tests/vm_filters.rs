@@ -28,7 +28,7 @@ async fn server() -> common::TestServer {
 async fn make(s: &common::TestServer, project: &str, name: &str, tags: &[(&str, &str)]) {
     let mut spec = VmSpec::new(name, "ubuntu-24.04", "small");
     for (k, v) in tags {
-        spec = spec.with_tag(k, v);
+        spec = spec.with_tag(*k, *v);
     }
     let acc = s.client.create_vm(project, &spec, None).await.unwrap();
     s.client.wait_job(&acc.job_id, None).await.unwrap();

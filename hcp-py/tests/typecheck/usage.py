@@ -73,9 +73,9 @@ def tour(engine: hcp.Engine) -> list[dict[str, Any]]:
     impact: str = plan[0].impact
     assert impact in ("hot", "reboot", "power_off", "recreate", "data_destructive")
     rows = [v.to_dict() for v in engine.list_vms("demo")]
-    tags: dict[str, str] = {"env": "prod"}
+    wanted: dict[str, str] = {"env": "prod"}
     picked: list[hcp.Vm] = engine.list_vms(
-        "demo", name_prefix="typed", tags=tags, state="ACTIVE", power="RUNNING", sort="-created_at"
+        "demo", name_prefix="typed", tags=wanted, state="ACTIVE", power="RUNNING", sort="-created_at"
     )
     assert len(picked) <= len(rows)
     engine.delete_vm("demo", vm, wait=True)

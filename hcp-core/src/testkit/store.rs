@@ -1238,7 +1238,16 @@ async fn page_through(
 pub async fn filtered_sorted_listing(store: Arc<dyn Store>) -> Result<()> {
     let base = Utc::now();
     let mut all: Vec<Vm> = Vec::new();
-    let specs: [(&str, &str, &[(&str, &str)], DesiredState, PowerState, i64); 12] = [
+    // (project, name, tags, state, power, minutes before now)
+    type Spec<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        DesiredState,
+        PowerState,
+        i64,
+    );
+    let specs: [Spec<'_>; 12] = [
         (
             "p1",
             "web-1",

@@ -66,6 +66,7 @@ impl OpsApi {
     /// Filtered, sorted and paged like the tenant VM list (`name_prefix`, `tag`, `state`,
     /// `power`, `sort`); a bad filter value is `400 INVALID_SPEC` naming the parameter.
     #[oai(path = "/vms", method = "get", operation_id = "opsVms")]
+    #[allow(clippy::too_many_arguments)] // one per query parameter, as poem-openapi wants
     async fn vms(
         &self,
         _auth: ApiAuth,

@@ -100,6 +100,7 @@ impl TenantApi {
         method = "get",
         operation_id = "listVms"
     )]
+    #[allow(clippy::too_many_arguments)] // one per query parameter, as poem-openapi wants
     async fn list_vms(
         &self,
         _auth: ApiAuth,

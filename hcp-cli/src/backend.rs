@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hcp_core::store::{JobFilter, MemoryStore, PageRequest, Scope};
+use hcp_core::store::{JobFilter, MemoryStore, PageRequest, Scope, VmFilter, VmSort};
 use hcp_core::{
     Action, Capabilities, Catalog, Console, ConsoleKind, Engine, Error, ErrorKind, Host, JobId,
     JobWatch, Principal, ProjectId, RequestContext, SecretString, Snapshot, SnapshotSubmitted,
@@ -248,6 +248,23 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.list_vms(project).await,
             Backend::Remote(r) => r.list_vms(project).await,
+        }
+    }
+
+    /// Lists the VMs of `project` that match `filter`, in the order `sort` gives, following the
+    /// pages.
+    ///
+    /// # Errors
+    /// An invalid or unknown project; `InvalidSpec` naming the field for a bad filter.
+    pub async fn list_vms_matching(
+        &self,
+        project: &ProjectId,
+        filter: &VmFilter,
+        sort: VmSort,
+    ) -> hcp_core::Result<Vec<TenantVm>> {
+        match self {
+            Backend::Embedded(e) => e.list_vms_matching(project, filter, sort).await,
+            Backend::Remote(r) => r.list_vms_matching(project, filter, sort).await,
         }
     }
 
@@ -558,6 +575,29 @@ impl Embedded {
         let mut page = PageRequest::all();
         loop {
             let p = self.engine.list_vms(&scope, &page).await?;
+            vms.extend(p.items.iter().map(hcp_core::Vm::tenant_view));
+            match p.next {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => return Ok(vms),
+            }
+        }
+    }
+
+    async fn list_vms_matching(
+        &self,
+        project: &ProjectId,
+        filter: &VmFilter,
+        sort: VmSort,
+    ) -> hcp_core::Result<Vec<TenantVm>> {
+        self.check_project(project)?;
+        let scope = Scope::Project(project.clone());
+        let mut vms = Vec::new();
+        let mut page = PageRequest::all();
+        loop {
+            let p = self
+                .engine
+                .list_vms_matching(&scope, filter, sort, &page)
+                .await?;
             vms.extend(p.items.iter().map(hcp_core::Vm::tenant_view));
             match p.next {
                 Some(cursor) => page.cursor = Some(cursor),

@@ -195,6 +195,21 @@ impl Remote {
         self.client.list_all_vms(project.as_str()).await
     }
 
+    /// Lists a project's VMs that match `filter`, in the order `sort` gives, following the
+    /// pages.
+    pub async fn list_vms_matching(
+        &self,
+        project: &ProjectId,
+        filter: &hcp_core::store::VmFilter,
+        sort: hcp_core::store::VmSort,
+    ) -> hcp_core::Result<Vec<TenantVm>> {
+        project.validate()?;
+        filter.validate()?;
+        self.client
+            .list_all_vms_matching(project.as_str(), filter, sort)
+            .await
+    }
+
     /// Returns one VM of the project.
     pub async fn get_vm(
         &self,

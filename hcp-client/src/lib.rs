@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
 use hcp_core::job::TenantJob;
-use hcp_core::store::{JobFilter, Page, PageRequest};
+use hcp_core::store::{JobFilter, Page, PageRequest, VmFilter, VmSort};
 use hcp_core::{
     Capabilities, Catalog, Console, ConsoleKind, Error, ErrorKind, Event, Flavor, Host, Image,
     InventoryVm, Job, JobAction, JobId, JobUpdate, Network, Operation, Principal,
@@ -409,6 +409,48 @@ impl Client {
     ) -> hcp_core::Result<Page<TenantVm>> {
         let path = format!("{TENANT_PREFIX}/projects/{}/vms", enc(project));
         self.get(&path, &page_query(page)).await
+    }
+
+    /// Lists one page of a project's VMs that match `filter`, in the order `sort` gives (see
+    /// `hcp_core::store::Store::list_vms_matching`). Pass the page's `next` as the cursor of
+    /// the next call with the same filter and sort.
+    ///
+    /// # Errors
+    /// The service's error: `InvalidSpec` naming the parameter for a bad filter or cursor.
+    pub async fn list_vms_matching(
+        &self,
+        project: &str,
+        filter: &VmFilter,
+        sort: VmSort,
+        page: &PageRequest,
+    ) -> hcp_core::Result<Page<TenantVm>> {
+        let path = format!("{TENANT_PREFIX}/projects/{}/vms", enc(project));
+        let mut q = page_query(page);
+        q.extend(vm_query(filter, sort));
+        self.get(&path, &q).await
+    }
+
+    /// Lists all of a project's VMs that match `filter`, in the order `sort` gives, following
+    /// the pages.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn list_all_vms_matching(
+        &self,
+        project: &str,
+        filter: &VmFilter,
+        sort: VmSort,
+    ) -> hcp_core::Result<Vec<TenantVm>> {
+        let mut page = PageRequest::all();
+        let mut out = Vec::new();
+        loop {
+            let p = self.list_vms_matching(project, filter, sort, &page).await?;
+            out.extend(p.items);
+            match p.next {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// Lists all of a project's VMs, following the pages.
@@ -947,6 +989,34 @@ impl Client {
         })
     }
 
+    /// Lists one page of every VM (optionally one project's) that matches `filter`, in the
+    /// order `sort` gives.
+    ///
+    /// # Errors
+    /// The service's error: `InvalidSpec` naming the parameter for a bad filter or cursor.
+    pub async fn ops_vms_matching(
+        &self,
+        project: Option<&str>,
+        filter: &VmFilter,
+        sort: VmSort,
+        page: &PageRequest,
+    ) -> hcp_core::Result<Page<Vm>> {
+        let mut q = page_query(page);
+        if let Some(p) = project {
+            q.push(("project", p.to_string()));
+        }
+        q.extend(vm_query(filter, sort));
+        let p: Page<serde_json::Value> = self.get(&format!("{OPS_PREFIX}/vms"), &q).await?;
+        Ok(Page {
+            items: p
+                .items
+                .into_iter()
+                .map(vm_from_value)
+                .collect::<hcp_core::Result<_>>()?,
+            next: p.next,
+        })
+    }
+
     /// Lists every VM found on the hosts, HCP's and others.
     ///
     /// # Errors
@@ -1216,6 +1286,27 @@ fn page_query(page: &PageRequest) -> Vec<(&'static str, String)> {
     let mut q = vec![("limit", page.limit.to_string())];
     if let Some(c) = &page.cursor {
         q.push(("cursor", c.clone()));
+    }
+    q
+}
+
+/// The query parameters of a VM list's filter and sort (the default sort sends none).
+fn vm_query(filter: &VmFilter, sort: VmSort) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if let Some(p) = &filter.name_prefix {
+        q.push(("name_prefix", p.clone()));
+    }
+    for (k, v) in &filter.tags {
+        q.push(("tag", format!("{k}={v}")));
+    }
+    if let Some(s) = filter.state {
+        q.push(("state", s.to_string()));
+    }
+    if let Some(p) = filter.power {
+        q.push(("power", p.to_string()));
+    }
+    if sort != VmSort::default() {
+        q.push(("sort", sort.to_string()));
     }
     q
 }

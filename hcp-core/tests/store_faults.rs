@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hcp_core::store::{
     IdempotencyRecord, IdempotencyScope, JobFilter, MemoryStore, Page, PageRequest, Scope, Store,
-    Submission, SubmitOutcome, Usage,
+    Submission, SubmitOutcome, Usage, VmFilter, VmSort,
 };
 use hcp_core::{
     Engine, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry,
@@ -65,6 +65,15 @@ impl Store for FaultyStore {
     }
     async fn list_vms(&self, s: &Scope, p: &PageRequest) -> Result<Page<Vm>> {
         self.inner.list_vms(s, p).await
+    }
+    async fn list_vms_matching(
+        &self,
+        s: &Scope,
+        f: &VmFilter,
+        o: VmSort,
+        p: &PageRequest,
+    ) -> Result<Page<Vm>> {
+        self.inner.list_vms_matching(s, f, o, p).await
     }
     async fn put_vm(&self, vm: Vm, e: Option<u64>) -> Result<Vm> {
         self.inner.put_vm(vm, e).await

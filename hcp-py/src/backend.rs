@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use hcp_core::job::TenantJob;
-use hcp_core::store::{PageRequest, Scope};
+use hcp_core::store::{PageRequest, Scope, VmFilter, VmSort};
 use hcp_core::{
     Action, Capabilities, Catalog, Config, Console, Engine, Error, Host, JobId, JobUpdate,
     Principal, RequestContext, Result, Snapshot, SnapshotSubmitted, Submitted, TenantVm, VmId,
@@ -275,6 +275,41 @@ impl Backend {
                 }
             }
             Backend::Remote(r) => r.client.list_all_vms(project).await,
+        }
+    }
+
+    /// Lists a project's VMs that match `filter`, in the order `sort` gives, following the
+    /// pages.
+    ///
+    /// # Errors
+    /// An invalid project id; `InvalidSpec` naming the field for a bad filter.
+    pub async fn list_vms_matching(
+        &self,
+        project: &str,
+        filter: &VmFilter,
+        sort: VmSort,
+    ) -> Result<Vec<TenantVm>> {
+        filter.validate()?;
+        match self {
+            Backend::Embedded(e) => {
+                let ctx = e.ctx(project, None);
+                ctx.project.validate()?;
+                let scope = ctx.scope();
+                let mut page = PageRequest::all();
+                let mut out = Vec::new();
+                loop {
+                    let p = e
+                        .engine
+                        .list_vms_matching(&scope, filter, sort, &page)
+                        .await?;
+                    out.extend(p.items.iter().map(hcp_core::Vm::tenant_view));
+                    match p.next {
+                        Some(cursor) => page.cursor = Some(cursor),
+                        None => return Ok(out),
+                    }
+                }
+            }
+            Backend::Remote(r) => r.client.list_all_vms_matching(project, filter, sort).await,
         }
     }
 

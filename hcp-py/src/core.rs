@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
+use hcp_core::store::{VmFilter, VmSort, parse_power_filter, parse_state_filter};
 use hcp_core::{Action, Error, JobId, JobState, JobUpdate, Principal, VmId, VmSpec};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -20,6 +21,42 @@ use crate::types::{
 };
 
 type Outcome<T> = Result<T, Failure>;
+
+/// The filter and sort arguments of `list_vms`, read from Python (an argument of the wrong
+/// type is an error naming it, reported when the call runs).
+struct VmQuery(Result<(VmFilter, VmSort), Error>);
+
+impl VmQuery {
+    /// Reads and parses the arguments, with errors naming the argument.
+    fn read(
+        name_prefix: &Bound<'_, PyAny>,
+        tags: &Bound<'_, PyAny>,
+        state: &Bound<'_, PyAny>,
+        power: &Bound<'_, PyAny>,
+        sort: &Bound<'_, PyAny>,
+    ) -> Self {
+        let parse = || -> Result<(VmFilter, VmSort), Error> {
+            let filter = VmFilter {
+                name_prefix: optional_str("name_prefix", name_prefix)?,
+                tags: crate::spec::tags(tags)?.into_iter().collect(),
+                state: optional_str("state", state)?
+                    .as_deref()
+                    .map(parse_state_filter)
+                    .transpose()?,
+                power: optional_str("power", power)?
+                    .as_deref()
+                    .map(parse_power_filter)
+                    .transpose()?,
+            };
+            let sort = match optional_str("sort", sort)? {
+                Some(s) => s.parse()?,
+                None => VmSort::default(),
+            };
+            Ok((filter, sort))
+        };
+        VmQuery(parse())
+    }
+}
 
 /// The native half of every HCP client object.
 #[pyclass(frozen, module = "hcp._hcp")]
@@ -254,11 +291,13 @@ impl Core {
     fn list_vms_fut(
         &self,
         project: String,
+        query: VmQuery,
     ) -> PyResult<impl Future<Output = Outcome<Vec<Vm>>> + Send + 'static> {
         let backend = self.backend()?;
         Ok(async move {
+            let (filter, sort) = query.0?;
             Ok(backend
-                .list_vms(&project)
+                .list_vms_matching(&project, &filter, sort)
                 .await?
                 .iter()
                 .map(Vm::from)
@@ -683,14 +722,38 @@ impl Core {
         awaitable(py, self.list_snapshots_fut(project, vm)?)
     }
 
-    /// Lists a project's VMs.
-    fn list_vms(&self, py: Python<'_>, project: String) -> PyResult<Vec<Vm>> {
-        block_on(py, self.list_vms_fut(project)?)
+    /// Lists a project's VMs that match the filters, in the order `sort` gives.
+    #[pyo3(signature = (project, *, name_prefix, tags, state, power, sort))]
+    #[allow(clippy::too_many_arguments)]
+    fn list_vms(
+        &self,
+        py: Python<'_>,
+        project: String,
+        name_prefix: Bound<'_, PyAny>,
+        tags: Bound<'_, PyAny>,
+        state: Bound<'_, PyAny>,
+        power: Bound<'_, PyAny>,
+        sort: Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Vm>> {
+        let query = VmQuery::read(&name_prefix, &tags, &state, &power, &sort);
+        block_on(py, self.list_vms_fut(project, query)?)
     }
 
     /// Awaitable form of :meth:`list_vms`.
-    fn list_vms_async<'py>(&self, py: Python<'py>, project: String) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.list_vms_fut(project)?)
+    #[pyo3(signature = (project, *, name_prefix, tags, state, power, sort))]
+    #[allow(clippy::too_many_arguments)]
+    fn list_vms_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        name_prefix: Bound<'py, PyAny>,
+        tags: Bound<'py, PyAny>,
+        state: Bound<'py, PyAny>,
+        power: Bound<'py, PyAny>,
+        sort: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let query = VmQuery::read(&name_prefix, &tags, &state, &power, &sort);
+        awaitable(py, self.list_vms_fut(project, query)?)
     }
 
     /// Returns one VM.

@@ -242,7 +242,7 @@ fn network(i: usize, item: &Bound<'_, PyAny>) -> Result<NetworkAttachment, Error
         .ok_or_else(|| Error::invalid(format!("{field}.network"), "is required"))
 }
 
-fn tags(value: &Bound<'_, PyAny>) -> Result<BTreeMap<String, String>, Error> {
+pub(crate) fn tags(value: &Bound<'_, PyAny>) -> Result<BTreeMap<String, String>, Error> {
     if value.is_none() {
         return Ok(BTreeMap::new());
     }

@@ -41,8 +41,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use hcp_core::store::{
-    IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store, Submission,
-    SubmitOutcome, Usage, VmWrite,
+    IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, SortValue, Store,
+    Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmSortKey, VmWrite,
 };
 use hcp_core::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
@@ -51,10 +51,14 @@ use hcp_core::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 use tokio_postgres::{NoTls, Row};
 
 /// The schema migrations, in order; the version of each is its position from 1.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_vm_list_columns.sql"),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -453,7 +457,8 @@ impl PostgresStore {
             .await?;
         let st = tx
             .prepare_cached(
-                "INSERT INTO vms (id, project, name, generation, doc) VALUES ($1, $2, $3, 1, $4)
+                "INSERT INTO vms (id, project, name, generation, doc, created_us, state, power)
+                 VALUES ($1, $2, $3, 1, $4, $5, $6, $7)
                  ON CONFLICT DO NOTHING",
             )
             .await
@@ -466,6 +471,9 @@ impl PostgresStore {
                     &vm.project.as_str(),
                     &vm.spec.name.as_str(),
                     &to_doc(&vm)?,
+                    &vm.created_at.timestamp_micros(),
+                    &text_of(&vm.desired)?,
+                    &text_of(&vm.power)?,
                 ],
             )
             .await
@@ -528,12 +536,22 @@ impl PostgresStore {
             .await?;
         vm.generation = expected + 1;
         let st = tx
-            .prepare_cached("UPDATE vms SET generation = $2, doc = $3 WHERE id = $1")
+            .prepare_cached(
+                "UPDATE vms SET generation = $2, doc = $3, created_us = $4, state = $5, power = $6
+                 WHERE id = $1",
+            )
             .await
             .map_err(|e| self.db_err(e))?;
         tx.execute(
             &st,
-            &[&vm.id.as_str(), &to_db(vm.generation)?, &to_doc(&vm)?],
+            &[
+                &vm.id.as_str(),
+                &to_db(vm.generation)?,
+                &to_doc(&vm)?,
+                &vm.created_at.timestamp_micros(),
+                &text_of(&vm.desired)?,
+                &text_of(&vm.power)?,
+            ],
         )
         .await
         .map_err(|e| self.db_err(e))?;
@@ -828,6 +846,126 @@ impl Store for PostgresStore {
         let next = (rows.len() > items.len())
             .then(|| items.last().map(|v| v.id.to_string()))
             .flatten();
+        Ok(Page { items, next })
+    }
+
+    async fn list_vms_matching(
+        &self,
+        scope: &Scope,
+        filter: &VmFilter,
+        sort: VmSort,
+        page: &PageRequest,
+    ) -> Result<Page<Vm>> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| sort.parse_cursor(c))
+            .transpose()?;
+        if filter.contradicts_itself() {
+            return Ok(Page {
+                items: vec![],
+                next: None,
+            });
+        }
+        let tags = (!filter.tags.is_empty()).then(|| {
+            serde_json::Value::Object(
+                filter
+                    .tags
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect(),
+            )
+        });
+        let state = filter.state.map(|s| text_of(&s)).transpose()?;
+        let power = filter.power.map(|p| text_of(&p)).transpose()?;
+        let after_id = after.as_ref().map(|a| a.id.as_str());
+        let (after_name, after_us) = match after.as_ref().map(|a| &a.key) {
+            Some(SortValue::Text(n)) => (Some(n.as_str()), None),
+            Some(SortValue::Micros(us)) => (None, Some(*us)),
+            _ => (None, None),
+        };
+        // The SQL is one of a fixed set of texts chosen by the sort; every value is a parameter.
+        let (seek, order) = match (sort.key, sort.descending) {
+            (VmSortKey::Id, false) => ("id > $7", "id"),
+            (VmSortKey::Id, true) => ("id < $7", "id DESC"),
+            (VmSortKey::Name, false) => ("(name, id) > ($8::text COLLATE \"C\", $7)", "name, id"),
+            (VmSortKey::Name, true) => (
+                "(name, id) < ($8::text COLLATE \"C\", $7)",
+                "name DESC, id DESC",
+            ),
+            (VmSortKey::CreatedAt, false) => ("(created_us, id) > ($9, $7)", "created_us, id"),
+            (VmSortKey::CreatedAt, true) => {
+                ("(created_us, id) < ($9, $7)", "created_us DESC, id DESC")
+            }
+        };
+        let sql = format!(
+            "SELECT generation, doc, id, name, created_us FROM vms
+             WHERE ($1::text[] IS NULL OR project = ANY($1))
+               AND ($2::text IS NULL OR starts_with(name, $2))
+               AND ($3::jsonb IS NULL OR doc->'spec'->'tags' @> $3)
+               AND ($4::text IS NULL OR state = $4)
+               AND ($5::text IS NULL OR power = $5)
+               AND ($7::text IS NULL OR {seek})
+             ORDER BY {order} LIMIT $6"
+        );
+        let limit = limit_of(page);
+        let c = self.client().await?;
+        // Typed, because an order uses only some of the seek parameters.
+        let st = c
+            .prepare_typed_cached(
+                &sql,
+                &[
+                    Type::TEXT_ARRAY,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &scope_project(scope),
+                    &filter.name_prefix.as_deref(),
+                    &tags,
+                    &state,
+                    &power,
+                    &(limit + 1),
+                    &after_id,
+                    &after_name,
+                    &after_us,
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for r in rows.iter().take(page.clamped_limit()) {
+            items.push(self.vm_of(r)?);
+            last = Some(r);
+        }
+        let next = match last {
+            Some(r) if rows.len() > items.len() => {
+                let id: String = self.col(r, 2)?;
+                let key = match sort.key {
+                    VmSortKey::Id => SortValue::None,
+                    VmSortKey::Name => SortValue::Text(self.col(r, 3)?),
+                    VmSortKey::CreatedAt => SortValue::Micros(self.col(r, 4)?),
+                };
+                Some(sort.cursor(&VmPosition {
+                    key,
+                    id: VmId::new(id),
+                }))
+            }
+            _ => None,
+        };
         Ok(Page { items, next })
     }
 

@@ -265,3 +265,99 @@ async fn the_password_never_appears_in_errors() {
     .unwrap();
     assert!(!format!("{store:?}").contains(secret));
 }
+
+/// A database at schema version 1 with VMs in it migrates to the current version: the new list
+/// columns are filled from each VM's document, so its VMs filter and sort like new ones.
+#[tokio::test]
+async fn a_version_1_database_with_vms_upgrades_and_its_vms_filter_and_sort() {
+    use hcp_core::store::{VmFilter, VmSort, VmSortKey};
+    use hcp_core::{DesiredState, PowerState};
+
+    drop_old_schemas().await;
+    let schema = fresh_schema();
+    let c = raw().await;
+    c.batch_execute(&format!(
+        "CREATE SCHEMA {schema};
+         SET search_path TO {schema};
+         CREATE TABLE hcp_schema_migrations (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );
+         {}
+         INSERT INTO hcp_schema_migrations (version) VALUES (1);",
+        include_str!("../src/migrations/0001_initial.sql")
+    ))
+    .await
+    .unwrap();
+    let base = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for (i, (name, desired)) in [
+        ("old-b", DesiredState::Active),
+        ("old-a", DesiredState::Error),
+        ("old-c", DesiredState::Active),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut vm = hcp_core::testkit::store::vm("p1", name);
+        vm.desired = desired;
+        vm.power = PowerState::Running;
+        // Nanoseconds, as HCP writes them: the backfill keeps microseconds.
+        vm.created_at = base - chrono::Duration::nanoseconds(3_000_000_123 * (3 - i as i64));
+        vm.generation = 1;
+        c.execute(
+            &format!(
+                "INSERT INTO {schema}.vms (id, project, name, generation, doc) VALUES ($1, $2, $3, 1, $4)"
+            ),
+            &[
+                &vm.id.as_str(),
+                &vm.project.as_str(),
+                &name,
+                &serde_json::to_value(&vm).unwrap(),
+            ],
+        )
+        .await
+        .unwrap();
+        ids.push(vm.id);
+    }
+    let store = open(&schema).await;
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let names = |p: hcp_core::store::Page<hcp_core::Vm>| -> Vec<String> {
+        p.items.into_iter().map(|v| v.spec.name).collect()
+    };
+    let by_time = store
+        .list_vms_matching(
+            &Scope::All,
+            &VmFilter::default(),
+            VmSort::descending(VmSortKey::CreatedAt),
+            &PageRequest::first(2),
+        )
+        .await
+        .unwrap();
+    let cursor = by_time.next.clone();
+    assert_eq!(names(by_time), ["old-c", "old-a"]);
+    let rest = store
+        .list_vms_matching(
+            &Scope::All,
+            &VmFilter::default(),
+            VmSort::descending(VmSortKey::CreatedAt),
+            &PageRequest { limit: 2, cursor },
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(rest), ["old-b"]);
+    let active = store
+        .list_vms_matching(
+            &Scope::Project(ProjectId::new("p1")),
+            &VmFilter {
+                state: Some(DesiredState::Active),
+                power: Some(PowerState::Running),
+                ..VmFilter::default()
+            },
+            VmSort::ascending(VmSortKey::Name),
+            &PageRequest::all(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(active), ["old-b", "old-c"]);
+}

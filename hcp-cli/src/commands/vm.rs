@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
+use hcp_core::store::{VmFilter, VmSort, parse_power_filter, parse_state_filter, parse_tag_filter};
 use hcp_core::{Action, ConsoleKind, Error, ErrorKind, NetworkAttachment, ProjectId, VmId, VmSpec};
 
 use super::Session;
@@ -104,6 +105,44 @@ pub struct ListArgs {
     /// The project whose VMs to list.
     #[arg(long, env = "HCP_PROJECT")]
     project: String,
+    /// Only VMs whose name starts with this text (case-sensitive).
+    #[arg(long, value_name = "PREFIX")]
+    name_prefix: Option<String>,
+    /// Only VMs with this tag; repeat for more (a VM needs all of them).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
+    /// Only VMs in this state: PENDING, ACTIVE, ERROR or DELETED.
+    #[arg(long, value_name = "STATE")]
+    state: Option<String>,
+    /// Only VMs in this observed power state: RUNNING, STOPPED, PAUSED or UNKNOWN.
+    #[arg(long, value_name = "POWER")]
+    power: Option<String>,
+    /// The order: name, -name, created_at or -created_at (`-`: largest first); by VM id when
+    /// absent.
+    #[arg(long, value_name = "ORDER", allow_hyphen_values = true)]
+    sort: Option<String>,
+}
+
+impl ListArgs {
+    /// Builds the filter and order, with errors naming the option.
+    fn query(&self) -> hcp_core::Result<(VmFilter, VmSort)> {
+        let filter = VmFilter {
+            name_prefix: self.name_prefix.clone(),
+            tags: self
+                .tags
+                .iter()
+                .map(|t| parse_tag_filter(t))
+                .collect::<hcp_core::Result<_>>()?,
+            state: self.state.as_deref().map(parse_state_filter).transpose()?,
+            power: self.power.as_deref().map(parse_power_filter).transpose()?,
+        };
+        filter.validate()?;
+        let sort = match &self.sort {
+            Some(s) => s.parse()?,
+            None => VmSort::default(),
+        };
+        Ok((filter, sort))
+    }
 }
 
 /// Names one VM.
@@ -306,9 +345,10 @@ impl VmCommand {
                 finish(s, Some(&project), accepted, &a.submit).await
             }
             VmCommand::List(a) => {
+                let (filter, sort) = a.query()?;
                 let vms = s
                     .backend
-                    .list_vms(&ProjectId::from(a.project.as_str()))
+                    .list_vms_matching(&ProjectId::from(a.project.as_str()), &filter, sort)
                     .await?;
                 output::print(s.format, &vms, |v| output::vm_table(v))
             }

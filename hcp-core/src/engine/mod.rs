@@ -1088,6 +1088,26 @@ impl Engine {
         self.inner.store.list_vms(scope, page).await
     }
 
+    /// Lists VMs visible in `scope` that match `filter`, ordered by `sort`, one page at a time
+    /// (see [`Store::list_vms_matching`]).
+    ///
+    /// # Errors
+    /// `InvalidSpec` naming the field when the filter is out of bounds or the cursor was not
+    /// made for this sort; store errors.
+    pub async fn list_vms_matching(
+        &self,
+        scope: &Scope,
+        filter: &crate::store::VmFilter,
+        sort: crate::store::VmSort,
+        page: &PageRequest,
+    ) -> Result<Page<Vm>> {
+        filter.validate()?;
+        self.inner
+            .store
+            .list_vms_matching(scope, filter, sort, page)
+            .await
+    }
+
     /// Returns a job visible in `scope`; a queued job's reason says why it waits.
     ///
     /// # Errors

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store, Submission,
-    SubmitOutcome, Usage, VmWrite,
+    SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmWrite,
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
@@ -372,6 +372,45 @@ impl Store for MemoryStore {
                     .collect();
                 page_of(ids.into_iter().cloned(), limit, |k| s.vms.get(k).cloned())
             }
+        })
+    }
+
+    async fn list_vms_matching(
+        &self,
+        scope: &Scope,
+        filter: &VmFilter,
+        sort: VmSort,
+        page: &PageRequest,
+    ) -> Result<Page<Vm>> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| sort.parse_cursor(c))
+            .transpose()?;
+        let limit = page.clamped_limit();
+        let s = self.lock();
+        let mut found: Vec<(VmPosition, &Vm)> = s
+            .vms
+            .values()
+            .filter(|v| scope.allows(&v.project) && filter.matches(v))
+            .map(|v| (sort.position(v), v))
+            .filter(|(p, _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|a| sort.compare(p, a) == std::cmp::Ordering::Greater)
+            })
+            .collect();
+        found.sort_by(|a, b| sort.compare(&a.0, &b.0));
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next = if more {
+            found.last().map(|(p, _)| sort.cursor(p))
+        } else {
+            None
+        };
+        Ok(Page {
+            items: found.into_iter().map(|(_, v)| v.clone()).collect(),
+            next,
         })
     }
 

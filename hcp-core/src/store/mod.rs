@@ -6,6 +6,7 @@
 //! implement it without changing callers.
 
 mod memory;
+mod query;
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,6 +16,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use memory::{MemoryStore, StoreSnapshot};
+pub use query::{
+    SortValue, VmFilter, VmPosition, VmSort, VmSortKey, parse_power_filter, parse_state_filter,
+    parse_tag_filter,
+};
 
 use crate::{
     DesiredState, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry,
@@ -362,6 +367,30 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A page holds at most [`PageRequest::clamped_limit`] items; `next` is set exactly when more
     /// items follow, and passing it as the cursor returns the items after the last one returned.
     async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>>;
+
+    /// Lists VMs visible in `scope` that match `filter`, in the order `sort` gives.
+    ///
+    /// # Behavior
+    /// Every part of `filter` must match (a VM needs every tag asked for); an empty filter with
+    /// the default sort lists exactly what [`Store::list_vms`] lists, with the same cursors.
+    /// Ties of the sort key are broken by VM id, in the same direction, so the order is total.
+    /// The cursor (see [`VmSort::cursor`]) encodes the sort key and the id of the last VM
+    /// returned, and the next page starts strictly after that position: paging is gapless and
+    /// without duplicates for the VMs that exist throughout, while VMs are added or removed
+    /// (one added before the cursor's position is not shown; one removed is simply absent).
+    /// Creation times are compared at microsecond precision. A page holds at most
+    /// [`PageRequest::clamped_limit`] items; `next` is set exactly when more items follow.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidSpec`] naming `cursor` when the cursor was not made for this
+    /// sort order.
+    async fn list_vms_matching(
+        &self,
+        scope: &Scope,
+        filter: &VmFilter,
+        sort: VmSort,
+        page: &PageRequest,
+    ) -> Result<Page<Vm>>;
 
     /// Inserts (`expected: None`) or replaces a VM (compare-and-swap).
     ///

@@ -17,7 +17,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 
 use crate::store::{
     IdempotencyRecord, IdempotencyScope, JobFilter, PageRequest, Scope, Store, Submission,
-    SubmitOutcome, Usage, VmWrite,
+    SubmitOutcome, Usage, VmFilter, VmSort, VmSortKey, VmWrite,
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, DesiredState, Error, ErrorKind, Event, EventFilter, EventKind,
@@ -132,7 +132,7 @@ fn is_conflict(r: &Result<impl std::fmt::Debug>) -> bool {
 }
 
 /// The names of every check, in the order [`run_all`] runs them.
-pub const CHECKS: [&str; 12] = [
+pub const CHECKS: [&str; 13] = [
     "vm_generation_cas",
     "job_generation_cas",
     "submit_is_all_or_nothing",
@@ -145,6 +145,7 @@ pub const CHECKS: [&str; 12] = [
     "retention_purge",
     "quota_under_concurrency",
     "usage_follows_vm_writes",
+    "filtered_sorted_listing",
 ];
 
 /// Runs the check named `name` (one of [`CHECKS`]) on `store`.
@@ -165,6 +166,7 @@ pub async fn run(name: &str, store: Arc<dyn Store>) -> Result<()> {
         "retention_purge" => retention_purge(store).await,
         "quota_under_concurrency" => quota_under_concurrency(store).await,
         "usage_follows_vm_writes" => usage_follows_vm_writes(store).await,
+        "filtered_sorted_listing" => filtered_sorted_listing(store).await,
         other => return Err(Error::internal(format!("no store check named `{other}`"))),
     };
     r.map_err(|e| e.with_context("check", name))
@@ -195,7 +197,7 @@ macro_rules! store_conformance_tests {
             vm_generation_cas, job_generation_cas, submit_is_all_or_nothing,
             idempotency_under_concurrency, fingerprint_mismatch_is_refused, paging_and_cursors,
             scope_isolation, log_sequence_numbers, event_sequence_numbers, retention_purge,
-            quota_under_concurrency, usage_follows_vm_writes);
+            quota_under_concurrency, usage_follows_vm_writes, filtered_sorted_listing);
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
         $(
@@ -1194,6 +1196,342 @@ pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
     ensure!(
         store.usage(&p).await? == usage(1, 1, 512),
         "a refused write changes no usage"
+    );
+    Ok(())
+}
+
+/// Pages through `list_vms_matching` with pages of `limit`, returning the ids in order.
+async fn page_through(
+    store: &Arc<dyn Store>,
+    scope: &Scope,
+    filter: &VmFilter,
+    sort: VmSort,
+    limit: usize,
+) -> Result<Vec<VmId>> {
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(limit);
+    for _ in 0..100 {
+        let p = store.list_vms_matching(scope, filter, sort, &page).await?;
+        ensure!(p.items.len() <= limit, "a VM page holds at most its limit");
+        ensure!(
+            p.next.is_none() || p.items.len() == limit,
+            "a page with a next cursor is full"
+        );
+        seen.extend(p.items.into_iter().map(|v| v.id));
+        match p.next {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(seen),
+        }
+    }
+    Err(Error::internal(
+        "store conformance: filtered VM paging does not end",
+    ))
+}
+
+/// Filters VMs by name prefix, tags, state and power, combined, in every sort order, and pages
+/// through them; checks the result against the same filter and order applied in memory.
+///
+/// # Errors
+/// When a filtered page holds a VM that does not match, misses one that does, comes out of
+/// order, repeats or skips a VM while VMs are added and removed between pages, shows another
+/// project's VM, or accepts a cursor of another sort order.
+pub async fn filtered_sorted_listing(store: Arc<dyn Store>) -> Result<()> {
+    let base = Utc::now();
+    let mut all: Vec<Vm> = Vec::new();
+    // (project, name, tags, state, power, minutes before now)
+    type Spec<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        DesiredState,
+        PowerState,
+        i64,
+    );
+    let specs: [Spec<'_>; 12] = [
+        (
+            "p1",
+            "web-1",
+            &[("env", "prod"), ("tier", "web")],
+            DesiredState::Active,
+            PowerState::Running,
+            5,
+        ),
+        (
+            "p1",
+            "web-2",
+            &[("env", "prod"), ("tier", "web")],
+            DesiredState::Active,
+            PowerState::Stopped,
+            5,
+        ),
+        (
+            "p1",
+            "web-3",
+            &[("env", "dev"), ("tier", "web")],
+            DesiredState::Active,
+            PowerState::Running,
+            1,
+        ),
+        (
+            "p1",
+            "db-1",
+            &[("env", "prod"), ("tier", "db")],
+            DesiredState::Active,
+            PowerState::Running,
+            9,
+        ),
+        (
+            "p1",
+            "db-2",
+            &[("env", "prod")],
+            DesiredState::Error,
+            PowerState::Unknown,
+            3,
+        ),
+        (
+            "p1",
+            "batch",
+            &[],
+            DesiredState::Pending,
+            PowerState::Unknown,
+            7,
+        ),
+        (
+            "p1",
+            "web-10",
+            &[("env", "prod"), ("tier", "web")],
+            DesiredState::Pending,
+            PowerState::Paused,
+            2,
+        ),
+        (
+            "p1",
+            "webster",
+            &[("env", "=x=")],
+            DesiredState::Active,
+            PowerState::Running,
+            5,
+        ),
+        (
+            "p2",
+            "web-1",
+            &[("env", "prod"), ("tier", "web")],
+            DesiredState::Active,
+            PowerState::Running,
+            4,
+        ),
+        (
+            "p2",
+            "web-9",
+            &[("env", "prod")],
+            DesiredState::Active,
+            PowerState::Running,
+            8,
+        ),
+        (
+            "p2",
+            "db-1",
+            &[("env", "dev")],
+            DesiredState::Deleted,
+            PowerState::Stopped,
+            6,
+        ),
+        (
+            "p3",
+            "web-1",
+            &[("env", "prod")],
+            DesiredState::Active,
+            PowerState::Running,
+            0,
+        ),
+    ];
+    for (project, name, tags, desired, power, minutes) in specs {
+        let mut v = vm(project, name);
+        v.spec.tags = tags
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        v.desired = desired;
+        v.power = power;
+        // Equal minutes give equal creation times: ties must be broken by id.
+        v.created_at = base - ChronoDuration::minutes(minutes);
+        all.push(store.put_vm(v, None).await?);
+    }
+    let t = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let filters = [
+        VmFilter::default(),
+        VmFilter {
+            name_prefix: Some("web-".into()),
+            ..VmFilter::default()
+        },
+        VmFilter {
+            name_prefix: Some("we_".into()),
+            ..VmFilter::default()
+        },
+        VmFilter {
+            name_prefix: Some("web%".into()),
+            ..VmFilter::default()
+        },
+        VmFilter {
+            tags: vec![t("env", "prod")],
+            ..VmFilter::default()
+        },
+        VmFilter {
+            tags: vec![t("env", "prod"), t("tier", "web")],
+            ..VmFilter::default()
+        },
+        VmFilter {
+            tags: vec![t("env", "prod"), t("env", "dev")],
+            ..VmFilter::default()
+        },
+        VmFilter {
+            tags: vec![t("env", "=x=")],
+            ..VmFilter::default()
+        },
+        VmFilter {
+            tags: vec![t("tier", "")],
+            ..VmFilter::default()
+        },
+        VmFilter {
+            state: Some(DesiredState::Active),
+            power: Some(PowerState::Running),
+            ..VmFilter::default()
+        },
+        VmFilter {
+            name_prefix: Some("web".into()),
+            tags: vec![t("env", "prod")],
+            state: Some(DesiredState::Active),
+            power: Some(PowerState::Running),
+        },
+        VmFilter {
+            power: Some(PowerState::Paused),
+            ..VmFilter::default()
+        },
+    ];
+    let sorts = [
+        VmSort::default(),
+        VmSort::ascending(VmSortKey::Name),
+        VmSort::descending(VmSortKey::Name),
+        VmSort::ascending(VmSortKey::CreatedAt),
+        VmSort::descending(VmSortKey::CreatedAt),
+    ];
+    let scopes = [
+        Scope::All,
+        Scope::Project(ProjectId::new("p1")),
+        Scope::Projects(vec![ProjectId::new("p2"), ProjectId::new("p3")]),
+        Scope::Projects(vec![]),
+    ];
+    for scope in &scopes {
+        for filter in &filters {
+            for sort in sorts {
+                let mut want: Vec<&Vm> = all
+                    .iter()
+                    .filter(|v| scope.allows(&v.project) && filter.matches(v))
+                    .collect();
+                want.sort_by(|a, b| sort.compare(&sort.position(a), &sort.position(b)));
+                let want: Vec<VmId> = want.into_iter().map(|v| v.id.clone()).collect();
+                for limit in [2, 5, 100] {
+                    let got = page_through(&store, scope, filter, sort, limit).await?;
+                    ensure!(
+                        got == want,
+                        "{scope:?}, {filter:?}, sort {sort}, pages of {limit}: want {want:?}, got {got:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    // An empty filter with the default sort lists what list_vms lists, with the same cursors.
+    let plain = store.list_vms(&Scope::All, &PageRequest::first(4)).await?;
+    let matching = store
+        .list_vms_matching(
+            &Scope::All,
+            &VmFilter::default(),
+            VmSort::default(),
+            &PageRequest::first(4),
+        )
+        .await?;
+    ensure!(
+        plain == matching,
+        "the default sort with no filter is list_vms's order and cursor"
+    );
+
+    // A tenant's tag filter never reaches another project's VMs.
+    let p2_only = page_through(
+        &store,
+        &Scope::Project(ProjectId::new("p2")),
+        &VmFilter {
+            tags: vec![t("tier", "web")],
+            ..VmFilter::default()
+        },
+        VmSort::ascending(VmSortKey::Name),
+        10,
+    )
+    .await?;
+    ensure!(
+        p2_only == vec![all[8].id.clone()],
+        "a tag filter in one project's scope sees only that project's VMs, got {p2_only:?}"
+    );
+
+    // Paging stays gapless while VMs come and go: sorted by name, two at a time.
+    let scope = Scope::Project(ProjectId::new("p1"));
+    let filter = VmFilter::default();
+    let sort = VmSort::ascending(VmSortKey::Name);
+    let first = store
+        .list_vms_matching(&scope, &filter, sort, &PageRequest::first(2))
+        .await?;
+    let mut seen: Vec<Vm> = first.items.clone();
+    ensure!(
+        seen.iter()
+            .map(|v| v.spec.name.as_str())
+            .collect::<Vec<_>>()
+            == ["batch", "db-1"],
+        "p1 by name starts with batch, db-1"
+    );
+    // Added before the cursor: not shown. Added after: shown. Removed after: absent.
+    store.put_vm(vm("p1", "aaa"), None).await?;
+    let late = store.put_vm(vm("p1", "zzz"), None).await?;
+    let gone = all
+        .iter()
+        .find(|v| v.project.as_str() == "p1" && v.spec.name == "web-2");
+    let gone = gone.ok_or_else(|| Error::internal("store conformance: web-2 missing"))?;
+    store.remove_vm(&gone.id, gone.generation).await?;
+    let mut page = PageRequest::first(2);
+    page.cursor = first.next.clone();
+    ensure!(page.cursor.is_some(), "p1 has more than two VMs");
+    for _ in 0..20 {
+        let p = store
+            .list_vms_matching(&scope, &filter, sort, &page)
+            .await?;
+        seen.extend(p.items);
+        match p.next {
+            Some(c) => page.cursor = Some(c),
+            None => break,
+        }
+    }
+    let names: Vec<&str> = seen.iter().map(|v| v.spec.name.as_str()).collect();
+    ensure!(
+        names
+            == [
+                "batch", "db-1", "db-2", "web-1", "web-10", "web-3", "webster", "zzz"
+            ],
+        "paging by name while VMs are added and removed is gapless and without repeats: {names:?}"
+    );
+    ensure!(
+        seen.last().is_some_and(|v| v.id == late.id),
+        "a VM added after the cursor is shown"
+    );
+
+    // A cursor carries its sort order: one made for another order is refused naming `cursor`.
+    let by_time = VmSort::descending(VmSortKey::CreatedAt);
+    let mut foreign = PageRequest::first(2);
+    foreign.cursor = first.next;
+    let r = store
+        .list_vms_matching(&scope, &filter, by_time, &foreign)
+        .await;
+    ensure!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::InvalidSpec && e.field() == Some("cursor")),
+        "a cursor of a name sort passed with a time sort is InvalidSpec naming cursor: {r:?}"
     );
     Ok(())
 }

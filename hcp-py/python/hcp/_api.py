@@ -208,13 +208,37 @@ class _SyncApi:
             timeout=timeout,
         )
 
-    def list_vms(self, project: str) -> list[Vm]:
-        """List a project's VMs, oldest first.
+    def list_vms(
+        self,
+        project: str,
+        *,
+        name_prefix: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        state: Optional[str] = None,
+        power: Optional[str] = None,
+        sort: Optional[str] = None,
+    ) -> list[Vm]:
+        """List a project's VMs, by id (oldest first) unless ``sort`` says otherwise.
+
+        The filters combine: a VM is listed when it matches all of them.
 
         Parameters
         ----------
         project : str
             The project.
+        name_prefix : str, optional
+            Only VMs whose name starts with this text (case-sensitive).
+        tags : Mapping[str, str], optional
+            Only VMs that carry every one of these tags with these values.
+        state : str, optional
+            Only VMs in this state: ``"PENDING"``, ``"ACTIVE"``, ``"ERROR"`` or ``"DELETED"``
+            (any case).
+        power : str, optional
+            Only VMs in this observed power state: ``"RUNNING"``, ``"STOPPED"``, ``"PAUSED"`` or
+            ``"UNKNOWN"`` (any case).
+        sort : str, optional
+            ``"name"``, ``"-name"``, ``"created_at"`` or ``"-created_at"`` (``-``: largest
+            first); ties are broken by VM id.
 
         Returns
         -------
@@ -224,9 +248,12 @@ class _SyncApi:
         Raises
         ------
         InvalidSpec
-            An invalid project id.
+            An invalid project id, or a filter or sort value that is not allowed (the message
+            names the argument and lists the allowed values).
         """
-        return self._core.list_vms(project)
+        return self._core.list_vms(
+            project, name_prefix=name_prefix, tags=tags, state=state, power=power, sort=sort
+        )
 
     def get_vm(self, project: str, vm: VmRef) -> Vm:
         """Return one VM.
@@ -911,14 +938,25 @@ class _AsyncApi:
             timeout=timeout,
         )
 
-    async def list_vms(self, project: str) -> list[Vm]:
-        """List a project's VMs, oldest first; see :meth:`Engine.list_vms`.
+    async def list_vms(
+        self,
+        project: str,
+        *,
+        name_prefix: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        state: Optional[str] = None,
+        power: Optional[str] = None,
+        sort: Optional[str] = None,
+    ) -> list[Vm]:
+        """List a project's VMs, filtered and sorted; see :meth:`Engine.list_vms`.
 
         Returns
         -------
         list of Vm
         """
-        return await self._core.list_vms_async(project)
+        return await self._core.list_vms_async(
+            project, name_prefix=name_prefix, tags=tags, state=state, power=power, sort=sort
+        )
 
     async def get_vm(self, project: str, vm: VmRef) -> Vm:
         """Return one VM; see :meth:`Engine.get_vm`.

@@ -73,6 +73,11 @@ def tour(engine: hcp.Engine) -> list[dict[str, Any]]:
     impact: str = plan[0].impact
     assert impact in ("hot", "reboot", "power_off", "recreate", "data_destructive")
     rows = [v.to_dict() for v in engine.list_vms("demo")]
+    wanted: dict[str, str] = {"env": "prod"}
+    picked: list[hcp.Vm] = engine.list_vms(
+        "demo", name_prefix="typed", tags=wanted, state="ACTIVE", power="RUNNING", sort="-created_at"
+    )
+    assert len(picked) <= len(rows)
     engine.delete_vm("demo", vm, wait=True)
 
     networks: list[hcp.NetworkLike] = ["default", {"network": "default"}]
@@ -91,7 +96,7 @@ async def async_tour(engine: hcp.AsyncEngine) -> int:
         message: str = line.message
         count += len(message) > 0
     job: hcp.Job = await engine.wait_job(s)
-    vms: list[hcp.Vm] = await engine.list_vms("demo")
+    vms: list[hcp.Vm] = await engine.list_vms("demo", name_prefix="typed", sort="name")
     assert job.succeeded and len(vms) == 1
     await engine.delete_vm("demo", vms[0], force=True, wait=True)
     return count
@@ -100,12 +105,12 @@ async def async_tour(engine: hcp.AsyncEngine) -> int:
 def remote(url: str) -> None:
     client: hcp.Client = hcp.Client(url, token=None)
     with client:
-        client.list_vms("demo")
+        client.list_vms("demo", tags={"team": "core"}, power="STOPPED")
 
 
 async def async_remote(url: str) -> None:
     async with hcp.AsyncClient(url) as client:
-        await client.list_vms("demo")
+        await client.list_vms("demo", state="ERROR", sort="-name")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ pub(crate) mod ops;
 pub(crate) mod security;
 pub(crate) mod tenant;
 pub(crate) mod tenant_events;
+pub(crate) mod vm_query;
 
 use std::collections::HashMap;
 use std::sync::Arc;

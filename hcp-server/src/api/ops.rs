@@ -62,7 +62,11 @@ impl OpsApi {
     }
 
     /// List every VM with its provider binding
+    ///
+    /// Filtered, sorted and paged like the tenant VM list (`name_prefix`, `tag`, `state`,
+    /// `power`, `sort`); a bad filter value is `400 INVALID_SPEC` naming the parameter.
     #[oai(path = "/vms", method = "get", operation_id = "opsVms")]
+    #[allow(clippy::too_many_arguments)] // one per query parameter, as poem-openapi wants
     async fn vms(
         &self,
         _auth: ApiAuth,
@@ -72,12 +76,30 @@ impl OpsApi {
         limit: Query<Option<u32>>,
         /// The `next` cursor of the previous page.
         cursor: Query<Option<String>>,
+        /// Only VMs whose name starts with this text (case-sensitive).
+        name_prefix: Query<Option<String>>,
+        /// Only VMs with this tag, as `key=value`; repeat for more (all must match).
+        tag: Query<Vec<String>>,
+        /// Only VMs in this state: `PENDING`, `ACTIVE`, `ERROR` or `DELETED`.
+        state: Query<Option<String>>,
+        /// Only VMs in this observed power state: `RUNNING`, `STOPPED`, `PAUSED` or `UNKNOWN`.
+        power: Query<Option<String>>,
+        /// The order: `name`, `-name`, `created_at` or `-created_at` (`-`: largest first);
+        /// by VM id when absent.
+        sort: Query<Option<String>>,
     ) -> ApiResult<Json<OpsVmPage>> {
         let scope = project_scope(project.0)?;
+        let (filter, sort) =
+            super::vm_query::vm_query(name_prefix.0, tag.0, state.0, power.0, sort.0)?;
         let page = self
             .state
             .engine
-            .list_vms(&scope, &self.state.pages.request(limit.0, cursor.0)?)
+            .list_vms_matching(
+                &scope,
+                &filter,
+                sort,
+                &self.state.pages.request(limit.0, cursor.0)?,
+            )
             .await?;
         Ok(Json(OpsVmPage {
             items: page.items.into_iter().map(Into::into).collect(),

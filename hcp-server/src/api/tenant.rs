@@ -15,6 +15,7 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::security::ApiAuth;
+use super::vm_query::vm_query;
 use super::{AcceptedResponse, ApiTags, State, find_job, tenant_context, watch_job};
 use crate::console::SUBPROTOCOL;
 use crate::dto::{
@@ -89,12 +90,17 @@ pub(crate) struct TenantApi {
 impl TenantApi {
     /// List a project's VMs
     ///
-    /// Pages are ordered by VM id (oldest first); pass the previous page's `next` as `cursor`.
+    /// Pages are ordered by VM id (oldest first) unless `sort` says otherwise; pass the previous
+    /// page's `next` as `cursor`, with the same filters and `sort`. Filters combine: a VM is
+    /// listed when it matches all of them. A sorted list pages without gaps or repeats while VMs
+    /// are added and removed (ties are broken by VM id). A bad filter value is
+    /// `400 INVALID_SPEC` naming the parameter and what is allowed.
     #[oai(
         path = "/projects/:projectId/vms",
         method = "get",
         operation_id = "listVms"
     )]
+    #[allow(clippy::too_many_arguments)] // one per query parameter, as poem-openapi wants
     async fn list_vms(
         &self,
         _auth: ApiAuth,
@@ -104,12 +110,29 @@ impl TenantApi {
         limit: Query<Option<u32>>,
         /// The `next` cursor of the previous page.
         cursor: Query<Option<String>>,
+        /// Only VMs whose name starts with this text (case-sensitive).
+        name_prefix: Query<Option<String>>,
+        /// Only VMs with this tag, as `key=value`; repeat for more (all must match).
+        tag: Query<Vec<String>>,
+        /// Only VMs in this state: `PENDING`, `ACTIVE`, `ERROR` or `DELETED`.
+        state: Query<Option<String>>,
+        /// Only VMs in this observed power state: `RUNNING`, `STOPPED`, `PAUSED` or `UNKNOWN`.
+        power: Query<Option<String>>,
+        /// The order: `name`, `-name`, `created_at` or `-created_at` (`-`: largest first);
+        /// by VM id when absent.
+        sort: Query<Option<String>>,
     ) -> ApiResult<Json<VmPage>> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
+        let (filter, sort) = vm_query(name_prefix.0, tag.0, state.0, power.0, sort.0)?;
         let page = self
             .state
             .engine
-            .list_vms(&ctx.scope(), &self.state.pages.request(limit.0, cursor.0)?)
+            .list_vms_matching(
+                &ctx.scope(),
+                &filter,
+                sort,
+                &self.state.pages.request(limit.0, cursor.0)?,
+            )
             .await?;
         Ok(Json(VmPage {
             items: page.items.iter().map(|v| v.tenant_view().into()).collect(),

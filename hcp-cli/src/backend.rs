@@ -404,6 +404,32 @@ impl Backend {
         }
     }
 
+    /// Moves a running VM to another host of its provider and zone (operators; the embedded
+    /// engine belongs to the local user, who is its operator). `project`, when given, must be
+    /// the VM's.
+    ///
+    /// # Errors
+    /// See [`Engine::migrate_vm`]; remote mode also reports a caller without the operator role.
+    pub async fn migrate_vm(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        request: &hcp_core::MigrateRequest,
+        idempotency_key: Option<String>,
+    ) -> hcp_core::Result<Accepted> {
+        match self {
+            Backend::Embedded(e) => {
+                // A VM outside --project is not found, as for every other command.
+                e.get_vm(project, vm_id).await?;
+                e.engine
+                    .migrate_vm(&e.principal, vm_id, request, idempotency_key)
+                    .await
+                    .map(Accepted::from)
+            }
+            Backend::Remote(r) => r.migrate_vm(vm_id, request, idempotency_key).await,
+        }
+    }
+
     /// Returns every host with its capacity and health (operator view).
     ///
     /// # Errors

@@ -158,6 +158,31 @@ impl Remote {
         })
     }
 
+    /// Moves a VM to another host through the ops API (operators only).
+    pub async fn migrate_vm(
+        &self,
+        vm_id: &VmId,
+        request: &hcp_core::MigrateRequest,
+        idempotency_key: Option<String>,
+    ) -> hcp_core::Result<Accepted> {
+        let op = hcp_core::Operation::MigrateVm;
+        if let Some(key) = &idempotency_key {
+            hcp_core::validate_idempotency_key(key).map_err(|e| e.with_operation(op))?;
+        }
+        let a = self
+            .client
+            .migrate_vm(vm_id, request, idempotency_key.as_deref())
+            .await
+            .map_err(|e| name_field(e, "vm_id").with_operation(op))?;
+        Ok(Accepted {
+            vm_id: a.vm_id,
+            job_id: a.job_id,
+            replayed: a.replayed,
+            snapshot_id: None,
+            memory_state_kept: None,
+        })
+    }
+
     /// Plans a resize of a VM of the project.
     pub async fn plan_resize(
         &self,

@@ -1071,6 +1071,44 @@ impl Client {
         })
     }
 
+    /// Moves a running VM to another host of its provider and zone
+    /// (`POST /api/hcp/ops/v1/vms/{vmId}:migrate`, operators only): to `request.target_host`, or
+    /// any other host of the zone when it is `None`. Returns at once with the job; follow it
+    /// with [`Client::ops_job`] (which names the target host) or [`Client::wait_job`].
+    ///
+    /// # Errors
+    /// The service's error: `PermissionDenied` for a caller without the operator role,
+    /// `NotFound` naming `vm_id`, `InvalidSpec` naming `target_host`, `Conflict`
+    /// (`VM_STATE_CONFLICT` for a VM that is not running, `CAPACITY_EXHAUSTED`),
+    /// `FeatureNotSupported` (no live migration; cold migration is not offered).
+    pub async fn migrate_vm(
+        &self,
+        vm_id: &VmId,
+        request: &hcp_core::MigrateRequest,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
+        let path = format!("{OPS_PREFIX}/vms/{}:migrate", enc(vm_id.as_str()));
+        let mut rb = self.request(Method::POST, &path).json(request);
+        if let Some(k) = idempotency_key {
+            rb = rb.header("Idempotency-Key", k);
+        }
+        let resp = self.send(rb).await?;
+        let replayed = resp
+            .headers()
+            .get(REPLAYED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let job: Job = self.decode(resp).await?;
+        Ok(Accepted {
+            resource_id: format!("projects/{}/vms/{}", job.project, job.vm_id),
+            vm_id: job.vm_id,
+            job_id: job.id,
+            replayed,
+            snapshot_id: None,
+            memory_state_kept: None,
+        })
+    }
+
     /// Returns a job with its host and provider (operator view).
     ///
     /// # Errors

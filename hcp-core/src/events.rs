@@ -76,6 +76,15 @@ pub enum EventKind {
         /// The host.
         host: String,
     },
+    /// An operator moved a VM to another host (operators' view: tenants never see hosts).
+    VmMigrated {
+        /// The provider.
+        provider: String,
+        /// The host the VM left.
+        from_host: String,
+        /// The host the VM runs on now.
+        to_host: String,
+    },
     /// A difference between desired and observed state.
     Drift(Drift),
     /// Someone asked for an inventory refresh and reconciliation now.
@@ -110,6 +119,7 @@ impl EventKind {
         "vm_deleted",
         "vm_tags_updated",
         "vm_adopted",
+        "vm_migrated",
         "drift",
         "reconcile_requested",
         "console_opened",
@@ -125,6 +135,7 @@ impl EventKind {
             EventKind::VmDeleted { .. } => "vm_deleted",
             EventKind::VmTagsUpdated { .. } => "vm_tags_updated",
             EventKind::VmAdopted { .. } => "vm_adopted",
+            EventKind::VmMigrated { .. } => "vm_migrated",
             EventKind::Drift(_) => "drift",
             EventKind::ReconcileRequested { .. } => "reconcile_requested",
             EventKind::ConsoleOpened { .. } => "console_opened",

@@ -230,7 +230,8 @@ pub enum JobAction {
     },
     /// Moves the VM to another host.
     Migrate {
-        /// The target host.
+        /// The target host; empty in the tenant view, whose documents leave it out.
+        #[serde(default)]
         target_host: String,
     },
     /// Returns the VM to one of its snapshots.

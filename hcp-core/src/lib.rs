@@ -47,6 +47,7 @@ pub use config::{
 pub use console::{
     Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
 };
+pub use engine::MigrateRequest;
 pub use engine::{
     Action, CODE_VM_STATE_CONFLICT, ChangeImpact, Engine, EngineBuilder, EngineStats, FieldPlan,
     InventoryVm, JobWatch, ProviderCapabilities, ProviderFactory, ProviderStatus, RefreshReport,

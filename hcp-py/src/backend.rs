@@ -222,6 +222,29 @@ impl Backend {
         }
     }
 
+    /// Moves a running VM to another host of its provider and zone (operators; the embedded
+    /// engine's caller is its operator).
+    ///
+    /// # Errors
+    /// The engine's refusal: not found, `target_host` invalid, not running, no room,
+    /// no live migration (cold moves are not offered); remotely, a caller without the operator
+    /// role.
+    pub async fn migrate_vm(
+        &self,
+        vm: &VmId,
+        request: &hcp_core::MigrateRequest,
+        key: Option<String>,
+    ) -> Result<Submitted> {
+        match self {
+            Backend::Embedded(e) => e.engine.migrate_vm(&e.principal, vm, request, key).await,
+            Backend::Remote(r) => r
+                .client
+                .migrate_vm(vm, request, key.as_deref())
+                .await
+                .map(Into::into),
+        }
+    }
+
     /// Plans a resize; changes nothing.
     ///
     /// # Errors

@@ -255,6 +255,36 @@ impl Core {
         })
     }
 
+    fn migrate_vm_fut(
+        &self,
+        vm: String,
+        request: hcp_core::MigrateRequest,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<impl Future<Output = Outcome<Submitted>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move {
+            let timeout = timeout_from_secs(timeout)?;
+            let submitter = backend.clone();
+            let submitted = tokio::spawn(async move {
+                submitter
+                    .migrate_vm(&VmId::new(vm), &request, idempotency_key)
+                    .await
+            })
+            .await
+            .map_err(|e| Error::internal(format!("the submission task failed: {e}")))??;
+            if !wait {
+                return Ok(Submitted::new(&submitted, None));
+            }
+            let job = Job::from(&backend.wait_job(&submitted.job_id, timeout).await?);
+            if job.state != JobState::Succeeded.as_str() {
+                return Err(Failure::JobEnded(Box::new(job)));
+            }
+            Ok(Submitted::new(&submitted, Some(job)))
+        })
+    }
+
     fn plan_resize_fut(
         &self,
         project: String,
@@ -655,6 +685,50 @@ impl Core {
                 wait,
                 timeout,
             )?,
+        )
+    }
+
+    /// Moves a running VM to another host of its zone (operators); waits when ``wait``.
+    #[pyo3(signature = (vm, *, target_host, allow_cold, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn migrate_vm(
+        &self,
+        py: Python<'_>,
+        vm: String,
+        target_host: Option<String>,
+        allow_cold: bool,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Submitted> {
+        let request = hcp_core::MigrateRequest::new()
+            .with_target_host(target_host)
+            .with_allow_cold(allow_cold);
+        block_on(
+            py,
+            self.migrate_vm_fut(vm, request, idempotency_key, wait, timeout)?,
+        )
+    }
+
+    /// Awaitable form of :meth:`migrate_vm`.
+    #[pyo3(signature = (vm, *, target_host, allow_cold, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn migrate_vm_async<'py>(
+        &self,
+        py: Python<'py>,
+        vm: String,
+        target_host: Option<String>,
+        allow_cold: bool,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let request = hcp_core::MigrateRequest::new()
+            .with_target_host(target_host)
+            .with_allow_cold(allow_cold);
+        awaitable(
+            py,
+            self.migrate_vm_fut(vm, request, idempotency_key, wait, timeout)?,
         )
     }
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 import hcp
-from conftest import Service, run
+from conftest import Service, demo_config, run
 
 
 def unique(prefix: str) -> str:
@@ -139,5 +139,85 @@ def test_plan_resize_embedded_remote_and_async(engine: hcp.Engine, service: Serv
             s = await aengine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
             plan = await aengine.plan_resize("demo", s.vm_id, vcpus=4)
             assert [(p.field, p.impact) for p in plan] == [("vcpus", "hot")]
+
+    run(main())
+
+
+ZONE_A = ("sim-a1", "sim-a2")
+
+
+def _vcpus_used(api: hcp.Engine | hcp.Client) -> dict[str, int]:
+    return {h.name: h.vcpus_used for h in api.hosts() if h.name in ZONE_A}
+
+
+def _migrate_round_trip(api: hcp.Engine | hcp.Client) -> None:
+    before = _vcpus_used(api)
+    s = api.create_vm("demo", unique("mover"), "ubuntu-24.04", "small", zone="zone-a", wait=True)
+    after = _vcpus_used(api)
+    src = next(h for h in ZONE_A if after[h] > before[h])
+    dst = "sim-a2" if src == "sim-a1" else "sim-a1"
+
+    for target, words in ((src, "already runs"), ("sim-b1", "zone"), ("sim-zz", "not a host")):
+        with pytest.raises(hcp.InvalidSpec) as bad:
+            api.migrate_vm(s.vm_id, target_host=target)
+        assert bad.value.field == "target_host", bad.value
+        assert words in str(bad.value)
+        assert bad.value.job_id is None, "refused before any job"
+
+    key = unique("move")
+    moved = api.migrate_vm(s.vm_id, target_host=dst, idempotency_key=key, wait=True)
+    assert moved.job is not None and moved.job.succeeded, moved.job
+    assert moved.job.operation == "migrate_vm"
+    assert _vcpus_used(api) == {src: before[src], dst: before[dst] + 1}
+    replay = api.migrate_vm(s.vm_id, target_host=dst, idempotency_key=key)
+    assert replay.job_id == moved.job_id
+
+    # Without a target, HCP picks the zone's other host: back where the VM came from.
+    back = api.migrate_vm(api.get_vm("demo", s.vm_id), wait=True)
+    assert back.job is not None and back.job.succeeded
+    assert _vcpus_used(api) == after
+
+    api.stop_vm("demo", s.vm_id, wait=True)
+    with pytest.raises(hcp.Conflict) as stopped:
+        api.migrate_vm(s.vm_id, allow_cold=True)
+    assert stopped.value.code == "VM_STATE_CONFLICT"
+    api.delete_vm("demo", s.vm_id, wait=True)
+
+
+def test_engine_migrates_a_vm_between_the_zones_hosts(engine: hcp.Engine) -> None:
+    _migrate_round_trip(engine)
+
+
+def test_client_migrates_a_vm_through_the_ops_api(service: Service) -> None:
+    with hcp.Client(service.url) as client:
+        _migrate_round_trip(client)
+
+
+def test_a_host_without_live_migration_refuses_and_cold_moves_are_not_faked() -> None:
+    config = demo_config()
+    config["zones"][0]["limits"] = {"disable": ["live_migration"]}
+    with hcp.Engine(config) as engine:
+        s = engine.create_vm("demo", "fixed", "ubuntu-24.04", "small", zone="zone-a", wait=True)
+        with pytest.raises(hcp.FeatureNotSupported) as live:
+            engine.migrate_vm(s.vm_id)
+        assert "live_migration" in str(live.value)
+        with pytest.raises(hcp.FeatureNotSupported) as cold:
+            engine.migrate_vm(s.vm_id, allow_cold=True)
+        assert "cold migration is not available" in str(cold.value)
+
+
+def test_async_engine_and_client_migrate(service: Service) -> None:
+    async def main() -> None:
+        async with hcp.AsyncEngine() as engine:
+            s = await engine.create_vm("demo", "async-mover", "ubuntu-24.04", "small", zone="zone-a", wait=True)
+            moved = await engine.migrate_vm(s.vm_id, wait=True)
+            assert moved.job is not None and moved.job.succeeded
+            with pytest.raises(hcp.InvalidSpec):
+                await engine.migrate_vm(s.vm_id, target_host="sim-b1")
+        async with hcp.AsyncClient(service.url) as client:
+            s = await client.create_vm("demo", unique("amover"), "ubuntu-24.04", "small", zone="zone-a", wait=True)
+            moved = await client.migrate_vm(s.vm_id, wait=True)
+            assert moved.job is not None and moved.job.succeeded
+            await client.delete_vm("demo", s.vm_id, wait=True)
 
     run(main())

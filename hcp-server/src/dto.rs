@@ -844,11 +844,8 @@ impl JobActionDto {
             }
             JobAction::Migrate { target_host } => {
                 dto.action = "migrate".into();
-                dto.target_host = Some(if tenant {
-                    String::new()
-                } else {
-                    target_host.clone()
-                });
+                // The target host is an operator detail: tenants do not even see the key.
+                dto.target_host = (!tenant).then(|| target_host.clone());
             }
         }
         dto

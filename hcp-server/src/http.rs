@@ -16,7 +16,8 @@ use tracing::Instrument;
 
 use crate::ServeOptions;
 use crate::api::{
-    self, AppState, COLON_VERBS, JOB_COLON_VERBS, SNAPSHOT_COLON_VERBS, TENANT_PREFIX, VERB_MARKER,
+    self, AppState, COLON_VERBS, JOB_COLON_VERBS, OPS_PREFIX, OPS_VM_COLON_VERBS,
+    SNAPSHOT_COLON_VERBS, TENANT_PREFIX, VERB_MARKER,
 };
 use crate::auth::{Auth, login};
 use crate::console::ConsoleProxy;
@@ -336,13 +337,19 @@ fn route_colon_verb(uri: &Uri) -> Result<Option<Uri>, ()> {
     if path.contains(VERB_MARKER) {
         return Err(());
     }
-    if !path.starts_with(TENANT_PREFIX) {
+    let ops = path.starts_with(OPS_PREFIX);
+    if !path.starts_with(TENANT_PREFIX) && !ops {
         return Ok(None);
     }
     let Some((head, last)) = path.rsplit_once('/') else {
         return Ok(None);
     };
-    let verbs: &[&str] = if head.ends_with("/snapshots") && head.contains("/vms/") {
+    let verbs: &[&str] = if ops {
+        match head.strip_prefix(OPS_PREFIX) {
+            Some("/vms") => &OPS_VM_COLON_VERBS,
+            _ => return Ok(None),
+        }
+    } else if head.ends_with("/snapshots") && head.contains("/vms/") {
         &SNAPSHOT_COLON_VERBS
     } else if head.ends_with("/vms") || head.contains("/vms/") {
         &COLON_VERBS
@@ -425,6 +432,21 @@ mod tests {
 
     fn route(p: &str) -> Result<Option<String>, ()> {
         route_colon_verb(&p.parse().unwrap()).map(|u| u.map(|u| u.to_string()))
+    }
+
+    #[test]
+    fn the_ops_migrate_verb_routes_to_its_internal_path() {
+        let base = "/api/hcp/ops/v1/vms";
+        assert_eq!(
+            route(&format!("{base}/vm-1:migrate")).unwrap().unwrap(),
+            format!("{base}/vm-1/@migrate")
+        );
+        assert!(route(&format!("{base}/vm-1:start")).is_err());
+        assert!(route(&format!("{base}/vm-1/@migrate")).is_err());
+        assert_eq!(route(&format!("{base}/vm-1")).unwrap(), None);
+        assert_eq!(route("/api/hcp/ops/v1/jobs/job-1:migrate").unwrap(), None);
+        // Tenants have no migrate verb.
+        assert!(route("/api/hcp/tenant/v1/projects/demo/vms/vm-1:migrate").is_err());
     }
 
     #[test]

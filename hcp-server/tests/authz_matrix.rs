@@ -274,6 +274,13 @@ const MATRIX: &[Row] = &[
     row("get", "/api/hcp/ops/v1/jobs", Shared, OPS),
     row("get", "/api/hcp/ops/v1/jobs/{jobId}", Shared, OPS),
     row("get", "/api/hcp/ops/v1/jobs/{jobId}/logs", Shared, OPS),
+    // Migration moves a tenant's VM: operators only, and never a tenant, not even the owner.
+    row(
+        "post",
+        "/api/hcp/ops/v1/vms/{vmId}:migrate",
+        FreshVm,
+        [401, 403, 403, 403, 403, 202],
+    ),
     // Common API.
     row("get", "/api/hcp/common/v1/catalog", Shared, ANY_TOKEN),
     row("get", "/api/hcp/common/v1/images", Shared, ANY_TOKEN),
@@ -456,6 +463,7 @@ async fn call(f: &Fixture, row: &Row, who: Who, vm: &str, n: usize) -> Call {
         }
         _ if row.method == "patch" => Some(json!({"tags": {"matrix": "x"}})),
         (p, _) if p.ends_with(":plan") => Some(json!({"vcpus": 2})),
+        (p, _) if p.ends_with(":migrate") => Some(json!({})),
         (p, _) if row.method == "post" && p.ends_with("/snapshots") => {
             Some(json!({"name": "matrix"}))
         }

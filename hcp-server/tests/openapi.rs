@@ -47,6 +47,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/hcp/ops/v1/events/stream"),
     ("get", "/api/hcp/ops/v1/jobs"),
     ("get", "/api/hcp/ops/v1/jobs/{jobId}"),
+    ("post", "/api/hcp/ops/v1/vms/{vmId}:migrate"),
     ("get", "/api/hcp/common/v1/catalog"),
     ("get", "/api/hcp/common/v1/images"),
     ("get", "/api/hcp/common/v1/flavors"),

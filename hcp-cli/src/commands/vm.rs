@@ -41,6 +41,27 @@ pub enum VmCommand {
     /// Take, list, revert to and delete a VM's snapshots.
     #[command(subcommand)]
     Snapshot(super::snapshot::SnapshotCommand),
+    /// Move a running VM, live, to another host of its provider and zone (operators: with
+    /// --url, a token with the operator role). `hcp host list` shows the hosts.
+    Migrate(MigrateArgs),
+}
+
+/// `hcp vm migrate`
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    vm: VmRef,
+    /// The host to move to; without it, HCP picks another reachable host of the VM's zone with
+    /// room for it.
+    #[arg(long = "to", value_name = "HOST")]
+    to: Option<String>,
+    /// Accepts a cold move (the VM is unavailable while it moves) where no live one is
+    /// possible. No provider offers cold moves yet, so on a host without live migration the
+    /// command is refused either way (FEATURE_NOT_SUPPORTED).
+    #[arg(long)]
+    allow_cold: bool,
+    #[command(flatten)]
+    submit: SubmitArgs,
 }
 
 /// Options of every command that submits a job.
@@ -325,6 +346,7 @@ impl VmCommand {
                 | VmCommand::Stop(_)
                 | VmCommand::Reboot(_)
                 | VmCommand::Delete(_)
+                | VmCommand::Migrate(_)
         ) || matches!(self, VmCommand::Snapshot(c) if c.mutates())
     }
 
@@ -385,6 +407,23 @@ impl VmCommand {
                 act(s, &a.vm, action, a.submit).await
             }
             VmCommand::Snapshot(c) => c.run(s).await,
+            VmCommand::Migrate(a) => {
+                let id = a.vm.resolve(&s.backend).await?;
+                let request = hcp_core::MigrateRequest::new()
+                    .with_target_host(a.to)
+                    .with_allow_cold(a.allow_cold);
+                let project = a.vm.project();
+                let accepted = s
+                    .backend
+                    .migrate_vm(
+                        project.as_ref(),
+                        &id,
+                        &request,
+                        a.submit.idempotency_key.clone(),
+                    )
+                    .await?;
+                finish(s, project.as_ref(), accepted, &a.submit).await
+            }
             VmCommand::Plan(a) => {
                 let id = a.vm.resolve(&s.backend).await?;
                 let request = hcp_core::ResizeRequest {

@@ -219,12 +219,6 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    pub(crate) fn host_exists(&self, provider: &str, host: &str) -> bool {
-        let inv = read_inventory(&self.inner);
-        inv.hosts
-            .contains_key(&(provider.to_string(), host.to_string()))
-    }
-
     /// Returns what can be asked for in `zone` (any of its hosts), or anywhere when `None`.
     ///
     /// # Errors

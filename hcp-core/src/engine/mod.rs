@@ -5,6 +5,7 @@
 mod capacity;
 mod day2;
 mod inventory;
+mod migrate;
 mod plan;
 mod scheduler;
 mod watch;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use day2::{CODE_VM_STATE_CONFLICT, ResizeRequest, Snapshot, SnapshotSubmitted, snapshot_id};
 pub use inventory::{InventoryVm, ProviderCapabilities, ProviderStatus, RefreshReport};
+pub use migrate::MigrateRequest;
 pub use plan::{ChangeImpact, FieldPlan, plan_resize};
 pub use watch::JobWatch;
 
@@ -126,12 +128,17 @@ pub enum Action {
         /// The snapshot name.
         name: String,
     },
-    /// Moves a running VM to another host of its provider.
+    /// Moves a running VM to another host of its provider and zone (operators only; see
+    /// [`Engine::migrate_vm`]).
     Migrate {
         /// The VM.
         vm_id: VmId,
-        /// The target host.
-        target_host: String,
+        /// The target host; `None` lets the engine pick another host of the VM's zone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_host: Option<String>,
+        /// Accepts a cold move where no live one is possible (none is offered today).
+        #[serde(default)]
+        allow_cold: bool,
     },
     /// Returns a VM to one of its snapshots.
     RevertSnapshot {
@@ -871,18 +878,23 @@ impl Engine {
                         self.require(&vm, op, Capability::Snapshot)?;
                         day2::delete_snapshot_job(inner, &vm, snapshot_id).await?
                     }
-                    Action::Migrate { target_host, .. } => {
-                        self.require(&vm, op, Capability::LiveMigration)?;
-                        if !self.host_exists(&vm.binding.provider, &target_host) {
-                            return Err(Error::invalid(
-                                "target_host",
-                                format!(
-                                    "host `{target_host}` is not a host of provider `{}`",
-                                    vm.binding.provider
-                                ),
-                            ));
+                    Action::Migrate {
+                        target_host,
+                        allow_cold,
+                        ..
+                    } => {
+                        let target =
+                            self.migration_target(&vm, target_host.as_deref(), allow_cold, op)?;
+                        // The VM's size is held on the target like a create's until the job ends.
+                        reservation = Some(inventory::Reservation::try_new(
+                            inner,
+                            &vm.binding.provider,
+                            &target,
+                            vm.resources,
+                        )?);
+                        JobAction::Migrate {
+                            target_host: target,
                         }
-                        JobAction::Migrate { target_host }
                     }
                     Action::Create { .. } => unreachable!("handled above"),
                 };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::inventory::settle_capacity;
+use super::inventory::{settle_capacity, write_inventory};
 use super::scheduler::SchedMsg;
 use super::watch::LogMsg;
 use super::{Inner, lock};
@@ -490,13 +490,29 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
             })
             .await
             .map(|_| ()),
-        Effect::Moved { host, native_id } => inner
-            .update_vm_with(&vm.id, |v| {
-                v.binding.host = host.clone();
-                v.binding.native_id = Some(native_id.clone());
-            })
-            .await
-            .map(|_| ()),
+        Effect::Moved { host, native_id } => {
+            let provider = &vm.binding.provider;
+            settle_migration(inner, &job, vm, Some(&host));
+            let r = inner
+                .update_vm_with(&vm.id, |v| {
+                    v.binding.host = host.clone();
+                    v.binding.native_id = Some(native_id.clone());
+                })
+                .await;
+            inner
+                .emit(
+                    Some(vm.project.clone()),
+                    Some(vm.id.clone()),
+                    Some(&job.principal),
+                    EventKind::VmMigrated {
+                        provider: provider.clone(),
+                        from_host: vm.binding.host.clone(),
+                        to_host: host.clone(),
+                    },
+                )
+                .await;
+            r.map(|_| ())
+        }
         Effect::Nothing => Ok(()),
     };
     if let Err(e) = result {
@@ -508,6 +524,30 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
         LogEntry::info(format!("{} succeeded", job.operation)),
     );
     let _ = end(inner, &job, JobState::Succeeded, None).await;
+}
+
+/// Moves capacity after a migration job: releases the target's reservation and, when the VM
+/// moved to `moved_to`, counts it there and no longer on the host it left.
+fn settle_migration(inner: &Inner, job: &Job, vm: &Vm, moved_to: Option<&str>) {
+    let JobAction::Migrate { target_host } = &job.action else {
+        return;
+    };
+    let provider = &vm.binding.provider;
+    let mut inv = write_inventory(inner);
+    if let Some(h) = inv.hosts.get_mut(&(provider.clone(), target_host.clone())) {
+        h.capacity.release(&vm.resources);
+    }
+    if let Some(to) = moved_to {
+        if let Some(h) = inv.hosts.get_mut(&(provider.clone(), to.to_string())) {
+            h.capacity.add_used(&vm.resources);
+        }
+        if let Some(h) = inv
+            .hosts
+            .get_mut(&(provider.clone(), vm.binding.host.clone()))
+        {
+            h.capacity.remove_used(&vm.resources);
+        }
+    }
 }
 
 async fn retry(
@@ -589,6 +629,7 @@ async fn fail(
         ),
     );
     if let Some(vm) = vm {
+        settle_migration(inner, &job, vm, None);
         if job.action == JobAction::Create {
             settle_capacity(
                 inner,
@@ -703,6 +744,10 @@ pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Pr
         let _ = inner
             .update_vm_with(&job.vm_id, |v| v.desired = DesiredState::Active)
             .await;
+    } else if matches!(job.action, JobAction::Migrate { .. })
+        && let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await
+    {
+        settle_migration(inner, job, &vm, None);
     }
     let _ = inner.logs.send(LogMsg::line(
         &job.id,
@@ -778,6 +823,9 @@ pub(crate) async fn recover(
         .await
         .ok()
         .flatten();
+    if let Some(vm) = &vm {
+        settle_migration(inner, &job, vm, None);
+    }
     if let Some(vm) = &vm
         && job.action == JobAction::Create
     {

@@ -454,6 +454,67 @@ class _SyncApi:
             idempotency_key=idempotency_key, wait=wait, timeout=timeout,
         )
 
+    def migrate_vm(
+        self,
+        vm: VmRef,
+        *,
+        target_host: Optional[str] = None,
+        allow_cold: bool = False,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Move a running VM, live, to another host of its provider and zone (operators).
+
+        The VM may belong to any project; the job is recorded in the VM's project. Tenants
+        never see hosts: they see the job, not where it moved the VM.
+
+        Parameters
+        ----------
+        vm : str or Vm
+            The VM's id, or the VM.
+        target_host : str, optional
+            The host to move to. Without it, HCP picks another reachable host of the VM's zone
+            with its image and room for it (see :meth:`hosts`).
+        allow_cold : bool, default False
+            Accept a cold move (the VM is unavailable while it moves) where no live one is
+            possible. No provider offers cold moves yet, so a host without live migration is
+            refused either way.
+        idempotency_key : str, optional
+            Replays the first answer when the same request is sent again with this key.
+        wait : bool, default False
+            Wait until the job ends.
+        timeout : float, optional
+            With ``wait``, the most seconds to wait.
+
+        Returns
+        -------
+        Submitted
+
+        Raises
+        ------
+        NotFound
+            No such VM.
+        InvalidSpec
+            ``target_host`` is the VM's own host, a host of another provider or zone, unknown,
+            or lacks the VM's image; or the zone has no other host (``field`` is
+            ``target_host``).
+        Conflict
+            The VM is not running (``code`` is ``VM_STATE_CONFLICT``).
+        QuotaExceeded
+            No candidate host has room for the VM (``code`` is ``CAPACITY_EXHAUSTED``).
+        FeatureNotSupported
+            The VM's host cannot migrate running VMs (cold migration is not available either).
+        Unauthorized
+            Through a service, a caller without the operator role.
+        JobFailed
+            With ``wait``, the job failed.
+        """
+        return self._core.migrate_vm(
+            _vm_id(vm), target_host=target_host, allow_cold=allow_cold,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
     def plan_resize(
         self,
         project: str,
@@ -1069,6 +1130,31 @@ class _AsyncApi:
             _vm_id(vm),
             force=force,
             hard=False,
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout=timeout,
+        )
+
+    async def migrate_vm(
+        self,
+        vm: VmRef,
+        *,
+        target_host: Optional[str] = None,
+        allow_cold: bool = False,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Move a running VM to another host of its zone (operators); see :meth:`Engine.migrate_vm`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.migrate_vm_async(
+            _vm_id(vm),
+            target_host=target_host,
+            allow_cold=allow_cold,
             idempotency_key=idempotency_key,
             wait=wait,
             timeout=timeout,

@@ -435,6 +435,26 @@ class Core:
         wait: bool,
         timeout: Optional[float],
     ) -> asyncio.Future[Submitted]: ...
+    def migrate_vm(
+        self,
+        vm: str,
+        *,
+        target_host: Optional[str],
+        allow_cold: bool,
+        idempotency_key: Optional[str],
+        wait: bool,
+        timeout: Optional[float],
+    ) -> Submitted: ...
+    def migrate_vm_async(
+        self,
+        vm: str,
+        *,
+        target_host: Optional[str],
+        allow_cold: bool,
+        idempotency_key: Optional[str],
+        wait: bool,
+        timeout: Optional[float],
+    ) -> asyncio.Future[Submitted]: ...
     def plan_resize(
         self,
         project: str,

@@ -42,6 +42,9 @@ def tour(engine: hcp.Engine) -> list[dict[str, Any]]:
     assert tags == {"k": "v"}
     engine.stop_vm("demo", vm, force=True, wait=True)
     engine.start_vm("demo", vm.id, wait=True)
+    moved: hcp.Submitted = engine.migrate_vm(vm, target_host=None, allow_cold=False, wait=True, timeout=30)
+    moved_job: Optional[hcp.Job] = moved.job
+    assert moved_job is not None and moved_job.operation == "migrate_vm"
     engine.reboot_vm("demo", vm, hard=False, wait=True, timeout=30)
     console: hcp.Console = engine.console("demo", vm)
     expires: datetime = console.expires_at
@@ -98,6 +101,10 @@ async def async_tour(engine: hcp.AsyncEngine) -> int:
     job: hcp.Job = await engine.wait_job(s)
     vms: list[hcp.Vm] = await engine.list_vms("demo", name_prefix="typed", sort="name")
     assert job.succeeded and len(vms) == 1
+    try:
+        await engine.migrate_vm(vms[0], target_host="h")
+    except hcp.InvalidSpec as e:
+        assert e.field == "target_host"
     await engine.delete_vm("demo", vms[0], force=True, wait=True)
     return count
 

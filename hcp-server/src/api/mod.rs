@@ -36,6 +36,10 @@ pub(crate) const COLON_VERBS: [&str; 5] = ["start", "stop", "reboot", "console",
 pub(crate) const SNAPSHOT_COLON_VERBS: [&str; 1] = ["revert"];
 /// The custom verbs of `.../projects/{projectId}/jobs/{jobId}:<verb>`.
 pub(crate) const JOB_COLON_VERBS: [&str; 1] = ["cancel"];
+/// The operations API's prefix.
+pub(crate) const OPS_PREFIX: &str = "/api/hcp/ops/v1";
+/// The custom verbs of the operations API's `/vms/{vmId}:<verb>`.
+pub(crate) const OPS_VM_COLON_VERBS: [&str; 1] = ["migrate"];
 /// How a colon verb is routed internally: `.../vms/{vmId}/@start`. Requests never reach these
 /// paths directly (see [`crate::http`]), and the published OpenAPI document shows `{vmId}:start`.
 pub(crate) const VERB_MARKER: &str = "/@";

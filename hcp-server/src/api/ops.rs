@@ -1,22 +1,74 @@
 //! The operations API (`/api/hcp/ops/v1`): providers with health, hosts, every VM with its
-//! provider binding, capabilities per provider and host, reconciliation, and the audit stream.
+//! provider binding, capabilities per provider and host, reconciliation, migration, and the
+//! audit stream.
 
 use futures::stream::BoxStream;
 use hcp_core::store::Scope;
-use hcp_core::{EventFilter, JobId, ProjectId, VmId};
+use hcp_core::{EventFilter, JobId, MigrateRequest, ProjectId, VmId};
 use poem::web::sse::Event;
-use poem_openapi::OpenApi;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
 
 use super::security::ApiAuth;
-use super::{ApiTags, State};
+use super::{ApiTags, OPS_PREFIX, State};
 use crate::dto::{
     AuditEventDto, EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsJobLogPage,
-    OpsVmPage, ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto,
+    OpsVmPage, ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto, StrictDto,
 };
 use crate::error::ApiResult;
+use crate::limits::StrictJson;
 use crate::sse::audit_stream;
+
+/// Moves a VM to another host: the body of `POST /api/hcp/ops/v1/vms/{vmId}:migrate` (`{}`
+/// lets HCP pick the host).
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub(crate) struct MigrateVmRequest {
+    /// The host to move to: another host of the VM's provider in the VM's zone. Left out, HCP
+    /// picks the zone's other reachable host with room for the VM and its image (the most free
+    /// memory first).
+    #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub(crate) target_host: Option<String>,
+    /// Accepts a cold move (the VM is unavailable while it moves) where the provider cannot
+    /// move it live. No provider offers cold moves yet: on a host without live migration the
+    /// request is refused with `409 FEATURE_NOT_SUPPORTED` either way.
+    #[serde(default)]
+    #[oai(default)]
+    pub(crate) allow_cold: bool,
+}
+
+impl StrictDto for MigrateVmRequest {
+    const SERVER_OWNED: &'static [&'static str] = &[
+        "id",
+        "vm_id",
+        "job_id",
+        "project",
+        "host",
+        "provider",
+        "native_id",
+        "state",
+    ];
+}
+
+/// The answer of an ops route that starts a job.
+#[derive(Debug, ApiResponse)]
+pub(crate) enum OpsJobAccepted {
+    /// Accepted: the job (operator view, with its hosts) does the work; `Location` is its URL
+    /// in the ops API. A replayed idempotency key answers the first request's job again.
+    #[oai(status = 202)]
+    Accepted(
+        Json<JobDto>,
+        #[oai(header = "Location")] String,
+        /// `true` when the request replayed an earlier one with the same idempotency key: no new
+        /// job was started; absent otherwise.
+        #[oai(header = "Idempotency-Replayed")]
+        Option<bool>,
+    ),
+}
 
 pub(crate) struct OpsApi {
     pub(crate) state: State,
@@ -145,6 +197,51 @@ impl OpsApi {
         let principal = auth.0.principal();
         Ok(Json(
             self.state.engine.reconcile_now(&principal).await?.into(),
+        ))
+    }
+
+    /// Migrate a VM to another host
+    ///
+    /// Moves a running VM, live, to another host of its provider in its zone: the named
+    /// `target_host`, or (left out) the zone's other reachable host with the VM's image and room
+    /// for it. The VM's size is reserved on the target until the job ends; when it succeeds the
+    /// VM is bound to the new host and a `vm_migrated` audit event names both hosts. Tenants see
+    /// the job, never the hosts. Refused before any job: the VM's own host, a host of another
+    /// provider or zone, a host without the VM's image (`400 INVALID_SPEC` naming
+    /// `target_host`); no room on the target (`409 CAPACITY_EXHAUSTED`); a VM that is not
+    /// running (`409 VM_STATE_CONFLICT`); a host without live migration
+    /// (`409 FEATURE_NOT_SUPPORTED`, also with `allow_cold`: no provider moves VMs cold yet).
+    #[oai(
+        path = "/vms/:vmId/@migrate",
+        method = "post",
+        operation_id = "opsMigrateVm"
+    )]
+    async fn migrate_vm(
+        &self,
+        auth: ApiAuth,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: StrictJson<MigrateVmRequest>,
+    ) -> ApiResult<OpsJobAccepted> {
+        let principal = auth.0.principal();
+        let request = MigrateRequest::new()
+            .with_target_host(body.0.target_host)
+            .with_allow_cold(body.0.allow_cold);
+        let engine = &self.state.engine;
+        let s = engine
+            .migrate_vm(
+                &principal,
+                &VmId::new(vm_id.0),
+                &request,
+                idempotency_key.0.filter(|k| !k.is_empty()),
+            )
+            .await?;
+        let job = engine.get_job(&Scope::All, &s.job_id).await?;
+        tracing::info!(vm_id = %s.vm_id, job_id = %s.job_id, project = %job.project, replayed = s.replayed, "migration accepted");
+        Ok(OpsJobAccepted::Accepted(
+            Json(JobDto::operator(&job)),
+            format!("{OPS_PREFIX}/jobs/{}", job.id),
+            s.replayed.then_some(true),
         ))
     }
 

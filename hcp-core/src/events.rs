@@ -64,6 +64,13 @@ pub enum EventKind {
         /// Its size.
         resources: Resources,
     },
+    /// A VM's size changed in place (metering moves from `from` to `to`).
+    VmResized {
+        /// Its size before.
+        from: Resources,
+        /// Its size now.
+        to: Resources,
+    },
     /// A tenant changed a VM's tags (`PATCH .../vms/{vmId}`).
     VmTagsUpdated {
         /// The tags after the change.
@@ -124,6 +131,7 @@ impl EventKind {
             EventKind::VmCreated { .. } => "vm_created",
             EventKind::VmDeleted { .. } => "vm_deleted",
             EventKind::VmTagsUpdated { .. } => "vm_tags_updated",
+            EventKind::VmResized { .. } => "vm_resized",
             EventKind::VmAdopted { .. } => "vm_adopted",
             EventKind::Drift(_) => "drift",
             EventKind::ReconcileRequested { .. } => "reconcile_requested",

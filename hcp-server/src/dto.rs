@@ -1304,6 +1304,8 @@ pub struct CapabilitiesDto {
     pub gpu_passthrough: bool,
     /// Stores tags on VMs.
     pub tags: bool,
+    /// Changes an existing VM's vCPUs, memory and disk size in place (`:resize`).
+    pub resize: bool,
     /// Most vCPUs one VM may have, if limited.
     #[oai(skip_serializing_if_is_none)]
     pub max_vcpus: Option<u32>,
@@ -1331,6 +1333,7 @@ impl From<Capabilities> for CapabilitiesDto {
             console_web: c.console_web,
             gpu_passthrough: c.gpu_passthrough,
             tags: c.tags,
+            resize: c.resize,
             max_vcpus: c.max_vcpus,
             max_memory_mib: c.max_memory_mib,
             max_disk_gib: c.max_disk_gib,

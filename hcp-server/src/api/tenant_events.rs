@@ -153,6 +153,7 @@ async fn change_of(engine: Engine, scope: Scope, e: Arc<Event>) -> Option<Projec
         EventKind::VmCreated { .. }
         | EventKind::VmDeleted { .. }
         | EventKind::VmTagsUpdated { .. }
+        | EventKind::VmResized { .. }
         | EventKind::VmAdopted { .. }
         | EventKind::Drift(_) => None,
         _ => return None,

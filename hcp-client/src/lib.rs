@@ -1366,6 +1366,7 @@ fn static_code(code: &str) -> Option<&'static str> {
         hcp_core::CODE_CAPACITY_EXHAUSTED,
         "RATE_LIMITED",
         hcp_core::CODE_VM_STATE_CONFLICT,
+        hcp_core::CODE_RESIZE_NOT_ALLOWED,
         "PAYLOAD_TOO_LARGE",
         "METHOD_NOT_ALLOWED",
         "UNSUPPORTED_MEDIA_TYPE",

@@ -421,3 +421,66 @@ async fn a_host_without_resize_is_refused_before_any_job() {
     assert_eq!(e.kind(), ErrorKind::FeatureNotSupported, "{e}");
     assert!(e.to_string().contains("resize"), "{e}");
 }
+
+#[tokio::test]
+async fn a_resize_cancelled_while_queued_gives_its_quota_back() {
+    let r = rig("sim", |c| {
+        c.projects[0].quota.max_vcpus = Some(4);
+        c.providers[0].settings["op_latency"] = serde_json::json!({"reboot_vm": "400ms"});
+    })
+    .await;
+    let id = create(&r.engine, "queued").await;
+    // A slow reboot holds the VM's queue; the resize waits behind it.
+    let reboot = r.engine.reboot_vm(&alice(), &id, false).await.unwrap();
+    let s = r
+        .engine
+        .resize_vm(
+            &alice(),
+            &id,
+            &size(Some(4), None, None),
+            &[ChangeImpact::Hot],
+        )
+        .await
+        .unwrap();
+    // Its growth is held at once: nothing else fits the quota meanwhile.
+    assert_eq!(
+        r.engine
+            .get_vm(&Scope::All, &id)
+            .await
+            .unwrap()
+            .resources
+            .vcpus,
+        4
+    );
+    let e = r
+        .engine
+        .create_vm(
+            &alice(),
+            VmSpec::new("other", "ubuntu-24.04", "small").with_zone("zone-a"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
+    let job = r
+        .engine
+        .cancel_job(&Scope::All, &s.job_id, &Principal::new("alice"))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Cancelled, "{job:?}");
+    wait(&r.engine, &reboot.job_id).await;
+    let vm = r.engine.get_vm(&Scope::All, &id).await.unwrap();
+    assert_eq!(vm.resources.vcpus, 1, "the VM keeps its size");
+    assert_eq!(sim_size(&r.sim, &id).vcpus, 1);
+    // The quota it held is free again: 1 + 3 = 4 fits.
+    let s = r
+        .engine
+        .resize_vm(
+            &alice(),
+            &id,
+            &size(Some(4), None, None),
+            &[ChangeImpact::Hot],
+        )
+        .await
+        .unwrap();
+    assert_eq!(wait(&r.engine, &s.job_id).await.state, JobState::Succeeded);
+}

@@ -736,6 +736,13 @@ async fn fail(
             &e,
         ),
     );
+    // A resize that timed out before it started still holds its quota and host room.
+    if vm.is_none()
+        && matches!(job.action, JobAction::Resize { .. })
+        && let Ok(Some(cur)) = inner.store.get_vm(&Scope::All, &job.vm_id).await
+    {
+        unwind_resize(inner, &job, &cur).await;
+    }
     if let Some(vm) = vm {
         if job.action == JobAction::Create {
             settle_capacity(
@@ -931,6 +938,11 @@ pub(crate) async fn recover(
         .await
         .ok()
         .flatten();
+    if let Some(vm) = &vm
+        && matches!(job.action, JobAction::Resize { .. })
+    {
+        unwind_resize(inner, &job, vm).await;
+    }
     if let Some(vm) = &vm
         && job.action == JobAction::Create
     {

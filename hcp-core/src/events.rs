@@ -116,6 +116,7 @@ impl EventKind {
         "vm_created",
         "vm_deleted",
         "vm_tags_updated",
+        "vm_resized",
         "vm_adopted",
         "drift",
         "reconcile_requested",

@@ -33,7 +33,14 @@ fn resize(hcp: &Hcp) {
 
     // A flavor: the simulator applies it live, so the default `--allow hot` is enough.
     let done = hcp.json(&[
-        "vm", "resize", &id, "--project", "demo", "--flavor", "medium", "--wait",
+        "vm",
+        "resize",
+        &id,
+        "--project",
+        "demo",
+        "--flavor",
+        "medium",
+        "--wait",
     ]);
     assert_eq!(done["job"]["state"], "SUCCEEDED", "{done}");
     let vm = hcp.json(&["vm", "show", &id, "--project", "demo"]);
@@ -58,7 +65,15 @@ fn resize(hcp: &Hcp) {
     assert_eq!(shrink.error()["field"], "disk_gib", "{shrink:?}");
 
     let bad = hcp.run(&[
-        "vm", "resize", &id, "--project", "demo", "--vcpus", "4", "--allow", "sometimes",
+        "vm",
+        "resize",
+        &id,
+        "--project",
+        "demo",
+        "--vcpus",
+        "4",
+        "--allow",
+        "sometimes",
     ]);
     assert_eq!(bad.code, INVALID_INPUT, "{bad:?}");
 }

@@ -693,15 +693,7 @@ impl Core {
         };
         block_on(
             py,
-            self.resize_vm_fut(
-                project,
-                vm,
-                change,
-                allow,
-                idempotency_key,
-                wait,
-                timeout,
-            )?,
+            self.resize_vm_fut(project, vm, change, allow, idempotency_key, wait, timeout)?,
         )
     }
 
@@ -730,15 +722,7 @@ impl Core {
         };
         awaitable(
             py,
-            self.resize_vm_fut(
-                project,
-                vm,
-                change,
-                allow,
-                idempotency_key,
-                wait,
-                timeout,
-            )?,
+            self.resize_vm_fut(project, vm, change, allow, idempotency_key, wait, timeout)?,
         )
     }
 

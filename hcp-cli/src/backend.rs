@@ -583,7 +583,8 @@ impl Embedded {
             | Action::Snapshot { vm_id, .. }
             | Action::Migrate { vm_id, .. }
             | Action::RevertSnapshot { vm_id, .. }
-            | Action::DeleteSnapshot { vm_id, .. } => Some(vm_id.clone()),
+            | Action::DeleteSnapshot { vm_id, .. }
+            | Action::Resize { vm_id, .. } => Some(vm_id.clone()),
         };
         let op = action.operation();
         let ctx = self

@@ -104,7 +104,8 @@ impl Remote {
             | Action::Reboot { vm_id, .. }
             | Action::Snapshot { vm_id, .. }
             | Action::RevertSnapshot { vm_id, .. }
-            | Action::DeleteSnapshot { vm_id, .. } => Some(vm_id),
+            | Action::DeleteSnapshot { vm_id, .. }
+            | Action::Resize { vm_id, .. } => Some(vm_id),
             _ => None,
         };
         let project = match vm_id {
@@ -138,6 +139,11 @@ impl Remote {
                     .delete_snapshot(p, &vm_id, &snapshot_id, key)
                     .await
             }
+            Action::Resize {
+                vm_id,
+                change,
+                allow,
+            } => self.client.resize_vm(p, &vm_id, &change, &allow, key).await,
             _ => Err(Error::new(
                 ErrorKind::FeatureNotSupported,
                 format!("`{op}` is not available through the tenant API"),

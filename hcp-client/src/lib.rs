@@ -621,6 +621,30 @@ impl Client {
         Ok(plan.fields)
     }
 
+    /// Resizes a VM in place (`POST .../vms/{vmId}:resize`), applying only changes whose
+    /// impact is in `allow`; the answer names the job.
+    ///
+    /// # Errors
+    /// The service's error: `Conflict` with code `RESIZE_NOT_ALLOWED` naming the field refused,
+    /// `QuotaExceeded`, `InvalidSpec` naming the field, `FeatureNotSupported`.
+    pub async fn resize_vm(
+        &self,
+        project: &str,
+        vm_id: &VmId,
+        request: &hcp_core::ResizeRequest,
+        allow: &[hcp_core::ChangeImpact],
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
+        let mut body = serde_json::to_value(request)
+            .map_err(|e| Error::internal(format!("cannot encode a resize: {e}")))?;
+        if let Some(o) = body.as_object_mut() {
+            o.insert("allow".into(), serde_json::json!(allow));
+        }
+        let path = format!("{}:resize", Client::vm_path(project, vm_id));
+        let rb = self.request(Method::POST, &path).json(&body);
+        self.accepted(rb, idempotency_key).await
+    }
+
     /// Lists a VM's snapshots (`GET .../vms/{vmId}/snapshots`), oldest first.
     ///
     /// # Errors
@@ -1471,6 +1495,7 @@ fn static_code(code: &str) -> Option<&'static str> {
         hcp_core::CODE_CAPACITY_EXHAUSTED,
         "RATE_LIMITED",
         hcp_core::CODE_VM_STATE_CONFLICT,
+        hcp_core::CODE_RESIZE_NOT_ALLOWED,
         "PAYLOAD_TOO_LARGE",
         "METHOD_NOT_ALLOWED",
         "UNSUPPORTED_MEDIA_TYPE",

@@ -31,6 +31,9 @@ pub struct Capabilities {
     pub gpu_passthrough: bool,
     /// Stores tags on VMs.
     pub tags: bool,
+    /// Changes an existing VM's vCPUs, memory and disk size in place (see
+    /// [`crate::Provider::resize_vm`]).
+    pub resize: bool,
     /// Most vCPUs one VM may have, if limited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_vcpus: Option<u32>,
@@ -60,6 +63,8 @@ pub enum Capability {
     GpuPassthrough,
     /// See [`Capabilities::tags`].
     Tags,
+    /// See [`Capabilities::resize`].
+    Resize,
 }
 
 impl Capability {
@@ -72,6 +77,7 @@ impl Capability {
             Capability::Console => "console",
             Capability::GpuPassthrough => "gpu_passthrough",
             Capability::Tags => "tags",
+            Capability::Resize => "resize",
         }
     }
 }
@@ -90,6 +96,7 @@ impl Capabilities {
             console_web: true,
             gpu_passthrough: true,
             tags: true,
+            resize: true,
             max_vcpus: None,
             max_memory_mib: None,
             max_disk_gib: None,
@@ -110,6 +117,7 @@ impl Capabilities {
             console_web: self.console_web && other.console_web,
             gpu_passthrough: self.gpu_passthrough && other.gpu_passthrough,
             tags: self.tags && other.tags,
+            resize: self.resize && other.resize,
             max_vcpus: min_opt(self.max_vcpus, other.max_vcpus),
             max_memory_mib: min_opt(self.max_memory_mib, other.max_memory_mib),
             max_disk_gib: min_opt(self.max_disk_gib, other.max_disk_gib),
@@ -130,6 +138,7 @@ impl Capabilities {
             console_web: self.console_web || other.console_web,
             gpu_passthrough: self.gpu_passthrough || other.gpu_passthrough,
             tags: self.tags || other.tags,
+            resize: self.resize || other.resize,
             max_vcpus: max_opt(self.max_vcpus, other.max_vcpus),
             max_memory_mib: max_opt(self.max_memory_mib, other.max_memory_mib),
             max_disk_gib: max_opt(self.max_disk_gib, other.max_disk_gib),
@@ -152,6 +161,7 @@ impl Capabilities {
             }
             Capability::GpuPassthrough => self.gpu_passthrough,
             Capability::Tags => self.tags,
+            Capability::Resize => self.resize,
         }
     }
 
@@ -251,6 +261,9 @@ fn missing_hint(c: Capability) -> &'static str {
         Capability::LiveMigration => "this VM's host cannot migrate running VMs",
         Capability::Console => "this VM's host offers no console",
         Capability::GpuPassthrough => "choose a zone with GPU hosts",
+        Capability::Resize => {
+            "this VM's hypervisor cannot change a VM's size in place; create a new VM of the size wanted"
+        }
     }
 }
 

@@ -116,7 +116,7 @@ pub struct CapabilityLimits {
 }
 
 /// The names [`CapabilityLimits::disable`] accepts.
-pub const CAPABILITY_NAMES: [&str; 10] = [
+pub const CAPABILITY_NAMES: [&str; 11] = [
     "cloud_init",
     "snapshot",
     "live_migration",
@@ -127,6 +127,7 @@ pub const CAPABILITY_NAMES: [&str; 10] = [
     "console_web",
     "gpu_passthrough",
     "tags",
+    "resize",
 ];
 
 impl CapabilityLimits {
@@ -148,6 +149,7 @@ impl CapabilityLimits {
                 "console_web" => &mut c.console_web,
                 "gpu_passthrough" => &mut c.gpu_passthrough,
                 "tags" => &mut c.tags,
+                "resize" => &mut c.resize,
                 other => {
                     return Err(Error::invalid(
                         "limits.disable",

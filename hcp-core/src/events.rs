@@ -64,6 +64,13 @@ pub enum EventKind {
         /// Its size.
         resources: Resources,
     },
+    /// A VM's size changed in place (metering moves from `from` to `to`).
+    VmResized {
+        /// Its size before.
+        from: Resources,
+        /// Its size now.
+        to: Resources,
+    },
     /// A tenant changed a VM's tags (`PATCH .../vms/{vmId}`).
     VmTagsUpdated {
         /// The tags after the change.
@@ -118,6 +125,7 @@ impl EventKind {
         "vm_created",
         "vm_deleted",
         "vm_tags_updated",
+        "vm_resized",
         "vm_adopted",
         "vm_migrated",
         "drift",
@@ -134,6 +142,7 @@ impl EventKind {
             EventKind::VmCreated { .. } => "vm_created",
             EventKind::VmDeleted { .. } => "vm_deleted",
             EventKind::VmTagsUpdated { .. } => "vm_tags_updated",
+            EventKind::VmResized { .. } => "vm_resized",
             EventKind::VmAdopted { .. } => "vm_adopted",
             EventKind::VmMigrated { .. } => "vm_migrated",
             EventKind::Drift(_) => "drift",

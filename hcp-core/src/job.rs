@@ -9,7 +9,9 @@ use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, ErrorInfo, ErrorKind, JobId, Operation, Principal, ProjectId, Result, VmId};
+use crate::{
+    Error, ErrorInfo, ErrorKind, JobId, Operation, Principal, ProjectId, Resources, Result, VmId,
+};
 
 /// The state of a job.
 ///
@@ -252,6 +254,22 @@ pub enum JobAction {
         /// The snapshot's name.
         name: String,
     },
+    /// Changes the VM's size in place, restarting or power-cycling it when the plan says so.
+    Resize {
+        /// The size before.
+        from: Resources,
+        /// The size after.
+        to: Resources,
+        /// The flavor the VM's spec names after the change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flavor: Option<String>,
+        /// Restarts a running VM after the change, so that it sees what waits in its definition.
+        #[serde(default)]
+        reboot: bool,
+        /// Stops a running VM before the change and starts it again after.
+        #[serde(default)]
+        power_cycle: bool,
+    },
 }
 
 impl JobAction {
@@ -267,6 +285,7 @@ impl JobAction {
             JobAction::Migrate { .. } => Operation::MigrateVm,
             JobAction::RevertSnapshot { .. } => Operation::RevertSnapshot,
             JobAction::DeleteSnapshot { .. } => Operation::DeleteSnapshot,
+            JobAction::Resize { .. } => Operation::ResizeVm,
         }
     }
 }

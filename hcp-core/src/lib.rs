@@ -49,10 +49,10 @@ pub use console::{
 };
 pub use engine::MigrateRequest;
 pub use engine::{
-    Action, CODE_VM_STATE_CONFLICT, ChangeImpact, Engine, EngineBuilder, EngineStats, FieldPlan,
-    InventoryVm, JobWatch, ProviderCapabilities, ProviderFactory, ProviderStatus, RefreshReport,
-    RequestContext, ResizeRequest, Snapshot, SnapshotSubmitted, Submitted, plan_resize,
-    snapshot_id, validate_idempotency_key,
+    Action, CODE_RESIZE_NOT_ALLOWED, CODE_VM_STATE_CONFLICT, ChangeImpact, Engine, EngineBuilder,
+    EngineStats, FieldPlan, InventoryVm, JobWatch, ProviderCapabilities, ProviderFactory,
+    ProviderStatus, RefreshReport, RequestContext, ResizeRequest, Snapshot, SnapshotSubmitted,
+    Submitted, plan_resize, snapshot_id, validate_idempotency_key,
 };
 pub use error::{
     CODE_CAPACITY_EXHAUSTED, CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED,
@@ -77,7 +77,7 @@ pub use provider::{
     CreateVm, CreatedVm, DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, GetConsole,
     HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MigrateVm, MigratedVm,
     NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo, RebootVm, RebootedVm,
-    RevertSnapshot, RevertedSnapshot, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm,
-    StoppedVm, VmTarget,
+    ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot, SnapshotVm, SnapshottedVm, StartVm,
+    StartedVm, StopVm, StoppedVm, VmTarget,
 };
 pub use reconcile::Drift;

@@ -31,6 +31,8 @@ pub enum Operation {
     RevertSnapshot,
     /// Deletes one of a VM's snapshots.
     DeleteSnapshot,
+    /// Changes a VM's vCPUs, memory or disk size in place.
+    ResizeVm,
     /// Lists a provider's hosts.
     ListHosts,
     /// Reads one host's inventory.
@@ -41,7 +43,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 14] = [
+    pub const ALL: [Operation; 15] = [
         Operation::CreateVm,
         Operation::DeleteVm,
         Operation::StartVm,
@@ -53,6 +55,7 @@ impl Operation {
         Operation::ListSnapshots,
         Operation::RevertSnapshot,
         Operation::DeleteSnapshot,
+        Operation::ResizeVm,
         Operation::ListHosts,
         Operation::HostInventory,
         Operation::Reconcile,
@@ -72,6 +75,7 @@ impl Operation {
             Operation::ListSnapshots => "list_snapshots",
             Operation::RevertSnapshot => "revert_snapshot",
             Operation::DeleteSnapshot => "delete_snapshot",
+            Operation::ResizeVm => "resize_vm",
             Operation::ListHosts => "list_hosts",
             Operation::HostInventory => "host_inventory",
             Operation::Reconcile => "reconcile",
@@ -91,6 +95,7 @@ impl Operation {
                 | Operation::MigrateVm
                 | Operation::RevertSnapshot
                 | Operation::DeleteSnapshot
+                | Operation::ResizeVm
         )
     }
 }

@@ -190,6 +190,33 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
         ))
     }
 
+    /// Changes a VM's size in place: each of `args.vcpus`, `args.memory_mib` and
+    /// `args.disk_gib` that is set becomes the VM's new value. The engine calls it only when the
+    /// host declares `resize`, and only with the changes its planner ([`crate::plan_resize`])
+    /// found possible in the VM's power state and the caller allowed.
+    ///
+    /// # Behavior
+    /// Applies what the hypervisor can do in the VM's current power state and no more: it never
+    /// powers the VM off or restarts it (the engine's job does that when the plan needs it). A
+    /// stopped VM takes every change at once. On a running VM a change the hypervisor makes
+    /// live takes effect at once; one it can only write to the VM's definition is written there
+    /// and the reply says `restart_needed`. A size equal to the current one is no change. A disk
+    /// is never shrunk.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidSpec`] naming `disk_gib` for a disk smaller than the current
+    /// one; [`crate::ErrorKind::Conflict`] for a change the hypervisor cannot make while the VM
+    /// runs; [`crate::ErrorKind::NotFound`] when the VM does not exist; the default refuses with
+    /// [`crate::ErrorKind::FeatureNotSupported`].
+    async fn resize_vm(&self, _ctx: &OpContext, _args: ResizeVm) -> Result<ResizedVm> {
+        Err(Error::unsupported(
+            &self.info().name,
+            Operation::ResizeVm,
+            "resize",
+            "this provider cannot change a VM's size in place yet",
+        ))
+    }
+
     /// Moves a running VM to another host. The engine calls it only when the host declares
     /// `live_migration`.
     ///
@@ -608,6 +635,53 @@ target_args!(
         target_host: String = String::new(),
     }
 );
+
+target_args!(
+    /// Arguments of [`Provider::resize_vm`]: the sizes to change; `None` keeps the current one.
+    ResizeVm {
+        /// The new vCPU count.
+        vcpus: Option<u32> = None,
+        /// The new memory size, in MiB.
+        memory_mib: Option<u64> = None,
+        /// The new disk size, in GiB; never below the current one.
+        disk_gib: Option<u64> = None,
+    }
+);
+
+impl ResizeVm {
+    /// Sets the new vCPU count.
+    pub fn with_vcpus(mut self, vcpus: Option<u32>) -> Self {
+        self.vcpus = vcpus;
+        self
+    }
+
+    /// Sets the new memory size, in MiB.
+    pub fn with_memory_mib(mut self, memory_mib: Option<u64>) -> Self {
+        self.memory_mib = memory_mib;
+        self
+    }
+
+    /// Sets the new disk size, in GiB.
+    pub fn with_disk_gib(mut self, disk_gib: Option<u64>) -> Self {
+        self.disk_gib = disk_gib;
+        self
+    }
+}
+
+/// Reply of [`Provider::resize_vm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResizedVm {
+    /// True when part of the change waits in the VM's definition for its next restart.
+    pub restart_needed: bool,
+}
+
+impl ResizedVm {
+    /// Builds the reply.
+    pub fn new(restart_needed: bool) -> Self {
+        ResizedVm { restart_needed }
+    }
+}
 
 target_args!(
     /// Arguments of [`Provider::list_snapshots`].

@@ -133,6 +133,11 @@ impl Remote {
             Action::Start { vm_id } => c.start_vm(project, &vm_id, key).await?,
             Action::Stop { vm_id, force } => c.stop_vm(project, &vm_id, force, key).await?,
             Action::Reboot { vm_id, hard } => c.reboot_vm(project, &vm_id, hard, key).await?,
+            Action::Resize {
+                vm_id,
+                change,
+                allow,
+            } => c.resize_vm(project, &vm_id, &change, &allow, key).await?,
             other => {
                 return Err(Error::invalid(
                     "operation",

@@ -285,6 +285,54 @@ impl Core {
         })
     }
 
+    /// Builds a resize action; `allow` names impacts (`hot`, `reboot`, `power_off`).
+    fn resize_action(
+        vm: String,
+        change: hcp_core::ResizeRequest,
+        allow: Vec<String>,
+    ) -> Result<Action, Error> {
+        let allow = allow
+            .iter()
+            .map(|a| {
+                serde_json::from_value::<hcp_core::ChangeImpact>(serde_json::Value::String(
+                    a.clone(),
+                ))
+                .map_err(|_| {
+                    Error::invalid(
+                        "allow",
+                        format!(
+                            "unknown impact `{}`; allowed: hot, reboot, power_off",
+                            hcp_core::echo(a)
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Action::Resize {
+            vm_id: VmId::new(vm),
+            change,
+            allow,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resize_vm_fut(
+        &self,
+        project: String,
+        vm: String,
+        change: hcp_core::ResizeRequest,
+        allow: Vec<String>,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<impl Future<Output = Outcome<Submitted>> + Send + 'static> {
+        let backend = self.backend()?;
+        let action = Core::resize_action(vm, change, allow);
+        Ok(async move {
+            submit_and_wait(backend, project, action?, idempotency_key, wait, timeout).await
+        })
+    }
+
     fn plan_resize_fut(
         &self,
         project: String,
@@ -729,6 +777,65 @@ impl Core {
         awaitable(
             py,
             self.migrate_vm_fut(vm, request, idempotency_key, wait, timeout)?,
+        )
+    }
+
+    /// Resizes a VM in place, applying only changes whose impact is in ``allow``; waits when
+    /// ``wait``.
+    #[pyo3(signature = (project, vm, *, flavor, vcpus, memory_mib, disk_gib, allow, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn resize_vm(
+        &self,
+        py: Python<'_>,
+        project: String,
+        vm: String,
+        flavor: Option<String>,
+        vcpus: Option<u32>,
+        memory_mib: Option<u64>,
+        disk_gib: Option<u64>,
+        allow: Vec<String>,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Submitted> {
+        let change = hcp_core::ResizeRequest {
+            flavor,
+            vcpus,
+            memory_mib,
+            disk_gib,
+        };
+        block_on(
+            py,
+            self.resize_vm_fut(project, vm, change, allow, idempotency_key, wait, timeout)?,
+        )
+    }
+
+    /// Awaitable form of :meth:`resize_vm`.
+    #[pyo3(signature = (project, vm, *, flavor, vcpus, memory_mib, disk_gib, allow, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn resize_vm_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        vm: String,
+        flavor: Option<String>,
+        vcpus: Option<u32>,
+        memory_mib: Option<u64>,
+        disk_gib: Option<u64>,
+        allow: Vec<String>,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let change = hcp_core::ResizeRequest {
+            flavor,
+            vcpus,
+            memory_mib,
+            disk_gib,
+        };
+        awaitable(
+            py,
+            self.resize_vm_fut(project, vm, change, allow, idempotency_key, wait, timeout)?,
         )
     }
 

@@ -494,6 +494,8 @@ record! {
         gpu_passthrough: bool,
         /// Stores tags on VMs.
         tags: bool,
+        /// Changes an existing VM's vCPUs, memory and disk size in place.
+        resize: bool,
         /// Most vCPUs one VM may have, if limited.
         max_vcpus: Option<u32>,
         /// Most memory (MiB) one VM may have, if limited.
@@ -513,7 +515,7 @@ record! {
 }
 
 impl Capabilities {
-    fn flags(&self) -> [(&'static str, bool); 10] {
+    fn flags(&self) -> [(&'static str, bool); 11] {
         [
             ("cloud_init", self.cloud_init),
             ("snapshot", self.snapshot),
@@ -525,6 +527,7 @@ impl Capabilities {
             ("console_web", self.console_web),
             ("gpu_passthrough", self.gpu_passthrough),
             ("tags", self.tags),
+            ("resize", self.resize),
         ]
     }
 }
@@ -565,6 +568,7 @@ impl From<&hcp_core::Capabilities> for Capabilities {
             console_web: c.console_web,
             gpu_passthrough: c.gpu_passthrough,
             tags: c.tags,
+            resize: c.resize,
             max_vcpus: c.max_vcpus,
             max_memory_mib: c.max_memory_mib,
             max_disk_gib: c.max_disk_gib,

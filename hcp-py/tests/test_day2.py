@@ -221,3 +221,40 @@ def test_async_engine_and_client_migrate(service: Service) -> None:
             await client.delete_vm("demo", s.vm_id, wait=True)
 
     run(main())
+
+
+def test_resize_embedded_remote_and_async(engine: hcp.Engine, service: Service) -> None:
+    with hcp.Client(service.url) as client:
+        for api in (engine, client):
+            s = api.create_vm("demo", unique("grow"), "ubuntu-24.04", "small", wait=True)
+            done = api.resize_vm(
+                "demo", s.vm_id, vcpus=2, memory_mib=2048, disk_gib=20, allow=["hot", "reboot"], wait=True
+            )
+            assert done.job is not None and done.job.succeeded, done.job
+            assert done.job.operation == "resize_vm"
+            vm = api.get_vm("demo", s.vm_id)
+            assert (vm.vcpus, vm.memory_mib, vm.disk_gib) == (2, 2048, 20)
+            assert vm.power == "RUNNING"
+            # A disk never shrinks, whatever is allowed; refused before any job.
+            with pytest.raises(hcp.Conflict) as shrink:
+                api.resize_vm("demo", s.vm_id, disk_gib=10, allow=["hot", "reboot", "power_off"])
+            assert shrink.value.code == "RESIZE_NOT_ALLOWED"
+            assert shrink.value.field == "disk_gib"
+            assert shrink.value.job_id is None
+            with pytest.raises(hcp.InvalidSpec) as same:
+                api.resize_vm("demo", s.vm_id, vcpus=2)
+            assert same.value.field == "resize"
+            with pytest.raises(hcp.InvalidSpec) as bad:
+                api.resize_vm("demo", s.vm_id, vcpus=3, allow=["sometimes"])
+            assert bad.value.field == "allow"
+            api.delete_vm("demo", s.vm_id, force=True, wait=True)
+
+    async def main() -> None:
+        async with hcp.AsyncEngine() as aengine:
+            s = await aengine.create_vm("demo", "web-1", "ubuntu-24.04", "small", wait=True)
+            done = await aengine.resize_vm("demo", s.vm_id, flavor="medium", wait=True)
+            assert done.job is not None and done.job.succeeded
+            vm = await aengine.get_vm("demo", s.vm_id)
+            assert (vm.flavor, vm.vcpus, vm.disk_gib) == ("medium", 2, 40)
+
+    run(main())

@@ -774,7 +774,7 @@ impl PendingReasonDto {
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 pub struct JobActionDto {
     /// `create`, `delete`, `start`, `stop`, `reboot`, `snapshot`, `revert_snapshot`,
-    /// `delete_snapshot` or `migrate`.
+    /// `delete_snapshot`, `migrate` or `resize`.
     pub action: String,
     /// Power off first / skip the graceful shutdown (`delete`, `stop`).
     #[oai(skip_serializing_if_is_none)]
@@ -794,6 +794,21 @@ pub struct JobActionDto {
     /// The target host (`migrate`; operators only).
     #[oai(skip_serializing_if_is_none)]
     pub target_host: Option<String>,
+    /// The size before (`resize`).
+    #[oai(skip_serializing_if_is_none)]
+    pub from: Option<ResourcesDto>,
+    /// The size after (`resize`).
+    #[oai(skip_serializing_if_is_none)]
+    pub to: Option<ResourcesDto>,
+    /// The flavor the VM names after the change (`resize`, when it names one).
+    #[oai(skip_serializing_if_is_none)]
+    pub flavor: Option<String>,
+    /// The job restarts the running VM after the change (`resize`).
+    #[oai(skip_serializing_if_is_none)]
+    pub reboot: Option<bool>,
+    /// The job stops the running VM before the change and starts it after (`resize`).
+    #[oai(skip_serializing_if_is_none)]
+    pub power_cycle: Option<bool>,
 }
 
 impl JobActionDto {
@@ -806,6 +821,11 @@ impl JobActionDto {
             name: None,
             snapshot_id: None,
             target_host: None,
+            from: None,
+            to: None,
+            flavor: None,
+            reboot: None,
+            power_cycle: None,
         };
         match a {
             JobAction::Create => dto.action = "create".into(),
@@ -841,6 +861,20 @@ impl JobActionDto {
                 dto.action = "delete_snapshot".into();
                 dto.snapshot_id = Some(snapshot_id.clone());
                 dto.name = Some(name.clone());
+            }
+            JobAction::Resize {
+                from,
+                to,
+                flavor,
+                reboot,
+                power_cycle,
+            } => {
+                dto.action = "resize".into();
+                dto.from = Some((*from).into());
+                dto.to = Some((*to).into());
+                dto.flavor = flavor.clone();
+                dto.reboot = Some(*reboot);
+                dto.power_cycle = Some(*power_cycle);
             }
             JobAction::Migrate { target_host } => {
                 dto.action = "migrate".into();
@@ -1301,6 +1335,8 @@ pub struct CapabilitiesDto {
     pub gpu_passthrough: bool,
     /// Stores tags on VMs.
     pub tags: bool,
+    /// Changes an existing VM's vCPUs, memory and disk size in place (`:resize`).
+    pub resize: bool,
     /// Most vCPUs one VM may have, if limited.
     #[oai(skip_serializing_if_is_none)]
     pub max_vcpus: Option<u32>,
@@ -1328,6 +1364,7 @@ impl From<Capabilities> for CapabilitiesDto {
             console_web: c.console_web,
             gpu_passthrough: c.gpu_passthrough,
             tags: c.tags,
+            resize: c.resize,
             max_vcpus: c.max_vcpus,
             max_memory_mib: c.max_memory_mib,
             max_disk_gib: c.max_disk_gib,

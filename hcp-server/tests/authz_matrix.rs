@@ -195,6 +195,12 @@ const MATRIX: &[Row] = &[
         Shared,
         TENANT_READ,
     ),
+    row(
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:resize",
+        FreshVm,
+        TENANT_ACT,
+    ),
     // An unknown snapshot of a VM a member reaches is a 404 too.
     row(
         "post",
@@ -462,7 +468,7 @@ async fn call(f: &Fixture, row: &Row, who: Who, vm: &str, n: usize) -> Call {
             Some(json!({"name": name, "image": "ubuntu-24.04", "flavor": "small"}))
         }
         _ if row.method == "patch" => Some(json!({"tags": {"matrix": "x"}})),
-        (p, _) if p.ends_with(":plan") => Some(json!({"vcpus": 2})),
+        (p, _) if p.ends_with(":plan") || p.ends_with(":resize") => Some(json!({"vcpus": 2})),
         (p, _) if p.ends_with(":migrate") => Some(json!({})),
         (p, _) if row.method == "post" && p.ends_with("/snapshots") => {
             Some(json!({"name": "matrix"}))

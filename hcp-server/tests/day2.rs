@@ -356,3 +356,90 @@ async fn plan_says_per_field_what_a_resize_takes_and_changes_nothing() {
     let after = json_of(s.http.get(s.at(&vm)).send().await.unwrap()).await;
     assert_eq!(before, after, "a plan changes nothing");
 }
+
+#[tokio::test]
+async fn resize_applies_only_what_is_allowed_and_updates_the_vm() {
+    let s = common::start_with(common::Setup {
+        hosts_yaml: Some(
+            include_str!("../../hcp-providers/sim/src/demo.yaml").replace(
+                "  - name: demo\n",
+                "  - name: demo\n    quota: {max_vcpus: 4}\n",
+            ),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let id = running_vm(&s, "grown").await;
+    let vm = format!("{T}/projects/demo/vms/{id}");
+    let resize = |body: Value, key: Option<&'static str>| {
+        let url = s.at(&format!("{vm}:resize"));
+        let http = s.http.clone();
+        async move {
+            let mut rb = http.post(url).json(&body);
+            if let Some(k) = key {
+                rb = rb.header("Idempotency-Key", k);
+            }
+            rb.send().await.unwrap()
+        }
+    };
+
+    // The simulator resizes a running VM live: `hot`, the default, is enough.
+    let r = resize(
+        json!({"vcpus": 2, "memory_mib": 2048, "disk_gib": 20}),
+        Some("k1"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert!(r.headers().get("location").is_some());
+    let body = json_of(r).await;
+    let (log, job) = finish(&s, body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+    assert_eq!(job["operation"], "resize_vm", "{job}");
+    assert_eq!(job["action"]["action"], "resize", "{job}");
+    assert_eq!(job["action"]["to"]["vcpus"], 2, "{job}");
+    assert!(log.contains("resized to 2 vCPUs"), "{log}");
+    let shown = json_of(s.http.get(s.at(&vm)).send().await.unwrap()).await;
+    assert_eq!(shown["resources"]["vcpus"], 2, "{shown}");
+    assert_eq!(shown["resources"]["disk_gib"], 20, "{shown}");
+    assert_eq!(shown["spec"]["memory_mib"], 2048, "{shown}");
+    assert_eq!(shown["power"], "RUNNING", "{shown}");
+    // The same key replays the first answer and starts nothing.
+    let r = resize(
+        json!({"vcpus": 2, "memory_mib": 2048, "disk_gib": 20}),
+        Some("k1"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(r.headers()["idempotency-replayed"], "true");
+    assert_eq!(json_of(r).await["job_id"], body["job_id"]);
+
+    // A disk shrink is refused whatever is allowed, naming the field.
+    let r = resize(
+        json!({"disk_gib": 10, "allow": ["hot", "reboot", "power_off", "data_destructive"]}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let p = json_of(r).await;
+    assert_eq!(p["code"], "RESIZE_NOT_ALLOWED", "{p}");
+    assert_eq!(p["field"], "disk_gib", "{p}");
+
+    // Beyond the project's quota (4 vCPUs): refused before a job.
+    let r = resize(json!({"vcpus": 5}), None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(json_of(r).await["code"], "QUOTA_EXCEEDED");
+
+    // Bad input names the field; nothing to change is a bad request.
+    let r = resize(json!({"vcpus": 3, "allow": ["sometimes"]}), None).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = resize(json!({"vcpus": 3, "host": "sim-a1"}), None).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = resize(json!({"vcpus": 2}), None).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(r).await["field"], "resize");
+    let after = json_of(s.http.get(s.at(&vm)).send().await.unwrap()).await;
+    assert_eq!(
+        after["resources"], shown["resources"],
+        "refusals change nothing"
+    );
+}

@@ -28,6 +28,10 @@ const ROUTES: &[(&str, &str)] = &[
         "post",
         "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:console",
     ),
+    (
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/vms/{vmId}:resize",
+    ),
     ("get", "/api/hcp/tenant/v1/vms/{vmId}"),
     ("get", "/api/hcp/tenant/v1/console/ws"),
     ("get", "/api/hcp/tenant/v1/jobs/{jobId}"),

@@ -56,6 +56,7 @@ fn table(r: &ZoneCapabilities) -> String {
         ("console_web", yes_no(c.console_web)),
         ("gpu_passthrough", yes_no(c.gpu_passthrough)),
         ("tags", yes_no(c.tags)),
+        ("resize", yes_no(c.resize)),
         ("max_vcpus", limit(c.max_vcpus.map(|v| v.to_string()))),
         (
             "max_memory_mib",

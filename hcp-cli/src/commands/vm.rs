@@ -38,6 +38,10 @@ pub enum VmCommand {
     /// hypervisor in its power state (hot, reboot, power_off, recreate, data_destructive), and
     /// why. Changes nothing.
     Plan(PlanArgs),
+    /// Resize a VM in place (vCPUs, memory, disk growth or a flavor), applying only what
+    /// --allow accepts: each changed field is planned as by `hcp vm plan`, and a field needing
+    /// more is refused before any job (RESIZE_NOT_ALLOWED). A disk never shrinks.
+    Resize(ResizeArgs),
     /// Take, list, revert to and delete a VM's snapshots.
     #[command(subcommand)]
     Snapshot(super::snapshot::SnapshotCommand),
@@ -285,6 +289,52 @@ pub struct PlanArgs {
     disk_gib: Option<u64>,
 }
 
+/// What a resize may take (see `hcp vm plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImpactArg {
+    /// No power change: live on a running VM, at once on a stopped one.
+    Hot,
+    /// The job restarts the running VM after the change.
+    Reboot,
+    /// The job stops the running VM, changes it, and starts it again.
+    #[value(name = "power_off")]
+    PowerOff,
+}
+
+impl From<ImpactArg> for hcp_core::ChangeImpact {
+    fn from(a: ImpactArg) -> Self {
+        match a {
+            ImpactArg::Hot => hcp_core::ChangeImpact::Hot,
+            ImpactArg::Reboot => hcp_core::ChangeImpact::Reboot,
+            ImpactArg::PowerOff => hcp_core::ChangeImpact::PowerOff,
+        }
+    }
+}
+
+/// `hcp vm resize`
+#[derive(Debug, Args)]
+pub struct ResizeArgs {
+    #[command(flatten)]
+    vm: VmRef,
+    /// A catalog flavor to move to.
+    #[arg(long)]
+    flavor: Option<String>,
+    /// vCPUs (overrides the flavor's).
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Memory in MiB (overrides the flavor's).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Disk size in GiB (overrides the flavor's); never below the current size.
+    #[arg(long)]
+    disk_gib: Option<u64>,
+    /// What the change may take, comma-separated: hot, reboot, power_off.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "hot")]
+    allow: Vec<ImpactArg>,
+    #[command(flatten)]
+    submit: SubmitArgs,
+}
+
 /// `hcp vm console`
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
@@ -347,6 +397,7 @@ impl VmCommand {
                 | VmCommand::Reboot(_)
                 | VmCommand::Delete(_)
                 | VmCommand::Migrate(_)
+                | VmCommand::Resize(_)
         ) || matches!(self, VmCommand::Snapshot(c) if c.mutates())
     }
 
@@ -423,6 +474,19 @@ impl VmCommand {
                     )
                     .await?;
                 finish(s, project.as_ref(), accepted, &a.submit).await
+            }
+            VmCommand::Resize(a) => {
+                let action = Action::Resize {
+                    vm_id: a.vm.resolve(&s.backend).await?,
+                    change: hcp_core::ResizeRequest {
+                        flavor: a.flavor,
+                        vcpus: a.vcpus,
+                        memory_mib: a.memory_mib,
+                        disk_gib: a.disk_gib,
+                    },
+                    allow: a.allow.into_iter().map(Into::into).collect(),
+                };
+                act(s, &a.vm, action, a.submit).await
             }
             VmCommand::Plan(a) => {
                 let id = a.vm.resolve(&s.backend).await?;

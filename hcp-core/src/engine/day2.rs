@@ -81,6 +81,12 @@ pub(crate) fn check_state(vm: &Vm, action: &Action) -> crate::Result<()> {
         action,
         Action::Snapshot { .. } | Action::RevertSnapshot { .. } | Action::DeleteSnapshot { .. }
     );
+    if matches!(action, Action::Resize { .. }) && vm.desired == DesiredState::Pending && !vm.present
+    {
+        return Err(state_conflict(format!(
+            "VM `{name}` is still being created; it can be resized once its create job ends"
+        )));
+    }
     if snapshot_op && vm.desired == DesiredState::Pending && !vm.present {
         return Err(state_conflict(format!(
             "VM `{name}` is still being created; its snapshots can be managed once its create job ends"
@@ -222,6 +228,116 @@ pub struct ResizeRequest {
     pub disk_gib: Option<u64>,
 }
 
+/// Code of the error returned when a resize needs more than the caller allowed (a restart, a
+/// power-off), or something HCP never does in place (shrinking a disk, recreating the VM).
+pub const CODE_RESIZE_NOT_ALLOWED: &str = "RESIZE_NOT_ALLOWED";
+
+/// Turns a resize plan into its job, refusing any field whose impact the caller did not allow.
+///
+/// # Behavior
+/// `recreate` and `data_destructive` are refused even when allowed: HCP never recreates a VM or
+/// shrinks a disk in place. A plan with a `reboot` field restarts the running VM after the
+/// change; one with a `power_off` field stops it first and starts it again after.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `resize` when the plan changes nothing;
+/// [`ErrorKind::Conflict`] with code [`CODE_RESIZE_NOT_ALLOWED`] naming the first field refused,
+/// what applying it takes and why.
+pub(crate) fn resize_job(
+    vm: &Vm,
+    plan: &[super::FieldPlan],
+    allow: &[super::ChangeImpact],
+    flavor: Option<String>,
+    to: crate::Resources,
+) -> Result<JobAction> {
+    use super::ChangeImpact;
+    if plan.is_empty() {
+        return Err(Error::invalid(
+            "resize",
+            format!(
+                "VM `{}` already has {} vCPUs, {} MiB of memory and a {} GiB disk; nothing to change",
+                vm.spec.name, to.vcpus, to.memory_mib, to.disk_gib
+            ),
+        ));
+    }
+    for f in plan {
+        let never = matches!(
+            f.impact,
+            ChangeImpact::Recreate | ChangeImpact::DataDestructive
+        );
+        if never || !allow.contains(&f.impact) {
+            let hint = if never {
+                "HCP never does this in place; create a new VM of the size wanted instead"
+                    .to_string()
+            } else {
+                format!("add `{}` to `allow` to accept it", f.impact.as_str())
+            };
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "{}: changing it from {} to {} takes `{}` ({}); {hint}",
+                    f.field,
+                    f.from,
+                    f.to,
+                    f.impact.as_str(),
+                    f.reason
+                ),
+            )
+            .with_code(CODE_RESIZE_NOT_ALLOWED)
+            .with_field(f.field.clone())
+            .with_context("impact", f.impact.as_str()));
+        }
+    }
+    Ok(JobAction::Resize {
+        from: vm.resources,
+        to,
+        flavor,
+        reboot: plan.iter().any(|f| f.impact == ChangeImpact::Reboot),
+        power_cycle: plan.iter().any(|f| f.impact == ChangeImpact::PowerOff),
+    })
+}
+
+/// Returns the spec a VM has after `req` and the size it resolves to.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming the field for an unknown flavor or a size outside the
+/// global bounds.
+pub(crate) fn resize_target(
+    inner: &Inner,
+    vm: &Vm,
+    req: &ResizeRequest,
+) -> Result<(crate::VmSpec, crate::Resources)> {
+    let mut spec = vm.spec.clone();
+    if let Some(f) = &req.flavor {
+        spec.flavor = Some(f.clone());
+        spec.vcpus = None;
+        spec.memory_mib = None;
+        spec.disk_gib = None;
+    } else if spec.flavor.is_none()
+        || inner
+            .catalog
+            .flavor(spec.flavor.as_deref().unwrap_or(""))
+            .is_none()
+    {
+        // A VM rebuilt from its host may name no known flavor: start from its actual size.
+        spec.flavor = None;
+        spec.vcpus = Some(vm.resources.vcpus);
+        spec.memory_mib = Some(vm.resources.memory_mib);
+        spec.disk_gib = Some(vm.resources.disk_gib);
+    }
+    if let Some(v) = req.vcpus {
+        spec.vcpus = Some(v);
+    }
+    if let Some(m) = req.memory_mib {
+        spec.memory_mib = Some(m);
+    }
+    if let Some(d) = req.disk_gib {
+        spec.disk_gib = Some(d);
+    }
+    let target = inner.catalog.resolve(&spec)?;
+    Ok((spec, target))
+}
+
 impl Engine {
     /// Plans a resize without changing anything: per field that changes, what applying it takes
     /// on this VM's provider and in its power state, with the reason (see
@@ -239,35 +355,7 @@ impl Engine {
     ) -> Result<Vec<super::FieldPlan>> {
         self.check_project(&ctx.project)?;
         let vm = self.inner.live_vm(&ctx.scope(), vm_id).await?;
-        let mut spec = vm.spec.clone();
-        if let Some(f) = &req.flavor {
-            spec.flavor = Some(f.clone());
-            spec.vcpus = None;
-            spec.memory_mib = None;
-            spec.disk_gib = None;
-        } else if spec.flavor.is_none()
-            || self
-                .inner
-                .catalog
-                .flavor(spec.flavor.as_deref().unwrap_or(""))
-                .is_none()
-        {
-            // A VM rebuilt from its host may name no known flavor: start from its actual size.
-            spec.flavor = None;
-            spec.vcpus = Some(vm.resources.vcpus);
-            spec.memory_mib = Some(vm.resources.memory_mib);
-            spec.disk_gib = Some(vm.resources.disk_gib);
-        }
-        if let Some(v) = req.vcpus {
-            spec.vcpus = Some(v);
-        }
-        if let Some(m) = req.memory_mib {
-            spec.memory_mib = Some(m);
-        }
-        if let Some(d) = req.disk_gib {
-            spec.disk_gib = Some(d);
-        }
-        let target = self.inner.catalog.resolve(&spec)?;
+        let (_, target) = resize_target(&self.inner, &vm, req)?;
         let kind = self
             .inner
             .provider(&vm.binding.provider)?
@@ -275,6 +363,41 @@ impl Engine {
             .info()
             .kind;
         Ok(super::plan_resize(&kind, vm.power, vm.resources, target))
+    }
+
+    /// Changes a VM's size in place as a job, applying only changes whose impact is in `allow`
+    /// (see [`Engine::submit`] and [`super::plan_resize`]).
+    ///
+    /// # Behavior
+    /// The planner classifies each changed field against the VM's provider and power state;
+    /// every field must be allowed, and `recreate` or `data_destructive` (a disk shrink) never
+    /// is. A growth must fit the project's quota and the VM's host, checked as for a create. The
+    /// job resizes the VM, then restarts it when the plan needs `reboot`, or stops it before and
+    /// starts it after when the plan needs `power_off`; the VM's spec and size change when the
+    /// provider has applied them, and an audit event (`vm_resized`) records the change.
+    ///
+    /// # Errors
+    /// As [`Engine::submit`]; [`ErrorKind::FeatureNotSupported`] when the VM's host cannot
+    /// resize; [`ErrorKind::Conflict`] with code [`CODE_RESIZE_NOT_ALLOWED`] naming the field
+    /// refused; [`ErrorKind::InvalidSpec`] naming `resize` for a request that changes nothing;
+    /// [`ErrorKind::QuotaExceeded`] when the growth exceeds the project's quota or the host's
+    /// free capacity.
+    pub async fn resize_vm(
+        &self,
+        ctx: &RequestContext,
+        vm_id: &VmId,
+        change: &ResizeRequest,
+        allow: &[super::ChangeImpact],
+    ) -> Result<Submitted> {
+        self.submit(
+            ctx,
+            Action::Resize {
+                vm_id: vm_id.clone(),
+                change: change.clone(),
+                allow: allow.to_vec(),
+            },
+        )
+        .await
     }
 
     /// Returns the caller's live VM, refused when its host cannot snapshot.

@@ -139,6 +139,43 @@ pub(crate) fn settle_capacity(
     }
 }
 
+/// Returns what a resize from `from` to `to` adds on its host (zero where it shrinks).
+pub(crate) fn growth(from: Resources, to: Resources) -> Resources {
+    Resources {
+        vcpus: to.vcpus.saturating_sub(from.vcpus),
+        memory_mib: to.memory_mib.saturating_sub(from.memory_mib),
+        disk_gib: 0,
+    }
+}
+
+/// Moves capacity after a resize: releases the growth it held and, when the provider applied
+/// the change, counts the VM at its new size.
+pub(crate) fn settle_resize(
+    inner: &Inner,
+    provider: &str,
+    host: &str,
+    from: Resources,
+    to: Resources,
+    applied: bool,
+) {
+    let key = (provider.to_string(), host.to_string());
+    let mut inv = write_inventory(inner);
+    if let Some(h) = inv.hosts.get_mut(&key) {
+        let c = &mut h.capacity;
+        c.release(&growth(from, to));
+        if applied {
+            c.vcpus_used = c
+                .vcpus_used
+                .saturating_sub(from.vcpus)
+                .saturating_add(to.vcpus);
+            c.memory_used = c
+                .memory_used
+                .saturating_sub(from.memory_mib)
+                .saturating_add(to.memory_mib);
+        }
+    }
+}
+
 pub(crate) struct Placement {
     pub(crate) provider: String,
     pub(crate) host: String,

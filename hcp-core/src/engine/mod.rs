@@ -23,7 +23,10 @@ use sha2::Digest;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use day2::{CODE_VM_STATE_CONFLICT, ResizeRequest, Snapshot, SnapshotSubmitted, snapshot_id};
+pub use day2::{
+    CODE_RESIZE_NOT_ALLOWED, CODE_VM_STATE_CONFLICT, ResizeRequest, Snapshot, SnapshotSubmitted,
+    snapshot_id,
+};
 pub use inventory::{InventoryVm, ProviderCapabilities, ProviderStatus, RefreshReport};
 pub use migrate::MigrateRequest;
 pub use plan::{ChangeImpact, FieldPlan, plan_resize};
@@ -154,6 +157,15 @@ pub enum Action {
         /// HCP's id of the snapshot (`snap-…`).
         snapshot_id: String,
     },
+    /// Changes a VM's size in place, within the impacts the caller allows.
+    Resize {
+        /// The VM.
+        vm_id: VmId,
+        /// The new size.
+        change: ResizeRequest,
+        /// What the caller accepts the change may take (`hot`, `reboot`, `power_off`).
+        allow: Vec<ChangeImpact>,
+    },
 }
 
 impl Action {
@@ -169,6 +181,7 @@ impl Action {
             Action::Migrate { .. } => Operation::MigrateVm,
             Action::RevertSnapshot { .. } => Operation::RevertSnapshot,
             Action::DeleteSnapshot { .. } => Operation::DeleteSnapshot,
+            Action::Resize { .. } => Operation::ResizeVm,
         }
     }
 }
@@ -843,7 +856,8 @@ impl Engine {
                     | Action::Snapshot { vm_id, .. }
                     | Action::Migrate { vm_id, .. }
                     | Action::RevertSnapshot { vm_id, .. }
-                    | Action::DeleteSnapshot { vm_id, .. } => vm_id.clone(),
+                    | Action::DeleteSnapshot { vm_id, .. }
+                    | Action::Resize { vm_id, .. } => vm_id.clone(),
                     Action::Create { .. } => unreachable!("handled above"),
                 };
                 let mut vm = inner.live_vm(&ctx.scope(), &vm_id).await?;
@@ -895,6 +909,37 @@ impl Engine {
                         JobAction::Migrate {
                             target_host: target,
                         }
+                    }
+                    Action::Resize { change, allow, .. } => {
+                        let caps = self.require(&vm, op, Capability::Resize)?;
+                        let (spec, to) = day2::resize_target(inner, &vm, &change)?;
+                        caps.check(
+                            &vm.binding.provider,
+                            op,
+                            &Requirements {
+                                vcpus: Some(to.vcpus),
+                                memory_mib: Some(to.memory_mib),
+                                disk_gib: Some(to.disk_gib),
+                                ..Default::default()
+                            },
+                        )?;
+                        let kind = inner.provider(&vm.binding.provider)?.provider.info().kind;
+                        let plan = plan_resize(&kind, vm.power, vm.resources, to);
+                        let action = day2::resize_job(&vm, &plan, &allow, spec.flavor, to)?;
+                        // A growth must fit the host, as a create must; the job settles it.
+                        let growth = inventory::growth(vm.resources, to);
+                        if growth != crate::Resources::default() {
+                            reservation = Some(inventory::Reservation::try_new(
+                                inner,
+                                &vm.binding.provider,
+                                &vm.binding.host,
+                                growth,
+                            )?);
+                        }
+                        // The new size counts against the quota from now on: the store checks
+                        // it in the submit transaction, as it does a create's.
+                        vm.resources = to;
+                        action
                     }
                     Action::Create { .. } => unreachable!("handled above"),
                 };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::inventory::{settle_capacity, write_inventory};
+use super::inventory::{settle_capacity, settle_resize, write_inventory};
 use super::scheduler::SchedMsg;
 use super::watch::LogMsg;
 use super::{Inner, lock};
@@ -14,8 +14,8 @@ use crate::store::Scope;
 use crate::{
     CreateVm, DeleteSnapshot, DeleteVm, DesiredState, Error, ErrorInfo, ErrorKind, EventKind,
     HcpMark, Job, JobAction, JobReporter, JobState, JobUpdate, LogEntry, LogLevel, MigrateVm,
-    NetworkPlan, OpContext, PendingReason, PowerState, Principal, RebootVm, RetryDecision,
-    RevertSnapshot, SnapshotVm, StartVm, StopVm, Vm, VmTarget,
+    NetworkPlan, OpContext, PendingReason, PowerState, Principal, RebootVm, ResizeVm, Resources,
+    RetryDecision, RevertSnapshot, SnapshotVm, StartVm, StopVm, Vm, VmTarget,
 };
 
 /// What a successful attempt changed.
@@ -388,6 +388,72 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
             }
             Ok(Effect::Nothing)
         }
+        JobAction::Resize {
+            from,
+            to,
+            flavor,
+            reboot,
+            power_cycle,
+        } => {
+            let running = !matches!(vm.power, PowerState::Stopped);
+            let stop = || {
+                StopVm::new(target(vm)).with_graceful_timeout(inner.settings.graceful_stop_timeout)
+            };
+            if *power_cycle && running {
+                ctx.info("stopping the VM: its hypervisor changes this only while it is off");
+                let r = inner
+                    .call(provider, op, host, p.stop_vm(ctx, stop()))
+                    .await?;
+                report_stop(ctx, &r, false);
+            }
+            let changed = |a: u64, b: u64| (a != b).then_some(b);
+            let args = ResizeVm::new(target(vm))
+                .with_vcpus((from.vcpus != to.vcpus).then_some(to.vcpus))
+                .with_memory_mib(changed(from.memory_mib, to.memory_mib))
+                .with_disk_gib(changed(from.disk_gib, to.disk_gib));
+            let r = inner
+                .call(provider, op, host, p.resize_vm(ctx, args))
+                .await?;
+            record_resize(inner, job, vm, *from, *to, flavor.clone()).await;
+            ctx.info(format!(
+                "resized to {} vCPUs, {} MiB of memory and a {} GiB disk",
+                to.vcpus, to.memory_mib, to.disk_gib
+            ));
+            if *power_cycle && running {
+                inner
+                    .call(
+                        provider,
+                        op,
+                        host,
+                        p.start_vm(ctx, StartVm::new(target(vm))),
+                    )
+                    .await?;
+                ctx.info("started the VM again");
+                return Ok(Effect::Power(PowerState::Running));
+            }
+            if r.restart_needed && running {
+                if !*reboot {
+                    ctx.warn("part of the change takes effect at the VM's next restart");
+                    return Ok(Effect::Nothing);
+                }
+                // A cold restart: a guest reboot may keep the old hardware.
+                ctx.info("restarting the VM so that it runs with its new size");
+                let r = inner
+                    .call(provider, op, host, p.stop_vm(ctx, stop()))
+                    .await?;
+                report_stop(ctx, &r, false);
+                inner
+                    .call(
+                        provider,
+                        op,
+                        host,
+                        p.start_vm(ctx, StartVm::new(target(vm))),
+                    )
+                    .await?;
+                return Ok(Effect::Power(PowerState::Running));
+            }
+            Ok(Effect::Nothing)
+        }
         JobAction::Migrate { target_host } => {
             let r = inner
                 .call(
@@ -405,6 +471,88 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 native_id: r.native_id,
             })
         }
+    }
+}
+
+/// Records a resize the provider applied: the VM's spec and size, the host's capacity, and an
+/// audit event. Runs before any restart the job does after, so a failed restart leaves the VM
+/// recorded at the size it now has.
+async fn record_resize(
+    inner: &Inner,
+    job: &Job,
+    vm: &Vm,
+    from: Resources,
+    to: Resources,
+    flavor: Option<String>,
+) {
+    settle_resize(
+        inner,
+        &vm.binding.provider,
+        &vm.binding.host,
+        from,
+        to,
+        true,
+    );
+    let r = inner
+        .update_vm_with(&vm.id, |v| {
+            v.spec.flavor = flavor.clone();
+            // Explicit sizes only where the flavor (if any) does not already say them.
+            let f = flavor.as_deref().and_then(|f| inner.catalog.flavor(f));
+            v.spec.vcpus = (f.map(|f| f.vcpus) != Some(to.vcpus)).then_some(to.vcpus);
+            v.spec.memory_mib =
+                (f.map(|f| f.memory_mib) != Some(to.memory_mib)).then_some(to.memory_mib);
+            v.spec.disk_gib = (f.map(|f| f.disk_gib) != Some(to.disk_gib)).then_some(to.disk_gib);
+            v.resources = to;
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(job_id = %job.id, error = %e, "cannot record a resize on its VM");
+    }
+    inner
+        .emit(
+            Some(vm.project.clone()),
+            Some(vm.id.clone()),
+            Some(&job.principal),
+            EventKind::VmResized { from, to },
+        )
+        .await;
+}
+
+/// Undoes what a resize that never reached its provider held: the VM's size (and so its quota
+/// use) goes back to `from`, and the host's reserved growth is released. A resize the provider
+/// applied (its spec already resolves to `to`) keeps its new size.
+async fn unwind_resize(inner: &Inner, job: &Job, vm: &Vm) {
+    let JobAction::Resize { from, to, .. } = &job.action else {
+        return;
+    };
+    let (from, to) = (*from, *to);
+    let applied = inner
+        .store
+        .get_vm(&Scope::All, &vm.id)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|v| inner.catalog.resolve(&v.spec).ok() == Some(to));
+    if applied {
+        return;
+    }
+    settle_resize(
+        inner,
+        &vm.binding.provider,
+        &vm.binding.host,
+        from,
+        to,
+        false,
+    );
+    let r = inner
+        .update_vm_with(&vm.id, |v| {
+            if v.resources == to {
+                v.resources = from;
+            }
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(job_id = %job.id, error = %e, "cannot undo a resize on its VM");
     }
 }
 
@@ -628,6 +776,13 @@ async fn fail(
             &e,
         ),
     );
+    // A resize that timed out before it started still holds its quota and host room.
+    if vm.is_none()
+        && matches!(job.action, JobAction::Resize { .. })
+        && let Ok(Some(cur)) = inner.store.get_vm(&Scope::All, &job.vm_id).await
+    {
+        unwind_resize(inner, &job, &cur).await;
+    }
     if let Some(vm) = vm {
         settle_migration(inner, &job, vm, None);
         if job.action == JobAction::Create {
@@ -649,6 +804,7 @@ async fn fail(
                 return end(inner, &job, state, Some(info)).await;
             }
         }
+        unwind_resize(inner, &job, vm).await;
         let is_create = job.action == JobAction::Create;
         let is_delete = matches!(job.action, JobAction::Delete { .. });
         let r = inner
@@ -748,6 +904,10 @@ pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Pr
         && let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await
     {
         settle_migration(inner, job, &vm, None);
+    } else if matches!(job.action, JobAction::Resize { .. })
+        && let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await
+    {
+        unwind_resize(inner, job, &vm).await;
     }
     let _ = inner.logs.send(LogMsg::line(
         &job.id,
@@ -825,6 +985,11 @@ pub(crate) async fn recover(
         .flatten();
     if let Some(vm) = &vm {
         settle_migration(inner, &job, vm, None);
+    }
+    if let Some(vm) = &vm
+        && matches!(job.action, JobAction::Resize { .. })
+    {
+        unwind_resize(inner, &job, vm).await;
     }
     if let Some(vm) = &vm
         && job.action == JobAction::Create

@@ -836,6 +836,131 @@ fn remove_leftovers(c: &Connect, settings: &LibvirtSettings, stem: &str) -> Resu
     Ok(())
 }
 
+/// What [`resize`] changed.
+pub(crate) struct Resized {
+    /// True when a vCPU or memory change waits in the definition for the next boot.
+    pub restart_needed: bool,
+    /// True when the disk grew but HCP's mark still names the old size.
+    pub mark_stale: bool,
+}
+
+/// Changes a domain's size: vCPUs and memory in its persistent definition
+/// (`virDomainSetVcpusFlags` / `virDomainSetMemoryFlags` with `CONFIG`; a running guest sees
+/// them after its next boot), and grows its disk: `virDomainBlockResize` while it runs (the
+/// guest sees the new size at once), `virStorageVolResize` while it is off. HCP's mark then
+/// records the new disk size. Never shrinks a disk.
+pub(crate) fn resize(
+    c: &Connect,
+    settings: &LibvirtSettings,
+    t: &VmTarget,
+    vcpus: Option<u32>,
+    memory_mib: Option<u64>,
+    disk_gib: Option<u64>,
+) -> Result<Resized> {
+    use virt::sys;
+    let found = require(c, t)?;
+    let dom = &found.dom;
+    let running = power(dom)? != PowerState::Stopped;
+    // The persistent definition is what changes; compare with it, not with the live guest.
+    let inactive = xml::parse_domain(&lv(dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE))?)?;
+    let mut restart_needed = false;
+    if let Some(n) = vcpus.filter(|n| *n != inactive.vcpus) {
+        let (cfg, max) = (sys::VIR_DOMAIN_VCPU_CONFIG, sys::VIR_DOMAIN_VCPU_MAXIMUM);
+        // The maximum bounds the count: raise it first, or lower it last.
+        let order = if n > inactive.vcpus {
+            [cfg | max, cfg]
+        } else {
+            [cfg, cfg | max]
+        };
+        for flags in order {
+            lv(dom.set_vcpus_flags(n, flags))?;
+        }
+        restart_needed |= running;
+    }
+    if let Some(m) = memory_mib.filter(|m| *m != inactive.memory_mib) {
+        let kib = m.checked_mul(1024).ok_or_else(|| {
+            Error::invalid(
+                "memory_mib",
+                format!("{m} MiB is more than libvirt can hold"),
+            )
+        })?;
+        let (cfg, max) = (sys::VIR_DOMAIN_MEM_CONFIG, sys::VIR_DOMAIN_MEM_MAXIMUM);
+        let order = if m > inactive.memory_mib {
+            [cfg | max, cfg]
+        } else {
+            [cfg, cfg | max]
+        };
+        for flags in order {
+            lv(dom.set_memory_flags(kib, flags))?;
+        }
+        restart_needed |= running;
+    }
+    let mut mark_stale = false;
+    if let Some(g) = disk_gib {
+        let stem = volume_stem(t.vm_id.as_str())?;
+        let vol = lv(pool(c, settings)?.lookup_storage_vol_by_name(&disk_volume_name(&stem)))?;
+        let now = lv(vol.info())?.capacity;
+        let bytes = g.checked_mul(GIB).ok_or_else(|| {
+            Error::invalid(
+                "disk_gib",
+                format!("{g} GiB is more than a volume can hold"),
+            )
+        })?;
+        if bytes < now {
+            return Err(Error::invalid(
+                "disk_gib",
+                format!(
+                    "is {g} GiB, below the disk's {} GiB; a disk never shrinks",
+                    now.div_ceil(GIB)
+                ),
+            ));
+        }
+        if bytes > now {
+            if running {
+                lv(dom.block_resize("vda", bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES))?;
+            } else {
+                lv(vol.resize(bytes, 0))?;
+            }
+        }
+        mark_stale = set_mark_disk_gib(dom, running, g).is_err();
+    }
+    Ok(Resized {
+        restart_needed,
+        mark_stale,
+    })
+}
+
+/// Rewrites the disk size in HCP's mark (the domain's `<metadata>` under [`xml::HCP_NS`]), live
+/// and in the definition.
+fn set_mark_disk_gib(dom: &Domain, running: bool, disk_gib: u64) -> Result<()> {
+    use virt::sys;
+    let text = lv(dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE))?;
+    let (Some(start), Some(end)) = (text.find("<hcp:vm"), text.find("</hcp:vm>")) else {
+        return Err(Error::internal("the domain carries no HCP mark"));
+    };
+    let mark = &text[start..end + "</hcp:vm>".len()];
+    let (Some(a), Some(b)) = (mark.find("<hcp:disk_gib>"), mark.find("</hcp:disk_gib>")) else {
+        return Err(Error::internal("HCP's mark has no disk size"));
+    };
+    // libvirt puts the element under `key`'s namespace itself and refuses one that declares
+    // it already: hand it the mark without prefixes.
+    let updated = format!("{}<hcp:disk_gib>{disk_gib}{}", &mark[..a], &mark[b..])
+        .replace(&format!(" xmlns:hcp=\"{}\"", xml::HCP_NS), "")
+        .replace("<hcp:", "<")
+        .replace("</hcp:", "</");
+    let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
+    if running {
+        flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    lv(dom.set_metadata(
+        sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+        Some(&updated),
+        Some("hcp"),
+        Some(xml::HCP_NS),
+        flags,
+    ))
+}
+
 /// Destroys (hard powers off) a domain; an already stopped one is fine.
 pub(crate) fn destroy(dom: &Domain) -> Result<()> {
     match dom.destroy() {

@@ -19,6 +19,11 @@
 //!   reboot leaves it running without rebooting (use `hard` to reset it).
 //! - **Delete**: the domain, the volumes HCP made for it (overlay, seed ISO), its NVRAM and
 //!   snapshot metadata; never the base image.
+//! - **Resize**: vCPUs and memory written to the domain's definition (`virDomainSetVcpusFlags`,
+//!   `virDomainSetMemoryFlags` with `CONFIG`; a running guest sees them after a restart, which
+//!   HCP's resize job does when the caller allows `reboot`); a disk grows with
+//!   `virDomainBlockResize` while the domain runs, `virStorageVolResize` while it is off, and
+//!   never shrinks.
 //! - **Snapshots**: internal qcow2 snapshots (`virDomainSnapshotCreateXML`); every HCP disk is
 //!   qcow2, and the read-only seed ISO is excluded.
 //! - **Console**: [`Provider::console`] returns the domain's VNC socket as `upstream`
@@ -55,8 +60,9 @@ use hcp_core::{
     Capabilities, Console, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm, DeleteSnapshot,
     DeleteVm, DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
     HostInventoryReply, ListSnapshots, LogEntry, NativeSnapshot, OpContext, Operation, PowerState,
-    Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result, RevertSnapshot,
-    RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
+    Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm, Result,
+    RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm,
+    StopVm, StoppedVm,
 };
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -150,6 +156,7 @@ impl LibvirtProvider {
             snapshot: true,
             console_vnc: true,
             tags: true,
+            resize: true,
             ..Default::default()
         };
         if !declared.cloud_init {
@@ -532,6 +539,27 @@ impl Provider for LibvirtProvider {
             }
         })
         .await
+    }
+
+    /// Writes new vCPUs and memory to the domain's definition (a running guest sees them after
+    /// its next boot: `restart_needed`, as [`hcp_core::plan_resize`] says for kind `libvirt`)
+    /// and grows its disk, live on a running domain. Never shrinks a disk.
+    async fn resize_vm(&self, ctx: &OpContext, args: ResizeVm) -> Result<ResizedVm> {
+        let t = args.target;
+        let host = t.host.clone();
+        let (vcpus, memory_mib, disk_gib) = (args.vcpus, args.memory_mib, args.disk_gib);
+        let r = self
+            .run(Operation::ResizeVm, &host, move |c, _, settings| {
+                client::resize(c, settings, &t, vcpus, memory_mib, disk_gib)
+            })
+            .await?;
+        if r.mark_stale {
+            ctx.warn("the disk grew, but its recorded size could not be updated on the host");
+        }
+        if r.restart_needed {
+            ctx.info("libvirt wrote the new vCPUs and memory to the domain's definition");
+        }
+        Ok(ResizedVm::new(r.restart_needed))
     }
 
     async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {

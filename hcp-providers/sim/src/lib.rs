@@ -26,9 +26,9 @@ use hcp_core::{
     Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteSnapshot, DeleteVm,
     DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
     HostInventoryReply, ListSnapshots, MigrateVm, MigratedVm, NativeSnapshot, OpContext, Operation,
-    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, Result,
-    RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm,
-    StopVm, StoppedVm, VmTarget,
+    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm,
+    Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm, StartVm,
+    StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -571,6 +571,59 @@ impl Provider for SimProvider {
             let before = vm.snapshots.len();
             vm.snapshots.retain(|s| s.name != args.name);
             Ok(DeletedSnapshot::new(vm.snapshots.len() != before))
+        })
+    }
+
+    /// Changes a VM's size at once, running or not: the simulator applies every change live
+    /// (as [`hcp_core::plan_resize`] says for kind `sim`), so no restart is ever needed.
+    /// Refuses a disk shrink and a growth its host has no room for.
+    async fn resize_vm(&self, _ctx: &OpContext, args: ResizeVm) -> Result<ResizedVm> {
+        if !self.declared.resize {
+            return Err(Error::unsupported(
+                &self.name,
+                Operation::ResizeVm,
+                "resize",
+                "",
+            ));
+        }
+        self.simulate(Operation::ResizeVm, Some(&args.target.host), true)
+            .await?;
+        self.backend.write(|s| {
+            let key = locate_key(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let vm = s
+                .vm(&args.target.host, &key)
+                .ok_or_else(|| missing(&args.target))?
+                .clone();
+            let mut to = vm.resources;
+            if let Some(d) = args.disk_gib {
+                if d < to.disk_gib {
+                    return Err(Error::invalid(
+                        "disk_gib",
+                        format!(
+                            "is {d} GiB, below the disk's {} GiB; a disk never shrinks",
+                            to.disk_gib
+                        ),
+                    ));
+                }
+                to.disk_gib = d;
+            }
+            to.vcpus = args.vcpus.unwrap_or(to.vcpus);
+            to.memory_mib = args.memory_mib.unwrap_or(to.memory_mib);
+            let host = s.host(&args.target.host)?;
+            let (cpu, mem) = s.used(&args.target.host);
+            let others = (
+                cpu.saturating_sub(vm.resources.vcpus),
+                mem.saturating_sub(vm.resources.memory_mib),
+            );
+            if !fits(host, others.0, others.1, &to) {
+                return Err(Error::new(
+                    ErrorKind::QuotaExceeded,
+                    "the VM's host lacks room for its new size",
+                )
+                .with_detail(format!("host `{}`", args.target.host)));
+            }
+            s.set_resources(&args.target.host, &key, to);
+            Ok(ResizedVm::new(false))
         })
     }
 

@@ -515,6 +515,73 @@ class _SyncApi:
             idempotency_key=idempotency_key, wait=wait, timeout=timeout,
         )
 
+    def resize_vm(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        flavor: Optional[str] = None,
+        vcpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        disk_gib: Optional[int] = None,
+        allow: Sequence[str] = ("hot",),
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Resize a VM in place, applying only what ``allow`` accepts.
+
+        Each changed field is planned as by :meth:`plan_resize`; a field whose impact is not in
+        ``allow`` is refused before any job. ``recreate`` and ``data_destructive`` (shrinking a
+        disk) are always refused. The job restarts the VM when a ``reboot`` is needed and
+        allowed, or stops and starts it for ``power_off``; the VM's spec changes once its
+        hypervisor applied the new size.
+
+        Parameters
+        ----------
+        project : str
+            The project the VM belongs to.
+        vm : str or Vm
+            The VM's id, or the VM.
+        flavor : str, optional
+            A catalog flavor to move to.
+        vcpus, memory_mib, disk_gib : int, optional
+            Explicit sizes (override the flavor's); absent ones keep the VM's value.
+        allow : sequence of str, default ("hot",)
+            What the change may take: ``hot``, ``reboot``, ``power_off``.
+        idempotency_key : str, optional
+            Replays the first answer when the same request is sent again with this key.
+        wait : bool, default False
+            Wait until the job ends.
+        timeout : float, optional
+            With ``wait``, the most seconds to wait.
+
+        Returns
+        -------
+        Submitted
+
+        Raises
+        ------
+        Conflict
+            A field needs more than ``allow`` accepts (``code`` is ``RESIZE_NOT_ALLOWED``,
+            ``field`` names it), or a disk would shrink.
+        QuotaExceeded
+            The growth exceeds the project's quota or the host's room.
+        InvalidSpec
+            An unknown flavor, a size outside the bounds, or nothing to change.
+        FeatureNotSupported
+            The VM's hypervisor cannot resize in place.
+        JobFailed
+            With ``wait``, the job failed.
+        """
+        if isinstance(allow, str):
+            allow = (allow,)
+        return self._core.resize_vm(
+            project, _vm_id(vm), flavor=flavor, vcpus=vcpus, memory_mib=memory_mib,
+            disk_gib=disk_gib, allow=list(allow), idempotency_key=idempotency_key, wait=wait,
+            timeout=timeout,
+        )
+
     def plan_resize(
         self,
         project: str,
@@ -1157,6 +1224,35 @@ class _AsyncApi:
             allow_cold=allow_cold,
             idempotency_key=idempotency_key,
             wait=wait,
+            timeout=timeout,
+        )
+
+    async def resize_vm(
+        self,
+        project: str,
+        vm: VmRef,
+        *,
+        flavor: Optional[str] = None,
+        vcpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        disk_gib: Optional[int] = None,
+        allow: Sequence[str] = ("hot",),
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Resize a VM in place, applying only what ``allow`` accepts; see
+        :meth:`Engine.resize_vm`.
+
+        Returns
+        -------
+        Submitted
+        """
+        if isinstance(allow, str):
+            allow = (allow,)
+        return await self._core.resize_vm_async(
+            project, _vm_id(vm), flavor=flavor, vcpus=vcpus, memory_mib=memory_mib,
+            disk_gib=disk_gib, allow=list(allow), idempotency_key=idempotency_key, wait=wait,
             timeout=timeout,
         )
 

@@ -197,6 +197,8 @@ class Capabilities:
     @property
     def tags(self) -> bool: ...
     @property
+    def resize(self) -> bool: ...
+    @property
     def max_vcpus(self) -> Optional[int]: ...
     @property
     def max_memory_mib(self) -> Optional[int]: ...
@@ -451,6 +453,34 @@ class Core:
         *,
         target_host: Optional[str],
         allow_cold: bool,
+        idempotency_key: Optional[str],
+        wait: bool,
+        timeout: Optional[float],
+    ) -> asyncio.Future[Submitted]: ...
+    def resize_vm(
+        self,
+        project: str,
+        vm: str,
+        *,
+        flavor: Optional[str],
+        vcpus: Optional[int],
+        memory_mib: Optional[int],
+        disk_gib: Optional[int],
+        allow: list[str],
+        idempotency_key: Optional[str],
+        wait: bool,
+        timeout: Optional[float],
+    ) -> Submitted: ...
+    def resize_vm_async(
+        self,
+        project: str,
+        vm: str,
+        *,
+        flavor: Optional[str],
+        vcpus: Optional[int],
+        memory_mib: Optional[int],
+        disk_gib: Optional[int],
+        allow: list[str],
         idempotency_key: Optional[str],
         wait: bool,
         timeout: Optional[float],

@@ -75,6 +75,10 @@ def tour(engine: hcp.Engine) -> list[dict[str, Any]]:
     plan: list[hcp.FieldPlan] = engine.plan_resize("demo", vm, vcpus=4)
     impact: str = plan[0].impact
     assert impact in ("hot", "reboot", "power_off", "recreate", "data_destructive")
+    resized: hcp.Submitted = engine.resize_vm("demo", vm, vcpus=2, allow=("hot", "reboot"), wait=True)
+    assert resized.job is not None and resized.job.succeeded
+    can_resize: bool = engine.capabilities("zone-a").resize
+    assert can_resize
     rows = [v.to_dict() for v in engine.list_vms("demo")]
     wanted: dict[str, str] = {"env": "prod"}
     picked: list[hcp.Vm] = engine.list_vms(

@@ -1,4 +1,4 @@
-//! Day-2 routes of the tenant API: a VM's snapshots. Like every tenant route they act in one
+//! Day-2 routes of the tenant API: a VM's snapshots, resize plans and resizes. Like every tenant route they act in one
 //! project; ids are HCP's (`snap-…`), never the hypervisor's.
 
 use hcp_core::{ChangeImpact, ProjectId, ResizeRequest, SnapshotSubmitted, VmId};
@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::Deserialize;
 
 use super::security::ApiAuth;
-use super::{ApiTags, State, TENANT_PREFIX, tenant_context};
+use super::{AcceptedResponse, ApiTags, State, TENANT_PREFIX, tenant_context};
 use crate::dto::StrictDto;
 use crate::error::ApiResult;
 use crate::limits::StrictJson;
@@ -133,8 +133,9 @@ impl StrictDto for PlanRequest {
 }
 
 /// What applying one field takes, from least to most disruptive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
 #[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum ChangeImpactDto {
     /// Applied without a power change: live on a running VM, at once on a stopped one.
     Hot,
@@ -182,6 +183,49 @@ pub(crate) struct PlanDto {
     pub(crate) vm_id: String,
     /// Per changed field, what applying it takes.
     pub(crate) fields: Vec<FieldPlanDto>,
+}
+
+/// A new size to apply: the body of `POST .../vms/{vmId}:resize`. The sizes as for `:plan`,
+/// plus what the caller accepts the change may take.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub(crate) struct ResizeVmRequest {
+    /// A catalog flavor.
+    #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 63))]
+    pub(crate) flavor: Option<String>,
+    /// vCPUs.
+    #[serde(default)]
+    pub(crate) vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[serde(default)]
+    pub(crate) memory_mib: Option<u64>,
+    /// Disk size in GiB.
+    #[serde(default)]
+    pub(crate) disk_gib: Option<u64>,
+    /// What the change may take (`hot`, `reboot`, `power_off`); `["hot"]` when absent. A field
+    /// needing anything else is refused with `409 RESIZE_NOT_ALLOWED`; `recreate` and
+    /// `data_destructive` are always refused.
+    #[serde(default)]
+    #[oai(validator(max_items = 5))]
+    pub(crate) allow: Option<Vec<ChangeImpactDto>>,
+}
+
+impl StrictDto for ResizeVmRequest {
+    const SERVER_OWNED: &'static [&'static str] = &["id", "vm_id", "fields", "resources", "job_id"];
+}
+
+impl From<ChangeImpactDto> for ChangeImpact {
+    fn from(i: ChangeImpactDto) -> Self {
+        match i {
+            ChangeImpactDto::Hot => ChangeImpact::Hot,
+            ChangeImpactDto::Reboot => ChangeImpact::Reboot,
+            ChangeImpactDto::PowerOff => ChangeImpact::PowerOff,
+            ChangeImpactDto::Recreate => ChangeImpact::Recreate,
+            ChangeImpactDto::DataDestructive => ChangeImpact::DataDestructive,
+        }
+    }
 }
 
 pub(crate) struct Day2Api {
@@ -273,6 +317,51 @@ impl Day2Api {
                 })
                 .collect(),
         }))
+    }
+
+    /// Resize a VM
+    ///
+    /// Starts a job that changes the VM's vCPUs, memory or disk (or its flavor) in place,
+    /// applying only what `allow` accepts (`["hot"]` by default): each changed field is planned
+    /// as by `:plan`, and a field whose impact is not allowed is refused before any job with
+    /// `409 RESIZE_NOT_ALLOWED` naming the field, what it takes and why; `recreate` and
+    /// `data_destructive` (a disk shrink) are always refused. A growth beyond the project's
+    /// quota or the host's room is `403 QUOTA_EXCEEDED`; a hypervisor that cannot resize is
+    /// `409 FEATURE_NOT_SUPPORTED`. The job restarts the VM when `reboot` is needed and
+    /// allowed, or stops and starts it for `power_off`; the VM's spec changes when the
+    /// hypervisor applied the new size.
+    #[oai(
+        path = "/projects/:projectId/vms/:vmId/@resize",
+        method = "post",
+        operation_id = "resizeVm"
+    )]
+    async fn resize_vm(
+        &self,
+        _auth: ApiAuth,
+        req: &Request,
+        #[oai(name = "projectId")] project_id: Path<String>,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: StrictJson<ResizeVmRequest>,
+    ) -> ApiResult<AcceptedResponse> {
+        let ctx = tenant_context(&self.state.engine, req, &project_id, idempotency_key.0)?;
+        let b = body.0;
+        let request = ResizeRequest {
+            flavor: b.flavor,
+            vcpus: b.vcpus,
+            memory_mib: b.memory_mib,
+            disk_gib: b.disk_gib,
+        };
+        let allow: Vec<ChangeImpact> = match b.allow {
+            Some(a) => a.into_iter().map(Into::into).collect(),
+            None => vec![ChangeImpact::Hot],
+        };
+        let s = self
+            .state
+            .engine
+            .resize_vm(&ctx, &VmId::new(vm_id.0), &request, &allow)
+            .await?;
+        Ok(AcceptedResponse::new(&ctx.project, &s))
     }
 
     /// Take a snapshot

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 pub(crate) const TENANT_PREFIX: &str = "/api/hcp/tenant/v1";
 
 /// The custom verbs of `.../vms/{vmId}:<verb>`.
-pub(crate) const COLON_VERBS: [&str; 5] = ["start", "stop", "reboot", "console", "plan"];
+pub(crate) const COLON_VERBS: [&str; 6] = ["start", "stop", "reboot", "console", "plan", "resize"];
 /// The custom verbs of `.../vms/{vmId}/snapshots/{snapshotId}:<verb>`.
 pub(crate) const SNAPSHOT_COLON_VERBS: [&str; 1] = ["revert"];
 /// The custom verbs of `.../projects/{projectId}/jobs/{jobId}:<verb>`.

@@ -38,7 +38,7 @@ pub struct ProjectChangeDto {
     /// `Last-Event-ID` (or `after`) to resume after it.
     pub seq: u64,
     /// What happened: `job_transition`, `vm_created`, `vm_deleted`, `vm_tags_updated`,
-    /// `vm_adopted` or `drift`.
+    /// `vm_resized`, `vm_adopted` or `drift`.
     pub cause: String,
     /// The VM the change concerns.
     pub vm_id: String,
@@ -153,6 +153,7 @@ async fn change_of(engine: Engine, scope: Scope, e: Arc<Event>) -> Option<Projec
         EventKind::VmCreated { .. }
         | EventKind::VmDeleted { .. }
         | EventKind::VmTagsUpdated { .. }
+        | EventKind::VmResized { .. }
         | EventKind::VmAdopted { .. }
         | EventKind::Drift(_) => None,
         _ => return None,

@@ -674,6 +674,13 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
     let _ = end(inner, &job, JobState::Succeeded, None).await;
 }
 
+/// Gives back what a migration or resize job held and did not use (the target's reserved room,
+/// a resize's quota and growth); nothing for other jobs.
+async fn release_holds(inner: &Inner, job: &Job, vm: &Vm) {
+    settle_migration(inner, job, vm, None);
+    unwind_resize(inner, job, vm).await;
+}
+
 /// Moves capacity after a migration job: releases the target's reservation and, when the VM
 /// moved to `moved_to`, counts it there and no longer on the host it left.
 fn settle_migration(inner: &Inner, job: &Job, vm: &Vm, moved_to: Option<&str>) {
@@ -900,14 +907,12 @@ pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Pr
         let _ = inner
             .update_vm_with(&job.vm_id, |v| v.desired = DesiredState::Active)
             .await;
-    } else if matches!(job.action, JobAction::Migrate { .. })
-        && let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await
+    } else if matches!(
+        job.action,
+        JobAction::Migrate { .. } | JobAction::Resize { .. }
+    ) && let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await
     {
-        settle_migration(inner, job, &vm, None);
-    } else if matches!(job.action, JobAction::Resize { .. })
-        && let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await
-    {
-        unwind_resize(inner, job, &vm).await;
+        release_holds(inner, job, &vm).await;
     }
     let _ = inner.logs.send(LogMsg::line(
         &job.id,
@@ -984,12 +989,7 @@ pub(crate) async fn recover(
         .ok()
         .flatten();
     if let Some(vm) = &vm {
-        settle_migration(inner, &job, vm, None);
-    }
-    if let Some(vm) = &vm
-        && matches!(job.action, JobAction::Resize { .. })
-    {
-        unwind_resize(inner, &job, vm).await;
+        release_holds(inner, &job, vm).await;
     }
     if let Some(vm) = &vm
         && job.action == JobAction::Create

@@ -114,6 +114,8 @@ pub fn with_completion_signal(user_data: Option<&str>, vm_id: &str) -> Result<St
          filename=\"hcp-completion-signal.cfg\"\n\n"
     ));
     body.push_str(&signal);
+    // The line break before a boundary belongs to the boundary (RFC 2046): keep the part's own.
+    body.push('\n');
     body.push_str(&format!("--{BOUNDARY}--\n"));
     Ok(body)
 }

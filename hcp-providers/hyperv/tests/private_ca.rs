@@ -38,14 +38,22 @@ fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
 
 /// A private CA, a server certificate it signs for 127.0.0.1 and localhost, and another CA.
 fn pki() -> Pki {
+    pki_for(&["localhost"], true)
+}
+
+/// As [`pki`], the server certificate naming `dns` (and 127.0.0.1 when `ip`).
+fn pki_for(dns: &[&str], ip: bool) -> Pki {
     let dir = tempfile::tempdir().unwrap();
     let (ca_cert, ca_key) = ca("HCP test private CA");
     let (other, _) = ca("Another CA");
     let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let names = dns.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    let mut params = CertificateParams::new(names).unwrap();
+    if ip {
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    }
     params
         .distinguished_name
         .push(DnType::CommonName, "hv1.test");
@@ -179,4 +187,17 @@ async fn another_ca_fails_once_with_a_permanent_error_naming_ca_file() {
     assert_eq!(p.host_stats("hv1").unwrap().calls(), 1);
     let status = th.control("hv1", "status", None);
     assert_eq!(status["requests"], 0, "no request reached the host: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_name_is_refused_although_the_ca_signed_it() {
+    let pki = pki_for(&["hv9.corp.example"], false);
+    let th = start(&pki);
+    let p = common::provider(&th, with_ca(&pki.ca));
+    let e = p.deploy_host("hv1").await.unwrap_err();
+    assert!(!e.is_temporary(), "{e:?}");
+    assert!(e.message().contains("ca_file"), "{e}");
+    let detail = e.detail().unwrap_or_default();
+    assert!(detail.contains("not valid for name \"127.0.0.1\""), "{detail}");
+    assert_eq!(th.control("hv1", "status", None)["requests"], 0);
 }

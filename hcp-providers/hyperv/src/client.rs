@@ -55,6 +55,7 @@ pub struct HostStats {
     max_in_flight: AtomicUsize,
     calls: AtomicUsize,
     terminated: AtomicUsize,
+    upstream_connections: AtomicUsize,
 }
 
 impl HostStats {
@@ -71,6 +72,16 @@ impl HostStats {
     /// How many calls HCP terminated on the host (timeouts, cancellations).
     pub fn terminated(&self) -> usize {
         self.terminated.load(Ordering::SeqCst)
+    }
+
+    /// How many TLS connections the `ca_file` forwarder opened to the host (0 without
+    /// `ca_file`); far fewer than the HTTP requests, since connections are kept alive.
+    pub fn upstream_connections(&self) -> usize {
+        self.upstream_connections.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_upstream_connection(&self) {
+        self.upstream_connections.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -194,7 +205,7 @@ impl HostClient {
         tls: Arc<tokio_rustls::rustls::ClientConfig>,
         field: &str,
     ) -> Result<Self> {
-        let forwarder = Forwarder::bind(&self.address, self.config.port, tls)
+        let forwarder = Forwarder::bind(&self.address, self.config.port, tls, self.stats.clone())
             .map_err(|e| Error::invalid(field, e.message().to_string()))?;
         self.config.use_tls = false;
         self.config.accept_invalid_certs = false;

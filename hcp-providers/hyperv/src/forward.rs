@@ -38,6 +38,8 @@ use subtle::ConstantTimeEq;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
+use crate::client::HostStats;
+
 /// How long connecting to the host, and then the TLS handshake, may each take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,6 +65,7 @@ struct Shared {
     expected: Vec<u8>,
     tls: TlsConnector,
     failure: Mutex<Option<UpstreamFailure>>,
+    stats: Arc<HostStats>,
 }
 
 /// One host's forwarder: a loopback listener, its token and the host it forwards to.
@@ -94,12 +97,18 @@ impl Drop for Forwarder {
 
 impl Forwarder {
     /// Binds a forwarder to `host:port` on an ephemeral loopback port with a fresh random token;
-    /// it serves from the first [`Forwarder::ensure_running`] on.
+    /// it serves from the first [`Forwarder::ensure_running`] on and counts the TLS connections
+    /// it opens in `stats`.
     ///
     /// # Errors
     /// [`hcp_core::ErrorKind::InvalidSpec`] when `host` is not a valid TLS server name, and an
     /// internal error when no loopback port can be bound.
-    pub fn bind(host: &str, port: u16, tls: Arc<rustls::ClientConfig>) -> Result<Self> {
+    pub fn bind(
+        host: &str,
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        stats: Arc<HostStats>,
+    ) -> Result<Self> {
         let server_name = ServerName::try_from(host.to_string()).map_err(|_| {
             Error::invalid(
                 "address",
@@ -128,6 +137,7 @@ impl Forwarder {
                 expected,
                 tls: TlsConnector::from(tls),
                 failure: Mutex::new(None),
+                stats,
             }),
             listener: Mutex::new(Some(listener)),
             task: Mutex::new(None),
@@ -396,6 +406,7 @@ async fn connect(shared: &Shared) -> std::result::Result<SendRequest<Incoming>, 
         }
     });
     *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    shared.stats.count_upstream_connection();
     Ok(sender)
 }
 
@@ -406,7 +417,7 @@ mod tests {
 
     fn forwarder() -> Forwarder {
         let tls = hcp_tls::client_config(&hcp_core::TlsTrust::System).unwrap();
-        Forwarder::bind("hv1.corp.example", 5986, Arc::new(tls)).unwrap()
+        Forwarder::bind("hv1.corp.example", 5986, Arc::new(tls), Arc::default()).unwrap()
     }
 
     async fn send(f: &Forwarder, request: String) -> String {
@@ -483,7 +494,7 @@ mod tests {
         let port = closed.local_addr().unwrap().port();
         drop(closed);
         let tls = hcp_tls::client_config(&hcp_core::TlsTrust::System).unwrap();
-        let f = Forwarder::bind("127.0.0.1", port, Arc::new(tls)).unwrap();
+        let f = Forwarder::bind("127.0.0.1", port, Arc::new(tls), Arc::default()).unwrap();
         f.ensure_running().unwrap();
         let auth = basic(&token_of(&f));
         let out = send(

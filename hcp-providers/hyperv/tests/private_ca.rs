@@ -151,10 +151,18 @@ async fn conformance_suite_with_ca_file_over_ntlm_and_basic() {
             auth,
             ..with_ca(&pki.ca)
         };
-        let p: Arc<dyn Provider> = Arc::new(common::provider(&th, settings));
+        let before = th.control("hv1", "status", None)["requests"].as_u64().unwrap();
+        let hv = Arc::new(common::provider(&th, settings));
+        let p: Arc<dyn Provider> = hv.clone();
         run_all(p, &Fixture::new("hv1", "ubuntu-24.04"))
             .await
             .unwrap_or_else(|e| panic!("{auth:?}: {e:?}"));
+        // Keep-alive: the forwarder's TLS connections carry many HTTP requests each.
+        let requests = th.control("hv1", "status", None)["requests"].as_u64().unwrap() - before;
+        let connections = hv.host_stats("hv1").unwrap().upstream_connections() as u64;
+        println!("{auth:?}: {requests} HTTP requests over {connections} TLS connections");
+        assert!(connections >= 1, "{auth:?}");
+        assert!(connections * 10 <= requests, "{auth:?}: {connections} for {requests}");
     }
     let records = th.control("hv1", "records", None);
     assert_eq!(records["violations"], serde_json::json!([]), "{records}");

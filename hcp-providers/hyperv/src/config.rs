@@ -476,7 +476,9 @@ pub fn load_ca_file(field: &str, path: &std::path::Path) -> Result<rustls_config
     let refuse = |why: String| Error::invalid(field, format!("{}: {why}", path.display()));
     let pem = std::fs::read(path).map_err(|e| refuse(format!("cannot be read ({})", e.kind())))?;
     if pem.iter().all(u8::is_ascii_whitespace) {
-        return Err(refuse("is empty; it must hold the CA certificates as PEM".into()));
+        return Err(refuse(
+            "is empty; it must hold the CA certificates as PEM".into(),
+        ));
     }
     let pem = String::from_utf8(pem).map_err(|_| refuse("is not a PEM file".into()))?;
     hcp_tls::client_config(&hcp_core::TlsTrust::CaPem(pem)).map_err(refuse)
@@ -865,7 +867,10 @@ mod tests {
         let e = parse(serde_json::json!({"images": {"u": {"linux": {
             "completion_signal": true, "setup_poll": "1ms"}}}}))
         .unwrap_err();
-        assert_eq!(e.field(), Some("providers.hv.settings.images.u.linux.setup_poll"));
+        assert_eq!(
+            e.field(),
+            Some("providers.hv.settings.images.u.linux.setup_poll")
+        );
         let e = parse(serde_json::json!({"images": {"u": {"linux": {"setup_timeout": "1m"}}}}))
             .unwrap_err();
         assert!(e.message().contains("completion_signal"), "{e}");

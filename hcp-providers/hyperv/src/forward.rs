@@ -116,7 +116,9 @@ impl Forwarder {
             )
         })?;
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| {
-            Error::internal(format!("cannot bind the ca_file forwarder on 127.0.0.1: {e}"))
+            Error::internal(format!(
+                "cannot bind the ca_file forwarder on 127.0.0.1: {e}"
+            ))
         })?;
         let addr = listener
             .local_addr()
@@ -356,18 +358,17 @@ async fn handle(
 /// Opens a verified TLS connection to the host and an HTTP/1.1 client over it.
 async fn connect(shared: &Shared) -> std::result::Result<SendRequest<Incoming>, UpstreamFailure> {
     let target = (shared.host.as_str(), shared.port);
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target))
-        .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(UpstreamFailure::Unreachable(e.to_string())),
-        Err(_) => {
-            return Err(UpstreamFailure::Unreachable(format!(
-                "no connection within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            )));
-        }
-    };
+    let tcp =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(UpstreamFailure::Unreachable(e.to_string())),
+            Err(_) => {
+                return Err(UpstreamFailure::Unreachable(format!(
+                    "no connection within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+        };
     let _ = tcp.set_nodelay(true);
     let tls = match tokio::time::timeout(
         CONNECT_TIMEOUT,
@@ -421,7 +422,9 @@ mod tests {
     }
 
     async fn send(f: &Forwarder, request: String) -> String {
-        let mut s = tokio::net::TcpStream::connect(f.local_addr()).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(f.local_addr())
+            .await
+            .unwrap();
         s.write_all(request.as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
@@ -470,9 +473,18 @@ mod tests {
         f.ensure_running().unwrap();
         let auth = basic(&token_of(&f));
         for (line, why) in [
-            ("POST http://hv2.corp.example:5986/wsman HTTP/1.1", "another host"),
-            ("POST http://hv1.corp.example:5985/wsman HTTP/1.1", "another port"),
-            ("POST https://hv1.corp.example:5986/wsman HTTP/1.1", "another scheme"),
+            (
+                "POST http://hv2.corp.example:5986/wsman HTTP/1.1",
+                "another host",
+            ),
+            (
+                "POST http://hv1.corp.example:5985/wsman HTTP/1.1",
+                "another port",
+            ),
+            (
+                "POST https://hv1.corp.example:5986/wsman HTTP/1.1",
+                "another scheme",
+            ),
             ("POST /wsman HTTP/1.1", "no absolute target"),
             ("CONNECT hv1.corp.example:5986 HTTP/1.1", "a tunnel"),
         ] {

@@ -151,10 +151,17 @@ mod tests {
                 .args(["-c", &program])
                 .output()
                 .expect("python3 runs");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let record = kvp_record(SETUP_KEY, "vm-0a1b").unwrap();
-        assert_eq!(std::fs::read(&pool).unwrap(), [record.clone(), record].concat());
+        assert_eq!(
+            std::fs::read(&pool).unwrap(),
+            [record.clone(), record].concat()
+        );
     }
 
     #[test]

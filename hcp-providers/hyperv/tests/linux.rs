@@ -15,7 +15,8 @@ use hcp_core::{
 use hcp_provider_hyperv::linux::with_completion_signal;
 use serde_json::{Value, json};
 
-const TENANT_USER_DATA: &str = "#cloud-config\nruncmd:\n  - [\"touch\", \"/var/tmp/tenant-was-here\"]\n";
+const TENANT_USER_DATA: &str =
+    "#cloud-config\nruncmd:\n  - [\"touch\", \"/var/tmp/tenant-was-here\"]\n";
 
 async fn engine(th: &common::TestHost, timeout: &str) -> (Engine, tempfile::TempDir) {
     let (dir, secrets) = common::secrets_dir();
@@ -134,7 +135,10 @@ async fn a_linux_create_waits_for_the_cloud_init_kvp_signal() {
         with_completion_signal(Some(TENANT_USER_DATA), &vm_id).unwrap(),
         "the seed holds the tenant's user-data and the signal"
     );
-    assert!(user_data.contains("/var/lib/hyperv/.kvp_pool_1"), "{user_data}");
+    assert!(
+        user_data.contains("/var/lib/hyperv/.kvp_pool_1"),
+        "{user_data}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use hcp_core::testkit::{Fixture, run_all};
 use hcp_core::{ErrorKind, Provider};
 use hcp_provider_hyperv::{AuthKind, HypervSettings};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 
 struct Pki {
     _dir: tempfile::TempDir,
@@ -104,7 +102,13 @@ p.close_shell(p.open_shell())
 print("shell opened and closed")
 "#;
     Command::new(common::python())
-        .args(["-c", script, &port.to_string(), common::USER, common::PASSWORD])
+        .args([
+            "-c",
+            script,
+            &port.to_string(),
+            common::USER,
+            common::PASSWORD,
+        ])
         .arg(ca)
         .output()
         .expect("runs the test host's Python")
@@ -151,18 +155,26 @@ async fn conformance_suite_with_ca_file_over_ntlm_and_basic() {
             auth,
             ..with_ca(&pki.ca)
         };
-        let before = th.control("hv1", "status", None)["requests"].as_u64().unwrap();
+        let before = th.control("hv1", "status", None)["requests"]
+            .as_u64()
+            .unwrap();
         let hv = Arc::new(common::provider(&th, settings));
         let p: Arc<dyn Provider> = hv.clone();
         run_all(p, &Fixture::new("hv1", "ubuntu-24.04"))
             .await
             .unwrap_or_else(|e| panic!("{auth:?}: {e:?}"));
         // Keep-alive: the forwarder's TLS connections carry many HTTP requests each.
-        let requests = th.control("hv1", "status", None)["requests"].as_u64().unwrap() - before;
+        let requests = th.control("hv1", "status", None)["requests"]
+            .as_u64()
+            .unwrap()
+            - before;
         let connections = hv.host_stats("hv1").unwrap().upstream_connections() as u64;
         println!("{auth:?}: {requests} HTTP requests over {connections} TLS connections");
         assert!(connections >= 1, "{auth:?}");
-        assert!(connections * 10 <= requests, "{auth:?}: {connections} for {requests}");
+        assert!(
+            connections * 10 <= requests,
+            "{auth:?}: {connections} for {requests}"
+        );
     }
     let records = th.control("hv1", "records", None);
     assert_eq!(records["violations"], serde_json::json!([]), "{records}");
@@ -177,24 +189,30 @@ async fn another_ca_fails_once_with_a_permanent_error_naming_ca_file() {
     assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e:?}");
     assert!(!e.is_temporary(), "{e:?}");
     assert!(e.message().contains("ca_file"), "{e}");
-    assert!(!e.message().contains("127.0.0.1"), "tenants never see the host: {e}");
+    assert!(
+        !e.message().contains("127.0.0.1"),
+        "tenants never see the host: {e}"
+    );
     let detail = e.detail().unwrap_or_default();
     assert!(detail.contains("host hv1 (127.0.0.1:"), "{detail}");
-    assert!(
-        detail.contains(pki.other_ca.to_str().unwrap()),
-        "{detail}"
-    );
+    assert!(detail.contains(pki.other_ca.to_str().unwrap()), "{detail}");
     assert!(detail.contains("UnknownIssuer"), "{detail}");
     // No retry storm: the host is not asked again during the back-off.
     for _ in 0..3 {
         let again = p.deploy_host("hv1").await.unwrap_err();
         assert!(!again.is_temporary());
         assert!(again.message().contains("ca_file"), "{again}");
-        assert!(again.message().contains("not asking the host again"), "{again}");
+        assert!(
+            again.message().contains("not asking the host again"),
+            "{again}"
+        );
     }
     assert_eq!(p.host_stats("hv1").unwrap().calls(), 1);
     let status = th.control("hv1", "status", None);
-    assert_eq!(status["requests"], 0, "no request reached the host: {status}");
+    assert_eq!(
+        status["requests"], 0,
+        "no request reached the host: {status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,6 +224,9 @@ async fn a_certificate_for_another_name_is_refused_although_the_ca_signed_it() {
     assert!(!e.is_temporary(), "{e:?}");
     assert!(e.message().contains("ca_file"), "{e}");
     let detail = e.detail().unwrap_or_default();
-    assert!(detail.contains("not valid for name \"127.0.0.1\""), "{detail}");
+    assert!(
+        detail.contains("not valid for name \"127.0.0.1\""),
+        "{detail}"
+    );
     assert_eq!(th.control("hv1", "status", None)["requests"], 0);
 }

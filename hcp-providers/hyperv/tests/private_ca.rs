@@ -230,3 +230,32 @@ async fn a_certificate_for_another_name_is_refused_although_the_ca_signed_it() {
     );
     assert_eq!(th.control("hv1", "status", None)["requests"], 0);
 }
+
+#[test]
+fn a_provider_with_an_unusable_ca_file_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let entries = vec![hcp_provider_hyperv::HostEntry {
+        name: "hv1".into(),
+        zone: "zone-a".into(),
+        vcpus: None,
+        memory_mib: None,
+        settings: Default::default(),
+    }];
+    for (ca, why) in [
+        (dir.path().join("missing.pem"), "cannot be read"),
+        (empty, "is empty"),
+    ] {
+        let e = hcp_provider_hyperv::HypervProvider::new(
+            "hv",
+            with_ca(&ca),
+            entries.clone(),
+            common::creds(common::PASSWORD),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+        assert_eq!(e.field(), Some("providers.hv.settings.ca_file"));
+        assert!(e.message().contains(why), "{e}");
+    }
+}

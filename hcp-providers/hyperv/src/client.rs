@@ -232,9 +232,10 @@ impl HostClient {
                 "the Hyper-V host's TLS certificate does not verify against ca_file",
             )
             .with_detail(format!(
-                "host {} ({}): its certificate does not verify against the CA bundle in \
-                 ca_file {ca}: {why}; check that ca_file holds the CA that signed the host's \
-                 WinRM certificate and that the certificate names the host's address",
+                "host {} ({}): TLS verified against the CA bundle in ca_file {ca} failed: \
+                 {why}; check that ca_file holds the CA that signed the host's WinRM \
+                 certificate, that the certificate names the host's address, and that the port \
+                 is the host's WinRM HTTPS listener",
                 self.name,
                 f.target()
             ))

@@ -51,8 +51,8 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// Why the last connection to the host failed; cleared by the next successful handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamFailure {
-    /// The TLS handshake failed: the certificate is not signed by the CA bundle, names another
-    /// host, has expired, or the host does not speak TLS.
+    /// rustls refused the TLS handshake: the certificate is not signed by the CA bundle, names
+    /// another host, has expired, or the host does not speak TLS. Permanent.
     Tls(String),
     /// The host could not be reached (refused, timed out, no route).
     Unreachable(String),
@@ -378,15 +378,17 @@ async fn connect(shared: &Shared) -> std::result::Result<SendRequest<Incoming>, 
     {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            // A rustls error is final (an untrusted certificate, a wrong name, a host that does
+            // not speak TLS); anything else (a reset mid-handshake) may pass.
             let failure = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 Some(tls) => UpstreamFailure::Tls(tls.to_string()),
-                None => UpstreamFailure::Tls(format!("TLS handshake failed: {e}")),
+                None => UpstreamFailure::Unreachable(format!("TLS handshake interrupted: {e}")),
             };
             tracing::warn!(
                 host = %shared.host,
                 port = shared.port,
                 failure = ?failure,
-                "the Hyper-V host's certificate does not verify against ca_file"
+                "TLS with the Hyper-V host failed (ca_file forwarder)"
             );
             return Err(failure);
         }

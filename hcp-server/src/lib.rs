@@ -418,6 +418,8 @@ pub fn init_tracing(options: &ServeOptions) -> Result<()> {
             format!("`{}` is not a log filter: {e}", options.log_level),
         )
     })?;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -427,10 +429,24 @@ pub fn init_tracing(options: &ServeOptions) -> Result<()> {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .finish()
+            .with(secret_safe_filter())
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.finish().with(secret_safe_filter()).try_init(),
     };
     result.map_err(|e| Error::internal(format!("cannot install the log subscriber: {e}")))
+}
+
+/// Returns a filter every HCP log subscriber installs on top of the user's filter: it drops
+/// `debug` and `trace` records of the `winrm_rs` crate, whatever the filter asks for. winrm-rs
+/// records its whole configuration (a `ca_file` host's forwarder URL carries that forwarder's
+/// token) in debug spans and SOAP bodies (which can carry hook secrets and answer-file passwords)
+/// at trace level, so those levels never reach a log.
+pub fn secret_safe_filter()
+-> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("winrm_rs") && *meta.level() > tracing::Level::INFO)
+    })
 }
 
 /// Builds the engine every shell uses: reads the hosts file (or the simulator's demo when `config`

@@ -862,7 +862,10 @@ pub struct PendingReasonDto {
     pub attempt: Option<u32>,
     /// When the next attempt may start (`retry_backoff`).
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::json::rfc3339_opt")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub retry_at: Option<DateTime<Utc>>,
     /// The temporary error (`retry_backoff`).
     #[oai(skip_serializing_if_is_none)]
@@ -1103,11 +1106,17 @@ pub struct JobDto {
     pub created_at: DateTime<Utc>,
     /// When its first attempt started.
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::json::rfc3339_opt")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub started_at: Option<DateTime<Utc>>,
     /// When it ended.
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::json::rfc3339_opt")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     /// The compare-and-swap generation.
     pub generation: u64,
@@ -1190,11 +1199,17 @@ pub struct TenantJobDto {
     pub created_at: DateTime<Utc>,
     /// When its first attempt started.
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::json::rfc3339_opt")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub started_at: Option<DateTime<Utc>>,
     /// When it ended.
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::json::rfc3339_opt")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
 }
 
@@ -2078,7 +2093,13 @@ mod tests {
         }
         // The tenant view leaves out what tenants must not see.
         let body = serde_json::to_string(&TenantVmRef::new(&vms[0])).unwrap();
-        for hidden in ["secret-host", "sim-7", "\"h1\"", "cloud-config", "\"user_data\""] {
+        for hidden in [
+            "secret-host",
+            "sim-7",
+            "\"h1\"",
+            "cloud-config",
+            "\"user_data\"",
+        ] {
             assert!(!body.contains(hidden), "{hidden} in {body}");
         }
     }

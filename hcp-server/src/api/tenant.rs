@@ -22,8 +22,8 @@ use crate::dto::{
     ConsoleDto, ConsoleKindDto, CreateVmRequest, JobEventDto, JobStateDto, PatchVmRequest,
     TenantJobDto, TenantJobPage, TenantVmDto, TenantVmRef, VmPage, VmPageRef,
 };
-use crate::json::JsonBody;
 use crate::error::ApiResult;
+use crate::json::JsonBody;
 use crate::limits::StrictJson;
 
 /// The answer of a cancel request.

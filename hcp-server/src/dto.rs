@@ -4,7 +4,9 @@
 //! `deny_unknown_fields`, and fields the server owns (`id`, `project`, `host`, `state`, ...) are
 //! refused with a 400 naming the field (see [`crate::limits::StrictJson`]). Response DTOs are built
 //! from core types and serialize exactly like them (same field names and values), so a client may
-//! decode them straight into `hcp_core` types.
+//! decode them straight into `hcp_core` types. The routes answer with serde (see `JsonBody`),
+//! which writes the same JSON as poem-openapi's `ToJSON`; the `*Ref` views write a DTO's JSON
+//! straight from the core type they borrow.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +17,7 @@ use hcp_core::{
     ProviderCapabilities, ProviderStatus, RefreshReport, Resources, TenantVm, Vm, VmSpec, Zone,
 };
 use poem_openapi::{Enum, Object, Union};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A request body the server parses strictly: unknown fields are refused, and so are the fields
 /// listed in [`StrictDto::SERVER_OWNED`], each with a message naming it.
@@ -52,8 +54,9 @@ const VM_SERVER_OWNED: &[&str] = &[
 // ---------------------------------------------------------------------------------------------
 
 /// The state of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
 #[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStateDto {
     /// Accepted and queued.
     Pending,
@@ -92,8 +95,9 @@ impl From<JobStateDto> for JobState {
 }
 
 /// The lifecycle state HCP wants a VM in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
 #[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum VmStateDto {
     /// Accepted; its create job has not finished.
     Pending,
@@ -117,8 +121,9 @@ impl From<DesiredState> for VmStateDto {
 }
 
 /// A VM's power state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
 #[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PowerStateDto {
     /// Powered on.
     Running,
@@ -208,7 +213,7 @@ impl From<LogLevel> for LogLevelDto {
 // ---------------------------------------------------------------------------------------------
 
 /// One network a new VM attaches to.
-#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkAttachmentDto {
     /// The catalog network name.
@@ -398,7 +403,7 @@ impl StrictDto for LegacyDeleteVmRequest {
 // ---------------------------------------------------------------------------------------------
 
 /// The answer to an accepted change: a job does the work.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct AcceptedDto {
     /// The resource the job acts on (`projects/{project}/vms/{vmId}`).
     pub resource_id: String,
@@ -431,7 +436,7 @@ impl From<hcp_core::Console> for ConsoleDto {
 }
 
 /// An error kept on a failed job or VM.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct ErrorInfoDto {
     /// The error kind (`not_found`, `provider_unavailable`, ...).
     pub kind: String,
@@ -442,9 +447,11 @@ pub struct ErrorInfoDto {
     /// Operator-only detail (host names, native ids, the hypervisor's own words); only in
     /// operator views.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// The offending field, if any.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
 
@@ -467,7 +474,7 @@ impl ErrorInfoDto {
 }
 
 /// The resolved size of a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Object, Serialize)]
 pub struct ResourcesDto {
     /// vCPUs.
     pub vcpus: u32,
@@ -488,7 +495,7 @@ impl From<Resources> for ResourcesDto {
 }
 
 /// A VM's spec as given, without its user-data.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct VmSpecDto {
     /// The VM name.
     pub name: String,
@@ -496,20 +503,25 @@ pub struct VmSpecDto {
     pub image: String,
     /// The flavor.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub flavor: Option<String>,
     /// Explicit vCPUs.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vcpus: Option<u32>,
     /// Explicit memory in MiB.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
     /// Explicit disk in GiB.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_gib: Option<u64>,
     /// Networks.
     pub networks: Vec<NetworkAttachmentDto>,
     /// The requested zone.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
@@ -538,7 +550,7 @@ impl From<&VmSpec> for VmSpecDto {
 }
 
 /// A VM as a tenant sees it: no hosts, native ids or datastores.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct TenantVmDto {
     /// HCP's VM id.
     pub id: String,
@@ -562,10 +574,13 @@ pub struct TenantVmDto {
     pub desired_power: PowerStateDto,
     /// The error of the last failed job.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorInfoDto>,
     /// When HCP accepted it.
+    #[serde(serialize_with = "crate::json::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// When HCP last changed it.
+    #[serde(serialize_with = "crate::json::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -589,8 +604,136 @@ impl From<TenantVm> for TenantVmDto {
     }
 }
 
+/// A VM's tenant view borrowed from the VM: serialises exactly as [`TenantVmDto`] built from
+/// [`Vm::tenant_view`], without copying the VM twice first.
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantVmRef<'a> {
+    id: &'a str,
+    project: &'a str,
+    name: &'a str,
+    spec: VmSpecRef<'a>,
+    has_user_data: bool,
+    resources: ResourcesDto,
+    zone: &'a str,
+    state: VmStateDto,
+    power: PowerStateDto,
+    desired_power: PowerStateDto,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<ErrorInfoRef<'a>>,
+    #[serde(serialize_with = "crate::json::rfc3339")]
+    created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::json::rfc3339")]
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> TenantVmRef<'a> {
+    /// Borrows the tenant view of `vm`: no host, native id, provider, user-data or error detail.
+    pub(crate) fn new(vm: &'a Vm) -> Self {
+        TenantVmRef {
+            id: vm.id.as_str(),
+            project: vm.project.as_str(),
+            name: &vm.spec.name,
+            spec: VmSpecRef::new(&vm.spec),
+            has_user_data: vm.spec.user_data.is_some(),
+            resources: vm.resources.into(),
+            zone: &vm.zone,
+            state: vm.desired.into(),
+            power: vm.power.into(),
+            desired_power: vm.desired_power.into(),
+            last_error: vm.last_error.as_ref().map(ErrorInfoRef::tenant),
+            created_at: vm.created_at,
+            updated_at: vm.updated_at,
+        }
+    }
+}
+
+impl crate::json::SerializesAs<TenantVmDto> for TenantVmRef<'_> {}
+
+/// A VM's spec borrowed from the VM: serialises as [`VmSpecDto`] (no user-data).
+#[derive(Debug, Serialize)]
+struct VmSpecRef<'a> {
+    name: &'a str,
+    image: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flavor: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vcpus: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_gib: Option<u64>,
+    networks: &'a [hcp_core::NetworkAttachment],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<&'a str>,
+    tags: &'a BTreeMap<String, String>,
+}
+
+impl<'a> VmSpecRef<'a> {
+    fn new(s: &'a VmSpec) -> Self {
+        VmSpecRef {
+            name: &s.name,
+            image: &s.image,
+            flavor: s.flavor.as_deref(),
+            vcpus: s.vcpus,
+            memory_mib: s.memory_mib,
+            disk_gib: s.disk_gib,
+            networks: &s.networks,
+            zone: s.zone.as_deref(),
+            tags: &s.tags,
+        }
+    }
+}
+
+/// A VM's error borrowed from the VM: serialises as [`ErrorInfoDto::tenant`] (no detail).
+#[derive(Debug, Serialize)]
+struct ErrorInfoRef<'a> {
+    kind: &'a str,
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl<'a> ErrorInfoRef<'a> {
+    /// The tenant view: without the operator-only detail.
+    fn tenant(e: &'a ErrorInfo) -> Self {
+        ErrorInfoRef {
+            kind: e.kind.as_str(),
+            code: &e.code,
+            message: &e.message,
+            field: e.field.as_deref(),
+        }
+    }
+}
+
+/// One page of tenant VMs borrowed from the store's page: serialises as [`VmPage`].
+#[derive(Debug, Serialize)]
+pub(crate) struct VmPageRef<'a> {
+    #[serde(serialize_with = "tenant_vms")]
+    items: &'a [Vm],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<&'a str>,
+}
+
+impl<'a> VmPageRef<'a> {
+    /// Borrows the tenant view of a page of VMs.
+    pub(crate) fn new(page: &'a hcp_core::store::Page<Vm>) -> Self {
+        VmPageRef {
+            items: &page.items,
+            next: page.next.as_deref(),
+        }
+    }
+}
+
+impl crate::json::SerializesAs<VmPage> for VmPageRef<'_> {}
+
+/// Writes each VM's tenant view.
+fn tenant_vms<S: serde::Serializer>(vms: &&[Vm], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(vms.iter().map(TenantVmRef::new))
+}
+
 /// Where a VM lives (operators only).
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct BindingDto {
     /// The provider name.
     pub provider: String,
@@ -598,11 +741,12 @@ pub struct BindingDto {
     pub host: String,
     /// The hypervisor's own id, once created.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub native_id: Option<String>,
 }
 
 /// A VM as operators see it: with its provider binding.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct OpsVmDto {
     /// HCP's VM id.
     pub id: String,
@@ -628,10 +772,13 @@ pub struct OpsVmDto {
     pub binding: BindingDto,
     /// The error of the last failed job.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorInfoDto>,
     /// When HCP accepted it.
+    #[serde(serialize_with = "crate::json::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// When HCP last changed it.
+    #[serde(serialize_with = "crate::json::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// The compare-and-swap generation.
     pub generation: u64,
@@ -664,57 +811,69 @@ impl From<Vm> for OpsVmDto {
 }
 
 /// One page of tenant VMs.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct VmPage {
     /// The VMs, ordered by id (oldest first).
     pub items: Vec<TenantVmDto>,
     /// The cursor of the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 
 /// One page of VMs with their provider binding.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct OpsVmPage {
     /// The VMs, ordered by id.
     pub items: Vec<OpsVmDto>,
     /// The cursor of the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 
 /// Who submitted a job.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct PrincipalDto {
     /// The subject.
     pub subject: String,
 }
 
 /// Why a job is still pending.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct PendingReasonDto {
     /// `queued`, `waiting_for_vm`, `waiting_for_host_slot`, `waiting_for_worker` or `retry_backoff`.
     pub reason: String,
     /// The job that holds the VM (`waiting_for_vm`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub blocking_job: Option<String>,
     /// The busy host (`waiting_for_host_slot`; operators only).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// The limit reached.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
     /// The attempt that failed (`retry_backoff`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
     /// When the next attempt may start (`retry_backoff`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub retry_at: Option<DateTime<Utc>>,
     /// The temporary error (`retry_backoff`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The temporary error's operator-only detail (`retry_backoff`; operator views only).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -771,43 +930,54 @@ impl PendingReasonDto {
 }
 
 /// What a job does, beyond its operation.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct JobActionDto {
     /// `create`, `delete`, `start`, `stop`, `reboot`, `snapshot`, `revert_snapshot`,
     /// `delete_snapshot`, `migrate` or `resize`.
     pub action: String,
     /// Power off first / skip the graceful shutdown (`delete`, `stop`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
     /// How long a graceful shutdown may take, in seconds (`stop`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub graceful_timeout_secs: Option<u64>,
     /// Reset instead of a guest reboot (`reboot`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hard: Option<bool>,
     /// The snapshot name (`snapshot`, `revert_snapshot`, `delete_snapshot`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// HCP's id of the snapshot (`revert_snapshot`, `delete_snapshot`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
     /// The target host (`migrate`; operators only).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target_host: Option<String>,
     /// The size before (`resize`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<ResourcesDto>,
     /// The size after (`resize`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<ResourcesDto>,
     /// The flavor the VM names after the change (`resize`, when it names one).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub flavor: Option<String>,
     /// The job restarts the running VM after the change (`resize`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reboot: Option<bool>,
     /// The job stops the running VM before the change and starts it after (`resize`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub power_cycle: Option<bool>,
 }
 
@@ -887,7 +1057,7 @@ impl JobActionDto {
 }
 
 /// A job: one infrastructure change on one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct JobDto {
     /// The job id.
     pub id: String,
@@ -903,6 +1073,7 @@ pub struct JobDto {
     pub state: JobStateDto,
     /// Why it is pending, while it is.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<PendingReasonDto>,
     /// Attempts started so far.
     pub attempts: u32,
@@ -914,25 +1085,38 @@ pub struct JobDto {
     pub principal: PrincipalDto,
     /// The idempotency key it was submitted with.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// The host it runs on (operators only).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// The provider it runs on (operators only).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     /// The error, when it failed or was cancelled.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfoDto>,
     /// The per-job timeout in milliseconds.
     pub timeout_ms: u64,
     /// When it was accepted.
+    #[serde(serialize_with = "crate::json::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// When its first attempt started.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub started_at: Option<DateTime<Utc>>,
     /// When it ended.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     /// The compare-and-swap generation.
     pub generation: u64,
@@ -980,7 +1164,7 @@ impl JobDto {
 
 /// A job as a tenant sees it (the fields of `hcp_core::TenantJob`, plus its action): no host,
 /// no provider.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct TenantJobDto {
     /// The job id.
     pub id: String,
@@ -996,6 +1180,7 @@ pub struct TenantJobDto {
     pub state: JobStateDto,
     /// Why it is pending, while it is.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<PendingReasonDto>,
     /// Attempts started so far.
     pub attempts: u32,
@@ -1007,14 +1192,24 @@ pub struct TenantJobDto {
     pub principal: String,
     /// The error, when it failed or was cancelled.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfoDto>,
     /// When it was accepted.
+    #[serde(serialize_with = "crate::json::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// When its first attempt started.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub started_at: Option<DateTime<Utc>>,
     /// When it ended.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
 }
 
@@ -1045,22 +1240,24 @@ impl From<&Job> for TenantJobDto {
 }
 
 /// One page of a project's jobs.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct TenantJobPage {
     /// The jobs, newest first.
     pub items: Vec<TenantJobDto>,
     /// The cursor of the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 
 /// One page of jobs with their host and provider.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct JobPage {
     /// The jobs, newest first.
     pub items: Vec<JobDto>,
     /// The cursor of the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 
@@ -1705,6 +1902,7 @@ pub struct HealthDto {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hcp_core::{JobId, VmId};
 
     #[test]
     fn documented_size_bounds_are_the_cores() {
@@ -1765,5 +1963,312 @@ mod tests {
         assert_eq!((t.error.as_deref(), t.detail), (Some("host down"), None));
         let o = PendingReasonDto::new(&retry, false);
         assert_eq!(o.detail.as_deref(), e.detail());
+    }
+
+    /// Serialises `value` as the routes do (serde, into the response body) and `dto` as
+    /// poem-openapi's `Json<T>` did (`ToJSON`), and asserts they are the same document: the
+    /// same keys (a `None` left out, not `null`), the same strings (dates, enums) and numbers.
+    /// Only the order of keys may differ: serde writes the schema's order, while `ToJSON`'s
+    /// order depends on serde_json's `preserve_order` feature (alphabetical without it).
+    fn assert_same_json<T, V>(what: &str, dto: &T, value: &V)
+    where
+        T: poem_openapi::types::ToJSON,
+        V: crate::json::SerializesAs<T>,
+    {
+        let tree = dto.to_json().unwrap();
+        let body = crate::json::JsonBody::<T>::new(value);
+        let direct: serde_json::Value = serde_json::from_slice(body.bytes().unwrap()).unwrap();
+        assert_eq!(direct, tree, "{what}: serde and ToJSON differ");
+        // The same text too, once both are in one key order.
+        assert_eq!(
+            serde_json::to_string(&direct).unwrap(),
+            serde_json::to_string(&tree).unwrap(),
+            "{what}"
+        );
+    }
+
+    /// A timestamp with nanoseconds, and one on a whole second (RFC 3339 prints no fraction).
+    fn times() -> (DateTime<Utc>, DateTime<Utc>) {
+        (
+            "2026-12-02T19:27:18.123456789Z".parse().unwrap(),
+            "2026-01-05T00:00:00Z".parse().unwrap(),
+        )
+    }
+
+    fn error_info() -> ErrorInfo {
+        ErrorInfo::from(
+            &hcp_core::Error::new(hcp_core::ErrorKind::InvalidSpec, "bad \"name\" \u{e9}")
+                .with_detail("host `secret-host`")
+                .with_field("name"),
+        )
+    }
+
+    /// A VM with every optional field set, and one with none.
+    fn vms() -> Vec<Vm> {
+        let (t1, t2) = times();
+        let empty: Vm = serde_json::from_value(serde_json::json!({
+            "id": "vm-0001",
+            "project": "demo",
+            "spec": {"name": "a", "image": "img"},
+            "resources": {"vcpus": 1, "memory_mib": 512, "disk_gib": 1},
+            "zone": "z",
+            "desired": "PENDING",
+            "desired_power": "STOPPED",
+            "power": "UNKNOWN",
+            "present": false,
+            "binding": {"provider": "sim", "host": "h1"},
+            "created_at": t2,
+            "updated_at": t2,
+            "generation": 0,
+        }))
+        .unwrap();
+        let mut full = empty.clone();
+        full.id = VmId::new("vm-0002");
+        full.spec = VmSpec {
+            name: "web-1".into(),
+            image: "ubuntu-24.04".into(),
+            flavor: Some("small".into()),
+            vcpus: Some(4),
+            memory_mib: Some(8192),
+            disk_gib: Some(u64::MAX),
+            networks: vec![
+                hcp_core::NetworkAttachment {
+                    network: "lan".into(),
+                },
+                hcp_core::NetworkAttachment {
+                    network: "dmz".into(),
+                },
+            ],
+            zone: Some("zone-a".into()),
+            tags: [("team", "web"), ("quote", "\"x\"\n")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            user_data: Some("#cloud-config\n".into()),
+        };
+        full.desired = DesiredState::Error;
+        full.desired_power = PowerState::Running;
+        full.power = PowerState::Paused;
+        full.present = true;
+        full.binding.native_id = Some("sim-7".into());
+        full.last_error = Some(error_info());
+        full.created_at = t1;
+        full.updated_at = t1;
+        full.generation = 42;
+        vec![full, empty]
+    }
+
+    #[test]
+    fn vm_responses_serialise_as_their_to_json() {
+        let vms = vms();
+        for vm in &vms {
+            let dto = TenantVmDto::from(vm.tenant_view());
+            assert_same_json(&format!("TenantVmDto {}", vm.id), &dto, &dto);
+            assert_same_json(
+                &format!("TenantVmRef {}", vm.id),
+                &dto,
+                &TenantVmRef::new(vm),
+            );
+            let ops = OpsVmDto::from(vm.clone());
+            assert_same_json(&format!("OpsVmDto {}", vm.id), &ops, &ops);
+        }
+        for next in [Some("cursor-1".to_string()), None] {
+            for items in [vms.clone(), Vec::new()] {
+                let page = hcp_core::store::Page {
+                    items,
+                    next: next.clone(),
+                };
+                let dto = VmPage {
+                    items: page.items.iter().map(|v| v.tenant_view().into()).collect(),
+                    next: page.next.clone(),
+                };
+                assert_same_json("VmPage", &dto, &dto);
+                assert_same_json("VmPageRef", &dto, &VmPageRef::new(&page));
+                let ops = OpsVmPage {
+                    items: page.items.iter().cloned().map(Into::into).collect(),
+                    next: page.next.clone(),
+                };
+                assert_same_json("OpsVmPage", &ops, &ops);
+            }
+        }
+        // The tenant view leaves out what tenants must not see.
+        let body = serde_json::to_string(&TenantVmRef::new(&vms[0])).unwrap();
+        for hidden in [
+            "secret-host",
+            "sim-7",
+            "\"h1\"",
+            "cloud-config",
+            "\"user_data\"",
+        ] {
+            assert!(!body.contains(hidden), "{hidden} in {body}");
+        }
+    }
+
+    /// Jobs of every action, pending reason and optional field.
+    fn jobs() -> Vec<Job> {
+        let (t1, t2) = times();
+        let base: Job = serde_json::from_value(serde_json::json!({
+            "id": "job-0001",
+            "project": "demo",
+            "vm_id": "vm-0001",
+            "operation": "create_vm",
+            "action": {"action": "create"},
+            "state": "PENDING",
+            "attempts": 0,
+            "max_attempts": 3,
+            "progress": 0,
+            "principal": {"subject": "alice"},
+            "host": "secret-host",
+            "provider": "sim",
+            "timeout_ms": 60000,
+            "created_at": t2,
+            "generation": 1,
+        }))
+        .unwrap();
+        let size = |vcpus| Resources {
+            vcpus,
+            memory_mib: 1024,
+            disk_gib: 10,
+        };
+        let actions = [
+            JobAction::Create,
+            JobAction::Delete { force: true },
+            JobAction::Start,
+            JobAction::Stop {
+                force: false,
+                graceful_timeout_secs: 30,
+            },
+            JobAction::Reboot { hard: true },
+            JobAction::Snapshot {
+                name: "before".into(),
+            },
+            JobAction::Migrate {
+                target_host: "secret-target".into(),
+            },
+            JobAction::RevertSnapshot {
+                snapshot_id: "snap-1".into(),
+                name: "before".into(),
+                memory: true,
+            },
+            JobAction::DeleteSnapshot {
+                snapshot_id: "snap-1".into(),
+                name: "before".into(),
+            },
+            JobAction::Resize {
+                from: size(1),
+                to: size(2),
+                flavor: Some("medium".into()),
+                reboot: true,
+                power_cycle: false,
+            },
+            JobAction::Resize {
+                from: size(2),
+                to: size(1),
+                flavor: None,
+                reboot: false,
+                power_cycle: true,
+            },
+        ];
+        let reasons = [
+            None,
+            Some(PendingReason::Queued),
+            Some(PendingReason::WaitingForVm {
+                blocking_job: JobId::new("job-0000"),
+            }),
+            Some(PendingReason::WaitingForHostSlot {
+                host: "secret-host".into(),
+                limit: 4,
+            }),
+            Some(PendingReason::WaitingForWorker { limit: 256 }),
+            Some(PendingReason::RetryBackoff {
+                attempt: 2,
+                retry_at: t1,
+                error: "host down".into(),
+                detail: Some("secret-host refused".into()),
+            }),
+            Some(PendingReason::RetryBackoff {
+                attempt: 1,
+                retry_at: t2,
+                error: "host down".into(),
+                detail: None,
+            }),
+        ];
+        let mut jobs = Vec::new();
+        for (i, action) in actions.into_iter().enumerate() {
+            let mut j = base.clone();
+            j.operation = action.operation();
+            j.action = action;
+            j.pending_reason = reasons[i % reasons.len()].clone();
+            if i % 2 == 1 {
+                j.state = JobState::Failed;
+                j.attempts = 3;
+                j.progress = 100;
+                j.idempotency_key = Some("key-1".into());
+                j.error = Some(error_info());
+                j.started_at = Some(t1);
+                j.finished_at = Some(t2);
+            }
+            jobs.push(j);
+        }
+        for reason in reasons {
+            let mut j = base.clone();
+            j.pending_reason = reason;
+            jobs.push(j);
+        }
+        jobs
+    }
+
+    #[test]
+    fn job_responses_serialise_as_their_to_json() {
+        let jobs = jobs();
+        for j in &jobs {
+            let what = format!("{:?} {:?}", j.action, j.pending_reason);
+            let dto = JobDto::operator(j);
+            assert_same_json(&format!("JobDto {what}"), &dto, &dto);
+            let dto = TenantJobDto::from(j);
+            assert_same_json(&format!("TenantJobDto {what}"), &dto, &dto);
+        }
+        for next in [Some("cursor-1".to_string()), None] {
+            for items in [jobs.clone(), Vec::new()] {
+                let page = TenantJobPage {
+                    items: items.iter().map(Into::into).collect(),
+                    next: next.clone(),
+                };
+                assert_same_json("TenantJobPage", &page, &page);
+                let page = JobPage {
+                    items: items.iter().map(JobDto::operator).collect(),
+                    next: next.clone(),
+                };
+                assert_same_json("JobPage", &page, &page);
+            }
+        }
+        let accepted = AcceptedDto {
+            resource_id: "projects/demo/vms/vm-1".into(),
+            vm_id: "vm-1".into(),
+            job_id: "job-1".into(),
+        };
+        assert_same_json("AcceptedDto", &accepted, &accepted);
+    }
+
+    #[tokio::test]
+    async fn json_body_answers_as_poem_openapi_json_does() {
+        use poem::IntoResponse;
+        let dto = TenantVmDto::from(vms()[0].tenant_view());
+        let old = poem_openapi::payload::Json(dto.clone()).into_response();
+        let new = crate::json::JsonBody::<TenantVmDto>::new(&dto).into_response();
+        assert_eq!(new.status(), old.status());
+        assert_eq!(
+            new.headers().get("content-type"),
+            old.headers().get("content-type")
+        );
+        let old: serde_json::Value =
+            serde_json::from_slice(&old.into_body().into_vec().await.unwrap()).unwrap();
+        let new: serde_json::Value =
+            serde_json::from_slice(&new.into_body().into_vec().await.unwrap()).unwrap();
+        assert_eq!(new, old);
+        assert_eq!(
+            <crate::json::JsonBody<VmPage> as poem_openapi::ApiResponse>::meta(),
+            <poem_openapi::payload::Json<VmPage> as poem_openapi::ApiResponse>::meta(),
+        );
     }
 }

@@ -23,6 +23,7 @@ mod console;
 pub mod dto;
 pub mod error;
 mod http;
+mod json;
 pub mod limits;
 pub mod metrics;
 pub mod ratelimit;

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use hcp_core::{
     Engine, Error, ErrorKind, Job, JobId, JobWatch, ProjectId, RequestContext, Submitted,
 };
-use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApiService, Tags};
 
 use crate::auth;
 use crate::dto::AcceptedDto;
+use crate::json::JsonBody;
 use crate::limits::PageLimits;
 use crate::metrics::Metrics;
 
@@ -200,7 +200,7 @@ pub(crate) enum AcceptedResponse {
     /// answers the first request's body again, with `Idempotency-Replayed: true`.
     #[oai(status = 202)]
     Accepted(
-        Json<AcceptedDto>,
+        JsonBody<AcceptedDto>,
         #[oai(header = "Location")] String,
         /// `true` when the request replayed an earlier one with the same idempotency key: no new
         /// job was started; absent otherwise.
@@ -213,7 +213,7 @@ impl AcceptedResponse {
     pub(crate) fn new(project: &ProjectId, s: &Submitted) -> Self {
         tracing::info!(vm_id = %s.vm_id, job_id = %s.job_id, project = %project, replayed = s.replayed, "job accepted");
         AcceptedResponse::Accepted(
-            Json(AcceptedDto {
+            JsonBody::new(&AcceptedDto {
                 resource_id: format!("projects/{project}/vms/{}", s.vm_id),
                 vm_id: s.vm_id.to_string(),
                 job_id: s.job_id.to_string(),

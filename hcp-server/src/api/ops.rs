@@ -18,6 +18,7 @@ use crate::dto::{
     OpsVmPage, ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto, StrictDto,
 };
 use crate::error::ApiResult;
+use crate::json::JsonBody;
 use crate::limits::StrictJson;
 use crate::sse::audit_stream;
 
@@ -61,7 +62,7 @@ pub(crate) enum OpsJobAccepted {
     /// in the ops API. A replayed idempotency key answers the first request's job again.
     #[oai(status = 202)]
     Accepted(
-        Json<JobDto>,
+        JsonBody<JobDto>,
         #[oai(header = "Location")] String,
         /// `true` when the request replayed an earlier one with the same idempotency key: no new
         /// job was started; absent otherwise.
@@ -139,7 +140,7 @@ impl OpsApi {
         /// The order: `name`, `-name`, `created_at` or `-created_at` (`-`: largest first);
         /// by VM id when absent.
         sort: Query<Option<String>>,
-    ) -> ApiResult<Json<OpsVmPage>> {
+    ) -> ApiResult<JsonBody<OpsVmPage>> {
         let scope = project_scope(project.0)?;
         let (filter, sort) =
             super::vm_query::vm_query(name_prefix.0, tag.0, state.0, power.0, sort.0)?;
@@ -153,7 +154,7 @@ impl OpsApi {
                 &self.state.pages.request(limit.0, cursor.0)?,
             )
             .await?;
-        Ok(Json(OpsVmPage {
+        Ok(JsonBody::new(&OpsVmPage {
             items: page.items.into_iter().map(Into::into).collect(),
             next: page.next,
         }))
@@ -239,7 +240,7 @@ impl OpsApi {
         let job = engine.get_job(&Scope::All, &s.job_id).await?;
         tracing::info!(vm_id = %s.vm_id, job_id = %s.job_id, project = %job.project, replayed = s.replayed, "migration accepted");
         Ok(OpsJobAccepted::Accepted(
-            Json(JobDto::operator(&job)),
+            JsonBody::new(&JobDto::operator(&job)),
             format!("{OPS_PREFIX}/jobs/{}", job.id),
             s.replayed.then_some(true),
         ))
@@ -260,13 +261,13 @@ impl OpsApi {
         limit: Query<Option<u32>>,
         /// The `next` cursor of the previous page.
         cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<JobPage>> {
+    ) -> ApiResult<JsonBody<JobPage>> {
         let scope = project_scope(project.0)?;
         let page = self
             .state
             .job_page(&scope, vm_id.0, state.0, limit.0, cursor.0)
             .await?;
-        Ok(Json(JobPage {
+        Ok(JsonBody::new(&JobPage {
             items: page.items.iter().map(JobDto::operator).collect(),
             next: page.next,
         }))
@@ -278,13 +279,13 @@ impl OpsApi {
         &self,
         _auth: ApiAuth,
         #[oai(name = "jobId")] job_id: Path<String>,
-    ) -> ApiResult<Json<JobDto>> {
+    ) -> ApiResult<JsonBody<JobDto>> {
         let job = self
             .state
             .engine
             .get_job(&Scope::All, &JobId::new(job_id.0))
             .await?;
-        Ok(Json(JobDto::operator(&job)))
+        Ok(JsonBody::new(&JobDto::operator(&job)))
     }
 
     /// Read a job's log with its operator details

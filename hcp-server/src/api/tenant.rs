@@ -20,9 +20,10 @@ use super::{AcceptedResponse, ApiTags, State, find_job, tenant_context, watch_jo
 use crate::console::SUBPROTOCOL;
 use crate::dto::{
     ConsoleDto, ConsoleKindDto, CreateVmRequest, JobEventDto, JobStateDto, PatchVmRequest,
-    TenantJobDto, TenantJobPage, TenantVmDto, VmPage,
+    TenantJobDto, TenantJobPage, TenantVmDto, TenantVmRef, VmPage, VmPageRef,
 };
 use crate::error::ApiResult;
+use crate::json::JsonBody;
 use crate::limits::StrictJson;
 
 /// The answer of a cancel request.
@@ -30,11 +31,11 @@ use crate::limits::StrictJson;
 pub(crate) enum CancelResponse {
     /// The job ended `CANCELLED`.
     #[oai(status = 200)]
-    Cancelled(Json<TenantJobDto>),
+    Cancelled(JsonBody<TenantJobDto>),
     /// The running job was asked to stop; it ends `CANCELLED` shortly. `Location` is the job's
     /// URL.
     #[oai(status = 202)]
-    Cancelling(Json<TenantJobDto>, #[oai(header = "Location")] String),
+    Cancelling(JsonBody<TenantJobDto>, #[oai(header = "Location")] String),
 }
 
 /// One VM with its version.
@@ -42,12 +43,12 @@ pub(crate) enum CancelResponse {
 pub(crate) enum VmResponse {
     /// The VM. `ETag` is its version: send it as `If-Match` to change the VM with `PATCH`.
     #[oai(status = 200)]
-    Ok(Json<TenantVmDto>, #[oai(header = "ETag")] String),
+    Ok(JsonBody<TenantVmDto>, #[oai(header = "ETag")] String),
 }
 
 impl VmResponse {
     fn of(vm: &hcp_core::Vm) -> Self {
-        VmResponse::Ok(Json(vm.tenant_view().into()), etag(vm.generation))
+        VmResponse::Ok(JsonBody::new(&TenantVmRef::new(vm)), etag(vm.generation))
     }
 }
 
@@ -121,7 +122,7 @@ impl TenantApi {
         /// The order: `name`, `-name`, `created_at` or `-created_at` (`-`: largest first);
         /// by VM id when absent.
         sort: Query<Option<String>>,
-    ) -> ApiResult<Json<VmPage>> {
+    ) -> ApiResult<JsonBody<VmPage>> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let (filter, sort) = vm_query(name_prefix.0, tag.0, state.0, power.0, sort.0)?;
         let page = self
@@ -134,10 +135,7 @@ impl TenantApi {
                 &self.state.pages.request(limit.0, cursor.0)?,
             )
             .await?;
-        Ok(Json(VmPage {
-            items: page.items.iter().map(|v| v.tenant_view().into()).collect(),
-            next: page.next,
-        }))
+        Ok(JsonBody::new(&VmPageRef::new(&page)))
     }
 
     /// Create a VM
@@ -439,13 +437,13 @@ impl TenantApi {
         limit: Query<Option<u32>>,
         /// The `next` cursor of the previous page.
         cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<TenantJobPage>> {
+    ) -> ApiResult<JsonBody<TenantJobPage>> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let page = self
             .state
             .job_page(&ctx.scope(), vm_id.0, state.0, limit.0, cursor.0)
             .await?;
-        Ok(Json(TenantJobPage {
+        Ok(JsonBody::new(&TenantJobPage {
             items: page.items.iter().map(Into::into).collect(),
             next: page.next,
         }))
@@ -476,10 +474,10 @@ impl TenantApi {
             .await?;
         tracing::info!(job_id = %job.id, vm_id = %job.vm_id, project = %job.project, state = %job.state, "job cancel requested");
         Ok(if job.state.is_terminal() {
-            CancelResponse::Cancelled(Json((&job).into()))
+            CancelResponse::Cancelled(JsonBody::new(&TenantJobDto::from(&job)))
         } else {
             let location = format!("{}/jobs/{}", super::TENANT_PREFIX, job.id);
-            CancelResponse::Cancelling(Json((&job).into()), location)
+            CancelResponse::Cancelling(JsonBody::new(&TenantJobDto::from(&job)), location)
         })
     }
 
@@ -493,12 +491,12 @@ impl TenantApi {
         &self,
         auth: ApiAuth,
         #[oai(name = "vmId")] vm_id: Path<String>,
-    ) -> ApiResult<Json<TenantVmDto>> {
+    ) -> ApiResult<JsonBody<TenantVmDto>> {
         let vm_id = VmId::new(vm_id.0);
         for scope in auth.0.scopes() {
             match self.state.engine.get_vm(&scope, &vm_id).await {
                 Err(e) if e.kind() == hcp_core::ErrorKind::NotFound => continue,
-                other => return Ok(Json(other?.tenant_view().into())),
+                other => return Ok(JsonBody::new(&TenantVmRef::new(&other?))),
             }
         }
         Err(Error::not_found("vm", &vm_id).into())
@@ -521,12 +519,12 @@ impl TenantApi {
         limit: Query<Option<u32>>,
         /// The `next` cursor of the previous page.
         cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<TenantJobPage>> {
+    ) -> ApiResult<JsonBody<TenantJobPage>> {
         let page = self
             .state
             .job_page(&auth.0.scope(), vm_id.0, state.0, limit.0, cursor.0)
             .await?;
-        Ok(Json(TenantJobPage {
+        Ok(JsonBody::new(&TenantJobPage {
             items: page.items.iter().map(Into::into).collect(),
             next: page.next,
         }))
@@ -541,9 +539,9 @@ impl TenantApi {
         _auth: ApiAuth,
         req: &Request,
         #[oai(name = "jobId")] job_id: Path<String>,
-    ) -> ApiResult<Json<TenantJobDto>> {
+    ) -> ApiResult<JsonBody<TenantJobDto>> {
         let job = find_job(&self.state.engine, req, &JobId::new(job_id.0)).await?;
-        Ok(Json((&job).into()))
+        Ok(JsonBody::new(&TenantJobDto::from(&job)))
     }
 
     /// Follow a job's log

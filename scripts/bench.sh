@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Prints every figure of the performance issue (20), each beside its previous value and target:
+#   engine     CPU per job at 10,000 and 100,000 jobs, refresh of 100 hosts, quota at scale
+#              (10,000 VMs held), memory per VM held;
+#   callgrind  the engine's instructions per job, counted by valgrind's callgrind (they hold
+#              still on a busy machine, where times do not);
+#   http       the HTTP service: create, get a VM, get a job, list 100 and 1,000 VMs (req/s,
+#              latency, server CPU per request);
+#   sim        start-up: /readyz with 10,000 VMs in the simulator's state file, and an embedded
+#              `hcp vm list` with 100 hosts and 1,000 VMs.
+# Usage: ./scripts/bench.sh [engine|callgrind|http|sim]...   (all four when none is named)
+# Release builds, in $CARGO_TARGET_DIR. To profile one HTTP request kind for a while:
+#   HCP_BENCH_PROFILE=list-1000 HCP_BENCH_SECONDS=60 cargo bench -p hcp-benches --bench http
+# (create, get-vm, get-job, list-100 or list-1000), then `perf top -p PID` with the printed PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hcp-target}"
+fail() { echo "bench: $*" >&2; exit 1; }
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(engine callgrind http sim)
+
+# Builds one bench and prints the path of its executable.
+bench_exe() {
+    local out
+    out="$(cargo bench -p hcp-benches --bench "$1" --no-run 2>&1)" || { echo "$out" >&2; fail "building the $1 bench failed"; }
+    sed -n 's/.*Executable .*(\(.*\))$/\1/p' <<<"$out" | tail -1
+}
+
+# Prints the instructions the engine bench's jobs part executes with $2 VMs (2 x $2 jobs).
+instructions() {
+    local exe="$1" vms="$2" log
+    log="$(HCP_BENCH_ONLY=jobs HCP_BENCH_JOBS="$vms" valgrind --tool=callgrind \
+        --callgrind-out-file=/dev/null "$exe" 2>&1 >/dev/null)" || { echo "$log" >&2; fail "callgrind failed"; }
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$log"
+}
+
+for part in "${parts[@]}"; do
+    echo "== $part"
+    case "$part" in
+        engine | http | sim) cargo bench --quiet -p hcp-benches --bench "$part" ;;
+        callgrind)
+            command -v valgrind >/dev/null || fail "valgrind is missing: apt-get install valgrind"
+            exe="$(bench_exe engine)"
+            [ -x "$exe" ] || fail "no engine bench executable"
+            # The difference of two runs is what the jobs cost, without start-up and set-up.
+            small=1000 large=5000
+            a="$(instructions "$exe" "$small")"
+            b="$(instructions "$exe" "$large")"
+            [ -n "$a" ] && [ -n "$b" ] || fail "callgrind printed no instruction count"
+            echo "engine/instructions: create + delete jobs on the simulator, counted by callgrind"
+            echo "  $((2 * small)) jobs: $a instructions; $((2 * large)) jobs: $b instructions"
+            echo "  -> $(((b - a) / (2 * (large - small)))) instructions per job   (previous: ~147,000; target: <= 25,000; floor: ~14,600)"
+            ;;
+        *) fail "unknown part $part: use engine, callgrind, http or sim" ;;
+    esac
+done

@@ -1220,7 +1220,11 @@ async fn a_cluster_target_places_on_a_member_and_reports_the_sum() {
     r.engine.refresh_inventory().await.unwrap();
     let hosts = r.engine.hosts();
     let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-    assert_eq!(names, ["cl-a", "sim-b1"], "members are placed on through their cluster");
+    assert_eq!(
+        names,
+        ["cl-a", "sim-b1"],
+        "members are placed on through their cluster"
+    );
     let cl = &hosts[0];
     assert_eq!(cl.kind, hcp_core::TargetKind::Cluster);
     assert_eq!((cl.vcpus_total, cl.memory_mib_total), (8, 16384));
@@ -1242,7 +1246,11 @@ async fn a_cluster_target_places_on_a_member_and_reports_the_sum() {
         assert_eq!(wait(&r.engine, &s.job_id).await.state, JobState::Succeeded);
         let vm = r.engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
         assert_eq!(vm.binding.host, "cl-a");
-        let member = vm.binding.member_host.clone().expect("the create names its host");
+        let member = vm
+            .binding
+            .member_host
+            .clone()
+            .expect("the create names its host");
         let on_sim = &r.sim.state().unwrap().hosts[&member];
         assert!(
             on_sim.vms.values().any(|v| v.name == name),
@@ -1254,7 +1262,10 @@ async fn a_cluster_target_places_on_a_member_and_reports_the_sum() {
 
     r.engine.refresh_inventory().await.unwrap();
     let cl = r.engine.hosts().into_iter().next().unwrap();
-    assert_eq!((cl.vcpus_used, cl.memory_mib_used, cl.vm_count), (4, 12288, 2));
+    assert_eq!(
+        (cl.vcpus_used, cl.memory_mib_used, cl.vm_count),
+        (4, 12288, 2)
+    );
     assert!(
         cl.members
             .iter()
@@ -1271,14 +1282,24 @@ async fn a_cluster_target_places_on_a_member_and_reports_the_sum() {
     );
 
     // Day-2 operations reach the VM through its cluster.
-    let stop = r.engine.stop_vm(&alice(), &placed[0].0, false).await.unwrap();
-    assert_eq!(wait(&r.engine, &stop.job_id).await.state, JobState::Succeeded);
+    let stop = r
+        .engine
+        .stop_vm(&alice(), &placed[0].0, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        wait(&r.engine, &stop.job_id).await.state,
+        JobState::Succeeded
+    );
     let del = r
         .engine
         .delete_vm(&alice(), &placed[0].0, false)
         .await
         .unwrap();
-    assert_eq!(wait(&r.engine, &del.job_id).await.state, JobState::Succeeded);
+    assert_eq!(
+        wait(&r.engine, &del.job_id).await.state,
+        JobState::Succeeded
+    );
     let left: usize = r
         .sim
         .state()
@@ -1329,7 +1350,11 @@ async fn a_vm_that_fits_no_single_member_is_refused_though_the_sum_would_fit() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
     assert_eq!(e.code(), hcp_core::CODE_CAPACITY_EXHAUSTED, "{e}");
-    assert_eq!(r.probe.calls("create"), jobs_before + 2, "refused before any job");
+    assert_eq!(
+        r.probe.calls("create"),
+        jobs_before + 2,
+        "refused before any job"
+    );
     // 2 GiB still fits one member.
     let s = r
         .engine

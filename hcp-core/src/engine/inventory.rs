@@ -18,9 +18,8 @@ use crate::store::{PageRequest, Scope};
 use crate::{
     Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind,
     ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, MemberHost, NativeVm,
-    Operation,
-    PowerState, Principal, ProjectId, ProviderBinding, ProviderInfo, Requirements, Resources,
-    Result, Vm, VmId, VmSpec,
+    Operation, PowerState, Principal, ProjectId, ProviderBinding, ProviderInfo, Requirements,
+    Resources, Result, Vm, VmId, VmSpec,
 };
 
 /// How long one host's inventory call may take during a refresh.
@@ -49,7 +48,9 @@ impl HostState {
 
     /// A cluster's member hosts as last observed; empty for a host.
     fn members(&self) -> &[MemberHost] {
-        self.inventory.as_ref().map_or(&[], |i| i.members.as_slice())
+        self.inventory
+            .as_ref()
+            .map_or(&[], |i| i.members.as_slice())
     }
 
     /// Returns the largest VM size one host here offers at all: a host's totals; a cluster's
@@ -62,7 +63,11 @@ impl HostState {
         }
         (
             members.iter().map(|m| m.vcpus_total).max().unwrap_or(0),
-            members.iter().map(|m| m.memory_mib_total).max().unwrap_or(0),
+            members
+                .iter()
+                .map(|m| m.memory_mib_total)
+                .max()
+                .unwrap_or(0),
         )
     }
 

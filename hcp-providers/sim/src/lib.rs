@@ -31,11 +31,10 @@ use chrono::Utc;
 use hcp_core::{
     Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteSnapshot, DeleteVm,
     DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
-    HostInventoryReply, ListSnapshots, MemberHost, MigrateVm, MigratedVm, NativeSnapshot, OpContext,
-    Operation,
-    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm,
-    Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm, StartVm,
-    StartedVm, StopVm, StoppedVm, VmTarget,
+    HostInventoryReply, ListSnapshots, MemberHost, MigrateVm, MigratedVm, NativeSnapshot,
+    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
+    ResizeVm, ResizedVm, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm,
+    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -859,10 +858,7 @@ impl Provider for SimProvider {
         self.backend.write(|s| {
             let t = &self.on_member(s, &args.target);
             let key = locate_key(s, t)?.ok_or_else(|| missing(t))?;
-            let vm = s
-                .vm(&t.host, &key)
-                .ok_or_else(|| missing(t))?
-                .clone();
+            let vm = s.vm(&t.host, &key).ok_or_else(|| missing(t))?.clone();
             let mut to = vm.resources;
             if let Some(d) = args.disk_gib {
                 if d < to.disk_gib {

@@ -3,8 +3,8 @@
 //! refuses a VM no single member can hold, and reaches a placed VM through the cluster.
 
 use hcp_core::{
-    CreateVm, ErrorKind, HcpMark, HostInventory, OpContext, ProjectId, Provider, Resources,
-    StopVm, TargetKind, VmId, VmTarget,
+    CreateVm, ErrorKind, HcpMark, HostInventory, OpContext, ProjectId, Provider, Resources, StopVm,
+    TargetKind, VmId, VmTarget,
 };
 use hcp_provider_sim::{SimCluster, SimHost, SimProvider, SimSettings};
 
@@ -101,10 +101,7 @@ async fn a_vm_no_single_member_can_hold_is_refused() {
     p.create_vm(&ctx, create("a", 1, 6144)).await.unwrap();
     p.create_vm(&ctx, create("b", 1, 6144)).await.unwrap();
     // 4 GiB free in sum, 2 GiB on each member.
-    let e = p
-        .create_vm(&ctx, create("c", 1, 3072))
-        .await
-        .unwrap_err();
+    let e = p.create_vm(&ctx, create("c", 1, 3072)).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
     let e = p.create_vm(&ctx, create("d", 6, 512)).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");

@@ -889,20 +889,35 @@ impl VsphereProvider {
             .ok_or_else(|| Error::not_found("VM", &t.name).with_context("vm_id", &t.vm_id))
     }
 
-    /// Returns the ESXi host vCenter placed a new VM on (its `runtime.host`).
+    /// Returns the ESXi host vCenter placed a new VM on (its `runtime.host`), which must be a
+    /// host of `cluster`.
     ///
     /// # Errors
-    /// [`ErrorKind::ProviderError`] when the VM names no host HCP's inventory read knows.
-    async fn placed_host<'w>(&self, world: &'w World, vm: &MoRef) -> Result<&'w HostRow> {
+    /// [`ErrorKind::ProviderError`] when the VM names no host of the cluster. vCenter places a
+    /// clone in the pool's cluster; govmomi's simulator keeps a clone on its template's host,
+    /// so there a clone into a cluster without that host lands outside it.
+    async fn placed_host<'w>(
+        &self,
+        world: &'w World,
+        cluster: &MoRef,
+        vm: &MoRef,
+    ) -> Result<&'w HostRow> {
         let o = self.client.retrieve_one(vm, &["runtime.host"]).await?;
-        o.moref("runtime.host")
-            .and_then(|r| world.host_by_ref(&r))
+        let host = o.moref("runtime.host");
+        host.as_ref()
+            .and_then(|r| world.host_by_ref(r))
+            .filter(|h| h.parent.as_ref() == Some(cluster))
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::ProviderError,
-                    "vCenter placed the new VM on no host HCP knows",
+                    "vCenter placed the new VM outside its cluster",
                 )
-                .with_detail(format!("VM {}", vm.value))
+                .with_detail(format!(
+                    "VM {} is on host {}, not in cluster {}",
+                    vm.value,
+                    host.map_or_else(|| "none".to_string(), |h| h.value),
+                    cluster.value
+                ))
             })
     }
 
@@ -1197,7 +1212,7 @@ impl Provider for VsphereProvider {
         let world = self.names_and_templates().await?;
         // Where the clone goes: a host's cluster pool, pinned to the host; or a cluster's pool
         // with no host named, so vCenter (DRS) picks one, on a datastore every member sees.
-        let (pool, datastores, pinned_row) = match (cluster, pinned) {
+        let (pool, datastores, pinned_row, cluster_ref) = match (cluster, pinned) {
             (Some(c), _) => {
                 let Some(r) = world.cluster(&c.cluster) else {
                     return Err(Error::new(
@@ -1225,7 +1240,7 @@ impl Provider for VsphereProvider {
                             .collect()
                     })
                     .unwrap_or_default();
-                (pool, shared, None)
+                (pool, shared, None, Some(r.clone()))
             }
             (None, Some(h)) => {
                 let Some(host) = world.host(&h.host) else {
@@ -1242,7 +1257,7 @@ impl Provider for VsphereProvider {
                     )
                     .with_detail(format!("ESXi host `{}`", h.host)));
                 };
-                (pool, host.datastores.clone(), Some(host))
+                (pool, host.datastores.clone(), Some(host), None)
             }
             (None, None) => return Err(Error::not_found("host", &args.host)),
         };
@@ -1344,9 +1359,10 @@ impl Provider for VsphereProvider {
             .and_then(MoRef::from_node)
             .ok_or_else(|| Error::new(ErrorKind::ProviderError, "the clone task returned no VM"))?;
         ctx.log(LogEntry::info("cloned the template").with_detail(format!("VM {}", vm.value)));
-        let placed = match pinned_row {
-            Some(h) => self.configure(ctx, &world, h, &vm, &args).await.map(|()| h),
-            None => match self.placed_host(&world, &vm).await {
+        let placed = match (pinned_row, &cluster_ref) {
+            (Some(h), _) => self.configure(ctx, &world, h, &vm, &args).await.map(|()| h),
+            (None, None) => Err(Error::internal("a create with neither a host nor a cluster")),
+            (None, Some(c)) => match self.placed_host(&world, c, &vm).await {
                 Ok(h) => {
                     ctx.log(
                         LogEntry::info(format!("vCenter placed the clone on host `{}`", h.name))

@@ -509,11 +509,8 @@ impl Provider for SimProvider {
     async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
         self.simulate(Operation::ListHosts, None, false).await?;
         self.backend.read(|s| {
-            let in_cluster = |h: &SimHost| {
-                self.clusters
-                    .values()
-                    .any(|c| c.members.iter().any(|m| *m == h.name))
-            };
+            let in_cluster =
+                |h: &SimHost| self.clusters.values().any(|c| c.members.contains(&h.name));
             let mut targets: Vec<HostInfo> = s
                 .state()
                 .hosts

@@ -1361,7 +1361,9 @@ impl Provider for VsphereProvider {
         ctx.log(LogEntry::info("cloned the template").with_detail(format!("VM {}", vm.value)));
         let placed = match (pinned_row, &cluster_ref) {
             (Some(h), _) => self.configure(ctx, &world, h, &vm, &args).await.map(|()| h),
-            (None, None) => Err(Error::internal("a create with neither a host nor a cluster")),
+            (None, None) => Err(Error::internal(
+                "a create with neither a host nor a cluster",
+            )),
             (None, Some(c)) => match self.placed_host(&world, c, &vm).await {
                 Ok(h) => {
                     ctx.log(

@@ -404,7 +404,10 @@ async fn a_cluster_target_lets_vcenter_place_the_vm_and_reports_its_host() {
     assert!(vcpus > 0 && memory > 0);
     // The summary sums the hosts' bytes and is rounded down once; each member is rounded down
     // on its own, so the summary may exceed the members' MiB by under one MiB a member.
-    assert_eq!(cl.vcpus_total, vcpus, "the cluster's summary is its members' sum");
+    assert_eq!(
+        cl.vcpus_total, vcpus,
+        "the cluster's summary is its members' sum"
+    );
     let slack = u64::try_from(members.len()).unwrap();
     assert!(
         (memory..memory + slack).contains(&cl.memory_mib_total),

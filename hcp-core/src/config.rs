@@ -56,6 +56,32 @@ pub struct ProviderConfig {
     /// Its hosts.
     #[serde(default)]
     pub hosts: Vec<HostConfig>,
+    /// Its cluster placement targets: HCP places a VM on the cluster and the provider (or the
+    /// hypervisor's own scheduler) picks the member host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// One cluster of a provider: a placement target whose provider chooses the host.
+///
+/// Its member hosts are the provider's hosts whose [`HostConfig::cluster`] names it, or, for a
+/// provider that discovers them (vSphere), the hosts the hypervisor reports in the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster name, unique among the provider's hosts and clusters.
+    pub name: String,
+    /// Its zone; member hosts listed in the hosts file must be in it too.
+    pub zone: String,
+    /// Most jobs running at once on the cluster; `engine.max_jobs_per_host` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jobs: Option<usize>,
+    /// Capabilities switched off on this cluster.
+    #[serde(default)]
+    pub limits: CapabilityLimits,
+    /// Cluster-specific settings, read by the provider (the hypervisor's cluster name).
+    #[serde(default)]
+    pub settings: serde_json::Value,
 }
 
 /// One host of a provider.
@@ -78,6 +104,13 @@ pub struct HostConfig {
     /// Host-specific settings, read by the provider (an address, a URI).
     #[serde(default)]
     pub settings: serde_json::Value,
+    /// Makes the host a member of this cluster of the provider: HCP then places on the cluster,
+    /// never on the host alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Most jobs running at once on the host; `engine.max_jobs_per_host` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jobs: Option<usize>,
 }
 
 /// A zone and the capabilities switched off in it.
@@ -224,6 +257,9 @@ pub enum DriftPolicy {
     /// Emits drift events and submits jobs that restore the desired power state.
     RestorePower,
 }
+
+/// The largest `max_jobs` a host or cluster of the hosts file may set.
+pub const MAX_TARGET_JOBS: usize = 10_000;
 
 /// The largest `engine.max_snapshots_per_vm` a hosts file may set.
 pub const MAX_SNAPSHOTS_PER_VM: u32 = 1000;
@@ -467,6 +503,70 @@ impl Config {
                     return fail(
                         format!("providers[{i}].hosts[{j}].limits.disable"),
                         e.message().to_string(),
+                    );
+                }
+                if let Some(n) = h.max_jobs
+                    && !(1..=MAX_TARGET_JOBS).contains(&n)
+                {
+                    return fail(
+                        format!("providers[{i}].hosts[{j}].max_jobs"),
+                        format!("is {n}; allowed: 1-{MAX_TARGET_JOBS}"),
+                    );
+                }
+                if let Some(c) = &h.cluster {
+                    let Some(cluster) = p.clusters.iter().find(|k| &k.name == c) else {
+                        let known: Vec<&str> = p.clusters.iter().map(|k| k.name.as_str()).collect();
+                        return fail(
+                            format!("providers[{i}].hosts[{j}].cluster"),
+                            format!(
+                                "unknown cluster `{c}`; the provider's clusters: {}",
+                                if known.is_empty() {
+                                    "none declared".into()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                        );
+                    };
+                    if cluster.zone != h.zone {
+                        return fail(
+                            format!("providers[{i}].hosts[{j}].zone"),
+                            format!(
+                                "is `{}`, but its cluster `{c}` is in zone `{}`; a cluster's hosts share its zone",
+                                h.zone, cluster.zone
+                            ),
+                        );
+                    }
+                }
+            }
+            for (j, c) in p.clusters.iter().enumerate() {
+                if c.name.is_empty() || !hosts.insert(c.name.as_str()) {
+                    return fail(
+                        format!("providers[{i}].clusters[{j}].name"),
+                        format!(
+                            "cluster name `{}` is empty or used twice (hosts and clusters share one namespace)",
+                            c.name
+                        ),
+                    );
+                }
+                if !zones.contains(c.zone.as_str()) {
+                    return fail(
+                        format!("providers[{i}].clusters[{j}].zone"),
+                        format!("unknown zone `{}`", c.zone),
+                    );
+                }
+                if let Err(e) = c.limits.mask() {
+                    return fail(
+                        format!("providers[{i}].clusters[{j}].limits.disable"),
+                        e.message().to_string(),
+                    );
+                }
+                if let Some(n) = c.max_jobs
+                    && !(1..=MAX_TARGET_JOBS).contains(&n)
+                {
+                    return fail(
+                        format!("providers[{i}].clusters[{j}].max_jobs"),
+                        format!("is {n}; allowed: 1-{MAX_TARGET_JOBS}"),
                     );
                 }
             }

@@ -41,8 +41,9 @@ pub mod testkit;
 
 pub use capability::{Capabilities, Capability, ExceededLimit, Requirements};
 pub use config::{
-    CapabilityLimits, CatalogConfig, Config, DriftPolicy, EngineSettings, HostConfig,
-    ProjectConfig, ProviderConfig, Quota, SecretString, Secrets, ZoneConfig, parse_duration,
+    CapabilityLimits, CatalogConfig, ClusterConfig, Config, DriftPolicy, EngineSettings,
+    HostConfig, MAX_TARGET_JOBS, ProjectConfig, ProviderConfig, Quota, SecretString, Secrets,
+    ZoneConfig, parse_duration,
 };
 pub use console::{
     Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
@@ -75,9 +76,9 @@ pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
 pub use provider::{
     CreateVm, CreatedVm, DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, GetConsole,
-    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MigrateVm, MigratedVm,
-    NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo, RebootVm, RebootedVm,
-    ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot, SnapshotVm, SnapshottedVm, StartVm,
-    StartedVm, StopVm, StoppedVm, VmTarget,
+    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MemberHost, MigrateVm,
+    MigratedVm, NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo, RebootVm,
+    RebootedVm, ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot, SnapshotVm, SnapshottedVm,
+    StartVm, StartedVm, StopVm, StoppedVm, TargetKind, VmTarget,
 };
 pub use reconcile::Drift;

@@ -482,11 +482,15 @@ impl fmt::Display for DesiredState {
 pub struct ProviderBinding {
     /// The provider name from the hosts file.
     pub provider: String,
-    /// The host name.
+    /// The placement target it is bound to: a host, or a cluster whose provider chose the host.
     pub host: String,
     /// The hypervisor's own id for the VM, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native_id: Option<String>,
+    /// On a cluster target, the member host the VM runs on, as the create reported and the last
+    /// refresh observed; `None` on a host target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_host: Option<String>,
 }
 
 /// HCP's mark, which providers record on each VM they create (notes, metadata, tags), so that
@@ -619,11 +623,17 @@ pub struct TenantVm {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A hypervisor host with its capacity and health.
+/// A placement target (a hypervisor host, or a cluster of hosts) with its capacity and health.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Host {
-    /// The host name.
+    /// The placement target's name (a host's or a cluster's).
     pub name: String,
+    /// A host or a cluster.
+    #[serde(default)]
+    pub kind: crate::TargetKind,
+    /// A cluster's member hosts with their own capacity; empty for a host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<crate::MemberHost>,
     /// The provider it belongs to.
     pub provider: String,
     /// Its zone.
@@ -1028,6 +1038,7 @@ mod tests {
                 provider: "sim".into(),
                 host: "secret-host-name".into(),
                 native_id: Some("native-77".into()),
+                member_host: None,
             },
             last_error: None,
             created_at: now,

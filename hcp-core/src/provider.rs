@@ -44,27 +44,35 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     /// Returns what the provider can do; hosts may narrow it in [`HostInfo::capabilities`].
     fn capabilities(&self) -> Capabilities;
 
-    /// Lists the provider's hosts.
+    /// Lists the provider's placement targets: hosts, and clusters whose provider picks the host.
     ///
     /// # Behavior
-    /// Lists every configured host, reachable or not; reachability shows in [`Provider::host_inventory`].
+    /// Lists every configured target, reachable or not; reachability shows in
+    /// [`Provider::host_inventory`]. A host inside a cluster target is not listed on its own: the
+    /// cluster's [`HostInfo::members`] names it, and the engine places on the cluster.
     async fn list_hosts(&self) -> Result<Vec<HostInfo>>;
 
-    /// Reads one host's inventory: capacity, VMs with power state and HCP mark, images, networks.
+    /// Reads one target's inventory: capacity, VMs with power state and HCP mark, images,
+    /// networks.
     ///
     /// # Behavior
-    /// Reports every VM on the host, HCP's and others; VMs without a mark have `mark: None`.
+    /// Reports every VM on the host, HCP's and others; VMs without a mark have `mark: None`. For
+    /// a cluster target it reports the VMs of every member host (each with [`NativeVm::host`]
+    /// set), the aggregate capacity, and each member's own capacity in
+    /// [`HostInventoryReply::members`].
     ///
     /// # Errors
     /// [`crate::ErrorKind::ProviderUnavailable`] (temporary) when the host cannot be reached;
     /// [`crate::ErrorKind::NotFound`] for an unknown host.
     async fn host_inventory(&self, args: HostInventory) -> Result<HostInventoryReply>;
 
-    /// Creates a VM on `args.host` and starts it when `args.start` is set.
+    /// Creates a VM on the target `args.host` and starts it when `args.start` is set.
     ///
     /// # Behavior
     /// Records `args.mark` on the VM. Creating a VM whose mark (vm id) already exists on the host
-    /// returns that VM instead of a second one, so a retried create never duplicates.
+    /// returns that VM instead of a second one, so a retried create never duplicates. On a
+    /// cluster target the provider (or the hypervisor's own scheduler) chooses a member host
+    /// with room for the whole VM, and the reply names it in [`CreatedVm::host`].
     ///
     /// # Errors
     /// [`crate::ErrorKind::Conflict`] when another VM on the host has the name;
@@ -303,20 +311,48 @@ impl OpContext {
     }
 }
 
-/// A host as its provider describes it.
+/// Whether a placement target is one host or a cluster of hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// One host: HCP chooses it, and the VM is created there.
+    #[default]
+    Host,
+    /// A cluster: HCP chooses it, and the provider (or the hypervisor's own scheduler, such as
+    /// vSphere DRS) chooses the member host.
+    Cluster,
+}
+
+impl TargetKind {
+    /// Returns the stable name (`host`, `cluster`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Host => "host",
+            TargetKind::Cluster => "cluster",
+        }
+    }
+}
+
+/// A placement target as its provider describes it: a host, or a cluster of hosts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct HostInfo {
-    /// The host name, unique within the provider.
+    /// The target name, unique within the provider (a host's or a cluster's name).
     pub name: String,
     /// Its zone.
     pub zone: String,
-    /// Total vCPUs it offers to VMs.
+    /// Total vCPUs it offers to VMs; a cluster's is the sum over its members.
     pub vcpus_total: u32,
-    /// Total memory it offers to VMs, in MiB.
+    /// Total memory it offers to VMs, in MiB; a cluster's is the sum over its members.
     pub memory_mib_total: u64,
-    /// What this host can do; the engine narrows the provider's capabilities with it.
+    /// What this target can do; the engine narrows the provider's capabilities with it.
     pub capabilities: Capabilities,
+    /// A host or a cluster.
+    #[serde(default)]
+    pub kind: TargetKind,
+    /// The hosts inside a cluster target (operators' views); empty for a host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
 }
 
 impl HostInfo {
@@ -334,7 +370,74 @@ impl HostInfo {
             vcpus_total,
             memory_mib_total,
             capabilities,
+            kind: TargetKind::Host,
+            members: Vec::new(),
         }
+    }
+
+    /// Makes this target a cluster of the hosts `members`; its totals should be their sums.
+    pub fn with_members(mut self, members: Vec<String>) -> Self {
+        self.kind = TargetKind::Cluster;
+        self.members = members;
+        self
+    }
+
+    /// Returns true for a cluster target.
+    pub fn is_cluster(&self) -> bool {
+        self.kind == TargetKind::Cluster
+    }
+}
+
+/// One member host of a cluster target, with its own capacity (a VM must fit one host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MemberHost {
+    /// The host name.
+    pub name: String,
+    /// False when the host cannot take VMs now (down, disconnected, in maintenance).
+    pub available: bool,
+    /// Total vCPUs it offers to VMs.
+    pub vcpus_total: u32,
+    /// Total memory it offers to VMs, in MiB.
+    pub memory_mib_total: u64,
+    /// vCPUs allocated to VMs on it.
+    pub vcpus_used: u32,
+    /// Memory allocated to VMs on it, in MiB.
+    pub memory_mib_used: u64,
+}
+
+impl MemberHost {
+    /// Describes an available member host with nothing used yet.
+    pub fn new(name: impl Into<String>, vcpus_total: u32, memory_mib_total: u64) -> Self {
+        MemberHost {
+            name: name.into(),
+            available: true,
+            vcpus_total,
+            memory_mib_total,
+            vcpus_used: 0,
+            memory_mib_used: 0,
+        }
+    }
+
+    /// Sets what its VMs use.
+    pub fn with_used(mut self, vcpus_used: u32, memory_mib_used: u64) -> Self {
+        self.vcpus_used = vcpus_used;
+        self.memory_mib_used = memory_mib_used;
+        self
+    }
+
+    /// Sets whether it can take VMs now.
+    pub fn with_available(mut self, available: bool) -> Self {
+        self.available = available;
+        self
+    }
+
+    /// Returns the vCPUs and memory free on it; zero on an overcommitted host.
+    pub fn free(&self) -> (u32, u64) {
+        (
+            self.vcpus_total.saturating_sub(self.vcpus_used),
+            self.memory_mib_total.saturating_sub(self.memory_mib_used),
+        )
     }
 }
 
@@ -369,6 +472,9 @@ pub struct NativeVm {
     pub mark: Option<HcpMark>,
     /// Its tags, where the provider stores them.
     pub tags: BTreeMap<String, String>,
+    /// The member host it runs on, when it is in a cluster target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl NativeVm {
@@ -387,12 +493,19 @@ impl NativeVm {
             resources,
             mark,
             tags: BTreeMap::new(),
+            host: None,
         }
     }
 
     /// Sets the tags.
     pub fn with_tags(mut self, tags: BTreeMap<String, String>) -> Self {
         self.tags = tags;
+        self
+    }
+
+    /// Sets the member host it runs on (VMs of a cluster target).
+    pub fn with_host(mut self, host: Option<String>) -> Self {
+        self.host = host;
         self
     }
 }
@@ -413,6 +526,9 @@ pub struct HostInventoryReply {
     pub images: Vec<String>,
     /// Networks (switches, bridges) available on it.
     pub networks: Vec<String>,
+    /// A cluster target's member hosts with their own capacity; empty for a host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberHost>,
 }
 
 impl HostInventoryReply {
@@ -432,7 +548,14 @@ impl HostInventoryReply {
             vms,
             images: Vec::new(),
             networks: Vec::new(),
+            members: Vec::new(),
         }
+    }
+
+    /// Sets a cluster target's member hosts.
+    pub fn with_members(mut self, members: Vec<MemberHost>) -> Self {
+        self.members = members;
+        self
     }
 
     /// Sets the images.
@@ -478,7 +601,7 @@ pub struct CreateVm {
     pub vm_id: VmId,
     /// The owning project.
     pub project: ProjectId,
-    /// The host to create it on.
+    /// The placement target to create it on: a host, or a cluster whose provider picks the host.
     pub host: String,
     /// The VM name.
     pub name: String,
@@ -555,6 +678,8 @@ pub struct CreatedVm {
     pub native_id: String,
     /// Its power state after the call.
     pub power: PowerState,
+    /// The member host it landed on, when created on a cluster target.
+    pub host: Option<String>,
 }
 
 impl CreatedVm {
@@ -563,7 +688,14 @@ impl CreatedVm {
         CreatedVm {
             native_id: native_id.into(),
             power,
+            host: None,
         }
+    }
+
+    /// Names the member host the VM landed on (creates on a cluster target).
+    pub fn with_host(mut self, host: Option<String>) -> Self {
+        self.host = host;
+        self
     }
 }
 

@@ -86,6 +86,9 @@ pub struct VmObservation {
     pub present: bool,
     /// Where it was found, when it moved.
     pub moved_to: Option<(String, String)>,
+    /// The member host it now runs on, when that changed (VMs of a cluster target, which the
+    /// hypervisor may move between its hosts); `Some(None)` when it left a cluster.
+    pub member_host: Option<Option<String>>,
 }
 
 /// The outcome of comparing desired and observed state.
@@ -170,6 +173,8 @@ pub fn classify(
                     power: native.power,
                     present: true,
                     moved_to: moved,
+                    member_host: (native.host != vm.binding.member_host)
+                        .then(|| native.host.clone()),
                 }
             }
             None if reachable
@@ -185,6 +190,7 @@ pub fn classify(
                     power: PowerState::Unknown,
                     present: false,
                     moved_to: None,
+                    member_host: None,
                 }
             }
             None => VmObservation {
@@ -192,9 +198,14 @@ pub fn classify(
                 power: PowerState::Unknown,
                 present: vm.present,
                 moved_to: None,
+                member_host: None,
             },
         };
-        if obs.power != vm.power || obs.present != vm.present || obs.moved_to.is_some() {
+        if obs.power != vm.power
+            || obs.present != vm.present
+            || obs.moved_to.is_some()
+            || obs.member_host.is_some()
+        {
             plan.observations.push(obs);
         }
     }
@@ -222,6 +233,7 @@ mod tests {
                 provider: "p".into(),
                 host: host.into(),
                 native_id: Some(format!("n-{id}")),
+                member_host: None,
             },
             last_error: None,
             created_at: Utc::now(),

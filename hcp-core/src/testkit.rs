@@ -690,8 +690,11 @@ pub async fn engine_for(p: Arc<dyn Provider>, f: &Fixture) -> Result<Engine> {
                     memory_mib: None,
                     limits: Default::default(),
                     settings: serde_json::Value::Null,
+                    cluster: None,
+                    max_jobs: None,
                 })
                 .collect(),
+            clusters: Vec::new(),
         }],
         zones: zones
             .into_iter()

@@ -1189,3 +1189,233 @@ async fn the_simulators_console_url_names_the_vm_by_hcps_id_never_its_host_or_na
         );
     }
 }
+
+/// Groups zone-a's two demo hosts (4 vCPUs and 8 GiB each) into the cluster `cl-a`, capped at
+/// `max_jobs` jobs at once.
+fn cluster_a(c: &mut Config, max_jobs: Option<usize>) {
+    let p = &mut c.providers[0];
+    for h in p.hosts.iter_mut().filter(|h| h.zone == "zone-a") {
+        h.cluster = Some("cl-a".into());
+        h.vcpus = Some(4);
+        h.memory_mib = Some(8192);
+    }
+    p.clusters.push(
+        serde_json::from_value(serde_json::json!({
+            "name": "cl-a", "zone": "zone-a", "max_jobs": max_jobs,
+        }))
+        .unwrap(),
+    );
+}
+
+fn sized(name: &str, vcpus: u32, memory_mib: u64) -> VmSpec {
+    let mut spec = VmSpec::new(name, "ubuntu-24.04", "small").with_zone("zone-a");
+    spec.vcpus = Some(vcpus);
+    spec.memory_mib = Some(memory_mib);
+    spec
+}
+
+#[tokio::test]
+async fn a_cluster_target_places_on_a_member_and_reports_the_sum() {
+    let r = rig_with(|c| cluster_a(c, None)).await;
+    r.engine.refresh_inventory().await.unwrap();
+    let hosts = r.engine.hosts();
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["cl-a", "sim-b1"],
+        "members are placed on through their cluster"
+    );
+    let cl = &hosts[0];
+    assert_eq!(cl.kind, hcp_core::TargetKind::Cluster);
+    assert_eq!((cl.vcpus_total, cl.memory_mib_total), (8, 16384));
+    let members: Vec<(&str, u32, u64)> = cl
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m.vcpus_total, m.memory_mib_total))
+        .collect();
+    assert_eq!(members, [("sim-a1", 4, 8192), ("sim-a2", 4, 8192)]);
+
+    // Two VMs of 6 GiB: the cluster puts them on different members (most free memory first).
+    let mut placed = Vec::new();
+    for name in ["c1", "c2"] {
+        let s = r
+            .engine
+            .create_vm(&alice(), sized(name, 2, 6144))
+            .await
+            .unwrap();
+        assert_eq!(wait(&r.engine, &s.job_id).await.state, JobState::Succeeded);
+        let vm = r.engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
+        assert_eq!(vm.binding.host, "cl-a");
+        let member = vm
+            .binding
+            .member_host
+            .clone()
+            .expect("the create names its host");
+        let on_sim = &r.sim.state().unwrap().hosts[&member];
+        assert!(
+            on_sim.vms.values().any(|v| v.name == name),
+            "{name} is on {member} in the simulator"
+        );
+        placed.push((s.vm_id, member));
+    }
+    assert_ne!(placed[0].1, placed[1].1, "each member took one VM");
+
+    r.engine.refresh_inventory().await.unwrap();
+    let cl = r.engine.hosts().into_iter().next().unwrap();
+    assert_eq!(
+        (cl.vcpus_used, cl.memory_mib_used, cl.vm_count),
+        (4, 12288, 2)
+    );
+    assert!(
+        cl.members
+            .iter()
+            .all(|m| (m.vcpus_used, m.memory_mib_used) == (2, 6144))
+    );
+    let inv = r.engine.inventory_vms();
+    let c1 = inv
+        .iter()
+        .find(|v| v.vm_id.as_ref() == Some(&placed[0].0))
+        .unwrap();
+    assert_eq!(
+        (c1.host.as_str(), c1.cluster.as_deref()),
+        (placed[0].1.as_str(), Some("cl-a"))
+    );
+
+    // Day-2 operations reach the VM through its cluster.
+    let stop = r
+        .engine
+        .stop_vm(&alice(), &placed[0].0, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        wait(&r.engine, &stop.job_id).await.state,
+        JobState::Succeeded
+    );
+    let del = r
+        .engine
+        .delete_vm(&alice(), &placed[0].0, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        wait(&r.engine, &del.job_id).await.state,
+        JobState::Succeeded
+    );
+    let left: usize = r
+        .sim
+        .state()
+        .unwrap()
+        .hosts
+        .values()
+        .map(|h| h.vms.len())
+        .sum();
+    assert_eq!(left, 1);
+}
+
+#[tokio::test]
+async fn a_vm_that_fits_no_single_member_is_refused_though_the_sum_would_fit() {
+    let r = rig_with(|c| cluster_a(c, None)).await;
+    let jobs_before = r.probe.calls("create");
+    // 6 vCPUs: the cluster has 8, but no member more than 4.
+    let e = r
+        .engine
+        .create_vm(&alice(), sized("wide", 6, 1024))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
+    assert_eq!(e.field(), Some("vcpus"), "{e}");
+    assert!(e.message().contains("more than 4 vCPUs"), "{e}");
+    let e = r
+        .engine
+        .create_vm(&alice(), sized("tall", 1, 12288))
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("memory_mib"), "{e}");
+
+    // Fill each member to 2 GiB free: 4 GiB free in sum, but no 3 GiB VM fits one host.
+    for name in ["f1", "f2"] {
+        let s = r
+            .engine
+            .create_vm(&alice(), sized(name, 1, 6144))
+            .await
+            .unwrap();
+        assert_eq!(wait(&r.engine, &s.job_id).await.state, JobState::Succeeded);
+    }
+    r.engine.refresh_inventory().await.unwrap();
+    let cl = r.engine.hosts().into_iter().next().unwrap();
+    assert_eq!(cl.memory_mib_total - cl.memory_mib_used, 4096);
+    let e = r
+        .engine
+        .create_vm(&alice(), sized("split", 1, 3072))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
+    assert_eq!(e.code(), hcp_core::CODE_CAPACITY_EXHAUSTED, "{e}");
+    assert_eq!(
+        r.probe.calls("create"),
+        jobs_before + 2,
+        "refused before any job"
+    );
+    // 2 GiB still fits one member.
+    let s = r
+        .engine
+        .create_vm(&alice(), sized("fits", 1, 2048))
+        .await
+        .unwrap();
+    assert_eq!(wait(&r.engine, &s.job_id).await.state, JobState::Succeeded);
+}
+
+/// Submits `n` creates in `zone` and returns their jobs.
+async fn creates(r: &Rig, zone: &str, n: usize) -> Vec<hcp_core::JobId> {
+    let mut jobs = Vec::new();
+    for i in 0..n {
+        let spec = VmSpec::new(format!("{zone}-{i}"), "ubuntu-24.04", "small").with_zone(zone);
+        jobs.push(r.engine.create_vm(&alice(), spec).await.unwrap().job_id);
+    }
+    jobs
+}
+
+#[tokio::test]
+async fn a_cluster_runs_at_most_its_own_max_jobs() {
+    let r = rig_with(|c| {
+        cluster_a(c, Some(1));
+        c.engine.max_jobs_per_host = 4;
+    })
+    .await;
+    r.probe.set_delay(Duration::from_millis(20));
+    let jobs = creates(&r, "zone-a", 4).await;
+    let waiting = job_when(&r.engine, &jobs[3], |j| {
+        matches!(
+            j.pending_reason,
+            Some(PendingReason::WaitingForHostSlot { .. })
+        )
+    })
+    .await;
+    assert!(
+        matches!(&waiting.pending_reason, Some(PendingReason::WaitingForHostSlot { host, limit: 1 }) if host == "cl-a"),
+        "{:?}",
+        waiting.pending_reason
+    );
+    for j in &jobs {
+        assert_eq!(wait(&r.engine, j).await.state, JobState::Succeeded);
+    }
+    assert_eq!(r.probe.max_host.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_host_runs_at_most_its_own_max_jobs() {
+    let r = rig_with(|c| {
+        c.providers[0].hosts[2].max_jobs = Some(3);
+        c.engine.max_jobs_per_host = 1;
+    })
+    .await;
+    r.probe.set_delay(Duration::from_millis(20));
+    let jobs = creates(&r, "zone-b", 6).await;
+    for j in &jobs {
+        assert_eq!(wait(&r.engine, j).await.state, JobState::Succeeded);
+    }
+    assert_eq!(
+        r.probe.max_host.load(Ordering::SeqCst),
+        3,
+        "the host's own cap, not max_jobs_per_host, bounds it"
+    );
+}

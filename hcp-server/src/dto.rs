@@ -1582,8 +1582,14 @@ pub struct ZoneCapabilitiesDto {
 /// A hypervisor host with its capacity and health (operators only).
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 pub struct HostDto {
-    /// The host name.
+    /// The placement target's name: a host's, or a cluster's whose hypervisor picks the host.
     pub name: String,
+    /// `host` or `cluster`.
+    pub kind: String,
+    /// A cluster's member hosts with their own capacity (a VM must fit one of them); empty for
+    /// a host.
+    #[oai(skip_serializing_if_is_empty, default)]
+    pub members: Vec<MemberHostDto>,
     /// The provider it belongs to.
     pub provider: String,
     /// Its zone.
@@ -1610,10 +1616,40 @@ pub struct HostDto {
     pub observed_at: Option<DateTime<Utc>>,
 }
 
+/// One member host of a cluster (operators only).
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct MemberHostDto {
+    /// The host name.
+    pub name: String,
+    /// False when it cannot take VMs now.
+    pub available: bool,
+    /// Total vCPUs.
+    pub vcpus_total: u32,
+    /// vCPUs its VMs use, as last observed.
+    pub vcpus_used: u32,
+    /// Total memory in MiB.
+    pub memory_mib_total: u64,
+    /// Memory its VMs use, in MiB, as last observed.
+    pub memory_mib_used: u64,
+}
+
 impl From<Host> for HostDto {
     fn from(h: Host) -> Self {
         HostDto {
             name: h.name,
+            kind: h.kind.as_str().to_string(),
+            members: h
+                .members
+                .into_iter()
+                .map(|m| MemberHostDto {
+                    name: m.name,
+                    available: m.available,
+                    vcpus_total: m.vcpus_total,
+                    vcpus_used: m.vcpus_used,
+                    memory_mib_total: m.memory_mib_total,
+                    memory_mib_used: m.memory_mib_used,
+                })
+                .collect(),
             provider: h.provider,
             zone: h.zone,
             available: h.available,
@@ -1697,8 +1733,11 @@ impl From<ProviderCapabilities> for ProviderCapabilitiesDto {
 pub struct InventoryVmDto {
     /// The provider.
     pub provider: String,
-    /// The host.
+    /// The host it runs on.
     pub host: String,
+    /// The cluster it belongs to, when its placement target is a cluster.
+    #[oai(skip_serializing_if_is_none)]
+    pub cluster: Option<String>,
     /// The hypervisor's id.
     pub native_id: String,
     /// The hypervisor's name.
@@ -1716,6 +1755,7 @@ impl From<InventoryVm> for InventoryVmDto {
         InventoryVmDto {
             provider: v.provider,
             host: v.host,
+            cluster: v.cluster,
             native_id: v.native_id,
             name: v.name,
             power: v.power.into(),

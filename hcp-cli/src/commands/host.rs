@@ -1,4 +1,5 @@
-//! `hcp host`: the hypervisor hosts with their capacity and health (the operator view).
+//! `hcp host`: the placement targets (hosts, and clusters with their member hosts) with their
+//! capacity and health (the operator view).
 
 use clap::Subcommand;
 use hcp_core::Host;
@@ -48,8 +49,15 @@ fn table(hosts: &[Host]) -> String {
             (false, Some(reason)) => format!("no: {reason}"),
             (false, None) => "no".to_string(),
         };
+        // A cluster names its member hosts: HCP places on the cluster, the hypervisor on one host.
+        let name = if h.members.is_empty() {
+            h.name.clone()
+        } else {
+            let members: Vec<&str> = h.members.iter().map(|m| m.name.as_str()).collect();
+            format!("{} (cluster: {})", h.name, members.join(", "))
+        };
         t.add_row(vec![
-            h.name.clone(),
+            name,
             h.provider.clone(),
             h.zone.clone(),
             available,

@@ -571,6 +571,7 @@ mod tests {
                 provider: "sim".into(),
                 host: "h".into(),
                 native_id: None,
+                member_host: None,
             },
             last_error: None,
             created_at: now,

@@ -17,9 +17,9 @@ use crate::reconcile::{ObservedHost, classify};
 use crate::store::{PageRequest, Scope};
 use crate::{
     Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind,
-    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, NativeVm, Operation,
-    PowerState, Principal, ProjectId, ProviderBinding, ProviderInfo, Requirements, Resources,
-    Result, Vm, VmId, VmSpec,
+    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, MemberHost, NativeVm,
+    Operation, PowerState, Principal, ProjectId, ProviderBinding, ProviderInfo, Requirements,
+    Resources, Result, Vm, VmId, VmSpec,
 };
 
 /// How long one host's inventory call may take during a refresh.
@@ -44,6 +44,43 @@ pub(crate) struct HostState {
 impl HostState {
     fn vms(&self) -> &[NativeVm] {
         self.inventory.as_ref().map_or(&[], |i| i.vms.as_slice())
+    }
+
+    /// A cluster's member hosts as last observed; empty for a host.
+    fn members(&self) -> &[MemberHost] {
+        self.inventory
+            .as_ref()
+            .map_or(&[], |i| i.members.as_slice())
+    }
+
+    /// Returns the largest VM size one host here offers at all: a host's totals; a cluster's
+    /// largest member's (a VM runs on one host, so a cluster's sum is no bound for one VM). A
+    /// cluster whose members are not known yet offers its totals.
+    pub(crate) fn largest_host(&self) -> (u32, u64) {
+        let members = self.members();
+        if members.is_empty() {
+            return (self.capacity.vcpus_total, self.capacity.memory_total);
+        }
+        (
+            members.iter().map(|m| m.vcpus_total).max().unwrap_or(0),
+            members
+                .iter()
+                .map(|m| m.memory_mib_total)
+                .max()
+                .unwrap_or(0),
+        )
+    }
+
+    /// Returns true when `r` fits in the target's free capacity and, on a cluster whose members
+    /// are known, in what one available member has free (the rule: a VM must fit one host).
+    pub(crate) fn has_room(&self, r: &Resources) -> bool {
+        self.capacity.fits(r)
+            && (!self.info.is_cluster()
+                || self.members().is_empty()
+                || self.members().iter().any(|m| {
+                    let (vcpus, memory) = m.free();
+                    m.available && r.vcpus <= vcpus && r.memory_mib <= memory
+                }))
     }
 }
 
@@ -213,8 +250,11 @@ pub struct ProviderCapabilities {
 pub struct InventoryVm {
     /// The provider.
     pub provider: String,
-    /// The host.
+    /// The host it runs on.
     pub host: String,
+    /// The cluster target it belongs to, when it is on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// The hypervisor's id.
     pub native_id: String,
     /// The hypervisor's name.
@@ -309,6 +349,8 @@ impl Engine {
                 let (vcpus_used, memory_mib_used) = h.capacity.taken();
                 Host {
                     name: name.clone(),
+                    kind: h.info.kind,
+                    members: h.members().to_vec(),
                     provider: provider.clone(),
                     zone: h.info.zone.clone(),
                     available: h.available,
@@ -350,14 +392,17 @@ impl Engine {
     }
 
     /// Returns every VM found on the hosts at the last refresh, HCP's and others (operator view).
+    /// A VM of a cluster target names the member host it runs on and the cluster.
     pub fn inventory_vms(&self) -> Vec<InventoryVm> {
         let inv = read_inventory(&self.inner);
         inv.hosts
             .iter()
             .flat_map(|((provider, host), h)| {
+                let cluster = h.info.is_cluster().then(|| host.clone());
                 h.vms().iter().map(move |v| InventoryVm {
                     provider: provider.clone(),
-                    host: host.clone(),
+                    host: v.host.clone().unwrap_or_else(|| host.clone()),
+                    cluster: cluster.clone(),
                     native_id: v.native_id.clone(),
                     name: v.name.clone(),
                     power: v.power,
@@ -368,8 +413,10 @@ impl Engine {
             .collect()
     }
 
-    /// Chooses a host for a new VM: the zone's reachable hosts that offer the needed capabilities
-    /// and have room, preferring the one with the most free memory.
+    /// Chooses a placement target for a new VM: the zone's reachable targets (hosts and
+    /// clusters) that offer the needed capabilities and have room, preferring the one with the
+    /// most free memory. A cluster has room when its aggregate does and one member host alone
+    /// does: the provider then picks the host inside it.
     pub(crate) fn place(
         &self,
         spec: &VmSpec,
@@ -466,15 +513,16 @@ impl Engine {
             )
             .temporary());
         }
-        // A size larger than every host offers can never fit: a bad request, not a full zone.
+        // A size larger than every host offers can never fit: a bad request, not a full zone. On
+        // a cluster the bound is its largest member, not the sum: a VM runs on one host.
         let most_vcpus = reachable
             .iter()
-            .map(|(_, h)| h.capacity.vcpus_total)
+            .map(|(_, h)| h.largest_host().0)
             .max()
             .unwrap_or(0);
         let most_memory = reachable
             .iter()
-            .map(|(_, h)| h.capacity.memory_total)
+            .map(|(_, h)| h.largest_host().1)
             .max()
             .unwrap_or(0);
         if most_vcpus > 0 && r.vcpus > most_vcpus {
@@ -499,7 +547,7 @@ impl Engine {
         }
         let best = reachable
             .iter()
-            .filter(|(_, h)| h.capacity.fits(&r))
+            .filter(|(_, h)| h.has_room(&r))
             .max_by(|(ka, a), (kb, b)| {
                 a.capacity
                     .free()
@@ -776,6 +824,7 @@ impl Engine {
                     provider: a.provider.clone(),
                     host: a.host.clone(),
                     native_id: Some(a.native.native_id.clone()),
+                    member_host: a.native.host.clone(),
                 },
                 last_error: None,
                 created_at: a.mark.created_at.unwrap_or(now),
@@ -812,6 +861,9 @@ impl Engine {
                     if let Some((provider, host)) = &obs.moved_to {
                         vm.binding.provider = provider.clone();
                         vm.binding.host = host.clone();
+                    }
+                    if let Some(member) = &obs.member_host {
+                        vm.binding.member_host = member.clone();
                     }
                 })
                 .await;

@@ -137,10 +137,22 @@ impl Engine {
             super::validate_reference("target_host", h)?;
         }
         let inv = read_inventory(&self.inner);
-        let zone = inv
-            .hosts
-            .get(&(provider.to_string(), source.to_string()))
-            .map_or(vm.zone.as_str(), |h| h.info.zone.as_str());
+        let source_state = inv.hosts.get(&(provider.to_string(), source.to_string()));
+        // Inside a cluster target the hypervisor places and moves VMs itself; HCP moves VMs
+        // only between hosts it places on.
+        if source_state.is_some_and(|h| h.info.is_cluster()) {
+            return Err(Error::new(
+                ErrorKind::FeatureNotSupported,
+                format!(
+                    "VM `{}` runs in a cluster whose hypervisor places its VMs; HCP does not move VMs within or out of a cluster",
+                    vm.spec.name
+                ),
+            )
+            .with_detail(format!("provider `{provider}`, cluster `{source}`"))
+            .with_operation(op)
+            .with_context("provider", provider));
+        }
+        let zone = source_state.map_or(vm.zone.as_str(), |h| h.info.zone.as_str());
         let has_image = |h: &HostState| {
             h.inventory
                 .as_ref()
@@ -177,6 +189,14 @@ impl Engine {
                     ),
                 ));
             };
+            if h.info.is_cluster() {
+                return Err(Error::invalid(
+                    "target_host",
+                    format!(
+                        "`{echo}` is a cluster, not a host; a VM moves only to a host HCP places on"
+                    ),
+                ));
+            }
             if h.info.zone != zone {
                 return Err(Error::invalid(
                     "target_host",
@@ -220,7 +240,9 @@ impl Engine {
         let others: Vec<(&String, &HostState)> = inv
             .hosts
             .iter()
-            .filter(|((p, h), s)| p == provider && h != source && s.info.zone == zone)
+            .filter(|((p, h), s)| {
+                p == provider && h != source && s.info.zone == zone && !s.info.is_cluster()
+            })
             .map(|((_, h), s)| (h, s))
             .collect();
         if others.is_empty() {

@@ -287,8 +287,18 @@ impl EngineBuilder {
             let provider =
                 factory(pc, &config.secrets).map_err(|e| e.with_context("provider", &pc.name))?;
             let mut host_masks = HashMap::new();
+            let mut max_jobs = HashMap::new();
             for h in &pc.hosts {
                 host_masks.insert(h.name.clone(), h.limits.mask()?);
+                if let Some(n) = h.max_jobs {
+                    max_jobs.insert(h.name.clone(), n);
+                }
+            }
+            for c in &pc.clusters {
+                host_masks.insert(c.name.clone(), c.limits.mask()?);
+                if let Some(n) = c.max_jobs {
+                    max_jobs.insert(c.name.clone(), n);
+                }
             }
             providers.insert(
                 pc.name.clone(),
@@ -296,6 +306,7 @@ impl EngineBuilder {
                     provider,
                     mask: pc.limits.mask()?,
                     host_masks,
+                    max_jobs,
                 },
             );
         }
@@ -360,7 +371,10 @@ impl EngineBuilder {
 pub(crate) struct ProviderEntry {
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) mask: Capabilities,
+    /// Capabilities switched off per placement target (host or cluster) in the hosts file.
     pub(crate) host_masks: HashMap<String, Capabilities>,
+    /// Per-target concurrency caps from the hosts file (`max_jobs` of a host or cluster).
+    pub(crate) max_jobs: HashMap<String, usize>,
 }
 
 pub(crate) struct Inner {
@@ -827,6 +841,7 @@ impl Engine {
                         provider: placement.provider.clone(),
                         host: placement.host.clone(),
                         native_id: None,
+                        member_host: None,
                     },
                     last_error: None,
                     created_at: now,

@@ -2,8 +2,9 @@
 //!
 //! # Behavior
 //! - Never two jobs on one VM at once: jobs on a VM wait in that VM's queue, in submission order.
-//! - At most `max_concurrent_jobs` running overall and `max_jobs_per_host` per host; a job whose
-//!   host is full waits in that host's queue without blocking jobs for other hosts.
+//! - At most `max_concurrent_jobs` running overall and, per placement target (a host or a
+//!   cluster), its own `max_jobs` from the hosts file or else `max_jobs_per_host`; a job whose
+//!   target is full waits in that target's queue without blocking jobs for other targets.
 //! - A job in retry backoff keeps its VM (later jobs on the VM wait) but frees its slots.
 //!
 //! Each job passes through the queues a constant number of times, so scheduling stays cheap
@@ -63,6 +64,8 @@ struct Queued {
 struct Scheduler {
     max_global: usize,
     max_host: usize,
+    /// Caps of the targets that set their own (`max_jobs`), by host key.
+    target_caps: HashMap<String, usize>,
     running: HashSet<JobId>,
     running_host: HashMap<String, usize>,
     vm_queues: HashMap<VmId, VecDeque<Queued>>,
@@ -73,16 +76,26 @@ struct Scheduler {
 }
 
 pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg>) {
-    let (max_global, max_host) = match inner.upgrade() {
+    let (max_global, max_host, target_caps) = match inner.upgrade() {
         Some(i) => (
             i.settings.max_concurrent_jobs.max(1),
             i.settings.max_jobs_per_host.max(1),
+            i.providers
+                .iter()
+                .flat_map(|(provider, entry)| {
+                    entry
+                        .max_jobs
+                        .iter()
+                        .map(move |(target, n)| (super::host_key(provider, target), (*n).max(1)))
+                })
+                .collect(),
         ),
         None => return,
     };
     let mut s = Scheduler {
         max_global,
         max_host,
+        target_caps,
         running: HashSet::new(),
         running_host: HashMap::new(),
         vm_queues: HashMap::new(),
@@ -244,8 +257,13 @@ impl Scheduler {
             if self.skip.remove(&job.job_id) {
                 continue;
             }
+            let cap = self
+                .target_caps
+                .get(&job.host_key)
+                .copied()
+                .unwrap_or(self.max_host);
             let on_host = self.running_host.entry(job.host_key.clone()).or_default();
-            if *on_host >= self.max_host {
+            if *on_host >= cap {
                 let host = job
                     .host_key
                     .split_once('/')
@@ -254,10 +272,7 @@ impl Scheduler {
                 set_reason(
                     inner,
                     job.job_id.clone(),
-                    PendingReason::WaitingForHostSlot {
-                        host,
-                        limit: self.max_host,
-                    },
+                    PendingReason::WaitingForHostSlot { host, limit: cap },
                 );
                 self.host_waiting
                     .entry(job.host_key.clone())

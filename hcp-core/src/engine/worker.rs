@@ -23,6 +23,8 @@ enum Effect {
     Created {
         native_id: String,
         power: PowerState,
+        /// The member host a cluster target's provider chose.
+        member_host: Option<String>,
     },
     Deleted,
     Power(PowerState),
@@ -275,9 +277,16 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 .call(provider, op, host, p.create_vm(ctx, args))
                 .await?;
             ctx.info(format!("created {}", vm.spec.name));
+            if let Some(h) = &created.host {
+                ctx.log(
+                    LogEntry::info(format!("cluster `{host}` placed the VM on host `{h}`"))
+                        .operators_only(),
+                );
+            }
             Ok(Effect::Created {
                 native_id: created.native_id,
                 power: created.power,
+                member_host: created.host,
             })
         }
         JobAction::Delete { force } => {
@@ -587,7 +596,11 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 .await;
             removed
         }
-        Effect::Created { native_id, power } => {
+        Effect::Created {
+            native_id,
+            power,
+            member_host,
+        } => {
             settle_capacity(
                 inner,
                 &vm.binding.provider,
@@ -599,6 +612,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
             let r = inner
                 .update_vm_with(&vm.id, |v| {
                     v.binding.native_id = Some(native_id.clone());
+                    v.binding.member_host = member_host.clone();
                     v.power = power;
                     v.present = true;
                     // A delete submitted meanwhile keeps the VM marked for deletion.

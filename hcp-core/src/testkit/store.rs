@@ -54,6 +54,7 @@ pub fn vm(project: &str, name: &str) -> Vm {
             provider: "sim".into(),
             host: "host-1".into(),
             native_id: None,
+            member_host: None,
         },
         last_error: None,
         created_at: now,

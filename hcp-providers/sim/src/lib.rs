@@ -10,6 +10,11 @@
 //! (project `demo`; zones `zone-a` and `zone-b`; images `ubuntu-24.04` and `windows-2022`;
 //! flavors `small` and `medium`).
 //!
+//! Hosts may be grouped into clusters (`clusters:` of the provider in the hosts file, and
+//! `cluster:` on each member host): a cluster is one placement target with the members' summed
+//! capacity, and the simulator places each VM created on it on the member host with the most
+//! free memory that fits the whole VM, as a cluster scheduler would.
+//!
 //! With [`SimSettings::state_file`] set, hosts and VMs live in a JSON file that several
 //! processes share safely (the `hcp` CLI keeps the simulator there between commands). Each
 //! simulator parses the file once and again only when it changed, so a refresh of many hosts
@@ -18,6 +23,7 @@
 mod config;
 mod state;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -25,10 +31,10 @@ use chrono::Utc;
 use hcp_core::{
     Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteSnapshot, DeleteVm,
     DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
-    HostInventoryReply, ListSnapshots, MigrateVm, MigratedVm, NativeSnapshot, OpContext, Operation,
-    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm,
-    Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm, StartVm,
-    StartedVm, StopVm, StoppedVm, VmTarget,
+    HostInventoryReply, ListSnapshots, MemberHost, MigrateVm, MigratedVm, NativeSnapshot,
+    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
+    ResizeVm, ResizedVm, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm,
+    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -60,6 +66,28 @@ pub fn register(builder: hcp_core::EngineBuilder) -> hcp_core::EngineBuilder {
     })
 }
 
+/// A simulated cluster: one placement target over some of the simulator's hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimCluster {
+    /// The cluster name (the placement target's name).
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its member hosts.
+    pub members: Vec<String>,
+}
+
+impl SimCluster {
+    /// Describes a cluster of `members`.
+    pub fn new(name: &str, zone: &str, members: Vec<String>) -> Self {
+        SimCluster {
+            name: name.into(),
+            zone: zone.into(),
+            members,
+        }
+    }
+}
+
 /// A simulated hypervisor provider.
 #[derive(Debug)]
 pub struct SimProvider {
@@ -68,6 +96,8 @@ pub struct SimProvider {
     declared: Capabilities,
     backend: Backend,
     rng: Mutex<StdRng>,
+    /// Clusters by name.
+    clusters: BTreeMap<String, SimCluster>,
 }
 
 impl SimProvider {
@@ -89,7 +119,67 @@ impl SimProvider {
                 )
             })
             .collect();
-        SimProvider::new(&config.name, settings, hosts)
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|c| {
+                let members = config
+                    .hosts
+                    .iter()
+                    .filter(|h| h.cluster.as_deref() == Some(c.name.as_str()))
+                    .map(|h| h.name.clone())
+                    .collect();
+                SimCluster::new(&c.name, &c.zone, members)
+            })
+            .collect();
+        SimProvider::new(&config.name, settings, hosts)?.with_clusters(clusters)
+    }
+
+    /// Groups hosts into cluster targets.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming the cluster for one without members, a member that is
+    /// not a host of the simulator or is in another cluster, or a name a host already has.
+    pub fn with_clusters(mut self, clusters: Vec<SimCluster>) -> Result<Self> {
+        let field = |c: &SimCluster| format!("providers.{}.clusters.{}", self.name, c.name);
+        for c in clusters {
+            let (unknown, name_taken) = self.backend.read(|s| {
+                Ok((
+                    c.members.iter().find(|m| s.host(m).is_err()).cloned(),
+                    s.host(&c.name).is_ok(),
+                ))
+            })?;
+            if let Some(m) = unknown {
+                return Err(Error::invalid(
+                    field(&c),
+                    format!("member `{m}` is not a host of the simulator"),
+                ));
+            }
+            if name_taken || self.clusters.contains_key(&c.name) {
+                return Err(Error::invalid(
+                    field(&c),
+                    "is a name already used; hosts and clusters share one namespace",
+                ));
+            }
+            if c.members.is_empty() {
+                return Err(Error::invalid(
+                    field(&c),
+                    "has no member hosts; give hosts `cluster: NAME`",
+                ));
+            }
+            if let Some(m) = c
+                .members
+                .iter()
+                .find(|m| self.clusters.values().any(|o| o.members.contains(m)))
+            {
+                return Err(Error::invalid(
+                    field(&c),
+                    format!("member `{m}` is already in another cluster"),
+                ));
+            }
+            self.clusters.insert(c.name.clone(), c);
+        }
+        Ok(self)
     }
 
     /// Builds a simulator named `name` with `hosts`.
@@ -123,6 +213,7 @@ impl SimProvider {
             rng: Mutex::new(StdRng::seed_from_u64(settings.seed)),
             settings,
             backend,
+            clusters: BTreeMap::new(),
         })
     }
 
@@ -233,6 +324,137 @@ impl SimProvider {
     fn host_info(&self, h: &SimHost) -> HostInfo {
         HostInfo::new(&h.name, &h.zone, h.vcpus, h.memory_mib, self.declared)
     }
+
+    /// Describes a cluster target: its members' capacity summed. The sums saturate: a total
+    /// past the integer range can only overstate the aggregate, and each VM is still checked
+    /// against one member's own room.
+    fn cluster_info(&self, s: &IndexedState, c: &SimCluster) -> Result<HostInfo> {
+        let mut vcpus = 0u32;
+        let mut memory = 0u64;
+        for m in &c.members {
+            let h = s.host(m)?;
+            vcpus = vcpus.saturating_add(h.vcpus);
+            memory = memory.saturating_add(h.memory_mib);
+        }
+        Ok(
+            HostInfo::new(&c.name, &c.zone, vcpus, memory, self.declared)
+                .with_members(c.members.clone()),
+        )
+    }
+
+    /// Returns `t` with its host replaced by the member host its VM is on, when `t` names a
+    /// cluster; the cluster's first member when the VM is on none of them (so the caller's
+    /// lookup reports it missing).
+    fn on_member(&self, s: &IndexedState, t: &VmTarget) -> VmTarget {
+        let Some(c) = self.clusters.get(&t.host) else {
+            return t.clone();
+        };
+        let by_id = t
+            .native_id
+            .as_deref()
+            .and_then(|id| s.host_of(id))
+            .filter(|h| c.members.iter().any(|m| m == h))
+            .map(str::to_string);
+        let member = by_id
+            .or_else(|| {
+                c.members
+                    .iter()
+                    .find(|m| s.by_mark(m, &t.vm_id).is_some())
+                    .cloned()
+            })
+            .or_else(|| c.members.first().cloned())
+            .unwrap_or_else(|| t.host.clone());
+        VmTarget {
+            host: member,
+            ..t.clone()
+        }
+    }
+
+    /// Chooses the member of cluster `c` for a VM of size `r`: the up member with the most free
+    /// memory that fits the whole VM (ties: fewer vCPUs used, then the name).
+    ///
+    /// # Errors
+    /// [`ErrorKind::ProviderUnavailable`] when every member is down; [`ErrorKind::QuotaExceeded`]
+    /// when no member alone has room, whatever the cluster's sum.
+    fn pick_member(
+        &self,
+        s: &IndexedState,
+        c: &SimCluster,
+        r: &hcp_core::Resources,
+    ) -> Result<String> {
+        let mut up = 0usize;
+        let mut best: Option<(&str, u64, u32)> = None;
+        for m in &c.members {
+            let h = s.host(m)?;
+            if h.down {
+                continue;
+            }
+            up += 1;
+            let (cpu, mem) = s.used(m);
+            if !fits(h, cpu, mem, r) {
+                continue;
+            }
+            let free = h.memory_mib.saturating_sub(mem);
+            let better = best.is_none_or(|(bn, bf, bc)| {
+                (free, std::cmp::Reverse(cpu), std::cmp::Reverse(m.as_str()))
+                    > (bf, std::cmp::Reverse(bc), std::cmp::Reverse(bn))
+            });
+            if better {
+                best = Some((m, free, cpu));
+            }
+        }
+        if up == 0 {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                "no host of the VM's cluster answers",
+            )
+            .with_detail(format!("cluster `{}`: every member is down", c.name))
+            .temporary());
+        }
+        best.map(|(m, _, _)| m.to_string()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "no host of the chosen cluster has {} vCPUs and {} MiB free; a VM must fit one host",
+                    r.vcpus, r.memory_mib
+                ),
+            )
+            .with_detail(format!("cluster `{}`", c.name))
+        })
+    }
+
+    /// Reads a cluster target's inventory: every member's VMs (each naming its host), the
+    /// summed capacity and each member's own.
+    fn cluster_inventory(&self, s: &IndexedState, c: &SimCluster) -> Result<HostInventoryReply> {
+        let mut vms = Vec::new();
+        let mut members = Vec::new();
+        for m in &c.members {
+            let h = s.host(m)?;
+            let (cpu, mem) = s.used(m);
+            members.push(
+                MemberHost::new(m, h.vcpus, h.memory_mib)
+                    .with_used(cpu, mem)
+                    .with_available(!h.down),
+            );
+            vms.extend(
+                h.vms
+                    .values()
+                    .map(|v| v.to_native().with_host(Some(m.clone()))),
+            );
+        }
+        if members.iter().all(|m| !m.available) {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                "no host of the cluster answers",
+            )
+            .with_detail(format!("cluster `{}`: every member is down", c.name))
+            .temporary());
+        }
+        Ok(HostInventoryReply::new(self.cluster_info(s, c)?, vms)
+            .with_members(members)
+            .with_images(self.images_of(&c.name).to_vec())
+            .with_networks(vec!["default".into()]))
+    }
 }
 
 /// Returns the native id of the VM `t` names on its host: its native id when the host has it,
@@ -287,11 +509,19 @@ impl Provider for SimProvider {
     async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
         self.simulate(Operation::ListHosts, None, false).await?;
         self.backend.read(|s| {
-            Ok(s.state()
+            let in_cluster =
+                |h: &SimHost| self.clusters.values().any(|c| c.members.contains(&h.name));
+            let mut targets: Vec<HostInfo> = s
+                .state()
                 .hosts
                 .values()
+                .filter(|h| !in_cluster(h))
                 .map(|h| self.host_info(h))
-                .collect())
+                .collect();
+            for c in self.clusters.values() {
+                targets.push(self.cluster_info(s, c)?);
+            }
+            Ok(targets)
         })
     }
 
@@ -299,6 +529,9 @@ impl Provider for SimProvider {
         self.simulate(Operation::HostInventory, Some(&args.host), false)
             .await?;
         self.backend.read(|s| {
+            if let Some(c) = self.clusters.get(&args.host) {
+                return self.cluster_inventory(s, c);
+            }
             let h = s.host(&args.host)?;
             h.ensure_up()?;
             let vms = h.vms.values().map(SimVm::to_native).collect();
@@ -336,20 +569,41 @@ impl Provider for SimProvider {
             .check(&self.name, Operation::CreateVm, &need)?;
         ctx.progress(30);
         let created = self.backend.write(|s| {
-            let host = s.host(&args.host)?;
+            let cluster = self.clusters.get(&args.host);
+            // On a cluster the simulator picks the member, as the cluster's scheduler would; a
+            // retried create finds its VM on whichever member holds it, and names are unique
+            // over the whole cluster.
+            let scope: Vec<String> = match cluster {
+                Some(c) => c.members.clone(),
+                None => vec![args.host.clone()],
+            };
+            if let Some(v) = scope.iter().find_map(|h| s.by_mark(h, &args.vm_id)) {
+                let member = cluster.and_then(|_| s.host_of(&v.native_id).map(str::to_string));
+                return Ok(CreatedVm::new(&v.native_id, v.power).with_host(member));
+            }
+            if cluster.is_some() && scope.iter().any(|h| s.name_taken(h, &args.name)) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("a VM named `{}` already exists in its cluster", args.name),
+                )
+                .with_detail(format!("cluster `{}`", args.host))
+                .with_field("name"));
+            }
+            let target = match cluster {
+                Some(c) => self.pick_member(s, c, &args.resources)?,
+                None => args.host.clone(),
+            };
+            let host = s.host(&target)?;
             host.ensure_up()?;
             // No scan of the host's VMs: a retried create, a taken name and the used capacity
             // come from the index.
-            if let Some(v) = s.by_mark(&args.host, &args.vm_id) {
-                return Ok(CreatedVm::new(&v.native_id, v.power));
-            }
-            let (cpu, mem) = s.used(&args.host);
-            if s.name_taken(&args.host, &args.name) {
+            let (cpu, mem) = s.used(&target);
+            if s.name_taken(&target, &args.name) {
                 return Err(Error::new(
                     ErrorKind::Conflict,
                     format!("a VM named `{}` already exists on its host", args.name),
                 )
-                .with_detail(format!("host `{}`", args.host))
+                .with_detail(format!("host `{target}`"))
                 .with_field("name"));
             }
             if !fits(host, cpu, mem, &args.resources) {
@@ -363,7 +617,7 @@ impl Provider for SimProvider {
                         args.resources.memory_mib
                     ),
                 )
-                .with_detail(format!("host `{}`", args.host)));
+                .with_detail(format!("host `{target}`")));
             }
             let id = s.next_native_id()?;
             let power = if args.start {
@@ -382,8 +636,9 @@ impl Provider for SimProvider {
                 has_user_data: args.user_data.is_some(),
                 snapshots: Vec::new(),
             };
-            s.insert_vm(&args.host, vm)?;
-            Ok(CreatedVm::new(id, power))
+            s.insert_vm(&target, vm)?;
+            let member = cluster.map(|_| target.clone());
+            Ok(CreatedVm::new(id, power).with_host(member))
         })?;
         ctx.progress(90);
         Ok(created)
@@ -393,7 +648,8 @@ impl Provider for SimProvider {
         self.simulate(Operation::DeleteVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let Some(vm) = locate(s, &args.target)? else {
+            let t = &self.on_member(s, &args.target);
+            let Some(vm) = locate(s, t)? else {
                 return Ok(DeletedVm::new(false));
             };
             if vm.power == PowerState::Running && !args.force {
@@ -406,7 +662,7 @@ impl Provider for SimProvider {
                 ));
             }
             let id = vm.native_id.clone();
-            s.remove_vm(&args.target.host, &id);
+            s.remove_vm(&t.host, &id);
             Ok(DeletedVm::new(true))
         })
     }
@@ -415,7 +671,8 @@ impl Provider for SimProvider {
         self.simulate(Operation::StartVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let t = &self.on_member(s, &args.target);
+            let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             let was_running = vm.power == PowerState::Running;
             vm.power = PowerState::Running;
             Ok(StartedVm::new(was_running))
@@ -426,7 +683,8 @@ impl Provider for SimProvider {
         self.simulate(Operation::StopVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let t = &self.on_member(s, &args.target);
+            let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             let was_stopped = vm.power == PowerState::Stopped;
             vm.power = PowerState::Stopped;
             Ok(StoppedVm::new(was_stopped, args.force && !was_stopped))
@@ -437,7 +695,8 @@ impl Provider for SimProvider {
         self.simulate(Operation::RebootVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let t = &self.on_member(s, &args.target);
+            let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             if vm.power != PowerState::Running {
                 return Err(Error::new(
                     ErrorKind::Conflict,
@@ -453,7 +712,8 @@ impl Provider for SimProvider {
             .await?;
         let kind = args.kind.unwrap_or(ConsoleKind::Vnc);
         self.backend.read(|s| {
-            let vm = locate_ref(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let t = &self.on_member(s, &args.target);
+            let vm = locate_ref(s, t)?.ok_or_else(|| missing(t))?;
             if vm.power != PowerState::Running {
                 return Err(Error::new(
                     ErrorKind::Conflict,
@@ -493,7 +753,8 @@ impl Provider for SimProvider {
         self.simulate(Operation::SnapshotVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let t = &self.on_member(s, &args.target);
+            let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             if vm.snapshots.iter().any(|s| s.name == args.name) {
                 return Err(Error::new(
                     ErrorKind::Conflict,
@@ -519,7 +780,8 @@ impl Provider for SimProvider {
         self.simulate(Operation::ListSnapshots, Some(&args.target.host), false)
             .await?;
         self.backend.read(|s| {
-            let vm = locate_ref(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let t = &self.on_member(s, &args.target);
+            let vm = locate_ref(s, t)?.ok_or_else(|| missing(t))?;
             Ok(vm
                 .snapshots
                 .iter()
@@ -537,7 +799,8 @@ impl Provider for SimProvider {
         self.simulate(Operation::RevertSnapshot, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let t = &self.on_member(s, &args.target);
+            let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             let snap = vm
                 .snapshots
                 .iter()
@@ -552,7 +815,7 @@ impl Provider for SimProvider {
             };
             let (id, power) = (vm.native_id.clone(), vm.power);
             if let Some(r) = snap.resources {
-                s.set_resources(&args.target.host, &id, r);
+                s.set_resources(&t.host, &id, r);
             }
             Ok(RevertedSnapshot::new(snap.memory(), power))
         })
@@ -567,7 +830,8 @@ impl Provider for SimProvider {
         self.simulate(Operation::DeleteSnapshot, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let vm = locate(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let t = &self.on_member(s, &args.target);
+            let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             let before = vm.snapshots.len();
             vm.snapshots.retain(|s| s.name != args.name);
             Ok(DeletedSnapshot::new(vm.snapshots.len() != before))
@@ -589,11 +853,9 @@ impl Provider for SimProvider {
         self.simulate(Operation::ResizeVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let key = locate_key(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
-            let vm = s
-                .vm(&args.target.host, &key)
-                .ok_or_else(|| missing(&args.target))?
-                .clone();
+            let t = &self.on_member(s, &args.target);
+            let key = locate_key(s, t)?.ok_or_else(|| missing(t))?;
+            let vm = s.vm(&t.host, &key).ok_or_else(|| missing(t))?.clone();
             let mut to = vm.resources;
             if let Some(d) = args.disk_gib {
                 if d < to.disk_gib {
@@ -609,8 +871,8 @@ impl Provider for SimProvider {
             }
             to.vcpus = args.vcpus.unwrap_or(to.vcpus);
             to.memory_mib = args.memory_mib.unwrap_or(to.memory_mib);
-            let host = s.host(&args.target.host)?;
-            let (cpu, mem) = s.used(&args.target.host);
+            let host = s.host(&t.host)?;
+            let (cpu, mem) = s.used(&t.host);
             let others = (
                 cpu.saturating_sub(vm.resources.vcpus),
                 mem.saturating_sub(vm.resources.memory_mib),
@@ -620,9 +882,9 @@ impl Provider for SimProvider {
                     ErrorKind::QuotaExceeded,
                     "the VM's host lacks room for its new size",
                 )
-                .with_detail(format!("host `{}`", args.target.host)));
+                .with_detail(format!("host `{}`", t.host)));
             }
-            s.set_resources(&args.target.host, &key, to);
+            s.set_resources(&t.host, &key, to);
             Ok(ResizedVm::new(false))
         })
     }

@@ -328,6 +328,38 @@ impl HostSettings {
     }
 }
 
+/// Settings of one cluster of a provider (the `settings:` block of an entry of `clusters:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The cluster's (`ClusterComputeResource`) inventory name; the entry's own name when
+    /// absent.
+    pub cluster: Option<String>,
+}
+
+impl ClusterSettings {
+    /// Parses a cluster's `settings:` block.
+    ///
+    /// # Errors
+    /// [`hcp_core::ErrorKind::InvalidSpec`] naming the key.
+    pub fn from_value(provider: &str, cluster: &str, value: &serde_json::Value) -> Result<Self> {
+        let field = format!("providers.{provider}.clusters.{cluster}.settings");
+        let s: ClusterSettings = if value.is_null() {
+            ClusterSettings::default()
+        } else {
+            serde_json::from_value(value.clone())
+                .map_err(|e| Error::invalid(field.clone(), e.to_string()))?
+        };
+        if !is_name(s.cluster.as_deref().unwrap_or(cluster)) {
+            return Err(Error::invalid(
+                format!("{field}.cluster"),
+                "must be a cluster's inventory name (1-80 characters, no '/')",
+            ));
+        }
+        Ok(s)
+    }
+}
+
 fn is_name(s: &str) -> bool {
     !s.trim().is_empty() && s.len() <= 80 && !s.contains('/') && !s.contains(char::is_control)
 }

@@ -17,6 +17,9 @@
 //! - **Create**: `CloneVM_Task` of the image's template into the host's cluster (its root
 //!   resource pool), the configured or the host's first datastore and the template's folder,
 //!   pinned to the host HCP placed the VM on (and relocated there if vCenter put it elsewhere);
+//!   on a cluster target, into the cluster's root pool on a datastore every member sees with no
+//!   host named, so vCenter (DRS) places it, and the host is read back from `runtime.host` and
+//!   reported in the reply (govmomi's simulator picks a random member: it has no DRS);
 //!   then the clone is read back and `ReconfigVM_Task` sets what differs: vCPUs, memory, a
 //!   grown first disk, one VMXNET3 NIC per requested network (standard or distributed port
 //!   group; the template's NICs are replaced). HCP's mark (vm id, project, tags) is the
@@ -82,15 +85,15 @@ use async_trait::async_trait;
 use hcp_core::{
     Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteSnapshot, DeleteVm,
     DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HcpMark, HostInfo, HostInventory,
-    HostInventoryReply, ListSnapshots, LogEntry, MigrateVm, MigratedVm, NativeSnapshot, NativeVm,
-    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
-    Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm,
-    StartVm, StartedVm, StopVm, StoppedVm, TlsTrust, VmTarget,
+    HostInventoryReply, ListSnapshots, LogEntry, MemberHost, MigrateVm, MigratedVm, NativeSnapshot,
+    NativeVm, OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm,
+    RebootedVm, Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm,
+    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, TlsTrust, VmTarget,
 };
 use tokio::sync::Mutex;
 
 use crate::client::Client;
-pub use crate::config::{HostSettings, ImageSettings, VsphereSettings};
+pub use crate::config::{ClusterSettings, HostSettings, ImageSettings, VsphereSettings};
 use crate::error::is_method_not_found;
 use crate::soap::{ConfigSpec, MoRef, NicBacking, Node, ObjectContent, Placement};
 
@@ -136,7 +139,34 @@ impl VsphereHost {
     }
 }
 
-/// The vSphere provider: the ESXi hosts of one vCenter.
+/// One cluster of a provider, as configured: a placement target whose VMs vCenter places (DRS,
+/// or the cluster's own choice without DRS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsphereCluster {
+    /// The name HCP uses (the placement target's name).
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// The cluster's (`ClusterComputeResource`) inventory name in vCenter.
+    pub cluster: String,
+}
+
+impl VsphereCluster {
+    /// Describes cluster `name` in `zone`, the cluster `cluster` in vCenter.
+    pub fn new(
+        name: impl Into<String>,
+        zone: impl Into<String>,
+        cluster: impl Into<String>,
+    ) -> Self {
+        VsphereCluster {
+            name: name.into(),
+            zone: zone.into(),
+            cluster: cluster.into(),
+        }
+    }
+}
+
+/// The vSphere provider: the ESXi hosts and clusters of one vCenter.
 pub struct VsphereProvider {
     name: String,
     settings: Arc<VsphereSettings>,
@@ -146,6 +176,8 @@ pub struct VsphereProvider {
     /// How vCenter's certificate is checked (a console on vCenter's host is checked alike).
     trust: TlsTrust,
     hosts: BTreeMap<String, VsphereHost>,
+    /// Cluster targets by HCP name.
+    clusters: BTreeMap<String, VsphereCluster>,
     declared: Capabilities,
     /// The inventory's container view and the session it belongs to.
     view: Mutex<Option<(u64, MoRef)>>,
@@ -161,6 +193,7 @@ impl std::fmt::Debug for VsphereProvider {
             .field("settings", &self.settings)
             .field("client", &self.client)
             .field("hosts", &self.hosts)
+            .field("clusters", &self.clusters)
             .finish_non_exhaustive()
     }
 }
@@ -186,7 +219,12 @@ const HOST_PROPS: [&str; 6] = [
     "network",
     "datastore",
 ];
-const COMPUTE_PROPS: [&str; 2] = ["name", "resourcePool"];
+const COMPUTE_PROPS: [&str; 4] = [
+    "name",
+    "resourcePool",
+    "summary.numCpuThreads",
+    "summary.totalMemory",
+];
 const NAME_ONLY: [&str; 1] = ["name"];
 
 /// A VM or template as the inventory read reports it.
@@ -254,6 +292,8 @@ struct World {
     hosts: Vec<HostRow>,
     /// Compute resource (cluster or standalone host) → its name and root resource pool.
     computes: HashMap<MoRef, (String, Option<MoRef>)>,
+    /// Compute resource → the CPU threads and memory (MiB) its summary reports.
+    compute_sizes: HashMap<MoRef, (u32, u64)>,
     networks: Vec<(MoRef, String)>,
     datastores: Vec<(MoRef, String)>,
 }
@@ -274,6 +314,22 @@ impl World {
             .and_then(|(_, p)| p.clone())
     }
 
+    /// Finds a cluster (`ClusterComputeResource`) by its inventory name.
+    fn cluster(&self, name: &str) -> Option<&MoRef> {
+        self.computes
+            .iter()
+            .find(|(r, (n, _))| r.kind == "ClusterComputeResource" && n == name)
+            .map(|(r, _)| r)
+    }
+
+    /// The ESXi hosts inside the compute resource `c`.
+    fn members(&self, c: &MoRef) -> Vec<&HostRow> {
+        self.hosts
+            .iter()
+            .filter(|h| h.parent.as_ref() == Some(c))
+            .collect()
+    }
+
     fn network_name(&self, r: &MoRef) -> Option<&str> {
         self.networks
             .iter()
@@ -290,6 +346,26 @@ impl World {
             .chain(self.datastores.iter().map(|(_, n)| n.clone()))
             .collect()
     }
+}
+
+/// A VM row as HCP's inventory reports it.
+fn native_vm(v: &VmRow) -> NativeVm {
+    let (mark, tags) = match &v.mark {
+        Some((m, t)) => (Some(m.clone()), t.clone()),
+        None => (None, BTreeMap::new()),
+    };
+    NativeVm::new(
+        &v.moref.value,
+        &v.name,
+        v.power,
+        Resources {
+            vcpus: v.vcpus,
+            memory_mib: v.memory_mib,
+            disk_gib: 0,
+        },
+        mark,
+    )
+    .with_tags(tags)
 }
 
 fn power_of(state: Option<&str>) -> PowerState {
@@ -409,7 +485,34 @@ impl VsphereProvider {
             host.memory_mib = h.memory_mib;
             hosts.push(host);
         }
-        VsphereProvider::new(&config.name, settings, hosts)
+        let mut clusters = Vec::new();
+        for c in &config.clusters {
+            let s = ClusterSettings::from_value(&config.name, &c.name, &c.settings)?;
+            clusters.push(VsphereCluster::new(
+                &c.name,
+                &c.zone,
+                s.cluster.unwrap_or(c.name.clone()),
+            ));
+        }
+        Ok(VsphereProvider::new(&config.name, settings, hosts)?.with_clusters(clusters))
+    }
+
+    /// Adds cluster placement targets: HCP places a VM on the cluster, and vCenter picks its
+    /// host (DRS, when the cluster runs it).
+    pub fn with_clusters(mut self, clusters: Vec<VsphereCluster>) -> Self {
+        let mut names: Vec<String> = clusters
+            .iter()
+            .flat_map(|c| [c.name.clone(), c.cluster.clone()])
+            .collect();
+        names.extend(
+            self.hosts
+                .values()
+                .flat_map(|h| [h.host.clone(), h.name.clone()]),
+        );
+        names.extend(self.settings.datastore.clone());
+        self.client.set_names(names);
+        self.clusters = clusters.into_iter().map(|c| (c.name.clone(), c)).collect();
+        self
     }
 
     /// Builds a provider named `name` over `hosts`. vCenter is not contacted until it is used.
@@ -446,6 +549,7 @@ impl VsphereProvider {
             vcenter_host: url_host(&conn.url),
             trust: conn.trust.clone(),
             hosts: hosts.into_iter().map(|h| (h.name.clone(), h)).collect(),
+            clusters: BTreeMap::new(),
             declared,
             view: Mutex::new(None),
             names: Mutex::new(None),
@@ -541,6 +645,18 @@ impl VsphereProvider {
                     datastores: o.morefs("datastore"),
                 }),
                 "ComputeResource" | "ClusterComputeResource" => {
+                    w.compute_sizes.insert(
+                        o.obj.clone(),
+                        (
+                            o.text("summary.numCpuThreads")
+                                .and_then(|n| n.parse().ok())
+                                .unwrap_or(0),
+                            o.text("summary.totalMemory")
+                                .and_then(|n| n.parse::<u64>().ok())
+                                .map(|b| b / (1024 * 1024))
+                                .unwrap_or(0),
+                        ),
+                    );
                     w.computes.insert(
                         o.obj.clone(),
                         (
@@ -560,6 +676,11 @@ impl VsphereProvider {
         }
         let mut names = w.secret_names();
         names.extend(self.hosts.values().map(|h| h.host.clone()));
+        names.extend(
+            self.clusters
+                .values()
+                .flat_map(|c| [c.name.clone(), c.cluster.clone()]),
+        );
         self.client.set_names(names);
         Ok(w)
     }
@@ -607,6 +728,135 @@ impl VsphereProvider {
         HostInfo::new(&h.name, &h.zone, vcpus, memory, caps)
     }
 
+    /// Describes a cluster target: capacity from the cluster's summary (its members' sums when
+    /// the summary says nothing), its ESXi hosts as members, and per-VM limits from its largest
+    /// member (a VM runs on one host).
+    fn cluster_info(&self, c: &VsphereCluster, world: &World) -> HostInfo {
+        let Some(r) = world.cluster(&c.cluster) else {
+            return HostInfo::new(&c.name, &c.zone, 0, 0, self.declared).with_members(Vec::new());
+        };
+        let members = world.members(r);
+        let (summary_vcpus, summary_memory) =
+            world.compute_sizes.get(r).copied().unwrap_or_default();
+        let vcpus = if summary_vcpus > 0 {
+            summary_vcpus
+        } else {
+            members
+                .iter()
+                .fold(0u32, |sum, h| sum.saturating_add(h.vcpus))
+        };
+        let memory = if summary_memory > 0 {
+            summary_memory
+        } else {
+            members
+                .iter()
+                .fold(0u64, |sum, h| sum.saturating_add(h.memory_mib))
+        };
+        let mut caps = self.declared;
+        if let Some(n) = members.iter().map(|h| h.vcpus).max().filter(|n| *n > 0) {
+            caps.max_vcpus = Some(n);
+        }
+        if let Some(n) = members
+            .iter()
+            .map(|h| h.memory_mib)
+            .max()
+            .filter(|n| *n > 0)
+        {
+            caps.max_memory_mib = Some(n);
+        }
+        HostInfo::new(&c.name, &c.zone, vcpus, memory, caps)
+            .with_members(members.iter().map(|h| h.name.clone()).collect())
+    }
+
+    /// The catalog images vCenter's templates offer (and the templates by their own names).
+    fn images(&self, world: &World) -> Vec<String> {
+        let templates: Vec<&str> = world
+            .vms
+            .iter()
+            .filter(|v| v.template)
+            .map(|v| v.name.as_str())
+            .collect();
+        let mut images: Vec<String> = self
+            .settings
+            .images
+            .iter()
+            .filter(|(_, i)| templates.contains(&i.template.as_str()))
+            .map(|(n, _)| n.clone())
+            .chain(templates.iter().map(|t| t.to_string()))
+            .collect();
+        images.sort();
+        images.dedup();
+        images
+    }
+
+    /// The catalog networks over the port groups `groups` (and the port groups by their names).
+    fn networks(&self, groups: &[&str]) -> Vec<String> {
+        let mut networks: Vec<String> = self
+            .settings
+            .networks
+            .iter()
+            .filter(|(_, pg)| groups.contains(&pg.as_str()))
+            .map(|(n, _)| n.clone())
+            .chain(groups.iter().map(|g| g.to_string()))
+            .collect();
+        networks.sort();
+        networks.dedup();
+        networks
+    }
+
+    /// Reads a cluster target's inventory: the VMs on its hosts (each naming its host), the
+    /// aggregate capacity, each member's own, and the port groups every member reaches.
+    fn cluster_inventory(&self, c: &VsphereCluster, world: &World) -> Result<HostInventoryReply> {
+        let Some(r) = world.cluster(&c.cluster) else {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!("cluster `{}` is not in vCenter's inventory", c.name),
+            )
+            .with_detail(format!("cluster `{}`", c.cluster)));
+        };
+        let members = world.members(r);
+        let vms: Vec<NativeVm> = world
+            .vms
+            .iter()
+            .filter(|v| !v.template)
+            .filter_map(|v| {
+                let host = members.iter().find(|h| v.host.as_ref() == Some(&h.moref))?;
+                Some(native_vm(v).with_host(Some(host.name.clone())))
+            })
+            .collect();
+        let member_hosts = members
+            .iter()
+            .map(|h| {
+                let (cpu, mem) = vms
+                    .iter()
+                    .filter(|v| v.host.as_deref() == Some(h.name.as_str()))
+                    .fold((0u32, 0u64), |(c, m), v| {
+                        (
+                            c.saturating_add(v.resources.vcpus),
+                            m.saturating_add(v.resources.memory_mib),
+                        )
+                    });
+                MemberHost::new(&h.name, h.vcpus, h.memory_mib).with_used(cpu, mem)
+            })
+            .collect();
+        // A VM may land on any member: only the port groups every member reaches are offered.
+        let groups: Vec<&str> = members
+            .first()
+            .map(|first| {
+                first
+                    .networks
+                    .iter()
+                    .filter(|n| members.iter().all(|h| h.networks.contains(n)))
+                    .filter_map(|n| world.network_name(n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(HostInventoryReply::new(self.cluster_info(c, world), vms)
+            .with_members(member_hosts)
+            .with_images(self.images(world))
+            .with_networks(self.networks(&groups)))
+    }
+
     /// Finds the VM a target names: by its native id when that VM still carries the target's
     /// mark, else by the mark across the inventory.
     async fn resolve(&self, t: &VmTarget) -> Result<(MoRef, PowerState)> {
@@ -637,6 +887,38 @@ impl VsphereProvider {
             .find(|v| !v.template && v.mark.as_ref().is_some_and(|(m, _)| m.vm_id == t.vm_id))
             .map(|v| (v.moref.clone(), v.power))
             .ok_or_else(|| Error::not_found("VM", &t.name).with_context("vm_id", &t.vm_id))
+    }
+
+    /// Returns the ESXi host vCenter placed a new VM on (its `runtime.host`), which must be a
+    /// host of `cluster`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ProviderError`] when the VM names no host of the cluster. vCenter places a
+    /// clone in the pool's cluster; govmomi's simulator keeps a clone on its template's host,
+    /// so there a clone into a cluster without that host lands outside it.
+    async fn placed_host<'w>(
+        &self,
+        world: &'w World,
+        cluster: &MoRef,
+        vm: &MoRef,
+    ) -> Result<&'w HostRow> {
+        let o = self.client.retrieve_one(vm, &["runtime.host"]).await?;
+        let host = o.moref("runtime.host");
+        host.as_ref()
+            .and_then(|r| world.host_by_ref(r))
+            .filter(|h| h.parent.as_ref() == Some(cluster))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::ProviderError,
+                    "vCenter placed the new VM outside its cluster",
+                )
+                .with_detail(format!(
+                    "VM {} is on host {}, not in cluster {}",
+                    vm.value,
+                    host.map_or_else(|| "none".to_string(), |h| h.value),
+                    cluster.value
+                ))
+            })
     }
 
     async fn power_state(&self, vm: &MoRef) -> Result<PowerState> {
@@ -868,10 +1150,15 @@ impl Provider for VsphereProvider {
             .hosts
             .values()
             .map(|h| self.host_info(h, world.host(&h.host)))
+            .chain(self.clusters.values().map(|c| self.cluster_info(c, &world)))
             .collect())
     }
 
     async fn host_inventory(&self, args: HostInventory) -> Result<HostInventoryReply> {
+        if let Some(c) = self.clusters.get(&args.host) {
+            let world = self.world().await?;
+            return self.cluster_inventory(c, &world);
+        }
         let h = self.host(&args.host)?;
         let world = self.world().await?;
         let Some(row) = world.host(&h.host) else {
@@ -886,59 +1173,16 @@ impl Provider for VsphereProvider {
             .vms
             .iter()
             .filter(|v| !v.template && v.host.as_ref() == Some(&row.moref))
-            .map(|v| {
-                let (mark, tags) = match &v.mark {
-                    Some((m, t)) => (Some(m.clone()), t.clone()),
-                    None => (None, BTreeMap::new()),
-                };
-                NativeVm::new(
-                    &v.moref.value,
-                    &v.name,
-                    v.power,
-                    Resources {
-                        vcpus: v.vcpus,
-                        memory_mib: v.memory_mib,
-                        disk_gib: 0,
-                    },
-                    mark,
-                )
-                .with_tags(tags)
-            })
+            .map(native_vm)
             .collect();
-        let templates: Vec<&str> = world
-            .vms
-            .iter()
-            .filter(|v| v.template)
-            .map(|v| v.name.as_str())
-            .collect();
-        let mut images: Vec<String> = self
-            .settings
-            .images
-            .iter()
-            .filter(|(_, i)| templates.contains(&i.template.as_str()))
-            .map(|(n, _)| n.clone())
-            .chain(templates.iter().map(|t| t.to_string()))
-            .collect();
-        images.sort();
-        images.dedup();
         let groups: Vec<&str> = row
             .networks
             .iter()
             .filter_map(|n| world.network_name(n))
             .collect();
-        let mut networks: Vec<String> = self
-            .settings
-            .networks
-            .iter()
-            .filter(|(_, pg)| groups.contains(&pg.as_str()))
-            .map(|(n, _)| n.clone())
-            .chain(groups.iter().map(|g| g.to_string()))
-            .collect();
-        networks.sort();
-        networks.dedup();
         Ok(HostInventoryReply::new(info, vms)
-            .with_images(images)
-            .with_networks(networks))
+            .with_images(self.images(&world))
+            .with_networks(self.networks(&groups)))
     }
 
     async fn create_vm(&self, ctx: &OpContext, args: CreateVm) -> Result<CreatedVm> {
@@ -959,15 +1203,63 @@ impl Provider for VsphereProvider {
                 format!("vSphere gives a VM at most {MAX_NETWORKS} NICs"),
             ));
         }
-        let h = self.host(&args.host)?;
+        let cluster = self.clusters.get(&args.host);
+        let pinned = match cluster {
+            Some(_) => None,
+            None => Some(self.host(&args.host)?),
+        };
         // Names and templates of every VM; marks and power only of the VMs with this name.
         let world = self.names_and_templates().await?;
-        let Some(host) = world.host(&h.host) else {
-            return Err(Error::new(
-                ErrorKind::ProviderUnavailable,
-                format!("host `{}` is not in vCenter's inventory", h.name),
-            )
-            .with_detail(format!("ESXi host `{}`", h.host)));
+        // Where the clone goes: a host's cluster pool, pinned to the host; or a cluster's pool
+        // with no host named, so vCenter (DRS) picks one, on a datastore every member sees.
+        let (pool, datastores, pinned_row, cluster_ref) = match (cluster, pinned) {
+            (Some(c), _) => {
+                let Some(r) = world.cluster(&c.cluster) else {
+                    return Err(Error::new(
+                        ErrorKind::ProviderUnavailable,
+                        format!("cluster `{}` is not in vCenter's inventory", c.name),
+                    )
+                    .with_detail(format!("cluster `{}`", c.cluster)));
+                };
+                let members = world.members(r);
+                let Some(pool) = world.computes.get(r).and_then(|(_, p)| p.clone()) else {
+                    return Err(Error::new(
+                        ErrorKind::ProviderUnavailable,
+                        "the cluster has no resource pool",
+                    )
+                    .with_detail(format!("cluster `{}`", c.cluster)));
+                };
+                let shared: Vec<MoRef> = members
+                    .first()
+                    .map(|first| {
+                        first
+                            .datastores
+                            .iter()
+                            .filter(|d| members.iter().all(|h| h.datastores.contains(d)))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (pool, shared, None, Some(r.clone()))
+            }
+            (None, Some(h)) => {
+                let Some(host) = world.host(&h.host) else {
+                    return Err(Error::new(
+                        ErrorKind::ProviderUnavailable,
+                        format!("host `{}` is not in vCenter's inventory", h.name),
+                    )
+                    .with_detail(format!("ESXi host `{}`", h.host)));
+                };
+                let Some(pool) = world.pool_of(host) else {
+                    return Err(Error::new(
+                        ErrorKind::ProviderUnavailable,
+                        "the host's cluster has no resource pool",
+                    )
+                    .with_detail(format!("ESXi host `{}`", h.host)));
+                };
+                (pool, host.datastores.clone(), Some(host), None)
+            }
+            (None, None) => return Err(Error::not_found("host", &args.host)),
         };
         // vCenter allows two VMs of one name (in different folders); HCP does not. A retried
         // create finds the VM it made.
@@ -993,7 +1285,11 @@ impl Provider for VsphereProvider {
                 self.power_on(ctx, &v.moref).await?;
                 power = PowerState::Running;
             }
-            return Ok(CreatedVm::new(&v.moref.value, power));
+            let member = cluster
+                .and(v.host.as_ref())
+                .and_then(|r| world.host_by_ref(r))
+                .map(|h| h.name.clone());
+            return Ok(CreatedVm::new(&v.moref.value, power).with_host(member));
         }
         if let Some(v) = same_name.first() {
             return Err(Error::new(
@@ -1017,34 +1313,27 @@ impl Provider for VsphereProvider {
                 "the image's template is in no folder",
             ));
         };
-        let Some(pool) = world.pool_of(host) else {
-            return Err(Error::new(
-                ErrorKind::ProviderUnavailable,
-                "the host's cluster has no resource pool",
-            )
-            .with_detail(format!("ESXi host `{}`", h.host)));
-        };
         let datastore = match &self.settings.datastore {
             Some(name) => Some(
                 world
                     .datastores
                     .iter()
-                    .find(|(r, n)| n == name && host.datastores.contains(r))
+                    .find(|(r, n)| n == name && datastores.contains(r))
                     .map(|(r, _)| r.clone())
                     .ok_or_else(|| {
                         Error::new(
                             ErrorKind::ProviderUnavailable,
-                            "the configured datastore is not on the host",
+                            "the configured datastore is not on the target host or cluster",
                         )
-                        .with_detail(format!("datastore `{name}`, ESXi host `{}`", h.host))
+                        .with_detail(format!("datastore `{name}`, target `{}`", args.host))
                     })?,
             ),
-            None => host.datastores.first().cloned(),
+            None => datastores.first().cloned(),
         };
         let at = Placement {
             pool,
             datastore,
-            host: Some(host.moref.clone()),
+            host: pinned_row.map(|h| h.moref.clone()),
         };
         // vCenter applies these; the simulator ignores them, and configure() sets what differs.
         let mut extra = vec![(mark::KEY.to_string(), mark::value(&args.mark, &args.tags))];
@@ -1070,26 +1359,46 @@ impl Provider for VsphereProvider {
             .and_then(MoRef::from_node)
             .ok_or_else(|| Error::new(ErrorKind::ProviderError, "the clone task returned no VM"))?;
         ctx.log(LogEntry::info("cloned the template").with_detail(format!("VM {}", vm.value)));
-        if let Err(e) = self.configure(ctx, &world, host, &vm, &args).await {
-            // A half-configured clone must not be found (and returned) by a retried create.
-            ctx.log(
-                LogEntry::warn(format!(
-                    "configuring the clone failed; deleting it: {}",
-                    e.message()
-                ))
-                .with_detail(format!("VM {}", vm.value)),
-            );
-            if let Err(d) = self.task(ctx, soap::simple("Destroy_Task", &vm)).await {
-                ctx.warn(format!("could not delete the clone: {}", d.message()));
+        let placed = match (pinned_row, &cluster_ref) {
+            (Some(h), _) => self.configure(ctx, &world, h, &vm, &args).await.map(|()| h),
+            (None, None) => Err(Error::internal(
+                "a create with neither a host nor a cluster",
+            )),
+            (None, Some(c)) => match self.placed_host(&world, c, &vm).await {
+                Ok(h) => {
+                    ctx.log(
+                        LogEntry::info(format!("vCenter placed the clone on host `{}`", h.name))
+                            .operators_only(),
+                    );
+                    self.configure(ctx, &world, h, &vm, &args).await.map(|()| h)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let placed = match placed {
+            Ok(h) => h,
+            Err(e) => {
+                // A half-configured clone must not be found (and returned) by a retried create.
+                ctx.log(
+                    LogEntry::warn(format!(
+                        "configuring the clone failed; deleting it: {}",
+                        e.message()
+                    ))
+                    .with_detail(format!("VM {}", vm.value)),
+                );
+                if let Err(d) = self.task(ctx, soap::simple("Destroy_Task", &vm)).await {
+                    ctx.warn(format!("could not delete the clone: {}", d.message()));
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         let mut power = PowerState::Stopped;
         if args.start {
             self.power_on(ctx, &vm).await?;
             power = PowerState::Running;
         }
-        Ok(CreatedVm::new(&vm.value, power))
+        let member = cluster.map(|_| placed.name.clone());
+        Ok(CreatedVm::new(&vm.value, power).with_host(member))
     }
 
     async fn delete_vm(&self, ctx: &OpContext, args: DeleteVm) -> Result<DeletedVm> {

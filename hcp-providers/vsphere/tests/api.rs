@@ -1,6 +1,6 @@
 //! The provider against govmomi's vCenter simulator: TLS trust, login failures, a session ended
-//! mid-job, unknown templates, placement on the pinned host, job logs and tenant text, and the
-//! console the simulator cannot give.
+//! mid-job, unknown templates, placement on the pinned host, placement by vCenter inside a cluster
+//! target, job logs and tenant text, and the console the simulator cannot give.
 
 mod common;
 
@@ -372,4 +372,92 @@ async fn a_console_on_the_simulator_is_a_clear_feature_not_supported() {
         .unwrap();
     let e = p.console(GetConsole::new(target)).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+/// A cluster target: capacity from the cluster's summary, its ESXi hosts as members, and a create
+/// into its resource pool that names no host, so vCenter places the VM; HCP reports the host back
+/// from the VM's `runtime.host`. The simulator has no DRS: it keeps a clone on its template's
+/// host, so the create goes to the template's cluster, and a create into the other cluster lands
+/// outside it, which HCP refuses (deleting the clone) rather than record a wrong placement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_target_lets_vcenter_place_the_vm_and_reports_its_host() {
+    use hcp_provider_vsphere::{VsphereCluster, VsphereProvider};
+    let peer = Peer::start(1);
+    let p = Arc::new(
+        VsphereProvider::new("vc", peer.settings_with(json!({})), Peer::hosts())
+            .unwrap()
+            .with_clusters(vec![
+                VsphereCluster::new("cl-0", "zone-a", "DC0_C0"),
+                VsphereCluster::new("cl-1", "zone-b", "DC0_C1"),
+            ]),
+    );
+    let targets = p.list_hosts().await.unwrap();
+    let cl = targets.iter().find(|t| t.name == "cl-0").expect("listed");
+    assert!(cl.is_cluster());
+    let mut members = cl.members.clone();
+    members.sort();
+    assert_eq!(members, ["DC0_C0_H0", "DC0_C0_H1", "DC0_C0_H2"]);
+    let inv = p.host_inventory(HostInventory::new("cl-0")).await.unwrap();
+    let (vcpus, memory) = inv.members.iter().fold((0, 0), |(c, m), h| {
+        (c + h.vcpus_total, m + h.memory_mib_total)
+    });
+    assert!(vcpus > 0 && memory > 0);
+    // The summary sums the hosts' bytes and is rounded down once; each member is rounded down
+    // on its own, so the summary may exceed the members' MiB by under one MiB a member.
+    assert_eq!(
+        cl.vcpus_total, vcpus,
+        "the cluster's summary is its members' sum"
+    );
+    let slack = u64::try_from(members.len()).unwrap();
+    assert!(
+        (memory..memory + slack).contains(&cl.memory_mib_total),
+        "the cluster's summary ({} MiB) is its members' sum ({memory} MiB)",
+        cl.memory_mib_total
+    );
+    // The VMs vcsim put in the cluster are listed with their host.
+    assert!(!inv.vms.is_empty());
+    assert!(
+        inv.vms
+            .iter()
+            .all(|v| v.host.as_ref().is_some_and(|h| members.contains(h)))
+    );
+
+    let (create, target) = args("cl-0", "drs-1", IMAGE);
+    let (ctx, lines) = job();
+    let created = p.create_vm(&ctx, create).await.unwrap();
+    let host = created
+        .host
+        .clone()
+        .expect("a cluster create names its host");
+    assert!(members.contains(&host), "{host}");
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "drs-1"}));
+    assert_eq!(
+        seen["host"],
+        json!(host),
+        "pyvmomi sees the VM where HCP says"
+    );
+    assert!(
+        lines.tenant().iter().all(|l| !l.contains(&host)),
+        "tenants never read the host: {:?}",
+        lines.tenant()
+    );
+    let inv = p.host_inventory(HostInventory::new("cl-0")).await.unwrap();
+    let vm = inv
+        .vms
+        .iter()
+        .find(|v| v.native_id == created.native_id)
+        .expect("the cluster lists the new VM");
+    assert_eq!(vm.host.as_deref(), Some(host.as_str()));
+    // Day-2 calls find it through the cluster target.
+    let target = VmTarget {
+        native_id: Some(created.native_id.clone()),
+        ..target
+    };
+    p.delete_vm(
+        &OpContext::detached(),
+        DeleteVm::new(target).with_force(true),
+    )
+    .await
+    .unwrap();
+    p.shutdown().await.unwrap();
 }

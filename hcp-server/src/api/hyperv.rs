@@ -380,14 +380,22 @@ impl HyperVApi {
                 p.items
                     .into_iter()
                     .filter(|v| v.desired != DesiredState::Deleted)
-                    .map(|v| InventoryVmDto {
-                        provider: v.binding.provider,
-                        host: v.binding.host,
-                        native_id: v.binding.native_id.unwrap_or_default(),
-                        name: v.spec.name,
-                        power: v.power.into(),
-                        vm_id: Some(v.id.to_string()),
-                        project: Some(v.project.to_string()),
+                    .map(|v| {
+                        // On a cluster target the VM runs on the member host its cluster chose.
+                        let (host, cluster) = match v.binding.member_host {
+                            Some(member) => (member, Some(v.binding.host)),
+                            None => (v.binding.host, None),
+                        };
+                        InventoryVmDto {
+                            provider: v.binding.provider,
+                            host,
+                            cluster,
+                            native_id: v.binding.native_id.unwrap_or_default(),
+                            name: v.spec.name,
+                            power: v.power.into(),
+                            vm_id: Some(v.id.to_string()),
+                            project: Some(v.project.to_string()),
+                        }
                     }),
             );
             match p.next {

@@ -1075,6 +1075,8 @@ impl Client {
             adopted: usize,
             drift: Vec<hcp_core::Drift>,
             repairs: usize,
+            #[serde(default)]
+            repaired: usize,
             elapsed_ms: u64,
         }
         let r: Report = self
@@ -1091,6 +1093,7 @@ impl Client {
             adopted: r.adopted,
             drift: r.drift,
             repairs: r.repairs,
+            repaired: r.repaired,
             elapsed_ms: r.elapsed_ms,
         })
     }

@@ -94,6 +94,13 @@ pub enum EventKind {
     },
     /// A difference between desired and observed state.
     Drift(Drift),
+    /// The reconciler acted on drift per `engine.drift_repairs` (operators' view).
+    DriftRepaired {
+        /// The drift it acted on.
+        drift: Drift,
+        /// What it did.
+        action: RepairAction,
+    },
     /// Someone asked for an inventory refresh and reconciliation now.
     ReconcileRequested {
         /// Hosts that answered.
@@ -129,6 +136,7 @@ impl EventKind {
         "vm_adopted",
         "vm_migrated",
         "drift",
+        "drift_repaired",
         "reconcile_requested",
         "console_opened",
         "console_session",
@@ -146,11 +154,23 @@ impl EventKind {
             EventKind::VmAdopted { .. } => "vm_adopted",
             EventKind::VmMigrated { .. } => "vm_migrated",
             EventKind::Drift(_) => "drift",
+            EventKind::DriftRepaired { .. } => "drift_repaired",
             EventKind::ReconcileRequested { .. } => "reconcile_requested",
             EventKind::ConsoleOpened { .. } => "console_opened",
             EventKind::ConsoleSession { .. } => "console_session",
         }
     }
+}
+
+/// What the reconciler did about one drift.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepairAction {
+    /// Recorded the host a moved VM was found on as its placement.
+    FollowedMove,
+    /// Marked a missing VM `ERROR` with the reason.
+    MarkedError,
 }
 
 /// Receives every event once it is appended to the store.

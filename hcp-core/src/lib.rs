@@ -41,8 +41,8 @@ pub mod testkit;
 
 pub use capability::{Capabilities, Capability, ExceededLimit, Requirements};
 pub use config::{
-    CapabilityLimits, CatalogConfig, Config, DriftPolicy, EngineSettings, HostConfig,
-    ProjectConfig, ProviderConfig, Quota, SecretString, Secrets, ZoneConfig, parse_duration,
+    CapabilityLimits, CatalogConfig, Config, DriftPolicy, DriftRepairs, EngineSettings, HostConfig,
+    MissingRepair, MovedRepair, ProjectConfig, ProviderConfig, Quota, SecretString, Secrets, UnmanagedRepair, ZoneConfig, parse_duration,
 };
 pub use console::{
     Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
@@ -59,7 +59,7 @@ pub use error::{
     CODE_PRECONDITION_FAILED, CODE_PRECONDITION_REQUIRED, ECHO_MAX_CHARS, Error, ErrorInfo,
     ErrorKind, ErrorStatus, Result, echo, excerpt,
 };
-pub use events::{Event, EventFilter, EventKind, EventSink, TracingSink};
+pub use events::{Event, EventFilter, EventKind, EventSink, RepairAction, TracingSink};
 pub use job::{
     Job, JobAction, JobLogLine, JobState, JobUpdate, LogAudience, LogEntry, LogLevel,
     PendingReason, RetryDecision, RetryPolicy,

@@ -1552,6 +1552,9 @@ pub struct RefreshReportDto {
     pub drift: Vec<serde_json::Value>,
     /// Jobs submitted to repair drift.
     pub repairs: u64,
+    /// Drift repaired in the store per `engine.drift_repairs` (moves followed, missing VMs
+    /// marked `ERROR`).
+    pub repaired: u64,
     /// How long the refresh took, in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -1573,6 +1576,7 @@ impl From<RefreshReport> for RefreshReportDto {
                 .map(|d| serde_json::to_value(d).unwrap_or(serde_json::Value::Null))
                 .collect(),
             repairs: r.repairs as u64,
+            repaired: r.repaired as u64,
             elapsed_ms: r.elapsed_ms,
         }
     }

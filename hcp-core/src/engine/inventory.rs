@@ -17,8 +17,8 @@ use crate::reconcile::{ObservedHost, classify};
 use crate::store::{PageRequest, Scope};
 use crate::{
     Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind,
-    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, NativeVm, Operation,
-    PowerState, Principal, ProjectId, ProviderBinding, ProviderInfo, Requirements, Resources,
+    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, MissingRepair, MovedRepair,
+    NativeVm, Operation, PowerState, Principal, RepairAction, ProjectId, ProviderBinding, ProviderInfo, Requirements, Resources,
     Result, Vm, VmId, VmSpec,
 };
 
@@ -242,6 +242,9 @@ pub struct RefreshReport {
     pub drift: Vec<Drift>,
     /// Jobs submitted to repair drift.
     pub repairs: usize,
+    /// Drift repaired in the store per `engine.drift_repairs` (moves followed, missing VMs
+    /// marked `ERROR`).
+    pub repaired: usize,
     /// How long the refresh took.
     pub elapsed_ms: u64,
 }
@@ -803,20 +806,30 @@ impl Engine {
             }
         }
 
-        // 5. Record observations that changed.
+        // 5. Record observations that changed; follow moves per policy.
+        let repairs = inner.settings.drift_repairs;
+        let mut followed = Vec::new();
         for obs in plan.observations {
             let res = inner
                 .update_vm_with(&obs.vm_id, |vm| {
                     vm.power = obs.power;
                     vm.present = obs.present;
-                    if let Some((provider, host)) = &obs.moved_to {
+                    if let Some((provider, host)) = &obs.moved_to
+                        && repairs.moved == MovedRepair::Follow
+                    {
                         vm.binding.provider = provider.clone();
                         vm.binding.host = host.clone();
                     }
                 })
                 .await;
-            if let Err(e) = res {
-                tracing::warn!(vm_id = %obs.vm_id, error = %e, "cannot record observed state");
+            match res {
+                Ok(Some(vm)) if obs.moved_to.is_some() && repairs.moved == MovedRepair::Follow => {
+                    followed.push(vm.id);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(vm_id = %obs.vm_id, error = %e, "cannot record observed state")
+                }
             }
         }
 
@@ -846,6 +859,43 @@ impl Engine {
                     EventKind::Drift(d.clone()),
                 )
                 .await;
+        }
+        for d in &plan.drift {
+            let repaired = match d {
+                Drift::Moved { vm_id, .. } if followed.contains(vm_id) => {
+                    Some((vm_id, RepairAction::FollowedMove))
+                }
+                Drift::Missing { vm_id, .. }
+                    if repairs.missing == MissingRepair::MarkError
+                        && known
+                            .iter()
+                            .any(|v| v.id == *vm_id && v.desired == DesiredState::Active) =>
+                {
+                    match mark_missing(inner, d, vm_id).await {
+                        Ok(true) => Some((vm_id, RepairAction::MarkedError)),
+                        Ok(false) => None,
+                        Err(e) => {
+                            tracing::warn!(%vm_id, error = %e, "cannot mark a missing VM ERROR");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if let Some((vm_id, action)) = repaired {
+                report.repaired += 1;
+                inner
+                    .emit(
+                        projects.get(vm_id).map(|p| (*p).clone()),
+                        Some(vm_id.clone()),
+                        Some(&Principal::system()),
+                        EventKind::DriftRepaired {
+                            drift: d.clone(),
+                            action,
+                        },
+                    )
+                    .await;
+            }
         }
         if inner.settings.drift_policy == DriftPolicy::RestorePower {
             for d in &plan.drift {
@@ -933,6 +983,32 @@ fn observed_zone(
         .iter()
         .find(|(p, h, _)| p == provider && h.name == host)
         .map(|(_, h, _)| h.zone.clone())
+}
+
+/// Marks a VM that is missing from its host `ERROR` with the reason, once: returns false when
+/// it is not `ACTIVE` any more (already marked, or a job took it over since the refresh began).
+async fn mark_missing(inner: &Inner, d: &Drift, vm_id: &VmId) -> Result<bool> {
+    let Drift::Missing { provider, host, .. } = d else {
+        return Ok(false);
+    };
+    let error = Error::new(
+        ErrorKind::NotFound,
+        "the VM is missing from its host; HCP does not recreate it (delete it, or restore it on the host)",
+    )
+    .with_detail(format!(
+        "provider `{provider}` host `{host}` answered its inventory without this VM"
+    ));
+    let mut marked = false;
+    inner
+        .update_vm_with(vm_id, |vm| {
+            marked = vm.desired == DesiredState::Active;
+            if marked {
+                vm.desired = DesiredState::Error;
+                vm.last_error = Some((&error).into());
+            }
+        })
+        .await?;
+    Ok(marked)
 }
 
 fn drift_vm(d: &Drift) -> Option<&VmId> {

@@ -76,8 +76,17 @@ pub enum EventKind {
         /// The tags after the change.
         tags: std::collections::BTreeMap<String, String>,
     },
-    /// A VM was rebuilt from its host's mark after a restart.
+    /// A VM came under HCP: rebuilt from its host's mark after a restart, or adopted by an
+    /// operator (`POST /api/hcp/ops/v1/vms:adopt`).
     VmAdopted {
+        /// The provider.
+        provider: String,
+        /// The host.
+        host: String,
+    },
+    /// An operator released a VM: HCP's mark was removed from it and HCP forgot it; the VM
+    /// itself was left as it was.
+    VmReleased {
         /// The provider.
         provider: String,
         /// The host.
@@ -134,6 +143,7 @@ impl EventKind {
         "vm_tags_updated",
         "vm_resized",
         "vm_adopted",
+        "vm_released",
         "vm_migrated",
         "drift",
         "drift_repaired",
@@ -152,6 +162,7 @@ impl EventKind {
             EventKind::VmTagsUpdated { .. } => "vm_tags_updated",
             EventKind::VmResized { .. } => "vm_resized",
             EventKind::VmAdopted { .. } => "vm_adopted",
+            EventKind::VmReleased { .. } => "vm_released",
             EventKind::VmMigrated { .. } => "vm_migrated",
             EventKind::Drift(_) => "drift",
             EventKind::DriftRepaired { .. } => "drift_repaired",

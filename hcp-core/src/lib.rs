@@ -47,7 +47,7 @@ pub use config::{
 pub use console::{
     Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
 };
-pub use engine::MigrateRequest;
+pub use engine::{AdoptRequest, MigrateRequest};
 pub use engine::{
     Action, CODE_RESIZE_NOT_ALLOWED, CODE_VM_STATE_CONFLICT, ChangeImpact, Engine, EngineBuilder,
     EngineStats, FieldPlan, InventoryVm, JobWatch, ProviderCapabilities, ProviderFactory,
@@ -75,9 +75,9 @@ pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
 pub use provider::{
     CreateVm, CreatedVm, DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, GetConsole,
-    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MigrateVm, MigratedVm,
+    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MarkedVm, MigrateVm, MigratedVm,
     NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo, RebootVm, RebootedVm,
-    ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot, SnapshotVm, SnapshottedVm, StartVm,
+    ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot, SetMark, SnapshotVm, SnapshottedVm, StartVm,
     StartedVm, StopVm, StoppedVm, VmTarget,
 };
 pub use reconcile::Drift;

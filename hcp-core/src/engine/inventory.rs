@@ -18,7 +18,7 @@ use crate::store::{PageRequest, Scope};
 use crate::{
     Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind,
     ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, MissingRepair, MovedRepair,
-    NativeVm, Operation, PowerState, Principal, RepairAction, ProjectId, ProviderBinding, ProviderInfo, Requirements, Resources,
+    NativeVm, Operation, PowerState, Principal, RepairAction, UnmanagedRepair, ProjectId, ProviderBinding, ProviderInfo, Requirements, Resources,
     Result, Vm, VmId, VmSpec,
 };
 
@@ -225,6 +225,10 @@ pub struct InventoryVm {
     pub vm_id: Option<VmId>,
     /// The owning project, when HCP manages it.
     pub project: Option<ProjectId>,
+    /// True for a VM without HCP's mark that an operator can adopt (`POST
+    /// /api/hcp/ops/v1/vms:adopt`): its host declares `adopt` and `engine.drift_repairs.unmanaged`
+    /// is `offer_adoption`.
+    pub adoptable: bool,
 }
 
 /// What one inventory refresh saw and did.
@@ -354,11 +358,14 @@ impl Engine {
 
     /// Returns every VM found on the hosts at the last refresh, HCP's and others (operator view).
     pub fn inventory_vms(&self) -> Vec<InventoryVm> {
+        let offer = self.inner.settings.drift_repairs.unmanaged == UnmanagedRepair::OfferAdoption;
         let inv = read_inventory(&self.inner);
         inv.hosts
             .iter()
             .flat_map(|((provider, host), h)| {
+                let can_adopt = offer && h.caps.adopt;
                 h.vms().iter().map(move |v| InventoryVm {
+                    adoptable: can_adopt && v.mark.is_none(),
                     provider: provider.clone(),
                     host: host.clone(),
                     native_id: v.native_id.clone(),

@@ -575,7 +575,8 @@ impl Embedded {
         idempotency_key: Option<String>,
     ) -> hcp_core::Result<Submitted> {
         let vm_id = match &action {
-            Action::Create { .. } => None,
+            Action::Create { .. } | Action::Adopt(_) => None,
+            Action::Release { vm_id } => Some(vm_id.clone()),
             Action::Delete { vm_id, .. }
             | Action::Start { vm_id }
             | Action::Stop { vm_id, .. }

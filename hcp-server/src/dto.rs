@@ -774,7 +774,7 @@ impl PendingReasonDto {
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 pub struct JobActionDto {
     /// `create`, `delete`, `start`, `stop`, `reboot`, `snapshot`, `revert_snapshot`,
-    /// `delete_snapshot`, `migrate` or `resize`.
+    /// `delete_snapshot`, `migrate`, `resize`, `adopt` or `release`.
     pub action: String,
     /// Power off first / skip the graceful shutdown (`delete`, `stop`).
     #[oai(skip_serializing_if_is_none)]
@@ -876,6 +876,8 @@ impl JobActionDto {
                 dto.reboot = Some(*reboot);
                 dto.power_cycle = Some(*power_cycle);
             }
+            JobAction::Adopt => dto.action = "adopt".into(),
+            JobAction::Release => dto.action = "release".into(),
             JobAction::Migrate { target_host } => {
                 dto.action = "migrate".into();
                 // The target host is an operator detail: tenants do not even see the key.
@@ -1337,6 +1339,11 @@ pub struct CapabilitiesDto {
     pub tags: bool,
     /// Changes an existing VM's vCPUs, memory and disk size in place (`:resize`).
     pub resize: bool,
+    /// Writes and removes HCP's mark on a VM created outside HCP (operators' `vms:adopt` and
+    /// `:release`).
+    pub adopt: bool,
+    /// Moves a stopped VM between hosts (operators' `:migrate` with `allow_cold`).
+    pub migrate_cold: bool,
     /// Most vCPUs one VM may have, if limited.
     #[oai(skip_serializing_if_is_none)]
     pub max_vcpus: Option<u32>,
@@ -1365,6 +1372,8 @@ impl From<Capabilities> for CapabilitiesDto {
             gpu_passthrough: c.gpu_passthrough,
             tags: c.tags,
             resize: c.resize,
+            adopt: c.adopt,
+            migrate_cold: c.migrate_cold,
             max_vcpus: c.max_vcpus,
             max_memory_mib: c.max_memory_mib,
             max_disk_gib: c.max_disk_gib,
@@ -1512,6 +1521,10 @@ pub struct InventoryVmDto {
     pub vm_id: Option<String>,
     /// The owning project, when HCP manages it.
     pub project: Option<String>,
+    /// True for a VM without HCP's mark that `POST /api/hcp/ops/v1/vms:adopt` can take into a
+    /// project: its host's provider can write the mark (capability `adopt`) and the reconciler
+    /// offers unmanaged VMs for adoption (`engine.drift_repairs.unmanaged`).
+    pub adoptable: bool,
 }
 
 impl From<InventoryVm> for InventoryVmDto {
@@ -1524,6 +1537,7 @@ impl From<InventoryVm> for InventoryVmDto {
             power: v.power.into(),
             vm_id: v.vm_id.map(|i| i.to_string()),
             project: v.project.map(|p| p.to_string()),
+            adoptable: v.adoptable,
         }
     }
 }

@@ -37,9 +37,6 @@ pub struct Capabilities {
     /// Writes and removes HCP's mark on a VM created outside HCP (see
     /// [`crate::Provider::set_mark`]), so operators can adopt and release it.
     pub adopt: bool,
-    /// Moves a stopped VM between hosts (a cold migration; a running VM is stopped first and
-    /// started again when the request allows it).
-    pub migrate_cold: bool,
     /// Most vCPUs one VM may have, if limited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_vcpus: Option<u32>,
@@ -73,8 +70,6 @@ pub enum Capability {
     Resize,
     /// See [`Capabilities::adopt`].
     Adopt,
-    /// See [`Capabilities::migrate_cold`].
-    MigrateCold,
 }
 
 impl Capability {
@@ -89,7 +84,6 @@ impl Capability {
             Capability::Tags => "tags",
             Capability::Resize => "resize",
             Capability::Adopt => "adopt",
-            Capability::MigrateCold => "migrate_cold",
         }
     }
 }
@@ -110,7 +104,6 @@ impl Capabilities {
             tags: true,
             resize: true,
             adopt: true,
-            migrate_cold: true,
             max_vcpus: None,
             max_memory_mib: None,
             max_disk_gib: None,
@@ -133,7 +126,6 @@ impl Capabilities {
             tags: self.tags && other.tags,
             resize: self.resize && other.resize,
             adopt: self.adopt && other.adopt,
-            migrate_cold: self.migrate_cold && other.migrate_cold,
             max_vcpus: min_opt(self.max_vcpus, other.max_vcpus),
             max_memory_mib: min_opt(self.max_memory_mib, other.max_memory_mib),
             max_disk_gib: min_opt(self.max_disk_gib, other.max_disk_gib),
@@ -156,7 +148,6 @@ impl Capabilities {
             tags: self.tags || other.tags,
             resize: self.resize || other.resize,
             adopt: self.adopt || other.adopt,
-            migrate_cold: self.migrate_cold || other.migrate_cold,
             max_vcpus: max_opt(self.max_vcpus, other.max_vcpus),
             max_memory_mib: max_opt(self.max_memory_mib, other.max_memory_mib),
             max_disk_gib: max_opt(self.max_disk_gib, other.max_disk_gib),
@@ -181,7 +172,6 @@ impl Capabilities {
             Capability::Tags => self.tags,
             Capability::Resize => self.resize,
             Capability::Adopt => self.adopt,
-            Capability::MigrateCold => self.migrate_cold,
         }
     }
 
@@ -285,9 +275,6 @@ fn missing_hint(c: Capability) -> &'static str {
             "this VM's hypervisor cannot change a VM's size in place; create a new VM of the size wanted"
         }
         Capability::Adopt => "this host's provider cannot write HCP's mark on an existing VM",
-        Capability::MigrateCold => {
-            "this VM's hypervisor cannot move a stopped VM between hosts; move it with the hypervisor's own tools"
-        }
     }
 }
 

@@ -116,7 +116,7 @@ pub struct CapabilityLimits {
 }
 
 /// The names [`CapabilityLimits::disable`] accepts.
-pub const CAPABILITY_NAMES: [&str; 13] = [
+pub const CAPABILITY_NAMES: [&str; 12] = [
     "cloud_init",
     "snapshot",
     "live_migration",
@@ -129,7 +129,6 @@ pub const CAPABILITY_NAMES: [&str; 13] = [
     "tags",
     "resize",
     "adopt",
-    "migrate_cold",
 ];
 
 impl CapabilityLimits {
@@ -153,7 +152,6 @@ impl CapabilityLimits {
                 "tags" => &mut c.tags,
                 "resize" => &mut c.resize,
                 "adopt" => &mut c.adopt,
-                "migrate_cold" => &mut c.migrate_cold,
                 other => {
                     return Err(Error::invalid(
                         "limits.disable",

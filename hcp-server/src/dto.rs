@@ -1342,8 +1342,6 @@ pub struct CapabilitiesDto {
     /// Writes and removes HCP's mark on a VM created outside HCP (operators' `vms:adopt` and
     /// `:release`).
     pub adopt: bool,
-    /// Moves a stopped VM between hosts (operators' `:migrate` with `allow_cold`).
-    pub migrate_cold: bool,
     /// Most vCPUs one VM may have, if limited.
     #[oai(skip_serializing_if_is_none)]
     pub max_vcpus: Option<u32>,
@@ -1373,7 +1371,6 @@ impl From<Capabilities> for CapabilitiesDto {
             tags: c.tags,
             resize: c.resize,
             adopt: c.adopt,
-            migrate_cold: c.migrate_cold,
             max_vcpus: c.max_vcpus,
             max_memory_mib: c.max_memory_mib,
             max_disk_gib: c.max_disk_gib,

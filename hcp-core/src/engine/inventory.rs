@@ -228,6 +228,7 @@ pub struct InventoryVm {
     /// True for a VM without HCP's mark that an operator can adopt (`POST
     /// /api/hcp/ops/v1/vms:adopt`): its host declares `adopt` and `engine.drift_repairs.unmanaged`
     /// is `offer_adoption`.
+    #[serde(default)]
     pub adoptable: bool,
 }
 

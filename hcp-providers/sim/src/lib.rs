@@ -119,13 +119,7 @@ impl SimProvider {
         };
         Ok(SimProvider {
             name: name.to_string(),
-            declared: Capabilities {
-                // Cold moves are not simulated yet.
-                migrate_cold: false,
-                ..Capabilities::all()
-            }
-            .narrow(mask)
-            .narrow(limits),
+            declared: Capabilities::all().narrow(mask).narrow(limits),
             rng: Mutex::new(StdRng::seed_from_u64(settings.seed)),
             settings,
             backend,

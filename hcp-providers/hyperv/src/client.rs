@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use hcp_core::{Error, ErrorKind, LogEntry, OpContext, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use winrm_rs::{AuthMethod, WinrmClient, WinrmConfig, WinrmCredentials};
+use winrm_rs::{AuthMethod, EncryptionMode, WinrmClient, WinrmConfig, WinrmCredentials};
 
 use crate::config::{AuthKind, Credentials, HostEntry, HypervSettings, Scheme};
 use crate::error::{Remote, is_receive_timeout, parse_error};
+use crate::forward::{Forwarder, UpstreamFailure};
 
 /// stdin bytes per WS-Man Send (base64 grows them by a third; envelopes stay well under 150 KB).
 const STDIN_CHUNK: usize = 48 * 1024;
@@ -54,6 +55,7 @@ pub struct HostStats {
     max_in_flight: AtomicUsize,
     calls: AtomicUsize,
     terminated: AtomicUsize,
+    upstream_connections: AtomicUsize,
 }
 
 impl HostStats {
@@ -71,6 +73,16 @@ impl HostStats {
     pub fn terminated(&self) -> usize {
         self.terminated.load(Ordering::SeqCst)
     }
+
+    /// How many TLS connections the `ca_file` forwarder opened to the host (0 without
+    /// `ca_file`); far fewer than the HTTP requests, since connections are kept alive.
+    pub fn upstream_connections(&self) -> usize {
+        self.upstream_connections.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_upstream_connection(&self) {
+        self.upstream_connections.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// The WinRM side of one host.
@@ -87,6 +99,8 @@ pub struct HostClient {
     script_timeout: Duration,
     auth_backoff: Duration,
     refused: Mutex<Option<(Instant, Error)>>,
+    forwarder: Option<Arc<Forwarder>>,
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for HostClient {
@@ -174,6 +188,66 @@ impl HostClient {
             script_timeout: settings.script_timeout,
             auth_backoff: settings.auth_backoff,
             refused: Mutex::new(None),
+            forwarder: None,
+            ca_file: settings.ca_file.clone(),
+        }
+    }
+
+    /// Sends this host's WinRM traffic through a [`Forwarder`] that verifies the host's TLS
+    /// certificate against `tls` (the `ca_file` roots): winrm-rs then speaks plain HTTP to the
+    /// forwarder on loopback, without NTLM sealing (TLS protects the host's leg) and so without
+    /// NTLM channel binding.
+    ///
+    /// # Errors
+    /// As [`Forwarder::bind`]; `field` names the host's address in the error.
+    pub(crate) fn through_forwarder(
+        mut self,
+        tls: Arc<tokio_rustls::rustls::ClientConfig>,
+        field: &str,
+    ) -> Result<Self> {
+        let forwarder = Forwarder::bind(&self.address, self.config.port, tls, self.stats.clone())
+            .map_err(|e| Error::invalid(field, e.message().to_string()))?;
+        self.config.use_tls = false;
+        self.config.accept_invalid_certs = false;
+        self.config.encryption = EncryptionMode::Never;
+        self.config.proxy = Some(forwarder.proxy_url());
+        self.forwarder = Some(Arc::new(forwarder));
+        Ok(self)
+    }
+
+    /// Replaces `err` by what the forwarder saw, when the call failed because the host's TLS
+    /// could not be verified or the host could not be reached (winrm-rs only sees a 502).
+    fn forwarder_error(&self, err: Error) -> Error {
+        let Some(f) = &self.forwarder else {
+            return err;
+        };
+        let ca = self
+            .ca_file
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        match f.failure() {
+            Some(UpstreamFailure::Tls(why)) => Error::new(
+                ErrorKind::ProviderUnavailable,
+                "the Hyper-V host's TLS certificate does not verify against ca_file",
+            )
+            .with_detail(format!(
+                "host {} ({}): TLS verified against the CA bundle in ca_file {ca} failed: \
+                 {why}; check that ca_file holds the CA that signed the host's WinRM \
+                 certificate, that the certificate names the host's address, and that the port \
+                 is the host's WinRM HTTPS listener",
+                self.name,
+                f.target()
+            ))
+            .with_context("host", &self.name),
+            Some(UpstreamFailure::Unreachable(why)) if err.is_temporary() => Error::new(
+                ErrorKind::ProviderUnavailable,
+                "cannot reach the Hyper-V host (cannot connect)",
+            )
+            .with_detail(format!("WinRM host {} ({}): {why}", self.name, f.target()))
+            .with_context("host", &self.name)
+            .temporary(),
+            _ => err,
         }
     }
 
@@ -249,6 +323,9 @@ impl HostClient {
     ) -> Result<Output> {
         let timeout = opts.timeout.unwrap_or(self.script_timeout);
         self.check_refused()?;
+        if let Some(f) = &self.forwarder {
+            f.ensure_running()?;
+        }
         let permit = self
             .permits
             .clone()
@@ -270,7 +347,7 @@ impl HostClient {
         let client = self.take_client()?;
         let run = self.run_on(&client, text, stdin, ctx, &mut guard, opts);
         let result = match tokio::time::timeout(timeout, run).await {
-            Ok(r) => r,
+            Ok(r) => r.map_err(|e| self.forwarder_error(e)),
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(

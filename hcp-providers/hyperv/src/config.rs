@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hcp_core::{Error, ProviderConfig, Result, SecretString, Secrets};
 use serde::{Deserialize, Serialize};
+use tokio_rustls::rustls as rustls_config;
 
 /// How WinRM authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,10 +64,16 @@ pub struct HypervSettings {
     pub port: Option<u16>,
     /// `ntlm` (default), `basic` (HTTPS only) or `kerberos` (HTTPS only; see [`AuthKind`]).
     pub auth: AuthKind,
-    /// Verifies the hosts' TLS certificates (against the public web PKI roots); switch off only
-    /// for test hosts with self-signed certificates.
+    /// Verifies the hosts' TLS certificates (against the public web PKI roots, or `ca_file`);
+    /// switch off only for test hosts with self-signed certificates (HCP logs a warning).
     pub tls_verify: bool,
-    /// A CA certificate (PEM) to trust; see [`HypervSettings::from_value`] for its support.
+    /// A PEM bundle of the CA certificates that sign the hosts' WinRM certificates (a private
+    /// CA). HTTPS only. HCP then verifies each host's chain and name against these CAs alone (not
+    /// the public roots) in an in-process forwarder, because winrm-rs 1.1 trusts only the public
+    /// roots: winrm-rs speaks plain HTTP to the forwarder on 127.0.0.1 (guarded by a random
+    /// per-host token), and the forwarder speaks TLS to the host. NTLM channel binding (CBT)
+    /// cannot cross the forwarder, so hosts whose Extended Protection is `Strict` need Kerberos
+    /// or Basic; see the provider README and [`crate::forward`].
     pub ca_file: Option<PathBuf>,
     /// Allows NTLM over plain HTTP, which needs NTLM message sealing; see the crate docs.
     pub allow_http_ntlm: bool,
@@ -171,6 +178,25 @@ pub struct ImageSettings {
     pub create_script: Option<HookSettings>,
     /// Windows unattended setup for this image (see [`WindowsSettings`]).
     pub windows: Option<WindowsSettings>,
+    /// Linux guests' setup completion signal through cloud-init (see [`LinuxSettings`]).
+    pub linux: Option<LinuxSettings>,
+}
+
+/// A Linux image's setup completion signal: HCP adds a `runcmd` entry to the cloud-init
+/// user-data that writes the KVP item `HcpSetupComplete` into the guest-to-host pool
+/// (`/var/lib/hyperv/.kvp_pool_1`; the guest must run `hv_kvp_daemon`), and the create job waits
+/// for it like a Windows guest's (see `crate::linux`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinuxSettings {
+    /// Waits for the signal; `false` leaves the image's create jobs ending when the VM starts.
+    pub completion_signal: bool,
+    /// How long the create job waits for the signal (default 30 minutes).
+    #[serde(with = "humantime_serde", default = "default_setup_timeout")]
+    pub setup_timeout: Duration,
+    /// How often the job asks the host for the signal (default 10 seconds).
+    #[serde(with = "humantime_serde", default = "default_setup_poll")]
+    pub setup_poll: Duration,
 }
 
 /// Windows unattended setup: an answer file rendered from a template, put on a small ISO made on
@@ -277,13 +303,18 @@ fn check_windows(field: &str, w: &WindowsSettings) -> Result<()> {
             "at most 50 commands of at most 1024 characters",
         ));
     }
-    if w.setup_timeout < Duration::from_secs(1) || w.setup_timeout > MAX_HOOK_TIMEOUT {
+    check_setup_wait(field, w.setup_timeout, w.setup_poll)
+}
+
+/// Bounds a guest setup wait (Windows or Linux): the timeout 1s-24h, the poll 100ms-10m.
+fn check_setup_wait(field: &str, timeout: Duration, poll: Duration) -> Result<()> {
+    if timeout < Duration::from_secs(1) || timeout > MAX_HOOK_TIMEOUT {
         return Err(Error::invalid(
             format!("{field}.setup_timeout"),
             "must be between 1s and 24h",
         ));
     }
-    if w.setup_poll < Duration::from_millis(100) || w.setup_poll > Duration::from_secs(600) {
+    if poll < Duration::from_millis(100) || poll > Duration::from_secs(600) {
         return Err(Error::invalid(
             format!("{field}.setup_poll"),
             "must be between 100ms and 10m",
@@ -435,6 +466,24 @@ fn check_kerberos(
     Ok(())
 }
 
+/// Reads the PEM bundle `path` (the `ca_file` setting named `field`) into a TLS client
+/// configuration that trusts those CAs only.
+///
+/// # Errors
+/// [`hcp_core::ErrorKind::InvalidSpec`] naming `field` when the file cannot be read, is empty, or
+/// holds no PEM certificate or one rustls refuses.
+pub fn load_ca_file(field: &str, path: &std::path::Path) -> Result<rustls_config::ClientConfig> {
+    let refuse = |why: String| Error::invalid(field, format!("{}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| refuse(format!("cannot be read ({})", e.kind())))?;
+    if pem.iter().all(u8::is_ascii_whitespace) {
+        return Err(refuse(
+            "is empty; it must hold the CA certificates as PEM".into(),
+        ));
+    }
+    let pem = String::from_utf8(pem).map_err(|_| refuse("is not a PEM file".into()))?;
+    hcp_tls::client_config(&hcp_core::TlsTrust::CaPem(pem)).map_err(refuse)
+}
+
 /// Windows path characters the scripts' directories may use (no quotes, no `$`, no backtick).
 fn check_windows_dir(field: &str, value: &str) -> Result<()> {
     let ok = value.len() >= 3
@@ -462,8 +511,9 @@ impl HypervSettings {
     ///
     /// # Errors
     /// [`hcp_core::ErrorKind::InvalidSpec`] naming the key: unknown keys, bad values, Basic or
-    /// NTLM over plain HTTP without `allow_http_ntlm`, and `ca_file` (winrm-rs 1.1 verifies
-    /// certificates against the public web PKI roots only, so a private CA cannot be trusted yet).
+    /// NTLM over plain HTTP without `allow_http_ntlm`, `ca_file` with `scheme: http` or with
+    /// `tls_verify: false`. The `ca_file` itself is read when the provider is built
+    /// ([`load_ca_file`]).
     pub fn from_value(
         provider: &str,
         value: &serde_json::Value,
@@ -501,14 +551,18 @@ impl HypervSettings {
                 "must be at least 1s",
             ));
         }
-        if s.ca_file.is_some() {
+        if s.ca_file.is_some() && s.scheme == Scheme::Http {
             return Err(Error::invalid(
                 key("ca_file"),
-                "cannot be honoured: winrm-rs 1.1 (the pinned WinRM client) verifies host \
-                 certificates against the public web PKI roots only (its TLS root store is fixed: \
-                 no custom CA, not the system store), so a private CA cannot be trusted without \
-                 changing the crate; use host certificates from a public CA, or tls_verify: false \
-                 only on a network you trust (HCP logs a warning); see the provider README",
+                "verifies the hosts' HTTPS certificates; with scheme: http there is no TLS to \
+                 verify (use scheme: https)",
+            ));
+        }
+        if s.ca_file.is_some() && !s.tls_verify {
+            return Err(Error::invalid(
+                key("tls_verify"),
+                "is false while ca_file is set: HCP either verifies the hosts' certificates \
+                 against ca_file or, on a network you trust, not at all; remove one of the two",
             ));
         }
         if s.auth == AuthKind::Kerberos {
@@ -560,6 +614,15 @@ impl HypervSettings {
             }
             if let Some(w) = &settings.windows {
                 check_windows(&format!("{field}.windows"), w)?;
+            }
+            if let Some(l) = &settings.linux {
+                if settings.windows.is_some() {
+                    return Err(Error::invalid(
+                        format!("{field}.linux"),
+                        "an image is either a Windows image (windows:) or a Linux one (linux:)",
+                    ));
+                }
+                check_setup_wait(&format!("{field}.linux"), l.setup_timeout, l.setup_poll)?;
             }
         }
         for iso in &s.attach_isos {
@@ -739,8 +802,12 @@ mod tests {
         assert_eq!(e.field(), Some("providers.hv.settings.auth"));
         let e = parse(serde_json::json!({"scheme": "http"})).unwrap_err();
         assert_eq!(e.field(), Some("providers.hv.settings.scheme"));
-        let e = parse(serde_json::json!({"ca_file": "/etc/ca.pem"})).unwrap_err();
-        assert!(e.message().contains("public web PKI"), "{e}");
+        let e = parse(serde_json::json!({"ca_file": "/etc/ca.pem", "scheme": "http"})).unwrap_err();
+        assert_eq!(e.field(), Some("providers.hv.settings.ca_file"));
+        let e =
+            parse(serde_json::json!({"ca_file": "/etc/ca.pem", "tls_verify": false})).unwrap_err();
+        assert_eq!(e.field(), Some("providers.hv.settings.tls_verify"));
+        assert!(e.message().contains("ca_file"), "{e}");
     }
 
     #[test]
@@ -763,6 +830,50 @@ mod tests {
             assert_eq!(e.field(), Some("providers.hv.settings.auth"));
             assert!(e.message().contains("`kerberos` feature"), "{e}");
         }
+    }
+
+    #[test]
+    fn an_unreadable_empty_or_non_pem_ca_file_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let field = "providers.hv.settings.ca_file";
+        let missing = dir.path().join("missing.pem");
+        let e = load_ca_file(field, &missing).unwrap_err();
+        assert_eq!(e.field(), Some(field));
+        assert!(e.message().contains("cannot be read"), "{e}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "\n").unwrap();
+        let e = load_ca_file(field, &empty).unwrap_err();
+        assert!(e.message().contains("is empty"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let e = load_ca_file(field, &junk).unwrap_err();
+        assert_eq!(e.field(), Some(field));
+        assert!(e.message().contains("no PEM certificate"), "{e}");
+        let binary = dir.path().join("ca.der");
+        std::fs::write(&binary, [0x30, 0x82, 0xff, 0xfe]).unwrap();
+        let e = load_ca_file(field, &binary).unwrap_err();
+        assert!(e.message().contains("not a PEM file"), "{e}");
+    }
+
+    #[test]
+    fn linux_completion_signal_settings_are_bounded() {
+        let s = parse(serde_json::json!({"images": {"ubuntu-24.04": {"linux": {
+            "completion_signal": true, "setup_timeout": "20m"}}}}))
+        .unwrap();
+        let l = s.images["ubuntu-24.04"].linux.clone().unwrap();
+        assert!(l.completion_signal);
+        assert_eq!(l.setup_timeout, Duration::from_secs(1200));
+        assert_eq!(l.setup_poll, Duration::from_secs(10));
+        let e = parse(serde_json::json!({"images": {"u": {"linux": {
+            "completion_signal": true, "setup_poll": "1ms"}}}}))
+        .unwrap_err();
+        assert_eq!(
+            e.field(),
+            Some("providers.hv.settings.images.u.linux.setup_poll")
+        );
+        let e = parse(serde_json::json!({"images": {"u": {"linux": {"setup_timeout": "1m"}}}}))
+            .unwrap_err();
+        assert!(e.message().contains("completion_signal"), "{e}");
     }
 
     #[test]

@@ -22,18 +22,25 @@
 //!   Production, disks only); each listed checkpoint says whether it holds memory, read from the
 //!   state it captured. HCP treats checkpoint names as unique per VM and refuses to guess
 //!   between checkpoints Hyper-V let share a name (see the README's "Checkpoints").
+//! - **Guest setup completion**: Windows images signal it from their answer file's last
+//!   first-logon command ([`unattend`]), Linux images from cloud-init's `runcmd` ([`linux`]);
+//!   both write the KVP item `HcpSetupComplete`, and the create job waits for it.
 //!
 //! Transport: HTTPS (port 5986) with NTLM, Basic or (feature `kerberos`) Kerberos is the
 //! default. NTLM over plain HTTP needs
 //! WinRM message sealing, and winrm-rs 1.1 expects a CRLF before the closing MIME boundary of a
 //! sealed reply that Windows (and HCP's test host, like pywinrm and pypsrp expect) does not send;
-//! it is therefore refused unless `allow_http_ntlm` is set.
+//! it is therefore refused unless `allow_http_ntlm` is set. Hosts whose certificates a private
+//! CA signs are verified against `ca_file` by an in-process forwarder ([`forward`]), because
+//! winrm-rs 1.1 trusts only the public roots.
 
 pub mod client;
 pub mod config;
 pub mod deploy;
 pub mod error;
+pub mod forward;
 pub mod hooks;
+pub mod linux;
 pub mod scripts;
 pub mod unattend;
 
@@ -57,7 +64,7 @@ use client::CallOptions;
 pub use client::{HostClient, HostStats};
 pub use config::{
     AuthKind, Credentials, DiskMode, HookSettings, HostEntry, HostSettings, HypervSettings,
-    ImageSettings, Scheme,
+    ImageSettings, LinuxSettings, Scheme,
 };
 pub use deploy::DeployReport;
 use hooks::{HOOK_DIR, Hook, HookSet};
@@ -446,11 +453,22 @@ impl HypervProvider {
                 ));
             }
         }
+        let ca_tls = match &settings.ca_file {
+            Some(path) => Some(Arc::new(config::load_ca_file(
+                &format!("providers.{name}.settings.ca_file"),
+                path,
+            )?)),
+            None => None,
+        };
         let mut map = HashMap::new();
         let mut order = Vec::new();
         for entry in hosts {
             order.push(entry.name.clone());
-            let client = HostClient::new(&settings, &entry, &creds);
+            let mut client = HostClient::new(&settings, &entry, &creds);
+            if let Some(tls) = &ca_tls {
+                let field = format!("providers.{name}.hosts.{}.settings.address", entry.name);
+                client = client.through_forwarder(tls.clone(), &field)?;
+            }
             map.insert(
                 entry.name.clone(),
                 Arc::new(Host {
@@ -703,14 +721,17 @@ impl HypervProvider {
         Ok(v)
     }
 
-    /// Waits for the guest's setup completion signal (the KVP item [`unattend::SETUP_KEY`]); the
-    /// host detaches and deletes the answer-file ISO when it comes, or when the wait times out.
+    /// Waits for the guest's setup completion signal (the KVP item [`unattend::SETUP_KEY`], from
+    /// a Windows guest's first logon or a Linux guest's cloud-init); the host detaches and deletes
+    /// a Windows answer-file ISO when it comes, or when the wait times out. `hint` ends the
+    /// timeout's message.
     async fn wait_for_guest_setup(
         &self,
         ctx: &OpContext,
         args: &CreateVm,
         native_id: &str,
-        w: &config::WindowsSettings,
+        (timeout, poll): (std::time::Duration, std::time::Duration),
+        hint: &str,
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let mut last_log: Option<std::time::Instant> = None;
@@ -736,21 +757,20 @@ impl HypervProvider {
                 return Ok(());
             }
             let elapsed = started.elapsed();
-            if elapsed >= w.setup_timeout {
+            if elapsed >= timeout {
                 self.call(&args.host, Script::GuestSetup, params(true), ctx)
                     .await?;
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     format!(
-                        "guest setup did not signal completion within {}s; its answer file was \
-                         removed",
-                        w.setup_timeout.as_secs()
+                        "guest setup did not signal completion within {}s; {hint}",
+                        timeout.as_secs()
                     ),
                 )
                 .with_detail(format!("host {}", args.host))
                 .with_context("host", &args.host));
             }
-            tokio::time::sleep(w.setup_poll.min(w.setup_timeout - elapsed)).await;
+            tokio::time::sleep(poll.min(timeout - elapsed)).await;
         }
     }
 
@@ -971,7 +991,16 @@ impl Provider for HypervProvider {
             "Kvp".into(),
             json!({ "HcpVmId": args.vm_id.as_str(), "HcpProject": args.project.as_str() }),
         );
-        if let Some(ud) = &args.user_data {
+        let signal = self
+            .settings
+            .images
+            .get(&args.image)
+            .and_then(|i| i.linux.as_ref())
+            .filter(|l| l.completion_signal);
+        if signal.is_some() {
+            let ud = linux::with_completion_signal(args.user_data.as_deref(), args.vm_id.as_str())?;
+            p.insert("UserData".into(), json!(ud));
+        } else if let Some(ud) = &args.user_data {
             p.insert("UserData".into(), json!(ud));
         }
         let windows = self.windows.get(&args.image);
@@ -1062,8 +1091,21 @@ impl Provider for HypervProvider {
             );
         }
         if let Some(w) = windows {
-            self.wait_for_guest_setup(ctx, &args, &id, &w.settings)
+            let wait = (w.settings.setup_timeout, w.settings.setup_poll);
+            self.wait_for_guest_setup(ctx, &args, &id, wait, "its answer file was removed")
                 .await?;
+        }
+        if let Some(l) = signal {
+            if args.start {
+                let hint = "cloud-init writes it into the guest's KVP pool, which needs \
+                            hv_kvp_daemon (the Hyper-V integration services) in the guest";
+                self.wait_for_guest_setup(ctx, &args, &id, (l.setup_timeout, l.setup_poll), hint)
+                    .await?;
+            } else {
+                ctx.log(LogEntry::info(
+                    "the VM was created stopped: its guest setup signal is not awaited",
+                ));
+            }
         }
         self.maybe_hook(
             &args.host,

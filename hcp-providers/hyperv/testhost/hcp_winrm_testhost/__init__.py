@@ -10,12 +10,17 @@ __all__ = ["ClusterStore", "HyperVHost", "Listener", "PsError", "ScriptRunner", 
 
 def start(hosts: int = 1, username: str = "hcp", password: str = "hcp-test-password", cluster: str | None = None,
           base_port: int = 0, max_shells_per_user: int = 5, copy_seconds: float = 0.6, tls: bool = False,
-          ntlm_binding: str = "connection"):
-    """Starts `hosts` listeners on 127.0.0.1 (HTTPS with a self-signed certificate when `tls`);
-    returns (listeners, servers); with `tls`, each listener's `cert_path` names the certificate."""
+          ntlm_binding: str = "connection", tls_cert: tuple[str, str] | None = None):
+    """Starts `hosts` listeners on 127.0.0.1 (HTTPS with a self-signed certificate when `tls`, or
+    with `tls_cert` = (certificate PEM path, key PEM path)); returns (listeners, servers); with
+    TLS, each listener's `cert_path` names the certificate."""
     users = {username: password}
     context, cert_path = (None, None)
-    if tls:
+    if tls_cert:
+        from .tls import given_context
+
+        context, cert_path = given_context(*tls_cert)
+    elif tls:
         from .tls import server_context
 
         context, cert_path = server_context()

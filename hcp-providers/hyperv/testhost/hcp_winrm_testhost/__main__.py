@@ -21,6 +21,9 @@ def main() -> int:
     ap.add_argument("--cluster", default=None, help="make every host a node of this failover cluster")
     ap.add_argument("--max-shells-per-user", type=int, default=5)
     ap.add_argument("--tls", action="store_true", help="serve HTTPS with a self-signed certificate")
+    ap.add_argument("--tls-cert", default=None,
+                    help="serve HTTPS with this certificate (PEM; with --tls-key) instead of a self-signed one")
+    ap.add_argument("--tls-key", default=None, help="the private key (PEM) of --tls-cert")
     ap.add_argument("--ntlm-binding", choices=["connection", "any"], default="connection",
                     help="connection: an NTLM handshake must finish on its connection (HTTP.sys); "
                          "any: also accept the Authenticate message on another connection")
@@ -29,13 +32,16 @@ def main() -> int:
                     help="also accept Kerberos (SPNEGO Negotiate, raw or wrapped) with the service "
                          "keys of this keytab (HTTP/<host>@REALM); KRB5_CONFIG names the realm's KDC")
     args = ap.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
     if args.kerberos_keytab:
         # pyspnego's Negotiate acceptor uses GSSAPI (python-gssapi over MIT krb5) for Kerberos;
         # MIT reads the acceptor's keys from KRB5_KTNAME.
         import os
         os.environ["KRB5_KTNAME"] = "FILE:" + os.path.abspath(args.kerberos_keytab)
     listeners, _servers = start(args.hosts, args.username, args.password, args.cluster, args.port,
-                                args.max_shells_per_user, args.copy_seconds, args.tls, args.ntlm_binding)
+                                args.max_shells_per_user, args.copy_seconds, args.tls, args.ntlm_binding,
+                                (args.tls_cert, args.tls_key) if args.tls_cert else None)
     info = {
         "hosts": [{"name": l.name, "port": l.port, "url": f"{l.scheme}://127.0.0.1:{l.port}/wsman"} for l in listeners],
         "certificate": listeners[0].cert_path if listeners else None,

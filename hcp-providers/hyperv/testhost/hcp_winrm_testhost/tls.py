@@ -1,4 +1,5 @@
-"""A self-signed certificate for 127.0.0.1, for the HTTPS listener (WinRM's port 5986 role)."""
+"""The HTTPS listener's certificate (WinRM's port 5986 role): a self-signed one for 127.0.0.1, or
+a certificate and key the caller gives (e.g. signed by a test's private CA)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+
+def given_context(cert_path: str, key_path: str) -> tuple[ssl.SSLContext, str]:
+    """Returns a TLS server context serving `cert_path` (PEM: the certificate, then any
+    intermediates) with `key_path`, and the certificate's path."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_path, key_path)
+    return ctx, cert_path
 
 
 def server_context() -> tuple[ssl.SSLContext, str]:

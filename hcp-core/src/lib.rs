@@ -42,18 +42,19 @@ pub mod testkit;
 pub use capability::{Capabilities, Capability, ExceededLimit, Requirements};
 pub use config::{
     CapabilityLimits, CatalogConfig, Config, DriftPolicy, DriftRepairs, EngineSettings, HostConfig,
-    MissingRepair, MovedRepair, ProjectConfig, ProviderConfig, Quota, SecretString, Secrets, UnmanagedRepair, ZoneConfig, parse_duration,
+    MissingRepair, MovedRepair, ProjectConfig, ProviderConfig, Quota, SecretString, Secrets,
+    UnmanagedRepair, ZoneConfig, parse_duration,
 };
 pub use console::{
     Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
 };
-pub use engine::{AdoptRequest, MigrateRequest};
 pub use engine::{
     Action, CODE_RESIZE_NOT_ALLOWED, CODE_VM_STATE_CONFLICT, ChangeImpact, Engine, EngineBuilder,
     EngineStats, FieldPlan, InventoryVm, JobWatch, ProviderCapabilities, ProviderFactory,
     ProviderStatus, RefreshReport, RequestContext, ResizeRequest, Snapshot, SnapshotSubmitted,
     Submitted, plan_resize, snapshot_id, validate_idempotency_key,
 };
+pub use engine::{AdoptRequest, MigrateRequest};
 pub use error::{
     CODE_CAPACITY_EXHAUSTED, CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED,
     CODE_PRECONDITION_FAILED, CODE_PRECONDITION_REQUIRED, ECHO_MAX_CHARS, Error, ErrorInfo,
@@ -75,9 +76,9 @@ pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
 pub use provider::{
     CreateVm, CreatedVm, DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, GetConsole,
-    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MarkedVm, MigrateVm, MigratedVm,
-    NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo, RebootVm, RebootedVm,
-    ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot, SetMark, SnapshotVm, SnapshottedVm, StartVm,
-    StartedVm, StopVm, StoppedVm, VmTarget,
+    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MarkedVm, MigrateVm,
+    MigratedVm, NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo, RebootVm,
+    RebootedVm, ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot, SetMark, SnapshotVm,
+    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 pub use reconcile::Drift;

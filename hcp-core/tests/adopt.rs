@@ -102,11 +102,7 @@ async fn moves_are_followed_and_missing_vms_marked_error_once() {
     let moved = vm_on(&r.engine, "moved", "sim-a1").await;
     let gone = vm_on(&r.engine, "gone", "sim-a1").await;
     move_behind_hcps_back(&r.sim, &native_id(&r.engine, &moved).await, "sim-a2");
-    assert!(
-        r.sim
-            .remove_vm(&native_id(&r.engine, &gone).await)
-            .unwrap()
-    );
+    assert!(r.sim.remove_vm(&native_id(&r.engine, &gone).await).unwrap());
 
     let report = r.engine.refresh_inventory().await.unwrap();
     assert_eq!(report.repaired, 2, "{report:?}");
@@ -167,9 +163,7 @@ async fn report_only_repairs_leave_the_store_as_it_was() {
     let moved = vm_on(&r.engine, "moved", "sim-a1").await;
     let gone = vm_on(&r.engine, "gone", "sim-a1").await;
     move_behind_hcps_back(&r.sim, &native_id(&r.engine, &moved).await, "sim-a2");
-    r.sim
-        .remove_vm(&native_id(&r.engine, &gone).await)
-        .unwrap();
+    r.sim.remove_vm(&native_id(&r.engine, &gone).await).unwrap();
 
     let report = r.engine.refresh_inventory().await.unwrap();
     assert_eq!(report.repaired, 0);
@@ -217,8 +211,7 @@ fn seed_legacy(sim: &SimProvider) -> String {
 
 /// The VM's entry in the simulator's state file, as JSON.
 fn on_disk(path: &std::path::Path, native_id: &str) -> serde_json::Value {
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     state["hosts"]["sim-a1"]["vms"][native_id].clone()
 }
 
@@ -356,14 +349,24 @@ async fn adoption_is_refused_before_any_change() {
     let before = r.sim.state().unwrap();
     let e = r
         .engine
-        .adopt_vm(&operator(), &demo(), &AdoptRequest::new("sim-a1", "nope"), None)
+        .adopt_vm(
+            &operator(),
+            &demo(),
+            &AdoptRequest::new("sim-a1", "nope"),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert_eq!(e.field(), Some("vm"));
     let e = r
         .engine
-        .adopt_vm(&operator(), &demo(), &AdoptRequest::new("sim-zz", &native), None)
+        .adopt_vm(
+            &operator(),
+            &demo(),
+            &AdoptRequest::new("sim-zz", &native),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.field(), Some("host"));
@@ -380,7 +383,10 @@ async fn adoption_is_refused_before_any_change() {
         .await
         .unwrap_err();
     assert_eq!((e.kind(), e.field()), (ErrorKind::Conflict, Some("name")));
-    assert_eq!(r.sim.state().unwrap().hosts["sim-a1"], before.hosts["sim-a1"]);
+    assert_eq!(
+        r.sim.state().unwrap().hosts["sim-a1"],
+        before.hosts["sim-a1"]
+    );
 
     // Over the project's quota: 1 vCPU used of 2, and the VM has 2.
     let r = rig_with(|c| c.projects[0].quota.max_vcpus = Some(2)).await;
@@ -388,7 +394,12 @@ async fn adoption_is_refused_before_any_change() {
     let native = seed_legacy(&r.sim);
     let e = r
         .engine
-        .adopt_vm(&operator(), &demo(), &AdoptRequest::new("sim-a1", &native), None)
+        .adopt_vm(
+            &operator(),
+            &demo(),
+            &AdoptRequest::new("sim-a1", &native),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
@@ -401,7 +412,12 @@ async fn adoption_is_refused_before_any_change() {
     let native = seed_legacy(&r.sim);
     let e = r
         .engine
-        .adopt_vm(&operator(), &demo(), &AdoptRequest::new("sim-a1", &native), None)
+        .adopt_vm(
+            &operator(),
+            &demo(),
+            &AdoptRequest::new("sim-a1", &native),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::FeatureNotSupported, "{e}");
@@ -412,7 +428,12 @@ async fn adoption_is_refused_before_any_change() {
     let native = seed_legacy(&r.sim);
     let e = r
         .engine
-        .adopt_vm(&operator(), &demo(), &AdoptRequest::new("sim-a1", &native), None)
+        .adopt_vm(
+            &operator(),
+            &demo(),
+            &AdoptRequest::new("sim-a1", &native),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::FeatureNotSupported, "{e}");
@@ -422,5 +443,9 @@ async fn adoption_is_refused_before_any_change() {
         .await
         .unwrap();
     assert!(all.items.is_empty(), "nothing was recorded");
-    assert!(r.sim.state().unwrap().hosts["sim-a1"].vms[&native].mark.is_none());
+    assert!(
+        r.sim.state().unwrap().hosts["sim-a1"].vms[&native]
+            .mark
+            .is_none()
+    );
 }

@@ -17,8 +17,7 @@ use tracing::Instrument;
 use crate::ServeOptions;
 use crate::api::{
     self, AppState, COLON_VERBS, JOB_COLON_VERBS, OPS_PREFIX, OPS_VM_COLON_VERBS,
-    OPS_VMS_COLLECTION_VERBS,
-    SNAPSHOT_COLON_VERBS, TENANT_PREFIX, VERB_MARKER,
+    OPS_VMS_COLLECTION_VERBS, SNAPSHOT_COLON_VERBS, TENANT_PREFIX, VERB_MARKER,
 };
 use crate::auth::{Auth, login};
 use crate::console::ConsoleProxy;

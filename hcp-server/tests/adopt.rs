@@ -124,11 +124,17 @@ async fn an_operator_adopts_and_releases_a_vm_and_only_its_mark_changes() {
     // The lists come in pages; the default page holds everything here.
     let (hosts, pages) = all_pages(&s, &format!("{OPS}/hosts"), 2).await;
     assert_eq!((hosts.len(), pages), (3, 2), "{hosts:?}");
-    let whole: Vec<Value> = json_of(s.http.get(s.at(&format!("{OPS}/hosts"))).send().await.unwrap())
-        .await
-        .as_array()
-        .unwrap()
-        .clone();
+    let whole: Vec<Value> = json_of(
+        s.http
+            .get(s.at(&format!("{OPS}/hosts")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .as_array()
+    .unwrap()
+    .clone();
     assert_eq!(whole, hosts, "one default page, in the same order");
     let (inventory, _) = all_pages(&s, &format!("{OPS}/inventory"), 1).await;
     let stray = inventory
@@ -160,7 +166,9 @@ async fn an_operator_adopts_and_releases_a_vm_and_only_its_mark_changes() {
         .http
         .post(s.at(&format!("{OPS}/vms:adopt")))
         .header("Idempotency-Key", "adopt-legacy-web")
-        .json(&json!({"project": "demo", "host": "sim-a1", "vm": "legacy-web", "name": "web-legacy"}))
+        .json(
+            &json!({"project": "demo", "host": "sim-a1", "vm": "legacy-web", "name": "web-legacy"}),
+        )
         .send()
         .await
         .unwrap();

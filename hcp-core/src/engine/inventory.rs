@@ -18,8 +18,8 @@ use crate::store::{PageRequest, Scope};
 use crate::{
     Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind,
     ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, MissingRepair, MovedRepair,
-    NativeVm, Operation, PowerState, Principal, RepairAction, UnmanagedRepair, ProjectId, ProviderBinding, ProviderInfo, Requirements, Resources,
-    Result, Vm, VmId, VmSpec,
+    NativeVm, Operation, PowerState, Principal, ProjectId, ProviderBinding, ProviderInfo,
+    RepairAction, Requirements, Resources, Result, UnmanagedRepair, Vm, VmId, VmSpec,
 };
 
 /// How long one host's inventory call may take during a refresh.

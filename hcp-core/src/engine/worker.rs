@@ -479,7 +479,12 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
         }
         JobAction::Release => {
             inner
-                .call(provider, op, host, p.set_mark(ctx, SetMark::new(target(vm))))
+                .call(
+                    provider,
+                    op,
+                    host,
+                    p.set_mark(ctx, SetMark::new(target(vm))),
+                )
                 .await?;
             ctx.info(format!("HCP's mark removed from {}", vm.spec.name));
             Ok(Effect::Released)

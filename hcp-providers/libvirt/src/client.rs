@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use hcp_core::{
     CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind, HcpMark, HostInfo,
-    HostInventoryReply,
-    LogEntry, NativeVm, OpContext, PowerState, Resources, Result, VmTarget,
+    HostInventoryReply, LogEntry, NativeVm, OpContext, PowerState, Resources, Result, VmTarget,
 };
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
@@ -987,7 +986,10 @@ pub(crate) fn set_mark(c: &Connect, t: &VmTarget, mark: Option<&HcpMark>) -> Res
     if let Some(other) = desc.mark.as_ref().filter(|m| m.vm_id != t.vm_id) {
         return Err(Error::new(
             ErrorKind::Conflict,
-            format!("the domain carries the mark of another HCP VM, `{}`", other.vm_id),
+            format!(
+                "the domain carries the mark of another HCP VM, `{}`",
+                other.vm_id
+            ),
         )
         .with_context("native_id", &desc.uuid));
     }

@@ -60,11 +60,9 @@ use hcp_core::{
     Capabilities, Console, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm, DeleteSnapshot,
     DeleteVm, DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
     HostInventoryReply, ListSnapshots, LogEntry, MarkedVm, NativeSnapshot, OpContext, Operation,
-    PowerState,
-    Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm, Result,
-    RevertSnapshot, RevertedSnapshot, Secrets, SetMark, SnapshotVm, SnapshottedVm, StartVm,
-    StartedVm,
-    StopVm, StoppedVm,
+    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm,
+    Result, RevertSnapshot, RevertedSnapshot, Secrets, SetMark, SnapshotVm, SnapshottedVm, StartVm,
+    StartedVm, StopVm, StoppedVm,
 };
 use virt::connect::Connect;
 use virt::domain::Domain;

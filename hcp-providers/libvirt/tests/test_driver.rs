@@ -539,7 +539,11 @@ async fn adopt_then_release_changes_only_the_mark_of_a_foreign_domain() {
         .await
         .unwrap();
     let job = engine
-        .wait_job(&Scope::All, &s.job_id, Some(std::time::Duration::from_secs(20)))
+        .wait_job(
+            &Scope::All,
+            &s.job_id,
+            Some(std::time::Duration::from_secs(20)),
+        )
         .await
         .unwrap();
     assert_eq!(job.state, hcp_core::JobState::Succeeded, "{job:?}");
@@ -556,7 +560,11 @@ async fn adopt_then_release_changes_only_the_mark_of_a_foreign_domain() {
 
     let r = engine.release_vm(&ops, &s.vm_id, None).await.unwrap();
     let job = engine
-        .wait_job(&Scope::All, &r.job_id, Some(std::time::Duration::from_secs(20)))
+        .wait_job(
+            &Scope::All,
+            &r.job_id,
+            Some(std::time::Duration::from_secs(20)),
+        )
         .await
         .unwrap();
     assert_eq!(job.state, hcp_core::JobState::Succeeded, "{job:?}");

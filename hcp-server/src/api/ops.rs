@@ -17,8 +17,8 @@ use super::hyperv::{HostsResponse, InventoryResponse, hosts_page, inventory_page
 use super::security::ApiAuth;
 use super::{ApiTags, OPS_PREFIX, State};
 use crate::dto::{
-    AuditEventDto, EventPage, JobDto, JobPage, JobStateDto, OpsJobLogPage,
-    OpsVmPage, ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto, StrictDto,
+    AuditEventDto, EventPage, JobDto, JobPage, JobStateDto, OpsJobLogPage, OpsVmPage,
+    ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto, StrictDto,
 };
 use crate::error::ApiResult;
 use crate::limits::StrictJson;

@@ -430,6 +430,62 @@ impl Backend {
         }
     }
 
+    /// Takes a VM created outside HCP into `project` (operators; the embedded engine belongs to
+    /// the local user, who is its operator).
+    ///
+    /// # Errors
+    /// See [`Engine::adopt_vm`]; remote mode also reports a caller without the operator role.
+    pub async fn adopt_vm(
+        &self,
+        project: &ProjectId,
+        request: &hcp_core::AdoptRequest,
+        idempotency_key: Option<String>,
+    ) -> hcp_core::Result<Accepted> {
+        match self {
+            Backend::Embedded(e) => e
+                .engine
+                .adopt_vm(&e.principal, project, request, idempotency_key)
+                .await
+                .map(Accepted::from),
+            Backend::Remote(r) => r.adopt_vm(project, request, idempotency_key).await,
+        }
+    }
+
+    /// Releases a VM: removes HCP's mark from it and forgets it (operators). `project`, when
+    /// given, must be the VM's.
+    ///
+    /// # Errors
+    /// See [`Engine::release_vm`]; remote mode also reports a caller without the operator role.
+    pub async fn release_vm(
+        &self,
+        project: Option<&ProjectId>,
+        vm_id: &VmId,
+        idempotency_key: Option<String>,
+    ) -> hcp_core::Result<Accepted> {
+        match self {
+            Backend::Embedded(e) => {
+                e.get_vm(project, vm_id).await?;
+                e.engine
+                    .release_vm(&e.principal, vm_id, idempotency_key)
+                    .await
+                    .map(Accepted::from)
+            }
+            Backend::Remote(r) => r.release_vm(vm_id, idempotency_key).await,
+        }
+    }
+
+    /// Returns every VM the last inventory found on the hosts, HCP's and others (operator
+    /// view), with the ones an operator can adopt marked.
+    ///
+    /// # Errors
+    /// None in embedded mode; remote mode reports transport errors and refusals.
+    pub async fn inventory_vms(&self) -> hcp_core::Result<Vec<hcp_core::InventoryVm>> {
+        match self {
+            Backend::Embedded(e) => Ok(e.engine.inventory_vms()),
+            Backend::Remote(r) => r.inventory_vms().await,
+        }
+    }
+
     /// Returns every host with its capacity and health (operator view).
     ///
     /// # Errors
@@ -575,7 +631,8 @@ impl Embedded {
         idempotency_key: Option<String>,
     ) -> hcp_core::Result<Submitted> {
         let vm_id = match &action {
-            Action::Create { .. } => None,
+            Action::Create { .. } | Action::Adopt(_) => None,
+            Action::Release { vm_id } => Some(vm_id.clone()),
             Action::Delete { vm_id, .. }
             | Action::Start { vm_id }
             | Action::Stop { vm_id, .. }

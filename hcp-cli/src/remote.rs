@@ -27,6 +27,25 @@ pub struct Remote {
     token: Option<SecretString>,
 }
 
+/// Checks an idempotency key before it is sent.
+fn check_key(key: Option<&str>, op: hcp_core::Operation) -> hcp_core::Result<()> {
+    match key {
+        Some(k) => hcp_core::validate_idempotency_key(k).map_err(|e| e.with_operation(op)),
+        None => Ok(()),
+    }
+}
+
+/// Turns the answer of an ops route that starts a job into the CLI's.
+fn ops_accepted(a: hcp_client::Accepted) -> Accepted {
+    Accepted {
+        vm_id: a.vm_id,
+        job_id: a.job_id,
+        replayed: a.replayed,
+        snapshot_id: None,
+        memory_state_kept: None,
+    }
+}
+
 /// Returns the error for a command that needs a project the user did not give.
 fn project_required() -> Error {
     Error::new(
@@ -172,21 +191,43 @@ impl Remote {
         idempotency_key: Option<String>,
     ) -> hcp_core::Result<Accepted> {
         let op = hcp_core::Operation::MigrateVm;
-        if let Some(key) = &idempotency_key {
-            hcp_core::validate_idempotency_key(key).map_err(|e| e.with_operation(op))?;
-        }
-        let a = self
-            .client
+        check_key(idempotency_key.as_deref(), op)?;
+        self.client
             .migrate_vm(vm_id, request, idempotency_key.as_deref())
             .await
-            .map_err(|e| name_field(e, "vm_id").with_operation(op))?;
-        Ok(Accepted {
-            vm_id: a.vm_id,
-            job_id: a.job_id,
-            replayed: a.replayed,
-            snapshot_id: None,
-            memory_state_kept: None,
-        })
+            .map(ops_accepted)
+            .map_err(|e| name_field(e, "vm_id").with_operation(op))
+    }
+
+    /// Takes a VM created outside HCP into `project` through the ops API (operators only).
+    pub async fn adopt_vm(
+        &self,
+        project: &ProjectId,
+        request: &hcp_core::AdoptRequest,
+        idempotency_key: Option<String>,
+    ) -> hcp_core::Result<Accepted> {
+        let op = hcp_core::Operation::AdoptVm;
+        check_key(idempotency_key.as_deref(), op)?;
+        self.client
+            .adopt_vm(project.as_str(), request, idempotency_key.as_deref())
+            .await
+            .map(ops_accepted)
+            .map_err(|e| e.with_operation(op))
+    }
+
+    /// Releases a VM through the ops API (operators only).
+    pub async fn release_vm(
+        &self,
+        vm_id: &VmId,
+        idempotency_key: Option<String>,
+    ) -> hcp_core::Result<Accepted> {
+        let op = hcp_core::Operation::ReleaseVm;
+        check_key(idempotency_key.as_deref(), op)?;
+        self.client
+            .release_vm(vm_id, idempotency_key.as_deref())
+            .await
+            .map(ops_accepted)
+            .map_err(|e| name_field(e, "vm_id").with_operation(op))
     }
 
     /// Plans a resize of a VM of the project.
@@ -430,6 +471,11 @@ impl Remote {
     /// Returns every host (the ops API).
     pub async fn hosts(&self) -> hcp_core::Result<Vec<Host>> {
         self.client.hosts().await
+    }
+
+    /// Returns every VM the last inventory found on the hosts (the ops API).
+    pub async fn inventory_vms(&self) -> hcp_core::Result<Vec<hcp_core::InventoryVm>> {
+        self.client.inventory_vms().await
     }
 
     /// Returns the catalog (the common API).

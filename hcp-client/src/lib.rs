@@ -986,7 +986,7 @@ impl Client {
     /// # Errors
     /// The service's error.
     pub async fn hosts(&self) -> hcp_core::Result<Vec<Host>> {
-        self.get(&format!("{OPS_PREFIX}/hosts"), &[]).await
+        self.legacy_list(&format!("{OPS_PREFIX}/hosts")).await
     }
 
     /// Lists one page of every VM with its provider binding (optionally one project's).
@@ -1041,12 +1041,12 @@ impl Client {
         })
     }
 
-    /// Lists every VM found on the hosts, HCP's and others.
+    /// Lists every VM found on the hosts, HCP's and others, every page of it.
     ///
     /// # Errors
     /// The service's error.
     pub async fn inventory_vms(&self) -> hcp_core::Result<Vec<InventoryVm>> {
-        self.get(&format!("{OPS_PREFIX}/inventory"), &[]).await
+        self.legacy_list(&format!("{OPS_PREFIX}/inventory")).await
     }
 
     /// Lists capabilities per provider and host.
@@ -1075,6 +1075,8 @@ impl Client {
             adopted: usize,
             drift: Vec<hcp_core::Drift>,
             repairs: usize,
+            #[serde(default)]
+            repaired: usize,
             elapsed_ms: u64,
         }
         let r: Report = self
@@ -1091,6 +1093,7 @@ impl Client {
             adopted: r.adopted,
             drift: r.drift,
             repairs: r.repairs,
+            repaired: r.repaired,
             elapsed_ms: r.elapsed_ms,
         })
     }
@@ -1112,7 +1115,56 @@ impl Client {
         idempotency_key: Option<&str>,
     ) -> hcp_core::Result<Accepted> {
         let path = format!("{OPS_PREFIX}/vms/{}:migrate", enc(vm_id.as_str()));
-        let mut rb = self.request(Method::POST, &path).json(request);
+        let rb = self.request(Method::POST, &path).json(request);
+        self.ops_submit(rb, idempotency_key).await
+    }
+
+    /// Takes a VM created outside HCP into `project` (`POST /api/hcp/ops/v1/vms:adopt`,
+    /// operators only): a job writes HCP's mark on it. Returns at once with the job.
+    ///
+    /// # Errors
+    /// The service's error: `NotFound` naming `vm`, `Conflict` for a VM HCP already manages,
+    /// `QuotaExceeded`, `FeatureNotSupported` where the host cannot take the mark.
+    pub async fn adopt_vm(
+        &self,
+        project: &str,
+        request: &hcp_core::AdoptRequest,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
+        let mut body = serde_json::to_value(request)
+            .map_err(|e| Error::internal(format!("cannot encode an adoption: {e}")))?;
+        if let Some(o) = body.as_object_mut() {
+            o.insert("project".into(), project.into());
+        }
+        let rb = self
+            .request(Method::POST, &format!("{OPS_PREFIX}/vms:adopt"))
+            .json(&body);
+        self.ops_submit(rb, idempotency_key).await
+    }
+
+    /// Gives a VM back (`POST /api/hcp/ops/v1/vms/{vmId}:release`, operators only): a job
+    /// removes HCP's mark and HCP forgets the VM, which stays as it is. Returns at once with the
+    /// job.
+    ///
+    /// # Errors
+    /// The service's error: `NotFound` for an unknown VM.
+    pub async fn release_vm(
+        &self,
+        vm_id: &VmId,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
+        let path = format!("{OPS_PREFIX}/vms/{}:release", enc(vm_id.as_str()));
+        self.ops_submit(self.request(Method::POST, &path), idempotency_key)
+            .await
+    }
+
+    /// Sends an ops request that starts a job and reads the operator's job it answers.
+    async fn ops_submit(
+        &self,
+        rb: RequestBuilder,
+        idempotency_key: Option<&str>,
+    ) -> hcp_core::Result<Accepted> {
+        let mut rb = rb;
         if let Some(k) = idempotency_key {
             rb = rb.header("Idempotency-Key", k);
         }
@@ -1238,8 +1290,8 @@ impl Client {
         self.legacy_list(&format!("{HYPERV_PREFIX}/vms")).await
     }
 
-    /// Reads every page of a Hyper-V list: a JSON array per page, the next page's cursor in
-    /// `X-Next-Cursor`.
+    /// Reads every page of a list answered as a JSON array per page with the next page's
+    /// cursor in `X-Next-Cursor` (the Hyper-V lists, the operators' hosts and inventory).
     async fn legacy_list<T: DeserializeOwned>(&self, path: &str) -> hcp_core::Result<Vec<T>> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
@@ -1408,6 +1460,8 @@ fn job_from_tenant(t: TenantJob) -> Job {
             graceful_timeout_secs: 0,
         },
         Operation::RebootVm => JobAction::Reboot { hard: false },
+        Operation::AdoptVm => JobAction::Adopt,
+        Operation::ReleaseVm => JobAction::Release,
         _ => JobAction::Start,
     });
     Job {

@@ -34,6 +34,9 @@ pub struct Capabilities {
     /// Changes an existing VM's vCPUs, memory and disk size in place (see
     /// [`crate::Provider::resize_vm`]).
     pub resize: bool,
+    /// Writes and removes HCP's mark on a VM created outside HCP (see
+    /// [`crate::Provider::set_mark`]), so operators can adopt and release it.
+    pub adopt: bool,
     /// Most vCPUs one VM may have, if limited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_vcpus: Option<u32>,
@@ -65,6 +68,8 @@ pub enum Capability {
     Tags,
     /// See [`Capabilities::resize`].
     Resize,
+    /// See [`Capabilities::adopt`].
+    Adopt,
 }
 
 impl Capability {
@@ -78,6 +83,7 @@ impl Capability {
             Capability::GpuPassthrough => "gpu_passthrough",
             Capability::Tags => "tags",
             Capability::Resize => "resize",
+            Capability::Adopt => "adopt",
         }
     }
 }
@@ -97,6 +103,7 @@ impl Capabilities {
             gpu_passthrough: true,
             tags: true,
             resize: true,
+            adopt: true,
             max_vcpus: None,
             max_memory_mib: None,
             max_disk_gib: None,
@@ -118,6 +125,7 @@ impl Capabilities {
             gpu_passthrough: self.gpu_passthrough && other.gpu_passthrough,
             tags: self.tags && other.tags,
             resize: self.resize && other.resize,
+            adopt: self.adopt && other.adopt,
             max_vcpus: min_opt(self.max_vcpus, other.max_vcpus),
             max_memory_mib: min_opt(self.max_memory_mib, other.max_memory_mib),
             max_disk_gib: min_opt(self.max_disk_gib, other.max_disk_gib),
@@ -139,6 +147,7 @@ impl Capabilities {
             gpu_passthrough: self.gpu_passthrough || other.gpu_passthrough,
             tags: self.tags || other.tags,
             resize: self.resize || other.resize,
+            adopt: self.adopt || other.adopt,
             max_vcpus: max_opt(self.max_vcpus, other.max_vcpus),
             max_memory_mib: max_opt(self.max_memory_mib, other.max_memory_mib),
             max_disk_gib: max_opt(self.max_disk_gib, other.max_disk_gib),
@@ -162,6 +171,7 @@ impl Capabilities {
             Capability::GpuPassthrough => self.gpu_passthrough,
             Capability::Tags => self.tags,
             Capability::Resize => self.resize,
+            Capability::Adopt => self.adopt,
         }
     }
 
@@ -264,6 +274,7 @@ fn missing_hint(c: Capability) -> &'static str {
         Capability::Resize => {
             "this VM's hypervisor cannot change a VM's size in place; create a new VM of the size wanted"
         }
+        Capability::Adopt => "this host's provider cannot write HCP's mark on an existing VM",
     }
 }
 

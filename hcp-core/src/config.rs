@@ -149,7 +149,7 @@ pub struct CapabilityLimits {
 }
 
 /// The names [`CapabilityLimits::disable`] accepts.
-pub const CAPABILITY_NAMES: [&str; 11] = [
+pub const CAPABILITY_NAMES: [&str; 12] = [
     "cloud_init",
     "snapshot",
     "live_migration",
@@ -161,6 +161,7 @@ pub const CAPABILITY_NAMES: [&str; 11] = [
     "gpu_passthrough",
     "tags",
     "resize",
+    "adopt",
 ];
 
 impl CapabilityLimits {
@@ -183,6 +184,7 @@ impl CapabilityLimits {
                 "gpu_passthrough" => &mut c.gpu_passthrough,
                 "tags" => &mut c.tags,
                 "resize" => &mut c.resize,
+                "adopt" => &mut c.adopt,
                 other => {
                     return Err(Error::invalid(
                         "limits.disable",
@@ -261,6 +263,58 @@ pub enum DriftPolicy {
 /// The largest `max_jobs` a host or cluster of the hosts file may set.
 pub const MAX_TARGET_JOBS: usize = 10_000;
 
+/// What the reconciler does about each kind of drift other than power (`engine.drift_repairs`).
+///
+/// # Behavior
+/// Every drift is reported once, as a `drift` event, whatever the choice; the choices say what
+/// happens besides. Power drift keeps its own switch, [`DriftPolicy`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftRepairs {
+    /// A VM found on another host than recorded.
+    pub moved: MovedRepair,
+    /// A VM missing from its host while that host answered.
+    pub missing: MissingRepair,
+    /// A VM on a host without HCP's mark.
+    pub unmanaged: UnmanagedRepair,
+}
+
+/// What the reconciler does about a VM found on another host (`drift_repairs.moved`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovedRepair {
+    /// Updates the VM's placement in the store to where it was found and records a
+    /// `drift_repaired` event.
+    #[default]
+    Follow,
+    /// Reports only: the store keeps the old host until an operator acts.
+    Report,
+}
+
+/// What the reconciler does about a VM missing from its host (`drift_repairs.missing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingRepair {
+    /// Marks the VM `ERROR` with the reason and records a `drift_repaired` event; it is never
+    /// recreated.
+    #[default]
+    MarkError,
+    /// Reports only: the VM keeps its state, shown as not present.
+    Report,
+}
+
+/// What the reconciler does about a VM without HCP's mark (`drift_repairs.unmanaged`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmanagedRepair {
+    /// Lists it as an adoption candidate in the operators' inventory, where the host can adopt
+    /// (`POST /api/hcp/ops/v1/vms:adopt` takes it into a project).
+    #[default]
+    OfferAdoption,
+    /// Reports only: adoption is refused.
+    Report,
+}
+
 /// The largest `engine.max_snapshots_per_vm` a hosts file may set.
 pub const MAX_SNAPSHOTS_PER_VM: u32 = 1000;
 
@@ -285,6 +339,8 @@ pub struct EngineSettings {
     pub inventory_refresh_interval: Duration,
     /// What the reconciler does about drift.
     pub drift_policy: DriftPolicy,
+    /// What the reconciler does about moved, missing and unmanaged VMs.
+    pub drift_repairs: DriftRepairs,
     /// How long finished jobs are kept.
     #[serde(with = "humantime_serde")]
     pub job_retention: Duration,
@@ -311,6 +367,7 @@ impl Default for EngineSettings {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             inventory_refresh_interval: Duration::from_secs(60),
             drift_policy: DriftPolicy::Report,
+            drift_repairs: DriftRepairs::default(),
             job_retention: Duration::from_secs(24 * 3600),
             max_log_lines_per_job: 1000,
             max_events: 100_000,

@@ -76,8 +76,17 @@ pub enum EventKind {
         /// The tags after the change.
         tags: std::collections::BTreeMap<String, String>,
     },
-    /// A VM was rebuilt from its host's mark after a restart.
+    /// A VM came under HCP: rebuilt from its host's mark after a restart, or adopted by an
+    /// operator (`POST /api/hcp/ops/v1/vms:adopt`).
     VmAdopted {
+        /// The provider.
+        provider: String,
+        /// The host.
+        host: String,
+    },
+    /// An operator released a VM: HCP's mark was removed from it and HCP forgot it; the VM
+    /// itself was left as it was.
+    VmReleased {
         /// The provider.
         provider: String,
         /// The host.
@@ -94,6 +103,13 @@ pub enum EventKind {
     },
     /// A difference between desired and observed state.
     Drift(Drift),
+    /// The reconciler acted on drift per `engine.drift_repairs` (operators' view).
+    DriftRepaired {
+        /// The drift it acted on.
+        drift: Drift,
+        /// What it did.
+        action: RepairAction,
+    },
     /// Someone asked for an inventory refresh and reconciliation now.
     ReconcileRequested {
         /// Hosts that answered.
@@ -127,8 +143,10 @@ impl EventKind {
         "vm_tags_updated",
         "vm_resized",
         "vm_adopted",
+        "vm_released",
         "vm_migrated",
         "drift",
+        "drift_repaired",
         "reconcile_requested",
         "console_opened",
         "console_session",
@@ -144,13 +162,26 @@ impl EventKind {
             EventKind::VmTagsUpdated { .. } => "vm_tags_updated",
             EventKind::VmResized { .. } => "vm_resized",
             EventKind::VmAdopted { .. } => "vm_adopted",
+            EventKind::VmReleased { .. } => "vm_released",
             EventKind::VmMigrated { .. } => "vm_migrated",
             EventKind::Drift(_) => "drift",
+            EventKind::DriftRepaired { .. } => "drift_repaired",
             EventKind::ReconcileRequested { .. } => "reconcile_requested",
             EventKind::ConsoleOpened { .. } => "console_opened",
             EventKind::ConsoleSession { .. } => "console_session",
         }
     }
+}
+
+/// What the reconciler did about one drift.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepairAction {
+    /// Recorded the host a moved VM was found on as its placement.
+    FollowedMove,
+    /// Marked a missing VM `ERROR` with the reason.
+    MarkedError,
 }
 
 /// Receives every event once it is appended to the store.

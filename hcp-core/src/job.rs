@@ -270,6 +270,10 @@ pub enum JobAction {
         #[serde(default)]
         power_cycle: bool,
     },
+    /// Writes HCP's mark on a VM created outside HCP, taking it into the job's project.
+    Adopt,
+    /// Removes HCP's mark from the VM and forgets it; the VM itself stays as it is.
+    Release,
 }
 
 impl JobAction {
@@ -286,6 +290,8 @@ impl JobAction {
             JobAction::RevertSnapshot { .. } => Operation::RevertSnapshot,
             JobAction::DeleteSnapshot { .. } => Operation::DeleteSnapshot,
             JobAction::Resize { .. } => Operation::ResizeVm,
+            JobAction::Adopt => Operation::AdoptVm,
+            JobAction::Release => Operation::ReleaseVm,
         }
     }
 }

@@ -41,26 +41,26 @@ pub mod testkit;
 
 pub use capability::{Capabilities, Capability, ExceededLimit, Requirements};
 pub use config::{
-    CapabilityLimits, CatalogConfig, ClusterConfig, Config, DriftPolicy, EngineSettings,
-    HostConfig, MAX_TARGET_JOBS, ProjectConfig, ProviderConfig, Quota, SecretString, Secrets,
-    ZoneConfig, parse_duration,
+    CapabilityLimits, CatalogConfig, ClusterConfig, Config, DriftPolicy, DriftRepairs,
+    EngineSettings, HostConfig, MAX_TARGET_JOBS, MissingRepair, MovedRepair, ProjectConfig,
+    ProviderConfig, Quota, SecretString, Secrets, UnmanagedRepair, ZoneConfig, parse_duration,
 };
 pub use console::{
     Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,
 };
-pub use engine::MigrateRequest;
 pub use engine::{
     Action, CODE_RESIZE_NOT_ALLOWED, CODE_VM_STATE_CONFLICT, ChangeImpact, Engine, EngineBuilder,
     EngineStats, FieldPlan, InventoryVm, JobWatch, ProviderCapabilities, ProviderFactory,
     ProviderStatus, RefreshReport, RequestContext, ResizeRequest, Snapshot, SnapshotSubmitted,
     Submitted, plan_resize, snapshot_id, validate_idempotency_key,
 };
+pub use engine::{AdoptRequest, MigrateRequest};
 pub use error::{
     CODE_CAPACITY_EXHAUSTED, CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED,
     CODE_PRECONDITION_FAILED, CODE_PRECONDITION_REQUIRED, ECHO_MAX_CHARS, Error, ErrorInfo,
     ErrorKind, ErrorStatus, Result, echo, excerpt,
 };
-pub use events::{Event, EventFilter, EventKind, EventSink, TracingSink};
+pub use events::{Event, EventFilter, EventKind, EventSink, RepairAction, TracingSink};
 pub use job::{
     Job, JobAction, JobLogLine, JobState, JobUpdate, LogAudience, LogEntry, LogLevel,
     PendingReason, RetryDecision, RetryPolicy,
@@ -76,9 +76,9 @@ pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
 pub use provider::{
     CreateVm, CreatedVm, DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, GetConsole,
-    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MemberHost, MigrateVm,
-    MigratedVm, NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider, ProviderInfo, RebootVm,
-    RebootedVm, ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot, SnapshotVm, SnapshottedVm,
-    StartVm, StartedVm, StopVm, StoppedVm, TargetKind, VmTarget,
+    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MarkedVm, MemberHost,
+    MigrateVm, MigratedVm, NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider,
+    ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot,
+    SetMark, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, TargetKind, VmTarget,
 };
 pub use reconcile::Drift;

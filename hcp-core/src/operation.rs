@@ -33,6 +33,10 @@ pub enum Operation {
     DeleteSnapshot,
     /// Changes a VM's vCPUs, memory or disk size in place.
     ResizeVm,
+    /// Takes a VM created outside HCP into a project: writes HCP's mark on it.
+    AdoptVm,
+    /// Gives a VM back: removes HCP's mark from it and forgets it, leaving the VM running.
+    ReleaseVm,
     /// Lists a provider's hosts.
     ListHosts,
     /// Reads one host's inventory.
@@ -43,7 +47,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 17] = [
         Operation::CreateVm,
         Operation::DeleteVm,
         Operation::StartVm,
@@ -56,6 +60,8 @@ impl Operation {
         Operation::RevertSnapshot,
         Operation::DeleteSnapshot,
         Operation::ResizeVm,
+        Operation::AdoptVm,
+        Operation::ReleaseVm,
         Operation::ListHosts,
         Operation::HostInventory,
         Operation::Reconcile,
@@ -76,6 +82,8 @@ impl Operation {
             Operation::RevertSnapshot => "revert_snapshot",
             Operation::DeleteSnapshot => "delete_snapshot",
             Operation::ResizeVm => "resize_vm",
+            Operation::AdoptVm => "adopt_vm",
+            Operation::ReleaseVm => "release_vm",
             Operation::ListHosts => "list_hosts",
             Operation::HostInventory => "host_inventory",
             Operation::Reconcile => "reconcile",
@@ -96,6 +104,8 @@ impl Operation {
                 | Operation::RevertSnapshot
                 | Operation::DeleteSnapshot
                 | Operation::ResizeVm
+                | Operation::AdoptVm
+                | Operation::ReleaseVm
         )
     }
 }

@@ -225,6 +225,27 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
         ))
     }
 
+    /// Writes HCP's mark on an existing VM (`args.mark` set), or removes it (`None`). The
+    /// engine calls it only when the host declares `adopt`, to adopt a VM created outside HCP
+    /// or to release one.
+    ///
+    /// # Behavior
+    /// Changes nothing else on the VM: power state, size, disks, name and tags stay as they
+    /// are, and a running VM keeps running. Writing the mark the VM already carries, or
+    /// removing a mark it does not carry, succeeds.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the VM does not exist; the default refuses with
+    /// [`crate::ErrorKind::FeatureNotSupported`].
+    async fn set_mark(&self, _ctx: &OpContext, _args: SetMark) -> Result<MarkedVm> {
+        Err(Error::unsupported(
+            &self.info().name,
+            Operation::AdoptVm,
+            "adopt",
+            "this provider cannot write HCP's mark on an existing VM yet",
+        ))
+    }
+
     /// Moves a running VM to another host. The engine calls it only when the host declares
     /// `live_migration`.
     ///
@@ -779,6 +800,37 @@ target_args!(
         disk_gib: Option<u64> = None,
     }
 );
+
+target_args!(
+    /// Arguments of [`Provider::set_mark`]: the mark to write, or `None` to remove it.
+    SetMark {
+        /// HCP's mark; `None` removes the one the VM carries.
+        mark: Option<HcpMark> = None,
+    }
+);
+
+impl SetMark {
+    /// Sets the mark to write (`None` removes it).
+    pub fn with_mark(mut self, mark: Option<HcpMark>) -> Self {
+        self.mark = mark;
+        self
+    }
+}
+
+/// Reply of [`Provider::set_mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MarkedVm {
+    /// True when the VM carried a mark before the call.
+    pub was_marked: bool,
+}
+
+impl MarkedVm {
+    /// Builds the reply.
+    pub fn new(was_marked: bool) -> Self {
+        MarkedVm { was_marked }
+    }
+}
 
 impl ResizeVm {
     /// Sets the new vCPU count.

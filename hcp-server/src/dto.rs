@@ -933,7 +933,7 @@ impl PendingReasonDto {
 #[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct JobActionDto {
     /// `create`, `delete`, `start`, `stop`, `reboot`, `snapshot`, `revert_snapshot`,
-    /// `delete_snapshot`, `migrate` or `resize`.
+    /// `delete_snapshot`, `migrate`, `resize`, `adopt` or `release`.
     pub action: String,
     /// Power off first / skip the graceful shutdown (`delete`, `stop`).
     #[oai(skip_serializing_if_is_none)]
@@ -1046,6 +1046,8 @@ impl JobActionDto {
                 dto.reboot = Some(*reboot);
                 dto.power_cycle = Some(*power_cycle);
             }
+            JobAction::Adopt => dto.action = "adopt".into(),
+            JobAction::Release => dto.action = "release".into(),
             JobAction::Migrate { target_host } => {
                 dto.action = "migrate".into();
                 // The target host is an operator detail: tenants do not even see the key.
@@ -1534,6 +1536,9 @@ pub struct CapabilitiesDto {
     pub tags: bool,
     /// Changes an existing VM's vCPUs, memory and disk size in place (`:resize`).
     pub resize: bool,
+    /// Writes and removes HCP's mark on a VM created outside HCP (operators' `vms:adopt` and
+    /// `:release`).
+    pub adopt: bool,
     /// Most vCPUs one VM may have, if limited.
     #[oai(skip_serializing_if_is_none)]
     pub max_vcpus: Option<u32>,
@@ -1562,6 +1567,7 @@ impl From<Capabilities> for CapabilitiesDto {
             gpu_passthrough: c.gpu_passthrough,
             tags: c.tags,
             resize: c.resize,
+            adopt: c.adopt,
             max_vcpus: c.max_vcpus,
             max_memory_mib: c.max_memory_mib,
             max_disk_gib: c.max_disk_gib,
@@ -1748,6 +1754,10 @@ pub struct InventoryVmDto {
     pub vm_id: Option<String>,
     /// The owning project, when HCP manages it.
     pub project: Option<String>,
+    /// True for a VM without HCP's mark that `POST /api/hcp/ops/v1/vms:adopt` can take into a
+    /// project: its host's provider can write the mark (capability `adopt`) and the reconciler
+    /// offers unmanaged VMs for adoption (`engine.drift_repairs.unmanaged`).
+    pub adoptable: bool,
 }
 
 impl From<InventoryVm> for InventoryVmDto {
@@ -1761,6 +1771,7 @@ impl From<InventoryVm> for InventoryVmDto {
             power: v.power.into(),
             vm_id: v.vm_id.map(|i| i.to_string()),
             project: v.project.map(|p| p.to_string()),
+            adoptable: v.adoptable,
         }
     }
 }
@@ -1789,6 +1800,9 @@ pub struct RefreshReportDto {
     pub drift: Vec<serde_json::Value>,
     /// Jobs submitted to repair drift.
     pub repairs: u64,
+    /// Drift repaired in the store per `engine.drift_repairs` (moves followed, missing VMs
+    /// marked `ERROR`).
+    pub repaired: u64,
     /// How long the refresh took, in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -1810,6 +1824,7 @@ impl From<RefreshReport> for RefreshReportDto {
                 .map(|d| serde_json::to_value(d).unwrap_or(serde_json::Value::Null))
                 .collect(),
             repairs: r.repairs as u64,
+            repaired: r.repaired as u64,
             elapsed_ms: r.elapsed_ms,
         }
     }

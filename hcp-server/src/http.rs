@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::ServeOptions;
 use crate::api::{
     self, AppState, COLON_VERBS, JOB_COLON_VERBS, OPS_PREFIX, OPS_VM_COLON_VERBS,
-    SNAPSHOT_COLON_VERBS, TENANT_PREFIX, VERB_MARKER,
+    OPS_VMS_COLLECTION_VERBS, SNAPSHOT_COLON_VERBS, TENANT_PREFIX, VERB_MARKER,
 };
 use crate::auth::{Auth, login};
 use crate::console::ConsoleProxy;
@@ -344,6 +344,31 @@ fn route_colon_verb(uri: &Uri) -> Result<Option<Uri>, ()> {
     let Some((head, last)) = path.rsplit_once('/') else {
         return Ok(None);
     };
+    let split_verb = |last: &'_ str| -> Option<(String, String)> {
+        if let Some((id, verb)) = last.rsplit_once(':') {
+            Some((id.to_string(), verb.to_string()))
+        } else {
+            let pos = last.to_ascii_lowercase().rfind("%3a")?;
+            Some((last[..pos].to_string(), last[pos + 3..].to_string()))
+        }
+    };
+    if ops && head == OPS_PREFIX {
+        // A verb on the VM collection: `/api/hcp/ops/v1/vms:adopt`.
+        return match split_verb(last) {
+            Some((coll, verb)) if coll == "vms" => {
+                if !OPS_VMS_COLLECTION_VERBS.contains(&verb.as_str()) {
+                    return Err(());
+                }
+                let mut new = format!("{head}/vms{VERB_MARKER}{verb}");
+                if let Some(q) = uri.query() {
+                    new.push('?');
+                    new.push_str(q);
+                }
+                Ok(new.parse().ok())
+            }
+            _ => Ok(None),
+        };
+    }
     let verbs: &[&str] = if ops {
         match head.strip_prefix(OPS_PREFIX) {
             Some("/vms") => &OPS_VM_COLON_VERBS,
@@ -358,17 +383,13 @@ fn route_colon_verb(uri: &Uri) -> Result<Option<Uri>, ()> {
     } else {
         return Ok(None);
     };
-    let (id, verb) = if let Some((id, verb)) = last.rsplit_once(':') {
-        (id, verb)
-    } else if let Some(pos) = last.to_ascii_lowercase().rfind("%3a") {
-        (&last[..pos], &last[pos + 3..])
-    } else {
+    let Some((id, verb)) = split_verb(last) else {
         return Ok(None);
     };
     if id.is_empty() {
         return Ok(None);
     }
-    if !verbs.contains(&verb) {
+    if !verbs.contains(&verb.as_str()) {
         // VM and job ids never hold a colon: this is an unknown verb.
         return Err(());
     }
@@ -445,6 +466,25 @@ mod tests {
         assert!(route(&format!("{base}/vm-1/@migrate")).is_err());
         assert_eq!(route(&format!("{base}/vm-1")).unwrap(), None);
         assert_eq!(route("/api/hcp/ops/v1/jobs/job-1:migrate").unwrap(), None);
+        assert_eq!(
+            route(&format!("{base}/vm-1:release")).unwrap().unwrap(),
+            format!("{base}/vm-1/@release")
+        );
+        // The collection verb.
+        assert_eq!(
+            route(&format!("{base}:adopt")).unwrap().unwrap(),
+            format!("{base}/@adopt")
+        );
+        assert_eq!(
+            route(&format!("{base}%3Aadopt")).unwrap().unwrap(),
+            format!("{base}/@adopt")
+        );
+        assert!(route(&format!("{base}:migrate")).is_err());
+        // Tenants have no adopt verb.
+        assert!(!matches!(
+            route("/api/hcp/tenant/v1/projects/demo/vms:adopt"),
+            Ok(Some(_))
+        ));
         // Tenants have no migrate verb.
         assert!(route("/api/hcp/tenant/v1/projects/demo/vms/vm-1:migrate").is_err());
     }

@@ -287,6 +287,20 @@ const MATRIX: &[Row] = &[
         FreshVm,
         [401, 403, 403, 403, 403, 202],
     ),
+    // Adoption and release change who owns a VM: operators only. The adoption names a VM the
+    // host does not have, so an operator's call gets as far as the host's inventory (404).
+    row(
+        "post",
+        "/api/hcp/ops/v1/vms:adopt",
+        Shared,
+        [401, 403, 403, 403, 403, 404],
+    ),
+    row(
+        "post",
+        "/api/hcp/ops/v1/vms/{vmId}:release",
+        FreshVm,
+        [401, 403, 403, 403, 403, 202],
+    ),
     // Common API.
     row("get", "/api/hcp/common/v1/catalog", Shared, ANY_TOKEN),
     row("get", "/api/hcp/common/v1/images", Shared, ANY_TOKEN),
@@ -470,6 +484,9 @@ async fn call(f: &Fixture, row: &Row, who: Who, vm: &str, n: usize) -> Call {
         _ if row.method == "patch" => Some(json!({"tags": {"matrix": "x"}})),
         (p, _) if p.ends_with(":plan") || p.ends_with(":resize") => Some(json!({"vcpus": 2})),
         (p, _) if p.ends_with(":migrate") => Some(json!({})),
+        (p, _) if p.ends_with(":adopt") => {
+            Some(json!({"project": A, "host": "sim-a1", "vm": "no-such-vm"}))
+        }
         (p, _) if row.method == "post" && p.ends_with("/snapshots") => {
             Some(json!({"name": "matrix"}))
         }

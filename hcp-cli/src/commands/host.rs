@@ -1,8 +1,8 @@
 //! `hcp host`: the placement targets (hosts, and clusters with their member hosts) with their
-//! capacity and health (the operator view).
+//! capacity and health, and the VMs found on them (the operator view).
 
 use clap::Subcommand;
-use hcp_core::Host;
+use hcp_core::{Host, InventoryVm};
 
 use super::Session;
 use crate::output;
@@ -12,6 +12,9 @@ use crate::output;
 pub enum HostCommand {
     /// List every host of every provider.
     List,
+    /// List every VM the last inventory found on the hosts, HCP's and others; ADOPTABLE ones
+    /// can be taken into a project with `hcp vm adopt`.
+    Inventory,
 }
 
 impl HostCommand {
@@ -25,8 +28,41 @@ impl HostCommand {
                 let hosts = s.backend.hosts().await?;
                 output::print(s.format, &hosts, |h| table(h))
             }
+            HostCommand::Inventory => {
+                let vms = s.backend.inventory_vms().await?;
+                output::print(s.format, &vms, |v| inventory_table(v))
+            }
         }
     }
+}
+
+fn inventory_table(vms: &[InventoryVm]) -> String {
+    if vms.is_empty() {
+        return "No VMs found on the hosts.".into();
+    }
+    let mut t = output::table(&[
+        "PROVIDER",
+        "HOST",
+        "NATIVE ID",
+        "NAME",
+        "POWER",
+        "VM ID",
+        "PROJECT",
+        "ADOPTABLE",
+    ]);
+    for v in vms {
+        t.add_row(vec![
+            v.provider.clone(),
+            v.host.clone(),
+            v.native_id.clone(),
+            v.name.clone(),
+            v.power.to_string(),
+            v.vm_id.as_ref().map_or("-".into(), ToString::to_string),
+            v.project.as_ref().map_or("-".into(), ToString::to_string),
+            if v.adoptable { "yes" } else { "no" }.into(),
+        ]);
+    }
+    output::trim(t)
 }
 
 fn table(hosts: &[Host]) -> String {

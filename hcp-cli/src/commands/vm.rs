@@ -48,6 +48,46 @@ pub enum VmCommand {
     /// Move a running VM, live, to another host of its provider and zone (operators: with
     /// --url, a token with the operator role). `hcp host list` shows the hosts.
     Migrate(MigrateArgs),
+    /// Take a VM created outside HCP into a project (operators): HCP's mark is written on it,
+    /// nothing else about it changes. `hcp host inventory` shows the adoptable VMs.
+    Adopt(AdoptArgs),
+    /// Give a VM back (operators): HCP's mark is removed and HCP forgets the VM, which stays on
+    /// its host as it is.
+    Release(ReleaseArgs),
+}
+
+/// `hcp vm adopt`
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The VM's native id or name on its host, as the inventory shows it.
+    #[arg(value_name = "NATIVE_ID|NAME")]
+    vm: String,
+    /// The host the VM is on.
+    #[arg(long)]
+    host: String,
+    /// The project the VM joins.
+    #[arg(long, env = "HCP_PROJECT")]
+    project: String,
+    /// The host's provider, when hosts of several providers share its name.
+    #[arg(long)]
+    provider: Option<String>,
+    /// The VM's name in HCP; the hypervisor's name by default.
+    #[arg(long)]
+    name: Option<String>,
+    /// A tag in HCP; repeat for several (the hypervisor's tags by default).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    #[command(flatten)]
+    submit: SubmitArgs,
+}
+
+/// `hcp vm release`
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    vm: VmRef,
+    #[command(flatten)]
+    submit: SubmitArgs,
 }
 
 /// `hcp vm migrate`
@@ -397,6 +437,8 @@ impl VmCommand {
                 | VmCommand::Reboot(_)
                 | VmCommand::Delete(_)
                 | VmCommand::Migrate(_)
+                | VmCommand::Adopt(_)
+                | VmCommand::Release(_)
                 | VmCommand::Resize(_)
         ) || matches!(self, VmCommand::Snapshot(c) if c.mutates())
     }
@@ -472,6 +514,28 @@ impl VmCommand {
                         &request,
                         a.submit.idempotency_key.clone(),
                     )
+                    .await?;
+                finish(s, project.as_ref(), accepted, &a.submit).await
+            }
+            VmCommand::Adopt(a) => {
+                let project = ProjectId::from(a.project.as_str());
+                let tags = (!a.tags.is_empty()).then(|| a.tags.into_iter().collect());
+                let request = hcp_core::AdoptRequest::new(a.host, a.vm)
+                    .with_provider(a.provider)
+                    .with_name(a.name)
+                    .with_tags(tags);
+                let accepted = s
+                    .backend
+                    .adopt_vm(&project, &request, a.submit.idempotency_key.clone())
+                    .await?;
+                finish(s, Some(&project), accepted, &a.submit).await
+            }
+            VmCommand::Release(a) => {
+                let id = a.vm.resolve(&s.backend).await?;
+                let project = a.vm.project();
+                let accepted = s
+                    .backend
+                    .release_vm(project.as_ref(), &id, a.submit.idempotency_key.clone())
                     .await?;
                 finish(s, project.as_ref(), accepted, &a.submit).await
             }

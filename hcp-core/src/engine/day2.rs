@@ -87,6 +87,11 @@ pub(crate) fn check_state(vm: &Vm, action: &Action) -> crate::Result<()> {
             "VM `{name}` is still being created; it can be resized once its create job ends"
         )));
     }
+    if matches!(action, Action::Release { .. }) && vm.desired == DesiredState::Pending {
+        return Err(state_conflict(format!(
+            "VM `{name}` is still being created or adopted; it can be released once that job ends"
+        )));
+    }
     if snapshot_op && vm.desired == DesiredState::Pending && !vm.present {
         return Err(state_conflict(format!(
             "VM `{name}` is still being created; its snapshots can be managed once its create job ends"

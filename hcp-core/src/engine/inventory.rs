@@ -17,9 +17,9 @@ use crate::reconcile::{ObservedHost, classify};
 use crate::store::{PageRequest, Scope};
 use crate::{
     Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind,
-    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, MemberHost, NativeVm,
-    Operation, PowerState, Principal, ProjectId, ProviderBinding, ProviderInfo, Requirements,
-    Resources, Result, Vm, VmId, VmSpec,
+    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, MemberHost, MissingRepair,
+    MovedRepair, NativeVm, Operation, PowerState, Principal, ProjectId, ProviderBinding,
+    ProviderInfo, RepairAction, Requirements, Resources, Result, UnmanagedRepair, Vm, VmId, VmSpec,
 };
 
 /// How long one host's inventory call may take during a refresh.
@@ -265,6 +265,11 @@ pub struct InventoryVm {
     pub vm_id: Option<VmId>,
     /// The owning project, when HCP manages it.
     pub project: Option<ProjectId>,
+    /// True for a VM without HCP's mark that an operator can adopt (`POST
+    /// /api/hcp/ops/v1/vms:adopt`): its host declares `adopt` and `engine.drift_repairs.unmanaged`
+    /// is `offer_adoption`.
+    #[serde(default)]
+    pub adoptable: bool,
 }
 
 /// What one inventory refresh saw and did.
@@ -282,6 +287,9 @@ pub struct RefreshReport {
     pub drift: Vec<Drift>,
     /// Jobs submitted to repair drift.
     pub repairs: usize,
+    /// Drift repaired in the store per `engine.drift_repairs` (moves followed, missing VMs
+    /// marked `ERROR`).
+    pub repaired: usize,
     /// How long the refresh took.
     pub elapsed_ms: u64,
 }
@@ -394,12 +402,15 @@ impl Engine {
     /// Returns every VM found on the hosts at the last refresh, HCP's and others (operator view).
     /// A VM of a cluster target names the member host it runs on and the cluster.
     pub fn inventory_vms(&self) -> Vec<InventoryVm> {
+        let offer = self.inner.settings.drift_repairs.unmanaged == UnmanagedRepair::OfferAdoption;
         let inv = read_inventory(&self.inner);
         inv.hosts
             .iter()
             .flat_map(|((provider, host), h)| {
                 let cluster = h.info.is_cluster().then(|| host.clone());
+                let can_adopt = offer && h.caps.adopt;
                 h.vms().iter().map(move |v| InventoryVm {
+                    adoptable: can_adopt && v.mark.is_none(),
                     provider: provider.clone(),
                     host: v.host.clone().unwrap_or_else(|| host.clone()),
                     cluster: cluster.clone(),
@@ -852,13 +863,17 @@ impl Engine {
             }
         }
 
-        // 5. Record observations that changed.
+        // 5. Record observations that changed; follow moves per policy.
+        let repairs = inner.settings.drift_repairs;
+        let mut followed = Vec::new();
         for obs in plan.observations {
             let res = inner
                 .update_vm_with(&obs.vm_id, |vm| {
                     vm.power = obs.power;
                     vm.present = obs.present;
-                    if let Some((provider, host)) = &obs.moved_to {
+                    if let Some((provider, host)) = &obs.moved_to
+                        && repairs.moved == MovedRepair::Follow
+                    {
                         vm.binding.provider = provider.clone();
                         vm.binding.host = host.clone();
                     }
@@ -867,8 +882,14 @@ impl Engine {
                     }
                 })
                 .await;
-            if let Err(e) = res {
-                tracing::warn!(vm_id = %obs.vm_id, error = %e, "cannot record observed state");
+            match res {
+                Ok(Some(vm)) if obs.moved_to.is_some() && repairs.moved == MovedRepair::Follow => {
+                    followed.push(vm.id);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(vm_id = %obs.vm_id, error = %e, "cannot record observed state")
+                }
             }
         }
 
@@ -898,6 +919,43 @@ impl Engine {
                     EventKind::Drift(d.clone()),
                 )
                 .await;
+        }
+        for d in &plan.drift {
+            let repaired = match d {
+                Drift::Moved { vm_id, .. } if followed.contains(vm_id) => {
+                    Some((vm_id, RepairAction::FollowedMove))
+                }
+                Drift::Missing { vm_id, .. }
+                    if repairs.missing == MissingRepair::MarkError
+                        && known
+                            .iter()
+                            .any(|v| v.id == *vm_id && v.desired == DesiredState::Active) =>
+                {
+                    match mark_missing(inner, d, vm_id).await {
+                        Ok(true) => Some((vm_id, RepairAction::MarkedError)),
+                        Ok(false) => None,
+                        Err(e) => {
+                            tracing::warn!(%vm_id, error = %e, "cannot mark a missing VM ERROR");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if let Some((vm_id, action)) = repaired {
+                report.repaired += 1;
+                inner
+                    .emit(
+                        projects.get(vm_id).map(|p| (*p).clone()),
+                        Some(vm_id.clone()),
+                        Some(&Principal::system()),
+                        EventKind::DriftRepaired {
+                            drift: d.clone(),
+                            action,
+                        },
+                    )
+                    .await;
+            }
         }
         if inner.settings.drift_policy == DriftPolicy::RestorePower {
             for d in &plan.drift {
@@ -985,6 +1043,32 @@ fn observed_zone(
         .iter()
         .find(|(p, h, _)| p == provider && h.name == host)
         .map(|(_, h, _)| h.zone.clone())
+}
+
+/// Marks a VM that is missing from its host `ERROR` with the reason, once: returns false when
+/// it is not `ACTIVE` any more (already marked, or a job took it over since the refresh began).
+async fn mark_missing(inner: &Inner, d: &Drift, vm_id: &VmId) -> Result<bool> {
+    let Drift::Missing { provider, host, .. } = d else {
+        return Ok(false);
+    };
+    let error = Error::new(
+        ErrorKind::NotFound,
+        "the VM is missing from its host; HCP does not recreate it (delete it, or restore it on the host)",
+    )
+    .with_detail(format!(
+        "provider `{provider}` host `{host}` answered its inventory without this VM"
+    ));
+    let mut marked = false;
+    inner
+        .update_vm_with(vm_id, |vm| {
+            marked = vm.desired == DesiredState::Active;
+            if marked {
+                vm.desired = DesiredState::Error;
+                vm.last_error = Some((&error).into());
+            }
+        })
+        .await?;
+    Ok(marked)
 }
 
 fn drift_vm(d: &Drift) -> Option<&VmId> {

@@ -2,6 +2,7 @@
 //! requests, negotiates capabilities, writes desired state and jobs, runs jobs with bounded
 //! concurrency, retries and timeouts, streams job logs, and reconciles desired with observed state.
 
+mod adopt;
 mod capacity;
 mod day2;
 mod inventory;
@@ -23,6 +24,7 @@ use sha2::Digest;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use adopt::AdoptRequest;
 pub use day2::{
     CODE_RESIZE_NOT_ALLOWED, CODE_VM_STATE_CONFLICT, ResizeRequest, Snapshot, SnapshotSubmitted,
     snapshot_id,
@@ -166,6 +168,15 @@ pub enum Action {
         /// What the caller accepts the change may take (`hot`, `reboot`, `power_off`).
         allow: Vec<ChangeImpact>,
     },
+    /// Takes a VM created outside HCP into the request's project (operators only; see
+    /// [`Engine::adopt_vm`]).
+    Adopt(AdoptRequest),
+    /// Removes HCP's mark from a VM and forgets it, leaving the VM as it is (operators only;
+    /// see [`Engine::release_vm`]).
+    Release {
+        /// The VM.
+        vm_id: VmId,
+    },
 }
 
 impl Action {
@@ -182,6 +193,8 @@ impl Action {
             Action::RevertSnapshot { .. } => Operation::RevertSnapshot,
             Action::DeleteSnapshot { .. } => Operation::DeleteSnapshot,
             Action::Resize { .. } => Operation::ResizeVm,
+            Action::Adopt(_) => Operation::AdoptVm,
+            Action::Release { .. } => Operation::ReleaseVm,
         }
     }
 }
@@ -862,6 +875,11 @@ impl Engine {
                     placement.host,
                 )
             }
+            Action::Adopt(req) => {
+                let (vm, provider, host) = self.adoption(ctx, &req, now).await?;
+                let vm_id = vm.id.clone();
+                (VmWrite::Insert(vm), JobAction::Adopt, vm_id, provider, host)
+            }
             other => {
                 let vm_id = match &other {
                     Action::Delete { vm_id, .. }
@@ -872,8 +890,9 @@ impl Engine {
                     | Action::Migrate { vm_id, .. }
                     | Action::RevertSnapshot { vm_id, .. }
                     | Action::DeleteSnapshot { vm_id, .. }
-                    | Action::Resize { vm_id, .. } => vm_id.clone(),
-                    Action::Create { .. } => unreachable!("handled above"),
+                    | Action::Resize { vm_id, .. }
+                    | Action::Release { vm_id } => vm_id.clone(),
+                    Action::Create { .. } | Action::Adopt(_) => unreachable!("handled above"),
                 };
                 let mut vm = inner.live_vm(&ctx.scope(), &vm_id).await?;
                 let expected = vm.generation;
@@ -956,7 +975,11 @@ impl Engine {
                         vm.resources = to;
                         action
                     }
-                    Action::Create { .. } => unreachable!("handled above"),
+                    Action::Release { .. } => {
+                        self.require(&vm, op, Capability::Adopt)?;
+                        JobAction::Release
+                    }
+                    Action::Create { .. } | Action::Adopt(_) => unreachable!("handled above"),
                 };
                 vm.updated_at = now;
                 let (p, h) = (vm.binding.provider.clone(), vm.binding.host.clone());

@@ -15,7 +15,7 @@ use crate::{
     CreateVm, DeleteSnapshot, DeleteVm, DesiredState, Error, ErrorInfo, ErrorKind, EventKind,
     HcpMark, Job, JobAction, JobReporter, JobState, JobUpdate, LogEntry, LogLevel, MigrateVm,
     NetworkPlan, OpContext, PendingReason, PowerState, Principal, RebootVm, ResizeVm, Resources,
-    RetryDecision, RevertSnapshot, SnapshotVm, StartVm, StopVm, Vm, VmTarget,
+    RetryDecision, RevertSnapshot, SetMark, SnapshotVm, StartVm, StopVm, Vm, VmTarget,
 };
 
 /// What a successful attempt changed.
@@ -33,6 +33,8 @@ enum Effect {
         host: String,
         native_id: String,
     },
+    Adopted,
+    Released,
     Nothing,
 }
 
@@ -463,6 +465,39 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
             }
             Ok(Effect::Nothing)
         }
+        JobAction::Adopt => {
+            let mark = HcpMark {
+                vm_id: vm.id.clone(),
+                project: vm.project.clone(),
+                image: None,
+                flavor: None,
+                zone: Some(vm.zone.clone()),
+                created_at: Some(vm.created_at),
+                user_data: false,
+            };
+            inner
+                .call(
+                    provider,
+                    op,
+                    host,
+                    p.set_mark(ctx, SetMark::new(target(vm)).with_mark(Some(mark))),
+                )
+                .await?;
+            ctx.info(format!("HCP's mark written on {}", vm.spec.name));
+            Ok(Effect::Adopted)
+        }
+        JobAction::Release => {
+            inner
+                .call(
+                    provider,
+                    op,
+                    host,
+                    p.set_mark(ctx, SetMark::new(target(vm))),
+                )
+                .await?;
+            ctx.info(format!("HCP's mark removed from {}", vm.spec.name));
+            Ok(Effect::Released)
+        }
         JobAction::Migrate { target_host } => {
             let r = inner
                 .call(
@@ -576,14 +611,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 None,
                 vm.present,
             );
-            let removed = async {
-                let cur = inner.store.get_vm(&Scope::All, &vm.id).await?;
-                if let Some(cur) = cur {
-                    inner.store.remove_vm(&vm.id, cur.generation).await?;
-                }
-                Ok::<_, Error>(())
-            }
-            .await;
+            let removed = forget_vm(inner, &vm.id).await;
             inner
                 .emit(
                     Some(vm.project.clone()),
@@ -675,6 +703,43 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 .await;
             r.map(|_| ())
         }
+        Effect::Adopted => {
+            let r = inner
+                .update_vm_with(&vm.id, |v| {
+                    if v.desired == DesiredState::Pending {
+                        v.desired = DesiredState::Active;
+                    }
+                    v.last_error = None;
+                })
+                .await;
+            inner
+                .emit(
+                    Some(vm.project.clone()),
+                    Some(vm.id.clone()),
+                    Some(&job.principal),
+                    EventKind::VmAdopted {
+                        provider: vm.binding.provider.clone(),
+                        host: vm.binding.host.clone(),
+                    },
+                )
+                .await;
+            r.map(|_| ())
+        }
+        Effect::Released => {
+            let removed = forget_vm(inner, &vm.id).await;
+            inner
+                .emit(
+                    Some(vm.project.clone()),
+                    Some(vm.id.clone()),
+                    Some(&job.principal),
+                    EventKind::VmReleased {
+                        provider: vm.binding.provider.clone(),
+                        host: vm.binding.host.clone(),
+                    },
+                )
+                .await;
+            removed
+        }
         Effect::Nothing => Ok(()),
     };
     if let Err(e) = result {
@@ -686,6 +751,14 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
         LogEntry::info(format!("{} succeeded", job.operation)),
     );
     let _ = end(inner, &job, JobState::Succeeded, None).await;
+}
+
+/// Removes a VM's record from the store (its delete or release succeeded).
+async fn forget_vm(inner: &Inner, vm_id: &crate::VmId) -> crate::Result<()> {
+    if let Some(cur) = inner.store.get_vm(&Scope::All, vm_id).await? {
+        inner.store.remove_vm(vm_id, cur.generation).await?;
+    }
+    Ok(())
 }
 
 /// Gives back what a migration or resize job held and did not use (the target's reserved room,
@@ -825,6 +898,13 @@ async fn fail(
                 return end(inner, &job, state, Some(info)).await;
             }
         }
+        if job.action == JobAction::Adopt {
+            // The mark was not written: HCP never managed the VM, so it forgets it again.
+            if let Err(err) = forget_vm(inner, &vm.id).await {
+                tracing::error!(job_id = %job.id, error = %err, "cannot forget a VM whose adoption failed");
+            }
+            return end(inner, &job, state, Some(info)).await;
+        }
         unwind_resize(inner, &job, vm).await;
         let is_create = job.action == JobAction::Create;
         let is_delete = matches!(job.action, JobAction::Delete { .. });
@@ -917,6 +997,9 @@ pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Pr
             );
             let _ = inner.store.remove_vm(&vm.id, vm.generation).await;
         }
+    } else if job.action == JobAction::Adopt {
+        // The mark was never written: forget the VM again.
+        let _ = forget_vm(inner, &job.vm_id).await;
     } else if matches!(job.action, JobAction::Delete { .. }) {
         let _ = inner
             .update_vm_with(&job.vm_id, |v| v.desired = DesiredState::Active)

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use hcp_core::{
-    CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind, HostInfo, HostInventoryReply,
-    LogEntry, NativeVm, OpContext, PowerState, Resources, Result, VmTarget,
+    CreateVm, CreatedVm, DeleteVm, DeletedVm, Error, ErrorKind, HcpMark, HostInfo,
+    HostInventoryReply, LogEntry, NativeVm, OpContext, PowerState, Resources, Result, VmTarget,
 };
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
@@ -959,6 +959,58 @@ fn set_mark_disk_gib(dom: &Domain, running: bool, disk_gib: u64) -> Result<()> {
         Some(xml::HCP_NS),
         flags,
     ))
+}
+
+/// Writes HCP's mark on the domain `t` names by native id (UUID) or name (`mark` set), or
+/// removes it (`None`), live and in the definition; the domain is otherwise untouched. Returns
+/// whether it carried a mark before.
+///
+/// # Errors
+/// NotFound when no such domain exists; Conflict when it carries another VM's mark.
+pub(crate) fn set_mark(c: &Connect, t: &VmTarget, mark: Option<&HcpMark>) -> Result<bool> {
+    use virt::sys;
+    let dom = match t
+        .native_id
+        .as_deref()
+        .map(|id| c.lookup_domain_by_uuid_string(id))
+    {
+        Some(Ok(dom)) => dom,
+        Some(Err(e)) if !is_missing(&e) => return Err(parse_error(&e)),
+        _ => match c.lookup_domain_by_name(&t.name) {
+            Ok(dom) => dom,
+            Err(e) if is_missing(&e) => return Err(missing(t)),
+            Err(e) => return Err(parse_error(&e)),
+        },
+    };
+    let desc = describe(&dom)?;
+    if let Some(other) = desc.mark.as_ref().filter(|m| m.vm_id != t.vm_id) {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "the domain carries the mark of another HCP VM, `{}`",
+                other.vm_id
+            ),
+        )
+        .with_context("native_id", &desc.uuid));
+    }
+    let metadata = mark
+        .map(|m| {
+            let disk = (desc.disk_gib > 0).then_some(desc.disk_gib);
+            xml::mark_metadata(m, disk, &desc.tags)
+        })
+        .transpose()?;
+    let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
+    if lv(dom.is_active())? {
+        flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    lv(dom.set_metadata(
+        sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+        metadata.as_deref(),
+        Some("hcp"),
+        Some(xml::HCP_NS),
+        flags,
+    ))?;
+    Ok(desc.mark.is_some())
 }
 
 /// Destroys (hard powers off) a domain; an already stopped one is fine.

@@ -59,10 +59,10 @@ use chrono::Utc;
 use hcp_core::{
     Capabilities, Console, ConsoleKind, ConsoleUpstream, CreateVm, CreatedVm, DeleteSnapshot,
     DeleteVm, DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
-    HostInventoryReply, ListSnapshots, LogEntry, NativeSnapshot, OpContext, Operation, PowerState,
-    Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm, Result,
-    RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm,
-    StopVm, StoppedVm,
+    HostInventoryReply, ListSnapshots, LogEntry, MarkedVm, NativeSnapshot, OpContext, Operation,
+    PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm,
+    Result, RevertSnapshot, RevertedSnapshot, Secrets, SetMark, SnapshotVm, SnapshottedVm, StartVm,
+    StartedVm, StopVm, StoppedVm,
 };
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -157,6 +157,7 @@ impl LibvirtProvider {
             console_vnc: true,
             tags: true,
             resize: true,
+            adopt: true,
             ..Default::default()
         };
         if !declared.cloud_init {
@@ -544,6 +545,20 @@ impl Provider for LibvirtProvider {
     /// Writes new vCPUs and memory to the domain's definition (a running guest sees them after
     /// its next boot: `restart_needed`, as [`hcp_core::plan_resize`] says for kind `libvirt`)
     /// and grows its disk, live on a running domain. Never shrinks a disk.
+    /// Writes or removes HCP's mark in the domain's `<metadata>` (live and in its definition);
+    /// nothing else about the domain changes.
+    async fn set_mark(&self, _ctx: &OpContext, args: SetMark) -> Result<MarkedVm> {
+        let t = args.target;
+        let mark = args.mark;
+        let host = t.host.clone();
+        let was = self
+            .run(Operation::AdoptVm, &host, move |c, _, _| {
+                client::set_mark(c, &t, mark.as_ref())
+            })
+            .await?;
+        Ok(MarkedVm::new(was))
+    }
+
     async fn resize_vm(&self, ctx: &OpContext, args: ResizeVm) -> Result<ResizedVm> {
         let t = args.target;
         let host = t.host.clone();

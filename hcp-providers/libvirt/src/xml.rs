@@ -125,23 +125,89 @@ pub(crate) struct DomainPlan<'a> {
 ///
 /// # Errors
 /// [`hcp_core::ErrorKind::InvalidSpec`] naming the field whose text XML cannot carry.
-pub(crate) fn domain_xml(plan: &DomainPlan<'_>) -> Result<String> {
-    check_text("name", plan.name)?;
-    check_text("mark.vm_id", plan.mark.vm_id.as_str())?;
-    check_text("project", plan.mark.project.as_str())?;
+/// Writes HCP's mark element with `prefix` (`hcp:` inside a domain definition; none for
+/// libvirt's metadata API, which puts the element under HCP's namespace itself).
+fn write_mark(
+    x: &mut Xml,
+    prefix: &str,
+    mark: &HcpMark,
+    disk_gib: Option<u64>,
+    tags: &BTreeMap<String, String>,
+) {
+    let el = |name: &str| format!("{prefix}{name}");
+    if prefix.is_empty() {
+        x.open("vm", &[]);
+    } else {
+        x.open(&el("vm"), &[("xmlns:hcp", HCP_NS)]);
+    }
+    x.text(&el("id"), &[], mark.vm_id.as_str());
+    x.text(&el("project"), &[], mark.project.as_str());
+    if let Some(v) = &mark.image {
+        x.text(&el("image"), &[], v);
+    }
+    if let Some(v) = &mark.flavor {
+        x.text(&el("flavor"), &[], v);
+    }
+    if let Some(v) = &mark.zone {
+        x.text(&el("zone"), &[], v);
+    }
+    if let Some(d) = disk_gib {
+        x.text(&el("disk_gib"), &[], &d.to_string());
+    }
+    if let Some(t) = &mark.created_at {
+        x.text(&el("created_at"), &[], &t.to_rfc3339());
+    }
+    if mark.user_data {
+        x.text(&el("user_data"), &[], "true");
+    }
+    if !tags.is_empty() {
+        x.open(&el("tags"), &[]);
+        for (k, v) in tags {
+            x.text(&el("tag"), &[("key", k)], v);
+        }
+        x.close(&el("tags"));
+    }
+    x.close(&el("vm"));
+}
+
+/// Returns HCP's mark as an element for libvirt's metadata API (no prefix: libvirt places it
+/// under [`HCP_NS`] itself and refuses one that declares it).
+///
+/// # Errors
+/// [`hcp_core::ErrorKind::InvalidSpec`] for a control character in any of the mark's texts.
+pub(crate) fn mark_metadata(
+    mark: &HcpMark,
+    disk_gib: Option<u64>,
+    tags: &BTreeMap<String, String>,
+) -> Result<String> {
+    check_mark(mark, tags)?;
+    let mut x = Xml::new();
+    write_mark(&mut x, "", mark, disk_gib, tags);
+    Ok(x.finish())
+}
+
+fn check_mark(mark: &HcpMark, tags: &BTreeMap<String, String>) -> Result<()> {
+    check_text("mark.vm_id", mark.vm_id.as_str())?;
+    check_text("project", mark.project.as_str())?;
     for (field, v) in [
-        ("image", &plan.mark.image),
-        ("flavor", &plan.mark.flavor),
-        ("zone", &plan.mark.zone),
+        ("image", &mark.image),
+        ("flavor", &mark.flavor),
+        ("zone", &mark.zone),
     ] {
         if let Some(v) = v {
             check_text(field, v)?;
         }
     }
-    for (k, v) in plan.tags {
+    for (k, v) in tags {
         check_text(&format!("tags.{k}"), k)?;
         check_text(&format!("tags.{k}"), v)?;
     }
+    Ok(())
+}
+
+pub(crate) fn domain_xml(plan: &DomainPlan<'_>) -> Result<String> {
+    check_text("name", plan.name)?;
+    check_mark(plan.mark, plan.tags)?;
     let q35 = plan.machine.is_some_and(|m| m.contains("q35"));
     let mut x = Xml::new();
     x.open("domain", &[("type", plan.domain_type)]);
@@ -149,33 +215,7 @@ pub(crate) fn domain_xml(plan: &DomainPlan<'_>) -> Result<String> {
     x.text("memory", &[("unit", "MiB")], &plan.memory_mib.to_string());
     x.text("vcpu", &[], &plan.vcpus.to_string());
     x.open("metadata", &[]);
-    x.open("hcp:vm", &[("xmlns:hcp", HCP_NS)]);
-    x.text("hcp:id", &[], plan.mark.vm_id.as_str());
-    x.text("hcp:project", &[], plan.mark.project.as_str());
-    if let Some(v) = &plan.mark.image {
-        x.text("hcp:image", &[], v);
-    }
-    if let Some(v) = &plan.mark.flavor {
-        x.text("hcp:flavor", &[], v);
-    }
-    if let Some(v) = &plan.mark.zone {
-        x.text("hcp:zone", &[], v);
-    }
-    x.text("hcp:disk_gib", &[], &plan.disk_gib.to_string());
-    if let Some(t) = &plan.mark.created_at {
-        x.text("hcp:created_at", &[], &t.to_rfc3339());
-    }
-    if plan.mark.user_data {
-        x.text("hcp:user_data", &[], "true");
-    }
-    if !plan.tags.is_empty() {
-        x.open("hcp:tags", &[]);
-        for (k, v) in plan.tags {
-            x.text("hcp:tag", &[("key", k)], v);
-        }
-        x.close("hcp:tags");
-    }
-    x.close("hcp:vm");
+    write_mark(&mut x, "hcp:", plan.mark, Some(plan.disk_gib), plan.tags);
     x.close("metadata");
     x.open("os", &[]);
     match plan.machine {

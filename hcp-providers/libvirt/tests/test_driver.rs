@@ -490,3 +490,91 @@ async fn tenant_views_name_no_host_uuid_pool_or_path() {
     }
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn adopt_then_release_changes_only_the_mark_of_a_foreign_domain() {
+    let w = world();
+    let p = provider(&w);
+    let config = hcp_core::Config::from_yaml(
+        "providers: [{name: lv, kind: libvirt, hosts: [{name: h1, zone: zone-a}]}]\n\
+         zones: [{name: zone-a}]\n\
+         catalog: {images: [{name: base-tiny}], flavors: [{name: tiny, vcpus: 1, memory_mib: 64, disk_gib: 1}]}\n\
+         engine: {inventory_refresh_interval: 0s, retry: {max_attempts: 1}}\n",
+        "test",
+    )
+    .unwrap();
+    let shared: Arc<dyn Provider> = p.clone();
+    let engine = Engine::builder(config)
+        .provider_kind("libvirt", move |_, _| Ok(shared.clone()))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    let legacy = || async {
+        p.host_inventory(HostInventory::new("h1"))
+            .await
+            .unwrap()
+            .vms
+            .into_iter()
+            .find(|v| v.name == "legacy")
+            .unwrap()
+    };
+    let before = legacy().await;
+    assert_eq!(before.mark, None);
+    engine.refresh_inventory().await.unwrap();
+    assert!(
+        engine
+            .inventory_vms()
+            .iter()
+            .any(|v| v.name == "legacy" && v.adoptable)
+    );
+    let ops = Principal::new("ops-olga");
+    let s = engine
+        .adopt_vm(
+            &ops,
+            &ProjectId::new("demo"),
+            &hcp_core::AdoptRequest::new("h1", &before.native_id),
+            None,
+        )
+        .await
+        .unwrap();
+    let job = engine
+        .wait_job(
+            &Scope::All,
+            &s.job_id,
+            Some(std::time::Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.state, hcp_core::JobState::Succeeded, "{job:?}");
+    let adopted = legacy().await;
+    let mark = adopted.mark.clone().expect("the mark is on the domain");
+    assert_eq!(mark.vm_id, s.vm_id);
+    assert_eq!(mark.project.as_str(), "demo");
+    let mut unmarked = adopted.clone();
+    unmarked.mark = None;
+    assert_eq!(unmarked, before, "only the mark changed");
+    let vm = engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
+    assert_eq!(vm.resources.vcpus, 2);
+    assert_eq!(vm.resources.memory_mib, 128);
+
+    let r = engine.release_vm(&ops, &s.vm_id, None).await.unwrap();
+    let job = engine
+        .wait_job(
+            &Scope::All,
+            &r.job_id,
+            Some(std::time::Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.state, hcp_core::JobState::Succeeded, "{job:?}");
+    assert_eq!(legacy().await, before);
+    assert_eq!(
+        engine
+            .get_vm(&Scope::All, &s.vm_id)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}

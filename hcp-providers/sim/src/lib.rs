@@ -31,9 +31,10 @@ use chrono::Utc;
 use hcp_core::{
     Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteSnapshot, DeleteVm,
     DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
-    HostInventoryReply, ListSnapshots, MemberHost, MigrateVm, MigratedVm, NativeSnapshot,
-    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
-    ResizeVm, ResizedVm, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm,
+    HostInventoryReply, ListSnapshots, MarkedVm, MemberHost, MigrateVm, MigratedVm,
+    NativeSnapshot, OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo,
+    RebootVm, RebootedVm, ResizeVm, ResizedVm, Result, RevertSnapshot, RevertedSnapshot, Secrets,
+    SetMark, SnapshotVm,
     SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use rand::rngs::StdRng;
@@ -886,6 +887,28 @@ impl Provider for SimProvider {
             }
             s.set_resources(&t.host, &key, to);
             Ok(ResizedVm::new(false))
+        })
+    }
+
+    /// Writes or removes HCP's mark and nothing else: power, size, name, tags and snapshots
+    /// stay as they are.
+    async fn set_mark(&self, _ctx: &OpContext, args: SetMark) -> Result<MarkedVm> {
+        if !self.declared.adopt {
+            return Err(Error::unsupported(
+                &self.name,
+                Operation::AdoptVm,
+                "adopt",
+                "",
+            ));
+        }
+        self.simulate(Operation::AdoptVm, Some(&args.target.host), true)
+            .await?;
+        self.backend.write(|s| {
+            let key = locate_key(s, &args.target)?.ok_or_else(|| missing(&args.target))?;
+            let old = s
+                .set_mark(&args.target.host, &key, args.mark.clone())
+                .ok_or_else(|| missing(&args.target))?;
+            Ok(MarkedVm::new(old.is_some()))
         })
     }
 

@@ -439,6 +439,33 @@ impl IndexedState {
         true
     }
 
+    /// Replaces the mark of the VM `native_id` on `host` (`None` removes it), keeping the mark
+    /// index in step; returns the mark it had, or `None` inside `Some` when it had none, and
+    /// `None` when the VM does not exist.
+    pub(crate) fn set_mark(
+        &mut self,
+        host: &str,
+        native_id: &str,
+        mark: Option<HcpMark>,
+    ) -> Option<Option<HcpMark>> {
+        let vm = self
+            .state
+            .hosts
+            .get_mut(host)
+            .and_then(|h| h.vms.get_mut(native_id))?;
+        let index = self.hosts.get_mut(host);
+        let old = std::mem::replace(&mut vm.mark, mark);
+        if let Some(index) = index {
+            if let Some(m) = &old {
+                remove_key(&mut index.marks, &m.vm_id, native_id);
+            }
+            if let Some(m) = &vm.mark {
+                add_key(&mut index.marks, m.vm_id.clone(), native_id);
+            }
+        }
+        Some(old)
+    }
+
     pub(crate) fn next_native_id(&mut self) -> Result<String> {
         self.state.next_id = self.state.next_id.checked_add(1).ok_or_else(|| {
             Error::new(

@@ -67,6 +67,25 @@ pub(crate) enum VmsResponse {
     ),
 }
 
+/// One page of the operators' inventory.
+#[derive(Debug, ApiResponse)]
+pub(crate) enum InventoryResponse {
+    /// One page of the VMs the last inventory found, HCP's and others, by provider, host and
+    /// native id. When more remain, `X-Next-Cursor` holds the value to pass as `cursor` for the
+    /// next page and `Link` names that page's URL (`rel="next"`); both are absent on the last
+    /// page.
+    #[oai(status = 200)]
+    Page(
+        Json<Vec<InventoryVmDto>>,
+        /// The `cursor` of the next page; absent on the last page.
+        #[oai(header = "X-Next-Cursor")]
+        Option<String>,
+        /// The next page's URL (`<...>; rel="next"`); absent on the last page.
+        #[oai(header = "Link")]
+        Option<String>,
+    ),
+}
+
 /// Where a list continues. Encoded as base64url JSON, so it is opaque to clients and safe in a
 /// URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +147,89 @@ fn next_headers(
     }
 }
 
+/// The size of a list page answered with `X-Next-Cursor`: the server's largest page by
+/// default, and at most that.
+pub(crate) fn header_page_limit(state: &State, asked: Option<u32>) -> usize {
+    let max = state.pages.max.min(PageRequest::MAX_LIMIT);
+    asked.map_or(max, |l| l as usize).clamp(1, max)
+}
+
+/// One page of hosts ordered by provider and name, after `cursor`; `path` is the list's URL
+/// for the `Link` header. Shared by `/api/v1/hosts` and the operators' host list.
+pub(crate) fn hosts_page(
+    state: &State,
+    path: &str,
+    limit: Option<u32>,
+    cursor: Option<String>,
+) -> ApiResult<HostsResponse> {
+    let limit = header_page_limit(state, limit);
+    let after = match Cursor::decode(cursor)? {
+        None => None,
+        Some(Cursor::Host { provider, host }) => Some((provider, host)),
+        Some(_) => return Err(bad_cursor().into()),
+    };
+    let mut hosts = state.engine.hosts();
+    hosts.sort_by(|a, b| (&a.provider, &a.name).cmp(&(&b.provider, &b.name)));
+    let start = match &after {
+        Some((p, h)) => hosts.partition_point(|x| (&x.provider, &x.name) <= (p, h)),
+        None => 0,
+    };
+    let rest: Vec<_> = hosts.into_iter().skip(start).collect();
+    let more = rest.len() > limit;
+    let page: Vec<HostDto> = rest.into_iter().take(limit).map(Into::into).collect();
+    let next = match page.last() {
+        Some(last) if more => Some(Cursor::Host {
+            provider: last.provider.clone(),
+            host: last.name.clone(),
+        }),
+        _ => None,
+    };
+    let (c, link) = next_headers(path, limit, next);
+    Ok(HostsResponse::Page(Json(page), c, link))
+}
+
+/// Appends to `out` up to `room` of the inventory's VMs `found`, ordered by provider, host and
+/// native id, after the key `after`; returns the cursor of what remains, if anything does.
+fn found_page(
+    mut found: Vec<hcp_core::InventoryVm>,
+    after: Option<(String, String, String)>,
+    room: usize,
+    out: &mut Vec<InventoryVmDto>,
+) -> Option<Cursor> {
+    let key = |v: &hcp_core::InventoryVm| (v.provider.clone(), v.host.clone(), v.native_id.clone());
+    found.sort_by_key(key);
+    let start = match &after {
+        Some(k) => found.partition_point(|v| key(v) <= *k),
+        None => 0,
+    };
+    let rest = &found[start..];
+    let taken = &rest[..rest.len().min(room)];
+    out.extend(taken.iter().cloned().map(Into::into));
+    (rest.len() > taken.len()).then(|| Cursor::Found {
+        after: taken.last().map(key).or(after),
+    })
+}
+
+/// One page of every VM the last inventory found on the hosts, HCP's and others, ordered by
+/// provider, host and native id (the operators' inventory list); `path` as for [`hosts_page`].
+pub(crate) fn inventory_page(
+    state: &State,
+    path: &str,
+    limit: Option<u32>,
+    cursor: Option<String>,
+) -> ApiResult<InventoryResponse> {
+    let limit = header_page_limit(state, limit);
+    let after = match Cursor::decode(cursor)? {
+        None => None,
+        Some(Cursor::Found { after }) => after,
+        Some(_) => return Err(bad_cursor().into()),
+    };
+    let mut out = Vec::new();
+    let next = found_page(state.engine.inventory_vms(), after, limit, &mut out);
+    let (c, link) = next_headers(path, limit, next);
+    Ok(InventoryResponse::Page(Json(out), c, link))
+}
+
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::HyperV")]
 impl HyperVApi {
     /// List hosts
@@ -144,30 +246,7 @@ impl HyperVApi {
         /// The `X-Next-Cursor` value of the previous page.
         cursor: Query<Option<String>>,
     ) -> ApiResult<HostsResponse> {
-        let limit = self.limit(limit.0);
-        let after = match Cursor::decode(cursor.0)? {
-            None => None,
-            Some(Cursor::Host { provider, host }) => Some((provider, host)),
-            Some(_) => return Err(bad_cursor().into()),
-        };
-        let mut hosts = self.state.engine.hosts();
-        hosts.sort_by(|a, b| (&a.provider, &a.name).cmp(&(&b.provider, &b.name)));
-        let start = match &after {
-            Some((p, h)) => hosts.partition_point(|x| (&x.provider, &x.name) <= (p, h)),
-            None => 0,
-        };
-        let rest: Vec<_> = hosts.into_iter().skip(start).collect();
-        let more = rest.len() > limit;
-        let page: Vec<HostDto> = rest.into_iter().take(limit).map(Into::into).collect();
-        let next = match page.last() {
-            Some(last) if more => Some(Cursor::Host {
-                provider: last.provider.clone(),
-                host: last.name.clone(),
-            }),
-            _ => None,
-        };
-        let (c, link) = next_headers("/api/v1/hosts", limit, next);
-        Ok(HostsResponse::Page(Json(page), c, link))
+        hosts_page(&self.state, "/api/v1/hosts", limit.0, cursor.0)
     }
 
     /// List every VM on every host (aggregated inventory)
@@ -200,31 +279,13 @@ impl HyperVApi {
                 after: Some(store_cursor),
             }),
             None => {
-                let after = found_after;
-                let mut found: Vec<_> = engine
+                let found: Vec<_> = engine
                     .inventory_vms()
                     .into_iter()
                     .filter(|v| v.vm_id.is_none())
                     .collect();
-                let key = |v: &hcp_core::InventoryVm| {
-                    (v.provider.clone(), v.host.clone(), v.native_id.clone())
-                };
-                found.sort_by_key(key);
-                let start = match &after {
-                    Some(k) => found.partition_point(|v| key(v) <= *k),
-                    None => 0,
-                };
                 let room = limit.saturating_sub(out.len());
-                let rest = &found[start..];
-                let taken = &rest[..rest.len().min(room)];
-                out.extend(taken.iter().cloned().map(Into::into));
-                if rest.len() > taken.len() {
-                    Some(Cursor::Found {
-                        after: taken.last().map(key).or(after),
-                    })
-                } else {
-                    None
-                }
+                found_page(found, found_after, room, &mut out)
             }
         };
         let (c, link) = next_headers("/api/v1/vms", limit, next);
@@ -356,8 +417,7 @@ impl HyperVApi {
     /// The page size: the server's largest page unless the client asks for fewer (the Hyper-V
     /// service answered whole lists, so its clients get as much as one bounded page holds).
     fn limit(&self, asked: Option<u32>) -> usize {
-        let max = self.state.pages.max.min(PageRequest::MAX_LIMIT);
-        asked.map_or(max, |l| l as usize).clamp(1, max)
+        header_page_limit(&self.state, asked)
     }
 
     /// Fills `out` with HCP's VMs (every project, deleted ones left out) after the store cursor
@@ -395,6 +455,7 @@ impl HyperVApi {
                             power: v.power.into(),
                             vm_id: Some(v.id.to_string()),
                             project: Some(v.project.to_string()),
+                            adoptable: false,
                         }
                     }),
             );

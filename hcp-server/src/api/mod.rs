@@ -39,7 +39,9 @@ pub(crate) const JOB_COLON_VERBS: [&str; 1] = ["cancel"];
 /// The operations API's prefix.
 pub(crate) const OPS_PREFIX: &str = "/api/hcp/ops/v1";
 /// The custom verbs of the operations API's `/vms/{vmId}:<verb>`.
-pub(crate) const OPS_VM_COLON_VERBS: [&str; 1] = ["migrate"];
+pub(crate) const OPS_VM_COLON_VERBS: [&str; 2] = ["migrate", "release"];
+/// The custom verbs of the operations API's VM collection, `/vms:<verb>`.
+pub(crate) const OPS_VMS_COLLECTION_VERBS: [&str; 1] = ["adopt"];
 /// How a colon verb is routed internally: `.../vms/{vmId}/@start`. Requests never reach these
 /// paths directly (see [`crate::http`]), and the published OpenAPI document shows `{vmId}:start`.
 pub(crate) const VERB_MARKER: &str = "/@";
@@ -315,7 +317,8 @@ pub(crate) fn publish(
     if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
         let old = std::mem::take(paths);
         for (path, item) in old {
-            let public = path.replace(&format!("}}{VERB_MARKER}"), "}:");
+            // `{vmId}/@start` → `{vmId}:start`; `/vms/@adopt` → `/vms:adopt`.
+            let public = path.replace(VERB_MARKER, ":");
             if let Some(ops) = item.as_object() {
                 for op in ops.values() {
                     if let Some(id) = op.get("operationId").and_then(|v| v.as_str()) {

@@ -4,18 +4,21 @@
 
 use futures::stream::BoxStream;
 use hcp_core::store::Scope;
-use hcp_core::{EventFilter, JobId, MigrateRequest, ProjectId, VmId};
+use std::collections::BTreeMap;
+
+use hcp_core::{AdoptRequest, EventFilter, JobId, MigrateRequest, ProjectId, VmId};
 use poem::web::sse::Event;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
+use super::hyperv::{HostsResponse, InventoryResponse, hosts_page, inventory_page};
 use super::security::ApiAuth;
 use super::{ApiTags, OPS_PREFIX, State};
 use crate::dto::{
-    AuditEventDto, EventPage, HostDto, InventoryVmDto, JobDto, JobPage, JobStateDto, OpsJobLogPage,
-    OpsVmPage, ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto, StrictDto,
+    AuditEventDto, EventPage, JobDto, JobPage, JobStateDto, OpsJobLogPage, OpsVmPage,
+    ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto, StrictDto,
 };
 use crate::error::ApiResult;
 use crate::json::JsonBody;
@@ -55,6 +58,47 @@ impl StrictDto for MigrateVmRequest {
     ];
 }
 
+/// Takes a VM created outside HCP into a project: the body of
+/// `POST /api/hcp/ops/v1/vms:adopt`.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub(crate) struct AdoptVmRequest {
+    /// The project the VM joins.
+    #[oai(validator(min_length = 1, max_length = 63))]
+    pub(crate) project: String,
+    /// The host the VM is on, as `GET /api/hcp/ops/v1/inventory` reports it.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub(crate) host: String,
+    /// The VM's native id or name on that host, as the inventory reports it.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub(crate) vm: String,
+    /// The host's provider; needed only when hosts of several providers share the name.
+    #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub(crate) provider: Option<String>,
+    /// The VM's name in HCP (a DNS label); the hypervisor's name when left out.
+    #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 63))]
+    pub(crate) name: Option<String>,
+    /// The VM's tags in HCP (at most 50); the hypervisor's tags when left out.
+    #[serde(default)]
+    #[oai(validator(max_properties = 50))]
+    pub(crate) tags: Option<BTreeMap<String, String>>,
+}
+
+impl StrictDto for AdoptVmRequest {
+    const SERVER_OWNED: &'static [&'static str] = &[
+        "id",
+        "vm_id",
+        "job_id",
+        "native_id",
+        "state",
+        "power",
+        "resources",
+    ];
+}
+
 /// The answer of an ops route that starts a job.
 #[derive(Debug, ApiResponse)]
 pub(crate) enum OpsJobAccepted {
@@ -73,6 +117,23 @@ pub(crate) enum OpsJobAccepted {
 
 pub(crate) struct OpsApi {
     pub(crate) state: State,
+}
+
+impl OpsApi {
+    /// Answers an accepted ops job: the job in the operator view and its URL.
+    async fn accepted(
+        &self,
+        s: hcp_core::Submitted,
+        what: &'static str,
+    ) -> ApiResult<OpsJobAccepted> {
+        let job = self.state.engine.get_job(&Scope::All, &s.job_id).await?;
+        tracing::info!(vm_id = %s.vm_id, job_id = %s.job_id, project = %job.project, replayed = s.replayed, "{what}");
+        Ok(OpsJobAccepted::Accepted(
+            JsonBody::new(&JobDto::operator(&job)),
+            format!("{OPS_PREFIX}/jobs/{}", job.id),
+            s.replayed.then_some(true),
+        ))
+    }
 }
 
 fn project_scope(project: Option<String>) -> hcp_core::Result<Scope> {
@@ -102,15 +163,24 @@ impl OpsApi {
     }
 
     /// List hosts with capacity and health
+    ///
+    /// Ordered by provider and name, one page at a time: when more remain, the
+    /// `X-Next-Cursor` header holds the `cursor` of the next page and `Link` names its URL.
     #[oai(path = "/hosts", method = "get", operation_id = "opsHosts")]
-    async fn hosts(&self, _auth: ApiAuth) -> Json<Vec<HostDto>> {
-        Json(
-            self.state
-                .engine
-                .hosts()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
+    async fn hosts(
+        &self,
+        _auth: ApiAuth,
+        /// Page size (default and maximum: the server's largest page, 1000 unless
+        /// `HCP_PAGE_MAX` says otherwise; larger values are clamped).
+        limit: Query<Option<u32>>,
+        /// The `X-Next-Cursor` value of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<HostsResponse> {
+        hosts_page(
+            &self.state,
+            &format!("{OPS_PREFIX}/hosts"),
+            limit.0,
+            cursor.0,
         )
     }
 
@@ -161,15 +231,26 @@ impl OpsApi {
     }
 
     /// List every VM found on the hosts, HCP's and others
+    ///
+    /// What the last inventory found, ordered by provider, host and native id; VMs without
+    /// HCP's mark that `vms:adopt` can take are `adoptable`. One page at a time: when more
+    /// remain, the `X-Next-Cursor` header holds the `cursor` of the next page and `Link` names
+    /// its URL.
     #[oai(path = "/inventory", method = "get", operation_id = "opsInventory")]
-    async fn inventory(&self, _auth: ApiAuth) -> Json<Vec<InventoryVmDto>> {
-        Json(
-            self.state
-                .engine
-                .inventory_vms()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
+    async fn inventory(
+        &self,
+        _auth: ApiAuth,
+        /// Page size (default and maximum: the server's largest page, 1000 unless
+        /// `HCP_PAGE_MAX` says otherwise; larger values are clamped).
+        limit: Query<Option<u32>>,
+        /// The `X-Next-Cursor` value of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<InventoryResponse> {
+        inventory_page(
+            &self.state,
+            &format!("{OPS_PREFIX}/inventory"),
+            limit.0,
+            cursor.0,
         )
     }
 
@@ -228,8 +309,9 @@ impl OpsApi {
         let request = MigrateRequest::new()
             .with_target_host(body.0.target_host)
             .with_allow_cold(body.0.allow_cold);
-        let engine = &self.state.engine;
-        let s = engine
+        let s = self
+            .state
+            .engine
             .migrate_vm(
                 &principal,
                 &VmId::new(vm_id.0),
@@ -237,13 +319,79 @@ impl OpsApi {
                 idempotency_key.0.filter(|k| !k.is_empty()),
             )
             .await?;
-        let job = engine.get_job(&Scope::All, &s.job_id).await?;
-        tracing::info!(vm_id = %s.vm_id, job_id = %s.job_id, project = %job.project, replayed = s.replayed, "migration accepted");
-        Ok(OpsJobAccepted::Accepted(
-            JsonBody::new(&JobDto::operator(&job)),
-            format!("{OPS_PREFIX}/jobs/{}", job.id),
-            s.replayed.then_some(true),
-        ))
+        self.accepted(s, "migration accepted").await
+    }
+
+    /// Adopt a VM created outside HCP
+    ///
+    /// Takes a VM that carries no HCP mark (`adoptable` in `GET /api/hcp/ops/v1/inventory`)
+    /// into `project`: the VM is recorded `PENDING` with its observed size and power, and a job
+    /// writes HCP's mark on it through its provider, then makes it `ACTIVE` with a `vm_adopted`
+    /// audit event. Nothing else about the VM changes; a running VM keeps running. Refused
+    /// before any change: a VM HCP already manages or is adopting, or a name the project
+    /// already uses (`409 CONFLICT`); no such VM on the host (`404 NOT_FOUND` naming `vm`); an
+    /// unknown host (`400 INVALID_SPEC` naming `host`); the project's quota
+    /// (`409 QUOTA_EXCEEDED`); a provider that cannot write the mark (capability `adopt`), or
+    /// adoption switched off by `engine.drift_repairs.unmanaged: report`
+    /// (`409 FEATURE_NOT_SUPPORTED`).
+    #[oai(path = "/vms/@adopt", method = "post", operation_id = "opsAdoptVm")]
+    async fn adopt_vm(
+        &self,
+        auth: ApiAuth,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: StrictJson<AdoptVmRequest>,
+    ) -> ApiResult<OpsJobAccepted> {
+        let principal = auth.0.principal();
+        let b = body.0;
+        let project = ProjectId::new(b.project);
+        project.validate().map_err(|e| e.with_field("project"))?;
+        let request = AdoptRequest::new(b.host, b.vm)
+            .with_provider(b.provider)
+            .with_name(b.name)
+            .with_tags(b.tags);
+        let s = self
+            .state
+            .engine
+            .adopt_vm(
+                &principal,
+                &project,
+                &request,
+                idempotency_key.0.filter(|k| !k.is_empty()),
+            )
+            .await?;
+        self.accepted(s, "adoption accepted").await
+    }
+
+    /// Release a VM from HCP
+    ///
+    /// The reverse of `vms:adopt`: a job removes HCP's mark from the VM through its provider,
+    /// then HCP forgets the VM (a `vm_released` audit event). The VM itself stays on its host
+    /// as it is, running or not; it shows again as `adoptable` in the inventory. Refused before
+    /// any change: an unknown VM (`404`), a VM still being created or adopted, or one missing
+    /// from its host (`409 VM_STATE_CONFLICT`), a provider that cannot remove the mark
+    /// (`409 FEATURE_NOT_SUPPORTED`).
+    #[oai(
+        path = "/vms/:vmId/@release",
+        method = "post",
+        operation_id = "opsReleaseVm"
+    )]
+    async fn release_vm(
+        &self,
+        auth: ApiAuth,
+        #[oai(name = "vmId")] vm_id: Path<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> ApiResult<OpsJobAccepted> {
+        let principal = auth.0.principal();
+        let s = self
+            .state
+            .engine
+            .release_vm(
+                &principal,
+                &VmId::new(vm_id.0),
+                idempotency_key.0.filter(|k| !k.is_empty()),
+            )
+            .await?;
+        self.accepted(s, "release accepted").await
     }
 
     /// List jobs of every project

@@ -155,7 +155,9 @@ async fn change_of(engine: Engine, scope: Scope, e: Arc<Event>) -> Option<Projec
         | EventKind::VmTagsUpdated { .. }
         | EventKind::VmResized { .. }
         | EventKind::VmAdopted { .. }
-        | EventKind::Drift(_) => None,
+        | EventKind::VmReleased { .. }
+        | EventKind::Drift(_)
+        | EventKind::DriftRepaired { .. } => None,
         _ => return None,
     };
     let vm = match engine.get_vm(&scope, &vm_id).await {

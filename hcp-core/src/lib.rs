@@ -79,6 +79,7 @@ pub use provider::{
     HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MarkedVm, MemberHost,
     MigrateVm, MigratedVm, NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider,
     ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot,
-    SetMark, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, TargetKind, VmTarget,
+    SetMark, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, TargetKind,
+    VmTarget,
 };
 pub use reconcile::Drift;

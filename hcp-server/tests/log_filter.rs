@@ -12,7 +12,10 @@ struct Buf(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Buf {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(b);
+        self.0
+            .lock()
+            .map_err(|_| std::io::ErrorKind::Other)?
+            .extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -45,12 +48,22 @@ fn logged(filter: &str, with_guard: bool) -> String {
 
 #[test]
 fn winrm_debug_and_trace_never_reach_the_log() {
-    for filter in ["trace", "winrm_rs=trace,debug", "winrm_rs::client=trace,winrm_rs=trace,debug"] {
+    for filter in [
+        "trace",
+        "winrm_rs=trace,debug",
+        "winrm_rs::client=trace,winrm_rs=trace,debug",
+    ] {
         let out = logged(filter, true);
         assert!(!out.contains("TOKEN-123"), "{filter}: {out}");
         assert!(!out.contains("PASSWORD-456"), "{filter}: {out}");
-        assert!(out.contains("connected"), "{filter}: winrm-rs info lines still log: {out}");
-        assert!(out.contains("job claimed"), "{filter}: HCP's own debug lines still log: {out}");
+        assert!(
+            out.contains("connected"),
+            "{filter}: winrm-rs info lines still log: {out}"
+        );
+        assert!(
+            out.contains("job claimed"),
+            "{filter}: HCP's own debug lines still log: {out}"
+        );
     }
 }
 
@@ -58,5 +71,8 @@ fn winrm_debug_and_trace_never_reach_the_log() {
 fn without_the_guard_the_same_filter_would_leak() {
     // The control: the records above do reach a plain subscriber, so the test above can fail.
     let out = logged("trace", false);
-    assert!(out.contains("TOKEN-123") && out.contains("PASSWORD-456"), "{out}");
+    assert!(
+        out.contains("TOKEN-123") && out.contains("PASSWORD-456"),
+        "{out}"
+    );
 }

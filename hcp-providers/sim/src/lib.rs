@@ -31,10 +31,9 @@ use chrono::Utc;
 use hcp_core::{
     Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteSnapshot, DeleteVm,
     DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
-    HostInventoryReply, ListSnapshots, MarkedVm, MemberHost, MigrateVm, MigratedVm,
-    NativeSnapshot, OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo,
-    RebootVm, RebootedVm, ResizeVm, ResizedVm, Result, RevertSnapshot, RevertedSnapshot, Secrets,
-    SetMark, SnapshotVm,
+    HostInventoryReply, ListSnapshots, MarkedVm, MemberHost, MigrateVm, MigratedVm, NativeSnapshot,
+    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
+    ResizeVm, ResizedVm, Result, RevertSnapshot, RevertedSnapshot, Secrets, SetMark, SnapshotVm,
     SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use rand::rngs::StdRng;

@@ -298,6 +298,7 @@ impl Engine {
                 provider: provider.clone(),
                 host: req.host.clone(),
                 native_id: Some(native.native_id.clone()),
+                member_host: native.host.clone(),
             },
             last_error: None,
             created_at: now,

@@ -156,6 +156,8 @@ pub(crate) fn header_page_limit(state: &State, asked: Option<u32>) -> usize {
 
 /// One page of hosts ordered by provider and name, after `cursor`; `path` is the list's URL
 /// for the `Link` header. Shared by `/api/v1/hosts` and the operators' host list.
+// The route handlers' own error type, returned straight from them.
+#[allow(clippy::result_large_err)]
 pub(crate) fn hosts_page(
     state: &State,
     path: &str,
@@ -212,6 +214,8 @@ fn found_page(
 
 /// One page of every VM the last inventory found on the hosts, HCP's and others, ordered by
 /// provider, host and native id (the operators' inventory list); `path` as for [`hosts_page`].
+// The route handlers' own error type, returned straight from them.
+#[allow(clippy::result_large_err)]
 pub(crate) fn inventory_page(
     state: &State,
     path: &str,

@@ -472,9 +472,12 @@ impl Provider for LibvirtProvider {
         let host = t.host.clone();
         self.run(Operation::ListSnapshots, &host, move |c, _, _| {
             let found = client::require(c, &t)?;
+            // Parents before children: libvirt's creation times have one-second resolution,
+            // so two snapshots taken within a second tie and keep this order in the stable sort
+            // below (without the flag the order of a tie is libvirt's hash order).
             let snaps = found
                 .dom
-                .list_all_snapshots(0)
+                .list_all_snapshots(virt::sys::VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)
                 .map_err(|e| parse_error(&e))?;
             let mut out = Vec::with_capacity(snaps.len());
             for s in snaps {

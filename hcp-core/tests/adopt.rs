@@ -302,16 +302,7 @@ async fn adopt_then_release_leaves_the_vm_untouched_apart_from_the_mark() {
         .await
         .unwrap();
     assert!(again.replayed && again.job_id == s.job_id);
-    let e = r
-        .engine
-        .adopt_vm(
-            &operator(),
-            &demo(),
-            &AdoptRequest::new("sim-a1", &native),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let e = adopt_refused(&r, &native).await;
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     assert!(e.message().contains("already managed"), "{e}");
     // The reconciler sees it as HCP's now.
@@ -392,16 +383,7 @@ async fn adoption_is_refused_before_any_change() {
     let r = rig_with(|c| c.projects[0].quota.max_vcpus = Some(2)).await;
     vm_on(&r.engine, "first", "sim-a2").await;
     let native = seed_legacy(&r.sim);
-    let e = r
-        .engine
-        .adopt_vm(
-            &operator(),
-            &demo(),
-            &AdoptRequest::new("sim-a1", &native),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let e = adopt_refused(&r, &native).await;
     assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
 
     // A provider that cannot write the mark, and adoption switched off.
@@ -410,32 +392,14 @@ async fn adoption_is_refused_before_any_change() {
     })
     .await;
     let native = seed_legacy(&r.sim);
-    let e = r
-        .engine
-        .adopt_vm(
-            &operator(),
-            &demo(),
-            &AdoptRequest::new("sim-a1", &native),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let e = adopt_refused(&r, &native).await;
     assert_eq!(e.kind(), ErrorKind::FeatureNotSupported, "{e}");
     assert!(e.to_string().contains("adopt"), "{e}");
     r.engine.refresh_inventory().await.unwrap();
     assert!(r.engine.inventory_vms().iter().all(|v| !v.adoptable));
     let r = rig_with(|c| c.engine.drift_repairs.unmanaged = UnmanagedRepair::Report).await;
     let native = seed_legacy(&r.sim);
-    let e = r
-        .engine
-        .adopt_vm(
-            &operator(),
-            &demo(),
-            &AdoptRequest::new("sim-a1", &native),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let e = adopt_refused(&r, &native).await;
     assert_eq!(e.kind(), ErrorKind::FeatureNotSupported, "{e}");
     let all = r
         .engine
@@ -448,4 +412,17 @@ async fn adoption_is_refused_before_any_change() {
             .mark
             .is_none()
     );
+}
+
+/// Adopts `native` from `sim-a1` into `demo` as the operator, expecting a refusal.
+async fn adopt_refused(r: &Rig, native: &str) -> hcp_core::Error {
+    r.engine
+        .adopt_vm(
+            &operator(),
+            &demo(),
+            &AdoptRequest::new("sim-a1", native),
+            None,
+        )
+        .await
+        .unwrap_err()
 }

@@ -434,6 +434,17 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 impl Inner {
+    /// Records an audit event about `vm`, caused by `job`'s principal (the worker's events).
+    pub(crate) async fn emit_for_job(&self, job: &Job, vm: &Vm, kind: EventKind) {
+        self.emit(
+            Some(vm.project.clone()),
+            Some(vm.id.clone()),
+            Some(&job.principal),
+            kind,
+        )
+        .await;
+    }
+
     /// Appends an event to the store, hands it to every sink and to live subscribers.
     pub(crate) async fn emit(
         &self,

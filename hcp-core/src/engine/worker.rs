@@ -553,12 +553,7 @@ async fn record_resize(
         tracing::error!(job_id = %job.id, error = %e, "cannot record a resize on its VM");
     }
     inner
-        .emit(
-            Some(vm.project.clone()),
-            Some(vm.id.clone()),
-            Some(&job.principal),
-            EventKind::VmResized { from, to },
-        )
+        .emit_for_job(job, vm, EventKind::VmResized { from, to })
         .await;
 }
 
@@ -613,10 +608,9 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
             );
             let removed = forget_vm(inner, &vm.id).await;
             inner
-                .emit(
-                    Some(vm.project.clone()),
-                    Some(vm.id.clone()),
-                    Some(&job.principal),
+                .emit_for_job(
+                    &job,
+                    vm,
                     EventKind::VmDeleted {
                         resources: vm.resources,
                     },
@@ -651,10 +645,9 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 })
                 .await;
             inner
-                .emit(
-                    Some(vm.project.clone()),
-                    Some(vm.id.clone()),
-                    Some(&job.principal),
+                .emit_for_job(
+                    &job,
+                    vm,
                     EventKind::VmCreated {
                         resources: vm.resources,
                     },
@@ -690,10 +683,9 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 })
                 .await;
             inner
-                .emit(
-                    Some(vm.project.clone()),
-                    Some(vm.id.clone()),
-                    Some(&job.principal),
+                .emit_for_job(
+                    &job,
+                    vm,
                     EventKind::VmMigrated {
                         provider: provider.clone(),
                         from_host: vm.binding.host.clone(),
@@ -713,10 +705,9 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 })
                 .await;
             inner
-                .emit(
-                    Some(vm.project.clone()),
-                    Some(vm.id.clone()),
-                    Some(&job.principal),
+                .emit_for_job(
+                    &job,
+                    vm,
                     EventKind::VmAdopted {
                         provider: vm.binding.provider.clone(),
                         host: vm.binding.host.clone(),
@@ -728,10 +719,9 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
         Effect::Released => {
             let removed = forget_vm(inner, &vm.id).await;
             inner
-                .emit(
-                    Some(vm.project.clone()),
-                    Some(vm.id.clone()),
-                    Some(&job.principal),
+                .emit_for_job(
+                    &job,
+                    vm,
                     EventKind::VmReleased {
                         provider: vm.binding.provider.clone(),
                         host: vm.binding.host.clone(),

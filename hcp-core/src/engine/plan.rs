@@ -263,6 +263,24 @@ mod tests {
                 &[("disk_gib", DataDestructive)],
             ),
             (
+                "proxmox",
+                Running,
+                size(4, 2048, 30),
+                &[("vcpus", Reboot), ("disk_gib", Hot)],
+            ),
+            (
+                "proxmox",
+                Stopped,
+                size(4, 8192, 30),
+                &[("vcpus", Hot), ("memory_mib", Hot), ("disk_gib", Hot)],
+            ),
+            (
+                "proxmox",
+                Stopped,
+                size(2, 2048, 10),
+                &[("disk_gib", DataDestructive)],
+            ),
+            (
                 "future",
                 Running,
                 size(3, 2048, 21),

@@ -12,8 +12,9 @@ use futures::{Stream, StreamExt};
 use hcp_core::job::TenantJob;
 use hcp_core::store::{PageRequest, Scope, VmFilter, VmSort};
 use hcp_core::{
-    Action, Capabilities, Catalog, Config, Console, Engine, Error, Host, JobId, JobUpdate,
-    Principal, RequestContext, Result, Snapshot, SnapshotSubmitted, Submitted, TenantVm, VmId,
+    Action, Capabilities, Catalog, Config, Console, Engine, Error, Host, InventoryVm, JobId,
+    JobUpdate, Principal, ProjectId, RequestContext, Result, Snapshot, SnapshotSubmitted,
+    Submitted, TenantVm, VmId,
 };
 
 /// A job's updates: past log lines, live lines and status changes, then its end.
@@ -247,6 +248,64 @@ impl Backend {
                 .migrate_vm(vm, request, key.as_deref())
                 .await
                 .map(Into::into),
+        }
+    }
+
+    /// Takes a VM created outside HCP into `project` (operators; the embedded engine's caller
+    /// is its operator): a job writes HCP's mark on it.
+    ///
+    /// # Errors
+    /// The engine's refusal: an invalid project, name or tags naming the field, no such VM on
+    /// the host, a VM HCP already manages, quota, a host that cannot write the mark; remotely,
+    /// a caller without the operator role.
+    pub async fn adopt_vm(
+        &self,
+        project: &str,
+        request: &hcp_core::AdoptRequest,
+        key: Option<String>,
+    ) -> Result<Submitted> {
+        match self {
+            Backend::Embedded(e) => {
+                let project = ProjectId::new(project);
+                project.validate()?;
+                e.engine
+                    .adopt_vm(&e.principal, &project, request, key)
+                    .await
+            }
+            Backend::Remote(r) => r
+                .client
+                .adopt_vm(project, request, key.as_deref())
+                .await
+                .map(Into::into),
+        }
+    }
+
+    /// Gives a VM back (operators): a job removes HCP's mark and HCP forgets the VM, which
+    /// stays as it is.
+    ///
+    /// # Errors
+    /// Not found, a host that cannot remove the mark, a VM still being created; remotely, a
+    /// caller without the operator role.
+    pub async fn release_vm(&self, vm: &VmId, key: Option<String>) -> Result<Submitted> {
+        match self {
+            Backend::Embedded(e) => e.engine.release_vm(&e.principal, vm, key).await,
+            Backend::Remote(r) => r
+                .client
+                .release_vm(vm, key.as_deref())
+                .await
+                .map(Into::into),
+        }
+    }
+
+    /// Lists every VM the last inventory found on the hosts, HCP's and others (operator view),
+    /// with the ones an operator can adopt marked.
+    ///
+    /// # Errors
+    /// None for the embedded engine; remotely, the service's refusal.
+    pub async fn inventory_vms(&self) -> Result<Vec<InventoryVm>> {
+        match self {
+            Backend::Embedded(e) => Ok(e.engine.inventory_vms()),
+            Backend::Remote(r) => r.client.inventory_vms().await,
         }
     }
 

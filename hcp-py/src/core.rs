@@ -17,7 +17,8 @@ use crate::errors::Failure;
 use crate::runtime::{awaitable, block_on};
 use crate::spec::{CreateArgs, flag, optional_str, required_str, seconds};
 use crate::types::{
-    Capabilities, Catalog, Console, FieldPlan, Host, Job, JobLogLine, Snapshot, Submitted, Vm,
+    Capabilities, Catalog, Console, FieldPlan, Host, InventoryVm, Job, JobLogLine, Snapshot,
+    Submitted, Vm,
 };
 
 type Outcome<T> = Result<T, Failure>;
@@ -122,6 +123,27 @@ fn create_input(
     read().map_err(|e| Failure::from(e).into_pyerr(py))
 }
 
+/// Reads `adopt_vm`'s arguments, raising `hcp.InvalidSpec` naming `tags` when they are not a
+/// mapping of strings.
+fn adopt_request(
+    py: Python<'_>,
+    host: String,
+    vm: String,
+    name: Option<String>,
+    tags: &Bound<'_, PyAny>,
+    provider: Option<String>,
+) -> PyResult<hcp_core::AdoptRequest> {
+    let tags = if tags.is_none() {
+        None
+    } else {
+        Some(crate::spec::tags(tags).map_err(|e| Failure::from(e).into_pyerr(py))?)
+    };
+    Ok(hcp_core::AdoptRequest::new(host, vm)
+        .with_name(name)
+        .with_tags(tags)
+        .with_provider(provider))
+}
+
 /// Submits `action` and, when asked, waits for its job; a job that ends without succeeding
 /// becomes [`Failure::JobEnded`].
 ///
@@ -138,6 +160,28 @@ async fn submit_and_wait(
     let timeout = timeout_from_secs(timeout)?;
     let submitter = backend.clone();
     let submitted = tokio::spawn(async move { submitter.submit(&project, action, key).await })
+        .await
+        .map_err(|e| Error::internal(format!("the submission task failed: {e}")))??;
+    if !wait {
+        return Ok(Submitted::new(&submitted, None));
+    }
+    let job = Job::from(&backend.wait_job(&submitted.job_id, timeout).await?);
+    if job.state != JobState::Succeeded.as_str() {
+        return Err(Failure::JobEnded(Box::new(job)));
+    }
+    Ok(Submitted::new(&submitted, Some(job)))
+}
+
+/// Runs an operator's submission (migrate, adopt, release) as its own task and, when asked,
+/// waits for its job; a job that ends without succeeding becomes [`Failure::JobEnded`].
+async fn ops_and_wait(
+    backend: Arc<Backend>,
+    submit: impl Future<Output = hcp_core::Result<hcp_core::Submitted>> + Send + 'static,
+    wait: bool,
+    timeout: Option<f64>,
+) -> Outcome<Submitted> {
+    let timeout = timeout_from_secs(timeout)?;
+    let submitted = tokio::spawn(submit)
         .await
         .map_err(|e| Error::internal(format!("the submission task failed: {e}")))??;
     if !wait {
@@ -264,24 +308,58 @@ impl Core {
         timeout: Option<f64>,
     ) -> PyResult<impl Future<Output = Outcome<Submitted>> + Send + 'static> {
         let backend = self.backend()?;
+        let submitter = backend.clone();
+        let submit = async move {
+            submitter
+                .migrate_vm(&VmId::new(vm), &request, idempotency_key)
+                .await
+        };
+        Ok(ops_and_wait(backend, submit, wait, timeout))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn adopt_vm_fut(
+        &self,
+        project: String,
+        request: hcp_core::AdoptRequest,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<impl Future<Output = Outcome<Submitted>> + Send + 'static> {
+        let backend = self.backend()?;
+        let submitter = backend.clone();
+        let submit = async move {
+            submitter
+                .adopt_vm(&project, &request, idempotency_key)
+                .await
+        };
+        Ok(ops_and_wait(backend, submit, wait, timeout))
+    }
+
+    fn release_vm_fut(
+        &self,
+        vm: String,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<impl Future<Output = Outcome<Submitted>> + Send + 'static> {
+        let backend = self.backend()?;
+        let submitter = backend.clone();
+        let submit = async move { submitter.release_vm(&VmId::new(vm), idempotency_key).await };
+        Ok(ops_and_wait(backend, submit, wait, timeout))
+    }
+
+    fn inventory_vms_fut(
+        &self,
+    ) -> PyResult<impl Future<Output = Outcome<Vec<InventoryVm>>> + Send + 'static> {
+        let backend = self.backend()?;
         Ok(async move {
-            let timeout = timeout_from_secs(timeout)?;
-            let submitter = backend.clone();
-            let submitted = tokio::spawn(async move {
-                submitter
-                    .migrate_vm(&VmId::new(vm), &request, idempotency_key)
-                    .await
-            })
-            .await
-            .map_err(|e| Error::internal(format!("the submission task failed: {e}")))??;
-            if !wait {
-                return Ok(Submitted::new(&submitted, None));
-            }
-            let job = Job::from(&backend.wait_job(&submitted.job_id, timeout).await?);
-            if job.state != JobState::Succeeded.as_str() {
-                return Err(Failure::JobEnded(Box::new(job)));
-            }
-            Ok(Submitted::new(&submitted, Some(job)))
+            Ok(backend
+                .inventory_vms()
+                .await?
+                .iter()
+                .map(InventoryVm::from)
+                .collect())
         })
     }
 
@@ -780,6 +858,78 @@ impl Core {
         )
     }
 
+    /// Takes a VM created outside HCP into ``project`` (operators); waits when ``wait``.
+    #[pyo3(signature = (project, host, vm, *, name, tags, provider, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn adopt_vm(
+        &self,
+        py: Python<'_>,
+        project: String,
+        host: String,
+        vm: String,
+        name: Option<String>,
+        tags: &Bound<'_, PyAny>,
+        provider: Option<String>,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Submitted> {
+        let request = adopt_request(py, host, vm, name, tags, provider)?;
+        block_on(
+            py,
+            self.adopt_vm_fut(project, request, idempotency_key, wait, timeout)?,
+        )
+    }
+
+    /// Awaitable form of :meth:`adopt_vm`.
+    #[pyo3(signature = (project, host, vm, *, name, tags, provider, idempotency_key, wait, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn adopt_vm_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        host: String,
+        vm: String,
+        name: Option<String>,
+        tags: &Bound<'py, PyAny>,
+        provider: Option<String>,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let request = adopt_request(py, host, vm, name, tags, provider)?;
+        awaitable(
+            py,
+            self.adopt_vm_fut(project, request, idempotency_key, wait, timeout)?,
+        )
+    }
+
+    /// Gives a VM back: removes HCP's mark and forgets it (operators); waits when ``wait``.
+    #[pyo3(signature = (vm, *, idempotency_key, wait, timeout))]
+    fn release_vm(
+        &self,
+        py: Python<'_>,
+        vm: String,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Submitted> {
+        block_on(py, self.release_vm_fut(vm, idempotency_key, wait, timeout)?)
+    }
+
+    /// Awaitable form of :meth:`release_vm`.
+    #[pyo3(signature = (vm, *, idempotency_key, wait, timeout))]
+    fn release_vm_async<'py>(
+        &self,
+        py: Python<'py>,
+        vm: String,
+        idempotency_key: Option<String>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.release_vm_fut(vm, idempotency_key, wait, timeout)?)
+    }
+
     /// Resizes a VM in place, applying only changes whose impact is in ``allow``; waits when
     /// ``wait``.
     #[pyo3(signature = (project, vm, *, flavor, vcpus, memory_mib, disk_gib, allow, idempotency_key, wait, timeout))]
@@ -1022,6 +1172,16 @@ impl Core {
     /// Awaitable form of :meth:`hosts`.
     fn hosts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.hosts_fut()?)
+    }
+
+    /// Lists every VM the last inventory found on the hosts, HCP's and others (operators).
+    fn inventory_vms(&self, py: Python<'_>) -> PyResult<Vec<InventoryVm>> {
+        block_on(py, self.inventory_vms_fut()?)
+    }
+
+    /// Awaitable form of :meth:`inventory_vms`.
+    fn inventory_vms_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.inventory_vms_fut()?)
     }
 
     /// Returns the catalog.

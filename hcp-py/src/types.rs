@@ -472,6 +472,47 @@ impl From<&hcp_core::Snapshot> for Snapshot {
 }
 
 record! {
+    /// A VM as the last inventory found it on a host, HCP's or not (the operator view).
+    InventoryVm {
+        /// The provider.
+        provider: String,
+        /// The host it runs on.
+        host: String,
+        /// The cluster target it belongs to, when it is on one.
+        cluster: Option<String>,
+        /// The hypervisor's id.
+        native_id: String,
+        /// The hypervisor's name.
+        name: String,
+        /// The observed power state: ``RUNNING``, ``STOPPED``, ``PAUSED`` or ``UNKNOWN``.
+        power: String,
+        /// HCP's id, when HCP manages it.
+        vm_id: Option<String>,
+        /// The owning project, when HCP manages it.
+        project: Option<String>,
+        /// ``True`` for a VM without HCP's mark that an operator can adopt (``adopt_vm``).
+        adoptable: bool,
+    }
+    repr = [host, native_id, name, power, vm_id, adoptable];
+}
+
+impl From<&hcp_core::InventoryVm> for InventoryVm {
+    fn from(v: &hcp_core::InventoryVm) -> Self {
+        InventoryVm {
+            provider: v.provider.clone(),
+            host: v.host.clone(),
+            cluster: v.cluster.clone(),
+            native_id: v.native_id.clone(),
+            name: v.name.clone(),
+            power: v.power.to_string(),
+            vm_id: v.vm_id.as_ref().map(ToString::to_string),
+            project: v.project.as_ref().map(ToString::to_string),
+            adoptable: v.adoptable,
+        }
+    }
+}
+
+record! {
     /// What a host, zone or provider can do: capability flags and optional limits.
     Capabilities {
         /// Passes cloud-init user-data to new VMs.
@@ -799,6 +840,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FieldPlan>()?;
     m.add_class::<Capabilities>()?;
     m.add_class::<Host>()?;
+    m.add_class::<InventoryVm>()?;
     m.add_class::<Image>()?;
     m.add_class::<Flavor>()?;
     m.add_class::<Network>()?;

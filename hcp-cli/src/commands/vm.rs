@@ -71,10 +71,12 @@ pub struct AdoptArgs {
     /// The host's provider, when hosts of several providers share its name.
     #[arg(long)]
     provider: Option<String>,
-    /// The VM's name in HCP; the hypervisor's name by default.
+    /// The VM's name in HCP; the hypervisor's name by default. Only with --url: embedded
+    /// mode rebuilds VMs from the hypervisors' marks, which keep no HCP name.
     #[arg(long)]
     name: Option<String>,
-    /// A tag in HCP; repeat for several (the hypervisor's tags by default).
+    /// A tag in HCP; repeat for several (the hypervisor's tags by default). Only with --url,
+    /// like --name.
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
     #[command(flatten)]
@@ -518,6 +520,25 @@ impl VmCommand {
                 finish(s, project.as_ref(), accepted, &a.submit).await
             }
             VmCommand::Adopt(a) => {
+                // Each embedded command rebuilds its VMs from the marks on the hypervisors, and a
+                // mark carries no HCP-only name or tags: the next command would silently show the
+                // hypervisor's again.
+                if !s.backend.is_remote() {
+                    let field = if a.name.is_some() {
+                        Some("name")
+                    } else if !a.tags.is_empty() {
+                        Some("tags")
+                    } else {
+                        None
+                    };
+                    if let Some(field) = field {
+                        return Err(hcp_core::Error::invalid(
+                            field,
+                            "cannot be set in embedded mode, where every command rebuilds its VMs from the hypervisors' marks and a mark keeps neither an HCP name nor tags; adopt without --name and --tag (the hypervisor's name and tags are kept), or adopt through a service with --url",
+                        )
+                        .into());
+                    }
+                }
                 let project = ProjectId::from(a.project.as_str());
                 let tags = (!a.tags.is_empty()).then(|| a.tags.into_iter().collect());
                 let request = hcp_core::AdoptRequest::new(a.host, a.vm)

@@ -251,6 +251,24 @@ mod tests {
                 &[("vcpus", PowerOff), ("disk_gib", Hot)],
             ),
             (
+                "vsphere",
+                Running,
+                size(2, 4096, 20),
+                &[("memory_mib", PowerOff)],
+            ),
+            (
+                "vsphere",
+                Stopped,
+                size(4, 4096, 40),
+                &[("vcpus", Hot), ("memory_mib", Hot), ("disk_gib", Hot)],
+            ),
+            (
+                "vsphere",
+                Running,
+                size(2, 2048, 10),
+                &[("disk_gib", DataDestructive)],
+            ),
+            (
                 "proxmox",
                 Running,
                 size(2, 8192, 20),
@@ -260,6 +278,24 @@ mod tests {
                 "proxmox",
                 Running,
                 size(2, 2048, 19),
+                &[("disk_gib", DataDestructive)],
+            ),
+            (
+                "proxmox",
+                Running,
+                size(4, 2048, 30),
+                &[("vcpus", Reboot), ("disk_gib", Hot)],
+            ),
+            (
+                "proxmox",
+                Stopped,
+                size(4, 8192, 30),
+                &[("vcpus", Hot), ("memory_mib", Hot), ("disk_gib", Hot)],
+            ),
+            (
+                "proxmox",
+                Stopped,
+                size(2, 2048, 10),
                 &[("disk_gib", DataDestructive)],
             ),
             (

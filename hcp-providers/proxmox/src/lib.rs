@@ -23,6 +23,10 @@
 //! - **Snapshots**: take (with the VM's memory, `vmstate`, when it runs), list (oldest first,
 //!   without PVE's `current`), revert (`rollback`; the power state read back after it) and
 //!   delete (a snapshot already gone is `existed: false`), on `/qemu/{vmid}/snapshot`.
+//! - **Resize**: cores (one socket) and memory through `PUT /qemu/{vmid}/config`; on a running
+//!   VM PVE keeps them as a pending change for its next restart (`restart_needed`, and kind
+//!   `proxmox` plans them as `reboot`); the disk grows live through `PUT /qemu/{vmid}/resize`
+//!   and never shrinks.
 //! - **Console**: VNC through `vncproxy` (`websocket=1`): the answer is a
 //!   [`ConsoleUpstream`] on the node's `vncwebsocket` with the API token (or the login
 //!   ticket's cookie) and the provider's TLS
@@ -66,8 +70,8 @@ use hcp_core::{
     DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HcpMark,
     HostInfo, HostInventory, HostInventoryReply, ListSnapshots, NativeSnapshot, NativeVm,
     OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
-    Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm,
-    StartVm, StartedVm, StopVm, StoppedVm, VmId, VmTarget,
+    ResizeVm, ResizedVm, Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm,
+    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmId, VmTarget,
 };
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -363,6 +367,7 @@ impl ProxmoxProvider {
             snapshot: true,
             console_vnc: true,
             tags: true,
+            resize: true,
             max_networks: Some(MAX_NETWORKS),
             ..Default::default()
         };
@@ -1404,6 +1409,87 @@ impl Provider for ProxmoxProvider {
             args.name
         ));
         Ok(RevertedSnapshot::new(memory_kept, power))
+    }
+
+    async fn resize_vm(&self, ctx: &OpContext, args: ResizeVm) -> Result<ResizedVm> {
+        let (h, vmid) = self.resolve(&args.target).await?;
+        let facts = VmFacts {
+            vmid,
+            name: String::new(),
+            power: self.status(&h.node, vmid).await?,
+            config: self.config(&h.node, vmid).await?,
+        };
+        let disk = &self.settings.disk;
+        let now = facts.resources(disk);
+        if let Some(want) = args.disk_gib
+            && want < now.disk_gib
+        {
+            return Err(Error::invalid(
+                "disk_gib",
+                format!(
+                    "is {want} GiB, below the disk's {} GiB; a disk only grows",
+                    now.disk_gib
+                ),
+            ));
+        }
+        let mut form: Vec<(&str, String)> = Vec::new();
+        // vCPUs are cores × sockets; HCP's VMs have one socket.
+        let sockets = facts
+            .config
+            .get("sockets")
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .unwrap_or(1);
+        if let Some(v) = args.vcpus
+            && (v != now.vcpus || sockets != 1)
+        {
+            form.push(("cores", v.to_string()));
+            form.push(("sockets", "1".to_string()));
+        }
+        if let Some(m) = args.memory_mib
+            && m != now.memory_mib
+        {
+            form.push(("memory", m.to_string()));
+        }
+        let running = !matches!(facts.power, PowerState::Stopped);
+        let mut restart_needed = false;
+        if !form.is_empty() {
+            let path = format!("/nodes/{}/qemu/{vmid}/config", h.node);
+            self.write(ctx, &h, "configure", || self.client.put(&path, &form))
+                .await?;
+            restart_needed = running;
+            let what: Vec<String> = form
+                .iter()
+                .filter(|(k, _)| *k != "sockets")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if running {
+                ctx.info(format!(
+                    "set {} as a pending change for VM {vmid}'s next restart",
+                    what.join(", ")
+                ));
+            } else {
+                ctx.info(format!("set {} on VM {vmid}", what.join(", ")));
+            }
+        }
+        if let Some(want) = args.disk_gib
+            && want > now.disk_gib
+        {
+            if !facts.config.contains_key(disk.as_str()) {
+                return Err(Error::invalid(
+                    "disk_gib",
+                    format!("VM {vmid} has no disk {disk} to grow"),
+                ));
+            }
+            let path = format!("/nodes/{}/qemu/{vmid}/resize", h.node);
+            let form = [("disk", disk.clone()), ("size", format!("{want}G"))];
+            self.write(ctx, &h, "resize", || self.client.put(&path, &form))
+                .await?;
+            ctx.info(format!("grew disk {disk} to {want} GiB"));
+        }
+        Ok(ResizedVm::new(restart_needed))
     }
 
     async fn delete_snapshot(

@@ -26,6 +26,11 @@
 //!   `extraConfig` entry `hcp.mark`, so an HCP restarted with an empty store rebuilds
 //!   ownership. Names are checked by HCP: vCenter allows two VMs of one name in different
 //!   folders, and HCP does not.
+//! - **Resize**: `ReconfigVM_Task` with `numCPUs`, `memoryMB` and the first disk grown (never
+//!   shrunk). HCP's VMs have no CPU or memory hot-add, so vCPUs and memory change only while the
+//!   VM is off (a running VM's change is refused with `Conflict`; the planner calls it
+//!   `power_off` and HCP's job stops and starts the VM when the caller allows it); the disk
+//!   grows live.
 //! - **Tasks**: followed to their end with a property collector no concurrent watch shares
 //!   (idle ones are reused; `WaitForUpdatesEx` on `info`), never by polling; progress goes into the job's progress and
 //!   the task's messages into the operators' job log; a task past `task_timeout` is cancelled
@@ -87,8 +92,8 @@ use hcp_core::{
     DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HcpMark, HostInfo, HostInventory,
     HostInventoryReply, ListSnapshots, LogEntry, MemberHost, MigrateVm, MigratedVm, NativeSnapshot,
     NativeVm, OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm,
-    RebootedVm, Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm,
-    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, TlsTrust, VmTarget,
+    RebootedVm, ResizeVm, ResizedVm, Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets,
+    SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, TlsTrust, VmTarget,
 };
 use tokio::sync::Mutex;
 
@@ -537,6 +542,7 @@ impl VsphereProvider {
             snapshot: true,
             live_migration: true,
             tags: true,
+            resize: true,
             // Declared when an image's template takes user-data; create refuses the others.
             cloud_init: settings.images.values().any(|i| i.cloud_init),
             max_networks: Some(MAX_NETWORKS),
@@ -1590,6 +1596,97 @@ impl Provider for VsphereProvider {
             })?;
         ctx.info(format!("took snapshot {name}"));
         Ok(SnapshottedVm::new(id))
+    }
+
+    async fn resize_vm(&self, ctx: &OpContext, args: ResizeVm) -> Result<ResizedVm> {
+        let (vm, power) = self.resolve(&args.target).await?;
+        let o = self
+            .client
+            .retrieve_one(
+                &vm,
+                &[
+                    "config.hardware.numCPU",
+                    "config.hardware.memoryMB",
+                    "config.hardware.device",
+                ],
+            )
+            .await?;
+        let mut spec = ConfigSpec::default();
+        let cpus: Option<u32> = o
+            .text("config.hardware.numCPU")
+            .and_then(|n| n.parse().ok());
+        if let Some(v) = args.vcpus
+            && cpus != Some(v)
+        {
+            spec.num_cpus = Some(v);
+        }
+        let mem: Option<u64> = o
+            .text("config.hardware.memoryMB")
+            .and_then(|n| n.parse().ok());
+        if let Some(m) = args.memory_mib
+            && mem != Some(m)
+        {
+            spec.memory_mb = Some(m);
+        }
+        // HCP's VMs have no CPU or memory hot-add: vCenter refuses these while the VM runs
+        // (govmomi's simulator would accept them), so HCP refuses first.
+        if !matches!(power, PowerState::Stopped)
+            && (spec.num_cpus.is_some() || spec.memory_mb.is_some())
+        {
+            let field = if spec.num_cpus.is_some() {
+                "vcpus"
+            } else {
+                "memory_mib"
+            };
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "vSphere changes a VM's vCPUs and memory only while it is off (HCP's VMs have no hot-add)",
+            )
+            .with_field(field));
+        }
+        if let Some(want) = args.disk_gib {
+            let devices = o.get("config.hardware.device");
+            let have_kb: Option<u64> = devices
+                .and_then(|d| d.children.iter().find(|c| c.kind() == "VirtualDisk"))
+                .and_then(|d| d.text_of("capacityInKB"))
+                .and_then(|t| t.parse().ok());
+            let Some(have_kb) = have_kb else {
+                return Err(Error::invalid(
+                    "disk_gib",
+                    format!("VM {} has no virtual disk to grow", vm.value),
+                ));
+            };
+            let want_kb = want
+                .checked_mul(1024 * 1024)
+                .ok_or_else(|| Error::invalid("disk_gib", format!("{want} GiB is too large")))?;
+            if want_kb < have_kb {
+                return Err(Error::invalid(
+                    "disk_gib",
+                    format!(
+                        "is {want} GiB, below the disk's {} GiB; a disk only grows",
+                        have_kb.div_ceil(1024 * 1024)
+                    ),
+                ));
+            }
+            if let Some(d) = devices.and_then(|d| grown_disk(d, want)) {
+                spec.edit.push(d);
+            }
+        }
+        if !spec.is_empty() {
+            self.task(ctx, soap::reconfig(&vm, &spec)).await?;
+            let mut what = Vec::new();
+            if let Some(v) = spec.num_cpus {
+                what.push(format!("{v} vCPUs"));
+            }
+            if let Some(m) = spec.memory_mb {
+                what.push(format!("{m} MiB of memory"));
+            }
+            if let Some(g) = args.disk_gib.filter(|_| !spec.edit.is_empty()) {
+                what.push(format!("a {g} GiB disk"));
+            }
+            ctx.info(format!("reconfigured the VM: {}", what.join(", ")));
+        }
+        Ok(ResizedVm::new(false))
     }
 
     async fn list_snapshots(&self, args: ListSnapshots) -> Result<Vec<NativeSnapshot>> {

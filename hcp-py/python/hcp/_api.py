@@ -15,7 +15,19 @@ from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
 
 from . import _hcp
 from ._aio import AsyncJobLogs
-from ._hcp import Capabilities, Catalog, Console, FieldPlan, Host, Job, JobLogs, Snapshot, Submitted, Vm
+from ._hcp import (
+    Capabilities,
+    Catalog,
+    Console,
+    FieldPlan,
+    Host,
+    InventoryVm,
+    Job,
+    JobLogs,
+    Snapshot,
+    Submitted,
+    Vm,
+)
 
 __all__ = ["Engine", "Client", "AsyncEngine", "AsyncClient", "ConfigLike", "VmRef", "JobRef", "NetworkLike"]
 
@@ -515,6 +527,116 @@ class _SyncApi:
             idempotency_key=idempotency_key, wait=wait, timeout=timeout,
         )
 
+    def adopt_vm(
+        self,
+        project: str,
+        host: str,
+        vm: str,
+        *,
+        name: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        provider: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Take a VM created outside HCP into ``project`` (operators).
+
+        A job writes HCP's mark (the VM's id and project) on the VM and makes it ``ACTIVE``;
+        nothing else about the VM changes. :meth:`inventory_vms` lists the adoptable VMs.
+
+        Parameters
+        ----------
+        project : str
+            The project that will own the VM.
+        host : str
+            The host the VM is on, as :meth:`inventory_vms` reports it.
+        vm : str
+            The VM's native id or name on that host, as :meth:`inventory_vms` reports it.
+        name : str, optional
+            The VM's name in HCP; the hypervisor's name when ``None``.
+        tags : mapping of str to str, optional
+            The VM's tags in HCP; the hypervisor's tags when ``None``.
+        provider : str, optional
+            The host's provider; needed only when hosts of several providers share the name.
+        idempotency_key : str, optional
+            Replays the first answer when the same request is sent again with this key.
+        wait : bool, default False
+            Wait until the job ends.
+        timeout : float, optional
+            With ``wait``, the most seconds to wait.
+
+        Returns
+        -------
+        Submitted
+
+        Raises
+        ------
+        InvalidSpec
+            A bad ``project``, ``host``, ``provider``, ``name`` or ``tags`` (``field`` names it).
+        NotFound
+            The host has no such VM.
+        Conflict
+            HCP already manages the VM, or the name is taken in the project.
+        QuotaExceeded
+            The VM does not fit the project's quota.
+        FeatureNotSupported
+            The host cannot write HCP's mark, or adoption is switched off.
+        Unauthorized
+            Through a service, a caller without the operator role.
+        JobFailed
+            With ``wait``, the job failed.
+        """
+        return self._core.adopt_vm(
+            project, host, vm, name=name, tags=tags, provider=provider,
+            idempotency_key=idempotency_key, wait=wait, timeout=timeout,
+        )
+
+    def release_vm(
+        self,
+        vm: VmRef,
+        *,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Give a VM back (operators): remove HCP's mark from it and forget it.
+
+        The VM itself stays as it is, running or not, on its host; it shows up in
+        :meth:`inventory_vms` as unmanaged again.
+
+        Parameters
+        ----------
+        vm : str or Vm
+            The VM's id, or the VM.
+        idempotency_key : str, optional
+            Replays the first answer when the same request is sent again with this key.
+        wait : bool, default False
+            Wait until the job ends.
+        timeout : float, optional
+            With ``wait``, the most seconds to wait.
+
+        Returns
+        -------
+        Submitted
+
+        Raises
+        ------
+        NotFound
+            No such VM.
+        Conflict
+            The VM is still being created or adopted (``code`` is ``VM_STATE_CONFLICT``).
+        FeatureNotSupported
+            The VM's host cannot remove HCP's mark.
+        Unauthorized
+            Through a service, a caller without the operator role.
+        JobFailed
+            With ``wait``, the job failed.
+        """
+        return self._core.release_vm(
+            _vm_id(vm), idempotency_key=idempotency_key, wait=wait, timeout=timeout
+        )
+
     def resize_vm(
         self,
         project: str,
@@ -891,6 +1013,21 @@ class _SyncApi:
         """
         return self._core.hosts()
 
+    def inventory_vms(self) -> list[InventoryVm]:
+        """List every VM the last inventory found on the hosts, HCP's and others (operators).
+
+        Returns
+        -------
+        list of InventoryVm
+            ``adoptable`` marks the VMs :meth:`adopt_vm` can take.
+
+        Raises
+        ------
+        Unauthorized
+            Through a service, a caller without the operator role.
+        """
+        return self._core.inventory_vms()
+
     def catalog(self) -> Catalog:
         """Return what VMs are created from: images, flavors, networks and zones.
 
@@ -1227,6 +1364,55 @@ class _AsyncApi:
             timeout=timeout,
         )
 
+    async def adopt_vm(
+        self,
+        project: str,
+        host: str,
+        vm: str,
+        *,
+        name: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        provider: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Take a VM created outside HCP into ``project`` (operators); see :meth:`Engine.adopt_vm`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.adopt_vm_async(
+            project,
+            host,
+            vm,
+            name=name,
+            tags=tags,
+            provider=provider,
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout=timeout,
+        )
+
+    async def release_vm(
+        self,
+        vm: VmRef,
+        *,
+        idempotency_key: Optional[str] = None,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Submitted:
+        """Give a VM back (operators); see :meth:`Engine.release_vm`.
+
+        Returns
+        -------
+        Submitted
+        """
+        return await self._core.release_vm_async(
+            _vm_id(vm), idempotency_key=idempotency_key, wait=wait, timeout=timeout
+        )
+
     async def resize_vm(
         self,
         project: str,
@@ -1421,6 +1607,15 @@ class _AsyncApi:
         list of Host
         """
         return await self._core.hosts_async()
+
+    async def inventory_vms(self) -> list[InventoryVm]:
+        """List every VM the last inventory found on the hosts; see :meth:`Engine.inventory_vms`.
+
+        Returns
+        -------
+        list of InventoryVm
+        """
+        return await self._core.inventory_vms_async()
 
     async def catalog(self) -> Catalog:
         """Return the catalog; see :meth:`Engine.catalog`.

@@ -240,6 +240,30 @@ class Host:
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
+class InventoryVm:
+    """A VM as the last inventory found it on a host, HCP's or not (the operator view)."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def cluster(self) -> Optional[str]: ...
+    @property
+    def native_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def power(self) -> str: ...
+    @property
+    def vm_id(self) -> Optional[str]: ...
+    @property
+    def project(self) -> Optional[str]: ...
+    @property
+    def adoptable(self) -> bool: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
 class Image:
     """A bootable image in the catalog."""
 
@@ -457,6 +481,48 @@ class Core:
         wait: bool,
         timeout: Optional[float],
     ) -> asyncio.Future[Submitted]: ...
+    def adopt_vm(
+        self,
+        project: str,
+        host: str,
+        vm: str,
+        *,
+        name: Optional[str],
+        tags: Optional[Mapping[str, str]],
+        provider: Optional[str],
+        idempotency_key: Optional[str],
+        wait: bool,
+        timeout: Optional[float],
+    ) -> Submitted: ...
+    def adopt_vm_async(
+        self,
+        project: str,
+        host: str,
+        vm: str,
+        *,
+        name: Optional[str],
+        tags: Optional[Mapping[str, str]],
+        provider: Optional[str],
+        idempotency_key: Optional[str],
+        wait: bool,
+        timeout: Optional[float],
+    ) -> asyncio.Future[Submitted]: ...
+    def release_vm(
+        self,
+        vm: str,
+        *,
+        idempotency_key: Optional[str],
+        wait: bool,
+        timeout: Optional[float],
+    ) -> Submitted: ...
+    def release_vm_async(
+        self,
+        vm: str,
+        *,
+        idempotency_key: Optional[str],
+        wait: bool,
+        timeout: Optional[float],
+    ) -> asyncio.Future[Submitted]: ...
     def resize_vm(
         self,
         project: str,
@@ -539,6 +605,8 @@ class Core:
     def job_logs_async(self, job: str) -> AsyncLogCursor: ...
     def hosts(self) -> list[Host]: ...
     def hosts_async(self) -> asyncio.Future[list[Host]]: ...
+    def inventory_vms(self) -> list[InventoryVm]: ...
+    def inventory_vms_async(self) -> asyncio.Future[list[InventoryVm]]: ...
     def catalog(self) -> Catalog: ...
     def catalog_async(self) -> asyncio.Future[Catalog]: ...
     def capabilities(self, zone: Optional[str] = None) -> Capabilities: ...

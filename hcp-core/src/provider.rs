@@ -620,9 +620,11 @@ pub struct HostInventoryReply {
     pub memory_mib_used: u64,
     /// Every VM on the host.
     pub vms: Vec<NativeVm>,
-    /// Images (templates, base volumes) available on it.
+    /// Images (templates, base volumes) available on it, for operators' views. Placement reads
+    /// [`HostInfo::images`], and this list only when that is `None` and this is not empty.
     pub images: Vec<String>,
-    /// Networks (switches, bridges) available on it.
+    /// Networks (switches, bridges) available on it, for operators' views; placement reads
+    /// [`HostInfo::networks`].
     pub networks: Vec<String>,
     /// A cluster target's member hosts with their own capacity; empty for a host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1188,3 +1188,50 @@ impl MigratedVm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_without_offers_serves_anything_and_one_with_offers_narrows_per_image() {
+        let caps = Capabilities {
+            cloud_init: true,
+            snapshot: true,
+            ..Default::default()
+        };
+        let plain = HostInfo::new("h", "z", 4, 4096, caps);
+        assert_eq!(plain.serves_image("any"), None);
+        assert_eq!(plain.serves_network("any"), None);
+        assert_eq!(plain.image_capabilities(caps, "any"), caps);
+
+        let no_ci = Capabilities {
+            cloud_init: false,
+            ..Capabilities::all()
+        };
+        let h = plain
+            .with_images(vec![
+                ImageOffer::new("ci"),
+                ImageOffer::new("plain").with_capabilities(no_ci),
+            ])
+            .with_networks(vec!["lan".into()]);
+        assert_eq!(h.serves_image("ci"), Some(true));
+        assert_eq!(h.serves_image("other"), Some(false));
+        assert_eq!(h.serves_network("lan"), Some(true));
+        assert_eq!(h.serves_network("dmz"), Some(false));
+        assert!(h.image_capabilities(caps, "ci").cloud_init);
+        let narrowed = h.image_capabilities(caps, "plain");
+        assert!(!narrowed.cloud_init && narrowed.snapshot, "{narrowed:?}");
+
+        // A description written before targets reported offers still reads, as "not reported".
+        let old = serde_json::json!({
+            "name": "h", "zone": "z", "vcpus_total": 4, "memory_mib_total": 4096,
+            "capabilities": {}
+        });
+        let read: HostInfo = serde_json::from_value(old).unwrap();
+        assert_eq!(read.images, None);
+        assert_eq!(read.networks, None);
+        let round: HostInfo = serde_json::from_value(serde_json::to_value(&h).unwrap()).unwrap();
+        assert_eq!(round, h);
+    }
+}

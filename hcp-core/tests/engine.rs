@@ -1212,6 +1212,13 @@ async fn placement_honours_per_image_capabilities_and_the_networks_each_target_r
         "{e}"
     );
     assert!(!e.to_string().contains("sim-a"), "no host names: {e}");
+    // A zone without cloud-init at all names the field too.
+    let b = VmSpec::new("lin-b", "ubuntu-24.04", "small")
+        .with_zone("zone-b")
+        .with_user_data("#cloud-config\n");
+    let e = engine.create_vm(&alice(), b).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FeatureNotSupported, "{e}");
+    assert_eq!(e.field(), Some("user_data"), "{e}");
     assert_eq!(jobs(&engine).await, 0, "refused before any job exists");
 
     // Without user-data the image is served; with it, the image that takes it is.

@@ -995,9 +995,9 @@ impl Engine {
 }
 
 /// Checks a create against what one target allows for VMs of the spec's image: the target's
-/// capabilities narrowed by those the target reports for the image. A flag that only the image
-/// lacks is refused naming the request field that needs it (`user_data`, `tags`) and the images
-/// that have it there.
+/// capabilities narrowed by those the target reports for the image. A missing flag is refused
+/// naming the request field that needs it (`user_data`, `tags`); one that only the image lacks
+/// also names the images that have it there.
 fn check_target(
     provider: &str,
     h: &HostState,
@@ -1005,16 +1005,22 @@ fn check_target(
     op: Operation,
     need: &Requirements,
 ) -> Result<()> {
-    h.caps.check(provider, op, need)?;
-    let caps = h.info.image_capabilities(h.caps, &spec.image);
-    let Some(flag) = caps.missing(&need.flags) else {
-        return caps.check(provider, op, need);
-    };
-    let field = match flag {
+    let field_of = |flag: Capability| match flag {
         Capability::CloudInit => "user_data",
         Capability::Tags => "tags",
         _ => flag.as_str(),
     };
+    if let Err(e) = h.caps.check(provider, op, need) {
+        return Err(match h.caps.missing(&need.flags) {
+            Some(flag) => e.with_field(field_of(flag)),
+            None => e,
+        });
+    }
+    let caps = h.info.image_capabilities(h.caps, &spec.image);
+    let Some(flag) = caps.missing(&need.flags) else {
+        return caps.check(provider, op, need);
+    };
+    let field = field_of(flag);
     let with_flag: Vec<&str> = h
         .info
         .images

@@ -506,15 +506,15 @@ impl Engine {
         let mut first_refusal = None;
         let capable: Vec<_> = in_scope
             .iter()
-            .filter(
-                |((provider, _), h)| match check_target(provider, h, spec, op, &need) {
+            .filter(|((provider, _), h)| {
+                match check_target(provider, h, spec, op, &need, &self.inner.catalog) {
                     Ok(()) => true,
                     Err(e) => {
                         first_refusal.get_or_insert(e);
                         false
                     }
-                },
-            )
+                }
+            })
             .collect();
         if capable.is_empty() {
             let e =
@@ -997,13 +997,14 @@ impl Engine {
 /// Checks a create against what one target allows for VMs of the spec's image: the target's
 /// capabilities narrowed by those the target reports for the image. A missing flag is refused
 /// naming the request field that needs it (`user_data`, `tags`); one that only the image lacks
-/// also names the images that have it there.
+/// also names the catalog images that have it there.
 fn check_target(
     provider: &str,
     h: &HostState,
     spec: &VmSpec,
     op: Operation,
     need: &Requirements,
+    catalog: &crate::Catalog,
 ) -> Result<()> {
     let field_of = |flag: Capability| match flag {
         Capability::CloudInit => "user_data",
@@ -1026,7 +1027,9 @@ fn check_target(
         .images
         .iter()
         .flatten()
-        .filter(|i| h.info.image_capabilities(h.caps, &i.name).has(flag))
+        .filter(|i| {
+            catalog.image(&i.name).is_some() && h.info.image_capabilities(h.caps, &i.name).has(flag)
+        })
         .map(|i| i.name.as_str())
         .collect();
     let hint = format!(

@@ -76,8 +76,8 @@ pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;
 pub use provider::{
     CreateVm, CreatedVm, DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, GetConsole,
-    HostInfo, HostInventory, HostInventoryReply, JobReporter, ListSnapshots, MarkedVm, MemberHost,
-    MigrateVm, MigratedVm, NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider,
+    HostInfo, HostInventory, HostInventoryReply, ImageOffer, JobReporter, ListSnapshots, MarkedVm,
+    MemberHost, MigrateVm, MigratedVm, NativeSnapshot, NativeVm, NetworkPlan, OpContext, Provider,
     ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm, RevertSnapshot, RevertedSnapshot,
     SetMark, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, TargetKind,
     VmTarget,

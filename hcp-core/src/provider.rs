@@ -374,6 +374,42 @@ pub struct HostInfo {
     /// The hosts inside a cluster target (operators' views); empty for a host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
+    /// The catalog images this target serves, each with what VMs made from it can do; `None`
+    /// when the provider does not say, and then placement assumes any image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<ImageOffer>>,
+    /// The catalog networks VMs on this target can attach to; `None` when the provider does
+    /// not say, and then placement assumes any network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<String>>,
+}
+
+/// One image a placement target serves, with the capabilities of the VMs made from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ImageOffer {
+    /// The catalog image name.
+    pub name: String,
+    /// What VMs of this image can do, narrowing the target's own capabilities (a template
+    /// without cloud-init: `cloud_init: false`); `None` leaves the target's as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+}
+
+impl ImageOffer {
+    /// Offers the image `name` with the target's capabilities.
+    pub fn new(name: impl Into<String>) -> Self {
+        ImageOffer {
+            name: name.into(),
+            capabilities: None,
+        }
+    }
+
+    /// Narrows what VMs of this image can do to `capabilities`.
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = Some(capabilities);
+        self
+    }
 }
 
 impl HostInfo {
@@ -393,7 +429,48 @@ impl HostInfo {
             capabilities,
             kind: TargetKind::Host,
             members: Vec::new(),
+            images: None,
+            networks: None,
         }
+    }
+
+    /// Reports the images this target serves (placement then skips it for any other image).
+    pub fn with_images(mut self, images: Vec<ImageOffer>) -> Self {
+        self.images = Some(images);
+        self
+    }
+
+    /// Reports the networks this target's VMs can attach to (placement then skips it for a VM
+    /// asking for another network).
+    pub fn with_networks(mut self, networks: Vec<String>) -> Self {
+        self.networks = Some(networks);
+        self
+    }
+
+    /// Returns whether the target serves `image`: `None` when it does not report its images.
+    pub fn serves_image(&self, image: &str) -> Option<bool> {
+        self.images
+            .as_ref()
+            .map(|images| images.iter().any(|i| i.name == image))
+    }
+
+    /// Returns whether VMs here can attach to `network`: `None` when it does not report its
+    /// networks.
+    pub fn serves_network(&self, network: &str) -> Option<bool> {
+        self.networks
+            .as_ref()
+            .map(|networks| networks.iter().any(|n| n == network))
+    }
+
+    /// Returns what VMs of `image` can do here: `capabilities` narrowed by the image's own,
+    /// when the target reports that image with capabilities.
+    pub fn image_capabilities(&self, capabilities: Capabilities, image: &str) -> Capabilities {
+        self.images
+            .iter()
+            .flatten()
+            .find(|i| i.name == image)
+            .and_then(|i| i.capabilities)
+            .map_or(capabilities, |c| capabilities.narrow(c))
     }
 
     /// Makes this target a cluster of the hosts `members`; its totals should be their sums.
@@ -543,9 +620,11 @@ pub struct HostInventoryReply {
     pub memory_mib_used: u64,
     /// Every VM on the host.
     pub vms: Vec<NativeVm>,
-    /// Images (templates, base volumes) available on it.
+    /// Images (templates, base volumes) available on it, for operators' views. Placement reads
+    /// [`HostInfo::images`], and this list only when that is `None` and this is not empty.
     pub images: Vec<String>,
-    /// Networks (switches, bridges) available on it.
+    /// Networks (switches, bridges) available on it, for operators' views; placement reads
+    /// [`HostInfo::networks`].
     pub networks: Vec<String>,
     /// A cluster target's member hosts with their own capacity; empty for a host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -1107,5 +1186,52 @@ impl MigratedVm {
             host: host.into(),
             native_id: native_id.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_without_offers_serves_anything_and_one_with_offers_narrows_per_image() {
+        let caps = Capabilities {
+            cloud_init: true,
+            snapshot: true,
+            ..Default::default()
+        };
+        let plain = HostInfo::new("h", "z", 4, 4096, caps);
+        assert_eq!(plain.serves_image("any"), None);
+        assert_eq!(plain.serves_network("any"), None);
+        assert_eq!(plain.image_capabilities(caps, "any"), caps);
+
+        let no_ci = Capabilities {
+            cloud_init: false,
+            ..Capabilities::all()
+        };
+        let h = plain
+            .with_images(vec![
+                ImageOffer::new("ci"),
+                ImageOffer::new("plain").with_capabilities(no_ci),
+            ])
+            .with_networks(vec!["lan".into()]);
+        assert_eq!(h.serves_image("ci"), Some(true));
+        assert_eq!(h.serves_image("other"), Some(false));
+        assert_eq!(h.serves_network("lan"), Some(true));
+        assert_eq!(h.serves_network("dmz"), Some(false));
+        assert!(h.image_capabilities(caps, "ci").cloud_init);
+        let narrowed = h.image_capabilities(caps, "plain");
+        assert!(!narrowed.cloud_init && narrowed.snapshot, "{narrowed:?}");
+
+        // A description written before targets reported offers still reads, as "not reported".
+        let old = serde_json::json!({
+            "name": "h", "zone": "z", "vcpus_total": 4, "memory_mib_total": 4096,
+            "capabilities": {}
+        });
+        let read: HostInfo = serde_json::from_value(old).unwrap();
+        assert_eq!(read.images, None);
+        assert_eq!(read.networks, None);
+        let round: HostInfo = serde_json::from_value(serde_json::to_value(&h).unwrap()).unwrap();
+        assert_eq!(round, h);
     }
 }

@@ -1152,6 +1152,10 @@ async fn placement_honours_the_images_each_host_reports() {
     let e = narrow.create_vm(&alice(), spec).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
     assert_eq!(e.field(), Some("image"), "{e}");
+    assert!(
+        e.to_string().contains("images offered there: ubuntu-24.04"),
+        "what is allowed: {e}"
+    );
     assert!(!e.to_string().contains("sim-a"), "no host names: {e}");
     let none = narrow
         .list_jobs(&Scope::All, &Default::default(), &Default::default())
@@ -1160,6 +1164,105 @@ async fn placement_honours_the_images_each_host_reports() {
         .items;
     assert!(none.is_empty(), "refused before any job exists: {none:?}");
     assert_eq!(jobs, 3);
+}
+
+/// Placement honours what each target reports per image and per network: an image whose VMs
+/// take no user-data there is refused with user-data before any job exists, naming `user_data`
+/// and the images that take it; a VM asking for a network only one host reaches lands there;
+/// a network no host of the zone reaches is refused naming `networks[i].network` and the
+/// networks offered. No refusal names a host.
+#[tokio::test]
+async fn placement_honours_per_image_capabilities_and_the_networks_each_target_reports() {
+    let yaml = hcp_provider_sim::DEMO_HOSTS_FILE
+        .replace(
+            "      images: [ubuntu-24.04, windows-2022]\n",
+            "      images: [ubuntu-24.04, windows-2022]\n      image_disable: {windows-2022: [cloud_init]}\n      networks: [default]\n      host_networks: {sim-a2: [default, dmz]}\n",
+        )
+        .replace(
+            "    - {name: default, description: The default tenant network}\n",
+            "    - {name: default, description: The default tenant network}\n    - {name: dmz}\n    - {name: storage}\n",
+        );
+    let config = Config::from_yaml(&yaml, "test hosts file").unwrap();
+    let engine = hcp_provider_sim::register(Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    let jobs = |engine: &Engine| {
+        let engine = engine.clone();
+        async move {
+            engine
+                .list_jobs(&Scope::All, &Default::default(), &Default::default())
+                .await
+                .unwrap()
+                .items
+                .len()
+        }
+    };
+
+    let mut win = VmSpec::new("win", "windows-2022", "small")
+        .with_zone("zone-a")
+        .with_user_data("#cloud-config\n");
+    win.disk_gib = Some(40);
+    let e = engine.create_vm(&alice(), win.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FeatureNotSupported, "{e}");
+    assert_eq!(e.field(), Some("user_data"), "{e}");
+    assert!(
+        e.to_string().contains("images that do: ubuntu-24.04"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("sim-a"), "no host names: {e}");
+    // A zone without cloud-init at all names the field too.
+    let b = VmSpec::new("lin-b", "ubuntu-24.04", "small")
+        .with_zone("zone-b")
+        .with_user_data("#cloud-config\n");
+    let e = engine.create_vm(&alice(), b).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FeatureNotSupported, "{e}");
+    assert_eq!(e.field(), Some("user_data"), "{e}");
+    assert_eq!(jobs(&engine).await, 0, "refused before any job exists");
+
+    // Without user-data the image is served; with it, the image that takes it is.
+    win.user_data = None;
+    let s = engine.create_vm(&alice(), win).await.unwrap();
+    assert_eq!(wait(&engine, &s.job_id).await.state, JobState::Succeeded);
+    let ubuntu = VmSpec::new("lin", "ubuntu-24.04", "small")
+        .with_zone("zone-a")
+        .with_user_data("#cloud-config\n");
+    let s = engine.create_vm(&alice(), ubuntu).await.unwrap();
+    assert_eq!(wait(&engine, &s.job_id).await.state, JobState::Succeeded);
+
+    for i in 0..2 {
+        let mut spec = VmSpec::new(format!("dmz-{i}"), "ubuntu-24.04", "small").with_zone("zone-a");
+        spec.networks = ["default", "dmz"]
+            .iter()
+            .map(|n| hcp_core::NetworkAttachment {
+                network: (*n).into(),
+            })
+            .collect();
+        let s = engine.create_vm(&alice(), spec).await.unwrap();
+        let job = wait(&engine, &s.job_id).await;
+        assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+        let vm = engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
+        assert_eq!(vm.binding.host, "sim-a2", "only sim-a2 reaches dmz");
+    }
+    let before = jobs(&engine).await;
+    let mut spec = VmSpec::new("st", "ubuntu-24.04", "small").with_zone("zone-a");
+    spec.networks = ["default", "storage"]
+        .iter()
+        .map(|n| hcp_core::NetworkAttachment {
+            network: (*n).into(),
+        })
+        .collect();
+    let e = engine.create_vm(&alice(), spec).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
+    assert_eq!(e.field(), Some("networks[1].network"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("networks offered there: default, dmz"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("sim-"), "no host names: {e}");
+    assert_eq!(jobs(&engine).await, before, "refused before any job exists");
 }
 
 #[tokio::test]

@@ -135,7 +135,7 @@ zones:
 catalog:
   images: [{{name: base-tiny, min_disk_gib: 0}}, {{name: ghost, min_disk_gib: 0}}]
   flavors: [{{name: tiny, vcpus: 1, memory_mib: 64, disk_gib: 1}}]
-  networks: [{{name: default}}]
+  networks: [{{name: default}}, {{name: nowhere}}]
 engine:
   inventory_refresh_interval: 0s
   retry: {{max_attempts: 1}}
@@ -178,6 +178,29 @@ engine:
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{failed}");
     assert_eq!(failed["field"], "image", "{failed}");
+    // User-data on an image whose template does not take it, and a network no port group
+    // carries: refused before a job exists, naming the field (swept with the rest).
+    let (status, failed) = seen
+        .post(
+            &s,
+            &format!("{T}/projects/demo/vms"),
+            json!({"name": "swept-3", "image": "base-tiny", "flavor": "tiny",
+                   "user_data": "#cloud-config\n"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{failed}");
+    assert_eq!(failed["code"], "FEATURE_NOT_SUPPORTED", "{failed}");
+    assert_eq!(failed["field"], "user_data", "{failed}");
+    let (status, failed) = seen
+        .post(
+            &s,
+            &format!("{T}/projects/demo/vms"),
+            json!({"name": "swept-4", "image": "base-tiny", "flavor": "tiny",
+                   "networks": [{"network": "nowhere"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{failed}");
+    assert_eq!(failed["field"], "networks[0].network", "{failed}");
     // A stop, so that the VM list shows a settled VM.
     let (status, stop) = seen
         .post(

@@ -71,6 +71,29 @@ impl HostState {
         )
     }
 
+    /// Returns whether the target serves `image`: the images its [`HostInfo`] reports, else
+    /// the images of its last inventory when it listed any. A target that reports neither (or
+    /// has not answered yet) is not ruled out.
+    pub(crate) fn serves_image(&self, image: &str) -> bool {
+        self.info.serves_image(image).unwrap_or_else(|| {
+            self.inventory
+                .as_ref()
+                .is_none_or(|i| i.images.is_empty() || i.images.iter().any(|n| n == image))
+        })
+    }
+
+    /// Returns the catalog images the target reports it serves, or `None` when it does not say.
+    fn offered_images(&self) -> Option<Vec<&str>> {
+        match &self.info.images {
+            Some(images) => Some(images.iter().map(|i| i.name.as_str()).collect()),
+            None => self
+                .inventory
+                .as_ref()
+                .filter(|i| !i.images.is_empty())
+                .map(|i| i.images.iter().map(String::as_str).collect()),
+        }
+    }
+
     /// Returns true when `r` fits in the target's free capacity and, on a cluster whose members
     /// are known, in what one available member has free (the rule: a VM must fit one host).
     pub(crate) fn has_room(&self, r: &Resources) -> bool {
@@ -483,39 +506,22 @@ impl Engine {
         let mut first_refusal = None;
         let capable: Vec<_> = in_scope
             .iter()
-            .filter(
-                |((provider, _), h)| match h.caps.check(provider, op, &need) {
+            .filter(|((provider, _), h)| {
+                match check_target(provider, h, spec, op, &need, &self.inner.catalog) {
                     Ok(()) => true,
                     Err(e) => {
                         first_refusal.get_or_insert(e);
                         false
                     }
-                },
-            )
+                }
+            })
             .collect();
         if capable.is_empty() {
             let e =
                 first_refusal.unwrap_or_else(|| Error::internal("no capable host and no refusal"));
             return Err(e.with_context("where", &where_));
         }
-        // A host whose inventory lists its images takes only VMs of those images; one that has
-        // not reported any (or not yet answered) is not ruled out here.
-        let has_image = |h: &HostState| {
-            h.inventory
-                .as_ref()
-                .is_none_or(|i| i.images.is_empty() || i.images.contains(&spec.image))
-        };
-        let capable: Vec<_> = capable.into_iter().filter(|(_, h)| has_image(h)).collect();
-        if capable.is_empty() {
-            return Err(Error::invalid(
-                "image",
-                format!(
-                    "no host in {where_} offers image `{}`; pick an image the zone's hosts have, \
-                     or another zone",
-                    crate::error::echo(&spec.image)
-                ),
-            ));
-        }
+        let capable = serving_targets(capable, |(_, h)| h, spec, &self.inner.catalog, &where_)?;
         let reachable: Vec<_> = capable.iter().filter(|(_, h)| h.available).collect();
         if reachable.is_empty() {
             return Err(Error::new(
@@ -986,6 +992,134 @@ impl Engine {
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok(report)
     }
+}
+
+/// Checks a create against what one target allows for VMs of the spec's image: the target's
+/// capabilities narrowed by those the target reports for the image. A missing flag is refused
+/// naming the request field that needs it (`user_data`, `tags`); one that only the image lacks
+/// also names the catalog images that have it there.
+fn check_target(
+    provider: &str,
+    h: &HostState,
+    spec: &VmSpec,
+    op: Operation,
+    need: &Requirements,
+    catalog: &crate::Catalog,
+) -> Result<()> {
+    let field_of = |flag: Capability| match flag {
+        Capability::CloudInit => "user_data",
+        Capability::Tags => "tags",
+        _ => flag.as_str(),
+    };
+    if let Err(e) = h.caps.check(provider, op, need) {
+        return Err(match h.caps.missing(&need.flags) {
+            Some(flag) => e.with_field(field_of(flag)),
+            None => e,
+        });
+    }
+    let caps = h.info.image_capabilities(h.caps, &spec.image);
+    let Some(flag) = caps.missing(&need.flags) else {
+        return caps.check(provider, op, need);
+    };
+    let field = field_of(flag);
+    let with_flag: Vec<&str> = h
+        .info
+        .images
+        .iter()
+        .flatten()
+        .filter(|i| {
+            catalog.image(&i.name).is_some() && h.info.image_capabilities(h.caps, &i.name).has(flag)
+        })
+        .map(|i| i.name.as_str())
+        .collect();
+    let hint = format!(
+        "image `{}` does not take `{field}` here; images that do: {}",
+        crate::error::echo(&spec.image),
+        if with_flag.is_empty() {
+            "none".to_string()
+        } else {
+            with_flag.join(", ")
+        }
+    );
+    Err(Error::unsupported(provider, op, flag.as_str(), &hint)
+        .with_field(field)
+        .with_context("image", crate::error::echo(&spec.image)))
+}
+
+/// Keeps the placement targets that serve the spec's image and every network it asks for (a
+/// target that does not report its images or networks serves any).
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `image` or `networks[i].network` when no target left does,
+/// with the catalog images (or networks) the targets in `where_` offer; never a target's name.
+fn serving_targets<T>(
+    targets: Vec<T>,
+    state: impl Fn(&T) -> &HostState,
+    spec: &VmSpec,
+    catalog: &crate::Catalog,
+    where_: &str,
+) -> Result<Vec<T>> {
+    // What the targets offer, as the catalog names tenants can ask for.
+    let offered = |targets: &[T],
+                   of: &dyn Fn(&HostState) -> Option<Vec<&str>>,
+                   known: &dyn Fn(&str) -> bool| {
+        let mut names: Vec<&str> = targets
+            .iter()
+            .filter_map(|t| of(state(t)))
+            .flatten()
+            .filter(|n| known(n))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    let (serving, others): (Vec<T>, Vec<T>) = targets
+        .into_iter()
+        .partition(|t| state(t).serves_image(&spec.image));
+    if serving.is_empty() {
+        return Err(Error::invalid(
+            "image",
+            format!(
+                "no host in {where_} offers image `{}`; images offered there: {}",
+                crate::error::echo(&spec.image),
+                offered(&others, &HostState::offered_images, &|n| catalog
+                    .image(n)
+                    .is_some())
+            ),
+        ));
+    }
+    let mut serving = serving;
+    for (i, att) in spec.networks.iter().enumerate() {
+        let (keep, lack): (Vec<T>, Vec<T>) = serving
+            .into_iter()
+            .partition(|t| state(t).info.serves_network(&att.network) != Some(false));
+        if keep.is_empty() {
+            return Err(Error::invalid(
+                format!("networks[{i}].network"),
+                format!(
+                    "no host in {where_} that offers image `{}` reaches network `{}`; networks \
+                     offered there: {}",
+                    crate::error::echo(&spec.image),
+                    crate::error::echo(&att.network),
+                    offered(
+                        &lack,
+                        &|h| h
+                            .info
+                            .networks
+                            .as_ref()
+                            .map(|n| n.iter().map(String::as_str).collect()),
+                        &|n| catalog.network(n).is_some()
+                    )
+                ),
+            ));
+        }
+        serving = keep;
+    }
+    Ok(serving)
 }
 
 /// Refuses a size that no host in scope allows, naming the field and the largest limit there.

@@ -153,11 +153,7 @@ impl Engine {
             .with_context("provider", provider));
         }
         let zone = source_state.map_or(vm.zone.as_str(), |h| h.info.zone.as_str());
-        let has_image = |h: &HostState| {
-            h.inventory
-                .as_ref()
-                .is_none_or(|i| i.images.is_empty() || i.images.contains(&vm.spec.image))
-        };
+        let has_image = |h: &HostState| h.serves_image(&vm.spec.image);
         let no_room = |where_: &str| {
             Error::new(
                 ErrorKind::QuotaExceeded,

@@ -915,7 +915,23 @@ impl Provider for HypervProvider {
                 .with_tags(tags)
             })
             .collect();
-        Ok(HostInventoryReply::new(self.host_info(h), vms)
+        // What placement reads: the templates found, and the images an operator's create
+        // script makes (whether or not they use a template). Networks are not reported: a
+        // catalog network without a switch of its own attaches to the default switch.
+        let mut offered = doc.images.clone();
+        offered.extend(
+            self.settings
+                .images
+                .iter()
+                .filter(|(_, s)| s.create_script.is_some())
+                .map(|(name, _)| name.clone()),
+        );
+        offered.sort();
+        offered.dedup();
+        let info = self
+            .host_info(h)
+            .with_images(offered.into_iter().map(hcp_core::ImageOffer::new).collect());
+        Ok(HostInventoryReply::new(info, vms)
             .with_images(doc.images)
             .with_networks(doc.switches))
     }

@@ -341,9 +341,15 @@ pub(crate) fn inventory(
             Err(e) => return Err(e),
         }
     }
+    let images = images(c, settings)?;
+    let networks = networks(c, settings);
+    // What placement reads: the images and networks this host has.
+    let host = host
+        .with_images(images.iter().map(hcp_core::ImageOffer::new).collect())
+        .with_networks(networks.clone());
     Ok(HostInventoryReply::new(host, vms)
-        .with_images(images(c, settings)?)
-        .with_networks(networks(c, settings)))
+        .with_images(images)
+        .with_networks(networks))
 }
 
 const IMAGE_SUFFIXES: [&str; 4] = ["", ".qcow2", ".img", ".raw"];

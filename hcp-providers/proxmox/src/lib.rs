@@ -1083,6 +1083,11 @@ impl Provider for ProxmoxProvider {
             .collect();
         networks.sort();
         networks.dedup();
+        // What placement reads: the images whose templates exist and the networks over the
+        // node's bridges.
+        let info = info
+            .with_images(images.iter().map(hcp_core::ImageOffer::new).collect())
+            .with_networks(networks.clone());
         Ok(HostInventoryReply::new(info, vms)
             .with_images(images)
             .with_networks(networks))

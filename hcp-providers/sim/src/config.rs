@@ -30,6 +30,13 @@ pub struct SimSettings {
     pub images: Vec<String>,
     /// Images of particular hosts (host name → images), overriding `images` there.
     pub host_images: BTreeMap<String, Vec<String>>,
+    /// Capabilities VMs of particular images lack (image name → capability names, as in
+    /// `disable`): the hosts report them per image, as a template without cloud-init would.
+    pub image_disable: BTreeMap<String, Vec<String>>,
+    /// Networks every host reaches; not reported (any network is accepted) when empty.
+    pub networks: Vec<String>,
+    /// Networks of particular hosts (host name → networks), overriding `networks` there.
+    pub host_networks: BTreeMap<String, Vec<String>>,
     /// Capabilities the provider does not declare (to simulate a smaller hypervisor).
     pub disable: Vec<String>,
     /// Keeps hosts and VMs in this JSON file, shared safely between processes; in memory when absent.
@@ -64,6 +71,9 @@ impl Default for SimSettings {
             failure_rate: 0.0,
             images: Vec::new(),
             host_images: BTreeMap::new(),
+            image_disable: BTreeMap::new(),
+            networks: Vec::new(),
+            host_networks: BTreeMap::new(),
             disable: Vec::new(),
             state_file: None,
             console_url: "https://console.sim.invalid".into(),

@@ -31,10 +31,10 @@ use chrono::Utc;
 use hcp_core::{
     Capabilities, Config, Console, ConsoleKind, CreateVm, CreatedVm, DeleteSnapshot, DeleteVm,
     DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HostInfo, HostInventory,
-    HostInventoryReply, ListSnapshots, MarkedVm, MemberHost, MigrateVm, MigratedVm, NativeSnapshot,
-    OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
-    ResizeVm, ResizedVm, Result, RevertSnapshot, RevertedSnapshot, Secrets, SetMark, SnapshotVm,
-    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
+    HostInventoryReply, ImageOffer, ListSnapshots, MarkedVm, MemberHost, MigrateVm, MigratedVm,
+    NativeSnapshot, OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo,
+    RebootVm, RebootedVm, ResizeVm, ResizedVm, Result, RevertSnapshot, RevertedSnapshot, Secrets,
+    SetMark, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -98,6 +98,8 @@ pub struct SimProvider {
     rng: Mutex<StdRng>,
     /// Clusters by name.
     clusters: BTreeMap<String, SimCluster>,
+    /// What VMs of particular images can do (`settings.image_disable`).
+    image_caps: BTreeMap<String, Capabilities>,
 }
 
 impl SimProvider {
@@ -199,6 +201,21 @@ impl SimProvider {
                 e.message().to_string(),
             )
         })?;
+        let mut image_caps = BTreeMap::new();
+        for (image, disable) in &settings.image_disable {
+            let mask = hcp_core::CapabilityLimits {
+                disable: disable.clone(),
+                ..Default::default()
+            }
+            .mask()
+            .map_err(|e| {
+                Error::invalid(
+                    format!("providers.{name}.settings.image_disable.{image}"),
+                    e.message().to_string(),
+                )
+            })?;
+            image_caps.insert(image.clone(), mask);
+        }
         let backend = Backend::open(settings.state_file.as_deref(), hosts, &settings.down_hosts)?;
         let limits = Capabilities {
             max_vcpus: Some(settings.max_vcpus),
@@ -214,6 +231,7 @@ impl SimProvider {
             settings,
             backend,
             clusters: BTreeMap::new(),
+            image_caps,
         })
     }
 
@@ -321,8 +339,44 @@ impl SimProvider {
             .unwrap_or(&self.settings.images)
     }
 
+    /// The networks `host` reaches; empty means any network is accepted.
+    fn networks_of(&self, host: &str) -> &[String] {
+        self.settings
+            .host_networks
+            .get(host)
+            .unwrap_or(&self.settings.networks)
+    }
+
+    /// Adds to `info` the images and networks its target reports, each image with what its
+    /// VMs can do; none when the settings list none (any is accepted).
+    fn with_offers(&self, info: HostInfo) -> HostInfo {
+        let images = self.images_of(&info.name);
+        let networks = self.networks_of(&info.name);
+        let mut info = info;
+        if !images.is_empty() {
+            let offers = images
+                .iter()
+                .map(|i| match self.image_caps.get(i) {
+                    Some(c) => ImageOffer::new(i).with_capabilities(*c),
+                    None => ImageOffer::new(i),
+                })
+                .collect();
+            info = info.with_images(offers);
+        }
+        if !networks.is_empty() {
+            info = info.with_networks(networks.to_vec());
+        }
+        info
+    }
+
     fn host_info(&self, h: &SimHost) -> HostInfo {
-        HostInfo::new(&h.name, &h.zone, h.vcpus, h.memory_mib, self.declared)
+        self.with_offers(HostInfo::new(
+            &h.name,
+            &h.zone,
+            h.vcpus,
+            h.memory_mib,
+            self.declared,
+        ))
     }
 
     /// Describes a cluster target: its members' capacity summed. The sums saturate: a total
@@ -336,10 +390,10 @@ impl SimProvider {
             vcpus = vcpus.saturating_add(h.vcpus);
             memory = memory.saturating_add(h.memory_mib);
         }
-        Ok(
+        Ok(self.with_offers(
             HostInfo::new(&c.name, &c.zone, vcpus, memory, self.declared)
                 .with_members(c.members.clone()),
-        )
+        ))
     }
 
     /// Returns `t` with its host replaced by the member host its VM is on, when `t` names a
@@ -549,13 +603,23 @@ impl Provider for SimProvider {
         if !images.is_empty() && !images.contains(&args.image) {
             return Err(Error::not_found("image", &args.image).with_context("host", &args.host));
         }
-        if args.user_data.is_some() && !self.declared.cloud_init {
-            return Err(Error::unsupported(
-                &self.name,
-                Operation::CreateVm,
-                "cloud_init",
-                "",
-            ));
+        let image_caps = self
+            .image_caps
+            .get(&args.image)
+            .map_or(self.declared, |c| self.declared.narrow(*c));
+        if args.user_data.is_some() && !image_caps.cloud_init {
+            return Err(
+                Error::unsupported(&self.name, Operation::CreateVm, "cloud_init", "")
+                    .with_context("image", &args.image),
+            );
+        }
+        let networks = self.networks_of(&args.host);
+        if let Some(n) = args
+            .networks
+            .iter()
+            .find(|n| !networks.is_empty() && !networks.contains(&n.network))
+        {
+            return Err(Error::not_found("network", &n.network).with_context("host", &args.host));
         }
         // A real hypervisor refuses a VM beyond its limits, whatever the caller checked.
         let need = hcp_core::Requirements {

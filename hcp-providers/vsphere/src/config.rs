@@ -64,6 +64,19 @@ pub struct VsphereSettings {
     /// Objects asked for per inventory page (`maxObjects`); more arrive through
     /// `ContinueRetrievePropertiesEx`.
     pub page_size: u32,
+    /// The console HCP offers for this vCenter's VMs, when the operator opts in: `webmks`
+    /// declares `console_webmks` (vCenter's `AcquireTicket("webmks")`). Absent, no console is
+    /// declared and the engine refuses console requests before asking vCenter.
+    pub console: Option<ConsoleOptIn>,
+}
+
+/// A console type an operator declares for a vCenter that issues its tickets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleOptIn {
+    /// WebMKS: vCenter issues `webmks` tickets (`AcquireTicket`), and HCP relays the console's
+    /// WebSocket.
+    Webmks,
 }
 
 impl Default for VsphereSettings {
@@ -80,6 +93,7 @@ impl Default for VsphereSettings {
             task_timeout: Duration::from_secs(1800),
             request_timeout: Duration::from_secs(60),
             page_size: 5000,
+            console: None,
         }
     }
 }

@@ -48,19 +48,24 @@
 //! - **Migration** between hosts (`RelocateVM_Task`) is declared and implemented.
 //! - **Cloud-init**: for images whose template runs cloud-init (`cloud_init: true` in
 //!   `images`), the user-data and a meta-data (instance id, host name) go into the clone's
-//!   `extraConfig` as `guestinfo.userdata` / `guestinfo.metadata` (base64); `cloud_init` is
-//!   declared when any image has it, and a create with user-data on another image is refused.
+//!   `extraConfig` as `guestinfo.userdata` / `guestinfo.metadata` (base64). `cloud_init` is
+//!   declared when any image has it, and each target's inventory reports it per image
+//!   ([`hcp_core::ImageOffer`]), so the engine refuses user-data on another image before a job
+//!   exists (the create refuses it too).
+//! - **Images and networks**: each target reports the catalog images whose templates vCenter
+//!   has and the catalog networks over the port groups it reaches, so the engine refuses an
+//!   image or a network no target of the zone has before a job exists.
 //! - **Consoles**: [`Provider::console`] asks vCenter for a WebMKS ticket
 //!   (`AcquireTicket("webmks")`) and answers a `webmks` console that HCP relays
-//!   ([`console`]). The provider still declares no console capability: capabilities are
-//!   declared once, before vCenter is asked anything, and not every vCenter issues WebMKS
-//!   tickets (the simulator answers `MethodNotFound`, which becomes `FeatureNotSupported`).
+//!   ([`console`]). `console_webmks` is declared only when the operator opts in with
+//!   `console: webmks` in the settings: not every vCenter issues WebMKS tickets (the simulator
+//!   answers `MethodNotFound`, which becomes `FeatureNotSupported`), and without the opt-in
+//!   the engine refuses console requests before asking vCenter.
 //! - **Errors**: SOAP faults are classified in one place, [`error::parse_error`]; host,
 //!   datastore and cluster names and managed object ids stay out of tenants' messages.
 //!
-//! Placement is per host, as HCP's provider contract is today: a zone's hosts are ESXi hosts,
-//! and HCP picks one. Cluster-level placement (vCenter's DRS choosing the host) waits for the
-//! core's placement targets.
+//! Placement targets are ESXi hosts (HCP picks one) and clusters (`clusters:` in the hosts
+//! file; vCenter picks the member host).
 //!
 //! ```no_run
 //! # async fn demo() -> hcp_core::Result<()> {
@@ -90,15 +95,18 @@ use async_trait::async_trait;
 use hcp_core::{
     Capabilities, Console, ConsoleKind, CreateVm, CreatedVm, DeleteSnapshot, DeleteVm,
     DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HcpMark, HostInfo, HostInventory,
-    HostInventoryReply, ListSnapshots, LogEntry, MemberHost, MigrateVm, MigratedVm, NativeSnapshot,
-    NativeVm, OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm,
-    RebootedVm, ResizeVm, ResizedVm, Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets,
-    SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, TlsTrust, VmTarget,
+    HostInventoryReply, ImageOffer, ListSnapshots, LogEntry, MemberHost, MigrateVm, MigratedVm,
+    NativeSnapshot, NativeVm, OpContext, Operation, PowerState, Provider, ProviderConfig,
+    ProviderInfo, RebootVm, RebootedVm, ResizeVm, ResizedVm, Resources, Result, RevertSnapshot,
+    RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm,
+    TlsTrust, VmTarget,
 };
 use tokio::sync::Mutex;
 
 use crate::client::Client;
-pub use crate::config::{ClusterSettings, HostSettings, ImageSettings, VsphereSettings};
+pub use crate::config::{
+    ClusterSettings, ConsoleOptIn, HostSettings, ImageSettings, VsphereSettings,
+};
 use crate::error::is_method_not_found;
 use crate::soap::{ConfigSpec, MoRef, NicBacking, Node, ObjectContent, Placement};
 
@@ -545,6 +553,8 @@ impl VsphereProvider {
             resize: true,
             // Declared when an image's template takes user-data; create refuses the others.
             cloud_init: settings.images.values().any(|i| i.cloud_init),
+            // Only an operator knows whether this vCenter issues WebMKS tickets.
+            console_webmks: settings.console == Some(ConsoleOptIn::Webmks),
             max_networks: Some(MAX_NETWORKS),
             ..Default::default()
         };
@@ -795,6 +805,25 @@ impl VsphereProvider {
         images
     }
 
+    /// Adds to a target's description what placement needs: the images whose templates vCenter
+    /// has, each taking user-data only when its settings say `cloud_init: true`, and the
+    /// networks over the port groups `groups` the target reaches.
+    fn with_offers(&self, info: HostInfo, world: &World, groups: &[&str]) -> HostInfo {
+        let images = self
+            .images(world)
+            .into_iter()
+            .map(|name| {
+                let caps = Capabilities {
+                    cloud_init: self.settings.cloud_init(&name),
+                    ..Capabilities::all()
+                };
+                ImageOffer::new(name).with_capabilities(caps)
+            })
+            .collect();
+        info.with_images(images)
+            .with_networks(self.networks(groups))
+    }
+
     /// The catalog networks over the port groups `groups` (and the port groups by their names).
     fn networks(&self, groups: &[&str]) -> Vec<String> {
         let mut networks: Vec<String> = self
@@ -857,7 +886,8 @@ impl VsphereProvider {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(HostInventoryReply::new(self.cluster_info(c, world), vms)
+        let info = self.with_offers(self.cluster_info(c, world), world, &groups);
+        Ok(HostInventoryReply::new(info, vms)
             .with_members(member_hosts)
             .with_images(self.images(world))
             .with_networks(self.networks(&groups)))
@@ -1186,6 +1216,7 @@ impl Provider for VsphereProvider {
             .iter()
             .filter_map(|n| world.network_name(n))
             .collect();
+        let info = self.with_offers(info, &world, &groups);
         Ok(HostInventoryReply::new(info, vms)
             .with_images(self.images(&world))
             .with_networks(self.networks(&groups)))

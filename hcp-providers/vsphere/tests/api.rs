@@ -323,7 +323,7 @@ async fn a_nic_on_a_distributed_port_group_is_backed_by_its_switch() {
 async fn a_console_on_the_simulator_is_a_clear_feature_not_supported() {
     let peer = Peer::start(1);
     let p = peer.provider();
-    // The declaration stays off: the engine refuses consoles before a job exists.
+    // Without `console: webmks` the declaration stays off: the engine refuses consoles first.
     assert!(!p.capabilities().console_webmks);
     let (create, mut target) = args(HOST, "console-1", IMAGE);
     let (ctx, _) = job();

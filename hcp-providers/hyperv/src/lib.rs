@@ -22,6 +22,11 @@
 //!   Production, disks only); each listed checkpoint says whether it holds memory, read from the
 //!   state it captured. HCP treats checkpoint names as unique per VM and refuses to guess
 //!   between checkpoints Hyper-V let share a name (see the README's "Checkpoints").
+//! - **Resize** (`Resize-HcpVm.ps1`): `Set-VMProcessor -Count` and `Set-VMMemory -StartupBytes`
+//!   only while the VM is off (a running VM's change is refused with `Conflict` naming the field;
+//!   the planner calls it `power_off`), `Resize-VHD` of the first VHDX live on the SCSI chain
+//!   (generation 2) and only while off on the IDE chain; a disk never shrinks, nor grows under
+//!   checkpoints. Every check comes before any change.
 //! - **Guest setup completion**: Windows images signal it from their answer file's last
 //!   first-logon command ([`unattend`]), Linux images from cloud-init's `runcmd` ([`linux`]);
 //!   both write the KVP item `HcpSetupComplete`, and the create job waits for it.

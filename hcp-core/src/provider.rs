@@ -44,6 +44,22 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     /// Returns what the provider can do; hosts may narrow it in [`HostInfo::capabilities`].
     fn capabilities(&self) -> Capabilities;
 
+    /// Checks the name a new snapshot would get against the hypervisor's own rules (length,
+    /// characters), so the engine refuses a name the hypervisor would reject before any job
+    /// exists.
+    ///
+    /// # Behavior
+    /// The engine calls it when a snapshot is requested, after its own check (a DNS label) and
+    /// before the request is accepted; the provider's `snapshot_vm` applies the same rule
+    /// again. The default accepts every name.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidSpec`] naming `name` and saying which names the hypervisor
+    /// takes.
+    fn check_snapshot_name(&self, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Lists the provider's placement targets: hosts, and clusters whose provider picks the host.
     ///
     /// # Behavior

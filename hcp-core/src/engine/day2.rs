@@ -167,6 +167,11 @@ fn find<'a>(vm: &Vm, snaps: &'a [NativeSnapshot], id: &str) -> Result<&'a Native
 /// Checks a snapshot create against the VM's snapshots and the per-VM limit.
 pub(crate) async fn snapshot_job(inner: &Inner, vm: &Vm, name: String) -> Result<JobAction> {
     crate::validate_dns_label("name", &name)?;
+    // The hypervisor's own rules (Proxmox: at most 40 characters, starting with a letter).
+    inner
+        .provider(&vm.binding.provider)?
+        .provider
+        .check_snapshot_name(&name)?;
     let snaps = expected_snapshots(inner, vm).await?;
     if snaps.iter().any(|s| s.name == name) {
         return Err(Error::new(
@@ -499,7 +504,8 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::submit`]; [`ErrorKind::InvalidSpec`] naming `name` for a name that is not a
-    /// DNS label; [`ErrorKind::Conflict`] naming `name` when the VM has (or will have) a snapshot
+    /// DNS label or that the VM's provider refuses ([`crate::Provider::check_snapshot_name`]);
+    /// [`ErrorKind::Conflict`] naming `name` when the VM has (or will have) a snapshot
     /// of that name; [`ErrorKind::QuotaExceeded`] when it has `max_snapshots_per_vm` already.
     pub async fn create_snapshot(
         &self,

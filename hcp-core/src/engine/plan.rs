@@ -57,10 +57,11 @@ pub struct FieldPlan {
 /// are left out. A disk never shrinks in place (`data_destructive`). A stopped VM takes any
 /// other change at once (`hot`). A running VM's vCPUs and memory follow what its hypervisor can
 /// do with HCP's VMs: the simulator applies them live; libvirt and Proxmox write them to the
-/// definition for the next restart (`reboot`); Hyper-V (static memory, fixed processor count)
-/// and vSphere (HCP's VMs have no CPU or memory hot-add) need the VM off (`power_off`), and so
-/// does any provider kind the planner does not know. Disks grow live everywhere but on unknown
-/// kinds.
+/// definition for the next restart (`reboot`); Hyper-V (a fixed processor count, and memory
+/// whose runtime resize depends on the guest) and vSphere (HCP's VMs have no CPU or memory
+/// hot-add) need the VM off (`power_off`), and so does any provider kind the planner does not
+/// know. Disks grow live everywhere but on unknown kinds (on Hyper-V: generation 2 VMs, whose
+/// disk is on the SCSI chain; the provider refuses a running generation 1 VM's IDE disk).
 pub fn plan_resize(
     kind: &str,
     power: PowerState,
@@ -118,9 +119,15 @@ pub fn plan_resize(
                         "Proxmox keeps the new {what} as a pending change applied at the VM's next restart"
                     ),
                 ),
+                "hyperv" if field == "vcpus" => (
+                    ChangeImpact::PowerOff,
+                    "Hyper-V changes a VM's processor count only while it is off".to_string(),
+                ),
                 "hyperv" => (
                     ChangeImpact::PowerOff,
-                    format!("Hyper-V changes a VM's {what} only while it is off"),
+                    format!(
+                        "HCP changes a Hyper-V VM's {what} only while it is off: runtime memory resize depends on the guest, and a VM with dynamic memory never takes a new startup memory while it runs"
+                    ),
                 ),
                 "vsphere" => (
                     ChangeImpact::PowerOff,
@@ -156,7 +163,12 @@ pub fn plan_resize(
                 ChangeImpact::Hot,
                 "the VM is stopped: the disk grows at once".to_string(),
             ),
-            (true, "sim" | "libvirt" | "proxmox" | "hyperv" | "vsphere") => (
+            (true, "hyperv") => (
+                ChangeImpact::Hot,
+                "the disk grows live (Resize-VHD on the SCSI chain of generation 2 VMs; a generation 1 VM's IDE disk is refused while it runs); the guest extends its partition and filesystem itself"
+                    .to_string(),
+            ),
+            (true, "sim" | "libvirt" | "proxmox" | "vsphere") => (
                 ChangeImpact::Hot,
                 "the disk grows live; the guest extends its partition and filesystem itself"
                     .to_string(),
@@ -197,7 +209,7 @@ mod tests {
 
     #[test]
     fn classifies_each_field_per_provider_and_power_state() {
-        use PowerState::{Running, Stopped};
+        use PowerState::{Paused, Running, Stopped};
         let now = size(2, 2048, 20);
         // (kind, power, target, expected impacts per changed field in order)
         let table: &[Case] = &[
@@ -243,6 +255,41 @@ mod tests {
                 Stopped,
                 size(4, 4096, 20),
                 &[("vcpus", Hot), ("memory_mib", Hot)],
+            ),
+            ("hyperv", Running, size(2, 2048, 30), &[("disk_gib", Hot)]),
+            (
+                "hyperv",
+                Running,
+                size(1, 1024, 40),
+                &[
+                    ("vcpus", PowerOff),
+                    ("memory_mib", PowerOff),
+                    ("disk_gib", Hot),
+                ],
+            ),
+            (
+                "hyperv",
+                Paused,
+                size(2, 4096, 20),
+                &[("memory_mib", PowerOff)],
+            ),
+            (
+                "hyperv",
+                Stopped,
+                size(4, 4096, 40),
+                &[("vcpus", Hot), ("memory_mib", Hot), ("disk_gib", Hot)],
+            ),
+            (
+                "hyperv",
+                Running,
+                size(2, 2048, 10),
+                &[("disk_gib", DataDestructive)],
+            ),
+            (
+                "hyperv",
+                Stopped,
+                size(2, 2048, 19),
+                &[("disk_gib", DataDestructive)],
             ),
             (
                 "vsphere",

@@ -22,6 +22,11 @@
 //!   Production, disks only); each listed checkpoint says whether it holds memory, read from the
 //!   state it captured. HCP treats checkpoint names as unique per VM and refuses to guess
 //!   between checkpoints Hyper-V let share a name (see the README's "Checkpoints").
+//! - **Resize** (`Resize-HcpVm.ps1`): `Set-VMProcessor -Count` and `Set-VMMemory -StartupBytes`
+//!   only while the VM is off (a running VM's change is refused with `Conflict` naming the field;
+//!   the planner calls it `power_off`), `Resize-VHD` of the first VHDX live on the SCSI chain
+//!   (generation 2) and only while off on the IDE chain; a disk never shrinks, nor grows under
+//!   checkpoints. Every check comes before any change.
 //! - **Guest setup completion**: Windows images signal it from their answer file's last
 //!   first-logon command ([`unattend`]), Linux images from cloud-init's `runcmd` ([`linux`]);
 //!   both write the KVP item `HcpSetupComplete`, and the create job waits for it.
@@ -54,8 +59,8 @@ use hcp_core::{
     DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, Error, ErrorKind, GetConsole, HcpMark,
     HostInfo, HostInventory, HostInventoryReply, ListSnapshots, LogEntry, NativeSnapshot, NativeVm,
     OpContext, Operation, PowerState, Provider, ProviderConfig, ProviderInfo, RebootVm, RebootedVm,
-    Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm, SnapshottedVm,
-    StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
+    ResizeVm, ResizedVm, Resources, Result, RevertSnapshot, RevertedSnapshot, Secrets, SnapshotVm,
+    SnapshottedVm, StartVm, StartedVm, StopVm, StoppedVm, VmTarget,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -300,6 +305,33 @@ pub fn validate_vm_name(name: &str) -> Result<()> {
     }
 }
 
+/// Checks a checkpoint name: 1-100 characters of letters, digits, '.', '_' and '-', starting
+/// with a letter or digit — the names the checkpoint scripts' `ValidatePattern` accepts (HCP's
+/// rule, narrower than Hyper-V's: no spaces, quotes or wildcard characters such as `*`, `?` and
+/// `[`, which `Get-VMSnapshot -Name` would read as a pattern).
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `name`.
+pub fn check_checkpoint_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "name",
+            format!(
+                "Hyper-V checkpoint names are 1-{MAX_NAME_LEN} characters of letters, digits, \
+                 '.', '_' and '-', starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
 /// Hyper-V's per-VM limits (Windows Server 2016 and later): generation 2 VMs have up to 240
 /// vCPUs and 12 TiB of memory, generation 1 VMs up to 64 vCPUs and 1 TiB; a VHDX holds up to
 /// 64 TiB. HCP attaches one network adapter.
@@ -316,6 +348,110 @@ fn limits(generation: u8) -> Capabilities {
         max_networks: Some(MAX_NETWORKS),
         ..Capabilities::default()
     }
+}
+
+/// Checks a resize against Hyper-V's per-VM limits for `generation` before any call: vCPUs
+/// 1-240 (generation 1: 1-64), memory 32 MiB-12 TiB (generation 1: 1 TiB) in multiples of
+/// 2 MiB, a disk of 1 GiB-64 TiB.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `vcpus`, `memory_mib` or `disk_gib`.
+fn validate_resize(args: &ResizeVm, generation: u8) -> Result<()> {
+    let max = limits(generation);
+    if let Some(v) = args.vcpus {
+        let top = max.max_vcpus.unwrap_or(u32::MAX);
+        if v == 0 || v > top {
+            return Err(Error::invalid(
+                "vcpus",
+                format!("Hyper-V generation {generation} VMs have 1-{top} vCPUs"),
+            ));
+        }
+    }
+    if let Some(m) = args.memory_mib {
+        let top = max.max_memory_mib.unwrap_or(u64::MAX);
+        if !(32..=top).contains(&m) || m % 2 != 0 {
+            return Err(Error::invalid(
+                "memory_mib",
+                format!(
+                    "Hyper-V generation {generation} VMs have 32-{top} MiB of memory, in \
+                     multiples of 2 MiB"
+                ),
+            ));
+        }
+    }
+    if let Some(d) = args.disk_gib {
+        let top = max.max_disk_gib.unwrap_or(u64::MAX);
+        if d == 0 || d > top {
+            return Err(Error::invalid(
+                "disk_gib",
+                format!("a Hyper-V VHDX holds 1-{top} GiB"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Turns `Resize-HcpVm.ps1`'s refusals into errors naming the request field and saying what
+/// the change needs; the operator detail and context stay. Other errors pass unchanged.
+fn resize_error(e: Error) -> Error {
+    let id = e
+        .context_value("error_id")
+        .map(|id| id.split(',').next().unwrap_or(id).to_string())
+        .unwrap_or_default();
+    let (kind, field, message) = match id.as_str() {
+        "ProcessorCountNeedsOff" => (
+            ErrorKind::Conflict,
+            "vcpus",
+            "Hyper-V changes a VM's vCPU count only while it is off; stop the VM first \
+             (or allow `power_off`)",
+        ),
+        "MemoryNeedsOff" => (
+            ErrorKind::Conflict,
+            "memory_mib",
+            "HCP changes a Hyper-V VM's memory only while it is off; stop the VM first \
+             (or allow `power_off`)",
+        ),
+        "DiskOnIdeNeedsOff" => (
+            ErrorKind::Conflict,
+            "disk_gib",
+            "the VM's disk is on the IDE chain (generation 1), which Hyper-V resizes only while \
+             the VM is off; stop the VM first",
+        ),
+        "DiskHasCheckpoints" => (
+            ErrorKind::Conflict,
+            "disk_gib",
+            "Hyper-V cannot resize the disk of a VM with checkpoints; delete its snapshots first",
+        ),
+        "DiskShrink" => (
+            ErrorKind::InvalidSpec,
+            "disk_gib",
+            "is below the disk's current size; a disk only grows",
+        ),
+        "DiskNotFound" => (
+            ErrorKind::InvalidSpec,
+            "disk_gib",
+            "the VM has no virtual hard disk to grow",
+        ),
+        "ProcessorCountOutOfRange" => (
+            ErrorKind::InvalidSpec,
+            "vcpus",
+            "is beyond what this VM's generation allows",
+        ),
+        "MemoryNotAligned" | "MemoryOutOfRange" => (
+            ErrorKind::InvalidSpec,
+            "memory_mib",
+            "must be 32 MiB or more, in multiples of 2 MiB, within this VM's generation's limit",
+        ),
+        _ => return e,
+    };
+    let mut out = Error::new(kind, message).with_field(field);
+    if let Some(detail) = e.detail() {
+        out = out.with_detail(detail);
+    }
+    for (key, value) in e.context() {
+        out = out.with_context(key, value);
+    }
+    out
 }
 
 fn validate_create(args: &CreateVm, generation: u8) -> Result<()> {
@@ -797,13 +933,7 @@ impl HypervProvider {
         t: &VmTarget,
         name: &str,
     ) -> Result<serde_json::Map<String, Value>> {
-        validate_vm_name(name).map_err(|_| {
-            Error::invalid(
-                "snapshot name",
-                "checkpoint names are 1-100 characters of letters, digits, '.', '_' and '-', \
-                 starting with a letter or digit",
-            )
-        })?;
+        check_checkpoint_name(name)?;
         let mut p = self.target_params(t);
         p.insert("CheckpointName".into(), json!(name));
         Ok(p)
@@ -852,8 +982,13 @@ impl Provider for HypervProvider {
             snapshot: true,
             console_rdp: true,
             tags: true,
+            resize: true,
             ..limits(self.settings.generation)
         }
+    }
+
+    fn check_snapshot_name(&self, name: &str) -> Result<()> {
+        check_checkpoint_name(name)
     }
 
     async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
@@ -1262,6 +1397,37 @@ impl Provider for HypervProvider {
         )?))
     }
 
+    async fn resize_vm(&self, ctx: &OpContext, args: ResizeVm) -> Result<ResizedVm> {
+        validate_resize(&args, self.settings.generation)?;
+        let t = &args.target;
+        let mut p = self.target_params(t);
+        // 0 keeps a value: every value sent is checked above to be at least 1.
+        p.insert("Vcpus".into(), json!(args.vcpus.unwrap_or(0)));
+        p.insert("MemoryMiB".into(), json!(args.memory_mib.unwrap_or(0)));
+        p.insert("DiskGiB".into(), json!(args.disk_gib.unwrap_or(0)));
+        let v = self
+            .call(&t.host, Script::ResizeVm, Value::Object(p), ctx)
+            .await
+            .map_err(resize_error)?;
+        let changed: Vec<String> = field(&t.host, &v, "Changed")?;
+        let mut what = Vec::new();
+        for c in &changed {
+            match c.as_str() {
+                "Vcpus" => what.push(format!("{} vCPUs", args.vcpus.unwrap_or(0))),
+                "MemoryMiB" => what.push(format!("{} MiB of memory", args.memory_mib.unwrap_or(0))),
+                "DiskGiB" => what.push(format!("a {} GiB disk", args.disk_gib.unwrap_or(0))),
+                _ => {}
+            }
+        }
+        if what.is_empty() {
+            ctx.info("the VM already has the asked-for size");
+        } else {
+            ctx.info(format!("resized the VM: {}", what.join(", ")));
+        }
+        // Every change applies at once: what needs the VM off is refused while it runs.
+        Ok(ResizedVm::new(false))
+    }
+
     async fn list_snapshots(&self, args: ListSnapshots) -> Result<Vec<NativeSnapshot>> {
         let host = &args.target.host;
         let p = self.target_params(&args.target);
@@ -1352,6 +1518,67 @@ mod tests {
                 disk_gib,
             },
         )
+    }
+
+    #[test]
+    fn checkpoint_names_follow_the_scripts_pattern() {
+        let longest = "c".repeat(100);
+        for ok in ["a", "nightly-1", "v1.2_rc", "9lives", longest.as_str()] {
+            check_checkpoint_name(ok).unwrap();
+        }
+        let too_long = "c".repeat(101);
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "_x",
+            "a b",
+            "a/b",
+            "a*",
+            "a?",
+            "a[1]",
+            "x'; Remove-VM *",
+            "caf\u{e9}",
+            too_long.as_str(),
+        ] {
+            let e = check_checkpoint_name(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{bad:?}");
+            assert_eq!(e.field(), Some("name"), "{bad:?}");
+            assert!(e.message().contains("1-100"), "{e}");
+        }
+    }
+
+    #[test]
+    fn resize_bounds_follow_the_generation() {
+        let t = VmTarget {
+            vm_id: VmId::new("vm-1"),
+            name: "web-1".into(),
+            host: "hv1".into(),
+            native_id: None,
+        };
+        let r = |v: Option<u32>, m: Option<u64>, d: Option<u64>| {
+            ResizeVm::new(t.clone())
+                .with_vcpus(v)
+                .with_memory_mib(m)
+                .with_disk_gib(d)
+        };
+        validate_resize(&r(Some(240), Some(12 * 1024 * 1024), Some(64 * 1024)), 2).unwrap();
+        validate_resize(&r(None, None, None), 2).unwrap();
+        validate_resize(&r(Some(64), Some(32), Some(1)), 1).unwrap();
+        for (a, generation, field) in [
+            (r(Some(0), None, None), 2, "vcpus"),
+            (r(Some(241), None, None), 2, "vcpus"),
+            (r(Some(65), None, None), 1, "vcpus"),
+            (r(None, Some(30), None), 2, "memory_mib"),
+            (r(None, Some(1025), None), 2, "memory_mib"),
+            (r(None, Some(1024 * 1024 + 2), None), 1, "memory_mib"),
+            (r(None, Some(u64::MAX), None), 2, "memory_mib"),
+            (r(None, None, Some(0)), 2, "disk_gib"),
+            (r(None, None, Some(u64::MAX)), 2, "disk_gib"),
+        ] {
+            let e = validate_resize(&a, generation).unwrap_err();
+            assert_eq!(e.field(), Some(field), "{e}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub const WRAPPER: &str = include_str!("../scripts/_wrapper.ps1");
 const PLACEHOLDER: &str = "$HcpScript = '{{SCRIPT}}'";
 
 /// The scripts deployed to each host, by file name.
-pub const EMBEDDED: [(&str, &str); 13] = [
+pub const EMBEDDED: [(&str, &str); 14] = [
     ("HcpCommon.psm1", include_str!("../scripts/HcpCommon.psm1")),
     (
         "Get-HcpInventory.ps1",
@@ -60,6 +60,10 @@ pub const EMBEDDED: [(&str, &str); 13] = [
     (
         "Complete-HcpGuestSetup.ps1",
         include_str!("../scripts/Complete-HcpGuestSetup.ps1"),
+    ),
+    (
+        "Resize-HcpVm.ps1",
+        include_str!("../scripts/Resize-HcpVm.ps1"),
     ),
 ];
 
@@ -114,6 +118,8 @@ pub enum Script {
     RemoveCheckpoint,
     /// `Complete-HcpGuestSetup.ps1`.
     GuestSetup,
+    /// `Resize-HcpVm.ps1`.
+    ResizeVm,
 }
 
 impl Script {
@@ -132,6 +138,7 @@ impl Script {
             Script::RestoreCheckpoint => "Restore-HcpCheckpoint.ps1",
             Script::RemoveCheckpoint => "Remove-HcpCheckpoint.ps1",
             Script::GuestSetup => "Complete-HcpGuestSetup.ps1",
+            Script::ResizeVm => "Resize-HcpVm.ps1",
         }
     }
 }

@@ -296,7 +296,7 @@ async fn missing_vms_missing_checkpoints_and_bad_names() {
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
-        assert_eq!(e.field(), Some("snapshot name"));
+        assert_eq!(e.field(), Some("name"));
         let e = p
             .delete_snapshot(
                 &OpContext::detached(),
@@ -304,7 +304,7 @@ async fn missing_vms_missing_checkpoints_and_bad_names() {
             )
             .await
             .unwrap_err();
-        assert_eq!(e.field(), Some("snapshot name"), "{e}");
+        assert_eq!(e.field(), Some("name"), "{e}");
     }
     assert_eq!(calls(&th), before);
 

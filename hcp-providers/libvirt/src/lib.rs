@@ -243,6 +243,30 @@ fn conflict(msg: String) -> Error {
     Error::new(ErrorKind::Conflict, msg)
 }
 
+/// Checks a new snapshot's name: 1-64 letters, digits, '-', '_' or '.', not starting with '.'.
+/// libvirt keeps each snapshot's definition in a file named after it (so never a '/'), and QEMU
+/// stores an internal snapshot's name as its tag in the qcow2 image; HCP keeps to names that are
+/// safe in both.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `name`.
+fn check_snapshot_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "name",
+            "a libvirt snapshot name is 1-64 letters, digits, '-', '_' or '.', not starting with '.'",
+        ))
+    }
+}
+
 #[async_trait]
 impl Provider for LibvirtProvider {
     fn info(&self) -> ProviderInfo {
@@ -254,6 +278,10 @@ impl Provider for LibvirtProvider {
             kind: KIND.into(),
             version: format!("{} ({version})", env!("CARGO_PKG_VERSION")),
         }
+    }
+
+    fn check_snapshot_name(&self, name: &str) -> Result<()> {
+        check_snapshot_name(name)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -582,18 +610,7 @@ impl Provider for LibvirtProvider {
 
     async fn snapshot_vm(&self, ctx: &OpContext, args: SnapshotVm) -> Result<SnapshottedVm> {
         let name = args.name.clone();
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            || name.starts_with('.')
-        {
-            return Err(Error::invalid(
-                "name",
-                "a snapshot name is 1-64 letters, digits, '-', '_' or '.', not starting with '.'",
-            ));
-        }
+        check_snapshot_name(&name)?;
         let t = args.target;
         let host = t.host.clone();
         let id = self
@@ -621,5 +638,30 @@ impl Provider for LibvirtProvider {
                 .with_detail(format!("snapshot id {id}")),
         );
         Ok(SnapshottedVm::new(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_are_safe_as_file_names_and_qcow2_tags() {
+        for ok in ["s1", "before-upgrade", "v1.2_rc", &"a".repeat(64)] {
+            check_snapshot_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "../x",
+            "has space",
+            "é",
+            &"a".repeat(65),
+        ] {
+            let e = check_snapshot_name(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{bad}");
+            assert_eq!(e.field(), Some("name"), "{bad}");
+        }
     }
 }

@@ -977,6 +977,10 @@ impl Provider for ProxmoxProvider {
         }
     }
 
+    fn check_snapshot_name(&self, name: &str) -> Result<()> {
+        check_snapshot_name(name)
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.declared
     }

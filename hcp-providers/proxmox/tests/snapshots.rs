@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{IMAGE, NODE, Peer, dyn_provider};
+use hcp_core::store::{JobFilter, PageRequest};
 use hcp_core::testkit::{Fixture, engine_for};
 use hcp_core::{Engine, ErrorKind, JobState, PowerState, Principal, RequestContext, VmSpec};
 use serde_json::json;
@@ -24,6 +25,15 @@ async fn run(engine: &Engine, ctx: &RequestContext, job: &hcp_core::JobId) -> hc
         job.error
     );
     job
+}
+
+async fn jobs(engine: &Engine, ctx: &RequestContext) -> usize {
+    engine
+        .list_jobs(&ctx.scope(), &JobFilter::default(), &PageRequest::all())
+        .await
+        .unwrap()
+        .items
+        .len()
 }
 
 /// The snapshot names PVE reports (proxmoxer), sorted, without `current`.
@@ -82,6 +92,22 @@ async fn snapshots_create_list_revert_delete_through_the_engine() {
     let dup = engine.create_snapshot(&ctx, &vm, "warm").await.unwrap_err();
     assert_eq!(dup.kind(), ErrorKind::Conflict, "{dup}");
     assert_eq!(dup.field(), Some("name"));
+
+    // DNS labels PVE's `pve-configid` refuses (one character, over 40 characters) are refused
+    // before any job exists, naming `name` and saying what PVE takes.
+    let before = jobs(&engine, &ctx).await;
+    for bad in ["a", &"s".repeat(41)] {
+        let e = engine.create_snapshot(&ctx, &vm, bad).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{bad}: {e}");
+        assert_eq!(e.field(), Some("name"), "{e}");
+        assert!(e.to_string().contains("2-40"), "{e}");
+    }
+    assert_eq!(
+        jobs(&engine, &ctx).await,
+        before,
+        "no job for a refused name"
+    );
+    assert_eq!(pve_names(&peer, vmid), ["warm"]);
 
     // A stopped VM's snapshot holds its disks only.
     let stop = engine.stop_vm(&ctx, &vm, true).await.unwrap();

@@ -1175,6 +1175,10 @@ impl Provider for VsphereProvider {
         }
     }
 
+    fn check_snapshot_name(&self, name: &str) -> Result<()> {
+        snapshot_name(name).map(|_| ())
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.declared
     }

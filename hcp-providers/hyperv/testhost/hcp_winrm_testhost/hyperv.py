@@ -2,7 +2,7 @@
 DVD ISOs and failover-cluster owner nodes, with the cmdlets' behaviour and error wording
 (Get-VM, New-VM, New-VHD, Copy-Item, Set-VMProcessor, Set-VMMemory, Connect-VMNetworkAdapter,
 Set-VMNetworkAdapterVlan, Start-VM, Stop-VM, Restart-VM, Remove-VM, Checkpoint-VM, Get-VMSnapshot,
-Restore-VMSnapshot, Remove-VMSnapshot, Get-VMHost, Get-ClusterGroup).
+Restore-VMSnapshot, Remove-VMSnapshot, Resize-VHD, Get-VMHost, Get-ClusterGroup).
 
 Checkpoints behave as Hyper-V's: a VM's CheckpointType is Production by default (a disk-only
 checkpoint through the guest's VSS or file system freeze, captured State Off); a Production
@@ -346,6 +346,68 @@ class HyperVHost:
             if vm.state != "Running":
                 raise PsError("InvalidOperation", "The operation cannot be performed while the object is in its current state.", "Restart-VM", "InvalidOperation,Microsoft.HyperV.PowerShell.Commands.RestartVM")
             return {"Restarted": True}
+
+    def resize_hcp_vm(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
+        """Resize-HcpVm.ps1: every check before any change. Set-VMProcessor -Count and
+        Set-VMMemory -StartupBytes only while the VM is Off; Resize-VHD of the first drive's VHDX
+        (New-VM -VHDPath put it on IDE 0:0 for generation 1, SCSI 0:0 for generation 2): live on
+        the SCSI chain, Off only on the IDE chain (as Resize-VHD's documentation says), never
+        smaller, never while checkpoints make the drive a differencing chain."""
+        with self.store.lock:
+            vm = self._must(p, "Get-VM")
+            off = vm.state == "Off"
+            changed: list[str] = []
+            vcpus = int(p.get("Vcpus") or 0)
+            set_cpu = vcpus > 0 and vcpus != vm.processor_count
+            if set_cpu:
+                top = 64 if vm.generation == 1 else 240
+                if vcpus > top:
+                    raise PsError("InvalidArgument", f"Generation {vm.generation} virtual machines have 1-{top} virtual processors; {vcpus} were asked for.", "Resize-HcpVm", "ProcessorCountOutOfRange,Resize-HcpVm.ps1")
+                if not off:
+                    raise PsError("InvalidOperation", f"Virtual machine '{vm.name}' is {vm.state}; Hyper-V changes its processor count only while it is off.", "Resize-HcpVm", "ProcessorCountNeedsOff,Resize-HcpVm.ps1")
+                if vcpus > self.logical_processors:
+                    # Set-VMProcessor's own refusal, checked before any change here for simplicity.
+                    raise PsError("InvalidArgument", f"The processor count {vcpus} exceeds the {self.logical_processors} logical processors of host '{self.name}'.", "Set-VMProcessor", "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.SetVMProcessor")
+            memory_mib = int(p.get("MemoryMiB") or 0)
+            new_bytes = memory_mib * MIB
+            set_memory = memory_mib > 0 and new_bytes != vm.memory_startup
+            if set_memory:
+                if memory_mib % 2:
+                    raise PsError("InvalidArgument", f"Startup memory must be a multiple of 2 MB; {memory_mib} MB was asked for.", "Resize-HcpVm", "MemoryNotAligned,Resize-HcpVm.ps1")
+                top = 1048576 if vm.generation == 1 else 12582912
+                if not 32 <= memory_mib <= top:
+                    raise PsError("InvalidArgument", f"Generation {vm.generation} virtual machines have 32-{top} MB of memory; {memory_mib} MB was asked for.", "Resize-HcpVm", "MemoryOutOfRange,Resize-HcpVm.ps1")
+                if not off:
+                    raise PsError("InvalidOperation", f"Virtual machine '{vm.name}' is {vm.state}; HCP changes its memory only while it is off.", "Resize-HcpVm", "MemoryNeedsOff,Resize-HcpVm.ps1")
+            disk_gib = int(p.get("DiskGiB") or 0)
+            disk = None
+            set_disk = False
+            if disk_gib > 0:
+                disk = self.store.files.get(norm(vm.hard_drives[0])) if vm.hard_drives else None
+                if disk is None:
+                    raise PsError("InvalidArgument", f"Virtual machine '{vm.name}' has no virtual hard disk to grow.", "Resize-HcpVm", "DiskNotFound,Resize-HcpVm.ps1")
+                size = disk_gib * GIB
+                if size < disk["Size"]:
+                    raise PsError("InvalidArgument", f"The virtual hard disk of '{vm.name}' is {disk['Size'] // GIB} GB; HCP never shrinks a disk ({disk_gib} GB was asked for).", "Resize-HcpVm", "DiskShrink,Resize-HcpVm.ps1")
+                set_disk = size != disk["Size"]
+                if set_disk and vm.checkpoints:
+                    raise PsError("InvalidOperation", f"Virtual machine '{vm.name}' has checkpoints; its virtual hard disk cannot be resized until they are removed.", "Resize-HcpVm", "DiskHasCheckpoints,Resize-HcpVm.ps1")
+                if set_disk and vm.generation == 1 and not off:
+                    raise PsError("InvalidOperation", f"The virtual hard disk of '{vm.name}' is on the IDE chain; Hyper-V resizes it only while the virtual machine is off.", "Resize-HcpVm", "DiskOnIdeNeedsOff,Resize-HcpVm.ps1")
+            if set_cpu:
+                vm.processor_count = vcpus
+                changed.append("Vcpus")
+            if set_memory:
+                if vm.dynamic_memory:
+                    vm.memory_minimum = min(vm.memory_minimum, new_bytes)
+                    vm.memory_maximum = max(vm.memory_maximum, new_bytes)
+                vm.memory_startup = new_bytes
+                changed.append("MemoryMiB")
+            if set_disk and disk is not None:
+                progress(50, f"growing the virtual hard disk to {disk_gib} GB")
+                disk["Size"] = disk_gib * GIB
+                changed.append("DiskGiB")
+            return {"Changed": changed, "State": vm.state, "Vm": self.vm_view(vm)}
 
     def get_hcp_console(self, p: dict[str, Any], progress: Callable[[int, str], None]) -> dict[str, Any]:
         with self.store.lock:

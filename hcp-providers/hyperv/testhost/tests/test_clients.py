@@ -256,3 +256,50 @@ def test_pypsrp_checkpoints_behave_like_hyper_v(hosts):
         assert run(script("Remove-HcpCheckpoint"), {**target, "CheckpointName": "prod"}) == {"Existed": False}
         assert [c["Name"] for c in run(script("Get-HcpCheckpoint"), target)["Checkpoints"]] == ["std", "std"]
     assert control(host, "records")["violations"] == []
+
+
+def test_pywinrm_resizes_like_hyper_v(hosts):
+    """Resize-HcpVm.ps1 through pywinrm (sealed NTLM): processor count and memory change while
+    the VM is off and are refused (InvalidOperation) while it runs, changing nothing; the VHDX
+    grows live on a generation 2 VM and never shrinks; ValidateRange bounds the processor count."""
+    host, _ = hosts
+    p = pywinrm_protocol(host)
+
+    def call(text, params):
+        doc, _, code = pywinrm_run(p, text, params)
+        return doc, code
+
+    def run(text, params):
+        doc, code = call(text, params)
+        assert doc["ok"] and code == 0, doc
+        return doc["result"]
+
+    version = deploy(run)
+    resize = script_text(f"{SCRIPT_DIR}\\{version}\\Resize-HcpVm.ps1")
+    vm_id = "vm-" + uuid.uuid4().hex
+    created = run(script_text(f"{SCRIPT_DIR}\\{version}\\New-HcpVm.ps1"), {
+        "VmId": vm_id, "Name": "rs-vm", "Image": "ubuntu-24.04",
+        "TemplatePath": "C:\\HCP\\Templates\\ubuntu-24.04.vhdx", "VhdDir": "C:\\HCP\\VMs",
+        "DiskMode": "differencing", "DiskGiB": 10, "Generation": 2, "Vcpus": 1, "MemoryMiB": 512,
+        "Notes": json.dumps({"hcp": {"vm_id": vm_id, "project": "py"}}), "Start": False,
+    })
+    target = {"VmId": vm_id, "NativeId": created["Id"]}
+    done = run(resize, {**target, "Vcpus": 2, "MemoryMiB": 1024, "DiskGiB": 12})
+    assert done["Changed"] == ["Vcpus", "MemoryMiB", "DiskGiB"] and done["State"] == "Off"
+    assert (done["Vm"]["ProcessorCount"], done["Vm"]["MemoryStartupMiB"], done["Vm"]["DiskGiB"]) == (2, 1024, 12)
+
+    control(host, "power", {"vm_id": created["Id"], "state": "Running"})
+    doc, code = call(resize, {**target, "Vcpus": 4, "DiskGiB": 20})
+    assert code == 1 and doc["error"]["Category"] == "InvalidOperation", doc
+    assert "only while it is off" in doc["error"]["Message"]
+    doc, code = call(resize, {**target, "MemoryMiB": 2048})
+    assert code == 1 and doc["error"]["FullyQualifiedErrorId"].startswith("MemoryNeedsOff"), doc
+    grown = run(resize, {**target, "Vcpus": 2, "DiskGiB": 20})
+    assert grown["Changed"] == ["DiskGiB"] and grown["State"] == "Running"
+    assert (grown["Vm"]["ProcessorCount"], grown["Vm"]["MemoryStartupMiB"], grown["Vm"]["DiskGiB"]) == (2, 1024, 20)
+
+    doc, code = call(resize, {**target, "DiskGiB": 19})
+    assert code == 1 and doc["error"]["Category"] == "InvalidArgument" and "never shrinks" in doc["error"]["Message"]
+    doc, code = call(resize, {**target, "Vcpus": 241})
+    assert code == 1 and "Cannot validate argument on parameter 'Vcpus'" in doc["error"]["Message"], doc
+    assert control(host, "records")["violations"] == []

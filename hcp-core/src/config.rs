@@ -315,6 +315,24 @@ pub enum UnmanagedRepair {
     Report,
 }
 
+/// The longest `engine.event_retention` (`HCP_EVENT_RETENTION`): 100 years.
+pub const MAX_EVENT_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Checks an event retention against [`MAX_EVENT_RETENTION`]; `field` names it in the error.
+fn check_event_retention(field: &str, value: Duration) -> Result<()> {
+    if value > MAX_EVENT_RETENTION {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {}; at most {} (100 years); 0 keeps events",
+                humantime::format_duration(value),
+                humantime::format_duration(MAX_EVENT_RETENTION)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The largest `engine.max_snapshots_per_vm` a hosts file may set.
 pub const MAX_SNAPSHOTS_PER_VM: u32 = 1000;
 
@@ -344,6 +362,11 @@ pub struct EngineSettings {
     /// How long finished jobs are kept.
     #[serde(with = "humantime_serde")]
     pub job_retention: Duration,
+    /// How long audit events are kept (`HCP_EVENT_RETENTION`), from when they happened; the
+    /// retention purge (run after each inventory refresh) drops older ones. Zero keeps them
+    /// (up to `max_events` in memory). At most [`MAX_EVENT_RETENTION`].
+    #[serde(with = "humantime_serde")]
+    pub event_retention: Duration,
     /// Most log lines kept per job (the oldest are dropped first).
     pub max_log_lines_per_job: usize,
     /// Most audit events kept in memory.
@@ -369,6 +392,7 @@ impl Default for EngineSettings {
             drift_policy: DriftPolicy::Report,
             drift_repairs: DriftRepairs::default(),
             job_retention: Duration::from_secs(24 * 3600),
+            event_retention: Duration::from_secs(30 * 24 * 3600),
             max_log_lines_per_job: 1000,
             max_events: 100_000,
             graceful_stop_timeout: Duration::from_secs(60),
@@ -415,8 +439,8 @@ impl Config {
     }
 
     /// Applies the environment: `INVENTORY_REFRESH_INTERVAL`, `HCP_MAX_CONCURRENT_JOBS`,
-    /// `HCP_MAX_JOBS_PER_HOST`, `HCP_JOB_TIMEOUT`, `HCP_IDEMPOTENCY_TTL`, `HCP_DEFAULT_PROJECT`,
-    /// and `HCP_SECRETS_DIR` (default `/run/secrets`).
+    /// `HCP_MAX_JOBS_PER_HOST`, `HCP_JOB_TIMEOUT`, `HCP_IDEMPOTENCY_TTL`, `HCP_EVENT_RETENTION`,
+    /// `HCP_DEFAULT_PROJECT`, and `HCP_SECRETS_DIR` (default `/run/secrets`).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidSpec`] naming the variable when a value cannot be parsed.
@@ -430,6 +454,11 @@ impl Config {
         }
         if let Some(v) = env("HCP_IDEMPOTENCY_TTL") {
             self.engine.idempotency_ttl = parse_duration("HCP_IDEMPOTENCY_TTL", &v)?;
+        }
+        if let Some(v) = env("HCP_EVENT_RETENTION") {
+            let keep = parse_duration("HCP_EVENT_RETENTION", &v)?;
+            check_event_retention("HCP_EVENT_RETENTION", keep)?;
+            self.engine.event_retention = keep;
         }
         if let Some(v) = env("HCP_MAX_CONCURRENT_JOBS") {
             self.engine.max_concurrent_jobs = parse_count("HCP_MAX_CONCURRENT_JOBS", &v)?;
@@ -488,6 +517,10 @@ impl Config {
                     self.engine.max_snapshots_per_vm
                 ),
             );
+        }
+        if let Err(e) = check_event_retention("engine.event_retention", self.engine.event_retention)
+        {
+            return fail("engine.event_retention".into(), e.message().to_string());
         }
         let mut zones = HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {
@@ -1062,6 +1095,30 @@ engine:
             .apply_env(&|k| (k == "HCP_MAX_JOBS_PER_HOST").then(|| "zero".to_string()))
             .unwrap_err();
         assert_eq!(e.field(), Some("HCP_MAX_JOBS_PER_HOST"));
+    }
+
+    #[test]
+    fn event_retention_comes_from_yaml_or_env_and_is_bounded() {
+        let mut c = Config::from_yaml(GOOD, "x").unwrap();
+        assert_eq!(
+            c.engine.event_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        c.apply_env(&|k| (k == "HCP_EVENT_RETENTION").then(|| "7d".to_string()))
+            .unwrap();
+        assert_eq!(c.engine.event_retention, Duration::from_secs(7 * 24 * 3600));
+        for bad in ["soon", "200years"] {
+            let e = c
+                .apply_env(&|k| (k == "HCP_EVENT_RETENTION").then(|| bad.to_string()))
+                .unwrap_err();
+            assert_eq!(e.field(), Some("HCP_EVENT_RETENTION"), "{bad}");
+        }
+        // GOOD ends inside its `engine:` block.
+        let e =
+            Config::from_yaml(&format!("{GOOD}  event_retention: 101years\n"), "x").unwrap_err();
+        assert_eq!(e.field(), Some("engine.event_retention"), "{e}");
+        let c = Config::from_yaml(&format!("{GOOD}  event_retention: 0s\n"), "x").unwrap();
+        assert_eq!(c.engine.event_retention, Duration::ZERO);
     }
 
     #[test]

@@ -1262,6 +1262,18 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
             if let Err(e) = inner.store.purge(jobs_before, keys_before).await {
                 tracing::warn!(error = %e, "purging expired jobs failed");
             }
+            // Audit events: retention by time window (zero keeps them).
+            if !inner.settings.event_retention.is_zero() {
+                match inner
+                    .store
+                    .purge_events(before(inner.settings.event_retention))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "purged expired audit events"),
+                    Err(e) => tracing::warn!(error = %e, "purging expired audit events failed"),
+                }
+            }
         }
     });
 }

@@ -333,6 +333,23 @@ fn check_event_retention(field: &str, value: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The allowed `engine.leader_lease` (`HCP_LEADER_LEASE`): 1 s to 1 h.
+pub const LEADER_LEASE_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+
+fn check_leader_lease(field: &str, value: Duration) -> Result<()> {
+    if !LEADER_LEASE_RANGE.contains(&value) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {}; allowed: 1s to 1h",
+                humantime::format_duration(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The largest `engine.max_snapshots_per_vm` a hosts file may set.
 pub const MAX_SNAPSHOTS_PER_VM: u32 = 1000;
 
@@ -367,6 +384,11 @@ pub struct EngineSettings {
     /// (up to `max_events` in memory). At most [`MAX_EVENT_RETENTION`].
     #[serde(with = "humantime_serde")]
     pub event_retention: Duration,
+    /// The leader lease of the singleton duties when several replicas share a database
+    /// (`HCP_LEADER_LEASE`, 1 s to 1 h): when the leader dies, another replica takes over the
+    /// inventory refresh, drift repair and retention purges within this period.
+    #[serde(with = "humantime_serde")]
+    pub leader_lease: Duration,
     /// Most log lines kept per job (the oldest are dropped first).
     pub max_log_lines_per_job: usize,
     /// Most audit events kept in memory.
@@ -393,6 +415,7 @@ impl Default for EngineSettings {
             drift_repairs: DriftRepairs::default(),
             job_retention: Duration::from_secs(24 * 3600),
             event_retention: Duration::from_secs(30 * 24 * 3600),
+            leader_lease: Duration::from_secs(15),
             max_log_lines_per_job: 1000,
             max_events: 100_000,
             graceful_stop_timeout: Duration::from_secs(60),
@@ -440,7 +463,7 @@ impl Config {
 
     /// Applies the environment: `INVENTORY_REFRESH_INTERVAL`, `HCP_MAX_CONCURRENT_JOBS`,
     /// `HCP_MAX_JOBS_PER_HOST`, `HCP_JOB_TIMEOUT`, `HCP_IDEMPOTENCY_TTL`, `HCP_EVENT_RETENTION`,
-    /// `HCP_DEFAULT_PROJECT`, and `HCP_SECRETS_DIR` (default `/run/secrets`).
+    /// `HCP_LEADER_LEASE`, `HCP_DEFAULT_PROJECT`, and `HCP_SECRETS_DIR` (default `/run/secrets`).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidSpec`] naming the variable when a value cannot be parsed.
@@ -459,6 +482,11 @@ impl Config {
             let keep = parse_duration("HCP_EVENT_RETENTION", &v)?;
             check_event_retention("HCP_EVENT_RETENTION", keep)?;
             self.engine.event_retention = keep;
+        }
+        if let Some(v) = env("HCP_LEADER_LEASE") {
+            let lease = parse_duration("HCP_LEADER_LEASE", &v)?;
+            check_leader_lease("HCP_LEADER_LEASE", lease)?;
+            self.engine.leader_lease = lease;
         }
         if let Some(v) = env("HCP_MAX_CONCURRENT_JOBS") {
             self.engine.max_concurrent_jobs = parse_count("HCP_MAX_CONCURRENT_JOBS", &v)?;
@@ -521,6 +549,9 @@ impl Config {
         if let Err(e) = check_event_retention("engine.event_retention", self.engine.event_retention)
         {
             return fail("engine.event_retention".into(), e.message().to_string());
+        }
+        if let Err(e) = check_leader_lease("engine.leader_lease", self.engine.leader_lease) {
+            return fail("engine.leader_lease".into(), e.message().to_string());
         }
         let mut zones = HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {
@@ -1119,6 +1150,23 @@ engine:
         assert_eq!(e.field(), Some("engine.event_retention"), "{e}");
         let c = Config::from_yaml(&format!("{GOOD}  event_retention: 0s\n"), "x").unwrap();
         assert_eq!(c.engine.event_retention, Duration::ZERO);
+    }
+
+    #[test]
+    fn leader_lease_defaults_to_15s_and_is_bounded() {
+        let mut c = Config::from_yaml(GOOD, "x").unwrap();
+        assert_eq!(c.engine.leader_lease, Duration::from_secs(15));
+        c.apply_env(&|k| (k == "HCP_LEADER_LEASE").then(|| "5s".to_string()))
+            .unwrap();
+        assert_eq!(c.engine.leader_lease, Duration::from_secs(5));
+        for bad in ["0", "2h", "x"] {
+            let e = c
+                .apply_env(&|k| (k == "HCP_LEADER_LEASE").then(|| bad.to_string()))
+                .unwrap_err();
+            assert_eq!(e.field(), Some("HCP_LEADER_LEASE"), "{bad}");
+        }
+        let e = Config::from_yaml(&format!("{GOOD}  leader_lease: 500ms\n"), "x").unwrap_err();
+        assert_eq!(e.field(), Some("engine.leader_lease"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,10 @@
 //!
 //! The database URL's password never appears in an error, a log line or this type's `Debug`.
 
+mod leader;
+
+pub use leader::LeaderElector;
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -64,6 +68,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         5,
         include_str!("migrations/0005_event_retention_outbox.sql"),
     ),
+    (6, include_str!("migrations/0006_leader_leases.sql")),
 ];
 
 /// The schema version this binary writes: its newest migration's.
@@ -213,6 +218,13 @@ impl PostgresStore {
         // A first pooled connection now, so a broken pool fails at start, not on a request.
         drop(store.client().await?);
         Ok(store)
+    }
+
+    /// Creates an elector for the leader lease `name` held as `holder` (unique per process),
+    /// on this store's database and schema; the leadership moves within `lease` when its holder
+    /// dies (see [`LeaderElector`]). Start it with [`LeaderElector::spawn`].
+    pub fn leader_elector(&self, name: &str, holder: &str, lease: Duration) -> Arc<LeaderElector> {
+        Arc::new(LeaderElector::new(self.pool.clone(), name, holder, lease))
     }
 
     /// Returns the schema version the database is at.

@@ -1214,7 +1214,8 @@ fn drift_vm(d: &Drift) -> Option<&VmId> {
     }
 }
 
-/// Runs the reconciler: refresh on an interval, purge expired jobs and keys.
+/// Runs the reconciler: refresh on an interval, purge expired jobs, keys and events; each round
+/// only while this process is the leader ([`crate::Leadership`]).
 pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
     tokio::spawn(async move {
         loop {
@@ -1227,6 +1228,12 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
                 _ = tokio::time::sleep(interval) => {}
             }
             let Some(inner) = inner.upgrade() else { return };
+            // Singleton duties: only the leader of several replicas refreshes, repairs and
+            // purges; a follower serves reads from the store and asks again next interval.
+            if !inner.leadership.is_leader() {
+                tracing::debug!("not the leader: skipping the inventory refresh and purges");
+                continue;
+            }
             let engine = Engine {
                 inner: inner.clone(),
             };

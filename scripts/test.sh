@@ -29,6 +29,9 @@ step "Peers: an OIDC provider (oauth2-mock-server from npm), idempotent"
 step "Peers: PostgreSQL on 127.0.0.1:5432 (the PostgreSQL store's conformance suite, hcp serve on PostgreSQL), idempotent"
 ./scripts/postgres-peer.sh
 
+step "Peers: nats-server with JetStream (Debian; the hcp-nats tests start their own on free ports), idempotent"
+./scripts/nats-peer.sh
+
 step "Rust: unit, integration, conformance and doc tests"
 cargo test --workspace --exclude hcp-py --exclude hcp-terraform --no-fail-fast
 

@@ -198,3 +198,154 @@ fn a_broken_database_url_stops_start_up_without_printing_the_password() {
     assert_ne!(r.code, 0, "{r:?}");
     assert!(!format!("{r:?}").contains(SECRET), "{r:?}");
 }
+
+/// A nats-server with JetStream of this test's own (token auth, monitoring port); killed when
+/// dropped.
+struct Nats {
+    child: std::process::Child,
+    port: u16,
+    monitor: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nats {
+    fn start(token: &str) -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, monitor) = (free_port(), free_port());
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "--auth", token])
+            .args(["-p", &port.to_string(), "-m", &monitor.to_string()])
+            .arg("-sd")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (scripts/test.sh installs it)");
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Nats {
+            child,
+            port,
+            monitor,
+            _dir: dir,
+        }
+    }
+
+    /// The messages in `stream`, from the server's monitoring endpoint.
+    fn messages(&self, stream: &str) -> Option<u64> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/jsz?streams=true&accounts=true",
+            self.monitor
+        );
+        let v: Value = rt
+            .block_on(async { reqwest::get(&url).await?.json().await })
+            .ok()?;
+        let accounts = v["account_details"].as_array()?;
+        accounts
+            .iter()
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["name"] == stream)
+            .and_then(|s| s["state"]["messages"].as_u64())
+    }
+}
+
+/// Counts rows of `table` in the schema.
+fn count(schema: &Schema, table: &str) -> i64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(
+            "postgres://postgres@127.0.0.1:5432/test",
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        c.query_one(&format!("SELECT count(*) FROM {}.{table}", schema.0), &[])
+            .await
+            .unwrap()
+            .get(0)
+    })
+}
+
+#[test]
+fn serve_publishes_every_event_to_nats_jetstream_with_a_secret_token() {
+    const TOKEN: &str = "nats-tok-Zr8-never-logged";
+    let nats = Nats::start(TOKEN);
+    let schema = Schema::new("nats");
+    let stream = format!("HCP_T_{}", std::process::id());
+    let builder = on_postgres(&schema);
+    let secrets = builder.dir().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("nats_token"), format!("{TOKEN}\n")).unwrap();
+    let server = builder
+        .env("HCP_SECRETS_DIR", secrets.to_str().unwrap())
+        .env("HCP_NATS_URL", &format!("nats://127.0.0.1:{}", nats.port))
+        .env("HCP_NATS_STREAM", &stream)
+        .start();
+    let hcp = Hcp::new().with_url(&server.url);
+    hcp.create("published-1", &["--wait"]);
+    // Every stored event reaches the stream (the outbox empties), each once.
+    let mut delivered = false;
+    for _ in 0..300 {
+        let events = count(&schema, "events");
+        if events >= 4
+            && count(&schema, "event_outbox") == 0
+            && nats.messages(&stream) == Some(u64::try_from(events).unwrap())
+        {
+            delivered = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        delivered,
+        "events {}, unpublished {}, in the stream {:?}",
+        count(&schema, "events"),
+        count(&schema, "event_outbox"),
+        nats.messages(&stream)
+    );
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    assert!(
+        logs.contains("publishing audit events to NATS JetStream"),
+        "{logs}"
+    );
+    assert!(logs.contains("became the leader"), "{logs}");
+    assert!(!logs.contains(TOKEN), "the NATS token leaked: {logs}");
+}
+
+#[test]
+fn a_broken_nats_setting_stops_start_up_naming_it() {
+    let r = ServeBuilder::new()
+        .env("HCP_NATS_URL", "nats://127.0.0.1:4222")
+        .env("HCP_NATS_SUBJECT_PREFIX", "hcp.>")
+        .fail();
+    assert_eq!(r.code, INVALID_INPUT, "{r:?}");
+    assert!(r.stderr.contains("HCP_NATS_SUBJECT_PREFIX"), "{r:?}");
+}

@@ -315,6 +315,41 @@ pub enum UnmanagedRepair {
     Report,
 }
 
+/// The longest `engine.event_retention` (`HCP_EVENT_RETENTION`): 100 years.
+pub const MAX_EVENT_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Checks an event retention against [`MAX_EVENT_RETENTION`]; `field` names it in the error.
+fn check_event_retention(field: &str, value: Duration) -> Result<()> {
+    if value > MAX_EVENT_RETENTION {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {}; at most {} (100 years); 0 keeps events",
+                humantime::format_duration(value),
+                humantime::format_duration(MAX_EVENT_RETENTION)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The allowed `engine.leader_lease` (`HCP_LEADER_LEASE`): 1 s to 1 h.
+pub const LEADER_LEASE_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+
+fn check_leader_lease(field: &str, value: Duration) -> Result<()> {
+    if !LEADER_LEASE_RANGE.contains(&value) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {}; allowed: 1s to 1h",
+                humantime::format_duration(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The largest `engine.max_snapshots_per_vm` a hosts file may set.
 pub const MAX_SNAPSHOTS_PER_VM: u32 = 1000;
 
@@ -344,6 +379,16 @@ pub struct EngineSettings {
     /// How long finished jobs are kept.
     #[serde(with = "humantime_serde")]
     pub job_retention: Duration,
+    /// How long audit events are kept (`HCP_EVENT_RETENTION`), from when they happened; the
+    /// retention purge (run after each inventory refresh) drops older ones. Zero keeps them
+    /// (up to `max_events` in memory). At most [`MAX_EVENT_RETENTION`].
+    #[serde(with = "humantime_serde")]
+    pub event_retention: Duration,
+    /// The leader lease of the singleton duties when several replicas share a database
+    /// (`HCP_LEADER_LEASE`, 1 s to 1 h): when the leader dies, another replica takes over the
+    /// inventory refresh, drift repair and retention purges within this period.
+    #[serde(with = "humantime_serde")]
+    pub leader_lease: Duration,
     /// Most log lines kept per job (the oldest are dropped first).
     pub max_log_lines_per_job: usize,
     /// Most audit events kept in memory.
@@ -369,6 +414,8 @@ impl Default for EngineSettings {
             drift_policy: DriftPolicy::Report,
             drift_repairs: DriftRepairs::default(),
             job_retention: Duration::from_secs(24 * 3600),
+            event_retention: Duration::from_secs(30 * 24 * 3600),
+            leader_lease: Duration::from_secs(15),
             max_log_lines_per_job: 1000,
             max_events: 100_000,
             graceful_stop_timeout: Duration::from_secs(60),
@@ -415,8 +462,8 @@ impl Config {
     }
 
     /// Applies the environment: `INVENTORY_REFRESH_INTERVAL`, `HCP_MAX_CONCURRENT_JOBS`,
-    /// `HCP_MAX_JOBS_PER_HOST`, `HCP_JOB_TIMEOUT`, `HCP_IDEMPOTENCY_TTL`, `HCP_DEFAULT_PROJECT`,
-    /// and `HCP_SECRETS_DIR` (default `/run/secrets`).
+    /// `HCP_MAX_JOBS_PER_HOST`, `HCP_JOB_TIMEOUT`, `HCP_IDEMPOTENCY_TTL`, `HCP_EVENT_RETENTION`,
+    /// `HCP_LEADER_LEASE`, `HCP_DEFAULT_PROJECT`, and `HCP_SECRETS_DIR` (default `/run/secrets`).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidSpec`] naming the variable when a value cannot be parsed.
@@ -430,6 +477,16 @@ impl Config {
         }
         if let Some(v) = env("HCP_IDEMPOTENCY_TTL") {
             self.engine.idempotency_ttl = parse_duration("HCP_IDEMPOTENCY_TTL", &v)?;
+        }
+        if let Some(v) = env("HCP_EVENT_RETENTION") {
+            let keep = parse_duration("HCP_EVENT_RETENTION", &v)?;
+            check_event_retention("HCP_EVENT_RETENTION", keep)?;
+            self.engine.event_retention = keep;
+        }
+        if let Some(v) = env("HCP_LEADER_LEASE") {
+            let lease = parse_duration("HCP_LEADER_LEASE", &v)?;
+            check_leader_lease("HCP_LEADER_LEASE", lease)?;
+            self.engine.leader_lease = lease;
         }
         if let Some(v) = env("HCP_MAX_CONCURRENT_JOBS") {
             self.engine.max_concurrent_jobs = parse_count("HCP_MAX_CONCURRENT_JOBS", &v)?;
@@ -488,6 +545,13 @@ impl Config {
                     self.engine.max_snapshots_per_vm
                 ),
             );
+        }
+        if let Err(e) = check_event_retention("engine.event_retention", self.engine.event_retention)
+        {
+            return fail("engine.event_retention".into(), e.message().to_string());
+        }
+        if let Err(e) = check_leader_lease("engine.leader_lease", self.engine.leader_lease) {
+            return fail("engine.leader_lease".into(), e.message().to_string());
         }
         let mut zones = HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {
@@ -1062,6 +1126,47 @@ engine:
             .apply_env(&|k| (k == "HCP_MAX_JOBS_PER_HOST").then(|| "zero".to_string()))
             .unwrap_err();
         assert_eq!(e.field(), Some("HCP_MAX_JOBS_PER_HOST"));
+    }
+
+    #[test]
+    fn event_retention_comes_from_yaml_or_env_and_is_bounded() {
+        let mut c = Config::from_yaml(GOOD, "x").unwrap();
+        assert_eq!(
+            c.engine.event_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        c.apply_env(&|k| (k == "HCP_EVENT_RETENTION").then(|| "7d".to_string()))
+            .unwrap();
+        assert_eq!(c.engine.event_retention, Duration::from_secs(7 * 24 * 3600));
+        for bad in ["soon", "200years"] {
+            let e = c
+                .apply_env(&|k| (k == "HCP_EVENT_RETENTION").then(|| bad.to_string()))
+                .unwrap_err();
+            assert_eq!(e.field(), Some("HCP_EVENT_RETENTION"), "{bad}");
+        }
+        // GOOD ends inside its `engine:` block.
+        let e =
+            Config::from_yaml(&format!("{GOOD}  event_retention: 101years\n"), "x").unwrap_err();
+        assert_eq!(e.field(), Some("engine.event_retention"), "{e}");
+        let c = Config::from_yaml(&format!("{GOOD}  event_retention: 0s\n"), "x").unwrap();
+        assert_eq!(c.engine.event_retention, Duration::ZERO);
+    }
+
+    #[test]
+    fn leader_lease_defaults_to_15s_and_is_bounded() {
+        let mut c = Config::from_yaml(GOOD, "x").unwrap();
+        assert_eq!(c.engine.leader_lease, Duration::from_secs(15));
+        c.apply_env(&|k| (k == "HCP_LEADER_LEASE").then(|| "5s".to_string()))
+            .unwrap();
+        assert_eq!(c.engine.leader_lease, Duration::from_secs(5));
+        for bad in ["0", "2h", "x"] {
+            let e = c
+                .apply_env(&|k| (k == "HCP_LEADER_LEASE").then(|| bad.to_string()))
+                .unwrap_err();
+            assert_eq!(e.field(), Some("HCP_LEADER_LEASE"), "{bad}");
+        }
+        let e = Config::from_yaml(&format!("{GOOD}  leader_lease: 500ms\n"), "x").unwrap_err();
+        assert_eq!(e.field(), Some("engine.leader_lease"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod job;
+pub mod leader;
 pub mod model;
 pub mod observe;
 pub mod operation;
@@ -65,6 +66,7 @@ pub use job::{
     Job, JobAction, JobLogLine, JobState, JobUpdate, LogAudience, LogEntry, LogLevel,
     PendingReason, RetryDecision, RetryPolicy,
 };
+pub use leader::{AlwaysLeader, Leadership};
 pub use model::{
     Catalog, DesiredState, Flavor, HcpMark, Host, Image, JobId, MAX_CATALOG_NAME_BYTES,
     MAX_DISK_GIB, MAX_MEMORY_MIB, MAX_NETWORKS, MAX_TAGS, MAX_USER_DATA_BYTES, MAX_VCPUS,

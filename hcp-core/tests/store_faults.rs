@@ -126,6 +126,15 @@ impl Store for FaultyStore {
     async fn purge(&self, j: DateTime<Utc>, k: DateTime<Utc>) -> Result<()> {
         self.inner.purge(j, k).await
     }
+    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.inner.purge_events(before).await
+    }
+    async fn unpublished_events(&self, limit: usize) -> Result<Vec<Arc<Event>>> {
+        self.inner.unpublished_events(limit).await
+    }
+    async fn mark_published(&self, seqs: &[u64]) -> Result<()> {
+        self.inner.mark_published(seqs).await
+    }
 }
 
 async fn engine(store: Arc<FaultyStore>) -> Engine {

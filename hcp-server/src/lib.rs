@@ -468,12 +468,35 @@ pub async fn build_engine(
 ) -> Result<Engine> {
     let cfg = hcp_providers::load_config(config, env)?;
     let observer: Arc<dyn hcp_core::Observer> = Metrics::global();
-    let store = store_from_env(&cfg, env).await?;
+    let lease = cfg.engine.leader_lease;
+    let store = postgres_from_env(&cfg, env).await?;
     let mut builder = register_providers(Engine::builder(cfg)).observer(observer);
     if let Some(store) = store {
-        builder = builder.store(store);
+        // Several replicas may share the database: the singleton duties follow a leader lease.
+        // The first attempt runs before the engine starts, so a lone replica leads at once.
+        let holder = format!(
+            "{}-{}-{}",
+            env("HOSTNAME").unwrap_or_else(|| "hcp".into()),
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let elector = store.leader_elector("singletons", &holder, lease);
+        if let Err(e) = elector.try_acquire().await {
+            tracing::warn!(error = %e, "cannot take the leader lease yet; retrying");
+        }
+        // Renews until the engine's leadership is released (graceful shutdown) or the process ends.
+        elector.spawn(tokio_util::sync::CancellationToken::new());
+        builder = builder.store(store).leadership(elector);
     }
     builder.build().await
+}
+
+/// Opens the PostgreSQL store as its own type (see [`store_from_env`]).
+async fn postgres_from_env(
+    cfg: &hcp_core::Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Arc<hcp_store_postgres::PostgresStore>>> {
+    Ok(store_from_env_inner(cfg, env).await?.map(Arc::new))
 }
 
 /// Opens the PostgreSQL store when a database is configured: `HCP_DATABASE_URL`, else the
@@ -492,6 +515,15 @@ pub async fn store_from_env(
     cfg: &hcp_core::Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Arc<dyn hcp_core::store::Store>>> {
+    Ok(store_from_env_inner(cfg, env)
+        .await?
+        .map(|s| Arc::new(s) as Arc<dyn hcp_core::store::Store>))
+}
+
+async fn store_from_env_inner(
+    cfg: &hcp_core::Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<hcp_store_postgres::PostgresStore>> {
     let (url, source) = match env("HCP_DATABASE_URL").filter(|v| !v.trim().is_empty()) {
         Some(url) => (url, "HCP_DATABASE_URL"),
         // The secret file only: a `DATABASE_URL` meant for another program must not switch
@@ -522,7 +554,7 @@ pub async fn store_from_env(
             }
         })?;
     tracing::info!(store = ?store, from = source, "using the PostgreSQL store");
-    Ok(Some(Arc::new(store)))
+    Ok(Some(store))
 }
 
 /// Registers every provider kind this build knows on `builder` (see [`hcp_providers::kinds`]).

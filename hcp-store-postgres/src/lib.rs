@@ -32,6 +32,10 @@
 //!
 //! The database URL's password never appears in an error, a log line or this type's `Debug`.
 
+mod leader;
+
+pub use leader::LeaderElector;
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -54,14 +58,27 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{NoTls, Row};
 
-/// The schema migrations, in order; the version of each is its position from 1.
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_initial.sql"),
-    include_str!("migrations/0002_vm_list_columns.sql"),
+/// The schema migrations with their versions, in ascending order. Versions are explicit (not
+/// positions) so branches can take numbers independently: a gap is allowed, and a database
+/// missing a version below its newest one (a migration merged later) gets it applied.
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_vm_list_columns.sql")),
+    (
+        5,
+        include_str!("migrations/0005_event_retention_outbox.sql"),
+    ),
+    (6, include_str!("migrations/0006_leader_leases.sql")),
 ];
 
-/// The schema version this binary writes.
-pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+/// The schema version this binary writes: its newest migration's.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Returns the versions of the migrations this binary ships, ascending (with gaps: numbers are
+/// taken by features, not by position).
+pub fn migration_versions() -> Vec<i32> {
+    MIGRATIONS.iter().map(|(v, _)| *v).collect()
+}
 
 /// How the store connects and what it keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +220,13 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// Creates an elector for the leader lease `name` held as `holder` (unique per process),
+    /// on this store's database and schema; the leadership moves within `lease` when its holder
+    /// dies (see [`LeaderElector`]). Start it with [`LeaderElector::spawn`].
+    pub fn leader_elector(&self, name: &str, holder: &str, lease: Duration) -> Arc<LeaderElector> {
+        Arc::new(LeaderElector::new(self.pool.clone(), name, holder, lease))
+    }
+
     /// Returns the schema version the database is at.
     ///
     /// # Errors
@@ -262,22 +286,25 @@ impl PostgresStore {
             .batch_execute(&setup)
             .await
             .map_err(|e| self.db_err(e))?;
-        let row = client
-            .query_one(
-                "SELECT coalesce(max(version), 0) FROM hcp_schema_migrations",
-                &[],
-            )
+        let rows = client
+            .query("SELECT version FROM hcp_schema_migrations", &[])
             .await
             .map_err(|e| self.db_err(e))?;
-        let current: i32 = self.col(&row, 0)?;
+        let applied = rows
+            .iter()
+            .map(|r| self.col::<i32>(r, 0))
+            .collect::<Result<std::collections::BTreeSet<i32>>>()?;
+        let current = applied.last().copied().unwrap_or(0);
         if current > SCHEMA_VERSION {
             return Err(Error::internal(format!(
                 "the database schema `{}` is at version {current}, newer than this hcp binary knows (version {SCHEMA_VERSION}); run a newer hcp, or point it at another database",
                 self.schema
             )));
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            let version = i as i32 + 1;
+        for &(version, sql) in MIGRATIONS {
+            if applied.contains(&version) {
+                continue;
+            }
             let tx = client.transaction().await.map_err(|e| self.db_err(e))?;
             tx.batch_execute(sql).await.map_err(|e| {
                 self.db_err(e)
@@ -1215,8 +1242,16 @@ impl Store for PostgresStore {
         let row = tx.query_one(&st, &[]).await.map_err(|e| self.db_err(e))?;
         let seq: i64 = self.col(&row, 0)?;
         event.seq = from_db(seq)?;
+        // The event and its outbox entry in one statement, so one is never stored without the
+        // other.
         let st = tx
-            .prepare_cached("INSERT INTO events (seq, project, vm_id, doc) VALUES ($1, $2, $3, $4)")
+            .prepare_cached(
+                "WITH e AS (
+                     INSERT INTO events (seq, project, vm_id, doc, at) VALUES ($1, $2, $3, $4, $5)
+                     RETURNING seq
+                 )
+                 INSERT INTO event_outbox (seq) SELECT seq FROM e",
+            )
             .await
             .map_err(|e| self.db_err(e))?;
         tx.execute(
@@ -1226,6 +1261,7 @@ impl Store for PostgresStore {
                 &event.project.as_ref().map(ProjectId::as_str),
                 &event.vm_id.as_ref().map(VmId::as_str),
                 &to_doc(&event)?,
+                &event.at,
             ],
         )
         .await
@@ -1288,6 +1324,53 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    // --- The audit stream: retention by time window and the publishing outbox. ---
+
+    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
+        let c = self.client().await?;
+        // Outbox entries go with their events (ON DELETE CASCADE).
+        let st = c
+            .prepare_cached("DELETE FROM events WHERE at < $1")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        c.execute(&st, &[&before]).await.map_err(|e| self.db_err(e))
+    }
+
+    async fn unpublished_events(&self, limit: usize) -> Result<Vec<Arc<Event>>> {
+        let c = self.client().await?;
+        let limit = i64::try_from(limit.clamp(1, PageRequest::MAX_LIMIT)).unwrap_or(1);
+        let st = c
+            .prepare_cached(
+                "SELECT e.seq, e.doc FROM event_outbox o JOIN events e ON e.seq = o.seq
+                 ORDER BY o.seq LIMIT $1",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = c.query(&st, &[&limit]).await.map_err(|e| self.db_err(e))?;
+        rows.iter()
+            .map(|r| {
+                let mut e: Event = self.doc(r, 1)?;
+                e.seq = from_db(self.col(r, 0)?)?;
+                Ok(Arc::new(e))
+            })
+            .collect()
+    }
+
+    async fn mark_published(&self, seqs: &[u64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        // Numbers past i64 were never stored, so they are skipped like any unknown number.
+        let seqs: Vec<i64> = seqs.iter().filter_map(|s| i64::try_from(*s).ok()).collect();
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("DELETE FROM event_outbox WHERE seq = ANY($1)")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        c.execute(&st, &[&seqs]).await.map_err(|e| self.db_err(e))?;
         Ok(())
     }
 }

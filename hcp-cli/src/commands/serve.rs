@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use clap::Args;
 use hcp_core::{Catalog, Engine};
@@ -42,6 +43,14 @@ Environment (the Kubernetes way: a ConfigMap for the hosts file, Secrets as file
   HCP_DATABASE_URL              a PostgreSQL URL (or the secret file database_url): keep VMs,
                                 jobs, logs, events and idempotency records there
   HCP_DATABASE_SCHEMA           the PostgreSQL schema of HCP's tables (default public)
+  HCP_EVENT_RETENTION           how long audit events are kept (default 30d; 0 keeps them)
+  HCP_LEADER_LEASE              with a database: the leader lease of the singleton duties
+                                (refresh, drift repair, purges; default 15s)
+  HCP_NATS_URL                  publish audit events to NATS JetStream (e.g. nats://nats:4222);
+                                credentials from the secret files nats.creds, nats_token, or
+                                nats_user + nats_password
+  HCP_NATS_SUBJECT_PREFIX       subjects are PREFIX.PROJECT.EVENT (default hcp.events)
+  HCP_NATS_STREAM               the JetStream stream, created when missing (default HCP_EVENTS)
 See docs/configuration.md. A broken value stops start-up with a message naming it (exit code 2).
 
 Without a database the store is in memory: on start-up the service rebuilds who owns what from
@@ -91,9 +100,24 @@ impl ServeArgs {
         // Refuse a bad address before the providers are contacted.
         options.validate()?;
         hcp_server::init_tracing(&options)?;
+        // The audit stream on NATS JetStream, when HCP_NATS_URL is set: checked before anything
+        // slow, so a broken value stops start-up at once.
+        let secrets = hcp_core::config::Secrets::new(
+            env("HCP_SECRETS_DIR").unwrap_or_else(|| "/run/secrets".into()),
+        );
+        let nats = hcp_nats::NatsSettings::from_env(&env, &secrets)?;
         // Install the signal handlers before anything slow, so an early SIGTERM stops cleanly.
         let shutdown = hcp_server::shutdown_signal();
         let engine = hcp_server::build_engine(options.config.as_deref(), &env).await?;
+        let publishing = tokio_util::sync::CancellationToken::new();
+        let publisher = nats.map(|settings| {
+            // Of several replicas on one database only the leader publishes; the others'
+            // copies would be dropped as duplicates anyway.
+            let leadership = engine.leadership().clone();
+            hcp_nats::Publisher::new(settings, engine.store().clone())
+                .with_gate(Arc::new(move || leadership.is_leader()))
+                .spawn(Some(engine.subscribe_events()), publishing.clone())
+        });
         let mut try_it = TryIt::from_engine(&engine);
         try_it.issuer = options.auth.oidc.as_ref().map(|o| o.issuer_url.clone());
         let source = match &options.config {
@@ -101,9 +125,18 @@ impl ServeArgs {
             None => "the simulator demo".to_string(),
         };
         let source = format!("{source} ({} store)", engine.store().kind());
+        let leadership = engine.leadership().clone();
         let server = Server::bind(engine, options).await?;
         crate::output::line(&banner(server.local_addr(), &source, &try_it))?;
-        server.run(shutdown).await?;
+        let served = server.run(shutdown).await;
+        if let Some(task) = publisher {
+            // The outbox keeps whatever is not delivered yet; give in-flight publishes a moment.
+            publishing.cancel();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+        // Hand the singleton duties to another replica now rather than after the lease runs out.
+        leadership.release().await;
+        served?;
         Ok(())
     }
 }

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 /// Variables that would change how `hcp serve` runs; every test starts without them.
 const SERVE_ENV: &[&str] = &[
+    "HCP_NATS_URL",
+    "HCP_NATS_SUBJECT_PREFIX",
+    "HCP_NATS_STREAM",
     "HCP_LISTEN",
     "HCP_CONFIG",
     "HCP_LOG_FORMAT",

@@ -1214,7 +1214,8 @@ fn drift_vm(d: &Drift) -> Option<&VmId> {
     }
 }
 
-/// Runs the reconciler: refresh on an interval, purge expired jobs and keys.
+/// Runs the reconciler: refresh on an interval, purge expired jobs, keys and events; each round
+/// only while this process is the leader ([`crate::Leadership`]).
 pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
     tokio::spawn(async move {
         loop {
@@ -1227,6 +1228,12 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
                 _ = tokio::time::sleep(interval) => {}
             }
             let Some(inner) = inner.upgrade() else { return };
+            // Singleton duties: only the leader of several replicas refreshes, repairs and
+            // purges; a follower serves reads from the store and asks again next interval.
+            if !inner.leadership.is_leader() {
+                tracing::debug!("not the leader: skipping the inventory refresh and purges");
+                continue;
+            }
             let engine = Engine {
                 inner: inner.clone(),
             };
@@ -1261,6 +1268,18 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
             );
             if let Err(e) = inner.store.purge(jobs_before, keys_before).await {
                 tracing::warn!(error = %e, "purging expired jobs failed");
+            }
+            // Audit events: retention by time window (zero keeps them).
+            if !inner.settings.event_retention.is_zero() {
+                match inner
+                    .store
+                    .purge_events(before(inner.settings.event_retention))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "purged expired audit events"),
+                    Err(e) => tracing::warn!(error = %e, "purging expired audit events failed"),
+                }
             }
         }
     });

@@ -227,6 +227,7 @@ pub struct EngineBuilder {
     sinks: Vec<Arc<dyn EventSink>>,
     observer: Arc<dyn Observer>,
     background: bool,
+    leadership: Option<Arc<dyn crate::Leadership>>,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -252,6 +253,14 @@ impl EngineBuilder {
     /// Uses `store` instead of a new in-memory store.
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Runs the singleton duties (periodic inventory refresh and drift repair, retention
+    /// purges) only while `leadership` says this process is the leader; the default is
+    /// [`crate::AlwaysLeader`].
+    pub fn leadership(mut self, leadership: Arc<dyn crate::Leadership>) -> Self {
+        self.leadership = Some(leadership);
         self
     }
 
@@ -368,6 +377,9 @@ impl EngineBuilder {
             pending: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            leadership: self
+                .leadership
+                .unwrap_or_else(|| Arc::new(crate::AlwaysLeader)),
         });
         scheduler::spawn(Arc::downgrade(&inner), sched_rx);
         watch::spawn_log_writer(Arc::downgrade(&inner), log_rx);
@@ -415,6 +427,8 @@ pub(crate) struct Inner {
     pub(crate) pending: AtomicUsize,
     pub(crate) running: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
+    /// Whether this process runs the singleton duties now.
+    pub(crate) leadership: Arc<dyn crate::Leadership>,
 }
 
 /// Locks one of the engine's maps. Poisoning is ignored on purpose: each critical section is a
@@ -620,6 +634,7 @@ impl Engine {
             sinks: Vec::new(),
             observer: Arc::new(NoopObserver),
             background: true,
+            leadership: None,
         }
     }
 
@@ -670,6 +685,11 @@ impl Engine {
     /// Returns the store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Returns the leadership the singleton duties ask (see [`EngineBuilder::leadership`]).
+    pub fn leadership(&self) -> &Arc<dyn crate::Leadership> {
+        &self.inner.leadership
     }
 
     /// Returns true once the first inventory has loaded and at least one host answered.

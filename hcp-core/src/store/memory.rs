@@ -18,6 +18,10 @@ use crate::{
 };
 
 /// Keeps everything in memory; the default store.
+///
+/// It keeps at most `max_events` events and at most `max_events` unpublished ones in its
+/// outbox; beyond that the oldest go first (a warning is logged when an unpublished event is
+/// dropped, which happens only when a publisher is configured but cannot deliver).
 #[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
@@ -33,6 +37,8 @@ struct State {
     project_jobs: HashMap<ProjectId, BTreeSet<JobId>>,
     idempotency: HashMap<IdempotencyScope, IdempotencyRecord>,
     events: VecDeque<Arc<Event>>,
+    /// Events not yet published, by number; bounded by `max_events` like `events`.
+    outbox: BTreeMap<u64, Arc<Event>>,
     next_event_seq: u64,
     max_events: usize,
     max_log_lines: usize,
@@ -564,6 +570,15 @@ impl Store for MemoryStore {
             s.events.pop_front();
         }
         s.events.push_back(event.clone());
+        if s.outbox.len() >= s.max_events
+            && let Some((dropped, _)) = s.outbox.pop_first()
+        {
+            tracing::warn!(
+                seq = dropped,
+                "the in-memory event outbox is full; dropped the oldest unpublished event"
+            );
+        }
+        s.outbox.insert(event.seq, event.clone());
         Ok(event)
     }
 
@@ -599,6 +614,29 @@ impl Store for MemoryStore {
             }
         }
         s.idempotency.retain(|_, r| r.created_at >= keys_before);
+        Ok(())
+    }
+
+    // --- The audit stream: retention by time window and the publishing outbox. ---
+
+    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut s = self.lock();
+        let n = s.events.len();
+        s.events.retain(|e| e.at >= before);
+        s.outbox.retain(|_, e| e.at >= before);
+        Ok(u64::try_from(n - s.events.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn unpublished_events(&self, limit: usize) -> Result<Vec<Arc<Event>>> {
+        let limit = limit.clamp(1, PageRequest::MAX_LIMIT);
+        Ok(self.lock().outbox.values().take(limit).cloned().collect())
+    }
+
+    async fn mark_published(&self, seqs: &[u64]) -> Result<()> {
+        let mut s = self.lock();
+        for seq in seqs {
+            s.outbox.remove(seq);
+        }
         Ok(())
     }
 }

@@ -451,6 +451,38 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Drops finished jobs (with their logs) finished before `jobs_before` and idempotency
     /// records created before `keys_before`. Unfinished jobs and VMs are never dropped.
     async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()>;
+
+    // --- The audit stream: retention by time window and the publishing outbox (issue 12). ---
+
+    /// Drops the events that happened (their [`Event::at`]) before `before`, with their outbox
+    /// entries, and returns how many events it dropped.
+    ///
+    /// # Behavior
+    /// This is the only way an event leaves the store besides a store's own size bound: events
+    /// are never updated, and no other method deletes one. Events at or after `before` stay,
+    /// whatever their sequence numbers; later events keep their numbers, so a reader's cursor
+    /// stays valid. An unpublished event dropped here is dropped from the outbox too (retention
+    /// wins over delivery).
+    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// Returns up to `limit` (clamped to 1..=[`PageRequest::MAX_LIMIT`]) events of the outbox,
+    /// oldest first: the events appended and not yet marked published.
+    ///
+    /// # Behavior
+    /// [`Store::append_event`] puts every event into the outbox in the same transaction that
+    /// stores it, so an event is either stored and waiting for publication or not stored at
+    /// all. An event stays in the outbox, and is returned again by every call, until
+    /// [`Store::mark_published`] names it (or retention drops it): a publisher that crashes
+    /// between publishing and marking publishes it again, so consumers deduplicate by the
+    /// event's id.
+    async fn unpublished_events(&self, limit: usize) -> Result<Vec<Arc<Event>>>;
+
+    /// Removes the events numbered `seqs` from the outbox; the events themselves stay.
+    ///
+    /// # Behavior
+    /// Numbers not in the outbox (already marked, purged, or never appended) are ignored, so
+    /// marking is idempotent and two publishers marking the same events do not fail.
+    async fn mark_published(&self, seqs: &[u64]) -> Result<()>;
 }
 
 #[cfg(test)]

@@ -1536,3 +1536,204 @@ pub async fn filtered_sorted_listing(store: Arc<dyn Store>) -> Result<()> {
     );
     Ok(())
 }
+
+// --- The audit stream: retention by time window and the publishing outbox (issue 12). ---
+// A section of its own, with its own list and macro, so other parts of the suite can grow
+// beside it.
+
+/// The names of the audit stream checks (retention and outbox), in the order
+/// [`run_all_event_checks`] runs them.
+pub const EVENT_CHECKS: [&str; 2] = ["event_retention_by_time", "event_outbox"];
+
+/// Runs the audit stream check named `name` (one of [`EVENT_CHECKS`]) on `store`.
+///
+/// # Errors
+/// The check's failure, or `Internal` for an unknown name.
+pub async fn run_event_check(name: &str, store: Arc<dyn Store>) -> Result<()> {
+    let r = match name {
+        "event_retention_by_time" => event_retention_by_time(store).await,
+        "event_outbox" => event_outbox(store).await,
+        other => return Err(Error::internal(format!("no event check named `{other}`"))),
+    };
+    r.map_err(|e| e.with_context("check", name))
+}
+
+/// Runs every audit stream check, each on a fresh store from `fresh`.
+///
+/// # Errors
+/// The first failed check, naming it.
+pub async fn run_all_event_checks<F, Fut>(fresh: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    for name in EVENT_CHECKS {
+        run_event_check(name, fresh().await).await?;
+    }
+    Ok(())
+}
+
+/// Writes one `#[tokio::test]` per audit stream check ([`EVENT_CHECKS`]); `$fresh` is an async
+/// function returning a fresh, empty `Arc<dyn Store>`, as for
+/// [`store_conformance_tests!`](crate::store_conformance_tests).
+#[macro_export]
+macro_rules! store_event_conformance_tests {
+    ($fresh:path) => {
+        $crate::store_event_conformance_tests!(@each $fresh; event_retention_by_time, event_outbox);
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let store = $fresh().await;
+                if let Err(e) = $crate::testkit::store::run_event_check(stringify!($name), store).await {
+                    panic!("{e:#}");
+                }
+            }
+        )*
+    };
+}
+
+fn event_at(project: &str, at: chrono::DateTime<Utc>) -> Event {
+    let mut e = event(Some(project), None);
+    e.at = at;
+    e
+}
+
+fn seqs_of(events: &[Arc<Event>]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+/// Drops events older than a cutoff by their time, keeping newer ones and their numbers.
+///
+/// # Errors
+/// When an event before the cutoff stays, one at or after it goes, the count is wrong, numbers
+/// are reused, or a purged event stays in the outbox.
+pub async fn event_retention_by_time(store: Arc<dyn Store>) -> Result<()> {
+    let now = Utc::now();
+    let old = now - ChronoDuration::hours(48);
+    let cutoff = now - ChronoDuration::hours(1);
+    // Old and new interleaved: retention goes by time, not by number.
+    for at in [old, now, old, cutoff, old] {
+        store.append_event(event_at("p1", at)).await?;
+    }
+    let dropped = store.purge_events(cutoff).await?;
+    ensure!(
+        dropped == 3,
+        "three events happened before the cutoff, {dropped} dropped"
+    );
+    let left = store.list_events(&EventFilter::default()).await?;
+    ensure!(
+        seqs_of(&left) == [2, 4],
+        "the events at or after the cutoff stay with their numbers, found {:?}",
+        seqs_of(&left)
+    );
+    ensure!(
+        left[1].at == cutoff || (left[1].at - cutoff).num_microseconds() == Some(0),
+        "an event keeps its time"
+    );
+    let unpublished = store.unpublished_events(100).await?;
+    ensure!(
+        seqs_of(&unpublished) == [2, 4],
+        "purged events leave the outbox too, found {:?}",
+        seqs_of(&unpublished)
+    );
+    let next = store.append_event(event_at("p1", now)).await?;
+    ensure!(
+        next.seq == 6,
+        "numbers are never reused after a purge, got {}",
+        next.seq
+    );
+    ensure!(
+        store.purge_events(cutoff).await? == 0,
+        "a second purge with the same cutoff drops nothing"
+    );
+    let after = store
+        .list_events(&EventFilter {
+            after: 2,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(
+        seqs_of(&after) == [4, 6],
+        "a reader's cursor stays valid across a purge, found {:?}",
+        seqs_of(&after)
+    );
+    Ok(())
+}
+
+/// Appends events (also concurrently), reads them from the outbox in order, marks some
+/// published, and marks again.
+///
+/// # Errors
+/// When an appended event is missing from the outbox or there twice, the order or limit is
+/// wrong, a marked event comes back, marking an unknown number fails, or marking drops the
+/// event itself.
+pub async fn event_outbox(store: Arc<dyn Store>) -> Result<()> {
+    ensure!(
+        store.unpublished_events(10).await?.is_empty(),
+        "a fresh store's outbox is empty"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let project = if i % 2 == 0 { "p1" } else { "p2" };
+        tasks.push(tokio::spawn(async move {
+            store.append_event(event(Some(project), None)).await
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| Error::internal(e.to_string()))??;
+    }
+    let all = store.unpublished_events(1000).await?;
+    ensure!(
+        seqs_of(&all) == (1..=20).collect::<Vec<_>>(),
+        "every appended event is in the outbox once, in order, found {:?}",
+        seqs_of(&all)
+    );
+    ensure!(
+        all.iter().all(|e| e.principal.as_deref() == Some("alice")),
+        "outbox events keep their content"
+    );
+    let first = store.unpublished_events(3).await?;
+    ensure!(
+        seqs_of(&first) == [1, 2, 3],
+        "a limit gives the oldest, found {:?}",
+        seqs_of(&first)
+    );
+    ensure!(
+        seqs_of(&store.unpublished_events(3).await?) == [1, 2, 3],
+        "reading does not consume: unmarked events come again"
+    );
+    ensure!(
+        store.unpublished_events(0).await?.len() == 1,
+        "a limit of 0 is clamped to 1"
+    );
+    store.mark_published(&[1, 2, 3, 5, 999_999]).await?;
+    let rest = store.unpublished_events(1000).await?;
+    ensure!(
+        seqs_of(&rest) == [4].into_iter().chain(6..=20).collect::<Vec<_>>(),
+        "marked events leave the outbox (unknown numbers ignored), found {:?}",
+        seqs_of(&rest)
+    );
+    store.mark_published(&[1, 2]).await?;
+    store.mark_published(&[]).await?;
+    let all_events = store.list_events(&EventFilter::default()).await?;
+    ensure!(
+        seqs_of(&all_events) == (1..=20).collect::<Vec<_>>(),
+        "marking published keeps the events themselves"
+    );
+    let more = store.append_event(event(Some("p1"), None)).await?;
+    let rest = store.unpublished_events(1000).await?;
+    ensure!(
+        rest.last().map(|e| e.seq) == Some(more.seq) && rest.len() == 17,
+        "a new event joins the outbox behind the unmarked ones"
+    );
+    let seqs: Vec<u64> = seqs_of(&rest);
+    store.mark_published(&seqs).await?;
+    ensure!(
+        store.unpublished_events(1000).await?.is_empty(),
+        "marking everything empties the outbox"
+    );
+    Ok(())
+}

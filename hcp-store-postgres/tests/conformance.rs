@@ -77,6 +77,11 @@ async fn fresh() -> Arc<dyn Store> {
 
 hcp_core::store_conformance_tests!(fresh);
 
+mod server_groups {
+    use super::fresh;
+    hcp_core::store_group_conformance_tests!(fresh);
+}
+
 async fn raw() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
         .await
@@ -106,7 +111,7 @@ async fn replicas_starting_together_migrate_once() {
         .await
         .unwrap();
     let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    assert_eq!(versions, hcp_store_postgres::schema_versions());
 }
 
 #[tokio::test]

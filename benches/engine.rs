@@ -201,6 +201,7 @@ async fn refresh_wall_time() {
                 zone: Some("z".into()),
                 created_at: None,
                 user_data: false,
+                server_group: None,
             };
             let r = Resources {
                 vcpus: 1,

@@ -186,6 +186,89 @@ impl Backend {
         }
     }
 
+    /// Creates a server group in `project`.
+    ///
+    /// # Errors
+    /// See [`Engine::create_server_group`].
+    pub async fn create_server_group(
+        &self,
+        project: &ProjectId,
+        new: hcp_core::NewServerGroup,
+    ) -> hcp_core::Result<hcp_core::ServerGroup> {
+        match self {
+            Backend::Embedded(e) => {
+                let ctx = e.context(Some(project), None).await?;
+                e.engine.create_server_group(&ctx, new).await
+            }
+            Backend::Remote(r) => r.create_server_group(project, new).await,
+        }
+    }
+
+    /// Lists a project's server groups, by id.
+    ///
+    /// # Errors
+    /// See [`Engine::list_server_groups`].
+    pub async fn list_server_groups(
+        &self,
+        project: &ProjectId,
+    ) -> hcp_core::Result<Vec<hcp_core::ServerGroup>> {
+        match self {
+            Backend::Embedded(e) => {
+                e.engine.check_project(project)?;
+                let scope = Scope::Project(project.clone());
+                let mut page = PageRequest::all();
+                let mut out = Vec::new();
+                loop {
+                    let p = e.engine.list_server_groups(&scope, &page).await?;
+                    out.extend(p.items);
+                    match p.next {
+                        Some(c) => page.cursor = Some(c),
+                        None => return Ok(out),
+                    }
+                }
+            }
+            Backend::Remote(r) => r.list_server_groups(project).await,
+        }
+    }
+
+    /// Returns a server group of `project` with its members.
+    ///
+    /// # Errors
+    /// See [`Engine::get_server_group`].
+    pub async fn get_server_group(
+        &self,
+        project: &ProjectId,
+        id: &hcp_core::ServerGroupId,
+    ) -> hcp_core::Result<hcp_core::ServerGroup> {
+        match self {
+            Backend::Embedded(e) => {
+                e.engine.check_project(project)?;
+                e.engine
+                    .get_server_group(&Scope::Project(project.clone()), id)
+                    .await
+            }
+            Backend::Remote(r) => r.get_server_group(project, id).await,
+        }
+    }
+
+    /// Deletes an empty server group of `project`.
+    ///
+    /// # Errors
+    /// See [`Engine::delete_server_group`].
+    pub async fn delete_server_group(
+        &self,
+        project: &ProjectId,
+        id: &hcp_core::ServerGroupId,
+    ) -> hcp_core::Result<()> {
+        match self {
+            Backend::Embedded(e) => {
+                let ctx = e.context(Some(project), None).await?;
+                e.engine.delete_server_group(&ctx, id).await
+            }
+            Backend::Remote(r) => r.delete_server_group(project, id).await,
+        }
+    }
+
     /// Lists a VM's snapshots, oldest first.
     ///
     /// # Errors

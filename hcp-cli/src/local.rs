@@ -304,13 +304,16 @@ fn load(path: &Path) -> anyhow::Result<StoreSnapshot> {
 /// records merge by scope (the first one recorded wins). Only finished jobs are kept, at most
 /// `retention.max_jobs` of them, newest first, none older than `retention.jobs`; a record is
 /// kept only while its job is and it is younger than `retention.keys`, so a replay always finds
-/// the job it answers with.
+/// the job it answers with. Server groups are ours: only a command holding the environment's
+/// lock saves, and it read theirs when it started, so ours include every group it did not
+/// delete.
 fn merge(
     theirs: StoreSnapshot,
-    ours: StoreSnapshot,
+    mut ours: StoreSnapshot,
     retention: Retention,
     now: chrono::DateTime<Utc>,
 ) -> StoreSnapshot {
+    let groups = std::mem::take(&mut ours.groups);
     let mut jobs = BTreeMap::new();
     for (job, logs) in theirs.jobs.into_iter().chain(ours.jobs) {
         if job.state.is_terminal() {
@@ -353,6 +356,7 @@ fn merge(
     StoreSnapshot {
         jobs: kept,
         idempotency,
+        groups,
     }
 }
 
@@ -416,6 +420,7 @@ mod tests {
         let theirs = StoreSnapshot {
             jobs: vec![(job(1, JobState::Succeeded), vec![])],
             idempotency: vec![record(1, "k")],
+            groups: vec![],
         };
         let ours = StoreSnapshot {
             jobs: vec![
@@ -423,6 +428,7 @@ mod tests {
                 (job(3, JobState::Running), vec![]),
             ],
             idempotency: vec![record(2, "k"), record(2, "other")],
+            groups: vec![],
         };
         let m = merge(theirs, ours, KEEP_ALL, now);
         let ids: Vec<&str> = m.jobs.iter().map(|(j, _)| j.id.as_str()).collect();
@@ -448,6 +454,7 @@ mod tests {
                 .map(|n| (job(n, JobState::Succeeded), vec![]))
                 .collect(),
             idempotency: vec![record(0, "oldest"), record(4, "newest")],
+            groups: vec![],
         };
         let m = merge(
             StoreSnapshot::default(),
@@ -469,6 +476,7 @@ mod tests {
         let ours = StoreSnapshot {
             jobs: vec![(job(0, JobState::Succeeded), vec![])],
             idempotency: vec![record(0, "k")],
+            groups: vec![],
         };
         let later = chrono::DateTime::<Utc>::from_timestamp(1_700_000_000 + 100, 0).unwrap();
         let m = merge(
@@ -502,11 +510,13 @@ mod tests {
         let first = StoreSnapshot {
             jobs: vec![(job(1, JobState::Succeeded), vec![])],
             idempotency: vec![record(1, "k")],
+            groups: vec![],
         };
         save_jobs(&path, first, KEEP_ALL).unwrap();
         let second = StoreSnapshot {
             jobs: vec![(job(2, JobState::Succeeded), vec![])],
             idempotency: vec![],
+            groups: vec![],
         };
         save_jobs(&path, second, KEEP_ALL).unwrap();
         let back = read_jobs(&path).unwrap();

@@ -244,6 +244,67 @@ impl Remote {
             .map_err(|e| name_field(e, "vm_id"))
     }
 
+    /// Creates a server group in `project`.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn create_server_group(
+        &self,
+        project: &ProjectId,
+        new: hcp_core::NewServerGroup,
+    ) -> hcp_core::Result<hcp_core::ServerGroup> {
+        self.client
+            .create_server_group(project.as_str(), &new.name, new.policy, new.strength)
+            .await
+    }
+
+    /// Lists a project's server groups (every page).
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn list_server_groups(
+        &self,
+        project: &ProjectId,
+    ) -> hcp_core::Result<Vec<hcp_core::ServerGroup>> {
+        let mut page = PageRequest::all();
+        let mut out = Vec::new();
+        loop {
+            let p = self
+                .client
+                .list_server_groups(project.as_str(), &page)
+                .await?;
+            out.extend(p.items);
+            match p.next {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Returns a server group of `project`.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn get_server_group(
+        &self,
+        project: &ProjectId,
+        id: &hcp_core::ServerGroupId,
+    ) -> hcp_core::Result<hcp_core::ServerGroup> {
+        self.client.get_server_group(project.as_str(), id).await
+    }
+
+    /// Deletes an empty server group of `project`.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn delete_server_group(
+        &self,
+        project: &ProjectId,
+        id: &hcp_core::ServerGroupId,
+    ) -> hcp_core::Result<()> {
+        self.client.delete_server_group(project.as_str(), id).await
+    }
+
     /// Lists a VM's snapshots.
     pub async fn list_snapshots(
         &self,

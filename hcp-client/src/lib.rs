@@ -32,9 +32,10 @@ use futures::stream::{BoxStream, StreamExt};
 use hcp_core::job::TenantJob;
 use hcp_core::store::{JobFilter, Page, PageRequest, VmFilter, VmSort};
 use hcp_core::{
-    Capabilities, Catalog, Console, ConsoleKind, Error, ErrorKind, Event, Flavor, Host, Image,
-    InventoryVm, Job, JobAction, JobId, JobUpdate, Network, Operation, Principal,
-    ProviderCapabilities, ProviderStatus, RefreshReport, TenantVm, Vm, VmId, VmSpec, Zone,
+    Capabilities, Catalog, Console, ConsoleKind, Error, ErrorKind, Event, Flavor, GroupPolicy,
+    GroupStrength, Host, Image, InventoryVm, Job, JobAction, JobId, JobUpdate, Network, Operation,
+    Principal, ProviderCapabilities, ProviderStatus, RefreshReport, ServerGroup, ServerGroupId,
+    TenantVm, Vm, VmId, VmSpec, Zone,
 };
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -721,6 +722,76 @@ impl Client {
         );
         self.accepted(self.request(Method::DELETE, &path), idempotency_key)
             .await
+    }
+
+    fn group_path(project: &str, id: Option<&ServerGroupId>) -> String {
+        let base = format!("{TENANT_PREFIX}/projects/{}/server-groups", enc(project));
+        match id {
+            Some(id) => format!("{base}/{}", enc(id.as_str())),
+            None => base,
+        }
+    }
+
+    /// Creates a server group (`POST .../projects/{project}/server-groups`).
+    ///
+    /// # Errors
+    /// The service's error: `InvalidSpec` naming `name`, `Conflict` naming `name` when the
+    /// project has a group of that name.
+    pub async fn create_server_group(
+        &self,
+        project: &str,
+        name: &str,
+        policy: GroupPolicy,
+        strength: GroupStrength,
+    ) -> hcp_core::Result<ServerGroup> {
+        let rb = self
+            .request(Method::POST, &Client::group_path(project, None))
+            .json(&serde_json::json!({
+                "name": name,
+                "policy": policy.as_str(),
+                "strength": strength.as_str(),
+            }));
+        self.json(rb).await
+    }
+
+    /// Lists one page of a project's server groups, by id.
+    ///
+    /// # Errors
+    /// The service's error.
+    pub async fn list_server_groups(
+        &self,
+        project: &str,
+        page: &PageRequest,
+    ) -> hcp_core::Result<Page<ServerGroup>> {
+        self.get(&Client::group_path(project, None), &page_query(page))
+            .await
+    }
+
+    /// Returns a server group with its member VM ids.
+    ///
+    /// # Errors
+    /// The service's error: `NotFound` for a group outside the project.
+    pub async fn get_server_group(
+        &self,
+        project: &str,
+        id: &ServerGroupId,
+    ) -> hcp_core::Result<ServerGroup> {
+        self.get(&Client::group_path(project, Some(id)), &[]).await
+    }
+
+    /// Deletes an empty server group.
+    ///
+    /// # Errors
+    /// The service's error: `NotFound`; `Conflict` with code `SERVER_GROUP_NOT_EMPTY` while
+    /// VMs are in it.
+    pub async fn delete_server_group(
+        &self,
+        project: &str,
+        id: &ServerGroupId,
+    ) -> hcp_core::Result<()> {
+        self.send(self.request(Method::DELETE, &Client::group_path(project, Some(id))))
+            .await?;
+        Ok(())
     }
 
     /// Opens a console (`POST .../vms/{vmId}:console`).
@@ -1550,6 +1621,8 @@ fn static_code(code: &str) -> Option<&'static str> {
         "RATE_LIMITED",
         hcp_core::CODE_VM_STATE_CONFLICT,
         hcp_core::CODE_RESIZE_NOT_ALLOWED,
+        hcp_core::CODE_SERVER_GROUP_POLICY,
+        hcp_core::CODE_SERVER_GROUP_NOT_EMPTY,
         "PAYLOAD_TOO_LARGE",
         "METHOD_NOT_ALLOWED",
         "UNSUPPORTED_MEDIA_TYPE",

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ConsoleKind, Drift, ErrorInfo, JobId, JobState, Operation, ProjectId, Resources, VmId,
+    ConsoleKind, Drift, ErrorInfo, GroupPolicy, GroupStrength, JobId, JobState, Operation,
+    ProjectId, Resources, ServerGroupId, VmId,
 };
 
 /// One audit or metering event.
@@ -132,6 +133,24 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bytes: Option<u64>,
     },
+    /// A tenant created a server group.
+    ServerGroupCreated {
+        /// The group.
+        group_id: ServerGroupId,
+        /// Its name.
+        name: String,
+        /// Its policy.
+        policy: GroupPolicy,
+        /// Its strength.
+        strength: GroupStrength,
+    },
+    /// A tenant deleted a server group.
+    ServerGroupDeleted {
+        /// The group.
+        group_id: ServerGroupId,
+        /// Its name.
+        name: String,
+    },
 }
 
 impl EventKind {
@@ -150,6 +169,8 @@ impl EventKind {
         "reconcile_requested",
         "console_opened",
         "console_session",
+        "server_group_created",
+        "server_group_deleted",
     ];
 
     /// Returns the stable event name (`job_transition`, `drift`, ...), one of
@@ -169,6 +190,8 @@ impl EventKind {
             EventKind::ReconcileRequested { .. } => "reconcile_requested",
             EventKind::ConsoleOpened { .. } => "console_opened",
             EventKind::ConsoleSession { .. } => "console_session",
+            EventKind::ServerGroupCreated { .. } => "server_group_created",
+            EventKind::ServerGroupDeleted { .. } => "server_group_deleted",
         }
     }
 }

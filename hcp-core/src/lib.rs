@@ -29,6 +29,7 @@ pub mod console;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod group;
 pub mod job;
 pub mod leader;
 pub mod model;
@@ -55,13 +56,16 @@ pub use engine::{
     ProviderStatus, RefreshReport, RequestContext, ResizeRequest, Snapshot, SnapshotSubmitted,
     Submitted, plan_resize, snapshot_id, validate_idempotency_key,
 };
-pub use engine::{AdoptRequest, MigrateRequest};
+pub use engine::{AdoptRequest, MAX_SERVER_GROUP_MEMBERS, MigrateRequest, NewServerGroup};
 pub use error::{
     CODE_CAPACITY_EXHAUSTED, CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED,
     CODE_PRECONDITION_FAILED, CODE_PRECONDITION_REQUIRED, ECHO_MAX_CHARS, Error, ErrorInfo,
     ErrorKind, ErrorStatus, Result, echo, excerpt,
 };
 pub use events::{Event, EventFilter, EventKind, EventSink, RepairAction, TracingSink};
+pub use group::{
+    CODE_SERVER_GROUP_NOT_EMPTY, CODE_SERVER_GROUP_POLICY, GroupPolicy, GroupStrength, ServerGroup,
+};
 pub use job::{
     Job, JobAction, JobLogLine, JobState, JobUpdate, LogAudience, LogEntry, LogLevel,
     PendingReason, RetryDecision, RetryPolicy,
@@ -71,8 +75,8 @@ pub use model::{
     Catalog, DesiredState, Flavor, HcpMark, Host, Image, JobId, MAX_CATALOG_NAME_BYTES,
     MAX_DISK_GIB, MAX_MEMORY_MIB, MAX_NETWORKS, MAX_TAGS, MAX_USER_DATA_BYTES, MAX_VCPUS,
     MIN_DISK_GIB, MIN_MEMORY_MIB, MIN_VCPUS, Network, NetworkAttachment, PowerState, Principal,
-    ProjectId, ProviderBinding, Resources, TenantVm, Vm, VmId, VmSpec, Zone, validate_catalog_name,
-    validate_dns_label, validate_range, validate_tags, validate_user_data,
+    ProjectId, ProviderBinding, Resources, ServerGroupId, TenantVm, Vm, VmId, VmSpec, Zone,
+    validate_catalog_name, validate_dns_label, validate_range, validate_tags, validate_user_data,
 };
 pub use observe::{NoopObserver, Observer};
 pub use operation::Operation;

@@ -67,6 +67,11 @@ id_type!(
     ProjectId,
     "project"
 );
+id_type!(
+    /// A server group id (`sg-…`).
+    ServerGroupId,
+    "sg"
+);
 
 impl ProjectId {
     /// Checks the project id: 1–63 characters of `[a-z0-9-]`, starting with a letter.
@@ -249,6 +254,9 @@ pub struct VmSpec {
     /// Cloud-init user-data (needs the `cloud_init` capability).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
+    /// The server group of the project the VM joins; placement keeps the group's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_group: Option<ServerGroupId>,
 }
 
 impl VmSpec {
@@ -335,6 +343,21 @@ impl VmSpec {
         validate_tags(&self.tags)?;
         if let Some(ud) = &self.user_data {
             validate_user_data(ud)?;
+        }
+        if let Some(g) = &self.server_group {
+            let g = g.as_str();
+            if g.is_empty()
+                || g.len() > 64
+                || !g.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(Error::invalid(
+                    "server_group",
+                    format!(
+                        "`{}` is not a server group id (1-64 letters, digits and '-', as `sg-…`)",
+                        crate::error::echo(g)
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -516,6 +539,10 @@ pub struct HcpMark {
     /// Whether cloud-init user-data was given (the data itself is never recorded).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub user_data: bool,
+    /// The server group the VM was created into, so that a rebuilt VM stays a member (kept by
+    /// providers that record the mark as one document, such as the simulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_group: Option<ServerGroupId>,
 }
 
 impl HcpMark {
@@ -529,6 +556,7 @@ impl HcpMark {
             zone: None,
             created_at: None,
             user_data: false,
+            server_group: None,
         }
     }
 }

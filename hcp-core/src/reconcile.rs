@@ -251,6 +251,7 @@ mod tests {
             zone: None,
             created_at: None,
             user_data: false,
+            server_group: None,
         });
         NativeVm::new(format!("n-{id}"), id, power, Resources::default(), mark)
     }

@@ -92,6 +92,7 @@ impl Fixture {
             zone: None,
             created_at: Some(chrono::Utc::now()),
             user_data: false,
+            server_group: None,
         };
         let name = self.name(what);
         let args = CreateVm::new(mark, &self.host, &name, &self.image, self.resources);

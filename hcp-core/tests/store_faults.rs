@@ -135,6 +135,30 @@ impl Store for FaultyStore {
     async fn mark_published(&self, seqs: &[u64]) -> Result<()> {
         self.inner.mark_published(seqs).await
     }
+    async fn create_server_group(&self, g: hcp_core::ServerGroup) -> Result<hcp_core::ServerGroup> {
+        self.inner.create_server_group(g).await
+    }
+    async fn get_server_group(
+        &self,
+        s: &Scope,
+        id: &hcp_core::ServerGroupId,
+    ) -> Result<Option<hcp_core::ServerGroup>> {
+        self.inner.get_server_group(s, id).await
+    }
+    async fn list_server_groups(
+        &self,
+        s: &Scope,
+        p: &PageRequest,
+    ) -> Result<Page<hcp_core::ServerGroup>> {
+        self.inner.list_server_groups(s, p).await
+    }
+    async fn delete_server_group(
+        &self,
+        s: &Scope,
+        id: &hcp_core::ServerGroupId,
+    ) -> Result<hcp_core::ServerGroup> {
+        self.inner.delete_server_group(s, id).await
+    }
 }
 
 async fn engine(store: Arc<FaultyStore>) -> Engine {

@@ -340,6 +340,91 @@ impl Backend {
         }
     }
 
+    /// Creates a server group in `project`.
+    ///
+    /// # Errors
+    /// An invalid name, or a name taken in the project.
+    pub async fn create_server_group(
+        &self,
+        project: &str,
+        new: hcp_core::NewServerGroup,
+    ) -> Result<hcp_core::ServerGroup> {
+        match self {
+            Backend::Embedded(e) => {
+                e.engine
+                    .create_server_group(&e.ctx(project, None), new)
+                    .await
+            }
+            Backend::Remote(r) => {
+                r.client
+                    .create_server_group(project, &new.name, new.policy, new.strength)
+                    .await
+            }
+        }
+    }
+
+    /// Lists a project's server groups (every page), by id.
+    ///
+    /// # Errors
+    /// An invalid or unknown project.
+    pub async fn list_server_groups(&self, project: &str) -> Result<Vec<hcp_core::ServerGroup>> {
+        let mut page = PageRequest::all();
+        let mut out = Vec::new();
+        loop {
+            let p = match self {
+                Backend::Embedded(e) => {
+                    let ctx = e.ctx(project, None);
+                    e.engine.check_project(&ctx.project)?;
+                    e.engine.list_server_groups(&ctx.scope(), &page).await?
+                }
+                Backend::Remote(r) => r.client.list_server_groups(project, &page).await?,
+            };
+            out.extend(p.items);
+            match p.next {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Returns a server group of `project` with its members.
+    ///
+    /// # Errors
+    /// Not found (also for another project's group).
+    pub async fn get_server_group(
+        &self,
+        project: &str,
+        id: &hcp_core::ServerGroupId,
+    ) -> Result<hcp_core::ServerGroup> {
+        match self {
+            Backend::Embedded(e) => {
+                let ctx = e.ctx(project, None);
+                e.engine.check_project(&ctx.project)?;
+                e.engine.get_server_group(&ctx.scope(), id).await
+            }
+            Backend::Remote(r) => r.client.get_server_group(project, id).await,
+        }
+    }
+
+    /// Deletes an empty server group of `project`.
+    ///
+    /// # Errors
+    /// Not found, or `SERVER_GROUP_NOT_EMPTY` while VMs are in it.
+    pub async fn delete_server_group(
+        &self,
+        project: &str,
+        id: &hcp_core::ServerGroupId,
+    ) -> Result<()> {
+        match self {
+            Backend::Embedded(e) => {
+                e.engine
+                    .delete_server_group(&e.ctx(project, None), id)
+                    .await
+            }
+            Backend::Remote(r) => r.client.delete_server_group(project, id).await,
+        }
+    }
+
     /// Lists a project's VMs, oldest first.
     ///
     /// # Errors

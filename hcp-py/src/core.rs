@@ -17,8 +17,8 @@ use crate::errors::Failure;
 use crate::runtime::{awaitable, block_on};
 use crate::spec::{CreateArgs, flag, optional_str, required_str, seconds};
 use crate::types::{
-    Capabilities, Catalog, Console, FieldPlan, Host, InventoryVm, Job, JobLogLine, Snapshot,
-    Submitted, Vm,
+    Capabilities, Catalog, Console, FieldPlan, Host, InventoryVm, Job, JobLogLine, ServerGroup,
+    Snapshot, Submitted, Vm,
 };
 
 type Outcome<T> = Result<T, Failure>;
@@ -444,6 +444,69 @@ impl Core {
         })
     }
 
+    fn create_server_group_fut(
+        &self,
+        project: String,
+        name: String,
+        policy: String,
+        strength: String,
+    ) -> PyResult<impl Future<Output = Outcome<ServerGroup>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move {
+            let new = hcp_core::NewServerGroup {
+                name,
+                policy: policy.parse()?,
+                strength: strength.parse()?,
+            };
+            Ok(ServerGroup::from(
+                &backend.create_server_group(&project, new).await?,
+            ))
+        })
+    }
+
+    fn list_server_groups_fut(
+        &self,
+        project: String,
+    ) -> PyResult<impl Future<Output = Outcome<Vec<ServerGroup>>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move {
+            Ok(backend
+                .list_server_groups(&project)
+                .await?
+                .iter()
+                .map(ServerGroup::from)
+                .collect())
+        })
+    }
+
+    fn get_server_group_fut(
+        &self,
+        project: String,
+        group: String,
+    ) -> PyResult<impl Future<Output = Outcome<ServerGroup>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move {
+            let g = backend
+                .get_server_group(&project, &hcp_core::ServerGroupId::new(group))
+                .await?;
+            Ok(ServerGroup::from(&g))
+        })
+    }
+
+    fn delete_server_group_fut(
+        &self,
+        project: String,
+        group: String,
+    ) -> PyResult<impl Future<Output = Outcome<()>> + Send + 'static> {
+        let backend = self.backend()?;
+        Ok(async move {
+            backend
+                .delete_server_group(&project, &hcp_core::ServerGroupId::new(group))
+                .await?;
+            Ok(())
+        })
+    }
+
     fn list_vms_fut(
         &self,
         project: String,
@@ -616,7 +679,7 @@ impl Core {
     ///
     /// Takes the HTTP API's create fields; an argument of the wrong type raises
     /// ``hcp.InvalidSpec`` naming it (see [`crate::spec`]).
-    #[pyo3(signature = (project, name, image, flavor, *, vcpus, memory_mib, disk_gib, networks, zone, user_data, tags, idempotency_key, wait, timeout))]
+    #[pyo3(signature = (project, name, image, flavor, *, vcpus, memory_mib, disk_gib, networks, zone, user_data, tags, idempotency_key, wait, timeout, server_group=None))]
     #[allow(clippy::too_many_arguments)]
     fn create_vm<'py>(
         &self,
@@ -635,7 +698,9 @@ impl Core {
         idempotency_key: Bound<'py, PyAny>,
         wait: Bound<'py, PyAny>,
         timeout: Bound<'py, PyAny>,
+        server_group: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Submitted> {
+        let server_group = server_group.unwrap_or_else(|| py.None().into_bound(py));
         let args = CreateArgs {
             name,
             image,
@@ -647,6 +712,7 @@ impl Core {
             zone,
             user_data,
             tags,
+            server_group,
         };
         let (project, spec, idempotency_key, wait, timeout) =
             create_input(py, &project, &args, (&idempotency_key, &wait, &timeout))?;
@@ -657,7 +723,7 @@ impl Core {
     }
 
     /// Awaitable form of :meth:`create_vm`.
-    #[pyo3(signature = (project, name, image, flavor, *, vcpus, memory_mib, disk_gib, networks, zone, user_data, tags, idempotency_key, wait, timeout))]
+    #[pyo3(signature = (project, name, image, flavor, *, vcpus, memory_mib, disk_gib, networks, zone, user_data, tags, idempotency_key, wait, timeout, server_group=None))]
     #[allow(clippy::too_many_arguments)]
     fn create_vm_async<'py>(
         &self,
@@ -676,7 +742,9 @@ impl Core {
         idempotency_key: Bound<'py, PyAny>,
         wait: Bound<'py, PyAny>,
         timeout: Bound<'py, PyAny>,
+        server_group: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let server_group = server_group.unwrap_or_else(|| py.None().into_bound(py));
         let args = CreateArgs {
             name,
             image,
@@ -688,6 +756,7 @@ impl Core {
             zone,
             user_data,
             tags,
+            server_group,
         };
         let (project, spec, idempotency_key, wait, timeout) =
             create_input(py, &project, &args, (&idempotency_key, &wait, &timeout))?;
@@ -1051,6 +1120,86 @@ impl Core {
         vm: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.list_snapshots_fut(project, vm)?)
+    }
+
+    /// Creates a server group: ``policy`` is ``"anti-affinity"`` or ``"affinity"``,
+    /// ``strength`` ``"hard"`` or ``"soft"``.
+    fn create_server_group(
+        &self,
+        py: Python<'_>,
+        project: String,
+        name: String,
+        policy: String,
+        strength: String,
+    ) -> PyResult<ServerGroup> {
+        block_on(
+            py,
+            self.create_server_group_fut(project, name, policy, strength)?,
+        )
+    }
+
+    /// Awaitable form of :meth:`create_server_group`.
+    fn create_server_group_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        name: String,
+        policy: String,
+        strength: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(
+            py,
+            self.create_server_group_fut(project, name, policy, strength)?,
+        )
+    }
+
+    /// Lists a project's server groups, by id.
+    fn list_server_groups(&self, py: Python<'_>, project: String) -> PyResult<Vec<ServerGroup>> {
+        block_on(py, self.list_server_groups_fut(project)?)
+    }
+
+    /// Awaitable form of :meth:`list_server_groups`.
+    fn list_server_groups_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.list_server_groups_fut(project)?)
+    }
+
+    /// Returns a server group with its member VM ids.
+    fn get_server_group(
+        &self,
+        py: Python<'_>,
+        project: String,
+        group: String,
+    ) -> PyResult<ServerGroup> {
+        block_on(py, self.get_server_group_fut(project, group)?)
+    }
+
+    /// Awaitable form of :meth:`get_server_group`.
+    fn get_server_group_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        group: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.get_server_group_fut(project, group)?)
+    }
+
+    /// Deletes an empty server group.
+    fn delete_server_group(&self, py: Python<'_>, project: String, group: String) -> PyResult<()> {
+        block_on(py, self.delete_server_group_fut(project, group)?)
+    }
+
+    /// Awaitable form of :meth:`delete_server_group`.
+    fn delete_server_group_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: String,
+        group: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.delete_server_group_fut(project, group)?)
     }
 
     /// Lists a project's VMs that match the filters, in the order `sort` gives.

@@ -38,6 +38,8 @@ pub struct CreateArgs<'py> {
     pub user_data: Bound<'py, PyAny>,
     /// Tags: a mapping of str to str, or `None`.
     pub tags: Bound<'py, PyAny>,
+    /// The server group's id, or `None`.
+    pub server_group: Bound<'py, PyAny>,
 }
 
 impl CreateArgs<'_> {
@@ -70,6 +72,8 @@ impl CreateArgs<'_> {
             zone: optional_str("zone", &self.zone)?,
             user_data: optional_str("user_data", &self.user_data)?,
             tags: tags(&self.tags)?,
+            server_group: optional_str("server_group", &self.server_group)?
+                .map(hcp_core::ServerGroupId::new),
         })
     }
 }

@@ -191,6 +191,8 @@ record! {
         created_at: DateTime<Utc>,
         /// When HCP last changed it (UTC).
         updated_at: DateTime<Utc>,
+        /// The server group it was created into (``sg-…``), if any.
+        server_group: Option<String>,
     }
     repr = [id, name, state, power, zone];
 }
@@ -216,6 +218,43 @@ impl From<&hcp_core::TenantVm> for Vm {
             last_error: v.last_error.as_ref().map(ErrorInfo::from),
             created_at: v.created_at,
             updated_at: v.updated_at,
+            server_group: v.spec.server_group.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+record! {
+    /// A server group: a project's VMs that placement keeps apart (``anti-affinity``) or
+    /// together (``affinity``), as a rule (``hard``) or a preference (``soft``).
+    ServerGroup {
+        /// HCP's id (``sg-…``); pass it as ``server_group`` to ``create_vm``.
+        id: String,
+        /// The owning project.
+        project: String,
+        /// The name, unique in the project.
+        name: String,
+        /// ``"anti-affinity"`` or ``"affinity"``.
+        policy: String,
+        /// ``"hard"`` or ``"soft"``.
+        strength: String,
+        /// The member VMs' ids, ordered by id (never their hosts).
+        members: Vec<String>,
+        /// When HCP created it (UTC).
+        created_at: DateTime<Utc>,
+    }
+    repr = [id, name, policy, strength];
+}
+
+impl From<&hcp_core::ServerGroup> for ServerGroup {
+    fn from(g: &hcp_core::ServerGroup) -> Self {
+        ServerGroup {
+            id: g.id.to_string(),
+            project: g.project.to_string(),
+            name: g.name.clone(),
+            policy: g.policy.as_str().to_string(),
+            strength: g.strength.as_str().to_string(),
+            members: g.members.iter().map(ToString::to_string).collect(),
+            created_at: g.created_at,
         }
     }
 }
@@ -837,6 +876,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JobLogLine>()?;
     m.add_class::<Submitted>()?;
     m.add_class::<Snapshot>()?;
+    m.add_class::<ServerGroup>()?;
     m.add_class::<FieldPlan>()?;
     m.add_class::<Capabilities>()?;
     m.add_class::<Host>()?;

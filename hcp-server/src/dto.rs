@@ -271,6 +271,12 @@ pub struct CreateVmRequest {
     #[serde(default)]
     #[oai(validator(max_length = 65536))]
     pub user_data: Option<String>,
+    /// The id of a server group of the project (`sg-…`) the VM joins: placement keeps the
+    /// group's policy, and a hard policy that cannot be met is refused with `409
+    /// SERVER_GROUP_POLICY` before any job exists.
+    #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9-]+$"))]
+    pub server_group: Option<String>,
 }
 
 impl StrictDto for CreateVmRequest {
@@ -294,6 +300,7 @@ impl From<CreateVmRequest> for VmSpec {
             zone: r.zone,
             tags: r.tags,
             user_data: r.user_data,
+            server_group: r.server_group.map(hcp_core::ServerGroupId::new),
         }
     }
 }
@@ -525,6 +532,10 @@ pub struct VmSpecDto {
     pub zone: Option<String>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// The server group the VM was created into.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_group: Option<String>,
 }
 
 impl From<&VmSpec> for VmSpecDto {
@@ -545,6 +556,7 @@ impl From<&VmSpec> for VmSpecDto {
                 .collect(),
             zone: s.zone.clone(),
             tags: s.tags.clone(),
+            server_group: s.server_group.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -666,6 +678,8 @@ struct VmSpecRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     zone: Option<&'a str>,
     tags: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_group: Option<&'a str>,
 }
 
 impl<'a> VmSpecRef<'a> {
@@ -680,6 +694,7 @@ impl<'a> VmSpecRef<'a> {
             networks: &s.networks,
             zone: s.zone.as_deref(),
             tags: &s.tags,
+            server_group: s.server_group.as_ref().map(hcp_core::ServerGroupId::as_str),
         }
     }
 }
@@ -2100,6 +2115,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             user_data: Some("#cloud-config\n".into()),
+            server_group: None,
         };
         full.desired = DesiredState::Error;
         full.desired_power = PowerState::Running;

@@ -60,7 +60,9 @@ pub struct Problem {
     /// `IDEMPOTENCY_KEY_REUSED`, `IDEMPOTENCY_KEY_IN_PROGRESS`, `QUOTA_EXCEEDED`,
     /// `PROVIDER_UNAVAILABLE`, `PAYLOAD_TOO_LARGE`, `UNAUTHENTICATED`, `INVALID_TOKEN`,
     /// `FORBIDDEN`, `CSRF_FAILED`, `CONSOLE_TOKEN_NOT_FOUND`, `CONSOLE_TOKEN_USED`,
-    /// `CONSOLE_TOKEN_EXPIRED`, `CONSOLE_TOKEN_FOREIGN`, ...).
+    /// `CONSOLE_TOKEN_EXPIRED`, `CONSOLE_TOKEN_FOREIGN`, `SERVER_GROUP_POLICY` (409: a hard
+    /// server-group policy rules the create out), `SERVER_GROUP_NOT_EMPTY` (409: a group with
+    /// VMs is deleted), ...).
     pub code: String,
     /// The error kind (`invalid_spec`, `not_found`, ...), as in `hcp_core::ErrorKind`.
     pub kind: String,
@@ -132,6 +134,8 @@ fn title_of(kind: ErrorKind, code: &str) -> &'static str {
         CODE_CONSOLE_TOKEN_FOREIGN => return "Console token issued to another caller",
         CODE_RATE_LIMITED => return "Too many requests",
         hcp_core::CODE_CAPACITY_EXHAUSTED => return "Capacity exhausted",
+        hcp_core::CODE_SERVER_GROUP_POLICY => return "Server group policy cannot be met",
+        hcp_core::CODE_SERVER_GROUP_NOT_EMPTY => return "Server group not empty",
         _ => {}
     }
     match kind {

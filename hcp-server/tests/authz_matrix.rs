@@ -268,6 +268,32 @@ const MATRIX: &[Row] = &[
         Shared,
         [401, 409, 404, 404, 403, 409],
     ),
+    // Server groups. The create makes a group of its own; the shared group has a member, so a
+    // member's delete gets past the checks to learn it is not empty (409).
+    row(
+        "get",
+        "/api/hcp/tenant/v1/projects/{projectId}/server-groups",
+        Shared,
+        TENANT_READ,
+    ),
+    row(
+        "post",
+        "/api/hcp/tenant/v1/projects/{projectId}/server-groups",
+        Shared,
+        [401, 201, 404, 404, 403, 201],
+    ),
+    row(
+        "get",
+        "/api/hcp/tenant/v1/projects/{projectId}/server-groups/{groupId}",
+        Shared,
+        TENANT_READ,
+    ),
+    row(
+        "delete",
+        "/api/hcp/tenant/v1/projects/{projectId}/server-groups/{groupId}",
+        Shared,
+        [401, 409, 404, 404, 403, 409],
+    ),
     // Ops API.
     row("get", "/api/hcp/ops/v1/providers", Shared, OPS),
     row("get", "/api/hcp/ops/v1/hosts", Shared, OPS),
@@ -368,6 +394,8 @@ struct Fixture {
     /// Project A's VM and its create job, read by every caller.
     vm: String,
     job: String,
+    /// Project A's server group, with one member VM (made by the matrix test only).
+    group: String,
 }
 
 impl Fixture {
@@ -394,6 +422,7 @@ impl Fixture {
             tokens,
             vm: String::new(),
             job: String::new(),
+            group: String::new(),
         };
         let (vm, job) = f.vms(&["shared"]).await.remove(0);
         f.vm = vm;
@@ -405,6 +434,39 @@ impl Fixture {
         let b: Value = resp.json().await.unwrap();
         f.wait(b["job_id"].as_str().unwrap()).await;
         f
+    }
+
+    /// Creates a soft anti-affinity server group of project A with one VM in it (as tenant A);
+    /// returns the group's id.
+    async fn grouped_vm(&self) -> String {
+        let alice = self.token(Who::TenantA).unwrap();
+        let resp = self
+            .s
+            .server
+            .http
+            .post(self.s.at(&format!("{T}/projects/{A}/server-groups")))
+            .bearer_auth(alice)
+            .json(&json!({"name": "matrix", "policy": "anti-affinity", "strength": "soft"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let g: Value = resp.json().await.unwrap();
+        let group = g["id"].as_str().unwrap().to_string();
+        let resp = self
+            .s
+            .server
+            .http
+            .post(self.s.at(&format!("{T}/projects/{A}/vms")))
+            .bearer_auth(alice)
+            .json(&json!({"name": "grouped", "image": "ubuntu-24.04", "flavor": "small", "server_group": group}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let b: Value = resp.json().await.unwrap();
+        self.wait(b["job_id"].as_str().unwrap()).await;
+        group
     }
 
     fn token(&self, who: Who) -> Option<&str> {
@@ -465,6 +527,7 @@ async fn call(f: &Fixture, row: &Row, who: Who, vm: &str, n: usize) -> Call {
         .replace("{vmId}", vm)
         .replace("{jobId}", &f.job)
         .replace("{snapshotId}", "snap-0")
+        .replace("{groupId}", &f.group)
         .replace("{zone}", "zone-a");
     assert!(
         !path.contains('{'),
@@ -489,6 +552,9 @@ async fn call(f: &Fixture, row: &Row, who: Who, vm: &str, n: usize) -> Call {
         }
         (p, _) if row.method == "post" && p.ends_with("/snapshots") => {
             Some(json!({"name": "matrix"}))
+        }
+        (p, _) if row.method == "post" && p.ends_with("/server-groups") => {
+            Some(json!({"name": name, "policy": "anti-affinity"}))
         }
         _ => None,
     };
@@ -536,7 +602,8 @@ async fn call(f: &Fixture, row: &Row, who: Who, vm: &str, n: usize) -> Call {
 
 #[tokio::test]
 async fn every_route_answers_every_kind_of_caller_as_classified() {
-    let f = Fixture::start().await;
+    let mut f = Fixture::start().await;
+    f.group = f.grouped_vm().await;
     let doc: Value =
         f.s.get("/openapi.json", f.token(Who::Operator).unwrap())
             .await

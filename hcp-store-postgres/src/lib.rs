@@ -47,10 +47,11 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use hcp_core::store::{
     IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, SortValue, Store,
     Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmSortKey, VmWrite,
+    group_name_taken, group_not_empty, group_not_found,
 };
 use hcp_core::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
-    LogEntry, ProjectId, Quota, Result, Vm, VmId,
+    LogEntry, ProjectId, Quota, Result, ServerGroup, ServerGroupId, Vm, VmId,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -64,6 +65,7 @@ use tokio_postgres::{NoTls, Row};
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_vm_list_columns.sql")),
+    (4, include_str!("migrations/0004_server_groups.sql")),
     (
         5,
         include_str!("migrations/0005_event_retention_outbox.sql"),
@@ -585,6 +587,82 @@ impl PostgresStore {
         Ok(vm)
     }
 
+    /// Reads a group row (`generation, doc`) without its members.
+    fn group_of(&self, row: &Row) -> Result<ServerGroup> {
+        let mut g: ServerGroup = self.doc(row, 1)?;
+        g.generation = from_db(self.col::<i64>(row, 0)?)?;
+        g.members = Vec::new();
+        Ok(g)
+    }
+
+    /// Returns the members of group `id` with the `(provider, target)` each is bound to, by id.
+    async fn group_members(
+        &self,
+        c: &impl GenericClient,
+        id: &ServerGroupId,
+    ) -> Result<Vec<(VmId, (String, String))>> {
+        let st = c
+            .prepare_cached(
+                "SELECT id, coalesce(doc->'binding'->>'provider', ''), coalesce(doc->'binding'->>'host', '')
+                 FROM vms WHERE doc->'spec'->>'server_group' = $1 ORDER BY id",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = c
+            .query(&st, &[&id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    VmId::new(self.col::<String>(r, 0)?),
+                    (self.col(r, 1)?, self.col(r, 2)?),
+                ))
+            })
+            .collect()
+    }
+
+    /// Fills a group's members.
+    async fn with_members(
+        &self,
+        c: &impl GenericClient,
+        mut g: ServerGroup,
+    ) -> Result<ServerGroup> {
+        g.members = self
+            .group_members(c, &g.id)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        Ok(g)
+    }
+
+    /// Locks the group a new VM joins and checks that the VM keeps its policy, inside `tx`.
+    async fn check_group(&self, tx: &impl GenericClient, vm: &Vm) -> Result<()> {
+        let Some(id) = &vm.spec.server_group else {
+            return Ok(());
+        };
+        let st = tx
+            .prepare_cached(
+                "SELECT generation, doc FROM server_groups WHERE id = $1 AND project = $2 FOR UPDATE",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = tx
+            .query_opt(&st, &[&id.as_str(), &vm.project.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?
+            .ok_or_else(|| group_not_found(id))?;
+        let group = self.group_of(&row)?;
+        let members: Vec<(String, String)> = self
+            .group_members(tx, id)
+            .await?
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        group.admits(&members, (&vm.binding.provider, &vm.binding.host))
+    }
+
     async fn insert_job(&self, tx: &impl GenericClient, mut job: Job) -> Result<Job> {
         job.generation = 1;
         let st = tx
@@ -785,6 +863,9 @@ impl Store for PostgresStore {
             return Ok(done);
         }
         let quota = submission.quota.as_ref();
+        if let VmWrite::Insert(vm) = &submission.vm {
+            self.check_group(&tx, vm).await?;
+        }
         let vm = match submission.vm {
             VmWrite::Insert(vm) => self.insert_vm(&tx, vm, quota).await?,
             VmWrite::Update { vm, expected } => self.replace_vm(&tx, vm, expected, quota).await?,
@@ -1372,6 +1453,144 @@ impl Store for PostgresStore {
             .map_err(|e| self.db_err(e))?;
         c.execute(&st, &[&seqs]).await.map_err(|e| self.db_err(e))?;
         Ok(())
+    }
+
+    async fn create_server_group(&self, group: ServerGroup) -> Result<ServerGroup> {
+        let c = self.client().await?;
+        let group = ServerGroup {
+            generation: 1,
+            members: Vec::new(),
+            ..group
+        };
+        let st = c
+            .prepare_cached(
+                "INSERT INTO server_groups (id, project, name, generation, doc)
+                 VALUES ($1, $2, $3, 1, $4) ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let n = c
+            .execute(
+                &st,
+                &[
+                    &group.id.as_str(),
+                    &group.project.as_str(),
+                    &group.name.as_str(),
+                    &to_doc(&group)?,
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        if n == 0 {
+            let st = c
+                .prepare_cached("SELECT 1 FROM server_groups WHERE project = $1 AND name = $2")
+                .await
+                .map_err(|e| self.db_err(e))?;
+            let taken = c
+                .query_opt(&st, &[&group.project.as_str(), &group.name.as_str()])
+                .await
+                .map_err(|e| self.db_err(e))?
+                .is_some();
+            return Err(if taken {
+                group_name_taken(&group.project, &group.name)
+            } else {
+                Error::new(
+                    ErrorKind::Conflict,
+                    format!("server group `{}` already exists", group.id),
+                )
+            });
+        }
+        Ok(group)
+    }
+
+    async fn get_server_group(
+        &self,
+        scope: &Scope,
+        id: &ServerGroupId,
+    ) -> Result<Option<ServerGroup>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT generation, doc FROM server_groups
+                 WHERE id = $1 AND ($2::text[] IS NULL OR project = ANY($2))",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = c
+            .query_opt(&st, &[&id.as_str(), &scope_project(scope)])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        match row {
+            Some(r) => {
+                let g = self.group_of(&r)?;
+                Ok(Some(self.with_members(&c, g).await?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn list_server_groups(
+        &self,
+        scope: &Scope,
+        page: &PageRequest,
+    ) -> Result<Page<ServerGroup>> {
+        let c = self.client().await?;
+        let limit = limit_of(page);
+        let st = c
+            .prepare_cached(
+                "SELECT generation, doc FROM server_groups
+                 WHERE ($1::text[] IS NULL OR project = ANY($1)) AND ($2::text IS NULL OR id > $2)
+                 ORDER BY id LIMIT $3",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = c
+            .query(
+                &st,
+                &[&scope_project(scope), &page.cursor.as_deref(), &(limit + 1)],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in rows.iter().take(page.clamped_limit()) {
+            let g = self.group_of(r)?;
+            items.push(self.with_members(&c, g).await?);
+        }
+        let next = (rows.len() > items.len())
+            .then(|| items.last().map(|g| g.id.to_string()))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    async fn delete_server_group(&self, scope: &Scope, id: &ServerGroupId) -> Result<ServerGroup> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        let st = tx
+            .prepare_cached(
+                "SELECT generation, doc FROM server_groups
+                 WHERE id = $1 AND ($2::text[] IS NULL OR project = ANY($2)) FOR UPDATE",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = tx
+            .query_opt(&st, &[&id.as_str(), &scope_project(scope)])
+            .await
+            .map_err(|e| self.db_err(e))?
+            .ok_or_else(|| Error::not_found("server group", id))?;
+        let group = self.group_of(&row)?;
+        let group = self.with_members(&tx, group).await?;
+        if !group.members.is_empty() {
+            return Err(group_not_empty(&group, group.members.len()));
+        }
+        let st = tx
+            .prepare_cached("DELETE FROM server_groups WHERE id = $1")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(&st, &[&id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(group)
     }
 }
 

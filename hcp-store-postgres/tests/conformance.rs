@@ -80,6 +80,11 @@ hcp_core::store_conformance_tests!(fresh);
 // The audit stream section: retention by time and the outbox.
 hcp_core::store_event_conformance_tests!(fresh);
 
+mod server_groups {
+    use super::fresh;
+    hcp_core::store_group_conformance_tests!(fresh);
+}
+
 async fn raw() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
         .await

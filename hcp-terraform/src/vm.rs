@@ -170,6 +170,7 @@ impl VmState {
                 .filter_map(|(k, v)| v.as_option().map(|v| (k, v)))
                 .collect(),
             user_data: known(&self.user_data),
+            server_group: None,
         })
     }
 

@@ -6,6 +6,7 @@ mod catalog;
 mod host;
 mod job;
 mod serve;
+mod server_group;
 mod snapshot;
 mod vm;
 
@@ -82,6 +83,10 @@ pub enum ClientCommand {
     Catalog(catalog::CatalogArgs),
     /// Show what can be asked for in a zone (cloud-init, snapshots, consoles, limits).
     Capabilities(capabilities::CapabilitiesArgs),
+    /// Create, list, show and delete server groups: sets of VMs placed apart (anti-affinity)
+    /// or together (affinity).
+    #[command(subcommand)]
+    ServerGroup(server_group::ServerGroupCommand),
 }
 
 impl ClientCommand {
@@ -91,6 +96,7 @@ impl ClientCommand {
         match self {
             ClientCommand::Vm(c) => c.mutates(),
             ClientCommand::Job(c) => c.mutates(),
+            ClientCommand::ServerGroup(c) => c.mutates(),
             ClientCommand::Host(_) | ClientCommand::Catalog(_) | ClientCommand::Capabilities(_) => {
                 false
             }
@@ -108,6 +114,7 @@ impl ClientCommand {
             ClientCommand::Host(c) => c.run(session).await,
             ClientCommand::Catalog(c) => c.run(session).await,
             ClientCommand::Capabilities(c) => c.run(session).await,
+            ClientCommand::ServerGroup(c) => c.run(session).await,
         }
     }
 }

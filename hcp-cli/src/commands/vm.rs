@@ -162,6 +162,11 @@ pub struct CreateArgs {
     /// A tag; repeat for several.
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
+    /// The server group (`sg-…`, see `hcp server-group list`) the VM joins; placement keeps
+    /// its policy, and a hard one that cannot be met is refused before any job
+    /// (SERVER_GROUP_POLICY).
+    #[arg(long, value_name = "GROUP_ID")]
+    server_group: Option<String>,
     #[command(flatten)]
     submit: SubmitArgs,
 }
@@ -665,6 +670,7 @@ impl CreateArgs {
             zone: self.zone.clone(),
             tags,
             user_data,
+            server_group: self.server_group.clone().map(hcp_core::ServerGroupId::new),
         })
     }
 }

@@ -242,6 +242,29 @@ pub(crate) struct Placement {
     pub(crate) zone: String,
 }
 
+/// The server group a new VM joins, with the `(provider, target)` each member is bound to.
+pub(crate) struct GroupPlacement {
+    pub(crate) group: crate::ServerGroup,
+    pub(crate) members: Vec<(String, String)>,
+}
+
+impl GroupPlacement {
+    /// Counts the members on `target`.
+    fn on(&self, target: &(String, String)) -> usize {
+        self.members.iter().filter(|m| *m == target).count()
+    }
+
+    /// Ranks a target by the group's preference: higher is better (more members for affinity,
+    /// fewer for anti-affinity).
+    fn preference(&self, target: &(String, String)) -> i64 {
+        let n = i64::try_from(self.on(target)).unwrap_or(i64::MAX);
+        match self.group.policy {
+            crate::GroupPolicy::Affinity => n,
+            crate::GroupPolicy::AntiAffinity => -n,
+        }
+    }
+}
+
 /// A provider with its health.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderStatus {
@@ -451,12 +474,22 @@ impl Engine {
     /// clusters) that offer the needed capabilities and have room, preferring the one with the
     /// most free memory. A cluster has room when its aggregate does and one member host alone
     /// does: the provider then picks the host inside it.
+    ///
+    /// With a server `group`, a hard policy keeps only the targets it admits (never a second
+    /// member on one target for anti-affinity, only the members' target for affinity) and a
+    /// soft one ranks the targets it prefers first.
+    ///
+    /// # Errors
+    /// Besides the refusals of the spec and of capacity, [`ErrorKind::Conflict`] with code
+    /// [`crate::CODE_SERVER_GROUP_POLICY`] when targets have room but none keeps the group's
+    /// hard policy.
     pub(crate) fn place(
         &self,
         spec: &VmSpec,
         r: Resources,
         pinned: Option<&str>,
         op: Operation,
+        group: Option<&GroupPlacement>,
     ) -> Result<Placement> {
         let mut flags = Vec::new();
         if spec.user_data.is_some() {
@@ -562,17 +595,39 @@ impl Engine {
                 ),
             ));
         }
-        let best = reachable
-            .iter()
-            .filter(|(_, h)| h.has_room(&r))
-            .max_by(|(ka, a), (kb, b)| {
-                a.capacity
-                    .free()
-                    .1
-                    .cmp(&b.capacity.free().1)
-                    .then(b.vms().len().cmp(&a.vms().len()))
-                    .then(kb.1.cmp(&ka.1))
-            });
+        let with_room: Vec<_> = reachable.iter().filter(|(_, h)| h.has_room(&r)).collect();
+        let admitted: Vec<_> = match group {
+            Some(g) if g.group.is_hard() => with_room
+                .iter()
+                .copied()
+                .filter(|(k, _)| g.group.admits(&g.members, (&k.0, &k.1)).is_ok())
+                .collect(),
+            _ => with_room.clone(),
+        };
+        if let Some(g) = group
+            && admitted.is_empty()
+            && !with_room.is_empty()
+        {
+            let why = match g.group.policy {
+                crate::GroupPolicy::AntiAffinity => format!(
+                    "every host in {where_} with room already runs one of its {} member(s)",
+                    g.members.len()
+                ),
+                crate::GroupPolicy::Affinity => format!(
+                    "the host its members run on is not in {where_}, not reachable or has no room for {} vCPUs and {} MiB",
+                    r.vcpus, r.memory_mib
+                ),
+            };
+            return Err(g.group.policy_refusal(&why));
+        }
+        let best = admitted.into_iter().max_by(|(ka, a), (kb, b)| {
+            let pref = |k: &(String, String)| group.map_or(0, |g| g.preference(k));
+            pref(ka)
+                .cmp(&pref(kb))
+                .then(a.capacity.free().1.cmp(&b.capacity.free().1))
+                .then(b.vms().len().cmp(&a.vms().len()))
+                .then(kb.1.cmp(&ka.1))
+        });
         match best {
             Some(((provider, host), h)) => Ok(Placement {
                 provider: provider.clone(),
@@ -825,6 +880,7 @@ impl Engine {
                     },
                     zone: Some(zone.clone()),
                     tags: a.native.tags.clone(),
+                    server_group: a.mark.server_group.clone(),
                     ..Default::default()
                 },
                 resources: a.native.resources,

@@ -5,6 +5,7 @@
 mod adopt;
 mod capacity;
 mod day2;
+mod groups;
 mod inventory;
 mod migrate;
 mod plan;
@@ -29,6 +30,7 @@ pub use day2::{
     CODE_RESIZE_NOT_ALLOWED, CODE_VM_STATE_CONFLICT, ResizeRequest, Snapshot, SnapshotSubmitted,
     snapshot_id,
 };
+pub use groups::{MAX_SERVER_GROUP_MEMBERS, NewServerGroup};
 pub use inventory::{InventoryVm, ProviderCapabilities, ProviderStatus, RefreshReport};
 pub use migrate::MigrateRequest;
 pub use plan::{ChangeImpact, FieldPlan, plan_resize};
@@ -374,6 +376,7 @@ impl EngineBuilder {
             ready: AtomicBool::new(false),
             last_drift: Mutex::new(HashSet::new()),
             refresh_lock: tokio::sync::Mutex::new(()),
+            group_locks: groups::GroupLocks::default(),
             pending: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
@@ -424,6 +427,8 @@ pub(crate) struct Inner {
     pub(crate) ready: AtomicBool,
     pub(crate) last_drift: Mutex<HashSet<Drift>>,
     pub(crate) refresh_lock: tokio::sync::Mutex<()>,
+    /// One lock per server group: creates into a group and its deletion run one at a time.
+    pub(crate) group_locks: groups::GroupLocks,
     pub(crate) pending: AtomicUsize,
     pub(crate) running: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
@@ -843,6 +848,8 @@ impl Engine {
         let now = Utc::now();
         let job_id = JobId::generate();
         let mut reservation = None;
+        // Held until the submission is written, so creates into one group are placed in turn.
+        let mut _group_guard = None;
         let (vm_write, job_action, vm_id, provider, host) = match action {
             Action::Create { spec, host } => {
                 let resources = inner.catalog.resolve(&spec)?;
@@ -869,7 +876,15 @@ impl Engine {
                     let own = crate::store::Usage::of_resources(resources);
                     own.check(&ctx.project, &q, &own)?;
                 }
-                let placement = self.place(&spec, resources, host.as_deref(), op)?;
+                let group = match &spec.server_group {
+                    Some(id) => {
+                        _group_guard = Some(inner.group_locks.lock(id).await);
+                        Some(groups::placement_of(inner, &ctx.scope(), id).await?)
+                    }
+                    None => None,
+                };
+                let placement =
+                    self.place(&spec, resources, host.as_deref(), op, group.as_ref())?;
                 let vm_id = VmId::generate();
                 let vm = Vm {
                     id: vm_id.clone(),

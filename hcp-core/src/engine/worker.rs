@@ -270,6 +270,7 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 zone: Some(vm.zone.clone()),
                 created_at: Some(vm.created_at),
                 user_data: vm.spec.user_data.is_some(),
+                server_group: vm.spec.server_group.clone(),
             };
             let args = CreateVm::new(mark, host, &vm.spec.name, &vm.spec.image, vm.resources)
                 .with_networks(networks)
@@ -474,6 +475,7 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 zone: Some(vm.zone.clone()),
                 created_at: Some(vm.created_at),
                 user_data: false,
+                server_group: None,
             };
             inner
                 .call(

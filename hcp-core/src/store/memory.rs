@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store, Submission,
-    SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmWrite,
+    SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmWrite, group_name_taken, group_not_empty,
+    group_not_found,
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
-    LogEntry, ProjectId, Result, Vm, VmId,
+    LogEntry, ProjectId, Result, ServerGroup, ServerGroupId, Vm, VmId,
 };
 
 /// Keeps everything in memory; the default store.
@@ -42,6 +43,9 @@ struct State {
     next_event_seq: u64,
     max_events: usize,
     max_log_lines: usize,
+    groups: BTreeMap<ServerGroupId, ServerGroup>,
+    group_names: HashMap<(ProjectId, String), ServerGroupId>,
+    group_members: HashMap<ServerGroupId, BTreeSet<VmId>>,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +63,9 @@ pub struct StoreSnapshot {
     pub jobs: Vec<(Job, Vec<JobLogLine>)>,
     /// Idempotency records.
     pub idempotency: Vec<IdempotencyRecord>,
+    /// Server groups (without members: those come from the VMs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<ServerGroup>,
 }
 
 impl Default for MemoryStore {
@@ -97,6 +104,14 @@ impl MemoryStore {
                 .map(|e| (e.job.clone(), e.logs.iter().cloned().collect()))
                 .collect(),
             idempotency: s.idempotency.values().cloned().collect(),
+            groups: s
+                .groups
+                .values()
+                .map(|g| ServerGroup {
+                    members: Vec::new(),
+                    ..g.clone()
+                })
+                .collect(),
         }
     }
 
@@ -123,6 +138,20 @@ impl MemoryStore {
         }
         for rec in snapshot.idempotency {
             s.idempotency.entry(rec.scope.clone()).or_insert(rec);
+        }
+        for g in snapshot.groups {
+            let name_key = (g.project.clone(), g.name.clone());
+            if s.groups.contains_key(&g.id) || s.group_names.contains_key(&name_key) {
+                continue;
+            }
+            s.group_names.insert(name_key, g.id.clone());
+            s.groups.insert(
+                g.id.clone(),
+                ServerGroup {
+                    members: Vec::new(),
+                    ..g
+                },
+            );
         }
     }
 }
@@ -157,6 +186,12 @@ impl State {
             .with_field("name"));
         }
         vm.generation = 1;
+        if let Some(g) = &vm.spec.server_group {
+            self.group_members
+                .entry(g.clone())
+                .or_default()
+                .insert(vm.id.clone());
+        }
         self.apply_usage(&vm.project, Usage::default(), Usage::of(&vm));
         self.vm_names.insert(name_key, vm.id.clone());
         self.project_vms
@@ -181,10 +216,56 @@ impl State {
             return Err(Error::internal("a VM's project and name never change"));
         }
         let before = Usage::of(cur);
+        let old_group = cur.spec.server_group.clone();
+        if old_group != vm.spec.server_group {
+            if let Some(g) = old_group
+                && let Some(set) = self.group_members.get_mut(&g)
+            {
+                set.remove(&vm.id);
+            }
+            if let Some(g) = &vm.spec.server_group {
+                self.group_members
+                    .entry(g.clone())
+                    .or_default()
+                    .insert(vm.id.clone());
+            }
+        }
         vm.generation = expected + 1;
         self.apply_usage(&vm.project, before, Usage::of(&vm));
         self.vms.insert(vm.id.clone(), vm.clone());
         Ok(vm)
+    }
+
+    /// Returns a group with its members filled in.
+    fn group_view(&self, g: &ServerGroup) -> ServerGroup {
+        let mut g = g.clone();
+        g.members = self
+            .group_members
+            .get(&g.id)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default();
+        g
+    }
+
+    /// Checks that inserting `vm` keeps its server group's policy (see [`Store::submit`]).
+    fn check_group(&self, vm: &Vm) -> Result<()> {
+        let Some(id) = &vm.spec.server_group else {
+            return Ok(());
+        };
+        let group = self
+            .groups
+            .get(id)
+            .filter(|g| g.project == vm.project)
+            .ok_or_else(|| group_not_found(id))?;
+        let members: Vec<(String, String)> = self
+            .group_members
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| self.vms.get(m))
+            .map(|m| (m.binding.provider.clone(), m.binding.host.clone()))
+            .collect();
+        group.admits(&members, (&vm.binding.provider, &vm.binding.host))
     }
 
     fn apply_usage(&mut self, project: &ProjectId, before: Usage, after: Usage) {
@@ -307,6 +388,9 @@ impl Store for MemoryStore {
             ),
         };
         s.check_quota(project, submission.quota.as_ref(), before, after)?;
+        if let VmWrite::Insert(vm) = &submission.vm {
+            s.check_group(vm)?;
+        }
         let vm = match submission.vm {
             VmWrite::Insert(vm) => s.insert_vm(vm)?,
             VmWrite::Update { vm, expected } => s.replace_vm(vm, expected)?,
@@ -432,6 +516,11 @@ impl Store for MemoryStore {
         let mut s = self.lock();
         let vm = s.check_vm(id, expected)?.clone();
         s.vms.remove(id);
+        if let Some(g) = &vm.spec.server_group
+            && let Some(set) = s.group_members.get_mut(g)
+        {
+            set.remove(id);
+        }
         s.apply_usage(&vm.project, Usage::of(&vm), Usage::default());
         s.vm_names
             .remove(&(vm.project.clone(), vm.spec.name.clone()));
@@ -638,5 +727,78 @@ impl Store for MemoryStore {
             s.outbox.remove(seq);
         }
         Ok(())
+    }
+
+    async fn create_server_group(&self, group: ServerGroup) -> Result<ServerGroup> {
+        let mut s = self.lock();
+        if s.groups.contains_key(&group.id) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("server group `{}` already exists", group.id),
+            ));
+        }
+        let name_key = (group.project.clone(), group.name.clone());
+        if s.group_names.contains_key(&name_key) {
+            return Err(group_name_taken(&group.project, &group.name));
+        }
+        let group = ServerGroup {
+            generation: 1,
+            members: Vec::new(),
+            ..group
+        };
+        s.group_names.insert(name_key, group.id.clone());
+        s.groups.insert(group.id.clone(), group.clone());
+        Ok(s.group_view(&group))
+    }
+
+    async fn get_server_group(
+        &self,
+        scope: &Scope,
+        id: &ServerGroupId,
+    ) -> Result<Option<ServerGroup>> {
+        let s = self.lock();
+        Ok(s.groups
+            .get(id)
+            .filter(|g| scope.allows(&g.project))
+            .map(|g| s.group_view(g)))
+    }
+
+    async fn list_server_groups(
+        &self,
+        scope: &Scope,
+        page: &PageRequest,
+    ) -> Result<Page<ServerGroup>> {
+        let s = self.lock();
+        let lower = match &page.cursor {
+            Some(c) => Bound::Excluded(ServerGroupId::new(c.clone())),
+            None => Bound::Unbounded,
+        };
+        let keys: Vec<ServerGroupId> = s
+            .groups
+            .range((lower, Bound::Unbounded))
+            .filter(|(_, g)| scope.allows(&g.project))
+            .map(|(k, _)| k.clone())
+            .collect();
+        Ok(page_of(keys.into_iter(), page.clamped_limit(), |k| {
+            s.groups.get(k).map(|g| s.group_view(g))
+        }))
+    }
+
+    async fn delete_server_group(&self, scope: &Scope, id: &ServerGroupId) -> Result<ServerGroup> {
+        let mut s = self.lock();
+        let group = s
+            .groups
+            .get(id)
+            .filter(|g| scope.allows(&g.project))
+            .map(|g| s.group_view(g))
+            .ok_or_else(|| Error::not_found("server group", id))?;
+        if !group.members.is_empty() {
+            return Err(group_not_empty(&group, group.members.len()));
+        }
+        s.groups.remove(id);
+        s.group_names
+            .remove(&(group.project.clone(), group.name.clone()));
+        s.group_members.remove(id);
+        Ok(group)
     }
 }

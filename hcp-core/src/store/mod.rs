@@ -23,7 +23,7 @@ pub use query::{
 
 use crate::{
     DesiredState, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry,
-    Operation, ProjectId, Quota, Resources, Result, Vm, VmId,
+    Operation, ProjectId, Quota, Resources, Result, ServerGroup, ServerGroupId, Vm, VmId,
 };
 
 /// Which objects a lookup may see: one project's (tenants) or all (operators, HCP itself).
@@ -452,6 +452,44 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// records created before `keys_before`. Unfinished jobs and VMs are never dropped.
     async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()>;
 
+    /// Stores a new server group (generation 1, no members).
+    ///
+    /// # Behavior
+    /// A group's members are the stored VMs whose `spec.server_group` names it; every read of a
+    /// group fills [`ServerGroup::members`] from them (ordered by id), and a VM leaves its group
+    /// when its record is removed. [`Store::submit`] of a VM insert that names a group checks,
+    /// in its transaction and serialised with every other write to the group, that the group
+    /// exists in the VM's project and, for a hard policy, that the VM's binding keeps it
+    /// ([`ServerGroup::admits`] over the members' `(provider, host)`), so concurrent creates
+    /// into one group never break a hard policy, even from several processes.
+    ///
+    /// # Errors
+    /// `Conflict` naming the field `name` when the project has a group of that name, or when
+    /// the id exists.
+    async fn create_server_group(&self, group: ServerGroup) -> Result<ServerGroup>;
+
+    /// Returns a server group visible in `scope`, with its members.
+    async fn get_server_group(
+        &self,
+        scope: &Scope,
+        id: &ServerGroupId,
+    ) -> Result<Option<ServerGroup>>;
+
+    /// Lists server groups visible in `scope`, ordered by id, paged like [`Store::list_vms`].
+    async fn list_server_groups(
+        &self,
+        scope: &Scope,
+        page: &PageRequest,
+    ) -> Result<Page<ServerGroup>>;
+
+    /// Removes a server group visible in `scope` that has no members, and returns it.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when it does not exist or is outside `scope`;
+    /// `Conflict` with code [`crate::CODE_SERVER_GROUP_NOT_EMPTY`] when a VM is still in it
+    /// (checked in one transaction with the removal, so no create can slip in between).
+    async fn delete_server_group(&self, scope: &Scope, id: &ServerGroupId) -> Result<ServerGroup>;
+
     // --- The audit stream: retention by time window and the publishing outbox (issue 12). ---
 
     /// Drops the events that happened (their [`Event::at`]) before `before`, with their outbox
@@ -483,6 +521,32 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Numbers not in the outbox (already marked, purged, or never appended) are ignored, so
     /// marking is idempotent and two publishers marking the same events do not fail.
     async fn mark_published(&self, seqs: &[u64]) -> Result<()>;
+}
+
+/// Returns the refusal of deleting `group` while it has `members` VMs.
+pub fn group_not_empty(group: &ServerGroup, members: usize) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!(
+            "server group `{}` still has {members} member VM(s); delete them first",
+            group.name
+        ),
+    )
+    .with_code(crate::CODE_SERVER_GROUP_NOT_EMPTY)
+}
+
+/// Returns the refusal of a VM that names a server group its project does not have.
+pub fn group_not_found(id: &ServerGroupId) -> Error {
+    Error::not_found("server group", id).with_field("server_group")
+}
+
+/// Returns the refusal of a second group named `name` in `project`.
+pub fn group_name_taken(project: &ProjectId, name: &str) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!("a server group named `{name}` already exists in project `{project}`"),
+    )
+    .with_field("name")
 }
 
 #[cfg(test)]

@@ -24,6 +24,10 @@ use crate::{
     Job, JobAction, JobId, JobState, LogEntry, LogLevel, Operation, PowerState, Principal,
     ProjectId, ProviderBinding, Quota, Resources, Result, Vm, VmId, VmSpec,
 };
+use crate::{
+    CODE_SERVER_GROUP_NOT_EMPTY, CODE_SERVER_GROUP_POLICY, GroupPolicy, GroupStrength, ServerGroup,
+    ServerGroupId,
+};
 
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
@@ -1735,5 +1739,394 @@ pub async fn event_outbox(store: Arc<dyn Store>) -> Result<()> {
         store.unpublished_events(1000).await?.is_empty(),
         "marking everything empties the outbox"
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server groups: their own checks, run by `store_group_conformance_tests!` (a store crate calls
+// it next to `store_conformance_tests!`).
+
+/// The names of the server-group checks, in the order [`run_all_groups`] runs them.
+pub const GROUP_CHECKS: [&str; 3] = [
+    "server_group_crud_and_scopes",
+    "server_group_members_follow_vms",
+    "server_group_hard_policy_in_submit",
+];
+
+/// Runs the server-group check named `name` (one of [`GROUP_CHECKS`]) on `store`.
+///
+/// # Errors
+/// The check's failure, or `Internal` for an unknown name.
+pub async fn run_group_check(name: &str, store: Arc<dyn Store>) -> Result<()> {
+    let r = match name {
+        "server_group_crud_and_scopes" => server_group_crud_and_scopes(store).await,
+        "server_group_members_follow_vms" => server_group_members_follow_vms(store).await,
+        "server_group_hard_policy_in_submit" => server_group_hard_policy_in_submit(store).await,
+        other => return Err(Error::internal(format!("no store check named `{other}`"))),
+    };
+    r.map_err(|e| e.with_context("check", name))
+}
+
+/// Runs every server-group check, each on a fresh store from `fresh`.
+///
+/// # Errors
+/// The first failed check, naming it.
+pub async fn run_all_groups<F, Fut>(fresh: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    for name in GROUP_CHECKS {
+        run_group_check(name, fresh().await).await?;
+    }
+    Ok(())
+}
+
+/// Writes one `#[tokio::test]` per server-group check (see [`GROUP_CHECKS`]); `$fresh` is as
+/// for [`store_conformance_tests!`](crate::store_conformance_tests).
+#[macro_export]
+macro_rules! store_group_conformance_tests {
+    ($fresh:path) => {
+        $crate::store_group_conformance_tests!(@each $fresh;
+            server_group_crud_and_scopes, server_group_members_follow_vms,
+            server_group_hard_policy_in_submit);
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let store = $fresh().await;
+                if let Err(e) = $crate::testkit::store::run_group_check(stringify!($name), store).await {
+                    panic!("{e:#}");
+                }
+            }
+        )*
+    };
+}
+
+fn group(project: &str, name: &str, policy: GroupPolicy, strength: GroupStrength) -> ServerGroup {
+    ServerGroup::new(ProjectId::new(project), name, policy, strength)
+}
+
+/// A create submission of a VM of `project` in `group`, bound to `host`.
+fn create_in(project: &str, name: &str, group: &ServerGroupId, host: &str) -> Submission {
+    let mut s = create(project, name);
+    if let VmWrite::Insert(v) = &mut s.vm {
+        v.spec.server_group = Some(group.clone());
+        v.binding.host = host.into();
+    }
+    s
+}
+
+/// Creates, reads, lists and deletes groups: names unique per project, generation 1, scopes
+/// isolate projects, paging is gapless.
+///
+/// # Errors
+/// When a group is visible outside its project, a duplicate name is accepted, or a deleted
+/// group is still found.
+pub async fn server_group_crud_and_scopes(store: Arc<dyn Store>) -> Result<()> {
+    let a = Scope::Project(ProjectId::new("alpha"));
+    let b = Scope::Project(ProjectId::new("beta"));
+    let web = store
+        .create_server_group(group(
+            "alpha",
+            "web",
+            GroupPolicy::AntiAffinity,
+            GroupStrength::Hard,
+        ))
+        .await?;
+    ensure!(web.generation == 1, "a new group has generation 1");
+    ensure!(web.members.is_empty(), "a new group has no members");
+    let dup = store
+        .create_server_group(group(
+            "alpha",
+            "web",
+            GroupPolicy::Affinity,
+            GroupStrength::Soft,
+        ))
+        .await;
+    ensure!(
+        matches!(&dup, Err(e) if e.kind() == ErrorKind::Conflict && e.field() == Some("name")),
+        "a second group named `web` in one project is a conflict naming `name`: {dup:?}"
+    );
+    let other = store
+        .create_server_group(group(
+            "beta",
+            "web",
+            GroupPolicy::Affinity,
+            GroupStrength::Soft,
+        ))
+        .await?;
+    let got = store.get_server_group(&a, &web.id).await?;
+    ensure!(
+        got.as_ref().is_some_and(|g| g.name == "web"
+            && g.policy == GroupPolicy::AntiAffinity
+            && g.strength == GroupStrength::Hard
+            && g.project.as_str() == "alpha"),
+        "alpha reads its group as written: {got:?}"
+    );
+    ensure!(
+        store.get_server_group(&b, &web.id).await?.is_none(),
+        "beta never sees alpha's group"
+    );
+    let del = store.delete_server_group(&b, &web.id).await;
+    ensure!(
+        matches!(&del, Err(e) if e.kind() == ErrorKind::NotFound),
+        "beta cannot delete alpha's group: {del:?}"
+    );
+    for i in 0..4 {
+        store
+            .create_server_group(group(
+                "alpha",
+                &format!("g-{i}"),
+                GroupPolicy::Affinity,
+                GroupStrength::Soft,
+            ))
+            .await?;
+    }
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let p = store.list_server_groups(&a, &page).await?;
+        ensure!(p.items.len() <= 2, "a page holds at most its limit");
+        seen.extend(p.items.into_iter().map(|g| g.id));
+        match p.next {
+            Some(c) => page.cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    ensure!(
+        seen.len() == 5 && seen == sorted,
+        "paging alpha's groups returns its 5 groups once each, by id: {seen:?}"
+    );
+    ensure!(
+        !seen.contains(&other.id),
+        "alpha's list never holds beta's group"
+    );
+    let all = store
+        .list_server_groups(&Scope::All, &PageRequest::all())
+        .await?;
+    ensure!(all.items.len() == 6, "the all scope lists every group");
+    let gone = store.delete_server_group(&a, &web.id).await?;
+    ensure!(gone.id == web.id, "delete returns the group");
+    ensure!(
+        store.get_server_group(&a, &web.id).await?.is_none(),
+        "a deleted group is gone"
+    );
+    store
+        .create_server_group(group(
+            "alpha",
+            "web",
+            GroupPolicy::Affinity,
+            GroupStrength::Soft,
+        ))
+        .await?;
+    Ok(())
+}
+
+/// VMs created into a group are its members until their records are removed; a group with
+/// members cannot be deleted; a VM cannot join another project's group or a missing one.
+///
+/// # Errors
+/// When membership does not follow VM writes or a non-empty group is deleted.
+pub async fn server_group_members_follow_vms(store: Arc<dyn Store>) -> Result<()> {
+    let a = Scope::Project(ProjectId::new("alpha"));
+    let g = store
+        .create_server_group(group(
+            "alpha",
+            "pool",
+            GroupPolicy::AntiAffinity,
+            GroupStrength::Soft,
+        ))
+        .await?;
+    let (v1, _) = accepted(
+        store
+            .submit(create_in("alpha", "m-1", &g.id, "host-1"))
+            .await?,
+    )?;
+    let (v2, _) = accepted(
+        store
+            .submit(create_in("alpha", "m-2", &g.id, "host-1"))
+            .await?,
+    )?;
+    let got = store.get_server_group(&a, &g.id).await?;
+    let mut want = vec![v1.id.clone(), v2.id.clone()];
+    want.sort();
+    ensure!(
+        got.as_ref().is_some_and(|x| x.members == want),
+        "the group's members are its VMs, by id: {got:?}"
+    );
+    let listed = store.list_server_groups(&a, &PageRequest::all()).await?;
+    ensure!(
+        listed.items.first().is_some_and(|x| x.members == want),
+        "a listed group carries its members"
+    );
+    let foreign = store
+        .submit(create_in("beta", "m-1", &g.id, "host-2"))
+        .await;
+    ensure!(
+        matches!(&foreign, Err(e) if e.kind() == ErrorKind::NotFound && e.field() == Some("server_group")),
+        "a VM of beta cannot join alpha's group: {foreign:?}"
+    );
+    let missing = store
+        .submit(create_in(
+            "alpha",
+            "m-3",
+            &ServerGroupId::new("sg-missing"),
+            "host-2",
+        ))
+        .await;
+    ensure!(
+        matches!(&missing, Err(e) if e.kind() == ErrorKind::NotFound && e.field() == Some("server_group")),
+        "a VM cannot join a missing group: {missing:?}"
+    );
+    ensure!(
+        store
+            .find_vm_by_name(&ProjectId::new("alpha"), "m-3")
+            .await?
+            .is_none(),
+        "a refused submission writes no VM"
+    );
+    let busy = store.delete_server_group(&a, &g.id).await;
+    ensure!(
+        matches!(&busy, Err(e) if e.kind() == ErrorKind::Conflict && e.code() == CODE_SERVER_GROUP_NOT_EMPTY),
+        "a group with members is not deleted: {busy:?}"
+    );
+    store.remove_vm(&v1.id, v1.generation).await?;
+    let got = store.get_server_group(&a, &g.id).await?;
+    ensure!(
+        got.as_ref()
+            .is_some_and(|x| x.members == vec![v2.id.clone()]),
+        "a removed VM leaves its group: {got:?}"
+    );
+    store.remove_vm(&v2.id, v2.generation).await?;
+    store.delete_server_group(&a, &g.id).await?;
+    Ok(())
+}
+
+/// A submission that would break a hard policy is refused with `SERVER_GROUP_POLICY` and writes
+/// nothing; of concurrent creates onto one host of a hard anti-affinity group exactly one is
+/// accepted; soft groups take any host.
+///
+/// # Errors
+/// When a hard policy is broken.
+pub async fn server_group_hard_policy_in_submit(store: Arc<dyn Store>) -> Result<()> {
+    let anti = store
+        .create_server_group(group(
+            "alpha",
+            "anti",
+            GroupPolicy::AntiAffinity,
+            GroupStrength::Hard,
+        ))
+        .await?;
+    accepted(
+        store
+            .submit(create_in("alpha", "a-1", &anti.id, "host-1"))
+            .await?,
+    )?;
+    let second = create_in("alpha", "a-2", &anti.id, "host-1");
+    let job_id = second.job.id.clone();
+    let r = store.submit(second).await;
+    ensure!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::Conflict && e.code() == CODE_SERVER_GROUP_POLICY),
+        "a second member on host-1 of a hard anti-affinity group is refused: {r:?}"
+    );
+    ensure!(
+        store.get_job(&Scope::All, &job_id).await?.is_none()
+            && store
+                .find_vm_by_name(&ProjectId::new("alpha"), "a-2")
+                .await?
+                .is_none(),
+        "a refused member writes neither VM nor job"
+    );
+    accepted(
+        store
+            .submit(create_in("alpha", "a-2", &anti.id, "host-2"))
+            .await?,
+    )?;
+
+    // Concurrent creates onto one host: exactly one wins.
+    let race = store
+        .create_server_group(group(
+            "alpha",
+            "race",
+            GroupPolicy::AntiAffinity,
+            GroupStrength::Hard,
+        ))
+        .await?;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let s = create_in("alpha", &format!("r-{i}"), &race.id, "host-9");
+        tasks.push(tokio::spawn(async move { store.submit(s).await }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(SubmitOutcome::Accepted { .. })) => won += 1,
+            Ok(Ok(SubmitOutcome::Replayed { .. })) => {
+                return Err(Error::internal(
+                    "store conformance: a keyless create replayed",
+                ));
+            }
+            Ok(Err(e)) => ensure!(
+                e.kind() == ErrorKind::Conflict,
+                "a losing concurrent create is a conflict, not {e}"
+            ),
+            Err(e) => return Err(Error::internal(format!("a task panicked: {e}"))),
+        }
+    }
+    ensure!(
+        won == 1,
+        "exactly one concurrent create onto host-9 is accepted, not {won}"
+    );
+
+    let aff = store
+        .create_server_group(group(
+            "alpha",
+            "aff",
+            GroupPolicy::Affinity,
+            GroupStrength::Hard,
+        ))
+        .await?;
+    accepted(
+        store
+            .submit(create_in("alpha", "f-1", &aff.id, "host-1"))
+            .await?,
+    )?;
+    accepted(
+        store
+            .submit(create_in("alpha", "f-2", &aff.id, "host-1"))
+            .await?,
+    )?;
+    let r = store
+        .submit(create_in("alpha", "f-3", &aff.id, "host-2"))
+        .await;
+    ensure!(
+        matches!(&r, Err(e) if e.code() == CODE_SERVER_GROUP_POLICY),
+        "a hard affinity member on another host is refused: {r:?}"
+    );
+
+    let soft = store
+        .create_server_group(group(
+            "alpha",
+            "soft",
+            GroupPolicy::AntiAffinity,
+            GroupStrength::Soft,
+        ))
+        .await?;
+    accepted(
+        store
+            .submit(create_in("alpha", "s-1", &soft.id, "host-1"))
+            .await?,
+    )?;
+    accepted(
+        store
+            .submit(create_in("alpha", "s-2", &soft.id, "host-1"))
+            .await?,
+    )?;
     Ok(())
 }

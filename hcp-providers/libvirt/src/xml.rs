@@ -596,6 +596,7 @@ pub(crate) fn parse_domain(text: &str) -> Result<DomainDesc> {
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
                 .map(|t| t.with_timezone(&chrono::Utc)),
             user_data: mark.user_data.is_some_and(|u| u.trim() == "true"),
+            server_group: None,
         });
         d.disk_gib = mark
             .disk_gib
@@ -659,6 +660,7 @@ mod tests {
             zone: Some("zone-a".into()),
             created_at: Some("2026-01-02T03:04:05Z".parse().unwrap()),
             user_data: true,
+            server_group: None,
         }
     }
 

@@ -82,6 +82,7 @@ async fn reconnects_after_libvirtd_restarts() {
         zone: None,
         created_at: None,
         user_data: false,
+        server_group: None,
     };
     let name = format!("{prefix}-survivor");
     let res = Resources {

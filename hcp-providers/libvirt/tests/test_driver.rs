@@ -84,6 +84,7 @@ fn mark(project: &str) -> HcpMark {
         zone: Some("zone-a".into()),
         created_at: Some(chrono::Utc::now()),
         user_data: false,
+        server_group: None,
     }
 }
 

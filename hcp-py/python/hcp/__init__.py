@@ -30,7 +30,17 @@ Without a flavor, give the size; networks and tags take the HTTP API's shapes:
 """
 
 from ._aio import AsyncJobLogs
-from ._api import AsyncClient, AsyncEngine, Client, ConfigLike, Engine, JobRef, NetworkLike, VmRef
+from ._api import (
+    AsyncClient,
+    AsyncEngine,
+    Client,
+    ConfigLike,
+    Engine,
+    GroupRef,
+    JobRef,
+    NetworkLike,
+    VmRef,
+)
 from ._hcp import (
     Capabilities,
     Catalog,
@@ -45,6 +55,7 @@ from ._hcp import (
     JobLogLine,
     JobLogs,
     Network,
+    ServerGroup,
     Snapshot,
     Submitted,
     Vm,
@@ -78,6 +89,7 @@ __all__ = [
     "VmRef",
     "JobRef",
     "NetworkLike",
+    "GroupRef",
     # results
     "Vm",
     "Job",
@@ -85,6 +97,7 @@ __all__ = [
     "JobLogs",
     "AsyncJobLogs",
     "FieldPlan",
+    "ServerGroup",
     "Snapshot",
     "Submitted",
     "Host",

@@ -24,12 +24,13 @@ from ._hcp import (
     InventoryVm,
     Job,
     JobLogs,
+    ServerGroup,
     Snapshot,
     Submitted,
     Vm,
 )
 
-__all__ = ["Engine", "Client", "AsyncEngine", "AsyncClient", "ConfigLike", "VmRef", "JobRef", "NetworkLike"]
+__all__ = ["Engine", "Client", "AsyncEngine", "AsyncClient", "ConfigLike", "VmRef", "JobRef", "NetworkLike", "GroupRef"]
 
 #: What ``config=`` accepts: a hosts-file path, the hosts file as a mapping, or ``None`` for the demo.
 ConfigLike = Union[str, "os.PathLike[str]", Mapping[str, Any], None]
@@ -54,6 +55,18 @@ def _vm_id(vm: VmRef) -> str:
 
 def _snapshot_id(snapshot: Union[str, Snapshot]) -> str:
     return snapshot.id if isinstance(snapshot, Snapshot) else snapshot
+
+
+#: A server group: its id, or a :class:`ServerGroup`.
+GroupRef = Union[str, ServerGroup]
+
+
+def _group_id(group: GroupRef) -> str:
+    if isinstance(group, ServerGroup):
+        return group.id
+    if isinstance(group, str):
+        return group
+    raise TypeError(f"group must be a server group id (str) or an hcp.ServerGroup, not {type(group).__name__}")
 
 
 def _job_id(job: JobRef) -> str:
@@ -115,6 +128,7 @@ class _SyncApi:
         idempotency_key: Optional[str] = None,
         wait: bool = False,
         timeout: Optional[float] = None,
+        server_group: Optional[GroupRef] = None,
     ) -> Submitted:
         """Create (and start) a VM.
 
@@ -158,6 +172,10 @@ class _SyncApi:
             Wait until the create job ends.
         timeout : float, optional
             With ``wait``, the most seconds to wait; ``None`` waits as long as the job runs.
+        server_group : str or ServerGroup, optional
+            The server group the VM joins (see :meth:`create_server_group`); placement keeps
+            its policy, and a hard one that cannot be met raises :class:`Conflict` with
+            ``code == "SERVER_GROUP_POLICY"`` before any job exists.
 
         Returns
         -------
@@ -218,6 +236,7 @@ class _SyncApi:
             idempotency_key=idempotency_key,
             wait=wait,
             timeout=timeout,
+            server_group=None if server_group is None else _group_id(server_group),
         )
 
     def list_vms(
@@ -794,6 +813,82 @@ class _SyncApi:
             idempotency_key=idempotency_key, wait=wait, timeout=timeout,
         )
 
+    def create_server_group(
+        self,
+        project: str,
+        name: str,
+        policy: str,
+        *,
+        strength: str = "hard",
+    ) -> ServerGroup:
+        """Create a server group: VMs created into it are placed apart or together.
+
+        Parameters
+        ----------
+        project : str
+            The project.
+        name : str
+            The group's name, unique in the project: 1-63 characters of ``[a-z0-9-]``,
+            starting with a letter.
+        policy : str
+            ``"anti-affinity"`` (members on different hosts) or ``"affinity"`` (one host).
+        strength : str, default "hard"
+            ``"hard"`` (never broken: a create that cannot keep it raises :class:`Conflict`
+            with ``code == "SERVER_GROUP_POLICY"``) or ``"soft"`` (preferred while hosts have
+            room).
+
+        Returns
+        -------
+        ServerGroup
+
+        Raises
+        ------
+        InvalidSpec
+            A bad ``name``, ``policy`` or ``strength``; ``field`` names it.
+        Conflict
+            The project has a group of that name.
+
+        Examples
+        --------
+        >>> import hcp
+        >>> engine = hcp.Engine()
+        >>> g = engine.create_server_group("demo", "web", "anti-affinity")
+        >>> (g.policy, g.strength, g.members)
+        ('anti-affinity', 'hard', [])
+        """
+        return self._core.create_server_group(project, name, policy, strength)
+
+    def list_server_groups(self, project: str) -> list[ServerGroup]:
+        """List a project's server groups, by id, each with its member VM ids.
+
+        Returns
+        -------
+        list of ServerGroup
+        """
+        return self._core.list_server_groups(project)
+
+    def get_server_group(self, project: str, group: GroupRef) -> ServerGroup:
+        """Return a server group with its member VM ids.
+
+        Raises
+        ------
+        NotFound
+            No such group in ``project``.
+        """
+        return self._core.get_server_group(project, _group_id(group))
+
+    def delete_server_group(self, project: str, group: GroupRef) -> None:
+        """Delete an empty server group.
+
+        Raises
+        ------
+        NotFound
+            No such group in ``project``.
+        Conflict
+            VMs are still in it (``code == "SERVER_GROUP_NOT_EMPTY"``): delete them first.
+        """
+        self._core.delete_server_group(project, _group_id(group))
+
     def list_snapshots(self, project: str, vm: VmRef) -> list[Snapshot]:
         """List a VM's snapshots, oldest first.
 
@@ -1172,6 +1267,7 @@ class _AsyncApi:
         idempotency_key: Optional[str] = None,
         wait: bool = False,
         timeout: Optional[float] = None,
+        server_group: Optional[GroupRef] = None,
     ) -> Submitted:
         """Create (and start) a VM; see :meth:`Engine.create_vm`.
 
@@ -1201,6 +1297,7 @@ class _AsyncApi:
             idempotency_key=idempotency_key,
             wait=wait,
             timeout=timeout,
+            server_group=None if server_group is None else _group_id(server_group),
         )
 
     async def list_vms(
@@ -1482,6 +1579,44 @@ class _AsyncApi:
             "create", project, _vm_id(vm), name,
             idempotency_key=idempotency_key, wait=wait, timeout=timeout,
         )
+
+    async def create_server_group(
+        self,
+        project: str,
+        name: str,
+        policy: str,
+        *,
+        strength: str = "hard",
+    ) -> ServerGroup:
+        """Create a server group; see :meth:`Engine.create_server_group`.
+
+        Returns
+        -------
+        ServerGroup
+        """
+        return await self._core.create_server_group_async(project, name, policy, strength)
+
+    async def list_server_groups(self, project: str) -> list[ServerGroup]:
+        """List a project's server groups; see :meth:`Engine.list_server_groups`.
+
+        Returns
+        -------
+        list of ServerGroup
+        """
+        return await self._core.list_server_groups_async(project)
+
+    async def get_server_group(self, project: str, group: GroupRef) -> ServerGroup:
+        """Return a server group; see :meth:`Engine.get_server_group`.
+
+        Returns
+        -------
+        ServerGroup
+        """
+        return await self._core.get_server_group_async(project, _group_id(group))
+
+    async def delete_server_group(self, project: str, group: GroupRef) -> None:
+        """Delete an empty server group; see :meth:`Engine.delete_server_group`."""
+        await self._core.delete_server_group_async(project, _group_id(group))
 
     async def list_snapshots(self, project: str, vm: VmRef) -> list[Snapshot]:
         """List a VM's snapshots; see :meth:`Engine.list_snapshots`.

@@ -4,6 +4,7 @@
 
 pub(crate) mod common;
 pub(crate) mod day2;
+pub(crate) mod groups;
 pub(crate) mod health;
 pub(crate) mod hyperv;
 pub(crate) mod me;
@@ -231,6 +232,7 @@ pub(crate) type Apis = (
     tenant_events::TenantEventsApi,
     me::MeApi,
     day2::Day2Api,
+    groups::ServerGroupsApi,
     ops::OpsApi,
     common::CommonApi,
     hyperv::HyperVApi,
@@ -245,6 +247,7 @@ pub(crate) fn service(state: &State) -> OpenApiService<Apis, ()> {
             tenant_events::TenantEventsApi { state: state.clone() },
             me::MeApi { state: state.clone() },
             day2::Day2Api { state: state.clone() },
+            groups::ServerGroupsApi { state: state.clone() },
             ops::OpsApi { state: state.clone() },
             common::CommonApi { state: state.clone() },
             hyperv::HyperVApi { state: state.clone() },

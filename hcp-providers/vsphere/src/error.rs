@@ -13,6 +13,10 @@
 //! | `MethodNotFound`, `NotSupported`, `NotImplemented`                  | `FeatureNotSupported` | permanent |
 //! | anything else                                                       | `ProviderError`       | permanent |
 //!
+//! A `PlaceVm` (DRS placement) answered with `MethodNotFound`, `NotImplemented`, `NotSupported`,
+//! `InvalidState`, `InvalidArgument` or `InvalidRequest` is vCenter declining to recommend, not
+//! a failed create ([`is_drs_declined`]): the create goes on without DRS's recommendation.
+//!
 //! vCenter's messages name hosts, datastores, clusters and managed object ids (`vm-42`). Tenants
 //! see none of them: the message HCP returns has every known inventory name replaced by
 //! `object` and every managed object id by `id`; vCenter's own text goes into the operator
@@ -81,6 +85,28 @@ pub fn is_method_not_found(e: &Error) -> bool {
     matches!(
         e.context_value("vim_fault"),
         Some("MethodNotFound" | "NotImplemented")
+    )
+}
+
+/// Returns true when `e` is vCenter declining a `PlaceVm` (DRS placement) rather than failing:
+/// the method is missing (`MethodNotFound`, `NotImplemented`, `NotSupported`: an old vCenter or
+/// one without DRS), DRS is off or the cluster cannot place now (`InvalidState`), or DRS
+/// rejects the request's shape (`InvalidArgument`, `InvalidRequest`). HCP then clones into the
+/// cluster's pool and lets vCenter place the VM. Lost connections and authentication faults are
+/// not declines: the create fails with them.
+pub fn is_drs_declined(e: &Error) -> bool {
+    matches!(
+        e.context_value("vim_fault"),
+        Some(
+            "MethodNotFound"
+                | "NotImplemented"
+                | "NotSupported"
+                | "InvalidState"
+                | "InvalidArgument"
+                | "InvalidRequest"
+                | "DrsDisabledOnVm"
+                | "DisallowedOperationOnFailoverHost"
+        )
     )
 }
 
@@ -205,6 +231,22 @@ mod tests {
             &fault(NOT_AUTHENTICATED, "The session is not authenticated."),
             &[]
         )));
+        for declined in ["MethodNotFound", "InvalidState", "NotSupported"] {
+            let f = Fault {
+                kind: declined.into(),
+                message: String::new(),
+                property: None,
+            };
+            assert!(is_drs_declined(&parse_error(&f, &[])), "{declined}");
+        }
+        for failed in ["NotAuthenticated", "HostCommunication", "NoPermission"] {
+            let f = Fault {
+                kind: failed.into(),
+                message: String::new(),
+                property: None,
+            };
+            assert!(!is_drs_declined(&parse_error(&f, &[])), "{failed}");
+        }
         assert!(is_method_not_found(&parse_error(
             &fault("MethodNotFound", "CancelTask"),
             &[]

@@ -17,9 +17,12 @@
 //! - **Create**: `CloneVM_Task` of the image's template into the host's cluster (its root
 //!   resource pool), the configured or the host's first datastore and the template's folder,
 //!   pinned to the host HCP placed the VM on (and relocated there if vCenter put it elsewhere);
-//!   on a cluster target, into the cluster's root pool on a datastore every member sees with no
-//!   host named, so vCenter (DRS) places it, and the host is read back from `runtime.host` and
-//!   reported in the reply (govmomi's simulator picks a random member: it has no DRS);
+//!   on a cluster target, DRS is asked first (`PlaceVm`, placement type `clone`, sized by the
+//!   request) and the clone goes to the host, pool and datastore of its first recommendation,
+//!   like a pinned host; when vCenter declines (no `PlaceVm`, DRS off: `InvalidState`, no
+//!   recommendation) the job log says why and the clone goes into the cluster's root pool on a
+//!   datastore every member sees with no host named, so vCenter places it, and the host is
+//!   read back from `runtime.host`; either way the host is reported in the reply;
 //!   then the clone is read back and `ReconfigVM_Task` sets what differs: vCPUs, memory, a
 //!   grown first disk, one VMXNET3 NIC per requested network (standard or distributed port
 //!   group; the template's NICs are replaced). HCP's mark (vm id, project, tags) is the
@@ -65,7 +68,7 @@
 //!   datastore and cluster names and managed object ids stay out of tenants' messages.
 //!
 //! Placement targets are ESXi hosts (HCP picks one) and clusters (`clusters:` in the hosts
-//! file; vCenter picks the member host).
+//! file; DRS picks the member host).
 //!
 //! ```no_run
 //! # async fn demo() -> hcp_core::Result<()> {
@@ -296,6 +299,14 @@ struct HostRow {
     memory_mib: u64,
     networks: Vec<MoRef>,
     datastores: Vec<MoRef>,
+}
+
+/// Where DRS put a new VM: a host of the cluster, and the pool and datastore it named.
+#[derive(Debug)]
+struct DrsChoice<'w> {
+    host: &'w HostRow,
+    pool: Option<MoRef>,
+    datastore: Option<MoRef>,
 }
 
 /// One read of vCenter's inventory.
@@ -957,6 +968,75 @@ impl VsphereProvider {
             })
     }
 
+    /// Asks DRS (`PlaceVm` on `cluster`) where a clone of `template` named `name` and sized by
+    /// `sizing` goes, and returns the host, pool and datastore of its first recommendation.
+    ///
+    /// # Behavior
+    /// Returns `None`, after saying why in the job log (operators only), when vCenter declines
+    /// (a vCenter without `PlaceVm`, DRS off: see [`error::is_drs_declined`]), recommends
+    /// nothing, or recommends a host outside the cluster; the caller then clones into the
+    /// cluster's pool without a host and reads back where vCenter put the VM.
+    ///
+    /// # Errors
+    /// Any other failure of the call (vCenter unreachable, the session refused).
+    #[allow(clippy::too_many_arguments)]
+    async fn drs_placement<'w>(
+        &self,
+        ctx: &OpContext,
+        world: &'w World,
+        cluster: &MoRef,
+        template: &MoRef,
+        pool: &MoRef,
+        name: &str,
+        sizing: &ConfigSpec,
+    ) -> Result<Option<DrsChoice<'w>>> {
+        let fallback = "vCenter places the clone in the cluster's resource pool";
+        let vals = match self
+            .client
+            .call(&soap::place_vm(cluster, template, pool, name, sizing))
+            .await
+        {
+            Ok(vals) => vals,
+            Err(e) if error::is_drs_declined(&e) => {
+                ctx.log(
+                    LogEntry::info(format!(
+                        "DRS gave no placement ({}); {fallback}",
+                        e.message()
+                    ))
+                    .with_detail(e.operator_message())
+                    .operators_only(),
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(p) = soap::DrsPlacement::from_returnvals(&vals) else {
+            ctx.log(
+                LogEntry::info(format!("DRS recommended no host; {fallback}")).operators_only(),
+            );
+            return Ok(None);
+        };
+        let Some(host) = world
+            .host_by_ref(&p.host)
+            .filter(|h| h.parent.as_ref() == Some(cluster))
+        else {
+            ctx.log(
+                LogEntry::info(format!(
+                    "DRS recommended a host outside the cluster; {fallback}"
+                ))
+                .with_detail(format!("host {}, cluster {}", p.host.value, cluster.value))
+                .operators_only(),
+            );
+            return Ok(None);
+        };
+        let datastore = p.datastore.filter(|d| host.datastores.contains(d));
+        Ok(Some(DrsChoice {
+            host,
+            pool: p.pool,
+            datastore,
+        }))
+    }
+
     async fn power_state(&self, vm: &MoRef) -> Result<PowerState> {
         let o = self
             .client
@@ -1371,7 +1451,7 @@ impl Provider for VsphereProvider {
             ),
             None => datastores.first().cloned(),
         };
-        let at = Placement {
+        let mut at = Placement {
             pool,
             datastore,
             host: pinned_row.map(|h| h.moref.clone()),
@@ -1387,6 +1467,42 @@ impl Provider for VsphereProvider {
             extra,
             ..ConfigSpec::default()
         };
+        // A cluster target asks DRS where the clone goes; the host it picks is then pinned like
+        // a host target's. When DRS declines, vCenter places the clone in the cluster's pool.
+        let mut pinned_row = pinned_row;
+        if let Some(c) = &cluster_ref {
+            let sizing = ConfigSpec {
+                num_cpus: config.num_cpus,
+                memory_mb: config.memory_mb,
+                ..ConfigSpec::default()
+            };
+            if let Some(drs) = self
+                .drs_placement(
+                    ctx,
+                    &world,
+                    c,
+                    &template.moref,
+                    &at.pool,
+                    &args.name,
+                    &sizing,
+                )
+                .await?
+            {
+                ctx.log(
+                    LogEntry::info(format!("DRS placed the VM on host `{}`", drs.host.name))
+                        .operators_only(),
+                );
+                at.host = Some(drs.host.moref.clone());
+                if let Some(p) = drs.pool {
+                    at.pool = p;
+                }
+                // The operator's configured datastore wins over DRS's choice.
+                if self.settings.datastore.is_none() && drs.datastore.is_some() {
+                    at.datastore = drs.datastore;
+                }
+                pinned_row = Some(drs.host);
+            }
+        }
         ctx.info(format!("cloning the image {}", args.image));
         let info = self
             .task(

@@ -1,5 +1,5 @@
 //! The provider against govmomi's vCenter simulator: TLS trust, login failures, a session ended
-//! mid-job, unknown templates, placement on the pinned host, placement by vCenter inside a cluster
+//! mid-job, unknown templates, placement on the pinned host, placement by DRS inside a cluster
 //! target, job logs and tenant text, and the console the simulator cannot give.
 
 mod common;
@@ -375,10 +375,8 @@ async fn a_console_on_the_simulator_is_a_clear_feature_not_supported() {
 }
 
 /// A cluster target: capacity from the cluster's summary, its ESXi hosts as members, and a create
-/// into its resource pool that names no host, so vCenter places the VM; HCP reports the host back
-/// from the VM's `runtime.host`. The simulator has no DRS: it keeps a clone on its template's
-/// host, so the create goes to the template's cluster, and a create into the other cluster lands
-/// outside it, which HCP refuses (deleting the clone) rather than record a wrong placement.
+/// placed by DRS (`PlaceVm`) on one of its hosts; HCP reports the host back from the VM's
+/// `runtime.host`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_target_lets_vcenter_place_the_vm_and_reports_its_host() {
     use hcp_provider_vsphere::{VsphereCluster, VsphereProvider};
@@ -459,5 +457,71 @@ async fn a_cluster_target_lets_vcenter_place_the_vm_and_reports_its_host() {
     )
     .await
     .unwrap();
+    p.shutdown().await.unwrap();
+}
+
+/// DRS places a cluster create: HCP asks `PlaceVm` (the simulator answers with a random host of
+/// the cluster), clones to the host, datastore and pool it names, and reports that host. A create
+/// into the cluster that does not hold the template lands there too (before `PlaceVm`, the
+/// simulator kept the clone on the template's host, outside the cluster). pyvmomi sees each VM
+/// on the host HCP names; tenants never read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drs_places_cluster_creates_on_a_member_host() {
+    use hcp_provider_vsphere::{VsphereCluster, VsphereProvider};
+    let peer = Peer::start(1);
+    let p = Arc::new(
+        VsphereProvider::new("vc", peer.settings_with(json!({})), Peer::hosts())
+            .unwrap()
+            .with_clusters(vec![
+                VsphereCluster::new("cl-0", "zone-a", "DC0_C0"),
+                VsphereCluster::new("cl-1", "zone-b", "DC0_C1"),
+            ]),
+    );
+    for (target, cluster, name) in [
+        ("cl-1", "DC0_C1", "drs-far"),
+        ("cl-0", "DC0_C0", "drs-near"),
+    ] {
+        let members = [0, 1, 2].map(|i| format!("{cluster}_H{i}"));
+        let (create, vm_target) = args(target, name, IMAGE);
+        let (ctx, lines) = job();
+        let created = p.create_vm(&ctx, create).await.unwrap();
+        let host = created
+            .host
+            .clone()
+            .expect("a cluster create names its host");
+        assert!(
+            members.contains(&host),
+            "{name} on {host}, not in {cluster}"
+        );
+        assert!(
+            lines
+                .operator()
+                .iter()
+                .any(|l| l.contains(&format!("DRS placed the VM on host `{host}`"))),
+            "the job log says where DRS put the VM: {:?}",
+            lines.operator()
+        );
+        let seen = peer.pyvmomi(json!({"cmd": "show", "name": name}));
+        assert_eq!(
+            seen["host"],
+            json!(host),
+            "pyvmomi sees {name} where HCP says"
+        );
+        assert!(
+            lines.tenant().iter().all(|l| !l.contains(&host)),
+            "tenants never read the host: {:?}",
+            lines.tenant()
+        );
+        let target = VmTarget {
+            native_id: Some(created.native_id.clone()),
+            ..vm_target
+        };
+        p.delete_vm(
+            &OpContext::detached(),
+            DeleteVm::new(target).with_force(true),
+        )
+        .await
+        .unwrap();
+    }
     p.shutdown().await.unwrap();
 }

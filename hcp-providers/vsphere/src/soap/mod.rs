@@ -597,6 +597,72 @@ pub fn clone_vm(
     w.finish()
 }
 
+/// `PlaceVm` on `cluster`: asks DRS where a clone of `template` named `name`, with `config`
+/// (vCPUs, memory), should go. Neither hosts nor datastores are named, so DRS considers every
+/// host and datastore of the cluster (govmomi's simulator indexes the named hosts by the
+/// cluster's host count, so a subset must never be sent).
+pub fn place_vm(
+    cluster: &MoRef,
+    template: &MoRef,
+    pool: &MoRef,
+    name: &str,
+    config: &ConfigSpec,
+) -> String {
+    let mut w = call("PlaceVm", cluster);
+    w.open("placementSpec").moref("vm", template);
+    w.open("configSpec");
+    config.write(&mut w);
+    w.close("configSpec").el("placementType", "clone");
+    w.open("cloneSpec")
+        .open("location")
+        .moref("pool", pool)
+        .close("location")
+        .el("template", "false")
+        .el("powerOn", "false")
+        .close("cloneSpec");
+    w.el("cloneName", name)
+        .close("placementSpec")
+        .close("PlaceVm");
+    w.finish()
+}
+
+/// Where DRS recommends a new VM go: the first recommendation's first `PlacementAction`'s
+/// relocate spec (its `targetHost` when the spec names no host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrsPlacement {
+    /// The host DRS chose.
+    pub host: MoRef,
+    /// The datastore DRS chose, when it named one.
+    pub datastore: Option<MoRef>,
+    /// The resource pool DRS chose, when it named one.
+    pub pool: Option<MoRef>,
+}
+
+impl DrsPlacement {
+    /// Reads `PlaceVm`'s `returnval` (`PlacementResult`); `None` when it recommends no host.
+    pub fn from_returnvals(vals: &[Node]) -> Option<Self> {
+        let result = vals.first()?;
+        result.all("recommendations").find_map(|rec| {
+            rec.all("action").find_map(|action| {
+                let spec = action.child("relocateSpec");
+                let host = spec
+                    .and_then(|s| s.child("host"))
+                    .or_else(|| action.child("targetHost"))
+                    .and_then(MoRef::from_node)?;
+                Some(DrsPlacement {
+                    host,
+                    datastore: spec
+                        .and_then(|s| s.child("datastore"))
+                        .and_then(MoRef::from_node),
+                    pool: spec
+                        .and_then(|s| s.child("pool"))
+                        .and_then(MoRef::from_node),
+                })
+            })
+        })
+    }
+}
+
 /// `ReconfigVM_Task` with `config`.
 pub fn reconfig(vm: &MoRef, config: &ConfigSpec) -> String {
     let mut w = call("ReconfigVM_Task", vm);
@@ -889,6 +955,70 @@ mod tests {
         let list = snapshots(o.get("snapshot"), None);
         assert_eq!(list.len(), depth);
         assert!(list.iter().all(|s| !s.memory));
+    }
+
+    /// `PlaceVm`'s reply as vCenter writes it (the shape of govmomi's simulator's, which
+    /// follows vim25's `PlacementResult`): one recommendation, one `PlacementAction`.
+    const PLACE_VM: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<soapenv:Body><PlaceVmResponse xmlns="urn:vim25"><returnval>
+<recommendations><key>1</key><type>V1</type><time>2026-12-03T06:10:00.123Z</time><rating>1</rating>
+<reason>xvmotionPlacement</reason><reasonText>xvmotionPlacement</reasonText>
+<action xsi:type="PlacementAction"><type>PlacementV1</type><target type="ClusterComputeResource">domain-c7</target>
+<vm type="VirtualMachine">vm-52</vm><targetHost type="HostSystem">host-30</targetHost>
+<relocateSpec><datastore type="Datastore">datastore-15</datastore><pool type="ResourcePool">resgroup-8</pool><host type="HostSystem">host-30</host></relocateSpec>
+</action><target type="ClusterComputeResource">domain-c7</target></recommendations>
+</returnval></PlaceVmResponse></soapenv:Body></soapenv:Envelope>"#;
+
+    #[test]
+    fn a_place_vm_reply_gives_drs_host_datastore_and_pool() {
+        let vals = decode(PLACE_VM.as_bytes()).unwrap().unwrap();
+        let p = DrsPlacement::from_returnvals(&vals).expect("a recommendation");
+        assert_eq!(p.host, MoRef::new("HostSystem", "host-30"));
+        assert_eq!(p.datastore, Some(MoRef::new("Datastore", "datastore-15")));
+        assert_eq!(p.pool, Some(MoRef::new("ResourcePool", "resgroup-8")));
+        // Without a relocate spec host, the action's target host.
+        let only_target = PLACE_VM.replace(r#"<host type="HostSystem">host-30</host>"#, "");
+        let vals = decode(only_target.as_bytes()).unwrap().unwrap();
+        let p = DrsPlacement::from_returnvals(&vals).unwrap();
+        assert_eq!(p.host, MoRef::new("HostSystem", "host-30"));
+        // No recommendation (DRS found no host, its faults in `drsFault`): none.
+        let empty = r#"<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><PlaceVmResponse xmlns="urn:vim25"><returnval><drsFault><reason>no host</reason></drsFault></returnval></PlaceVmResponse></soapenv:Body></soapenv:Envelope>"#;
+        let vals = decode(empty.as_bytes()).unwrap().unwrap();
+        assert_eq!(DrsPlacement::from_returnvals(&vals), None);
+    }
+
+    #[test]
+    fn a_place_vm_request_names_the_template_and_no_hosts() {
+        let cluster = MoRef::new("ClusterComputeResource", "domain-c7");
+        let vm = MoRef::new("VirtualMachine", "vm-52");
+        let pool = MoRef::new("ResourcePool", "resgroup-8");
+        let config = ConfigSpec {
+            num_cpus: Some(2),
+            memory_mb: Some(2048),
+            ..ConfigSpec::default()
+        };
+        let body = place_vm(&cluster, &vm, &pool, "web<1>", &config);
+        let n = xml::parse(envelope(&body).as_bytes()).unwrap();
+        let spec = n.at(&["Body", "PlaceVm", "placementSpec"]).unwrap();
+        assert_eq!(MoRef::from_node(spec.child("vm").unwrap()), Some(vm));
+        assert_eq!(spec.text_of("placementType"), Some("clone"));
+        assert_eq!(spec.text_of("cloneName"), Some("web<1>"));
+        assert_eq!(spec.at(&["configSpec", "numCPUs"]).unwrap().text, "2");
+        assert_eq!(spec.at(&["configSpec", "memoryMB"]).unwrap().text, "2048");
+        assert!(spec.child("hosts").is_none() && spec.child("datastores").is_none());
+        // vim25's sequence: vm, configSpec, ..., placementType, cloneSpec, cloneName.
+        let order: Vec<&str> = spec.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "vm",
+                "configSpec",
+                "placementType",
+                "cloneSpec",
+                "cloneName"
+            ]
+        );
     }
 
     #[test]

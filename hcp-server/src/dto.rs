@@ -147,8 +147,9 @@ impl From<PowerState> for PowerStateDto {
 }
 
 /// A console protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum ConsoleKindDto {
     /// VNC.
     Vnc,
@@ -187,8 +188,9 @@ impl From<ConsoleKindDto> for ConsoleKind {
 }
 
 /// The severity of a job log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum LogLevelDto {
     /// Normal progress.
     Info,
@@ -421,14 +423,16 @@ pub struct AcceptedDto {
 }
 
 /// A console connection.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct ConsoleDto {
     /// The protocol.
     #[oai(rename = "type")]
+    #[serde(rename = "type")]
     pub kind: ConsoleKindDto,
     /// Where a client connects.
     pub url: String,
     /// When the URL stops working.
+    #[serde(serialize_with = "crate::json::rfc3339")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -1279,11 +1283,12 @@ pub struct JobPage {
 }
 
 /// One line of a job's log as operators read it: with its audience and operator detail.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct OpsJobLogLineDto {
     /// Its position in the job's log, from 1.
     pub seq: u64,
     /// When it was written.
+    #[serde(serialize_with = "crate::json::rfc3339")]
     pub at: DateTime<Utc>,
     /// Its severity.
     pub level: LogLevelDto,
@@ -1293,6 +1298,7 @@ pub struct OpsJobLogLineDto {
     pub message: String,
     /// Operator-only detail (host names, native ids, paths).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -1314,12 +1320,13 @@ impl From<JobLogLine> for OpsJobLogLineDto {
 }
 
 /// One page of a job's log lines, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct OpsJobLogPage {
     /// The lines.
     pub items: Vec<OpsJobLogLineDto>,
     /// The `after` of the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 
@@ -1412,7 +1419,7 @@ impl JobEventDto {
 // ---------------------------------------------------------------------------------------------
 
 /// A bootable image.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct ImageDto {
     /// The image name tenants use.
     pub name: String,
@@ -1436,7 +1443,7 @@ impl From<&Image> for ImageDto {
 }
 
 /// A named VM size.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct FlavorDto {
     /// The flavor name tenants use.
     pub name: String,
@@ -1460,12 +1467,13 @@ impl From<&Flavor> for FlavorDto {
 }
 
 /// A network VMs can attach to.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct NetworkDto {
     /// The network name tenants use.
     pub name: String,
     /// The VLAN id, if tagged.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
     /// The zones where it exists (every zone when empty).
     pub zones: Vec<String>,
@@ -1485,7 +1493,7 @@ impl From<&Network> for NetworkDto {
 }
 
 /// A placement zone.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct ZoneDto {
     /// The zone name.
     pub name: String,
@@ -1503,7 +1511,7 @@ impl From<&Zone> for ZoneDto {
 }
 
 /// Everything tenants can choose from.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct CatalogDto {
     /// Images.
     pub images: Vec<ImageDto>,
@@ -1527,7 +1535,7 @@ impl From<&Catalog> for CatalogDto {
 }
 
 /// What can be asked for: capability flags and limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Object, Serialize)]
 pub struct CapabilitiesDto {
     /// Passes cloud-init user-data to new VMs.
     pub cloud_init: bool,
@@ -1556,15 +1564,19 @@ pub struct CapabilitiesDto {
     pub adopt: bool,
     /// Most vCPUs one VM may have, if limited.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_vcpus: Option<u32>,
     /// Most memory (MiB) one VM may have, if limited.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_memory_mib: Option<u64>,
     /// Largest disk (GiB) one VM may have, if limited.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_disk_gib: Option<u64>,
     /// Most networks one VM may attach to, if limited.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_networks: Option<u32>,
 }
 
@@ -1592,7 +1604,7 @@ impl From<Capabilities> for CapabilitiesDto {
 }
 
 /// What one zone offers.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct ZoneCapabilitiesDto {
     /// The zone.
     pub zone: String,
@@ -1959,13 +1971,40 @@ pub struct EventPage {
     pub next: Option<String>,
 }
 
+/// The JSON of an [`EventPage`] written straight from the store's events: each event serialises
+/// as its [`AuditEventDto`] would, without building a `serde_json::Value` per event.
+#[derive(Debug, Serialize)]
+pub(crate) struct EventPageRef<'a> {
+    #[serde(serialize_with = "audit_events")]
+    items: &'a [std::sync::Arc<hcp_core::Event>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+impl<'a> EventPageRef<'a> {
+    /// Views `items` as a page whose next page starts after `next`.
+    pub(crate) fn new(items: &'a [std::sync::Arc<hcp_core::Event>], next: Option<String>) -> Self {
+        EventPageRef { items, next }
+    }
+}
+
+impl crate::json::SerializesAs<EventPage> for EventPageRef<'_> {}
+
+fn audit_events<S: serde::Serializer>(
+    events: &&[std::sync::Arc<hcp_core::Event>],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(events.iter().map(|e| e.as_ref()))
+}
+
 /// A plain status answer of `/healthz` and `/readyz`.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct HealthDto {
     /// `ok`, or `unavailable` with a reason.
     pub status: String,
     /// Why the service is not ready.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -2035,27 +2074,7 @@ mod tests {
         assert_eq!(o.detail.as_deref(), e.detail());
     }
 
-    /// Serialises `value` as the routes do (serde, into the response body) and `dto` as
-    /// poem-openapi's `Json<T>` did (`ToJSON`), and asserts they are the same document: the
-    /// same keys (a `None` left out, not `null`), the same strings (dates, enums) and numbers.
-    /// Only the order of keys may differ: serde writes the schema's order, while `ToJSON`'s
-    /// order depends on serde_json's `preserve_order` feature (alphabetical without it).
-    fn assert_same_json<T, V>(what: &str, dto: &T, value: &V)
-    where
-        T: poem_openapi::types::ToJSON,
-        V: crate::json::SerializesAs<T>,
-    {
-        let tree = dto.to_json().unwrap();
-        let body = crate::json::JsonBody::<T>::new(value);
-        let direct: serde_json::Value = serde_json::from_slice(body.bytes().unwrap()).unwrap();
-        assert_eq!(direct, tree, "{what}: serde and ToJSON differ");
-        // The same text too, once both are in one key order.
-        assert_eq!(
-            serde_json::to_string(&direct).unwrap(),
-            serde_json::to_string(&tree).unwrap(),
-            "{what}"
-        );
-    }
+    use crate::json::assert_same_json;
 
     /// A timestamp with nanoseconds, and one on a whole second (RFC 3339 prints no fraction).
     fn times() -> (DateTime<Utc>, DateTime<Utc>) {
@@ -2319,6 +2338,212 @@ mod tests {
             job_id: "job-1".into(),
         };
         assert_same_json("AcceptedDto", &accepted, &accepted);
+    }
+
+    #[test]
+    fn catalog_and_capability_responses_serialise_as_their_to_json() {
+        let catalog = Catalog {
+            images: vec![
+                Image {
+                    name: "ubuntu-24.04".into(),
+                    os: "linux".into(),
+                    description: "Ubuntu \"noble\" \u{e9}".into(),
+                    min_disk_gib: 10,
+                },
+                Image {
+                    name: "empty".into(),
+                    os: String::new(),
+                    description: String::new(),
+                    min_disk_gib: u64::MAX,
+                },
+            ],
+            flavors: vec![Flavor {
+                name: "small".into(),
+                vcpus: u32::MAX,
+                memory_mib: 2048,
+                disk_gib: 20,
+            }],
+            networks: vec![
+                Network {
+                    name: "lan".into(),
+                    vlan: Some(42),
+                    zones: vec!["zone-a".into(), "zone-b".into()],
+                    description: "tagged".into(),
+                },
+                Network {
+                    name: "any".into(),
+                    vlan: None,
+                    zones: Vec::new(),
+                    description: String::new(),
+                },
+            ],
+            zones: vec![Zone {
+                name: "zone-a".into(),
+                description: "the first".into(),
+            }],
+        };
+        for c in [catalog.clone(), Catalog::default()] {
+            let dto = CatalogDto::from(&c);
+            assert_same_json("CatalogDto", &dto, &dto);
+            let images: Vec<ImageDto> = c.images.iter().map(Into::into).collect();
+            assert_same_json("images", &images, &images);
+            let flavors: Vec<FlavorDto> = c.flavors.iter().map(Into::into).collect();
+            assert_same_json("flavors", &flavors, &flavors);
+            let networks: Vec<NetworkDto> = c.networks.iter().map(Into::into).collect();
+            assert_same_json("networks", &networks, &networks);
+            let zones: Vec<ZoneDto> = c.zones.iter().map(Into::into).collect();
+            assert_same_json("zones", &zones, &zones);
+        }
+        let full = Capabilities {
+            cloud_init: true,
+            snapshot: true,
+            console_webmks: true,
+            max_vcpus: Some(64),
+            max_memory_mib: Some(u64::MAX),
+            max_disk_gib: Some(1),
+            max_networks: Some(4),
+            ..Default::default()
+        };
+        for c in [full, Capabilities::default()] {
+            let dto = CapabilitiesDto::from(c);
+            assert_same_json("CapabilitiesDto", &dto, &dto);
+            let zone = vec![ZoneCapabilitiesDto {
+                zone: "zone-a".into(),
+                capabilities: dto,
+            }];
+            assert_same_json("ZoneCapabilitiesDto", &zone, &zone);
+        }
+    }
+
+    #[test]
+    fn console_health_log_and_event_responses_serialise_as_their_to_json() {
+        let (t1, t2) = times();
+        for (kind, at) in [
+            (ConsoleKind::Vnc, t1),
+            (ConsoleKind::Spice, t2),
+            (ConsoleKind::Web, t1),
+            (ConsoleKind::Rdp, t2),
+            (ConsoleKind::Webmks, t1),
+        ] {
+            let dto = ConsoleDto {
+                kind: kind.into(),
+                url: "wss://hcp.example/api/hcp/tenant/v1/console/ws?token=a&b=\"c\"".into(),
+                expires_at: at,
+            };
+            assert_same_json("ConsoleDto", &dto, &dto);
+        }
+        for reason in [None, Some("no provider answers yet".to_string())] {
+            let dto = HealthDto {
+                status: "unavailable".into(),
+                reason,
+            };
+            assert_same_json("HealthDto", &dto, &dto);
+        }
+        let line = |seq, level, entry: hcp_core::LogEntry, at| {
+            JobLogLine::from_entry(seq, at, hcp_core::LogEntry { level, ..entry })
+        };
+        let lines = [
+            line(1, LogLevel::Info, hcp_core::LogEntry::info("accepted"), t1),
+            line(
+                2,
+                LogLevel::Warn,
+                hcp_core::LogEntry::warn("retrying").with_detail("host `h1` timed out"),
+                t2,
+            ),
+            line(
+                u64::MAX,
+                LogLevel::Error,
+                hcp_core::LogEntry::info("native id sim-7 \u{e9}").operators_only(),
+                t1,
+            ),
+        ];
+        for next in [None, Some("3".to_string())] {
+            let page = OpsJobLogPage {
+                items: lines.iter().cloned().map(Into::into).collect(),
+                next,
+            };
+            assert_same_json("OpsJobLogPage", &page, &page);
+        }
+        let event = |seq, project: Option<&str>, kind| {
+            std::sync::Arc::new(hcp_core::Event {
+                seq,
+                at: if seq % 2 == 0 { t1 } else { t2 },
+                project: project.map(hcp_core::ProjectId::new),
+                vm_id: project.map(|_| VmId::new("vm-1")),
+                principal: project.map(|_| "alice".to_string()),
+                kind,
+            })
+        };
+        let events = [
+            event(
+                1,
+                Some("demo"),
+                hcp_core::EventKind::JobTransition {
+                    job_id: JobId::new("job-1"),
+                    operation: hcp_core::Operation::CreateVm,
+                    from: None,
+                    to: JobState::Pending,
+                    attempt: 0,
+                    error: None,
+                },
+            ),
+            event(
+                2,
+                Some("demo"),
+                hcp_core::EventKind::JobTransition {
+                    job_id: JobId::new("job-1"),
+                    operation: hcp_core::Operation::CreateVm,
+                    from: Some(JobState::Running),
+                    to: JobState::Failed,
+                    attempt: 3,
+                    error: Some(error_info()),
+                },
+            ),
+            event(
+                3,
+                Some("demo"),
+                hcp_core::EventKind::VmCreated {
+                    resources: Resources {
+                        vcpus: 2,
+                        memory_mib: 4096,
+                        disk_gib: u64::MAX,
+                    },
+                },
+            ),
+            event(
+                4,
+                None,
+                hcp_core::EventKind::ReconcileRequested {
+                    hosts_ok: 3,
+                    hosts_failed: 1,
+                    drift: 0,
+                },
+            ),
+            event(
+                5,
+                Some("demo"),
+                hcp_core::EventKind::ConsoleSession {
+                    opened: false,
+                    bytes: Some(12),
+                },
+            ),
+            event(
+                6,
+                Some("demo"),
+                hcp_core::EventKind::VmTagsUpdated {
+                    tags: [("quote".to_string(), "\"x\"\n".to_string())].into(),
+                },
+            ),
+        ];
+        for next in [None, Some("6".to_string())] {
+            for items in [&events[..], &[]] {
+                let page = EventPage {
+                    items: items.iter().map(|e| e.as_ref().into()).collect(),
+                    next: next.clone(),
+                };
+                assert_same_json("EventPage", &page, &EventPageRef::new(items, next.clone()));
+            }
+        }
     }
 
     #[tokio::test]

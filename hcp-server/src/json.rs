@@ -114,3 +114,26 @@ pub(crate) fn rfc3339_opt<S: Serializer>(
         None => s.serialize_none(),
     }
 }
+
+/// Serialises `value` as the routes do (serde, into the response body) and `dto` as
+/// poem-openapi's `Json<T>` did (`ToJSON`), and asserts they are the same document: the
+/// same keys (a `None` left out, not `null`), the same strings (dates, enums) and numbers.
+/// Only the order of keys may differ: serde writes the schema's order, while `ToJSON`'s
+/// order depends on serde_json's `preserve_order` feature (alphabetical without it).
+#[cfg(test)]
+pub(crate) fn assert_same_json<T, V>(what: &str, dto: &T, value: &V)
+where
+    T: poem_openapi::types::ToJSON,
+    V: crate::json::SerializesAs<T>,
+{
+    let tree = dto.to_json().unwrap();
+    let body = crate::json::JsonBody::<T>::new(value);
+    let direct: serde_json::Value = serde_json::from_slice(body.bytes().unwrap()).unwrap();
+    assert_eq!(direct, tree, "{what}: serde and ToJSON differ");
+    // The same text too, once both are in one key order.
+    assert_eq!(
+        serde_json::to_string(&direct).unwrap(),
+        serde_json::to_string(&tree).unwrap(),
+        "{what}"
+    );
+}

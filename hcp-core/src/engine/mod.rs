@@ -839,11 +839,15 @@ impl Engine {
             }
             None => None,
         };
-        let fingerprint = fingerprint(&ctx.project, &action);
+        // The fingerprint (serde_json, SHA-256, hex) only matters to a request with a key.
+        let fingerprint = key_guard
+            .as_ref()
+            .map(|_| fingerprint(&ctx.project, &action));
         if let Some(guard) = &key_guard
+            && let Some(fingerprint) = &fingerprint
             && let Some(rec) = inner.store.idempotency(&guard.scope).await?
         {
-            return replay(&rec, &fingerprint);
+            return replay(&rec, fingerprint);
         }
         let now = Utc::now();
         let job_id = JobId::generate();
@@ -1054,13 +1058,17 @@ impl Engine {
             finished_at: None,
             generation: 0,
         };
-        let idempotency = key_guard.as_ref().map(|g| IdempotencyRecord {
-            scope: g.scope.clone(),
-            fingerprint: fingerprint.clone(),
-            vm_id: vm_id.clone(),
-            job_id: job_id.clone(),
-            created_at: now,
-        });
+        let idempotency =
+            key_guard
+                .as_ref()
+                .zip(fingerprint)
+                .map(|(g, fingerprint)| IdempotencyRecord {
+                    scope: g.scope.clone(),
+                    fingerprint,
+                    vm_id: vm_id.clone(),
+                    job_id: job_id.clone(),
+                    created_at: now,
+                });
         let outcome = inner
             .store
             .submit(Submission {

@@ -3,7 +3,6 @@
 
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
 
 use super::security::ApiAuth;
 use super::{ApiTags, State};
@@ -11,6 +10,7 @@ use crate::dto::{
     CapabilitiesDto, CatalogDto, FlavorDto, ImageDto, NetworkDto, ZoneCapabilitiesDto, ZoneDto,
 };
 use crate::error::ApiResult;
+use crate::json::JsonBody;
 
 pub(crate) struct CommonApi {
     pub(crate) state: State,
@@ -22,63 +22,67 @@ impl CommonApi {
     ///
     /// Images, flavors, networks and zones in one answer.
     #[oai(path = "/catalog", method = "get", operation_id = "catalog")]
-    async fn catalog(&self, _auth: ApiAuth) -> Json<CatalogDto> {
-        Json(self.state.engine.catalog().into())
+    async fn catalog(&self, _auth: ApiAuth) -> JsonBody<CatalogDto> {
+        JsonBody::new(&CatalogDto::from(self.state.engine.catalog()))
     }
 
     /// List images
     #[oai(path = "/images", method = "get", operation_id = "listImages")]
-    async fn images(&self, _auth: ApiAuth) -> Json<Vec<ImageDto>> {
-        Json(
-            self.state
+    async fn images(&self, _auth: ApiAuth) -> JsonBody<Vec<ImageDto>> {
+        JsonBody::new(
+            &self
+                .state
                 .engine
                 .catalog()
                 .images
                 .iter()
-                .map(Into::into)
-                .collect(),
+                .map(ImageDto::from)
+                .collect::<Vec<_>>(),
         )
     }
 
     /// List flavors
     #[oai(path = "/flavors", method = "get", operation_id = "listFlavors")]
-    async fn flavors(&self, _auth: ApiAuth) -> Json<Vec<FlavorDto>> {
-        Json(
-            self.state
+    async fn flavors(&self, _auth: ApiAuth) -> JsonBody<Vec<FlavorDto>> {
+        JsonBody::new(
+            &self
+                .state
                 .engine
                 .catalog()
                 .flavors
                 .iter()
-                .map(Into::into)
-                .collect(),
+                .map(FlavorDto::from)
+                .collect::<Vec<_>>(),
         )
     }
 
     /// List networks
     #[oai(path = "/networks", method = "get", operation_id = "listNetworks")]
-    async fn networks(&self, _auth: ApiAuth) -> Json<Vec<NetworkDto>> {
-        Json(
-            self.state
+    async fn networks(&self, _auth: ApiAuth) -> JsonBody<Vec<NetworkDto>> {
+        JsonBody::new(
+            &self
+                .state
                 .engine
                 .catalog()
                 .networks
                 .iter()
-                .map(Into::into)
-                .collect(),
+                .map(NetworkDto::from)
+                .collect::<Vec<_>>(),
         )
     }
 
     /// List zones
     #[oai(path = "/zones", method = "get", operation_id = "listZones")]
-    async fn zones(&self, _auth: ApiAuth) -> Json<Vec<ZoneDto>> {
-        Json(
-            self.state
+    async fn zones(&self, _auth: ApiAuth) -> JsonBody<Vec<ZoneDto>> {
+        JsonBody::new(
+            &self
+                .state
                 .engine
                 .catalog()
                 .zones
                 .iter()
-                .map(Into::into)
-                .collect(),
+                .map(ZoneDto::from)
+                .collect::<Vec<_>>(),
         )
     }
 
@@ -91,10 +95,10 @@ impl CommonApi {
         _auth: ApiAuth,
         /// The zone to ask about.
         zone: Query<Option<String>>,
-    ) -> ApiResult<Json<CapabilitiesDto>> {
-        Ok(Json(
-            self.state.engine.capabilities(zone.0.as_deref())?.into(),
-        ))
+    ) -> ApiResult<JsonBody<CapabilitiesDto>> {
+        Ok(JsonBody::new(&CapabilitiesDto::from(
+            self.state.engine.capabilities(zone.0.as_deref())?,
+        )))
     }
 
     /// List capabilities per zone
@@ -103,7 +107,10 @@ impl CommonApi {
         method = "get",
         operation_id = "zoneCapabilities"
     )]
-    async fn zone_capabilities(&self, _auth: ApiAuth) -> ApiResult<Json<Vec<ZoneCapabilitiesDto>>> {
+    async fn zone_capabilities(
+        &self,
+        _auth: ApiAuth,
+    ) -> ApiResult<JsonBody<Vec<ZoneCapabilitiesDto>>> {
         let engine = &self.state.engine;
         let mut out = Vec::new();
         for z in &engine.catalog().zones {
@@ -112,7 +119,7 @@ impl CommonApi {
                 capabilities: engine.capabilities(Some(&z.name))?.into(),
             });
         }
-        Ok(Json(out))
+        Ok(JsonBody::new(&out))
     }
 
     /// Get one zone's capabilities
@@ -125,12 +132,12 @@ impl CommonApi {
         &self,
         _auth: ApiAuth,
         zone: Path<String>,
-    ) -> ApiResult<Json<ZoneCapabilitiesDto>> {
+    ) -> ApiResult<JsonBody<ZoneCapabilitiesDto>> {
         let capabilities = self.state.engine.capabilities(Some(&zone.0)).map_err(|e| {
             hcp_core::Error::not_found("zone", &zone.0)
                 .with_field(e.field().unwrap_or("zone").to_string())
         })?;
-        Ok(Json(ZoneCapabilitiesDto {
+        Ok(JsonBody::new(&ZoneCapabilitiesDto {
             zone: zone.0,
             capabilities: capabilities.into(),
         }))

@@ -4,14 +4,14 @@
 use hcp_core::{ChangeImpact, ProjectId, ResizeRequest, SnapshotSubmitted, VmId};
 use poem::Request;
 use poem_openapi::param::{Header, Path};
-use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::security::ApiAuth;
 use super::{AcceptedResponse, ApiTags, State, TENANT_PREFIX, tenant_context};
 use crate::dto::StrictDto;
 use crate::error::ApiResult;
+use crate::json::JsonBody;
 use crate::limits::StrictJson;
 
 /// Takes a snapshot: the body of `POST .../vms/{vmId}/snapshots`.
@@ -31,7 +31,7 @@ impl StrictDto for CreateSnapshotRequest {
 }
 
 /// One snapshot of a VM.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub(crate) struct SnapshotDto {
     /// HCP's id (`snap-…`).
     pub(crate) id: String,
@@ -41,6 +41,10 @@ pub(crate) struct SnapshotDto {
     pub(crate) name: String,
     /// When it was taken, when the hypervisor says.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::rfc3339_opt"
+    )]
     pub(crate) created_at: Option<chrono::DateTime<chrono::Utc>>,
     /// True when it holds the VM's memory state: a revert resumes the VM where it ran. False for
     /// a disk-only snapshot: a revert leaves the VM stopped.
@@ -48,14 +52,14 @@ pub(crate) struct SnapshotDto {
 }
 
 /// A VM's snapshots, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub(crate) struct SnapshotList {
     /// The snapshots.
     pub(crate) items: Vec<SnapshotDto>,
 }
 
 /// The answer to an accepted snapshot request.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub(crate) struct SnapshotAcceptedDto {
     /// The resource the job acts on (`projects/{project}/vms/{vmId}/snapshots/{snapshotId}`).
     pub(crate) resource_id: String,
@@ -69,6 +73,7 @@ pub(crate) struct SnapshotAcceptedDto {
     /// where it was; `false` when it holds disks only, so the VM ends stopped and its memory
     /// state at the time of the revert is lost.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) memory_state_kept: Option<bool>,
 }
 
@@ -78,7 +83,7 @@ pub(crate) enum SnapshotAccepted {
     /// Accepted: a job does the work; `Location` is the job's URL.
     #[oai(status = 202)]
     Accepted(
-        Json<SnapshotAcceptedDto>,
+        JsonBody<SnapshotAcceptedDto>,
         #[oai(header = "Location")] String,
         /// `true` when the request replayed an earlier one with the same idempotency key.
         #[oai(header = "Idempotency-Replayed")]
@@ -91,7 +96,7 @@ impl SnapshotAccepted {
         let j = &s.submitted;
         tracing::info!(vm_id = %j.vm_id, job_id = %j.job_id, project = %project, replayed = j.replayed, "job accepted");
         SnapshotAccepted::Accepted(
-            Json(SnapshotAcceptedDto {
+            JsonBody::new(&SnapshotAcceptedDto {
                 resource_id: format!(
                     "projects/{project}/vms/{}/snapshots/{}",
                     j.vm_id, s.snapshot_id
@@ -133,7 +138,7 @@ impl StrictDto for PlanRequest {
 }
 
 /// What applying one field takes, from least to most disruptive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize, Serialize)]
 #[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum ChangeImpactDto {
@@ -162,7 +167,7 @@ impl From<ChangeImpact> for ChangeImpactDto {
 }
 
 /// The plan for one field.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub(crate) struct FieldPlanDto {
     /// The field (`vcpus`, `memory_mib`, `disk_gib`).
     pub(crate) field: String,
@@ -177,7 +182,7 @@ pub(crate) struct FieldPlanDto {
 }
 
 /// A resize plan: one entry per field that changes (none when nothing would change).
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub(crate) struct PlanDto {
     /// The VM.
     pub(crate) vm_id: String,
@@ -249,14 +254,14 @@ impl Day2Api {
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
-    ) -> ApiResult<Json<SnapshotList>> {
+    ) -> ApiResult<JsonBody<SnapshotList>> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let snaps = self
             .state
             .engine
             .list_snapshots(&ctx, &VmId::new(vm_id.0))
             .await?;
-        Ok(Json(SnapshotList {
+        Ok(JsonBody::new(&SnapshotList {
             items: snaps
                 .into_iter()
                 .map(|s| SnapshotDto {
@@ -289,7 +294,7 @@ impl Day2Api {
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "vmId")] vm_id: Path<String>,
         body: StrictJson<PlanRequest>,
-    ) -> ApiResult<Json<PlanDto>> {
+    ) -> ApiResult<JsonBody<PlanDto>> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let b = body.0;
         let request = ResizeRequest {
@@ -304,7 +309,7 @@ impl Day2Api {
             .engine
             .plan_resize(&ctx, &vm_id, &request)
             .await?;
-        Ok(Json(PlanDto {
+        Ok(JsonBody::new(&PlanDto {
             vm_id: vm_id.to_string(),
             fields: plan
                 .into_iter()
@@ -448,5 +453,68 @@ impl Day2Api {
             .delete_snapshot(&ctx, &VmId::new(vm_id.0), &snapshot_id.0)
             .await?;
         Ok(SnapshotAccepted::new(&ctx.project, &s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::assert_same_json;
+
+    #[test]
+    fn day2_responses_serialise_as_their_to_json() {
+        let at: chrono::DateTime<chrono::Utc> = "2026-12-02T19:27:18.123456789Z".parse().unwrap();
+        let list = SnapshotList {
+            items: vec![
+                SnapshotDto {
+                    id: "snap-1".into(),
+                    vm_id: "vm-1".into(),
+                    name: "before-upgrade".into(),
+                    created_at: Some(at),
+                    memory: true,
+                },
+                SnapshotDto {
+                    id: "snap-2".into(),
+                    vm_id: "vm-1".into(),
+                    name: "disk-only \"x\"".into(),
+                    created_at: None,
+                    memory: false,
+                },
+            ],
+        };
+        assert_same_json("SnapshotList", &list, &list);
+        let empty = SnapshotList { items: Vec::new() };
+        assert_same_json("SnapshotList", &empty, &empty);
+        let impacts = [
+            ChangeImpact::Hot,
+            ChangeImpact::Reboot,
+            ChangeImpact::PowerOff,
+            ChangeImpact::Recreate,
+            ChangeImpact::DataDestructive,
+        ];
+        let plan = PlanDto {
+            vm_id: "vm-1".into(),
+            fields: impacts
+                .into_iter()
+                .map(|i| FieldPlanDto {
+                    field: "memory_mib".into(),
+                    from: 1024,
+                    to: u64::MAX,
+                    impact: i.into(),
+                    reason: "while off \u{e9}".into(),
+                })
+                .collect(),
+        };
+        assert_same_json("PlanDto", &plan, &plan);
+        for memory_state_kept in [None, Some(true), Some(false)] {
+            let accepted = SnapshotAcceptedDto {
+                resource_id: "projects/demo/vms/vm-1/snapshots/snap-1".into(),
+                vm_id: "vm-1".into(),
+                job_id: "job-1".into(),
+                snapshot_id: "snap-1".into(),
+                memory_state_kept,
+            };
+            assert_same_json("SnapshotAcceptedDto", &accepted, &accepted);
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! Health, readiness and metrics.
 
-use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::payload::PlainText;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::security::ApiAuth;
 use super::{ApiTags, State};
 use crate::dto::HealthDto;
+use crate::json::JsonBody;
 
 pub(crate) struct HealthApi {
     pub(crate) state: State,
@@ -16,10 +17,10 @@ pub(crate) struct HealthApi {
 pub(crate) enum ReadyResponse {
     /// Ready: the first inventory has loaded and at least one provider answers.
     #[oai(status = 200)]
-    Ready(Json<HealthDto>),
+    Ready(JsonBody<HealthDto>),
     /// Not ready yet; `reason` says why.
     #[oai(status = 503)]
-    NotReady(Json<HealthDto>),
+    NotReady(JsonBody<HealthDto>),
 }
 
 /// The answer of `/metrics`.
@@ -37,8 +38,8 @@ pub(crate) enum MetricsResponse {
 impl HealthApi {
     /// Liveness: the process is alive
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
-    async fn healthz(&self, _auth: ApiAuth) -> Json<HealthDto> {
-        Json(HealthDto {
+    async fn healthz(&self, _auth: ApiAuth) -> JsonBody<HealthDto> {
+        JsonBody::new(&HealthDto {
             status: "ok".into(),
             reason: None,
         })
@@ -48,11 +49,11 @@ impl HealthApi {
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, _auth: ApiAuth) -> ReadyResponse {
         match self.state.ready() {
-            Ok(()) => ReadyResponse::Ready(Json(HealthDto {
+            Ok(()) => ReadyResponse::Ready(JsonBody::new(&HealthDto {
                 status: "ok".into(),
                 reason: None,
             })),
-            Err(reason) => ReadyResponse::NotReady(Json(HealthDto {
+            Err(reason) => ReadyResponse::NotReady(JsonBody::new(&HealthDto {
                 status: "unavailable".into(),
                 reason: Some(reason),
             })),

@@ -2,16 +2,17 @@
 //! UI's header and project picker (and any client that wants to know).
 
 use poem::Request;
-use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
+use serde::Serialize;
 
 use super::security::ApiAuth;
 use super::{ApiTags, State};
 use crate::auth::{self, Projects, Via};
 use crate::error::ApiResult;
+use crate::json::JsonBody;
 
 /// The caller as the service sees them.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub struct MeDto {
     /// The token's subject (`anonymous` in development mode).
     pub subject: String,
@@ -33,6 +34,7 @@ pub struct MeDto {
     /// When the caller's token expires (seconds since the Unix epoch); absent in development
     /// mode.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
 }
 
@@ -48,7 +50,7 @@ impl MeApi {
     /// The caller's subject, roles and the projects they may open (the projects listed are
     /// those configured that the caller is a member of; every configured one for operators).
     #[oai(path = "/me", method = "get", operation_id = "me")]
-    async fn me(&self, _auth: ApiAuth, req: &Request) -> ApiResult<Json<MeDto>> {
+    async fn me(&self, _auth: ApiAuth, req: &Request) -> ApiResult<JsonBody<MeDto>> {
         let caller = auth::caller(req);
         let configured = self.state.engine.projects();
         let (projects, any_project) = match &caller.projects {
@@ -66,7 +68,7 @@ impl MeApi {
                 false,
             ),
         };
-        Ok(Json(MeDto {
+        Ok(JsonBody::new(&MeDto {
             subject: caller.subject.clone(),
             roles: caller.roles.iter().cloned().collect(),
             operator: caller.operator,
@@ -76,5 +78,28 @@ impl MeApi {
             any_project,
             expires_at: caller.expires_at,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::assert_same_json;
+
+    #[test]
+    fn me_serialises_as_its_to_json() {
+        for expires_at in [None, Some(1_800_000_000), Some(i64::MIN)] {
+            let me = MeDto {
+                subject: "alice \"a\"".into(),
+                roles: vec!["hcp-tenant".into(), "hcp-operator".into()],
+                operator: true,
+                tenant: false,
+                development: expires_at.is_none(),
+                projects: vec!["demo".into()],
+                any_project: false,
+                expires_at,
+            };
+            assert_same_json("MeDto", &me, &me);
+        }
     }
 }

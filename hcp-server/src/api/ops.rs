@@ -17,7 +17,7 @@ use super::hyperv::{HostsResponse, InventoryResponse, hosts_page, inventory_page
 use super::security::ApiAuth;
 use super::{ApiTags, OPS_PREFIX, State};
 use crate::dto::{
-    AuditEventDto, EventPage, JobDto, JobPage, JobStateDto, OpsJobLogPage, OpsVmPage,
+    AuditEventDto, EventPage, EventPageRef, JobDto, JobPage, JobStateDto, OpsJobLogPage, OpsVmPage,
     ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto, StrictDto,
 };
 use crate::error::ApiResult;
@@ -453,7 +453,7 @@ impl OpsApi {
         after: Query<Option<u64>>,
         /// Page size (default 100, clamped to the server's maximum).
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<OpsJobLogPage>> {
+    ) -> ApiResult<JsonBody<OpsJobLogPage>> {
         let limit = self.state.pages.request(limit.0, None)?.limit;
         let job = self
             .state
@@ -474,7 +474,7 @@ impl OpsApi {
             })
             .flatten();
         lines.truncate(limit);
-        Ok(Json(OpsJobLogPage {
+        Ok(JsonBody::new(&OpsJobLogPage {
             items: lines.into_iter().map(Into::into).collect(),
             next,
         }))
@@ -495,7 +495,7 @@ impl OpsApi {
         vm_id: Query<Option<String>>,
         /// Page size (default 100, clamped to the server's maximum).
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<EventPage>> {
+    ) -> ApiResult<JsonBody<EventPage>> {
         let limit = self.state.pages.request(limit.0, None)?.limit;
         let filter = EventFilter {
             after: after.0.unwrap_or(0),
@@ -507,10 +507,7 @@ impl OpsApi {
         let next = (events.len() == limit)
             .then(|| events.last().map(|e| e.seq.to_string()))
             .flatten();
-        Ok(Json(EventPage {
-            items: events.iter().map(|e| e.as_ref().into()).collect(),
-            next,
-        }))
+        Ok(JsonBody::new(&EventPageRef::new(&events, next)))
     }
 
     /// Follow the audit stream

@@ -10,7 +10,7 @@ use poem::Request;
 use poem::web::sse::Event;
 use poem::web::websocket::{BoxWebSocketUpgraded, WebSocket};
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::payload::EventStream;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
 
@@ -348,7 +348,7 @@ impl TenantApi {
         /// The console protocol; the host's preferred one when absent.
         #[oai(name = "type")]
         kind: Query<Option<ConsoleKindDto>>,
-    ) -> ApiResult<Json<ConsoleDto>> {
+    ) -> ApiResult<JsonBody<ConsoleDto>> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let vm_id = VmId::new(vm_id.0);
         let console = self
@@ -357,9 +357,11 @@ impl TenantApi {
             .console(&ctx, &vm_id, kind.0.map(Into::into))
             .await?;
         if console.upstream.is_some() {
-            return Ok(Json(self.state.consoles.issue(req, &ctx, &vm_id, console)?));
+            return Ok(JsonBody::new(
+                &self.state.consoles.issue(req, &ctx, &vm_id, console)?,
+            ));
         }
-        Ok(Json(console.into()))
+        Ok(JsonBody::new(&ConsoleDto::from(console)))
     }
 
     /// Connect to a console (WebSocket)

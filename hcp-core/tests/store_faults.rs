@@ -16,8 +16,8 @@ use hcp_core::store::{
     Submission, SubmitOutcome, Usage, VmFilter, VmSort,
 };
 use hcp_core::{
-    Engine, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry,
-    Principal, ProjectId, RequestContext, Result, Vm, VmId, VmSpec,
+    Engine, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLease, JobLogLine, JobState,
+    LogEntry, Principal, ProjectId, RequestContext, Result, Vm, VmId, VmSpec,
 };
 
 /// The in-memory store, refusing chosen calls with an internal (store) error.
@@ -125,6 +125,27 @@ impl Store for FaultyStore {
     }
     async fn purge(&self, j: DateTime<Utc>, k: DateTime<Utc>) -> Result<()> {
         self.inner.purge(j, k).await
+    }
+    async fn claim_job(&self, id: &JobId, h: &str, until: DateTime<Utc>) -> Result<Option<Job>> {
+        self.inner.claim_job(id, h, until).await
+    }
+    async fn renew_lease(
+        &self,
+        id: &JobId,
+        h: &str,
+        t: u64,
+        until: DateTime<Utc>,
+    ) -> Result<JobLease> {
+        self.inner.renew_lease(id, h, t, until).await
+    }
+    async fn release_lease(&self, id: &JobId, h: &str, t: u64) -> Result<()> {
+        self.inner.release_lease(id, h, t).await
+    }
+    async fn update_job_fenced(&self, job: Job, expected: u64, t: u64) -> Result<Job> {
+        self.inner.update_job_fenced(job, expected, t).await
+    }
+    async fn claimable_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>> {
+        self.inner.claimable_jobs(now, limit).await
     }
 }
 

@@ -1018,6 +1018,7 @@ impl Engine {
             started_at: None,
             finished_at: None,
             generation: 0,
+            lease: None,
         };
         let idempotency = key_guard.as_ref().map(|g| IdempotencyRecord {
             scope: g.scope.clone(),

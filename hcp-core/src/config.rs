@@ -355,6 +355,34 @@ pub struct EngineSettings {
     pub max_snapshots_per_vm: u32,
     /// The project the Hyper-V service's legacy routes act in.
     pub default_project: String,
+    /// How long a worker's claim on a job lasts unless renewed (1 s to 1 h; `HCP_JOB_LEASE`).
+    /// Workers renew every third of it; a job whose worker died is picked up again (by this or
+    /// another replica sharing the store) once its lease lapsed.
+    #[serde(with = "humantime_serde")]
+    pub job_lease: Duration,
+}
+
+/// The shortest `engine.job_lease`.
+pub const MIN_JOB_LEASE: Duration = Duration::from_secs(1);
+/// The longest `engine.job_lease`.
+pub const MAX_JOB_LEASE: Duration = Duration::from_secs(3600);
+
+/// Checks a job lease duration: 1 s to 1 h.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `field` when it is outside that range.
+pub fn validate_job_lease(field: &str, lease: Duration) -> Result<()> {
+    if (MIN_JOB_LEASE..=MAX_JOB_LEASE).contains(&lease) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!(
+                "is {}; allowed: 1s to 1h",
+                humantime::format_duration(lease)
+            ),
+        ))
+    }
 }
 
 impl Default for EngineSettings {
@@ -374,6 +402,7 @@ impl Default for EngineSettings {
             graceful_stop_timeout: Duration::from_secs(60),
             max_snapshots_per_vm: 32,
             default_project: "default".into(),
+            job_lease: Duration::from_secs(30),
         }
     }
 }
@@ -415,7 +444,8 @@ impl Config {
     }
 
     /// Applies the environment: `INVENTORY_REFRESH_INTERVAL`, `HCP_MAX_CONCURRENT_JOBS`,
-    /// `HCP_MAX_JOBS_PER_HOST`, `HCP_JOB_TIMEOUT`, `HCP_IDEMPOTENCY_TTL`, `HCP_DEFAULT_PROJECT`,
+    /// `HCP_MAX_JOBS_PER_HOST`, `HCP_JOB_TIMEOUT`, `HCP_JOB_LEASE`, `HCP_IDEMPOTENCY_TTL`,
+    /// `HCP_DEFAULT_PROJECT`,
     /// and `HCP_SECRETS_DIR` (default `/run/secrets`).
     ///
     /// # Errors
@@ -427,6 +457,11 @@ impl Config {
         }
         if let Some(v) = env("HCP_JOB_TIMEOUT") {
             self.engine.job_timeout = parse_duration("HCP_JOB_TIMEOUT", &v)?;
+        }
+        if let Some(v) = env("HCP_JOB_LEASE") {
+            let lease = parse_duration("HCP_JOB_LEASE", &v)?;
+            validate_job_lease("HCP_JOB_LEASE", lease)?;
+            self.engine.job_lease = lease;
         }
         if let Some(v) = env("HCP_IDEMPOTENCY_TTL") {
             self.engine.idempotency_ttl = parse_duration("HCP_IDEMPOTENCY_TTL", &v)?;
@@ -488,6 +523,9 @@ impl Config {
                     self.engine.max_snapshots_per_vm
                 ),
             );
+        }
+        if let Err(e) = validate_job_lease("engine.job_lease", self.engine.job_lease) {
+            return fail("engine.job_lease".into(), e.message().to_string());
         }
         let mut zones = HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {

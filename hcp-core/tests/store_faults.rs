@@ -26,11 +26,11 @@ struct FaultyStore {
     inner: MemoryStore,
     /// Refuse this many `get_job` calls.
     fail_get_job: AtomicUsize,
-    /// Refuse this many writes that move a job to RUNNING (the worker's claim).
+    /// Refuse this many claims (the worker's `claim_job`).
     fail_claims: AtomicUsize,
     /// Refuse every write that moves a job to CANCELLED.
     fail_cancels: AtomicBool,
-    /// Hold writes that move a job to RUNNING until cleared.
+    /// Hold claims until cleared.
     hold_claims: AtomicBool,
 }
 
@@ -94,14 +94,6 @@ impl Store for FaultyStore {
         self.inner.unfinished_jobs().await
     }
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job> {
-        if job.state == JobState::Running {
-            while self.hold_claims.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            if take(&self.fail_claims) {
-                return Err(store_down());
-            }
-        }
         if job.state == JobState::Cancelled && self.fail_cancels.load(Ordering::SeqCst) {
             return Err(store_down());
         }
@@ -127,6 +119,12 @@ impl Store for FaultyStore {
         self.inner.purge(j, k).await
     }
     async fn claim_job(&self, id: &JobId, h: &str, until: DateTime<Utc>) -> Result<Option<Job>> {
+        while self.hold_claims.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if take(&self.fail_claims) {
+            return Err(store_down());
+        }
         self.inner.claim_job(id, h, until).await
     }
     async fn renew_lease(

@@ -1112,4 +1112,33 @@ engine:
         assert!(!format!("{pw:?} {pw}").contains("hunter2"));
         assert!(s.get("hcp_test_absent_secret_name").unwrap().is_none());
     }
+
+    #[test]
+    fn the_job_lease_is_bounded_in_the_hosts_file_and_the_environment() {
+        let base = "providers:\n  - name: s\n    kind: sim\n    hosts: [{name: h, zone: z}]\nzones: [{name: z}]\n";
+        assert_eq!(
+            Config::from_yaml(base, "t").unwrap().engine.job_lease,
+            Duration::from_secs(30)
+        );
+        let c = Config::from_yaml(&format!("{base}engine: {{job_lease: 2s}}\n"), "t").unwrap();
+        assert_eq!(c.engine.job_lease, Duration::from_secs(2));
+        for bad in ["500ms", "2h"] {
+            let e = Config::from_yaml(&format!("{base}engine: {{job_lease: {bad}}}\n"), "t")
+                .unwrap_err();
+            assert_eq!(e.field(), Some("engine.job_lease"), "{e}");
+        }
+        let mut c = Config::from_yaml(base, "t").unwrap();
+        c.apply_env(&|k: &str| (k == "HCP_JOB_LEASE").then(|| "5s".to_string()))
+            .unwrap();
+        assert_eq!(c.engine.job_lease, Duration::from_secs(5));
+        let e = c
+            .apply_env(&|k: &str| (k == "HCP_JOB_LEASE").then(|| "0s".to_string()))
+            .unwrap_err();
+        assert_eq!(e.field(), Some("HCP_JOB_LEASE"), "{e}");
+        assert_eq!(
+            c.engine.job_lease,
+            Duration::from_secs(5),
+            "a refused value changes nothing"
+        );
+    }
 }

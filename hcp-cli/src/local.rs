@@ -389,6 +389,7 @@ mod tests {
             started_at: Some(at),
             finished_at: state.is_terminal().then_some(at),
             generation: 3,
+            lease: None,
         }
     }
 

@@ -1556,6 +1556,7 @@ fn job_from_tenant(t: TenantJob) -> Job {
         started_at: t.started_at,
         finished_at: t.finished_at,
         generation: 0,
+        lease: None,
     }
 }
 

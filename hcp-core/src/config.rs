@@ -400,6 +400,34 @@ pub struct EngineSettings {
     pub max_snapshots_per_vm: u32,
     /// The project the Hyper-V service's legacy routes act in.
     pub default_project: String,
+    /// How long a worker's claim on a job lasts unless renewed (1 s to 1 h; `HCP_JOB_LEASE`).
+    /// Workers renew every third of it; a job whose worker died is picked up again (by this or
+    /// another replica sharing the store) once its lease lapsed.
+    #[serde(with = "humantime_serde")]
+    pub job_lease: Duration,
+}
+
+/// The shortest `engine.job_lease`.
+pub const MIN_JOB_LEASE: Duration = Duration::from_secs(1);
+/// The longest `engine.job_lease`.
+pub const MAX_JOB_LEASE: Duration = Duration::from_secs(3600);
+
+/// Checks a job lease duration: 1 s to 1 h.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] naming `field` when it is outside that range.
+pub fn validate_job_lease(field: &str, lease: Duration) -> Result<()> {
+    if (MIN_JOB_LEASE..=MAX_JOB_LEASE).contains(&lease) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!(
+                "is {}; allowed: 1s to 1h",
+                humantime::format_duration(lease)
+            ),
+        ))
+    }
 }
 
 impl Default for EngineSettings {
@@ -421,6 +449,7 @@ impl Default for EngineSettings {
             graceful_stop_timeout: Duration::from_secs(60),
             max_snapshots_per_vm: 32,
             default_project: "default".into(),
+            job_lease: Duration::from_secs(30),
         }
     }
 }
@@ -462,8 +491,9 @@ impl Config {
     }
 
     /// Applies the environment: `INVENTORY_REFRESH_INTERVAL`, `HCP_MAX_CONCURRENT_JOBS`,
-    /// `HCP_MAX_JOBS_PER_HOST`, `HCP_JOB_TIMEOUT`, `HCP_IDEMPOTENCY_TTL`, `HCP_EVENT_RETENTION`,
-    /// `HCP_LEADER_LEASE`, `HCP_DEFAULT_PROJECT`, and `HCP_SECRETS_DIR` (default `/run/secrets`).
+    /// `HCP_MAX_JOBS_PER_HOST`, `HCP_JOB_TIMEOUT`, `HCP_JOB_LEASE`, `HCP_IDEMPOTENCY_TTL`,
+    /// `HCP_EVENT_RETENTION`, `HCP_LEADER_LEASE`, `HCP_DEFAULT_PROJECT`, and `HCP_SECRETS_DIR`
+    /// (default `/run/secrets`).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidSpec`] naming the variable when a value cannot be parsed.
@@ -474,6 +504,11 @@ impl Config {
         }
         if let Some(v) = env("HCP_JOB_TIMEOUT") {
             self.engine.job_timeout = parse_duration("HCP_JOB_TIMEOUT", &v)?;
+        }
+        if let Some(v) = env("HCP_JOB_LEASE") {
+            let lease = parse_duration("HCP_JOB_LEASE", &v)?;
+            validate_job_lease("HCP_JOB_LEASE", lease)?;
+            self.engine.job_lease = lease;
         }
         if let Some(v) = env("HCP_IDEMPOTENCY_TTL") {
             self.engine.idempotency_ttl = parse_duration("HCP_IDEMPOTENCY_TTL", &v)?;
@@ -552,6 +587,9 @@ impl Config {
         }
         if let Err(e) = check_leader_lease("engine.leader_lease", self.engine.leader_lease) {
             return fail("engine.leader_lease".into(), e.message().to_string());
+        }
+        if let Err(e) = validate_job_lease("engine.job_lease", self.engine.job_lease) {
+            return fail("engine.job_lease".into(), e.message().to_string());
         }
         let mut zones = HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {
@@ -1178,5 +1216,34 @@ engine:
         assert_eq!(pw.expose(), "hunter2");
         assert!(!format!("{pw:?} {pw}").contains("hunter2"));
         assert!(s.get("hcp_test_absent_secret_name").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_job_lease_is_bounded_in_the_hosts_file_and_the_environment() {
+        let base = "providers:\n  - name: s\n    kind: sim\n    hosts: [{name: h, zone: z}]\nzones: [{name: z}]\n";
+        assert_eq!(
+            Config::from_yaml(base, "t").unwrap().engine.job_lease,
+            Duration::from_secs(30)
+        );
+        let c = Config::from_yaml(&format!("{base}engine: {{job_lease: 2s}}\n"), "t").unwrap();
+        assert_eq!(c.engine.job_lease, Duration::from_secs(2));
+        for bad in ["500ms", "2h"] {
+            let e = Config::from_yaml(&format!("{base}engine: {{job_lease: {bad}}}\n"), "t")
+                .unwrap_err();
+            assert_eq!(e.field(), Some("engine.job_lease"), "{e}");
+        }
+        let mut c = Config::from_yaml(base, "t").unwrap();
+        c.apply_env(&|k: &str| (k == "HCP_JOB_LEASE").then(|| "5s".to_string()))
+            .unwrap();
+        assert_eq!(c.engine.job_lease, Duration::from_secs(5));
+        let e = c
+            .apply_env(&|k: &str| (k == "HCP_JOB_LEASE").then(|| "0s".to_string()))
+            .unwrap_err();
+        assert_eq!(e.field(), Some("HCP_JOB_LEASE"), "{e}");
+        assert_eq!(
+            c.engine.job_lease,
+            Duration::from_secs(5),
+            "a refused value changes nothing"
+        );
     }
 }

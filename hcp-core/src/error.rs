@@ -113,6 +113,10 @@ pub const CODE_IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
 /// Code of the error returned while the first request with an idempotency key is still being accepted.
 pub const CODE_IDEMPOTENCY_KEY_IN_PROGRESS: &str = "IDEMPOTENCY_KEY_IN_PROGRESS";
 
+/// Code of the error returned when a job write carries a lease token that is no longer the job's
+/// (its lease lapsed and another worker claimed it; the kind is [`ErrorKind::Conflict`]).
+pub const CODE_LEASE_LOST: &str = "LEASE_LOST";
+
 /// Code of the error returned when no host has room for a request now (the kind is
 /// [`ErrorKind::QuotaExceeded`]; a project's quota keeps the kind's own code).
 pub const CODE_CAPACITY_EXHAUSTED: &str = "CAPACITY_EXHAUSTED";

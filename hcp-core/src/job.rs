@@ -345,6 +345,33 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// The compare-and-swap generation, bumped on every write.
     pub generation: u64,
+    /// The worker lease on the job, once a worker claimed it (operator view). Only the store's
+    /// lease methods write it; a job write that carries another value keeps the stored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<JobLease>,
+}
+
+/// A worker's claim on a job: who holds it, until when, and its fencing token.
+///
+/// # Behavior
+/// The token of a job only grows: each claim stores the previous token plus one, so a write
+/// that carries an older token comes from a worker that lost the job, and the store refuses it.
+/// A released or lapsed lease stays on the job (with its token) until the next claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLease {
+    /// The worker (an engine instance) holding the job.
+    pub holder: String,
+    /// The fencing token of this claim.
+    pub token: u64,
+    /// When the lease lapses unless renewed.
+    pub until: DateTime<Utc>,
+}
+
+impl JobLease {
+    /// Returns true when the lease still holds at `now`.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.until > now
+    }
 }
 
 impl Job {
@@ -757,6 +784,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             generation: 1,
+            lease: None,
         }
     }
 

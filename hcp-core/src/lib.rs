@@ -59,15 +59,15 @@ pub use engine::{
 pub use engine::{AdoptRequest, MAX_SERVER_GROUP_MEMBERS, MigrateRequest, NewServerGroup};
 pub use error::{
     CODE_CAPACITY_EXHAUSTED, CODE_IDEMPOTENCY_KEY_IN_PROGRESS, CODE_IDEMPOTENCY_KEY_REUSED,
-    CODE_PRECONDITION_FAILED, CODE_PRECONDITION_REQUIRED, ECHO_MAX_CHARS, Error, ErrorInfo,
-    ErrorKind, ErrorStatus, Result, echo, excerpt,
+    CODE_LEASE_LOST, CODE_PRECONDITION_FAILED, CODE_PRECONDITION_REQUIRED, ECHO_MAX_CHARS, Error,
+    ErrorInfo, ErrorKind, ErrorStatus, Result, echo, excerpt,
 };
 pub use events::{Event, EventFilter, EventKind, EventSink, RepairAction, TracingSink};
 pub use group::{
     CODE_SERVER_GROUP_NOT_EMPTY, CODE_SERVER_GROUP_POLICY, GroupPolicy, GroupStrength, ServerGroup,
 };
 pub use job::{
-    Job, JobAction, JobLogLine, JobState, JobUpdate, LogAudience, LogEntry, LogLevel,
+    Job, JobAction, JobLease, JobLogLine, JobState, JobUpdate, LogAudience, LogEntry, LogLevel,
     PendingReason, RetryDecision, RetryPolicy,
 };
 pub use leader::{AlwaysLeader, Leadership};

@@ -16,8 +16,8 @@ use hcp_core::store::{
     Submission, SubmitOutcome, Usage, VmFilter, VmSort,
 };
 use hcp_core::{
-    Engine, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry,
-    Principal, ProjectId, RequestContext, Result, Vm, VmId, VmSpec,
+    Engine, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLease, JobLogLine, JobState,
+    LogEntry, Principal, ProjectId, RequestContext, Result, Vm, VmId, VmSpec,
 };
 
 /// The in-memory store, refusing chosen calls with an internal (store) error.
@@ -26,12 +26,14 @@ struct FaultyStore {
     inner: MemoryStore,
     /// Refuse this many `get_job` calls.
     fail_get_job: AtomicUsize,
-    /// Refuse this many writes that move a job to RUNNING (the worker's claim).
+    /// Refuse this many claims (the worker's `claim_job`).
     fail_claims: AtomicUsize,
     /// Refuse every write that moves a job to CANCELLED.
     fail_cancels: AtomicBool,
-    /// Hold writes that move a job to RUNNING until cleared.
+    /// Hold claims until cleared.
     hold_claims: AtomicBool,
+    /// Hold event appends until cleared.
+    hold_events: AtomicBool,
 }
 
 fn store_down() -> Error {
@@ -94,14 +96,6 @@ impl Store for FaultyStore {
         self.inner.unfinished_jobs().await
     }
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job> {
-        if job.state == JobState::Running {
-            while self.hold_claims.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            if take(&self.fail_claims) {
-                return Err(store_down());
-            }
-        }
         if job.state == JobState::Cancelled && self.fail_cancels.load(Ordering::SeqCst) {
             return Err(store_down());
         }
@@ -118,6 +112,9 @@ impl Store for FaultyStore {
         self.inner.job_logs(id, after).await
     }
     async fn append_event(&self, e: Event) -> Result<Arc<Event>> {
+        while self.hold_events.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         self.inner.append_event(e).await
     }
     async fn list_events(&self, f: &EventFilter) -> Result<Vec<Arc<Event>>> {
@@ -159,6 +156,33 @@ impl Store for FaultyStore {
     ) -> Result<hcp_core::ServerGroup> {
         self.inner.delete_server_group(s, id).await
     }
+    async fn claim_job(&self, id: &JobId, h: &str, until: DateTime<Utc>) -> Result<Option<Job>> {
+        while self.hold_claims.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if take(&self.fail_claims) {
+            return Err(store_down());
+        }
+        self.inner.claim_job(id, h, until).await
+    }
+    async fn renew_lease(
+        &self,
+        id: &JobId,
+        h: &str,
+        t: u64,
+        until: DateTime<Utc>,
+    ) -> Result<JobLease> {
+        self.inner.renew_lease(id, h, t, until).await
+    }
+    async fn release_lease(&self, id: &JobId, h: &str, t: u64) -> Result<()> {
+        self.inner.release_lease(id, h, t).await
+    }
+    async fn update_job_fenced(&self, job: Job, expected: u64, t: u64) -> Result<Job> {
+        self.inner.update_job_fenced(job, expected, t).await
+    }
+    async fn claimable_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>> {
+        self.inner.claimable_jobs(now, limit).await
+    }
 }
 
 async fn engine(store: Arc<FaultyStore>) -> Engine {
@@ -168,6 +192,8 @@ async fn engine(store: Arc<FaultyStore>) -> Engine {
 async fn engine_with_timeout(store: Arc<FaultyStore>, job_timeout: Duration) -> Engine {
     let mut config = hcp_provider_sim::demo_config();
     config.engine.job_timeout = job_timeout;
+    // A short lease: the lease poller (every third of it) picks up jobs nobody scheduled.
+    config.engine.job_lease = Duration::from_secs(1);
     config.engine.retry.initial_delay = Duration::from_millis(5);
     config.engine.retry.max_delay = Duration::from_millis(20);
     hcp_provider_sim::register(Engine::builder(config))
@@ -280,4 +306,32 @@ async fn a_job_that_waits_past_its_timeout_ends_with_timeout_without_starting() 
     assert_eq!(started.state, JobState::Failed, "{started:?}");
     assert_eq!(started.error.as_ref().unwrap().kind, ErrorKind::Timeout);
     assert_eq!(started.attempts, 0, "it never started: {started:?}");
+}
+
+#[tokio::test]
+async fn a_submit_dropped_after_its_store_write_still_runs_its_job() {
+    let store = Arc::new(FaultyStore::default());
+    let engine = engine(store.clone()).await;
+    // The submission is written, then the request is dropped while its event is appended
+    // (before the scheduler hears of the job), as a server's request timeout does.
+    store.hold_events.store(true, Ordering::SeqCst);
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(200),
+        engine.create_vm(&alice(), VmSpec::new("web-5", "ubuntu-24.04", "small")),
+    )
+    .await;
+    assert!(
+        dropped.is_err(),
+        "the submit was still waiting: {dropped:?}"
+    );
+    store.hold_events.store(false, Ordering::SeqCst);
+    let jobs = store
+        .list_jobs(&Scope::All, &JobFilter::default(), &PageRequest::all())
+        .await
+        .unwrap();
+    assert_eq!(jobs.items.len(), 1, "the job was written: {jobs:?}");
+    // The lease poller finds the job nobody scheduled and runs it.
+    let job = wait(&engine, &jobs.items[0].id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(job.attempts, 1, "{job:?}");
 }

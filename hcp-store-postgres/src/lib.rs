@@ -47,11 +47,11 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use hcp_core::store::{
     IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, SortValue, Store,
     Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmSortKey, VmWrite,
-    group_name_taken, group_not_empty, group_not_found,
+    group_name_taken, group_not_empty, group_not_found, lease_lost,
 };
 use hcp_core::{
-    CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
-    LogEntry, ProjectId, Quota, Result, ServerGroup, ServerGroupId, Vm, VmId,
+    CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLease,
+    JobLogLine, LogEntry, ProjectId, Quota, Result, ServerGroup, ServerGroupId, Vm, VmId,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -65,6 +65,7 @@ use tokio_postgres::{NoTls, Row};
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_vm_list_columns.sql")),
+    (3, include_str!("migrations/0003_job_leases.sql")),
     (4, include_str!("migrations/0004_server_groups.sql")),
     (
         5,
@@ -380,10 +381,28 @@ impl PostgresStore {
         Ok(vm)
     }
 
+    /// Reads a job from `generation, doc, lease_holder, lease_expires_at, fencing_token`; the
+    /// lease columns, not the document, hold the lease.
     fn job_of(&self, row: &Row) -> Result<Job> {
         let mut job: Job = self.doc(row, 1)?;
         job.generation = from_db(self.col::<i64>(row, 0)?)?;
+        job.lease = self.lease_of(row, 2)?;
         Ok(job)
+    }
+
+    /// Reads a lease from `lease_holder, lease_expires_at, fencing_token` starting at column `i`.
+    fn lease_of(&self, row: &Row, i: usize) -> Result<Option<JobLease>> {
+        let holder: Option<String> = self.col(row, i)?;
+        let until: Option<DateTime<Utc>> = self.col(row, i + 1)?;
+        let token: i64 = self.col(row, i + 2)?;
+        Ok(match (holder, until) {
+            (Some(holder), Some(until)) => Some(JobLease {
+                holder,
+                token: from_db(token)?,
+                until,
+            }),
+            _ => None,
+        })
     }
 
     /// Locks the project's usage row (creating it) and returns the usage.
@@ -665,6 +684,7 @@ impl PostgresStore {
 
     async fn insert_job(&self, tx: &impl GenericClient, mut job: Job) -> Result<Job> {
         job.generation = 1;
+        job.lease = None;
         let st = tx
             .prepare_cached(
                 "INSERT INTO jobs (id, project, vm_id, state, terminal, finished_at, generation, doc)
@@ -1121,7 +1141,8 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT generation, doc FROM jobs WHERE id = $1 AND ($2::text[] IS NULL OR project = ANY($2))",
+                "SELECT generation, doc, lease_holder, lease_expires_at, fencing_token FROM jobs
+                 WHERE id = $1 AND ($2::text[] IS NULL OR project = ANY($2))",
             )
             .await
             .map_err(|e| self.db_err(e))?;
@@ -1143,7 +1164,7 @@ impl Store for PostgresStore {
         let state = filter.state.map(|s| text_of(&s)).transpose()?;
         let st = c
             .prepare_cached(
-                "SELECT generation, doc FROM jobs
+                "SELECT generation, doc, lease_holder, lease_expires_at, fencing_token FROM jobs
                  WHERE ($1::text[] IS NULL OR project = ANY($1)) AND ($2::text IS NULL OR id < $2)
                    AND ($3::text IS NULL OR vm_id = $3) AND ($4::text IS NULL OR state = $4)
                  ORDER BY id DESC LIMIT $5",
@@ -1176,7 +1197,10 @@ impl Store for PostgresStore {
     async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
         let c = self.client().await?;
         let st = c
-            .prepare_cached("SELECT generation, doc FROM jobs WHERE NOT terminal ORDER BY id")
+            .prepare_cached(
+                "SELECT generation, doc, lease_holder, lease_expires_at, fencing_token FROM jobs
+                 WHERE NOT terminal ORDER BY id",
+            )
             .await
             .map_err(|e| self.db_err(e))?;
         let rows = c.query(&st, &[]).await.map_err(|e| self.db_err(e))?;
@@ -1192,12 +1216,14 @@ impl Store for PostgresStore {
         let st = c
             .prepare_cached(
                 "UPDATE jobs SET generation = $2, state = $3, terminal = $4, finished_at = $5, doc = $6
-                 WHERE id = $1 AND generation = $7",
+                 WHERE id = $1 AND generation = $7
+                 RETURNING lease_holder, lease_expires_at, fencing_token",
             )
             .await
             .map_err(|e| self.db_err(e))?;
-        let n = c
-            .execute(
+        job.lease = None;
+        let row = c
+            .query_opt(
                 &st,
                 &[
                     &job.id.as_str(),
@@ -1211,7 +1237,8 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(|e| self.db_err(e))?;
-        if n == 1 {
+        if let Some(row) = row {
+            job.lease = self.lease_of(&row, 0)?;
             return Ok(job);
         }
         let st = c
@@ -1591,6 +1618,206 @@ impl Store for PostgresStore {
             .map_err(|e| self.db_err(e))?;
         tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(group)
+    }
+
+    // ---- Job leases -------------------------------------------------------------------------
+    // A claim locks the unfinished jobs of the job's VM in id order (so claims on one VM
+    // serialize) and grants only the oldest of them; the lapse check uses the database's clock.
+
+    async fn claim_job(
+        &self,
+        id: &JobId,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Job>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        let st = tx
+            .prepare_cached("SELECT vm_id FROM jobs WHERE id = $1")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let Some(row) = tx
+            .query_opt(&st, &[&id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?
+        else {
+            return Err(Error::not_found("job", id));
+        };
+        let vm_id: String = self.col(&row, 0)?;
+        let st = tx
+            .prepare_cached(
+                "SELECT id FROM jobs WHERE vm_id = $1 AND NOT terminal ORDER BY id FOR UPDATE",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = tx.query(&st, &[&vm_id]).await.map_err(|e| self.db_err(e))?;
+        let first: Option<String> = rows.first().map(|r| self.col(r, 0)).transpose()?;
+        if first.as_deref() != Some(id.as_str()) {
+            return Ok(None);
+        }
+        let st = tx
+            .prepare_cached(
+                "UPDATE jobs SET lease_holder = $2, lease_expires_at = $3,
+                        fencing_token = fencing_token + 1, generation = generation + 1
+                 WHERE id = $1 AND NOT terminal
+                   AND (lease_holder IS NULL OR lease_expires_at <= clock_timestamp()
+                        OR lease_holder = $2)
+                 RETURNING generation, doc, lease_holder, lease_expires_at, fencing_token",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = tx
+            .query_opt(&st, &[&id.as_str(), &holder, &until])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let job = row.map(|r| self.job_of(&r)).transpose()?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(job)
+    }
+
+    async fn renew_lease(
+        &self,
+        id: &JobId,
+        holder: &str,
+        token: u64,
+        until: DateTime<Utc>,
+    ) -> Result<JobLease> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE jobs SET lease_expires_at = $4
+                 WHERE id = $1 AND lease_holder = $2 AND fencing_token = $3 AND NOT terminal
+                 RETURNING lease_holder, lease_expires_at, fencing_token",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = c
+            .query_opt(&st, &[&id.as_str(), &holder, &to_db(token)?, &until])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        match row {
+            Some(row) => self.lease_of(&row, 0)?.ok_or_else(|| lease_lost(id, token)),
+            None => Err(self.lease_refusal(&c, id, token).await),
+        }
+    }
+
+    async fn release_lease(&self, id: &JobId, holder: &str, token: u64) -> Result<()> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE jobs SET lease_expires_at = least(lease_expires_at, clock_timestamp())
+                 WHERE id = $1 AND lease_holder = $2 AND fencing_token = $3",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let n = c
+            .execute(&st, &[&id.as_str(), &holder, &to_db(token)?])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(self.lease_refusal(&c, id, token).await)
+        }
+    }
+
+    async fn update_job_fenced(&self, mut job: Job, expected: u64, token: u64) -> Result<Job> {
+        let c = self.client().await?;
+        job.generation = expected
+            .checked_add(1)
+            .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
+        job.lease = None;
+        // One statement: the token check, the compare and the swap are atomic.
+        let st = c
+            .prepare_cached(
+                "UPDATE jobs SET generation = $2, state = $3, terminal = $4, finished_at = $5, doc = $6
+                 WHERE id = $1 AND generation = $7 AND fencing_token = $8
+                   AND lease_holder IS NOT NULL
+                 RETURNING lease_holder, lease_expires_at, fencing_token",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = c
+            .query_opt(
+                &st,
+                &[
+                    &job.id.as_str(),
+                    &to_db(job.generation)?,
+                    &text_of(&job.state)?,
+                    &job.state.is_terminal(),
+                    &job.finished_at,
+                    &to_doc(&job)?,
+                    &to_db(expected)?,
+                    &to_db(token)?,
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        if let Some(row) = row {
+            job.lease = self.lease_of(&row, 0)?;
+            return Ok(job);
+        }
+        let st = c
+            .prepare_cached(
+                "SELECT generation, fencing_token, lease_holder IS NOT NULL FROM jobs WHERE id = $1",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        match c
+            .query_opt(&st, &[&job.id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?
+        {
+            None => Err(Error::not_found("job", &job.id)),
+            Some(row) => {
+                let held: bool = self.col(&row, 2)?;
+                if !held || from_db(self.col(&row, 1)?)? != token {
+                    return Err(lease_lost(&job.id, token));
+                }
+                Err(cas_conflict(
+                    "job",
+                    &job.id,
+                    expected,
+                    from_db(self.col(&row, 0)?)?,
+                ))
+            }
+        }
+    }
+
+    async fn claimable_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>> {
+        let c = self.client().await?;
+        let limit = i64::try_from(limit.min(PageRequest::MAX_LIMIT)).unwrap_or(1000);
+        let st = c
+            .prepare_cached(
+                "SELECT generation, doc, lease_holder, lease_expires_at, fencing_token FROM jobs j
+                 WHERE NOT terminal AND (lease_expires_at IS NULL OR lease_expires_at <= $1)
+                   AND NOT EXISTS (SELECT 1 FROM jobs o
+                                   WHERE o.vm_id = j.vm_id AND NOT o.terminal AND o.id < j.id)
+                 ORDER BY id LIMIT $2",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = c
+            .query(&st, &[&now, &limit])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        rows.iter().map(|r| self.job_of(r)).collect()
+    }
+}
+
+impl PostgresStore {
+    /// Explains why a lease write matched no row: the job is gone, or the lease is not the
+    /// caller's.
+    async fn lease_refusal(&self, c: &impl GenericClient, id: &JobId, token: u64) -> Error {
+        let exists = match c.prepare_cached("SELECT 1 FROM jobs WHERE id = $1").await {
+            Ok(st) => c.query_opt(&st, &[&id.as_str()]).await,
+            Err(e) => Err(e),
+        };
+        match exists {
+            Ok(None) => Error::not_found("job", id),
+            Ok(Some(_)) => lease_lost(id, token),
+            Err(e) => self.db_err(e),
+        }
     }
 }
 

@@ -40,6 +40,8 @@ Environment (the Kubernetes way: a ConfigMap for the hosts file, Secrets as file
   HCP_RATE_BURST                requests a caller may send at once (default: N of HCP_RATE_LIMIT)
   HCP_BODY_LIMIT, HCP_REQUEST_TIMEOUT, HCP_PAGE_MAX, HCP_SHUTDOWN_TIMEOUT, HCP_JOB_TIMEOUT,
   HCP_MAX_CONCURRENT_JOBS, HCP_MAX_JOBS_PER_HOST, HCP_IDEMPOTENCY_TTL, HCP_DEFAULT_PROJECT
+  HCP_JOB_LEASE                 a worker's claim on a job, renewed every third of it (default
+                                30s, 1s-1h); a dead replica's jobs are taken over once it lapses
   HCP_DATABASE_URL              a PostgreSQL URL (or the secret file database_url): keep VMs,
                                 jobs, logs, events and idempotency records there
   HCP_DATABASE_SCHEMA           the PostgreSQL schema of HCP's tables (default public)

@@ -7,6 +7,7 @@ mod capacity;
 mod day2;
 mod groups;
 mod inventory;
+mod leases;
 mod migrate;
 mod plan;
 mod scheduler;
@@ -383,12 +384,14 @@ impl EngineBuilder {
             leadership: self
                 .leadership
                 .unwrap_or_else(|| Arc::new(crate::AlwaysLeader)),
+            holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         });
         scheduler::spawn(Arc::downgrade(&inner), sched_rx);
         watch::spawn_log_writer(Arc::downgrade(&inner), log_rx);
         let engine = Engine { inner };
         engine.refresh_inventory().await?;
         engine.recover_jobs().await?;
+        leases::spawn_poller(Arc::downgrade(&engine.inner));
         if self.background && !engine.inner.settings.inventory_refresh_interval.is_zero() {
             inventory::spawn_reconciler(Arc::downgrade(&engine.inner));
         }
@@ -434,6 +437,9 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     /// Whether this process runs the singleton duties now.
     pub(crate) leadership: Arc<dyn crate::Leadership>,
+    /// This engine's name as a job lease holder: unique per engine instance, so a restarted
+    /// process never mistakes its predecessor's leases for its own.
+    pub(crate) holder: String,
 }
 
 /// Locks one of the engine's maps. Poisoning is ignored on purpose: each critical section is a
@@ -506,6 +512,33 @@ impl Inner {
             let expected = job.generation;
             f(&mut job)?;
             match self.store.update_job(job, expected).await {
+                Ok(j) => return Ok(j),
+                Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::internal(format!(
+            "job `{id}` kept changing; gave up updating it"
+        )))
+    }
+
+    /// Like [`Inner::update_job_with`], for the worker holding the job's lease `token`: the
+    /// write is refused with `LEASE_LOST` (and nothing retried) once another worker claimed it.
+    pub(crate) async fn update_job_fenced_with(
+        &self,
+        id: &JobId,
+        token: u64,
+        mut f: impl FnMut(&mut Job) -> Result<()>,
+    ) -> Result<Job> {
+        for _ in 0..16 {
+            let mut job = self
+                .store
+                .get_job(&Scope::All, id)
+                .await?
+                .ok_or_else(|| Error::not_found("job", id))?;
+            let expected = job.generation;
+            f(&mut job)?;
+            match self.store.update_job_fenced(job, expected, token).await {
                 Ok(j) => return Ok(j),
                 Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
                 Err(e) => return Err(e),
@@ -1057,6 +1090,7 @@ impl Engine {
             started_at: None,
             finished_at: None,
             generation: 0,
+            lease: None,
         };
         let idempotency =
             key_guard
@@ -1496,29 +1530,11 @@ impl Engine {
         lock(&self.inner.cancels).keys().cloned().collect()
     }
 
+    /// Offers the store's claimable jobs to the scheduler at start: jobs nobody ran, and jobs
+    /// whose worker died (their lease lapsed). A job another replica still holds is left to it;
+    /// the lease poller offers it again once its lease lapses.
     async fn recover_jobs(&self) -> Result<()> {
-        for job in self.inner.store.unfinished_jobs().await? {
-            if job.state == JobState::Running {
-                self.inner
-                    .update_job_with(&job.id, |j| {
-                        j.transition(JobState::Pending, Utc::now())?;
-                        j.pending_reason = Some(PendingReason::Queued);
-                        Ok(())
-                    })
-                    .await?;
-                let _ = self.inner.logs.send(LogMsg::line(
-                    &job.id,
-                    crate::LogEntry::warn("requeued after an HCP restart"),
-                ));
-            }
-            self.inner.pending.fetch_add(1, Ordering::Relaxed);
-            let _ = self.inner.sched.send(SchedMsg::Submitted {
-                job_id: job.id.clone(),
-                vm_id: job.vm_id.clone(),
-                host_key: host_key(&job.provider, &job.host),
-            });
-        }
-        Ok(())
+        leases::poll_once(&self.inner).await
     }
 }
 

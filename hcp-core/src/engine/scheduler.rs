@@ -52,6 +52,12 @@ pub(crate) enum SchedMsg {
     },
     /// A pending job was cancelled or failed without running.
     Cancelled { job_id: JobId, vm_id: VmId },
+    /// The lease poller found a claimable job in the store; ignored when already known here.
+    Offered {
+        job_id: JobId,
+        vm_id: VmId,
+        host_key: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +79,8 @@ struct Scheduler {
     host_waiting: HashMap<String, VecDeque<Queued>>,
     /// Jobs removed from their VM queue while still sitting in `ready`, a host queue or backoff.
     skip: HashSet<JobId>,
+    /// Every job queued, running or in backoff here, so an offer of one is ignored.
+    known: HashSet<JobId>,
 }
 
 pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg>) {
@@ -102,6 +110,7 @@ pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg
         ready: VecDeque::new(),
         host_waiting: HashMap::new(),
         skip: HashSet::new(),
+        known: HashSet::new(),
     };
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
@@ -129,11 +138,34 @@ pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg
 impl Scheduler {
     fn handle(&mut self, inner: &Arc<Inner>, msg: SchedMsg) {
         match msg {
+            SchedMsg::Offered {
+                job_id,
+                vm_id,
+                host_key,
+            } => {
+                if self.known.contains(&job_id) {
+                    return;
+                }
+                inner.pending.fetch_add(1, Ordering::Relaxed);
+                self.handle(
+                    inner,
+                    SchedMsg::Submitted {
+                        job_id,
+                        vm_id,
+                        host_key,
+                    },
+                );
+            }
             SchedMsg::Submitted {
                 job_id,
                 vm_id,
                 host_key,
             } => {
+                if !self.known.insert(job_id.clone()) {
+                    // Offered by the poller before its submitter's message came.
+                    inner.pending.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
                 let q = self.vm_queues.entry(vm_id.clone()).or_default();
                 let head = q.front().map(|h| h.job_id.clone());
                 q.push_back(Queued {
@@ -157,6 +189,7 @@ impl Scheduler {
                 vm_id,
                 host_key,
             } => {
+                self.known.remove(&job_id);
                 self.release(&job_id, &host_key);
                 self.advance_vm(inner, &vm_id, &job_id);
             }
@@ -205,6 +238,7 @@ impl Scheduler {
                     return;
                 };
                 inner.pending.fetch_sub(1, Ordering::Relaxed);
+                self.known.remove(&job_id);
                 if pos == 0 {
                     // The head sits in `ready`, a host queue or backoff: skip it there.
                     self.skip.insert(job_id.clone());
@@ -297,6 +331,7 @@ impl Scheduler {
                         let recover = AssertUnwindSafe(worker::recover(
                             &inner,
                             &job.job_id,
+                            &job.vm_id,
                             &job.host_key,
                             &text,
                         ));

@@ -7,15 +7,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::inventory::{settle_capacity, settle_resize, write_inventory};
+use super::leases::{self, Held};
 use super::scheduler::SchedMsg;
 use super::watch::LogMsg;
 use super::{Inner, lock};
 use crate::store::Scope;
 use crate::{
     CreateVm, DeleteSnapshot, DeleteVm, DesiredState, Error, ErrorInfo, ErrorKind, EventKind,
-    HcpMark, Job, JobAction, JobReporter, JobState, JobUpdate, LogEntry, LogLevel, MigrateVm,
-    NetworkPlan, OpContext, PendingReason, PowerState, Principal, RebootVm, ResizeVm, Resources,
-    RetryDecision, RevertSnapshot, SetMark, SnapshotVm, StartVm, StopVm, Vm, VmTarget,
+    HcpMark, HostInventory, Job, JobAction, JobReporter, JobState, JobUpdate, LogEntry, LogLevel,
+    MigrateVm, NetworkPlan, OpContext, PendingReason, PowerState, Principal, RebootVm, ResizeVm,
+    Resources, RetryDecision, RevertSnapshot, SetMark, SnapshotVm, StartVm, StopVm, Vm, VmTarget,
 };
 
 /// What a successful attempt changed.
@@ -68,9 +69,16 @@ fn error_line(level: LogLevel, message: String, e: &Error) -> LogEntry {
 
 /// Runs one attempt of `job_id` and returns what the scheduler must do next.
 ///
-/// When the store fails before the job is claimed (reading it, or the claim's write), the job is
-/// still PENDING: it is scheduled again after a pause instead of being dropped, so neither it nor
-/// the later jobs on its VM wait forever.
+/// # Behavior
+/// The worker first claims the job in the store under a lease ([`super::leases`]); a job it
+/// cannot claim (ended, held by another worker or replica, or behind an older unfinished job of
+/// its VM) is left alone, and the lease poller offers it again when it becomes claimable. When
+/// the store fails before the job is claimed or started, the job is still PENDING: it is
+/// scheduled again after a pause instead of being dropped, so neither it nor the later jobs on
+/// its VM wait forever. A claimed job that is RUNNING was abandoned by a worker that died or
+/// hung: it is recovered ([`recover_abandoned`]) before anything is run again. Every job write
+/// carries the lease's fencing token; once the lease is lost the attempt stops at once (its
+/// provider call is dropped) and writes nothing more.
 pub(crate) async fn run(
     inner: &Arc<Inner>,
     job_id: &crate::JobId,
@@ -92,50 +100,158 @@ pub(crate) async fn run(
             .initial_delay
             .max(Duration::from_millis(50)),
     };
-    let job = match inner.store.get_job(&Scope::All, job_id).await {
+    let claimed_at = tokio::time::Instant::now();
+    let job = match inner
+        .store
+        .claim_job(
+            job_id,
+            &inner.holder,
+            leases::until(inner.settings.job_lease),
+        )
+        .await
+    {
         Ok(Some(j)) => j,
-        // Gone (purged): nothing to run; its VM's queue moves on.
+        // Ended, held elsewhere, or behind an older job of its VM: the poller offers it again
+        // once it can run. Gone (purged): nothing to run. Either way its VM's queue moves on.
         Ok(None) => return finished(vm_id.clone()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return finished(vm_id.clone()),
         Err(e) => {
-            tracing::warn!(job_id = %job_id, error = %e, "cannot read a job to run it; trying again shortly");
+            tracing::warn!(job_id = %job_id, error = %e, "cannot claim a job to run it; trying again shortly");
             return again();
         }
     };
-    if job.state != JobState::Pending {
-        return finished(job.vm_id);
+    let Some(token) = job.lease.as_ref().map(|l| l.token) else {
+        tracing::error!(job_id = %job_id, "the store returned a claimed job without its lease");
+        return again();
+    };
+    let held = Held::start(inner, job_id, token, claimed_at);
+    let msg = run_claimed(inner, job, &held, host_key).await;
+    // A job in retry backoff keeps its lease until its retry time; any other is given up.
+    if !matches!(msg, SchedMsg::Retry { .. }) || !held.is_held() {
+        let _ = inner
+            .store
+            .release_lease(job_id, &inner.holder, token)
+            .await;
     }
+    drop(held);
+    msg
+}
+
+async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) -> SchedMsg {
+    let job_id = job.id.clone();
+    let finished = |vm_id| SchedMsg::Finished {
+        job_id: job_id.clone(),
+        vm_id,
+        host_key: host_key.to_string(),
+    };
+    let again = |vm_id| SchedMsg::Retry {
+        job_id: job_id.clone(),
+        vm_id,
+        host_key: host_key.to_string(),
+        after: inner
+            .settings
+            .retry
+            .initial_delay
+            .max(Duration::from_millis(50)),
+    };
+    let token = held.token;
     let deadline = deadline_of(&job);
+    let abandoned = job.state == JobState::Running;
     if Utc::now() >= deadline {
         let err = Error::new(
             ErrorKind::Timeout,
             format!("job exceeded its timeout of {} ms", job.timeout_ms),
         );
+        let vm = if abandoned {
+            inner
+                .store
+                .get_vm(&Scope::All, &job.vm_id)
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
         // A job that waited past its timeout ends FAILED without starting.
-        let _ = fail(inner, job.clone(), None, err, JobState::Failed).await;
+        let _ = fail(inner, job.clone(), vm.as_ref(), err, JobState::Failed).await;
         return finished(job.vm_id);
     }
-    // Claim it: PENDING → RUNNING, compare-and-swap.
-    let job = match inner
-        .update_job_with(job_id, |j| {
-            if j.state != JobState::Pending {
-                return Err(Error::new(ErrorKind::Conflict, "no longer pending"));
-            }
-            j.transition(JobState::Running, Utc::now())
-        })
-        .await
-    {
-        Ok(j) => j,
-        // Someone else moved it on (a cancel): nothing to run.
-        Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
+    let job = if abandoned {
+        log(
+            inner,
+            &job,
+            LogEntry::warn(format!(
+                "the worker running attempt {} stopped (its lease lapsed); this worker took the job over and looks at the hypervisor before running anything again",
+                job.attempts
+            )),
+        );
+        let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await else {
+            let err = Error::internal(format!("vm `{}` of job `{}` is gone", job.vm_id, job.id));
+            let _ = fail(inner, job.clone(), None, err, JobState::Failed).await;
             return finished(job.vm_id);
+        };
+        match recover_abandoned(inner, &job, &vm).await {
+            Found::Done(effect, what) => {
+                log(inner, &job, LogEntry::info(format!("recovery: {what}")));
+                if held.is_held() {
+                    succeed(inner, job.clone(), &vm, effect).await;
+                }
+                return finished(job.vm_id);
+            }
+            Found::Fail(e, what) => {
+                log(inner, &job, LogEntry::warn(format!("recovery: {what}")));
+                if held.is_held() {
+                    let _ = fail(inner, job.clone(), Some(&vm), e, JobState::Failed).await;
+                }
+                return finished(job.vm_id);
+            }
+            Found::Rerun(what) => {
+                log(inner, &job, LogEntry::info(format!("recovery: {what}")));
+                // A new attempt: RUNNING → PENDING → RUNNING counts it.
+                match inner
+                    .update_job_fenced_with(&job.id, token, |j| {
+                        j.transition(JobState::Pending, Utc::now())?;
+                        j.transition(JobState::Running, Utc::now())
+                    })
+                    .await
+                {
+                    Ok(j) => j,
+                    Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
+                        return finished(job.vm_id);
+                    }
+                    Err(e) => {
+                        tracing::warn!(job_id = %job.id, error = %e, "cannot restart a recovered job; trying again shortly");
+                        return again(job.vm_id);
+                    }
+                }
+            }
         }
-        // The store failed: the job is still PENDING; claim it again shortly.
-        Err(e) => {
-            tracing::warn!(job_id = %job_id, error = %e, "cannot claim a job; trying again shortly");
-            return again();
+    } else {
+        // Start it: PENDING → RUNNING, compare-and-swap under the lease.
+        match inner
+            .update_job_fenced_with(&job.id, token, |j| {
+                if j.state != JobState::Pending {
+                    return Err(Error::new(ErrorKind::Conflict, "no longer pending"));
+                }
+                j.transition(JobState::Running, Utc::now())
+            })
+            .await
+        {
+            Ok(j) => {
+                transition_event(inner, &j, Some(JobState::Pending), None).await;
+                j
+            }
+            // Someone else moved it on (a cancel, or another worker took it): nothing to run.
+            Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
+                return finished(job.vm_id);
+            }
+            // The store failed: the job is still PENDING; claim it again shortly.
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = %e, "cannot start a claimed job; trying again shortly");
+                return again(job.vm_id);
+            }
         }
     };
-    transition_event(inner, &job, Some(JobState::Pending), None).await;
     publish_status(inner, &job);
     let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await else {
         let err = Error::internal(format!("vm `{}` of job `{}` is gone", job.vm_id, job.id));
@@ -153,7 +269,7 @@ pub(crate) async fn run(
     tracing::debug!(job_id = %job.id, vm_id = %vm.id, provider = %vm.binding.provider, host = %vm.binding.host, attempt = job.attempts, "job attempt started");
 
     // A cancel that came while the job was being claimed left its token here already.
-    let token = lock(&inner.cancels)
+    let cancel = lock(&inner.cancels)
         .entry(job.id.clone())
         .or_default()
         .clone();
@@ -166,12 +282,32 @@ pub(crate) async fn run(
         }),
     );
     let outcome = tokio::select! {
-        _ = token.cancelled() => Err(Error::new(ErrorKind::Cancelled, "cancelled while running")),
-        r = tokio::time::timeout(remaining, perform(inner, &ctx, &job, &vm)) => r.unwrap_or_else(|_| {
+        // The lease first: a worker that lost it must not act on the VM once more.
+        biased;
+        _ = held.lost() => None,
+        _ = cancel.cancelled() => Some(Err(Error::new(ErrorKind::Cancelled, "cancelled while running"))),
+        r = tokio::time::timeout(remaining, perform(inner, &ctx, &job, &vm)) => Some(r.unwrap_or_else(|_| {
             Err(Error::new(ErrorKind::Timeout, format!("job exceeded its timeout of {} ms", job.timeout_ms)))
-        }),
+        })),
     };
     lock(&inner.cancels).remove(&job.id);
+    let outcome = match outcome {
+        Some(o) if held.is_held() => o,
+        _ => {
+            // Another worker owns the job now: leave everything (the VM, its record, the
+            // job) to it.
+            log(
+                inner,
+                &job,
+                LogEntry::warn(format!(
+                    "attempt {} stopped: this worker lost the job's lease",
+                    job.attempts
+                )),
+            );
+            lock(&inner.progress).remove(&job.id);
+            return finished(job.vm_id);
+        }
+    };
 
     match outcome {
         Ok(effect) => succeed(inner, job.clone(), &vm, effect).await,
@@ -196,6 +332,102 @@ pub(crate) async fn run(
         }
     }
     finished(job.vm_id)
+}
+
+/// What the new holder of an abandoned job found on the hypervisor.
+enum Found {
+    /// The operation had taken effect: the job is finished with this effect.
+    Done(Effect, String),
+    /// The operation must run again.
+    Rerun(String),
+    /// The job fails with this error.
+    Fail(Error, String),
+}
+
+/// Looks at the hypervisor before an abandoned job (its worker died or hung mid-attempt) runs
+/// again, Nova-style: a create whose VM exists with HCP's mark is adopted and finished, never
+/// created twice; a create without a VM is run again, or failed once its attempts are used up;
+/// a delete whose VM is gone succeeds; a power operation checks the power state. Other
+/// operations run again (each is safe to repeat). What was found goes to the job log.
+async fn recover_abandoned(inner: &Arc<Inner>, job: &Job, vm: &Vm) -> Found {
+    let rerun = |what: String| {
+        if job.attempts >= job.max_attempts {
+            Found::Fail(
+                Error::new(
+                    ErrorKind::ProviderUnavailable,
+                    format!(
+                        "the worker running the job stopped and its {} attempts are used up",
+                        job.max_attempts
+                    ),
+                )
+                .with_operation(job.operation),
+                format!("{what}; no attempt is left, so the job fails"),
+            )
+        } else {
+            Found::Rerun(format!("{what}; running it again"))
+        }
+    };
+    let looked = match inner.provider(&vm.binding.provider) {
+        Ok(entry) => {
+            inner
+                .call(
+                    &vm.binding.provider,
+                    crate::Operation::HostInventory,
+                    &vm.binding.host,
+                    entry
+                        .provider
+                        .host_inventory(HostInventory::new(vm.binding.host.clone())),
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let found = match looked {
+        Ok(inv) => inv.vms.into_iter().find(|n| {
+            n.mark.as_ref().is_some_and(|m| m.vm_id == vm.id)
+                || vm.binding.native_id.as_deref() == Some(n.native_id.as_str())
+        }),
+        Err(e) => {
+            return rerun(format!(
+                "could not look at the hypervisor ({})",
+                e.message()
+            ));
+        }
+    };
+    match (&job.action, found) {
+        (JobAction::Create, Some(n)) => Found::Done(
+            Effect::Created {
+                native_id: n.native_id,
+                power: n.power,
+                member_host: n.host,
+            },
+            "the VM exists on the hypervisor with HCP's mark; it is adopted, not created again"
+                .into(),
+        ),
+        (JobAction::Create, None) => rerun("no VM was made".into()),
+        (JobAction::Delete { .. }, None) => Found::Done(Effect::Deleted, "the VM is gone".into()),
+        (JobAction::Delete { .. }, Some(_)) => rerun("the VM still exists".into()),
+        (JobAction::Start | JobAction::Reboot { .. }, Some(n))
+            if n.power == PowerState::Running =>
+        {
+            Found::Done(
+                Effect::Power(PowerState::Running),
+                "the VM is running".into(),
+            )
+        }
+        (JobAction::Stop { .. }, Some(n)) if n.power == PowerState::Stopped => Found::Done(
+            Effect::Power(PowerState::Stopped),
+            "the VM is stopped".into(),
+        ),
+        (JobAction::Start | JobAction::Reboot { .. } | JobAction::Stop { .. }, Some(n)) => {
+            rerun(format!("the VM is {}", n.power))
+        }
+        (_, None) => rerun("the VM was not found on its host".into()),
+        (_, Some(_)) => rerun(format!(
+            "{} cannot be checked on the hypervisor",
+            job.operation
+        )),
+    }
 }
 
 /// When a job's time is up: its first start (or, for a job that never started, its acceptance)
@@ -807,18 +1039,17 @@ async fn retry(
     );
     let retry_at = later(after).unwrap_or(DateTime::<Utc>::MAX_UTC);
     let info = ErrorInfo::from(&e);
-    let updated = inner
-        .update_job_with(&job.id, |j| {
-            j.transition(JobState::Pending, Utc::now())?;
-            j.pending_reason = Some(PendingReason::RetryBackoff {
-                attempt: j.attempts,
-                retry_at,
-                error: e.message().to_string(),
-                detail: e.detail().map(str::to_string),
-            });
-            Ok(())
-        })
-        .await;
+    let updated = write_job(inner, job, |j| {
+        j.transition(JobState::Pending, Utc::now())?;
+        j.pending_reason = Some(PendingReason::RetryBackoff {
+            attempt: j.attempts,
+            retry_at,
+            error: e.message().to_string(),
+            detail: e.detail().map(str::to_string),
+        });
+        Ok(())
+    })
+    .await;
     match updated {
         Ok(j) => {
             transition_event(inner, &j, Some(JobState::Running), Some(info)).await;
@@ -1019,19 +1250,31 @@ async fn end(
     let from = job.state;
     let err = error.clone();
     let progress = lock(&inner.progress).remove(&job.id);
-    let job = inner
-        .update_job_with(&job.id, |j| {
-            if let Some(p) = progress {
-                j.progress = p;
-            }
-            j.transition(state, Utc::now())?;
-            j.error = err.clone();
-            Ok(())
-        })
-        .await?;
+    let job = write_job(inner, job, |j| {
+        if let Some(p) = progress {
+            j.progress = p;
+        }
+        j.transition(state, Utc::now())?;
+        j.error = err.clone();
+        Ok(())
+    })
+    .await?;
     transition_event(inner, &job, Some(from), error).await;
     finalize(inner, &job).await;
     Ok(())
+}
+
+/// Writes a job a worker runs: fenced with the token of the lease `job` carries (refused with
+/// `LEASE_LOST` once another worker claimed it), unfenced for a job without a lease.
+async fn write_job(
+    inner: &Inner,
+    job: &Job,
+    f: impl FnMut(&mut Job) -> crate::Result<()>,
+) -> crate::Result<Job> {
+    match job.lease.as_ref().map(|l| l.token) {
+        Some(token) => inner.update_job_fenced_with(&job.id, token, f).await,
+        None => inner.update_job_with(&job.id, f).await,
+    }
 }
 
 /// Tells watchers the job ended, once every log line sent before has been written.
@@ -1048,6 +1291,7 @@ async fn finalize(inner: &Arc<Inner>, job: &Job) {
 pub(crate) async fn recover(
     inner: &Arc<Inner>,
     job_id: &crate::JobId,
+    vm_id: &crate::VmId,
     host_key: &str,
     panic: &str,
 ) -> SchedMsg {
@@ -1059,9 +1303,11 @@ pub(crate) async fn recover(
         vm_id,
         host_key: host_key.to_string(),
     };
+    // The job cannot be read: its VM's queue still moves on (the job, if it exists, is
+    // claimable again once its lease lapses).
     let job = match inner.store.get_job(&Scope::All, job_id).await {
         Ok(Some(job)) => job,
-        _ => return finished(crate::VmId::new("")),
+        _ => return finished(vm_id.clone()),
     };
     if job.state.is_terminal() {
         return finished(job.vm_id);

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::{
     IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store, Submission,
     SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmWrite, group_name_taken, group_not_empty,
-    group_not_found,
+    group_not_found, lease_lost,
 };
 use crate::{
-    CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine,
-    LogEntry, ProjectId, Result, ServerGroup, ServerGroupId, Vm, VmId,
+    CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLease,
+    JobLogLine, LogEntry, ProjectId, Result, ServerGroup, ServerGroupId, Vm, VmId,
 };
 
 /// Keeps everything in memory; the default store.
@@ -46,6 +46,8 @@ struct State {
     groups: BTreeMap<ServerGroupId, ServerGroup>,
     group_names: HashMap<(ProjectId, String), ServerGroupId>,
     group_members: HashMap<ServerGroupId, BTreeSet<VmId>>,
+    /// The jobs that have not ended, per VM, oldest (by id) first: the claim rules' index.
+    unfinished: HashMap<VmId, BTreeSet<JobId>>,
 }
 
 #[derive(Debug, Clone)]
@@ -303,6 +305,8 @@ impl State {
             ));
         }
         job.generation = 1;
+        job.lease = None;
+        self.track(&job);
         self.project_jobs
             .entry(job.project.clone())
             .or_default()
@@ -316,6 +320,61 @@ impl State {
             },
         );
         Ok(job)
+    }
+
+    /// Keeps the index of unfinished jobs in step with a job's (new) state.
+    fn track(&mut self, job: &Job) {
+        if job.state.is_terminal() {
+            if let Some(set) = self.unfinished.get_mut(&job.vm_id) {
+                set.remove(&job.id);
+                if set.is_empty() {
+                    self.unfinished.remove(&job.vm_id);
+                }
+            }
+        } else {
+            self.unfinished
+                .entry(job.vm_id.clone())
+                .or_default()
+                .insert(job.id.clone());
+        }
+    }
+
+    /// Returns true when `job` is the oldest unfinished job of its VM.
+    fn first_of_vm(&self, job: &Job) -> bool {
+        self.unfinished
+            .get(&job.vm_id)
+            .and_then(|set| set.first())
+            .is_none_or(|first| first == &job.id)
+    }
+
+    /// Replaces a job (compare-and-swap), keeping the stored lease.
+    fn replace_job(&mut self, mut job: Job, expected: u64) -> Result<Job> {
+        let entry = self
+            .jobs
+            .get_mut(&job.id)
+            .ok_or_else(|| Error::not_found("job", &job.id))?;
+        if entry.job.generation != expected {
+            return Err(cas_conflict("job", &job.id, expected, entry.job.generation));
+        }
+        job.generation = expected
+            .checked_add(1)
+            .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
+        job.lease = entry.job.lease.clone();
+        entry.job = job.clone();
+        self.track(&job);
+        Ok(job)
+    }
+
+    /// Returns the lease of job `id` when it carries `holder` (any holder: `None`) and `token`.
+    fn lease_mut(&mut self, id: &JobId, holder: Option<&str>, token: u64) -> Result<&mut JobEntry> {
+        let entry = self
+            .jobs
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found("job", id))?;
+        match &entry.job.lease {
+            Some(l) if l.token == token && holder.is_none_or(|h| h == l.holder) => Ok(entry),
+            _ => Err(lease_lost(id, token)),
+        }
     }
 }
 
@@ -601,18 +660,8 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn update_job(&self, mut job: Job, expected: u64) -> Result<Job> {
-        let mut s = self.lock();
-        let entry = s
-            .jobs
-            .get_mut(&job.id)
-            .ok_or_else(|| Error::not_found("job", &job.id))?;
-        if entry.job.generation != expected {
-            return Err(cas_conflict("job", &job.id, expected, entry.job.generation));
-        }
-        job.generation = expected + 1;
-        entry.job = job.clone();
-        Ok(job)
+    async fn update_job(&self, job: Job, expected: u64) -> Result<Job> {
+        self.lock().replace_job(job, expected)
     }
 
     async fn append_logs(
@@ -697,7 +746,9 @@ impl Store for MemoryStore {
             .map(|e| (e.job.id.clone(), e.job.project.clone()))
             .collect();
         for (id, project) in old {
-            s.jobs.remove(&id);
+            if let Some(e) = s.jobs.remove(&id) {
+                s.track(&e.job);
+            }
             if let Some(set) = s.project_jobs.get_mut(&project) {
                 set.remove(&id);
             }
@@ -800,5 +851,102 @@ impl Store for MemoryStore {
             .remove(&(group.project.clone(), group.name.clone()));
         s.group_members.remove(id);
         Ok(group)
+    }
+
+    // ---- Job leases -------------------------------------------------------------------------
+
+    async fn claim_job(
+        &self,
+        id: &JobId,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Job>> {
+        let now = Utc::now();
+        let mut s = self.lock();
+        let job = &s
+            .jobs
+            .get(id)
+            .ok_or_else(|| Error::not_found("job", id))?
+            .job;
+        let free = job
+            .lease
+            .as_ref()
+            .is_none_or(|l| !l.is_active(now) || l.holder == holder);
+        if job.state.is_terminal() || !free || !s.first_of_vm(job) {
+            return Ok(None);
+        }
+        let token = job
+            .lease
+            .as_ref()
+            .map_or(0, |l| l.token)
+            .checked_add(1)
+            .ok_or_else(|| Error::internal("a job's fencing token overflowed"))?;
+        let Some(entry) = s.jobs.get_mut(id) else {
+            return Ok(None);
+        };
+        entry.job.generation = entry
+            .job
+            .generation
+            .checked_add(1)
+            .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
+        entry.job.lease = Some(JobLease {
+            holder: holder.to_string(),
+            token,
+            until,
+        });
+        Ok(Some(entry.job.clone()))
+    }
+
+    async fn renew_lease(
+        &self,
+        id: &JobId,
+        holder: &str,
+        token: u64,
+        until: DateTime<Utc>,
+    ) -> Result<JobLease> {
+        let mut s = self.lock();
+        let entry = s.lease_mut(id, Some(holder), token)?;
+        if entry.job.state.is_terminal() {
+            return Err(lease_lost(id, token));
+        }
+        let lease = entry
+            .job
+            .lease
+            .as_mut()
+            .ok_or_else(|| lease_lost(id, token))?;
+        lease.until = until;
+        Ok(lease.clone())
+    }
+
+    async fn release_lease(&self, id: &JobId, holder: &str, token: u64) -> Result<()> {
+        let now = Utc::now();
+        let mut s = self.lock();
+        let entry = s.lease_mut(id, Some(holder), token)?;
+        if let Some(lease) = entry.job.lease.as_mut() {
+            lease.until = lease.until.min(now);
+        }
+        Ok(())
+    }
+
+    async fn update_job_fenced(&self, job: Job, expected: u64, token: u64) -> Result<Job> {
+        let mut s = self.lock();
+        s.lease_mut(&job.id, None, token)?;
+        s.replace_job(job, expected)
+    }
+
+    async fn claimable_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>> {
+        let s = self.lock();
+        let mut out: Vec<Job> = s
+            .unfinished
+            .values()
+            .filter_map(|set| set.first())
+            .filter_map(|id| s.jobs.get(id))
+            .map(|e| &e.job)
+            .filter(|j| j.lease.as_ref().is_none_or(|l| !l.is_active(now)))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.truncate(limit);
+        Ok(out)
     }
 }

@@ -1,9 +1,9 @@
 //! The store: VMs' desired state, jobs and their logs, idempotency records and the audit stream.
 //!
 //! Every write is a compare-and-swap on a generation number, so a stale worker cannot overwrite
-//! newer state. A submission (idempotency record, VM write and job) is one transaction. The
-//! in-memory store is the only store today; the trait is shaped so a database-backed store can
-//! implement it without changing callers.
+//! newer state. A submission (idempotency record, VM write and job) is one transaction. Jobs are
+//! claimed under leases with fencing tokens, so several engines (replicas) can share one store.
+//! The in-memory store lives here; the PostgreSQL store is the crate `hcp-store-postgres`.
 
 mod memory;
 mod query;
@@ -22,8 +22,8 @@ pub use query::{
 };
 
 use crate::{
-    DesiredState, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLogLine, JobState, LogEntry,
-    Operation, ProjectId, Quota, Resources, Result, ServerGroup, ServerGroupId, Vm, VmId,
+    DesiredState, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLease, JobLogLine, JobState,
+    LogEntry, Operation, ProjectId, Quota, Resources, Result, ServerGroup, ServerGroupId, Vm, VmId,
 };
 
 /// Which objects a lookup may see: one project's (tenants) or all (operators, HCP itself).
@@ -316,6 +316,12 @@ pub enum SubmitOutcome {
 /// - **Sequence numbers.** Log lines are numbered per job from 1 and events globally from 1,
 ///   without gaps, in the order they are committed, so a reader that asks for everything after
 ///   the last number it saw misses nothing.
+/// - **Leases.** A worker claims a job ([`Store::claim_job`]) before it runs it and holds it
+///   under a lease that lapses unless renewed ([`Store::renew_lease`]). Each claim stores a
+///   fencing token greater than any before on the job; the worker's job writes
+///   ([`Store::update_job_fenced`]) carry it and are refused once another worker claimed the
+///   job. At most one job of a VM is claimed at a time. The lease is written by these methods
+///   only: [`Store::update_job`] keeps the stored lease whatever the record carries.
 /// - **Errors.** `Conflict` means the state changed or a unique name or key is taken;
 ///   [`crate::ErrorKind::NotFound`] means the record a write names does not exist; any other
 ///   error is the store's own failure (unreachable database, ...) and says nothing about the
@@ -418,7 +424,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Returns jobs that have not ended, oldest first (recovery after a restart).
     async fn unfinished_jobs(&self) -> Result<Vec<Job>>;
 
-    /// Replaces a job (compare-and-swap on its generation).
+    /// Replaces a job (compare-and-swap on its generation). The stored lease is kept: the one in
+    /// `job` is ignored, and the returned job carries the stored one.
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job>;
 
     /// Appends log lines to a job, assigning their sequence numbers.
@@ -521,6 +528,85 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Numbers not in the outbox (already marked, purged, or never appended) are ignored, so
     /// marking is idempotent and two publishers marking the same events do not fail.
     async fn mark_published(&self, seqs: &[u64]) -> Result<()>;
+
+    // ---- Job leases -------------------------------------------------------------------------
+    // A worker runs a job only while it holds the job's lease; every write it makes carries the
+    // lease's fencing token, so a worker whose lease lapsed and was claimed by another cannot
+    // overwrite what the new holder does. See the trait's "Leases" paragraph.
+
+    /// Claims job `id` for `holder` until `until`, with a new fencing token.
+    ///
+    /// # Behavior
+    /// Claims the job when it has not ended, its lease is absent, lapsed (its `until` is not
+    /// after the store's clock) or already `holder`'s, and it is the oldest unfinished job of its
+    /// VM (by id). So at most one job of a VM is claimed at a time, and a VM's jobs run in
+    /// order. The claim stores `JobLease { holder, token, until }` where `token` is the job's
+    /// previous token plus one (1 for its first claim), bumps the job's generation and returns
+    /// the job. Of concurrent claims of one job, or of jobs of one VM, one at most wins.
+    /// Otherwise returns `None` and changes nothing (the job ended, another holder's lease is
+    /// active, or an older job of its VM has not ended). The job's state is left as it is: a
+    /// RUNNING job claimed after its lease lapsed is an abandoned job for the caller to recover.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] when the job does not exist.
+    async fn claim_job(
+        &self,
+        id: &JobId,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Job>>;
+
+    /// Extends the lease `token` of `holder` on job `id` to `until` and returns it.
+    ///
+    /// # Behavior
+    /// Renews while the stored lease still carries `holder` and `token` and the job has not
+    /// ended, also after it lapsed as long as nobody claimed the job since. Changes nothing
+    /// else (not the generation).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Conflict`] with code [`crate::CODE_LEASE_LOST`] when the job ended or
+    /// its lease is another's or has another token; [`crate::ErrorKind::NotFound`] when the job
+    /// does not exist.
+    async fn renew_lease(
+        &self,
+        id: &JobId,
+        holder: &str,
+        token: u64,
+        until: DateTime<Utc>,
+    ) -> Result<JobLease>;
+
+    /// Gives up the lease `token` of `holder` on job `id`, so it can be claimed at once.
+    ///
+    /// # Behavior
+    /// Sets the lease's `until` to the store's clock; holder and token stay, so the next claim
+    /// gets a greater token. Works on an ended job too. Changes nothing else.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Conflict`] with code [`crate::CODE_LEASE_LOST`] when the lease is
+    /// another's or has another token; [`crate::ErrorKind::NotFound`] when the job does not
+    /// exist.
+    async fn release_lease(&self, id: &JobId, holder: &str, token: u64) -> Result<()>;
+
+    /// Replaces a job (compare-and-swap on its generation) for the worker holding lease `token`.
+    ///
+    /// # Behavior
+    /// Like [`Store::update_job`], and only while the job's stored lease carries `token` (also
+    /// after it lapsed, as long as nobody claimed the job since). The stored lease is kept.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Conflict`] with code [`crate::CODE_LEASE_LOST`], permanent, when the
+    /// stored token differs or the job has no lease, and nothing is written; otherwise the errors
+    /// of [`Store::update_job`].
+    async fn update_job_fenced(&self, job: Job, expected: u64, token: u64) -> Result<Job>;
+
+    /// Returns jobs a worker may claim at `now`, oldest first, at most `limit`.
+    ///
+    /// # Behavior
+    /// Lists the jobs that have not ended, whose lease is absent or lapsed at `now`, and that
+    /// are the oldest unfinished job of their VM: what [`Store::claim_job`] would grant (unless
+    /// another caller claims them first). Jobs whose worker died (RUNNING, lease lapsed) are
+    /// among them, and so are PENDING jobs nobody scheduled.
+    async fn claimable_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>>;
 }
 
 /// Returns the refusal of deleting `group` while it has `members` VMs.
@@ -547,6 +633,15 @@ pub fn group_name_taken(project: &ProjectId, name: &str) -> Error {
         format!("a server group named `{name}` already exists in project `{project}`"),
     )
     .with_field("name")
+}
+
+/// The error a lease method or a fenced write returns when the caller's lease is gone.
+pub fn lease_lost(id: &JobId, token: u64) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!("job `{id}` is no longer held with lease token {token}"),
+    )
+    .with_code(crate::CODE_LEASE_LOST)
 }
 
 #[cfg(test)]

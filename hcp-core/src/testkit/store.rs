@@ -90,6 +90,7 @@ pub fn job(vm: &Vm) -> Job {
         started_at: None,
         finished_at: None,
         generation: 0,
+        lease: None,
     }
 }
 
@@ -153,7 +154,7 @@ pub const CHECKS: [&str; 13] = [
     "filtered_sorted_listing",
 ];
 
-/// Runs the check named `name` (one of [`CHECKS`]) on `store`.
+/// Runs the check named `name` (one of [`CHECKS`] or [`LEASE_CHECKS`]) on `store`.
 ///
 /// # Errors
 /// The check's failure, or `Internal` for an unknown name.
@@ -172,6 +173,7 @@ pub async fn run(name: &str, store: Arc<dyn Store>) -> Result<()> {
         "quota_under_concurrency" => quota_under_concurrency(store).await,
         "usage_follows_vm_writes" => usage_follows_vm_writes(store).await,
         "filtered_sorted_listing" => filtered_sorted_listing(store).await,
+        other if LEASE_CHECKS.contains(&other) => run_lease_check(other, store).await,
         other => return Err(Error::internal(format!("no store check named `{other}`"))),
     };
     r.map_err(|e| e.with_context("check", name))
@@ -189,6 +191,9 @@ where
     for name in CHECKS {
         run(name, fresh().await).await?;
     }
+    for name in LEASE_CHECKS {
+        run(name, fresh().await).await?;
+    }
     Ok(())
 }
 
@@ -203,6 +208,9 @@ macro_rules! store_conformance_tests {
             idempotency_under_concurrency, fingerprint_mismatch_is_refused, paging_and_cursors,
             scope_isolation, log_sequence_numbers, event_sequence_numbers, retention_purge,
             quota_under_concurrency, usage_follows_vm_writes, filtered_sorted_listing);
+        $crate::store_conformance_tests!(@each $fresh;
+            lease_claim_has_one_winner, lease_one_active_job_per_vm, lease_expiry_and_reclaim,
+            lease_stale_token_is_refused, lease_renew_by_non_holder_is_refused);
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
         $(
@@ -2128,5 +2136,369 @@ pub async fn server_group_hard_policy_in_submit(store: Arc<dyn Store>) -> Result
             .submit(create_in("alpha", "s-2", &soft.id, "host-1"))
             .await?,
     )?;
+    Ok(())
+}
+
+// ---- Job leases ------------------------------------------------------------------------------
+// The checks of the lease methods: claims, fencing tokens, expiry and renewal.
+
+/// The names of the lease checks, in the order [`run_all`] runs them (after [`CHECKS`]).
+pub const LEASE_CHECKS: [&str; 5] = [
+    "lease_claim_has_one_winner",
+    "lease_one_active_job_per_vm",
+    "lease_expiry_and_reclaim",
+    "lease_stale_token_is_refused",
+    "lease_renew_by_non_holder_is_refused",
+];
+
+async fn run_lease_check(name: &str, store: Arc<dyn Store>) -> Result<()> {
+    match name {
+        "lease_claim_has_one_winner" => lease_claim_has_one_winner(store).await,
+        "lease_one_active_job_per_vm" => lease_one_active_job_per_vm(store).await,
+        "lease_expiry_and_reclaim" => lease_expiry_and_reclaim(store).await,
+        "lease_stale_token_is_refused" => lease_stale_token_is_refused(store).await,
+        "lease_renew_by_non_holder_is_refused" => lease_renew_by_non_holder_is_refused(store).await,
+        other => Err(Error::internal(format!("no store check named `{other}`"))),
+    }
+}
+
+fn in_secs(secs: i64) -> chrono::DateTime<Utc> {
+    Utc::now() + ChronoDuration::seconds(secs)
+}
+
+fn is_lease_lost(r: &Result<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(e) if e.kind() == ErrorKind::Conflict && e.code() == crate::CODE_LEASE_LOST)
+}
+
+async fn stored_job(store: &Arc<dyn Store>, id: &JobId) -> Result<Job> {
+    store
+        .get_job(&Scope::All, id)
+        .await?
+        .ok_or_else(|| Error::internal(format!("store conformance: job `{id}` vanished")))
+}
+
+/// Submits a second job on `vm` (an update of the VM), returning the job.
+async fn another_job(store: &Arc<dyn Store>, vm: &Vm) -> Result<Job> {
+    let cur = store
+        .get_vm(&Scope::All, &vm.id)
+        .await?
+        .ok_or_else(|| Error::internal("store conformance: the VM vanished"))?;
+    let expected = cur.generation;
+    let mut j = job(&cur);
+    j.operation = Operation::StartVm;
+    j.action = JobAction::Start;
+    let (_, j) = accepted(
+        store
+            .submit(Submission {
+                idempotency: None,
+                vm: VmWrite::Update { vm: cur, expected },
+                job: j,
+                quota: None,
+            })
+            .await?,
+    )?;
+    Ok(j)
+}
+
+/// Ends a job through fenced writes with `token` (PENDING → RUNNING → SUCCEEDED).
+async fn finish_fenced(store: &Arc<dyn Store>, id: &JobId, token: u64) -> Result<Job> {
+    let mut j = stored_job(store, id).await?;
+    let g = j.generation;
+    j.transition(JobState::Running, Utc::now())?;
+    let mut j = store.update_job_fenced(j, g, token).await?;
+    let g = j.generation;
+    j.transition(JobState::Succeeded, Utc::now())?;
+    store.update_job_fenced(j, g, token).await
+}
+
+/// Claims one job from 10 tasks at once.
+///
+/// # Errors
+/// When more or fewer than one claim wins, the token is not 1, or the stored lease is not the
+/// winner's.
+pub async fn lease_claim_has_one_winner(store: Arc<dyn Store>) -> Result<()> {
+    let (_, j) = accepted(store.submit(create("p1", "lease-one")).await?)?;
+    ensure!(j.lease.is_none(), "a submitted job has no lease: {j:?}");
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = store.clone();
+        let id = j.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .claim_job(&id, &format!("worker-{i}"), in_secs(60))
+                .await
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        if let Some(job) = t.await.map_err(|e| Error::internal(e.to_string()))?? {
+            won.push(job);
+        }
+    }
+    ensure!(
+        won.len() == 1,
+        "exactly one of 10 concurrent claims wins, got {}",
+        won.len()
+    );
+    let lease = won[0]
+        .lease
+        .clone()
+        .ok_or_else(|| Error::internal("store conformance: a claimed job carries its lease"))?;
+    ensure!(lease.token == 1, "the first claim's token is 1: {lease:?}");
+    let cur = stored_job(&store, &j.id).await?;
+    ensure!(
+        cur.lease.as_ref() == Some(&lease) && cur.generation == 2,
+        "the stored job carries the winner's lease and a bumped generation: {cur:?}"
+    );
+    ensure!(
+        cur.state == JobState::Pending,
+        "a claim leaves the state alone: {cur:?}"
+    );
+    let r = store
+        .claim_job(&JobId::new("job-missing"), "w", in_secs(60))
+        .await;
+    ensure!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::NotFound),
+        "claiming a missing job is NotFound: {r:?}"
+    );
+    Ok(())
+}
+
+/// Claims the jobs of several VMs, two jobs each, from many tasks at once.
+///
+/// # Errors
+/// When two jobs of one VM are claimed at once, a later job is claimed before the earlier one
+/// ended, or the earlier one's end does not free the later one.
+pub async fn lease_one_active_job_per_vm(store: Arc<dyn Store>) -> Result<()> {
+    let mut pairs = Vec::new();
+    for n in 0..5 {
+        let (v, first) = accepted(store.submit(create("p1", &format!("lease-vm-{n}"))).await?)?;
+        let second = another_job(&store, &v).await?;
+        pairs.push((first, second));
+    }
+    let claimable = store.claimable_jobs(Utc::now(), 100).await?;
+    let ids: HashSet<&JobId> = claimable.iter().map(|j| &j.id).collect();
+    ensure!(
+        pairs
+            .iter()
+            .all(|(a, b)| ids.contains(&a.id) && !ids.contains(&b.id)),
+        "only the oldest job of each VM is claimable: {ids:?}"
+    );
+    let mut tasks = Vec::new();
+    for (i, (a, b)) in pairs.iter().enumerate() {
+        for (k, id) in [&a.id, &b.id, &a.id, &b.id].into_iter().enumerate() {
+            let store = store.clone();
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .claim_job(&id, &format!("worker-{i}-{k}"), in_secs(60))
+                    .await
+            }));
+        }
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        if let Some(job) = t.await.map_err(|e| Error::internal(e.to_string()))?? {
+            won.push(job);
+        }
+    }
+    for (a, b) in &pairs {
+        let n = won.iter().filter(|j| j.vm_id == a.vm_id).count();
+        ensure!(n == 1, "one claim per VM wins, got {n} on {}", a.vm_id);
+        ensure!(
+            won.iter().all(|j| j.id != b.id),
+            "a VM's later job is not claimed while an earlier one is unfinished"
+        );
+    }
+    let (a, b) = &pairs[0];
+    let token = won
+        .iter()
+        .find(|j| j.id == a.id)
+        .and_then(|j| j.lease.as_ref())
+        .map(|l| l.token)
+        .ok_or_else(|| Error::internal("store conformance: the winner carries its lease"))?;
+    finish_fenced(&store, &a.id, token).await?;
+    let next = store.claim_job(&b.id, "worker-next", in_secs(60)).await?;
+    ensure!(
+        next.is_some(),
+        "a VM's next job is claimable once the earlier one ended"
+    );
+    Ok(())
+}
+
+/// Lets a lease lapse and claims the job again.
+///
+/// # Errors
+/// When an active lease is taken by another holder, a lapsed or released one is not, or a new
+/// claim's token is not greater.
+pub async fn lease_expiry_and_reclaim(store: Arc<dyn Store>) -> Result<()> {
+    let (_, j) = accepted(store.submit(create("p1", "lease-expiry")).await?)?;
+    let a = store
+        .claim_job(&j.id, "worker-a", in_secs(60))
+        .await?
+        .ok_or_else(|| Error::internal("store conformance: a fresh job is claimable"))?;
+    ensure!(
+        store
+            .claim_job(&j.id, "worker-b", in_secs(60))
+            .await?
+            .is_none(),
+        "an active lease is not claimed by another holder"
+    );
+    ensure!(
+        store.claimable_jobs(Utc::now(), 100).await?.is_empty(),
+        "a job under an active lease is not claimable"
+    );
+    // Worker A's lease lapses (renewed into the past: no waiting on the clock).
+    let token_a = a.lease.as_ref().map_or(0, |l| l.token);
+    store
+        .renew_lease(&j.id, "worker-a", token_a, in_secs(-1))
+        .await?;
+    let listed = store.claimable_jobs(Utc::now(), 100).await?;
+    ensure!(
+        listed.len() == 1 && listed[0].id == j.id,
+        "a lapsed job is claimable: {listed:?}"
+    );
+    let b = store
+        .claim_job(&j.id, "worker-b", in_secs(60))
+        .await?
+        .ok_or_else(|| Error::internal("store conformance: a lapsed lease is claimable"))?;
+    let token_b = b.lease.as_ref().map_or(0, |l| l.token);
+    ensure!(
+        token_b > token_a,
+        "a reclaim's token is greater: {token_a} then {token_b}"
+    );
+    // A released lease is claimable at once, with a greater token again.
+    store.release_lease(&j.id, "worker-b", token_b).await?;
+    let c = store
+        .claim_job(&j.id, "worker-c", in_secs(60))
+        .await?
+        .ok_or_else(|| Error::internal("store conformance: a released lease is claimable"))?;
+    let token_c = c.lease.as_ref().map_or(0, |l| l.token);
+    ensure!(
+        token_c > token_b && c.lease.as_ref().is_some_and(|l| l.holder == "worker-c"),
+        "the claim after a release holds a greater token: {c:?}"
+    );
+    // An ended job is never claimed again.
+    finish_fenced(&store, &j.id, token_c).await?;
+    store.release_lease(&j.id, "worker-c", token_c).await?;
+    ensure!(
+        store
+            .claim_job(&j.id, "worker-d", in_secs(60))
+            .await?
+            .is_none(),
+        "an ended job is not claimable"
+    );
+    Ok(())
+}
+
+/// Writes a job with a stale token after another worker claimed it.
+///
+/// # Errors
+/// When the stale write succeeds, is not `LEASE_LOST`, or changes anything.
+pub async fn lease_stale_token_is_refused(store: Arc<dyn Store>) -> Result<()> {
+    let (_, j) = accepted(store.submit(create("p1", "lease-stale")).await?)?;
+    let mut never = j.clone();
+    never.progress = 5;
+    let r = store.update_job_fenced(never, j.generation, 1).await;
+    ensure!(
+        is_lease_lost(&r),
+        "a fenced write on a never-claimed job is LEASE_LOST: {r:?}"
+    );
+    let a = store
+        .claim_job(&j.id, "worker-a", in_secs(-1))
+        .await?
+        .ok_or_else(|| Error::internal("store conformance: a fresh job is claimable"))?;
+    let token_a = a.lease.as_ref().map_or(0, |l| l.token);
+    let b = store
+        .claim_job(&j.id, "worker-b", in_secs(60))
+        .await?
+        .ok_or_else(|| Error::internal("store conformance: a lapsed lease is claimable"))?;
+    let token_b = b.lease.as_ref().map_or(0, |l| l.token);
+    let before = stored_job(&store, &j.id).await?;
+    let mut stale = before.clone();
+    stale.transition(JobState::Running, Utc::now())?;
+    stale.progress = 42;
+    let r = store
+        .update_job_fenced(stale.clone(), before.generation, token_a)
+        .await;
+    ensure!(
+        is_lease_lost(&r) && r.as_ref().is_err_and(|e| !e.is_temporary()),
+        "a write with a stale token is refused with a permanent LEASE_LOST: {r:?}"
+    );
+    ensure!(
+        stored_job(&store, &j.id).await? == before,
+        "a refused stale write changes nothing"
+    );
+    let written = store
+        .update_job_fenced(stale, before.generation, token_b)
+        .await?;
+    ensure!(
+        written.progress == 42 && written.generation == before.generation + 1,
+        "the holder's fenced write is stored: {written:?}"
+    );
+    ensure!(
+        written.lease.as_ref().is_some_and(|l| l.token == token_b),
+        "a fenced write keeps the lease: {written:?}"
+    );
+    // An unfenced write keeps the stored lease whatever the record carries.
+    let mut plain = written.clone();
+    plain.lease = None;
+    plain.progress = 43;
+    let plain = store.update_job(plain, written.generation).await?;
+    let cur = stored_job(&store, &j.id).await?;
+    ensure!(
+        cur.lease == written.lease && plain.lease == written.lease,
+        "update_job keeps the stored lease: {cur:?}"
+    );
+    Ok(())
+}
+
+/// Renews a lease as its holder, as another holder and with a wrong token.
+///
+/// # Errors
+/// When anyone but the holder with its token renews, or the holder cannot.
+pub async fn lease_renew_by_non_holder_is_refused(store: Arc<dyn Store>) -> Result<()> {
+    let (_, j) = accepted(store.submit(create("p1", "lease-renew")).await?)?;
+    let a = store
+        .claim_job(&j.id, "worker-a", in_secs(60))
+        .await?
+        .ok_or_else(|| Error::internal("store conformance: a fresh job is claimable"))?;
+    let token = a.lease.as_ref().map_or(0, |l| l.token);
+    let r = store
+        .renew_lease(&j.id, "worker-b", token, in_secs(120))
+        .await;
+    ensure!(is_lease_lost(&r), "another holder cannot renew: {r:?}");
+    let r = store
+        .renew_lease(&j.id, "worker-a", token + 1, in_secs(120))
+        .await;
+    ensure!(is_lease_lost(&r), "a wrong token cannot renew: {r:?}");
+    let r = store.release_lease(&j.id, "worker-b", token).await;
+    ensure!(is_lease_lost(&r), "another holder cannot release: {r:?}");
+    ensure!(
+        stored_job(&store, &j.id).await?.lease == a.lease,
+        "refused renewals change nothing"
+    );
+    let until = in_secs(120);
+    let renewed = store.renew_lease(&j.id, "worker-a", token, until).await?;
+    ensure!(
+        renewed.token == token
+            && (renewed.until - until).num_milliseconds().abs() < 1
+            && renewed.holder == "worker-a",
+        "the holder renews its lease: {renewed:?}"
+    );
+    let r = store
+        .renew_lease(&JobId::new("job-missing"), "worker-a", token, until)
+        .await;
+    ensure!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::NotFound),
+        "renewing a missing job's lease is NotFound: {r:?}"
+    );
+    // Once the job ended, its lease is not renewed.
+    finish_fenced(&store, &j.id, token).await?;
+    let r = store.renew_lease(&j.id, "worker-a", token, until).await;
+    ensure!(
+        is_lease_lost(&r),
+        "an ended job's lease is not renewed: {r:?}"
+    );
     Ok(())
 }

@@ -1,0 +1,190 @@
+//! Job leases on the engine's side: the heartbeat that keeps a running job's lease alive, and
+//! the poller that finds jobs nobody runs (never scheduled, or abandoned by a worker that died
+//! or hung) and offers them to the scheduler.
+//!
+//! # Behavior
+//! - A worker claims its job before it runs it ([`crate::store::Store::claim_job`]) and holds
+//!   a [`Held`] lease: a heartbeat renews it every third of `engine.job_lease`.
+//! - The worker stops its job (drops its provider call, writes nothing more) as soon as the
+//!   lease is lost (a renewal refused with `LEASE_LOST`) or may have lapsed: when no renewal
+//!   succeeded for the lease's length less a tenth, measured on this process's monotonic clock
+//!   from when the last successful renewal was sent. A process stopped past its lease (SIGSTOP)
+//!   therefore finds its lease expired the moment it runs again, before any other work.
+//! - The poller asks the store for claimable jobs every third of the lease and offers those the
+//!   scheduler does not know; the scheduler ignores jobs it already queues or runs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use super::scheduler::SchedMsg;
+use crate::{JobId, Result};
+
+/// Most jobs the poller offers per pass.
+const POLL_BATCH: usize = 500;
+
+/// The lease `until` for a claim or renewal made now.
+pub(crate) fn until(lease: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|d| Utc::now().checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// How long after a successful renewal was sent this process trusts its lease: the lease less a
+/// tenth, so the worker stops before another replica may claim the job.
+fn trusted(lease: Duration) -> Duration {
+    lease.saturating_sub(lease / 10)
+}
+
+/// A lease this engine holds on a running job, kept alive by a heartbeat task.
+pub(crate) struct Held {
+    /// The fencing token every write of the job carries.
+    pub(crate) token: u64,
+    /// Fires when the lease was lost or may have lapsed.
+    lost: CancellationToken,
+    /// Stops the heartbeat.
+    stop: CancellationToken,
+    /// Milliseconds after `base` until which the lease is trusted.
+    valid_ms: Arc<AtomicU64>,
+    base: Instant,
+}
+
+impl Held {
+    /// Starts the heartbeat of the lease `token` on `job_id`, claimed just before `claimed_at`.
+    pub(crate) fn start(
+        inner: &Arc<Inner>,
+        job_id: &JobId,
+        token: u64,
+        claimed_at: Instant,
+    ) -> Held {
+        let lease = inner.settings.job_lease;
+        let base = claimed_at;
+        let valid_ms = Arc::new(AtomicU64::new(millis(trusted(lease))));
+        let held = Held {
+            token,
+            lost: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            valid_ms: valid_ms.clone(),
+            base,
+        };
+        let (lost, stop) = (held.lost.clone(), held.stop.clone());
+        let weak = Arc::downgrade(inner);
+        let job_id = job_id.clone();
+        let period = (lease / 3).max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            loop {
+                let deadline = base + Duration::from_millis(valid_ms.load(Ordering::Acquire));
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::warn!(%job_id, token, "no lease renewal succeeded in time; the job stops here");
+                        lost.cancel();
+                        return;
+                    }
+                    _ = tokio::time::sleep(period) => {}
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let sent = Instant::now();
+                match inner
+                    .store
+                    .renew_lease(&job_id, &inner.holder, token, until(lease))
+                    .await
+                {
+                    Ok(_) => {
+                        let ms = millis(sent.saturating_duration_since(base) + trusted(lease));
+                        valid_ms.fetch_max(ms, Ordering::AcqRel);
+                    }
+                    Err(e) if e.code() == crate::CODE_LEASE_LOST => {
+                        tracing::warn!(%job_id, token, "the job's lease was taken over; the job stops here");
+                        lost.cancel();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%job_id, token, error = %e, "cannot renew a job's lease; trying again");
+                    }
+                }
+            }
+        });
+        held
+    }
+
+    /// Returns true while the lease is neither lost nor possibly lapsed.
+    pub(crate) fn is_held(&self) -> bool {
+        !self.lost.is_cancelled()
+            && Instant::now()
+                < self.base + Duration::from_millis(self.valid_ms.load(Ordering::Acquire))
+    }
+
+    /// Completes when the lease is lost or may have lapsed (checked on this process's clock, so
+    /// it completes at once after the process was stopped past its lease).
+    pub(crate) async fn lost(&self) {
+        loop {
+            let deadline = self.base + Duration::from_millis(self.valid_ms.load(Ordering::Acquire));
+            tokio::select! {
+                biased;
+                _ = self.lost.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    if !self.is_held() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Offers every claimable job to the scheduler once.
+///
+/// # Errors
+/// The store's.
+pub(crate) async fn poll_once(inner: &Arc<Inner>) -> Result<()> {
+    for job in inner.store.claimable_jobs(Utc::now(), POLL_BATCH).await? {
+        let _ = inner.sched.send(SchedMsg::Offered {
+            host_key: super::host_key(&job.provider, &job.host),
+            job_id: job.id,
+            vm_id: job.vm_id,
+        });
+    }
+    Ok(())
+}
+
+/// Polls the store for claimable jobs every third of the lease until the engine shuts down.
+pub(crate) fn spawn_poller(inner: Weak<Inner>) {
+    let Some((period, shutdown)) = inner.upgrade().map(|i| {
+        (
+            (i.settings.job_lease / 3).max(Duration::from_millis(10)),
+            i.shutdown.clone(),
+        )
+    }) else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            let Some(inner) = inner.upgrade() else { return };
+            if let Err(e) = poll_once(&inner).await {
+                tracing::warn!(error = %e, "cannot look for claimable jobs; trying again");
+            }
+        }
+    });
+}

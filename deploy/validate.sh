@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Validates every Kubernetes manifest under deploy/kubernetes (the shipped simulator set and every
+# Validates every Kubernetes manifest under deploy/kubernetes (the shipped simulator set, the
+# replicated set under deploy/kubernetes/replicated/ and every
 # example under deploy/kubernetes/examples/<provider>/) offline with kubernetes-validate
 # (strict: unknown fields are errors), and fails on any ERROR or WARN line (an unknown kind is
 # only a WARN). Installs kubernetes-validate into a venv on first use.
@@ -12,7 +13,7 @@ if [ ! -x "$venv/bin/kubernetes-validate" ]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate>=1.31'
 fi
 shopt -s nullglob
-files=("$here"/kubernetes/*.yaml "$here"/kubernetes/examples/*/*.yaml)
+files=("$here"/kubernetes/*.yaml "$here"/kubernetes/replicated/*.yaml "$here"/kubernetes/examples/*/*.yaml)
 if [ ${#files[@]} -eq 0 ]; then
     echo "no manifests under $here/kubernetes" >&2
     exit 1

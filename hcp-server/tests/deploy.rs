@@ -97,3 +97,94 @@ fn deployment_turns_oidc_on_with_the_secret_file_and_public_probes() {
     assert_eq!(refused.field(), Some("listen"));
     assert!(refused.message().contains("OIDC_ISSUER_URL"), "{refused}");
 }
+
+fn yaml(name: &str) -> serde_yaml_ng::Value {
+    serde_yaml_ng::from_str(&manifest(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The replicated set is the single-replica Deployment with three replicas, a rolling update that
+/// never drops below three ready, a startup probe on a public route, and nothing else changed in
+/// the container (so the two shapes do not drift apart); its PodDisruptionBudget selects exactly
+/// its pods.
+#[test]
+fn replicated_deployment_is_the_single_one_scaled_out_safely() {
+    let single = yaml("deployment.yaml");
+    let replicated = yaml("replicated/deployment.yaml");
+    let spec = &replicated["spec"];
+    assert_eq!(spec["replicas"].as_u64(), Some(3));
+    assert_eq!(spec["strategy"]["type"].as_str(), Some("RollingUpdate"));
+    assert_eq!(
+        spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_u64(),
+        Some(0)
+    );
+    assert_eq!(spec["selector"], single["spec"]["selector"]);
+    let (c1, c3) = (
+        &single["spec"]["template"]["spec"]["containers"][0],
+        &spec["template"]["spec"]["containers"][0],
+    );
+    for key in [
+        "image",
+        "args",
+        "ports",
+        "envFrom",
+        "readinessProbe",
+        "resources",
+        "securityContext",
+        "volumeMounts",
+    ] {
+        assert_eq!(
+            c1[key], c3[key],
+            "the replicated container's {key} differs from the single one's"
+        );
+    }
+    assert_eq!(
+        single["spec"]["template"]["spec"]["volumes"],
+        spec["template"]["spec"]["volumes"]
+    );
+    let startup = c3["startupProbe"]["httpGet"]["path"]
+        .as_str()
+        .expect("a startup probe");
+    assert_eq!(
+        startup, "/readyz",
+        "the startup probe waits for the store's migrations"
+    );
+    let options = hcp_server::ServeOptions::default();
+    assert!(options.auth.public_routes.iter().any(|r| r == startup));
+    let pdb = yaml("replicated/pdb.yaml");
+    assert_eq!(pdb["kind"].as_str(), Some("PodDisruptionBudget"));
+    assert_eq!(pdb["spec"]["selector"], single["spec"]["selector"]);
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), Some(1));
+}
+
+/// The replicated Secret holds every key of the single one plus `database_url`, and a service
+/// built from it opens the PostgreSQL store from that file (here pointed at a closed port, so the
+/// attempt fails) without the URL's password in the error.
+#[tokio::test]
+async fn replicated_secret_switches_the_store_by_its_database_url_file() {
+    let single: Secret = serde_yaml_ng::from_str(&manifest("secret.yaml")).unwrap();
+    let replicated: Secret = serde_yaml_ng::from_str(&manifest("replicated/secret.yaml")).unwrap();
+    for key in single.string_data.keys() {
+        assert!(
+            replicated.string_data.contains_key(key),
+            "replicated/secret.yaml lacks {key}"
+        );
+    }
+    let url = replicated
+        .string_data
+        .get("database_url")
+        .expect("database_url");
+    let password = "REPLACE-ME";
+    assert!(
+        url.starts_with("postgres://") && url.contains(password),
+        "{url}"
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let closed = url.replace("postgres.example.internal:5432", "127.0.0.1:1");
+    std::fs::write(secrets.path().join("database_url"), &closed).unwrap();
+    let dir = secrets.path().display().to_string();
+    let env = |k: &str| (k == "HCP_SECRETS_DIR").then(|| dir.clone());
+    let Err(err) = hcp_server::build_engine(None, &env).await else {
+        panic!("the service did not open the PostgreSQL store named by the secret file");
+    };
+    assert!(!err.to_string().contains(password), "{err}");
+}

@@ -100,6 +100,7 @@ def test_typed_results_have_readable_reprs_and_plain_dicts(engine: hcp.Engine) -
     assert set(d) == {
         "id", "project", "name", "image", "flavor", "vcpus", "memory_mib", "disk_gib", "zone", "state",
         "power", "desired_power", "networks", "tags", "has_user_data", "last_error", "created_at", "updated_at",
+        "server_group",
     }
     assert d["name"] == "web-1" and isinstance(d["created_at"], datetime)
     assert "host" not in d and "native_id" not in d, "tenants never see hosts or native ids"

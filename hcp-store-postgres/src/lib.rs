@@ -864,6 +864,75 @@ fn limit_of(page: &PageRequest) -> i64 {
     i64::try_from(page.clamped_limit()).unwrap_or(1000)
 }
 
+impl PostgresStore {
+    /// Replaces a job when its generation is `expected` and, with `token`, while its stored lease
+    /// carries that fencing token: [`Store::update_job`] and [`Store::update_job_fenced`]. One
+    /// statement, so the token check, the compare and the swap are atomic; the stored lease is
+    /// kept and returned on the job.
+    async fn write_job(&self, mut job: Job, expected: u64, token: Option<u64>) -> Result<Job> {
+        let c = self.client().await?;
+        job.generation = expected
+            .checked_add(1)
+            .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
+        job.lease = None;
+        let fence = token.map(to_db).transpose()?;
+        let st = c
+            .prepare_cached(
+                "UPDATE jobs SET generation = $2, state = $3, terminal = $4, finished_at = $5, doc = $6
+                 WHERE id = $1 AND generation = $7
+                   AND ($8::bigint IS NULL OR (fencing_token = $8 AND lease_holder IS NOT NULL))
+                 RETURNING lease_holder, lease_expires_at, fencing_token",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = c
+            .query_opt(
+                &st,
+                &[
+                    &job.id.as_str(),
+                    &to_db(job.generation)?,
+                    &text_of(&job.state)?,
+                    &job.state.is_terminal(),
+                    &job.finished_at,
+                    &to_doc(&job)?,
+                    &to_db(expected)?,
+                    &fence,
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        if let Some(row) = row {
+            job.lease = self.lease_of(&row, 0)?;
+            return Ok(job);
+        }
+        let st = c
+            .prepare_cached(
+                "SELECT generation, fencing_token, lease_holder IS NOT NULL FROM jobs WHERE id = $1",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let Some(row) = c
+            .query_opt(&st, &[&job.id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?
+        else {
+            return Err(Error::not_found("job", &job.id));
+        };
+        if let Some(token) = token {
+            let held: bool = self.col(&row, 2)?;
+            if !held || from_db(self.col(&row, 1)?)? != token {
+                return Err(lease_lost(&job.id, token));
+            }
+        }
+        Err(cas_conflict(
+            "job",
+            &job.id,
+            expected,
+            from_db(self.col(&row, 0)?)?,
+        ))
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn kind(&self) -> &'static str {
@@ -1207,57 +1276,8 @@ impl Store for PostgresStore {
         rows.iter().map(|r| self.job_of(r)).collect()
     }
 
-    async fn update_job(&self, mut job: Job, expected: u64) -> Result<Job> {
-        let c = self.client().await?;
-        job.generation = expected
-            .checked_add(1)
-            .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
-        // One statement: the compare and the swap are atomic.
-        let st = c
-            .prepare_cached(
-                "UPDATE jobs SET generation = $2, state = $3, terminal = $4, finished_at = $5, doc = $6
-                 WHERE id = $1 AND generation = $7
-                 RETURNING lease_holder, lease_expires_at, fencing_token",
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        job.lease = None;
-        let row = c
-            .query_opt(
-                &st,
-                &[
-                    &job.id.as_str(),
-                    &to_db(job.generation)?,
-                    &text_of(&job.state)?,
-                    &job.state.is_terminal(),
-                    &job.finished_at,
-                    &to_doc(&job)?,
-                    &to_db(expected)?,
-                ],
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        if let Some(row) = row {
-            job.lease = self.lease_of(&row, 0)?;
-            return Ok(job);
-        }
-        let st = c
-            .prepare_cached("SELECT generation FROM jobs WHERE id = $1")
-            .await
-            .map_err(|e| self.db_err(e))?;
-        match c
-            .query_opt(&st, &[&job.id.as_str()])
-            .await
-            .map_err(|e| self.db_err(e))?
-        {
-            None => Err(Error::not_found("job", &job.id)),
-            Some(row) => Err(cas_conflict(
-                "job",
-                &job.id,
-                expected,
-                from_db(self.col(&row, 0)?)?,
-            )),
-        }
+    async fn update_job(&self, job: Job, expected: u64) -> Result<Job> {
+        self.write_job(job, expected, None).await
     }
 
     async fn append_logs(
@@ -1721,67 +1741,8 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn update_job_fenced(&self, mut job: Job, expected: u64, token: u64) -> Result<Job> {
-        let c = self.client().await?;
-        job.generation = expected
-            .checked_add(1)
-            .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
-        job.lease = None;
-        // One statement: the token check, the compare and the swap are atomic.
-        let st = c
-            .prepare_cached(
-                "UPDATE jobs SET generation = $2, state = $3, terminal = $4, finished_at = $5, doc = $6
-                 WHERE id = $1 AND generation = $7 AND fencing_token = $8
-                   AND lease_holder IS NOT NULL
-                 RETURNING lease_holder, lease_expires_at, fencing_token",
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        let row = c
-            .query_opt(
-                &st,
-                &[
-                    &job.id.as_str(),
-                    &to_db(job.generation)?,
-                    &text_of(&job.state)?,
-                    &job.state.is_terminal(),
-                    &job.finished_at,
-                    &to_doc(&job)?,
-                    &to_db(expected)?,
-                    &to_db(token)?,
-                ],
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        if let Some(row) = row {
-            job.lease = self.lease_of(&row, 0)?;
-            return Ok(job);
-        }
-        let st = c
-            .prepare_cached(
-                "SELECT generation, fencing_token, lease_holder IS NOT NULL FROM jobs WHERE id = $1",
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        match c
-            .query_opt(&st, &[&job.id.as_str()])
-            .await
-            .map_err(|e| self.db_err(e))?
-        {
-            None => Err(Error::not_found("job", &job.id)),
-            Some(row) => {
-                let held: bool = self.col(&row, 2)?;
-                if !held || from_db(self.col(&row, 1)?)? != token {
-                    return Err(lease_lost(&job.id, token));
-                }
-                Err(cas_conflict(
-                    "job",
-                    &job.id,
-                    expected,
-                    from_db(self.col(&row, 0)?)?,
-                ))
-            }
-        }
+    async fn update_job_fenced(&self, job: Job, expected: u64, token: u64) -> Result<Job> {
+        self.write_job(job, expected, Some(token)).await
     }
 
     async fn claimable_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>> {

@@ -74,6 +74,17 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("migrations/0006_leader_leases.sql")),
 ];
 
+/// How long the database lets a session sit idle inside a transaction before it ends the
+/// session. HCP's transactions run their statements back to back, so only a hung or stopped
+/// process (SIGSTOP, a frozen VM) stays idle in one; ending its session frees the rows it locked
+/// (a job, a VM, a project's usage), so other replicas can claim its jobs once their leases
+/// lapse instead of waiting on its locks for as long as it is stopped.
+const STALLED_TRANSACTION: Duration = Duration::from_secs(5);
+
+/// The longest a statement waits for a row lock before it fails (temporarily, so a worker tries
+/// again): a bound on waits the stalled-transaction limit does not cover.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
 /// The schema version this binary writes: its newest migration's.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
@@ -192,7 +203,17 @@ impl PostgresStore {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .filter(|p| !p.is_empty());
         let target = describe(&cfg);
-        cfg.options(format!("-c search_path={}", options.schema));
+        // The URL's own `options` stay; HCP's settings come after them, so they win.
+        let own = cfg
+            .get_options()
+            .map(|o| format!("{o} "))
+            .unwrap_or_default();
+        cfg.options(format!(
+            "{own}-c search_path={} -c idle_in_transaction_session_timeout={} -c lock_timeout={}",
+            options.schema,
+            STALLED_TRANSACTION.as_millis(),
+            LOCK_WAIT.as_millis()
+        ));
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(Duration::from_secs(10));
         }
@@ -1822,6 +1843,73 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A process stopped between two statements of a transaction (SIGSTOP, a frozen VM) keeps
+    /// its rows locked while its connection stays open. The database ends such a session after
+    /// [`STALLED_TRANSACTION`], so another replica's claim of the job goes through instead of
+    /// waiting for as long as the process is stopped. Needs the PostgreSQL that
+    /// `scripts/test.sh` starts (`HCP_TEST_DATABASE_URL` overrides where).
+    #[tokio::test]
+    async fn a_session_stalled_inside_a_transaction_does_not_block_a_claim() {
+        use hcp_core::store::SubmitOutcome;
+        let url = std::env::var("HCP_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let schema = format!("hcp_t_{secs}_{}", uuid::Uuid::new_v4().simple());
+        let options = || StoreOptions {
+            schema: schema.clone(),
+            max_connections: 2,
+            ..StoreOptions::default()
+        };
+        let stalled = PostgresStore::connect(&url, options())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} must be running: {e:#}"));
+        let other = PostgresStore::connect(&url, options()).await.unwrap();
+        let job = match other
+            .submit(hcp_core::testkit::store::create("p1", "stalled"))
+            .await
+            .unwrap()
+        {
+            SubmitOutcome::Accepted { job, .. } => job,
+            o => panic!("a fresh create is accepted: {o:?}"),
+        };
+
+        // The stopped process: a transaction that locked the job's row, then nothing.
+        let mut session = stalled.client().await.unwrap();
+        let tx = session.transaction().await.unwrap();
+        tx.query(
+            "SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE",
+            &[&job.id.as_str()],
+        )
+        .await
+        .unwrap();
+
+        // Without the limit this claim waits on the lock until the stalled session goes; the
+        // guard only turns that hang into a failure.
+        let until = Utc::now() + chrono::Duration::seconds(60);
+        let claim = tokio::time::timeout(
+            STALLED_TRANSACTION * 6,
+            other.claim_job(&job.id, "replica-b", until),
+        )
+        .await
+        .expect("the claim went through once the database ended the stalled session")
+        .unwrap();
+        let lease = claim
+            .and_then(|j| j.lease)
+            .expect("replica-b holds the job");
+        assert_eq!(lease.holder, "replica-b");
+
+        // The stalled session was ended: its transaction cannot go on.
+        assert!(tx.query("SELECT 1", &[]).await.is_err());
+        drop(tx);
+        drop(session);
+        let c = other.client().await.unwrap();
+        c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .unwrap();
     }
 
     #[test]

@@ -390,6 +390,7 @@ mod tests {
             finished_at: state.is_terminal().then_some(at),
             generation: 3,
             lease: None,
+            cancel_requested: None,
         }
     }
 

@@ -1557,6 +1557,7 @@ fn job_from_tenant(t: TenantJob) -> Job {
         finished_at: t.finished_at,
         generation: 0,
         lease: None,
+        cancel_requested: None,
     }
 }
 

@@ -349,6 +349,10 @@ pub struct Job {
     /// lease methods write it; a job write that carries another value keeps the stored one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<JobLease>,
+    /// Who asked to cancel the job while it ran. The worker holding the job, in whichever
+    /// process, stops it within a second of seeing this (see [`crate::Engine::cancel_job`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<Principal>,
 }
 
 /// A worker's claim on a job: who holds it, until when, and its fencing token.
@@ -785,6 +789,7 @@ mod tests {
             finished_at: None,
             generation: 1,
             lease: None,
+            cancel_requested: None,
         }
     }
 

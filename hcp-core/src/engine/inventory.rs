@@ -17,9 +17,10 @@ use crate::reconcile::{ObservedHost, classify};
 use crate::store::{PageRequest, Scope};
 use crate::{
     Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind,
-    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, MemberHost, MissingRepair,
-    MovedRepair, NativeVm, Operation, PowerState, Principal, ProjectId, ProviderBinding,
-    ProviderInfo, RepairAction, Requirements, Resources, Result, UnmanagedRepair, Vm, VmId, VmSpec,
+    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, Job, JobAction, JobId,
+    JobState, MemberHost, MissingRepair, MovedRepair, NativeVm, Operation, PowerState, Principal,
+    ProjectId, ProviderBinding, ProviderInfo, RepairAction, Requirements, Resources, Result,
+    UnmanagedRepair, Vm, VmId, VmSpec,
 };
 
 /// How long one host's inventory call may take during a refresh.
@@ -146,6 +147,76 @@ impl<'a> Reservation<'a> {
     pub(crate) fn keep(&mut self) {
         self.kept = true;
     }
+
+    /// Keeps the capacity reserved for `job`, which another process runs: the reservation
+    /// sweeper releases it when the job ends.
+    pub(crate) fn hand_over(mut self, job: &Job) -> HeldForWorker {
+        self.kept = true;
+        HeldForWorker {
+            job_id: job.id.clone(),
+            create: job.action == JobAction::Create,
+            provider: self.key.0.clone(),
+            host: self.key.1.clone(),
+            resources: self.resources,
+        }
+    }
+}
+
+/// Capacity an engine without workers holds for a job another process runs.
+pub(crate) struct HeldForWorker {
+    job_id: JobId,
+    create: bool,
+    provider: String,
+    host: String,
+    resources: Resources,
+}
+
+/// How often an engine without workers looks whether the jobs it holds capacity for ended.
+const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// Releases, every [`SWEEP_PERIOD`], the capacity held for jobs that ended (or are gone); a
+/// succeeded create's VM counts as used until the next refresh observes it.
+pub(crate) fn spawn_reservation_sweeper(inner: Weak<Inner>) {
+    let Some(shutdown) = inner.upgrade().map(|i| i.shutdown.clone()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SWEEP_PERIOD) => {}
+            }
+            let Some(inner) = inner.upgrade() else { return };
+            let ids: Vec<JobId> = lock(&inner.held_for_workers)
+                .iter()
+                .map(|h| h.job_id.clone())
+                .collect();
+            for id in ids {
+                let ended = match inner.store.get_job(&Scope::All, &id).await {
+                    Ok(Some(j)) if j.state.is_terminal() => Some(j.state == JobState::Succeeded),
+                    Ok(Some(_)) | Err(_) => None,
+                    Ok(None) => Some(false),
+                };
+                let Some(succeeded) = ended else { continue };
+                let held = {
+                    let mut all = lock(&inner.held_for_workers);
+                    all.iter()
+                        .position(|h| h.job_id == id)
+                        .map(|i| all.swap_remove(i))
+                };
+                if let Some(h) = held {
+                    settle_capacity(
+                        &inner,
+                        &h.provider,
+                        &h.host,
+                        h.resources,
+                        Some(h.create && succeeded),
+                        false,
+                    );
+                }
+            }
+        }
+    });
 }
 
 impl Drop for Reservation<'_> {

@@ -230,6 +230,7 @@ pub struct EngineBuilder {
     sinks: Vec<Arc<dyn EventSink>>,
     observer: Arc<dyn Observer>,
     background: bool,
+    runs_jobs: bool,
     leadership: Option<Arc<dyn crate::Leadership>>,
 }
 
@@ -276,6 +277,19 @@ impl EngineBuilder {
     /// Sets the metrics observer.
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observer = observer;
+        self
+    }
+
+    /// Makes an engine that accepts jobs but runs none: it writes them to the store, where
+    /// engines in other processes sharing the store (worker replicas) claim and run them. Its
+    /// watches, waits and cancels work on those jobs through the store.
+    ///
+    /// # Behavior
+    /// Without a store shared with a running engine, its jobs stay `PENDING`. Capacity it
+    /// reserves on a host for a create, a migration or a resize is held until the job ends
+    /// (checked every second), so creates accepted in a burst are placed on room not yet taken.
+    pub fn without_workers(mut self) -> Self {
+        self.runs_jobs = false;
         self
     }
 
@@ -385,13 +399,19 @@ impl EngineBuilder {
                 .leadership
                 .unwrap_or_else(|| Arc::new(crate::AlwaysLeader)),
             holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            runs_jobs: self.runs_jobs,
+            held_for_workers: Mutex::new(Vec::new()),
         });
         scheduler::spawn(Arc::downgrade(&inner), sched_rx);
         watch::spawn_log_writer(Arc::downgrade(&inner), log_rx);
         let engine = Engine { inner };
         engine.refresh_inventory().await?;
-        engine.recover_jobs().await?;
-        leases::spawn_poller(Arc::downgrade(&engine.inner));
+        if engine.inner.runs_jobs {
+            engine.recover_jobs().await?;
+            leases::spawn_poller(Arc::downgrade(&engine.inner));
+        } else {
+            inventory::spawn_reservation_sweeper(Arc::downgrade(&engine.inner));
+        }
         if self.background && !engine.inner.settings.inventory_refresh_interval.is_zero() {
             inventory::spawn_reconciler(Arc::downgrade(&engine.inner));
         }
@@ -437,6 +457,11 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     /// Whether this process runs the singleton duties now.
     pub(crate) leadership: Arc<dyn crate::Leadership>,
+    /// False for an engine built [`EngineBuilder::without_workers`].
+    pub(crate) runs_jobs: bool,
+    /// Capacity reserved for jobs this engine accepted and other processes run, released when
+    /// each job ends (engines without workers only).
+    pub(crate) held_for_workers: Mutex<Vec<inventory::HeldForWorker>>,
     /// This engine's name as a job lease holder: unique per engine instance, so a restarted
     /// process never mistakes its predecessor's leases for its own.
     pub(crate) holder: String,
@@ -672,6 +697,7 @@ impl Engine {
             sinks: Vec::new(),
             observer: Arc::new(NoopObserver),
             background: true,
+            runs_jobs: true,
             leadership: None,
         }
     }
@@ -1091,6 +1117,7 @@ impl Engine {
             finished_at: None,
             generation: 0,
             lease: None,
+            cancel_requested: None,
         };
         let idempotency =
             key_guard
@@ -1122,10 +1149,18 @@ impl Engine {
                 });
             }
         };
-        if let Some(r) = reservation.as_mut() {
-            r.keep();
+        if let Some(r) = reservation.take() {
+            if inner.runs_jobs {
+                let mut r = r;
+                r.keep();
+            } else {
+                let held = r.hand_over(&job);
+                lock(&inner.held_for_workers).push(held);
+            }
         }
-        inner.pending.fetch_add(1, Ordering::Relaxed);
+        if inner.runs_jobs {
+            inner.pending.fetch_add(1, Ordering::Relaxed);
+        }
         inner
             .emit(
                 Some(ctx.project.clone()),
@@ -1141,11 +1176,13 @@ impl Engine {
                 },
             )
             .await;
-        let _ = inner.sched.send(SchedMsg::Submitted {
-            job_id: job.id.clone(),
-            vm_id: vm.id.clone(),
-            host_key: host_key(&provider, &host),
-        });
+        if inner.runs_jobs {
+            let _ = inner.sched.send(SchedMsg::Submitted {
+                job_id: job.id.clone(),
+                vm_id: vm.id.clone(),
+                host_key: host_key(&provider, &host),
+            });
+        }
         Ok(Submitted {
             vm_id: vm.id.clone(),
             job_id: job.id.clone(),
@@ -1384,7 +1421,9 @@ impl Engine {
     /// # Behavior
     /// A running job's provider call is dropped at once, even one that never returns; the job
     /// then ends `CANCELLED` (a cancelled create first removes what it made, within a bounded
-    /// time). A cancel that arrives while a worker is claiming the job still reaches it.
+    /// time). A cancel that arrives while a worker is claiming the job still reaches it. A job
+    /// running in another process (replicas sharing a database) gets the request through the
+    /// store ([`Job::cancel_requested`]); its worker stops it within about a second.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for an unknown job; [`ErrorKind::Conflict`] when it already ended.
@@ -1426,12 +1465,29 @@ impl Engine {
             // The store failed: say so, rather than report the job as running.
             Err(e) if e.kind() != ErrorKind::Conflict => Err(e),
             Err(_) => {
-                // Running, or being claimed: the worker takes this token when it registers its
-                // own a moment later, so the cancel is never lost.
+                // Running, or being claimed: a worker in this process takes this token when it
+                // registers its own a moment later, so the cancel is never lost.
                 lock(&self.inner.cancels)
                     .entry(job_id.clone())
                     .or_default()
                     .cancel();
+                // A worker in another process (replicas sharing a database) reads the request
+                // from the store.
+                let asked = self
+                    .inner
+                    .update_job_with(job_id, |j| {
+                        if j.state.is_terminal() || j.cancel_requested.is_some() {
+                            return Err(Error::new(ErrorKind::Conflict, "unchanged"));
+                        }
+                        j.cancel_requested = Some(principal.clone());
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = asked
+                    && e.kind() != ErrorKind::Conflict
+                {
+                    return Err(e);
+                }
                 let job = self.get_job(scope, job_id).await?;
                 if job.state.is_terminal() {
                     // It ended meanwhile; its worker no longer looks for the token.

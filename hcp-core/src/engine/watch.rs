@@ -91,6 +91,11 @@ async fn write_log(inner: &Arc<Inner>, msg: LogMsg) {
 ///
 /// Obtained from [`crate::Engine::watch_job`]; read it with [`JobWatch::next`] or turn it into
 /// a stream with [`JobWatch::into_stream`].
+///
+/// # Behavior
+/// Lines and status changes of a job this process runs arrive as they happen. Those of a job
+/// another process runs (replicas sharing a database) are read from the store every half
+/// second, so a watch on any replica sees every line, in order, and the job's end.
 pub struct JobWatch {
     inner: Arc<Inner>,
     job_id: JobId,
@@ -98,7 +103,18 @@ pub struct JobWatch {
     backlog: VecDeque<JobUpdate>,
     last_seq: u64,
     done: bool,
+    /// The last state and progress returned, so a polled status is returned only when new.
+    seen: Option<(crate::JobState, u8)>,
+    poll: tokio::time::Interval,
 }
+
+/// How often a watch reads its job and new log lines from the store, for a job whose worker
+/// runs in another process.
+pub(crate) const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long a watch that read a job's end from the store waits before reading the job's last
+/// lines: a worker in another process writes its final lines just after the end.
+const LATE_LINES: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl std::fmt::Debug for JobWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,6 +159,7 @@ impl JobWatch {
         }
         let past = inner.store.job_logs(job_id, 0).await?;
         let last_seq = past.last().map_or(0, |l| l.seq);
+        let seen = Some((job.state, job.progress));
         let mut backlog: VecDeque<JobUpdate> = past.into_iter().map(JobUpdate::Log).collect();
         let rx = if job.state.is_terminal() {
             drop(rx);
@@ -157,6 +174,9 @@ impl JobWatch {
             });
             Some(rx)
         };
+        let mut poll =
+            tokio::time::interval_at(tokio::time::Instant::now() + WATCH_POLL, WATCH_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(JobWatch {
             inner: inner.clone(),
             job_id: job_id.clone(),
@@ -164,6 +184,8 @@ impl JobWatch {
             backlog,
             last_seq,
             done: false,
+            seen,
+            poll,
         })
     }
 
@@ -184,7 +206,15 @@ impl JobWatch {
                 self.done = true;
                 return None;
             };
-            match rx.recv().await {
+            let received = tokio::select! {
+                r = rx.recv() => Some(r),
+                _ = self.poll.tick() => None,
+            };
+            let Some(received) = received else {
+                self.poll_store().await;
+                continue;
+            };
+            match received {
                 Ok(JobUpdate::Log(l)) => {
                     if l.seq > self.last_seq {
                         self.last_seq = l.seq;
@@ -195,7 +225,15 @@ impl JobWatch {
                     self.catch_up().await;
                     self.backlog.push_back(JobUpdate::End(job));
                 }
-                Ok(status) => return Some(status),
+                Ok(status) => {
+                    if let JobUpdate::Status {
+                        state, progress, ..
+                    } = &status
+                    {
+                        self.seen = Some((*state, *progress));
+                    }
+                    return Some(status);
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
                 Err(broadcast::error::RecvError::Closed) => {
                     self.catch_up().await;
@@ -213,6 +251,40 @@ impl JobWatch {
     /// Turns the watch into a stream of updates.
     pub fn into_stream(self) -> impl futures::Stream<Item = JobUpdate> + Send + 'static {
         futures::stream::unfold(self, |mut w| async move { w.next().await.map(|u| (u, w)) })
+    }
+
+    /// Reads what another process may have written: new lines, a new status, the end.
+    async fn poll_store(&mut self) {
+        self.catch_up().await;
+        match self.inner.store.get_job(&Scope::All, &self.job_id).await {
+            Ok(Some(job)) if job.state.is_terminal() => {
+                // This process's own last lines are queued before the end is announced; another
+                // process's land just after its end: wait for both, then read them.
+                let (done, written) = oneshot::channel();
+                if self.inner.logs.send(LogMsg::Flush(done)).is_ok() {
+                    let _ = written.await;
+                }
+                tokio::time::sleep(LATE_LINES).await;
+                self.catch_up().await;
+                self.backlog.push_back(JobUpdate::End(Box::new(job)));
+            }
+            Ok(Some(job)) => {
+                if self.seen != Some((job.state, job.progress)) {
+                    self.seen = Some((job.state, job.progress));
+                    self.backlog.push_back(JobUpdate::Status {
+                        state: job.state,
+                        progress: job.progress,
+                        pending_reason: job.pending_reason.clone(),
+                    });
+                }
+            }
+            // Purged meanwhile: nothing more will come.
+            Ok(None) => self.done = true,
+            // The store failed this once: the next poll tries again.
+            Err(e) => {
+                tracing::debug!(job_id = %self.job_id, error = %e, "cannot read a watched job")
+            }
+        }
     }
 
     async fn catch_up(&mut self) {

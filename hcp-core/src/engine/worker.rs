@@ -137,6 +137,22 @@ pub(crate) async fn run(
     msg
 }
 
+/// How often a running job's worker reads the job for a cancel asked in another process.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+
+/// Completes with who asked, once the stored job carries a cancel request (written by
+/// [`crate::Engine::cancel_job`] in any process sharing the store).
+async fn cancel_requested(inner: &Arc<Inner>, job_id: &crate::JobId) -> crate::Principal {
+    loop {
+        tokio::time::sleep(CANCEL_POLL).await;
+        if let Ok(Some(j)) = inner.store.get_job(&Scope::All, job_id).await
+            && let Some(by) = j.cancel_requested
+        {
+            return by;
+        }
+    }
+}
+
 async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) -> SchedMsg {
     let job_id = job.id.clone();
     let finished = |vm_id| SchedMsg::Finished {
@@ -286,6 +302,7 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
         biased;
         _ = held.lost() => None,
         _ = cancel.cancelled() => Some(Err(Error::new(ErrorKind::Cancelled, "cancelled while running"))),
+        by = cancel_requested(inner, &job.id) => Some(Err(Error::new(ErrorKind::Cancelled, format!("cancelled by {by} while running")))),
         r = tokio::time::timeout(remaining, perform(inner, &ctx, &job, &vm)) => Some(r.unwrap_or_else(|_| {
             Err(Error::new(ErrorKind::Timeout, format!("job exceeded its timeout of {} ms", job.timeout_ms)))
         })),

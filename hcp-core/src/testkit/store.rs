@@ -91,6 +91,7 @@ pub fn job(vm: &Vm) -> Job {
         finished_at: None,
         generation: 0,
         lease: None,
+        cancel_requested: None,
     }
 }
 

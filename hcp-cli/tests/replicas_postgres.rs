@@ -9,7 +9,10 @@
 //!   one VM per succeeded create and none for a failed one;
 //! - a replica stopped (SIGSTOP) past its lease mid-create, then resumed: another replica takes
 //!   the job over, the resumed worker's writes are refused (it stops the job and says so), and
-//!   the VM exists once.
+//!   the VM exists once;
+//! - an `--role api` replica and an `--role worker` replica: the API replica accepts, follows
+//!   (SSE log to the end) and cancels jobs the worker runs; the worker serves only the probes;
+//!   both roles refuse to start without a database.
 //!
 //! Waits are bounded polls (guards against hanging), never sleeps that assert time.
 
@@ -27,9 +30,9 @@ const LEASE: Duration = Duration::from_secs(2);
 const CREATE_LATENCY_MS: u64 = 700;
 const DB: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-fn hosts_yaml(state: &Path) -> String {
+fn hosts_yaml(state: &Path, create_latency_ms: u64) -> String {
     format!(
-        "providers:\n  - name: lab\n    kind: sim\n    settings: {{state_file: {state}, op_latency: {{create_vm: {CREATE_LATENCY_MS}ms}}}}\n    hosts:\n      - {{name: lab-1, zone: east, vcpus: 4096, memory_mib: 8388608, max_jobs: 32}}\n      - {{name: lab-2, zone: east, vcpus: 4096, memory_mib: 8388608, max_jobs: 32}}\nzones:\n  - name: east\ncatalog:\n  images: [{{name: ubuntu-24.04, min_disk_gib: 5}}]\n  flavors: [{{name: small, vcpus: 1, memory_mib: 1024, disk_gib: 10}}]\nprojects:\n  - name: demo\n",
+        "providers:\n  - name: lab\n    kind: sim\n    settings: {{state_file: {state}, op_latency: {{create_vm: {create_latency_ms}ms}}}}\n    hosts:\n      - {{name: lab-1, zone: east, vcpus: 4096, memory_mib: 8388608, max_jobs: 32}}\n      - {{name: lab-2, zone: east, vcpus: 4096, memory_mib: 8388608, max_jobs: 32}}\nzones:\n  - name: east\ncatalog:\n  images: [{{name: ubuntu-24.04, min_disk_gib: 5}}]\n  flavors: [{{name: small, vcpus: 1, memory_mib: 1024, disk_gib: 10}}]\nprojects:\n  - name: demo\n",
         state = state.display()
     )
 }
@@ -54,8 +57,14 @@ impl Cluster {
     }
 
     fn replica(&self) -> Server {
+        self.replica_as("all", CREATE_LATENCY_MS)
+    }
+
+    /// A replica of `role` (`hcp serve --role`), its simulator's creates taking `create_ms`.
+    fn replica_as(&self, role: &str, create_ms: u64) -> Server {
         ServeBuilder::new()
-            .hosts(&hosts_yaml(&self.state))
+            .args(&["--role", role])
+            .hosts(&hosts_yaml(&self.state, create_ms))
             .env("HCP_DATABASE_URL", DB)
             .env("HCP_DATABASE_SCHEMA", &self.schema)
             .env("HCP_JOB_LEASE", "2s")
@@ -396,4 +405,105 @@ fn three_replicas_share_jobs_survive_kills_and_fence_a_stopped_worker() {
     assert_eq!(c.sim_vms().get(&vm), Some(&1), "the VM exists once");
     c.settle(Duration::from_secs(30));
     check_vms(&c);
+}
+
+/// Whose pid a lease holder (`PID-UUID`) names.
+fn holder_pid(holder: &str) -> u32 {
+    holder.split('-').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_api_replica_accepts_and_follows_jobs_a_worker_replica_runs() {
+    // Creates take 3 s: long enough for a cancel to reach a running one.
+    const CREATE_MS: u64 = 3000;
+    let c = Cluster::new();
+    let api = c.replica_as("api", CREATE_MS);
+    let worker = c.replica_as("worker", CREATE_MS);
+
+    // The worker answers the probes and nothing else.
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        let r = http(worker.addr(), "GET", probe, &[], None).unwrap();
+        assert_eq!(r.status, 200, "{probe} on the worker: {}", r.body);
+    }
+    let r = http(
+        worker.addr(),
+        "GET",
+        "/api/hcp/tenant/v1/projects/demo/vms",
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("--role worker"), "{}", r.body);
+    let (status, body) = create(worker.addr(), "nowhere", None);
+    assert_eq!(status, 404, "{body}");
+
+    // Creates accepted by the API replica are all run by the worker, once each.
+    let jobs: Vec<(String, String)> = (0..6)
+        .map(|i| accepted(api.addr(), &format!("split-{i}")))
+        .collect();
+    // The API replica's job log stream follows a job the worker runs, to its end.
+    let (_, first) = &jobs[0];
+    let r = http(
+        api.addr(),
+        "GET",
+        &format!("/api/hcp/tenant/v1/jobs/{first}/logs"),
+        &[("Accept", "text/event-stream")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("event: log"), "{}", r.body);
+    assert!(r.body.contains("event: end"), "{}", r.body);
+    assert!(r.body.contains("SUCCEEDED"), "{}", r.body);
+    c.settle(Duration::from_secs(60));
+    let (ok, failed) = check_vms(&c);
+    assert_eq!((ok, failed), (6, 0));
+    for (_, job) in &jobs {
+        let (state, holder, token) = c.job_state(job);
+        assert_eq!(state, "SUCCEEDED");
+        assert_eq!(
+            holder.as_deref().map(holder_pid),
+            Some(worker.pid()),
+            "{job} ran on the worker"
+        );
+        assert_eq!(token, 1, "{job} was claimed once");
+    }
+
+    // A cancel sent to the API replica stops a create running on the worker.
+    let (vm, job) = accepted(api.addr(), "cancelled");
+    until_running(&c, &job);
+    let r = http(
+        api.addr(),
+        "POST",
+        &format!("/api/hcp/tenant/v1/projects/demo/jobs/{job}:cancel"),
+        &[],
+        None,
+    )
+    .unwrap();
+    assert!(
+        r.status == 200 || r.status == 202,
+        "{}: {}",
+        r.status,
+        r.body
+    );
+    c.settle(Duration::from_secs(60));
+    let (state, _, _) = c.job_state(&job);
+    assert_eq!(state, "CANCELLED");
+    assert_eq!(
+        c.sim_vms().get(&vm),
+        None,
+        "the cancelled create left no VM"
+    );
+
+    // Without a database, neither role starts: the error names the role.
+    for role in ["api", "worker"] {
+        let run = ServeBuilder::new().args(&["--role", role]).fail();
+        assert_eq!(run.code, 2, "{role}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("role") && run.stderr.contains("HCP_DATABASE_URL"),
+            "{role}: {}",
+            run.stderr
+        );
+    }
 }

@@ -21,7 +21,7 @@ use crate::api::{
 };
 use crate::auth::{Auth, login};
 use crate::console::ConsoleProxy;
-use crate::error::{CODE_REQUEST_TIMEOUT, Problem, problem_from_poem};
+use crate::error::{CODE_REQUEST_TIMEOUT, CODE_ROUTE_NOT_FOUND, Problem, problem_from_poem};
 use crate::limits::{PageLimits, read_limited};
 use crate::metrics::Metrics;
 use crate::ratelimit::{Budget, Limiter};
@@ -123,6 +123,7 @@ pub(crate) fn app(
                 .map(|r| Arc::new(Limiter::new(r))),
             body_limit: options.body_limit,
             timeout: options.request_timeout,
+            worker_only: options.role == crate::Role::Worker,
         },
         metrics,
         routes,
@@ -189,6 +190,8 @@ struct Guarded {
     limiter: Option<Arc<Limiter>>,
     body_limit: usize,
     timeout: Duration,
+    /// A worker replica answers the probes and metrics only.
+    worker_only: bool,
 }
 
 impl Endpoint for Guarded {
@@ -252,6 +255,15 @@ impl Endpoint for Outer {
 
 impl Guarded {
     async fn handle(&self, mut req: Request) -> Response {
+        if self.worker_only && !matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+            return Problem::transport(
+                ErrorKind::NotFound,
+                CODE_ROUTE_NOT_FOUND,
+                "this replica runs jobs only (hcp serve --role worker) and serves /healthz, /readyz and /metrics; send API requests to a replica of role api or all",
+                None,
+            )
+            .into_response();
+        }
         // The root leads to the web UI and `/docs/` to the API documentation; a redirect reveals
         // nothing, so it needs no login. Relative, so it also works behind a proxy that adds a path prefix.
         if matches!(

@@ -102,6 +102,60 @@ pub struct ServeOptions {
     pub max_header_bytes: usize,
     /// Per-caller request budgets (`429` with `Retry-After` beyond them).
     pub rate_limit: RateLimiting,
+    /// What this replica does: serve the API, run jobs, or both (the default).
+    pub role: Role,
+}
+
+/// What one `hcp serve` process does when several share a database.
+///
+/// # Behavior
+/// - [`Role::All`] (the default) serves the API and runs jobs.
+/// - [`Role::Api`] serves the API and runs no job: it writes jobs to the database, where worker
+///   replicas claim them; its watches, waits and cancels follow them there.
+/// - [`Role::Worker`] runs jobs and answers only `/healthz`, `/readyz` and `/metrics`; every
+///   other route answers `404` saying the replica runs jobs only.
+///
+/// `api` and `worker` need a database (`HCP_DATABASE_URL`): without one no other process could
+/// see the jobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Serves the API and runs jobs.
+    #[default]
+    All,
+    /// Serves the API; worker replicas run its jobs.
+    Api,
+    /// Runs jobs; answers only the probes and metrics.
+    Worker,
+}
+
+impl Role {
+    /// Parses `all`, `api` or `worker`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] naming `field` and the allowed values.
+    pub fn parse(field: &str, value: &str) -> Result<Role> {
+        match value.trim() {
+            "all" => Ok(Role::All),
+            "api" => Ok(Role::Api),
+            "worker" => Ok(Role::Worker),
+            other => Err(Error::invalid(
+                field,
+                format!(
+                    "`{}` is not a role; allowed: all, api, worker",
+                    hcp_core::echo(other)
+                ),
+            )),
+        }
+    }
+
+    /// Returns the role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Worker => "worker",
+        }
+    }
 }
 
 impl Default for ServeOptions {
@@ -123,6 +177,7 @@ impl Default for ServeOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             rate_limit: RateLimiting::Automatic,
+            role: Role::All,
         }
     }
 }
@@ -233,6 +288,9 @@ impl ServeOptions {
             self.page_max = parse_positive("HCP_PAGE_MAX", &v)?;
             // A maximum below the default page lowers the default with it.
             self.page_default = self.page_default.min(self.page_max);
+        }
+        if let Some(v) = env("HCP_ROLE").filter(|v| !v.trim().is_empty()) {
+            self.role = Role::parse("HCP_ROLE", &v)?;
         }
         if let Some(v) = env("HCP_SHUTDOWN_TIMEOUT") {
             self.shutdown_timeout = parse_duration("HCP_SHUTDOWN_TIMEOUT", &v)?;
@@ -466,11 +524,37 @@ pub async fn build_engine(
     config: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Engine> {
+    build_engine_as(config, env, Role::All).await
+}
+
+/// Like [`build_engine`], for a replica of `role`: an [`Role::Api`] replica's engine runs no
+/// job ([`hcp_core::EngineBuilder::without_workers`]).
+///
+/// # Errors
+/// Those of [`build_engine`]; [`ErrorKind::InvalidSpec`] naming `role` when `role` is `api` or
+/// `worker` and no database is configured.
+pub async fn build_engine_as(
+    config: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    role: Role,
+) -> Result<Engine> {
     let cfg = hcp_providers::load_config(config, env)?;
     let observer: Arc<dyn hcp_core::Observer> = Metrics::global();
     let lease = cfg.engine.leader_lease;
     let store = postgres_from_env(&cfg, env).await?;
+    if role != Role::All && store.is_none() {
+        return Err(Error::invalid(
+            "role",
+            format!(
+                "`{}` needs a database (HCP_DATABASE_URL or the secret file database_url) shared with the other replicas; without one the store lives in this process and no other replica could see its jobs. Use `all` for a single process",
+                role.as_str()
+            ),
+        ));
+    }
     let mut builder = register_providers(Engine::builder(cfg)).observer(observer);
+    if role == Role::Api {
+        builder = builder.without_workers();
+    }
     if let Some(store) = store {
         // Several replicas may share the database: the singleton duties follow a leader lease.
         // The first attempt runs before the engine starts, so a lone replica leads at once.

@@ -40,6 +40,7 @@ Environment (the Kubernetes way: a ConfigMap for the hosts file, Secrets as file
   HCP_RATE_BURST                requests a caller may send at once (default: N of HCP_RATE_LIMIT)
   HCP_BODY_LIMIT, HCP_REQUEST_TIMEOUT, HCP_PAGE_MAX, HCP_SHUTDOWN_TIMEOUT, HCP_JOB_TIMEOUT,
   HCP_MAX_CONCURRENT_JOBS, HCP_MAX_JOBS_PER_HOST, HCP_IDEMPOTENCY_TTL, HCP_DEFAULT_PROJECT
+  HCP_ROLE                      all (default), api or worker: see --role
   HCP_JOB_LEASE                 a worker's claim on a job, renewed every third of it (default
                                 30s, 1s-1h); a dead replica's jobs are taken over once it lapses
   HCP_DATABASE_URL              a PostgreSQL URL (or the secret file database_url): keep VMs,
@@ -68,6 +69,12 @@ pub struct ServeArgs {
     /// accepted.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// What this replica does when several share a database: `all` serves the API and runs
+    /// jobs (the default, or HCP_ROLE); `api` serves the API and leaves jobs to worker
+    /// replicas; `worker` runs jobs and answers only /healthz, /readyz and /metrics. `api` and
+    /// `worker` need HCP_DATABASE_URL.
+    #[arg(long, value_name = "ROLE", value_parser = ["all", "api", "worker"])]
+    role: Option<String>,
 }
 
 impl ServeArgs {
@@ -96,6 +103,9 @@ impl ServeArgs {
         if let Some(addr) = listen {
             options = options.with_listen(addr);
         }
+        if let Some(role) = self.role.as_deref() {
+            options.role = hcp_server::Role::parse("--role", role)?;
+        }
         if let Some(path) = config {
             options = options.with_config(Some(path.to_path_buf()));
         }
@@ -110,7 +120,8 @@ impl ServeArgs {
         let nats = hcp_nats::NatsSettings::from_env(&env, &secrets)?;
         // Install the signal handlers before anything slow, so an early SIGTERM stops cleanly.
         let shutdown = hcp_server::shutdown_signal();
-        let engine = hcp_server::build_engine(options.config.as_deref(), &env).await?;
+        let engine =
+            hcp_server::build_engine_as(options.config.as_deref(), &env, options.role).await?;
         let publishing = tokio_util::sync::CancellationToken::new();
         let publisher = nats.map(|settings| {
             // Of several replicas on one database only the leader publishes; the others'
@@ -126,10 +137,22 @@ impl ServeArgs {
             Some(path) => format!("the hosts file {}", path.display()),
             None => "the simulator demo".to_string(),
         };
-        let source = format!("{source} ({} store)", engine.store().kind());
+        let source = match options.role {
+            hcp_server::Role::All => format!("{source} ({} store)", engine.store().kind()),
+            role => format!(
+                "{source} ({} store, role {})",
+                engine.store().kind(),
+                role.as_str()
+            ),
+        };
         let leadership = engine.leadership().clone();
+        let options_role = options.role;
         let server = Server::bind(engine, options).await?;
-        crate::output::line(&banner(server.local_addr(), &source, &try_it))?;
+        let text = match options_role {
+            hcp_server::Role::Worker => worker_banner(server.local_addr(), &source),
+            _ => banner(server.local_addr(), &source, &try_it),
+        };
+        crate::output::line(&text)?;
         let served = server.run(shutdown).await;
         if let Some(task) = publisher {
             // The outbox keeps whatever is not delivered yet; give in-flight publishes a moment.
@@ -186,6 +209,15 @@ fn first_fit(catalog: &Catalog) -> (Option<String>, Option<String>) {
 
 /// Renders what `hcp serve` prints once it listens: where everything is, whether callers need
 /// a token, and a first request.
+/// A worker replica's banner: it serves the probes and metrics only.
+fn worker_banner(addr: SocketAddr, source: &str) -> String {
+    let base = format!("http://{addr}");
+    format!(
+        "HCP serves {source} on {base}\n  {:<11} {base}/metrics\n  {:<11} {base}/healthz, {base}/readyz\n  Jobs come from the database; API requests go to replicas of role api or all.\n\nStop with Ctrl-C or SIGTERM: running requests finish first.",
+        "Metrics", "Health"
+    )
+}
+
 fn banner(addr: SocketAddr, source: &str, t: &TryIt) -> String {
     let base = format!("http://{addr}");
     let mut b = format!("HCP serves {source} on {base}\n");

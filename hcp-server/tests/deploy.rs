@@ -179,12 +179,24 @@ async fn replicated_secret_switches_the_store_by_its_database_url_file() {
         "{url}"
     );
     let secrets = tempfile::tempdir().unwrap();
-    let closed = url.replace("postgres.example.internal:5432", "127.0.0.1:1");
-    std::fs::write(secrets.path().join("database_url"), &closed).unwrap();
     let dir = secrets.path().display().to_string();
+    // Every key is a file in the mounted directory, as the volume makes them.
+    for (k, v) in &replicated.string_data {
+        std::fs::write(secrets.path().join(k), v).unwrap();
+    }
+    let closed = url
+        .replace("postgres.example.internal:5432", "127.0.0.1:1")
+        .replace("/run/secrets/", &format!("{dir}/"));
+    std::fs::write(secrets.path().join("database_url"), &closed).unwrap();
     let env = |k: &str| (k == "HCP_SECRETS_DIR").then(|| dir.clone());
     let Err(err) = hcp_server::build_engine(None, &env).await else {
         panic!("the service did not open the PostgreSQL store named by the secret file");
     };
-    assert!(!err.to_string().contains(password), "{err}");
+    assert!(!format!("{err:#}").contains(password), "{err:#}");
+    // The URL asks for verified TLS with the Secret's CA file: its placeholder is no
+    // certificate, so the store refuses before dialling, naming the file.
+    assert!(
+        format!("{err:#}").contains("db-ca.crt"),
+        "the CA file of the Secret is the one read: {err:#}"
+    );
 }

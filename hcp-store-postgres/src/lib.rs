@@ -13,9 +13,11 @@
 //! `tokio-postgres` with a `deadpool-postgres` pool. Every query is plain SQL prepared at run
 //! time (and cached per connection), so building HCP never needs a live database, and the driver
 //! brings far fewer crates to compile than `sqlx` (no macros crate, no query-checking build
-//! step, no other databases' drivers). Connections are plain TCP (`NoTls`): point HCP at a
-//! database on a trusted network or a local socket proxy; a URL asking for `sslmode=require` is
-//! refused when connecting.
+//! step, no other databases' drivers). TLS comes from `rustls` through `tokio-postgres-rustls`,
+//! asked for the libpq way in the URL: `sslmode=require`, `verify-ca` or `verify-full` encrypt
+//! and authenticate the server against `sslrootcert` (a PEM CA file) or the public roots;
+//! `disable`, `allow` and `prefer` (the default) connect in plain TCP. HCP verifies the server
+//! whenever it encrypts, which libpq does for `verify-ca` and `verify-full` only.
 //!
 //! # Schema
 //! The migrations are compiled into the binary and run by [`PostgresStore::connect`] under a
@@ -33,6 +35,7 @@
 //! The database URL's password never appears in an error, a log line or this type's `Debug`.
 
 mod leader;
+mod tls;
 
 pub use leader::LeaderElector;
 
@@ -127,6 +130,7 @@ pub struct PostgresStore {
     password: Option<String>,
     max_log_lines: i64,
     max_events: i64,
+    tls: tls::Tls,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -197,7 +201,13 @@ impl PostgresStore {
     ///   database's schema is newer than this binary (the message says which versions).
     pub async fn connect(url: &str, options: StoreOptions) -> Result<PostgresStore> {
         validate_schema(&options.schema)?;
-        let mut cfg = parse_url(url)?;
+        let (url, tls_request) = tls::split(url)?;
+        let mut cfg = parse_url(&url)?;
+        let tls = tls_request.connector()?;
+        cfg.ssl_mode(match tls {
+            tls::Tls::Plain => tokio_postgres::config::SslMode::Disable,
+            tls::Tls::Verified(_) => tokio_postgres::config::SslMode::Require,
+        });
         let password = cfg
             .get_password()
             .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -219,24 +229,19 @@ impl PostgresStore {
         }
         cfg.application_name("hcp");
         let store = PostgresStore {
-            pool: Pool::builder(Manager::from_config(
-                cfg.clone(),
-                NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            ))
-            .max_size(options.max_connections.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| Error::internal(format!("cannot build the database pool: {e}")))?,
+            pool: Pool::builder(manager(&cfg, &tls))
+                .max_size(options.max_connections.max(1))
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(30)))
+                .create_timeout(Some(Duration::from_secs(10)))
+                .build()
+                .map_err(|e| Error::internal(format!("cannot build the database pool: {e}")))?,
             schema: options.schema.clone(),
             target,
             password,
             max_log_lines: i64::try_from(options.max_log_lines_per_job.max(1)).unwrap_or(i64::MAX),
             max_events: i64::try_from(options.max_events.max(1)).unwrap_or(i64::MAX),
+            tls,
         };
         store.migrate(&cfg).await?;
         // A first pooled connection now, so a broken pool fails at start, not on a request.
@@ -270,19 +275,18 @@ impl PostgresStore {
     /// Applies the missing migrations on a connection of its own, holding an advisory lock
     /// keyed by the schema name, so replicas starting together apply each migration once.
     async fn migrate(&self, cfg: &tokio_postgres::Config) -> Result<()> {
-        let (mut client, conn) = cfg.connect(NoTls).await.map_err(|e| {
+        let connected = match &self.tls {
+            tls::Tls::Plain => connect_once(cfg, NoTls).await,
+            tls::Tls::Verified(c) => connect_once(cfg, c.clone()).await,
+        };
+        let (mut client, conn) = connected.map_err(|e| {
             Error::internal(self.redact(format!(
-                "cannot connect to the PostgreSQL database {} ({}); check the database URL and that the database is up",
+                "cannot connect to the PostgreSQL database {} ({}); check the database URL, its sslmode and sslrootcert, and that the database is up",
                 self.target,
                 chain(&e)
             )))
             .temporary()
         })?;
-        let conn = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "migration connection closed");
-            }
-        });
         let r = self.migrate_on(&mut client).await;
         // Closing the connection releases the advisory lock even if the unlock was not reached.
         drop(client);
@@ -1801,6 +1805,35 @@ impl PostgresStore {
             Err(e) => self.db_err(e),
         }
     }
+}
+
+/// The pool's connection manager, dialling with `tls`.
+fn manager(cfg: &tokio_postgres::Config, tls: &tls::Tls) -> Manager {
+    let config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    match tls {
+        tls::Tls::Plain => Manager::from_config(cfg.clone(), NoTls, config),
+        tls::Tls::Verified(c) => Manager::from_config(cfg.clone(), c.clone(), config),
+    }
+}
+
+/// Opens one connection outside the pool; its driving task ends when the client is dropped.
+async fn connect_once<T>(
+    cfg: &tokio_postgres::Config,
+    tls: T,
+) -> std::result::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, conn) = cfg.connect(tls).await?;
+    let conn = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "migration connection closed");
+        }
+    });
+    Ok((client, conn))
 }
 
 /// The projects a scope sees, as the `text[]` parameter of a query (`None`: every project).

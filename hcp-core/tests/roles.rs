@@ -223,3 +223,74 @@ async fn capacity_held_for_another_engines_job_is_released_when_it_ends() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A follower of several replicas: never the leader.
+#[derive(Debug)]
+struct Follower;
+
+#[async_trait::async_trait]
+impl hcp_core::Leadership for Follower {
+    fn is_leader(&self) -> bool {
+        false
+    }
+    fn token(&self) -> Option<u64> {
+        None
+    }
+    async fn release(&self) {}
+}
+
+#[tokio::test]
+async fn a_follower_keeps_its_host_table_fresh_and_acts_on_nothing() {
+    let (mut config, sim) = estate(0);
+    config.engine.inventory_refresh_interval = Duration::from_millis(100);
+    let p: Arc<dyn Provider> = sim.clone();
+    let follower = Engine::builder(config.clone())
+        .provider_kind("sim", move |_, _| Ok(p.clone()))
+        .leadership(Arc::new(Follower))
+        .build()
+        .await
+        .unwrap();
+    let used = |e: &Engine| -> u64 { e.hosts().iter().map(|h| h.memory_mib_used).sum() };
+    let before = used(&follower);
+    // Another HCP (its own store) makes a VM on the same hosts: the follower's store never
+    // hears of it.
+    let other = engine(&config, &sim, &store(), true).await;
+    let s = other
+        .create_vm(&alice(), VmSpec::new("elsewhere", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    let done = other
+        .wait_job(&Scope::All, &s.job_id, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    // The follower's host table shows the VM's memory once its next refresh read the hosts...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while used(&follower) <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower's host table never showed the new VM's memory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and it acted on nothing: the marked VM was not rebuilt into its store (the leader's
+    // duty), and no drift was reported.
+    assert_eq!(
+        follower
+            .get_vm(&Scope::All, &s.vm_id)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    let events = follower
+        .list_events(&hcp_core::EventFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e.kind, hcp_core::EventKind::Drift(_))),
+        "a follower reports no drift"
+    );
+}

@@ -746,6 +746,13 @@ impl Engine {
     /// # Errors
     /// Store errors only; unreachable hosts are reported in [`RefreshReport::hosts_failed`].
     pub async fn refresh_inventory(&self) -> Result<RefreshReport> {
+        self.refresh(true).await
+    }
+
+    /// Reads every host; with `reconcile`, also acts on what it found (rebuilds, observations,
+    /// drift). Without, only the host table (capacity, availability, what each host offers) is
+    /// brought up to date: what a follower of several replicas needs for placement.
+    pub(crate) async fn refresh(&self, reconcile: bool) -> Result<RefreshReport> {
         let inner = &self.inner;
         let _one_at_a_time = inner.refresh_lock.lock().await;
         let started = Instant::now();
@@ -889,6 +896,10 @@ impl Engine {
             report.hosts_failed.push((format!("{provider}/*"), error));
         }
         inner.ready.store(report.hosts_ok > 0, Ordering::Release);
+        if !reconcile {
+            report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            return Ok(report);
+        }
 
         // 3. Compare with desired state.
         let mut known = Vec::new();
@@ -1355,15 +1366,27 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
                 _ = tokio::time::sleep(interval) => {}
             }
             let Some(inner) = inner.upgrade() else { return };
-            // Singleton duties: only the leader of several replicas refreshes, repairs and
-            // purges; a follower serves reads from the store and asks again next interval.
-            if !inner.leadership.is_leader() {
-                tracing::debug!("not the leader: skipping the inventory refresh and purges");
-                continue;
-            }
             let engine = Engine {
                 inner: inner.clone(),
             };
+            // Singleton duties: only the leader of several replicas acts on what the hosts show
+            // (rebuilds, drift repair) and purges. A follower reads the hosts too, for the host
+            // table its placement uses, and acts on nothing.
+            if !inner.leadership.is_leader() {
+                match std::panic::AssertUnwindSafe(engine.refresh(false))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(r)) => tracing::debug!(
+                        hosts_ok = r.hosts_ok,
+                        failed = r.hosts_failed.len(),
+                        "not the leader: host table refreshed, nothing reconciled"
+                    ),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "host table refresh failed"),
+                    Err(_) => tracing::error!("the host table refresh panicked"),
+                }
+                continue;
+            }
             // A panic in one refresh (a bug, or a provider's reply HCP did not expect) costs
             // that refresh; the reconciler goes on at the next interval.
             let refresh = std::panic::AssertUnwindSafe(engine.refresh_inventory()).catch_unwind();

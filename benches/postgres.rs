@@ -11,7 +11,8 @@
 //! PostgreSQL's: the server's processes (postmaster, WAL writer, checkpointer, autovacuum) and the
 //! backends of this run's connections, read from `/proc`. Backends of other clients of the same
 //! server are left out, and the CPU they used meanwhile is printed so a busy server shows.
-//! Issue 12's aim: >= 3,000 jobs/s through PostgreSQL on 2 cores.
+//! A first line gives PostgreSQL's version, `synchronous_commit` and `fsync` as the sessions see
+//! them. Issue 12's aim: >= 3,000 jobs/s through PostgreSQL on 2 cores.
 //!
 //! Run: `cargo bench -p hcp-benches --bench postgres` (`scripts/bench.sh postgres`). N is
 //! `HCP_BENCH_JOBS` (default 2,000); `HCP_BENCH_ONLY=memory/1-replica|postgres/1-replica|
@@ -97,6 +98,20 @@ async fn drop_schema(c: &tokio_postgres::Client, schema: &str) {
     {
         eprintln!("postgres bench: could not drop schema {schema} (the next run drops it): {e}");
     }
+}
+
+/// Prints the PostgreSQL version and the settings that bound a commit's latency, as this run's
+/// sessions see them (a URL's `options` may change them).
+async fn print_settings(c: &tokio_postgres::Client) {
+    let row = c
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('synchronous_commit'), current_setting('fsync')",
+            &[],
+        )
+        .await
+        .expect("read PostgreSQL settings");
+    let (version, sync, fsync): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    println!("PostgreSQL {version}: synchronous_commit {sync}, fsync {fsync}");
 }
 
 /// The clock ticks per second of `/proc/<pid>/stat`'s CPU times.
@@ -470,7 +485,9 @@ fn main() {
             }
             let schema = postgres.then(|| format!("hcp_bench_{stamp}_{i}"));
             if postgres && !cleaned {
-                drop_old_schemas(&raw().await).await;
+                let c = raw().await;
+                print_settings(&c).await;
+                drop_old_schemas(&c).await;
                 cleaned = true;
             }
             run(label, replicas, schema.as_deref(), n).await;

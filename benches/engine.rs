@@ -18,50 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cpu_time::ProcessTime;
+use hcp_benches::{config, config_with, drain, engine_with};
 use hcp_core::store::{PageRequest, Scope};
-use hcp_core::{
-    Action, Config, Engine, HcpMark, PowerState, Principal, Provider, RequestContext, Resources,
-    VmId, VmSpec,
-};
+use hcp_core::{Action, HcpMark, PowerState, Principal, RequestContext, Resources, VmId, VmSpec};
 use hcp_provider_sim::{SimHost, SimProvider, SimSettings, SimVm};
-
-fn config(hosts: usize, per_host: usize) -> Config {
-    config_with(hosts, per_host, "")
-}
-
-/// The bench configuration with `extra` YAML appended (e.g. a `projects:` list).
-fn config_with(hosts: usize, per_host: usize, extra: &str) -> Config {
-    let mut text = String::from("providers:\n  - name: sim\n    kind: sim\n    hosts:\n");
-    for i in 0..hosts {
-        text.push_str(&format!("      - {{name: h{i}, zone: z}}\n"));
-    }
-    text.push_str(&format!(
-        "zones: [{{name: z}}]\ncatalog:\n  images: [{{name: img}}]\n  flavors: [{{name: f, vcpus: 1, memory_mib: 64, disk_gib: 1}}]\nengine:\n  max_concurrent_jobs: 512\n  max_jobs_per_host: {per_host}\n  inventory_refresh_interval: 0s\n  max_events: 10000\n"
-    ));
-    text.push_str(extra);
-    Config::from_yaml(&text, "bench").expect("bench config")
-}
-
-async fn engine_with(config: Config, sim: Arc<SimProvider>) -> Engine {
-    let p: Arc<dyn Provider> = sim;
-    Engine::builder(config)
-        .provider_kind("sim", move |_, _| Ok(p.clone()))
-        .without_background_reconcile()
-        .build()
-        .await
-        .expect("engine")
-}
-
-async fn drain(engine: &Engine) {
-    loop {
-        let s = engine.stats();
-        if s.pending == 0 && s.running == 0 {
-            return;
-        }
-        // Coarse: under callgrind, a tight poll would count as the engine's instructions.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 async fn jobs_per_second(n: usize) {
     let hosts: Vec<SimHost> = (0..10)

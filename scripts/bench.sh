@@ -7,8 +7,11 @@
 #   http       the HTTP service: create, get a VM, get a job, list 100 and 1,000 VMs (req/s,
 #              latency, server CPU per request);
 #   sim        start-up: /readyz with 10,000 VMs in the simulator's state file, and an embedded
-#              `hcp vm list` with 100 hosts and 1,000 VMs.
-# Usage: ./scripts/bench.sh [engine|callgrind|http|sim]...   (all four when none is named)
+#              `hcp vm list` with 100 hosts and 1,000 VMs;
+#   postgres   the engine through the PostgreSQL store beside the in-memory store (issue 12):
+#              jobs/s, submit p50/p99, CPU per job of HCP and of PostgreSQL, one replica and
+#              three; needs the PostgreSQL peer (scripts/postgres-peer.sh starts it).
+# Usage: ./scripts/bench.sh [engine|callgrind|http|sim|postgres]...   (all five when none is named)
 # Release builds, in $CARGO_TARGET_DIR. To profile one HTTP request kind for a while:
 #   HCP_BENCH_PROFILE=list-1000 HCP_BENCH_SECONDS=60 cargo bench -p hcp-benches --bench http
 # (create, get-vm, get-job, list-100 or list-1000), then `perf top -p PID` with the printed PID.
@@ -17,7 +20,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hcp-target}"
 fail() { echo "bench: $*" >&2; exit 1; }
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(engine callgrind http sim)
+[ ${#parts[@]} -gt 0 ] || parts=(engine callgrind http sim postgres)
 
 # Builds one bench and prints the path of its executable.
 bench_exe() {
@@ -37,7 +40,7 @@ instructions() {
 for part in "${parts[@]}"; do
     echo "== $part"
     case "$part" in
-        engine | http | sim) cargo bench --quiet -p hcp-benches --bench "$part" ;;
+        engine | http | sim | postgres) cargo bench --quiet -p hcp-benches --bench "$part" ;;
         callgrind)
             command -v valgrind >/dev/null || fail "valgrind is missing: apt-get install valgrind"
             exe="$(bench_exe engine)"
@@ -51,6 +54,6 @@ for part in "${parts[@]}"; do
             echo "  $((2 * small)) jobs: $a instructions; $((2 * large)) jobs: $b instructions"
             echo "  -> $(((b - a) / (2 * (large - small)))) instructions per job   (previous: ~147,000; target: <= 25,000; floor: ~14,600)"
             ;;
-        *) fail "unknown part $part: use engine, callgrind, http or sim" ;;
+        *) fail "unknown part $part: use engine, callgrind, http, sim or postgres" ;;
     esac
 done

@@ -135,16 +135,27 @@ pub async fn start_with(setup: Setup) -> TestServer {
             cmd.env(k, v);
         }
         let log_file = dir.path().join("serve.log");
-        let child = cmd
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_file).expect("log file"))
             .spawn()
             .expect("spawn hcp serve");
         let url = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if http.get(format!("{url}/healthz")).send().await.is_ok() {
-                break;
+        // A guard, not a measurement: start-up reads every host's inventory first, which takes
+        // a while on a loaded 2-core machine.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while http.get(format!("{url}/healthz")).send().await.is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "hcp serve exited ({status}) before it listened:\n{}",
+                    std::fs::read_to_string(&log_file).unwrap_or_default()
+                );
             }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "hcp serve did not listen within 120 s:\n{}",
+                std::fs::read_to_string(&log_file).unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         return TestServer {

@@ -435,6 +435,7 @@ mod tests {
                 limiter: None,
                 body_limit: 1024,
                 timeout: Duration::from_secs(60),
+                worker_only: false,
             },
             Metrics::global(),
             HashMap::new(),

@@ -113,8 +113,7 @@ async fn a_server_certificate_the_given_ca_did_not_sign_is_refused() {
     // Without a CA file, the public roots decide: they did not sign the test CA either.
     let e = open(&url("127.0.0.1", "sslmode=require"), &fresh_schema())
         .await
-        .err()
-        .expect("the public roots do not trust the test CA");
+        .expect_err("the public roots do not trust the test CA");
     assert!(format!("{e:#}").contains("certificate"), "{e:#}");
 }
 
@@ -131,8 +130,7 @@ async fn a_certificate_for_another_name_is_refused() {
         &fresh_schema(),
     )
     .await
-    .err()
-    .expect("a certificate for other names is refused");
+    .expect_err("a certificate for other names is refused");
     let text = format!("{e:#}");
     assert!(text.contains("certificate"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");

@@ -60,6 +60,16 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Returns the most snapshots the hypervisor keeps for one VM, when it has such a limit
+    /// (Hyper-V: 50 checkpoints), so the engine refuses one more before any job exists.
+    ///
+    /// # Behavior
+    /// The engine allows the smaller of this and `engine.max_snapshots_per_vm`. The default
+    /// declares no limit.
+    fn max_snapshots_per_vm(&self) -> Option<u32> {
+        None
+    }
+
     /// Lists the provider's placement targets: hosts, and clusters whose provider picks the host.
     ///
     /// # Behavior

@@ -168,10 +168,8 @@ fn find<'a>(vm: &Vm, snaps: &'a [NativeSnapshot], id: &str) -> Result<&'a Native
 pub(crate) async fn snapshot_job(inner: &Inner, vm: &Vm, name: String) -> Result<JobAction> {
     crate::validate_dns_label("name", &name)?;
     // The hypervisor's own rules (Proxmox: at most 40 characters, starting with a letter).
-    inner
-        .provider(&vm.binding.provider)?
-        .provider
-        .check_snapshot_name(&name)?;
+    let provider = inner.provider(&vm.binding.provider)?.provider.clone();
+    provider.check_snapshot_name(&name)?;
     let snaps = expected_snapshots(inner, vm).await?;
     if snaps.iter().any(|s| s.name == name) {
         return Err(Error::new(
@@ -194,6 +192,20 @@ pub(crate) async fn snapshot_job(inner: &Inner, vm: &Vm, name: String) -> Result
             ),
         )
         .with_context("quota", "max_snapshots_per_vm"));
+    }
+    // The hypervisor's own limit (Hyper-V keeps 50 checkpoints per VM).
+    if let Some(limit) = provider.max_snapshots_per_vm()
+        && snaps.len() >= usize::try_from(limit).unwrap_or(usize::MAX)
+    {
+        return Err(Error::new(
+            ErrorKind::QuotaExceeded,
+            format!(
+                "VM `{}` has {} snapshots, the most its hypervisor keeps for one VM ({limit}); delete one first",
+                vm.spec.name,
+                snaps.len()
+            ),
+        )
+        .with_context("quota", "hypervisor_max_snapshots"));
     }
     Ok(JobAction::Snapshot { name })
 }

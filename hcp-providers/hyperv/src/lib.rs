@@ -991,6 +991,11 @@ impl Provider for HypervProvider {
         check_checkpoint_name(name)
     }
 
+    fn max_snapshots_per_vm(&self) -> Option<u32> {
+        // 50 fits a u32; declared so the engine refuses a 51st checkpoint before any job.
+        u32::try_from(MAX_CHECKPOINTS).ok()
+    }
+
     async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
         Ok(self
             .order

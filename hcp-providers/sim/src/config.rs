@@ -58,6 +58,9 @@ pub struct SimSettings {
     pub max_disk_gib: u64,
     /// Most networks one VM may attach to (`max_networks`).
     pub max_networks: u32,
+    /// Most snapshots one VM may keep, as a hypervisor limit (Hyper-V's 50 checkpoints, say);
+    /// none when absent.
+    pub max_snapshots_per_vm: Option<u32>,
 }
 
 impl Default for SimSettings {
@@ -85,6 +88,7 @@ impl Default for SimSettings {
             max_memory_mib: 4 * 1024 * 1024,
             max_disk_gib: 64 * 1024,
             max_networks: 8,
+            max_snapshots_per_vm: None,
         }
     }
 }

@@ -560,6 +560,10 @@ impl Provider for SimProvider {
         self.declared
     }
 
+    fn max_snapshots_per_vm(&self) -> Option<u32> {
+        self.settings.max_snapshots_per_vm
+    }
+
     async fn list_hosts(&self) -> Result<Vec<HostInfo>> {
         self.simulate(Operation::ListHosts, None, false).await?;
         self.backend.read(|s| {

@@ -1259,6 +1259,11 @@ impl Provider for VsphereProvider {
         snapshot_name(name).map(|_| ())
     }
 
+    fn max_snapshots_per_vm(&self) -> Option<u32> {
+        // VMware supports at most 32 snapshots in one VM's chain.
+        Some(32)
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.declared
     }

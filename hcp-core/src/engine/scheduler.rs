@@ -322,19 +322,25 @@ impl Scheduler {
             tokio::spawn(async move {
                 // A panic in the worker ends this job only: it is caught here, the job fails,
                 // and the scheduler hears back either way, so its VM's queue and its slots move on.
-                let run =
-                    AssertUnwindSafe(worker::run(&inner, &job.job_id, &job.vm_id, &job.host_key));
+                // Boxed: a job's future is large, and tokio moves a spawned future's whole
+                // state each time it stores it; boxed, only the pointer moves.
+                let run = AssertUnwindSafe(Box::pin(worker::run(
+                    &inner,
+                    &job.job_id,
+                    &job.vm_id,
+                    &job.host_key,
+                )));
                 let msg = match run.catch_unwind().await {
                     Ok(msg) => msg,
                     Err(panic) => {
                         let text = super::panic_message(panic.as_ref()).to_string();
-                        let recover = AssertUnwindSafe(worker::recover(
+                        let recover = AssertUnwindSafe(Box::pin(worker::recover(
                             &inner,
                             &job.job_id,
                             &job.vm_id,
                             &job.host_key,
                             &text,
-                        ));
+                        )));
                         match recover.catch_unwind().await {
                             Ok(msg) => msg,
                             Err(_) => {

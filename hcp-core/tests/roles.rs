@@ -42,6 +42,14 @@ fn alice() -> RequestContext {
     RequestContext::new("demo", Principal::new("alice"))
 }
 
+/// Waits (at most 30 s, a guard) for a job to end and returns it.
+async fn ended(engine: &Engine, job: &hcp_core::JobId) -> hcp_core::Job {
+    engine
+        .wait_job(&Scope::All, job, Some(Duration::from_secs(30)))
+        .await
+        .unwrap()
+}
+
 fn store() -> Arc<MemoryStore> {
     Arc::new(MemoryStore::new(1000, 100_000))
 }
@@ -104,10 +112,7 @@ async fn an_engine_without_workers_accepts_jobs_another_runs_and_follows_them() 
         "every stored line, once, in order"
     );
     // Waits on either engine agree.
-    let waited = api
-        .wait_job(&Scope::All, &s.job_id, Some(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let waited = ended(&api, &s.job_id).await;
     assert_eq!(waited.state, JobState::Succeeded);
     assert_eq!(
         sim.state()
@@ -144,10 +149,7 @@ async fn a_cancel_on_one_engine_stops_a_job_running_on_another() {
         .unwrap();
     assert_eq!(asked.cancel_requested, Some(Principal::new("bob")));
     // The create would take a minute; the guard is well below it.
-    let job = api
-        .wait_job(&Scope::All, &s.job_id, Some(Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let job = ended(&api, &s.job_id).await;
     assert_eq!(job.state, JobState::Cancelled, "{job:?}");
     let error = job.error.expect("a cancelled job says why");
     assert!(error.message.contains("bob"), "{}", error.message);
@@ -196,16 +198,10 @@ async fn capacity_held_for_another_engines_job_is_released_when_it_ends() {
         free(&api) < before,
         "the accepted create's size is held at once"
     );
-    let job = api
-        .wait_job(&Scope::All, &s.job_id, Some(Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let job = ended(&api, &s.job_id).await;
     assert_eq!(job.state, JobState::Succeeded);
     let d = api.delete_vm(&alice(), &s.vm_id, false).await.unwrap();
-    let job = api
-        .wait_job(&Scope::All, &d.job_id, Some(Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let job = ended(&api, &d.job_id).await;
     assert_eq!(job.state, JobState::Succeeded);
     // The host is empty again; once the held capacity is released (checked every second), a
     // refresh shows all of it free. A reservation kept for good would stay below forever.
@@ -259,10 +255,7 @@ async fn a_follower_keeps_its_host_table_fresh_and_acts_on_nothing() {
         .create_vm(&alice(), VmSpec::new("elsewhere", "ubuntu-24.04", "small"))
         .await
         .unwrap();
-    let done = other
-        .wait_job(&Scope::All, &s.job_id, Some(Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let done = ended(&other, &s.job_id).await;
     assert_eq!(done.state, JobState::Succeeded);
     // The follower's host table shows the VM's memory once its next refresh read the hosts...
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

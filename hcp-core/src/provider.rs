@@ -70,6 +70,15 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// Refines the engine's resize plan ([`crate::plan_resize`], one row per changed field)
+    /// with what only this provider knows of its VMs in power state `power`, so a change it
+    /// cannot make as planned is refused (or planned with a stop) before any job exists.
+    ///
+    /// # Behavior
+    /// May raise a row's impact and say why (Hyper-V: a generation 1 VM's disk grows only while
+    /// the VM is off); never lowers one. The default leaves the plan as it is.
+    fn refine_resize_plan(&self, _power: crate::PowerState, _plan: &mut [crate::FieldPlan]) {}
+
     /// Lists the provider's placement targets: hosts, and clusters whose provider picks the host.
     ///
     /// # Behavior

@@ -378,13 +378,10 @@ impl Engine {
         self.check_project(&ctx.project)?;
         let vm = self.inner.live_vm(&ctx.scope(), vm_id).await?;
         let (_, target) = resize_target(&self.inner, &vm, req)?;
-        let kind = self
-            .inner
-            .provider(&vm.binding.provider)?
-            .provider
-            .info()
-            .kind;
-        Ok(super::plan_resize(&kind, vm.power, vm.resources, target))
+        let provider = self.inner.provider(&vm.binding.provider)?.provider.clone();
+        let mut plan = super::plan_resize(&provider.info().kind, vm.power, vm.resources, target);
+        provider.refine_resize_plan(vm.power, &mut plan);
+        Ok(plan)
     }
 
     /// Changes a VM's size in place as a job, applying only changes whose impact is in `allow`

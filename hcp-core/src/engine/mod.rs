@@ -1066,8 +1066,10 @@ impl Engine {
                                 ..Default::default()
                             },
                         )?;
-                        let kind = inner.provider(&vm.binding.provider)?.provider.info().kind;
-                        let plan = plan_resize(&kind, vm.power, vm.resources, to);
+                        let provider = inner.provider(&vm.binding.provider)?.provider.clone();
+                        let mut plan =
+                            plan_resize(&provider.info().kind, vm.power, vm.resources, to);
+                        provider.refine_resize_plan(vm.power, &mut plan);
                         let action = day2::resize_job(&vm, &plan, &allow, spec.flavor, to)?;
                         // A growth must fit the host, as a create must; the job settles it.
                         let growth = inventory::growth(vm.resources, to);

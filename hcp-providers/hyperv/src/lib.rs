@@ -991,6 +991,20 @@ impl Provider for HypervProvider {
         check_checkpoint_name(name)
     }
 
+    fn refine_resize_plan(&self, power: PowerState, plan: &mut [hcp_core::FieldPlan]) {
+        // A generation 1 VM boots from the IDE chain, whose disks Hyper-V resizes only while
+        // the VM is off (generation 2's SCSI disks grow live).
+        if self.settings.generation != 1 || power == PowerState::Stopped {
+            return;
+        }
+        for row in plan.iter_mut() {
+            if row.field == "disk_gib" && row.impact == hcp_core::ChangeImpact::Hot {
+                row.impact = hcp_core::ChangeImpact::PowerOff;
+                row.reason = "Hyper-V grows a generation 1 VM's disk (on the IDE chain) only while the VM is off".to_string();
+            }
+        }
+    }
+
     fn max_snapshots_per_vm(&self) -> Option<u32> {
         // 50 fits a u32; declared so the engine refuses a 51st checkpoint before any job.
         u32::try_from(MAX_CHECKPOINTS).ok()

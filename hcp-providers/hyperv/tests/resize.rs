@@ -231,6 +231,10 @@ async fn generation_1_grows_its_ide_disk_only_while_off() {
 }
 
 fn hosts_file(th: &common::TestHost) -> String {
+    hosts_file_gen(th, 2)
+}
+
+fn hosts_file_gen(th: &common::TestHost, generation: u8) -> String {
     let (name, port) = &th.hosts[0];
     format!(
         r#"
@@ -240,6 +244,7 @@ providers:
     settings:
       tls_verify: false
       operation_timeout: 5s
+      generation: {generation}
     hosts:
       - {{name: {name}, zone: zone-a, settings: {{address: 127.0.0.1, port: {port}}}}}
 zones:
@@ -266,6 +271,28 @@ async fn run(engine: &Engine, ctx: &RequestContext, job: &hcp_core::JobId) -> hc
         job.error
     );
     job
+}
+
+/// An engine over the test host, its VMs of `generation`, with one running VM made.
+async fn engine_with_vm(
+    th: &common::TestHost,
+    generation: u8,
+) -> (Engine, RequestContext, hcp_core::VmId, tempfile::TempDir) {
+    let (dir, secrets) = common::secrets_dir();
+    let mut config = Config::from_yaml(&hosts_file_gen(th, generation), "test hosts file").unwrap();
+    config.secrets = secrets;
+    let engine = hcp_provider_hyperv::register(Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    let ctx = RequestContext::new("demo", Principal::new("alice"));
+    let s = engine
+        .create_vm(&ctx, VmSpec::new("planned", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    run(&engine, &ctx, &s.job_id).await;
+    (engine, ctx, s.vm_id, dir)
 }
 
 async fn jobs(engine: &Engine, ctx: &RequestContext) -> usize {
@@ -397,6 +424,55 @@ async fn the_engine_plans_hyperv_resizes_and_refuses_beyond_allow_before_any_job
     assert_eq!(m["memory_startup"], 2048 * MIB, "{m}");
     assert_eq!(m["state"], "Running", "{m}");
 
+    let del = engine.delete_vm(&ctx, &vm, true).await.unwrap();
+    run(&engine, &ctx, &del.job_id).await;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_1_vms_disk_growth_is_planned_with_a_stop_and_refused_live() {
+    let th = common::TestHost::start(1, None);
+    let (engine, ctx, vm, _dir) = engine_with_vm(&th, 1).await;
+    assert_eq!(
+        engine.get_vm(&ctx.scope(), &vm).await.unwrap().power,
+        PowerState::Running
+    );
+    let plan = engine
+        .plan_resize(&ctx, &vm, &change(None, None, Some(12)))
+        .await
+        .unwrap();
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    assert_eq!(plan[0].impact, ChangeImpact::PowerOff, "{plan:?}");
+    assert!(plan[0].reason.contains("generation 1"), "{plan:?}");
+    // Live only: refused before any job, naming the disk (it used to be accepted and then
+    // fail inside the job).
+    let before = jobs(&engine, &ctx).await;
+    let e = engine
+        .resize_vm(
+            &ctx,
+            &vm,
+            &change(None, None, Some(12)),
+            &[ChangeImpact::Hot],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), CODE_RESIZE_NOT_ALLOWED, "{e}");
+    assert_eq!(e.field(), Some("disk_gib"), "{e}");
+    assert_eq!(jobs(&engine, &ctx).await, before);
+    // With a stop allowed, the job stops, grows and starts the VM.
+    let grown = engine
+        .resize_vm(
+            &ctx,
+            &vm,
+            &change(None, None, Some(12)),
+            &[ChangeImpact::Hot, ChangeImpact::PowerOff],
+        )
+        .await
+        .unwrap();
+    run(&engine, &ctx, &grown.job_id).await;
+    let v = engine.get_vm(&ctx.scope(), &vm).await.unwrap();
+    assert_eq!(v.resources.disk_gib, 12);
+    assert_eq!(v.power, PowerState::Running);
     let del = engine.delete_vm(&ctx, &vm, true).await.unwrap();
     run(&engine, &ctx, &del.job_id).await;
     engine.shutdown().await;

@@ -168,7 +168,7 @@ fn find<'a>(vm: &Vm, snaps: &'a [NativeSnapshot], id: &str) -> Result<&'a Native
 pub(crate) async fn snapshot_job(inner: &Inner, vm: &Vm, name: String) -> Result<JobAction> {
     crate::validate_dns_label("name", &name)?;
     // The hypervisor's own rules (Proxmox: at most 40 characters, starting with a letter).
-    let provider = inner.provider(&vm.binding.provider)?.provider.clone();
+    let provider = &inner.provider(&vm.binding.provider)?.provider;
     provider.check_snapshot_name(&name)?;
     let snaps = expected_snapshots(inner, vm).await?;
     if snaps.iter().any(|s| s.name == name) {
@@ -181,31 +181,31 @@ pub(crate) async fn snapshot_job(inner: &Inner, vm: &Vm, name: String) -> Result
         )
         .with_field("name"));
     }
-    let max = inner.settings.max_snapshots_per_vm;
+    // The smaller of the engine's limit and the hypervisor's own (Hyper-V keeps 50
+    // checkpoints per VM); the refusal says whose it is.
+    let engine_max = inner.settings.max_snapshots_per_vm;
+    let (max, whose, quota) = match provider.max_snapshots_per_vm() {
+        Some(own) if own < engine_max => (
+            own,
+            format!("the most its hypervisor keeps for one VM ({own})"),
+            "hypervisor_max_snapshots",
+        ),
+        _ => (
+            engine_max,
+            format!("the most allowed (engine.max_snapshots_per_vm = {engine_max})"),
+            "max_snapshots_per_vm",
+        ),
+    };
     if snaps.len() >= usize::try_from(max).unwrap_or(usize::MAX) {
         return Err(Error::new(
             ErrorKind::QuotaExceeded,
             format!(
-                "VM `{}` has {} snapshots, the most allowed (engine.max_snapshots_per_vm = {max}); delete one first",
+                "VM `{}` has {} snapshots, {whose}; delete one first",
                 vm.spec.name,
                 snaps.len()
             ),
         )
-        .with_context("quota", "max_snapshots_per_vm"));
-    }
-    // The hypervisor's own limit (Hyper-V keeps 50 checkpoints per VM).
-    if let Some(limit) = provider.max_snapshots_per_vm()
-        && snaps.len() >= usize::try_from(limit).unwrap_or(usize::MAX)
-    {
-        return Err(Error::new(
-            ErrorKind::QuotaExceeded,
-            format!(
-                "VM `{}` has {} snapshots, the most its hypervisor keeps for one VM ({limit}); delete one first",
-                vm.spec.name,
-                snaps.len()
-            ),
-        )
-        .with_context("quota", "hypervisor_max_snapshots"));
+        .with_context("quota", quota));
     }
     Ok(JobAction::Snapshot { name })
 }
@@ -324,6 +324,23 @@ pub(crate) fn resize_job(
 /// # Errors
 /// [`ErrorKind::InvalidSpec`] naming the field for an unknown flavor or a size outside the
 /// global bounds.
+/// Plans `vm`'s resize to `target`: the kind's table ([`super::plan_resize`]) refined by the
+/// VM's provider ([`crate::Provider::refine_resize_plan`]). `:plan` and `:resize` both use it,
+/// so what the plan shows is what the resize enforces.
+///
+/// # Errors
+/// [`ErrorKind::ProviderUnavailable`] when the VM's provider is not configured.
+pub(crate) fn plan_for(
+    inner: &Inner,
+    vm: &Vm,
+    target: crate::Resources,
+) -> Result<Vec<super::FieldPlan>> {
+    let provider = &inner.provider(&vm.binding.provider)?.provider;
+    let mut plan = super::plan_resize(&provider.info().kind, vm.power, vm.resources, target);
+    provider.refine_resize_plan(vm.power, &mut plan);
+    Ok(plan)
+}
+
 pub(crate) fn resize_target(
     inner: &Inner,
     vm: &Vm,
@@ -378,10 +395,7 @@ impl Engine {
         self.check_project(&ctx.project)?;
         let vm = self.inner.live_vm(&ctx.scope(), vm_id).await?;
         let (_, target) = resize_target(&self.inner, &vm, req)?;
-        let provider = self.inner.provider(&vm.binding.provider)?.provider.clone();
-        let mut plan = super::plan_resize(&provider.info().kind, vm.power, vm.resources, target);
-        provider.refine_resize_plan(vm.power, &mut plan);
-        Ok(plan)
+        plan_for(&self.inner, &vm, target)
     }
 
     /// Changes a VM's size in place as a job, applying only changes whose impact is in `allow`

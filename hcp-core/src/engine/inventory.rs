@@ -150,21 +150,20 @@ impl<'a> Reservation<'a> {
 
     /// Keeps the capacity reserved for `job`, which another process runs: the reservation
     /// sweeper releases it when the job ends.
-    pub(crate) fn hand_over(mut self, job: &Job) -> HeldForWorker {
+    pub(crate) fn hand_over(mut self, job: &Job) {
         self.kept = true;
-        HeldForWorker {
-            job_id: job.id.clone(),
+        let held = HeldForWorker {
             create: job.action == JobAction::Create,
             provider: self.key.0.clone(),
             host: self.key.1.clone(),
             resources: self.resources,
-        }
+        };
+        lock(&self.inner.held_for_workers).insert(job.id.clone(), held);
     }
 }
 
 /// Capacity an engine without workers holds for a job another process runs.
 pub(crate) struct HeldForWorker {
-    job_id: JobId,
     create: bool,
     provider: String,
     host: String,
@@ -187,10 +186,7 @@ pub(crate) fn spawn_reservation_sweeper(inner: Weak<Inner>) {
                 _ = tokio::time::sleep(SWEEP_PERIOD) => {}
             }
             let Some(inner) = inner.upgrade() else { return };
-            let ids: Vec<JobId> = lock(&inner.held_for_workers)
-                .iter()
-                .map(|h| h.job_id.clone())
-                .collect();
+            let ids: Vec<JobId> = lock(&inner.held_for_workers).keys().cloned().collect();
             for id in ids {
                 let ended = match inner.store.get_job(&Scope::All, &id).await {
                     Ok(Some(j)) if j.state.is_terminal() => Some(j.state == JobState::Succeeded),
@@ -198,12 +194,7 @@ pub(crate) fn spawn_reservation_sweeper(inner: Weak<Inner>) {
                     Ok(None) => Some(false),
                 };
                 let Some(succeeded) = ended else { continue };
-                let held = {
-                    let mut all = lock(&inner.held_for_workers);
-                    all.iter()
-                        .position(|h| h.job_id == id)
-                        .map(|i| all.swap_remove(i))
-                };
+                let held = lock(&inner.held_for_workers).remove(&id);
                 if let Some(h) = held {
                     settle_capacity(
                         &inner,
@@ -1372,24 +1363,10 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
             // Singleton duties: only the leader of several replicas acts on what the hosts show
             // (rebuilds, drift repair) and purges. A follower reads the hosts too, for the host
             // table its placement uses, and acts on nothing.
-            if !inner.leadership.is_leader() {
-                match std::panic::AssertUnwindSafe(engine.refresh(false))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(Ok(r)) => tracing::debug!(
-                        hosts_ok = r.hosts_ok,
-                        failed = r.hosts_failed.len(),
-                        "not the leader: host table refreshed, nothing reconciled"
-                    ),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "host table refresh failed"),
-                    Err(_) => tracing::error!("the host table refresh panicked"),
-                }
-                continue;
-            }
+            let leader = inner.leadership.is_leader();
             // A panic in one refresh (a bug, or a provider's reply HCP did not expect) costs
             // that refresh; the reconciler goes on at the next interval.
-            let refresh = std::panic::AssertUnwindSafe(engine.refresh_inventory()).catch_unwind();
+            let refresh = std::panic::AssertUnwindSafe(engine.refresh(leader)).catch_unwind();
             let refreshed = refresh.await.unwrap_or_else(|panic| {
                 Err(Error::internal(format!(
                     "the inventory refresh panicked: {}",
@@ -1398,13 +1375,17 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
             });
             match refreshed {
                 Ok(r) => tracing::debug!(
+                    leader,
                     hosts_ok = r.hosts_ok,
                     failed = r.hosts_failed.len(),
                     drift = r.drift.len(),
                     elapsed_ms = r.elapsed_ms,
                     "inventory refreshed"
                 ),
-                Err(e) => tracing::warn!(error = %e, "inventory refresh failed"),
+                Err(e) => tracing::warn!(error = %e, leader, "inventory refresh failed"),
+            }
+            if !leader {
+                continue;
             }
             let before = |keep: Duration| {
                 chrono::Duration::from_std(keep)

@@ -400,7 +400,7 @@ impl EngineBuilder {
                 .unwrap_or_else(|| Arc::new(crate::AlwaysLeader)),
             holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             runs_jobs: self.runs_jobs,
-            held_for_workers: Mutex::new(Vec::new()),
+            held_for_workers: Mutex::new(HashMap::new()),
         });
         scheduler::spawn(Arc::downgrade(&inner), sched_rx);
         watch::spawn_log_writer(Arc::downgrade(&inner), log_rx);
@@ -461,7 +461,7 @@ pub(crate) struct Inner {
     pub(crate) runs_jobs: bool,
     /// Capacity reserved for jobs this engine accepted and other processes run, released when
     /// each job ends (engines without workers only).
-    pub(crate) held_for_workers: Mutex<Vec<inventory::HeldForWorker>>,
+    pub(crate) held_for_workers: Mutex<HashMap<JobId, inventory::HeldForWorker>>,
     /// This engine's name as a job lease holder: unique per engine instance, so a restarted
     /// process never mistakes its predecessor's leases for its own.
     pub(crate) holder: String,
@@ -611,6 +611,12 @@ impl Inner {
             .await?
             .filter(|v| v.desired != DesiredState::Deleted)
             .ok_or_else(|| Error::not_found("vm", vm_id).with_field("vm_id"))
+    }
+
+    /// Returns true when a job of this engine's store may run in another engine: the store
+    /// outlives the process (so replicas can share it), or this engine runs no job itself.
+    pub(crate) fn jobs_run_elsewhere(&self) -> bool {
+        !self.runs_jobs || self.store.durable()
     }
 
     pub(crate) fn provider(&self, name: &str) -> Result<&ProviderEntry> {
@@ -1066,10 +1072,7 @@ impl Engine {
                                 ..Default::default()
                             },
                         )?;
-                        let provider = inner.provider(&vm.binding.provider)?.provider.clone();
-                        let mut plan =
-                            plan_resize(&provider.info().kind, vm.power, vm.resources, to);
-                        provider.refine_resize_plan(vm.power, &mut plan);
+                        let plan = day2::plan_for(inner, &vm, to)?;
                         let action = day2::resize_job(&vm, &plan, &allow, spec.flavor, to)?;
                         // A growth must fit the host, as a create must; the job settles it.
                         let growth = inventory::growth(vm.resources, to);
@@ -1151,14 +1154,12 @@ impl Engine {
                 });
             }
         };
-        if let Some(r) = reservation.take() {
-            if inner.runs_jobs {
-                let mut r = r;
-                r.keep();
-            } else {
-                let held = r.hand_over(&job);
-                lock(&inner.held_for_workers).push(held);
-            }
+        // The capacity stays held until the job ends: this engine's worker releases it, or,
+        // without workers, the sweeper once another process ran the job.
+        match reservation {
+            Some(mut r) if inner.runs_jobs => r.keep(),
+            Some(r) => r.hand_over(&job),
+            None => {}
         }
         if inner.runs_jobs {
             inner.pending.fetch_add(1, Ordering::Relaxed);

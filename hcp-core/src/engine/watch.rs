@@ -93,9 +93,10 @@ async fn write_log(inner: &Arc<Inner>, msg: LogMsg) {
 /// a stream with [`JobWatch::into_stream`].
 ///
 /// # Behavior
-/// Lines and status changes of a job this process runs arrive as they happen. Those of a job
-/// another process runs (replicas sharing a database) are read from the store every half
-/// second, so a watch on any replica sees every line, in order, and the job's end.
+/// Lines and status changes of a job this process runs arrive as they happen. Where jobs may
+/// run in another process (replicas sharing a database, or an engine without workers), the
+/// watch also reads the store every half second, so a watch on any replica sees every line, in
+/// order, and the job's end. A process alone on its store reads nothing more than before.
 pub struct JobWatch {
     inner: Arc<Inner>,
     job_id: JobId,
@@ -105,7 +106,9 @@ pub struct JobWatch {
     done: bool,
     /// The last state and progress returned, so a polled status is returned only when new.
     seen: Option<(crate::JobState, u8)>,
-    poll: tokio::time::Interval,
+    /// Reads the store every [`WATCH_POLL`] when the job may run in another process; `None`
+    /// when every job of this store runs here, whose updates all come through `rx`.
+    poll: Option<tokio::time::Interval>,
 }
 
 /// How often a watch reads its job and new log lines from the store, for a job whose worker
@@ -174,9 +177,12 @@ impl JobWatch {
             });
             Some(rx)
         };
-        let mut poll =
-            tokio::time::interval_at(tokio::time::Instant::now() + WATCH_POLL, WATCH_POLL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let poll = inner.jobs_run_elsewhere().then(|| {
+            let mut poll =
+                tokio::time::interval_at(tokio::time::Instant::now() + WATCH_POLL, WATCH_POLL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            poll
+        });
         Ok(JobWatch {
             inner: inner.clone(),
             job_id: job_id.clone(),
@@ -206,9 +212,12 @@ impl JobWatch {
                 self.done = true;
                 return None;
             };
-            let received = tokio::select! {
-                r = rx.recv() => Some(r),
-                _ = self.poll.tick() => None,
+            let received = match self.poll.as_mut() {
+                Some(poll) => tokio::select! {
+                    r = rx.recv() => Some(r),
+                    _ = poll.tick() => None,
+                },
+                None => Some(rx.recv().await),
             };
             let Some(received) = received else {
                 self.poll_store().await;

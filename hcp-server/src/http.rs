@@ -255,7 +255,7 @@ impl Endpoint for Outer {
 
 impl Guarded {
     async fn handle(&self, mut req: Request) -> Response {
-        if self.worker_only && !matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        if self.worker_only && !is_probe(req.uri().path()) {
             return Problem::transport(
                 ErrorKind::NotFound,
                 CODE_ROUTE_NOT_FOUND,
@@ -323,10 +323,16 @@ impl Guarded {
     }
 }
 
+/// Returns true for the probes and metrics: never rate limited, and all a worker replica
+/// serves.
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
 /// Returns whose request budget `req` spends: its caller's, else its client address's; `None`
 /// for the probes (health, readiness, metrics), which are never limited.
 fn budget_of(req: &Request) -> Option<Budget> {
-    if matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+    if is_probe(req.uri().path()) {
         return None;
     }
     match req.extensions().get::<crate::auth::Caller>() {

@@ -129,32 +129,35 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, in the order of [`Role::NAMES`].
+    pub const ALL: [Role; 3] = [Role::All, Role::Api, Role::Worker];
+    /// The roles' names, as `--role` and `HCP_ROLE` take them.
+    pub const NAMES: [&'static str; 3] = ["all", "api", "worker"];
+
     /// Parses `all`, `api` or `worker`.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidSpec`] naming `field` and the allowed values.
     pub fn parse(field: &str, value: &str) -> Result<Role> {
-        match value.trim() {
-            "all" => Ok(Role::All),
-            "api" => Ok(Role::Api),
-            "worker" => Ok(Role::Worker),
-            other => Err(Error::invalid(
-                field,
-                format!(
-                    "`{}` is not a role; allowed: all, api, worker",
-                    hcp_core::echo(other)
-                ),
-            )),
-        }
+        let value = value.trim();
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == value)
+            .ok_or_else(|| {
+                Error::invalid(
+                    field,
+                    format!(
+                        "`{}` is not a role; allowed: {}",
+                        hcp_core::echo(value),
+                        Role::NAMES.join(", ")
+                    ),
+                )
+            })
     }
 
     /// Returns the role's name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::All => "all",
-            Role::Api => "api",
-            Role::Worker => "worker",
-        }
+        Role::NAMES[self as usize]
     }
 }
 
@@ -843,6 +846,17 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_parse_by_their_names_and_a_bad_one_names_the_field() {
+        for r in Role::ALL {
+            assert_eq!(Role::parse("--role", r.as_str()).unwrap(), r);
+        }
+        assert_eq!(Role::parse("HCP_ROLE", " api ").unwrap(), Role::Api);
+        let e = Role::parse("HCP_ROLE", "leader").unwrap_err();
+        assert_eq!(e.field(), Some("HCP_ROLE"));
+        assert!(e.message().contains("all, api, worker"), "{e}");
+    }
 
     #[test]
     fn env_options_name_the_variable() {

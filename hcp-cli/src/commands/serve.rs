@@ -73,7 +73,7 @@ pub struct ServeArgs {
     /// jobs (the default, or HCP_ROLE); `api` serves the API and leaves jobs to worker
     /// replicas; `worker` runs jobs and answers only /healthz, /readyz and /metrics. `api` and
     /// `worker` need HCP_DATABASE_URL.
-    #[arg(long, value_name = "ROLE", value_parser = ["all", "api", "worker"])]
+    #[arg(long, value_name = "ROLE", value_parser = hcp_server::Role::NAMES)]
     role: Option<String>,
 }
 

@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Pool, Runtime};
 use hcp_core::store::{
     IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, SortValue, Store,
     Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmSortKey, VmWrite,
@@ -58,9 +58,9 @@ use hcp_core::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::{NoTls, Row};
 
 /// The schema migrations with their versions, in ascending order. Versions are explicit (not
 /// positions) so branches can take numbers independently: a gap is allowed, and a database
@@ -204,10 +204,7 @@ impl PostgresStore {
         let (url, tls_request) = tls::split(url)?;
         let mut cfg = parse_url(&url)?;
         let tls = tls_request.connector()?;
-        cfg.ssl_mode(match tls {
-            tls::Tls::Plain => tokio_postgres::config::SslMode::Disable,
-            tls::Tls::Verified(_) => tokio_postgres::config::SslMode::Require,
-        });
+        cfg.ssl_mode(tls.ssl_mode());
         let password = cfg
             .get_password()
             .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -229,7 +226,7 @@ impl PostgresStore {
         }
         cfg.application_name("hcp");
         let store = PostgresStore {
-            pool: Pool::builder(manager(&cfg, &tls))
+            pool: Pool::builder(tls.manager(&cfg))
                 .max_size(options.max_connections.max(1))
                 .runtime(Runtime::Tokio1)
                 .wait_timeout(Some(Duration::from_secs(30)))
@@ -275,11 +272,7 @@ impl PostgresStore {
     /// Applies the missing migrations on a connection of its own, holding an advisory lock
     /// keyed by the schema name, so replicas starting together apply each migration once.
     async fn migrate(&self, cfg: &tokio_postgres::Config) -> Result<()> {
-        let connected = match &self.tls {
-            tls::Tls::Plain => connect_once(cfg, NoTls).await,
-            tls::Tls::Verified(c) => connect_once(cfg, c.clone()).await,
-        };
-        let (mut client, conn) = connected.map_err(|e| {
+        let (mut client, conn) = self.tls.connect(cfg).await.map_err(|e| {
             Error::internal(self.redact(format!(
                 "cannot connect to the PostgreSQL database {} ({}); check the database URL, its sslmode and sslrootcert, and that the database is up",
                 self.target,
@@ -1805,35 +1798,6 @@ impl PostgresStore {
             Err(e) => self.db_err(e),
         }
     }
-}
-
-/// The pool's connection manager, dialling with `tls`.
-fn manager(cfg: &tokio_postgres::Config, tls: &tls::Tls) -> Manager {
-    let config = ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
-    };
-    match tls {
-        tls::Tls::Plain => Manager::from_config(cfg.clone(), NoTls, config),
-        tls::Tls::Verified(c) => Manager::from_config(cfg.clone(), c.clone(), config),
-    }
-}
-
-/// Opens one connection outside the pool; its driving task ends when the client is dropped.
-async fn connect_once<T>(
-    cfg: &tokio_postgres::Config,
-    tls: T,
-) -> std::result::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>
-where
-    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
-    T::Stream: Send + 'static,
-{
-    let (client, conn) = cfg.connect(tls).await?;
-    let conn = tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "migration connection closed");
-        }
-    });
-    Ok((client, conn))
 }
 
 /// The projects a scope sees, as the `text[]` parameter of a query (`None`: every project).

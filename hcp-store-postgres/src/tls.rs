@@ -13,7 +13,12 @@
 
 use std::path::PathBuf;
 
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use hcp_core::{Error, Result, TlsTrust};
+use tokio::task::JoinHandle;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, NoTls, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How HCP connects to the database.
@@ -23,6 +28,56 @@ pub(crate) enum Tls {
     Plain,
     /// TLS with the server authenticated.
     Verified(MakeRustlsConnect),
+}
+
+impl Tls {
+    /// The driver's `sslmode` for this choice: TLS required, or none.
+    pub(crate) fn ssl_mode(&self) -> SslMode {
+        match self {
+            Tls::Plain => SslMode::Disable,
+            Tls::Verified(_) => SslMode::Require,
+        }
+    }
+
+    /// The pool's connection manager for `cfg`, dialling this way.
+    pub(crate) fn manager(&self, cfg: &Config) -> Manager {
+        let config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        match self {
+            Tls::Plain => Manager::from_config(cfg.clone(), NoTls, config),
+            Tls::Verified(c) => Manager::from_config(cfg.clone(), c.clone(), config),
+        }
+    }
+
+    /// Opens one connection outside the pool, dialling this way; the task driving it ends when
+    /// the client is dropped.
+    pub(crate) async fn connect(
+        &self,
+        cfg: &Config,
+    ) -> std::result::Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        match self {
+            Tls::Plain => connect_with(cfg, NoTls).await,
+            Tls::Verified(c) => connect_with(cfg, c.clone()).await,
+        }
+    }
+}
+
+async fn connect_with<T>(
+    cfg: &Config,
+    tls: T,
+) -> std::result::Result<(Client, JoinHandle<()>), tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, conn) = cfg.connect(tls).await?;
+    let conn = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok((client, conn))
 }
 
 /// What the URL asked for, before its CA file was read.
@@ -47,44 +102,12 @@ fn mode(value: &str) -> Result<bool> {
     }
 }
 
-/// Decodes `%XX` escapes of a URL query value (a path may carry them).
-fn percent_decode(value: &str) -> Result<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        Error::invalid("database_url", "sslrootcert has a bad %-escape")
-                    })?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| Error::invalid("database_url", "sslrootcert is not UTF-8 once decoded"))
-}
-
 /// Takes `sslmode` and `sslrootcert` out of `url` (a `postgres://` URL or a `key=value`
 /// string) and returns the rest, for the driver's parser, with what they asked for.
 ///
 /// # Errors
-/// [`hcp_core::ErrorKind::InvalidSpec`] naming `database_url` for an unknown `sslmode` or a
-/// badly escaped `sslrootcert`; the URL itself is never repeated.
+/// [`hcp_core::ErrorKind::InvalidSpec`] naming `database_url` for an unknown `sslmode`; the URL
+/// itself is never repeated.
 pub(crate) fn split(url: &str) -> Result<(String, TlsRequest)> {
     let mut request = TlsRequest {
         encrypt: false,
@@ -97,10 +120,13 @@ pub(crate) fn split(url: &str) -> Result<(String, TlsRequest)> {
         };
         let mut kept = Vec::new();
         for pair in query.split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "sslmode" => request.encrypt = mode(&percent_decode(value)?)?,
-                "sslrootcert" => request.root_cert = Some(PathBuf::from(percent_decode(value)?)),
+            // One pair at a time, decoded as a query string is; the others stay as written.
+            let (key, value) = form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .unwrap_or_default();
+            match &*key {
+                "sslmode" => request.encrypt = mode(&value)?,
+                "sslrootcert" => request.root_cert = Some(PathBuf::from(&*value)),
                 _ => kept.push(pair),
             }
         }

@@ -18,7 +18,7 @@
 //! `HCP_BENCH_JOBS` (default 2,000); `HCP_BENCH_ONLY=memory/1-replica|postgres/1-replica|
 //! postgres/3-replicas` runs one configuration. PostgreSQL is `HCP_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`, which `scripts/postgres-peer.sh` starts); each
-//! configuration runs in a fresh schema `hcp_bench_<unix secs>_<n>`, dropped at its end.
+//! configuration runs in a fresh schema `hcp_bench_<unix secs>_<uuid>`, dropped at its end.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,74 +30,20 @@ use hcp_benches::{config, engine_builder};
 use hcp_core::store::{JobFilter, PageRequest, Scope, Store};
 use hcp_core::{Engine, JobState, Principal, RequestContext, VmId, VmSpec};
 use hcp_provider_sim::{SimHost, SimProvider, SimSettings};
+use hcp_store_postgres::testkit::{self, url};
 use hcp_store_postgres::{PostgresStore, StoreOptions};
-use tokio_postgres::NoTls;
 
 /// Submits in flight at once.
 const IN_FLIGHT: usize = 64;
 /// Connections in each engine's pool.
 const CONNECTIONS: usize = 16;
 
-fn url() -> String {
-    std::env::var("HCP_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// The prefix of this bench's schemas ([`testkit::fresh_schema`]).
+const PREFIX: &str = "hcp_bench";
 
 /// Opens a plain connection (schema set-up and clean-up, `pg_stat_activity`).
 async fn raw() -> tokio_postgres::Client {
-    // The URL is not printed: it may hold a password.
-    let (client, connection) = tokio_postgres::connect(&url(), NoTls).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL at HCP_TEST_DATABASE_URL (default 127.0.0.1:5432) must be running; scripts/postgres-peer.sh starts it: {e}"
-        )
-    });
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("postgres bench: connection ended: {e}");
-        }
-    });
-    client
-}
-
-/// Drops bench schemas made more than an hour ago (by a run that did not finish).
-async fn drop_old_schemas(c: &tokio_postgres::Client) {
-    let rows = c
-        .query(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'hcp\\_bench\\_%'",
-            &[],
-        )
-        .await
-        .expect("list bench schemas");
-    let cutoff = unix_now().saturating_sub(3600);
-    for r in rows {
-        let name: String = r.get(0);
-        let made = name
-            .split('_')
-            .nth(2)
-            .and_then(|t| t.parse::<u64>().ok())
-            .unwrap_or(0);
-        if made < cutoff {
-            drop_schema(c, &name).await;
-        }
-    }
-}
-
-async fn drop_schema(c: &tokio_postgres::Client, schema: &str) {
-    // Bounded: a lock held by a pool not yet closed must not hang the bench.
-    if let Err(e) = c
-        .batch_execute(&format!(
-            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
-        ))
-        .await
-    {
-        eprintln!("postgres bench: could not drop schema {schema} (the next run drops it): {e}");
-    }
+    testkit::raw(&url()).await
 }
 
 /// Prints the PostgreSQL version and the settings that bound a commit's latency, as this run's
@@ -448,7 +394,7 @@ async fn run(label: &str, replicas: usize, schema: Option<&str>, n: usize) {
     drop(engines);
     drop(stores);
     if let (Some(c), Some(schema)) = (&pg, schema) {
-        drop_schema(c, schema).await;
+        testkit::drop_schema(c, schema).await;
     }
 }
 
@@ -472,22 +418,21 @@ fn main() {
             .join(" ")
     );
     rt.block_on(async {
-        let stamp = unix_now();
         let configurations = [
             ("memory/1-replica", 1, false),
             ("postgres/1-replica", 1, true),
             ("postgres/3-replicas", 3, true),
         ];
         let mut cleaned = false;
-        for (i, (label, replicas, postgres)) in configurations.into_iter().enumerate() {
+        for (label, replicas, postgres) in configurations {
             if !only.is_empty() && only != label {
                 continue;
             }
-            let schema = postgres.then(|| format!("hcp_bench_{stamp}_{i}"));
+            let schema = postgres.then(|| testkit::fresh_schema(PREFIX));
             if postgres && !cleaned {
                 let c = raw().await;
                 print_settings(&c).await;
-                drop_old_schemas(&c).await;
+                testkit::drop_old_schemas(&c, PREFIX).await;
                 cleaned = true;
             }
             run(label, replicas, schema.as_deref(), n).await;

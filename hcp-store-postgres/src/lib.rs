@@ -35,6 +35,8 @@
 //! The database URL's password never appears in an error, a log line or this type's `Debug`.
 
 mod leader;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 mod tls;
 
 pub use leader::LeaderElector;
@@ -1850,12 +1852,8 @@ mod tests {
     #[tokio::test]
     async fn a_session_stalled_inside_a_transaction_does_not_block_a_claim() {
         use hcp_core::store::SubmitOutcome;
-        let url = std::env::var("HCP_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let schema = format!("hcp_t_{secs}_{}", uuid::Uuid::new_v4().simple());
+        let url = testkit::url();
+        let schema = testkit::fresh_schema("hcp_t");
         let options = || StoreOptions {
             schema: schema.clone(),
             max_connections: 2,
@@ -1903,10 +1901,7 @@ mod tests {
         assert!(tx.query("SELECT 1", &[]).await.is_err());
         drop(tx);
         drop(session);
-        let c = other.client().await.unwrap();
-        c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await
-            .unwrap();
+        testkit::drop_schema(&testkit::raw(&url).await, &schema).await;
     }
 
     #[test]

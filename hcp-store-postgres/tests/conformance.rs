@@ -8,53 +8,22 @@ use std::sync::Arc;
 use hcp_core::store::{PageRequest, Scope, Store, SubmitOutcome};
 use hcp_core::testkit::store::create;
 use hcp_core::{ErrorKind, ProjectId, Quota};
+use hcp_store_postgres::testkit::{self, url};
 use hcp_store_postgres::{PostgresStore, SCHEMA_VERSION, StoreOptions};
 
-fn url() -> String {
-    std::env::var("HCP_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
+/// The prefix of this file's schemas.
+const PREFIX: &str = "hcp_t";
 
 /// A new schema name carrying its creation time, so later runs can drop old ones.
 fn fresh_schema() -> String {
-    format!("hcp_t_{}_{}", unix_now(), uuid::Uuid::new_v4().simple())
+    testkit::fresh_schema(PREFIX)
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Drops test schemas made more than an hour ago (no test runs that long), once per process.
+/// Drops this file's schemas made more than an hour ago, once per process.
 async fn drop_old_schemas() {
     static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    ONCE.get_or_init(|| async {
-        let c = raw().await;
-        let rows = c
-            .query(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'hcp\\_t\\_%'",
-                &[],
-            )
-            .await
-            .expect("PostgreSQL must answer");
-        let cutoff = unix_now().saturating_sub(3600);
-        for r in rows {
-            let name: String = r.get(0);
-            let made = name
-                .split('_')
-                .nth(2)
-                .and_then(|t| t.parse::<u64>().ok())
-                .unwrap_or(0);
-            if made < cutoff {
-                // Another test process may be dropping it too: ignore failures.
-                let _ = c
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                    .await;
-            }
-        }
-    })
-    .await;
+    ONCE.get_or_init(|| async { testkit::drop_old_schemas(&raw().await, PREFIX).await })
+        .await;
 }
 
 async fn open(schema: &str) -> PostgresStore {
@@ -86,11 +55,7 @@ mod server_groups {
 }
 
 async fn raw() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL must be running");
-    tokio::spawn(conn);
-    client
+    testkit::raw(&url()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -21,7 +21,7 @@ fn url(host: &str, query: &str) -> String {
 }
 
 fn fresh_schema() -> String {
-    format!("hcp_tls_{}", uuid::Uuid::new_v4().simple())
+    hcp_store_postgres::testkit::fresh_schema("hcp_tls")
 }
 
 async fn open(url: &str, schema: &str) -> hcp_core::Result<PostgresStore> {

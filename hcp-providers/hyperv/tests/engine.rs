@@ -51,15 +51,7 @@ engine:
 }
 
 async fn engine(th: &common::TestHost, disk_mode: &str) -> (Engine, tempfile::TempDir) {
-    let (dir, secrets) = common::secrets_dir();
-    let mut config = Config::from_yaml(&hosts_file(th, disk_mode), "test hosts file").unwrap();
-    config.secrets = secrets;
-    let engine = hcp_provider_hyperv::register(Engine::builder(config))
-        .without_background_reconcile()
-        .build()
-        .await
-        .unwrap();
-    (engine, dir)
+    common::engine(Config::from_yaml(&hosts_file(th, disk_mode), "test hosts file").unwrap()).await
 }
 
 fn rc(key: &str) -> RequestContext {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hcp_core::store::Scope;
 use hcp_core::testkit::KubernetesExample;
-use hcp_core::{Config, Engine, JobState, Principal, ProjectId, RequestContext, VmSpec};
+use hcp_core::{Config, JobState, Principal, ProjectId, RequestContext, VmSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_hosts_file_runs_a_vm_on_the_test_host() {
@@ -22,13 +22,7 @@ async fn the_example_hosts_file_runs_a_vm_on_the_test_host() {
         );
         host.settings["port"] = th.port(&host.name).into();
     }
-    let (_dir, secrets) = common::secrets_dir();
-    config.secrets = secrets;
-    let engine = hcp_provider_hyperv::register(Engine::builder(config))
-        .without_background_reconcile()
-        .build()
-        .await
-        .unwrap();
+    let (engine, _dir) = common::engine(config).await;
     let ctx = RequestContext::new("demo", Principal::new("alice"))
         .with_idempotency_key(Some("example-1".into()));
     let submitted = engine
@@ -68,13 +62,7 @@ async fn the_kubernetes_example_configmap_runs_a_vm_on_the_test_host() {
         host.settings["address"] = "127.0.0.1".into();
         host.settings["port"] = th.port(&format!("hv{}", i + 1)).into();
     }
-    let (_secrets_dir, secrets) = common::secrets_dir();
-    config.secrets = secrets;
-    let engine = hcp_provider_hyperv::register(Engine::builder(config))
-        .without_background_reconcile()
-        .build()
-        .await
-        .unwrap();
+    let (engine, _secrets_dir) = common::engine(config).await;
     let ctx = RequestContext::new("infra", Principal::new("alice"));
     let submitted = engine
         .create_vm(&ctx, VmSpec::new("k8s-example", "windows-2022", "medium"))

@@ -19,7 +19,6 @@ const TENANT_USER_DATA: &str =
     "#cloud-config\nruncmd:\n  - [\"touch\", \"/var/tmp/tenant-was-here\"]\n";
 
 async fn engine(th: &common::TestHost, timeout: &str) -> (Engine, tempfile::TempDir) {
-    let (dir, secrets) = common::secrets_dir();
     let (name, port) = &th.hosts[0];
     let yaml = format!(
         r#"
@@ -46,14 +45,7 @@ engine:
   retry: {{max_attempts: 3, initial_delay: 10ms, max_delay: 50ms, factor: 2.0, jitter: false}}
 "#
     );
-    let mut config = Config::from_yaml(&yaml, "test hosts file").unwrap();
-    config.secrets = secrets;
-    let engine = hcp_provider_hyperv::register(Engine::builder(config))
-        .without_background_reconcile()
-        .build()
-        .await
-        .unwrap();
-    (engine, dir)
+    common::engine(Config::from_yaml(&yaml, "test hosts file").unwrap()).await
 }
 
 /// Creates `name`; when the job logs "waiting for guest setup", reads the seed ISO and, when

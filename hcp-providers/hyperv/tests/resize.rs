@@ -230,11 +230,8 @@ async fn generation_1_grows_its_ide_disk_only_while_off() {
     assert_eq!(seen(&p, &t).await, (8, 512, 10, PowerState::Stopped));
 }
 
-fn hosts_file(th: &common::TestHost) -> String {
-    hosts_file_gen(th, 2)
-}
-
-fn hosts_file_gen(th: &common::TestHost, generation: u8) -> String {
+/// A hosts file over the test host whose VMs are of `generation`.
+fn hosts_file(th: &common::TestHost, generation: u8) -> String {
     let (name, port) = &th.hosts[0];
     format!(
         r#"
@@ -278,14 +275,8 @@ async fn engine_with_vm(
     th: &common::TestHost,
     generation: u8,
 ) -> (Engine, RequestContext, hcp_core::VmId, tempfile::TempDir) {
-    let (dir, secrets) = common::secrets_dir();
-    let mut config = Config::from_yaml(&hosts_file_gen(th, generation), "test hosts file").unwrap();
-    config.secrets = secrets;
-    let engine = hcp_provider_hyperv::register(Engine::builder(config))
-        .without_background_reconcile()
-        .build()
-        .await
-        .unwrap();
+    let config = Config::from_yaml(&hosts_file(th, generation), "test hosts file").unwrap();
+    let (engine, dir) = common::engine(config).await;
     let ctx = RequestContext::new("demo", Principal::new("alice"));
     let s = engine
         .create_vm(&ctx, VmSpec::new("planned", "ubuntu-24.04", "small"))
@@ -316,21 +307,7 @@ fn change(vcpus: Option<u32>, memory_mib: Option<u64>, disk_gib: Option<u64>) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_plans_hyperv_resizes_and_refuses_beyond_allow_before_any_job() {
     let th = common::TestHost::start(1, None);
-    let (_dir, secrets) = common::secrets_dir();
-    let mut config = Config::from_yaml(&hosts_file(&th), "test hosts file").unwrap();
-    config.secrets = secrets;
-    let engine = hcp_provider_hyperv::register(Engine::builder(config))
-        .without_background_reconcile()
-        .build()
-        .await
-        .unwrap();
-    let ctx = RequestContext::new("demo", Principal::new("alice"));
-    let s = engine
-        .create_vm(&ctx, VmSpec::new("planned", "ubuntu-24.04", "small"))
-        .await
-        .unwrap();
-    run(&engine, &ctx, &s.job_id).await;
-    let vm = s.vm_id.clone();
+    let (engine, ctx, vm, _dir) = engine_with_vm(&th, 2).await;
     let v = engine.get_vm(&ctx.scope(), &vm).await.unwrap();
     assert_eq!(v.power, PowerState::Running);
 

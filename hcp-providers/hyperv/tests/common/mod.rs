@@ -195,6 +195,19 @@ pub fn provider(th: &TestHost, settings: HypervSettings) -> HypervProvider {
     HypervProvider::new("hyperv", settings, th.entries(None), creds(PASSWORD)).unwrap()
 }
 
+/// Builds an engine over `config` (its reconciler off) with the test host's credentials in a
+/// secrets directory, which lives as long as the returned `TempDir`.
+pub async fn engine(mut config: hcp_core::Config) -> (hcp_core::Engine, tempfile::TempDir) {
+    let (dir, secrets) = secrets_dir();
+    config.secrets = secrets;
+    let engine = hcp_provider_hyperv::register(hcp_core::Engine::builder(config))
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    (engine, dir)
+}
+
 /// A secrets directory holding the test host's credentials.
 pub fn secrets_dir() -> (tempfile::TempDir, Secrets) {
     let dir = tempfile::tempdir().unwrap();

@@ -50,6 +50,16 @@ async fn ended(engine: &Engine, job: &hcp_core::JobId) -> hcp_core::Job {
         .unwrap()
 }
 
+/// VMs on the simulator's hosts.
+fn vms_on(sim: &SimProvider) -> usize {
+    sim.state()
+        .unwrap()
+        .hosts
+        .values()
+        .map(|h| h.vms.len())
+        .sum()
+}
+
 fn store() -> Arc<MemoryStore> {
     Arc::new(MemoryStore::new(1000, 100_000))
 }
@@ -75,14 +85,7 @@ async fn an_engine_without_workers_accepts_jobs_another_runs_and_follows_them() 
         JobState::Pending
     );
     assert_eq!(api.stats().running, 0);
-    assert!(
-        sim.state()
-            .unwrap()
-            .hosts
-            .values()
-            .all(|h| h.vms.is_empty()),
-        "no VM was made without a worker"
-    );
+    assert_eq!(vms_on(&sim), 0, "no VM was made without a worker");
 
     // A watch opened on the API engine before the worker starts sees the whole run.
     let mut watch = api.watch_job(&Scope::All, &s.job_id).await.unwrap();
@@ -114,15 +117,7 @@ async fn an_engine_without_workers_accepts_jobs_another_runs_and_follows_them() 
     // Waits on either engine agree.
     let waited = ended(&api, &s.job_id).await;
     assert_eq!(waited.state, JobState::Succeeded);
-    assert_eq!(
-        sim.state()
-            .unwrap()
-            .hosts
-            .values()
-            .map(|h| h.vms.len())
-            .sum::<usize>(),
-        1
-    );
+    assert_eq!(vms_on(&sim), 1);
 }
 
 #[tokio::test]
@@ -153,14 +148,7 @@ async fn a_cancel_on_one_engine_stops_a_job_running_on_another() {
     assert_eq!(job.state, JobState::Cancelled, "{job:?}");
     let error = job.error.expect("a cancelled job says why");
     assert!(error.message.contains("bob"), "{}", error.message);
-    assert!(
-        sim.state()
-            .unwrap()
-            .hosts
-            .values()
-            .all(|h| h.vms.is_empty()),
-        "the cancelled create left nothing behind"
-    );
+    assert_eq!(vms_on(&sim), 0, "the cancelled create left nothing behind");
     assert_eq!(
         api.get_vm(&Scope::All, &s.vm_id).await.unwrap_err().kind(),
         ErrorKind::NotFound

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hcp-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A test run builds once per change: incremental caches only grow the target dir.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "Peers: libvirt + QEMU (real VMs, TCG), idempotent"

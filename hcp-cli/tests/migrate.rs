@@ -88,11 +88,14 @@ fn round_trip(hcp: &Hcp) {
     assert_eq!(back["job"]["state"], "SUCCEEDED", "{back}");
     assert_eq!(counts(hcp), after);
 
-    // A stopped VM cannot move live, cold moves are not offered either.
+    // A stopped VM cannot move live; with --allow-cold it moves and stays stopped.
     hcp.json(&["vm", "stop", &id, "--force", "--wait"]);
-    let stopped = hcp.run(&["--output", "json", "vm", "migrate", &id, "--allow-cold"]);
+    let stopped = hcp.run(&["--output", "json", "vm", "migrate", &id]);
     assert_eq!(stopped.code, CONFLICT, "{stopped:?}");
     assert_eq!(stopped.error()["code"], "VM_STATE_CONFLICT", "{stopped:?}");
+    let cold = hcp.json(&["vm", "migrate", &id, "--allow-cold", "--wait"]);
+    assert_eq!(cold["job"]["state"], "SUCCEEDED", "{cold}");
+    assert_eq!(cold["job"]["action"]["cold"], true, "{cold}");
 
     let unknown = hcp.run(&["--output", "json", "vm", "migrate", "vm-nope"]);
     assert_eq!(unknown.code, NOT_FOUND, "{unknown:?}");

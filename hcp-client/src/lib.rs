@@ -1177,8 +1177,9 @@ impl Client {
     /// # Errors
     /// The service's error: `PermissionDenied` for a caller without the operator role,
     /// `NotFound` naming `vm_id`, `InvalidSpec` naming `target_host`, `Conflict`
-    /// (`VM_STATE_CONFLICT` for a VM that is not running, `CAPACITY_EXHAUSTED`),
-    /// `FeatureNotSupported` (no live migration; cold migration is not offered).
+    /// (`VM_STATE_CONFLICT` for a stopped VM without `allow_cold`, `CAPACITY_EXHAUSTED`,
+    /// `SERVER_GROUP_POLICY`), `FeatureNotSupported` (the hosts cannot move the VM live, or
+    /// cold where a cold move was allowed).
     pub async fn migrate_vm(
         &self,
         vm_id: &VmId,

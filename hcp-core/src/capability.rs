@@ -17,6 +17,9 @@ pub struct Capabilities {
     pub snapshot: bool,
     /// Moves running VMs between hosts.
     pub live_migration: bool,
+    /// Moves stopped VMs between hosts (a cold move: HCP stops a running VM first and starts
+    /// it again on the target).
+    pub cold_migration: bool,
     /// Offers a VNC console.
     pub console_vnc: bool,
     /// Offers a SPICE console.
@@ -60,6 +63,8 @@ pub enum Capability {
     Snapshot,
     /// See [`Capabilities::live_migration`].
     LiveMigration,
+    /// See [`Capabilities::cold_migration`].
+    ColdMigration,
     /// Any console type.
     Console,
     /// See [`Capabilities::gpu_passthrough`].
@@ -79,6 +84,7 @@ impl Capability {
             Capability::CloudInit => "cloud_init",
             Capability::Snapshot => "snapshot",
             Capability::LiveMigration => "live_migration",
+            Capability::ColdMigration => "cold_migration",
             Capability::Console => "console",
             Capability::GpuPassthrough => "gpu_passthrough",
             Capability::Tags => "tags",
@@ -95,6 +101,7 @@ impl Capabilities {
             cloud_init: true,
             snapshot: true,
             live_migration: true,
+            cold_migration: true,
             console_vnc: true,
             console_spice: true,
             console_rdp: true,
@@ -117,6 +124,7 @@ impl Capabilities {
             cloud_init: self.cloud_init && other.cloud_init,
             snapshot: self.snapshot && other.snapshot,
             live_migration: self.live_migration && other.live_migration,
+            cold_migration: self.cold_migration && other.cold_migration,
             console_vnc: self.console_vnc && other.console_vnc,
             console_spice: self.console_spice && other.console_spice,
             console_rdp: self.console_rdp && other.console_rdp,
@@ -139,6 +147,7 @@ impl Capabilities {
             cloud_init: self.cloud_init || other.cloud_init,
             snapshot: self.snapshot || other.snapshot,
             live_migration: self.live_migration || other.live_migration,
+            cold_migration: self.cold_migration || other.cold_migration,
             console_vnc: self.console_vnc || other.console_vnc,
             console_spice: self.console_spice || other.console_spice,
             console_rdp: self.console_rdp || other.console_rdp,
@@ -161,6 +170,7 @@ impl Capabilities {
             Capability::CloudInit => self.cloud_init,
             Capability::Snapshot => self.snapshot,
             Capability::LiveMigration => self.live_migration,
+            Capability::ColdMigration => self.cold_migration,
             Capability::Console => {
                 self.console_vnc
                     || self.console_spice
@@ -269,6 +279,7 @@ fn missing_hint(c: Capability) -> &'static str {
         Capability::Tags => "remove tags or choose a zone whose provider stores tags",
         Capability::Snapshot => "this VM's host cannot take snapshots",
         Capability::LiveMigration => "this VM's host cannot migrate running VMs",
+        Capability::ColdMigration => "this VM's host cannot move stopped VMs to another host",
         Capability::Console => "this VM's host offers no console",
         Capability::GpuPassthrough => "choose a zone with GPU hosts",
         Capability::Resize => {

@@ -149,10 +149,11 @@ pub struct CapabilityLimits {
 }
 
 /// The names [`CapabilityLimits::disable`] accepts.
-pub const CAPABILITY_NAMES: [&str; 12] = [
+pub const CAPABILITY_NAMES: [&str; 13] = [
     "cloud_init",
     "snapshot",
     "live_migration",
+    "cold_migration",
     "console_vnc",
     "console_spice",
     "console_rdp",
@@ -176,6 +177,7 @@ impl CapabilityLimits {
                 "cloud_init" => &mut c.cloud_init,
                 "snapshot" => &mut c.snapshot,
                 "live_migration" => &mut c.live_migration,
+                "cold_migration" => &mut c.cold_migration,
                 "console_vnc" => &mut c.console_vnc,
                 "console_spice" => &mut c.console_spice,
                 "console_rdp" => &mut c.console_rdp,

@@ -235,6 +235,10 @@ pub enum JobAction {
         /// The target host; empty in the tenant view, whose documents leave it out.
         #[serde(default)]
         target_host: String,
+        /// A cold move: the job stops a running VM, moves it and starts it again on the target,
+        /// so the VM is unavailable meanwhile. False for a live move.
+        #[serde(default)]
+        cold: bool,
     },
     /// Returns the VM to one of its snapshots.
     RevertSnapshot {
@@ -459,8 +463,9 @@ impl Job {
         let pending_reason = self.pending_reason.clone().map(PendingReason::tenant_view);
         let action = match &self.action {
             // The target host is an operator detail.
-            JobAction::Migrate { .. } => JobAction::Migrate {
+            JobAction::Migrate { cold, .. } => JobAction::Migrate {
                 target_host: String::new(),
+                cold: *cold,
             },
             other => other.clone(),
         };
@@ -803,12 +808,14 @@ mod tests {
         assert_eq!(j.tenant_view().action, Some(j.action.clone()));
         j.action = JobAction::Migrate {
             target_host: "secret-host".into(),
+            cold: true,
         };
         let t = j.tenant_view();
         assert_eq!(
             t.action,
             Some(JobAction::Migrate {
-                target_host: String::new()
+                target_host: String::new(),
+                cold: true,
             })
         );
         let mut v = serde_json::to_value(&t).unwrap();

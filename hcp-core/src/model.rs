@@ -539,8 +539,8 @@ pub struct HcpMark {
     /// Whether cloud-init user-data was given (the data itself is never recorded).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub user_data: bool,
-    /// The server group the VM was created into, so that a rebuilt VM stays a member (kept by
-    /// providers that record the mark as one document, such as the simulator).
+    /// The server group the VM was created into, so that a VM rebuilt from its mark stays a
+    /// member (every provider records it with the rest of the mark).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_group: Option<ServerGroupId>,
 }

@@ -281,8 +281,10 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
         ))
     }
 
-    /// Moves a running VM to another host. The engine calls it only when the host declares
-    /// `live_migration`.
+    /// Moves a VM to another host: a running VM live (the engine calls it so only when the
+    /// host declares `live_migration`), or, with [`MigrateVm::cold`], a stopped VM (only when
+    /// the host declares `cold_migration`; the engine stops the VM first and starts it again
+    /// on the target).
     ///
     /// # Errors
     /// The default refuses with [`crate::ErrorKind::FeatureNotSupported`].
@@ -900,6 +902,8 @@ target_args!(
     MigrateVm {
         /// The host to move to.
         target_host: String = String::new(),
+        /// Moves the VM while it is stopped (a cold move) instead of live.
+        cold: bool = false,
     }
 );
 
@@ -1121,6 +1125,12 @@ impl MigrateVm {
     /// Sets the target host.
     pub fn with_target_host(mut self, host: impl Into<String>) -> Self {
         self.target_host = host.into();
+        self
+    }
+
+    /// Asks for a cold move of a stopped VM (`true`) or a live one (`false`, the default).
+    pub fn with_cold(mut self, cold: bool) -> Self {
+        self.cold = cold;
         self
     }
 }

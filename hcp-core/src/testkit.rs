@@ -587,7 +587,48 @@ pub async fn declared_capabilities(p: Arc<dyn Provider>, f: &Fixture) -> Result<
     }
     .await;
     destroy(p.as_ref(), &t).await?;
-    result
+    result?;
+    if caps.cold_migration
+        && let Some(other) = &f.other_host
+    {
+        cold_move(p.as_ref(), f, other).await?;
+    }
+    Ok(())
+}
+
+/// A declared `cold_migration`: a stopped VM moves to `other` and stays stopped there.
+async fn cold_move(p: &dyn Provider, f: &Fixture, other: &str) -> Result<()> {
+    let t = create(p, f, "cold").await?;
+    p.stop_vm(&ctx(), StopVm::new(t.clone()).with_force(true))
+        .await?;
+    let moved = async {
+        let m = p
+            .migrate_vm(
+                &ctx(),
+                MigrateVm::new(t.clone())
+                    .with_target_host(other)
+                    .with_cold(true),
+            )
+            .await?;
+        ensure!(m.host == other, "a VM moved cold lives on the target host");
+        let seen = find(p, other, &t.vm_id).await?;
+        ensure!(
+            seen.as_ref().map(|v| v.power) == Some(PowerState::Stopped),
+            "the target host's inventory shows the VM moved cold, stopped (got {seen:?})"
+        );
+        let mut moved = t.clone();
+        moved.host = other.to_string();
+        moved.native_id = Some(m.native_id);
+        Ok(moved)
+    }
+    .await;
+    match moved {
+        Ok(moved) => destroy(p, &moved).await,
+        Err(e) => {
+            destroy(p, &t).await?;
+            Err(e)
+        }
+    }
 }
 
 /// A declared `snapshot` capability covers the whole snapshot life: take, list, revert and

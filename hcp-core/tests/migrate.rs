@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use hcp_core::store::Scope;
 use hcp_core::{
-    Action, Config, Engine, ErrorKind, EventFilter, EventKind, Job, JobAction, JobState,
-    MigrateRequest, Principal, RequestContext, VmId, VmSpec,
+    Action, Config, Engine, ErrorKind, EventFilter, EventKind, Job, JobAction, JobState, JobUpdate,
+    MigrateRequest, PowerState, Principal, RequestContext, VmId, VmSpec,
 };
 
 async fn engine_with(edit: impl FnOnce(&mut Config)) -> Engine {
@@ -98,7 +98,8 @@ async fn a_vm_moves_to_a_named_host_with_its_capacity_and_an_audit_event() {
     assert_eq!(
         job.action,
         JobAction::Migrate {
-            target_host: "sim-a2".into()
+            target_host: "sim-a2".into(),
+            cold: false,
         }
     );
     assert_eq!(host_of(&e, &vm).await, "sim-a2");
@@ -114,7 +115,10 @@ async fn a_vm_moves_to_a_named_host_with_its_capacity_and_an_audit_event() {
     );
     // The tenant's view of the job names no host.
     match job.tenant_view().action {
-        Some(JobAction::Migrate { target_host }) => assert!(target_host.is_empty()),
+        Some(JobAction::Migrate { target_host, cold }) => {
+            assert!(target_host.is_empty());
+            assert!(!cold, "a live move");
+        }
         other => panic!("unexpected action {other:?}"),
     }
     let events = e
@@ -248,29 +252,56 @@ async fn bad_targets_are_refused_before_any_job_naming_target_host() {
 }
 
 #[tokio::test]
-async fn a_stopped_vm_is_refused_a_live_migration() {
+async fn a_stopped_vm_moves_only_cold_and_stays_stopped() {
     let e = engine().await;
-    let vm = vm_on(&e, "sleepy", "sim-a1", 1).await;
+    let vm = vm_on(&e, "sleepy", "sim-a1", 3).await;
     let s = e.stop_vm(&alice(), &vm, true).await.unwrap();
     wait(&e, &s.job_id).await;
-    for allow_cold in [false, true] {
-        let err = e
-            .migrate_vm(
-                &operator(),
-                &vm,
-                &to("sim-a2").with_allow_cold(allow_cold),
-                None,
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
-        assert_eq!(err.code(), hcp_core::CODE_VM_STATE_CONFLICT, "{err}");
-        assert!(err.message().contains("needs a running VM"), "{err}");
-    }
+    let err = e
+        .migrate_vm(&operator(), &vm, &to("sim-a2"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(err.code(), hcp_core::CODE_VM_STATE_CONFLICT, "{err}");
+    assert!(err.message().contains("needs a running VM"), "{err}");
+    assert!(err.message().contains("allow_cold"), "{err}");
+
+    let (a1, a2) = (vcpus_taken(&e, "sim-a1"), vcpus_taken(&e, "sim-a2"));
+    let s = e
+        .migrate_vm(&operator(), &vm, &to("sim-a2").with_allow_cold(true), None)
+        .await
+        .unwrap();
+    let job = wait(&e, &s.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(
+        job.action,
+        JobAction::Migrate {
+            target_host: "sim-a2".into(),
+            cold: true,
+        }
+    );
+    let got = e.get_vm(&Scope::All, &vm).await.unwrap();
+    assert_eq!(got.binding.host, "sim-a2");
+    assert_eq!(got.power, PowerState::Stopped, "a stopped VM stays stopped");
+    assert_eq!(vcpus_taken(&e, "sim-a1"), a1 - 3);
+    assert_eq!(vcpus_taken(&e, "sim-a2"), a2 + 3);
+    assert_eq!(
+        power_on_hypervisor(&e, "sim-a2", &vm).await,
+        Some(PowerState::Stopped)
+    );
+    assert_eq!(
+        power_on_hypervisor(&e, "sim-a1", &vm).await,
+        None,
+        "moved, not copied"
+    );
+    assert_eq!(
+        migrated_events(&e, &vm).await,
+        [("sim-a1".into(), "sim-a2".into())]
+    );
 }
 
 #[tokio::test]
-async fn a_host_without_live_migration_is_refused_and_cold_moves_are_not_faked() {
+async fn a_running_vm_on_a_host_without_live_migration_moves_cold_only_when_allowed() {
     let e = engine_with(|c| {
         c.zones[0].limits.disable.push("live_migration".into());
     })
@@ -282,6 +313,104 @@ async fn a_host_without_live_migration_is_refused_and_cold_moves_are_not_faked()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FeatureNotSupported, "{err}");
     assert!(err.message().contains("live_migration"), "{err}");
+    assert!(err.message().contains("set allow_cold"), "{err}");
+    assert_eq!(host_of(&e, &vm).await, "sim-a1");
+
+    let s = e
+        .migrate_vm(
+            &operator(),
+            &vm,
+            &MigrateRequest::new().with_allow_cold(true),
+            None,
+        )
+        .await
+        .unwrap();
+    let job = wait(&e, &s.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    let got = e.get_vm(&Scope::All, &vm).await.unwrap();
+    assert_eq!(got.binding.host, "sim-a2", "the zone's other host");
+    assert_eq!(
+        got.power,
+        PowerState::Running,
+        "started again after the move"
+    );
+    assert_eq!(
+        power_on_hypervisor(&e, "sim-a2", &vm).await,
+        Some(PowerState::Running)
+    );
+    // The tenant sees that the move was cold (the VM was unavailable), never the hosts.
+    let tenant = e
+        .get_job(&alice().scope(), &s.job_id)
+        .await
+        .unwrap()
+        .tenant_view();
+    assert_eq!(
+        tenant.action,
+        Some(JobAction::Migrate {
+            target_host: String::new(),
+            cold: true,
+        })
+    );
+    let mut w = e.watch_job(&alice().scope(), &s.job_id).await.unwrap();
+    let mut lines = Vec::new();
+    while let Some(u) = w.next().await {
+        if let JobUpdate::Log(l) = u {
+            lines.push(l.message);
+        }
+    }
+    let text = lines.join("\n");
+    assert!(text.contains("stopping the VM for a cold move"), "{text}");
+    assert!(text.contains("started the VM again"), "{text}");
+    assert!(
+        !text.contains("sim-a"),
+        "no host in the tenant's log: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_that_cannot_move_stopped_vms_refuses_a_cold_move() {
+    let e = engine_with(|c| {
+        c.zones[0].limits.disable.push("live_migration".into());
+        c.zones[0].limits.disable.push("cold_migration".into());
+    })
+    .await;
+    let vm = vm_on(&e, "fixed", "sim-a1", 1).await;
+    let err = e
+        .migrate_vm(&operator(), &vm, &to("sim-a2"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FeatureNotSupported, "{err}");
+    assert!(err.message().contains("would not help"), "{err}");
+    let err = e
+        .migrate_vm(&operator(), &vm, &to("sim-a2").with_allow_cold(true), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FeatureNotSupported, "{err}");
+    assert!(err.message().contains("cold_migration"), "{err}");
+    assert_eq!(host_of(&e, &vm).await, "sim-a1");
+}
+
+#[tokio::test]
+async fn a_cold_move_only_goes_to_a_host_that_can_receive_stopped_vms() {
+    let e = engine_with(|c| {
+        c.zones[0].limits.disable.push("live_migration".into());
+        c.providers[0].hosts[1]
+            .limits
+            .disable
+            .push("cold_migration".into());
+    })
+    .await;
+    let vm = vm_on(&e, "fixed", "sim-a1", 1).await;
+    let err = e
+        .migrate_vm(&operator(), &vm, &to("sim-a2").with_allow_cold(true), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FeatureNotSupported, "{err}");
+    assert_eq!(err.field(), Some("target_host"), "{err}");
+    assert!(
+        err.message().contains("cannot receive stopped VMs"),
+        "{err}"
+    );
     let err = e
         .migrate_vm(
             &operator(),
@@ -291,13 +420,36 @@ async fn a_host_without_live_migration_is_refused_and_cold_moves_are_not_faked()
         )
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::FeatureNotSupported, "{err}");
-    assert!(
-        err.message()
-            .contains("cold migration is not available on this provider"),
-        "{err}"
-    );
-    assert_eq!(host_of(&e, &vm).await, "sim-a1");
+    assert_eq!(err.kind(), ErrorKind::InvalidSpec, "{err}");
+    assert!(err.message().contains("can receive stopped VMs"), "{err}");
+}
+
+/// The VM's power state on `host` as the simulator reports it, if it is there.
+async fn power_on_hypervisor(e: &Engine, host: &str, vm: &VmId) -> Option<PowerState> {
+    e.refresh_inventory().await.unwrap();
+    e.inventory_vms()
+        .into_iter()
+        .find(|v| v.host == host && v.vm_id.as_ref() == Some(vm))
+        .map(|v| v.power)
+}
+
+/// The `(from, to)` hosts of the VM's `vm_migrated` events.
+async fn migrated_events(e: &Engine, vm: &VmId) -> Vec<(String, String)> {
+    e.list_events(&EventFilter {
+        vm_id: Some(vm.clone()),
+        limit: 1000,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .iter()
+    .filter_map(|ev| match &ev.kind {
+        EventKind::VmMigrated {
+            from_host, to_host, ..
+        } => Some((from_host.clone(), to_host.clone())),
+        _ => None,
+    })
+    .collect()
 }
 
 #[tokio::test]

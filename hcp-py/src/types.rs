@@ -560,6 +560,8 @@ record! {
         snapshot: bool,
         /// Moves running VMs between hosts.
         live_migration: bool,
+        /// Moves stopped VMs between hosts (a cold move).
+        cold_migration: bool,
         /// Offers a VNC console.
         console_vnc: bool,
         /// Offers a SPICE console.
@@ -595,11 +597,12 @@ record! {
 }
 
 impl Capabilities {
-    fn flags(&self) -> [(&'static str, bool); 11] {
+    fn flags(&self) -> [(&'static str, bool); 12] {
         [
             ("cloud_init", self.cloud_init),
             ("snapshot", self.snapshot),
             ("live_migration", self.live_migration),
+            ("cold_migration", self.cold_migration),
             ("console_vnc", self.console_vnc),
             ("console_spice", self.console_spice),
             ("console_rdp", self.console_rdp),
@@ -641,6 +644,7 @@ impl From<&hcp_core::Capabilities> for Capabilities {
             cloud_init: c.cloud_init,
             snapshot: c.snapshot,
             live_migration: c.live_migration,
+            cold_migration: c.cold_migration,
             console_vnc: c.console_vnc,
             console_spice: c.console_spice,
             console_rdp: c.console_rdp,

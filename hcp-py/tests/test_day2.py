@@ -179,8 +179,13 @@ def _migrate_round_trip(api: hcp.Engine | hcp.Client) -> None:
 
     api.stop_vm("demo", s.vm_id, wait=True)
     with pytest.raises(hcp.Conflict) as stopped:
-        api.migrate_vm(s.vm_id, allow_cold=True)
+        api.migrate_vm(s.vm_id)
     assert stopped.value.code == "VM_STATE_CONFLICT"
+    assert "allow_cold" in str(stopped.value)
+    cold = api.migrate_vm(s.vm_id, allow_cold=True, wait=True)
+    assert cold.job is not None and cold.job.succeeded
+    assert _vcpus_used(api) == {src: before[src], dst: before[dst] + 1}, "moved while stopped"
+    assert api.get_vm("demo", s.vm_id).power == "STOPPED"
     api.delete_vm("demo", s.vm_id, wait=True)
 
 
@@ -193,7 +198,7 @@ def test_client_migrates_a_vm_through_the_ops_api(service: Service) -> None:
         _migrate_round_trip(client)
 
 
-def test_a_host_without_live_migration_refuses_and_cold_moves_are_not_faked() -> None:
+def test_a_host_without_live_migration_moves_a_running_vm_cold_only_when_allowed() -> None:
     config = demo_config()
     config["zones"][0]["limits"] = {"disable": ["live_migration"]}
     with hcp.Engine(config) as engine:
@@ -201,9 +206,20 @@ def test_a_host_without_live_migration_refuses_and_cold_moves_are_not_faked() ->
         with pytest.raises(hcp.FeatureNotSupported) as live:
             engine.migrate_vm(s.vm_id)
         assert "live_migration" in str(live.value)
+        assert "allow_cold" in str(live.value)
+        cold = engine.migrate_vm(s.vm_id, allow_cold=True, wait=True)
+        assert cold.job is not None and cold.job.succeeded
+        assert engine.get_vm("demo", s.vm_id).power == "RUNNING", "started again on the target"
+
+
+def test_a_host_that_cannot_move_stopped_vms_refuses_a_cold_move() -> None:
+    config = demo_config()
+    config["zones"][0]["limits"] = {"disable": ["live_migration", "cold_migration"]}
+    with hcp.Engine(config) as engine:
+        s = engine.create_vm("demo", "fixed", "ubuntu-24.04", "small", zone="zone-a", wait=True)
         with pytest.raises(hcp.FeatureNotSupported) as cold:
             engine.migrate_vm(s.vm_id, allow_cold=True)
-        assert "cold migration is not available" in str(cold.value)
+        assert "cold_migration" in str(cold.value)
 
 
 def test_async_engine_and_client_migrate(service: Service) -> None:

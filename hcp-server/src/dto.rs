@@ -978,6 +978,11 @@ pub struct JobActionDto {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_host: Option<String>,
+    /// A cold move: the job stops the VM, moves it and starts it again, so the VM is
+    /// unavailable meanwhile (`migrate`; tenants see it too).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold: Option<bool>,
     /// The size before (`resize`).
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1015,6 +1020,7 @@ impl JobActionDto {
             flavor: None,
             reboot: None,
             power_cycle: None,
+            cold: None,
         };
         match a {
             JobAction::Create => dto.action = "create".into(),
@@ -1067,8 +1073,9 @@ impl JobActionDto {
             }
             JobAction::Adopt => dto.action = "adopt".into(),
             JobAction::Release => dto.action = "release".into(),
-            JobAction::Migrate { target_host } => {
+            JobAction::Migrate { target_host, cold } => {
                 dto.action = "migrate".into();
+                dto.cold = Some(*cold);
                 // The target host is an operator detail: tenants do not even see the key.
                 dto.target_host = (!tenant).then(|| target_host.clone());
             }
@@ -1543,6 +1550,8 @@ pub struct CapabilitiesDto {
     pub snapshot: bool,
     /// Moves running VMs between hosts.
     pub live_migration: bool,
+    /// Moves stopped VMs between hosts (a cold move, `allow_cold` on `:migrate`).
+    pub cold_migration: bool,
     /// Offers a VNC console.
     pub console_vnc: bool,
     /// Offers a SPICE console.
@@ -1586,6 +1595,7 @@ impl From<Capabilities> for CapabilitiesDto {
             cloud_init: c.cloud_init,
             snapshot: c.snapshot,
             live_migration: c.live_migration,
+            cold_migration: c.cold_migration,
             console_vnc: c.console_vnc,
             console_spice: c.console_spice,
             console_rdp: c.console_rdp,
@@ -2234,6 +2244,7 @@ mod tests {
             },
             JobAction::Migrate {
                 target_host: "secret-target".into(),
+                cold: true,
             },
             JobAction::RevertSnapshot {
                 snapshot_id: "snap-1".into(),

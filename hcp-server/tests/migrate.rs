@@ -223,7 +223,7 @@ async fn refusals_name_the_field_and_start_no_job() {
             assert_eq!(p["field"], f, "{body}: {p}");
         }
     }
-    // A stopped VM cannot move live.
+    // A stopped VM cannot move live; it moves cold only when the caller allows it.
     let resp = s
         .http
         .post(s.at(&format!("{T}/projects/demo/vms/{vm}:stop?force=true")))
@@ -232,10 +232,30 @@ async fn refusals_name_the_field_and_start_no_job() {
         .unwrap();
     let stop = json_of(resp).await;
     wait_job(&s, stop["job_id"].as_str().unwrap()).await;
-    let resp = migrate(&s, &vm, json!({"allow_cold": true})).await;
+    let resp = migrate(&s, &vm, json!({})).await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
     let p = json_of(resp).await;
     assert_eq!(p["code"], "VM_STATE_CONFLICT", "{p}");
+    assert!(p["detail"].to_string().contains("allow_cold"), "{p}");
+    assert_eq!(ops_host(&s, &vm).await, here);
+    let resp = migrate(&s, &vm, json!({"allow_cold": true})).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let job = json_of(resp).await;
+    assert_eq!(job["action"]["cold"], true, "{job}");
+    let done = wait_job(&s, job["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    assert_ne!(ops_host(&s, &vm).await, here, "moved while stopped");
+    // The tenant's job says the move was cold, never where.
+    let tjob = json_of(
+        s.http
+            .get(s.at(&format!("{T}/jobs/{}", job["id"].as_str().unwrap())))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(tjob["action"]["cold"], true, "{tjob}");
+    assert!(!tjob.to_string().contains("sim-a"), "{tjob}");
     // An unknown VM.
     let resp = migrate(&s, "vm-unknown", json!({})).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);

@@ -317,6 +317,8 @@ pub struct CapabilitiesState {
     pub snapshot: Value<bool>,
     /// Running VMs can move between hosts.
     pub live_migration: Value<bool>,
+    /// Stopped VMs can move between hosts (a cold move).
+    pub cold_migration: Value<bool>,
     /// VMs can change size after creation.
     pub resize: Value<bool>,
     /// A VNC console is offered.
@@ -360,6 +362,10 @@ const CAPABILITY_FLAGS: &[(&str, &str)] = &[
     ("cloud_init", "Cloud-init user-data is passed to new VMs."),
     ("snapshot", "Snapshots can be taken."),
     ("live_migration", "Running VMs can move between hosts."),
+    (
+        "cold_migration",
+        "Stopped VMs can move between hosts (a cold move).",
+    ),
     ("resize", "VMs can change size after creation."),
     ("console_vnc", "A VNC console is offered."),
     ("console_spice", "A SPICE console is offered."),
@@ -439,6 +445,7 @@ impl DataSource for CapabilitiesData {
             cloud_init: c.cloud_init.into(),
             snapshot: c.snapshot.into(),
             live_migration: c.live_migration.into(),
+            cold_migration: c.cold_migration.into(),
             resize: c.resize.into(),
             console_vnc: c.console_vnc.into(),
             console_spice: c.console_spice.into(),

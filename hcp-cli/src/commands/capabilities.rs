@@ -49,6 +49,7 @@ fn table(r: &ZoneCapabilities) -> String {
         ("cloud_init", yes_no(c.cloud_init)),
         ("snapshot", yes_no(c.snapshot)),
         ("live_migration", yes_no(c.live_migration)),
+        ("cold_migration", yes_no(c.cold_migration)),
         ("console_vnc", yes_no(c.console_vnc)),
         ("console_spice", yes_no(c.console_spice)),
         ("console_rdp", yes_no(c.console_rdp)),

@@ -45,8 +45,9 @@ pub enum VmCommand {
     /// Take, list, revert to and delete a VM's snapshots.
     #[command(subcommand)]
     Snapshot(super::snapshot::SnapshotCommand),
-    /// Move a running VM, live, to another host of its provider and zone (operators: with
-    /// --url, a token with the operator role). `hcp host list` shows the hosts.
+    /// Move a VM to another host of its provider and zone: live, or with --allow-cold stopped,
+    /// moved and started again (operators: with --url, a token with the operator role).
+    /// `hcp host list` shows the hosts.
     Migrate(MigrateArgs),
     /// Take a VM created outside HCP into a project (operators): HCP's mark is written on it,
     /// nothing else about it changes. `hcp host inventory` shows the adoptable VMs.
@@ -101,9 +102,10 @@ pub struct MigrateArgs {
     /// room for it.
     #[arg(long = "to", value_name = "HOST")]
     to: Option<String>,
-    /// Accepts a cold move (the VM is unavailable while it moves) where no live one is
-    /// possible. No provider offers cold moves yet, so on a host without live migration the
-    /// command is refused either way (FEATURE_NOT_SUPPORTED).
+    /// Accepts a cold move where no live one is possible (a stopped VM, or a host that cannot
+    /// move running VMs): HCP stops the VM, moves it and starts it again, so it is unavailable
+    /// meanwhile. Refused (FEATURE_NOT_SUPPORTED) where the hosts cannot move stopped VMs
+    /// either.
     #[arg(long)]
     allow_cold: bool,
     #[command(flatten)]

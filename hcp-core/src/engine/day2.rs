@@ -87,6 +87,14 @@ pub(crate) fn check_state(vm: &Vm, action: &Action) -> crate::Result<()> {
             "VM `{name}` is still being created; it can be resized once its create job ends"
         )));
     }
+    if matches!(action, Action::Migrate { .. })
+        && vm.desired == DesiredState::Pending
+        && !vm.present
+    {
+        return Err(state_conflict(format!(
+            "VM `{name}` is still being created; it can be moved once its create job ends"
+        )));
+    }
     if matches!(action, Action::Release { .. }) && vm.desired == DesiredState::Pending {
         return Err(state_conflict(format!(
             "VM `{name}` is still being created or adopted; it can be released once that job ends"
@@ -101,9 +109,11 @@ pub(crate) fn check_state(vm: &Vm, action: &Action) -> crate::Result<()> {
         Action::Reboot { .. } if vm.desired_power == PowerState::Stopped => Err(state_conflict(
             format!("VM `{name}` is stopped; a reboot needs a running VM (start it instead)"),
         )),
-        Action::Migrate { .. } if vm.desired_power != PowerState::Running => Err(state_conflict(
-            format!("VM `{name}` is not running; a live migration needs a running VM"),
-        )),
+        Action::Migrate {
+            allow_cold: false, ..
+        } if vm.desired_power != PowerState::Running => Err(state_conflict(format!(
+            "VM `{name}` is not running; a live migration needs a running VM (set allow_cold to move it while stopped)"
+        ))),
         _ => Ok(()),
     }
 }

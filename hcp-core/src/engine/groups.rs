@@ -8,10 +8,10 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::inventory::GroupPlacement;
 use super::{Engine, Inner, RequestContext, lock};
-use crate::store::{Page, PageRequest, Scope, group_not_found};
+use crate::store::{JobFilter, Page, PageRequest, Scope, group_not_found};
 use crate::{
-    Error, EventKind, GroupPolicy, GroupStrength, Result, ServerGroup, ServerGroupId,
-    validate_dns_label,
+    Error, EventKind, GroupPolicy, GroupStrength, JobAction, Result, ServerGroup, ServerGroupId,
+    Vm, VmId, validate_dns_label,
 };
 
 /// The most members a server group holds; a create into a full group is refused.
@@ -59,11 +59,55 @@ pub(crate) async fn placement_of(
             "it already has {MAX_SERVER_GROUP_MEMBERS} members, the most a group holds"
         )));
     }
+    members_where(inner, group, None).await
+}
+
+/// Reads the server group VM `vm` belongs to, if any, and where its other members run: the
+/// placement a migration of `vm` must keep.
+///
+/// # Errors
+/// The store's errors. A group that no longer exists is `None`.
+pub(crate) async fn placement_for_move(inner: &Inner, vm: &Vm) -> Result<Option<GroupPlacement>> {
+    let Some(id) = &vm.spec.server_group else {
+        return Ok(None);
+    };
+    let Some(group) = inner.store.get_server_group(&Scope::All, id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(members_where(inner, group, Some(&vm.id)).await?))
+}
+
+/// Lists where `group`'s members (but `except`) run. For an anti-affinity group, a member that
+/// is moving counts on the host it moves to as well, so that two moves (or a move and a create)
+/// cannot land two members on one host while the first move runs.
+async fn members_where(
+    inner: &Inner,
+    group: ServerGroup,
+    except: Option<&VmId>,
+) -> Result<GroupPlacement> {
+    // Unfinished jobs are a VM's newest; a member's move is among the last few it was given.
+    const RECENT_JOBS: usize = 20;
     let mut members = Vec::with_capacity(group.members.len());
-    for m in &group.members {
-        if let Some(vm) = inner.store.get_vm(&Scope::All, m).await? {
-            members.push((vm.binding.provider, vm.binding.host));
+    for m in group.members.iter().filter(|m| Some(*m) != except) {
+        let Some(vm) = inner.store.get_vm(&Scope::All, m).await? else {
+            continue;
+        };
+        if group.policy == GroupPolicy::AntiAffinity {
+            let filter = JobFilter {
+                vm_id: Some(m.clone()),
+                state: None,
+            };
+            let recent = inner
+                .store
+                .list_jobs(&Scope::All, &filter, &PageRequest::first(RECENT_JOBS))
+                .await?;
+            for job in recent.items.iter().filter(|j| !j.state.is_terminal()) {
+                if let JobAction::Migrate { target_host, .. } = &job.action {
+                    members.push((vm.binding.provider.clone(), target_host.clone()));
+                }
+            }
         }
+        members.push((vm.binding.provider, vm.binding.host));
     }
     Ok(GroupPlacement { group, members })
 }

@@ -318,7 +318,7 @@ impl GroupPlacement {
 
     /// Ranks a target by the group's preference: higher is better (more members for affinity,
     /// fewer for anti-affinity).
-    fn preference(&self, target: &(String, String)) -> i64 {
+    pub(crate) fn preference(&self, target: &(String, String)) -> i64 {
         let n = i64::try_from(self.on(target)).unwrap_or(i64::MAX);
         match self.group.policy {
             crate::GroupPolicy::Affinity => n,

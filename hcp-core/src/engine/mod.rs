@@ -144,7 +144,7 @@ pub enum Action {
         /// The target host; `None` lets the engine pick another host of the VM's zone.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target_host: Option<String>,
-        /// Accepts a cold move where no live one is possible (none is offered today).
+        /// Accepts a cold move where no live one is possible.
         #[serde(default)]
         allow_cold: bool,
     },
@@ -1046,17 +1046,29 @@ impl Engine {
                         allow_cold,
                         ..
                     } => {
-                        let target =
-                            self.migration_target(&vm, target_host.as_deref(), allow_cold, op)?;
+                        // Moves of a group's members are chosen one after another, like
+                        // creates into it, and see each other's targets.
+                        if let Some(id) = &vm.spec.server_group {
+                            _group_guard = Some(inner.group_locks.lock(id).await);
+                        }
+                        let group = groups::placement_for_move(inner, &vm).await?;
+                        let choice = self.migration_target(
+                            &vm,
+                            target_host.as_deref(),
+                            allow_cold,
+                            group.as_ref(),
+                            op,
+                        )?;
                         // The VM's size is held on the target like a create's until the job ends.
                         reservation = Some(inventory::Reservation::try_new(
                             inner,
                             &vm.binding.provider,
-                            &target,
+                            &choice.target,
                             vm.resources,
                         )?);
                         JobAction::Migrate {
-                            target_host: target,
+                            target_host: choice.target,
+                            cold: choice.cold,
                         }
                     }
                     Action::Resize { change, allow, .. } => {

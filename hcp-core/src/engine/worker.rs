@@ -749,7 +749,10 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
             ctx.info(format!("HCP's mark removed from {}", vm.spec.name));
             Ok(Effect::Released)
         }
-        JobAction::Migrate { target_host } => {
+        JobAction::Migrate {
+            target_host,
+            cold: false,
+        } => {
             let r = inner
                 .call(
                     provider,
@@ -766,7 +769,114 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 native_id: r.native_id,
             })
         }
+        JobAction::Migrate {
+            target_host,
+            cold: true,
+        } => cold_move(inner, ctx, job, vm, target_host).await,
     }
+}
+
+/// A cold move: stops a running VM, moves it, records the move, and starts it again on the
+/// target when its desired power is running. The move is recorded before the start, so a
+/// failed start (the job fails or retries) leaves the VM recorded where it now is; a retry
+/// finds it there and only starts it.
+async fn cold_move(
+    inner: &Inner,
+    ctx: &OpContext,
+    job: &Job,
+    vm: &Vm,
+    target_host: &str,
+) -> crate::Result<Effect> {
+    let entry = inner.provider(&vm.binding.provider)?;
+    let p = &entry.provider;
+    let (provider, op) = (vm.binding.provider.as_str(), job.operation);
+    let moved = if vm.binding.host == target_host {
+        ctx.info("an earlier attempt moved the VM already");
+        vm.clone()
+    } else {
+        let host = vm.binding.host.as_str();
+        if vm.power != PowerState::Stopped {
+            ctx.info("stopping the VM for a cold move: it is unavailable until it runs again");
+            let stop =
+                StopVm::new(target(vm)).with_graceful_timeout(inner.settings.graceful_stop_timeout);
+            let r = inner.call(provider, op, host, p.stop_vm(ctx, stop)).await?;
+            report_stop(ctx, &r, false);
+        }
+        let r = inner
+            .call(
+                provider,
+                op,
+                host,
+                p.migrate_vm(
+                    ctx,
+                    MigrateVm::new(target(vm))
+                        .with_target_host(target_host)
+                        .with_cold(true),
+                ),
+            )
+            .await?;
+        ctx.info("moved the VM while it was stopped");
+        record_move(
+            inner,
+            job,
+            vm,
+            &r.host,
+            &r.native_id,
+            Some(PowerState::Stopped),
+        )
+        .await?;
+        let mut moved = vm.clone();
+        moved.binding.host = r.host;
+        moved.binding.native_id = Some(r.native_id);
+        moved
+    };
+    if vm.desired_power != PowerState::Running {
+        return Ok(Effect::Nothing);
+    }
+    inner
+        .call(
+            provider,
+            op,
+            &moved.binding.host,
+            p.start_vm(ctx, StartVm::new(target(&moved))),
+        )
+        .await?;
+    ctx.info("started the VM again after the move");
+    Ok(Effect::Power(PowerState::Running))
+}
+
+/// Records that `vm` moved to `host` (as `native_id`): the capacity moves with it, its binding
+/// (and `power`, when given) is written, and a `vm_migrated` audit event names both hosts.
+async fn record_move(
+    inner: &Inner,
+    job: &Job,
+    vm: &Vm,
+    host: &str,
+    native_id: &str,
+    power: Option<PowerState>,
+) -> crate::Result<()> {
+    settle_migration(inner, job, vm, Some(host));
+    let r = inner
+        .update_vm_with(&vm.id, |v| {
+            v.binding.host = host.to_string();
+            v.binding.native_id = Some(native_id.to_string());
+            if let Some(p) = power {
+                v.power = p;
+            }
+        })
+        .await;
+    inner
+        .emit_for_job(
+            job,
+            vm,
+            EventKind::VmMigrated {
+                provider: vm.binding.provider.clone(),
+                from_host: vm.binding.host.clone(),
+                to_host: host.to_string(),
+            },
+        )
+        .await;
+    r.map(|_| ())
 }
 
 /// Records a resize the provider applied: the VM's spec and size, the host's capacity, and an
@@ -925,26 +1035,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
             .await
             .map(|_| ()),
         Effect::Moved { host, native_id } => {
-            let provider = &vm.binding.provider;
-            settle_migration(inner, &job, vm, Some(&host));
-            let r = inner
-                .update_vm_with(&vm.id, |v| {
-                    v.binding.host = host.clone();
-                    v.binding.native_id = Some(native_id.clone());
-                })
-                .await;
-            inner
-                .emit_for_job(
-                    &job,
-                    vm,
-                    EventKind::VmMigrated {
-                        provider: provider.clone(),
-                        from_host: vm.binding.host.clone(),
-                        to_host: host.clone(),
-                    },
-                )
-                .await;
-            r.map(|_| ())
+            record_move(inner, &job, vm, &host, &native_id, None).await
         }
         Effect::Adopted => {
             let r = inner
@@ -1005,14 +1096,27 @@ async fn forget_vm(inner: &Inner, vm_id: &crate::VmId) -> crate::Result<()> {
 /// Gives back what a migration or resize job held and did not use (the target's reserved room,
 /// a resize's quota and growth); nothing for other jobs.
 async fn release_holds(inner: &Inner, job: &Job, vm: &Vm) {
-    settle_migration(inner, job, vm, None);
+    // A cold move that moved the VM and then failed to start it settled the target already.
+    let moved = match &job.action {
+        JobAction::Migrate { target_host, .. } => inner
+            .store
+            .get_vm(&Scope::All, &vm.id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.binding.host == *target_host),
+        _ => false,
+    };
+    if !moved {
+        settle_migration(inner, job, vm, None);
+    }
     unwind_resize(inner, job, vm).await;
 }
 
 /// Moves capacity after a migration job: releases the target's reservation and, when the VM
 /// moved to `moved_to`, counts it there and no longer on the host it left.
 fn settle_migration(inner: &Inner, job: &Job, vm: &Vm, moved_to: Option<&str>) {
-    let JobAction::Migrate { target_host } = &job.action else {
+    let JobAction::Migrate { target_host, .. } = &job.action else {
         return;
     };
     let provider = &vm.binding.provider;

@@ -8,7 +8,7 @@
 //!   <hcp:vm xmlns:hcp="https://hcp.dev/xmlns/vm/1">
 //!     <hcp:id>vm-…</hcp:id><hcp:project>demo</hcp:project>
 //!     <hcp:image>base-tiny</hcp:image><hcp:flavor>tiny</hcp:flavor><hcp:zone>zone-a</hcp:zone>
-//!     <hcp:disk_gib>1</hcp:disk_gib>
+//!     <hcp:disk_gib>1</hcp:disk_gib><hcp:server_group>sg-…</hcp:server_group>
 //!     <hcp:tags><hcp:tag key="team">web</hcp:tag></hcp:tags>
 //!   </hcp:vm>
 //! </metadata>
@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use hcp_core::{Error, HcpMark, ProjectId, Result, VmId};
+use hcp_core::{Error, HcpMark, ProjectId, Result, ServerGroupId, VmId};
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
@@ -159,6 +159,9 @@ fn write_mark(
     }
     if mark.user_data {
         x.text(&el("user_data"), &[], "true");
+    }
+    if let Some(g) = &mark.server_group {
+        x.text(&el("server_group"), &[], g.as_str());
     }
     if !tags.is_empty() {
         x.open(&el("tags"), &[]);
@@ -429,6 +432,7 @@ struct MarkParts {
     disk_gib: Option<String>,
     created_at: Option<String>,
     user_data: Option<String>,
+    server_group: Option<String>,
 }
 
 fn attr(e: &BytesStart<'_>, key: &str) -> Option<String> {
@@ -557,6 +561,7 @@ pub(crate) fn parse_domain(text: &str) -> Result<DomainDesc> {
                     ("hcp:vm", "hcp:disk_gib") if in_mark => mark.disk_gib = Some(text),
                     ("hcp:vm", "hcp:created_at") if in_mark => mark.created_at = Some(text),
                     ("hcp:vm", "hcp:user_data") if in_mark => mark.user_data = Some(text),
+                    ("hcp:vm", "hcp:server_group") if in_mark => mark.server_group = Some(text),
                     ("hcp:tags", "hcp:tag") if in_mark => {
                         if let Some(k) = tag_key.take() {
                             d.tags.insert(k, text);
@@ -596,7 +601,11 @@ pub(crate) fn parse_domain(text: &str) -> Result<DomainDesc> {
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
                 .map(|t| t.with_timezone(&chrono::Utc)),
             user_data: mark.user_data.is_some_and(|u| u.trim() == "true"),
-            server_group: None,
+            server_group: mark
+                .server_group
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .map(ServerGroupId::new),
         });
         d.disk_gib = mark
             .disk_gib
@@ -660,7 +669,7 @@ mod tests {
             zone: Some("zone-a".into()),
             created_at: Some("2026-01-02T03:04:05Z".parse().unwrap()),
             user_data: true,
-            server_group: None,
+            server_group: Some(ServerGroupId::new("sg-0123")),
         }
     }
 

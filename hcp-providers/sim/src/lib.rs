@@ -980,11 +980,16 @@ impl Provider for SimProvider {
     }
 
     async fn migrate_vm(&self, _ctx: &OpContext, args: MigrateVm) -> Result<MigratedVm> {
-        if !self.declared.live_migration {
+        let (declared, capability) = if args.cold {
+            (self.declared.cold_migration, "cold_migration")
+        } else {
+            (self.declared.live_migration, "live_migration")
+        };
+        if !declared {
             return Err(Error::unsupported(
                 &self.name,
                 Operation::MigrateVm,
-                "live_migration",
+                capability,
                 "",
             ));
         }
@@ -995,6 +1000,14 @@ impl Provider for SimProvider {
             let vm = locate(s, &args.target)?
                 .ok_or_else(|| missing(&args.target))?
                 .clone();
+            // As a hypervisor does: a cold move takes a stopped VM only.
+            if args.cold && vm.power != PowerState::Stopped {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "a cold move needs a stopped VM; this one is running",
+                )
+                .with_detail(format!("VM {}", vm.native_id)));
+            }
             let dest = s.host(&args.target_host)?;
             let (cpu, mem) = s.used(&args.target_host);
             if !fits(dest, cpu, mem, &vm.resources) {

@@ -560,6 +560,8 @@ impl VsphereProvider {
         let declared = Capabilities {
             snapshot: true,
             live_migration: true,
+            // RelocateVM_Task moves a powered-off VM as well (a cold migration).
+            cold_migration: true,
             tags: true,
             resize: true,
             // Declared when an image's template takes user-data; create refuses the others.

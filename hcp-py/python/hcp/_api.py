@@ -495,7 +495,7 @@ class _SyncApi:
         wait: bool = False,
         timeout: Optional[float] = None,
     ) -> Submitted:
-        """Move a running VM, live, to another host of its provider and zone (operators).
+        """Move a VM to another host of its provider and zone, live or cold (operators).
 
         The VM may belong to any project; the job is recorded in the VM's project. Tenants
         never see hosts: they see the job, not where it moved the VM.
@@ -508,9 +508,9 @@ class _SyncApi:
             The host to move to. Without it, HCP picks another reachable host of the VM's zone
             with its image and room for it (see :meth:`hosts`).
         allow_cold : bool, default False
-            Accept a cold move (the VM is unavailable while it moves) where no live one is
-            possible. No provider offers cold moves yet, so a host without live migration is
-            refused either way.
+            Accept a cold move where no live one is possible (a stopped VM, or a host that
+            cannot move running VMs): HCP stops the VM, moves it and starts it again, so it is
+            unavailable meanwhile. The hosts must declare ``cold_migration``.
         idempotency_key : str, optional
             Replays the first answer when the same request is sent again with this key.
         wait : bool, default False
@@ -531,11 +531,14 @@ class _SyncApi:
             or lacks the VM's image; or the zone has no other host (``field`` is
             ``target_host``).
         Conflict
-            The VM is not running (``code`` is ``VM_STATE_CONFLICT``).
+            The VM is stopped and ``allow_cold`` is not set (``code`` is
+            ``VM_STATE_CONFLICT``), or its hard server group rules the move out (``code`` is
+            ``SERVER_GROUP_POLICY``).
         QuotaExceeded
             No candidate host has room for the VM (``code`` is ``CAPACITY_EXHAUSTED``).
         FeatureNotSupported
-            The VM's host cannot migrate running VMs (cold migration is not available either).
+            The VM's host cannot move it live (the message says whether ``allow_cold`` would
+            help), or cold where a cold move was allowed.
         Unauthorized
             Through a service, a caller without the operator role.
         JobFailed

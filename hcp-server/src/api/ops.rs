@@ -37,9 +37,9 @@ pub(crate) struct MigrateVmRequest {
     #[serde(default)]
     #[oai(validator(min_length = 1, max_length = 255))]
     pub(crate) target_host: Option<String>,
-    /// Accepts a cold move (the VM is unavailable while it moves) where the provider cannot
-    /// move it live. No provider offers cold moves yet: on a host without live migration the
-    /// request is refused with `409 FEATURE_NOT_SUPPORTED` either way.
+    /// Accepts a cold move where no live one is possible (a stopped VM, or a host that cannot
+    /// move running VMs): the VM is stopped, moved and started again, so it is unavailable
+    /// meanwhile. Both hosts must declare `cold_migration`.
     #[serde(default)]
     #[oai(default)]
     pub(crate) allow_cold: bool,
@@ -284,15 +284,19 @@ impl OpsApi {
 
     /// Migrate a VM to another host
     ///
-    /// Moves a running VM, live, to another host of its provider in its zone: the named
-    /// `target_host`, or (left out) the zone's other reachable host with the VM's image and room
-    /// for it. The VM's size is reserved on the target until the job ends; when it succeeds the
-    /// VM is bound to the new host and a `vm_migrated` audit event names both hosts. Tenants see
-    /// the job, never the hosts. Refused before any job: the VM's own host, a host of another
+    /// Moves a VM to another host of its provider in its zone: the named `target_host`, or (left
+    /// out) the zone's other reachable host with the VM's image and room for it, as the VM's
+    /// server group prefers. A running VM moves live where both hosts can; otherwise (and for a
+    /// stopped VM) only with `allow_cold`, where the hosts declare `cold_migration`: the job
+    /// stops the VM, moves it and starts it again (its action says `cold: true`). The VM's size
+    /// is reserved on the target until the job ends; when it succeeds the VM is bound to the
+    /// new host and a `vm_migrated` audit event names both hosts. Tenants see the job, never
+    /// the hosts. Refused before any job: the VM's own host, a host of another
     /// provider or zone, a host without the VM's image (`400 INVALID_SPEC` naming
     /// `target_host`); no room on the target (`409 CAPACITY_EXHAUSTED`); a VM that is not
-    /// running (`409 VM_STATE_CONFLICT`); a host without live migration
-    /// (`409 FEATURE_NOT_SUPPORTED`, also with `allow_cold`: no provider moves VMs cold yet).
+    /// running without `allow_cold` (`409 VM_STATE_CONFLICT`); a host that cannot move the VM
+    /// the way it must move (`409 FEATURE_NOT_SUPPORTED`, saying whether `allow_cold` helps); a
+    /// target a hard server group rules out (`409 SERVER_GROUP_POLICY`).
     #[oai(
         path = "/vms/:vmId/@migrate",
         method = "post",

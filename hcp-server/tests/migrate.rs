@@ -264,6 +264,6 @@ async fn refusals_name_the_field_and_start_no_job() {
     let resp = migrate(&s, &lone, json!({})).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json_of(resp).await["field"], "target_host");
-    assert_eq!(ops_host(&s, &vm).await, here);
+    assert_eq!(ops_host(&s, &lone).await, "sim-b1");
     s.stop().await.unwrap();
 }

@@ -9,7 +9,10 @@
 //! - the resource `hcp_vm` ([`vm::VmResource`]): create waits for the job and carries an
 //!   idempotency key derived from the planned values, refresh detects power drift and VMs
 //!   deleted out of band, power changes are in-place updates, every other change forces
-//!   replacement, import takes `PROJECT/VM_ID`, destroy waits for the delete job;
+//!   replacement, import takes `PROJECT/VM_ID`, destroy waits for the delete job; a VM joins
+//!   a server group with `server_group`;
+//! - the resource `hcp_server_group` ([`server_group::ServerGroupResource`]): a project's
+//!   anti-affinity or affinity group, hard or soft, with its members;
 //! - the data sources `hcp_images`, `hcp_flavors`, `hcp_zones` and `hcp_capabilities`
 //!   ([`data`]).
 //!
@@ -19,6 +22,7 @@
 pub mod data;
 pub mod diag;
 pub mod provider;
+pub mod server_group;
 pub mod vm;
 
 pub use provider::HcpProvider;

@@ -16,6 +16,7 @@ use tf_provider::{AttributePath, Diagnostics, DynamicDataSource, DynamicResource
 
 use crate::data::{CapabilitiesData, FlavorsData, ImagesData, ZonesData};
 use crate::diag;
+use crate::server_group::ServerGroupResource;
 use crate::vm::VmResource;
 
 /// How long create waits for its job unless `create_timeout` says otherwise.
@@ -403,6 +404,10 @@ impl Provider for HcpProvider {
     ) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
         let mut m: HashMap<String, Box<dyn DynamicResource>> = HashMap::new();
         m.insert("vm".into(), Box::new(VmResource::new(self.shared.clone())));
+        m.insert(
+            "server_group".into(),
+            Box::new(ServerGroupResource::new(self.shared.clone())),
+        );
         Some(m)
     }
 

@@ -69,6 +69,8 @@ pub struct VmState {
     pub tags: Value<BTreeMap<String, Value<String>>>,
     /// Cloud-init user-data (sensitive; HCP never returns it).
     pub user_data: Value<String>,
+    /// The server group the VM is created into (`hcp_server_group.*.id`).
+    pub server_group: Value<String>,
     /// `running` or `stopped`.
     pub desired_power: Value<String>,
     /// The observed power state (computed).
@@ -91,6 +93,7 @@ pub const REPLACE_ATTRIBUTES: &[&str] = &[
     "zone",
     "networks",
     "user_data",
+    "server_group",
 ];
 
 /// How often an in-place tag change reads the VM again when another writer changed it between
@@ -136,6 +139,7 @@ impl VmState {
             || self.networks.is_unknown()
             || self.tags.is_unknown()
             || self.user_data.is_unknown()
+            || self.server_group.is_unknown()
             || self
                 .networks
                 .iter()
@@ -170,7 +174,7 @@ impl VmState {
                 .filter_map(|(k, v)| v.as_option().map(|v| (k, v)))
                 .collect(),
             user_data: known(&self.user_data),
-            server_group: None,
+            server_group: known(&self.server_group).map(hcp_core::ServerGroupId::new),
         })
     }
 
@@ -223,6 +227,7 @@ impl VmState {
         if !vm.has_user_data {
             self.user_data = Value::Null;
         }
+        self.server_group = vm.spec.server_group.as_ref().map(|g| g.to_string()).into();
         // The power HCP observes is what Terraform compares with the configuration; a VM whose
         // power is not known yet keeps the wanted power.
         self.desired_power = match vm.power {
@@ -269,6 +274,7 @@ fn changed(name: &str, prior: &VmState, planned: &VmState) -> bool {
         "networks" => prior.networks != planned.networks,
         "tags" => prior.tags != planned.tags,
         "user_data" => prior.user_data != planned.user_data,
+        "server_group" => prior.server_group != planned.server_group,
         _ => false,
     }
 }
@@ -1017,6 +1023,14 @@ impl Resource for VmResource {
                 attr(
                     Map(Box::new(Str)),
                     "Tags, changed in place (a conditional PATCH of HCP's record of the VM).",
+                    Optional,
+                ),
+            ),
+            (
+                "server_group",
+                attr(
+                    Str,
+                    "The server group to create the VM into (an `hcp_server_group`'s id): HCP places it by the group's policy, and refuses a create a hard policy cannot meet. Changing it forces a new VM.",
                     Optional,
                 ),
             ),

@@ -517,3 +517,115 @@ fn with_oidc_on_the_token_is_sent_and_a_missing_one_is_a_diagnostic() {
     assert_eq!(r.code, 0, "{r:#?}");
     assert!(gone(&serve, Some(&alice), &id));
 }
+
+/// Two VMs in a hard anti-affinity group over a zone of two hosts: the group, its members, and
+/// a third VM refused by HCP's policy with the group's code.
+const GROUPS_TF: &str = r#"
+terraform {
+  required_providers {
+    hcp = {
+      source  = "terraform.local/hcp/hcp"
+      version = "0.1.0"
+    }
+  }
+}
+
+variable "replicas" {
+  type    = number
+  default = 2
+}
+
+resource "hcp_server_group" "web" {
+  project = "demo"
+  name    = "web"
+  policy  = "anti-affinity"
+}
+
+resource "hcp_vm" "web" {
+  count        = var.replicas
+  project      = "demo"
+  name         = "web-${count.index}"
+  image        = "ubuntu-24.04"
+  flavor       = "small"
+  zone         = "east"
+  server_group = hcp_server_group.web.id
+}
+
+output "group_id" {
+  value = hcp_server_group.web.id
+}
+
+output "strength" {
+  value = hcp_server_group.web.strength
+}
+
+output "vm_groups" {
+  value = hcp_vm.web[*].server_group
+}
+"#;
+
+#[test]
+fn a_server_group_places_its_vms_apart_and_a_third_is_refused_by_its_policy() {
+    let hosts = hosts_file(Duration::from_millis(50)).replace(
+        "      - {name: lab-1, zone: east}\n",
+        "      - {name: lab-1, zone: east}\n      - {name: lab-3, zone: east}\n",
+    );
+    let serve = Serve::start(&hosts, &[]);
+    let tf = Workspace::new(&serve.url, None);
+    std::fs::write(tf.work().join("main.tf"), GROUPS_TF).unwrap();
+
+    tf.apply_ok(&[]);
+    let out = tf.outputs();
+    let group = out["group_id"]["value"]
+        .as_str()
+        .expect("group_id")
+        .to_string();
+    assert!(group.starts_with("sg-"), "{out}");
+    assert_eq!(out["strength"]["value"], "hard", "the default strength");
+    assert_eq!(out["vm_groups"]["value"], serde_json::json!([group, group]));
+    let got = runtime()
+        .block_on(
+            serve
+                .client(None)
+                .get_server_group(PROJECT, &hcp_core::ServerGroupId::new(group.clone())),
+        )
+        .expect("the group exists in HCP");
+    assert_eq!(got.members.len(), 2, "{got:?}");
+    // The operators' view: the two members run on different hosts.
+    let ops = runtime()
+        .block_on(
+            serve
+                .client(None)
+                .ops_vms(Some(PROJECT), &PageRequest::all()),
+        )
+        .expect("ops list");
+    let mut hosts: Vec<String> = ops
+        .items
+        .iter()
+        .filter(|v| got.members.contains(&v.id))
+        .map(|v| v.binding.host.clone())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["lab-1", "lab-3"]);
+    // A refresh picks up the members; nothing to change.
+    let plan = tf.plan(&[]);
+    assert_eq!(plan.code, 0, "{plan:#?}");
+
+    // A third member has no host left: HCP refuses it before any job, and Terraform says why.
+    let r = tf.apply(&["replicas=3"]);
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.stderr.contains("SERVER_GROUP_POLICY"), "{}", r.stderr);
+    assert!(vms_named(&serve, None, "web-2").is_empty());
+
+    // Destroy removes the VMs first, then the group.
+    let r = tf.destroy(&[]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    let e = runtime()
+        .block_on(
+            serve
+                .client(None)
+                .get_server_group(PROJECT, &hcp_core::ServerGroupId::new(group)),
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}

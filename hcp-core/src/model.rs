@@ -511,9 +511,21 @@ pub struct ProviderBinding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native_id: Option<String>,
     /// On a cluster target, the member host the VM runs on, as the create reported and the last
-    /// refresh observed; `None` on a host target.
+    /// refresh observed (or, before the create ran, the one HCP pinned for the VM's server
+    /// group); `None` on a host target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_host: Option<String>,
+}
+
+impl ProviderBinding {
+    /// Returns where a server group's policy counts this VM: its target, or `cluster/member`
+    /// when a member host of a cluster target is known.
+    pub fn group_slot(&self) -> String {
+        match &self.member_host {
+            Some(m) => format!("{}/{m}", self.host),
+            None => self.host.clone(),
+        }
+    }
 }
 
 /// HCP's mark, which providers record on each VM they create (notes, metadata, tags), so that

@@ -756,6 +756,10 @@ pub struct CreateVm {
     pub mark: HcpMark,
     /// Starts the VM once created.
     pub start: bool,
+    /// On a cluster target, the member host the VM must run on (HCP chose it to keep the VM's
+    /// server group's policy per host); `None` lets the cluster pick. A provider with cluster
+    /// targets must honour it or fail the create.
+    pub member_host: Option<String>,
 }
 
 impl CreateVm {
@@ -779,6 +783,7 @@ impl CreateVm {
             user_data: None,
             mark,
             start: true,
+            member_host: None,
         }
     }
 
@@ -803,6 +808,12 @@ impl CreateVm {
     /// Sets whether to start the VM once created.
     pub fn with_start(mut self, start: bool) -> Self {
         self.start = start;
+        self
+    }
+
+    /// Pins the member host of a cluster target the VM must run on.
+    pub fn with_member_host(mut self, member_host: Option<String>) -> Self {
+        self.member_host = member_host;
         self
     }
 }

@@ -634,7 +634,8 @@ impl PostgresStore {
         Ok(g)
     }
 
-    /// Returns the members of group `id` with the `(provider, target)` each is bound to, by id.
+    /// Returns the members of group `id` with the `(provider, slot)` each is bound to (its
+    /// target, or `cluster/member` as [`hcp_core::ProviderBinding::group_slot`]), by id.
     async fn group_members(
         &self,
         c: &impl GenericClient,
@@ -642,7 +643,8 @@ impl PostgresStore {
     ) -> Result<Vec<(VmId, (String, String))>> {
         let st = c
             .prepare_cached(
-                "SELECT id, coalesce(doc->'binding'->>'provider', ''), coalesce(doc->'binding'->>'host', '')
+                "SELECT id, coalesce(doc->'binding'->>'provider', ''),
+                        coalesce(doc->'binding'->>'host', '') || coalesce('/' || (doc->'binding'->>'member_host'), '')
                  FROM vms WHERE doc->'spec'->>'server_group' = $1 ORDER BY id",
             )
             .await
@@ -699,7 +701,7 @@ impl PostgresStore {
             .into_iter()
             .map(|(_, t)| t)
             .collect();
-        group.admits(&members, (&vm.binding.provider, &vm.binding.host))
+        group.admits(&members, (&vm.binding.provider, &vm.binding.group_slot()))
     }
 
     async fn insert_job(&self, tx: &impl GenericClient, mut job: Job) -> Result<Job> {

@@ -88,6 +88,7 @@ async fn members_where(
     // Unfinished jobs are a VM's newest; a member's move is among the last few it was given.
     const RECENT_JOBS: usize = 20;
     let mut members = Vec::with_capacity(group.members.len());
+    let mut member_hosts = Vec::new();
     for m in group.members.iter().filter(|m| Some(*m) != except) {
         let Some(vm) = inner.store.get_vm(&Scope::All, m).await? else {
             continue;
@@ -107,9 +108,16 @@ async fn members_where(
                 }
             }
         }
+        if let Some(m) = vm.binding.member_host {
+            member_hosts.push((vm.binding.provider.clone(), vm.binding.host.clone(), m));
+        }
         members.push((vm.binding.provider, vm.binding.host));
     }
-    Ok(GroupPlacement { group, members })
+    Ok(GroupPlacement {
+        group,
+        members,
+        member_hosts,
+    })
 }
 
 /// What a new server group is: its name, policy and strength.

@@ -302,15 +302,72 @@ pub(crate) struct Placement {
     pub(crate) provider: String,
     pub(crate) host: String,
     pub(crate) zone: String,
+    /// The member host of a cluster target the VM must run on, so that its server group's
+    /// policy holds per host inside the cluster; `None` lets the cluster pick.
+    pub(crate) member_host: Option<String>,
 }
 
 /// The server group a new VM joins, with the `(provider, target)` each member is bound to.
 pub(crate) struct GroupPlacement {
     pub(crate) group: crate::ServerGroup,
     pub(crate) members: Vec<(String, String)>,
+    /// `(provider, cluster, member host)` of each member known to run (or to be pinned) on one
+    /// host of a cluster target.
+    pub(crate) member_hosts: Vec<(String, String, String)>,
 }
 
 impl GroupPlacement {
+    /// Chooses the member host of cluster target `key` for a new member of size `r`, so that
+    /// the group's policy holds per host: `Err(())` when a hard policy leaves no member host
+    /// with room, `Ok(None)` for a host target or a cluster whose members are not known yet.
+    fn member_pin(
+        &self,
+        key: &(String, String),
+        h: &HostState,
+        r: &Resources,
+    ) -> std::result::Result<Option<String>, ()> {
+        if !h.info.is_cluster() || h.members().is_empty() {
+            return Ok(None);
+        }
+        let on: Vec<&str> = self
+            .member_hosts
+            .iter()
+            .filter(|(p, c, _)| *p == key.0 && *c == key.1)
+            .map(|(_, _, m)| m.as_str())
+            .collect();
+        let candidates = h.members().iter().filter(|m| {
+            let (vcpus, memory) = m.free();
+            m.available && r.vcpus <= vcpus && r.memory_mib <= memory
+        });
+        let hard = self.group.is_hard();
+        let count = |name: &str| on.iter().filter(|m| **m == name).count();
+        let best = candidates
+            .filter(|m| {
+                !hard
+                    || match self.group.policy {
+                        crate::GroupPolicy::AntiAffinity => count(&m.name) == 0,
+                        crate::GroupPolicy::Affinity => on.is_empty() || count(&m.name) == on.len(),
+                    }
+            })
+            .max_by(|a, b| {
+                let rank = |m: &MemberHost| {
+                    let n = i64::try_from(count(&m.name)).unwrap_or(i64::MAX);
+                    match self.group.policy {
+                        crate::GroupPolicy::Affinity => n,
+                        crate::GroupPolicy::AntiAffinity => -n,
+                    }
+                };
+                rank(a)
+                    .cmp(&rank(b))
+                    .then(a.free().1.cmp(&b.free().1))
+                    .then(b.name.cmp(&a.name))
+            });
+        match best {
+            Some(m) => Ok(Some(m.name.clone())),
+            None => Err(()),
+        }
+    }
+
     /// Counts the members on `target`.
     fn on(&self, target: &(String, String)) -> usize {
         self.members.iter().filter(|m| *m == target).count()
@@ -658,11 +715,29 @@ impl Engine {
             ));
         }
         let with_room: Vec<_> = reachable.iter().filter(|(_, h)| h.has_room(&r)).collect();
+        // Inside a cluster whose member hosts are known, a group's policy holds per member
+        // host (anti-affinity needs a member host without a member, not a cluster without
+        // one); elsewhere per target.
+        let per_member = |k: &(String, String), h: &HostState| {
+            group.is_some_and(|g| {
+                g.group.policy == crate::GroupPolicy::AntiAffinity
+                    && matches!(g.member_pin(k, h, &r), Ok(Some(m))
+                        if !g.member_hosts.iter().any(|(p, c, x)| *p == k.0 && *c == k.1 && *x == m))
+            })
+        };
         let admitted: Vec<_> = match group {
             Some(g) if g.group.is_hard() => with_room
                 .iter()
                 .copied()
-                .filter(|(k, _)| g.group.admits(&g.members, (&k.0, &k.1)).is_ok())
+                .filter(|(k, h)| {
+                    if h.info.is_cluster() && !h.members().is_empty() {
+                        let target_ok = g.group.policy == crate::GroupPolicy::AntiAffinity
+                            || g.group.admits(&g.members, (&k.0, &k.1)).is_ok();
+                        target_ok && g.member_pin(k, h, &r).is_ok()
+                    } else {
+                        g.group.admits(&g.members, (&k.0, &k.1)).is_ok()
+                    }
+                })
                 .collect(),
             _ => with_room.clone(),
         };
@@ -683,18 +758,26 @@ impl Engine {
             return Err(g.group.policy_refusal(&why));
         }
         let best = admitted.into_iter().max_by(|(ka, a), (kb, b)| {
-            let pref = |k: &(String, String)| group.map_or(0, |g| g.preference(k));
-            pref(ka)
-                .cmp(&pref(kb))
+            // A cluster with a free member host ranks like a target without a member.
+            let pref = |k: &(String, String), h: &HostState| {
+                if per_member(k, h) {
+                    0
+                } else {
+                    group.map_or(0, |g| g.preference(k))
+                }
+            };
+            pref(ka, a)
+                .cmp(&pref(kb, b))
                 .then(a.capacity.free().1.cmp(&b.capacity.free().1))
                 .then(b.vms().len().cmp(&a.vms().len()))
                 .then(kb.1.cmp(&ka.1))
         });
         match best {
-            Some(((provider, host), h)) => Ok(Placement {
-                provider: provider.clone(),
-                host: host.clone(),
+            Some((key, h)) => Ok(Placement {
+                provider: key.0.clone(),
+                host: key.1.clone(),
                 zone: h.info.zone.clone(),
+                member_host: group.and_then(|g| g.member_pin(key, h, &r).ok().flatten()),
             }),
             None => Err(Error::new(
                 ErrorKind::QuotaExceeded,

@@ -969,7 +969,8 @@ impl Engine {
                         provider: placement.provider.clone(),
                         host: placement.host.clone(),
                         native_id: None,
-                        member_host: None,
+                        // Pinned here (under the group's lock) so the next member sees it.
+                        member_host: placement.member_host.clone(),
                     },
                     last_error: None,
                     created_at: now,

@@ -524,7 +524,8 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
             let args = CreateVm::new(mark, host, &vm.spec.name, &vm.spec.image, vm.resources)
                 .with_networks(networks)
                 .with_tags(vm.spec.tags.clone())
-                .with_user_data(vm.spec.user_data.clone());
+                .with_user_data(vm.spec.user_data.clone())
+                .with_member_host(vm.binding.member_host.clone());
             let created = inner
                 .call(provider, op, host, p.create_vm(ctx, args))
                 .await?;

@@ -265,9 +265,9 @@ impl State {
             .into_iter()
             .flatten()
             .filter_map(|m| self.vms.get(m))
-            .map(|m| (m.binding.provider.clone(), m.binding.host.clone()))
+            .map(|m| (m.binding.provider.clone(), m.binding.group_slot()))
             .collect();
-        group.admits(&members, (&vm.binding.provider, &vm.binding.host))
+        group.admits(&members, (&vm.binding.provider, &vm.binding.group_slot()))
     }
 
     fn apply_usage(&mut self, project: &ProjectId, before: Usage, after: Usage) {

@@ -2057,6 +2057,22 @@ pub async fn server_group_hard_policy_in_submit(store: Arc<dyn Store>) -> Result
             .await?,
     )?;
 
+    // Inside a cluster target, the policy holds per member host.
+    let on_member = |name: &str, member: &str| {
+        let mut s = create_in("alpha", name, &anti.id, "cluster-1");
+        if let VmWrite::Insert(v) = &mut s.vm {
+            v.binding.member_host = Some(member.into());
+        }
+        s
+    };
+    accepted(store.submit(on_member("c-1", "m-1")).await?)?;
+    accepted(store.submit(on_member("c-2", "m-2")).await?)?;
+    let r = store.submit(on_member("c-3", "m-1")).await;
+    ensure!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::Conflict && e.code() == CODE_SERVER_GROUP_POLICY),
+        "a second member on member host m-1 of cluster-1 is refused: {r:?}"
+    );
+
     // Concurrent creates onto one host: exactly one wins.
     let race = store
         .create_server_group(group(

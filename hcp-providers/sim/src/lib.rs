@@ -657,9 +657,17 @@ impl Provider for SimProvider {
                 .with_detail(format!("cluster `{}`", args.host))
                 .with_field("name"));
             }
-            let target = match cluster {
-                Some(c) => self.pick_member(s, c, &args.resources)?,
-                None => args.host.clone(),
+            let target = match (cluster, &args.member_host) {
+                // HCP pinned the member host (a server group's policy): honour it or fail.
+                (Some(c), Some(m)) if c.members.contains(m) => m.clone(),
+                (Some(c), Some(m)) => {
+                    return Err(Error::invalid(
+                        "host",
+                        format!("`{m}` is not a member host of cluster `{}`", c.name),
+                    ));
+                }
+                (Some(c), None) => self.pick_member(s, c, &args.resources)?,
+                (None, _) => args.host.clone(),
             };
             let host = s.host(&target)?;
             host.ensure_up()?;

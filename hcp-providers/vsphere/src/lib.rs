@@ -1477,7 +1477,24 @@ impl Provider for VsphereProvider {
         // A cluster target asks DRS where the clone goes; the host it picks is then pinned like
         // a host target's. When DRS declines, vCenter places the clone in the cluster's pool.
         let mut pinned_row = pinned_row;
-        if let Some(c) = &cluster_ref {
+        // HCP pinned a member host (a server group's policy per host): no DRS, that host.
+        if let (Some(c), Some(m)) = (&cluster_ref, &args.member_host) {
+            let Some(row) = world.members(c).into_iter().find(|h| h.name == *m) else {
+                return Err(Error::invalid(
+                    "host",
+                    format!("`{m}` is not a member host of cluster `{}`", args.host),
+                ));
+            };
+            ctx.log(
+                LogEntry::info(format!(
+                    "the VM goes to host `{}` of the cluster, as its server group needs",
+                    row.name
+                ))
+                .operators_only(),
+            );
+            at.host = Some(row.moref.clone());
+            pinned_row = Some(row);
+        } else if let Some(c) = &cluster_ref {
             let sizing = ConfigSpec {
                 num_cpus: config.num_cpus,
                 memory_mb: config.memory_mb,

@@ -525,3 +525,60 @@ async fn drs_places_cluster_creates_on_a_member_host() {
     }
     p.shutdown().await.unwrap();
 }
+
+/// A member host HCP pinned (a server group's policy per host) wins over DRS: the clone goes to
+/// that host of the cluster, pyvmomi sees it there, and a host outside the cluster is refused
+/// before anything is cloned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_member_host_is_where_the_cluster_create_goes() {
+    use hcp_provider_vsphere::{VsphereCluster, VsphereProvider};
+    let peer = Peer::start(1);
+    let p = Arc::new(
+        VsphereProvider::new("vc", peer.settings_with(json!({})), Peer::hosts())
+            .unwrap()
+            .with_clusters(vec![VsphereCluster::new("cl-0", "zone-a", "DC0_C0")]),
+    );
+    for member in ["DC0_C0_H2", "DC0_C0_H1"] {
+        let name = format!("pinned-{}", member.to_ascii_lowercase().replace('_', "-"));
+        let (create, vm_target) = args("cl-0", &name, IMAGE);
+        let (ctx, lines) = job();
+        let created = p
+            .create_vm(&ctx, create.with_member_host(Some(member.into())))
+            .await
+            .unwrap();
+        assert_eq!(created.host.as_deref(), Some(member));
+        assert!(
+            lines.operator().iter().all(|l| !l.contains("DRS placed")),
+            "DRS is not asked: {:?}",
+            lines.operator()
+        );
+        let seen = peer.pyvmomi(json!({"cmd": "show", "name": name}));
+        assert_eq!(
+            seen["host"],
+            json!(member),
+            "pyvmomi sees {name} on {member}"
+        );
+        let target = VmTarget {
+            native_id: Some(created.native_id.clone()),
+            ..vm_target
+        };
+        p.delete_vm(
+            &OpContext::detached(),
+            DeleteVm::new(target).with_force(true),
+        )
+        .await
+        .unwrap();
+    }
+    let (create, _) = args("cl-0", "pinned-outside", IMAGE);
+    let e = p
+        .create_vm(
+            &OpContext::detached(),
+            create.with_member_host(Some("DC0_C1_H0".into())),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), hcp_core::ErrorKind::InvalidSpec, "{e}");
+    let seen = peer.pyvmomi(json!({"cmd": "show", "name": "pinned-outside"}));
+    assert_eq!(seen["found"], false, "nothing was cloned: {seen}");
+    p.shutdown().await.unwrap();
+}

@@ -530,20 +530,24 @@ terraform {
   }
 }
 
+variable "project" {
+  type = string
+}
+
 variable "replicas" {
   type    = number
   default = 2
 }
 
 resource "hcp_server_group" "web" {
-  project = "demo"
+  project = var.project
   name    = "web"
   policy  = "anti-affinity"
 }
 
 resource "hcp_vm" "web" {
   count        = var.replicas
-  project      = "demo"
+  project      = var.project
   name         = "web-${count.index}"
   image        = "ubuntu-24.04"
   flavor       = "small"

@@ -31,7 +31,27 @@ pub trait Leadership: Send + Sync + fmt::Debug + 'static {
     /// Gives the leadership up (graceful shutdown); afterwards [`Leadership::is_leader`] is
     /// false. Best effort: a failure only means the lease runs out by itself.
     async fn release(&self);
+
+    /// Returns the fence the singleton duties' writes carry while this process leads: the
+    /// store writes them only while this lease still holds with this token, so a leader that
+    /// was paused and deposed cannot act once more. `None` (the default) fences nothing: a
+    /// process alone has no one to be fenced from.
+    fn fence(&self) -> Option<LeaderFence> {
+        None
+    }
 }
+
+/// The leadership a singleton duty's write is made under (see [`Leadership::fence`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaderFence {
+    /// The lease's name.
+    pub lease: String,
+    /// The fencing token the leadership holds it with.
+    pub token: u64,
+}
+
+/// The error code of a duty write refused because its leadership has moved on.
+pub const CODE_LEADERSHIP_LOST: &str = "LEADERSHIP_LOST";
 
 /// The leadership of a process alone: always the leader (the stateless mode, the in-memory
 /// store, one-off engines).

@@ -70,7 +70,7 @@ pub use job::{
     Job, JobAction, JobLease, JobLogLine, JobState, JobUpdate, LogAudience, LogEntry, LogLevel,
     PendingReason, RetryDecision, RetryPolicy,
 };
-pub use leader::{AlwaysLeader, Leadership};
+pub use leader::{AlwaysLeader, CODE_LEADERSHIP_LOST, LeaderFence, Leadership};
 pub use model::{
     Catalog, DesiredState, Flavor, HcpMark, Host, Image, JobId, MAX_CATALOG_NAME_BYTES,
     MAX_DISK_GIB, MAX_MEMORY_MIB, MAX_NETWORKS, MAX_TAGS, MAX_USER_DATA_BYTES, MAX_VCPUS,

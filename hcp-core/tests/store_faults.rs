@@ -120,11 +120,20 @@ impl Store for FaultyStore {
     async fn list_events(&self, f: &EventFilter) -> Result<Vec<Arc<Event>>> {
         self.inner.list_events(f).await
     }
-    async fn purge(&self, j: DateTime<Utc>, k: DateTime<Utc>) -> Result<()> {
-        self.inner.purge(j, k).await
+    async fn purge(
+        &self,
+        j: DateTime<Utc>,
+        k: DateTime<Utc>,
+        fence: Option<&hcp_core::LeaderFence>,
+    ) -> Result<()> {
+        self.inner.purge(j, k, fence).await
     }
-    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
-        self.inner.purge_events(before).await
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        fence: Option<&hcp_core::LeaderFence>,
+    ) -> Result<u64> {
+        self.inner.purge_events(before, fence).await
     }
     async fn unpublished_events(&self, limit: usize) -> Result<Vec<Arc<Event>>> {
         self.inner.unpublished_events(limit).await

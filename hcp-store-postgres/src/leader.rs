@@ -177,6 +177,15 @@ impl Leadership for LeaderElector {
         }
     }
 
+    /// The lease's name and token: the store this elector was made from checks them in the
+    /// transaction of each duty write.
+    fn fence(&self) -> Option<hcp_core::LeaderFence> {
+        self.token().map(|token| hcp_core::LeaderFence {
+            lease: self.name.clone(),
+            token,
+        })
+    }
+
     async fn release(&self) {
         self.stop.cancel();
         let was = self.held();

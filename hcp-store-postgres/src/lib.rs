@@ -678,6 +678,40 @@ impl PostgresStore {
         Ok(g)
     }
 
+    /// Checks, inside `tx`, that the leader lease `fence` names still holds with its token and
+    /// has not run out, and keeps it from changing hands until `tx` ends (a shared row lock: a
+    /// takeover's update waits for the duty's write to commit).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Conflict`] with code [`hcp_core::CODE_LEADERSHIP_LOST`] otherwise.
+    async fn check_fence(
+        &self,
+        tx: &impl GenericClient,
+        fence: &hcp_core::LeaderFence,
+    ) -> Result<()> {
+        let st = tx
+            .prepare_cached(
+                "SELECT 1 FROM leader_leases
+                 WHERE name = $1 AND token = $2 AND expires_at > now() FOR SHARE",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let token = i64::try_from(fence.token).unwrap_or(i64::MAX);
+        let held = tx
+            .query_opt(&st, &[&fence.lease, &token])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        if held.is_none() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "this process is no longer the leader: its lease moved on or ran out, so the duty's write was not made",
+            )
+            .with_code(hcp_core::CODE_LEADERSHIP_LOST)
+            .with_detail(format!("lease `{}`, token {}", fence.lease, fence.token)));
+        }
+        Ok(())
+    }
+
     /// Locks the group a new VM joins and checks that the VM keeps its policy, inside `tx`.
     async fn check_group(&self, tx: &impl GenericClient, vm: &Vm) -> Result<()> {
         let Some(id) = &vm.spec.server_group else {
@@ -968,6 +1002,9 @@ impl Store for PostgresStore {
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        if let Some(f) = &submission.fence {
+            self.check_fence(&tx, f).await?;
+        }
         if let Some(rec) = &submission.idempotency
             && let Some(done) = self.take_key(&tx, rec).await?
         {
@@ -1456,37 +1493,59 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()> {
-        let c = self.client().await?;
+    async fn purge(
+        &self,
+        jobs_before: DateTime<Utc>,
+        keys_before: DateTime<Utc>,
+        fence: Option<&hcp_core::LeaderFence>,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        if let Some(f) = fence {
+            self.check_fence(&tx, f).await?;
+        }
         // Logs go with their jobs (ON DELETE CASCADE).
-        c.execute("DELETE FROM jobs WHERE finished_at < $1", &[&jobs_before])
+        tx.execute("DELETE FROM jobs WHERE finished_at < $1", &[&jobs_before])
             .await
             .map_err(|e| self.db_err(e))?;
-        c.execute(
+        tx.execute(
             "DELETE FROM idempotency WHERE created_at < $1",
             &[&keys_before],
         )
         .await
         .map_err(|e| self.db_err(e))?;
-        c.execute(
+        tx.execute(
             "DELETE FROM events WHERE seq < (SELECT next_seq FROM event_counter) - $1",
             &[&self.max_events],
         )
         .await
         .map_err(|e| self.db_err(e))?;
-        Ok(())
+        tx.commit().await.map_err(|e| self.db_err(e))
     }
 
     // --- The audit stream: retention by time window and the publishing outbox. ---
 
-    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
-        let c = self.client().await?;
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        fence: Option<&hcp_core::LeaderFence>,
+    ) -> Result<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        if let Some(f) = fence {
+            self.check_fence(&tx, f).await?;
+        }
         // Outbox entries go with their events (ON DELETE CASCADE).
-        let st = c
+        let st = tx
             .prepare_cached("DELETE FROM events WHERE at < $1")
             .await
             .map_err(|e| self.db_err(e))?;
-        c.execute(&st, &[&before]).await.map_err(|e| self.db_err(e))
+        let n = tx
+            .execute(&st, &[&before])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(n)
     }
 
     async fn unpublished_events(&self, limit: usize) -> Result<Vec<Arc<Event>>> {

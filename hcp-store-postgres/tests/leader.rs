@@ -141,3 +141,64 @@ async fn a_held_lease_is_refused_to_others_and_a_released_one_moves_on() {
     a.release().await;
     assert_eq!(b.try_acquire().await.unwrap(), Some(2));
 }
+
+/// A deposed leader's duty writes are refused by the store: its fence (lease name and old
+/// token) no longer matches the lease row, so its purge and its repair submission write
+/// nothing, while the new leader's go through. Without a fence (requests) nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deposed_leaders_duty_writes_are_refused_by_the_store() {
+    use hcp_core::store::Store;
+    use hcp_core::{CODE_LEADERSHIP_LOST, ErrorKind};
+    let lease = lease();
+    let store = store().await;
+    let a = store.leader_elector("singletons", "replica-a", lease);
+    let b = store.leader_elector("singletons", "replica-b", lease);
+    let a_renewals = CancellationToken::new();
+    let a_task = a.spawn(a_renewals.clone());
+    until(&a, &b, lease * 4, || a.is_leader()).await;
+    // A leads: its fenced writes pass.
+    let stale = a.fence().expect("the leader has a fence");
+    assert_eq!(stale.lease, "singletons");
+    let now = chrono::Utc::now();
+    store.purge(now, now, Some(&stale)).await.unwrap();
+    let mut first = hcp_core::testkit::store::create("alpha", "fenced-1");
+    first.fence = Some(stale.clone());
+    store.submit(first).await.unwrap();
+
+    // A stops renewing (paused, then deposed); B takes the lease over.
+    a_task.abort();
+    let _ = a_task.await;
+    let _b_task = b.spawn(CancellationToken::new());
+    until(&a, &b, lease * 3, || b.is_leader()).await;
+    let fresh = b.fence().expect("the new leader has a fence");
+    assert!(fresh.token > stale.token);
+
+    // A, resumed with its old fence, writes nothing.
+    let e = store.purge(now, now, Some(&stale)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert_eq!(e.code(), CODE_LEADERSHIP_LOST, "{e}");
+    let e = store.purge_events(now, Some(&stale)).await.unwrap_err();
+    assert_eq!(e.code(), CODE_LEADERSHIP_LOST, "{e}");
+    let mut repair = hcp_core::testkit::store::create("alpha", "fenced-2");
+    repair.fence = Some(stale.clone());
+    let e = store.submit(repair).await.unwrap_err();
+    assert_eq!(e.code(), CODE_LEADERSHIP_LOST, "{e}");
+    assert!(
+        store
+            .find_vm_by_name(&hcp_core::ProjectId::new("alpha"), "fenced-2")
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused repair writes no VM"
+    );
+    // B's fence, and no fence at all, pass.
+    store.purge(now, now, Some(&fresh)).await.unwrap();
+    let mut ok = hcp_core::testkit::store::create("alpha", "fenced-3");
+    ok.fence = Some(fresh);
+    store.submit(ok).await.unwrap();
+    store
+        .submit(hcp_core::testkit::store::create("alpha", "unfenced"))
+        .await
+        .unwrap();
+    a_renewals.cancel();
+}

@@ -1180,10 +1180,12 @@ impl Engine {
                 if let Drift::PowerMismatch { vm_id, desired, .. } = d
                     && let Some(project) = projects.get(vm_id)
                 {
-                    let ctx = RequestContext::new(
+                    // Fenced: a leader deposed since this refresh began writes no repair.
+                    let mut ctx = RequestContext::new(
                         (*project).clone(),
                         Principal::new("system:reconciler"),
                     );
+                    ctx.fence = inner.leadership.fence();
                     let action = match desired {
                         PowerState::Running => Action::Start {
                             vm_id: vm_id.clone(),
@@ -1480,14 +1482,19 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
                 before(inner.settings.job_retention),
                 before(inner.settings.idempotency_ttl),
             );
-            if let Err(e) = inner.store.purge(jobs_before, keys_before).await {
+            let fence = inner.leadership.fence();
+            if let Err(e) = inner
+                .store
+                .purge(jobs_before, keys_before, fence.as_ref())
+                .await
+            {
                 tracing::warn!(error = %e, "purging expired jobs failed");
             }
             // Audit events: retention by time window (zero keeps them).
             if !inner.settings.event_retention.is_zero() {
                 match inner
                     .store
-                    .purge_events(before(inner.settings.event_retention))
+                    .purge_events(before(inner.settings.event_retention), fence.as_ref())
                     .await
                 {
                     Ok(0) => {}

@@ -67,6 +67,8 @@ pub struct RequestContext {
     pub principal: Principal,
     /// The client's idempotency key.
     pub idempotency_key: Option<String>,
+    /// The leadership a singleton duty submits under (drift repairs); `None` for requests.
+    pub(crate) fence: Option<crate::LeaderFence>,
 }
 
 impl RequestContext {
@@ -76,6 +78,7 @@ impl RequestContext {
             project: project.into(),
             principal,
             idempotency_key: None,
+            fence: None,
         }
     }
 
@@ -1155,6 +1158,7 @@ impl Engine {
                 vm: vm_write,
                 job,
                 quota: self.quota(&ctx.project),
+                fence: ctx.fence.clone(),
             })
             .await?;
         let (vm, job) = match outcome {

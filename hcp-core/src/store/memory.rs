@@ -737,7 +737,13 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()> {
+    // One process, no leases: a fence has nothing to be checked against.
+    async fn purge(
+        &self,
+        jobs_before: DateTime<Utc>,
+        keys_before: DateTime<Utc>,
+        _fence: Option<&crate::LeaderFence>,
+    ) -> Result<()> {
         let mut s = self.lock();
         let old: Vec<(JobId, ProjectId)> = s
             .jobs
@@ -759,7 +765,11 @@ impl Store for MemoryStore {
 
     // --- The audit stream: retention by time window and the publishing outbox. ---
 
-    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        _fence: Option<&crate::LeaderFence>,
+    ) -> Result<u64> {
         let mut s = self.lock();
         let n = s.events.len();
         s.events.retain(|e| e.at >= before);

@@ -159,6 +159,10 @@ pub struct Submission {
     /// The project's quota, checked against its usage when the VM write adds to it; `None`
     /// checks nothing.
     pub quota: Option<Quota>,
+    /// A singleton duty's leadership (a drift repair): a store with leases writes nothing and
+    /// refuses with [`crate::ErrorKind::Conflict`] and code [`crate::CODE_LEADERSHIP_LOST`]
+    /// unless that lease still holds with that token. `None` for every request.
+    pub fence: Option<crate::LeaderFence>,
 }
 
 /// What a project's VMs hold: the sum over its stored VMs that are not being deleted.
@@ -457,7 +461,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Drops finished jobs (with their logs) finished before `jobs_before` and idempotency
     /// records created before `keys_before`. Unfinished jobs and VMs are never dropped.
-    async fn purge(&self, jobs_before: DateTime<Utc>, keys_before: DateTime<Utc>) -> Result<()>;
+    ///
+    /// With a `fence` (the leader's retention duty), a store with leases drops nothing and
+    /// refuses with code [`crate::CODE_LEADERSHIP_LOST`] unless that lease still holds with that
+    /// token, checked in the same transaction.
+    async fn purge(
+        &self,
+        jobs_before: DateTime<Utc>,
+        keys_before: DateTime<Utc>,
+        fence: Option<&crate::LeaderFence>,
+    ) -> Result<()>;
 
     /// Stores a new server group (generation 1, no members).
     ///
@@ -507,8 +520,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// are never updated, and no other method deletes one. Events at or after `before` stay,
     /// whatever their sequence numbers; later events keep their numbers, so a reader's cursor
     /// stays valid. An unpublished event dropped here is dropped from the outbox too (retention
-    /// wins over delivery).
-    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64>;
+    /// wins over delivery). A `fence` is checked as [`Store::purge`] checks it.
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        fence: Option<&crate::LeaderFence>,
+    ) -> Result<u64>;
 
     /// Returns up to `limit` (clamped to 1..=[`PageRequest::MAX_LIMIT`]) events of the outbox,
     /// oldest first: the events appended and not yet marked published.

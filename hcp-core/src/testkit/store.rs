@@ -103,6 +103,7 @@ pub fn create(project: &str, name: &str) -> Submission {
         job: job(&v),
         vm: VmWrite::Insert(v),
         quota: None,
+        fence: None,
     }
 }
 
@@ -392,6 +393,7 @@ pub async fn submit_is_all_or_nothing(store: Arc<dyn Store>) -> Result<()> {
             expected: 7,
         },
         quota: None,
+        fence: None,
     };
     let stale = with_key(stale, "k-stale", "f2");
     let scope = stale.idempotency.clone().map(|r| r.scope);
@@ -446,6 +448,7 @@ pub async fn submit_is_all_or_nothing(store: Arc<dyn Store>) -> Result<()> {
             expected: 1,
         },
         quota: None,
+        fence: None,
     };
     let (vm2, job2) = accepted(store.submit(ok).await?)?;
     ensure!(
@@ -965,7 +968,7 @@ pub async fn retention_purge(store: Arc<dyn Store>) -> Result<()> {
     let cutoff = now - ChronoDuration::hours(1);
     // Records created before the cutoff go; this one was created now, so move the cutoff past it.
     store
-        .purge(cutoff, now + ChronoDuration::seconds(1))
+        .purge(cutoff, now + ChronoDuration::seconds(1), None)
         .await?;
     ensure!(
         store.get_job(&Scope::All, &old_done.id).await?.is_none(),
@@ -1120,6 +1123,7 @@ pub async fn quota_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
         },
         job: j,
         quota: Some(quota),
+        fence: None,
     };
     accepted(store.submit(stop).await?)?;
     Ok(())
@@ -1166,6 +1170,7 @@ pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
                 },
                 job: j,
                 quota: Some(quota),
+                fence: None,
             })
             .await?,
     )?;
@@ -1630,7 +1635,7 @@ pub async fn event_retention_by_time(store: Arc<dyn Store>) -> Result<()> {
     for at in [old, now, old, cutoff, old] {
         store.append_event(event_at("p1", at)).await?;
     }
-    let dropped = store.purge_events(cutoff).await?;
+    let dropped = store.purge_events(cutoff, None).await?;
     ensure!(
         dropped == 3,
         "three events happened before the cutoff, {dropped} dropped"
@@ -1658,7 +1663,7 @@ pub async fn event_retention_by_time(store: Arc<dyn Store>) -> Result<()> {
         next.seq
     );
     ensure!(
-        store.purge_events(cutoff).await? == 0,
+        store.purge_events(cutoff, None).await? == 0,
         "a second purge with the same cutoff drops nothing"
     );
     let after = store
@@ -2211,6 +2216,7 @@ async fn another_job(store: &Arc<dyn Store>, vm: &Vm) -> Result<Job> {
                 vm: VmWrite::Update { vm: cur, expected },
                 job: j,
                 quota: None,
+                fence: None,
             })
             .await?,
     )?;

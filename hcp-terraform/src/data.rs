@@ -1,28 +1,15 @@
 //! The data sources: HCP's catalog (`hcp_images`, `hcp_flavors`, `hcp_zones`) and what a zone
 //! offers (`hcp_capabilities`), read from the common API.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{
-    Attribute, AttributeConstraint, AttributeType, Block, Description, Schema,
-};
+use tf_provider::schema::{AttributeConstraint, AttributeType, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, DataSource, Diagnostics};
 
+use crate::common::{attr, schema};
 use crate::diag;
 use crate::provider::Shared;
-
-fn attr(t: AttributeType, description: &str, constraint: AttributeConstraint) -> Attribute {
-    Attribute {
-        attr_type: t,
-        description: Description::plain(description),
-        constraint,
-        sensitive: false,
-        deprecated: false,
-    }
-}
 
 fn object(fields: &[(&str, AttributeType)]) -> AttributeType {
     AttributeType::Object(
@@ -31,21 +18,6 @@ fn object(fields: &[(&str, AttributeType)]) -> AttributeType {
             .map(|(k, t)| (k.to_string(), t.clone()))
             .collect(),
     )
-}
-
-fn schema(description: &str, attrs: Vec<(&str, Attribute)>) -> Schema {
-    Schema {
-        version: 1,
-        block: Block {
-            version: 1,
-            attributes: attrs
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect::<HashMap<_, _>>(),
-            description: Description::plain(description),
-            ..Default::default()
-        },
-    }
 }
 
 fn to_i64(n: u64) -> i64 {

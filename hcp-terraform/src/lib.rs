@@ -19,6 +19,7 @@
 //! HCP's errors become Terraform diagnostics that carry the error code and, for an
 //! `InvalidSpec` error, the attribute path of the field it names ([`diag`]).
 
+mod common;
 pub mod data;
 pub mod diag;
 pub mod provider;

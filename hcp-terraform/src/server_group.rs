@@ -13,12 +13,11 @@
 use async_trait::async_trait;
 use hcp_core::{Error, ErrorKind, GroupPolicy, GroupStrength, ServerGroup, ServerGroupId};
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{
-    Attribute, AttributeConstraint, AttributeType, Block, Description, Schema,
-};
+use tf_provider::schema::{AttributeConstraint, AttributeType, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
+use crate::common::{attr, schema};
 use crate::diag;
 use crate::provider::{Connection, Shared};
 
@@ -87,16 +86,6 @@ fn validate_static(diags: &mut Diagnostics, config: &GroupState) {
     }
 }
 
-fn attr(t: AttributeType, description: &str, constraint: AttributeConstraint) -> Attribute {
-    Attribute {
-        attr_type: t,
-        description: Description::plain(description),
-        constraint,
-        sensitive: false,
-        deprecated: false,
-    }
-}
-
 /// The `hcp_server_group` resource.
 #[derive(Debug, Clone)]
 pub struct ServerGroupResource {
@@ -115,21 +104,7 @@ impl ServerGroupResource {
         conn: &Connection,
         state: &GroupState,
     ) -> Option<String> {
-        match &state.project {
-            Value::Value(p) => Some(p.clone()),
-            _ => match &conn.project {
-                Some(p) => Some(p.clone()),
-                None => {
-                    diag::error(
-                        diags,
-                        "Missing project",
-                        "Set `project` on the resource, or a default `project` (or HCP_PROJECT) on the provider.",
-                        AttributePath::new("project"),
-                    );
-                    None
-                }
-            },
-        }
+        crate::common::project_of(diags, conn, &state.project)
     }
 
     async fn fetch(
@@ -257,17 +232,10 @@ impl Resource for ServerGroupResource {
                 ),
             ),
         ];
-        Some(Schema {
-            version: 1,
-            block: Block {
-                version: 1,
-                attributes: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-                description: Description::plain(
-                    "A server group: VMs created into it (`hcp_vm.server_group`) are placed apart (anti-affinity) or together (affinity). Every change forces a new group; HCP refuses to delete a group that still has VMs.",
-                ),
-                ..Default::default()
-            },
-        })
+        Some(schema(
+            "A server group: VMs created into it (`hcp_vm.server_group`) are placed apart (anti-affinity) or together (affinity). Every change forces a new group; HCP refuses to delete a group that still has VMs.",
+            attrs,
+        ))
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Value<GroupState>) -> Option<()> {

@@ -29,12 +29,11 @@ use hcp_core::{
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tf_provider::schema::{
-    Attribute, AttributeConstraint, AttributeType, Block, Description, Schema,
-};
+use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
+use crate::common::{attr, schema};
 use crate::diag;
 use crate::provider::{Connection, Shared};
 
@@ -299,16 +298,6 @@ pub fn idempotency_key(project: &str, spec: &VmSpec, desired_power: &str, sequen
     });
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     format!("tf-{}-{sequence}", &hex::encode(digest)[..40])
-}
-
-fn attr(t: AttributeType, description: &str, constraint: AttributeConstraint) -> Attribute {
-    Attribute {
-        attr_type: t,
-        description: Description::plain(description),
-        constraint,
-        sensitive: false,
-        deprecated: false,
-    }
 }
 
 /// The `hcp_vm` resource.
@@ -576,21 +565,7 @@ impl VmResource {
         conn: &Connection,
         state: &VmState,
     ) -> Option<String> {
-        match &state.project {
-            Value::Value(p) => Some(p.clone()),
-            _ => match &conn.project {
-                Some(p) => Some(p.clone()),
-                None => {
-                    diag::error(
-                        diags,
-                        "Missing project",
-                        "Set `project` on the resource, or a default `project` (or HCP_PROJECT) on the provider.",
-                        AttributePath::new("project"),
-                    );
-                    None
-                }
-            },
-        }
+        crate::common::project_of(diags, conn, &state.project)
     }
 
     /// Submits the create with the planned values' key, moving on to the next key of the
@@ -1070,17 +1045,10 @@ impl Resource for VmResource {
                 )
             },
         ));
-        Some(Schema {
-            version: 1,
-            block: Block {
-                version: 1,
-                attributes: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-                description: Description::plain(
-                    "A VM in HCP. Power and tag changes are in place; every other change forces a new VM.",
-                ),
-                ..Default::default()
-            },
-        })
+        Some(schema(
+            "A VM in HCP. Power and tag changes are in place; every other change forces a new VM.",
+            attrs,
+        ))
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Value<VmState>) -> Option<()> {

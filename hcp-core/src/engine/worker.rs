@@ -754,17 +754,7 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
             target_host,
             cold: false,
         } => {
-            let r = inner
-                .call(
-                    provider,
-                    op,
-                    host,
-                    p.migrate_vm(
-                        ctx,
-                        MigrateVm::new(target(vm)).with_target_host(target_host),
-                    ),
-                )
-                .await?;
+            let r = migrate_call(inner, ctx, op, vm, target_host, false).await?;
             Ok(Effect::Moved {
                 host: r.host,
                 native_id: r.native_id,
@@ -803,19 +793,7 @@ async fn cold_move(
             let r = inner.call(provider, op, host, p.stop_vm(ctx, stop)).await?;
             report_stop(ctx, &r, false);
         }
-        let r = inner
-            .call(
-                provider,
-                op,
-                host,
-                p.migrate_vm(
-                    ctx,
-                    MigrateVm::new(target(vm))
-                        .with_target_host(target_host)
-                        .with_cold(true),
-                ),
-            )
-            .await?;
+        let r = migrate_call(inner, ctx, op, vm, target_host, true).await?;
         ctx.info("moved the VM while it was stopped");
         record_move(
             inner,
@@ -844,6 +822,29 @@ async fn cold_move(
         .await?;
     ctx.info("started the VM again after the move");
     Ok(Effect::Power(PowerState::Running))
+}
+
+/// Asks `vm`'s provider to move it to `target_host`, live or (`cold`) stopped.
+async fn migrate_call(
+    inner: &Inner,
+    ctx: &OpContext,
+    op: crate::Operation,
+    vm: &Vm,
+    target_host: &str,
+    cold: bool,
+) -> crate::Result<crate::MigratedVm> {
+    let entry = inner.provider(&vm.binding.provider)?;
+    let args = MigrateVm::new(target(vm))
+        .with_target_host(target_host)
+        .with_cold(cold);
+    inner
+        .call(
+            &vm.binding.provider,
+            op,
+            &vm.binding.host,
+            entry.provider.migrate_vm(ctx, args),
+        )
+        .await
 }
 
 /// Records that `vm` moved to `host` (as `native_id`): the capacity moves with it, its binding

@@ -95,6 +95,9 @@ impl Store for FaultyStore {
     async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
         self.inner.unfinished_jobs().await
     }
+    async fn unfinished_jobs_of(&self, vm_id: &VmId) -> Result<Vec<Job>> {
+        self.inner.unfinished_jobs_of(vm_id).await
+    }
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job> {
         if job.state == JobState::Cancelled && self.fail_cancels.load(Ordering::SeqCst) {
             return Err(store_down());

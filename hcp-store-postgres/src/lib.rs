@@ -1335,6 +1335,23 @@ impl Store for PostgresStore {
         rows.iter().map(|r| self.job_of(r)).collect()
     }
 
+    async fn unfinished_jobs_of(&self, vm_id: &VmId) -> Result<Vec<Job>> {
+        let c = self.client().await?;
+        // Served by the partial index jobs_vm_unfinished.
+        let st = c
+            .prepare_cached(
+                "SELECT generation, doc, lease_holder, lease_expires_at, fencing_token FROM jobs
+                 WHERE vm_id = $1 AND NOT terminal ORDER BY id",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = c
+            .query(&st, &[&vm_id.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        rows.iter().map(|r| self.job_of(r)).collect()
+    }
+
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job> {
         self.write_job(job, expected, None).await
     }

@@ -8,7 +8,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::inventory::GroupPlacement;
 use super::{Engine, Inner, RequestContext, lock};
-use crate::store::{JobFilter, Page, PageRequest, Scope, group_not_found};
+use crate::store::{Page, PageRequest, Scope, group_not_found};
 use crate::{
     Error, EventKind, GroupPolicy, GroupStrength, JobAction, Result, ServerGroup, ServerGroupId,
     Vm, VmId, validate_dns_label,
@@ -85,8 +85,6 @@ async fn members_where(
     group: ServerGroup,
     except: Option<&VmId>,
 ) -> Result<GroupPlacement> {
-    // Unfinished jobs are a VM's newest; a member's move is among the last few it was given.
-    const RECENT_JOBS: usize = 20;
     let mut members = Vec::with_capacity(group.members.len());
     let mut member_hosts = Vec::new();
     for m in group.members.iter().filter(|m| Some(*m) != except) {
@@ -94,15 +92,7 @@ async fn members_where(
             continue;
         };
         if group.policy == GroupPolicy::AntiAffinity {
-            let filter = JobFilter {
-                vm_id: Some(m.clone()),
-                state: None,
-            };
-            let recent = inner
-                .store
-                .list_jobs(&Scope::All, &filter, &PageRequest::first(RECENT_JOBS))
-                .await?;
-            for job in recent.items.iter().filter(|j| !j.state.is_terminal()) {
+            for job in inner.store.unfinished_jobs_of(m).await? {
                 if let JobAction::Migrate { target_host, .. } = &job.action {
                     members.push((vm.binding.provider.clone(), target_host.clone()));
                 }

@@ -660,6 +660,17 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn unfinished_jobs_of(&self, vm_id: &VmId) -> Result<Vec<Job>> {
+        let s = self.lock();
+        Ok(s.unfinished
+            .get(vm_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| s.jobs.get(id))
+            .map(|e| e.job.clone())
+            .collect())
+    }
+
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job> {
         self.lock().replace_job(job, expected)
     }

@@ -428,6 +428,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Returns jobs that have not ended, oldest first (recovery after a restart).
     async fn unfinished_jobs(&self) -> Result<Vec<Job>>;
 
+    /// Returns the jobs of VM `vm_id` that have not ended, oldest first, from the index the
+    /// claim rules keep (it costs the same however many jobs the store holds).
+    async fn unfinished_jobs_of(&self, vm_id: &VmId) -> Result<Vec<Job>>;
+
     /// Replaces a job (compare-and-swap on its generation). The stored lease is kept: the one in
     /// `job` is ignored, and the returned job carries the stored one.
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job>;

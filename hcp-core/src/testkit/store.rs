@@ -2041,6 +2041,16 @@ pub async fn server_group_hard_policy_in_submit(store: Arc<dyn Store>) -> Result
             .submit(create_in("alpha", "a-1", &anti.id, "host-1"))
             .await?,
     )?;
+    // A VM's unfinished jobs come from the claim rules' index: the create just accepted.
+    let a1 = store
+        .find_vm_by_name(&ProjectId::new("alpha"), "a-1")
+        .await?
+        .ok_or_else(|| Error::internal("store conformance: a-1 was not stored"))?;
+    let open = store.unfinished_jobs_of(&a1.id).await?;
+    ensure!(
+        open.len() == 1 && open[0].vm_id == a1.id && !open[0].state.is_terminal(),
+        "unfinished_jobs_of lists the VM's one pending create: {open:?}"
+    );
     let second = create_in("alpha", "a-2", &anti.id, "host-1");
     let job_id = second.job.id.clone();
     let r = store.submit(second).await;

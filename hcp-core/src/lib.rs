@@ -31,6 +31,7 @@ pub mod error;
 pub mod events;
 pub mod group;
 pub mod job;
+pub mod layer;
 pub mod leader;
 pub mod model;
 pub mod observe;
@@ -79,7 +80,7 @@ pub use model::{
     validate_catalog_name, validate_dns_label, validate_range, validate_tags, validate_user_data,
 };
 pub use observe::{NoopObserver, Observer};
-pub use operation::Operation;
+pub use operation::{Operation, Repeat};
 pub use provider::{
     CreateVm, CreatedVm, DeleteSnapshot, DeleteVm, DeletedSnapshot, DeletedVm, GetConsole,
     HostInfo, HostInventory, HostInventoryReply, ImageOffer, JobReporter, ListSnapshots, MarkedVm,

@@ -110,6 +110,56 @@ impl Operation {
     }
 }
 
+/// Whether a provider call may run again when an earlier attempt's outcome is unknown (it
+/// failed with a temporary error, or timed out and was cancelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Repeat {
+    /// Running it twice has the effect of running it once: reads, deletes, power changes to a
+    /// named state, writes of absolute values.
+    Safe,
+    /// Running it twice is safe because the call carries a guard the provider honours: a
+    /// create carries HCP's mark, and a provider finds the VM made by an earlier attempt
+    /// instead of making a second (the `create_is_idempotent` conformance check).
+    Guarded,
+    /// Running it twice may do it twice (a second reboot, a second snapshot, a move from where
+    /// the first attempt left the VM): never repeated without looking at the hypervisor first.
+    Unsafe,
+}
+
+impl Repeat {
+    /// Returns true when the call may run again without looking at the hypervisor first.
+    pub fn may_repeat(self) -> bool {
+        !matches!(self, Repeat::Unsafe)
+    }
+}
+
+impl Operation {
+    /// Returns whether a call of this operation may run again when an earlier attempt's
+    /// outcome is unknown; [`crate::layer::RetryLayer`] repeats only [`Repeat::Safe`] and
+    /// [`Repeat::Guarded`] calls.
+    pub fn repeat(self) -> Repeat {
+        match self {
+            Operation::CreateVm => Repeat::Guarded,
+            Operation::DeleteVm
+            | Operation::StartVm
+            | Operation::StopVm
+            | Operation::Console
+            | Operation::ListSnapshots
+            | Operation::ResizeVm
+            | Operation::AdoptVm
+            | Operation::ReleaseVm
+            | Operation::ListHosts
+            | Operation::HostInventory
+            | Operation::Reconcile => Repeat::Safe,
+            Operation::RebootVm
+            | Operation::SnapshotVm
+            | Operation::MigrateVm
+            | Operation::RevertSnapshot
+            | Operation::DeleteSnapshot => Repeat::Unsafe,
+        }
+    }
+}
+
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())

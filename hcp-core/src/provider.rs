@@ -28,10 +28,13 @@ pub struct ProviderInfo {
 
 /// A hypervisor adapter: reports capabilities and inventory and performs operations on VMs.
 ///
-/// Used as `Arc<dyn Provider>`. The engine checks capabilities before calling, wraps every call
-/// with retry, timeout, concurrency limits and error context, and never runs two operations on
-/// one VM at once; providers only do the work and classify their remote errors (in one
-/// `parse_error`) into [`crate::ErrorKind`]s, marking the ones worth retrying temporary.
+/// Used as `Arc<dyn Provider>`. The engine checks capabilities before calling, runs each job's
+/// calls within the job's timeout and retry policy, caps concurrent jobs per host, adds error
+/// context, and never runs two operations on one VM at once; [`crate::layer`] adds per-call
+/// retry, timeout (with cancellation), concurrency limits and fault injection as wrappers around
+/// any provider. Providers only do the work, stop when their [`OpContext`] is cancelled, and
+/// classify their remote errors (in one `parse_error`) into [`crate::ErrorKind`]s, marking the
+/// ones worth retrying temporary.
 ///
 /// Every VM a provider creates carries HCP's [`HcpMark`] on the hypervisor itself (notes,
 /// metadata, tags), and inventory reports it back, so an HCP started with an empty store rebuilds
@@ -306,11 +309,18 @@ pub trait JobReporter: Send + Sync {
     fn progress(&self, percent: u8);
 }
 
-/// What a provider operation knows about its job, and where it reports progress.
+/// What a provider operation knows about its job, where it reports progress, and whether it
+/// has been asked to stop.
+///
+/// A call whose context is cancelled (its job was cancelled or ran out of time, or a
+/// [`crate::layer::TimeoutLayer`] gave up on it) should stop at its next safe point and return
+/// [`crate::ErrorKind::Cancelled`]; a provider that cannot interrupt its hypervisor's call
+/// returns when that call ends.
 #[derive(Clone)]
 pub struct OpContext {
     job_id: Option<JobId>,
     reporter: Option<Arc<dyn JobReporter>>,
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl fmt::Debug for OpContext {
@@ -327,6 +337,7 @@ impl OpContext {
         OpContext {
             job_id: Some(job_id),
             reporter: Some(reporter),
+            cancel: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -335,7 +346,39 @@ impl OpContext {
         OpContext {
             job_id: None,
             reporter: None,
+            cancel: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Makes `token` this context's cancellation: cancelling it asks the call to stop.
+    pub fn with_cancellation(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Returns a context for a nested call: the same job and reporter, cancelled when this
+    /// one is and also on its own through [`OpContext::cancel`].
+    pub fn child(&self) -> Self {
+        OpContext {
+            job_id: self.job_id.clone(),
+            reporter: self.reporter.clone(),
+            cancel: self.cancel.child_token(),
+        }
+    }
+
+    /// Asks the call running with this context (and its children) to stop.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Returns whether the call has been asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when the call is asked to stop; providers `select!` on it around waits.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
     }
 
     /// Returns the job id, when the call runs as a job.

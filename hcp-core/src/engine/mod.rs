@@ -235,6 +235,7 @@ pub struct EngineBuilder {
     background: bool,
     runs_jobs: bool,
     leadership: Option<Arc<dyn crate::Leadership>>,
+    layers: Vec<Arc<dyn crate::layer::Layer>>,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -254,6 +255,13 @@ impl EngineBuilder {
         factory: impl Fn(&ProviderConfig, &Secrets) -> Result<Arc<dyn Provider>> + Send + Sync + 'static,
     ) -> Self {
         self.factories.insert(kind.into(), Arc::new(factory));
+        self
+    }
+
+    /// Wraps every provider the engine builds in `layer` (see [`crate::layer`]); a layer added
+    /// later sits outside the ones added before it.
+    pub fn layer(mut self, layer: impl crate::layer::Layer) -> Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -326,8 +334,11 @@ impl EngineBuilder {
                     ),
                 )
             })?;
-            let provider =
+            let mut provider =
                 factory(pc, &config.secrets).map_err(|e| e.with_context("provider", &pc.name))?;
+            for layer in &self.layers {
+                provider = layer.layer(provider);
+            }
             let mut host_masks = HashMap::new();
             let mut max_jobs = HashMap::new();
             for h in &pc.hosts {
@@ -708,6 +719,7 @@ impl Engine {
             background: true,
             runs_jobs: true,
             leadership: None,
+            layers: Vec::new(),
         }
     }
 

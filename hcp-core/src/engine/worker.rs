@@ -290,13 +290,16 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
         .or_default()
         .clone();
     let remaining = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    // The job's cancel token reaches the provider through its context (a cancel, or the
+    // job's time running out, cancels the call, not just drops it).
     let ctx = OpContext::new(
         job.id.clone(),
         Arc::new(Reporter {
             inner: inner.clone(),
             job: job.id.clone(),
         }),
-    );
+    )
+    .with_cancellation(cancel.child_token());
     let outcome = tokio::select! {
         // The lease first: a worker that lost it must not act on the VM once more.
         biased;
@@ -307,6 +310,8 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
             Err(Error::new(ErrorKind::Timeout, format!("job exceeded its timeout of {} ms", job.timeout_ms)))
         })),
     };
+    // Whatever ended the attempt, its provider call is over: cancel anything it left running.
+    ctx.cancel();
     lock(&inner.cancels).remove(&job.id);
     let outcome = match outcome {
         Some(o) if held.is_held() => o,

@@ -44,6 +44,9 @@ pub(crate) struct HostClient {
     pub memory_hint: Option<u64>,
     conn: Mutex<Option<Arc<Connect>>>,
     facts: Mutex<Option<HostFacts>>,
+    /// How many calls on this host were given up (timed out, or their caller went away)
+    /// while their blocking libvirt call still runs.
+    abandoned: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl std::fmt::Debug for HostClient {
@@ -75,6 +78,34 @@ fn lv<T>(r: std::result::Result<T, virt::error::Error>) -> Result<T> {
 }
 
 impl HostClient {
+    /// Counts `task`, a blocking call whose caller gave up on it, until it ends; calls on this
+    /// host wait for it first ([`HostClient::settled`]), so a retry never runs beside it.
+    pub(crate) fn abandon<T: Send + 'static>(&self, task: tokio::task::JoinHandle<T>) {
+        self.abandoned.send_modify(|n| *n = n.saturating_add(1));
+        let count = self.abandoned.clone();
+        let settle = async move {
+            let _ = task.await;
+            count.send_modify(|n| *n = n.saturating_sub(1));
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(settle);
+            }
+            // Outside a runtime nobody can wait for it either: forget the count.
+            Err(_) => self.abandoned.send_modify(|n| *n = n.saturating_sub(1)),
+        }
+    }
+
+    /// Waits, at most `within`, until no given-up call on this host is still running; returns
+    /// whether none is.
+    pub(crate) async fn settled(&self, within: std::time::Duration) -> bool {
+        let mut rx = self.abandoned.subscribe();
+        matches!(
+            tokio::time::timeout(within, rx.wait_for(|n| *n == 0)).await,
+            Ok(Ok(_))
+        )
+    }
+
     pub(crate) fn new(
         name: &str,
         zone: &str,
@@ -90,6 +121,7 @@ impl HostClient {
             memory_hint,
             conn: Mutex::new(None),
             facts: Mutex::new(None),
+            abandoned: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 

@@ -205,6 +205,13 @@ impl LibvirtProvider {
     }
 
     /// Runs `f` with host `host`'s connection on the blocking pool, within the call timeout.
+    ///
+    /// # Behavior
+    /// A libvirt call cannot be interrupted once it runs. So a call that times out, or whose
+    /// caller goes away (a cancelled or timed-out job drops it), is counted on its host until it
+    /// ends, and every later call on that host first waits for it (up to the call timeout).
+    /// A retry therefore never runs beside the attempt it replaces. The timeout error is
+    /// temporary only for operations that are safe to repeat ([`hcp_core::Repeat`]).
     async fn run<T, F>(&self, op: Operation, host: &str, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -213,20 +220,54 @@ impl LibvirtProvider {
         let h = self.host(host)?;
         let settings = self.settings.clone();
         let timeout = settings.call_timeout;
-        let task = tokio::task::spawn_blocking(move || {
-            h.call(&settings, |c, facts| f(c, facts, &settings))
-        });
-        match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(r)) => r.map_err(|e| e.with_operation(op)),
-            Ok(Err(join)) => Err(Error::internal("a libvirt call panicked")
-                .with_detail(format!("host `{host}`: {join}"))),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("libvirt did not answer within {}s", timeout.as_secs()),
+        if !h.settled(timeout).await {
+            return Err(Error::new(
+                ErrorKind::ProviderUnavailable,
+                format!(
+                    "an earlier libvirt call that was given up has not ended after {}; calls wait for it",
+                    humantime::format_duration(timeout)
+                ),
             )
             .with_detail(format!("host `{host}`"))
             .with_operation(op)
-            .temporary()),
+            .temporary());
+        }
+        let task = tokio::task::spawn_blocking({
+            let h = h.clone();
+            move || h.call(&settings, |c, facts| f(c, facts, &settings))
+        });
+        let mut pending = Pending {
+            task: Some(task),
+            host: h,
+        };
+        let Some(task) = pending.task.as_mut() else {
+            return Err(Error::internal("a libvirt call lost its task"));
+        };
+        let r = tokio::time::timeout(timeout, task).await;
+        if r.is_ok() {
+            pending.task = None;
+        }
+        drop(pending);
+        match r {
+            Ok(Ok(r)) => r.map_err(|e| e.with_operation(op)),
+            Ok(Err(join)) => Err(Error::internal("a libvirt call panicked")
+                .with_detail(format!("host `{host}`: {join}"))),
+            Err(_) => {
+                let e = Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "libvirt did not answer within {}; the host's next calls wait for this one to end",
+                        humantime::format_duration(timeout)
+                    ),
+                )
+                .with_detail(format!("host `{host}`"))
+                .with_operation(op);
+                Err(if op.repeat().may_repeat() {
+                    e.temporary()
+                } else {
+                    e
+                })
+            }
         }
     }
 
@@ -236,6 +277,23 @@ impl LibvirtProvider {
             client::power(&client::require(c, &target)?.dom)
         })
         .await
+    }
+}
+
+/// A blocking libvirt call in flight; dropped before it ends (a timeout, or a caller that went
+/// away), it is handed to its host to be waited for.
+struct Pending<T: Send + 'static> {
+    task: Option<tokio::task::JoinHandle<T>>,
+    host: Arc<HostClient>,
+}
+
+impl<T: Send + 'static> Drop for Pending<T> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take()
+            && !task.is_finished()
+        {
+            self.host.abandon(task);
+        }
     }
 }
 
@@ -644,6 +702,110 @@ impl Provider for LibvirtProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A provider on libvirt's own in-process test driver, with a short call timeout.
+    fn on_test_driver(timeout: Duration) -> LibvirtProvider {
+        let settings = LibvirtSettings {
+            call_timeout: timeout,
+            ..LibvirtSettings::default()
+        };
+        LibvirtProvider::new(
+            "lv",
+            settings,
+            vec![LibvirtHost::new("h", "zone-a", "test:///default")],
+        )
+    }
+
+    #[tokio::test]
+    async fn a_call_given_up_is_waited_for_before_the_next_call_on_its_host() {
+        let p = on_test_driver(Duration::from_millis(300));
+        let first_done = Arc::new(AtomicBool::new(false));
+        let done = first_done.clone();
+        // A reboot whose libvirt call takes longer than the call timeout.
+        let err = p
+            .run(Operation::RebootVm, "h", move |_, _, _| {
+                std::thread::sleep(Duration::from_millis(500));
+                done.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(!err.is_temporary(), "a reboot is not safe to repeat: {err}");
+        assert!(
+            !first_done.load(Ordering::SeqCst),
+            "answered before the call ended"
+        );
+
+        // The next call on the host runs only once the first has ended.
+        let seen = first_done.clone();
+        let ran_after = p
+            .run(Operation::StartVm, "h", move |_, _, _| {
+                Ok(seen.load(Ordering::SeqCst))
+            })
+            .await
+            .unwrap();
+        assert!(ran_after, "the next call ran beside the given-up one");
+
+        // A safe call that times out is temporary: the job may run it again.
+        let err = p
+            .run(Operation::StartVm, "h", |_, _, _| {
+                std::thread::sleep(Duration::from_millis(400));
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_temporary(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_host_whose_given_up_call_does_not_end_refuses_for_now() {
+        let p = on_test_driver(Duration::from_millis(100));
+        let _ = p
+            .run(Operation::MigrateVm, "h", |_, _, _| {
+                std::thread::sleep(Duration::from_millis(800));
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        let err = p
+            .run(Operation::StartVm, "h", |_, _, _| Ok(()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ProviderUnavailable, "{err}");
+        assert!(err.is_temporary(), "{err}");
+        assert!(err.message().contains("has not ended"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_caller_went_away_is_waited_for_too() {
+        let p = on_test_driver(Duration::from_secs(5));
+        let first_done = Arc::new(AtomicBool::new(false));
+        let done = first_done.clone();
+        // The caller (a cancelled job) drops the call after 100 ms.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(100),
+            p.run(Operation::CreateVm, "h", move |_, _, _| {
+                std::thread::sleep(Duration::from_millis(600));
+                done.store(true, Ordering::SeqCst);
+                Ok(())
+            }),
+        )
+        .await;
+        assert!(dropped.is_err());
+        let seen = first_done.clone();
+        let ran_after = p
+            .run(Operation::DeleteVm, "h", move |_, _, _| {
+                Ok(seen.load(Ordering::SeqCst))
+            })
+            .await
+            .unwrap();
+        assert!(
+            ran_after,
+            "a cleanup ran beside the create it cleans up after"
+        );
+    }
 
     #[test]
     fn snapshot_names_are_safe_as_file_names_and_qcow2_tags() {

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod capability;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod engine;
@@ -43,6 +44,7 @@ pub mod store;
 pub mod testkit;
 
 pub use capability::{Capabilities, Capability, ExceededLimit, Requirements};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     CapabilityLimits, CatalogConfig, ClusterConfig, Config, DriftPolicy, DriftRepairs,
     EngineSettings, HostConfig, MAX_TARGET_JOBS, MissingRepair, MovedRepair, ProjectConfig,

@@ -198,10 +198,19 @@ impl Store for FaultyStore {
 }
 
 async fn engine(store: Arc<FaultyStore>) -> Engine {
-    engine_with_timeout(store, Duration::from_secs(30 * 60)).await
+    engine_with_timeout(
+        store,
+        Duration::from_secs(30 * 60),
+        Arc::new(hcp_core::SystemClock),
+    )
+    .await
 }
 
-async fn engine_with_timeout(store: Arc<FaultyStore>, job_timeout: Duration) -> Engine {
+async fn engine_with_timeout(
+    store: Arc<FaultyStore>,
+    job_timeout: Duration,
+    clock: Arc<dyn hcp_core::Clock>,
+) -> Engine {
     let mut config = hcp_provider_sim::demo_config();
     config.engine.job_timeout = job_timeout;
     // A short lease: the lease poller (every third of it) picks up jobs nobody scheduled.
@@ -210,6 +219,7 @@ async fn engine_with_timeout(store: Arc<FaultyStore>, job_timeout: Duration) -> 
     config.engine.retry.max_delay = Duration::from_millis(20);
     hcp_provider_sim::register(Engine::builder(config))
         .store(store)
+        .clock(clock)
         .without_background_reconcile()
         .build()
         .await
@@ -299,7 +309,8 @@ async fn cancel_reports_a_store_failure_instead_of_calling_the_job_running() {
 #[tokio::test]
 async fn a_job_that_waits_past_its_timeout_ends_with_timeout_without_starting() {
     let store = Arc::new(FaultyStore::default());
-    let engine = engine_with_timeout(store.clone(), Duration::from_secs(2)).await;
+    let clock = Arc::new(hcp_core::ManualClock::starting_now());
+    let engine = engine_with_timeout(store.clone(), Duration::from_secs(2), clock.clone()).await;
     let s = engine
         .create_vm(&alice(), VmSpec::new("web-4", "ubuntu-24.04", "small"))
         .await
@@ -309,8 +320,9 @@ async fn a_job_that_waits_past_its_timeout_ends_with_timeout_without_starting() 
     store.hold_claims.store(true, Ordering::SeqCst);
     let stop = engine.stop_vm(&alice(), &s.vm_id, true).await.unwrap();
     let start = engine.start_vm(&alice(), &s.vm_id).await.unwrap();
-    // Both wait longer than their timeout before their turn comes.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both wait longer than their timeout before their turn comes: the engine's clock moves
+    // 3 s on while the claim is held.
+    clock.advance(Duration::from_secs(3));
     store.hold_claims.store(false, Ordering::SeqCst);
     let stopped = wait(&engine, &stop.job_id).await;
     assert!(stopped.state.is_terminal(), "{stopped:?}");

@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
 use hcp_core::store::Scope;
 use hcp_core::{
@@ -60,8 +60,6 @@ use poem::web::websocket::{CloseCode, Message, WebSocketStream};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-// tokio's clock, so tests move time with `tokio::time::advance` instead of sleeping.
-use tokio::time::Instant;
 
 use crate::auth::Caller;
 use crate::dto::ConsoleDto;
@@ -102,10 +100,10 @@ enum TicketState {
 #[derive(Debug, Clone)]
 struct Ticket {
     grant: Grant,
-    deadline: Instant,
+    deadline: DateTime<Utc>,
     /// When the entry is purged: past the deadline by one more TTL (a minute at least), so that
     /// a late or repeated connection still hears why it is refused.
-    keep_until: Instant,
+    keep_until: DateTime<Utc>,
     state: TicketState,
 }
 
@@ -154,6 +152,8 @@ pub(crate) struct ConsoleProxy {
     stopping: watch::Sender<bool>,
     /// The number of running relays.
     active: watch::Sender<usize>,
+    /// What time it is (the engine's clock).
+    clock: Arc<dyn hcp_core::Clock>,
 }
 
 impl std::fmt::Debug for ConsoleProxy {
@@ -169,6 +169,14 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// `now` plus `d`, saturating at the calendar's end.
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 impl ConsoleProxy {
     /// Creates the proxy: tokens valid for `ttl` to connect; URLs under `public_url` when set,
     /// else under the request's own host.
@@ -179,7 +187,14 @@ impl ConsoleProxy {
             public_url,
             stopping: watch::channel(false).0,
             active: watch::channel(0).0,
+            clock: Arc::new(hcp_core::SystemClock),
         }
+    }
+
+    /// Reads time from `clock` (the engine's) instead of the system clock.
+    pub(crate) fn with_clock(mut self, clock: Arc<dyn hcp_core::Clock>) -> ConsoleProxy {
+        self.clock = clock;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Ticket>> {
@@ -204,7 +219,8 @@ impl ConsoleProxy {
             .clone()
             .ok_or_else(|| Error::internal("a proxied console needs an upstream"))?;
         // The provider's own deadline wins when it is nearer.
-        let provider_left = (console.expires_at - Utc::now())
+        let now = self.clock.now();
+        let provider_left = (console.expires_at - now)
             .to_std()
             .unwrap_or(Duration::ZERO);
         let left = self.ttl.min(provider_left);
@@ -218,7 +234,6 @@ impl ConsoleProxy {
         getrandom::fill(&mut raw)
             .map_err(|e| Error::internal(format!("no OS randomness for a console token: {e}")))?;
         let token = URL_SAFE_NO_PAD.encode(raw);
-        let now = Instant::now();
         let ticket = Ticket {
             grant: Grant {
                 vm_id: vm_id.clone(),
@@ -226,8 +241,8 @@ impl ConsoleProxy {
                 subject: ctx.principal.subject.clone(),
                 upstream,
             },
-            deadline: now + left,
-            keep_until: now + left + self.ttl.max(KEEP_AFTER_DEADLINE),
+            deadline: after(now, left),
+            keep_until: after(now, left + self.ttl.max(KEEP_AFTER_DEADLINE)),
             state: TicketState::Open,
         };
         {
@@ -251,8 +266,7 @@ impl ConsoleProxy {
             tickets.insert(digest(&token), ticket);
         }
         tracing::info!(target: "hcp::console", vm_id = %vm_id, project = %ctx.project, expires_in_ms = left.as_millis() as u64, "console token issued");
-        let expires_at = Utc::now()
-            + chrono::Duration::from_std(left).unwrap_or_else(|_| chrono::Duration::seconds(60));
+        let expires_at = after(now, left);
         Ok(ConsoleDto {
             kind: console.kind.into(),
             url: format!("{}{CONSOLE_WS_PATH}?token={token}", self.ws_base(req)),
@@ -301,7 +315,7 @@ impl ConsoleProxy {
     /// `404 CONSOLE_TOKEN_NOT_FOUND`, `410 CONSOLE_TOKEN_USED`, `410 CONSOLE_TOKEN_EXPIRED`,
     /// `403 CONSOLE_TOKEN_FOREIGN` (see the module's behavior).
     pub(crate) fn take(&self, token: &str, caller: &Caller) -> hcp_core::Result<Grant> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut tickets = self.lock();
         tickets.retain(|_, t| t.keep_until > now);
         let Some(t) = tickets.get_mut(&digest(token)) else {
@@ -569,23 +583,24 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn the_nearer_deadline_wins_and_an_expired_token_is_refused() {
+        let clock = Arc::new(hcp_core::ManualClock::starting_now());
         let p = ConsoleProxy::new(Duration::from_secs(60), None);
         let vm = VmId::new("vm-1");
         let dto = p
             .issue(&request("h"), &ctx("alice"), &vm, console(10))
             .unwrap();
         assert!(dto.expires_at <= Utc::now() + chrono::Duration::seconds(10));
-        let short = ConsoleProxy::new(Duration::from_secs(30), None);
+        let short = ConsoleProxy::new(Duration::from_secs(30), None).with_clock(clock.clone());
         let dto = short
             .issue(&request("h"), &ctx("alice"), &vm, console(600))
             .unwrap();
-        tokio::time::advance(Duration::from_secs(29)).await;
+        clock.advance(Duration::from_secs(29));
         let live = short
             .issue(&request("h"), &ctx("alice"), &vm, console(600))
             .unwrap();
-        tokio::time::advance(Duration::from_secs(2)).await;
+        clock.advance(Duration::from_secs(2));
         let e = short
             .take(&token_of(&dto.url), &caller("alice"))
             .unwrap_err();

@@ -651,14 +651,15 @@ pub fn register_providers(builder: hcp_core::EngineBuilder) -> hcp_core::EngineB
 
 /// Returns the whole service as one endpoint, for in-process use and tests.
 pub fn app(engine: Engine, options: &ServeOptions) -> impl poem::Endpoint + 'static {
-    http::app(engine, options, Metrics::global(), consoles(options))
+    let consoles = consoles(&engine, options);
+    http::app(engine, options, Metrics::global(), consoles)
 }
 
-fn consoles(options: &ServeOptions) -> Arc<console::ConsoleProxy> {
-    Arc::new(console::ConsoleProxy::new(
-        options.console_ttl,
-        options.public_url.clone(),
-    ))
+fn consoles(engine: &Engine, options: &ServeOptions) -> Arc<console::ConsoleProxy> {
+    Arc::new(
+        console::ConsoleProxy::new(options.console_ttl, options.public_url.clone())
+            .with_clock(engine.clock().clone()),
+    )
 }
 
 /// A service bound to its address, ready to run.
@@ -758,7 +759,7 @@ impl Server {
             listener,
             addr,
         } = self;
-        let consoles = consoles(&options);
+        let consoles = consoles(&engine, &options);
         let endpoint = poem::EndpointExt::boxed(poem::EndpointExt::map_to_response(http::app(
             engine.clone(),
             &options,

@@ -830,7 +830,7 @@ impl Engine {
         let inner = &self.inner;
         let _one_at_a_time = inner.refresh_lock.lock().await;
         let started = Instant::now();
-        let now = Utc::now();
+        let now = inner.now();
         // 1. Every provider lists its hosts, then every host is read, all in parallel.
         let listed = join_all(inner.providers.iter().map(|(name, entry)| async move {
             let hosts = inner
@@ -1475,7 +1475,7 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
             let before = |keep: Duration| {
                 chrono::Duration::from_std(keep)
                     .ok()
-                    .and_then(|d| Utc::now().checked_sub_signed(d))
+                    .and_then(|d| inner.now().checked_sub_signed(d))
                     .unwrap_or(DateTime::<Utc>::MIN_UTC)
             };
             let (jobs_before, keys_before) = (

@@ -28,11 +28,11 @@ use crate::{JobId, Result};
 /// Most jobs the poller offers per pass.
 const POLL_BATCH: usize = 500;
 
-/// The lease `until` for a claim or renewal made now.
-pub(crate) fn until(lease: Duration) -> DateTime<Utc> {
+/// The lease `until` for a claim or renewal made at `now`.
+pub(crate) fn until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(lease)
         .ok()
-        .and_then(|d| Utc::now().checked_add_signed(d))
+        .and_then(|d| now.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
@@ -94,7 +94,7 @@ impl Held {
                 let sent = Instant::now();
                 match inner
                     .store
-                    .renew_lease(&job_id, &inner.holder, token, until(lease))
+                    .renew_lease(&job_id, &inner.holder, token, until(inner.now(), lease))
                     .await
                 {
                     Ok(_) => {
@@ -155,7 +155,7 @@ fn millis(d: Duration) -> u64 {
 /// # Errors
 /// The store's.
 pub(crate) async fn poll_once(inner: &Arc<Inner>) -> Result<()> {
-    for job in inner.store.claimable_jobs(Utc::now(), POLL_BATCH).await? {
+    for job in inner.store.claimable_jobs(inner.now(), POLL_BATCH).await? {
         let _ = inner.sched.send(SchedMsg::Offered {
             host_key: super::host_key(&job.provider, &job.host),
             job_id: job.id,

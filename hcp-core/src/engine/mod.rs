@@ -236,6 +236,7 @@ pub struct EngineBuilder {
     runs_jobs: bool,
     leadership: Option<Arc<dyn crate::Leadership>>,
     layers: Vec<Arc<dyn crate::layer::Layer>>,
+    clock: Arc<dyn crate::Clock>,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -262,6 +263,13 @@ impl EngineBuilder {
     /// later sits outside the ones added before it.
     pub fn layer(mut self, layer: impl crate::layer::Layer) -> Self {
         self.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// Reads time from `clock` instead of the system clock (tests move a
+    /// [`crate::ManualClock`] past a deadline instead of sleeping).
+    pub fn clock(mut self, clock: Arc<dyn crate::Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -409,6 +417,7 @@ impl EngineBuilder {
             pending: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            clock: self.clock,
             leadership: self
                 .leadership
                 .unwrap_or_else(|| Arc::new(crate::AlwaysLeader)),
@@ -469,6 +478,8 @@ pub(crate) struct Inner {
     pub(crate) pending: AtomicUsize,
     pub(crate) running: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
+    /// What time it is.
+    pub(crate) clock: Arc<dyn crate::Clock>,
     /// Whether this process runs the singleton duties now.
     pub(crate) leadership: Arc<dyn crate::Leadership>,
     /// False for an engine built [`EngineBuilder::without_workers`].
@@ -519,7 +530,7 @@ impl Inner {
     ) {
         let event = Event {
             seq: 0,
-            at: Utc::now(),
+            at: self.now(),
             project,
             vm_id,
             principal: principal.map(|p| p.subject.clone()),
@@ -601,7 +612,7 @@ impl Inner {
             };
             let expected = vm.generation;
             f(&mut vm);
-            vm.updated_at = Utc::now();
+            vm.updated_at = self.now();
             match self.store.put_vm(vm, Some(expected)).await {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
@@ -648,6 +659,11 @@ impl Inner {
     /// A provider that panics fails this call only, with an [`ErrorKind::Internal`] error: the
     /// panic is caught here, logged for operators, and never reaches the job's worker, the
     /// scheduler or shared state.
+    /// Returns the time on the engine's clock.
+    pub(crate) fn now(&self) -> chrono::DateTime<Utc> {
+        self.clock.now()
+    }
+
     pub(crate) async fn call<T>(
         &self,
         provider: &str,
@@ -720,7 +736,13 @@ impl Engine {
             runs_jobs: true,
             leadership: None,
             layers: Vec::new(),
+            clock: Arc::new(crate::SystemClock),
         }
+    }
+
+    /// Returns the clock the engine reads time from.
+    pub fn clock(&self) -> &Arc<dyn crate::Clock> {
+        &self.inner.clock
     }
 
     /// Returns the catalog.
@@ -929,7 +951,7 @@ impl Engine {
         {
             return replay(&rec, fingerprint);
         }
-        let now = Utc::now();
+        let now = inner.now();
         let job_id = JobId::generate();
         let mut reservation = None;
         // Held until the submission is written, so creates into one group are placed in turn.
@@ -1314,7 +1336,7 @@ impl Engine {
             }
         }
         crate::validate_tags(&vm.spec.tags)?;
-        vm.updated_at = Utc::now();
+        vm.updated_at = self.inner.now();
         let tags = vm.spec.tags.clone();
         let vm = match self.inner.store.put_vm(vm, Some(expected)).await {
             Ok(vm) => vm,
@@ -1478,7 +1500,7 @@ impl Engine {
                 if j.state != JobState::Pending {
                     return Err(Error::new(ErrorKind::Conflict, "not pending"));
                 }
-                j.transition(JobState::Cancelled, Utc::now())?;
+                j.transition(JobState::Cancelled, self.inner.now())?;
                 j.error = Some(
                     (&Error::new(ErrorKind::Cancelled, format!("cancelled by {principal}"))).into(),
                 );

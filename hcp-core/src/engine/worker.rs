@@ -106,7 +106,7 @@ pub(crate) async fn run(
         .claim_job(
             job_id,
             &inner.holder,
-            leases::until(inner.settings.job_lease),
+            leases::until(inner.now(), inner.settings.job_lease),
         )
         .await
     {
@@ -173,7 +173,7 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
     let token = held.token;
     let deadline = deadline_of(&job);
     let abandoned = job.state == JobState::Running;
-    if Utc::now() >= deadline {
+    if inner.now() >= deadline {
         let err = Error::new(
             ErrorKind::Timeout,
             format!("job exceeded its timeout of {} ms", job.timeout_ms),
@@ -226,8 +226,8 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
                 // A new attempt: RUNNING → PENDING → RUNNING counts it.
                 match inner
                     .update_job_fenced_with(&job.id, token, |j| {
-                        j.transition(JobState::Pending, Utc::now())?;
-                        j.transition(JobState::Running, Utc::now())
+                        j.transition(JobState::Pending, inner.now())?;
+                        j.transition(JobState::Running, inner.now())
                     })
                     .await
                 {
@@ -249,7 +249,7 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
                 if j.state != JobState::Pending {
                     return Err(Error::new(ErrorKind::Conflict, "no longer pending"));
                 }
-                j.transition(JobState::Running, Utc::now())
+                j.transition(JobState::Running, inner.now())
             })
             .await
         {
@@ -289,7 +289,10 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
         .entry(job.id.clone())
         .or_default()
         .clone();
-    let remaining = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    let remaining = deadline
+        .signed_duration_since(inner.now())
+        .to_std()
+        .unwrap_or(Duration::ZERO);
     // The job's cancel token reaches the provider through its context (a cancel, or the
     // job's time running out, cancels the call, not just drops it).
     let ctx = OpContext::new(
@@ -341,7 +344,7 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
             if e.kind() != ErrorKind::Cancelled
                 && let RetryDecision::RetryAfter(after) =
                     inner.settings.retry.decide(job.attempts, &e)
-                && later(after).is_some_and(|at| at < deadline)
+                && later(inner.now(), after).is_some_and(|at| at < deadline)
             {
                 return retry(inner, &job, e, after, host_key).await;
             }
@@ -468,11 +471,11 @@ fn deadline_of(job: &Job) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// Now plus `after`, or `None` past the calendar's end.
-fn later(after: Duration) -> Option<DateTime<Utc>> {
+/// `now` plus `after`, or `None` past the calendar's end.
+fn later(now: DateTime<Utc>, after: Duration) -> Option<DateTime<Utc>> {
     chrono::Duration::from_std(after)
         .ok()
-        .and_then(|d| Utc::now().checked_add_signed(d))
+        .and_then(|d| now.checked_add_signed(d))
 }
 
 /// Says in the job log how a stop (its own job, or the first step of a delete) went.
@@ -1165,10 +1168,10 @@ async fn retry(
             &e,
         ),
     );
-    let retry_at = later(after).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let retry_at = later(inner.now(), after).unwrap_or(DateTime::<Utc>::MAX_UTC);
     let info = ErrorInfo::from(&e);
     let updated = write_job(inner, job, |j| {
-        j.transition(JobState::Pending, Utc::now())?;
+        j.transition(JobState::Pending, inner.now())?;
         j.pending_reason = Some(PendingReason::RetryBackoff {
             attempt: j.attempts,
             retry_at,
@@ -1382,7 +1385,7 @@ async fn end(
         if let Some(p) = progress {
             j.progress = p;
         }
-        j.transition(state, Utc::now())?;
+        j.transition(state, inner.now())?;
         j.error = err.clone();
         Ok(())
     })
@@ -1498,7 +1501,7 @@ pub(crate) async fn announce_end(inner: &Arc<Inner>, job_id: &crate::JobId) {
     let Ok(Some(job)) = inner.store.get_job(&Scope::All, job_id).await else {
         return;
     };
-    let elapsed = job.elapsed(Utc::now()).unwrap_or_default();
+    let elapsed = job.elapsed(inner.now()).unwrap_or_default();
     inner
         .observer
         .job_finished(job.operation, job.state, elapsed);

@@ -407,6 +407,99 @@ pub struct EngineSettings {
     /// another replica sharing the store) once its lease lapsed.
     #[serde(with = "humantime_serde")]
     pub job_lease: Duration,
+    /// What wraps each single hypervisor call (the [`crate::layer`] stack every provider gets).
+    pub provider_calls: ProviderCallSettings,
+}
+
+/// The layers every provider's calls run through ([`crate::layer`]): a per-call timeout with
+/// cancellation, retries of calls safe to repeat, and a cap on calls at once per host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderCallSettings {
+    /// Longest one hypervisor call may take before it is cancelled (0 s, the default, leaves
+    /// calls bounded only by their job's timeout); at most 24 h.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long a cancelled call is given to stop before it is reported as possibly still
+    /// taking effect; 1 s to 10 min.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Attempts per call for calls safe to repeat (1-10; 1, the default, leaves retries to the
+    /// job's `retry` policy).
+    pub attempts: u32,
+    /// Most calls at once per host or cluster (0, the default, sets no cap beyond
+    /// `max_jobs_per_host`); at most 1,000.
+    pub max_per_host: usize,
+}
+
+impl Default for ProviderCallSettings {
+    fn default() -> Self {
+        ProviderCallSettings {
+            timeout: Duration::ZERO,
+            grace: Duration::from_secs(30),
+            attempts: 1,
+            max_per_host: 0,
+        }
+    }
+}
+
+impl ProviderCallSettings {
+    /// Checks the bounds; errors name the key under `engine.provider_calls`.
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.timeout > Duration::from_secs(24 * 3600) {
+            return Err((
+                "engine.provider_calls.timeout",
+                format!(
+                    "is {}; allowed: 0s (off) to 24h",
+                    humantime::format_duration(self.timeout)
+                ),
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.grace) {
+            return Err((
+                "engine.provider_calls.grace",
+                format!(
+                    "is {}; allowed: 1s to 10m",
+                    humantime::format_duration(self.grace)
+                ),
+            ));
+        }
+        if !(1..=10).contains(&self.attempts) {
+            return Err((
+                "engine.provider_calls.attempts",
+                format!("is {}; allowed: 1-10", self.attempts),
+            ));
+        }
+        if self.max_per_host > 1000 {
+            return Err((
+                "engine.provider_calls.max_per_host",
+                format!("is {}; allowed: 0 (no cap) to 1000", self.max_per_host),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Returns the layers these settings ask for, innermost first (empty with the defaults).
+    pub fn layers(&self) -> Vec<std::sync::Arc<dyn crate::layer::Layer>> {
+        use crate::layer::{ConcurrencyLimitLayer, Layer, RetryLayer, TimeoutLayer};
+        let mut layers: Vec<std::sync::Arc<dyn Layer>> = Vec::new();
+        if self.max_per_host > 0 {
+            layers.push(std::sync::Arc::new(ConcurrencyLimitLayer::new(
+                self.max_per_host,
+            )));
+        }
+        if !self.timeout.is_zero() {
+            layers.push(std::sync::Arc::new(
+                TimeoutLayer::new(self.timeout).with_grace(self.grace),
+            ));
+        }
+        if self.attempts > 1 {
+            layers.push(std::sync::Arc::new(
+                RetryLayer::new().with_max_attempts(self.attempts),
+            ));
+        }
+        layers
+    }
 }
 
 /// The shortest `engine.job_lease`.
@@ -452,6 +545,7 @@ impl Default for EngineSettings {
             max_snapshots_per_vm: 32,
             default_project: "default".into(),
             job_lease: Duration::from_secs(30),
+            provider_calls: ProviderCallSettings::default(),
         }
     }
 }
@@ -592,6 +686,9 @@ impl Config {
         }
         if let Err(e) = validate_job_lease("engine.job_lease", self.engine.job_lease) {
             return fail("engine.job_lease".into(), e.message().to_string());
+        }
+        if let Err((key, msg)) = self.engine.provider_calls.check() {
+            return fail(key.into(), msg);
         }
         let mut zones = HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {

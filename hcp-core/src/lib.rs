@@ -48,7 +48,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     CapabilityLimits, CatalogConfig, ClusterConfig, Config, DriftPolicy, DriftRepairs,
     EngineSettings, HostConfig, MAX_TARGET_JOBS, MissingRepair, MovedRepair, ProjectConfig,
-    ProviderConfig, Quota, SecretString, Secrets, UnmanagedRepair, ZoneConfig, parse_duration,
+    ProviderCallSettings, ProviderConfig, Quota, SecretString, Secrets, UnmanagedRepair,
+    ZoneConfig, parse_duration,
 };
 pub use console::{
     Console, ConsoleHandshake, ConsoleKind, ConsoleTransport, ConsoleUpstream, TlsTrust,

@@ -576,3 +576,70 @@ async fn an_engine_runs_its_jobs_through_its_layers() {
     let vm = engine.get_vm(&Scope::All, &created.vm_id).await.unwrap();
     assert_eq!(vm.power, PowerState::Running, "{vm:?}");
 }
+
+#[tokio::test]
+async fn the_hosts_files_provider_calls_settings_wrap_every_provider() {
+    let yaml = format!(
+        "{}\nengine:\n  provider_calls: {{timeout: 1s, grace: 1s, attempts: 2, max_per_host: 1}}\n",
+        hcp_provider_sim::DEMO_HOSTS_FILE
+    );
+    let config = hcp_core::Config::from_yaml(&yaml, "hosts file").unwrap();
+    assert_eq!(config.engine.provider_calls.layers().len(), 3);
+    // The hypervisor's reboot hangs; the settings' layers sit outside the provider.
+    let engine = Engine::builder(config)
+        .provider_kind("sim", |c, s| {
+            let sim: Arc<dyn Provider> =
+                Arc::new(hcp_provider_sim::SimProvider::from_config(c, s)?);
+            Ok(sim.layer(FaultLayer::new(1).with_hang(Operation::RebootVm)))
+        })
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    let ctx = RequestContext::new("demo", Principal::new("alice"));
+    let created = engine
+        .create_vm(&ctx, VmSpec::new("web-1", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    let job = engine
+        .wait_job(&Scope::All, &created.job_id, Some(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    let reboot = engine
+        .submit(
+            &ctx,
+            Action::Reboot {
+                vm_id: created.vm_id.clone(),
+                hard: false,
+            },
+        )
+        .await
+        .unwrap();
+    let job = engine
+        .wait_job(&Scope::All, &reboot.job_id, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert_eq!(job.attempts, 1, "{job:?}");
+    let error = job.error.expect("the job says why");
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error:?}");
+    assert!(error.message.contains("within 1s"), "{error:?}");
+
+    for (key, value, allowed) in [
+        ("timeout", "25h", "0s (off) to 24h"),
+        ("grace", "0s", "1s to 10m"),
+        ("attempts", "0", "1-10"),
+        ("max_per_host", "1001", "0 (no cap) to 1000"),
+    ] {
+        let yaml = format!(
+            "{}\nengine:\n  provider_calls: {{{key}: {value}}}\n",
+            hcp_provider_sim::DEMO_HOSTS_FILE
+        );
+        let err = hcp_core::Config::from_yaml(&yaml, "hosts file").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidSpec, "{err}");
+        let field = format!("engine.provider_calls.{key}");
+        assert_eq!(err.field(), Some(field.as_str()), "{err}");
+        assert!(err.message().contains(allowed), "{err}");
+    }
+}

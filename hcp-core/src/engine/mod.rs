@@ -260,7 +260,8 @@ impl EngineBuilder {
     }
 
     /// Wraps every provider the engine builds in `layer` (see [`crate::layer`]); a layer added
-    /// later sits outside the ones added before it.
+    /// later sits outside the ones added before it, and all of them outside the layers
+    /// `engine.provider_calls` asks for.
     pub fn layer(mut self, layer: impl crate::layer::Layer) -> Self {
         self.layers.push(Arc::new(layer));
         self
@@ -344,7 +345,13 @@ impl EngineBuilder {
             })?;
             let mut provider =
                 factory(pc, &config.secrets).map_err(|e| e.with_context("provider", &pc.name))?;
-            for layer in &self.layers {
+            for layer in config
+                .engine
+                .provider_calls
+                .layers()
+                .iter()
+                .chain(&self.layers)
+            {
                 provider = layer.layer(provider);
             }
             let mut host_masks = HashMap::new();

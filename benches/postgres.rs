@@ -60,6 +60,21 @@ async fn print_settings(c: &tokio_postgres::Client) {
     println!("PostgreSQL {version}: synchronous_commit {sync}, fsync {fsync}");
 }
 
+/// The database's committed and rolled-back transactions so far (`pg_stat_database`), after
+/// asking the server to publish its sessions' pending counts.
+async fn transactions(c: &tokio_postgres::Client) -> i64 {
+    // PostgreSQL 15+ publishes a session's counts when it goes idle, at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = c.execute("SELECT pg_stat_clear_snapshot()", &[]).await;
+    c.query_one(
+        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
+        &[],
+    )
+    .await
+    .expect("read pg_stat_database")
+    .get(0)
+}
+
 /// The clock ticks per second of `/proc/<pid>/stat`'s CPU times.
 fn clock_ticks() -> u64 {
     std::process::Command::new("getconf")
@@ -324,6 +339,10 @@ async fn run(label: &str, replicas: usize, schema: Option<&str>, n: usize) {
             .expect("warm job");
     }
 
+    let xact_before = match &pg {
+        Some(c) => Some(transactions(c).await),
+        None => None,
+    };
     let pg_before = postgres_ticks();
     let cpu = ProcessTime::now();
     let wall = Instant::now();
@@ -336,6 +355,10 @@ async fn run(label: &str, replicas: usize, schema: Option<&str>, n: usize) {
     let pg_cpu = match &pg {
         Some(c) => Some(postgres_cpu(c, &pg_before).await),
         None => None,
+    };
+    let xacts = match (&pg, xact_before) {
+        (Some(c), Some(before)) => Some(transactions(c).await - before),
+        _ => None,
     };
 
     let left = engines[0]
@@ -379,6 +402,12 @@ async fn run(label: &str, replicas: usize, schema: Option<&str>, n: usize) {
         ));
     }
     println!("{line}");
+    if let Some(x) = xacts {
+        println!(
+            "  postgres transactions: {:.1} per job ({x} in all, the whole database's count)",
+            x as f64 / jobs as f64
+        );
+    }
     if let Some(p) = &pg_cpu {
         println!(
             "  postgres CPU: this run's backends {:.0} µs/job, server processes {:.0} µs/job; other clients' backends used {:.2} s meanwhile (not counted)",

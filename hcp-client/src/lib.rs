@@ -6,6 +6,9 @@
 //! into [`hcp_core::Error`] (kind, code, field, message), so a shell reports remote errors exactly
 //! like embedded ones.
 //!
+//! [`Hcp`] is the one interface shells program against: [`Client`] implements it over HTTP and
+//! [`EngineClient`] over an engine in the same process, with the same answers and refusals.
+//!
 //! ```no_run
 //! # async fn demo() -> hcp_core::Result<()> {
 //! use futures::StreamExt;

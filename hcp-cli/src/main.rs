@@ -23,7 +23,6 @@ mod exit;
 mod local;
 mod output;
 mod progress;
-mod remote;
 mod views;
 
 use std::path::PathBuf;

@@ -3,89 +3,14 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use hcp_client::TenantUpdate;
 use hcp_core::job::TenantJob;
-use hcp_core::{
-    ErrorInfo, Job, JobAction, JobId, JobLogLine, JobState, JobUpdate, Operation, PendingReason,
-    ProjectId, TenantVm, VmId,
-};
+use hcp_core::{JobId, JobLogLine, JobState, PendingReason, TenantVm, VmId};
 use serde::{Deserialize, Serialize};
 
-/// A job as a tenant sees it: no host, no provider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobView {
-    /// The job id.
-    pub id: JobId,
-    /// The project of its VM.
-    pub project: ProjectId,
-    /// The VM it acts on.
-    pub vm_id: VmId,
-    /// The operation.
-    pub operation: Operation,
-    /// Details of the operation; `null` only from a service that does not send them.
-    #[serde(default)]
-    pub action: Option<JobAction>,
-    /// The state.
-    pub state: JobState,
-    /// Why it is pending, while it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_reason: Option<PendingReason>,
-    /// Attempts started so far.
-    pub attempts: u32,
-    /// Most attempts allowed.
-    pub max_attempts: u32,
-    /// Progress, 0–100.
-    pub progress: u8,
-    /// Who submitted it.
-    pub principal: String,
-    /// The idempotency key it was submitted with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-    /// The error, when it failed or was cancelled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorInfo>,
-    /// When it was accepted.
-    pub created_at: DateTime<Utc>,
-    /// When its first attempt started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl From<&Job> for JobView {
-    /// Goes through the core's tenant view, so nothing operator-only (hosts) reaches the CLI's
-    /// output; the idempotency key is the caller's own and stays.
-    fn from(j: &Job) -> Self {
-        let mut view = JobView::from(&j.tenant_view());
-        view.idempotency_key = j.idempotency_key.clone();
-        view
-    }
-}
-
-impl From<&TenantJob> for JobView {
-    fn from(j: &TenantJob) -> Self {
-        JobView {
-            id: j.id.clone(),
-            project: j.project.clone(),
-            vm_id: j.vm_id.clone(),
-            operation: j.operation,
-            action: j.action.clone(),
-            state: j.state,
-            pending_reason: j.pending_reason.clone(),
-            attempts: j.attempts,
-            max_attempts: j.max_attempts,
-            progress: j.progress,
-            principal: j.principal.clone(),
-            idempotency_key: None,
-            error: j.error.clone(),
-            created_at: j.created_at,
-            started_at: j.started_at,
-            finished_at: j.finished_at,
-        }
-    }
-}
+/// A job as a tenant sees it: no host, no provider (embedded, with the caller's own
+/// idempotency key).
+pub type JobView = TenantJob;
 
 /// One update while following a job (`hcp job watch --output json` prints one per line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,11 +35,11 @@ pub enum JobEvent {
     },
 }
 
-impl From<JobUpdate> for JobEvent {
-    fn from(u: JobUpdate) -> Self {
+impl From<TenantUpdate> for JobEvent {
+    fn from(u: TenantUpdate) -> Self {
         match u {
-            JobUpdate::Log(line) => JobEvent::Log(line),
-            JobUpdate::Status {
+            TenantUpdate::Log(line) => JobEvent::Log(line),
+            TenantUpdate::Status {
                 state,
                 progress,
                 pending_reason,
@@ -123,9 +48,7 @@ impl From<JobUpdate> for JobEvent {
                 progress,
                 pending_reason,
             },
-            JobUpdate::End(job) => JobEvent::End {
-                job: Box::new(JobView::from(job.as_ref())),
-            },
+            TenantUpdate::End(job) => JobEvent::End { job },
         }
     }
 }

@@ -6,6 +6,9 @@
 //! into [`hcp_core::Error`] (kind, code, field, message), so a shell reports remote errors exactly
 //! like embedded ones.
 //!
+//! [`Hcp`] is the one interface shells program against: [`Client`] implements it over HTTP and
+//! [`EngineClient`] over an engine in the same process, with the same answers and refusals.
+//!
 //! ```no_run
 //! # async fn demo() -> hcp_core::Result<()> {
 //! use futures::StreamExt;
@@ -23,7 +26,10 @@
 //! # Ok(()) }
 //! ```
 
+mod api;
 mod sse;
+
+pub use api::{EngineClient, Hcp, TenantUpdate, TenantUpdates};
 
 use std::fmt;
 use std::time::Duration;
@@ -937,6 +943,40 @@ impl Client {
             .boxed())
     }
 
+    /// Follows a job over server-sent events as its tenant sees it: as [`Client::watch_job`],
+    /// but the end carries the job exactly as the service sent it ([`TenantJob`], its action
+    /// included), nothing filled in.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown job; items carry transport or decoding errors.
+    pub async fn watch_tenant_job(&self, job_id: &JobId) -> hcp_core::Result<TenantUpdates> {
+        let url = self.url(&format!(
+            "{TENANT_PREFIX}/jobs/{}/logs",
+            enc(job_id.as_str())
+        ));
+        let http = self.http.clone();
+        let connect: sse::Connect = Box::new(move |last_id| {
+            let rb = http.get(&url);
+            match last_id {
+                Some(id) => rb.header("Last-Event-ID", id),
+                None => rb,
+            }
+        });
+        let events = sse::open(self.base.clone(), connect).await?;
+        Ok(events
+            .map(|ev| ev.and_then(|e| tenant_update_from(&e.data)))
+            .scan(false, |done, item| {
+                if *done {
+                    return std::future::ready(None);
+                }
+                if matches!(item, Ok(TenantUpdate::End(_))) {
+                    *done = true;
+                }
+                std::future::ready(Some(item))
+            })
+            .boxed())
+    }
+
     /// Waits until a job ends and returns it (the tenant view, see [`Client::watch_job`]),
     /// following its event stream.
     ///
@@ -1578,6 +1618,34 @@ fn job_update_from(data: &str) -> hcp_core::Result<JobUpdate> {
         return Ok(JobUpdate::End(Box::new(job_from_tenant(tenant))));
     }
     serde_json::from_value(v).map_err(bad)
+}
+
+/// Decodes one event of a job's stream as its tenant sees it: the end's job as sent.
+fn tenant_update_from(data: &str) -> hcp_core::Result<TenantUpdate> {
+    match job_update_or_end(data)? {
+        Ok(job) => Ok(TenantUpdate::End(Box::new(job))),
+        Err(JobUpdate::Log(line)) => Ok(TenantUpdate::Log(line)),
+        Err(JobUpdate::Status {
+            state,
+            progress,
+            pending_reason,
+        }) => Ok(TenantUpdate::Status {
+            state,
+            progress,
+            pending_reason,
+        }),
+        Err(JobUpdate::End(job)) => Ok(TenantUpdate::End(Box::new(job.tenant_view()))),
+    }
+}
+
+/// Decodes one event of a job's stream: the end's tenant job, or another update.
+fn job_update_or_end(data: &str) -> hcp_core::Result<Result<TenantJob, JobUpdate>> {
+    let bad = |e: serde_json::Error| Error::internal(format!("cannot decode a job event: {e}"));
+    let v: serde_json::Value = serde_json::from_str(data).map_err(bad)?;
+    if v.get("type").and_then(|t| t.as_str()) == Some("end") {
+        return tenant_job_from_value(v).map(Ok);
+    }
+    serde_json::from_value(v).map(Err).map_err(bad)
 }
 
 fn transport_error(base: &str, e: reqwest::Error) -> Error {

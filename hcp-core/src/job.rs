@@ -444,6 +444,11 @@ pub struct TenantJob {
     pub progress: u8,
     /// Who submitted it.
     pub principal: String,
+    /// The idempotency key it was submitted with: set only where the caller reads its own jobs
+    /// from an engine it holds (an embedded engine); the service never sends it, and
+    /// [`Job::tenant_view`] leaves it empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// The error, when it failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
@@ -481,6 +486,7 @@ impl Job {
             max_attempts: self.max_attempts,
             progress: self.progress,
             principal: self.principal.subject.clone(),
+            idempotency_key: None,
             error: self.error.as_ref().map(ErrorInfo::tenant),
             created_at: self.created_at,
             started_at: self.started_at,

@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use hcp_core::store::{VmFilter, VmSort, parse_power_filter, parse_state_filter};
-use hcp_core::{Action, Error, JobId, JobState, JobUpdate, Principal, VmId, VmSpec};
+use hcp_core::{Action, Error, JobId, JobState, Principal, VmId, VmSpec};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use crate::backend::{Backend, ConfigSource, Embedded, Remote, UpdateStream, timeout_from_secs};
+use crate::backend::{
+    Backend, ConfigSource, UpdateStream, project as pid, snapshot_submitted,
+    submitted as core_submitted, timeout_from_secs,
+};
 use crate::errors::Failure;
 use crate::runtime::{awaitable, block_on};
 use crate::spec::{CreateArgs, flag, optional_str, required_str, seconds};
@@ -20,6 +23,7 @@ use crate::types::{
     Capabilities, Catalog, Console, FieldPlan, Host, InventoryVm, Job, JobLogLine, ServerGroup,
     Snapshot, Submitted, Vm,
 };
+use hcp_client::TenantUpdate;
 
 type Outcome<T> = Result<T, Failure>;
 
@@ -159,13 +163,18 @@ async fn submit_and_wait(
 ) -> Outcome<Submitted> {
     let timeout = timeout_from_secs(timeout)?;
     let submitter = backend.clone();
-    let submitted = tokio::spawn(async move { submitter.submit(&project, action, key).await })
-        .await
-        .map_err(|e| Error::internal(format!("the submission task failed: {e}")))??;
+    let submitted = tokio::spawn(async move {
+        submitter
+            .submit(Some(&pid(&project)), action, key)
+            .await
+            .map(|a| core_submitted(&a))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the submission task failed: {e}")))??;
     if !wait {
         return Ok(Submitted::new(&submitted, None));
     }
-    let job = Job::from(&backend.wait_job(&submitted.job_id, timeout).await?);
+    let job = Job::from(&backend.wait_job(None, &submitted.job_id, timeout).await?);
     if job.state != JobState::Succeeded.as_str() {
         return Err(Failure::JobEnded(Box::new(job)));
     }
@@ -187,7 +196,7 @@ async fn ops_and_wait(
     if !wait {
         return Ok(Submitted::new(&submitted, None));
     }
-    let job = Job::from(&backend.wait_job(&submitted.job_id, timeout).await?);
+    let job = Job::from(&backend.wait_job(None, &submitted.job_id, timeout).await?);
     if job.state != JobState::Succeeded.as_str() {
         return Err(Failure::JobEnded(Box::new(job)));
     }
@@ -278,18 +287,20 @@ impl Core {
             let timeout = timeout_from_secs(timeout)?;
             let submitter = backend.clone();
             let action = action?;
-            let submitted =
-                tokio::spawn(
-                    async move { submitter.snapshot(&project, action, idempotency_key).await },
-                )
-                .await
-                .map_err(|e| Error::internal(format!("the submission task failed: {e}")))??;
+            let submitted = tokio::spawn(async move {
+                submitter
+                    .submit(Some(&pid(&project)), action, idempotency_key)
+                    .await
+                    .map(|a| snapshot_submitted(&a))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("the submission task failed: {e}")))??;
             if !wait {
                 return Ok(Submitted::of_snapshot(&submitted, None));
             }
             let job = Job::from(
                 &backend
-                    .wait_job(&submitted.submitted.job_id, timeout)
+                    .wait_job(None, &submitted.submitted.job_id, timeout)
                     .await?,
             );
             if job.state != JobState::Succeeded.as_str() {
@@ -311,8 +322,9 @@ impl Core {
         let submitter = backend.clone();
         let submit = async move {
             submitter
-                .migrate_vm(&VmId::new(vm), &request, idempotency_key)
+                .migrate_vm(None, &VmId::new(vm), &request, idempotency_key)
                 .await
+                .map(|a| core_submitted(&a))
         };
         Ok(ops_and_wait(backend, submit, wait, timeout))
     }
@@ -330,8 +342,9 @@ impl Core {
         let submitter = backend.clone();
         let submit = async move {
             submitter
-                .adopt_vm(&project, &request, idempotency_key)
+                .adopt_vm(&pid(&project), &request, idempotency_key)
                 .await
+                .map(|a| core_submitted(&a))
         };
         Ok(ops_and_wait(backend, submit, wait, timeout))
     }
@@ -345,7 +358,12 @@ impl Core {
     ) -> PyResult<impl Future<Output = Outcome<Submitted>> + Send + 'static> {
         let backend = self.backend()?;
         let submitter = backend.clone();
-        let submit = async move { submitter.release_vm(&VmId::new(vm), idempotency_key).await };
+        let submit = async move {
+            submitter
+                .release_vm(None, &VmId::new(vm), idempotency_key)
+                .await
+                .map(|a| core_submitted(&a))
+        };
         Ok(ops_and_wait(backend, submit, wait, timeout))
     }
 
@@ -420,7 +438,7 @@ impl Core {
         let backend = self.backend()?;
         Ok(async move {
             Ok(backend
-                .plan_resize(&project, &VmId::new(vm), &request)
+                .plan_resize(Some(&pid(&project)), &VmId::new(vm), &request)
                 .await?
                 .iter()
                 .map(FieldPlan::from)
@@ -436,7 +454,7 @@ impl Core {
         let backend = self.backend()?;
         Ok(async move {
             Ok(backend
-                .list_snapshots(&project, &VmId::new(vm))
+                .list_snapshots(Some(&pid(&project)), &VmId::new(vm))
                 .await?
                 .iter()
                 .map(Snapshot::from)
@@ -459,7 +477,7 @@ impl Core {
                 strength: strength.parse()?,
             };
             Ok(ServerGroup::from(
-                &backend.create_server_group(&project, new).await?,
+                &backend.create_server_group(&pid(&project), new).await?,
             ))
         })
     }
@@ -471,7 +489,7 @@ impl Core {
         let backend = self.backend()?;
         Ok(async move {
             Ok(backend
-                .list_server_groups(&project)
+                .list_server_groups(&pid(&project))
                 .await?
                 .iter()
                 .map(ServerGroup::from)
@@ -487,7 +505,7 @@ impl Core {
         let backend = self.backend()?;
         Ok(async move {
             let g = backend
-                .get_server_group(&project, &hcp_core::ServerGroupId::new(group))
+                .get_server_group(&pid(&project), &hcp_core::ServerGroupId::new(group))
                 .await?;
             Ok(ServerGroup::from(&g))
         })
@@ -501,7 +519,7 @@ impl Core {
         let backend = self.backend()?;
         Ok(async move {
             backend
-                .delete_server_group(&project, &hcp_core::ServerGroupId::new(group))
+                .delete_server_group(&pid(&project), &hcp_core::ServerGroupId::new(group))
                 .await?;
             Ok(())
         })
@@ -516,7 +534,7 @@ impl Core {
         Ok(async move {
             let (filter, sort) = query.0?;
             Ok(backend
-                .list_vms_matching(&project, &filter, sort)
+                .list_vms_matching(&pid(&project), &filter, sort)
                 .await?
                 .iter()
                 .map(Vm::from)
@@ -530,7 +548,11 @@ impl Core {
         vm: String,
     ) -> PyResult<impl Future<Output = Outcome<Vm>> + Send + 'static> {
         let backend = self.backend()?;
-        Ok(async move { Ok(Vm::from(&backend.get_vm(&project, &VmId::new(vm)).await?)) })
+        Ok(async move {
+            Ok(Vm::from(
+                &backend.get_vm(Some(&pid(&project)), &VmId::new(vm)).await?,
+            ))
+        })
     }
 
     fn console_fut(
@@ -541,7 +563,9 @@ impl Core {
         let backend = self.backend()?;
         Ok(async move {
             Ok(Console::from(
-                &backend.console(&project, &VmId::new(vm)).await?,
+                &backend
+                    .console(Some(&pid(&project)), &VmId::new(vm), None)
+                    .await?,
             ))
         })
     }
@@ -551,7 +575,7 @@ impl Core {
         job: String,
     ) -> PyResult<impl Future<Output = Outcome<Job>> + Send + 'static> {
         let backend = self.backend()?;
-        Ok(async move { Ok(Job::from(&backend.get_job(&JobId::new(job)).await?)) })
+        Ok(async move { Ok(Job::from(&backend.get_job(None, &JobId::new(job)).await?)) })
     }
 
     fn wait_job_fut(
@@ -563,7 +587,7 @@ impl Core {
         Ok(async move {
             let timeout = timeout_from_secs(timeout)?;
             Ok(Job::from(
-                &backend.wait_job(&JobId::new(job), timeout).await?,
+                &backend.wait_job(None, &JobId::new(job), timeout).await?,
             ))
         })
     }
@@ -648,10 +672,10 @@ impl Core {
             }
         };
         let embedded = block_on(py, async move {
-            Ok(Embedded::build(source, Principal::new(principal)).await?)
+            Ok(crate::backend::embedded(source, Principal::new(principal)).await?)
         })?;
         Ok(Core {
-            backend: Mutex::new(Some(Arc::new(Backend::Embedded(embedded)))),
+            backend: Mutex::new(Some(Arc::new(embedded) as Arc<Backend>)),
             description,
         })
     }
@@ -663,10 +687,11 @@ impl Core {
     fn remote(py: Python<'_>, url: String, token: Option<String>) -> PyResult<Self> {
         // Building the HTTP client needs the runtime's context, not a wait.
         let _guard = crate::runtime::runtime()?.enter();
-        let remote = Remote::new(&url, token).map_err(|e| Failure::from(e).into_pyerr(py))?;
-        let description = format!("Client({:?})", remote.url());
+        let remote =
+            crate::backend::remote(&url, token).map_err(|e| Failure::from(e).into_pyerr(py))?;
+        let description = format!("Client({:?})", remote.base_url());
         Ok(Core {
-            backend: Mutex::new(Some(Arc::new(Backend::Remote(remote)))),
+            backend: Mutex::new(Some(Arc::new(remote) as Arc<Backend>)),
             description,
         })
     }
@@ -1297,10 +1322,9 @@ impl Core {
     fn job_logs(&self, py: Python<'_>, job: String) -> PyResult<JobLogs> {
         let backend = self.backend()?;
         let id = job.clone();
-        let stream = block_on(
-            py,
-            async move { Ok(backend.watch_job(&JobId::new(id)).await?) },
-        )?;
+        let stream = block_on(py, async move {
+            Ok(backend.watch_job(None, &JobId::new(id)).await?)
+        })?;
         Ok(JobLogs {
             state: LogState::opened(job, stream),
         })
@@ -1421,17 +1445,19 @@ impl LogState {
             let stream = match &mut *cursor {
                 Cursor::Done => return Ok(None),
                 Cursor::Lazy(backend) => {
-                    let stream = backend.watch_job(&JobId::new(self.job_id.clone())).await?;
+                    let stream = backend
+                        .watch_job(None, &JobId::new(self.job_id.clone()))
+                        .await?;
                     *cursor = Cursor::Open(stream);
                     continue;
                 }
                 Cursor::Open(stream) => stream,
             };
             match stream.next().await {
-                Some(Ok(JobUpdate::Log(line))) => {
+                Some(Ok(TenantUpdate::Log(line))) => {
                     return Ok(Some(JobLogLine::new(&self.job_id, &line)));
                 }
-                Some(Ok(JobUpdate::End(job))) => {
+                Some(Ok(TenantUpdate::End(job))) => {
                     *self.end.lock().unwrap_or_else(|p| p.into_inner()) = Some(Job::from(&*job));
                     *cursor = Cursor::Done;
                     return Ok(None);

@@ -88,7 +88,7 @@ impl SnapshotCommand {
         let project = vm.project();
         let accepted = s
             .backend
-            .snapshot(project.as_ref(), action, submit.idempotency_key.clone())
+            .submit(project.as_ref(), action, submit.idempotency_key.clone())
             .await?;
         finish(s, project.as_ref(), accepted, &submit).await
     }

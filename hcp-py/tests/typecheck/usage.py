@@ -59,7 +59,7 @@ def tour(engine: hcp.Engine) -> list[dict[str, Any]]:
         code: str = e.code
         field: Optional[str] = e.field
         job_id: Optional[str] = e.job_id
-        assert code == "NOT_FOUND" and field is None and job_id is None
+        assert code == "NOT_FOUND" and field == "vm_id" and job_id is None
     engine.stop_vm("demo", vm, wait=True)
     try:
         engine.reboot_vm("demo", vm, wait=True)

@@ -531,71 +531,8 @@ async fn the_simulator_passes_conformance_through_the_whole_stack() {
     hcp_core::testkit::run_all(p, &f).await.unwrap();
 }
 
-#[tokio::test]
-async fn an_engine_runs_its_jobs_through_its_layers() {
-    let engine = hcp_provider_sim::register(Engine::builder(hcp_provider_sim::demo_config()))
-        .layer(FaultLayer::new(1).with_hang(Operation::RebootVm))
-        .layer(quick_timeout())
-        .layer(quick_retry())
-        .without_background_reconcile()
-        .build()
-        .await
-        .unwrap();
-    let ctx = RequestContext::new("demo", Principal::new("alice"));
-    let created = engine
-        .create_vm(&ctx, VmSpec::new("web-1", "ubuntu-24.04", "small"))
-        .await
-        .unwrap();
-    let job = engine
-        .wait_job(&Scope::All, &created.job_id, Some(Duration::from_secs(20)))
-        .await
-        .unwrap();
-    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
-
-    let reboot = engine
-        .submit(
-            &ctx,
-            Action::Reboot {
-                vm_id: created.vm_id.clone(),
-                hard: false,
-            },
-        )
-        .await
-        .unwrap();
-    let job = engine
-        .wait_job(&Scope::All, &reboot.job_id, Some(Duration::from_secs(20)))
-        .await
-        .unwrap();
-    assert_eq!(job.state, JobState::Failed, "{job:?}");
-    assert_eq!(
-        job.attempts, 1,
-        "a timed-out reboot is not run again: {job:?}"
-    );
-    let error = job.error.expect("the job says why");
-    assert_eq!(error.kind, ErrorKind::Timeout, "{error:?}");
-    let vm = engine.get_vm(&Scope::All, &created.vm_id).await.unwrap();
-    assert_eq!(vm.power, PowerState::Running, "{vm:?}");
-}
-
-#[tokio::test]
-async fn the_hosts_files_provider_calls_settings_wrap_every_provider() {
-    let yaml = format!(
-        "{}\nengine:\n  provider_calls: {{timeout: 1s, grace: 1s, attempts: 2, max_per_host: 1}}\n",
-        hcp_provider_sim::DEMO_HOSTS_FILE
-    );
-    let config = hcp_core::Config::from_yaml(&yaml, "hosts file").unwrap();
-    assert_eq!(config.engine.provider_calls.layers().len(), 3);
-    // The hypervisor's reboot hangs; the settings' layers sit outside the provider.
-    let engine = Engine::builder(config)
-        .provider_kind("sim", |c, s| {
-            let sim: Arc<dyn Provider> =
-                Arc::new(hcp_provider_sim::SimProvider::from_config(c, s)?);
-            Ok(sim.layer(FaultLayer::new(1).with_hang(Operation::RebootVm)))
-        })
-        .without_background_reconcile()
-        .build()
-        .await
-        .unwrap();
+/// Creates a VM on `engine`, reboots it, and returns the reboot job with the VM as it is after.
+async fn create_then_reboot(engine: &Engine) -> (hcp_core::Job, hcp_core::Vm) {
     let ctx = RequestContext::new("demo", Principal::new("alice"));
     let created = engine
         .create_vm(&ctx, VmSpec::new("web-1", "ubuntu-24.04", "small"))
@@ -620,10 +557,58 @@ async fn the_hosts_files_provider_calls_settings_wrap_every_provider() {
         .wait_job(&Scope::All, &reboot.job_id, Some(Duration::from_secs(30)))
         .await
         .unwrap();
+    let vm = engine.get_vm(&Scope::All, &created.vm_id).await.unwrap();
+    (job, vm)
+}
+
+/// Checks that a reboot job timed out after one attempt and left the VM running.
+fn assert_timed_out_once(job: hcp_core::Job, vm: &hcp_core::Vm) -> hcp_core::ErrorInfo {
     assert_eq!(job.state, JobState::Failed, "{job:?}");
-    assert_eq!(job.attempts, 1, "{job:?}");
+    assert_eq!(
+        job.attempts, 1,
+        "a timed-out reboot is not run again: {job:?}"
+    );
     let error = job.error.expect("the job says why");
     assert_eq!(error.kind, ErrorKind::Timeout, "{error:?}");
+    assert_eq!(vm.power, PowerState::Running, "{vm:?}");
+    error
+}
+
+#[tokio::test]
+async fn an_engine_runs_its_jobs_through_its_layers() {
+    let engine = hcp_provider_sim::register(Engine::builder(hcp_provider_sim::demo_config()))
+        .layer(FaultLayer::new(1).with_hang(Operation::RebootVm))
+        .layer(quick_timeout())
+        .layer(quick_retry())
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    let (job, vm) = create_then_reboot(&engine).await;
+    assert_timed_out_once(job, &vm);
+}
+
+#[tokio::test]
+async fn the_hosts_files_provider_calls_settings_wrap_every_provider() {
+    let yaml = format!(
+        "{}\nengine:\n  provider_calls: {{timeout: 1s, grace: 1s, attempts: 2, max_per_host: 1}}\n",
+        hcp_provider_sim::DEMO_HOSTS_FILE
+    );
+    let config = hcp_core::Config::from_yaml(&yaml, "hosts file").unwrap();
+    assert_eq!(config.engine.provider_calls.layers().len(), 3);
+    // The hypervisor's reboot hangs; the settings' layers sit outside the provider.
+    let engine = Engine::builder(config)
+        .provider_kind("sim", |c, s| {
+            let sim: Arc<dyn Provider> =
+                Arc::new(hcp_provider_sim::SimProvider::from_config(c, s)?);
+            Ok(sim.layer(FaultLayer::new(1).with_hang(Operation::RebootVm)))
+        })
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    let (job, vm) = create_then_reboot(&engine).await;
+    let error = assert_timed_out_once(job, &vm);
     assert!(error.message.contains("within 1s"), "{error:?}");
 
     for (key, value, allowed) in [

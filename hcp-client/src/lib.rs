@@ -915,32 +915,8 @@ impl Client {
         &self,
         job_id: &JobId,
     ) -> hcp_core::Result<BoxStream<'static, hcp_core::Result<JobUpdate>>> {
-        let url = self.url(&format!(
-            "{TENANT_PREFIX}/jobs/{}/logs",
-            enc(job_id.as_str())
-        ));
-        let http = self.http.clone();
-        // A cut stream resumes after the last log line (the line number is the event id).
-        let connect: sse::Connect = Box::new(move |last_id| {
-            let rb = http.get(&url);
-            match last_id {
-                Some(id) => rb.header("Last-Event-ID", id),
-                None => rb,
-            }
-        });
-        let events = sse::open(self.base.clone(), connect).await?;
-        Ok(events
-            .map(|ev| ev.and_then(|e| job_update_from(&e.data)))
-            .scan(false, |done, item| {
-                if *done {
-                    return std::future::ready(None);
-                }
-                if matches!(item, Ok(JobUpdate::End(_))) {
-                    *done = true;
-                }
-                std::future::ready(Some(item))
-            })
-            .boxed())
+        self.job_events(job_id, job_update_from, |u| matches!(u, JobUpdate::End(_)))
+            .await
     }
 
     /// Follows a job over server-sent events as its tenant sees it: as [`Client::watch_job`],
@@ -950,6 +926,21 @@ impl Client {
     /// # Errors
     /// `NotFound` for an unknown job; items carry transport or decoding errors.
     pub async fn watch_tenant_job(&self, job_id: &JobId) -> hcp_core::Result<TenantUpdates> {
+        self.job_events(job_id, tenant_update_from, |u| {
+            matches!(u, TenantUpdate::End(_))
+        })
+        .await
+    }
+
+    /// Opens a job's log stream, decodes each event with `decode`, and ends the stream after
+    /// the first item `is_end` accepts. A cut stream resumes after the last log line (the line
+    /// number is the event id).
+    async fn job_events<U: Send + 'static>(
+        &self,
+        job_id: &JobId,
+        decode: fn(&str) -> hcp_core::Result<U>,
+        is_end: fn(&U) -> bool,
+    ) -> hcp_core::Result<BoxStream<'static, hcp_core::Result<U>>> {
         let url = self.url(&format!(
             "{TENANT_PREFIX}/jobs/{}/logs",
             enc(job_id.as_str())
@@ -964,12 +955,12 @@ impl Client {
         });
         let events = sse::open(self.base.clone(), connect).await?;
         Ok(events
-            .map(|ev| ev.and_then(|e| tenant_update_from(&e.data)))
-            .scan(false, |done, item| {
+            .map(move |ev| ev.and_then(|e| decode(&e.data)))
+            .scan(false, move |done, item| {
                 if *done {
                     return std::future::ready(None);
                 }
-                if matches!(item, Ok(TenantUpdate::End(_))) {
+                if item.as_ref().is_ok_and(is_end) {
                     *done = true;
                 }
                 std::future::ready(Some(item))

@@ -236,23 +236,15 @@ impl LibvirtProvider {
             let h = h.clone();
             move || h.call(&settings, |c, facts| f(c, facts, &settings))
         });
-        let mut pending = Pending {
+        let pending = Pending {
             task: Some(task),
             host: h,
         };
-        let Some(task) = pending.task.as_mut() else {
-            return Err(Error::internal("a libvirt call lost its task"));
-        };
-        let r = tokio::time::timeout(timeout, task).await;
-        if r.is_ok() {
-            pending.task = None;
-        }
-        drop(pending);
-        match r {
-            Ok(Ok(r)) => r.map_err(|e| e.with_operation(op)),
-            Ok(Err(join)) => Err(Error::internal("a libvirt call panicked")
+        match pending.wait(timeout).await {
+            Some(Ok(r)) => r.map_err(|e| e.with_operation(op)),
+            Some(Err(join)) => Err(Error::internal("a libvirt call panicked")
                 .with_detail(format!("host `{host}`: {join}"))),
-            Err(_) => {
+            None => {
                 let e = Error::new(
                     ErrorKind::Timeout,
                     format!(
@@ -285,6 +277,21 @@ impl LibvirtProvider {
 struct Pending<T: Send + 'static> {
     task: Option<tokio::task::JoinHandle<T>>,
     host: Arc<HostClient>,
+}
+
+impl<T: Send + 'static> Pending<T> {
+    /// Waits at most `timeout` for the call: its outcome, or `None` when it still runs (it is
+    /// then handed to its host as this is dropped).
+    async fn wait(
+        mut self,
+        timeout: Duration,
+    ) -> Option<std::result::Result<T, tokio::task::JoinError>> {
+        let r = tokio::time::timeout(timeout, self.task.as_mut()?)
+            .await
+            .ok()?;
+        self.task = None;
+        Some(r)
+    }
 }
 
 impl<T: Send + 'static> Drop for Pending<T> {

@@ -41,6 +41,7 @@ mod tls;
 
 pub use leader::LeaderElector;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -77,7 +78,12 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("migrations/0005_event_retention_outbox.sql"),
     ),
     (6, include_str!("migrations/0006_leader_leases.sql")),
+    (7, include_str!("migrations/0007_usage_shards.sql")),
 ];
+
+/// The rows a project's usage is spread over (schema version 7): writes without a quota check
+/// touch one, so they do not wait for each other's commits.
+const USAGE_SHARDS: i16 = 16;
 
 /// How long the database lets a session sit idle inside a transaction before it ends the
 /// session. HCP's transactions run their statements back to back, so only a hung or stopped
@@ -425,20 +431,28 @@ impl PostgresStore {
         })
     }
 
-    /// Locks the project's usage row (creating it) and returns the usage.
+    /// Locks every usage shard of the project (creating the missing ones, in shard order, so
+    /// two checks never wait on each other in a cycle) and returns the project's usage. A write
+    /// that adds to a shard afterwards waits for this transaction, so nothing is added between
+    /// the check and the commit.
     async fn lock_usage(&self, tx: &impl GenericClient, project: &ProjectId) -> Result<Usage> {
         let st = tx
             .prepare_cached(
-                "INSERT INTO project_usage (project) VALUES ($1) ON CONFLICT (project) DO NOTHING",
+                "INSERT INTO project_usage (project, shard)
+                 SELECT $1, s::smallint FROM generate_series(0, $2::int - 1) AS s
+                 ON CONFLICT (project, shard) DO NOTHING",
             )
             .await
             .map_err(|e| self.db_err(e))?;
-        tx.execute(&st, &[&project.as_str()])
+        tx.execute(&st, &[&project.as_str(), &i32::from(USAGE_SHARDS)])
             .await
             .map_err(|e| self.db_err(e))?;
         let st = tx
             .prepare_cached(
-                "SELECT vms::text, vcpus::text, memory_mib::text FROM project_usage WHERE project = $1 FOR UPDATE",
+                "SELECT greatest(0, sum(vms))::text, greatest(0, sum(vcpus))::text,
+                        greatest(0, sum(memory_mib))::text
+                 FROM (SELECT vms, vcpus, memory_mib FROM project_usage WHERE project = $1
+                       ORDER BY shard FOR UPDATE) AS u",
             )
             .await
             .map_err(|e| self.db_err(e))?;
@@ -451,9 +465,9 @@ impl PostgresStore {
 
     fn usage_of(&self, row: &Row) -> Result<Usage> {
         let n = |i: usize| -> Result<u128> {
-            let s: String = self.col(row, i)?;
-            // Counters never go below zero; a value past u128 saturates like the memory store.
-            Ok(s.parse::<u128>().unwrap_or(u128::MAX))
+            let s: Option<String> = self.col(row, i)?;
+            // Sums never go below zero; a value past u128 saturates like the memory store.
+            Ok(s.map_or(0, |s| s.parse::<u128>().unwrap_or(u128::MAX)))
         };
         Ok(Usage {
             vms: n(0)?,
@@ -462,25 +476,31 @@ impl PostgresStore {
         })
     }
 
-    /// Checks the quota for a VM write from `before` to `after` and records the change in the
-    /// project's usage, inside the caller's transaction.
+    /// Checks `quota` for a VM write's usage change and records the change in the project's
+    /// usage, inside the caller's transaction. Only a change that adds usage under a quota locks
+    /// the whole project's usage; any other adds to the VM's shard. Callers make it their
+    /// transaction's last write, so the rows stay locked only for the commit.
     async fn apply_usage(
         &self,
         tx: &impl GenericClient,
-        project: &ProjectId,
+        change: &UsageChange,
         quota: Option<&Quota>,
-        before: Usage,
-        after: Usage,
     ) -> Result<()> {
+        let UsageChange {
+            project,
+            vm_id,
+            before,
+            after,
+        } = change;
         if before == after {
             return Ok(());
         }
-        let added = after.minus(before);
-        let removed = before.minus(after);
-        let cur = self.lock_usage(tx, project).await?;
+        let added = after.minus(*before);
+        let removed = before.minus(*after);
         if let Some(q) = quota
             && !added.is_zero()
         {
+            let cur = self.lock_usage(tx, project).await?;
             cur.plus(added).minus(removed).check(project, q, &added)?;
         }
         let delta = |a: u128, r: u128| -> String {
@@ -492,11 +512,12 @@ impl PostgresStore {
         };
         let st = tx
             .prepare_cached(
-                "UPDATE project_usage SET
-                    vms = greatest(0, vms + $2::text::numeric),
-                    vcpus = greatest(0, vcpus + $3::text::numeric),
-                    memory_mib = greatest(0, memory_mib + $4::text::numeric)
-                 WHERE project = $1",
+                "INSERT INTO project_usage AS u (project, shard, vms, vcpus, memory_mib)
+                 VALUES ($1, $2, $3::text::numeric, $4::text::numeric, $5::text::numeric)
+                 ON CONFLICT (project, shard) DO UPDATE SET
+                    vms = u.vms + excluded.vms,
+                    vcpus = u.vcpus + excluded.vcpus,
+                    memory_mib = u.memory_mib + excluded.memory_mib",
             )
             .await
             .map_err(|e| self.db_err(e))?;
@@ -504,6 +525,7 @@ impl PostgresStore {
             &st,
             &[
                 &project.as_str(),
+                &usage_shard(vm_id),
                 &delta(added.vms, removed.vms),
                 &delta(added.vcpus, removed.vcpus),
                 &delta(added.memory_mib, removed.memory_mib),
@@ -514,15 +536,11 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn insert_vm(
-        &self,
-        tx: &impl GenericClient,
-        mut vm: Vm,
-        quota: Option<&Quota>,
-    ) -> Result<Vm> {
+    /// Inserts a VM and returns it with the usage change its caller applies with
+    /// [`PostgresStore::apply_usage`] as the transaction's last write.
+    async fn insert_vm(&self, tx: &impl GenericClient, mut vm: Vm) -> Result<(Vm, UsageChange)> {
         vm.generation = 1;
-        self.apply_usage(tx, &vm.project, quota, Usage::default(), Usage::of(&vm))
-            .await?;
+        let change = UsageChange::of(&vm, Usage::default(), Usage::of(&vm));
         let st = tx
             .prepare_cached(
                 "INSERT INTO vms (id, project, name, generation, doc, created_us, state, power)
@@ -574,16 +592,17 @@ impl PostgresStore {
                 ),
             });
         }
-        Ok(vm)
+        Ok((vm, change))
     }
 
+    /// Replaces a VM whose generation is `expected` and returns it with the usage change its
+    /// caller applies with [`PostgresStore::apply_usage`] as the transaction's last write.
     async fn replace_vm(
         &self,
         tx: &impl GenericClient,
         mut vm: Vm,
         expected: u64,
-        quota: Option<&Quota>,
-    ) -> Result<Vm> {
+    ) -> Result<(Vm, UsageChange)> {
         let st = tx
             .prepare_cached("SELECT generation, doc FROM vms WHERE id = $1 FOR UPDATE")
             .await
@@ -600,8 +619,7 @@ impl PostgresStore {
         if cur.project != vm.project || cur.spec.name != vm.spec.name {
             return Err(Error::internal("a VM's project and name never change"));
         }
-        self.apply_usage(tx, &vm.project, quota, Usage::of(&cur), Usage::of(&vm))
-            .await?;
+        let change = UsageChange::of(&vm, Usage::of(&cur), Usage::of(&vm));
         vm.generation = expected + 1;
         let st = tx
             .prepare_cached(
@@ -623,7 +641,7 @@ impl PostgresStore {
         )
         .await
         .map_err(|e| self.db_err(e))?;
-        Ok(vm)
+        Ok((vm, change))
     }
 
     /// Reads a group row (`generation, doc`) without its members.
@@ -871,6 +889,34 @@ impl PostgresStore {
 }
 
 /// Renders an error with its sources (`error connecting to server: Connection refused`).
+/// A VM write's change to its project's usage, applied by [`PostgresStore::apply_usage`].
+struct UsageChange {
+    project: ProjectId,
+    vm_id: VmId,
+    before: Usage,
+    after: Usage,
+}
+
+impl UsageChange {
+    fn of(vm: &Vm, before: Usage, after: Usage) -> Self {
+        UsageChange {
+            project: vm.project.clone(),
+            vm_id: vm.id.clone(),
+            before,
+            after,
+        }
+    }
+}
+
+/// The usage shard a VM's changes go to: spread by its id, the same for every write to it.
+fn usage_shard(vm_id: &VmId) -> i16 {
+    let h = vm_id.as_str().bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    // The remainder is below USAGE_SHARDS, so it fits.
+    i16::try_from(h % USAGE_SHARDS.unsigned_abs() as u32).unwrap_or(0)
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
@@ -921,6 +967,158 @@ fn limit_of(page: &PageRequest) -> i64 {
 }
 
 impl PostgresStore {
+    /// [`Store::append_logs_batch`] in one transaction: locks the jobs' rows in id order (so two
+    /// writers never wait on each other in a cycle), numbers the lines from each job's counter,
+    /// inserts them in one statement and trims only the jobs whose log passed the limit.
+    async fn write_log_batch(
+        &self,
+        batch: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)>,
+    ) -> Result<Vec<Result<Vec<JobLogLine>>>> {
+        // Lines per job over the whole batch (a job may come in several entries).
+        let mut added: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for (id, lines) in &batch {
+            let n =
+                i64::try_from(lines.len()).map_err(|_| Error::internal("too many log lines"))?;
+            let sum = added.entry(id.as_str()).or_insert(0);
+            *sum = sum
+                .checked_add(n)
+                .ok_or_else(|| Error::internal("too many log lines"))?;
+        }
+        let ids: Vec<&str> = added.keys().copied().collect();
+        let counts: Vec<i64> = added.values().copied().collect();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        let st = tx
+            .prepare_cached("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(&st, &[&ids]).await.map_err(|e| self.db_err(e))?;
+        // Each job's first new number; the rows stay locked until commit, so numbers are
+        // consecutive per job.
+        let st = tx
+            .prepare_cached(
+                "UPDATE jobs SET next_log_seq = next_log_seq + t.n
+                 FROM unnest($1::text[], $2::bigint[]) AS t(id, n) WHERE jobs.id = t.id
+                 RETURNING jobs.id, jobs.next_log_seq - t.n",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let rows = tx
+            .query(&st, &[&ids, &counts])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let mut next: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            next.insert(self.col(row, 0)?, self.col(row, 1)?);
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        let (mut job_ids, mut seqs, mut docs) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, lines) in batch {
+            let Some(seq) = next.get_mut(id.as_str()) else {
+                out.push(Err(Error::not_found("job", &id)));
+                continue;
+            };
+            let mut written = Vec::with_capacity(lines.len());
+            for (at, entry) in lines {
+                let line = JobLogLine::from_entry(from_db(*seq)?, at, entry);
+                job_ids.push(id.as_str().to_owned());
+                seqs.push(*seq);
+                docs.push(to_doc(&line)?);
+                written.push(line);
+                *seq += 1;
+            }
+            out.push(Ok(written));
+        }
+        if !seqs.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO job_logs (job_id, seq, doc)
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[])",
+                )
+                .await
+                .map_err(|e| self.db_err(e))?;
+            tx.execute(&st, &[&job_ids, &seqs, &docs])
+                .await
+                .map_err(|e| self.db_err(e))?;
+        }
+        // Only a log that passed the limit has lines to drop (numbers start at 1).
+        let (mut long, mut below) = (Vec::new(), Vec::new());
+        for (id, next_seq) in &next {
+            let keep_from = next_seq.saturating_sub(self.max_log_lines);
+            if keep_from > 1 {
+                long.push(id.as_str());
+                below.push(keep_from);
+            }
+        }
+        if !long.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "DELETE FROM job_logs l USING unnest($1::text[], $2::bigint[]) AS t(id, below)
+                     WHERE l.job_id = t.id AND l.seq < t.below",
+                )
+                .await
+                .map_err(|e| self.db_err(e))?;
+            tx.execute(&st, &[&long, &below])
+                .await
+                .map_err(|e| self.db_err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(out)
+    }
+
+    /// [`Store::append_events`] in one transaction: one bump of the counter row for the whole
+    /// batch, and the events with their outbox entries in one statement, so an event is never
+    /// stored without its entry.
+    async fn write_events(&self, mut events: Vec<Event>) -> Result<Vec<Arc<Event>>> {
+        let n = i64::try_from(events.len()).map_err(|_| Error::internal("too many events"))?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        let st = tx
+            .prepare_cached(
+                "UPDATE event_counter SET next_seq = next_seq + $1 RETURNING next_seq - $1",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = tx.query_one(&st, &[&n]).await.map_err(|e| self.db_err(e))?;
+        let first: i64 = self.col(&row, 0)?;
+        let mut seqs = Vec::with_capacity(events.len());
+        let mut docs = Vec::with_capacity(events.len());
+        for (i, event) in events.iter_mut().enumerate() {
+            let seq = first
+                .checked_add(i64::try_from(i).map_err(|_| Error::internal("too many events"))?)
+                .ok_or_else(|| Error::internal("the event counter overflowed"))?;
+            event.seq = from_db(seq)?;
+            seqs.push(seq);
+            docs.push(to_doc(&*event)?);
+        }
+        let projects: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.project.as_ref().map(ProjectId::as_str))
+            .collect();
+        let vms: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.vm_id.as_ref().map(VmId::as_str))
+            .collect();
+        let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
+        let st = tx
+            .prepare_cached(
+                "WITH e AS (
+                     INSERT INTO events (seq, project, vm_id, doc, at)
+                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[],
+                                          $5::timestamptz[])
+                     RETURNING seq
+                 )
+                 INSERT INTO event_outbox (seq) SELECT seq FROM e",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(&st, &[&seqs, &projects, &vms, &docs, &ats])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(events.into_iter().map(Arc::new).collect())
+    }
+
     /// Replaces a job when its generation is `expected` and, with `token`, while its stored lease
     /// carries that fencing token: [`Store::update_job`] and [`Store::update_job_fenced`]. One
     /// statement, so the token check, the compare and the swap are atomic; the stored lease is
@@ -1014,11 +1212,13 @@ impl Store for PostgresStore {
         if let VmWrite::Insert(vm) = &submission.vm {
             self.check_group(&tx, vm).await?;
         }
-        let vm = match submission.vm {
-            VmWrite::Insert(vm) => self.insert_vm(&tx, vm, quota).await?,
-            VmWrite::Update { vm, expected } => self.replace_vm(&tx, vm, expected, quota).await?,
+        let (vm, change) = match submission.vm {
+            VmWrite::Insert(vm) => self.insert_vm(&tx, vm).await?,
+            VmWrite::Update { vm, expected } => self.replace_vm(&tx, vm, expected).await?,
         };
         let job = self.insert_job(&tx, submission.job).await?;
+        // Last, so the usage rows stay locked only for the commit.
+        self.apply_usage(&tx, &change, quota).await?;
         tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(SubmitOutcome::Accepted {
             vm: Box::new(vm),
@@ -1030,18 +1230,17 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT vms::text, vcpus::text, memory_mib::text FROM project_usage WHERE project = $1",
+                "SELECT greatest(0, sum(vms))::text, greatest(0, sum(vcpus))::text,
+                        greatest(0, sum(memory_mib))::text
+                 FROM project_usage WHERE project = $1",
             )
             .await
             .map_err(|e| self.db_err(e))?;
-        match c
-            .query_opt(&st, &[&project.as_str()])
+        let row = c
+            .query_one(&st, &[&project.as_str()])
             .await
-            .map_err(|e| self.db_err(e))?
-        {
-            Some(row) => self.usage_of(&row),
-            None => Ok(Usage::default()),
-        }
+            .map_err(|e| self.db_err(e))?;
+        self.usage_of(&row)
     }
 
     async fn idempotency(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>> {
@@ -1228,10 +1427,11 @@ impl Store for PostgresStore {
     async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
-        let vm = match expected {
-            None => self.insert_vm(&tx, vm, None).await?,
-            Some(g) => self.replace_vm(&tx, vm, g, None).await?,
+        let (vm, change) = match expected {
+            None => self.insert_vm(&tx, vm).await?,
+            Some(g) => self.replace_vm(&tx, vm, g).await?,
         };
+        self.apply_usage(&tx, &change, None).await?;
         tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(vm)
     }
@@ -1252,8 +1452,6 @@ impl Store for PostgresStore {
         if cur.generation != expected {
             return Err(cas_conflict("vm", id, expected, cur.generation));
         }
-        self.apply_usage(&tx, &cur.project, None, Usage::of(&cur), Usage::default())
-            .await?;
         let st = tx
             .prepare_cached("DELETE FROM vms WHERE id = $1")
             .await
@@ -1261,6 +1459,8 @@ impl Store for PostgresStore {
         tx.execute(&st, &[&id.as_str()])
             .await
             .map_err(|e| self.db_err(e))?;
+        let change = UsageChange::of(&cur, Usage::of(&cur), Usage::default());
+        self.apply_usage(&tx, &change, None).await?;
         tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(())
     }
@@ -1361,52 +1561,24 @@ impl Store for PostgresStore {
         id: &JobId,
         lines: Vec<(DateTime<Utc>, LogEntry)>,
     ) -> Result<Vec<JobLogLine>> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
-        let n = i64::try_from(lines.len()).map_err(|_| Error::internal("too many log lines"))?;
-        // The job row's counter, locked until commit: numbers are consecutive per job.
-        let st = tx
-            .prepare_cached(
-                "UPDATE jobs SET next_log_seq = next_log_seq + $2 WHERE id = $1
-                 RETURNING next_log_seq - $2",
-            )
+        self.append_logs_batch(vec![(id.clone(), lines)])
             .await
-            .map_err(|e| self.db_err(e))?;
-        let row = tx
-            .query_opt(&st, &[&id.as_str(), &n])
-            .await
-            .map_err(|e| self.db_err(e))?
-            .ok_or_else(|| Error::not_found("job", id))?;
-        let first: i64 = self.col(&row, 0)?;
-        let mut out = Vec::with_capacity(lines.len());
-        let mut seqs = Vec::with_capacity(lines.len());
-        let mut docs = Vec::with_capacity(lines.len());
-        for (i, (at, entry)) in lines.into_iter().enumerate() {
-            let seq = first + i as i64;
-            let line = JobLogLine::from_entry(from_db(seq)?, at, entry);
-            seqs.push(seq);
-            docs.push(to_doc(&line)?);
-            out.push(line);
+            .pop()
+            .unwrap_or_else(|| Err(Error::internal("a log batch of one gave no result")))
+    }
+
+    async fn append_logs_batch(
+        &self,
+        batch: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)>,
+    ) -> Vec<Result<Vec<JobLogLine>>> {
+        if batch.is_empty() {
+            return Vec::new();
         }
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO job_logs (job_id, seq, doc)
-                 SELECT $1, s, d FROM unnest($2::bigint[], $3::jsonb[]) AS t(s, d)",
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        tx.execute(&st, &[&id.as_str(), &seqs, &docs])
-            .await
-            .map_err(|e| self.db_err(e))?;
-        let st = tx
-            .prepare_cached("DELETE FROM job_logs WHERE job_id = $1 AND seq < $2")
-            .await
-            .map_err(|e| self.db_err(e))?;
-        tx.execute(&st, &[&id.as_str(), &(first + n - self.max_log_lines)])
-            .await
-            .map_err(|e| self.db_err(e))?;
-        tx.commit().await.map_err(|e| self.db_err(e))?;
-        Ok(out)
+        let n = batch.len();
+        match self.write_log_batch(batch).await {
+            Ok(out) => out,
+            Err(e) => vec![Err(e); n],
+        }
     }
 
     async fn job_logs(&self, id: &JobId, after: u64) -> Result<Vec<JobLogLine>> {
@@ -1434,44 +1606,22 @@ impl Store for PostgresStore {
         rows.iter().map(|r| self.doc(r, 0)).collect()
     }
 
-    async fn append_event(&self, mut event: Event) -> Result<Arc<Event>> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
-        let st = tx
-            .prepare_cached(
-                "UPDATE event_counter SET next_seq = next_seq + 1 RETURNING next_seq - 1",
-            )
+    async fn append_event(&self, event: Event) -> Result<Arc<Event>> {
+        self.append_events(vec![event])
             .await
-            .map_err(|e| self.db_err(e))?;
-        let row = tx.query_one(&st, &[]).await.map_err(|e| self.db_err(e))?;
-        let seq: i64 = self.col(&row, 0)?;
-        event.seq = from_db(seq)?;
-        // The event and its outbox entry in one statement, so one is never stored without the
-        // other.
-        let st = tx
-            .prepare_cached(
-                "WITH e AS (
-                     INSERT INTO events (seq, project, vm_id, doc, at) VALUES ($1, $2, $3, $4, $5)
-                     RETURNING seq
-                 )
-                 INSERT INTO event_outbox (seq) SELECT seq FROM e",
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        tx.execute(
-            &st,
-            &[
-                &seq,
-                &event.project.as_ref().map(ProjectId::as_str),
-                &event.vm_id.as_ref().map(VmId::as_str),
-                &to_doc(&event)?,
-                &event.at,
-            ],
-        )
-        .await
-        .map_err(|e| self.db_err(e))?;
-        tx.commit().await.map_err(|e| self.db_err(e))?;
-        Ok(Arc::new(event))
+            .pop()
+            .unwrap_or_else(|| Err(Error::internal("an event batch of one gave no result")))
+    }
+
+    async fn append_events(&self, events: Vec<Event>) -> Vec<Result<Arc<Event>>> {
+        if events.is_empty() {
+            return Vec::new();
+        }
+        let n = events.len();
+        match self.write_events(events).await {
+            Ok(out) => out.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e); n],
+        }
     }
 
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Arc<Event>>> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hcp_core::store::{PageRequest, Scope, Store, SubmitOutcome};
 use hcp_core::testkit::store::create;
-use hcp_core::{ErrorKind, ProjectId, Quota};
+use hcp_core::{ErrorKind, LogEntry, LogLevel, ProjectId, Quota};
 use hcp_store_postgres::testkit::{self, url};
 use hcp_store_postgres::{PostgresStore, SCHEMA_VERSION, StoreOptions};
 
@@ -334,4 +334,48 @@ async fn a_version_1_database_with_vms_upgrades_and_its_vms_filter_and_sort() {
         .await
         .unwrap();
     assert_eq!(names(active), ["old-b", "old-c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_log_keeps_its_newest_lines_through_batches() {
+    let store = PostgresStore::connect(
+        &url(),
+        StoreOptions {
+            schema: fresh_schema(),
+            max_connections: 4,
+            max_log_lines_per_job: 3,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("PostgreSQL at {} must be running: {e:#}", url()));
+    let SubmitOutcome::Accepted { job, .. } = store.submit(create("p1", "long")).await.unwrap()
+    else {
+        panic!("a fresh submission is accepted");
+    };
+    let line = |m: &str| (chrono::Utc::now(), LogEntry::new(LogLevel::Info, m));
+    let out = store
+        .append_logs_batch(vec![
+            (job.id.clone(), vec![line("1"), line("2")]),
+            (job.id.clone(), vec![line("3"), line("4")]),
+        ])
+        .await;
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    store.append_logs(&job.id, vec![line("5")]).await.unwrap();
+    let kept: Vec<(u64, String)> = store
+        .job_logs(&job.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.seq, l.message))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (3, "3".to_string()),
+            (4, "4".to_string()),
+            (5, "5".to_string())
+        ],
+        "a log of 5 lines with a limit of 3 keeps lines 3 to 5, numbers unchanged"
+    );
 }

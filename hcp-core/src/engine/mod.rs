@@ -394,6 +394,14 @@ impl EngineBuilder {
         let (sched_tx, sched_rx) = mpsc::unbounded_channel();
         let (log_tx, log_rx) = mpsc::unbounded_channel();
         let (events_tx, _) = broadcast::channel(4096);
+        // A durable store pays a commit per append: events then go through one writer that
+        // appends every event queued meanwhile in one batch. The memory store appends in place.
+        let (event_writer, event_rx) = if store.durable() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let inner = Arc::new(Inner {
             catalog: config.catalog(),
             projects: (!config.projects.is_empty()).then(|| {
@@ -409,6 +417,7 @@ impl EngineBuilder {
             store,
             sinks,
             events_tx,
+            event_writer,
             inventory: RwLock::new(InventoryState::default()),
             sched: sched_tx,
             logs: log_tx,
@@ -434,6 +443,9 @@ impl EngineBuilder {
         });
         scheduler::spawn(Arc::downgrade(&inner), sched_rx);
         watch::spawn_log_writer(Arc::downgrade(&inner), log_rx);
+        if let Some(rx) = event_rx {
+            spawn_event_writer(Arc::downgrade(&inner), rx);
+        }
         let engine = Engine { inner };
         engine.refresh_inventory().await?;
         if engine.inner.runs_jobs {
@@ -468,6 +480,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) sinks: Vec<Arc<dyn EventSink>>,
     pub(crate) events_tx: broadcast::Sender<Arc<Event>>,
+    /// The batching event writer ([`spawn_event_writer`]), on a durable store only.
+    pub(crate) event_writer: Option<mpsc::UnboundedSender<QueuedEvent>>,
     pub(crate) inventory: RwLock<InventoryState>,
     pub(crate) sched: mpsc::UnboundedSender<SchedMsg>,
     pub(crate) logs: mpsc::UnboundedSender<LogMsg>,
@@ -499,6 +513,42 @@ pub(crate) struct Inner {
     pub(crate) holder: String,
 }
 
+/// An event waiting for the event writer, with the sender that tells its emitter it is done.
+pub(crate) type QueuedEvent = (Event, tokio::sync::oneshot::Sender<()>);
+
+/// The most events the event writer appends in one batch.
+const EVENT_BATCH: usize = 512;
+
+/// Starts the event writer of an engine on a durable store: it appends every event queued
+/// while the previous batch was written in one [`Store::append_events`] (one commit), then
+/// publishes them in order and releases their emitters.
+fn spawn_event_writer(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<QueuedEvent>) {
+    use futures::FutureExt;
+    tokio::spawn(async move {
+        let mut queued = Vec::with_capacity(EVENT_BATCH);
+        while rx.recv_many(&mut queued, EVENT_BATCH).await > 0 {
+            let Some(inner) = inner.upgrade() else { return };
+            let (events, done): (Vec<Event>, Vec<_>) = queued.drain(..).unzip();
+            // A panicking sink costs its batch's publication, never the writer.
+            let write = std::panic::AssertUnwindSafe(async {
+                for appended in inner.store.append_events(events).await {
+                    inner.publish(appended);
+                }
+            })
+            .catch_unwind();
+            if let Err(panic) = write.await {
+                tracing::error!(
+                    panic = panic_message(panic.as_ref()),
+                    "the event writer panicked on a batch; it goes on with the next"
+                );
+            }
+            for d in done {
+                let _ = d.send(());
+            }
+        }
+    });
+}
+
 /// Locks one of the engine's maps. Poisoning is ignored on purpose: each critical section is a
 /// single insert, remove or lookup that cannot leave a map half-changed, so a panic elsewhere
 /// must not take the map (and every later request) down with it.
@@ -527,7 +577,8 @@ impl Inner {
         .await;
     }
 
-    /// Appends an event to the store, hands it to every sink and to live subscribers.
+    /// Appends an event to the store, hands it to every sink and to live subscribers; returns
+    /// once that is done (or has failed and been logged).
     pub(crate) async fn emit(
         &self,
         project: Option<ProjectId>,
@@ -543,7 +594,21 @@ impl Inner {
             principal: principal.map(|p| p.subject.clone()),
             kind,
         };
-        match self.store.append_event(event).await {
+        if let Some(writer) = &self.event_writer {
+            let (done, appended) = tokio::sync::oneshot::channel();
+            if writer.send((event, done)).is_ok() {
+                let _ = appended.await;
+            }
+            return;
+        }
+        let appended = self.store.append_event(event).await;
+        self.publish(appended);
+    }
+
+    /// Hands an appended event to every sink and to live subscribers, or logs why it was not
+    /// appended.
+    fn publish(&self, appended: Result<Arc<Event>>) {
+        match appended {
             Ok(event) => {
                 for sink in &self.sinks {
                     sink.emit(&event);

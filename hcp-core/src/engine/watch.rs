@@ -39,35 +39,71 @@ impl LogMsg {
     }
 }
 
+/// The most messages the log writer takes from its queue at once.
+const LOG_BATCH: usize = 512;
+
 pub(crate) fn spawn_log_writer(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<LogMsg>) {
     tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
+        let mut msgs = Vec::with_capacity(LOG_BATCH);
+        while rx.recv_many(&mut msgs, LOG_BATCH).await > 0 {
             let Some(inner) = inner.upgrade() else { return };
-            // One writer serves every job's log: a panic costs one message, never the writer.
-            let write = AssertUnwindSafe(write_log(&inner, msg)).catch_unwind();
+            // One writer serves every job's log: a panic costs one batch, never the writer.
+            let write = AssertUnwindSafe(write_logs(&inner, msgs.drain(..))).catch_unwind();
             if let Err(panic) = write.await {
                 tracing::error!(
                     panic = super::panic_message(panic.as_ref()),
-                    "the job log writer panicked on a message; it goes on with the next"
+                    "the job log writer panicked on a batch of messages; it goes on with the next"
                 );
             }
         }
     });
 }
 
+/// Handles queued messages in order. Lines that queued up together go to the store in one
+/// [`crate::store::Store::append_logs_batch`] (one commit on a durable store); any other
+/// message first waits for the lines queued before it.
+async fn write_logs(inner: &Arc<Inner>, msgs: impl Iterator<Item = LogMsg>) {
+    let mut lines: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)> = Vec::new();
+    for msg in msgs {
+        match msg {
+            LogMsg::Line { job_id, at, entry } => match lines.last_mut() {
+                Some((last, batch)) if *last == job_id => batch.push((at, entry)),
+                _ => lines.push((job_id, vec![(at, entry)])),
+            },
+            other => {
+                flush_lines(inner, std::mem::take(&mut lines)).await;
+                write_log(inner, other).await;
+            }
+        }
+    }
+    flush_lines(inner, lines).await;
+}
+
+async fn flush_lines(inner: &Arc<Inner>, lines: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)>) {
+    if lines.is_empty() {
+        return;
+    }
+    let ids: Vec<JobId> = lines.iter().map(|(id, _)| id.clone()).collect();
+    let written = inner.store.append_logs_batch(lines).await;
+    let watchers = lock(&inner.watchers);
+    for (job_id, result) in ids.iter().zip(written) {
+        match result {
+            Ok(lines) => {
+                if let Some(tx) = watchers.get(job_id) {
+                    for l in lines {
+                        let _ = tx.send(JobUpdate::Log(l));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log lines"),
+        }
+    }
+}
+
 async fn write_log(inner: &Arc<Inner>, msg: LogMsg) {
     match msg {
         LogMsg::Line { job_id, at, entry } => {
-            match inner.store.append_logs(&job_id, vec![(at, entry)]).await {
-                Ok(lines) => {
-                    if let Some(tx) = lock(&inner.watchers).get(&job_id) {
-                        for l in lines {
-                            let _ = tx.send(JobUpdate::Log(l));
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log line"),
-            }
+            flush_lines(inner, vec![(job_id, vec![(at, entry)])]).await;
         }
         LogMsg::Progress { job_id, percent } => {
             // Progress lives in memory until the job's next state write; watchers see it now.

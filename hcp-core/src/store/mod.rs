@@ -450,6 +450,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         lines: Vec<(DateTime<Utc>, LogEntry)>,
     ) -> Result<Vec<JobLogLine>>;
 
+    /// Appends log lines to several jobs at once: [`Store::append_logs`] for each entry.
+    ///
+    /// # Behavior
+    /// Returns one result per entry, in the order given; a job that does not exist fails its
+    /// own entry with [`crate::ErrorKind::NotFound`] and no other. Each job's lines are numbered
+    /// as [`Store::append_logs`] numbers them, also when a job appears in several entries. A
+    /// durable store writes the whole batch in one transaction, so the engine's log writer pays
+    /// one commit for every line that queued up while the previous batch was written (group
+    /// commit). The default calls [`Store::append_logs`] once per entry.
+    async fn append_logs_batch(
+        &self,
+        batch: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)>,
+    ) -> Vec<Result<Vec<JobLogLine>>> {
+        let mut out = Vec::with_capacity(batch.len());
+        for (id, lines) in batch {
+            out.push(self.append_logs(&id, lines).await);
+        }
+        out
+    }
+
     /// Returns a job's log lines after sequence number `after`, in order.
     ///
     /// # Errors
@@ -458,6 +478,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Appends an event, assigning its sequence number (the one in `event` is ignored).
     async fn append_event(&self, event: Event) -> Result<Arc<Event>>;
+
+    /// Appends several events in the order given, assigning them consecutive sequence numbers.
+    ///
+    /// # Behavior
+    /// Returns one result per event, in order. A durable store appends the whole batch in one
+    /// transaction (all or nothing, so every entry then carries the same error), which lets the
+    /// engine pay one commit for every event that queued up while the previous batch was
+    /// written. The default calls [`Store::append_event`] once per event.
+    async fn append_events(&self, events: Vec<Event>) -> Vec<Result<Arc<Event>>> {
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            out.push(self.append_event(event).await);
+        }
+        out
+    }
 
     /// Lists events after `filter.after` matching the filter, in sequence order, at most
     /// `filter.limit` (0: [`PageRequest::MAX_LIMIT`]). A store may drop the oldest events.

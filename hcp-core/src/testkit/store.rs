@@ -828,7 +828,64 @@ pub async fn log_sequence_numbers(store: Arc<dyn Store>) -> Result<()> {
         after.iter().map(|l| l.seq).collect::<Vec<_>>() == [21, 22],
         "lines after 20 are 21 and 22"
     );
+    // A batch: two jobs, one of them in two entries, and a missing job that fails only its own
+    // entry.
+    let (_, k) = accepted(store.submit(create("p1", "logs-2")).await?)?;
+    let line = |m: &str| (Utc::now(), LogEntry::new(LogLevel::Info, m));
     let ghost = JobId::generate();
+    let out = store
+        .append_logs_batch(vec![
+            (j.id.clone(), vec![line("b1")]),
+            (k.id.clone(), vec![line("k1"), line("k2")]),
+            (ghost.clone(), vec![line("lost")]),
+            (j.id.clone(), vec![line("b2")]),
+        ])
+        .await;
+    let numbers = |r: &Result<Vec<crate::JobLogLine>>| {
+        r.as_ref()
+            .map(|ls| ls.iter().map(|l| l.seq).collect::<Vec<_>>())
+            .ok()
+    };
+    ensure!(out.len() == 4, "a batch of 4 entries gives 4 results");
+    ensure!(
+        numbers(&out[0]) == Some(vec![23]) && numbers(&out[3]) == Some(vec![24]),
+        "a job's entries in one batch continue its numbers in order: {:?} {:?}",
+        numbers(&out[0]),
+        numbers(&out[3])
+    );
+    ensure!(
+        numbers(&out[1]) == Some(vec![1, 2]),
+        "another job in the batch numbers from 1: {:?}",
+        numbers(&out[1])
+    );
+    ensure!(
+        matches!(&out[2], Err(e) if e.kind() == ErrorKind::NotFound),
+        "a missing job in a batch is NotFound for its own entry"
+    );
+    let tail: Vec<String> = store
+        .job_logs(&j.id, 22)
+        .await?
+        .into_iter()
+        .map(|l| l.message)
+        .collect();
+    ensure!(
+        tail == ["b1", "b2"],
+        "batched lines are stored in order: {tail:?}"
+    );
+    let other: Vec<String> = store
+        .job_logs(&k.id, 0)
+        .await?
+        .into_iter()
+        .map(|l| l.message)
+        .collect();
+    ensure!(
+        other == ["k1", "k2"],
+        "the other job's batched lines: {other:?}"
+    );
+    ensure!(
+        store.append_logs_batch(Vec::new()).await.is_empty(),
+        "an empty batch gives no results"
+    );
     ensure!(
         matches!(store.append_logs(&ghost, vec![(Utc::now(), LogEntry::new(LogLevel::Info, "x"))]).await,
             Err(e) if e.kind() == ErrorKind::NotFound),
@@ -930,6 +987,41 @@ pub async fn event_sequence_numbers(store: Arc<dyn Store>) -> Result<()> {
     ensure!(
         by_vm.len() == 1 && by_vm[0].seq == 1,
         "a VM filter selects its events"
+    );
+    // A batch takes the next numbers in its own order, beside single appends.
+    let vm_b = VmId::generate();
+    let batch = store
+        .append_events(vec![
+            event(Some("p3"), Some(&vm_b)),
+            event(None, None),
+            event(Some("p3"), None),
+        ])
+        .await;
+    let mut numbered = Vec::new();
+    for r in batch {
+        numbered.push(r?);
+    }
+    ensure!(
+        seqs_of(&numbered) == [32, 33, 34],
+        "a batch of 3 after 31 events is 32, 33, 34: {:?}",
+        seqs_of(&numbered)
+    );
+    let listed = store
+        .list_events(&EventFilter {
+            after: 31,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(
+        seqs_of(&listed) == [32, 33, 34]
+            && listed[0].vm_id.as_ref() == Some(&vm_b)
+            && listed[1].project.is_none()
+            && listed[2].project.as_ref().map(ProjectId::as_str) == Some("p3"),
+        "batched events list in order with their content"
+    );
+    ensure!(
+        store.append_events(Vec::new()).await.is_empty(),
+        "an empty batch gives no results"
     );
     Ok(())
 }

@@ -1132,7 +1132,9 @@ impl PostgresStore {
         let fence = token.map(to_db).transpose()?;
         let st = c
             .prepare_cached(
-                "UPDATE jobs SET generation = $2, state = $3, terminal = $4, finished_at = $5, doc = $6
+                "UPDATE jobs SET generation = $2, state = $3, terminal = $4, finished_at = $5, doc = $6,
+                        lease_expires_at = CASE WHEN $4 THEN least(lease_expires_at, clock_timestamp())
+                                                ELSE lease_expires_at END
                  WHERE id = $1 AND generation = $7
                    AND ($8::bigint IS NULL OR (fencing_token = $8 AND lease_holder IS NOT NULL))
                  RETURNING lease_holder, lease_expires_at, fencing_token",
@@ -1971,18 +1973,27 @@ impl Store for PostgresStore {
 
     async fn release_lease(&self, id: &JobId, holder: &str, token: u64) -> Result<()> {
         let c = self.client().await?;
+        // A lease that already lapsed (as a job's ending write lapses it) is left unwritten, so
+        // releasing it costs no write and no commit flush.
         let st = c
             .prepare_cached(
-                "UPDATE jobs SET lease_expires_at = least(lease_expires_at, clock_timestamp())
-                 WHERE id = $1 AND lease_holder = $2 AND fencing_token = $3",
+                "WITH held AS (
+                     SELECT id FROM jobs WHERE id = $1 AND lease_holder = $2 AND fencing_token = $3
+                 ), released AS (
+                     UPDATE jobs SET lease_expires_at = clock_timestamp()
+                     WHERE id IN (SELECT id FROM held) AND lease_expires_at > clock_timestamp()
+                     RETURNING id
+                 )
+                 SELECT count(*) FROM held",
             )
             .await
             .map_err(|e| self.db_err(e))?;
-        let n = c
-            .execute(&st, &[&id.as_str(), &holder, &to_db(token)?])
+        let row = c
+            .query_one(&st, &[&id.as_str(), &holder, &to_db(token)?])
             .await
             .map_err(|e| self.db_err(e))?;
-        if n == 1 {
+        let held: i64 = self.col(&row, 0)?;
+        if held == 1 {
             Ok(())
         } else {
             Err(self.lease_refusal(&c, id, token).await)

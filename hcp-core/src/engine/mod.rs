@@ -650,14 +650,30 @@ impl Inner {
         &self,
         id: &JobId,
         token: u64,
+        f: impl FnMut(&mut Job) -> Result<()>,
+    ) -> Result<Job> {
+        self.update_job_fenced_from(None, id, token, f).await
+    }
+
+    /// [`Inner::update_job_fenced_with`] starting from `known`, the job as this worker last
+    /// wrote or read it: no read when nobody wrote it since (the usual case for the job a
+    /// worker holds), a fresh read and another try when somebody did.
+    pub(crate) async fn update_job_fenced_from(
+        &self,
+        mut known: Option<Job>,
+        id: &JobId,
+        token: u64,
         mut f: impl FnMut(&mut Job) -> Result<()>,
     ) -> Result<Job> {
         for _ in 0..16 {
-            let mut job = self
-                .store
-                .get_job(&Scope::All, id)
-                .await?
-                .ok_or_else(|| Error::not_found("job", id))?;
+            let mut job = match known.take() {
+                Some(job) => job,
+                None => self
+                    .store
+                    .get_job(&Scope::All, id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("job", id))?,
+            };
             let expected = job.generation;
             f(&mut job)?;
             match self.store.update_job_fenced(job, expected, token).await {

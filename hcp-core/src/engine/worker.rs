@@ -243,9 +243,10 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
             }
         }
     } else {
-        // Start it: PENDING → RUNNING, compare-and-swap under the lease.
+        // Start it: PENDING → RUNNING, compare-and-swap under the lease, from the job as the
+        // claim returned it.
         match inner
-            .update_job_fenced_with(&job.id, token, |j| {
+            .update_job_fenced_from(Some(job.clone()), &job.id, token, |j| {
                 if j.state != JobState::Pending {
                     return Err(Error::new(ErrorKind::Conflict, "no longer pending"));
                 }
@@ -1403,7 +1404,11 @@ async fn write_job(
     f: impl FnMut(&mut Job) -> crate::Result<()>,
 ) -> crate::Result<Job> {
     match job.lease.as_ref().map(|l| l.token) {
-        Some(token) => inner.update_job_fenced_with(&job.id, token, f).await,
+        Some(token) => {
+            inner
+                .update_job_fenced_from(Some(job.clone()), &job.id, token, f)
+                .await
+        }
         None => inner.update_job_with(&job.id, f).await,
     }
 }

@@ -360,6 +360,12 @@ impl State {
             .checked_add(1)
             .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
         job.lease = entry.job.lease.clone();
+        // A job's ending write ends its lease too.
+        if job.state.is_terminal()
+            && let Some(lease) = job.lease.as_mut()
+        {
+            lease.until = lease.until.min(Utc::now());
+        }
         entry.job = job.clone();
         self.track(&job);
         Ok(job)

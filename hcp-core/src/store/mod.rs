@@ -433,7 +433,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn unfinished_jobs_of(&self, vm_id: &VmId) -> Result<Vec<Job>>;
 
     /// Replaces a job (compare-and-swap on its generation). The stored lease is kept: the one in
-    /// `job` is ignored, and the returned job carries the stored one.
+    /// `job` is ignored, and the returned job carries the stored one. A write that ends the job
+    /// (a terminal state) lapses that lease at once: its `until` becomes the store's clock if
+    /// later, as [`Store::release_lease`] would set it.
     async fn update_job(&self, job: Job, expected: u64) -> Result<Job>;
 
     /// Appends log lines to a job, assigning their sequence numbers.
@@ -634,7 +636,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Gives up the lease `token` of `holder` on job `id`, so it can be claimed at once.
     ///
     /// # Behavior
-    /// Sets the lease's `until` to the store's clock; holder and token stay, so the next claim
+    /// Sets the lease's `until` to the store's clock when it is later (a lease that already
+    /// lapsed, such as an ended job's, stays as it is); holder and token stay, so the next claim
     /// gets a greater token. Works on an ended job too. Changes nothing else.
     ///
     /// # Errors

@@ -2618,12 +2618,28 @@ pub async fn lease_renew_by_non_holder_is_refused(store: Arc<dyn Store>) -> Resu
         matches!(&r, Err(e) if e.kind() == ErrorKind::NotFound),
         "renewing a missing job's lease is NotFound: {r:?}"
     );
-    // Once the job ended, its lease is not renewed.
-    finish_fenced(&store, &j.id, token).await?;
+    // Once the job ended, its lease has lapsed and is not renewed; releasing it still answers.
+    let ended = finish_fenced(&store, &j.id, token).await?;
+    let lapsed = |job: &Job| {
+        job.lease
+            .as_ref()
+            .is_some_and(|l| l.token == token && !l.is_active(Utc::now()))
+    };
+    ensure!(
+        lapsed(&ended) && lapsed(&stored_job(&store, &j.id).await?),
+        "the write that ends a job lapses its lease: {:?}",
+        ended.lease
+    );
     let r = store.renew_lease(&j.id, "worker-a", token, until).await;
     ensure!(
         is_lease_lost(&r),
         "an ended job's lease is not renewed: {r:?}"
+    );
+    store.release_lease(&j.id, "worker-a", token).await?;
+    let r = store.release_lease(&j.id, "worker-b", token).await;
+    ensure!(
+        is_lease_lost(&r),
+        "another holder cannot release an ended job's lease: {r:?}"
     );
     Ok(())
 }

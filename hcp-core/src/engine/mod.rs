@@ -692,11 +692,28 @@ impl Inner {
     pub(crate) async fn update_vm_with(
         &self,
         id: &VmId,
+        f: impl FnMut(&mut Vm),
+    ) -> Result<Option<Vm>> {
+        self.update_vm_from(None, id, f).await
+    }
+
+    /// [`Inner::update_vm_with`] starting from `known`, the VM as this worker last read it: no
+    /// read when nobody wrote it since, a fresh read and another try when somebody did (or
+    /// removed it).
+    pub(crate) async fn update_vm_from(
+        &self,
+        mut known: Option<Vm>,
+        id: &VmId,
         mut f: impl FnMut(&mut Vm),
     ) -> Result<Option<Vm>> {
         for _ in 0..16 {
-            let Some(mut vm) = self.store.get_vm(&Scope::All, id).await? else {
-                return Ok(None);
+            let guess = known.is_some();
+            let mut vm = match known.take() {
+                Some(vm) => vm,
+                None => match self.store.get_vm(&Scope::All, id).await? {
+                    Some(vm) => vm,
+                    None => return Ok(None),
+                },
             };
             let expected = vm.generation;
             f(&mut vm);
@@ -704,6 +721,8 @@ impl Inner {
             match self.store.put_vm(vm, Some(expected)).await {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
+                // Removed since it was read: the fresh read says so.
+                Err(e) if guess && e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
         }

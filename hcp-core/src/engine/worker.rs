@@ -978,7 +978,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 None,
                 vm.present,
             );
-            let removed = forget_vm(inner, &vm.id).await;
+            let removed = forget_known_vm(inner, vm).await;
             inner
                 .emit_for_job(
                     &job,
@@ -1004,7 +1004,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 false,
             );
             let r = inner
-                .update_vm_with(&vm.id, |v| {
+                .update_vm_from(Some(vm.clone()), &vm.id, |v| {
                     v.binding.native_id = Some(native_id.clone());
                     v.binding.member_host = member_host.clone();
                     v.power = power;
@@ -1094,6 +1094,18 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
         LogEntry::info(format!("{} succeeded", job.operation)),
     );
     let _ = end(inner, &job, JobState::Succeeded, None).await;
+}
+
+/// [`forget_vm`] from the VM as the worker read it: no read first unless somebody wrote it
+/// since.
+async fn forget_known_vm(inner: &Inner, vm: &Vm) -> crate::Result<()> {
+    match inner.store.remove_vm(&vm.id, vm.generation).await {
+        Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => {
+            forget_vm(inner, &vm.id).await
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
 }
 
 /// Removes a VM's record from the store (its delete or release succeeded).

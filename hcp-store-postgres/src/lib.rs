@@ -967,44 +967,70 @@ fn limit_of(page: &PageRequest) -> i64 {
 }
 
 impl PostgresStore {
-    /// [`Store::append_logs_batch`] in one transaction: locks the jobs' rows in id order (so two
-    /// writers never wait on each other in a cycle), numbers the lines from each job's counter,
-    /// inserts them in one statement and trims only the jobs whose log passed the limit.
+    /// [`Store::append_logs_batch`] in one statement (so one commit): locks the jobs' rows in id
+    /// order (so two writers never wait on each other in a cycle), takes each job's next numbers
+    /// from its counter, inserts the lines numbered from there and trims only the jobs whose log
+    /// passed the limit.
     async fn write_log_batch(
         &self,
         batch: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)>,
     ) -> Result<Vec<Result<Vec<JobLogLine>>>> {
-        // Lines per job over the whole batch (a job may come in several entries).
+        let too_many = || Error::internal("too many log lines");
+        // Lines per job over the whole batch (a job may come in several entries), and each
+        // line's place in its job's share of the batch.
         let mut added: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        let (mut line_jobs, mut places, mut docs) = (Vec::new(), Vec::new(), Vec::new());
         for (id, lines) in &batch {
-            let n =
-                i64::try_from(lines.len()).map_err(|_| Error::internal("too many log lines"))?;
-            let sum = added.entry(id.as_str()).or_insert(0);
-            *sum = sum
-                .checked_add(n)
-                .ok_or_else(|| Error::internal("too many log lines"))?;
+            let count = added.entry(id.as_str()).or_insert(0);
+            for (at, entry) in lines {
+                // Numbered in the statement: the document's `seq` is set there.
+                let line = JobLogLine::from_entry(0, *at, entry.clone());
+                line_jobs.push(id.as_str());
+                places.push(*count);
+                docs.push(to_doc(&line)?);
+                *count = count.checked_add(1).ok_or_else(too_many)?;
+            }
         }
         let ids: Vec<&str> = added.keys().copied().collect();
         let counts: Vec<i64> = added.values().copied().collect();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
-        let st = tx
-            .prepare_cached("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .await
-            .map_err(|e| self.db_err(e))?;
-        tx.execute(&st, &[&ids]).await.map_err(|e| self.db_err(e))?;
-        // Each job's first new number; the rows stay locked until commit, so numbers are
-        // consecutive per job.
-        let st = tx
+        let c = self.client().await?;
+        let st = c
             .prepare_cached(
-                "UPDATE jobs SET next_log_seq = next_log_seq + t.n
-                 FROM unnest($1::text[], $2::bigint[]) AS t(id, n) WHERE jobs.id = t.id
-                 RETURNING jobs.id, jobs.next_log_seq - t.n",
+                "WITH locked AS (
+                     SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE
+                 ), bumped AS (
+                     UPDATE jobs SET next_log_seq = jobs.next_log_seq + t.n
+                     FROM unnest($1::text[], $2::bigint[]) AS t(id, n)
+                     WHERE jobs.id = t.id AND jobs.id IN (SELECT id FROM locked)
+                     RETURNING jobs.id, jobs.next_log_seq - t.n AS first,
+                               jobs.next_log_seq - $6::bigint AS keep_from
+                 ), added AS (
+                     INSERT INTO job_logs (job_id, seq, doc)
+                     SELECT l.job_id, b.first + l.place,
+                            jsonb_set(l.doc, '{seq}', to_jsonb(b.first + l.place))
+                     FROM unnest($3::text[], $4::bigint[], $5::jsonb[]) AS l(job_id, place, doc)
+                     JOIN bumped b ON b.id = l.job_id
+                     WHERE b.first + l.place >= b.keep_from
+                 ), trimmed AS (
+                     DELETE FROM job_logs d USING bumped b
+                     WHERE b.keep_from > 1 AND d.job_id = b.id AND d.seq < b.keep_from
+                 )
+                 SELECT id, first FROM bumped",
             )
             .await
             .map_err(|e| self.db_err(e))?;
-        let rows = tx
-            .query(&st, &[&ids, &counts])
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &ids,
+                    &counts,
+                    &line_jobs,
+                    &places,
+                    &docs,
+                    &self.max_log_lines,
+                ],
+            )
             .await
             .map_err(|e| self.db_err(e))?;
         let mut next: HashMap<String, i64> = HashMap::with_capacity(rows.len());
@@ -1012,7 +1038,6 @@ impl PostgresStore {
             next.insert(self.col(row, 0)?, self.col(row, 1)?);
         }
         let mut out = Vec::with_capacity(batch.len());
-        let (mut job_ids, mut seqs, mut docs) = (Vec::new(), Vec::new(), Vec::new());
         for (id, lines) in batch {
             let Some(seq) = next.get_mut(id.as_str()) else {
                 out.push(Err(Error::not_found("job", &id)));
@@ -1020,49 +1045,11 @@ impl PostgresStore {
             };
             let mut written = Vec::with_capacity(lines.len());
             for (at, entry) in lines {
-                let line = JobLogLine::from_entry(from_db(*seq)?, at, entry);
-                job_ids.push(id.as_str().to_owned());
-                seqs.push(*seq);
-                docs.push(to_doc(&line)?);
-                written.push(line);
-                *seq += 1;
+                written.push(JobLogLine::from_entry(from_db(*seq)?, at, entry));
+                *seq = seq.checked_add(1).ok_or_else(too_many)?;
             }
             out.push(Ok(written));
         }
-        if !seqs.is_empty() {
-            let st = tx
-                .prepare_cached(
-                    "INSERT INTO job_logs (job_id, seq, doc)
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[])",
-                )
-                .await
-                .map_err(|e| self.db_err(e))?;
-            tx.execute(&st, &[&job_ids, &seqs, &docs])
-                .await
-                .map_err(|e| self.db_err(e))?;
-        }
-        // Only a log that passed the limit has lines to drop (numbers start at 1).
-        let (mut long, mut below) = (Vec::new(), Vec::new());
-        for (id, next_seq) in &next {
-            let keep_from = next_seq.saturating_sub(self.max_log_lines);
-            if keep_from > 1 {
-                long.push(id.as_str());
-                below.push(keep_from);
-            }
-        }
-        if !long.is_empty() {
-            let st = tx
-                .prepare_cached(
-                    "DELETE FROM job_logs l USING unnest($1::text[], $2::bigint[]) AS t(id, below)
-                     WHERE l.job_id = t.id AND l.seq < t.below",
-                )
-                .await
-                .map_err(|e| self.db_err(e))?;
-            tx.execute(&st, &[&long, &below])
-                .await
-                .map_err(|e| self.db_err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(out)
     }
 
@@ -1900,49 +1887,43 @@ impl Store for PostgresStore {
         holder: &str,
         until: DateTime<Utc>,
     ) -> Result<Option<Job>> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
-        let st = tx
-            .prepare_cached("SELECT vm_id FROM jobs WHERE id = $1")
+        let c = self.client().await?;
+        // One statement: lock the VM's unfinished jobs in id order, and take the lease only when
+        // this job is the oldest of them and its lease is free, lapsed or already the holder's.
+        // Under READ COMMITTED a row locked after a wait is checked again, so a job that ended
+        // meanwhile no longer counts.
+        let st = c
+            .prepare_cached(
+                "WITH target AS (
+                     SELECT vm_id FROM jobs WHERE id = $1
+                 ), queue AS (
+                     SELECT j.id FROM jobs j JOIN target t ON j.vm_id = t.vm_id
+                     WHERE NOT j.terminal ORDER BY j.id FOR UPDATE OF j
+                 ), claimed AS (
+                     UPDATE jobs SET lease_holder = $2, lease_expires_at = $3,
+                            fencing_token = fencing_token + 1, generation = generation + 1
+                     WHERE id = $1 AND NOT terminal
+                       AND (lease_holder IS NULL OR lease_expires_at <= clock_timestamp()
+                            OR lease_holder = $2)
+                       AND (SELECT min(id) FROM queue) = $1
+                     RETURNING generation, doc, lease_holder, lease_expires_at, fencing_token
+                 )
+                 SELECT c.generation, c.doc, c.lease_holder, c.lease_expires_at, c.fencing_token,
+                        (SELECT count(*) FROM target)
+                 FROM (SELECT 1) AS one LEFT JOIN claimed c ON true",
+            )
             .await
             .map_err(|e| self.db_err(e))?;
-        let Some(row) = tx
-            .query_opt(&st, &[&id.as_str()])
+        let row = c
+            .query_one(&st, &[&id.as_str(), &holder, &until])
             .await
-            .map_err(|e| self.db_err(e))?
-        else {
+            .map_err(|e| self.db_err(e))?;
+        let found: i64 = self.col(&row, 5)?;
+        if found == 0 {
             return Err(Error::not_found("job", id));
-        };
-        let vm_id: String = self.col(&row, 0)?;
-        let st = tx
-            .prepare_cached(
-                "SELECT id FROM jobs WHERE vm_id = $1 AND NOT terminal ORDER BY id FOR UPDATE",
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        let rows = tx.query(&st, &[&vm_id]).await.map_err(|e| self.db_err(e))?;
-        let first: Option<String> = rows.first().map(|r| self.col(r, 0)).transpose()?;
-        if first.as_deref() != Some(id.as_str()) {
-            return Ok(None);
         }
-        let st = tx
-            .prepare_cached(
-                "UPDATE jobs SET lease_holder = $2, lease_expires_at = $3,
-                        fencing_token = fencing_token + 1, generation = generation + 1
-                 WHERE id = $1 AND NOT terminal
-                   AND (lease_holder IS NULL OR lease_expires_at <= clock_timestamp()
-                        OR lease_holder = $2)
-                 RETURNING generation, doc, lease_holder, lease_expires_at, fencing_token",
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        let row = tx
-            .query_opt(&st, &[&id.as_str(), &holder, &until])
-            .await
-            .map_err(|e| self.db_err(e))?;
-        let job = row.map(|r| self.job_of(&r)).transpose()?;
-        tx.commit().await.map_err(|e| self.db_err(e))?;
-        Ok(job)
+        let claimed: Option<i64> = self.col(&row, 0)?;
+        claimed.map(|_| self.job_of(&row)).transpose()
     }
 
     async fn renew_lease(

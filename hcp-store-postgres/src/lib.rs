@@ -51,8 +51,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool, Runtime};
 use hcp_core::store::{
-    IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, SortValue, Store,
-    Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmSortKey, VmWrite,
+    IdempotencyRecord, IdempotencyScope, JobFilter, LogBatch, Page, PageRequest, Scope, SortValue,
+    Store, Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmSortKey, VmWrite,
     group_name_taken, group_not_empty, group_not_found, lease_lost,
 };
 use hcp_core::{
@@ -971,10 +971,7 @@ impl PostgresStore {
     /// order (so two writers never wait on each other in a cycle), takes each job's next numbers
     /// from its counter, inserts the lines numbered from there and trims only the jobs whose log
     /// passed the limit.
-    async fn write_log_batch(
-        &self,
-        batch: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)>,
-    ) -> Result<Vec<Result<Vec<JobLogLine>>>> {
+    async fn write_log_batch(&self, batch: LogBatch) -> Result<Vec<Result<Vec<JobLogLine>>>> {
         let too_many = || Error::internal("too many log lines");
         // Lines per job over the whole batch (a job may come in several entries), and each
         // line's place in its job's share of the batch.
@@ -1556,10 +1553,7 @@ impl Store for PostgresStore {
             .unwrap_or_else(|| Err(Error::internal("a log batch of one gave no result")))
     }
 
-    async fn append_logs_batch(
-        &self,
-        batch: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)>,
-    ) -> Vec<Result<Vec<JobLogLine>>> {
+    async fn append_logs_batch(&self, batch: LogBatch) -> Vec<Result<Vec<JobLogLine>>> {
         if batch.is_empty() {
             return Vec::new();
         }

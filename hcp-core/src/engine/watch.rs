@@ -10,7 +10,7 @@ use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Inner, lock, worker};
-use crate::store::Scope;
+use crate::store::{LogBatch, Scope};
 use crate::{Error, JobId, JobUpdate, LogEntry, Result};
 
 pub(crate) enum LogMsg {
@@ -63,7 +63,7 @@ pub(crate) fn spawn_log_writer(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiv
 /// [`crate::store::Store::append_logs_batch`] (one commit on a durable store); any other
 /// message first waits for the lines queued before it.
 async fn write_logs(inner: &Arc<Inner>, msgs: impl Iterator<Item = LogMsg>) {
-    let mut lines: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)> = Vec::new();
+    let mut lines: LogBatch = Vec::new();
     for msg in msgs {
         match msg {
             LogMsg::Line { job_id, at, entry } => match lines.last_mut() {
@@ -79,7 +79,7 @@ async fn write_logs(inner: &Arc<Inner>, msgs: impl Iterator<Item = LogMsg>) {
     flush_lines(inner, lines).await;
 }
 
-async fn flush_lines(inner: &Arc<Inner>, lines: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)>) {
+async fn flush_lines(inner: &Arc<Inner>, lines: LogBatch) {
     if lines.is_empty() {
         return;
     }

@@ -296,6 +296,10 @@ pub enum SubmitOutcome {
     },
 }
 
+/// Log lines for several jobs, each job's lines in order: the input of
+/// [`Store::append_logs_batch`].
+pub type LogBatch = Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)>;
+
 /// Persists HCP's state.
 ///
 /// # Behavior
@@ -461,10 +465,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// durable store writes the whole batch in one transaction, so the engine's log writer pays
     /// one commit for every line that queued up while the previous batch was written (group
     /// commit). The default calls [`Store::append_logs`] once per entry.
-    async fn append_logs_batch(
-        &self,
-        batch: Vec<(JobId, Vec<(DateTime<Utc>, LogEntry)>)>,
-    ) -> Vec<Result<Vec<JobLogLine>>> {
+    async fn append_logs_batch(&self, batch: LogBatch) -> Vec<Result<Vec<JobLogLine>>> {
         let mut out = Vec::with_capacity(batch.len());
         for (id, lines) in batch {
             out.push(self.append_logs(&id, lines).await);

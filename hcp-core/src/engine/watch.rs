@@ -83,20 +83,32 @@ async fn flush_lines(inner: &Arc<Inner>, lines: LogBatch) {
     if lines.is_empty() {
         return;
     }
+    if !inner.store.durable() {
+        // An in-memory append costs no commit: one call per job keeps its id without a copy.
+        for (job_id, entries) in lines {
+            let written = inner.store.append_logs(&job_id, entries).await;
+            tell_watchers(inner, &job_id, written);
+        }
+        return;
+    }
     let ids: Vec<JobId> = lines.iter().map(|(id, _)| id.clone()).collect();
     let written = inner.store.append_logs_batch(lines).await;
-    let watchers = lock(&inner.watchers);
     for (job_id, result) in ids.iter().zip(written) {
-        match result {
-            Ok(lines) => {
-                if let Some(tx) = watchers.get(job_id) {
-                    for l in lines {
-                        let _ = tx.send(JobUpdate::Log(l));
-                    }
+        tell_watchers(inner, job_id, result);
+    }
+}
+
+/// Hands a job's appended lines to its watchers, or logs why they were not appended.
+fn tell_watchers(inner: &Inner, job_id: &JobId, written: Result<Vec<crate::JobLogLine>>) {
+    match written {
+        Ok(lines) => {
+            if let Some(tx) = lock(&inner.watchers).get(job_id) {
+                for l in lines {
+                    let _ = tx.send(JobUpdate::Log(l));
                 }
             }
-            Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log lines"),
         }
+        Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log lines"),
     }
 }
 

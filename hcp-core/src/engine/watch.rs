@@ -70,9 +70,26 @@ async fn write_logs(inner: &Arc<Inner>, msgs: impl Iterator<Item = LogMsg>) {
                 Some((last, batch)) if *last == job_id => batch.push((at, entry)),
                 _ => lines.push((job_id, vec![(at, entry)])),
             },
-            other => {
+            LogMsg::Progress { job_id, percent } => {
                 flush_lines(inner, std::mem::take(&mut lines)).await;
-                write_log(inner, other).await;
+                // Progress lives in memory until the job's next state write; watchers see it
+                // now.
+                lock(&inner.progress).insert(job_id.clone(), percent);
+                if let Some(tx) = lock(&inner.watchers).get(&job_id) {
+                    let _ = tx.send(JobUpdate::Status {
+                        state: crate::JobState::Running,
+                        progress: percent,
+                        pending_reason: None,
+                    });
+                }
+            }
+            LogMsg::Finalize(job_id) => {
+                flush_lines(inner, std::mem::take(&mut lines)).await;
+                worker::announce_end(inner, &job_id).await;
+            }
+            LogMsg::Flush(done) => {
+                flush_lines(inner, std::mem::take(&mut lines)).await;
+                let _ = done.send(());
             }
         }
     }
@@ -109,29 +126,6 @@ fn tell_watchers(inner: &Inner, job_id: &JobId, written: Result<Vec<crate::JobLo
             }
         }
         Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log lines"),
-    }
-}
-
-async fn write_log(inner: &Arc<Inner>, msg: LogMsg) {
-    match msg {
-        LogMsg::Line { job_id, at, entry } => {
-            flush_lines(inner, vec![(job_id, vec![(at, entry)])]).await;
-        }
-        LogMsg::Progress { job_id, percent } => {
-            // Progress lives in memory until the job's next state write; watchers see it now.
-            lock(&inner.progress).insert(job_id.clone(), percent);
-            if let Some(tx) = lock(&inner.watchers).get(&job_id) {
-                let _ = tx.send(JobUpdate::Status {
-                    state: crate::JobState::Running,
-                    progress: percent,
-                    pending_reason: None,
-                });
-            }
-        }
-        LogMsg::Finalize(job_id) => worker::announce_end(inner, &job_id).await,
-        LogMsg::Flush(done) => {
-            let _ = done.send(());
-        }
     }
 }
 

@@ -56,6 +56,9 @@ impl Store for FaultyStore {
     async fn usage(&self, p: &ProjectId) -> Result<Usage> {
         self.inner.usage(p).await
     }
+    async fn host_usage(&self, provider: &str, host: &str) -> Result<Usage> {
+        self.inner.host_usage(provider, host).await
+    }
     async fn idempotency(&self, s: &IdempotencyScope) -> Result<Option<IdempotencyRecord>> {
         self.inner.idempotency(s).await
     }

@@ -1,6 +1,6 @@
 //! HCP's PostgreSQL store: an implementation of [`hcp_core::store::Store`] that keeps VMs, jobs,
-//! job logs, audit events, idempotency records and per-project quota usage in PostgreSQL, so
-//! they survive restarts and several processes can share them.
+//! job logs, audit events, idempotency records, per-project quota usage and per-host usage in
+//! PostgreSQL, so they survive restarts and several processes can share them.
 //!
 //! ```no_run
 //! # async fn t() -> hcp_core::Result<()> {
@@ -26,8 +26,10 @@
 //! PostgreSQL schema ([`StoreOptions::schema`], default `public`).
 //!
 //! # Consistency
-//! Each [`Store`] method is one transaction. A submission locks its project's usage row (and the
-//! VM row it updates) before it checks the quota, and relies on unique constraints for VM names,
+//! Each [`Store`] method is one transaction. A submission with a quota locks its project's usage
+//! rows, and one with a host's room locks that host's usage rows, before it checks them (the
+//! project's first, then the host's, always in that order); it locks the VM row it updates, and
+//! relies on unique constraints for VM names,
 //! job ids and idempotency keys; a concurrent submission with the same key waits for the first
 //! one's transaction and then replays it. Event and log numbers come from counter rows locked in
 //! the inserting transaction, so they have no gaps and commit in order.
@@ -51,9 +53,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool, Runtime};
 use hcp_core::store::{
-    IdempotencyRecord, IdempotencyScope, JobFilter, LogBatch, Page, PageRequest, Scope, SortValue,
-    Store, Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmSortKey, VmWrite,
-    group_name_taken, group_not_empty, group_not_found, lease_lost,
+    HostRoom, IdempotencyRecord, IdempotencyScope, JobFilter, LogBatch, Page, PageRequest, Scope,
+    SortValue, Store, Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmSortKey,
+    VmWrite, group_name_taken, group_not_empty, group_not_found, lease_lost,
 };
 use hcp_core::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLease,
@@ -79,10 +81,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (6, include_str!("migrations/0006_leader_leases.sql")),
     (7, include_str!("migrations/0007_usage_shards.sql")),
+    (8, include_str!("migrations/0008_host_usage.sql")),
 ];
 
-/// The rows a project's usage is spread over (schema version 7): writes without a quota check
-/// touch one, so they do not wait for each other's commits.
+/// The rows a project's usage (schema version 7) and a host's (version 8) are spread over:
+/// writes without a quota or room check touch one, so they do not wait for each other's commits.
 const USAGE_SHARDS: i16 = 16;
 
 /// How long the database lets a session sit idle inside a transaction before it ends the
@@ -476,45 +479,134 @@ impl PostgresStore {
         })
     }
 
-    /// Checks `quota` for a VM write's usage change and records the change in the project's
-    /// usage, inside the caller's transaction. Only a change that adds usage under a quota locks
-    /// the whole project's usage; any other adds to the VM's shard. Callers make it their
-    /// transaction's last write, so the rows stay locked only for the commit.
+    /// Checks `quota` and `room` for a VM write's usage change and records the change in the
+    /// project's usage and in its host's (or, for a move, both hosts'), inside the caller's
+    /// transaction. Only a change that adds usage under a quota (or a room) locks the whole
+    /// project's (or host's) usage; any other adds to the VM's shard. The project's rows are
+    /// always locked before the host's, so two writes never wait on each other in a cycle.
+    /// Callers make it their transaction's last write, so the rows stay locked only for the
+    /// commit.
     async fn apply_usage(
         &self,
         tx: &impl GenericClient,
         change: &UsageChange,
         quota: Option<&Quota>,
+        room: Option<&HostRoom>,
     ) -> Result<()> {
         let UsageChange {
             project,
             vm_id,
             before,
             after,
+            host_before,
+            host_after,
         } = change;
+        if before != after {
+            let added = after.minus(*before);
+            let removed = before.minus(*after);
+            if let Some(q) = quota
+                && !added.is_zero()
+            {
+                let cur = self.lock_usage(tx, project).await?;
+                cur.plus(added).minus(removed).check(project, q, &added)?;
+            }
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO project_usage AS u (project, shard, vms, vcpus, memory_mib)
+                     VALUES ($1, $2, $3::text::numeric, $4::text::numeric, $5::text::numeric)
+                     ON CONFLICT (project, shard) DO UPDATE SET
+                        vms = u.vms + excluded.vms,
+                        vcpus = u.vcpus + excluded.vcpus,
+                        memory_mib = u.memory_mib + excluded.memory_mib",
+                )
+                .await
+                .map_err(|e| self.db_err(e))?;
+            tx.execute(
+                &st,
+                &[
+                    &project.as_str(),
+                    &usage_shard(vm_id),
+                    &delta(added.vms, removed.vms),
+                    &delta(added.vcpus, removed.vcpus),
+                    &delta(added.memory_mib, removed.memory_mib),
+                ],
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        }
+        match (host_before, host_after) {
+            (Some(b), Some(a)) if b.provider == a.provider && b.host == a.host => {
+                self.add_host_usage(tx, vm_id, a, b.held, a.held, room)
+                    .await
+            }
+            (b, a) => {
+                if let Some(b) = b {
+                    self.add_host_usage(tx, vm_id, b, b.held, Usage::default(), None)
+                        .await?;
+                }
+                match a {
+                    Some(a) => {
+                        self.add_host_usage(tx, vm_id, a, Usage::default(), a.held, room)
+                            .await
+                    }
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Moves what `at`'s host holds from `before` to `after`; when that adds to it and `room` is
+    /// on that host, locks all of the host's shards (creating the missing ones, in shard order)
+    /// and checks the sum first.
+    async fn add_host_usage(
+        &self,
+        tx: &impl GenericClient,
+        vm_id: &VmId,
+        at: &HostHeld,
+        before: Usage,
+        after: Usage,
+        room: Option<&HostRoom>,
+    ) -> Result<()> {
         if before == after {
             return Ok(());
         }
-        let added = after.minus(*before);
-        let removed = before.minus(*after);
-        if let Some(q) = quota
+        let added = after.minus(before);
+        let removed = before.minus(after);
+        if let Some(room) = room.filter(|r| r.provider == at.provider && r.host == at.host)
             && !added.is_zero()
         {
-            let cur = self.lock_usage(tx, project).await?;
-            cur.plus(added).minus(removed).check(project, q, &added)?;
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO host_usage (provider, host, shard)
+                     SELECT $1, $2, s::smallint FROM generate_series(0, $3::int - 1) AS s
+                     ON CONFLICT (provider, host, shard) DO NOTHING",
+                )
+                .await
+                .map_err(|e| self.db_err(e))?;
+            tx.execute(&st, &[&at.provider, &at.host, &i32::from(USAGE_SHARDS)])
+                .await
+                .map_err(|e| self.db_err(e))?;
+            let st = tx
+                .prepare_cached(
+                    "SELECT greatest(0, sum(vms))::text, greatest(0, sum(vcpus))::text,
+                            greatest(0, sum(memory_mib))::text
+                     FROM (SELECT vms, vcpus, memory_mib FROM host_usage
+                           WHERE provider = $1 AND host = $2 ORDER BY shard FOR UPDATE) AS u",
+                )
+                .await
+                .map_err(|e| self.db_err(e))?;
+            let row = tx
+                .query_one(&st, &[&at.provider, &at.host])
+                .await
+                .map_err(|e| self.db_err(e))?;
+            let cur = self.usage_of(&row)?;
+            room.check(&cur.plus(added).minus(removed), &added)?;
         }
-        let delta = |a: u128, r: u128| -> String {
-            if a >= r {
-                (a - r).to_string()
-            } else {
-                format!("-{}", r - a)
-            }
-        };
         let st = tx
             .prepare_cached(
-                "INSERT INTO project_usage AS u (project, shard, vms, vcpus, memory_mib)
-                 VALUES ($1, $2, $3::text::numeric, $4::text::numeric, $5::text::numeric)
-                 ON CONFLICT (project, shard) DO UPDATE SET
+                "INSERT INTO host_usage AS u (provider, host, shard, vms, vcpus, memory_mib)
+                 VALUES ($1, $2, $3, $4::text::numeric, $5::text::numeric, $6::text::numeric)
+                 ON CONFLICT (provider, host, shard) DO UPDATE SET
                     vms = u.vms + excluded.vms,
                     vcpus = u.vcpus + excluded.vcpus,
                     memory_mib = u.memory_mib + excluded.memory_mib",
@@ -524,7 +616,8 @@ impl PostgresStore {
         tx.execute(
             &st,
             &[
-                &project.as_str(),
+                &at.provider,
+                &at.host,
                 &usage_shard(vm_id),
                 &delta(added.vms, removed.vms),
                 &delta(added.vcpus, removed.vcpus),
@@ -540,7 +633,7 @@ impl PostgresStore {
     /// [`PostgresStore::apply_usage`] as the transaction's last write.
     async fn insert_vm(&self, tx: &impl GenericClient, mut vm: Vm) -> Result<(Vm, UsageChange)> {
         vm.generation = 1;
-        let change = UsageChange::of(&vm, Usage::default(), Usage::of(&vm));
+        let change = UsageChange::new(&vm, None, Some(&vm));
         let st = tx
             .prepare_cached(
                 "INSERT INTO vms (id, project, name, generation, doc, created_us, state, power)
@@ -619,7 +712,7 @@ impl PostgresStore {
         if cur.project != vm.project || cur.spec.name != vm.spec.name {
             return Err(Error::internal("a VM's project and name never change"));
         }
-        let change = UsageChange::of(&vm, Usage::of(&cur), Usage::of(&vm));
+        let change = UsageChange::new(&vm, Some(&cur), Some(&vm));
         vm.generation = expected + 1;
         let st = tx
             .prepare_cached(
@@ -888,23 +981,57 @@ impl PostgresStore {
     }
 }
 
-/// Renders an error with its sources (`error connecting to server: Connection refused`).
-/// A VM write's change to its project's usage, applied by [`PostgresStore::apply_usage`].
+/// A VM write's change to its project's usage and its host's, applied by
+/// [`PostgresStore::apply_usage`].
 struct UsageChange {
     project: ProjectId,
     vm_id: VmId,
     before: Usage,
     after: Usage,
+    /// The host the VM was bound to and what it held there; `None` for an insert.
+    host_before: Option<HostHeld>,
+    /// The host the VM is bound to and what it holds there; `None` for a removal.
+    host_after: Option<HostHeld>,
+}
+
+/// What a VM holds on the host it is bound to ([`Usage::on_host`]).
+struct HostHeld {
+    provider: String,
+    host: String,
+    held: Usage,
+}
+
+impl HostHeld {
+    fn of(vm: &Vm) -> Self {
+        HostHeld {
+            provider: vm.binding.provider.clone(),
+            host: vm.binding.host.clone(),
+            held: Usage::on_host(vm),
+        }
+    }
 }
 
 impl UsageChange {
-    fn of(vm: &Vm, before: Usage, after: Usage) -> Self {
+    /// Returns the change of a write to `vm` from `before` (`None`: an insert) to `after`
+    /// (`None`: a removal).
+    fn new(vm: &Vm, before: Option<&Vm>, after: Option<&Vm>) -> Self {
         UsageChange {
             project: vm.project.clone(),
             vm_id: vm.id.clone(),
-            before,
-            after,
+            before: before.map(Usage::of).unwrap_or_default(),
+            after: after.map(Usage::of).unwrap_or_default(),
+            host_before: before.map(HostHeld::of),
+            host_after: after.map(HostHeld::of),
         }
+    }
+}
+
+/// Renders a difference of two sums for a `numeric` column.
+fn delta(added: u128, removed: u128) -> String {
+    if added >= removed {
+        (added - removed).to_string()
+    } else {
+        format!("-{}", removed - added)
     }
 }
 
@@ -917,6 +1044,7 @@ fn usage_shard(vm_id: &VmId) -> i16 {
     i16::try_from(h % USAGE_SHARDS.unsigned_abs() as u32).unwrap_or(0)
 }
 
+/// Renders an error with its sources (`error connecting to server: Connection refused`).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
@@ -1204,7 +1332,8 @@ impl Store for PostgresStore {
         };
         let job = self.insert_job(&tx, submission.job).await?;
         // Last, so the usage rows stay locked only for the commit.
-        self.apply_usage(&tx, &change, quota).await?;
+        self.apply_usage(&tx, &change, quota, submission.room.as_ref())
+            .await?;
         tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(SubmitOutcome::Accepted {
             vm: Box::new(vm),
@@ -1224,6 +1353,23 @@ impl Store for PostgresStore {
             .map_err(|e| self.db_err(e))?;
         let row = c
             .query_one(&st, &[&project.as_str()])
+            .await
+            .map_err(|e| self.db_err(e))?;
+        self.usage_of(&row)
+    }
+
+    async fn host_usage(&self, provider: &str, host: &str) -> Result<Usage> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT greatest(0, sum(vms))::text, greatest(0, sum(vcpus))::text,
+                        greatest(0, sum(memory_mib))::text
+                 FROM host_usage WHERE provider = $1 AND host = $2",
+            )
+            .await
+            .map_err(|e| self.db_err(e))?;
+        let row = c
+            .query_one(&st, &[&provider, &host])
             .await
             .map_err(|e| self.db_err(e))?;
         self.usage_of(&row)
@@ -1417,7 +1563,7 @@ impl Store for PostgresStore {
             None => self.insert_vm(&tx, vm).await?,
             Some(g) => self.replace_vm(&tx, vm, g).await?,
         };
-        self.apply_usage(&tx, &change, None).await?;
+        self.apply_usage(&tx, &change, None, None).await?;
         tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(vm)
     }
@@ -1445,8 +1591,8 @@ impl Store for PostgresStore {
         tx.execute(&st, &[&id.as_str()])
             .await
             .map_err(|e| self.db_err(e))?;
-        let change = UsageChange::of(&cur, Usage::of(&cur), Usage::default());
-        self.apply_usage(&tx, &change, None).await?;
+        let change = UsageChange::new(&cur, Some(&cur), None);
+        self.apply_usage(&tx, &change, None, None).await?;
         tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(())
     }

@@ -40,6 +40,48 @@ pub(crate) struct HostState {
     pub(crate) capacity: Capacity,
     pub(crate) inventory: Option<Arc<HostInventoryReply>>,
     pub(crate) observed_at: Option<DateTime<Utc>>,
+    /// What HCP's VMs may hold here (vCPUs, MiB): the total less what the VMs without HCP's mark
+    /// used when last observed; `None` before the first observation.
+    pub(crate) room: Option<(u128, u128)>,
+}
+
+/// Returns the room HCP's VMs have on a host observed with `reply` (see [`HostState::room`]).
+fn room_of(info: &HostInfo, reply: &HostInventoryReply) -> (u128, u128) {
+    let (vcpus, memory) =
+        reply
+            .vms
+            .iter()
+            .filter(|v| v.mark.is_none())
+            .fold((0u128, 0u128), |(c, m), v| {
+                (
+                    c.saturating_add(u128::from(v.resources.vcpus)),
+                    m.saturating_add(u128::from(v.resources.memory_mib)),
+                )
+            });
+    (
+        u128::from(info.vcpus_total).saturating_sub(vcpus),
+        u128::from(info.memory_mib_total).saturating_sub(memory),
+    )
+}
+
+/// Returns the room of `host` for the store's check in a submission ([`crate::store::HostRoom`]);
+/// `None` for a host never observed (the store then checks nothing).
+pub(crate) fn host_room(
+    inner: &Inner,
+    provider: &str,
+    host: &str,
+) -> Option<crate::store::HostRoom> {
+    let inv = read_inventory(inner);
+    let (vcpus, memory_mib) = inv
+        .hosts
+        .get(&(provider.to_string(), host.to_string()))?
+        .room?;
+    Some(crate::store::HostRoom {
+        provider: provider.to_string(),
+        host: host.to_string(),
+        vcpus,
+        memory_mib,
+    })
 }
 
 impl HostState {
@@ -921,6 +963,7 @@ impl Engine {
                         report.hosts_ok += 1;
                         report.vms_seen += r.vms.len();
                         HostState {
+                            room: Some(room_of(&host_info, r)),
                             capacity: Capacity {
                                 vcpus_total: host_info.vcpus_total,
                                 memory_total: host_info.memory_mib_total,
@@ -952,6 +995,7 @@ impl Engine {
                             },
                             inventory: None,
                             observed_at: None,
+                            room: None,
                         });
                         s.capacity.vcpus_total = host_info.vcpus_total;
                         s.capacity.memory_total = host_info.memory_mib_total;

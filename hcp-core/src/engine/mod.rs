@@ -1061,6 +1061,8 @@ impl Engine {
         let now = inner.now();
         let job_id = JobId::generate();
         let mut reservation = None;
+        // The host's room, which the store checks in the submit transaction (creates, growths).
+        let mut room = None;
         // Held until the submission is written, so creates into one group are placed in turn.
         let mut _group_guard = None;
         let (vm_write, job_action, vm_id, provider, host) = match action {
@@ -1127,6 +1129,7 @@ impl Engine {
                     &placement.host,
                     resources,
                 )?);
+                room = inventory::host_room(inner, &placement.provider, &placement.host);
                 (
                     VmWrite::Insert(vm),
                     JobAction::Create,
@@ -1240,6 +1243,8 @@ impl Engine {
                                 &vm.binding.host,
                                 growth,
                             )?);
+                            room =
+                                inventory::host_room(inner, &vm.binding.provider, &vm.binding.host);
                         }
                         // The new size counts against the quota from now on: the store checks
                         // it in the submit transaction, as it does a create's.
@@ -1300,6 +1305,7 @@ impl Engine {
                 job,
                 quota: self.quota(&ctx.project),
                 fence: ctx.fence.clone(),
+                room,
             })
             .await?;
         let (vm, job) = match outcome {

@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store, Submission,
-    SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmWrite, group_name_taken, group_not_empty,
-    group_not_found, lease_lost,
+    HostRoom, IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store,
+    Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmWrite, group_name_taken,
+    group_not_empty, group_not_found, lease_lost,
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLease,
@@ -34,6 +34,8 @@ struct State {
     vm_names: HashMap<(ProjectId, String), VmId>,
     project_vms: HashMap<ProjectId, BTreeSet<VmId>>,
     usage: HashMap<ProjectId, Usage>,
+    /// What the VMs bound to each host hold ([`Usage::on_host`]), by provider and host.
+    host_usage: HashMap<String, HashMap<String, Usage>>,
     jobs: BTreeMap<JobId, JobEntry>,
     project_jobs: HashMap<ProjectId, BTreeSet<JobId>>,
     idempotency: HashMap<IdempotencyScope, IdempotencyRecord>,
@@ -195,6 +197,7 @@ impl State {
                 .insert(vm.id.clone());
         }
         self.apply_usage(&vm.project, Usage::default(), Usage::of(&vm));
+        self.apply_host_usage(&vm, Usage::default(), Usage::on_host(&vm));
         self.vm_names.insert(name_key, vm.id.clone());
         self.project_vms
             .entry(vm.project.clone())
@@ -218,6 +221,10 @@ impl State {
             return Err(Error::internal("a VM's project and name never change"));
         }
         let before = Usage::of(cur);
+        let host_before = (cur.binding.provider != vm.binding.provider
+            || cur.binding.host != vm.binding.host)
+            .then(|| (cur.clone(), Usage::on_host(cur)));
+        let held_before = Usage::on_host(cur);
         let old_group = cur.spec.server_group.clone();
         if old_group != vm.spec.server_group {
             if let Some(g) = old_group
@@ -234,6 +241,14 @@ impl State {
         }
         vm.generation = expected + 1;
         self.apply_usage(&vm.project, before, Usage::of(&vm));
+        match host_before {
+            // A move: the old host gives back what the new one takes.
+            Some((old, held)) => {
+                self.apply_host_usage(&old, held, Usage::default());
+                self.apply_host_usage(&vm, Usage::default(), Usage::on_host(&vm));
+            }
+            None => self.apply_host_usage(&vm, held_before, Usage::on_host(&vm)),
+        }
         self.vms.insert(vm.id.clone(), vm.clone());
         Ok(vm)
     }
@@ -276,6 +291,50 @@ impl State {
         }
         let u = self.usage.entry(project.clone()).or_default();
         *u = u.plus(after.minus(before)).minus(before.minus(after));
+    }
+
+    /// Moves what `vm`'s host holds from `before` to `after` (see [`Usage::on_host`]).
+    fn apply_host_usage(&mut self, vm: &Vm, before: Usage, after: Usage) {
+        if before == after {
+            return;
+        }
+        let (provider, host) = (&vm.binding.provider, &vm.binding.host);
+        let hosts = match self.host_usage.get_mut(provider.as_str()) {
+            Some(h) => h,
+            None => self.host_usage.entry(provider.clone()).or_default(),
+        };
+        let u = match hosts.get_mut(host.as_str()) {
+            Some(u) => u,
+            None => hosts.entry(host.clone()).or_default(),
+        };
+        *u = u.plus(after.minus(before)).minus(before.minus(after));
+    }
+
+    fn held_on(&self, provider: &str, host: &str) -> Usage {
+        self.host_usage
+            .get(provider)
+            .and_then(|h| h.get(host))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Checks `room` for a VM write that changes what `vm`'s host holds from `before` (of the
+    /// stored record `old`, when it is bound elsewhere or absent, nothing) to what `vm` holds.
+    fn check_room(&self, room: Option<&HostRoom>, old: Option<&Vm>, vm: &Vm) -> Result<()> {
+        let Some(room) = room.filter(|r| r.is_for(vm)) else {
+            return Ok(());
+        };
+        let before = old
+            .filter(|o| room.is_for(o))
+            .map(Usage::on_host)
+            .unwrap_or_default();
+        let after = Usage::on_host(vm);
+        let added = after.minus(before);
+        let held = self
+            .held_on(&room.provider, &room.host)
+            .plus(added)
+            .minus(before.minus(after));
+        room.check(&held, &added)
     }
 
     /// Checks `quota` for a write of `project` that changes a VM's usage from `before` to `after`.
@@ -453,6 +512,12 @@ impl Store for MemoryStore {
             ),
         };
         s.check_quota(project, submission.quota.as_ref(), before, after)?;
+        match &submission.vm {
+            VmWrite::Insert(vm) => s.check_room(submission.room.as_ref(), None, vm)?,
+            VmWrite::Update { vm, .. } => {
+                s.check_room(submission.room.as_ref(), s.vms.get(&vm.id), vm)?;
+            }
+        }
         if let VmWrite::Insert(vm) = &submission.vm {
             s.check_group(vm)?;
         }
@@ -472,6 +537,10 @@ impl Store for MemoryStore {
 
     async fn usage(&self, project: &ProjectId) -> Result<Usage> {
         Ok(self.lock().usage.get(project).copied().unwrap_or_default())
+    }
+
+    async fn host_usage(&self, provider: &str, host: &str) -> Result<Usage> {
+        Ok(self.lock().held_on(provider, host))
     }
 
     async fn idempotency(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>> {
@@ -587,6 +656,7 @@ impl Store for MemoryStore {
             set.remove(id);
         }
         s.apply_usage(&vm.project, Usage::of(&vm), Usage::default());
+        s.apply_host_usage(&vm, Usage::on_host(&vm), Usage::default());
         s.vm_names
             .remove(&(vm.project.clone(), vm.spec.name.clone()));
         if let Some(set) = s.project_vms.get_mut(&vm.project) {

@@ -163,6 +163,57 @@ pub struct Submission {
     /// refuses with [`crate::ErrorKind::Conflict`] and code [`crate::CODE_LEADERSHIP_LOST`]
     /// unless that lease still holds with that token. `None` for every request.
     pub fence: Option<crate::LeaderFence>,
+    /// The room HCP's VMs have on the host the VM write binds to, checked against what the
+    /// stored VMs bound there hold ([`Usage::on_host`]) when the write adds to it; `None`
+    /// checks nothing.
+    pub room: Option<HostRoom>,
+}
+
+/// The room a host (or cluster target) offers HCP's VMs: its total less what the VMs HCP does not
+/// manage use there, as last observed.
+///
+/// [`Store::submit`] checks it against the sum of [`Usage::on_host`] over the stored VMs bound to
+/// the host, inside the submit transaction. So replicas that place creates at the same moment, each
+/// from its own view of the host, cannot together fill it past its total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoom {
+    /// The provider the host belongs to.
+    pub provider: String,
+    /// The host, as VMs are bound to it ([`crate::ProviderBinding::host`]).
+    pub host: String,
+    /// vCPUs HCP's VMs may hold there in all.
+    pub vcpus: u128,
+    /// Memory HCP's VMs may hold there in all, in MiB.
+    pub memory_mib: u128,
+}
+
+impl HostRoom {
+    /// Returns true when the room is on the host `vm` is bound to.
+    pub fn is_for(&self, vm: &Vm) -> bool {
+        self.provider == vm.binding.provider && self.host == vm.binding.host
+    }
+
+    /// Checks what the host's VMs hold after a write that `added` to it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::QuotaExceeded`] with code [`crate::CODE_CAPACITY_EXHAUSTED`], temporary
+    /// (another job may free the room), when the sum exceeds the room. The message names the
+    /// size asked for, never the host: tenants do not see hosts.
+    pub fn check(&self, held: &Usage, added: &Usage) -> Result<()> {
+        if added.is_zero() || (held.vcpus <= self.vcpus && held.memory_mib <= self.memory_mib) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::QuotaExceeded,
+            format!(
+                "the chosen host no longer has {} vCPUs and {} MiB of memory free; retry",
+                added.vcpus, added.memory_mib
+            ),
+        )
+        .with_context("capacity", "exhausted")
+        .with_code(crate::CODE_CAPACITY_EXHAUSTED)
+        .temporary())
+    }
 }
 
 /// What a project's VMs hold: the sum over its stored VMs that are not being deleted.
@@ -195,6 +246,17 @@ impl Usage {
             Usage::default()
         } else {
             Usage::of_resources(vm.resources)
+        }
+    }
+
+    /// Returns what `vm` holds on the host it is bound to: its size while its create is in flight,
+    /// while it is expected to exist, and while it is still there (a delete in flight); nothing
+    /// once it is gone or its create failed.
+    pub fn on_host(vm: &Vm) -> Usage {
+        if matches!(vm.desired, DesiredState::Pending | DesiredState::Active) || vm.present {
+            Usage::of_resources(vm.resources)
+        } else {
+            Usage::default()
         }
     }
 
@@ -355,16 +417,24 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// (stored with generation 1), the project's usage and the record are written together, or,
     /// when any part is refused, none of them. When the VM write adds to the project's usage and
     /// the submission carries a quota, the usage after the write is checked against it
-    /// ([`Usage::check`]) while no other submission of the project can change it.
+    /// ([`Usage::check`]) while no other submission of the project can change it. Likewise, when
+    /// the VM write adds to what the VMs bound to a host hold ([`Usage::on_host`]) and the
+    /// submission carries that host's [`HostRoom`], the host's sum after the write is checked
+    /// against the room while no other write can change it.
     ///
     /// # Errors
     /// [`crate::ErrorKind::Conflict`] with code `IDEMPOTENCY_KEY_REUSED` when the key was used for
     /// a different request; `Conflict` when the VM name is taken, the VM changed since read, or
-    /// the job id exists; the errors of [`Usage::check`] when the quota refuses.
+    /// the job id exists; the errors of [`Usage::check`] when the quota refuses, and of
+    /// [`HostRoom::check`] when the host has no room.
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome>;
 
     /// Returns what `project`'s VMs hold (see [`Usage`]); zero for a project without VMs.
     async fn usage(&self, project: &ProjectId) -> Result<Usage>;
+
+    /// Returns what the stored VMs bound to `host` of `provider` hold there: the sum of
+    /// [`Usage::on_host`]. Every VM write (submit, put, remove) keeps it, atomically with the VM.
+    async fn host_usage(&self, provider: &str, host: &str) -> Result<Usage>;
 
     /// Returns the idempotency record of `scope`, if it is remembered.
     async fn idempotency(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>>;

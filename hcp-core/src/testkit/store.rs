@@ -16,13 +16,13 @@ use std::sync::Arc;
 use chrono::{Duration as ChronoDuration, Utc};
 
 use crate::store::{
-    IdempotencyRecord, IdempotencyScope, JobFilter, PageRequest, Scope, Store, Submission,
-    SubmitOutcome, Usage, VmFilter, VmSort, VmSortKey, VmWrite,
+    HostRoom, IdempotencyRecord, IdempotencyScope, JobFilter, PageRequest, Scope, Store,
+    Submission, SubmitOutcome, Usage, VmFilter, VmSort, VmSortKey, VmWrite,
 };
 use crate::{
-    CODE_IDEMPOTENCY_KEY_REUSED, DesiredState, Error, ErrorKind, Event, EventFilter, EventKind,
-    Job, JobAction, JobId, JobState, LogEntry, LogLevel, Operation, PowerState, Principal,
-    ProjectId, ProviderBinding, Quota, Resources, Result, Vm, VmId, VmSpec,
+    CODE_CAPACITY_EXHAUSTED, CODE_IDEMPOTENCY_KEY_REUSED, DesiredState, Error, ErrorKind, Event,
+    EventFilter, EventKind, Job, JobAction, JobId, JobState, LogEntry, LogLevel, Operation,
+    PowerState, Principal, ProjectId, ProviderBinding, Quota, Resources, Result, Vm, VmId, VmSpec,
 };
 use crate::{
     CODE_SERVER_GROUP_NOT_EMPTY, CODE_SERVER_GROUP_POLICY, GroupPolicy, GroupStrength, ServerGroup,
@@ -104,6 +104,7 @@ pub fn create(project: &str, name: &str) -> Submission {
         vm: VmWrite::Insert(v),
         quota: None,
         fence: None,
+        room: None,
     }
 }
 
@@ -140,7 +141,7 @@ fn is_conflict(r: &Result<impl std::fmt::Debug>) -> bool {
 }
 
 /// The names of every check, in the order [`run_all`] runs them.
-pub const CHECKS: [&str; 13] = [
+pub const CHECKS: [&str; 15] = [
     "vm_generation_cas",
     "job_generation_cas",
     "submit_is_all_or_nothing",
@@ -153,6 +154,8 @@ pub const CHECKS: [&str; 13] = [
     "retention_purge",
     "quota_under_concurrency",
     "usage_follows_vm_writes",
+    "host_room_under_concurrency",
+    "host_usage_follows_vm_writes",
     "filtered_sorted_listing",
 ];
 
@@ -174,6 +177,8 @@ pub async fn run(name: &str, store: Arc<dyn Store>) -> Result<()> {
         "retention_purge" => retention_purge(store).await,
         "quota_under_concurrency" => quota_under_concurrency(store).await,
         "usage_follows_vm_writes" => usage_follows_vm_writes(store).await,
+        "host_room_under_concurrency" => host_room_under_concurrency(store).await,
+        "host_usage_follows_vm_writes" => host_usage_follows_vm_writes(store).await,
         "filtered_sorted_listing" => filtered_sorted_listing(store).await,
         other if LEASE_CHECKS.contains(&other) => run_lease_check(other, store).await,
         other => return Err(Error::internal(format!("no store check named `{other}`"))),
@@ -209,7 +214,8 @@ macro_rules! store_conformance_tests {
             vm_generation_cas, job_generation_cas, submit_is_all_or_nothing,
             idempotency_under_concurrency, fingerprint_mismatch_is_refused, paging_and_cursors,
             scope_isolation, log_sequence_numbers, event_sequence_numbers, retention_purge,
-            quota_under_concurrency, usage_follows_vm_writes, filtered_sorted_listing);
+            quota_under_concurrency, usage_follows_vm_writes, host_room_under_concurrency,
+            host_usage_follows_vm_writes, filtered_sorted_listing);
         $crate::store_conformance_tests!(@each $fresh;
             lease_claim_has_one_winner, lease_one_active_job_per_vm, lease_expiry_and_reclaim,
             lease_stale_token_is_refused, lease_renew_by_non_holder_is_refused);
@@ -394,6 +400,7 @@ pub async fn submit_is_all_or_nothing(store: Arc<dyn Store>) -> Result<()> {
         },
         quota: None,
         fence: None,
+        room: None,
     };
     let stale = with_key(stale, "k-stale", "f2");
     let scope = stale.idempotency.clone().map(|r| r.scope);
@@ -449,6 +456,7 @@ pub async fn submit_is_all_or_nothing(store: Arc<dyn Store>) -> Result<()> {
         },
         quota: None,
         fence: None,
+        room: None,
     };
     let (vm2, job2) = accepted(store.submit(ok).await?)?;
     ensure!(
@@ -1216,6 +1224,7 @@ pub async fn quota_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
         job: j,
         quota: Some(quota),
         fence: None,
+        room: None,
     };
     accepted(store.submit(stop).await?)?;
     Ok(())
@@ -1263,6 +1272,7 @@ pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
                 job: j,
                 quota: Some(quota),
                 fence: None,
+                room: None,
             })
             .await?,
     )?;
@@ -1307,6 +1317,190 @@ pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
     ensure!(
         store.usage(&p).await? == usage(1, 1, 512),
         "a refused write changes no usage"
+    );
+    Ok(())
+}
+
+/// The room of the conformance VMs' host (`sim`, `host-1`): `vcpus` and 512 MiB each.
+fn room(vcpus: u32) -> HostRoom {
+    HostRoom {
+        provider: "sim".into(),
+        host: "host-1".into(),
+        vcpus: u128::from(vcpus),
+        memory_mib: u128::from(vcpus) * 512,
+    }
+}
+
+fn is_no_room(r: &Result<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(e) if e.kind() == ErrorKind::QuotaExceeded && e.code() == CODE_CAPACITY_EXHAUSTED)
+}
+
+/// Sends 20 creates of 1 vCPU at once, from two projects, onto a host with room for 10.
+///
+/// # Errors
+/// When more or fewer than 10 are accepted, a refusal is not `CAPACITY_EXHAUSTED` or names the
+/// host, a refused one writes anything, or the host's usage is off.
+pub async fn host_room_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
+    // A VM on another host of the same name under another provider counts there only.
+    let mut elsewhere = vm("a", "elsewhere");
+    elsewhere.binding.provider = "other".into();
+    store.put_vm(elsewhere, None).await?;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let project = if i % 2 == 0 { "a" } else { "b" };
+        let mut s = create(project, &format!("h-{i}"));
+        s.room = Some(room(10));
+        tasks.push(tokio::spawn(async move {
+            (project, format!("h-{i}"), store.submit(s).await)
+        }));
+    }
+    let (mut ok, mut refused) = (0, Vec::new());
+    for t in tasks {
+        let (project, name, r) = t.await.map_err(|e| Error::internal(e.to_string()))?;
+        match r {
+            Ok(SubmitOutcome::Accepted { .. }) => ok += 1,
+            Ok(SubmitOutcome::Replayed { .. }) => {
+                return Err(Error::internal("store conformance: a create was replayed"));
+            }
+            Err(e)
+                if e.kind() == ErrorKind::QuotaExceeded && e.code() == CODE_CAPACITY_EXHAUSTED =>
+            {
+                ensure!(
+                    e.is_temporary() && !e.to_string().contains("host-1"),
+                    "a full host is a temporary refusal that does not name the host: {e}"
+                );
+                refused.push((project, name));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    ensure!(
+        ok == 10 && refused.len() == 10,
+        "10 of 20 fit a host with room for 10, got {ok}"
+    );
+    for (project, name) in &refused {
+        ensure!(
+            store
+                .find_vm_by_name(&ProjectId::new(*project), name)
+                .await?
+                .is_none(),
+            "a create refused for room writes no VM"
+        );
+    }
+    let jobs = store
+        .list_jobs(&Scope::All, &JobFilter::default(), &PageRequest::all())
+        .await?;
+    ensure!(
+        jobs.items.len() == 10,
+        "10 jobs exist, found {}",
+        jobs.items.len()
+    );
+    let held = store.host_usage("sim", "host-1").await?;
+    ensure!(
+        held == usage(10, 10, 5120),
+        "the host holds the 10 VMs: {held:?}"
+    );
+    ensure!(
+        store.host_usage("other", "host-1").await? == usage(1, 1, 512),
+        "another provider's host is its own"
+    );
+    // Without a room, or with a room on another host, nothing is checked.
+    accepted(store.submit(create("a", "unchecked")).await?)?;
+    let mut s = create("a", "other-room");
+    s.room = Some(HostRoom {
+        host: "host-2".into(),
+        ..room(0)
+    });
+    accepted(store.submit(s).await?)?;
+    // A larger room admits again.
+    let mut s = create("a", "larger");
+    s.room = Some(room(13));
+    accepted(store.submit(s).await?)?;
+    let mut s = create("a", "full-again");
+    s.room = Some(room(13));
+    ensure!(
+        is_no_room(&store.submit(s).await),
+        "the 14th VM does not fit a room of 13"
+    );
+    Ok(())
+}
+
+/// Follows what a host's VMs hold through a create, its failure, success, a move, a resize
+/// checked against the room, a delete and a removal.
+///
+/// # Errors
+/// When the host's usage does not match the VMs bound to it.
+pub async fn host_usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
+    let held = || async { store.host_usage("sim", "host-1").await };
+    ensure!(held().await?.is_zero(), "an empty host holds nothing");
+    // A create in flight holds its size.
+    let (a, _) = accepted(store.submit(create("p", "a")).await?)?;
+    let (f, _) = accepted(store.submit(create("p", "f")).await?)?;
+    ensure!(held().await? == usage(2, 2, 1024), "creates in flight hold");
+    // A failed create (nothing on the host) holds nothing; a created VM holds.
+    let mut failed = f.clone();
+    failed.desired = DesiredState::Error;
+    store.put_vm(failed, Some(1)).await?;
+    let mut up = a.clone();
+    up.desired = DesiredState::Active;
+    up.present = true;
+    let up = store.put_vm(up, Some(1)).await?;
+    ensure!(
+        held().await? == usage(1, 1, 512),
+        "a failed create frees its room"
+    );
+    // A growth is checked against the room and refused whole.
+    let mut grown = up.clone();
+    grown.resources.vcpus = 4;
+    grown.resources.memory_mib = 2048;
+    let mut j = job(&up);
+    j.operation = Operation::ResizeVm;
+    let grow = |vm: Vm, r: HostRoom| Submission {
+        idempotency: None,
+        vm: VmWrite::Update {
+            vm,
+            expected: up.generation,
+        },
+        job: j.clone(),
+        quota: None,
+        fence: None,
+        room: Some(r),
+    };
+    ensure!(
+        is_no_room(&store.submit(grow(grown.clone(), room(3))).await),
+        "a growth past the room is refused"
+    );
+    ensure!(
+        store.get_job(&Scope::All, &j.id).await?.is_none() && held().await? == usage(1, 1, 512),
+        "a refused growth writes nothing"
+    );
+    let (grown, _) = accepted(store.submit(grow(grown, room(4))).await?)?;
+    ensure!(
+        held().await? == usage(1, 4, 2048),
+        "a growth holds the new size"
+    );
+    // A move: the old host gives back what the new one takes.
+    let mut moved = grown.clone();
+    moved.binding.host = "host-2".into();
+    let moved = store.put_vm(moved, Some(grown.generation)).await?;
+    ensure!(
+        held().await?.is_zero() && store.host_usage("sim", "host-2").await? == usage(1, 4, 2048),
+        "a moved VM counts on its new host only"
+    );
+    // A delete in flight still holds (the VM is still there); its removal frees.
+    let mut del = moved.clone();
+    del.desired = DesiredState::Deleted;
+    let del = store.put_vm(del, Some(moved.generation)).await?;
+    ensure!(
+        store.host_usage("sim", "host-2").await? == usage(1, 4, 2048),
+        "a VM being deleted holds its host until it is gone"
+    );
+    store.remove_vm(&del.id, del.generation).await?;
+    store.remove_vm(&f.id, 2).await?;
+    ensure!(
+        store.host_usage("sim", "host-2").await?.is_zero() && held().await?.is_zero(),
+        "removed VMs hold nothing"
     );
     Ok(())
 }
@@ -2319,6 +2513,7 @@ async fn another_job(store: &Arc<dyn Store>, vm: &Vm) -> Result<Job> {
                 job: j,
                 quota: None,
                 fence: None,
+                room: None,
             })
             .await?,
     )?;

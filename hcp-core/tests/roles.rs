@@ -1,7 +1,8 @@
 //! Two engines sharing one store, as replicas sharing a database do: one built without workers
 //! (an API replica) accepts jobs, the other runs them. The first sees every job through the
 //! store: it waits on and watches jobs it does not run, with every log line in order, cancels
-//! a running one, and releases the capacity it held once the job ended.
+//! a running one, and releases the capacity it held once the job ended. Two such API engines
+//! placing creates at once cannot fill a host past its room: the store checks it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,6 +207,43 @@ async fn capacity_held_for_another_engines_job_is_released_when_it_ends() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_api_replicas_cannot_overfill_a_host_together() {
+    // zone-b is one host of 16 vCPUs: room for 8 medium VMs (2 vCPUs each). Each replica's own
+    // host table would admit 8, so 16 creates split over two replicas would all be accepted if
+    // only process memory held the room; the store's check admits 8 in all.
+    let (config, sim) = estate(0);
+    let shared = store();
+    let a = Arc::new(engine(&config, &sim, &shared, false).await);
+    let b = Arc::new(engine(&config, &sim, &shared, false).await);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let e = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            e.create_vm(
+                &alice(),
+                VmSpec::new(&format!("b-{i}"), "ubuntu-24.04", "medium").with_zone("zone-b"),
+            )
+            .await
+        }));
+    }
+    let (mut ok, mut full) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
+                assert_eq!(e.code(), hcp_core::CODE_CAPACITY_EXHAUSTED, "{e}");
+                assert!(!e.to_string().contains("sim-b1"), "no host named: {e}");
+                full += 1;
+            }
+        }
+    }
+    assert_eq!((ok, full), (8, 8), "8 medium VMs fit the host, whichever replica placed them");
+    let held = shared.host_usage("sim", "sim-b1").await.unwrap();
+    assert_eq!((held.vms, held.vcpus), (8, 16));
 }
 
 /// A follower of several replicas: never the leader.

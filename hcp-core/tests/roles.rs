@@ -241,7 +241,11 @@ async fn two_api_replicas_cannot_overfill_a_host_together() {
             }
         }
     }
-    assert_eq!((ok, full), (8, 8), "8 medium VMs fit the host, whichever replica placed them");
+    assert_eq!(
+        (ok, full),
+        (8, 8),
+        "8 medium VMs fit the host, whichever replica placed them"
+    );
     let held = shared.host_usage("sim", "sim-b1").await.unwrap();
     assert_eq!((held.vms, held.vcpus), (8, 16));
 }

@@ -823,6 +823,27 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Inserts or replaces a VM in one transaction, first checking `fence` when given.
+    async fn write_vm(
+        &self,
+        vm: Vm,
+        expected: Option<u64>,
+        fence: Option<&hcp_core::LeaderFence>,
+    ) -> Result<Vm> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
+        if let Some(f) = fence {
+            self.check_fence(&tx, f).await?;
+        }
+        let (vm, change) = match expected {
+            None => self.insert_vm(&tx, vm).await?,
+            Some(g) => self.replace_vm(&tx, vm, g).await?,
+        };
+        self.apply_usage(&tx, &change, None, None).await?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(vm)
+    }
+
     /// Locks the group a new VM joins and checks that the VM keeps its policy, inside `tx`.
     async fn check_group(&self, tx: &impl GenericClient, vm: &Vm) -> Result<()> {
         let Some(id) = &vm.spec.server_group else {
@@ -1557,15 +1578,16 @@ impl Store for PostgresStore {
     }
 
     async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(|e| self.db_err(e))?;
-        let (vm, change) = match expected {
-            None => self.insert_vm(&tx, vm).await?,
-            Some(g) => self.replace_vm(&tx, vm, g).await?,
-        };
-        self.apply_usage(&tx, &change, None, None).await?;
-        tx.commit().await.map_err(|e| self.db_err(e))?;
-        Ok(vm)
+        self.write_vm(vm, expected, None).await
+    }
+
+    async fn put_vm_fenced(
+        &self,
+        vm: Vm,
+        expected: Option<u64>,
+        fence: &hcp_core::LeaderFence,
+    ) -> Result<Vm> {
+        self.write_vm(vm, expected, Some(fence)).await
     }
 
     async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()> {

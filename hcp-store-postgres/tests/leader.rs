@@ -191,6 +191,49 @@ async fn a_deposed_leaders_duty_writes_are_refused_by_the_store() {
             .is_none(),
         "a refused repair writes no VM"
     );
+    // The reconciler's own writes (a VM rebuilt from its mark, an observation) likewise.
+    let rebuilt = hcp_core::testkit::store::vm("alpha", "rebuilt");
+    let e = store
+        .put_vm_fenced(rebuilt.clone(), None, &stale)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), CODE_LEADERSHIP_LOST, "{e}");
+    let observed = store
+        .find_vm_by_name(&hcp_core::ProjectId::new("alpha"), "fenced-1")
+        .await
+        .unwrap()
+        .expect("the first repair's VM");
+    let mut seen = observed.clone();
+    seen.power = hcp_core::PowerState::Stopped;
+    let e = store
+        .put_vm_fenced(seen.clone(), Some(observed.generation), &stale)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), CODE_LEADERSHIP_LOST, "{e}");
+    assert!(
+        store
+            .find_vm_by_name(&hcp_core::ProjectId::new("alpha"), "rebuilt")
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused rebuild writes no VM"
+    );
+    let kept = store
+        .get_vm(&hcp_core::store::Scope::All, &observed.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (kept.generation, kept.power),
+        (observed.generation, observed.power),
+        "a refused observation changes nothing"
+    );
+    store.put_vm_fenced(rebuilt, None, &fresh).await.unwrap();
+    let seen = store
+        .put_vm_fenced(seen, Some(observed.generation), &fresh)
+        .await
+        .unwrap();
+    assert_eq!(seen.power, hcp_core::PowerState::Stopped);
     // B's fence, and no fence at all, pass.
     store.purge(now, now, Some(&fresh)).await.unwrap();
     let mut ok = hcp_core::testkit::store::create("alpha", "fenced-3");

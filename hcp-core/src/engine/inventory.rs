@@ -873,6 +873,13 @@ impl Engine {
         let _one_at_a_time = inner.refresh_lock.lock().await;
         let started = Instant::now();
         let now = inner.now();
+        // Taken before the hosts are read: a leader deposed while it observed writes none of
+        // what it saw (the store refuses the fenced writes below).
+        let fence = if reconcile {
+            inner.leadership.fence()
+        } else {
+            None
+        };
         // 1. Every provider lists its hosts, then every host is read, all in parallel.
         let listed = join_all(inner.providers.iter().map(|(name, entry)| async move {
             let hosts = inner
@@ -1104,7 +1111,12 @@ impl Engine {
                 updated_at: now,
                 generation: 0,
             };
-            match inner.store.put_vm(vm, None).await {
+            let written = match &fence {
+                Some(f) => inner.store.put_vm_fenced(vm, None, f).await,
+                None => inner.store.put_vm(vm, None).await,
+            };
+            match written {
+                Err(e) if e.code() == crate::CODE_LEADERSHIP_LOST => return Ok(deposed(report)),
                 Ok(vm) => {
                     report.adopted += 1;
                     inner
@@ -1130,7 +1142,7 @@ impl Engine {
         let mut followed = Vec::new();
         for obs in plan.observations {
             let res = inner
-                .update_vm_with(&obs.vm_id, |vm| {
+                .update_vm_fenced(&obs.vm_id, fence.as_ref(), |vm| {
                     vm.power = obs.power;
                     vm.present = obs.present;
                     if let Some((provider, host)) = &obs.moved_to
@@ -1149,6 +1161,7 @@ impl Engine {
                     followed.push(vm.id);
                 }
                 Ok(_) => {}
+                Err(e) if e.code() == crate::CODE_LEADERSHIP_LOST => return Ok(deposed(report)),
                 Err(e) => {
                     tracing::warn!(vm_id = %obs.vm_id, error = %e, "cannot record observed state")
                 }
@@ -1193,9 +1206,12 @@ impl Engine {
                             .iter()
                             .any(|v| v.id == *vm_id && v.desired == DesiredState::Active) =>
                 {
-                    match mark_missing(inner, d, vm_id).await {
+                    match mark_missing(inner, d, vm_id, fence.as_ref()).await {
                         Ok(true) => Some((vm_id, RepairAction::MarkedError)),
                         Ok(false) => None,
+                        Err(e) if e.code() == crate::CODE_LEADERSHIP_LOST => {
+                            return Ok(deposed(report));
+                        }
                         Err(e) => {
                             tracing::warn!(%vm_id, error = %e, "cannot mark a missing VM ERROR");
                             None
@@ -1439,7 +1455,18 @@ fn observed_zone(
 
 /// Marks a VM that is missing from its host `ERROR` with the reason, once: returns false when
 /// it is not `ACTIVE` any more (already marked, or a job took it over since the refresh began).
-async fn mark_missing(inner: &Inner, d: &Drift, vm_id: &VmId) -> Result<bool> {
+/// Ends a reconcile round whose leadership moved on while it ran: the rest is the new leader's.
+fn deposed(report: RefreshReport) -> RefreshReport {
+    tracing::warn!("leadership moved on during an inventory refresh; its writes stop here");
+    report
+}
+
+async fn mark_missing(
+    inner: &Inner,
+    d: &Drift,
+    vm_id: &VmId,
+    fence: Option<&crate::LeaderFence>,
+) -> Result<bool> {
     let Drift::Missing { provider, host, .. } = d else {
         return Ok(false);
     };
@@ -1452,7 +1479,7 @@ async fn mark_missing(inner: &Inner, d: &Drift, vm_id: &VmId) -> Result<bool> {
     ));
     let mut marked = false;
     inner
-        .update_vm_with(vm_id, |vm| {
+        .update_vm_fenced(vm_id, fence, |vm| {
             marked = vm.desired == DesiredState::Active;
             if marked {
                 vm.desired = DesiredState::Error;

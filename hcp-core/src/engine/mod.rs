@@ -702,8 +702,30 @@ impl Inner {
     /// removed it).
     pub(crate) async fn update_vm_from(
         &self,
+        known: Option<Vm>,
+        id: &VmId,
+        f: impl FnMut(&mut Vm),
+    ) -> Result<Option<Vm>> {
+        self.update_vm_as(known, id, None, f).await
+    }
+
+    /// [`Inner::update_vm_with`] for a singleton duty: with a `fence`, every write carries it
+    /// ([`Store::put_vm_fenced`]), so a deposed leader's write is refused with code
+    /// [`crate::CODE_LEADERSHIP_LOST`].
+    pub(crate) async fn update_vm_fenced(
+        &self,
+        id: &VmId,
+        fence: Option<&crate::LeaderFence>,
+        f: impl FnMut(&mut Vm),
+    ) -> Result<Option<Vm>> {
+        self.update_vm_as(None, id, fence, f).await
+    }
+
+    async fn update_vm_as(
+        &self,
         mut known: Option<Vm>,
         id: &VmId,
+        fence: Option<&crate::LeaderFence>,
         mut f: impl FnMut(&mut Vm),
     ) -> Result<Option<Vm>> {
         for _ in 0..16 {
@@ -718,7 +740,11 @@ impl Inner {
             let expected = vm.generation;
             f(&mut vm);
             vm.updated_at = self.now();
-            match self.store.put_vm(vm, Some(expected)).await {
+            let written = match fence {
+                Some(fence) => self.store.put_vm_fenced(vm, Some(expected), fence).await,
+                None => self.store.put_vm(vm, Some(expected)).await,
+            };
+            match written {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
                 // Removed since it was read: the fresh read says so.

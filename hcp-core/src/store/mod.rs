@@ -483,6 +483,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// project. A replace may not change the VM's project or name.
     async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm>;
 
+    /// Writes a VM like [`Store::put_vm`] for a singleton duty (the reconciler recording what it
+    /// observed, rebuilding a VM from its host's mark, marking a missing VM).
+    ///
+    /// # Behavior
+    /// A store with leases writes nothing and refuses with [`crate::ErrorKind::Conflict`] and
+    /// code [`crate::CODE_LEADERSHIP_LOST`] unless `fence`'s lease still holds with its token,
+    /// checked in the write's transaction, so a leader deposed while it observed never
+    /// overwrites what the new leader records. The default, for stores of one process (no
+    /// leases, so nothing to check against), is [`Store::put_vm`].
+    async fn put_vm_fenced(
+        &self,
+        vm: Vm,
+        expected: Option<u64>,
+        fence: &crate::LeaderFence,
+    ) -> Result<Vm> {
+        let _ = fence;
+        self.put_vm(vm, expected).await
+    }
+
     /// Removes a VM record (compare-and-swap), releasing its usage; its jobs stay until they are
     /// purged.
     async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()>;

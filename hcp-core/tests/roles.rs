@@ -224,7 +224,7 @@ async fn two_api_replicas_cannot_overfill_a_host_together() {
         tasks.push(tokio::spawn(async move {
             e.create_vm(
                 &alice(),
-                VmSpec::new(&format!("b-{i}"), "ubuntu-24.04", "medium").with_zone("zone-b"),
+                VmSpec::new(format!("b-{i}"), "ubuntu-24.04", "medium").with_zone("zone-b"),
             )
             .await
         }));

@@ -2,7 +2,8 @@
 //! local PostgreSQL on 127.0.0.1:5432, which `scripts/test.sh` starts; a missing one fails this
 //! test), with a short job lease (2 s):
 //!
-//! - creates spread over the replicas: every VM made once, every job run once;
+//! - creates spread over the replicas: every VM made once (the simulator made exactly one VM per
+//!   create, counted by its id counter), every job run once;
 //! - one idempotency key used on two replicas at the same moment: one job;
 //! - a replica killed (SIGKILL) in the middle of a create, in rounds (`HCP_TEST_KILL_ROUNDS`,
 //!   default 5): every job ends within two lease periods (plus the create's own time), exactly
@@ -103,6 +104,14 @@ impl Cluster {
     }
 
     /// VMs on the simulator by HCP's mark (vm id → how many).
+    /// The simulator's native id counter: it moves once per VM the simulator made (a retried
+    /// create that finds its VM by HCP's mark takes no id), so it counts the creates that ran.
+    fn sim_next_id(&self) -> u64 {
+        let text = std::fs::read_to_string(&self.state).unwrap_or_else(|_| "{}".into());
+        let state: Value = serde_json::from_str(&text).expect("the state file is JSON");
+        state["next_id"].as_u64().unwrap_or(0)
+    }
+
     fn sim_vms(&self) -> BTreeMap<String, usize> {
         let text = std::fs::read_to_string(&self.state).unwrap_or_else(|_| "{}".into());
         let state: Value = serde_json::from_str(&text).expect("the state file is JSON");
@@ -258,6 +267,7 @@ fn three_replicas_share_jobs_survive_kills_and_fence_a_stopped_worker() {
     let mut replicas: Vec<Server> = (0..3).map(|_| c.replica()).collect();
 
     // 1. 300 creates spread over the replicas, from 6 clients at once.
+    let ids_before = c.sim_next_id();
     let started = Instant::now();
     let addrs: Vec<String> = replicas.iter().map(|r| r.addr().to_string()).collect();
     std::thread::scope(|s| {
@@ -278,6 +288,11 @@ fn three_replicas_share_jobs_survive_kills_and_fence_a_stopped_worker() {
     let (ok, failed) = check_vms(&c);
     assert_eq!((ok, failed), (300, 0));
     assert_eq!(c.sim_vms().len(), 300, "300 VMs on the simulator");
+    assert_eq!(
+        c.sim_next_id() - ids_before,
+        300,
+        "the simulator made exactly 300 VMs: no create ran twice, even one taken over"
+    );
     // No VM exists twice (above) and every create succeeded. A job whose worker's lease lapsed
     // (a starved heartbeat on a loaded machine) is taken over by another replica, which looks at
     // the simulator first: that shows as an attempt count other than 1, so it is reported here,

@@ -434,35 +434,52 @@ impl PostgresStore {
         })
     }
 
-    /// Locks every usage shard of the project (creating the missing ones, in shard order, so
-    /// two checks never wait on each other in a cycle) and returns the project's usage. A write
-    /// that adds to a shard afterwards waits for this transaction, so nothing is added between
-    /// the check and the commit.
+    /// Locks every usage shard of the project and returns the project's usage (see
+    /// [`PostgresStore::lock_shards`]).
     async fn lock_usage(&self, tx: &impl GenericClient, project: &ProjectId) -> Result<Usage> {
+        self.lock_shards(
+            tx,
+            "SELECT greatest(0, sum(vms))::text, greatest(0, sum(vcpus))::text,
+                    greatest(0, sum(memory_mib))::text, count(*)
+             FROM (SELECT vms, vcpus, memory_mib FROM project_usage WHERE project = $1
+                   ORDER BY shard FOR UPDATE) AS u",
+            "INSERT INTO project_usage (project, shard)
+             SELECT $1, s::smallint FROM generate_series(0, $2::int - 1) AS s
+             ON CONFLICT (project, shard) DO NOTHING",
+            &[&project.as_str()],
+        )
+        .await
+    }
+
+    /// Locks every usage shard of one project or host, in shard order, and returns their sum.
+    /// `lock` selects the shards `FOR UPDATE` with their count last; when some are missing,
+    /// `create` (the same parameters, then the shard count) makes them and `lock` runs again,
+    /// so no shard can appear unseen. A write that adds to a shard afterwards waits for this
+    /// transaction, so nothing is added between the check and the commit. Usually every shard
+    /// exists, and this is one statement.
+    async fn lock_shards(
+        &self,
+        tx: &impl GenericClient,
+        lock: &str,
+        create: &str,
+        key: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Usage> {
+        let st = tx.prepare_cached(lock).await.map_err(|e| self.db_err(e))?;
+        let row = tx.query_one(&st, key).await.map_err(|e| self.db_err(e))?;
+        let found: i64 = self.col(&row, 3)?;
+        if found >= i64::from(USAGE_SHARDS) {
+            return self.usage_of(&row);
+        }
         let st = tx
-            .prepare_cached(
-                "INSERT INTO project_usage (project, shard)
-                 SELECT $1, s::smallint FROM generate_series(0, $2::int - 1) AS s
-                 ON CONFLICT (project, shard) DO NOTHING",
-            )
+            .prepare_cached(create)
             .await
             .map_err(|e| self.db_err(e))?;
-        tx.execute(&st, &[&project.as_str(), &i32::from(USAGE_SHARDS)])
-            .await
-            .map_err(|e| self.db_err(e))?;
-        let st = tx
-            .prepare_cached(
-                "SELECT greatest(0, sum(vms))::text, greatest(0, sum(vcpus))::text,
-                        greatest(0, sum(memory_mib))::text
-                 FROM (SELECT vms, vcpus, memory_mib FROM project_usage WHERE project = $1
-                       ORDER BY shard FOR UPDATE) AS u",
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        let row = tx
-            .query_one(&st, &[&project.as_str()])
-            .await
-            .map_err(|e| self.db_err(e))?;
+        let shards = i32::from(USAGE_SHARDS);
+        let mut params = key.to_vec();
+        params.push(&shards);
+        tx.execute(&st, &params).await.map_err(|e| self.db_err(e))?;
+        let st = tx.prepare_cached(lock).await.map_err(|e| self.db_err(e))?;
+        let row = tx.query_one(&st, key).await.map_err(|e| self.db_err(e))?;
         self.usage_of(&row)
     }
 
@@ -575,31 +592,19 @@ impl PostgresStore {
         if let Some(room) = room.filter(|r| r.provider == at.provider && r.host == at.host)
             && !added.is_zero()
         {
-            let st = tx
-                .prepare_cached(
+            let cur = self
+                .lock_shards(
+                    tx,
+                    "SELECT greatest(0, sum(vms))::text, greatest(0, sum(vcpus))::text,
+                            greatest(0, sum(memory_mib))::text, count(*)
+                     FROM (SELECT vms, vcpus, memory_mib FROM host_usage
+                           WHERE provider = $1 AND host = $2 ORDER BY shard FOR UPDATE) AS u",
                     "INSERT INTO host_usage (provider, host, shard)
                      SELECT $1, $2, s::smallint FROM generate_series(0, $3::int - 1) AS s
                      ON CONFLICT (provider, host, shard) DO NOTHING",
+                    &[&at.provider, &at.host],
                 )
-                .await
-                .map_err(|e| self.db_err(e))?;
-            tx.execute(&st, &[&at.provider, &at.host, &i32::from(USAGE_SHARDS)])
-                .await
-                .map_err(|e| self.db_err(e))?;
-            let st = tx
-                .prepare_cached(
-                    "SELECT greatest(0, sum(vms))::text, greatest(0, sum(vcpus))::text,
-                            greatest(0, sum(memory_mib))::text
-                     FROM (SELECT vms, vcpus, memory_mib FROM host_usage
-                           WHERE provider = $1 AND host = $2 ORDER BY shard FOR UPDATE) AS u",
-                )
-                .await
-                .map_err(|e| self.db_err(e))?;
-            let row = tx
-                .query_one(&st, &[&at.provider, &at.host])
-                .await
-                .map_err(|e| self.db_err(e))?;
-            let cur = self.usage_of(&row)?;
+                .await?;
             room.check(&cur.plus(added).minus(removed), &added)?;
         }
         let st = tx

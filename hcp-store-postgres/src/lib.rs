@@ -572,9 +572,8 @@ impl PostgresStore {
         }
     }
 
-    /// Moves what `at`'s host holds from `before` to `after`; when that adds to it and `room` is
-    /// on that host, locks all of the host's shards (creating the missing ones, in shard order)
-    /// and checks the sum first.
+    /// Moves what `at`'s host holds from `before` to `after`; when that adds to it and a `room`
+    /// is given, locks all of the host's shards and checks the sum against it first.
     async fn add_host_usage(
         &self,
         tx: &impl GenericClient,
@@ -589,7 +588,7 @@ impl PostgresStore {
         }
         let added = after.minus(before);
         let removed = before.minus(after);
-        if let Some(room) = room.filter(|r| r.provider == at.provider && r.host == at.host)
+        if let Some(room) = room
             && !added.is_zero()
         {
             let cur = self

@@ -64,8 +64,9 @@ fn room_of(info: &HostInfo, reply: &HostInventoryReply) -> (u128, u128) {
     )
 }
 
-/// Returns the room of `host` for the store's check in a submission ([`crate::store::HostRoom`]);
-/// `None` for a host never observed (the store then checks nothing).
+/// Returns the room of `host` for the store's check in a submission that grows a VM bound to it
+/// ([`crate::store::HostRoom`]); `None` for a host never observed (the store then checks
+/// nothing).
 pub(crate) fn host_room(
     inner: &Inner,
     provider: &str,
@@ -76,12 +77,7 @@ pub(crate) fn host_room(
         .hosts
         .get(&(provider.to_string(), host.to_string()))?
         .room?;
-    Some(crate::store::HostRoom {
-        provider: provider.to_string(),
-        host: host.to_string(),
-        vcpus,
-        memory_mib,
-    })
+    Some(crate::store::HostRoom { vcpus, memory_mib })
 }
 
 impl HostState {
@@ -347,6 +343,8 @@ pub(crate) struct Placement {
     /// The member host of a cluster target the VM must run on, so that its server group's
     /// policy holds per host inside the cluster; `None` lets the cluster pick.
     pub(crate) member_host: Option<String>,
+    /// The target's room for HCP's VMs, which the store checks (see [`HostState::room`]).
+    pub(crate) room: Option<crate::store::HostRoom>,
 }
 
 /// The server group a new VM joins, with the `(provider, target)` each member is bound to.
@@ -820,6 +818,9 @@ impl Engine {
                 host: key.1.clone(),
                 zone: h.info.zone.clone(),
                 member_host: group.and_then(|g| g.member_pin(key, h, &r).ok().flatten()),
+                room: h
+                    .room
+                    .map(|(vcpus, memory_mib)| crate::store::HostRoom { vcpus, memory_mib }),
             }),
             None => Err(Error::new(
                 ErrorKind::QuotaExceeded,

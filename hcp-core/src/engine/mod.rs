@@ -1155,7 +1155,7 @@ impl Engine {
                     &placement.host,
                     resources,
                 )?);
-                room = inventory::host_room(inner, &placement.provider, &placement.host);
+                room = placement.room;
                 (
                     VmWrite::Insert(vm),
                     JobAction::Create,

@@ -318,20 +318,22 @@ impl State {
             .unwrap_or_default()
     }
 
-    /// Checks `room` for a VM write that changes what `vm`'s host holds from `before` (of the
-    /// stored record `old`, when it is bound elsewhere or absent, nothing) to what `vm` holds.
+    /// Checks `room` on `vm`'s host for a VM write that changes what that host holds from what
+    /// the stored record `old` held there (nothing when it is absent or bound elsewhere) to
+    /// what `vm` holds.
     fn check_room(&self, room: Option<&HostRoom>, old: Option<&Vm>, vm: &Vm) -> Result<()> {
-        let Some(room) = room.filter(|r| r.is_for(vm)) else {
+        let Some(room) = room else {
             return Ok(());
         };
+        let (provider, host) = (&vm.binding.provider, &vm.binding.host);
         let before = old
-            .filter(|o| room.is_for(o))
+            .filter(|o| o.binding.provider == *provider && o.binding.host == *host)
             .map(Usage::on_host)
             .unwrap_or_default();
         let after = Usage::on_host(vm);
         let added = after.minus(before);
         let held = self
-            .held_on(&room.provider, &room.host)
+            .held_on(provider, host)
             .plus(added)
             .minus(before.minus(after));
         room.check(&held, &added)

@@ -163,7 +163,7 @@ pub struct Submission {
     /// refuses with [`crate::ErrorKind::Conflict`] and code [`crate::CODE_LEADERSHIP_LOST`]
     /// unless that lease still holds with that token. `None` for every request.
     pub fence: Option<crate::LeaderFence>,
-    /// The room HCP's VMs have on the host the VM write binds to, checked against what the
+    /// The room HCP's VMs have on the host the written VM is bound to, checked against what the
     /// stored VMs bound there hold ([`Usage::on_host`]) when the write adds to it; `None`
     /// checks nothing.
     pub room: Option<HostRoom>,
@@ -175,12 +175,8 @@ pub struct Submission {
 /// [`Store::submit`] checks it against the sum of [`Usage::on_host`] over the stored VMs bound to
 /// the host, inside the submit transaction. So replicas that place creates at the same moment, each
 /// from its own view of the host, cannot together fill it past its total.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostRoom {
-    /// The provider the host belongs to.
-    pub provider: String,
-    /// The host, as VMs are bound to it ([`crate::ProviderBinding::host`]).
-    pub host: String,
     /// vCPUs HCP's VMs may hold there in all.
     pub vcpus: u128,
     /// Memory HCP's VMs may hold there in all, in MiB.
@@ -188,11 +184,6 @@ pub struct HostRoom {
 }
 
 impl HostRoom {
-    /// Returns true when the room is on the host `vm` is bound to.
-    pub fn is_for(&self, vm: &Vm) -> bool {
-        self.provider == vm.binding.provider && self.host == vm.binding.host
-    }
-
     /// Checks what the host's VMs hold after a write that `added` to it.
     ///
     /// # Errors

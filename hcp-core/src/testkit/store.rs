@@ -1324,8 +1324,6 @@ pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
 /// The room of the conformance VMs' host (`sim`, `host-1`): `vcpus` and 512 MiB each.
 fn room(vcpus: u32) -> HostRoom {
     HostRoom {
-        provider: "sim".into(),
-        host: "host-1".into(),
         vcpus: u128::from(vcpus),
         memory_mib: u128::from(vcpus) * 512,
     }
@@ -1405,23 +1403,31 @@ pub async fn host_room_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
         store.host_usage("other", "host-1").await? == usage(1, 1, 512),
         "another provider's host is its own"
     );
-    // Without a room, or with a room on another host, nothing is checked.
+    // Without a room nothing is checked; a room is the room of the VM's own host.
     accepted(store.submit(create("a", "unchecked")).await?)?;
-    let mut s = create("a", "other-room");
-    s.room = Some(HostRoom {
-        host: "host-2".into(),
-        ..room(0)
-    });
+    let mut s = create("a", "other-host");
+    s.vm = match s.vm {
+        VmWrite::Insert(mut v) => {
+            v.binding.host = "host-2".into();
+            VmWrite::Insert(v)
+        }
+        other => other,
+    };
+    s.room = Some(room(1));
     accepted(store.submit(s).await?)?;
+    ensure!(
+        store.host_usage("sim", "host-2").await? == usage(1, 1, 512),
+        "the VM counts on its own host"
+    );
     // A larger room admits again.
     let mut s = create("a", "larger");
     s.room = Some(room(13));
     accepted(store.submit(s).await?)?;
     let mut s = create("a", "full-again");
-    s.room = Some(room(13));
+    s.room = Some(room(12));
     ensure!(
         is_no_room(&store.submit(s).await),
-        "the 14th VM does not fit a room of 13"
+        "a 13th VM does not fit a room of 12"
     );
     Ok(())
 }

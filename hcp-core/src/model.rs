@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,19 +12,25 @@ use crate::{Capabilities, Error, ErrorInfo, Result};
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
+        ///
+        /// Shared text: a copy of the id (every copy of a job or VM record carries several)
+        /// costs a reference count, not an allocation.
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Generates a new random id.
             pub fn generate() -> Self {
-                $name(format!(concat!($prefix, "-{}"), uuid::Uuid::now_v7().simple()))
+                $name(Arc::from(format!(
+                    concat!($prefix, "-{}"),
+                    uuid::Uuid::now_v7().simple()
+                )))
             }
 
             /// Wraps an existing id without checking it.
             pub fn new(id: impl Into<String>) -> Self {
-                $name(id.into())
+                $name(Arc::from(id.into()))
             }
 
             /// Returns the id as text.
@@ -40,13 +47,13 @@ macro_rules! id_type {
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                $name(s.to_string())
+                $name(Arc::from(s))
             }
         }
 
         impl From<String> for $name {
             fn from(s: String) -> Self {
-                $name(s)
+                $name(Arc::from(s))
             }
         }
     };

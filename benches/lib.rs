@@ -4,6 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+// The allocator the `hcp` binary uses, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use hcp_core::{Config, Engine, EngineBuilder, Provider};
 use hcp_provider_sim::SimProvider;
 

@@ -29,6 +29,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+// mimalloc: a job allocates ~150 times, and with the system allocator those allocations and
+// frees were a quarter of the engine's instructions per job (`./scripts/bench.sh callgrind`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use hcp_core::{Error, SecretString};
 

@@ -93,3 +93,13 @@ pub use provider::{
     VmTarget,
 };
 pub use reconcile::Drift;
+
+/// The maps of the engine's and the memory store's hot paths: std's maps with foldhash, which
+/// is seeded per process (so keys from outside cannot be chosen to collide) and costs a fraction
+/// of SipHash per lookup.
+pub(crate) mod fastmap {
+    /// A hash map with foldhash.
+    pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+    /// A hash set with foldhash.
+    pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+}

@@ -1170,7 +1170,7 @@ impl Engine {
         }
 
         // 6. Report drift once, when it appears; act on it per policy.
-        let current: HashSet<Drift> = plan.drift.iter().cloned().collect();
+        let current: crate::fastmap::HashSet<Drift> = plan.drift.iter().cloned().collect();
         let new: Vec<Drift> = {
             let mut last = lock(&inner.last_drift);
             let new = plan

@@ -14,7 +14,9 @@ mod scheduler;
 mod watch;
 mod worker;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::fastmap::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -354,8 +356,8 @@ impl EngineBuilder {
             {
                 provider = layer.layer(provider);
             }
-            let mut host_masks = HashMap::new();
-            let mut max_jobs = HashMap::new();
+            let mut host_masks = HashMap::default();
+            let mut max_jobs = HashMap::default();
             for h in &pc.hosts {
                 host_masks.insert(h.name.clone(), h.limits.mask()?);
                 if let Some(n) = h.max_jobs {
@@ -378,7 +380,7 @@ impl EngineBuilder {
                 },
             );
         }
-        let mut zone_masks = HashMap::new();
+        let mut zone_masks = HashMap::default();
         for z in &config.zones {
             zone_masks.insert(z.name.clone(), z.limits.mask()?);
         }
@@ -421,13 +423,13 @@ impl EngineBuilder {
             inventory: RwLock::new(InventoryState::default()),
             sched: sched_tx,
             logs: log_tx,
-            watchers: Mutex::new(HashMap::new()),
-            progress: Mutex::new(HashMap::new()),
-            inflight_keys: Mutex::new(HashSet::new()),
-            cancels: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::default()),
+            progress: Mutex::new(HashMap::default()),
+            inflight_keys: Mutex::new(HashSet::default()),
+            cancels: Mutex::new(HashMap::default()),
             observer: self.observer,
             ready: AtomicBool::new(false),
-            last_drift: Mutex::new(HashSet::new()),
+            last_drift: Mutex::new(HashSet::default()),
             refresh_lock: tokio::sync::Mutex::new(()),
             group_locks: groups::GroupLocks::default(),
             pending: AtomicUsize::new(0),
@@ -439,7 +441,7 @@ impl EngineBuilder {
                 .unwrap_or_else(|| Arc::new(crate::AlwaysLeader)),
             holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             runs_jobs: self.runs_jobs,
-            held_for_workers: Mutex::new(HashMap::new()),
+            held_for_workers: Mutex::new(HashMap::default()),
         });
         scheduler::spawn(Arc::downgrade(&inner), sched_rx);
         watch::spawn_log_writer(Arc::downgrade(&inner), log_rx);
@@ -861,7 +863,7 @@ impl Engine {
     pub fn builder(config: Config) -> EngineBuilder {
         EngineBuilder {
             config,
-            factories: HashMap::new(),
+            factories: HashMap::default(),
             store: None,
             sinks: Vec::new(),
             observer: Arc::new(NoopObserver),

@@ -10,7 +10,9 @@
 //! Each job passes through the queues a constant number of times, so scheduling stays cheap
 //! with many thousands of queued jobs.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::fastmap::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -104,13 +106,13 @@ pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg
         max_global,
         max_host,
         target_caps,
-        running: HashSet::new(),
-        running_host: HashMap::new(),
-        vm_queues: HashMap::new(),
+        running: HashSet::default(),
+        running_host: HashMap::default(),
+        vm_queues: HashMap::default(),
         ready: VecDeque::new(),
-        host_waiting: HashMap::new(),
-        skip: HashSet::new(),
-        known: HashSet::new(),
+        host_waiting: HashMap::default(),
+        skip: HashSet::default(),
+        known: HashSet::default(),
     };
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {

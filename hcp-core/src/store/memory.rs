@@ -1,6 +1,8 @@
 //! The in-memory store: the default, nothing on disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::fastmap::HashMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -527,29 +527,19 @@ impl PostgresStore {
                 let cur = self.lock_usage(tx, project).await?;
                 cur.plus(added).minus(removed).check(project, q, &added)?;
             }
-            let st = tx
-                .prepare_cached(
-                    "INSERT INTO project_usage AS u (project, shard, vms, vcpus, memory_mib)
-                     VALUES ($1, $2, $3::text::numeric, $4::text::numeric, $5::text::numeric)
-                     ON CONFLICT (project, shard) DO UPDATE SET
-                        vms = u.vms + excluded.vms,
-                        vcpus = u.vcpus + excluded.vcpus,
-                        memory_mib = u.memory_mib + excluded.memory_mib",
-                )
-                .await
-                .map_err(|e| self.db_err(e))?;
-            tx.execute(
-                &st,
-                &[
-                    &project.as_str(),
-                    &usage_shard(vm_id),
-                    &delta(added.vms, removed.vms),
-                    &delta(added.vcpus, removed.vcpus),
-                    &delta(added.memory_mib, removed.memory_mib),
-                ],
+            self.add_to_shard(
+                tx,
+                "INSERT INTO project_usage AS u (project, shard, vms, vcpus, memory_mib)
+                 VALUES ($1, $2, $3::text::numeric, $4::text::numeric, $5::text::numeric)
+                 ON CONFLICT (project, shard) DO UPDATE SET
+                    vms = u.vms + excluded.vms,
+                    vcpus = u.vcpus + excluded.vcpus,
+                    memory_mib = u.memory_mib + excluded.memory_mib",
+                &[&project.as_str()],
+                vm_id,
+                (added, removed),
             )
-            .await
-            .map_err(|e| self.db_err(e))?;
+            .await?;
         }
         match (host_before, host_after) {
             (Some(b), Some(a)) if b.provider == a.provider && b.host == a.host => {
@@ -606,30 +596,49 @@ impl PostgresStore {
                 .await?;
             room.check(&cur.plus(added).minus(removed), &added)?;
         }
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO host_usage AS u (provider, host, shard, vms, vcpus, memory_mib)
-                 VALUES ($1, $2, $3, $4::text::numeric, $5::text::numeric, $6::text::numeric)
-                 ON CONFLICT (provider, host, shard) DO UPDATE SET
-                    vms = u.vms + excluded.vms,
-                    vcpus = u.vcpus + excluded.vcpus,
-                    memory_mib = u.memory_mib + excluded.memory_mib",
-            )
-            .await
-            .map_err(|e| self.db_err(e))?;
-        tx.execute(
-            &st,
-            &[
-                &at.provider,
-                &at.host,
-                &usage_shard(vm_id),
-                &delta(added.vms, removed.vms),
-                &delta(added.vcpus, removed.vcpus),
-                &delta(added.memory_mib, removed.memory_mib),
-            ],
+        self.add_to_shard(
+            tx,
+            "INSERT INTO host_usage AS u (provider, host, shard, vms, vcpus, memory_mib)
+             VALUES ($1, $2, $3, $4::text::numeric, $5::text::numeric, $6::text::numeric)
+             ON CONFLICT (provider, host, shard) DO UPDATE SET
+                vms = u.vms + excluded.vms,
+                vcpus = u.vcpus + excluded.vcpus,
+                memory_mib = u.memory_mib + excluded.memory_mib",
+            &[&at.provider, &at.host],
+            vm_id,
+            (added, removed),
         )
         .await
-        .map_err(|e| self.db_err(e))?;
+    }
+
+    /// Adds `added` less `removed` to `vm_id`'s usage shard with `upsert`, whose parameters are
+    /// `key`, then the shard and the three differences.
+    async fn add_to_shard(
+        &self,
+        tx: &impl GenericClient,
+        upsert: &str,
+        key: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        vm_id: &VmId,
+        (added, removed): (Usage, Usage),
+    ) -> Result<()> {
+        let shard = usage_shard(vm_id);
+        let (vms, vcpus, memory) = (
+            delta(added.vms, removed.vms),
+            delta(added.vcpus, removed.vcpus),
+            delta(added.memory_mib, removed.memory_mib),
+        );
+        let mut params = key.to_vec();
+        params.extend([
+            &shard as &(dyn tokio_postgres::types::ToSql + Sync),
+            &vms,
+            &vcpus,
+            &memory,
+        ]);
+        let st = tx
+            .prepare_cached(upsert)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(&st, &params).await.map_err(|e| self.db_err(e))?;
         Ok(())
     }
 

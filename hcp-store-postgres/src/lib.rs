@@ -1598,9 +1598,9 @@ impl Store for PostgresStore {
         &self,
         vm: Vm,
         expected: Option<u64>,
-        fence: &hcp_core::LeaderFence,
+        fence: Option<&hcp_core::LeaderFence>,
     ) -> Result<Vm> {
-        self.write_vm(vm, expected, Some(fence)).await
+        self.write_vm(vm, expected, fence).await
     }
 
     async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()> {

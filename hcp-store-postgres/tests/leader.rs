@@ -194,7 +194,7 @@ async fn a_deposed_leaders_duty_writes_are_refused_by_the_store() {
     // The reconciler's own writes (a VM rebuilt from its mark, an observation) likewise.
     let rebuilt = hcp_core::testkit::store::vm("alpha", "rebuilt");
     let e = store
-        .put_vm_fenced(rebuilt.clone(), None, &stale)
+        .put_vm_fenced(rebuilt.clone(), None, Some(&stale))
         .await
         .unwrap_err();
     assert_eq!(e.code(), CODE_LEADERSHIP_LOST, "{e}");
@@ -206,7 +206,7 @@ async fn a_deposed_leaders_duty_writes_are_refused_by_the_store() {
     let mut seen = observed.clone();
     seen.power = hcp_core::PowerState::Stopped;
     let e = store
-        .put_vm_fenced(seen.clone(), Some(observed.generation), &stale)
+        .put_vm_fenced(seen.clone(), Some(observed.generation), Some(&stale))
         .await
         .unwrap_err();
     assert_eq!(e.code(), CODE_LEADERSHIP_LOST, "{e}");
@@ -228,9 +228,12 @@ async fn a_deposed_leaders_duty_writes_are_refused_by_the_store() {
         (observed.generation, observed.power),
         "a refused observation changes nothing"
     );
-    store.put_vm_fenced(rebuilt, None, &fresh).await.unwrap();
+    store
+        .put_vm_fenced(rebuilt, None, Some(&fresh))
+        .await
+        .unwrap();
     let seen = store
-        .put_vm_fenced(seen, Some(observed.generation), &fresh)
+        .put_vm_fenced(seen, Some(observed.generation), Some(&fresh))
         .await
         .unwrap();
     assert_eq!(seen.power, hcp_core::PowerState::Stopped);

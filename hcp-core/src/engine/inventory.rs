@@ -40,13 +40,13 @@ pub(crate) struct HostState {
     pub(crate) capacity: Capacity,
     pub(crate) inventory: Option<Arc<HostInventoryReply>>,
     pub(crate) observed_at: Option<DateTime<Utc>>,
-    /// What HCP's VMs may hold here (vCPUs, MiB): the total less what the VMs without HCP's mark
-    /// used when last observed; `None` before the first observation.
-    pub(crate) room: Option<(u128, u128)>,
+    /// What HCP's VMs may hold here: the total less what the VMs without HCP's mark used when
+    /// last observed; `None` before the first observation.
+    pub(crate) room: Option<crate::store::HostRoom>,
 }
 
 /// Returns the room HCP's VMs have on a host observed with `reply` (see [`HostState::room`]).
-fn room_of(info: &HostInfo, reply: &HostInventoryReply) -> (u128, u128) {
+fn room_of(info: &HostInfo, reply: &HostInventoryReply) -> crate::store::HostRoom {
     let (vcpus, memory) =
         reply
             .vms
@@ -58,10 +58,10 @@ fn room_of(info: &HostInfo, reply: &HostInventoryReply) -> (u128, u128) {
                     m.saturating_add(u128::from(v.resources.memory_mib)),
                 )
             });
-    (
-        u128::from(info.vcpus_total).saturating_sub(vcpus),
-        u128::from(info.memory_mib_total).saturating_sub(memory),
-    )
+    crate::store::HostRoom {
+        vcpus: u128::from(info.vcpus_total).saturating_sub(vcpus),
+        memory_mib: u128::from(info.memory_mib_total).saturating_sub(memory),
+    }
 }
 
 /// Returns the room of `host` for the store's check in a submission that grows a VM bound to it
@@ -72,12 +72,10 @@ pub(crate) fn host_room(
     provider: &str,
     host: &str,
 ) -> Option<crate::store::HostRoom> {
-    let inv = read_inventory(inner);
-    let (vcpus, memory_mib) = inv
+    read_inventory(inner)
         .hosts
         .get(&(provider.to_string(), host.to_string()))?
-        .room?;
-    Some(crate::store::HostRoom { vcpus, memory_mib })
+        .room
 }
 
 impl HostState {
@@ -818,9 +816,7 @@ impl Engine {
                 host: key.1.clone(),
                 zone: h.info.zone.clone(),
                 member_host: group.and_then(|g| g.member_pin(key, h, &r).ok().flatten()),
-                room: h
-                    .room
-                    .map(|(vcpus, memory_mib)| crate::store::HostRoom { vcpus, memory_mib }),
+                room: h.room,
             }),
             None => Err(Error::new(
                 ErrorKind::QuotaExceeded,
@@ -1112,11 +1108,7 @@ impl Engine {
                 updated_at: now,
                 generation: 0,
             };
-            let written = match &fence {
-                Some(f) => inner.store.put_vm_fenced(vm, None, f).await,
-                None => inner.store.put_vm(vm, None).await,
-            };
-            match written {
+            match inner.store.put_vm_fenced(vm, None, fence.as_ref()).await {
                 Err(e) if e.code() == crate::CODE_LEADERSHIP_LOST => return Ok(deposed(report)),
                 Ok(vm) => {
                     report.adopted += 1;
@@ -1454,14 +1446,14 @@ fn observed_zone(
         .map(|(_, h, _)| h.zone.clone())
 }
 
-/// Marks a VM that is missing from its host `ERROR` with the reason, once: returns false when
-/// it is not `ACTIVE` any more (already marked, or a job took it over since the refresh began).
 /// Ends a reconcile round whose leadership moved on while it ran: the rest is the new leader's.
 fn deposed(report: RefreshReport) -> RefreshReport {
     tracing::warn!("leadership moved on during an inventory refresh; its writes stop here");
     report
 }
 
+/// Marks a VM that is missing from its host `ERROR` with the reason, once: returns false when
+/// it is not `ACTIVE` any more (already marked, or a job took it over since the refresh began).
 async fn mark_missing(
     inner: &Inner,
     d: &Drift,

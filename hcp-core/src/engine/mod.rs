@@ -15,8 +15,6 @@ mod watch;
 mod worker;
 
 use std::collections::BTreeMap;
-
-use crate::fastmap::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -39,6 +37,7 @@ pub use migrate::MigrateRequest;
 pub use plan::{ChangeImpact, FieldPlan, plan_resize};
 pub use watch::JobWatch;
 
+use crate::fastmap::{HashMap, HashSet};
 use crate::store::{
     IdempotencyRecord, IdempotencyScope, JobFilter, MemoryStore, Page, PageRequest, Scope, Store,
     Submission, SubmitOutcome, VmWrite,
@@ -742,11 +741,7 @@ impl Inner {
             let expected = vm.generation;
             f(&mut vm);
             vm.updated_at = self.now();
-            let written = match fence {
-                Some(fence) => self.store.put_vm_fenced(vm, Some(expected), fence).await,
-                None => self.store.put_vm(vm, Some(expected)).await,
-            };
-            match written {
+            match self.store.put_vm_fenced(vm, Some(expected), fence).await {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
                 // Removed since it was read: the fresh read says so.

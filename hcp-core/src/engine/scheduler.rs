@@ -11,8 +11,6 @@
 //! with many thousands of queued jobs.
 
 use std::collections::VecDeque;
-
-use crate::fastmap::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -23,6 +21,7 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use super::{Inner, worker};
+use crate::fastmap::{HashMap, HashSet};
 use crate::{JobId, JobState, PendingReason, VmId};
 
 #[derive(Debug)]

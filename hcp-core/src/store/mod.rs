@@ -482,12 +482,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// code [`crate::CODE_LEADERSHIP_LOST`] unless `fence`'s lease still holds with its token,
     /// checked in the write's transaction, so a leader deposed while it observed never
     /// overwrites what the new leader records. The default, for stores of one process (no
-    /// leases, so nothing to check against), is [`Store::put_vm`].
+    /// leases, so nothing to check against), is [`Store::put_vm`]; so is every store's answer
+    /// without a `fence` (a process alone has none).
     async fn put_vm_fenced(
         &self,
         vm: Vm,
         expected: Option<u64>,
-        fence: &crate::LeaderFence,
+        fence: Option<&crate::LeaderFence>,
     ) -> Result<Vm> {
         let _ = fence;
         self.put_vm(vm, expected).await

@@ -32,13 +32,15 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct State {
-    vms: BTreeMap<VmId, Vm>,
+    // Records are boxed: the maps' nodes then hold pointers, and a node half full (as ids in
+    // ascending order leave most of them) wastes a few pointers instead of a few records.
+    vms: BTreeMap<VmId, Box<Vm>>,
     vm_names: HashMap<(ProjectId, String), VmId>,
     project_vms: HashMap<ProjectId, BTreeSet<VmId>>,
     usage: HashMap<ProjectId, Usage>,
     /// What the VMs bound to each host hold ([`Usage::on_host`]), by provider and host.
     host_usage: HashMap<String, HashMap<String, Usage>>,
-    jobs: BTreeMap<JobId, JobEntry>,
+    jobs: BTreeMap<JobId, Box<JobEntry>>,
     project_jobs: HashMap<ProjectId, BTreeSet<JobId>>,
     idempotency: HashMap<IdempotencyScope, IdempotencyRecord>,
     events: VecDeque<Arc<Event>>,
@@ -135,11 +137,11 @@ impl MemoryStore {
             let next_seq = logs.last().map_or(1, |l| l.seq + 1);
             s.jobs.insert(
                 job.id.clone(),
-                JobEntry {
+                Box::new(JobEntry {
                     job,
                     logs: logs.into(),
                     next_seq,
-                },
+                }),
             );
         }
         for rec in snapshot.idempotency {
@@ -205,7 +207,7 @@ impl State {
             .entry(vm.project.clone())
             .or_default()
             .insert(vm.id.clone());
-        self.vms.insert(vm.id.clone(), vm.clone());
+        self.vms.insert(vm.id.clone(), Box::new(vm.clone()));
         Ok(vm)
     }
 
@@ -251,7 +253,10 @@ impl State {
             }
             None => self.apply_host_usage(&vm, held_before, Usage::on_host(&vm)),
         }
-        self.vms.insert(vm.id.clone(), vm.clone());
+        match self.vms.get_mut(&vm.id) {
+            Some(slot) => vm.clone_into(slot),
+            None => return Err(Error::internal("a checked VM vanished")),
+        }
         Ok(vm)
     }
 
@@ -376,11 +381,11 @@ impl State {
             .insert(job.id.clone());
         self.jobs.insert(
             job.id.clone(),
-            JobEntry {
+            Box::new(JobEntry {
                 job: job.clone(),
                 logs: VecDeque::new(),
                 next_seq: 1,
-            },
+            }),
         );
         Ok(job)
     }
@@ -519,7 +524,11 @@ impl Store for MemoryStore {
         match &submission.vm {
             VmWrite::Insert(vm) => s.check_room(submission.room.as_ref(), None, vm)?,
             VmWrite::Update { vm, .. } => {
-                s.check_room(submission.room.as_ref(), s.vms.get(&vm.id), vm)?;
+                s.check_room(
+                    submission.room.as_ref(),
+                    s.vms.get(&vm.id).map(|v| &**v),
+                    vm,
+                )?;
             }
         }
         if let VmWrite::Insert(vm) = &submission.vm {
@@ -557,7 +566,7 @@ impl Store for MemoryStore {
             .vms
             .get(id)
             .filter(|v| scope.allows(&v.project))
-            .cloned())
+            .map(|v| Vm::clone(v)))
     }
 
     async fn find_vm_by_name(&self, project: &ProjectId, name: &str) -> Result<Option<Vm>> {
@@ -565,7 +574,7 @@ impl Store for MemoryStore {
         Ok(s.vm_names
             .get(&(project.clone(), name.to_string()))
             .and_then(|id| s.vms.get(id))
-            .cloned())
+            .map(|v| Vm::clone(v)))
     }
 
     async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>> {
@@ -581,11 +590,11 @@ impl Store for MemoryStore {
                     .range((lower, Bound::Unbounded))
                     .map(|(k, _)| k.clone()),
                 limit,
-                |k| s.vms.get(k).cloned(),
+                |k| s.vms.get(k).map(|v| Vm::clone(v)),
             ),
             Scope::Project(p) => match s.project_vms.get(p) {
                 Some(ids) => page_of(ids.range((lower, Bound::Unbounded)).cloned(), limit, |k| {
-                    s.vms.get(k).cloned()
+                    s.vms.get(k).map(|v| Vm::clone(v))
                 }),
                 None => Page {
                     items: vec![],
@@ -598,7 +607,9 @@ impl Store for MemoryStore {
                     .filter_map(|p| s.project_vms.get(p))
                     .flat_map(|ids| ids.range((lower.clone(), Bound::Unbounded)))
                     .collect();
-                page_of(ids.into_iter().cloned(), limit, |k| s.vms.get(k).cloned())
+                page_of(ids.into_iter().cloned(), limit, |k| {
+                    s.vms.get(k).map(|v| Vm::clone(v))
+                })
             }
         })
     }
@@ -621,7 +632,7 @@ impl Store for MemoryStore {
             .vms
             .values()
             .filter(|v| scope.allows(&v.project) && filter.matches(v))
-            .map(|v| (sort.position(v), v))
+            .map(|v| (sort.position(v), &**v))
             .filter(|(p, _)| {
                 after
                     .as_ref()

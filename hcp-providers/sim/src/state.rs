@@ -238,7 +238,8 @@ struct HostIndex {
 }
 
 fn add_key<K: Eq + std::hash::Hash>(map: &mut HashMap<K, Vec<String>>, k: K, key: &str) {
-    let keys = map.entry(k).or_default();
+    // Nearly always one key: a Vec grown from empty would hold room for four.
+    let keys = map.entry(k).or_insert_with(|| Vec::with_capacity(1));
     if let Err(i) = keys.binary_search_by(|k| k.as_str().cmp(key)) {
         keys.insert(i, key.to_string());
     }

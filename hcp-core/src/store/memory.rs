@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    HostRoom, IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store,
-    Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmWrite, group_name_taken,
-    group_not_empty, group_not_found, lease_lost,
+    HostRoom, IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, SortValue,
+    Store, Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmSortKey, VmWrite,
+    group_name_taken, group_not_empty, group_not_found, lease_lost,
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLease,
@@ -480,6 +480,68 @@ fn page_of<K: Ord + Clone + ToString, T>(
     }
 }
 
+/// Iterates `ids` forwards, or backwards when `descending`.
+fn in_order<'a, I>(ids: I, descending: bool) -> Box<dyn Iterator<Item = &'a VmId> + 'a>
+where
+    I: DoubleEndedIterator<Item = &'a VmId> + 'a,
+{
+    if descending {
+        Box::new(ids.rev())
+    } else {
+        Box::new(ids)
+    }
+}
+
+/// Compares two VMs in `sort`'s order (its key, then the id), as [`VmSort::compare`] compares
+/// their positions, without building them.
+fn vm_order(sort: VmSort, a: &Vm, b: &Vm) -> std::cmp::Ordering {
+    let o = match sort.key {
+        VmSortKey::Id => std::cmp::Ordering::Equal,
+        VmSortKey::Name => a.spec.name.cmp(&b.spec.name),
+        VmSortKey::CreatedAt => a
+            .created_at
+            .timestamp_micros()
+            .cmp(&b.created_at.timestamp_micros()),
+    }
+    .then_with(|| a.id.cmp(&b.id));
+    if sort.descending { o.reverse() } else { o }
+}
+
+/// Returns true when `vm` comes after the cursor position `pos` in `sort`'s order.
+fn follows(sort: VmSort, vm: &Vm, pos: &VmPosition) -> bool {
+    let o = match &pos.key {
+        SortValue::None => std::cmp::Ordering::Equal,
+        SortValue::Text(name) => vm.spec.name.as_str().cmp(name.as_str()),
+        SortValue::Micros(us) => vm.created_at.timestamp_micros().cmp(us),
+    }
+    .then_with(|| vm.id.cmp(&pos.id));
+    let o = if sort.descending { o.reverse() } else { o };
+    o == std::cmp::Ordering::Greater
+}
+
+/// A VM ordered by [`vm_order`], for a heap of the first VMs of a sorted page.
+struct Ranked<'a>(&'a Vm, VmSort);
+
+impl PartialEq for Ranked<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Ranked<'_> {}
+
+impl PartialOrd for Ranked<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        vm_order(self.1, self.0, other.0)
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     fn kind(&self) -> &'static str {
@@ -628,27 +690,73 @@ impl Store for MemoryStore {
             .transpose()?;
         let limit = page.clamped_limit();
         let s = self.lock();
-        let mut found: Vec<(VmPosition, &Vm)> = s
-            .vms
-            .values()
-            .filter(|v| scope.allows(&v.project) && filter.matches(v))
-            .map(|v| (sort.position(v), &**v))
-            .filter(|(p, _)| {
-                after
-                    .as_ref()
-                    .is_none_or(|a| sort.compare(p, a) == std::cmp::Ordering::Greater)
-            })
-            .collect();
-        found.sort_by(|a, b| sort.compare(&a.0, &b.0));
+        let wanted = |v: &Vm| {
+            scope.allows(&v.project)
+                && filter.matches(v)
+                && after.as_ref().is_none_or(|a| follows(sort, v, a))
+        };
+        let mut found: Vec<&Vm> = Vec::with_capacity(limit.min(64) + 1);
+        if sort.key == VmSortKey::Id && !matches!(scope, Scope::Projects(_)) {
+            // In id order already: walk the ids from the cursor on and stop after one VM past
+            // the page, so a page costs its own size, not the number of VMs.
+            let bounds = match (&after, sort.descending) {
+                (None, _) => (Bound::Unbounded, Bound::Unbounded),
+                (Some(a), false) => (Bound::Excluded(a.id.clone()), Bound::Unbounded),
+                (Some(a), true) => (Bound::Unbounded, Bound::Excluded(a.id.clone())),
+            };
+            let ids: Box<dyn Iterator<Item = &VmId>> = match scope {
+                Scope::Project(p) => match s.project_vms.get(p) {
+                    Some(ids) => in_order(ids.range(bounds), sort.descending),
+                    None => Box::new(std::iter::empty()),
+                },
+                _ => in_order(s.vms.range(bounds).map(|(k, _)| k), sort.descending),
+            };
+            found.extend(
+                ids.filter_map(|id| s.vms.get(id).map(|v| &**v))
+                    .filter(|v| wanted(v))
+                    .take(limit + 1),
+            );
+        } else {
+            // The first `limit + 1` in order, kept in a heap whose top is the last of them: a
+            // page costs the VMs in scope times the log of its size, and copies nothing but
+            // the page.
+            let candidates: Box<dyn Iterator<Item = &Vm>> = match scope {
+                Scope::All => Box::new(s.vms.values().map(|v| &**v)),
+                Scope::Project(p) => Box::new(
+                    s.project_vms
+                        .get(p)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| s.vms.get(id).map(|v| &**v)),
+                ),
+                // A project named twice is walked once.
+                Scope::Projects(ps) => Box::new(
+                    ps.iter()
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .filter_map(|p| s.project_vms.get(p))
+                        .flatten()
+                        .filter_map(|id| s.vms.get(id).map(|v| &**v)),
+                ),
+            };
+            let mut heap = std::collections::BinaryHeap::with_capacity(limit + 2);
+            for v in candidates.filter(|v| wanted(v)) {
+                heap.push(Ranked(v, sort));
+                if heap.len() > limit + 1 {
+                    heap.pop();
+                }
+            }
+            found.extend(heap.into_sorted_vec().into_iter().map(|r| r.0));
+        }
         let more = found.len() > limit;
         found.truncate(limit);
         let next = if more {
-            found.last().map(|(p, _)| sort.cursor(p))
+            found.last().map(|v| sort.cursor(&sort.position(v)))
         } else {
             None
         };
         Ok(Page {
-            items: found.into_iter().map(|(_, v)| v.clone()).collect(),
+            items: found.into_iter().cloned().collect(),
             next,
         })
     }

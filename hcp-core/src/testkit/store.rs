@@ -1721,6 +1721,7 @@ pub async fn filtered_sorted_listing(store: Arc<dyn Store>) -> Result<()> {
     ];
     let sorts = [
         VmSort::default(),
+        VmSort::descending(VmSortKey::Id),
         VmSort::ascending(VmSortKey::Name),
         VmSort::descending(VmSortKey::Name),
         VmSort::ascending(VmSortKey::CreatedAt),
@@ -1730,6 +1731,11 @@ pub async fn filtered_sorted_listing(store: Arc<dyn Store>) -> Result<()> {
         Scope::All,
         Scope::Project(ProjectId::new("p1")),
         Scope::Projects(vec![ProjectId::new("p2"), ProjectId::new("p3")]),
+        Scope::Projects(vec![
+            ProjectId::new("p3"),
+            ProjectId::new("p1"),
+            ProjectId::new("p3"),
+        ]),
         Scope::Projects(vec![]),
     ];
     for scope in &scopes {

@@ -288,8 +288,9 @@ pub(crate) struct IndexedState {
     state: SimState,
     /// Host name → its index; every host of `state` has one.
     hosts: HashMap<String, HostIndex>,
-    /// Native id → the first host (in name order) holding a VM under that key.
-    host_of: HashMap<String, String>,
+    /// Native id → the hosts holding a VM under that key, in name order (one, unless a state
+    /// file written by hand repeats an id on several hosts).
+    host_of: HashMap<String, Vec<String>>,
 }
 
 impl IndexedState {
@@ -310,9 +311,11 @@ impl IndexedState {
             let mut index = HostIndex::default();
             for (key, vm) in &h.vms {
                 index.add(key, vm);
+                // Hosts come in name order: each list stays sorted.
                 self.host_of
                     .entry(key.clone())
-                    .or_insert_with(|| name.clone());
+                    .or_insert_with(|| Vec::with_capacity(1))
+                    .push(name.clone());
             }
             self.hosts.insert(name.clone(), index);
         }
@@ -335,7 +338,10 @@ impl IndexedState {
 
     /// Returns the host holding the VM `native_id`.
     pub(crate) fn host_of(&self, native_id: &str) -> Option<&str> {
-        self.host_of.get(native_id).map(String::as_str)
+        self.host_of
+            .get(native_id)
+            .and_then(|hosts| hosts.first())
+            .map(String::as_str)
     }
 
     /// Returns the VM `native_id` of `host`.
@@ -387,11 +393,12 @@ impl IndexedState {
         }
         index.add(&key, &vm);
         h.vms.insert(key.clone(), vm);
-        match self.host_of.get(&key) {
-            Some(first) if first.as_str() <= host => {}
-            _ => {
-                self.host_of.insert(key, host.to_string());
-            }
+        let hosts = self
+            .host_of
+            .entry(key)
+            .or_insert_with(|| Vec::with_capacity(1));
+        if let Err(i) = hosts.binary_search_by(|h| h.as_str().cmp(host)) {
+            hosts.insert(i, host.to_string());
         }
         Ok(())
     }
@@ -402,20 +409,10 @@ impl IndexedState {
         if let Some(index) = self.hosts.get_mut(host) {
             index.remove(native_id, &vm);
         }
-        if self.host_of.get(native_id).is_some_and(|h| h == host) {
-            // A hand-written file may hold the id on another host too.
-            match self
-                .state
-                .hosts
-                .iter()
-                .find(|(_, h)| h.vms.contains_key(native_id))
-            {
-                Some((other, _)) => {
-                    self.host_of.insert(native_id.to_string(), other.clone());
-                }
-                None => {
-                    self.host_of.remove(native_id);
-                }
+        if let Some(hosts) = self.host_of.get_mut(native_id) {
+            hosts.retain(|h| h != host);
+            if hosts.is_empty() {
+                self.host_of.remove(native_id);
             }
         }
         Some(vm)

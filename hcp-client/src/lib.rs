@@ -1582,7 +1582,7 @@ fn job_from_tenant(t: TenantJob) -> Job {
         idempotency_key: None,
         host: String::new(),
         provider: String::new(),
-        error: t.error,
+        error: t.error.map(Box::new),
         timeout_ms: 0,
         created_at: t.created_at,
         started_at: t.started_at,

@@ -335,7 +335,7 @@ pub struct Job {
     pub provider: String,
     /// The error, when it failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorInfo>,
+    pub error: Option<Box<ErrorInfo>>,
     /// The per-job timeout in milliseconds, counted from its first start (from its acceptance
     /// while it has not started).
     pub timeout_ms: u64,
@@ -487,7 +487,7 @@ impl Job {
             progress: self.progress,
             principal: self.principal.subject.clone(),
             idempotency_key: None,
-            error: self.error.as_ref().map(ErrorInfo::tenant),
+            error: self.error.as_deref().map(ErrorInfo::tenant),
             created_at: self.created_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
@@ -646,7 +646,7 @@ impl JobUpdate {
                 let t = job.tenant_view();
                 job.host = String::new();
                 job.provider = String::new();
-                job.error = t.error;
+                job.error = t.error.map(Box::new);
                 job.pending_reason = t.pending_reason;
                 if let Some(action) = t.action {
                     job.action = action;
@@ -838,7 +838,7 @@ mod tests {
         let e = Error::new(ErrorKind::ProviderUnavailable, "the host does not answer")
             .with_detail("host `secret-host` is down")
             .with_context("host", "secret-host");
-        j.error = Some(ErrorInfo::from(&e));
+        j.error = Some(Box::new(ErrorInfo::from(&e)));
         j.pending_reason = Some(PendingReason::RetryBackoff {
             attempt: 1,
             retry_at: Utc::now(),

@@ -605,7 +605,7 @@ pub struct Vm {
     pub binding: ProviderBinding,
     /// The error of the last failed job, if its state is `ERROR`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<ErrorInfo>,
+    pub last_error: Option<Box<ErrorInfo>>,
     /// When HCP accepted it.
     pub created_at: DateTime<Utc>,
     /// When HCP last changed its record.
@@ -631,7 +631,7 @@ impl Vm {
             state: self.desired,
             power: self.power,
             desired_power: self.desired_power,
-            last_error: self.last_error.as_ref().map(ErrorInfo::tenant),
+            last_error: self.last_error.as_deref().map(ErrorInfo::tenant),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }

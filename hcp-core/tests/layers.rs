@@ -571,7 +571,7 @@ fn assert_timed_out_once(job: hcp_core::Job, vm: &hcp_core::Vm) -> hcp_core::Err
     let error = job.error.expect("the job says why");
     assert_eq!(error.kind, ErrorKind::Timeout, "{error:?}");
     assert_eq!(vm.power, PowerState::Running, "{vm:?}");
-    error
+    *error
 }
 
 #[tokio::test]

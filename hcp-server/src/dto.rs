@@ -656,7 +656,7 @@ impl<'a> TenantVmRef<'a> {
             state: vm.desired.into(),
             power: vm.power.into(),
             desired_power: vm.desired_power.into(),
-            last_error: vm.last_error.as_ref().map(ErrorInfoRef::tenant),
+            last_error: vm.last_error.as_deref().map(ErrorInfoRef::tenant),
             created_at: vm.created_at,
             updated_at: vm.updated_at,
         }
@@ -821,7 +821,7 @@ impl From<Vm> for OpsVmDto {
                 host: v.binding.host,
                 native_id: v.binding.native_id,
             },
-            last_error: v.last_error.as_ref().map(ErrorInfoDto::operator),
+            last_error: v.last_error.as_deref().map(ErrorInfoDto::operator),
             created_at: v.created_at,
             updated_at: v.updated_at,
             generation: v.generation,
@@ -2151,7 +2151,7 @@ mod tests {
         full.power = PowerState::Paused;
         full.present = true;
         full.binding.native_id = Some("sim-7".into());
-        full.last_error = Some(error_info());
+        full.last_error = Some(Box::new(error_info()));
         full.created_at = t1;
         full.updated_at = t1;
         full.generation = 42;
@@ -2305,7 +2305,7 @@ mod tests {
                 j.attempts = 3;
                 j.progress = 100;
                 j.idempotency_key = Some("key-1".into());
-                j.error = Some(error_info());
+                j.error = Some(Box::new(error_info()));
                 j.started_at = Some(t1);
                 j.finished_at = Some(t2);
             }

@@ -1476,7 +1476,7 @@ async fn mark_missing(
             marked = vm.desired == DesiredState::Active;
             if marked {
                 vm.desired = DesiredState::Error;
-                vm.last_error = Some((&error).into());
+                vm.last_error = Some(Box::new((&error).into()));
             }
         })
         .await?;

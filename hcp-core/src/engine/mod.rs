@@ -1637,9 +1637,9 @@ impl Engine {
                     return Err(Error::new(ErrorKind::Conflict, "not pending"));
                 }
                 j.transition(JobState::Cancelled, self.inner.now())?;
-                j.error = Some(
+                j.error = Some(Box::new(
                     (&Error::new(ErrorKind::Cancelled, format!("cancelled by {principal}"))).into(),
-                );
+                ));
                 Ok(())
             })
             .await;

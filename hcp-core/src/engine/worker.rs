@@ -1281,7 +1281,7 @@ async fn fail(
         let is_delete = matches!(job.action, JobAction::Delete { .. });
         let r = inner
             .update_vm_with(&vm.id, |v| {
-                v.last_error = Some(info.clone());
+                v.last_error = Some(Box::new(info.clone()));
                 if is_create {
                     if v.desired != DesiredState::Deleted {
                         v.desired = DesiredState::Error;
@@ -1403,7 +1403,7 @@ async fn end(
             j.progress = p;
         }
         j.transition(state, inner.now())?;
-        j.error = err.clone();
+        j.error = err.clone().map(Box::new);
         Ok(())
     })
     .await?;
@@ -1492,7 +1492,7 @@ pub(crate) async fn recover(
         let info = ErrorInfo::from(&err);
         let r = inner
             .update_vm_with(&vm.id, |v| {
-                v.last_error = Some(info.clone());
+                v.last_error = Some(Box::new(info.clone()));
                 if v.desired != DesiredState::Deleted {
                     v.desired = DesiredState::Error;
                 }

@@ -52,8 +52,9 @@ struct State {
     groups: BTreeMap<ServerGroupId, ServerGroup>,
     group_names: HashMap<(ProjectId, String), ServerGroupId>,
     group_members: HashMap<ServerGroupId, BTreeSet<VmId>>,
-    /// The jobs that have not ended, per VM, oldest (by id) first: the claim rules' index.
-    unfinished: HashMap<VmId, BTreeSet<JobId>>,
+    /// The jobs that have not ended, per VM, oldest (by id) first: the claim rules' index. A
+    /// sorted list: a VM nearly always has one such job, rarely a few.
+    unfinished: HashMap<VmId, Vec<JobId>>,
 }
 
 #[derive(Debug, Clone)]
@@ -393,17 +394,22 @@ impl State {
     /// Keeps the index of unfinished jobs in step with a job's (new) state.
     fn track(&mut self, job: &Job) {
         if job.state.is_terminal() {
-            if let Some(set) = self.unfinished.get_mut(&job.vm_id) {
-                set.remove(&job.id);
-                if set.is_empty() {
+            if let Some(ids) = self.unfinished.get_mut(&job.vm_id) {
+                if let Ok(i) = ids.binary_search(&job.id) {
+                    ids.remove(i);
+                }
+                if ids.is_empty() {
                     self.unfinished.remove(&job.vm_id);
                 }
             }
         } else {
-            self.unfinished
+            let ids = self
+                .unfinished
                 .entry(job.vm_id.clone())
-                .or_default()
-                .insert(job.id.clone());
+                .or_insert_with(|| Vec::with_capacity(1));
+            if let Err(i) = ids.binary_search(&job.id) {
+                ids.insert(i, job.id.clone());
+            }
         }
     }
 

@@ -22,10 +22,19 @@ macro_rules! id_type {
         impl $name {
             /// Generates a new random id.
             pub fn generate() -> Self {
-                $name(Arc::from(format!(
-                    concat!($prefix, "-{}"),
-                    uuid::Uuid::now_v7().simple()
-                )))
+                // Written on the stack and copied once into the shared text (no formatter, no
+                // intermediate String).
+                const PREFIX: &str = concat!($prefix, "-");
+                let mut text = [0u8; PREFIX.len() + uuid::fmt::Simple::LENGTH];
+                let (head, tail) = text.split_at_mut(PREFIX.len());
+                head.copy_from_slice(PREFIX.as_bytes());
+                let uuid = uuid::Uuid::now_v7();
+                uuid.simple().encode_lower(tail);
+                match std::str::from_utf8(&text) {
+                    Ok(id) => $name(Arc::from(id)),
+                    // Unreachable (a prefix and hex digits are ASCII), but never a panic.
+                    Err(_) => $name(Arc::from(format!("{PREFIX}{}", uuid.simple()))),
+                }
             }
 
             /// Wraps an existing id without checking it.
@@ -936,6 +945,29 @@ impl fmt::Display for Principal {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn generated_ids_are_their_prefix_and_a_time_ordered_uuid() {
+        let first = VmId::generate();
+        let id = first.as_str();
+        let hex = id.strip_prefix("vm-").expect("prefix");
+        assert_eq!(hex.len(), 32, "{id}");
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{id}"
+        );
+        let uuid = uuid::Uuid::parse_str(hex).expect("a UUID");
+        assert_eq!(uuid.get_version_num(), 7, "{id}");
+        assert!(JobId::generate().as_str().starts_with("job-"));
+        assert!(ServerGroupId::generate().as_str().starts_with("sg-"));
+        // Ids made later sort later (UUIDv7), and never repeat.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = VmId::generate();
+        assert!(later > first, "{later} after {first}");
+        let many: std::collections::HashSet<VmId> = (0..1000).map(|_| VmId::generate()).collect();
+        assert_eq!(many.len(), 1000);
+    }
 
     #[test]
     fn names_follow_dns_label_rules() {

@@ -1971,6 +1971,53 @@ impl poem_openapi::types::ParseFromJSON for AuditEventDto {
     }
 }
 
+/// One event of the operators' audit stream: the engine's event itself, written to the stream
+/// as its [`AuditEventDto`] would be (same schema, same JSON) without building a
+/// `serde_json::Value` per event.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditEventItem(pub(crate) std::sync::Arc<hcp_core::Event>);
+
+impl AuditEventItem {
+    /// Returns the event's JSON, as [`AuditEventDto`] writes it.
+    pub(crate) fn to_json_string(&self) -> String {
+        serde_json::to_string(self.0.as_ref()).unwrap_or_else(|_| "null".to_string())
+    }
+}
+
+impl poem_openapi::types::Type for AuditEventItem {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        AuditEventDto::name()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        AuditEventDto::schema_ref()
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        AuditEventDto::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ToJSON for AuditEventItem {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        AuditEventDto::from(self.0.as_ref()).to_json()
+    }
+}
+
 /// One page of audit events.
 #[derive(Debug, Clone, PartialEq, Object)]
 pub struct EventPage {
@@ -2554,6 +2601,17 @@ mod tests {
                 };
                 assert_same_json("EventPage", &page, &EventPageRef::new(items, next.clone()));
             }
+        }
+        // The audit stream writes each event without a Value tree: the same JSON.
+        for e in &events {
+            let streamed: serde_json::Value =
+                serde_json::from_str(&AuditEventItem(e.clone()).to_json_string())
+                    .expect("the stream writes JSON");
+            assert_eq!(streamed, AuditEventDto::from(e.as_ref()).0, "{e:?}");
+            assert_eq!(
+                poem_openapi::types::ToJSON::to_json(&AuditEventItem(e.clone())),
+                poem_openapi::types::ToJSON::to_json(&AuditEventDto::from(e.as_ref()))
+            );
         }
     }
 

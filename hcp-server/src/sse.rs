@@ -17,10 +17,10 @@ pub(crate) const MAX_BACKLOG: usize = 10_000;
 pub(crate) async fn audit_stream(
     engine: Engine,
     filter: EventFilter,
-) -> hcp_core::Result<BoxStream<'static, crate::dto::AuditEventDto>> {
+) -> hcp_core::Result<BoxStream<'static, crate::dto::AuditEventItem>> {
     Ok(follow_events(engine, filter)
         .await?
-        .map(|e| crate::dto::AuditEventDto::from(e.as_ref()))
+        .map(crate::dto::AuditEventItem)
         .boxed())
 }
 

@@ -885,6 +885,31 @@ async fn audit_stream_replays_then_follows_live_events() {
         .await
         .expect("live events arrive");
     assert!(text.contains("event: audit"));
+    // Each event's id is its sequence number, and its data is the event's JSON.
+    let mut checked = 0;
+    for block in text.split("\n\n") {
+        let field = |name: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let (Some(id), Some(data)) = (field("id:"), field("data:")) else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_str(data).expect("an event is JSON");
+        assert_eq!(
+            event["seq"].as_u64().map(|n| n.to_string()).as_deref(),
+            Some(id),
+            "{block}"
+        );
+        assert!(
+            event["event"].is_string() && event["at"].is_string(),
+            "{block}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "{text}");
 }
 
 #[tokio::test]

@@ -17,8 +17,8 @@ use super::hyperv::{HostsResponse, InventoryResponse, hosts_page, inventory_page
 use super::security::ApiAuth;
 use super::{ApiTags, OPS_PREFIX, State};
 use crate::dto::{
-    AuditEventDto, EventPage, EventPageRef, JobDto, JobPage, JobStateDto, OpsJobLogPage, OpsVmPage,
-    ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto, StrictDto,
+    AuditEventItem, EventPage, EventPageRef, JobDto, JobPage, JobStateDto, OpsJobLogPage,
+    OpsVmPage, ProviderCapabilitiesDto, ProviderStatusDto, RefreshReportDto, StrictDto,
 };
 use crate::error::ApiResult;
 use crate::json::JsonBody;
@@ -530,7 +530,7 @@ impl OpsApi {
         after: Query<Option<u64>>,
         /// Only this project's events.
         project: Query<Option<String>>,
-    ) -> ApiResult<EventStream<BoxStream<'static, AuditEventDto>>> {
+    ) -> ApiResult<EventStream<BoxStream<'static, AuditEventItem>>> {
         let filter = EventFilter {
             after: after.0.unwrap_or(0),
             project: project.0.filter(|p| !p.is_empty()).map(ProjectId::new),
@@ -540,11 +540,10 @@ impl OpsApi {
         let stream = audit_stream(self.state.engine.clone(), filter).await?;
         Ok(EventStream::new(stream)
             .keep_alive(super::tenant::SSE_KEEP_ALIVE)
-            .to_event(|v| {
-                let id = v.0.get("seq").and_then(|s| s.as_u64()).unwrap_or_default();
-                Event::message(v.0.to_string())
+            .to_event(|e| {
+                Event::message(e.to_json_string())
                     .event_type("audit")
-                    .id(id.to_string())
+                    .id(e.0.seq.to_string())
             }))
     }
 }

@@ -5,18 +5,18 @@
 use hcp_core::{GroupPolicy, GroupStrength, NewServerGroup, ServerGroup, ServerGroupId};
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::security::ApiAuth;
 use super::{ApiTags, State, TENANT_PREFIX, tenant_context};
 use crate::dto::StrictDto;
 use crate::error::ApiResult;
+use crate::json::JsonBody;
 use crate::limits::StrictJson;
 
 /// Whether a group's members share a host or avoid sharing one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize, Serialize)]
 pub(crate) enum GroupPolicyDto {
     /// Members run on the same host.
     #[oai(rename = "affinity")]
@@ -47,7 +47,7 @@ impl From<GroupPolicy> for GroupPolicyDto {
 }
 
 /// Whether placement must keep a group's policy or only prefers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize, Serialize)]
 #[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum GroupStrengthDto {
@@ -97,8 +97,9 @@ impl StrictDto for CreateServerGroupRequest {
         &["id", "project", "members", "created_at", "generation"];
 }
 
+// Answered with `JsonBody`: its serde form is its `ToJSON` form (checked in the tests).
 /// A server group as a tenant sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub(crate) struct ServerGroupDto {
     /// HCP's id (`sg-…`); pass it as `server_group` when creating a VM.
     pub(crate) id: String,
@@ -113,6 +114,7 @@ pub(crate) struct ServerGroupDto {
     /// The member VMs' ids, ordered by id (never the hosts they run on).
     pub(crate) members: Vec<String>,
     /// When HCP created it.
+    #[serde(serialize_with = "crate::json::rfc3339")]
     pub(crate) created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -131,12 +133,13 @@ impl From<ServerGroup> for ServerGroupDto {
 }
 
 /// One page of a project's server groups.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize)]
 pub(crate) struct ServerGroupPage {
     /// The groups, ordered by id.
     pub(crate) items: Vec<ServerGroupDto>,
     /// The cursor of the next page, when there is one.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) next: Option<String>,
 }
 
@@ -145,7 +148,7 @@ pub(crate) struct ServerGroupPage {
 pub(crate) enum ServerGroupCreated {
     /// Created; `Location` is the group's URL.
     #[oai(status = 201)]
-    Created(Json<ServerGroupDto>, #[oai(header = "Location")] String),
+    Created(JsonBody<ServerGroupDto>, #[oai(header = "Location")] String),
 }
 
 /// The answer of a delete.
@@ -201,7 +204,10 @@ impl ServerGroupsApi {
             "{TENANT_PREFIX}/projects/{}/server-groups/{}",
             ctx.project, group.id
         );
-        Ok(ServerGroupCreated::Created(Json(group.into()), location))
+        Ok(ServerGroupCreated::Created(
+            JsonBody::new(&ServerGroupDto::from(group)),
+            location,
+        ))
     }
 
     /// List a project's server groups
@@ -222,14 +228,14 @@ impl ServerGroupsApi {
         limit: Query<Option<u32>>,
         /// The `next` cursor of the previous page.
         cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<ServerGroupPage>> {
+    ) -> ApiResult<JsonBody<ServerGroupPage>> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let page = self
             .state
             .engine
             .list_server_groups(&ctx.scope(), &self.state.pages.request(limit.0, cursor.0)?)
             .await?;
-        Ok(Json(ServerGroupPage {
+        Ok(JsonBody::new(&ServerGroupPage {
             items: page.items.into_iter().map(Into::into).collect(),
             next: page.next,
         }))
@@ -249,14 +255,14 @@ impl ServerGroupsApi {
         req: &Request,
         #[oai(name = "projectId")] project_id: Path<String>,
         #[oai(name = "groupId")] group_id: Path<String>,
-    ) -> ApiResult<Json<ServerGroupDto>> {
+    ) -> ApiResult<JsonBody<ServerGroupDto>> {
         let ctx = tenant_context(&self.state.engine, req, &project_id, None)?;
         let group = self
             .state
             .engine
             .get_server_group(&ctx.scope(), &ServerGroupId::new(group_id.0))
             .await?;
-        Ok(Json(group.into()))
+        Ok(JsonBody::new(&ServerGroupDto::from(group)))
     }
 
     /// Delete a server group
@@ -281,5 +287,49 @@ impl ServerGroupsApi {
             .delete_server_group(&ctx, &ServerGroupId::new(group_id.0))
             .await?;
         Ok(ServerGroupDeleted::Deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(members: usize, policy: GroupPolicy, strength: GroupStrength) -> ServerGroupDto {
+        ServerGroupDto::from(ServerGroup {
+            id: ServerGroupId::new("sg-1"),
+            project: hcp_core::ProjectId::new("demo"),
+            name: "web".to_string(),
+            policy,
+            strength,
+            members: (0..members)
+                .map(|i| hcp_core::VmId::new(format!("vm-{i}")))
+                .collect(),
+            created_at: chrono::DateTime::from_timestamp(1_780_000_000, 123_456_789)
+                .expect("a time"),
+            generation: 3,
+        })
+    }
+
+    #[test]
+    fn group_responses_serialise_as_their_to_json() {
+        let groups = [
+            group(0, GroupPolicy::Affinity, GroupStrength::Hard),
+            group(2, GroupPolicy::AntiAffinity, GroupStrength::Soft),
+        ];
+        for g in &groups {
+            crate::json::assert_same_json("ServerGroup", g, g);
+        }
+        for next in [None, Some("sg-1".to_string())] {
+            let page = ServerGroupPage {
+                items: groups.to_vec(),
+                next,
+            };
+            crate::json::assert_same_json("ServerGroupPage", &page, &page);
+        }
+        let empty = ServerGroupPage {
+            items: Vec::new(),
+            next: None,
+        };
+        crate::json::assert_same_json("ServerGroupPage", &empty, &empty);
     }
 }

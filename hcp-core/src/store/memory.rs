@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    HostRoom, IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, SortValue,
-    Store, Submission, SubmitOutcome, Usage, VmFilter, VmPosition, VmSort, VmSortKey, VmWrite,
-    group_name_taken, group_not_empty, group_not_found, lease_lost,
+    HostRoom, IdempotencyRecord, IdempotencyScope, JobFilter, Page, PageRequest, Scope, Store,
+    Submission, SubmitOutcome, Usage, VmFilter, VmSort, VmSortKey, VmWrite, group_name_taken,
+    group_not_empty, group_not_found, lease_lost,
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLease,
@@ -212,8 +212,13 @@ impl State {
         Ok(vm)
     }
 
+    /// Returns the stored VM `id`.
+    fn vm(&self, id: &VmId) -> Option<&Vm> {
+        self.vms.get(id).map(|v| &**v)
+    }
+
     fn check_vm(&self, id: &VmId, expected: u64) -> Result<&Vm> {
-        let cur = self.vms.get(id).ok_or_else(|| Error::not_found("vm", id))?;
+        let cur = self.vm(id).ok_or_else(|| Error::not_found("vm", id))?;
         if cur.generation != expected {
             return Err(cas_conflict("vm", id, expected, cur.generation));
         }
@@ -498,34 +503,7 @@ where
     }
 }
 
-/// Compares two VMs in `sort`'s order (its key, then the id), as [`VmSort::compare`] compares
-/// their positions, without building them.
-fn vm_order(sort: VmSort, a: &Vm, b: &Vm) -> std::cmp::Ordering {
-    let o = match sort.key {
-        VmSortKey::Id => std::cmp::Ordering::Equal,
-        VmSortKey::Name => a.spec.name.cmp(&b.spec.name),
-        VmSortKey::CreatedAt => a
-            .created_at
-            .timestamp_micros()
-            .cmp(&b.created_at.timestamp_micros()),
-    }
-    .then_with(|| a.id.cmp(&b.id));
-    if sort.descending { o.reverse() } else { o }
-}
-
-/// Returns true when `vm` comes after the cursor position `pos` in `sort`'s order.
-fn follows(sort: VmSort, vm: &Vm, pos: &VmPosition) -> bool {
-    let o = match &pos.key {
-        SortValue::None => std::cmp::Ordering::Equal,
-        SortValue::Text(name) => vm.spec.name.as_str().cmp(name.as_str()),
-        SortValue::Micros(us) => vm.created_at.timestamp_micros().cmp(us),
-    }
-    .then_with(|| vm.id.cmp(&pos.id));
-    let o = if sort.descending { o.reverse() } else { o };
-    o == std::cmp::Ordering::Greater
-}
-
-/// A VM ordered by [`vm_order`], for a heap of the first VMs of a sorted page.
+/// A VM ordered by [`VmSort::compare_vms`], for a heap of the first VMs of a sorted page.
 struct Ranked<'a>(&'a Vm, VmSort);
 
 impl PartialEq for Ranked<'_> {
@@ -544,7 +522,7 @@ impl PartialOrd for Ranked<'_> {
 
 impl Ord for Ranked<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        vm_order(self.1, self.0, other.0)
+        self.1.compare_vms(self.0, other.0)
     }
 }
 
@@ -592,11 +570,7 @@ impl Store for MemoryStore {
         match &submission.vm {
             VmWrite::Insert(vm) => s.check_room(submission.room.as_ref(), None, vm)?,
             VmWrite::Update { vm, .. } => {
-                s.check_room(
-                    submission.room.as_ref(),
-                    s.vms.get(&vm.id).map(|v| &**v),
-                    vm,
-                )?;
+                s.check_room(submission.room.as_ref(), s.vm(&vm.id), vm)?;
             }
         }
         if let VmWrite::Insert(vm) = &submission.vm {
@@ -631,18 +605,17 @@ impl Store for MemoryStore {
     async fn get_vm(&self, scope: &Scope, id: &VmId) -> Result<Option<Vm>> {
         Ok(self
             .lock()
-            .vms
-            .get(id)
+            .vm(id)
             .filter(|v| scope.allows(&v.project))
-            .map(|v| Vm::clone(v)))
+            .cloned())
     }
 
     async fn find_vm_by_name(&self, project: &ProjectId, name: &str) -> Result<Option<Vm>> {
         let s = self.lock();
         Ok(s.vm_names
             .get(&(project.clone(), name.to_string()))
-            .and_then(|id| s.vms.get(id))
-            .map(|v| Vm::clone(v)))
+            .and_then(|id| s.vm(id))
+            .cloned())
     }
 
     async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>> {
@@ -658,11 +631,11 @@ impl Store for MemoryStore {
                     .range((lower, Bound::Unbounded))
                     .map(|(k, _)| k.clone()),
                 limit,
-                |k| s.vms.get(k).map(|v| Vm::clone(v)),
+                |k| s.vm(k).cloned(),
             ),
             Scope::Project(p) => match s.project_vms.get(p) {
                 Some(ids) => page_of(ids.range((lower, Bound::Unbounded)).cloned(), limit, |k| {
-                    s.vms.get(k).map(|v| Vm::clone(v))
+                    s.vm(k).cloned()
                 }),
                 None => Page {
                     items: vec![],
@@ -675,9 +648,7 @@ impl Store for MemoryStore {
                     .filter_map(|p| s.project_vms.get(p))
                     .flat_map(|ids| ids.range((lower.clone(), Bound::Unbounded)))
                     .collect();
-                page_of(ids.into_iter().cloned(), limit, |k| {
-                    s.vms.get(k).map(|v| Vm::clone(v))
-                })
+                page_of(ids.into_iter().cloned(), limit, |k| s.vm(k).cloned())
             }
         })
     }
@@ -699,7 +670,7 @@ impl Store for MemoryStore {
         let wanted = |v: &Vm| {
             scope.allows(&v.project)
                 && filter.matches(v)
-                && after.as_ref().is_none_or(|a| follows(sort, v, a))
+                && after.as_ref().is_none_or(|a| sort.follows(v, a))
         };
         let mut found: Vec<&Vm> = Vec::with_capacity(limit.min(64) + 1);
         if sort.key == VmSortKey::Id && !matches!(scope, Scope::Projects(_)) {
@@ -718,7 +689,7 @@ impl Store for MemoryStore {
                 _ => in_order(s.vms.range(bounds).map(|(k, _)| k), sort.descending),
             };
             found.extend(
-                ids.filter_map(|id| s.vms.get(id).map(|v| &**v))
+                ids.filter_map(|id| s.vm(id))
                     .filter(|v| wanted(v))
                     .take(limit + 1),
             );
@@ -733,7 +704,7 @@ impl Store for MemoryStore {
                         .get(p)
                         .into_iter()
                         .flatten()
-                        .filter_map(|id| s.vms.get(id).map(|v| &**v)),
+                        .filter_map(|id| s.vm(id)),
                 ),
                 // A project named twice is walked once.
                 Scope::Projects(ps) => Box::new(
@@ -742,7 +713,7 @@ impl Store for MemoryStore {
                         .into_iter()
                         .filter_map(|p| s.project_vms.get(p))
                         .flatten()
-                        .filter_map(|id| s.vms.get(id).map(|v| &**v)),
+                        .filter_map(|id| s.vm(id)),
                 ),
             };
             let mut heap = std::collections::BinaryHeap::with_capacity(limit + 2);

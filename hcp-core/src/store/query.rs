@@ -208,7 +208,32 @@ impl VmSort {
 
     /// Compares two positions in this order.
     pub fn compare(&self, a: &VmPosition, b: &VmPosition) -> Ordering {
-        let o = a.key.cmp(&b.key).then_with(|| a.id.cmp(&b.id));
+        self.directed(a.key.borrowed(), &a.id, b.key.borrowed(), &b.id)
+    }
+
+    /// Compares two VMs in this order, as [`VmSort::compare`] compares their positions, without
+    /// building the positions (no copy of a name).
+    pub fn compare_vms(&self, a: &Vm, b: &Vm) -> Ordering {
+        self.directed(self.key_of(a), &a.id, self.key_of(b), &b.id)
+    }
+
+    /// Returns true when `vm` comes after the position `pos` (a cursor's) in this order.
+    pub fn follows(&self, vm: &Vm, pos: &VmPosition) -> bool {
+        self.directed(self.key_of(vm), &vm.id, pos.key.borrowed(), &pos.id) == Ordering::Greater
+    }
+
+    /// The value `vm` is sorted by, borrowed from it.
+    fn key_of<'a>(&self, vm: &'a Vm) -> SortKey<'a> {
+        match self.key {
+            VmSortKey::Id => SortKey::None,
+            VmSortKey::Name => SortKey::Text(&vm.spec.name),
+            VmSortKey::CreatedAt => SortKey::Micros(vm.created_at.timestamp_micros()),
+        }
+    }
+
+    /// Orders (key, id) pairs: by key, then by id, reversed when descending.
+    fn directed(&self, a: SortKey<'_>, a_id: &VmId, b: SortKey<'_>, b_id: &VmId) -> Ordering {
+        let o = a.cmp(&b).then_with(|| a_id.cmp(b_id));
         if self.descending { o.reverse() } else { o }
     }
 
@@ -315,6 +340,25 @@ pub enum SortValue {
     Micros(i64),
 }
 
+impl SortValue {
+    /// Borrows the value.
+    fn borrowed(&self) -> SortKey<'_> {
+        match self {
+            SortValue::None => SortKey::None,
+            SortValue::Text(t) => SortKey::Text(t),
+            SortValue::Micros(us) => SortKey::Micros(*us),
+        }
+    }
+}
+
+/// A [`SortValue`] borrowed from a VM or a position; ordered as `SortValue` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum SortKey<'a> {
+    None,
+    Text(&'a str),
+    Micros(i64),
+}
+
 /// Where a VM stands in a sorted list: its sort value, then its id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VmPosition {
@@ -350,6 +394,46 @@ mod tests {
                 pos,
                 "{sort}"
             );
+        }
+    }
+
+    #[test]
+    fn vms_compare_as_their_positions_do() {
+        let base = chrono::Utc::now();
+        // Equal names and equal times, so the id decides too.
+        let vms: Vec<Vm> = [
+            ("b", "vm-2", 0),
+            ("a", "vm-3", 5),
+            ("b", "vm-1", 5),
+            ("ab", "vm-4", -1),
+        ]
+        .into_iter()
+        .map(|(name, id, secs)| {
+            let mut vm = crate::testkit::store::vm("p", name);
+            vm.id = VmId::new(id);
+            vm.created_at = base + chrono::Duration::seconds(secs);
+            vm
+        })
+        .collect();
+        for sort in [
+            VmSort::default(),
+            VmSort::descending(VmSortKey::Id),
+            VmSort::ascending(VmSortKey::Name),
+            VmSort::descending(VmSortKey::Name),
+            VmSort::ascending(VmSortKey::CreatedAt),
+            VmSort::descending(VmSortKey::CreatedAt),
+        ] {
+            for a in &vms {
+                for b in &vms {
+                    let (pa, pb) = (sort.position(a), sort.position(b));
+                    assert_eq!(sort.compare_vms(a, b), sort.compare(&pa, &pb), "{sort}");
+                    assert_eq!(
+                        sort.follows(a, &pb),
+                        sort.compare(&pa, &pb) == Ordering::Greater,
+                        "{sort}"
+                    );
+                }
+            }
         }
     }
 

@@ -311,11 +311,7 @@ impl IndexedState {
             let mut index = HostIndex::default();
             for (key, vm) in &h.vms {
                 index.add(key, vm);
-                // Hosts come in name order: each list stays sorted.
-                self.host_of
-                    .entry(key.clone())
-                    .or_insert_with(|| Vec::with_capacity(1))
-                    .push(name.clone());
+                add_key(&mut self.host_of, key.clone(), name);
             }
             self.hosts.insert(name.clone(), index);
         }
@@ -393,13 +389,7 @@ impl IndexedState {
         }
         index.add(&key, &vm);
         h.vms.insert(key.clone(), vm);
-        let hosts = self
-            .host_of
-            .entry(key)
-            .or_insert_with(|| Vec::with_capacity(1));
-        if let Err(i) = hosts.binary_search_by(|h| h.as_str().cmp(host)) {
-            hosts.insert(i, host.to_string());
-        }
+        add_key(&mut self.host_of, key, host);
         Ok(())
     }
 
@@ -409,12 +399,7 @@ impl IndexedState {
         if let Some(index) = self.hosts.get_mut(host) {
             index.remove(native_id, &vm);
         }
-        if let Some(hosts) = self.host_of.get_mut(native_id) {
-            hosts.retain(|h| h != host);
-            if hosts.is_empty() {
-                self.host_of.remove(native_id);
-            }
-        }
+        remove_key(&mut self.host_of, native_id, host);
         Some(vm)
     }
 

@@ -1977,13 +1977,6 @@ impl poem_openapi::types::ParseFromJSON for AuditEventDto {
 #[derive(Debug, Clone)]
 pub(crate) struct AuditEventItem(pub(crate) std::sync::Arc<hcp_core::Event>);
 
-impl AuditEventItem {
-    /// Returns the event's JSON, as [`AuditEventDto`] writes it.
-    pub(crate) fn to_json_string(&self) -> String {
-        serde_json::to_string(self.0.as_ref()).unwrap_or_else(|_| "null".to_string())
-    }
-}
-
 impl poem_openapi::types::Type for AuditEventItem {
     const IS_REQUIRED: bool = true;
     type RawValueType = Self;
@@ -2015,6 +2008,11 @@ impl poem_openapi::types::Type for AuditEventItem {
 impl poem_openapi::types::ToJSON for AuditEventItem {
     fn to_json(&self) -> Option<serde_json::Value> {
         AuditEventDto::from(self.0.as_ref()).to_json()
+    }
+
+    /// Writes the event straight to text, as `to_json` would render it.
+    fn to_json_string(&self) -> String {
+        serde_json::to_string(self.0.as_ref()).unwrap_or_else(|_| "null".to_string())
     }
 }
 
@@ -2604,9 +2602,10 @@ mod tests {
         }
         // The audit stream writes each event without a Value tree: the same JSON.
         for e in &events {
-            let streamed: serde_json::Value =
-                serde_json::from_str(&AuditEventItem(e.clone()).to_json_string())
-                    .expect("the stream writes JSON");
+            let streamed: serde_json::Value = serde_json::from_str(
+                &poem_openapi::types::ToJSON::to_json_string(&AuditEventItem(e.clone())),
+            )
+            .expect("the stream writes JSON");
             assert_eq!(streamed, AuditEventDto::from(e.as_ref()).0, "{e:?}");
             assert_eq!(
                 poem_openapi::types::ToJSON::to_json(&AuditEventItem(e.clone())),

@@ -10,6 +10,7 @@ use hcp_core::{AdoptRequest, EventFilter, JobId, MigrateRequest, ProjectId, VmId
 use poem::web::sse::Event;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 

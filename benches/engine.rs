@@ -123,6 +123,24 @@ impl Mem {
     }
 }
 
+/// Seeds `n` running VMs of project `bench` (1 vCPU, 64 MiB) with HCP's mark, named
+/// `{prefix}-0` ... and spread over hosts `h0` .. `h{hosts - 1}`.
+fn seed_marked(sim: &SimProvider, hosts: usize, n: usize, prefix: &str) {
+    let r = Resources {
+        vcpus: 1,
+        memory_mib: 64,
+        disk_gib: 1,
+    };
+    for i in 0..n {
+        let mark = HcpMark::new(VmId::generate(), "bench".into());
+        sim.seed_vm(
+            &format!("h{}", i % hosts),
+            SimVm::new(format!("{prefix}-{i}"), PowerState::Running, r, Some(mark)),
+        )
+        .expect("seed");
+    }
+}
+
 /// Creates `vm-{from}` .. `vm-{from + n - 1}` and runs their create jobs to the end.
 async fn create_many(engine: &hcp_core::Engine, from: usize, n: usize) {
     let ctx = RequestContext::new("bench", Principal::new("bench"));
@@ -158,20 +176,7 @@ async fn memory_per_vm(n: usize) {
     // The simulator's share: the same number of VMs, with HCP's mark, in a simulator alone.
     let sim_before = Mem::now();
     let alone = SimProvider::new("sim", SimSettings::default(), hosts).expect("sim");
-    for i in 0..n {
-        let mark = HcpMark::new(VmId::generate(), "bench".into());
-        let r = Resources {
-            vcpus: 1,
-            memory_mib: 64,
-            disk_gib: 1,
-        };
-        alone
-            .seed_vm(
-                &format!("h{}", i % 10),
-                SimVm::new(format!("vm-{i}"), PowerState::Running, r, Some(mark)),
-            )
-            .expect("seed");
-    }
+    seed_marked(&alone, 10, n, "vm");
     let sim_after = Mem::now();
     let (_, sim_heap) = sim_after.per(sim_before, n);
     drop(alone);
@@ -272,19 +277,7 @@ async fn quota_at_scale(held: usize, creates: usize) {
             .map(|i| SimHost::new(&format!("h{i}"), "z", 10_000_000, 1 << 44))
             .collect();
         let sim = Arc::new(SimProvider::new("sim", SimSettings::default(), hosts).expect("sim"));
-        for v in 0..held {
-            let mark = HcpMark::new(VmId::generate(), "bench".into());
-            let r = Resources {
-                vcpus: 1,
-                memory_mib: 64,
-                disk_gib: 1,
-            };
-            sim.seed_vm(
-                &format!("h{}", v % 10),
-                SimVm::new(format!("held-{v}"), PowerState::Running, r, Some(mark)),
-            )
-            .expect("seed");
-        }
+        seed_marked(&sim, 10, held, "held");
         let extra = if quota {
             "projects:\n  - name: bench\n    quota: {max_vms: 1000000, max_vcpus: 1000000, max_memory_mib: 100000000}\n"
         } else {

@@ -669,10 +669,9 @@ impl Engine {
             .filter(|(_, h)| spec.zone.as_deref().is_none_or(|z| h.info.zone == z))
             .filter(|((_, name), _)| pinned.is_none_or(|p| p == name))
             .collect();
-        let where_ = match (&spec.zone, pinned) {
-            (_, Some(h)) => format!("host `{}`", crate::error::echo(h)),
-            (Some(z), None) => format!("zone `{}`", crate::error::echo(z)),
-            (None, None) => "any zone".to_string(),
+        let where_ = Where {
+            zone: spec.zone.as_deref(),
+            pinned,
         };
         if in_scope.is_empty() {
             return Err(match pinned {
@@ -1324,7 +1323,7 @@ fn serving_targets<T>(
     state: impl Fn(&T) -> &HostState,
     spec: &VmSpec,
     catalog: &crate::Catalog,
-    where_: &str,
+    where_: &Where<'_>,
 ) -> Result<Vec<T>> {
     // What the targets offer, as the catalog names tenants can ask for.
     let offered = |targets: &[T],
@@ -1389,19 +1388,43 @@ fn serving_targets<T>(
     Ok(serving)
 }
 
+/// Where a create looks for a host, as its refusals name it (`host `h``, `zone `z`` or `any
+/// zone`). Written only into an error: a create that is placed formats nothing.
+#[derive(Clone, Copy)]
+struct Where<'a> {
+    zone: Option<&'a str>,
+    pinned: Option<&'a str>,
+}
+
+impl std::fmt::Display for Where<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.zone, self.pinned) {
+            (_, Some(h)) => write!(f, "host `{}`", crate::error::echo(h)),
+            (Some(z), None) => write!(f, "zone `{}`", crate::error::echo(z)),
+            (None, None) => f.write_str("any zone"),
+        }
+    }
+}
+
 /// Refuses a size that no host in scope allows, naming the field and the largest limit there.
 /// Returns `None` when some host allows each size (it may still lack room or a capability).
 fn limit_refusal(
     in_scope: &[(&(String, String), &HostState)],
     need: &Requirements,
-    where_: &str,
+    where_: &Where<'_>,
 ) -> Option<Error> {
+    // A refusal needs every host to exceed a limit: when the first host allows each size
+    // (the usual case), the others need not be asked.
+    let (_, first_host) = in_scope.first()?;
+    let first = first_host.caps.exceeded(need);
+    if first.is_empty() {
+        return None;
+    }
     let per_host: Vec<Vec<ExceededLimit>> = in_scope
         .iter()
         .map(|(_, h)| h.caps.exceeded(need))
         .collect();
-    let first = per_host.first()?;
-    for limit in first {
+    for limit in &first {
         let mut largest = limit.max;
         let everywhere = per_host.iter().all(|limits| {
             limits.iter().any(|l| {

@@ -1815,8 +1815,17 @@ fn validate_reference(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn host_key(provider: &str, host: &str) -> String {
-    format!("{provider}/{host}")
+/// A placement target's key in the scheduler (`provider/host`): shared text, as every job
+/// passes it through several queues and messages.
+pub(crate) type HostKey = Arc<str>;
+
+/// Returns the scheduler's key of host `host` of `provider`.
+pub(crate) fn host_key(provider: &str, host: &str) -> HostKey {
+    let mut key = String::with_capacity(provider.len() + 1 + host.len());
+    key.push_str(provider);
+    key.push('/');
+    key.push_str(host);
+    Arc::from(key)
 }
 
 fn fingerprint(project: &ProjectId, action: &Action) -> String {

@@ -20,7 +20,7 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use super::{Inner, worker};
+use super::{HostKey, Inner, worker};
 use crate::fastmap::{HashMap, HashSet};
 use crate::{JobId, JobState, PendingReason, VmId};
 
@@ -30,26 +30,26 @@ pub(crate) enum SchedMsg {
     Submitted {
         job_id: JobId,
         vm_id: VmId,
-        host_key: String,
+        host_key: HostKey,
     },
     /// A started job's worker returned: it ended, or never started because it had ended already.
     Finished {
         job_id: JobId,
         vm_id: VmId,
-        host_key: String,
+        host_key: HostKey,
     },
     /// A started job failed temporarily and is pending again; it may run after `after`.
     Retry {
         job_id: JobId,
         vm_id: VmId,
-        host_key: String,
+        host_key: HostKey,
         after: Duration,
     },
     /// A retry's backoff elapsed.
     RetryReady {
         job_id: JobId,
         vm_id: VmId,
-        host_key: String,
+        host_key: HostKey,
     },
     /// A pending job was cancelled or failed without running.
     Cancelled { job_id: JobId, vm_id: VmId },
@@ -57,7 +57,7 @@ pub(crate) enum SchedMsg {
     Offered {
         job_id: JobId,
         vm_id: VmId,
-        host_key: String,
+        host_key: HostKey,
     },
 }
 
@@ -65,19 +65,19 @@ pub(crate) enum SchedMsg {
 struct Queued {
     job_id: JobId,
     vm_id: VmId,
-    host_key: String,
+    host_key: HostKey,
 }
 
 struct Scheduler {
     max_global: usize,
     max_host: usize,
     /// Caps of the targets that set their own (`max_jobs`), by host key.
-    target_caps: HashMap<String, usize>,
+    target_caps: HashMap<HostKey, usize>,
     running: HashSet<JobId>,
-    running_host: HashMap<String, usize>,
+    running_host: HashMap<HostKey, usize>,
     vm_queues: HashMap<VmId, VecDeque<Queued>>,
     ready: VecDeque<Queued>,
-    host_waiting: HashMap<String, VecDeque<Queued>>,
+    host_waiting: HashMap<HostKey, VecDeque<Queued>>,
     /// Jobs removed from their VM queue while still sitting in `ready`, a host queue or backoff.
     skip: HashSet<JobId>,
     /// Every job queued, running or in backoff here, so an offer of one is ignored.
@@ -302,7 +302,7 @@ impl Scheduler {
                 let host = job
                     .host_key
                     .split_once('/')
-                    .map_or(job.host_key.as_str(), |(_, h)| h)
+                    .map_or(&*job.host_key, |(_, h)| h)
                     .to_string();
                 set_reason(
                     inner,

@@ -23,8 +23,9 @@ pub(crate) enum LogMsg {
         job_id: JobId,
         percent: u8,
     },
-    /// The job ended: after every line sent before this message, tell watchers.
-    Finalize(JobId),
+    /// The job ended (as written here): after every line sent before this message, tell
+    /// watchers.
+    Finalize(Box<crate::Job>),
     /// Answers once every message sent before it has been handled.
     Flush(oneshot::Sender<()>),
 }
@@ -83,9 +84,9 @@ async fn write_logs(inner: &Arc<Inner>, msgs: impl Iterator<Item = LogMsg>) {
                     });
                 }
             }
-            LogMsg::Finalize(job_id) => {
+            LogMsg::Finalize(job) => {
                 flush_lines(inner, std::mem::take(&mut lines)).await;
-                worker::announce_end(inner, &job_id).await;
+                worker::announce_end(inner, job);
             }
             LogMsg::Flush(done) => {
                 flush_lines(inner, std::mem::take(&mut lines)).await;

@@ -10,7 +10,7 @@ use super::inventory::{settle_capacity, settle_resize, write_inventory};
 use super::leases::{self, Held};
 use super::scheduler::SchedMsg;
 use super::watch::LogMsg;
-use super::{Inner, lock};
+use super::{HostKey, Inner, lock};
 use crate::store::Scope;
 use crate::{
     CreateVm, DeleteSnapshot, DeleteVm, DesiredState, Error, ErrorInfo, ErrorKind, EventKind,
@@ -83,17 +83,17 @@ pub(crate) async fn run(
     inner: &Arc<Inner>,
     job_id: &crate::JobId,
     vm_id: &crate::VmId,
-    host_key: &str,
+    host_key: &HostKey,
 ) -> SchedMsg {
     let finished = |vm_id| SchedMsg::Finished {
         job_id: job_id.clone(),
         vm_id,
-        host_key: host_key.to_string(),
+        host_key: host_key.clone(),
     };
     let again = || SchedMsg::Retry {
         job_id: job_id.clone(),
         vm_id: vm_id.clone(),
-        host_key: host_key.to_string(),
+        host_key: host_key.clone(),
         after: inner
             .settings
             .retry
@@ -156,17 +156,17 @@ async fn cancel_requested(inner: &Arc<Inner>, job_id: &crate::JobId) -> crate::P
 // The ending, retrying and recovering steps and the provider call are boxed where they are
 // awaited: each is a large future, and unboxed they made this one over 11 KB, which every spawn
 // of a job copied whole (a tenth of the engine's instructions per job).
-async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) -> SchedMsg {
+async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostKey) -> SchedMsg {
     let job_id = job.id.clone();
     let finished = |vm_id| SchedMsg::Finished {
         job_id: job_id.clone(),
         vm_id,
-        host_key: host_key.to_string(),
+        host_key: host_key.clone(),
     };
     let again = |vm_id| SchedMsg::Retry {
         job_id: job_id.clone(),
         vm_id,
-        host_key: host_key.to_string(),
+        host_key: host_key.clone(),
         after: inner
             .settings
             .retry
@@ -249,8 +249,9 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
     } else {
         // Start it: PENDING → RUNNING, compare-and-swap under the lease, from the job as the
         // claim returned it.
+        let vm_id = job.vm_id.clone();
         match inner
-            .update_job_fenced_from(Some(job.clone()), &job.id, token, |j| {
+            .update_job_fenced_from(Some(job), &job_id, token, |j| {
                 if j.state != JobState::Pending {
                     return Err(Error::new(ErrorKind::Conflict, "no longer pending"));
                 }
@@ -264,12 +265,12 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
             }
             // Someone else moved it on (a cancel, or another worker took it): nothing to run.
             Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
-                return finished(job.vm_id);
+                return finished(vm_id);
             }
             // The store failed: the job is still PENDING; claim it again shortly.
             Err(e) => {
-                tracing::warn!(job_id = %job.id, error = %e, "cannot start a claimed job; trying again shortly");
-                return again(job.vm_id);
+                tracing::warn!(job_id = %job_id, error = %e, "cannot start a claimed job; trying again shortly");
+                return again(vm_id);
             }
         }
     };
@@ -339,8 +340,9 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
         }
     };
 
+    let vm_id = job.vm_id.clone();
     match outcome {
-        Ok(effect) => Box::pin(succeed(inner, job.clone(), &vm, effect)).await,
+        Ok(effect) => Box::pin(succeed(inner, job, &vm, effect)).await,
         Err(e) => {
             let e = e
                 .with_operation(job.operation)
@@ -358,10 +360,10 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &str) 
             } else {
                 JobState::Failed
             };
-            let _ = Box::pin(fail(inner, job.clone(), Some(&vm), e.persist(), state)).await;
+            let _ = Box::pin(fail(inner, job, Some(&vm), e.persist(), state)).await;
         }
     }
-    finished(job.vm_id)
+    finished(vm_id)
 }
 
 /// What the new holder of an abandoned job found on the hypervisor.
@@ -1097,7 +1099,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
         &job,
         LogEntry::info(format!("{} succeeded", job.operation)),
     );
-    let _ = end(inner, &job, JobState::Succeeded, None).await;
+    let _ = end(inner, job, JobState::Succeeded, None).await;
 }
 
 /// [`forget_vm`] from the VM as the worker read it: no read first unless somebody wrote it
@@ -1169,7 +1171,7 @@ async fn retry(
     job: &Job,
     e: Error,
     after: Duration,
-    host_key: &str,
+    host_key: &HostKey,
 ) -> SchedMsg {
     log(
         inner,
@@ -1187,7 +1189,7 @@ async fn retry(
     );
     let retry_at = later(inner.now(), after).unwrap_or(DateTime::<Utc>::MAX_UTC);
     let info = ErrorInfo::from(&e);
-    let updated = write_job(inner, job, |j| {
+    let updated = write_job(inner, job.clone(), |j| {
         j.transition(JobState::Pending, inner.now())?;
         j.pending_reason = Some(PendingReason::RetryBackoff {
             attempt: j.attempts,
@@ -1205,7 +1207,7 @@ async fn retry(
             SchedMsg::Retry {
                 job_id: job.id.clone(),
                 vm_id: job.vm_id.clone(),
-                host_key: host_key.to_string(),
+                host_key: host_key.clone(),
                 after,
             }
         }
@@ -1214,7 +1216,7 @@ async fn retry(
             SchedMsg::Finished {
                 job_id: job.id.clone(),
                 vm_id: job.vm_id.clone(),
-                host_key: host_key.to_string(),
+                host_key: host_key.clone(),
             }
         }
     }
@@ -1266,7 +1268,7 @@ async fn fail(
                 if let Ok(Some(cur)) = inner.store.get_vm(&Scope::All, &vm.id).await {
                     let _ = inner.store.remove_vm(&vm.id, cur.generation).await;
                 }
-                return end(inner, &job, state, Some(info)).await;
+                return end(inner, job, state, Some(info)).await;
             }
         }
         if job.action == JobAction::Adopt {
@@ -1274,7 +1276,7 @@ async fn fail(
             if let Err(err) = forget_vm(inner, &vm.id).await {
                 tracing::error!(job_id = %job.id, error = %err, "cannot forget a VM whose adoption failed");
             }
-            return end(inner, &job, state, Some(info)).await;
+            return end(inner, job, state, Some(info)).await;
         }
         unwind_resize(inner, &job, vm).await;
         let is_create = job.action == JobAction::Create;
@@ -1303,7 +1305,7 @@ async fn fail(
             tracing::error!(job_id = %job.id, error = %err, "cannot record a failed job on its VM");
         }
     }
-    end(inner, &job, state, Some(info)).await
+    end(inner, job, state, Some(info)).await
 }
 
 /// Removes whatever a failed or cancelled create left on the host; returns true when nothing is left.
@@ -1391,7 +1393,7 @@ pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Pr
 
 async fn end(
     inner: &Arc<Inner>,
-    job: &Job,
+    job: Job,
     state: JobState,
     error: Option<ErrorInfo>,
 ) -> crate::Result<()> {
@@ -1408,22 +1410,25 @@ async fn end(
     })
     .await?;
     transition_event(inner, &job, Some(from), error).await;
-    finalize(inner, &job).await;
+    // A cancel that raced the end left a token nobody will take.
+    lock(&inner.cancels).remove(&job.id);
+    // The ended job goes to the log writer as written: it tells watchers without reading it back.
+    let _ = inner.logs.send(LogMsg::Finalize(Box::new(job)));
     Ok(())
 }
 
-/// Writes a job a worker runs: fenced with the token of the lease `job` carries (refused with
-/// `LEASE_LOST` once another worker claimed it), unfenced for a job without a lease.
+/// Writes a job a worker runs, from `job` as the worker last read or wrote it: fenced with the
+/// token of the lease `job` carries (refused with `LEASE_LOST` once another worker claimed it),
+/// unfenced for a job without a lease.
 async fn write_job(
     inner: &Inner,
-    job: &Job,
+    job: Job,
     f: impl FnMut(&mut Job) -> crate::Result<()>,
 ) -> crate::Result<Job> {
     match job.lease.as_ref().map(|l| l.token) {
         Some(token) => {
-            inner
-                .update_job_fenced_from(Some(job.clone()), &job.id, token, f)
-                .await
+            let id = job.id.clone();
+            inner.update_job_fenced_from(Some(job), &id, token, f).await
         }
         None => inner.update_job_with(&job.id, f).await,
     }
@@ -1433,7 +1438,7 @@ async fn write_job(
 async fn finalize(inner: &Arc<Inner>, job: &Job) {
     // A cancel that raced the end left a token nobody will take.
     lock(&inner.cancels).remove(&job.id);
-    let _ = inner.logs.send(LogMsg::Finalize(job.id.clone()));
+    let _ = inner.logs.send(LogMsg::Finalize(Box::new(job.clone())));
 }
 
 /// Ends a job whose worker panicked, so that nothing stays stuck: the job fails with an internal
@@ -1444,7 +1449,7 @@ pub(crate) async fn recover(
     inner: &Arc<Inner>,
     job_id: &crate::JobId,
     vm_id: &crate::VmId,
-    host_key: &str,
+    host_key: &HostKey,
     panic: &str,
 ) -> SchedMsg {
     tracing::error!(%job_id, panic, "a job's worker panicked; the job fails with an internal error");
@@ -1453,7 +1458,7 @@ pub(crate) async fn recover(
     let finished = |vm_id| SchedMsg::Finished {
         job_id: job_id.clone(),
         vm_id,
-        host_key: host_key.to_string(),
+        host_key: host_key.clone(),
     };
     // The job cannot be read: its VM's queue still moves on (the job, if it exists, is
     // claimable again once its lease lapses).
@@ -1511,24 +1516,23 @@ pub(crate) async fn recover(
             format!("{} failed: {}", job.operation, err.message()),
         ),
     );
-    if let Err(e) = end(inner, &job, JobState::Failed, Some(ErrorInfo::from(&err))).await {
+    let vm_id = job.vm_id.clone();
+    if let Err(e) = end(inner, job, JobState::Failed, Some(ErrorInfo::from(&err))).await {
         tracing::error!(%job_id, error = %e, "cannot end a panicked job");
     }
-    finished(job.vm_id)
+    finished(vm_id)
 }
 
-/// Runs on the log writer after the job's last line: reports the end to the observer and watchers.
-pub(crate) async fn announce_end(inner: &Arc<Inner>, job_id: &crate::JobId) {
-    let Ok(Some(job)) = inner.store.get_job(&Scope::All, job_id).await else {
-        return;
-    };
+/// Runs on the log writer after the job's last line: reports the end (of `job`, as its ending
+/// write left it) to the observer and watchers.
+pub(crate) fn announce_end(inner: &Arc<Inner>, job: Box<Job>) {
     let elapsed = job.elapsed(inner.now()).unwrap_or_default();
     inner
         .observer
         .job_finished(job.operation, job.state, elapsed);
-    let sender = lock(&inner.watchers).remove(job_id);
+    let sender = lock(&inner.watchers).remove(&job.id);
     if let Some(tx) = sender {
-        let _ = tx.send(JobUpdate::End(Box::new(job)));
+        let _ = tx.send(JobUpdate::End(job));
     }
 }
 

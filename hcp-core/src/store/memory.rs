@@ -34,13 +34,18 @@ pub struct MemoryStore {
 struct State {
     // Records are boxed: the maps' nodes then hold pointers, and a node half full (as ids in
     // ascending order leave most of them) wastes a few pointers instead of a few records.
-    vms: BTreeMap<VmId, Box<Vm>>,
+    vms: HashMap<VmId, Box<Vm>>,
+    /// Every VM id in order (lists of every project page through it): lookups hash, and
+    /// only listing walks the ids in order.
+    vm_ids: BTreeSet<VmId>,
     vm_names: HashMap<(ProjectId, String), VmId>,
     project_vms: HashMap<ProjectId, BTreeSet<VmId>>,
     usage: HashMap<ProjectId, Usage>,
     /// What the VMs bound to each host hold ([`Usage::on_host`]), by provider and host.
     host_usage: HashMap<String, HashMap<String, Usage>>,
-    jobs: BTreeMap<JobId, Box<JobEntry>>,
+    jobs: HashMap<JobId, Box<JobEntry>>,
+    /// Every job id in order (see `vm_ids`).
+    job_ids: BTreeSet<JobId>,
     project_jobs: HashMap<ProjectId, BTreeSet<JobId>>,
     idempotency: HashMap<IdempotencyScope, IdempotencyRecord>,
     events: VecDeque<Arc<Event>>,
@@ -107,8 +112,9 @@ impl MemoryStore {
         let s = self.lock();
         StoreSnapshot {
             jobs: s
-                .jobs
-                .values()
+                .job_ids
+                .iter()
+                .filter_map(|id| s.jobs.get(id))
                 .filter(|e| e.job.state.is_terminal())
                 .map(|e| (e.job.clone(), e.logs.iter().cloned().collect()))
                 .collect(),
@@ -136,6 +142,7 @@ impl MemoryStore {
                 .or_default()
                 .insert(job.id.clone());
             let next_seq = logs.last().map_or(1, |l| l.seq + 1);
+            s.job_ids.insert(job.id.clone());
             s.jobs.insert(
                 job.id.clone(),
                 Box::new(JobEntry {
@@ -208,6 +215,7 @@ impl State {
             .entry(vm.project.clone())
             .or_default()
             .insert(vm.id.clone());
+        self.vm_ids.insert(vm.id.clone());
         self.vms.insert(vm.id.clone(), Box::new(vm.clone()));
         Ok(vm)
     }
@@ -385,6 +393,7 @@ impl State {
             .entry(job.project.clone())
             .or_default()
             .insert(job.id.clone());
+        self.job_ids.insert(job.id.clone());
         self.jobs.insert(
             job.id.clone(),
             Box::new(JobEntry {
@@ -627,9 +636,7 @@ impl Store for MemoryStore {
         };
         Ok(match scope {
             Scope::All => page_of(
-                s.vms
-                    .range((lower, Bound::Unbounded))
-                    .map(|(k, _)| k.clone()),
+                s.vm_ids.range((lower, Bound::Unbounded)).cloned(),
                 limit,
                 |k| s.vm(k).cloned(),
             ),
@@ -686,7 +693,7 @@ impl Store for MemoryStore {
                     Some(ids) => in_order(ids.range(bounds), sort.descending),
                     None => Box::new(std::iter::empty()),
                 },
-                _ => in_order(s.vms.range(bounds).map(|(k, _)| k), sort.descending),
+                _ => in_order(s.vm_ids.range(bounds), sort.descending),
             };
             found.extend(
                 ids.filter_map(|id| s.vm(id))
@@ -748,8 +755,11 @@ impl Store for MemoryStore {
 
     async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()> {
         let mut s = self.lock();
-        let vm = s.check_vm(id, expected)?.clone();
-        s.vms.remove(id);
+        s.check_vm(id, expected)?;
+        let Some(vm) = s.vms.remove(id) else {
+            return Err(Error::internal("a checked VM vanished"));
+        };
+        s.vm_ids.remove(id);
         if let Some(g) = &vm.spec.server_group
             && let Some(set) = s.group_members.get_mut(g)
         {
@@ -797,10 +807,7 @@ impl Store for MemoryStore {
         };
         Ok(match scope {
             Scope::All => page_of(
-                s.jobs
-                    .range((Bound::Unbounded, upper))
-                    .rev()
-                    .map(|(k, _)| k.clone()),
+                s.job_ids.range((Bound::Unbounded, upper)).rev().cloned(),
                 limit,
                 get,
             ),
@@ -827,10 +834,10 @@ impl Store for MemoryStore {
     }
 
     async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
-        Ok(self
-            .lock()
-            .jobs
-            .values()
+        let s = self.lock();
+        Ok(s.job_ids
+            .iter()
+            .filter_map(|id| s.jobs.get(id))
             .filter(|e| !e.job.state.is_terminal())
             .map(|e| e.job.clone())
             .collect())
@@ -939,6 +946,7 @@ impl Store for MemoryStore {
             .map(|e| (e.job.id.clone(), e.job.project.clone()))
             .collect();
         for (id, project) in old {
+            s.job_ids.remove(&id);
             if let Some(e) = s.jobs.remove(&id) {
                 s.track(&e.job);
             }

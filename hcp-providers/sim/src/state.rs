@@ -1,7 +1,7 @@
 //! The simulator's state: hosts and their VMs, in memory or in a JSON file shared between
 //! processes (guarded by an exclusive file lock, written atomically).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, Utc};
 use hcp_core::{Error, ErrorKind, HcpMark, NativeVm, PowerState, Resources, Result, VmId};
 use serde::{Deserialize, Serialize};
+
+/// The index maps hash with foldhash: SipHash's resistance to chosen keys buys nothing in a
+/// simulator and costs a large part of each create and delete.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Every simulated host and VM.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -383,7 +387,13 @@ impl IndexedState {
     pub(crate) fn insert_vm(&mut self, host: &str, vm: SimVm) -> Result<()> {
         let key = vm.native_id.clone();
         let h = self.state.host_mut(host)?;
-        let index = self.hosts.entry(host.to_string()).or_default();
+        // The host's index nearly always exists: no owned key for the entry API then.
+        if !self.hosts.contains_key(host) {
+            self.hosts.insert(host.to_string(), HostIndex::default());
+        }
+        let Some(index) = self.hosts.get_mut(host) else {
+            return Err(Error::internal("a host index vanished"));
+        };
         if let Some(old) = h.vms.remove(&key) {
             index.remove(&key, &old);
         }

@@ -112,7 +112,7 @@ fn write_state(path: &Path, hosts: usize, vms: usize) {
         vm.native_id = format!("sim-{}", state.next_id);
         vm.image = "ubuntu-24.04".into();
         let h = state.hosts.get_mut(&host).expect("host");
-        h.vms.insert(vm.native_id.clone(), vm);
+        h.vms.insert(vm.native_id.clone(), Box::new(vm));
     }
     // As the simulator writes it.
     let text = serde_json::to_vec_pretty(&state).expect("serialize");

@@ -19,8 +19,39 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(from_unix)
+            .unwrap_or_else(Utc::now)
     }
+}
+
+thread_local! {
+    /// The day (since the Unix epoch) this thread last read the clock on, and its date.
+    static TODAY: std::cell::Cell<Option<(u64, chrono::NaiveDate)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The instant `since` after the Unix epoch, as [`Utc::now`] makes it, without working out the
+/// calendar date each time: the engine reads the clock a dozen times per job, and the date
+/// changes once a day.
+fn from_unix(since: Duration) -> Option<DateTime<Utc>> {
+    const DAY: u64 = 86_400;
+    let secs = since.as_secs();
+    let day = secs / DAY;
+    let of_day = u32::try_from(secs % DAY).ok()?;
+    let date = match TODAY.with(std::cell::Cell::get) {
+        Some((d, date)) if d == day => date,
+        _ => {
+            let start = i64::try_from(day.checked_mul(DAY)?).ok()?;
+            let date = DateTime::from_timestamp(start, 0)?.date_naive();
+            TODAY.with(|t| t.set(Some((day, date))));
+            date
+        }
+    };
+    let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(of_day, since.subsec_nanos())?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// A clock that moves only when told to.
@@ -71,6 +102,37 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_clock_reads_as_chrono_would() {
+        // Within a day, across midnight, at leap-year edges, the epoch and far ahead.
+        let secs = [
+            0_i64,
+            1,
+            86_399,
+            86_400,
+            951_782_399,
+            951_868_800,
+            1_709_164_800,
+            1_796_342_399,
+            1_796_342_400,
+            4_102_444_800,
+            253_402_300_799,
+        ];
+        for s in secs {
+            for nanos in [0, 1, 999_999_999] {
+                let d = Duration::new(u64::try_from(s).unwrap(), nanos);
+                assert_eq!(
+                    from_unix(d),
+                    DateTime::from_timestamp(s, nanos),
+                    "{s}.{nanos}"
+                );
+            }
+        }
+        let before = Utc::now();
+        let read = SystemClock.now();
+        assert!(before <= read && read <= Utc::now());
+    }
 
     #[test]
     fn a_manual_clock_moves_only_when_told() {

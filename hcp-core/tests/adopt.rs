@@ -67,8 +67,8 @@ fn move_behind_hcps_back(sim: &SimProvider, native_id: &str, to: &str) {
         .hosts
         .values()
         .find_map(|h| h.vms.get(native_id))
-        .unwrap()
-        .clone();
+        .map(|v| SimVm::clone(v))
+        .unwrap();
     assert!(sim.remove_vm(native_id).unwrap());
     sim.seed_vm(to, vm).unwrap();
 }

@@ -44,7 +44,7 @@ fn hosts_with_a_stray(dir: &Path) -> (String, std::path::PathBuf) {
         .get_mut("sim-a1")
         .unwrap()
         .vms
-        .insert(STRAY.into(), vm);
+        .insert(STRAY.into(), Box::new(vm));
     let path = dir.join("sim.json");
     std::fs::write(&path, serde_json::to_string(&state).unwrap()).unwrap();
     let yaml = hcp_provider_sim::DEMO_HOSTS_FILE.replacen(

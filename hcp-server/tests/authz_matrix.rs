@@ -787,7 +787,7 @@ fn hosts_with_strays(dir: &std::path::Path) -> String {
         for (i, name) in strays.iter().enumerate() {
             let mut vm = SimVm::new(*name, PowerState::Running, size, None);
             vm.native_id = format!("sim-9{i}{}", name.len());
-            h.vms.insert(vm.native_id.clone(), vm);
+            h.vms.insert(vm.native_id.clone(), Box::new(vm));
         }
         state.hosts.insert(host.to_string(), h);
     }

@@ -592,7 +592,7 @@ impl Provider for SimProvider {
             }
             let h = s.host(&args.host)?;
             h.ensure_up()?;
-            let vms = h.vms.values().map(SimVm::to_native).collect();
+            let vms = h.vms.values().map(|v| v.to_native()).collect();
             let images = self.images_of(&h.name).to_vec();
             Ok(HostInventoryReply::new(self.host_info(h), vms)
                 .with_images(images)

@@ -39,9 +39,10 @@ pub struct SimHost {
     /// True while it does not answer.
     #[serde(default)]
     pub down: bool,
-    /// Its VMs by native id.
+    /// Its VMs by native id, boxed: a VM added or removed moves pointers inside the map's
+    /// nodes, not whole records.
     #[serde(default)]
-    pub vms: BTreeMap<String, SimVm>,
+    pub vms: BTreeMap<String, Box<SimVm>>,
 }
 
 /// One simulated VM.
@@ -346,13 +347,18 @@ impl IndexedState {
 
     /// Returns the VM `native_id` of `host`.
     pub(crate) fn vm(&self, host: &str, native_id: &str) -> Option<&SimVm> {
-        self.state.hosts.get(host)?.vms.get(native_id)
+        self.state.hosts.get(host)?.vms.get(native_id).map(|v| &**v)
     }
 
     /// Returns the VM `native_id` of `host` to change. Its name, mark and size are indexed: change
     /// its size with [`IndexedState::set_resources`], and never its name or mark.
     pub(crate) fn vm_mut(&mut self, host: &str, native_id: &str) -> Option<&mut SimVm> {
-        self.state.hosts.get_mut(host)?.vms.get_mut(native_id)
+        self.state
+            .hosts
+            .get_mut(host)?
+            .vms
+            .get_mut(native_id)
+            .map(|v| &mut **v)
     }
 
     /// Returns the VM of `host` carrying HCP's id `vm_id` (the first by native id when a state
@@ -398,13 +404,13 @@ impl IndexedState {
             index.remove(&key, &old);
         }
         index.add(&key, &vm);
-        h.vms.insert(key.clone(), vm);
+        h.vms.insert(key.clone(), Box::new(vm));
         add_key(&mut self.host_of, key, host);
         Ok(())
     }
 
     /// Removes the VM `native_id` from `host` and returns it.
-    pub(crate) fn remove_vm(&mut self, host: &str, native_id: &str) -> Option<SimVm> {
+    pub(crate) fn remove_vm(&mut self, host: &str, native_id: &str) -> Option<Box<SimVm>> {
         let vm = self.state.hosts.get_mut(host)?.vms.remove(native_id)?;
         if let Some(index) = self.hosts.get_mut(host) {
             index.remove(native_id, &vm);

@@ -133,7 +133,7 @@ async fn a_vm_written_into_the_file_from_outside_appears() {
                 .get_mut("h2")
                 .unwrap()
                 .vms
-                .insert(id.clone(), vm);
+                .insert(id.clone(), Box::new(vm));
             write(&path, &state);
             let after = inventory(&p, "h2").await;
             assert_eq!(after.len(), before.len() + 1, "round {round}, {wait:?}");

@@ -213,7 +213,7 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
             Found::Done(effect, what) => {
                 log(inner, &job, LogEntry::info(format!("recovery: {what}")));
                 if held.is_held() {
-                    Box::pin(succeed(inner, job.clone(), &vm, effect)).await;
+                    Box::pin(succeed(inner, job.clone(), vm, effect)).await;
                 }
                 return finished(job.vm_id);
             }
@@ -342,7 +342,7 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
 
     let vm_id = job.vm_id.clone();
     match outcome {
-        Ok(effect) => Box::pin(succeed(inner, job, &vm, effect)).await,
+        Ok(effect) => Box::pin(succeed(inner, job, vm, effect)).await,
         Err(e) => {
             let e = e
                 .with_operation(job.operation)
@@ -973,7 +973,7 @@ async fn unwind_resize(inner: &Inner, job: &Job, vm: &Vm) {
     }
 }
 
-async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
+async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
     let result = match effect {
         Effect::Deleted => {
             settle_capacity(
@@ -984,11 +984,11 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 None,
                 vm.present,
             );
-            let removed = forget_known_vm(inner, vm).await;
+            let removed = forget_known_vm(inner, &vm).await;
             inner
                 .emit_for_job(
                     &job,
-                    vm,
+                    &vm,
                     EventKind::VmDeleted {
                         resources: vm.resources,
                     },
@@ -1009,8 +1009,10 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 Some(true),
                 false,
             );
+            let (resources, vm_id) = (vm.resources, vm.id.clone());
+            // The worker's copy of the VM is the write's starting point: no copy of it.
             let r = inner
-                .update_vm_from(Some(vm.clone()), &vm.id, |v| {
+                .update_vm_from(Some(vm), &vm_id, |v| {
                     v.binding.native_id = Some(native_id.clone());
                     v.binding.member_host = member_host.clone();
                     v.power = power;
@@ -1023,12 +1025,11 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
                 })
                 .await;
             inner
-                .emit_for_job(
-                    &job,
-                    vm,
-                    EventKind::VmCreated {
-                        resources: vm.resources,
-                    },
+                .emit(
+                    Some(job.project.clone()),
+                    Some(vm_id),
+                    Some(&job.principal),
+                    EventKind::VmCreated { resources },
                 )
                 .await;
             r.map(|_| ())
@@ -1052,7 +1053,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
             .await
             .map(|_| ()),
         Effect::Moved { host, native_id } => {
-            record_move(inner, &job, vm, &host, &native_id, None).await
+            record_move(inner, &job, &vm, &host, &native_id, None).await
         }
         Effect::Adopted => {
             let r = inner
@@ -1066,7 +1067,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
             inner
                 .emit_for_job(
                     &job,
-                    vm,
+                    &vm,
                     EventKind::VmAdopted {
                         provider: vm.binding.provider.clone(),
                         host: vm.binding.host.clone(),
@@ -1080,7 +1081,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: &Vm, effect: Effect) {
             inner
                 .emit_for_job(
                     &job,
-                    vm,
+                    &vm,
                     EventKind::VmReleased {
                         provider: vm.binding.provider.clone(),
                         host: vm.binding.host.clone(),

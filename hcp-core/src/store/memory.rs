@@ -50,7 +50,8 @@ struct State {
     idempotency: HashMap<IdempotencyScope, IdempotencyRecord>,
     events: VecDeque<Arc<Event>>,
     /// Events not yet published, by number; bounded by `max_events` like `events`.
-    outbox: BTreeMap<u64, Arc<Event>>,
+    /// Unpublished events in order of their sequence numbers (appended in that order).
+    outbox: VecDeque<Arc<Event>>,
     next_event_seq: u64,
     max_events: usize,
     max_log_lines: usize,
@@ -903,14 +904,14 @@ impl Store for MemoryStore {
         }
         s.events.push_back(event.clone());
         if s.outbox.len() >= s.max_events
-            && let Some((dropped, _)) = s.outbox.pop_first()
+            && let Some(dropped) = s.outbox.pop_front().map(|e| e.seq)
         {
             tracing::warn!(
                 seq = dropped,
                 "the in-memory event outbox is full; dropped the oldest unpublished event"
             );
         }
-        s.outbox.insert(event.seq, event.clone());
+        s.outbox.push_back(event.clone());
         Ok(event)
     }
 
@@ -968,19 +969,23 @@ impl Store for MemoryStore {
         let mut s = self.lock();
         let n = s.events.len();
         s.events.retain(|e| e.at >= before);
-        s.outbox.retain(|_, e| e.at >= before);
+        s.outbox.retain(|e| e.at >= before);
         Ok(u64::try_from(n - s.events.len()).unwrap_or(u64::MAX))
     }
 
     async fn unpublished_events(&self, limit: usize) -> Result<Vec<Arc<Event>>> {
         let limit = limit.clamp(1, PageRequest::MAX_LIMIT);
-        Ok(self.lock().outbox.values().take(limit).cloned().collect())
+        Ok(self.lock().outbox.iter().take(limit).cloned().collect())
     }
 
     async fn mark_published(&self, seqs: &[u64]) -> Result<()> {
         let mut s = self.lock();
+        // Published events are nearly always the oldest: each is found by binary search and
+        // removed from the front.
         for seq in seqs {
-            s.outbox.remove(seq);
+            if let Ok(i) = s.outbox.binary_search_by_key(seq, |e| e.seq) {
+                s.outbox.remove(i);
+            }
         }
         Ok(())
     }

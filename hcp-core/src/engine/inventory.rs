@@ -708,7 +708,7 @@ impl Engine {
         if capable.is_empty() {
             let e =
                 first_refusal.unwrap_or_else(|| Error::internal("no capable host and no refusal"));
-            return Err(e.with_context("where", &where_));
+            return Err(e.with_context("where", where_));
         }
         let capable = serving_targets(capable, |(_, h)| h, spec, &self.inner.catalog, &where_)?;
         let reachable: Vec<_> = capable.iter().filter(|(_, h)| h.available).collect();

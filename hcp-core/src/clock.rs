@@ -19,12 +19,17 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .and_then(from_unix)
-            .unwrap_or_else(Utc::now)
+        system_now()
     }
+}
+
+/// Returns the system clock's time, as [`Utc::now`] does, at a fraction of its cost.
+pub(crate) fn system_now() -> DateTime<Utc> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(from_unix)
+        .unwrap_or_else(Utc::now)
 }
 
 thread_local! {

@@ -34,7 +34,7 @@ impl LogMsg {
     pub(crate) fn line(job_id: &JobId, entry: LogEntry) -> Self {
         LogMsg::Line {
             job_id: job_id.clone(),
-            at: Utc::now(),
+            at: crate::clock::system_now(),
             entry,
         }
     }

@@ -453,7 +453,7 @@ impl State {
         if job.state.is_terminal()
             && let Some(lease) = job.lease.as_mut()
         {
-            lease.until = lease.until.min(Utc::now());
+            lease.until = lease.until.min(crate::clock::system_now());
         }
         entry.job = job.clone();
         self.track(&job);
@@ -1071,7 +1071,7 @@ impl Store for MemoryStore {
         holder: &str,
         until: DateTime<Utc>,
     ) -> Result<Option<Job>> {
-        let now = Utc::now();
+        let now = crate::clock::system_now();
         let mut s = self.lock();
         let job = &s
             .jobs
@@ -1129,7 +1129,7 @@ impl Store for MemoryStore {
     }
 
     async fn release_lease(&self, id: &JobId, holder: &str, token: u64) -> Result<()> {
-        let now = Utc::now();
+        let now = crate::clock::system_now();
         let mut s = self.lock();
         let entry = s.lease_mut(id, Some(holder), token)?;
         if let Some(lease) = entry.job.lease.as_mut() {

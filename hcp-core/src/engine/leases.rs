@@ -42,91 +42,87 @@ fn trusted(lease: Duration) -> Duration {
     lease.saturating_sub(lease / 10)
 }
 
-/// A lease this engine holds on a running job, kept alive by a heartbeat task.
+/// A lease this engine holds on a running job. Its heartbeat ([`Held::keep`]) runs inside the
+/// job's own task, beside the job: no task of its own per job.
 pub(crate) struct Held {
     /// The fencing token every write of the job carries.
     pub(crate) token: u64,
     /// Fires when the lease was lost or may have lapsed.
     lost: CancellationToken,
-    /// Stops the heartbeat.
-    stop: CancellationToken,
     /// Milliseconds after `base` until which the lease is trusted.
-    valid_ms: Arc<AtomicU64>,
+    valid_ms: AtomicU64,
     base: Instant,
+    /// The lease's length.
+    lease: Duration,
 }
 
 impl Held {
-    /// Starts the heartbeat of the lease `token` on `job_id`, claimed just before `claimed_at`.
-    pub(crate) fn start(
-        inner: &Arc<Inner>,
-        job_id: &JobId,
-        token: u64,
-        claimed_at: Instant,
-    ) -> Held {
+    /// Holds the lease `token`, claimed just before `claimed_at`.
+    pub(crate) fn new(inner: &Inner, token: u64, claimed_at: Instant) -> Held {
         let lease = inner.settings.job_lease;
-        let base = claimed_at;
-        let valid_ms = Arc::new(AtomicU64::new(millis(trusted(lease))));
-        let held = Held {
+        Held {
             token,
             lost: CancellationToken::new(),
-            stop: CancellationToken::new(),
-            valid_ms: valid_ms.clone(),
-            base,
-        };
-        let (lost, stop) = (held.lost.clone(), held.stop.clone());
-        let weak = Arc::downgrade(inner);
-        let job_id = job_id.clone();
-        let period = (lease / 3).max(Duration::from_millis(10));
-        tokio::spawn(async move {
-            loop {
-                let deadline = base + Duration::from_millis(valid_ms.load(Ordering::Acquire));
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        tracing::warn!(%job_id, token, "no lease renewal succeeded in time; the job stops here");
-                        lost.cancel();
-                        return;
-                    }
-                    _ = tokio::time::sleep(period) => {}
+            valid_ms: AtomicU64::new(millis(trusted(lease))),
+            base: claimed_at,
+            lease,
+        }
+    }
+
+    /// The heartbeat of the lease on `job_id`: renews it every third of its length and marks
+    /// it lost when a renewal is refused with `LEASE_LOST` or none succeeded in time. Never
+    /// completes: run it beside the job (`select!`) and drop it when the job is done.
+    pub(crate) async fn keep(&self, inner: &Inner, job_id: &JobId) -> std::convert::Infallible {
+        let period = (self.lease / 3).max(Duration::from_millis(10));
+        let token = self.token;
+        loop {
+            // One timer: the next renewal, or the moment the lease can no longer be trusted,
+            // whichever comes first. Past the second (a process stopped past its lease), the
+            // job stops; no late renewal revives it.
+            let renew_at = Instant::now() + period;
+            tokio::time::sleep_until(renew_at.min(self.deadline())).await;
+            if Instant::now() >= self.deadline() {
+                tracing::warn!(%job_id, token, "no lease renewal succeeded in time; the job stops here");
+                self.lost.cancel();
+                return std::future::pending().await;
+            }
+            let sent = Instant::now();
+            match inner
+                .store
+                .renew_lease(job_id, &inner.holder, token, until(inner.now(), self.lease))
+                .await
+            {
+                Ok(_) => {
+                    let ms =
+                        millis(sent.saturating_duration_since(self.base) + trusted(self.lease));
+                    self.valid_ms.fetch_max(ms, Ordering::AcqRel);
                 }
-                let Some(inner) = weak.upgrade() else { return };
-                let sent = Instant::now();
-                match inner
-                    .store
-                    .renew_lease(&job_id, &inner.holder, token, until(inner.now(), lease))
-                    .await
-                {
-                    Ok(_) => {
-                        let ms = millis(sent.saturating_duration_since(base) + trusted(lease));
-                        valid_ms.fetch_max(ms, Ordering::AcqRel);
-                    }
-                    Err(e) if e.code() == crate::CODE_LEASE_LOST => {
-                        tracing::warn!(%job_id, token, "the job's lease was taken over; the job stops here");
-                        lost.cancel();
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(%job_id, token, error = %e, "cannot renew a job's lease; trying again");
-                    }
+                Err(e) if e.code() == crate::CODE_LEASE_LOST => {
+                    tracing::warn!(%job_id, token, "the job's lease was taken over; the job stops here");
+                    self.lost.cancel();
+                    return std::future::pending().await;
+                }
+                Err(e) => {
+                    tracing::warn!(%job_id, token, error = %e, "cannot renew a job's lease; trying again");
                 }
             }
-        });
-        held
+        }
     }
 
-    /// Returns true while the lease is neither lost nor possibly lapsed.
+    /// When the lease stops being trusted, unless renewed before.
+    fn deadline(&self) -> Instant {
+        self.base + Duration::from_millis(self.valid_ms.load(Ordering::Acquire))
+    }
+
+    /// Returns true while the lease is held and trusted.
     pub(crate) fn is_held(&self) -> bool {
-        !self.lost.is_cancelled()
-            && Instant::now()
-                < self.base + Duration::from_millis(self.valid_ms.load(Ordering::Acquire))
+        !self.lost.is_cancelled() && Instant::now() < self.deadline()
     }
 
-    /// Completes when the lease is lost or may have lapsed (checked on this process's clock, so
-    /// it completes at once after the process was stopped past its lease).
+    /// Completes once the lease is lost or may have lapsed.
     pub(crate) async fn lost(&self) {
         loop {
-            let deadline = self.base + Duration::from_millis(self.valid_ms.load(Ordering::Acquire));
+            let deadline = self.deadline();
             tokio::select! {
                 biased;
                 _ = self.lost.cancelled() => return,
@@ -137,12 +133,6 @@ impl Held {
                 }
             }
         }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

@@ -124,8 +124,13 @@ pub(crate) async fn run(
         tracing::error!(job_id = %job_id, "the store returned a claimed job without its lease");
         return again();
     };
-    let held = Held::start(inner, job_id, token, claimed_at);
-    let msg = run_claimed(inner, job, &held, host_key).await;
+    let held = Held::new(inner, token, claimed_at);
+    // The lease's heartbeat runs beside the job in this task, until the job's attempt is over.
+    let msg = tokio::select! {
+        biased;
+        msg = run_claimed(inner, job, &held, host_key) => msg,
+        never = held.keep(inner, job_id) => match never {},
+    };
     // A job in retry backoff keeps its lease until its retry time; any other is given up.
     if !matches!(msg, SchedMsg::Retry { .. }) || !held.is_held() {
         let _ = inner

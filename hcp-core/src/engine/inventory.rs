@@ -31,52 +31,6 @@ pub(crate) struct InventoryState {
     pub(crate) hosts: BTreeMap<(String, String), HostState>,
 }
 
-/// A placement target's `(provider, host)`, to look up [`InventoryState::hosts`] with borrowed
-/// text: `hosts.get(target(p, h))` builds no owned key (a job looks its host up several times).
-pub(crate) trait TargetKey {
-    /// The provider and host names.
-    fn parts(&self) -> (&str, &str);
-}
-
-impl TargetKey for (String, String) {
-    fn parts(&self) -> (&str, &str) {
-        (&self.0, &self.1)
-    }
-}
-
-impl TargetKey for (&str, &str) {
-    fn parts(&self) -> (&str, &str) {
-        (self.0, self.1)
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn TargetKey + 'a> for (String, String) {
-    fn borrow(&self) -> &(dyn TargetKey + 'a) {
-        self
-    }
-}
-
-// Ordered as the `(String, String)` keys are: by provider, then host.
-impl PartialEq for dyn TargetKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn TargetKey + '_ {}
-
-impl PartialOrd for dyn TargetKey + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn TargetKey + '_ {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.parts().cmp(&other.parts())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub(crate) struct HostState {
     pub(crate) info: HostInfo,
@@ -120,7 +74,7 @@ pub(crate) fn host_room(
 ) -> Option<crate::store::HostRoom> {
     read_inventory(inner)
         .hosts
-        .get(&(provider, host) as &dyn TargetKey)?
+        .get(&(provider.to_string(), host.to_string()))?
         .room
 }
 
@@ -328,8 +282,9 @@ pub(crate) fn settle_capacity(
     created: Option<bool>,
     deleted: bool,
 ) {
+    let key = (provider.to_string(), host.to_string());
     let mut inv = write_inventory(inner);
-    if let Some(h) = inv.hosts.get_mut(&(provider, host) as &dyn TargetKey) {
+    if let Some(h) = inv.hosts.get_mut(&key) {
         if let Some(ok) = created {
             h.capacity.release(&r);
             if ok {
@@ -361,8 +316,9 @@ pub(crate) fn settle_resize(
     to: Resources,
     applied: bool,
 ) {
+    let key = (provider.to_string(), host.to_string());
     let mut inv = write_inventory(inner);
-    if let Some(h) = inv.hosts.get_mut(&(provider, host) as &dyn TargetKey) {
+    if let Some(h) = inv.hosts.get_mut(&key) {
         let c = &mut h.capacity;
         c.release(&growth(from, to));
         if applied {
@@ -546,7 +502,7 @@ impl Engine {
     pub fn host_capabilities(&self, provider: &str, host: &str) -> Capabilities {
         let inv = read_inventory(&self.inner);
         inv.hosts
-            .get(&(provider, host) as &dyn TargetKey)
+            .get(&(provider.to_string(), host.to_string()))
             .map(|h| h.caps)
             .unwrap_or_default()
     }
@@ -1329,10 +1285,6 @@ fn check_target(
     }
     let caps = h.info.image_capabilities(h.caps, &spec.image);
     let Some(flag) = caps.missing(&need.flags) else {
-        // The image narrows nothing (the usual case): the host's check above stands.
-        if caps == h.caps {
-            return Ok(());
-        }
         return caps.check(provider, op, need);
     };
     let field = field_of(flag);
@@ -1639,33 +1591,4 @@ pub(crate) fn spawn_reconciler(inner: Weak<Inner>) {
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn borrowed_target_keys_find_what_owned_keys_find() {
-        // Names whose order differs by provider, by host, and by a prefix of either.
-        let names = [
-            ("a", "h1"),
-            ("a", "h10"),
-            ("a", "h2"),
-            ("ab", ""),
-            ("b", "a"),
-            ("", "z"),
-        ];
-        let map: BTreeMap<(String, String), usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, (p, h))| ((p.to_string(), h.to_string()), i))
-            .collect();
-        for (i, (p, h)) in names.iter().enumerate() {
-            assert_eq!(map.get(&(*p, *h) as &dyn TargetKey), Some(&i), "{p}/{h}");
-        }
-        for (p, h) in [("a", "h"), ("a", "h3"), ("b", ""), ("abh1", ""), ("", "")] {
-            assert_eq!(map.get(&(p, h) as &dyn TargetKey), None, "{p}/{h}");
-        }
-    }
 }

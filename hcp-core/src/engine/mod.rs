@@ -567,11 +567,11 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 impl Inner {
-    /// Records an audit event about `vm`, caused by `job`'s principal (the worker's events).
-    pub(crate) async fn emit_for_job(&self, job: &Job, vm: &Vm, kind: EventKind) {
+    /// Records an audit event about `job`'s VM, caused by its principal (the worker's events).
+    pub(crate) async fn emit_for_job(&self, job: &Job, kind: EventKind) {
         self.emit(
-            Some(vm.project.clone()),
-            Some(vm.id.clone()),
+            Some(job.project.clone()),
+            Some(job.vm_id.clone()),
             Some(&job.principal),
             kind,
         )
@@ -1821,11 +1821,7 @@ pub(crate) type HostKey = Arc<str>;
 
 /// Returns the scheduler's key of host `host` of `provider`.
 pub(crate) fn host_key(provider: &str, host: &str) -> HostKey {
-    let mut key = String::with_capacity(provider.len() + 1 + host.len());
-    key.push_str(provider);
-    key.push('/');
-    key.push_str(host);
-    Arc::from(key)
+    Arc::from(format!("{provider}/{host}"))
 }
 
 fn fingerprint(project: &ProjectId, action: &Action) -> String {

@@ -890,7 +890,6 @@ async fn record_move(
     inner
         .emit_for_job(
             job,
-            vm,
             EventKind::VmMigrated {
                 provider: vm.binding.provider.clone(),
                 from_host: vm.binding.host.clone(),
@@ -936,7 +935,7 @@ async fn record_resize(
         tracing::error!(job_id = %job.id, error = %e, "cannot record a resize on its VM");
     }
     inner
-        .emit_for_job(job, vm, EventKind::VmResized { from, to })
+        .emit_for_job(job, EventKind::VmResized { from, to })
         .await;
 }
 
@@ -993,7 +992,6 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
             inner
                 .emit_for_job(
                     &job,
-                    &vm,
                     EventKind::VmDeleted {
                         resources: vm.resources,
                     },
@@ -1030,12 +1028,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
                 })
                 .await;
             inner
-                .emit(
-                    Some(job.project.clone()),
-                    Some(vm_id),
-                    Some(&job.principal),
-                    EventKind::VmCreated { resources },
-                )
+                .emit_for_job(&job, EventKind::VmCreated { resources })
                 .await;
             r.map(|_| ())
         }
@@ -1072,7 +1065,6 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
             inner
                 .emit_for_job(
                     &job,
-                    &vm,
                     EventKind::VmAdopted {
                         provider: vm.binding.provider.clone(),
                         host: vm.binding.host.clone(),
@@ -1086,7 +1078,6 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
             inner
                 .emit_for_job(
                     &job,
-                    &vm,
                     EventKind::VmReleased {
                         provider: vm.binding.provider.clone(),
                         host: vm.binding.host.clone(),
@@ -1394,7 +1385,7 @@ pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Pr
         &job.id,
         LogEntry::warn(format!("cancelled by {principal} before it started")),
     ));
-    finalize(inner, job).await;
+    finalize(inner, job.clone());
 }
 
 async fn end(
@@ -1416,10 +1407,7 @@ async fn end(
     })
     .await?;
     transition_event(inner, &job, Some(from), error).await;
-    // A cancel that raced the end left a token nobody will take.
-    lock(&inner.cancels).remove(&job.id);
-    // The ended job goes to the log writer as written: it tells watchers without reading it back.
-    let _ = inner.logs.send(LogMsg::Finalize(Box::new(job)));
+    finalize(inner, job);
     Ok(())
 }
 
@@ -1440,11 +1428,12 @@ async fn write_job(
     }
 }
 
-/// Tells watchers the job ended, once every log line sent before has been written.
-async fn finalize(inner: &Arc<Inner>, job: &Job) {
+/// Tells watchers the job ended, once every log line sent before has been written. `job` is the
+/// ended job as written: the log writer hands it on without reading it back.
+fn finalize(inner: &Inner, job: Job) {
     // A cancel that raced the end left a token nobody will take.
     lock(&inner.cancels).remove(&job.id);
-    let _ = inner.logs.send(LogMsg::Finalize(Box::new(job.clone())));
+    let _ = inner.logs.send(LogMsg::Finalize(Box::new(job)));
 }
 
 /// Ends a job whose worker panicked, so that nothing stays stuck: the job fails with an internal

@@ -10,11 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use hcp_core::{Error, ErrorKind, HcpMark, NativeVm, PowerState, Resources, Result, VmId};
+// The index maps hash with foldhash: SipHash's resistance to chosen keys buys nothing in a
+// simulator and cost a large part of each create and delete.
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
-
-/// The index maps hash with foldhash: SipHash's resistance to chosen keys buys nothing in a
-/// simulator and costs a large part of each create and delete.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Every simulated host and VM.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -394,11 +393,9 @@ impl IndexedState {
         let key = vm.native_id.clone();
         let h = self.state.host_mut(host)?;
         // The host's index nearly always exists: no owned key for the entry API then.
-        if !self.hosts.contains_key(host) {
-            self.hosts.insert(host.to_string(), HostIndex::default());
-        }
-        let Some(index) = self.hosts.get_mut(host) else {
-            return Err(Error::internal("a host index vanished"));
+        let index = match self.hosts.get_mut(host) {
+            Some(index) => index,
+            None => self.hosts.entry(host.to_string()).or_default(),
         };
         if let Some(old) = h.vms.remove(&key) {
             index.remove(&key, &old);

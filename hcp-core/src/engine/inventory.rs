@@ -1420,13 +1420,13 @@ fn limit_refusal(
     if first.is_empty() {
         return None;
     }
-    let per_host: Vec<Vec<ExceededLimit>> = in_scope
+    let others: Vec<Vec<ExceededLimit>> = in_scope[1..]
         .iter()
         .map(|(_, h)| h.caps.exceeded(need))
         .collect();
     for limit in &first {
         let mut largest = limit.max;
-        let everywhere = per_host.iter().all(|limits| {
+        let everywhere = others.iter().all(|limits| {
             limits.iter().any(|l| {
                 if l.field == limit.field {
                     largest = largest.max(l.max);

@@ -1370,8 +1370,8 @@ impl Store for PostgresStore {
             .await?;
         tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(SubmitOutcome::Accepted {
-            vm: Box::new(vm),
-            job: Box::new(job),
+            vm_id: vm.id,
+            job_id: job.id,
         })
     }
 
@@ -2258,12 +2258,12 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {url} must be running: {e:#}"));
         let other = PostgresStore::connect(&url, options()).await.unwrap();
-        let job = match other
+        let job_id = match other
             .submit(hcp_core::testkit::store::create("p1", "stalled"))
             .await
             .unwrap()
         {
-            SubmitOutcome::Accepted { job, .. } => job,
+            SubmitOutcome::Accepted { job_id, .. } => job_id,
             o => panic!("a fresh create is accepted: {o:?}"),
         };
 
@@ -2272,7 +2272,7 @@ mod tests {
         let tx = session.transaction().await.unwrap();
         tx.query(
             "SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE",
-            &[&job.id.as_str()],
+            &[&job_id.as_str()],
         )
         .await
         .unwrap();
@@ -2282,7 +2282,7 @@ mod tests {
         let until = Utc::now() + chrono::Duration::seconds(60);
         let claim = tokio::time::timeout(
             STALLED_TRANSACTION * 6,
-            other.claim_job(&job.id, "replica-b", until),
+            other.claim_job(&job_id, "replica-b", until),
         )
         .await
         .expect("the claim went through once the database ended the stalled session")

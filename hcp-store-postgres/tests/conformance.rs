@@ -119,19 +119,22 @@ async fn a_database_newer_than_the_binary_is_refused() {
 async fn data_survives_a_new_connection() {
     let schema = fresh_schema();
     let first = open(&schema).await;
-    let SubmitOutcome::Accepted { vm, job } = first.submit(create("p1", "kept")).await.unwrap()
+    let SubmitOutcome::Accepted { vm_id, job_id } =
+        first.submit(create("p1", "kept")).await.unwrap()
     else {
         panic!("a fresh submission is accepted");
     };
+    let vm = first.get_vm(&Scope::All, &vm_id).await.unwrap().unwrap();
+    let job = first.get_job(&Scope::All, &job_id).await.unwrap().unwrap();
     drop(first);
     let second = open(&schema).await;
     assert_eq!(
         second.get_vm(&Scope::All, &vm.id).await.unwrap().as_ref(),
-        Some(vm.as_ref())
+        Some(&vm)
     );
     assert_eq!(
         second.get_job(&Scope::All, &job.id).await.unwrap().as_ref(),
-        Some(job.as_ref())
+        Some(&job)
     );
     assert_eq!(
         second.usage(&ProjectId::new("p1")).await.unwrap().vms,
@@ -201,7 +204,7 @@ async fn two_stores_on_one_database_share_keys_and_quota() {
     let mut replayed = Vec::new();
     for t in tasks {
         match t.await.unwrap().unwrap() {
-            SubmitOutcome::Accepted { job, .. } => accepted.push(job.id),
+            SubmitOutcome::Accepted { job_id, .. } => accepted.push(job_id),
             SubmitOutcome::Replayed { job_id, .. } => replayed.push(job_id),
         }
     }
@@ -349,21 +352,21 @@ async fn a_long_log_keeps_its_newest_lines_through_batches() {
     )
     .await
     .unwrap_or_else(|e| panic!("PostgreSQL at {} must be running: {e:#}", url()));
-    let SubmitOutcome::Accepted { job, .. } = store.submit(create("p1", "long")).await.unwrap()
+    let SubmitOutcome::Accepted { job_id, .. } = store.submit(create("p1", "long")).await.unwrap()
     else {
         panic!("a fresh submission is accepted");
     };
     let line = |m: &str| (chrono::Utc::now(), LogEntry::new(LogLevel::Info, m));
     let out = store
         .append_logs_batch(vec![
-            (job.id.clone(), vec![line("1"), line("2")]),
-            (job.id.clone(), vec![line("3"), line("4")]),
+            (job_id.clone(), vec![line("1"), line("2")]),
+            (job_id.clone(), vec![line("3"), line("4")]),
         ])
         .await;
     assert!(out.iter().all(Result::is_ok), "{out:?}");
-    store.append_logs(&job.id, vec![line("5")]).await.unwrap();
+    store.append_logs(&job_id, vec![line("5")]).await.unwrap();
     let kept: Vec<(u64, String)> = store
-        .job_logs(&job.id, 0)
+        .job_logs(&job_id, 0)
         .await
         .unwrap()
         .into_iter()

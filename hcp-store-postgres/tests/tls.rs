@@ -69,10 +69,10 @@ async fn verify_full_with_the_servers_ca_runs_the_store_over_tls() {
         .await
         .unwrap_or_else(|e| panic!("{host}: the store connects over TLS: {e:#}"));
         let outcome = store.submit(create("p1", "over-tls")).await.unwrap();
-        let SubmitOutcome::Accepted { vm, .. } = outcome else {
+        let SubmitOutcome::Accepted { vm_id, .. } = outcome else {
             panic!("a fresh create is accepted: {outcome:?}");
         };
-        let read = store.get_vm(&Scope::All, &vm.id).await.unwrap();
+        let read = store.get_vm(&Scope::All, &vm_id).await.unwrap();
         assert_eq!(read.map(|v| v.spec.name), Some("over-tls".to_string()));
         drop(store);
         drop_schema(&schema);

@@ -17,10 +17,10 @@ use crate::reconcile::{ObservedHost, classify};
 use crate::store::{PageRequest, Scope};
 use crate::{
     Capabilities, Capability, DesiredState, Drift, DriftPolicy, Error, ErrorKind, EventKind,
-    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, Job, JobAction, JobId,
-    JobState, MemberHost, MissingRepair, MovedRepair, NativeVm, Operation, PowerState, Principal,
-    ProjectId, ProviderBinding, ProviderInfo, RepairAction, Requirements, Resources, Result,
-    UnmanagedRepair, Vm, VmId, VmSpec,
+    ExceededLimit, Host, HostInfo, HostInventory, HostInventoryReply, JobId, JobState, MemberHost,
+    MissingRepair, MovedRepair, NativeVm, Operation, PowerState, Principal, ProjectId,
+    ProviderBinding, ProviderInfo, RepairAction, Requirements, Resources, Result, UnmanagedRepair,
+    Vm, VmId, VmSpec,
 };
 
 /// How long one host's inventory call may take during a refresh.
@@ -186,15 +186,15 @@ impl<'a> Reservation<'a> {
 
     /// Keeps the capacity reserved for `job`, which another process runs: the reservation
     /// sweeper releases it when the job ends.
-    pub(crate) fn hand_over(mut self, job: &Job) {
+    pub(crate) fn hand_over(mut self, job_id: &JobId, create: bool) {
         self.kept = true;
         let held = HeldForWorker {
-            create: job.action == JobAction::Create,
+            create,
             provider: self.key.0.clone(),
             host: self.key.1.clone(),
             resources: self.resources,
         };
-        lock(&self.inner.held_for_workers).insert(job.id.clone(), held);
+        lock(&self.inner.held_for_workers).insert(job_id.clone(), held);
     }
 }
 

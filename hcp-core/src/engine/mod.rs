@@ -1320,6 +1320,7 @@ impl Engine {
                     job_id: job_id.clone(),
                     created_at: now,
                 });
+        let is_create = job.action == JobAction::Create;
         let outcome = inner
             .store
             .submit(Submission {
@@ -1331,8 +1332,8 @@ impl Engine {
                 room,
             })
             .await?;
-        let (vm, job) = match outcome {
-            SubmitOutcome::Accepted { vm, job } => (vm, job),
+        let (vm_id, job_id) = match outcome {
+            SubmitOutcome::Accepted { vm_id, job_id } => (vm_id, job_id),
             SubmitOutcome::Replayed { vm_id, job_id } => {
                 return Ok(Submitted {
                     vm_id,
@@ -1345,7 +1346,7 @@ impl Engine {
         // without workers, the sweeper once another process ran the job.
         match reservation {
             Some(mut r) if inner.runs_jobs => r.keep(),
-            Some(r) => r.hand_over(&job),
+            Some(r) => r.hand_over(&job_id, is_create),
             None => {}
         }
         if inner.runs_jobs {
@@ -1354,10 +1355,10 @@ impl Engine {
         inner
             .emit(
                 Some(ctx.project.clone()),
-                Some(vm.id.clone()),
+                Some(vm_id.clone()),
                 Some(&ctx.principal),
                 EventKind::JobTransition {
-                    job_id: job.id.clone(),
+                    job_id: job_id.clone(),
                     operation: op,
                     from: None,
                     to: JobState::Pending,
@@ -1368,14 +1369,14 @@ impl Engine {
             .await;
         if inner.runs_jobs {
             let _ = inner.sched.send(SchedMsg::Submitted {
-                job_id: job.id.clone(),
-                vm_id: vm.id.clone(),
+                job_id: job_id.clone(),
+                vm_id: vm_id.clone(),
                 host_key: host_key(&provider, &host),
             });
         }
         Ok(Submitted {
-            vm_id: vm.id.clone(),
-            job_id: job.id.clone(),
+            vm_id,
+            job_id,
             replayed: false,
         })
     }

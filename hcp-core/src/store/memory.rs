@@ -184,7 +184,8 @@ fn cas_conflict(what: &str, id: &dyn std::fmt::Display, expected: u64, actual: u
 }
 
 impl State {
-    fn insert_vm(&mut self, mut vm: Vm) -> Result<Vm> {
+    /// Inserts a new VM and returns it as stored.
+    fn insert_vm(&mut self, mut vm: Vm) -> Result<&Vm> {
         if self.vms.contains_key(&vm.id) {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -217,8 +218,7 @@ impl State {
             .or_default()
             .insert(vm.id.clone());
         self.vm_ids.insert(vm.id.clone());
-        self.vms.insert(vm.id.clone(), Box::new(vm.clone()));
-        Ok(vm)
+        Ok(&**self.vms.entry(vm.id.clone()).or_insert(Box::new(vm)))
     }
 
     /// Returns the stored VM `id`.
@@ -380,7 +380,7 @@ impl State {
             .check(project, quota, &added)
     }
 
-    fn insert_job(&mut self, mut job: Job) -> Result<Job> {
+    fn insert_job(&mut self, mut job: Job) -> Result<()> {
         if self.jobs.contains_key(&job.id) {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -398,12 +398,12 @@ impl State {
         self.jobs.insert(
             job.id.clone(),
             Box::new(JobEntry {
-                job: job.clone(),
+                job,
                 logs: VecDeque::new(),
                 next_seq: 1,
             }),
         );
-        Ok(job)
+        Ok(())
     }
 
     /// Keeps the index of unfinished jobs in step with a job's (new) state.
@@ -586,18 +586,16 @@ impl Store for MemoryStore {
         if let VmWrite::Insert(vm) = &submission.vm {
             s.check_group(vm)?;
         }
-        let vm = match submission.vm {
-            VmWrite::Insert(vm) => s.insert_vm(vm)?,
-            VmWrite::Update { vm, expected } => s.replace_vm(vm, expected)?,
+        let vm_id = match submission.vm {
+            VmWrite::Insert(vm) => s.insert_vm(vm)?.id.clone(),
+            VmWrite::Update { vm, expected } => s.replace_vm(vm, expected)?.id,
         };
-        let job = s.insert_job(submission.job)?;
+        let job_id = submission.job.id.clone();
+        s.insert_job(submission.job)?;
         if let Some(rec) = submission.idempotency {
             s.idempotency.insert(rec.scope.clone(), rec);
         }
-        Ok(SubmitOutcome::Accepted {
-            vm: Box::new(vm),
-            job: Box::new(job),
-        })
+        Ok(SubmitOutcome::Accepted { vm_id, job_id })
     }
 
     async fn usage(&self, project: &ProjectId) -> Result<Usage> {
@@ -749,7 +747,7 @@ impl Store for MemoryStore {
     async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm> {
         let mut s = self.lock();
         match expected {
-            None => s.insert_vm(vm),
+            None => s.insert_vm(vm).cloned(),
             Some(g) => s.replace_vm(vm, g),
         }
     }

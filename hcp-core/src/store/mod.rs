@@ -333,12 +333,13 @@ impl Usage {
 /// The outcome of [`Store::submit`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubmitOutcome {
-    /// Written: the stored VM and job.
+    /// Written: the VM and job as submitted, now stored (read them back with
+    /// [`Store::get_vm`] and [`Store::get_job`]).
     Accepted {
-        /// The VM as stored.
-        vm: Box<Vm>,
-        /// The job as stored.
-        job: Box<Job>,
+        /// The VM written.
+        vm_id: VmId,
+        /// The job written.
+        job_id: JobId,
     },
     /// The same request was accepted before: its VM and job.
     Replayed {

@@ -127,9 +127,19 @@ fn with_key(mut s: Submission, key: &str, fingerprint: &str) -> Submission {
     s
 }
 
-fn accepted(o: SubmitOutcome) -> Result<(Vm, Job)> {
+/// Reads back the VM and job of an accepted submission.
+async fn accepted(store: &Arc<dyn Store>, o: SubmitOutcome) -> Result<(Vm, Job)> {
     match o {
-        SubmitOutcome::Accepted { vm, job } => Ok((*vm, *job)),
+        SubmitOutcome::Accepted { vm_id, job_id } => {
+            let vm = store.get_vm(&Scope::All, &vm_id).await?;
+            let job = store.get_job(&Scope::All, &job_id).await?;
+            match (vm, job) {
+                (Some(vm), Some(job)) => Ok((vm, job)),
+                _ => Err(Error::internal(
+                    "store conformance: an accepted submission's VM or job cannot be read",
+                )),
+            }
+        }
         SubmitOutcome::Replayed { .. } => Err(Error::internal(
             "store conformance: a submission without a remembered key was replayed",
         )),
@@ -317,7 +327,7 @@ pub async fn vm_generation_cas(store: Arc<dyn Store>) -> Result<()> {
 /// # Errors
 /// When two writers with one generation both succeed, or a refused write changes the job.
 pub async fn job_generation_cas(store: Arc<dyn Store>) -> Result<()> {
-    let (_, j) = accepted(store.submit(create("p1", "job-cas")).await?)?;
+    let (_, j) = accepted(&store, store.submit(create("p1", "job-cas")).await?).await?;
     ensure!(
         j.generation == 1,
         "a submitted job has generation 1, got {}",
@@ -367,7 +377,7 @@ pub async fn job_generation_cas(store: Arc<dyn Store>) -> Result<()> {
 /// # Errors
 /// When a refused submission leaves a VM, a job or an idempotency record behind.
 pub async fn submit_is_all_or_nothing(store: Arc<dyn Store>) -> Result<()> {
-    let (v, _) = accepted(store.submit(create("p1", "taken")).await?)?;
+    let (v, _) = accepted(&store, store.submit(create("p1", "taken")).await?).await?;
     // A taken name: the job and the key must not be written.
     let s = with_key(create("p1", "taken"), "k-name", "f1");
     let (job_id, scope) = (s.job.id.clone(), s.idempotency.clone().map(|r| r.scope));
@@ -426,7 +436,10 @@ pub async fn submit_is_all_or_nothing(store: Arc<dyn Store>) -> Result<()> {
     );
     // A job id that exists: the VM insert must not be written either.
     let mut dup = create("p1", "dup-job");
-    dup.job.id = accepted(store.submit(create("p1", "first")).await?)?.1.id;
+    dup.job.id = accepted(&store, store.submit(create("p1", "first")).await?)
+        .await?
+        .1
+        .id;
     let dup_vm = match &dup.vm {
         VmWrite::Insert(v) => v.id.clone(),
         VmWrite::Update { vm, .. } => vm.id.clone(),
@@ -458,7 +471,7 @@ pub async fn submit_is_all_or_nothing(store: Arc<dyn Store>) -> Result<()> {
         fence: None,
         room: None,
     };
-    let (vm2, job2) = accepted(store.submit(ok).await?)?;
+    let (vm2, job2) = accepted(&store, store.submit(ok).await?).await?;
     ensure!(
         vm2.generation == 2 && vm2.desired == DesiredState::Deleted && job2.generation == 1,
         "an accepted update writes VM and job: {vm2:?} {job2:?}"
@@ -483,7 +496,7 @@ pub async fn idempotency_under_concurrency(store: Arc<dyn Store>) -> Result<()> 
     let mut replayed = Vec::new();
     for t in tasks {
         match t.await.map_err(|e| Error::internal(e.to_string()))?? {
-            SubmitOutcome::Accepted { vm, job } => accepted_ids.push((vm.id, job.id)),
+            SubmitOutcome::Accepted { vm_id, job_id } => accepted_ids.push((vm_id, job_id)),
             SubmitOutcome::Replayed { vm_id, job_id } => replayed.push((vm_id, job_id)),
         }
     }
@@ -541,10 +554,12 @@ pub async fn idempotency_under_concurrency(store: Arc<dyn Store>) -> Result<()> 
 /// When the reuse is not refused with `IDEMPOTENCY_KEY_REUSED` or writes anything.
 pub async fn fingerprint_mismatch_is_refused(store: Arc<dyn Store>) -> Result<()> {
     accepted(
+        &store,
         store
             .submit(with_key(create("p1", "fp-a"), "k", "first"))
             .await?,
-    )?;
+    )
+    .await?;
     let s = with_key(create("p1", "fp-b"), "k", "second");
     let job_id = s.job.id.clone();
     let r = store.submit(s).await;
@@ -585,10 +600,12 @@ pub async fn paging_and_cursors(store: Arc<dyn Store>) -> Result<()> {
     for i in 0..23 {
         let project = if i % 3 == 0 { "p2" } else { "p1" };
         let (_, j) = accepted(
+            &store,
             store
                 .submit(create(project, &format!("page-{i:02}")))
                 .await?,
-        )?;
+        )
+        .await?;
         all_jobs.push(j);
     }
     for (scope, want) in [
@@ -694,8 +711,8 @@ pub async fn paging_and_cursors(store: Arc<dyn Store>) -> Result<()> {
 /// # Errors
 /// When a project scope sees another project's VM or job.
 pub async fn scope_isolation(store: Arc<dyn Store>) -> Result<()> {
-    let (va, ja) = accepted(store.submit(create("alpha", "shared-name")).await?)?;
-    let (vb, jb) = accepted(store.submit(create("beta", "shared-name")).await?)?;
+    let (va, ja) = accepted(&store, store.submit(create("alpha", "shared-name")).await?).await?;
+    let (vb, jb) = accepted(&store, store.submit(create("beta", "shared-name")).await?).await?;
     let a = Scope::Project(ProjectId::new("alpha"));
     let b = Scope::Project(ProjectId::new("beta"));
     ensure!(
@@ -791,7 +808,7 @@ pub async fn scope_isolation(store: Arc<dyn Store>) -> Result<()> {
 /// # Errors
 /// When numbers repeat, skip, or lines come back out of order.
 pub async fn log_sequence_numbers(store: Arc<dyn Store>) -> Result<()> {
-    let (_, j) = accepted(store.submit(create("p1", "logs")).await?)?;
+    let (_, j) = accepted(&store, store.submit(create("p1", "logs")).await?).await?;
     let first = store
         .append_logs(
             &j.id,
@@ -838,7 +855,7 @@ pub async fn log_sequence_numbers(store: Arc<dyn Store>) -> Result<()> {
     );
     // A batch: two jobs, one of them in two entries, and a missing job that fails only its own
     // entry.
-    let (_, k) = accepted(store.submit(create("p1", "logs-2")).await?)?;
+    let (_, k) = accepted(&store, store.submit(create("p1", "logs-2")).await?).await?;
     let line = |m: &str| (Utc::now(), LogEntry::new(LogLevel::Info, m));
     let ghost = JobId::generate();
     let out = store
@@ -1042,12 +1059,14 @@ pub async fn retention_purge(store: Arc<dyn Store>) -> Result<()> {
     let now = Utc::now();
     let long_ago = now - ChronoDuration::hours(48);
     let (_, old_done) = accepted(
+        &store,
         store
             .submit(with_key(create("p1", "old"), "old-key", "f"))
             .await?,
-    )?;
-    let (_, new_done) = accepted(store.submit(create("p1", "new")).await?)?;
-    let (_, pending) = accepted(store.submit(create("p1", "pending")).await?)?;
+    )
+    .await?;
+    let (_, new_done) = accepted(&store, store.submit(create("p1", "new")).await?).await?;
+    let (_, pending) = accepted(&store, store.submit(create("p1", "pending")).await?).await?;
     store
         .append_logs(
             &old_done.id,
@@ -1226,7 +1245,7 @@ pub async fn quota_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
         fence: None,
         room: None,
     };
-    accepted(store.submit(stop).await?)?;
+    accepted(&store, store.submit(stop).await?).await?;
     Ok(())
 }
 
@@ -1240,7 +1259,7 @@ pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
         store.usage(&p).await?.is_zero(),
         "an empty project holds nothing"
     );
-    let (a, _) = accepted(store.submit(create("u", "a")).await?)?;
+    let (a, _) = accepted(&store, store.submit(create("u", "a")).await?).await?;
     let mut big = vm("u", "big");
     big.resources = Resources {
         vcpus: 4,
@@ -1262,6 +1281,7 @@ pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
         ..Quota::default()
     };
     accepted(
+        &store,
         store
             .submit(Submission {
                 idempotency: None,
@@ -1275,7 +1295,8 @@ pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
                 room: None,
             })
             .await?,
-    )?;
+    )
+    .await?;
     ensure!(
         store.usage(&p).await? == usage(1, 4, u128::from(u64::MAX)),
         "a VM being deleted holds nothing"
@@ -1307,7 +1328,7 @@ pub async fn usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
         "removing the last VM releases all"
     );
     // A refused write (stale generation) changes no usage.
-    let (c, _) = accepted(store.submit(create("u", "c")).await?)?;
+    let (c, _) = accepted(&store, store.submit(create("u", "c")).await?).await?;
     let mut stale = c.clone();
     stale.desired = DesiredState::Deleted;
     ensure!(
@@ -1404,7 +1425,7 @@ pub async fn host_room_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
         "another provider's host is its own"
     );
     // Without a room nothing is checked; a room is the room of the VM's own host.
-    accepted(store.submit(create("a", "unchecked")).await?)?;
+    accepted(&store, store.submit(create("a", "unchecked")).await?).await?;
     let mut s = create("a", "other-host");
     s.vm = match s.vm {
         VmWrite::Insert(mut v) => {
@@ -1414,7 +1435,7 @@ pub async fn host_room_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
         other => other,
     };
     s.room = Some(room(1));
-    accepted(store.submit(s).await?)?;
+    accepted(&store, store.submit(s).await?).await?;
     ensure!(
         store.host_usage("sim", "host-2").await? == usage(1, 1, 512),
         "the VM counts on its own host"
@@ -1422,7 +1443,7 @@ pub async fn host_room_under_concurrency(store: Arc<dyn Store>) -> Result<()> {
     // A larger room admits again.
     let mut s = create("a", "larger");
     s.room = Some(room(13));
-    accepted(store.submit(s).await?)?;
+    accepted(&store, store.submit(s).await?).await?;
     let mut s = create("a", "full-again");
     s.room = Some(room(12));
     ensure!(
@@ -1441,8 +1462,8 @@ pub async fn host_usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
     let held = || async { store.host_usage("sim", "host-1").await };
     ensure!(held().await?.is_zero(), "an empty host holds nothing");
     // A create in flight holds its size.
-    let (a, _) = accepted(store.submit(create("p", "a")).await?)?;
-    let (f, _) = accepted(store.submit(create("p", "f")).await?)?;
+    let (a, _) = accepted(&store, store.submit(create("p", "a")).await?).await?;
+    let (f, _) = accepted(&store, store.submit(create("p", "f")).await?).await?;
     ensure!(held().await? == usage(2, 2, 1024), "creates in flight hold");
     // A failed create (nothing on the host) holds nothing; a created VM holds.
     let mut failed = f.clone();
@@ -1481,7 +1502,7 @@ pub async fn host_usage_follows_vm_writes(store: Arc<dyn Store>) -> Result<()> {
         store.get_job(&Scope::All, &j.id).await?.is_none() && held().await? == usage(1, 1, 512),
         "a refused growth writes nothing"
     );
-    let (grown, _) = accepted(store.submit(grow(grown, room(4))).await?)?;
+    let (grown, _) = accepted(&store, store.submit(grow(grown, room(4))).await?).await?;
     ensure!(
         held().await? == usage(1, 4, 2048),
         "a growth holds the new size"
@@ -2255,15 +2276,19 @@ pub async fn server_group_members_follow_vms(store: Arc<dyn Store>) -> Result<()
         ))
         .await?;
     let (v1, _) = accepted(
+        &store,
         store
             .submit(create_in("alpha", "m-1", &g.id, "host-1"))
             .await?,
-    )?;
+    )
+    .await?;
     let (v2, _) = accepted(
+        &store,
         store
             .submit(create_in("alpha", "m-2", &g.id, "host-1"))
             .await?,
-    )?;
+    )
+    .await?;
     let got = store.get_server_group(&a, &g.id).await?;
     let mut want = vec![v1.id.clone(), v2.id.clone()];
     want.sort();
@@ -2335,10 +2360,12 @@ pub async fn server_group_hard_policy_in_submit(store: Arc<dyn Store>) -> Result
         ))
         .await?;
     accepted(
+        &store,
         store
             .submit(create_in("alpha", "a-1", &anti.id, "host-1"))
             .await?,
-    )?;
+    )
+    .await?;
     // A VM's unfinished jobs come from the claim rules' index: the create just accepted.
     let a1 = store
         .find_vm_by_name(&ProjectId::new("alpha"), "a-1")
@@ -2365,10 +2392,12 @@ pub async fn server_group_hard_policy_in_submit(store: Arc<dyn Store>) -> Result
         "a refused member writes neither VM nor job"
     );
     accepted(
+        &store,
         store
             .submit(create_in("alpha", "a-2", &anti.id, "host-2"))
             .await?,
-    )?;
+    )
+    .await?;
 
     // Inside a cluster target, the policy holds per member host.
     let on_member = |name: &str, member: &str| {
@@ -2378,8 +2407,8 @@ pub async fn server_group_hard_policy_in_submit(store: Arc<dyn Store>) -> Result
         }
         s
     };
-    accepted(store.submit(on_member("c-1", "m-1")).await?)?;
-    accepted(store.submit(on_member("c-2", "m-2")).await?)?;
+    accepted(&store, store.submit(on_member("c-1", "m-1")).await?).await?;
+    accepted(&store, store.submit(on_member("c-2", "m-2")).await?).await?;
     let r = store.submit(on_member("c-3", "m-1")).await;
     ensure!(
         matches!(&r, Err(e) if e.kind() == ErrorKind::Conflict && e.code() == CODE_SERVER_GROUP_POLICY),
@@ -2431,15 +2460,19 @@ pub async fn server_group_hard_policy_in_submit(store: Arc<dyn Store>) -> Result
         ))
         .await?;
     accepted(
+        &store,
         store
             .submit(create_in("alpha", "f-1", &aff.id, "host-1"))
             .await?,
-    )?;
+    )
+    .await?;
     accepted(
+        &store,
         store
             .submit(create_in("alpha", "f-2", &aff.id, "host-1"))
             .await?,
-    )?;
+    )
+    .await?;
     let r = store
         .submit(create_in("alpha", "f-3", &aff.id, "host-2"))
         .await;
@@ -2457,15 +2490,19 @@ pub async fn server_group_hard_policy_in_submit(store: Arc<dyn Store>) -> Result
         ))
         .await?;
     accepted(
+        &store,
         store
             .submit(create_in("alpha", "s-1", &soft.id, "host-1"))
             .await?,
-    )?;
+    )
+    .await?;
     accepted(
+        &store,
         store
             .submit(create_in("alpha", "s-2", &soft.id, "host-1"))
             .await?,
-    )?;
+    )
+    .await?;
     Ok(())
 }
 
@@ -2518,6 +2555,7 @@ async fn another_job(store: &Arc<dyn Store>, vm: &Vm) -> Result<Job> {
     j.operation = Operation::StartVm;
     j.action = JobAction::Start;
     let (_, j) = accepted(
+        store,
         store
             .submit(Submission {
                 idempotency: None,
@@ -2528,7 +2566,8 @@ async fn another_job(store: &Arc<dyn Store>, vm: &Vm) -> Result<Job> {
                 room: None,
             })
             .await?,
-    )?;
+    )
+    .await?;
     Ok(j)
 }
 
@@ -2549,7 +2588,7 @@ async fn finish_fenced(store: &Arc<dyn Store>, id: &JobId, token: u64) -> Result
 /// When more or fewer than one claim wins, the token is not 1, or the stored lease is not the
 /// winner's.
 pub async fn lease_claim_has_one_winner(store: Arc<dyn Store>) -> Result<()> {
-    let (_, j) = accepted(store.submit(create("p1", "lease-one")).await?)?;
+    let (_, j) = accepted(&store, store.submit(create("p1", "lease-one")).await?).await?;
     ensure!(j.lease.is_none(), "a submitted job has no lease: {j:?}");
     let mut tasks = Vec::new();
     for i in 0..10 {
@@ -2604,7 +2643,11 @@ pub async fn lease_claim_has_one_winner(store: Arc<dyn Store>) -> Result<()> {
 pub async fn lease_one_active_job_per_vm(store: Arc<dyn Store>) -> Result<()> {
     let mut pairs = Vec::new();
     for n in 0..5 {
-        let (v, first) = accepted(store.submit(create("p1", &format!("lease-vm-{n}"))).await?)?;
+        let (v, first) = accepted(
+            &store,
+            store.submit(create("p1", &format!("lease-vm-{n}"))).await?,
+        )
+        .await?;
         let second = another_job(&store, &v).await?;
         pairs.push((first, second));
     }
@@ -2664,7 +2707,7 @@ pub async fn lease_one_active_job_per_vm(store: Arc<dyn Store>) -> Result<()> {
 /// When an active lease is taken by another holder, a lapsed or released one is not, or a new
 /// claim's token is not greater.
 pub async fn lease_expiry_and_reclaim(store: Arc<dyn Store>) -> Result<()> {
-    let (_, j) = accepted(store.submit(create("p1", "lease-expiry")).await?)?;
+    let (_, j) = accepted(&store, store.submit(create("p1", "lease-expiry")).await?).await?;
     let a = store
         .claim_job(&j.id, "worker-a", in_secs(60))
         .await?
@@ -2728,7 +2771,7 @@ pub async fn lease_expiry_and_reclaim(store: Arc<dyn Store>) -> Result<()> {
 /// # Errors
 /// When the stale write succeeds, is not `LEASE_LOST`, or changes anything.
 pub async fn lease_stale_token_is_refused(store: Arc<dyn Store>) -> Result<()> {
-    let (_, j) = accepted(store.submit(create("p1", "lease-stale")).await?)?;
+    let (_, j) = accepted(&store, store.submit(create("p1", "lease-stale")).await?).await?;
     let mut never = j.clone();
     never.progress = 5;
     let r = store.update_job_fenced(never, j.generation, 1).await;
@@ -2790,7 +2833,7 @@ pub async fn lease_stale_token_is_refused(store: Arc<dyn Store>) -> Result<()> {
 /// # Errors
 /// When anyone but the holder with its token renews, or the holder cannot.
 pub async fn lease_renew_by_non_holder_is_refused(store: Arc<dyn Store>) -> Result<()> {
-    let (_, j) = accepted(store.submit(create("p1", "lease-renew")).await?)?;
+    let (_, j) = accepted(&store, store.submit(create("p1", "lease-renew")).await?).await?;
     let a = store
         .claim_job(&j.id, "worker-a", in_secs(60))
         .await?

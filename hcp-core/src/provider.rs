@@ -341,6 +341,20 @@ impl OpContext {
         }
     }
 
+    /// Creates a context for job `job_id` that `cancel` cancels (the engine's worker: the job's
+    /// own token, without a second one made and replaced).
+    pub(crate) fn for_job(
+        job_id: JobId,
+        reporter: Arc<dyn JobReporter>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        OpContext {
+            job_id: Some(job_id),
+            reporter: Some(reporter),
+            cancel,
+        }
+    }
+
     /// Creates a context that reports nowhere (tests, direct calls).
     pub fn detached() -> Self {
         OpContext {

@@ -305,15 +305,16 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
         .to_std()
         .unwrap_or(Duration::ZERO);
     // The job's cancel token reaches the provider through its context (a cancel, or the
-    // job's time running out, cancels the call, not just drops it).
-    let ctx = OpContext::new(
+    // job's time running out, cancels the call, not just drops it). The context shares the
+    // token: the attempt's end cancels it, just before the token leaves the map.
+    let ctx = OpContext::for_job(
         job.id.clone(),
         Arc::new(Reporter {
             inner: inner.clone(),
             job: job.id.clone(),
         }),
-    )
-    .with_cancellation(cancel.child_token());
+        cancel.clone(),
+    );
     let outcome = tokio::select! {
         // The lease first: a worker that lost it must not act on the VM once more.
         biased;

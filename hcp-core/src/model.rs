@@ -181,17 +181,19 @@ pub fn validate_range<T>(field: &str, value: T, min: T, max: T, unit: &str) -> R
 where
     T: PartialOrd + fmt::Display + Copy,
 {
+    let (below, above) = (value < min, value > max);
+    if !below && !above {
+        return Ok(());
+    }
     let unit = if unit.is_empty() {
         String::new()
     } else {
         format!(" {unit}")
     };
-    let bound = if value < min {
+    let bound = if below {
         format!("must be at least {min}{unit}")
-    } else if value > max {
-        format!("must be at most {max}{unit}")
     } else {
-        return Ok(());
+        format!("must be at most {max}{unit}")
     };
     Err(Error::invalid(
         field,

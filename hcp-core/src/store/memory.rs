@@ -45,8 +45,8 @@ struct State {
     host_usage: HashMap<String, HashMap<String, Usage>>,
     jobs: HashMap<JobId, Box<JobEntry>>,
     /// Every job id in order (see `vm_ids`).
-    job_ids: BTreeSet<JobId>,
-    project_jobs: HashMap<ProjectId, BTreeSet<JobId>>,
+    job_ids: OrderedIds<JobId>,
+    project_jobs: HashMap<ProjectId, OrderedIds<JobId>>,
     idempotency: HashMap<IdempotencyScope, IdempotencyRecord>,
     events: VecDeque<Arc<Event>>,
     /// Events not yet published, by number; bounded by `max_events` like `events`.
@@ -61,6 +61,53 @@ struct State {
     /// The jobs that have not ended, per VM, oldest (by id) first: the claim rules' index. A
     /// sorted list: a VM nearly always has one such job, rarely a few.
     unfinished: HashMap<VmId, Vec<JobId>>,
+}
+
+/// Ids in ascending order, for listing and paging: a sorted queue. Ids made here grow with
+/// time, so adding one is a push at the back (a B-tree compared it with some thirty others on
+/// the way to its last leaf); removing the oldest is a pop at the front. Ids removed from the
+/// middle go in batches ([`OrderedIds::retain`]).
+#[derive(Debug)]
+struct OrderedIds<T>(VecDeque<T>);
+
+impl<T> Default for OrderedIds<T> {
+    fn default() -> Self {
+        OrderedIds(VecDeque::new())
+    }
+}
+
+impl<T: Ord> OrderedIds<T> {
+    /// Adds `id` in its place (nothing when present).
+    fn insert(&mut self, id: T) {
+        match self.0.back() {
+            Some(last) if *last >= id => {
+                if let Err(i) = self.0.binary_search(&id) {
+                    self.0.insert(i, id);
+                }
+            }
+            _ => self.0.push_back(id),
+        }
+    }
+
+    /// Keeps the ids `keep` accepts, in one pass.
+    fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        self.0.retain(keep);
+    }
+
+    /// Every id, in order.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &T> {
+        self.0.iter()
+    }
+
+    /// The ids before `upper` (all of them without), in order.
+    fn before(&self, upper: Option<&T>) -> impl DoubleEndedIterator<Item = &T> {
+        let end = upper.map_or(self.0.len(), |u| self.0.partition_point(|id| id < u));
+        self.0.range(..end)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -792,10 +839,7 @@ impl Store for MemoryStore {
     ) -> Result<Page<Job>> {
         let s = self.lock();
         let limit = page.clamped_limit();
-        let upper = match &page.cursor {
-            Some(c) => Bound::Excluded(JobId::new(c.clone())),
-            None => Bound::Unbounded,
-        };
+        let upper = page.cursor.as_ref().map(|c| JobId::new(c.clone()));
         let get = |k: &JobId| {
             s.jobs
                 .get(k)
@@ -805,17 +849,9 @@ impl Store for MemoryStore {
                 .cloned()
         };
         Ok(match scope {
-            Scope::All => page_of(
-                s.job_ids.range((Bound::Unbounded, upper)).rev().cloned(),
-                limit,
-                get,
-            ),
+            Scope::All => page_of(s.job_ids.before(upper.as_ref()).rev().cloned(), limit, get),
             Scope::Project(p) => match s.project_jobs.get(p) {
-                Some(ids) => page_of(
-                    ids.range((Bound::Unbounded, upper)).rev().cloned(),
-                    limit,
-                    get,
-                ),
+                Some(ids) => page_of(ids.before(upper.as_ref()).rev().cloned(), limit, get),
                 None => Page {
                     items: vec![],
                     next: None,
@@ -825,7 +861,7 @@ impl Store for MemoryStore {
                 let ids: BTreeSet<&JobId> = ps
                     .iter()
                     .filter_map(|p| s.project_jobs.get(p))
-                    .flat_map(|ids| ids.range((Bound::Unbounded, upper.clone())))
+                    .flat_map(|ids| ids.before(upper.as_ref()))
                     .collect();
                 page_of(ids.into_iter().rev().cloned(), limit, get)
             }
@@ -944,13 +980,29 @@ impl Store for MemoryStore {
             .filter(|e| e.job.finished_at.is_some_and(|f| f < jobs_before))
             .map(|e| (e.job.id.clone(), e.job.project.clone()))
             .collect();
-        for (id, project) in old {
-            s.job_ids.remove(&id);
-            if let Some(e) = s.jobs.remove(&id) {
-                s.track(&e.job);
+        if !old.is_empty() {
+            let mut projects = crate::fastmap::HashSet::default();
+            for (id, project) in &old {
+                if let Some(e) = s.jobs.remove(id) {
+                    s.track(&e.job);
+                }
+                projects.insert(project.clone());
             }
-            if let Some(set) = s.project_jobs.get_mut(&project) {
-                set.remove(&id);
+            // The ordered ids lose the purged ones in one pass each (`jobs` no longer has them).
+            let State {
+                jobs,
+                job_ids,
+                project_jobs,
+                ..
+            } = &mut *s;
+            job_ids.retain(|id| jobs.contains_key(id));
+            for project in projects {
+                if let Some(ids) = project_jobs.get_mut(&project) {
+                    ids.retain(|id| jobs.contains_key(id));
+                    if ids.is_empty() {
+                        project_jobs.remove(&project);
+                    }
+                }
             }
         }
         s.idempotency.retain(|_, r| r.created_at >= keys_before);

@@ -241,7 +241,7 @@ pub struct NetworkAttachment {
 }
 
 /// What a tenant asks for: the provider-agnostic description of one VM.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmSpec {
     /// The VM name, unique within its project: 1–63 characters of `[a-z0-9-]`, starting with a letter.
@@ -275,6 +275,66 @@ pub struct VmSpec {
     /// The server group of the project the VM joins; placement keeps the group's policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_group: Option<ServerGroupId>,
+}
+
+// By hand for `clone_from`: a stored record rewritten in place keeps its text allocations.
+// Every field is named, so a new one cannot be forgotten.
+impl Clone for VmSpec {
+    fn clone(&self) -> Self {
+        let VmSpec {
+            name,
+            image,
+            flavor,
+            vcpus,
+            memory_mib,
+            disk_gib,
+            networks,
+            zone,
+            tags,
+            user_data,
+            server_group,
+        } = self;
+        VmSpec {
+            name: name.clone(),
+            image: image.clone(),
+            flavor: flavor.clone(),
+            vcpus: *vcpus,
+            memory_mib: *memory_mib,
+            disk_gib: *disk_gib,
+            networks: networks.clone(),
+            zone: zone.clone(),
+            tags: tags.clone(),
+            user_data: user_data.clone(),
+            server_group: server_group.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let VmSpec {
+            name,
+            image,
+            flavor,
+            vcpus,
+            memory_mib,
+            disk_gib,
+            networks,
+            zone,
+            tags,
+            user_data,
+            server_group,
+        } = source;
+        self.name.clone_from(name);
+        self.image.clone_from(image);
+        self.flavor.clone_from(flavor);
+        self.vcpus = *vcpus;
+        self.memory_mib = *memory_mib;
+        self.disk_gib = *disk_gib;
+        self.networks.clone_from(networks);
+        self.zone.clone_from(zone);
+        self.tags.clone_from(tags);
+        self.user_data.clone_from(user_data);
+        self.server_group.clone_from(server_group);
+    }
 }
 
 impl VmSpec {
@@ -519,7 +579,7 @@ impl fmt::Display for DesiredState {
 }
 
 /// Where a VM lives: visible to operators only, never to tenants.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProviderBinding {
     /// The provider name from the hosts file.
     pub provider: String,
@@ -533,6 +593,38 @@ pub struct ProviderBinding {
     /// group); `None` on a host target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_host: Option<String>,
+}
+
+// By hand for `clone_from`: a stored record rewritten in place keeps its text allocations.
+// Every field is named, so a new one cannot be forgotten.
+impl Clone for ProviderBinding {
+    fn clone(&self) -> Self {
+        let ProviderBinding {
+            provider,
+            host,
+            native_id,
+            member_host,
+        } = self;
+        ProviderBinding {
+            provider: provider.clone(),
+            host: host.clone(),
+            native_id: native_id.clone(),
+            member_host: member_host.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let ProviderBinding {
+            provider,
+            host,
+            native_id,
+            member_host,
+        } = source;
+        self.provider.clone_from(provider);
+        self.host.clone_from(host);
+        self.native_id.clone_from(native_id);
+        self.member_host.clone_from(member_host);
+    }
 }
 
 impl ProviderBinding {
@@ -592,7 +684,7 @@ impl HcpMark {
 }
 
 /// A VM as HCP knows it (the full, operator view).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct Vm {
     /// HCP's VM id.
     pub id: VmId,
@@ -623,6 +715,78 @@ pub struct Vm {
     pub updated_at: DateTime<Utc>,
     /// The compare-and-swap generation, bumped on every write.
     pub generation: u64,
+}
+
+// By hand for `clone_from`: a stored record rewritten in place keeps its text allocations.
+// Every field is named, so a new one cannot be forgotten.
+impl Clone for Vm {
+    fn clone(&self) -> Self {
+        let Vm {
+            id,
+            project,
+            spec,
+            resources,
+            zone,
+            desired,
+            desired_power,
+            power,
+            present,
+            binding,
+            last_error,
+            created_at,
+            updated_at,
+            generation,
+        } = self;
+        Vm {
+            id: id.clone(),
+            project: project.clone(),
+            spec: spec.clone(),
+            resources: *resources,
+            zone: zone.clone(),
+            desired: *desired,
+            desired_power: *desired_power,
+            power: *power,
+            present: *present,
+            binding: binding.clone(),
+            last_error: last_error.clone(),
+            created_at: *created_at,
+            updated_at: *updated_at,
+            generation: *generation,
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let Vm {
+            id,
+            project,
+            spec,
+            resources,
+            zone,
+            desired,
+            desired_power,
+            power,
+            present,
+            binding,
+            last_error,
+            created_at,
+            updated_at,
+            generation,
+        } = source;
+        self.id.clone_from(id);
+        self.project.clone_from(project);
+        self.spec.clone_from(spec);
+        self.resources = *resources;
+        self.zone.clone_from(zone);
+        self.desired = *desired;
+        self.desired_power = *desired_power;
+        self.power = *power;
+        self.present = *present;
+        self.binding.clone_from(binding);
+        self.last_error.clone_from(last_error);
+        self.created_at = *created_at;
+        self.updated_at = *updated_at;
+        self.generation = *generation;
+    }
 }
 
 impl Vm {

@@ -29,3 +29,67 @@ mod server_groups {
 async fn run_all_passes_on_the_memory_store() {
     hcp_core::testkit::store::run_all(fresh).await.unwrap();
 }
+
+/// Jobs and VMs are cloned by hand (`clone_from` keeps the target's text allocations): a copy
+/// into a record that differs in every field equals the source.
+#[test]
+fn a_record_cloned_into_another_equals_its_source() {
+    use hcp_core::testkit::store::{job, vm};
+    use hcp_core::{
+        DesiredState, JobAction, JobLease, JobState, NetworkAttachment, PowerState, Principal,
+        ServerGroupId,
+    };
+
+    let mut a = vm("p1", "a");
+    a.spec.flavor = None;
+    let mut b = vm("p2", "bee");
+    b.spec.image = "debian-12".into();
+    b.spec.vcpus = Some(4);
+    b.spec.memory_mib = Some(8192);
+    b.spec.disk_gib = Some(80);
+    b.spec.networks = vec![NetworkAttachment {
+        network: "lan".into(),
+    }];
+    b.spec.zone = Some("z2".into());
+    b.spec.tags.insert("team".into(), "infra".into());
+    b.spec.user_data = Some("#cloud-config".into());
+    b.spec.server_group = Some(ServerGroupId::new("grp-1"));
+    b.resources.vcpus = 4;
+    b.zone = "z2".into();
+    b.desired = DesiredState::Deleted;
+    b.desired_power = PowerState::Stopped;
+    b.power = PowerState::Running;
+    b.present = true;
+    b.binding.provider = "libvirt".into();
+    b.binding.host = "kvm-7".into();
+    b.binding.native_id = Some("uuid-7".into());
+    b.binding.member_host = Some("m-2".into());
+    b.generation = 9;
+    let mut copy = a.clone();
+    copy.clone_from(&b);
+    assert_eq!(copy, b);
+    copy.clone_from(&a);
+    assert_eq!(copy, a);
+
+    let ja = job(&a);
+    let mut jb = job(&b);
+    jb.action = JobAction::Delete { force: true };
+    jb.state = JobState::Running;
+    jb.attempts = 2;
+    jb.progress = 40;
+    jb.principal = Principal::new("bob");
+    jb.idempotency_key = Some("k-1".into());
+    jb.started_at = Some(jb.created_at);
+    jb.generation = 3;
+    jb.lease = Some(JobLease {
+        holder: "replica-b".into(),
+        token: 7,
+        until: jb.created_at,
+    });
+    jb.cancel_requested = Some(Principal::new("carol"));
+    let mut copy = ja.clone();
+    copy.clone_from(&jb);
+    assert_eq!(copy, jb);
+    copy.clone_from(&ja);
+    assert_eq!(copy, ja);
+}

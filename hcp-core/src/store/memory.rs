@@ -502,7 +502,8 @@ impl State {
         {
             lease.until = lease.until.min(crate::clock::system_now());
         }
-        entry.job = job.clone();
+        // In place: the stored job's text allocations are reused.
+        entry.job.clone_from(&job);
         self.track(&job);
         Ok(job)
     }

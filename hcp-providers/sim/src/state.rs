@@ -397,11 +397,19 @@ impl IndexedState {
             Some(index) => index,
             None => self.hosts.entry(host.to_string()).or_default(),
         };
-        if let Some(old) = h.vms.remove(&key) {
-            index.remove(&key, &old);
+        // One search of the host's VMs: a new VM (the usual case) goes in, one with the same
+        // id replaces the old one (which leaves the index first).
+        match h.vms.entry(key.clone()) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                index.add(&key, &vm);
+                e.insert(Box::new(vm));
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                index.remove(&key, e.get());
+                index.add(&key, &vm);
+                **e.get_mut() = vm;
+            }
         }
-        index.add(&key, &vm);
-        h.vms.insert(key.clone(), Box::new(vm));
         add_key(&mut self.host_of, key, host);
         Ok(())
     }

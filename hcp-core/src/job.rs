@@ -359,111 +359,34 @@ pub struct Job {
     pub cancel_requested: Option<Principal>,
 }
 
-// By hand for `clone_from`: a stored job rewritten in place keeps its text allocations (the
-// memory store rewrites each job several times in its life). Every field is named, so a new
-// one cannot be forgotten.
-impl Clone for Job {
-    fn clone(&self) -> Self {
-        let Job {
-            id,
-            project,
-            vm_id,
-            operation,
-            action,
-            state,
-            pending_reason,
-            attempts,
-            max_attempts,
-            progress,
-            principal,
-            idempotency_key,
-            host,
-            provider,
-            error,
-            timeout_ms,
-            created_at,
-            started_at,
-            finished_at,
-            generation,
-            lease,
-            cancel_requested,
-        } = self;
-        Job {
-            id: id.clone(),
-            project: project.clone(),
-            vm_id: vm_id.clone(),
-            operation: *operation,
-            action: action.clone(),
-            state: *state,
-            pending_reason: pending_reason.clone(),
-            attempts: *attempts,
-            max_attempts: *max_attempts,
-            progress: *progress,
-            principal: principal.clone(),
-            idempotency_key: idempotency_key.clone(),
-            host: host.clone(),
-            provider: provider.clone(),
-            error: error.clone(),
-            timeout_ms: *timeout_ms,
-            created_at: *created_at,
-            started_at: *started_at,
-            finished_at: *finished_at,
-            generation: *generation,
-            lease: lease.clone(),
-            cancel_requested: cancel_requested.clone(),
-        }
-    }
-
-    fn clone_from(&mut self, source: &Self) {
-        let Job {
-            id,
-            project,
-            vm_id,
-            operation,
-            action,
-            state,
-            pending_reason,
-            attempts,
-            max_attempts,
-            progress,
-            principal,
-            idempotency_key,
-            host,
-            provider,
-            error,
-            timeout_ms,
-            created_at,
-            started_at,
-            finished_at,
-            generation,
-            lease,
-            cancel_requested,
-        } = source;
-        self.id.clone_from(id);
-        self.project.clone_from(project);
-        self.vm_id.clone_from(vm_id);
-        self.operation = *operation;
-        self.action.clone_from(action);
-        self.state = *state;
-        self.pending_reason.clone_from(pending_reason);
-        self.attempts = *attempts;
-        self.max_attempts = *max_attempts;
-        self.progress = *progress;
-        let crate::Principal { subject } = principal;
-        self.principal.subject.clone_from(subject);
-        self.idempotency_key.clone_from(idempotency_key);
-        self.host.clone_from(host);
-        self.provider.clone_from(provider);
-        self.error.clone_from(error);
-        self.timeout_ms = *timeout_ms;
-        self.created_at = *created_at;
-        self.started_at = *started_at;
-        self.finished_at = *finished_at;
-        self.generation = *generation;
-        self.lease.clone_from(lease);
-        self.cancel_requested.clone_from(cancel_requested);
-    }
-}
+clone_in_place!(Job {
+    copy: [
+        operation,
+        state,
+        attempts,
+        max_attempts,
+        progress,
+        timeout_ms,
+        created_at,
+        started_at,
+        finished_at,
+        generation
+    ],
+    clone: [
+        id,
+        project,
+        vm_id,
+        action,
+        pending_reason,
+        principal,
+        idempotency_key,
+        host,
+        provider,
+        error,
+        lease,
+        cancel_requested
+    ],
+});
 
 /// A worker's claim on a job: who holds it, until when, and its fencing token.
 ///

@@ -23,6 +23,27 @@
 //! # Ok(()) }
 //! ```
 
+/// Implements `Clone` field by field, with a `clone_from` that copies into the target's own
+/// allocations (a stored record rewritten in place keeps its text buffers). `copy` names the
+/// `Copy` fields, `clone` the others; both lists together must name every field (the
+/// destructuring refuses to compile otherwise), so a new field cannot be forgotten.
+macro_rules! clone_in_place {
+    ($ty:ident { copy: [$($c:ident),* $(,)?], clone: [$($f:ident),* $(,)?] $(,)? }) => {
+        impl Clone for $ty {
+            fn clone(&self) -> Self {
+                let $ty { $($c,)* $($f,)* } = self;
+                $ty { $($c: *$c,)* $($f: $f.clone(),)* }
+            }
+
+            fn clone_from(&mut self, source: &Self) {
+                let $ty { $($c,)* $($f,)* } = source;
+                $(self.$c = *$c;)*
+                $(self.$f.clone_from($f);)*
+            }
+        }
+    };
+}
+
 pub mod capability;
 pub mod clock;
 pub mod config;

@@ -277,65 +277,19 @@ pub struct VmSpec {
     pub server_group: Option<ServerGroupId>,
 }
 
-// By hand for `clone_from`: a stored record rewritten in place keeps its text allocations.
-// Every field is named, so a new one cannot be forgotten.
-impl Clone for VmSpec {
-    fn clone(&self) -> Self {
-        let VmSpec {
-            name,
-            image,
-            flavor,
-            vcpus,
-            memory_mib,
-            disk_gib,
-            networks,
-            zone,
-            tags,
-            user_data,
-            server_group,
-        } = self;
-        VmSpec {
-            name: name.clone(),
-            image: image.clone(),
-            flavor: flavor.clone(),
-            vcpus: *vcpus,
-            memory_mib: *memory_mib,
-            disk_gib: *disk_gib,
-            networks: networks.clone(),
-            zone: zone.clone(),
-            tags: tags.clone(),
-            user_data: user_data.clone(),
-            server_group: server_group.clone(),
-        }
-    }
-
-    fn clone_from(&mut self, source: &Self) {
-        let VmSpec {
-            name,
-            image,
-            flavor,
-            vcpus,
-            memory_mib,
-            disk_gib,
-            networks,
-            zone,
-            tags,
-            user_data,
-            server_group,
-        } = source;
-        self.name.clone_from(name);
-        self.image.clone_from(image);
-        self.flavor.clone_from(flavor);
-        self.vcpus = *vcpus;
-        self.memory_mib = *memory_mib;
-        self.disk_gib = *disk_gib;
-        self.networks.clone_from(networks);
-        self.zone.clone_from(zone);
-        self.tags.clone_from(tags);
-        self.user_data.clone_from(user_data);
-        self.server_group.clone_from(server_group);
-    }
-}
+clone_in_place!(VmSpec {
+    copy: [vcpus, memory_mib, disk_gib],
+    clone: [
+        name,
+        image,
+        flavor,
+        networks,
+        zone,
+        tags,
+        user_data,
+        server_group
+    ],
+});
 
 impl VmSpec {
     /// Starts a spec with the three fields every VM needs.
@@ -595,37 +549,10 @@ pub struct ProviderBinding {
     pub member_host: Option<String>,
 }
 
-// By hand for `clone_from`: a stored record rewritten in place keeps its text allocations.
-// Every field is named, so a new one cannot be forgotten.
-impl Clone for ProviderBinding {
-    fn clone(&self) -> Self {
-        let ProviderBinding {
-            provider,
-            host,
-            native_id,
-            member_host,
-        } = self;
-        ProviderBinding {
-            provider: provider.clone(),
-            host: host.clone(),
-            native_id: native_id.clone(),
-            member_host: member_host.clone(),
-        }
-    }
-
-    fn clone_from(&mut self, source: &Self) {
-        let ProviderBinding {
-            provider,
-            host,
-            native_id,
-            member_host,
-        } = source;
-        self.provider.clone_from(provider);
-        self.host.clone_from(host);
-        self.native_id.clone_from(native_id);
-        self.member_host.clone_from(member_host);
-    }
-}
+clone_in_place!(ProviderBinding {
+    copy: [],
+    clone: [provider, host, native_id, member_host],
+});
 
 impl ProviderBinding {
     /// Returns where a server group's policy counts this VM: its target, or `cluster/member`
@@ -717,77 +644,19 @@ pub struct Vm {
     pub generation: u64,
 }
 
-// By hand for `clone_from`: a stored record rewritten in place keeps its text allocations.
-// Every field is named, so a new one cannot be forgotten.
-impl Clone for Vm {
-    fn clone(&self) -> Self {
-        let Vm {
-            id,
-            project,
-            spec,
-            resources,
-            zone,
-            desired,
-            desired_power,
-            power,
-            present,
-            binding,
-            last_error,
-            created_at,
-            updated_at,
-            generation,
-        } = self;
-        Vm {
-            id: id.clone(),
-            project: project.clone(),
-            spec: spec.clone(),
-            resources: *resources,
-            zone: zone.clone(),
-            desired: *desired,
-            desired_power: *desired_power,
-            power: *power,
-            present: *present,
-            binding: binding.clone(),
-            last_error: last_error.clone(),
-            created_at: *created_at,
-            updated_at: *updated_at,
-            generation: *generation,
-        }
-    }
-
-    fn clone_from(&mut self, source: &Self) {
-        let Vm {
-            id,
-            project,
-            spec,
-            resources,
-            zone,
-            desired,
-            desired_power,
-            power,
-            present,
-            binding,
-            last_error,
-            created_at,
-            updated_at,
-            generation,
-        } = source;
-        self.id.clone_from(id);
-        self.project.clone_from(project);
-        self.spec.clone_from(spec);
-        self.resources = *resources;
-        self.zone.clone_from(zone);
-        self.desired = *desired;
-        self.desired_power = *desired_power;
-        self.power = *power;
-        self.present = *present;
-        self.binding.clone_from(binding);
-        self.last_error.clone_from(last_error);
-        self.created_at = *created_at;
-        self.updated_at = *updated_at;
-        self.generation = *generation;
-    }
-}
+clone_in_place!(Vm {
+    copy: [
+        resources,
+        desired,
+        desired_power,
+        power,
+        present,
+        created_at,
+        updated_at,
+        generation
+    ],
+    clone: [id, project, spec, zone, binding, last_error],
+});
 
 impl Vm {
     /// Returns the tenant view: no host, no native id, no provider.
@@ -1081,11 +950,16 @@ fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
 }
 
 /// Who acts: attributed in jobs and audit events.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Principal {
     /// The subject (a user, a service account, or `system:…` for HCP itself).
     pub subject: String,
 }
+
+clone_in_place!(Principal {
+    copy: [],
+    clone: [subject],
+});
 
 impl Principal {
     /// Creates a principal for `subject`.

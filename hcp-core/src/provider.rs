@@ -334,11 +334,7 @@ impl fmt::Debug for OpContext {
 impl OpContext {
     /// Creates a context that reports to `reporter` for job `job_id`.
     pub fn new(job_id: JobId, reporter: Arc<dyn JobReporter>) -> Self {
-        OpContext {
-            job_id: Some(job_id),
-            reporter: Some(reporter),
-            cancel: tokio_util::sync::CancellationToken::new(),
-        }
+        Self::for_job(job_id, reporter, tokio_util::sync::CancellationToken::new())
     }
 
     /// Creates a context for job `job_id` that `cancel` cancels (the engine's worker: the job's

@@ -130,16 +130,10 @@ fn with_key(mut s: Submission, key: &str, fingerprint: &str) -> Submission {
 /// Reads back the VM and job of an accepted submission.
 async fn accepted(store: &Arc<dyn Store>, o: SubmitOutcome) -> Result<(Vm, Job)> {
     match o {
-        SubmitOutcome::Accepted { vm_id, job_id } => {
-            let vm = store.get_vm(&Scope::All, &vm_id).await?;
-            let job = store.get_job(&Scope::All, &job_id).await?;
-            match (vm, job) {
-                (Some(vm), Some(job)) => Ok((vm, job)),
-                _ => Err(Error::internal(
-                    "store conformance: an accepted submission's VM or job cannot be read",
-                )),
-            }
-        }
+        SubmitOutcome::Accepted { vm_id, job_id } => Ok((
+            stored_vm(store, &vm_id).await?,
+            stored_job(store, &job_id).await?,
+        )),
         SubmitOutcome::Replayed { .. } => Err(Error::internal(
             "store conformance: a submission without a remembered key was replayed",
         )),
@@ -2537,6 +2531,13 @@ fn is_lease_lost(r: &Result<impl std::fmt::Debug>) -> bool {
     matches!(r, Err(e) if e.kind() == ErrorKind::Conflict && e.code() == crate::CODE_LEASE_LOST)
 }
 
+async fn stored_vm(store: &Arc<dyn Store>, id: &VmId) -> Result<Vm> {
+    store
+        .get_vm(&Scope::All, id)
+        .await?
+        .ok_or_else(|| Error::internal(format!("store conformance: vm `{id}` vanished")))
+}
+
 async fn stored_job(store: &Arc<dyn Store>, id: &JobId) -> Result<Job> {
     store
         .get_job(&Scope::All, id)
@@ -2546,10 +2547,7 @@ async fn stored_job(store: &Arc<dyn Store>, id: &JobId) -> Result<Job> {
 
 /// Submits a second job on `vm` (an update of the VM), returning the job.
 async fn another_job(store: &Arc<dyn Store>, vm: &Vm) -> Result<Job> {
-    let cur = store
-        .get_vm(&Scope::All, &vm.id)
-        .await?
-        .ok_or_else(|| Error::internal("store conformance: the VM vanished"))?;
+    let cur = stored_vm(store, &vm.id).await?;
     let expected = cur.generation;
     let mut j = job(&cur);
     j.operation = Operation::StartVm;

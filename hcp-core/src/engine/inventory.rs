@@ -334,6 +334,7 @@ pub(crate) fn settle_resize(
     }
 }
 
+#[derive(Debug, PartialEq)]
 pub(crate) struct Placement {
     pub(crate) provider: String,
     pub(crate) host: String,
@@ -663,6 +664,35 @@ impl Engine {
             networks: Some(u32::try_from(spec.networks.len()).unwrap_or(u32::MAX)),
         };
         let inv = read_inventory(&self.inner);
+        if group.is_none()
+            && let Some(placement) = best_target(&inv, spec, r, pinned, op, &need, &self.inner)
+        {
+            // Every debug build (every test that creates a VM) checks the one pass against
+            // the filters it stands for.
+            debug_assert_eq!(
+                Some(&placement),
+                self.place_by_filters(spec, r, pinned, op, None, &need, &inv)
+                    .ok()
+                    .as_ref(),
+                "the one-pass placement chose what the filters choose"
+            );
+            return Ok(placement);
+        }
+        self.place_by_filters(spec, r, pinned, op, group, &need, &inv)
+    }
+
+    /// [`Engine::place`] filter by filter: each filter that leaves no target names its reason.
+    #[allow(clippy::too_many_arguments)]
+    fn place_by_filters(
+        &self,
+        spec: &VmSpec,
+        r: Resources,
+        pinned: Option<&str>,
+        op: Operation,
+        group: Option<&GroupPlacement>,
+        need: &Requirements,
+        inv: &InventoryState,
+    ) -> Result<Placement> {
         let in_scope: Vec<(&(String, String), &HostState)> = inv
             .hosts
             .iter()
@@ -689,14 +719,14 @@ impl Engine {
                 None => Error::invalid("zone", format!("{where_} has no hosts")),
             });
         }
-        if let Some(e) = limit_refusal(&in_scope, &need, &where_) {
+        if let Some(e) = limit_refusal(&in_scope, need, &where_) {
             return Err(e);
         }
         let mut first_refusal = None;
         let capable: Vec<_> = in_scope
             .iter()
             .filter(|((provider, _), h)| {
-                match check_target(provider, h, spec, op, &need, &self.inner.catalog) {
+                match check_target(provider, h, spec, op, need, &self.inner.catalog) {
                     Ok(()) => true,
                     Err(e) => {
                         first_refusal.get_or_insert(e);
@@ -1386,6 +1416,59 @@ fn serving_targets<T>(
         serving = keep;
     }
     Ok(serving)
+}
+
+/// Chooses the host of a create outside any server group in one pass over the host table, as
+/// [`Engine::place`]'s filters and ranking would, without a list per filter: a target in scope
+/// (zone, pinned host), reachable, with room, serving the image and every network, ranked by
+/// free memory, then fewest VMs, then name, the last of equals winning as in
+/// [`Iterator::max_by`]. Its capabilities, the costliest test, are checked only on a target
+/// that would rank first so far. Returns `None` when no target qualifies: `place` then runs
+/// its filters one by one to name the reason (it formats nothing on the way here).
+fn best_target(
+    inv: &InventoryState,
+    spec: &VmSpec,
+    r: Resources,
+    pinned: Option<&str>,
+    op: Operation,
+    need: &Requirements,
+    inner: &Inner,
+) -> Option<Placement> {
+    fn rank<'a>(
+        k: &'a (String, String),
+        h: &HostState,
+    ) -> (u64, std::cmp::Reverse<usize>, std::cmp::Reverse<&'a str>) {
+        (
+            h.capacity.free().1,
+            std::cmp::Reverse(h.vms().len()),
+            std::cmp::Reverse(k.1.as_str()),
+        )
+    }
+    let mut best: Option<(&(String, String), &HostState)> = None;
+    for (key, h) in &inv.hosts {
+        let qualifies = spec.zone.as_deref().is_none_or(|z| h.info.zone == z)
+            && pinned.is_none_or(|p| p == key.1)
+            && h.available
+            && h.has_room(&r)
+            && h.serves_image(&spec.image)
+            && spec
+                .networks
+                .iter()
+                .all(|att| h.info.serves_network(&att.network) != Some(false));
+        if !qualifies || best.is_some_and(|(bk, bh)| rank(key, h) < rank(bk, bh)) {
+            continue;
+        }
+        if check_target(&key.0, h, spec, op, need, &inner.catalog).is_ok() {
+            best = Some((key, h));
+        }
+    }
+    best.map(|(key, h)| Placement {
+        provider: key.0.clone(),
+        host: key.1.clone(),
+        zone: h.info.zone.clone(),
+        member_host: None,
+        room: h.room,
+    })
 }
 
 /// Where a create looks for a host, as its refusals name it (`host `h``, `zone `z`` or `any

@@ -61,6 +61,19 @@ fn log(inner: &Inner, job: &Job, entry: LogEntry) {
     let _ = inner.logs.send(LogMsg::line(&job.id, entry));
 }
 
+/// The line that opens an attempt: `attempt 1/3: create web-1`. Written piece by piece into one
+/// allocation of the right size (no formatter): every job writes it.
+fn attempt_line(attempt: u32, max: u32, operation: crate::Operation, name: &str) -> String {
+    let (mut a, mut m) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (a, m, op) = (a.format(attempt), m.format(max), operation.as_str());
+    let parts = ["attempt ", a, "/", m, ": ", op, " ", name];
+    let mut line = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        line.push_str(p);
+    }
+    line
+}
+
 /// A line that ends a job or an attempt with `e`: its message for everyone, its detail for
 /// operators.
 fn error_line(level: LogLevel, message: String, e: &Error) -> LogEntry {
@@ -288,9 +301,11 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
     log(
         inner,
         &job,
-        LogEntry::info(format!(
-            "attempt {}/{}: {} {}",
-            job.attempts, job.max_attempts, job.operation, vm.spec.name
+        LogEntry::info(attempt_line(
+            job.attempts,
+            job.max_attempts,
+            job.operation,
+            &vm.spec.name,
         )),
     );
     tracing::debug!(job_id = %job.id, vm_id = %vm.id, provider = %vm.binding.provider, host = %vm.binding.host, attempt = job.attempts, "job attempt started");
@@ -1095,7 +1110,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
     log(
         inner,
         &job,
-        LogEntry::info(format!("{} succeeded", job.operation)),
+        LogEntry::info([job.operation.as_str(), " succeeded"].concat()),
     );
     let _ = end(inner, job, JobState::Succeeded, None).await;
 }
@@ -1562,5 +1577,22 @@ pub(crate) fn publish_status(inner: &Inner, job: &Job) {
             progress: job.progress,
             pending_reason: job.pending_reason.clone(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attempt_line_names_the_attempt_the_operation_and_the_vm() {
+        assert_eq!(
+            attempt_line(2, 10, crate::Operation::CreateVm, "web-1"),
+            format!("attempt 2/10: {} web-1", crate::Operation::CreateVm)
+        );
+        assert_eq!(
+            attempt_line(u32::MAX, 1, crate::Operation::DeleteVm, ""),
+            format!("attempt {}/1: {} ", u32::MAX, crate::Operation::DeleteVm)
+        );
     }
 }

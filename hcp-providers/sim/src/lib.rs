@@ -23,6 +23,7 @@
 mod config;
 mod state;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -399,9 +400,10 @@ impl SimProvider {
     /// Returns `t` with its host replaced by the member host its VM is on, when `t` names a
     /// cluster; the cluster's first member when the VM is on none of them (so the caller's
     /// lookup reports it missing).
-    fn on_member(&self, s: &IndexedState, t: &VmTarget) -> VmTarget {
+    fn on_member<'t>(&self, s: &IndexedState, t: &'t VmTarget) -> Cow<'t, VmTarget> {
         let Some(c) = self.clusters.get(&t.host) else {
-            return t.clone();
+            // A host's VM is where the target says: no copy of it.
+            return Cow::Borrowed(t);
         };
         let by_id = t
             .native_id
@@ -418,10 +420,10 @@ impl SimProvider {
             })
             .or_else(|| c.members.first().cloned())
             .unwrap_or_else(|| t.host.clone());
-        VmTarget {
+        Cow::Owned(VmTarget {
             host: member,
             ..t.clone()
-        }
+        })
     }
 
     /// Chooses the member of cluster `c` for a VM of size `r`: the up member with the most free
@@ -724,7 +726,7 @@ impl Provider for SimProvider {
         self.simulate(Operation::DeleteVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let t = &self.on_member(s, &args.target);
+            let t = &*self.on_member(s, &args.target);
             let Some(vm) = locate(s, t)? else {
                 return Ok(DeletedVm::new(false));
             };
@@ -747,7 +749,7 @@ impl Provider for SimProvider {
         self.simulate(Operation::StartVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let t = &self.on_member(s, &args.target);
+            let t = &*self.on_member(s, &args.target);
             let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             let was_running = vm.power == PowerState::Running;
             vm.power = PowerState::Running;
@@ -759,7 +761,7 @@ impl Provider for SimProvider {
         self.simulate(Operation::StopVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let t = &self.on_member(s, &args.target);
+            let t = &*self.on_member(s, &args.target);
             let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             let was_stopped = vm.power == PowerState::Stopped;
             vm.power = PowerState::Stopped;
@@ -771,7 +773,7 @@ impl Provider for SimProvider {
         self.simulate(Operation::RebootVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let t = &self.on_member(s, &args.target);
+            let t = &*self.on_member(s, &args.target);
             let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             if vm.power != PowerState::Running {
                 return Err(Error::new(
@@ -788,7 +790,7 @@ impl Provider for SimProvider {
             .await?;
         let kind = args.kind.unwrap_or(ConsoleKind::Vnc);
         self.backend.read(|s| {
-            let t = &self.on_member(s, &args.target);
+            let t = &*self.on_member(s, &args.target);
             let vm = locate_ref(s, t)?.ok_or_else(|| missing(t))?;
             if vm.power != PowerState::Running {
                 return Err(Error::new(
@@ -829,7 +831,7 @@ impl Provider for SimProvider {
         self.simulate(Operation::SnapshotVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let t = &self.on_member(s, &args.target);
+            let t = &*self.on_member(s, &args.target);
             let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             if vm.snapshots.iter().any(|s| s.name == args.name) {
                 return Err(Error::new(
@@ -856,7 +858,7 @@ impl Provider for SimProvider {
         self.simulate(Operation::ListSnapshots, Some(&args.target.host), false)
             .await?;
         self.backend.read(|s| {
-            let t = &self.on_member(s, &args.target);
+            let t = &*self.on_member(s, &args.target);
             let vm = locate_ref(s, t)?.ok_or_else(|| missing(t))?;
             Ok(vm
                 .snapshots
@@ -875,7 +877,7 @@ impl Provider for SimProvider {
         self.simulate(Operation::RevertSnapshot, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let t = &self.on_member(s, &args.target);
+            let t = &*self.on_member(s, &args.target);
             let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             let snap = vm
                 .snapshots
@@ -906,7 +908,7 @@ impl Provider for SimProvider {
         self.simulate(Operation::DeleteSnapshot, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let t = &self.on_member(s, &args.target);
+            let t = &*self.on_member(s, &args.target);
             let vm = locate(s, t)?.ok_or_else(|| missing(t))?;
             let before = vm.snapshots.len();
             vm.snapshots.retain(|s| s.name != args.name);
@@ -929,7 +931,7 @@ impl Provider for SimProvider {
         self.simulate(Operation::ResizeVm, Some(&args.target.host), true)
             .await?;
         self.backend.write(|s| {
-            let t = &self.on_member(s, &args.target);
+            let t = &*self.on_member(s, &args.target);
             let key = locate_key(s, t)?.ok_or_else(|| missing(t))?;
             let vm = s.vm(&t.host, &key).ok_or_else(|| missing(t))?.clone();
             let mut to = vm.resources;

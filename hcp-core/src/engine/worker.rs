@@ -158,17 +158,44 @@ pub(crate) async fn run(
 /// How often a running job's worker reads the job for a cancel asked in another process.
 const CANCEL_POLL: Duration = Duration::from_secs(1);
 
-/// Completes with who asked, once the stored job carries a cancel request (written by
-/// [`crate::Engine::cancel_job`] in any process sharing the store).
-async fn cancel_requested(inner: &Arc<Inner>, job_id: &crate::JobId) -> crate::Principal {
-    loop {
-        tokio::time::sleep(CANCEL_POLL).await;
-        if let Ok(Some(j)) = inner.store.get_job(&Scope::All, job_id).await
-            && let Some(by) = j.cancel_requested
-        {
-            return by;
+/// Starts the task that reads, every [`CANCEL_POLL`], the jobs this engine is running for a
+/// cancel asked in another process (written into the store by [`crate::Engine::cancel_job`]),
+/// and cancels such a job's token, noting who asked. One task serves every running job: no
+/// timer per job.
+pub(crate) fn spawn_cancel_poller(inner: std::sync::Weak<Inner>) {
+    use futures::StreamExt;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(CANCEL_POLL).await;
+            let Some(inner) = inner.upgrade() else { return };
+            let running: Vec<(crate::JobId, tokio_util::sync::CancellationToken)> =
+                lock(&inner.cancels)
+                    .iter()
+                    .filter(|(_, token)| !token.is_cancelled())
+                    .map(|(id, token)| (id.clone(), token.clone()))
+                    .collect();
+            futures::stream::iter(running)
+                .for_each_concurrent(16, |(id, token)| {
+                    let inner = &inner;
+                    async move {
+                        if let Ok(Some(j)) = inner.store.get_job(&Scope::All, &id).await
+                            && let Some(by) = j.cancel_requested
+                            && !token.is_cancelled()
+                        {
+                            lock(&inner.cancelled_by).insert(id, by);
+                            token.cancel();
+                        }
+                    }
+                })
+                .await;
+            // Notes of attempts that ended before they read theirs.
+            let mut by = lock(&inner.cancelled_by);
+            if !by.is_empty() {
+                let live = lock(&inner.cancels);
+                by.retain(|id, _| live.contains_key(id));
+            }
         }
-    }
+    });
 }
 
 // The ending, retrying and recovering steps and the provider call are boxed where they are
@@ -334,8 +361,14 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
         // The lease first: a worker that lost it must not act on the VM once more.
         biased;
         _ = held.lost() => None,
-        _ = cancel.cancelled() => Some(Err(Error::new(ErrorKind::Cancelled, "cancelled while running"))),
-        by = cancel_requested(inner, &job.id) => Some(Err(Error::new(ErrorKind::Cancelled, format!("cancelled by {by} while running")))),
+        _ = cancel.cancelled() => Some(Err(Error::new(
+            ErrorKind::Cancelled,
+            // Asked in another process: the cancel poller noted who.
+            match lock(&inner.cancelled_by).remove(&job.id) {
+                Some(by) => format!("cancelled by {by} while running"),
+                None => "cancelled while running".to_string(),
+            },
+        ))),
         r = tokio::time::timeout(remaining, Box::pin(perform(inner, &ctx, &job, &vm))) => Some(r.unwrap_or_else(|_| {
             Err(Error::new(ErrorKind::Timeout, format!("job exceeded its timeout of {} ms", job.timeout_ms)))
         })),

@@ -495,7 +495,10 @@ impl State {
         job.generation = expected
             .checked_add(1)
             .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
-        job.lease = entry.job.lease.clone();
+        // The worker's copy nearly always carries the stored lease already: no copy of it then.
+        if job.lease != entry.job.lease {
+            job.lease = entry.job.lease.clone();
+        }
         // A job's ending write ends its lease too.
         if job.state.is_terminal()
             && let Some(lease) = job.lease.as_mut()

@@ -7,7 +7,7 @@ use std::time::Duration;
 // The allocator the `hcp` binary uses, so the figures are the binary's, wrapped in a counter of
 // the bytes allocated (one relaxed atomic add per allocation and per free) for the memory figures.
 #[global_allocator]
-static ALLOCATOR: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
+static ALLOCATOR: cap::Cap<hcp_alloc::Allocator> = cap::Cap::new(hcp_alloc::Allocator, usize::MAX);
 
 /// Returns the bytes the process's heap holds now (what was allocated and not yet freed).
 pub fn heap_bytes() -> usize {

@@ -29,10 +29,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-// mimalloc: a job allocates ~150 times, and with the system allocator those allocations and
-// frees were a quarter of the engine's instructions per job (`./scripts/bench.sh callgrind`).
+// mimalloc (through hcp-alloc): a job allocates ~100 times, and with the system allocator those
+// allocations and frees were a quarter of the engine's instructions per job
+// (`./scripts/bench.sh callgrind`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: hcp_alloc::Allocator = hcp_alloc::Allocator;
 
 use clap::Parser;
 use hcp_core::{Error, SecretString};

@@ -73,16 +73,7 @@ async fn write_logs(inner: &Arc<Inner>, msgs: impl Iterator<Item = LogMsg>) {
             },
             LogMsg::Progress { job_id, percent } => {
                 flush_lines(inner, std::mem::take(&mut lines)).await;
-                // Progress lives in memory until the job's next state write; watchers see it
-                // now.
-                lock(&inner.progress).insert(job_id.clone(), percent);
-                if let Some(tx) = lock(&inner.watchers).get(&job_id) {
-                    let _ = tx.send(JobUpdate::Status {
-                        state: crate::JobState::Running,
-                        progress: percent,
-                        pending_reason: None,
-                    });
-                }
+                progress(inner, job_id, percent);
             }
             LogMsg::Finalize(job) => {
                 flush_lines(inner, std::mem::take(&mut lines)).await;
@@ -95,6 +86,48 @@ async fn write_logs(inner: &Arc<Inner>, msgs: impl Iterator<Item = LogMsg>) {
         }
     }
     flush_lines(inner, lines).await;
+}
+
+/// Keeps a running job's progress in memory until its next state write, and tells watchers
+/// now.
+fn progress(inner: &Inner, job_id: JobId, percent: u8) {
+    let watcher = lock(&inner.watchers).get(&job_id).cloned();
+    lock(&inner.progress).insert(job_id, percent);
+    if let Some(tx) = watcher {
+        let _ = tx.send(JobUpdate::Status {
+            state: crate::JobState::Running,
+            progress: percent,
+            pending_reason: None,
+        });
+    }
+}
+
+/// Hands `msg` to the log writer; on an in-memory store ([`crate::store::Store::as_memory`]),
+/// does at once what the writer would do with it: a line goes into the store and to the job's
+/// watchers, progress into memory and to watchers, an end to the observer and watchers. Either
+/// way a job's messages take effect in the order its worker sent them.
+pub(crate) fn send(inner: &Inner, msg: LogMsg) {
+    let Some(store) = inner.store.as_memory() else {
+        let _ = inner.logs.send(msg);
+        return;
+    };
+    match msg {
+        LogMsg::Line { job_id, at, entry } => match store.append_logs_now(&job_id, [(at, entry)]) {
+            // Read back only for a watcher. One that registers after this look reads its past
+            // lines from the store, where the line is already.
+            Ok(first) => {
+                if lock(&inner.watchers).contains_key(&job_id) {
+                    tell_watchers(inner, &job_id, store.logs_from(&job_id, first));
+                }
+            }
+            Err(e) => tracing::warn!(%job_id, error = %e, "cannot append a job log line"),
+        },
+        LogMsg::Progress { job_id, percent } => progress(inner, job_id, percent),
+        LogMsg::Finalize(job) => worker::announce_end(inner, job),
+        LogMsg::Flush(done) => {
+            let _ = done.send(());
+        }
+    }
 }
 
 async fn flush_lines(inner: &Arc<Inner>, lines: LogBatch) {

@@ -46,19 +46,22 @@ struct Reporter {
 
 impl JobReporter for Reporter {
     fn log(&self, entry: LogEntry) {
-        let _ = self.inner.logs.send(LogMsg::line(&self.job, entry));
+        super::watch::send(&self.inner, LogMsg::line(&self.job, entry));
     }
 
     fn progress(&self, percent: u8) {
-        let _ = self.inner.logs.send(LogMsg::Progress {
-            job_id: self.job.clone(),
-            percent,
-        });
+        super::watch::send(
+            &self.inner,
+            LogMsg::Progress {
+                job_id: self.job.clone(),
+                percent,
+            },
+        );
     }
 }
 
 fn log(inner: &Inner, job: &Job, entry: LogEntry) {
-    let _ = inner.logs.send(LogMsg::line(&job.id, entry));
+    super::watch::send(inner, LogMsg::line(&job.id, entry));
 }
 
 /// The line that opens an attempt: `attempt 1/3: create web-1`. Written piece by piece into one
@@ -1430,10 +1433,13 @@ pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Pr
     {
         release_holds(inner, job, &vm).await;
     }
-    let _ = inner.logs.send(LogMsg::line(
-        &job.id,
-        LogEntry::warn(format!("cancelled by {principal} before it started")),
-    ));
+    super::watch::send(
+        inner,
+        LogMsg::line(
+            &job.id,
+            LogEntry::warn(format!("cancelled by {principal} before it started")),
+        ),
+    );
     finalize(inner, job.clone());
 }
 
@@ -1482,7 +1488,7 @@ async fn write_job(
 fn finalize(inner: &Inner, job: Job) {
     // A cancel that raced the end left a token nobody will take.
     lock(&inner.cancels).remove(&job.id);
-    let _ = inner.logs.send(LogMsg::Finalize(Box::new(job)));
+    super::watch::send(inner, LogMsg::Finalize(Box::new(job)));
 }
 
 /// Ends a job whose worker panicked, so that nothing stays stuck: the job fails with an internal
@@ -1569,7 +1575,7 @@ pub(crate) async fn recover(
 
 /// Runs on the log writer after the job's last line: reports the end (of `job`, as its ending
 /// write left it) to the observer and watchers.
-pub(crate) fn announce_end(inner: &Arc<Inner>, job: Box<Job>) {
+pub(crate) fn announce_end(inner: &Inner, job: Box<Job>) {
     let elapsed = job.elapsed(inner.now()).unwrap_or_default();
     inner
         .observer

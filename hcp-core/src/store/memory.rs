@@ -137,6 +137,58 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// Appends `lines` to job `id`'s log (the oldest lines go past `max_log_lines`) and returns
+    /// the number the first of them got; [`MemoryStore::logs_from`] reads them back. Copies
+    /// nothing: the engine reads lines back only for a job somebody watches.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] for an unknown job.
+    pub(crate) fn append_logs_now(
+        &self,
+        id: &JobId,
+        lines: impl IntoIterator<Item = (DateTime<Utc>, LogEntry)>,
+    ) -> Result<u64> {
+        self.append_each(id, lines, |_| {})
+    }
+
+    /// Appends `lines` to job `id`'s log, handing each line as written to `each`; returns the
+    /// number the first of them got.
+    fn append_each(
+        &self,
+        id: &JobId,
+        lines: impl IntoIterator<Item = (DateTime<Utc>, LogEntry)>,
+        mut each: impl FnMut(&JobLogLine),
+    ) -> Result<u64> {
+        let mut s = self.lock();
+        let max = s.max_log_lines;
+        let entry = s
+            .jobs
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found("job", id))?;
+        let first = entry.next_seq;
+        for (at, log) in lines {
+            if entry.logs.len() >= max {
+                entry.logs.pop_front();
+            }
+            let line = JobLogLine::from_entry(entry.next_seq, at, log);
+            each(&line);
+            entry.logs.push_back(line);
+            entry.next_seq += 1;
+        }
+        Ok(first)
+    }
+
+    /// Returns job `id`'s log lines numbered `first` and later (those still kept).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] for an unknown job.
+    pub(crate) fn logs_from(&self, id: &JobId, first: u64) -> Result<Vec<JobLogLine>> {
+        let s = self.lock();
+        let entry = s.jobs.get(id).ok_or_else(|| Error::not_found("job", id))?;
+        let start = entry.logs.partition_point(|l| l.seq < first);
+        Ok(entry.logs.range(start..).cloned().collect())
+    }
+
     /// Creates an empty store keeping at most `max_log_lines` per job and `max_events` events.
     pub fn new(max_log_lines: usize, max_events: usize) -> Self {
         MemoryStore {
@@ -902,23 +954,13 @@ impl Store for MemoryStore {
         id: &JobId,
         lines: Vec<(DateTime<Utc>, LogEntry)>,
     ) -> Result<Vec<JobLogLine>> {
-        let mut s = self.lock();
-        let max = s.max_log_lines;
-        let entry = s
-            .jobs
-            .get_mut(id)
-            .ok_or_else(|| Error::not_found("job", id))?;
         let mut out = Vec::with_capacity(lines.len());
-        for (at, log) in lines {
-            let line = JobLogLine::from_entry(entry.next_seq, at, log);
-            entry.next_seq += 1;
-            if entry.logs.len() == max {
-                entry.logs.pop_front();
-            }
-            entry.logs.push_back(line.clone());
-            out.push(line);
-        }
+        self.append_each(id, lines, |line| out.push(line.clone()))?;
         Ok(out)
+    }
+
+    fn as_memory(&self) -> Option<&MemoryStore> {
+        Some(self)
     }
 
     async fn job_logs(&self, id: &JobId, after: u64) -> Result<Vec<JobLogLine>> {

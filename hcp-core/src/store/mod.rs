@@ -399,6 +399,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         false
     }
 
+    /// Returns this store as the in-memory store when it is one (a wrapper around one returns
+    /// `None`). The engine then appends job log lines at once, as a job writes them, instead of
+    /// queueing them for its log writer, which batches lines into one commit for a store that
+    /// pays a commit per append.
+    fn as_memory(&self) -> Option<&MemoryStore> {
+        None
+    }
+
     /// Writes a submission in one transaction.
     ///
     /// # Behavior

@@ -600,6 +600,10 @@ impl Inner {
             principal: principal.map(|p| p.subject.clone()),
             kind,
         };
+        if let Some(store) = self.store.as_memory() {
+            self.publish(Ok(store.append_event_now(event)));
+            return;
+        }
         if let Some(writer) = &self.event_writer {
             let (done, appended) = tokio::sync::oneshot::channel();
             if writer.send((event, done)).is_ok() {

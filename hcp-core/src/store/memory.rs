@@ -23,8 +23,9 @@ use crate::{
 /// Keeps everything in memory; the default store.
 ///
 /// It keeps at most `max_events` events and at most `max_events` unpublished ones in its
-/// outbox; beyond that the oldest go first (a warning is logged when an unpublished event is
-/// dropped, which happens only when a publisher is configured but cannot deliver).
+/// outbox; beyond that the oldest go first. An engine without a publisher (no NATS) never
+/// drains the outbox, so it fills up and then drops one event per new one: the warning about it
+/// is logged the first time, and again only after a publisher made room.
 #[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
@@ -53,6 +54,9 @@ struct State {
     /// Unpublished events in order of their sequence numbers (appended in that order).
     outbox: VecDeque<Arc<Event>>,
     next_event_seq: u64,
+    /// The outbox was full and dropped an event since it last had room: the warning is logged
+    /// once per such spell, not once per event (an engine without a publisher fills it for good).
+    outbox_overflowing: bool,
     max_events: usize,
     max_log_lines: usize,
     groups: BTreeMap<ServerGroupId, ServerGroup>,
@@ -178,6 +182,32 @@ impl MemoryStore {
         Ok(first)
     }
 
+    /// Appends `event` (numbering it) and returns it as stored; [`Store::append_event`] without
+    /// a future, for the engine on an in-memory store ([`Store::as_memory`]).
+    pub(crate) fn append_event_now(&self, mut event: Event) -> Arc<Event> {
+        let mut s = self.lock();
+        event.seq = s.next_event_seq;
+        s.next_event_seq += 1;
+        let event = Arc::new(event);
+        if s.events.len() == s.max_events {
+            s.events.pop_front();
+        }
+        s.events.push_back(event.clone());
+        if s.outbox.len() >= s.max_events
+            && let Some(dropped) = s.outbox.pop_front().map(|e| e.seq)
+            && !std::mem::replace(&mut s.outbox_overflowing, true)
+        {
+            tracing::warn!(
+                seq = dropped,
+                "the in-memory event outbox is full (no publisher drains it); dropped the oldest \
+                 unpublished event, and drops one per new event, without another warning, until \
+                 a publisher makes room"
+            );
+        }
+        s.outbox.push_back(event.clone());
+        event
+    }
+
     /// Returns job `id`'s log lines numbered `first` and later (those still kept).
     ///
     /// # Errors
@@ -196,6 +226,7 @@ impl MemoryStore {
                 max_events: max_events.max(1),
                 max_log_lines: max_log_lines.max(1),
                 next_event_seq: 1,
+                outbox_overflowing: false,
                 ..Default::default()
             }),
         }
@@ -974,25 +1005,8 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn append_event(&self, mut event: Event) -> Result<Arc<Event>> {
-        let mut s = self.lock();
-        event.seq = s.next_event_seq;
-        s.next_event_seq += 1;
-        let event = Arc::new(event);
-        if s.events.len() == s.max_events {
-            s.events.pop_front();
-        }
-        s.events.push_back(event.clone());
-        if s.outbox.len() >= s.max_events
-            && let Some(dropped) = s.outbox.pop_front().map(|e| e.seq)
-        {
-            tracing::warn!(
-                seq = dropped,
-                "the in-memory event outbox is full; dropped the oldest unpublished event"
-            );
-        }
-        s.outbox.push_back(event.clone());
-        Ok(event)
+    async fn append_event(&self, event: Event) -> Result<Arc<Event>> {
+        Ok(self.append_event_now(event))
     }
 
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Arc<Event>>> {
@@ -1082,6 +1096,9 @@ impl Store for MemoryStore {
             if let Ok(i) = s.outbox.binary_search_by_key(seq, |e| e.seq) {
                 s.outbox.remove(i);
             }
+        }
+        if s.outbox.len() < s.max_events {
+            s.outbox_overflowing = false;
         }
         Ok(())
     }

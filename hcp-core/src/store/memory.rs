@@ -547,14 +547,14 @@ impl State {
                     self.unfinished.remove(&job.vm_id);
                 }
             }
-        } else {
-            let ids = self
-                .unfinished
-                .entry(job.vm_id.clone())
-                .or_insert_with(|| Vec::with_capacity(1));
+        } else if let Some(ids) = self.unfinished.get_mut(&job.vm_id) {
+            // A job written again while it runs is tracked already: no key to make.
             if let Err(i) = ids.binary_search(&job.id) {
                 ids.insert(i, job.id.clone());
             }
+        } else {
+            self.unfinished
+                .insert(job.vm_id.clone(), vec![job.id.clone()]);
         }
     }
 

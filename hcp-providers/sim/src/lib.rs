@@ -643,9 +643,10 @@ impl Provider for SimProvider {
             // On a cluster the simulator picks the member, as the cluster's scheduler would; a
             // retried create finds its VM on whichever member holds it, and names are unique
             // over the whole cluster.
-            let scope: Vec<String> = match cluster {
-                Some(c) => c.members.clone(),
-                None => vec![args.host.clone()],
+            // The hosts to look on, borrowed: a cluster's members, or the one host.
+            let scope: &[String] = match cluster {
+                Some(c) => &c.members,
+                None => std::slice::from_ref(&args.host),
             };
             if let Some(v) = scope.iter().find_map(|h| s.by_mark(h, &args.vm_id)) {
                 let member = cluster.and_then(|_| s.host_of(&v.native_id).map(str::to_string));

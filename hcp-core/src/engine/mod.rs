@@ -592,9 +592,21 @@ impl Inner {
         principal: Option<&Principal>,
         kind: EventKind,
     ) {
+        self.emit_at(None, project, vm_id, principal, kind).await;
+    }
+
+    /// [`Inner::emit`] of an event that happened `at` (read from the clock when `None`).
+    pub(crate) async fn emit_at(
+        &self,
+        at: Option<chrono::DateTime<Utc>>,
+        project: Option<ProjectId>,
+        vm_id: Option<VmId>,
+        principal: Option<&Principal>,
+        kind: EventKind,
+    ) {
         let event = Event {
             seq: 0,
-            at: self.now(),
+            at: at.unwrap_or_else(|| self.now()),
             project,
             vm_id,
             principal: principal.map(|p| p.subject.clone()),
@@ -1362,7 +1374,8 @@ impl Engine {
             inner.pending.fetch_add(1, Ordering::Relaxed);
         }
         inner
-            .emit(
+            .emit_at(
+                Some(now),
                 Some(ctx.project.clone()),
                 Some(vm_id.clone()),
                 Some(&ctx.principal),

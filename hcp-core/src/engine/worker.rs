@@ -224,7 +224,9 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
     let token = held.token;
     let deadline = deadline_of(&job);
     let abandoned = job.state == JobState::Running;
-    if inner.now() >= deadline {
+    // One clock read for the attempt's start: its timeout check, its start time, what is left.
+    let now = inner.now();
+    if now >= deadline {
         let err = Error::new(
             ErrorKind::Timeout,
             format!("job exceeded its timeout of {} ms", job.timeout_ms),
@@ -303,7 +305,7 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
                 if j.state != JobState::Pending {
                     return Err(Error::new(ErrorKind::Conflict, "no longer pending"));
                 }
-                j.transition(JobState::Running, inner.now())
+                j.transition(JobState::Running, now)
             })
             .await
         {
@@ -345,8 +347,9 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
         .entry(job.id.clone())
         .or_default()
         .clone();
+    // A recovery asked the hypervisor first: the clock moved since.
     let remaining = deadline
-        .signed_duration_since(inner.now())
+        .signed_duration_since(if abandoned { inner.now() } else { now })
         .to_std()
         .unwrap_or(Duration::ZERO);
     // The job's cancel token reaches the provider through its context (a cancel, or the
@@ -1576,7 +1579,12 @@ pub(crate) async fn recover(
 /// Runs on the log writer after the job's last line: reports the end (of `job`, as its ending
 /// write left it) to the observer and watchers.
 pub(crate) fn announce_end(inner: &Inner, job: Box<Job>) {
-    let elapsed = job.elapsed(inner.now()).unwrap_or_default();
+    // An ended job carries its end: no clock read.
+    let elapsed = match job.finished_at {
+        Some(end) => job.elapsed(end),
+        None => job.elapsed(inner.now()),
+    }
+    .unwrap_or_default();
     inner
         .observer
         .job_finished(job.operation, job.state, elapsed);
@@ -1592,8 +1600,15 @@ async fn transition_event(
     from: Option<JobState>,
     error: Option<ErrorInfo>,
 ) {
+    // The event happened when the job record says it did: its end, or its start.
+    let at = match job.state {
+        JobState::Running => job.started_at,
+        s if s.is_terminal() => job.finished_at,
+        _ => None,
+    };
     inner
-        .emit(
+        .emit_at(
+            at,
             Some(job.project.clone()),
             Some(job.vm_id.clone()),
             Some(&job.principal),

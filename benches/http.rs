@@ -483,25 +483,25 @@ fn main() {
             report(
                 &format!("POST .../vms (202), {CLIENTS} clients"),
                 run,
-                "2,556 req/s, 388 us server CPU per create when filed; 63-127 us on 61df7b8; 78-98 us on b3558c7",
+                "2,556 req/s, 388 us server CPU per create when filed; 63-127 us on 61df7b8; 95-97 us on 62bcc92 (at 2,000 req/s, alternated with this code's)",
                 "<= 100 us server CPU per create",
             );
             let run = get_closed_loop(&http, &vm, LIST_CLIENTS, GET_SECONDS).await;
-            report(&format!("GET .../vms/{{vmId}}, {LIST_CLIENTS} clients"), run, "9.4 us server CPU on 61df7b8; 10.8 us on b3558c7", "none set");
+            report(&format!("GET .../vms/{{vmId}}, {LIST_CLIENTS} clients"), run, "9.4 us server CPU on 61df7b8; 12.5 us on 62bcc92", "none set");
             let run = get_closed_loop(&http, &job, LIST_CLIENTS, GET_SECONDS).await;
-            report(&format!("GET .../jobs/{{jobId}}, {LIST_CLIENTS} clients"), run, "7x FastAPI's rate when filed; 9.3 us server CPU on 61df7b8; 10.5 us on b3558c7", "none set");
+            report(&format!("GET .../jobs/{{jobId}}, {LIST_CLIENTS} clients"), run, "7x FastAPI's rate when filed; 9.3 us server CPU on 61df7b8; 12.0-12.1 us on 62bcc92", "none set");
             let run = get_closed_loop(&http, &vms, LIST_CLIENTS, GET_SECONDS).await;
             report(
                 &format!("GET .../vms (100 per page), {LIST_CLIENTS} clients"),
                 run,
-                "~800 us per page when filed; 12,856 us on 61df7b8, whose sorted list collected and sorted every VM; 121 us on b3558c7",
+                "~800 us per page when filed; 12,856 us on 61df7b8, whose sorted list collected and sorted every VM; 137-140 us on 62bcc92",
                 "<= 200 us per page",
             );
             let run = get_closed_loop(&http, &list_1000, LIST_CLIENTS, GET_SECONDS).await;
             report(
                 &format!("GET .../vms?limit=1000, {LIST_CLIENTS} clients"),
                 run,
-                "~110 req/s when filed; 56 req/s on 61df7b8; 904 req/s on b3558c7",
+                "~110 req/s when filed; 56 req/s on 61df7b8; 794-806 req/s on 62bcc92",
                 ">= 500 req/s",
             );
         }

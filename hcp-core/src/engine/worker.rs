@@ -604,7 +604,7 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
             let created = inner
                 .call(provider, op, host, p.create_vm(ctx, args))
                 .await?;
-            ctx.info(format!("created {}", vm.spec.name));
+            ctx.info(["created ", vm.spec.name.as_str()].concat());
             if let Some(h) = &created.host {
                 ctx.log(
                     LogEntry::info(format!("cluster `{host}` placed the VM on host `{h}`"))

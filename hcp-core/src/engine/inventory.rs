@@ -696,8 +696,7 @@ impl Engine {
         let in_scope: Vec<(&(String, String), &HostState)> = inv
             .hosts
             .iter()
-            .filter(|(_, h)| spec.zone.as_deref().is_none_or(|z| h.info.zone == z))
-            .filter(|((_, name), _)| pinned.is_none_or(|p| p == name))
+            .filter(|(key, h)| in_scope(key, h, spec, pinned))
             .collect();
         let where_ = Where {
             zone: spec.zone.as_deref(),
@@ -1418,6 +1417,12 @@ fn serving_targets<T>(
     Ok(serving)
 }
 
+/// Returns true when the target `key` is where a create of `spec` looks: in its zone, and the
+/// host it pins, if any.
+fn in_scope(key: &(String, String), h: &HostState, spec: &VmSpec, pinned: Option<&str>) -> bool {
+    spec.zone.as_deref().is_none_or(|z| h.info.zone == z) && pinned.is_none_or(|p| p == key.1)
+}
+
 /// Chooses the host of a create outside any server group in one pass over the host table, as
 /// [`Engine::place`]'s filters and ranking would, without a list per filter: a target in scope
 /// (zone, pinned host), reachable, with room, serving the image and every network, ranked by
@@ -1446,8 +1451,7 @@ fn best_target(
     }
     let mut best: Option<(&(String, String), &HostState)> = None;
     for (key, h) in &inv.hosts {
-        let qualifies = spec.zone.as_deref().is_none_or(|z| h.info.zone == z)
-            && pinned.is_none_or(|p| p == key.1)
+        let qualifies = in_scope(key, h, spec, pinned)
             && h.available
             && h.has_room(&r)
             && h.serves_image(&spec.image)

@@ -426,7 +426,6 @@ impl EngineBuilder {
             progress: Mutex::new(HashMap::default()),
             inflight_keys: Mutex::new(HashSet::default()),
             cancels: Mutex::new(HashMap::default()),
-            cancelled_by: Mutex::new(HashMap::default()),
             observer: self.observer,
             ready: AtomicBool::new(false),
             last_drift: Mutex::new(HashSet::default()),
@@ -493,9 +492,6 @@ pub(crate) struct Inner {
     pub(crate) progress: Mutex<HashMap<JobId, u8>>,
     pub(crate) inflight_keys: Mutex<HashSet<IdempotencyScope>>,
     pub(crate) cancels: Mutex<HashMap<JobId, CancellationToken>>,
-    /// Who asked, in another process, to cancel a job running here: noted by the cancel poller
-    /// ([`worker::spawn_cancel_poller`]) just before it cancels the job's token.
-    pub(crate) cancelled_by: Mutex<HashMap<JobId, Principal>>,
     pub(crate) observer: Arc<dyn Observer>,
     pub(crate) ready: AtomicBool,
     pub(crate) last_drift: Mutex<HashSet<Drift>>,

@@ -64,8 +64,8 @@ fn log(inner: &Inner, job: &Job, entry: LogEntry) {
     super::watch::send(inner, LogMsg::line(&job.id, entry));
 }
 
-/// The line that opens an attempt: `attempt 1/3: create web-1`. Written piece by piece into one
-/// allocation of the right size (no formatter): every job writes it.
+/// The line that opens an attempt: `attempt 1/3: create web-1`, joined into one allocation
+/// without a formatter (every job writes it).
 fn attempt_line(attempt: u32, max: u32, operation: crate::Operation, name: &str) -> String {
     let (mut a, mut m) = (itoa::Buffer::new(), itoa::Buffer::new());
     let (a, m, op) = (a.format(attempt), m.format(max), operation.as_str());
@@ -163,8 +163,8 @@ const CANCEL_POLL: Duration = Duration::from_secs(1);
 
 /// Starts the task that reads, every [`CANCEL_POLL`], the jobs this engine is running for a
 /// cancel asked in another process (written into the store by [`crate::Engine::cancel_job`]),
-/// and cancels such a job's token, noting who asked. One task serves every running job: no
-/// timer per job.
+/// and cancels such a job's token ([`cancelled_while_running`] then reads who asked). One task
+/// serves every running job: no timer per job.
 pub(crate) fn spawn_cancel_poller(inner: std::sync::Weak<Inner>) {
     use futures::StreamExt;
     tokio::spawn(async move {
@@ -182,23 +182,30 @@ pub(crate) fn spawn_cancel_poller(inner: std::sync::Weak<Inner>) {
                     let inner = &inner;
                     async move {
                         if let Ok(Some(j)) = inner.store.get_job(&Scope::All, &id).await
-                            && let Some(by) = j.cancel_requested
-                            && !token.is_cancelled()
+                            && j.cancel_requested.is_some()
                         {
-                            lock(&inner.cancelled_by).insert(id, by);
                             token.cancel();
                         }
                     }
                 })
                 .await;
-            // Notes of attempts that ended before they read theirs.
-            let mut by = lock(&inner.cancelled_by);
-            if !by.is_empty() {
-                let live = lock(&inner.cancels);
-                by.retain(|id, _| live.contains_key(id));
-            }
         }
     });
+}
+
+/// The error of an attempt cancelled while it ran, naming who asked when the stored job says
+/// (a cancel asked in another process always does; one asked here may not yet).
+async fn cancelled_while_running(inner: &Inner, job_id: &crate::JobId) -> Error {
+    match inner.store.get_job(&Scope::All, job_id).await {
+        Ok(Some(Job {
+            cancel_requested: Some(by),
+            ..
+        })) => Error::new(
+            ErrorKind::Cancelled,
+            format!("cancelled by {by} while running"),
+        ),
+        _ => Error::new(ErrorKind::Cancelled, "cancelled while running"),
+    }
 }
 
 // The ending, retrying and recovering steps and the provider call are boxed where they are
@@ -367,14 +374,7 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
         // The lease first: a worker that lost it must not act on the VM once more.
         biased;
         _ = held.lost() => None,
-        _ = cancel.cancelled() => Some(Err(Error::new(
-            ErrorKind::Cancelled,
-            // Asked in another process: the cancel poller noted who.
-            match lock(&inner.cancelled_by).remove(&job.id) {
-                Some(by) => format!("cancelled by {by} while running"),
-                None => "cancelled while running".to_string(),
-            },
-        ))),
+        _ = cancel.cancelled() => Some(Err(cancelled_while_running(inner, &job.id).await)),
         r = tokio::time::timeout(remaining, Box::pin(perform(inner, &ctx, &job, &vm))) => Some(r.unwrap_or_else(|_| {
             Err(Error::new(ErrorKind::Timeout, format!("job exceeded its timeout of {} ms", job.timeout_ms)))
         })),
@@ -1579,12 +1579,10 @@ pub(crate) async fn recover(
 /// Runs on the log writer after the job's last line: reports the end (of `job`, as its ending
 /// write left it) to the observer and watchers.
 pub(crate) fn announce_end(inner: &Inner, job: Box<Job>) {
-    // An ended job carries its end: no clock read.
-    let elapsed = match job.finished_at {
-        Some(end) => job.elapsed(end),
-        None => job.elapsed(inner.now()),
-    }
-    .unwrap_or_default();
+    // An ended job carries its end: the clock is read only for one that does not.
+    let elapsed = job
+        .elapsed(job.finished_at.unwrap_or_else(|| inner.now()))
+        .unwrap_or_default();
     inner
         .observer
         .job_finished(job.operation, job.state, elapsed);

@@ -401,8 +401,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Returns this store as the in-memory store when it is one (a wrapper around one returns
     /// `None`). The engine then appends job log lines at once, as a job writes them, instead of
-    /// queueing them for its log writer, which batches lines into one commit for a store that
-    /// pays a commit per append.
+    /// queueing them for its log writer (which batches lines into one commit for a store that
+    /// pays a commit per append), and audit events without a future.
     fn as_memory(&self) -> Option<&MemoryStore> {
         None
     }

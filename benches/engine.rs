@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cpu_time::ProcessTime;
-use hcp_benches::{config, config_with, count_vms, drain, engine_with, heap_bytes};
+use hcp_benches::{config, config_with, count_heap, count_vms, drain, engine_with, heap_bytes};
 use hcp_core::store::{PageRequest, Scope};
 use hcp_core::{Action, HcpMark, PowerState, Principal, RequestContext, Resources, VmId, VmSpec};
 use hcp_provider_sim::{SimHost, SimProvider, SimSettings, SimVm};
@@ -118,7 +118,8 @@ impl Mem {
         let n = items.max(1) as f64;
         (
             self.rss.saturating_sub(before.rss) as f64 / n,
-            self.heap.saturating_sub(before.heap) as f64 / n,
+            // Wrapping: the heap counter wraps when frees of older blocks outrun allocations.
+            self.heap.wrapping_sub(before.heap).cast_signed() as f64 / n,
         )
     }
 }
@@ -166,6 +167,7 @@ async fn memory_per_vm(n: usize) {
         Arc::new(SimProvider::new("sim", SimSettings::default(), hosts.clone()).expect("sim"));
     let engine = engine_with(config(10, 128), sim).await;
     create_many(&engine, 0, 1).await;
+    count_heap(true);
     let start = Mem::now();
     create_many(&engine, 1, n).await;
     let first = Mem::now();
@@ -180,6 +182,7 @@ async fn memory_per_vm(n: usize) {
     let sim_after = Mem::now();
     let (_, sim_heap) = sim_after.per(sim_before, n);
     drop(alone);
+    count_heap(false);
 
     let (rss1, heap1) = first.per(start, n);
     let (rss2, heap2) = second.per(first, n);

@@ -38,9 +38,10 @@ struct State {
     vms: HashMap<VmId, Box<Vm>>,
     /// Every VM id in order (lists of every project page through it): lookups hash, and
     /// only listing walks the ids in order.
-    vm_ids: BTreeSet<VmId>,
+    vm_ids: VmIds,
     vm_names: HashMap<(ProjectId, String), VmId>,
-    project_vms: HashMap<ProjectId, BTreeSet<VmId>>,
+    /// Each project's VM ids in order; an id may stay behind its VM's removal (see [`VmIds`]).
+    project_vms: HashMap<ProjectId, VmIds>,
     usage: HashMap<ProjectId, Usage>,
     /// What the VMs bound to each host hold ([`Usage::on_host`]), by provider and host.
     host_usage: HashMap<String, HashMap<String, Usage>>,
@@ -98,6 +99,25 @@ impl<T: Ord> OrderedIds<T> {
         self.0.retain(keep);
     }
 
+    /// The ids within `lower` and `upper`, in order.
+    fn range(&self, lower: Bound<&T>, upper: Bound<&T>) -> impl DoubleEndedIterator<Item = &T> {
+        let start = match lower {
+            Bound::Unbounded => 0,
+            Bound::Included(l) => self.0.partition_point(|id| id < l),
+            Bound::Excluded(l) => self.0.partition_point(|id| id <= l),
+        };
+        let end = match upper {
+            Bound::Unbounded => self.0.len(),
+            Bound::Included(u) => self.0.partition_point(|id| id <= u),
+            Bound::Excluded(u) => self.0.partition_point(|id| id < u),
+        };
+        self.0.range(start..end.max(start))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Every id, in order.
     fn iter(&self) -> impl DoubleEndedIterator<Item = &T> {
         self.0.iter()
@@ -111,6 +131,37 @@ impl<T: Ord> OrderedIds<T> {
 
     fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// VM ids in ascending order, removed lazily: a removed VM's id stays in the list until the
+/// ids removed since the last sweep outnumber half the list, and then one pass drops every id
+/// whose VM is gone. A create appends and a delete counts, so neither compares ids along a tree
+/// (the B-trees these replaced cost two thirds of a create's store write). Readers look each id
+/// up in `vms` anyway, and skip ids without a VM in the list's scope: an id whose VM was
+/// removed, or (in a project's list) came back in another project.
+#[derive(Debug, Default)]
+struct VmIds {
+    ids: OrderedIds<VmId>,
+    /// Ids removed since the last sweep (an id that came back is still counted: it only makes
+    /// the next sweep come sooner).
+    removed: usize,
+}
+
+impl VmIds {
+    /// Adds `id` in its place (nothing when present, removed or not).
+    fn insert(&mut self, id: VmId) {
+        self.ids.insert(id);
+    }
+
+    /// Notes that one id's VM is gone, and sweeps when removed ids outnumber half the list,
+    /// keeping the ids `live` accepts: a constant cost per removal, amortised.
+    fn remove(&mut self, live: impl FnMut(&VmId) -> bool) {
+        self.removed += 1;
+        if self.removed.saturating_mul(2) > self.ids.len() {
+            self.ids.retain(live);
+            self.removed = 0;
+        }
     }
 }
 
@@ -616,11 +667,12 @@ fn page_of<K: Ord + Clone + ToString, T>(
     let mut last = None;
     let mut more = false;
     for k in keys {
-        if items.len() == limit {
-            more = true;
-            break;
-        }
+        // Keys without an item (a removed VM's id) are skipped, and do not make a next page.
         if let Some(t) = get(&k) {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
             items.push(t);
             last = Some(k);
         }
@@ -767,16 +819,24 @@ impl Store for MemoryStore {
             Some(c) => Bound::Excluded(VmId::new(c.clone())),
             None => Bound::Unbounded,
         };
+        let lower = match &lower {
+            Bound::Excluded(id) => Bound::Excluded(id),
+            _ => Bound::Unbounded,
+        };
+        // Every id is looked up, and kept only when its VM exists in scope (see `VmIds`).
+        let in_scope = |k: &VmId| s.vm(k).filter(|v| scope.allows(&v.project)).cloned();
         Ok(match scope {
             Scope::All => page_of(
-                s.vm_ids.range((lower, Bound::Unbounded)).cloned(),
+                s.vm_ids.ids.range(lower, Bound::Unbounded).cloned(),
                 limit,
-                |k| s.vm(k).cloned(),
+                in_scope,
             ),
             Scope::Project(p) => match s.project_vms.get(p) {
-                Some(ids) => page_of(ids.range((lower, Bound::Unbounded)).cloned(), limit, |k| {
-                    s.vm(k).cloned()
-                }),
+                Some(ids) => page_of(
+                    ids.ids.range(lower, Bound::Unbounded).cloned(),
+                    limit,
+                    in_scope,
+                ),
                 None => Page {
                     items: vec![],
                     next: None,
@@ -786,9 +846,9 @@ impl Store for MemoryStore {
                 let ids: BTreeSet<&VmId> = ps
                     .iter()
                     .filter_map(|p| s.project_vms.get(p))
-                    .flat_map(|ids| ids.range((lower.clone(), Bound::Unbounded)))
+                    .flat_map(|ids| ids.ids.range(lower, Bound::Unbounded))
                     .collect();
-                page_of(ids.into_iter().cloned(), limit, |k| s.vm(k).cloned())
+                page_of(ids.into_iter().cloned(), limit, in_scope)
             }
         })
     }
@@ -816,17 +876,18 @@ impl Store for MemoryStore {
         if sort.key == VmSortKey::Id && !matches!(scope, Scope::Projects(_)) {
             // In id order already: walk the ids from the cursor on and stop after one VM past
             // the page, so a page costs its own size, not the number of VMs.
-            let bounds = match (&after, sort.descending) {
+            let (lower, upper) = match (&after, sort.descending) {
                 (None, _) => (Bound::Unbounded, Bound::Unbounded),
-                (Some(a), false) => (Bound::Excluded(a.id.clone()), Bound::Unbounded),
-                (Some(a), true) => (Bound::Unbounded, Bound::Excluded(a.id.clone())),
+                (Some(a), false) => (Bound::Excluded(&a.id), Bound::Unbounded),
+                (Some(a), true) => (Bound::Unbounded, Bound::Excluded(&a.id)),
             };
+            // `wanted` keeps only VMs in scope: a removed VM's id left in a list is skipped.
             let ids: Box<dyn Iterator<Item = &VmId>> = match scope {
                 Scope::Project(p) => match s.project_vms.get(p) {
-                    Some(ids) => in_order(ids.range(bounds), sort.descending),
+                    Some(ids) => in_order(ids.ids.range(lower, upper), sort.descending),
                     None => Box::new(std::iter::empty()),
                 },
-                _ => in_order(s.vm_ids.range(bounds), sort.descending),
+                _ => in_order(s.vm_ids.ids.range(lower, upper), sort.descending),
             };
             found.extend(
                 ids.filter_map(|id| s.vm(id))
@@ -839,21 +900,28 @@ impl Store for MemoryStore {
             // the page.
             let candidates: Box<dyn Iterator<Item = &Vm>> = match scope {
                 Scope::All => Box::new(s.vms.values().map(|v| &**v)),
+                // A VM counts in its own project's list only: an id left behind in another
+                // project's list (its VM came back there) is skipped.
                 Scope::Project(p) => Box::new(
                     s.project_vms
                         .get(p)
                         .into_iter()
-                        .flatten()
-                        .filter_map(|id| s.vm(id)),
+                        .flat_map(|ids| ids.ids.iter())
+                        .filter_map(|id| s.vm(id))
+                        .filter(move |v| v.project == *p),
                 ),
                 // A project named twice is walked once.
                 Scope::Projects(ps) => Box::new(
                     ps.iter()
                         .collect::<BTreeSet<_>>()
                         .into_iter()
-                        .filter_map(|p| s.project_vms.get(p))
-                        .flatten()
-                        .filter_map(|id| s.vm(id)),
+                        .filter_map(|p| s.project_vms.get(p).map(|ids| (p, ids)))
+                        .flat_map(|(p, ids)| {
+                            ids.ids
+                                .iter()
+                                .filter_map(|id| s.vm(id))
+                                .filter(move |v| v.project == *p)
+                        }),
                 ),
             };
             let mut heap = std::collections::BinaryHeap::with_capacity(limit + 2);
@@ -892,7 +960,16 @@ impl Store for MemoryStore {
         let Some(vm) = s.vms.remove(id) else {
             return Err(Error::internal("a checked VM vanished"));
         };
-        s.vm_ids.remove(id);
+        let State {
+            vms,
+            vm_ids,
+            project_vms,
+            ..
+        } = &mut *s;
+        vm_ids.remove(|id| vms.contains_key(id));
+        if let Some(ids) = project_vms.get_mut(&vm.project) {
+            ids.remove(|id| vms.get(id).is_some_and(|v| v.project == vm.project));
+        }
         if let Some(g) = &vm.spec.server_group
             && let Some(set) = s.group_members.get_mut(g)
         {
@@ -902,9 +979,6 @@ impl Store for MemoryStore {
         s.apply_host_usage(&vm, Usage::on_host(&vm), Usage::default());
         s.vm_names
             .remove(&(vm.project.clone(), vm.spec.name.clone()));
-        if let Some(set) = s.project_vms.get_mut(&vm.project) {
-            set.remove(id);
-        }
         Ok(())
     }
 

@@ -591,9 +591,10 @@ pub async fn fingerprint_mismatch_is_refused(store: Arc<dyn Store>) -> Result<()
 /// the documented one.
 pub async fn paging_and_cursors(store: Arc<dyn Store>) -> Result<()> {
     let mut all_jobs = Vec::new();
+    let mut all_vms = Vec::new();
     for i in 0..23 {
         let project = if i % 3 == 0 { "p2" } else { "p1" };
-        let (_, j) = accepted(
+        let (v, j) = accepted(
             &store,
             store
                 .submit(create(project, &format!("page-{i:02}")))
@@ -601,6 +602,7 @@ pub async fn paging_and_cursors(store: Arc<dyn Store>) -> Result<()> {
         )
         .await?;
         all_jobs.push(j);
+        all_vms.push(v);
     }
     for (scope, want) in [
         (Scope::All, 23usize),
@@ -697,6 +699,118 @@ pub async fn paging_and_cursors(store: Arc<dyn Store>) -> Result<()> {
     ensure!(running.items.is_empty(), "no job is running");
     let clamped = store.list_vms(&Scope::All, &PageRequest::first(0)).await?;
     ensure!(clamped.items.len() == 1, "a limit of 0 is clamped to 1");
+
+    // Removed VMs leave no trace in any page, and no empty page after the last: p1 keeps its
+    // first five VMs (the removed ones are its last ten), p2 loses every other one.
+    let p1: Vec<&Vm> = all_vms
+        .iter()
+        .filter(|v| v.project.as_str() == "p1")
+        .collect();
+    let p2: Vec<&Vm> = all_vms
+        .iter()
+        .filter(|v| v.project.as_str() == "p2")
+        .collect();
+    let mut removed = Vec::new();
+    for v in p1.iter().skip(5).chain(p2.iter().step_by(2)) {
+        store.remove_vm(&v.id, v.generation).await?;
+        removed.push((*v).clone());
+    }
+    let kept = |p: &str| -> Vec<VmId> {
+        all_vms
+            .iter()
+            .filter(|v| v.project.as_str() == p || p.is_empty())
+            .filter(|v| !removed.iter().any(|r| r.id == v.id))
+            .map(|v| v.id.clone())
+            .collect()
+    };
+    for (scope, want) in [
+        (Scope::All, kept("")),
+        (Scope::Project(ProjectId::new("p1")), kept("p1")),
+        (Scope::Project(ProjectId::new("p2")), kept("p2")),
+        (
+            Scope::Projects(vec![ProjectId::new("p2"), ProjectId::new("p1")]),
+            kept(""),
+        ),
+    ] {
+        let mut seen = Vec::new();
+        let mut page = PageRequest::first(5);
+        let mut pages = 0;
+        loop {
+            let p = store.list_vms(&scope, &page).await?;
+            pages += 1;
+            ensure!(pages <= 10, "VM paging does not end");
+            ensure!(
+                !p.items.is_empty() || pages == 1,
+                "{scope:?}: a page after removals is never empty"
+            );
+            seen.extend(p.items.into_iter().map(|v| v.id));
+            match p.next {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        ensure!(
+            seen == want,
+            "{scope:?}: after removals the pages hold {want:?}, got {seen:?}"
+        );
+        ensure!(
+            pages == want.len().div_ceil(5).max(1),
+            "{scope:?}: after removals, next is set exactly when more follow"
+        );
+        let matching = store
+            .list_vms_matching(
+                &scope,
+                &VmFilter::default(),
+                VmSort::default(),
+                &PageRequest::first(100),
+            )
+            .await?;
+        ensure!(
+            matching.items.iter().map(|v| &v.id).eq(want.iter()),
+            "{scope:?}: a filtered listing after removals holds exactly the VMs kept"
+        );
+    }
+    // A removed VM's id that comes back in another project is that project's only (the last
+    // of p1 removed: a store that keeps removed ids a while may still hold it under p1).
+    let Some(last_of_p1) = removed.iter().rev().find(|v| v.project.as_str() == "p1") else {
+        return Err(Error::internal(
+            "store conformance: no VM of p1 was removed",
+        ));
+    };
+    let back = Vm {
+        project: ProjectId::new("p3"),
+        generation: 0,
+        ..last_of_p1.clone()
+    };
+    let back = store.put_vm(back, None).await?;
+    for (project, want) in [("p1", false), ("p3", true)] {
+        let scope = Scope::Project(ProjectId::new(project));
+        let listed = store.list_vms(&scope, &PageRequest::first(100)).await?;
+        let matching = store
+            .list_vms_matching(
+                &scope,
+                &VmFilter::default(),
+                VmSort::default(),
+                &PageRequest::first(100),
+            )
+            .await?;
+        for items in [&listed.items, &matching.items] {
+            ensure!(
+                items.iter().any(|v| v.id == back.id) == want,
+                "a VM removed from p1 and put back in p3 is listed in {project}: {want}"
+            );
+        }
+    }
+    let everywhere = store
+        .list_vms(
+            &Scope::Projects(vec![ProjectId::new("p1"), ProjectId::new("p3")]),
+            &PageRequest::first(100),
+        )
+        .await?;
+    ensure!(
+        everywhere.items.iter().filter(|v| v.id == back.id).count() == 1,
+        "a VM put back in another project is listed once across both"
+    );
     Ok(())
 }
 

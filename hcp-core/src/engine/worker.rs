@@ -117,15 +117,21 @@ pub(crate) async fn run(
             .max(Duration::from_millis(50)),
     };
     let claimed_at = tokio::time::Instant::now();
-    let job = match inner
-        .store
-        .claim_job(
-            job_id,
-            &inner.holder,
-            leases::until(inner.now(), inner.settings.job_lease),
-        )
-        .await
-    {
+    // One clock read for the claim and the attempt's start: its lease, its timeout check, its
+    // start time, what is left of its time.
+    let now = inner.now();
+    let until = leases::until(now, inner.settings.job_lease);
+    // The in-memory store claims and starts the job in one write; any other claims it here and
+    // `run_claimed` starts it.
+    let claimed = match inner.store.as_memory() {
+        Some(memory) => memory.claim_and_start_now(job_id, &inner.holder, until, now),
+        None => inner
+            .store
+            .claim_job(job_id, &inner.holder, until)
+            .await
+            .map(|j| j.map(|j| (j, false))),
+    };
+    let (job, started) = match claimed {
         Ok(Some(j)) => j,
         // Ended, held elsewhere, or behind an older job of its VM: the poller offers it again
         // once it can run. Gone (purged): nothing to run. Either way its VM's queue moves on.
@@ -144,7 +150,7 @@ pub(crate) async fn run(
     // The lease's heartbeat runs beside the job in this task, until the job's attempt is over.
     let msg = tokio::select! {
         biased;
-        msg = run_claimed(inner, job, &held, host_key) => msg,
+        msg = run_claimed(inner, job, started, now, &held, host_key) => msg,
         never = held.keep(inner, job_id) => match never {},
     };
     // A job in retry backoff keeps its lease until its retry time; any other is given up.
@@ -211,7 +217,16 @@ async fn cancelled_while_running(inner: &Inner, job_id: &crate::JobId) -> Error 
 // The ending, retrying and recovering steps and the provider call are boxed where they are
 // awaited: each is a large future, and unboxed they made this one over 11 KB, which every spawn
 // of a job copied whole (a tenth of the engine's instructions per job).
-async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostKey) -> SchedMsg {
+/// Runs the attempt of `job`, claimed at `now`, which the claim also `started` (PENDING →
+/// RUNNING) or left as it was.
+async fn run_claimed(
+    inner: &Arc<Inner>,
+    job: Job,
+    started: bool,
+    now: DateTime<Utc>,
+    held: &Held,
+    host_key: &HostKey,
+) -> SchedMsg {
     let job_id = job.id.clone();
     let finished = |vm_id| SchedMsg::Finished {
         job_id: job_id.clone(),
@@ -229,11 +244,9 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
             .max(Duration::from_millis(50)),
     };
     let token = held.token;
-    let deadline = deadline_of(&job);
-    let abandoned = job.state == JobState::Running;
-    // One clock read for the attempt's start: its timeout check, its start time, what is left.
-    let now = inner.now();
-    if now >= deadline {
+    let deadline = job.deadline();
+    let abandoned = !started && job.state == JobState::Running;
+    if !started && now >= deadline {
         let err = Error::new(
             ErrorKind::Timeout,
             format!("job exceeded its timeout of {} ms", job.timeout_ms),
@@ -303,6 +316,9 @@ async fn run_claimed(inner: &Arc<Inner>, job: Job, held: &Held, host_key: &HostK
                 }
             }
         }
+    } else if started {
+        transition_event(inner, &job, Some(JobState::Pending), None).await;
+        job
     } else {
         // Start it: PENDING → RUNNING, compare-and-swap under the lease, from the job as the
         // claim returned it.
@@ -520,22 +536,6 @@ async fn recover_abandoned(inner: &Arc<Inner>, job: &Job, vm: &Vm) -> Found {
             job.operation
         )),
     }
-}
-
-/// When a job's time is up: its first start (or, for a job that never started, its acceptance)
-/// plus its timeout, computed without overflow (a timeout too large for the calendar never
-/// ends). Counting a waiting job from its acceptance lets a job that waited past its timeout end
-/// with `TIMEOUT` when its turn comes, instead of never timing out.
-fn deadline_of(job: &Job) -> DateTime<Utc> {
-    i64::try_from(job.timeout_ms)
-        .ok()
-        .and_then(chrono::Duration::try_milliseconds)
-        .and_then(|d| {
-            job.started_at
-                .unwrap_or(job.created_at)
-                .checked_add_signed(d)
-        })
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// `now` plus `after`, or `None` past the calendar's end.

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     CODE_IDEMPOTENCY_KEY_REUSED, Error, ErrorKind, Event, EventFilter, Job, JobId, JobLease,
-    JobLogLine, LogEntry, ProjectId, Result, ServerGroup, ServerGroupId, Vm, VmId,
+    JobLogLine, JobState, LogEntry, ProjectId, Result, ServerGroup, ServerGroupId, Vm, VmId,
 };
 
 /// Keeps everything in memory; the default store.
@@ -257,6 +257,32 @@ impl MemoryStore {
         }
         s.outbox.push_back(event.clone());
         event
+    }
+
+    /// Claims job `id` as [`Store::claim_job`] does and, when it is pending and its time is not
+    /// up at `now` ([`Job::deadline`]), starts it in the same write (PENDING → RUNNING at
+    /// `now`): one lock and one copy of the job where a claim and then a start take two. Returns
+    /// the job as written and whether this call started it.
+    ///
+    /// # Errors
+    /// [`Store::claim_job`]'s.
+    pub(crate) fn claim_and_start_now(
+        &self,
+        id: &JobId,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Job, bool)>> {
+        let leases_at = crate::clock::system_now();
+        let mut s = self.lock();
+        let Some(entry) = s.claim(id, holder, until, leases_at)? else {
+            return Ok(None);
+        };
+        let start = entry.job.state == JobState::Pending && now < entry.job.deadline();
+        if start {
+            entry.job.transition(JobState::Running, now)?;
+        }
+        Ok(Some((entry.job.clone(), start)))
     }
 
     /// Returns job `id`'s log lines numbered `first` and later (those still kept).
@@ -615,6 +641,49 @@ impl State {
             .get(&job.vm_id)
             .and_then(|set| set.first())
             .is_none_or(|first| first == &job.id)
+    }
+
+    /// Claims job `id` for `holder` until `until` ([`Store::claim_job`]'s rules, leases judged
+    /// at `now`): returns its entry, claimed, or `None` when it cannot be claimed.
+    fn claim(
+        &mut self,
+        id: &JobId,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<&mut JobEntry>> {
+        let job = &self
+            .jobs
+            .get(id)
+            .ok_or_else(|| Error::not_found("job", id))?
+            .job;
+        let free = job
+            .lease
+            .as_ref()
+            .is_none_or(|l| !l.is_active(now) || l.holder == holder);
+        if job.state.is_terminal() || !free || !self.first_of_vm(job) {
+            return Ok(None);
+        }
+        let token = job
+            .lease
+            .as_ref()
+            .map_or(0, |l| l.token)
+            .checked_add(1)
+            .ok_or_else(|| Error::internal("a job's fencing token overflowed"))?;
+        let Some(entry) = self.jobs.get_mut(id) else {
+            return Ok(None);
+        };
+        entry.job.generation = entry
+            .job
+            .generation
+            .checked_add(1)
+            .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
+        entry.job.lease = Some(JobLease {
+            holder: holder.to_string(),
+            token,
+            until,
+        });
+        Ok(Some(entry))
     }
 
     /// Replaces a job (compare-and-swap), keeping the stored lease.
@@ -1260,38 +1329,8 @@ impl Store for MemoryStore {
     ) -> Result<Option<Job>> {
         let now = crate::clock::system_now();
         let mut s = self.lock();
-        let job = &s
-            .jobs
-            .get(id)
-            .ok_or_else(|| Error::not_found("job", id))?
-            .job;
-        let free = job
-            .lease
-            .as_ref()
-            .is_none_or(|l| !l.is_active(now) || l.holder == holder);
-        if job.state.is_terminal() || !free || !s.first_of_vm(job) {
-            return Ok(None);
-        }
-        let token = job
-            .lease
-            .as_ref()
-            .map_or(0, |l| l.token)
-            .checked_add(1)
-            .ok_or_else(|| Error::internal("a job's fencing token overflowed"))?;
-        let Some(entry) = s.jobs.get_mut(id) else {
-            return Ok(None);
-        };
-        entry.job.generation = entry
-            .job
-            .generation
-            .checked_add(1)
-            .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
-        entry.job.lease = Some(JobLease {
-            holder: holder.to_string(),
-            token,
-            until,
-        });
-        Ok(Some(entry.job.clone()))
+        Ok(s.claim(id, holder, until, now)?
+            .map(|entry| entry.job.clone()))
     }
 
     async fn renew_lease(

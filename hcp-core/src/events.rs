@@ -27,7 +27,7 @@ pub struct Event {
     pub vm_id: Option<VmId>,
     /// Who acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub principal: Option<String>,
+    pub principal: Option<std::sync::Arc<str>>,
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,

@@ -530,7 +530,7 @@ impl Job {
             attempts: self.attempts,
             max_attempts: self.max_attempts,
             progress: self.progress,
-            principal: self.principal.subject.clone(),
+            principal: self.principal.subject.to_string(),
             idempotency_key: None,
             error: self.error.as_deref().map(ErrorInfo::tenant),
             created_at: self.created_at,

@@ -952,8 +952,9 @@ fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
 /// Who acts: attributed in jobs and audit events.
 #[derive(Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Principal {
-    /// The subject (a user, a service account, or `system:…` for HCP itself).
-    pub subject: String,
+    /// The subject (a user, a service account, or `system:…` for HCP itself). Shared text: a
+    /// job record and each of its events carry it, and a copy costs a reference count.
+    pub subject: Arc<str>,
 }
 
 clone_in_place!(Principal {
@@ -963,7 +964,7 @@ clone_in_place!(Principal {
 
 impl Principal {
     /// Creates a principal for `subject`.
-    pub fn new(subject: impl Into<String>) -> Self {
+    pub fn new(subject: impl Into<Arc<str>>) -> Self {
         Principal {
             subject: subject.into(),
         }

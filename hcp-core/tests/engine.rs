@@ -763,7 +763,7 @@ async fn drift_is_classified_reported_once_and_power_restored_per_policy() {
         .unwrap()
         .items
         .into_iter()
-        .find(|j| j.principal.subject == "system:reconciler")
+        .find(|j| &*j.principal.subject == "system:reconciler")
         .expect("a repair job");
     assert_eq!(wait(&r.engine, &repair.id).await.state, JobState::Succeeded);
     let vm_b = r.engine.get_vm(&Scope::All, &b.vm_id).await.unwrap();

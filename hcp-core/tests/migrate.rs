@@ -147,7 +147,7 @@ async fn a_vm_moves_to_a_named_host_with_its_capacity_and_an_audit_event() {
         .collect();
     assert_eq!(
         moved,
-        [("sim", "sim-a1", "sim-a2", Some("ops-olga".to_string()))]
+        [("sim", "sim-a1", "sim-a2", Some("ops-olga".into()))]
     );
     // And back again: the VM's new host is its current host from now on.
     let s = e

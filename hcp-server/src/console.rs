@@ -238,7 +238,7 @@ impl ConsoleProxy {
             grant: Grant {
                 vm_id: vm_id.clone(),
                 project: ctx.project.clone(),
-                subject: ctx.principal.subject.clone(),
+                subject: ctx.principal.subject.to_string(),
                 upstream,
             },
             deadline: after(now, left),

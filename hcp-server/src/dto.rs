@@ -1169,7 +1169,7 @@ impl JobDto {
             max_attempts: j.max_attempts,
             progress: j.progress,
             principal: PrincipalDto {
-                subject: j.principal.subject.clone(),
+                subject: j.principal.subject.to_string(),
             },
             idempotency_key: j.idempotency_key.clone(),
             host: (!tenant).then(|| j.host.clone()),
@@ -2526,7 +2526,7 @@ mod tests {
                 at: if seq % 2 == 0 { t1 } else { t2 },
                 project: project.map(hcp_core::ProjectId::new),
                 vm_id: project.map(|_| VmId::new("vm-1")),
-                principal: project.map(|_| "alice".to_string()),
+                principal: project.map(|_| "alice".into()),
                 kind,
             })
         };

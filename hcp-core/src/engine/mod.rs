@@ -1080,7 +1080,7 @@ impl Engine {
                 validate_idempotency_key(key)?;
                 let scope = IdempotencyScope {
                     project: ctx.project.clone(),
-                    principal: ctx.principal.subject.clone(),
+                    principal: ctx.principal.subject.to_string(),
                     operation: op,
                     key: key.clone(),
                 };

@@ -13,6 +13,7 @@
 //! - The poller asks the store for claimable jobs every third of the lease and offers those the
 //!   scheduler does not know; the scheduler ignores jobs it already queues or runs.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -119,20 +120,21 @@ impl Held {
         !self.lost.is_cancelled() && Instant::now() < self.deadline()
     }
 
-    /// Completes once the lease is lost or may have lapsed.
+    /// Completes once the lease is lost or may have lapsed. It reads the clock each time it is
+    /// polled, so a job resumed past its lease (a process stopped and continued) stops before
+    /// anything else it does, and it needs no timer of its own: the heartbeat ([`Held::keep`]),
+    /// which runs in the same task, wakes the task at the lease's deadline and then marks the
+    /// lease lost.
     pub(crate) async fn lost(&self) {
-        loop {
-            let deadline = self.deadline();
-            tokio::select! {
-                biased;
-                _ = self.lost.cancelled() => return,
-                _ = tokio::time::sleep_until(deadline) => {
-                    if !self.is_held() {
-                        return;
-                    }
-                }
+        let cancelled = self.lost.cancelled();
+        let mut cancelled = std::pin::pin!(cancelled);
+        std::future::poll_fn(|cx| {
+            if Instant::now() >= self.deadline() {
+                return std::task::Poll::Ready(());
             }
-        }
+            cancelled.as_mut().poll(cx)
+        })
+        .await;
     }
 }
 

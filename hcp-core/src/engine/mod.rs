@@ -694,7 +694,14 @@ impl Inner {
             };
             let expected = job.generation;
             f(&mut job)?;
-            match self.store.update_job_fenced(job, expected, token).await {
+            // The in-memory store writes the worker's copy where it is: no future, no moves.
+            let written = match self.store.as_memory() {
+                Some(memory) => memory
+                    .update_job_fenced_now(&mut job, expected, token)
+                    .map(|()| job),
+                None => self.store.update_job_fenced(job, expected, token).await,
+            };
+            match written {
                 Ok(j) => return Ok(j),
                 Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
                 Err(e) => return Err(e),

@@ -285,6 +285,23 @@ impl MemoryStore {
         Ok(Some((entry.job.clone(), start)))
     }
 
+    /// [`Store::update_job_fenced`] of the caller's copy of a job, without a future and without
+    /// moving the job in and out: on success `job` carries what was written (its new generation
+    /// and the stored lease).
+    ///
+    /// # Errors
+    /// [`Store::update_job_fenced`]'s.
+    pub(crate) fn update_job_fenced_now(
+        &self,
+        job: &mut Job,
+        expected: u64,
+        token: u64,
+    ) -> Result<()> {
+        let mut s = self.lock();
+        s.lease_mut(&job.id, None, token)?;
+        s.replace_job_in_place(job, expected)
+    }
+
     /// Returns job `id`'s log lines numbered `first` and later (those still kept).
     ///
     /// # Errors
@@ -688,6 +705,13 @@ impl State {
 
     /// Replaces a job (compare-and-swap), keeping the stored lease.
     fn replace_job(&mut self, mut job: Job, expected: u64) -> Result<Job> {
+        self.replace_job_in_place(&mut job, expected)?;
+        Ok(job)
+    }
+
+    /// [`State::replace_job`] of the caller's copy, which it brings up to date (its generation,
+    /// the stored lease) instead of moving it in and out.
+    fn replace_job_in_place(&mut self, job: &mut Job, expected: u64) -> Result<()> {
         let entry = self
             .jobs
             .get_mut(&job.id)
@@ -709,9 +733,9 @@ impl State {
             lease.until = lease.until.min(crate::clock::system_now());
         }
         // In place: the stored job's text allocations are reused.
-        entry.job.clone_from(&job);
-        self.track(&job);
-        Ok(job)
+        entry.job.clone_from(job);
+        self.track(job);
+        Ok(())
     }
 
     /// Returns the lease of job `id` when it carries `holder` (any holder: `None`) and `token`.

@@ -765,7 +765,13 @@ impl Inner {
             let expected = vm.generation;
             f(&mut vm);
             vm.updated_at = self.now();
-            match self.store.put_vm_fenced(vm, Some(expected), fence).await {
+            // The in-memory store (which has no leadership to fence) writes this copy where it
+            // is: no future, no moves.
+            let written = match self.store.as_memory() {
+                Some(memory) => memory.replace_vm_now(&mut vm, expected).map(|()| vm),
+                None => self.store.put_vm_fenced(vm, Some(expected), fence).await,
+            };
+            match written {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
                 // Removed since it was read: the fresh read says so.

@@ -302,6 +302,16 @@ impl MemoryStore {
         s.replace_job_in_place(job, expected)
     }
 
+    /// [`Store::put_vm`] replacing VM `vm.id` at generation `expected` with the caller's copy,
+    /// without a future and without moving the VM in and out: on success `vm` carries its new
+    /// generation.
+    ///
+    /// # Errors
+    /// [`Store::put_vm`]'s.
+    pub(crate) fn replace_vm_now(&self, vm: &mut Vm, expected: u64) -> Result<()> {
+        self.lock().replace_vm_in_place(vm, expected)
+    }
+
     /// Returns job `id`'s log lines numbered `first` and later (those still kept).
     ///
     /// # Errors
@@ -459,6 +469,13 @@ impl State {
     }
 
     fn replace_vm(&mut self, mut vm: Vm, expected: u64) -> Result<Vm> {
+        self.replace_vm_in_place(&mut vm, expected)?;
+        Ok(vm)
+    }
+
+    /// [`State::replace_vm`] of the caller's copy, which it brings up to date (its generation)
+    /// instead of moving it in and out.
+    fn replace_vm_in_place(&mut self, vm: &mut Vm, expected: u64) -> Result<()> {
         let cur = self.check_vm(&vm.id, expected)?;
         if cur.project != vm.project || cur.spec.name != vm.spec.name {
             return Err(Error::internal("a VM's project and name never change"));
@@ -483,20 +500,20 @@ impl State {
             }
         }
         vm.generation = expected + 1;
-        self.apply_usage(&vm.project, before, Usage::of(&vm));
+        self.apply_usage(&vm.project, before, Usage::of(vm));
         match host_before {
             // A move: the old host gives back what the new one takes.
             Some((old, held)) => {
                 self.apply_host_usage(&old, held, Usage::default());
-                self.apply_host_usage(&vm, Usage::default(), Usage::on_host(&vm));
+                self.apply_host_usage(vm, Usage::default(), Usage::on_host(vm));
             }
-            None => self.apply_host_usage(&vm, held_before, Usage::on_host(&vm)),
+            None => self.apply_host_usage(vm, held_before, Usage::on_host(vm)),
         }
         match self.vms.get_mut(&vm.id) {
-            Some(slot) => vm.clone_into(slot),
+            Some(slot) => (*vm).clone_into(slot),
             None => return Err(Error::internal("a checked VM vanished")),
         }
-        Ok(vm)
+        Ok(())
     }
 
     /// Returns a group with its members filled in.

@@ -757,7 +757,7 @@ impl Inner {
             let guess = known.is_some();
             let mut vm = match known.take() {
                 Some(vm) => vm,
-                None => match self.store.get_vm(&Scope::All, id).await? {
+                None => match self.read_vm(id).await? {
                     Some(vm) => vm,
                     None => return Ok(None),
                 },
@@ -782,6 +782,14 @@ impl Inner {
         Err(Error::internal(format!(
             "vm `{id}` kept changing; gave up updating it"
         )))
+    }
+
+    /// Reads VM `id` in any scope; on the in-memory store without a future.
+    pub(crate) async fn read_vm(&self, id: &VmId) -> Result<Option<Vm>> {
+        match self.store.as_memory() {
+            Some(memory) => Ok(memory.get_vm_now(&Scope::All, id)),
+            None => self.store.get_vm(&Scope::All, id).await,
+        }
     }
 
     /// Returns the VM `vm_id` visible in `scope` and not deleted.

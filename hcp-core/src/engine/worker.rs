@@ -155,10 +155,15 @@ pub(crate) async fn run(
     };
     // A job in retry backoff keeps its lease until its retry time; any other is given up.
     if !matches!(msg, SchedMsg::Retry { .. }) || !held.is_held() {
-        let _ = inner
-            .store
-            .release_lease(job_id, &inner.holder, token)
-            .await;
+        let _ = match inner.store.as_memory() {
+            Some(memory) => memory.release_lease_now(job_id, &inner.holder, token),
+            None => {
+                inner
+                    .store
+                    .release_lease(job_id, &inner.holder, token)
+                    .await
+            }
+        };
     }
     drop(held);
     msg
@@ -348,7 +353,7 @@ async fn run_claimed(
         }
     };
     publish_status(inner, &job);
-    let Ok(Some(vm)) = inner.store.get_vm(&Scope::All, &job.vm_id).await else {
+    let Ok(Some(vm)) = inner.read_vm(&job.vm_id).await else {
         let err = Error::internal(format!("vm `{}` of job `{}` is gone", job.vm_id, job.id));
         let _ = Box::pin(fail(inner, job.clone(), None, err, JobState::Running)).await;
         return finished(job.vm_id);
@@ -1157,7 +1162,11 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
 /// [`forget_vm`] from the VM as the worker read it: no read first unless somebody wrote it
 /// since.
 async fn forget_known_vm(inner: &Inner, vm: &Vm) -> crate::Result<()> {
-    match inner.store.remove_vm(&vm.id, vm.generation).await {
+    let removed = match inner.store.as_memory() {
+        Some(memory) => memory.remove_vm_now(&vm.id, vm.generation),
+        None => inner.store.remove_vm(&vm.id, vm.generation).await,
+    };
+    match removed {
         Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => {
             forget_vm(inner, &vm.id).await
         }

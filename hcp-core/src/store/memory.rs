@@ -312,6 +312,60 @@ impl MemoryStore {
         self.lock().replace_vm_in_place(vm, expected)
     }
 
+    /// [`Store::get_vm`] without a future.
+    pub(crate) fn get_vm_now(&self, scope: &Scope, id: &VmId) -> Option<Vm> {
+        self.lock()
+            .vm(id)
+            .filter(|v| scope.allows(&v.project))
+            .cloned()
+    }
+
+    /// [`Store::remove_vm`] without a future.
+    ///
+    /// # Errors
+    /// [`Store::remove_vm`]'s.
+    pub(crate) fn remove_vm_now(&self, id: &VmId, expected: u64) -> Result<()> {
+        let mut s = self.lock();
+        s.check_vm(id, expected)?;
+        let Some(vm) = s.vms.remove(id) else {
+            return Err(Error::internal("a checked VM vanished"));
+        };
+        let State {
+            vms,
+            vm_ids,
+            project_vms,
+            ..
+        } = &mut *s;
+        vm_ids.remove(|id| vms.contains_key(id));
+        if let Some(ids) = project_vms.get_mut(&vm.project) {
+            ids.remove(|id| vms.get(id).is_some_and(|v| v.project == vm.project));
+        }
+        if let Some(g) = &vm.spec.server_group
+            && let Some(set) = s.group_members.get_mut(g)
+        {
+            set.remove(id);
+        }
+        s.apply_usage(&vm.project, Usage::of(&vm), Usage::default());
+        s.apply_host_usage(&vm, Usage::on_host(&vm), Usage::default());
+        s.vm_names
+            .remove(&(vm.project.clone(), vm.spec.name.clone()));
+        Ok(())
+    }
+
+    /// [`Store::release_lease`] without a future.
+    ///
+    /// # Errors
+    /// [`Store::release_lease`]'s.
+    pub(crate) fn release_lease_now(&self, id: &JobId, holder: &str, token: u64) -> Result<()> {
+        let now = crate::clock::system_now();
+        let mut s = self.lock();
+        let entry = s.lease_mut(id, Some(holder), token)?;
+        if let Some(lease) = entry.job.lease.as_mut() {
+            lease.until = lease.until.min(now);
+        }
+        Ok(())
+    }
+
     /// Returns job `id`'s log lines numbered `first` and later (those still kept).
     ///
     /// # Errors
@@ -907,11 +961,7 @@ impl Store for MemoryStore {
     }
 
     async fn get_vm(&self, scope: &Scope, id: &VmId) -> Result<Option<Vm>> {
-        Ok(self
-            .lock()
-            .vm(id)
-            .filter(|v| scope.allows(&v.project))
-            .cloned())
+        Ok(self.get_vm_now(scope, id))
     }
 
     async fn find_vm_by_name(&self, project: &ProjectId, name: &str) -> Result<Option<Vm>> {
@@ -1065,31 +1115,7 @@ impl Store for MemoryStore {
     }
 
     async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()> {
-        let mut s = self.lock();
-        s.check_vm(id, expected)?;
-        let Some(vm) = s.vms.remove(id) else {
-            return Err(Error::internal("a checked VM vanished"));
-        };
-        let State {
-            vms,
-            vm_ids,
-            project_vms,
-            ..
-        } = &mut *s;
-        vm_ids.remove(|id| vms.contains_key(id));
-        if let Some(ids) = project_vms.get_mut(&vm.project) {
-            ids.remove(|id| vms.get(id).is_some_and(|v| v.project == vm.project));
-        }
-        if let Some(g) = &vm.spec.server_group
-            && let Some(set) = s.group_members.get_mut(g)
-        {
-            set.remove(id);
-        }
-        s.apply_usage(&vm.project, Usage::of(&vm), Usage::default());
-        s.apply_host_usage(&vm, Usage::on_host(&vm), Usage::default());
-        s.vm_names
-            .remove(&(vm.project.clone(), vm.spec.name.clone()));
-        Ok(())
+        self.remove_vm_now(id, expected)
     }
 
     async fn get_job(&self, scope: &Scope, id: &JobId) -> Result<Option<Job>> {
@@ -1396,13 +1422,7 @@ impl Store for MemoryStore {
     }
 
     async fn release_lease(&self, id: &JobId, holder: &str, token: u64) -> Result<()> {
-        let now = crate::clock::system_now();
-        let mut s = self.lock();
-        let entry = s.lease_mut(id, Some(holder), token)?;
-        if let Some(lease) = entry.job.lease.as_mut() {
-            lease.until = lease.until.min(now);
-        }
-        Ok(())
+        self.release_lease_now(id, holder, token)
     }
 
     async fn update_job_fenced(&self, job: Job, expected: u64, token: u64) -> Result<Job> {

@@ -81,7 +81,7 @@ async fn jobs_per_second(n: usize) {
         jobs as f64 / wall.as_secs_f64()
     );
     println!(
-        "  cpu  {:.3} s  ->  {:.1} us CPU per job   (previous: 31.2 us at 10,000, 33.8 us at 100,000 on 590c1c5, medians of five and three runs alternated with this code's on one machine; 30.3 / 37.2 us on 62bcc92; target: <= 15 us, the same at 10,000 and 100,000)",
+        "  cpu  {:.3} s  ->  {:.1} us CPU per job   (previous: 24.7 us at 10,000, 23.6 us at 100,000 on 590c1c5, medians of five and three runs alternated with this code's on one machine; 30.3 / 37.2 us on 62bcc92; target: <= 15 us, the same at 10,000 and 100,000)",
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / jobs as f64
     );

@@ -975,14 +975,8 @@ impl Store for MemoryStore {
     async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>> {
         let s = self.lock();
         let limit = page.clamped_limit();
-        let lower = match &page.cursor {
-            Some(c) => Bound::Excluded(VmId::new(c.clone())),
-            None => Bound::Unbounded,
-        };
-        let lower = match &lower {
-            Bound::Excluded(id) => Bound::Excluded(id),
-            _ => Bound::Unbounded,
-        };
+        let cursor = page.cursor.as_ref().map(|c| VmId::new(c.clone()));
+        let lower = cursor.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
         // Every id is looked up, and kept only when its VM exists in scope (see `VmIds`).
         let in_scope = |k: &VmId| s.vm(k).filter(|v| scope.allows(&v.project)).cloned();
         Ok(match scope {
@@ -1425,10 +1419,9 @@ impl Store for MemoryStore {
         self.release_lease_now(id, holder, token)
     }
 
-    async fn update_job_fenced(&self, job: Job, expected: u64, token: u64) -> Result<Job> {
-        let mut s = self.lock();
-        s.lease_mut(&job.id, None, token)?;
-        s.replace_job(job, expected)
+    async fn update_job_fenced(&self, mut job: Job, expected: u64, token: u64) -> Result<Job> {
+        self.update_job_fenced_now(&mut job, expected, token)?;
+        Ok(job)
     }
 
     async fn claimable_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>> {

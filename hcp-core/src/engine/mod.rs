@@ -784,11 +784,49 @@ impl Inner {
         )))
     }
 
-    /// Reads VM `id` in any scope; on the in-memory store without a future.
+    // The worker's store calls. On the in-memory store each goes straight to the store, without
+    // a boxed future; on any other, through the `Store` trait.
+
+    /// Reads VM `id` in any scope.
     pub(crate) async fn read_vm(&self, id: &VmId) -> Result<Option<Vm>> {
         match self.store.as_memory() {
             Some(memory) => Ok(memory.get_vm_now(&Scope::All, id)),
             None => self.store.get_vm(&Scope::All, id).await,
+        }
+    }
+
+    /// Claims job `id` for this engine until `until`; returns it and whether the claim also
+    /// started it at `now` (the in-memory store does both in one write; any other store only
+    /// claims, and the worker starts the job).
+    pub(crate) async fn claim_job(
+        &self,
+        id: &JobId,
+        until: chrono::DateTime<Utc>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Option<(Job, bool)>> {
+        match self.store.as_memory() {
+            Some(memory) => memory.claim_and_start_now(id, &self.holder, until, now),
+            None => Ok(self
+                .store
+                .claim_job(id, &self.holder, until)
+                .await?
+                .map(|j| (j, false))),
+        }
+    }
+
+    /// Gives up this engine's lease `token` on job `id`.
+    pub(crate) async fn release_lease(&self, id: &JobId, token: u64) -> Result<()> {
+        match self.store.as_memory() {
+            Some(memory) => memory.release_lease_now(id, &self.holder, token),
+            None => self.store.release_lease(id, &self.holder, token).await,
+        }
+    }
+
+    /// Removes VM `id` at generation `expected`.
+    pub(crate) async fn remove_vm(&self, id: &VmId, expected: u64) -> Result<()> {
+        match self.store.as_memory() {
+            Some(memory) => memory.remove_vm_now(id, expected),
+            None => self.store.remove_vm(id, expected).await,
         }
     }
 

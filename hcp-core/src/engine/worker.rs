@@ -121,17 +121,8 @@ pub(crate) async fn run(
     // start time, what is left of its time.
     let now = inner.now();
     let until = leases::until(now, inner.settings.job_lease);
-    // The in-memory store claims and starts the job in one write; any other claims it here and
-    // `run_claimed` starts it.
-    let claimed = match inner.store.as_memory() {
-        Some(memory) => memory.claim_and_start_now(job_id, &inner.holder, until, now),
-        None => inner
-            .store
-            .claim_job(job_id, &inner.holder, until)
-            .await
-            .map(|j| j.map(|j| (j, false))),
-    };
-    let (job, started) = match claimed {
+    // Claimed and started in one write on the in-memory store; elsewhere `run_claimed` starts it.
+    let (job, started) = match inner.claim_job(job_id, until, now).await {
         Ok(Some(j)) => j,
         // Ended, held elsewhere, or behind an older job of its VM: the poller offers it again
         // once it can run. Gone (purged): nothing to run. Either way its VM's queue moves on.
@@ -155,15 +146,7 @@ pub(crate) async fn run(
     };
     // A job in retry backoff keeps its lease until its retry time; any other is given up.
     if !matches!(msg, SchedMsg::Retry { .. }) || !held.is_held() {
-        let _ = match inner.store.as_memory() {
-            Some(memory) => memory.release_lease_now(job_id, &inner.holder, token),
-            None => {
-                inner
-                    .store
-                    .release_lease(job_id, &inner.holder, token)
-                    .await
-            }
-        };
+        let _ = inner.release_lease(job_id, token).await;
     }
     drop(held);
     msg
@@ -1162,11 +1145,7 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
 /// [`forget_vm`] from the VM as the worker read it: no read first unless somebody wrote it
 /// since.
 async fn forget_known_vm(inner: &Inner, vm: &Vm) -> crate::Result<()> {
-    let removed = match inner.store.as_memory() {
-        Some(memory) => memory.remove_vm_now(&vm.id, vm.generation),
-        None => inner.store.remove_vm(&vm.id, vm.generation).await,
-    };
-    match removed {
+    match inner.remove_vm(&vm.id, vm.generation).await {
         Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => {
             forget_vm(inner, &vm.id).await
         }

@@ -52,6 +52,13 @@ use crate::{
 };
 
 use inventory::InventoryState;
+/// The future of a store call the worker awaits: finished before it is returned on the in-memory
+/// store (which answers without waiting), boxed on any other (whose answer is I/O away). Small
+/// either way, so the futures that await it stay small: a job's futures are moved and boxed
+/// whole, and each byte of them is copied each time.
+pub(crate) type StoreCall<'a, T> =
+    futures::future::Either<std::future::Ready<T>, futures::future::BoxFuture<'a, T>>;
+
 use scheduler::SchedMsg;
 use watch::LogMsg;
 
@@ -569,37 +576,37 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 
 impl Inner {
     /// Records an audit event about `job`'s VM, caused by its principal (the worker's events).
-    pub(crate) async fn emit_for_job(&self, job: &Job, kind: EventKind) {
+    pub(crate) fn emit_for_job(&self, job: &Job, kind: EventKind) -> StoreCall<'_, ()> {
         self.emit(
             Some(job.project.clone()),
             Some(job.vm_id.clone()),
             Some(&job.principal),
             kind,
         )
-        .await;
     }
 
-    /// Appends an event to the store, hands it to every sink and to live subscribers; returns
-    /// once that is done (or has failed and been logged).
-    pub(crate) async fn emit(
+    /// Appends an event to the store, hands it to every sink and to live subscribers; the
+    /// returned future ends once that is done (or has failed and been logged).
+    pub(crate) fn emit(
         &self,
         project: Option<ProjectId>,
         vm_id: Option<VmId>,
         principal: Option<&Principal>,
         kind: EventKind,
-    ) {
-        self.emit_at(None, project, vm_id, principal, kind).await;
+    ) -> StoreCall<'_, ()> {
+        self.emit_at(None, project, vm_id, principal, kind)
     }
 
-    /// [`Inner::emit`] of an event that happened `at` (read from the clock when `None`).
-    pub(crate) async fn emit_at(
+    /// [`Inner::emit`] of an event that happened `at` (read from the clock when `None`). On the
+    /// in-memory store the event is appended and handed on before this returns.
+    pub(crate) fn emit_at(
         &self,
         at: Option<chrono::DateTime<Utc>>,
         project: Option<ProjectId>,
         vm_id: Option<VmId>,
         principal: Option<&Principal>,
         kind: EventKind,
-    ) {
+    ) -> StoreCall<'_, ()> {
         let event = Event {
             seq: 0,
             at: at.unwrap_or_else(|| self.now()),
@@ -610,17 +617,19 @@ impl Inner {
         };
         if let Some(store) = self.store.as_memory() {
             self.publish(Ok(store.append_event_now(event)));
-            return;
+            return StoreCall::Left(std::future::ready(()));
         }
-        if let Some(writer) = &self.event_writer {
-            let (done, appended) = tokio::sync::oneshot::channel();
-            if writer.send((event, done)).is_ok() {
-                let _ = appended.await;
+        StoreCall::Right(Box::pin(async move {
+            if let Some(writer) = &self.event_writer {
+                let (done, appended) = tokio::sync::oneshot::channel();
+                if writer.send((event, done)).is_ok() {
+                    let _ = appended.await;
+                }
+                return;
             }
-            return;
-        }
-        let appended = self.store.append_event(event).await;
-        self.publish(appended);
+            let appended = self.store.append_event(event).await;
+            self.publish(appended);
+        }))
     }
 
     /// Hands an appended event to every sink and to live subscribers, or logs why it was not
@@ -664,19 +673,64 @@ impl Inner {
 
     /// Like [`Inner::update_job_with`], for the worker holding the job's lease `token`: the
     /// write is refused with `LEASE_LOST` (and nothing retried) once another worker claimed it.
-    pub(crate) async fn update_job_fenced_with(
-        &self,
-        id: &JobId,
+    pub(crate) fn update_job_fenced_with<'a>(
+        &'a self,
+        id: &'a JobId,
         token: u64,
-        f: impl FnMut(&mut Job) -> Result<()>,
-    ) -> Result<Job> {
-        self.update_job_fenced_from(None, id, token, f).await
+        f: impl FnMut(&mut Job) -> Result<()> + Send + 'a,
+    ) -> StoreCall<'a, Result<Job>> {
+        self.update_job_fenced_from(None, id, token, f)
     }
 
     /// [`Inner::update_job_fenced_with`] starting from `known`, the job as this worker last
     /// wrote or read it: no read when nobody wrote it since (the usual case for the job a
-    /// worker holds), a fresh read and another try when somebody did.
-    pub(crate) async fn update_job_fenced_from(
+    /// worker holds), a fresh read and another try when somebody did. On the in-memory store
+    /// the update is done before this returns, on the worker's copy where it is.
+    pub(crate) fn update_job_fenced_from<'a>(
+        &'a self,
+        known: Option<Job>,
+        id: &'a JobId,
+        token: u64,
+        f: impl FnMut(&mut Job) -> Result<()> + Send + 'a,
+    ) -> StoreCall<'a, Result<Job>> {
+        match self.store.as_memory() {
+            Some(memory) => StoreCall::Left(std::future::ready(Self::update_job_fenced_now(
+                memory, known, id, token, f,
+            ))),
+            None => StoreCall::Right(Box::pin(self.update_stored_job_fenced(known, id, token, f))),
+        }
+    }
+
+    /// [`Inner::update_job_fenced_from`] on the in-memory store.
+    pub(crate) fn update_job_fenced_now(
+        memory: &MemoryStore,
+        mut known: Option<Job>,
+        id: &JobId,
+        token: u64,
+        mut f: impl FnMut(&mut Job) -> Result<()>,
+    ) -> Result<Job> {
+        for _ in 0..16 {
+            let mut job = match known.take() {
+                Some(job) => job,
+                None => memory
+                    .get_job_now(id)
+                    .ok_or_else(|| Error::not_found("job", id))?,
+            };
+            let expected = job.generation;
+            f(&mut job)?;
+            match memory.update_job_fenced_now(&mut job, expected, token) {
+                Ok(()) => return Ok(job),
+                Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::internal(format!(
+            "job `{id}` kept changing; gave up updating it"
+        )))
+    }
+
+    /// [`Inner::update_job_fenced_from`] on any store but the in-memory one.
+    pub(crate) async fn update_stored_job_fenced(
         &self,
         mut known: Option<Job>,
         id: &JobId,
@@ -694,14 +748,7 @@ impl Inner {
             };
             let expected = job.generation;
             f(&mut job)?;
-            // The in-memory store writes the worker's copy where it is: no future, no moves.
-            let written = match self.store.as_memory() {
-                Some(memory) => memory
-                    .update_job_fenced_now(&mut job, expected, token)
-                    .map(|()| job),
-                None => self.store.update_job_fenced(job, expected, token).await,
-            };
-            match written {
+            match self.store.update_job_fenced(job, expected, token).await {
                 Ok(j) => return Ok(j),
                 Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
                 Err(e) => return Err(e),
@@ -714,39 +761,90 @@ impl Inner {
 
     /// Reads a VM, applies `f`, and writes it back, retrying when a concurrent write intervened.
     /// Returns `None` when the VM is gone.
-    pub(crate) async fn update_vm_with(
-        &self,
-        id: &VmId,
-        f: impl FnMut(&mut Vm),
-    ) -> Result<Option<Vm>> {
-        self.update_vm_from(None, id, f).await
+    pub(crate) fn update_vm_with<'a>(
+        &'a self,
+        id: &'a VmId,
+        f: impl FnMut(&mut Vm) + Send + 'a,
+    ) -> StoreCall<'a, Result<Option<Vm>>> {
+        self.update_vm_as(None, id, None, f)
     }
 
     /// [`Inner::update_vm_with`] starting from `known`, the VM as this worker last read it: no
     /// read when nobody wrote it since, a fresh read and another try when somebody did (or
     /// removed it).
-    pub(crate) async fn update_vm_from(
-        &self,
+    pub(crate) fn update_vm_from<'a>(
+        &'a self,
         known: Option<Vm>,
-        id: &VmId,
-        f: impl FnMut(&mut Vm),
-    ) -> Result<Option<Vm>> {
-        self.update_vm_as(known, id, None, f).await
+        id: &'a VmId,
+        f: impl FnMut(&mut Vm) + Send + 'a,
+    ) -> StoreCall<'a, Result<Option<Vm>>> {
+        self.update_vm_as(known, id, None, f)
     }
 
     /// [`Inner::update_vm_with`] for a singleton duty: with a `fence`, every write carries it
     /// ([`Store::put_vm_fenced`]), so a deposed leader's write is refused with code
     /// [`crate::CODE_LEADERSHIP_LOST`].
-    pub(crate) async fn update_vm_fenced(
-        &self,
-        id: &VmId,
-        fence: Option<&crate::LeaderFence>,
-        f: impl FnMut(&mut Vm),
-    ) -> Result<Option<Vm>> {
-        self.update_vm_as(None, id, fence, f).await
+    pub(crate) fn update_vm_fenced<'a>(
+        &'a self,
+        id: &'a VmId,
+        fence: Option<&'a crate::LeaderFence>,
+        f: impl FnMut(&mut Vm) + Send + 'a,
+    ) -> StoreCall<'a, Result<Option<Vm>>> {
+        self.update_vm_as(None, id, fence, f)
     }
 
-    async fn update_vm_as(
+    /// On the in-memory store (which has no leadership to fence) the update is done before this
+    /// returns, on the worker's copy where it is: no future, no moves.
+    fn update_vm_as<'a>(
+        &'a self,
+        known: Option<Vm>,
+        id: &'a VmId,
+        fence: Option<&'a crate::LeaderFence>,
+        f: impl FnMut(&mut Vm) + Send + 'a,
+    ) -> StoreCall<'a, Result<Option<Vm>>> {
+        match self.store.as_memory() {
+            Some(memory) => {
+                StoreCall::Left(std::future::ready(self.update_vm_now(memory, known, id, f)))
+            }
+            None => StoreCall::Right(Box::pin(self.update_stored_vm(known, id, fence, f))),
+        }
+    }
+
+    /// [`Inner::update_vm_as`] on the in-memory store.
+    fn update_vm_now(
+        &self,
+        memory: &MemoryStore,
+        mut known: Option<Vm>,
+        id: &VmId,
+        mut f: impl FnMut(&mut Vm),
+    ) -> Result<Option<Vm>> {
+        for _ in 0..16 {
+            let guess = known.is_some();
+            let mut vm = match known.take() {
+                Some(vm) => vm,
+                None => match memory.get_vm_now(&Scope::All, id) {
+                    Some(vm) => vm,
+                    None => return Ok(None),
+                },
+            };
+            let expected = vm.generation;
+            f(&mut vm);
+            vm.updated_at = self.now();
+            match memory.replace_vm_now(&mut vm, expected) {
+                Ok(()) => return Ok(Some(vm)),
+                Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
+                // Removed since it was read: the fresh read says so.
+                Err(e) if guess && e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::internal(format!(
+            "vm `{id}` kept changing; gave up updating it"
+        )))
+    }
+
+    /// [`Inner::update_vm_as`] on any store but the in-memory one.
+    async fn update_stored_vm(
         &self,
         mut known: Option<Vm>,
         id: &VmId,
@@ -757,7 +855,7 @@ impl Inner {
             let guess = known.is_some();
             let mut vm = match known.take() {
                 Some(vm) => vm,
-                None => match self.read_vm(id).await? {
+                None => match self.store.get_vm(&Scope::All, id).await? {
                     Some(vm) => vm,
                     None => return Ok(None),
                 },
@@ -765,12 +863,7 @@ impl Inner {
             let expected = vm.generation;
             f(&mut vm);
             vm.updated_at = self.now();
-            // The in-memory store (which has no leadership to fence) writes this copy where it
-            // is: no future, no moves.
-            let written = match self.store.as_memory() {
-                Some(memory) => memory.replace_vm_now(&mut vm, expected).map(|()| vm),
-                None => self.store.put_vm_fenced(vm, Some(expected), fence).await,
-            };
+            let written = self.store.put_vm_fenced(vm, Some(expected), fence).await;
             match written {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,

@@ -1156,8 +1156,14 @@ async fn forget_known_vm(inner: &Inner, vm: &Vm) -> crate::Result<()> {
 
 /// Removes a VM's record from the store (its delete or release succeeded).
 async fn forget_vm(inner: &Inner, vm_id: &crate::VmId) -> crate::Result<()> {
-    if let Some(cur) = inner.store.get_vm(&Scope::All, vm_id).await? {
-        inner.store.remove_vm(vm_id, cur.generation).await?;
+    // Only the generation is kept across the removal: a small future.
+    let generation = inner
+        .store
+        .get_vm(&Scope::All, vm_id)
+        .await?
+        .map(|v| v.generation);
+    if let Some(generation) = generation {
+        inner.store.remove_vm(vm_id, generation).await?;
     }
     Ok(())
 }
@@ -1460,17 +1466,24 @@ async fn end(
 /// Writes a job a worker runs, from `job` as the worker last read or wrote it: fenced with the
 /// token of the lease `job` carries (refused with `LEASE_LOST` once another worker claimed it),
 /// unfenced for a job without a lease.
-async fn write_job(
-    inner: &Inner,
+fn write_job<'a>(
+    inner: &'a Inner,
     job: Job,
-    f: impl FnMut(&mut Job) -> crate::Result<()>,
-) -> crate::Result<Job> {
-    match job.lease.as_ref().map(|l| l.token) {
-        Some(token) => {
-            let id = job.id.clone();
-            inner.update_job_fenced_from(Some(job), &id, token, f).await
+    f: impl FnMut(&mut Job) -> crate::Result<()> + Send + 'a,
+) -> super::StoreCall<'a, crate::Result<Job>> {
+    let id = job.id.clone();
+    match (job.lease.as_ref().map(|l| l.token), inner.store.as_memory()) {
+        (Some(token), Some(memory)) => super::StoreCall::Left(std::future::ready(
+            Inner::update_job_fenced_now(memory, Some(job), &id, token, f),
+        )),
+        (Some(token), None) => super::StoreCall::Right(Box::pin(async move {
+            inner
+                .update_stored_job_fenced(Some(job), &id, token, f)
+                .await
+        })),
+        (None, _) => {
+            super::StoreCall::Right(Box::pin(async move { inner.update_job_with(&id, f).await }))
         }
-        None => inner.update_job_with(&job.id, f).await,
     }
 }
 

@@ -320,6 +320,11 @@ impl MemoryStore {
             .cloned()
     }
 
+    /// [`Store::get_job`] in any scope, without a future.
+    pub(crate) fn get_job_now(&self, id: &JobId) -> Option<Job> {
+        self.lock().jobs.get(id).map(|e| e.job.clone())
+    }
+
     /// [`Store::remove_vm`] without a future.
     ///
     /// # Errors

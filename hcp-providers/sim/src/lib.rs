@@ -728,10 +728,13 @@ impl Provider for SimProvider {
             .await?;
         self.backend.write(|s| {
             let t = &*self.on_member(s, &args.target);
-            let Some(vm) = locate(s, t)? else {
+            let Some(key) = locate_key(s, t)? else {
                 return Ok(DeletedVm::new(false));
             };
-            if vm.power == PowerState::Running && !args.force {
+            if let Some(vm) = s.vm(&t.host, &key)
+                && vm.power == PowerState::Running
+                && !args.force
+            {
                 return Err(Error::new(
                     ErrorKind::Conflict,
                     format!(
@@ -740,8 +743,7 @@ impl Provider for SimProvider {
                     ),
                 ));
             }
-            let id = vm.native_id.clone();
-            s.remove_vm(&t.host, &id);
+            s.remove_vm(&t.host, &key);
             Ok(DeletedVm::new(true))
         })
     }

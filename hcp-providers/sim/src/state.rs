@@ -232,33 +232,90 @@ impl SimState {
 struct HostIndex {
     /// VM name → keys of the VMs with that name, in key order (names are unique per host, but a
     /// state file written by hand may repeat one).
-    names: HashMap<String, Vec<String>>,
+    names: HashMap<String, Keys>,
     /// HCP's VM id (from the mark) → keys of the VMs carrying it, in key order.
-    marks: HashMap<VmId, Vec<String>>,
+    marks: HashMap<VmId, Keys>,
     /// vCPUs of its VMs, summed wide enough never to wrap.
     vcpus: u64,
     /// Memory (MiB) of its VMs, summed wide enough never to wrap.
     memory_mib: u128,
 }
 
-fn add_key<K: Eq + std::hash::Hash>(map: &mut HashMap<K, Vec<String>>, k: K, key: &str) {
-    // Nearly always one key: a Vec grown from empty would hold room for four.
-    let keys = map.entry(k).or_insert_with(|| Vec::with_capacity(1));
-    if let Err(i) = keys.binary_search_by(|k| k.as_str().cmp(key)) {
-        keys.insert(i, key.to_string());
+/// The keys (native ids) an index entry names, in key order: nearly always one, held without a
+/// list of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Keys {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Keys {
+    /// Returns the first key in order.
+    fn first(&self) -> Option<&str> {
+        match self {
+            Keys::One(k) => Some(k),
+            Keys::Many(ks) => ks.first().map(String::as_str),
+        }
+    }
+
+    /// Adds `key`, keeping the order; a key held already stays once.
+    fn add(&mut self, key: &str) {
+        match self {
+            Keys::One(k) if k == key => {}
+            Keys::One(k) => {
+                let k = std::mem::take(k);
+                let mut ks = vec![k, key.to_string()];
+                ks.sort();
+                *self = Keys::Many(ks);
+            }
+            Keys::Many(ks) => {
+                if let Err(i) = ks.binary_search_by(|k| k.as_str().cmp(key)) {
+                    ks.insert(i, key.to_string());
+                }
+            }
+        }
+    }
+
+    /// Removes `key`; returns true when no key is left.
+    fn remove(&mut self, key: &str) -> bool {
+        match self {
+            Keys::One(k) => k == key,
+            Keys::Many(ks) => {
+                ks.retain(|x| x != key);
+                if ks.len() > 1 {
+                    return false;
+                }
+                // One left is held as one, as indexing afresh would hold it.
+                match ks.pop() {
+                    Some(k) => {
+                        *self = Keys::One(k);
+                        false
+                    }
+                    None => true,
+                }
+            }
+        }
     }
 }
 
-fn remove_key<K, Q>(map: &mut HashMap<K, Vec<String>>, k: &Q, key: &str)
+fn add_key<K: Eq + std::hash::Hash>(map: &mut HashMap<K, Keys>, k: K, key: &str) {
+    match map.entry(k) {
+        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().add(key),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(Keys::One(key.to_string()));
+        }
+    }
+}
+
+fn remove_key<K, Q>(map: &mut HashMap<K, Keys>, k: &Q, key: &str)
 where
     K: Eq + std::hash::Hash + std::borrow::Borrow<Q>,
     Q: Eq + std::hash::Hash + ?Sized,
 {
-    if let Some(keys) = map.get_mut(k) {
-        keys.retain(|x| x != key);
-        if keys.is_empty() {
-            map.remove(k);
-        }
+    if let Some(keys) = map.get_mut(k)
+        && keys.remove(key)
+    {
+        map.remove(k);
     }
 }
 
@@ -294,7 +351,7 @@ pub(crate) struct IndexedState {
     hosts: HashMap<String, HostIndex>,
     /// Native id → the hosts holding a VM under that key, in name order (one, unless a state
     /// file written by hand repeats an id on several hosts).
-    host_of: HashMap<String, Vec<String>>,
+    host_of: HashMap<String, Keys>,
 }
 
 impl IndexedState {
@@ -338,10 +395,7 @@ impl IndexedState {
 
     /// Returns the host holding the VM `native_id`.
     pub(crate) fn host_of(&self, native_id: &str) -> Option<&str> {
-        self.host_of
-            .get(native_id)
-            .and_then(|hosts| hosts.first())
-            .map(String::as_str)
+        self.host_of.get(native_id).and_then(Keys::first)
     }
 
     /// Returns the VM `native_id` of `host`.

@@ -668,7 +668,7 @@ pub struct Vm {
     /// The owning project.
     pub project: ProjectId,
     /// The spec it was created from (rebuilt from the host after a stateless restart).
-    pub spec: VmSpec,
+    pub spec: Arc<VmSpec>,
     /// Its resolved size.
     pub resources: Resources,
     /// The zone it was placed in.
@@ -711,7 +711,7 @@ clone_in_place!(Vm {
 impl Vm {
     /// Returns the tenant view: no host, no native id, no provider.
     pub fn tenant_view(&self) -> TenantVm {
-        let mut spec = self.spec.clone();
+        let mut spec = VmSpec::clone(&self.spec);
         // User-data may carry secrets: tenants see that it was set, not its text.
         let has_user_data = spec.user_data.take().is_some();
         TenantVm {
@@ -1243,8 +1243,10 @@ mod tests {
         let vm = Vm {
             id: VmId::generate(),
             project: "demo".into(),
-            spec: VmSpec::new("a", "ubuntu", "small")
-                .with_user_data("#cloud-config\npassword: s3cret"),
+            spec: Arc::new(
+                VmSpec::new("a", "ubuntu", "small")
+                    .with_user_data("#cloud-config\npassword: s3cret"),
+            ),
             resources: Resources::default(),
             zone: "z".into(),
             desired: DesiredState::Active,

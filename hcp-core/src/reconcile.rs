@@ -222,7 +222,7 @@ mod tests {
         Vm {
             id: id.into(),
             project: "demo".into(),
-            spec: VmSpec::new(id, "img", "small"),
+            spec: std::sync::Arc::new(VmSpec::new(id, "img", "small")),
             resources: Resources::default(),
             zone: "z".into(),
             desired,

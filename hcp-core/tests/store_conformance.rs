@@ -41,19 +41,20 @@ fn a_record_cloned_into_another_equals_its_source() {
     };
 
     let mut a = vm("p1", "a");
-    a.spec.flavor = None;
+    std::sync::Arc::make_mut(&mut a.spec).flavor = None;
     let mut b = vm("p2", "bee");
-    b.spec.image = "debian-12".into();
-    b.spec.vcpus = Some(4);
-    b.spec.memory_mib = Some(8192);
-    b.spec.disk_gib = Some(80);
-    b.spec.networks = vec![NetworkAttachment {
+    let spec = std::sync::Arc::make_mut(&mut b.spec);
+    spec.image = "debian-12".into();
+    spec.vcpus = Some(4);
+    spec.memory_mib = Some(8192);
+    spec.disk_gib = Some(80);
+    spec.networks = vec![NetworkAttachment {
         network: "lan".into(),
     }];
-    b.spec.zone = Some("z2".into());
-    b.spec.tags.insert("team".into(), "infra".into());
-    b.spec.user_data = Some("#cloud-config".into());
-    b.spec.server_group = Some(ServerGroupId::new("grp-1"));
+    spec.zone = Some("z2".into());
+    spec.tags.insert("team".into(), "infra".into());
+    spec.user_data = Some("#cloud-config".into());
+    spec.server_group = Some(ServerGroupId::new("grp-1"));
     b.resources.vcpus = 4;
     b.zone = "z2".into();
     b.desired = DesiredState::Deleted;

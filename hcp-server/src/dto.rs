@@ -808,7 +808,7 @@ impl From<Vm> for OpsVmDto {
         OpsVmDto {
             id: v.id.to_string(),
             project: v.project.to_string(),
-            spec: (&v.spec).into(),
+            spec: (&*v.spec).into(),
             has_user_data: v.spec.user_data.is_some(),
             resources: v.resources.into(),
             zone: v.zone,
@@ -2168,7 +2168,7 @@ mod tests {
         .unwrap();
         let mut full = empty.clone();
         full.id = VmId::new("vm-0002");
-        full.spec = VmSpec {
+        full.spec = std::sync::Arc::new(VmSpec {
             name: "web-1".into(),
             image: "ubuntu-24.04".into(),
             flavor: Some("small".into()),
@@ -2190,7 +2190,7 @@ mod tests {
                 .collect(),
             user_data: Some("#cloud-config\n".into()),
             server_group: None,
-        };
+        });
         full.desired = DesiredState::Error;
         full.desired_power = PowerState::Running;
         full.power = PowerState::Paused;

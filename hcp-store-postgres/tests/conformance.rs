@@ -300,7 +300,7 @@ async fn a_version_1_database_with_vms_upgrades_and_its_vms_filter_and_sort() {
     let store = open(&schema).await;
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
     let names = |p: hcp_core::store::Page<hcp_core::Vm>| -> Vec<String> {
-        p.items.into_iter().map(|v| v.spec.name).collect()
+        p.items.into_iter().map(|v| v.spec.name.clone()).collect()
     };
     let by_time = store
         .list_vms_matching(

@@ -275,7 +275,7 @@ impl Engine {
         let vm = Vm {
             id: VmId::generate(),
             project: ctx.project.clone(),
-            spec: VmSpec {
+            spec: std::sync::Arc::new(VmSpec {
                 name,
                 vcpus: Some(r.vcpus),
                 memory_mib: Some(r.memory_mib),
@@ -283,7 +283,7 @@ impl Engine {
                 zone: Some(zone.clone()),
                 tags: req.tags.clone().unwrap_or_else(|| native.tags.clone()),
                 ..Default::default()
-            },
+            }),
             resources: r,
             zone,
             desired: DesiredState::Pending,

@@ -356,7 +356,7 @@ pub(crate) fn resize_target(
     vm: &Vm,
     req: &ResizeRequest,
 ) -> Result<(crate::VmSpec, crate::Resources)> {
-    let mut spec = vm.spec.clone();
+    let mut spec = crate::VmSpec::clone(&vm.spec);
     if let Some(f) = &req.flavor {
         spec.flavor = Some(f.clone());
         spec.vcpus = None;
@@ -600,7 +600,7 @@ mod tests {
         Vm {
             id: VmId::new("vm-1"),
             project: "demo".into(),
-            spec: VmSpec::new("web-1", "ubuntu-24.04", "small"),
+            spec: std::sync::Arc::new(VmSpec::new("web-1", "ubuntu-24.04", "small")),
             resources: Resources {
                 vcpus: 1,
                 memory_mib: 512,

@@ -1098,7 +1098,7 @@ impl Engine {
             let vm = Vm {
                 id: a.mark.vm_id.clone(),
                 project: a.mark.project.clone(),
-                spec: VmSpec {
+                spec: Arc::new(VmSpec {
                     name: a.native.name.clone(),
                     image: a.mark.image.clone().unwrap_or_default(),
                     flavor: a.mark.flavor.clone(),
@@ -1114,7 +1114,7 @@ impl Engine {
                     tags: a.native.tags.clone(),
                     server_group: a.mark.server_group.clone(),
                     ..Default::default()
-                },
+                }),
                 resources: a.native.resources,
                 zone,
                 desired: DesiredState::Active,

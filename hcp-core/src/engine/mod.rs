@@ -1297,7 +1297,7 @@ impl Engine {
                     id: vm_id.clone(),
                     project: ctx.project.clone(),
                     zone: placement.zone.clone(),
-                    spec,
+                    spec: Arc::new(spec),
                     resources,
                     desired: DesiredState::Pending,
                     desired_power: PowerState::Running,
@@ -1635,10 +1635,12 @@ impl Engine {
         for (key, value) in patch {
             match value {
                 Some(v) => {
-                    vm.spec.tags.insert(key.clone(), v.clone());
+                    Arc::make_mut(&mut vm.spec)
+                        .tags
+                        .insert(key.clone(), v.clone());
                 }
                 None => {
-                    vm.spec.tags.remove(key);
+                    Arc::make_mut(&mut vm.spec).tags.remove(key);
                 }
             }
         }

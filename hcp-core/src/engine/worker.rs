@@ -964,13 +964,14 @@ async fn record_resize(
     );
     let r = inner
         .update_vm_with(&vm.id, |v| {
-            v.spec.flavor = flavor.clone();
+            let spec = Arc::make_mut(&mut v.spec);
+            spec.flavor = flavor.clone();
             // Explicit sizes only where the flavor (if any) does not already say them.
             let f = flavor.as_deref().and_then(|f| inner.catalog.flavor(f));
-            v.spec.vcpus = (f.map(|f| f.vcpus) != Some(to.vcpus)).then_some(to.vcpus);
-            v.spec.memory_mib =
+            spec.vcpus = (f.map(|f| f.vcpus) != Some(to.vcpus)).then_some(to.vcpus);
+            spec.memory_mib =
                 (f.map(|f| f.memory_mib) != Some(to.memory_mib)).then_some(to.memory_mib);
-            v.spec.disk_gib = (f.map(|f| f.disk_gib) != Some(to.disk_gib)).then_some(to.disk_gib);
+            spec.disk_gib = (f.map(|f| f.disk_gib) != Some(to.disk_gib)).then_some(to.disk_gib);
             v.resources = to;
         })
         .await;

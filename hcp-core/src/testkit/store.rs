@@ -43,7 +43,7 @@ pub fn vm(project: &str, name: &str) -> Vm {
     Vm {
         id: VmId::generate(),
         project: ProjectId::new(project),
-        spec: VmSpec::new(name, "ubuntu-24.04", "small"),
+        spec: std::sync::Arc::new(VmSpec::new(name, "ubuntu-24.04", "small")),
         resources: Resources {
             vcpus: 1,
             memory_mib: 512,
@@ -1786,7 +1786,7 @@ pub async fn filtered_sorted_listing(store: Arc<dyn Store>) -> Result<()> {
     ];
     for (project, name, tags, desired, power, minutes) in specs {
         let mut v = vm(project, name);
-        v.spec.tags = tags
+        std::sync::Arc::make_mut(&mut v.spec).tags = tags
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect();
@@ -2252,7 +2252,7 @@ fn group(project: &str, name: &str, policy: GroupPolicy, strength: GroupStrength
 fn create_in(project: &str, name: &str, group: &ServerGroupId, host: &str) -> Submission {
     let mut s = create(project, name);
     if let VmWrite::Insert(v) = &mut s.vm {
-        v.spec.server_group = Some(group.clone());
+        std::sync::Arc::make_mut(&mut v.spec).server_group = Some(group.clone());
         v.binding.host = host.into();
     }
     s

@@ -455,7 +455,7 @@ impl HyperVApi {
                             host,
                             cluster,
                             native_id: v.binding.native_id.unwrap_or_default(),
-                            name: v.spec.name,
+                            name: v.spec.name.clone(),
                             power: v.power.into(),
                             vm_id: Some(v.id.to_string()),
                             project: Some(v.project.to_string()),

@@ -3,6 +3,7 @@
 //! Plain data and functions: no tokio, no I/O.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
@@ -330,9 +331,9 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// The host it runs on (operator view).
-    pub host: String,
+    pub host: Arc<str>,
     /// The provider it runs on (operator view).
-    pub provider: String,
+    pub provider: Arc<str>,
     /// The error, when it failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Box<ErrorInfo>>,
@@ -689,8 +690,8 @@ impl JobUpdate {
                 // The same blanks as `Job::tenant_view`, in the full record the update carries.
                 let mut job = *job;
                 let t = job.tenant_view();
-                job.host = String::new();
-                job.provider = String::new();
+                job.host = Arc::from("");
+                job.provider = Arc::from("");
                 job.error = t.error.map(Box::new);
                 job.pending_reason = t.pending_reason;
                 if let Some(action) = t.action {

@@ -586,9 +586,9 @@ impl fmt::Display for DesiredState {
 #[derive(Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProviderBinding {
     /// The provider name from the hosts file.
-    pub provider: String,
+    pub provider: Arc<str>,
     /// The placement target it is bound to: a host, or a cluster whose provider chose the host.
-    pub host: String,
+    pub host: Arc<str>,
     /// The hypervisor's own id for the VM, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native_id: Option<String>,
@@ -610,7 +610,7 @@ impl ProviderBinding {
     pub fn group_slot(&self) -> String {
         match &self.member_host {
             Some(m) => format!("{}/{m}", self.host),
-            None => self.host.clone(),
+            None => self.host.to_string(),
         }
     }
 }

@@ -149,12 +149,13 @@ pub fn classify(
         }
         let obs = match found.get(&vm.id) {
             Some((host, native)) => {
-                let moved = (host.provider != vm.binding.provider || host.host != vm.binding.host)
+                let moved = (*host.provider != *vm.binding.provider
+                    || *host.host != *vm.binding.host)
                     .then(|| (host.provider.to_string(), host.host.to_string()));
                 if let Some((_, to)) = &moved {
                     plan.drift.push(Drift::Moved {
                         vm_id: vm.id.clone(),
-                        from_host: vm.binding.host.clone(),
+                        from_host: vm.binding.host.to_string(),
                         to_host: to.clone(),
                     });
                 }
@@ -178,12 +179,12 @@ pub fn classify(
                 }
             }
             None if reachable
-                .contains(&(vm.binding.provider.as_str(), vm.binding.host.as_str())) =>
+                .contains(&(vm.binding.provider.as_ref(), vm.binding.host.as_ref())) =>
             {
                 plan.drift.push(Drift::Missing {
                     vm_id: vm.id.clone(),
-                    provider: vm.binding.provider.clone(),
-                    host: vm.binding.host.clone(),
+                    provider: vm.binding.provider.to_string(),
+                    host: vm.binding.host.to_string(),
                 });
                 VmObservation {
                     vm_id: vm.id.clone(),

@@ -461,7 +461,7 @@ pub async fn mark_rebuilds_ownership(p: Arc<dyn Provider>, f: &Fixture) -> Resul
             .await?;
         ensure!(vm.spec.name == a.name, "the rebuilt VM keeps its name");
         ensure!(
-            vm.binding.host == f.host,
+            *vm.binding.host == *f.host,
             "the rebuilt VM is bound to its host"
         );
         let hidden = engine

@@ -108,7 +108,7 @@ async fn moves_are_followed_and_missing_vms_marked_error_once() {
     assert_eq!(report.repaired, 2, "{report:?}");
     assert_eq!(report.repairs, 0, "no job is submitted for either");
     let m = r.engine.get_vm(&Scope::All, &moved).await.unwrap();
-    assert_eq!(m.binding.host, "sim-a2", "the store follows the move");
+    assert_eq!(&*m.binding.host, "sim-a2", "the store follows the move");
     assert_eq!(m.desired, DesiredState::Active);
     let g = r.engine.get_vm(&Scope::All, &gone).await.unwrap();
     assert_eq!(g.desired, DesiredState::Error, "{g:?}");
@@ -177,7 +177,7 @@ async fn report_only_repairs_leave_the_store_as_it_was() {
             .any(|d| matches!(d, Drift::Missing { vm_id, .. } if *vm_id == gone))
     );
     let m = r.engine.get_vm(&Scope::All, &moved).await.unwrap();
-    assert_eq!(m.binding.host, "sim-a1");
+    assert_eq!(&*m.binding.host, "sim-a1");
     let g = r.engine.get_vm(&Scope::All, &gone).await.unwrap();
     assert_eq!(g.desired, DesiredState::Active);
     assert!(!g.present);

@@ -71,7 +71,7 @@ async fn create(e: &Engine, name: &str, g: &ServerGroupId) -> VmId {
 /// The member host the VM's record names, checked against where the simulator put it.
 async fn member_host(e: &Engine, vm: &VmId) -> String {
     let v = e.get_vm(&Scope::All, vm).await.unwrap();
-    assert_eq!(v.binding.host, "cl-a");
+    assert_eq!(&*v.binding.host, "cl-a");
     let recorded = v.binding.member_host.expect("a member host is recorded");
     e.refresh_inventory().await.unwrap();
     let actual = e

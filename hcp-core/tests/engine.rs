@@ -1128,7 +1128,7 @@ async fn placement_honours_the_images_each_host_reports() {
         let job = wait(&engine, &s.job_id).await;
         assert_eq!(job.state, hcp_core::JobState::Succeeded, "{:?}", job.error);
         let vm = engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
-        assert_eq!(vm.binding.host, "sim-a2", "only sim-a2 has the image");
+        assert_eq!(&*vm.binding.host, "sim-a2", "only sim-a2 has the image");
     }
     let jobs = engine
         .list_jobs(&Scope::All, &Default::default(), &Default::default())
@@ -1243,7 +1243,7 @@ async fn placement_honours_per_image_capabilities_and_the_networks_each_target_r
         let job = wait(&engine, &s.job_id).await;
         assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
         let vm = engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
-        assert_eq!(vm.binding.host, "sim-a2", "only sim-a2 reaches dmz");
+        assert_eq!(&*vm.binding.host, "sim-a2", "only sim-a2 reaches dmz");
     }
     let before = jobs(&engine).await;
     let mut spec = VmSpec::new("st", "ubuntu-24.04", "small").with_zone("zone-a");
@@ -1283,8 +1283,8 @@ async fn the_simulators_console_url_names_the_vm_by_hcps_id_never_its_host_or_na
     let path = url.split('?').next().unwrap();
     for secret in [
         native.as_str(),
-        binding.host.as_str(),
-        binding.provider.as_str(),
+        binding.host.as_ref(),
+        binding.provider.as_ref(),
     ] {
         assert!(
             !path.split('/').any(|seg| seg == secret),
@@ -1348,7 +1348,7 @@ async fn a_cluster_target_places_on_a_member_and_reports_the_sum() {
             .unwrap();
         assert_eq!(wait(&r.engine, &s.job_id).await.state, JobState::Succeeded);
         let vm = r.engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
-        assert_eq!(vm.binding.host, "cl-a");
+        assert_eq!(&*vm.binding.host, "cl-a");
         let member = vm
             .binding
             .member_host

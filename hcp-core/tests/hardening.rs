@@ -365,7 +365,7 @@ async fn a_host_reporting_absurd_sizes_reads_as_full_and_breaks_nothing() {
         .unwrap();
     assert_eq!(wait(&r.engine, &s.job_id).await.state, JobState::Succeeded);
     let vm = r.engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
-    assert_ne!(vm.binding.host, "sim-b1");
+    assert_ne!(&*vm.binding.host, "sim-b1");
     assert_eq!(r.engine.hosts().len(), 3);
 }
 
@@ -434,7 +434,7 @@ async fn panicking_create_fails_only_its_job(eager: bool) {
     let s = r.engine.create_vm(&alice(), on_b("next")).await.unwrap();
     assert_eq!(wait(&r.engine, &s.job_id).await.state, JobState::Succeeded);
     let vm = r.engine.get_vm(&Scope::All, &s.vm_id).await.unwrap();
-    assert_eq!(vm.binding.host, "sim-b1");
+    assert_eq!(&*vm.binding.host, "sim-b1");
     assert_eq!(r.engine.hosts().len(), 3);
     assert_eq!(r.engine.stats().running, 0);
 }

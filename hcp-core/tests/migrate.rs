@@ -74,7 +74,13 @@ fn vcpus_taken(engine: &Engine, host: &str) -> u32 {
 }
 
 async fn host_of(engine: &Engine, vm: &VmId) -> String {
-    engine.get_vm(&Scope::All, vm).await.unwrap().binding.host
+    engine
+        .get_vm(&Scope::All, vm)
+        .await
+        .unwrap()
+        .binding
+        .host
+        .to_string()
 }
 
 #[tokio::test]
@@ -281,7 +287,7 @@ async fn a_stopped_vm_moves_only_cold_and_stays_stopped() {
         }
     );
     let got = e.get_vm(&Scope::All, &vm).await.unwrap();
-    assert_eq!(got.binding.host, "sim-a2");
+    assert_eq!(&*got.binding.host, "sim-a2");
     assert_eq!(got.power, PowerState::Stopped, "a stopped VM stays stopped");
     assert_eq!(vcpus_taken(&e, "sim-a1"), a1 - 3);
     assert_eq!(vcpus_taken(&e, "sim-a2"), a2 + 3);
@@ -328,7 +334,7 @@ async fn a_running_vm_on_a_host_without_live_migration_moves_cold_only_when_allo
     let job = wait(&e, &s.job_id).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     let got = e.get_vm(&Scope::All, &vm).await.unwrap();
-    assert_eq!(got.binding.host, "sim-a2", "the zone's other host");
+    assert_eq!(&*got.binding.host, "sim-a2", "the zone's other host");
     assert_eq!(
         got.power,
         PowerState::Running,

@@ -81,7 +81,13 @@ fn to(host: &str) -> MigrateRequest {
 }
 
 async fn host_of(engine: &Engine, vm: &VmId) -> String {
-    engine.get_vm(&Scope::All, vm).await.unwrap().binding.host
+    engine
+        .get_vm(&Scope::All, vm)
+        .await
+        .unwrap()
+        .binding
+        .host
+        .to_string()
 }
 
 async fn job_count(engine: &Engine) -> usize {

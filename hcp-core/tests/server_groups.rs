@@ -74,7 +74,13 @@ async fn create(engine: &Engine, name: &str, zone: &str, group: &ServerGroupId) 
 }
 
 async fn host_of(engine: &Engine, vm: &VmId) -> String {
-    engine.get_vm(&Scope::All, vm).await.unwrap().binding.host
+    engine
+        .get_vm(&Scope::All, vm)
+        .await
+        .unwrap()
+        .binding
+        .host
+        .to_string()
 }
 
 async fn job_count(engine: &Engine) -> usize {

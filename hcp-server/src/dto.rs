@@ -817,8 +817,8 @@ impl From<Vm> for OpsVmDto {
             power: v.power.into(),
             present: v.present,
             binding: BindingDto {
-                provider: v.binding.provider,
-                host: v.binding.host,
+                provider: v.binding.provider.to_string(),
+                host: v.binding.host.to_string(),
                 native_id: v.binding.native_id,
             },
             last_error: v.last_error.as_deref().map(ErrorInfoDto::operator),
@@ -1172,8 +1172,8 @@ impl JobDto {
                 subject: j.principal.subject.to_string(),
             },
             idempotency_key: j.idempotency_key.clone(),
-            host: (!tenant).then(|| j.host.clone()),
-            provider: (!tenant).then(|| j.provider.clone()),
+            host: (!tenant).then(|| j.host.to_string()),
+            provider: (!tenant).then(|| j.provider.to_string()),
             error: j.error.as_ref().map(|e| {
                 if tenant {
                     ErrorInfoDto::tenant(e)

@@ -1038,8 +1038,8 @@ struct HostHeld {
 impl HostHeld {
     fn of(vm: &Vm) -> Self {
         HostHeld {
-            provider: vm.binding.provider.clone(),
-            host: vm.binding.host.clone(),
+            provider: vm.binding.provider.to_string(),
+            host: vm.binding.host.to_string(),
             held: Usage::on_host(vm),
         }
     }

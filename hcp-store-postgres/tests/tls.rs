@@ -73,7 +73,10 @@ async fn verify_full_with_the_servers_ca_runs_the_store_over_tls() {
             panic!("a fresh create is accepted: {outcome:?}");
         };
         let read = store.get_vm(&Scope::All, &vm_id).await.unwrap();
-        assert_eq!(read.map(|v| v.spec.name.clone()), Some("over-tls".to_string()));
+        assert_eq!(
+            read.map(|v| v.spec.name.clone()),
+            Some("over-tls".to_string())
+        );
         drop(store);
         drop_schema(&schema);
     }

@@ -225,8 +225,8 @@ impl Engine {
         // An adoption of this VM accepted but not yet written to the hypervisor.
         for job in self.inner.store.unfinished_jobs().await? {
             if job.action == JobAction::Adopt
-                && job.provider == provider
-                && job.host == req.host
+                && *job.provider == *provider
+                && *job.host == *req.host
                 && let Some(v) = self.inner.store.get_vm(&Scope::All, &job.vm_id).await?
                 && v.binding.native_id.as_deref() == Some(native.native_id.as_str())
             {
@@ -295,8 +295,8 @@ impl Engine {
             power: native.power,
             present: true,
             binding: ProviderBinding {
-                provider: provider.clone(),
-                host: req.host.clone(),
+                provider: provider.as_str().into(),
+                host: req.host.as_str().into(),
                 native_id: Some(native.native_id.clone()),
                 member_host: native.host.clone(),
             },

@@ -94,14 +94,18 @@ async fn members_where(
         if group.policy == GroupPolicy::AntiAffinity {
             for job in inner.store.unfinished_jobs_of(m).await? {
                 if let JobAction::Migrate { target_host, .. } = &job.action {
-                    members.push((vm.binding.provider.clone(), target_host.clone()));
+                    members.push((vm.binding.provider.to_string(), target_host.clone()));
                 }
             }
         }
         if let Some(m) = vm.binding.member_host {
-            member_hosts.push((vm.binding.provider.clone(), vm.binding.host.clone(), m));
+            member_hosts.push((
+                vm.binding.provider.to_string(),
+                vm.binding.host.to_string(),
+                m,
+            ));
         }
-        members.push((vm.binding.provider, vm.binding.host));
+        members.push((vm.binding.provider.to_string(), vm.binding.host.to_string()));
     }
     Ok(GroupPlacement {
         group,

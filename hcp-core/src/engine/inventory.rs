@@ -1126,8 +1126,8 @@ impl Engine {
                 power,
                 present: true,
                 binding: ProviderBinding {
-                    provider: a.provider.clone(),
-                    host: a.host.clone(),
+                    provider: a.provider.as_str().into(),
+                    host: a.host.as_str().into(),
                     native_id: Some(a.native.native_id.clone()),
                     member_host: a.native.host.clone(),
                 },
@@ -1169,8 +1169,8 @@ impl Engine {
                     if let Some((provider, host)) = &obs.moved_to
                         && repairs.moved == MovedRepair::Follow
                     {
-                        vm.binding.provider = provider.clone();
-                        vm.binding.host = host.clone();
+                        vm.binding.provider = provider.as_str().into();
+                        vm.binding.host = host.as_str().into();
                     }
                     if let Some(member) = &obs.member_host {
                         vm.binding.member_host = member.clone();

@@ -127,8 +127,8 @@ impl Engine {
         group: Option<&GroupPlacement>,
         op: Operation,
     ) -> Result<MigrationChoice> {
-        let provider = vm.binding.provider.as_str();
-        let source = vm.binding.host.as_str();
+        let provider = vm.binding.provider.as_ref();
+        let source = vm.binding.host.as_ref();
         let cold = self.move_kind(vm, allow_cold, op)?;
         let (need, can_receive) = if cold {
             (
@@ -314,8 +314,8 @@ impl Engine {
 
     /// Decides how `vm` moves: live (`false`) or cold (`true`).
     fn move_kind(&self, vm: &Vm, allow_cold: bool, op: Operation) -> Result<bool> {
-        let provider = vm.binding.provider.as_str();
-        let source = vm.binding.host.as_str();
+        let provider = vm.binding.provider.as_ref();
+        let source = vm.binding.host.as_ref();
         let caps = self.host_capabilities(provider, source);
         let running = vm.desired_power == PowerState::Running;
         if running && caps.live_migration {

@@ -1293,10 +1293,15 @@ impl Engine {
                 let placement =
                     self.place(&spec, resources, host.as_deref(), op, group.as_ref())?;
                 let vm_id = VmId::generate();
+                // Shared by the VM's binding and the job.
+                let (provider, target): (Arc<str>, Arc<str>) = (
+                    placement.provider.as_str().into(),
+                    placement.host.as_str().into(),
+                );
                 let vm = Vm {
                     id: vm_id.clone(),
                     project: ctx.project.clone(),
-                    zone: placement.zone.clone(),
+                    zone: placement.zone,
                     spec: Arc::new(spec),
                     resources,
                     desired: DesiredState::Pending,
@@ -1304,11 +1309,11 @@ impl Engine {
                     power: PowerState::Unknown,
                     present: false,
                     binding: ProviderBinding {
-                        provider: placement.provider.clone(),
-                        host: placement.host.clone(),
+                        provider: provider.clone(),
+                        host: target.clone(),
                         native_id: None,
                         // Pinned here (under the group's lock) so the next member sees it.
-                        member_host: placement.member_host.clone(),
+                        member_host: placement.member_host,
                     },
                     last_error: None,
                     created_at: now,
@@ -1316,24 +1321,27 @@ impl Engine {
                     generation: 0,
                 };
                 reservation = Some(inventory::Reservation::try_new(
-                    inner,
-                    &placement.provider,
-                    &placement.host,
-                    resources,
+                    inner, &provider, &target, resources,
                 )?);
                 room = placement.room;
                 (
                     VmWrite::Insert(vm),
                     JobAction::Create,
                     vm_id,
-                    placement.provider,
-                    placement.host,
+                    provider,
+                    target,
                 )
             }
             Action::Adopt(req) => {
                 let (vm, provider, host) = self.adoption(ctx, &req, now).await?;
                 let vm_id = vm.id.clone();
-                (VmWrite::Insert(vm), JobAction::Adopt, vm_id, provider, host)
+                (
+                    VmWrite::Insert(vm),
+                    JobAction::Adopt,
+                    vm_id,
+                    provider.into(),
+                    host.into(),
+                )
             }
             other => {
                 let vm_id = match &other {
@@ -1892,7 +1900,7 @@ impl Engine {
         let target = VmTarget {
             vm_id: vm.id.clone(),
             name: vm.spec.name.clone(),
-            host: vm.binding.host.clone(),
+            host: vm.binding.host.to_string(),
             native_id: vm.binding.native_id.clone(),
         };
         let console = self

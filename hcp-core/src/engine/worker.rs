@@ -472,7 +472,7 @@ async fn recover_abandoned(inner: &Arc<Inner>, job: &Job, vm: &Vm) -> Found {
                     &vm.binding.host,
                     entry
                         .provider
-                        .host_inventory(HostInventory::new(vm.binding.host.clone())),
+                        .host_inventory(HostInventory::new(vm.binding.host.to_string())),
                 )
                 .await
         }
@@ -550,7 +550,7 @@ pub(crate) fn target(vm: &Vm) -> VmTarget {
     VmTarget {
         vm_id: vm.id.clone(),
         name: vm.spec.name.clone(),
-        host: vm.binding.host.clone(),
+        host: vm.binding.host.to_string(),
         native_id: vm.binding.native_id.clone(),
     }
 }
@@ -559,8 +559,8 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
     let entry = inner.provider(&vm.binding.provider)?;
     let p = &entry.provider;
     let (provider, host, op) = (
-        vm.binding.provider.as_str(),
-        vm.binding.host.as_str(),
+        vm.binding.provider.as_ref(),
+        vm.binding.host.as_ref(),
         job.operation,
     );
     match &job.action {
@@ -843,12 +843,12 @@ async fn cold_move(
 ) -> crate::Result<Effect> {
     let entry = inner.provider(&vm.binding.provider)?;
     let p = &entry.provider;
-    let (provider, op) = (vm.binding.provider.as_str(), job.operation);
-    let moved = if vm.binding.host == target_host {
+    let (provider, op) = (vm.binding.provider.as_ref(), job.operation);
+    let moved = if *vm.binding.host == *target_host {
         ctx.info("an earlier attempt moved the VM already");
         vm.clone()
     } else {
-        let host = vm.binding.host.as_str();
+        let host = vm.binding.host.as_ref();
         if vm.power != PowerState::Stopped {
             ctx.info("stopping the VM for a cold move: it is unavailable until it runs again");
             let stop =
@@ -868,7 +868,7 @@ async fn cold_move(
         )
         .await?;
         let mut moved = vm.clone();
-        moved.binding.host = r.host;
+        moved.binding.host = r.host.into();
         moved.binding.native_id = Some(r.native_id);
         moved
     };
@@ -923,7 +923,7 @@ async fn record_move(
     settle_migration(inner, job, vm, Some(host));
     let r = inner
         .update_vm_with(&vm.id, |v| {
-            v.binding.host = host.to_string();
+            v.binding.host = host.into();
             v.binding.native_id = Some(native_id.to_string());
             if let Some(p) = power {
                 v.power = p;
@@ -934,8 +934,8 @@ async fn record_move(
         .emit_for_job(
             job,
             EventKind::VmMigrated {
-                provider: vm.binding.provider.clone(),
-                from_host: vm.binding.host.clone(),
+                provider: vm.binding.provider.to_string(),
+                from_host: vm.binding.host.to_string(),
                 to_host: host.to_string(),
             },
         )
@@ -1110,8 +1110,8 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
                 .emit_for_job(
                     &job,
                     EventKind::VmAdopted {
-                        provider: vm.binding.provider.clone(),
-                        host: vm.binding.host.clone(),
+                        provider: vm.binding.provider.to_string(),
+                        host: vm.binding.host.to_string(),
                     },
                 )
                 .await;
@@ -1123,8 +1123,8 @@ async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
                 .emit_for_job(
                     &job,
                     EventKind::VmReleased {
-                        provider: vm.binding.provider.clone(),
-                        host: vm.binding.host.clone(),
+                        provider: vm.binding.provider.to_string(),
+                        host: vm.binding.host.to_string(),
                     },
                 )
                 .await;
@@ -1180,7 +1180,7 @@ async fn release_holds(inner: &Inner, job: &Job, vm: &Vm) {
             .await
             .ok()
             .flatten()
-            .is_some_and(|v| v.binding.host == *target_host),
+            .is_some_and(|v| *v.binding.host == **target_host),
         _ => false,
     };
     if !moved {
@@ -1197,16 +1197,19 @@ fn settle_migration(inner: &Inner, job: &Job, vm: &Vm, moved_to: Option<&str>) {
     };
     let provider = &vm.binding.provider;
     let mut inv = write_inventory(inner);
-    if let Some(h) = inv.hosts.get_mut(&(provider.clone(), target_host.clone())) {
+    if let Some(h) = inv
+        .hosts
+        .get_mut(&(provider.to_string(), target_host.clone()))
+    {
         h.capacity.release(&vm.resources);
     }
     if let Some(to) = moved_to {
-        if let Some(h) = inv.hosts.get_mut(&(provider.clone(), to.to_string())) {
+        if let Some(h) = inv.hosts.get_mut(&(provider.to_string(), to.to_string())) {
             h.capacity.add_used(&vm.resources);
         }
         if let Some(h) = inv
             .hosts
-            .get_mut(&(provider.clone(), vm.binding.host.clone()))
+            .get_mut(&(provider.to_string(), vm.binding.host.to_string()))
         {
             h.capacity.remove_used(&vm.resources);
         }

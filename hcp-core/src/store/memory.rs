@@ -602,7 +602,7 @@ impl State {
             .into_iter()
             .flatten()
             .filter_map(|m| self.vms.get(m))
-            .map(|m| (m.binding.provider.clone(), m.binding.group_slot()))
+            .map(|m| (m.binding.provider.to_string(), m.binding.group_slot()))
             .collect();
         group.admits(&members, (&vm.binding.provider, &vm.binding.group_slot()))
     }
@@ -621,13 +621,13 @@ impl State {
             return;
         }
         let (provider, host) = (&vm.binding.provider, &vm.binding.host);
-        let hosts = match self.host_usage.get_mut(provider.as_str()) {
+        let hosts = match self.host_usage.get_mut(&**provider) {
             Some(h) => h,
-            None => self.host_usage.entry(provider.clone()).or_default(),
+            None => self.host_usage.entry(provider.to_string()).or_default(),
         };
-        let u = match hosts.get_mut(host.as_str()) {
+        let u = match hosts.get_mut(&**host) {
             Some(u) => u,
-            None => hosts.entry(host.clone()).or_default(),
+            None => hosts.entry(host.to_string()).or_default(),
         };
         *u = u.plus(after.minus(before)).minus(before.minus(after));
     }

@@ -96,7 +96,7 @@ async fn a_vhdx_copy_reports_progress_to_the_job_log() {
         "copy progress lines reach the job log: {lines:?}"
     );
     let vm = engine.get_vm(&scope, &submitted.vm_id).await.unwrap();
-    assert_eq!(vm.binding.host, "hv1");
+    assert_eq!(&*vm.binding.host, "hv1");
     let state = th.control("hv1", "state", None);
     let disk = format!("{}.vhdx", submitted.vm_id);
     assert!(

@@ -253,7 +253,7 @@ async fn stateless_restart_rebuilds_the_same_vms() {
         assert_eq!(&vm.spec.name, name);
         assert_eq!(Scope::Project(vm.project.clone()), *scope);
         assert_eq!(vm.spec.image, IMAGE);
-        assert_eq!(vm.binding.host, "local");
+        assert_eq!(&*vm.binding.host, "local");
     }
     let demo_list = second
         .list_vms(&Scope::Project(ProjectId::new("demo")), &PageRequest::all())

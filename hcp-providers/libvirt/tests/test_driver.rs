@@ -356,7 +356,7 @@ async fn an_unreachable_host_is_unavailable_while_others_keep_working() {
         assert_eq!(job.state, hcp_core::JobState::Succeeded, "{job:?}");
         let vm = engine.get_vm(&ctx.scope(), &s.vm_id).await.unwrap();
         assert_eq!(
-            vm.binding.host, "h1",
+            &*vm.binding.host, "h1",
             "placement avoids the unreachable host"
         );
     }

@@ -75,7 +75,7 @@ async fn resize_plans_refuses_beyond_allow_and_applies_what_proxmoxer_sees() {
     let vm = s.vm_id.clone();
     let binding = engine.get_vm(&ctx.scope(), &vm).await.unwrap().binding;
     let native = binding.native_id.expect("a VMID once created");
-    let at = (binding.host.as_str(), native.as_str());
+    let at = (binding.host.as_ref(), native.as_str());
     let before = pve(&peer, at);
     assert_eq!(before["status"]["status"], "running", "{before}");
     let now = engine.get_vm(&ctx.scope(), &vm).await.unwrap().resources;

@@ -75,7 +75,7 @@ async fn snapshots_create_list_revert_delete_through_the_engine() {
     // Hosts are named like their PVE nodes here; the engine places the VM on either.
     let binding = engine.get_vm(&ctx.scope(), &vm).await.unwrap().binding;
     let native = binding.native_id.expect("a VMID once created");
-    let vmid = (binding.host.as_str(), native.as_str());
+    let vmid = (binding.host.as_ref(), native.as_str());
     assert_eq!(pve_status(&peer, vmid), "running");
 
     // A running VM's snapshot holds its memory.

@@ -114,7 +114,7 @@ async fn resize_plans_refuses_beyond_allow_and_applies_what_pyvmomi_sees() {
     let target = VmTarget {
         vm_id: vm.clone(),
         name: name.to_string(),
-        host: record.binding.host.clone(),
+        host: record.binding.host.to_string(),
         native_id: record.binding.native_id.clone(),
     };
     let direct = p

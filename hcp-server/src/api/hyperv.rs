@@ -447,11 +447,11 @@ impl HyperVApi {
                     .map(|v| {
                         // On a cluster target the VM runs on the member host its cluster chose.
                         let (host, cluster) = match v.binding.member_host {
-                            Some(member) => (member, Some(v.binding.host)),
-                            None => (v.binding.host, None),
+                            Some(member) => (member, Some(v.binding.host.to_string())),
+                            None => (v.binding.host.to_string(), None),
                         };
                         InventoryVmDto {
-                            provider: v.binding.provider,
+                            provider: v.binding.provider.to_string(),
                             host,
                             cluster,
                             native_id: v.binding.native_id.unwrap_or_default(),

@@ -26,6 +26,57 @@ use crate::{
 /// How long one host's inventory call may take during a refresh.
 const HOST_INVENTORY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A `(provider, target)` key of the host table, looked up without owning its text: the table
+/// is keyed by owned pairs, and a lookup borrows both parts as `&dyn HostRef`.
+pub(crate) trait HostRef {
+    /// The provider and target names.
+    fn parts(&self) -> (&str, &str);
+}
+
+impl HostRef for (String, String) {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl HostRef for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn HostRef + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn HostRef + 'a) {
+        self
+    }
+}
+
+// Ordered as the owned pairs are (by provider, then target), as `Borrow` requires.
+impl PartialEq for dyn HostRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn HostRef + '_ {}
+
+impl PartialOrd for dyn HostRef + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn HostRef + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
+/// The host table's key for `provider`'s target `host`, borrowed.
+pub(crate) fn host_ref<'k>(provider: &'k str, host: &'k str) -> (&'k str, &'k str) {
+    (provider, host)
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct InventoryState {
     pub(crate) hosts: BTreeMap<(String, String), HostState>,
@@ -147,7 +198,8 @@ impl HostState {
 /// Capacity held on a host for a create that has been accepted but not yet observed.
 pub(crate) struct Reservation<'a> {
     inner: &'a Inner,
-    key: (String, String),
+    provider: Arc<str>,
+    host: Arc<str>,
     resources: Resources,
     kept: bool,
 }
@@ -160,20 +212,20 @@ impl<'a> Reservation<'a> {
     /// [`ErrorKind::QuotaExceeded`] when they no longer fit or a counter would overflow.
     pub(crate) fn try_new(
         inner: &'a Inner,
-        provider: &str,
-        host: &str,
+        provider: &Arc<str>,
+        host: &Arc<str>,
         resources: Resources,
     ) -> Result<Self> {
-        let key = (provider.to_string(), host.to_string());
         {
             let mut inv = write_inventory(inner);
-            if let Some(h) = inv.hosts.get_mut(&key) {
+            if let Some(h) = inv.hosts.get_mut(&host_ref(provider, host) as &dyn HostRef) {
                 h.capacity.reserve(&resources)?;
             }
         }
         Ok(Reservation {
             inner,
-            key,
+            provider: provider.clone(),
+            host: host.clone(),
             resources,
             kept: false,
         })
@@ -190,8 +242,8 @@ impl<'a> Reservation<'a> {
         self.kept = true;
         let held = HeldForWorker {
             create,
-            provider: self.key.0.clone(),
-            host: self.key.1.clone(),
+            provider: self.provider.to_string(),
+            host: self.host.to_string(),
             resources: self.resources,
         };
         lock(&self.inner.held_for_workers).insert(job_id.clone(), held);
@@ -249,7 +301,10 @@ pub(crate) fn spawn_reservation_sweeper(inner: Weak<Inner>) {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.kept
-            && let Some(h) = write_inventory(self.inner).hosts.get_mut(&self.key)
+            && let Some(h) =
+                write_inventory(self.inner)
+                    .hosts
+                    .get_mut(&host_ref(&self.provider, &self.host) as &dyn HostRef)
         {
             h.capacity.release(&self.resources);
         }
@@ -282,9 +337,8 @@ pub(crate) fn settle_capacity(
     created: Option<bool>,
     deleted: bool,
 ) {
-    let key = (provider.to_string(), host.to_string());
     let mut inv = write_inventory(inner);
-    if let Some(h) = inv.hosts.get_mut(&key) {
+    if let Some(h) = inv.hosts.get_mut(&host_ref(provider, host) as &dyn HostRef) {
         if let Some(ok) = created {
             h.capacity.release(&r);
             if ok {

@@ -1411,7 +1411,7 @@ impl Engine {
                         reservation = Some(inventory::Reservation::try_new(
                             inner,
                             &vm.binding.provider,
-                            &choice.target,
+                            &choice.target.as_str().into(),
                             vm.resources,
                         )?);
                         JobAction::Migrate {

@@ -515,12 +515,15 @@ impl SimProvider {
 
 /// Returns the native id of the VM `t` names on its host: its native id when the host has it,
 /// else the VM carrying HCP's id.
-fn locate_key(s: &IndexedState, t: &VmTarget) -> Result<Option<String>> {
+/// Borrowed from `t` in the usual case (its native id is the key): no copy of it.
+fn locate_key<'t>(s: &IndexedState, t: &'t VmTarget) -> Result<Option<Cow<'t, str>>> {
     let host = s.host(&t.host)?;
     host.ensure_up()?;
     Ok(match &t.native_id {
-        Some(id) if host.vms.contains_key(id) => Some(id.clone()),
-        _ => s.by_mark(&t.host, &t.vm_id).map(|v| v.native_id.clone()),
+        Some(id) if host.vms.contains_key(id) => Some(Cow::Borrowed(id.as_str())),
+        _ => s
+            .by_mark(&t.host, &t.vm_id)
+            .map(|v| Cow::Owned(v.native_id.clone())),
     })
 }
 
@@ -704,14 +707,15 @@ impl Provider for SimProvider {
             } else {
                 PowerState::Stopped
             };
+            // The request's text moves into the record: no copies.
             let vm = SimVm {
                 native_id: id.clone(),
-                name: args.name.clone(),
+                name: args.name,
                 power,
                 resources: args.resources,
-                image: args.image.clone(),
-                mark: Some(args.mark.clone()),
-                tags: args.tags.clone(),
+                image: args.image,
+                mark: Some(args.mark),
+                tags: args.tags,
                 has_user_data: args.user_data.is_some(),
                 snapshots: Vec::new(),
             };

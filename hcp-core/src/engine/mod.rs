@@ -694,27 +694,30 @@ impl Inner {
         f: impl FnMut(&mut Job) -> Result<()> + Send + 'a,
     ) -> StoreCall<'a, Result<Job>> {
         match self.store.as_memory() {
-            Some(memory) => StoreCall::Left(std::future::ready(Self::update_job_fenced_now(
-                memory, known, id, token, f,
-            ))),
+            Some(memory) => StoreCall::Left(std::future::ready(
+                Self::update_job_fenced_now(memory, known.map(Box::new), id, token, f).map(|j| *j),
+            )),
             None => StoreCall::Right(Box::pin(self.update_stored_job_fenced(known, id, token, f))),
         }
     }
 
     /// [`Inner::update_job_fenced_from`] on the in-memory store.
+    /// The job stays boxed: a worker's job moves as a pointer.
     pub(crate) fn update_job_fenced_now(
         memory: &MemoryStore,
-        mut known: Option<Job>,
+        mut known: Option<Box<Job>>,
         id: &JobId,
         token: u64,
         mut f: impl FnMut(&mut Job) -> Result<()>,
-    ) -> Result<Job> {
+    ) -> Result<Box<Job>> {
         for _ in 0..16 {
             let mut job = match known.take() {
                 Some(job) => job,
-                None => memory
-                    .get_job_now(id)
-                    .ok_or_else(|| Error::not_found("job", id))?,
+                None => Box::new(
+                    memory
+                        .get_job_now(id)
+                        .ok_or_else(|| Error::not_found("job", id))?,
+                ),
             };
             let expected = job.generation;
             f(&mut job)?;

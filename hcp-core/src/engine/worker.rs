@@ -141,7 +141,7 @@ pub(crate) async fn run(
     // The lease's heartbeat runs beside the job in this task, until the job's attempt is over.
     let msg = tokio::select! {
         biased;
-        msg = run_claimed(inner, job, started, now, &held, host_key) => msg,
+        msg = run_claimed(inner, Box::new(job), started, now, &held, host_key) => msg,
         never = held.keep(inner, job_id) => match never {},
     };
     // A job in retry backoff keeps its lease until its retry time; any other is given up.
@@ -209,7 +209,7 @@ async fn cancelled_while_running(inner: &Inner, job_id: &crate::JobId) -> Error 
 /// RUNNING) or left as it was.
 async fn run_claimed(
     inner: &Arc<Inner>,
-    job: Job,
+    job: Box<Job>,
     started: bool,
     now: DateTime<Utc>,
     held: &Held,
@@ -293,7 +293,7 @@ async fn run_claimed(
                     })
                     .await
                 {
-                    Ok(j) => j,
+                    Ok(j) => Box::new(j),
                     Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
                         return finished(job.vm_id);
                     }
@@ -312,7 +312,7 @@ async fn run_claimed(
         // claim returned it.
         let vm_id = job.vm_id.clone();
         match inner
-            .update_job_fenced_from(Some(job), &job_id, token, |j| {
+            .update_job_fenced_from(Some(*job), &job_id, token, |j| {
                 if j.state != JobState::Pending {
                     return Err(Error::new(ErrorKind::Conflict, "no longer pending"));
                 }
@@ -322,7 +322,7 @@ async fn run_claimed(
         {
             Ok(j) => {
                 transition_event(inner, &j, Some(JobState::Pending), None).await;
-                j
+                Box::new(j)
             }
             // Someone else moved it on (a cancel, or another worker took it): nothing to run.
             Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
@@ -1021,7 +1021,7 @@ async fn unwind_resize(inner: &Inner, job: &Job, vm: &Vm) {
     }
 }
 
-async fn succeed(inner: &Arc<Inner>, job: Job, vm: Vm, effect: Effect) {
+async fn succeed(inner: &Arc<Inner>, job: Box<Job>, vm: Vm, effect: Effect) {
     let result = match effect {
         Effect::Deleted => {
             settle_capacity(
@@ -1239,7 +1239,7 @@ async fn retry(
     );
     let retry_at = later(inner.now(), after).unwrap_or(DateTime::<Utc>::MAX_UTC);
     let info = ErrorInfo::from(&e);
-    let updated = write_job(inner, job.clone(), |j| {
+    let updated = write_job(inner, Box::new(job.clone()), |j| {
         j.transition(JobState::Pending, inner.now())?;
         j.pending_reason = Some(PendingReason::RetryBackoff {
             attempt: j.attempts,
@@ -1276,7 +1276,7 @@ async fn retry(
 /// create removes whatever the provider had half-made.
 async fn fail(
     inner: &Arc<Inner>,
-    job: Job,
+    job: Box<Job>,
     vm: Option<&Vm>,
     e: Error,
     state: JobState,
@@ -1441,12 +1441,12 @@ pub(crate) async fn finish_pending(inner: &Arc<Inner>, job: &Job, principal: &Pr
             LogEntry::warn(format!("cancelled by {principal} before it started")),
         ),
     );
-    finalize(inner, job.clone());
+    finalize(inner, Box::new(job.clone()));
 }
 
 async fn end(
     inner: &Arc<Inner>,
-    job: Job,
+    job: Box<Job>,
     state: JobState,
     error: Option<ErrorInfo>,
 ) -> crate::Result<()> {
@@ -1472,9 +1472,9 @@ async fn end(
 /// unfenced for a job without a lease.
 fn write_job<'a>(
     inner: &'a Inner,
-    job: Job,
+    job: Box<Job>,
     f: impl FnMut(&mut Job) -> crate::Result<()> + Send + 'a,
-) -> super::StoreCall<'a, crate::Result<Job>> {
+) -> super::StoreCall<'a, crate::Result<Box<Job>>> {
     let id = job.id.clone();
     match (job.lease.as_ref().map(|l| l.token), inner.store.as_memory()) {
         (Some(token), Some(memory)) => super::StoreCall::Left(std::future::ready(
@@ -1482,21 +1482,22 @@ fn write_job<'a>(
         )),
         (Some(token), None) => super::StoreCall::Right(Box::pin(async move {
             inner
-                .update_stored_job_fenced(Some(job), &id, token, f)
+                .update_stored_job_fenced(Some(*job), &id, token, f)
                 .await
+                .map(Box::new)
         })),
-        (None, _) => {
-            super::StoreCall::Right(Box::pin(async move { inner.update_job_with(&id, f).await }))
-        }
+        (None, _) => super::StoreCall::Right(Box::pin(async move {
+            inner.update_job_with(&id, f).await.map(Box::new)
+        })),
     }
 }
 
 /// Tells watchers the job ended, once every log line sent before has been written. `job` is the
 /// ended job as written: the log writer hands it on without reading it back.
-fn finalize(inner: &Inner, job: Job) {
+fn finalize(inner: &Inner, job: Box<Job>) {
     // A cancel that raced the end left a token nobody will take.
     lock(&inner.cancels).remove(&job.id);
-    super::watch::send(inner, LogMsg::Finalize(Box::new(job)));
+    super::watch::send(inner, LogMsg::Finalize(job));
 }
 
 /// Ends a job whose worker panicked, so that nothing stays stuck: the job fails with an internal
@@ -1575,7 +1576,14 @@ pub(crate) async fn recover(
         ),
     );
     let vm_id = job.vm_id.clone();
-    if let Err(e) = end(inner, job, JobState::Failed, Some(ErrorInfo::from(&err))).await {
+    if let Err(e) = end(
+        inner,
+        Box::new(job),
+        JobState::Failed,
+        Some(ErrorInfo::from(&err)),
+    )
+    .await
+    {
         tracing::error!(%job_id, error = %e, "cannot end a panicked job");
     }
     finished(vm_id)

@@ -286,12 +286,13 @@ async fn run_claimed(
             Found::Rerun(what) => {
                 log(inner, &job, LogEntry::info(format!("recovery: {what}")));
                 // A new attempt: RUNNING → PENDING → RUNNING counts it.
-                match inner
-                    .update_job_fenced_with(&job.id, token, |j| {
-                        j.transition(JobState::Pending, inner.now())?;
-                        j.transition(JobState::Running, inner.now())
-                    })
-                    .await
+                // Boxed, as the start below: rare, and unboxed its write would widen every
+                // state of this future.
+                match Box::pin(inner.update_job_fenced_with(&job.id, token, |j| {
+                    j.transition(JobState::Pending, inner.now())?;
+                    j.transition(JobState::Running, inner.now())
+                }))
+                .await
                 {
                     Ok(j) => Box::new(j),
                     Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
@@ -311,18 +312,20 @@ async fn run_claimed(
         // Start it: PENDING → RUNNING, compare-and-swap under the lease, from the job as the
         // claim returned it.
         let vm_id = job.vm_id.clone();
-        match inner
-            .update_job_fenced_from(Some(*job), &job_id, token, |j| {
+        match Box::pin(
+            inner.update_job_fenced_from(Some(*job), &job_id, token, |j| {
                 if j.state != JobState::Pending {
                     return Err(Error::new(ErrorKind::Conflict, "no longer pending"));
                 }
                 j.transition(JobState::Running, now)
-            })
-            .await
+            }),
+        )
+        .await
         {
             Ok(j) => {
+                let j = Box::new(j);
                 transition_event(inner, &j, Some(JobState::Pending), None).await;
-                Box::new(j)
+                j
             }
             // Someone else moved it on (a cancel, or another worker took it): nothing to run.
             Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {

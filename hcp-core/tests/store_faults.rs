@@ -32,6 +32,9 @@ struct FaultyStore {
     hold_claims: AtomicBool,
     /// Hold event appends until cleared.
     hold_events: AtomicBool,
+    /// Refuse every lease renewal with `LEASE_LOST`, as a store does once another worker took
+    /// the job.
+    refuse_renewals: AtomicBool,
 }
 
 fn store_down() -> Error {
@@ -182,6 +185,12 @@ impl Store for FaultyStore {
         t: u64,
         until: DateTime<Utc>,
     ) -> Result<JobLease> {
+        if self.refuse_renewals.load(Ordering::SeqCst) {
+            return Err(
+                Error::new(ErrorKind::Conflict, "the job's lease is held elsewhere")
+                    .with_code(hcp_core::CODE_LEASE_LOST),
+            );
+        }
         self.inner.renew_lease(id, h, t, until).await
     }
     async fn release_lease(&self, id: &JobId, h: &str, t: u64) -> Result<()> {
@@ -357,4 +366,52 @@ async fn a_submit_dropped_after_its_store_write_still_runs_its_job() {
     let job = wait(&engine, &jobs.items[0].id).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     assert_eq!(job.attempts, 1, "{job:?}");
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_renewal_is_refused_stops_the_attempt_and_leaves_the_job() {
+    let store = Arc::new(FaultyStore::default());
+    let yaml = "providers:\n  - name: lab\n    kind: sim\n    settings: {op_latency: {create_vm: 30s}}\n    hosts:\n      - {name: lab-1, zone: east, vcpus: 64, memory_mib: 65536}\nzones:\n  - name: east\ncatalog:\n  images: [{name: ubuntu-24.04, min_disk_gib: 5}]\n  flavors: [{name: small, vcpus: 1, memory_mib: 1024, disk_gib: 10}]\nprojects:\n  - name: demo\n";
+    let mut config = hcp_core::Config::from_yaml(yaml, "test hosts file").unwrap();
+    config.engine.job_lease = Duration::from_millis(600);
+    let engine = hcp_provider_sim::register(Engine::builder(config))
+        .store(store.clone())
+        .without_background_reconcile()
+        .build()
+        .await
+        .unwrap();
+    let s = engine
+        .create_vm(&alice(), VmSpec::new("web-1", "ubuntu-24.04", "small"))
+        .await
+        .unwrap();
+    // The create runs (for 30 s); then every renewal is refused.
+    for _ in 0..2_000 {
+        let job = engine.get_job(&Scope::All, &s.job_id).await.unwrap();
+        if job.state == JobState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    store.refuse_renewals.store(true, Ordering::SeqCst);
+    // The next renewal (a third of the lease later) is refused: the worker stops the attempt
+    // and leaves the job (RUNNING, to whoever holds its lease) without ending it.
+    let mut stopped = false;
+    for _ in 0..400 {
+        let lines = store.job_logs(&s.job_id, 0).await.unwrap();
+        if lines
+            .iter()
+            .any(|l| l.message.contains("this worker lost the job's lease"))
+        {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        stopped,
+        "the attempt did not stop after its lease renewal was refused"
+    );
+    let job = engine.get_job(&Scope::All, &s.job_id).await.unwrap();
+    assert_eq!(job.state, JobState::Running, "{job:?}");
+    assert!(job.error.is_none(), "{job:?}");
 }

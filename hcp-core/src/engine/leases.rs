@@ -13,14 +13,12 @@
 //! - The poller asks the store for claimable jobs every third of the lease and offers those the
 //!   scheduler does not know; the scheduler ignores jobs it already queues or runs.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::Inner;
 use super::scheduler::SchedMsg;
@@ -48,8 +46,10 @@ fn trusted(lease: Duration) -> Duration {
 pub(crate) struct Held {
     /// The fencing token every write of the job carries.
     pub(crate) token: u64,
-    /// Fires when the lease was lost or may have lapsed.
-    lost: CancellationToken,
+    /// Set when the lease was lost or may have lapsed. Only the heartbeat sets it, from the
+    /// job's own task, and wakes that task when it does: [`Held::lost`] needs no waker of its
+    /// own.
+    lost: AtomicBool,
     /// Milliseconds after `base` until which the lease is trusted.
     valid_ms: AtomicU64,
     base: Instant,
@@ -63,7 +63,7 @@ impl Held {
         let lease = inner.settings.job_lease;
         Held {
             token,
-            lost: CancellationToken::new(),
+            lost: AtomicBool::new(false),
             valid_ms: AtomicU64::new(millis(trusted(lease))),
             base: claimed_at,
             lease,
@@ -84,7 +84,7 @@ impl Held {
             tokio::time::sleep_until(renew_at.min(self.deadline())).await;
             if Instant::now() >= self.deadline() {
                 tracing::warn!(%job_id, token, "no lease renewal succeeded in time; the job stops here");
-                self.lost.cancel();
+                self.mark_lost().await;
                 return std::future::pending().await;
             }
             let sent = Instant::now();
@@ -100,7 +100,7 @@ impl Held {
                 }
                 Err(e) if e.code() == crate::CODE_LEASE_LOST => {
                     tracing::warn!(%job_id, token, "the job's lease was taken over; the job stops here");
-                    self.lost.cancel();
+                    self.mark_lost().await;
                     return std::future::pending().await;
                 }
                 Err(e) => {
@@ -117,7 +117,7 @@ impl Held {
 
     /// Returns true while the lease is held and trusted.
     pub(crate) fn is_held(&self) -> bool {
-        !self.lost.is_cancelled() && Instant::now() < self.deadline()
+        !self.lost.load(Ordering::Acquire) && Instant::now() < self.deadline()
     }
 
     /// Completes once the lease is lost or may have lapsed. It reads the clock each time it is
@@ -126,13 +126,23 @@ impl Held {
     /// which runs in the same task, wakes the task at the lease's deadline and then marks the
     /// lease lost.
     pub(crate) async fn lost(&self) {
-        let cancelled = self.lost.cancelled();
-        let mut cancelled = std::pin::pin!(cancelled);
-        std::future::poll_fn(|cx| {
-            if Instant::now() >= self.deadline() {
-                return std::task::Poll::Ready(());
+        std::future::poll_fn(|_| {
+            if self.lost.load(Ordering::Acquire) || Instant::now() >= self.deadline() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
             }
-            cancelled.as_mut().poll(cx)
+        })
+        .await;
+    }
+
+    /// Marks the lease lost and wakes the job's task (this runs in it), so that the job, polled
+    /// again, sees it in [`Held::lost`].
+    async fn mark_lost(&self) {
+        self.lost.store(true, Ordering::Release);
+        std::future::poll_fn(|cx| {
+            cx.waker().wake_by_ref();
+            std::task::Poll::Ready(())
         })
         .await;
     }

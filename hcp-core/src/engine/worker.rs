@@ -148,7 +148,6 @@ pub(crate) async fn run(
     if !matches!(msg, SchedMsg::Retry { .. }) || !held.is_held() {
         let _ = inner.release_lease(job_id, token).await;
     }
-    drop(held);
     msg
 }
 

@@ -398,7 +398,7 @@ clone_in_place!(Job {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobLease {
     /// The worker (an engine instance) holding the job.
-    pub holder: String,
+    pub holder: Arc<str>,
     /// The fencing token of this claim.
     pub token: u64,
     /// When the lease lapses unless renewed.

@@ -426,7 +426,7 @@ impl PostgresStore {
         let token: i64 = self.col(row, i + 2)?;
         Ok(match (holder, until) {
             (Some(holder), Some(until)) => Some(JobLease {
-                holder,
+                holder: holder.into(),
                 token: from_db(token)?,
                 until,
             }),
@@ -2290,7 +2290,7 @@ mod tests {
         let lease = claim
             .and_then(|j| j.lease)
             .expect("replica-b holds the job");
-        assert_eq!(lease.holder, "replica-b");
+        assert_eq!(&*lease.holder, "replica-b");
 
         // The stalled session was ended: its transaction cannot go on.
         assert!(tx.query("SELECT 1", &[]).await.is_err());

@@ -445,7 +445,7 @@ impl EngineBuilder {
             leadership: self
                 .leadership
                 .unwrap_or_else(|| Arc::new(crate::AlwaysLeader)),
-            holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()).into(),
             runs_jobs: self.runs_jobs,
             held_for_workers: Mutex::new(HashMap::default()),
         });
@@ -519,7 +519,7 @@ pub(crate) struct Inner {
     pub(crate) held_for_workers: Mutex<HashMap<JobId, inventory::HeldForWorker>>,
     /// This engine's name as a job lease holder: unique per engine instance, so a restarted
     /// process never mistakes its predecessor's leases for its own.
-    pub(crate) holder: String,
+    pub(crate) holder: Arc<str>,
 }
 
 /// An event waiting for the event writer, with the sender that tells its emitter it is done.

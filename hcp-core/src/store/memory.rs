@@ -269,7 +269,7 @@ impl MemoryStore {
     pub(crate) fn claim_and_start_now(
         &self,
         id: &JobId,
-        holder: &str,
+        holder: &Arc<str>,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<(Job, bool)>> {
@@ -741,7 +741,7 @@ impl State {
     fn claim(
         &mut self,
         id: &JobId,
-        holder: &str,
+        holder: &Arc<str>,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<&mut JobEntry>> {
@@ -753,7 +753,7 @@ impl State {
         let free = job
             .lease
             .as_ref()
-            .is_none_or(|l| !l.is_active(now) || l.holder == holder);
+            .is_none_or(|l| !l.is_active(now) || l.holder == *holder);
         if job.state.is_terminal() || !free || !self.first_of_vm(job) {
             return Ok(None);
         }
@@ -772,7 +772,7 @@ impl State {
             .checked_add(1)
             .ok_or_else(|| Error::internal("a job's generation overflowed"))?;
         entry.job.lease = Some(JobLease {
-            holder: holder.to_string(),
+            holder: holder.clone(),
             token,
             until,
         });
@@ -821,7 +821,7 @@ impl State {
             .get_mut(id)
             .ok_or_else(|| Error::not_found("job", id))?;
         match &entry.job.lease {
-            Some(l) if l.token == token && holder.is_none_or(|h| h == l.holder) => Ok(entry),
+            Some(l) if l.token == token && holder.is_none_or(|h| h == &*l.holder) => Ok(entry),
             _ => Err(lease_lost(id, token)),
         }
     }
@@ -1395,7 +1395,7 @@ impl Store for MemoryStore {
     ) -> Result<Option<Job>> {
         let now = crate::clock::system_now();
         let mut s = self.lock();
-        Ok(s.claim(id, holder, until, now)?
+        Ok(s.claim(id, &Arc::from(holder), until, now)?
             .map(|entry| entry.job.clone()))
     }
 

@@ -2861,7 +2861,7 @@ pub async fn lease_expiry_and_reclaim(store: Arc<dyn Store>) -> Result<()> {
         .ok_or_else(|| Error::internal("store conformance: a released lease is claimable"))?;
     let token_c = c.lease.as_ref().map_or(0, |l| l.token);
     ensure!(
-        token_c > token_b && c.lease.as_ref().is_some_and(|l| l.holder == "worker-c"),
+        token_c > token_b && c.lease.as_ref().is_some_and(|l| &*l.holder == "worker-c"),
         "the claim after a release holds a greater token: {c:?}"
     );
     // An ended job is never claimed again.
@@ -2969,7 +2969,7 @@ pub async fn lease_renew_by_non_holder_is_refused(store: Arc<dyn Store>) -> Resu
     ensure!(
         renewed.token == token
             && (renewed.until - until).num_milliseconds().abs() < 1
-            && renewed.holder == "worker-a",
+            && &*renewed.holder == "worker-a",
         "the holder renews its lease: {renewed:?}"
     );
     let r = store

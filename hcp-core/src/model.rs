@@ -672,7 +672,7 @@ pub struct Vm {
     /// Its resolved size.
     pub resources: Resources,
     /// The zone it was placed in.
-    pub zone: String,
+    pub zone: Arc<str>,
     /// The lifecycle state HCP wants.
     pub desired: DesiredState,
     /// The power state HCP wants.
@@ -721,7 +721,7 @@ impl Vm {
             spec,
             has_user_data,
             resources: self.resources,
-            zone: self.zone.clone(),
+            zone: self.zone.to_string(),
             state: self.desired,
             power: self.power,
             desired_power: self.desired_power,

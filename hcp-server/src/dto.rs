@@ -811,7 +811,7 @@ impl From<Vm> for OpsVmDto {
             spec: (&*v.spec).into(),
             has_user_data: v.spec.user_data.is_some(),
             resources: v.resources.into(),
-            zone: v.zone,
+            zone: v.zone.to_string(),
             desired: v.desired.into(),
             desired_power: v.desired_power.into(),
             power: v.power.into(),

@@ -607,7 +607,7 @@ fn a_server_group_places_its_vms_apart_and_a_third_is_refused_by_its_policy() {
         .items
         .iter()
         .filter(|v| got.members.contains(&v.id))
-        .map(|v| v.binding.host.clone())
+        .map(|v| v.binding.host.to_string())
         .collect();
     hosts.sort();
     assert_eq!(hosts, ["lab-1", "lab-3"]);

@@ -285,7 +285,7 @@ impl Engine {
                 ..Default::default()
             }),
             resources: r,
-            zone,
+            zone: zone.into(),
             desired: DesiredState::Pending,
             desired_power: if native.power == PowerState::Stopped {
                 PowerState::Stopped

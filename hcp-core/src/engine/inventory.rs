@@ -1170,7 +1170,7 @@ impl Engine {
                     ..Default::default()
                 }),
                 resources: a.native.resources,
-                zone,
+                zone: zone.into(),
                 desired: DesiredState::Active,
                 desired_power: if power == PowerState::Stopped {
                     PowerState::Stopped

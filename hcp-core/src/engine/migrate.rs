@@ -160,7 +160,7 @@ impl Engine {
             .with_operation(op)
             .with_context("provider", provider));
         }
-        let zone = source_state.map_or(vm.zone.as_str(), |h| h.info.zone.as_str());
+        let zone = source_state.map_or(&*vm.zone, |h| h.info.zone.as_str());
         let has_image = |h: &HostState| h.serves_image(&vm.spec.image);
         let no_room = |where_: &str| {
             Error::new(

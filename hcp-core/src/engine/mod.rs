@@ -1304,7 +1304,7 @@ impl Engine {
                 let vm = Vm {
                     id: vm_id.clone(),
                     project: ctx.project.clone(),
-                    zone: placement.zone,
+                    zone: placement.zone.into(),
                     spec: Arc::new(spec),
                     resources,
                     desired: DesiredState::Pending,

@@ -390,9 +390,10 @@ pub(crate) fn settle_resize(
 
 #[derive(Debug, PartialEq)]
 pub(crate) struct Placement {
-    pub(crate) provider: String,
-    pub(crate) host: String,
-    pub(crate) zone: String,
+    /// Shared text: the VM's record and its job take copies.
+    pub(crate) provider: Arc<str>,
+    pub(crate) host: Arc<str>,
+    pub(crate) zone: Arc<str>,
     /// The member host of a cluster target the VM must run on, so that its server group's
     /// policy holds per host inside the cluster; `None` lets the cluster pick.
     pub(crate) member_host: Option<String>,
@@ -894,9 +895,9 @@ impl Engine {
         });
         match best {
             Some((key, h)) => Ok(Placement {
-                provider: key.0.clone(),
-                host: key.1.clone(),
-                zone: h.info.zone.clone(),
+                provider: key.0.as_str().into(),
+                host: key.1.as_str().into(),
+                zone: h.info.zone.as_str().into(),
                 member_host: group.and_then(|g| g.member_pin(key, h, &r).ok().flatten()),
                 room: h.room,
             }),
@@ -1521,9 +1522,9 @@ fn best_target(
         }
     }
     best.map(|(key, h)| Placement {
-        provider: key.0.clone(),
-        host: key.1.clone(),
-        zone: h.info.zone.clone(),
+        provider: key.0.as_str().into(),
+        host: key.1.as_str().into(),
+        zone: h.info.zone.as_str().into(),
         member_host: None,
         room: h.room,
     })

@@ -1297,14 +1297,11 @@ impl Engine {
                     self.place(&spec, resources, host.as_deref(), op, group.as_ref())?;
                 let vm_id = VmId::generate();
                 // Shared by the VM's binding and the job.
-                let (provider, target): (Arc<str>, Arc<str>) = (
-                    placement.provider.as_str().into(),
-                    placement.host.as_str().into(),
-                );
+                let (provider, target) = (placement.provider, placement.host);
                 let vm = Vm {
                     id: vm_id.clone(),
                     project: ctx.project.clone(),
-                    zone: placement.zone.into(),
+                    zone: placement.zone,
                     spec: Arc::new(spec),
                     resources,
                     desired: DesiredState::Pending,

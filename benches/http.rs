@@ -483,7 +483,7 @@ fn main() {
             report(
                 &format!("POST .../vms (202), {CLIENTS} clients"),
                 run,
-                "2,556 req/s, 388 us server CPU per create when filed; 63-127 us on 61df7b8; 90-98 us on 590c1c5 and 95-97 us on 62bcc92 (at 2,000 req/s, each alternated with the code after it)",
+                "2,556 req/s, 388 us server CPU per create when filed; 63-127 us on 61df7b8; 86-95 us on 3cb2997, 90-98 us on 590c1c5 and 95-97 us on 62bcc92 (at 2,000 req/s, each alternated with the code after it)",
                 "<= 100 us server CPU per create",
             );
             let run = get_closed_loop(&http, &vm, LIST_CLIENTS, GET_SECONDS).await;

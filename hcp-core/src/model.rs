@@ -9,56 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Capabilities, Error, ErrorInfo, Result};
 
-/// Returns a new UUIDv7 (RFC 9562): the time in milliseconds, then a 42-bit counter that starts
-/// at a random value each millisecond and counts up within it, then 32 random bits. Ids made on
-/// one thread sort in the order they were made; ids made on different threads sort by their
-/// millisecond. Unlike `Uuid::now_v7`, no lock is shared between threads.
-pub(crate) fn uuid_v7() -> uuid::Uuid {
-    use std::cell::Cell;
-    use std::time::{SystemTime, UNIX_EPOCH};
-    const COUNTER_MAX: u64 = (1 << 42) - 1;
-    thread_local! {
-        /// The millisecond and counter of the last id this thread made.
-        static LAST: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let random: u64 = rand::random();
-    // A fresh millisecond's counter starts in the lower half of its range: room to count up.
-    let start = random >> 23;
-    let (millis, counter) = LAST.with(|last| {
-        let (last_ms, last_counter) = last.get();
-        let next = if now > last_ms {
-            (now, start)
-        } else if last_counter < COUNTER_MAX {
-            // The same millisecond (or the clock stepped back): count on from the last id.
-            (last_ms, last_counter + 1)
-        } else {
-            (last_ms.saturating_add(1), start)
-        };
-        last.set(next);
-        next
-    });
-    let c = counter.to_be_bytes();
-    let r = random.to_be_bytes();
-    // Counter bits: 4 + 8 in rand_a, 6 + 24 in rand_b (the builder sets the version and variant
-    // bits around them); the rest of rand_b is random.
-    let bytes = [
-        (c[2] & 0x03) << 2 | c[3] >> 6,
-        c[3] << 2 | c[4] >> 6,
-        c[4] & 0x3F,
-        c[5],
-        c[6],
-        c[7],
-        r[4],
-        r[5],
-        r[6],
-        r[7],
-    ];
-    uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
-}
-
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -78,7 +28,7 @@ macro_rules! id_type {
                 let mut text = [0u8; PREFIX.len() + uuid::fmt::Simple::LENGTH];
                 let (head, tail) = text.split_at_mut(PREFIX.len());
                 head.copy_from_slice(PREFIX.as_bytes());
-                let uuid = $crate::model::uuid_v7();
+                let uuid = uuid::Uuid::now_v7();
                 uuid.simple().encode_lower(tail);
                 match std::str::from_utf8(&text) {
                     Ok(id) => $name(Arc::from(id)),
@@ -1036,53 +986,6 @@ impl fmt::Display for Principal {
 mod tests {
     use super::*;
     use crate::ErrorKind;
-
-    #[test]
-    fn uuids_made_in_a_row_count_up_and_carry_the_time() {
-        use std::time::{SystemTime, UNIX_EPOCH};
-        let ms = |u: &uuid::Uuid| {
-            u.get_timestamp()
-                .map(|t| t.to_unix())
-                .map(|(s, n)| s * 1000 + u64::from(n) / 1_000_000)
-        };
-        let counter = |u: &uuid::Uuid| {
-            let b = u.as_bytes();
-            (u64::from(b[6] & 0x0F) << 38)
-                | (u64::from(b[7]) << 30)
-                | (u64::from(b[8] & 0x3F) << 24)
-                | (u64::from(b[9]) << 16)
-                | (u64::from(b[10]) << 8)
-                | u64::from(b[11])
-        };
-        let before = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_millis();
-        let ids: Vec<uuid::Uuid> = (0..10_000).map(|_| uuid_v7()).collect();
-        let after = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_millis();
-        let mut same_ms = 0;
-        for pair in ids.windows(2) {
-            assert!(pair[1] > pair[0], "{} after {}", pair[1], pair[0]);
-            assert_eq!(pair[1].get_version_num(), 7);
-            assert_eq!(pair[1].get_variant(), uuid::Variant::RFC4122);
-            if ms(&pair[0]) == ms(&pair[1]) {
-                // Within one millisecond the counter counts up by one.
-                assert_eq!(counter(&pair[1]), counter(&pair[0]) + 1);
-                same_ms += 1;
-            }
-        }
-        assert!(same_ms > 0, "10,000 ids within distinct milliseconds each");
-        for id in [&ids[0], &ids[ids.len() - 1]] {
-            let t = u128::from(ms(id).expect("a v7 timestamp"));
-            assert!(
-                (before..=after).contains(&t),
-                "{t} within {before}..={after}"
-            );
-        }
-    }
 
     #[test]
     fn generated_ids_are_their_prefix_and_a_time_ordered_uuid() {

@@ -27,8 +27,8 @@ use crate::{
 const HOST_INVENTORY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A `(provider, target)` key of the host table, looked up without owning its text: the table
-/// is keyed by owned pairs, and a lookup borrows both parts as `&dyn HostRef`.
-pub(crate) trait HostRef {
+/// is keyed by owned pairs, and [`InventoryState::host`] borrows both parts as `&dyn HostRef`.
+trait HostRef {
     /// The provider and target names.
     fn parts(&self) -> (&str, &str);
 }
@@ -72,14 +72,21 @@ impl Ord for dyn HostRef + '_ {
     }
 }
 
-/// The host table's key for `provider`'s target `host`, borrowed.
-pub(crate) fn host_ref<'k>(provider: &'k str, host: &'k str) -> (&'k str, &'k str) {
-    (provider, host)
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct InventoryState {
     pub(crate) hosts: BTreeMap<(String, String), HostState>,
+}
+
+impl InventoryState {
+    /// Returns `provider`'s target `host`, looked up without an owned key.
+    pub(crate) fn host(&self, provider: &str, host: &str) -> Option<&HostState> {
+        self.hosts.get(&(provider, host) as &dyn HostRef)
+    }
+
+    /// Returns `provider`'s target `host` to change, looked up without an owned key.
+    pub(crate) fn host_mut(&mut self, provider: &str, host: &str) -> Option<&mut HostState> {
+        self.hosts.get_mut(&(provider, host) as &dyn HostRef)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -218,7 +225,7 @@ impl<'a> Reservation<'a> {
     ) -> Result<Self> {
         {
             let mut inv = write_inventory(inner);
-            if let Some(h) = inv.hosts.get_mut(&host_ref(provider, host) as &dyn HostRef) {
+            if let Some(h) = inv.host_mut(provider, host) {
                 h.capacity.reserve(&resources)?;
             }
         }
@@ -301,10 +308,7 @@ pub(crate) fn spawn_reservation_sweeper(inner: Weak<Inner>) {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.kept
-            && let Some(h) =
-                write_inventory(self.inner)
-                    .hosts
-                    .get_mut(&host_ref(&self.provider, &self.host) as &dyn HostRef)
+            && let Some(h) = write_inventory(self.inner).host_mut(&self.provider, &self.host)
         {
             h.capacity.release(&self.resources);
         }
@@ -338,7 +342,7 @@ pub(crate) fn settle_capacity(
     deleted: bool,
 ) {
     let mut inv = write_inventory(inner);
-    if let Some(h) = inv.hosts.get_mut(&host_ref(provider, host) as &dyn HostRef) {
+    if let Some(h) = inv.host_mut(provider, host) {
         if let Some(ok) = created {
             h.capacity.release(&r);
             if ok {
@@ -370,9 +374,8 @@ pub(crate) fn settle_resize(
     to: Resources,
     applied: bool,
 ) {
-    let key = (provider.to_string(), host.to_string());
     let mut inv = write_inventory(inner);
-    if let Some(h) = inv.hosts.get_mut(&key) {
+    if let Some(h) = inv.host_mut(provider, host) {
         let c = &mut h.capacity;
         c.release(&growth(from, to));
         if applied {

@@ -145,7 +145,7 @@ impl Engine {
             super::validate_reference("target_host", h)?;
         }
         let inv = read_inventory(&self.inner);
-        let source_state = inv.hosts.get(&(provider.to_string(), source.to_string()));
+        let source_state = inv.host(provider, source);
         // Inside a cluster target the hypervisor places and moves VMs itself; HCP moves VMs
         // only between hosts it places on.
         if source_state.is_some_and(|h| h.info.is_cluster()) {
@@ -186,7 +186,7 @@ impl Engine {
                     ),
                 ));
             }
-            let Some(h) = inv.hosts.get(&(provider.to_string(), name.to_string())) else {
+            let Some(h) = inv.host(provider, name) else {
                 return Err(Error::invalid(
                     "target_host",
                     format!(

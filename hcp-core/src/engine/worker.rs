@@ -1199,20 +1199,14 @@ fn settle_migration(inner: &Inner, job: &Job, vm: &Vm, moved_to: Option<&str>) {
     };
     let provider = &vm.binding.provider;
     let mut inv = write_inventory(inner);
-    if let Some(h) = inv
-        .hosts
-        .get_mut(&(provider.to_string(), target_host.clone()))
-    {
+    if let Some(h) = inv.host_mut(provider, target_host) {
         h.capacity.release(&vm.resources);
     }
     if let Some(to) = moved_to {
-        if let Some(h) = inv.hosts.get_mut(&(provider.to_string(), to.to_string())) {
+        if let Some(h) = inv.host_mut(provider, to) {
             h.capacity.add_used(&vm.resources);
         }
-        if let Some(h) = inv
-            .hosts
-            .get_mut(&(provider.to_string(), vm.binding.host.to_string()))
-        {
+        if let Some(h) = inv.host_mut(provider, &vm.binding.host) {
             h.capacity.remove_used(&vm.resources);
         }
     }

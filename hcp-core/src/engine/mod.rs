@@ -675,35 +675,37 @@ impl Inner {
     /// write is refused with `LEASE_LOST` (and nothing retried) once another worker claimed it.
     pub(crate) fn update_job_fenced_with<'a>(
         &'a self,
-        id: &'a JobId,
+        id: JobId,
         token: u64,
         f: impl FnMut(&mut Job) -> Result<()> + Send + 'a,
-    ) -> StoreCall<'a, Result<Job>> {
+    ) -> StoreCall<'a, Result<Box<Job>>> {
         self.update_job_fenced_from(None, id, token, f)
     }
 
     /// [`Inner::update_job_fenced_with`] starting from `known`, the job as this worker last
     /// wrote or read it: no read when nobody wrote it since (the usual case for the job a
     /// worker holds), a fresh read and another try when somebody did. On the in-memory store
-    /// the update is done before this returns, on the worker's copy where it is.
+    /// the update is done before this returns, on the worker's copy where it is. The job stays
+    /// boxed: a worker's job moves as a pointer.
     pub(crate) fn update_job_fenced_from<'a>(
         &'a self,
-        known: Option<Job>,
-        id: &'a JobId,
+        known: Option<Box<Job>>,
+        id: JobId,
         token: u64,
         f: impl FnMut(&mut Job) -> Result<()> + Send + 'a,
-    ) -> StoreCall<'a, Result<Job>> {
+    ) -> StoreCall<'a, Result<Box<Job>>> {
         match self.store.as_memory() {
-            Some(memory) => StoreCall::Left(std::future::ready(
-                Self::update_job_fenced_now(memory, known.map(Box::new), id, token, f).map(|j| *j),
-            )),
-            None => StoreCall::Right(Box::pin(self.update_stored_job_fenced(known, id, token, f))),
+            Some(memory) => StoreCall::Left(std::future::ready(Self::update_job_fenced_now(
+                memory, known, &id, token, f,
+            ))),
+            None => StoreCall::Right(Box::pin(async move {
+                self.update_stored_job_fenced(known, &id, token, f).await
+            })),
         }
     }
 
     /// [`Inner::update_job_fenced_from`] on the in-memory store.
-    /// The job stays boxed: a worker's job moves as a pointer.
-    pub(crate) fn update_job_fenced_now(
+    fn update_job_fenced_now(
         memory: &MemoryStore,
         mut known: Option<Box<Job>>,
         id: &JobId,
@@ -733,16 +735,16 @@ impl Inner {
     }
 
     /// [`Inner::update_job_fenced_from`] on any store but the in-memory one.
-    pub(crate) async fn update_stored_job_fenced(
+    async fn update_stored_job_fenced(
         &self,
-        mut known: Option<Job>,
+        mut known: Option<Box<Job>>,
         id: &JobId,
         token: u64,
         mut f: impl FnMut(&mut Job) -> Result<()>,
-    ) -> Result<Job> {
+    ) -> Result<Box<Job>> {
         for _ in 0..16 {
             let mut job = match known.take() {
-                Some(job) => job,
+                Some(job) => *job,
                 None => self
                     .store
                     .get_job(&Scope::All, id)
@@ -752,7 +754,7 @@ impl Inner {
             let expected = job.generation;
             f(&mut job)?;
             match self.store.update_job_fenced(job, expected, token).await {
-                Ok(j) => return Ok(j),
+                Ok(j) => return Ok(Box::new(j)),
                 Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() => continue,
                 Err(e) => return Err(e),
             }

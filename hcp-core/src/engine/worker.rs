@@ -287,13 +287,13 @@ async fn run_claimed(
                 // A new attempt: RUNNING → PENDING → RUNNING counts it.
                 // Boxed, as the start below: rare, and unboxed its write would widen every
                 // state of this future.
-                match Box::pin(inner.update_job_fenced_with(&job.id, token, |j| {
+                match Box::pin(inner.update_job_fenced_with(job.id.clone(), token, |j| {
                     j.transition(JobState::Pending, inner.now())?;
                     j.transition(JobState::Running, inner.now())
                 }))
                 .await
                 {
-                    Ok(j) => Box::new(j),
+                    Ok(j) => j,
                     Err(e) if e.kind() == ErrorKind::Conflict && !e.is_temporary() => {
                         return finished(job.vm_id);
                     }
@@ -312,7 +312,7 @@ async fn run_claimed(
         // claim returned it.
         let vm_id = job.vm_id.clone();
         match Box::pin(
-            inner.update_job_fenced_from(Some(*job), &job_id, token, |j| {
+            inner.update_job_fenced_from(Some(job), job_id.clone(), token, |j| {
                 if j.state != JobState::Pending {
                     return Err(Error::new(ErrorKind::Conflict, "no longer pending"));
                 }
@@ -322,7 +322,6 @@ async fn run_claimed(
         .await
         {
             Ok(j) => {
-                let j = Box::new(j);
                 transition_event(inner, &j, Some(JobState::Pending), None).await;
                 j
             }
@@ -1472,17 +1471,9 @@ fn write_job<'a>(
     f: impl FnMut(&mut Job) -> crate::Result<()> + Send + 'a,
 ) -> super::StoreCall<'a, crate::Result<Box<Job>>> {
     let id = job.id.clone();
-    match (job.lease.as_ref().map(|l| l.token), inner.store.as_memory()) {
-        (Some(token), Some(memory)) => super::StoreCall::Left(std::future::ready(
-            Inner::update_job_fenced_now(memory, Some(job), &id, token, f),
-        )),
-        (Some(token), None) => super::StoreCall::Right(Box::pin(async move {
-            inner
-                .update_stored_job_fenced(Some(*job), &id, token, f)
-                .await
-                .map(Box::new)
-        })),
-        (None, _) => super::StoreCall::Right(Box::pin(async move {
+    match job.lease.as_ref().map(|l| l.token) {
+        Some(token) => inner.update_job_fenced_from(Some(job), id, token, f),
+        None => super::StoreCall::Right(Box::pin(async move {
             inner.update_job_with(&id, f).await.map(Box::new)
         })),
     }

@@ -52,15 +52,15 @@ use crate::{
 };
 
 use inventory::InventoryState;
+use scheduler::SchedMsg;
+use watch::LogMsg;
+
 /// The future of a store call the worker awaits: finished before it is returned on the in-memory
 /// store (which answers without waiting), boxed on any other (whose answer is I/O away). Small
 /// either way, so the futures that await it stay small: a job's futures are moved and boxed
 /// whole, and each byte of them is copied each time.
 pub(crate) type StoreCall<'a, T> =
     futures::future::Either<std::future::Ready<T>, futures::future::BoxFuture<'a, T>>;
-
-use scheduler::SchedMsg;
-use watch::LogMsg;
 
 /// Builds a provider from its section of the hosts file.
 pub type ProviderFactory =

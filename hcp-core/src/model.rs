@@ -15,9 +15,22 @@ macro_rules! id_type {
         ///
         /// Shared text: a copy of the id (every copy of a job or VM record carries several)
         /// costs a reference count, not an allocation.
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(Arc<str>);
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                // Copies of one id share their text: no bytes to compare.
+                Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+            }
+        }
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                hash_id(&self.0, state);
+            }
+        }
 
         impl $name {
             /// Generates a new random id.
@@ -28,7 +41,7 @@ macro_rules! id_type {
                 let mut text = [0u8; PREFIX.len() + uuid::fmt::Simple::LENGTH];
                 let (head, tail) = text.split_at_mut(PREFIX.len());
                 head.copy_from_slice(PREFIX.as_bytes());
-                let uuid = uuid::Uuid::now_v7();
+                let uuid = time_ordered_uuid();
                 uuid.simple().encode_lower(tail);
                 match std::str::from_utf8(&text) {
                     Ok(id) => $name(Arc::from(id)),
@@ -66,6 +79,65 @@ macro_rules! id_type {
             }
         }
     };
+}
+
+/// The length of a generated id's random tail that [`hash_id`] hashes alone: the last 16 hex
+/// digits of its UUID, 62 of whose 64 bits are random.
+const RANDOM_TAIL: usize = 16;
+
+/// Hashes an id's text. A generated id (a prefix of at most 5 characters, a dash and 32 hex
+/// digits) is hashed by its random tail alone, one 16-byte word instead of the whole text: the
+/// engine hashes ids a score of times per job. Any other id is hashed whole. Equal ids hash
+/// equally either way, since the choice depends on the text alone.
+fn hash_id<H: std::hash::Hasher>(id: &str, state: &mut H) {
+    let bytes = id.as_bytes();
+    let generated = (35..=38).contains(&bytes.len()) && bytes[bytes.len() - 33] == b'-';
+    match bytes
+        .len()
+        .checked_sub(RANDOM_TAIL)
+        .and_then(|at| <[u8; RANDOM_TAIL]>::try_from(&bytes[at..]).ok())
+    {
+        Some(tail) if generated => state.write_u128(u128::from_ne_bytes(tail)),
+        _ => state.write(bytes),
+    }
+}
+
+/// The last id's time and counter: the Unix time in milliseconds, shifted left by
+/// [`COUNTER_BITS`], plus the count of ids made earlier in that millisecond.
+static LAST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The bits of a UUIDv7's `rand_a` field that count ids within one millisecond.
+const COUNTER_BITS: u32 = 12;
+
+/// Returns a new UUIDv7 (RFC 9562): the Unix time in milliseconds, a 12-bit counter (method 1
+/// of section 6.2) and 62 random bits. The ids of one process are strictly increasing, across
+/// threads too: the time and counter advance together by compare-and-swap on one word (no
+/// lock), and a millisecond's 4,097th id borrows the next millisecond, as the RFC allows.
+fn time_ordered_uuid() -> uuid::Uuid {
+    use std::sync::atomic::Ordering;
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        & ((1 << 48) - 1);
+    let start = millis << COUNTER_BITS;
+    let mut last = LAST_ID.load(Ordering::Relaxed);
+    let next = loop {
+        let next = if start > last {
+            start
+        } else {
+            last.wrapping_add(1)
+        };
+        match LAST_ID.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break next,
+            Err(now) => last = now,
+        }
+    };
+    let random: u64 = rand::random();
+    let high = (u128::from(next >> COUNTER_BITS) << 80)
+        | (0x7 << 76)
+        | (u128::from(next & ((1 << COUNTER_BITS) - 1)) << 64);
+    let low = (0b10 << 62) | u128::from(random >> 2);
+    uuid::Uuid::from_u128(high | low)
 }
 
 id_type!(
@@ -1008,6 +1080,63 @@ mod tests {
         assert!(later > first, "{later} after {first}");
         let many: std::collections::HashSet<VmId> = (0..1000).map(|_| VmId::generate()).collect();
         assert_eq!(many.len(), 1000);
+        let uuid = uuid::Uuid::parse_str(&later.as_str()[3..]).expect("a UUID");
+        assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{later}");
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis();
+        let (secs, nanos) = uuid.get_timestamp().expect("a v7 timestamp").to_unix();
+        let at = u128::from(secs) * 1000 + u128::from(nanos / 1_000_000);
+        assert!(at <= millis && at + 5_000 > millis, "{at} vs {millis}");
+    }
+
+    #[test]
+    fn ids_made_on_many_threads_are_unique_and_in_the_order_they_were_made() {
+        // Each thread's ids increase; all are distinct; an id made after the threads ended
+        // sorts after every one of theirs (the order is the process's, not each thread's).
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let ids: Vec<JobId> = (0..20_000).map(|_| JobId::generate()).collect();
+                    assert!(
+                        ids.windows(2).all(|w| w[0] < w[1]),
+                        "a thread's ids out of order"
+                    );
+                    ids
+                })
+            })
+            .collect();
+        let all: Vec<JobId> = threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread"))
+            .collect();
+        let distinct: std::collections::HashSet<&JobId> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len());
+        let after = JobId::generate();
+        assert!(all.iter().all(|id| *id < after));
+    }
+
+    #[test]
+    fn equal_ids_hash_equally_whatever_their_form() {
+        use std::hash::BuildHasher;
+        let hasher = std::collections::hash_map::RandomState::new();
+        for text in [
+            "vm-0192f0c4a1b27c3d8e9fa0b1c2d3e4f5",
+            "job-0192f0c4a1b27c3d8e9fa0b1c2d3e4f5",
+            "web",
+            "a-much-longer-id-that-is-not-generated-at-all",
+            "",
+        ] {
+            let (a, b) = (VmId::new(text), VmId::from(text.to_string()));
+            assert_eq!(a, b);
+            assert_eq!(hasher.hash_one(&a), hasher.hash_one(&b), "{text}");
+        }
+        // Generated ids differ in their random tails, and so do their hashes.
+        let hashes: std::collections::HashSet<u64> = (0..1000)
+            .map(|_| hasher.hash_one(VmId::generate()))
+            .collect();
+        assert_eq!(hashes.len(), 1000);
     }
 
     #[test]

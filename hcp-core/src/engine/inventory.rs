@@ -101,6 +101,28 @@ pub(crate) struct HostState {
     /// What HCP's VMs may hold here: the total less what the VMs without HCP's mark used when
     /// last observed; `None` before the first observation.
     pub(crate) room: Option<crate::store::HostRoom>,
+    /// The provider, target and zone as shared text, which a placement here hands to the VM's
+    /// record and its job without copying them.
+    pub(crate) names: PlacedNames,
+}
+
+/// A host's provider, target and zone names as shared text (see [`HostState::names`]).
+#[derive(Debug, Clone)]
+pub(crate) struct PlacedNames {
+    pub(crate) provider: Arc<str>,
+    pub(crate) host: Arc<str>,
+    pub(crate) zone: Arc<str>,
+}
+
+impl PlacedNames {
+    /// The names of the host table's entry `key`, in `zone`.
+    fn of(key: &(String, String), zone: &str) -> Self {
+        PlacedNames {
+            provider: key.0.as_str().into(),
+            host: key.1.as_str().into(),
+            zone: zone.into(),
+        }
+    }
 }
 
 /// Returns the room HCP's VMs have on a host observed with `reply` (see [`HostState::room`]).
@@ -898,9 +920,9 @@ impl Engine {
         });
         match best {
             Some((key, h)) => Ok(Placement {
-                provider: key.0.as_str().into(),
-                host: key.1.as_str().into(),
-                zone: h.info.zone.as_str().into(),
+                provider: h.names.provider.clone(),
+                host: h.names.host.clone(),
+                zone: h.names.zone.clone(),
                 member_host: group.and_then(|g| g.member_pin(key, h, &r).ok().flatten()),
                 room: h.room,
             }),
@@ -1053,6 +1075,7 @@ impl Engine {
                         report.hosts_ok += 1;
                         report.vms_seen += r.vms.len();
                         HostState {
+                            names: PlacedNames::of(&key, &host_info.zone),
                             room: Some(room_of(&host_info, r)),
                             capacity: Capacity {
                                 vcpus_total: host_info.vcpus_total,
@@ -1086,7 +1109,9 @@ impl Engine {
                             inventory: None,
                             observed_at: None,
                             room: None,
+                            names: PlacedNames::of(&key, &host_info.zone),
                         });
+                        s.names = PlacedNames::of(&key, &host_info.zone);
                         s.capacity.vcpus_total = host_info.vcpus_total;
                         s.capacity.memory_total = host_info.memory_mib_total;
                         s.info = host_info;
@@ -1524,10 +1549,10 @@ fn best_target(
             best = Some((key, h));
         }
     }
-    best.map(|(key, h)| Placement {
-        provider: key.0.as_str().into(),
-        host: key.1.as_str().into(),
-        zone: h.info.zone.as_str().into(),
+    best.map(|(_, h)| Placement {
+        provider: h.names.provider.clone(),
+        host: h.names.host.clone(),
+        zone: h.names.zone.clone(),
         member_host: None,
         room: h.room,
     })

@@ -935,10 +935,11 @@ impl Inner {
     /// naming `vm_id` when it does not exist, is outside `scope` or is deleted.
     pub(crate) async fn live_vm(&self, scope: &Scope, vm_id: &VmId) -> Result<Vm> {
         validate_reference("vm_id", vm_id.as_str())?;
-        self.store
-            .get_vm(scope, vm_id)
-            .await?
-            .filter(|v| v.desired != DesiredState::Deleted)
+        let vm = match self.store.as_memory() {
+            Some(memory) => memory.get_vm_now(scope, vm_id),
+            None => self.store.get_vm(scope, vm_id).await?,
+        };
+        vm.filter(|v| v.desired != DesiredState::Deleted)
             .ok_or_else(|| Error::not_found("vm", vm_id).with_field("vm_id"))
     }
 
@@ -1268,16 +1269,20 @@ impl Engine {
                 if let Some(h) = &host {
                     validate_reference("host", h)?;
                 }
-                if let Some(existing) = inner
-                    .store
-                    .find_vm_by_name(&ctx.project, &spec.name)
-                    .await?
-                {
+                let existing = match inner.store.as_memory() {
+                    Some(memory) => memory.vm_named_now(&ctx.project, &spec.name),
+                    None => inner
+                        .store
+                        .find_vm_by_name(&ctx.project, &spec.name)
+                        .await?
+                        .map(|v| v.id),
+                };
+                if let Some(existing) = existing {
                     return Err(Error::new(
                         ErrorKind::Conflict,
                         format!(
-                            "a VM named `{}` already exists in project `{}` ({})",
-                            spec.name, ctx.project, existing.id
+                            "a VM named `{}` already exists in project `{}` ({existing})",
+                            spec.name, ctx.project
                         ),
                     )
                     .with_field("name"));
@@ -1500,17 +1505,19 @@ impl Engine {
                     created_at: now,
                 });
         let is_create = job.action == JobAction::Create;
-        let outcome = inner
-            .store
-            .submit(Submission {
-                idempotency,
-                vm: vm_write,
-                job,
-                quota: self.quota(&ctx.project),
-                fence: ctx.fence.clone(),
-                room,
-            })
-            .await?;
+        let submission = Submission {
+            idempotency,
+            vm: vm_write,
+            job,
+            quota: self.quota(&ctx.project),
+            fence: ctx.fence.clone(),
+            room,
+        };
+        // On the in-memory store, written before this returns: no boxed future.
+        let outcome = match inner.store.as_memory() {
+            Some(memory) => memory.submit_now(submission)?,
+            None => inner.store.submit(submission).await?,
+        };
         let (vm_id, job_id) = match outcome {
             SubmitOutcome::Accepted { vm_id, job_id } => (vm_id, job_id),
             SubmitOutcome::Replayed { vm_id, job_id } => {

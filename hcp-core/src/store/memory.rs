@@ -320,6 +320,75 @@ impl MemoryStore {
             .cloned()
     }
 
+    /// The id of the VM named `name` in `project` ([`Store::find_vm_by_name`] without a future
+    /// and without a copy of the VM).
+    pub(crate) fn vm_named_now(&self, project: &ProjectId, name: &str) -> Option<VmId> {
+        self.lock()
+            .vm_names
+            .get(&(project.clone(), name.to_string()))
+            .cloned()
+    }
+
+    /// [`Store::submit`] without a future.
+    ///
+    /// # Errors
+    /// [`Store::submit`]'s.
+    pub(crate) fn submit_now(&self, submission: Submission) -> Result<SubmitOutcome> {
+        let mut s = self.lock();
+        if let Some(rec) = &submission.idempotency
+            && let Some(prev) = s.idempotency.get(&rec.scope)
+        {
+            if prev.fingerprint == rec.fingerprint {
+                return Ok(SubmitOutcome::Replayed {
+                    vm_id: prev.vm_id.clone(),
+                    job_id: prev.job_id.clone(),
+                });
+            }
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "idempotency key `{}` was already used for a different {} request",
+                    rec.scope.key, rec.scope.operation
+                ),
+            )
+            .with_code(CODE_IDEMPOTENCY_KEY_REUSED)
+            .with_field("idempotency_key"));
+        }
+        if s.jobs.contains_key(&submission.job.id) {
+            return Err(Error::new(ErrorKind::Conflict, "job id already exists"));
+        }
+        // Validate everything before the first mutation, so a refused submission writes nothing:
+        // the quota first, then each write checks before it changes anything.
+        let (project, before, after) = match &submission.vm {
+            VmWrite::Insert(vm) => (&vm.project, Usage::default(), Usage::of(vm)),
+            VmWrite::Update { vm, expected } => (
+                &vm.project,
+                Usage::of(s.check_vm(&vm.id, *expected)?),
+                Usage::of(vm),
+            ),
+        };
+        s.check_quota(project, submission.quota.as_ref(), before, after)?;
+        match &submission.vm {
+            VmWrite::Insert(vm) => s.check_room(submission.room.as_ref(), None, vm)?,
+            VmWrite::Update { vm, .. } => {
+                s.check_room(submission.room.as_ref(), s.vm(&vm.id), vm)?;
+            }
+        }
+        if let VmWrite::Insert(vm) = &submission.vm {
+            s.check_group(vm)?;
+        }
+        let vm_id = match submission.vm {
+            VmWrite::Insert(vm) => s.insert_vm(vm)?.id.clone(),
+            VmWrite::Update { vm, expected } => s.replace_vm(vm, expected)?.id,
+        };
+        let job_id = submission.job.id.clone();
+        s.insert_job(submission.job)?;
+        if let Some(rec) = submission.idempotency {
+            s.idempotency.insert(rec.scope.clone(), rec);
+        }
+        Ok(SubmitOutcome::Accepted { vm_id, job_id })
+    }
+
     /// [`Store::get_job`] in any scope, without a future.
     pub(crate) fn get_job_now(&self, id: &JobId) -> Option<Job> {
         self.lock().jobs.get(id).map(|e| e.job.clone())
@@ -898,59 +967,7 @@ impl Store for MemoryStore {
     }
 
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome> {
-        let mut s = self.lock();
-        if let Some(rec) = &submission.idempotency
-            && let Some(prev) = s.idempotency.get(&rec.scope)
-        {
-            if prev.fingerprint == rec.fingerprint {
-                return Ok(SubmitOutcome::Replayed {
-                    vm_id: prev.vm_id.clone(),
-                    job_id: prev.job_id.clone(),
-                });
-            }
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "idempotency key `{}` was already used for a different {} request",
-                    rec.scope.key, rec.scope.operation
-                ),
-            )
-            .with_code(CODE_IDEMPOTENCY_KEY_REUSED)
-            .with_field("idempotency_key"));
-        }
-        if s.jobs.contains_key(&submission.job.id) {
-            return Err(Error::new(ErrorKind::Conflict, "job id already exists"));
-        }
-        // Validate everything before the first mutation, so a refused submission writes nothing:
-        // the quota first, then each write checks before it changes anything.
-        let (project, before, after) = match &submission.vm {
-            VmWrite::Insert(vm) => (&vm.project, Usage::default(), Usage::of(vm)),
-            VmWrite::Update { vm, expected } => (
-                &vm.project,
-                Usage::of(s.check_vm(&vm.id, *expected)?),
-                Usage::of(vm),
-            ),
-        };
-        s.check_quota(project, submission.quota.as_ref(), before, after)?;
-        match &submission.vm {
-            VmWrite::Insert(vm) => s.check_room(submission.room.as_ref(), None, vm)?,
-            VmWrite::Update { vm, .. } => {
-                s.check_room(submission.room.as_ref(), s.vm(&vm.id), vm)?;
-            }
-        }
-        if let VmWrite::Insert(vm) = &submission.vm {
-            s.check_group(vm)?;
-        }
-        let vm_id = match submission.vm {
-            VmWrite::Insert(vm) => s.insert_vm(vm)?.id.clone(),
-            VmWrite::Update { vm, expected } => s.replace_vm(vm, expected)?.id,
-        };
-        let job_id = submission.job.id.clone();
-        s.insert_job(submission.job)?;
-        if let Some(rec) = submission.idempotency {
-            s.idempotency.insert(rec.scope.clone(), rec);
-        }
-        Ok(SubmitOutcome::Accepted { vm_id, job_id })
+        self.submit_now(submission)
     }
 
     async fn usage(&self, project: &ProjectId) -> Result<Usage> {

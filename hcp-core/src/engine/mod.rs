@@ -1228,6 +1228,9 @@ impl Engine {
             .map_err(|e| e.with_operation(op))
     }
 
+    // The rare steps (adoption, server groups, snapshots) are boxed where they are awaited: their
+    // futures are large, and unboxed they widened this one, which every caller's future holds
+    // and every spawn or box of it copies.
     async fn submit_inner(&self, ctx: &RequestContext, action: Action) -> Result<Submitted> {
         self.check_project(&ctx.project)?;
         let inner = &self.inner;
@@ -1295,8 +1298,8 @@ impl Engine {
                 }
                 let group = match &spec.server_group {
                     Some(id) => {
-                        _group_guard = Some(inner.group_locks.lock(id).await);
-                        Some(groups::placement_of(inner, &ctx.scope(), id).await?)
+                        _group_guard = Some(Box::pin(inner.group_locks.lock(id)).await);
+                        Some(Box::pin(groups::placement_of(inner, &ctx.scope(), id)).await?)
                     }
                     None => None,
                 };
@@ -1340,7 +1343,7 @@ impl Engine {
                 )
             }
             Action::Adopt(req) => {
-                let (vm, provider, host) = self.adoption(ctx, &req, now).await?;
+                let (vm, provider, host) = Box::pin(self.adoption(ctx, &req, now)).await?;
                 let vm_id = vm.id.clone();
                 (
                     VmWrite::Insert(vm),
@@ -1386,15 +1389,15 @@ impl Engine {
                     Action::Reboot { hard, .. } => JobAction::Reboot { hard },
                     Action::Snapshot { name, .. } => {
                         self.require(&vm, op, Capability::Snapshot)?;
-                        day2::snapshot_job(inner, &vm, name).await?
+                        Box::pin(day2::snapshot_job(inner, &vm, name)).await?
                     }
                     Action::RevertSnapshot { snapshot_id, .. } => {
                         self.require(&vm, op, Capability::Snapshot)?;
-                        day2::revert_job(inner, &vm, snapshot_id).await?
+                        Box::pin(day2::revert_job(inner, &vm, snapshot_id)).await?
                     }
                     Action::DeleteSnapshot { snapshot_id, .. } => {
                         self.require(&vm, op, Capability::Snapshot)?;
-                        day2::delete_snapshot_job(inner, &vm, snapshot_id).await?
+                        Box::pin(day2::delete_snapshot_job(inner, &vm, snapshot_id)).await?
                     }
                     Action::Migrate {
                         target_host,
@@ -1404,9 +1407,9 @@ impl Engine {
                         // Moves of a group's members are chosen one after another, like
                         // creates into it, and see each other's targets.
                         if let Some(id) = &vm.spec.server_group {
-                            _group_guard = Some(inner.group_locks.lock(id).await);
+                            _group_guard = Some(Box::pin(inner.group_locks.lock(id)).await);
                         }
-                        let group = groups::placement_for_move(inner, &vm).await?;
+                        let group = Box::pin(groups::placement_for_move(inner, &vm)).await?;
                         let choice = self.migration_target(
                             &vm,
                             target_host.as_deref(),

@@ -527,9 +527,15 @@ fn locate_key<'t>(s: &IndexedState, t: &'t VmTarget) -> Result<Option<Cow<'t, st
     })
 }
 
-/// Returns the VM `t` names, as [`locate_key`] finds it.
+/// Returns the VM `t` names, as [`locate_key`] finds it (with one search of the host's VMs in
+/// the usual case, where the native id is known).
 fn locate_ref<'a>(s: &'a IndexedState, t: &VmTarget) -> Result<Option<&'a SimVm>> {
-    Ok(locate_key(s, t)?.and_then(|k| s.vm(&t.host, &k)))
+    let host = s.host(&t.host)?;
+    host.ensure_up()?;
+    if let Some(vm) = t.native_id.as_ref().and_then(|id| host.vms.get(id)) {
+        return Ok(Some(vm));
+    }
+    Ok(s.by_mark(&t.host, &t.vm_id))
 }
 
 /// Returns the VM `t` names to change, as [`locate_key`] finds it.
@@ -732,13 +738,10 @@ impl Provider for SimProvider {
             .await?;
         self.backend.write(|s| {
             let t = &*self.on_member(s, &args.target);
-            let Some(key) = locate_key(s, t)? else {
+            let Some(vm) = locate_ref(s, t)? else {
                 return Ok(DeletedVm::new(false));
             };
-            if let Some(vm) = s.vm(&t.host, &key)
-                && vm.power == PowerState::Running
-                && !args.force
-            {
+            if vm.power == PowerState::Running && !args.force {
                 return Err(Error::new(
                     ErrorKind::Conflict,
                     format!(
@@ -747,6 +750,11 @@ impl Provider for SimProvider {
                     ),
                 ));
             }
+            // The target's native id when it named the VM (the usual case): no copy of it.
+            let key = match &t.native_id {
+                Some(id) if *id == vm.native_id => Cow::Borrowed(id.as_str()),
+                _ => Cow::Owned(vm.native_id.clone()),
+            };
             s.remove_vm(&t.host, &key);
             Ok(DeletedVm::new(true))
         })

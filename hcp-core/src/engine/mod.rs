@@ -429,7 +429,7 @@ impl EngineBuilder {
             inventory: RwLock::new(InventoryState::default()),
             sched: sched_tx,
             logs: log_tx,
-            watchers: Mutex::new(HashMap::default()),
+            watchers: watch::Watchers::default(),
             progress: Mutex::new(HashMap::default()),
             inflight_keys: Mutex::new(HashSet::default()),
             cancels: Mutex::new(HashMap::default()),
@@ -494,7 +494,7 @@ pub(crate) struct Inner {
     pub(crate) inventory: RwLock<InventoryState>,
     pub(crate) sched: mpsc::UnboundedSender<SchedMsg>,
     pub(crate) logs: mpsc::UnboundedSender<LogMsg>,
-    pub(crate) watchers: Mutex<HashMap<JobId, broadcast::Sender<JobUpdate>>>,
+    pub(crate) watchers: watch::Watchers,
     /// Progress of running jobs, kept in memory until their next state write.
     pub(crate) progress: Mutex<HashMap<JobId, u8>>,
     pub(crate) inflight_keys: Mutex<HashSet<IdempotencyScope>>,

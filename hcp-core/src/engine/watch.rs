@@ -9,9 +9,55 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{Inner, lock, worker};
+use super::{HashMap, Inner, lock, worker};
 use crate::store::{LogBatch, Scope};
 use crate::{Error, JobId, JobUpdate, LogEntry, Result};
+
+/// The live watchers of jobs, by job: one broadcast sender per watched job.
+///
+/// How many jobs are watched is readable without the lock, and a job nobody watches (nearly
+/// every job) is told nothing without taking it: each worker would otherwise take this one lock,
+/// shared by every job, several times per job. A watcher registers before it reads the job and
+/// its lines from the store, and a worker looks here after it wrote to the store, so either the
+/// worker sees the watcher or the watcher reads what the worker wrote.
+#[derive(Debug, Default)]
+pub(crate) struct Watchers {
+    map: std::sync::Mutex<HashMap<JobId, broadcast::Sender<JobUpdate>>>,
+    /// The map's length, written under its lock after each change.
+    watched: std::sync::atomic::AtomicUsize,
+}
+
+impl Watchers {
+    /// Runs `f` on the map under its lock and keeps the count in step.
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<JobId, broadcast::Sender<JobUpdate>>) -> R) -> R {
+        let mut map = lock(&self.map);
+        let r = f(&mut map);
+        self.watched
+            .store(map.len(), std::sync::atomic::Ordering::SeqCst);
+        r
+    }
+
+    /// Returns true when some job is watched (read without the lock).
+    fn any(&self) -> bool {
+        self.watched.load(std::sync::atomic::Ordering::SeqCst) != 0
+    }
+
+    /// Returns the sender of job `id`'s watchers, when it has any.
+    pub(crate) fn get(&self, id: &JobId) -> Option<broadcast::Sender<JobUpdate>> {
+        if !self.any() {
+            return None;
+        }
+        lock(&self.map).get(id).cloned()
+    }
+
+    /// Removes and returns the sender of job `id`'s watchers, when it has any.
+    pub(crate) fn remove(&self, id: &JobId) -> Option<broadcast::Sender<JobUpdate>> {
+        if !self.any() {
+            return None;
+        }
+        self.with(|m| m.remove(id))
+    }
+}
 
 pub(crate) enum LogMsg {
     Line {
@@ -91,7 +137,7 @@ async fn write_logs(inner: &Arc<Inner>, msgs: impl Iterator<Item = LogMsg>) {
 /// Keeps a running job's progress in memory until its next state write, and tells watchers
 /// now.
 fn progress(inner: &Inner, job_id: JobId, percent: u8) {
-    let watcher = lock(&inner.watchers).get(&job_id).cloned();
+    let watcher = inner.watchers.get(&job_id);
     lock(&inner.progress).insert(job_id, percent);
     if let Some(tx) = watcher {
         let _ = tx.send(JobUpdate::Status {
@@ -116,8 +162,8 @@ pub(crate) fn send(inner: &Inner, msg: LogMsg) {
             // Read back only for a watcher. One that registers after this look reads its past
             // lines from the store, where the line is already.
             Ok(first) => {
-                if lock(&inner.watchers).contains_key(&job_id) {
-                    tell_watchers(inner, &job_id, store.logs_from(&job_id, first));
+                if let Some(tx) = inner.watchers.get(&job_id) {
+                    tell(&tx, &job_id, store.logs_from(&job_id, first));
                 }
             }
             Err(e) => tracing::warn!(%job_id, error = %e, "cannot append a job log line"),
@@ -151,12 +197,27 @@ async fn flush_lines(inner: &Arc<Inner>, lines: LogBatch) {
 
 /// Hands a job's appended lines to its watchers, or logs why they were not appended.
 fn tell_watchers(inner: &Inner, job_id: &JobId, written: Result<Vec<crate::JobLogLine>>) {
+    match inner.watchers.get(job_id) {
+        Some(tx) => tell(&tx, job_id, written),
+        None => {
+            if let Err(e) = written {
+                tracing::warn!(%job_id, error = %e, "cannot append job log lines");
+            }
+        }
+    }
+}
+
+/// Hands a job's appended lines to its watchers' sender `tx`, or logs why they were not
+/// appended.
+fn tell(
+    tx: &broadcast::Sender<JobUpdate>,
+    job_id: &JobId,
+    written: Result<Vec<crate::JobLogLine>>,
+) {
     match written {
         Ok(lines) => {
-            if let Some(tx) = lock(&inner.watchers).get(job_id) {
-                for l in lines {
-                    let _ = tx.send(JobUpdate::Log(l));
-                }
+            for l in lines {
+                let _ = tx.send(JobUpdate::Log(l));
             }
         }
         Err(e) => tracing::warn!(%job_id, error = %e, "cannot append job log lines"),
@@ -210,13 +271,12 @@ impl JobWatch {
         job_id: &JobId,
     ) -> Result<JobWatch> {
         // Subscribe before reading the past, so no line falls between the two.
-        let rx = {
-            let mut watchers = lock(&inner.watchers);
+        let rx = inner.watchers.with(|watchers| {
             watchers
                 .entry(job_id.clone())
                 .or_insert_with(|| broadcast::channel(1024).0)
                 .subscribe()
-        };
+        });
         let job = match inner.store.get_job(scope, job_id).await {
             Ok(Some(j)) => j,
             Ok(None) => {
@@ -383,13 +443,14 @@ impl JobWatch {
 }
 
 fn drop_if_unused(inner: &Inner, job_id: &JobId) {
-    let mut watchers = lock(&inner.watchers);
-    if watchers
-        .get(job_id)
-        .is_some_and(|tx| tx.receiver_count() == 0)
-    {
-        watchers.remove(job_id);
-    }
+    inner.watchers.with(|watchers| {
+        if watchers
+            .get(job_id)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            watchers.remove(job_id);
+        }
+    });
 }
 
 impl Drop for JobWatch {

@@ -1586,7 +1586,7 @@ pub(crate) fn announce_end(inner: &Inner, job: Box<Job>) {
     inner
         .observer
         .job_finished(job.operation, job.state, elapsed);
-    let sender = lock(&inner.watchers).remove(&job.id);
+    let sender = inner.watchers.remove(&job.id);
     if let Some(tx) = sender {
         let _ = tx.send(JobUpdate::End(job));
     }
@@ -1623,7 +1623,7 @@ async fn transition_event(
 }
 
 pub(crate) fn publish_status(inner: &Inner, job: &Job) {
-    if let Some(tx) = lock(&inner.watchers).get(&job.id) {
+    if let Some(tx) = inner.watchers.get(&job.id) {
         let _ = tx.send(JobUpdate::Status {
             state: job.state,
             progress: job.progress,

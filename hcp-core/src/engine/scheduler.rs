@@ -75,7 +75,9 @@ struct Scheduler {
     target_caps: HashMap<HostKey, usize>,
     running: HashSet<JobId>,
     running_host: HashMap<HostKey, usize>,
-    vm_queues: HashMap<VmId, VecDeque<Queued>>,
+    /// Each VM's jobs in submission order, the first inline: a VM nearly always has one job
+    /// at a time, and no list is allocated for it.
+    vm_queues: HashMap<VmId, smallvec::SmallVec<[Queued; 1]>>,
     ready: VecDeque<Queued>,
     host_waiting: HashMap<HostKey, VecDeque<Queued>>,
     /// Jobs removed from their VM queue while still sitting in `ready`, a host queue or backoff.
@@ -168,8 +170,8 @@ impl Scheduler {
                     return;
                 }
                 let q = self.vm_queues.entry(vm_id.clone()).or_default();
-                let head = q.front().map(|h| h.job_id.clone());
-                q.push_back(Queued {
+                let head = q.first().map(|h| h.job_id.clone());
+                q.push(Queued {
                     job_id: job_id.clone(),
                     vm_id: vm_id.clone(),
                     host_key: host_key.clone(),
@@ -270,10 +272,10 @@ impl Scheduler {
         let Some(q) = self.vm_queues.get_mut(vm_id) else {
             return;
         };
-        if q.front().is_some_and(|h| &h.job_id == done) {
-            q.pop_front();
+        if q.first().is_some_and(|h| &h.job_id == done) {
+            q.remove(0);
         }
-        match q.front() {
+        match q.first() {
             Some(next) => {
                 set_reason(inner, next.job_id.clone(), PendingReason::Queued);
                 self.ready.push_back(next.clone());

@@ -65,7 +65,7 @@ struct State {
     group_members: HashMap<ServerGroupId, BTreeSet<VmId>>,
     /// The jobs that have not ended, per VM, oldest (by id) first: the claim rules' index. A
     /// sorted list: a VM nearly always has one such job, rarely a few.
-    unfinished: HashMap<VmId, Vec<JobId>>,
+    unfinished: HashMap<VmId, smallvec::SmallVec<[JobId; 1]>>,
 }
 
 /// Ids in ascending order, for listing and paging: a sorted queue. Ids made here grow with
@@ -792,8 +792,9 @@ impl State {
                 ids.insert(i, job.id.clone());
             }
         } else {
+            // Held inline: a VM nearly always has one unfinished job, and no list is allocated.
             self.unfinished
-                .insert(job.vm_id.clone(), vec![job.id.clone()]);
+                .insert(job.vm_id.clone(), smallvec::smallvec![job.id.clone()]);
         }
     }
 

@@ -483,7 +483,7 @@ fn main() {
             report(
                 &format!("POST .../vms (202), {CLIENTS} clients"),
                 run,
-                "2,556 req/s, 388 us server CPU per create when filed; 63-127 us on 61df7b8; 86-95 us on 3cb2997, 90-98 us on 590c1c5 and 95-97 us on 62bcc92 (at 2,000 req/s, each alternated with the code after it)",
+                "2,556 req/s, 388 us server CPU per create when filed; 63-127 us on 61df7b8; 72 us on 002a007 on another machine, 86-95 us on 3cb2997, 90-98 us on 590c1c5 and 95-97 us on 62bcc92 (at 2,000 req/s, each alternated with the code after it)",
                 "<= 100 us server CPU per create",
             );
             let run = get_closed_loop(&http, &vm, LIST_CLIENTS, GET_SECONDS).await;
@@ -494,14 +494,14 @@ fn main() {
             report(
                 &format!("GET .../vms (100 per page), {LIST_CLIENTS} clients"),
                 run,
-                "~800 us per page when filed; 12,856 us on 61df7b8, whose sorted list collected and sorted every VM; 119-137 us on 590c1c5, 137-140 us on 62bcc92",
+                "~800 us per page when filed; 12,856 us on 61df7b8, whose sorted list collected and sorted every VM; 108 us on 002a007 on another machine, 119-137 us on 590c1c5, 137-140 us on 62bcc92",
                 "<= 200 us per page",
             );
             let run = get_closed_loop(&http, &list_1000, LIST_CLIENTS, GET_SECONDS).await;
             report(
                 &format!("GET .../vms?limit=1000, {LIST_CLIENTS} clients"),
                 run,
-                "~110 req/s when filed; 56 req/s on 61df7b8; 569-893 req/s on 590c1c5, 794-806 req/s on 62bcc92",
+                "~110 req/s when filed; 56 req/s on 61df7b8; 1,025 req/s on 002a007 on another machine, 569-893 req/s on 590c1c5, 794-806 req/s on 62bcc92",
                 ">= 500 req/s",
             );
         }

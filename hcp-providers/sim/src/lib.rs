@@ -513,22 +513,8 @@ impl SimProvider {
     }
 }
 
-/// Returns the native id of the VM `t` names on its host: its native id when the host has it,
-/// else the VM carrying HCP's id.
-/// Borrowed from `t` in the usual case (its native id is the key): no copy of it.
-fn locate_key<'t>(s: &IndexedState, t: &'t VmTarget) -> Result<Option<Cow<'t, str>>> {
-    let host = s.host(&t.host)?;
-    host.ensure_up()?;
-    Ok(match &t.native_id {
-        Some(id) if host.vms.contains_key(id) => Some(Cow::Borrowed(id.as_str())),
-        _ => s
-            .by_mark(&t.host, &t.vm_id)
-            .map(|v| Cow::Owned(v.native_id.clone())),
-    })
-}
-
-/// Returns the VM `t` names, as [`locate_key`] finds it (with one search of the host's VMs in
-/// the usual case, where the native id is known).
+/// Returns the VM `t` names on its host: the one under its native id when the host has it (one
+/// search of the host's VMs), else the VM carrying HCP's id.
 fn locate_ref<'a>(s: &'a IndexedState, t: &VmTarget) -> Result<Option<&'a SimVm>> {
     let host = s.host(&t.host)?;
     host.ensure_up()?;
@@ -536,6 +522,20 @@ fn locate_ref<'a>(s: &'a IndexedState, t: &VmTarget) -> Result<Option<&'a SimVm>
         return Ok(Some(vm));
     }
     Ok(s.by_mark(&t.host, &t.vm_id))
+}
+
+/// Returns the native id of `vm`, found for `t`: borrowed from `t` in the usual case (the
+/// target named it by its native id), so the key is not copied.
+fn key_of<'t>(t: &'t VmTarget, vm: &SimVm) -> Cow<'t, str> {
+    match &t.native_id {
+        Some(id) if *id == vm.native_id => Cow::Borrowed(id.as_str()),
+        _ => Cow::Owned(vm.native_id.clone()),
+    }
+}
+
+/// Returns the native id of the VM `t` names on its host, as [`locate_ref`] finds it.
+fn locate_key<'t>(s: &IndexedState, t: &'t VmTarget) -> Result<Option<Cow<'t, str>>> {
+    Ok(locate_ref(s, t)?.map(|vm| key_of(t, vm)))
 }
 
 /// Returns the VM `t` names to change, as [`locate_key`] finds it.
@@ -750,11 +750,7 @@ impl Provider for SimProvider {
                     ),
                 ));
             }
-            // The target's native id when it named the VM (the usual case): no copy of it.
-            let key = match &t.native_id {
-                Some(id) if *id == vm.native_id => Cow::Borrowed(id.as_str()),
-                _ => Cow::Owned(vm.native_id.clone()),
-            };
+            let key = key_of(t, vm);
             s.remove_vm(&t.host, &key);
             Ok(DeletedVm::new(true))
         })

@@ -882,14 +882,42 @@ impl Inner {
         )))
     }
 
-    // The worker's store calls. On the in-memory store each goes straight to the store, without
-    // a boxed future; on any other, through the `Store` trait.
+    // The worker's and the submitter's store calls. On the in-memory store each goes straight to
+    // the store, without a boxed future; on any other, through the `Store` trait.
 
-    /// Reads VM `id` in any scope.
-    pub(crate) async fn read_vm(&self, id: &VmId) -> Result<Option<Vm>> {
+    /// Reads VM `id` visible in `scope`.
+    pub(crate) async fn read_vm(&self, scope: &Scope, id: &VmId) -> Result<Option<Vm>> {
         match self.store.as_memory() {
-            Some(memory) => Ok(memory.get_vm_now(&Scope::All, id)),
-            None => self.store.get_vm(&Scope::All, id).await,
+            Some(memory) => Ok(memory.get_vm_now(scope, id)),
+            None => self.store.get_vm(scope, id).await,
+        }
+    }
+
+    /// Returns the id of the VM named `name` in `project`, if any.
+    pub(crate) fn vm_named<'a>(
+        &'a self,
+        project: &'a ProjectId,
+        name: &'a str,
+    ) -> StoreCall<'a, Result<Option<VmId>>> {
+        match self.store.as_memory() {
+            Some(memory) => {
+                StoreCall::Left(std::future::ready(Ok(memory.vm_named_now(project, name))))
+            }
+            None => StoreCall::Right(Box::pin(async move {
+                Ok(self
+                    .store
+                    .find_vm_by_name(project, name)
+                    .await?
+                    .map(|v| v.id))
+            })),
+        }
+    }
+
+    /// Writes `submission` ([`Store::submit`]).
+    pub(crate) fn submit(&self, submission: Submission) -> StoreCall<'_, Result<SubmitOutcome>> {
+        match self.store.as_memory() {
+            Some(memory) => StoreCall::Left(std::future::ready(memory.submit_now(submission))),
+            None => StoreCall::Right(self.store.submit(submission)),
         }
     }
 
@@ -935,11 +963,9 @@ impl Inner {
     /// naming `vm_id` when it does not exist, is outside `scope` or is deleted.
     pub(crate) async fn live_vm(&self, scope: &Scope, vm_id: &VmId) -> Result<Vm> {
         validate_reference("vm_id", vm_id.as_str())?;
-        let vm = match self.store.as_memory() {
-            Some(memory) => memory.get_vm_now(scope, vm_id),
-            None => self.store.get_vm(scope, vm_id).await?,
-        };
-        vm.filter(|v| v.desired != DesiredState::Deleted)
+        self.read_vm(scope, vm_id)
+            .await?
+            .filter(|v| v.desired != DesiredState::Deleted)
             .ok_or_else(|| Error::not_found("vm", vm_id).with_field("vm_id"))
     }
 
@@ -1272,15 +1298,7 @@ impl Engine {
                 if let Some(h) = &host {
                     validate_reference("host", h)?;
                 }
-                let existing = match inner.store.as_memory() {
-                    Some(memory) => memory.vm_named_now(&ctx.project, &spec.name),
-                    None => inner
-                        .store
-                        .find_vm_by_name(&ctx.project, &spec.name)
-                        .await?
-                        .map(|v| v.id),
-                };
-                if let Some(existing) = existing {
+                if let Some(existing) = inner.vm_named(&ctx.project, &spec.name).await? {
                     return Err(Error::new(
                         ErrorKind::Conflict,
                         format!(
@@ -1508,19 +1526,16 @@ impl Engine {
                     created_at: now,
                 });
         let is_create = job.action == JobAction::Create;
-        let submission = Submission {
-            idempotency,
-            vm: vm_write,
-            job,
-            quota: self.quota(&ctx.project),
-            fence: ctx.fence.clone(),
-            room,
-        };
-        // On the in-memory store, written before this returns: no boxed future.
-        let outcome = match inner.store.as_memory() {
-            Some(memory) => memory.submit_now(submission)?,
-            None => inner.store.submit(submission).await?,
-        };
+        let outcome = inner
+            .submit(Submission {
+                idempotency,
+                vm: vm_write,
+                job,
+                quota: self.quota(&ctx.project),
+                fence: ctx.fence.clone(),
+                room,
+            })
+            .await?;
         let (vm_id, job_id) = match outcome {
             SubmitOutcome::Accepted { vm_id, job_id } => (vm_id, job_id),
             SubmitOutcome::Replayed { vm_id, job_id } => {

@@ -337,7 +337,7 @@ async fn run_claimed(
         }
     };
     publish_status(inner, &job);
-    let Ok(Some(vm)) = inner.read_vm(&job.vm_id).await else {
+    let Ok(Some(vm)) = inner.read_vm(&Scope::All, &job.vm_id).await else {
         let err = Error::internal(format!("vm `{}` of job `{}` is gone", job.vm_id, job.id));
         let _ = Box::pin(fail(inner, job.clone(), None, err, JobState::Running)).await;
         return finished(job.vm_id);

@@ -323,10 +323,7 @@ impl MemoryStore {
     /// The id of the VM named `name` in `project` ([`Store::find_vm_by_name`] without a future
     /// and without a copy of the VM).
     pub(crate) fn vm_named_now(&self, project: &ProjectId, name: &str) -> Option<VmId> {
-        self.lock()
-            .vm_names
-            .get(&(project.clone(), name.to_string()))
-            .cloned()
+        self.lock().vm_named(project, name).cloned()
     }
 
     /// [`Store::submit`] without a future.
@@ -586,6 +583,11 @@ impl State {
     /// Returns the stored VM `id`.
     fn vm(&self, id: &VmId) -> Option<&Vm> {
         self.vms.get(id).map(|v| &**v)
+    }
+
+    /// Returns the id of the VM named `name` in `project`.
+    fn vm_named(&self, project: &ProjectId, name: &str) -> Option<&VmId> {
+        self.vm_names.get(&(project.clone(), name.to_string()))
     }
 
     fn check_vm(&self, id: &VmId, expected: u64) -> Result<&Vm> {
@@ -989,10 +991,7 @@ impl Store for MemoryStore {
 
     async fn find_vm_by_name(&self, project: &ProjectId, name: &str) -> Result<Option<Vm>> {
         let s = self.lock();
-        Ok(s.vm_names
-            .get(&(project.clone(), name.to_string()))
-            .and_then(|id| s.vm(id))
-            .cloned())
+        Ok(s.vm_named(project, name).and_then(|id| s.vm(id)).cloned())
     }
 
     async fn list_vms(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Vm>> {

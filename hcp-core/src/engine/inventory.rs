@@ -1070,12 +1070,13 @@ impl Engine {
                 let (vcpus_reserved, memory_reserved) = old.as_ref().map_or((0, 0), |o| {
                     (o.capacity.vcpus_reserved, o.capacity.memory_reserved)
                 });
+                let names = PlacedNames::of(&key, &host_info.zone);
                 let state = match reply {
                     Ok(r) => {
                         report.hosts_ok += 1;
                         report.vms_seen += r.vms.len();
                         HostState {
-                            names: PlacedNames::of(&key, &host_info.zone),
+                            names,
                             room: Some(room_of(&host_info, r)),
                             capacity: Capacity {
                                 vcpus_total: host_info.vcpus_total,
@@ -1096,7 +1097,7 @@ impl Engine {
                     }
                     Err(e) => {
                         report.hosts_failed.push((info.name.clone(), e.to_string()));
-                        let mut s = old.unwrap_or(HostState {
+                        let mut s = old.unwrap_or_else(|| HostState {
                             info: host_info.clone(),
                             caps,
                             available: false,
@@ -1109,9 +1110,9 @@ impl Engine {
                             inventory: None,
                             observed_at: None,
                             room: None,
-                            names: PlacedNames::of(&key, &host_info.zone),
+                            names: names.clone(),
                         });
-                        s.names = PlacedNames::of(&key, &host_info.zone);
+                        s.names = names;
                         s.capacity.vcpus_total = host_info.vcpus_total;
                         s.capacity.memory_total = host_info.memory_mib_total;
                         s.info = host_info;

@@ -224,6 +224,15 @@ async fn engine_with_timeout(
     config.engine.job_lease = Duration::from_secs(1);
     config.engine.retry.initial_delay = Duration::from_millis(5);
     config.engine.retry.max_delay = Duration::from_millis(20);
+    engine_from(store, config, clock).await
+}
+
+/// Builds an engine with `config` on the simulator and `store`.
+async fn engine_from(
+    store: Arc<FaultyStore>,
+    config: hcp_core::Config,
+    clock: Arc<dyn hcp_core::Clock>,
+) -> Engine {
     hcp_provider_sim::register(Engine::builder(config))
         .store(store)
         .clock(clock)
@@ -371,15 +380,11 @@ async fn a_submit_dropped_after_its_store_write_still_runs_its_job() {
 #[tokio::test]
 async fn a_worker_whose_lease_renewal_is_refused_stops_the_attempt_and_leaves_the_job() {
     let store = Arc::new(FaultyStore::default());
-    let yaml = "providers:\n  - name: lab\n    kind: sim\n    settings: {op_latency: {create_vm: 30s}}\n    hosts:\n      - {name: lab-1, zone: east, vcpus: 64, memory_mib: 65536}\nzones:\n  - name: east\ncatalog:\n  images: [{name: ubuntu-24.04, min_disk_gib: 5}]\n  flavors: [{name: small, vcpus: 1, memory_mib: 1024, disk_gib: 10}]\nprojects:\n  - name: demo\n";
-    let mut config = hcp_core::Config::from_yaml(yaml, "test hosts file").unwrap();
+    // The demo, with creates that take 30 s and a lease renewed every 200 ms.
+    let mut config = hcp_provider_sim::demo_config();
+    config.providers[0].settings["op_latency"] = serde_json::json!({"create_vm": "30s"});
     config.engine.job_lease = Duration::from_millis(600);
-    let engine = hcp_provider_sim::register(Engine::builder(config))
-        .store(store.clone())
-        .without_background_reconcile()
-        .build()
-        .await
-        .unwrap();
+    let engine = engine_from(store.clone(), config, Arc::new(hcp_core::SystemClock)).await;
     let s = engine
         .create_vm(&alice(), VmSpec::new("web-1", "ubuntu-24.04", "small"))
         .await

@@ -26,66 +26,36 @@ use crate::{
 /// How long one host's inventory call may take during a refresh.
 const HOST_INVENTORY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A `(provider, target)` key of the host table, looked up without owning its text: the table
-/// is keyed by owned pairs, and [`InventoryState::host`] borrows both parts as `&dyn HostRef`.
-trait HostRef {
-    /// The provider and target names.
-    fn parts(&self) -> (&str, &str);
-}
+/// A `(provider, target)` key of the host table, looked up without owning its text: it hashes
+/// and compares as the table's owned pairs do.
+#[derive(Hash)]
+struct HostName<'a>(&'a str, &'a str);
 
-impl HostRef for (String, String) {
-    fn parts(&self) -> (&str, &str) {
-        (&self.0, &self.1)
+impl indexmap::Equivalent<(String, String)> for HostName<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
     }
 }
 
-impl HostRef for (&str, &str) {
-    fn parts(&self) -> (&str, &str) {
-        (self.0, self.1)
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn HostRef + 'a> for (String, String) {
-    fn borrow(&self) -> &(dyn HostRef + 'a) {
-        self
-    }
-}
-
-// Ordered as the owned pairs are (by provider, then target), as `Borrow` requires.
-impl PartialEq for dyn HostRef + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn HostRef + '_ {}
-
-impl PartialOrd for dyn HostRef + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn HostRef + '_ {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.parts().cmp(&other.parts())
-    }
-}
+/// The host table: every target of every provider by `(provider, target)`, in that order (a
+/// refresh builds it sorted), looked up by hash.
+pub(crate) type HostTable =
+    indexmap::IndexMap<(String, String), HostState, foldhash::fast::RandomState>;
 
 #[derive(Debug, Default)]
 pub(crate) struct InventoryState {
-    pub(crate) hosts: BTreeMap<(String, String), HostState>,
+    pub(crate) hosts: HostTable,
 }
 
 impl InventoryState {
     /// Returns `provider`'s target `host`, looked up without an owned key.
     pub(crate) fn host(&self, provider: &str, host: &str) -> Option<&HostState> {
-        self.hosts.get(&(provider, host) as &dyn HostRef)
+        self.hosts.get(&HostName(provider, host))
     }
 
     /// Returns `provider`'s target `host` to change, looked up without an owned key.
     pub(crate) fn host_mut(&mut self, provider: &str, host: &str) -> Option<&mut HostState> {
-        self.hosts.get_mut(&(provider, host) as &dyn HostRef)
+        self.hosts.get_mut(&HostName(provider, host))
     }
 }
 
@@ -154,7 +124,7 @@ pub(crate) fn host_room(
 ) -> Option<crate::store::HostRoom> {
     read_inventory(inner)
         .hosts
-        .get(&(provider.to_string(), host.to_string()))?
+        .get(&HostName(provider, host))?
         .room
 }
 
@@ -583,7 +553,7 @@ impl Engine {
     pub fn host_capabilities(&self, provider: &str, host: &str) -> Capabilities {
         let inv = read_inventory(&self.inner);
         inv.hosts
-            .get(&(provider.to_string(), host.to_string()))
+            .get(&HostName(provider, host))
             .map(|h| h.caps)
             .unwrap_or_default()
     }
@@ -1042,7 +1012,7 @@ impl Engine {
             let mut fresh = BTreeMap::new();
             for (provider, info, reply) in &results {
                 let key = (provider.clone(), info.name.clone());
-                let old = inv.hosts.remove(&key);
+                let old = inv.hosts.swap_remove(&key);
                 let entry = inner.provider(provider)?;
                 let host_info = reply
                     .as_ref()
@@ -1124,7 +1094,8 @@ impl Engine {
                 };
                 fresh.insert(key, state);
             }
-            inv.hosts = fresh;
+            // Inserted in key order, so the table lists its hosts sorted.
+            inv.hosts = fresh.into_iter().collect();
         }
         for (provider, error) in failed {
             report.hosts_failed.push((format!("{provider}/*"), error));

@@ -159,7 +159,7 @@ fn millis(d: Duration) -> u64 {
 pub(crate) async fn poll_once(inner: &Arc<Inner>) -> Result<()> {
     for job in inner.store.claimable_jobs(inner.now(), POLL_BATCH).await? {
         let _ = inner.sched.send(SchedMsg::Offered {
-            host_key: super::host_key(&job.provider, &job.host),
+            host_key: super::HostKey::new(&job.provider, &job.host),
             job_id: job.id,
             vm_id: job.vm_id,
         });

@@ -245,6 +245,8 @@ pub struct EngineBuilder {
     leadership: Option<Arc<dyn crate::Leadership>>,
     layers: Vec<Arc<dyn crate::layer::Layer>>,
     clock: Arc<dyn crate::Clock>,
+    /// False once [`EngineBuilder::clock`] set a clock of the caller's.
+    system_clock: bool,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -279,6 +281,7 @@ impl EngineBuilder {
     /// [`crate::ManualClock`] past a deadline instead of sleeping).
     pub fn clock(mut self, clock: Arc<dyn crate::Clock>) -> Self {
         self.clock = clock;
+        self.system_clock = false;
         self
     }
 
@@ -442,6 +445,7 @@ impl EngineBuilder {
             running: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             clock: self.clock,
+            system_clock: self.system_clock,
             leadership: self
                 .leadership
                 .unwrap_or_else(|| Arc::new(crate::AlwaysLeader)),
@@ -510,6 +514,9 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     /// What time it is.
     pub(crate) clock: Arc<dyn crate::Clock>,
+    /// Whether `clock` is the system's: the in-memory store then judges leases by the engine's
+    /// reading instead of reading the clock again.
+    pub(crate) system_clock: bool,
     /// Whether this process runs the singleton duties now.
     pub(crate) leadership: Arc<dyn crate::Leadership>,
     /// False for an engine built [`EngineBuilder::without_workers`].
@@ -931,7 +938,10 @@ impl Inner {
         now: chrono::DateTime<Utc>,
     ) -> Result<Option<(Job, bool)>> {
         match self.store.as_memory() {
-            Some(memory) => memory.claim_and_start_now(id, &self.holder, until, now),
+            Some(memory) => {
+                let leases_at = self.system_clock.then_some(now);
+                memory.claim_and_start_now(id, &self.holder, until, now, leases_at)
+            }
             None => Ok(self
                 .store
                 .claim_job(id, &self.holder, until)
@@ -985,16 +995,16 @@ impl Inner {
         })
     }
 
-    /// Runs one provider call: stamps context on its error and reports it to the observer.
-    ///
-    /// A provider that panics fails this call only, with an [`ErrorKind::Internal`] error: the
-    /// panic is caught here, logged for operators, and never reaches the job's worker, the
-    /// scheduler or shared state.
     /// Returns the time on the engine's clock.
     pub(crate) fn now(&self) -> chrono::DateTime<Utc> {
         self.clock.now()
     }
 
+    /// Runs one provider call: stamps context on its error and reports it to the observer.
+    ///
+    /// A provider that panics fails this call only, with an [`ErrorKind::Internal`] error: the
+    /// panic is caught here, logged for operators, and never reaches the job's worker, the
+    /// scheduler or shared state.
     pub(crate) async fn call<T>(
         &self,
         provider: &str,
@@ -1068,6 +1078,7 @@ impl Engine {
             leadership: None,
             layers: Vec::new(),
             clock: Arc::new(crate::SystemClock),
+            system_clock: true,
         }
     }
 
@@ -1576,7 +1587,7 @@ impl Engine {
             let _ = inner.sched.send(SchedMsg::Submitted {
                 job_id: job_id.clone(),
                 vm_id: vm_id.clone(),
-                host_key: host_key(&provider, &host),
+                host_key: HostKey::new(&provider, &host),
             });
         }
         Ok(Submitted {
@@ -2023,31 +2034,56 @@ fn validate_reference(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// A placement target's key in the scheduler (`provider/host`): shared text, as every job
-/// passes it through several queues and messages.
-pub(crate) type HostKey = Arc<str>;
+/// A placement target's key in the scheduler: its provider and host as the shared text the
+/// job and the VM record hold, so that passing it through the scheduler's queues and messages
+/// copies no text.
+#[derive(Debug, Clone)]
+pub(crate) struct HostKey {
+    provider: Arc<str>,
+    host: Arc<str>,
+}
 
-/// Returns the scheduler's key of host `host` of `provider`.
-pub(crate) fn host_key(provider: &str, host: &str) -> HostKey {
-    // Joined on the stack when short (one allocation: the shared text), by hand otherwise:
-    // `format!` costs several times as much for two strings.
-    let (p, h) = (provider.as_bytes(), host.as_bytes());
-    let mut buf = [0u8; 128];
-    if let Some(len) = p.len().checked_add(1 + h.len())
-        && len <= buf.len()
-    {
-        buf[..p.len()].copy_from_slice(p);
-        buf[p.len()] = b'/';
-        buf[p.len() + 1..len].copy_from_slice(h);
-        if let Ok(key) = std::str::from_utf8(&buf[..len]) {
-            return Arc::from(key);
+impl HostKey {
+    /// The key of `host` of `provider`, sharing their text.
+    pub(crate) fn new(provider: &Arc<str>, host: &Arc<str>) -> Self {
+        HostKey {
+            provider: provider.clone(),
+            host: host.clone(),
         }
     }
-    let mut key = String::with_capacity(provider.len() + 1 + host.len());
-    key.push_str(provider);
-    key.push('/');
-    key.push_str(host);
-    Arc::from(key)
+
+    /// The key of `host` of `provider`, from plain text.
+    pub(crate) fn of(provider: &str, host: &str) -> Self {
+        HostKey {
+            provider: provider.into(),
+            host: host.into(),
+        }
+    }
+
+    /// The host's name.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+/// Two keys are equal when their texts are (the same shared text usually: then no bytes are
+/// compared).
+impl PartialEq for HostKey {
+    fn eq(&self, other: &Self) -> bool {
+        fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+            Arc::ptr_eq(a, b) || **a == **b
+        }
+        same(&self.host, &other.host) && same(&self.provider, &other.provider)
+    }
+}
+
+impl Eq for HostKey {}
+
+impl std::hash::Hash for HostKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.provider.hash(state);
+        self.host.hash(state);
+    }
 }
 
 fn fingerprint(project: &ProjectId, action: &Action) -> String {
@@ -2106,13 +2142,24 @@ impl Drop for KeyGuard<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::HostKey;
+
     #[test]
-    fn a_host_key_joins_provider_and_host_at_any_length() {
-        assert_eq!(&*super::host_key("sim", "h1"), "sim/h1");
-        let long = "h".repeat(300);
-        assert_eq!(&*super::host_key("sim", &long), format!("sim/{long}"));
-        let edge = "x".repeat(124);
-        assert_eq!(&*super::host_key("abc", &edge), format!("abc/{edge}"));
-        assert_eq!(&*super::host_key("", ""), "/");
+    fn host_keys_are_equal_by_text_whether_shared_or_not() {
+        use std::hash::BuildHasher;
+        let (p, h) = (Arc::<str>::from("sim"), Arc::<str>::from("h1"));
+        let shared = HostKey::new(&p, &h);
+        let copied = HostKey::of("sim", "h1");
+        assert_eq!(shared, HostKey::new(&p, &h));
+        assert_eq!(shared, copied);
+        let hasher = foldhash::fast::RandomState::default();
+        assert_eq!(hasher.hash_one(&shared), hasher.hash_one(&copied));
+        assert_eq!(shared.host(), "h1");
+        // The parts stay apart: `a/b` + `c` is not `a` + `b/c`.
+        assert_ne!(HostKey::of("a/b", "c"), HostKey::of("a", "b/c"));
+        assert_ne!(HostKey::of("sim", "h1"), HostKey::of("sim", "h2"));
+        assert_ne!(HostKey::of("sim", "h1"), HostKey::of("lv", "h1"));
     }
 }

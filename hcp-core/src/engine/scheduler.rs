@@ -97,7 +97,7 @@ pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg
                     entry
                         .max_jobs
                         .iter()
-                        .map(move |(target, n)| (super::host_key(provider, target), (*n).max(1)))
+                        .map(move |(target, n)| (HostKey::of(provider, target), (*n).max(1)))
                 })
                 .collect(),
         ),
@@ -253,7 +253,7 @@ impl Scheduler {
         }
     }
 
-    fn release(&mut self, job_id: &JobId, host_key: &str) {
+    fn release(&mut self, job_id: &JobId, host_key: &HostKey) {
         if self.running.remove(job_id) {
             if let Some(n) = self.running_host.get_mut(host_key) {
                 *n = n.saturating_sub(1);
@@ -301,11 +301,7 @@ impl Scheduler {
                 .unwrap_or(self.max_host);
             let on_host = self.running_host.entry(job.host_key.clone()).or_default();
             if *on_host >= cap {
-                let host = job
-                    .host_key
-                    .split_once('/')
-                    .map_or(&*job.host_key, |(_, h)| h)
-                    .to_string();
+                let host = job.host_key.host().to_string();
                 set_reason(
                     inner,
                     job.job_id.clone(),

@@ -272,8 +272,9 @@ impl MemoryStore {
         holder: &Arc<str>,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
+        leases_at: Option<DateTime<Utc>>,
     ) -> Result<Option<(Job, bool)>> {
-        let leases_at = crate::clock::system_now();
+        let leases_at = leases_at.unwrap_or_else(crate::clock::system_now);
         let mut s = self.lock();
         let Some(entry) = s.claim(id, holder, until, leases_at)? else {
             return Ok(None);
@@ -428,11 +429,15 @@ impl MemoryStore {
     /// # Errors
     /// [`Store::release_lease`]'s.
     pub(crate) fn release_lease_now(&self, id: &JobId, holder: &str, token: u64) -> Result<()> {
-        let now = crate::clock::system_now();
         let mut s = self.lock();
         let entry = s.lease_mut(id, Some(holder), token)?;
+        // An ended job's lease ended with its ending write (`update_job_fenced_now`): no clock
+        // read for it.
+        if entry.job.state.is_terminal() {
+            return Ok(());
+        }
         if let Some(lease) = entry.job.lease.as_mut() {
-            lease.until = lease.until.min(now);
+            lease.until = lease.until.min(crate::clock::system_now());
         }
         Ok(())
     }

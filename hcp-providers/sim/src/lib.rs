@@ -493,8 +493,8 @@ impl SimProvider {
                     .with_available(!h.down),
             );
             vms.extend(
-                h.vms
-                    .values()
+                h.vms_in_order()
+                    .into_iter()
                     .map(|v| v.to_native().with_host(Some(m.clone()))),
             );
         }
@@ -603,7 +603,7 @@ impl Provider for SimProvider {
             }
             let h = s.host(&args.host)?;
             h.ensure_up()?;
-            let vms = h.vms.values().map(|v| v.to_native()).collect();
+            let vms = h.vms_in_order().into_iter().map(SimVm::to_native).collect();
             let images = self.images_of(&h.name).to_vec();
             Ok(HostInventoryReply::new(self.host_info(h), vms)
                 .with_images(images)

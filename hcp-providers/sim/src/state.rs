@@ -38,10 +38,21 @@ pub struct SimHost {
     /// True while it does not answer.
     #[serde(default)]
     pub down: bool,
-    /// Its VMs by native id, boxed: a VM added or removed moves pointers inside the map's
-    /// nodes, not whole records.
-    #[serde(default)]
-    pub vms: BTreeMap<String, Box<SimVm>>,
+    /// Its VMs by native id, boxed: a VM added or removed moves pointers inside the map, not
+    /// whole records. Looked up by hash; [`SimHost::vms_in_order`] lists them by native id, as
+    /// the state file holds them.
+    #[serde(default, serialize_with = "in_key_order")]
+    pub vms: SimVms,
+}
+
+/// A host's VMs by native id (see [`SimHost::vms`]).
+pub type SimVms = std::collections::HashMap<String, Box<SimVm>, foldhash::fast::RandomState>;
+
+/// Writes a host's VMs sorted by native id, so that a state file does not reorder from one
+/// write to the next.
+fn in_key_order<S: serde::Serializer>(vms: &SimVms, s: S) -> Result<S::Ok, S::Error> {
+    let sorted: BTreeMap<&String, &SimVm> = vms.iter().map(|(k, v)| (k, &**v)).collect();
+    sorted.serialize(s)
 }
 
 /// One simulated VM.
@@ -172,7 +183,7 @@ impl SimHost {
             vcpus,
             memory_mib,
             down: false,
-            vms: BTreeMap::new(),
+            vms: SimVms::default(),
         }
     }
 
@@ -186,6 +197,13 @@ impl SimHost {
             .temporary());
         }
         Ok(())
+    }
+
+    /// Returns its VMs sorted by native id.
+    pub fn vms_in_order(&self) -> Vec<&SimVm> {
+        let mut vms: Vec<&SimVm> = self.vms.values().map(|v| &**v).collect();
+        vms.sort_unstable_by(|a, b| a.native_id.cmp(&b.native_id));
+        vms
     }
 }
 
@@ -230,6 +248,8 @@ impl SimState {
 /// What [`IndexedState`] knows of one host's VMs without scanning them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct HostIndex {
+    /// The host's name, shared by the entries of [`IndexedState::host_of`] that name it.
+    name: Arc<str>,
     /// VM name → keys of the VMs with that name, in key order (names are unique per host, but a
     /// state file written by hand may repeat one).
     names: HashMap<String, Keys>,
@@ -241,12 +261,13 @@ struct HostIndex {
     memory_mib: u128,
 }
 
-/// The keys (native ids) an index entry names, in key order: nearly always one, held without a
-/// list of its own.
+/// The keys (native ids, or host names in [`IndexedState::host_of`]) an index entry names, in
+/// key order: nearly always one, held without a list of its own. Shared text: a VM's native id
+/// is copied once for all its index entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Keys {
-    One(String),
-    Many(Vec<String>),
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
 }
 
 impl Keys {
@@ -254,23 +275,22 @@ impl Keys {
     fn first(&self) -> Option<&str> {
         match self {
             Keys::One(k) => Some(k),
-            Keys::Many(ks) => ks.first().map(String::as_str),
+            Keys::Many(ks) => ks.first().map(|k| &**k),
         }
     }
 
     /// Adds `key`, keeping the order; a key held already stays once.
-    fn add(&mut self, key: &str) {
+    fn add(&mut self, key: &Arc<str>) {
         match self {
-            Keys::One(k) if k == key => {}
+            Keys::One(k) if **k == **key => {}
             Keys::One(k) => {
-                let k = std::mem::take(k);
-                let mut ks = vec![k, key.to_string()];
+                let mut ks = vec![k.clone(), key.clone()];
                 ks.sort();
                 *self = Keys::Many(ks);
             }
             Keys::Many(ks) => {
-                if let Err(i) = ks.binary_search_by(|k| k.as_str().cmp(key)) {
-                    ks.insert(i, key.to_string());
+                if let Err(i) = ks.binary_search_by(|k| (**k).cmp(&**key)) {
+                    ks.insert(i, key.clone());
                 }
             }
         }
@@ -279,9 +299,9 @@ impl Keys {
     /// Removes `key`; returns true when no key is left.
     fn remove(&mut self, key: &str) -> bool {
         match self {
-            Keys::One(k) => k == key,
+            Keys::One(k) => **k == *key,
             Keys::Many(ks) => {
-                ks.retain(|x| x != key);
+                ks.retain(|x| **x != *key);
                 if ks.len() > 1 {
                     return false;
                 }
@@ -298,11 +318,11 @@ impl Keys {
     }
 }
 
-fn add_key<K: Eq + std::hash::Hash>(map: &mut HashMap<K, Keys>, k: K, key: &str) {
+fn add_key<K: Eq + std::hash::Hash>(map: &mut HashMap<K, Keys>, k: K, key: &Arc<str>) {
     match map.entry(k) {
         std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().add(key),
         std::collections::hash_map::Entry::Vacant(e) => {
-            e.insert(Keys::One(key.to_string()));
+            e.insert(Keys::One(key.clone()));
         }
     }
 }
@@ -320,7 +340,7 @@ where
 }
 
 impl HostIndex {
-    fn add(&mut self, key: &str, vm: &SimVm) {
+    fn add(&mut self, key: &Arc<str>, vm: &SimVm) {
         add_key(&mut self.names, vm.name.clone(), key);
         if let Some(m) = &vm.mark {
             add_key(&mut self.marks, m.vm_id.clone(), key);
@@ -351,7 +371,7 @@ pub(crate) struct IndexedState {
     hosts: HashMap<String, HostIndex>,
     /// Native id → the hosts holding a VM under that key, in name order (one, unless a state
     /// file written by hand repeats an id on several hosts).
-    host_of: HashMap<String, Keys>,
+    host_of: HashMap<Arc<str>, Keys>,
 }
 
 impl IndexedState {
@@ -369,10 +389,14 @@ impl IndexedState {
         self.hosts.clear();
         self.host_of.clear();
         for (name, h) in &self.state.hosts {
-            let mut index = HostIndex::default();
+            let mut index = HostIndex {
+                name: name.as_str().into(),
+                ..HostIndex::default()
+            };
             for (key, vm) in &h.vms {
-                index.add(key, vm);
-                add_key(&mut self.host_of, key.clone(), name);
+                let key: Arc<str> = key.as_str().into();
+                index.add(&key, vm);
+                add_key(&mut self.host_of, key, &index.name);
             }
             self.hosts.insert(name.clone(), index);
         }
@@ -444,27 +468,34 @@ impl IndexedState {
     /// # Errors
     /// [`ErrorKind::NotFound`] for an unknown host.
     pub(crate) fn insert_vm(&mut self, host: &str, vm: SimVm) -> Result<()> {
-        let key = vm.native_id.clone();
+        let key: Arc<str> = vm.native_id.as_str().into();
         let h = self.state.host_mut(host)?;
         // The host's index nearly always exists: no owned key for the entry API then.
         let index = match self.hosts.get_mut(host) {
             Some(index) => index,
-            None => self.hosts.entry(host.to_string()).or_default(),
+            None => self
+                .hosts
+                .entry(host.to_string())
+                .or_insert_with(|| HostIndex {
+                    name: host.into(),
+                    ..HostIndex::default()
+                }),
         };
         // One search of the host's VMs: a new VM (the usual case) goes in, one with the same
         // id replaces the old one (which leaves the index first).
-        match h.vms.entry(key.clone()) {
-            std::collections::btree_map::Entry::Vacant(e) => {
+        match h.vms.entry(vm.native_id.clone()) {
+            std::collections::hash_map::Entry::Vacant(e) => {
                 index.add(&key, &vm);
                 e.insert(Box::new(vm));
             }
-            std::collections::btree_map::Entry::Occupied(mut e) => {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
                 index.remove(&key, e.get());
                 index.add(&key, &vm);
                 **e.get_mut() = vm;
             }
         }
-        add_key(&mut self.host_of, key, host);
+        let host_name = index.name.clone();
+        add_key(&mut self.host_of, key, &host_name);
         Ok(())
     }
 
@@ -518,7 +549,7 @@ impl IndexedState {
                 remove_key(&mut index.marks, &m.vm_id, native_id);
             }
             if let Some(m) = &vm.mark {
-                add_key(&mut index.marks, m.vm_id.clone(), native_id);
+                add_key(&mut index.marks, m.vm_id.clone(), &Arc::from(native_id));
             }
         }
         Some(old)
@@ -915,6 +946,32 @@ mod tests {
         assert_consistent(&s);
         assert!(s.insert_vm("nowhere", vm("sim-9", "x", 1, None)).is_err());
         assert_consistent(&s);
+    }
+
+    #[test]
+    fn a_state_file_lists_a_hosts_vms_by_native_id_and_reads_back_the_same() {
+        let mut h = SimHost::new("h1", "z", 64, 1 << 20);
+        for id in ["sim-9", "sim-10", "sim-2", "sim-1"] {
+            h.vms
+                .insert(id.into(), Box::new(vm(id, &format!("n{id}"), 1, None)));
+        }
+        let order: Vec<&str> = h
+            .vms_in_order()
+            .iter()
+            .map(|v| v.native_id.as_str())
+            .collect();
+        assert_eq!(order, ["sim-1", "sim-10", "sim-2", "sim-9"]);
+        let mut state = SimState::default();
+        state.hosts.insert("h1".into(), h);
+        let text = serde_json::to_string(&state).unwrap();
+        let at = |id: &str| text.find(&format!("\"{id}\":")).unwrap();
+        assert!(
+            at("sim-1") < at("sim-10") && at("sim-10") < at("sim-2") && at("sim-2") < at("sim-9")
+        );
+        // Written twice, the same bytes: the file does not reorder from one write to the next.
+        assert_eq!(serde_json::to_string(&state).unwrap(), text);
+        let back: SimState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, state);
     }
 
     #[test]

@@ -94,3 +94,46 @@ fn a_record_cloned_into_another_equals_its_source() {
     copy.clone_from(&ja);
     assert_eq!(copy, ja);
 }
+
+/// A snapshot's unfinished jobs join the claim rules' index on import: the store lists them
+/// among its unfinished jobs (oldest first, whatever their VM) and as their VM's, and an ended
+/// one is in neither list.
+#[tokio::test]
+async fn imported_unfinished_jobs_are_indexed_like_submitted_ones() {
+    use hcp_core::JobState;
+    use hcp_core::store::StoreSnapshot;
+    use hcp_core::testkit::store::{job, vm};
+
+    let (a, b) = (vm("p1", "a"), vm("p1", "b"));
+    // Made in this order, so their ids sort in it.
+    let first = job(&b);
+    let second = job(&a);
+    let mut ended = job(&a);
+    ended.state = JobState::Succeeded;
+    let third = job(&b);
+    let store = MemoryStore::default();
+    store.import(StoreSnapshot {
+        // Imported out of order.
+        jobs: vec![
+            (third.clone(), Vec::new()),
+            (ended, Vec::new()),
+            (first.clone(), Vec::new()),
+            (second.clone(), Vec::new()),
+        ],
+        idempotency: Vec::new(),
+        groups: Vec::new(),
+    });
+    let ids = |jobs: Vec<hcp_core::Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.unfinished_jobs().await.unwrap()),
+        [first.id.clone(), second.id.clone(), third.id.clone()]
+    );
+    assert_eq!(
+        ids(store.unfinished_jobs_of(&b.id).await.unwrap()),
+        [first.id, third.id]
+    );
+    assert_eq!(
+        ids(store.unfinished_jobs_of(&a.id).await.unwrap()),
+        [second.id]
+    );
+}

@@ -507,6 +507,8 @@ impl MemoryStore {
                 .or_default()
                 .insert(job.id.clone());
             let next_seq = logs.last().map_or(1, |l| l.seq + 1);
+            // An imported job that has not ended joins the claim rules' index, as a submitted one.
+            s.track(&job);
             s.job_ids.insert(job.id.clone());
             s.jobs.insert(
                 job.id.clone(),
@@ -1187,11 +1189,13 @@ impl Store for MemoryStore {
     }
 
     async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
+        // From the claim rules' index: the cost follows the unfinished jobs, not every job kept.
         let s = self.lock();
-        Ok(s.job_ids
-            .iter()
+        let mut ids: Vec<&JobId> = s.unfinished.values().flatten().collect();
+        ids.sort_unstable();
+        Ok(ids
+            .into_iter()
             .filter_map(|id| s.jobs.get(id))
-            .filter(|e| !e.job.state.is_terminal())
             .map(|e| e.job.clone())
             .collect())
     }
@@ -1311,6 +1315,10 @@ impl Store for MemoryStore {
         let n = s.events.len();
         s.events.retain(|e| e.at >= before);
         s.outbox.retain(|e| e.at >= before);
+        // Room again: a later overflow warns again, as after a publish.
+        if s.outbox.len() < s.max_events {
+            s.outbox_overflowing = false;
+        }
         Ok(u64::try_from(n - s.events.len()).unwrap_or(u64::MAX))
     }
 

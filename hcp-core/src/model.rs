@@ -38,12 +38,16 @@ macro_rules! id_type {
                 // Written on the stack and copied once into the shared text (no formatter, no
                 // intermediate String).
                 const PREFIX: &str = concat!($prefix, "-");
-                let mut text = [0u8; PREFIX.len() + uuid::fmt::Simple::LENGTH];
-                let (head, tail) = text.split_at_mut(PREFIX.len());
+                // Aligned to a word pair, so that the check that the text is UTF-8 takes
+                // `from_utf8`'s word-at-a-time path instead of going byte by byte.
+                #[repr(C, align(16))]
+                struct Text([u8; PREFIX.len() + uuid::fmt::Simple::LENGTH]);
+                let mut text = Text([0u8; PREFIX.len() + uuid::fmt::Simple::LENGTH]);
+                let (head, tail) = text.0.split_at_mut(PREFIX.len());
                 head.copy_from_slice(PREFIX.as_bytes());
                 let uuid = time_ordered_uuid();
                 uuid.simple().encode_lower(tail);
-                match std::str::from_utf8(&text) {
+                match std::str::from_utf8(&text.0) {
                     Ok(id) => $name(Arc::from(id)),
                     // Unreachable (a prefix and hex digits are ASCII), but never a panic.
                     Err(_) => $name(Arc::from(format!("{PREFIX}{}", uuid.simple()))),
@@ -171,6 +175,17 @@ impl ProjectId {
     }
 }
 
+/// Returns true when `value` holds a control character ([`char::is_control`]): C0, DEL or C1.
+/// One pass over the bytes without decoding characters, which the compiler runs many bytes at a
+/// time: C0 and DEL are single bytes, and a C1 character (U+0080–U+009F) is encoded as `0xC2`
+/// and a second byte, so only text with a `0xC2` byte is decoded.
+pub(crate) fn has_control(value: &str) -> bool {
+    let (c0, c2) = value.bytes().fold((false, false), |(c0, c2), b| {
+        (c0 | (b < 0x20) | (b == 0x7f), c2 | (b == 0xc2))
+    });
+    c0 || (c2 && value.chars().any(char::is_control))
+}
+
 /// Checks a DNS-label-like name: 1–63 characters of `[a-z0-9-]`, starting with a letter, not ending with `-`.
 ///
 /// # Errors
@@ -192,22 +207,26 @@ pub fn validate_dns_label(field: &str, value: &str) -> Result<()> {
             ),
         ));
     }
-    if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
+    let bytes = value.as_bytes();
+    if !bytes.first().is_some_and(u8::is_ascii_lowercase) {
         return Err(Error::invalid(
             field,
             format!("must start with a lowercase letter; allowed: {ALLOWED}"),
         ));
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    // Byte by byte: every allowed character is ASCII, so the first byte outside the set starts
+    // the first character outside it.
+    if let Some(at) = bytes
+        .iter()
+        .position(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-'))
+        && let Some(bad) = value.get(at..).and_then(|rest| rest.chars().next())
     {
         return Err(Error::invalid(
             field,
             format!("contains {bad:?}; allowed: {ALLOWED}"),
         ));
     }
-    if value.ends_with('-') {
+    if bytes.ends_with(b"-") {
         return Err(Error::invalid(
             field,
             format!("must not end with '-'; allowed: {ALLOWED}"),
@@ -295,7 +314,7 @@ pub fn validate_catalog_name(field: &str, value: &str) -> Result<()> {
             ),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if has_control(value) {
         return Err(Error::invalid(
             field,
             "must not contain control characters; choose one from the catalog",
@@ -490,7 +509,7 @@ pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<()> {
                 "tag keys are 1-63 characters of letters, digits, '-', '_', '.' and '/'",
             ));
         }
-        if v.len() > 255 || v.chars().any(char::is_control) {
+        if v.len() > 255 || has_control(v) {
             return Err(Error::invalid(
                 format!("tags.{}", crate::error::echo(k)),
                 "tag values are at most 255 bytes without control characters",
@@ -1058,6 +1077,51 @@ impl fmt::Display for Principal {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn control_characters_are_found_as_char_is_control_finds_them() {
+        for s in [
+            "",
+            "web-1",
+            "a\tb",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{85}",
+            "c1\u{9f}",
+            "\u{a0}nbsp",
+            "caf\u{e9}",
+            "\u{1f600}",
+            "\u{200b}zero-width",
+            "x\u{80}",
+            "tail\n",
+        ] {
+            assert_eq!(
+                super::has_control(s),
+                s.chars().any(char::is_control),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dns_label_names_its_first_bad_character_whole() {
+        for (value, bad) in [
+            ("web_1", "'_'"),
+            ("web\u{e9}1", "'\u{e9}'"),
+            ("a\u{1f600}", "'\u{1f600}'"),
+        ] {
+            let e = validate_dns_label("name", value).unwrap_err();
+            assert!(
+                e.message().contains(&format!("contains {bad}")),
+                "{value:?}: {e}"
+            );
+        }
+        assert!(validate_dns_label("name", "\u{e9}web").is_err());
+        assert!(validate_dns_label("name", "web-").is_err());
+        assert!(validate_dns_label("name", "1web").is_err());
+        assert!(validate_dns_label("name", "").is_err());
+        validate_dns_label("name", "web-1").unwrap();
+    }
 
     #[test]
     fn generated_ids_are_their_prefix_and_a_time_ordered_uuid() {

@@ -2009,7 +2009,7 @@ impl Engine {
 /// # Errors
 /// [`ErrorKind::InvalidSpec`] naming `idempotency_key`.
 pub fn validate_idempotency_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+    if key.is_empty() || key.len() > 255 || crate::model::has_control(key) {
         return Err(Error::invalid(
             "idempotency_key",
             "must be 1-255 characters without control characters",
@@ -2022,7 +2022,7 @@ pub fn validate_idempotency_key(key: &str) -> Result<()> {
 /// characters, so that no error repeats a huge or garbled value. Whether it exists is checked
 /// after.
 fn validate_reference(field: &str, value: &str) -> Result<()> {
-    if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
+    if value.is_empty() || value.len() > 255 || crate::model::has_control(value) {
         return Err(Error::invalid(
             field,
             format!(

@@ -59,7 +59,7 @@ impl VmFilter {
     /// # Errors
     /// [`crate::ErrorKind::InvalidSpec`] naming `name_prefix` or `tag`.
     pub fn validate(&self) -> Result<()> {
-        let bad = |s: &str| s.len() > 255 || s.chars().any(char::is_control);
+        let bad = |s: &str| s.len() > 255 || crate::model::has_control(s);
         if self.name_prefix.as_deref().is_some_and(bad) {
             return Err(Error::invalid(
                 "name_prefix",

@@ -35,6 +35,14 @@ macro_rules! id_type {
         impl $name {
             /// Generates a new random id.
             pub fn generate() -> Self {
+                Self::generate_at(None)
+            }
+
+            /// Generates a new random id whose time part is `millis` (the Unix time in
+            /// milliseconds of a system clock reading the caller made anyway), or read from the
+            /// system clock when `None`.
+            #[allow(dead_code)]
+            pub(crate) fn generate_at(millis: Option<u64>) -> Self {
                 // Written on the stack and copied once into the shared text (no formatter, no
                 // intermediate String).
                 const PREFIX: &str = concat!($prefix, "-");
@@ -45,7 +53,7 @@ macro_rules! id_type {
                 let mut text = Text([0u8; PREFIX.len() + uuid::fmt::Simple::LENGTH]);
                 let (head, tail) = text.0.split_at_mut(PREFIX.len());
                 head.copy_from_slice(PREFIX.as_bytes());
-                let uuid = time_ordered_uuid();
+                let uuid = time_ordered_uuid(millis);
                 uuid.simple().encode_lower(tail);
                 match std::str::from_utf8(&text.0) {
                     Ok(id) => $name(Arc::from(id)),
@@ -116,13 +124,15 @@ const COUNTER_BITS: u32 = 12;
 /// Returns a new UUIDv7 (RFC 9562): the Unix time in milliseconds, a 12-bit counter (method 1
 /// of section 6.2) and 62 random bits. The ids of one process are strictly increasing, across
 /// threads too: the time and counter advance together by compare-and-swap on one word (no
-/// lock), and a millisecond's 4,097th id borrows the next millisecond, as the RFC allows.
-fn time_ordered_uuid() -> uuid::Uuid {
+/// lock), and a millisecond's 4,097th id borrows the next millisecond, as the RFC allows. The
+/// time is `millis` (a system clock reading of the caller's) or, when `None`, read here.
+fn time_ordered_uuid(millis: Option<u64>) -> uuid::Uuid {
     use std::sync::atomic::Ordering;
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        & ((1 << 48) - 1);
+    let millis = millis.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }) & ((1 << 48) - 1);
     let start = millis << COUNTER_BITS;
     let mut last = LAST_ID.load(Ordering::Relaxed);
     let next = loop {
@@ -1077,6 +1087,25 @@ impl fmt::Display for Principal {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn an_id_made_from_a_clock_reading_carries_it_and_keeps_the_order() {
+        let millis = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
+        let before = JobId::generate();
+        let at = JobId::generate_at(Some(millis));
+        let after = JobId::generate();
+        assert!(before < at && at < after, "{before} {at} {after}");
+        let stamp = |id: &JobId| {
+            let uuid = uuid::Uuid::parse_str(&id.as_str()[4..]).unwrap();
+            let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
+            secs * 1000 + u64::from(nanos / 1_000_000)
+        };
+        // The reading, or the millisecond of `before` when that is later (to stay after it).
+        assert_eq!(stamp(&at), millis.max(stamp(&before)));
+        // A reading older than the last id's time still makes a later id.
+        let old = JobId::generate_at(Some(millis - 60_000));
+        assert!(old > after);
+    }
 
     #[test]
     fn control_characters_are_found_as_char_is_control_finds_them() {

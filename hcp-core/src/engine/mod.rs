@@ -1000,6 +1000,15 @@ impl Inner {
         self.clock.now()
     }
 
+    /// Returns the time part for ids made at `now`, read from the engine's clock: its Unix
+    /// milliseconds when that clock is the system's, `None` otherwise (a test's clock: the ids
+    /// read the system clock themselves, so they keep their order with every other id).
+    pub(crate) fn id_millis(&self, now: chrono::DateTime<Utc>) -> Option<u64> {
+        self.system_clock
+            .then(|| u64::try_from(now.timestamp_millis()).ok())
+            .flatten()
+    }
+
     /// Runs one provider call: stamps context on its error and reports it to the observer.
     ///
     /// A provider that panics fails this call only, with an [`ErrorKind::Internal`] error: the
@@ -1297,7 +1306,8 @@ impl Engine {
             return replay(&rec, fingerprint);
         }
         let now = inner.now();
-        let job_id = JobId::generate();
+        let id_millis = inner.id_millis(now);
+        let job_id = JobId::generate_at(id_millis);
         let mut reservation = None;
         // The host's room, which the store checks in the submit transaction (creates, growths).
         let mut room = None;
@@ -1334,7 +1344,7 @@ impl Engine {
                 };
                 let placement =
                     self.place(&spec, resources, host.as_deref(), op, group.as_ref())?;
-                let vm_id = VmId::generate();
+                let vm_id = VmId::generate_at(id_millis);
                 // Shared by the VM's binding and the job.
                 let (provider, target) = (placement.provider, placement.host);
                 let vm = Vm {

@@ -366,20 +366,22 @@ async fn run_claimed(
         .unwrap_or(Duration::ZERO);
     // The job's cancel token reaches the provider through its context (a cancel, or the
     // job's time running out, cancels the call, not just drops it). The context shares the
-    // token: the attempt's end cancels it, just before the token leaves the map.
+    // map's token (it takes this copy: each copy of a token locks it to count and to drop) and
+    // the attempt waits on it through the context; the attempt's end cancels it, just before
+    // the token leaves the map.
     let ctx = OpContext::for_job(
         job.id.clone(),
         Arc::new(Reporter {
             inner: inner.clone(),
             job: job.id.clone(),
         }),
-        cancel.clone(),
+        cancel,
     );
     let outcome = tokio::select! {
         // The lease first: a worker that lost it must not act on the VM once more.
         biased;
         _ = held.lost() => None,
-        _ = cancel.cancelled() => Some(Err(cancelled_while_running(inner, &job.id).await)),
+        _ = ctx.cancelled() => Some(Err(cancelled_while_running(inner, &job.id).await)),
         r = tokio::time::timeout(remaining, Box::pin(perform(inner, &ctx, &job, &vm))) => Some(r.unwrap_or_else(|_| {
             Err(Error::new(ErrorKind::Timeout, format!("job exceeded its timeout of {} ms", job.timeout_ms)))
         })),

@@ -81,7 +81,7 @@ async fn jobs_per_second(n: usize) {
         jobs as f64 / wall.as_secs_f64()
     );
     println!(
-        "  cpu  {:.3} s  ->  {:.1} us CPU per job   (previous: 9.5-10.4 us at 10,000, 12.2-16.7 us at 100,000 on 551e117, medians of 10 and 4-5 runs alternated with this code's in two spells on one machine, where 2a7b395 cost 17.6 / 21.5 us on another; target: <= 15 us, the same at 10,000 and 100,000)",
+        "  cpu  {:.3} s  ->  {:.1} us CPU per job   (previous: 16.1 us at 10,000, 21.2 us at 100,000 on bd97666, medians of 8 and 4 runs alternated with this code's on an Intel Xeon VM, where the same bd97666 had cost 9.0-9.7 / 10.6-13.7 us on an AMD EPYC VM; target: <= 15 us, the same at 10,000 and 100,000)",
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / jobs as f64
     );
@@ -200,7 +200,7 @@ async fn memory_per_vm(n: usize) {
         heap2 - sim_heap
     );
     println!(
-        "  (previous: HCP alone 1,667 B of heap per VM on 551e117, 1,662 B on 2a7b395, 1,699 B on 590c1c5, 1,740 B on 62bcc92, 8,820 B resident with events on 61df7b8; issue: 4.4-5.9 KB; target: <= 2 KiB for a VM and its latest job)"
+        "  (previous: HCP alone 1,597 B of heap per VM on bd97666 (3,985 B resident in steady state), 1,667 B on 551e117, 1,662 B on 2a7b395, 1,699 B on 590c1c5, 1,740 B on 62bcc92, 8,820 B resident with events on 61df7b8; issue: 4.4-5.9 KB; target: <= 2 KiB for a VM and its latest job)"
     );
 }
 

@@ -13,6 +13,8 @@
 //! them). With them, the engine benchmark's 20,000 jobs held 76–94 MB resident instead of
 //! 46–52 MB, and the kernel's zeroing and compaction of 2 MiB pages added up to 0.15 s of system
 //! time to some runs: the latency spikes for which Redis and PostgreSQL advise turning THP off.
+//! The price is paid at start-up, which takes more (small) page faults: `hcp serve` reading a
+//! simulator state of 10,000 VMs answers `/readyz` in ~64 ms instead of ~52 ms.
 //!
 //! ```
 //! #[global_allocator]

@@ -21,8 +21,7 @@ macro_rules! id_type {
 
         impl PartialEq for $name {
             fn eq(&self, other: &Self) -> bool {
-                // Copies of one id share their text: no bytes to compare.
-                Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+                same_text(&self.0, &other.0)
             }
         }
 
@@ -91,6 +90,12 @@ macro_rules! id_type {
             }
         }
     };
+}
+
+/// Returns true when `a` and `b` hold the same text: at once when they share it (copies of one
+/// id or name), else by comparing the bytes.
+pub(crate) fn same_text(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 /// The length of a generated id's random tail that [`hash_id`] hashes alone: the last 16 hex

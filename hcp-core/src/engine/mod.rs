@@ -514,8 +514,7 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     /// What time it is.
     pub(crate) clock: Arc<dyn crate::Clock>,
-    /// Whether `clock` is the system's: the in-memory store then judges leases by the engine's
-    /// reading instead of reading the clock again.
+    /// Whether `clock` is the system's ([`Inner::system_reading`]).
     pub(crate) system_clock: bool,
     /// Whether this process runs the singleton duties now.
     pub(crate) leadership: Arc<dyn crate::Leadership>,
@@ -939,8 +938,7 @@ impl Inner {
     ) -> Result<Option<(Job, bool)>> {
         match self.store.as_memory() {
             Some(memory) => {
-                let leases_at = self.system_clock.then_some(now);
-                memory.claim_and_start_now(id, &self.holder, until, now, leases_at)
+                memory.claim_and_start_now(id, &self.holder, until, now, self.system_reading(now))
             }
             None => Ok(self
                 .store
@@ -1000,13 +998,14 @@ impl Inner {
         self.clock.now()
     }
 
-    /// Returns the time part for ids made at `now`, read from the engine's clock: its Unix
-    /// milliseconds when that clock is the system's, `None` otherwise (a test's clock: the ids
-    /// read the system clock themselves, so they keep their order with every other id).
-    pub(crate) fn id_millis(&self, now: chrono::DateTime<Utc>) -> Option<u64> {
-        self.system_clock
-            .then(|| u64::try_from(now.timestamp_millis()).ok())
-            .flatten()
+    /// Returns `now`, read from the engine's clock, when that clock is the system's: then it
+    /// stands for a system clock reading (the in-memory store's lease time, an id's time part)
+    /// and saves another. `None` for a test's clock: those read the system clock themselves.
+    pub(crate) fn system_reading(
+        &self,
+        now: chrono::DateTime<Utc>,
+    ) -> Option<chrono::DateTime<Utc>> {
+        self.system_clock.then_some(now)
     }
 
     /// Runs one provider call: stamps context on its error and reports it to the observer.
@@ -1306,7 +1305,10 @@ impl Engine {
             return replay(&rec, fingerprint);
         }
         let now = inner.now();
-        let id_millis = inner.id_millis(now);
+        // Ids read their time from the system clock: this reading when it is one.
+        let id_millis = inner
+            .system_reading(now)
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok());
         let job_id = JobId::generate_at(id_millis);
         let mut reservation = None;
         // The host's room, which the store checks in the submit transaction (creates, growths).
@@ -2080,10 +2082,8 @@ impl HostKey {
 /// compared).
 impl PartialEq for HostKey {
     fn eq(&self, other: &Self) -> bool {
-        fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
-            Arc::ptr_eq(a, b) || **a == **b
-        }
-        same(&self.host, &other.host) && same(&self.provider, &other.provider)
+        use crate::model::same_text;
+        same_text(&self.host, &other.host) && same_text(&self.provider, &other.provider)
     }
 }
 

@@ -431,8 +431,8 @@ impl MemoryStore {
     pub(crate) fn release_lease_now(&self, id: &JobId, holder: &str, token: u64) -> Result<()> {
         let mut s = self.lock();
         let entry = s.lease_mut(id, Some(holder), token)?;
-        // An ended job's lease ended with its ending write (`update_job_fenced_now`): no clock
-        // read for it.
+        // Every write that ends a job ends its lease too (`replace_job_in_place`): no clock read
+        // for an ended one.
         if entry.job.state.is_terminal() {
             return Ok(());
         }
@@ -590,6 +590,14 @@ impl State {
     /// Returns the stored VM `id`.
     fn vm(&self, id: &VmId) -> Option<&Vm> {
         self.vms.get(id).map(|v| &**v)
+    }
+
+    /// Notes that events left the outbox (published or purged): once it has room again, a later
+    /// overflow warns again.
+    fn outbox_shrank(&mut self) {
+        if self.outbox.len() < self.max_events {
+            self.outbox_overflowing = false;
+        }
     }
 
     /// Returns the id of the VM named `name` in `project`.
@@ -1315,10 +1323,7 @@ impl Store for MemoryStore {
         let n = s.events.len();
         s.events.retain(|e| e.at >= before);
         s.outbox.retain(|e| e.at >= before);
-        // Room again: a later overflow warns again, as after a publish.
-        if s.outbox.len() < s.max_events {
-            s.outbox_overflowing = false;
-        }
+        s.outbox_shrank();
         Ok(u64::try_from(n - s.events.len()).unwrap_or(u64::MAX))
     }
 
@@ -1336,9 +1341,7 @@ impl Store for MemoryStore {
                 s.outbox.remove(i);
             }
         }
-        if s.outbox.len() < s.max_events {
-            s.outbox_overflowing = false;
-        }
+        s.outbox_shrank();
         Ok(())
     }
 

@@ -616,6 +616,7 @@ pub async fn paging_and_cursors(store: Arc<dyn Store>) -> Result<()> {
             Scope::Projects(vec![ProjectId::new("p2"), ProjectId::new("nobody")]),
             8,
         ),
+        (Scope::Projects(vec![ProjectId::new("p2")]), 8),
         (Scope::Projects(vec![]), 0),
     ] {
         let mut seen = Vec::new();
@@ -1859,6 +1860,7 @@ pub async fn filtered_sorted_listing(store: Arc<dyn Store>) -> Result<()> {
         Scope::All,
         Scope::Project(ProjectId::new("p1")),
         Scope::Projects(vec![ProjectId::new("p2"), ProjectId::new("p3")]),
+        Scope::Projects(vec![ProjectId::new("p3")]),
         Scope::Projects(vec![
             ProjectId::new("p3"),
             ProjectId::new("p1"),

@@ -14,9 +14,14 @@
 //! A first line gives PostgreSQL's version, `synchronous_commit` and `fsync` as the sessions see
 //! them. Issue 12's aim: >= 3,000 jobs/s through PostgreSQL on 2 cores.
 //!
+//! 4. `postgres/tenant-list`: the first ten pages of 100 of one tenant's 20,000 VMs, sorted by
+//!    id, by name and by creation time (milliseconds per page, medians), among 100,000 VMs of
+//!    200 other tenants created interleaved with the tenant's own, and with the tenant alone in
+//!    the store. A page should cost the same either way, and not grow with the tenant.
+//!
 //! Run: `cargo bench -p hcp-benches --bench postgres` (`scripts/bench.sh postgres`). N is
 //! `HCP_BENCH_JOBS` (default 2,000); `HCP_BENCH_ONLY=memory/1-replica|postgres/1-replica|
-//! postgres/3-replicas` runs one configuration. PostgreSQL is `HCP_TEST_DATABASE_URL` (default
+//! postgres/3-replicas|postgres/tenant-list` runs one configuration. PostgreSQL is `HCP_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`, which `scripts/postgres-peer.sh` starts); each
 //! configuration runs in a fresh schema `hcp_bench_<unix secs>_<uuid>`, dropped at its end.
 
@@ -427,6 +432,200 @@ async fn run(label: &str, replicas: usize, schema: Option<&str>, n: usize) {
     }
 }
 
+/// The VMs of the tenant whose lists [`tenant_list`] measures.
+const TENANT_VMS: usize = 20_000;
+/// The other tenants' VMs stored beside the tenant's.
+const OTHER_VMS: usize = 100_000;
+/// The other tenants.
+const OTHER_TENANTS: usize = 200;
+
+/// Updates the planner's statistics of `schema`'s VMs, as autovacuum would in time.
+async fn analyze(c: &tokio_postgres::Client, schema: &str) {
+    c.batch_execute(&format!("ANALYZE \"{schema}\".vms"))
+        .await
+        .expect("analyze");
+}
+
+/// Makes a VM record of `project` as a create would store it (not yet written).
+fn vm_record(project: &str, name: String) -> hcp_core::Vm {
+    let now = chrono::Utc::now();
+    hcp_core::Vm {
+        id: VmId::generate(),
+        project: hcp_core::ProjectId::new(project),
+        zone: "z".into(),
+        spec: Arc::new(VmSpec::new(name, "img", "f")),
+        resources: hcp_core::Resources {
+            vcpus: 1,
+            memory_mib: 512,
+            disk_gib: 10,
+        },
+        desired: hcp_core::DesiredState::Active,
+        desired_power: hcp_core::PowerState::Running,
+        power: hcp_core::PowerState::Running,
+        present: true,
+        binding: hcp_core::ProviderBinding {
+            provider: "sim".into(),
+            host: "h0".into(),
+            native_id: None,
+            member_host: None,
+        },
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        generation: 0,
+    }
+}
+
+/// Writes `vms` into `store`, 16 at a time.
+async fn put_all(store: &PostgresStore, vms: Vec<hcp_core::Vm>) {
+    use futures::StreamExt;
+    futures::stream::iter(vms)
+        .for_each_concurrent(16, |vm| async move {
+            store.put_vm(vm, None).await.expect("store a VM");
+        })
+        .await;
+}
+
+/// The pages of 100 each walk of [`page_ms`] reads.
+const PAGES: u32 = 10;
+
+/// Returns the median milliseconds per page of walking the first [`PAGES`] pages of `scope`'s
+/// VMs, 100 at a time in `sort`'s order (11 walks).
+async fn page_ms(store: &PostgresStore, scope: &Scope, sort: hcp_core::store::VmSort) -> f64 {
+    let filter = hcp_core::store::VmFilter::default();
+    let mut per_page = Vec::new();
+    for _ in 0..11 {
+        let mut seen = 0;
+        let mut page = PageRequest::first(100);
+        let start = Instant::now();
+        for _ in 0..PAGES {
+            let got = store
+                .list_vms_matching(scope, &filter, sort, &page)
+                .await
+                .expect("list a page");
+            seen += got.items.len();
+            page.cursor = got.next;
+        }
+        per_page.push(start.elapsed() / PAGES);
+        assert_eq!(seen, 100 * PAGES as usize, "every page full, none repeated");
+    }
+    per_page.sort();
+    per_page[per_page.len() / 2].as_secs_f64() * 1e3
+}
+
+/// Prints what a page of one tenant's list costs alone and among other tenants' VMs.
+async fn tenant_list(schema: &str) {
+    use hcp_core::store::{VmSort, VmSortKey};
+    let store = PostgresStore::connect(
+        &url(),
+        StoreOptions {
+            schema: schema.to_string(),
+            max_connections: CONNECTIONS,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("PostgreSQL store");
+    let tenant = Scope::Project(hcp_core::ProjectId::new("tenant"));
+    let sorts = [
+        ("id", VmSort::ascending(VmSortKey::Id)),
+        ("name", VmSort::ascending(VmSortKey::Name)),
+        (
+            "created, newest first",
+            VmSort::descending(VmSortKey::CreatedAt),
+        ),
+    ];
+    // The tenant's VMs, then the others made in rounds between more of the tenant's, so ids and
+    // creation times interleave as they do when tenants create VMs side by side.
+    let rounds = 10;
+    put_all(
+        &store,
+        (0..TENANT_VMS / 2)
+            .map(|i| vm_record("tenant", format!("web-{i:05}")))
+            .collect(),
+    )
+    .await;
+    let seed = Instant::now();
+    for round in 0..rounds {
+        let others = (0..OTHER_VMS / rounds)
+            .map(|i| {
+                let n = round * (OTHER_VMS / rounds) + i;
+                vm_record(
+                    &format!("other-{}", n % OTHER_TENANTS),
+                    format!("vm-{n:06}"),
+                )
+            })
+            .collect();
+        put_all(&store, others).await;
+        let from = TENANT_VMS / 2 + round * (TENANT_VMS / 2 / rounds);
+        let mine = (from..from + TENANT_VMS / 2 / rounds)
+            .map(|i| vm_record("tenant", format!("web-{i:05}")))
+            .collect();
+        put_all(&store, mine).await;
+    }
+    let seeded = seed.elapsed();
+    let c = raw().await;
+    analyze(&c, schema).await;
+    let mut among = Vec::new();
+    for (_, sort) in sorts {
+        among.push(page_ms(&store, &tenant, sort).await);
+    }
+    // The same tenant alone: its VMs copied into a fresh schema without the others.
+    let lone_schema = testkit::fresh_schema(PREFIX);
+    let lone = PostgresStore::connect(
+        &url(),
+        StoreOptions {
+            schema: lone_schema.clone(),
+            max_connections: CONNECTIONS,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("PostgreSQL store");
+    let mut mine = Vec::with_capacity(TENANT_VMS);
+    let mut page = PageRequest::all();
+    loop {
+        let got = store
+            .list_vms(&tenant, &page)
+            .await
+            .expect("list the tenant");
+        mine.extend(got.items);
+        match got.next {
+            Some(next) => page.cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(mine.len(), TENANT_VMS, "the tenant holds its VMs");
+    put_all(
+        &lone,
+        mine.into_iter()
+            .map(|mut vm| {
+                vm.generation = 0;
+                vm
+            })
+            .collect(),
+    )
+    .await;
+    analyze(&c, &lone_schema).await;
+    println!(
+        "postgres/tenant-list: the first {PAGES} pages of 100 of a tenant's {TENANT_VMS} VMs, ms per page (medians of 11 walks); {OTHER_VMS} VMs of {OTHER_TENANTS} other tenants stored in {:.1} s",
+        seeded.as_secs_f64()
+    );
+    for ((label, sort), among) in sorts.iter().zip(among) {
+        let by_itself = page_ms(&lone, &tenant, *sort).await;
+        println!(
+            "  by {label:<22} alone {by_itself:6.2} ms   among the others {among:6.2} ms   (previous, on 6466054, among the others: {}; target: the same as alone)",
+            match *label {
+                "id" => "1.05-1.55 ms",
+                "name" => "4.38-5.83 ms",
+                _ => "1.30-1.73 ms",
+            }
+        );
+    }
+    testkit::drop_schema(&c, &lone_schema).await;
+    testkit::drop_schema(&c, schema).await;
+}
+
 fn main() {
     let n: usize = match std::env::var("HCP_BENCH_JOBS") {
         Ok(v) => v.parse().expect("HCP_BENCH_JOBS is a number of VMs"),
@@ -465,6 +664,14 @@ fn main() {
                 cleaned = true;
             }
             run(label, replicas, schema.as_deref(), n).await;
+        }
+        if only.is_empty() || only == "postgres/tenant-list" {
+            let c = raw().await;
+            if !cleaned {
+                print_settings(&c).await;
+                testkit::drop_old_schemas(&c, PREFIX).await;
+            }
+            tenant_list(&testkit::fresh_schema(PREFIX)).await;
         }
     });
 }

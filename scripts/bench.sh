@@ -10,7 +10,8 @@
 #              `hcp vm list` with 100 hosts and 1,000 VMs;
 #   postgres   the engine through the PostgreSQL store beside the in-memory store (issue 12):
 #              jobs/s, submit p50/p99, CPU per job of HCP and of PostgreSQL, one replica and
-#              three; needs the PostgreSQL peer (scripts/postgres-peer.sh starts it).
+#              three; and a tenant's list pages among other tenants' VMs and alone; needs the
+#              PostgreSQL peer (scripts/postgres-peer.sh starts it).
 # Usage: ./scripts/bench.sh [engine|callgrind|http|sim|postgres]...   (all five when none is named)
 # Release builds, in $CARGO_TARGET_DIR. To profile one HTTP request kind for a while:
 #   HCP_BENCH_PROFILE=list-1000 HCP_BENCH_SECONDS=60 cargo bench -p hcp-benches --bench http

@@ -1620,13 +1620,7 @@ impl Store for PostgresStore {
         let state = filter.state.map(|s| text_of(&s)).transpose()?;
         let project = ProjectCondition::of(scope);
         let st = c
-            .prepare_cached(&format!(
-                "SELECT generation, doc, lease_holder, lease_expires_at, fencing_token FROM jobs
-                 WHERE {} AND ($2::text IS NULL OR id < $2)
-                   AND ($3::text IS NULL OR vm_id = $3) AND ($4::text IS NULL OR state = $4)
-                 ORDER BY id DESC LIMIT $5",
-                project.sql()
-            ))
+            .prepare_cached(&list_jobs_sql(&project))
             .await
             .map_err(|e| self.db_err(e))?;
         let rows = c
@@ -1960,12 +1954,7 @@ impl Store for PostgresStore {
         let limit = limit_of(page);
         let project = ProjectCondition::of(scope);
         let st = c
-            .prepare_cached(&format!(
-                "SELECT generation, doc FROM server_groups
-                 WHERE {} AND ($2::text IS NULL OR id > $2)
-                 ORDER BY id LIMIT $3",
-                project.sql()
-            ))
+            .prepare_cached(&list_server_groups_sql(&project))
             .await
             .map_err(|e| self.db_err(e))?;
         let rows = c
@@ -2171,21 +2160,22 @@ fn scope_project(scope: &Scope) -> Option<Vec<&str>> {
     }
 }
 
-/// The statement of [`Store::list_vms`]: `$1` the project condition, `$2` the cursor (the last
+/// The statement of [`Store::list_vms`]: `$1` the scope's projects, `$2` the cursor (the last
 /// id seen), `$3` the limit.
 fn list_vms_sql(project: &ProjectCondition) -> String {
-    format!(
-        "SELECT generation, doc, id FROM vms
-         WHERE {} AND ($2::text IS NULL OR id > $2)
-         ORDER BY id LIMIT $3",
-        project.sql()
+    project.select(
+        "generation, doc, id",
+        "vms",
+        "($2::text IS NULL OR id > $2)",
+        "id",
+        "$3",
     )
 }
 
-/// The statement of [`Store::list_vms_matching`] in `sort`'s order: `$1` the project
-/// condition, `$2` the name prefix, `$3` the tags, `$4` the state, `$5` the power, `$6` the
-/// limit, `$7`, `$8` and `$9` the cursor's id, name and creation time. It is one of a fixed set
-/// of texts chosen by the scope's kind and the sort; every value is a parameter.
+/// The statement of [`Store::list_vms_matching`] in `sort`'s order: `$1` the scope's projects,
+/// `$2` the name prefix, `$3` the tags, `$4` the state, `$5` the power, `$6` the limit, `$7`,
+/// `$8` and `$9` the cursor's id, name and creation time. It is one of a fixed set of texts
+/// chosen by the scope's kind and the sort; every value is a parameter.
 fn list_vms_matching_sql(project: &ProjectCondition, sort: VmSort) -> String {
     let (seek, order) = match (sort.key, sort.descending) {
         (VmSortKey::Id, false) => ("id > $7", "id"),
@@ -2198,16 +2188,18 @@ fn list_vms_matching_sql(project: &ProjectCondition, sort: VmSort) -> String {
         (VmSortKey::CreatedAt, false) => ("(created_us, id) > ($9, $7)", "created_us, id"),
         (VmSortKey::CreatedAt, true) => ("(created_us, id) < ($9, $7)", "created_us DESC, id DESC"),
     };
-    format!(
-        "SELECT generation, doc, id, name, created_us FROM vms
-         WHERE {project}
-           AND ($2::text IS NULL OR starts_with(name, $2))
-           AND ($3::jsonb IS NULL OR doc->'spec'->'tags' @> $3)
-           AND ($4::text IS NULL OR state = $4)
-           AND ($5::text IS NULL OR power = $5)
-           AND ($7::text IS NULL OR {seek})
-         ORDER BY {order} LIMIT $6",
-        project = project.sql()
+    project.select(
+        "generation, doc, id, name, created_us",
+        "vms",
+        &format!(
+            "($2::text IS NULL OR starts_with(name, $2))
+             AND ($3::jsonb IS NULL OR doc->'spec'->'tags' @> $3)
+             AND ($4::text IS NULL OR state = $4)
+             AND ($5::text IS NULL OR power = $5)
+             AND ($7::text IS NULL OR {seek})"
+        ),
+        order,
+        "$6",
     )
 }
 
@@ -2227,17 +2219,46 @@ fn list_vms_matching_types(project: &ProjectCondition) -> [Type; 9] {
     ]
 }
 
-/// The project condition of a list statement, always its parameter `$1`.
+/// The statement of [`Store::list_jobs`], newest first: `$1` the scope's projects, `$2` the
+/// cursor (the last id seen), `$3` the VM, `$4` the state, `$5` the limit.
+fn list_jobs_sql(project: &ProjectCondition) -> String {
+    project.select(
+        "generation, doc, lease_holder, lease_expires_at, fencing_token",
+        "jobs",
+        "($2::text IS NULL OR id < $2) AND ($3::text IS NULL OR vm_id = $3)
+         AND ($4::text IS NULL OR state = $4)",
+        "id DESC",
+        "$5",
+    )
+}
+
+/// The statement of [`Store::list_server_groups`]: `$1` the scope's projects, `$2` the cursor
+/// (the last id seen), `$3` the limit.
+fn list_server_groups_sql(project: &ProjectCondition) -> String {
+    project.select(
+        "generation, doc",
+        "server_groups",
+        "($2::text IS NULL OR id > $2)",
+        "id",
+        "$3",
+    )
+}
+
+/// Which projects a list statement reads, always its parameter `$1`.
 ///
-/// One project (a tenant's scope) compares by equality, so the database walks the
-/// `(project, key)` index in the page's order and reads about one page of rows, however many
-/// rows other projects hold. `project = ANY($1)` with a one-element array reads every row of
-/// the project and sorts them (a page sorted by name), or walks the whole table's key index and
-/// skips other projects' rows (a page sorted by id), both on every page. Several projects, or
-/// all of them, take the array.
+/// A page costs about one page's rows per project in scope, however many rows other projects
+/// hold: one project compares by equality, so PostgreSQL walks the `(project, key)` index in
+/// the page's order; several projects each take their own first page that way and the pages
+/// are merged. (`project = ANY($1)` made PostgreSQL walk the whole table's index for a page by
+/// id, dropping other projects' rows, or read and sort every row of the projects for a page by
+/// name.)
 enum ProjectCondition<'a> {
+    /// One project.
     One(&'a str),
-    Any(Option<Vec<&'a str>>),
+    /// Several projects (repeats allowed), or none.
+    Many(Vec<&'a str>),
+    /// Every project: `$1` is NULL.
+    All,
 }
 
 impl<'a> ProjectCondition<'a> {
@@ -2245,23 +2266,46 @@ impl<'a> ProjectCondition<'a> {
         match scope {
             Scope::Project(p) => Self::One(p.as_str()),
             Scope::Projects(ps) if ps.len() == 1 => Self::One(ps[0].as_str()),
-            other => Self::Any(scope_project(other)),
+            Scope::Projects(ps) => Self::Many(ps.iter().map(ProjectId::as_str).collect()),
+            Scope::All => Self::All,
         }
     }
 
-    /// The condition's SQL text.
-    fn sql(&self) -> &'static str {
+    /// A statement returning `columns` of `table`'s rows in scope that match `conditions`, in
+    /// `order`, at most `limit` (a parameter) of them. `conditions` and `order` name columns of
+    /// `table` other than `project`.
+    fn select(
+        &self,
+        columns: &str,
+        table: &str,
+        conditions: &str,
+        order: &str,
+        limit: &str,
+    ) -> String {
         match self {
-            Self::One(_) => "project = $1",
-            Self::Any(_) => "($1::text[] IS NULL OR project = ANY($1))",
+            Self::One(_) => format!(
+                "SELECT {columns} FROM {table} WHERE project = $1 AND {conditions}
+                 ORDER BY {order} LIMIT {limit}"
+            ),
+            Self::Many(_) => format!(
+                "SELECT {columns}
+                 FROM (SELECT DISTINCT unnest($1::text[]) AS project) AS scope,
+                      LATERAL (SELECT * FROM {table} WHERE {table}.project = scope.project
+                               AND {conditions} ORDER BY {order} LIMIT {limit}) AS page
+                 ORDER BY {order} LIMIT {limit}"
+            ),
+            Self::All => format!(
+                "SELECT {columns} FROM {table} WHERE $1::text IS NULL AND {conditions}
+                 ORDER BY {order} LIMIT {limit}"
+            ),
         }
     }
 
     /// The type of `$1`.
     fn sql_type(&self) -> Type {
         match self {
-            Self::One(_) => Type::TEXT,
-            Self::Any(_) => Type::TEXT_ARRAY,
+            Self::One(_) | Self::All => Type::TEXT,
+            Self::Many(_) => Type::TEXT_ARRAY,
         }
     }
 
@@ -2269,7 +2313,8 @@ impl<'a> ProjectCondition<'a> {
     fn value(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
         match self {
             Self::One(p) => p,
-            Self::Any(ps) => ps,
+            Self::Many(ps) => ps,
+            Self::All => &None::<&str>,
         }
     }
 }
@@ -2387,11 +2432,11 @@ mod tests {
             .map_or(0.0, |ps| ps.iter().map(rows_read).sum())
     }
 
-    /// A tenant's page costs one page's rows, however many VMs other tenants hold: the list
-    /// statements compare a single project by equality, so PostgreSQL walks the project's index
-    /// in the page's order. With `project = ANY($1)` a page by id walked the whole table's id
-    /// index, dropping other tenants' rows, and a page by name read and sorted all the
-    /// tenant's rows. Needs the PostgreSQL that `scripts/test.sh` starts.
+    /// A tenant's page costs one page's rows per project in scope, however many VMs and jobs
+    /// other tenants hold: the list statements walk each project's index in the page's order.
+    /// With `project = ANY($1)` a page by id walked the whole table's id index, dropping other
+    /// tenants' rows, and a page by name read and sorted all the tenant's rows. Needs the
+    /// PostgreSQL that `scripts/test.sh` starts.
     #[tokio::test]
     async fn a_tenants_page_reads_about_one_page_of_rows() {
         use hcp_core::store::{VmSort, VmSortKey};
@@ -2407,84 +2452,111 @@ mod tests {
         )
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {url} must be running: {e:#}"));
-        // The tenant's 60 VMs, written as HCP writes them.
+        // The tenant's 60 VMs with their create jobs, written as HCP writes them.
         for i in 0..60 {
             store
-                .put_vm(
-                    hcp_core::testkit::store::vm("tenant", &format!("vm-{i:05}")),
-                    None,
-                )
+                .submit(hcp_core::testkit::store::create(
+                    "tenant",
+                    &format!("vm-{i:05}"),
+                ))
                 .await
                 .unwrap();
         }
-        // 30,000 rows of 50 other tenants, copied in bulk (only their columns matter to the
-        // tenant's lists), with ids (same time prefix), names and creation times spread over
-        // the tenant's.
+        // 30,000 VMs and as many jobs of 50 other tenants, copied in bulk (only their columns
+        // matter to the tenant's lists), with ids (same time prefix), names and creation times
+        // spread over the tenant's.
         let c = store.client().await.unwrap();
         c.batch_execute(
             "INSERT INTO vms (id, project, name, generation, doc, created_us, state, power)
-             SELECT 'vm-' || substr(t.id, 4, 8) || md5(g::text), 'other-' || (g % 50),
+             SELECT substring(t.id from '^[a-z]+-.{8}') || md5(g::text), 'other-' || (g % 50),
                     'vm-' || lpad(g::text, 6, '0'), 0, t.doc,
                     t.lo + (g * (t.hi - t.lo + 1) / 30000), 'ACTIVE', 'RUNNING'
              FROM generate_series(1, 30000) g,
                   (SELECT min(id) AS id, min(doc::text)::jsonb AS doc, min(created_us) AS lo,
                           max(created_us) AS hi
                    FROM vms WHERE project = 'tenant') t;
-             ANALYZE vms;",
+             INSERT INTO jobs (id, project, vm_id, state, terminal, generation, doc)
+             SELECT substring(t.id from '^[a-z]+-.{8}') || md5(g::text), 'other-' || (g % 50),
+                    'vm-' || g, t.state, false, 0, t.doc
+             FROM generate_series(1, 30000) g,
+                  (SELECT min(id) AS id, min(doc::text)::jsonb AS doc, min(state) AS state
+                   FROM jobs WHERE project = 'tenant') t;
+             ANALYZE vms;
+             ANALYZE jobs;",
         )
         .await
         .unwrap();
-        let tenant = Scope::Project(ProjectId::new("tenant"));
-        let project = ProjectCondition::of(&tenant);
         let page: i64 = 11;
+        let none = None::<&str>;
         let explain = |sql: &str| format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}");
-        let mut plans = vec![(
-            "list_vms".to_string(),
-            c.query_one(
-                &explain(&list_vms_sql(&project)),
-                &[project.value(), &None::<&str>, &page],
-            )
-            .await
-            .unwrap(),
-        )];
-        for key in [VmSortKey::Id, VmSortKey::Name, VmSortKey::CreatedAt] {
-            for sort in [VmSort::ascending(key), VmSort::descending(key)] {
-                let st = c
-                    .prepare_typed(
-                        &explain(&list_vms_matching_sql(&project, sort)),
-                        &list_vms_matching_types(&project),
+        let scopes = [
+            (1.0, Scope::Project(ProjectId::new("tenant"))),
+            (
+                2.0,
+                Scope::Projects(vec![ProjectId::new("other-7"), ProjectId::new("tenant")]),
+            ),
+        ];
+        for (projects, scope) in &scopes {
+            let project = ProjectCondition::of(scope);
+            let mut plans = vec![
+                (
+                    "list_vms".to_string(),
+                    c.query_one(
+                        &explain(&list_vms_sql(&project)),
+                        &[project.value(), &none, &page],
                     )
                     .await
-                    .unwrap();
-                let none = None::<&str>;
-                let row = c
-                    .query_one(
-                        &st,
-                        &[
-                            project.value(),
-                            &none,
-                            &None::<serde_json::Value>,
-                            &none,
-                            &none,
-                            &page,
-                            &none,
-                            &none,
-                            &None::<i64>,
-                        ],
+                    .unwrap(),
+                ),
+                (
+                    "list_jobs".to_string(),
+                    c.query_one(
+                        &explain(&list_jobs_sql(&project)),
+                        &[project.value(), &none, &none, &none, &page],
                     )
                     .await
-                    .unwrap();
-                plans.push((format!("list_vms_matching {sort:?}"), row));
+                    .unwrap(),
+                ),
+            ];
+            for key in [VmSortKey::Id, VmSortKey::Name, VmSortKey::CreatedAt] {
+                for sort in [VmSort::ascending(key), VmSort::descending(key)] {
+                    let st = c
+                        .prepare_typed(
+                            &explain(&list_vms_matching_sql(&project, sort)),
+                            &list_vms_matching_types(&project),
+                        )
+                        .await
+                        .unwrap();
+                    let row = c
+                        .query_one(
+                            &st,
+                            &[
+                                project.value(),
+                                &none,
+                                &None::<serde_json::Value>,
+                                &none,
+                                &none,
+                                &page,
+                                &none,
+                                &none,
+                                &None::<i64>,
+                            ],
+                        )
+                        .await
+                        .unwrap();
+                    plans.push((format!("list_vms_matching {sort:?}"), row));
+                }
             }
-        }
-        for (what, row) in plans {
-            let doc: serde_json::Value = row.get(0);
-            let read = rows_read(&doc[0]["Plan"]);
-            // A page of 10 asks for 11 rows; an incremental sort by name reads one more group.
-            assert!(
-                read <= 2.0 * page as f64,
-                "{what}: a page of the tenant's VMs read {read} rows: {doc:#}"
-            );
+            for (what, row) in plans {
+                let doc: serde_json::Value = row.get(0);
+                let read = rows_read(&doc[0]["Plan"]);
+                // A page of 10 asks for 11 rows of each project; an incremental sort by name
+                // reads one more group.
+                assert!(
+                    read <= 2.0 * projects * page as f64,
+                    "{what} in {scope:?}: a page read {read} rows: {doc:#}"
+                );
+            }
         }
         drop(c);
         testkit::drop_schema(&testkit::raw(&url).await, &schema).await;

@@ -915,7 +915,7 @@ impl State {
 }
 
 fn page_of<K: Ord + Clone + ToString, T>(
-    keys: impl DoubleEndedIterator<Item = K>,
+    keys: impl Iterator<Item = K>,
     limit: usize,
     get: impl Fn(&K) -> Option<T>,
 ) -> Page<T> {
@@ -940,6 +940,53 @@ fn page_of<K: Ord + Clone + ToString, T>(
         } else {
             None
         },
+    }
+}
+
+/// Lists in one order merged into one list in that order, lazily: each item costs a comparison
+/// per list, so a page of a scope of several projects costs about its own size, not the number
+/// of ids the projects hold.
+struct Merged<'a, T> {
+    /// Each list's next item and the rest of the list.
+    heads: Vec<(&'a T, Box<dyn Iterator<Item = &'a T> + 'a>)>,
+    descending: bool,
+}
+
+impl<'a, T: Ord> Merged<'a, T> {
+    /// Merges `lists`, each ascending (descending when `descending`). An item in two lists
+    /// comes out twice.
+    fn new(
+        lists: impl IntoIterator<Item = Box<dyn Iterator<Item = &'a T> + 'a>>,
+        descending: bool,
+    ) -> Self {
+        let heads = lists
+            .into_iter()
+            .filter_map(|mut l| l.next().map(|first| (first, l)))
+            .collect();
+        Merged { heads, descending }
+    }
+}
+
+impl<'a, T: Ord> Iterator for Merged<'a, T> {
+    type Item = &'a T;
+
+    fn next(&mut self) -> Option<&'a T> {
+        let descending = self.descending;
+        let (i, _) = self.heads.iter().enumerate().reduce(|best, this| {
+            let first = if descending {
+                this.1.0 > best.1.0
+            } else {
+                this.1.0 < best.1.0
+            };
+            if first { this } else { best }
+        })?;
+        let head = &mut self.heads[i];
+        let item = head.0;
+        match head.1.next() {
+            Some(next) => head.0 = next,
+            None => drop(self.heads.swap_remove(i)),
+        }
+        Some(item)
     }
 }
 
@@ -1064,7 +1111,7 @@ impl Store for MemoryStore {
                 && after.as_ref().is_none_or(|a| sort.follows(v, a))
         };
         let mut found: Vec<&Vm> = Vec::with_capacity(limit.min(64) + 1);
-        if sort.key == VmSortKey::Id && !matches!(scope, Scope::Projects(_)) {
+        if sort.key == VmSortKey::Id {
             // In id order already: walk the ids from the cursor on and stop after one VM past
             // the page, so a page costs its own size, not the number of VMs.
             let (lower, upper) = match (&after, sort.descending) {
@@ -1078,7 +1125,27 @@ impl Store for MemoryStore {
                     Some(ids) => in_order(ids.ids.range(lower, upper), sort.descending),
                     None => Box::new(std::iter::empty()),
                 },
-                _ => in_order(s.vm_ids.ids.range(lower, upper), sort.descending),
+                // Each project's ids in order, merged; a project named twice is walked once.
+                // An id left behind in a project's list (its VM came back in another project
+                // in scope) is dropped there, so no VM comes twice.
+                Scope::Projects(ps) => {
+                    let state: &State = &s;
+                    Box::new(Merged::new(
+                        ps.iter()
+                            .collect::<BTreeSet<_>>()
+                            .into_iter()
+                            .filter_map(|p| state.project_vms.get(p).map(|ids| (p, ids)))
+                            .map(|(p, ids)| {
+                                Box::new(
+                                    in_order(ids.ids.range(lower, upper), sort.descending).filter(
+                                        move |id| state.vm(id).is_some_and(|v| v.project == *p),
+                                    ),
+                                ) as Box<dyn Iterator<Item = &VmId>>
+                            }),
+                        sort.descending,
+                    ))
+                }
+                Scope::All => in_order(s.vm_ids.ids.range(lower, upper), sort.descending),
             };
             found.extend(
                 ids.filter_map(|id| s.vm(id))
@@ -1185,13 +1252,18 @@ impl Store for MemoryStore {
                     next: None,
                 },
             },
+            // Each project's jobs newest first, merged; a project named twice is walked once.
             Scope::Projects(ps) => {
-                let ids: BTreeSet<&JobId> = ps
+                let lists = ps
                     .iter()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
                     .filter_map(|p| s.project_jobs.get(p))
-                    .flat_map(|ids| ids.before(upper.as_ref()))
-                    .collect();
-                page_of(ids.into_iter().rev().cloned(), limit, get)
+                    .map(|ids| {
+                        Box::new(ids.before(upper.as_ref()).rev())
+                            as Box<dyn Iterator<Item = &JobId>>
+                    });
+                page_of(Merged::new(lists, true).cloned(), limit, get)
             }
         })
     }

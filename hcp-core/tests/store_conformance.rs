@@ -137,3 +137,84 @@ async fn imported_unfinished_jobs_are_indexed_like_submitted_ones() {
         [second.id]
     );
 }
+
+/// A project's events come from the store's index of them: through eviction (the store keeps
+/// `max_events`) and a retention pass that drops events out of order, a project's list, from
+/// any cursor and with any limit, is the full stream filtered by the project.
+#[tokio::test]
+async fn a_projects_events_match_the_filtered_stream_through_eviction_and_retention() {
+    use chrono::{Duration, Utc};
+    use hcp_core::{Event, EventFilter, EventKind, ProjectId, Resources};
+
+    let store = MemoryStore::new(1000, 50);
+    let now = Utc::now();
+    let append = |i: usize| {
+        let project = match i % 4 {
+            0 | 1 => Some(ProjectId::new("a")),
+            2 => Some(ProjectId::new("b")),
+            _ => None,
+        };
+        // Every third event is old, so retention drops events from all over the stream.
+        let at = if i.is_multiple_of(3) {
+            now - Duration::hours(48)
+        } else {
+            now
+        };
+        store.append_event(Event {
+            seq: 0,
+            at,
+            project,
+            vm_id: None,
+            principal: None,
+            kind: EventKind::VmCreated {
+                resources: Resources::default(),
+            },
+        })
+    };
+    let check = |what: &'static str| {
+        let store = &store;
+        async move {
+            let all = store.list_events(&EventFilter::default()).await.unwrap();
+            for project in ["a", "b", "nobody"] {
+                for after in [0, 10, 60, 75, 200] {
+                    for limit in [0, 1, 7] {
+                        let filter = EventFilter {
+                            after,
+                            project: Some(ProjectId::new(project)),
+                            vm_id: None,
+                            limit,
+                        };
+                        let want: Vec<u64> = all
+                            .iter()
+                            .filter(|e| e.seq > after && filter.matches(e))
+                            .take(if limit == 0 { usize::MAX } else { limit })
+                            .map(|e| e.seq)
+                            .collect();
+                        let got: Vec<u64> = store
+                            .list_events(&filter)
+                            .await
+                            .unwrap()
+                            .iter()
+                            .map(|e| e.seq)
+                            .collect();
+                        assert_eq!(got, want, "{what}: {project} after {after}, limit {limit}");
+                    }
+                }
+            }
+        }
+    };
+    for i in 0..120 {
+        append(i).await.unwrap();
+    }
+    check("after eviction").await;
+    let dropped = store
+        .purge_events(now - Duration::hours(1), None)
+        .await
+        .unwrap();
+    assert!(dropped > 0, "retention drops the old events");
+    check("after retention").await;
+    for i in 120..200 {
+        append(i).await.unwrap();
+    }
+    check("after eviction past retention").await;
+}

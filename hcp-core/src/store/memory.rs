@@ -51,6 +51,9 @@ struct State {
     project_jobs: HashMap<ProjectId, OrderedIds<JobId>>,
     idempotency: HashMap<IdempotencyScope, IdempotencyRecord>,
     events: VecDeque<Arc<Event>>,
+    /// Each project's events by number, ascending: a project's audit list (a tenant's event
+    /// stream, which opens with one) reads its own events, not every event kept.
+    project_events: ProjectEvents,
     /// Events not yet published, by number; bounded by `max_events` like `events`.
     /// Unpublished events in order of their sequence numbers (appended in that order).
     outbox: VecDeque<Arc<Event>>,
@@ -240,8 +243,13 @@ impl MemoryStore {
         event.seq = s.next_event_seq;
         s.next_event_seq += 1;
         let event = Arc::new(event);
-        if s.events.len() == s.max_events {
-            s.events.pop_front();
+        if s.events.len() == s.max_events
+            && let Some(gone) = s.events.pop_front()
+        {
+            s.forget_project_event(&gone);
+        }
+        if let Some(p) = &event.project {
+            s.project_events.push(p, event.seq);
         }
         s.events.push_back(event.clone());
         if s.outbox.len() >= s.max_events
@@ -550,6 +558,28 @@ fn cas_conflict(what: &str, id: &dyn std::fmt::Display, expected: u64, actual: u
 }
 
 impl State {
+    /// Returns the event numbered `seq`, when it is still kept.
+    fn event(&self, seq: u64) -> Option<&Arc<Event>> {
+        // Numbered without gaps and evicted oldest first, so usually at its offset from the
+        // first; a search after a retention pass dropped events out of order.
+        let first = self.events.front()?.seq;
+        let at = usize::try_from(seq.checked_sub(first)?).ok()?;
+        match self.events.get(at) {
+            Some(e) if e.seq == seq => Some(e),
+            _ => {
+                let i = self.events.partition_point(|e| e.seq < seq);
+                self.events.get(i).filter(|e| e.seq == seq)
+            }
+        }
+    }
+
+    /// Drops `gone`, the oldest event kept, from its project's numbers.
+    fn forget_project_event(&mut self, gone: &Event) {
+        if let Some(p) = &gone.project {
+            self.project_events.forget_oldest(p, gone.seq);
+        }
+    }
+
     /// Inserts a new VM and returns it as stored.
     fn insert_vm(&mut self, mut vm: Vm) -> Result<&Vm> {
         if self.vms.contains_key(&vm.id) {
@@ -943,6 +973,52 @@ fn page_of<K: Ord + Clone + ToString, T>(
     }
 }
 
+/// Each project's event numbers, ascending, with the slot of the project of the last event
+/// appended: a job's events name one project, so most appends find their list without hashing.
+#[derive(Debug, Default)]
+struct ProjectEvents {
+    by_project: indexmap::IndexMap<ProjectId, VecDeque<u64>, foldhash::fast::RandomState>,
+    /// The last project appended to and its slot in `by_project` (valid until a removal).
+    last: Option<(ProjectId, usize)>,
+}
+
+impl ProjectEvents {
+    /// Appends event `seq` (the newest) to `project`'s numbers.
+    fn push(&mut self, project: &ProjectId, seq: u64) {
+        if let Some((last, slot)) = &self.last
+            && last == project
+            && let Some((_, seqs)) = self.by_project.get_index_mut(*slot)
+        {
+            seqs.push_back(seq);
+            return;
+        }
+        let entry = self.by_project.entry(project.clone());
+        let slot = entry.index();
+        entry.or_default().push_back(seq);
+        self.last = Some((project.clone(), slot));
+    }
+
+    /// Returns `project`'s numbers.
+    fn of(&self, project: &ProjectId) -> Option<&VecDeque<u64>> {
+        self.by_project.get(project)
+    }
+
+    /// Drops event `seq`, the oldest kept, from `project`'s numbers.
+    fn forget_oldest(&mut self, project: &ProjectId, seq: u64) {
+        let Some(seqs) = self.by_project.get_mut(project) else {
+            return;
+        };
+        if seqs.front() == Some(&seq) {
+            seqs.pop_front();
+        }
+        if seqs.is_empty() {
+            // Moves the last project into the freed slot: the cached slot may be stale.
+            self.by_project.swap_remove(project);
+            self.last = None;
+        }
+    }
+}
+
 /// Lists in one order merged into one list in that order, lazily: each item costs a comparison
 /// per list, so a page of a scope of several projects costs about its own size, not the number
 /// of ids the projects hold.
@@ -1332,6 +1408,20 @@ impl Store for MemoryStore {
             filter.limit
         };
         // Events are ordered by seq: skip straight to the first one after the cursor.
+        if let Some(p) = &filter.project {
+            // Through the project's own numbers: each is found by its position in `events`.
+            let Some(seqs) = s.project_events.of(p) else {
+                return Ok(Vec::new());
+            };
+            let start = seqs.partition_point(|&seq| seq <= filter.after);
+            return Ok(seqs
+                .range(start..)
+                .filter_map(|&seq| s.event(seq))
+                .filter(|e| filter.matches(e))
+                .take(limit)
+                .cloned()
+                .collect());
+        }
         let start = s.events.partition_point(|e| e.seq <= filter.after);
         Ok(s.events
             .range(start..)
@@ -1394,6 +1484,16 @@ impl Store for MemoryStore {
         let mut s = self.lock();
         let n = s.events.len();
         s.events.retain(|e| e.at >= before);
+        if s.events.len() != n {
+            // Rebuilt in one pass: retention may drop events from anywhere in the stream.
+            let mut index = ProjectEvents::default();
+            for e in &s.events {
+                if let Some(p) = &e.project {
+                    index.push(p, e.seq);
+                }
+            }
+            s.project_events = index;
+        }
         s.outbox.retain(|e| e.at >= before);
         s.outbox_shrank();
         Ok(u64::try_from(n - s.events.len()).unwrap_or(u64::MAX))

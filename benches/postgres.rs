@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use cpu_time::ProcessTime;
 use hcp_benches::{config, engine_builder};
 use hcp_core::store::{JobFilter, PageRequest, Scope, Store};
+use hcp_core::testkit::store::vm;
 use hcp_core::{Engine, JobState, Principal, RequestContext, VmId, VmSpec};
 use hcp_provider_sim::{SimHost, SimProvider, SimSettings};
 use hcp_store_postgres::testkit::{self, url};
@@ -45,6 +46,20 @@ const CONNECTIONS: usize = 16;
 
 /// The prefix of this bench's schemas ([`testkit::fresh_schema`]).
 const PREFIX: &str = "hcp_bench";
+
+/// Opens a store on `schema` with [`CONNECTIONS`] connections.
+async fn connect(schema: &str) -> PostgresStore {
+    PostgresStore::connect(
+        &url(),
+        StoreOptions {
+            schema: schema.to_string(),
+            max_connections: CONNECTIONS,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("PostgreSQL store")
+}
 
 /// Opens a plain connection (schema set-up and clean-up, `pg_stat_activity`).
 async fn raw() -> tokio_postgres::Client {
@@ -306,18 +321,7 @@ async fn run(label: &str, replicas: usize, schema: Option<&str>, n: usize) {
         let builder = match schema {
             None => builder,
             Some(schema) => {
-                let store = Arc::new(
-                    PostgresStore::connect(
-                        &url(),
-                        StoreOptions {
-                            schema: schema.to_string(),
-                            max_connections: CONNECTIONS,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .expect("PostgreSQL store"),
-                );
+                let store = Arc::new(connect(schema).await);
                 stores.push(store.clone());
                 builder.store(store)
             }
@@ -446,36 +450,6 @@ async fn analyze(c: &tokio_postgres::Client, schema: &str) {
         .expect("analyze");
 }
 
-/// Makes a VM record of `project` as a create would store it (not yet written).
-fn vm_record(project: &str, name: String) -> hcp_core::Vm {
-    let now = chrono::Utc::now();
-    hcp_core::Vm {
-        id: VmId::generate(),
-        project: hcp_core::ProjectId::new(project),
-        zone: "z".into(),
-        spec: Arc::new(VmSpec::new(name, "img", "f")),
-        resources: hcp_core::Resources {
-            vcpus: 1,
-            memory_mib: 512,
-            disk_gib: 10,
-        },
-        desired: hcp_core::DesiredState::Active,
-        desired_power: hcp_core::PowerState::Running,
-        power: hcp_core::PowerState::Running,
-        present: true,
-        binding: hcp_core::ProviderBinding {
-            provider: "sim".into(),
-            host: "h0".into(),
-            native_id: None,
-            member_host: None,
-        },
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-        generation: 0,
-    }
-}
-
 /// Writes `vms` into `store`, 16 at a time.
 async fn put_all(store: &PostgresStore, vms: Vec<hcp_core::Vm>) {
     use futures::StreamExt;
@@ -516,16 +490,7 @@ async fn page_ms(store: &PostgresStore, scope: &Scope, sort: hcp_core::store::Vm
 /// Prints what a page of one tenant's list costs alone and among other tenants' VMs.
 async fn tenant_list(schema: &str) {
     use hcp_core::store::{VmSort, VmSortKey};
-    let store = PostgresStore::connect(
-        &url(),
-        StoreOptions {
-            schema: schema.to_string(),
-            max_connections: CONNECTIONS,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("PostgreSQL store");
+    let store = connect(schema).await;
     let tenant = Scope::Project(hcp_core::ProjectId::new("tenant"));
     let sorts = [
         ("id", VmSort::ascending(VmSortKey::Id)),
@@ -541,7 +506,7 @@ async fn tenant_list(schema: &str) {
     put_all(
         &store,
         (0..TENANT_VMS / 2)
-            .map(|i| vm_record("tenant", format!("web-{i:05}")))
+            .map(|i| vm("tenant", &format!("web-{i:05}")))
             .collect(),
     )
     .await;
@@ -550,16 +515,16 @@ async fn tenant_list(schema: &str) {
         let others = (0..OTHER_VMS / rounds)
             .map(|i| {
                 let n = round * (OTHER_VMS / rounds) + i;
-                vm_record(
+                vm(
                     &format!("other-{}", n % OTHER_TENANTS),
-                    format!("vm-{n:06}"),
+                    &format!("vm-{n:06}"),
                 )
             })
             .collect();
         put_all(&store, others).await;
         let from = TENANT_VMS / 2 + round * (TENANT_VMS / 2 / rounds);
         let mine = (from..from + TENANT_VMS / 2 / rounds)
-            .map(|i| vm_record("tenant", format!("web-{i:05}")))
+            .map(|i| vm("tenant", &format!("web-{i:05}")))
             .collect();
         put_all(&store, mine).await;
     }
@@ -572,16 +537,7 @@ async fn tenant_list(schema: &str) {
     }
     // The same tenant alone: its VMs copied into a fresh schema without the others.
     let lone_schema = testkit::fresh_schema(PREFIX);
-    let lone = PostgresStore::connect(
-        &url(),
-        StoreOptions {
-            schema: lone_schema.clone(),
-            max_connections: CONNECTIONS,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("PostgreSQL store");
+    let lone = connect(&lone_schema).await;
     let mut mine = Vec::with_capacity(TENANT_VMS);
     let mut page = PageRequest::all();
     loop {

@@ -1407,9 +1407,9 @@ impl Store for MemoryStore {
         } else {
             filter.limit
         };
-        // Events are ordered by seq: skip straight to the first one after the cursor.
         if let Some(p) = &filter.project {
-            // Through the project's own numbers: each is found by its position in `events`.
+            // Through the project's own numbers, from the first after the cursor: each event
+            // is found by its position in `events`.
             let Some(seqs) = s.project_events.of(p) else {
                 return Ok(Vec::new());
             };
@@ -1422,6 +1422,7 @@ impl Store for MemoryStore {
                 .cloned()
                 .collect());
         }
+        // Events are ordered by seq: skip straight to the first one after the cursor.
         let start = s.events.partition_point(|e| e.seq <= filter.after);
         Ok(s.events
             .range(start..)

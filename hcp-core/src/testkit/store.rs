@@ -2752,7 +2752,8 @@ pub async fn lease_claim_has_one_winner(store: Arc<dyn Store>) -> Result<()> {
 ///
 /// # Errors
 /// When two jobs of one VM are claimed at once, a later job is claimed before the earlier one
-/// ended, or the earlier one's end does not free the later one.
+/// ended, the earlier one's end does not free the later one, or the claimable jobs are not the
+/// oldest first, cut at the limit.
 pub async fn lease_one_active_job_per_vm(store: Arc<dyn Store>) -> Result<()> {
     let mut pairs = Vec::new();
     for n in 0..5 {
@@ -2772,6 +2773,20 @@ pub async fn lease_one_active_job_per_vm(store: Arc<dyn Store>) -> Result<()> {
             .all(|(a, b)| ids.contains(&a.id) && !ids.contains(&b.id)),
         "only the oldest job of each VM is claimable: {ids:?}"
     );
+    // Oldest first, and a limit keeps the oldest.
+    ensure!(
+        claimable.windows(2).all(|w| w[0].id < w[1].id),
+        "claimable jobs come oldest first"
+    );
+    for limit in [0, 1, 3] {
+        let some = store.claimable_jobs(Utc::now(), limit).await?;
+        ensure!(
+            some.iter()
+                .map(|j| &j.id)
+                .eq(claimable.iter().take(limit).map(|j| &j.id)),
+            "a limit of {limit} keeps the {limit} oldest claimable jobs, in order"
+        );
+    }
     let mut tasks = Vec::new();
     for (i, (a, b)) in pairs.iter().enumerate() {
         for (k, id) in [&a.id, &b.id, &a.id, &b.id].into_iter().enumerate() {

@@ -59,6 +59,59 @@ fn from_unix(since: Duration) -> Option<DateTime<Utc>> {
     Some(date.and_time(time).and_utc())
 }
 
+/// The nanoseconds since midnight of `t`, or `None` within a leap second (which chrono writes
+/// as a second's nanoseconds past 999,999,999). The callers pass the stored UTC time:
+/// `DateTime`'s own accessors first work out the local time, which costs more than the sums.
+fn nanos_of_day(t: &chrono::NaiveDateTime) -> Option<u64> {
+    use chrono::Timelike;
+    // The time's own seconds: `NaiveDateTime`'s work them out from hours, minutes and seconds.
+    let time = t.time();
+    let nanos = time.nanosecond();
+    (nanos < 1_000_000_000)
+        .then(|| u64::from(time.num_seconds_from_midnight()) * 1_000_000_000 + u64::from(nanos))
+}
+
+/// Returns `t` plus `by`, or `None` past the calendar's end, as `checked_add_signed` does;
+/// without chrono's calendar arithmetic when the sum falls on `t`'s day (a lease, a job's
+/// deadline: most of the engine's sums).
+pub(crate) fn add(t: DateTime<Utc>, by: Duration) -> Option<DateTime<Utc>> {
+    use chrono::Timelike;
+    let naive = t.naive_utc();
+    let time = naive.time();
+    let nanos = time.nanosecond();
+    // Outside a leap second (nanoseconds past 999,999,999), by less than a day.
+    if nanos < 1_000_000_000 && by.as_secs() < 86_400 {
+        let mut secs = u64::from(time.num_seconds_from_midnight()) + by.as_secs();
+        let mut nanos = nanos + by.subsec_nanos();
+        if nanos >= 1_000_000_000 {
+            nanos -= 1_000_000_000;
+            secs += 1;
+        }
+        if let Ok(secs) = u32::try_from(secs)
+            && secs < 86_400
+        {
+            let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)?;
+            return Some(naive.date().and_time(time).and_utc());
+        }
+    }
+    chrono::Duration::from_std(by)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+}
+
+/// Returns how long after `earlier` `later` is, or `None` when it is before it, as
+/// `(later - earlier).to_std()` does; without chrono's calendar arithmetic when both fall on
+/// the same day.
+pub(crate) fn since(later: DateTime<Utc>, earlier: DateTime<Utc>) -> Option<Duration> {
+    let (l, e) = (later.naive_utc(), earlier.naive_utc());
+    if l.date() == e.date()
+        && let (Some(l), Some(e)) = (nanos_of_day(&l), nanos_of_day(&e))
+    {
+        return l.checked_sub(e).map(Duration::from_nanos);
+    }
+    (later - earlier).to_std().ok()
+}
+
 /// A clock that moves only when told to.
 ///
 /// # Behavior
@@ -137,6 +190,57 @@ mod tests {
         let before = Utc::now();
         let read = SystemClock.now();
         assert!(before <= read && read <= Utc::now());
+    }
+
+    #[test]
+    fn sums_and_differences_match_chrono() {
+        let starts = [
+            0_i64,
+            1,
+            86_399,
+            86_400,
+            951_868_799,
+            1_796_342_399,
+            253_402_300_799,
+        ];
+        let nanos = [0_u32, 1, 999_999_999];
+        let bys = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_millis(999),
+            Duration::from_secs(30),
+            Duration::from_secs(86_399),
+            Duration::from_secs(86_400),
+            Duration::from_secs(3 * 86_400 + 7),
+            Duration::from_secs(400 * 365 * 86_400),
+            Duration::MAX,
+        ];
+        let chrono_add = |t: DateTime<Utc>, by: Duration| {
+            chrono::Duration::from_std(by)
+                .ok()
+                .and_then(|d| t.checked_add_signed(d))
+        };
+        let mut times = Vec::new();
+        for s in starts {
+            for n in nanos {
+                times.push(DateTime::from_timestamp(s, n).unwrap());
+            }
+        }
+        // A leap second, as chrono writes it.
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+            .unwrap()
+            .and_utc();
+        times.push(leap);
+        for &t in &times {
+            for by in bys {
+                assert_eq!(add(t, by), chrono_add(t, by), "{t} + {by:?}");
+            }
+            for &u in &times {
+                assert_eq!(since(u, t), (u - t).to_std().ok(), "{u} - {t}");
+            }
+        }
     }
 
     #[test]

@@ -443,22 +443,18 @@ impl Job {
     /// calendar never ends). Counting a waiting job from its acceptance lets a job that waited
     /// past its timeout end with `TIMEOUT` when its turn comes, instead of never timing out.
     pub fn deadline(&self) -> DateTime<Utc> {
-        i64::try_from(self.timeout_ms)
-            .ok()
-            .and_then(chrono::Duration::try_milliseconds)
-            .and_then(|d| {
-                self.started_at
-                    .unwrap_or(self.created_at)
-                    .checked_add_signed(d)
-            })
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        crate::clock::add(
+            self.started_at.unwrap_or(self.created_at),
+            Duration::from_millis(self.timeout_ms),
+        )
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// Returns the job's duration so far, or its total once it ended.
     pub fn elapsed(&self, now: DateTime<Utc>) -> Option<Duration> {
         let start = self.started_at?;
         let end = self.finished_at.unwrap_or(now);
-        (end - start).to_std().ok()
+        crate::clock::since(end, start)
     }
 }
 

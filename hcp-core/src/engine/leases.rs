@@ -29,10 +29,7 @@ const POLL_BATCH: usize = 500;
 
 /// The lease `until` for a claim or renewal made at `now`.
 pub(crate) fn until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(lease)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    crate::clock::add(now, lease).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// How long after a successful renewal was sent this process trusts its lease: the lease less a

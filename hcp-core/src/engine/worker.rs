@@ -360,9 +360,7 @@ async fn run_claimed(
         .or_default()
         .clone();
     // A recovery asked the hypervisor first: the clock moved since.
-    let remaining = deadline
-        .signed_duration_since(if abandoned { inner.now() } else { now })
-        .to_std()
+    let remaining = crate::clock::since(deadline, if abandoned { inner.now() } else { now })
         .unwrap_or(Duration::ZERO);
     // The job's cancel token reaches the provider through its context (a cancel, or the
     // job's time running out, cancels the call, not just drops it). The context shares the

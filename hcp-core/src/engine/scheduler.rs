@@ -76,14 +76,14 @@ struct Scheduler {
     running: HashSet<JobId>,
     running_host: HashMap<HostKey, usize>,
     /// Each VM's jobs in submission order, the first inline: a VM nearly always has one job
-    /// at a time, and no list is allocated for it.
+    /// at a time, and no list is allocated for it. A job is here from its submission until it
+    /// finishes or is cancelled (queued, running or in backoff), so an offer of one found here
+    /// is ignored: no set of known jobs is kept beside it.
     vm_queues: HashMap<VmId, smallvec::SmallVec<[Queued; 1]>>,
     ready: VecDeque<Queued>,
     host_waiting: HashMap<HostKey, VecDeque<Queued>>,
     /// Jobs removed from their VM queue while still sitting in `ready`, a host queue or backoff.
     skip: HashSet<JobId>,
-    /// Every job queued, running or in backoff here, so an offer of one is ignored.
-    known: HashSet<JobId>,
 }
 
 pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg>) {
@@ -113,7 +113,6 @@ pub(crate) fn spawn(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SchedMsg
         ready: VecDeque::new(),
         host_waiting: HashMap::default(),
         skip: HashSet::default(),
-        known: HashSet::default(),
     };
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
@@ -146,7 +145,7 @@ impl Scheduler {
                 vm_id,
                 host_key,
             } => {
-                if self.known.contains(&job_id) {
+                if self.queued(&vm_id, &job_id) {
                     return;
                 }
                 inner.pending.fetch_add(1, Ordering::Relaxed);
@@ -164,12 +163,12 @@ impl Scheduler {
                 vm_id,
                 host_key,
             } => {
-                if !self.known.insert(job_id.clone()) {
+                let q = self.vm_queues.entry(vm_id.clone()).or_default();
+                if q.iter().any(|j| j.job_id == job_id) {
                     // Offered by the poller before its submitter's message came.
                     inner.pending.fetch_sub(1, Ordering::Relaxed);
                     return;
                 }
-                let q = self.vm_queues.entry(vm_id.clone()).or_default();
                 let head = q.first().map(|h| h.job_id.clone());
                 q.push(Queued {
                     job_id: job_id.clone(),
@@ -192,7 +191,6 @@ impl Scheduler {
                 vm_id,
                 host_key,
             } => {
-                self.known.remove(&job_id);
                 self.release(&job_id, &host_key);
                 self.advance_vm(inner, &vm_id, &job_id);
             }
@@ -241,7 +239,6 @@ impl Scheduler {
                     return;
                 };
                 inner.pending.fetch_sub(1, Ordering::Relaxed);
-                self.known.remove(&job_id);
                 if pos == 0 {
                     // The head sits in `ready`, a host queue or backoff: skip it there.
                     self.skip.insert(job_id.clone());
@@ -253,13 +250,21 @@ impl Scheduler {
         }
     }
 
+    /// Returns true when job `job_id` of VM `vm_id` is in the VM's queue.
+    fn queued(&self, vm_id: &VmId, job_id: &JobId) -> bool {
+        self.vm_queues
+            .get(vm_id)
+            .is_some_and(|q| q.iter().any(|j| &j.job_id == job_id))
+    }
+
     fn release(&mut self, job_id: &JobId, host_key: &HostKey) {
         if self.running.remove(job_id) {
             if let Some(n) = self.running_host.get_mut(host_key) {
                 *n = n.saturating_sub(1);
             }
             // A slot on this host freed: its first waiting job goes first.
-            if let Some(w) = self.host_waiting.get_mut(host_key)
+            if !self.host_waiting.is_empty()
+                && let Some(w) = self.host_waiting.get_mut(host_key)
                 && let Some(next) = w.pop_front()
             {
                 self.ready.push_front(next);
@@ -291,14 +296,19 @@ impl Scheduler {
             let Some(job) = self.ready.pop_front() else {
                 break;
             };
-            if self.skip.remove(&job.job_id) {
+            // The sets and maps below are empty in the usual case: looked at only when not, so
+            // the usual job hashes no key for them.
+            if !self.skip.is_empty() && self.skip.remove(&job.job_id) {
                 continue;
             }
-            let cap = self
-                .target_caps
-                .get(&job.host_key)
-                .copied()
-                .unwrap_or(self.max_host);
+            let cap = if self.target_caps.is_empty() {
+                self.max_host
+            } else {
+                self.target_caps
+                    .get(&job.host_key)
+                    .copied()
+                    .unwrap_or(self.max_host)
+            };
             let on_host = self.running_host.entry(job.host_key.clone()).or_default();
             if *on_host >= cap {
                 let host = job.host_key.host().to_string();

@@ -622,7 +622,7 @@ impl Inner {
             kind,
         };
         if let Some(store) = self.store.as_memory() {
-            self.publish(Ok(store.append_event_now(event)));
+            self.publish(Ok(store.append_event_now(Arc::new(event))));
             return StoreCall::Left(std::future::ready(()));
         }
         StoreCall::Right(Box::pin(async move {
@@ -929,13 +929,14 @@ impl Inner {
 
     /// Claims job `id` for this engine until `until`; returns it and whether the claim also
     /// started it at `now` (the in-memory store does both in one write; any other store only
-    /// claims, and the worker starts the job).
+    /// claims, and the worker starts the job). The job comes boxed, as the worker keeps it: a
+    /// job is a few hundred bytes, which each move copies.
     pub(crate) async fn claim_job(
         &self,
         id: &JobId,
         until: chrono::DateTime<Utc>,
         now: chrono::DateTime<Utc>,
-    ) -> Result<Option<(Job, bool)>> {
+    ) -> Result<Option<(Box<Job>, bool)>> {
         match self.store.as_memory() {
             Some(memory) => {
                 memory.claim_and_start_now(id, &self.holder, until, now, self.system_reading(now))
@@ -944,7 +945,7 @@ impl Inner {
                 .store
                 .claim_job(id, &self.holder, until)
                 .await?
-                .map(|j| (j, false))),
+                .map(|j| (Box::new(j), false))),
         }
     }
 
@@ -1513,30 +1514,6 @@ impl Engine {
                 (VmWrite::Update { vm, expected }, job_action, vm_id, p, h)
             }
         };
-        let job = Job {
-            id: job_id.clone(),
-            project: ctx.project.clone(),
-            vm_id: vm_id.clone(),
-            operation: op,
-            action: job_action,
-            state: JobState::Pending,
-            pending_reason: Some(PendingReason::Queued),
-            attempts: 0,
-            max_attempts: inner.settings.retry.max_attempts.max(1),
-            progress: 0,
-            principal: ctx.principal.clone(),
-            idempotency_key: ctx.idempotency_key.clone(),
-            host: host.clone(),
-            provider: provider.clone(),
-            error: None,
-            timeout_ms: u64::try_from(inner.settings.job_timeout.as_millis()).unwrap_or(u64::MAX),
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            generation: 0,
-            lease: None,
-            cancel_requested: None,
-        };
         let idempotency =
             key_guard
                 .as_ref()
@@ -1548,12 +1525,38 @@ impl Engine {
                     job_id: job_id.clone(),
                     created_at: now,
                 });
-        let is_create = job.action == JobAction::Create;
+        let is_create = job_action == JobAction::Create;
+        // The job is written where the submission holds it: built apart and moved in, its few
+        // hundred bytes were copied once more.
         let outcome = inner
             .submit(Submission {
                 idempotency,
                 vm: vm_write,
-                job,
+                job: Job {
+                    id: job_id.clone(),
+                    project: ctx.project.clone(),
+                    vm_id: vm_id.clone(),
+                    operation: op,
+                    action: job_action,
+                    state: JobState::Pending,
+                    pending_reason: Some(PendingReason::Queued),
+                    attempts: 0,
+                    max_attempts: inner.settings.retry.max_attempts.max(1),
+                    progress: 0,
+                    principal: ctx.principal.clone(),
+                    idempotency_key: ctx.idempotency_key.clone(),
+                    host: host.clone(),
+                    provider: provider.clone(),
+                    error: None,
+                    timeout_ms: u64::try_from(inner.settings.job_timeout.as_millis())
+                        .unwrap_or(u64::MAX),
+                    created_at: now,
+                    started_at: None,
+                    finished_at: None,
+                    generation: 0,
+                    lease: None,
+                    cancel_requested: None,
+                },
                 quota: self.quota(&ctx.project),
                 fence: ctx.fence.clone(),
                 room,

@@ -141,7 +141,7 @@ pub(crate) async fn run(
     // The lease's heartbeat runs beside the job in this task, until the job's attempt is over.
     let msg = tokio::select! {
         biased;
-        msg = run_claimed(inner, Box::new(job), started, now, &held, host_key) => msg,
+        msg = run_claimed(inner, job, started, now, &held, host_key) => msg,
         never = held.keep(inner, job_id) => match never {},
     };
     // A job in retry backoff keeps its lease until its retry time; any other is given up.
@@ -585,11 +585,22 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 user_data: vm.spec.user_data.is_some(),
                 server_group: vm.spec.server_group.clone(),
             };
-            let args = CreateVm::new(mark, host, &vm.spec.name, &vm.spec.image, vm.resources)
-                .with_networks(networks)
-                .with_tags(vm.spec.tags.clone())
-                .with_user_data(vm.spec.user_data.clone())
-                .with_member_host(vm.binding.member_host.clone());
+            // Written whole (what `CreateVm::new` and its `with_` calls make): each builder call
+            // moves the arguments, a few hundred bytes, once more.
+            let args = CreateVm {
+                vm_id: mark.vm_id.clone(),
+                project: mark.project.clone(),
+                host: host.to_string(),
+                name: vm.spec.name.clone(),
+                image: vm.spec.image.clone(),
+                resources: vm.resources,
+                networks,
+                tags: vm.spec.tags.clone(),
+                user_data: vm.spec.user_data.clone(),
+                mark,
+                start: true,
+                member_host: vm.binding.member_host.clone(),
+            };
             let created = inner
                 .call(provider, op, host, p.create_vm(ctx, args))
                 .await?;

@@ -387,11 +387,16 @@ impl MemoryStore {
             s.check_group(vm)?;
         }
         let vm_id = match submission.vm {
-            VmWrite::Insert(vm) => s.insert_vm(vm)?.id.clone(),
+            VmWrite::Insert(vm) => s.insert_vm(Box::new(vm))?.id.clone(),
             VmWrite::Update { vm, expected } => s.replace_vm(vm, expected)?.id,
         };
         let job_id = submission.job.id.clone();
-        s.insert_job(submission.job)?;
+        // Boxed here, where the submission is taken apart: the job moves once, into the box.
+        s.insert_job(Box::new(JobEntry {
+            job: submission.job,
+            logs: VecDeque::new(),
+            next_seq: 1,
+        }))?;
         if let Some(rec) = submission.idempotency {
             s.idempotency.insert(rec.scope.clone(), rec);
         }
@@ -584,7 +589,7 @@ impl State {
     }
 
     /// Inserts a new VM and returns it as stored.
-    fn insert_vm(&mut self, mut vm: Vm) -> Result<&Vm> {
+    fn insert_vm(&mut self, mut vm: Box<Vm>) -> Result<&Vm> {
         if self.vms.contains_key(&vm.id) {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -617,7 +622,7 @@ impl State {
             .or_default()
             .insert(vm.id.clone());
         self.vm_ids.insert(vm.id.clone());
-        Ok(&**self.vms.entry(vm.id.clone()).or_insert(Box::new(vm)))
+        Ok(&**self.vms.entry(vm.id.clone()).or_insert(vm))
     }
 
     /// Returns the stored VM `id`.
@@ -799,7 +804,8 @@ impl State {
             .check(project, quota, &added)
     }
 
-    fn insert_job(&mut self, mut job: Job) -> Result<()> {
+    fn insert_job(&mut self, mut entry: Box<JobEntry>) -> Result<()> {
+        let job = &mut entry.job;
         if self.jobs.contains_key(&job.id) {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -808,20 +814,13 @@ impl State {
         }
         job.generation = 1;
         job.lease = None;
-        self.track(&job);
+        self.track(job);
         self.project_jobs
             .entry(job.project.clone())
             .or_default()
             .insert(job.id.clone());
         self.job_ids.insert(job.id.clone());
-        self.jobs.insert(
-            job.id.clone(),
-            Box::new(JobEntry {
-                job,
-                logs: VecDeque::new(),
-                next_seq: 1,
-            }),
-        );
+        self.jobs.insert(job.id.clone(), entry);
         Ok(())
     }
 
@@ -1286,7 +1285,7 @@ impl Store for MemoryStore {
     async fn put_vm(&self, vm: Vm, expected: Option<u64>) -> Result<Vm> {
         let mut s = self.lock();
         match expected {
-            None => s.insert_vm(vm).cloned(),
+            None => s.insert_vm(Box::new(vm)).cloned(),
             Some(g) => s.replace_vm(vm, g),
         }
     }

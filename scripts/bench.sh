@@ -53,7 +53,7 @@ for part in "${parts[@]}"; do
             [ -n "$a" ] && [ -n "$b" ] || fail "callgrind printed no instruction count"
             echo "engine/instructions: create + delete jobs on the simulator, counted by callgrind"
             echo "  $((2 * small)) jobs: $a instructions; $((2 * large)) jobs: $b instructions"
-            echo "  -> $(((b - a) / (2 * (large - small)))) instructions per job   (previous: 37,199-37,369 on 71ecda1, built without link-time optimisation; 36,815-36,977 on 6466054, 39,142-39,316 on bd97666, 44,191-44,249 on 551e117, 54,033-54,489 on 2a7b395, 60,382-60,491 on 590c1c5, 76,011 on 62bcc92, 84,960 on 39bfcb6, 110,506 on b3558c7, 179,588 on 27a70bc; target: <= 25,000; floor: ~14,600)"
+            echo "  -> $(((b - a) / (2 * (large - small)))) instructions per job   (previous: 37,199-37,443 on 960d776 and 71ecda1, built without link-time optimisation; 36,815-36,977 on 6466054, 39,142-39,316 on bd97666, 44,191-44,249 on 551e117, 54,033-54,489 on 2a7b395, 60,382-60,491 on 590c1c5, 76,011 on 62bcc92, 84,960 on 39bfcb6, 110,506 on b3558c7, 179,588 on 27a70bc; target: <= 25,000; floor: ~14,600)"
             ;;
         *) fail "unknown part $part: use engine, callgrind, http, sim or postgres" ;;
     esac

@@ -660,7 +660,10 @@ impl State {
     /// instead of moving it in and out.
     fn replace_vm_in_place(&mut self, vm: &mut Vm, expected: u64) -> Result<()> {
         let cur = self.check_vm(&vm.id, expected)?;
-        if cur.project != vm.project || cur.spec.name != vm.spec.name {
+        // The same shared spec (the usual write) has the same name without comparing it.
+        if cur.project != vm.project
+            || !(Arc::ptr_eq(&cur.spec, &vm.spec) || cur.spec.name == vm.spec.name)
+        {
             return Err(Error::internal("a VM's project and name never change"));
         }
         let before = Usage::of(cur);

@@ -392,9 +392,11 @@ impl MemoryStore {
         };
         let job_id = submission.job.id.clone();
         // Boxed here, where the submission is taken apart: the job moves once, into the box.
+        // Room for a job's usual lines (its attempt, what it did, its end): the first line
+        // would take as much through the deque's path for growing.
         s.insert_job(Box::new(JobEntry {
             job: submission.job,
-            logs: VecDeque::new(),
+            logs: VecDeque::with_capacity(4),
             next_seq: 1,
         }))?;
         if let Some(rec) = submission.idempotency {

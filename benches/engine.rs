@@ -83,7 +83,7 @@ async fn jobs_per_second(n: usize) {
         jobs as f64 / wall.as_secs_f64()
     );
     println!(
-        "  cpu  {:.3} s  ->  {:.1} us CPU per job   (previous: 13.0 us at 10,000, 15.6 us at 100,000 on 960d776, medians of 16 and 8 runs alternated with this code's on an Intel Xeon VM whose speed moves between spells: bd97666 cost 16.1 / 21.2 us there in a slow one, 9.0-9.7 / 10.6-13.7 us on an AMD EPYC VM; target: <= 15 us, the same at 10,000 and 100,000)",
+        "  cpu  {:.3} s  ->  {:.1} us CPU per job   (previous: 14.6 us at 10,000, 15.8 us at 100,000 on 960d776, medians of 16 and 8 runs alternated with this code's on an Intel Xeon VM whose speed moves between spells (13.0 / 15.6 us in a faster one): bd97666 cost 16.1 / 21.2 us there in a slow one, 9.0-9.7 / 10.6-13.7 us on an AMD EPYC VM; target: <= 15 us, the same at 10,000 and 100,000)",
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / jobs as f64
     );

@@ -585,22 +585,13 @@ async fn perform(inner: &Inner, ctx: &OpContext, job: &Job, vm: &Vm) -> crate::R
                 user_data: vm.spec.user_data.is_some(),
                 server_group: vm.spec.server_group.clone(),
             };
-            // Written whole (what `CreateVm::new` and its `with_` calls make): each builder call
-            // moves the arguments, a few hundred bytes, once more.
-            let args = CreateVm {
-                vm_id: mark.vm_id.clone(),
-                project: mark.project.clone(),
-                host: host.to_string(),
-                name: vm.spec.name.clone(),
-                image: vm.spec.image.clone(),
-                resources: vm.resources,
-                networks,
-                tags: vm.spec.tags.clone(),
-                user_data: vm.spec.user_data.clone(),
-                mark,
-                start: true,
-                member_host: vm.binding.member_host.clone(),
-            };
+            // The rest set in place: each `with_` call moves the arguments, a few hundred
+            // bytes, once more.
+            let mut args = CreateVm::new(mark, host, &vm.spec.name, &vm.spec.image, vm.resources);
+            args.networks = networks;
+            args.tags = vm.spec.tags.clone();
+            args.user_data = vm.spec.user_data.clone();
+            args.member_host = vm.binding.member_host.clone();
             let created = inner
                 .call(provider, op, host, p.create_vm(ctx, args))
                 .await?;

@@ -75,24 +75,18 @@ fn nanos_of_day(t: &chrono::NaiveDateTime) -> Option<u64> {
 /// without chrono's calendar arithmetic when the sum falls on `t`'s day (a lease, a job's
 /// deadline: most of the engine's sums).
 pub(crate) fn add(t: DateTime<Utc>, by: Duration) -> Option<DateTime<Utc>> {
-    use chrono::Timelike;
+    const SECOND: u64 = 1_000_000_000;
     let naive = t.naive_utc();
-    let time = naive.time();
-    let nanos = time.nanosecond();
-    // Outside a leap second (nanoseconds past 999,999,999), by less than a day.
-    if nanos < 1_000_000_000 && by.as_secs() < 86_400 {
-        let mut secs = u64::from(time.num_seconds_from_midnight()) + by.as_secs();
-        let mut nanos = nanos + by.subsec_nanos();
-        if nanos >= 1_000_000_000 {
-            nanos -= 1_000_000_000;
-            secs += 1;
-        }
-        if let Ok(secs) = u32::try_from(secs)
-            && secs < 86_400
-        {
-            let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)?;
-            return Some(naive.date().and_time(time).and_utc());
-        }
+    if by.as_secs() < 86_400
+        && let Some(start) = nanos_of_day(&naive)
+        // Both under a day: no overflow.
+        && let sum = start + by.as_secs() * SECOND + u64::from(by.subsec_nanos())
+        && sum < 86_400 * SECOND
+    {
+        let secs = u32::try_from(sum / SECOND).ok()?;
+        let nanos = u32::try_from(sum % SECOND).ok()?;
+        let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)?;
+        return Some(naive.date().and_time(time).and_utc());
     }
     chrono::Duration::from_std(by)
         .ok()

@@ -622,7 +622,7 @@ impl Inner {
             kind,
         };
         if let Some(store) = self.store.as_memory() {
-            self.publish(Ok(store.append_event_now(event)));
+            self.publish(Ok(store.append_event_now(Arc::new(event))));
             return StoreCall::Left(std::future::ready(()));
         }
         StoreCall::Right(Box::pin(async move {

@@ -238,11 +238,14 @@ impl MemoryStore {
 
     /// Appends `event` (numbering it) and returns it as stored; [`Store::append_event`] without
     /// a future, for the engine on an in-memory store ([`Store::as_memory`]).
-    pub(crate) fn append_event_now(&self, mut event: Event) -> Arc<Event> {
+    ///
+    /// The caller shares `event` ([`Arc::new`]) before the call, holding no other handle on it:
+    /// the event moves once, into its allocation, instead of into this call and then there. (A
+    /// handle held elsewhere would make this call copy it.)
+    pub(crate) fn append_event_now(&self, mut event: Arc<Event>) -> Arc<Event> {
         let mut s = self.lock();
-        event.seq = s.next_event_seq;
+        Arc::make_mut(&mut event).seq = s.next_event_seq;
         s.next_event_seq += 1;
-        let event = Arc::new(event);
         if s.events.len() == s.max_events
             && let Some(gone) = s.events.pop_front()
         {
@@ -1401,7 +1404,7 @@ impl Store for MemoryStore {
     }
 
     async fn append_event(&self, event: Event) -> Result<Arc<Event>> {
-        Ok(self.append_event_now(event))
+        Ok(self.append_event_now(Arc::new(event)))
     }
 
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Arc<Event>>> {
